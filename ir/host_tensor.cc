@@ -1,0 +1,70 @@
+#include "ir/str.h"
+#include "ir/host_tensor.h"
+
+#include <cmath>
+#include <cstring>
+
+
+namespace kiln {
+
+HostTensor::HostTensor(DType dtype, std::vector<int64_t> shape)
+    : dtype_(dtype), shape_(std::move(shape)) {
+  numel_ = 1;
+  for (int64_t d : shape_) numel_ *= d;
+  bytes_.assign(static_cast<size_t>(numel_ * dtype_size(dtype_)), 0);
+}
+
+double HostTensor::get(int64_t i) const {
+  const uint8_t* p = bytes_.data() + i * dtype_size(dtype_);
+  switch (dtype_) {
+    case DType::f32: { float v; std::memcpy(&v, p, 4); return v; }
+    case DType::f16: { uint16_t b; std::memcpy(&b, p, 2); return f16_bits_to_float(b); }
+    case DType::bf16: { uint16_t b; std::memcpy(&b, p, 2); return bf16_bits_to_float(b); }
+    default: return static_cast<double>(get_int(i));
+  }
+}
+
+int64_t HostTensor::get_int(int64_t i) const {
+  const uint8_t* p = bytes_.data() + i * dtype_size(dtype_);
+  switch (dtype_) {
+    case DType::i32: { int32_t v; std::memcpy(&v, p, 4); return v; }
+    case DType::i64: { int64_t v; std::memcpy(&v, p, 8); return v; }
+    case DType::boolean: return *p != 0;
+    default: return static_cast<int64_t>(round_to_dtype(get(i), DType::i64));
+  }
+}
+
+void HostTensor::set(int64_t i, double v) {
+  uint8_t* p = bytes_.data() + i * dtype_size(dtype_);
+  switch (dtype_) {
+    case DType::f32: { float f = static_cast<float>(v); std::memcpy(p, &f, 4); return; }
+    case DType::f16: { uint16_t b = float_to_f16_bits(static_cast<float>(v)); std::memcpy(p, &b, 2); return; }
+    case DType::bf16: { uint16_t b = float_to_bf16_bits(static_cast<float>(v)); std::memcpy(p, &b, 2); return; }
+    default: set_int(i, static_cast<int64_t>(round_to_dtype(v, DType::i64)));
+  }
+}
+
+void HostTensor::set_int(int64_t i, int64_t v) {
+  uint8_t* p = bytes_.data() + i * dtype_size(dtype_);
+  switch (dtype_) {
+    case DType::i32: { int32_t x = static_cast<int32_t>(static_cast<uint32_t>(v)); std::memcpy(p, &x, 4); return; }
+    case DType::i64: std::memcpy(p, &v, 8); return;
+    case DType::boolean: *p = v != 0; return;
+    default: set(i, static_cast<double>(v));
+  }
+}
+
+void HostTensor::fill_random(std::mt19937_64& rng, double lo, double hi) {
+  std::uniform_real_distribution<double> u(lo, hi);
+  for (int64_t i = 0; i < numel_; ++i) {
+    if (dtype_ == DType::boolean) set_int(i, rng() & 1);
+    else if (is_integer(dtype_)) set_int(i, static_cast<int64_t>(std::floor(u(rng))));
+    else set(i, u(rng));
+  }
+}
+
+std::string HostTensor::type_string() const {
+  return str_cat(dtype_name(dtype_), "[", fmt::format("{}", fmt::join(shape_, ", ")), "]");
+}
+
+}  // namespace kiln

@@ -1,0 +1,44 @@
+// A dense, row-major tensor in host memory, stored in its own dtype: parameter data,
+// reference-evaluator values, .npy files. Elements read as double and are rounded to the
+// dtype when written, which is exactly the storage-type semantics of DESIGN.md.
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "ir/dtype.h"
+
+namespace kiln {
+
+class HostTensor {
+ public:
+  HostTensor() = default;
+  HostTensor(DType dtype, std::vector<int64_t> shape);  // zero-filled
+
+  DType dtype() const { return dtype_; }
+  const std::vector<int64_t>& shape() const { return shape_; }
+  int64_t rank() const { return static_cast<int64_t>(shape_.size()); }
+  int64_t numel() const { return numel_; }
+  const uint8_t* data() const { return bytes_.data(); }
+  uint8_t* data() { return bytes_.data(); }
+  int64_t nbytes() const { return static_cast<int64_t>(bytes_.size()); }
+
+  double get(int64_t i) const;           // as a double; i64 beyond 2^53 loses bits
+  int64_t get_int(int64_t i) const;      // exact for integer and bool dtypes
+  void set(int64_t i, double v);         // rounded to the dtype
+  void set_int(int64_t i, int64_t v);    // exact for integer dtypes
+
+  // Floats uniform in [lo, hi); integers uniform in [lo, hi) truncated; bools fair coins.
+  void fill_random(std::mt19937_64& rng, double lo = -1.0, double hi = 1.0);
+  std::string type_string() const;  // "bf16[2, 3]"
+
+ private:
+  DType dtype_ = DType::f32;
+  std::vector<int64_t> shape_;
+  int64_t numel_ = 1;
+  std::vector<uint8_t> bytes_ = std::vector<uint8_t>(4);
+};
+
+}  // namespace kiln

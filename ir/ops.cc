@@ -1,0 +1,637 @@
+#include <algorithm>
+#include <limits>
+#include <numeric>
+
+#include "ir/str.h"
+#include "ir/op.h"
+
+namespace kiln {
+namespace {
+
+using Types = std::span<const TensorType>;
+using Result = absl::StatusOr<std::vector<TensorType>>;
+
+absl::Status err(auto&&... parts) { return invalid_argument(parts...); }
+
+std::string types_to_string(Types in) {
+  return str_join(in, ", ", [](const TensorType& t) { return t.to_string(); });
+}
+
+absl::Status require_dtype(const TensorType& t, bool ok, std::string_view what) {
+  if (ok) return absl::OkStatus();
+  return err("expected ", what, ", got ", t.to_string());
+}
+
+absl::Status same_dtypes(Types in) {
+  for (const TensorType& t : in.subspan(1))
+    if (t.dtype != in[0].dtype)
+      return err("operand dtypes differ (", types_to_string(in), "); insert a cast");
+  return absl::OkStatus();
+}
+
+// ---- elementwise ---------------------------------------------------------------
+
+Result infer_unary_numeric(Types in, const AttrView&) {
+  if (auto s = require_dtype(in[0], in[0].dtype != DType::boolean, "a numeric tensor"); !s.ok()) return s;
+  return std::vector{in[0]};
+}
+
+Result infer_unary_float(Types in, const AttrView&) {
+  if (auto s = require_dtype(in[0], is_float(in[0].dtype), "a floating-point tensor"); !s.ok()) return s;
+  return std::vector{in[0]};
+}
+
+Result infer_unary_bool(Types in, const AttrView&) {
+  if (auto s = require_dtype(in[0], in[0].dtype == DType::boolean, "a bool tensor"); !s.ok()) return s;
+  return std::vector{in[0]};
+}
+
+Result infer_gelu(Types in, const AttrView& a) {
+  const std::string& approx = a.get_string("approximate");
+  if (approx != "none" && approx != "tanh")
+    return err("approximate must be \"none\" or \"tanh\", got \"", approx, "\"");
+  return infer_unary_float(in, a);
+}
+
+Result infer_cast(Types in, const AttrView& a) {
+  return std::vector{TensorType{a.get_dtype("dtype"), in[0].shape}};
+}
+
+Result infer_constant(Types, const AttrView& a) {
+  DType t = a.get_dtype("dtype");
+  const AttrValue& v = a.get("value");
+  if (std::holds_alternative<double>(v) && !is_float(t))
+    return err("constant value ", attr_to_string(v), " is not a valid ", dtype_name(t));
+  if (std::holds_alternative<bool>(v) && t != DType::boolean)
+    return err("constant value ", attr_to_string(v), " is not a valid ", dtype_name(t));
+  if (std::holds_alternative<int64_t>(v) && t == DType::boolean) {
+    int64_t i = std::get<int64_t>(v);
+    if (i != 0 && i != 1) return err("constant value ", i, " is not a valid bool");
+  }
+  return std::vector{TensorType{t, {}}};
+}
+
+Result broadcast_all(Types in, DType out) {
+  Shape s = in[0].shape;
+  for (const TensorType& t : in.subspan(1)) {
+    absl::StatusOr<Shape> b = broadcast_shapes(s, t.shape);
+    if (!b.ok()) return err(b.status().message(), " (operands ", types_to_string(in), ")");
+    s = *std::move(b);
+  }
+  return std::vector{TensorType{out, std::move(s)}};
+}
+
+Result infer_binary_numeric(Types in, const AttrView&) {
+  if (auto s = same_dtypes(in); !s.ok()) return s;
+  if (auto s = require_dtype(in[0], in[0].dtype != DType::boolean, "numeric operands"); !s.ok()) return s;
+  return broadcast_all(in, in[0].dtype);
+}
+
+Result infer_binary_float(Types in, const AttrView&) {
+  if (auto s = same_dtypes(in); !s.ok()) return s;
+  if (auto s = require_dtype(in[0], is_float(in[0].dtype), "floating-point operands"); !s.ok()) return s;
+  return broadcast_all(in, in[0].dtype);
+}
+
+Result infer_binary_bool(Types in, const AttrView&) {
+  if (auto s = same_dtypes(in); !s.ok()) return s;
+  if (auto s = require_dtype(in[0], in[0].dtype == DType::boolean, "bool operands"); !s.ok()) return s;
+  return broadcast_all(in, DType::boolean);
+}
+
+Result infer_compare(Types in, const AttrView&) {
+  if (auto s = same_dtypes(in); !s.ok()) return s;
+  return broadcast_all(in, DType::boolean);
+}
+
+Result infer_where(Types in, const AttrView&) {
+  if (auto s = require_dtype(in[0], in[0].dtype == DType::boolean, "a bool condition"); !s.ok()) return s;
+  if (in[1].dtype != in[2].dtype)
+    return err("where's branches differ in dtype (", types_to_string(in.subspan(1)), ")");
+  return broadcast_all(in, in[1].dtype);
+}
+
+// ---- reductions ---------------------------------------------------------------
+
+Result reduce_shape(const TensorType& x, std::span<const int64_t> axes, bool keepdim, DType out) {
+  absl::StatusOr<std::vector<int64_t>> ax = normalize_axes(axes, static_cast<int64_t>(x.shape.size()));
+  if (!ax.ok()) return ax.status();
+  Shape s;
+  for (int64_t i = 0; i < static_cast<int64_t>(x.shape.size()); ++i) {
+    bool reduced = std::find(ax->begin(), ax->end(), i) != ax->end();
+    if (!reduced) s.push_back(x.shape[i]);
+    else if (keepdim) s.push_back(1);
+  }
+  return std::vector{TensorType{out, std::move(s)}};
+}
+
+std::vector<int64_t> reduce_axes(const TensorType& x, const AttrView& a) {
+  if (a.has("axes")) return a.get_ints("axes");
+  std::vector<int64_t> all(x.shape.size());
+  std::iota(all.begin(), all.end(), 0);
+  return all;
+}
+
+Result infer_reduce_numeric(Types in, const AttrView& a) {
+  if (auto s = require_dtype(in[0], in[0].dtype != DType::boolean, "a numeric tensor"); !s.ok()) return s;
+  return reduce_shape(in[0], reduce_axes(in[0], a), a.get_bool("keepdim"), in[0].dtype);
+}
+
+Result infer_reduce_float(Types in, const AttrView& a) {
+  if (auto s = require_dtype(in[0], is_float(in[0].dtype), "a floating-point tensor"); !s.ok()) return s;
+  return reduce_shape(in[0], reduce_axes(in[0], a), a.get_bool("keepdim"), in[0].dtype);
+}
+
+Result infer_argmax(Types in, const AttrView& a) {
+  if (auto s = require_dtype(in[0], in[0].dtype != DType::boolean, "a numeric tensor"); !s.ok()) return s;
+  if (in[0].shape.empty()) return err("argmax needs a tensor of rank >= 1, got ", in[0].to_string());
+  int64_t axis = a.get_int("axis");
+  return reduce_shape(in[0], std::span(&axis, 1), a.get_bool("keepdim"), DType::i64);
+}
+
+// ---- composites ---------------------------------------------------------------
+
+Result infer_softmax(Types in, const AttrView& a) {
+  if (auto s = require_dtype(in[0], is_float(in[0].dtype), "a floating-point tensor"); !s.ok()) return s;
+  int64_t axis = a.get_int("axis");
+  if (auto ax = normalize_axes(std::span(&axis, 1), in[0].shape.size()); !ax.ok()) return ax.status();
+  return std::vector{in[0]};
+}
+
+// layer_norm(x, weight?, bias?) / rms_norm(x, weight?): normalized over trailing axes;
+// weight and bias have the normalized dims' shape.
+Result infer_norm(Types in, const AttrView& a) {
+  const TensorType& x = in[0];
+  if (auto s = require_dtype(x, is_float(x.dtype), "a floating-point tensor"); !s.ok()) return s;
+  if (auto s = same_dtypes(in); !s.ok()) return s;
+  int64_t rank = x.shape.size();
+  absl::StatusOr<std::vector<int64_t>> ax = normalize_axes(a.get_ints("axes"), rank);
+  if (!ax.ok()) return ax.status();
+  if (ax->empty()) return err("axes must name at least one axis");
+  std::vector<int64_t> sorted = *ax;
+  std::sort(sorted.begin(), sorted.end());
+  for (size_t i = 0; i < sorted.size(); ++i)
+    if (sorted[i] != rank - static_cast<int64_t>(sorted.size() - i))
+      return err("axes must be the trailing dimensions of ", x.to_string());
+  if (a.get_float("eps") < 0) return err("eps must be >= 0");
+  Shape norm_shape(x.shape.end() - sorted.size(), x.shape.end());
+  for (const TensorType& w : in.subspan(1))
+    if (w.shape != norm_shape)
+      return err("weight/bias must have shape ", shape_to_string(norm_shape), ", got ", w.to_string());
+  return std::vector{x};
+}
+
+// q [..., Lq, E], k [..., Lk, E], v [..., Lk, Ev], mask broadcastable to [..., Lq, Lk].
+Result infer_sdpa(Types in, const AttrView& a) {
+  const TensorType &q = in[0], &k = in[1], &v = in[2];
+  if (auto s = require_dtype(q, is_float(q.dtype), "floating-point q, k, v"); !s.ok()) return s;
+  if (auto s = same_dtypes(in.subspan(0, 3)); !s.ok()) return s;
+  if (q.shape.size() < 2 || k.shape.size() != q.shape.size() || v.shape.size() != q.shape.size())
+    return err("q, k and v must have the same rank >= 2, got ", types_to_string(in.subspan(0, 3)));
+  size_t r = q.shape.size();
+  if (q.shape[r - 1] != k.shape[r - 1])
+    return err("q and k must agree in the last dim, got ", types_to_string(in.subspan(0, 2)));
+  if (k.shape[r - 2] != v.shape[r - 2])
+    return err("k and v must agree in sequence length, got ", types_to_string(in.subspan(1, 2)));
+  Shape batch(q.shape.begin(), q.shape.end() - 2);
+  for (const TensorType* t : {&k, &v}) {
+    absl::StatusOr<Shape> b = broadcast_shapes(batch, Shape(t->shape.begin(), t->shape.end() - 2));
+    if (!b.ok()) return err("batch dims of q, k, v: ", b.status().message());
+    batch = *b;
+  }
+  if (in.size() == 4) {
+    const TensorType& m = in[3];
+    if (m.dtype != DType::boolean && m.dtype != q.dtype)
+      return err("mask must be bool or ", dtype_name(q.dtype), ", got ", m.to_string());
+    Shape scores = batch;
+    scores.push_back(q.shape[r - 2]);
+    scores.push_back(k.shape[r - 2]);
+    absl::StatusOr<Shape> b = broadcast_shapes(scores, m.shape);
+    if (!b.ok() || *b != scores)
+      return err("mask ", m.to_string(), " does not broadcast to the scores' shape ", shape_to_string(scores));
+  }
+  if (a.has("scale") && !(a.get_float("scale") > 0)) return err("scale must be > 0");
+  Shape out = batch;
+  out.push_back(q.shape[r - 2]);
+  out.push_back(v.shape[r - 1]);
+  return std::vector{TensorType{q.dtype, std::move(out)}};
+}
+
+// ---- linear algebra -----------------------------------------------------------
+
+Result infer_matmul(Types in, const AttrView&) {
+  if (auto s = same_dtypes(in); !s.ok()) return s;
+  if (auto s = require_dtype(in[0], is_float(in[0].dtype), "floating-point operands"); !s.ok()) return s;
+  Shape a = in[0].shape, b = in[1].shape;
+  if (a.empty() || b.empty()) return err("matmul needs operands of rank >= 1, got ", types_to_string(in));
+  bool a_vec = a.size() == 1, b_vec = b.size() == 1;
+  if (a_vec) a.insert(a.begin(), 1);
+  if (b_vec) b.push_back(1);
+  if (a.back() != b[b.size() - 2])
+    return err("inner dims differ: ", a.back().to_string(), " vs ", b[b.size() - 2].to_string(),
+               " (operands ", types_to_string(in), ")");
+  absl::StatusOr<Shape> batch = broadcast_shapes(Shape(a.begin(), a.end() - 2), Shape(b.begin(), b.end() - 2));
+  if (!batch.ok()) return err("batch dims: ", batch.status().message(), " (operands ", types_to_string(in), ")");
+  Shape out = *batch;
+  if (!a_vec) out.push_back(a[a.size() - 2]);
+  if (!b_vec) out.push_back(b.back());
+  return std::vector{TensorType{in[0].dtype, std::move(out)}};
+}
+
+// linear(x [..., K], w [N, K], bias [N]?) -> [..., N]
+Result infer_linear(Types in, const AttrView&) {
+  if (auto s = same_dtypes(in); !s.ok()) return s;
+  if (auto s = require_dtype(in[0], is_float(in[0].dtype), "floating-point operands"); !s.ok()) return s;
+  const Shape &x = in[0].shape, &w = in[1].shape;
+  if (x.empty() || w.size() != 2)
+    return err("expected x of rank >= 1 and w of rank 2 ([out, in]), got ", types_to_string(in));
+  if (x.back() != w[1])
+    return err("x's last dim ", x.back().to_string(), " differs from w's in-features ", w[1].to_string(),
+               " (operands ", types_to_string(in), ")");
+  if (in.size() == 3 && in[2].shape != Shape{w[0]})
+    return err("bias must have shape [", w[0].to_string(), "], got ", in[2].to_string());
+  Shape out = x;
+  out.back() = w[0];
+  return std::vector{TensorType{in[0].dtype, std::move(out)}};
+}
+
+// ---- shape and data movement --------------------------------------------------
+
+Result infer_reshape(Types in, const AttrView& a) {
+  const TensorType& x = in[0];
+  Shape out = a.get_dims("shape");
+  int infer_at = -1;
+  SymExpr known(1);
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (out[i] == SymExpr(-1)) {
+      if (infer_at >= 0) return err("shape has more than one -1: ", shape_to_string(out));
+      infer_at = static_cast<int>(i);
+      continue;
+    }
+    if (auto c = out[i].constant(); c && *c < 0) return err("negative dim in shape ", shape_to_string(out));
+    known = known * out[i];
+  }
+  SymExpr numel = shape_numel(x.shape);
+  if (infer_at >= 0) {
+    std::optional<SymExpr> q = known == SymExpr(0) ? std::nullopt : numel.divide_exact(known);
+    if (!q) return err("cannot infer -1: ", numel.to_string(), " elements do not divide into ",
+                       shape_to_string(out), " (input ", x.to_string(), ")");
+    out[infer_at] = *q;
+  } else if (shape_numel(out) != numel) {
+    return err("cannot reshape ", x.to_string(), " (", numel.to_string(), " elements) to ",
+               shape_to_string(out), " (", shape_numel(out).to_string(), " elements)");
+  }
+  return std::vector{TensorType{x.dtype, std::move(out)}};
+}
+
+Result infer_permute(Types in, const AttrView& a) {
+  const TensorType& x = in[0];
+  const std::vector<int64_t>& dims = a.get_ints("dims");
+  if (dims.size() != x.shape.size())
+    return err("dims must list all ", x.shape.size(), " axes of ", x.to_string());
+  absl::StatusOr<std::vector<int64_t>> d = normalize_axes(dims, x.shape.size());
+  if (!d.ok()) return d.status();
+  Shape out;
+  for (int64_t i : *d) out.push_back(x.shape[i]);
+  return std::vector{TensorType{x.dtype, std::move(out)}};
+}
+
+Result infer_expand(Types in, const AttrView& a) {
+  const TensorType& x = in[0];
+  Shape target = a.get_dims("shape");
+  if (target.size() < x.shape.size())
+    return err("cannot expand ", x.to_string(), " to fewer dims ", shape_to_string(target));
+  size_t off = target.size() - x.shape.size();
+  for (size_t i = 0; i < target.size(); ++i) {
+    if (target[i] == SymExpr(-1)) {
+      if (i < off) return err("-1 in expand's shape needs an existing dim at position ", i);
+      target[i] = x.shape[i - off];
+      continue;
+    }
+    if (i >= off && x.shape[i - off] != target[i] && x.shape[i - off] != SymExpr(1))
+      return err("cannot expand dim ", i - off, " of ", x.to_string(), " to ", target[i].to_string(),
+                 " (only size-1 dims expand)");
+  }
+  return std::vector{TensorType{x.dtype, std::move(target)}};
+}
+
+Result infer_squeeze(Types in, const AttrView& a) {
+  const TensorType& x = in[0];
+  std::vector<int64_t> axes;
+  if (a.has("axes")) {
+    absl::StatusOr<std::vector<int64_t>> ax = normalize_axes(a.get_ints("axes"), x.shape.size());
+    if (!ax.ok()) return ax.status();
+    axes = *ax;
+    for (int64_t i : axes)
+      if (x.shape[i] != SymExpr(1))
+        return err("cannot squeeze axis ", i, " of ", x.to_string(), ": its size is not 1");
+  } else {
+    for (size_t i = 0; i < x.shape.size(); ++i)
+      if (x.shape[i] == SymExpr(1)) axes.push_back(i);
+  }
+  Shape out;
+  for (size_t i = 0; i < x.shape.size(); ++i)
+    if (std::find(axes.begin(), axes.end(), static_cast<int64_t>(i)) == axes.end()) out.push_back(x.shape[i]);
+  return std::vector{TensorType{x.dtype, std::move(out)}};
+}
+
+// Axes name positions in the output, as in ONNX.
+Result infer_unsqueeze(Types in, const AttrView& a) {
+  const TensorType& x = in[0];
+  int64_t rank = x.shape.size() + a.get_ints("axes").size();
+  absl::StatusOr<std::vector<int64_t>> ax = normalize_axes(a.get_ints("axes"), rank);
+  if (!ax.ok()) return ax.status();
+  Shape out;
+  size_t next = 0;
+  for (int64_t i = 0; i < rank; ++i) {
+    if (std::find(ax->begin(), ax->end(), i) != ax->end()) out.push_back(1);
+    else out.push_back(x.shape[next++]);
+  }
+  return std::vector{TensorType{x.dtype, std::move(out)}};
+}
+
+Result infer_slice(Types in, const AttrView& a) {
+  const TensorType& x = in[0];
+  int64_t axis = a.get_int("axis");
+  absl::StatusOr<std::vector<int64_t>> ax = normalize_axes(std::span(&axis, 1), x.shape.size());
+  if (!ax.ok()) return ax.status();
+  int64_t start = a.get_int("start"), end = a.get_int("end"), step = a.get_int("step");
+  if (step == 0) return err("step must not be 0");
+  const Dim& d = x.shape[(*ax)[0]];
+  Shape out = x.shape;
+  if (auto n = d.constant()) {
+    // Python slice semantics, clamped to the dim.
+    int64_t len;
+    if (step > 0) {
+      int64_t s = start < 0 ? std::max<int64_t>(0, *n + start) : std::min(start, *n);
+      int64_t e = end < 0 ? std::max<int64_t>(0, *n + end) : std::min(end, *n);
+      len = e > s ? (e - s + step - 1) / step : 0;
+    } else {
+      int64_t s = start < 0 ? std::max<int64_t>(-1, *n + start) : std::min(start, *n - 1);
+      int64_t e = end < 0 ? std::max<int64_t>(-1, *n + end) : std::min(end, *n - 1);
+      len = s > e ? (s - e - step - 1) / -step : 0;
+    }
+    out[(*ax)[0]] = len;
+  } else {
+    if (step < 0) return err("a negative step needs a static dim, got ", d.to_string());
+    constexpr int64_t kToEnd = std::numeric_limits<int64_t>::max() / 2;
+    SymExpr s = start < 0 ? d + start : SymExpr(start);
+    SymExpr e = end >= kToEnd ? d : (end < 0 ? d + end : SymExpr(end));
+    out[(*ax)[0]] = (e - s + (step - 1)).floordiv(step);
+  }
+  return std::vector{TensorType{x.dtype, std::move(out)}};
+}
+
+Result infer_concat(Types in, const AttrView& a) {
+  if (auto s = same_dtypes(in); !s.ok()) return s;
+  const Shape& first = in[0].shape;
+  int64_t axis = a.get_int("axis");
+  absl::StatusOr<std::vector<int64_t>> ax = normalize_axes(std::span(&axis, 1), first.size());
+  if (!ax.ok()) return ax.status();
+  Shape out = first;
+  for (const TensorType& t : in.subspan(1)) {
+    if (t.shape.size() != first.size()) return err("operands differ in rank: ", types_to_string(in));
+    for (size_t i = 0; i < first.size(); ++i) {
+      if (static_cast<int64_t>(i) == (*ax)[0]) continue;
+      if (t.shape[i] != first[i]) return err("operands differ outside axis ", (*ax)[0], ": ", types_to_string(in));
+    }
+    out[(*ax)[0]] = out[(*ax)[0]] + t.shape[(*ax)[0]];
+  }
+  return std::vector{TensorType{in[0].dtype, std::move(out)}};
+}
+
+Result infer_split(Types in, const AttrView& a) {
+  const TensorType& x = in[0];
+  int64_t axis = a.get_int("axis");
+  absl::StatusOr<std::vector<int64_t>> ax = normalize_axes(std::span(&axis, 1), x.shape.size());
+  if (!ax.ok()) return ax.status();
+  const std::vector<SymExpr>& sizes = a.get_dims("sizes");
+  if (sizes.empty()) return err("sizes must not be empty");
+  SymExpr total(0);
+  for (const SymExpr& s : sizes) {
+    if (auto c = s.constant(); c && *c < 0) return err("negative size in sizes");
+    total = total + s;
+  }
+  if (total != x.shape[(*ax)[0]])
+    return err("sizes add up to ", total.to_string(), ", but axis ", (*ax)[0], " of ", x.to_string(),
+               " has ", x.shape[(*ax)[0]].to_string());
+  std::vector<TensorType> out;
+  for (const SymExpr& s : sizes) {
+    TensorType t = x;
+    t.shape[(*ax)[0]] = s;
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+// data[..., N, ...] gathered along `axis` by integer indices of any shape.
+Result infer_gather(Types in, const AttrView& a) {
+  const TensorType &data = in[0], &idx = in[1];
+  if (!is_integer(idx.dtype)) return err("indices must be i32 or i64, got ", idx.to_string());
+  int64_t axis = a.get_int("axis");
+  absl::StatusOr<std::vector<int64_t>> ax = normalize_axes(std::span(&axis, 1), data.shape.size());
+  if (!ax.ok()) return ax.status();
+  Shape out(data.shape.begin(), data.shape.begin() + (*ax)[0]);
+  out.insert(out.end(), idx.shape.begin(), idx.shape.end());
+  out.insert(out.end(), data.shape.begin() + (*ax)[0] + 1, data.shape.end());
+  return std::vector{TensorType{data.dtype, std::move(out)}};
+}
+
+// ---- the registry -------------------------------------------------------------
+
+// The schema strings of ops.def are trusted constants: no commas inside values.
+std::vector<std::string_view> split_commas(std::string_view s) {
+  std::vector<std::string_view> out;
+  while (!s.empty()) {
+    size_t c = s.find(',');
+    std::string_view part = s.substr(0, c);
+    if (part.find_first_not_of(' ') != std::string_view::npos) out.push_back(part);
+    if (c == std::string_view::npos) break;
+    s.remove_prefix(c + 1);
+  }
+  return out;
+}
+
+AttrSpec parse_spec(std::string_view text) {
+  while (!text.empty() && text.front() == ' ') text.remove_prefix(1);
+  AttrSpec spec;
+  std::string_view def;
+  bool optional = false;
+  if (size_t eq = text.find('='); eq != std::string_view::npos) {
+    def = text.substr(eq + 1);
+    text = text.substr(0, eq);
+  } else if (text.ends_with('?')) {
+    text.remove_suffix(1);
+    optional = true;
+  }
+  size_t colon = text.find(':');
+  spec.name = std::string(text.substr(0, colon));
+  std::string_view type = text.substr(colon + 1);
+  static const std::pair<std::string_view, AttrType> kTypes[] = {
+      {"int", AttrType::Int},     {"float", AttrType::Float},   {"bool", AttrType::Bool},
+      {"string", AttrType::String}, {"dtype", AttrType::DType}, {"ints", AttrType::Ints},
+      {"floats", AttrType::Floats}, {"dims", AttrType::Dims},   {"scalar", AttrType::Scalar}};
+  for (auto [n, t] : kTypes)
+    if (n == type) spec.type = t;
+  if (!def.empty()) {
+    switch (spec.type) {
+      case AttrType::Int: spec.default_value = std::stoll(std::string(def)); break;
+      case AttrType::Float: spec.default_value = std::stod(std::string(def)); break;
+      case AttrType::Bool: spec.default_value = def == "true"; break;
+      case AttrType::String: spec.default_value = std::string(def.substr(1, def.size() - 2)); break;
+      case AttrType::DType: spec.default_value = *parse_dtype(def); break;
+      case AttrType::Ints: {
+        std::vector<int64_t> v;
+        std::string_view body = def.substr(1, def.size() - 2);
+        for (std::string_view p : split_commas(body)) v.push_back(std::stoll(std::string(p)));
+        spec.default_value = v;
+        break;
+      }
+      default: break;
+    }
+  } else {
+    spec.required = !optional;
+  }
+  return spec;
+}
+
+std::vector<OpInfo> build_registry() {
+  std::vector<OpInfo> ops;
+#define KILN_OP(id, name, kind, lo, hi, schema, fn)                                        \
+  {                                                                                        \
+    OpInfo info{Op::id, name, OpKind::kind, lo, hi, {}, fn};                               \
+    for (std::string_view s : split_commas(schema)) \
+      info.attrs.push_back(parse_spec(s));                                                 \
+    ops.push_back(std::move(info));                                                        \
+  }
+#include "ir/ops.def"
+#undef KILN_OP
+  return ops;
+}
+
+const std::vector<OpInfo>& registry() {
+  static const std::vector<OpInfo> r = build_registry();
+  return r;
+}
+
+}  // namespace
+
+std::string_view op_kind_name(OpKind k) {
+  switch (k) {
+    case OpKind::Elementwise: return "elementwise";
+    case OpKind::Broadcast: return "broadcast";
+    case OpKind::Reduction: return "reduction";
+    case OpKind::View: return "view";
+    case OpKind::Gemm: return "gemm";
+    case OpKind::Composite: return "composite";
+    case OpKind::Opaque: return "opaque";
+  }
+  return "?";
+}
+
+std::string TensorType::to_string() const {
+  return str_cat(dtype_name(dtype), shape_to_string(shape));
+}
+
+const AttrSpec* OpInfo::find_attr(std::string_view n) const {
+  for (const AttrSpec& s : attrs)
+    if (s.name == n) return &s;
+  return nullptr;
+}
+
+const OpInfo& op_info(Op op) { return registry()[static_cast<size_t>(op)]; }
+std::string_view op_name(Op op) { return op_info(op).name; }
+std::span<const OpInfo> all_ops() { return registry(); }
+
+std::optional<Op> find_op(std::string_view name) {
+  for (const OpInfo& info : registry())
+    if (info.name == name) return info.op;
+  return std::nullopt;
+}
+
+const AttrValue* AttrView::find(std::string_view name) const {
+  if (const AttrValue* v = attrs_->find(name)) return v;
+  const AttrSpec* spec = info_->find_attr(name);
+  return spec && spec->default_value ? &*spec->default_value : nullptr;
+}
+
+const AttrValue& AttrView::get(std::string_view name) const {
+  const AttrValue* v = find(name);
+  if (!v) throw std::logic_error(str_cat(info_->name, ": attribute ", name, " is not set"));
+  return *v;
+}
+
+int64_t AttrView::get_int(std::string_view n) const { return std::get<int64_t>(get(n)); }
+double AttrView::get_float(std::string_view n) const { return std::get<double>(get(n)); }
+bool AttrView::get_bool(std::string_view n) const { return std::get<bool>(get(n)); }
+const std::string& AttrView::get_string(std::string_view n) const { return std::get<std::string>(get(n)); }
+DType AttrView::get_dtype(std::string_view n) const { return std::get<DType>(get(n)); }
+const std::vector<int64_t>& AttrView::get_ints(std::string_view n) const {
+  return std::get<std::vector<int64_t>>(get(n));
+}
+const std::vector<SymExpr>& AttrView::get_dims(std::string_view n) const {
+  return std::get<std::vector<SymExpr>>(get(n));
+}
+
+absl::Status check_attrs(Op op, Attrs& attrs) {
+  const OpInfo& info = op_info(op);
+  for (const auto& [name, value] : attrs) {
+    const AttrSpec* spec = info.find_attr(name);
+    if (!spec) {
+      std::string known = str_join(info.attrs, ", ", [](const AttrSpec& s) { return s.name; });
+      return err(info.name, " has no attribute '", name, "'",
+                 known.empty() ? std::string(" (it takes none)") : str_cat(" (expected one of: ", known, ")"));
+    }
+    absl::StatusOr<AttrValue> v = coerce_attr(value, spec->type);
+    if (!v.ok()) return err("attribute ", name, ": ", v.status().message());
+    attrs.set(name, *std::move(v));
+  }
+  for (const AttrSpec& s : info.attrs)
+    if (s.required && !attrs.find(s.name))
+      return err(info.name, " needs attribute '", s.name, "' (", attr_type_name(s.type), ")");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<TensorType>> infer_types(Op op, std::span<const TensorType> in, Attrs& attrs) {
+  const OpInfo& info = op_info(op);
+  int n = static_cast<int>(in.size());
+  if (n < info.min_operands || (info.max_operands >= 0 && n > info.max_operands)) {
+    std::string want = info.max_operands < 0 ? str_cat("at least ", info.min_operands)
+                       : info.min_operands == info.max_operands
+                           ? str_cat(info.min_operands)
+                           : str_cat(info.min_operands, " to ", info.max_operands);
+    return err(info.name, " takes ", want, " operand", want == "1" ? "" : "s", ", got ", n);
+  }
+  if (auto s = check_attrs(op, attrs); !s.ok()) return s;
+  return info.infer(in, AttrView(info, attrs));
+}
+
+absl::StatusOr<Shape> broadcast_shapes(const Shape& a, const Shape& b) {
+  size_t n = std::max(a.size(), b.size());
+  Shape out(n);
+  for (size_t i = 0; i < n; ++i) {
+    const Dim* da = i < n - a.size() ? nullptr : &a[i - (n - a.size())];
+    const Dim* db = i < n - b.size() ? nullptr : &b[i - (n - b.size())];
+    if (!da) out[i] = *db;
+    else if (!db) out[i] = *da;
+    else if (*da == *db || *db == SymExpr(1)) out[i] = *da;
+    else if (*da == SymExpr(1)) out[i] = *db;
+    else
+      return err("cannot broadcast ", shape_to_string(a), " with ", shape_to_string(b), ": dim ",
+                 da->to_string(), " vs ", db->to_string());
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<int64_t>> normalize_axes(std::span<const int64_t> axes, int64_t rank) {
+  std::vector<int64_t> out;
+  for (int64_t a : axes) {
+    int64_t n = a < 0 ? a + rank : a;
+    if (n < 0 || n >= rank) return err("axis ", a, " is out of range for rank ", rank);
+    if (std::find(out.begin(), out.end(), n) != out.end()) return err("axis ", a, " is repeated");
+    out.push_back(n);
+  }
+  return out;
+}
+
+}  // namespace kiln

@@ -1,0 +1,28 @@
+// The reference evaluator: runs any Graph on the CPU, op by op, exactly as DESIGN.md
+// defines the semantics (f32 arithmetic for f16/bf16, rounded to the storage type on every
+// op's output; f64 accumulation in reductions and matmul). It is the oracle of every test.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "ir/graph.h"
+#include "ir/host_tensor.h"
+
+namespace kiln {
+
+using TensorMap = std::map<std::string, HostTensor>;
+
+// `args` holds every input and every parameter without host data, by name; symbols are
+// bound from their shapes. Returns the graph's outputs in order. Errors name the argument
+// or node at fault (missing or extra argument, wrong dtype/shape, index out of range).
+absl::StatusOr<std::vector<HostTensor>> evaluate(const Graph& g, const TensorMap& args);
+
+// Fresh random tensors for every input and every parameter without data, shaped under
+// `b`: floats uniform in [-1, 1), integers in [0, int_high), bools fair coins.
+TensorMap random_args(const Graph& g, const Bindings& b, uint64_t seed, int64_t int_high = 2);
+
+}  // namespace kiln
