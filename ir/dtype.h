@@ -10,6 +10,10 @@ namespace kiln {
 
 enum class DType : uint8_t { f32, f16, bf16, i32, i64, boolean };
 
+// Shorthands for user code: kiln::bf16, kiln::f32, ... (bool is a keyword: kiln::bool_).
+inline constexpr DType f32 = DType::f32, f16 = DType::f16, bf16 = DType::bf16, i32 = DType::i32,
+                       i64 = DType::i64, bool_ = DType::boolean;
+
 inline constexpr DType kAllDTypes[] = {DType::f32, DType::f16, DType::bf16,
                                        DType::i32, DType::i64, DType::boolean};
 

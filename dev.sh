@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# kiln's developer entry point on Debian 12 (run as root, or with sudo available):
+#   ./dev.sh demo    install what is missing, build, run the MLP example
+#   ./dev.sh test    install what is missing, build, run the whole test suite
+#   ./dev.sh build   install what is missing and build
+# Idempotent: with everything present it installs nothing and prints only results.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PACKAGES=(
+  build-essential cmake ninja-build git pkg-config
+  libfmt-dev libabsl-dev catch2 libcli11-dev nlohmann-json3-dev libdlpack-dev
+  libonnx-dev libprotobuf-dev protobuf-compiler libonnx-testdata python3-onnx python3-numpy
+  llvm-16-dev libzstd-dev libopenblas-dev
+)
+BUILD_DIR=${KILN_BUILD_DIR:-build}
+JOBS=${KILN_JOBS:-$(nproc)}
+
+install_missing() {
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "dev.sh: installing ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq >/dev/null
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+build() {
+  if [ ! -f "$BUILD_DIR/build.ninja" ]; then
+    cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  fi
+  # Quiet unless something fails: ninja's output is shown only on error.
+  if ! out=$(cmake --build "$BUILD_DIR" -j "$JOBS" 2>&1); then
+    echo "$out" | tail -n 60
+    echo "dev.sh: build failed" >&2
+    exit 1
+  fi
+}
+
+cmd=${1:-}
+case "$cmd" in
+  demo)
+    install_missing
+    build
+    "$BUILD_DIR/examples/mlp"
+    ;;
+  test)
+    install_missing
+    build
+    cd "$BUILD_DIR"
+    ctest --output-on-failure -j "$JOBS" --timeout 900
+    ;;
+  build)
+    install_missing
+    build
+    ;;
+  *)
+    echo "usage: ./dev.sh demo|test|build" >&2
+    exit 2
+    ;;
+esac
