@@ -41,6 +41,15 @@ std::string Graph::fresh_name(std::string_view hint) {
   return name;
 }
 
+absl::Status Graph::rename(Value* v, const std::string& name) {
+  if (v->name_ == name) return absl::OkStatus();
+  if (auto s = claim_name(name); !s.ok()) return s;
+  by_name_.erase(v->name_);
+  v->name_ = name;
+  by_name_[name] = v;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Value*> Graph::add_input(const std::string& name, TensorType type) {
   if (auto s = claim_name(name); !s.ok()) return s;
   Value* v = new_value(name);

@@ -135,6 +135,8 @@ class Graph {
   std::vector<std::string> symbols() const;
 
   std::string fresh_name(std::string_view hint);
+  // Gives a value a new name (unique in the graph), e.g. a traced value the user names.
+  absl::Status rename(Value* v, const std::string& name);
 
  private:
   Value* new_value(std::string name);
