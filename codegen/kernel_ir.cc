@@ -1,0 +1,373 @@
+#include "codegen/kernel_ir.h"
+
+#include "ir/attr.h"
+#include "ir/str.h"
+
+namespace kiln::kir {
+namespace {
+
+int64_t floor_div(int64_t a, int64_t b) {
+  int64_t q = a / b;
+  return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+
+std::shared_ptr<IndexNode> index_node(IndexKind kind) {
+  auto n = std::make_shared<IndexNode>();
+  n->kind = kind;
+  return n;
+}
+
+std::shared_ptr<ExprNode> expr_node(ExprKind kind, DType t) {
+  auto n = std::make_shared<ExprNode>();
+  n->kind = kind;
+  n->dtype = t;
+  return n;
+}
+
+}  // namespace
+
+// ---- Index --------------------------------------------------------------------
+
+Index::Index(int64_t value) {
+  auto n = index_node(IndexKind::Const);
+  n->value = value;
+  p_ = std::move(n);
+}
+
+Index Index::outer(int var) {
+  auto n = index_node(IndexKind::Outer);
+  n->value = var;
+  return Index(std::move(n));
+}
+
+Index Index::inner(int var) {
+  auto n = index_node(IndexKind::Inner);
+  n->value = var;
+  return Index(std::move(n));
+}
+
+Index Index::sym(const std::string& name) {
+  auto n = index_node(IndexKind::Sym);
+  n->name = name;
+  return Index(std::move(n));
+}
+
+Index Index::scalar(const Expr& e) {
+  auto n = index_node(IndexKind::Scalar);
+  n->expr = e;
+  return Index(std::move(n));
+}
+
+// A canonical SymExpr is a sum of terms coeff * product(atom^exp); atoms are symbols or
+// floordiv/mod of a polynomial by a constant.
+static Index index_from_poly(const SymPoly& p) {
+  Index sum(0);
+  for (const SymTerm& term : p.terms) {
+    Index t(term.coeff);
+    for (const SymFactor& f : term.factors) {
+      const SymAtom& a = *f.atom;
+      Index atom = a.kind == SymAtom::Kind::Symbol   ? Index::sym(a.name)
+                   : a.kind == SymAtom::Kind::FloorDiv ? Index::floordiv(index_from_poly(*a.arg), a.divisor)
+                                                       : Index::mod(index_from_poly(*a.arg), a.divisor);
+      for (int e = 0; e < f.exp; ++e) t = t * atom;
+    }
+    sum = sum + t;
+  }
+  return sum;
+}
+
+Index Index::from_dim(const Dim& d) { return index_from_poly(d.poly()); }
+
+Index operator+(const Index& a, const Index& b) {
+  auto ca = a.constant(), cb = b.constant();
+  if (ca && cb) return Index(*ca + *cb);
+  if (ca == 0) return b;
+  if (cb == 0) return a;
+  auto n = index_node(IndexKind::Add);
+  n->a = a;
+  n->b = b;
+  return Index(std::move(n));
+}
+
+Index operator*(const Index& a, const Index& b) {
+  auto ca = a.constant(), cb = b.constant();
+  if (ca && cb) return Index(*ca * *cb);
+  if (ca == 0 || cb == 0) return Index(0);
+  if (ca == 1) return b;
+  if (cb == 1) return a;
+  auto n = index_node(IndexKind::Mul);
+  n->a = a;
+  n->b = b;
+  return Index(std::move(n));
+}
+
+Index operator-(const Index& a, const Index& b) { return a + Index(-1) * b; }
+
+Index Index::floordiv(const Index& a, const Index& b) {
+  auto ca = a.constant(), cb = b.constant();
+  if (ca && cb && *cb != 0) return Index(floor_div(*ca, *cb));
+  if (cb == 1 || ca == 0) return a;
+  auto n = index_node(IndexKind::FloorDiv);
+  n->a = a;
+  n->b = b;
+  return Index(std::move(n));
+}
+
+Index Index::mod(const Index& a, const Index& b) {
+  auto ca = a.constant(), cb = b.constant();
+  if (ca && cb && *cb != 0) return Index(*ca - floor_div(*ca, *cb) * *cb);
+  if (cb == 1 || ca == 0) return Index(0);
+  auto n = index_node(IndexKind::Mod);
+  n->a = a;
+  n->b = b;
+  return Index(std::move(n));
+}
+
+Index Index::min(const Index& a, const Index& b) {
+  auto ca = a.constant(), cb = b.constant();
+  if (ca && cb) return Index(std::min(*ca, *cb));
+  if (a.same_as(b)) return a;
+  auto n = index_node(IndexKind::Min);
+  n->a = a;
+  n->b = b;
+  return Index(std::move(n));
+}
+
+Index Index::max(const Index& a, const Index& b) {
+  auto ca = a.constant(), cb = b.constant();
+  if (ca && cb) return Index(std::max(*ca, *cb));
+  if (a.same_as(b)) return a;
+  auto n = index_node(IndexKind::Max);
+  n->a = a;
+  n->b = b;
+  return Index(std::move(n));
+}
+
+IndexKind Index::kind() const { return p_->kind; }
+
+std::optional<int64_t> Index::constant() const {
+  if (p_->kind == IndexKind::Const) return p_->value;
+  return std::nullopt;
+}
+
+bool Index::same_as(const Index& o) const {
+  if (p_ == o.p_) return true;
+  const IndexNode &x = *p_, &y = *o.p_;
+  if (x.kind != y.kind) return false;
+  switch (x.kind) {
+    case IndexKind::Const:
+    case IndexKind::Outer:
+    case IndexKind::Inner: return x.value == y.value;
+    case IndexKind::Sym: return x.name == y.name;
+    case IndexKind::Scalar: return x.expr.same_as(y.expr);
+    default: return x.a.same_as(y.a) && x.b.same_as(y.b);
+  }
+}
+
+// ---- Expr ---------------------------------------------------------------------
+
+Expr Expr::constant(double value, DType t) {
+  auto n = expr_node(ExprKind::Const, t);
+  n->value = round_to_dtype(value, t);
+  return Expr(std::move(n));
+}
+
+Expr Expr::load(int buffer, const Index& index, DType t) {
+  auto n = expr_node(ExprKind::Load, t);
+  n->id = buffer;
+  n->index = index;
+  return Expr(std::move(n));
+}
+
+Expr Expr::let(int id, DType t) {
+  auto n = expr_node(ExprKind::Let, t);
+  n->id = id;
+  return Expr(std::move(n));
+}
+
+Expr Expr::stage_result(int stage, DType t) {
+  auto n = expr_node(ExprKind::StageResult, t);
+  n->id = stage;
+  return Expr(std::move(n));
+}
+
+Expr Expr::gemm_acc(DType t) { return Expr(expr_node(ExprKind::GemmAcc, t)); }
+
+Expr Expr::index_value(const Index& index) {
+  auto n = expr_node(ExprKind::IndexValue, DType::i64);
+  n->index = index;
+  return Expr(std::move(n));
+}
+
+Expr Expr::unary(Op op, const Expr& a, DType t) {
+  auto n = expr_node(ExprKind::Unary, t);
+  n->op = op;
+  n->a = a;
+  return Expr(std::move(n));
+}
+
+Expr Expr::binary(Op op, const Expr& a, const Expr& b, DType t) {
+  auto n = expr_node(ExprKind::Binary, t);
+  n->op = op;
+  n->a = a;
+  n->b = b;
+  return Expr(std::move(n));
+}
+
+Expr Expr::select(const Expr& c, const Expr& a, const Expr& b) {
+  auto n = expr_node(ExprKind::Select, a.dtype());
+  n->a = c;
+  n->b = a;
+  n->c = b;
+  return Expr(std::move(n));
+}
+
+Expr Expr::cast(const Expr& a, DType t) {
+  if (a.dtype() == t) return a;
+  auto n = expr_node(ExprKind::Cast, t);
+  n->a = a;
+  return Expr(std::move(n));
+}
+
+ExprKind Expr::kind() const { return p_->kind; }
+DType Expr::dtype() const { return p_->dtype; }
+
+bool Expr::same_as(const Expr& o) const {
+  if (p_ == o.p_) return true;
+  if (!p_ || !o.p_) return false;
+  const ExprNode &x = *p_, &y = *o.p_;
+  if (x.kind != y.kind || x.dtype != y.dtype || x.op != y.op || x.id != y.id) return false;
+  if (x.kind == ExprKind::Const && !(x.value == y.value || (x.value != x.value && y.value != y.value)))
+    return false;
+  if ((x.kind == ExprKind::Load || x.kind == ExprKind::IndexValue) && !x.index.same_as(y.index)) return false;
+  auto same = [](const Expr& p, const Expr& q) { return p.defined() == q.defined() && (!p.defined() || p.same_as(q)); };
+  return same(x.a, y.a) && same(x.b, y.b) && same(x.c, y.c);
+}
+
+// ---- printing -------------------------------------------------------------------
+
+std::string_view combiner_name(Combiner c) {
+  switch (c) {
+    case Combiner::Sum: return "sum";
+    case Combiner::Prod: return "prod";
+    case Combiner::Max: return "max";
+    case Combiner::Min: return "min";
+    case Combiner::ArgMax: return "argmax";
+  }
+  return "?";
+}
+
+namespace {
+
+bool is_atomic(const Index& i) {
+  switch (i.kind()) {
+    case IndexKind::Const: return *i.constant() >= 0;
+    case IndexKind::Outer:
+    case IndexKind::Inner:
+    case IndexKind::Sym:
+    case IndexKind::Min:
+    case IndexKind::Max:
+    case IndexKind::Scalar: return true;
+    default: return false;
+  }
+}
+
+std::string paren(const Index& i, const Kernel* k) {
+  return is_atomic(i) ? print_index(i, k) : str_cat("(", print_index(i, k), ")");
+}
+
+std::string buffer_name(int id, const Kernel* k) {
+  if (k && id >= 0 && id < static_cast<int>(k->buffers.size())) return k->buffers[id].name;
+  return str_cat("b", id);
+}
+
+std::string print_dims_loop(const std::vector<Dim>& extents, char var) {
+  return str_join(extents, ", ", [&, i = 0](const Dim& d) mutable {
+    return str_cat(var, i++, " < ", d.to_string());
+  });
+}
+
+}  // namespace
+
+std::string print_index(const Index& i, const Kernel* k) {
+  const IndexNode& n = i.node();
+  switch (n.kind) {
+    case IndexKind::Const: return std::to_string(n.value);
+    case IndexKind::Outer: return str_cat("o", n.value);
+    case IndexKind::Inner: return str_cat("r", n.value);
+    case IndexKind::Sym: return n.name;
+    case IndexKind::Add: return str_cat(print_index(n.a, k), " + ", print_index(n.b, k));
+    case IndexKind::Mul: {
+      auto side = [&](const Index& x) { return x.kind() == IndexKind::Add ? str_cat("(", print_index(x, k), ")") : print_index(x, k); };
+      return str_cat(side(n.a), " * ", side(n.b));
+    }
+    case IndexKind::FloorDiv: return str_cat(paren(n.a, k), " // ", paren(n.b, k));
+    case IndexKind::Mod: return str_cat(paren(n.a, k), " % ", paren(n.b, k));
+    case IndexKind::Min: return str_cat("min(", print_index(n.a, k), ", ", print_index(n.b, k), ")");
+    case IndexKind::Max: return str_cat("max(", print_index(n.a, k), ", ", print_index(n.b, k), ")");
+    case IndexKind::Scalar: return str_cat("int(", print_expr(n.expr, k), ")");
+  }
+  return "?";
+}
+
+std::string print_expr(const Expr& e, const Kernel* k) {
+  const ExprNode& n = e.node();
+  switch (n.kind) {
+    case ExprKind::Const:
+      if (n.dtype == DType::boolean) return n.value != 0 ? "true" : "false";
+      if (is_float(n.dtype)) return str_cat(format_double(n.value), ":", dtype_name(n.dtype));
+      return str_cat(static_cast<int64_t>(n.value), ":", dtype_name(n.dtype));
+    case ExprKind::Load: return str_cat("load ", buffer_name(n.id, k), "[", print_index(n.index, k), "]");
+    case ExprKind::Let: return str_cat("t", n.id);
+    case ExprKind::StageResult: return str_cat("s", n.id);
+    case ExprKind::GemmAcc: return "acc";
+    case ExprKind::IndexValue: return str_cat("index(", print_index(n.index, k), ")");
+    case ExprKind::Unary: return str_cat(op_name(n.op), "(", print_expr(n.a, k), ")");
+    case ExprKind::Binary:
+      return str_cat(op_name(n.op), "(", print_expr(n.a, k), ", ", print_expr(n.b, k), ")");
+    case ExprKind::Select:
+      return str_cat("select(", print_expr(n.a, k), ", ", print_expr(n.b, k), ", ", print_expr(n.c, k), ")");
+    case ExprKind::Cast: return str_cat("cast<", dtype_name(n.dtype), ">(", print_expr(n.a, k), ")");
+  }
+  return "?";
+}
+
+std::string print_kernel(const Kernel& k) {
+  std::string s = str_cat("kernel ", k.name, "\n");
+  for (const Buffer& b : k.buffers)
+    s += str_cat("  ", b.role == Buffer::Role::Input ? "in  " : "out ", b.name, ": ", dtype_name(b.dtype),
+                 shape_to_string(b.shape), "\n");
+  if (!k.symbols.empty()) s += str_cat("  symbols ", str_join(k.symbols, ", ", [](const std::string& x) { return x; }), "\n");
+  std::string ind = "  ";
+  if (!k.domain.empty()) {
+    s += str_cat("  for ", print_dims_loop(k.domain, 'o'), ":\n");
+    ind = "    ";
+  }
+  if (k.gemm) {
+    const GemmSpec& g = *k.gemm;
+    auto operand = [&](const GemmOperand& o) {
+      return str_cat(buffer_name(o.buffer, &k), o.transposed ? " transposed" : "", " batch_strides ",
+                     shape_to_string(o.batch_strides), " at [", print_index(o.index, &k), "]");
+    };
+    s += str_cat(ind, "acc: ", dtype_name(g.acc_dtype), " = gemm batch ", shape_to_string(g.batch), " m ",
+                 g.m.to_string(), " n ", g.n.to_string(), " k ", g.k.to_string(), " (r0 = k)\n");
+    s += str_cat(ind, "  a ", operand(g.a), "\n", ind, "  b ", operand(g.b), "\n");
+  }
+  for (size_t si = 0; si < k.stages.size(); ++si) {
+    const Stage& st = k.stages[si];
+    std::string loop = st.extents.empty() ? "" : str_cat(" for ", print_dims_loop(st.extents, 'r'));
+    if (st.kind == Stage::Kind::Reduce)
+      s += str_cat(ind, "s", si, " = reduce ", combiner_name(st.combiner), " acc ", dtype_name(st.acc_dtype), loop, ":\n");
+    else
+      s += str_cat(ind, "map", loop, ":\n");
+    for (const Let& l : st.lets)
+      s += str_cat(ind, "  t", l.id, ": ", dtype_name(l.value.dtype()), " = ", print_expr(l.value, &k), "\n");
+    for (const Store& st_ : st.stores)
+      s += str_cat(ind, "  store ", buffer_name(st_.buffer, &k), "[", print_index(st_.index, &k), "] = ",
+                   print_expr(st_.value, &k), "\n");
+    if (st.kind == Stage::Kind::Reduce) s += str_cat(ind, "  fold ", print_expr(st.value, &k), "\n");
+  }
+  return s;
+}
+
+}  // namespace kiln::kir

@@ -1,0 +1,220 @@
+// Kernel IR: the loop-level form of one fused kernel group, consumed by the CUDA and CPU
+// backends and by the host evaluator (kernel_eval.h). Small immutable nodes behind cheap
+// handles; printing is deterministic.
+//
+// Shape of a kernel (what every backend emits):
+//
+//   for each point of `domain` (outer, parallel loop; vars o0..o{n-1}):
+//     for each stage, in order:
+//       Reduce stage: acc = identity(combiner)
+//                     for each point of stage.extents (inner vars r0..): lets; acc = combine(acc, value)
+//                     the result s<k> is readable by every LATER stage of this outer point
+//       Map stage:    for each point of stage.extents (may be none: once per outer point):
+//                     lets; stores
+//
+// Softmax over the last axis is domain [rows], stages: reduce max, reduce sum of exp(x - s0),
+// map storing exp(x - s0) / s1. A GEMM kernel has `gemm` set: before the stages, the
+// accumulator acc(o) = sum_k A*B is computed per outer point and its epilogue (a map stage
+// with no extents) reads it through Expr::gemm_acc().
+//
+// Numerics (DESIGN.md): every scalar node carries the dtype the graph gives that value. A
+// node of dtype f16/bf16 computes in f32 and rounds its result to its dtype (backends: a
+// convert round trip), exactly like the reference evaluator, so fused == reference up to
+// the ulps of transcendental functions. Reductions and GEMMs accumulate in `acc_dtype`
+// (f32 for float inputs, i64 for integers); the result is cast to the graph's dtype.
+//
+// Memory safety: lets are evaluated eagerly (no lazy branches), so every load index is in
+// bounds by construction: concat's branches load through clamped indices and a select
+// picks the branch; gather clamps its indices into the gathered dim.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ir/dtype.h"
+#include "ir/op.h"
+#include "ir/sym.h"
+
+namespace kiln::kir {
+
+struct IndexNode;
+struct ExprNode;
+
+// An int64 index expression over loop variables, symbols and constants, with floor
+// division / modulo by arbitrary (symbolic) index expressions (reshape of symbolic dims
+// needs them) and a conversion from an integer scalar (gather's indices).
+enum class IndexKind : uint8_t {
+  Const,     // value
+  Outer,     // outer loop variable o<var>
+  Inner,     // inner loop variable r<var> of the enclosing stage (or k of a GEMM)
+  Sym,       // a shape symbol, a scalar parameter of the kernel
+  Add,       // a + b
+  Mul,       // a * b
+  FloorDiv,  // a // b (b > 0)
+  Mod,       // a % b  (b > 0, result in [0, b))
+  Min,       // min(a, b)
+  Max,       // max(a, b)
+  Scalar,    // the integer value of scalar expression `expr`
+};
+
+class Expr;
+
+class Index {
+ public:
+  Index() : Index(int64_t{0}) {}
+  Index(int64_t value);  // NOLINT: constants convert implicitly
+  Index(int value) : Index(static_cast<int64_t>(value)) {}  // NOLINT
+  static Index outer(int var);
+  static Index inner(int var);
+  static Index sym(const std::string& name);
+  static Index from_dim(const Dim& d);  // a symbolic shape expression
+  static Index scalar(const Expr& e);   // requires an integer dtype
+
+  // Constructors fold constants and the identities x+0, x*1, x*0, x//1, x%1.
+  friend Index operator+(const Index& a, const Index& b);
+  friend Index operator-(const Index& a, const Index& b);
+  friend Index operator*(const Index& a, const Index& b);
+  static Index floordiv(const Index& a, const Index& b);
+  static Index mod(const Index& a, const Index& b);
+  static Index min(const Index& a, const Index& b);
+  static Index max(const Index& a, const Index& b);
+
+  IndexKind kind() const;
+  const IndexNode& node() const { return *p_; }
+  std::optional<int64_t> constant() const;
+  bool same_as(const Index& o) const;  // structural equality
+
+ private:
+  explicit Index(std::shared_ptr<const IndexNode> p) : p_(std::move(p)) {}
+  std::shared_ptr<const IndexNode> p_;
+};
+
+// Scalar expressions. Lets make sharing explicit: a stage's body is a list of lets, each
+// one node over loads, constants and earlier lets (three-address form, easy to emit).
+enum class ExprKind : uint8_t {
+  Const,        // value, in dtype
+  Load,         // buffers[id][index]: index is the flat row-major element offset
+  Let,          // the let t<id> of the current stage
+  StageResult,  // the result of reduce stage s<id> of the current outer point
+  GemmAcc,      // the GEMM accumulator of the current outer point (acc_dtype)
+  IndexValue,   // the int64 value of `index` (i64)
+  Unary,        // op(a): an elementwise unary op of ops.def (not gelu, cast or constant)
+  Binary,       // op(a, b): an elementwise binary op of ops.def; operands share a dtype
+  Select,       // a ? b : c (a is bool)
+  Cast,         // a converted to dtype (round_to_dtype semantics)
+};
+
+class Expr {
+ public:
+  Expr() = default;  // null handle; only for default-constructed aggregates
+  static Expr constant(double value, DType t);
+  static Expr load(int buffer, const Index& index, DType t);
+  static Expr let(int id, DType t);
+  static Expr stage_result(int stage, DType t);
+  static Expr gemm_acc(DType t);
+  static Expr index_value(const Index& index);
+  static Expr unary(Op op, const Expr& a, DType t);
+  static Expr binary(Op op, const Expr& a, const Expr& b, DType t);
+  static Expr select(const Expr& c, const Expr& a, const Expr& b);
+  static Expr cast(const Expr& a, DType t);  // returns `a` when it already has dtype t
+
+  bool defined() const { return p_ != nullptr; }
+  ExprKind kind() const;
+  DType dtype() const;
+  const ExprNode& node() const { return *p_; }
+  bool same_as(const Expr& o) const;  // structural equality
+
+ private:
+  explicit Expr(std::shared_ptr<const ExprNode> p) : p_(std::move(p)) {}
+  std::shared_ptr<const ExprNode> p_;
+};
+
+struct IndexNode {
+  IndexKind kind = IndexKind::Const;
+  int64_t value = 0;  // Const; the variable number of Outer/Inner
+  std::string name;   // Sym
+  Index a, b;         // operands of Add..Max
+  Expr expr;          // Scalar
+};
+
+struct ExprNode {
+  ExprKind kind = ExprKind::Const;
+  DType dtype = DType::f32;
+  Op op = Op::Add;    // Unary, Binary
+  double value = 0;   // Const
+  int id = 0;         // Load: buffer; Let: let id; StageResult: stage
+  Index index;        // Load, IndexValue
+  Expr a, b, c;       // operands
+};
+
+struct Let {
+  int id;  // unique in the kernel
+  Expr value;
+};
+
+struct Store {
+  int buffer;
+  Index index;  // flat row-major element offset
+  Expr value;   // of the buffer's dtype
+};
+
+enum class Combiner : uint8_t { Sum, Prod, Max, Min, ArgMax };
+std::string_view combiner_name(Combiner c);
+
+struct Stage {
+  enum class Kind : uint8_t { Map, Reduce };
+  Kind kind = Kind::Map;
+  std::vector<Dim> extents;  // inner loop nest (vars r0..); empty: once per outer point
+  std::vector<Let> lets;     // evaluated in order at every inner point
+  std::vector<Store> stores;  // Map
+  // Reduce: folds `value` over the inner points. ArgMax's result is the flat inner
+  // position (i64) of the first maximum; a NaN counts as the maximum.
+  Combiner combiner = Combiner::Sum;
+  DType acc_dtype = DType::f32;
+  Expr value;
+};
+
+struct Buffer {
+  enum class Role : uint8_t { Input, Output };
+  std::string name;  // the graph value's name
+  DType dtype;
+  Shape shape;       // dense row-major
+  Role role;
+};
+
+// C[batch.., m, n] = sum_k A[batch.., m, k] * B[batch.., k, n]. `transposed` A is stored
+// [.., K, M], transposed B [.., N, K] (linear's weight). batch_strides gives each operand's
+// element stride per batch dim (0: broadcast). `index` is the same layout as a flat offset
+// over the outer vars and inner var r0 = k, for backends that do not use a GEMM library.
+struct GemmOperand {
+  int buffer = 0;
+  bool transposed = false;
+  std::vector<Dim> batch_strides;
+  Index index;
+};
+
+struct GemmSpec {
+  GemmOperand a, b;
+  std::vector<Dim> batch;  // batch dims = the leading outer dims
+  Dim m, n, k;             // the outer domain is batch.. then dims flattening to m, then n
+  DType acc_dtype = DType::f32;
+};
+
+struct Kernel {
+  std::string name;                  // deterministic: "k<group id>_<op>"
+  std::vector<Buffer> buffers;       // inputs then outputs
+  std::vector<std::string> symbols;  // sorted; scalar int64 parameters
+  std::vector<Dim> domain;           // outer loop nest (vars o0..)
+  std::optional<GemmSpec> gemm;
+  std::vector<Stage> stages;
+};
+
+// Readable, deterministic text of a kernel: what `kiln compile --dump-dir` writes.
+std::string print_kernel(const Kernel& k);
+std::string print_index(const Index& i, const Kernel* k = nullptr);
+std::string print_expr(const Expr& e, const Kernel* k = nullptr);  // names buffers when k is given
+
+}  // namespace kiln::kir
