@@ -21,7 +21,19 @@ struct KernelGroup {
   std::vector<Node*> nodes;     // topological order
   std::vector<Value*> inputs;   // read from outside the group: args or other groups' outputs
   std::vector<Value*> outputs;  // needed outside the group or graph outputs
+  // Gemm only: view nodes (reshape, permute, expand, squeeze, unsqueeze, slice), in
+  // topological order, that compute an operand of `nodes` from `inputs`. They are index
+  // arithmetic on the GEMM's loads (strides), never copies; empty for other kinds, whose
+  // views sit in `nodes`.
+  std::vector<Node*> prologue;
+  // The group reads only parameters (e.g. the concat of q/k/v weights that have no host
+  // data): run it once when the parameters are bound, not on every call. Its outputs
+  // live with the parameters, outside the per-call arena.
+  bool weight_prep = false;
 };
+
+// Scalar `constant` nodes belong to no group and are never listed in `inputs`: a group
+// reading one inlines its value as an immediate.
 
 struct Schedule {
   std::vector<KernelGroup> groups;  // execution order: inputs come from earlier groups
