@@ -1,0 +1,881 @@
+// The reference evaluator. Its numeric decisions are final; every later test relies on them:
+//
+// - Elementwise float ops on f32/f16/bf16 compute in f32 (float, not double, so a float
+//   kernel matches) and round to the storage dtype on every op's output.
+// - Reductions (sum mean prod max min), matmul and linear accumulate in f64 and round once on
+//   output. Composites (softmax, log_softmax, layer_norm, rms_norm, scaled_dot_product_attention)
+//   are one op: computed in f64 throughout, rounded once on output. "Once" is exact: an f64
+//   value goes to f16/bf16 through float with round-to-odd (store_f64), so no double rounding.
+// - Broadcasting follows NumPy. Comparisons give bool; NaN compares false (ne: true).
+// - Integers: add/sub/mul/neg wrap as two's complement in the dtype; div truncates toward
+//   zero and x / 0 is 0 (no trap); abs(INT_MIN) is INT_MIN; sum and prod accumulate in int64
+//   and wrap to the dtype. pow and mean are float-only (the op rules reject integers).
+// - maximum/minimum and the max/min reductions propagate NaN (as torch). argmax returns the
+//   index of the first maximum, NaN counting as the maximum (the first NaN wins), as i64.
+//   max/min/argmax over an empty axis are errors; sum is 0, prod 1, mean NaN there.
+// - gelu "none": 0.5x(1+erf(x/sqrt2)); "tanh": 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3))).
+//   silu: x*sigmoid(x); sigmoid: 1/(1+exp(-x)); rsqrt: 1/sqrt(x); relu keeps NaN.
+// - cast: float->int truncates toward zero, NaN/inf -> 0, wrapping as kiln::round_to_dtype
+//   says; anything->bool is != 0 (NaN -> true); bool->number 0/1; int->float rounds like a
+//   C++ cast to float, then to f16/bf16 with round-to-nearest-even.
+// - layer_norm: biased variance, (x-mean)/sqrt(var+eps)*w+b; rms_norm: x/sqrt(mean(x^2)+eps)*w.
+//   softmax/log_softmax subtract the row max first.
+// - scaled_dot_product_attention: scores = q @ k^T * scale (default 1/sqrt(E)); causal masks
+//   j > i (top-left aligned, as torch's is_causal); a bool mask keeps positions where true; a
+//   float mask is added; softmax over the last axis; @ v. A row with every position masked is
+//   NaN (as torch's math backend).
+// - matmul: NumPy rules (1-D operands promoted, the dim removed after; batch dims broadcast).
+//   linear(x, w[out, in], bias?) = x @ w^T + bias, the bias added in f64 before rounding.
+// - Views copy elements exactly. slice follows Python (negative start/end/step, clamped);
+//   gather wraps a negative index once (i + dim), and an index still out of range is an error
+//   naming the node and the index. squeeze without axes removes the dims that are 1 in the
+//   graph's (symbolic) type, so a symbol bound to 1 stays.
+// - Each node's results must have the shapes its symbolic types evaluate to under the
+//   argument bindings; a disagreement (e.g. a symbolic slice whose bounds clamp) is an error.
+#include "ir/reference.h"
+
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <deque>
+#include <limits>
+#include <numeric>
+
+#include "absl/container/flat_hash_map.h"
+#include "ir/str.h"
+
+namespace kiln {
+namespace {
+
+static_assert(std::endian::native == std::endian::little, "HostTensor bytes are little-endian");
+
+using Dims = std::vector<int64_t>;
+using Tensors = std::vector<HostTensor>;
+using Result = absl::StatusOr<Tensors>;
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+int64_t count(const Dims& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
+
+std::string dims_str(const Dims& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
+
+Dims strides_of(const Dims& s) {
+  Dims st(s.size(), 1);
+  for (size_t i = s.size(); i-- > 1;) st[i - 1] = st[i] * s[i];
+  return st;
+}
+
+// Row-major strides of `shape`'s leading (rank - inner) dims, right-aligned to `batch_rank`
+// dims and 0 where a dim is 1, so that walking a broadcast batch reads the right element.
+Dims batch_strides(const Dims& shape, size_t inner, size_t batch_rank) {
+  Dims st = strides_of(shape), out(batch_rank, 0);
+  size_t nb = shape.size() - inner, off = batch_rank - nb;
+  for (size_t i = 0; i < nb; ++i) out[off + i] = shape[i] == 1 ? 0 : st[i];
+  return out;
+}
+
+Dims broadcast_strides(const Dims& shape, size_t rank) { return batch_strides(shape, 0, rank); }
+
+absl::StatusOr<Dims> broadcast(const Dims& a, const Dims& b) {
+  size_t n = std::max(a.size(), b.size());
+  Dims out(n);
+  for (size_t i = 0; i < n; ++i) {
+    int64_t da = i < n - a.size() ? 1 : a[i - (n - a.size())];
+    int64_t db = i < n - b.size() ? 1 : b[i - (n - b.size())];
+    if (da != db && da != 1 && db != 1)
+      return invalid_argument("cannot broadcast ", dims_str(a), " with ", dims_str(b));
+    out[i] = da == 1 ? db : da;
+  }
+  return out;
+}
+
+// Calls f(i, offsets) for every element of `shape` in row-major order i, where
+// offsets[k] = base[k] + sum over d of index[d] * strides[k][d].
+template <size_t N, typename F>
+void walk(const Dims& shape, const std::array<Dims, N>& strides, std::array<int64_t, N> off, F&& f) {
+  int64_t n = count(shape);
+  size_t r = shape.size();
+  Dims idx(r, 0);
+  for (int64_t i = 0; i < n; ++i) {
+    f(i, off);
+    for (size_t d = r; d-- > 0;) {
+      for (size_t k = 0; k < N; ++k) off[k] += strides[k][d];
+      if (++idx[d] < shape[d]) break;
+      for (size_t k = 0; k < N; ++k) off[k] -= strides[k][d] * shape[d];
+      idx[d] = 0;
+    }
+  }
+}
+
+std::vector<double> doubles(const HostTensor& t) {
+  std::vector<double> v(t.numel());
+  for (int64_t i = 0; i < t.numel(); ++i) v[i] = t.get(i);
+  return v;
+}
+
+std::vector<int64_t> ints(const HostTensor& t) {
+  std::vector<int64_t> v(t.numel());
+  for (int64_t i = 0; i < t.numel(); ++i) v[i] = t.get_int(i);
+  return v;
+}
+
+// Stores an f64 result with a single rounding to t's float dtype. HostTensor::set goes
+// through float, which would round twice for f16/bf16; rounding to float with
+// round-to-odd first keeps the final round-to-nearest-even exact (float carries more than
+// two extra bits beyond either 16-bit format).
+void store_f64(HostTensor& t, int64_t i, double v) {
+  if (t.dtype() == DType::f32 || !is_float(t.dtype()) || std::isnan(v)) {
+    t.set(i, v);
+    return;
+  }
+  float f = static_cast<float>(v);
+  if (std::isinf(f) && !std::isinf(v)) f = std::copysign(std::numeric_limits<float>::max(), static_cast<float>(v));
+  else if (std::fabs(static_cast<double>(f)) > std::fabs(v)) f = std::nextafter(f, 0.0f);
+  if (static_cast<double>(f) != v) f = std::bit_cast<float>(std::bit_cast<uint32_t>(f) | 1u);
+  t.set(i, f);
+}
+
+// Flat indices of `shape`'s elements with the (sorted) `axes` varying fastest: each run of
+// prod(shape[axes]) entries is one group, and groups follow the row-major order of the other
+// axes, which is the row-major order of a reduction's output.
+std::vector<int64_t> grouped_order(const Dims& shape, const std::vector<int64_t>& axes) {
+  Dims st = strides_of(shape), pshape, pstrides;
+  for (size_t i = 0; i < shape.size(); ++i)
+    if (std::find(axes.begin(), axes.end(), static_cast<int64_t>(i)) == axes.end()) {
+      pshape.push_back(shape[i]);
+      pstrides.push_back(st[i]);
+    }
+  for (int64_t a : axes) {
+    pshape.push_back(shape[a]);
+    pstrides.push_back(st[a]);
+  }
+  std::vector<int64_t> order(count(shape));
+  walk<1>(pshape, {pstrides}, {0}, [&](int64_t i, const auto& off) { order[i] = off[0]; });
+  return order;
+}
+
+// Copies raw elements: dst[dst_off + idx . dst_strides] = src[src_off + idx . src_strides]
+// for every index of `shape`. Exact for every dtype.
+void copy_strided(const HostTensor& src, const Dims& src_strides, int64_t src_off, HostTensor& dst,
+                  const Dims& dst_strides, int64_t dst_off, const Dims& shape) {
+  int64_t size = dtype_size(src.dtype());
+  const uint8_t* s = src.data();
+  uint8_t* d = dst.data();
+  walk<2>(shape, {src_strides, dst_strides}, {src_off, dst_off}, [&](int64_t, const auto& off) {
+    std::memcpy(d + off[1] * size, s + off[0] * size, size);
+  });
+}
+
+// The elements of `src` in a tensor of another shape with the same count.
+HostTensor reshaped(const HostTensor& src, Dims shape) {
+  HostTensor out(src.dtype(), std::move(shape));
+  std::memcpy(out.data(), src.data(), src.nbytes());
+  return out;
+}
+
+// Python slicing of a dim of size n: the first index and the length, with the clamping of
+// infer_slice (ir/ops.cc), written so that no step or bound overflows.
+std::pair<int64_t, int64_t> slice_range(int64_t n, int64_t start, int64_t end, int64_t step) {
+  if (step > 0) {
+    int64_t s = start < 0 ? std::max<int64_t>(0, n + start) : std::min(start, n);
+    int64_t e = end < 0 ? std::max<int64_t>(0, n + end) : std::min(end, n);
+    return {s, e > s ? (e - s - 1) / step + 1 : 0};
+  }
+  int64_t s = start < 0 ? std::max<int64_t>(-1, n + start) : std::min(start, n - 1);
+  int64_t e = end < 0 ? std::max<int64_t>(-1, n + end) : std::min(end, n - 1);
+  return {s, s > e ? 1 - (s - e - 1) / step : 0};  // (s-e-1)/step truncates to -floor(../|step|)
+}
+
+// ---- one node ---------------------------------------------------------------------
+
+struct Ctx {
+  const Node& node;
+  const Bindings& bindings;
+  std::vector<const HostTensor*> in;
+  AttrView attr() const { return node.attr(); }
+  const HostTensor& x(size_t i = 0) const { return *in[i]; }
+};
+
+absl::StatusOr<std::vector<int64_t>> axes_of(const std::vector<int64_t>& axes, int64_t rank) {
+  absl::StatusOr<std::vector<int64_t>> ax = normalize_axes(axes, rank);
+  if (ax.ok()) std::sort(ax->begin(), ax->end());
+  return ax;
+}
+
+absl::StatusOr<Dims> eval_dims(const std::vector<SymExpr>& dims, const Bindings& b) {
+  Dims out;
+  for (const SymExpr& d : dims) {
+    absl::StatusOr<int64_t> v = d.evaluate(b);
+    if (!v.ok()) return v.status();
+    out.push_back(*v);
+  }
+  return out;
+}
+
+float unary_float(Op op, float x, bool tanh_gelu) {
+  switch (op) {
+    case Op::Neg: return -x;
+    case Op::Abs: return std::fabs(x);
+    case Op::Exp: return std::exp(x);
+    case Op::Log: return std::log(x);
+    case Op::Sqrt: return std::sqrt(x);
+    case Op::Rsqrt: return 1.0f / std::sqrt(x);
+    case Op::Sin: return std::sin(x);
+    case Op::Cos: return std::cos(x);
+    case Op::Tanh: return std::tanh(x);
+    case Op::Sigmoid: return 1.0f / (1.0f + std::exp(-x));
+    case Op::Relu: return x < 0 ? 0.0f : x;
+    case Op::Gelu:
+      if (tanh_gelu) {
+        const float beta = static_cast<float>(std::sqrt(2.0 / M_PI)), kappa = 0.044715f;
+        return 0.5f * x * (1.0f + std::tanh(beta * (x + kappa * x * x * x)));
+      }
+      return 0.5f * x * (1.0f + std::erf(x * static_cast<float>(M_SQRT1_2)));
+    case Op::Silu: return x * (1.0f / (1.0f + std::exp(-x)));
+    case Op::Erf: return std::erf(x);
+    case Op::Reciprocal: return 1.0f / x;
+    case Op::Floor: return std::floor(x);
+    case Op::Ceil: return std::ceil(x);
+    default: return kNaN;  // unreachable: unary() dispatches only the ops above
+  }
+}
+
+// Two's complement arithmetic in int64; set_int wraps the result to i32 where needed.
+int64_t wrap_neg(int64_t a) { return static_cast<int64_t>(0 - static_cast<uint64_t>(a)); }
+
+Result unary(const Ctx& c) {
+  const HostTensor& x = c.x();
+  HostTensor out(x.dtype(), x.shape());
+  Op op = c.node.op();
+  if (op == Op::Not) {
+    for (int64_t i = 0; i < x.numel(); ++i) out.set_int(i, !x.get_int(i));
+  } else if (is_float(x.dtype())) {
+    bool tanh_gelu = op == Op::Gelu && c.attr().get_string("approximate") == "tanh";
+    for (int64_t i = 0; i < x.numel(); ++i)
+      out.set(i, unary_float(op, static_cast<float>(x.get(i)), tanh_gelu));
+  } else {
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      int64_t v = x.get_int(i);
+      switch (op) {
+        case Op::Neg: v = wrap_neg(v); break;
+        case Op::Abs: v = v < 0 ? wrap_neg(v) : v; break;
+        case Op::Relu: v = std::max<int64_t>(v, 0); break;
+        default: return invalid_argument(op_name(op), " is not defined on ", x.type_string());
+      }
+      out.set_int(i, v);
+    }
+  }
+  return Tensors{std::move(out)};
+}
+
+Result cast(const Ctx& c) {
+  const HostTensor& x = c.x();
+  DType to = c.attr().get_dtype("dtype");
+  HostTensor out(to, x.shape());
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    if (is_float(x.dtype())) out.set(i, x.get(i));  // HostTensor::set truncates/wraps/tests != 0
+    else if (is_float(to)) out.set(i, static_cast<float>(x.get_int(i)));
+    else out.set_int(i, to == DType::boolean ? x.get_int(i) != 0 : x.get_int(i));
+  }
+  return Tensors{std::move(out)};
+}
+
+Result constant(const Ctx& c) {
+  HostTensor out(c.attr().get_dtype("dtype"), {});
+  const AttrValue& v = c.attr().get("value");
+  if (const double* d = std::get_if<double>(&v)) out.set(0, *d);
+  else if (const bool* b = std::get_if<bool>(&v)) out.set_int(0, *b);
+  else if (is_float(out.dtype())) out.set(0, static_cast<float>(std::get<int64_t>(v)));
+  else out.set_int(0, std::get<int64_t>(v));
+  return Tensors{std::move(out)};
+}
+
+double binary_float(Op op, float a, float b) {
+  switch (op) {
+    case Op::Add: return a + b;
+    case Op::Sub: return a - b;
+    case Op::Mul: return a * b;
+    case Op::Div: return a / b;
+    case Op::Pow: return std::pow(a, b);
+    case Op::Maximum: return std::isnan(a) || std::isnan(b) ? kNaN : std::max(a, b);
+    case Op::Minimum: return std::isnan(a) || std::isnan(b) ? kNaN : std::min(a, b);
+    case Op::Eq: return a == b;
+    case Op::Ne: return a != b;
+    case Op::Lt: return a < b;
+    case Op::Le: return a <= b;
+    case Op::Gt: return a > b;
+    case Op::Ge: return a >= b;
+    default: return kNaN;  // unreachable: binary() dispatches only the ops above
+  }
+}
+
+int64_t binary_int(Op op, int64_t a, int64_t b) {
+  uint64_t ua = static_cast<uint64_t>(a), ub = static_cast<uint64_t>(b);
+  switch (op) {
+    case Op::Add: return static_cast<int64_t>(ua + ub);
+    case Op::Sub: return static_cast<int64_t>(ua - ub);
+    case Op::Mul: return static_cast<int64_t>(ua * ub);
+    case Op::Div: return b == 0 ? 0 : b == -1 ? wrap_neg(a) : a / b;
+    case Op::Maximum: return std::max(a, b);
+    case Op::Minimum: return std::min(a, b);
+    case Op::Eq: return a == b;
+    case Op::Ne: return a != b;
+    case Op::Lt: return a < b;
+    case Op::Le: return a <= b;
+    case Op::Gt: return a > b;
+    case Op::Ge: return a >= b;
+    case Op::And: return a && b;
+    case Op::Or: return a || b;
+    default: return 0;  // unreachable: binary() dispatches only the ops above
+  }
+}
+
+Result binary(const Ctx& c) {
+  const HostTensor &a = c.x(0), &b = c.x(1);
+  absl::StatusOr<Dims> shape = broadcast(a.shape(), b.shape());
+  if (!shape.ok()) return shape.status();
+  DType out_t = c.node.result()->dtype();
+  HostTensor out(out_t, *shape);
+  Op op = c.node.op();
+  std::array<Dims, 2> st{broadcast_strides(a.shape(), shape->size()), broadcast_strides(b.shape(), shape->size())};
+  if (is_float(a.dtype())) {
+    std::vector<double> av = doubles(a), bv = doubles(b);
+    walk<2>(*shape, st, {0, 0}, [&](int64_t i, const auto& o) {
+      out.set(i, binary_float(op, static_cast<float>(av[o[0]]), static_cast<float>(bv[o[1]])));
+    });
+  } else {
+    std::vector<int64_t> av = ints(a), bv = ints(b);
+    walk<2>(*shape, st, {0, 0}, [&](int64_t i, const auto& o) { out.set_int(i, binary_int(op, av[o[0]], bv[o[1]])); });
+  }
+  return Tensors{std::move(out)};
+}
+
+Result where(const Ctx& c) {
+  const HostTensor &cond = c.x(0), &a = c.x(1), &b = c.x(2);
+  absl::StatusOr<Dims> ab = broadcast(a.shape(), b.shape());
+  if (!ab.ok()) return ab.status();
+  absl::StatusOr<Dims> shape = broadcast(cond.shape(), *ab);
+  if (!shape.ok()) return shape.status();
+  HostTensor out(a.dtype(), *shape);
+  size_t r = shape->size();
+  int64_t size = dtype_size(a.dtype());
+  walk<3>(*shape, {broadcast_strides(cond.shape(), r), broadcast_strides(a.shape(), r), broadcast_strides(b.shape(), r)},
+          {0, 0, 0}, [&](int64_t i, const auto& o) {
+            const uint8_t* src = cond.data()[o[0]] ? a.data() + o[1] * size : b.data() + o[2] * size;
+            std::memcpy(out.data() + i * size, src, size);
+          });
+  return Tensors{std::move(out)};
+}
+
+Result reduce(const Ctx& c) {
+  const HostTensor& x = c.x();
+  Op op = c.node.op();
+  AttrView a = c.attr();
+  std::vector<int64_t> axes;
+  if (op == Op::ArgMax) axes = {a.get_int("axis")};
+  else if (a.has("axes")) axes = a.get_ints("axes");
+  else for (int64_t i = 0; i < x.rank(); ++i) axes.push_back(i);
+  absl::StatusOr<std::vector<int64_t>> ax = axes_of(axes, x.rank());
+  if (!ax.ok()) return ax.status();
+  bool keepdim = a.get_bool("keepdim");
+  Dims shape;
+  int64_t group = 1;
+  for (int64_t i = 0; i < x.rank(); ++i) {
+    bool reduced = std::binary_search(ax->begin(), ax->end(), i);
+    if (reduced) group *= x.shape()[i];
+    if (!reduced) shape.push_back(x.shape()[i]);
+    else if (keepdim) shape.push_back(1);
+  }
+  HostTensor out(op == Op::ArgMax ? DType::i64 : x.dtype(), shape);
+  if (group == 0 && out.numel() > 0 && (op == Op::Max || op == Op::Min || op == Op::ArgMax))
+    return invalid_argument(op_name(op), " over an empty axis of ", x.type_string());
+  std::vector<int64_t> order = grouped_order(x.shape(), *ax);
+  if (is_float(x.dtype())) {
+    std::vector<double> v = doubles(x);
+    for (int64_t g = 0; g < out.numel(); ++g) {
+      const int64_t* idx = order.data() + g * group;
+      double acc = op == Op::Prod ? 1 : op == Op::Max ? -kInf : op == Op::Min ? kInf : 0;
+      int64_t best = 0;
+      for (int64_t j = 0; j < group; ++j) {
+        double e = v[idx[j]];
+        switch (op) {
+          case Op::Sum: case Op::Mean: acc += e; break;
+          case Op::Prod: acc *= e; break;
+          case Op::Max: acc = std::isnan(acc) || std::isnan(e) ? kNaN : std::max(acc, e); break;
+          case Op::Min: acc = std::isnan(acc) || std::isnan(e) ? kNaN : std::min(acc, e); break;
+          default:  // ArgMax: the first NaN, else the first strict maximum
+            if (std::isnan(v[idx[best]])) break;
+            if (std::isnan(e) || e > v[idx[best]]) best = j;
+        }
+      }
+      if (op == Op::ArgMax) out.set_int(g, best);
+      else store_f64(out, g, op == Op::Mean ? acc / static_cast<double>(group) : acc);
+    }
+  } else {
+    std::vector<int64_t> v = ints(x);
+    for (int64_t g = 0; g < out.numel(); ++g) {
+      const int64_t* idx = order.data() + g * group;
+      uint64_t acc = op == Op::Prod ? 1 : 0;  // Sum/Prod wrap in int64, then in the dtype
+      int64_t best = 0, m = group > 0 ? v[idx[0]] : 0;
+      for (int64_t j = 0; j < group; ++j) {
+        int64_t e = v[idx[j]];
+        switch (op) {
+          case Op::Sum: acc += static_cast<uint64_t>(e); break;
+          case Op::Prod: acc *= static_cast<uint64_t>(e); break;
+          case Op::Max: m = std::max(m, e); break;
+          case Op::Min: m = std::min(m, e); break;
+          case Op::ArgMax: if (e > v[idx[best]]) best = j; break;
+          default: return invalid_argument(op_name(op), " is not defined on ", x.type_string());
+        }
+      }
+      out.set_int(g, op == Op::ArgMax ? best : op == Op::Max || op == Op::Min ? m : static_cast<int64_t>(acc));
+    }
+  }
+  return Tensors{std::move(out)};
+}
+
+Result softmax(const Ctx& c) {
+  const HostTensor& x = c.x();
+  absl::StatusOr<std::vector<int64_t>> ax = axes_of({c.attr().get_int("axis")}, x.rank());
+  if (!ax.ok()) return ax.status();
+  int64_t n = x.shape()[(*ax)[0]];
+  HostTensor out(x.dtype(), x.shape());
+  if (n == 0) return Tensors{std::move(out)};
+  std::vector<double> v = doubles(x);
+  std::vector<int64_t> order = grouped_order(x.shape(), *ax);
+  bool log = c.node.op() == Op::LogSoftmax;
+  for (int64_t g = 0; g < x.numel() / n; ++g) {
+    const int64_t* idx = order.data() + g * n;
+    double m = -kInf, sum = 0;
+    for (int64_t j = 0; j < n; ++j) m = std::isnan(m) || std::isnan(v[idx[j]]) ? kNaN : std::max(m, v[idx[j]]);
+    for (int64_t j = 0; j < n; ++j) sum += std::exp(v[idx[j]] - m);
+    for (int64_t j = 0; j < n; ++j)
+      store_f64(out, idx[j], log ? v[idx[j]] - m - std::log(sum) : std::exp(v[idx[j]] - m) / sum);
+  }
+  return Tensors{std::move(out)};
+}
+
+// layer_norm(x, w?, b?) and rms_norm(x, w?) over trailing axes, whose elements are
+// contiguous and laid out like the weight's.
+Result norm(const Ctx& c) {
+  const HostTensor& x = c.x();
+  absl::StatusOr<std::vector<int64_t>> ax = axes_of(c.attr().get_ints("axes"), x.rank());
+  if (!ax.ok()) return ax.status();
+  double eps = c.attr().get_float("eps");
+  bool layer = c.node.op() == Op::LayerNorm;
+  int64_t n = 1;
+  for (int64_t a : *ax) n *= x.shape()[a];
+  HostTensor out(x.dtype(), x.shape());
+  if (n == 0) return Tensors{std::move(out)};
+  std::vector<double> v = doubles(x);
+  std::vector<double> w = c.in.size() > 1 ? doubles(c.x(1)) : std::vector<double>(n, 1.0);
+  std::vector<double> b = c.in.size() > 2 ? doubles(c.x(2)) : std::vector<double>(n, 0.0);
+  for (int64_t g = 0; g < x.numel() / n; ++g) {
+    const double* row = v.data() + g * n;
+    double mean = 0, var = 0;
+    if (layer) {
+      for (int64_t j = 0; j < n; ++j) mean += row[j];
+      mean /= static_cast<double>(n);
+    }
+    for (int64_t j = 0; j < n; ++j) var += (row[j] - mean) * (row[j] - mean);
+    double inv = 1.0 / std::sqrt(var / static_cast<double>(n) + eps);
+    for (int64_t j = 0; j < n; ++j) store_f64(out, g * n + j, (row[j] - mean) * inv * w[j] + b[j]);
+  }
+  return Tensors{std::move(out)};
+}
+
+Result sdpa(const Ctx& c) {
+  const HostTensor &q = c.x(0), &k = c.x(1), &v = c.x(2);
+  const HostTensor* mask = c.in.size() > 3 ? c.in[3] : nullptr;
+  size_t r = q.shape().size();
+  int64_t lq = q.shape()[r - 2], e = q.shape()[r - 1], lk = k.shape()[r - 2], ev = v.shape()[r - 1];
+  if (k.shape()[r - 1] != e || v.shape()[r - 2] != lk)
+    return invalid_argument("q ", q.type_string(), ", k ", k.type_string(), ", v ", v.type_string(), " do not fit");
+  auto batch_of = [&](const HostTensor& t) { return Dims(t.shape().begin(), t.shape().end() - 2); };
+  absl::StatusOr<Dims> batch = broadcast(batch_of(q), batch_of(k));
+  if (batch.ok()) batch = broadcast(*batch, batch_of(v));
+  if (!batch.ok()) return batch.status();
+  size_t nb = batch->size();
+  Dims scores_shape = *batch, out_shape = *batch;
+  scores_shape.insert(scores_shape.end(), {lq, lk});
+  out_shape.insert(out_shape.end(), {lq, ev});
+  Dims mask_st(r, 0);
+  if (mask) {
+    absl::StatusOr<Dims> ms = broadcast(scores_shape, mask->shape());
+    if (!ms.ok() || *ms != scores_shape)
+      return invalid_argument("mask ", mask->type_string(), " does not broadcast to ", dims_str(scores_shape));
+    mask_st = broadcast_strides(mask->shape(), r);
+  }
+  double scale = c.attr().has("scale") ? c.attr().get_float("scale") : 1.0 / std::sqrt(static_cast<double>(e));
+  bool causal = c.attr().get_bool("causal");
+  std::vector<double> qd = doubles(q), kd = doubles(k), vd = doubles(v), md;
+  bool bool_mask = mask && mask->dtype() == DType::boolean;
+  if (mask) md = doubles(*mask);
+  HostTensor out(q.dtype(), out_shape);
+  std::vector<double> s(lk), acc(ev);
+  Dims mask_batch(mask_st.begin(), mask_st.begin() + nb);
+  walk<4>(*batch, {batch_strides(q.shape(), 2, nb), batch_strides(k.shape(), 2, nb), batch_strides(v.shape(), 2, nb), mask_batch},
+          {0, 0, 0, 0}, [&](int64_t bi, const auto& o) {
+    for (int64_t i = 0; i < lq; ++i) {
+      double m = -kInf;
+      for (int64_t j = 0; j < lk; ++j) {
+        double dot = 0;
+        for (int64_t t = 0; t < e; ++t) dot += qd[o[0] + i * e + t] * kd[o[1] + j * e + t];
+        s[j] = dot * scale;
+        if (causal && j > i) s[j] = -kInf;
+        if (mask) {
+          double mv = md[o[3] + i * mask_st[r - 2] + j * mask_st[r - 1]];
+          if (bool_mask) s[j] = mv != 0 ? s[j] : -kInf;
+          else s[j] += mv;
+        }
+        m = std::isnan(m) || std::isnan(s[j]) ? kNaN : std::max(m, s[j]);
+      }
+      double sum = 0;  // all positions masked: m = -inf, exp(NaN) makes the row NaN
+      for (int64_t j = 0; j < lk; ++j) sum += s[j] = std::exp(s[j] - m);
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int64_t j = 0; j < lk; ++j)
+        for (int64_t t = 0; t < ev; ++t) acc[t] += s[j] / sum * vd[o[2] + j * ev + t];
+      for (int64_t t = 0; t < ev; ++t) store_f64(out, (bi * lq + i) * ev + t, acc[t]);
+    }
+  });
+  return Tensors{std::move(out)};
+}
+
+Result matmul(const Ctx& c) {
+  const HostTensor &a = c.x(0), &b = c.x(1);
+  Dims as = a.shape(), bs = b.shape();
+  bool a_vec = as.size() == 1, b_vec = bs.size() == 1;
+  if (a_vec) as.insert(as.begin(), 1);
+  if (b_vec) bs.push_back(1);
+  int64_t m = as[as.size() - 2], k = as.back(), n = bs.back();
+  if (bs[bs.size() - 2] != k) return invalid_argument("inner dims differ: ", dims_str(a.shape()), " @ ", dims_str(b.shape()));
+  absl::StatusOr<Dims> batch = broadcast(Dims(as.begin(), as.end() - 2), Dims(bs.begin(), bs.end() - 2));
+  if (!batch.ok()) return batch.status();
+  Dims shape = *batch;
+  if (!a_vec) shape.push_back(m);
+  if (!b_vec) shape.push_back(n);
+  HostTensor out(a.dtype(), shape);
+  std::vector<double> ad = doubles(a), bd = doubles(b), acc(n);
+  size_t nb = batch->size();
+  walk<2>(*batch, {batch_strides(as, 2, nb), batch_strides(bs, 2, nb)}, {0, 0}, [&](int64_t bi, const auto& o) {
+    for (int64_t i = 0; i < m; ++i) {
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int64_t t = 0; t < k; ++t) {
+        double x = ad[o[0] + i * k + t];
+        const double* brow = bd.data() + o[1] + t * n;
+        for (int64_t j = 0; j < n; ++j) acc[j] += x * brow[j];
+      }
+      for (int64_t j = 0; j < n; ++j) store_f64(out, (bi * m + i) * n + j, acc[j]);
+    }
+  });
+  return Tensors{std::move(out)};
+}
+
+Result linear(const Ctx& c) {
+  const HostTensor &x = c.x(0), &w = c.x(1);
+  int64_t k = x.shape().back(), n = w.shape()[0];
+  if (w.shape()[1] != k) return invalid_argument("x ", x.type_string(), " does not fit w ", w.type_string());
+  Dims shape = x.shape();
+  shape.back() = n;
+  HostTensor out(x.dtype(), shape);
+  int64_t rows = count(Dims(x.shape().begin(), x.shape().end() - 1));
+  std::vector<double> xd = doubles(x), wd = doubles(w);
+  std::vector<double> bias = c.in.size() > 2 ? doubles(c.x(2)) : std::vector<double>(n, 0.0);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      const double *xr = xd.data() + i * k, *wr = wd.data() + j * k;
+      double acc = 0;
+      for (int64_t t = 0; t < k; ++t) acc += xr[t] * wr[t];
+      store_f64(out, i * n + j, acc + bias[j]);
+    }
+  return Tensors{std::move(out)};
+}
+
+Result reshape(const Ctx& c) {
+  const HostTensor& x = c.x();
+  absl::StatusOr<Dims> shape = eval_dims(c.attr().get_dims("shape"), c.bindings);
+  if (!shape.ok()) return shape.status();
+  auto infer = std::find(shape->begin(), shape->end(), -1);
+  if (infer != shape->end()) {
+    *infer = 1;
+    int64_t known = count(*shape);
+    *infer = known == 0 ? 0 : x.numel() / known;
+  }
+  if (count(*shape) != x.numel())
+    return invalid_argument("cannot reshape ", x.type_string(), " to ", dims_str(*shape));
+  return Tensors{reshaped(x, *shape)};
+}
+
+Result permute(const Ctx& c) {
+  const HostTensor& x = c.x();
+  absl::StatusOr<std::vector<int64_t>> dims = normalize_axes(c.attr().get_ints("dims"), x.rank());
+  if (!dims.ok()) return dims.status();
+  Dims st = strides_of(x.shape()), shape, src;
+  for (int64_t d : *dims) {
+    shape.push_back(x.shape()[d]);
+    src.push_back(st[d]);
+  }
+  HostTensor out(x.dtype(), shape);
+  copy_strided(x, src, 0, out, strides_of(shape), 0, shape);
+  return Tensors{std::move(out)};
+}
+
+Result expand(const Ctx& c) {
+  const HostTensor& x = c.x();
+  absl::StatusOr<Dims> shape = eval_dims(c.attr().get_dims("shape"), c.bindings);
+  if (!shape.ok()) return shape.status();
+  if (shape->size() < x.shape().size()) return invalid_argument("cannot expand ", x.type_string(), " to ", dims_str(*shape));
+  size_t off = shape->size() - x.shape().size();
+  for (size_t i = 0; i < shape->size(); ++i) {
+    if (i >= off && (*shape)[i] == -1) (*shape)[i] = x.shape()[i - off];
+    if (i >= off && x.shape()[i - off] != 1 && x.shape()[i - off] != (*shape)[i])
+      return invalid_argument("cannot expand ", x.type_string(), " to ", dims_str(*shape));
+  }
+  HostTensor out(x.dtype(), *shape);
+  copy_strided(x, broadcast_strides(x.shape(), shape->size()), 0, out, strides_of(*shape), 0, *shape);
+  return Tensors{std::move(out)};
+}
+
+Result squeeze(const Ctx& c) {
+  const HostTensor& x = c.x();
+  std::vector<int64_t> axes;
+  if (c.attr().has("axes")) {
+    absl::StatusOr<std::vector<int64_t>> ax = axes_of(c.attr().get_ints("axes"), x.rank());
+    if (!ax.ok()) return ax.status();
+    axes = *ax;
+  } else {
+    const Shape& sym = c.node.operand(0)->shape();
+    for (int64_t i = 0; i < x.rank(); ++i)
+      if (sym[i] == SymExpr(1)) axes.push_back(i);
+  }
+  Dims shape;
+  for (int64_t i = 0; i < x.rank(); ++i) {
+    bool drop = std::binary_search(axes.begin(), axes.end(), i);
+    if (drop && x.shape()[i] != 1)
+      return invalid_argument("cannot squeeze axis ", i, " of ", x.type_string(), ": its size is not 1");
+    if (!drop) shape.push_back(x.shape()[i]);
+  }
+  return Tensors{reshaped(x, shape)};
+}
+
+Result unsqueeze(const Ctx& c) {
+  const HostTensor& x = c.x();
+  int64_t rank = x.rank() + static_cast<int64_t>(c.attr().get_ints("axes").size());
+  absl::StatusOr<std::vector<int64_t>> ax = axes_of(c.attr().get_ints("axes"), rank);
+  if (!ax.ok()) return ax.status();
+  Dims shape;
+  size_t next = 0;
+  for (int64_t i = 0; i < rank; ++i)
+    shape.push_back(std::binary_search(ax->begin(), ax->end(), i) ? 1 : x.shape()[next++]);
+  return Tensors{reshaped(x, shape)};
+}
+
+Result slice(const Ctx& c) {
+  const HostTensor& x = c.x();
+  AttrView a = c.attr();
+  absl::StatusOr<std::vector<int64_t>> ax = axes_of({a.get_int("axis")}, x.rank());
+  if (!ax.ok()) return ax.status();
+  int64_t axis = (*ax)[0], step = a.get_int("step");
+  if (step == 0) return invalid_argument("step must not be 0");
+  auto [first, len] = slice_range(x.shape()[axis], a.get_int("start"), a.get_int("end"), step);
+  Dims shape = x.shape(), st = strides_of(x.shape());
+  shape[axis] = len;
+  int64_t base = len > 0 ? first * st[axis] : 0;
+  st[axis] *= step;
+  HostTensor out(x.dtype(), shape);
+  copy_strided(x, st, base, out, strides_of(shape), 0, shape);
+  return Tensors{std::move(out)};
+}
+
+Result concat(const Ctx& c) {
+  absl::StatusOr<std::vector<int64_t>> ax = axes_of({c.attr().get_int("axis")}, c.x().rank());
+  if (!ax.ok()) return ax.status();
+  int64_t axis = (*ax)[0];
+  for (const HostTensor* t : c.in) {
+    bool fits = t->rank() == c.x().rank();
+    for (int64_t d = 0; fits && d < t->rank(); ++d) fits = d == axis || t->shape()[d] == c.x().shape()[d];
+    if (!fits) return invalid_argument("operand ", t->type_string(), " differs from ", c.x().type_string(), " outside axis ", axis);
+  }
+  Dims shape = c.x().shape();
+  shape[axis] = 0;
+  for (const HostTensor* t : c.in) shape[axis] += t->shape()[axis];
+  HostTensor out(c.x().dtype(), shape);
+  Dims ost = strides_of(shape);
+  int64_t at = 0;
+  for (const HostTensor* t : c.in) {
+    copy_strided(*t, strides_of(t->shape()), 0, out, ost, at * ost[axis], t->shape());
+    at += t->shape()[axis];
+  }
+  return Tensors{std::move(out)};
+}
+
+Result split(const Ctx& c) {
+  const HostTensor& x = c.x();
+  absl::StatusOr<std::vector<int64_t>> ax = axes_of({c.attr().get_int("axis")}, x.rank());
+  if (!ax.ok()) return ax.status();
+  int64_t axis = (*ax)[0];
+  absl::StatusOr<Dims> sizes = eval_dims(c.attr().get_dims("sizes"), c.bindings);
+  if (!sizes.ok()) return sizes.status();
+  if (std::any_of(sizes->begin(), sizes->end(), [](int64_t s) { return s < 0; }) ||
+      std::accumulate(sizes->begin(), sizes->end(), int64_t{0}) != x.shape()[axis])
+    return invalid_argument("sizes ", dims_str(*sizes), " do not split axis ", axis, " of ", x.type_string());
+  Dims st = strides_of(x.shape());
+  Tensors outs;
+  int64_t at = 0;
+  for (int64_t s : *sizes) {
+    Dims shape = x.shape();
+    shape[axis] = s;
+    HostTensor out(x.dtype(), shape);
+    copy_strided(x, st, at * st[axis], out, strides_of(shape), 0, shape);
+    outs.push_back(std::move(out));
+    at += s;
+  }
+  return outs;
+}
+
+Result gather(const Ctx& c) {
+  const HostTensor &data = c.x(0), &idx = c.x(1);
+  absl::StatusOr<std::vector<int64_t>> ax = axes_of({c.attr().get_int("axis")}, data.rank());
+  if (!ax.ok()) return ax.status();
+  int64_t axis = (*ax)[0], dim = data.shape()[axis];
+  Dims shape(data.shape().begin(), data.shape().begin() + axis);
+  shape.insert(shape.end(), idx.shape().begin(), idx.shape().end());
+  shape.insert(shape.end(), data.shape().begin() + axis + 1, data.shape().end());
+  HostTensor out(data.dtype(), shape);
+  int64_t outer = count(Dims(data.shape().begin(), data.shape().begin() + axis));
+  int64_t inner = count(Dims(data.shape().begin() + axis + 1, data.shape().end()));
+  int64_t bytes = inner * dtype_size(data.dtype());
+  for (int64_t j = 0; j < idx.numel(); ++j) {
+    int64_t i = idx.get_int(j), at = i < 0 ? i + dim : i;
+    if (at < 0 || at >= dim) {
+      Dims coords(idx.rank());
+      for (int64_t d = idx.rank(), rest = j; d-- > 0; rest /= idx.shape()[d]) coords[d] = rest % idx.shape()[d];
+      return invalid_argument("index ", i, " at ", dims_str(coords), " of the indices is out of range for axis ", axis,
+                              " of size ", dim, " (", data.type_string(), ")");
+    }
+    for (int64_t o = 0; o < outer; ++o)
+      std::memcpy(out.data() + ((o * idx.numel() + j) * bytes), data.data() + (o * dim + at) * bytes, bytes);
+  }
+  return Tensors{std::move(out)};
+}
+
+Result eval_node(const Ctx& c) {
+  switch (c.node.op()) {
+    case Op::Neg: case Op::Abs: case Op::Exp: case Op::Log: case Op::Sqrt: case Op::Rsqrt:
+    case Op::Sin: case Op::Cos: case Op::Tanh: case Op::Sigmoid: case Op::Relu: case Op::Gelu:
+    case Op::Silu: case Op::Erf: case Op::Reciprocal: case Op::Floor: case Op::Ceil: case Op::Not:
+      return unary(c);
+    case Op::Cast: return cast(c);
+    case Op::Constant: return constant(c);
+    case Op::Add: case Op::Sub: case Op::Mul: case Op::Div: case Op::Pow: case Op::Maximum:
+    case Op::Minimum: case Op::Eq: case Op::Ne: case Op::Lt: case Op::Le: case Op::Gt: case Op::Ge:
+    case Op::And: case Op::Or:
+      return binary(c);
+    case Op::Where: return where(c);
+    case Op::Sum: case Op::Mean: case Op::Max: case Op::Min: case Op::Prod: case Op::ArgMax:
+      return reduce(c);
+    case Op::Softmax: case Op::LogSoftmax: return softmax(c);
+    case Op::LayerNorm: case Op::RmsNorm: return norm(c);
+    case Op::Sdpa: return sdpa(c);
+    case Op::MatMul: return matmul(c);
+    case Op::Linear: return linear(c);
+    case Op::Reshape: return reshape(c);
+    case Op::Permute: return permute(c);
+    case Op::Expand: return expand(c);
+    case Op::Squeeze: return squeeze(c);
+    case Op::Unsqueeze: return unsqueeze(c);
+    case Op::Slice: return slice(c);
+    case Op::Concat: return concat(c);
+    case Op::Split: return split(c);
+    case Op::Gather: return gather(c);
+  }
+  return invalid_argument("the reference evaluator does not know op ", op_name(c.node.op()));
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<HostTensor>> evaluate(const Graph& g, const TensorMap& args) {
+  for (const auto& [name, t] : args) {
+    const Value* v = g.find(name);
+    if (!v || !(v->is_input() || v->is_param()))
+      return invalid_argument("unknown argument '", name, "': graph ", g.name(), " has no input or parameter %", name);
+    if (v->data())
+      return invalid_argument("argument '", name, "': parameter %", name, " already has data in graph ", g.name());
+  }
+  absl::flat_hash_map<const Value*, const HostTensor*> env;
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const Value* v : g.args()) {
+    const HostTensor* t = v->data().get();
+    if (!t) {
+      auto it = args.find(v->name());
+      if (it == args.end())
+        return invalid_argument("missing argument %", v->name(), " (", v->type().to_string(), ")");
+      t = &it->second;
+    }
+    if (t->dtype() != v->dtype())
+      return invalid_argument("argument %", v->name(), ": expected ", v->type().to_string(), ", got ",
+                              t->type_string());
+    shapes[v->name()] = t->shape();
+    env[v] = t;
+  }
+  absl::StatusOr<Bindings> bindings = bind_symbols(g, shapes);
+  if (!bindings.ok()) return invalid_argument("arguments: ", bindings.status().message());
+
+  std::deque<HostTensor> results;  // deque: pointers to elements stay valid as it grows
+  for (const auto& node : g.nodes()) {
+    Ctx c{*node, *bindings, {}};
+    for (const Value* v : node->operands()) {
+      auto it = env.find(v);
+      if (it == env.end())
+        return invalid_argument(node->describe(), ": operand %", v->name(), " is not computed before this node");
+      c.in.push_back(it->second);
+    }
+    Result out = eval_node(c);
+    if (!out.ok()) return invalid_argument(node->describe(), ": ", out.status().message());
+    if (out->size() != node->results().size())
+      return invalid_argument(node->describe(), ": computed ", out->size(), " results for ", node->results().size());
+    for (size_t i = 0; i < out->size(); ++i) {
+      const Value* r = node->result(i);
+      HostTensor& t = (*out)[i];
+      absl::StatusOr<std::vector<int64_t>> want = evaluate_shape(r->shape(), *bindings);
+      if (!want.ok()) return invalid_argument(node->describe(), ": result %", r->name(), ": ", want.status().message());
+      if (*want != t.shape() || t.dtype() != r->dtype())
+        return invalid_argument(node->describe(), ": result %", r->name(), " of type ", r->type().to_string(),
+                                " should be ", dtype_name(r->dtype()), dims_str(*want), " under the bindings, but the op gives ",
+                                t.type_string());
+      results.push_back(std::move(t));
+      env[r] = &results.back();
+    }
+  }
+  std::vector<HostTensor> outs;
+  for (const Value* v : g.outputs()) {
+    auto it = env.find(v);
+    if (it == env.end()) return invalid_argument("output %", v->name(), " is not computed");
+    outs.push_back(*it->second);
+  }
+  return outs;
+}
+
+TensorMap random_args(const Graph& g, const Bindings& b, uint64_t seed, int64_t int_high) {
+  std::mt19937_64 rng(seed);
+  TensorMap out;
+  for (const Value* v : g.args()) {
+    if (v->data()) continue;
+    absl::StatusOr<std::vector<int64_t>> shape = evaluate_shape(v->shape(), b);
+    if (!shape.ok()) continue;  // left out: evaluate() then reports the argument missing
+    HostTensor t(v->dtype(), *shape);
+    if (is_integer(v->dtype())) t.fill_random(rng, 0, static_cast<double>(int_high));
+    else t.fill_random(rng);
+    out.emplace(v->name(), std::move(t));
+  }
+  return out;
+}
+
+}  // namespace kiln
