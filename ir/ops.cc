@@ -71,6 +71,17 @@ Result infer_constant(Types, const AttrView& a) {
   return std::vector{TensorType{t, {}}};
 }
 
+Result infer_iota(Types, const AttrView& a) {
+  DType t = a.get_dtype("dtype");
+  if (t == DType::boolean) return err("iota needs a numeric dtype, got bool");
+  Shape s = a.get_dims("shape");
+  for (const Dim& d : s)
+    if (auto c = d.constant(); c && *c < 0) return err("negative dim in shape ", shape_to_string(s));
+  int64_t axis = a.get_int("axis");
+  if (auto ax = normalize_axes(std::span(&axis, 1), s.size()); !ax.ok()) return ax.status();
+  return std::vector{TensorType{t, std::move(s)}};
+}
+
 Result broadcast_all(Types in, DType out) {
   Shape s = in[0].shape;
   for (const TensorType& t : in.subspan(1)) {
