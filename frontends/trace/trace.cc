@@ -113,11 +113,11 @@ Tensor Tracer::param(const std::string& name, HostTensor data, Loc loc) {
 }
 
 Tensor Tracer::constant(Scalar value, DType dtype, Loc loc) {
-  check_open(loc, "constant");
-  Attrs attrs{{"value", scalar_attr(value, dtype)}, {"dtype", dtype}};
-  absl::StatusOr<Node*> n = graph_.add_node(Op::Constant, {}, std::move(attrs), {}, format_loc(loc));
-  if (!n.ok()) throw TraceError(status_message(n.status()));
-  return Tensor(this, (*n)->result());
+  return record(Op::Constant, {}, {{"value", scalar_attr(value, dtype)}, {"dtype", dtype}}, loc).front();
+}
+
+Tensor Tracer::iota(Dims shape, int64_t axis, DType dtype, Loc loc) {
+  return record(Op::Iota, {}, {{"shape", shape.shape()}, {"axis", axis}, {"dtype", dtype}}, loc).front();
 }
 
 void Tracer::set_symbol_bounds(const std::string& symbol, int64_t min, std::optional<int64_t> max,
@@ -191,22 +191,16 @@ std::vector<Tensor> Tracer::record(Op op, const std::vector<Operand>& operands, 
     constants.push_back(*n);
     values.push_back((*n)->result());
   }
-  // Attributes equal to their schema default are left out, so the IR shows only choices.
-  Attrs set;
-  for (const auto& [name, value] : attrs) {
-    const AttrSpec* spec = op_info(op).find_attr(name);
-    if (!spec || !spec->default_value || !(*spec->default_value == value)) set.set(name, value);
-  }
-  absl::StatusOr<Node*> n = graph_.add_node(op, values, set, {}, where);
+  absl::StatusOr<Node*> n = graph_.add_node(op, values, attrs, {}, where);
   if (!n.ok()) {
     drop_constants();
     // Re-derive the bare rule violation so the message reads call first, then reason.
     std::vector<TensorType> types;
     for (const Value* v : values) types.push_back(v->type());
-    Attrs check = set;
+    Attrs check = attrs;
     absl::StatusOr<std::vector<TensorType>> r = infer_types(op, types, check);
     if (r.ok()) throw TraceError(status_message(n.status()));
-    fail(loc, describe_call(op, operands, set), status_message(r.status()));
+    fail(loc, describe_call(op, operands, attrs), status_message(r.status()));
   }
   std::vector<Tensor> out;
   for (Value* v : (*n)->results()) out.push_back(Tensor(this, v));
@@ -362,7 +356,9 @@ Tensor squeeze(const Tensor& x, std::optional<Axes> axes, Loc loc) {
 Tensor unsqueeze(const Tensor& x, Axes axes, Loc loc) { return one(Op::Unsqueeze, {x}, {{"axes", axes}}, loc); }
 
 Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end, int64_t step, Loc loc) {
-  return one(Op::Slice, {x}, {{"axis", axis}, {"start", start}, {"end", end}, {"step", step}}, loc);
+  Attrs attrs{{"axis", axis}, {"start", start}, {"step", step}};
+  if (end != kToEnd) attrs.set("end", end);  // absent means "to the end", like the registry's default
+  return one(Op::Slice, {x}, std::move(attrs), loc);
 }
 
 Tensor concat(const std::vector<Tensor>& xs, int64_t axis, Loc loc) {

@@ -116,6 +116,8 @@ class Tracer {
                Loc loc = Loc::current());
   Tensor param(const std::string& name, HostTensor data, Loc loc = Loc::current());
   Tensor constant(Scalar value, DType dtype, Loc loc = Loc::current());
+  // A tensor of `shape` holding each element's index along `axis`.
+  Tensor iota(Dims shape, int64_t axis, DType dtype = kiln::i64, Loc loc = Loc::current());
   void set_symbol_bounds(const std::string& symbol, int64_t min,
                          std::optional<int64_t> max = std::nullopt, Loc loc = Loc::current());
 
