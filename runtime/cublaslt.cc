@@ -1,0 +1,186 @@
+#include "runtime/cublaslt.h"
+
+#include "ir/str.h"
+#include "runtime/status_macros.h"
+
+namespace kiln::cuda {
+namespace {
+
+absl::Status lt_check(cublasStatus_t s, std::string_view what) {
+  if (s == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
+  return absl::InternalError(str_cat("cuBLASLt ", what, ": ", cublasLtGetStatusName(s), " (",
+                                     cublasLtGetStatusString(s), ")"));
+}
+
+cudaDataType_t data_type(DType t) {
+  switch (t) {
+    case DType::f16: return CUDA_R_16F;
+    case DType::bf16: return CUDA_R_16BF;
+    default: return CUDA_R_32F;
+  }
+}
+
+cublasLtEpilogue_t lt_epilogue(GemmEpilogue e) {
+  switch (e) {
+    case GemmEpilogue::none: return CUBLASLT_EPILOGUE_DEFAULT;
+    case GemmEpilogue::relu: return CUBLASLT_EPILOGUE_RELU;
+    case GemmEpilogue::gelu: return CUBLASLT_EPILOGUE_GELU;
+    case GemmEpilogue::bias: return CUBLASLT_EPILOGUE_BIAS;
+    case GemmEpilogue::relu_bias: return CUBLASLT_EPILOGUE_RELU_BIAS;
+    case GemmEpilogue::gelu_bias: return CUBLASLT_EPILOGUE_GELU_BIAS;
+  }
+  return CUBLASLT_EPILOGUE_DEFAULT;
+}
+
+// The descriptors of one GEMM, in cuBLASLt's column-major terms: cuBLASLt's "A" is our B,
+// its "B" is our A, and its output is C^T (N x M, leading dimension N).
+struct Descriptors {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  Descriptors() = default;
+  Descriptors(const Descriptors&) = delete;
+  ~Descriptors() {
+    if (c) cublasLtMatrixLayoutDestroy(c);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (op) cublasLtMatmulDescDestroy(op);
+  }
+};
+
+absl::Status set_batch(cublasLtMatrixLayout_t layout, int64_t batch, int64_t stride) {
+  int32_t count = int32_t(batch);
+  KILN_RETURN_IF_ERROR(lt_check(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+                                                                 &count, sizeof(count)),
+                                "set batch count"));
+  return lt_check(cublasLtMatrixLayoutSetAttribute(
+                      layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)),
+                  "set batch stride");
+}
+
+absl::Status make_descriptors(const GemmSpec& s, CUdeviceptr bias, Descriptors& d) {
+  KILN_RETURN_IF_ERROR(check_gemm_spec(s));
+  cudaDataType_t t = data_type(s.dtype);
+  KILN_RETURN_IF_ERROR(lt_check(cublasLtMatmulDescCreate(&d.op, CUBLAS_COMPUTE_32F, CUDA_R_32F),
+                                "create matmul descriptor"));
+  cublasOperation_t trans_a = s.b_is_nk ? CUBLAS_OP_T : CUBLAS_OP_N, trans_b = CUBLAS_OP_N;
+  KILN_RETURN_IF_ERROR(lt_check(
+      cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)),
+      "set transa"));
+  KILN_RETURN_IF_ERROR(lt_check(
+      cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)),
+      "set transb"));
+  cublasLtEpilogue_t epi = lt_epilogue(s.epilogue);
+  KILN_RETURN_IF_ERROR(lt_check(
+      cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)),
+      "set epilogue"));
+  if (has_bias(s.epilogue)) {
+    void* ptr = reinterpret_cast<void*>(bias);
+    KILN_RETURN_IF_ERROR(lt_check(
+        cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &ptr, sizeof(ptr)),
+        "set bias pointer"));
+  }
+  // B as [N,K] row-major is column-major K x N (ld K), transposed by the op; as [K,N] it is
+  // column-major N x K (ld N) and used as is. A [M,K] is column-major K x M (ld K).
+  uint64_t m = uint64_t(s.m), n = uint64_t(s.n), k = uint64_t(s.k);
+  KILN_RETURN_IF_ERROR(lt_check(s.b_is_nk ? cublasLtMatrixLayoutCreate(&d.a, t, k, n, int64_t(k))
+                                          : cublasLtMatrixLayoutCreate(&d.a, t, n, k, int64_t(n)),
+                                "create layout of B"));
+  KILN_RETURN_IF_ERROR(lt_check(cublasLtMatrixLayoutCreate(&d.b, t, k, m, int64_t(k)), "create layout of A"));
+  KILN_RETURN_IF_ERROR(lt_check(cublasLtMatrixLayoutCreate(&d.c, t, n, m, int64_t(n)), "create layout of C"));
+  if (s.batch > 1) {
+    auto stride = [](int64_t given, int64_t dense) { return given < 0 ? dense : given; };
+    KILN_RETURN_IF_ERROR(set_batch(d.a, s.batch, stride(s.batch_stride_b, s.n * s.k)));
+    KILN_RETURN_IF_ERROR(set_batch(d.b, s.batch, stride(s.batch_stride_a, s.m * s.k)));
+    KILN_RETURN_IF_ERROR(set_batch(d.c, s.batch, stride(s.batch_stride_c, s.m * s.n)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string_view gemm_epilogue_name(GemmEpilogue e) {
+  switch (e) {
+    case GemmEpilogue::none: return "none";
+    case GemmEpilogue::relu: return "relu";
+    case GemmEpilogue::gelu: return "gelu";
+    case GemmEpilogue::bias: return "bias";
+    case GemmEpilogue::relu_bias: return "relu_bias";
+    case GemmEpilogue::gelu_bias: return "gelu_bias";
+  }
+  return "?";
+}
+
+absl::Status check_gemm_spec(const GemmSpec& s) {
+  if (!is_float(s.dtype))
+    return invalid_argument("cuBLASLt GEMM supports f32, f16 and bf16, not ", dtype_name(s.dtype));
+  if (s.m < 1 || s.n < 1 || s.k < 1)
+    return invalid_argument("cuBLASLt GEMM needs positive sizes, got M=", s.m, " N=", s.n, " K=", s.k);
+  if (s.batch < 1 || s.batch > INT32_MAX) return invalid_argument("GEMM batch ", s.batch, " out of range");
+  if (s.batch_stride_a < -1 || s.batch_stride_b < -1 || s.batch_stride_c < -1)
+    return invalid_argument("GEMM batch strides must be >= 0, or -1 for dense");
+  if (s.batch > 1 && s.batch_stride_c == 0)
+    return invalid_argument("GEMM batch entries cannot share one output matrix (batch_stride_c 0)");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<CublasLt>> CublasLt::create(const Context& ctx, int64_t workspace_bytes) {
+  KILN_RETURN_IF_ERROR(ctx.make_current());
+  KILN_ASSIGN_OR_RETURN(DeviceBuffer ws, DeviceBuffer::allocate(ctx, workspace_bytes));
+  cublasLtHandle_t h = nullptr;
+  KILN_RETURN_IF_ERROR(lt_check(cublasLtCreate(&h), "create handle"));
+  return std::unique_ptr<CublasLt>(new CublasLt(h, std::move(ws)));
+}
+
+CublasLt::~CublasLt() { cublasLtDestroy(handle_); }
+
+absl::StatusOr<std::vector<GemmAlgorithm>> CublasLt::algorithms(const GemmSpec& spec, int top_k) const {
+  if (top_k < 1) return invalid_argument("top_k must be >= 1, got ", top_k);
+  Descriptors d;
+  // The heuristic only reads whether a bias pointer is set, not its value.
+  KILN_RETURN_IF_ERROR(make_descriptors(spec, has_bias(spec.epilogue) ? CUdeviceptr(256) : 0, d));
+  cublasLtMatmulPreference_t pref = nullptr;
+  KILN_RETURN_IF_ERROR(lt_check(cublasLtMatmulPreferenceCreate(&pref), "create preference"));
+  std::unique_ptr<std::remove_pointer_t<cublasLtMatmulPreference_t>,
+                  decltype(&cublasLtMatmulPreferenceDestroy)>
+      pref_guard(pref, &cublasLtMatmulPreferenceDestroy);
+  uint64_t ws = uint64_t(workspace_.size());
+  KILN_RETURN_IF_ERROR(lt_check(cublasLtMatmulPreferenceSetAttribute(
+                                    pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)),
+                                "set workspace limit"));
+  std::vector<cublasLtMatmulHeuristicResult_t> results(static_cast<size_t>(top_k));
+  int found = 0;
+  KILN_RETURN_IF_ERROR(lt_check(cublasLtMatmulAlgoGetHeuristic(handle_, d.op, d.a, d.b, d.c, d.c, pref,
+                                                               top_k, results.data(), &found),
+                                "heuristic query"));
+  std::vector<GemmAlgorithm> algos;
+  for (int i = 0; i < found; ++i)
+    if (results[i].state == CUBLAS_STATUS_SUCCESS)
+      algos.push_back({results[i].algo, results[i].workspaceSize, results[i].wavesCount});
+  if (algos.empty())
+    return absl::NotFoundError(str_cat("cuBLASLt has no algorithm for ", dtype_name(spec.dtype), " GEMM M=",
+                                       spec.m, " N=", spec.n, " K=", spec.k, " epilogue ",
+                                       gemm_epilogue_name(spec.epilogue)));
+  return algos;
+}
+
+absl::Status CublasLt::gemm(const GemmSpec& spec, CUdeviceptr a, CUdeviceptr b, CUdeviceptr c,
+                            CUdeviceptr bias, CUstream stream, const GemmAlgorithm* algorithm) const {
+  if (a == 0 || b == 0 || c == 0) return invalid_argument("GEMM operand pointer is null");
+  if (has_bias(spec.epilogue) && bias == 0)
+    return invalid_argument("GEMM epilogue ", gemm_epilogue_name(spec.epilogue), " needs a bias pointer");
+  std::vector<GemmAlgorithm> best;
+  if (algorithm == nullptr) {
+    KILN_ASSIGN_OR_RETURN(best, algorithms(spec, 1));
+    algorithm = &best[0];
+  }
+  Descriptors d;
+  KILN_RETURN_IF_ERROR(make_descriptors(spec, bias, d));
+  const float alpha = 1.0f, beta = 0.0f;
+  return lt_check(cublasLtMatmul(handle_, d.op, &alpha, reinterpret_cast<void*>(b), d.a,
+                                 reinterpret_cast<void*>(a), d.b, &beta, reinterpret_cast<void*>(c), d.c,
+                                 reinterpret_cast<void*>(c), d.c, &algorithm->algo,
+                                 reinterpret_cast<void*>(workspace_.ptr()), workspace_.size(), stream),
+                  str_cat("matmul M=", spec.m, " N=", spec.n, " K=", spec.k));
+}
+
+}  // namespace kiln::cuda

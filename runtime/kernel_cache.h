@@ -1,0 +1,75 @@
+// The kernel cache: compiled CUBIN + PTX in memory and on disk, keyed by a SHA-256 of
+// (source, compile options, compiler version, arch), so a second process starts warm.
+//
+// On disk: one file per entry, <dir>/<64 hex digits of the key>.kbin, written to a unique
+// temporary name in the same directory and renamed into place, so readers never see a torn
+// entry. The directory is $KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln;
+// KILN_CACHE_DIR=off keeps the cache in memory only. Entry layout (integers little-endian):
+//   "KILNKERN" | u32 format version | u32 0 | 32-byte key | u64 cubin bytes | u64 ptx bytes |
+//   32-byte SHA-256 of cubin+ptx | cubin | ptx
+// A file whose magic, version, key, lengths or checksum disagree is counted as corrupt,
+// deleted, and rebuilt by the next compile.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "absl/status/statusor.h"
+
+namespace kiln {
+
+struct CompiledKernel {
+  std::string cubin;
+  std::string ptx;
+};
+
+struct KernelCacheStats {
+  int64_t memory_hits = 0;
+  int64_t disk_hits = 0;
+  int64_t misses = 0;           // compiles run
+  int64_t corrupt_entries = 0;  // disk entries rejected and rebuilt
+  int64_t disk_write_errors = 0;
+  double compile_ms = 0;  // time spent in compiles (NVRTC), misses only
+};
+
+// The 64-hex-digit key of one compilation. Each field is length-prefixed before hashing.
+std::string kernel_cache_key(std::string_view source, std::span<const std::string> options,
+                             std::string_view compiler_version, std::string_view arch);
+
+class KernelCache {
+ public:
+  // The disk directory from the environment (see the file comment); nullopt when disabled.
+  static std::optional<std::filesystem::path> directory_from_env();
+
+  // disk_dir nullopt: memory only. The directory is created on first write.
+  explicit KernelCache(std::optional<std::filesystem::path> disk_dir);
+
+  // The entry for `key` from memory, else disk, else from `compile()` (timed, then stored in
+  // both). Concurrent callers may compile the same key twice; both results are identical and
+  // the rename keeps the file whole. A compile error is returned and nothing is stored.
+  absl::StatusOr<std::shared_ptr<const CompiledKernel>> get_or_compile(
+      const std::string& key, const std::function<absl::StatusOr<CompiledKernel>()>& compile);
+
+  KernelCacheStats stats() const;
+  const std::optional<std::filesystem::path>& directory() const { return dir_; }
+  std::filesystem::path entry_path(const std::string& key) const;
+
+ private:
+  std::shared_ptr<const CompiledKernel> read_disk(const std::string& key);
+  void write_disk(const std::string& key, const CompiledKernel& kernel);
+
+  std::optional<std::filesystem::path> dir_;
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, std::shared_ptr<const CompiledKernel>> memory_;
+  KernelCacheStats stats_;
+};
+
+}  // namespace kiln

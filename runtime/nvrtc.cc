@@ -1,0 +1,150 @@
+#include "runtime/nvrtc.h"
+
+#include <nvrtc.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <optional>
+#include <regex>
+#include <set>
+#include <thread>
+
+#include "ir/str.h"
+#include "runtime/cuda_driver.h"
+
+#ifndef KILN_CUDA_INCLUDE_DIR
+#define KILN_CUDA_INCLUDE_DIR "/usr/local/cuda/include"
+#endif
+
+namespace kiln::cuda {
+namespace {
+
+// Source lines the log points at: NVRTC writes "<name>.cu(N): error: ..." and sometimes
+// "line N" in notes. Each cited line is quoted once, numbered, in ascending order.
+std::string quote_cited_lines(const std::string& log, const std::string& source) {
+  static const std::regex cited(R"(\.cu\((\d+)\)|\bline (\d+))");
+  std::set<int> lines;
+  for (auto it = std::sregex_iterator(log.begin(), log.end(), cited); it != std::sregex_iterator();
+       ++it) {
+    const auto& m = *it;
+    lines.insert(std::stoi(m[1].matched ? m[1].str() : m[2].str()));
+  }
+  std::vector<std::string> source_lines;
+  size_t start = 0;
+  while (start <= source.size()) {
+    size_t end = source.find('\n', start);
+    if (end == std::string::npos) end = source.size();
+    source_lines.push_back(source.substr(start, end - start));
+    start = end + 1;
+  }
+  std::string out;
+  for (int n : lines) {
+    if (n < 1 || n > int(source_lines.size())) continue;
+    out += fmt::format("{:>5} | {}\n", n, source_lines[n - 1]);
+  }
+  return out;
+}
+
+std::string program_log(nvrtcProgram prog) {
+  size_t size = 0;
+  if (nvrtcGetProgramLogSize(prog, &size) != NVRTC_SUCCESS || size <= 1) return "";
+  std::string log(size, '\0');
+  if (nvrtcGetProgramLog(prog, log.data()) != NVRTC_SUCCESS) return "";
+  log.resize(size - 1);  // drop the terminating NUL
+  while (!log.empty() && (log.back() == '\n' || log.back() == ' ')) log.pop_back();
+  return log;
+}
+
+// Copies out one NVRTC result buffer (CUBIN or PTX) through its size/get pair.
+template <typename SizeFn, typename GetFn>
+absl::StatusOr<std::string> fetch(nvrtcProgram prog, SizeFn size_fn, GetFn get_fn,
+                                  const NvrtcProgram& p, const char* what) {
+  size_t size = 0;
+  nvrtcResult r = size_fn(prog, &size);
+  std::string out(size, '\0');
+  if (r == NVRTC_SUCCESS) r = get_fn(prog, out.data());
+  if (r != NVRTC_SUCCESS)
+    return absl::InternalError(str_cat("NVRTC could not return the ", what, " of kernel '",
+                                       p.name, "': ", nvrtcGetErrorString(r)));
+  return out;
+}
+
+}  // namespace
+
+std::string nvrtc_version() {
+  int major = 0, minor = 0;
+  if (nvrtcVersion(&major, &minor) != NVRTC_SUCCESS) return "unknown";
+  return str_cat(major, ".", minor);
+}
+
+std::vector<std::string> nvrtc_options(const NvrtcProgram& program) {
+  std::vector<std::string> opts = {str_cat("--gpu-architecture=", program.arch),
+                                   str_cat("--include-path=", KILN_CUDA_INCLUDE_DIR),
+                                   "--std=c++17"};
+  opts.insert(opts.end(), program.extra_options.begin(), program.extra_options.end());
+  return opts;
+}
+
+std::string default_arch() {
+  if (!device_available()) return "sm_90";
+  auto dev = Device::get(0);
+  return dev.ok() ? dev->arch_name() : "sm_90";
+}
+
+absl::StatusOr<NvrtcOutput> nvrtc_compile(const NvrtcProgram& p) {
+  auto start = std::chrono::steady_clock::now();
+  nvrtcProgram prog = nullptr;
+  std::string file = str_cat(p.name.empty() ? "kernel" : p.name, ".cu");
+  nvrtcResult r = nvrtcCreateProgram(&prog, p.source.c_str(), file.c_str(), 0, nullptr, nullptr);
+  if (r != NVRTC_SUCCESS)
+    return absl::InternalError(
+        str_cat("NVRTC could not create program for kernel '", p.name, "': ", nvrtcGetErrorString(r)));
+  // Destroys the program on every path out of this function.
+  std::unique_ptr<nvrtcProgram, void (*)(nvrtcProgram*)> guard(&prog, [](nvrtcProgram* q) {
+    nvrtcDestroyProgram(q);
+  });
+  std::vector<std::string> opts = nvrtc_options(p);
+  std::vector<const char*> argv;
+  for (const std::string& o : opts) argv.push_back(o.c_str());
+  r = nvrtcCompileProgram(prog, int(argv.size()), argv.data());
+  NvrtcOutput out;
+  out.log = program_log(prog);
+  if (r != NVRTC_SUCCESS) {
+    std::string quoted = quote_cited_lines(out.log, p.source);
+    return invalid_argument("NVRTC failed to compile kernel '", p.name, "' for ", p.arch, " (",
+                            nvrtcGetErrorString(r), "):\n", out.log,
+                            quoted.empty() ? "" : "\noffending source lines:\n", quoted);
+  }
+  auto cubin = fetch(prog, nvrtcGetCUBINSize, nvrtcGetCUBIN, p, "CUBIN");
+  if (!cubin.ok()) return cubin.status();
+  auto ptx = fetch(prog, nvrtcGetPTXSize, nvrtcGetPTX, p, "PTX");
+  if (!ptx.ok()) return ptx.status();
+  out.cubin = std::move(*cubin);
+  out.ptx = std::move(*ptx);
+  if (!out.ptx.empty() && out.ptx.back() == '\0') out.ptx.pop_back();
+  out.compile_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  return out;
+}
+
+std::vector<absl::StatusOr<NvrtcOutput>> nvrtc_compile_all(std::span<const NvrtcProgram> programs,
+                                                           int max_threads) {
+  std::vector<std::optional<absl::StatusOr<NvrtcOutput>>> slots(programs.size());
+  if (max_threads <= 0) max_threads = std::clamp(int(std::thread::hardware_concurrency()), 1, 8);
+  int n_threads = std::min<int>(max_threads, int(programs.size()));
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i = next++; i < programs.size(); i = next++) slots[i] = nvrtc_compile(programs[i]);
+  };
+  std::vector<std::thread> threads;
+  for (int t = 1; t < n_threads; ++t) threads.emplace_back(work);
+  work();
+  for (std::thread& t : threads) t.join();
+  std::vector<absl::StatusOr<NvrtcOutput>> results;
+  results.reserve(slots.size());
+  for (auto& s : slots) results.push_back(std::move(*s));
+  return results;
+}
+
+}  // namespace kiln::cuda

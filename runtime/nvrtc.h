@@ -1,0 +1,48 @@
+// NVRTC: compiles CUDA C source to a CUBIN for one GPU architecture (plus its PTX, kept for
+// dumps), with located errors and a small thread pool for compiling many programs at once.
+#pragma once
+
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace kiln::cuda {
+
+struct NvrtcProgram {
+  std::string name;    // the kernel (or program) name; errors and the virtual file use it
+  std::string source;  // CUDA C; kernels are extern "C" so their names survive
+  std::string arch = "sm_90";
+  std::vector<std::string> extra_options;  // appended after kiln's fixed options
+};
+
+struct NvrtcOutput {
+  std::string cubin;
+  std::string ptx;
+  std::string log;  // warnings, if any
+  double compile_ms = 0;
+};
+
+// "13.0": part of every kernel-cache key.
+std::string nvrtc_version();
+
+// The exact option list used for `program`: -arch, the toolkit include directory (for
+// cuda_bf16.h / cuda_fp16.h), C++17, and the extras, in that order. Deterministic, so it
+// can be hashed into cache keys.
+std::vector<std::string> nvrtc_options(const NvrtcProgram& program);
+
+// The device's arch ("sm_90") when a CUDA device is present, otherwise sm_90 (Hopper,
+// kiln's main target) so that compile-only runs on GPU-less machines stay meaningful.
+std::string default_arch();
+
+// Compiles one program. Never aborts: an NVRTC failure is an InvalidArgument naming the
+// kernel, quoting the compiler log, and quoting the source lines the log refers to.
+absl::StatusOr<NvrtcOutput> nvrtc_compile(const NvrtcProgram& program);
+
+// Compiles every program on min(max_threads, programs.size()) threads (max_threads <= 0:
+// the hardware concurrency, at most 8). Results are in the order of `programs`.
+std::vector<absl::StatusOr<NvrtcOutput>> nvrtc_compile_all(std::span<const NvrtcProgram> programs,
+                                                           int max_threads = 0);
+
+}  // namespace kiln::cuda
