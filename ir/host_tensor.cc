@@ -40,6 +40,7 @@ void HostTensor::set(int64_t i, double v) {
     case DType::f32: { float f = static_cast<float>(v); std::memcpy(p, &f, 4); return; }
     case DType::f16: { uint16_t b = float_to_f16_bits(static_cast<float>(v)); std::memcpy(p, &b, 2); return; }
     case DType::bf16: { uint16_t b = float_to_bf16_bits(static_cast<float>(v)); std::memcpy(p, &b, 2); return; }
+    case DType::boolean: *p = v != 0; return;  // as round_to_dtype: 0.5 and NaN are true
     default: set_int(i, static_cast<int64_t>(round_to_dtype(v, DType::i64)));
   }
 }

@@ -376,11 +376,11 @@ Result infer_slice(Types in, const AttrView& a) {
     if (step > 0) {
       int64_t s = start < 0 ? std::max<int64_t>(0, *n + start) : std::min(start, *n);
       int64_t e = end < 0 ? std::max<int64_t>(0, *n + end) : std::min(end, *n);
-      len = e > s ? (e - s + step - 1) / step : 0;
+      len = e > s ? (e - s - 1) / step + 1 : 0;  // no overflow for huge steps
     } else {
       int64_t s = start < 0 ? std::max<int64_t>(-1, *n + start) : std::min(start, *n - 1);
       int64_t e = end < 0 ? std::max<int64_t>(-1, *n + end) : std::min(end, *n - 1);
-      len = s > e ? (s - e - step - 1) / -step : 0;
+      len = s > e ? 1 - (s - e - 1) / step : 0;  // truncation; no -step overflow
     }
     out[(*ax)[0]] = len;
   } else {

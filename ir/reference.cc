@@ -280,9 +280,10 @@ Result cast(const Ctx& c) {
   DType to = c.attr().get_dtype("dtype");
   HostTensor out(to, x.shape());
   for (int64_t i = 0; i < x.numel(); ++i) {
-    if (is_float(x.dtype())) out.set(i, x.get(i));  // HostTensor::set truncates/wraps/tests != 0
+    if (to == DType::boolean) out.set_int(i, x.get(i) != 0);
+    else if (is_float(x.dtype())) out.set(i, x.get(i));  // HostTensor::set rounds, or truncates and wraps
     else if (is_float(to)) out.set(i, static_cast<float>(x.get_int(i)));
-    else out.set_int(i, to == DType::boolean ? x.get_int(i) != 0 : x.get_int(i));
+    else out.set_int(i, x.get_int(i));
   }
   return Tensors{std::move(out)};
 }
@@ -294,6 +295,23 @@ Result constant(const Ctx& c) {
   else if (const bool* b = std::get_if<bool>(&v)) out.set_int(0, *b);
   else if (is_float(out.dtype())) out.set(0, static_cast<float>(std::get<int64_t>(v)));
   else out.set_int(0, std::get<int64_t>(v));
+  return Tensors{std::move(out)};
+}
+
+Result iota(const Ctx& c) {
+  absl::StatusOr<Dims> shape = eval_dims(c.attr().get_dims("shape"), c.bindings);
+  if (!shape.ok()) return shape.status();
+  absl::StatusOr<std::vector<int64_t>> ax = axes_of({c.attr().get_int("axis")}, shape->size());
+  if (!ax.ok()) return ax.status();
+  HostTensor out(c.attr().get_dtype("dtype"), *shape);
+  int64_t inner = 1;
+  for (size_t i = (*ax)[0] + 1; i < shape->size(); ++i) inner *= (*shape)[i];
+  int64_t n = (*shape)[(*ax)[0]];
+  for (int64_t i = 0; i < out.numel(); ++i) {
+    int64_t v = (i / inner) % n;
+    if (is_float(out.dtype())) out.set(i, static_cast<double>(v));
+    else out.set_int(i, v);
+  }
   return Tensors{std::move(out)};
 }
 
@@ -774,6 +792,7 @@ Result eval_node(const Ctx& c) {
       return unary(c);
     case Op::Cast: return cast(c);
     case Op::Constant: return constant(c);
+    case Op::Iota: return iota(c);
     case Op::Add: case Op::Sub: case Op::Mul: case Op::Div: case Op::Pow: case Op::Maximum:
     case Op::Minimum: case Op::Eq: case Op::Ne: case Op::Lt: case Op::Le: case Op::Gt: case Op::Ge:
     case Op::And: case Op::Or:
