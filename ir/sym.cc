@@ -234,17 +234,12 @@ SymExpr SymExpr::floordiv(int64_t c) const {
   if (auto k = constant()) return SymExpr(floor_div(*k, c));
   int64_t g = coeff_gcd(*p_, c);
   if (g > 1) return SymExpr(scale_div(*p_, g)).floordiv(c / g);
-  // floor((c*q + r) / c) = q + floor(r / c) for integer q; the constant splits likewise.
+  // floor((c*q + r) / c) = q + floor(r / c) for integer q: every coefficient splits into
+  // c*q + r with 0 <= r < c, so that e.g. (3*B + 1) // 2 and B + (B + 1) // 2 agree.
   std::vector<SymTerm> q, r;
   for (const SymTerm& t : p_->terms) {
-    if (t.factors.empty()) {
-      if (floor_div(t.coeff, c) != 0) q.push_back({floor_div(t.coeff, c), {}});
-      if (floor_mod(t.coeff, c) != 0) r.push_back({floor_mod(t.coeff, c), {}});
-    } else if (t.coeff % c == 0) {
-      q.push_back({t.coeff / c, t.factors});
-    } else {
-      r.push_back(t);
-    }
+    if (int64_t qc = floor_div(t.coeff, c); qc != 0) q.push_back({qc, t.factors});
+    if (int64_t rc = floor_mod(t.coeff, c); rc != 0) r.push_back({rc, t.factors});
   }
   SymExpr quot(make_poly(std::move(q)));
   PolyPtr rest = make_poly(std::move(r));
@@ -269,14 +264,10 @@ SymExpr SymExpr::mod(int64_t c) const {
   if (c <= 0) throw std::invalid_argument("mod by a non-positive constant");
   if (c == 1) return SymExpr(0);
   if (auto k = constant()) return SymExpr(floor_mod(*k, c));
+  // Coefficients reduce to [0, c): (5*B) % 3 and (-B) % 3 both become (2*B) % 3.
   std::vector<SymTerm> r;
-  for (const SymTerm& t : p_->terms) {
-    if (t.factors.empty()) {
-      if (floor_mod(t.coeff, c) != 0) r.push_back({floor_mod(t.coeff, c), {}});
-    } else if (t.coeff % c != 0) {
-      r.push_back(t);
-    }
-  }
+  for (const SymTerm& t : p_->terms)
+    if (int64_t rc = floor_mod(t.coeff, c); rc != 0) r.push_back({rc, t.factors});
   PolyPtr rest = make_poly(std::move(r));
   if (rest->terms.empty()) return SymExpr(0);
   int64_t g = coeff_gcd(*rest, c);

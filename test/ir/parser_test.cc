@@ -126,7 +126,9 @@ graph elementwise(%x: f32[B, 16], %y: f32[B, 16], %b: bool[B, 16], %i: i64[B, 16
   %cat0 = concat(%x, %y, %x, axis=0) : f32[3*B, 16]
   %s0, %s1 = split(%x, axis=1, sizes=[4, 12]) : f32[B, 4], f32[B, 12]
   %e = gather(%emb, %idx, axis=0) : bf16[T, 64]
-  return %sm, %lsm, %ln, %rms, %att, %attm, %mm, %mv, %vm, %lin, %r1, %r3, %ex, %ex2, %sq, %sq2, %sl, %sl2, %cat, %cat0, %s0, %s1, %e
+  %io = iota(shape=[T, T], axis=1) : i64[T, T]
+  %io2 = iota(shape=[4, B], axis=-1, dtype=f32)
+  return %io, %io2, %sm, %lsm, %ln, %rms, %att, %attm, %mm, %mv, %vm, %lin, %r1, %r3, %ex, %ex2, %sq, %sq2, %sl, %sl2, %cat, %cat0, %s0, %s1, %e
 }
 )",
     R"(graph dims(%x: f32[(B + 1) // 2, 2*T + 1, T % 4, 8], %y: f32[B*T, 3 - 1], %s: f32[]) {
