@@ -1,0 +1,48 @@
+#include "passes/builder.h"
+
+namespace kiln {
+
+Builder::Builder(Graph& g, Node* before, std::string loc) : g_(g), loc_(std::move(loc)) {
+  g_.set_insertion_point(before);
+}
+
+std::vector<Value*> Builder::op_results(Op op, std::vector<Value*> operands, Attrs attrs) {
+  if (!status_.ok()) return {};
+  for (Value* v : operands)
+    if (!v) return {};
+  absl::StatusOr<Node*> n = g_.add_node(op, std::move(operands), std::move(attrs), {}, loc_);
+  if (!n.ok()) {
+    status_ = n.status();
+    return {};
+  }
+  return (*n)->results();
+}
+
+Value* Builder::op(Op op, std::vector<Value*> operands, Attrs attrs) {
+  std::vector<Value*> r = op_results(op, std::move(operands), std::move(attrs));
+  return r.empty() ? nullptr : r[0];
+}
+
+Value* Builder::constant(double value, DType t) {
+  AttrValue v = value;
+  if (t == DType::boolean) v = value != 0;
+  else if (!is_float(t)) v = static_cast<int64_t>(value);
+  return op(Op::Constant, {}, {{"value", v}, {"dtype", t}});
+}
+
+Value* Builder::cast(Value* v, DType t) {
+  if (!v || v->dtype() == t) return v;
+  return op(Op::Cast, {v}, {{"dtype", t}});
+}
+
+std::optional<double> constant_value(const Value* v) {
+  const Node* n = v->producer();
+  if (!n || n->op() != Op::Constant) return std::nullopt;
+  const AttrValue& a = n->attr().get("value");
+  if (const double* d = std::get_if<double>(&a)) return *d;
+  if (const int64_t* i = std::get_if<int64_t>(&a)) return static_cast<double>(*i);
+  if (const bool* b = std::get_if<bool>(&a)) return *b ? 1.0 : 0.0;
+  return std::nullopt;
+}
+
+}  // namespace kiln

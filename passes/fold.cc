@@ -1,0 +1,65 @@
+#include "passes/fold.h"
+
+#include "ir/reference.h"
+#include "ir/str.h"
+#include "passes/builder.h"
+
+namespace kiln {
+
+bool foldable(const Node& n, int64_t max_numel) {
+  if (n.op() == Op::Constant) return false;
+  for (const Value* v : n.operands()) {
+    bool known = constant_value(v).has_value() || (v->is_param() && v->data());
+    if (!known) return false;
+  }
+  for (const Value* r : n.results()) {
+    std::optional<int64_t> numel = shape_numel(r->shape()).constant();
+    if (!numel || *numel > max_numel) return false;
+  }
+  return true;
+}
+
+absl::StatusOr<Value*> fold_on_host(Graph& g, Node* n) {
+  // A one-node graph over copies of the operands, run by the reference evaluator.
+  Graph mini("fold");
+  std::vector<Value*> operands;
+  for (const Value* v : n->operands()) {
+    absl::StatusOr<Value*> c;
+    if (v->is_param()) {
+      c = mini.add_param(v->name(), v->type(), v->data());
+    } else {
+      absl::StatusOr<Node*> k = mini.add_node(Op::Constant, {}, v->producer()->attrs());
+      c = k.ok() ? absl::StatusOr<Value*>((*k)->result()) : k.status();
+    }
+    if (!c.ok()) return c.status();
+    operands.push_back(*c);
+  }
+  absl::StatusOr<Node*> m = mini.add_node(n->op(), operands, n->attrs());
+  if (!m.ok()) return m.status();
+  mini.set_outputs((*m)->results());
+  absl::StatusOr<std::vector<HostTensor>> out = evaluate(mini, {});
+  if (!out.ok()) return invalid_argument("folding ", n->describe(), ": ", status_message(out.status()));
+
+  Builder b(g, n, n->loc());
+  std::vector<Value*> repl;
+  for (size_t i = 0; i < out->size(); ++i) {
+    HostTensor& t = (*out)[i];
+    Value* r = n->result(i);
+    Value* v;
+    if (t.rank() == 0) {
+      v = b.constant(is_float(t.dtype()) ? t.get(0) : static_cast<double>(t.get_int(0)), t.dtype());
+    } else {
+      absl::StatusOr<Value*> p =
+          g.add_param(g.fresh_name(r->name()), r->type(), std::make_shared<const HostTensor>(std::move(t)));
+      if (!p.ok()) return p.status();
+      v = *p;
+    }
+    if (!b.status().ok()) return b.status();
+    repl.push_back(v);
+  }
+  for (size_t i = 0; i < repl.size(); ++i) g.replace_all_uses(n->result(i), repl[i]);
+  g.erase(n);
+  return repl[0];
+}
+
+}  // namespace kiln

@@ -1,0 +1,140 @@
+#include "passes/memory_plan.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "ir/str.h"
+
+namespace kiln {
+namespace {
+
+int64_t align(int64_t n) { return (n + MemoryPlan::kAlignment - 1) / MemoryPlan::kAlignment * MemoryPlan::kAlignment; }
+
+// Whether every read of `v` inside `grp` is by an elementwise/broadcast node whose result
+// has v's shape: then element i of the output depends only on element i of v, and writing
+// the output over v is safe.
+bool read_pointwise(const KernelGroup& grp, const Value* v) {
+  for (const Node* n : grp.nodes)
+    for (const Value* o : n->operands()) {
+      if (o != v) continue;
+      OpKind k = n->info().kind;
+      if ((k != OpKind::Elementwise && k != OpKind::Broadcast) || n->result()->shape() != v->shape()) return false;
+    }
+  return true;
+}
+
+}  // namespace
+
+absl::StatusOr<bool> plan_memory(const Graph& g, const Schedule& s, MemoryPlan& plan) {
+  plan.buffers.clear();
+  absl::flat_hash_set<const Value*> returned(g.outputs().begin(), g.outputs().end());
+  absl::flat_hash_map<const Value*, size_t> index;
+  for (const KernelGroup& grp : s.groups) {
+    if (grp.weight_prep) continue;
+    for (Value* v : grp.outputs) {
+      if (returned.contains(v)) continue;
+      index[v] = plan.buffers.size();
+      plan.buffers.push_back({v, shape_numel(v->shape()) * dtype_size(v->dtype()), grp.id, grp.id, nullptr});
+    }
+  }
+  for (const KernelGroup& grp : s.groups)
+    for (const Value* v : grp.inputs)
+      if (auto it = index.find(v); it != index.end()) plan.buffers[it->second].last = grp.id;
+  absl::flat_hash_set<const Value*> donated;
+  for (PlannedBuffer& b : plan.buffers) {
+    const KernelGroup& grp = s.groups[b.first];
+    if (grp.kind != KernelGroup::Kind::Elementwise) continue;
+    for (Value* in : grp.inputs) {
+      auto it = index.find(in);
+      if (it == index.end() || donated.contains(in)) continue;
+      const PlannedBuffer& d = plan.buffers[it->second];
+      if (d.last != grp.id || in->type() != b.value->type() || !read_pointwise(grp, in)) continue;
+      b.reuses = in;
+      donated.insert(in);
+      break;
+    }
+  }
+  return true;
+}
+
+absl::StatusOr<ArenaLayout> MemoryPlan::layout(const Bindings& bind) const {
+  ArenaLayout out;
+  out.bindings = bind;
+  size_t n = buffers.size();
+  out.offsets.assign(n, -1);
+  out.sizes.resize(n);
+  absl::flat_hash_map<const Value*, size_t> index;
+  for (size_t i = 0; i < n; ++i) {
+    absl::StatusOr<int64_t> bytes = buffers[i].bytes.evaluate(bind);
+    if (!bytes.ok()) return invalid_argument("memory plan for %", buffers[i].value->name(), ": ", status_message(bytes.status()));
+    out.sizes[i] = align(*bytes);
+    index[buffers[i].value] = i;
+  }
+  // An in-place chain is one storage block: its lifetime spans every member's.
+  std::vector<size_t> root(n);
+  std::iota(root.begin(), root.end(), 0);
+  for (size_t i = 0; i < n; ++i)
+    if (buffers[i].reuses) root[i] = root[index.at(buffers[i].reuses)];
+  std::vector<int> first(n, INT32_MAX), last(n, -1);
+  for (size_t i = 0; i < n; ++i) {
+    first[root[i]] = std::min(first[root[i]], buffers[i].first);
+    last[root[i]] = std::max(last[root[i]], buffers[i].last);
+  }
+  std::vector<size_t> blocks;
+  for (size_t i = 0; i < n; ++i)
+    if (root[i] == i) blocks.push_back(i);
+  std::stable_sort(blocks.begin(), blocks.end(), [&](size_t a, size_t b) { return out.sizes[a] > out.sizes[b]; });
+  std::vector<size_t> placed;
+  for (size_t blk : blocks) {
+    // Occupied intervals of placed blocks whose lifetimes overlap this one, by offset.
+    std::vector<std::pair<int64_t, int64_t>> busy;
+    for (size_t p : placed)
+      if (first[p] <= last[blk] && first[blk] <= last[p]) busy.push_back({out.offsets[p], out.offsets[p] + out.sizes[p]});
+    std::sort(busy.begin(), busy.end());
+    int64_t best = -1, best_gap = INT64_MAX, at = 0;
+    for (auto [lo, hi] : busy) {
+      if (lo - at >= out.sizes[blk] && lo - at < best_gap) best = at, best_gap = lo - at;
+      at = std::max(at, hi);
+    }
+    out.offsets[blk] = best >= 0 ? best : at;
+    placed.push_back(blk);
+    out.arena_bytes = std::max(out.arena_bytes, out.offsets[blk] + out.sizes[blk]);
+  }
+  for (size_t i = 0; i < n; ++i) {
+    out.offsets[i] = out.offsets[root[i]];
+    out.no_reuse_bytes += out.sizes[i];
+  }
+  int steps = 0;
+  for (const PlannedBuffer& b : buffers) steps = std::max(steps, b.last + 1);
+  for (int t = 0; t < steps; ++t) {
+    int64_t live = 0;
+    for (size_t blk : blocks)
+      if (first[blk] <= t && t <= last[blk]) live += out.sizes[blk];
+    out.lower_bound_bytes = std::max(out.lower_bound_bytes, live);
+  }
+  return out;
+}
+
+std::string MemoryPlan::to_string(const ArenaLayout* l) const {
+  std::string s = "# memory plan: buffer, bytes, live groups [first, last], offset\n";
+  if (l) {
+    std::vector<std::string> binds;
+    for (const auto& [k, v] : l->bindings) binds.push_back(str_cat(k, "=", v));
+    std::sort(binds.begin(), binds.end());
+    s += str_cat("# bindings: ", str_join(binds, " ", [](const std::string& x) { return x; }), "\n");
+    s += str_cat("# arena_bytes ", l->arena_bytes, ", no_reuse_bytes ", l->no_reuse_bytes, ", lower_bound_bytes ",
+                 l->lower_bound_bytes, "\n");
+  }
+  for (size_t i = 0; i < buffers.size(); ++i) {
+    const PlannedBuffer& b = buffers[i];
+    s += str_cat("%", b.value->name(), "  bytes ", b.bytes.to_string(), "  live [", b.first, ", ", b.last, "]");
+    if (l) s += str_cat("  offset ", l->offsets[i], "  size ", l->sizes[i]);
+    if (b.reuses) s += str_cat("  in-place over %", b.reuses->name());
+    s += "\n";
+  }
+  return s;
+}
+
+}  // namespace kiln

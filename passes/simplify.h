@@ -1,0 +1,17 @@
+// The simplify pass: algebraic identities, constant folding, CSE and DCE, to a fixpoint.
+#pragma once
+
+#include "absl/status/statusor.h"
+#include "ir/graph.h"
+
+namespace kiln {
+
+// Pre: `g` verifies. Post: no rule of simplify.cc's table applies (x+0, x-0, x*1, x/1,
+// neg(neg x), cast to the same dtype, identity views, permute of permute, reshape of
+// reshape, one-operand concat); no node has only scalar constants and parameters with
+// host data as operands (up to 1M elements; bigger ones are left to run); no two nodes
+// compute the same op on the same operands with the same attributes; every node feeds an
+// output. Returns whether anything changed.
+absl::StatusOr<bool> simplify(Graph& g);
+
+}  // namespace kiln
