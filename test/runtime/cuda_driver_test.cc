@@ -124,7 +124,7 @@ TEST_CASE("driver: device buffers copy both ways, synchronously and on a stream"
   CHECK(empty->ptr() == 0);
   auto huge = DeviceBuffer::allocate(**ctx, int64_t(1) << 50);
   REQUIRE(!huge.ok());
-  CHECK(status_message(huge.status()).find("CUDA_ERROR_OUT_OF_MEMORY") != std::string::npos);
+  CHECK(status_message(huge.status()).find("cuMemAlloc of 1125899906842624 bytes: CUDA_ERROR_") == 0);
   test::gpu_summary().push_back({"DeviceBuffer copies (1 B, 4097 B, 33 MiB)", "HtoD/DtoD/DtoH/memset ok"});
 }
 
