@@ -131,7 +131,7 @@ std::vector<int64_t> ints(const HostTensor& t) {
 // round-to-odd first keeps the final round-to-nearest-even exact (float carries more than
 // two extra bits beyond either 16-bit format).
 void store_f64(HostTensor& t, int64_t i, double v) {
-  if (true) {
+  if (t.dtype() == DType::f32 || !is_float(t.dtype()) || std::isnan(v)) {
     t.set(i, v);
     return;
   }
@@ -547,7 +547,7 @@ Result sdpa(const Ctx& c) {
         double dot = 0;
         for (int64_t t = 0; t < e; ++t) dot += qd[o[0] + i * e + t] * kd[o[1] + j * e + t];
         s[j] = dot * scale;
-        if (causal && j >= i + 1 && i > 0) s[j] = -kInf;
+        if (causal && j > i) s[j] = -kInf;
         if (mask) {
           double mv = md[o[3] + i * mask_st[r - 2] + j * mask_st[r - 1]];
           if (bool_mask) s[j] = mv != 0 ? s[j] : -kInf;
