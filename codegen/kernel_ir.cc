@@ -164,6 +164,56 @@ bool Index::same_as(const Index& o) const {
   }
 }
 
+std::optional<AffineIndex> affine_index(const Index& i, size_t n_outer, size_t n_inner) {
+  const IndexNode& n = i.node();
+  AffineIndex r{Dim(0), std::vector<Dim>(n_outer, Dim(0)), std::vector<Dim>(n_inner, Dim(0))};
+  auto var_free = [](const AffineIndex& a) {
+    for (const std::vector<Dim>* v : {&a.outer, &a.inner})
+      for (const Dim& d : *v)
+        if (d != Dim(0)) return false;
+    return true;
+  };
+  switch (n.kind) {
+    case IndexKind::Const: r.offset = n.value; return r;
+    case IndexKind::Sym: r.offset = Dim::symbol(n.name); return r;
+    case IndexKind::Outer:
+      if (static_cast<size_t>(n.value) >= n_outer) return std::nullopt;
+      r.outer[n.value] = 1;
+      return r;
+    case IndexKind::Inner:
+      if (static_cast<size_t>(n.value) >= n_inner) return std::nullopt;
+      r.inner[n.value] = 1;
+      return r;
+    case IndexKind::Add:
+    case IndexKind::Mul:
+    case IndexKind::FloorDiv:
+    case IndexKind::Mod: {
+      std::optional<AffineIndex> a = affine_index(n.a, n_outer, n_inner), b = affine_index(n.b, n_outer, n_inner);
+      if (!a || !b) return std::nullopt;
+      if (n.kind == IndexKind::Add) {
+        r.offset = a->offset + b->offset;
+        for (size_t d = 0; d < n_outer; ++d) r.outer[d] = a->outer[d] + b->outer[d];
+        for (size_t d = 0; d < n_inner; ++d) r.inner[d] = a->inner[d] + b->inner[d];
+        return r;
+      }
+      if (n.kind == IndexKind::Mul) {
+        if (!var_free(*a) && !var_free(*b)) return std::nullopt;
+        const AffineIndex& v = var_free(*a) ? *b : *a;
+        const Dim& c = var_free(*a) ? a->offset : b->offset;
+        r.offset = v.offset * c;
+        for (size_t d = 0; d < n_outer; ++d) r.outer[d] = v.outer[d] * c;
+        for (size_t d = 0; d < n_inner; ++d) r.inner[d] = v.inner[d] * c;
+        return r;
+      }
+      std::optional<int64_t> c = b->offset.constant();
+      if (!var_free(*a) || !var_free(*b) || !c || *c <= 0) return std::nullopt;
+      r.offset = n.kind == IndexKind::FloorDiv ? a->offset.floordiv(*c) : a->offset.mod(*c);
+      return r;
+    }
+    default: return std::nullopt;
+  }
+}
+
 // ---- Expr ---------------------------------------------------------------------
 
 Expr Expr::constant(double value, DType t) {
@@ -346,8 +396,11 @@ std::string print_kernel(const Kernel& k) {
   if (k.gemm) {
     const GemmSpec& g = *k.gemm;
     auto operand = [&](const GemmOperand& o) {
-      return str_cat(buffer_name(o.buffer, &k), o.transposed ? " transposed" : "", " batch_strides ",
-                     shape_to_string(o.batch_strides), " at [", print_index(o.index, &k), "]");
+      std::string strides =
+          o.strides ? str_cat(" strides offset ", o.strides->offset.to_string(), " outer ", shape_to_string(o.strides->outer),
+                              " k ", o.strides->k.to_string())
+                    : std::string(" (not affine)");
+      return str_cat(buffer_name(o.buffer, &k), "[", print_index(o.index, &k), "]", strides);
     };
     s += str_cat(ind, "acc: ", dtype_name(g.acc_dtype), " = gemm batch ", shape_to_string(g.batch), " m ",
                  g.m.to_string(), " n ", g.n.to_string(), " k ", g.k.to_string(), " (r0 = k)\n");

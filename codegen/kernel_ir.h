@@ -64,7 +64,7 @@ class Expr;
 
 class Index {
  public:
-  Index() : Index(int64_t{0}) {}
+  Index() = default;  // null handle; only for default-constructed aggregates
   Index(int64_t value);  // NOLINT: constants convert implicitly
   Index(int value) : Index(static_cast<int64_t>(value)) {}  // NOLINT
   static Index outer(int var);
@@ -82,6 +82,7 @@ class Index {
   static Index min(const Index& a, const Index& b);
   static Index max(const Index& a, const Index& b);
 
+  bool defined() const { return p_ != nullptr; }
   IndexKind kind() const;
   const IndexNode& node() const { return *p_; }
   std::optional<int64_t> constant() const;
@@ -185,23 +186,38 @@ struct Buffer {
   Role role;
 };
 
-// C[batch.., m, n] = sum_k A[batch.., m, k] * B[batch.., k, n]. `transposed` A is stored
-// [.., K, M], transposed B [.., N, K] (linear's weight). batch_strides gives each operand's
-// element stride per batch dim (0: broadcast). `index` is the same layout as a flat offset
-// over the outer vars and inner var r0 = k, for backends that do not use a GEMM library.
+// C[batch.., m, n] = sum_k A[batch.., m, k] * B[batch.., k, n]: the accumulator of each
+// outer point. `index` is where an operand's element lies, as a flat offset over the outer
+// vars and inner var r0 = k; it already includes the views of KernelGroup::prologue
+// (transposes, slices, broadcast batch dims). When it is affine, `strides` gives it as
+// offset + sum_d outer[d] * o_d + k * r0, which is what a GEMM library needs (a transposed
+// operand has k-stride != 1); otherwise backends use `index` or copy first.
+struct GemmStrides {
+  Dim offset;
+  std::vector<Dim> outer;  // one per domain dim (0: not used)
+  Dim k;
+};
+
 struct GemmOperand {
   int buffer = 0;
-  bool transposed = false;
-  std::vector<Dim> batch_strides;
   Index index;
+  std::optional<GemmStrides> strides;
 };
 
 struct GemmSpec {
   GemmOperand a, b;
-  std::vector<Dim> batch;  // batch dims = the leading outer dims
-  Dim m, n, k;             // the outer domain is batch.. then dims flattening to m, then n
+  std::vector<Dim> batch;  // the leading domain dims that are batch dims
+  Dim m, n, k;             // after them, the domain dims flattening to m, then n
   DType acc_dtype = DType::f32;
 };
+
+// offset + sum of coefficient * variable when `i` is affine in the loop variables with
+// coefficients free of variables (vars: outer 0..n_outer-1, then inner 0..n_inner-1).
+struct AffineIndex {
+  Dim offset;
+  std::vector<Dim> outer, inner;
+};
+std::optional<AffineIndex> affine_index(const Index& i, size_t n_outer, size_t n_inner);
 
 struct Kernel {
   std::string name;                  // deterministic: "k<group id>_<op>"

@@ -1,0 +1,390 @@
+#include "codegen/kernel_eval.h"
+
+#include <cmath>
+#include <deque>
+#include <limits>
+
+#include "absl/container/flat_hash_map.h"
+#include "ir/str.h"
+
+namespace kiln {
+namespace {
+
+using kir::Expr;
+using kir::ExprKind;
+using kir::Index;
+using kir::IndexKind;
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+int64_t floor_div(int64_t a, int64_t b) {
+  int64_t q = a / b;
+  return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+
+int64_t wrap_neg(int64_t a) { return static_cast<int64_t>(0 - static_cast<uint64_t>(a)); }
+
+// The same f32 formulas as the reference evaluator.
+double unary_float(Op op, float x) {
+  switch (op) {
+    case Op::Neg: return -x;
+    case Op::Abs: return std::fabs(x);
+    case Op::Exp: return std::exp(x);
+    case Op::Log: return std::log(x);
+    case Op::Sqrt: return std::sqrt(x);
+    case Op::Rsqrt: return 1.0f / std::sqrt(x);
+    case Op::Sin: return std::sin(x);
+    case Op::Cos: return std::cos(x);
+    case Op::Tanh: return std::tanh(x);
+    case Op::Sigmoid: return 1.0f / (1.0f + std::exp(-x));
+    case Op::Relu: return x < 0 ? 0.0f : x;
+    case Op::Silu: return x * (1.0f / (1.0f + std::exp(-x)));
+    case Op::Erf: return std::erf(x);
+    case Op::Reciprocal: return 1.0f / x;
+    case Op::Floor: return std::floor(x);
+    case Op::Ceil: return std::ceil(x);
+    default: return kNaN;
+  }
+}
+
+int64_t unary_int(Op op, int64_t v) {
+  switch (op) {
+    case Op::Neg: return wrap_neg(v);
+    case Op::Abs: return v < 0 ? wrap_neg(v) : v;
+    case Op::Relu: return std::max<int64_t>(v, 0);
+    case Op::Not: return !v;
+    default: return 0;
+  }
+}
+
+double binary_float(Op op, float a, float b) {
+  switch (op) {
+    case Op::Add: return a + b;
+    case Op::Sub: return a - b;
+    case Op::Mul: return a * b;
+    case Op::Div: return a / b;
+    case Op::Pow: return std::pow(a, b);
+    case Op::Maximum: return std::isnan(a) || std::isnan(b) ? kNaN : std::max(a, b);
+    case Op::Minimum: return std::isnan(a) || std::isnan(b) ? kNaN : std::min(a, b);
+    case Op::Eq: return a == b;
+    case Op::Ne: return a != b;
+    case Op::Lt: return a < b;
+    case Op::Le: return a <= b;
+    case Op::Gt: return a > b;
+    case Op::Ge: return a >= b;
+    default: return kNaN;
+  }
+}
+
+int64_t binary_int(Op op, int64_t a, int64_t b) {
+  uint64_t ua = static_cast<uint64_t>(a), ub = static_cast<uint64_t>(b);
+  switch (op) {
+    case Op::Add: return static_cast<int64_t>(ua + ub);
+    case Op::Sub: return static_cast<int64_t>(ua - ub);
+    case Op::Mul: return static_cast<int64_t>(ua * ub);
+    case Op::Div: return b == 0 ? 0 : b == -1 ? wrap_neg(a) : a / b;
+    case Op::Maximum: return std::max(a, b);
+    case Op::Minimum: return std::min(a, b);
+    case Op::Eq: return a == b;
+    case Op::Ne: return a != b;
+    case Op::Lt: return a < b;
+    case Op::Le: return a <= b;
+    case Op::Gt: return a > b;
+    case Op::Ge: return a >= b;
+    case Op::And: return a && b;
+    case Op::Or: return a || b;
+    default: return 0;
+  }
+}
+
+// Calls f(point) for every point of `extents` in row-major order.
+template <typename F>
+void for_each_point(const std::vector<int64_t>& extents, std::vector<int64_t>& point, F f) {
+  point.assign(extents.size(), 0);
+  for (int64_t e : extents)
+    if (e <= 0) return;
+  while (true) {
+    f();
+    size_t d = extents.size();
+    while (d > 0) {
+      if (++point[d - 1] < extents[d - 1]) break;
+      point[d - 1] = 0;
+      --d;
+    }
+    if (d == 0) return;
+  }
+}
+
+class Runner {
+ public:
+  Runner(const kir::Kernel& k, std::vector<HostTensor*> buffers, const Bindings& b)
+      : k_(k), buffers_(std::move(buffers)), b_(b) {}
+
+  absl::Status run() {
+    int lets = 0;
+    for (const kir::Stage& st : k_.stages)
+      for (const kir::Let& l : st.lets) lets = std::max(lets, l.id + 1);
+    lets_.assign(lets, 0);
+    stage_results_.assign(k_.stages.size(), 0);
+    absl::StatusOr<std::vector<int64_t>> domain = evaluate_shape(k_.domain, b_);
+    if (!domain.ok()) return err(domain.status().message());
+    std::vector<std::vector<int64_t>> extents;
+    for (const kir::Stage& st : k_.stages) {
+      absl::StatusOr<std::vector<int64_t>> e = evaluate_shape(st.extents, b_);
+      if (!e.ok()) return err(e.status().message());
+      extents.push_back(*e);
+    }
+    std::vector<int64_t> gemm_k;
+    if (k_.gemm) {
+      absl::StatusOr<int64_t> kk = k_.gemm->k.evaluate(b_);
+      if (!kk.ok()) return err(kk.status().message());
+      gemm_k = {*kk};
+    }
+    for_each_point(*domain, outer_, [&] {
+      if (!error_.ok()) return;
+      if (k_.gemm) run_gemm(gemm_k);
+      for (size_t s = 0; s < k_.stages.size(); ++s) run_stage(s, extents[s]);
+    });
+    return error_;
+  }
+
+ private:
+  template <typename... A>
+  absl::Status err(const A&... parts) const {
+    return invalid_argument("kernel ", k_.name, ": ", parts...);
+  }
+
+  void fail(absl::Status s) {
+    if (error_.ok()) error_ = std::move(s);
+  }
+
+  void run_gemm(const std::vector<int64_t>& k) {
+    const kir::GemmSpec& g = *k_.gemm;
+    float acc = 0;
+    DType at = k_.buffers[g.a.buffer].dtype, bt = k_.buffers[g.b.buffer].dtype;
+    for_each_point(k, inner_, [&] {
+      acc += static_cast<float>(load(g.a.buffer, g.a.index, at)) * static_cast<float>(load(g.b.buffer, g.b.index, bt));
+    });
+    acc_ = acc;
+  }
+
+  void run_stage(size_t s, const std::vector<int64_t>& extents) {
+    const kir::Stage& st = k_.stages[s];
+    bool is_float_acc = is_float(st.acc_dtype);
+    double acc = 0, best = 0;
+    int64_t pos = 0, best_pos = 0;
+    switch (st.combiner) {
+      case kir::Combiner::Sum: acc = 0; break;
+      case kir::Combiner::Prod: acc = 1; break;
+      case kir::Combiner::Max: acc = is_float_acc ? -kInf : static_cast<double>(std::numeric_limits<int64_t>::min()); break;
+      case kir::Combiner::Min: acc = is_float_acc ? kInf : static_cast<double>(std::numeric_limits<int64_t>::max()); break;
+      case kir::Combiner::ArgMax: break;
+    }
+    for_each_point(extents, inner_, [&] {
+      if (!error_.ok()) return;
+      for (const kir::Let& l : st.lets) lets_[l.id] = eval(l.value);
+      if (st.kind == kir::Stage::Kind::Map) {
+        for (const kir::Store& store : st.stores) write(store);
+        return;
+      }
+      double v = eval(st.value);
+      switch (st.combiner) {
+        case kir::Combiner::Sum:
+          acc = is_float_acc ? static_cast<double>(static_cast<float>(acc) + static_cast<float>(v))
+                             : static_cast<double>(binary_int(Op::Add, static_cast<int64_t>(acc), static_cast<int64_t>(v)));
+          break;
+        case kir::Combiner::Prod:
+          acc = is_float_acc ? static_cast<double>(static_cast<float>(acc) * static_cast<float>(v))
+                             : static_cast<double>(binary_int(Op::Mul, static_cast<int64_t>(acc), static_cast<int64_t>(v)));
+          break;
+        case kir::Combiner::Max: acc = std::isnan(acc) || std::isnan(v) ? kNaN : std::max(acc, v); break;
+        case kir::Combiner::Min: acc = std::isnan(acc) || std::isnan(v) ? kNaN : std::min(acc, v); break;
+        case kir::Combiner::ArgMax:
+          // The first NaN, else the first strict maximum.
+          if (pos == 0 || (!std::isnan(best) && (std::isnan(v) || v > best))) {
+            best = v;
+            best_pos = pos;
+          }
+          break;
+      }
+      ++pos;
+    });
+    if (st.kind == kir::Stage::Kind::Reduce)
+      stage_results_[s] = st.combiner == kir::Combiner::ArgMax ? static_cast<double>(best_pos) : acc;
+  }
+
+  int64_t index(const Index& i) {
+    const kir::IndexNode& n = i.node();
+    switch (n.kind) {
+      case IndexKind::Const: return n.value;
+      case IndexKind::Outer: return outer_[n.value];
+      case IndexKind::Inner: return inner_[n.value];
+      case IndexKind::Sym: {
+        auto it = b_.find(n.name);
+        if (it == b_.end()) {
+          fail(err("symbol ", n.name, " is not bound"));
+          return 0;
+        }
+        return it->second;
+      }
+      case IndexKind::Add: return index(n.a) + index(n.b);
+      case IndexKind::Mul: return index(n.a) * index(n.b);
+      case IndexKind::FloorDiv:
+      case IndexKind::Mod: {
+        int64_t a = index(n.a), b = index(n.b);
+        if (b <= 0) {
+          fail(err("division of an index by ", b, " in ", kir::print_index(i, &k_)));
+          return 0;
+        }
+        return n.kind == IndexKind::FloorDiv ? floor_div(a, b) : a - floor_div(a, b) * b;
+      }
+      case IndexKind::Min: return std::min(index(n.a), index(n.b));
+      case IndexKind::Max: return std::max(index(n.a), index(n.b));
+      case IndexKind::Scalar: return static_cast<int64_t>(eval(n.expr));
+    }
+    return 0;
+  }
+
+  bool in_bounds(int buffer, int64_t at, const Index& i) {
+    if (at >= 0 && at < buffers_[buffer]->numel()) return true;
+    fail(err("element ", at, " of ", k_.buffers[buffer].name, " (", buffers_[buffer]->type_string(),
+             ") is out of bounds at ", kir::print_index(i, &k_)));
+    return false;
+  }
+
+  double load(int buffer, const Index& i, DType t) {
+    int64_t at = index(i);
+    if (!in_bounds(buffer, at, i)) return 0;
+    const HostTensor& h = *buffers_[buffer];
+    return is_float(t) ? h.get(at) : static_cast<double>(h.get_int(at));
+  }
+
+  void write(const kir::Store& s) {
+    double v = eval(s.value);
+    int64_t at = index(s.index);
+    if (!in_bounds(s.buffer, at, s.index)) return;
+    HostTensor& h = *buffers_[s.buffer];
+    if (is_float(h.dtype())) h.set(at, v);
+    else h.set_int(at, static_cast<int64_t>(v));
+  }
+
+  double eval(const Expr& e) {
+    const kir::ExprNode& n = e.node();
+    switch (n.kind) {
+      case ExprKind::Const: return n.value;
+      case ExprKind::Load: return load(n.id, n.index, n.dtype);
+      case ExprKind::Let: return lets_[n.id];
+      case ExprKind::StageResult: return stage_results_[n.id];
+      case ExprKind::GemmAcc: return acc_;
+      case ExprKind::IndexValue: return static_cast<double>(index(n.index));
+      case ExprKind::Select: return eval(n.a) != 0 ? eval(n.b) : eval(n.c);
+      case ExprKind::Cast: {
+        double v = eval(n.a);
+        if (is_float(n.dtype) && !is_float(n.a.dtype())) return round_to_dtype(static_cast<float>(v), n.dtype);
+        return round_to_dtype(v, n.dtype);
+      }
+      case ExprKind::Unary: {
+        double a = eval(n.a);
+        if (is_float(n.a.dtype())) return round_to_dtype(unary_float(n.op, static_cast<float>(a)), n.dtype);
+        return round_to_dtype(static_cast<double>(unary_int(n.op, static_cast<int64_t>(a))), n.dtype);
+      }
+      case ExprKind::Binary: {
+        double a = eval(n.a), b = eval(n.b);
+        if (is_float(n.a.dtype()))
+          return round_to_dtype(binary_float(n.op, static_cast<float>(a), static_cast<float>(b)), n.dtype);
+        return round_to_dtype(static_cast<double>(binary_int(n.op, static_cast<int64_t>(a), static_cast<int64_t>(b))),
+                              n.dtype);
+      }
+    }
+    return 0;
+  }
+
+  const kir::Kernel& k_;
+  std::vector<HostTensor*> buffers_;
+  const Bindings& b_;
+  std::vector<int64_t> outer_, inner_;
+  std::vector<double> lets_, stage_results_;
+  double acc_ = 0;
+  absl::Status error_;
+};
+
+}  // namespace
+
+absl::Status run_kernel(const kir::Kernel& k, const std::vector<const HostTensor*>& inputs,
+                        const std::vector<HostTensor*>& outputs, const Bindings& b) {
+  std::vector<HostTensor*> all;
+  size_t in = 0, out = 0;
+  for (const kir::Buffer& buf : k.buffers) {
+    bool is_in = buf.role == kir::Buffer::Role::Input;
+    if ((is_in && in >= inputs.size()) || (!is_in && out >= outputs.size()))
+      return invalid_argument("kernel ", k.name, ": no tensor for buffer ", buf.name);
+    // Inputs are only read; the runner keeps one pointer type for both roles.
+    HostTensor* t = is_in ? const_cast<HostTensor*>(inputs[in++]) : outputs[out++];
+    absl::StatusOr<std::vector<int64_t>> shape = evaluate_shape(buf.shape, b);
+    if (!shape.ok()) return invalid_argument("kernel ", k.name, ": buffer ", buf.name, ": ", shape.status().message());
+    if (t->dtype() != buf.dtype || t->shape() != *shape)
+      return invalid_argument("kernel ", k.name, ": buffer ", buf.name, " expects ", dtype_name(buf.dtype),
+                              fmt::format("{}", *shape), ", got ", t->type_string());
+    all.push_back(t);
+  }
+  return Runner(k, std::move(all), b).run();
+}
+
+absl::StatusOr<std::vector<HostTensor>> evaluate_kernels(const Graph& g, const Schedule& s,
+                                                         const std::vector<kir::Kernel>& kernels,
+                                                         const TensorMap& args) {
+  if (kernels.size() != s.groups.size())
+    return invalid_argument(kernels.size(), " kernels for a schedule of ", s.groups.size(), " groups");
+  absl::flat_hash_map<const Value*, const HostTensor*> env;
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const Value* a : g.args()) {
+    if (a->is_param() && a->data()) {
+      env[a] = a->data().get();
+      continue;
+    }
+    auto it = args.find(a->name());
+    if (it == args.end()) return invalid_argument("missing argument %", a->name(), ": ", a->type().to_string());
+    if (it->second.dtype() != a->dtype())
+      return invalid_argument("argument %", a->name(), " expects ", a->type().to_string(), ", got ",
+                              it->second.type_string());
+    env[a] = &it->second;
+    shapes[a->name()] = it->second.shape();
+  }
+  absl::StatusOr<Bindings> b = bind_symbols(g, shapes);
+  if (!b.ok()) return b.status();
+
+  std::deque<HostTensor> storage;
+  for (size_t i = 0; i < kernels.size(); ++i) {
+    const kir::Kernel& k = kernels[i];
+    std::vector<const HostTensor*> in;
+    std::vector<HostTensor*> out;
+    std::vector<const Value*> out_values;
+    for (const kir::Buffer& buf : k.buffers) {
+      const Value* v = g.find(buf.name);
+      if (!v) return invalid_argument("kernel ", k.name, ": buffer ", buf.name, " names no value of the graph");
+      if (buf.role == kir::Buffer::Role::Input) {
+        auto it = env.find(v);
+        if (it == env.end())
+          return invalid_argument("kernel ", k.name, " reads %", buf.name, " before any earlier group computes it");
+        in.push_back(it->second);
+        continue;
+      }
+      absl::StatusOr<std::vector<int64_t>> shape = evaluate_shape(buf.shape, *b);
+      if (!shape.ok()) return shape.status();
+      out.push_back(&storage.emplace_back(buf.dtype, *shape));
+      out_values.push_back(v);
+    }
+    if (absl::Status st = run_kernel(k, in, out, *b); !st.ok()) return st;
+    for (size_t j = 0; j < out.size(); ++j) env[out_values[j]] = out[j];
+  }
+  std::vector<HostTensor> results;
+  for (const Value* v : g.outputs()) {
+    auto it = env.find(v);
+    if (it == env.end()) return invalid_argument("output %", v->name(), " is computed by no group of the schedule");
+    results.push_back(*it->second);
+  }
+  return results;
+}
+
+}  // namespace kiln

@@ -1,0 +1,620 @@
+#include "codegen/lower.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "ir/str.h"
+
+namespace kiln {
+namespace {
+
+using kir::Expr;
+using kir::Index;
+using kir::Kernel;
+using kir::Stage;
+using Indices = std::vector<Index>;
+
+bool is_one(const Dim& d) { return d == SymExpr(1); }
+
+// Row-major flat offset of `idx` in a dense tensor of `shape` (Horner form).
+Index flatten(const Indices& idx, const Shape& shape) {
+  Index off(0);
+  for (size_t i = 0; i < shape.size(); ++i) off = off * Index::from_dim(shape[i]) + idx[i];
+  return off;
+}
+
+// The multi-index of flat offset `lin` in `shape`.
+Indices unflatten(Index lin, const Shape& shape) {
+  Indices idx(shape.size());
+  for (size_t j = shape.size(); j-- > 1;) {
+    Index d = Index::from_dim(shape[j]);
+    idx[j] = Index::mod(lin, d);
+    lin = Index::floordiv(lin, d);
+  }
+  if (!shape.empty()) idx[0] = lin;
+  return idx;
+}
+
+// The index into an operand of shape `x` that NumPy broadcasting reads for output index
+// `idx` (shape aligned right; size-1 dims read element 0).
+Indices broadcast_index(const Indices& idx, const Shape& x) {
+  Indices out(x.size());
+  size_t off = idx.size() - x.size();
+  for (size_t j = 0; j < x.size(); ++j) out[j] = is_one(x[j]) ? Index(0) : idx[off + j];
+  return out;
+}
+
+Indices vars(size_t n, Index (*make)(int)) {
+  Indices v;
+  for (size_t i = 0; i < n; ++i) v.push_back(make(static_cast<int>(i)));
+  return v;
+}
+
+bool same_indices(const Indices& a, const Indices& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (!a[i].same_as(b[i])) return false;
+  return true;
+}
+
+std::string indices_text(const Indices& idx) {
+  return str_cat("[", str_join(idx, ", ", [](const Index& i) { return kir::print_index(i); }), "]");
+}
+
+// Python slice start of a dim, as infer_slice computes the length.
+Index slice_start(const Dim& d, int64_t start, int64_t step) {
+  if (auto n = d.constant()) {
+    if (step > 0) return start < 0 ? std::max<int64_t>(0, *n + start) : std::min(start, *n);
+    return start < 0 ? std::max<int64_t>(-1, *n + start) : std::min(start, *n - 1);
+  }
+  return start < 0 ? Index::from_dim(d) + Index(start) : Index(start);
+}
+
+std::vector<int64_t> reduction_axes(const Node& n) {
+  AttrView a = n.attr();
+  int64_t rank = static_cast<int64_t>(n.operand(0)->shape().size());
+  std::vector<int64_t> axes;
+  if (n.op() == Op::ArgMax) axes = {a.get_int("axis")};
+  else if (a.has("axes")) axes = a.get_ints("axes");
+  else
+    for (int64_t i = 0; i < rank; ++i) axes.push_back(i);
+  absl::StatusOr<std::vector<int64_t>> norm = normalize_axes(axes, rank);
+  std::vector<int64_t> out = norm.ok() ? *norm : axes;
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+class Lowerer {
+ public:
+  Lowerer(const KernelGroup& group, const LowerLog& log) : group_(group), log_(log) {}
+
+  absl::StatusOr<Kernel> run() {
+    for (Node* n : group_.nodes) nodes_.insert(n);
+    for (Node* n : group_.prologue) nodes_.insert(n);
+    for (Value* v : group_.inputs) input_buffer(v);
+    for (Value* v : group_.outputs) {
+      if (!v->producer() || !nodes_.contains(v->producer()))
+        return err("output %", v->name(), " is not computed by the group");
+    }
+    const Node* gemm = nullptr;
+    std::vector<const Node*> reductions;
+    for (const Node* n : group_.nodes) {
+      if (n->info().kind == OpKind::Gemm) gemm = n;
+      if (n->info().kind == OpKind::Reduction) reductions.push_back(n);
+    }
+    const Node* main = gemm ? gemm : !reductions.empty() ? reductions.front() : group_.nodes.empty() ? nullptr : group_.nodes.back();
+    k_.name = str_cat("k", group_.id, main ? str_cat("_", op_name(main->op())) : std::string());
+    say(str_cat("lower group ", group_.id, " (", group_.nodes.size(), " nodes) as ", k_.name));
+
+    absl::Status s;
+    if (group_.kind == KernelGroup::Kind::Gemm) s = lower_gemm(gemm);
+    else if (gemm) s = err(gemm->describe(), " is a GEMM outside a Gemm group");
+    else if (!reductions.empty()) s = lower_reduction(reductions);
+    else s = lower_elementwise();
+    if (!s.ok()) return s;
+
+    // Output buffers follow the input buffers, so they are numbered only now; stores
+    // recorded them by position in group_.outputs.
+    int first_output = static_cast<int>(k_.buffers.size());
+    for (Value* v : group_.outputs)
+      k_.buffers.push_back({v->name(), v->dtype(), v->shape(), kir::Buffer::Role::Output});
+    for (Stage& st : k_.stages)
+      for (kir::Store& store : st.stores) store.buffer += first_output;
+
+    std::set<std::string> syms;
+    for (const kir::Buffer& b : k_.buffers)
+      for (const Dim& d : b.shape) d.collect_symbols(syms);
+    for (const std::vector<Node*>* list : {&group_.nodes, &group_.prologue})
+      for (const Node* n : *list)
+      for (const Value* v : n->results())
+        for (const Dim& d : v->shape()) d.collect_symbols(syms);
+    k_.symbols.assign(syms.begin(), syms.end());
+    say(str_cat("kernel ", k_.name, ": ", k_.buffers.size(), " buffers, ", k_.stages.size(), " stages, ",
+                next_let_, " lets"));
+    return std::move(k_);
+  }
+
+ private:
+  template <typename... A>
+  absl::Status err(const A&... parts) const {
+    return invalid_argument("lowering group ", group_.id, ": ", parts...);
+  }
+  void say(const std::string& line) const {
+    if (log_) log_(line);
+  }
+
+  int input_buffer(const Value* v) {
+    auto it = buffers_.find(v);
+    if (it != buffers_.end()) return it->second;
+    int id = static_cast<int>(k_.buffers.size());
+    k_.buffers.push_back({v->name(), v->dtype(), v->shape(), kir::Buffer::Role::Input});
+    buffers_[v] = id;
+    return id;
+  }
+
+  int output_position(const Value* v) const {
+    return static_cast<int>(std::find(group_.outputs.begin(), group_.outputs.end(), v) - group_.outputs.begin());
+  }
+
+  Stage& stage() { return k_.stages.back(); }
+
+  void begin_stage(Stage::Kind kind, std::vector<Dim> extents) {
+    Stage st;
+    st.kind = kind;
+    st.extents = std::move(extents);
+    k_.stages.push_back(std::move(st));
+    memo_.clear();
+  }
+
+  // Names `e` with a let of the current stage so that every later use shares it. Leaves
+  // (constants, lets, stage results, the GEMM accumulator) are already names.
+  Expr bind(Expr e) {
+    switch (e.kind()) {
+      case kir::ExprKind::Const:
+      case kir::ExprKind::Let:
+      case kir::ExprKind::StageResult:
+      case kir::ExprKind::GemmAcc: return e;
+      default: break;
+    }
+    int id = next_let_++;
+    stage().lets.push_back({id, e});
+    return Expr::let(id, e.dtype());
+  }
+
+  absl::Status store(const Value* v, const Indices& idx) {
+    absl::StatusOr<Expr> e = value_at(v, idx);
+    if (!e.ok()) return e.status();
+    stage().stores.push_back({output_position(v), flatten(idx, v->shape()), Expr::cast(*e, v->dtype())});
+    return absl::OkStatus();
+  }
+
+  // ---- iteration spaces -------------------------------------------------------
+
+  absl::Status lower_elementwise() {
+    bool one_shape = std::all_of(group_.outputs.begin(), group_.outputs.end(),
+                                 [&](Value* v) { return v->shape() == group_.outputs.front()->shape(); });
+    if (one_shape && !group_.outputs.empty()) {
+      const Shape& s = group_.outputs.front()->shape();
+      k_.domain = s;
+      say(str_cat("  domain ", shape_to_string(s)));
+      begin_stage(Stage::Kind::Map, {});
+      for (Value* v : group_.outputs)
+        if (absl::Status st = store(v, vars(s.size(), Index::outer)); !st.ok()) return st;
+      say(str_cat("  map stage: ", stage().lets.size(), " lets, ", stage().stores.size(), " stores"));
+      return absl::OkStatus();
+    }
+    // Outputs of different shapes: one map stage per shape, each over its own extents.
+    std::vector<Shape> shapes;
+    for (Value* v : group_.outputs)
+      if (std::find(shapes.begin(), shapes.end(), v->shape()) == shapes.end()) shapes.push_back(v->shape());
+    for (const Shape& s : shapes) {
+      begin_stage(Stage::Kind::Map, s);
+      for (Value* v : group_.outputs)
+        if (v->shape() == s)
+          if (absl::Status st = store(v, vars(s.size(), Index::inner)); !st.ok()) return st;
+      say(str_cat("  map stage over ", shape_to_string(s), ": ", stage().lets.size(), " lets, ",
+                  stage().stores.size(), " stores"));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status lower_reduction(const std::vector<const Node*>& reductions) {
+    const Node& first = *reductions.front();
+    const Shape& x = first.operand(0)->shape();
+    std::vector<int64_t> axes = reduction_axes(first);
+    auto reduced = [&](size_t i) { return std::binary_search(axes.begin(), axes.end(), static_cast<int64_t>(i)); };
+    Shape inner, keep_shape, kept;
+    Indices full, keep_row;
+    for (size_t i = 0; i < x.size(); ++i) {
+      if (reduced(i)) {
+        full.push_back(is_one(x[i]) ? Index(0) : Index::inner(static_cast<int>(inner.size())));
+        inner.push_back(x[i]);
+        keep_shape.push_back(1);
+        keep_row.push_back(0);
+      } else {
+        Index o = Index::outer(static_cast<int>(k_.domain.size()));
+        full.push_back(o);
+        keep_row.push_back(o);
+        k_.domain.push_back(x[i]);
+        keep_shape.push_back(x[i]);
+      }
+    }
+    kept = k_.domain;
+    Indices row = vars(kept.size(), Index::outer);
+    say(str_cat("  domain ", shape_to_string(k_.domain), ", reduced extents ", shape_to_string(inner)));
+
+    for (const Node* r : reductions) {
+      if (r->operand(0)->shape() != x || reduction_axes(*r) != axes)
+        return err(r->describe(), " reduces ", r->operand(0)->type().to_string(), " over other axes than ",
+                   first.describe(), " (one iteration space per kernel)");
+      begin_stage(Stage::Kind::Reduce, inner);
+      DType in_t = r->operand(0)->dtype();
+      Stage& st = stage();
+      st.acc_dtype = is_float(in_t) ? DType::f32 : DType::i64;
+      switch (r->op()) {
+        case Op::Sum: case Op::Mean: st.combiner = kir::Combiner::Sum; break;
+        case Op::Prod: st.combiner = kir::Combiner::Prod; break;
+        case Op::Max: st.combiner = kir::Combiner::Max; break;
+        case Op::Min: st.combiner = kir::Combiner::Min; break;
+        default: st.combiner = kir::Combiner::ArgMax; break;
+      }
+      absl::StatusOr<Expr> value = value_at(r->operand(0), full);
+      if (!value.ok()) return value.status();
+      stage().value = Expr::cast(*value, stage().acc_dtype);
+      reductions_[r] = {static_cast<int>(k_.stages.size()) - 1, r->attr().get_bool("keepdim") ? keep_row : row};
+      say(str_cat("  s", k_.stages.size() - 1, " = reduce ", kir::combiner_name(stage().combiner), " of ",
+                  r->describe(), ": ", stage().lets.size(), " lets"));
+    }
+
+    std::vector<Value*> row_outputs, full_outputs;
+    for (Value* v : group_.outputs) {
+      if (v->shape() == x) full_outputs.push_back(v);
+      else if (v->shape() == kept || v->shape() == keep_shape) row_outputs.push_back(v);
+      else
+        return err("output %", v->name(), ": ", v->type().to_string(), " is neither the reduced input's shape ",
+                   shape_to_string(x), " nor the reduction's result shape");
+    }
+    if (!row_outputs.empty()) {
+      begin_stage(Stage::Kind::Map, {});
+      for (Value* v : row_outputs)
+        if (absl::Status st = store(v, v->shape() == kept ? row : keep_row); !st.ok()) return st;
+      say(str_cat("  row map stage: ", stage().lets.size(), " lets, ", stage().stores.size(), " stores"));
+    }
+    if (!full_outputs.empty()) {
+      begin_stage(Stage::Kind::Map, inner);
+      for (Value* v : full_outputs)
+        if (absl::Status st = store(v, full); !st.ok()) return st;
+      say(str_cat("  map stage over ", shape_to_string(inner), ": ", stage().lets.size(), " lets, ",
+                  stage().stores.size(), " stores"));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status lower_gemm(const Node* gemm) {
+    if (!gemm || group_.nodes.empty() || group_.nodes.front() != gemm)
+      return err("a Gemm group must start with its matmul or linear");
+    const Shape& o = gemm->result()->shape();
+    k_.domain = o;
+    gemm_index_ = vars(o.size(), Index::outer);
+    kir::GemmSpec spec;
+    const Value *a = gemm->operand(0), *b = gemm->operand(1);
+    const Shape &as = a->shape(), &bs = b->shape();
+    Index k = Index::inner(0);
+    Indices a_idx, b_idx;
+    if (gemm->op() == Op::Linear) {
+      // x [.., K] @ w[N, K]^T: the leading dims of x make M.
+      spec.m = shape_numel(Shape(as.begin(), as.end() - 1));
+      spec.n = bs[0];
+      spec.k = bs[1];
+      a_idx.assign(gemm_index_.begin(), gemm_index_.end() - 1);
+      a_idx.push_back(k);
+      b_idx = {gemm_index_.back(), k};
+    } else {
+      bool a_vec = as.size() == 1, b_vec = bs.size() == 1;
+      size_t nb = o.size() - (a_vec ? 0 : 1) - (b_vec ? 0 : 1);
+      spec.batch.assign(o.begin(), o.begin() + nb);
+      spec.m = a_vec ? Dim(1) : as[as.size() - 2];
+      spec.n = b_vec ? Dim(1) : bs.back();
+      spec.k = as.back();
+      Index m = a_vec ? Index(0) : gemm_index_[nb];
+      Index n = b_vec ? Index(0) : gemm_index_[nb + (a_vec ? 0 : 1)];
+      // Batch dims broadcast like NumPy's: an operand's size-1 (or missing) dim reads 0.
+      auto operand_index = [&](const Shape& s, bool vec, const Index& row, const Index& col) {
+        if (vec) return Indices{k};
+        Indices batch(gemm_index_.begin(), gemm_index_.begin() + nb);
+        Indices idx = broadcast_index(batch, Shape(s.begin(), s.end() - 2));
+        idx.push_back(row);
+        idx.push_back(col);
+        return idx;
+      };
+      a_idx = operand_index(as, a_vec, m, k);
+      b_idx = operand_index(bs, b_vec, k, n);
+    }
+    for (auto [op, v, idx] : {std::tuple{&spec.a, a, a_idx}, std::tuple{&spec.b, b, b_idx}}) {
+      absl::StatusOr<std::pair<const Value*, Indices>> src = through_views(v, idx);
+      if (!src.ok()) return src.status();
+      op->buffer = input_buffer(src->first);
+      op->index = flatten(src->second, src->first->shape());
+      if (std::optional<kir::AffineIndex> aff = kir::affine_index(op->index, o.size(), 1))
+        op->strides = kir::GemmStrides{aff->offset, aff->outer, aff->inner[0]};
+    }
+    k_.gemm = spec;
+    say(str_cat("  gemm ", gemm->describe(), ": batch ", shape_to_string(spec.batch), " m ", spec.m.to_string(),
+                " n ", spec.n.to_string(), " k ", spec.k.to_string()));
+    begin_stage(Stage::Kind::Map, {});
+    for (Value* v : group_.outputs) {
+      if (v->shape() != o)
+        return err("epilogue output %", v->name(), ": ", v->type().to_string(), " does not have the GEMM's shape ",
+                   shape_to_string(o));
+      if (absl::Status st = store(v, gemm_index_); !st.ok()) return st;
+    }
+    say(str_cat("  epilogue: ", stage().lets.size(), " lets, ", stage().stores.size(), " stores"));
+    return absl::OkStatus();
+  }
+
+  // ---- values at an index ---------------------------------------------------
+
+  absl::StatusOr<Expr> value_at(const Value* v, const Indices& idx) {
+    std::string key = str_cat(static_cast<const void*>(v), indices_text(idx));
+    if (auto it = memo_.find(key); it != memo_.end()) return it->second;
+    const Node* n = v->producer();
+    absl::StatusOr<Expr> e;
+    if (n && n->num_operands() == 0) {
+      e = compute(*n, idx);  // constants belong to no group: inlined where read
+    } else if (!n || !nodes_.contains(n)) {
+      e = bind(Expr::load(input_buffer(v), flatten(idx, v->shape()), v->dtype()));
+    } else {
+      switch (n->info().kind) {
+        case OpKind::Elementwise:
+        case OpKind::Broadcast: e = compute(*n, idx); break;
+        case OpKind::Reduction: e = reduction_result(*n, idx); break;
+        case OpKind::View: e = view(*n, *v, idx); break;
+        case OpKind::Gemm: e = gemm_result(*n, idx); break;
+        default: return err(n->describe(), ": ", op_name(n->op()), " must be decomposed before lowering");
+      }
+    }
+    if (e.ok()) memo_[key] = *e;
+    return e;
+  }
+
+  absl::StatusOr<Expr> compute(const Node& n, const Indices& idx) {
+    const Value& out = *n.result();
+    DType t = out.dtype();
+    std::vector<Expr> x;
+    for (const Value* operand : n.operands()) {
+      absl::StatusOr<Expr> e = value_at(operand, broadcast_index(idx, operand->shape()));
+      if (!e.ok()) return e.status();
+      x.push_back(*e);
+    }
+    switch (n.op()) {
+      case Op::Constant: {
+        const AttrValue& v = n.attr().get("value");
+        double d = std::holds_alternative<double>(v) ? std::get<double>(v)
+                   : std::holds_alternative<bool>(v) ? static_cast<double>(std::get<bool>(v))
+                   : is_float(t) ? static_cast<double>(static_cast<float>(std::get<int64_t>(v)))
+                                 : static_cast<double>(std::get<int64_t>(v));
+        return Expr::constant(d, t);
+      }
+      case Op::Iota: {
+        int64_t axis = n.attr().get_int("axis");
+        size_t ax = static_cast<size_t>(axis < 0 ? axis + static_cast<int64_t>(idx.size()) : axis);
+        return bind(Expr::cast(Expr::index_value(idx[ax]), t));
+      }
+      case Op::Cast: return bind(Expr::cast(x[0], t));
+      case Op::Where: return bind(Expr::select(x[0], x[1], x[2]));
+      case Op::Gelu: return bind(gelu(x[0], n.attr().get_string("approximate") == "tanh", t));
+      default: break;
+    }
+    if (x.size() == 1) return bind(Expr::unary(n.op(), x[0], t));
+    return bind(Expr::binary(n.op(), x[0], x[1], t));
+  }
+
+  // gelu in f32 primitives (the reference's formula), rounded once to t.
+  static Expr gelu(const Expr& in, bool tanh_form, DType t) {
+    auto c = [](double v) { return Expr::constant(v, DType::f32); };
+    auto bin = [](Op op, const Expr& a, const Expr& b) { return Expr::binary(op, a, b, DType::f32); };
+    Expr x = Expr::cast(in, DType::f32);
+    Expr inner;
+    if (tanh_form) {
+      Expr cube = bin(Op::Mul, bin(Op::Mul, bin(Op::Mul, c(0.044715), x), x), x);
+      inner = Expr::unary(Op::Tanh, bin(Op::Mul, c(std::sqrt(2.0 / M_PI)), bin(Op::Add, x, cube)), DType::f32);
+    } else {
+      inner = Expr::unary(Op::Erf, bin(Op::Mul, x, c(M_SQRT1_2)), DType::f32);
+    }
+    return Expr::cast(bin(Op::Mul, bin(Op::Mul, c(0.5), x), bin(Op::Add, c(1.0), inner)), t);
+  }
+
+  absl::StatusOr<Expr> reduction_result(const Node& n, const Indices& idx) {
+    auto it = reductions_.find(&n);
+    if (it == reductions_.end()) return err(n.describe(), " is read before its reduce stage");
+    if (!same_indices(idx, it->second.row))
+      return err(n.describe(), " is read at ", indices_text(idx), " but the kernel computes it at ",
+                 indices_text(it->second.row), " (a consumer broadcasts it across rows)");
+    const Stage& st = k_.stages[it->second.stage];
+    Expr r = Expr::stage_result(it->second.stage, st.combiner == kir::Combiner::ArgMax ? DType::i64 : st.acc_dtype);
+    if (n.op() == Op::Mean)
+      r = Expr::binary(Op::Div, r, Expr::cast(Expr::index_value(Index::from_dim(shape_numel(st.extents))), st.acc_dtype),
+                       st.acc_dtype);
+    return bind(Expr::cast(r, n.result()->dtype()));
+  }
+
+  absl::StatusOr<Expr> gemm_result(const Node& n, const Indices& idx) {
+    if (!same_indices(idx, gemm_index_))
+      return err(n.describe(), " is read at ", indices_text(idx), ", not at the GEMM's own output index");
+    Expr acc = Expr::gemm_acc(DType::f32);
+    if (n.op() == Op::Linear && n.num_operands() == 3) {
+      absl::StatusOr<Expr> bias = value_at(n.operand(2), {idx.back()});
+      if (!bias.ok()) return bias.status();
+      acc = Expr::binary(Op::Add, acc, Expr::cast(*bias, DType::f32), DType::f32);
+    }
+    return bind(Expr::cast(acc, n.result()->dtype()));
+  }
+
+  // Follows single-operand views of the group back to a value read from outside (the
+  // GEMM prologue): the value and the index it is read at.
+  absl::StatusOr<std::pair<const Value*, Indices>> through_views(const Value* v, Indices idx) {
+    while (v->producer() && nodes_.contains(v->producer())) {
+      const Node& n = *v->producer();
+      if (n.info().kind != OpKind::View || n.op() == Op::Concat || n.op() == Op::Gather)
+        return err("GEMM operand %", v->name(), " is computed by ", n.describe(), ", not by a strided view");
+      idx = view_operand_index(n, *v, idx);
+      v = n.operand(0);
+    }
+    return std::pair{v, idx};
+  }
+
+  absl::StatusOr<Expr> view(const Node& n, const Value& v, const Indices& idx) {
+    size_t rank = n.op() == Op::Concat ? v.shape().size() : n.operand(0)->shape().size();
+    int64_t axis = n.attr().has("axis") ? n.attr().get_int("axis") : 0;
+    size_t ax = static_cast<size_t>(axis < 0 ? axis + static_cast<int64_t>(rank) : axis);
+    if (n.op() == Op::Concat) return concat(n, v, idx, ax);
+    if (n.op() == Op::Gather) return gather(n, idx, ax);
+    return value_at(n.operand(0), view_operand_index(n, v, idx));
+  }
+
+  // The index of a single-operand view's operand read for result index `idx`.
+  static Indices view_operand_index(const Node& n, const Value& v, const Indices& idx) {
+    const Shape &xs = n.operand(0)->shape(), &os = v.shape();
+    AttrView a = n.attr();
+    auto axis_of = [&](int64_t axis, size_t rank) {
+      return static_cast<size_t>(axis < 0 ? axis + static_cast<int64_t>(rank) : axis);
+    };
+    switch (n.op()) {
+      case Op::Reshape: {
+        // Equal leading and trailing dims map straight through; the middle goes through
+        // the flat offset.
+        size_t p = 0, q = 0;
+        while (p < xs.size() && p < os.size() && xs[p] == os[p]) ++p;
+        while (q < xs.size() - p && q < os.size() - p && xs[xs.size() - 1 - q] == os[os.size() - 1 - q]) ++q;
+        Indices mid(idx.begin() + p, idx.end() - q);
+        Indices xi(idx.begin(), idx.begin() + p);
+        Indices unf = unflatten(flatten(mid, Shape(os.begin() + p, os.end() - q)), Shape(xs.begin() + p, xs.end() - q));
+        xi.insert(xi.end(), unf.begin(), unf.end());
+        xi.insert(xi.end(), idx.end() - q, idx.end());
+        return xi;
+      }
+      case Op::Permute: {
+        const std::vector<int64_t>& dims = a.get_ints("dims");
+        Indices xi(xs.size());
+        for (size_t i = 0; i < dims.size(); ++i) xi[axis_of(dims[i], xs.size())] = idx[i];
+        return xi;
+      }
+      case Op::Expand: return broadcast_index(idx, xs);
+      case Op::Squeeze: {
+        std::vector<bool> squeezed(xs.size(), false);
+        if (a.has("axes"))
+          for (int64_t ax : a.get_ints("axes")) squeezed[axis_of(ax, xs.size())] = true;
+        else
+          for (size_t i = 0; i < xs.size(); ++i) squeezed[i] = is_one(xs[i]);
+        Indices xi;
+        size_t next = 0;
+        for (size_t i = 0; i < xs.size(); ++i) xi.push_back(squeezed[i] ? Index(0) : idx[next++]);
+        return xi;
+      }
+      case Op::Unsqueeze: {
+        std::vector<bool> added(os.size(), false);
+        for (int64_t ax : a.get_ints("axes")) added[axis_of(ax, os.size())] = true;
+        Indices xi;
+        for (size_t i = 0; i < os.size(); ++i)
+          if (!added[i]) xi.push_back(idx[i]);
+        return xi;
+      }
+      case Op::Slice: {
+        size_t ax = axis_of(a.get_int("axis"), xs.size());
+        int64_t step = a.get_int("step");
+        Indices xi = idx;
+        xi[ax] = slice_start(xs[ax], a.get_int("start"), step) + idx[ax] * Index(step);
+        return xi;
+      }
+      default: {  // Split
+        size_t ax = axis_of(a.get_int("axis"), xs.size());
+        Dim offset(0);
+        const std::vector<SymExpr>& sizes = a.get_dims("sizes");
+        for (int i = 0; i < v.result_index(); ++i) offset = offset + sizes[i];
+        Indices xi = idx;
+        xi[ax] = idx[ax] + Index::from_dim(offset);
+        return xi;
+      }
+    }
+  }
+
+  // Every operand is read at its clamped index (always in bounds); selects pick the one
+  // whose range holds idx[axis].
+  absl::StatusOr<Expr> concat(const Node& n, const Value& v, const Indices& idx, size_t axis) {
+    std::vector<Expr> parts;
+    std::vector<Index> ends;
+    Dim at(0);
+    for (const Value* x : n.operands()) {
+      const Dim& len = x->shape()[axis];
+      if (len == SymExpr(0)) continue;
+      Indices xi = idx;
+      xi[axis] = Index::min(Index::max(idx[axis] - Index::from_dim(at), 0), Index::from_dim(len) - Index(1));
+      absl::StatusOr<Expr> e = value_at(x, xi);
+      if (!e.ok()) return e.status();
+      parts.push_back(*e);
+      at = at + len;
+      ends.push_back(Index::from_dim(at));
+    }
+    if (parts.empty()) return Expr::constant(0, v.dtype());
+    Expr result = parts.back();
+    Expr pos = Expr::index_value(idx[axis]);
+    for (size_t i = parts.size() - 1; i-- > 0;) {
+      Expr inside = bind(Expr::binary(Op::Lt, pos, Expr::index_value(ends[i]), DType::boolean));
+      result = bind(Expr::select(inside, parts[i], result));
+    }
+    return result;
+  }
+
+  // data[.., indices[..], ..]: a negative index wraps once; the result is clamped into the
+  // dim so that the load stays in bounds (the reference reports such an index as an error).
+  absl::StatusOr<Expr> gather(const Node& n, const Indices& idx, size_t axis) {
+    const Value &data = *n.operand(0), &indices = *n.operand(1);
+    size_t ir = indices.shape().size();
+    Indices ii(idx.begin() + axis, idx.begin() + axis + ir);
+    absl::StatusOr<Expr> raw = value_at(&indices, ii);
+    if (!raw.ok()) return raw.status();
+    Expr i = Expr::cast(*raw, DType::i64);
+    Expr dim = Expr::index_value(Index::from_dim(data.shape()[axis]));
+    Expr neg = Expr::binary(Op::Lt, i, Expr::constant(0, DType::i64), DType::boolean);
+    Expr wrapped = bind(Expr::select(neg, Expr::binary(Op::Add, i, dim, DType::i64), i));
+    Indices di(idx.begin(), idx.begin() + axis);
+    di.push_back(Index::min(Index::max(Index::scalar(wrapped), 0), Index::from_dim(data.shape()[axis]) - Index(1)));
+    di.insert(di.end(), idx.begin() + axis + ir, idx.end());
+    return value_at(&data, di);
+  }
+
+  const KernelGroup& group_;
+  const LowerLog& log_;
+  Kernel k_;
+  absl::flat_hash_set<const Node*> nodes_;
+  absl::flat_hash_map<const Value*, int> buffers_;
+  std::map<std::string, Expr> memo_;  // (value, index) -> its expression in the current stage
+  int next_let_ = 0;
+  struct ReduceInfo {
+    int stage;
+    Indices row;  // the index at which its consumers may read it
+  };
+  absl::flat_hash_map<const Node*, ReduceInfo> reductions_;
+  Indices gemm_index_;
+};
+
+}  // namespace
+
+absl::StatusOr<kir::Kernel> lower_group(const Graph& g, const KernelGroup& group, const LowerLog& log) {
+  return Lowerer(group, log).run();
+}
+
+absl::StatusOr<std::vector<kir::Kernel>> lower_schedule(const Graph& g, const Schedule& s, const LowerLog& log) {
+  std::vector<kir::Kernel> out;
+  for (const KernelGroup& group : s.groups) {
+    absl::StatusOr<kir::Kernel> k = lower_group(g, group, log);
+    if (!k.ok()) return k.status();
+    out.push_back(*std::move(k));
+  }
+  return out;
+}
+
+}  // namespace kiln

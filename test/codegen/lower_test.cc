@@ -1,0 +1,282 @@
+// Lowering of hand-made kernel groups (one group per node, whole chains, reduction
+// patterns, GEMMs with epilogues and prologue views) checked against the reference
+// evaluator through the kernel-IR evaluator, plus golden checks on the printed kernels.
+#include <catch2/catch.hpp>
+
+#include "codegen/kernel_eval.h"
+#include "codegen/lower.h"
+#include "ir/parser.h"
+#include "ir/str.h"
+#include "test/common/filecheck.h"
+#include "test/fuzz/check.h"
+
+using namespace kiln;
+
+namespace {
+
+Graph parse(const char* text) {
+  absl::StatusOr<Graph> g = parse_graph(text);
+  if (!g.ok()) FAIL(status_message(g.status()));
+  return *std::move(g);
+}
+
+std::vector<Bindings> bindings_of(const std::string& sym, std::initializer_list<int64_t> values) {
+  std::vector<Bindings> out;
+  for (int64_t v : values) out.push_back(Bindings{{sym, v}});
+  return out;
+}
+
+void require_ok(const absl::Status& s) {
+  INFO(status_message(s));
+  REQUIRE(s.ok());
+}
+
+std::string lowered_text(const Graph& g, const Schedule& s) {
+  absl::StatusOr<std::vector<kir::Kernel>> ks = lower_schedule(g, s);
+  if (!ks.ok()) FAIL(status_message(ks.status()));
+  std::string text;
+  for (const kir::Kernel& k : *ks) text += kir::print_kernel(k);
+  return text;
+}
+
+void require_checks(const std::string& text, const char* checks) {
+  testing::FileCheckResult r = testing::file_check(text, checks);
+  INFO(text);
+  INFO(r.message);
+  REQUIRE(r.ok);
+}
+
+constexpr const char* kChain = R"(graph chain(%x: f32[B, 7], %y: f32[7], %z: bf16[B, 1]) {
+  %a = add(%x, %y)
+  %b = mul(%a, %a)
+  %c = tanh(%b)
+  %d = cast(%z, dtype=f32)
+  %e = sub(%c, %d)
+  %f = sigmoid(%e)
+  %g = gelu(%f, approximate="tanh")
+  %h = maximum(%g, %x)
+  %i = exp(%h)
+  %j = gt(%i, %x)
+  %k = where(%j, %i, %y)
+  %l = cast(%k, dtype=bf16)
+  return %l, %b
+})";
+
+}  // namespace
+
+TEST_CASE("every node in its own kernel matches the reference", "[lower]") {
+  Graph g = parse(kChain);
+  require_ok(check_schedule_matches_reference(g, schedule_per_node(g), bindings_of("B", {1, 3, 17}), 1));
+}
+
+TEST_CASE("a chain of broadcasting elementwise ops fuses into one kernel", "[lower]") {
+  Graph g = parse(kChain);
+  Schedule s = schedule_single_group(g, KernelGroup::Kind::Elementwise);
+  require_ok(check_schedule_matches_reference(g, s, bindings_of("B", {1, 3, 17}), 2));
+  std::string text = lowered_text(g, s);
+  // One kernel over [B, 7] storing both outputs; y broadcasts along B (read at o1 only),
+  // z along the last dim (read at o0 only).
+  require_checks(text, R"(
+CHECK: kernel k0_cast
+CHECK: in  x: f32[B, 7]
+CHECK: out b: f32[B, 7]
+CHECK: out l: bf16[B, 7]
+CHECK: symbols B
+CHECK: for o0 < B, o1 < 7:
+CHECK: load y[o1]
+CHECK: load z[o0]
+CHECK: store b[o0 * 7 + o1]
+CHECK: store l[o0 * 7 + o1]
+CHECK-NOT: kernel
+)");
+  // Deterministic: lowering twice prints the same text.
+  REQUIRE(lowered_text(g, s) == text);
+}
+
+TEST_CASE("softmax as primitives lowers to reduce, reduce, map in one kernel", "[lower]") {
+  Graph g = parse(R"(graph softmax(%x: f32[B, T, 19]) {
+  %m = max(%x, axes=[-1], keepdim=true)
+  %d = sub(%x, %m)
+  %e = exp(%d)
+  %s = sum(%e, axes=[2], keepdim=true)
+  %y = div(%e, %s)
+  return %y
+})");
+  Schedule s = schedule_single_group(g, KernelGroup::Kind::Reduction);
+  std::vector<Bindings> bs = {{{"B", 1}, {"T", 1}}, {{"B", 2}, {"T", 5}}, {{"B", 3}, {"T", 8}}};
+  require_ok(check_schedule_matches_reference(g, s, bs, 3));
+  require_checks(lowered_text(g, s), R"(
+CHECK: kernel k0_max
+CHECK: for o0 < B, o1 < T:
+CHECK: s0 = reduce max acc f32 for r0 < 19:
+CHECK: fold
+CHECK: s1 = reduce sum acc f32 for r0 < 19:
+CHECK: sub({{.*}}, s0)
+CHECK: map for r0 < 19:
+CHECK: store y[
+CHECK-NOT: reduce
+)");
+}
+
+TEST_CASE("rms_norm with the residual add before it: one kernel, two outputs", "[lower]") {
+  Graph g = parse(R"(graph rms(%x: bf16[B, 32], %r: bf16[B, 32], %w: bf16[32] param) {
+  %h = add(%x, %r)
+  %f = cast(%h, dtype=f32)
+  %sq = mul(%f, %f)
+  %ms = mean(%sq, axes=[-1], keepdim=true)
+  %eps = constant(value=1e-6)
+  %v = add(%ms, %eps)
+  %inv = rsqrt(%v)
+  %n = mul(%f, %inv)
+  %nb = cast(%n, dtype=bf16)
+  %y = mul(%nb, %w)
+  return %h, %y
+})");
+  Schedule s = schedule_single_group(g, KernelGroup::Kind::Reduction);
+  REQUIRE(s.groups[0].outputs.size() == 2);
+  require_ok(check_schedule_matches_reference(g, s, bindings_of("B", {1, 5, 33}), 4));
+  require_checks(lowered_text(g, s), R"(
+CHECK: s0 = reduce sum acc f32 for r0 < 32:
+CHECK: map for r0 < 32:
+CHECK: store h[
+CHECK: store y[
+)");
+}
+
+TEST_CASE("reductions: axes, keepdim, negative axes, integer and argmax", "[lower]") {
+  Graph g = parse(R"(graph red(%x: f32[B, 5, 3], %i: i32[B, 4]) {
+  %a = sum(%x, axes=[0, 2])
+  %b = max(%x, axes=[-2], keepdim=true)
+  %c = min(%x)
+  %d = prod(%x, axes=[1])
+  %e = argmax(%x, axis=1, keepdim=true)
+  %f = mean(%x, axes=[-1, 0], keepdim=true)
+  %g = sum(%i, axes=[1])
+  %h = max(%i, axes=[0])
+  return %a, %b, %c, %d, %e, %f, %g, %h
+})");
+  require_ok(check_schedule_matches_reference(g, schedule_per_node(g), bindings_of("B", {1, 2, 7}), 5));
+}
+
+TEST_CASE("views become index arithmetic inside one kernel", "[lower]") {
+  Graph g = parse(R"(graph views(%x: f32[B, 6, 4], %y: f32[4, 1, 6], %t: f32[B, 24]) {
+  %p = permute(%x, dims=[2, 0, 1])
+  %r = reshape(%p, shape=[4, B, 3, 2])
+  %s = slice(%r, axis=-1, start=1, end=2)
+  %q = squeeze(%s, axes=[3])
+  %u = unsqueeze(%q, axes=[0])
+  %e = expand(%y, shape=[4, B, 6])
+  %re = reshape(%e, shape=[4, B, 3, 2])
+  %sl = slice(%re, axis=2, start=-1, end=-4, step=-1)
+  %a = add(%sl, %r)
+  %t2 = reshape(%t, shape=[B, 4, 6])
+  %t3 = permute(%t2, dims=[1, 0, 2])
+  %t4 = reshape(%t3, shape=[4, B, 3, 2])
+  %m = mul(%a, %t4)
+  return %m, %u
+})");
+  require_ok(check_schedule_matches_reference(g, schedule_per_node(g), bindings_of("B", {1, 2, 5}), 6));
+  require_ok(check_schedule_matches_reference(g, schedule_single_group(g, KernelGroup::Kind::Elementwise),
+                                              bindings_of("B", {1, 2, 5}), 7));
+}
+
+TEST_CASE("reshape of symbolic dims divides by a symbolic extent", "[lower]") {
+  Graph g = parse(R"(graph r(%x: f32[B, T]) {
+  %a = reshape(%x, shape=[-1])
+  %b = reshape(%a, shape=[T, B])
+  %c = exp(%b)
+  return %c
+})");
+  Schedule s = schedule_single_group(g, KernelGroup::Kind::Elementwise);
+  std::vector<Bindings> bs = {{{"B", 1}, {"T", 1}}, {{"B", 3}, {"T", 5}}, {{"B", 4}, {"T", 2}}};
+  require_ok(check_schedule_matches_reference(g, s, bs, 8));
+  require_checks(lowered_text(g, s), "CHECK: load x[(o0 * B + o1) // T * T + (o0 * B + o1) % T]");
+}
+
+TEST_CASE("concat, split and gather", "[lower]") {
+  Graph g = parse(R"(graph cs(%a: f32[B, 3], %b: f32[B, 2], %c: f32[B, 1], %ids: i64[K], %emb: f32[10, 4]) {
+  %x = concat(%a, %b, %c, axis=1)
+  %p, %q = split(%x, axis=-1, sizes=[4, 2])
+  %r = concat(%q, %q, axis=0)
+  %e = gather(%emb, %ids, axis=0)
+  %n = neg(%p)
+  return %n, %r, %e, %x
+})");
+  std::vector<Bindings> bs = {{{"B", 1}, {"K", 1}}, {{"B", 4}, {"K", 7}}};
+  require_ok(check_schedule_matches_reference(g, schedule_per_node(g), bs, 9));
+  require_ok(check_schedule_matches_reference(g, schedule_single_group(g, KernelGroup::Kind::Elementwise), bs, 10));
+}
+
+TEST_CASE("gemm groups carry their epilogue", "[lower]") {
+  Graph g = parse(R"(graph mlp(%x: f32[B, T, 16], %w: f32[8, 16] param, %bias: f32[8] param, %r: f32[B, T, 8]) {
+  %l = linear(%x, %w, %bias)
+  %g = gelu(%l)
+  %y = add(%g, %r)
+  return %y
+})");
+  Schedule s = schedule_single_group(g, KernelGroup::Kind::Gemm);
+  std::vector<Bindings> bs = {{{"B", 1}, {"T", 1}}, {{"B", 2}, {"T", 3}}};
+  require_ok(check_schedule_matches_reference(g, s, bs, 11));
+  require_checks(lowered_text(g, s), R"(
+CHECK: kernel k0_linear
+CHECK: acc: f32 = gemm batch [] m B*T n 8 k 16
+CHECK: a x[(o0 * T + o1) * 16 + r0] strides offset 0 outer [16*T, 16, 0] k 1
+CHECK: b w[o2 * 16 + r0] strides offset 0 outer [0, 0, 16] k 1
+CHECK: t0: f32 = load bias[o2]
+CHECK-NEXT: t1: f32 = add(acc, t0)
+CHECK: store y[
+)");
+}
+
+TEST_CASE("batched matmul with broadcast batch dims, vectors, and a transposing prologue", "[lower]") {
+  Graph g = parse(R"(graph mm(%q: f32[B, 2, T, 8], %k: f32[2, T, 8], %v: f32[8], %m: f32[8, 5]) {
+  %kt = permute(%k, dims=[0, 2, 1])
+  %s = matmul(%q, %kt)
+  %z = matmul(%v, %m)
+  %u = matmul(%q, %v)
+  return %s, %z, %u
+})");
+  Schedule s;
+  Node* kt = g.find("kt")->producer();
+  Node* mm = g.find("s")->producer();
+  s.groups.push_back(make_group(g, {mm}, KernelGroup::Kind::Gemm, 0));
+  s.groups[0].inputs = {g.find("q"), g.find("k")};
+  s.groups[0].prologue = {kt};
+  s.groups.push_back(make_group(g, {g.find("z")->producer()}, KernelGroup::Kind::Gemm, 1));
+  s.groups.push_back(make_group(g, {g.find("u")->producer()}, KernelGroup::Kind::Gemm, 2));
+  std::vector<Bindings> bs = {{{"B", 1}, {"T", 1}}, {{"B", 3}, {"T", 4}}};
+  require_ok(check_schedule_matches_reference(g, s, bs, 12));
+  // k is read transposed: its k-stride is 1 and the batch dim of q broadcasts over it.
+  require_checks(lowered_text(g, s), R"(
+CHECK: kernel k0_matmul
+CHECK: gemm batch [B, 2] m T n T k 8
+CHECK: b k[(o1 * T + o3) * 8 + r0] strides offset 0 outer [0, 8*T, 0, 8] k 1
+)");
+}
+
+TEST_CASE("lowering errors name the group and the node", "[lower]") {
+  SECTION("composite ops must be decomposed first") {
+    Graph g = parse("graph s(%x: f32[4, 8]) {\n  %y = softmax(%x)\n  return %y\n}");
+    absl::StatusOr<std::vector<kir::Kernel>> ks = lower_schedule(g, schedule_per_node(g));
+    REQUIRE_FALSE(ks.ok());
+    REQUIRE_THAT(status_message(ks.status()), Catch::Contains("group 0") && Catch::Contains("must be decomposed"));
+  }
+  SECTION("a reduction result read across rows cannot share its kernel") {
+    Graph g = parse("graph s(%x: f32[4, 4]) {\n  %m = sum(%x, axes=[1])\n  %y = add(%x, %m)\n  return %y\n}");
+    absl::StatusOr<std::vector<kir::Kernel>> ks =
+        lower_schedule(g, schedule_single_group(g, KernelGroup::Kind::Reduction));
+    REQUIRE_FALSE(ks.ok());
+    REQUIRE_THAT(status_message(ks.status()), Catch::Contains("%m = sum") && Catch::Contains("across rows"));
+  }
+  SECTION("the evaluator rejects arguments of the wrong shape") {
+    Graph g = parse("graph s(%x: f32[4, B]) {\n  %y = exp(%x)\n  return %y\n}");
+    Schedule s = schedule_per_node(g);
+    absl::StatusOr<std::vector<kir::Kernel>> ks = lower_schedule(g, s);
+    REQUIRE(ks.ok());
+    TensorMap args;
+    args.emplace("x", HostTensor(DType::f32, {5, 2}));
+    absl::StatusOr<std::vector<HostTensor>> r = evaluate_kernels(g, s, *ks, args);
+    REQUIRE_FALSE(r.ok());
+    REQUIRE_THAT(status_message(r.status()), Catch::Contains("x"));
+  }
+}
