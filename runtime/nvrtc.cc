@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <optional>
 #include <regex>
 #include <set>
@@ -70,6 +71,27 @@ absl::StatusOr<std::string> fetch(nvrtcProgram prog, SizeFn size_fn, GetFn get_f
   return out;
 }
 
+// Runs f(0..n-1) on min(max_threads, n) threads (max_threads <= 0: the hardware
+// concurrency, at most 8); results in index order. NVRTC programs compile independently.
+template <typename T, typename F>
+std::vector<absl::StatusOr<T>> parallel_map(size_t n, int max_threads, F f) {
+  std::vector<std::optional<absl::StatusOr<T>>> slots(n);
+  if (max_threads <= 0) max_threads = std::clamp(int(std::thread::hardware_concurrency()), 1, 8);
+  int n_threads = std::min<int>(max_threads, int(n));
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i = next++; i < n; i = next++) slots[i] = f(i);
+  };
+  std::vector<std::thread> threads;
+  for (int t = 1; t < n_threads; ++t) threads.emplace_back(work);
+  work();
+  for (std::thread& t : threads) t.join();
+  std::vector<absl::StatusOr<T>> results;
+  results.reserve(n);
+  for (auto& s : slots) results.push_back(std::move(*s));
+  return results;
+}
+
 }  // namespace
 
 std::string nvrtc_version() {
@@ -79,8 +101,10 @@ std::string nvrtc_version() {
 }
 
 std::vector<std::string> nvrtc_options(const NvrtcProgram& program) {
+  const char* include = std::getenv("KILN_CUDA_INCLUDE_DIR");
+  if (include == nullptr || *include == '\0') include = KILN_CUDA_INCLUDE_DIR;
   std::vector<std::string> opts = {str_cat("--gpu-architecture=", program.arch),
-                                   str_cat("--include-path=", KILN_CUDA_INCLUDE_DIR),
+                                   str_cat("--include-path=", include),
                                    "--std=c++17"};
   opts.insert(opts.end(), program.extra_options.begin(), program.extra_options.end());
   return opts;
@@ -130,21 +154,25 @@ absl::StatusOr<NvrtcOutput> nvrtc_compile(const NvrtcProgram& p) {
 
 std::vector<absl::StatusOr<NvrtcOutput>> nvrtc_compile_all(std::span<const NvrtcProgram> programs,
                                                            int max_threads) {
-  std::vector<std::optional<absl::StatusOr<NvrtcOutput>>> slots(programs.size());
-  if (max_threads <= 0) max_threads = std::clamp(int(std::thread::hardware_concurrency()), 1, 8);
-  int n_threads = std::min<int>(max_threads, int(programs.size()));
-  std::atomic<size_t> next{0};
-  auto work = [&] {
-    for (size_t i = next++; i < programs.size(); i = next++) slots[i] = nvrtc_compile(programs[i]);
-  };
-  std::vector<std::thread> threads;
-  for (int t = 1; t < n_threads; ++t) threads.emplace_back(work);
-  work();
-  for (std::thread& t : threads) t.join();
-  std::vector<absl::StatusOr<NvrtcOutput>> results;
-  results.reserve(slots.size());
-  for (auto& s : slots) results.push_back(std::move(*s));
-  return results;
+  return parallel_map<NvrtcOutput>(programs.size(), max_threads,
+                                   [&](size_t i) { return nvrtc_compile(programs[i]); });
+}
+
+std::string nvrtc_cache_key(const NvrtcProgram& program) {
+  return kernel_cache_key(program.source, nvrtc_options(program), nvrtc_version(), program.arch);
+}
+
+std::vector<absl::StatusOr<std::shared_ptr<const CompiledKernel>>> nvrtc_compile_cached(
+    KernelCache& cache, std::span<const NvrtcProgram> programs, int max_threads) {
+  return parallel_map<std::shared_ptr<const CompiledKernel>>(
+      programs.size(), max_threads, [&](size_t i) {
+        const NvrtcProgram& p = programs[i];
+        return cache.get_or_compile(nvrtc_cache_key(p), [&]() -> absl::StatusOr<CompiledKernel> {
+          auto out = nvrtc_compile(p);
+          if (!out.ok()) return out.status();
+          return CompiledKernel{std::move(out->cubin), std::move(out->ptx)};
+        });
+      });
 }
 
 }  // namespace kiln::cuda

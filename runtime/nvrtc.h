@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "runtime/kernel_cache.h"
 
 namespace kiln::cuda {
 
@@ -28,8 +29,8 @@ struct NvrtcOutput {
 std::string nvrtc_version();
 
 // The exact option list used for `program`: -arch, the toolkit include directory (for
-// cuda_bf16.h / cuda_fp16.h), C++17, and the extras, in that order. Deterministic, so it
-// can be hashed into cache keys.
+// cuda_bf16.h / cuda_fp16.h: $KILN_CUDA_INCLUDE_DIR, else the toolkit kiln was built
+// with), C++17, and the extras, in that order. Deterministic, so it is part of cache keys.
 std::vector<std::string> nvrtc_options(const NvrtcProgram& program);
 
 // The device's arch ("sm_90") when a CUDA device is present, otherwise sm_90 (Hopper,
@@ -44,5 +45,13 @@ absl::StatusOr<NvrtcOutput> nvrtc_compile(const NvrtcProgram& program);
 // the hardware concurrency, at most 8). Results are in the order of `programs`.
 std::vector<absl::StatusOr<NvrtcOutput>> nvrtc_compile_all(std::span<const NvrtcProgram> programs,
                                                            int max_threads = 0);
+
+// The kernel-cache key of `program`: its source, nvrtc_options, nvrtc_version and arch.
+std::string nvrtc_cache_key(const NvrtcProgram& program);
+
+// nvrtc_compile_all through `cache`: hits skip NVRTC, misses compile in parallel and are
+// stored (the cache's stats count hits, misses and NVRTC milliseconds).
+std::vector<absl::StatusOr<std::shared_ptr<const CompiledKernel>>> nvrtc_compile_cached(
+    KernelCache& cache, std::span<const NvrtcProgram> programs, int max_threads = 0);
 
 }  // namespace kiln::cuda

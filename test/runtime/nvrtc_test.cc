@@ -98,23 +98,26 @@ TEST_CASE("nvrtc compiles 8 programs in parallel, results in order", "[runtime][
 TEST_CASE("nvrtc output goes through the kernel cache", "[runtime][nvrtc][cache]") {
   auto dir = std::filesystem::temp_directory_path() / kiln::str_cat("kiln_nvrtc_cache_", getpid());
   std::filesystem::remove_all(dir);
-  NvrtcProgram p = bf16_kernel("cached_kernel", 3.0f);
-  std::string key = kiln::kernel_cache_key(p.source, kiln::cuda::nvrtc_options(p),
-                                           kiln::cuda::nvrtc_version(), p.arch);
-  auto compile = [&]() -> absl::StatusOr<kiln::CompiledKernel> {
-    auto out = kiln::cuda::nvrtc_compile(p);
-    if (!out.ok()) return out.status();
-    return kiln::CompiledKernel{out->cubin, out->ptx};
-  };
+  std::vector<NvrtcProgram> programs = {bf16_kernel("cached_a", 3.0f), bf16_kernel("cached_b", 0.5f),
+                                        bf16_kernel("cached_c", -2.0f)};
+  CHECK(kiln::cuda::nvrtc_cache_key(programs[0]) != kiln::cuda::nvrtc_cache_key(programs[1]));
+  NvrtcProgram other_arch = programs[0];
+  other_arch.arch = "sm_80";
+  CHECK(kiln::cuda::nvrtc_cache_key(programs[0]) != kiln::cuda::nvrtc_cache_key(other_arch));
   kiln::KernelCache first(dir);
-  auto a = first.get_or_compile(key, compile);
-  REQUIRE(a.ok());
-  CHECK(first.stats().misses == 1);
+  auto a = kiln::cuda::nvrtc_compile_cached(first, programs);
+  REQUIRE(a.size() == 3);
+  for (auto& r : a) REQUIRE(r.ok());
+  CHECK(first.stats().misses == 3);
   CHECK(first.stats().compile_ms > 0);
-  kiln::KernelCache second(dir);
-  auto b = second.get_or_compile(key, compile);
-  REQUIRE(b.ok());
-  CHECK(second.stats().disk_hits == 1);
-  CHECK((*b)->cubin == (*a)->cubin);
+  CHECK((*a[1])->ptx.find(".entry cached_b") != std::string::npos);
+  kiln::KernelCache second(dir);  // a second process
+  programs.push_back(bf16_kernel("cached_d", 1.5f));
+  auto b = kiln::cuda::nvrtc_compile_cached(second, programs, 2);
+  REQUIRE(b.size() == 4);
+  for (auto& r : b) REQUIRE(r.ok());
+  CHECK(second.stats().disk_hits == 3);
+  CHECK(second.stats().misses == 1);
+  for (int i = 0; i < 3; ++i) CHECK((*b[i])->cubin == (*a[i])->cubin);
   std::filesystem::remove_all(dir);
 }
