@@ -100,7 +100,10 @@ struct Operand {
 };
 
 // Records a graph. Not copyable or movable: tensors point at it. finish() hands the graph
-// over once; afterwards the tracer and its tensors refuse new ops.
+// over once; afterwards the tracer and its tensors refuse new ops. Nodes appear in the order
+// C++ evaluates the calls, and C++ leaves the order of one call's operands open (in
+// f(a(), b()) or a() * b()): where the IR's exact order matters, as in a checked-in .kiln
+// file, give each such operand its own statement.
 class Tracer {
  public:
   explicit Tracer(std::string graph_name = "main");
