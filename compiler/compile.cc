@@ -1,0 +1,440 @@
+#include "compiler/compile.h"
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+
+#include "codegen/lower.h"
+#include "compiler/guards.h"
+#include "compiler/log.h"
+#include "ir/str.h"
+#include "ir/verifier.h"
+#include "passes/schedule_util.h"
+
+#if KILN_WITH_LLVM
+#include "runtime/cpu/backend.h"
+#endif
+#if KILN_WITH_CUDA_BACKEND
+#include "runtime/cuda/backend.h"
+#include "runtime/cuda_driver.h"
+#endif
+
+namespace kiln {
+namespace {
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+absl::Status write_text(const std::filesystem::path& p, const std::string& text) {
+  std::error_code ec;
+  std::filesystem::create_directories(p.parent_path(), ec);
+  std::filesystem::path tmp = p;
+  tmp += ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary);
+    f << text;
+    if (!f) return invalid_argument("cannot write ", tmp.string());
+  }
+  std::filesystem::rename(tmp, p, ec);
+  if (ec) return invalid_argument("cannot write ", p.string(), ": ", ec.message());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> make_backend(Device d, int cuda_device) {
+  if (absl::Status s = device_available(d); !s.ok()) return s;
+  if (d == Device::Auto) d = device_available(Device::Cuda).ok() ? Device::Cuda : Device::Cpu;
+#if KILN_WITH_CUDA_BACKEND
+  if (d == Device::Cuda) return cuda::make_backend(cuda_device);
+#endif
+#if KILN_WITH_LLVM
+  if (d == Device::Cpu) return cpu::make_backend();
+#endif
+  return absl::InternalError(str_cat("no backend for device ", device_kind_name(d)));
+}
+
+// How each dim of each runtime argument is checked and binds symbols, precomputed so that a
+// call costs a few integer compares: a static dim must equal its value; the first plain
+// symbol dim binds its slot, later ones must agree; a compound dim (B*T) is checked once all
+// slots are bound.
+struct DimRule {
+  enum class Kind : uint8_t { Static, Symbol, Expr };
+  Kind kind;
+  int64_t value = 0;  // Static
+  int slot = -1;      // Symbol
+  SymExpr expr;       // Expr
+};
+
+struct SlotGuard {
+  bool equals;  // == value; else >= value
+  int64_t value;
+};
+
+struct Specialization {
+  GuardSet guard_set;
+  std::vector<SlotGuard> guards;  // guard_set's guards, one per symbol slot, for the hot path
+  std::string text;
+  std::unique_ptr<Executable> exe;
+};
+
+}  // namespace
+
+std::string_view device_kind_name(Device d) {
+  switch (d) {
+    case Device::Auto: return "auto";
+    case Device::Cpu: return "cpu";
+    case Device::Cuda: return "cuda";
+  }
+  return "?";
+}
+
+std::optional<Device> parse_device(std::string_view name) {
+  for (Device d : {Device::Auto, Device::Cpu, Device::Cuda})
+    if (device_kind_name(d) == name) return d;
+  return std::nullopt;
+}
+
+absl::Status device_available(Device d) {
+  switch (d) {
+    case Device::Cuda:
+#if KILN_WITH_CUDA_BACKEND
+      if (absl::StatusOr<const cuda::DriverApi*> drv = cuda::driver(); !drv.ok()) return drv.status();
+      if (!cuda::device_available()) return absl::FailedPreconditionError("no CUDA device: the driver reports none");
+      return absl::OkStatus();
+#else
+      return absl::FailedPreconditionError("this build of kiln has no CUDA backend (configured without the CUDA toolkit)");
+#endif
+    case Device::Cpu:
+#if KILN_WITH_LLVM
+      return absl::OkStatus();
+#else
+      return absl::FailedPreconditionError("this build of kiln has no CPU backend (configured with KILN_WITH_LLVM=OFF)");
+#endif
+    case Device::Auto:
+      if (device_available(Device::Cuda).ok() || device_available(Device::Cpu).ok()) return absl::OkStatus();
+      return absl::FailedPreconditionError(
+          str_cat("no device to run on: ", status_message(device_available(Device::Cuda)), "; ",
+                  status_message(device_available(Device::Cpu))));
+  }
+  return absl::InvalidArgumentError("unknown device");
+}
+
+std::string CompileStats::to_text() const {
+  std::string s = str_cat("calls ", calls, " (", guard_hits, " guard hits); compiles ", compiles, " (", recompiles,
+                          " recompiles); kernels ", kernels, ", GEMMs ", gemms, "\n");
+  s += str_cat("kernel cache: ", cache_memory_hits, " memory hits, ", cache_disk_hits, " disk hits, ", cache_misses,
+               " misses\n");
+  s += fmt::format("time: passes {:.1f} ms, lowering {:.1f} ms, codegen {:.1f} ms, compile {:.1f} ms, tuning {:.1f} ms\n",
+                   pass_ms, lower_ms, codegen_ms, compile_ms, tune_ms);
+  for (const std::string& r : recompile_reasons) s += str_cat("recompile: ", r, "\n");
+  return s;
+}
+
+std::string CompileStats::to_json() const {
+  std::string reasons = str_join(recompile_reasons, ", ", [](const std::string& r) {
+    std::string q = "\"";
+    for (char c : r) q += (c == '"' || c == '\\') ? std::string("\\") + c : std::string(1, c);
+    return q + "\"";
+  });
+  return fmt::format(
+      "{{\"calls\": {}, \"guard_hits\": {}, \"compiles\": {}, \"recompiles\": {}, \"recompile_reasons\": [{}], "
+      "\"kernels\": {}, \"gemms\": {}, \"cache_memory_hits\": {}, \"cache_disk_hits\": {}, \"cache_misses\": {}, "
+      "\"pass_ms\": {:.3f}, \"lower_ms\": {:.3f}, \"codegen_ms\": {:.3f}, \"compile_ms\": {:.3f}, \"tune_ms\": {:.3f}}}",
+      calls, guard_hits, compiles, recompiles, reasons, kernels, gemms, cache_memory_hits, cache_disk_hits,
+      cache_misses, pass_ms, lower_ms, codegen_ms, compile_ms, tune_ms);
+}
+
+struct CompiledGraph::Impl {
+  std::shared_ptr<CompiledModule> module;
+  std::unique_ptr<Backend> backend;
+  CompileOptions opts;
+  std::vector<std::vector<DimRule>> rules;  // per runtime argument, per dim
+  std::vector<SymbolInfo> bounds;           // per slot
+  std::vector<std::string> slot_source;     // per slot: "argument 0 (%x) dim 0", for errors
+
+  std::mutex mu;  // calls are serialized: one arena per specialization
+  std::vector<int64_t> syms;  // the current call's symbol values (reused: no allocation per call)
+  std::vector<Specialization> specs;
+  size_t last_hit = 0;
+  CompileStats stats;
+
+  std::string arg_name(size_t i) const { return str_cat("argument ", i, " (%", module->args[i]->name(), ")"); }
+
+  // The symbol values of a call, or an error naming the argument at fault.
+  absl::Status bind(std::span<const Tensor> args, std::vector<int64_t>& syms) const {
+    const std::vector<const Value*>& want = module->args;
+    if (args.size() != want.size())
+      return invalid_argument("graph ", module->state.graph.name(), " takes ", want.size(), " arguments (",
+                              str_join(want, ", ", [](const Value* v) { return str_cat("%", v->name(), ": ", v->type().to_string()); }),
+                              "), got ", args.size());
+    syms.assign(bounds.size(), -1);
+    DeviceId dev = backend->device();
+    for (size_t i = 0; i < args.size(); ++i) {
+      const Tensor& t = args[i];
+      const std::vector<DimRule>& r = rules[i];
+      if (t.dtype() != want[i]->dtype() || t.rank() != static_cast<int64_t>(r.size()))
+        return invalid_argument(arg_name(i), " expects ", want[i]->type().to_string(), ", got ", t.type_string());
+      if (t.device() != dev)
+        return invalid_argument(arg_name(i), " is on ", device_name(t.device()), "; the graph was compiled for ",
+                                device_name(dev));
+      if (t.data() == nullptr && t.numel() != 0) return invalid_argument(arg_name(i), " has no data");
+      if (!t.is_contiguous()) return invalid_argument(arg_name(i), " is not contiguous (strides ",
+                                                      fmt::format("{}", t.strides()), ")");
+      for (size_t d = 0; d < r.size(); ++d) {
+        int64_t got = t.shape()[d];
+        switch (r[d].kind) {
+          case DimRule::Kind::Static:
+            if (got != r[d].value)
+              return invalid_argument(arg_name(i), " dim ", d, ": expected ", r[d].value, ", got ", got, " (",
+                                      t.type_string(), ")");
+            break;
+          case DimRule::Kind::Symbol: {
+            int64_t& s = syms[r[d].slot];
+            if (s < 0) {
+              s = got;
+            } else if (s != got) {
+              return invalid_argument(arg_name(i), " dim ", d, ": ", module->symbols[r[d].slot], " is ", s, " from ",
+                                      slot_source[r[d].slot], ", got ", got);
+            }
+            break;
+          }
+          case DimRule::Kind::Expr: break;
+        }
+      }
+    }
+    for (size_t s = 0; s < syms.size(); ++s) {
+      const SymbolInfo& b = bounds[s];
+      if (syms[s] < b.min || (b.max && syms[s] > *b.max))
+        return invalid_argument(slot_source[s], ": ", module->symbols[s], " = ", syms[s], " is outside its bounds [",
+                                b.min, ", ", b.max ? std::to_string(*b.max) : std::string("inf"), "]");
+    }
+    for (size_t i = 0; i < args.size(); ++i)
+      for (size_t d = 0; d < rules[i].size(); ++d)
+        if (rules[i][d].kind == DimRule::Kind::Expr) {
+          absl::StatusOr<int64_t> want_d = rules[i][d].expr.evaluate(module->bindings(syms));
+          if (!want_d.ok()) return want_d.status();
+          if (*want_d != args[i].shape()[d])
+            return invalid_argument(arg_name(i), " dim ", d, ": expected ", rules[i][d].expr.to_string(), " = ",
+                                    *want_d, ", got ", args[i].shape()[d]);
+        }
+    return absl::OkStatus();
+  }
+
+  static bool passes(const Specialization& sp, std::span<const int64_t> syms) {
+    for (size_t s = 0; s < syms.size(); ++s) {
+      const SlotGuard& g = sp.guards[s];
+      if (g.equals ? syms[s] != g.value : syms[s] < g.value) return false;
+    }
+    return true;
+  }
+
+  // The specialization for `syms`, built on a miss. Called with `mu` held.
+  absl::StatusOr<Specialization*> dispatch(std::span<const int64_t> syms) {
+    if (last_hit < specs.size() && passes(specs[last_hit], syms)) {
+      ++stats.guard_hits;
+      return &specs[last_hit];
+    }
+    for (size_t i = 0; i < specs.size(); ++i)
+      if (passes(specs[i], syms)) {
+        last_hit = i;
+        ++stats.guard_hits;
+        return &specs[i];
+      }
+    return build(syms);
+  }
+
+  absl::StatusOr<Specialization*> build(std::span<const int64_t> syms) {
+    Bindings b = module->bindings(syms);
+    GuardSet gs = GuardSet::for_bindings(b, opts.dynamic);
+    Specialization sp;
+    // GuardSet orders its guards by symbol, as module->symbols is ordered: one per slot.
+    for (const SymbolGuard& g : gs.guards) sp.guards.push_back({g.kind == SymbolGuard::Kind::Equals, g.value});
+    sp.text = gs.to_string();
+    sp.guard_set = gs;
+    std::string reason;
+    if (!specs.empty()) {
+      std::vector<std::string> parts;
+      for (size_t i = 0; i < specs.size(); ++i)
+        parts.push_back(str_cat(specs[i].guard_set.check(b).value_or("all guards pass"), " (specialization ", i, ")"));
+      reason = str_join(parts, "; ", [](const std::string& p) { return p; });
+    }
+    BuildOptions bo;
+    bo.mode = opts.mode;
+    bo.baked = gs.baked();
+    bo.example = b;
+    if (!opts.dump_dir.empty())
+      bo.dump_dir = (std::filesystem::path(opts.dump_dir) / fmt::format("spec{}", specs.size())).string();
+    auto t0 = std::chrono::steady_clock::now();
+    absl::StatusOr<std::unique_ptr<Executable>> exe = backend->build(module, bo);
+    if (!exe.ok())
+      return absl::Status(exe.status().code(), str_cat("building the specialization ", sp.text, ": ",
+                                                       status_message(exe.status())));
+    sp.exe = *std::move(exe);
+    const BuildStats& bs = sp.exe->build_stats();
+    ++stats.compiles;
+    if (!specs.empty()) {
+      ++stats.recompiles;
+      stats.recompile_reasons.push_back(reason);
+    }
+    stats.kernels += bs.kernels;
+    stats.gemms += bs.gemms;
+    stats.cache_memory_hits += bs.cache_memory_hits;
+    stats.cache_disk_hits += bs.cache_disk_hits;
+    stats.cache_misses += bs.cache_misses;
+    stats.codegen_ms += bs.codegen_ms;
+    stats.compile_ms += bs.compile_ms;
+    stats.tune_ms += bs.tune_ms;
+    log_line(1, fmt::format("kiln: built specialization {} [{}] for {} in {:.1f} ms: {} kernels, {} GEMMs{}",
+                            specs.size(), sp.text, module->state.graph.name(), ms_since(t0), bs.kernels, bs.gemms,
+                            reason.empty() ? "" : str_cat("; recompiled because ", reason)));
+    if (!bo.dump_dir.empty())
+      if (absl::Status s = write_text(std::filesystem::path(bo.dump_dir) / "guards.txt", sp.text + "\n"); !s.ok()) return s;
+    specs.push_back(std::move(sp));
+    last_hit = specs.size() - 1;
+    return &specs.back();
+  }
+};
+
+absl::StatusOr<std::vector<Tensor>> CompiledGraph::operator()(const std::vector<Tensor>& args, const CallOptions& opts) {
+  std::vector<Tensor> outputs(impl_->module->state.graph.outputs().size());
+  if (absl::Status s = run(args, outputs, opts); !s.ok()) return s;
+  return outputs;
+}
+
+absl::Status CompiledGraph::run(const std::vector<Tensor>& args, std::vector<Tensor>& outputs, const CallOptions& opts) {
+  Impl& im = *impl_;
+  const std::vector<Value*>& outs = im.module->state.graph.outputs();
+  if (outputs.size() != outs.size())
+    return invalid_argument("graph ", im.module->state.graph.name(), " has ", outs.size(), " outputs, got ",
+                            outputs.size(), " output slots");
+  std::lock_guard<std::mutex> lock(im.mu);
+  ++im.stats.calls;
+  std::vector<int64_t>& syms = im.syms;
+  if (absl::Status s = im.bind(args, syms); !s.ok()) return s;
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const Tensor& o = outputs[i];
+    if (o.data() == nullptr) continue;  // an empty slot: allocated by the executable
+    absl::StatusOr<std::vector<int64_t>> shape = evaluate_shape(outs[i]->shape(), im.module->bindings(syms));
+    if (!shape.ok()) return shape.status();
+    if (o.dtype() != outs[i]->dtype() || o.shape() != *shape || o.device() != im.backend->device() || !o.is_contiguous())
+      return invalid_argument("output ", i, " (%", outs[i]->name(), ") expects a contiguous ",
+                              dtype_name(outs[i]->dtype()), fmt::format("{}", *shape), " on ",
+                              device_name(im.backend->device()), ", got ", o.type_string());
+  }
+  absl::StatusOr<Specialization*> sp = im.dispatch(syms);
+  if (!sp.ok()) return sp.status();
+  return (*sp)->exe->run(args, syms, outputs, opts);
+}
+
+absl::Status CompiledGraph::warm_up(const Bindings& b) {
+  Impl& im = *impl_;
+  std::vector<int64_t> syms;
+  for (const std::string& s : im.module->symbols) {
+    auto it = b.find(s);
+    if (it == b.end()) return invalid_argument("warm_up: symbol ", s, " is not bound");
+    syms.push_back(it->second);
+  }
+  std::lock_guard<std::mutex> lock(im.mu);
+  absl::StatusOr<Specialization*> sp = im.dispatch(syms);
+  return sp.status();
+}
+
+DeviceId CompiledGraph::device() const { return impl_->backend->device(); }
+Mode CompiledGraph::mode() const { return impl_->opts.mode; }
+const Graph& CompiledGraph::graph() const { return impl_->module->state.graph; }
+const CompiledModule& CompiledGraph::module() const { return *impl_->module; }
+
+CompileStats CompiledGraph::stats() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->stats;
+}
+
+std::vector<std::string> CompiledGraph::specializations() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  std::vector<std::string> out;
+  for (const Specialization& s : impl_->specs) out.push_back(s.text);
+  return out;
+}
+
+absl::StatusOr<CompiledGraph> compile(const Graph& g, const CompileOptions& opts_in) {
+  CompileOptions opts = opts_in;
+  if (opts.dump_dir.empty())
+    if (const char* d = std::getenv("KILN_DUMP_DIR"); d && *d) opts.dump_dir = d;
+  if (absl::Status s = verify(g); !s.ok()) return s;
+  absl::StatusOr<std::unique_ptr<Backend>> backend = make_backend(opts.device, opts.cuda_device);
+  if (!backend.ok()) return backend.status();
+
+  auto im = std::make_shared<CompiledGraph::Impl>();
+  im->opts = opts;
+  im->backend = *std::move(backend);
+  auto module = std::make_shared<CompiledModule>();
+  im->module = module;
+  module->state.graph = g.clone();
+  PassManager pm = PassManager::default_pipeline();
+  PassOptions po;
+  po.dump_dir = opts.dump_dir;
+  if (log_level() >= 3) {
+    po.print_after = "all";
+    po.print = [](const std::string& text) { log_line(3, text); };
+  }
+  if (absl::Status s = pm.run(module->state, po); !s.ok()) return s;
+  for (const PassStat& p : pm.stats()) im->stats.pass_ms += p.ms;
+
+  auto t0 = std::chrono::steady_clock::now();
+  LowerLog lower_log;
+  if (log_level() >= 2) lower_log = [](const std::string& line) { log_line(2, line); };
+  absl::StatusOr<std::vector<kir::Kernel>> kernels = lower_schedule(module->state.graph, module->state.schedule, lower_log);
+  if (!kernels.ok()) return kernels.status();
+  module->kernels = *std::move(kernels);
+  im->stats.lower_ms = ms_since(t0);
+  if (!opts.dump_dir.empty())
+    for (const kir::Kernel& k : module->kernels)
+      if (absl::Status s = write_text(std::filesystem::path(opts.dump_dir) / "kernels" / (k.name + ".kir"),
+                                      kir::print_kernel(k));
+          !s.ok())
+        return s;
+
+  const Graph& og = module->state.graph;
+  for (const Value* v : runtime_args(og)) module->args.push_back(v);
+  std::set<std::string> syms;
+  for (const Value* v : og.args())
+    for (const Dim& d : v->shape()) d.collect_symbols(syms);
+  module->symbols.assign(syms.begin(), syms.end());
+
+  // The dispatch rules: every symbol must be bound by some plain symbol dim.
+  im->bounds.resize(module->symbols.size());
+  im->slot_source.resize(module->symbols.size());
+  auto slot_of = [&](const std::string& s) {
+    return static_cast<int>(std::lower_bound(module->symbols.begin(), module->symbols.end(), s) - module->symbols.begin());
+  };
+  for (size_t s = 0; s < module->symbols.size(); ++s) im->bounds[s] = og.symbol_info(module->symbols[s]);
+  for (size_t i = 0; i < module->args.size(); ++i) {
+    std::vector<DimRule> r;
+    const Shape& shape = module->args[i]->shape();
+    for (size_t d = 0; d < shape.size(); ++d) {
+      if (std::optional<int64_t> c = shape[d].constant()) {
+        r.push_back({DimRule::Kind::Static, *c, -1, SymExpr()});
+      } else if (shape[d].is_symbol()) {
+        int slot = slot_of(shape[d].symbol_name());
+        if (im->slot_source[slot].empty()) im->slot_source[slot] = str_cat(im->arg_name(i), " dim ", d);
+        r.push_back({DimRule::Kind::Symbol, 0, slot, SymExpr()});
+      } else {
+        r.push_back({DimRule::Kind::Expr, 0, -1, shape[d]});
+      }
+    }
+    im->rules.push_back(std::move(r));
+  }
+  for (size_t s = 0; s < module->symbols.size(); ++s)
+    if (im->slot_source[s].empty())
+      return invalid_argument("graph ", og.name(), ": symbol ", module->symbols[s],
+                              " appears only inside compound dims of the arguments, so a call cannot bind it");
+  log_line(1, fmt::format("kiln: compiled {} for {} ({}): {} groups, passes {:.1f} ms, lowering {:.1f} ms",
+                          og.name(), device_name(im->backend->device()), mode_name(opts.mode),
+                          im->module->state.schedule.groups.size(), im->stats.pass_ms, im->stats.lower_ms));
+  CompiledGraph cg;
+  cg.impl_ = std::move(im);
+  return cg;
+}
+
+}  // namespace kiln

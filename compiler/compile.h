@@ -1,0 +1,87 @@
+// kiln's front door: compile(graph, options) runs the pass pipeline and lowering once, and
+// returns a CompiledGraph. Each call binds the graph's symbols from its arguments' shapes,
+// picks the specialization whose guards hold (building one on a miss, and recording which
+// guard failed), and runs it on the chosen device.
+//
+//   kiln::CompiledGraph cg = *kiln::compile(graph, {.mode = kiln::Mode::Default, .device = kiln::Device::Cuda});
+//   absl::StatusOr<std::vector<kiln::Tensor>> out = cg(inputs);
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "ir/graph.h"
+#include "runtime/executable.h"
+#include "runtime/tensor.h"
+
+namespace kiln {
+
+enum class Device : uint8_t { Auto, Cpu, Cuda };  // Auto: CUDA when a device is present, else the CPU
+std::string_view device_kind_name(Device d);      // "auto", "cpu", "cuda"
+std::optional<Device> parse_device(std::string_view name);
+// Whether this build and machine can run `d` (CUDA: built with CUDA and a device present;
+// CPU: built with LLVM); the error says why not.
+absl::Status device_available(Device d);
+
+struct CompileOptions {
+  Mode mode = Mode::Default;
+  Device device = Device::Auto;
+  // Symbols stay kernel parameters, with 0 and 1 specialized (as torch.compile does); false
+  // specializes every symbol on its value (one specialization per shape).
+  bool dynamic = true;
+  // Per-pass IR, kernel IR, each specialization's sources and guards; empty: $KILN_DUMP_DIR.
+  std::string dump_dir;
+  int cuda_device = 0;
+};
+
+// Counters in the spirit of torch._dynamo's: what compiling and dispatch did so far.
+struct CompileStats {
+  int64_t calls = 0;
+  int64_t guard_hits = 0;  // calls served by an existing specialization
+  int compiles = 0;        // specializations built
+  int recompiles = 0;      // of those, built because every existing one's guards failed
+  std::vector<std::string> recompile_reasons;  // "B = 1 fails guard B >= 2 (specialization 0)"
+  int kernels = 0, gemms = 0;                  // summed over specializations
+  int64_t cache_memory_hits = 0, cache_disk_hits = 0, cache_misses = 0;
+  double pass_ms = 0, lower_ms = 0, codegen_ms = 0, compile_ms = 0, tune_ms = 0;
+  std::string to_text() const;
+  std::string to_json() const;
+};
+
+class CompiledGraph {
+ public:
+  // `args`: the graph's runtime arguments (inputs, then parameters without host data, in
+  // signature order), contiguous, on the compiled device. Returns the outputs, allocated on
+  // that device. Errors name the argument (count, dtype, shape, device) or the failing build.
+  absl::StatusOr<std::vector<Tensor>> operator()(const std::vector<Tensor>& args, const CallOptions& opts = {});
+  // The same, writing into `outputs`: one per graph output, either empty (allocated here)
+  // or of the right dtype, shape and device (written in place).
+  absl::Status run(const std::vector<Tensor>& args, std::vector<Tensor>& outputs, const CallOptions& opts = {});
+
+  DeviceId device() const;
+  Mode mode() const;
+  const Graph& graph() const;  // after the pass pipeline
+  const CompiledModule& module() const;
+  CompileStats stats() const;
+  // The guard set of every specialization built so far, in build order: "B >= 2, T == 1".
+  std::vector<std::string> specializations() const;
+  // Builds (without running) the specialization that calls with these symbol values use,
+  // so that a server pays for compiles before its first request.
+  absl::Status warm_up(const Bindings& b);
+
+  struct Impl;
+
+ private:
+  friend absl::StatusOr<CompiledGraph> compile(const Graph& g, const CompileOptions& opts);
+  std::shared_ptr<Impl> impl_;
+};
+
+// Verifies `g`, runs the default pass pipeline and lowers every group; no kernel is built
+// until the first call (or warm_up). Errors name the pass, group or node at fault, or say
+// why the device cannot be used.
+absl::StatusOr<CompiledGraph> compile(const Graph& g, const CompileOptions& opts = {});
+
+}  // namespace kiln

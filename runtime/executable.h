@@ -1,0 +1,85 @@
+// The contract between compile() (compiler/) and a device backend (runtime/cpu,
+// runtime/cuda): a backend builds one Executable per specialization of a compiled graph
+// from the optimized graph and its lowered kernels; an Executable runs calls.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "codegen/kernel_ir.h"
+#include "passes/pass_manager.h"
+#include "runtime/tensor.h"
+
+namespace kiln {
+
+// default: kernels launched one by one; reduce-overhead: a specialization's whole launch
+// sequence replayed as one CUDA graph; max-autotune: GEMM algorithms and kernel launch
+// shapes timed on the real sizes, the fastest kept (and remembered on disk).
+enum class Mode : uint8_t { Default, ReduceOverhead, MaxAutotune };
+std::string_view mode_name(Mode m);  // "default", "reduce-overhead", "max-autotune"
+std::optional<Mode> parse_mode(std::string_view name);
+
+// What every specialization of one compiled graph shares; immutable once compile() built it.
+struct CompiledModule {
+  CompileState state;                // optimized graph, schedule, memory plan
+  std::vector<kir::Kernel> kernels;  // kernels[i] is the lowering of state.schedule.groups[i]
+  std::vector<const Value*> args;    // runtime arguments in call order: inputs, params without data
+  std::vector<std::string> symbols;  // every symbol of the graph, sorted: the order of SymbolValues
+
+  // `values` (in `symbols` order) as Bindings, for the slow paths (layout, errors).
+  Bindings bindings(std::span<const int64_t> values) const;
+};
+
+// The symbol values of one call, in CompiledModule::symbols order.
+using SymbolValues = std::span<const int64_t>;
+
+struct BuildOptions {
+  Mode mode = Mode::Default;
+  Bindings baked;        // symbols that are constants in this specialization (0/1 or static)
+  Bindings example;      // the bindings of the call that asked for it (autotuning sizes)
+  std::string dump_dir;  // when set: the backend writes its sources there (.cu, .ptx, .ll)
+};
+
+// What building one specialization cost and produced.
+struct BuildStats {
+  int kernels = 0;  // generated kernels (elementwise, reduction, GEMM epilogues)
+  int gemms = 0;    // GEMM calls (library or generated)
+  int64_t cache_memory_hits = 0, cache_disk_hits = 0, cache_misses = 0;  // the kernel cache's
+  double codegen_ms = 0;  // emitting CUDA C or LLVM IR
+  double compile_ms = 0;  // NVRTC, or LLVM O2 + JIT, on cache misses
+  double tune_ms = 0;     // max-autotune's timing runs
+};
+
+struct CallOptions {
+  void* stream = nullptr;  // CUDA: the caller's CUstream (null: the executable's own stream)
+};
+
+class Executable {
+ public:
+  virtual ~Executable() = default;
+  // Pre: `args` are the runtime arguments in CompiledModule::args order, contiguous, on
+  // this backend's device, with the dtypes and shapes the graph gives them under `syms`.
+  // `outputs` has one slot per graph output: an empty Tensor (null data) is allocated by
+  // the executable; a given one (right dtype, shape and device, contiguous) is written.
+  // Post: outputs hold the graph's results; for CUDA, ordered on the call's stream.
+  virtual absl::Status run(std::span<const Tensor> args, SymbolValues syms, std::span<Tensor> outputs,
+                           const CallOptions& opts) = 0;
+  virtual const BuildStats& build_stats() const = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual DeviceId device() const = 0;
+  // One specialization of `module`. Errors name the kernel or group that failed.
+  virtual absl::StatusOr<std::unique_ptr<Executable>> build(std::shared_ptr<const CompiledModule> module,
+                                                            const BuildOptions& opts) = 0;
+};
+
+}  // namespace kiln
