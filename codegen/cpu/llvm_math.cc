@@ -1,0 +1,112 @@
+#include "codegen/cpu/llvm_math.h"
+
+#include <initializer_list>
+#include <limits>
+
+namespace kiln::cpu {
+namespace {
+
+using llvm::Value;
+
+Value* c(llvm::IRBuilder<>& b, double v) { return llvm::ConstantFP::get(b.getFloatTy(), v); }
+
+// Horner's rule, highest coefficient first. Separate fmul/fadd (no contraction flags), so
+// results do not depend on whether the target has FMA.
+Value* horner(llvm::IRBuilder<>& b, Value* x, std::initializer_list<double> coeffs) {
+  Value* p = nullptr;
+  for (double k : coeffs) p = p ? b.CreateFAdd(b.CreateFMul(p, x), c(b, k)) : c(b, k);
+  return p;
+}
+
+// min(max(x, lo), hi) written with ordered compares, so a NaN passes through unchanged.
+Value* clamp(llvm::IRBuilder<>& b, Value* x, double lo, double hi) {
+  x = b.CreateSelect(b.CreateFCmpOLT(x, c(b, lo)), c(b, lo), x);
+  return b.CreateSelect(b.CreateFCmpOGT(x, c(b, hi)), c(b, hi), x);
+}
+
+Value* is_nan(llvm::IRBuilder<>& b, Value* x) { return b.CreateFCmpUNO(x, x); }
+
+// 2^e as a float, for integer e with -126 <= e <= 127.
+Value* pow2(llvm::IRBuilder<>& b, Value* e) {
+  return b.CreateBitCast(b.CreateShl(b.CreateAdd(e, b.getInt32(127)), 23), b.getFloatTy());
+}
+
+}  // namespace
+
+// Cephes expf: x = m ln2 + r with |r| <= ln2 / 2 (ln2 split in two for an exact product),
+// e^r by a degree-7 polynomial, then scaling by 2^m in two halves so that results in the
+// denormal range round once and large m overflow to infinity as they should.
+Value* emit_exp(llvm::IRBuilder<>& b, Value* x) {
+  Value* nan = is_nan(b, x);
+  // Below -104 the result rounds to 0; above 89 it overflows; NaN computes on 0.
+  Value* xc = b.CreateSelect(nan, c(b, 0), clamp(b, x, -104.0, 89.0));
+  Value* m = b.CreateUnaryIntrinsic(llvm::Intrinsic::floor, b.CreateFAdd(b.CreateFMul(xc, c(b, 1.44269504088896341)), c(b, 0.5)));
+  Value* r = b.CreateFSub(xc, b.CreateFMul(m, c(b, 0.693359375)));
+  r = b.CreateFSub(r, b.CreateFMul(m, c(b, -2.12194440e-4)));
+  Value* p = horner(b, r, {1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
+                           5.0000001201e-1});
+  Value* y = b.CreateFAdd(b.CreateFAdd(b.CreateFMul(p, b.CreateFMul(r, r)), r), c(b, 1.0));
+  Value* mi = b.CreateFPToSI(m, b.getInt32Ty());  // in [-150, 129]
+  Value* half = b.CreateAShr(mi, 1);
+  Value* rest = b.CreateSub(mi, half);
+  Value* out = b.CreateFMul(b.CreateFMul(y, pow2(b, half)), pow2(b, rest));
+  return b.CreateSelect(nan, x, out);
+}
+
+// Cephes logf: x = 2^e * f with f in [sqrt(1/2), sqrt(2)), log(1 + (f - 1)) by a degree-9
+// polynomial, plus e * ln2 (split in two). Denormal inputs are scaled by 2^23 first.
+Value* emit_log(llvm::IRBuilder<>& b, Value* x) {
+  llvm::Type* i32 = b.getInt32Ty();
+  Value* denormal = b.CreateFCmpOLT(x, c(b, std::numeric_limits<float>::min()));
+  Value* xs = b.CreateSelect(denormal, b.CreateFMul(x, c(b, 8388608.0)), x);
+  Value* bits = b.CreateBitCast(xs, i32);
+  Value* e = b.CreateSub(b.CreateLShr(bits, 23), b.getInt32(126));
+  e = b.CreateSub(e, b.CreateSelect(denormal, b.getInt32(23), b.getInt32(0)));
+  // The mantissa with the exponent of 0.5: f in [0.5, 1).
+  Value* f = b.CreateBitCast(b.CreateOr(b.CreateAnd(bits, b.getInt32(0x007fffff)), b.getInt32(0x3f000000)),
+                             b.getFloatTy());
+  Value* small = b.CreateFCmpOLT(f, c(b, 0.707106781186547524));
+  e = b.CreateSub(e, b.CreateZExt(small, i32));
+  Value* t = b.CreateFSub(b.CreateSelect(small, b.CreateFAdd(f, f), f), c(b, 1.0));
+  Value* z = b.CreateFMul(t, t);
+  Value* y = horner(b, t, {7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1, 1.4249322787e-1,
+                           -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1, 3.3333331174e-1});
+  y = b.CreateFMul(b.CreateFMul(y, t), z);
+  Value* fe = b.CreateSIToFP(e, b.getFloatTy());
+  y = b.CreateFAdd(y, b.CreateFMul(fe, c(b, -2.12194440e-4)));
+  y = b.CreateFSub(y, b.CreateFMul(z, c(b, 0.5)));
+  Value* out = b.CreateFAdd(b.CreateFAdd(t, y), b.CreateFMul(fe, c(b, 0.693359375)));
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  out = b.CreateSelect(b.CreateFCmpOEQ(x, c(b, kInf)), x, out);
+  out = b.CreateSelect(b.CreateFCmpOEQ(x, c(b, 0)), c(b, -kInf), out);
+  out = b.CreateSelect(b.CreateFCmpOLT(x, c(b, 0)), c(b, std::numeric_limits<double>::quiet_NaN()), out);
+  return b.CreateSelect(is_nan(b, x), x, out);
+}
+
+// A [13/6] rational approximation on [-7.9053, 7.9053] (beyond it tanh rounds to +-1);
+// tiny inputs return themselves, as tanh(x) = x there in f32.
+Value* emit_tanh(llvm::IRBuilder<>& b, Value* x) {
+  Value* xc = clamp(b, x, -7.90531110763549805, 7.90531110763549805);
+  Value* x2 = b.CreateFMul(xc, xc);
+  Value* p = horner(b, x2, {-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08,
+                            1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03});
+  p = b.CreateFMul(p, xc);
+  Value* q = horner(b, x2, {1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03});
+  Value* out = b.CreateFDiv(p, q);
+  Value* tiny = b.CreateFCmpOLT(b.CreateUnaryIntrinsic(llvm::Intrinsic::fabs, x), c(b, 0.0004));
+  return b.CreateSelect(tiny, x, out);
+}
+
+// A [13/8] rational approximation on [-4, 4]; beyond it erf rounds to +-1 in f32.
+Value* emit_erf(llvm::IRBuilder<>& b, Value* x) {
+  Value* xc = clamp(b, x, -4.0, 4.0);
+  Value* x2 = b.CreateFMul(xc, xc);
+  Value* p = horner(b, x2, {-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
+                            -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02});
+  p = b.CreateFMul(p, xc);
+  Value* q = horner(b, x2, {-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
+                            -7.37332916720468e-03, -1.42647390514189e-02});
+  return b.CreateFDiv(p, q);
+}
+
+}  // namespace kiln::cpu

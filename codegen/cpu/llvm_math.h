@@ -1,0 +1,16 @@
+// f32 math for the CPU emitter as straight-line LLVM IR (range reduction + polynomial),
+// so that loops calling exp/log/tanh/erf still vectorize: a libm call would keep them
+// scalar. Each function matches the C library within a few ulps (test/cpu checks the
+// error bound on a sweep) and handles NaN, infinities, zeros and denormals like it.
+#pragma once
+
+#include "llvm/IR/IRBuilder.h"
+
+namespace kiln::cpu {
+
+llvm::Value* emit_exp(llvm::IRBuilder<>& b, llvm::Value* x);
+llvm::Value* emit_log(llvm::IRBuilder<>& b, llvm::Value* x);
+llvm::Value* emit_tanh(llvm::IRBuilder<>& b, llvm::Value* x);
+llvm::Value* emit_erf(llvm::IRBuilder<>& b, llvm::Value* x);
+
+}  // namespace kiln::cpu

@@ -1,0 +1,200 @@
+#include "runtime/cpu/gemm.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <bit>
+#include <climits>
+#include <cstring>
+
+#include "ir/str.h"
+
+namespace kiln::cpu {
+namespace {
+
+bool is_zero(const Dim& d) { return d == SymExpr(0); }
+
+// Calls f(flat, offset) for every point of `dims` (row-major), offset = sum index * stride.
+template <typename F>
+void for_each_offset(const std::vector<std::pair<int64_t, int64_t>>& dims, F f) {
+  std::vector<int64_t> idx(dims.size(), 0);
+  int64_t total = 1;
+  for (auto [e, s] : dims) total *= e;
+  int64_t off = 0;
+  for (int64_t flat = 0; flat < total; ++flat) {
+    f(flat, off);
+    for (size_t d = dims.size(); d-- > 0;) {
+      off += dims[d].second;
+      if (++idx[d] < dims[d].first) break;
+      off -= dims[d].second * dims[d].first;
+      idx[d] = 0;
+    }
+  }
+}
+
+// Outer dims merged where they are one strided run (size-1 dims dropped).
+std::vector<std::pair<int64_t, int64_t>> collapse(const std::vector<std::pair<int64_t, int64_t>>& dims) {
+  std::vector<std::pair<int64_t, int64_t>> out;
+  for (auto [e, s] : dims) {
+    if (e == 1) continue;
+    if (!out.empty() && out.back().second == s * e) out.back() = {out.back().first * e, s};
+    else out.push_back({e, s});
+  }
+  return out;
+}
+
+// The layout BLAS sees for an operand with `rows_outer` outer elements (m for A, n for B):
+// in place when f32 and one strided run, else a dense packed copy.
+void choose_layout(GemmRunner::Operand& op, int64_t outer, int64_t k, int64_t batches) {
+  auto run = collapse(op.outer);
+  if (op.dtype == DType::f32 && run.size() <= 1) {
+    int64_t so = run.empty() ? 0 : run[0].second;
+    if ((k <= 1 || op.k_stride == 1) && (outer <= 1 || so >= std::max<int64_t>(k, 1))) {
+      op.k_contiguous = true;
+      op.ld = outer <= 1 ? std::max<int64_t>(k, 1) : so;
+      return;
+    }
+    if ((outer <= 1 || so == 1) && (k <= 1 || op.k_stride >= std::max<int64_t>(outer, 1))) {
+      op.k_contiguous = false;
+      op.ld = k <= 1 ? std::max<int64_t>(outer, 1) : op.k_stride;
+      return;
+    }
+  }
+  op.pack = true;
+  op.k_contiguous = op.k_stride == 1;  // keep the source's fast index fast
+  op.ld = std::max<int64_t>(op.k_contiguous ? k : outer, 1);
+  op.pack_elems = batches * outer * k;
+}
+
+template <typename T, typename Conv>
+void pack_as(const GemmRunner::Operand& op, int64_t k, const void* src, float* dst, Conv conv) {
+  const T* s = static_cast<const T*>(src);
+  int64_t outer = 1;
+  for (auto [e, st] : op.outer) outer *= e;
+  for_each_offset(op.batch, [&](int64_t bi, int64_t boff) {
+    float* block = dst + bi * outer * k;
+    for_each_offset(op.outer, [&](int64_t oi, int64_t ooff) {
+      const T* p = s + op.offset + boff + ooff;
+      if (op.k_contiguous)
+        for (int64_t kk = 0; kk < k; ++kk) block[oi * k + kk] = conv(p[kk * op.k_stride]);
+      else
+        for (int64_t kk = 0; kk < k; ++kk) block[kk * outer + oi] = conv(p[kk * op.k_stride]);
+    });
+  });
+}
+
+}  // namespace
+
+std::optional<GemmRunner> GemmRunner::make(const kir::Kernel& k) {
+  if (!k.gemm || k.gemm->acc_dtype != DType::f32 || !k.gemm->a.strides || !k.gemm->b.strides) return std::nullopt;
+  const kir::GemmSpec& g = *k.gemm;
+  size_t nb = g.batch.size();
+  if (nb > k.domain.size() || g.a.strides->outer.size() != k.domain.size() ||
+      g.b.strides->outer.size() != k.domain.size())
+    return std::nullopt;
+  GemmRunner r;
+  // The m dims: the shortest run after the batch dims whose extents multiply to m, with
+  // the remaining dims multiplying to n.
+  bool found = false;
+  for (size_t nm = 0; nb + nm <= k.domain.size() && !found; ++nm) {
+    Shape md(k.domain.begin() + nb, k.domain.begin() + nb + nm), nd(k.domain.begin() + nb + nm, k.domain.end());
+    if (shape_numel(md) == g.m && shape_numel(nd) == g.n) {
+      r.m_dims_ = nm;
+      found = true;
+    }
+  }
+  if (!found) return std::nullopt;
+  // A does not move along n, nor B along m.
+  for (size_t d = nb; d < k.domain.size(); ++d) {
+    bool is_m = d < nb + r.m_dims_;
+    if (!is_zero(is_m ? g.b.strides->outer[d] : g.a.strides->outer[d])) return std::nullopt;
+  }
+  r.kernel_ = k.name;
+  r.spec_ = g;
+  r.domain_ = k.domain;
+  r.a_dtype_ = k.buffers[g.a.buffer].dtype;
+  r.b_dtype_ = k.buffers[g.b.buffer].dtype;
+  return r;
+}
+
+absl::StatusOr<GemmRunner::Bound> GemmRunner::bind(const Bindings& b) const {
+  auto eval = [&](const Dim& d) -> absl::StatusOr<int64_t> {
+    absl::StatusOr<int64_t> v = d.evaluate(b);
+    if (!v.ok()) return invalid_argument("kernel ", kernel_, ": GEMM: ", v.status().message());
+    return v;
+  };
+  Bound out;
+  absl::StatusOr<std::vector<int64_t>> dom = evaluate_shape(domain_, b);
+  if (!dom.ok()) return invalid_argument("kernel ", kernel_, ": GEMM: ", dom.status().message());
+  for (auto [dst, d] : {std::pair{&out.m, &spec_.m}, {&out.n, &spec_.n}, {&out.k, &spec_.k}}) {
+    absl::StatusOr<int64_t> v = eval(*d);
+    if (!v.ok()) return v.status();
+    *dst = *v;
+  }
+  size_t nb = spec_.batch.size();
+  for (size_t d = 0; d < nb; ++d) out.batches *= (*dom)[d];
+  for (auto [op, src, dt] : {std::tuple{&out.a, &spec_.a, a_dtype_}, {&out.b, &spec_.b, b_dtype_}}) {
+    bool is_a = op == &out.a;
+    op->buffer = src->buffer;
+    op->dtype = dt;
+    absl::StatusOr<int64_t> off = eval(src->strides->offset), ks = eval(src->strides->k);
+    if (!off.ok()) return off.status();
+    if (!ks.ok()) return ks.status();
+    op->offset = *off;
+    op->k_stride = *ks;
+    for (size_t d = 0; d < domain_.size(); ++d) {
+      bool is_m = d >= nb && d < nb + m_dims_, is_n = d >= nb + m_dims_;
+      if ((is_a && is_n) || (!is_a && is_m)) continue;
+      absl::StatusOr<int64_t> s = eval(src->strides->outer[d]);
+      if (!s.ok()) return s.status();
+      (d < nb ? op->batch : op->outer).push_back({(*dom)[d], *s});
+    }
+    choose_layout(*op, is_a ? out.m : out.n, out.k, out.batches);
+  }
+  for (int64_t v : {out.m, out.n, out.k, out.a.ld, out.b.ld})
+    if (v > INT_MAX)
+      return invalid_argument("kernel ", kernel_, ": GEMM of m ", out.m, " n ", out.n, " k ", out.k,
+                              " exceeds BLAS's 32-bit sizes");
+  return out;
+}
+
+void GemmRunner::pack(const Operand& op, int64_t k, const void* src, float* dst) {
+  switch (op.dtype) {
+    case DType::f32: pack_as<float>(op, k, src, dst, [](float v) { return v; }); break;
+    case DType::bf16: pack_as<uint16_t>(op, k, src, dst, [](uint16_t v) { return bf16_bits_to_float(v); }); break;
+    case DType::f16: pack_as<uint16_t>(op, k, src, dst, [](uint16_t v) { return f16_bits_to_float(v); }); break;
+    case DType::i32: pack_as<int32_t>(op, k, src, dst, [](int32_t v) { return static_cast<float>(v); }); break;
+    case DType::i64: pack_as<int64_t>(op, k, src, dst, [](int64_t v) { return static_cast<float>(v); }); break;
+    case DType::boolean: pack_as<uint8_t>(op, k, src, dst, [](uint8_t v) { return v ? 1.0f : 0.0f; }); break;
+  }
+}
+
+void GemmRunner::run(const Bound& g, const void* a, const void* b, float* acc) {
+  if (g.acc_elems() == 0) return;
+  if (g.k == 0) {
+    std::memset(acc, 0, static_cast<size_t>(g.acc_elems()) * sizeof(float));
+    return;
+  }
+  // Per batch, where each operand's matrix starts (in floats).
+  auto starts = [&](const Operand& op, int64_t outer) {
+    std::vector<int64_t> s(g.batches);
+    if (op.pack) {
+      for (int64_t i = 0; i < g.batches; ++i) s[i] = i * outer * g.k;
+    } else {
+      for_each_offset(op.batch, [&](int64_t i, int64_t off) { s[i] = op.offset + off; });
+    }
+    return s;
+  };
+  std::vector<int64_t> as = starts(g.a, g.m), bs = starts(g.b, g.n);
+  const float* af = static_cast<const float*>(a);
+  const float* bf = static_cast<const float*>(b);
+  for (int64_t i = 0; i < g.batches; ++i)
+    cblas_sgemm(CblasRowMajor, g.a.k_contiguous ? CblasNoTrans : CblasTrans, g.b.k_contiguous ? CblasTrans : CblasNoTrans,
+                static_cast<int>(g.m), static_cast<int>(g.n), static_cast<int>(g.k), 1.0f, af + as[i],
+                static_cast<int>(g.a.ld), bf + bs[i], static_cast<int>(g.b.ld), 0.0f, acc + i * g.m * g.n,
+                static_cast<int>(std::max<int64_t>(g.n, 1)));
+}
+
+void set_blas_threads(int n) { openblas_set_num_threads(n); }
+
+}  // namespace kiln::cpu

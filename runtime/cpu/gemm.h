@@ -1,0 +1,63 @@
+// GEMM kernels on the CPU: the accumulator C[batch.., m, n] = sum_k A * B of a kir::GemmSpec
+// computed by OpenBLAS's sgemm in f32, after which the kernel's JIT'ed epilogue reads C
+// (EmitOptions::gemm_acc_buffer). An operand is used in place when it is f32 and its
+// strides are a BLAS layout; otherwise it is packed first (converted to f32, made dense).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "codegen/kernel_ir.h"
+
+namespace kiln::cpu {
+
+class GemmRunner {
+ public:
+  // nullopt when `k` has no GEMM, accumulates in another dtype than f32, or an operand's
+  // index is not affine: the emitter's k loop computes those.
+  static std::optional<GemmRunner> make(const kir::Kernel& k);
+
+  // The GEMM under concrete symbol values.
+  struct Operand {
+    int buffer = 0;
+    DType dtype = DType::f32;
+    int64_t offset = 0;
+    std::vector<std::pair<int64_t, int64_t>> batch, outer;  // (extent, stride) per dim
+    int64_t k_stride = 0;
+    bool pack = false;       // converted to a dense f32 copy before the call
+    bool k_contiguous = false;  // rows are outer elements, k the fast index (else rows are k)
+    int64_t ld = 0;          // leading dimension of the (packed or in-place) matrix
+    int64_t pack_elems = 0;  // floats of the packed copy
+    friend bool operator==(const Operand&, const Operand&) = default;
+  };
+  struct Bound {
+    int64_t batches = 1, m = 0, n = 0, k = 0;
+    Operand a, b;
+    int64_t acc_elems() const { return batches * m * n; }
+  };
+  // An error names the kernel: an unbound symbol or sizes beyond BLAS's 32-bit integers.
+  absl::StatusOr<Bound> bind(const Bindings& b) const;
+
+  // Packs operand `op` of `bound` from `src` (its buffer) into `dst` (pack_elems floats).
+  static void pack(const Operand& op, int64_t k, const void* src, float* dst);
+
+  // C = A * B for every batch; `a` and `b` point at the operands as used (the buffer, or
+  // its packed copy). `acc` holds bound.acc_elems() floats, dense over the outer domain.
+  static void run(const Bound& bound, const void* a, const void* b, float* acc);
+
+ private:
+  std::string kernel_;
+  kir::GemmSpec spec_;
+  std::vector<Dim> domain_;
+  size_t m_dims_ = 0;  // domain dims after the batch dims that flatten to m; the rest make n
+  DType a_dtype_ = DType::f32, b_dtype_ = DType::f32;
+};
+
+// Sets the number of threads OpenBLAS uses (the CPU backend's thread count).
+void set_blas_threads(int n);
+
+}  // namespace kiln::cpu

@@ -1,0 +1,142 @@
+#include "runtime/cpu/jit.h"
+
+#include <chrono>
+#include <mutex>
+
+#include "absl/container/flat_hash_map.h"
+#include "ir/str.h"
+#include "llvm/ExecutionEngine/Orc/ExecutionUtils.h"
+#include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
+#include "llvm/ExecutionEngine/Orc/LLJIT.h"
+#include "llvm/ExecutionEngine/Orc/ThreadSafeModule.h"
+#include "llvm/IR/LLVMContext.h"
+#include "llvm/IR/Module.h"
+#include "llvm/Passes/PassBuilder.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/raw_ostream.h"
+#include "llvm/Target/TargetMachine.h"
+
+namespace kiln::cpu {
+
+namespace {
+
+std::string llvm_message(llvm::Error e) {
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  os << e;
+  return os.str();
+}
+
+}  // namespace
+
+struct CpuJit::Impl {
+  std::mutex mu;
+  absl::Status init_error;
+  std::unique_ptr<llvm::orc::LLJIT> jit;
+  std::unique_ptr<llvm::TargetMachine> tm;  // the host CPU, for the O2 pipeline
+  absl::flat_hash_map<std::string, JitKernel> cache;  // key: printed kernel + emit options
+  int64_t next_id = 0;
+
+  Impl() {
+    llvm::InitializeNativeTarget();
+    llvm::InitializeNativeTargetAsmPrinter();
+    auto jtmb = llvm::orc::JITTargetMachineBuilder::detectHost();
+    if (!jtmb) {
+      init_error = absl::InternalError(str_cat("LLVM: cannot detect the host CPU: ", llvm_message(jtmb.takeError())));
+      return;
+    }
+    auto t = jtmb->createTargetMachine();
+    if (!t) {
+      init_error = absl::InternalError(str_cat("LLVM: no target machine for the host: ", llvm_message(t.takeError())));
+      return;
+    }
+    tm = std::move(*t);
+    auto j = llvm::orc::LLJITBuilder().setJITTargetMachineBuilder(std::move(*jtmb)).create();
+    if (!j) {
+      init_error = absl::InternalError(str_cat("LLVM: cannot create the JIT: ", llvm_message(j.takeError())));
+      return;
+    }
+    jit = std::move(*j);
+    // libm (sinf, cosf, powf) and memset/memcpy resolve from the process.
+    auto gen = llvm::orc::DynamicLibrarySearchGenerator::GetForCurrentProcess(jit->getDataLayout().getGlobalPrefix());
+    if (!gen) {
+      init_error = absl::InternalError(str_cat("LLVM: process symbols: ", llvm_message(gen.takeError())));
+      return;
+    }
+    jit->getMainJITDylib().addGenerator(std::move(*gen));
+  }
+
+  void optimize(llvm::Module& m) {
+    llvm::LoopAnalysisManager lam;
+    llvm::FunctionAnalysisManager fam;
+    llvm::CGSCCAnalysisManager cgam;
+    llvm::ModuleAnalysisManager mam;
+    llvm::PipelineTuningOptions pto;
+    pto.LoopVectorization = true;
+    pto.SLPVectorization = true;
+    llvm::PassBuilder pb(tm.get(), pto);
+    pb.registerModuleAnalyses(mam);
+    pb.registerCGSCCAnalyses(cgam);
+    pb.registerFunctionAnalyses(fam);
+    pb.registerLoopAnalyses(lam);
+    pb.crossRegisterProxies(lam, fam, cgam, mam);
+    llvm::ModulePassManager mpm = pb.buildPerModuleDefaultPipeline(llvm::OptimizationLevel::O2);
+    mpm.run(m, mam);
+  }
+};
+
+CpuJit::CpuJit() : impl_(std::make_unique<Impl>()) {}
+
+CpuJit& CpuJit::instance() {
+  static CpuJit* jit = new CpuJit();  // never destroyed: kernels may run until exit
+  return *jit;
+}
+
+absl::StatusOr<JitKernel> CpuJit::compile(const kir::Kernel& k, const EmitOptions& opts) {
+  Impl& im = *impl_;
+  std::lock_guard<std::mutex> lock(im.mu);
+  if (!im.init_error.ok()) return im.init_error;
+  std::string key = kir::print_kernel(k) + opts.key(k);
+  if (auto it = im.cache.find(key); it != im.cache.end()) {
+    JitKernel hit = it->second;
+    hit.cache_hit = true;
+    hit.codegen_ms = hit.compile_ms = 0;
+    return hit;
+  }
+
+  auto start = std::chrono::steady_clock::now();
+  auto ms_since = [](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
+  };
+  // The kernel's own name keeps dumps and profiles readable; the counter keeps it unique.
+  std::string name = fmt::format("{}_{}", k.name, im.next_id++);
+  auto ctx = std::make_unique<llvm::LLVMContext>();
+  absl::StatusOr<std::unique_ptr<llvm::Module>> mod = emit_kernel(k, name, opts, *ctx);
+  if (!mod.ok()) return mod.status();
+  JitKernel out;
+  out.codegen_ms = ms_since(start);
+  start = std::chrono::steady_clock::now();
+  llvm::Module& m = **mod;
+  m.setDataLayout(im.tm->createDataLayout());
+  m.setTargetTriple(im.tm->getTargetTriple().str());
+  im.optimize(m);
+  {
+    std::string ir;
+    llvm::raw_string_ostream os(ir);
+    m.print(os, nullptr);
+    out.optimized_ir = std::make_shared<const std::string>(std::move(os.str()));
+  }
+  if (llvm::Error e = im.jit->addIRModule(llvm::orc::ThreadSafeModule(std::move(*mod), std::move(ctx))))
+    return absl::InternalError(str_cat("kernel ", k.name, ": JIT: ", llvm_message(std::move(e))));
+  auto addr = im.jit->lookup(name);
+  if (!addr) return absl::InternalError(str_cat("kernel ", k.name, ": JIT: ", llvm_message(addr.takeError())));
+  out.entry = addr->toPtr<KernelEntry>();
+  out.symbols = dynamic_symbols(k, opts.baked);
+  out.compile_ms = ms_since(start);
+  im.cache.emplace(std::move(key), out);
+  return out;
+}
+
+std::string CpuJit::host_cpu() const { return impl_->tm ? impl_->tm->getTargetCPU().str() : "unknown"; }
+
+}  // namespace kiln::cpu

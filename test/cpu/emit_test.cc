@@ -1,0 +1,299 @@
+// What the CPU backend emits and how its executables behave: vector code in the optimized
+// IR it dumps, the error of its inline math against the C library, the JIT cache and build
+// statistics, outputs given or allocated, weight prep, and located errors on bad calls.
+#include <catch2/catch.hpp>
+
+#include <bit>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+#include <unistd.h>
+
+#include "ir/compare.h"
+#include "ir/parser.h"
+#include "ir/str.h"
+#include "test/cpu/cpu_check.h"
+#include "test/fuzz/check.h"
+
+using namespace kiln;
+using kiln::testing::build_cpu;
+using kiln::testing::check_cpu_matches_reference;
+using kiln::testing::make_module;
+using kiln::testing::run_cpu;
+
+namespace {
+
+Graph parse(const std::string& text) {
+  absl::StatusOr<Graph> g = parse_graph(text);
+  if (!g.ok()) FAIL(status_message(g.status()));
+  return *std::move(g);
+}
+
+void require_ok(const absl::Status& s) {
+  INFO(status_message(s));
+  REQUIRE(s.ok());
+}
+
+std::shared_ptr<const CompiledModule> module_of(const Graph& g) {
+  absl::StatusOr<std::shared_ptr<const CompiledModule>> m = make_module(g);
+  if (!m.ok()) FAIL(status_message(m.status()));
+  return *m;
+}
+
+std::unique_ptr<Executable> executable(std::shared_ptr<const CompiledModule> m, const BuildOptions& opts = {}) {
+  absl::StatusOr<std::unique_ptr<Executable>> e = build_cpu(std::move(m), opts);
+  if (!e.ok()) FAIL(status_message(e.status()));
+  return *std::move(e);
+}
+
+std::filesystem::path fresh_dir(const std::string& name) {
+  std::filesystem::path p = std::filesystem::temp_directory_path() / str_cat("kiln_cpu_test_", name, "_", ::getpid());
+  std::filesystem::remove_all(p);
+  return p;
+}
+
+// The optimized LLVM IR the backend dumps for every kernel of `g`, by file name.
+std::map<std::string, std::string> dumped_ir(const Graph& g, const std::string& name) {
+  std::filesystem::path dir = fresh_dir(name);
+  executable(module_of(g), BuildOptions{.dump_dir = dir.string()});
+  std::map<std::string, std::string> out;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    std::ifstream f(entry.path());
+    std::stringstream ss;
+    ss << f.rdbuf();
+    out[entry.path().filename().string()] = ss.str();
+  }
+  std::filesystem::remove_all(dir);
+  return out;
+}
+
+bool has_float_vectors(const std::string& ir) { return std::regex_search(ir, std::regex("<(4|8|16) x float>")); }
+
+// Distance in units in the last place between two finite floats of any sign.
+int64_t ulps(float a, float b) {
+  auto ordered = [](float f) {
+    int32_t i = std::bit_cast<int32_t>(f);
+    return i < 0 ? static_cast<int64_t>(INT32_MIN) - i : static_cast<int64_t>(i);
+  };
+  return std::abs(ordered(a) - ordered(b));
+}
+
+}  // namespace
+
+TEST_CASE("cpu emit: contiguous elementwise, reduction and softmax loops are vectorized", "[cpu][emit]") {
+  SECTION("f32 elementwise with exp and erf") {
+    auto ir = dumped_ir(parse(R"(graph ew(%x: f32[N, 256], %a: f32[256], %b: f32[256]) {
+  %m = mul(%x, %a)
+  %p = add(%m, %b)
+  %g = gelu(%p)
+  %s = sigmoid(%x)
+  %y = mul(%g, %s)
+  return %y
+})"), "ew");
+    REQUIRE(ir.size() == 1);
+    const std::string& text = ir.begin()->second;
+    INFO(text);
+    REQUIRE(has_float_vectors(text));
+    REQUIRE(text.find("@expf") == std::string::npos);
+    REQUIRE(text.find("@erff") == std::string::npos);
+  }
+  SECTION("bf16 rms_norm: the sum and the map") {
+    auto ir = dumped_ir(parse(R"(graph rms(%x: bf16[N, 512], %w: bf16[512]) {
+  %y = rms_norm(%x, %w, axes=[-1])
+  return %y
+})"), "rms");
+    REQUIRE(ir.size() == 1);
+    const std::string& text = ir.begin()->second;
+    INFO(text);
+    REQUIRE(has_float_vectors(text));
+    REQUIRE(std::regex_search(text, std::regex("reduce.fadd|fadd reassoc <")));
+    REQUIRE(std::regex_search(text, std::regex("<(4|8|16) x i16>")));
+  }
+  SECTION("softmax: max with NaN propagation, sum and map") {
+    auto ir = dumped_ir(parse(R"(graph sm(%x: f32[N, 1024]) {
+  %y = softmax(%x)
+  return %y
+})"), "softmax");
+    REQUIRE(ir.size() == 1);
+    const std::string& text = ir.begin()->second;
+    INFO(text);
+    REQUIRE(std::regex_search(text, std::regex("reduce.fmax|maxps|fcmp nnan nsz ogt <")));
+    REQUIRE(has_float_vectors(text));
+  }
+}
+
+TEST_CASE("cpu emit: inline exp, log, tanh, erf stay within a few ulps of the C library", "[cpu][emit]") {
+  Graph g = parse(R"(graph math(%x: f32[N]) {
+  %e = exp(%x)
+  %l = log(%x)
+  %t = tanh(%x)
+  %r = erf(%x)
+  return %e, %l, %t, %r
+})");
+  // Dense sweeps of the interesting ranges plus every power-of-two scale up to 2^30.
+  std::vector<float> xs;
+  for (int i = 0; i <= 200000; ++i) xs.push_back(-110.0f + 200.0f * static_cast<float>(i) / 200000.0f);
+  for (int i = 0; i <= 100000; ++i) xs.push_back(-5.0f + 10.0f * static_cast<float>(i) / 100000.0f);
+  for (int e = -140; e <= 30; ++e)
+    for (float m : {1.0f, 1.1f, 1.4142135f, 1.5f, 1.9999999f}) xs.push_back(std::ldexp(m, e));
+  HostTensor x(DType::f32, {static_cast<int64_t>(xs.size())});
+  for (size_t i = 0; i < xs.size(); ++i) x.set(static_cast<int64_t>(i), xs[i]);
+  TensorMap args;
+  args.emplace("x", std::move(x));
+  auto m = module_of(g);
+  auto exe = executable(m);
+  absl::StatusOr<std::vector<HostTensor>> got = run_cpu(*exe, *m, args, {{"N", static_cast<int64_t>(xs.size())}});
+  REQUIRE(got.ok());
+  float (*libm[])(float) = {std::exp, std::log, std::tanh, std::erf};
+  // Bounds on the ulp error (differences below 1e-9 do not count: ulps of tiny results
+  // near zero crossings are meaningless at any tolerance kiln uses).
+  const int64_t max_ulps[] = {2, 2, 6, 6};
+  for (int f = 0; f < 4; ++f) {
+    int64_t worst = 0;
+    float worst_x = 0;
+    for (size_t i = 0; i < xs.size(); ++i) {
+      float want = libm[f](xs[i]);
+      float have = static_cast<float>((*got)[f].get(static_cast<int64_t>(i)));
+      if (std::isnan(want) || std::isinf(want)) {
+        INFO("f " << f << " x " << xs[i] << " want " << want << " got " << have);
+        REQUIRE((std::isnan(want) ? std::isnan(have) : have == want));
+        continue;
+      }
+      if (std::fabs(want - have) <= 1e-9f) continue;
+      int64_t u = ulps(want, have);
+      if (u > worst) worst = u, worst_x = xs[i];
+    }
+    INFO("function " << f << " worst " << worst << " ulps at x = " << worst_x);
+    REQUIRE(worst <= max_ulps[f]);
+  }
+}
+
+TEST_CASE("cpu: JIT cache hits and build statistics", "[cpu]") {
+  Graph g = parse(R"(graph stats(%x: f32[B, 33], %w: f32[12, 33] param) {
+  %l = linear(%x, %w)
+  %t = tanh(%l)
+  %s = sum(%t, axes=[-1])
+  return %s
+})");
+  auto m = module_of(g);
+  auto first = executable(m);
+  const BuildStats& s1 = first->build_stats();
+  CHECK(s1.kernels == static_cast<int>(m->kernels.size()));
+  CHECK(s1.gemms == 1);
+  CHECK(s1.cache_misses == s1.kernels);
+  CHECK(s1.cache_memory_hits == 0);
+  CHECK(s1.codegen_ms > 0);
+  CHECK(s1.compile_ms > 0);
+  auto second = executable(m);
+  const BuildStats& s2 = second->build_stats();
+  CHECK(s2.cache_memory_hits == s1.kernels);
+  CHECK(s2.cache_misses == 0);
+  CHECK(s2.compile_ms == 0);
+  // A specialization with B baked is different code: misses again.
+  auto baked = executable(m, BuildOptions{.baked = {{"B", 1}}});
+  CHECK(baked->build_stats().cache_misses == s1.kernels);
+  require_ok(check_cpu_matches_reference(g, m, {{{"B", 1}}, {{"B", 6}}}, 30));
+}
+
+TEST_CASE("cpu: dump_dir holds each kernel's optimized LLVM IR", "[cpu]") {
+  Graph g = parse(R"(graph two(%x: f32[B, 8]) {
+  %m = max(%x, axes=[-1], keepdim=true)
+  %y = sub(%x, %m)
+  %z = exp(%y)
+  %w = permute(%z, dims=[1, 0])
+  %v = sum(%w, axes=[1])
+  return %v
+})");
+  auto m = module_of(g);
+  auto ir = dumped_ir(g, "dump");
+  REQUIRE(ir.size() == m->kernels.size());
+  for (const kir::Kernel& k : m->kernels) {
+    INFO(k.name);
+    REQUIRE(ir.contains(k.name + ".ll"));
+    REQUIRE(ir[k.name + ".ll"].find("define void @" + k.name) != std::string::npos);
+  }
+}
+
+TEST_CASE("cpu: outputs given are written in place, repeated and argument outputs are copies", "[cpu]") {
+  Graph g = parse(R"(graph outs(%x: f32[B, 4], %y: f32[4]) {
+  %a = add(%x, %y)
+  %b = exp(%a)
+  return %b, %x, %b, %a
+})");
+  auto m = module_of(g);
+  auto exe = executable(m);
+  TensorMap args = random_args(g, {{"B", 3}}, 7);
+  require_ok(kiln::testing::check_cpu_on_args(g, m, args, {{"B", 3}}, exe.get()));
+  std::vector<Tensor> in = {*Tensor::from_host(args.at("x")), *Tensor::from_host(args.at("y"))};
+  std::vector<Tensor> out(4);
+  out[0] = Tensor::empty_host(DType::f32, {3, 4});
+  void* given = out[0].data();
+  int64_t b = 3;
+  require_ok(exe->run(in, std::span<const int64_t>(&b, 1), out, {}));
+  REQUIRE(out[0].data() == given);
+  absl::StatusOr<std::vector<HostTensor>> want = evaluate(g, args);
+  REQUIRE(want.ok());
+  for (size_t i = 0; i < 4; ++i) {
+    HostTensor h = *out[i].to_host();
+    REQUIRE(compare_tensors((*want)[i], h, default_tolerance(DType::f32)).ok);
+  }
+}
+
+TEST_CASE("cpu: weight prep reruns when the parameters change", "[cpu]") {
+  // q/k/v projections of one input with parameters bound at run time: fuse_linear
+  // concatenates the weights in a weight-prep group.
+  Graph g = parse(R"(graph qkv(%x: f32[T, 16], %wq: f32[8, 16] param, %wk: f32[8, 16] param, %wv: f32[8, 16] param) {
+  %q = linear(%x, %wq)
+  %k = linear(%x, %wk)
+  %v = linear(%x, %wv)
+  %s = add(%q, %k)
+  %y = mul(%s, %v)
+  return %y
+})");
+  auto m = module_of(g);
+  bool has_prep = false;
+  for (const KernelGroup& grp : m->state.schedule.groups) has_prep = has_prep || grp.weight_prep;
+  REQUIRE(has_prep);
+  auto exe = executable(m);
+  // New parameter tensors each time, kept alive so that none reuses another's address.
+  std::vector<std::vector<Tensor>> alive;
+  for (uint64_t seed : {40, 41, 42})
+    require_ok(kiln::testing::check_cpu_on_args(g, m, random_args(g, {{"T", 5}}, seed), {{"T", 5}}, exe.get(), &alive));
+}
+
+TEST_CASE("cpu: bad calls are located errors", "[cpu]") {
+  Graph g = parse(R"(graph bad(%x: f32[B, 4], %w: f32[4] param) {
+  %y = mul(%x, %w)
+  return %y
+})");
+  auto m = module_of(g);
+  auto exe = executable(m, BuildOptions{.baked = {{"B", 1}}});
+  Tensor x = Tensor::empty_host(DType::f32, {1, 4}), w = Tensor::empty_host(DType::f32, {4});
+  std::vector<Tensor> out(1);
+  int64_t one = 1, two = 2;
+  auto message = [&](std::vector<Tensor> args, std::span<const int64_t> syms) {
+    absl::Status s = exe->run(args, syms, out, {});
+    REQUIRE_FALSE(s.ok());
+    return status_message(s);
+  };
+  SECTION("wrong argument count") {
+    REQUIRE_THAT(message({x}, {&one, 1}), Catch::Contains("1 arguments given, the graph takes 2"));
+  }
+  SECTION("wrong shape names the argument") {
+    REQUIRE_THAT(message({Tensor::empty_host(DType::f32, {1, 5}), w}, {&one, 1}),
+                 Catch::Contains("argument %x expects f32[1, 4]"));
+  }
+  SECTION("wrong dtype") {
+    REQUIRE_THAT(message({x, Tensor::empty_host(DType::bf16, {4})}, {&one, 1}), Catch::Contains("argument %w"));
+  }
+  SECTION("a symbol value the specialization did not bake") {
+    REQUIRE_THAT(message({x, w}, {&two, 1}), Catch::Contains("this specialization has B = 1, the call has B = 2"));
+  }
+  SECTION("wrong output shape") {
+    out[0] = Tensor::empty_host(DType::f32, {2, 4});
+    REQUIRE_THAT(message({x, w}, {&one, 1}), Catch::Contains("output %y expects f32[1, 4]"));
+  }
+}
