@@ -32,21 +32,6 @@ cublasLtEpilogue_t lt_epilogue(GemmEpilogue e) {
   return CUBLASLT_EPILOGUE_DEFAULT;
 }
 
-// The descriptors of one GEMM, in cuBLASLt's column-major terms: cuBLASLt's "A" is our B,
-// its "B" is our A, and its output is C^T (N x M, leading dimension N).
-struct Descriptors {
-  cublasLtMatmulDesc_t op = nullptr;
-  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
-  Descriptors() = default;
-  Descriptors(const Descriptors&) = delete;
-  ~Descriptors() {
-    if (c) cublasLtMatrixLayoutDestroy(c);
-    if (b) cublasLtMatrixLayoutDestroy(b);
-    if (a) cublasLtMatrixLayoutDestroy(a);
-    if (op) cublasLtMatmulDescDestroy(op);
-  }
-};
-
 absl::Status set_batch(cublasLtMatrixLayout_t layout, int64_t batch, int64_t stride) {
   int32_t count = int32_t(batch);
   KILN_RETURN_IF_ERROR(lt_check(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
@@ -57,46 +42,57 @@ absl::Status set_batch(cublasLtMatrixLayout_t layout, int64_t batch, int64_t str
                   "set batch stride");
 }
 
-absl::Status make_descriptors(const GemmSpec& s, CUdeviceptr bias, Descriptors& d) {
-  KILN_RETURN_IF_ERROR(check_gemm_spec(s));
-  cudaDataType_t t = data_type(s.dtype);
-  KILN_RETURN_IF_ERROR(lt_check(cublasLtMatmulDescCreate(&d.op, CUBLAS_COMPUTE_32F, CUDA_R_32F),
-                                "create matmul descriptor"));
-  cublasOperation_t trans_a = s.b_is_nk ? CUBLAS_OP_T : CUBLAS_OP_N, trans_b = CUBLAS_OP_N;
-  KILN_RETURN_IF_ERROR(lt_check(
-      cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)),
-      "set transa"));
-  KILN_RETURN_IF_ERROR(lt_check(
-      cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)),
-      "set transb"));
-  cublasLtEpilogue_t epi = lt_epilogue(s.epilogue);
-  KILN_RETURN_IF_ERROR(lt_check(
-      cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)),
-      "set epilogue"));
-  if (has_bias(s.epilogue)) {
-    void* ptr = reinterpret_cast<void*>(bias);
-    KILN_RETURN_IF_ERROR(lt_check(
-        cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &ptr, sizeof(ptr)),
-        "set bias pointer"));
-  }
-  // B as [N,K] row-major is column-major K x N (ld K), transposed by the op; as [K,N] it is
-  // column-major N x K (ld N) and used as is. A [M,K] is column-major K x M (ld K).
-  uint64_t m = uint64_t(s.m), n = uint64_t(s.n), k = uint64_t(s.k);
-  KILN_RETURN_IF_ERROR(lt_check(s.b_is_nk ? cublasLtMatrixLayoutCreate(&d.a, t, k, n, int64_t(k))
-                                          : cublasLtMatrixLayoutCreate(&d.a, t, n, k, int64_t(n)),
-                                "create layout of B"));
-  KILN_RETURN_IF_ERROR(lt_check(cublasLtMatrixLayoutCreate(&d.b, t, k, m, int64_t(k)), "create layout of A"));
-  KILN_RETURN_IF_ERROR(lt_check(cublasLtMatrixLayoutCreate(&d.c, t, n, m, int64_t(n)), "create layout of C"));
-  if (s.batch > 1) {
-    auto stride = [](int64_t given, int64_t dense) { return given < 0 ? dense : given; };
-    KILN_RETURN_IF_ERROR(set_batch(d.a, s.batch, stride(s.batch_stride_b, s.n * s.k)));
-    KILN_RETURN_IF_ERROR(set_batch(d.b, s.batch, stride(s.batch_stride_a, s.m * s.k)));
-    KILN_RETURN_IF_ERROR(set_batch(d.c, s.batch, stride(s.batch_stride_c, s.m * s.n)));
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
+
+// The descriptors of one GEMM, in cuBLASLt's column-major terms: cuBLASLt's "A" is our B,
+// its "B" is our A, and its output is C^T (N x M, leading dimension N).
+struct GemmPlan::Descriptors {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  ~Descriptors() {
+    if (c) cublasLtMatrixLayoutDestroy(c);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (op) cublasLtMatmulDescDestroy(op);
+  }
+
+  absl::Status make(const GemmSpec& s) {
+    KILN_RETURN_IF_ERROR(check_gemm_spec(s));
+    cudaDataType_t t = data_type(s.dtype), ct = data_type(s.out_dtype.value_or(s.dtype));
+    KILN_RETURN_IF_ERROR(lt_check(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F),
+                                  "create matmul descriptor"));
+    cublasOperation_t trans_a = s.b_is_nk ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasOperation_t trans_b = s.a_is_km ? CUBLAS_OP_T : CUBLAS_OP_N;
+    KILN_RETURN_IF_ERROR(lt_check(
+        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)), "set transa"));
+    KILN_RETURN_IF_ERROR(lt_check(
+        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)), "set transb"));
+    cublasLtEpilogue_t epi = lt_epilogue(s.epilogue);
+    KILN_RETURN_IF_ERROR(lt_check(
+        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)), "set epilogue"));
+    // B as [N,K] row-major is column-major K x N (ld K), transposed by the op; as [K,N] it is
+    // column-major N x K (ld N) and used as is. A [M,K] is column-major K x M (ld K); A
+    // stored [K,M] is column-major M x K (ld M), transposed by the op.
+    uint64_t m = uint64_t(s.m), n = uint64_t(s.n), k = uint64_t(s.k);
+    int64_t ldb = s.ldb >= 0 ? s.ldb : (s.b_is_nk ? s.k : s.n);
+    int64_t lda = s.lda >= 0 ? s.lda : (s.a_is_km ? s.m : s.k);
+    KILN_RETURN_IF_ERROR(lt_check(s.b_is_nk ? cublasLtMatrixLayoutCreate(&a, t, k, n, ldb)
+                                            : cublasLtMatrixLayoutCreate(&a, t, n, k, ldb),
+                                  "create layout of B"));
+    KILN_RETURN_IF_ERROR(lt_check(s.a_is_km ? cublasLtMatrixLayoutCreate(&b, t, m, k, lda)
+                                            : cublasLtMatrixLayoutCreate(&b, t, k, m, lda),
+                                  "create layout of A"));
+    KILN_RETURN_IF_ERROR(lt_check(cublasLtMatrixLayoutCreate(&c, ct, n, m, int64_t(n)), "create layout of C"));
+    if (s.batch > 1) {
+      auto stride = [](int64_t given, int64_t dense) { return given < 0 ? dense : given; };
+      KILN_RETURN_IF_ERROR(set_batch(a, s.batch, stride(s.batch_stride_b, s.n * s.k)));
+      KILN_RETURN_IF_ERROR(set_batch(b, s.batch, stride(s.batch_stride_a, s.m * s.k)));
+      KILN_RETURN_IF_ERROR(set_batch(c, s.batch, stride(s.batch_stride_c, s.m * s.n)));
+    }
+    return absl::OkStatus();
+  }
+};
+
 
 std::string_view gemm_epilogue_name(GemmEpilogue e) {
   switch (e) {
@@ -133,23 +129,44 @@ absl::StatusOr<std::unique_ptr<CublasLt>> CublasLt::create(const Context& ctx, i
 
 CublasLt::~CublasLt() { cublasLtDestroy(handle_); }
 
-absl::StatusOr<std::vector<GemmAlgorithm>> CublasLt::algorithms(const GemmSpec& spec, int top_k) const {
+GemmPlan::GemmPlan(const CublasLt& lt, const GemmSpec& spec)
+    : lt_(lt), spec_(spec), d_(std::make_unique<Descriptors>()) {}
+GemmPlan::~GemmPlan() = default;
+
+absl::StatusOr<std::unique_ptr<GemmPlan>> GemmPlan::create(const CublasLt& lt, const GemmSpec& spec) {
+  std::unique_ptr<GemmPlan> p(new GemmPlan(lt, spec));
+  KILN_RETURN_IF_ERROR(p->d_->make(spec));
+  KILN_ASSIGN_OR_RETURN(std::vector<GemmAlgorithm> best, p->algorithms(1));
+  p->algo_ = best[0];
+  return p;
+}
+
+absl::StatusOr<std::vector<GemmAlgorithm>> GemmPlan::algorithms(int top_k) const {
   if (top_k < 1) return invalid_argument("top_k must be >= 1, got ", top_k);
-  Descriptors d;
-  // The heuristic only reads whether a bias pointer is set, not its value.
-  KILN_RETURN_IF_ERROR(make_descriptors(spec, has_bias(spec.epilogue) ? CUdeviceptr(256) : 0, d));
+  if (has_bias(spec_.epilogue) && bias_ == 0) {
+    // The heuristic only reads whether a bias pointer is set, not its value.
+    void* ptr = reinterpret_cast<void*>(uintptr_t(256));
+    KILN_RETURN_IF_ERROR(lt_check(
+        cublasLtMatmulDescSetAttribute(d_->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &ptr, sizeof(ptr)),
+        "set bias pointer"));
+  }
   cublasLtMatmulPreference_t pref = nullptr;
   KILN_RETURN_IF_ERROR(lt_check(cublasLtMatmulPreferenceCreate(&pref), "create preference"));
-  std::unique_ptr<std::remove_pointer_t<cublasLtMatmulPreference_t>,
-                  decltype(&cublasLtMatmulPreferenceDestroy)>
+  std::unique_ptr<std::remove_pointer_t<cublasLtMatmulPreference_t>, decltype(&cublasLtMatmulPreferenceDestroy)>
       pref_guard(pref, &cublasLtMatmulPreferenceDestroy);
-  uint64_t ws = uint64_t(workspace_.size());
-  KILN_RETURN_IF_ERROR(lt_check(cublasLtMatmulPreferenceSetAttribute(
-                                    pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)),
-                                "set workspace limit"));
+  uint64_t ws = uint64_t(lt_.workspace_.size());
+  KILN_RETURN_IF_ERROR(lt_check(
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)),
+      "set workspace limit"));
+  uint32_t align = uint32_t(spec_.alignment);
+  for (cublasLtMatmulPreferenceAttributes_t attr :
+       {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
+    KILN_RETURN_IF_ERROR(lt_check(cublasLtMatmulPreferenceSetAttribute(pref, attr, &align, sizeof(align)),
+                                  "set minimum alignment"));
   std::vector<cublasLtMatmulHeuristicResult_t> results(static_cast<size_t>(top_k));
   int found = 0;
-  KILN_RETURN_IF_ERROR(lt_check(cublasLtMatmulAlgoGetHeuristic(handle_, d.op, d.a, d.b, d.c, d.c, pref,
+  KILN_RETURN_IF_ERROR(lt_check(cublasLtMatmulAlgoGetHeuristic(lt_.handle_, d_->op, d_->a, d_->b, d_->c, d_->c, pref,
                                                                top_k, results.data(), &found),
                                 "heuristic query"));
   std::vector<GemmAlgorithm> algos;
@@ -157,30 +174,42 @@ absl::StatusOr<std::vector<GemmAlgorithm>> CublasLt::algorithms(const GemmSpec& 
     if (results[i].state == CUBLAS_STATUS_SUCCESS)
       algos.push_back({results[i].algo, results[i].workspaceSize, results[i].wavesCount});
   if (algos.empty())
-    return absl::NotFoundError(str_cat("cuBLASLt has no algorithm for ", dtype_name(spec.dtype), " GEMM M=",
-                                       spec.m, " N=", spec.n, " K=", spec.k, " epilogue ",
-                                       gemm_epilogue_name(spec.epilogue)));
+    return absl::NotFoundError(str_cat("cuBLASLt has no algorithm for ", dtype_name(spec_.dtype), " GEMM M=",
+                                       spec_.m, " N=", spec_.n, " K=", spec_.k, " epilogue ",
+                                       gemm_epilogue_name(spec_.epilogue)));
   return algos;
+}
+
+absl::Status GemmPlan::run(CUdeviceptr a, CUdeviceptr b, CUdeviceptr c, CUdeviceptr bias, CUstream stream) const {
+  if (a == 0 || b == 0 || c == 0) return invalid_argument("GEMM operand pointer is null");
+  if (has_bias(spec_.epilogue)) {
+    if (bias == 0) return invalid_argument("GEMM epilogue ", gemm_epilogue_name(spec_.epilogue), " needs a bias pointer");
+    if (bias != bias_) {
+      void* ptr = reinterpret_cast<void*>(bias);
+      KILN_RETURN_IF_ERROR(lt_check(
+          cublasLtMatmulDescSetAttribute(d_->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &ptr, sizeof(ptr)),
+          "set bias pointer"));
+      bias_ = bias;
+    }
+  }
+  const float alpha = 1.0f, beta = 0.0f;
+  return lt_check(cublasLtMatmul(lt_.handle_, d_->op, &alpha, reinterpret_cast<void*>(b), d_->a,
+                                 reinterpret_cast<void*>(a), d_->b, &beta, reinterpret_cast<void*>(c), d_->c,
+                                 reinterpret_cast<void*>(c), d_->c, &algo_.algo,
+                                 reinterpret_cast<void*>(lt_.workspace_.ptr()), lt_.workspace_.size(), stream),
+                  str_cat("matmul M=", spec_.m, " N=", spec_.n, " K=", spec_.k));
+}
+
+absl::StatusOr<std::vector<GemmAlgorithm>> CublasLt::algorithms(const GemmSpec& spec, int top_k) const {
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<GemmPlan> p, GemmPlan::create(*this, spec));
+  return p->algorithms(top_k);
 }
 
 absl::Status CublasLt::gemm(const GemmSpec& spec, CUdeviceptr a, CUdeviceptr b, CUdeviceptr c,
                             CUdeviceptr bias, CUstream stream, const GemmAlgorithm* algorithm) const {
-  if (a == 0 || b == 0 || c == 0) return invalid_argument("GEMM operand pointer is null");
-  if (has_bias(spec.epilogue) && bias == 0)
-    return invalid_argument("GEMM epilogue ", gemm_epilogue_name(spec.epilogue), " needs a bias pointer");
-  std::vector<GemmAlgorithm> best;
-  if (algorithm == nullptr) {
-    KILN_ASSIGN_OR_RETURN(best, algorithms(spec, 1));
-    algorithm = &best[0];
-  }
-  Descriptors d;
-  KILN_RETURN_IF_ERROR(make_descriptors(spec, bias, d));
-  const float alpha = 1.0f, beta = 0.0f;
-  return lt_check(cublasLtMatmul(handle_, d.op, &alpha, reinterpret_cast<void*>(b), d.a,
-                                 reinterpret_cast<void*>(a), d.b, &beta, reinterpret_cast<void*>(c), d.c,
-                                 reinterpret_cast<void*>(c), d.c, &algorithm->algo,
-                                 reinterpret_cast<void*>(workspace_.ptr()), workspace_.size(), stream),
-                  str_cat("matmul M=", spec.m, " N=", spec.n, " K=", spec.k));
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<GemmPlan> p, GemmPlan::create(*this, spec));
+  if (algorithm) p->set_algorithm(*algorithm);
+  return p->run(a, b, c, bias, stream);
 }
 
 }  // namespace kiln::cuda

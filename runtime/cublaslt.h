@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -33,6 +34,16 @@ struct GemmSpec {
   // 0: the same matrix for every batch entry (shared weights).
   int64_t batch_stride_a = -1, batch_stride_b = -1, batch_stride_c = -1;
   GemmEpilogue epilogue = GemmEpilogue::none;  // bias: one value per output column n
+  // Strided operands: A is [M,K] with row stride `lda` (-1: K), or with `a_is_km`, stored
+  // [K,M] with row stride `lda` (-1: M); B's row stride is `ldb` (-1: dense). C is dense.
+  bool a_is_km = false;
+  int64_t lda = -1, ldb = -1;
+  // C's (and the bias's) dtype, when it differs from A and B (f32 accumulators for a
+  // separate epilogue kernel).
+  std::optional<DType> out_dtype;
+  // Bytes every operand pointer (A, B, C, bias) is a multiple of: the heuristic only offers
+  // algorithms that are safe at this alignment.
+  int alignment = 256;
 };
 
 // Why `spec` cannot run, or OK. Needs no GPU.
@@ -42,6 +53,38 @@ struct GemmAlgorithm {
   cublasLtMatmulAlgo_t algo;
   size_t workspace_bytes = 0;
   float waves = 0;  // cuBLASLt's estimate of waves per SM; informative only
+};
+
+class CublasLt;
+
+// One GEMM's cuBLASLt descriptors and algorithm, made once and run many times: building
+// descriptors and asking the heuristic costs far more than the launch itself.
+class GemmPlan {
+ public:
+  // The heuristic's best algorithm for `spec` (or NotFound).
+  static absl::StatusOr<std::unique_ptr<GemmPlan>> create(const CublasLt& lt, const GemmSpec& spec);
+  ~GemmPlan();
+  GemmPlan(const GemmPlan&) = delete;
+  GemmPlan& operator=(const GemmPlan&) = delete;
+
+  const GemmSpec& spec() const { return spec_; }
+  // Up to `top_k` algorithms that fit the workspace, best first by the heuristic.
+  absl::StatusOr<std::vector<GemmAlgorithm>> algorithms(int top_k) const;
+  const GemmAlgorithm& algorithm() const { return algo_; }
+  void set_algorithm(const GemmAlgorithm& a) { algo_ = a; }
+  // C = epilogue(A x B [+ bias]) on `stream`. Not thread-safe (the bias pointer lives in
+  // the descriptor).
+  absl::Status run(CUdeviceptr a, CUdeviceptr b, CUdeviceptr c, CUdeviceptr bias, CUstream stream) const;
+
+  struct Descriptors;
+
+ private:
+  GemmPlan(const CublasLt& lt, const GemmSpec& spec);
+  const CublasLt& lt_;
+  GemmSpec spec_;
+  std::unique_ptr<Descriptors> d_;
+  GemmAlgorithm algo_{};
+  mutable CUdeviceptr bias_ = 0;
 };
 
 class CublasLt {
@@ -62,6 +105,7 @@ class CublasLt {
   int64_t workspace_bytes() const { return workspace_.size(); }
 
  private:
+  friend class GemmPlan;
   CublasLt(cublasLtHandle_t h, DeviceBuffer ws) : handle_(h), workspace_(std::move(ws)) {}
   cublasLtHandle_t handle_;
   DeviceBuffer workspace_;

@@ -4,12 +4,19 @@
 
 #include "runtime/cublaslt.h"
 #include "runtime/tensor.h"
-#include "test/runtime/gpu_test.h"
+#include "test/common/gpu_test.h"
 
 using namespace kiln;
 using namespace kiln::cuda;
 
 namespace {
+
+// A dense GEMM spec (the later fields keep their defaults).
+GemmSpec dense(DType dt, int64_t m, int64_t n, int64_t k, bool b_is_nk = true, int64_t batch = 1) {
+  GemmSpec s;
+  s.dtype = dt, s.m = m, s.n = n, s.k = k, s.b_is_nk = b_is_nk, s.batch = batch;
+  return s;
+}
 
 double gelu_tanh(double x) {
   return 0.5 * x * (1.0 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
@@ -144,7 +151,7 @@ TEST_CASE("cublaslt: GEMMs match the host for every dtype, layout, epilogue and 
       for (auto [m, n, k] : {std::tuple{1, 8, 16}, {37, 24, 40}, {128, 72, 257}}) {
         for (GemmEpilogue e : {GemmEpilogue::none, GemmEpilogue::relu, GemmEpilogue::gelu,
                                GemmEpilogue::bias, GemmEpilogue::relu_bias, GemmEpilogue::gelu_bias}) {
-          GemmSpec s{dt, m, n, k, nk};
+          GemmSpec s = dense(dt, m, n, k, nk);
           s.epilogue = e;
           INFO(dtype_name(dt) << " b_is_nk=" << nk << " M=" << m << " N=" << n << " K=" << k
                               << " epilogue=" << gemm_epilogue_name(e));
@@ -157,17 +164,17 @@ TEST_CASE("cublaslt: GEMMs match the host for every dtype, layout, epilogue and 
   }
   // Batched: dense A and C, weights shared across the batch (stride 0) and per batch.
   for (int64_t stride_b : {int64_t(0), int64_t(-1)}) {
-    GemmSpec s{DType::bf16, 19, 40, 24, true, 3};
+    GemmSpec s = dense(DType::bf16, 19, 40, 24, true, 3);
     s.batch_stride_b = stride_b;
     s.epilogue = GemmEpilogue::bias;
     INFO("batched, batch_stride_b=" << stride_b);
     CHECK(run_gemm(**lt, s, seed++, 0).worst <= tolerance(DType::bf16));
   }
-  auto algos = (*lt)->algorithms(GemmSpec{DType::bf16, 512, 512, 512}, 8);
+  auto algos = (*lt)->algorithms(dense(DType::bf16, 512, 512, 512), 8);
   REQUIRE(algos.ok());
   CHECK(!algos->empty());
   // Every algorithm the heuristic offers computes the same product.
-  GemmSpec s{DType::bf16, 96, 80, 64};
+  GemmSpec s = dense(DType::bf16, 96, 80, 64);
   auto top4 = (*lt)->algorithms(s, 4);
   REQUIRE(top4.ok());
   for (const GemmAlgorithm& alg : *top4) {
@@ -186,7 +193,7 @@ TEST_CASE("cublaslt: bf16 4096^3 GEMM is right on sampled outputs, and fast", "[
   REQUIRE(ctx.ok());
   auto lt = CublasLt::create(**ctx);
   REQUIRE(lt.ok());
-  GemmSpec s{DType::bf16, 4096, 4096, 4096, true};
+  GemmSpec s = dense(DType::bf16, 4096, 4096, 4096);
   GemmRun r = run_gemm(**lt, s, 2026, 512, 50);
   CHECK(r.worst <= tolerance(DType::bf16));
   double tflops = 2.0 * 4096.0 * 4096.0 * 4096.0 / (r.ms * 1e-3) / 1e12;
