@@ -5,7 +5,7 @@
 #include "ir/dtype.h"
 #include "runtime/cuda_driver.h"
 #include "runtime/nvrtc.h"
-#include "test/runtime/gpu_test.h"
+#include "test/common/gpu_test.h"
 
 using namespace kiln;
 using namespace kiln::cuda;

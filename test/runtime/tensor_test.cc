@@ -2,7 +2,7 @@
 #include <random>
 
 #include "runtime/tensor.h"
-#include "test/runtime/gpu_test.h"
+#include "test/common/gpu_test.h"
 
 using namespace kiln;
 

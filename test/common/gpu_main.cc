@@ -1,10 +1,10 @@
-// Test runner for kiln_test_runtime: Catch2, then the GPU summary table if [gpu] tests ran.
+// Test runner for the test binaries with [gpu] tests: Catch2, then the GPU summary table.
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
 #include <cstdio>
 
-#include "test/runtime/gpu_test.h"
+#include "test/common/gpu_test.h"
 
 namespace kiln::test {
 std::vector<std::pair<std::string, std::string>>& gpu_summary() {
@@ -19,7 +19,7 @@ int main(int argc, char** argv) {
   if (!rows.empty()) {
     size_t width = 0;
     for (const auto& [what, _] : rows) width = std::max(width, what.size());
-    std::printf("\n== kiln runtime GPU summary ==\n");
+    std::printf("\n== kiln GPU summary ==\n");
     for (const auto& [what, result] : rows)
       std::printf("%-*s  %s\n", int(width), what.c_str(), result.c_str());
   }
