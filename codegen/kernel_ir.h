@@ -208,6 +208,7 @@ struct GemmSpec {
   GemmOperand a, b;
   std::vector<Dim> batch;  // the leading domain dims that are batch dims
   Dim m, n, k;             // after them, the domain dims flattening to m, then n
+  int m_dims = 0, n_dims = 0;  // how many domain dims make m, and n (0: a vector operand)
   DType acc_dtype = DType::f32;
 };
 

@@ -47,9 +47,11 @@ Indices broadcast_index(const Indices& idx, const Shape& x) {
   return out;
 }
 
-Indices vars(size_t n, Index (*make)(int)) {
+// The loop variables over `shape`, one per dim, except that a dim of extent 1 reads 0: the
+// index that broadcasting produces for it, so that every path to a value gives one index.
+Indices vars(const Shape& shape, Index (*make)(int)) {
   Indices v;
-  for (size_t i = 0; i < n; ++i) v.push_back(make(static_cast<int>(i)));
+  for (size_t i = 0; i < shape.size(); ++i) v.push_back(is_one(shape[i]) ? Index(0) : make(static_cast<int>(i)));
   return v;
 }
 
@@ -202,7 +204,7 @@ class Lowerer {
       say(str_cat("  domain ", shape_to_string(s)));
       begin_stage(Stage::Kind::Map, {});
       for (Value* v : group_.outputs)
-        if (absl::Status st = store(v, vars(s.size(), Index::outer)); !st.ok()) return st;
+        if (absl::Status st = store(v, vars(s, Index::outer)); !st.ok()) return st;
       say(str_cat("  map stage: ", stage().lets.size(), " lets, ", stage().stores.size(), " stores"));
       return absl::OkStatus();
     }
@@ -214,7 +216,7 @@ class Lowerer {
       begin_stage(Stage::Kind::Map, s);
       for (Value* v : group_.outputs)
         if (v->shape() == s)
-          if (absl::Status st = store(v, vars(s.size(), Index::inner)); !st.ok()) return st;
+          if (absl::Status st = store(v, vars(s, Index::inner)); !st.ok()) return st;
       say(str_cat("  map stage over ", shape_to_string(s), ": ", stage().lets.size(), " lets, ",
                   stage().stores.size(), " stores"));
     }
@@ -235,7 +237,7 @@ class Lowerer {
         keep_shape.push_back(1);
         keep_row.push_back(0);
       } else {
-        Index o = Index::outer(static_cast<int>(k_.domain.size()));
+        Index o = is_one(x[i]) ? Index(0) : Index::outer(static_cast<int>(k_.domain.size()));
         full.push_back(o);
         keep_row.push_back(o);
         k_.domain.push_back(x[i]);
@@ -243,7 +245,7 @@ class Lowerer {
       }
     }
     kept = k_.domain;
-    Indices row = vars(kept.size(), Index::outer);
+    Indices row = vars(kept, Index::outer);
     say(str_cat("  domain ", shape_to_string(k_.domain), ", reduced extents ", shape_to_string(inner)));
 
     for (const Node* r : reductions) {
@@ -298,7 +300,7 @@ class Lowerer {
       return err("a Gemm group must start with its matmul or linear");
     const Shape& o = gemm->result()->shape();
     k_.domain = o;
-    gemm_index_ = vars(o.size(), Index::outer);
+    gemm_index_ = vars(o, Index::outer);
     kir::GemmSpec spec;
     const Value *a = gemm->operand(0), *b = gemm->operand(1);
     const Shape &as = a->shape(), &bs = b->shape();
@@ -309,6 +311,8 @@ class Lowerer {
       spec.m = shape_numel(Shape(as.begin(), as.end() - 1));
       spec.n = bs[0];
       spec.k = bs[1];
+      spec.m_dims = static_cast<int>(o.size()) - 1;
+      spec.n_dims = 1;
       a_idx.assign(gemm_index_.begin(), gemm_index_.end() - 1);
       a_idx.push_back(k);
       b_idx = {gemm_index_.back(), k};
@@ -319,6 +323,8 @@ class Lowerer {
       spec.m = a_vec ? Dim(1) : as[as.size() - 2];
       spec.n = b_vec ? Dim(1) : bs.back();
       spec.k = as.back();
+      spec.m_dims = a_vec ? 0 : 1;
+      spec.n_dims = b_vec ? 0 : 1;
       Index m = a_vec ? Index(0) : gemm_index_[nb];
       Index n = b_vec ? Index(0) : gemm_index_[nb + (a_vec ? 0 : 1)];
       // Batch dims broadcast like NumPy's: an operand's size-1 (or missing) dim reads 0.

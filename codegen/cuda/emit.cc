@@ -1,0 +1,861 @@
+#include "codegen/cuda/emit.h"
+
+#include <algorithm>
+#include <functional>
+#include <map>
+#include <set>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "ir/str.h"
+
+namespace kiln::cuda {
+namespace {
+
+using kir::Expr;
+using kir::ExprKind;
+using kir::Index;
+using kir::IndexKind;
+
+// Shared by every kernel: storage conversions (round to nearest even, as the reference
+// evaluator rounds) and the scalar semantics of codegen/kernel_eval.cc. No #include: NVRTC
+// then needs no header search and compiles a kernel in a few tens of milliseconds.
+constexpr const char* kPrelude = R"(// kiln prelude
+#define KI static __device__ __forceinline__
+KI float kiln_bf2f(unsigned short h) { return __uint_as_float(((unsigned)h) << 16); }
+KI unsigned short kiln_f2bf(float f) { unsigned short r; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(f)); return r; }
+KI float kiln_h2f(unsigned short h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
+KI unsigned short kiln_f2h(float f) { unsigned short r; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r) : "f"(f)); return r; }
+KI float kiln_rbf(float f) { return kiln_bf2f(kiln_f2bf(f)); }
+KI float kiln_rh(float f) { return kiln_h2f(kiln_f2h(f)); }
+KI float kiln_nan() { return __int_as_float(0x7fc00000); }
+KI float kiln_inf() { return __int_as_float(0x7f800000); }
+KI long long kiln_f2i(float v) {
+  if (isnan(v) || isinf(v)) return 0;
+  float t = truncf(v);
+  return (t >= 9.2e18f || t <= -9.2e18f) ? 0 : (long long)t;
+}
+KI long long kiln_iadd(long long a, long long b) { return (long long)((unsigned long long)a + (unsigned long long)b); }
+KI long long kiln_isub(long long a, long long b) { return (long long)((unsigned long long)a - (unsigned long long)b); }
+KI long long kiln_imul(long long a, long long b) { return (long long)((unsigned long long)a * (unsigned long long)b); }
+KI long long kiln_ineg(long long a) { return (long long)(0ull - (unsigned long long)a); }
+KI long long kiln_idiv(long long a, long long b) { return b == 0 ? 0 : b == -1 ? kiln_ineg(a) : a / b; }
+KI long long kiln_imax(long long a, long long b) { return a > b ? a : b; }
+KI long long kiln_imin(long long a, long long b) { return a < b ? a : b; }
+KI float kiln_fmax(float a, float b) { return (isnan(a) || isnan(b)) ? kiln_nan() : fmaxf(a, b); }
+KI float kiln_fmin(float a, float b) { return (isnan(a) || isnan(b)) ? kiln_nan() : fminf(a, b); }
+KI float kiln_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+KI float kiln_silu(float x) { return x * (1.0f / (1.0f + expf(-x))); }
+KI long long kiln_fdiv(long long a, long long b) { long long q = a / b; return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q; }
+KI long long kiln_fmod(long long a, long long b) { return a - kiln_fdiv(a, b) * b; }
+// The first NaN, else the largest value, else the first position: the reference's argmax.
+KI bool kiln_argmax_takes(float v, long long p, float bv, long long bp) {
+  if (isnan(v)) return !isnan(bv) || p < bp;
+  return !isnan(bv) && (v > bv || (v == bv && p < bp));
+}
+KI bool kiln_argmax_takes(long long v, long long p, long long bv, long long bp) { return v > bv || (v == bv && p < bp); }
+// V consecutive elements in one to four 16-byte (or 8/4-byte) accesses; p is aligned to them.
+template <typename T, int V> KI void kiln_ldv(const T* __restrict__ p, T (&o)[V]) {
+  constexpr int B = int(sizeof(T)) * V;
+  if constexpr (B % 16 == 0) {
+#pragma unroll
+    for (int c = 0; c < B / 16; ++c) reinterpret_cast<uint4*>(o)[c] = __ldg(reinterpret_cast<const uint4*>(p) + c);
+  } else if constexpr (B % 8 == 0) {
+#pragma unroll
+    for (int c = 0; c < B / 8; ++c) reinterpret_cast<uint2*>(o)[c] = __ldg(reinterpret_cast<const uint2*>(p) + c);
+  } else if constexpr (B % 4 == 0) {
+#pragma unroll
+    for (int c = 0; c < B / 4; ++c) reinterpret_cast<unsigned*>(o)[c] = __ldg(reinterpret_cast<const unsigned*>(p) + c);
+  } else {
+#pragma unroll
+    for (int c = 0; c < V; ++c) o[c] = p[c];
+  }
+}
+template <typename T, int V> KI void kiln_stv(T* __restrict__ p, const T (&o)[V]) {
+  constexpr int B = int(sizeof(T)) * V;
+  if constexpr (B % 16 == 0) {
+#pragma unroll
+    for (int c = 0; c < B / 16; ++c) reinterpret_cast<uint4*>(p)[c] = reinterpret_cast<const uint4*>(o)[c];
+  } else if constexpr (B % 8 == 0) {
+#pragma unroll
+    for (int c = 0; c < B / 8; ++c) reinterpret_cast<uint2*>(p)[c] = reinterpret_cast<const uint2*>(o)[c];
+  } else if constexpr (B % 4 == 0) {
+#pragma unroll
+    for (int c = 0; c < B / 4; ++c) reinterpret_cast<unsigned*>(p)[c] = reinterpret_cast<const unsigned*>(o)[c];
+  } else {
+#pragma unroll
+    for (int c = 0; c < V; ++c) p[c] = o[c];
+  }
+}
+)";
+
+std::string value_type(DType t) {
+  switch (t) {
+    case DType::f32: case DType::f16: case DType::bf16: return "float";
+    case DType::i32: return "int";
+    case DType::i64: return "long long";
+    case DType::boolean: return "bool";
+  }
+  return "float";
+}
+
+std::string storage_type(DType t) {
+  switch (t) {
+    case DType::f16: case DType::bf16: return "unsigned short";
+    default: return value_type(t);
+  }
+}
+
+// `v` (a value of dtype t) in the storage representation, and back.
+std::string to_storage(const std::string& v, DType t) {
+  if (t == DType::bf16) return str_cat("kiln_f2bf(", v, ")");
+  if (t == DType::f16) return str_cat("kiln_f2h(", v, ")");
+  return v;
+}
+std::string from_storage(const std::string& v, DType t) {
+  if (t == DType::bf16) return str_cat("kiln_bf2f(", v, ")");
+  if (t == DType::f16) return str_cat("kiln_h2f(", v, ")");
+  return v;
+}
+
+// A float result rounded to the storage precision of t.
+std::string round_float(const std::string& v, DType t) {
+  if (t == DType::bf16) return str_cat("kiln_rbf(", v, ")");
+  if (t == DType::f16) return str_cat("kiln_rh(", v, ")");
+  return v;
+}
+
+std::string float_literal(double v) {
+  float f = static_cast<float>(v);
+  if (std::isnan(f)) return "kiln_nan()";
+  if (std::isinf(f)) return f > 0 ? "kiln_inf()" : "(-kiln_inf())";
+  return fmt::format("{:a}f", f);
+}
+
+std::string int_literal(int64_t v) {
+  if (v == std::numeric_limits<int64_t>::min()) return "(-9223372036854775807LL - 1)";
+  return v < 0 ? str_cat("(", v, "LL)") : str_cat(v, "LL");
+}
+
+// Visits every node of an expression (and the scalars inside its indices).
+void visit(const Expr& e, const std::function<void(const Expr&)>& f);
+void visit_index(const Index& i, const std::function<void(const Expr&)>& f) {
+  const kir::IndexNode& n = i.node();
+  if (n.kind == IndexKind::Scalar) visit(n.expr, f);
+  if (n.a.defined()) visit_index(n.a, f);
+  if (n.b.defined()) visit_index(n.b, f);
+}
+void visit(const Expr& e, const std::function<void(const Expr&)>& f) {
+  f(e);
+  const kir::ExprNode& n = e.node();
+  if (n.index.defined()) visit_index(n.index, f);
+  for (const Expr* c : {&n.a, &n.b, &n.c})
+    if (c->defined()) visit(*c, f);
+}
+
+void collect_vars(const Index& i, std::set<int>& outer, std::set<int>& inner) {
+  const kir::IndexNode& n = i.node();
+  if (n.kind == IndexKind::Outer) outer.insert(static_cast<int>(n.value));
+  if (n.kind == IndexKind::Inner) inner.insert(static_cast<int>(n.value));
+  if (n.kind == IndexKind::Scalar)
+    visit(n.expr, [&](const Expr& e) {
+      if (e.node().index.defined()) collect_vars(e.node().index, outer, inner);
+    });
+  if (n.a.defined()) collect_vars(n.a, outer, inner);
+  if (n.b.defined()) collect_vars(n.b, outer, inner);
+}
+
+// Replaces every GemmAcc with a load of `acc` at the dense offset of the outer point.
+Expr replace_acc(const Expr& e, int acc, const Index& at) {
+  const kir::ExprNode& n = e.node();
+  switch (n.kind) {
+    case ExprKind::GemmAcc: return Expr::load(acc, at, DType::f32);
+    case ExprKind::Unary: return Expr::unary(n.op, replace_acc(n.a, acc, at), n.dtype);
+    case ExprKind::Binary: return Expr::binary(n.op, replace_acc(n.a, acc, at), replace_acc(n.b, acc, at), n.dtype);
+    case ExprKind::Select:
+      return Expr::select(replace_acc(n.a, acc, at), replace_acc(n.b, acc, at), replace_acc(n.c, acc, at));
+    case ExprKind::Cast: return Expr::cast(replace_acc(n.a, acc, at), n.dtype);
+    default: return e;
+  }
+}
+
+Index dense_offset(size_t n, bool outer, const std::vector<Dim>& extents) {
+  Index off(0);
+  for (size_t d = 0; d < n; ++d)
+    off = off * Index::from_dim(extents[d]) + (outer ? Index::outer(static_cast<int>(d)) : Index::inner(static_cast<int>(d)));
+  return off;
+}
+
+// Whether every term of `d` is a multiple of `v` (so d is, for every symbol value).
+bool surely_divisible(const Dim& d, int v) {
+  for (const SymTerm& t : d.poly().terms)
+    if (t.coeff % v != 0) return false;
+  return true;
+}
+
+class Emitter {
+ public:
+  Emitter(const kir::Kernel& k, const Bindings& baked, GemmForm form) : k_(k), baked_(baked), form_(form) {}
+
+  absl::StatusOr<CudaKernel> run() {
+    if (k_.gemm && form_ == GemmForm::AccBuffer) {
+      // The epilogue of a library GEMM: the accumulator is an extra f32 input.
+      int acc = static_cast<int>(k_.buffers.size());
+      k_.buffers.push_back({"acc", DType::f32, k_.domain, kir::Buffer::Role::Input});
+      Index at = dense_offset(k_.domain.size(), true, k_.domain);
+      for (kir::Stage& st : k_.stages) {
+        for (kir::Let& l : st.lets) l.value = replace_acc(l.value, acc, at);
+        for (kir::Store& s : st.stores) s.value = replace_acc(s.value, acc, at);
+        if (st.value.defined()) st.value = replace_acc(st.value, acc, at);
+      }
+      k_.gemm.reset();
+    }
+    for (const std::string& s : k_.symbols)
+      if (!baked_.contains(s)) out_.symbols.push_back(s);
+    out_.name = k_.name;
+    out_.buffers = static_cast<int>(k_.buffers.size());
+
+    bool has_reduce = false;
+    for (const kir::Stage& st : k_.stages) {
+      has_reduce |= st.kind == kir::Stage::Kind::Reduce;
+      if (!st.extents.empty() && !k_.domain.empty() && st.kind == kir::Stage::Kind::Map && !has_reduce)
+        return err("a map stage with its own extents over a non-empty domain needs a reduce stage before it");
+    }
+    bool stages_form = !has_reduce && k_.domain.empty() &&
+                       std::any_of(k_.stages.begin(), k_.stages.end(), [](const kir::Stage& s) { return !s.extents.empty(); });
+    if (has_reduce && k_.gemm) return err("a GEMM kernel with reduce stages");
+
+    if (has_reduce) {
+      out_.launch = LaunchKind::Rows;
+      out_.work = shape_numel(k_.domain);
+      inner_ = k_.stages.front().extents;
+      for (const kir::Stage& st : k_.stages)
+        if (!st.extents.empty()) inner_ = st.extents;
+      out_.row_length = shape_numel(inner_);
+      plan_vector(false);
+      emit_rows(1);
+      if (out_.width > 1) emit_rows(out_.width);
+    } else if (stages_form) {
+      out_.launch = LaunchKind::Stages;
+      out_.work = stage_work_bound();
+      emit_stages();
+    } else {
+      out_.launch = LaunchKind::Elementwise;
+      out_.work = shape_numel(k_.domain);
+      if (!k_.gemm) plan_vector(true);
+      emit_elementwise(1);
+      if (out_.width > 1) emit_elementwise(out_.width);
+    }
+    out_.source = std::move(src_);
+    return std::move(out_);
+  }
+
+ private:
+  template <typename... A>
+  absl::Status err(const A&... parts) const {
+    return absl::InvalidArgumentError(str_cat("CUDA emission of kernel ", k_.name, ": ", parts...));
+  }
+
+  // The Stages form launches for its longest stage; with symbolic extents any one may be the
+  // longest, so the bound is their sum (threads past a stage's end skip it).
+  Dim stage_work_bound() const {
+    Dim total(0);
+    std::vector<Dim> seen;
+    for (const kir::Stage& st : k_.stages) {
+      Dim n = shape_numel(st.extents);
+      if (std::find(seen.begin(), seen.end(), n) != seen.end()) continue;
+      seen.push_back(n);
+    }
+    bool all_static = std::all_of(seen.begin(), seen.end(), [](const Dim& d) { return d.is_constant(); });
+    if (all_static) {
+      int64_t m = 1;
+      for (const Dim& d : seen) m = std::max(m, *d.constant());
+      return m;
+    }
+    for (const Dim& d : seen) total = total + d;
+    return total;
+  }
+
+  // ---- names and scalar code ---------------------------------------------------
+
+  std::string sym(const std::string& name) const {
+    if (auto it = baked_.find(name); it != baked_.end()) return int_literal(it->second);
+    return str_cat("S_", name);
+  }
+
+  bool is_vec_var(bool outer, int64_t var) const {
+    return width_ > 1 && vec_outer_ == outer && vec_var_ == var;
+  }
+
+  std::string var(bool outer, int64_t v) const {
+    std::string name = str_cat(outer ? "o" : "r", v);
+    return lane0_ && is_vec_var(outer, v) ? name + "_0" : name;
+  }
+
+  static bool nonneg(const Index& i) {
+    const kir::IndexNode& n = i.node();
+    switch (n.kind) {
+      case IndexKind::Const: return n.value >= 0;
+      case IndexKind::Outer: case IndexKind::Inner: case IndexKind::Sym: return true;
+      case IndexKind::Scalar: return false;
+      default: return nonneg(n.a) && nonneg(n.b);
+    }
+  }
+
+  std::string index(const Index& i) const {
+    const kir::IndexNode& n = i.node();
+    switch (n.kind) {
+      case IndexKind::Const: return int_literal(n.value);
+      case IndexKind::Outer: return var(true, n.value);
+      case IndexKind::Inner: return var(false, n.value);
+      case IndexKind::Sym: return sym(n.name);
+      case IndexKind::Add: return str_cat("(", index(n.a), " + ", index(n.b), ")");
+      case IndexKind::Mul: return str_cat("(", index(n.a), " * ", index(n.b), ")");
+      case IndexKind::FloorDiv:
+        return nonneg(n.a) ? str_cat("(", index(n.a), " / ", index(n.b), ")")
+                           : str_cat("kiln_fdiv(", index(n.a), ", ", index(n.b), ")");
+      case IndexKind::Mod:
+        return nonneg(n.a) ? str_cat("(", index(n.a), " % ", index(n.b), ")")
+                           : str_cat("kiln_fmod(", index(n.a), ", ", index(n.b), ")");
+      case IndexKind::Min: return str_cat("kiln_imin(", index(n.a), ", ", index(n.b), ")");
+      case IndexKind::Max: return str_cat("kiln_imax(", index(n.a), ", ", index(n.b), ")");
+      case IndexKind::Scalar: return str_cat("((long long)(", expr(n.expr), "))");
+    }
+    return "0";
+  }
+
+  std::string dim(const Dim& d) const { return index(Index::from_dim(d)); }
+
+  std::string buf(int b) const { return str_cat("b", b); }
+
+  std::string expr(const Expr& e) const {
+    const kir::ExprNode& n = e.node();
+    DType t = n.dtype;
+    switch (n.kind) {
+      case ExprKind::Const:
+        if (is_float(t)) return float_literal(round_to_dtype(n.value, t));
+        if (t == DType::boolean) return n.value != 0 ? "true" : "false";
+        return t == DType::i32 ? str_cat("((int)", int_literal(static_cast<int64_t>(n.value)), ")")
+                               : int_literal(static_cast<int64_t>(n.value));
+      case ExprKind::Load: {
+        if (auto it = hoisted_.find(&e.node()); it != hoisted_.end()) return from_storage(str_cat(it->second, "[v]"), t);
+        return from_storage(str_cat(buf(n.id), "[", index(n.index), "]"), t);
+      }
+      case ExprKind::Let: return str_cat("t", n.id);
+      case ExprKind::StageResult:  // an argmax stage's result is its position
+        return k_.stages[n.id].combiner == kir::Combiner::ArgMax ? str_cat("s", n.id, "_p") : str_cat("s", n.id);
+      case ExprKind::GemmAcc: return "acc";
+      case ExprKind::IndexValue: return str_cat("((long long)", index(n.index), ")");
+      case ExprKind::Select: return str_cat("(", expr(n.a), " ? ", expr(n.b), " : ", expr(n.c), ")");
+      case ExprKind::Cast: return cast(expr(n.a), n.a.dtype(), t);
+      case ExprKind::Unary: return unary(n.op, expr(n.a), n.a.dtype(), t);
+      case ExprKind::Binary: return binary(n.op, expr(n.a), expr(n.b), n.a.dtype(), t);
+    }
+    return "0";
+  }
+
+  static std::string cast(const std::string& a, DType from, DType to) {
+    if (from == to) return a;
+    if (is_float(from)) {
+      if (is_float(to)) return round_float(a, to);
+      if (to == DType::boolean) return str_cat("(", a, " != 0.0f)");
+      if (to == DType::i64) return str_cat("kiln_f2i(", a, ")");
+      return str_cat("((int)kiln_f2i(", a, "))");
+    }
+    if (is_float(to)) return round_float(str_cat("((float)(", a, "))"), to);
+    if (to == DType::boolean) return str_cat("(", a, " != 0)");
+    return str_cat("((", value_type(to), ")(", a, "))");
+  }
+
+  std::string unary(Op op, const std::string& a, DType in, DType t) const {
+    if (is_float(in)) {
+      std::string f;
+      switch (op) {
+        case Op::Neg: f = str_cat("(-", a, ")"); break;
+        case Op::Abs: f = str_cat("fabsf(", a, ")"); break;
+        case Op::Exp: f = str_cat("expf(", a, ")"); break;
+        case Op::Log: f = str_cat("logf(", a, ")"); break;
+        case Op::Sqrt: f = str_cat("sqrtf(", a, ")"); break;
+        case Op::Rsqrt: f = str_cat("(1.0f / sqrtf(", a, "))"); break;
+        case Op::Sin: f = str_cat("sinf(", a, ")"); break;
+        case Op::Cos: f = str_cat("cosf(", a, ")"); break;
+        case Op::Tanh: f = str_cat("tanhf(", a, ")"); break;
+        case Op::Sigmoid: f = str_cat("kiln_sigmoid(", a, ")"); break;
+        case Op::Relu: f = str_cat("(", a, " < 0.0f ? 0.0f : ", a, ")"); break;
+        case Op::Silu: f = str_cat("kiln_silu(", a, ")"); break;
+        case Op::Erf: f = str_cat("erff(", a, ")"); break;
+        case Op::Reciprocal: f = str_cat("(1.0f / ", a, ")"); break;
+        case Op::Floor: f = str_cat("floorf(", a, ")"); break;
+        case Op::Ceil: f = str_cat("ceilf(", a, ")"); break;
+        default: f = "kiln_nan()"; break;
+      }
+      return round_float(f, t);
+    }
+    std::string i;
+    switch (op) {
+      case Op::Neg: i = str_cat("kiln_ineg(", a, ")"); break;
+      case Op::Abs: i = str_cat("(", a, " < 0 ? kiln_ineg(", a, ") : (long long)", a, ")"); break;
+      case Op::Relu: i = str_cat("(", a, " < 0 ? 0LL : (long long)", a, ")"); break;
+      case Op::Not: i = str_cat("(!", a, ")"); break;
+      default: i = "0LL"; break;
+    }
+    return cast(i, DType::i64, t);
+  }
+
+  std::string binary(Op op, const std::string& a, const std::string& b, DType in, DType t) const {
+    auto cmp = [&](const char* o) { return str_cat("(", a, " ", o, " ", b, ")"); };
+    switch (op) {
+      case Op::Eq: return cmp("==");
+      case Op::Ne: return cmp("!=");
+      case Op::Lt: return cmp("<");
+      case Op::Le: return cmp("<=");
+      case Op::Gt: return cmp(">");
+      case Op::Ge: return cmp(">=");
+      default: break;
+    }
+    if (is_float(in)) {
+      std::string f;
+      switch (op) {
+        case Op::Add: f = cmp("+"); break;
+        case Op::Sub: f = cmp("-"); break;
+        case Op::Mul: f = cmp("*"); break;
+        case Op::Div: f = cmp("/"); break;
+        case Op::Pow: f = str_cat("powf(", a, ", ", b, ")"); break;
+        case Op::Maximum: f = str_cat("kiln_fmax(", a, ", ", b, ")"); break;
+        case Op::Minimum: f = str_cat("kiln_fmin(", a, ", ", b, ")"); break;
+        default: f = "kiln_nan()"; break;
+      }
+      return round_float(f, t);
+    }
+    std::string i;
+    auto call = [&](const char* fn) { return str_cat(fn, "((long long)", a, ", (long long)", b, ")"); };
+    switch (op) {
+      case Op::Add: i = call("kiln_iadd"); break;
+      case Op::Sub: i = call("kiln_isub"); break;
+      case Op::Mul: i = call("kiln_imul"); break;
+      case Op::Div: i = call("kiln_idiv"); break;
+      case Op::Maximum: i = call("kiln_imax"); break;
+      case Op::Minimum: i = call("kiln_imin"); break;
+      case Op::And: return str_cat("(", a, " && ", b, ")");
+      case Op::Or: return str_cat("(", a, " || ", b, ")");
+      default: i = "0LL"; break;
+    }
+    return cast(i, DType::i64, t);
+  }
+
+  // ---- vectorization -------------------------------------------------------------
+
+  // Chooses the vector width and the loads/stores that move `width` consecutive elements
+  // of the vectorized variable (the last outer var for elementwise kernels, the last inner
+  // var for row kernels) in one access.
+  void plan_vector(bool outer) {
+    const std::vector<Dim>& ext = outer ? k_.domain : inner_;
+    if (ext.empty()) return;
+    int var = static_cast<int>(ext.size()) - 1;
+    size_t n_outer = k_.domain.size(), n_inner = outer ? 0 : inner_.size();
+    struct Candidate {
+      int buffer;
+      Index index;
+      kir::AffineIndex aff;
+    };
+    std::vector<Candidate> cands;
+    auto consider = [&](int buffer, const Index& i) {
+      std::optional<kir::AffineIndex> a = kir::affine_index(i, n_outer, n_inner);
+      if (!a) return;
+      const Dim& coef = outer ? a->outer[var] : a->inner[var];
+      if (coef == Dim(1)) cands.push_back({buffer, i, *a});
+    };
+    for (const kir::Stage& st : k_.stages) {
+      if (!outer && st.extents.empty()) continue;
+      auto loads = [&](const Expr& e) {
+        visit(e, [&](const Expr& x) {
+          if (x.kind() == ExprKind::Load) consider(x.node().id, x.node().index);
+        });
+      };
+      for (const kir::Let& l : st.lets) loads(l.value);
+      if (st.value.defined()) loads(st.value);
+      for (const kir::Store& s : st.stores) {
+        loads(s.value);
+        consider(s.buffer, s.index);
+      }
+    }
+    if (cands.empty()) return;
+    int64_t min_size = 16;
+    for (const Candidate& c : cands) min_size = std::min(min_size, dtype_size(k_.buffers[c.buffer].dtype));
+    int w = static_cast<int>(std::min<int64_t>(16, 16 / min_size));
+    const Dim& extent = ext[var];
+    if (std::optional<int64_t> e = extent.constant())
+      while (w > 1 && *e % w != 0) w /= 2;
+    if (w < 2) return;
+    std::vector<Dim> divisible;
+    if (!extent.is_constant()) divisible.push_back(extent);
+    std::set<int> aligned;
+    for (const Candidate& c : cands) {
+      std::vector<Dim> need = {c.aff.offset};
+      for (size_t d = 0; d < n_outer; ++d)
+        if (!(outer && static_cast<int>(d) == var)) need.push_back(c.aff.outer[d]);
+      for (size_t d = 0; d < n_inner; ++d)
+        if (!(!outer && static_cast<int>(d) == var)) need.push_back(c.aff.inner[d]);
+      bool ok = true;
+      std::vector<Dim> runtime;
+      for (const Dim& d : need) {
+        if (surely_divisible(d, w)) continue;
+        if (d.is_constant()) ok = false;
+        else runtime.push_back(d);
+      }
+      if (!ok) continue;
+      for (const Dim& d : runtime)
+        if (std::find(divisible.begin(), divisible.end(), d) == divisible.end()) divisible.push_back(d);
+      vec_access_.insert(access_key(c.buffer, c.index));
+      aligned.insert(c.buffer);
+    }
+    if (vec_access_.empty()) return;
+    out_.width = w;
+    out_.divisible = std::move(divisible);
+    out_.aligned.assign(aligned.begin(), aligned.end());
+    vec_outer_ = outer;
+    vec_var_ = var;
+  }
+
+  std::string access_key(int buffer, const Index& i) const {
+    bool saved = lane0_;
+    lane0_ = false;
+    std::string key = str_cat(buffer, ":", index(i));
+    lane0_ = saved;
+    return key;
+  }
+
+  // ---- stage bodies --------------------------------------------------------------
+
+  // Declares the vars of `extents` used by `body_vars`, decomposed from the flat index `flat`.
+  std::string decompose(const std::string& flat, const std::vector<Dim>& extents, bool outer,
+                        const std::set<int>& used, const std::string& ind) const {
+    std::string s;
+    for (int d : used) {
+      if (d >= static_cast<int>(extents.size())) continue;
+      Dim stride = 1;
+      for (size_t e = d + 1; e < extents.size(); ++e) stride = stride * extents[e];
+      std::string v = flat;
+      if (stride != Dim(1)) v = str_cat("(", v, " / ", dim(stride), ")");
+      if (d > 0) v = str_cat("(", v, " % ", dim(extents[d]), ")");
+      bool vec = is_vec_var(outer, d);
+      s += str_cat(ind, "const long long ", outer ? "o" : "r", d, vec ? "_0" : "", " = ", v, ";\n");
+    }
+    return s;
+  }
+
+  void vars_of_stage(const kir::Stage& st, std::set<int>& outer, std::set<int>& inner) const {
+    auto from_expr = [&](const Expr& e) {
+      visit(e, [&](const Expr& x) {
+        if (x.node().index.defined()) collect_vars(x.node().index, outer, inner);
+      });
+    };
+    for (const kir::Let& l : st.lets) from_expr(l.value);
+    if (st.value.defined()) from_expr(st.value);
+    for (const kir::Store& s : st.stores) {
+      from_expr(s.value);
+      collect_vars(s.index, outer, inner);
+    }
+  }
+
+  // Lets and stores (and, for a reduce stage, `fold` of its value) at one point; with
+  // width > 1, at `width` lanes of the vectorized var, vector accesses outside the lane loop.
+  std::string body(const kir::Stage& st, int width, const std::string& ind,
+                   const std::function<std::string(const std::string& value, const std::string& lane_pos)>& fold) {
+    std::string s;
+    std::string lane_ind = ind;
+    hoisted_.clear();
+    std::vector<std::pair<const kir::Store*, std::string>> vec_stores;
+    if (width > 1) {
+      lane0_ = true;
+      int n = 0;
+      auto hoist = [&](const Expr& x) {
+        if (x.kind() != ExprKind::Load || hoisted_.contains(&x.node())) return;
+        if (!vec_access_.contains(access_key(x.node().id, x.node().index))) return;
+        std::string name = str_cat("vl", n++);
+        DType t = k_.buffers[x.node().id].dtype;
+        s += str_cat(ind, "alignas(16) ", storage_type(t), " ", name, "[", width, "];\n");
+        s += str_cat(ind, "kiln_ldv<", storage_type(t), ", ", width, ">(", buf(x.node().id), " + ", index(x.node().index), ", ", name, ");\n");
+        hoisted_[&x.node()] = name;
+      };
+      for (const kir::Let& l : st.lets) visit(l.value, hoist);
+      if (st.value.defined()) visit(st.value, hoist);
+      for (const kir::Store& store : st.stores) {
+        visit(store.value, hoist);
+        if (vec_access_.contains(access_key(store.buffer, store.index))) {
+          std::string name = str_cat("vs", vec_stores.size());
+          s += str_cat(ind, "alignas(16) ", storage_type(k_.buffers[store.buffer].dtype), " ", name, "[", width, "];\n");
+          vec_stores.push_back({&store, name});
+        }
+      }
+      lane0_ = false;
+      s += str_cat(ind, "#pragma unroll\n", ind, "for (int v = 0; v < ", width, "; ++v) {\n");
+      lane_ind = ind + "  ";
+      std::string vv = str_cat(vec_outer_ ? "o" : "r", vec_var_);
+      s += str_cat(lane_ind, "const long long ", vv, " = ", vv, "_0 + v;\n");
+      s += str_cat(lane_ind, "(void)", vv, ";\n");
+    }
+    for (const kir::Let& l : st.lets)
+      s += str_cat(lane_ind, "const ", value_type(l.value.dtype()), " t", l.id, " = ", expr(l.value), ";\n");
+    if (st.kind == kir::Stage::Kind::Reduce) s += fold(expr(st.value), width > 1 ? "v" : "0");
+    for (const kir::Store& store : st.stores) {
+      DType t = k_.buffers[store.buffer].dtype;
+      std::string value = to_storage(expr(Expr::cast(store.value, t)), t);
+      auto it = std::find_if(vec_stores.begin(), vec_stores.end(), [&](auto& p) { return p.first == &store; });
+      if (it != vec_stores.end()) s += str_cat(lane_ind, it->second, "[v] = ", value, ";\n");
+      else s += str_cat(lane_ind, buf(store.buffer), "[", index(store.index), "] = ", value, ";\n");
+    }
+    if (width > 1) {
+      s += str_cat(ind, "}\n");
+      lane0_ = true;
+      for (auto& [store, name] : vec_stores)
+        s += str_cat(ind, "kiln_stv<", storage_type(k_.buffers[store->buffer].dtype), ", ", width, ">(", buf(store->buffer),
+                     " + ", index(store->index), ", ", name, ");\n");
+      lane0_ = false;
+    }
+    return s;
+  }
+
+  std::string signature(const std::string& name, int max_threads) const {
+    std::vector<bool> written(k_.buffers.size(), false);
+    for (const kir::Stage& st : k_.stages)
+      for (const kir::Store& s : st.stores) written[s.buffer] = true;
+    std::vector<std::string> params;
+    for (size_t b = 0; b < k_.buffers.size(); ++b) {
+      std::string t = storage_type(k_.buffers[b].dtype);
+      params.push_back(written[b] ? str_cat(t, "* __restrict__ b", b) : str_cat("const ", t, "* __restrict__ b", b));
+    }
+    for (const std::string& s : out_.symbols) params.push_back(str_cat("long long S_", s));
+    std::string comment = str_cat("// ", name, ": ", str_join(k_.buffers, ", ", [](const kir::Buffer& b) {
+                                    return str_cat(b.role == kir::Buffer::Role::Input ? "in " : "out ", b.name, ": ",
+                                                   dtype_name(b.dtype), shape_to_string(b.shape));
+                                  }),
+                                  "\n");
+    return str_cat(comment, "extern \"C\" __global__ void __launch_bounds__(", max_threads, ") ", name, "(",
+                   str_join(params, ", ", [](const std::string& p) { return p; }), ") {\n");
+  }
+
+  std::string entry_name(int width) const { return width > 1 ? str_cat(k_.name, "_v", width) : k_.name; }
+
+  void set_width(int width) {
+    width_ = width;
+    if (width > 1) out_.vector_name = entry_name(width);
+  }
+
+  // ---- kernel forms ----------------------------------------------------------------
+
+  void emit_elementwise(int width) {
+    set_width(width);
+    std::string s = signature(entry_name(width), 1024);
+    std::string n = dim(shape_numel(k_.domain));
+    std::set<int> outer, inner;
+    for (const kir::Stage& st : k_.stages) vars_of_stage(st, outer, inner);
+    if (k_.gemm)
+      for (const kir::GemmOperand* op : {&k_.gemm->a, &k_.gemm->b}) collect_vars(op->index, outer, inner);
+    if (width > 1) outer.insert(vec_var_);
+    s += str_cat("  const long long n = ", n, width > 1 ? str_cat(" / ", width) : std::string(), ";\n");
+    s += "  for (long long c = (long long)blockIdx.x * blockDim.x + threadIdx.x; c < n; c += (long long)gridDim.x * blockDim.x) {\n";
+    s += str_cat("    const long long i = c", width > 1 ? str_cat(" * ", width) : std::string(), ";\n");
+    s += decompose("i", k_.domain, true, outer, "    ");
+    if (k_.gemm) s += naive_gemm("    ");
+    for (const kir::Stage& st : k_.stages) s += body(st, width, "    ", {});
+    s += "  }\n}\n";
+    src_ += s;
+  }
+
+  // The accumulator of one output element, summed over k by this thread.
+  std::string naive_gemm(const std::string& ind) const {
+    const kir::GemmSpec& g = *k_.gemm;
+    std::string acc_t = value_type(g.acc_dtype);
+    auto operand = [&](const kir::GemmOperand& o) {
+      DType t = k_.buffers[o.buffer].dtype;
+      return cast(from_storage(str_cat(buf(o.buffer), "[", index(o.index), "]"), t), t, g.acc_dtype);
+    };
+    std::string s = str_cat(ind, acc_t, " acc = 0;\n");
+    s += str_cat(ind, "for (long long r0 = 0; r0 < ", dim(g.k), "; ++r0) acc ");
+    if (is_float(g.acc_dtype)) s += str_cat("+= ", operand(g.a), " * ", operand(g.b), ";\n");
+    else s += str_cat("= kiln_iadd(acc, kiln_imul(", operand(g.a), ", ", operand(g.b), "));\n");
+    return s;
+  }
+
+  void emit_stages() {
+    set_width(1);
+    std::string s = signature(entry_name(1), 1024);
+    s += "  const long long gs = (long long)gridDim.x * blockDim.x;\n";
+    s += "  const long long g0 = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n";
+    for (const kir::Stage& st : k_.stages) {
+      std::set<int> outer, inner;
+      vars_of_stage(st, outer, inner);
+      s += str_cat("  for (long long q = g0; q < ", dim(shape_numel(st.extents)), "; q += gs) {\n");
+      s += decompose("q", st.extents, false, inner, "    ");
+      s += body(st, 1, "    ", {});
+      s += "  }\n";
+    }
+    s += "}\n";
+    src_ += s;
+  }
+
+  struct Combine {
+    std::string acc_t;     // value type of the accumulator
+    std::string identity;  // its start value
+    // a = a (+) b for accumulator expressions a, b (argmax also moves positions)
+    std::string step(const std::string& a, const std::string& b) const { return fn(a, b); }
+    std::function<std::string(const std::string&, const std::string&)> fn;
+  };
+
+  Combine combine_of(const kir::Stage& st) const {
+    bool f = is_float(st.acc_dtype);
+    Combine c;
+    c.acc_t = f ? "float" : "long long";
+    switch (st.combiner) {
+      case kir::Combiner::Sum:
+        c.identity = f ? "0.0f" : "0LL";
+        c.fn = [f](const std::string& a, const std::string& b) {
+          return f ? str_cat("(", a, " + ", b, ")") : str_cat("kiln_iadd(", a, ", ", b, ")");
+        };
+        break;
+      case kir::Combiner::Prod:
+        c.identity = f ? "1.0f" : "1LL";
+        c.fn = [f](const std::string& a, const std::string& b) {
+          return f ? str_cat("(", a, " * ", b, ")") : str_cat("kiln_imul(", a, ", ", b, ")");
+        };
+        break;
+      case kir::Combiner::Max:
+        c.identity = f ? "(-kiln_inf())" : "(-9223372036854775807LL - 1)";
+        c.fn = [f](const std::string& a, const std::string& b) {
+          return str_cat(f ? "kiln_fmax(" : "kiln_imax(", a, ", ", b, ")");
+        };
+        break;
+      case kir::Combiner::Min:
+        c.identity = f ? "kiln_inf()" : "9223372036854775807LL";
+        c.fn = [f](const std::string& a, const std::string& b) {
+          return str_cat(f ? "kiln_fmin(" : "kiln_imin(", a, ", ", b, ")");
+        };
+        break;
+      case kir::Combiner::ArgMax:
+        c.identity = f ? "(-kiln_inf())" : "(-9223372036854775807LL - 1)";
+        break;
+    }
+    return c;
+  }
+
+  // One row per (blockIdx.x, threadIdx.y); blockDim.x threads (a multiple of 32) share it.
+  void emit_rows(int width) {
+    set_width(width);
+    std::string s = signature(entry_name(width), 1024);
+    bool any_float = false, any_int = false, any_arg = false;
+    for (const kir::Stage& st : k_.stages) {
+      if (st.kind != kir::Stage::Kind::Reduce) continue;
+      (is_float(st.acc_dtype) ? any_float : any_int) = true;
+      any_arg |= st.combiner == kir::Combiner::ArgMax;
+    }
+    if (any_float) s += "  __shared__ float red_f[32];\n";
+    if (any_int) s += "  __shared__ long long red_i[32];\n";
+    if (any_arg) s += "  __shared__ long long red_p[32];\n";
+    s += str_cat("  const long long rows = ", dim(shape_numel(k_.domain)), ";\n");
+    s += "  const int nw = blockDim.x >> 5, slot = threadIdx.y * nw + (threadIdx.x >> 5);\n";
+    s += "  for (long long base = (long long)blockIdx.x * blockDim.y; base < rows; base += (long long)gridDim.x * blockDim.y) {\n";
+    s += "    const long long row = base + threadIdx.y;\n";
+    s += "    const bool active = row < rows;\n";
+    std::set<int> outer, inner_unused;
+    for (const kir::Stage& st : k_.stages) vars_of_stage(st, outer, inner_unused);
+    s += decompose("row", k_.domain, true, outer, "    ");
+    for (size_t si = 0; si < k_.stages.size(); ++si) {
+      const kir::Stage& st = k_.stages[si];
+      std::set<int> o, in;
+      vars_of_stage(st, o, in);
+      int w = st.extents.empty() ? 1 : width;
+      if (w > 1) in.insert(vec_var_);
+      std::string chunks = str_cat(dim(shape_numel(st.extents)), w > 1 ? str_cat(" / ", w) : std::string());
+      std::string loop = str_cat("      for (long long c = threadIdx.x; c < ", chunks, "; c += blockDim.x) {\n",
+                                 "        const long long q = c", w > 1 ? str_cat(" * ", w) : std::string(), ";\n",
+                                 decompose("q", st.extents, false, in, "        "));
+      if (st.kind == kir::Stage::Kind::Map) {
+        if (st.extents.empty()) {
+          s += "    if (active && threadIdx.x == 0) {\n";
+          s += body(st, 1, "      ", {});
+          s += "    }\n";
+        } else {
+          s += "    if (active) {\n" + loop + body(st, w, "        ", {}) + "      }\n    }\n";
+        }
+        continue;
+      }
+      Combine c = combine_of(st);
+      bool arg = st.combiner == kir::Combiner::ArgMax;
+      std::string red = is_float(st.acc_dtype) ? "red_f" : "red_i";
+      s += str_cat("    ", c.acc_t, " s", si, ";\n");
+      if (arg) s += str_cat("    long long s", si, "_p;\n");
+      s += str_cat("    {\n      ", c.acc_t, " a = ", c.identity, ";\n");
+      if (arg) s += "      long long ap = 9223372036854775807LL;\n";
+      auto fold = [&](const std::string& value, const std::string& lane) {
+        std::string x = str_cat("        ", std::string(w > 1 ? "  " : ""), "{ const ", c.acc_t, " x = ", value, "; ");
+        if (arg) return str_cat(x, "const long long p = q + ", lane, "; if (kiln_argmax_takes(x, p, a, ap)) { a = x; ap = p; } }\n");
+        return str_cat(x, "a = ", c.step("a", "x"), "; }\n");
+      };
+      s += "      if (active) {\n" + loop + body(st, w, "        ", fold) + "      }\n      }\n";
+      // Butterfly within each warp: every lane ends with the warp's result.
+      s += "      #pragma unroll\n      for (int m = 16; m > 0; m >>= 1) {\n";
+      s += str_cat("        const ", c.acc_t, " y = __shfl_xor_sync(0xffffffffu, a, m);\n");
+      if (arg) s += "        const long long yp = __shfl_xor_sync(0xffffffffu, ap, m);\n        if (kiln_argmax_takes(y, yp, a, ap)) { a = y; ap = yp; }\n";
+      else s += str_cat("        a = ", c.step("a", "y"), ";\n");
+      s += "      }\n";
+      // Across the warps of a row: lane 0 of each warp through shared memory.
+      s += "      if (nw > 1) {\n";
+      s += str_cat("        if ((threadIdx.x & 31) == 0) { ", red, "[slot] = a;", arg ? " red_p[slot] = ap;" : "", " }\n");
+      s += "        __syncthreads();\n";
+      s += str_cat("        a = ", red, "[threadIdx.y * nw];\n");
+      if (arg) s += "        ap = red_p[threadIdx.y * nw];\n";
+      s += "        for (int w2 = 1; w2 < nw; ++w2) {\n";
+      s += str_cat("          const ", c.acc_t, " y = ", red, "[threadIdx.y * nw + w2];\n");
+      if (arg) s += "          const long long yp = red_p[threadIdx.y * nw + w2];\n          if (kiln_argmax_takes(y, yp, a, ap)) { a = y; ap = yp; }\n";
+      else s += str_cat("          a = ", c.step("a", "y"), ";\n");
+      s += "        }\n        __syncthreads();\n      }\n";
+      s += str_cat("      s", si, " = a;\n");
+      if (arg) s += str_cat("      s", si, "_p = ap;\n");
+      s += "    }\n";
+    }
+    s += "  }\n}\n";
+    src_ += s;
+  }
+
+  kir::Kernel k_;
+  Bindings baked_;
+  GemmForm form_;
+  CudaKernel out_;
+  std::string src_;
+  std::vector<Dim> inner_;
+  int width_ = 1;
+  bool vec_outer_ = true;
+  int vec_var_ = -1;
+  mutable bool lane0_ = false;
+  std::set<std::string> vec_access_;
+  absl::flat_hash_map<const kir::ExprNode*, std::string> hoisted_;
+};
+
+}  // namespace
+
+const std::string& cuda_prelude() {
+  static const std::string prelude = kPrelude;
+  return prelude;
+}
+
+std::string program_source(std::span<const CudaKernel* const> kernels) {
+  std::string s = cuda_prelude();
+  for (const CudaKernel* k : kernels) s += k->source;
+  return s;
+}
+
+std::string_view launch_kind_name(LaunchKind k) {
+  switch (k) {
+    case LaunchKind::Elementwise: return "elementwise";
+    case LaunchKind::Stages: return "stages";
+    case LaunchKind::Rows: return "rows";
+  }
+  return "?";
+}
+
+absl::StatusOr<CudaKernel> emit_kernel(const kir::Kernel& k, const Bindings& baked, GemmForm gemm) {
+  return Emitter(k, baked, gemm).run();
+}
+
+}  // namespace kiln::cuda

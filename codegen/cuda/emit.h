@@ -1,0 +1,66 @@
+// CUDA C emission: one kir::Kernel as CUDA C (no #include anywhere, so NVRTC compiles it
+// fast) with a scalar entry point and, where the data allow, a vector
+// entry point that moves 16 bytes per access. The host picks the entry point and the launch
+// shape from the symbol values (runtime/cuda).
+#pragma once
+
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "codegen/kernel_ir.h"
+
+namespace kiln::cuda {
+
+// How the host launches a kernel.
+enum class LaunchKind : uint8_t {
+  // One grid-stride loop over `work` points of the outer domain (vector entry: work / width
+  // chunks of `width` consecutive points of the last domain dim).
+  Elementwise,
+  // The domain is empty: one grid-stride loop per map stage, the longest has `work` points.
+  Stages,
+  // One row per outer point (`work` rows of `row_length` inner points): blockDim.x threads
+  // cooperate on a row (a multiple of 32), blockDim.y rows share a block.
+  Rows,
+};
+std::string_view launch_kind_name(LaunchKind k);
+
+// What to emit for a kernel with a GEMM (Kernel::gemm).
+enum class GemmForm : uint8_t {
+  // The accumulator is read from an extra f32 buffer (dense over the domain) appended after
+  // the kernel's buffers: the epilogue of a GEMM that a library computed.
+  AccBuffer,
+  // The kernel computes the accumulator itself, one thread per output element: the
+  // fallback for GEMMs no library runs (integer dtypes).
+  Naive,
+};
+
+struct CudaKernel {
+  std::string name;         // scalar entry point (extern "C")
+  std::string vector_name;  // vector entry point; empty when there is none
+  std::string source;       // both definitions; compile after cuda_prelude() (program_source)
+  LaunchKind launch = LaunchKind::Elementwise;
+  Dim work;                 // see LaunchKind
+  Dim row_length;           // Rows only
+  int buffers = 0;          // pointer parameters first (kernel buffer order, then the acc buffer)
+  std::vector<std::string> symbols;  // then one long long per dynamic symbol, in this order
+  // The vector entry point is valid when every `divisible` dim is a multiple of `width` and
+  // every buffer in `aligned` starts at a 16-byte aligned address.
+  int width = 1;
+  std::vector<Dim> divisible;
+  std::vector<int> aligned;
+};
+
+// What every kernel's source needs before it: storage conversions, the reference's scalar
+// semantics, vector load/store helpers. No #include.
+const std::string& cuda_prelude();
+// One NVRTC translation unit: the prelude, then each kernel's definitions.
+std::string program_source(std::span<const CudaKernel* const> kernels);
+
+// Pre: `k` is well formed (kernel_ir.h). Symbols bound in `baked` become constants; the
+// others are kernel parameters. Deterministic: the same kernel gives the same text.
+// Errors name the kernel and the construct that cannot be emitted.
+absl::StatusOr<CudaKernel> emit_kernel(const kir::Kernel& k, const Bindings& baked, GemmForm gemm = GemmForm::AccBuffer);
+
+}  // namespace kiln::cuda
