@@ -277,14 +277,6 @@ struct CompiledGraph::Impl {
       ++stats.recompiles;
       stats.recompile_reasons.push_back(reason);
     }
-    stats.kernels += bs.kernels;
-    stats.gemms += bs.gemms;
-    stats.cache_memory_hits += bs.cache_memory_hits;
-    stats.cache_disk_hits += bs.cache_disk_hits;
-    stats.cache_misses += bs.cache_misses;
-    stats.codegen_ms += bs.codegen_ms;
-    stats.compile_ms += bs.compile_ms;
-    stats.tune_ms += bs.tune_ms;
     log_line(1, fmt::format("kiln: built specialization {} [{}] for {} in {:.1f} ms: {} kernels, {} GEMMs{}",
                             specs.size(), sp.text, module->state.graph.name(), ms_since(t0), bs.kernels, bs.gemms,
                             reason.empty() ? "" : str_cat("; recompiled because ", reason)));
@@ -347,7 +339,21 @@ const CompiledModule& CompiledGraph::module() const { return *impl_->module; }
 
 CompileStats CompiledGraph::stats() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
-  return impl_->stats;
+  CompileStats s = impl_->stats;
+  // Executables keep counting after they are built (kernels compiled on first need, tuning
+  // on the first call), so their part is summed when asked.
+  for (const Specialization& sp : impl_->specs) {
+    const BuildStats& bs = sp.exe->build_stats();
+    s.kernels += bs.kernels;
+    s.gemms += bs.gemms;
+    s.cache_memory_hits += bs.cache_memory_hits;
+    s.cache_disk_hits += bs.cache_disk_hits;
+    s.cache_misses += bs.cache_misses;
+    s.codegen_ms += bs.codegen_ms;
+    s.compile_ms += bs.compile_ms;
+    s.tune_ms += bs.tune_ms;
+  }
+  return s;
 }
 
 std::vector<std::string> CompiledGraph::specializations() const {

@@ -1,0 +1,234 @@
+// compile(graph, {.device = Cuda}) against the reference evaluator on a GPU: every corpus
+// graph (every op family and fusion pattern, f32/f16/bf16) at several bindings per symbol,
+// in default mode, and reduce-overhead and max-autotune agreeing with it; guards and
+// recompiles; the disk cache seen from a second process. Without a GPU the [gpu] tests skip
+// with the reason, and compile() itself must say "no CUDA device".
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+
+#include "compiler/compile.h"
+#include "ir/compare.h"
+#include "ir/parser.h"
+#include "ir/reference.h"
+#include "ir/str.h"
+#include "runtime/cuda/allocator.h"
+#include "test/common/gpu_test.h"
+#include "test/cuda/corpus.h"
+
+using namespace kiln;
+
+namespace {
+
+struct Outcome {
+  std::string failure;  // empty when every output matched
+  double worst_rel = 0;
+  std::vector<HostTensor> outputs;
+};
+
+std::vector<Tensor> device_args(const CompiledGraph& cg, const TensorMap& host) {
+  std::vector<Tensor> args;
+  for (const Value* v : cg.module().args) {
+    absl::StatusOr<Tensor> t = Tensor::from_host(host.at(v->name()), DeviceId::cuda(0));
+    if (!t.ok()) FAIL(status_message(t.status()));
+    args.push_back(*std::move(t));
+  }
+  return args;
+}
+
+// One call of `cg` on fresh random arguments under `b`, compared with the reference.
+Outcome check_call(CompiledGraph& cg, const Graph& g, const Bindings& b, uint64_t seed) {
+  Outcome o;
+  TensorMap host = random_args(g, b, seed);
+  absl::StatusOr<std::vector<HostTensor>> want = evaluate(g, host);
+  if (!want.ok()) {
+    o.failure = str_cat("reference: ", status_message(want.status()));
+    return o;
+  }
+  absl::StatusOr<std::vector<Tensor>> got = cg(device_args(cg, host));
+  if (!got.ok()) {
+    o.failure = str_cat("compiled call: ", status_message(got.status()));
+    return o;
+  }
+  for (size_t i = 0; i < want->size(); ++i) {
+    absl::StatusOr<HostTensor> h = (*got)[i].to_host();
+    if (!h.ok()) {
+      o.failure = str_cat("output ", i, " to host: ", status_message(h.status()));
+      return o;
+    }
+    Comparison c = compare_tensors((*want)[i], *h, default_tolerance((*want)[i].dtype()));
+    o.worst_rel = std::max(o.worst_rel, c.max_rel_err);
+    if (!c.ok && o.failure.empty()) o.failure = str_cat("output ", i, " (%", g.outputs()[i]->name(), "): ", c.message);
+    o.outputs.push_back(*std::move(h));
+  }
+  return o;
+}
+
+std::string bindings_text(const Bindings& b) {
+  std::vector<std::string> parts;
+  for (const auto& [k, v] : b) parts.push_back(str_cat(k, "=", v));
+  std::sort(parts.begin(), parts.end());
+  return str_join(parts, ",", [](const std::string& s) { return s; });
+}
+
+}  // namespace
+
+TEST_CASE("cuda: compile() without a GPU reports no CUDA device", "[cuda]") {
+  if (test::gpu_unavailable_reason().empty()) return;  // the [gpu] tests cover the device
+  absl::StatusOr<Graph> g = parse_graph("graph g(%x: f32[4]) {\n  %y = exp(%x)\n  return %y\n}");
+  REQUIRE(g.ok());
+  absl::StatusOr<CompiledGraph> cg = compile(*g, {.device = Device::Cuda});
+  REQUIRE_FALSE(cg.ok());
+  CHECK_THAT(status_message(cg.status()), Catch::StartsWith("no CUDA device"));
+}
+
+TEST_CASE("cuda: every corpus graph matches the reference in every mode", "[cuda][gpu]") {
+  KILN_REQUIRE_GPU();
+  int calls = 0, failures = 0;
+  double worst = 0;
+  uint64_t seed = 1;
+  for (const test::CorpusGraph& c : test::cuda_corpus()) {
+    absl::StatusOr<CompiledGraph> def = compile(c.graph, {.mode = Mode::Default, .device = Device::Cuda});
+    if (!def.ok()) {
+      FAIL_CHECK(c.name << ": compile: " << status_message(def.status()));
+      ++failures;
+      continue;
+    }
+    for (const Bindings& b : c.bindings) {
+      INFO(c.name << " " << bindings_text(b));
+      Outcome o = check_call(*def, c.graph, b, seed++);
+      ++calls;
+      worst = std::max(worst, o.worst_rel);
+      if (!o.failure.empty()) {
+        ++failures;
+        FAIL_CHECK(o.failure);
+      }
+    }
+    // The other modes give the same answers on the same inputs, and the reference's.
+    for (Mode mode : {Mode::ReduceOverhead, Mode::MaxAutotune}) {
+      absl::StatusOr<CompiledGraph> cg = compile(c.graph, {.mode = mode, .device = Device::Cuda});
+      if (!cg.ok()) {
+        FAIL_CHECK(c.name << " " << mode_name(mode) << ": compile: " << status_message(cg.status()));
+        ++failures;
+        continue;
+      }
+      for (const Bindings& b : c.bindings) {
+        INFO(c.name << " " << mode_name(mode) << " " << bindings_text(b));
+        // Twice: the second call replays (reduce-overhead) or runs tuned (max-autotune).
+        for (int rep = 0; rep < 2; ++rep) {
+          Outcome o = check_call(*cg, c.graph, b, seed++);
+          ++calls;
+          if (!o.failure.empty()) {
+            ++failures;
+            FAIL_CHECK(o.failure);
+          }
+        }
+      }
+    }
+  }
+  test::gpu_summary().push_back(
+      {"compiled vs reference (corpus x bindings x 3 modes)",
+       fmt::format("{} calls, {} failures, worst relative error {:.2e}", calls, failures, worst)});
+}
+
+TEST_CASE("cuda: guards specialize 0/1, stay dynamic above, and record why they recompiled", "[cuda][gpu]") {
+  KILN_REQUIRE_GPU();
+  absl::StatusOr<Graph> g = parse_graph(R"(graph g(%x: f32[B, 64], %y: f32[64]) {
+  %a = add(%x, %y)
+  %s = softmax(%a, axis=-1)
+  return %s
+})");
+  REQUIRE(g.ok());
+  absl::StatusOr<CompiledGraph> cg = compile(*g, {.device = Device::Cuda});
+  REQUIRE(cg.ok());
+  for (int64_t b : {5, 9, 1, 33, 1}) {
+    Outcome o = check_call(*cg, *g, {{"B", b}}, 100 + b);
+    INFO("B=" << b);
+    CHECK(o.failure.empty());
+  }
+  CompileStats s = cg->stats();
+  CHECK(s.calls == 5);
+  CHECK(s.compiles == 2);
+  CHECK(s.recompiles == 1);
+  CHECK(s.guard_hits == 3);
+  REQUIRE(s.recompile_reasons.size() == 1);
+  CHECK(s.recompile_reasons[0] == "B = 1 fails guard B >= 2 (specialization 0)");
+  CHECK(cg->specializations() == std::vector<std::string>{"B >= 2", "B == 1"});
+  // A wrong argument is a located error, not a crash, and does not count as a compile.
+  TensorMap host = random_args(*g, {{"B", 3}}, 7);
+  std::vector<Tensor> args = device_args(*cg, host);
+  std::swap(args[0], args[1]);
+  absl::StatusOr<std::vector<Tensor>> bad = (*cg)(args);
+  REQUIRE_FALSE(bad.ok());
+  CHECK_THAT(status_message(bad.status()), Catch::Contains("argument 0 (%x)"));
+  CHECK(cg->stats().compiles == 2);
+}
+
+TEST_CASE("cuda: outputs can be written into caller tensors, and come from the pool", "[cuda][gpu]") {
+  KILN_REQUIRE_GPU();
+  absl::StatusOr<Graph> g = parse_graph("graph g(%x: bf16[N]) {\n  %y = gelu(%x)\n  %z = relu(%y)\n  return %z, %x\n}");
+  REQUIRE(g.ok());
+  absl::StatusOr<CompiledGraph> cg = compile(*g, {.device = Device::Cuda});
+  REQUIRE(cg.ok());
+  TensorMap host = random_args(*g, {{"N", 1000}}, 3);
+  std::vector<Tensor> args = device_args(*cg, host);
+  absl::StatusOr<Tensor> z = Tensor::empty_cuda(DType::bf16, {1000});
+  REQUIRE(z.ok());
+  std::vector<Tensor> outs = {*z, Tensor()};
+  REQUIRE(cg->run(args, outs).ok());
+  CHECK(outs[0].data() == z->data());
+  absl::StatusOr<HostTensor> x_back = outs[1].to_host();
+  REQUIRE(x_back.ok());
+  CHECK(compare_tensors(host.at("x"), *x_back, {0, 0}).ok);
+  std::vector<HostTensor> want = *evaluate(*g, host);
+  CHECK(compare_tensors(want[0], *outs[0].to_host(), default_tolerance(DType::bf16)).ok);
+  // A wrong output slot is refused before anything runs.
+  absl::StatusOr<Tensor> wrong = Tensor::empty_cuda(DType::f32, {1000});
+  std::vector<Tensor> bad = {*wrong, Tensor()};
+  CHECK_THAT(status_message(cg->run(args, bad)), Catch::Contains("output 0 (%z)"));
+  // Steady state allocates nothing from the driver.
+  for (int i = 0; i < 3; ++i) REQUIRE((*cg)(args).ok());
+  int64_t before = cuda::pool_stats(0).driver_allocations;
+  for (int i = 0; i < 10; ++i) REQUIRE((*cg)(args).ok());
+  CHECK(cuda::pool_stats(0).driver_allocations == before);
+}
+
+// Run by "a second process hits the disk cache" in a child process: compiles the decoder
+// layer and prints its stats as JSON.
+TEST_CASE("cuda: child process compiles the decoder layer", "[.cuda_child]") {
+  for (const test::CorpusGraph& c : test::cuda_corpus()) {
+    if (c.name != "decoder_layer") continue;
+    absl::StatusOr<CompiledGraph> cg = compile(c.graph, {.device = Device::Cuda});
+    REQUIRE(cg.ok());
+    REQUIRE(cg->warm_up({{"B", 1}, {"T", 5}}).ok());
+    std::printf("KILN_CHILD_STATS %s\n", cg->stats().to_json().c_str());
+  }
+}
+
+TEST_CASE("cuda: a second process hits the disk cache", "[cuda][gpu]") {
+  KILN_REQUIRE_GPU();
+  std::filesystem::path dir = std::filesystem::temp_directory_path() / fmt::format("kiln_cache_{}", ::getpid());
+  std::filesystem::remove_all(dir);
+  std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  auto child = [&]() {
+    std::string cmd = fmt::format("KILN_CACHE_DIR={} '{}' '[.cuda_child]' 2>&1", dir.string(), self);
+    FILE* f = popen(cmd.c_str(), "r");
+    REQUIRE(f);
+    std::string out;
+    char buf[4096];
+    while (fgets(buf, sizeof buf, f)) out += buf;
+    REQUIRE(pclose(f) == 0);
+    size_t at = out.find("KILN_CHILD_STATS ");
+    REQUIRE(at != std::string::npos);
+    return out.substr(at);
+  };
+  std::string first = child(), second = child();
+  INFO(first);
+  INFO(second);
+  CHECK_THAT(first, Catch::Contains("\"cache_disk_hits\": 0,"));
+  CHECK_THAT(second, Catch::Contains("\"cache_misses\": 0,"));
+  CHECK_THAT(second, !Catch::Contains("\"cache_disk_hits\": 0,"));
+  std::filesystem::remove_all(dir);
+}
