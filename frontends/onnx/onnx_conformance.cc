@@ -196,17 +196,19 @@ ConformanceResult run_test(const fs::path& dir, const OnnxExecutor& execute) {
     }
 
     // Shapes, axes or starts fed as graph inputs: kiln needs them at import time, so the
-    // model is imported again with this data set's integer inputs frozen as constants.
+    // model is imported again with this data set's integer and bool inputs frozen as
+    // constants.
     OnnxImportOptions options;
     absl::StatusOr<Graph> frozen_graph = absl::UnknownError("unused");
     const Graph* g = plain.ok() ? &*plain : nullptr;
     if (!g) {
       for (size_t i = 0; i < inputs.size(); ++i)
-        if (is_integer(inputs[i].dtype())) options.frozen_inputs[test_inputs[i].name] = inputs[i];
+        if (is_integer(inputs[i].dtype()) || inputs[i].dtype() == DType::boolean)
+          options.frozen_inputs[test_inputs[i].name] = inputs[i];
       frozen_graph = import_onnx_bytes(*model_bytes, model_path, options);
       if (!frozen_graph.ok()) return import_error(frozen_graph.status(), model_path);
       g = &*frozen_graph;
-      r.reason = "integer inputs frozen as constants";
+      r.reason = "integer and bool inputs frozen as constants";
     }
 
     TensorMap args;

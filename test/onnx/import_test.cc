@@ -216,6 +216,45 @@ TEST_CASE("Shape of a static tensor folds to a parameter when a graph output", "
 
 // ---- op mappings that the ONNX 1.12 node tests do not exercise ------------------------
 
+// Position ids and a causal mask, as exporters write them: Range(0, T) from x's shape and
+// Trilu over the scores, both on symbolic dims.
+TEST_CASE("Range and Trilu on symbolic dims", "[onnx][import]") {
+  ModelBuilder m;
+  m.input("x", kF32, {"B", "T", 4});
+  m.int_scalar("zero", 0).int_scalar("one", 1).int_scalar("two", 2);
+  m.node("Shape", {"x"}, {"s"});
+  m.node("Gather", {"s", "one"}, {"t"});
+  m.node("Range", {"zero", "t", "one"}, {"pos"});
+  m.node("Range", {"one", "t", "two"}, {"odd"});
+  set_attr(m.node("Transpose", {"x"}, {"xt"}), "perm", std::vector<int64_t>{0, 2, 1});
+  m.node("MatMul", {"x", "xt"}, {"scores"});
+  set_attr(m.node("Trilu", {"scores"}, {"causal"}), "upper", int64_t{0});
+  m.output("pos", kI64, {"T"}).output("odd", kI64, {}).output("causal", kF32, {"B", "T", "T"});
+  Graph g = import_ok(m);
+  check_ir(g, R"(
+    CHECK: %pos = iota(shape=[T], axis=0, dtype=i64) : i64[T]
+    CHECK: iota(shape=[T // 2], axis=0, dtype=i64)
+    CHECK: %odd = add
+    CHECK-SAME: : i64[T // 2]
+    CHECK: %causal = where
+  )");
+  for (int64_t t : {1, 4, 7}) {
+    HostTensor x = random_tensor(DType::f32, {2, t, 4}, 20 + t);
+    std::vector<HostTensor> out = run(g, {{"x", x}});
+    REQUIRE(out[0].shape() == std::vector<int64_t>{t});
+    for (int64_t i = 0; i < t; ++i) CHECK(out[0].get_int(i) == i);
+    REQUIRE(out[1].shape() == std::vector<int64_t>{t / 2});
+    for (int64_t i = 0; i < t / 2; ++i) CHECK(out[1].get_int(i) == 1 + 2 * i);
+    for (int64_t b = 0; b < 2; ++b)
+      for (int64_t i = 0; i < t; ++i)
+        for (int64_t j = 0; j < t; ++j) {
+          double dot = 0;
+          for (int64_t k = 0; k < 4; ++k) dot += x.get((b * t + i) * 4 + k) * x.get((b * t + j) * 4 + k);
+          CHECK(out[2].get((b * t + i) * t + j) == Approx(j <= i ? dot : 0.0).margin(1e-6));
+        }
+  }
+}
+
 TEST_CASE("Gelu (opset 20) maps to kiln's gelu, exact and tanh forms", "[onnx][import]") {
   for (std::string approx : {"none", "tanh"}) {
     ModelBuilder m(20);

@@ -1,0 +1,222 @@
+// The ONNX importer's state and op handlers, shared by onnx_import.cc (the model, the
+// graph's inputs and outputs, operands and results) and onnx_ops.cc (one handler per ONNX
+// op type). Internal to frontends/onnx.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "frontends/onnx/onnx_import.h"
+#include "ir/graph.h"
+#include "ir/str.h"
+#include "onnx.pb.h"
+
+namespace kiln::onnx_detail {
+
+#define ONNX_TRY(expr)                              \
+  do {                                              \
+    if (absl::Status s_ = (expr); !s_.ok()) return s_; \
+  } while (0)
+#define ONNX_ASSIGN(lhs, expr)                         \
+  auto lhs##_or_ = (expr);                             \
+  if (!lhs##_or_.ok()) return lhs##_or_.status();      \
+  auto lhs = *std::move(lhs##_or_)
+
+// Small integer tensors (shapes, axes, indices of shape arithmetic) are tracked by value
+// so that Reshape/Expand/Slice operands computed from shapes fold at import time.
+constexpr int64_t kMaxKnown = 1024;
+
+// What the importer knows about one ONNX tensor name.
+struct Entry {
+  TensorType type;
+  Value* value = nullptr;                     // the kiln value; made lazily for constants
+  std::shared_ptr<const HostTensor> data;     // contents, for initializers and Constants
+  std::optional<std::vector<SymExpr>> known;  // contents of a small integer tensor, rank <= 1
+};
+
+// kiln value and symbol names are identifiers; ONNX names are arbitrary strings.
+std::string sanitize(std::string_view s);
+// The double with the float's shortest text (1e-05, not 9.999999747378752e-06), so that
+// the IR reads as the model was written; it rounds back to the same float.
+double tidy(float f);
+// The values of a small integer tensor of rank <= 1; nullopt for any other.
+std::optional<std::vector<SymExpr>> known_from_data(const HostTensor& t);
+inline Shape static_shape(const std::vector<int64_t>& dims) { return Shape(dims.begin(), dims.end()); }
+
+class Importer {
+ public:
+  Importer(std::string source, const OnnxImportOptions& options)
+      : source_(std::move(source)), options_(options) {}
+  absl::StatusOr<Graph> run(const onnx::ModelProto& model);
+
+  // An expression under construction for the ops that decompose into several kiln ops:
+  // each operation on it emits one node, and the first error carries through the rest
+  // (operators in onnx_ops.cc; a double operand is a constant of the other's dtype).
+  struct Ex {
+    Importer* im;
+    absl::StatusOr<Value*> v;
+  };
+  Ex apply(Op op, std::vector<Ex> operands, Attrs attrs = {});
+  Ex constant_like(const Ex& like, double c);
+
+ private:
+  using Handler = absl::Status (Importer::*)();
+  using AttrKind = onnx::AttributeProto::AttributeType;
+  struct OpSpec {
+    Handler handler;
+    // The attributes the handler understands, with their types: any other attribute is
+    // an error, so that no attribute is silently ignored.
+    std::map<std::string, AttrKind, std::less<>> attrs;
+  };
+  static const std::map<std::string, OpSpec, std::less<>>& op_table();
+
+  // ---- errors, located at the current node --------------------------------------
+  std::string where() const {
+    if (!node_) return str_cat(source_, ": ");
+    std::string who = node_->name().empty() ? str_cat("#", node_index_) : str_cat("'", node_->name(), "'");
+    return str_cat(source_, ": node ", who, " (", node_->op_type(), ", opset ", opset_, "): ");
+  }
+  template <typename... A>
+  absl::Status unsupported(const A&... a) const { return absl::UnimplementedError(str_cat(where(), a...)); }
+  template <typename... A>
+  absl::Status bad(const A&... a) const { return absl::InvalidArgumentError(str_cat(where(), a...)); }
+  template <typename... A>
+  absl::Status needs_constant(const A&... a) const {
+    return absl::FailedPreconditionError(str_cat(where(), a...));
+  }
+
+  // Where nodes made for the current ONNX node come from: "model.onnx:name" or "model.onnx:#3".
+  std::string loc() const {
+    return str_cat(source_, ":", node_->name().empty() ? str_cat("#", node_index_) : node_->name());
+  }
+  absl::StatusOr<TensorType> value_info_type(const onnx::ValueInfoProto& vi);
+  absl::Status import_node();
+  absl::StatusOr<Value*> materialize(const std::string& name, Entry& e);
+
+  // ---- operands and results of the current node ---------------------------------
+  bool has_input(int i) const { return i < node_->input_size() && !node_->input(i).empty(); }
+  absl::StatusOr<Entry*> in(int i);
+  absl::StatusOr<Value*> value(int i);
+  absl::StatusOr<std::vector<SymExpr>> known(int i, std::string_view what);
+  absl::StatusOr<std::vector<int64_t>> known_ints(int i, std::string_view what);
+  // An int list given as attribute `name` (older opsets) or as input i (newer ones).
+  absl::StatusOr<std::optional<std::vector<int64_t>>> ints_operand(int i, std::string_view name);
+  absl::StatusOr<Node*> emit_node(Op op, std::vector<Value*> operands, Attrs attrs = {});
+  absl::StatusOr<Value*> emit(Op op, std::vector<Value*> operands, Attrs attrs = {});
+  // A constant of dtype t: a float, a bool (v != 0) or an integer (v truncated).
+  absl::StatusOr<Value*> scalar(double v, DType t) {
+    Attrs attrs{{"dtype", t}};
+    if (is_float(t)) attrs.set("value", v);
+    else if (t == DType::boolean) attrs.set("value", v != 0);
+    else attrs.set("value", static_cast<int64_t>(v));
+    return emit(Op::Constant, {}, std::move(attrs));
+  }
+  absl::Status define(int i, Value* v);
+  absl::Status define(int i, const Ex& e) { return e.v.ok() ? define(i, *e.v) : e.v.status(); }
+  absl::Status define_entry(int i, Entry e);
+  absl::Status define_known(int i, DType t, std::vector<SymExpr> vals, Shape shape) {
+    return define_entry(i, Entry{TensorType{t, std::move(shape)}, nullptr, nullptr, std::move(vals)});
+  }
+  absl::Status define_data(int i, HostTensor t);
+
+  const onnx::AttributeProto* attr(std::string_view name) const {
+    for (const onnx::AttributeProto& a : node_->attribute())
+      if (a.name() == name) return &a;
+    return nullptr;
+  }
+  int64_t attr_int(std::string_view name, int64_t def) const {
+    const onnx::AttributeProto* a = attr(name);
+    return a ? a->i() : def;
+  }
+  double attr_float(std::string_view name, double def) const {
+    const onnx::AttributeProto* a = attr(name);
+    return a ? tidy(a->f()) : def;
+  }
+  std::optional<std::vector<int64_t>> attr_ints(std::string_view name) const {
+    const onnx::AttributeProto* a = attr(name);
+    if (!a) return std::nullopt;
+    return std::vector<int64_t>(a->ints().begin(), a->ints().end());
+  }
+  std::string attr_string(std::string_view name, std::string def) const {
+    const onnx::AttributeProto* a = attr(name);
+    return a ? a->s() : def;
+  }
+  absl::StatusOr<int64_t> axis_in(std::string_view what, int64_t axis, int64_t rank) const {
+    if (axis < -rank || axis >= rank) return bad(what, " ", axis, " is out of range for rank ", rank);
+    return axis < 0 ? axis + rank : axis;
+  }
+
+  // ---- op handlers ----------------------------------------------------------------
+  absl::Status unary();
+  absl::Status binary();
+  absl::Status variadic();
+  absl::Status pow();
+  absl::Status gelu();
+  absl::Status cast();
+  absl::Status where_op();
+  absl::Status matmul();
+  absl::Status gemm();
+  absl::Status reshape();
+  absl::Status transpose();
+  absl::Status squeeze();
+  absl::Status unsqueeze();
+  absl::Status flatten();
+  absl::Status expand();
+  absl::Status slice();
+  absl::Status concat();
+  absl::Status split();
+  absl::Status gather();
+  absl::Status reduce();
+  absl::Status argmax();
+  absl::Status softmax();
+  absl::Status layer_norm();
+  absl::Status identity();
+  absl::Status constant();
+  absl::Status shape();
+  absl::Status size();
+  absl::Status constant_of_shape();
+  absl::Status clip();
+  absl::Status activation();
+  absl::Status is_nan_inf();
+  absl::Status sign();
+  absl::Status global_pool();
+  absl::Status dropout();
+  absl::Status trilu();
+  absl::Status range();
+  absl::Status tile();
+  absl::Status depth_space();
+  absl::Status batch_norm();
+  absl::Status instance_norm();
+  absl::Status mean_variance_norm();
+  absl::Status hardmax();
+  absl::Status round();
+  absl::Status mod();
+  absl::Status eye_like();
+
+  Ex ex(Value* v) { return {this, v}; }
+  // softmax, log_softmax and hardmax along `axis`; before opset 13 they see the input
+  // flattened to 2-D at `axis` and work along its rows.
+  absl::Status along_axis(const std::function<Ex(Ex, int64_t)>& f);
+  // [C] -> [C, 1, ..., 1], to broadcast a per-channel vector over x [N, C, ...].
+  Ex per_channel(Value* v, int64_t rank);
+
+  std::string source_;
+  const OnnxImportOptions& options_;
+  Graph g_;
+  int64_t opset_ = 0;
+  const onnx::NodeProto* node_ = nullptr;
+  int node_index_ = 0;
+  std::map<std::string, Entry> env_;  // node-based: Entry pointers stay valid
+  std::set<const Value*> named_;      // values already renamed after an ONNX output
+  int fresh_symbols_ = 0;
+  std::set<std::string> dim_params_;  // symbols named by the model (sanitized)
+};
+
+}  // namespace kiln::onnx_detail

@@ -1,0 +1,1122 @@
+// The op handlers of the ONNX importer: each maps one ONNX op type (opset 13 and later
+// forms, and the earlier ones the node tests use) to kiln ops, or folds it at import time
+// when its operands are known.
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+#include "frontends/onnx/importer.h"
+#include "frontends/onnx/onnx_tensor.h"
+
+namespace kiln::onnx_detail {
+namespace {
+
+// Python slice of a sequence of length n, as kiln's slice and the node tests' NumPy
+// expectations define it; empty if step 0.
+std::vector<int64_t> slice_indices(int64_t n, int64_t start, int64_t end, int64_t step) {
+  std::vector<int64_t> idx;
+  if (step == 0) return idx;
+  auto clamp = [&](int64_t v, int64_t lo, int64_t hi) {
+    if (v < 0) v = v < -n ? lo : v + n;
+    return std::clamp(v, lo, hi);
+  };
+  if (step > 0) {
+    for (int64_t i = clamp(start, 0, n), e = clamp(end, 0, n); i < e; i += step) idx.push_back(i);
+  } else {
+    for (int64_t i = clamp(start, -1, n - 1), e = clamp(end, -1, n - 1); i > e; i += step) idx.push_back(i);
+  }
+  return idx;
+}
+
+// True when e >= 0 for every value of its symbols, which are dims of at least 1 (and its
+// floordiv/mod atoms dims or parts of dims, at least 0): every non-constant term has a
+// nonnegative coefficient, so e is smallest with each symbol at 1 and each atom at 0.
+// Where this holds, floor division agrees with the truncating division of kiln's integers.
+bool nonnegative(const SymExpr& e) {
+  int64_t least = 0;
+  for (const SymTerm& t : e.poly().terms) {
+    if (!t.factors.empty() && t.coeff < 0) return false;
+    bool at_least_coeff = std::all_of(t.factors.begin(), t.factors.end(),
+                                      [](const SymFactor& f) { return f.atom->kind == SymAtom::Kind::Symbol; });
+    if (at_least_coeff && __builtin_add_overflow(least, t.coeff, &least)) return false;
+  }
+  return least >= 0;
+}
+
+// Integer arithmetic on known rank <= 1 values (shape computations); nullopt when the
+// result is not expressible (shapes that do not broadcast, division by a symbol or zero).
+std::optional<std::vector<SymExpr>> fold_arith(Op op, const std::vector<SymExpr>& a, const std::vector<SymExpr>& b) {
+  size_t n = std::max(a.size(), b.size());
+  if (a.size() != b.size() && a.size() != 1 && b.size() != 1) return std::nullopt;
+  std::vector<SymExpr> out;
+  for (size_t i = 0; i < n; ++i) {
+    const SymExpr& x = a[a.size() == 1 ? 0 : i];
+    const SymExpr& y = b[b.size() == 1 ? 0 : i];
+    switch (op) {
+      case Op::Add: out.push_back(x + y); break;
+      case Op::Sub: out.push_back(x - y); break;
+      case Op::Mul: out.push_back(x * y); break;
+      case Op::Div: {
+        std::optional<int64_t> cy = y.constant(), cx = x.constant();
+        if (!cy || *cy == 0) return std::nullopt;
+        if (cx) out.push_back(*cx / *cy);  // kiln's integer division truncates
+        else if (std::optional<SymExpr> q = x.divide_exact(*cy)) out.push_back(*q);
+        else if (*cy > 0 && nonnegative(x)) out.push_back(x.floordiv(*cy));  // floor == trunc
+        else return std::nullopt;
+        break;
+      }
+      default: return std::nullopt;
+    }
+  }
+  return out;
+}
+
+using Ex = Importer::Ex;
+
+Ex ex_unary(Op op, const Ex& a) { return a.im->apply(op, {a}); }
+Ex ex_binary(Op op, const Ex& a, const Ex& b) { return a.im->apply(op, {a, b}); }
+Ex ex_binary(Op op, const Ex& a, double b) { return ex_binary(op, a, a.im->constant_like(a, b)); }
+Ex ex_binary(Op op, double a, const Ex& b) { return ex_binary(op, b.im->constant_like(b, a), b); }
+
+#define KILN_EX_BINARY(name, op)                                           \
+  [[maybe_unused]] Ex name(const Ex& a, const Ex& b) { return ex_binary(op, a, b); } \
+  [[maybe_unused]] Ex name(const Ex& a, double b) { return ex_binary(op, a, b); }    \
+  [[maybe_unused]] Ex name(double a, const Ex& b) { return ex_binary(op, a, b); }
+KILN_EX_BINARY(operator+, Op::Add)
+KILN_EX_BINARY(operator-, Op::Sub)
+KILN_EX_BINARY(operator*, Op::Mul)
+KILN_EX_BINARY(operator/, Op::Div)
+KILN_EX_BINARY(operator<, Op::Lt)
+KILN_EX_BINARY(operator<=, Op::Le)
+KILN_EX_BINARY(operator>, Op::Gt)
+KILN_EX_BINARY(operator>=, Op::Ge)
+KILN_EX_BINARY(operator==, Op::Eq)
+KILN_EX_BINARY(operator!=, Op::Ne)
+KILN_EX_BINARY(operator&&, Op::And)
+KILN_EX_BINARY(maximum, Op::Maximum)
+KILN_EX_BINARY(minimum, Op::Minimum)
+#undef KILN_EX_BINARY
+
+Ex exp(const Ex& a) { return ex_unary(Op::Exp, a); }
+Ex log(const Ex& a) { return ex_unary(Op::Log, a); }
+Ex abs(const Ex& a) { return ex_unary(Op::Abs, a); }
+Ex sqrt(const Ex& a) { return ex_unary(Op::Sqrt, a); }
+// where(c, a, b) (Importer::where() names the current node in messages).
+Ex select(const Ex& c, const Ex& a, const Ex& b) { return c.im->apply(Op::Where, {c, a, b}); }
+Ex select(const Ex& c, const Ex& a, double b) { return select(c, a, a.im->constant_like(a, b)); }
+
+}  // namespace
+
+Ex Importer::apply(Op op, std::vector<Ex> operands, Attrs attrs) {
+  std::vector<Value*> vs;
+  for (const Ex& e : operands) {
+    if (!e.v.ok()) return {this, e.v.status()};
+    vs.push_back(*e.v);
+  }
+  return {this, emit(op, std::move(vs), std::move(attrs))};
+}
+
+Ex Importer::constant_like(const Ex& like, double c) {
+  if (!like.v.ok()) return like;
+  return {this, scalar(c, (*like.v)->dtype())};
+}
+
+const std::map<std::string, Importer::OpSpec, std::less<>>& Importer::op_table() {
+  constexpr AttrKind kInt = onnx::AttributeProto::INT, kFloat = onnx::AttributeProto::FLOAT,
+                     kInts = onnx::AttributeProto::INTS, kFloats = onnx::AttributeProto::FLOATS,
+                     kString = onnx::AttributeProto::STRING, kTensor = onnx::AttributeProto::TENSOR;
+  static const std::map<std::string, AttrKind, std::less<>> reduce_attrs{
+      {"axes", kInts}, {"keepdims", kInt}, {"noop_with_empty_axes", kInt}};
+  static const std::map<std::string, AttrKind, std::less<>> arg_attrs{
+      {"axis", kInt}, {"keepdims", kInt}, {"select_last_index", kInt}};
+  static const auto* table = new std::map<std::string, OpSpec, std::less<>>{
+      {"Neg", {&Importer::unary, {}}}, {"Abs", {&Importer::unary, {}}},
+      {"Exp", {&Importer::unary, {}}}, {"Log", {&Importer::unary, {}}},
+      {"Sqrt", {&Importer::unary, {}}}, {"Reciprocal", {&Importer::unary, {}}},
+      {"Floor", {&Importer::unary, {}}}, {"Ceil", {&Importer::unary, {}}},
+      {"Tanh", {&Importer::unary, {}}}, {"Sigmoid", {&Importer::unary, {}}},
+      {"Relu", {&Importer::unary, {}}}, {"Erf", {&Importer::unary, {}}},
+      {"Sin", {&Importer::unary, {}}}, {"Cos", {&Importer::unary, {}}},
+      {"Not", {&Importer::unary, {}}},
+      {"Add", {&Importer::binary, {}}}, {"Sub", {&Importer::binary, {}}},
+      {"Mul", {&Importer::binary, {}}}, {"Div", {&Importer::binary, {}}},
+      {"Equal", {&Importer::binary, {}}}, {"Less", {&Importer::binary, {}}},
+      {"LessOrEqual", {&Importer::binary, {}}}, {"Greater", {&Importer::binary, {}}},
+      {"GreaterOrEqual", {&Importer::binary, {}}}, {"And", {&Importer::binary, {}}},
+      {"Or", {&Importer::binary, {}}},
+      {"Max", {&Importer::variadic, {}}}, {"Min", {&Importer::variadic, {}}},
+      {"Pow", {&Importer::pow, {}}},
+      {"Gelu", {&Importer::gelu, {{"approximate", kString}}}},
+      {"Cast", {&Importer::cast, {{"to", kInt}}}},
+      {"CastLike", {&Importer::cast, {}}},
+      {"Where", {&Importer::where_op, {}}},
+      {"MatMul", {&Importer::matmul, {}}},
+      {"Gemm", {&Importer::gemm, {{"alpha", kFloat}, {"beta", kFloat}, {"transA", kInt}, {"transB", kInt}}}},
+      {"Reshape", {&Importer::reshape, {{"allowzero", kInt}, {"shape", kInts}}}},
+      {"Transpose", {&Importer::transpose, {{"perm", kInts}}}},
+      {"Squeeze", {&Importer::squeeze, {{"axes", kInts}}}},
+      {"Unsqueeze", {&Importer::unsqueeze, {{"axes", kInts}}}},
+      {"Flatten", {&Importer::flatten, {{"axis", kInt}}}},
+      {"Expand", {&Importer::expand, {}}},
+      {"Slice", {&Importer::slice, {{"starts", kInts}, {"ends", kInts}, {"axes", kInts}}}},
+      {"Concat", {&Importer::concat, {{"axis", kInt}}}},
+      {"Split", {&Importer::split, {{"axis", kInt}, {"split", kInts}, {"num_outputs", kInt}}}},
+      {"Gather", {&Importer::gather, {{"axis", kInt}}}},
+      {"ReduceSum", {&Importer::reduce, reduce_attrs}},
+      {"ReduceMean", {&Importer::reduce, reduce_attrs}},
+      {"ReduceMax", {&Importer::reduce, reduce_attrs}},
+      {"ReduceMin", {&Importer::reduce, reduce_attrs}},
+      {"ReduceProd", {&Importer::reduce, reduce_attrs}},
+      {"ArgMax", {&Importer::argmax, arg_attrs}},
+      {"ArgMin", {&Importer::argmax, arg_attrs}},
+      {"Softmax", {&Importer::softmax, {{"axis", kInt}}}},
+      {"LogSoftmax", {&Importer::softmax, {{"axis", kInt}}}},
+      {"LayerNormalization", {&Importer::layer_norm, {{"axis", kInt}, {"epsilon", kFloat}, {"stash_type", kInt}}}},
+      {"Identity", {&Importer::identity, {}}},
+      {"Constant", {&Importer::constant, {{"value", kTensor}, {"value_float", kFloat}, {"value_floats", kFloats},
+                                          {"value_int", kInt}, {"value_ints", kInts}}}},
+      {"Shape", {&Importer::shape, {{"start", kInt}, {"end", kInt}}}},
+      {"Size", {&Importer::size, {}}},
+      {"ConstantOfShape", {&Importer::constant_of_shape, {{"value", kTensor}}}},
+      // Beyond the ops kiln set out to support: each one exact in kiln's ops.
+      {"Sum", {&Importer::variadic, {}}}, {"Mean", {&Importer::variadic, {}}},
+      {"Xor", {&Importer::binary, {}}},
+      {"Clip", {&Importer::clip, {{"min", kFloat}, {"max", kFloat}}}},
+      {"LeakyRelu", {&Importer::activation, {{"alpha", kFloat}}}},
+      {"PRelu", {&Importer::activation, {}}},
+      {"Elu", {&Importer::activation, {{"alpha", kFloat}}}},
+      {"Selu", {&Importer::activation, {{"alpha", kFloat}, {"gamma", kFloat}}}},
+      {"Celu", {&Importer::activation, {{"alpha", kFloat}}}},
+      {"HardSigmoid", {&Importer::activation, {{"alpha", kFloat}, {"beta", kFloat}}}},
+      {"HardSwish", {&Importer::activation, {}}},
+      {"Softplus", {&Importer::activation, {}}},
+      {"Softsign", {&Importer::activation, {}}},
+      {"ThresholdedRelu", {&Importer::activation, {{"alpha", kFloat}}}},
+      {"Shrink", {&Importer::activation, {{"bias", kFloat}, {"lambd", kFloat}}}},
+      {"IsNaN", {&Importer::is_nan_inf, {}}},
+      {"IsInf", {&Importer::is_nan_inf, {{"detect_negative", kInt}, {"detect_positive", kInt}}}},
+      {"Sign", {&Importer::sign, {}}},
+      {"ReduceL1", {&Importer::reduce, reduce_attrs}},
+      {"ReduceL2", {&Importer::reduce, reduce_attrs}},
+      {"ReduceSumSquare", {&Importer::reduce, reduce_attrs}},
+      {"ReduceLogSum", {&Importer::reduce, reduce_attrs}},
+      {"ReduceLogSumExp", {&Importer::reduce, reduce_attrs}},
+      {"GlobalAveragePool", {&Importer::global_pool, {}}},
+      {"GlobalMaxPool", {&Importer::global_pool, {}}},
+      {"Hardmax", {&Importer::hardmax, {{"axis", kInt}}}},
+      {"Dropout", {&Importer::dropout, {{"seed", kInt}, {"ratio", kFloat}}}},
+      {"Trilu", {&Importer::trilu, {{"upper", kInt}}}},
+      {"Range", {&Importer::range, {}}},
+      {"Tile", {&Importer::tile, {}}},
+      {"DepthToSpace", {&Importer::depth_space, {{"blocksize", kInt}, {"mode", kString}}}},
+      {"SpaceToDepth", {&Importer::depth_space, {{"blocksize", kInt}}}},
+      {"BatchNormalization", {&Importer::batch_norm, {{"epsilon", kFloat}, {"momentum", kFloat}, {"training_mode", kInt}}}},
+      {"InstanceNormalization", {&Importer::instance_norm, {{"epsilon", kFloat}}}},
+      {"MeanVarianceNormalization", {&Importer::mean_variance_norm, {{"axes", kInts}}}},
+      {"Round", {&Importer::round, {}}},
+      {"Mod", {&Importer::mod, {{"fmod", kInt}}}},
+      {"EyeLike", {&Importer::eye_like, {{"dtype", kInt}, {"k", kInt}}}},
+  };
+  return *table;
+}
+
+// ---- elementwise -------------------------------------------------------------------
+
+absl::Status Importer::unary() {
+  static const std::map<std::string, Op, std::less<>> kOps = {
+      {"Neg", Op::Neg},   {"Abs", Op::Abs},     {"Exp", Op::Exp},         {"Log", Op::Log},
+      {"Sqrt", Op::Sqrt}, {"Floor", Op::Floor}, {"Ceil", Op::Ceil},       {"Tanh", Op::Tanh},
+      {"Relu", Op::Relu}, {"Erf", Op::Erf},     {"Sigmoid", Op::Sigmoid}, {"Sin", Op::Sin},
+      {"Cos", Op::Cos},   {"Not", Op::Not},     {"Reciprocal", Op::Reciprocal}};
+  Op op = kOps.at(node_->op_type());
+  ONNX_ASSIGN(e, in(0));
+  if (op == Op::Neg && e->known) {  // shape arithmetic: a negated axis or length
+    std::vector<SymExpr> vals;
+    for (const SymExpr& v : *e->known) vals.push_back(-v);
+    return define_known(0, e->type.dtype, std::move(vals), e->type.shape);
+  }
+  ONNX_ASSIGN(x, value(0));
+  ONNX_ASSIGN(y, emit(op, {x}));
+  return define(0, y);
+}
+
+absl::Status Importer::binary() {
+  static const std::map<std::string, Op, std::less<>> kOps = {
+      {"Add", Op::Add}, {"Sub", Op::Sub}, {"Mul", Op::Mul}, {"Div", Op::Div},
+      {"Equal", Op::Eq}, {"Less", Op::Lt}, {"LessOrEqual", Op::Le}, {"Greater", Op::Gt},
+      {"GreaterOrEqual", Op::Ge}, {"And", Op::And}, {"Or", Op::Or}, {"Xor", Op::Ne}};
+  Op op = kOps.at(node_->op_type());
+  if (node_->input_size() != 2) return bad("expects 2 inputs, got ", node_->input_size());
+  ONNX_ASSIGN(a, in(0));
+  ONNX_ASSIGN(b, in(1));
+  if (a->known && b->known && a->type.dtype == b->type.dtype) {
+    if (std::optional<std::vector<SymExpr>> r = fold_arith(op, *a->known, *b->known)) {
+      Shape shape = a->type.shape.size() >= b->type.shape.size() ? a->type.shape : b->type.shape;
+      if (!shape.empty()) shape[0] = static_cast<int64_t>(r->size());
+      return define_known(0, a->type.dtype, *std::move(r), std::move(shape));
+    }
+  }
+  ONNX_ASSIGN(x, value(0));
+  ONNX_ASSIGN(y, value(1));
+  ONNX_ASSIGN(out, emit(op, {x, y}));
+  return define(0, out);
+}
+
+// Max, Min, Sum and Mean of one or more inputs, broadcast together.
+absl::Status Importer::variadic() {
+  const std::string& type = node_->op_type();
+  Op op = type == "Max" ? Op::Maximum : type == "Min" ? Op::Minimum : Op::Add;
+  if (node_->input_size() < 1) return bad("expects at least one input");
+  ONNX_ASSIGN(first, value(0));
+  Ex acc = ex(first);
+  for (int i = 1; i < node_->input_size(); ++i) {
+    ONNX_ASSIGN(x, value(i));
+    acc = apply(op, {acc, ex(x)});
+  }
+  if (type == "Mean") acc = apply(Op::Div, {acc, constant_like(acc, node_->input_size())});
+  return define(0, acc);
+}
+
+absl::Status Importer::pow() {
+  ONNX_ASSIGN(base, value(0));
+  ONNX_ASSIGN(exponent, value(1));
+  if (!is_float(base->dtype()))
+    return unsupported("a ", dtype_name(base->dtype()), " base is not supported: kiln's pow is floating-point only");
+  if (exponent->dtype() != base->dtype()) {
+    // ONNX lets the exponent's type differ; kiln's binary ops want equal dtypes.
+    ONNX_ASSIGN(c, emit(Op::Cast, {exponent}, {{"dtype", base->dtype()}}));
+    exponent = c;
+  }
+  ONNX_ASSIGN(y, emit(Op::Pow, {base, exponent}));
+  return define(0, y);
+}
+
+absl::Status Importer::gelu() {
+  ONNX_ASSIGN(x, value(0));
+  ONNX_ASSIGN(y, emit(Op::Gelu, {x}, {{"approximate", attr_string("approximate", "none")}}));
+  return define(0, y);
+}
+
+// Cast(x, to=T), or CastLike(x, like): x converted to T or to like's dtype.
+absl::Status Importer::cast() {
+  ONNX_ASSIGN(x, in(0));
+  std::optional<DType> t;
+  if (node_->op_type() == "CastLike") {
+    ONNX_ASSIGN(like, in(1));
+    t = like->type.dtype;
+  } else {
+    const onnx::AttributeProto* to = attr("to");
+    if (!to) return bad("missing attribute 'to'");
+    t = dtype_from_onnx(static_cast<int32_t>(to->i()));
+    if (!t) return unsupported("cast to unsupported element type ", onnx_type_name(static_cast<int32_t>(to->i())));
+  }
+  if (x->known && is_integer(*t)) {
+    std::vector<SymExpr> vals = *x->known;
+    if (*t == DType::i32)
+      for (SymExpr& v : vals)
+        if (std::optional<int64_t> c = v.constant()) v = static_cast<int64_t>(static_cast<int32_t>(*c));
+    return define_known(0, *t, std::move(vals), x->type.shape);
+  }
+  if (x->known && std::all_of(x->known->begin(), x->known->end(), [](const SymExpr& v) { return v.is_constant(); })) {
+    // Constant integers cast to a float or bool stay constants (Range's float operands).
+    std::vector<int64_t> dims;
+    for (const Dim& d : x->type.shape) dims.push_back(*d.constant());
+    HostTensor out(*t, dims);
+    for (size_t i = 0; i < x->known->size(); ++i) {
+      int64_t v = *(*x->known)[i].constant();
+      if (*t == DType::boolean) out.set_int(i, v != 0);
+      else out.set(i, static_cast<float>(v));  // as kiln's cast: through float
+    }
+    return define_data(0, std::move(out));
+  }
+  ONNX_ASSIGN(xv, value(0));
+  ONNX_ASSIGN(y, emit(Op::Cast, {xv}, {{"dtype", *t}}));
+  return define(0, y);
+}
+
+absl::Status Importer::where_op() {
+  ONNX_ASSIGN(c, value(0));
+  ONNX_ASSIGN(a, value(1));
+  ONNX_ASSIGN(b, value(2));
+  ONNX_ASSIGN(y, emit(Op::Where, {c, a, b}));
+  return define(0, y);
+}
+
+// ---- linear algebra ------------------------------------------------------------------
+
+absl::Status Importer::matmul() {
+  ONNX_ASSIGN(a, value(0));
+  ONNX_ASSIGN(b, value(1));
+  if (!is_float(a->dtype()))
+    return unsupported("MatMul on ", dtype_name(a->dtype()), " is not supported: kiln's matmul is floating-point only");
+  ONNX_ASSIGN(y, emit(Op::MatMul, {a, b}));
+  return define(0, y);
+}
+
+// Y = alpha * A' B' + beta * C, with A' = A^T if transA, B' = B^T if transB.
+absl::Status Importer::gemm() {
+  ONNX_ASSIGN(a, value(0));
+  ONNX_ASSIGN(b, value(1));
+  if (!is_float(a->dtype()))
+    return unsupported("Gemm on ", dtype_name(a->dtype()), " is not supported: kiln's matmul is floating-point only");
+  Attrs swap{{"dims", std::vector<int64_t>{1, 0}}};
+  if (attr_int("transA", 0)) {
+    ONNX_ASSIGN(t, emit(Op::Permute, {a}, swap));
+    a = t;
+  }
+  if (attr_int("transB", 0)) {
+    ONNX_ASSIGN(t, emit(Op::Permute, {b}, swap));
+    b = t;
+  }
+  ONNX_ASSIGN(y, emit(Op::MatMul, {a, b}));
+  if (double alpha = attr_float("alpha", 1.0); alpha != 1.0) {
+    ONNX_ASSIGN(s, scalar(alpha, y->dtype()));
+    ONNX_ASSIGN(scaled, emit(Op::Mul, {y, s}));
+    y = scaled;
+  }
+  if (has_input(2)) {
+    ONNX_ASSIGN(c, value(2));
+    if (double beta = attr_float("beta", 1.0); beta != 1.0) {
+      ONNX_ASSIGN(s, scalar(beta, c->dtype()));
+      ONNX_ASSIGN(scaled, emit(Op::Mul, {c, s}));
+      c = scaled;
+    }
+    ONNX_ASSIGN(sum, emit(Op::Add, {y, c}));
+    y = sum;
+  }
+  return define(0, y);
+}
+
+// ---- shape and data movement ---------------------------------------------------------
+
+absl::Status Importer::reshape() {
+  ONNX_ASSIGN(x, in(0));
+  std::vector<SymExpr> shape;
+  if (opset_ < 5) {
+    std::optional<std::vector<int64_t>> s = attr_ints("shape");
+    if (!s) return bad("missing attribute 'shape'");
+    shape.assign(s->begin(), s->end());
+  } else {
+    ONNX_ASSIGN(s, known(1, "shape"));
+    shape = std::move(s);
+  }
+  bool allowzero = attr_int("allowzero", 0) != 0;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (shape[i] != SymExpr(0) || allowzero) continue;
+    if (i >= x->type.shape.size()) return bad("shape[", i, "] = 0 copies a dim the input ", x->type.to_string(), " lacks");
+    shape[i] = x->type.shape[i];
+  }
+  if (x->known && shape.size() <= 1) {
+    Shape out;
+    if (!shape.empty()) out.push_back(static_cast<int64_t>(x->known->size()));
+    if (shape.empty() ? x->known->size() == 1
+                      : shape[0] == SymExpr(-1) || shape[0] == SymExpr(static_cast<int64_t>(x->known->size())))
+      return define_known(0, x->type.dtype, *x->known, std::move(out));
+  }
+  ONNX_ASSIGN(xv, value(0));
+  ONNX_ASSIGN(y, emit(Op::Reshape, {xv}, {{"shape", shape}}));
+  return define(0, y);
+}
+
+absl::Status Importer::transpose() {
+  ONNX_ASSIGN(x, value(0));
+  std::vector<int64_t> perm;
+  if (std::optional<std::vector<int64_t>> p = attr_ints("perm")) {
+    perm = *p;
+  } else {
+    for (int64_t i = static_cast<int64_t>(x->shape().size()) - 1; i >= 0; --i) perm.push_back(i);
+  }
+  ONNX_ASSIGN(y, emit(Op::Permute, {x}, {{"dims", perm}}));
+  return define(0, y);
+}
+
+absl::Status Importer::squeeze() {
+  ONNX_ASSIGN(x, in(0));
+  ONNX_ASSIGN(axes, ints_operand(1, "axes"));
+  if (x->known && x->type.shape.size() == 1 && x->known->size() == 1 &&
+      (!axes || (axes->size() == 1 && ((*axes)[0] == 0 || (*axes)[0] == -1))))
+    return define_known(0, x->type.dtype, *x->known, {});
+  Attrs attrs;
+  if (axes) attrs.set("axes", *axes);
+  ONNX_ASSIGN(xv, value(0));
+  ONNX_ASSIGN(y, emit(Op::Squeeze, {xv}, attrs));
+  return define(0, y);
+}
+
+absl::Status Importer::unsqueeze() {
+  ONNX_ASSIGN(x, in(0));
+  ONNX_ASSIGN(axes, ints_operand(1, "axes"));
+  if (!axes) return bad("missing axes");
+  if (x->known && x->type.shape.empty() && axes->size() == 1 && ((*axes)[0] == 0 || (*axes)[0] == -1))
+    return define_known(0, x->type.dtype, *x->known, {1});
+  ONNX_ASSIGN(xv, value(0));
+  ONNX_ASSIGN(y, emit(Op::Unsqueeze, {xv}, {{"axes", *axes}}));
+  return define(0, y);
+}
+
+absl::Status Importer::flatten() {
+  ONNX_ASSIGN(x, value(0));
+  int64_t rank = x->shape().size();
+  int64_t axis = attr_int("axis", 1);
+  if (axis < -rank || axis > rank) return bad("axis ", axis, " is out of range for rank ", rank);
+  if (axis < 0) axis += rank;
+  Shape outer(x->shape().begin(), x->shape().begin() + axis), inner(x->shape().begin() + axis, x->shape().end());
+  ONNX_ASSIGN(y, emit(Op::Reshape, {x}, {{"shape", std::vector<SymExpr>{shape_numel(outer), shape_numel(inner)}}}));
+  return define(0, y);
+}
+
+absl::Status Importer::expand() {
+  ONNX_ASSIGN(dims, known(1, "shape"));
+  ONNX_ASSIGN(x, value(0));
+  // ONNX's Expand broadcasts both ways: the result has the broadcast of both shapes.
+  absl::StatusOr<Shape> target = broadcast_shapes(x->shape(), dims);
+  if (!target.ok()) return bad(target.status().message());
+  ONNX_ASSIGN(y, emit(Op::Expand, {x}, {{"shape", *target}}));
+  return define(0, y);
+}
+
+absl::Status Importer::slice() {
+  std::vector<int64_t> starts, ends, axes, steps;
+  if (opset_ < 10) {
+    std::optional<std::vector<int64_t>> s = attr_ints("starts"), e = attr_ints("ends");
+    if (!s || !e) return bad("missing attribute 'starts' or 'ends'");
+    starts = *s, ends = *e;
+    if (std::optional<std::vector<int64_t>> a = attr_ints("axes")) axes = *a;
+  } else {
+    ONNX_ASSIGN(s, known_ints(1, "starts"));
+    ONNX_ASSIGN(e, known_ints(2, "ends"));
+    starts = s, ends = e;
+    if (has_input(3)) {
+      ONNX_ASSIGN(a, known_ints(3, "axes"));
+      axes = a;
+    }
+    if (has_input(4)) {
+      ONNX_ASSIGN(st, known_ints(4, "steps"));
+      steps = st;
+    }
+  }
+  if (axes.empty())
+    for (size_t i = 0; i < starts.size(); ++i) axes.push_back(static_cast<int64_t>(i));
+  if (steps.empty()) steps.assign(starts.size(), 1);
+  if (ends.size() != starts.size() || axes.size() != starts.size() || steps.size() != starts.size())
+    return bad("starts, ends, axes and steps differ in length");
+  ONNX_ASSIGN(x, in(0));
+  int64_t rank = x->type.shape.size();
+  for (size_t i = 0; i < starts.size(); ++i) {
+    if (steps[i] == 0) return bad("steps must not be 0");
+    ONNX_ASSIGN(ax, axis_in("axis", axes[i], rank));
+    axes[i] = ax;
+  }
+  if (x->known && rank == 1 && starts.size() == 1) {
+    std::vector<SymExpr> vals;
+    for (int64_t j : slice_indices(x->known->size(), starts[0], ends[0], steps[0])) vals.push_back((*x->known)[j]);
+    int64_t n = vals.size();
+    return define_known(0, x->type.dtype, std::move(vals), {n});
+  }
+  ONNX_ASSIGN(y, value(0));
+  for (size_t i = 0; i < starts.size(); ++i) {
+    ONNX_ASSIGN(s, emit(Op::Slice, {y}, {{"axis", axes[i]}, {"start", starts[i]}, {"end", ends[i]}, {"step", steps[i]}}));
+    y = s;
+  }
+  return define(0, y);
+}
+
+absl::Status Importer::concat() {
+  const onnx::AttributeProto* axis = attr("axis");
+  if (!axis) return bad("missing attribute 'axis'");
+  if (node_->input_size() < 1) return bad("expects at least one input");
+  std::vector<Entry*> ins;
+  for (int i = 0; i < node_->input_size(); ++i) {
+    ONNX_ASSIGN(e, in(i));
+    ins.push_back(e);
+  }
+  bool all_known = std::all_of(ins.begin(), ins.end(), [&](const Entry* e) {
+    return e->known && e->type.shape.size() == 1 && e->type.dtype == ins[0]->type.dtype;
+  });
+  if (all_known) {
+    std::vector<SymExpr> vals;
+    for (const Entry* e : ins) vals.insert(vals.end(), e->known->begin(), e->known->end());
+    int64_t n = vals.size();
+    if (n <= kMaxKnown) return define_known(0, ins[0]->type.dtype, std::move(vals), {n});
+  }
+  std::vector<Value*> vs;
+  for (int i = 0; i < node_->input_size(); ++i) {
+    ONNX_ASSIGN(v, value(i));
+    vs.push_back(v);
+  }
+  ONNX_ASSIGN(y, emit(Op::Concat, vs, {{"axis", axis->i()}}));
+  return define(0, y);
+}
+
+absl::Status Importer::split() {
+  ONNX_ASSIGN(x, value(0));
+  int64_t rank = x->shape().size();
+  ONNX_ASSIGN(axis, axis_in("axis", attr_int("axis", 0), rank));
+  std::vector<SymExpr> sizes;
+  if (std::optional<std::vector<int64_t>> s = attr_ints("split")) {
+    sizes.assign(s->begin(), s->end());
+  } else if (has_input(1)) {
+    ONNX_ASSIGN(s, known(1, "split"));
+    sizes = std::move(s);
+  } else {
+    int64_t n = attr_int("num_outputs", node_->output_size());
+    if (n <= 0) return bad("cannot split into ", n, " parts");
+    std::optional<SymExpr> part = x->shape()[axis].divide_exact(SymExpr(n));
+    if (!part) return unsupported("dim ", x->shape()[axis].to_string(), " does not split into ", n, " equal parts");
+    sizes.assign(n, *part);
+  }
+  if (static_cast<int>(sizes.size()) != node_->output_size())
+    return bad(sizes.size(), " split sizes for ", node_->output_size(), " outputs");
+  ONNX_ASSIGN(n, emit_node(Op::Split, {x}, {{"axis", axis}, {"sizes", sizes}}));
+  for (int i = 0; i < node_->output_size(); ++i) ONNX_TRY(define(i, n->result(i)));
+  return absl::OkStatus();
+}
+
+absl::Status Importer::gather() {
+  ONNX_ASSIGN(data, in(0));
+  ONNX_ASSIGN(idx, in(1));
+  int64_t axis = attr_int("axis", 0);
+  if (data->known && idx->known && data->type.shape.size() == 1 && (axis == 0 || axis == -1)) {
+    int64_t n = data->known->size();
+    std::vector<SymExpr> vals;
+    bool in_range = true;
+    for (const SymExpr& i : *idx->known) {
+      std::optional<int64_t> c = i.constant();
+      if (!c || *c < -n || *c >= n) {
+        in_range = false;
+        break;
+      }
+      vals.push_back((*data->known)[*c < 0 ? *c + n : *c]);
+    }
+    if (in_range) return define_known(0, data->type.dtype, std::move(vals), idx->type.shape);
+  }
+  ONNX_ASSIGN(d, value(0));
+  ONNX_ASSIGN(i, value(1));
+  ONNX_ASSIGN(y, emit(Op::Gather, {d, i}, {{"axis", axis}}));
+  return define(0, y);
+}
+
+// ---- reductions ----------------------------------------------------------------------
+
+// ReduceSum/Mean/Max/Min/Prod map to kiln's reductions; L1, L2, SumSquare, LogSum and
+// LogSumExp (with the row maximum subtracted first) are built from them.
+absl::Status Importer::reduce() {
+  static const std::map<std::string, Op, std::less<>> kOps = {
+      {"ReduceSum", Op::Sum}, {"ReduceMean", Op::Mean}, {"ReduceMax", Op::Max},
+      {"ReduceMin", Op::Min}, {"ReduceProd", Op::Prod}};
+  ONNX_ASSIGN(xv, value(0));
+  ONNX_ASSIGN(axes, ints_operand(1, "axes"));
+  bool keepdim = attr_int("keepdims", 1) != 0;
+  if ((!axes || axes->empty()) && attr_int("noop_with_empty_axes", 0)) return define(0, xv);
+  auto reduce = [&](Op op, const Ex& e, bool keep) {
+    Attrs attrs{{"keepdim", keep}};
+    if (axes && !axes->empty()) attrs.set("axes", *axes);
+    return apply(op, {e}, std::move(attrs));
+  };
+  const std::string& type = node_->op_type();
+  Ex x = ex(xv);
+  if (auto it = kOps.find(type); it != kOps.end()) return define(0, reduce(it->second, x, keepdim));
+  if (type == "ReduceL1") return define(0, reduce(Op::Sum, abs(x), keepdim));
+  if (type == "ReduceL2") return define(0, sqrt(reduce(Op::Sum, x * x, keepdim)));
+  if (type == "ReduceSumSquare") return define(0, reduce(Op::Sum, x * x, keepdim));
+  if (type == "ReduceLogSum") return define(0, log(reduce(Op::Sum, x, keepdim)));
+  Ex m = reduce(Op::Max, x, true);  // ReduceLogSumExp
+  return define(0, log(reduce(Op::Sum, exp(x - m), keepdim)) + (keepdim ? m : reduce(Op::Max, x, false)));
+}
+
+// ArgMin is the argmax of an order-reversing map: -x for floats (NaN stays NaN, so the
+// first NaN still wins), -x - 1 for integers (that is ~x, which cannot overflow).
+// select_last_index reverses the axis and maps the index i found there back to n - 1 - i.
+absl::Status Importer::argmax() {
+  ONNX_ASSIGN(x, value(0));
+  int64_t rank = x->shape().size();
+  ONNX_ASSIGN(axis, axis_in("axis", attr_int("axis", 0), rank));
+  Value* v = x;
+  if (node_->op_type() == "ArgMin") {
+    if (x->dtype() == DType::boolean) return unsupported("ArgMin of a bool tensor is not supported");
+    ONNX_ASSIGN(neg, emit(Op::Neg, {v}));
+    v = neg;
+    if (is_integer(x->dtype())) {
+      ONNX_ASSIGN(one, scalar(1, x->dtype()));
+      ONNX_ASSIGN(not_x, emit(Op::Sub, {neg, one}));
+      v = not_x;
+    }
+  }
+  std::optional<int64_t> n = x->shape()[axis].constant();
+  bool last = attr_int("select_last_index", 0) != 0;
+  if (last) {
+    if (!n) return unsupported("select_last_index=1 needs a static dim at axis ", axis, ", got ", x->type().to_string());
+    ONNX_ASSIGN(rev, emit(Op::Slice, {v}, {{"axis", axis}, {"start", int64_t{-1}},
+                                           {"end", std::numeric_limits<int64_t>::min()}, {"step", int64_t{-1}}}));
+    v = rev;
+  }
+  ONNX_ASSIGN(y, emit(Op::ArgMax, {v}, {{"axis", axis}, {"keepdim", attr_int("keepdims", 1) != 0}}));
+  if (last) {
+    ONNX_ASSIGN(top, scalar(static_cast<double>(*n - 1), DType::i64));
+    ONNX_ASSIGN(idx, emit(Op::Sub, {top, y}));
+    y = idx;
+  }
+  return define(0, y);
+}
+
+// Opset 13 works along one axis (default -1); earlier opsets flatten the input to 2-D at
+// `axis` (default 1) and work along each row.
+absl::Status Importer::along_axis(const std::function<Ex(Ex, int64_t)>& f) {
+  ONNX_ASSIGN(x, value(0));
+  int64_t rank = x->shape().size();
+  if (opset_ >= 13) {
+    ONNX_ASSIGN(axis, axis_in("axis", attr_int("axis", -1), rank));
+    return define(0, f(ex(x), axis));
+  }
+  int64_t axis = attr_int("axis", 1);
+  if (axis < -rank || axis > rank) return bad("axis ", axis, " is out of range for rank ", rank);
+  if (axis < 0) axis += rank;
+  if (axis == rank - 1) return define(0, f(ex(x), axis));
+  Shape outer(x->shape().begin(), x->shape().begin() + axis), inner(x->shape().begin() + axis, x->shape().end());
+  Ex flat = apply(Op::Reshape, {ex(x)}, {{"shape", std::vector<SymExpr>{shape_numel(outer), shape_numel(inner)}}});
+  return define(0, apply(Op::Reshape, {f(flat, 1)}, {{"shape", x->shape()}}));
+}
+
+absl::Status Importer::softmax() {
+  Op op = node_->op_type() == "Softmax" ? Op::Softmax : Op::LogSoftmax;
+  return along_axis([&](Ex x, int64_t axis) { return apply(op, {x}, {{"axis", axis}}); });
+}
+
+// One at the first maximum along the axis, zero elsewhere.
+absl::Status Importer::hardmax() {
+  return along_axis([&](Ex x, int64_t axis) -> Ex {
+    if (!x.v.ok()) return x;
+    const TensorType& t = (*x.v)->type();
+    Ex first = apply(Op::ArgMax, {x}, {{"axis", axis}, {"keepdim", true}});
+    Ex index = apply(Op::Iota, {}, {{"shape", t.shape}, {"axis", axis}, {"dtype", DType::i64}});
+    return apply(Op::Cast, {apply(Op::Eq, {index, first})}, {{"dtype", t.dtype}});
+  });
+}
+
+// Y = layer_norm over axes [axis, rank); the optional Mean and InvStdDev outputs are
+// computed beside it (kept dims of size 1, as ONNX defines them).
+absl::Status Importer::layer_norm() {
+  if (attr_int("stash_type", 1) != 1) return unsupported("stash_type other than 1 (float) is not supported");
+  ONNX_ASSIGN(x, value(0));
+  int64_t rank = x->shape().size();
+  ONNX_ASSIGN(axis, axis_in("axis", attr_int("axis", -1), rank));
+  std::vector<int64_t> axes;
+  for (int64_t i = axis; i < rank; ++i) axes.push_back(i);
+  Shape norm_shape(x->shape().begin() + axis, x->shape().end());
+  std::vector<Value*> operands{x};
+  for (int i = 1; i <= 2; ++i) {
+    if (!has_input(i)) break;  // kiln's layer_norm takes weight, then bias
+    ONNX_ASSIGN(w, value(i));
+    if (w->shape() != norm_shape) {
+      // ONNX allows scale/bias that broadcast to the normalized shape; kiln wants it exact.
+      ONNX_ASSIGN(e, emit(Op::Expand, {w}, {{"shape", norm_shape}}));
+      w = e;
+    }
+    operands.push_back(w);
+  }
+  double eps = attr_float("epsilon", 1e-5);
+  ONNX_ASSIGN(y, emit(Op::LayerNorm, operands, {{"axes", axes}, {"eps", eps}}));
+  ONNX_TRY(define(0, y));
+  bool want_mean = node_->output_size() > 1 && !node_->output(1).empty();
+  bool want_inv = node_->output_size() > 2 && !node_->output(2).empty();
+  if (!want_mean && !want_inv) return absl::OkStatus();
+  // Mean and InvStdDev have the stash type (f32) whatever x's type.
+  Value* xs = x;
+  if (x->dtype() != DType::f32) {
+    ONNX_ASSIGN(c, emit(Op::Cast, {x}, {{"dtype", DType::f32}}));
+    xs = c;
+  }
+  Attrs reduce{{"axes", axes}, {"keepdim", true}};
+  ONNX_ASSIGN(mean, emit(Op::Mean, {xs}, reduce));
+  ONNX_TRY(define(1, mean));
+  if (!want_inv) return absl::OkStatus();
+  ONNX_ASSIGN(centered, emit(Op::Sub, {xs, mean}));
+  ONNX_ASSIGN(sq, emit(Op::Mul, {centered, centered}));
+  ONNX_ASSIGN(var, emit(Op::Mean, {sq}, reduce));
+  ONNX_ASSIGN(e, scalar(eps, DType::f32));
+  ONNX_ASSIGN(shifted, emit(Op::Add, {var, e}));
+  ONNX_ASSIGN(inv, emit(Op::Rsqrt, {shifted}));
+  return define(2, inv);
+}
+
+// ---- constants and shapes ------------------------------------------------------------
+
+absl::Status Importer::identity() {
+  ONNX_ASSIGN(x, in(0));
+  return define_entry(0, *x);
+}
+
+absl::Status Importer::constant() {
+  if (node_->attribute_size() != 1) return bad("expects exactly one value attribute");
+  const onnx::AttributeProto& a = node_->attribute(0);
+  if (a.name() == "value") {
+    absl::StatusOr<HostTensor> t = tensor_from_onnx(a.t());
+    if (!t.ok()) return absl::Status(t.status().code(), str_cat(where(), t.status().message()));
+    return define_data(0, *std::move(t));
+  }
+  bool is_list = a.name() == "value_floats" || a.name() == "value_ints";
+  bool is_float_value = a.name() == "value_float" || a.name() == "value_floats";
+  int64_t n = !is_list ? 1 : is_float_value ? a.floats_size() : a.ints_size();
+  HostTensor t(is_float_value ? DType::f32 : DType::i64, is_list ? std::vector<int64_t>{n} : std::vector<int64_t>{});
+  for (int64_t i = 0; i < n; ++i) {
+    if (is_float_value) t.set(i, is_list ? a.floats(i) : a.f());
+    else t.set_int(i, is_list ? a.ints(i) : a.i());
+  }
+  return define_data(0, std::move(t));
+}
+
+absl::Status Importer::shape() {
+  ONNX_ASSIGN(x, in(0));
+  int64_t rank = x->type.shape.size();
+  auto clamp = [rank](int64_t v) { return std::clamp(v < 0 ? v + rank : v, int64_t{0}, rank); };
+  int64_t start = clamp(attr_int("start", 0)), end = clamp(attr_int("end", rank));
+  std::vector<SymExpr> dims;
+  for (int64_t i = start; i < end; ++i) dims.push_back(x->type.shape[i]);
+  int64_t n = dims.size();
+  return define_known(0, DType::i64, std::move(dims), {n});
+}
+
+absl::Status Importer::size() {
+  ONNX_ASSIGN(x, in(0));
+  return define_known(0, DType::i64, {shape_numel(x->type.shape)}, {});
+}
+
+// A small static integer result is data (shape arithmetic may read it); anything else is
+// a scalar constant expanded, which costs no memory at import time whatever the shape.
+absl::Status Importer::constant_of_shape() {
+  ONNX_ASSIGN(dims, known(0, "shape"));
+  HostTensor fill(DType::f32, {1});
+  if (const onnx::AttributeProto* v = attr("value")) {
+    absl::StatusOr<HostTensor> t = tensor_from_onnx(v->t());
+    if (!t.ok()) return absl::Status(t.status().code(), str_cat(where(), t.status().message()));
+    if (t->numel() != 1) return bad("value must hold one element, got ", t->type_string());
+    fill = *std::move(t);
+  }
+  Shape shape(dims.begin(), dims.end());
+  for (const Dim& d : shape)
+    if (std::optional<int64_t> c = d.constant(); c && *c < 0) return bad("negative dim in shape ", shape_to_string(shape));
+  std::optional<int64_t> numel = shape_numel(shape).constant();
+  if (numel && shape.size() <= 1 && *numel <= kMaxKnown && is_integer(fill.dtype())) {
+    HostTensor out(fill.dtype(), shape.empty() ? std::vector<int64_t>{} : std::vector<int64_t>{*numel});
+    for (int64_t i = 0; i < *numel; ++i) out.set_int(i, fill.get_int(0));
+    return define_data(0, std::move(out));
+  }
+  Attrs value{{"dtype", fill.dtype()}};
+  if (is_float(fill.dtype())) value.set("value", fill.get(0));
+  else if (fill.dtype() == DType::boolean) value.set("value", fill.get_int(0) != 0);
+  else value.set("value", fill.get_int(0));
+  ONNX_ASSIGN(c, emit(Op::Constant, {}, std::move(value)));
+  ONNX_ASSIGN(y, emit(Op::Expand, {c}, {{"shape", shape}}));
+  return define(0, y);
+}
+
+// ---- ops built from several kiln ops --------------------------------------------------
+
+// Clip(x, min?, max?) = minimum(maximum(x, min), max); before opset 11 min and max are
+// attributes.
+absl::Status Importer::clip() {
+  ONNX_ASSIGN(xv, value(0));
+  Ex y = ex(xv);
+  if (opset_ < 11) {
+    if (attr("min")) y = maximum(y, attr_float("min", 0));
+    if (attr("max")) y = minimum(y, attr_float("max", 0));
+    return define(0, y);
+  }
+  if (has_input(1)) {
+    ONNX_ASSIGN(lo, value(1));
+    y = maximum(y, ex(lo));
+  }
+  if (has_input(2)) {
+    ONNX_ASSIGN(hi, value(2));
+    y = minimum(y, ex(hi));
+  }
+  return define(0, y);
+}
+
+// The activations ONNX defines by a formula, computed by that formula in the input's type.
+absl::Status Importer::activation() {
+  ONNX_ASSIGN(xv, value(0));
+  const std::string& type = node_->op_type();
+  if (!is_float(xv->dtype())) return unsupported(type, " of ", xv->type().to_string(), " is not supported (floating-point only)");
+  Ex x = ex(xv);
+  if (type == "LeakyRelu") return define(0, select(x < 0.0, x * attr_float("alpha", 0.01), x));
+  if (type == "PRelu") {
+    ONNX_ASSIGN(slope, value(1));
+    return define(0, select(x < 0.0, x * ex(slope), x));
+  }
+  if (type == "Elu") return define(0, select(x < 0.0, (exp(x) - 1.0) * attr_float("alpha", 1.0), x));
+  if (type == "Selu") {
+    double alpha = attr_float("alpha", 1.67326319217681884765625), gamma = attr_float("gamma", 1.05070102214813232421875);
+    return define(0, select(x <= 0.0, exp(x) * alpha - alpha, x) * gamma);
+  }
+  if (type == "Celu") {
+    double alpha = attr_float("alpha", 1.0);
+    return define(0, maximum(x, 0.0) + minimum((exp(x / alpha) - 1.0) * alpha, 0.0));
+  }
+  if (type == "HardSigmoid")
+    return define(0, maximum(minimum(x * attr_float("alpha", 0.2) + attr_float("beta", 0.5), 1.0), 0.0));
+  if (type == "HardSwish") return define(0, x * maximum(minimum(x * (1.0 / 6.0) + 0.5, 1.0), 0.0));
+  if (type == "Softplus") return define(0, log(exp(x) + 1.0));
+  if (type == "Softsign") return define(0, x / (abs(x) + 1.0));
+  if (type == "ThresholdedRelu") return define(0, select(x > attr_float("alpha", 1.0), x, 0.0));
+  double lambd = attr_float("lambd", 0.5), bias = attr_float("bias", 0.0);  // Shrink
+  return define(0, select(x < -lambd, x + bias, select(x > lambd, x - bias, 0.0)));
+}
+
+// IsNaN(x) is x != x. x - x is NaN exactly where x is NaN or infinite, which IsInf
+// narrows to the signs it asks for.
+absl::Status Importer::is_nan_inf() {
+  ONNX_ASSIGN(xv, value(0));
+  if (!is_float(xv->dtype())) return unsupported(node_->op_type(), " of ", xv->type().to_string(), " is not supported");
+  Ex x = ex(xv);
+  if (node_->op_type() == "IsNaN") return define(0, x != x);
+  Ex d = x - x;
+  Ex inf = (d != d) && (x == x);
+  bool pos = attr_int("detect_positive", 1) != 0, neg = attr_int("detect_negative", 1) != 0;
+  if (pos && neg) return define(0, inf);
+  if (pos) return define(0, inf && (x > 0.0));
+  if (neg) return define(0, inf && (x < 0.0));
+  return define(0, inf && (x != x));  // detects nothing: false everywhere
+}
+
+// Sign(x): 1, -1 or 0 (x * 0 keeps NaN).
+absl::Status Importer::sign() {
+  ONNX_ASSIGN(xv, value(0));
+  if (xv->dtype() == DType::boolean) return unsupported("Sign of a bool tensor is not supported");
+  Ex x = ex(xv);
+  return define(0, select(x > 0.0, constant_like(x, 1), select(x < 0.0, constant_like(x, -1), x * 0.0)));
+}
+
+absl::Status Importer::global_pool() {
+  ONNX_ASSIGN(x, value(0));
+  int64_t rank = x->shape().size();
+  if (rank < 3) return bad("expects [N, C, spatial...], got ", x->type().to_string());
+  std::vector<int64_t> axes;
+  for (int64_t i = 2; i < rank; ++i) axes.push_back(i);
+  Op op = node_->op_type() == "GlobalAveragePool" ? Op::Mean : Op::Max;
+  return define(0, apply(op, {ex(x)}, {{"axes", axes}, {"keepdim", true}}));
+}
+
+// Inference: the output is the input and the mask all true. Training mode draws random
+// masks, which kiln does not do.
+absl::Status Importer::dropout() {
+  if (has_input(2)) {
+    ONNX_ASSIGN(training, in(2));
+    if (!training->data)
+      return needs_constant("training_mode '", node_->input(2), "' must be known at import time");
+    if (training->data->numel() != 1 || training->data->get(0) != 0)
+      return unsupported("training mode (random masks) is not supported");
+  }
+  ONNX_ASSIGN(x, in(0));
+  ONNX_TRY(define_entry(0, *x));
+  if (node_->output_size() < 2 || node_->output(1).empty()) return absl::OkStatus();
+  ONNX_ASSIGN(xv, value(0));
+  ONNX_ASSIGN(t, scalar(1, DType::boolean));
+  return define(1, apply(Op::Expand, {ex(t)}, {{"shape", xv->shape()}}));
+}
+
+// Keeps the elements on and above (upper) or below (lower) diagonal k of the last two
+// dims, comparing column - row with k.
+absl::Status Importer::trilu() {
+  ONNX_ASSIGN(xv, value(0));
+  int64_t rank = xv->shape().size();
+  if (rank < 2) return bad("expects a tensor of rank >= 2, got ", xv->type().to_string());
+  int64_t k = 0;
+  if (has_input(1)) {
+    ONNX_ASSIGN(ks, known_ints(1, "k"));
+    if (ks.size() != 1) return bad("k must hold one value, got ", ks.size());
+    k = ks[0];
+  }
+  Shape mat{xv->shape()[rank - 2], xv->shape()[rank - 1]};
+  Ex rows = apply(Op::Iota, {}, {{"shape", mat}, {"axis", int64_t{0}}, {"dtype", DType::i64}});
+  Ex cols = apply(Op::Iota, {}, {{"shape", mat}, {"axis", int64_t{1}}, {"dtype", DType::i64}});
+  Ex diag = cols - rows;
+  Ex keep = attr_int("upper", 1) ? diag >= static_cast<double>(k) : diag <= static_cast<double>(k);
+  return define(0, select(keep, ex(xv), 0.0));
+}
+
+// Range(start, limit, delta): start + i * delta for i < max(ceil((limit - start) / delta), 0).
+// Known integer operands give a known result (limit may be a symbolic dim when delta > 0);
+// float operands must be constants.
+absl::Status Importer::range() {
+  ONNX_ASSIGN(start_e, in(0));
+  DType t = start_e->type.dtype;
+  if (is_integer(t)) {
+    ONNX_ASSIGN(s, known(0, "start"));
+    ONNX_ASSIGN(l, known(1, "limit"));
+    ONNX_ASSIGN(d, known_ints(2, "delta"));
+    if (s.size() != 1 || l.size() != 1 || d.size() != 1) return bad("start, limit and delta must be scalars");
+    if (d[0] == 0) return bad("delta must not be 0");
+    SymExpr span = l[0] - s[0];
+    std::optional<SymExpr> n;
+    if (std::optional<int64_t> c = span.constant()) {
+      n = SymExpr(std::max<int64_t>(0, d[0] > 0 ? (*c + d[0] - 1) / d[0] : (*c + d[0] + 1) / d[0]));
+    } else if (d[0] > 0 && nonnegative(span)) {
+      n = (span + (d[0] - 1)).floordiv(d[0]);
+    } else {
+      return unsupported("the length of a range from ", s[0].to_string(), " to ", l[0].to_string(), " by ", d[0],
+                         " is not a dim kiln can express");
+    }
+    if (std::optional<int64_t> len = n->constant(); len && *len <= kMaxKnown) {
+      std::vector<SymExpr> vals;
+      for (int64_t i = 0; i < *len; ++i) vals.push_back(s[0] + i * d[0]);
+      return define_known(0, t, std::move(vals), {*len});
+    }
+    std::optional<int64_t> s0 = s[0].constant();
+    if (!s0) return unsupported("a range from the symbolic value ", s[0].to_string(), " is not supported");
+    Ex y = apply(Op::Iota, {}, {{"shape", Shape{*n}}, {"axis", int64_t{0}}, {"dtype", t}});
+    if (d[0] != 1) y = y * static_cast<double>(d[0]);
+    if (*s0 != 0) y = y + static_cast<double>(*s0);
+    return define(0, y);
+  }
+  std::shared_ptr<const HostTensor> ops[3];
+  for (int i = 0; i < 3; ++i) {
+    ONNX_ASSIGN(e, in(i));
+    if (!e->data) return needs_constant("Range's operands must be known at import time");
+    if (e->data->numel() != 1) return bad("start, limit and delta must be scalars");
+    ops[i] = e->data;
+  }
+  double start = ops[0]->get(0), limit = ops[1]->get(0), delta = ops[2]->get(0);
+  if (delta == 0 || !std::isfinite(start) || !std::isfinite(limit) || !std::isfinite(delta))
+    return bad("Range(", start, ", ", limit, ", ", delta, ") is not a finite sequence");
+  double count = std::max(0.0, std::ceil((limit - start) / delta));
+  if (count > double{int64_t{1} << 31}) return bad("Range(", start, ", ", limit, ", ", delta, ") is too long");
+  HostTensor out(t, {static_cast<int64_t>(count)});
+  for (int64_t i = 0; i < out.numel(); ++i) out.set(i, start + static_cast<double>(i) * delta);
+  return define_data(0, std::move(out));
+}
+
+// Tile(x, repeats): along each axis, the input concatenated `repeats` times.
+absl::Status Importer::tile() {
+  ONNX_ASSIGN(xv, value(0));
+  ONNX_ASSIGN(reps, known_ints(1, "repeats"));
+  int64_t rank = xv->shape().size();
+  if (static_cast<int64_t>(reps.size()) != rank) return bad(reps.size(), " repeats for a tensor of rank ", rank);
+  Ex y = ex(xv);
+  for (int64_t axis = 0; axis < rank; ++axis) {
+    if (reps[axis] < 0) return bad("repeats must be >= 0, got ", reps[axis]);
+    if (reps[axis] == 0) y = apply(Op::Slice, {y}, {{"axis", axis}, {"start", int64_t{0}}, {"end", int64_t{0}}});
+    else if (reps[axis] > 1) y = apply(Op::Concat, std::vector<Ex>(reps[axis], y), {{"axis", axis}});
+  }
+  return define(0, y);
+}
+
+// DepthToSpace and SpaceToDepth as reshape -> transpose -> reshape, with ONNX's DCR and
+// CRD orders.
+absl::Status Importer::depth_space() {
+  ONNX_ASSIGN(xv, value(0));
+  if (xv->shape().size() != 4) return bad("expects [N, C, H, W], got ", xv->type().to_string());
+  int64_t bs = attr_int("blocksize", 0);
+  if (bs <= 0) return bad("blocksize must be > 0, got ", bs);
+  const Shape& s = xv->shape();
+  const SymExpr &n = s[0], &c = s[1], &h = s[2], &w = s[3];
+  auto reshape = [&](const Ex& e, std::vector<SymExpr> dims) { return apply(Op::Reshape, {e}, {{"shape", std::move(dims)}}); };
+  auto permute = [&](const Ex& e, std::vector<int64_t> dims) { return apply(Op::Permute, {e}, {{"dims", std::move(dims)}}); };
+  if (node_->op_type() == "SpaceToDepth") {
+    std::optional<SymExpr> h2 = h.divide_exact(bs), w2 = w.divide_exact(bs);
+    if (!h2 || !w2) return bad("H and W of ", xv->type().to_string(), " must divide by blocksize ", bs);
+    Ex t = permute(reshape(ex(xv), {n, c, *h2, bs, *w2, bs}), {0, 3, 5, 1, 2, 4});
+    return define(0, reshape(t, {n, c * (bs * bs), *h2, *w2}));
+  }
+  std::optional<SymExpr> c2 = c.divide_exact(bs * bs);
+  if (!c2) return bad("C of ", xv->type().to_string(), " must divide by blocksize^2 = ", bs * bs);
+  std::string mode = attr_string("mode", "DCR");
+  Ex t = mode == "DCR"   ? permute(reshape(ex(xv), {n, bs, bs, *c2, h, w}), {0, 3, 4, 1, 5, 2})
+         : mode == "CRD" ? permute(reshape(ex(xv), {n, *c2, bs, bs, h, w}), {0, 1, 4, 2, 5, 3})
+                         : Ex{this, unsupported("mode \"", mode, "\" is not supported (DCR or CRD)")};
+  return define(0, reshape(t, {n, *c2, h * bs, w * bs}));
+}
+
+Ex Importer::per_channel(Value* v, int64_t rank) {
+  if (v->shape().size() != 1) return {this, bad("expects a per-channel vector [C], got ", v->type().to_string())};
+  std::vector<SymExpr> dims(rank - 1, SymExpr(1));
+  dims[0] = v->shape()[0];
+  return apply(Op::Reshape, {ex(v)}, {{"shape", dims}});
+}
+
+// Inference form: (x - mean) / sqrt(var + epsilon) * scale + B, per channel.
+absl::Status Importer::batch_norm() {
+  if (attr_int("training_mode", 0) != 0 || (node_->output_size() > 1 && !node_->output(1).empty()))
+    return unsupported("training mode (running statistics) is not supported");
+  ONNX_ASSIGN(x, value(0));
+  int64_t rank = x->shape().size();
+  if (rank < 2) return bad("expects [N, C, ...], got ", x->type().to_string());
+  std::vector<Ex> p;  // scale, B, mean, var
+  for (int i = 1; i <= 4; ++i) {
+    ONNX_ASSIGN(v, value(i));
+    p.push_back(per_channel(v, rank));
+  }
+  const Ex &scale = p[0], &bias = p[1], &mean = p[2], &var = p[3];
+  return define(0, (ex(x) - mean) / sqrt(var + attr_float("epsilon", 1e-5)) * scale + bias);
+}
+
+// layer_norm over the spatial axes, then scale and B per channel.
+absl::Status Importer::instance_norm() {
+  ONNX_ASSIGN(x, value(0));
+  ONNX_ASSIGN(scale, value(1));
+  ONNX_ASSIGN(bias, value(2));
+  int64_t rank = x->shape().size();
+  if (rank < 3) return bad("expects [N, C, spatial...], got ", x->type().to_string());
+  std::vector<int64_t> axes;
+  for (int64_t i = 2; i < rank; ++i) axes.push_back(i);
+  Ex n = apply(Op::LayerNorm, {ex(x)}, {{"axes", axes}, {"eps", attr_float("epsilon", 1e-5)}});
+  return define(0, n * per_channel(scale, rank) + per_channel(bias, rank));
+}
+
+// As ONNX's function body: (x - E[x]) / (sqrt(E[x^2] - E[x]^2) + 1e-9) over `axes`.
+absl::Status Importer::mean_variance_norm() {
+  ONNX_ASSIGN(xv, value(0));
+  std::vector<int64_t> axes = attr_ints("axes").value_or(std::vector<int64_t>{0, 2, 3});
+  Attrs reduce{{"axes", axes}, {"keepdim", true}};
+  Ex x = ex(xv);
+  Ex mean = apply(Op::Mean, {x}, reduce);
+  Ex var = apply(Op::Mean, {x * x}, reduce) - mean * mean;
+  return define(0, (x - mean) / (sqrt(var) + 1e-9));
+}
+
+// Round half to even: x where it is already integral (and inf, NaN stays NaN); else the
+// nearer of floor(x) and floor(x) + 1, the even one on a tie. Exact in f32: |x| < 2^23
+// whenever x has a fraction.
+absl::Status Importer::round() {
+  ONNX_ASSIGN(xv, value(0));
+  if (!is_float(xv->dtype())) return unsupported("Round of ", xv->type().to_string(), " is not supported");
+  Ex x = ex(xv);
+  Ex r = ex_unary(Op::Floor, x);
+  Ex frac = x - r;
+  Ex even = r + (r - ex_unary(Op::Floor, r * 0.5) * 2.0);  // r + (r mod 2)
+  return define(0, select(x == r, x, select(frac < 0.5, r, select(frac > 0.5, r + 1.0, even))));
+}
+
+// Integer Mod: a - b * trunc(a / b) (fmod=1, the sign of a), moved by b when its sign
+// differs from b's (fmod=0, the sign of b, as Python's %).
+absl::Status Importer::mod() {
+  ONNX_ASSIGN(av, value(0));
+  ONNX_ASSIGN(bv, value(1));
+  bool fmod = attr_int("fmod", 0) != 0;
+  if (is_float(av->dtype())) {
+    if (!fmod) return bad("Mod of floats needs fmod=1");
+    return unsupported("Mod of floats (fmod) is not supported: kiln's float ops cannot compute it exactly");
+  }
+  Ex a = ex(av), b = ex(bv);
+  Ex r = a - b * (a / b);  // kiln's integer division truncates
+  if (fmod) return define(0, r);
+  return define(0, select((r != 0.0) && ((r < 0.0) != (b < 0.0)), r + b, r));
+}
+
+// EyeLike(x): ones where column - row == k in x's 2-D shape, in `dtype` (default x's).
+absl::Status Importer::eye_like() {
+  ONNX_ASSIGN(xv, value(0));
+  if (xv->shape().size() != 2) return bad("expects a 2-D tensor, got ", xv->type().to_string());
+  DType t = xv->dtype();
+  if (const onnx::AttributeProto* d = attr("dtype")) {
+    std::optional<DType> dt = dtype_from_onnx(static_cast<int32_t>(d->i()));
+    if (!dt) return unsupported("dtype ", onnx_type_name(static_cast<int32_t>(d->i())), " is not supported");
+    t = *dt;
+  }
+  Ex rows = apply(Op::Iota, {}, {{"shape", xv->shape()}, {"axis", int64_t{0}}, {"dtype", DType::i64}});
+  Ex cols = apply(Op::Iota, {}, {{"shape", xv->shape()}, {"axis", int64_t{1}}, {"dtype", DType::i64}});
+  Ex diag = cols - rows;
+  return define(0, apply(Op::Cast, {diag == static_cast<double>(attr_int("k", 0))}, {{"dtype", t}}));
+}
+
+}  // namespace kiln::onnx_detail
