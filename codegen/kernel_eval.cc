@@ -333,7 +333,7 @@ absl::Status run_kernel(const kir::Kernel& k, const std::vector<const HostTensor
 
 absl::StatusOr<std::vector<HostTensor>> evaluate_kernels(const Graph& g, const Schedule& s,
                                                          const std::vector<kir::Kernel>& kernels,
-                                                         const TensorMap& args) {
+                                                         const TensorMap& args, const MemoryPlan* plan) {
   if (kernels.size() != s.groups.size())
     return invalid_argument(kernels.size(), " kernels for a schedule of ", s.groups.size(), " groups");
   absl::flat_hash_map<const Value*, const HostTensor*> env;
@@ -354,6 +354,10 @@ absl::StatusOr<std::vector<HostTensor>> evaluate_kernels(const Graph& g, const S
   absl::StatusOr<Bindings> b = bind_symbols(g, shapes);
   if (!b.ok()) return b.status();
 
+  absl::flat_hash_map<const Value*, const Value*> in_place;  // buffer -> the dead input it overwrites
+  if (plan)
+    for (const PlannedBuffer& pb : plan->buffers)
+      if (pb.reuses) in_place[pb.value] = pb.reuses;
   std::deque<HostTensor> storage;
   for (size_t i = 0; i < kernels.size(); ++i) {
     const kir::Kernel& k = kernels[i];
@@ -372,7 +376,16 @@ absl::StatusOr<std::vector<HostTensor>> evaluate_kernels(const Graph& g, const S
       }
       absl::StatusOr<std::vector<int64_t>> shape = evaluate_shape(buf.shape, *b);
       if (!shape.ok()) return shape.status();
-      out.push_back(&storage.emplace_back(buf.dtype, *shape));
+      if (auto donor = in_place.find(v); donor != in_place.end()) {
+        auto it = env.find(donor->second);
+        if (it == env.end() || it->second->dtype() != buf.dtype || it->second->shape() != *shape)
+          return invalid_argument("kernel ", k.name, ": %", buf.name, " goes in place over %", donor->second->name(),
+                                  ", which is not a live buffer of its type");
+        // The donor is dead after this kernel, so its buffer is this one's.
+        out.push_back(const_cast<HostTensor*>(it->second));
+      } else {
+        out.push_back(&storage.emplace_back(buf.dtype, *shape));
+      }
       out_values.push_back(v);
     }
     if (absl::Status st = run_kernel(k, in, out, *b); !st.ok()) return st;

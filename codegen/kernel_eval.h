@@ -11,6 +11,7 @@
 #include "ir/graph.h"
 #include "ir/host_tensor.h"
 #include "ir/reference.h"
+#include "passes/memory_plan.h"
 #include "passes/schedule.h"
 
 namespace kiln {
@@ -23,9 +24,11 @@ absl::Status run_kernel(const kir::Kernel& k, const std::vector<const HostTensor
 
 // Runs a lowered schedule: kernels[i] is s.groups[i] lowered from `g`. `args` are g's
 // inputs and parameters without data, by name, as reference.h's evaluate takes them;
-// intermediates live in host buffers keyed by value. Returns g's outputs in order.
+// intermediates live in host buffers keyed by value. With `plan`, a buffer the plan puts
+// in place over a dead input is that input's host buffer, so a kernel that reads the input
+// after writing over it gives a wrong answer here too. Returns g's outputs in order.
 absl::StatusOr<std::vector<HostTensor>> evaluate_kernels(const Graph& g, const Schedule& s,
                                                          const std::vector<kir::Kernel>& kernels,
-                                                         const TensorMap& args);
+                                                         const TensorMap& args, const MemoryPlan* plan = nullptr);
 
 }  // namespace kiln

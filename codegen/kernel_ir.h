@@ -191,7 +191,10 @@ struct Buffer {
 // vars and inner var r0 = k; it already includes the views of KernelGroup::prologue
 // (transposes, slices, broadcast batch dims). When it is affine, `strides` gives it as
 // offset + sum_d outer[d] * o_d + k * r0, which is what a GEMM library needs (a transposed
-// operand has k-stride != 1); otherwise backends use `index` or copy first.
+// operand has k-stride != 1); otherwise backends use `index` or copy first. An operand's
+// buffer may hold f16/bf16 while the GEMM's output is f32 (a widening cast in the prologue,
+// as in decomposed attention): elements convert exactly on load, as a bf16 x bf16 -> f32
+// library GEMM does.
 struct GemmStrides {
   Dim offset;
   std::vector<Dim> outer;  // one per domain dim (0: not used)

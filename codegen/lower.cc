@@ -460,10 +460,15 @@ class Lowerer {
   }
 
   // Follows single-operand views of the group back to a value read from outside (the
-  // GEMM prologue): the value and the index it is read at.
+  // GEMM prologue): the value and the index it is read at. A cast to f32 of a float value
+  // is passed through too: the GEMM converts what it loads, exactly.
   absl::StatusOr<std::pair<const Value*, Indices>> through_views(const Value* v, Indices idx) {
     while (v->producer() && nodes_.contains(v->producer())) {
       const Node& n = *v->producer();
+      if (n.op() == Op::Cast && v->dtype() == DType::f32 && is_float(n.operand(0)->dtype())) {
+        v = n.operand(0);
+        continue;
+      }
       if (n.info().kind != OpKind::View || n.op() == Op::Concat || n.op() == Op::Gather)
         return err("GEMM operand %", v->name(), " is computed by ", n.describe(), ", not by a strided view");
       idx = view_operand_index(n, *v, idx);

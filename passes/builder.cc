@@ -1,5 +1,7 @@
 #include "passes/builder.h"
 
+#include <algorithm>
+
 namespace kiln {
 
 Builder::Builder(Graph& g, Node* before, std::string loc) : g_(g), loc_(std::move(loc)) {
@@ -15,7 +17,12 @@ std::vector<Value*> Builder::op_results(Op op, std::vector<Value*> operands, Att
     status_ = n.status();
     return {};
   }
+  created_.push_back(*n);
   return (*n)->results();
+}
+
+bool Builder::created(const Value* v) const {
+  return v->producer() && std::find(created_.begin(), created_.end(), v->producer()) != created_.end();
 }
 
 Value* Builder::op(Op op, std::vector<Value*> operands, Attrs attrs) {

@@ -25,11 +25,14 @@ class Builder {
 
   const absl::Status& status() const { return status_; }
   Graph& graph() { return g_; }
+  // Whether `v` is the result of a node this builder added.
+  bool created(const Value* v) const;
 
  private:
   Graph& g_;
   std::string loc_;
   absl::Status status_;
+  std::vector<const Node*> created_;
 };
 
 // The value of a scalar `constant` node's result, as a double; nullopt for anything else.

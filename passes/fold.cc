@@ -1,5 +1,6 @@
 #include "passes/fold.h"
 
+#include "absl/container/flat_hash_map.h"
 #include "ir/reference.h"
 #include "ir/str.h"
 #include "passes/builder.h"
@@ -7,31 +8,39 @@
 namespace kiln {
 
 bool foldable(const Node& n, int64_t max_numel) {
-  if (n.op() == Op::Constant) return false;
+  // Nodes without operands (constants, iota) are already as cheap as they get: an iota is
+  // index arithmetic, which folding would turn into loads.
+  if (n.num_operands() == 0) return false;
   for (const Value* v : n.operands()) {
     bool known = constant_value(v).has_value() || (v->is_param() && v->data());
     if (!known) return false;
   }
   for (const Value* r : n.results()) {
     std::optional<int64_t> numel = shape_numel(r->shape()).constant();
-    if (!numel || *numel > max_numel) return false;
+    // [B, 0] has a constant size but still needs B.
+    if (!shape_is_static(r->shape()) || !numel || *numel > max_numel) return false;
   }
   return true;
 }
 
 absl::StatusOr<Value*> fold_on_host(Graph& g, Node* n) {
-  // A one-node graph over copies of the operands, run by the reference evaluator.
+  // A one-node graph over copies of the operands (one per distinct operand: mul(%w, %w)
+  // reads one parameter), run by the reference evaluator.
   Graph mini("fold");
+  absl::flat_hash_map<const Value*, Value*> copy;
   std::vector<Value*> operands;
   for (const Value* v : n->operands()) {
     absl::StatusOr<Value*> c;
-    if (v->is_param()) {
+    if (auto it = copy.find(v); it != copy.end()) {
+      c = it->second;
+    } else if (v->is_param()) {
       c = mini.add_param(v->name(), v->type(), v->data());
     } else {
-      absl::StatusOr<Node*> k = mini.add_node(Op::Constant, {}, v->producer()->attrs());
+      absl::StatusOr<Node*> k = mini.add_node(Op::Constant, {}, v->producer()->attrs(), {v->name()});
       c = k.ok() ? absl::StatusOr<Value*>((*k)->result()) : k.status();
     }
     if (!c.ok()) return c.status();
+    copy[v] = *c;
     operands.push_back(*c);
   }
   absl::StatusOr<Node*> m = mini.add_node(n->op(), operands, n->attrs());
@@ -57,8 +66,15 @@ absl::StatusOr<Value*> fold_on_host(Graph& g, Node* n) {
     if (!b.status().ok()) return b.status();
     repl.push_back(v);
   }
-  for (size_t i = 0; i < repl.size(); ++i) g.replace_all_uses(n->result(i), repl[i]);
+  std::vector<std::string> names;
+  for (size_t i = 0; i < repl.size(); ++i) {
+    names.push_back(n->result(i)->name());
+    g.replace_all_uses(n->result(i), repl[i]);
+  }
   g.erase(n);
+  // The replacements take the folded values' names, so that dumps stay readable.
+  for (size_t i = 0; i < repl.size(); ++i)
+    if (absl::Status s = g.rename(repl[i], names[i]); !s.ok()) return s;
   return repl[0];
 }
 

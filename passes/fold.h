@@ -8,12 +8,13 @@
 
 namespace kiln {
 
-// Whether every operand of `n` is a scalar constant or a parameter with host data, and its
-// results are static with at most `max_numel` elements each.
+// Whether `n` has operands, every one a scalar constant or a parameter with host data, and
+// its results are static with at most `max_numel` elements each.
 bool foldable(const Node& n, int64_t max_numel);
 
 // Pre: foldable(*n, ...). Replaces n's results with a scalar constant (rank 0) or a new
-// parameter carrying the computed data, and erases n. Returns the replacement of result 0.
+// parameter carrying the computed data, each named as the value it replaces, and erases n.
+// Returns the replacement of result 0.
 absl::StatusOr<Value*> fold_on_host(Graph& g, Node* n);
 
 }  // namespace kiln

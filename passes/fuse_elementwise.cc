@@ -1,12 +1,12 @@
 #include "passes/fuse_elementwise.h"
 
 #include <algorithm>
+#include <map>
 #include <numeric>
 #include <queue>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
-#include "ir/str.h"
 #include "passes/schedule_util.h"
 
 namespace kiln {
@@ -23,20 +23,55 @@ bool is_plain_view(const Node& n) {
   }
 }
 
-// Gives every single-result view one user, cloning it per extra user (last node first, so
-// that chains of views are cloned whole).
-bool duplicate_shared_views(Graph& g) {
-  bool changed = false;
+bool is_constant(const Value* v) { return v->producer() && v->producer()->op() == Op::Constant; }
+
+// A cast from a float type to f32: exact, so a GEMM can load the narrower type and convert
+// (bf16 x bf16 products accumulated in f32).
+bool is_widening_cast(const Node& n) {
+  return n.op() == Op::Cast && n.result()->dtype() == DType::f32 && is_float(n.operand(0)->dtype());
+}
+
+// Whether a node computes from indices and constants only (iota, a comparison of iotas, a
+// view of one): like a view, it costs nothing to recompute wherever it is read. Memoized.
+class IndexOnly {
+ public:
+  bool operator()(const Node& n) {
+    if (auto it = memo_.find(&n); it != memo_.end()) return it->second;
+    bool r = n.op() == Op::Iota;
+    OpKind k = n.info().kind;
+    if (!r && n.num_operands() > 0 && (k == OpKind::Elementwise || k == OpKind::Broadcast || is_plain_view(n)))
+      r = std::all_of(n.operands().begin(), n.operands().end(),
+                      [&](const Value* v) { return is_constant(v) || (v->producer() && (*this)(*v->producer())); });
+    return memo_[&n] = r;
+  }
+
+ private:
+  absl::flat_hash_map<const Node*, bool> memo_;
+};
+
+// Distinct users of `v`, in node order.
+std::vector<Node*> users_of(const Uses& uses, const Value* v) {
+  auto it = uses.find(v);
+  if (it == uses.end()) return {};
+  std::vector<Node*> u = it->second;
+  u.erase(std::unique(u.begin(), u.end()), u.end());
+  return u;
+}
+
+// Gives every single-result view and index-only node one user, cloning it per extra user
+// (last node first, so that chains are cloned whole). A returned value keeps the original
+// for the graph output and a clone for every user.
+void duplicate_cheap_nodes(Graph& g, IndexOnly& index_only) {
   std::vector<Node*> nodes;
   for (const auto& n : g.nodes()) nodes.push_back(n.get());
   absl::flat_hash_set<const Value*> returned(g.outputs().begin(), g.outputs().end());
   for (auto it = nodes.rbegin(); it != nodes.rend(); ++it) {
     Node* v = *it;
-    if (v->info().kind != OpKind::View || v->results().size() != 1) continue;
-    std::vector<Node*> users = g.uses()[v->result()];
-    users.erase(std::unique(users.begin(), users.end()), users.end());
-    size_t keep = returned.contains(v->result()) ? 0 : 1;
-    for (size_t i = keep; i < users.size(); ++i) {
+    if (v->results().size() != 1 || !(v->info().kind == OpKind::View || index_only(*v)) || v->op() == Op::Gather ||
+        v->op() == Op::Concat)
+      continue;
+    std::vector<Node*> users = users_of(g.uses(), v->result());
+    for (size_t i = returned.contains(v->result()) ? 0 : 1; i < users.size(); ++i) {
       Node* u = users[i];
       g.set_insertion_point(u);
       absl::StatusOr<Node*> c = g.add_node(v->op(), v->operands(), v->attrs(), {}, v->loc());
@@ -44,17 +79,17 @@ bool duplicate_shared_views(Graph& g) {
       if (!c.ok()) continue;  // cannot happen: same operands and attributes as v
       for (size_t k = 0; k < u->num_operands(); ++k)
         if (u->operand(k) == v->result()) g.replace_operand(u, k, (*c)->result());
-      changed = true;
     }
   }
-  return changed;
 }
 
-// The reduction a group is built around: its input shape and sorted axes.
+// The iteration space of a reduction: its input shape and sorted, normalized axes, and the
+// two shapes its rows take (with reduced dims kept as 1, and without them).
 struct Domain {
   Shape shape;
   std::vector<int64_t> axes;
-  bool operator==(const Domain&) const = default;
+  Shape keep, kept;
+  bool operator==(const Domain& o) const { return shape == o.shape && axes == o.axes; }
 };
 
 std::optional<Domain> domain_of(const Node& n) {
@@ -64,48 +99,42 @@ std::optional<Domain> domain_of(const Node& n) {
   if (n.op() == Op::ArgMax) axes = {n.attr().get_int("axis")};
   else if (n.attr().has("axes")) axes = n.attr().get_ints("axes");
   else axes.resize(x.size()), std::iota(axes.begin(), axes.end(), 0);
-  absl::StatusOr<std::vector<int64_t>> ax = normalize_axes(axes, x.size());
-  std::vector<int64_t> sorted = ax.ok() ? *ax : axes;
-  std::sort(sorted.begin(), sorted.end());
-  return Domain{x, sorted};
-}
-
-bool matches_domain(const Shape& s, const Domain& d) {
-  if (s == d.shape) return true;
-  Shape keep, drop;
-  for (size_t i = 0; i < d.shape.size(); ++i) {
+  absl::StatusOr<std::vector<int64_t>> ax = normalize_axes(axes, static_cast<int64_t>(x.size()));
+  Domain d{x, ax.ok() ? *ax : axes, {}, {}};
+  std::sort(d.axes.begin(), d.axes.end());
+  for (size_t i = 0; i < x.size(); ++i) {
     bool reduced = std::binary_search(d.axes.begin(), d.axes.end(), static_cast<int64_t>(i));
-    keep.push_back(reduced ? Dim(1) : d.shape[i]);
-    if (!reduced) drop.push_back(d.shape[i]);
+    d.keep.push_back(reduced ? Dim(1) : x[i]);
+    if (!reduced) d.kept.push_back(x[i]);
   }
-  return s == keep || s == drop;
+  return d;
 }
 
 class Partitioner {
  public:
-  Partitioner(Graph& g, Schedule& s) : g_(g), s_(s), uses_(g.uses()) {
+  Partitioner(Graph& g, Schedule& s, IndexOnly& index_only)
+      : g_(g), s_(s), uses_(g.uses()), index_only_(index_only) {
     int i = 0;
     for (const auto& n : g.nodes()) pos_[n.get()] = i++;
     returned_.insert(g.outputs().begin(), g.outputs().end());
-    for (const KernelGroup& grp : s.groups) {
-      for (Node* n : grp.nodes) group_[n] = grp.id;
+    for (KernelGroup& grp : s_.groups) {
+      int id = new_group(grp.nodes);
+      gemm_of_[id] = &grp;
     }
-    next_id_ = static_cast<int>(s.groups.size());
   }
 
   void run() {
-    attach_gemm_prologues();
+    attach_to_gemms();
     for (const auto& n : g_.nodes()) {
-      if (group_.contains(n.get()) || n->op() == Op::Constant) continue;
-      int id = next_id_++;
-      group_[n.get()] = id;
-      members_[id] = {n.get()};
+      // A constant belongs to no group (it is inlined where read) unless it is returned.
+      if (group_.contains(n.get()) || (n->op() == Op::Constant && !returned_.contains(n->result()))) continue;
+      new_group({n.get()});
     }
     for (const auto& n : g_.nodes()) {
-      if (!group_.contains(n.get()) || !members_.contains(find(n.get()))) continue;
+      if (!group_.contains(n.get()) || fixed(find(n.get()))) continue;
       for (Value* v : n->operands()) {
         Node* p = v->producer();
-        if (!p || !group_.contains(p) || !members_.contains(find(p))) continue;
+        if (!p || !group_.contains(p) || fixed(find(p))) continue;
         try_merge(find(p), find(n.get()));
       }
     }
@@ -113,29 +142,45 @@ class Partitioner {
   }
 
  private:
-  int find(Node* n) {
-    int id = group_.at(n);
-    while (alias_.contains(id)) id = alias_.at(id);
+  int new_group(std::vector<Node*> nodes) {
+    int id = static_cast<int>(parent_.size());
+    parent_.push_back(id);
+    for (Node* n : nodes) group_[n] = id;
+    members_[id] = std::move(nodes);
     return id;
   }
   int find_id(int id) {
-    while (alias_.contains(id)) id = alias_.at(id);
+    while (parent_[id] != id) id = parent_[id] = parent_[parent_[id]];
     return id;
   }
+  int find(const Node* n) { return find_id(group_.at(n)); }
+  bool fixed(int id) const { return gemm_of_.contains(id); }
 
-  // Views whose only user is in a GEMM group become that group's prologue.
-  void attach_gemm_prologues() {
+  // Views and widening casts whose only user is the GEMM or its prologue become the
+  // prologue (strided loads that convert); views and index-only nodes whose only user is in
+  // a GEMM's epilogue join the prologue or the epilogue.
+  void attach_to_gemms() {
     std::vector<Node*> nodes;
     for (const auto& n : g_.nodes()) nodes.push_back(n.get());
     for (auto it = nodes.rbegin(); it != nodes.rend(); ++it) {
       Node* v = *it;
-      if (!is_plain_view(*v) || returned_.contains(v->result())) continue;
-      auto u = uses_.find(v->result());
-      if (u == uses_.end() || u->second.size() != 1 || !group_.contains(u->second[0])) continue;
-      int gid = group_.at(u->second[0]);
-      if (gid >= static_cast<int>(s_.groups.size())) continue;
-      s_.groups[gid].prologue.insert(s_.groups[gid].prologue.begin(), v);
-      group_[v] = gid;
+      // (A cast may already be a GEMM's epilogue.)
+      if (v->results().size() != 1 || returned_.contains(v->result()) || group_.contains(v)) continue;
+      std::vector<Node*> users = users_of(uses_, v->result());
+      if (users.size() != 1 || !group_.contains(users[0]) || !fixed(find(users[0]))) continue;
+      int id = find(users[0]);
+      KernelGroup& grp = *gemm_of_.at(id);
+      bool in_epilogue = users[0] != grp.nodes[0] &&
+                         std::find(grp.nodes.begin(), grp.nodes.end(), users[0]) != grp.nodes.end();
+      if (index_only_(*v) && in_epilogue) {
+        grp.nodes.insert(grp.nodes.begin() + 1, v);
+      } else if (is_plain_view(*v) || (is_widening_cast(*v) && !in_epilogue)) {
+        grp.prologue.insert(grp.prologue.begin(), v);
+      } else {
+        continue;
+      }
+      group_[v] = id;
+      members_[id].push_back(v);
     }
   }
 
@@ -149,8 +194,12 @@ class Partitioner {
     return param_only_[n] = all;
   }
 
-  // Whether the union of groups a and b satisfies fuse_elementwise's rules.
-  bool legal(const std::vector<Node*>& m, int a, int b) {
+  // Whether one kernel can compute the nodes `m` (in node order) under fuse_elementwise's
+  // rules; see the header. Reduction groups also need every value that depends on a
+  // reduction of the group to be read at the row the kernel computes it for: only
+  // elementwise ops touch such values, and they read them at the same shape, or at the
+  // reduction's keepdim shape from the full input shape (broadcast along the reduced axes).
+  bool legal(const std::vector<Node*>& m) {
     absl::flat_hash_set<const Node*> in(m.begin(), m.end());
     bool wp = param_only(m[0]);
     std::optional<Domain> dom;
@@ -165,140 +214,140 @@ class Partitioner {
     for (const Node* n : m)
       for (const Value* r : n->results()) {
         bool outside = returned_.contains(r);
-        if (auto it = uses_.find(r); it != uses_.end())
-          for (const Node* u : it->second) outside |= !in.contains(u);
+        for (const Node* u : users_of(uses_, r)) outside |= !in.contains(u);
         if (!outside) continue;
         if (dom) {
-          if (!matches_domain(r->shape(), *dom)) return false;
+          if (r->shape() != dom->shape && r->shape() != dom->keep && r->shape() != dom->kept) return false;
         } else {
           if (out_shape && *out_shape != r->shape()) return false;
           out_shape = r->shape();
         }
       }
-    return !reaches_back(m, in, a, b);
+    if (dom) {
+      absl::flat_hash_set<const Value*> dep;  // values depending on a reduction of the group
+      for (const Node* n : m) {
+        bool reduce = n->info().kind == OpKind::Reduction;
+        bool reads_dep = std::any_of(n->operands().begin(), n->operands().end(),
+                                     [&](const Value* v) { return dep.contains(v); });
+        if (!reduce && !reads_dep) continue;
+        dep.insert(n->result());
+        if (reduce) continue;
+        OpKind k = n->info().kind;
+        if (k != OpKind::Elementwise && k != OpKind::Broadcast) return false;
+        const Shape& rs = n->result()->shape();
+        for (const Value* v : n->operands()) {
+          if (!dep.contains(v)) continue;
+          bool ok = rs == dom->shape ? v->shape() == dom->shape || v->shape() == dom->keep
+                                     : (rs == dom->keep || rs == dom->kept) && v->shape() == rs;
+          if (!ok) return false;
+        }
+      }
+    }
+    return true;
   }
 
-  int group_id_of(Node* n) { return group_.contains(n) ? find(n) : -1; }
+  // Groups that read a result of group `id` (other than itself).
+  std::vector<int> successors(int id) {
+    std::vector<int> out;
+    for (const Node* n : members_.at(id))
+      for (const Value* r : n->results())
+        for (const Node* u : users_of(uses_, r)) {
+          if (!group_.contains(u)) continue;
+          int gid = find(u);
+          if (gid != id && std::find(out.begin(), out.end(), gid) == out.end()) out.push_back(gid);
+        }
+    return out;
+  }
 
-  // Whether a path leaves the merged group and comes back (a cycle between groups).
-  bool reaches_back(const std::vector<Node*>& m, const absl::flat_hash_set<const Node*>& in, int a, int b) {
-    absl::flat_hash_set<int> visited;
+  // Whether a path of group edges leads from `from` to `to` through some other group.
+  bool indirect_path(int from, int to) {
+    absl::flat_hash_set<int> seen;
     std::vector<int> stack;
-    auto push_successors = [&](const std::vector<Node*>& nodes) {
-      for (const Node* n : nodes)
-        for (const Value* r : n->results())
-          if (auto it = uses_.find(r); it != uses_.end())
-            for (Node* u : it->second) {
-              if (in.contains(u)) continue;
-              int gid = group_id_of(u);
-              if (gid >= 0 && visited.insert(gid).second) stack.push_back(gid);
-            }
-    };
-    push_successors(m);
+    for (int s : successors(from))
+      if (s != to && seen.insert(s).second) stack.push_back(s);
     while (!stack.empty()) {
       int gid = stack.back();
       stack.pop_back();
-      std::vector<Node*> nodes = nodes_of(gid);
-      for (const Node* n : nodes)
-        for (const Value* v : n->operands())
-          if (v->producer() && in.contains(v->producer())) return true;
-      push_successors(nodes);
+      for (int s : successors(gid)) {
+        if (s == to) return true;
+        if (seen.insert(s).second) stack.push_back(s);
+      }
     }
     return false;
-  }
-
-  std::vector<Node*> nodes_of(int gid) {
-    if (gid < static_cast<int>(s_.groups.size())) {
-      std::vector<Node*> all = s_.groups[gid].prologue;
-      all.insert(all.end(), s_.groups[gid].nodes.begin(), s_.groups[gid].nodes.end());
-      return all;
-    }
-    return members_.at(gid);
   }
 
   void try_merge(int a, int b) {
     if (a == b) return;
     std::vector<Node*> m = members_.at(a);
     m.insert(m.end(), members_.at(b).begin(), members_.at(b).end());
-    if (!legal(m, a, b)) return;
     std::sort(m.begin(), m.end(), [&](Node* x, Node* y) { return pos_.at(x) < pos_.at(y); });
+    if (!legal(m) || indirect_path(a, b) || indirect_path(b, a)) return;
     members_.erase(a);
     members_[b] = std::move(m);
-    alias_[a] = b;
+    parent_[a] = b;
   }
 
-  // Appends the free groups and orders all groups topologically (earliest node first).
+  // All groups in an executable order: repeatedly the ready group whose first node comes
+  // earliest in the graph.
   void emit() {
-    std::vector<KernelGroup> all = std::move(s_.groups);
-    for (auto& [id, nodes] : members_) {
-      KernelGroup grp;
-      grp.nodes = nodes;
-      grp.weight_prep = param_only(nodes[0]);
-      grp.kind = std::any_of(nodes.begin(), nodes.end(), [](const Node* n) { return n->info().kind == OpKind::Reduction; })
-                     ? KernelGroup::Kind::Reduction
-                     : KernelGroup::Kind::Elementwise;
-      all.push_back(std::move(grp));
-    }
-    // Dependencies between groups, by the group of each node.
-    absl::flat_hash_map<const Node*, size_t> where;
-    for (size_t i = 0; i < all.size(); ++i) {
-      for (const Node* n : all[i].prologue) where[n] = i;
-      for (const Node* n : all[i].nodes) where[n] = i;
-    }
-    std::vector<std::vector<size_t>> succ(all.size());
-    std::vector<int> indeg(all.size(), 0);
-    for (size_t i = 0; i < all.size(); ++i) {
-      absl::flat_hash_set<size_t> preds;
-      for (const Node* n : nodes_and_prologue(all[i]))
-        for (const Value* v : n->operands())
-          if (auto it = where.find(v->producer()); v->producer() && it != where.end() && it->second != i)
-            preds.insert(it->second);
-      for (size_t p : preds) succ[p].push_back(i), ++indeg[i];
-    }
-    auto first_pos = [&](size_t i) {
+    std::vector<int> ids;
+    for (const auto& [id, nodes] : members_) ids.push_back(id);
+    auto first_pos = [&](int id) {
       int best = INT32_MAX;
-      for (const Node* n : nodes_and_prologue(all[i])) best = std::min(best, pos_.at(const_cast<Node*>(n)));
+      for (const Node* n : members_.at(id)) best = std::min(best, pos_.at(n));
       return best;
     };
-    using Item = std::pair<int, size_t>;
+    absl::flat_hash_map<int, int> indeg;
+    for (int id : ids) indeg[id] += 0;
+    for (int id : ids)
+      for (int s : successors(id)) ++indeg[s];
+    using Item = std::pair<int, int>;
     std::priority_queue<Item, std::vector<Item>, std::greater<>> ready;
-    for (size_t i = 0; i < all.size(); ++i)
-      if (indeg[i] == 0) ready.push({first_pos(i), i});
-    s_.groups.clear();
+    for (int id : ids)
+      if (indeg[id] == 0) ready.push({first_pos(id), id});
+    std::vector<KernelGroup> out;
     while (!ready.empty()) {
-      size_t i = ready.top().second;
+      int id = ready.top().second;
       ready.pop();
-      all[i].id = static_cast<int>(s_.groups.size());
-      s_.groups.push_back(std::move(all[i]));
-      for (size_t j : succ[i])
-        if (--indeg[j] == 0) ready.push({first_pos(j), j});
+      out.push_back(make_group(id));
+      out.back().id = static_cast<int>(out.size()) - 1;
+      for (int s : successors(id))
+        if (--indeg[s] == 0) ready.push({first_pos(s), s});
     }
+    s_.groups = std::move(out);
     compute_group_io(g_, s_);
   }
 
-  static std::vector<const Node*> nodes_and_prologue(const KernelGroup& grp) {
-    std::vector<const Node*> v(grp.prologue.begin(), grp.prologue.end());
-    v.insert(v.end(), grp.nodes.begin(), grp.nodes.end());
-    return v;
+  KernelGroup make_group(int id) {
+    if (fixed(id)) return std::move(*gemm_of_.at(id));
+    KernelGroup grp;
+    grp.nodes = members_.at(id);
+    grp.weight_prep = param_only(grp.nodes[0]);
+    bool reduces = std::any_of(grp.nodes.begin(), grp.nodes.end(),
+                               [](const Node* n) { return n->info().kind == OpKind::Reduction; });
+    grp.kind = reduces ? KernelGroup::Kind::Reduction : KernelGroup::Kind::Elementwise;
+    return grp;
   }
 
   Graph& g_;
   Schedule& s_;
   Uses uses_;
+  IndexOnly& index_only_;
   absl::flat_hash_set<const Value*> returned_;
   absl::flat_hash_map<const Node*, int> pos_;
-  absl::flat_hash_map<const Node*, int> group_;
-  absl::flat_hash_map<int, int> alias_;
-  absl::flat_hash_map<int, std::vector<Node*>> members_;
+  absl::flat_hash_map<const Node*, int> group_;   // node -> a group id (find() gives the root)
+  std::vector<int> parent_;                       // union-find over group ids
+  std::map<int, std::vector<Node*>> members_;     // root -> its nodes in node order
+  absl::flat_hash_map<int, KernelGroup*> gemm_of_;  // fuse_linear's groups: never merged
   absl::flat_hash_map<const Node*, bool> param_only_;
-  int next_id_ = 0;
 };
 
 }  // namespace
 
 absl::StatusOr<bool> fuse_elementwise(Graph& g, Schedule& s) {
-  duplicate_shared_views(g);
-  Partitioner(g, s).run();
+  IndexOnly index_only;
+  duplicate_cheap_nodes(g, index_only);
+  Partitioner(g, s, index_only).run();
   return !s.groups.empty();
 }
 

@@ -9,19 +9,24 @@
 namespace kiln {
 
 // Pre: `g` verifies, holds no composite op; `s` holds fuse_linear's Gemm groups.
-// Post: every node except scalar constants is in exactly one group, groups are in an
-// executable order (ids = positions), and:
-//  - a view node (single-result) has one user: shared views were duplicated, since a
-//    view is index arithmetic and costs nothing to repeat;
-//  - views feeding only a GEMM group sit in its prologue (strided loads, no copy);
+// Post: every node except scalar constants (and a returned constant too) is in exactly one
+// group, groups are in an executable order (ids = positions), and:
+//  - views and index-only nodes (iota, comparisons of iotas) have one user each: shared
+//    ones were duplicated, since they are index arithmetic and cost nothing to repeat;
+//  - views feeding only a GEMM group sit in its prologue (strided loads, no copy), as do
+//    casts from a float type to f32 feeding only its GEMM (loads that convert), and
+//    index-only nodes feeding only its epilogue (a causal mask) join the epilogue;
 //  - an Elementwise group's outputs all have one shape (its index space);
-//  - a Reduction group's reductions share one input shape and axes, and each output has
-//    that shape or the reduced shape (a whole softmax, rms_norm with the residual add
-//    before it, layer_norm followed by gelu);
+//  - a Reduction group's reductions share one input shape and axes, each output has that
+//    shape or a reduced shape (keepdim or not), and a value computed from a reduction of
+//    the group is read only by elementwise ops, at its own shape or as the keepdim shape
+//    broadcast over the input shape: a whole softmax, rms_norm with the residual add
+//    before it, layer_norm followed by gelu;
 //  - groups reading only parameters are weight_prep and hold nothing else;
 //  - the group graph is acyclic, and no node is computed in two groups.
-// Groups are grown greedily along producer->consumer edges in node order, each merge
-// checked against these rules. Returns whether anything changed.
+// Groups grow greedily along producer->consumer edges in node order, each merge checked
+// against these rules. Deterministic: the same graph gives the same groups. Returns
+// whether any group was formed.
 absl::StatusOr<bool> fuse_elementwise(Graph& g, Schedule& s);
 
 }  // namespace kiln

@@ -102,18 +102,23 @@ bool is_epilogue_op(const Node& n) {
   return (k == OpKind::Elementwise || k == OpKind::Broadcast) && n.op() != Op::Constant && n.op() != Op::Iota;
 }
 
-KernelGroup gemm_group(Graph& g, Node* gemm,
-                       const absl::flat_hash_map<const Value*, std::vector<Node*>>& uses,
-                       const absl::flat_hash_set<const Value*>& outputs) {
+// The GEMM and the chain of epilogue ops after it: each op the only user of the previous
+// value (which is not returned), elementwise, of the GEMM's output shape, and not yet in
+// another GEMM's epilogue (sub(gemm1, gemm2) joins gemm1's).
+KernelGroup gemm_group(Node* gemm, const absl::flat_hash_map<const Value*, std::vector<Node*>>& uses,
+                       const absl::flat_hash_set<const Value*>& outputs, absl::flat_hash_set<const Node*>& claimed) {
   KernelGroup grp;
   grp.kind = KernelGroup::Kind::Gemm;
   grp.nodes = {gemm};
   Value* cur = gemm->result();
   for (;;) {
     auto it = uses.find(cur);
-    if (outputs.contains(cur) || it == uses.end() || it->second.size() != 1) break;
-    Node* c = it->second[0];
-    if (!is_epilogue_op(*c) || c->result()->shape() != gemm->result()->shape()) break;
+    if (outputs.contains(cur) || it == uses.end()) break;
+    std::vector<Node*> users = it->second;
+    users.erase(std::unique(users.begin(), users.end()), users.end());
+    if (users.size() != 1) break;
+    Node* c = users[0];
+    if (!is_epilogue_op(*c) || c->result()->shape() != gemm->result()->shape() || !claimed.insert(c).second) break;
     grp.nodes.push_back(c);
     cur = c->result();
   }
@@ -127,10 +132,11 @@ absl::StatusOr<bool> fuse_linear(Graph& g, Schedule& s) {
   if (!merged.ok()) return merged.status();
   auto uses = g.uses();
   absl::flat_hash_set<const Value*> outputs(g.outputs().begin(), g.outputs().end());
+  absl::flat_hash_set<const Node*> claimed;
   bool attached = false;
   for (const auto& n : g.nodes()) {
     if (n->info().kind != OpKind::Gemm) continue;
-    s.groups.push_back(gemm_group(g, n.get(), uses, outputs));
+    s.groups.push_back(gemm_group(n.get(), uses, outputs, claimed));
     s.groups.back().id = static_cast<int>(s.groups.size()) - 1;
     attached |= s.groups.back().nodes.size() > 1;
   }

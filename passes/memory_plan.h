@@ -36,6 +36,10 @@ struct MemoryPlan {
   // Offsets by best fit in decreasing size order (XLA's heap simulator); sizes rounded up
   // to kAlignment. An error names an unbound symbol.
   absl::StatusOr<ArenaLayout> layout(const Bindings& b) const;
+  // Checks a layout of this plan: every buffer inside the arena at an aligned offset, and
+  // two buffers live at one step overlap only when one takes over the other in place. The
+  // error names both buffers.
+  absl::Status check_layout(const ArenaLayout& l) const;
   std::string to_string(const ArenaLayout* layout) const;  // one line per buffer
 };
 

@@ -13,9 +13,10 @@
 #include "passes/simplify.h"
 
 namespace kiln {
-namespace {
-
-absl::Status write_file(const std::filesystem::path& p, const std::string& text) {
+absl::Status write_dump_file(const std::filesystem::path& p, const std::string& text) {
+  std::error_code ec;
+  if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path(), ec);
+  if (ec) return invalid_argument("cannot create ", p.parent_path().string(), ": ", ec.message());
   std::filesystem::path tmp = p;
   tmp += ".tmp";
   {
@@ -23,13 +24,10 @@ absl::Status write_file(const std::filesystem::path& p, const std::string& text)
     f << text;
     if (!f) return invalid_argument("cannot write ", tmp.string());
   }
-  std::error_code ec;
   std::filesystem::rename(tmp, p, ec);
   if (ec) return invalid_argument("cannot write ", p.string(), ": ", ec.message());
   return absl::OkStatus();
 }
-
-}  // namespace
 
 const std::vector<std::string>& PassManager::default_pass_names() {
   static const std::vector<std::string> names = {"decompose", "simplify", "fuse_linear", "fuse_elementwise",
@@ -72,17 +70,20 @@ absl::Status PassManager::run(CompileState& st, const PassOptions& opts) {
     if (auto s = verify_schedule(st.graph, st.schedule, complete); !s.ok())
       return invalid_argument("after pass ", p.name, ": invalid schedule: ", status_message(s));
     std::string text = print_scheduled(st.graph, st.schedule);
+    // The memory plan, laid out under the options' bindings, goes with plan_memory's IR.
+    std::string plan;
+    if (p.name == "plan_memory") {
+      absl::StatusOr<ArenaLayout> l = st.memory.layout(opts.bindings);
+      plan = st.memory.to_string(l.ok() ? &*l : nullptr);
+      if (!l.ok()) plan = str_cat("# no layout: ", status_message(l.status()), "\n", plan);
+    }
     if (opts.print && (opts.print_after == "all" || opts.print_after == p.name))
-      opts.print(str_cat("# after ", p.name, "\n", text));
+      opts.print(str_cat("# after ", p.name, "\n", text, plan));
     if (!opts.dump_dir.empty()) {
       std::filesystem::path dir(opts.dump_dir);
-      if (auto s = write_file(dir / fmt::format("{:02}-{}.kiln", i + 1, p.name), text); !s.ok()) return s;
-      if (p.name == "plan_memory") {
-        absl::StatusOr<ArenaLayout> l = st.memory.layout(opts.bindings);
-        std::string plan = st.memory.to_string(l.ok() ? &*l : nullptr);
-        if (!l.ok()) plan = str_cat("# no layout: ", status_message(l.status()), "\n", plan);
-        if (auto s = write_file(dir / "memory_plan.txt", plan); !s.ok()) return s;
-      }
+      if (auto s = write_dump_file(dir / fmt::format("{:02}-{}.kiln", i + 1, p.name), text); !s.ok()) return s;
+      if (!plan.empty())
+        if (auto s = write_dump_file(dir / "memory_plan.txt", plan); !s.ok()) return s;
     }
   }
   return absl::OkStatus();

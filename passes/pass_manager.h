@@ -3,6 +3,7 @@
 // after each or a named pass, and the compile summary `kiln compile` prints.
 #pragma once
 
+#include <filesystem>
 #include <functional>
 #include <string>
 #include <vector>
@@ -29,9 +30,9 @@ struct PassStat {
 
 struct PassOptions {
   std::string dump_dir;     // when set: NN-<pass>.kiln after each pass and memory_plan.txt
-  std::string print_after;  // "all" or a pass name: its IR goes to `print`
+  std::string print_after;  // "all" or a pass name: its IR (and memory plan) goes to `print`
   std::function<void(const std::string&)> print;
-  Bindings bindings;        // symbol values for the memory plan's dump
+  Bindings bindings;        // symbol values for the memory plan's layout in dumps and prints
 };
 
 class PassManager {
@@ -73,5 +74,9 @@ struct CompileSummary {
 // Counts over the schedule and the memory plan's layout under `b`.
 absl::StatusOr<CompileSummary> summarize(const CompileState& st, const std::vector<PassStat>& passes,
                                          const Bindings& b);
+
+// Writes a dump file atomically (a temporary file renamed into place), creating its
+// directory; the error names the path.
+absl::Status write_dump_file(const std::filesystem::path& p, const std::string& text);
 
 }  // namespace kiln

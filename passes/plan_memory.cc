@@ -12,17 +12,27 @@ namespace {
 
 int64_t align(int64_t n) { return (n + MemoryPlan::kAlignment - 1) / MemoryPlan::kAlignment * MemoryPlan::kAlignment; }
 
-// Whether every read of `v` inside `grp` is by an elementwise/broadcast node whose result
-// has v's shape: then element i of the output depends only on element i of v, and writing
-// the output over v is safe.
+// Whether the kernel of Elementwise group `grp` reads input `v` only at the index it
+// writes: every path from a group output back to `v` runs through elementwise/broadcast
+// nodes whose values all have the outputs' shape (no view, no broadcast of `v` itself).
+// Then element i of the outputs depends only on element i of `v`, loaded before it is
+// stored, and an output may overwrite `v`.
 bool read_pointwise(const KernelGroup& grp, const Value* v) {
-  for (const Node* n : grp.nodes)
-    for (const Value* o : n->operands()) {
-      if (o != v) continue;
-      OpKind k = n->info().kind;
-      if ((k != OpKind::Elementwise && k != OpKind::Broadcast) || n->result()->shape() != v->shape()) return false;
-    }
-  return true;
+  const Shape& shape = grp.outputs.front()->shape();
+  for (const Value* o : grp.outputs)
+    if (o->shape() != shape) return false;
+  // Values read somewhere at another index, found from the outputs backwards: a node's
+  // users come after it, so its result is settled when the node is reached.
+  absl::flat_hash_set<const Value*> off_index;
+  for (auto it = grp.nodes.rbegin(); it != grp.nodes.rend(); ++it) {
+    const Node* n = *it;
+    OpKind k = n->info().kind;
+    bool at_index = (k == OpKind::Elementwise || k == OpKind::Broadcast) && n->result()->shape() == shape &&
+                    !off_index.contains(n->result());
+    for (const Value* o : n->operands())
+      if (!at_index || o->shape() != shape) off_index.insert(o);
+  }
+  return v->shape() == shape && !off_index.contains(v);
 }
 
 }  // namespace
@@ -115,6 +125,32 @@ absl::StatusOr<ArenaLayout> MemoryPlan::layout(const Bindings& bind) const {
     out.lower_bound_bytes = std::max(out.lower_bound_bytes, live);
   }
   return out;
+}
+
+absl::Status MemoryPlan::check_layout(const ArenaLayout& l) const {
+  size_t n = buffers.size();
+  if (l.offsets.size() != n || l.sizes.size() != n)
+    return invalid_argument("layout of ", l.offsets.size(), " buffers for a plan of ", n);
+  absl::flat_hash_map<const Value*, size_t> index;
+  for (size_t i = 0; i < n; ++i) index[buffers[i].value] = i;
+  // The in-place chain a buffer belongs to, named by its first buffer.
+  std::vector<size_t> root(n);
+  for (size_t i = 0; i < n; ++i) root[i] = buffers[i].reuses ? root[index.at(buffers[i].reuses)] : i;
+  auto name = [&](size_t i) { return str_cat("%", buffers[i].value->name()); };
+  for (size_t i = 0; i < n; ++i) {
+    if (l.offsets[i] < 0 || l.offsets[i] % kAlignment != 0 || l.offsets[i] + l.sizes[i] > l.arena_bytes)
+      return invalid_argument(name(i), " at offset ", l.offsets[i], " (", l.sizes[i], " bytes) is not an aligned place in an arena of ",
+                              l.arena_bytes, " bytes");
+    for (size_t j = 0; j < i; ++j) {
+      bool live_together = buffers[i].first <= buffers[j].last && buffers[j].first <= buffers[i].last;
+      bool overlap = l.offsets[i] < l.offsets[j] + l.sizes[j] && l.offsets[j] < l.offsets[i] + l.sizes[i];
+      if (live_together && overlap && root[i] != root[j])
+        return invalid_argument(name(i), " (groups ", buffers[i].first, "..", buffers[i].last, ", bytes ", l.offsets[i], "..",
+                                l.offsets[i] + l.sizes[i], ") overlaps ", name(j), " (groups ", buffers[j].first, "..",
+                                buffers[j].last, ", bytes ", l.offsets[j], "..", l.offsets[j] + l.sizes[j], ")");
+    }
+  }
+  return absl::OkStatus();
 }
 
 std::string MemoryPlan::to_string(const ArenaLayout* l) const {

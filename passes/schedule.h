@@ -24,7 +24,8 @@ struct KernelGroup {
   // Gemm only: view nodes (reshape, permute, expand, squeeze, unsqueeze, slice), in
   // topological order, that compute an operand of `nodes` from `inputs`. They are index
   // arithmetic on the GEMM's loads (strides), never copies; empty for other kinds, whose
-  // views sit in `nodes`.
+  // views sit in `nodes`. A cast to f32 of a float value may sit among the views of a
+  // GEMM operand: the GEMM loads the narrower type and converts (exact).
   std::vector<Node*> prologue;
   // The group reads only parameters (e.g. the concat of q/k/v weights that have no host
   // data): run it once when the parameters are bound, not on every call. Its outputs
@@ -33,7 +34,8 @@ struct KernelGroup {
 };
 
 // Scalar `constant` nodes belong to no group and are never listed in `inputs`: a group
-// reading one inlines its value as an immediate.
+// reading one inlines its value as an immediate. A constant the graph returns is the one
+// exception: it sits in a group of its own, whose kernel stores it.
 
 struct Schedule {
   std::vector<KernelGroup> groups;  // execution order: inputs come from earlier groups

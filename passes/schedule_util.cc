@@ -59,6 +59,7 @@ void compute_group_io(const Graph& g, Schedule& s) {
 }
 
 absl::Status verify_schedule(const Graph& g, const Schedule& s, bool complete) {
+  absl::flat_hash_set<const Value*> returned(g.outputs().begin(), g.outputs().end());
   absl::flat_hash_map<const Node*, int> group_of;
   for (const KernelGroup& grp : s.groups) {
     if (grp.id != &grp - s.groups.data()) return invalid_argument("group ", grp.id, " is at position ", &grp - s.groups.data());
@@ -68,7 +69,8 @@ absl::Status verify_schedule(const Graph& g, const Schedule& s, bool complete) {
     if (grp.kind != KernelGroup::Kind::Gemm && !grp.prologue.empty())
       return invalid_argument("group ", grp.id, " is not a gemm group but has a prologue");
     for (const Node* n : members(grp)) {
-      if (n->op() == Op::Constant) return invalid_argument("group ", grp.id, " holds constant ", n->describe());
+      if (n->op() == Op::Constant && !returned.contains(n->result()))
+        return invalid_argument("group ", grp.id, " holds constant ", n->describe(), ", which the graph does not return");
       if (!group_of.emplace(n, grp.id).second)
         return invalid_argument(n->describe(), " is in groups ", group_of[n], " and ", grp.id);
     }
@@ -76,7 +78,7 @@ absl::Status verify_schedule(const Graph& g, const Schedule& s, bool complete) {
   absl::flat_hash_set<const Value*> available;
   for (const Value* v : g.args()) available.insert(v);
   for (const auto& n : g.nodes()) {
-    if (n->op() == Op::Constant) available.insert(n->result());
+    if (n->op() == Op::Constant && !group_of.contains(n.get())) available.insert(n->result());
     else if (complete && !group_of.contains(n.get())) return invalid_argument(n->describe(), " is in no group");
   }
   Schedule expect = s;

@@ -20,7 +20,7 @@ void compute_group_io(const Graph& g, Schedule& s);
 // Checks that `s` is a valid schedule of `g`: no node in two groups, Gemm groups start with
 // a GEMM, group ids are their positions, every input is an argument, a constant or an
 // output of an earlier group, inputs/outputs match compute_group_io. When `complete`, every
-// node except constants is in a group. The error names the group and node at fault.
+// node except constants is in a group, and a constant is in one only if the graph returns it. The error names the group and node at fault.
 absl::Status verify_schedule(const Graph& g, const Schedule& s, bool complete);
 
 // The graph's IR text with "# group N (kind)" after each grouped node (prologue views say

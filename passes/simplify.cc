@@ -108,8 +108,12 @@ absl::StatusOr<bool> rewrite_sweep(Graph& g) {
     Value* v = rule(b, *n);
     if (!b.status().ok()) return b.status();
     if (!v) continue;
+    std::string name = n->result()->name();
     g.replace_all_uses(n->result(), v);
     g.erase(n);
+    // A node a rule made takes the name of the value it replaces (dumps stay readable).
+    if (b.created(v))
+      if (absl::Status s = g.rename(v, name); !s.ok()) return s;
     changed = true;
   }
   return changed;

@@ -8,8 +8,9 @@ namespace kiln {
 
 // Pre: `g` verifies. Post: no rule of simplify.cc's table applies (x+0, x-0, x*1, x/1,
 // neg(neg x), cast to the same dtype, identity views, permute of permute, reshape of
-// reshape, one-operand concat); no node has only scalar constants and parameters with
-// host data as operands (up to 1M elements; bigger ones are left to run); no two nodes
+// reshape, one-operand concat); no node has operands that are all scalar constants or
+// parameters with host data (up to 1M elements; bigger ones are left to run; iota stays
+// index arithmetic); a node a rule made carries the name of the value it replaced; no two nodes
 // compute the same op on the same operands with the same attributes; every node feeds an
 // output. Returns whether anything changed.
 absl::StatusOr<bool> simplify(Graph& g);
