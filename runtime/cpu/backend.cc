@@ -412,7 +412,7 @@ class CpuExecutable final : public Executable {
       }
       use[o] = c.data.data();
     }
-    GemmRunner::run(g, use[0], use[1], acc);
+    GemmRunner::run(g, use[0], use[1], acc, ThreadPool::shared());
   }
 
   // Runs the weight-prep kernels when the parameters they read moved or their shapes changed.
@@ -487,7 +487,7 @@ class CpuExecutable final : public Executable {
 
 class CpuBackend final : public Backend {
  public:
-  CpuBackend() { set_blas_threads(ThreadPool::shared().threads()); }
+  CpuBackend() { use_single_threaded_blas(); }
   DeviceId device() const override { return DeviceId::cpu(); }
   absl::StatusOr<std::unique_ptr<Executable>> build(std::shared_ptr<const CompiledModule> module,
                                                     const BuildOptions& opts) override {

@@ -12,6 +12,9 @@
 namespace kiln::cpu {
 namespace {
 
+// Below this many multiply-adds a GEMM runs as one BLAS call on the calling thread.
+constexpr double kMinParallelFlops = 1 << 18;
+
 bool is_zero(const Dim& d) { return d == SymExpr(0); }
 
 // Calls f(flat, offset) for every point of `dims` (row-major), offset = sum index * stride.
@@ -92,18 +95,9 @@ std::optional<GemmRunner> GemmRunner::make(const kir::Kernel& k) {
   if (nb > k.domain.size() || g.a.strides->outer.size() != k.domain.size() ||
       g.b.strides->outer.size() != k.domain.size())
     return std::nullopt;
+  if (nb + g.m_dims + g.n_dims != k.domain.size()) return std::nullopt;
   GemmRunner r;
-  // The m dims: the shortest run after the batch dims whose extents multiply to m, with
-  // the remaining dims multiplying to n.
-  bool found = false;
-  for (size_t nm = 0; nb + nm <= k.domain.size() && !found; ++nm) {
-    Shape md(k.domain.begin() + nb, k.domain.begin() + nb + nm), nd(k.domain.begin() + nb + nm, k.domain.end());
-    if (shape_numel(md) == g.m && shape_numel(nd) == g.n) {
-      r.m_dims_ = nm;
-      found = true;
-    }
-  }
-  if (!found) return std::nullopt;
+  r.m_dims_ = static_cast<size_t>(g.m_dims);
   // A does not move along n, nor B along m.
   for (size_t d = nb; d < k.domain.size(); ++d) {
     bool is_m = d < nb + r.m_dims_;
@@ -161,7 +155,9 @@ absl::StatusOr<GemmRunner::Bound> GemmRunner::bind(const Bindings& b) const {
 void GemmRunner::pack(const Operand& op, int64_t k, const void* src, float* dst) {
   switch (op.dtype) {
     case DType::f32: pack_as<float>(op, k, src, dst, [](float v) { return v; }); break;
-    case DType::bf16: pack_as<uint16_t>(op, k, src, dst, [](uint16_t v) { return bf16_bits_to_float(v); }); break;
+    case DType::bf16:
+      pack_as<uint16_t>(op, k, src, dst, [](uint16_t v) { return std::bit_cast<float>(static_cast<uint32_t>(v) << 16); });
+      break;
     case DType::f16: pack_as<uint16_t>(op, k, src, dst, [](uint16_t v) { return f16_bits_to_float(v); }); break;
     case DType::i32: pack_as<int32_t>(op, k, src, dst, [](int32_t v) { return static_cast<float>(v); }); break;
     case DType::i64: pack_as<int64_t>(op, k, src, dst, [](int64_t v) { return static_cast<float>(v); }); break;
@@ -169,7 +165,7 @@ void GemmRunner::pack(const Operand& op, int64_t k, const void* src, float* dst)
   }
 }
 
-void GemmRunner::run(const Bound& g, const void* a, const void* b, float* acc) {
+void GemmRunner::run(const Bound& g, const void* a, const void* b, float* acc, ThreadPool& pool) {
   if (g.acc_elems() == 0) return;
   if (g.k == 0) {
     std::memset(acc, 0, static_cast<size_t>(g.acc_elems()) * sizeof(float));
@@ -188,13 +184,44 @@ void GemmRunner::run(const Bound& g, const void* a, const void* b, float* acc) {
   std::vector<int64_t> as = starts(g.a, g.m), bs = starts(g.b, g.n);
   const float* af = static_cast<const float*>(a);
   const float* bf = static_cast<const float*>(b);
-  for (int64_t i = 0; i < g.batches; ++i)
+  // Tasks: whole batches when there are enough, else blocks of rows (or of columns, for
+  // the few-rows GEMMs of decoding) of each batch's C.
+  int64_t threads = pool.threads();
+  bool small = static_cast<double>(g.acc_elems()) * static_cast<double>(g.k) < kMinParallelFlops;
+  int64_t splits = small || g.batches >= threads ? 1 : 2 * threads;
+  bool by_rows = g.m >= g.n;
+  int64_t extent = by_rows ? g.m : g.n;
+  // Column blocks stay multiples of 16 floats (whole cache lines of C).
+  int64_t grain = by_rows ? 1 : 16;
+  int64_t block = std::max(grain, (extent + splits - 1) / splits / grain * grain);
+  int64_t blocks = (extent + block - 1) / block;
+  int64_t tasks = g.batches * blocks;
+  auto task = [&](int64_t t) {
+    int64_t bi = t / blocks, lo = (t % blocks) * block, hi = std::min(extent, lo + block);
+    const float* ap = af + as[bi];
+    const float* bp = bf + bs[bi];
+    float* cp = acc + bi * g.m * g.n;
+    int64_t m = g.m, n = g.n;
+    if (by_rows) {
+      ap += g.a.k_contiguous ? lo * g.a.ld : lo;
+      cp += lo * g.n;
+      m = hi - lo;
+    } else {
+      bp += g.b.k_contiguous ? lo * g.b.ld : lo;
+      cp += lo;
+      n = hi - lo;
+    }
     cblas_sgemm(CblasRowMajor, g.a.k_contiguous ? CblasNoTrans : CblasTrans, g.b.k_contiguous ? CblasTrans : CblasNoTrans,
-                static_cast<int>(g.m), static_cast<int>(g.n), static_cast<int>(g.k), 1.0f, af + as[i],
-                static_cast<int>(g.a.ld), bf + bs[i], static_cast<int>(g.b.ld), 0.0f, acc + i * g.m * g.n,
-                static_cast<int>(std::max<int64_t>(g.n, 1)));
+                static_cast<int>(m), static_cast<int>(n), static_cast<int>(g.k), 1.0f, ap, static_cast<int>(g.a.ld), bp,
+                static_cast<int>(g.b.ld), 0.0f, cp, static_cast<int>(std::max<int64_t>(g.n, 1)));
+  };
+  if (small || tasks == 1) {
+    for (int64_t t = 0; t < tasks; ++t) task(t);
+  } else {
+    pool.parallel_for(tasks, task);
+  }
 }
 
-void set_blas_threads(int n) { openblas_set_num_threads(n); }
+void use_single_threaded_blas() { openblas_set_num_threads(1); }
 
 }  // namespace kiln::cpu

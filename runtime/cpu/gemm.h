@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "codegen/kernel_ir.h"
+#include "runtime/cpu/thread_pool.h"
 
 namespace kiln::cpu {
 
@@ -47,7 +48,10 @@ class GemmRunner {
 
   // C = A * B for every batch; `a` and `b` point at the operands as used (the buffer, or
   // its packed copy). `acc` holds bound.acc_elems() floats, dense over the outer domain.
-  static void run(const Bound& bound, const void* a, const void* b, float* acc);
+  // Large GEMMs are split into blocks of C (batches, rows or columns) over `pool`, each a
+  // single-threaded BLAS call: one scheduler for the whole backend, which degrades far
+  // better than BLAS's spinning threads when the machine is busy.
+  static void run(const Bound& bound, const void* a, const void* b, float* acc, ThreadPool& pool);
 
  private:
   std::string kernel_;
@@ -57,7 +61,7 @@ class GemmRunner {
   DType a_dtype_ = DType::f32, b_dtype_ = DType::f32;
 };
 
-// Sets the number of threads OpenBLAS uses (the CPU backend's thread count).
-void set_blas_threads(int n);
+// Makes OpenBLAS run every call on its calling thread (see GemmRunner::run).
+void use_single_threaded_blas();
 
 }  // namespace kiln::cpu

@@ -12,8 +12,10 @@
 
 #include "ir/compare.h"
 #include "ir/parser.h"
+#include "ir/printer.h"
 #include "ir/str.h"
 #include "test/cpu/cpu_check.h"
+#include "test/cpu/decoder_layer.h"
 #include "test/fuzz/check.h"
 
 using namespace kiln;
@@ -319,84 +321,22 @@ TEST_CASE("cpu: the MLP example at small sizes", "[cpu][examples]") {
   require_ok(check_cpu_matches_reference(g, module_of(g), bindings_of("B", {1, 3, 64}), 20));
 }
 
-namespace {
+using kiln::testing::decoder_layer_text;
+using kiln::testing::layer_args;
 
-// examples/decoder_layer.kiln with its sizes as parameters (d: model, h: heads, e: head
-// dim, f: MLP hidden), so tests run the same layer small.
-std::string decoder_layer(int d, int h, int e, int f) {
-  std::string text = R"(graph decoder_layer(%x: bf16[B, T, D], %cos: bf16[T, E], %sin: bf16[T, E], %attn_norm: bf16[D] param, %wq: bf16[D, D] param, %wk: bf16[D, D] param, %wv: bf16[D, D] param, %wo: bf16[D, D] param, %mlp_norm: bf16[D] param, %w_gate: bf16[F, D] param, %w_up: bf16[F, D] param, %w_down: bf16[D, F] param) {
-  %attn_in = rms_norm(%x, %attn_norm, axes=[-1], eps=1e-06)
-  %linear = linear(%attn_in, %wq)
-  %reshape = reshape(%linear, shape=[B, T, H, E])
-  %permute = permute(%reshape, dims=[0, 2, 1, 3])
-  %slice = slice(%permute, axis=-1, start=0, end=E2, step=1)
-  %slice_1 = slice(%permute, axis=-1, start=E2, end=E, step=1)
-  %neg = neg(%slice_1)
-  %concat = concat(%neg, %slice, axis=-1)
-  %mul = mul(%permute, %cos)
-  %mul_1 = mul(%concat, %sin)
-  %q = add(%mul, %mul_1)
-  %linear_1 = linear(%attn_in, %wk)
-  %reshape_1 = reshape(%linear_1, shape=[B, T, H, E])
-  %permute_1 = permute(%reshape_1, dims=[0, 2, 1, 3])
-  %slice_2 = slice(%permute_1, axis=-1, start=0, end=E2, step=1)
-  %slice_3 = slice(%permute_1, axis=-1, start=E2, end=E, step=1)
-  %neg_1 = neg(%slice_3)
-  %concat_1 = concat(%neg_1, %slice_2, axis=-1)
-  %mul_2 = mul(%permute_1, %cos)
-  %mul_3 = mul(%concat_1, %sin)
-  %k = add(%mul_2, %mul_3)
-  %linear_2 = linear(%attn_in, %wv)
-  %reshape_2 = reshape(%linear_2, shape=[B, T, H, E])
-  %v = permute(%reshape_2, dims=[0, 2, 1, 3])
-  %sdpa = scaled_dot_product_attention(%q, %k, %v, causal=true)
-  %permute_3 = permute(%sdpa, dims=[0, 2, 1, 3])
-  %reshape_3 = reshape(%permute_3, shape=[B, T, D])
-  %linear_3 = linear(%reshape_3, %wo)
-  %attn_out = add(%x, %linear_3)
-  %mlp_in = rms_norm(%attn_out, %mlp_norm, axes=[-1], eps=1e-06)
-  %linear_4 = linear(%mlp_in, %w_gate)
-  %silu = silu(%linear_4)
-  %linear_5 = linear(%mlp_in, %w_up)
-  %mul_4 = mul(%silu, %linear_5)
-  %linear_6 = linear(%mul_4, %w_down)
-  %out = add(%attn_out, %linear_6)
-  return %out
-})";
-  auto replace = [&](const std::string& from, const std::string& to) {
-    for (size_t at = 0; (at = text.find(from, at)) != std::string::npos; at += to.size()) text.replace(at, from.size(), to);
-  };
-  // Longest names first: E2 before E.
-  replace("E2", std::to_string(e / 2));
-  replace(", D]", str_cat(", ", d, "]"));
-  replace("[D", str_cat("[", d));
-  replace(", E]", str_cat(", ", e, "]"));
-  replace(", H,", str_cat(", ", h, ","));
-  replace("end=E,", str_cat("end=", e, ","));
-  replace("[F", str_cat("[", f));
-  replace(", F]", str_cat(", ", f, "]"));
-  return text;
-}
-
-}  // namespace
-
-// Random arguments with each 2-D weight scaled by 1/sqrt(fan-in), as trained layers are:
-// with unscaled uniform weights the attention scores grow to hundreds, and the bf16
-// rounding of every decomposed step (which the reference's composite sdpa does not do)
-// alone moves the softmax beyond any bf16 tolerance.
-TensorMap layer_args(const Graph& g, const Bindings& b, uint64_t seed) {
-  TensorMap args = random_args(g, b, seed);
-  for (auto& [name, t] : args) {
-    const Value* v = g.find(name);
-    if (!v->is_param() || t.rank() != 2) continue;
-    double scale = 1.0 / std::sqrt(static_cast<double>(t.shape()[1]));
-    for (int64_t i = 0; i < t.numel(); ++i) t.set(i, t.get(i) * scale);
+TEST_CASE("cpu: decoder_layer_text at full size is examples/decoder_layer.kiln", "[cpu][examples]") {
+  std::ifstream f(KILN_SOURCE_DIR "/examples/decoder_layer.kiln");
+  if (!f) {
+    WARN("examples/decoder_layer.kiln is not in this tree");
+    return;
   }
-  return args;
+  std::stringstream ss;
+  ss << f.rdbuf();
+  REQUIRE(print_graph(parse(ss.str())) == print_graph(parse(decoder_layer_text(2048, 16, 128, 5632))));
 }
 
 TEST_CASE("cpu: the decoder layer example at small sizes", "[cpu][examples]") {
-  Graph g = parse(decoder_layer(64, 4, 16, 160));
+  Graph g = parse(decoder_layer_text(64, 4, 16, 160));
   auto m = module_of(g);
   auto exe = kiln::testing::build_cpu(m);
   REQUIRE(exe.ok());

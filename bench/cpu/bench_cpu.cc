@@ -1,0 +1,327 @@
+// CPU backend benchmarks: each workload compiled with compile(g, {.device = Cpu}), run by the
+// reference evaluator and by a hand-written C++ loop, timed in the same run, next to the
+// memcpy bandwidth of this machine (one thread and the backend's thread count). Prints a
+// Markdown table (bench/RESULTS.md, "CPU backend"). Usage: kiln_bench_cpu [--quick]
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "compiler/compile.h"
+#include "ir/compare.h"
+#include "ir/parser.h"
+#include "ir/reference.h"
+#include "ir/str.h"
+#include "runtime/cpu/jit.h"
+#include "runtime/cpu/thread_pool.h"
+
+namespace {
+
+using namespace kiln;
+using Clock = std::chrono::steady_clock;
+
+// Median wall time of `fn` in ms over enough runs to fill `budget_ms` (at least 3).
+double time_ms(const std::function<void()>& fn, double budget_ms = 400) {
+  fn();  // warm-up
+  std::vector<double> t;
+  Clock::time_point start = Clock::now();
+  while (t.size() < 3 || (std::chrono::duration<double, std::milli>(Clock::now() - start).count() < budget_ms &&
+                          t.size() < 200)) {
+    Clock::time_point t0 = Clock::now();
+    fn();
+    t.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+// GB/s of copying `bytes` (counted read + written) with `threads` threads.
+double memcpy_gbs(int64_t bytes, int threads) {
+  std::vector<char> src(static_cast<size_t>(bytes), 1), dst(static_cast<size_t>(bytes), 0);
+  cpu::ThreadPool& pool = cpu::ThreadPool::shared();
+  double ms = time_ms([&] {
+    pool.parallel_for(threads, [&](int64_t c) {
+      int64_t lo = bytes * c / threads, hi = bytes * (c + 1) / threads;
+      std::memcpy(dst.data() + lo, src.data() + lo, static_cast<size_t>(hi - lo));
+    });
+  });
+  return 2.0 * static_cast<double>(bytes) / (ms * 1e6);
+}
+
+float bf16_to_f32(uint16_t b) { return bf16_bits_to_float(b); }
+uint16_t f32_to_bf16(float f) { return float_to_bf16_bits(f); }
+float gelu(float v) { return 0.5f * v * (1.0f + std::erf(v * 0.70710678f)); }
+float sigmoid(float v) { return 1.0f / (1.0f + std::exp(-v)); }
+
+struct Workload {
+  std::string name;
+  std::string ir;
+  Bindings bindings;
+  bool memory_bound;
+  double flops;  // for compute-bound ones: useful multiply-adds * 2
+  // The hand-written loop: reads the arguments (CompiledModule::args order), writes output 0.
+  std::function<void(const std::vector<HostTensor>& in, HostTensor& out)> baseline;
+};
+
+constexpr int64_t kRows = 8192, kCols = 1024;
+
+std::vector<Workload> workloads(bool quick) {
+  int64_t rows = quick ? 512 : kRows, cols = kCols;
+  std::string R = std::to_string(cols);
+  // fn(row, cols) for every row, rows split into contiguous blocks over the thread pool.
+  auto rowwise = [](int64_t rows, int64_t cols, auto fn) {
+    int64_t blocks = std::min<int64_t>(rows, 4 * cpu::ThreadPool::shared().threads());
+    cpu::ThreadPool::shared().parallel_for(blocks, [&](int64_t c) {
+      for (int64_t r = rows * c / blocks; r < rows * (c + 1) / blocks; ++r) fn(r, cols);
+    });
+  };
+  std::vector<Workload> w;
+  std::string ew = str_cat(R"(graph ew(%x: T[N, C], %a: T[C], %b: T[C]) {
+  %m = mul(%x, %a)
+  %p = add(%m, %b)
+  %g = gelu(%p)
+  %s = sigmoid(%x)
+  %y = mul(%g, %s)
+  return %y
+})");
+  auto with = [](std::string s, const std::string& from, const std::string& to) {
+    for (size_t at = 0; (at = s.find(from, at)) != std::string::npos; at += to.size()) s.replace(at, from.size(), to);
+    return s;
+  };
+  std::string ew_f32 = with(with(ew, "T[", "f32["), ", C]", ", " + R + "]");
+  ew_f32 = with(ew_f32, "[C]", "[" + R + "]");
+  w.push_back({"gelu(x*a+b)*sigmoid(x) f32", ew_f32, {{"N", rows}}, true, 0,
+               [=](const std::vector<HostTensor>& in, HostTensor& out) {
+                 const float *x = reinterpret_cast<const float*>(in[0].data()),
+                             *a = reinterpret_cast<const float*>(in[1].data()),
+                             *b = reinterpret_cast<const float*>(in[2].data());
+                 float* y = reinterpret_cast<float*>(out.data());
+                 rowwise(rows, cols, [&](int64_t r, int64_t n) {
+                   for (int64_t j = 0; j < n; ++j) {
+                     float v = x[r * n + j];
+                     y[r * n + j] = gelu(v * a[j] + b[j]) * sigmoid(v);
+                   }
+                 });
+               }});
+  std::string ew_bf16 = with(with(ew, "T[", "bf16["), ", C]", ", " + R + "]");
+  ew_bf16 = with(ew_bf16, "[C]", "[" + R + "]");
+  w.push_back({"gelu(x*a+b)*sigmoid(x) bf16", ew_bf16, {{"N", rows}}, true, 0,
+               [=](const std::vector<HostTensor>& in, HostTensor& out) {
+                 const uint16_t *x = reinterpret_cast<const uint16_t*>(in[0].data()),
+                                *a = reinterpret_cast<const uint16_t*>(in[1].data()),
+                                *b = reinterpret_cast<const uint16_t*>(in[2].data());
+                 uint16_t* y = reinterpret_cast<uint16_t*>(out.data());
+                 rowwise(rows, cols, [&](int64_t r, int64_t n) {
+                   for (int64_t j = 0; j < n; ++j) {
+                     float v = bf16_to_f32(x[r * n + j]);
+                     y[r * n + j] = f32_to_bf16(gelu(v * bf16_to_f32(a[j]) + bf16_to_f32(b[j])) * sigmoid(v));
+                   }
+                 });
+               }});
+  w.push_back({"rms_norm(x+res)*w bf16",
+               with(R"(graph rms(%x: bf16[N, C], %res: bf16[N, C], %w: bf16[C]) {
+  %h = add(%x, %res)
+  %y = rms_norm(%h, %w, axes=[-1], eps=1e-06)
+  return %y
+})", "C]", R + "]"),
+               {{"N", rows}}, true, 0,
+               [=](const std::vector<HostTensor>& in, HostTensor& out) {
+                 const uint16_t *x = reinterpret_cast<const uint16_t*>(in[0].data()),
+                                *res = reinterpret_cast<const uint16_t*>(in[1].data()),
+                                *wt = reinterpret_cast<const uint16_t*>(in[2].data());
+                 uint16_t* y = reinterpret_cast<uint16_t*>(out.data());
+                 rowwise(rows, cols, [&](int64_t r, int64_t n) {
+                   std::vector<float> h(static_cast<size_t>(n));
+                   float ss = 0;
+                   for (int64_t j = 0; j < n; ++j) {
+                     h[j] = bf16_to_f32(f32_to_bf16(bf16_to_f32(x[r * n + j]) + bf16_to_f32(res[r * n + j])));
+                     ss += h[j] * h[j];
+                   }
+                   float inv = 1.0f / std::sqrt(ss / static_cast<float>(n) + 1e-6f);
+                   for (int64_t j = 0; j < n; ++j) y[r * n + j] = f32_to_bf16(h[j] * inv * bf16_to_f32(wt[j]));
+                 });
+               }});
+  w.push_back({"softmax f32", with("graph sm(%x: f32[N, C]) {\n  %y = softmax(%x)\n  return %y\n}", "C]", R + "]"),
+               {{"N", rows}}, true, 0,
+               [=](const std::vector<HostTensor>& in, HostTensor& out) {
+                 const float* x = reinterpret_cast<const float*>(in[0].data());
+                 float* y = reinterpret_cast<float*>(out.data());
+                 rowwise(rows, cols, [&](int64_t r, int64_t n) {
+                   const float* xr = x + r * n;
+                   float* yr = y + r * n;
+                   float m = -INFINITY, s = 0;
+                   for (int64_t j = 0; j < n; ++j) m = std::max(m, xr[j]);
+                   for (int64_t j = 0; j < n; ++j) s += (yr[j] = std::exp(xr[j] - m));
+                   for (int64_t j = 0; j < n; ++j) yr[j] /= s;
+                 });
+               }});
+  w.push_back({"layer_norm+gelu f32",
+               with(R"(graph ln(%x: f32[N, C], %g: f32[C], %b: f32[C]) {
+  %l = layer_norm(%x, %g, %b, axes=[-1], eps=1e-05)
+  %y = gelu(%l)
+  return %y
+})", "C]", R + "]"),
+               {{"N", rows}}, true, 0,
+               [=](const std::vector<HostTensor>& in, HostTensor& out) {
+                 const float *x = reinterpret_cast<const float*>(in[0].data()),
+                             *g = reinterpret_cast<const float*>(in[1].data()),
+                             *b = reinterpret_cast<const float*>(in[2].data());
+                 float* y = reinterpret_cast<float*>(out.data());
+                 rowwise(rows, cols, [&](int64_t r, int64_t n) {
+                   const float* xr = x + r * n;
+                   float mean = 0, var = 0;
+                   for (int64_t j = 0; j < n; ++j) mean += xr[j];
+                   mean /= static_cast<float>(n);
+                   for (int64_t j = 0; j < n; ++j) var += (xr[j] - mean) * (xr[j] - mean);
+                   float inv = 1.0f / std::sqrt(var / static_cast<float>(n) + 1e-5f);
+                   for (int64_t j = 0; j < n; ++j) y[r * n + j] = gelu((xr[j] - mean) * inv * g[j] + b[j]);
+                 });
+               }});
+  int64_t m = quick ? 64 : 512, k = 1024, n = 1024;
+  w.push_back({"linear+bias+gelu f32 (512x1024x1024)",
+               str_cat("graph lin(%x: f32[M, ", k, "], %w: f32[", n, ", ", k, "] param, %b: f32[", n,
+                       "] param) {\n  %l = linear(%x, %w, %b)\n  %y = gelu(%l)\n  return %y\n}"),
+               {{"M", m}}, false, 2.0 * static_cast<double>(m * n * k),
+               [=](const std::vector<HostTensor>& in, HostTensor& out) {
+                 const float *x = reinterpret_cast<const float*>(in[0].data()),
+                             *wt = reinterpret_cast<const float*>(in[1].data()),
+                             *b = reinterpret_cast<const float*>(in[2].data());
+                 float* y = reinterpret_cast<float*>(out.data());
+                 rowwise(m, n, [&](int64_t i, int64_t nn) {
+                   for (int64_t j = 0; j < nn; ++j) {
+                     float acc = 0;
+                     for (int64_t t = 0; t < k; ++t) acc += x[i * k + t] * wt[j * k + t];
+                     y[i * nn + j] = gelu(acc + b[j]);
+                   }
+                 });
+               }});
+  int64_t tokens = quick ? 8 : 32, d = 1024, f = 2816;
+  w.push_back({"Llama MLP bf16 (32 tokens, 1024 -> 2816 -> 1024)",
+               str_cat("graph mlp(%x: bf16[M, ", d, "], %w_gate: bf16[", f, ", ", d, "] param, %w_up: bf16[", f, ", ", d,
+                       "] param, %w_down: bf16[", d, ", ", f, R"(] param) {
+  %g = linear(%x, %w_gate)
+  %u = linear(%x, %w_up)
+  %a = silu(%g)
+  %h = mul(%a, %u)
+  %y = linear(%h, %w_down)
+  return %y
+})"),
+               {{"M", tokens}}, false, 2.0 * static_cast<double>(tokens * 3 * d * f),
+               [=](const std::vector<HostTensor>& in, HostTensor& out) {
+                 auto bf = [](const HostTensor& t) { return reinterpret_cast<const uint16_t*>(t.data()); };
+                 const uint16_t *x = bf(in[0]), *wg = bf(in[1]), *wu = bf(in[2]), *wd = bf(in[3]);
+                 std::vector<float> h(static_cast<size_t>(tokens * f));
+                 rowwise(tokens, f, [&](int64_t i, int64_t ff) {
+                   for (int64_t j = 0; j < ff; ++j) {
+                     float g = 0, u = 0;
+                     for (int64_t t = 0; t < d; ++t) {
+                       float xv = bf16_to_f32(x[i * d + t]);
+                       g += xv * bf16_to_f32(wg[j * d + t]);
+                       u += xv * bf16_to_f32(wu[j * d + t]);
+                     }
+                     auto round = [](float v) { return bf16_to_f32(f32_to_bf16(v)); };
+                     float gb = round(g), ub = round(u);
+                     h[i * ff + j] = round(round(gb * sigmoid(gb)) * ub);
+                   }
+                 });
+                 uint16_t* y = reinterpret_cast<uint16_t*>(out.data());
+                 rowwise(tokens, d, [&](int64_t i, int64_t dd) {
+                   for (int64_t j = 0; j < dd; ++j) {
+                     float acc = 0;
+                     for (int64_t t = 0; t < f; ++t) acc += h[i * f + t] * bf16_to_f32(wd[j * f + t]);
+                     y[i * dd + j] = f32_to_bf16(acc);
+                   }
+                 });
+               }});
+  return w;
+}
+
+std::string machine() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line, model = "unknown CPU";
+  while (std::getline(f, line))
+    if (line.rfind("model name", 0) == 0) {
+      model = line.substr(line.find(':') + 2);
+      break;
+    }
+  return str_cat(model, ", ", std::thread::hardware_concurrency(), " hardware threads, LLVM host CPU ",
+                 cpu::CpuJit::instance().host_cpu());
+}
+
+int run(bool quick) {
+  int threads = cpu::ThreadPool::shared().threads();
+  double copy1 = memcpy_gbs(int64_t{256} << 20, 1), copyn = memcpy_gbs(int64_t{256} << 20, threads);
+  std::printf("machine: %s; kiln threads: %d\n", machine().c_str(), threads);
+  std::printf("memcpy 256 MiB (read + write): %.1f GB/s on 1 thread, %.1f GB/s on %d threads\n\n", copy1, copyn, threads);
+  std::printf("| workload | compiled ms | reference ms | hand loop ms | vs reference | vs hand loop | compiled rate | check |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---|\n");
+  int failures = 0;
+  for (const Workload& w : workloads(quick)) {
+    absl::StatusOr<Graph> g = parse_graph(w.ir);
+    if (!g.ok()) {
+      std::fprintf(stderr, "%s: %s\n", w.name.c_str(), status_message(g.status()).c_str());
+      return 1;
+    }
+    absl::StatusOr<CompiledGraph> cg = compile(*g, {.device = Device::Cpu});
+    if (!cg.ok()) {
+      std::fprintf(stderr, "%s: %s\n", w.name.c_str(), status_message(cg.status()).c_str());
+      return 1;
+    }
+    TensorMap args = random_args(*g, w.bindings, 1);
+    // Weights scaled by 1/sqrt(fan-in), as in trained layers: unscaled uniform weights make
+    // activations so large that bf16 rounding flips dominate the comparison.
+    for (auto& [name, t] : args)
+      if (g->find(name)->is_param() && t.rank() == 2) {
+        double scale = 1.0 / std::sqrt(static_cast<double>(t.shape()[1]));
+        for (int64_t i = 0; i < t.numel(); ++i) t.set(i, t.get(i) * scale);
+      }
+    std::vector<Tensor> in;
+    std::vector<HostTensor> in_host;
+    for (const Value* a : cg->module().args) {
+      in.push_back(*Tensor::from_host(args.at(a->name())));
+      in_host.push_back(args.at(a->name()));
+    }
+    std::vector<Tensor> out(1);
+    absl::Status st = cg->run(in, out);
+    if (!st.ok()) {
+      std::fprintf(stderr, "%s: %s\n", w.name.c_str(), status_message(st).c_str());
+      return 1;
+    }
+    double compiled = time_ms([&] { (void)cg->run(in, out); });
+    std::vector<HostTensor> want;
+    double reference = time_ms([&] { want = *evaluate(*g, args); }, 0);
+    HostTensor hand(want[0].dtype(), want[0].shape());
+    double loop = time_ms([&] { w.baseline(in_host, hand); });
+    Comparison c = compare_tensors(want[0], *out[0].to_host(), default_tolerance(want[0].dtype()));
+    Comparison ch = compare_tensors(want[0], hand, default_tolerance(want[0].dtype()));
+    failures += c.ok ? 0 : 1;
+    std::string rate;
+    if (w.memory_bound) {
+      int64_t bytes = out[0].numel() * dtype_size(out[0].dtype());
+      for (const Tensor& t : in) bytes += t.numel() * dtype_size(t.dtype());
+      double gbs = static_cast<double>(bytes) / (compiled * 1e6);
+      rate = fmt::format("{:.1f} GB/s ({:.0f}% of memcpy)", gbs, 100.0 * gbs / copyn);
+    } else {
+      rate = fmt::format("{:.1f} GFLOP/s", w.flops / (compiled * 1e6));
+    }
+    std::printf("| %s | %.3f | %.1f | %.3f | %.0fx | %.1fx | %s | %s%s |\n", w.name.c_str(), compiled, reference, loop,
+                reference / compiled, loop / compiled, rate.c_str(), c.ok ? "ok" : "MISMATCH",
+                ch.ok ? "" : " (hand loop differs)");
+    if (!c.ok) std::printf("\n%s: %s\n\n", w.name.c_str(), c.message.c_str());
+    std::fflush(stdout);
+  }
+  return failures == 0 ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = argc > 1 && std::string(argv[1]) == "--quick";
+  return run(quick);
+}
