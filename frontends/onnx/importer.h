@@ -29,8 +29,9 @@ namespace kiln::onnx_detail {
   if (!lhs##_or_.ok()) return lhs##_or_.status();      \
   auto lhs = *std::move(lhs##_or_)
 
-// Small integer tensors (shapes, axes, indices of shape arithmetic) are tracked by value
-// so that Reshape/Expand/Slice operands computed from shapes fold at import time.
+// Small integer and bool tensors (shapes, axes, indices and conditions of shape
+// arithmetic) are tracked by value so that Reshape/Expand/Slice operands computed from
+// shapes fold at import time.
 constexpr int64_t kMaxKnown = 1024;
 
 // What the importer knows about one ONNX tensor name.
@@ -38,7 +39,7 @@ struct Entry {
   TensorType type;
   Value* value = nullptr;                     // the kiln value; made lazily for constants
   std::shared_ptr<const HostTensor> data;     // contents, for initializers and Constants
-  std::optional<std::vector<SymExpr>> known;  // contents of a small integer tensor, rank <= 1
+  std::optional<std::vector<SymExpr>> known;  // contents of a small int/bool tensor, rank <= 1
 };
 
 // kiln value and symbol names are identifiers; ONNX names are arbitrary strings.
@@ -46,7 +47,7 @@ std::string sanitize(std::string_view s);
 // The double with the float's shortest text (1e-05, not 9.999999747378752e-06), so that
 // the IR reads as the model was written; it rounds back to the same float.
 double tidy(float f);
-// The values of a small integer tensor of rank <= 1; nullopt for any other.
+// The values of a small integer or bool tensor of rank <= 1; nullopt for any other.
 std::optional<std::vector<SymExpr>> known_from_data(const HostTensor& t);
 inline Shape static_shape(const std::vector<int64_t>& dims) { return Shape(dims.begin(), dims.end()); }
 

@@ -38,7 +38,7 @@ double tidy(float f) {
 }
 
 std::optional<std::vector<SymExpr>> known_from_data(const HostTensor& t) {
-  if (!is_integer(t.dtype()) || t.rank() > 1 || t.numel() > kMaxKnown) return std::nullopt;
+  if (is_float(t.dtype()) || t.rank() > 1 || t.numel() > kMaxKnown) return std::nullopt;
   std::vector<SymExpr> v;
   for (int64_t i = 0; i < t.numel(); ++i) v.push_back(t.get_int(i));
   return v;

@@ -43,28 +43,52 @@ bool nonnegative(const SymExpr& e) {
   return least >= 0;
 }
 
-// Integer arithmetic on known rank <= 1 values (shape computations); nullopt when the
-// result is not expressible (shapes that do not broadcast, division by a symbol or zero).
-std::optional<std::vector<SymExpr>> fold_arith(Op op, const std::vector<SymExpr>& a, const std::vector<SymExpr>& b) {
+// Which orders of x and y are possible for dims >= 1 (x - y might be < 0, = 0, > 0).
+struct Order {
+  bool lt, eq, gt;
+};
+Order order(const SymExpr& x, const SymExpr& y) {
+  SymExpr d = x - y;
+  if (std::optional<int64_t> c = d.constant()) return {*c < 0, *c == 0, *c > 0};
+  return {!nonnegative(d), !(nonnegative(d - 1) || nonnegative(-d - 1)), !nonnegative(-d)};
+}
+
+// Elementwise integer arithmetic, comparisons and logic on known rank <= 1 values (shape
+// computations), broadcasting a single value; nullopt when a result is not known at import
+// time (sizes that do not broadcast, division by a symbol or zero, an undecided order).
+std::optional<std::vector<SymExpr>> fold_binary(Op op, const std::vector<SymExpr>& a, const std::vector<SymExpr>& b) {
   size_t n = std::max(a.size(), b.size());
   if (a.size() != b.size() && a.size() != 1 && b.size() != 1) return std::nullopt;
   std::vector<SymExpr> out;
   for (size_t i = 0; i < n; ++i) {
     const SymExpr& x = a[a.size() == 1 ? 0 : i];
     const SymExpr& y = b[b.size() == 1 ? 0 : i];
+    std::optional<int64_t> cx = x.constant(), cy = y.constant();
     switch (op) {
       case Op::Add: out.push_back(x + y); break;
       case Op::Sub: out.push_back(x - y); break;
       case Op::Mul: out.push_back(x * y); break;
-      case Op::Div: {
-        std::optional<int64_t> cy = y.constant(), cx = x.constant();
+      case Op::Div:
         if (!cy || *cy == 0) return std::nullopt;
         if (cx) out.push_back(*cx / *cy);  // kiln's integer division truncates
         else if (std::optional<SymExpr> q = x.divide_exact(*cy)) out.push_back(*q);
         else if (*cy > 0 && nonnegative(x)) out.push_back(x.floordiv(*cy));  // floor == trunc
         else return std::nullopt;
         break;
+      case Op::Eq: case Op::Lt: case Op::Le: case Op::Gt: case Op::Ge: {
+        Order o = order(x, y);
+        bool lt = op == Op::Lt || op == Op::Le, eq = op == Op::Eq || op == Op::Le || op == Op::Ge,
+             gt = op == Op::Gt || op == Op::Ge;  // the orders for which the result is true
+        bool can_true = (o.lt && lt) || (o.eq && eq) || (o.gt && gt);
+        bool can_false = (o.lt && !lt) || (o.eq && !eq) || (o.gt && !gt);
+        if (can_true == can_false) return std::nullopt;
+        out.push_back(can_true ? 1 : 0);
+        break;
       }
+      case Op::And: case Op::Or: case Op::Ne:  // bool operands
+        if (!cx || !cy) return std::nullopt;
+        out.push_back(op == Op::And ? (*cx && *cy) : op == Op::Or ? (*cx || *cy) : (*cx != 0) != (*cy != 0));
+        break;
       default: return std::nullopt;
     }
   }
@@ -235,6 +259,11 @@ absl::Status Importer::unary() {
     for (const SymExpr& v : *e->known) vals.push_back(-v);
     return define_known(0, e->type.dtype, std::move(vals), e->type.shape);
   }
+  if (op == Op::Not && e->known) {  // a known condition
+    std::vector<SymExpr> vals;
+    for (const SymExpr& v : *e->known) vals.push_back(SymExpr(1) - v);
+    return define_known(0, e->type.dtype, std::move(vals), e->type.shape);
+  }
   ONNX_ASSIGN(x, value(0));
   ONNX_ASSIGN(y, emit(op, {x}));
   return define(0, y);
@@ -250,10 +279,11 @@ absl::Status Importer::binary() {
   ONNX_ASSIGN(a, in(0));
   ONNX_ASSIGN(b, in(1));
   if (a->known && b->known && a->type.dtype == b->type.dtype) {
-    if (std::optional<std::vector<SymExpr>> r = fold_arith(op, *a->known, *b->known)) {
+    if (std::optional<std::vector<SymExpr>> r = fold_binary(op, *a->known, *b->known)) {
       Shape shape = a->type.shape.size() >= b->type.shape.size() ? a->type.shape : b->type.shape;
       if (!shape.empty()) shape[0] = static_cast<int64_t>(r->size());
-      return define_known(0, a->type.dtype, *std::move(r), std::move(shape));
+      bool logical = op != Op::Add && op != Op::Sub && op != Op::Mul && op != Op::Div;
+      return define_known(0, logical ? DType::boolean : a->type.dtype, *std::move(r), std::move(shape));
     }
   }
   ONNX_ASSIGN(x, value(0));
@@ -335,6 +365,24 @@ absl::Status Importer::cast() {
 }
 
 absl::Status Importer::where_op() {
+  ONNX_ASSIGN(ck, in(0));
+  ONNX_ASSIGN(ak, in(1));
+  ONNX_ASSIGN(bk, in(2));
+  if (ck->known && ak->known && bk->known && ak->type.dtype == bk->type.dtype) {
+    // Shape arithmetic: a known condition picks among known values.
+    size_t n = std::max({ck->known->size(), ak->known->size(), bk->known->size()});
+    auto at = [n](const std::vector<SymExpr>& v, size_t i) -> const SymExpr* {
+      return v.size() == 1 ? &v[0] : v.size() == n ? &v[i] : nullptr;
+    };
+    std::vector<SymExpr> vals;
+    for (size_t i = 0; i < n; ++i) {
+      const SymExpr *c = at(*ck->known, i), *x = at(*ak->known, i), *y = at(*bk->known, i);
+      if (!c || !x || !y || !c->constant()) break;
+      vals.push_back(*c->constant() ? *x : *y);
+    }
+    size_t rank = std::max({ck->type.shape.size(), ak->type.shape.size(), bk->type.shape.size()});
+    if (vals.size() == n) return define_known(0, ak->type.dtype, std::move(vals), rank ? Shape{static_cast<int64_t>(n)} : Shape{});
+  }
   ONNX_ASSIGN(c, value(0));
   ONNX_ASSIGN(a, value(1));
   ONNX_ASSIGN(b, value(2));
@@ -796,7 +844,7 @@ absl::Status Importer::constant_of_shape() {
   for (const Dim& d : shape)
     if (std::optional<int64_t> c = d.constant(); c && *c < 0) return bad("negative dim in shape ", shape_to_string(shape));
   std::optional<int64_t> numel = shape_numel(shape).constant();
-  if (numel && shape.size() <= 1 && *numel <= kMaxKnown && is_integer(fill.dtype())) {
+  if (numel && shape.size() <= 1 && *numel <= kMaxKnown && !is_float(fill.dtype())) {
     HostTensor out(fill.dtype(), shape.empty() ? std::vector<int64_t>{} : std::vector<int64_t>{*numel});
     for (int64_t i = 0; i < *numel; ++i) out.set_int(i, fill.get_int(0));
     return define_data(0, std::move(out));

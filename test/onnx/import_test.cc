@@ -202,6 +202,41 @@ TEST_CASE("symbolic shape arithmetic: Div, Sub, Slice of a shape, Size, Expand",
   check_ir(ok, "CHECK: %e = expand(%bias, shape=[T, 6]) : f32[T, 6]");
 }
 
+// Exporters guard shapes with Equal/Where (e.g. "-1 means keep this dim"): on known values
+// they fold, deciding symbolic comparisons from dims being >= 1.
+TEST_CASE("Equal, Where, Not and ConstantOfShape fold on shapes", "[onnx][import]") {
+  ModelBuilder m;
+  m.input("x", kF32, {"B", "T", 8}).input("bias", kF32, {8});
+  m.ints("minus_one", {-1, -1, -1}).ints("three", {3}).ints("zero", {0});
+  set_attr(m.node("ConstantOfShape", {"three"}, {"ones"}), "value", [] {
+    HostTensor one(DType::i64, {1});
+    one.set_int(0, 1);
+    return one;
+  }());
+  m.node("Shape", {"x"}, {"s"});
+  m.node("Equal", {"s", "minus_one"}, {"is_unset"});  // B, T, 8 are never -1
+  m.node("Where", {"is_unset", "ones", "s"}, {"target"});
+  m.node("Expand", {"bias", "target"}, {"y"});
+  m.node("Greater", {"s", "zero"}, {"positive"});      // dims are >= 1
+  m.node("Not", {"positive"}, {"not_positive"});
+  m.node("Cast", {"not_positive"}, {"flags"}).add_attribute()->CopyFrom([] {
+    onnx::AttributeProto a;
+    a.set_name("to");
+    a.set_type(onnx::AttributeProto::INT);
+    a.set_i(onnx::TensorProto::INT64);
+    return a;
+  }());
+  m.output("y", kF32, {}).output("flags", kI64, {3});
+  Graph g = import_ok(m);
+  check_ir(g, R"(
+    CHECK: graph test(%x: f32[B, T, 8], %bias: f32[8], %flags: i64[3] param)
+    CHECK-NOT: where
+    CHECK: %y = expand(%bias, shape=[B, T, 8]) : f32[B, T, 8]
+  )");
+  std::vector<HostTensor> out = run(g, {{"x", random_tensor(DType::f32, {2, 3, 8}, 30)}, {"bias", random_tensor(DType::f32, {8}, 31)}});
+  for (int64_t i = 0; i < 3; ++i) CHECK(out[1].get_int(i) == 0);
+}
+
 TEST_CASE("Shape of a static tensor folds to a parameter when a graph output", "[onnx][import]") {
   ModelBuilder m;
   m.input("x", kF32, {2, 5, 7});
