@@ -5,6 +5,7 @@
 //
 //   onnx_block [MODEL_DIR]    (default: the source tree's examples/ folder)
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "compiler/summary.h"
