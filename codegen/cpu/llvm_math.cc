@@ -10,11 +10,16 @@ using llvm::Value;
 
 Value* c(llvm::IRBuilder<>& b, double v) { return llvm::ConstantFP::get(b.getFloatTy(), v); }
 
-// Horner's rule, highest coefficient first. Separate fmul/fadd (no contraction flags), so
-// results do not depend on whether the target has FMA.
+// a * b + c, fused where the target has FMA (one rounding, one instruction): the
+// polynomials below are accurate either way, and FMA halves their cost.
+Value* fmuladd(llvm::IRBuilder<>& b, Value* x, Value* y, Value* z) {
+  return b.CreateIntrinsic(llvm::Intrinsic::fmuladd, {b.getFloatTy()}, {x, y, z});
+}
+
+// Horner's rule, highest coefficient first.
 Value* horner(llvm::IRBuilder<>& b, Value* x, std::initializer_list<double> coeffs) {
   Value* p = nullptr;
-  for (double k : coeffs) p = p ? b.CreateFAdd(b.CreateFMul(p, x), c(b, k)) : c(b, k);
+  for (double k : coeffs) p = p ? fmuladd(b, p, x, c(b, k)) : c(b, k);
   return p;
 }
 
@@ -45,7 +50,7 @@ Value* emit_exp(llvm::IRBuilder<>& b, Value* x) {
   r = b.CreateFSub(r, b.CreateFMul(m, c(b, -2.12194440e-4)));
   Value* p = horner(b, r, {1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
                            5.0000001201e-1});
-  Value* y = b.CreateFAdd(b.CreateFAdd(b.CreateFMul(p, b.CreateFMul(r, r)), r), c(b, 1.0));
+  Value* y = b.CreateFAdd(fmuladd(b, p, b.CreateFMul(r, r), r), c(b, 1.0));
   Value* mi = b.CreateFPToSI(m, b.getInt32Ty());  // in [-150, 129]
   Value* half = b.CreateAShr(mi, 1);
   Value* rest = b.CreateSub(mi, half);

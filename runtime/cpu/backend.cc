@@ -80,15 +80,6 @@ class AlignedBuffer {
 
 std::string shape_text(const std::vector<int64_t>& s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
 
-HostTensor constant_tensor(const Node& n) {
-  HostTensor t(n.result()->dtype(), {});
-  const AttrValue& v = n.attr().get("value");
-  if (const double* d = std::get_if<double>(&v)) t.set(0, *d);
-  else if (const int64_t* i = std::get_if<int64_t>(&v)) t.set_int(0, *i);
-  else if (const bool* b = std::get_if<bool>(&v)) t.set_int(0, *b ? 1 : 0);
-  return t;
-}
-
 class CpuExecutable final : public Executable {
  public:
   static absl::StatusOr<std::unique_ptr<CpuExecutable>> build(std::shared_ptr<const CompiledModule> m,
@@ -145,8 +136,8 @@ class CpuExecutable final : public Executable {
       for (const Slot& s : kernels_[i].slots) ptrs.push_back(pointer(s));
       run_kernel(i, p, ptrs, acc);
     }
-    // Outputs no kernel wrote: arguments, parameters, constants, weight-prep results and
-    // repeats of another output.
+    // Outputs no kernel wrote: arguments, parameters, weight-prep results and repeats of
+    // another output.
     for (size_t i = 0; i < outputs.size(); ++i) {
       const Slot& s = output_sources_[i];
       if (s.kind == Slot::Kind::Output && s.index == static_cast<int>(i)) continue;
@@ -186,8 +177,6 @@ class CpuExecutable final : public Executable {
       where.try_emplace(m.state.memory.buffers[i].value, Slot{Slot::Kind::Arena, static_cast<int>(i)});
     for (size_t i = 0; i < g.outputs().size(); ++i) {
       const Value* v = g.outputs()[i];
-      if (!where.contains(v) && v->producer() && v->producer()->op() == Op::Constant)
-        add_data(v, constants_.emplace_back(std::make_unique<HostTensor>(constant_tensor(*v->producer())))->data());
       auto [it, fresh] = where.try_emplace(v, Slot{Slot::Kind::Output, static_cast<int>(i)});
       output_sources_.push_back(it->second);
     }
@@ -456,8 +445,7 @@ class CpuExecutable final : public Executable {
   Bindings baked_;
   BuildStats stats_;
   std::vector<KernelInfo> kernels_;
-  std::vector<const void*> data_ptrs_;  // host data of parameters and returned constants
-  std::vector<std::unique_ptr<HostTensor>> constants_;
+  std::vector<const void*> data_ptrs_;  // host data of parameters
   std::vector<const Value*> prep_values_;
   std::vector<Slot> output_sources_;  // per graph output: where its value is
 
