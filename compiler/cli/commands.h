@@ -1,0 +1,44 @@
+// The subcommands of the `kiln` command-line tool, each defined in its own file.
+//
+// To add a subcommand `foo`: write compiler/cli/foo.cc defining `void register_foo(CLI::App&
+// app)`, which calls app.add_subcommand("foo", "one-line description"), declares its options
+// and sets a callback doing the work; declare it below; add foo.cc to kiln_cli in
+// compiler/CMakeLists.txt; call it in main.cc. Callbacks report failure by throwing
+// CliError: main prints "kiln: <message>" on stderr and exits with status 1, so a command
+// must finish every check before it writes any file.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "absl/status/statusor.h"
+#include "ir/graph.h"
+#include "ir/str.h"
+
+namespace kiln::cli {
+
+class CliError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+void register_dump(CLI::App& app);     // kiln dump FILE
+void register_run(CLI::App& app);      // kiln run FILE [--bind S=N ...] [--seed N] [--inputs DIR] ...
+void register_compile(CLI::App& app);  // kiln compile FILE [--bind S=N ...] [--dump-dir D] ...
+void register_onnx_conformance(CLI::App& app);  // kiln onnx-conformance [DIR] [--device D]
+
+// Shared by the subcommands (common.cc).
+template <typename T>
+T check(absl::StatusOr<T> v) {
+  if (!v.ok()) throw CliError(status_message(v.status()));
+  return *std::move(v);
+}
+// Reads FILE by its extension and verifies it; errors are located (file:line:col or node).
+Graph load_verified(const std::string& file);
+// --bind S=N values: well-formed, each symbol of the graph once, within its bounds.
+Bindings parse_binds(const Graph& g, const std::vector<std::string>& binds);
+
+}  // namespace kiln::cli

@@ -1,0 +1,48 @@
+// Helpers shared by the subcommands: reading a verified graph, --bind, status unwrapping.
+#include <algorithm>
+
+#include "compiler/cli/commands.h"
+#include "compiler/load.h"
+#include "ir/str.h"
+#include "ir/verifier.h"
+
+namespace kiln::cli {
+
+Graph load_verified(const std::string& file) {
+  Graph g = check(load_graph_file(file));
+  if (absl::Status s = verify(g); !s.ok()) throw CliError(str_cat(file, ": ", status_message(s)));
+  return g;
+}
+
+Bindings parse_binds(const Graph& g, const std::vector<std::string>& binds) {
+  std::vector<std::string> symbols = g.symbols();
+  Bindings b;
+  for (const std::string& s : binds) {
+    size_t eq = s.find('=');
+    std::string name = s.substr(0, eq);
+    int64_t value = 0;
+    size_t used = 0;
+    bool ok = eq != std::string::npos && !name.empty();
+    if (ok) {
+      try {
+        value = std::stoll(s.substr(eq + 1), &used);
+      } catch (const std::exception&) {
+        ok = false;
+      }
+      ok = ok && used == s.size() - eq - 1;
+    }
+    if (!ok) throw CliError(str_cat("--bind ", s, ": expected SYMBOL=INTEGER, e.g. --bind B=8"));
+    if (std::find(symbols.begin(), symbols.end(), name) == symbols.end())
+      throw CliError(str_cat("--bind ", s, ": graph ", g.name(), " has no symbol ", name,
+                             symbols.empty() ? std::string(" (it has none)")
+                                             : str_cat(" (its symbols: ", str_join(symbols, ", ", [](auto& x) { return x; }), ")")));
+    if (!b.emplace(name, value).second) throw CliError(str_cat("--bind: symbol ", name, " is bound twice"));
+    SymbolInfo info = g.symbol_info(name);
+    if (value < info.min || (info.max && value > *info.max))
+      throw CliError(str_cat("--bind ", s, " is outside the symbol's bounds [", info.min, ", ",
+                             info.max ? str_cat(*info.max) : std::string("inf"), "]"));
+  }
+  return b;
+}
+
+}  // namespace kiln::cli

@@ -1,0 +1,19 @@
+// `kiln dump FILE`: reads, verifies and prints a graph's IR.
+#include <cstdio>
+#include <string>
+
+#include "compiler/cli/commands.h"
+#include "ir/printer.h"
+
+namespace kiln::cli {
+
+void register_dump(CLI::App& app) {
+  auto file = std::make_shared<std::string>();
+  CLI::App* cmd = app.add_subcommand("dump", "Read a graph (.kiln or .onnx), verify it and print its IR");
+  cmd->add_option("FILE", *file, "the graph to read (.kiln or .onnx)")->required();
+  cmd->callback([file] {
+    std::fputs(print_graph(load_verified(*file)).c_str(), stdout);
+  });
+}
+
+}  // namespace kiln::cli

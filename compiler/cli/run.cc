@@ -1,0 +1,194 @@
+// `kiln run FILE`: runs a graph through the reference evaluator on random or .npy inputs
+// and prints a summary of each output (or JSON), optionally saving outputs as .npy files.
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "compiler/cli/commands.h"
+#include "compiler/summary.h"
+#include "ir/npy.h"
+#include "ir/reference.h"
+#include "ir/str.h"
+
+namespace kiln::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct RunOptions {
+  std::string file;
+  std::vector<std::string> binds;
+  uint64_t seed = 0;
+  std::string inputs_dir;
+  std::string save_dir;
+  bool json = false;
+};
+
+// The arguments the caller must supply: inputs and parameters without data.
+std::vector<const Value*> needed_args(const Graph& g) {
+  std::vector<const Value*> out;
+  for (const Value* v : g.args())
+    if (v->is_input() || !v->data()) out.push_back(v);
+  return out;
+}
+
+// NumPy has no bf16, and f16 data often arrives as float32 too.
+bool rounded_ok(DType t) { return t == DType::bf16 || t == DType::f16; }
+
+// Reads DIR/<arg>.npy for every needed argument; bf16/f16 arguments may come as float32
+// and are rounded. Returns the tensors and the symbol values their shapes imply.
+TensorMap read_inputs(const Graph& g, const std::string& dir, Bindings& bindings) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) throw CliError(str_cat("--inputs ", dir, ": not a directory"));
+  std::vector<const Value*> args = needed_args(g);
+  std::string expected = str_join(args, ", ", [](const Value* v) { return v->name() + ".npy"; });
+  std::set<std::string> names;
+  for (const Value* v : args) names.insert(v->name());
+  std::vector<fs::path> files;
+  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec))
+    if (e.path().extension() == ".npy") files.push_back(e.path());
+  if (ec) throw CliError(str_cat("--inputs ", dir, ": ", ec.message()));
+  std::sort(files.begin(), files.end());
+  for (const fs::path& f : files)
+    if (!names.count(f.stem().string()))
+      throw CliError(str_cat(f.string(), ": matches no input or parameter of graph ", g.name(),
+                             " (expected ", expected, ")"));
+
+  TensorMap tensors;
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const Value* v : args) {
+    std::string path = (fs::path(dir) / (v->name() + ".npy")).string();
+    std::string what = str_cat(v->is_input() ? "input %" : "parameter %", v->name(), ": ", v->type().to_string());
+    if (!fs::exists(path, ec)) throw CliError(str_cat(path, ": missing; it must hold ", what));
+    HostTensor t = check(read_npy(path));
+    bool rounded = rounded_ok(v->dtype()) && t.dtype() == DType::f32;
+    if (t.dtype() != v->dtype() && !rounded)
+      throw CliError(str_cat(path, ": holds ", t.type_string(), ", whose dtype does not fit ", what,
+                             rounded_ok(v->dtype()) ? " (or float32)" : ""));
+    bool same_static = t.shape().size() == v->shape().size();
+    for (size_t i = 0; same_static && i < t.shape().size(); ++i)
+      if (auto c = v->shape()[i].constant(); c && *c != t.shape()[i]) same_static = false;
+    if (!same_static)
+      throw CliError(str_cat(path, ": holds ", t.type_string(), ", whose shape does not fit ", what));
+    if (rounded) {
+      HostTensor r(v->dtype(), t.shape());
+      for (int64_t i = 0; i < t.numel(); ++i) r.set(i, t.get(i));
+      t = std::move(r);
+    }
+    shapes[v->name()] = t.shape();
+    tensors.emplace(v->name(), std::move(t));
+  }
+  // Symbols must agree across files (B from x.npy equals B from mask.npy).
+  absl::StatusOr<Bindings> from_files = bind_symbols(g, shapes);
+  if (!from_files.ok()) throw CliError(str_cat("--inputs ", dir, ": ", status_message(from_files.status())));
+  for (const auto& [sym, value] : bindings) {
+    auto it = from_files->find(sym);
+    if (it != from_files->end() && it->second != value)
+      throw CliError(str_cat("--bind ", sym, "=", value, " disagrees with the input files, which give ", sym, "=",
+                             it->second));
+  }
+  bindings = *from_files;
+  return tensors;
+}
+
+TensorMap random_inputs(const Graph& g, const Bindings& bindings, uint64_t seed) {
+  for (const std::string& sym : g.symbols())
+    if (!bindings.contains(sym))
+      throw CliError(str_cat("symbol ", sym, " is not bound; pass --bind ", sym, "=N (or --inputs DIR)"));
+  return random_args(g, bindings, seed);
+}
+
+// Writes every output into a staging folder inside `dir`, then moves them into place, so
+// that a failure leaves no output file behind.
+void save_outputs(const Graph& g, const std::vector<HostTensor>& outs, const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw CliError(str_cat("--save-outputs ", dir, ": ", ec.message()));
+  fs::path staging = fs::path(dir) / ".kiln-run-staging";
+  fs::remove_all(staging, ec);
+  fs::create_directory(staging, ec);
+  if (ec) throw CliError(str_cat("--save-outputs ", dir, ": cannot create ", staging.string(), ": ", ec.message()));
+  std::vector<std::string> names;
+  for (size_t i = 0; i < outs.size(); ++i) {
+    std::string name = g.outputs()[i]->name() + ".npy";
+    absl::Status s = write_npy((staging / name).string(), outs[i]);
+    if (!s.ok()) {
+      fs::remove_all(staging, ec);
+      throw CliError(status_message(s));
+    }
+    names.push_back(name);
+  }
+  for (const std::string& name : names) {
+    fs::rename(staging / name, fs::path(dir) / name, ec);
+    if (ec) {
+      std::string msg = str_cat("--save-outputs: cannot move ", name, " into ", dir, ": ", ec.message());
+      fs::remove_all(staging, ec);
+      throw CliError(msg);
+    }
+  }
+  fs::remove_all(staging, ec);
+}
+
+void run(const RunOptions& o) {
+  Graph g = load_verified(o.file);
+  for (const Value* v : g.outputs())
+    if (!o.save_dir.empty() && (v->name().find('/') != std::string::npos || v->name().starts_with(".")))
+      throw CliError(str_cat("--save-outputs: output %", v->name(), " does not make a file name"));
+  Bindings bindings = parse_binds(g, o.binds);
+  TensorMap args = o.inputs_dir.empty() ? random_inputs(g, bindings, o.seed) : read_inputs(g, o.inputs_dir, bindings);
+  std::vector<HostTensor> outs = check(evaluate(g, args));
+  if (!o.save_dir.empty()) save_outputs(g, outs, o.save_dir);
+
+  std::map<std::string, int64_t> sorted(bindings.begin(), bindings.end());
+  if (o.json) {
+    nlohmann::ordered_json j;
+    j["graph"] = g.name();
+    j["bindings"] = nlohmann::ordered_json::object();
+    for (const auto& [sym, value] : sorted) j["bindings"][sym] = value;
+    if (o.inputs_dir.empty()) j["seed"] = o.seed;
+    else j["inputs"] = o.inputs_dir;
+    j["outputs"] = nlohmann::ordered_json::array();
+    for (size_t i = 0; i < outs.size(); ++i) {
+      TensorSummary s = summarize(outs[i]);
+      j["outputs"].push_back({{"name", g.outputs()[i]->name()},
+                              {"dtype", std::string(dtype_name(s.dtype))},
+                              {"shape", s.shape},
+                              {"min", s.min},
+                              {"max", s.max},
+                              {"mean", s.mean},
+                              {"checksum", checksum_hex(s.checksum)}});
+    }
+    std::puts(j.dump(2).c_str());
+    return;
+  }
+  std::string binds = str_join(sorted, " ", [](const auto& kv) { return str_cat(kv.first, "=", kv.second); });
+  std::printf("graph %s%s%s, %s\n", g.name().c_str(), binds.empty() ? "" : " with ", binds.c_str(),
+              o.inputs_dir.empty() ? str_cat("random inputs (seed ", o.seed, ")").c_str()
+                                   : str_cat("inputs from ", o.inputs_dir).c_str());
+  for (size_t i = 0; i < outs.size(); ++i)
+    std::printf("%s\n", format_summary(g.outputs()[i]->name(), summarize(outs[i])).c_str());
+}
+
+}  // namespace
+
+void register_run(CLI::App& app) {
+  auto o = std::make_shared<RunOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "run", "Run a graph through the reference evaluator and summarize its outputs");
+  cmd->add_option("FILE", o->file, "the graph to run (.kiln or .onnx)")->required();
+  cmd->add_option("--bind", o->binds, "a symbol's value, e.g. --bind B=8 (repeatable)");
+  cmd->add_option("--seed", o->seed, "seed of the random inputs (default 0)");
+  cmd->add_option("--inputs", o->inputs_dir,
+                  "read inputs and parameters from DIR/<name>.npy instead (bf16 and f16 as float32); "
+                  "their shapes bind the symbols");
+  cmd->add_option("--save-outputs", o->save_dir, "write each output to DIR/<name>.npy (bf16 as float32)");
+  cmd->add_flag("--json", o->json, "print the summary as JSON");
+  cmd->callback([o] { run(*o); });
+}
+
+}  // namespace kiln::cli

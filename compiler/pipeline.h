@@ -1,0 +1,45 @@
+// Compiling a graph down to kernel IR: the default pass pipeline, lowering of every kernel
+// group, the compile summary, and the dumps of `kiln compile --dump-dir`. The backends
+// (CUDA, CPU) start from its result; `kiln compile` and the tests call it.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "codegen/kernel_ir.h"
+#include "ir/graph.h"
+#include "passes/pass_manager.h"
+
+namespace kiln {
+
+struct PipelineOptions {
+  // Symbol values for the memory layout in the summary and the dumped memory plan; a
+  // symbol left unbound takes its lower bound (see PipelineResult::layout_bindings).
+  Bindings bindings;
+  // When set: NN-<pass>.kiln after each pass, memory_plan.txt, and kernels/<kernel>.kir
+  // for every group, written before compile_to_kernels returns.
+  std::string dump_dir;
+  // "all" or a pass name (or "lower"): that step's output goes to `print`.
+  std::string print_after;
+  std::function<void(const std::string&)> print;
+};
+
+struct PipelineResult {
+  CompileState state;                // graph, kernel groups and memory plan after the passes
+  std::vector<kir::Kernel> kernels;  // kernels[i] is state.schedule.groups[i] lowered
+  Bindings layout_bindings;          // every symbol: given, or its lower bound
+  CompileSummary summary;            // its `passes` end with the "lower" step
+};
+
+// Names print_after accepts: the default pipeline's passes, "lower" and "all".
+const std::vector<std::string>& print_after_names();
+
+// Runs the default pipeline on `g` (which must verify), lowers every group and fills the
+// summary (the arena under layout_bindings). Errors name the pass or group at fault, an
+// unknown print_after name, a binding of an unknown symbol, or a dump file that cannot be
+// written.
+absl::StatusOr<PipelineResult> compile_to_kernels(Graph g, const PipelineOptions& opts = {});
+
+}  // namespace kiln
