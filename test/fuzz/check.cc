@@ -1,14 +1,17 @@
 #include "test/fuzz/check.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "absl/container/flat_hash_set.h"
 #include "codegen/kernel_eval.h"
 #include "codegen/lower.h"
+#include "compiler/pipeline.h"
 #include "ir/compare.h"
 #include "ir/printer.h"
 #include "ir/reference.h"
 #include "ir/str.h"
+#include "passes/schedule_util.h"
 
 namespace kiln {
 namespace {
@@ -30,10 +33,77 @@ std::string bindings_text(const Bindings& b) {
   return str_cat("{", str_join(parts, ", ", [](const std::string& s) { return s; }), "}");
 }
 
+// The tolerance for output `v` whose reference value is `expected`: a float value is as
+// precise as the least precise float value it is computed from (f32 after a bf16 step
+// carries bf16 rounding). When an accumulation (sum, mean, product, GEMM, composite) is
+// among them, the kernels' f32 accumulators (the reference's are f64) leave errors that
+// scale with the magnitudes summed, not with each result: the absolute tolerance grows by
+// rtol times the output's largest magnitude (a norm-wise bound, as GEMM tests use), and
+// both by `slack`. Integers and bools are exact.
+Tolerance tolerance_for(const Value* v, const HostTensor& expected, double slack) {
+  Tolerance tol = default_tolerance(v->dtype());
+  if (!is_float(v->dtype())) return tol;
+  bool accumulated = false;
+  std::vector<const Value*> stack = {v};
+  absl::flat_hash_set<const Value*> seen = {v};
+  while (!stack.empty()) {
+    const Value* x = stack.back();
+    stack.pop_back();
+    if (is_float(x->dtype())) {
+      Tolerance t = default_tolerance(x->dtype());
+      tol = {std::max(tol.rtol, t.rtol), std::max(tol.atol, t.atol)};
+    }
+    const Node* n = x->producer();
+    if (!n) continue;
+    OpKind k = n->info().kind;
+    accumulated |= k == OpKind::Gemm || k == OpKind::Composite ||
+                   (k == OpKind::Reduction && n->op() != Op::Max && n->op() != Op::Min && n->op() != Op::ArgMax);
+    for (const Value* o : n->operands())
+      if (seen.insert(o).second) stack.push_back(o);
+  }
+  if (!accumulated) return tol;
+  double scale = 0;
+  for (int64_t i = 0; i < expected.numel(); ++i)
+    if (double e = std::fabs(expected.get(i)); std::isfinite(e)) scale = std::max(scale, e);
+  return {tol.rtol * slack, (tol.atol + tol.rtol * scale) * slack};
+}
+
 std::string kernels_text(const std::vector<kir::Kernel>& ks) {
   std::string s;
   for (const kir::Kernel& k : ks) s += kir::print_kernel(k);
   return s;
+}
+
+// Runs `kernels` (the lowering of schedule `s` of `compiled`) against the reference
+// evaluator of `g` (the graph before the passes) under each binding.
+absl::Status compare_with_reference(const Graph& g, const Graph& compiled, const Schedule& s,
+                                    const std::vector<kir::Kernel>& kernels, const MemoryPlan* plan,
+                                    const std::vector<Bindings>& bindings, uint64_t seed, double slack) {
+  auto context = [&](const std::string& what) {
+    std::string text = str_cat(what, "\n--- graph\n", print_graph(g));
+    if (&compiled != &g) text += str_cat("--- after the passes\n", print_scheduled(compiled, s));
+    return invalid_argument(text, "--- kernels\n", kernels_text(kernels));
+  };
+  for (size_t bi = 0; bi < bindings.size(); ++bi) {
+    std::string under = bindings_text(bindings[bi]);
+    if (plan) {
+      absl::StatusOr<ArenaLayout> layout = plan->layout(bindings[bi]);
+      if (!layout.ok()) return context(str_cat("memory layout under ", under, ": ", layout.status().message()));
+      if (absl::Status st = plan->check_layout(*layout); !st.ok())
+        return context(str_cat("memory layout under ", under, ": ", st.message(), "\n", plan->to_string(&*layout)));
+    }
+    TensorMap args = random_args(g, bindings[bi], seed * 7919 + bi);
+    absl::StatusOr<std::vector<HostTensor>> want = evaluate(g, args);
+    if (!want.ok()) return context(str_cat("reference failed under ", under, ": ", want.status().message()));
+    absl::StatusOr<std::vector<HostTensor>> got = evaluate_kernels(compiled, s, kernels, args, plan);
+    if (!got.ok()) return context(str_cat("kernel evaluation failed under ", under, ": ", got.status().message()));
+    for (size_t i = 0; i < want->size(); ++i) {
+      Comparison c = compare_tensors((*want)[i], (*got)[i], tolerance_for(g.outputs()[i], (*want)[i], slack));
+      if (!c.ok)
+        return context(str_cat("output ", i, " (%", g.outputs()[i]->name(), ") differs under ", under, ": ", c.message));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -61,8 +131,9 @@ KernelGroup make_group(const Graph& g, std::vector<Node*> nodes, KernelGroup::Ki
 
 Schedule schedule_per_node(const Graph& g) {
   Schedule s;
+  absl::flat_hash_set<const Value*> returned(g.outputs().begin(), g.outputs().end());
   for (const auto& n : g.nodes()) {
-    if (n->op() == Op::Constant) continue;
+    if (n->op() == Op::Constant && !returned.contains(n->result())) continue;
     s.groups.push_back(make_group(g, {n.get()}, kind_of(*n), static_cast<int>(s.groups.size())));
   }
   return s;
@@ -77,37 +148,48 @@ Schedule schedule_single_group(const Graph& g, KernelGroup::Kind kind) {
   return s;
 }
 
+
 absl::Status check_schedule_matches_reference(const Graph& g, const Schedule& s,
                                               const std::vector<Bindings>& bindings, uint64_t seed) {
-  auto context = [&](const std::string& what, const std::string& kernels) {
-    return str_cat(what, "\n--- graph\n", print_graph(g), "--- kernels\n", kernels);
-  };
   absl::StatusOr<std::vector<kir::Kernel>> kernels = lower_schedule(g, s);
-  if (!kernels.ok()) return invalid_argument(context(str_cat("lowering failed: ", kernels.status().message()), ""));
+  if (!kernels.ok())
+    return invalid_argument("lowering failed: ", kernels.status().message(), "\n--- graph\n", print_graph(g));
+  return compare_with_reference(g, g, s, *kernels, nullptr, bindings, seed, 1);
+}
+
+absl::Status check_fused_matches_unfused(const Graph& g, const std::vector<Bindings>& bindings, uint64_t seed) {
+  absl::StatusOr<PipelineResult> r = compile_to_kernels(g.clone());
+  if (!r.ok()) return invalid_argument("compiling failed: ", r.status().message(), "\n--- graph\n", print_graph(g));
+  const Graph& compiled = r->state.graph;
+  Schedule unfused = schedule_per_node(compiled);
+  absl::StatusOr<std::vector<kir::Kernel>> one_each = lower_schedule(compiled, unfused);
+  if (!one_each.ok())
+    return invalid_argument("lowering one node per kernel failed: ", one_each.status().message(), "\n--- graph\n",
+                            print_graph(compiled));
   for (size_t bi = 0; bi < bindings.size(); ++bi) {
     TensorMap args = random_args(g, bindings[bi], seed * 7919 + bi);
-    absl::StatusOr<std::vector<HostTensor>> want = evaluate(g, args);
-    if (!want.ok())
-      return invalid_argument(context(str_cat("reference failed under ", bindings_text(bindings[bi]), ": ",
-                                              want.status().message()), ""));
-    absl::StatusOr<std::vector<HostTensor>> got = evaluate_kernels(g, s, *kernels, args);
-    if (!got.ok())
-      return invalid_argument(context(str_cat("kernel evaluation failed under ", bindings_text(bindings[bi]), ": ",
-                                              got.status().message()), kernels_text(*kernels)));
+    absl::StatusOr<std::vector<HostTensor>> want = evaluate_kernels(compiled, unfused, *one_each, args);
+    absl::StatusOr<std::vector<HostTensor>> got =
+        evaluate_kernels(compiled, r->state.schedule, r->kernels, args, &r->state.memory);
+    for (const auto* s : {&want, &got})
+      if (!s->ok()) return invalid_argument("kernel evaluation failed: ", s->status().message());
     for (size_t i = 0; i < want->size(); ++i) {
-      Comparison c = compare_tensors((*want)[i], (*got)[i], default_tolerance((*want)[i].dtype()));
+      Comparison c = compare_tensors((*want)[i], (*got)[i], {0, 0});
       if (!c.ok)
-        return invalid_argument(context(str_cat("output ", i, " (%", g.outputs()[i]->name(), ") differs under ",
-                                                bindings_text(bindings[bi]), ": ", c.message),
-                                        kernels_text(*kernels)));
+        return invalid_argument("fused output ", i, " (%", compiled.outputs()[i]->name(), ") differs from one node per kernel under ",
+                                bindings_text(bindings[bi]), ": ", c.message, "\n--- after the passes\n",
+                                print_scheduled(compiled, r->state.schedule), "--- kernels\n", kernels_text(r->kernels));
     }
   }
   return absl::OkStatus();
 }
 
 absl::Status check_compiled_matches_reference(const Graph& g, const std::vector<Bindings>& bindings,
-                                              uint64_t seed) {
-  return check_schedule_matches_reference(g, schedule_per_node(g), bindings, seed);
+                                              uint64_t seed, double accumulation_slack) {
+  absl::StatusOr<PipelineResult> r = compile_to_kernels(g.clone());
+  if (!r.ok()) return invalid_argument("compiling failed: ", r.status().message(), "\n--- graph\n", print_graph(g));
+  return compare_with_reference(g, r->state.graph, r->state.schedule, r->kernels, &r->state.memory, bindings, seed,
+                                accumulation_slack);
 }
 
 }  // namespace kiln

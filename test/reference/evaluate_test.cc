@@ -63,6 +63,37 @@ TEST_CASE("symbolic dims bound to 1, odd and larger sizes") {
   }
 }
 
+TEST_CASE("iota holds each element's index along its axis, for symbolic shapes and every dtype") {
+  Graph g;
+  Value* x = input(g, "x", DType::f32, {sym("B"), 3});
+  Value* rows = node(g, Op::Iota, {}, {{"shape", std::vector<SymExpr>{sym("B"), 3}}, {"axis", int64_t{0}}})->result();
+  Value* cols = node(g, Op::Iota, {}, {{"shape", std::vector<SymExpr>{sym("B"), 3}}, {"axis", int64_t{-1}}})->result();
+  Value* f = node(g, Op::Iota, {}, {{"shape", std::vector<SymExpr>{2, sym("B")}}, {"axis", int64_t{1}}, {"dtype", DType::f32}})
+                 ->result();
+  Value* h = node(g, Op::Iota, {}, {{"shape", std::vector<SymExpr>{1, 4}}, {"axis", int64_t{1}}, {"dtype", DType::bf16}})
+                 ->result();
+  Value* i = node(g, Op::Iota, {}, {{"shape", std::vector<SymExpr>{3}}, {"axis", int64_t{0}}, {"dtype", DType::i32}})
+                 ->result();
+  g.set_outputs({rows, cols, f, h, i, x});
+  for (int64_t b : {1, 4}) {
+    INFO("B=" << b);
+    absl::StatusOr<std::vector<HostTensor>> out = evaluate(g, {{"x", HostTensor(DType::f32, {b, 3})}});
+    INFO(out.status().message());
+    REQUIRE(out.ok());
+    std::vector<int64_t> want_rows, want_cols;
+    std::vector<double> want_f;
+    for (int64_t r = 0; r < b; ++r)
+      for (int64_t c = 0; c < 3; ++c) want_rows.push_back(r), want_cols.push_back(c);
+    for (int64_t r = 0; r < 2; ++r)
+      for (int64_t c = 0; c < b; ++c) want_f.push_back(static_cast<double>(c));
+    check_ints((*out)[0], DType::i64, {b, 3}, want_rows);
+    check_ints((*out)[1], DType::i64, {b, 3}, want_cols);
+    check_exact((*out)[2], DType::f32, {2, b}, want_f);
+    check_exact((*out)[3], DType::bf16, {1, 4}, {0, 1, 2, 3});
+    check_ints((*out)[4], DType::i32, {3}, {0, 1, 2});
+  }
+}
+
 TEST_CASE("squeeze without axes keeps a symbol bound to 1") {
   Graph g;
   Value* x = input(g, "x", DType::f32, {sym("B"), 1});

@@ -1,0 +1,419 @@
+// The `kiln` tool end to end: dump, run and compile on small graphs, their located errors,
+// and --help on every subcommand. Expected outputs come from the library in process (the
+// reference evaluator, the parser), never from hard-coded numbers.
+#include <catch2/catch.hpp>
+
+#include <regex>
+
+#include <nlohmann/json.hpp>
+
+#include "compiler/summary.h"
+#include "ir/npy.h"
+#include "ir/parser.h"
+#include "ir/printer.h"
+#include "ir/reference.h"
+#include "ir/str.h"
+#include "test/cli/process.h"
+#include "test/common/filecheck.h"
+
+using namespace kiln;
+using namespace kiln::testing;
+namespace fs = std::filesystem;
+
+namespace {
+
+// The foundation issue's example, verbatim.
+constexpr const char* kIssueMlp = R"(graph mlp(%x: bf16[B, 4096], %w_up: bf16[11008, 4096] param, %w_gate: bf16[11008, 4096] param, %w_down: bf16[4096, 11008] param) {
+  %g = linear(%x, %w_gate) : bf16[B, 11008]
+  %u = linear(%x, %w_up) : bf16[B, 11008]
+  %a = silu(%g)
+  %h = mul(%a, %u)
+  %y = linear(%h, %w_down) : bf16[B, 4096]
+  %n = rms_norm(%y, eps=1e-6, axes=[-1])
+  return %n, %h
+}
+)";
+
+// The same MLP at sizes the reference evaluator runs in milliseconds.
+constexpr const char* kSmallMlp = R"(graph mlp(%x: bf16[B, 16], %w_up: bf16[24, 16] param, %w_gate: bf16[24, 16] param, %w_down: bf16[16, 24] param) {
+  %g = linear(%x, %w_gate)
+  %u = linear(%x, %w_up)
+  %a = silu(%g)
+  %h = mul(%a, %u)
+  %y = linear(%h, %w_down)
+  %n = rms_norm(%y, eps=1e-6, axes=[-1])
+  return %n, %h
+}
+)";
+
+Run kiln_cli(const std::vector<std::string>& args, const TempDir& dir) { return run_binary(KILN_BINARY, args, dir); }
+
+void require_status(const Run& r, int status) {
+  INFO("stdout:\n" << r.out << "\nstderr:\n" << r.err);
+  REQUIRE(r.status == status);
+}
+
+void require_checks(const std::string& text, const char* checks) {
+  FileCheckResult r = file_check(text, checks);
+  INFO(text);
+  INFO(r.message);
+  REQUIRE(r.ok);
+}
+
+Graph parse(const std::string& text) {
+  absl::StatusOr<Graph> g = parse_graph(text);
+  REQUIRE(g.ok());
+  return *std::move(g);
+}
+
+// The lines `kiln run` prints for each output, computed in process.
+std::vector<std::string> summary_lines(const Graph& g, const std::vector<HostTensor>& outs) {
+  std::vector<std::string> lines;
+  for (size_t i = 0; i < outs.size(); ++i) lines.push_back(format_summary(g.outputs()[i]->name(), summarize(outs[i])));
+  return lines;
+}
+
+void require_lines(const std::string& out, const std::vector<std::string>& lines) {
+  for (const std::string& l : lines) {
+    INFO(out);
+    CHECK(out.find(l + "\n") != std::string::npos);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("kiln dump prints the issue's MLP as IR that parses back to identical text", "[cli]") {
+  TempDir dir;
+  write_text(dir / "mlp.kiln", kIssueMlp);
+  Run r = kiln_cli({"dump", (dir / "mlp.kiln").string()}, dir);
+  require_status(r, 0);
+  CHECK(r.err.empty());
+  CHECK(print_graph(parse(r.out)) == r.out);
+  // Dumping the dump changes nothing.
+  write_text(dir / "again.kiln", r.out);
+  Run again = kiln_cli({"dump", (dir / "again.kiln").string()}, dir);
+  require_status(again, 0);
+  CHECK(again.out == r.out);
+  require_checks(r.out, R"(
+CHECK: graph mlp(%x: bf16[B, 4096], %w_up: bf16[11008, 4096] param,
+CHECK-NEXT: %g = linear(%x, %w_gate) : bf16[B, 11008]
+CHECK: %n = rms_norm(%y, axes=[-1], eps=1e-06) : bf16[B, 4096]
+CHECK-NEXT: return %n, %h
+)");
+}
+
+TEST_CASE("kiln dump: bad input exits with status 1 and a located error", "[cli]") {
+  TempDir dir;
+  struct Case {
+    const char* file;
+    const char* text;
+    const char* want;  // a regex the error must match
+  };
+  std::vector<Case> cases = {
+      {"syntax.kiln", "graph g(%x: f32[2]) {\n  %y = exp(%x\n  return %y\n}\n", "syntax\\.kiln:3:3: .*expected"},
+      {"op.kiln", "graph g(%x: f32[2]) {\n  %y = expo(%x)\n  return %y\n}\n", "op\\.kiln:2:8: .*expo"},
+      {"type.kiln", "graph g(%x: f32[2]) {\n  %y = exp(%x) : f32[3]\n  return %y\n}\n", "type\\.kiln:2:18: type annotation f32\\[3\\] of %y does not match the inferred type f32\\[2\\]"},
+      {"undefined.kiln", "graph g(%x: f32[2]) {\n  %y = exp(%z)\n  return %y\n}\n", "undefined\\.kiln:2:12: .*%z"},
+  };
+  for (const Case& c : cases) {
+    DYNAMIC_SECTION(c.file) {
+      write_text(dir / c.file, c.text);
+      Run r = kiln_cli({"dump", (dir / c.file).string()}, dir);
+      require_status(r, 1);
+      CHECK(r.out.empty());
+      INFO(r.err);
+      CHECK(std::regex_search(r.err, std::regex(std::string("^kiln: .*") + c.want)));
+    }
+  }
+  SECTION("a missing file and an unknown extension name the file") {
+    Run missing = kiln_cli({"dump", (dir / "nope.kiln").string()}, dir);
+    require_status(missing, 1);
+    CHECK(missing.err.find("nope.kiln") != std::string::npos);
+    write_text(dir / "graph.txt", kSmallMlp);
+    Run ext = kiln_cli({"dump", (dir / "graph.txt").string()}, dir);
+    require_status(ext, 1);
+    CHECK(ext.err.find("graph.txt: unsupported file type '.txt'") != std::string::npos);
+  }
+}
+
+TEST_CASE("kiln run: random inputs by seed, summaries equal to the reference's", "[cli]") {
+  TempDir dir;
+  write_text(dir / "mlp.kiln", kSmallMlp);
+  Graph g = parse(kSmallMlp);
+  for (auto [b, seed] : {std::pair<int64_t, uint64_t>{1, 0}, {3, 7}, {5, 123}}) {
+    Run r = kiln_cli({"run", (dir / "mlp.kiln").string(), "--bind", str_cat("B=", b), "--seed", str_cat(seed)}, dir);
+    require_status(r, 0);
+    absl::StatusOr<std::vector<HostTensor>> want = evaluate(g, random_args(g, {{"B", b}}, seed));
+    REQUIRE(want.ok());
+    CHECK(r.out.rfind(str_cat("graph mlp with B=", b, ", random inputs (seed ", seed, ")\n"), 0) == 0);
+    require_lines(r.out, summary_lines(g, *want));
+  }
+  // Another seed, other numbers.
+  Run a = kiln_cli({"run", (dir / "mlp.kiln").string(), "--bind", "B=2", "--seed", "1"}, dir);
+  Run b = kiln_cli({"run", (dir / "mlp.kiln").string(), "--bind", "B=2", "--seed", "2"}, dir);
+  CHECK(a.out != b.out);
+}
+
+TEST_CASE("kiln run --json prints the summary as JSON", "[cli]") {
+  TempDir dir;
+  write_text(dir / "mlp.kiln", kSmallMlp);
+  Graph g = parse(kSmallMlp);
+  Run r = kiln_cli({"run", (dir / "mlp.kiln").string(), "--bind", "B=3", "--seed", "4", "--json"}, dir);
+  require_status(r, 0);
+  nlohmann::json j = nlohmann::json::parse(r.out);
+  absl::StatusOr<std::vector<HostTensor>> want = evaluate(g, random_args(g, {{"B", 3}}, 4));
+  REQUIRE(want.ok());
+  CHECK(j["graph"] == "mlp");
+  CHECK(j["bindings"]["B"] == 3);
+  CHECK(j["seed"] == 4);
+  REQUIRE(j["outputs"].size() == 2);
+  for (size_t i = 0; i < 2; ++i) {
+    TensorSummary s = summarize((*want)[i]);
+    const nlohmann::json& o = j["outputs"][i];
+    CHECK(o["name"] == g.outputs()[i]->name());
+    CHECK(o["dtype"] == "bf16");
+    CHECK(o["shape"] == nlohmann::json(s.shape));
+    CHECK(o["min"].get<double>() == s.min);
+    CHECK(o["max"].get<double>() == s.max);
+    CHECK(o["mean"].get<double>() == Approx(s.mean).epsilon(1e-12));
+    CHECK(o["checksum"] == checksum_hex(s.checksum));
+  }
+}
+
+TEST_CASE("kiln run --inputs reads .npy files (bf16 as float32) and --save-outputs writes them", "[cli]") {
+  TempDir dir;
+  write_text(dir / "mlp.kiln", kSmallMlp);
+  Graph g = parse(kSmallMlp);
+  fs::create_directories(dir / "in");
+  // float32 files for the bf16 arguments, with values that bf16 cannot hold exactly.
+  TensorMap args = random_args(g, {{"B", 3}}, 9);
+  TensorMap rounded;
+  for (auto& [name, t] : args) {
+    HostTensor f(DType::f32, t.shape());
+    for (int64_t i = 0; i < t.numel(); ++i) f.set(i, t.get(i) + 1e-4 * static_cast<double>(i % 7));
+    REQUIRE(write_npy((dir / "in" / (name + ".npy")).string(), f).ok());
+    HostTensor r(DType::bf16, t.shape());
+    for (int64_t i = 0; i < t.numel(); ++i) r.set(i, f.get(i));
+    rounded.emplace(name, std::move(r));
+  }
+  Run r = kiln_cli({"run", (dir / "mlp.kiln").string(), "--inputs", (dir / "in").string(), "--save-outputs",
+                    (dir / "out").string()},
+                   dir);
+  require_status(r, 0);
+  absl::StatusOr<std::vector<HostTensor>> want = evaluate(g, rounded);
+  REQUIRE(want.ok());
+  CHECK(r.out.rfind(str_cat("graph mlp with B=3, inputs from ", (dir / "in").string(), "\n"), 0) == 0);
+  require_lines(r.out, summary_lines(g, *want));
+  for (size_t i = 0; i < want->size(); ++i) {
+    absl::StatusOr<HostTensor> saved = read_npy((dir / "out" / (g.outputs()[i]->name() + ".npy")).string());
+    REQUIRE(saved.ok());
+    REQUIRE(saved->shape() == (*want)[i].shape());
+    for (int64_t k = 0; k < saved->numel(); ++k) CHECK(saved->get(k) == (*want)[i].get(k));
+  }
+  CHECK(!fs::exists(dir / "out" / ".kiln-run-staging"));
+}
+
+TEST_CASE("kiln run: missing, extra and mismatched .npy files are located errors", "[cli]") {
+  TempDir dir;
+  write_text(dir / "mlp.kiln", kSmallMlp);
+  Graph g = parse(kSmallMlp);
+  auto fill = [&](const fs::path& in, int64_t batch) {
+    fs::create_directories(in);
+    for (auto& [name, t] : random_args(g, {{"B", batch}}, 1)) {
+      HostTensor f(DType::f32, t.shape());
+      for (int64_t i = 0; i < t.numel(); ++i) f.set(i, t.get(i));
+      REQUIRE(write_npy((in / (name + ".npy")).string(), f).ok());
+    }
+  };
+  auto run_in = [&](const fs::path& in, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"run", (dir / "mlp.kiln").string(), "--inputs", in.string(), "--save-outputs",
+                                      (dir / "out").string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    Run r = kiln_cli(args, dir);
+    require_status(r, 1);
+    CHECK(r.out.empty());
+    CHECK(!fs::exists(dir / "out"));  // nothing written on failure
+    return r.err;
+  };
+  SECTION("missing") {
+    fill(dir / "in", 2);
+    fs::remove(dir / "in" / "w_gate.npy");
+    std::string err = run_in(dir / "in");
+    CHECK(err.find((dir / "in" / "w_gate.npy").string() + ": missing; it must hold parameter %w_gate: bf16[24, 16]") !=
+          std::string::npos);
+  }
+  SECTION("extra") {
+    fill(dir / "in", 2);
+    REQUIRE(write_npy((dir / "in" / "bias.npy").string(), HostTensor(DType::f32, {3})).ok());
+    std::string err = run_in(dir / "in");
+    CHECK(err.find((dir / "in" / "bias.npy").string() + ": matches no input or parameter of graph mlp") !=
+          std::string::npos);
+  }
+  SECTION("wrong shape") {
+    fill(dir / "in", 2);
+    REQUIRE(write_npy((dir / "in" / "w_up.npy").string(), HostTensor(DType::f32, {16, 24})).ok());
+    std::string err = run_in(dir / "in");
+    INFO(err);
+    CHECK(err.find((dir / "in" / "w_up.npy").string() + ": holds f32[16, 24], whose shape does not fit parameter %w_up") !=
+          std::string::npos);
+  }
+  SECTION("wrong dtype") {
+    fill(dir / "in", 2);
+    REQUIRE(write_npy((dir / "in" / "x.npy").string(), HostTensor(DType::i32, {2, 16})).ok());
+    std::string err = run_in(dir / "in");
+    CHECK(err.find((dir / "in" / "x.npy").string() + ": holds i32[2, 16], whose dtype does not fit input %x") !=
+          std::string::npos);
+  }
+  SECTION("a symbol bound two ways") {
+    fill(dir / "in", 2);
+    std::string err = run_in(dir / "in", {"--bind", "B=5"});
+    CHECK(err.find("--bind B=5 disagrees with the input files, which give B=2") != std::string::npos);
+  }
+}
+
+TEST_CASE("kiln run: bad --bind and unbound symbols are errors", "[cli]") {
+  TempDir dir;
+  write_text(dir / "mlp.kiln", kSmallMlp);
+  std::string file = (dir / "mlp.kiln").string();
+  struct Case {
+    std::vector<std::string> args;
+    const char* want;
+  };
+  for (const Case& c : std::vector<Case>{
+           {{"run", file}, "symbol B is not bound; pass --bind B=N"},
+           {{"run", file, "--bind", "B"}, "--bind B: expected SYMBOL=INTEGER"},
+           {{"run", file, "--bind", "B=x"}, "--bind B=x: expected SYMBOL=INTEGER"},
+           {{"run", file, "--bind", "T=2"}, "--bind T=2: graph mlp has no symbol T (its symbols: B)"},
+           {{"run", file, "--bind", "B=2", "--bind", "B=3"}, "--bind: symbol B is bound twice"},
+           {{"run", file, "--bind", "B=0"}, "--bind B=0 is outside the symbol's bounds [1, inf]"},
+       }) {
+    Run r = kiln_cli(c.args, dir);
+    require_status(r, 1);
+    INFO(r.err);
+    CHECK(r.err.find(c.want) != std::string::npos);
+  }
+}
+
+TEST_CASE("kiln compile: summary, JSON, per-pass dumps, kernel IR, print-after", "[cli]") {
+  TempDir dir;
+  std::string decoder = std::string(KILN_EXAMPLES_DIR) + "/decoder_layer.kiln";
+  SECTION("the decoder layer's summary and its arena against the lower bound") {
+    Run r = kiln_cli({"compile", decoder, "--bind", "B=2", "--bind", "T=16"}, dir);
+    require_status(r, 0);
+    require_checks(r.out, R"(
+CHECK: graph decoder_layer with B=2 T=16
+CHECK-NEXT: groups 16: 6 kernels, 6 GEMMs, 4 weight-prep
+CHECK-NEXT: arena {{[0-9]+}} bytes; lower bound {{[0-9]+}} ({{[-+][0-9.]+}}%); without reuse {{[0-9]+}}
+CHECK-NEXT: decompose {{ *[0-9.]+}} ms
+CHECK: lower {{ *[0-9.]+}} ms
+CHECK-NEXT: k0_cast {{ +}}weight-prep elementwise
+CHECK: k15_linear {{ +}}gemm {{ +}}2 nodes  domain [B, T, 2048]
+)");
+    for (auto [b, t] : {std::pair{1, 1}, {4, 512}, {3, 333}}) {
+      Run j = kiln_cli({"compile", decoder, "--bind", str_cat("B=", b), "--bind", str_cat("T=", t), "--json"}, dir);
+      require_status(j, 0);
+      nlohmann::json s = nlohmann::json::parse(j.out);
+      CHECK(s["kernels"] == 6);
+      CHECK(s["gemms"] == 6);
+      CHECK(s["groups"] == 16);
+      CHECK(s["bindings"]["B"] == b);
+      CHECK(s["bindings"]["T"] == t);
+      int64_t arena = s["arena_bytes"], bound = s["lower_bound_bytes"], no_reuse = s["no_reuse_bytes"];
+      CHECK(arena <= bound * 11 / 10);
+      CHECK(bound <= arena);
+      CHECK(arena < no_reuse);
+      REQUIRE(s["passes"].size() == 6);
+      CHECK(s["passes"][5]["name"] == "lower");
+      CHECK(s["passes"][0]["ms"].get<double>() >= 0);
+    }
+  }
+  SECTION("unbound symbols take their lower bound, and the summary says so") {
+    Run r = kiln_cli({"compile", decoder, "--bind", "B=3"}, dir);
+    require_status(r, 0);
+    CHECK(r.out.rfind("graph decoder_layer with B=3 T=1 (unbound: its lower bound)\n", 0) == 0);
+  }
+  SECTION("--dump-dir writes each pass's IR (accepted by kiln dump), the memory plan and every kernel") {
+    fs::path d = dir / "dump";
+    Run r = kiln_cli({"compile", decoder, "--bind", "B=2", "--bind", "T=8", "--dump-dir", d.string()}, dir);
+    require_status(r, 0);
+    std::vector<std::string> passes = {"01-decompose", "02-simplify", "03-fuse_linear", "04-fuse_elementwise",
+                                       "05-plan_memory"};
+    for (const std::string& p : passes) {
+      fs::path file = d / (p + ".kiln");
+      REQUIRE(fs::exists(file));
+      Run dump = kiln_cli({"dump", file.string()}, dir);
+      require_status(dump, 0);
+    }
+    require_checks(read_text(d / "04-fuse_elementwise.kiln"), R"(
+CHECK: %attn_in = cast(%mul_7, dtype=bf16) : bf16[B, T, 2048]  # group 1 (reduction)
+CHECK: # schedule:
+CHECK-NEXT: #   group 0 weight-prep elementwise: 1 nodes
+)");
+    require_checks(read_text(d / "memory_plan.txt"), R"(
+CHECK: # bindings: B=2 T=8
+CHECK-NEXT: # arena_bytes {{[0-9]+}}, no_reuse_bytes {{[0-9]+}}, lower_bound_bytes {{[0-9]+}}
+CHECK-NEXT: %attn_in  bytes 4096*B*T  live [1, 3]  offset {{[0-9]+}}  size 65536
+)");
+    int kernels = 0;
+    for (const auto& e : fs::directory_iterator(d / "kernels")) kernels += e.path().extension() == ".kir";
+    CHECK(kernels == 16);
+    require_checks(read_text(d / "kernels" / "k7_max.kir"), R"(
+CHECK: kernel k7_max
+CHECK: s0 = reduce max acc f32
+CHECK: s1 = reduce sum acc f32
+)");
+  }
+  SECTION("--print-after prints one pass's IR, or the kernel IR, on stderr") {
+    Run r = kiln_cli({"compile", decoder, "--print-after=fuse_linear"}, dir);
+    require_status(r, 0);
+    CHECK(r.err.rfind("# after fuse_linear\ngraph decoder_layer(", 0) == 0);
+    CHECK(r.err.find("# after simplify") == std::string::npos);
+    Run all = kiln_cli({"compile", decoder, "--print-after=all"}, dir);
+    require_status(all, 0);
+    require_checks(all.err, R"(
+CHECK: # after decompose
+CHECK: # after simplify
+CHECK: # after fuse_linear
+CHECK: # after fuse_elementwise
+CHECK: # after plan_memory
+CHECK: # memory plan
+CHECK: # after lower
+CHECK-NEXT: kernel k0_cast
+)");
+  }
+  SECTION("errors") {
+    for (auto [args, want] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+             {{"compile", decoder, "--print-after=fusion"}, "--print-after=fusion: no such pass (expected one of decompose, "},
+             {{"compile", decoder, "--bind", "X=2"}, "--bind X=2: graph decoder_layer has no symbol X (its symbols: B, T)"},
+             {{"compile", (dir / "missing.kiln").string()}, "missing.kiln"},
+         }) {
+      Run r = kiln_cli(args, dir);
+      require_status(r, 1);
+      INFO(r.err);
+      CHECK(r.err.find(want) != std::string::npos);
+    }
+  }
+}
+
+TEST_CASE("--help on the tool and every subcommand", "[cli]") {
+  TempDir dir;
+  struct Case {
+    std::vector<std::string> args;
+    std::vector<std::string> mentions;
+  };
+  for (const Case& c : std::vector<Case>{
+           {{"--help"}, {"dump", "run", "compile"}},
+           {{"dump", "--help"}, {"FILE"}},
+           {{"run", "--help"}, {"--bind", "--seed", "--inputs", "--save-outputs", "--json"}},
+           {{"compile", "--help"}, {"--bind", "--dump-dir", "--print-after", "--json"}},
+       }) {
+    Run r = kiln_cli(c.args, dir);
+    require_status(r, 0);
+    for (const std::string& m : c.mentions) {
+      INFO(r.out);
+      CHECK(r.out.find(m) != std::string::npos);
+    }
+  }
+  Run none = kiln_cli({}, dir);
+  CHECK(none.status == 1);
+}
