@@ -3,6 +3,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "ir/str.h"
 #include "ir/verifier.h"
@@ -121,11 +122,14 @@ std::string CompileSummary::to_json() const {
   std::string passes_json = str_join(passes, ", ", [](const PassStat& p) {
     return fmt::format("{{\"name\": \"{}\", \"ms\": {:.3f}, \"changed\": {}}}", p.name, p.ms, p.changed);
   });
+  std::map<std::string, int64_t> sorted(layout.bindings.begin(), layout.bindings.end());
+  std::string bindings_json =
+      str_join(sorted, ", ", [](const auto& kv) { return fmt::format("\"{}\": {}", kv.first, kv.second); });
   return fmt::format(
-      "{{\"groups\": {}, \"kernels\": {}, \"gemms\": {}, \"weight_prep\": {}, \"arena_bytes\": {}, "
-      "\"no_reuse_bytes\": {}, \"lower_bound_bytes\": {}, \"passes\": [{}]}}",
-      groups, kernels, gemms, weight_prep, layout.arena_bytes, layout.no_reuse_bytes, layout.lower_bound_bytes,
-      passes_json);
+      "{{\"groups\": {}, \"kernels\": {}, \"gemms\": {}, \"weight_prep\": {}, \"bindings\": {{{}}}, "
+      "\"arena_bytes\": {}, \"no_reuse_bytes\": {}, \"lower_bound_bytes\": {}, \"passes\": [{}]}}",
+      groups, kernels, gemms, weight_prep, bindings_json, layout.arena_bytes, layout.no_reuse_bytes,
+      layout.lower_bound_bytes, passes_json);
 }
 
 }  // namespace kiln

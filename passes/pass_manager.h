@@ -68,6 +68,8 @@ struct CompileSummary {
   ArenaLayout layout;
   std::vector<PassStat> passes;
   std::string to_text() const;
+  // One line: groups, kernels, gemms, weight_prep, bindings, arena_bytes, no_reuse_bytes,
+  // lower_bound_bytes, and passes [{name, ms, changed}].
   std::string to_json() const;
 };
 

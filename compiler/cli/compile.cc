@@ -76,7 +76,9 @@ void register_compile(CLI::App& app) {
                   "write DIR/NN-<pass>.kiln after each pass, DIR/memory_plan.txt and DIR/kernels/<kernel>.kir "
                   "(written as the passes run, so a failing pass leaves the dumps before it)");
   cmd->add_option("--print-after", o->print_after,
-                  "print the IR after this pass (or 'lower' for the kernel IR, or 'all') on stderr");
+                  str_cat("print on stderr the IR after this step, one of: ",
+                          str_join(print_after_names(), ", ", [](const std::string& n) { return n; }),
+                          " (lower: the kernel IR; plan_memory: with the memory plan)"));
   cmd->add_flag("--json", o->json, "print the summary as JSON");
   cmd->callback([o] { run(*o); });
 }
