@@ -1,7 +1,6 @@
 #include "passes/fuse_elementwise.h"
 
 #include <algorithm>
-#include <map>
 #include <numeric>
 #include <queue>
 
@@ -65,18 +64,20 @@ void duplicate_cheap_nodes(Graph& g, IndexOnly& index_only) {
   std::vector<Node*> nodes;
   for (const auto& n : g.nodes()) nodes.push_back(n.get());
   absl::flat_hash_set<const Value*> returned(g.outputs().begin(), g.outputs().end());
+  Uses uses = g.uses();  // kept up to date as clones appear
   for (auto it = nodes.rbegin(); it != nodes.rend(); ++it) {
     Node* v = *it;
     if (v->results().size() != 1 || !(v->info().kind == OpKind::View || index_only(*v)) || v->op() == Op::Gather ||
         v->op() == Op::Concat)
       continue;
-    std::vector<Node*> users = users_of(g.uses(), v->result());
+    std::vector<Node*> users = users_of(uses, v->result());
     for (size_t i = returned.contains(v->result()) ? 0 : 1; i < users.size(); ++i) {
       Node* u = users[i];
       g.set_insertion_point(u);
       absl::StatusOr<Node*> c = g.add_node(v->op(), v->operands(), v->attrs(), {}, v->loc());
       g.set_insertion_point(nullptr);
       if (!c.ok()) continue;  // cannot happen: same operands and attributes as v
+      for (Value* o : v->operands()) uses[o].push_back(*c);
       for (size_t k = 0; k < u->num_operands(); ++k)
         if (u->operand(k) == v->result()) g.replace_operand(u, k, (*c)->result());
     }
@@ -145,9 +146,17 @@ class Partitioner {
   int new_group(std::vector<Node*> nodes) {
     int id = static_cast<int>(parent_.size());
     parent_.push_back(id);
-    for (Node* n : nodes) group_[n] = id;
-    members_[id] = std::move(nodes);
+    first_.push_back(INT32_MAX);
+    last_.push_back(-1);
+    members_.emplace_back();
+    for (Node* n : nodes) add_member(id, n);
     return id;
+  }
+  void add_member(int id, Node* n) {
+    group_[n] = id;
+    members_[id].push_back(n);
+    first_[id] = std::min(first_[id], pos_.at(n));
+    last_[id] = std::max(last_[id], pos_.at(n));
   }
   int find_id(int id) {
     while (parent_[id] != id) id = parent_[id] = parent_[parent_[id]];
@@ -179,8 +188,7 @@ class Partitioner {
       } else {
         continue;
       }
-      group_[v] = id;
-      members_[id].push_back(v);
+      add_member(id, v);
     }
   }
 
@@ -249,7 +257,7 @@ class Partitioner {
   // Groups that read a result of group `id` (other than itself).
   std::vector<int> successors(int id) {
     std::vector<int> out;
-    for (const Node* n : members_.at(id))
+    for (const Node* n : members_[id])
       for (const Value* r : n->results())
         for (const Node* u : users_of(uses_, r)) {
           if (!group_.contains(u)) continue;
@@ -259,18 +267,22 @@ class Partitioner {
     return out;
   }
 
-  // Whether a path of group edges leads from `from` to `to` through some other group.
+  // Whether a path of group edges leads from `from` to `to` through some other group. Node
+  // order is topological, so a group on such a path starts before `to` ends: later groups
+  // are not searched.
   bool indirect_path(int from, int to) {
     absl::flat_hash_set<int> seen;
     std::vector<int> stack;
-    for (int s : successors(from))
-      if (s != to && seen.insert(s).second) stack.push_back(s);
+    auto visit = [&](int s) {
+      if (s != to && first_[s] < last_[to] && seen.insert(s).second) stack.push_back(s);
+    };
+    for (int s : successors(from)) visit(s);
     while (!stack.empty()) {
       int gid = stack.back();
       stack.pop_back();
       for (int s : successors(gid)) {
         if (s == to) return true;
-        if (seen.insert(s).second) stack.push_back(s);
+        visit(s);
       }
     }
     return false;
@@ -278,12 +290,14 @@ class Partitioner {
 
   void try_merge(int a, int b) {
     if (a == b) return;
-    std::vector<Node*> m = members_.at(a);
-    m.insert(m.end(), members_.at(b).begin(), members_.at(b).end());
+    std::vector<Node*> m = members_[a];
+    m.insert(m.end(), members_[b].begin(), members_[b].end());
     std::sort(m.begin(), m.end(), [&](Node* x, Node* y) { return pos_.at(x) < pos_.at(y); });
     if (!legal(m) || indirect_path(a, b) || indirect_path(b, a)) return;
-    members_.erase(a);
+    members_[a].clear();
     members_[b] = std::move(m);
+    first_[b] = std::min(first_[a], first_[b]);
+    last_[b] = std::max(last_[a], last_[b]);
     parent_[a] = b;
   }
 
@@ -291,12 +305,9 @@ class Partitioner {
   // earliest in the graph.
   void emit() {
     std::vector<int> ids;
-    for (const auto& [id, nodes] : members_) ids.push_back(id);
-    auto first_pos = [&](int id) {
-      int best = INT32_MAX;
-      for (const Node* n : members_.at(id)) best = std::min(best, pos_.at(n));
-      return best;
-    };
+    for (int id = 0; id < static_cast<int>(members_.size()); ++id)
+      if (parent_[id] == id) ids.push_back(id);
+    auto first_pos = [&](int id) { return first_[id]; };
     absl::flat_hash_map<int, int> indeg;
     for (int id : ids) indeg[id] += 0;
     for (int id : ids)
@@ -321,7 +332,7 @@ class Partitioner {
   KernelGroup make_group(int id) {
     if (fixed(id)) return std::move(*gemm_of_.at(id));
     KernelGroup grp;
-    grp.nodes = members_.at(id);
+    grp.nodes = members_[id];
     grp.weight_prep = param_only(grp.nodes[0]);
     bool reduces = std::any_of(grp.nodes.begin(), grp.nodes.end(),
                                [](const Node* n) { return n->info().kind == OpKind::Reduction; });
@@ -337,7 +348,8 @@ class Partitioner {
   absl::flat_hash_map<const Node*, int> pos_;
   absl::flat_hash_map<const Node*, int> group_;   // node -> a group id (find() gives the root)
   std::vector<int> parent_;                       // union-find over group ids
-  std::map<int, std::vector<Node*>> members_;     // root -> its nodes in node order
+  std::vector<std::vector<Node*>> members_;       // per root: its nodes in node order
+  std::vector<int> first_, last_;                 // per root: its nodes' first and last positions
   absl::flat_hash_map<int, KernelGroup*> gemm_of_;  // fuse_linear's groups: never merged
   absl::flat_hash_map<const Node*, bool> param_only_;
 };
