@@ -294,6 +294,38 @@ bool Expr::same_as(const Expr& o) const {
   return same(x.a, y.a) && same(x.b, y.b) && same(x.c, y.c);
 }
 
+Index substitute_vars(const Index& i, const std::function<Index(bool outer, int var)>& var) {
+  const IndexNode& n = i.node();
+  switch (n.kind) {
+    case IndexKind::Const:
+    case IndexKind::Sym: return i;
+    case IndexKind::Outer:
+    case IndexKind::Inner: return var(n.kind == IndexKind::Outer, static_cast<int>(n.value));
+    case IndexKind::Add: return substitute_vars(n.a, var) + substitute_vars(n.b, var);
+    case IndexKind::Mul: return substitute_vars(n.a, var) * substitute_vars(n.b, var);
+    case IndexKind::FloorDiv: return Index::floordiv(substitute_vars(n.a, var), substitute_vars(n.b, var));
+    case IndexKind::Mod: return Index::mod(substitute_vars(n.a, var), substitute_vars(n.b, var));
+    case IndexKind::Min: return Index::min(substitute_vars(n.a, var), substitute_vars(n.b, var));
+    case IndexKind::Max: return Index::max(substitute_vars(n.a, var), substitute_vars(n.b, var));
+    case IndexKind::Scalar: return Index::scalar(substitute_vars(n.expr, var));
+  }
+  return i;
+}
+
+Expr substitute_vars(const Expr& e, const std::function<Index(bool outer, int var)>& var) {
+  const ExprNode& n = e.node();
+  switch (n.kind) {
+    case ExprKind::Load: return Expr::load(n.id, substitute_vars(n.index, var), n.dtype);
+    case ExprKind::IndexValue: return Expr::index_value(substitute_vars(n.index, var));
+    case ExprKind::Unary: return Expr::unary(n.op, substitute_vars(n.a, var), n.dtype);
+    case ExprKind::Binary: return Expr::binary(n.op, substitute_vars(n.a, var), substitute_vars(n.b, var), n.dtype);
+    case ExprKind::Select:
+      return Expr::select(substitute_vars(n.a, var), substitute_vars(n.b, var), substitute_vars(n.c, var));
+    case ExprKind::Cast: return Expr::cast(substitute_vars(n.a, var), n.dtype);
+    default: return e;
+  }
+}
+
 // ---- printing -------------------------------------------------------------------
 
 std::string_view combiner_name(Combiner c) {

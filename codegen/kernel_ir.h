@@ -29,6 +29,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -222,6 +223,10 @@ struct AffineIndex {
   std::vector<Dim> outer, inner;
 };
 std::optional<AffineIndex> affine_index(const Index& i, size_t n_outer, size_t n_inner);
+
+// `i` with every loop variable replaced by var(outer, number) (scalar indices inside it too).
+Index substitute_vars(const Index& i, const std::function<Index(bool outer, int var)>& var);
+Expr substitute_vars(const Expr& e, const std::function<Index(bool outer, int var)>& var);
 
 struct Kernel {
   std::string name;                  // deterministic: "k<group id>_<op>"

@@ -42,10 +42,12 @@ KI long long kiln_ineg(long long a) { return (long long)(0ull - (unsigned long l
 KI long long kiln_idiv(long long a, long long b) { return b == 0 ? 0 : b == -1 ? kiln_ineg(a) : a / b; }
 KI long long kiln_imax(long long a, long long b) { return a > b ? a : b; }
 KI long long kiln_imin(long long a, long long b) { return a < b ? a : b; }
-KI float kiln_fmax(float a, float b) { return (isnan(a) || isnan(b)) ? kiln_nan() : fmaxf(a, b); }
-KI float kiln_fmin(float a, float b) { return (isnan(a) || isnan(b)) ? kiln_nan() : fminf(a, b); }
-KI float kiln_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
-KI float kiln_silu(float x) { return x * (1.0f / (1.0f + expf(-x))); }
+// NaN-propagating max/min in one instruction (sm_80+).
+KI float kiln_fmax(float a, float b) { float r; asm("max.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b)); return r; }
+KI float kiln_fmin(float a, float b) { float r; asm("min.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b)); return r; }
+// The denominator is >= 1 (or inf): the approximate reciprocal is within 2 ulp.
+KI float kiln_sigmoid(float x) { return __fdividef(1.0f, 1.0f + expf(-x)); }
+KI float kiln_silu(float x) { return x * __fdividef(1.0f, 1.0f + expf(-x)); }
 KI long long kiln_fdiv(long long a, long long b) { long long q = a / b; return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q; }
 KI long long kiln_fmod(long long a, long long b) { return a - kiln_fdiv(a, b) * b; }
 // The first NaN, else the largest value, else the first position: the reference's argmax.
@@ -184,6 +186,12 @@ Index dense_offset(size_t n, bool outer, const std::vector<Dim>& extents) {
   for (size_t d = 0; d < n; ++d)
     off = off * Index::from_dim(extents[d]) + (outer ? Index::outer(static_cast<int>(d)) : Index::inner(static_cast<int>(d)));
   return off;
+}
+
+int64_t next_pow2(int64_t v) {
+  int64_t p = 1;
+  while (p < v) p <<= 1;
+  return p;
 }
 
 // Whether every term of `d` is a multiple of `v` (so d is, for every symbol value).
@@ -349,7 +357,7 @@ class Emitter {
       case ExprKind::Select: return str_cat("(", expr(n.a), " ? ", expr(n.b), " : ", expr(n.c), ")");
       case ExprKind::Cast: return cast(expr(n.a), n.a.dtype(), t);
       case ExprKind::Unary: return unary(n.op, expr(n.a), n.a.dtype(), t);
-      case ExprKind::Binary: return binary(n.op, expr(n.a), expr(n.b), n.a.dtype(), t);
+      case ExprKind::Binary: return binary(n.op, expr(n.a), expr(n.b), n.a.dtype(), t, &n.b);
     }
     return "0";
   }
@@ -402,7 +410,13 @@ class Emitter {
     return cast(i, DType::i64, t);
   }
 
-  std::string binary(Op op, const std::string& a, const std::string& b, DType in, DType t) const {
+  static bool divisor_is_row_statistic(const Expr* b) {
+    while (b && b->kind() == ExprKind::Cast) b = &b->node().a;
+    return b && b->kind() == ExprKind::StageResult;
+  }
+
+  std::string binary(Op op, const std::string& a, const std::string& b, DType in, DType t,
+                     const Expr* b_expr = nullptr) const {
     auto cmp = [&](const char* o) { return str_cat("(", a, " ", o, " ", b, ")"); };
     switch (op) {
       case Op::Eq: return cmp("==");
@@ -419,7 +433,9 @@ class Emitter {
         case Op::Add: f = cmp("+"); break;
         case Op::Sub: f = cmp("-"); break;
         case Op::Mul: f = cmp("*"); break;
-        case Op::Div: f = cmp("/"); break;
+        // Division by a row statistic (softmax's sum) in two instructions: the divisor is
+        // the same for the whole row and far from the approximation's limits (2 ulp).
+        case Op::Div: f = divisor_is_row_statistic(b_expr) ? str_cat("__fdividef(", a, ", ", b, ")") : cmp("/"); break;
         case Op::Pow: f = str_cat("powf(", a, ", ", b, ")"); break;
         case Op::Maximum: f = str_cat("kiln_fmax(", a, ", ", b, ")"); break;
         case Op::Minimum: f = str_cat("kiln_fmin(", a, ", ", b, ")"); break;
@@ -571,7 +587,14 @@ class Emitter {
       int n = 0;
       auto hoist = [&](const Expr& x) {
         if (x.kind() != ExprKind::Load || hoisted_.contains(&x.node())) return;
-        if (!vec_access_.contains(access_key(x.node().id, x.node().index))) return;
+        std::string key = access_key(x.node().id, x.node().index);
+        if (!vec_access_.contains(key)) return;
+        if (row_cache_chunks_ > 0 && !st.extents.empty())
+          for (size_t c = 0; c < cached_.size(); ++c)
+            if (cached_[c].key == key) {
+              hoisted_[&x.node()] = str_cat("rc", c, "[j]");
+              return;
+            }
         std::string name = str_cat("vl", n++);
         DType t = k_.buffers[x.node().id].dtype;
         s += str_cat(ind, "alignas(16) ", storage_type(t), " ", name, "[", width, "];\n");
@@ -739,6 +762,67 @@ class Emitter {
     return c;
   }
 
+  // The row cache of a vector row kernel: when the row length is static and every thread
+  // holds at most 8 chunks, each vector load that several stages read is loaded from
+  // global memory once per row into registers (rc<n>[j], chunk c = threadIdx.x + j *
+  // blockDim.x) and the stages read it there, as a persistent reduction does. The launch
+  // then needs blockDim.x >= ceil(chunks / row_cache_chunks).
+  void plan_row_cache(int width) {
+    row_cache_chunks_ = 0;
+    cached_.clear();
+    std::optional<int64_t> row = shape_numel(inner_).constant();
+    if (width < 2 || !row) return;
+    int64_t chunks = *row / width;
+    int64_t tpr = std::clamp<int64_t>(next_pow2((chunks + 3) / 4), 32, 1024);
+    int64_t kc = (chunks + tpr - 1) / tpr;
+    if (kc > 8 || chunks == 0) return;
+    std::map<std::string, int> stages_reading;
+    std::map<std::string, std::pair<int, Index>> sample;
+    for (const kir::Stage& st : k_.stages) {
+      if (st.extents.empty()) continue;
+      std::set<std::string> here;
+      auto loads = [&](const Expr& e) {
+        visit(e, [&](const Expr& x) {
+          if (x.kind() != ExprKind::Load) return;
+          std::string key = access_key(x.node().id, x.node().index);
+          if (!vec_access_.contains(key)) return;
+          here.insert(key);
+          sample.emplace(key, std::pair{x.node().id, x.node().index});
+        });
+      };
+      for (const kir::Let& l : st.lets) loads(l.value);
+      if (st.value.defined()) loads(st.value);
+      for (const kir::Store& store : st.stores) loads(store.value);
+      for (const std::string& k : here) ++stages_reading[k];
+    }
+    for (const auto& [key, n] : stages_reading)
+      if (n >= 2) cached_.push_back({key, sample.at(key).first, sample.at(key).second});
+    if (cached_.empty()) return;
+    row_cache_chunks_ = static_cast<int>(kc);
+    out_.row_cache_chunks = static_cast<int>(kc);
+  }
+
+  std::string row_cache_preload(int width) {
+    std::string s;
+    std::set<int> o, in;
+    for (const CachedLoad& c : cached_) collect_vars(c.index, o, in);
+    in.insert(vec_var_);
+    for (size_t n = 0; n < cached_.size(); ++n)
+      s += str_cat("    alignas(16) ", storage_type(k_.buffers[cached_[n].buffer].dtype), " rc", n, "[",
+                   row_cache_chunks_, "][", width, "];\n");
+    s += str_cat("    if (active) {\n      #pragma unroll\n      for (int j = 0; j < ", row_cache_chunks_, "; ++j) {\n",
+                 "        const long long c = threadIdx.x + (long long)j * blockDim.x;\n",
+                 "        if (c >= ", dim(shape_numel(inner_)), " / ", width, ") break;\n",
+                 "        const long long q = c * ", width, ";\n", decompose("q", inner_, false, in, "        "));
+    lane0_ = true;
+    for (size_t n = 0; n < cached_.size(); ++n)
+      s += str_cat("        kiln_ldv<", storage_type(k_.buffers[cached_[n].buffer].dtype), ", ", width, ">(",
+                   buf(cached_[n].buffer), " + ", index(cached_[n].index), ", rc", n, "[j]);\n");
+    lane0_ = false;
+    s += "      }\n    }\n";
+    return s;
+  }
+
   // One row per (blockIdx.x, threadIdx.y); blockDim.x threads (a multiple of 32) share it.
   void emit_rows(int width) {
     set_width(width);
@@ -760,6 +844,8 @@ class Emitter {
     std::set<int> outer, inner_unused;
     for (const kir::Stage& st : k_.stages) vars_of_stage(st, outer, inner_unused);
     s += decompose("row", k_.domain, true, outer, "    ");
+    plan_row_cache(width);
+    if (row_cache_chunks_ > 0) s += row_cache_preload(width);
     for (size_t si = 0; si < k_.stages.size(); ++si) {
       const kir::Stage& st = k_.stages[si];
       std::set<int> o, in;
@@ -767,9 +853,14 @@ class Emitter {
       int w = st.extents.empty() ? 1 : width;
       if (w > 1) in.insert(vec_var_);
       std::string chunks = str_cat(dim(shape_numel(st.extents)), w > 1 ? str_cat(" / ", w) : std::string());
-      std::string loop = str_cat("      for (long long c = threadIdx.x; c < ", chunks, "; c += blockDim.x) {\n",
-                                 "        const long long q = c", w > 1 ? str_cat(" * ", w) : std::string(), ";\n",
-                                 decompose("q", st.extents, false, in, "        "));
+      std::string loop =
+          row_cache_chunks_ > 0 && w > 1
+              ? str_cat("      #pragma unroll\n      for (int j = 0; j < ", row_cache_chunks_, "; ++j) {\n",
+                        "        const long long c = threadIdx.x + (long long)j * blockDim.x;\n",
+                        "        if (c >= ", chunks, ") break;\n")
+              : str_cat("      for (long long c = threadIdx.x; c < ", chunks, "; c += blockDim.x) {\n");
+      loop += str_cat("        const long long q = c", w > 1 ? str_cat(" * ", w) : std::string(), ";\n",
+                      decompose("q", st.extents, false, in, "        "));
       if (st.kind == kir::Stage::Kind::Map) {
         if (st.extents.empty()) {
           s += "    if (active && threadIdx.x == 0) {\n";
@@ -829,6 +920,13 @@ class Emitter {
   int vec_var_ = -1;
   mutable bool lane0_ = false;
   std::set<std::string> vec_access_;
+  struct CachedLoad {
+    std::string key;
+    int buffer;
+    Index index;
+  };
+  std::vector<CachedLoad> cached_;  // the row cache (plan_row_cache)
+  int row_cache_chunks_ = 0;
   absl::flat_hash_map<const kir::ExprNode*, std::string> hoisted_;
 };
 

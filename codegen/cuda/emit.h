@@ -50,6 +50,10 @@ struct CudaKernel {
   int width = 1;
   std::vector<Dim> divisible;
   std::vector<int> aligned;
+  // Rows, vector entry: each thread keeps up to this many chunks of `width` elements of its
+  // row in registers (0: no row cache), so blockDim.x must be >= row_length / width /
+  // row_cache_chunks.
+  int row_cache_chunks = 0;
 };
 
 // What every kernel's source needs before it: storage conversions, the reference's scalar
