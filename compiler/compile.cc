@@ -2,15 +2,13 @@
 
 #include <chrono>
 #include <filesystem>
-#include <fstream>
 #include <mutex>
 
-#include "codegen/lower.h"
 #include "compiler/guards.h"
 #include "compiler/log.h"
+#include "compiler/pipeline.h"
 #include "ir/str.h"
 #include "ir/verifier.h"
-#include "passes/schedule_util.h"
 
 #if KILN_WITH_LLVM
 #include "runtime/cpu/backend.h"
@@ -25,21 +23,6 @@ namespace {
 
 double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
-
-absl::Status write_text(const std::filesystem::path& p, const std::string& text) {
-  std::error_code ec;
-  std::filesystem::create_directories(p.parent_path(), ec);
-  std::filesystem::path tmp = p;
-  tmp += ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary);
-    f << text;
-    if (!f) return invalid_argument("cannot write ", tmp.string());
-  }
-  std::filesystem::rename(tmp, p, ec);
-  if (ec) return invalid_argument("cannot write ", p.string(), ": ", ec.message());
-  return absl::OkStatus();
 }
 
 absl::StatusOr<std::unique_ptr<Backend>> make_backend(Device d, int cuda_device) {
@@ -122,7 +105,7 @@ absl::Status device_available(Device d) {
 
 std::string CompileStats::to_text() const {
   std::string s = str_cat("calls ", calls, " (", guard_hits, " guard hits); compiles ", compiles, " (", recompiles,
-                          " recompiles); kernels ", kernels, ", GEMMs ", gemms, "\n");
+                          " recompiles); kernels ", kernels, ", GEMMs ", gemms, ", ", launches_per_call, " launches per call\n");
   s += str_cat("kernel cache: ", cache_memory_hits, " memory hits, ", cache_disk_hits, " disk hits, ", cache_misses,
                " misses\n");
   s += fmt::format("time: passes {:.1f} ms, lowering {:.1f} ms, codegen {:.1f} ms, compile {:.1f} ms, tuning {:.1f} ms\n",
@@ -139,9 +122,9 @@ std::string CompileStats::to_json() const {
   });
   return fmt::format(
       "{{\"calls\": {}, \"guard_hits\": {}, \"compiles\": {}, \"recompiles\": {}, \"recompile_reasons\": [{}], "
-      "\"kernels\": {}, \"gemms\": {}, \"cache_memory_hits\": {}, \"cache_disk_hits\": {}, \"cache_misses\": {}, "
+      "\"kernels\": {}, \"gemms\": {}, \"launches_per_call\": {}, \"cache_memory_hits\": {}, \"cache_disk_hits\": {}, \"cache_misses\": {}, "
       "\"pass_ms\": {:.3f}, \"lower_ms\": {:.3f}, \"codegen_ms\": {:.3f}, \"compile_ms\": {:.3f}, \"tune_ms\": {:.3f}}}",
-      calls, guard_hits, compiles, recompiles, reasons, kernels, gemms, cache_memory_hits, cache_disk_hits,
+      calls, guard_hits, compiles, recompiles, reasons, kernels, gemms, launches_per_call, cache_memory_hits, cache_disk_hits,
       cache_misses, pass_ms, lower_ms, codegen_ms, compile_ms, tune_ms);
 }
 
@@ -155,6 +138,8 @@ struct CompiledGraph::Impl {
 
   std::mutex mu;  // calls are serialized: one arena per specialization
   std::vector<int64_t> syms;  // the current call's symbol values (reused: no allocation per call)
+  std::vector<int64_t> out_shapes_syms;  // the symbol values out_shapes were evaluated for
+  std::vector<std::vector<int64_t>> out_shapes;
   std::vector<Specialization> specs;
   size_t last_hit = 0;
   CompileStats stats;
@@ -281,7 +266,7 @@ struct CompiledGraph::Impl {
                             specs.size(), sp.text, module->state.graph.name(), ms_since(t0), bs.kernels, bs.gemms,
                             reason.empty() ? "" : str_cat("; recompiled because ", reason)));
     if (!bo.dump_dir.empty())
-      if (absl::Status s = write_text(std::filesystem::path(bo.dump_dir) / "guards.txt", sp.text + "\n"); !s.ok()) return s;
+      if (absl::Status s = write_dump_file(std::filesystem::path(bo.dump_dir) / "guards.txt", sp.text + "\n"); !s.ok()) return s;
     specs.push_back(std::move(sp));
     last_hit = specs.size() - 1;
     return &specs.back();
@@ -307,11 +292,19 @@ absl::Status CompiledGraph::run(const std::vector<Tensor>& args, std::vector<Ten
   for (size_t i = 0; i < outputs.size(); ++i) {
     const Tensor& o = outputs[i];
     if (o.data() == nullptr) continue;  // an empty slot: allocated by the executable
-    absl::StatusOr<std::vector<int64_t>> shape = evaluate_shape(outs[i]->shape(), im.module->bindings(syms));
-    if (!shape.ok()) return shape.status();
-    if (o.dtype() != outs[i]->dtype() || o.shape() != *shape || o.device() != im.backend->device() || !o.is_contiguous())
+    if (im.out_shapes_syms != syms) {
+      im.out_shapes.clear();
+      for (const Value* v : outs) {
+        absl::StatusOr<std::vector<int64_t>> shape = evaluate_shape(v->shape(), im.module->bindings(syms));
+        if (!shape.ok()) return shape.status();
+        im.out_shapes.push_back(*std::move(shape));
+      }
+      im.out_shapes_syms = syms;
+    }
+    const std::vector<int64_t>& shape = im.out_shapes[i];
+    if (o.dtype() != outs[i]->dtype() || o.shape() != shape || o.device() != im.backend->device() || !o.is_contiguous())
       return invalid_argument("output ", i, " (%", outs[i]->name(), ") expects a contiguous ",
-                              dtype_name(outs[i]->dtype()), fmt::format("{}", *shape), " on ",
+                              dtype_name(outs[i]->dtype()), fmt::format("{}", shape), " on ",
                               device_name(im.backend->device()), ", got ", o.type_string());
   }
   absl::StatusOr<Specialization*> sp = im.dispatch(syms);
@@ -352,6 +345,7 @@ CompileStats CompiledGraph::stats() const {
     s.codegen_ms += bs.codegen_ms;
     s.compile_ms += bs.compile_ms;
     s.tune_ms += bs.tune_ms;
+    s.launches_per_call = bs.launches;
   }
   return s;
 }
@@ -363,50 +357,37 @@ std::vector<std::string> CompiledGraph::specializations() const {
   return out;
 }
 
-absl::StatusOr<CompiledGraph> compile(const Graph& g, const CompileOptions& opts_in) {
+absl::StatusOr<CompiledGraph> compile(const Graph& g, const CompileOptions& opts) {
+  if (absl::Status s = verify(g); !s.ok()) return s;
+  absl::StatusOr<std::unique_ptr<Backend>> backend = make_backend(opts.device, opts.cuda_device);
+  if (!backend.ok()) return backend.status();
+  return compile(g, *std::move(backend), opts);
+}
+
+absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<Backend> backend, const CompileOptions& opts_in) {
   CompileOptions opts = opts_in;
   if (opts.dump_dir.empty())
     if (const char* d = std::getenv("KILN_DUMP_DIR"); d && *d) opts.dump_dir = d;
   if (absl::Status s = verify(g); !s.ok()) return s;
-  absl::StatusOr<std::unique_ptr<Backend>> backend = make_backend(opts.device, opts.cuda_device);
-  if (!backend.ok()) return backend.status();
+  if (!backend) return absl::InvalidArgumentError("compile: no backend");
 
   auto im = std::make_shared<CompiledGraph::Impl>();
   im->opts = opts;
-  im->backend = *std::move(backend);
-  auto module = std::make_shared<CompiledModule>();
-  im->module = module;
-  module->state.graph = g.clone();
-  PassManager pm = PassManager::default_pipeline();
-  PassOptions po;
+  im->backend = std::move(backend);
+  PipelineOptions po;
   po.dump_dir = opts.dump_dir;
   if (log_level() >= 3) {
     po.print_after = "all";
     po.print = [](const std::string& text) { log_line(3, text); };
   }
-  if (absl::Status s = pm.run(module->state, po); !s.ok()) return s;
-  for (const PassStat& p : pm.stats()) im->stats.pass_ms += p.ms;
-
-  auto t0 = std::chrono::steady_clock::now();
-  LowerLog lower_log;
-  if (log_level() >= 2) lower_log = [](const std::string& line) { log_line(2, line); };
-  absl::StatusOr<std::vector<kir::Kernel>> kernels = lower_schedule(module->state.graph, module->state.schedule, lower_log);
-  if (!kernels.ok()) return kernels.status();
-  module->kernels = *std::move(kernels);
-  im->stats.lower_ms = ms_since(t0);
-  if (!opts.dump_dir.empty())
-    for (const kir::Kernel& k : module->kernels)
-      if (absl::Status s = write_text(std::filesystem::path(opts.dump_dir) / "kernels" / (k.name + ".kir"),
-                                      kir::print_kernel(k));
-          !s.ok())
-        return s;
-
+  if (log_level() >= 2) po.lower_log = [](const std::string& line) { log_line(2, line); };
+  absl::StatusOr<PipelineResult> r = compile_to_kernels(g.clone(), po);
+  if (!r.ok()) return r.status();
+  for (const PassStat& p : r->summary.passes) (p.name == "lower" ? im->stats.lower_ms : im->stats.pass_ms) += p.ms;
+  log_line(1, str_cat("kiln: ", g.name(), ": ", r->summary.to_text()));
+  std::shared_ptr<CompiledModule> module = CompiledModule::make(std::move(r->state), std::move(r->kernels));
+  im->module = module;
   const Graph& og = module->state.graph;
-  for (const Value* v : runtime_args(og)) module->args.push_back(v);
-  std::set<std::string> syms;
-  for (const Value* v : og.args())
-    for (const Dim& d : v->shape()) d.collect_symbols(syms);
-  module->symbols.assign(syms.begin(), syms.end());
 
   // The dispatch rules: every symbol must be bound by some plain symbol dim.
   im->bounds.resize(module->symbols.size());

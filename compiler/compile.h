@@ -45,6 +45,7 @@ struct CompileStats {
   int recompiles = 0;      // of those, built because every existing one's guards failed
   std::vector<std::string> recompile_reasons;  // "B = 1 fails guard B >= 2 (specialization 0)"
   int kernels = 0, gemms = 0;                  // summed over specializations
+  int launches_per_call = 0;                   // of the specialization built last
   int64_t cache_memory_hits = 0, cache_disk_hits = 0, cache_misses = 0;
   double pass_ms = 0, lower_ms = 0, codegen_ms = 0, compile_ms = 0, tune_ms = 0;
   std::string to_text() const;
@@ -75,7 +76,8 @@ class CompiledGraph {
   struct Impl;
 
  private:
-  friend absl::StatusOr<CompiledGraph> compile(const Graph& g, const CompileOptions& opts);
+  friend absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<Backend> backend,
+                                               const CompileOptions& opts);
   std::shared_ptr<Impl> impl_;
 };
 
@@ -83,5 +85,8 @@ class CompiledGraph {
 // until the first call (or warm_up). Errors name the pass, group or node at fault, or say
 // why the device cannot be used.
 absl::StatusOr<CompiledGraph> compile(const Graph& g, const CompileOptions& opts = {});
+// The same with a backend of the caller's (an engine's own executor, a test double);
+// `opts.device` is ignored.
+absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<Backend> backend, const CompileOptions& opts = {});
 
 }  // namespace kiln

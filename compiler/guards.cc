@@ -7,13 +7,6 @@
 
 namespace kiln {
 
-std::vector<const Value*> runtime_args(const Graph& g) {
-  std::vector<const Value*> out;
-  for (const Value* a : g.args())
-    if (a->is_input() || !a->data()) out.push_back(a);
-  return out;
-}
-
 GuardSet GuardSet::for_bindings(const Bindings& b, bool dynamic) {
   GuardSet g;
   for (const auto& [sym, v] : b) {

@@ -1,5 +1,5 @@
-// Shape-signature guards of compiled specializations: the runtime arguments of a graph and
-// the per-symbol conditions under which one specialization's code is valid.
+// Shape-signature guards of compiled specializations: the per-symbol conditions under which
+// one specialization's code is valid.
 #pragma once
 
 #include <optional>
@@ -10,10 +10,6 @@
 #include "ir/graph.h"
 
 namespace kiln {
-
-// The runtime arguments of `g`: its inputs and the parameters without host data, in
-// signature order. This is what a CompiledGraph is called with.
-std::vector<const Value*> runtime_args(const Graph& g);
 
 struct SymbolGuard {
   enum class Kind : uint8_t { Equals, AtLeast };

@@ -69,7 +69,7 @@ absl::StatusOr<PipelineResult> compile_to_kernels(Graph g, const PipelineOptions
   if (absl::Status s = pm.run(r.state, po); !s.ok()) return s;
 
   auto t0 = std::chrono::steady_clock::now();
-  absl::StatusOr<std::vector<kir::Kernel>> kernels = lower_schedule(r.state.graph, r.state.schedule);
+  absl::StatusOr<std::vector<kir::Kernel>> kernels = lower_schedule(r.state.graph, r.state.schedule, opts.lower_log);
   if (!kernels.ok()) return kernels.status();
   r.kernels = *std::move(kernels);
   std::vector<PassStat> stats = pm.stats();

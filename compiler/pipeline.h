@@ -24,6 +24,8 @@ struct PipelineOptions {
   // "all" or a pass name (or "lower"): that step's output goes to `print`.
   std::string print_after;
   std::function<void(const std::string&)> print;
+  // When set, receives lowering's decisions, one line per step (KILN_LOG=2).
+  std::function<void(const std::string&)> lower_log;
 };
 
 struct PipelineResult {

@@ -34,6 +34,9 @@ struct CompiledModule {
 
   // `values` (in `symbols` order) as Bindings, for the slow paths (layout, errors).
   Bindings bindings(std::span<const int64_t> values) const;
+
+  // A graph through the pipeline and its lowered kernels; args and symbols are derived.
+  static std::shared_ptr<CompiledModule> make(CompileState state, std::vector<kir::Kernel> kernels);
 };
 
 // The symbol values of one call, in CompiledModule::symbols order.
@@ -50,6 +53,7 @@ struct BuildOptions {
 struct BuildStats {
   int kernels = 0;  // generated kernels (elementwise, reduction, GEMM epilogues)
   int gemms = 0;    // GEMM calls (library or generated)
+  int launches = 0;  // kernel launches, library calls and copies per call
   int64_t cache_memory_hits = 0, cache_disk_hits = 0, cache_misses = 0;  // the kernel cache's
   double codegen_ms = 0;  // emitting CUDA C or LLVM IR
   double compile_ms = 0;  // NVRTC, or LLVM O2 + JIT, on cache misses

@@ -6,7 +6,6 @@
 #include <functional>
 #include <deque>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -18,6 +17,7 @@
 #include "runtime/cublaslt.h"
 #include "runtime/cuda/allocator.h"
 #include "runtime/cuda/autotune.h"
+#include "runtime/cuda/plan.h"
 #include "runtime/cuda_driver.h"
 #include "runtime/nvrtc.h"
 #include "runtime/status_macros.h"
@@ -29,15 +29,6 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
-absl::Status write_text(const std::filesystem::path& p, const std::string& text) {
-  std::error_code ec;
-  std::filesystem::create_directories(p.parent_path(), ec);
-  std::ofstream f(p, std::ios::binary);
-  f << text;
-  if (!f) return invalid_argument("cannot write ", p.string());
-  return absl::OkStatus();
-}
-
 // Where a buffer lives during a call.
 struct Loc {
   enum class Kind : uint8_t {
@@ -46,7 +37,7 @@ struct Loc {
     Prep,     // result of a weight-prep group: prep_[index]
     Arena,    // planned buffer `index` of the memory plan
     Output,   // graph output `index`
-    Scratch,  // the GEMM accumulator scratch
+    Scratch,  // GEMM scratch region `index`: 0 the f32 accumulator, 1 and 2 gathered A and B
   };
   Kind kind = Kind::Arena;
   int index = 0;
@@ -76,17 +67,11 @@ struct KernelStep {
 // C = A x B through cuBLASLt, with the operands' layouts as symbolic strides.
 struct GemmStep {
   int group = 0;
-  std::string name;
-  DType dtype = DType::bf16;
-  std::optional<DType> out_dtype;  // f32 when an epilogue kernel follows
-  GemmEpilogue epilogue = GemmEpilogue::none;
-  bool b_is_nk = true, a_is_km = false;
-  Dim m, n, k, batch, lda, ldb, batch_a, batch_b, offset_a, offset_b;
+  GemmLayout layout;
   Loc a, b, c, bias;
-  bool has_bias = false;
   std::optional<KernelStep> epilogue_kernel;  // reads the f32 accumulator from Scratch
-  kir::Kernel kernel;                          // for the naive fallback, compiled on demand
-  std::optional<KernelStep> naive;
+  std::optional<KernelStep> copy_a, copy_b;   // gather an operand into Scratch first
+  std::optional<KernelStep> naive;            // compiled on demand
   std::map<std::vector<int64_t>, std::unique_ptr<GemmPlan>> plans;  // by concrete spec
 };
 
@@ -95,7 +80,7 @@ struct GemmCall {
   bool skip = false;
   int64_t a_off = 0, b_off = 0;  // bytes
   int alignment = 256;           // the pointer alignment the plan assumes
-  KernelCall epilogue, naive;
+  KernelCall epilogue, naive, copy_a, copy_b;
 };
 
 struct CopyStep {
@@ -114,14 +99,18 @@ struct CallPlan {
   std::vector<int64_t> syms;
   ArenaLayout layout;
   int64_t scratch_bytes = 0;
+  int64_t scratch_offsets[3] = {0, 0, 0};  // of the Scratch regions
   std::vector<std::vector<int64_t>> out_shapes;
   std::vector<int64_t> prep_bytes;
   std::vector<KernelCall> kernels;  // parallel to kernels_
   std::vector<GemmCall> gemms;      // parallel to gemms_
   std::vector<int64_t> copy_bytes;  // parallel to copies_
-  // reduce-overhead: the captured launch sequence over static slots.
+  // reduce-overhead: the captured launch sequence over static slots for inputs and outputs;
+  // parameters are read where the caller keeps them (graph_params), and a call with other
+  // parameter pointers captures again.
   CUgraphExec graph = nullptr;
   std::vector<DeviceBuffer> static_args, static_outputs;
+  std::vector<CUdeviceptr> graph_params;
 };
 
 int64_t next_pow2(int64_t v) {
@@ -150,8 +139,8 @@ class CudaExecutable : public Executable {
   }
 
   absl::StatusOr<Loc> loc_of(const Value* v, bool written) const;
-  absl::StatusOr<KernelStep> kernel_step(const kir::Kernel& k, cuda::GemmForm form, const std::vector<Loc>& extra);
-  absl::Status add_gemm(const KernelGroup& g, const kir::Kernel& k);
+  absl::StatusOr<KernelStep> kernel_step(CudaKernel meta, const kir::Kernel& k, const std::vector<Loc>& extra);
+  absl::Status make_naive(GemmStep& g);  // the fallback when cuBLASLt cannot run a shape
   absl::Status compile(std::vector<KernelStep*> steps);
   absl::StatusOr<CallPlan*> plan_for(SymbolValues syms);
   absl::Status plan_kernel(const KernelStep& s, const Bindings& b, SymbolValues syms, KernelCall& call,
@@ -169,7 +158,7 @@ class CudaExecutable : public Executable {
   CUdeviceptr ptr(const Loc& l, const CallPlan& p, const Bases& b) const;
   absl::Status launch_kernel(const KernelStep& s, KernelCall& c, const CallPlan& p, const Bases& b, CUstream st);
   absl::Status run_gemm(GemmStep& g, GemmCall& c, const CallPlan& p, const Bases& b, CUstream st);
-  absl::Status run_steps(CallPlan& p, const Bases& b, CUstream st, bool prep);
+  absl::Status run_steps(CallPlan& p, const Bases& b, CUstream st, std::span<const Step> steps);
   absl::Status tune(CallPlan& p, const Bases& b, CUstream st);
 
   CudaBackend& backend_;
@@ -259,12 +248,10 @@ absl::StatusOr<Loc> CudaExecutable::loc_of(const Value* v, bool written) const {
   return Loc{Loc::Kind::Const, slot};
 }
 
-absl::StatusOr<KernelStep> CudaExecutable::kernel_step(const kir::Kernel& k, cuda::GemmForm form,
+absl::StatusOr<KernelStep> CudaExecutable::kernel_step(CudaKernel meta, const kir::Kernel& k,
                                                       const std::vector<Loc>& extra) {
   KernelStep s;
-  auto t0 = std::chrono::steady_clock::now();
-  KILN_ASSIGN_OR_RETURN(s.meta, emit_kernel(k, opts_.baked, form));
-  stats_.codegen_ms += ms_since(t0);
+  s.meta = std::move(meta);
   for (const kir::Buffer& buf : k.buffers) {
     const Value* v = m_->state.graph.find(buf.name);
     if (!v) return err("kernel ", k.name, ": buffer ", buf.name, " names no value of the graph");
@@ -288,128 +275,20 @@ absl::StatusOr<KernelStep> CudaExecutable::kernel_step(const kir::Kernel& k, cud
   return s;
 }
 
-// Flattens the strides of consecutive dims [from, to) of a domain into one stride: the
-// dims must be laid out as one row-major block (or all broadcast, stride 0).
-std::optional<Dim> flat_stride(const std::vector<Dim>& strides, const std::vector<Dim>& extents, size_t from, size_t to) {
-  std::optional<Dim> inner;
-  Dim span = 1;
-  bool all_zero = true;
-  for (size_t d = to; d-- > from;) {
-    if (extents[d] == Dim(1)) continue;
-    all_zero = all_zero && strides[d] == Dim(0);
-    if (!inner) {
-      inner = strides[d];
-    } else if (strides[d] != *inner * span) {
-      return std::nullopt;
-    }
-    span = span * extents[d];
-  }
-  if (all_zero) return Dim(0);
-  return inner.value_or(Dim(0));
-}
-
-absl::Status CudaExecutable::add_gemm(const KernelGroup& g, const kir::Kernel& k) {
-  GemmStep st;
-  st.group = g.id;
-  st.name = k.name;
-  st.kernel = k;
-  const kir::GemmSpec& spec = *k.gemm;
-  const Node* gemm = g.nodes.front();
-  std::map<std::string, SymExpr> baked;
-  for (const auto& [s, v] : opts_.baked) baked[s] = SymExpr(v);
-  auto sub = [&](const Dim& d) { return d.substitute(baked); };
-  std::vector<Dim> domain;
-  for (const Dim& d : k.domain) domain.push_back(sub(d));
-  st.dtype = k.buffers[spec.a.buffer].dtype;
-  bool layouts = spec.a.strides && spec.b.strides && k.buffers[spec.b.buffer].dtype == st.dtype && is_float(st.dtype);
-  size_t nb = spec.batch.size(), mb = nb + spec.m_dims, ne = mb + spec.n_dims;
-  if (layouts) {
-    auto strides = [&](const kir::GemmStrides& s) {
-      std::vector<Dim> out;
-      for (const Dim& d : s.outer) out.push_back(sub(d));
-      return out;
-    };
-    std::vector<Dim> sa = strides(*spec.a.strides), sb = strides(*spec.b.strides);
-    Dim ka = sub(spec.a.strides->k), kb = sub(spec.b.strides->k);
-    st.m = sub(spec.m), st.n = sub(spec.n), st.k = sub(spec.k);
-    st.batch = sub(shape_numel(spec.batch));
-    std::optional<Dim> ba = flat_stride(sa, domain, 0, nb), bb = flat_stride(sb, domain, 0, nb);
-    std::optional<Dim> ma = flat_stride(sa, domain, nb, mb), nbs = flat_stride(sb, domain, mb, ne);
-    layouts = ba && bb && ma && nbs;
-    if (layouts) {
-      st.batch_a = *ba, st.batch_b = *bb;
-      st.offset_a = sub(spec.a.strides->offset), st.offset_b = sub(spec.b.strides->offset);
-      // A [M,K]: rows of stride ma, elements of stride ka; one of them must be 1.
-      if (ka == Dim(1) || st.k == Dim(1)) {
-        st.a_is_km = false;
-        st.lda = spec.m_dims == 0 || st.m == Dim(1) ? st.k : *ma;
-      } else if (*ma == Dim(1) || st.m == Dim(1)) {
-        st.a_is_km = true;
-        st.lda = ka;
-      } else {
-        layouts = false;
-      }
-      if (kb == Dim(1) || st.k == Dim(1)) {
-        st.b_is_nk = true;
-        st.ldb = spec.n_dims == 0 || st.n == Dim(1) ? st.k : *nbs;
-      } else if (*nbs == Dim(1) || st.n == Dim(1)) {
-        st.b_is_nk = false;
-        st.ldb = kb;
-      } else {
-        layouts = false;
-      }
-    }
-  }
-  KILN_ASSIGN_OR_RETURN(st.a, loc_of(m_->state.graph.find(k.buffers[spec.a.buffer].name), false));
-  KILN_ASSIGN_OR_RETURN(st.b, loc_of(m_->state.graph.find(k.buffers[spec.b.buffer].name), false));
-  if (!layouts) {
-    // No library layout for these operands: the kernel computes the product itself.
-    KILN_ASSIGN_OR_RETURN(KernelStep naive, kernel_step(k, GemmForm::Naive, {}));
-    kernels_.push_back(std::move(naive));
-    steps_.push_back({Step::Kind::Kernel, static_cast<int>(kernels_.size()) - 1});
-    return absl::OkStatus();
-  }
-  // cuBLASLt's own epilogue when the group is [bias +] [relu | gelu-tanh] and nothing else.
-  const Node* last = g.nodes.back();
-  bool bias = gemm->op() == Op::Linear && gemm->num_operands() == 3;
-  bool direct = g.outputs.size() == 1 && g.outputs[0] == last->result() && last->result()->dtype() == st.dtype;
-  GemmEpilogue epi = bias ? GemmEpilogue::bias : GemmEpilogue::none;
-  if (g.nodes.size() == 2) {
-    bool relu = last->op() == Op::Relu;
-    bool gelu = last->op() == Op::Gelu && last->attr().get_string("approximate") == "tanh";
-    direct = direct && (relu || gelu) && last->operand(0) == gemm->result();
-    epi = relu ? (bias ? GemmEpilogue::relu_bias : GemmEpilogue::relu) : (bias ? GemmEpilogue::gelu_bias : GemmEpilogue::gelu);
-  } else {
-    direct = direct && g.nodes.size() == 1;
-  }
-  if (bias) {
-    const Value* bv = gemm->operand(2);
-    direct = direct && bv->dtype() == st.dtype;
-    KILN_ASSIGN_OR_RETURN(st.bias, loc_of(bv, false));
-  }
-  if (direct) {
-    st.epilogue = epi;
-    st.has_bias = bias;
-    KILN_ASSIGN_OR_RETURN(st.c, loc_of(last->result(), true));
-  } else {
-    // The f32 accumulator goes to scratch; one kernel applies the whole epilogue.
-    st.out_dtype = DType::f32;
-    st.c = Loc{Loc::Kind::Scratch, 0};
-    KILN_ASSIGN_OR_RETURN(KernelStep epi_k, kernel_step(k, GemmForm::AccBuffer, {Loc{Loc::Kind::Scratch, 0}}));
-    st.epilogue_kernel = std::move(epi_k);
-  }
-  gemms_.push_back(std::move(st));
-  steps_.push_back({Step::Kind::Gemm, static_cast<int>(gemms_.size()) - 1});
-  return absl::OkStatus();
+absl::Status CudaExecutable::make_naive(GemmStep& g) {
+  if (g.naive) return absl::OkStatus();
+  const kir::Kernel& k = m_->kernels[g.group];
+  KILN_ASSIGN_OR_RETURN(CudaKernel meta, emit_kernel(k, opts_.baked, GemmForm::Naive));
+  KILN_ASSIGN_OR_RETURN(KernelStep naive, kernel_step(std::move(meta), k, {}));
+  g.naive = std::move(naive);
+  return compile({&*g.naive});
 }
 
 absl::Status CudaExecutable::compile(std::vector<KernelStep*> steps) {
-  std::vector<NvrtcProgram> programs;
-  std::string arch = str_cat("sm_", backend_.ctx_->device().properties().sm_arch);
-  for (KernelStep* s : steps) {
-    const CudaKernel* k = &s->meta;
-    programs.push_back({k->name, program_source(std::span<const CudaKernel* const>(&k, 1)), arch, {}});
-  }
+  std::vector<const CudaKernel*> metas;
+  for (KernelStep* s : steps) metas.push_back(&s->meta);
+  std::vector<NvrtcProgram> programs =
+      nvrtc_programs(metas, str_cat("sm_", backend_.ctx_->device().properties().sm_arch));
   KernelCacheStats before = kernel_cache().stats();
   auto t0 = std::chrono::steady_clock::now();
   std::vector<absl::StatusOr<std::shared_ptr<const CompiledKernel>>> out = nvrtc_compile_cached(kernel_cache(), programs);
@@ -422,8 +301,8 @@ absl::Status CudaExecutable::compile(std::vector<KernelStep*> steps) {
     if (!out[i].ok()) return out[i].status();
     if (!opts_.dump_dir.empty()) {
       std::filesystem::path dir(opts_.dump_dir);
-      KILN_RETURN_IF_ERROR(write_text(dir / (programs[i].name + ".cu"), programs[i].source));
-      KILN_RETURN_IF_ERROR(write_text(dir / (programs[i].name + ".ptx"), (*out[i])->ptx));
+      KILN_RETURN_IF_ERROR(write_dump_file(dir / (programs[i].name + ".cu"), programs[i].source));
+      KILN_RETURN_IF_ERROR(write_dump_file(dir / (programs[i].name + ".ptx"), (*out[i])->ptx));
     }
     KILN_ASSIGN_OR_RETURN(Module mod, Module::load(*backend_.ctx_, (*out[i])->cubin));
     KILN_ASSIGN_OR_RETURN(steps[i]->scalar, mod.function(steps[i]->meta.name));
@@ -446,18 +325,50 @@ absl::Status CudaExecutable::build() {
         prep_of_[v] = static_cast<int>(prep_values_.size());
         prep_values_.push_back(v);
       }
-  kernels_.reserve(2 * s.groups.size());
-  gemms_.reserve(s.groups.size());
-  for (size_t i = 0; i < s.groups.size(); ++i) {
-    const KernelGroup& g = s.groups[i];
-    const kir::Kernel& k = m_->kernels[i];
-    if (g.kind == KernelGroup::Kind::Gemm && !g.weight_prep) {
-      KILN_RETURN_IF_ERROR(add_gemm(g, k));
+  KILN_ASSIGN_OR_RETURN(SpecializationPlan plan, plan_specialization(*m_, opts_.baked));
+  stats_.codegen_ms += plan.codegen_ms;
+  kernels_.reserve(plan.steps.size());
+  gemms_.reserve(plan.steps.size());
+  for (PlannedStep& ps : plan.steps) {
+    const kir::Kernel& k = m_->kernels[ps.group];
+    if (ps.kind == PlannedStep::Kind::Kernel) {
+      KILN_ASSIGN_OR_RETURN(KernelStep step, kernel_step(std::move(ps.kernel), k, {}));
+      kernels_.push_back(std::move(step));
+      (ps.weight_prep ? prep_steps_ : steps_).push_back({Step::Kind::Kernel, static_cast<int>(kernels_.size()) - 1});
       continue;
     }
-    KILN_ASSIGN_OR_RETURN(KernelStep step, kernel_step(k, GemmForm::Naive, {}));
-    kernels_.push_back(std::move(step));
-    (g.weight_prep ? prep_steps_ : steps_).push_back({Step::Kind::Kernel, static_cast<int>(kernels_.size()) - 1});
+    const KernelGroup& g = s.groups[ps.group];
+    const kir::GemmSpec& spec = *k.gemm;
+    GemmStep gs;
+    gs.group = ps.group;
+    gs.layout = ps.gemm;
+    KILN_ASSIGN_OR_RETURN(gs.a, loc_of(m_->state.graph.find(k.buffers[spec.a.buffer].name), false));
+    KILN_ASSIGN_OR_RETURN(gs.b, loc_of(m_->state.graph.find(k.buffers[spec.b.buffer].name), false));
+    for (int which : {1, 2}) {
+      std::optional<CudaKernel>& copy = which == 1 ? ps.copy_a : ps.copy_b;
+      if (!copy) continue;
+      Loc src = which == 1 ? gs.a : gs.b, dst{Loc::Kind::Scratch, which};
+      KernelStep c;
+      c.meta = std::move(*copy);
+      c.buffers = {src, dst};
+      for (const std::string& sym : c.meta.symbols)
+        c.sym_slots.push_back(static_cast<int>(std::lower_bound(m_->symbols.begin(), m_->symbols.end(), sym) -
+                                               m_->symbols.begin()));
+      (which == 1 ? gs.copy_a : gs.copy_b) = std::move(c);
+      (which == 1 ? gs.a : gs.b) = dst;
+    }
+    if (ps.gemm.bias) {
+      KILN_ASSIGN_OR_RETURN(gs.bias, loc_of(g.nodes.front()->operand(2), false));
+    }
+    if (ps.epilogue_kernel) {
+      gs.c = Loc{Loc::Kind::Scratch, 0};
+      KILN_ASSIGN_OR_RETURN(KernelStep epi, kernel_step(std::move(ps.kernel), k, {Loc{Loc::Kind::Scratch, 0}}));
+      gs.epilogue_kernel = std::move(epi);
+    } else {
+      KILN_ASSIGN_OR_RETURN(gs.c, loc_of(g.outputs[0], true));
+    }
+    gemms_.push_back(std::move(gs));
+    steps_.push_back({Step::Kind::Gemm, static_cast<int>(gemms_.size()) - 1});
   }
   // Outputs not written by any kernel: arguments, parameters, weight-prep results,
   // constants, or a value returned twice.
@@ -480,10 +391,13 @@ absl::Status CudaExecutable::build() {
   std::vector<KernelStep*> to_compile;
   for (KernelStep& k : kernels_) to_compile.push_back(&k);
   for (GemmStep& g : gemms_)
-    if (g.epilogue_kernel) to_compile.push_back(&*g.epilogue_kernel);
+    for (std::optional<KernelStep>* k : {&g.copy_a, &g.copy_b, &g.epilogue_kernel})
+      if (*k) to_compile.push_back(&**k);
   KILN_RETURN_IF_ERROR(compile(to_compile));
   stats_.kernels = static_cast<int>(to_compile.size());
   stats_.gemms = static_cast<int>(gemms_.size());
+  stats_.launches = static_cast<int>(steps_.size());
+  for (const GemmStep& g : gemms_) stats_.launches += !!g.epilogue_kernel + !!g.copy_a + !!g.copy_b;
   if (opts_.mode == Mode::ReduceOverhead) {
     KILN_ASSIGN_OR_RETURN(Stream st, Stream::create(*ctx_));
     capture_stream_ = std::move(st);
@@ -501,7 +415,7 @@ CUdeviceptr CudaExecutable::ptr(const Loc& l, const CallPlan& p, const Bases& b)
     case Loc::Kind::Output:
       return b.static_outputs.empty() ? reinterpret_cast<CUdeviceptr>(b.outputs[l.index].data())
                                       : b.static_outputs[l.index];
-    case Loc::Kind::Scratch: return scratch_.ptr();
+    case Loc::Kind::Scratch: return scratch_.ptr() + p.scratch_offsets[l.index];
   }
   return 0;
 }
@@ -520,7 +434,12 @@ absl::Status CudaExecutable::plan_kernel(const KernelStep& s, const Bindings& b,
   if (k.launch == LaunchKind::Rows) {
     KILN_ASSIGN_OR_RETURN(int64_t row, k.row_length.evaluate(b));
     int64_t chunks = std::max<int64_t>(1, row / (call.vector_dims ? k.width : 1));
-    int64_t tpr = s.threads > 0 ? s.threads : std::clamp<int64_t>(next_pow2(chunks), 32, 512);
+    // About four chunks per thread: several independent loads in flight, short reductions.
+    int64_t tpr = s.threads > 0 ? s.threads : std::clamp<int64_t>(next_pow2((chunks + 3) / 4), 32, 1024);
+    if (call.vector_dims && k.row_cache_chunks > 0) {
+      int64_t need = (chunks + k.row_cache_chunks - 1) / k.row_cache_chunks;  // the row cache holds it all
+      tpr = std::max(tpr, (need + 31) / 32 * 32);
+    }
     int64_t rpb = std::max<int64_t>(1, 256 / tpr);
     call.block[0] = unsigned(tpr), call.block[1] = unsigned(rpb);
     call.grid[0] = unsigned(std::clamp<int64_t>((work + rpb - 1) / rpb, 1, int64_t(sms) * 256));
@@ -541,26 +460,29 @@ absl::Status CudaExecutable::plan_kernel(const KernelStep& s, const Bindings& b,
 
 absl::Status CudaExecutable::plan_gemm(GemmStep& g, const Bindings& b, SymbolValues syms, GemmCall& call) {
   auto eval = [&](const Dim& d) { return d.evaluate(b); };
+  const GemmLayout& l = g.layout;
   GemmSpec spec;
-  spec.dtype = g.dtype;
-  spec.out_dtype = g.out_dtype;
-  spec.epilogue = g.epilogue;
-  spec.b_is_nk = g.b_is_nk;
-  spec.a_is_km = g.a_is_km;
-  KILN_ASSIGN_OR_RETURN(spec.m, eval(g.m));
-  KILN_ASSIGN_OR_RETURN(spec.n, eval(g.n));
-  KILN_ASSIGN_OR_RETURN(spec.k, eval(g.k));
-  KILN_ASSIGN_OR_RETURN(spec.batch, eval(g.batch));
-  KILN_ASSIGN_OR_RETURN(spec.lda, eval(g.lda));
-  KILN_ASSIGN_OR_RETURN(spec.ldb, eval(g.ldb));
-  KILN_ASSIGN_OR_RETURN(spec.batch_stride_a, eval(g.batch_a));
-  KILN_ASSIGN_OR_RETURN(spec.batch_stride_b, eval(g.batch_b));
-  KILN_ASSIGN_OR_RETURN(int64_t oa, eval(g.offset_a));
-  KILN_ASSIGN_OR_RETURN(int64_t ob, eval(g.offset_b));
-  int64_t es = dtype_size(g.dtype);
+  spec.dtype = l.dtype;
+  spec.out_dtype = l.out_dtype;
+  spec.epilogue = l.epilogue;
+  spec.b_is_nk = l.b_is_nk;
+  spec.a_is_km = l.a_is_km;
+  KILN_ASSIGN_OR_RETURN(spec.m, eval(l.m));
+  KILN_ASSIGN_OR_RETURN(spec.n, eval(l.n));
+  KILN_ASSIGN_OR_RETURN(spec.k, eval(l.k));
+  KILN_ASSIGN_OR_RETURN(spec.batch, eval(l.batch));
+  KILN_ASSIGN_OR_RETURN(spec.lda, eval(l.lda));
+  KILN_ASSIGN_OR_RETURN(spec.ldb, eval(l.ldb));
+  KILN_ASSIGN_OR_RETURN(spec.batch_stride_a, eval(l.batch_a));
+  KILN_ASSIGN_OR_RETURN(spec.batch_stride_b, eval(l.batch_b));
+  KILN_ASSIGN_OR_RETURN(int64_t oa, eval(l.offset_a));
+  KILN_ASSIGN_OR_RETURN(int64_t ob, eval(l.offset_b));
+  int64_t es = dtype_size(l.dtype);
   call.a_off = oa * es, call.b_off = ob * es;
   call.skip = spec.m <= 0 || spec.n <= 0 || spec.batch <= 0;
   if (g.epilogue_kernel) KILN_RETURN_IF_ERROR(plan_kernel(*g.epilogue_kernel, b, syms, call.epilogue));
+  if (g.copy_a) KILN_RETURN_IF_ERROR(plan_kernel(*g.copy_a, b, syms, call.copy_a));
+  if (g.copy_b) KILN_RETURN_IF_ERROR(plan_kernel(*g.copy_b, b, syms, call.copy_b));
   if (call.skip) return absl::OkStatus();
   // A GEMM over K = 0 is all zeros (plus the epilogue): the naive kernel handles it.
   // The plan assumes the alignment the operands' offsets keep (bases are 256-aligned).
@@ -580,11 +502,7 @@ absl::Status CudaExecutable::plan_gemm(GemmStep& g, const Bindings& b, SymbolVal
     call.plan = plan.get();
   }
   if (!call.plan) {
-    if (!g.naive) {
-      KILN_ASSIGN_OR_RETURN(KernelStep naive, kernel_step(g.kernel, GemmForm::Naive, {}));
-      g.naive = std::move(naive);
-      KILN_RETURN_IF_ERROR(compile({&*g.naive}));
-    }
+    KILN_RETURN_IF_ERROR(make_naive(g));
     KILN_RETURN_IF_ERROR(plan_kernel(*g.naive, b, syms, call.naive));
   }
   return absl::OkStatus();
@@ -611,12 +529,21 @@ absl::StatusOr<CallPlan*> CudaExecutable::plan_for(SymbolValues syms) {
     plan->kernels.resize(kernels_.size());
     for (size_t i = 0; i < kernels_.size(); ++i) KILN_RETURN_IF_ERROR(plan_kernel(kernels_[i], b, syms, plan->kernels[i]));
     plan->gemms.resize(gemms_.size());
+    int64_t region[3] = {0, 0, 0};
     for (size_t i = 0; i < gemms_.size(); ++i) {
       KILN_RETURN_IF_ERROR(plan_gemm(gemms_[i], b, syms, plan->gemms[i]));
-      if (gemms_[i].out_dtype) {
-        KILN_ASSIGN_OR_RETURN(int64_t mn, (gemms_[i].m * gemms_[i].n * gemms_[i].batch).evaluate(b));
-        plan->scratch_bytes = std::max(plan->scratch_bytes, mn * 4);
-      }
+      const GemmLayout& l = gemms_[i].layout;
+      int64_t es = dtype_size(l.dtype);
+      KILN_ASSIGN_OR_RETURN(int64_t mn, (l.m * l.n * l.batch).evaluate(b));
+      KILN_ASSIGN_OR_RETURN(int64_t mk, (l.m * l.k * l.batch).evaluate(b));
+      KILN_ASSIGN_OR_RETURN(int64_t nk, (l.n * l.k * l.batch).evaluate(b));
+      if (l.out_dtype) region[0] = std::max(region[0], mn * 4);
+      if (gemms_[i].copy_a) region[1] = std::max(region[1], mk * es);
+      if (gemms_[i].copy_b) region[2] = std::max(region[2], nk * es);
+    }
+    for (int r = 0; r < 3; ++r) {
+      plan->scratch_offsets[r] = plan->scratch_bytes;
+      plan->scratch_bytes += (region[r] + 255) / 256 * 256;
     }
     for (const CopyStep& c : copies_) {
       KILN_ASSIGN_OR_RETURN(int64_t n, c.bytes.evaluate(b));
@@ -677,20 +604,18 @@ absl::Status CudaExecutable::launch_kernel(const KernelStep& s, KernelCall& c, c
 }
 
 absl::Status CudaExecutable::run_gemm(GemmStep& g, GemmCall& c, const CallPlan& p, const Bases& b, CUstream st) {
+  if (g.copy_a) KILN_RETURN_IF_ERROR(launch_kernel(*g.copy_a, c.copy_a, p, b, st));
+  if (g.copy_b) KILN_RETURN_IF_ERROR(launch_kernel(*g.copy_b, c.copy_b, p, b, st));
   if (!c.skip) {
     CUdeviceptr a = ptr(g.a, p, b) + c.a_off, bb = ptr(g.b, p, b) + c.b_off, out = ptr(g.c, p, b);
-    CUdeviceptr bias = g.has_bias ? ptr(g.bias, p, b) : 0;
+    CUdeviceptr bias = g.layout.bias ? ptr(g.bias, p, b) : 0;
     bool aligned = c.plan;
     for (CUdeviceptr q : {a, bb, out, bias})
       aligned = aligned && q % uint64_t(c.alignment) == 0;
     if (aligned) {
       KILN_RETURN_IF_ERROR(c.plan->run(a, bb, out, bias, st));
     } else {
-      if (!g.naive) {
-        KILN_ASSIGN_OR_RETURN(KernelStep naive, kernel_step(g.kernel, GemmForm::Naive, {}));
-        g.naive = std::move(naive);
-        KILN_RETURN_IF_ERROR(compile({&*g.naive}));
-      }
+      KILN_RETURN_IF_ERROR(make_naive(g));
       if (c.naive.params.empty()) KILN_RETURN_IF_ERROR(plan_kernel(*g.naive, m_->bindings(p.syms), p.syms, c.naive));
       return launch_kernel(*g.naive, c.naive, p, b, st);
     }
@@ -699,9 +624,9 @@ absl::Status CudaExecutable::run_gemm(GemmStep& g, GemmCall& c, const CallPlan& 
   return absl::OkStatus();
 }
 
-absl::Status CudaExecutable::run_steps(CallPlan& p, const Bases& b, CUstream st, bool prep) {
+absl::Status CudaExecutable::run_steps(CallPlan& p, const Bases& b, CUstream st, std::span<const Step> steps) {
   KILN_ASSIGN_OR_RETURN(const DriverApi* api, driver());
-  for (const Step& s : prep ? prep_steps_ : steps_) {
+  for (const Step& s : steps) {
     switch (s.kind) {
       case Step::Kind::Kernel:
         KILN_RETURN_IF_ERROR(launch_kernel(kernels_[s.index], p.kernels[s.index], p, b, st));
@@ -812,15 +737,11 @@ absl::Status CudaExecutable::tune(CallPlan& p, const Bases& b, CUstream st) {
         }
         TuneStore::instance().put(what, hex_bytes(&chosen.algo, sizeof(chosen.algo)),
                                   fmt::format("{} {}x{}x{} batch {} on {}: best of {} algorithms {:.4f} ms (heuristic's first {:.4f} ms)",
-                                              g.name, s.m, s.n, s.k, s.batch, dev.name, algos.size(), best_ms, first_ms));
+                                              m_->kernels[g.group].name, s.m, s.n, s.k, s.batch, dev.name, algos.size(), best_ms, first_ms));
       }
       plan.set_algorithm(chosen);
     }
-    std::vector<Step> one = {step};
-    std::swap(one, steps_);
-    absl::Status ran = run_steps(p, b, st, false);
-    std::swap(one, steps_);
-    KILN_RETURN_IF_ERROR(ran);
+    KILN_RETURN_IF_ERROR(run_steps(p, b, st, std::span<const Step>(&step, 1)));
   }
   stats_.tune_ms += ms_since(t0);
   return absl::OkStatus();
@@ -853,7 +774,7 @@ absl::Status CudaExecutable::run(std::span<const Tensor> args, SymbolValues syms
           prep_[i] = DeviceBuffer();
           KILN_ASSIGN_OR_RETURN(prep_[i], DeviceBuffer::allocate(*ctx_, p->prep_bytes[i]));
         }
-      KILN_RETURN_IF_ERROR(run_steps(*p, b, st, true));
+      KILN_RETURN_IF_ERROR(run_steps(*p, b, st, prep_steps_));
       prep_params_ = std::move(params);
       prep_syms_ = p->syms;
     }
@@ -862,27 +783,40 @@ absl::Status CudaExecutable::run(std::span<const Tensor> args, SymbolValues syms
     KILN_RETURN_IF_ERROR(tune(*p, b, st));
     tuned_ = true;
   }
-  if (opts_.mode != Mode::ReduceOverhead) return run_steps(*p, b, st, false);
+  if (opts_.mode != Mode::ReduceOverhead) return run_steps(*p, b, st, steps_);
 
-  // reduce-overhead: copy arguments into static slots, replay, copy results out.
+  // reduce-overhead: copy inputs into static slots, replay, copy results out.
+  std::vector<CUdeviceptr> params;
+  for (size_t i = 0; i < args.size(); ++i)
+    if (m_->args[i]->is_param()) params.push_back(reinterpret_cast<CUdeviceptr>(args[i].data()));
+  if (p->graph && params != p->graph_params) {
+    KILN_RETURN_IF_ERROR(check(api->cuGraphExecDestroy(p->graph), "cuGraphExecDestroy"));
+    p->graph = nullptr;
+  }
   if (!p->graph) {
-    for (size_t i = 0; i < args.size(); ++i) {
-      KILN_ASSIGN_OR_RETURN(DeviceBuffer slot, DeviceBuffer::allocate(*ctx_, std::max<int64_t>(256, args[i].numel() * dtype_size(args[i].dtype()))));
-      p->static_args.push_back(std::move(slot));
-    }
-    for (size_t j = 0; j < outputs.size(); ++j) {
-      KILN_ASSIGN_OR_RETURN(DeviceBuffer slot, DeviceBuffer::allocate(*ctx_, std::max<int64_t>(256, outputs[j].numel() * dtype_size(outputs[j].dtype()))));
-      p->static_outputs.push_back(std::move(slot));
+    if (p->static_args.empty()) {
+      for (size_t i = 0; i < args.size(); ++i) {
+        int64_t bytes = m_->args[i]->is_param() ? 0 : args[i].numel() * dtype_size(args[i].dtype());
+        KILN_ASSIGN_OR_RETURN(DeviceBuffer slot, DeviceBuffer::allocate(*ctx_, std::max<int64_t>(256, bytes)));
+        p->static_args.push_back(std::move(slot));
+      }
+      for (size_t j = 0; j < outputs.size(); ++j) {
+        int64_t bytes = outputs[j].numel() * dtype_size(outputs[j].dtype());
+        KILN_ASSIGN_OR_RETURN(DeviceBuffer slot, DeviceBuffer::allocate(*ctx_, std::max<int64_t>(256, bytes)));
+        p->static_outputs.push_back(std::move(slot));
+      }
     }
     Bases sb{args, outputs, {}, {}};
-    for (const DeviceBuffer& d : p->static_args) sb.static_args.push_back(d.ptr());
+    for (size_t i = 0; i < args.size(); ++i)
+      sb.static_args.push_back(m_->args[i]->is_param() ? reinterpret_cast<CUdeviceptr>(args[i].data())
+                                                        : p->static_args[i].ptr());
     for (const DeviceBuffer& d : p->static_outputs) sb.static_outputs.push_back(d.ptr());
     CUstream cs = capture_stream_->handle();
-    // Anything lazily made on first use (GEMM plans, naive kernels) exists before capture.
-    KILN_RETURN_IF_ERROR(run_steps(*p, sb, cs, false));
+    // Anything made lazily on first use (GEMM plans, naive kernels) exists before capture.
+    KILN_RETURN_IF_ERROR(run_steps(*p, sb, cs, steps_));
     KILN_RETURN_IF_ERROR(capture_stream_->synchronize());
     KILN_RETURN_IF_ERROR(check(api->cuStreamBeginCapture(cs, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL), "cuStreamBeginCapture"));
-    absl::Status launched = run_steps(*p, sb, cs, false);
+    absl::Status launched = run_steps(*p, sb, cs, steps_);
     CUgraph graph = nullptr;
     absl::Status ended = check(api->cuStreamEndCapture(cs, &graph), "cuStreamEndCapture");
     KILN_RETURN_IF_ERROR(launched);
@@ -890,8 +824,10 @@ absl::Status CudaExecutable::run(std::span<const Tensor> args, SymbolValues syms
     absl::Status inst = check(api->cuGraphInstantiate(&p->graph, graph, 0), "cuGraphInstantiate");
     api->cuGraphDestroy(graph);
     KILN_RETURN_IF_ERROR(inst);
+    p->graph_params = std::move(params);
   }
   for (size_t i = 0; i < args.size(); ++i) {
+    if (m_->args[i]->is_param()) continue;
     CUdeviceptr src = reinterpret_cast<CUdeviceptr>(args[i].data());
     int64_t bytes = args[i].numel() * dtype_size(args[i].dtype());
     if (src != p->static_args[i].ptr() && bytes > 0)

@@ -1,0 +1,204 @@
+#include "runtime/cuda/plan.h"
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <set>
+
+#include "ir/str.h"
+#include "runtime/status_macros.h"
+
+namespace kiln::cuda {
+namespace {
+
+// Flattens the strides of consecutive dims [from, to) of a domain into one stride: the
+// dims must be laid out as one row-major block (or all broadcast, stride 0).
+std::optional<Dim> flat_stride(const std::vector<Dim>& strides, const std::vector<Dim>& extents, size_t from, size_t to) {
+  std::optional<Dim> inner;
+  Dim span = 1;
+  bool all_zero = true;
+  for (size_t d = to; d-- > from;) {
+    if (extents[d] == Dim(1)) continue;
+    all_zero = all_zero && strides[d] == Dim(0);
+    if (!inner) {
+      inner = strides[d];
+    } else if (strides[d] != *inner * span) {
+      return std::nullopt;
+    }
+    span = span * extents[d];
+  }
+  if (all_zero) return Dim(0);
+  return inner.value_or(Dim(0));
+}
+
+// One operand of a lowered GEMM as a strided batch of matrices: rows (M for A, N for B)
+// and K, one of the two with stride 1.
+struct OperandLayout {
+  Dim batch_stride, ld, offset;
+  bool k_contiguous = true;  // stride 1 along K: A as [M,K] (else [K,M]), B as [N,K] (else [K,N])
+};
+
+std::optional<OperandLayout> strided_operand(const kir::Kernel& k, bool is_b,
+                                             const std::function<Dim(const Dim&)>& sub) {
+  const kir::GemmSpec& g = *k.gemm;
+  const kir::GemmOperand& op = is_b ? g.b : g.a;
+  if (!op.strides) return std::nullopt;
+  std::vector<Dim> domain, strides;
+  for (const Dim& d : k.domain) domain.push_back(sub(d));
+  for (const Dim& d : op.strides->outer) strides.push_back(sub(d));
+  size_t nb = g.batch.size(), mb = nb + g.m_dims, ne = mb + g.n_dims;
+  std::optional<Dim> batch = flat_stride(strides, domain, 0, nb);
+  std::optional<Dim> rows = is_b ? flat_stride(strides, domain, mb, ne) : flat_stride(strides, domain, nb, mb);
+  if (!batch || !rows) return std::nullopt;
+  Dim kstride = sub(op.strides->k), kdim = sub(g.k), rdim = sub(is_b ? g.n : g.m);
+  bool no_rows = (is_b ? g.n_dims : g.m_dims) == 0 || rdim == Dim(1);
+  OperandLayout l{*batch, 0, sub(op.strides->offset)};
+  if (kstride == Dim(1) || kdim == Dim(1)) {
+    l.k_contiguous = true;
+    l.ld = no_rows ? kdim : *rows;
+  } else if (*rows == Dim(1) || no_rows) {
+    l.k_contiguous = false;
+    l.ld = kstride;
+  } else {
+    return std::nullopt;
+  }
+  return l;
+}
+
+// A kernel that gathers a GEMM operand into a dense [batch.., rows.., K] buffer (its second
+// buffer), for operands that are no strided matrix (a reshape that splits K, batch dims
+// that do not flatten).
+kir::Kernel operand_copy(const kir::Kernel& k, bool is_b) {
+  const kir::GemmSpec& g = *k.gemm;
+  const kir::GemmOperand& op = is_b ? g.b : g.a;
+  int nb = static_cast<int>(g.batch.size()), from = nb + (is_b ? g.m_dims : 0), to = from + (is_b ? g.n_dims : g.m_dims);
+  kir::Kernel c;
+  c.name = str_cat(k.name, is_b ? "_b" : "_a");
+  c.domain.assign(k.domain.begin(), k.domain.begin() + nb);
+  c.domain.insert(c.domain.end(), k.domain.begin() + from, k.domain.begin() + to);
+  c.domain.push_back(g.k);
+  int kvar = static_cast<int>(c.domain.size()) - 1;
+  kir::Index at = kir::substitute_vars(op.index, [&](bool outer, int v) -> kir::Index {
+    if (!outer) return kir::Index::outer(kvar);  // r0 = k
+    if (v < nb) return kir::Index::outer(v);
+    if (v >= from && v < to) return kir::Index::outer(nb + (v - from));
+    return kir::Index(0);  // a dim of the other operand: this one does not vary along it
+  });
+  kir::Buffer src = k.buffers[op.buffer];
+  src.role = kir::Buffer::Role::Input;
+  c.buffers = {src, {c.name, src.dtype, c.domain, kir::Buffer::Role::Output}};
+  kir::Index dense(0);
+  for (size_t d = 0; d < c.domain.size(); ++d)
+    dense = dense * kir::Index::from_dim(c.domain[d]) + kir::Index::outer(static_cast<int>(d));
+  kir::Stage st;
+  st.lets.push_back({0, kir::Expr::load(0, at, src.dtype)});
+  st.stores.push_back({1, dense, kir::Expr::let(0, src.dtype)});
+  c.stages.push_back(std::move(st));
+  std::set<std::string> syms;
+  for (const kir::Buffer& b : c.buffers)
+    for (const Dim& d : b.shape) d.collect_symbols(syms);
+  c.symbols.assign(syms.begin(), syms.end());
+  return c;
+}
+
+// Whether the group is GEMM [+ bias] [+ relu | gelu-tanh] and nothing else, returned in
+// the GEMM's dtype: then cuBLASLt's epilogue computes it all (rounding once, after the
+// activation, where the graph rounds after the bias too).
+std::optional<GemmEpilogue> library_epilogue(const KernelGroup& g, DType dtype) {
+  const Node* gemm = g.nodes.front();
+  const Node* last = g.nodes.back();
+  bool bias = gemm->op() == Op::Linear && gemm->num_operands() == 3;
+  if (g.outputs.size() != 1 || g.outputs[0] != last->result() || last->result()->dtype() != dtype) return std::nullopt;
+  if (bias && gemm->operand(2)->dtype() != dtype) return std::nullopt;
+  if (g.nodes.size() == 1) return bias ? GemmEpilogue::bias : GemmEpilogue::none;
+  if (g.nodes.size() != 2 || last->operand(0) != gemm->result()) return std::nullopt;
+  if (last->op() == Op::Relu) return bias ? GemmEpilogue::relu_bias : GemmEpilogue::relu;
+  if (last->op() == Op::Gelu && last->attr().get_string("approximate") == "tanh")
+    return bias ? GemmEpilogue::gelu_bias : GemmEpilogue::gelu;
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::vector<const CudaKernel*> SpecializationPlan::kernels() const {
+  std::vector<const CudaKernel*> out;
+  for (const PlannedStep& s : steps) {
+    for (const std::optional<CudaKernel>* c : {&s.copy_a, &s.copy_b})
+      if (*c) out.push_back(&**c);
+    if (s.kind == PlannedStep::Kind::Kernel || s.epilogue_kernel) out.push_back(&s.kernel);
+  }
+  return out;
+}
+
+int SpecializationPlan::gemms() const {
+  int n = 0;
+  for (const PlannedStep& s : steps) n += s.kind == PlannedStep::Kind::Gemm;
+  return n;
+}
+
+absl::StatusOr<SpecializationPlan> plan_specialization(const CompiledModule& m, const Bindings& baked) {
+  auto t0 = std::chrono::steady_clock::now();
+  SpecializationPlan plan;
+  const Schedule& s = m.state.schedule;
+  for (size_t i = 0; i < s.groups.size(); ++i) {
+    const KernelGroup& g = s.groups[i];
+    const kir::Kernel& k = m.kernels[i];
+    PlannedStep step;
+    step.group = static_cast<int>(i);
+    step.weight_prep = g.weight_prep;
+    bool library = g.kind == KernelGroup::Kind::Gemm && k.gemm &&
+                   k.buffers[k.gemm->a.buffer].dtype == k.buffers[k.gemm->b.buffer].dtype &&
+                   is_float(k.buffers[k.gemm->a.buffer].dtype);
+    if (!library) {
+      // Elementwise and reduction groups; GEMMs over integers or mixed dtypes compute themselves.
+      KILN_ASSIGN_OR_RETURN(step.kernel, emit_kernel(k, baked, GemmForm::Naive));
+      plan.steps.push_back(std::move(step));
+      continue;
+    }
+    std::map<std::string, SymExpr> bake;
+    for (const auto& [sym, v] : baked) bake[sym] = SymExpr(v);
+    auto sub = [&](const Dim& d) { return d.substitute(bake); };
+    const kir::GemmSpec& spec = *k.gemm;
+    GemmLayout layout;
+    layout.dtype = k.buffers[spec.a.buffer].dtype;
+    layout.m = sub(spec.m), layout.n = sub(spec.n), layout.k = sub(spec.k);
+    layout.batch = sub(shape_numel(spec.batch));
+    for (bool is_b : {false, true}) {
+      std::optional<OperandLayout> l = strided_operand(k, is_b, sub);
+      if (!l) {
+        // Gathered into scratch first: dense [batch, rows, K].
+        Dim rows = is_b ? layout.n : layout.m;
+        l = OperandLayout{rows * layout.k, layout.k, 0, true};
+        KILN_ASSIGN_OR_RETURN(CudaKernel copy, emit_kernel(operand_copy(k, is_b), baked));
+        (is_b ? step.copy_b : step.copy_a) = std::move(copy);
+      }
+      (is_b ? layout.batch_b : layout.batch_a) = l->batch_stride;
+      (is_b ? layout.ldb : layout.lda) = l->ld;
+      (is_b ? layout.offset_b : layout.offset_a) = l->offset;
+      (is_b ? layout.b_is_nk : layout.a_is_km) = is_b ? l->k_contiguous : !l->k_contiguous;
+    }
+    step.kind = PlannedStep::Kind::Gemm;
+    step.gemm = layout;
+    if (std::optional<GemmEpilogue> e = library_epilogue(g, layout.dtype)) {
+      step.gemm.epilogue = *e;
+      step.gemm.bias = *e == GemmEpilogue::bias || *e == GemmEpilogue::relu_bias || *e == GemmEpilogue::gelu_bias;
+    } else {
+      // The f32 accumulator goes to scratch; one kernel applies the whole epilogue.
+      step.gemm.out_dtype = DType::f32;
+      step.epilogue_kernel = true;
+      KILN_ASSIGN_OR_RETURN(step.kernel, emit_kernel(k, baked, GemmForm::AccBuffer));
+    }
+    plan.steps.push_back(std::move(step));
+  }
+  plan.codegen_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  return plan;
+}
+
+std::vector<NvrtcProgram> nvrtc_programs(std::span<const CudaKernel* const> kernels, const std::string& arch) {
+  std::vector<NvrtcProgram> out;
+  for (const CudaKernel* k : kernels)
+    out.push_back({k->name, program_source(std::span<const CudaKernel* const>(&k, 1)), arch, {}});
+  return out;
+}
+
+}  // namespace kiln::cuda
