@@ -2,6 +2,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -186,7 +187,10 @@ std::vector<Entry> entries() {
   %am = argmax(%x, axis=-1)
   return %h, %s, %m, %am
 })", over("B", {1, 3})});
-  e.push_back({"decoder_layer", read_file(str_cat(KILN_SOURCE_DIR, "/examples/decoder_layer.kiln")),
+  // The source tree: where it was configured, or $KILN_SOURCE_DIR when the binary runs
+  // elsewhere (a GPU machine).
+  const char* root = std::getenv("KILN_SOURCE_DIR");
+  e.push_back({"decoder_layer", read_file(str_cat(root ? root : KILN_SOURCE_DIR, "/examples/decoder_layer.kiln")),
                {{{"B", 1}, {"T", 1}}, {{"B", 1}, {"T", 5}}, {{"B", 2}, {"T", 3}}}});
   return e;
 }
