@@ -1,0 +1,180 @@
+// Times kiln's CUDA backend on the workloads of workloads.py (see run.sh):
+//   kiln_bench_cuda MANIFEST --compile-only      compile + build every workload, report ms
+//   kiln_bench_cuda MANIFEST [--reps N]          time every workload in every mode
+// Results go to stdout as one JSON object per line ("KILN_RESULT {...}"), then a table.
+// GPU time is measured with CUDA events around each call (median of N); the host-overhead
+// workload is timed on the host clock over many back-to-back calls.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "compiler/compile.h"
+#include "ir/parser.h"
+#include "ir/reference.h"
+#include "ir/str.h"
+#include "runtime/cuda_driver.h"
+
+using namespace kiln;
+using json = nlohmann::json;
+
+namespace {
+
+[[noreturn]] void die(const std::string& what) {
+  std::fprintf(stderr, "kiln_bench_cuda: %s\n", what.c_str());
+  std::exit(1);
+}
+
+template <typename T>
+T check(absl::StatusOr<T> v, const std::string& what) {
+  if (!v.ok()) die(str_cat(what, ": ", status_message(v.status())));
+  return *std::move(v);
+}
+
+void check(const absl::Status& s, const std::string& what) {
+  if (!s.ok()) die(str_cat(what, ": ", status_message(s)));
+}
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+// Device-to-device copy bandwidth (bytes read + written), median of 10 copies of 1 GiB.
+double copy_gbps(const cuda::Context& ctx) {
+  const int64_t bytes = int64_t(1) << 30;
+  cuda::DeviceBuffer a = check(cuda::DeviceBuffer::allocate(ctx, bytes), "alloc");
+  cuda::DeviceBuffer b = check(cuda::DeviceBuffer::allocate(ctx, bytes), "alloc");
+  check(a.fill_bytes(7), "fill");
+  cuda::Event e0 = check(cuda::Event::create(ctx), "event"), e1 = check(cuda::Event::create(ctx), "event");
+  std::vector<double> t;
+  for (int i = 0; i < 12; ++i) {
+    check(e0.record(nullptr), "record");
+    check(b.copy_from(a, bytes, nullptr), "copy");
+    check(e1.record(nullptr), "record");
+    check(e1.synchronize(), "sync");
+    if (i >= 2) t.push_back(check(cuda::Event::elapsed_ms(e0, e1), "elapsed"));
+  }
+  return 2.0 * double(bytes) / (median(t) * 1e-3) / 1e9;
+}
+
+std::vector<Tensor> device_args(const CompiledGraph& cg, const Graph& g, const Bindings& b) {
+  TensorMap host = random_args(g, b, 2026);
+  std::vector<Tensor> args;
+  for (const Value* v : cg.module().args) {
+    HostTensor& h = host.at(v->name());
+    // Weight-like arguments scaled by 1/sqrt(fan-in) keep activations finite through GEMMs.
+    if (v->is_param() && h.rank() == 2)
+      for (int64_t i = 0; i < h.numel(); ++i) h.set(i, h.get(i) / std::sqrt(double(h.shape()[1])));
+    args.push_back(check(Tensor::from_host(h, DeviceId::cuda(0)), "upload"));
+  }
+  return args;
+}
+
+struct Result {
+  std::string name, mode;
+  double us = 0, gbps = 0, tflops = 0, compile_ms = 0;
+  int launches = 0;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) die("usage: kiln_bench_cuda MANIFEST [--compile-only] [--reps N] [--only NAME]");
+  bool compile_only = false;
+  int reps = 30;
+  std::string only;
+  for (int i = 2; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--compile-only") compile_only = true;
+    else if (a == "--reps" && i + 1 < argc) reps = std::atoi(argv[++i]);
+    else if (a == "--only" && i + 1 < argc) only = argv[++i];
+    else die(str_cat("unknown argument ", a));
+  }
+  std::ifstream f(argv[1]);
+  json manifest = json::parse(f, nullptr, false);
+  if (manifest.is_discarded()) die(str_cat("cannot read ", argv[1]));
+  cuda::Context* ctx = check(cuda::Context::primary(0), "CUDA");
+  const cuda::DeviceProperties& dev = ctx->device().properties();
+  double copy = compile_only ? 0 : copy_gbps(*ctx);
+  if (!compile_only) std::printf("KILN_COPY {\"device\": \"%s\", \"copy_gbps\": %.1f}\n", dev.name.c_str(), copy);
+
+  std::vector<Result> results;
+  for (const json& w : manifest) {
+    std::string name = w["name"];
+    if (!only.empty() && name != only) continue;
+    Graph g = check(parse_graph_file(w["file"]), name);
+    Bindings b;
+    for (auto& [k, v] : w["bind"].items()) b[k] = v.get<int64_t>();
+    std::string kind = w["kind"];
+    for (Mode mode : {Mode::Default, Mode::ReduceOverhead, Mode::MaxAutotune}) {
+      Result r{name, std::string(mode_name(mode))};
+      auto t0 = std::chrono::steady_clock::now();
+      CompiledGraph cg = check(compile(g, {.mode = mode, .device = Device::Cuda}), name);
+      check(cg.warm_up(b), name);
+      r.compile_ms = ms_since(t0);
+      if (compile_only) {
+        CompileStats s = cg.stats();
+        std::printf("KILN_COMPILE %s\n", json{{"name", name}, {"mode", r.mode}, {"compile_ms", r.compile_ms},
+                                               {"nvrtc_ms", s.compile_ms}, {"disk_hits", s.cache_disk_hits},
+                                               {"misses", s.cache_misses}, {"kernels", s.kernels}}
+                                             .dump()
+                                             .c_str());
+        break;  // compile time is the default mode's
+      }
+      std::vector<Tensor> args = device_args(cg, g, b);
+      std::vector<Tensor> outs;
+      for (int i = 0; i < 3; ++i) outs = check(cg(args), name);  // first call tunes / captures
+      check(check(cuda::driver(), "driver")->cuCtxSynchronize() == CUDA_SUCCESS ? absl::OkStatus()
+                                                                                 : absl::InternalError("sync"),
+            name);
+      if (kind == "overhead") {
+        const int n = 2000;
+        auto h0 = std::chrono::steady_clock::now();
+        for (int i = 0; i < n; ++i) outs = check(cg(args), name);
+        r.us = ms_since(h0) * 1e3 / n;
+        check(check(cuda::driver(), "driver")->cuCtxSynchronize() == CUDA_SUCCESS ? absl::OkStatus()
+                                                                                   : absl::InternalError("sync"),
+              name);
+      } else {
+        cuda::Event e0 = check(cuda::Event::create(*ctx), "event"), e1 = check(cuda::Event::create(*ctx), "event");
+        std::vector<double> t;
+        for (int i = 0; i < reps; ++i) {
+          check(e0.record(nullptr), "record");
+          outs = check(cg(args), name);
+          check(e1.record(nullptr), "record");
+          check(e1.synchronize(), "sync");
+          t.push_back(check(cuda::Event::elapsed_ms(e0, e1), "elapsed"));
+        }
+        r.us = median(t) * 1e3;
+      }
+      r.gbps = w["bytes"].get<double>() / (r.us * 1e-6) / 1e9;
+      r.tflops = w["flops"].get<double>() / (r.us * 1e-6) / 1e12;
+      r.launches = cg.stats().launches_per_call;
+      std::printf("KILN_RESULT %s\n", json{{"name", r.name}, {"mode", r.mode}, {"us", r.us}, {"gbps", r.gbps},
+                                            {"pct_copy", 100.0 * r.gbps / copy}, {"tflops", r.tflops},
+                                            {"launches", r.launches}, {"compile_ms", r.compile_ms},
+                                            {"kind", kind}}
+                                          .dump()
+                                          .c_str());
+      std::fflush(stdout);
+      results.push_back(r);
+    }
+  }
+  if (!compile_only) {
+    std::printf("\n%-30s %-16s %10s %9s %6s %8s %5s\n", "workload", "mode", "us", "GB/s", "%copy", "TFLOP/s", "launch");
+    for (const Result& r : results)
+      std::printf("%-30s %-16s %10.1f %9.0f %6.1f %8.1f %5d\n", r.name.c_str(), r.mode.c_str(), r.us, r.gbps,
+                  100.0 * r.gbps / copy, r.tflops, r.launches);
+    std::printf("device %s, copy bandwidth %.0f GB/s\n", dev.name.c_str(), copy);
+  }
+  return 0;
+}

@@ -1,0 +1,53 @@
+# Turns a run.sh log (KILN_* and TORCH_RESULT lines) into the markdown table of
+# bench/RESULTS.md: per workload, kiln's time per mode, PyTorch's per mode, the ratio of
+# the best PyTorch mode to the best kiln mode (> 1: kiln faster), bandwidth as a share of
+# the measured copy bandwidth, TFLOP/s, launches per call, and compile times.
+import json
+import sys
+
+
+def lines(path, tag):
+    for line in open(path):
+        if line.startswith(tag + " "):
+            yield json.loads(line[len(tag) + 1:])
+
+
+def main():
+    log = sys.argv[1]
+    copy = next(lines(log, "KILN_COPY"), {"copy_gbps": float("nan"), "device": "?"})
+    kiln, torch = {}, {}
+    for r in lines(log, "KILN_RESULT"):
+        kiln.setdefault(r["name"], {})[r["mode"]] = r
+    for r in lines(log, "TORCH_RESULT"):
+        torch.setdefault(r["name"], {})[r["mode"]] = r
+    cold = {r["name"]: r for r in lines(log, "KILN_COLD")}
+    warm = {r["name"]: r for r in lines(log, "KILN_WARM")}
+    kmodes = ["default", "reduce-overhead", "max-autotune"]
+    tmodes = ["eager", "default", "reduce-overhead", "max-autotune"]
+    print(f"Device: {copy['device']}; measured device-to-device copy {copy['copy_gbps']:.0f} GB/s (read + write).\n")
+    print("Times in microseconds (median of CUDA-event-timed calls; the overhead row is host time per call).\n")
+    print("| workload | kiln default | kiln reduce-overhead | kiln max-autotune | torch eager | torch.compile | "
+          "torch reduce-overhead | torch max-autotune | best torch / best kiln | kiln GB/s (% copy) | kiln TFLOP/s | "
+          "launches | kiln compile cold / warm ms | torch compile ms |")
+    print("|" + "---|" * 14)
+    for name, k in kiln.items():
+        t = torch.get(name, {})
+        kt = [k[m]["us"] if m in k else None for m in kmodes]
+        tt = [t[m]["us"] if m in t and "us" in t[m] else None for m in tmodes]
+        best_k = min(x for x in kt if x is not None)
+        best_t = min((x for x in tt if x is not None), default=None)
+        best_km = min((m for m in kmodes if m in k), key=lambda m: k[m]["us"])
+        kb = k[best_km]
+        fmt = lambda x: "-" if x is None else f"{x:.1f}"
+        ratio = "-" if best_t is None else f"{best_t / best_k:.2f}"
+        bw = f"{kb['gbps']:.0f} ({kb['pct_copy']:.0f}%)" if kb["kind"] in ("memory", "model") else "-"
+        tf = f"{kb['tflops']:.0f}" if kb["tflops"] > 0 else "-"
+        c, w = cold.get(name, {}), warm.get(name, {})
+        comp = f"{c.get('compile_ms', float('nan')):.0f} / {w.get('compile_ms', float('nan')):.0f}"
+        tc = t.get("default", {}).get("compile_ms")
+        print(f"| {name} | {' | '.join(fmt(x) for x in kt)} | {' | '.join(fmt(x) for x in tt)} | {ratio} | {bw} | "
+              f"{tf} | {kb['launches']} | {comp} | {fmt(tc)} |")
+
+
+if __name__ == "__main__":
+    main()
