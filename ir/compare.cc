@@ -43,7 +43,8 @@ Comparison compare_tensors(const HostTensor& expected, const HostTensor& got, To
       err = std::fabs(g - e);
     }
     double allowed = tol.atol + tol.rtol * (std::isfinite(e) ? std::fabs(e) : 0);
-    double rel = err == 0 ? 0 : e != 0 && std::isfinite(e) ? err / std::fabs(e) : kInf;
+    // Relative error only where |expected| exceeds atol: near zero the absolute bound rules.
+    double rel = err == 0 || std::fabs(e) <= tol.atol ? 0 : std::isfinite(err) ? err / std::fabs(e) : kInf;
     c.max_abs_err = std::max(c.max_abs_err, err);
     c.max_rel_err = std::max(c.max_rel_err, rel);
     bool fails = err > allowed;

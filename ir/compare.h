@@ -20,7 +20,7 @@ struct Comparison {
   int64_t worst_index = -1;            // flat index of the worst element; -1 if none
   std::vector<int64_t> worst_coords;   // its coordinates
   double expected = 0, got = 0;
-  double max_abs_err = 0, max_rel_err = 0;
+  double max_abs_err = 0, max_rel_err = 0;  // relative: over elements with |expected| > atol
   std::string message;                 // "" when ok; else dtype/shape mismatch or the worst element
 };
 // |got - expected| <= atol + rtol * |expected| everywhere; NaN matches only NaN, inf only

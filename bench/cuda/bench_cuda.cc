@@ -68,14 +68,10 @@ double copy_gbps(const cuda::Context& ctx) {
 
 std::vector<Tensor> device_args(const CompiledGraph& cg, const Graph& g, const Bindings& b) {
   TensorMap host = random_args(g, b, 2026);
+  scale_weights_by_fan_in(g, host);
   std::vector<Tensor> args;
-  for (const Value* v : cg.module().args) {
-    HostTensor& h = host.at(v->name());
-    // Weight-like arguments scaled by 1/sqrt(fan-in) keep activations finite through GEMMs.
-    if (v->is_param() && h.rank() == 2)
-      for (int64_t i = 0; i < h.numel(); ++i) h.set(i, h.get(i) / std::sqrt(double(h.shape()[1])));
-    args.push_back(check(Tensor::from_host(h, DeviceId::cuda(0)), "upload"));
-  }
+  for (const Value* v : cg.module().args)
+    args.push_back(check(Tensor::from_host(host.at(v->name()), DeviceId::cuda(0)), "upload"));
   return args;
 }
 

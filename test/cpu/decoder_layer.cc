@@ -64,12 +64,7 @@ std::string decoder_layer_text(int d, int h, int e, int f) {
 
 TensorMap layer_args(const Graph& g, const Bindings& b, uint64_t seed) {
   TensorMap args = random_args(g, b, seed);
-  for (auto& [name, t] : args) {
-    const Value* v = g.find(name);
-    if (!v->is_param() || t.rank() != 2) continue;
-    double scale = 1.0 / std::sqrt(static_cast<double>(t.shape()[1]));
-    for (int64_t i = 0; i < t.numel(); ++i) t.set(i, t.get(i) * scale);
-  }
+  scale_weights_by_fan_in(g, args);
   return args;
 }
 

@@ -14,10 +14,7 @@ namespace kiln::testing {
 // decoder_layer_text(2048, 16, 128, 5632) is examples/decoder_layer.kiln.
 std::string decoder_layer_text(int d, int h, int e, int f);
 
-// Random arguments with each 2-D weight scaled by 1/sqrt(fan-in), as trained layers are:
-// unscaled uniform weights make activations grow with the width (attention scores in the
-// hundreds at full size), until bf16 rounding flips, amplified through the layer, exceed
-// any bf16 tolerance whatever the backend.
+// Random arguments with each 2-D weight scaled by 1/sqrt(fan-in) (scale_weights_by_fan_in).
 TensorMap layer_args(const Graph& g, const Bindings& b, uint64_t seed);
 
 }  // namespace kiln::testing

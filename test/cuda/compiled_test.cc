@@ -43,12 +43,7 @@ std::vector<Tensor> device_args(const CompiledGraph& cg, const TensorMap& host) 
 Outcome check_call(CompiledGraph& cg, const Graph& g, const Bindings& b, uint64_t seed) {
   Outcome o;
   TensorMap host = random_args(g, b, seed);
-  // Weight matrices scaled by 1/sqrt(fan-in), as in a trained model: unscaled ones blow a
-  // decoder layer's activations up to where bf16 rounding cancels whole results.
-  for (const Value* a : g.args())
-    if (a->is_param() && !a->data() && a->shape().size() == 2)
-      if (HostTensor& h = host.at(a->name()); h.shape()[1] > 1)
-        for (int64_t i = 0; i < h.numel(); ++i) h.set(i, h.get(i) / std::sqrt(double(h.shape()[1])));
+  scale_weights_by_fan_in(g, host);
   absl::StatusOr<std::vector<HostTensor>> want = evaluate(g, host);
   if (!want.ok()) {
     o.failure = str_cat("reference: ", status_message(want.status()));
