@@ -194,7 +194,8 @@ class Partitioner {
 
   bool param_only(const Node* n) {
     if (auto it = param_only_.find(n); it != param_only_.end()) return it->second;
-    bool all = n->num_operands() > 0;
+    // GEMMs run per call (fuse_linear makes none weight prep), and so does what reads them.
+    bool all = n->num_operands() > 0 && n->info().kind != OpKind::Gemm;
     for (const Value* v : n->operands()) {
       if (v->is_input()) all = false;
       else if (v->producer() && v->producer()->op() != Op::Constant) all = all && param_only(v->producer());

@@ -184,6 +184,33 @@ absl::Status check_fused_matches_unfused(const Graph& g, const std::vector<Bindi
   return absl::OkStatus();
 }
 
+absl::Status check_device_matches_reference(const Graph& g, Device device, const std::vector<Bindings>& bindings,
+                                            uint64_t seed, double accumulation_slack) {
+  absl::StatusOr<CompiledGraph> cg = compile(g, {.device = device});
+  if (!cg.ok()) return invalid_argument("compile() failed: ", cg.status().message(), "\n--- graph\n", print_graph(g));
+  for (size_t bi = 0; bi < bindings.size(); ++bi) {
+    std::string under = bindings_text(bindings[bi]);
+    auto context = [&](const std::string& what) {
+      return invalid_argument(what, " under ", under, " on ", device_kind_name(device), "\n--- graph\n", print_graph(g),
+                              "--- after the passes\n", print_scheduled(cg->module().state.graph, cg->module().state.schedule),
+                              "--- kernels\n", kernels_text(cg->module().kernels));
+    };
+    TensorMap args = random_args(g, bindings[bi], seed * 7919 + bi);
+    absl::StatusOr<std::vector<HostTensor>> want = evaluate(g, args);
+    if (!want.ok()) return context(str_cat("reference failed: ", want.status().message()));
+    // Fresh parameter values each time, maybe at addresses the last call's had.
+    cg->parameters_changed();
+    absl::StatusOr<std::vector<HostTensor>> got = run_host(*cg, args);
+    if (!got.ok()) return context(str_cat("compiled call failed: ", got.status().message()));
+    for (size_t i = 0; i < want->size(); ++i) {
+      Comparison c =
+          compare_tensors((*want)[i], (*got)[i], tolerance_for(g.outputs()[i], (*want)[i], accumulation_slack));
+      if (!c.ok) return context(str_cat("output ", i, " (%", g.outputs()[i]->name(), ") differs: ", c.message));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status check_compiled_matches_reference(const Graph& g, const std::vector<Bindings>& bindings,
                                               uint64_t seed, double accumulation_slack) {
   absl::StatusOr<PipelineResult> r = compile_to_kernels(g.clone());

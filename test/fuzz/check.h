@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "ir/graph.h"
+#include "compiler/compile.h"
 #include "passes/schedule.h"
 
 namespace kiln {
@@ -47,5 +48,11 @@ absl::Status check_compiled_matches_reference(const Graph& g, const std::vector<
 // node of the same (compiled) graph gives, on random inputs under each binding. Independent
 // of conditioning, so it holds for any graph.
 absl::Status check_fused_matches_unfused(const Graph& g, const std::vector<Bindings>& bindings, uint64_t seed);
+
+// The same comparison for the graph compiled by compile() for `device` (the CPU's LLVM JIT
+// or CUDA): one CompiledGraph called under each binding in turn, so guards, recompiles and
+// the backend's own code generation are exercised; tolerances as above.
+absl::Status check_device_matches_reference(const Graph& g, Device device, const std::vector<Bindings>& bindings,
+                                            uint64_t seed, double accumulation_slack = 1);
 
 }  // namespace kiln

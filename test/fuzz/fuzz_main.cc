@@ -1,13 +1,16 @@
 // kiln_fuzz: the differential fuzzer. Each seed's random graph goes through the whole pass
 // pipeline, lowering and the kernel-IR evaluator, and is compared with the reference
 // evaluator, then bit for bit with one kernel per node (test/fuzz/check.h). A failure
-// prints the seed, the graph's IR and the kernels.
+// prints the seed, the graph's IR and the kernels. With --device cpu|cuda each graph is
+// instead compiled by compile() for that device and run there, under every binding.
 //
 //   kiln_fuzz --seeds 0:100000          seeds 0 to 99999
+//   kiln_fuzz --seeds 0:500 --device cpu
 //   kiln_fuzz --seeds 1234 --print      one seed, printing its graph even when it passes
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 
 #include "ir/printer.h"
@@ -22,7 +25,7 @@ namespace {
 constexpr double kFuzzSlack = 10;
 
 int usage() {
-  std::fprintf(stderr, "usage: kiln_fuzz --seeds FIRST[:END] [--ops N] [--print] [--keep-going]\n");
+  std::fprintf(stderr, "usage: kiln_fuzz --seeds FIRST[:END] [--ops N] [--device cpu|cuda] [--print] [--keep-going]\n");
   return 2;
 }
 
@@ -38,6 +41,7 @@ int main(int argc, char** argv) {
   uint64_t first = 0, end = 0;
   bool have_seeds = false, print = false, keep_going = false;
   kiln::RandomGraphOptions options;
+  std::optional<kiln::Device> device;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--seeds" && i + 1 < argc) {
@@ -51,6 +55,10 @@ int main(int argc, char** argv) {
       uint64_t n = 0;
       if (!parse_u64(argv[++i], n) || n == 0) return usage();
       options.ops = static_cast<int>(n);
+    } else if (a == "--device" && i + 1 < argc) {
+      std::optional<kiln::Device> d = kiln::parse_device(argv[++i]);
+      if (!d || *d == kiln::Device::Auto) return usage();
+      device = *d;
     } else if (a == "--print") {
       print = true;
     } else if (a == "--keep-going") {
@@ -60,13 +68,24 @@ int main(int argc, char** argv) {
     }
   }
   if (!have_seeds) return usage();
+  if (device) {
+    if (absl::Status s = kiln::device_available(*device); !s.ok()) {
+      std::fprintf(stderr, "kiln_fuzz: %s\n", kiln::status_message(s).c_str());
+      return 1;
+    }
+  }
   auto t0 = std::chrono::steady_clock::now();
   uint64_t failed = 0;
   for (uint64_t seed = first; seed < end; ++seed) {
     kiln::RandomGraph rg = kiln::random_graph(seed, options);
     if (print) std::printf("# seed %llu\n%s", static_cast<unsigned long long>(seed), kiln::print_graph(rg.graph).c_str());
-    absl::Status s = kiln::check_compiled_matches_reference(rg.graph, rg.bindings, seed, kFuzzSlack);
-    if (s.ok()) s = kiln::check_fused_matches_unfused(rg.graph, rg.bindings, seed);
+    absl::Status s;
+    if (device) {
+      s = kiln::check_device_matches_reference(rg.graph, *device, rg.bindings, seed, kFuzzSlack);
+    } else {
+      s = kiln::check_compiled_matches_reference(rg.graph, rg.bindings, seed, kFuzzSlack);
+      if (s.ok()) s = kiln::check_fused_matches_unfused(rg.graph, rg.bindings, seed);
+    }
     if (s.ok()) continue;
     ++failed;
     std::printf("FAIL seed %llu: %s\n", static_cast<unsigned long long>(seed), kiln::status_message(s).c_str());
@@ -74,7 +93,9 @@ int main(int argc, char** argv) {
     if (!keep_going) break;
   }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("kiln_fuzz: seeds %llu:%llu, %llu failed, %.1f s\n", static_cast<unsigned long long>(first),
-              static_cast<unsigned long long>(end), static_cast<unsigned long long>(failed), secs);
+  std::printf("kiln_fuzz: seeds %llu:%llu%s, %llu failed, %.1f s\n", static_cast<unsigned long long>(first),
+              static_cast<unsigned long long>(end),
+              device ? kiln::str_cat(" on ", kiln::device_kind_name(*device)).c_str() : " (kernel-IR evaluator)",
+              static_cast<unsigned long long>(failed), secs);
   return failed == 0 ? 0 : 1;
 }

@@ -1,6 +1,7 @@
 // Graphs that once failed (found by kiln_fuzz or by review), kept as IR files under
 // test/fuzz/regressions/ with a comment naming the bug: each goes through the whole
-// pipeline against the reference, and fused against one kernel per node.
+// pipeline against the reference, fused against one kernel per node, and compiled for the
+// CPU against the reference.
 #include <catch2/catch.hpp>
 
 #include <filesystem>
@@ -30,6 +31,9 @@ TEST_CASE("fuzz regressions compile and match the reference", "[fuzz]") {
       }
       absl::Status s = check_compiled_matches_reference(*g, bindings, 5);
       if (s.ok()) s = check_fused_matches_unfused(*g, bindings, 5);
+#if KILN_WITH_LLVM
+      if (s.ok()) s = check_device_matches_reference(*g, Device::Cpu, bindings, 5);
+#endif
       INFO(status_message(s));
       CHECK(s.ok());
     }
