@@ -325,6 +325,32 @@ absl::Status CompiledGraph::warm_up(const Bindings& b) {
   return sp.status();
 }
 
+void CompiledGraph::parameters_changed() {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  for (Specialization& sp : impl_->specs) sp.exe->parameters_changed();
+}
+
+absl::StatusOr<std::vector<HostTensor>> run_host(CompiledGraph& cg, const std::map<std::string, HostTensor>& args,
+                                                 const CallOptions& opts) {
+  std::vector<Tensor> device_args;
+  for (const Value* v : cg.module().args) {
+    auto it = args.find(v->name());
+    if (it == args.end()) return invalid_argument("missing argument %", v->name(), ": ", v->type().to_string());
+    absl::StatusOr<Tensor> t = Tensor::from_host(it->second, cg.device(), opts.stream);
+    if (!t.ok()) return t.status();
+    device_args.push_back(*std::move(t));
+  }
+  absl::StatusOr<std::vector<Tensor>> outs = cg(device_args, opts);
+  if (!outs.ok()) return outs.status();
+  std::vector<HostTensor> host;
+  for (const Tensor& t : *outs) {
+    absl::StatusOr<HostTensor> h = t.to_host(opts.stream);
+    if (!h.ok()) return h.status();
+    host.push_back(*std::move(h));
+  }
+  return host;
+}
+
 DeviceId CompiledGraph::device() const { return impl_->backend->device(); }
 Mode CompiledGraph::mode() const { return impl_->opts.mode; }
 const Graph& CompiledGraph::graph() const { return impl_->module->state.graph; }

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -72,6 +73,11 @@ class CompiledGraph {
   // Builds (without running) the specialization that calls with these symbol values use,
   // so that a server pays for compiles before its first request.
   absl::Status warm_up(const Bindings& b);
+  // Parameters passed as arguments are taken as unchanged while their pointers stay the
+  // same: weight prep (merged projection weights, casts) and packed copies are made once
+  // per pointer set. After writing new values into a parameter's memory in place, call this
+  // so that the next call remakes them.
+  void parameters_changed();
 
   struct Impl;
 
@@ -80,6 +86,11 @@ class CompiledGraph {
                                                const CompileOptions& opts);
   std::shared_ptr<Impl> impl_;
 };
+
+// For tools and tests: `args` by name (inputs and parameters without data, as the reference
+// evaluator takes them) copied to the compiled device, one call, the outputs copied back.
+absl::StatusOr<std::vector<HostTensor>> run_host(CompiledGraph& cg, const std::map<std::string, HostTensor>& args,
+                                                 const CallOptions& opts = {});
 
 // Verifies `g`, runs the default pass pipeline and lowers every group; no kernel is built
 // until the first call (or warm_up). Errors name the pass, group or node at fault, or say

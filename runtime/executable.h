@@ -75,6 +75,10 @@ class Executable {
   virtual absl::Status run(std::span<const Tensor> args, SymbolValues syms, std::span<Tensor> outputs,
                            const CallOptions& opts) = 0;
   virtual const BuildStats& build_stats() const = 0;
+  // What the executable made from parameter values (weight-prep results, packed GEMM
+  // operands) is kept while the parameters' pointers stay the same; after new values were
+  // written into a parameter's memory in place, this makes the next run remake it.
+  virtual void parameters_changed() = 0;
 };
 
 class Backend {

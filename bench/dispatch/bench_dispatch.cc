@@ -22,6 +22,7 @@ class NullExecutable : public Executable {
     return absl::OkStatus();
   }
   const BuildStats& build_stats() const override { return stats_; }
+  void parameters_changed() override {}
 
  private:
   BuildStats stats_;

@@ -148,6 +148,10 @@ class CpuExecutable final : public Executable {
   }
 
   const BuildStats& build_stats() const override { return stats_; }
+  void parameters_changed() override {
+    prep_.valid = false;
+    ++prep_.generation;  // packed parameter operands are keyed on it too
+  }
 
  private:
   CpuExecutable() = default;

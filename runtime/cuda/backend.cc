@@ -131,6 +131,7 @@ class CudaExecutable : public Executable {
   absl::Status run(std::span<const Tensor> args, SymbolValues syms, std::span<Tensor> outputs,
                    const CallOptions& opts) override;
   const BuildStats& build_stats() const override { return stats_; }
+  void parameters_changed() override { prep_params_.clear(); }
 
  private:
   template <typename... A>

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 
 #include <unistd.h>
@@ -83,6 +84,40 @@ TEST_CASE("compile on the CPU: guards, specializations, statistics, dumps", "[cp
     if (e.path().extension() == ".ll") ++ll;
   CHECK(ll == st.kernels);
   std::filesystem::remove_all(dump);
+}
+
+TEST_CASE("compile on the CPU: parameters_changed() after parameters are written in place", "[cpu][compile]") {
+  // Merged q/k/v weights come from a weight-prep group, made once per parameter pointers.
+  Graph g = parse(R"(graph qkv(%x: f32[T, 16], %wq: f32[8, 16] param, %wk: f32[8, 16] param, %wv: f32[8, 16] param) {
+  %q = linear(%x, %wq)
+  %k = linear(%x, %wk)
+  %v = linear(%x, %wv)
+  %s = add(%q, %k)
+  %y = mul(%s, %v)
+  return %y
+})");
+  absl::StatusOr<CompiledGraph> cg = compile(g, {.device = Device::Cpu});
+  if (!cg.ok()) FAIL(status_message(cg.status()));
+  TensorMap args = random_args(g, {{"T", 5}}, 70);
+  std::vector<Tensor> in = tensors(*cg, args);
+  for (uint64_t seed : {0, 71, 72}) {
+    if (seed != 0) {
+      // New weight values written into the same memory.
+      TensorMap fresh = random_args(g, {{"T", 5}}, seed);
+      for (size_t i = 0; i < in.size(); ++i) {
+        const Value* a = cg->module().args[i];
+        if (!a->is_param()) continue;
+        args.at(a->name()) = fresh.at(a->name());
+        std::memcpy(in[i].data(), fresh.at(a->name()).data(), fresh.at(a->name()).nbytes());
+      }
+      cg->parameters_changed();
+    }
+    absl::StatusOr<std::vector<Tensor>> got = (*cg)(in);
+    REQUIRE(got.ok());
+    Comparison c = compare_tensors(evaluate(g, args)->at(0), *got->at(0).to_host(), default_tolerance(DType::f32));
+    INFO(c.message);
+    REQUIRE(c.ok);
+  }
 }
 
 TEST_CASE("compile on the CPU: examples/decoder_layer.kiln at full size", "[cpu][compile][examples]") {
