@@ -1,14 +1,29 @@
 // `kiln compile FILE`: runs the pass pipeline and lowering, and prints the compile summary
 // (groups, kernels, GEMMs, arena bytes against the lower bound, time per pass) or JSON;
-// --dump-dir writes the IR after each pass, the memory plan and every kernel's IR.
+// --dump-dir writes the IR after each pass, the memory plan and every kernel's IR. With
+// --device cuda it also generates and NVRTC-compiles every kernel of the specialization for
+// the --bind values (no GPU needed: running and tuning are what needs one), with --device
+// cpu it JIT-compiles them; the dump then also holds each kernel's .cu and .ptx, or .ll.
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "compiler/cli/commands.h"
+#include "compiler/compile.h"
+#include "compiler/guards.h"
 #include "compiler/pipeline.h"
 #include "passes/schedule_util.h"
+#if KILN_WITH_CUDA_BACKEND
+#include "runtime/cuda/backend.h"
+#include "runtime/cuda/plan.h"
+#endif
+#if KILN_WITH_LLVM
+#include "runtime/cpu/backend.h"
+#endif
 
 namespace kiln::cli {
 namespace {
@@ -19,7 +34,105 @@ struct CompileCliOptions {
   std::string dump_dir;
   std::string print_after;
   bool json = false;
+  std::string device = "none";
+  std::string mode = "default";
 };
+
+// What a device backend made of the kernels: one line each, and the statistics.
+struct DeviceReport {
+  std::string text;
+  nlohmann::json json;
+};
+
+#if KILN_WITH_CUDA_BACKEND
+DeviceReport compile_cuda(const CompiledModule& m, const Bindings& baked, const std::string& dump_dir) {
+  cuda::SpecializationPlan plan = check(cuda::plan_specialization(m, baked));
+  std::vector<const cuda::CudaKernel*> kernels = plan.kernels();
+  std::string arch = cuda::default_arch();
+  std::vector<cuda::NvrtcProgram> programs = cuda::nvrtc_programs(kernels, arch);
+  KernelCacheStats before = cuda::kernel_cache().stats();
+  std::vector<absl::StatusOr<std::shared_ptr<const CompiledKernel>>> out =
+      cuda::nvrtc_compile_cached(cuda::kernel_cache(), programs);
+  KernelCacheStats after = cuda::kernel_cache().stats();
+  for (size_t i = 0; i < out.size(); ++i) {
+    std::shared_ptr<const CompiledKernel> k = check(std::move(out[i]));
+    if (!dump_dir.empty()) {
+      std::filesystem::path dir = std::filesystem::path(dump_dir) / "cuda";
+      if (absl::Status s = write_dump_file(dir / (programs[i].name + ".cu"), programs[i].source); !s.ok())
+        throw CliError(status_message(s));
+      if (absl::Status s = write_dump_file(dir / (programs[i].name + ".ptx"), k->ptx); !s.ok())
+        throw CliError(status_message(s));
+    }
+  }
+  DeviceReport r;
+  r.text = str_cat("cuda ", arch, ": ", kernels.size(), " kernels, ", plan.gemms(), " cuBLASLt GEMMs; NVRTC ",
+                   fmt::format("{:.1f}", after.compile_ms - before.compile_ms), " ms (", after.misses - before.misses,
+                   " compiled, ", after.memory_hits + after.disk_hits - before.memory_hits - before.disk_hits,
+                   " from the kernel cache)\n");
+  for (const cuda::PlannedStep& st : plan.steps) {
+    std::string what;
+    if (st.kind == cuda::PlannedStep::Kind::Gemm) {
+      const cuda::GemmLayout& l = st.gemm;
+      what = str_cat("cuBLASLt ", dtype_name(l.dtype), " m=", l.m.to_string(), " n=", l.n.to_string(), " k=",
+                     l.k.to_string(), " batch=", l.batch.to_string(), " epilogue ", gemm_epilogue_name(l.epilogue),
+                     st.copy_a ? ", A gathered" : "", st.copy_b ? ", B gathered" : "",
+                     st.epilogue_kernel ? str_cat(", f32 accumulator into ", st.kernel.name) : std::string());
+    } else {
+      what = str_cat(st.kernel.name, " ", cuda::launch_kind_name(st.kernel.launch),
+                     st.kernel.width > 1 ? str_cat(", ", st.kernel.width, " lanes") : std::string(),
+                     st.kernel.row_cache_chunks > 0 ? ", row cached" : "", st.weight_prep ? ", weight prep" : "");
+    }
+    r.text += fmt::format("  group {:<3} {}\n", st.group, what);
+  }
+  r.json = {{"device", "cuda"},
+            {"arch", arch},
+            {"kernels", kernels.size()},
+            {"gemms", plan.gemms()},
+            {"nvrtc_ms", after.compile_ms - before.compile_ms},
+            {"compiled", after.misses - before.misses},
+            {"cache_hits", after.memory_hits + after.disk_hits - before.memory_hits - before.disk_hits}};
+  return r;
+}
+#endif
+
+#if KILN_WITH_LLVM
+DeviceReport compile_cpu(std::shared_ptr<const CompiledModule> m, const BuildOptions& bo) {
+  std::unique_ptr<Executable> exe = check(cpu::make_backend()->build(std::move(m), bo));
+  const BuildStats& s = exe->build_stats();
+  DeviceReport r;
+  r.text = fmt::format("cpu: {} kernels, {} GEMMs; LLVM codegen {:.1f} ms, O2 + JIT {:.1f} ms ({} compiled, {} from "
+                       "the JIT cache){}\n",
+                       s.kernels, s.gemms, s.codegen_ms, s.compile_ms, s.cache_misses, s.cache_memory_hits,
+                       bo.dump_dir.empty() ? "" : str_cat("; optimized LLVM IR in ", bo.dump_dir));
+  r.json = {{"device", "cpu"},          {"kernels", s.kernels},       {"gemms", s.gemms},
+            {"codegen_ms", s.codegen_ms}, {"compile_ms", s.compile_ms}, {"compiled", s.cache_misses},
+            {"cache_hits", s.cache_memory_hits}};
+  return r;
+}
+#endif
+
+// The device part of `kiln compile`, or why this build cannot do it.
+DeviceReport compile_for_device(const CompileCliOptions& o, PipelineResult& r, const Bindings& given) {
+  Device d = *parse_device(o.device);
+  if (d == Device::Cuda) {
+#if KILN_WITH_CUDA_BACKEND
+    std::shared_ptr<CompiledModule> m = CompiledModule::make(std::move(r.state), std::move(r.kernels));
+    return compile_cuda(*m, GuardSet::for_bindings(given, true).baked(), o.dump_dir);
+#else
+    throw CliError("--device cuda: this build of kiln has no CUDA backend (configured without the CUDA toolkit)");
+#endif
+  }
+#if KILN_WITH_LLVM
+  BuildOptions bo;
+  bo.mode = *parse_mode(o.mode);
+  bo.baked = GuardSet::for_bindings(given, true).baked();
+  bo.example = r.layout_bindings;
+  if (!o.dump_dir.empty()) bo.dump_dir = (std::filesystem::path(o.dump_dir) / "cpu").string();
+  return compile_cpu(CompiledModule::make(std::move(r.state), std::move(r.kernels)), bo);
+#else
+  throw CliError("--device cpu: this build of kiln has no CPU backend (configured with KILN_WITH_LLVM=OFF)");
+#endif
+}
 
 std::string bindings_text(const Bindings& given, const Bindings& used) {
   std::map<std::string, int64_t> sorted(used.begin(), used.end());
@@ -52,13 +165,25 @@ void run(const CompileCliOptions& o) {
   std::string name = g.name();
   PipelineResult r = check(compile_to_kernels(std::move(g), po));
   if (o.json) {
-    std::puts(r.summary.to_json().c_str());
+    std::string j = r.summary.to_json();
+    if (o.device != "none") {
+      nlohmann::json with_backend = nlohmann::json::parse(j);
+      with_backend["backend"] = compile_for_device(o, r, po.bindings).json;
+      j = with_backend.dump(2);
+    }
+    std::puts(j.c_str());
     return;
   }
   std::printf("graph %s%s%s\n", name.c_str(), r.layout_bindings.empty() ? "" : " with ",
               bindings_text(po.bindings, r.layout_bindings).c_str());
   std::fputs(r.summary.to_text().c_str(), stdout);
   std::fputs(kernels_text(r).c_str(), stdout);
+  if (o.device != "none") {
+    std::fflush(stdout);
+    std::fputs(compile_for_device(o, r, po.bindings).text.c_str(), stdout);
+    if (o.mode != "default")
+      std::printf("mode %s: applies when the graph runs (CUDA graph capture, autotuning on the device)\n", o.mode.c_str());
+  }
   if (!o.dump_dir.empty()) std::printf("dumped to %s\n", o.dump_dir.c_str());
 }
 
@@ -80,6 +205,12 @@ void register_compile(CLI::App& app) {
                           str_join(print_after_names(), ", ", [](const std::string& n) { return n; }),
                           " (lower: the kernel IR; plan_memory: with the memory plan)"));
   cmd->add_flag("--json", o->json, "print the summary as JSON");
+  cmd->add_option("--device", o->device,
+                  "none (default: stop at kernel IR), cuda (generate and NVRTC-compile every kernel; needs no "
+                  "GPU) or cpu (LLVM JIT)")
+      ->check(CLI::IsMember({"none", "cpu", "cuda"}));
+  cmd->add_option("--mode", o->mode, "default, reduce-overhead or max-autotune")
+      ->check(CLI::IsMember({"default", "reduce-overhead", "max-autotune"}));
   cmd->callback([o] { run(*o); });
 }
 

@@ -1,6 +1,9 @@
-// `kiln run FILE`: runs a graph through the reference evaluator on random or .npy inputs
-// and prints a summary of each output (or JSON), optionally saving outputs as .npy files.
+// `kiln run FILE`: runs a graph through the reference evaluator, or compiled for the CPU or
+// CUDA (--device), on random or .npy inputs and prints a summary of each output (or JSON),
+// optionally saving outputs as .npy files; --check compares compiled with reference.
+#include <algorithm>
 #include <cstdio>
+#include <optional>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -10,6 +13,8 @@
 #include <nlohmann/json.hpp>
 
 #include "compiler/cli/commands.h"
+#include "compiler/compile.h"
+#include "ir/compare.h"
 #include "compiler/summary.h"
 #include "ir/npy.h"
 #include "ir/reference.h"
@@ -27,6 +32,9 @@ struct RunOptions {
   std::string inputs_dir;
   std::string save_dir;
   bool json = false;
+  std::string device = "reference";
+  std::string mode = "default";
+  bool check = false;
 };
 
 // The arguments the caller must supply: inputs and parameters without data.
@@ -100,7 +108,9 @@ TensorMap random_inputs(const Graph& g, const Bindings& bindings, uint64_t seed)
   for (const std::string& sym : g.symbols())
     if (!bindings.contains(sym))
       throw CliError(str_cat("symbol ", sym, " is not bound; pass --bind ", sym, "=N (or --inputs DIR)"));
-  return random_args(g, bindings, seed);
+  TensorMap args = random_args(g, bindings, seed);
+  scale_weights_by_fan_in(g, args);
+  return args;
 }
 
 // Writes every output into a staging folder inside `dir`, then moves them into place, so
@@ -139,9 +149,26 @@ void run(const RunOptions& o) {
   for (const Value* v : g.outputs())
     if (!o.save_dir.empty() && (v->name().find('/') != std::string::npos || v->name().starts_with(".")))
       throw CliError(str_cat("--save-outputs: output %", v->name(), " does not make a file name"));
+  if (o.check && o.device == "reference")
+    throw CliError("--check compares a compiled run with the reference evaluator: give --device cpu or cuda");
   Bindings bindings = parse_binds(g, o.binds);
   TensorMap args = o.inputs_dir.empty() ? random_inputs(g, bindings, o.seed) : read_inputs(g, o.inputs_dir, bindings);
-  std::vector<HostTensor> outs = check(evaluate(g, args));
+  std::vector<HostTensor> outs;
+  std::optional<CompileStats> stats;
+  if (o.device == "reference") {
+    outs = check(evaluate(g, args));
+  } else {
+    CompiledGraph cg = check(compile(g, {.mode = *parse_mode(o.mode), .device = *parse_device(o.device)}));
+    outs = check(run_host(cg, args));
+    stats = cg.stats();
+  }
+  std::vector<Comparison> checks;
+  if (o.check) {
+    std::vector<HostTensor> want = check(evaluate(g, args));
+    for (size_t i = 0; i < outs.size(); ++i)
+      checks.push_back(compare_tensors(want[i], outs[i], default_tolerance(want[i].dtype())));
+  }
+  bool mismatch = std::any_of(checks.begin(), checks.end(), [](const Comparison& c) { return !c.ok; });
   if (!o.save_dir.empty()) save_outputs(g, outs, o.save_dir);
 
   std::map<std::string, int64_t> sorted(bindings.begin(), bindings.end());
@@ -152,6 +179,11 @@ void run(const RunOptions& o) {
     for (const auto& [sym, value] : sorted) j["bindings"][sym] = value;
     if (o.inputs_dir.empty()) j["seed"] = o.seed;
     else j["inputs"] = o.inputs_dir;
+    j["device"] = o.device;
+    if (stats) {
+      j["mode"] = o.mode;
+      j["stats"] = nlohmann::ordered_json::parse(stats->to_json());
+    }
     j["outputs"] = nlohmann::ordered_json::array();
     for (size_t i = 0; i < outs.size(); ++i) {
       TensorSummary s = summarize(outs[i]);
@@ -162,16 +194,31 @@ void run(const RunOptions& o) {
                               {"max", s.max},
                               {"mean", s.mean},
                               {"checksum", checksum_hex(s.checksum)}});
+      if (o.check)
+        j["outputs"].back()["check"] = {{"ok", checks[i].ok},
+                                        {"max_abs_err", checks[i].max_abs_err},
+                                        {"max_rel_err", checks[i].max_rel_err},
+                                        {"message", checks[i].message}};
     }
     std::puts(j.dump(2).c_str());
+    if (mismatch) throw CliError("compiled outputs differ from the reference");
     return;
   }
   std::string binds = str_join(sorted, " ", [](const auto& kv) { return str_cat(kv.first, "=", kv.second); });
   std::printf("graph %s%s%s, %s\n", g.name().c_str(), binds.empty() ? "" : " with ", binds.c_str(),
               o.inputs_dir.empty() ? str_cat("random inputs (seed ", o.seed, ")").c_str()
                                    : str_cat("inputs from ", o.inputs_dir).c_str());
-  for (size_t i = 0; i < outs.size(); ++i)
+  if (stats) std::printf("compiled for %s (%s): %s", o.device.c_str(), o.mode.c_str(), stats->to_text().c_str());
+  for (size_t i = 0; i < outs.size(); ++i) {
     std::printf("%s\n", format_summary(g.outputs()[i]->name(), summarize(outs[i])).c_str());
+    if (o.check)
+      std::printf("  check: %s\n", checks[i].ok ? fmt::format("matches the reference (max abs err {:.3g}, max rel err {:.3g})",
+                                                               checks[i].max_abs_err, checks[i].max_rel_err)
+                                                           .c_str()
+                                                     : str_cat("DIFFERS: ", checks[i].message).c_str());
+  }
+  std::fflush(stdout);
+  if (mismatch) throw CliError("compiled outputs differ from the reference");
 }
 
 }  // namespace
@@ -179,15 +226,23 @@ void run(const RunOptions& o) {
 void register_run(CLI::App& app) {
   auto o = std::make_shared<RunOptions>();
   CLI::App* cmd = app.add_subcommand(
-      "run", "Run a graph through the reference evaluator and summarize its outputs");
+      "run", "Run a graph (reference evaluator, or compiled for cpu/cuda) and summarize its outputs");
   cmd->add_option("FILE", o->file, "the graph to run (.kiln or .onnx)")->required();
   cmd->add_option("--bind", o->binds, "a symbol's value, e.g. --bind B=8 (repeatable)");
-  cmd->add_option("--seed", o->seed, "seed of the random inputs (default 0)");
+  cmd->add_option("--seed", o->seed, "seed of the random inputs (default 0): floats uniform in [-1, 1), "
+                 "2-D parameters scaled by 1/sqrt(fan-in)");
   cmd->add_option("--inputs", o->inputs_dir,
                   "read inputs and parameters from DIR/<name>.npy instead (bf16 and f16 as float32); "
                   "their shapes bind the symbols");
   cmd->add_option("--save-outputs", o->save_dir, "write each output to DIR/<name>.npy (bf16 as float32)");
-  cmd->add_flag("--json", o->json, "print the summary as JSON");
+  cmd->add_flag("--json", o->json, "print the summary as JSON (with the compile statistics of a compiled run)");
+  cmd->add_option("--device", o->device, "reference (default: the reference evaluator), cpu or cuda (compiled)")
+      ->check(CLI::IsMember({"reference", "cpu", "cuda"}));
+  cmd->add_option("--mode", o->mode, "compile mode: default, reduce-overhead or max-autotune")
+      ->check(CLI::IsMember({"default", "reduce-overhead", "max-autotune"}));
+  cmd->add_flag("--check", o->check,
+                "also run the reference evaluator and compare every output within its dtype's tolerance; "
+                "exit status 1 and the worst element on a mismatch");
   cmd->callback([o] { run(*o); });
 }
 

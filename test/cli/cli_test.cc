@@ -3,6 +3,8 @@
 // reference evaluator, the parser), never from hard-coded numbers.
 #include <catch2/catch.hpp>
 
+#include <cstdlib>
+#include <optional>
 #include <regex>
 
 #include <nlohmann/json.hpp>
@@ -58,6 +60,13 @@ void require_checks(const std::string& text, const char* checks) {
   INFO(text);
   INFO(r.message);
   REQUIRE(r.ok);
+}
+
+// The arguments `kiln run --seed` draws: random_args with its weights scaled by fan-in.
+TensorMap cli_random_args(const Graph& g, const Bindings& b, uint64_t seed) {
+  TensorMap args = random_args(g, b, seed);
+  scale_weights_by_fan_in(g, args);
+  return args;
 }
 
 Graph parse(const std::string& text) {
@@ -143,7 +152,7 @@ TEST_CASE("kiln run: random inputs by seed, summaries equal to the reference's",
   for (auto [b, seed] : {std::pair<int64_t, uint64_t>{1, 0}, {3, 7}, {5, 123}}) {
     Run r = kiln_cli({"run", (dir / "mlp.kiln").string(), "--bind", str_cat("B=", b), "--seed", str_cat(seed)}, dir);
     require_status(r, 0);
-    absl::StatusOr<std::vector<HostTensor>> want = evaluate(g, random_args(g, {{"B", b}}, seed));
+    absl::StatusOr<std::vector<HostTensor>> want = evaluate(g, cli_random_args(g, {{"B", b}}, seed));
     REQUIRE(want.ok());
     CHECK(r.out.rfind(str_cat("graph mlp with B=", b, ", random inputs (seed ", seed, ")\n"), 0) == 0);
     require_lines(r.out, summary_lines(g, *want));
@@ -161,7 +170,7 @@ TEST_CASE("kiln run --json prints the summary as JSON", "[cli]") {
   Run r = kiln_cli({"run", (dir / "mlp.kiln").string(), "--bind", "B=3", "--seed", "4", "--json"}, dir);
   require_status(r, 0);
   nlohmann::json j = nlohmann::json::parse(r.out);
-  absl::StatusOr<std::vector<HostTensor>> want = evaluate(g, random_args(g, {{"B", 3}}, 4));
+  absl::StatusOr<std::vector<HostTensor>> want = evaluate(g, cli_random_args(g, {{"B", 3}}, 4));
   REQUIRE(want.ok());
   CHECK(j["graph"] == "mlp");
   CHECK(j["bindings"]["B"] == 3);
@@ -395,6 +404,169 @@ CHECK-NEXT: kernel k0_cast
   }
 }
 
+// Sets an environment variable for one test (children spawned by kiln_cli inherit it).
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::string& value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    ::setenv(name, value.c_str(), 1);
+  }
+  ~ScopedEnv() {
+    if (old_) ::setenv(name_, old_->c_str(), 1);
+    else ::unsetenv(name_);
+  }
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+int count_files(const fs::path& dir, const std::string& ext) {
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(dir)) n += e.path().extension() == ext;
+  return n;
+}
+
+#if KILN_CLI_HAS_CUDA
+TEST_CASE("kiln compile --device cuda: every kernel NVRTC-compiled with no GPU, .cu and .ptx dumped", "[cli]") {
+  TempDir dir;
+  ScopedEnv cache("KILN_CACHE_DIR", (dir / "cache").string());
+  std::string decoder = std::string(KILN_EXAMPLES_DIR) + "/decoder_layer.kiln";
+  fs::path d = dir / "dump";
+  Run r = kiln_cli({"compile", decoder, "--bind", "B=1", "--bind", "T=5", "--device", "cuda", "--dump-dir", d.string()},
+                   dir);
+  require_status(r, 0);
+  // 6 fused kernels, 4 weight-prep kernels, 3 epilogues after cuBLASLt's f32 accumulator and
+  // the gather of the attention output (no strided matrix for cuBLASLt): 14.
+  require_checks(r.out, R"(
+CHECK: cuda sm_90: 14 kernels, 6 cuBLASLt GEMMs; NVRTC {{[0-9.]+}} ms (14 compiled, 0 from the kernel cache)
+CHECK-NEXT: group 0   k0_cast elementwise, 8 lanes, weight prep
+CHECK: group 13  cuBLASLt bf16 m=T n=11264 k=2048 batch=1 epilogue none
+CHECK-NEXT: group 14  k14_mul elementwise, 8 lanes
+CHECK-NEXT: group 15  cuBLASLt bf16 m=T n=2048 k=5632 batch=1 epilogue none, f32 accumulator into k15_linear
+CHECK: dumped to
+)");
+  CHECK(count_files(d / "cuda", ".cu") == 14);
+  CHECK(count_files(d / "cuda", ".ptx") == 14);
+  CHECK(fs::exists(d / "05-plan_memory.kiln"));
+  require_checks(read_text(d / "cuda" / "k14_mul.cu"), R"(
+CHECK: extern "C" __global__
+CHECK-SAME: k14_mul
+)");
+  require_checks(read_text(d / "cuda" / "k14_mul.ptx"), R"(
+CHECK: .target sm_90
+CHECK: .entry k14_mul
+)");
+  // A second process finds every kernel in the disk cache; --json adds the backend's figures.
+  Run again = kiln_cli({"compile", decoder, "--bind", "B=1", "--bind", "T=5", "--device", "cuda", "--json"}, dir);
+  require_status(again, 0);
+  nlohmann::json j = nlohmann::json::parse(again.out);
+  CHECK(j["kernels"] == 6);
+  CHECK(j["backend"]["device"] == "cuda");
+  CHECK(j["backend"]["arch"] == "sm_90");
+  CHECK(j["backend"]["kernels"] == 14);
+  CHECK(j["backend"]["gemms"] == 6);
+  CHECK(j["backend"]["compiled"] == 0);
+  CHECK(j["backend"]["cache_hits"] == 14);
+  // Modes are accepted (they act when the graph runs); unknown ones are errors.
+  Run tuned = kiln_cli({"compile", decoder, "--bind", "B=1", "--device", "cuda", "--mode", "max-autotune"}, dir);
+  require_status(tuned, 0);
+  CHECK(tuned.out.find("mode max-autotune: applies when the graph runs") != std::string::npos);
+  Run bad = kiln_cli({"compile", decoder, "--device", "cuda", "--mode", "fastest"}, dir);
+  CHECK(bad.status != 0);
+  CHECK(bad.err.find("--mode") != std::string::npos);
+}
+
+TEST_CASE("kiln run --device cuda with no GPU: 'no CUDA device', exit status 1", "[cli]") {
+  TempDir dir;
+  std::string decoder = std::string(KILN_EXAMPLES_DIR) + "/decoder_layer.kiln";
+  Run r = kiln_cli({"run", decoder, "--bind", "B=1", "--bind", "T=3", "--device", "cuda", "--check"}, dir);
+  if (r.status == 0) {
+    WARN("this machine has a CUDA device: the no-device report is not exercised");
+    return;
+  }
+  require_status(r, 1);
+  CHECK(r.err.find("no CUDA device") != std::string::npos);
+  CHECK(r.out.empty());
+}
+#endif
+
+#if KILN_CLI_HAS_CPU
+TEST_CASE("kiln compile --device cpu: JIT-compiled kernels, optimized LLVM IR dumped", "[cli]") {
+  TempDir dir;
+  std::string decoder = std::string(KILN_EXAMPLES_DIR) + "/decoder_layer.kiln";
+  fs::path d = dir / "dump";
+  Run r = kiln_cli({"compile", decoder, "--bind", "B=2", "--bind", "T=3", "--device", "cpu", "--dump-dir", d.string()},
+                   dir);
+  require_status(r, 0);
+  require_checks(r.out, R"(
+CHECK: cpu: 16 kernels, 6 GEMMs; LLVM codegen {{[0-9.]+}} ms, O2 + JIT {{[0-9.]+}} ms (16 compiled, 0 from the JIT cache)
+)");
+  CHECK(count_files(d / "cpu", ".ll") == 16);
+  require_checks(read_text(d / "cpu" / "k14_mul.ll"), R"(
+CHECK: define
+CHECK-SAME: k14_mul
+CHECK: <{{[0-9]+}} x float>
+)");
+  Run j = kiln_cli({"compile", decoder, "--bind", "B=2", "--bind", "T=3", "--device", "cpu", "--json"}, dir);
+  require_status(j, 0);
+  nlohmann::json s = nlohmann::json::parse(j.out);
+  CHECK(s["backend"]["device"] == "cpu");
+  CHECK(s["backend"]["kernels"] == 16);
+  CHECK(s["backend"]["gemms"] == 6);
+}
+
+TEST_CASE("kiln run --device cpu --check: the decoder layer compiled vs the reference", "[cli]") {
+  TempDir dir;
+  std::string decoder = std::string(KILN_EXAMPLES_DIR) + "/decoder_layer.kiln";
+  for (auto [b, t] : {std::pair{1, 1}, {1, 7}, {2, 33}}) {
+    Run r = kiln_cli({"run", decoder, "--bind", str_cat("B=", b), "--bind", str_cat("T=", t), "--device", "cpu",
+                      "--check", "--seed", str_cat(t)},
+                     dir);
+    INFO(r.out << r.err);
+    require_status(r, 0);
+    require_checks(r.out, R"(
+CHECK: compiled for cpu (default): calls 1 (0 guard hits); compiles 1 (0 recompiles); kernels 16, GEMMs 6
+CHECK: out: bf16[
+CHECK-NEXT: check: matches the reference (max abs err
+)");
+  }
+  Run j = kiln_cli({"run", decoder, "--bind", "B=1", "--bind", "T=4", "--device", "cpu", "--check", "--json"}, dir);
+  require_status(j, 0);
+  nlohmann::json s = nlohmann::json::parse(j.out);
+  CHECK(s["device"] == "cpu");
+  CHECK(s["stats"]["compiles"] == 1);
+  CHECK(s["stats"]["kernels"] == 16);
+  CHECK(s["outputs"][0]["check"]["ok"] == true);
+}
+
+TEST_CASE("kiln run --check: a mismatch exits 1 and names the worst element", "[cli]") {
+  // The reference sums in f64, compiled kernels in f32: 1e8 + 1 + 1 + 1 + 1 - 1e8 cancels to
+  // 4 in f64 and to less in f32 (1e8 + 1 == 1e8 there), whatever the summation order.
+  TempDir dir;
+  write_text(dir / "total.kiln", "graph total(%x: f32[N]) {\n  %s = sum(%x, axes=[0])\n  return %s\n}\n");
+  fs::create_directories(dir / "in");
+  HostTensor x(DType::f32, {6});
+  for (int64_t i = 0; i < 6; ++i) x.set(i, i == 0 ? 1e8 : i == 5 ? -1e8 : 1.0);
+  REQUIRE(write_npy((dir / "in" / "x.npy").string(), x).ok());
+  Run r = kiln_cli({"run", (dir / "total.kiln").string(), "--inputs", (dir / "in").string(), "--device", "cpu",
+                    "--check"},
+                   dir);
+  require_status(r, 1);
+  CHECK(r.out.find("check: DIFFERS: 1 of 1 elements of f32[] differ; worst at []: expected 4.0, got ") !=
+        std::string::npos);
+  CHECK(r.err.find("kiln: compiled outputs differ from the reference") != std::string::npos);
+}
+#endif
+
+TEST_CASE("kiln run --check needs a compiled device", "[cli]") {
+  TempDir dir;
+  write_text(dir / "mlp.kiln", kSmallMlp);
+  Run r = kiln_cli({"run", (dir / "mlp.kiln").string(), "--bind", "B=2", "--check"}, dir);
+  require_status(r, 1);
+  CHECK(r.err.find("--check") != std::string::npos);
+}
+
 TEST_CASE("--help on the tool and every subcommand", "[cli]") {
   TempDir dir;
   struct Case {
@@ -404,8 +576,8 @@ TEST_CASE("--help on the tool and every subcommand", "[cli]") {
   for (const Case& c : std::vector<Case>{
            {{"--help"}, {"dump", "run", "compile"}},
            {{"dump", "--help"}, {"FILE"}},
-           {{"run", "--help"}, {"--bind", "--seed", "--inputs", "--save-outputs", "--json"}},
-           {{"compile", "--help"}, {"--bind", "--dump-dir", "--print-after", "--json"}},
+           {{"run", "--help"}, {"--bind", "--seed", "--inputs", "--save-outputs", "--json", "--device", "--mode", "--check"}},
+           {{"compile", "--help"}, {"--bind", "--dump-dir", "--print-after", "--json", "--device", "--mode"}},
        }) {
     Run r = kiln_cli(c.args, dir);
     require_status(r, 0);

@@ -1,5 +1,5 @@
-// The ONNX node tests through the reference evaluator, against expected_passes.txt; and
-// the conformance runner itself on small synthetic test directories.
+// The ONNX node tests through the reference evaluator and compiled for the CPU, against
+// expected_passes.txt; and the conformance runner itself on small synthetic test directories.
 #include <catch2/catch.hpp>
 
 #include <unistd.h>
@@ -11,6 +11,7 @@
 #include <set>
 #include <string>
 
+#include "compiler/compile.h"
 #include "frontends/onnx/onnx_conformance.h"
 #include "frontends/onnx/onnx_tensor.h"
 #include "ir/str.h"
@@ -32,8 +33,9 @@ std::vector<std::string> read_expected_passes() {
   return names;
 }
 
-TEST_CASE("ONNX node tests: every expected pass passes and nothing fails", "[onnx][conformance]") {
-  absl::StatusOr<ConformanceReport> report = run_onnx_conformance(kOnnxNodeTestDir, reference_executor());
+// Runs the node tests through `execute` and checks them against expected_passes.txt.
+void check_node_tests(const OnnxExecutor& execute) {
+  absl::StatusOr<ConformanceReport> report = run_onnx_conformance(kOnnxNodeTestDir, execute);
   REQUIRE(report.ok());
   std::map<std::string, const ConformanceResult*> by_name;
   for (const ConformanceResult& r : report->results) by_name[r.test] = &r;
@@ -63,6 +65,20 @@ TEST_CASE("ONNX node tests: every expected pass passes and nothing fails", "[onn
   if (!regressions.empty() || report->failed > 0) std::printf("%s", text.c_str());
   else std::printf("%s", text.substr(text.find("\nskipped tests by op type") + 1).c_str());
 }
+
+TEST_CASE("ONNX node tests: every expected pass passes and nothing fails", "[onnx][conformance]") {
+  check_node_tests(reference_executor());
+}
+
+#if KILN_WITH_LLVM
+TEST_CASE("ONNX node tests compiled for the CPU: every expected pass passes", "[onnx][conformance][cpu]") {
+  check_node_tests([](const Graph& g, const TensorMap& inputs) -> absl::StatusOr<std::vector<HostTensor>> {
+    absl::StatusOr<CompiledGraph> cg = compile(g, {.device = Device::Cpu});
+    if (!cg.ok()) return cg.status();
+    return run_host(*cg, inputs);
+  });
+}
+#endif
 
 // ---- the runner on synthetic test directories ----------------------------------------
 
