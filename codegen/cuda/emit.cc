@@ -26,7 +26,11 @@ KI float kiln_bf2f(unsigned short h) { return __uint_as_float(((unsigned)h) << 1
 KI unsigned short kiln_f2bf(float f) { unsigned short r; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(f)); return r; }
 KI float kiln_h2f(unsigned short h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
 KI unsigned short kiln_f2h(float f) { unsigned short r; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(r) : "f"(f)); return r; }
-KI float kiln_rbf(float f) { return kiln_bf2f(kiln_f2bf(f)); }
+// Rounding to bf16 in one instruction: the pair conversion puts f's bf16 in the upper half
+// and 0's in the lower, which is the rounded value as an f32 bit pattern.
+KI float kiln_rbf(float f) { unsigned r; asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(f), "f"(0.0f)); return __uint_as_float(r); }
+// The bf16 bits of a value already rounded to bf16.
+KI unsigned short kiln_bf_bits(float f) { return (unsigned short)(__float_as_uint(f) >> 16); }
 KI float kiln_rh(float f) { return kiln_h2f(kiln_f2h(f)); }
 KI float kiln_nan() { return __int_as_float(0x7fc00000); }
 KI float kiln_inf() { return __int_as_float(0x7f800000); }
@@ -357,7 +361,9 @@ class Emitter {
       case ExprKind::Select: return str_cat("(", expr(n.a), " ? ", expr(n.b), " : ", expr(n.c), ")");
       case ExprKind::Cast: return cast(expr(n.a), n.a.dtype(), t);
       case ExprKind::Unary: return unary(n.op, expr(n.a), n.a.dtype(), t);
-      case ExprKind::Binary: return binary(n.op, expr(n.a), expr(n.b), n.a.dtype(), t, &n.b);
+      case ExprKind::Binary:
+        if (const Expr* u = one_plus_tanh_of(n)) return round_float(str_cat("(2.0f * kiln_sigmoid(2.0f * ", expr(*u), "))"), t);
+        return binary(n.op, expr(n.a), expr(n.b), n.a.dtype(), t, &n.b);
     }
     return "0";
   }
@@ -408,6 +414,36 @@ class Emitter {
       default: i = "0LL"; break;
     }
     return cast(i, DType::i64, t);
+  }
+
+  // Whether the emitted value of `e` is already a bf16 value: every op, cast and load of
+  // dtype bf16 rounds (round_float) or reads one; stage results and accumulators do not.
+  bool rounded_to_bf16(const Expr& e) const {
+    if (e.dtype() != DType::bf16) return false;
+    switch (e.kind()) {
+      case ExprKind::Const: case ExprKind::Load: case ExprKind::Unary: case ExprKind::Binary: case ExprKind::Cast:
+        return true;
+      case ExprKind::Select: return rounded_to_bf16(e.node().b) && rounded_to_bf16(e.node().c);
+      case ExprKind::Let: {
+        for (const kir::Stage& st : k_.stages)
+          for (const kir::Let& l : st.lets)
+            if (l.id == e.node().id) return rounded_to_bf16(l.value);
+        return false;
+      }
+      default: return false;
+    }
+  }
+
+  // u where `n` is 1 + tanh(u) in f32 (gelu's tanh form): 2 * sigmoid(2u) is the same value
+  // with an exp and a fast reciprocal instead of tanhf's two branches, and no cancellation
+  // where tanh(u) is near -1.
+  static const Expr* one_plus_tanh_of(const kir::ExprNode& n) {
+    if (n.op != Op::Add || n.dtype != DType::f32) return nullptr;
+    for (auto [c, t] : {std::pair{&n.a, &n.b}, std::pair{&n.b, &n.a}})
+      if (c->kind() == ExprKind::Const && c->node().value == 1.0 && t->kind() == ExprKind::Unary &&
+          t->node().op == Op::Tanh && t->dtype() == DType::f32)
+        return &t->node().a;
+    return nullptr;
   }
 
   static bool divisor_is_row_statistic(const Expr* b) {
@@ -618,12 +654,19 @@ class Emitter {
       s += str_cat(lane_ind, "const long long ", vv, " = ", vv, "_0 + v;\n");
       s += str_cat(lane_ind, "(void)", vv, ";\n");
     }
-    for (const kir::Let& l : st.lets)
-      s += str_cat(lane_ind, "const ", value_type(l.value.dtype()), " t", l.id, " = ", expr(l.value), ";\n");
+    for (const kir::Let& l : st.lets) {
+      auto read = cache_read_.find(l.id);
+      std::string value = read != cache_read_.end() ? str_cat(read->second, "[j][v]") : expr(l.value);
+      s += str_cat(lane_ind, "const ", value_type(l.value.dtype()), " t", l.id, " = ", value, ";\n");
+      if (auto store = cache_store_.find(l.id); store != cache_store_.end())
+        s += str_cat(lane_ind, store->second, "[j][v] = t", l.id, ";\n");
+    }
     if (st.kind == kir::Stage::Kind::Reduce) s += fold(expr(st.value), width > 1 ? "v" : "0");
     for (const kir::Store& store : st.stores) {
       DType t = k_.buffers[store.buffer].dtype;
-      std::string value = to_storage(expr(Expr::cast(store.value, t)), t);
+      std::string value = t == DType::bf16 && rounded_to_bf16(store.value)
+                              ? str_cat("kiln_bf_bits(", expr(store.value), ")")
+                              : to_storage(expr(Expr::cast(store.value, t)), t);
       auto it = std::find_if(vec_stores.begin(), vec_stores.end(), [&](auto& p) { return p.first == &store; });
       if (it != vec_stores.end()) s += str_cat(lane_ind, it->second, "[v] = ", value, ";\n");
       else s += str_cat(lane_ind, buf(store.buffer), "[", index(store.index), "] = ", value, ";\n");
@@ -662,6 +705,8 @@ class Emitter {
 
   void set_width(int width) {
     width_ = width;
+    cache_store_.clear();
+    cache_read_.clear();
     if (width > 1) out_.vector_name = entry_name(width);
   }
 
@@ -823,6 +868,79 @@ class Emitter {
     return s;
   }
 
+  // A structural key of `e` (lets expanded): equal keys compute the same value at the same
+  // inner point of stages with the same extents.
+  std::string value_key(const Expr& e, bool& costly) const {
+    const kir::ExprNode& n = e.node();
+    auto kids = [&] {
+      std::string s;
+      for (const Expr* c : {&n.a, &n.b, &n.c})
+        if (c->defined()) s += str_cat(value_key(*c, costly), ",");
+      return s;
+    };
+    switch (n.kind) {
+      case ExprKind::Const: return str_cat("c", dtype_name(n.dtype), fmt::format("{:a}", n.value));
+      case ExprKind::Load: return str_cat("L", access_key(n.id, n.index));
+      case ExprKind::Let:
+        for (const kir::Stage& st : k_.stages)
+          for (const kir::Let& l : st.lets)
+            if (l.id == n.id) return value_key(l.value, costly);
+        return str_cat("?", n.id);
+      case ExprKind::StageResult: return str_cat("s", n.id);
+      case ExprKind::GemmAcc: return "acc";
+      case ExprKind::IndexValue: return str_cat("i", access_key(-1, n.index));
+      case ExprKind::Unary:
+        costly |= n.op == Op::Exp || n.op == Op::Log || n.op == Op::Tanh || n.op == Op::Erf || n.op == Op::Sin ||
+                  n.op == Op::Cos || n.op == Op::Sigmoid || n.op == Op::Silu;
+        return str_cat("u", static_cast<int>(n.op), dtype_name(n.dtype), "(", kids(), ")");
+      case ExprKind::Binary:
+        costly |= n.op == Op::Pow;
+        return str_cat("b", static_cast<int>(n.op), dtype_name(n.dtype), "(", kids(), ")");
+      case ExprKind::Select: return str_cat("?(", kids(), ")");
+      case ExprKind::Cast: return str_cat("k", dtype_name(n.dtype), "(", kids(), ")");
+    }
+    return "";
+  }
+
+  // The value cache of a row-cached kernel: a costly let (exp, erf, ...) that a later stage
+  // computes again at the same point (softmax's exp(x - max), summed, then divided) is kept
+  // in registers (ec<n>[j][v]) by the first stage and read there by the later ones, within
+  // a budget of 64 floats per thread.
+  void plan_value_cache(int width) {
+    cache_store_.clear();
+    cache_read_.clear();
+    if (row_cache_chunks_ == 0 || width < 2) return;
+    std::map<std::string, std::pair<size_t, int>> first;  // key -> (stage, let id)
+    std::map<int, std::string> names;                     // source let id -> array name
+    for (size_t si = 0; si < k_.stages.size(); ++si) {
+      const kir::Stage& st = k_.stages[si];
+      if (st.extents.empty()) continue;
+      for (const kir::Let& l : st.lets) {
+        if (!is_float(l.value.dtype())) continue;
+        bool costly = false;
+        std::string key = str_cat(shape_to_string(st.extents), value_key(l.value, costly));
+        if (!costly) continue;
+        auto [it, fresh] = first.emplace(key, std::pair{si, l.id});
+        if (fresh || it->second.first == si) continue;
+        int src = it->second.second;
+        if (!names.contains(src)) {
+          if (static_cast<int>(names.size() + 1) * row_cache_chunks_ * width > 64) continue;
+          names[src] = str_cat("ec", names.size());
+        }
+        cache_store_[src] = names[src];
+        cache_read_[l.id] = names[src];
+      }
+    }
+  }
+
+  std::string value_cache_decls(int width) const {
+    std::set<std::string> arrays;
+    for (const auto& [id, name] : cache_store_) arrays.insert(name);
+    std::string s;
+    for (const std::string& a : arrays) s += str_cat("    float ", a, "[", row_cache_chunks_, "][", width, "];\n");
+    return s;
+  }
+
   // One row per (blockIdx.x, threadIdx.y); blockDim.x threads (a multiple of 32) share it.
   void emit_rows(int width) {
     set_width(width);
@@ -846,6 +964,8 @@ class Emitter {
     s += decompose("row", k_.domain, true, outer, "    ");
     plan_row_cache(width);
     if (row_cache_chunks_ > 0) s += row_cache_preload(width);
+    plan_value_cache(width);
+    s += value_cache_decls(width);
     for (size_t si = 0; si < k_.stages.size(); ++si) {
       const kir::Stage& st = k_.stages[si];
       std::set<int> o, in;
@@ -927,6 +1047,7 @@ class Emitter {
   };
   std::vector<CachedLoad> cached_;  // the row cache (plan_row_cache)
   int row_cache_chunks_ = 0;
+  std::map<int, std::string> cache_store_, cache_read_;  // the value cache (plan_value_cache): let id -> array
   absl::flat_hash_map<const kir::ExprNode*, std::string> hoisted_;
 };
 

@@ -131,7 +131,20 @@ CHECK: kiln_ldv<unsigned short, 8>(b0 + {{.*}}, vl0);
 CHECK: #pragma unroll
 CHECK: for (int v = 0; v < 8; ++v) {
 CHECK: erff(
+CHECK: vs0[v] = kiln_bf_bits(t{{[0-9]+}});
 CHECK: kiln_stv<unsigned short, 8>(
+)");
+}
+
+TEST_CASE("golden: gelu's 1 + tanh(u) becomes 2 * sigmoid(2u)", "[cuda][golden]") {
+  std::string src = single_kernel_text(R"(graph g(%x: f32[N]) {
+  %y = gelu(%x, approximate="tanh")
+  return %y
+})", KernelGroup::Kind::Elementwise);
+  require_checks(src, R"(
+CHECK: k0_gelu(
+CHECK-NOT: tanhf(
+CHECK: (2.0f * kiln_sigmoid(2.0f * (
 )");
 }
 
@@ -158,5 +171,11 @@ CHECK: float s1;
 CHECK: expf(
 CHECK: _v8(
 CHECK: kiln_ldv<unsigned short, 8>(
+CHECK: float ec0[4][8];
+CHECK: const float t{{[0-9]+}} = expf(t{{[0-9]+}});
+CHECK-NEXT: ec0[j][v] = t{{[0-9]+}};
+CHECK: const float t{{[0-9]+}} = ec0[j][v];
+CHECK-NOT: expf(
+CHECK: kiln_stv<unsigned short, 8>(
 )");
 }
