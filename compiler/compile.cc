@@ -3,6 +3,7 @@
 #include <chrono>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 
 #include "compiler/guards.h"
 #include "compiler/log.h"
@@ -138,7 +139,7 @@ struct CompiledGraph::Impl {
 
   std::mutex mu;  // calls are serialized: one arena per specialization
   std::vector<int64_t> syms;  // the current call's symbol values (reused: no allocation per call)
-  std::vector<int64_t> out_shapes_syms;  // the symbol values out_shapes were evaluated for
+  std::optional<std::vector<int64_t>> out_shapes_syms;  // the symbol values out_shapes were evaluated for
   std::vector<std::vector<int64_t>> out_shapes;
   std::vector<Specialization> specs;
   size_t last_hit = 0;
@@ -292,7 +293,7 @@ absl::Status CompiledGraph::run(const std::vector<Tensor>& args, std::vector<Ten
   for (size_t i = 0; i < outputs.size(); ++i) {
     const Tensor& o = outputs[i];
     if (o.data() == nullptr) continue;  // an empty slot: allocated by the executable
-    if (im.out_shapes_syms != syms) {
+    if (!im.out_shapes_syms || *im.out_shapes_syms != syms) {
       im.out_shapes.clear();
       for (const Value* v : outs) {
         absl::StatusOr<std::vector<int64_t>> shape = evaluate_shape(v->shape(), im.module->bindings(syms));
@@ -312,17 +313,37 @@ absl::Status CompiledGraph::run(const std::vector<Tensor>& args, std::vector<Ten
   return (*sp)->exe->run(args, syms, outputs, opts);
 }
 
-absl::Status CompiledGraph::warm_up(const Bindings& b) {
-  Impl& im = *impl_;
+namespace {
+
+// The symbol values `b` gives, in the module's order, or which one is missing.
+absl::StatusOr<std::vector<int64_t>> symbol_values(const CompiledModule& m, const Bindings& b, const char* what) {
   std::vector<int64_t> syms;
-  for (const std::string& s : im.module->symbols) {
+  for (const std::string& s : m.symbols) {
     auto it = b.find(s);
-    if (it == b.end()) return invalid_argument("warm_up: symbol ", s, " is not bound");
+    if (it == b.end()) return invalid_argument(what, ": symbol ", s, " is not bound");
     syms.push_back(it->second);
   }
+  return syms;
+}
+
+}  // namespace
+
+absl::Status CompiledGraph::warm_up(const Bindings& b) {
+  Impl& im = *impl_;
+  absl::StatusOr<std::vector<int64_t>> syms = symbol_values(*im.module, b, "warm_up");
+  if (!syms.ok()) return syms.status();
   std::lock_guard<std::mutex> lock(im.mu);
-  absl::StatusOr<Specialization*> sp = im.dispatch(syms);
-  return sp.status();
+  return im.dispatch(*syms).status();
+}
+
+absl::StatusOr<StaticSlots> CompiledGraph::static_slots(const Bindings& b) {
+  Impl& im = *impl_;
+  absl::StatusOr<std::vector<int64_t>> syms = symbol_values(*im.module, b, "static_slots");
+  if (!syms.ok()) return syms.status();
+  std::lock_guard<std::mutex> lock(im.mu);
+  absl::StatusOr<Specialization*> sp = im.dispatch(*syms);
+  if (!sp.ok()) return sp.status();
+  return (*sp)->exe->static_slots(*syms);
 }
 
 void CompiledGraph::parameters_changed() {

@@ -78,6 +78,13 @@ class CompiledGraph {
   // per pointer set. After writing new values into a parameter's memory in place, call this
   // so that the next call remakes them.
   void parameters_changed();
+  // reduce-overhead on CUDA: the CUDA graph's static slots for calls with these symbol
+  // values (building the specialization if needed). A server that writes its inputs into
+  // `inputs` (parameters' entries are empty: they are read in place) and calls run() with
+  // them and with `outputs` replays the graph with no copies in or out; the slots are
+  // overwritten by every such call and live as long as this CompiledGraph. Other modes
+  // and the CPU: an error.
+  absl::StatusOr<StaticSlots> static_slots(const Bindings& b);
 
   struct Impl;
 

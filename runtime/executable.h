@@ -60,6 +60,11 @@ struct BuildStats {
   double tune_ms = 0;     // max-autotune's timing runs
 };
 
+struct StaticSlots {
+  std::vector<Tensor> inputs;   // per argument, in CompiledModule::args order; empty for parameters
+  std::vector<Tensor> outputs;  // per graph output
+};
+
 struct CallOptions {
   void* stream = nullptr;  // CUDA: the caller's CUstream (null: the executable's own stream)
 };
@@ -79,6 +84,12 @@ class Executable {
   // operands) is kept while the parameters' pointers stay the same; after new values were
   // written into a parameter's memory in place, this makes the next run remake it.
   virtual void parameters_changed() = 0;
+  // reduce-overhead (CUDA): the CUDA graph's static input slots (one per argument; empty
+  // for parameters, which are read in place) and output slots for calls with `syms`. Inputs
+  // written there and outputs passed as those slots replay the graph with no copies.
+  virtual absl::StatusOr<StaticSlots> static_slots(SymbolValues syms) {
+    return absl::FailedPreconditionError("static slots exist only for CUDA graphs (compile in reduce-overhead mode on CUDA)");
+  }
 };
 
 class Backend {

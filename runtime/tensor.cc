@@ -159,6 +159,29 @@ absl::StatusOr<Tensor> Tensor::from_host(const HostTensor& host, DeviceId device
 #endif
 }
 
+absl::Status Tensor::copy_from_host(const HostTensor& host, void* stream) {
+  if (host.dtype() != dtype_ || host.shape() != shape_ || !is_contiguous())
+    return absl::InvalidArgumentError(str_cat("copy_from_host: ", host.type_string(), " into ", type_string(),
+                                              is_contiguous() ? "" : " (not contiguous)"));
+  if (host.nbytes() == 0 || numel() == 0) return absl::OkStatus();
+  if (device_.type == DeviceType::cpu) {
+    std::memcpy(data_, host.data(), size_t(host.nbytes()));
+    return absl::OkStatus();
+  }
+#if KILN_WITH_CUDA
+  KILN_ASSIGN_OR_RETURN(cuda::Context * ctx, cuda::Context::primary(device_.index));
+  (void)ctx;
+  KILN_ASSIGN_OR_RETURN(const cuda::DriverApi* api, cuda::driver());
+  if (stream == nullptr)
+    return cuda::check(api->cuMemcpyHtoD(CUdeviceptr(data_), host.data(), size_t(host.nbytes())), "cuMemcpyHtoD");
+  KILN_RETURN_IF_ERROR(cuda::check(
+      api->cuMemcpyHtoDAsync(CUdeviceptr(data_), host.data(), size_t(host.nbytes()), CUstream(stream)), "cuMemcpyHtoDAsync"));
+  return cuda::check(api->cuStreamSynchronize(CUstream(stream)), "cuStreamSynchronize");
+#else
+  return no_cuda_build();
+#endif
+}
+
 absl::StatusOr<HostTensor> Tensor::to_host(void* stream) const {
   HostTensor out(dtype_, shape_);
   int64_t n = numel();

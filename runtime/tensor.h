@@ -48,6 +48,9 @@ class Tensor {
                                           void* stream = nullptr);
   // A dense row-major host copy, honoring strides; same stream rule as from_host.
   absl::StatusOr<HostTensor> to_host(void* stream = nullptr) const;
+  // Writes `host` into this contiguous tensor of the same dtype and shape (filling a CUDA
+  // graph's static input slot, say); same stream rule as from_host.
+  absl::Status copy_from_host(const HostTensor& host, void* stream = nullptr);
 
   // Takes `managed` without copying. On success the returned tensor (and its copies) own it
   // and call its deleter when the last of them is gone; on error the caller still owns it.

@@ -132,6 +132,7 @@ class CudaExecutable : public Executable {
                    const CallOptions& opts) override;
   const BuildStats& build_stats() const override { return stats_; }
   void parameters_changed() override { prep_params_.clear(); }
+  absl::StatusOr<StaticSlots> static_slots(SymbolValues syms) override;
 
  private:
   template <typename... A>
@@ -148,6 +149,7 @@ class CudaExecutable : public Executable {
                            bool allow_vector = true) const;
   absl::Status plan_gemm(GemmStep& g, const Bindings& b, SymbolValues syms, GemmCall& call);
   absl::Status ensure_capacity(const CallPlan& p);
+  absl::Status allocate_static_slots(CallPlan& p);
   void drop_graphs();
 
   // Base pointers of the current call.
@@ -795,18 +797,7 @@ absl::Status CudaExecutable::run(std::span<const Tensor> args, SymbolValues syms
     p->graph = nullptr;
   }
   if (!p->graph) {
-    if (p->static_args.empty()) {
-      for (size_t i = 0; i < args.size(); ++i) {
-        int64_t bytes = m_->args[i]->is_param() ? 0 : args[i].numel() * dtype_size(args[i].dtype());
-        KILN_ASSIGN_OR_RETURN(DeviceBuffer slot, DeviceBuffer::allocate(*ctx_, std::max<int64_t>(256, bytes)));
-        p->static_args.push_back(std::move(slot));
-      }
-      for (size_t j = 0; j < outputs.size(); ++j) {
-        int64_t bytes = outputs[j].numel() * dtype_size(outputs[j].dtype());
-        KILN_ASSIGN_OR_RETURN(DeviceBuffer slot, DeviceBuffer::allocate(*ctx_, std::max<int64_t>(256, bytes)));
-        p->static_outputs.push_back(std::move(slot));
-      }
-    }
+    KILN_RETURN_IF_ERROR(allocate_static_slots(*p));
     Bases sb{args, outputs, {}, {}};
     for (size_t i = 0; i < args.size(); ++i)
       sb.static_args.push_back(m_->args[i]->is_param() ? reinterpret_cast<CUdeviceptr>(args[i].data())
@@ -837,12 +828,64 @@ absl::Status CudaExecutable::run(std::span<const Tensor> args, SymbolValues syms
   KILN_RETURN_IF_ERROR(check(api->cuGraphLaunch(p->graph, st), "cuGraphLaunch"));
   for (size_t j = 0; j < outputs.size(); ++j) {
     int64_t bytes = outputs[j].numel() * dtype_size(outputs[j].dtype());
-    if (bytes > 0)
+    if (bytes > 0 && reinterpret_cast<CUdeviceptr>(outputs[j].data()) != p->static_outputs[j].ptr())
       KILN_RETURN_IF_ERROR(check(api->cuMemcpyDtoDAsync(reinterpret_cast<CUdeviceptr>(outputs[j].data()),
                                                         p->static_outputs[j].ptr(), bytes, st),
                                  "cuMemcpyDtoDAsync"));
   }
   return absl::OkStatus();
+}
+
+absl::Status CudaExecutable::allocate_static_slots(CallPlan& p) {
+  if (!p.static_args.empty()) return absl::OkStatus();
+  Bindings b = m_->bindings(p.syms);
+  for (const Value* a : m_->args) {
+    int64_t bytes = 0;
+    if (!a->is_param()) {
+      KILN_ASSIGN_OR_RETURN(int64_t n, shape_numel(a->shape()).evaluate(b));
+      bytes = n * dtype_size(a->dtype());
+    }
+    KILN_ASSIGN_OR_RETURN(DeviceBuffer slot, DeviceBuffer::allocate(*ctx_, std::max<int64_t>(256, bytes)));
+    p.static_args.push_back(std::move(slot));
+  }
+  const std::vector<Value*>& outs = m_->state.graph.outputs();
+  for (size_t j = 0; j < outs.size(); ++j) {
+    int64_t n = 1;
+    for (int64_t d : p.out_shapes[j]) n *= d;
+    KILN_ASSIGN_OR_RETURN(DeviceBuffer slot,
+                          DeviceBuffer::allocate(*ctx_, std::max<int64_t>(256, n * dtype_size(outs[j]->dtype()))));
+    p.static_outputs.push_back(std::move(slot));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<StaticSlots> CudaExecutable::static_slots(SymbolValues syms) {
+  if (opts_.mode != Mode::ReduceOverhead)
+    return absl::FailedPreconditionError(
+        str_cat("static slots exist only for CUDA graphs; this graph was compiled in ", mode_name(opts_.mode), " mode"));
+  KILN_ASSIGN_OR_RETURN(CallPlan * p, plan_for(syms));
+  KILN_RETURN_IF_ERROR(allocate_static_slots(*p));
+  Bindings b = m_->bindings(syms);
+  StaticSlots s;
+  DeviceId dev = backend_.device();
+  for (size_t i = 0; i < m_->args.size(); ++i) {
+    const Value* a = m_->args[i];
+    if (a->is_param()) {
+      s.inputs.emplace_back();
+      continue;
+    }
+    KILN_ASSIGN_OR_RETURN(std::vector<int64_t> shape, evaluate_shape(a->shape(), b));
+    KILN_ASSIGN_OR_RETURN(Tensor t, Tensor::wrap(reinterpret_cast<void*>(p->static_args[i].ptr()), a->dtype(),
+                                                 std::move(shape), {}, dev));
+    s.inputs.push_back(std::move(t));
+  }
+  const std::vector<Value*>& outs = m_->state.graph.outputs();
+  for (size_t j = 0; j < outs.size(); ++j) {
+    KILN_ASSIGN_OR_RETURN(Tensor t, Tensor::wrap(reinterpret_cast<void*>(p->static_outputs[j].ptr()), outs[j]->dtype(),
+                                                 p->out_shapes[j], {}, dev));
+    s.outputs.push_back(std::move(t));
+  }
+  return s;
 }
 
 }  // namespace

@@ -120,6 +120,30 @@ TEST_CASE("compile on the CPU: parameters_changed() after parameters are written
   }
 }
 
+TEST_CASE("compile on the CPU: static slots are for CUDA graphs only; copy_from_host", "[cpu][compile]") {
+  Graph g = parse("graph g(%x: f32[N]) {\n  %y = exp(%x)\n  return %y\n}");
+  absl::StatusOr<CompiledGraph> cg = compile(g, {.mode = Mode::ReduceOverhead, .device = Device::Cpu});
+  if (!cg.ok()) FAIL(status_message(cg.status()));
+  absl::StatusOr<StaticSlots> slots = cg->static_slots({{"N", 4}});
+  REQUIRE_FALSE(slots.ok());
+  CHECK_THAT(status_message(slots.status()), Catch::Contains("only for CUDA graphs"));
+  CHECK_THAT(status_message(cg->static_slots({}).status()), Catch::Contains("static_slots: symbol N is not bound"));
+  // A graph without symbols writes into given outputs (their shapes are known up front).
+  Graph fixed = parse("graph f(%x: f32[4]) {\n  %y = exp(%x)\n  return %y\n}");
+  absl::StatusOr<CompiledGraph> fcg = compile(fixed, {.device = Device::Cpu});
+  if (!fcg.ok()) FAIL(status_message(fcg.status()));
+  TensorMap fargs = random_args(fixed, {}, 5);
+  std::vector<Tensor> outs = {Tensor::empty_host(DType::f32, {4})};
+  REQUIRE(fcg->run(tensors(*fcg, fargs), outs).ok());
+  CHECK(compare_tensors(evaluate(fixed, fargs)->at(0), *outs[0].to_host(), default_tolerance(DType::f32)).ok);
+  // A host tensor written into an existing one; a mismatch is refused.
+  TensorMap args = random_args(g, {{"N", 4}}, 3);
+  Tensor t = Tensor::empty_host(DType::f32, {4});
+  REQUIRE(t.copy_from_host(args.at("x")).ok());
+  CHECK(compare_tensors(args.at("x"), *t.to_host(), {0, 0}).ok);
+  CHECK_THAT(status_message(t.copy_from_host(HostTensor(DType::f32, {5}))), Catch::Contains("f32[5] into f32[4]"));
+}
+
 TEST_CASE("compile on the CPU: examples/decoder_layer.kiln at full size", "[cpu][compile][examples]") {
   Graph g = parse(testing::decoder_layer_text(2048, 16, 128, 5632));
   absl::StatusOr<CompiledGraph> cg = compile(g, {.device = Device::Cpu});
