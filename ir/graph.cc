@@ -126,6 +126,10 @@ void Graph::set_insertion_point(Node* before) {
     insert_at_ = std::find_if(nodes_.begin(), nodes_.end(), [&](const auto& n) { return n.get() == before; });
 }
 
+Node* Graph::insertion_point() const {
+  return insert_at_end_ || insert_at_ == nodes_.end() ? nullptr : insert_at_->get();
+}
+
 std::vector<Value*> Graph::inputs() const {
   std::vector<Value*> out;
   for (Value* v : args_) if (v->is_input()) out.push_back(v);

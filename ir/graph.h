@@ -105,6 +105,7 @@ class Graph {
                                  std::string loc = {});
   // New nodes go before `before` until reset (nullptr: append at the end).
   void set_insertion_point(Node* before);
+  Node* insertion_point() const;  // the node new nodes go before; nullptr: the end
 
   const std::vector<Value*>& args() const { return args_; }
   std::vector<Value*> inputs() const;

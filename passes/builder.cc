@@ -4,7 +4,7 @@
 
 namespace kiln {
 
-Builder::Builder(Graph& g, Node* before, std::string loc) : g_(g), loc_(std::move(loc)) {
+Builder::Builder(Graph& g, Node* before, std::string loc) : g_(g), saved_(g.insertion_point()), loc_(std::move(loc)) {
   g_.set_insertion_point(before);
 }
 

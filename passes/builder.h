@@ -13,9 +13,11 @@ namespace kiln {
 
 class Builder {
  public:
-  // Inserts before `before` (nullptr: at the end), labelling nodes with `loc`.
+  // Inserts before `before` (nullptr: at the end), labelling nodes with `loc`; on
+  // destruction the insertion point is the one before, so that builders nest (a fold inside
+  // a rewrite).
   Builder(Graph& g, Node* before, std::string loc = {});
-  ~Builder() { g_.set_insertion_point(nullptr); }
+  ~Builder() { g_.set_insertion_point(saved_); }
 
   Value* op(Op op, std::vector<Value*> operands, Attrs attrs = {});
   Value* constant(double value, DType t);
@@ -30,6 +32,7 @@ class Builder {
 
  private:
   Graph& g_;
+  Node* saved_;
   std::string loc_;
   absl::Status status_;
   std::vector<const Node*> created_;
