@@ -124,9 +124,14 @@ std::string CompileStats::to_json() const {
   return fmt::format(
       "{{\"calls\": {}, \"guard_hits\": {}, \"compiles\": {}, \"recompiles\": {}, \"recompile_reasons\": [{}], "
       "\"kernels\": {}, \"gemms\": {}, \"launches_per_call\": {}, \"cache_memory_hits\": {}, \"cache_disk_hits\": {}, \"cache_misses\": {}, "
-      "\"pass_ms\": {:.3f}, \"lower_ms\": {:.3f}, \"codegen_ms\": {:.3f}, \"compile_ms\": {:.3f}, \"tune_ms\": {:.3f}}}",
+      "\"pass_ms\": {:.3f}, \"lower_ms\": {:.3f}, \"codegen_ms\": {:.3f}, \"compile_ms\": {:.3f}, \"tune_ms\": {:.3f}, "
+      "\"kernel_times\": [{}]}}",
       calls, guard_hits, compiles, recompiles, reasons, kernels, gemms, launches_per_call, cache_memory_hits, cache_disk_hits,
-      cache_misses, pass_ms, lower_ms, codegen_ms, compile_ms, tune_ms);
+      cache_misses, pass_ms, lower_ms, codegen_ms, compile_ms, tune_ms,
+      str_join(kernel_times, ", ", [](const BuildStats::KernelTime& t) {
+        return fmt::format("{{\"name\": \"{}\", \"codegen_ms\": {:.3f}, \"compile_ms\": {:.3f}, \"cached\": {}}}", t.name,
+                           t.codegen_ms, t.compile_ms, t.cached);
+      }));
 }
 
 struct CompiledGraph::Impl {
@@ -393,6 +398,7 @@ CompileStats CompiledGraph::stats() const {
     s.compile_ms += bs.compile_ms;
     s.tune_ms += bs.tune_ms;
     s.launches_per_call = bs.launches;
+    s.kernel_times.insert(s.kernel_times.end(), bs.kernel_times.begin(), bs.kernel_times.end());
   }
   return s;
 }

@@ -49,6 +49,7 @@ struct CompileStats {
   int launches_per_call = 0;                   // of the specialization built last
   int64_t cache_memory_hits = 0, cache_disk_hits = 0, cache_misses = 0;
   double pass_ms = 0, lower_ms = 0, codegen_ms = 0, compile_ms = 0, tune_ms = 0;
+  std::vector<BuildStats::KernelTime> kernel_times;  // per kernel of every specialization (CPU backend)
   std::string to_text() const;
   std::string to_json() const;
 };

@@ -58,6 +58,12 @@ struct BuildStats {
   double codegen_ms = 0;  // emitting CUDA C or LLVM IR
   double compile_ms = 0;  // NVRTC, or LLVM O2 + JIT, on cache misses
   double tune_ms = 0;     // max-autotune's timing runs
+  struct KernelTime {
+    std::string name;
+    double codegen_ms = 0, compile_ms = 0;  // 0 when the kernel came from a cache
+    bool cached = false;
+  };
+  std::vector<KernelTime> kernel_times;  // per generated kernel, where the backend records them (CPU)
 };
 
 struct StaticSlots {

@@ -247,9 +247,11 @@ class CpuExecutable final : public Executable {
       }
       stats_.kernels += 1;
       stats_.gemms += k.gemm ? 1 : 0;
+      stats_.launches += info.weight_prep ? 0 : 1;
       (info.jit.cache_hit ? stats_.cache_memory_hits : stats_.cache_misses) += 1;
       stats_.codegen_ms += info.jit.codegen_ms;
       stats_.compile_ms += info.jit.compile_ms;
+      stats_.kernel_times.push_back({k.name, info.jit.codegen_ms, info.jit.compile_ms, info.jit.cache_hit});
     }
     packed_.resize(kernels_.size());
     return absl::OkStatus();

@@ -501,6 +501,8 @@ TEST_CASE("kiln compile --device cpu: JIT-compiled kernels, optimized LLVM IR du
   require_status(r, 0);
   require_checks(r.out, R"(
 CHECK: cpu: 16 kernels, 6 GEMMs; LLVM codegen {{[0-9.]+}} ms, O2 + JIT {{[0-9.]+}} ms (16 compiled, 0 from the JIT cache)
+CHECK-NEXT: k0_cast {{ +}}codegen {{[0-9.]+}} ms, O2 + JIT {{[0-9.]+}} ms
+CHECK: k15_linear {{ +}}codegen {{[0-9.]+}} ms, O2 + JIT {{[0-9.]+}} ms
 )");
   CHECK(count_files(d / "cpu", ".ll") == 16);
   require_checks(read_text(d / "cpu" / "k14_mul.ll"), R"(
@@ -514,6 +516,8 @@ CHECK: <{{[0-9]+}} x float>
   CHECK(s["backend"]["device"] == "cpu");
   CHECK(s["backend"]["kernels"] == 16);
   CHECK(s["backend"]["gemms"] == 6);
+  REQUIRE(s["backend"]["kernel_times"].size() == 16);
+  CHECK(s["backend"]["kernel_times"][14]["name"] == "k14_mul");
 }
 
 TEST_CASE("kiln run --device cpu --check: the decoder layer compiled vs the reference", "[cli]") {
@@ -537,6 +541,8 @@ CHECK-NEXT: check: matches the reference (max abs err
   CHECK(s["device"] == "cpu");
   CHECK(s["stats"]["compiles"] == 1);
   CHECK(s["stats"]["kernels"] == 16);
+  CHECK(s["stats"]["launches_per_call"] == 12);  // the 4 weight-prep kernels run once, not per call
+  CHECK(s["stats"]["kernel_times"].size() == 16);
   CHECK(s["outputs"][0]["check"]["ok"] == true);
 }
 
