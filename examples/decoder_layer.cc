@@ -27,7 +27,10 @@ int main(int argc, char** argv) try {
 
   // Random inputs stand in for real cos/sin tables: the point is the graph, not the model.
   kiln::Bindings bindings{{"B", 1}, {"T", 5}};
-  auto outputs = kiln::evaluate(graph, kiln::random_args(graph, bindings, /*seed=*/0));
+  // Random arguments, weights scaled by 1/sqrt(fan-in) as in a trained layer.
+  kiln::TensorMap args = kiln::random_args(graph, bindings, /*seed=*/0);
+  kiln::scale_weights_by_fan_in(graph, args);
+  auto outputs = kiln::evaluate(graph, args);
   if (!outputs.ok()) {
     std::fprintf(stderr, "decoder_layer: %s\n", kiln::status_message(outputs.status()).c_str());
     return 1;

@@ -16,7 +16,10 @@ int main() try {
   std::fputs(kiln::print_graph(graph).c_str(), stdout);
 
   kiln::Bindings bindings{{"B", 2}};
-  auto outputs = kiln::evaluate(graph, kiln::random_args(graph, bindings, /*seed=*/0));
+  // Random arguments, weights scaled by 1/sqrt(fan-in) as in a trained layer.
+  kiln::TensorMap args = kiln::random_args(graph, bindings, /*seed=*/0);
+  kiln::scale_weights_by_fan_in(graph, args);
+  auto outputs = kiln::evaluate(graph, args);
   if (!outputs.ok()) {
     std::fprintf(stderr, "mlp: %s\n", kiln::status_message(outputs.status()).c_str());
     return 1;
