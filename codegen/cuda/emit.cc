@@ -416,6 +416,14 @@ class Emitter {
     return cast(i, DType::i64, t);
   }
 
+  // The value of let t<id>, wherever in the kernel it is; null if there is none.
+  const Expr* let_value(int id) const {
+    for (const kir::Stage& st : k_.stages)
+      for (const kir::Let& l : st.lets)
+        if (l.id == id) return &l.value;
+    return nullptr;
+  }
+
   // Whether the emitted value of `e` is already a bf16 value: every op, cast and load of
   // dtype bf16 rounds (round_float) or reads one; stage results and accumulators do not.
   bool rounded_to_bf16(const Expr& e) const {
@@ -425,10 +433,8 @@ class Emitter {
         return true;
       case ExprKind::Select: return rounded_to_bf16(e.node().b) && rounded_to_bf16(e.node().c);
       case ExprKind::Let: {
-        for (const kir::Stage& st : k_.stages)
-          for (const kir::Let& l : st.lets)
-            if (l.id == e.node().id) return rounded_to_bf16(l.value);
-        return false;
+        const Expr* v = let_value(e.node().id);
+        return v && rounded_to_bf16(*v);
       }
       default: return false;
     }
@@ -881,11 +887,10 @@ class Emitter {
     switch (n.kind) {
       case ExprKind::Const: return str_cat("c", dtype_name(n.dtype), fmt::format("{:a}", n.value));
       case ExprKind::Load: return str_cat("L", access_key(n.id, n.index));
-      case ExprKind::Let:
-        for (const kir::Stage& st : k_.stages)
-          for (const kir::Let& l : st.lets)
-            if (l.id == n.id) return value_key(l.value, costly);
-        return str_cat("?", n.id);
+      case ExprKind::Let: {
+        const Expr* v = let_value(n.id);
+        return v ? value_key(*v, costly) : str_cat("?", n.id);
+      }
       case ExprKind::StageResult: return str_cat("s", n.id);
       case ExprKind::GemmAcc: return "acc";
       case ExprKind::IndexValue: return str_cat("i", access_key(-1, n.index));

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 
 #include "absl/container/flat_hash_set.h"
 #include "codegen/kernel_eval.h"
@@ -74,36 +75,54 @@ std::string kernels_text(const std::vector<kir::Kernel>& ks) {
   return s;
 }
 
-// Runs `kernels` (the lowering of schedule `s` of `compiled`) against the reference
-// evaluator of `g` (the graph before the passes) under each binding.
+// What a compiled graph computes from `args` under one binding (`under` names it in errors).
+using Runner = std::function<absl::StatusOr<std::vector<HostTensor>>(const Bindings& b, const std::string& under,
+                                                                     const TensorMap& args)>;
+
+// Under each binding, `run` against the reference evaluator of `g` (the graph before the
+// passes) on random arguments seeded from `seed` and the binding's position, within
+// tolerance_for; `fail` adds the IR and kernels to an error.
+absl::Status compare_runs(const Graph& g, const std::vector<Bindings>& bindings, uint64_t seed, double slack,
+                          const Runner& run, const std::function<absl::Status(const std::string&)>& fail) {
+  for (size_t bi = 0; bi < bindings.size(); ++bi) {
+    std::string under = bindings_text(bindings[bi]);
+    TensorMap args = random_args(g, bindings[bi], seed * 7919 + bi);
+    absl::StatusOr<std::vector<HostTensor>> want = evaluate(g, args);
+    if (!want.ok()) return fail(str_cat("reference failed under ", under, ": ", want.status().message()));
+    absl::StatusOr<std::vector<HostTensor>> got = run(bindings[bi], under, args);
+    if (!got.ok()) return fail(std::string(got.status().message()));
+    for (size_t i = 0; i < want->size(); ++i) {
+      Comparison c = compare_tensors((*want)[i], (*got)[i], tolerance_for(g.outputs()[i], (*want)[i], slack));
+      if (!c.ok)
+        return fail(str_cat("output ", i, " (%", g.outputs()[i]->name(), ") differs under ", under, ": ", c.message));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Runs `kernels` (the lowering of schedule `s` of `compiled`) on the kernel-IR evaluator
+// against the reference evaluator of `g`, checking the memory plan's layout first.
 absl::Status compare_with_reference(const Graph& g, const Graph& compiled, const Schedule& s,
                                     const std::vector<kir::Kernel>& kernels, const MemoryPlan* plan,
                                     const std::vector<Bindings>& bindings, uint64_t seed, double slack) {
-  auto context = [&](const std::string& what) {
+  auto fail = [&](const std::string& what) {
     std::string text = str_cat(what, "\n--- graph\n", print_graph(g));
     if (&compiled != &g) text += str_cat("--- after the passes\n", print_scheduled(compiled, s));
     return invalid_argument(text, "--- kernels\n", kernels_text(kernels));
   };
-  for (size_t bi = 0; bi < bindings.size(); ++bi) {
-    std::string under = bindings_text(bindings[bi]);
+  auto run = [&](const Bindings& b, const std::string& under,
+                 const TensorMap& args) -> absl::StatusOr<std::vector<HostTensor>> {
     if (plan) {
-      absl::StatusOr<ArenaLayout> layout = plan->layout(bindings[bi]);
-      if (!layout.ok()) return context(str_cat("memory layout under ", under, ": ", layout.status().message()));
+      absl::StatusOr<ArenaLayout> layout = plan->layout(b);
+      if (!layout.ok()) return invalid_argument("memory layout under ", under, ": ", layout.status().message());
       if (absl::Status st = plan->check_layout(*layout); !st.ok())
-        return context(str_cat("memory layout under ", under, ": ", st.message(), "\n", plan->to_string(&*layout)));
+        return invalid_argument("memory layout under ", under, ": ", st.message(), "\n", plan->to_string(&*layout));
     }
-    TensorMap args = random_args(g, bindings[bi], seed * 7919 + bi);
-    absl::StatusOr<std::vector<HostTensor>> want = evaluate(g, args);
-    if (!want.ok()) return context(str_cat("reference failed under ", under, ": ", want.status().message()));
     absl::StatusOr<std::vector<HostTensor>> got = evaluate_kernels(compiled, s, kernels, args, plan);
-    if (!got.ok()) return context(str_cat("kernel evaluation failed under ", under, ": ", got.status().message()));
-    for (size_t i = 0; i < want->size(); ++i) {
-      Comparison c = compare_tensors((*want)[i], (*got)[i], tolerance_for(g.outputs()[i], (*want)[i], slack));
-      if (!c.ok)
-        return context(str_cat("output ", i, " (%", g.outputs()[i]->name(), ") differs under ", under, ": ", c.message));
-    }
-  }
-  return absl::OkStatus();
+    if (!got.ok()) return invalid_argument("kernel evaluation failed under ", under, ": ", got.status().message());
+    return got;
+  };
+  return compare_runs(g, bindings, seed, slack, run, fail);
 }
 
 }  // namespace
@@ -188,27 +207,20 @@ absl::Status check_device_matches_reference(const Graph& g, Device device, const
                                             uint64_t seed, double accumulation_slack) {
   absl::StatusOr<CompiledGraph> cg = compile(g, {.device = device});
   if (!cg.ok()) return invalid_argument("compile() failed: ", cg.status().message(), "\n--- graph\n", print_graph(g));
-  for (size_t bi = 0; bi < bindings.size(); ++bi) {
-    std::string under = bindings_text(bindings[bi]);
-    auto context = [&](const std::string& what) {
-      return invalid_argument(what, " under ", under, " on ", device_kind_name(device), "\n--- graph\n", print_graph(g),
-                              "--- after the passes\n", print_scheduled(cg->module().state.graph, cg->module().state.schedule),
-                              "--- kernels\n", kernels_text(cg->module().kernels));
-    };
-    TensorMap args = random_args(g, bindings[bi], seed * 7919 + bi);
-    absl::StatusOr<std::vector<HostTensor>> want = evaluate(g, args);
-    if (!want.ok()) return context(str_cat("reference failed: ", want.status().message()));
+  auto fail = [&](const std::string& what) {
+    return invalid_argument(what, " (compiled for ", device_kind_name(device), ")\n--- graph\n", print_graph(g),
+                            "--- after the passes\n", print_scheduled(cg->module().state.graph, cg->module().state.schedule),
+                            "--- kernels\n", kernels_text(cg->module().kernels));
+  };
+  auto run = [&](const Bindings&, const std::string& under,
+                 const TensorMap& args) -> absl::StatusOr<std::vector<HostTensor>> {
     // Fresh parameter values each time, maybe at addresses the last call's had.
     cg->parameters_changed();
     absl::StatusOr<std::vector<HostTensor>> got = run_host(*cg, args);
-    if (!got.ok()) return context(str_cat("compiled call failed: ", got.status().message()));
-    for (size_t i = 0; i < want->size(); ++i) {
-      Comparison c =
-          compare_tensors((*want)[i], (*got)[i], tolerance_for(g.outputs()[i], (*want)[i], accumulation_slack));
-      if (!c.ok) return context(str_cat("output ", i, " (%", g.outputs()[i]->name(), ") differs: ", c.message));
-    }
-  }
-  return absl::OkStatus();
+    if (!got.ok()) return invalid_argument("compiled call failed under ", under, ": ", got.status().message());
+    return got;
+  };
+  return compare_runs(g, bindings, seed, accumulation_slack, run, fail);
 }
 
 absl::Status check_compiled_matches_reference(const Graph& g, const std::vector<Bindings>& bindings,
