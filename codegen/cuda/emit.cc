@@ -32,6 +32,14 @@ KI float kiln_rbf(float f) { unsigned r; asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "
 // The bf16 bits of a value already rounded to bf16.
 KI unsigned short kiln_bf_bits(float f) { return (unsigned short)(__float_as_uint(f) >> 16); }
 KI float kiln_rh(float f) { return kiln_h2f(kiln_f2h(f)); }
+// Element v of bf16 values held as 32-bit pairs (even elements in the low half): one
+// instruction for either half.
+template <int N> KI float kiln_bf2f_at(const unsigned (&w)[N], int v) {
+  return __uint_as_float(v & 1 ? w[v >> 1] & 0xffff0000u : w[v >> 1] << 16);
+}
+// Two floats rounded to bf16 (or f16) as a pair in one instruction, lo in the low half.
+KI unsigned kiln_pack_bf16x2(float lo, float hi) { unsigned r; asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); return r; }
+KI unsigned kiln_pack_f16x2(float lo, float hi) { unsigned r; asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); return r; }
 KI float kiln_nan() { return __int_as_float(0x7fc00000); }
 KI float kiln_inf() { return __int_as_float(0x7f800000); }
 KI long long kiln_f2i(float v) {
@@ -49,9 +57,41 @@ KI long long kiln_imin(long long a, long long b) { return a < b ? a : b; }
 // NaN-propagating max/min in one instruction (sm_80+).
 KI float kiln_fmax(float a, float b) { float r; asm("max.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b)); return r; }
 KI float kiln_fmin(float a, float b) { float r; asm("min.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b)); return r; }
-// The denominator is >= 1 (or inf): the approximate reciprocal is within 2 ulp.
-KI float kiln_sigmoid(float x) { return __fdividef(1.0f, 1.0f + expf(-x)); }
-KI float kiln_silu(float x) { return x * __fdividef(1.0f, 1.0f + expf(-x)); }
+// exp as the hardware's 2^x (two instructions; Triton's exp is the same): relative error
+// within 2 + 1.2|x| ulp (CUDA's bound for __expf), results below 2^-126 flushed to 0.
+KI float kiln_exp(float x) { float r; asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x * 1.44269504f)); return r; }
+// sigmoid's denominator is >= 1 (or inf): the hardware reciprocal is within 1 ulp of 1/d.
+KI float kiln_sigmoid(float x) { float r; asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(1.0f + kiln_exp(-x))); return r; }
+KI float kiln_silu(float x) { return x * kiln_sigmoid(x); }
+// erf by the CPU backend's [13/8] rational approximation on [-4, 4] (beyond it erf rounds to
+// +-1 in f32; NaN passes through): within 4.5e-7 of erf, in 16 instructions where CUDA's
+// erff selects between two polynomials at about 25.
+KI float kiln_erf(float x) {
+  const float xc = kiln_fmin(kiln_fmax(x, -4.0f), 4.0f), x2 = xc * xc;
+  float p = -2.72614225801306e-10f;
+  p = fmaf(p, x2, 2.77068142495902e-08f);
+  p = fmaf(p, x2, -2.10102402082508e-06f);
+  p = fmaf(p, x2, -5.69250639462346e-05f);
+  p = fmaf(p, x2, -7.34990630326855e-04f);
+  p = fmaf(p, x2, -2.95459980854025e-03f);
+  p = fmaf(p, x2, -1.60960333262415e-02f);
+  float q = -1.45660718464996e-05f;
+  q = fmaf(q, x2, -2.13374055278905e-04f);
+  q = fmaf(q, x2, -1.68282697438203e-03f);
+  q = fmaf(q, x2, -7.37332916720468e-03f);
+  q = fmaf(q, x2, -1.42647390514189e-02f);
+  float r;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(q));  // q <= -0.0142
+  return p * xc * r;
+}
+// (1 + tanh(u)) / 2 as sigmoid(2u) = 1 / (1 + 2^(-2u log2(e))): one exp and one
+// reciprocal, no cancellation where tanh(u) is near -1.
+KI float kiln_half_one_plus_tanh(float u) {
+  float e, r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(e) : "f"(u * -2.88539008f));
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(1.0f + e));
+  return r;
+}
 KI long long kiln_fdiv(long long a, long long b) { long long q = a / b; return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q; }
 KI long long kiln_fmod(long long a, long long b) { return a - kiln_fdiv(a, b) * b; }
 // The first NaN, else the largest value, else the first position: the reference's argmax.
@@ -76,6 +116,14 @@ template <typename T, int V> KI void kiln_ldv(const T* __restrict__ p, T (&o)[V]
 #pragma unroll
     for (int c = 0; c < V; ++c) o[c] = p[c];
   }
+}
+template <typename T, int V> KI void kiln_stv(T* __restrict__ p, const T (&o)[V]);
+// V floats stored as bf16 (F16 false) or f16 (F16 true), rounded two at a time.
+template <bool F16, int V> KI void kiln_stv_pairs(unsigned short* __restrict__ p, const float (&f)[V]) {
+  unsigned w[V / 2];
+#pragma unroll
+  for (int i = 0; i < V / 2; ++i) w[i] = F16 ? kiln_pack_f16x2(f[2 * i], f[2 * i + 1]) : kiln_pack_bf16x2(f[2 * i], f[2 * i + 1]);
+  kiln_stv<unsigned, V / 2>(reinterpret_cast<unsigned*>(p), w);
 }
 template <typename T, int V> KI void kiln_stv(T* __restrict__ p, const T (&o)[V]) {
   constexpr int B = int(sizeof(T)) * V;
@@ -122,6 +170,44 @@ std::string from_storage(const std::string& v, DType t) {
   if (t == DType::bf16) return str_cat("kiln_bf2f(", v, ")");
   if (t == DType::f16) return str_cat("kiln_h2f(", v, ")");
   return v;
+}
+
+// Registers holding `width` loaded elements of dtype t: bf16 pairs as 32-bit words, read by
+// kiln_bf2f_at (one instruction per element where a 16-bit element takes two).
+struct VecArray {
+  std::string type;
+  int count;
+};
+VecArray vec_array(DType t, int width) {
+  if (t == DType::bf16 && width % 2 == 0) return {"unsigned", width / 2};
+  return {storage_type(t), width};
+}
+// Loads `width` elements of dtype t at `ptr` into `array` (declared by vec_decl).
+std::string vec_decl(DType t, int width, const std::string& array) {
+  VecArray a = vec_array(t, width);
+  return str_cat("alignas(16) ", a.type, " ", array, "[", a.count, "]");
+}
+std::string vec_load(DType t, int width, const std::string& ptr, const std::string& array) {
+  VecArray a = vec_array(t, width);
+  std::string p = a.type == storage_type(t) ? ptr : str_cat("reinterpret_cast<const ", a.type, "*>(", ptr, ")");
+  return str_cat("kiln_ldv<", a.type, ", ", a.count, ">(", p, ", ", array, ")");
+}
+std::string vec_element(DType t, int width, const std::string& array) {
+  if (vec_array(t, width).type != storage_type(t)) return str_cat("kiln_bf2f_at(", array, ", v)");
+  return from_storage(str_cat(array, "[v]"), t);
+}
+// Whether vector stores of dtype t collect floats and round them in pairs (kiln_stv_pairs).
+bool stores_pairs(DType t, int width) { return (t == DType::bf16 || t == DType::f16) && width % 2 == 0; }
+
+// `s` without an outer call of `fn` wrapping all of it ("fn(x)" -> "x"); otherwise empty.
+std::string unwrap_call(const std::string& s, std::string_view fn) {
+  if (s.size() < fn.size() + 2 || s.compare(0, fn.size(), fn) != 0 || s[fn.size()] != '(' || s.back() != ')') return "";
+  int depth = 0;
+  for (size_t i = fn.size(); i < s.size(); ++i) {
+    depth += s[i] == '(' ? 1 : s[i] == ')' ? -1 : 0;
+    if (depth == 0 && i + 1 != s.size()) return "";
+  }
+  return s.substr(fn.size() + 1, s.size() - fn.size() - 2);
 }
 
 // A float result rounded to the storage precision of t.
@@ -350,7 +436,7 @@ class Emitter {
         return t == DType::i32 ? str_cat("((int)", int_literal(static_cast<int64_t>(n.value)), ")")
                                : int_literal(static_cast<int64_t>(n.value));
       case ExprKind::Load: {
-        if (auto it = hoisted_.find(&e.node()); it != hoisted_.end()) return from_storage(str_cat(it->second, "[v]"), t);
+        if (auto it = hoisted_.find(&e.node()); it != hoisted_.end()) return vec_element(t, width_, it->second);
         return from_storage(str_cat(buf(n.id), "[", index(n.index), "]"), t);
       }
       case ExprKind::Let: return str_cat("t", n.id);
@@ -362,7 +448,9 @@ class Emitter {
       case ExprKind::Cast: return cast(expr(n.a), n.a.dtype(), t);
       case ExprKind::Unary: return unary(n.op, expr(n.a), n.a.dtype(), t);
       case ExprKind::Binary:
-        if (const Expr* u = one_plus_tanh_of(n)) return round_float(str_cat("(2.0f * kiln_sigmoid(2.0f * ", expr(*u), "))"), t);
+        if (const Expr* u = one_plus_tanh_of(n))
+          return round_float(str_cat("(2.0f * kiln_half_one_plus_tanh(", expr(*u), "))"), t);
+        if (auto g = gelu_tanh_of(n)) return round_float(str_cat("(", expr(*g->first), " * kiln_half_one_plus_tanh(", expr(*g->second), "))"), t);
         return binary(n.op, expr(n.a), expr(n.b), n.a.dtype(), t, &n.b);
     }
     return "0";
@@ -387,7 +475,7 @@ class Emitter {
       switch (op) {
         case Op::Neg: f = str_cat("(-", a, ")"); break;
         case Op::Abs: f = str_cat("fabsf(", a, ")"); break;
-        case Op::Exp: f = str_cat("expf(", a, ")"); break;
+        case Op::Exp: f = str_cat("kiln_exp(", a, ")"); break;
         case Op::Log: f = str_cat("logf(", a, ")"); break;
         case Op::Sqrt: f = str_cat("sqrtf(", a, ")"); break;
         case Op::Rsqrt: f = str_cat("(1.0f / sqrtf(", a, "))"); break;
@@ -397,7 +485,7 @@ class Emitter {
         case Op::Sigmoid: f = str_cat("kiln_sigmoid(", a, ")"); break;
         case Op::Relu: f = str_cat("(", a, " < 0.0f ? 0.0f : ", a, ")"); break;
         case Op::Silu: f = str_cat("kiln_silu(", a, ")"); break;
-        case Op::Erf: f = str_cat("erff(", a, ")"); break;
+        case Op::Erf: f = str_cat("kiln_erf(", a, ")"); break;
         case Op::Reciprocal: f = str_cat("(1.0f / ", a, ")"); break;
         case Op::Floor: f = str_cat("floorf(", a, ")"); break;
         case Op::Ceil: f = str_cat("ceilf(", a, ")"); break;
@@ -440,6 +528,23 @@ class Emitter {
     }
   }
 
+  // The f32 value that a store of `e` into a buffer of dtype t rounds: where e has dtype t
+  // and is computed in stage `st`, its expression without its own final rounding, so that a
+  // pair conversion rounds it once (the value is the same: rounding twice to t is rounding
+  // once).
+  std::string unrounded(const kir::Stage& st, const Expr& e, DType t) const {
+    const Expr* x = &e;
+    if (x->kind() == ExprKind::Let) {
+      auto own = std::find_if(st.lets.begin(), st.lets.end(), [&](const kir::Let& l) { return l.id == x->node().id; });
+      if (own == st.lets.end() || cache_read_.contains(own->id)) return expr(Expr::cast(e, DType::f32));
+      x = &own->value;
+    }
+    std::string full = expr(*x);
+    if (x->dtype() == t && (x->kind() == ExprKind::Unary || x->kind() == ExprKind::Binary || x->kind() == ExprKind::Cast))
+      if (std::string inner = unwrap_call(full, t == DType::bf16 ? "kiln_rbf" : "kiln_rh"); !inner.empty()) return inner;
+    return is_float(x->dtype()) ? full : expr(Expr::cast(e, DType::f32));
+  }
+
   // u where `n` is 1 + tanh(u) in f32 (gelu's tanh form): 2 * sigmoid(2u) is the same value
   // with an exp and a fast reciprocal instead of tanhf's two branches, and no cancellation
   // where tanh(u) is near -1.
@@ -450,6 +555,22 @@ class Emitter {
           t->node().op == Op::Tanh && t->dtype() == DType::f32)
         return &t->node().a;
     return nullptr;
+  }
+
+  // {x, u} where `n` is (0.5 * x) * (1 + tanh(u)) in f32 (the tanh gelu): x * sigmoid(2u) is
+  // the same value, as scaling by 0.5 and by 2 is exact.
+  static std::optional<std::pair<const Expr*, const Expr*>> gelu_tanh_of(const kir::ExprNode& n) {
+    if (n.op != Op::Mul || n.dtype != DType::f32) return std::nullopt;
+    for (auto [h, t] : {std::pair{&n.a, &n.b}, std::pair{&n.b, &n.a}}) {
+      if (h->kind() != ExprKind::Binary || h->node().op != Op::Mul || h->dtype() != DType::f32 ||
+          t->kind() != ExprKind::Binary)
+        continue;
+      const Expr* u = one_plus_tanh_of(t->node());
+      const kir::ExprNode& m = h->node();
+      for (auto [c, x] : {std::pair{&m.a, &m.b}, std::pair{&m.b, &m.a}})
+        if (u && c->kind() == ExprKind::Const && c->node().value == 0.5) return std::pair{x, u};
+    }
+    return std::nullopt;
   }
 
   static bool divisor_is_row_statistic(const Expr* b) {
@@ -475,9 +596,9 @@ class Emitter {
         case Op::Add: f = cmp("+"); break;
         case Op::Sub: f = cmp("-"); break;
         case Op::Mul: f = cmp("*"); break;
-        // Division by a row statistic (softmax's sum) in two instructions: the divisor is
-        // the same for the whole row and far from the approximation's limits (2 ulp).
-        case Op::Div: f = divisor_is_row_statistic(b_expr) ? str_cat("__fdividef(", a, ", ", b, ")") : cmp("/"); break;
+        // Division by a row statistic (softmax's sum) as a product with its reciprocal,
+        // computed once per row (correctly rounded): within 1 ulp of the quotient.
+        case Op::Div: f = divisor_is_row_statistic(b_expr) ? str_cat("(", a, " * __frcp_rn(", b, "))") : cmp("/"); break;
         case Op::Pow: f = str_cat("powf(", a, ", ", b, ")"); break;
         case Op::Maximum: f = str_cat("kiln_fmax(", a, ", ", b, ")"); break;
         case Op::Minimum: f = str_cat("kiln_fmin(", a, ", ", b, ")"); break;
@@ -639,8 +760,8 @@ class Emitter {
             }
         std::string name = str_cat("vl", n++);
         DType t = k_.buffers[x.node().id].dtype;
-        s += str_cat(ind, "alignas(16) ", storage_type(t), " ", name, "[", width, "];\n");
-        s += str_cat(ind, "kiln_ldv<", storage_type(t), ", ", width, ">(", buf(x.node().id), " + ", index(x.node().index), ", ", name, ");\n");
+        s += str_cat(ind, vec_decl(t, width, name), ";\n");
+        s += str_cat(ind, vec_load(t, width, str_cat(buf(x.node().id), " + ", index(x.node().index)), name), ";\n");
         hoisted_[&x.node()] = name;
       };
       for (const kir::Let& l : st.lets) visit(l.value, hoist);
@@ -649,7 +770,8 @@ class Emitter {
         visit(store.value, hoist);
         if (vec_access_.contains(access_key(store.buffer, store.index))) {
           std::string name = str_cat("vs", vec_stores.size());
-          s += str_cat(ind, "alignas(16) ", storage_type(k_.buffers[store.buffer].dtype), " ", name, "[", width, "];\n");
+          DType t = k_.buffers[store.buffer].dtype;
+          s += str_cat(ind, "alignas(16) ", stores_pairs(t, width) ? "float" : storage_type(t), " ", name, "[", width, "];\n");
           vec_stores.push_back({&store, name});
         }
       }
@@ -670,19 +792,26 @@ class Emitter {
     if (st.kind == kir::Stage::Kind::Reduce) s += fold(expr(st.value), width > 1 ? "v" : "0");
     for (const kir::Store& store : st.stores) {
       DType t = k_.buffers[store.buffer].dtype;
+      auto it = std::find_if(vec_stores.begin(), vec_stores.end(), [&](auto& p) { return p.first == &store; });
+      if (it != vec_stores.end() && stores_pairs(t, width)) {
+        s += str_cat(lane_ind, it->second, "[v] = ", unrounded(st, store.value, t), ";\n");
+        continue;
+      }
       std::string value = t == DType::bf16 && rounded_to_bf16(store.value)
                               ? str_cat("kiln_bf_bits(", expr(store.value), ")")
                               : to_storage(expr(Expr::cast(store.value, t)), t);
-      auto it = std::find_if(vec_stores.begin(), vec_stores.end(), [&](auto& p) { return p.first == &store; });
       if (it != vec_stores.end()) s += str_cat(lane_ind, it->second, "[v] = ", value, ";\n");
       else s += str_cat(lane_ind, buf(store.buffer), "[", index(store.index), "] = ", value, ";\n");
     }
     if (width > 1) {
       s += str_cat(ind, "}\n");
       lane0_ = true;
-      for (auto& [store, name] : vec_stores)
-        s += str_cat(ind, "kiln_stv<", storage_type(k_.buffers[store->buffer].dtype), ", ", width, ">(", buf(store->buffer),
-                     " + ", index(store->index), ", ", name, ");\n");
+      for (auto& [store, name] : vec_stores) {
+        DType t = k_.buffers[store->buffer].dtype;
+        std::string fn = stores_pairs(t, width) ? str_cat("kiln_stv_pairs<", t == DType::f16 ? "true" : "false", ", ")
+                                                : str_cat("kiln_stv<", storage_type(t), ", ");
+        s += str_cat(ind, fn, width, ">(", buf(store->buffer), " + ", index(store->index), ", ", name, ");\n");
+      }
       lane0_ = false;
     }
     return s;
@@ -859,16 +988,17 @@ class Emitter {
     for (const CachedLoad& c : cached_) collect_vars(c.index, o, in);
     in.insert(vec_var_);
     for (size_t n = 0; n < cached_.size(); ++n)
-      s += str_cat("    alignas(16) ", storage_type(k_.buffers[cached_[n].buffer].dtype), " rc", n, "[",
-                   row_cache_chunks_, "][", width, "];\n");
+      s += str_cat("    ", vec_decl(k_.buffers[cached_[n].buffer].dtype, width, str_cat("rc", n, "[", row_cache_chunks_, "]")),
+                   ";\n");
     s += str_cat("    if (active) {\n      #pragma unroll\n      for (int j = 0; j < ", row_cache_chunks_, "; ++j) {\n",
                  "        const long long c = threadIdx.x + (long long)j * blockDim.x;\n",
                  "        if (c >= ", dim(shape_numel(inner_)), " / ", width, ") break;\n",
                  "        const long long q = c * ", width, ";\n", decompose("q", inner_, false, in, "        "));
     lane0_ = true;
     for (size_t n = 0; n < cached_.size(); ++n)
-      s += str_cat("        kiln_ldv<", storage_type(k_.buffers[cached_[n].buffer].dtype), ", ", width, ">(",
-                   buf(cached_[n].buffer), " + ", index(cached_[n].index), ", rc", n, "[j]);\n");
+      s += str_cat("        ", vec_load(k_.buffers[cached_[n].buffer].dtype, width,
+                                     str_cat(buf(cached_[n].buffer), " + ", index(cached_[n].index)), str_cat("rc", n, "[j]")),
+                   ";\n");
     lane0_ = false;
     s += "      }\n    }\n";
     return s;

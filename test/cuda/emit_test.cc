@@ -127,16 +127,19 @@ CHECK: extern "C" __global__ void __launch_bounds__(1024) k0_mul(const unsigned 
 CHECK: for (long long c = {{.*}}; c < n; c += (long long)gridDim.x * blockDim.x) {
 CHECK: extern "C" __global__ void __launch_bounds__(1024) k0_mul_v8(
 CHECK: const long long n = (4096LL * S_B) / 8;
-CHECK: kiln_ldv<unsigned short, 8>(b0 + {{.*}}, vl0);
+CHECK: alignas(16) unsigned vl0[4];
+CHECK: kiln_ldv<unsigned, 4>(reinterpret_cast<const unsigned*>(b0 + {{.*}}), vl0);
+CHECK: alignas(16) float vs0[8];
 CHECK: #pragma unroll
 CHECK: for (int v = 0; v < 8; ++v) {
-CHECK: erff(
-CHECK: vs0[v] = kiln_bf_bits(t{{[0-9]+}});
-CHECK: kiln_stv<unsigned short, 8>(
+CHECK: = kiln_bf2f_at(vl0, v);
+CHECK: kiln_erf(
+CHECK: vs0[v] = (t{{[0-9]+}} * t{{[0-9]+}});
+CHECK: kiln_stv_pairs<false, 8>(
 )");
 }
 
-TEST_CASE("golden: gelu's 1 + tanh(u) becomes 2 * sigmoid(2u)", "[cuda][golden]") {
+TEST_CASE("golden: gelu's 0.5x * (1 + tanh(u)) becomes x * sigmoid(2u)", "[cuda][golden]") {
   std::string src = single_kernel_text(R"(graph g(%x: f32[N]) {
   %y = gelu(%x, approximate="tanh")
   return %y
@@ -144,7 +147,8 @@ TEST_CASE("golden: gelu's 1 + tanh(u) becomes 2 * sigmoid(2u)", "[cuda][golden]"
   require_checks(src, R"(
 CHECK: k0_gelu(
 CHECK-NOT: tanhf(
-CHECK: (2.0f * kiln_sigmoid(2.0f * (
+CHECK-NOT: 0x1p-1f
+CHECK: = (t{{[0-9]+}} * kiln_half_one_plus_tanh((
 )");
 }
 
@@ -168,14 +172,18 @@ CHECK: __shfl_xor_sync(0xffffffffu, a, m);
 CHECK: if (nw > 1) {
 CHECK: __syncthreads();
 CHECK: float s1;
-CHECK: expf(
+CHECK: kiln_exp(
+CHECK: __frcp_rn(s1)
 CHECK: _v8(
-CHECK: kiln_ldv<unsigned short, 8>(
+CHECK: alignas(16) unsigned rc0[4][4];
+CHECK: kiln_ldv<unsigned, 4>(
 CHECK: float ec0[4][8];
-CHECK: const float t{{[0-9]+}} = expf(t{{[0-9]+}});
+CHECK: const float t{{[0-9]+}} = kiln_exp(t{{[0-9]+}});
 CHECK-NEXT: ec0[j][v] = t{{[0-9]+}};
 CHECK: const float t{{[0-9]+}} = ec0[j][v];
-CHECK-NOT: expf(
-CHECK: kiln_stv<unsigned short, 8>(
+CHECK-NOT: kiln_exp(
+CHECK: = (t{{[0-9]+}} * __frcp_rn(s1));
+CHECK: vs0[v] = t{{[0-9]+}};
+CHECK: kiln_stv_pairs<false, 8>(
 )");
 }
