@@ -389,11 +389,18 @@ class Emitter {
     return b_.CreateBitCast(b_.CreateShl(b_.CreateZExt(bits, b_.getInt32Ty()), 16), f32_);
   }
 
-  // An f32 value rounded to float dtype `t` and back.
+  // An f32 value rounded to float dtype `t` and back. bf16 is rounded in 32-bit lanes (the
+  // same bits as bf16_to_f32(bf16_bits(v))): no narrowing and widening between them, which
+  // in vector loops are cross-lane shuffles.
   Value* round_float(Value* v, DType t) {
     if (t == DType::f16) return b_.CreateFPExt(b_.CreateFPTrunc(v, b_.getHalfTy()), f32_);
-    if (t == DType::bf16) return bf16_to_f32(bf16_bits(v));
-    return v;
+    if (t != DType::bf16) return v;
+    Value* u = b_.CreateBitCast(v, b_.getInt32Ty());
+    Value* lsb = b_.CreateAnd(b_.CreateLShr(u, 16), b_.getInt32(1));
+    Value* rounded = b_.CreateAdd(u, b_.CreateAdd(b_.getInt32(0x7fff), lsb));
+    Value* nan = b_.CreateOr(u, b_.getInt32(0x400000));
+    Value* bits = b_.CreateAnd(b_.CreateSelect(b_.CreateFCmpUNO(v, v), nan, rounded), b_.getInt32(0xffff0000u));
+    return b_.CreateBitCast(bits, f32_);
   }
 
   // An i64 value wrapped to integer dtype `t`.
@@ -558,7 +565,13 @@ class Emitter {
       }
       case ExprKind::Cast: return convert(emit(n.a), n.a.dtype(), n.dtype);
       case ExprKind::Unary: return unary(n.op, emit(n.a), n.a.dtype(), n.dtype);
-      case ExprKind::Binary: return binary(n.op, emit(n.a), emit(n.b), n.a.dtype(), n.dtype);
+      case ExprKind::Binary:
+        // Division by a row statistic (softmax's sum) as a product with its reciprocal,
+        // which the inner loop computes once: within 1 ulp of the quotient.
+        if (n.op == Op::Div && n.b.kind() == ExprKind::StageResult && repr(n.a.dtype()) == Repr::F &&
+            repr(n.b.dtype()) == Repr::F)
+          return convert(b_.CreateFMul(emit(n.a), b_.CreateFDiv(const_f(1), emit(n.b))), DType::f32, n.dtype);
+        return binary(n.op, emit(n.a), emit(n.b), n.a.dtype(), n.dtype);
     }
     fail("expression ", kir::print_expr(e, &k_), " reads a value that is not in scope");
     return llvm::UndefValue::get(repr(n.dtype) == Repr::F ? f32_ : repr(n.dtype) == Repr::B ? b_.getInt1Ty() : i64_);
@@ -579,8 +592,8 @@ class Emitter {
         case Op::Cos: r = call(llvm::Intrinsic::cos, {a}); break;
         case Op::Tanh: r = emit_tanh(b_, a); break;
         case Op::Erf: r = emit_erf(b_, a); break;
-        case Op::Sigmoid: r = b_.CreateFDiv(one, b_.CreateFAdd(one, emit_exp(b_, b_.CreateFNeg(a)))); break;
-        case Op::Silu: r = b_.CreateFMul(a, b_.CreateFDiv(one, b_.CreateFAdd(one, emit_exp(b_, b_.CreateFNeg(a))))); break;
+        case Op::Sigmoid: r = emit_sigmoid(b_, a); break;
+        case Op::Silu: r = b_.CreateFMul(a, emit_sigmoid(b_, a)); break;
         case Op::Relu: r = b_.CreateSelect(b_.CreateFCmpOLT(a, const_f(0)), const_f(0), a); break;
         case Op::Reciprocal: r = b_.CreateFDiv(one, a); break;
         case Op::Floor: r = call(llvm::Intrinsic::floor, {a}); break;

@@ -12,5 +12,7 @@ llvm::Value* emit_exp(llvm::IRBuilder<>& b, llvm::Value* x);
 llvm::Value* emit_log(llvm::IRBuilder<>& b, llvm::Value* x);
 llvm::Value* emit_tanh(llvm::IRBuilder<>& b, llvm::Value* x);
 llvm::Value* emit_erf(llvm::IRBuilder<>& b, llvm::Value* x);
+llvm::Value* emit_sigmoid(llvm::IRBuilder<>& b, llvm::Value* x);
+llvm::Value* divide_finite(llvm::IRBuilder<>& b, llvm::Value* p, llvm::Value* q);
 
 }  // namespace kiln::cpu
