@@ -1,5 +1,7 @@
 #include "codegen/kernel_ir.h"
 
+#include <cstdio>
+
 #include "ir/attr.h"
 #include "ir/str.h"
 
@@ -453,6 +455,66 @@ std::string print_kernel(const Kernel& k) {
     if (st.kind == Stage::Kind::Reduce) s += str_cat(ind, "  fold ", print_expr(st.value, &k), "\n");
   }
   return s;
+}
+
+namespace {
+
+// A structural key of `e` (lets expanded): equal keys compute the same value at the same
+// inner point of stages with the same extents. Sets `costly` when `e` has a costly op.
+std::string value_key(const Kernel& k, const Expr& e, bool& costly) {
+  const ExprNode& n = e.node();
+  auto kids = [&] {
+    std::string s;
+    for (const Expr* c : {&n.a, &n.b, &n.c})
+      if (c->defined()) s += str_cat(value_key(k, *c, costly), ",");
+    return s;
+  };
+  switch (n.kind) {
+    case ExprKind::Const: {
+      char exact[40];
+      std::snprintf(exact, sizeof exact, "%a", n.value);
+      return str_cat("c", dtype_name(n.dtype), exact);
+    }
+    case ExprKind::Load: return str_cat("L", n.id, ":", print_index(n.index));
+    case ExprKind::Let:
+      for (const Stage& st : k.stages)
+        for (const Let& l : st.lets)
+          if (l.id == n.id) return value_key(k, l.value, costly);
+      return str_cat("?", n.id);
+    case ExprKind::StageResult: return str_cat("s", n.id);
+    case ExprKind::GemmAcc: return "acc";
+    case ExprKind::IndexValue: return str_cat("i", print_index(n.index));
+    case ExprKind::Unary:
+      costly |= n.op == Op::Exp || n.op == Op::Log || n.op == Op::Tanh || n.op == Op::Erf || n.op == Op::Sin ||
+                n.op == Op::Cos || n.op == Op::Sigmoid || n.op == Op::Silu;
+      return str_cat("u", static_cast<int>(n.op), dtype_name(n.dtype), "(", kids(), ")");
+    case ExprKind::Binary:
+      costly |= n.op == Op::Pow;
+      return str_cat("b", static_cast<int>(n.op), dtype_name(n.dtype), "(", kids(), ")");
+    case ExprKind::Select: return str_cat("?(", kids(), ")");
+    case ExprKind::Cast: return str_cat("k", dtype_name(n.dtype), "(", kids(), ")");
+  }
+  return "";
+}
+
+}  // namespace
+
+std::map<int, int> recomputed_lets(const Kernel& k) {
+  std::map<std::string, std::pair<size_t, int>> first;  // key -> (stage, let id)
+  std::map<int, int> out;
+  for (size_t si = 0; si < k.stages.size(); ++si) {
+    const Stage& st = k.stages[si];
+    if (st.extents.empty()) continue;
+    for (const Let& l : st.lets) {
+      if (!is_float(l.value.dtype())) continue;
+      bool costly = false;
+      std::string key = str_cat(shape_to_string(st.extents), value_key(k, l.value, costly));
+      if (!costly) continue;
+      auto [it, fresh] = first.emplace(key, std::pair{si, l.id});
+      if (!fresh && it->second.first != si) out[l.id] = it->second.second;
+    }
+  }
+  return out;
 }
 
 }  // namespace kiln::kir

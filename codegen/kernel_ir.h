@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -241,5 +242,12 @@ struct Kernel {
 std::string print_kernel(const Kernel& k);
 std::string print_index(const Index& i, const Kernel* k = nullptr);
 std::string print_expr(const Expr& e, const Kernel* k = nullptr);  // names buffers when k is given
+
+// Lets of `k` that recompute a costly float value (exp, log, tanh, erf, sin, cos, sigmoid,
+// silu, pow) which a let of an earlier stage over the same extents already computed at the
+// same inner point, as softmax's output recomputes the exp(x - max) of its sum: each such
+// let's id mapped to the id of the first let computing the value. A backend that keeps the
+// first let's values of a row can read them instead.
+std::map<int, int> recomputed_lets(const Kernel& k);
 
 }  // namespace kiln::kir

@@ -2,6 +2,8 @@
 
 #include <functional>
 #include <limits>
+#include <map>
+#include <optional>
 
 #include "absl/container/flat_hash_map.h"
 #include "codegen/cpu/llvm_math.h"
@@ -94,6 +96,7 @@ class Emitter {
     fn_ = f;
     entry_ = llvm::BasicBlock::Create(ctx_, "entry", f);
     b_.SetInsertPoint(entry_);
+    plan_value_cache();
     outer_.assign(k_.domain.size(), nullptr);
     if (k_.domain.empty()) {
       flat_ = b_.getInt64(0);
@@ -352,7 +355,43 @@ class Emitter {
   }
 
   void emit_lets(const kir::Stage& st) {
-    for (const kir::Let& l : st.lets) lets_[l.id] = emit(l.value);
+    for (const kir::Let& l : st.lets) {
+      if (auto read = cache_read_.find(l.id); read != cache_read_.end()) {
+        lets_[l.id] = b_.CreateLoad(f32_, b_.CreateGEP(f32_, read->second, inner_flat(st)));
+        continue;
+      }
+      lets_[l.id] = emit(l.value);
+      if (auto store = cache_store_.find(l.id); store != cache_store_.end())
+        b_.CreateStore(lets_[l.id], b_.CreateGEP(f32_, store->second, inner_flat(st)));
+    }
+  }
+
+  // The flat position of the current inner point of stage `st`.
+  Value* inner_flat(const kir::Stage& st) {
+    Value* f = b_.getInt64(0);
+    for (size_t d = 0; d < st.extents.size(); ++d) f = b_.CreateAdd(b_.CreateMul(f, dim(st.extents[d])), inner_[d]);
+    return f;
+  }
+
+  // The value cache: a costly value that a later stage recomputes (kir::recomputed_lets,
+  // softmax's exp(x - max)) is stored per row in a stack array by the first stage computing
+  // it and loaded by the later ones; for stages whose extents are static, up to 16384
+  // elements (64 KiB, in L1 or L2 when it is read again).
+  void plan_value_cache() {
+    std::map<int, llvm::AllocaInst*> arrays;
+    for (const auto& [later, src] : kir::recomputed_lets(k_)) {
+      const kir::Stage* owner = nullptr;
+      for (const kir::Stage& st : k_.stages)
+        for (const kir::Let& l : st.lets)
+          if (l.id == src) owner = &st;
+      std::optional<int64_t> n = owner ? shape_numel(owner->extents).constant() : std::nullopt;
+      if (!n || *n <= 0 || *n > 16384) continue;
+      if (!arrays.contains(src)) {
+        llvm::IRBuilder<> eb(entry_, entry_->begin());
+        arrays[src] = eb.CreateAlloca(f32_, b_.getInt64(*n));
+      }
+      cache_store_[src] = cache_read_[later] = arrays[src];
+    }
   }
 
   // ---- scalars ------------------------------------------------------------------
@@ -687,6 +726,7 @@ class Emitter {
   Value* flat_ = nullptr;     // flat outer index of the current point
   Value* gemm_acc_ = nullptr;
   absl::flat_hash_map<int, Value*> lets_;
+  std::map<int, llvm::AllocaInst*> cache_store_, cache_read_;  // the value cache: let id -> array
   absl::flat_hash_map<const kir::ExprNode*, Value*> cache_;
   absl::Status error_;
 };

@@ -1004,69 +1004,24 @@ class Emitter {
     return s;
   }
 
-  // A structural key of `e` (lets expanded): equal keys compute the same value at the same
-  // inner point of stages with the same extents.
-  std::string value_key(const Expr& e, bool& costly) const {
-    const kir::ExprNode& n = e.node();
-    auto kids = [&] {
-      std::string s;
-      for (const Expr* c : {&n.a, &n.b, &n.c})
-        if (c->defined()) s += str_cat(value_key(*c, costly), ",");
-      return s;
-    };
-    switch (n.kind) {
-      case ExprKind::Const: return str_cat("c", dtype_name(n.dtype), fmt::format("{:a}", n.value));
-      case ExprKind::Load: return str_cat("L", access_key(n.id, n.index));
-      case ExprKind::Let: {
-        const Expr* v = let_value(n.id);
-        return v ? value_key(*v, costly) : str_cat("?", n.id);
-      }
-      case ExprKind::StageResult: return str_cat("s", n.id);
-      case ExprKind::GemmAcc: return "acc";
-      case ExprKind::IndexValue: return str_cat("i", access_key(-1, n.index));
-      case ExprKind::Unary:
-        costly |= n.op == Op::Exp || n.op == Op::Log || n.op == Op::Tanh || n.op == Op::Erf || n.op == Op::Sin ||
-                  n.op == Op::Cos || n.op == Op::Sigmoid || n.op == Op::Silu;
-        return str_cat("u", static_cast<int>(n.op), dtype_name(n.dtype), "(", kids(), ")");
-      case ExprKind::Binary:
-        costly |= n.op == Op::Pow;
-        return str_cat("b", static_cast<int>(n.op), dtype_name(n.dtype), "(", kids(), ")");
-      case ExprKind::Select: return str_cat("?(", kids(), ")");
-      case ExprKind::Cast: return str_cat("k", dtype_name(n.dtype), "(", kids(), ")");
-    }
-    return "";
-  }
-
-  // The value cache of a row-cached kernel: a costly let (exp, erf, ...) that a later stage
-  // computes again at the same point (softmax's exp(x - max), summed, then divided) is kept
-  // in registers (ec<n>[j][v]) by the first stage and read there by the later ones, within
-  // a budget of 64 floats per thread.
+  // The value cache of a row-cached kernel: a costly value that a later stage recomputes
+  // (kir::recomputed_lets) is kept in registers (ec<n>[j][v]) by the first stage computing it
+  // and read there by the later ones, within a budget of 64 floats per thread.
   void plan_value_cache(int width) {
     cache_store_.clear();
     cache_read_.clear();
     if (row_cache_chunks_ == 0 || width < 2) return;
-    std::map<std::string, std::pair<size_t, int>> first;  // key -> (stage, let id)
-    std::map<int, std::string> names;                     // source let id -> array name
-    for (size_t si = 0; si < k_.stages.size(); ++si) {
-      const kir::Stage& st = k_.stages[si];
-      if (st.extents.empty()) continue;
-      for (const kir::Let& l : st.lets) {
-        if (!is_float(l.value.dtype())) continue;
-        bool costly = false;
-        std::string key = str_cat(shape_to_string(st.extents), value_key(l.value, costly));
-        if (!costly) continue;
-        auto [it, fresh] = first.emplace(key, std::pair{si, l.id});
-        if (fresh || it->second.first == si) continue;
-        int src = it->second.second;
-        if (!names.contains(src)) {
-          if (static_cast<int>(names.size() + 1) * row_cache_chunks_ * width > 64) continue;
-          names[src] = str_cat("ec", names.size());
-        }
-        cache_store_[src] = names[src];
-        cache_read_[l.id] = names[src];
+    std::map<int, std::string> names;  // source let id -> array name
+    for (const auto& [later, src] : kir::recomputed_lets(k_)) {
+      if (!names.contains(src)) {
+        if (static_cast<int>(names.size() + 1) * row_cache_chunks_ * width > 64) continue;
+        names[src] = str_cat("ec", names.size());
       }
+      cache_store_[src] = names[src];
+      cache_read_[later] = names[src];
     }
   }
+
 
   std::string value_cache_decls(int width) const {
     std::set<std::string> arrays;
