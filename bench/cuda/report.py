@@ -1,7 +1,8 @@
 # Turns a run.sh log (KILN_* and TORCH_RESULT lines) into the markdown table of
 # bench/RESULTS.md: per workload, kiln's time per mode, PyTorch's per mode, the ratio of
 # the best PyTorch mode to the best kiln mode (> 1: kiln faster), bandwidth as a share of
-# the measured copy bandwidth, TFLOP/s, launches per call, and compile times.
+# the measured 1 GiB copy bandwidth and of a copy of the workload's own size, TFLOP/s,
+# launches per call, and compile times.
 import json
 import sys
 
@@ -27,7 +28,8 @@ def main():
     print(f"Device: {copy['device']}; measured device-to-device copy {copy['copy_gbps']:.0f} GB/s (read + write).\n")
     print("Times in microseconds (median of CUDA-event-timed calls; the overhead row is host time per call).\n")
     print("| workload | kiln default | kiln reduce-overhead | kiln max-autotune | torch eager | torch.compile | "
-          "torch reduce-overhead | torch max-autotune | best torch / best kiln | kiln GB/s (% copy) | kiln TFLOP/s | "
+          "torch reduce-overhead | torch max-autotune | best torch / best kiln | kiln GB/s (% of 1 GiB copy, "
+          "% of same-size copy) | kiln TFLOP/s | "
           "launches | kiln compile cold / warm ms | torch compile ms |")
     print("|" + "---|" * 14)
     for name, k in kiln.items():
@@ -40,7 +42,10 @@ def main():
         kb = k[best_km]
         fmt = lambda x: "-" if x is None else f"{x:.1f}"
         ratio = "-" if best_t is None else f"{best_t / best_k:.2f}"
-        bw = f"{kb['gbps']:.0f} ({kb['pct_copy']:.0f}%)" if kb["kind"] in ("memory", "model") else "-"
+        bw = "-"
+        if kb["kind"] in ("memory", "model"):
+            same = f", {kb['pct_same_size_copy']:.0f}%" if kb.get("pct_same_size_copy") else ""
+            bw = f"{kb['gbps']:.0f} ({kb['pct_copy']:.0f}%{same})"
         tf = f"{kb['tflops']:.0f}" if kb["tflops"] > 0 else "-"
         c, w = cold.get(name, {}), warm.get(name, {})
         comp = f"{c.get('compile_ms', float('nan')):.0f} / {w.get('compile_ms', float('nan')):.0f}"

@@ -130,12 +130,15 @@ Value* emit_erf(llvm::IRBuilder<>& b, Value* x) {
   return divide_finite(b, p, q);  // q <= -1.42e-2
 }
 
-// 1 / (1 + e^-x), with e^-x capped at e^88 so that the denominator stays finite (the
-// result there, below 6.1e-39, flushes to 0).
+// 1 / (1 + e^-x), with e^-x capped at e^88 so that the denominator stays finite; below
+// x = -88 the result (under 6.1e-39) is 0, so that silu(-inf) = -inf * 0 is NaN, as in the
+// reference.
 Value* emit_sigmoid(llvm::IRBuilder<>& b, Value* x) {
   Value* nx = b.CreateFNeg(x);
-  Value* capped = b.CreateSelect(b.CreateFCmpOGT(nx, c(b, 88.0)), c(b, 88.0), nx);
-  return divide_finite(b, c(b, 1.0), b.CreateFAdd(c(b, 1.0), emit_exp(b, capped)));
+  Value* beyond = b.CreateFCmpOGT(nx, c(b, 88.0));
+  Value* capped = b.CreateSelect(beyond, c(b, 88.0), nx);
+  Value* s = divide_finite(b, c(b, 1.0), b.CreateFAdd(c(b, 1.0), emit_exp(b, capped)));
+  return b.CreateSelect(beyond, c(b, 0.0), s);
 }
 
 }  // namespace kiln::cpu

@@ -437,13 +437,17 @@ absl::Status CudaExecutable::plan_kernel(const KernelStep& s, const Bindings& b,
   if (k.launch == LaunchKind::Rows) {
     KILN_ASSIGN_OR_RETURN(int64_t row, k.row_length.evaluate(b));
     int64_t chunks = std::max<int64_t>(1, row / (call.vector_dims ? k.width : 1));
-    // About four chunks per thread: several independent loads in flight, short reductions.
+    // About four chunks per thread: several independent loads in flight, short reductions;
+    // a row cache sets the count (its registers hold the whole row), and its rows go one to
+    // a block of 64 threads or more, so that a row never waits for another's barriers.
     int64_t tpr = s.threads > 0 ? s.threads : std::clamp<int64_t>(next_pow2((chunks + 3) / 4), 32, 1024);
-    if (call.vector_dims && k.row_cache_chunks > 0) {
-      int64_t need = (chunks + k.row_cache_chunks - 1) / k.row_cache_chunks;  // the row cache holds it all
-      tpr = std::max(tpr, (need + 31) / 32 * 32);
+    bool cached = call.vector_dims && k.row_cache_chunks > 0;
+    if (cached) {
+      int64_t need = (chunks + k.row_cache_chunks - 1) / k.row_cache_chunks;
+      need = (need + 31) / 32 * 32;
+      tpr = s.threads > 0 ? std::max(tpr, need) : need;
     }
-    int64_t rpb = std::max<int64_t>(1, 256 / tpr);
+    int64_t rpb = std::max<int64_t>(1, (cached ? 64 : 256) / tpr);
     call.block[0] = unsigned(tpr), call.block[1] = unsigned(rpb);
     call.grid[0] = unsigned(std::clamp<int64_t>((work + rpb - 1) / rpb, 1, int64_t(sms) * 256));
   } else {

@@ -282,7 +282,8 @@ TEST_CASE("cpu: NaN, infinities, zeros and denormals through math, max/min and a
   %hm = max(%h, axes=[-1])
   %rl = relu(%x)
   %mm = maximum(%x, %e)
-  return %e, %l, %t, %r, %s, %q, %mx, %mn, %am, %sm, %hb, %hm, %rl, %mm
+  %si = silu(%x)
+  return %e, %l, %t, %r, %s, %q, %mx, %mn, %am, %sm, %hb, %hm, %rl, %mm, %si
 })");
   constexpr double kInf = std::numeric_limits<double>::infinity(), kNaN = std::numeric_limits<double>::quiet_NaN();
   std::vector<std::vector<double>> rows = {
