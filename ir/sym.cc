@@ -408,4 +408,11 @@ absl::StatusOr<std::vector<int64_t>> evaluate_shape(const Shape& s, const Bindin
   return out;
 }
 
+std::string bindings_to_string(const Bindings& b) {
+  std::vector<std::string> parts;
+  for (const auto& [k, v] : b) parts.push_back(str_cat(k, "=", v));
+  std::sort(parts.begin(), parts.end());
+  return str_cat("{", str_join(parts, ", ", [](const std::string& s) { return s; }), "}");
+}
+
 }  // namespace kiln

@@ -20,6 +20,9 @@ namespace kiln {
 
 using Bindings = absl::flat_hash_map<std::string, int64_t>;
 
+// "{B=2, T=7}": the bindings sorted by symbol, for messages.
+std::string bindings_to_string(const Bindings& b);
+
 class SymExpr;
 struct SymPoly;
 

@@ -9,16 +9,6 @@
 #include "runtime/cpu/backend.h"
 
 namespace kiln::testing {
-namespace {
-
-std::string bindings_text(const Bindings& b) {
-  std::vector<std::string> parts;
-  for (const auto& [k, v] : b) parts.push_back(str_cat(k, "=", v));
-  std::sort(parts.begin(), parts.end());
-  return str_cat("{", str_join(parts, ", ", [](const std::string& s) { return s; }), "}");
-}
-
-}  // namespace
 
 absl::StatusOr<std::shared_ptr<const CompiledModule>> make_module(const Graph& g, const ScheduleFn& schedule) {
   auto m = std::make_shared<CompiledModule>();
@@ -85,7 +75,7 @@ absl::StatusOr<std::vector<HostTensor>> run_cpu(Executable& exe, const CompiledM
 absl::Status check_cpu_on_args(const Graph& g, std::shared_ptr<const CompiledModule> m, const TensorMap& args,
                                const Bindings& b, Executable* dynamic, std::vector<std::vector<Tensor>>* keep_alive) {
   absl::StatusOr<std::vector<HostTensor>> want = evaluate(g, args);
-  if (!want.ok()) return invalid_argument("reference failed under ", bindings_text(b), ": ", want.status().message());
+  if (!want.ok()) return invalid_argument("reference failed under ", bindings_to_string(b), ": ", want.status().message());
   Bindings baked;
   for (const auto& [sym, v] : b)
     if (v == 0 || v == 1) baked[sym] = v;
@@ -102,12 +92,12 @@ absl::Status check_cpu_on_args(const Graph& g, std::shared_ptr<const CompiledMod
       exe = own.get();
     }
     absl::StatusOr<std::vector<HostTensor>> got = run_cpu(*exe, *m, *in, b);
-    if (!got.ok()) return invalid_argument("CPU run failed under ", bindings_text(b), ": ", got.status().message());
+    if (!got.ok()) return invalid_argument("CPU run failed under ", bindings_to_string(b), ": ", got.status().message());
     for (size_t i = 0; i < want->size(); ++i) {
       Comparison c = compare_tensors((*want)[i], (*got)[i], default_tolerance((*want)[i].dtype()));
       if (!c.ok)
-        return invalid_argument("output ", i, " (%", g.outputs()[i]->name(), ") differs under ", bindings_text(b),
-                                " with baked ", bindings_text(bake), ": ", c.message, "\n--- graph\n", print_graph(g));
+        return invalid_argument("output ", i, " (%", g.outputs()[i]->name(), ") differs under ", bindings_to_string(b),
+                                " with baked ", bindings_to_string(bake), ": ", c.message, "\n--- graph\n", print_graph(g));
     }
     if (baked.empty()) break;
   }

@@ -68,13 +68,6 @@ Outcome check_call(CompiledGraph& cg, const Graph& g, const Bindings& b, uint64_
   return o;
 }
 
-std::string bindings_text(const Bindings& b) {
-  std::vector<std::string> parts;
-  for (const auto& [k, v] : b) parts.push_back(str_cat(k, "=", v));
-  std::sort(parts.begin(), parts.end());
-  return str_join(parts, ",", [](const std::string& s) { return s; });
-}
-
 }  // namespace
 
 TEST_CASE("cuda: compile() without a GPU reports no CUDA device", "[cuda]") {
@@ -99,7 +92,7 @@ TEST_CASE("cuda: every corpus graph matches the reference in every mode", "[cuda
       continue;
     }
     for (const Bindings& b : c.bindings) {
-      INFO(c.name << " " << bindings_text(b));
+      INFO(c.name << " " << bindings_to_string(b));
       Outcome o = check_call(*def, c.graph, b, seed++);
       ++calls;
       worst = std::max(worst, o.worst_rel);
@@ -117,7 +110,7 @@ TEST_CASE("cuda: every corpus graph matches the reference in every mode", "[cuda
         continue;
       }
       for (const Bindings& b : c.bindings) {
-        INFO(c.name << " " << mode_name(mode) << " " << bindings_text(b));
+        INFO(c.name << " " << mode_name(mode) << " " << bindings_to_string(b));
         // Twice: the second call replays (reduce-overhead) or runs tuned (max-autotune).
         for (int rep = 0; rep < 2; ++rep) {
           Outcome o = check_call(*cg, c.graph, b, seed++);

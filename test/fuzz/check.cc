@@ -27,13 +27,6 @@ KernelGroup::Kind kind_of(const Node& n) {
 
 bool is_constant(const Value* v) { return v->producer() && v->producer()->op() == Op::Constant; }
 
-std::string bindings_text(const Bindings& b) {
-  std::vector<std::string> parts;
-  for (const auto& [k, v] : b) parts.push_back(str_cat(k, "=", v));
-  std::sort(parts.begin(), parts.end());
-  return str_cat("{", str_join(parts, ", ", [](const std::string& s) { return s; }), "}");
-}
-
 // The tolerance for output `v` whose reference value is `expected`: a float value is as
 // precise as the least precise float value it is computed from (f32 after a bf16 step
 // carries bf16 rounding). When an accumulation (sum, mean, product, GEMM, composite) is
@@ -85,7 +78,7 @@ using Runner = std::function<absl::StatusOr<std::vector<HostTensor>>(const Bindi
 absl::Status compare_runs(const Graph& g, const std::vector<Bindings>& bindings, uint64_t seed, double slack,
                           const Runner& run, const std::function<absl::Status(const std::string&)>& fail) {
   for (size_t bi = 0; bi < bindings.size(); ++bi) {
-    std::string under = bindings_text(bindings[bi]);
+    std::string under = bindings_to_string(bindings[bi]);
     TensorMap args = random_args(g, bindings[bi], seed * 7919 + bi);
     absl::StatusOr<std::vector<HostTensor>> want = evaluate(g, args);
     if (!want.ok()) return fail(str_cat("reference failed under ", under, ": ", want.status().message()));
@@ -196,7 +189,7 @@ absl::Status check_fused_matches_unfused(const Graph& g, const std::vector<Bindi
       Comparison c = compare_tensors((*want)[i], (*got)[i], {0, 0});
       if (!c.ok)
         return invalid_argument("fused output ", i, " (%", compiled.outputs()[i]->name(), ") differs from one node per kernel under ",
-                                bindings_text(bindings[bi]), ": ", c.message, "\n--- after the passes\n",
+                                bindings_to_string(bindings[bi]), ": ", c.message, "\n--- after the passes\n",
                                 print_scheduled(compiled, r->state.schedule), "--- kernels\n", kernels_text(r->kernels));
     }
   }
