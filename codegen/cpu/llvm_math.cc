@@ -31,22 +31,6 @@ Value* clamp(llvm::IRBuilder<>& b, Value* x, double lo, double hi) {
 
 Value* is_nan(llvm::IRBuilder<>& b, Value* x) { return b.CreateFCmpUNO(x, x); }
 
-}  // namespace
-
-// p / q for a q that is finite and nonzero: vectorized, the division becomes the hardware's
-// reciprocal estimate refined by one Newton step (within 2 ulp), a few cycles instead of a
-// divider's 10 or more per vector.
-Value* divide_finite(llvm::IRBuilder<>& b, Value* p, Value* q) {
-  Value* d = b.CreateFDiv(p, q);
-  llvm::FastMathFlags f;
-  f.setAllowReciprocal();
-  f.setNoInfs();
-  llvm::cast<llvm::Instruction>(d)->setFastMathFlags(f);
-  return d;
-}
-
-namespace {
-
 // 2^e as a float, for integer e with -126 <= e <= 127.
 Value* pow2(llvm::IRBuilder<>& b, Value* e) {
   return b.CreateBitCast(b.CreateShl(b.CreateAdd(e, b.getInt32(127)), 23), b.getFloatTy());
@@ -113,7 +97,7 @@ Value* emit_tanh(llvm::IRBuilder<>& b, Value* x) {
                             1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03});
   p = b.CreateFMul(p, xc);
   Value* q = horner(b, x2, {1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03});
-  Value* out = divide_finite(b, p, q);  // q >= 4.89e-3
+  Value* out = b.CreateFDiv(p, q);
   Value* tiny = b.CreateFCmpOLT(b.CreateUnaryIntrinsic(llvm::Intrinsic::fabs, x), c(b, 0.0004));
   return b.CreateSelect(tiny, x, out);
 }
@@ -127,18 +111,14 @@ Value* emit_erf(llvm::IRBuilder<>& b, Value* x) {
   p = b.CreateFMul(p, xc);
   Value* q = horner(b, x2, {-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
                             -7.37332916720468e-03, -1.42647390514189e-02});
-  return divide_finite(b, p, q);  // q <= -1.42e-2
+  return b.CreateFDiv(p, q);
 }
 
-// 1 / (1 + e^-x), with e^-x capped at e^88 so that the denominator stays finite; below
-// x = -88 the result (under 6.1e-39) is 0, so that silu(-inf) = -inf * 0 is NaN, as in the
-// reference.
+// 1 / (1 + e^-x) with a true division: the divider runs beside the FMA units, which the
+// exp, erf and tanh polynomials keep busy (a reciprocal estimate plus a Newton step made
+// gelu(x)*sigmoid(x) 15-30% slower on 2 AVX-512 cores).
 Value* emit_sigmoid(llvm::IRBuilder<>& b, Value* x) {
-  Value* nx = b.CreateFNeg(x);
-  Value* beyond = b.CreateFCmpOGT(nx, c(b, 88.0));
-  Value* capped = b.CreateSelect(beyond, c(b, 88.0), nx);
-  Value* s = divide_finite(b, c(b, 1.0), b.CreateFAdd(c(b, 1.0), emit_exp(b, capped)));
-  return b.CreateSelect(beyond, c(b, 0.0), s);
+  return b.CreateFDiv(c(b, 1.0), b.CreateFAdd(c(b, 1.0), emit_exp(b, b.CreateFNeg(x))));
 }
 
 }  // namespace kiln::cpu

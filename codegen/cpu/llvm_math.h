@@ -13,6 +13,5 @@ llvm::Value* emit_log(llvm::IRBuilder<>& b, llvm::Value* x);
 llvm::Value* emit_tanh(llvm::IRBuilder<>& b, llvm::Value* x);
 llvm::Value* emit_erf(llvm::IRBuilder<>& b, llvm::Value* x);
 llvm::Value* emit_sigmoid(llvm::IRBuilder<>& b, llvm::Value* x);
-llvm::Value* divide_finite(llvm::IRBuilder<>& b, llvm::Value* p, llvm::Value* q);
 
 }  // namespace kiln::cpu
