@@ -294,7 +294,8 @@ bool surely_divisible(const Dim& d, int v) {
 
 class Emitter {
  public:
-  Emitter(const kir::Kernel& k, const Bindings& baked, GemmForm form) : k_(k), baked_(baked), form_(form) {}
+  Emitter(const kir::Kernel& k, const Bindings& baked, GemmForm form)
+      : k_(k), baked_(baked), form_(form), recomputed_(kir::recomputed_lets(k)) {}
 
   absl::StatusOr<CudaKernel> run() {
     if (k_.gemm && form_ == GemmForm::AccBuffer) {
@@ -982,7 +983,7 @@ class Emitter {
     int64_t words = 0;  // registers per chunk: the cached loads, then the value cache's floats
     for (const CachedLoad& c : cached_) words += (width * dtype_size(k_.buffers[c.buffer].dtype) + 3) / 4;
     std::set<int> recomputed;
-    for (const auto& [later, src] : kir::recomputed_lets(k_)) recomputed.insert(src);
+    for (const auto& [later, src] : recomputed_) recomputed.insert(src);
     words += static_cast<int64_t>(recomputed.size()) * width;
     int64_t kc = 0;
     for (int64_t per : {8, 4}) {
@@ -1025,7 +1026,7 @@ class Emitter {
     cache_read_.clear();
     if (row_cache_chunks_ == 0 || width < 2) return;
     std::map<int, std::string> names;  // source let id -> array name
-    for (const auto& [later, src] : kir::recomputed_lets(k_)) {
+    for (const auto& [later, src] : recomputed_) {
       if (!names.contains(src)) {
         if (static_cast<int>(names.size() + 1) * row_cache_chunks_ * width > 64) continue;
         names[src] = str_cat("ec", names.size());
@@ -1150,6 +1151,7 @@ class Emitter {
   };
   std::vector<CachedLoad> cached_;  // the row cache (plan_row_cache)
   int row_cache_chunks_ = 0;
+  const std::map<int, int> recomputed_;  // kir::recomputed_lets of k_, for both caches
   std::map<int, std::string> cache_store_, cache_read_;  // the value cache (plan_value_cache): let id -> array
   absl::flat_hash_map<const kir::ExprNode*, std::string> hoisted_;
 };
