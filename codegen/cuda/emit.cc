@@ -34,9 +34,15 @@ KI unsigned short kiln_bf_bits(float f) { return (unsigned short)(__float_as_uin
 KI float kiln_rh(float f) { return kiln_h2f(kiln_f2h(f)); }
 // Element v of bf16 values held as 32-bit pairs (even elements in the low half): one
 // instruction for either half.
-template <int N> KI float kiln_bf2f_at(const unsigned (&w)[N], int v) {
-  return __uint_as_float(v & 1 ? w[v >> 1] & 0xffff0000u : w[v >> 1] << 16);
-}
+KI float kiln_bf_lo(unsigned w) { return __uint_as_float(w << 16); }
+KI float kiln_bf_hi(unsigned w) { return __uint_as_float(w & 0xffff0000u); }
+template <int N> KI float kiln_bf2f_at(const unsigned (&w)[N], int v) { return v & 1 ? kiln_bf_hi(w[v >> 1]) : kiln_bf_lo(w[v >> 1]); }
+// Sum, difference and product of two bf16 pairs, lane by lane, in one instruction. Each is
+// the exact result rounded to bf16 once, which is what the f32 op and the rounding after it
+// give (24 bits >= 2 * 8 + 2: rounding twice is rounding once).
+KI unsigned kiln_add_bf16x2(unsigned a, unsigned b) { unsigned r; asm("add.rn.bf16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b)); return r; }
+KI unsigned kiln_sub_bf16x2(unsigned a, unsigned b) { unsigned r; asm("sub.rn.bf16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b)); return r; }
+KI unsigned kiln_mul_bf16x2(unsigned a, unsigned b) { unsigned r; asm("mul.rn.bf16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b)); return r; }
 // Two floats rounded to bf16 (or f16) as a pair in one instruction, lo in the low half.
 KI unsigned kiln_pack_bf16x2(float lo, float hi) { unsigned r; asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); return r; }
 KI unsigned kiln_pack_f16x2(float lo, float hi) { unsigned r; asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); return r; }
@@ -193,9 +199,9 @@ std::string vec_load(DType t, int width, const std::string& ptr, const std::stri
   std::string p = a.type == storage_type(t) ? ptr : str_cat("reinterpret_cast<const ", a.type, "*>(", ptr, ")");
   return str_cat("kiln_ldv<", a.type, ", ", a.count, ">(", p, ", ", array, ")");
 }
-std::string vec_element(DType t, int width, const std::string& array) {
-  if (vec_array(t, width).type != storage_type(t)) return str_cat("kiln_bf2f_at(", array, ", v)");
-  return from_storage(str_cat(array, "[v]"), t);
+std::string vec_element(DType t, int width, const std::string& array, const std::string& pos) {
+  if (vec_array(t, width).type != storage_type(t)) return str_cat("kiln_bf2f_at(", array, ", ", pos, ")");
+  return from_storage(str_cat(array, "[", pos, "]"), t);
 }
 // Whether vector stores of dtype t collect floats and round them in pairs (kiln_stv_pairs).
 bool stores_pairs(DType t, int width) { return (t == DType::bf16 || t == DType::f16) && width % 2 == 0; }
@@ -389,7 +395,9 @@ class Emitter {
 
   std::string var(bool outer, int64_t v) const {
     std::string name = str_cat(outer ? "o" : "r", v);
-    return lane0_ && is_vec_var(outer, v) ? name + "_0" : name;
+    if (!is_vec_var(outer, v)) return name;
+    if (lane0_) return name + "_0";
+    return pair_lane_ >= 0 ? str_cat(name, "_l", pair_lane_) : name;
   }
 
   static bool nonneg(const Index& i) {
@@ -438,10 +446,10 @@ class Emitter {
         return t == DType::i32 ? str_cat("((int)", int_literal(static_cast<int64_t>(n.value)), ")")
                                : int_literal(static_cast<int64_t>(n.value));
       case ExprKind::Load: {
-        if (auto it = hoisted_.find(&e.node()); it != hoisted_.end()) return vec_element(t, width_, it->second);
+        if (auto it = hoisted_.find(&e.node()); it != hoisted_.end()) return vec_element(t, width_, it->second, lane_pos());
         return from_storage(str_cat(buf(n.id), "[", index(n.index), "]"), t);
       }
-      case ExprKind::Let: return str_cat("t", n.id);
+      case ExprKind::Let: return let_name(n.id);
       case ExprKind::StageResult:  // an argmax stage's result is its position
         return k_.stages[n.id].combiner == kir::Combiner::ArgMax ? str_cat("s", n.id, "_p") : str_cat("s", n.id);
       case ExprKind::GemmAcc: return "acc";
@@ -740,14 +748,75 @@ class Emitter {
     }
   }
 
+  // ---- bf16 pairs ----------------------------------------------------------------
+
+  // Whether let `l` is computed two lanes at a time by a packed bf16x2 instruction: a bf16
+  // add, sub or mul whose operands are bf16 values already (constants, loads, and lets
+  // that round), so that the packed op gives the same bits as the f32 op and its rounding.
+  bool packs(const kir::Let& l) const {
+    const kir::ExprNode& n = l.value.node();
+    if (n.kind != ExprKind::Binary || n.dtype != DType::bf16 || cache_read_.contains(l.id)) return false;
+    if (n.op != Op::Add && n.op != Op::Sub && n.op != Op::Mul) return false;
+    auto operand = [&](const Expr& e) {
+      return e.dtype() == DType::bf16 && (e.kind() == ExprKind::Const || rounded_to_bf16(e));
+    };
+    return operand(n.a) && operand(n.b);
+  }
+
+  // The bf16 pair (lanes 2vp and 2vp + 1, the first in the low half) of a value that
+  // packs() accepts as an operand, or of a value stored as bf16.
+  std::string pair_of(const kir::Stage& st, const Expr& e) {
+    const kir::ExprNode& n = e.node();
+    if (n.kind == ExprKind::Const && n.dtype == DType::bf16) {
+      uint16_t bits = float_to_bf16_bits(static_cast<float>(n.value));
+      return fmt::format("0x{:04x}{:04x}u", bits, bits);
+    }
+    if (n.kind == ExprKind::Let && paired_.contains(n.id)) return str_cat("t", n.id, "_p");
+    if (n.kind == ExprKind::Let && !cache_read_.contains(n.id)) {  // a let of a load: the loaded pair
+      auto own = std::find_if(st.lets.begin(), st.lets.end(), [&](const kir::Let& l) { return l.id == n.id; });
+      if (own != st.lets.end() && own->value.kind() == ExprKind::Load && own->value.dtype() == DType::bf16)
+        return pair_of(st, own->value);
+    }
+    if (n.kind == ExprKind::Load && n.dtype == DType::bf16 && vec_array(DType::bf16, width_).type != storage_type(DType::bf16))
+      if (auto it = hoisted_.find(&n); it != hoisted_.end()) return str_cat(it->second, "[vp]");
+    std::string lanes[2];
+    int saved = pair_lane_;
+    for (int lane : {0, 1}) {
+      pair_lane_ = lane;
+      lanes[lane] = unrounded(st, e, DType::bf16);
+    }
+    pair_lane_ = saved;
+    return str_cat("kiln_pack_bf16x2(", lanes[0], ", ", lanes[1], ")");
+  }
+
+  std::string let_name(int id) const { return pair_lane_ >= 0 ? str_cat("t", id, "_", pair_lane_) : str_cat("t", id); }
+
+  // Where the current lane's element sits in a thread's vector: v in the lane loop, 2vp and
+  // 2vp + 1 in the pair loop.
+  std::string lane_pos() const {
+    if (pair_lane_ < 0) return "v";
+    return pair_lane_ == 0 ? "2 * vp" : "2 * vp + 1";
+  }
+
+  // ---- stage bodies, continued -----------------------------------------------------
+
   // Lets and stores (and, for a reduce stage, `fold` of its value) at one point; with
   // width > 1, at `width` lanes of the vectorized var, vector accesses outside the lane loop.
+  // Where a let packs(), the lanes go two at a time: each let is written for lane 0 and lane 1
+  // (t<id>_0, t<id>_1), and a packed let and a let whose pair is needed also as t<id>_p.
   std::string body(const kir::Stage& st, int width, const std::string& ind,
                    const std::function<std::string(const std::string& value, const std::string& lane_pos)>& fold) {
     std::string s;
     std::string lane_ind = ind;
     hoisted_.clear();
+    paired_.clear();
+    pair_lane_ = -1;
+    bool pairs = width > 1 && width % 2 == 0 &&
+                 std::any_of(st.lets.begin(), st.lets.end(), [&](const kir::Let& l) { return packs(l); });
+    std::set<int> packed;
     std::vector<std::pair<const kir::Store*, std::string>> vec_stores;
+    // Vector stores whose value goes in as bf16 pairs (vs<n>[vp]), in the pair loop.
+    auto word_store = [&](const kir::Store& store) { return pairs && k_.buffers[store.buffer].dtype == DType::bf16; };
     if (width > 1) {
       lane0_ = true;
       int n = 0;
@@ -774,46 +843,94 @@ class Emitter {
         if (vec_access_.contains(access_key(store.buffer, store.index))) {
           std::string name = str_cat("vs", vec_stores.size());
           DType t = k_.buffers[store.buffer].dtype;
-          s += str_cat(ind, "alignas(16) ", stores_pairs(t, width) ? "float" : storage_type(t), " ", name, "[", width, "];\n");
+          std::string type = word_store(store) ? "unsigned" : stores_pairs(t, width) ? "float" : storage_type(t);
+          s += str_cat(ind, "alignas(16) ", type, " ", name, "[", word_store(store) ? width / 2 : width, "];\n");
           vec_stores.push_back({&store, name});
         }
       }
       lane0_ = false;
-      s += str_cat(ind, "#pragma unroll\n", ind, "for (int v = 0; v < ", width, "; ++v) {\n");
-      lane_ind = ind + "  ";
       std::string vv = str_cat(vec_outer_ ? "o" : "r", vec_var_);
-      s += str_cat(lane_ind, "const long long ", vv, " = ", vv, "_0 + v;\n");
-      s += str_cat(lane_ind, "(void)", vv, ";\n");
+      lane_ind = ind + "  ";
+      if (pairs) {
+        s += str_cat(ind, "#pragma unroll\n", ind, "for (int vp = 0; vp < ", width / 2, "; ++vp) {\n");
+        s += str_cat(lane_ind, "const long long ", vv, "_l0 = ", vv, "_0 + 2 * vp, ", vv, "_l1 = ", vv, "_l0 + 1;\n");
+        s += str_cat(lane_ind, "(void)", vv, "_l0;\n", lane_ind, "(void)", vv, "_l1;\n");
+        for (const kir::Let& l : st.lets) {
+          if (!packs(l)) continue;
+          packed.insert(l.id);
+          paired_.insert(l.id);
+          for (const Expr* o : {&l.value.node().a, &l.value.node().b})
+            if (o->kind() == ExprKind::Let) paired_.insert(o->node().id);
+        }
+        for (const auto& [store, name] : vec_stores)
+          if (word_store(*store) && store->value.kind() == ExprKind::Let) paired_.insert(store->value.node().id);
+      } else {
+        s += str_cat(ind, "#pragma unroll\n", ind, "for (int v = 0; v < ", width, "; ++v) {\n");
+        s += str_cat(lane_ind, "const long long ", vv, " = ", vv, "_0 + v;\n");
+        s += str_cat(lane_ind, "(void)", vv, ";\n");
+      }
     }
+    const std::vector<int> lanes = pairs ? std::vector<int>{0, 1} : std::vector<int>{-1};
     for (const kir::Let& l : st.lets) {
-      auto read = cache_read_.find(l.id);
-      std::string value = read != cache_read_.end() ? str_cat(read->second, "[j][v]") : expr(l.value);
-      s += str_cat(lane_ind, "const ", value_type(l.value.dtype()), " t", l.id, " = ", value, ";\n");
-      if (auto store = cache_store_.find(l.id); store != cache_store_.end())
-        s += str_cat(lane_ind, store->second, "[j][v] = t", l.id, ";\n");
+      if (packed.contains(l.id)) {
+        const kir::ExprNode& n = l.value.node();
+        const char* fn = n.op == Op::Add ? "kiln_add_bf16x2" : n.op == Op::Sub ? "kiln_sub_bf16x2" : "kiln_mul_bf16x2";
+        s += str_cat(lane_ind, "const unsigned t", l.id, "_p = ", fn, "(", pair_of(st, n.a), ", ", pair_of(st, n.b), ");\n");
+      }
+      for (int lane : lanes) {
+        pair_lane_ = lane;
+        auto read = cache_read_.find(l.id);
+        std::string value = packed.contains(l.id) ? str_cat(lane == 0 ? "kiln_bf_lo(t" : "kiln_bf_hi(t", l.id, "_p)")
+                            : read != cache_read_.end() ? str_cat(read->second, "[j][", lane_pos(), "]")
+                                                        : expr(l.value);
+        s += str_cat(lane_ind, "const ", value_type(l.value.dtype()), " ", let_name(l.id), " = ", value, ";\n");
+        if (auto store = cache_store_.find(l.id); store != cache_store_.end())
+          s += str_cat(lane_ind, store->second, "[j][", lane_pos(), "] = ", let_name(l.id), ";\n");
+      }
+      if (paired_.contains(l.id) && !packed.contains(l.id)) {
+        paired_.erase(l.id);  // pair_of packs its lanes
+        std::string pair = pair_of(st, Expr::let(l.id, l.value.dtype()));
+        paired_.insert(l.id);
+        s += str_cat(lane_ind, "const unsigned t", l.id, "_p = ", pair, ";\n");
+      }
     }
-    if (st.kind == kir::Stage::Kind::Reduce) s += fold(expr(st.value), width > 1 ? "v" : "0");
+    for (int lane : lanes) {
+      pair_lane_ = lane;
+      if (st.kind == kir::Stage::Kind::Reduce) s += fold(expr(st.value), width > 1 ? lane_pos() : "0");
+    }
     for (const kir::Store& store : st.stores) {
       DType t = k_.buffers[store.buffer].dtype;
       auto it = std::find_if(vec_stores.begin(), vec_stores.end(), [&](auto& p) { return p.first == &store; });
-      if (it != vec_stores.end() && stores_pairs(t, width)) {
-        s += str_cat(lane_ind, it->second, "[v] = ", unrounded(st, store.value, t), ";\n");
+      if (it != vec_stores.end() && word_store(store)) {
+        s += str_cat(lane_ind, it->second, "[vp] = ", pair_of(st, store.value), ";\n");
         continue;
       }
-      std::string value = t == DType::bf16 && rounded_to_bf16(store.value)
-                              ? str_cat("kiln_bf_bits(", expr(store.value), ")")
-                              : to_storage(expr(Expr::cast(store.value, t)), t);
-      if (it != vec_stores.end()) s += str_cat(lane_ind, it->second, "[v] = ", value, ";\n");
-      else s += str_cat(lane_ind, buf(store.buffer), "[", index(store.index), "] = ", value, ";\n");
+      for (int lane : lanes) {
+        pair_lane_ = lane;
+        if (it != vec_stores.end() && stores_pairs(t, width)) {
+          s += str_cat(lane_ind, it->second, "[", lane_pos(), "] = ", unrounded(st, store.value, t), ";\n");
+          continue;
+        }
+        std::string value = t == DType::bf16 && rounded_to_bf16(store.value)
+                                ? str_cat("kiln_bf_bits(", expr(store.value), ")")
+                                : to_storage(expr(Expr::cast(store.value, t)), t);
+        if (it != vec_stores.end()) s += str_cat(lane_ind, it->second, "[", lane_pos(), "] = ", value, ";\n");
+        else s += str_cat(lane_ind, buf(store.buffer), "[", index(store.index), "] = ", value, ";\n");
+      }
     }
+    pair_lane_ = -1;
     if (width > 1) {
       s += str_cat(ind, "}\n");
       lane0_ = true;
       for (auto& [store, name] : vec_stores) {
         DType t = k_.buffers[store->buffer].dtype;
-        std::string fn = stores_pairs(t, width) ? str_cat("kiln_stv_pairs<", t == DType::f16 ? "true" : "false", ", ")
-                                                : str_cat("kiln_stv<", storage_type(t), ", ");
-        s += str_cat(ind, fn, width, ">(", buf(store->buffer), " + ", index(store->index), ", ", name, ");\n");
+        std::string at = str_cat(buf(store->buffer), " + ", index(store->index));
+        if (word_store(*store))
+          s += str_cat(ind, "kiln_stv<unsigned, ", width / 2, ">(reinterpret_cast<unsigned*>(", at, "), ", name, ");\n");
+        else if (stores_pairs(t, width))
+          s += str_cat(ind, "kiln_stv_pairs<", t == DType::f16 ? "true" : "false", ", ", width, ">(", at, ", ", name, ");\n");
+        else
+          s += str_cat(ind, "kiln_stv<", storage_type(t), ", ", width, ">(", at, ", ", name, ");\n");
       }
       lane0_ = false;
     }
@@ -1154,6 +1271,8 @@ class Emitter {
   const std::map<int, int> recomputed_;  // kir::recomputed_lets of k_, for both caches
   std::map<int, std::string> cache_store_, cache_read_;  // the value cache (plan_value_cache): let id -> array
   absl::flat_hash_map<const kir::ExprNode*, std::string> hoisted_;
+  std::set<int> paired_;  // lets with a bf16 pair t<id>_p in the current pair loop
+  int pair_lane_ = -1;    // the lane being written in a pair loop (0 or 1), else -1
 };
 
 }  // namespace

@@ -104,6 +104,19 @@ std::vector<Entry> entries() {
   %n = rms_norm(%h, %w, axes=[-1], eps=1e-6)
   return %h, %n
 })", over("B", {1, 5, 17}));
+    // In bf16, adds, subs and muls of bf16 values go two lanes at a time (bf16x2): operands
+    // from vector loads, constants, a per-row value, and lets of either kind; a row sum of them.
+    add("pairs", R"(graph pairs(%x: DT[B, 64], %y: DT[64], %z: DT[B, 1]) {
+  %c = constant(value=0.1, dtype=DT)
+  %a = mul(%x, %c)
+  %b = sub(%a, %y)
+  %d = add(%b, %z)
+  %e = silu(%x)
+  %f = mul(%e, %d)
+  %s = sum(%f, axes=[-1], keepdim=true)
+  %o = sub(%f, %s)
+  return %f, %b, %o
+})", over("B", {1, 3, 65}));
     add("layer_norm_gelu", R"(graph layer_norm_gelu(%x: DT[B, 96], %w: DT[96], %b: DT[96]) {
   %n = layer_norm(%x, %w, %b, axes=[-1], eps=1e-5)
   %y = gelu(%n, approximate="tanh")

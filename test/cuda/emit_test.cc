@@ -113,7 +113,7 @@ TEST_CASE("every corpus kernel emits CUDA C that NVRTC compiles for sm_90", "[cu
   CHECK(vector_entries > 0);
 }
 
-TEST_CASE("golden: a bf16 elementwise chain moves 16 bytes per access", "[cuda][golden]") {
+TEST_CASE("golden: a bf16 elementwise chain moves 16 bytes per access, adds and multiplies in pairs", "[cuda][golden]") {
   std::string src = single_kernel_text(R"(graph g(%x: bf16[B, 4096], %a: bf16[4096], %b: bf16[4096]) {
   %m = mul(%x, %a)
   %p = add(%m, %b)
@@ -129,12 +129,36 @@ CHECK: extern "C" __global__ void __launch_bounds__(1024) k0_mul_v8(
 CHECK: const long long n = (4096LL * S_B) / 8;
 CHECK: alignas(16) unsigned vl0[4];
 CHECK: kiln_ldv<unsigned, 4>(reinterpret_cast<const unsigned*>(b0 + {{.*}}), vl0);
-CHECK: alignas(16) float vs0[8];
+CHECK: alignas(16) unsigned vs0[4];
 CHECK: #pragma unroll
+CHECK: for (int vp = 0; vp < 4; ++vp) {
+CHECK: const unsigned t0_p = vl0[vp];
+CHECK: const unsigned t1_p = vl1[vp];
+CHECK: const unsigned t2_p = kiln_mul_bf16x2(t0_p, t1_p);
+CHECK: const unsigned t4_p = kiln_add_bf16x2(t2_p, t3_p);
+CHECK: const float t4_0 = kiln_bf_lo(t4_p);
+CHECK: const float t4_1 = kiln_bf_hi(t4_p);
+CHECK: kiln_erf((t4_0 *
+CHECK: const unsigned t5_p = kiln_pack_bf16x2(
+CHECK: const unsigned t6_p = kiln_pack_bf16x2(kiln_sigmoid(t0_0), kiln_sigmoid(t0_1));
+CHECK: const unsigned t7_p = kiln_mul_bf16x2(t5_p, t6_p);
+CHECK: vs0[vp] = t7_p;
+CHECK: kiln_stv<unsigned, 4>(reinterpret_cast<unsigned*>(b3 + {{.*}}), vs0);
+)");
+}
+
+TEST_CASE("golden: bf16 with no add, sub or mul goes lane by lane and rounds its stores in pairs", "[cuda][golden]") {
+  std::string src = single_kernel_text(R"(graph g(%x: bf16[N]) {
+  %y = gelu(%x)
+  return %y
+})", KernelGroup::Kind::Elementwise);
+  require_checks(src, R"(
+CHECK: k0_gelu_v8(
+CHECK-NOT: vp
+CHECK: alignas(16) float vs0[8];
 CHECK: for (int v = 0; v < 8; ++v) {
 CHECK: = kiln_bf2f_at(vl0, v);
-CHECK: kiln_erf(
-CHECK: vs0[v] = (t{{[0-9]+}} * t{{[0-9]+}});
+CHECK: vs0[v] = {{.*}}kiln_erf(
 CHECK: kiln_stv_pairs<false, 8>(
 )");
 }
