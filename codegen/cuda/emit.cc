@@ -1069,8 +1069,13 @@ class Emitter {
   // holds 8 chunks where they and the value cache fit in 48 registers (more bytes in flight
   // per thread and fewer threads to reduce over: layer_norm + gelu ran 15% faster on an
   // H200), else 4. The launch uses blockDim.x = ceil(chunks / row_cache_chunks).
+  // Where that many threads hold exactly the row's chunks (the usual case: 2048 or 4096
+  // elements), the kernel is written for that blockDim.x (row_threads): no thread passes the
+  // row's end, so the chunk loops need no guard and their loads issue ahead of the stores
+  // before them (layer_norm+gelu 5% faster, softmax 2%, on an H200).
   void plan_row_cache(int width) {
     row_cache_chunks_ = 0;
+    row_threads_ = 0;
     cached_.clear();
     std::optional<int64_t> row = shape_numel(inner_).constant();
     if (width < 2 || !row || *row < width) return;
@@ -1102,15 +1107,26 @@ class Emitter {
     std::set<int> recomputed;
     for (const auto& [later, src] : recomputed_) recomputed.insert(src);
     words += static_cast<int64_t>(recomputed.size()) * width;
-    int64_t kc = 0;
+    int64_t kc = 0, tpr = 0;
     for (int64_t per : {8, 4}) {
-      int64_t tpr = std::clamp<int64_t>(next_pow2((chunks + per - 1) / per), 32, 1024);
+      tpr = std::clamp<int64_t>(next_pow2((chunks + per - 1) / per), 32, 1024);
       kc = (chunks + tpr - 1) / tpr;
       if (kc * words <= 48) break;
     }
     if (kc > 8) return;
     row_cache_chunks_ = static_cast<int>(kc);
     out_.row_cache_chunks = static_cast<int>(kc);
+    if (tpr * kc == chunks) row_threads_ = static_cast<int>(tpr);
+    out_.row_threads = row_threads_;
+  }
+
+  // The start of a loop over this thread's cached chunks of the row (chunk c, the j-th).
+  std::string cached_chunk_loop(const std::string& chunks, const std::string& ind) const {
+    // The stride stays blockDim.x even where it is row_threads: as a constant, ptxas hoists
+    // more loads and spills layer_norm+gelu's registers under the 64 of 1024 threads.
+    std::string s = str_cat(ind, "#pragma unroll\n", ind, "for (int j = 0; j < ", row_cache_chunks_, "; ++j) {\n", ind,
+                            "  const long long c = threadIdx.x + (long long)j * blockDim.x;\n");
+    return row_threads_ > 0 ? s : str_cat(s, ind, "  if (c >= ", chunks, ") break;\n");
   }
 
   std::string row_cache_preload(int width) {
@@ -1121,9 +1137,7 @@ class Emitter {
     for (size_t n = 0; n < cached_.size(); ++n)
       s += str_cat("    ", vec_decl(k_.buffers[cached_[n].buffer].dtype, width, str_cat("rc", n, "[", row_cache_chunks_, "]")),
                    ";\n");
-    s += str_cat("    if (active) {\n      #pragma unroll\n      for (int j = 0; j < ", row_cache_chunks_, "; ++j) {\n",
-                 "        const long long c = threadIdx.x + (long long)j * blockDim.x;\n",
-                 "        if (c >= ", dim(shape_numel(inner_)), " / ", width, ") break;\n",
+    s += str_cat("    if (active) {\n", cached_chunk_loop(str_cat(dim(shape_numel(inner_)), " / ", width), "      "),
                  "        const long long q = c * ", width, ";\n", decompose("q", inner_, false, in, "        "));
     lane0_ = true;
     for (size_t n = 0; n < cached_.size(); ++n)
@@ -1196,9 +1210,7 @@ class Emitter {
       std::string chunks = str_cat(dim(shape_numel(st.extents)), w > 1 ? str_cat(" / ", w) : std::string());
       std::string loop =
           row_cache_chunks_ > 0 && w > 1
-              ? str_cat("      #pragma unroll\n      for (int j = 0; j < ", row_cache_chunks_, "; ++j) {\n",
-                        "        const long long c = threadIdx.x + (long long)j * blockDim.x;\n",
-                        "        if (c >= ", chunks, ") break;\n")
+              ? cached_chunk_loop(chunks, "      ")
               : str_cat("      for (long long c = threadIdx.x; c < ", chunks, "; c += blockDim.x) {\n");
       loop += str_cat("        const long long q = c", w > 1 ? str_cat(" * ", w) : std::string(), ";\n",
                       decompose("q", st.extents, false, in, "        "));
@@ -1268,6 +1280,7 @@ class Emitter {
   };
   std::vector<CachedLoad> cached_;  // the row cache (plan_row_cache)
   int row_cache_chunks_ = 0;
+  int row_threads_ = 0;  // the blockDim.x a row-cached kernel is written for; 0: any
   const std::map<int, int> recomputed_;  // kir::recomputed_lets of k_, for both caches
   std::map<int, std::string> cache_store_, cache_read_;  // the value cache (plan_value_cache): let id -> array
   absl::flat_hash_map<const kir::ExprNode*, std::string> hoisted_;

@@ -54,6 +54,9 @@ struct CudaKernel {
   // row in registers (0: no row cache), so blockDim.x must be >= row_length / width /
   // row_cache_chunks.
   int row_cache_chunks = 0;
+  // Rows, vector entry: when > 0, blockDim.x must be exactly this (row_threads *
+  // row_cache_chunks chunks make the row; the kernel has no guard at the row's end).
+  int row_threads = 0;
 };
 
 // What every kernel's source needs before it: storage conversions, the reference's scalar

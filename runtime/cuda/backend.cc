@@ -442,7 +442,9 @@ absl::Status CudaExecutable::plan_kernel(const KernelStep& s, const Bindings& b,
     // a block of 64 threads or more, so that a row never waits for another's barriers.
     int64_t tpr = s.threads > 0 ? s.threads : std::clamp<int64_t>(next_pow2((chunks + 3) / 4), 32, 1024);
     bool cached = call.vector_dims && k.row_cache_chunks > 0;
-    if (cached) {
+    if (cached && k.row_threads > 0) {
+      tpr = k.row_threads;  // the kernel is written for it
+    } else if (cached) {
       int64_t need = (chunks + k.row_cache_chunks - 1) / k.row_cache_chunks;
       need = (need + 31) / 32 * 32;
       tpr = s.threads > 0 ? std::max(tpr, need) : need;
@@ -692,7 +694,13 @@ absl::Status CudaExecutable::tune(CallPlan& p, const Bases& b, CUstream st) {
   const DeviceProperties& dev = ctx_->device().properties();
   Bindings bind = m_->bindings(p.syms);
   for (const Step& step : steps_) {
-    if (step.kind == Step::Kind::Kernel && !kernels_[step.index].in_place && !p.kernels[step.index].skip) {
+    // A row kernel written for one launch shape (row_threads) has nothing to try.
+    auto fixed_shape = [&](const Step& s) {
+      return p.kernels[s.index].vector_dims && kernels_[s.index].meta.row_cache_chunks > 0 &&
+             kernels_[s.index].meta.row_threads > 0;
+    };
+    if (step.kind == Step::Kind::Kernel && !kernels_[step.index].in_place && !p.kernels[step.index].skip &&
+        !fixed_shape(step)) {
       KernelStep& k = kernels_[step.index];
       KernelCall& call = p.kernels[step.index];
       KILN_ASSIGN_OR_RETURN(int64_t work, k.meta.work.evaluate(bind));

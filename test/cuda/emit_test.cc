@@ -200,6 +200,8 @@ CHECK: kiln_exp(
 CHECK: __frcp_rn(s1)
 CHECK: _v8(
 CHECK: alignas(16) unsigned rc0[4][4];
+CHECK: const long long c = threadIdx.x + (long long)j * blockDim.x;
+CHECK-NEXT: const long long q = c * 8;
 CHECK: kiln_ldv<unsigned, 4>(
 CHECK: float ec0[4][8];
 CHECK: const float t{{[0-9]+}} = kiln_exp(t{{[0-9]+}});
@@ -209,5 +211,20 @@ CHECK-NOT: kiln_exp(
 CHECK: = (t{{[0-9]+}} * __frcp_rn(s1));
 CHECK: vs0[v] = t{{[0-9]+}};
 CHECK: kiln_stv_pairs<false, 8>(
+)");
+  // 64 threads hold the row's 256 chunks, 4 each: no chunk loop stops at the row's end.
+  CHECK(src.substr(src.find("_v8(")).find("break;") == std::string::npos);
+}
+
+TEST_CASE("golden: a row that no whole number of warps splits evenly keeps the guard at its end", "[cuda][golden]") {
+  std::string src = single_kernel_text(R"(graph g(%x: bf16[R, 96]) {
+  %s = sum(%x, axes=[-1], keepdim=true)
+  %y = sub(%x, %s)
+  return %y
+})", KernelGroup::Kind::Reduction);
+  require_checks(src, R"(
+CHECK: _v8(
+CHECK: const long long c = threadIdx.x + (long long)j * blockDim.x;
+CHECK-NEXT: if (c >= 96LL / 8) break;
 )");
 }
