@@ -206,17 +206,6 @@ std::string vec_element(DType t, int width, const std::string& array, const std:
 // Whether vector stores of dtype t collect floats and round them in pairs (kiln_stv_pairs).
 bool stores_pairs(DType t, int width) { return (t == DType::bf16 || t == DType::f16) && width % 2 == 0; }
 
-// `s` without an outer call of `fn` wrapping all of it ("fn(x)" -> "x"); otherwise empty.
-std::string unwrap_call(const std::string& s, std::string_view fn) {
-  if (s.size() < fn.size() + 2 || s.compare(0, fn.size(), fn) != 0 || s[fn.size()] != '(' || s.back() != ')') return "";
-  int depth = 0;
-  for (size_t i = fn.size(); i < s.size(); ++i) {
-    depth += s[i] == '(' ? 1 : s[i] == ')' ? -1 : 0;
-    if (depth == 0 && i + 1 != s.size()) return "";
-  }
-  return s.substr(fn.size() + 1, s.size() - fn.size() - 2);
-}
-
 // A float result rounded to the storage precision of t.
 std::string round_float(const std::string& v, DType t) {
   if (t == DType::bf16) return str_cat("kiln_rbf(", v, ")");
@@ -550,10 +539,16 @@ class Emitter {
       if (own == st.lets.end() || cache_read_.contains(own->id)) return expr(Expr::cast(e, DType::f32));
       x = &own->value;
     }
-    std::string full = expr(*x);
-    if (x->dtype() == t && (x->kind() == ExprKind::Unary || x->kind() == ExprKind::Binary || x->kind() == ExprKind::Cast))
-      if (std::string inner = unwrap_call(full, t == DType::bf16 ? "kiln_rbf" : "kiln_rh"); !inner.empty()) return inner;
-    return is_float(x->dtype()) ? full : expr(Expr::cast(e, DType::f32));
+    const kir::ExprNode& n = x->node();
+    if (x->dtype() == t) {  // the op itself, with an f32 result
+      switch (n.kind) {
+        case ExprKind::Unary: return unary(n.op, expr(n.a), n.a.dtype(), DType::f32);
+        case ExprKind::Binary: return binary(n.op, expr(n.a), expr(n.b), n.a.dtype(), DType::f32, &n.b);
+        case ExprKind::Cast: return cast(expr(n.a), n.a.dtype(), DType::f32);
+        default: break;
+      }
+    }
+    return is_float(x->dtype()) ? expr(*x) : expr(Expr::cast(e, DType::f32));
   }
 
   // u where `n` is 1 + tanh(u) in f32 (gelu's tanh form): 2 * sigmoid(2u) is the same value
