@@ -693,12 +693,12 @@ absl::Status CudaExecutable::tune(CallPlan& p, const Bases& b, CUstream st) {
   auto t0 = std::chrono::steady_clock::now();
   const DeviceProperties& dev = ctx_->device().properties();
   Bindings bind = m_->bindings(p.syms);
+  // A row kernel written for one launch shape (row_threads) has nothing to try.
+  auto fixed_shape = [&](const Step& s) {
+    return p.kernels[s.index].vector_dims && kernels_[s.index].meta.row_cache_chunks > 0 &&
+           kernels_[s.index].meta.row_threads > 0;
+  };
   for (const Step& step : steps_) {
-    // A row kernel written for one launch shape (row_threads) has nothing to try.
-    auto fixed_shape = [&](const Step& s) {
-      return p.kernels[s.index].vector_dims && kernels_[s.index].meta.row_cache_chunks > 0 &&
-             kernels_[s.index].meta.row_threads > 0;
-    };
     if (step.kind == Step::Kind::Kernel && !kernels_[step.index].in_place && !p.kernels[step.index].skip &&
         !fixed_shape(step)) {
       KernelStep& k = kernels_[step.index];
