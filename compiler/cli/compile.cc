@@ -78,9 +78,14 @@ DeviceReport compile_cuda(const CompiledModule& m, const Bindings& baked, const 
                      st.copy_a ? ", A gathered" : "", st.copy_b ? ", B gathered" : "",
                      st.epilogue_kernel ? str_cat(", f32 accumulator into ", st.kernel.name) : std::string());
     } else {
-      what = str_cat(st.kernel.name, " ", cuda::launch_kind_name(st.kernel.launch),
-                     st.kernel.width > 1 ? str_cat(", ", st.kernel.width, " lanes") : std::string(),
-                     st.kernel.row_cache_chunks > 0 ? ", row cached" : "", st.weight_prep ? ", weight prep" : "");
+      const cuda::CudaKernel& k = st.kernel;
+      std::string cache;  // how a row-cached kernel holds its row
+      if (k.row_cache_chunks > 0)
+        cache = k.row_threads > 0 ? str_cat(", row cached (", k.row_threads, " threads x ", k.row_cache_chunks, " chunks)")
+                                  : str_cat(", row cached (at most ", k.row_cache_chunks,
+                                            k.row_cache_chunks == 1 ? " chunk" : " chunks", " per thread)");
+      what = str_cat(k.name, " ", cuda::launch_kind_name(k.launch), k.width > 1 ? str_cat(", ", k.width, " lanes") : std::string(),
+                     cache, st.weight_prep ? ", weight prep" : "");
     }
     r.text += fmt::format("  group {:<3} {}\n", st.group, what);
   }
