@@ -759,20 +759,28 @@ class Emitter {
   }
 
   // The bf16 pair (lanes 2vp and 2vp + 1, the first in the low half) of a value that
-  // packs() accepts as an operand, or of a value stored as bf16.
+  // packs() accepts as an operand, or of a value stored as bf16: a let's t<id>_p where the
+  // pair loop has written it, else new_pair().
   std::string pair_of(const kir::Stage& st, const Expr& e) {
+    if (e.kind() == ExprKind::Let && paired_.contains(e.node().id)) return str_cat("t", e.node().id, "_p");
+    return new_pair(st, e);
+  }
+
+  // The pair of `e` made from what it reads: a constant twice, the 32-bit word of a vector
+  // load (bf16 vector loads are words in the pair loop's even widths), else its two lanes
+  // packed by one rounding.
+  std::string new_pair(const kir::Stage& st, const Expr& e) {
     const kir::ExprNode& n = e.node();
     if (n.kind == ExprKind::Const && n.dtype == DType::bf16) {
       uint16_t bits = float_to_bf16_bits(static_cast<float>(n.value));
       return fmt::format("0x{:04x}{:04x}u", bits, bits);
     }
-    if (n.kind == ExprKind::Let && paired_.contains(n.id)) return str_cat("t", n.id, "_p");
     if (n.kind == ExprKind::Let && !cache_read_.contains(n.id)) {  // a let of a load: the loaded pair
       auto own = std::find_if(st.lets.begin(), st.lets.end(), [&](const kir::Let& l) { return l.id == n.id; });
       if (own != st.lets.end() && own->value.kind() == ExprKind::Load && own->value.dtype() == DType::bf16)
-        return pair_of(st, own->value);
+        return new_pair(st, own->value);
     }
-    if (n.kind == ExprKind::Load && n.dtype == DType::bf16 && vec_array(DType::bf16, width_).type != storage_type(DType::bf16))
+    if (n.kind == ExprKind::Load && n.dtype == DType::bf16)
       if (auto it = hoisted_.find(&n); it != hoisted_.end()) return str_cat(it->second, "[vp]");
     std::string lanes[2];
     int saved = pair_lane_;
@@ -882,12 +890,8 @@ class Emitter {
         if (auto store = cache_store_.find(l.id); store != cache_store_.end())
           s += str_cat(lane_ind, store->second, "[j][", lane_pos(), "] = ", let_name(l.id), ";\n");
       }
-      if (paired_.contains(l.id) && !packed.contains(l.id)) {
-        paired_.erase(l.id);  // pair_of packs its lanes
-        std::string pair = pair_of(st, Expr::let(l.id, l.value.dtype()));
-        paired_.insert(l.id);
-        s += str_cat(lane_ind, "const unsigned t", l.id, "_p = ", pair, ";\n");
-      }
+      if (paired_.contains(l.id) && !packed.contains(l.id))
+        s += str_cat(lane_ind, "const unsigned t", l.id, "_p = ", new_pair(st, Expr::let(l.id, l.value.dtype())), ";\n");
     }
     for (int lane : lanes) {
       pair_lane_ = lane;

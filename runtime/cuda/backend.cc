@@ -119,6 +119,9 @@ int64_t next_pow2(int64_t v) {
   return p;
 }
 
+// Whether the call runs a row-cached vector kernel written for one blockDim.x (row_threads).
+bool fixed_launch(const CudaKernel& k, const KernelCall& call) { return call.vector_dims && k.row_threads > 0; }
+
 class CudaBackend;
 
 class CudaExecutable : public Executable {
@@ -442,7 +445,7 @@ absl::Status CudaExecutable::plan_kernel(const KernelStep& s, const Bindings& b,
     // a block of 64 threads or more, so that a row never waits for another's barriers.
     int64_t tpr = s.threads > 0 ? s.threads : std::clamp<int64_t>(next_pow2((chunks + 3) / 4), 32, 1024);
     bool cached = call.vector_dims && k.row_cache_chunks > 0;
-    if (cached && k.row_threads > 0) {
+    if (fixed_launch(k, call)) {
       tpr = k.row_threads;  // the kernel is written for it
     } else if (cached) {
       int64_t need = (chunks + k.row_cache_chunks - 1) / k.row_cache_chunks;
@@ -693,14 +696,10 @@ absl::Status CudaExecutable::tune(CallPlan& p, const Bases& b, CUstream st) {
   auto t0 = std::chrono::steady_clock::now();
   const DeviceProperties& dev = ctx_->device().properties();
   Bindings bind = m_->bindings(p.syms);
-  // A row kernel written for one launch shape (row_threads) has nothing to try.
-  auto fixed_shape = [&](const Step& s) {
-    return p.kernels[s.index].vector_dims && kernels_[s.index].meta.row_cache_chunks > 0 &&
-           kernels_[s.index].meta.row_threads > 0;
-  };
   for (const Step& step : steps_) {
+    // A row kernel written for one launch shape has nothing to try.
     if (step.kind == Step::Kind::Kernel && !kernels_[step.index].in_place && !p.kernels[step.index].skip &&
-        !fixed_shape(step)) {
+        !fixed_launch(kernels_[step.index].meta, p.kernels[step.index])) {
       KernelStep& k = kernels_[step.index];
       KernelCall& call = p.kernels[step.index];
       KILN_ASSIGN_OR_RETURN(int64_t work, k.meta.work.evaluate(bind));
