@@ -98,6 +98,15 @@ KI float kiln_half_one_plus_tanh(float u) {
   asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(1.0f + e));
   return r;
 }
+// Tanh gelu x (1 + tanh(u)) / 2 with u = c (x + k x^3): x * sigmoid(2u), the exponent
+// -2u log2(e) written x (k0 + k1 x^2) with the constants folded (k0 = -2 c log2(e), k1 = k0 k),
+// three operations where u and its scaling take six.
+KI float kiln_gelu_tanh(float x, float k1, float k0) {
+  float e, r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(e) : "f"(x * fmaf(k1, x * x, k0)));
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(1.0f + e));
+  return x * r;
+}
 KI long long kiln_fdiv(long long a, long long b) { long long q = a / b; return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q; }
 KI long long kiln_fmod(long long a, long long b) { return a - kiln_fdiv(a, b) * b; }
 // The first NaN, else the largest value, else the first position: the reference's argmax.
@@ -450,7 +459,7 @@ class Emitter {
         if (const Expr* u = one_plus_tanh_of(n))
           return round_float(str_cat("(2.0f * kiln_half_one_plus_tanh(", expr(*u), "))"), t);
         if (auto g = gelu_tanh_of(n))
-          return round_float(str_cat("(", expr(*g->first), " * kiln_half_one_plus_tanh(", expr(*g->second), "))"), t);
+          return round_float(str_cat("kiln_gelu_tanh(", g->x, ", ", float_literal(g->k1), ", ", float_literal(g->k0), ")"), t);
         return binary(n.op, expr(n.a), expr(n.b), n.a.dtype(), t, &n.b);
     }
     return "0";
@@ -563,18 +572,43 @@ class Emitter {
     return nullptr;
   }
 
-  // {x, u} where `n` is (0.5 * x) * (1 + tanh(u)) in f32 (the tanh gelu): x * sigmoid(2u) is
-  // the same value, as scaling by 0.5 and by 2 is exact.
-  static std::optional<std::pair<const Expr*, const Expr*>> gelu_tanh_of(const kir::ExprNode& n) {
+  // x's text and {k1, k0} where `n` is (0.5 * x) * (1 + tanh(u)) in f32 with u = c * (x + ((k * x)
+  // * x) * x), as lower.cc writes the tanh gelu: x * sigmoid(2u) is the same value (scaling by
+  // 0.5 and by 2 is exact), and its exponent -2u log2(e) is x (k0 + k1 x^2) with k0 = -2 c
+  // log2(e) and k1 = k0 k, from the f32 values of c and k, rounded to f32.
+  struct GeluTanh {
+    std::string x;
+    double k1, k0;
+  };
+  std::optional<GeluTanh> gelu_tanh_of(const kir::ExprNode& n) const {
+    auto f32_op = [](const Expr& e, Op op) {
+      return e.kind() == ExprKind::Binary && e.node().op == op && e.dtype() == DType::f32;
+    };
+    auto constant = [](const Expr& e) {
+      return e.kind() == ExprKind::Const ? std::optional<double>(round_to_dtype(e.node().value, DType::f32))
+                                         : std::nullopt;
+    };
     if (n.op != Op::Mul || n.dtype != DType::f32) return std::nullopt;
     for (auto [h, t] : {std::pair{&n.a, &n.b}, std::pair{&n.b, &n.a}}) {
-      if (h->kind() != ExprKind::Binary || h->node().op != Op::Mul || h->dtype() != DType::f32 ||
-          t->kind() != ExprKind::Binary)
-        continue;
-      const Expr* u = one_plus_tanh_of(t->node());
+      const Expr* u = t->kind() == ExprKind::Binary ? one_plus_tanh_of(t->node()) : nullptr;
+      if (!u || !f32_op(*h, Op::Mul)) continue;
       const kir::ExprNode& m = h->node();
-      for (auto [c, x] : {std::pair{&m.a, &m.b}, std::pair{&m.b, &m.a}})
-        if (u && c->kind() == ExprKind::Const && c->node().value == 0.5) return std::pair{x, u};
+      for (auto [half, xe] : {std::pair{&m.a, &m.b}, std::pair{&m.b, &m.a}}) {
+        if (constant(*half) != 0.5 || !f32_op(*u, Op::Mul) || !f32_op(u->node().b, Op::Add)) continue;
+        std::string x = expr(*xe);
+        const Expr& sum = u->node().b;
+        std::optional<double> c = constant(u->node().a), k;
+        const Expr* cube = &sum.node().b;
+        bool ok = c && expr(sum.node().a) == x;
+        for (int i = 0; ok && i < 2; ++i) {  // ((k * x) * x) * x: two outer products by x
+          ok = f32_op(*cube, Op::Mul) && expr(cube->node().b) == x;
+          if (ok) cube = &cube->node().a;
+        }
+        ok = ok && f32_op(*cube, Op::Mul) && (k = constant(cube->node().a)) && expr(cube->node().b) == x;
+        if (!ok) continue;
+        double k0 = -2.0 * *c * M_LOG2E;
+        return GeluTanh{x, round_to_dtype(k0 * *k, DType::f32), round_to_dtype(k0, DType::f32)};
+      }
     }
     return std::nullopt;
   }
