@@ -245,13 +245,22 @@ absl::Status DeviceBuffer::check_size(int64_t bytes, std::string_view what) cons
   return absl::OkStatus();
 }
 
+absl::Status copy_host_to_device(CUdeviceptr dst, const void* src, int64_t bytes, CUstream stream) {
+  KILN_API();
+  if (stream != nullptr)
+    return check(api.cuMemcpyHtoDAsync(dst, src, size_t(bytes), stream), "cuMemcpyHtoDAsync");
+  // cuMemcpyHtoD from pageable memory may return once the data is staged, before the DMA
+  // lands, and work on a non-blocking stream would not wait for it: copy on the legacy
+  // default stream and wait for it instead.
+  KILN_RETURN_IF_ERROR(check(api.cuMemcpyHtoDAsync(dst, src, size_t(bytes), nullptr), "cuMemcpyHtoDAsync"));
+  return check(api.cuStreamSynchronize(nullptr), "cuStreamSynchronize");
+}
+
 absl::Status DeviceBuffer::copy_from_host(const void* src, int64_t bytes, CUstream stream) {
   KILN_API();
   KILN_RETURN_IF_ERROR(check_size(bytes, "host-to-device copy"));
   if (bytes == 0) return absl::OkStatus();
-  if (stream != nullptr)
-    return check(api.cuMemcpyHtoDAsync(ptr_, src, size_t(bytes), stream), "cuMemcpyHtoDAsync");
-  return check(api.cuMemcpyHtoD(ptr_, src, size_t(bytes)), "cuMemcpyHtoD");
+  return copy_host_to_device(ptr_, src, bytes, stream);
 }
 
 absl::Status DeviceBuffer::copy_to_host(void* dst, int64_t bytes, CUstream stream) const {

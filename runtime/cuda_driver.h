@@ -24,7 +24,7 @@ namespace kiln::cuda {
   X(cuCtxSetCurrent) X(cuCtxGetCurrent) X(cuCtxSynchronize)                                \
   X(cuModuleLoadData) X(cuModuleUnload) X(cuModuleGetFunction) X(cuLaunchKernel)           \
   X(cuMemAlloc) X(cuMemFree) X(cuMemGetInfo) X(cuMemsetD8) X(cuMemsetD8Async)              \
-  X(cuMemcpyHtoD) X(cuMemcpyDtoH) X(cuMemcpyDtoD)                                          \
+  X(cuMemcpyDtoH) X(cuMemcpyDtoD)                                                          \
   X(cuMemcpyHtoDAsync) X(cuMemcpyDtoHAsync) X(cuMemcpyDtoDAsync) X(cuPointerGetAttribute)  \
   X(cuStreamCreate) X(cuStreamDestroy) X(cuStreamSynchronize)                              \
   X(cuEventCreate) X(cuEventDestroy) X(cuEventRecord) X(cuEventSynchronize)                \
@@ -117,6 +117,10 @@ class Event {
   explicit Event(CUevent e) : event_(e) {}
   CUevent event_ = nullptr;
 };
+
+// Copies `bytes` from host memory to dst: enqueued on `stream`, or with a null stream
+// complete (landed on the device) when the call returns.
+absl::Status copy_host_to_device(CUdeviceptr dst, const void* src, int64_t bytes, CUstream stream);
 
 // Owned device memory. Copies are synchronous unless a stream is given.
 class DeviceBuffer {

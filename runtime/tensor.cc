@@ -172,11 +172,9 @@ absl::Status Tensor::copy_from_host(const HostTensor& host, void* stream) {
   KILN_ASSIGN_OR_RETURN(cuda::Context * ctx, cuda::Context::primary(device_.index));
   (void)ctx;
   KILN_ASSIGN_OR_RETURN(const cuda::DriverApi* api, cuda::driver());
-  if (stream == nullptr)
-    return cuda::check(api->cuMemcpyHtoD(CUdeviceptr(data_), host.data(), size_t(host.nbytes())), "cuMemcpyHtoD");
-  KILN_RETURN_IF_ERROR(cuda::check(
-      api->cuMemcpyHtoDAsync(CUdeviceptr(data_), host.data(), size_t(host.nbytes()), CUstream(stream)), "cuMemcpyHtoDAsync"));
-  return cuda::check(api->cuStreamSynchronize(CUstream(stream)), "cuStreamSynchronize");
+  KILN_RETURN_IF_ERROR(cuda::copy_host_to_device(CUdeviceptr(data_), host.data(), host.nbytes(), CUstream(stream)));
+  return stream == nullptr ? absl::OkStatus()
+                           : cuda::check(api->cuStreamSynchronize(CUstream(stream)), "cuStreamSynchronize");
 #else
   return no_cuda_build();
 #endif

@@ -189,7 +189,7 @@ TEST_CASE("driver: a stream captured into a CUDA graph replays", "[runtime][cuda
   REQUIRE(check(api.cuGraphLaunch(exec, stream->handle()), "graph launch").ok());
   REQUIRE(stream->synchronize().ok());
   REQUIRE(b->copy_to_host(back.data(), bytes).ok());
-  CHECK(back == src);
+  CHECK(std::mismatch(back.begin(), back.end(), src.begin()).first - back.begin() == bytes);  // the first wrong byte
   api.cuGraphExecDestroy(exec);
   api.cuGraphDestroy(graph);
 }
