@@ -2,7 +2,7 @@
 # bench/RESULTS.md: per workload, kiln's time per mode, PyTorch's per mode, the ratio of
 # the best PyTorch mode to the best kiln mode (> 1: kiln faster), bandwidth as a share of
 # the measured 1 GiB copy bandwidth and of a copy of the workload's own size, TFLOP/s,
-# launches per call, and compile times.
+# launches per call, compile times, and the best modes' times for one synchronized call.
 import json
 import sys
 
@@ -26,12 +26,14 @@ def main():
     kmodes = ["default", "reduce-overhead", "max-autotune"]
     tmodes = ["eager", "default", "reduce-overhead", "max-autotune"]
     print(f"Device: {copy['device']}; measured device-to-device copy {copy['copy_gbps']:.0f} GB/s (read + write).\n")
-    print("Times in microseconds (median of CUDA-event-timed calls; the overhead row is host time per call).\n")
+    print("Times in microseconds per call: back-to-back calls between CUDA events (median over repeats); the "
+          "overhead row is host time per call. The last column times one call between two events and a wait "
+          "(it adds the host's time from the event to the call's first launch).\n")
     print("| workload | kiln default | kiln reduce-overhead | kiln max-autotune | torch eager | torch.compile | "
           "torch reduce-overhead | torch max-autotune | best torch / best kiln | kiln GB/s (% of 1 GiB copy, "
           "% of same-size copy) | kiln TFLOP/s | "
-          "launches | kiln compile cold / warm ms | torch compile ms |")
-    print("|" + "---|" * 14)
+          "launches | kiln compile cold / warm ms | torch compile ms | one synchronized call: best kiln / best torch |")
+    print("|" + "---|" * 15)
     for name, k in kiln.items():
         t = torch.get(name, {})
         kt = [k[m]["us"] if m in k else None for m in kmodes]
@@ -50,8 +52,10 @@ def main():
         c, w = cold.get(name, {}), warm.get(name, {})
         comp = f"{c.get('compile_ms', float('nan')):.0f} / {w.get('compile_ms', float('nan')):.0f}"
         tc = t.get("default", {}).get("compile_ms")
+        sync = lambda rs: min((r["sync_us"] for r in rs if r.get("sync_us")), default=None)
+        one = f"{fmt(sync(k.values()))} / {fmt(sync(t.values()))}"
         print(f"| {name} | {' | '.join(fmt(x) for x in kt)} | {' | '.join(fmt(x) for x in tt)} | {ratio} | {bw} | "
-              f"{tf} | {kb['launches']} | {comp} | {fmt(tc)} |")
+              f"{tf} | {kb['launches']} | {comp} | {fmt(tc)} | {one} |")
 
 
 if __name__ == "__main__":

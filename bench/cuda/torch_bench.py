@@ -86,16 +86,27 @@ def make(w):
 
 
 def time_gpu(fn, args, reps):
+    """GPU time per call as bench_cuda.cc's time_gpu measures it: (back to back, synchronized).
+
+    Back to back: K calls (about 1 ms of work) between two CUDA events, median over repeats.
+    Synchronized: one call between two events, then a wait, median over `reps`.
+    """
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    t = []
-    for _ in range(reps):
+
+    def timed(calls):
         start.record()
-        fn(*args)
+        for _ in range(calls):
+            fn(*args)
         end.record()
         end.synchronize()
-        t.append(start.elapsed_time(end))
-    t.sort()
-    return t[len(t) // 2] * 1e3
+        return start.elapsed_time(end) * 1e3 / calls
+
+    def median(t):
+        return sorted(t)[len(t) // 2]
+
+    sync_us = median([timed(1) for _ in range(reps)])
+    k = min(100, max(3, int(1000 / sync_us)))
+    return median([timed(k) for _ in range(max(5, reps // 3))]), sync_us
 
 
 def time_host(fn, args, n=2000):
@@ -134,8 +145,11 @@ def main():
                 compile_ms = (time.perf_counter() - t0) * 1e3
                 for _ in range(3):
                     f(*args)
-                us = time_host(f, args) if w["kind"] == "overhead" else time_gpu(f, args, a.reps)
-            r = dict(name=w["name"], mode=mode, us=us, compile_ms=compile_ms,
+                if w["kind"] == "overhead":
+                    us, sync_us = time_host(f, args), 0.0
+                else:
+                    us, sync_us = time_gpu(f, args, a.reps)
+            r = dict(name=w["name"], mode=mode, us=us, sync_us=sync_us, compile_ms=compile_ms,
                      gbps=w["bytes"] / (us * 1e-6) / 1e9, tflops=w["flops"] / (us * 1e-6) / 1e12)
             print("TORCH_RESULT " + json.dumps(r), flush=True)
 
