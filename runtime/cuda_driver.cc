@@ -257,7 +257,6 @@ absl::Status copy_host_to_device(CUdeviceptr dst, const void* src, int64_t bytes
 }
 
 absl::Status DeviceBuffer::copy_from_host(const void* src, int64_t bytes, CUstream stream) {
-  KILN_API();
   KILN_RETURN_IF_ERROR(check_size(bytes, "host-to-device copy"));
   if (bytes == 0) return absl::OkStatus();
   return copy_host_to_device(ptr_, src, bytes, stream);
