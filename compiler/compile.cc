@@ -125,13 +125,9 @@ std::string CompileStats::to_json() const {
       "{{\"calls\": {}, \"guard_hits\": {}, \"compiles\": {}, \"recompiles\": {}, \"recompile_reasons\": [{}], "
       "\"kernels\": {}, \"gemms\": {}, \"launches_per_call\": {}, \"cache_memory_hits\": {}, \"cache_disk_hits\": {}, \"cache_misses\": {}, "
       "\"pass_ms\": {:.3f}, \"lower_ms\": {:.3f}, \"codegen_ms\": {:.3f}, \"compile_ms\": {:.3f}, \"tune_ms\": {:.3f}, "
-      "\"kernel_times\": [{}]}}",
+      "\"kernel_times\": {}}}",
       calls, guard_hits, compiles, recompiles, reasons, kernels, gemms, launches_per_call, cache_memory_hits, cache_disk_hits,
-      cache_misses, pass_ms, lower_ms, codegen_ms, compile_ms, tune_ms,
-      str_join(kernel_times, ", ", [](const BuildStats::KernelTime& t) {
-        return fmt::format("{{\"name\": \"{}\", \"codegen_ms\": {:.3f}, \"compile_ms\": {:.3f}, \"cached\": {}}}", t.name,
-                           t.codegen_ms, t.compile_ms, t.cached);
-      }));
+      cache_misses, pass_ms, lower_ms, codegen_ms, compile_ms, tune_ms, kernel_times_json(kernel_times));
 }
 
 struct CompiledGraph::Impl {

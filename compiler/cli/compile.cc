@@ -109,16 +109,13 @@ DeviceReport compile_cpu(std::shared_ptr<const CompiledModule> m, const BuildOpt
                        "the JIT cache){}\n",
                        s.kernels, s.gemms, s.codegen_ms, s.compile_ms, s.cache_misses, s.cache_memory_hits,
                        bo.dump_dir.empty() ? "" : str_cat("; optimized LLVM IR in ", bo.dump_dir));
-  nlohmann::json per_kernel = nlohmann::json::array();
-  for (const BuildStats::KernelTime& t : s.kernel_times) {
+  for (const BuildStats::KernelTime& t : s.kernel_times)
     r.text += fmt::format("  {:<24}{}\n", t.name,
                           t.cached ? std::string("from the JIT cache")
                                    : fmt::format("codegen {:.2f} ms, O2 + JIT {:.1f} ms", t.codegen_ms, t.compile_ms));
-    per_kernel.push_back({{"name", t.name}, {"codegen_ms", t.codegen_ms}, {"compile_ms", t.compile_ms}, {"cached", t.cached}});
-  }
   r.json = {{"device", "cpu"},          {"kernels", s.kernels},       {"gemms", s.gemms},
             {"codegen_ms", s.codegen_ms}, {"compile_ms", s.compile_ms}, {"compiled", s.cache_misses},
-            {"cache_hits", s.cache_memory_hits}, {"kernel_times", per_kernel}};
+            {"cache_hits", s.cache_memory_hits}, {"kernel_times", nlohmann::json::parse(kernel_times_json(s.kernel_times))}};
   return r;
 }
 #endif
