@@ -44,10 +44,9 @@ double time_ms(const std::function<void()>& fn, double budget_ms = 400) {
 }
 
 // GB/s of copying `bytes` (counted read + written) with `threads` threads, timed for about
-// `budget_ms`. glibc's memcpy writes a copy this large with non-temporal stores, which skip
-// reading the destination's lines into the cache; `ordinary_stores` copies with a loop of
-// plain stores instead (a word-wise xor with a zero the compiler cannot see), as a kernel's
-// stores are written, so each destination line is also read before it is written.
+// `budget_ms`: with glibc's memcpy, which picks its own way for a copy this large (by CPU:
+// non-temporal stores, `rep movsb`), or with `ordinary_stores`, a loop of plain stores (a
+// word-wise xor with a zero the compiler cannot see), written as a kernel's stores are.
 double copy_gbs(int64_t bytes, int threads, bool ordinary_stores = false, double budget_ms = 400) {
   static volatile uint64_t zero = 0;
   const int64_t words = bytes / 8;
