@@ -122,7 +122,9 @@ class Event {
 // complete (landed on the device) when the call returns.
 absl::Status copy_host_to_device(CUdeviceptr dst, const void* src, int64_t bytes, CUstream stream);
 
-// Owned device memory. Copies are synchronous unless a stream is given.
+// Owned device memory. With no stream, copies to and from the host are complete when they
+// return, and a device-to-device copy is ordered on the legacy default stream (the host does
+// not wait for it); with a stream, every copy is enqueued on it.
 class DeviceBuffer {
  public:
   static absl::StatusOr<DeviceBuffer> allocate(const Context& ctx, int64_t bytes);
