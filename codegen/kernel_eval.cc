@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "absl/container/flat_hash_map.h"
+#include "ir/scalar_ops.h"
 #include "ir/str.h"
 
 namespace kiln {
@@ -17,86 +18,6 @@ using kir::IndexKind;
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kInf = std::numeric_limits<double>::infinity();
-
-int64_t floor_div(int64_t a, int64_t b) {
-  int64_t q = a / b;
-  return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
-}
-
-int64_t wrap_neg(int64_t a) { return static_cast<int64_t>(0 - static_cast<uint64_t>(a)); }
-
-// The same f32 formulas as the reference evaluator.
-double unary_float(Op op, float x) {
-  switch (op) {
-    case Op::Neg: return -x;
-    case Op::Abs: return std::fabs(x);
-    case Op::Exp: return std::exp(x);
-    case Op::Log: return std::log(x);
-    case Op::Sqrt: return std::sqrt(x);
-    case Op::Rsqrt: return 1.0f / std::sqrt(x);
-    case Op::Sin: return std::sin(x);
-    case Op::Cos: return std::cos(x);
-    case Op::Tanh: return std::tanh(x);
-    case Op::Sigmoid: return 1.0f / (1.0f + std::exp(-x));
-    case Op::Relu: return x < 0 ? 0.0f : x;
-    case Op::Silu: return x * (1.0f / (1.0f + std::exp(-x)));
-    case Op::Erf: return std::erf(x);
-    case Op::Reciprocal: return 1.0f / x;
-    case Op::Floor: return std::floor(x);
-    case Op::Ceil: return std::ceil(x);
-    default: return kNaN;
-  }
-}
-
-int64_t unary_int(Op op, int64_t v) {
-  switch (op) {
-    case Op::Neg: return wrap_neg(v);
-    case Op::Abs: return v < 0 ? wrap_neg(v) : v;
-    case Op::Relu: return std::max<int64_t>(v, 0);
-    case Op::Not: return !v;
-    default: return 0;
-  }
-}
-
-double binary_float(Op op, float a, float b) {
-  switch (op) {
-    case Op::Add: return a + b;
-    case Op::Sub: return a - b;
-    case Op::Mul: return a * b;
-    case Op::Div: return a / b;
-    case Op::Pow: return std::pow(a, b);
-    case Op::Maximum: return std::isnan(a) || std::isnan(b) ? kNaN : std::max(a, b);
-    case Op::Minimum: return std::isnan(a) || std::isnan(b) ? kNaN : std::min(a, b);
-    case Op::Eq: return a == b;
-    case Op::Ne: return a != b;
-    case Op::Lt: return a < b;
-    case Op::Le: return a <= b;
-    case Op::Gt: return a > b;
-    case Op::Ge: return a >= b;
-    default: return kNaN;
-  }
-}
-
-int64_t binary_int(Op op, int64_t a, int64_t b) {
-  uint64_t ua = static_cast<uint64_t>(a), ub = static_cast<uint64_t>(b);
-  switch (op) {
-    case Op::Add: return static_cast<int64_t>(ua + ub);
-    case Op::Sub: return static_cast<int64_t>(ua - ub);
-    case Op::Mul: return static_cast<int64_t>(ua * ub);
-    case Op::Div: return b == 0 ? 0 : b == -1 ? wrap_neg(a) : a / b;
-    case Op::Maximum: return std::max(a, b);
-    case Op::Minimum: return std::min(a, b);
-    case Op::Eq: return a == b;
-    case Op::Ne: return a != b;
-    case Op::Lt: return a < b;
-    case Op::Le: return a <= b;
-    case Op::Gt: return a > b;
-    case Op::Ge: return a >= b;
-    case Op::And: return a && b;
-    case Op::Or: return a || b;
-    default: return 0;
-  }
-}
 
 // Calls f(point) for every point of `extents` in row-major order.
 template <typename F>
@@ -287,7 +208,7 @@ class Runner {
       case ExprKind::Unary: {
         double a = eval(n.a);
         if (is_float(n.a.dtype())) return round_to_dtype(unary_float(n.op, static_cast<float>(a)), n.dtype);
-        return round_to_dtype(static_cast<double>(unary_int(n.op, static_cast<int64_t>(a))), n.dtype);
+        return round_to_dtype(static_cast<double>(unary_int(n.op, static_cast<int64_t>(a)).value_or(0)), n.dtype);
       }
       case ExprKind::Binary: {
         double a = eval(n.a), b = eval(n.b);

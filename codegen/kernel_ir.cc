@@ -3,15 +3,11 @@
 #include <cstdio>
 
 #include "ir/attr.h"
+#include "ir/scalar_ops.h"
 #include "ir/str.h"
 
 namespace kiln::kir {
 namespace {
-
-int64_t floor_div(int64_t a, int64_t b) {
-  int64_t q = a / b;
-  return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
-}
 
 std::shared_ptr<IndexNode> index_node(IndexKind kind) {
   auto n = std::make_shared<IndexNode>();

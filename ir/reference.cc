@@ -44,6 +44,7 @@
 #include <numeric>
 
 #include "absl/container/flat_hash_map.h"
+#include "ir/scalar_ops.h"
 #include "ir/str.h"
 
 namespace kiln {
@@ -219,37 +220,6 @@ absl::StatusOr<Dims> eval_dims(const std::vector<SymExpr>& dims, const Bindings&
   return out;
 }
 
-float unary_float(Op op, float x, bool tanh_gelu) {
-  switch (op) {
-    case Op::Neg: return -x;
-    case Op::Abs: return std::fabs(x);
-    case Op::Exp: return std::exp(x);
-    case Op::Log: return std::log(x);
-    case Op::Sqrt: return std::sqrt(x);
-    case Op::Rsqrt: return 1.0f / std::sqrt(x);
-    case Op::Sin: return std::sin(x);
-    case Op::Cos: return std::cos(x);
-    case Op::Tanh: return std::tanh(x);
-    case Op::Sigmoid: return 1.0f / (1.0f + std::exp(-x));
-    case Op::Relu: return x < 0 ? 0.0f : x;
-    case Op::Gelu:
-      if (tanh_gelu) {
-        const float beta = static_cast<float>(std::sqrt(2.0 / M_PI)), kappa = 0.044715f;
-        return 0.5f * x * (1.0f + std::tanh(beta * (x + kappa * x * x * x)));
-      }
-      return 0.5f * x * (1.0f + std::erf(x * static_cast<float>(M_SQRT1_2)));
-    case Op::Silu: return x * (1.0f / (1.0f + std::exp(-x)));
-    case Op::Erf: return std::erf(x);
-    case Op::Reciprocal: return 1.0f / x;
-    case Op::Floor: return std::floor(x);
-    case Op::Ceil: return std::ceil(x);
-    default: return kNaN;  // unreachable: unary() dispatches only the ops above
-  }
-}
-
-// Two's complement arithmetic in int64; set_int wraps the result to i32 where needed.
-int64_t wrap_neg(int64_t a) { return static_cast<int64_t>(0 - static_cast<uint64_t>(a)); }
-
 Result unary(const Ctx& c) {
   const HostTensor& x = c.x();
   HostTensor out(x.dtype(), x.shape());
@@ -261,15 +231,11 @@ Result unary(const Ctx& c) {
     for (int64_t i = 0; i < x.numel(); ++i)
       out.set(i, unary_float(op, static_cast<float>(x.get(i)), tanh_gelu));
   } else {
+    // Integers: two's complement in int64; set_int wraps the result to i32 where needed.
     for (int64_t i = 0; i < x.numel(); ++i) {
-      int64_t v = x.get_int(i);
-      switch (op) {
-        case Op::Neg: v = wrap_neg(v); break;
-        case Op::Abs: v = v < 0 ? wrap_neg(v) : v; break;
-        case Op::Relu: v = std::max<int64_t>(v, 0); break;
-        default: return invalid_argument(op_name(op), " is not defined on ", x.type_string());
-      }
-      out.set_int(i, v);
+      std::optional<int64_t> v = unary_int(op, x.get_int(i));
+      if (!v) return invalid_argument(op_name(op), " is not defined on ", x.type_string());
+      out.set_int(i, *v);
     }
   }
   return Tensors{std::move(out)};
@@ -313,46 +279,6 @@ Result iota(const Ctx& c) {
     else out.set_int(i, v);
   }
   return Tensors{std::move(out)};
-}
-
-double binary_float(Op op, float a, float b) {
-  switch (op) {
-    case Op::Add: return a + b;
-    case Op::Sub: return a - b;
-    case Op::Mul: return a * b;
-    case Op::Div: return a / b;
-    case Op::Pow: return std::pow(a, b);
-    case Op::Maximum: return std::isnan(a) || std::isnan(b) ? kNaN : std::max(a, b);
-    case Op::Minimum: return std::isnan(a) || std::isnan(b) ? kNaN : std::min(a, b);
-    case Op::Eq: return a == b;
-    case Op::Ne: return a != b;
-    case Op::Lt: return a < b;
-    case Op::Le: return a <= b;
-    case Op::Gt: return a > b;
-    case Op::Ge: return a >= b;
-    default: return kNaN;  // unreachable: binary() dispatches only the ops above
-  }
-}
-
-int64_t binary_int(Op op, int64_t a, int64_t b) {
-  uint64_t ua = static_cast<uint64_t>(a), ub = static_cast<uint64_t>(b);
-  switch (op) {
-    case Op::Add: return static_cast<int64_t>(ua + ub);
-    case Op::Sub: return static_cast<int64_t>(ua - ub);
-    case Op::Mul: return static_cast<int64_t>(ua * ub);
-    case Op::Div: return b == 0 ? 0 : b == -1 ? wrap_neg(a) : a / b;
-    case Op::Maximum: return std::max(a, b);
-    case Op::Minimum: return std::min(a, b);
-    case Op::Eq: return a == b;
-    case Op::Ne: return a != b;
-    case Op::Lt: return a < b;
-    case Op::Le: return a <= b;
-    case Op::Gt: return a > b;
-    case Op::Ge: return a >= b;
-    case Op::And: return a && b;
-    case Op::Or: return a || b;
-    default: return 0;  // unreachable: binary() dispatches only the ops above
-  }
 }
 
 Result binary(const Ctx& c) {

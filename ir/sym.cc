@@ -1,4 +1,3 @@
-#include "ir/str.h"
 #include "ir/sym.h"
 
 #include <algorithm>
@@ -6,6 +5,8 @@
 #include <stdexcept>
 
 #include "absl/hash/hash.h"
+#include "ir/scalar_ops.h"
+#include "ir/str.h"
 
 namespace kiln {
 namespace {
@@ -93,12 +94,6 @@ PolyPtr constant_poly(int64_t v) {
 
 PolyPtr atom_poly(std::shared_ptr<const SymAtom> atom, int64_t coeff = 1) {
   return make_poly({SymTerm{coeff, {SymFactor{std::move(atom), 1}}}});
-}
-
-int64_t floor_div(int64_t a, int64_t b) {
-  int64_t q = a / b;
-  if ((a % b != 0) && ((a < 0) != (b < 0))) --q;
-  return q;
 }
 
 int64_t floor_mod(int64_t a, int64_t b) { return a - floor_div(a, b) * b; }
