@@ -8,6 +8,7 @@
 #include "ir/parser.h"
 #include "ir/str.h"
 #include "test/common/filecheck.h"
+#include "test/common/graphs.h"
 #include "test/fuzz/check.h"
 
 using namespace kiln;
@@ -46,31 +47,15 @@ void require_checks(const std::string& text, const char* checks) {
   REQUIRE(r.ok);
 }
 
-constexpr const char* kChain = R"(graph chain(%x: f32[B, 7], %y: f32[7], %z: bf16[B, 1]) {
-  %a = add(%x, %y)
-  %b = mul(%a, %a)
-  %c = tanh(%b)
-  %d = cast(%z, dtype=f32)
-  %e = sub(%c, %d)
-  %f = sigmoid(%e)
-  %g = gelu(%f, approximate="tanh")
-  %h = maximum(%g, %x)
-  %i = exp(%h)
-  %j = gt(%i, %x)
-  %k = where(%j, %i, %y)
-  %l = cast(%k, dtype=bf16)
-  return %l, %b
-})";
-
 }  // namespace
 
 TEST_CASE("every node in its own kernel matches the reference", "[lower]") {
-  Graph g = parse(kChain);
+  Graph g = parse(test_graphs::kChain);
   require_ok(check_schedule_matches_reference(g, schedule_per_node(g), bindings_of("B", {1, 3, 17}), 1));
 }
 
 TEST_CASE("a chain of broadcasting elementwise ops fuses into one kernel", "[lower]") {
-  Graph g = parse(kChain);
+  Graph g = parse(test_graphs::kChain);
   Schedule s = schedule_single_group(g, KernelGroup::Kind::Elementwise);
   require_ok(check_schedule_matches_reference(g, s, bindings_of("B", {1, 3, 17}), 2));
   std::string text = lowered_text(g, s);
@@ -94,14 +79,7 @@ CHECK-NOT: kernel
 }
 
 TEST_CASE("softmax as primitives lowers to reduce, reduce, map in one kernel", "[lower]") {
-  Graph g = parse(R"(graph softmax(%x: f32[B, T, 19]) {
-  %m = max(%x, axes=[-1], keepdim=true)
-  %d = sub(%x, %m)
-  %e = exp(%d)
-  %s = sum(%e, axes=[2], keepdim=true)
-  %y = div(%e, %s)
-  return %y
-})");
+  Graph g = parse(test_graphs::kSoftmax);
   Schedule s = schedule_single_group(g, KernelGroup::Kind::Reduction);
   std::vector<Bindings> bs = {{{"B", 1}, {"T", 1}}, {{"B", 2}, {"T", 5}}, {{"B", 3}, {"T", 8}}};
   require_ok(check_schedule_matches_reference(g, s, bs, 3));
@@ -119,19 +97,7 @@ CHECK-NOT: reduce
 }
 
 TEST_CASE("rms_norm with the residual add before it: one kernel, two outputs", "[lower]") {
-  Graph g = parse(R"(graph rms(%x: bf16[B, 32], %r: bf16[B, 32], %w: bf16[32] param) {
-  %h = add(%x, %r)
-  %f = cast(%h, dtype=f32)
-  %sq = mul(%f, %f)
-  %ms = mean(%sq, axes=[-1], keepdim=true)
-  %eps = constant(value=1e-6)
-  %v = add(%ms, %eps)
-  %inv = rsqrt(%v)
-  %n = mul(%f, %inv)
-  %nb = cast(%n, dtype=bf16)
-  %y = mul(%nb, %w)
-  return %h, %y
-})");
+  Graph g = parse(test_graphs::kRmsNorm);
   Schedule s = schedule_single_group(g, KernelGroup::Kind::Reduction);
   REQUIRE(s.groups[0].outputs.size() == 2);
   require_ok(check_schedule_matches_reference(g, s, bindings_of("B", {1, 5, 33}), 4));
@@ -144,49 +110,19 @@ CHECK: store y[
 }
 
 TEST_CASE("reductions: axes, keepdim, negative axes, integer and argmax", "[lower]") {
-  Graph g = parse(R"(graph red(%x: f32[B, 5, 3], %i: i32[B, 4]) {
-  %a = sum(%x, axes=[0, 2])
-  %b = max(%x, axes=[-2], keepdim=true)
-  %c = min(%x)
-  %d = prod(%x, axes=[1])
-  %e = argmax(%x, axis=1, keepdim=true)
-  %f = mean(%x, axes=[-1, 0], keepdim=true)
-  %g = sum(%i, axes=[1])
-  %h = max(%i, axes=[0])
-  return %a, %b, %c, %d, %e, %f, %g, %h
-})");
+  Graph g = parse(test_graphs::kReductions);
   require_ok(check_schedule_matches_reference(g, schedule_per_node(g), bindings_of("B", {1, 2, 7}), 5));
 }
 
 TEST_CASE("views become index arithmetic inside one kernel", "[lower]") {
-  Graph g = parse(R"(graph views(%x: f32[B, 6, 4], %y: f32[4, 1, 6], %t: f32[B, 24]) {
-  %p = permute(%x, dims=[2, 0, 1])
-  %r = reshape(%p, shape=[4, B, 3, 2])
-  %s = slice(%r, axis=-1, start=1, end=2)
-  %q = squeeze(%s, axes=[3])
-  %u = unsqueeze(%q, axes=[0])
-  %e = expand(%y, shape=[4, B, 6])
-  %re = reshape(%e, shape=[4, B, 3, 2])
-  %sl = slice(%re, axis=2, start=-1, end=-4, step=-1)
-  %a = add(%sl, %r)
-  %t2 = reshape(%t, shape=[B, 4, 6])
-  %t3 = permute(%t2, dims=[1, 0, 2])
-  %t4 = reshape(%t3, shape=[4, B, 3, 2])
-  %m = mul(%a, %t4)
-  return %m, %u
-})");
+  Graph g = parse(test_graphs::kViews);
   require_ok(check_schedule_matches_reference(g, schedule_per_node(g), bindings_of("B", {1, 2, 5}), 6));
   require_ok(check_schedule_matches_reference(g, schedule_single_group(g, KernelGroup::Kind::Elementwise),
                                               bindings_of("B", {1, 2, 5}), 7));
 }
 
 TEST_CASE("reshape of symbolic dims divides by a symbolic extent", "[lower]") {
-  Graph g = parse(R"(graph r(%x: f32[B, T]) {
-  %a = reshape(%x, shape=[-1])
-  %b = reshape(%a, shape=[T, B])
-  %c = exp(%b)
-  return %c
-})");
+  Graph g = parse(test_graphs::kReshape);
   Schedule s = schedule_single_group(g, KernelGroup::Kind::Elementwise);
   std::vector<Bindings> bs = {{{"B", 1}, {"T", 1}}, {{"B", 3}, {"T", 5}}, {{"B", 4}, {"T", 2}}};
   require_ok(check_schedule_matches_reference(g, s, bs, 8));
@@ -194,26 +130,14 @@ TEST_CASE("reshape of symbolic dims divides by a symbolic extent", "[lower]") {
 }
 
 TEST_CASE("concat, split and gather", "[lower]") {
-  Graph g = parse(R"(graph cs(%a: f32[B, 3], %b: f32[B, 2], %c: f32[B, 1], %ids: i64[K], %emb: f32[10, 4]) {
-  %x = concat(%a, %b, %c, axis=1)
-  %p, %q = split(%x, axis=-1, sizes=[4, 2])
-  %r = concat(%q, %q, axis=0)
-  %e = gather(%emb, %ids, axis=0)
-  %n = neg(%p)
-  return %n, %r, %e, %x
-})");
+  Graph g = parse(test_graphs::kConcatSplitGather);
   std::vector<Bindings> bs = {{{"B", 1}, {"K", 1}}, {{"B", 4}, {"K", 7}}};
   require_ok(check_schedule_matches_reference(g, schedule_per_node(g), bs, 9));
   require_ok(check_schedule_matches_reference(g, schedule_single_group(g, KernelGroup::Kind::Elementwise), bs, 10));
 }
 
 TEST_CASE("gemm groups carry their epilogue", "[lower]") {
-  Graph g = parse(R"(graph mlp(%x: f32[B, T, 16], %w: f32[8, 16] param, %bias: f32[8] param, %r: f32[B, T, 8]) {
-  %l = linear(%x, %w, %bias)
-  %g = gelu(%l)
-  %y = add(%g, %r)
-  return %y
-})");
+  Graph g = parse(test_graphs::kMlp);
   Schedule s = schedule_single_group(g, KernelGroup::Kind::Gemm);
   std::vector<Bindings> bs = {{{"B", 1}, {"T", 1}}, {{"B", 2}, {"T", 3}}};
   require_ok(check_schedule_matches_reference(g, s, bs, 11));
@@ -229,13 +153,7 @@ CHECK: store y[
 }
 
 TEST_CASE("batched matmul with broadcast batch dims, vectors, and a transposing prologue", "[lower]") {
-  Graph g = parse(R"(graph mm(%q: f32[B, 2, T, 8], %k: f32[2, T, 8], %v: f32[8], %m: f32[8, 5]) {
-  %kt = permute(%k, dims=[0, 2, 1])
-  %s = matmul(%q, %kt)
-  %z = matmul(%v, %m)
-  %u = matmul(%q, %v)
-  return %s, %z, %u
-})");
+  Graph g = parse(test_graphs::kMatmuls);
   Schedule s;
   Node* kt = g.find("kt")->producer();
   Node* mm = g.find("s")->producer();

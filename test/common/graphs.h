@@ -1,0 +1,116 @@
+// Graphs that several test suites check against the reference evaluator: the kernel IR
+// evaluator (test/codegen), the CPU backend (test/cpu). One text each, so that the suites
+// exercise the same graphs.
+#pragma once
+
+namespace kiln::test_graphs {
+
+// A chain of broadcasting elementwise ops, f32 and bf16.
+inline constexpr const char* kChain = R"(graph chain(%x: f32[B, 7], %y: f32[7], %z: bf16[B, 1]) {
+  %a = add(%x, %y)
+  %b = mul(%a, %a)
+  %c = tanh(%b)
+  %d = cast(%z, dtype=f32)
+  %e = sub(%c, %d)
+  %f = sigmoid(%e)
+  %g = gelu(%f, approximate="tanh")
+  %h = maximum(%g, %x)
+  %i = exp(%h)
+  %j = gt(%i, %x)
+  %k = where(%j, %i, %y)
+  %l = cast(%k, dtype=bf16)
+  return %l, %b
+})";
+
+// Softmax written as primitives (reduce max, reduce sum, map).
+inline constexpr const char* kSoftmax = R"(graph softmax(%x: f32[B, T, 19]) {
+  %m = max(%x, axes=[-1], keepdim=true)
+  %d = sub(%x, %m)
+  %e = exp(%d)
+  %s = sum(%e, axes=[2], keepdim=true)
+  %y = div(%e, %s)
+  return %y
+})";
+
+// Rms_norm of a residual sum in bf16, with a weight.
+inline constexpr const char* kRmsNorm = R"(graph rms(%x: bf16[B, 32], %r: bf16[B, 32], %w: bf16[32] param) {
+  %h = add(%x, %r)
+  %f = cast(%h, dtype=f32)
+  %sq = mul(%f, %f)
+  %ms = mean(%sq, axes=[-1], keepdim=true)
+  %eps = constant(value=1e-6)
+  %v = add(%ms, %eps)
+  %inv = rsqrt(%v)
+  %n = mul(%f, %inv)
+  %nb = cast(%n, dtype=bf16)
+  %y = mul(%nb, %w)
+  return %h, %y
+})";
+
+// Every reduction, over several axes, on floats and integers.
+inline constexpr const char* kReductions = R"(graph red(%x: f32[B, 5, 3], %i: i32[B, 4]) {
+  %a = sum(%x, axes=[0, 2])
+  %b = max(%x, axes=[-2], keepdim=true)
+  %c = min(%x)
+  %d = prod(%x, axes=[1])
+  %e = argmax(%x, axis=1, keepdim=true)
+  %f = mean(%x, axes=[-1, 0], keepdim=true)
+  %g = sum(%i, axes=[1])
+  %h = max(%i, axes=[0])
+  return %a, %b, %c, %d, %e, %f, %g, %h
+})";
+
+// Permute, reshape, slice, squeeze, unsqueeze and expand feeding elementwise ops.
+inline constexpr const char* kViews = R"(graph views(%x: f32[B, 6, 4], %y: f32[4, 1, 6], %t: f32[B, 24]) {
+  %p = permute(%x, dims=[2, 0, 1])
+  %r = reshape(%p, shape=[4, B, 3, 2])
+  %s = slice(%r, axis=-1, start=1, end=2)
+  %q = squeeze(%s, axes=[3])
+  %u = unsqueeze(%q, axes=[0])
+  %e = expand(%y, shape=[4, B, 6])
+  %re = reshape(%e, shape=[4, B, 3, 2])
+  %sl = slice(%re, axis=2, start=-1, end=-4, step=-1)
+  %a = add(%sl, %r)
+  %t2 = reshape(%t, shape=[B, 4, 6])
+  %t3 = permute(%t2, dims=[1, 0, 2])
+  %t4 = reshape(%t3, shape=[4, B, 3, 2])
+  %m = mul(%a, %t4)
+  return %m, %u
+})";
+
+// Reshapes through a flat view, over two symbols.
+inline constexpr const char* kReshape = R"(graph r(%x: f32[B, T]) {
+  %a = reshape(%x, shape=[-1])
+  %b = reshape(%a, shape=[T, B])
+  %c = exp(%b)
+  return %c
+})";
+
+// Concat, split and gather.
+inline constexpr const char* kConcatSplitGather = R"(graph cs(%a: f32[B, 3], %b: f32[B, 2], %c: f32[B, 1], %ids: i64[K], %emb: f32[10, 4]) {
+  %x = concat(%a, %b, %c, axis=1)
+  %p, %q = split(%x, axis=-1, sizes=[4, 2])
+  %r = concat(%q, %q, axis=0)
+  %e = gather(%emb, %ids, axis=0)
+  %n = neg(%p)
+  return %n, %r, %e, %x
+})";
+
+// A linear layer with bias, gelu and a residual add.
+inline constexpr const char* kMlp = R"(graph mlp(%x: f32[B, T, 16], %w: f32[8, 16] param, %bias: f32[8] param, %r: f32[B, T, 8]) {
+  %l = linear(%x, %w, %bias)
+  %g = gelu(%l)
+  %y = add(%g, %r)
+  return %y
+})";
+
+// Matmuls: batched with a transposed operand, vector-matrix, matrix-vector.
+inline constexpr const char* kMatmuls = R"(graph mm(%q: f32[B, 2, T, 8], %k: f32[2, T, 8], %v: f32[8], %m: f32[8, 5]) {
+  %kt = permute(%k, dims=[0, 2, 1])
+  %s = matmul(%q, %kt)
+  %z = matmul(%v, %m)
+  %u = matmul(%q, %v)
+  return %s, %z, %u
+})";
+
+}  // namespace kiln::test_graphs
