@@ -216,10 +216,12 @@ std::vector<Workload> workloads(bool quick) {
                    }
                  });
                }});
-  int64_t tokens = quick ? 8 : 32, d = 1024, f = 2816;
-  w.push_back({"Llama MLP bf16 (32 tokens, 1024 -> 2816 -> 1024)",
-               str_cat("graph mlp(%x: bf16[M, ", d, "], %w_gate: bf16[", f, ", ", d, "] param, %w_up: bf16[", f, ", ", d,
-                       "] param, %w_down: bf16[", d, ", ", f, R"(] param) {
+  // The Llama MLP at a prefill size and at one token (decoding: GEMMs of one row).
+  const int64_t d = 1024, f = 2816;
+  auto mlp = [&](int64_t tokens) -> Workload {
+    return {str_cat("Llama MLP bf16 (", tokens, tokens == 1 ? " token" : " tokens", ", 1024 -> 2816 -> 1024)"),
+            str_cat("graph mlp(%x: bf16[M, ", d, "], %w_gate: bf16[", f, ", ", d, "] param, %w_up: bf16[", f, ", ", d,
+                    "] param, %w_down: bf16[", d, ", ", f, R"(] param) {
   %g = linear(%x, %w_gate)
   %u = linear(%x, %w_up)
   %a = silu(%g)
@@ -227,33 +229,36 @@ std::vector<Workload> workloads(bool quick) {
   %y = linear(%h, %w_down)
   return %y
 })"),
-               {{"M", tokens}}, false, 2.0 * static_cast<double>(tokens * 3 * d * f),
-               [=](const std::vector<HostTensor>& in, HostTensor& out) {
-                 auto bf = [](const HostTensor& t) { return reinterpret_cast<const uint16_t*>(t.data()); };
-                 const uint16_t *x = bf(in[0]), *wg = bf(in[1]), *wu = bf(in[2]), *wd = bf(in[3]);
-                 std::vector<float> h(static_cast<size_t>(tokens * f));
-                 rowwise(tokens, f, [&](int64_t i, int64_t ff) {
-                   for (int64_t j = 0; j < ff; ++j) {
-                     float g = 0, u = 0;
-                     for (int64_t t = 0; t < d; ++t) {
-                       float xv = bf16_to_f32(x[i * d + t]);
-                       g += xv * bf16_to_f32(wg[j * d + t]);
-                       u += xv * bf16_to_f32(wu[j * d + t]);
-                     }
-                     auto round = [](float v) { return bf16_to_f32(f32_to_bf16(v)); };
-                     float gb = round(g), ub = round(u);
-                     h[i * ff + j] = round(round(gb * sigmoid(gb)) * ub);
-                   }
-                 });
-                 uint16_t* y = reinterpret_cast<uint16_t*>(out.data());
-                 rowwise(tokens, d, [&](int64_t i, int64_t dd) {
-                   for (int64_t j = 0; j < dd; ++j) {
-                     float acc = 0;
-                     for (int64_t t = 0; t < f; ++t) acc += h[i * f + t] * bf16_to_f32(wd[j * f + t]);
-                     y[i * dd + j] = f32_to_bf16(acc);
-                   }
-                 });
-               }});
+            {{"M", tokens}}, false, 2.0 * static_cast<double>(tokens * 3 * d * f),
+            [=](const std::vector<HostTensor>& in, HostTensor& out) {
+              auto bf = [](const HostTensor& t) { return reinterpret_cast<const uint16_t*>(t.data()); };
+              const uint16_t *x = bf(in[0]), *wg = bf(in[1]), *wu = bf(in[2]), *wd = bf(in[3]);
+              std::vector<float> h(static_cast<size_t>(tokens * f));
+              rowwise(tokens, f, [&](int64_t i, int64_t ff) {
+                for (int64_t j = 0; j < ff; ++j) {
+                  float g = 0, u = 0;
+                  for (int64_t t = 0; t < d; ++t) {
+                    float xv = bf16_to_f32(x[i * d + t]);
+                    g += xv * bf16_to_f32(wg[j * d + t]);
+                    u += xv * bf16_to_f32(wu[j * d + t]);
+                  }
+                  auto round = [](float v) { return bf16_to_f32(f32_to_bf16(v)); };
+                  float gb = round(g), ub = round(u);
+                  h[i * ff + j] = round(round(gb * sigmoid(gb)) * ub);
+                }
+              });
+              uint16_t* y = reinterpret_cast<uint16_t*>(out.data());
+              rowwise(tokens, d, [&](int64_t i, int64_t dd) {
+                for (int64_t j = 0; j < dd; ++j) {
+                  float acc = 0;
+                  for (int64_t t = 0; t < f; ++t) acc += h[i * f + t] * bf16_to_f32(wd[j * f + t]);
+                  y[i * dd + j] = f32_to_bf16(acc);
+                }
+              });
+            }};
+  };
+  w.push_back(mlp(quick ? 8 : 32));
+  w.push_back(mlp(1));
   return w;
 }
 

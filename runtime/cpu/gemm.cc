@@ -211,6 +211,18 @@ void GemmRunner::run(const Bound& g, const void* a, const void* b, float* acc, T
       cp += lo;
       n = hi - lo;
     }
+    if (m == 1) {
+      // One row of C (decoding): a matrix-vector product reads B once, where sgemm would
+      // first copy B into its packed panels on every call.
+      int incx = g.a.k_contiguous ? 1 : static_cast<int>(g.a.ld);
+      if (g.b.k_contiguous)  // B is [n, k]
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(n), static_cast<int>(g.k), 1.0f, bp,
+                    static_cast<int>(g.b.ld), ap, incx, 0.0f, cp, 1);
+      else  // B is [k, n]
+        cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(g.k), static_cast<int>(n), 1.0f, bp,
+                    static_cast<int>(g.b.ld), ap, incx, 0.0f, cp, 1);
+      return;
+    }
     cblas_sgemm(CblasRowMajor, g.a.k_contiguous ? CblasNoTrans : CblasTrans, g.b.k_contiguous ? CblasTrans : CblasNoTrans,
                 static_cast<int>(m), static_cast<int>(n), static_cast<int>(g.k), 1.0f, ap, static_cast<int>(g.a.ld), bp,
                 static_cast<int>(g.b.ld), 0.0f, cp, static_cast<int>(std::max<int64_t>(g.n, 1)));
