@@ -140,23 +140,14 @@ absl::StatusOr<Tensor> Tensor::wrap(void* data, DType dtype, std::vector<int64_t
 }
 
 absl::StatusOr<Tensor> Tensor::from_host(const HostTensor& host, DeviceId device, void* stream) {
+  Tensor t;
   if (device.type == DeviceType::cpu) {
-    Tensor t = empty_host(host.dtype(), host.shape());
-    std::memcpy(t.data_, host.data(), size_t(host.nbytes()));
-    return t;
+    t = empty_host(host.dtype(), host.shape());
+  } else {
+    KILN_ASSIGN_OR_RETURN(t, empty_cuda(host.dtype(), host.shape(), device.index));
   }
-#if KILN_WITH_CUDA
-  KILN_ASSIGN_OR_RETURN(Tensor t, empty_cuda(host.dtype(), host.shape(), device.index));
-  auto& buffer = *static_cast<cuda::DeviceBuffer*>(t.owner_.get());
-  KILN_RETURN_IF_ERROR(buffer.copy_from_host(host.data(), host.nbytes(), CUstream(stream)));
-  if (stream != nullptr) {
-    KILN_ASSIGN_OR_RETURN(const cuda::DriverApi* api, cuda::driver());
-    KILN_RETURN_IF_ERROR(cuda::check(api->cuStreamSynchronize(CUstream(stream)), "cuStreamSynchronize"));
-  }
+  KILN_RETURN_IF_ERROR(t.copy_from_host(host, stream));
   return t;
-#else
-  return no_cuda_build();
-#endif
 }
 
 absl::Status Tensor::copy_from_host(const HostTensor& host, void* stream) {
