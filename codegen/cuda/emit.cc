@@ -1100,9 +1100,10 @@ class Emitter {
   // global memory once per row into registers (rc<n>[j], chunk c = threadIdx.x + j *
   // blockDim.x) and the stages read it there, as a persistent reduction does. A thread
   // holds 8 chunks where they and the value cache fit in 48 registers and the row then
-  // fits one warp (no reduction through shared memory), else 4. On an H200, layer_norm +
-  // gelu over rows of 4096 ran 4% faster with 4 chunks in 4 warps than with 8 in 2, once
-  // the warp count was a constant (emit_rows). The launch uses blockDim.x =
+  // takes one warp (no reduction through shared memory) or at least four, else 4. On an
+  // H200, with the warp count a constant (emit_rows), layer_norm + gelu ran 4% faster over
+  // rows of 4096 with 4 chunks in 4 warps than with 8 in 2, and 2% faster over rows of 8192
+  // with 8 chunks in 4 warps than with 4 in 8. The launch uses blockDim.x =
   // ceil(chunks / row_cache_chunks).
   // Where that many threads hold exactly the row's chunks (the usual case: 2048 or 4096
   // elements), the kernel is written for that blockDim.x (row_threads): no thread passes the
@@ -1146,7 +1147,7 @@ class Emitter {
     for (int64_t per : {8, 4}) {
       tpr = std::clamp<int64_t>(next_pow2((chunks + per - 1) / per), 32, 1024);
       kc = (chunks + tpr - 1) / tpr;
-      if (kc * words <= 48 && (per == 4 || tpr == 32)) break;
+      if (kc * words <= 48 && (tpr == 32 || tpr >= 128)) break;
     }
     if (kc > 8) return;
     row_cache_chunks_ = static_cast<int>(kc);
@@ -1228,10 +1229,8 @@ class Emitter {
     plan_row_cache(width);
     // Where the kernel is written for one blockDim.x, the warps of a row are a constant and
     // the reads of their partial results below unroll into independent loads.
-    if (row_threads_ > 0)
-      s += str_cat("  constexpr int nw = ", row_threads_ / 32, ";\n  const int slot = threadIdx.y * nw + (threadIdx.x >> 5);\n");
-    else
-      s += "  const int nw = blockDim.x >> 5, slot = threadIdx.y * nw + (threadIdx.x >> 5);\n";
+    s += row_threads_ > 0 ? str_cat("  constexpr int nw = ", row_threads_ / 32, ";\n") : "  const int nw = blockDim.x >> 5;\n";
+    s += "  const int slot = threadIdx.y * nw + (threadIdx.x >> 5);\n";
     s += "  for (long long base = (long long)blockIdx.x * blockDim.y; base < rows; base += (long long)gridDim.x * blockDim.y) {\n";
     s += "    const long long row = base + threadIdx.y;\n";
     s += "    const bool active = row < rows;\n";
