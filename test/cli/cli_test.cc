@@ -16,25 +16,15 @@
 #include "ir/reference.h"
 #include "ir/str.h"
 #include "test/cli/process.h"
+#include "test/common/catch_helpers.h"
 #include "test/common/filecheck.h"
+#include "test/common/graphs.h"
 
 using namespace kiln;
 using namespace kiln::testing;
 namespace fs = std::filesystem;
 
 namespace {
-
-// The foundation issue's example, verbatim.
-constexpr const char* kIssueMlp = R"(graph mlp(%x: bf16[B, 4096], %w_up: bf16[11008, 4096] param, %w_gate: bf16[11008, 4096] param, %w_down: bf16[4096, 11008] param) {
-  %g = linear(%x, %w_gate) : bf16[B, 11008]
-  %u = linear(%x, %w_up) : bf16[B, 11008]
-  %a = silu(%g)
-  %h = mul(%a, %u)
-  %y = linear(%h, %w_down) : bf16[B, 4096]
-  %n = rms_norm(%y, eps=1e-6, axes=[-1])
-  return %n, %h
-}
-)";
 
 // The same MLP at sizes the reference evaluator runs in milliseconds.
 constexpr const char* kSmallMlp = R"(graph mlp(%x: bf16[B, 16], %w_up: bf16[24, 16] param, %w_gate: bf16[24, 16] param, %w_down: bf16[16, 24] param) {
@@ -69,12 +59,6 @@ TensorMap cli_random_args(const Graph& g, const Bindings& b, uint64_t seed) {
   return args;
 }
 
-Graph parse(const std::string& text) {
-  absl::StatusOr<Graph> g = parse_graph(text);
-  REQUIRE(g.ok());
-  return *std::move(g);
-}
-
 // The lines `kiln run` prints for each output, computed in process.
 std::vector<std::string> summary_lines(const Graph& g, const std::vector<HostTensor>& outs) {
   std::vector<std::string> lines;
@@ -93,11 +77,11 @@ void require_lines(const std::string& out, const std::vector<std::string>& lines
 
 TEST_CASE("kiln dump prints the issue's MLP as IR that parses back to identical text", "[cli]") {
   TempDir dir;
-  write_text(dir / "mlp.kiln", kIssueMlp);
+  write_text(dir / "mlp.kiln", test_graphs::kIssueMlp);
   Run r = kiln_cli({"dump", (dir / "mlp.kiln").string()}, dir);
   require_status(r, 0);
   CHECK(r.err.empty());
-  CHECK(print_graph(parse(r.out)) == r.out);
+  CHECK(print_graph(parse_or_fail(r.out)) == r.out);
   // Dumping the dump changes nothing.
   write_text(dir / "again.kiln", r.out);
   Run again = kiln_cli({"dump", (dir / "again.kiln").string()}, dir);
@@ -148,7 +132,7 @@ TEST_CASE("kiln dump: bad input exits with status 1 and a located error", "[cli]
 TEST_CASE("kiln run: random inputs by seed, summaries equal to the reference's", "[cli]") {
   TempDir dir;
   write_text(dir / "mlp.kiln", kSmallMlp);
-  Graph g = parse(kSmallMlp);
+  Graph g = parse_or_fail(kSmallMlp);
   for (auto [b, seed] : {std::pair<int64_t, uint64_t>{1, 0}, {3, 7}, {5, 123}}) {
     Run r = kiln_cli({"run", (dir / "mlp.kiln").string(), "--bind", str_cat("B=", b), "--seed", str_cat(seed)}, dir);
     require_status(r, 0);
@@ -166,7 +150,7 @@ TEST_CASE("kiln run: random inputs by seed, summaries equal to the reference's",
 TEST_CASE("kiln run --json prints the summary as JSON", "[cli]") {
   TempDir dir;
   write_text(dir / "mlp.kiln", kSmallMlp);
-  Graph g = parse(kSmallMlp);
+  Graph g = parse_or_fail(kSmallMlp);
   Run r = kiln_cli({"run", (dir / "mlp.kiln").string(), "--bind", "B=3", "--seed", "4", "--json"}, dir);
   require_status(r, 0);
   nlohmann::json j = nlohmann::json::parse(r.out);
@@ -192,7 +176,7 @@ TEST_CASE("kiln run --json prints the summary as JSON", "[cli]") {
 TEST_CASE("kiln run --inputs reads .npy files (bf16 as float32) and --save-outputs writes them", "[cli]") {
   TempDir dir;
   write_text(dir / "mlp.kiln", kSmallMlp);
-  Graph g = parse(kSmallMlp);
+  Graph g = parse_or_fail(kSmallMlp);
   fs::create_directories(dir / "in");
   // float32 files for the bf16 arguments, with values that bf16 cannot hold exactly.
   TensorMap args = random_args(g, {{"B", 3}}, 9);
@@ -225,7 +209,7 @@ TEST_CASE("kiln run --inputs reads .npy files (bf16 as float32) and --save-outpu
 TEST_CASE("kiln run: missing, extra and mismatched .npy files are located errors", "[cli]") {
   TempDir dir;
   write_text(dir / "mlp.kiln", kSmallMlp);
-  Graph g = parse(kSmallMlp);
+  Graph g = parse_or_fail(kSmallMlp);
   auto fill = [&](const fs::path& in, int64_t batch) {
     fs::create_directories(in);
     for (auto& [name, t] : random_args(g, {{"B", batch}}, 1)) {

@@ -7,29 +7,21 @@
 #include "codegen/lower.h"
 #include "ir/parser.h"
 #include "ir/str.h"
+#include "test/common/catch_helpers.h"
 #include "test/common/filecheck.h"
 #include "test/common/graphs.h"
 #include "test/fuzz/check.h"
 
 using namespace kiln;
+using kiln::testing::parse_or_fail;
+using kiln::testing::require_ok;
 
 namespace {
-
-Graph parse(const char* text) {
-  absl::StatusOr<Graph> g = parse_graph(text);
-  if (!g.ok()) FAIL(status_message(g.status()));
-  return *std::move(g);
-}
 
 std::vector<Bindings> bindings_of(const std::string& sym, std::initializer_list<int64_t> values) {
   std::vector<Bindings> out;
   for (int64_t v : values) out.push_back(Bindings{{sym, v}});
   return out;
-}
-
-void require_ok(const absl::Status& s) {
-  INFO(status_message(s));
-  REQUIRE(s.ok());
 }
 
 std::string lowered_text(const Graph& g, const Schedule& s) {
@@ -50,12 +42,12 @@ void require_checks(const std::string& text, const char* checks) {
 }  // namespace
 
 TEST_CASE("every node in its own kernel matches the reference", "[lower]") {
-  Graph g = parse(test_graphs::kChain);
+  Graph g = parse_or_fail(test_graphs::kChain);
   require_ok(check_schedule_matches_reference(g, schedule_per_node(g), bindings_of("B", {1, 3, 17}), 1));
 }
 
 TEST_CASE("a chain of broadcasting elementwise ops fuses into one kernel", "[lower]") {
-  Graph g = parse(test_graphs::kChain);
+  Graph g = parse_or_fail(test_graphs::kChain);
   Schedule s = schedule_single_group(g, KernelGroup::Kind::Elementwise);
   require_ok(check_schedule_matches_reference(g, s, bindings_of("B", {1, 3, 17}), 2));
   std::string text = lowered_text(g, s);
@@ -79,7 +71,7 @@ CHECK-NOT: kernel
 }
 
 TEST_CASE("softmax as primitives lowers to reduce, reduce, map in one kernel", "[lower]") {
-  Graph g = parse(test_graphs::kSoftmax);
+  Graph g = parse_or_fail(test_graphs::kSoftmax);
   Schedule s = schedule_single_group(g, KernelGroup::Kind::Reduction);
   std::vector<Bindings> bs = {{{"B", 1}, {"T", 1}}, {{"B", 2}, {"T", 5}}, {{"B", 3}, {"T", 8}}};
   require_ok(check_schedule_matches_reference(g, s, bs, 3));
@@ -97,7 +89,7 @@ CHECK-NOT: reduce
 }
 
 TEST_CASE("rms_norm with the residual add before it: one kernel, two outputs", "[lower]") {
-  Graph g = parse(test_graphs::kRmsNorm);
+  Graph g = parse_or_fail(test_graphs::kRmsNorm);
   Schedule s = schedule_single_group(g, KernelGroup::Kind::Reduction);
   REQUIRE(s.groups[0].outputs.size() == 2);
   require_ok(check_schedule_matches_reference(g, s, bindings_of("B", {1, 5, 33}), 4));
@@ -110,19 +102,19 @@ CHECK: store y[
 }
 
 TEST_CASE("reductions: axes, keepdim, negative axes, integer and argmax", "[lower]") {
-  Graph g = parse(test_graphs::kReductions);
+  Graph g = parse_or_fail(test_graphs::kReductions);
   require_ok(check_schedule_matches_reference(g, schedule_per_node(g), bindings_of("B", {1, 2, 7}), 5));
 }
 
 TEST_CASE("views become index arithmetic inside one kernel", "[lower]") {
-  Graph g = parse(test_graphs::kViews);
+  Graph g = parse_or_fail(test_graphs::kViews);
   require_ok(check_schedule_matches_reference(g, schedule_per_node(g), bindings_of("B", {1, 2, 5}), 6));
   require_ok(check_schedule_matches_reference(g, schedule_single_group(g, KernelGroup::Kind::Elementwise),
                                               bindings_of("B", {1, 2, 5}), 7));
 }
 
 TEST_CASE("reshape of symbolic dims divides by a symbolic extent", "[lower]") {
-  Graph g = parse(test_graphs::kReshape);
+  Graph g = parse_or_fail(test_graphs::kReshape);
   Schedule s = schedule_single_group(g, KernelGroup::Kind::Elementwise);
   std::vector<Bindings> bs = {{{"B", 1}, {"T", 1}}, {{"B", 3}, {"T", 5}}, {{"B", 4}, {"T", 2}}};
   require_ok(check_schedule_matches_reference(g, s, bs, 8));
@@ -130,14 +122,14 @@ TEST_CASE("reshape of symbolic dims divides by a symbolic extent", "[lower]") {
 }
 
 TEST_CASE("concat, split and gather", "[lower]") {
-  Graph g = parse(test_graphs::kConcatSplitGather);
+  Graph g = parse_or_fail(test_graphs::kConcatSplitGather);
   std::vector<Bindings> bs = {{{"B", 1}, {"K", 1}}, {{"B", 4}, {"K", 7}}};
   require_ok(check_schedule_matches_reference(g, schedule_per_node(g), bs, 9));
   require_ok(check_schedule_matches_reference(g, schedule_single_group(g, KernelGroup::Kind::Elementwise), bs, 10));
 }
 
 TEST_CASE("gemm groups carry their epilogue", "[lower]") {
-  Graph g = parse(test_graphs::kMlp);
+  Graph g = parse_or_fail(test_graphs::kMlp);
   Schedule s = schedule_single_group(g, KernelGroup::Kind::Gemm);
   std::vector<Bindings> bs = {{{"B", 1}, {"T", 1}}, {{"B", 2}, {"T", 3}}};
   require_ok(check_schedule_matches_reference(g, s, bs, 11));
@@ -153,7 +145,7 @@ CHECK: store y[
 }
 
 TEST_CASE("batched matmul with broadcast batch dims, vectors, and a transposing prologue", "[lower]") {
-  Graph g = parse(test_graphs::kMatmuls);
+  Graph g = parse_or_fail(test_graphs::kMatmuls);
   Schedule s;
   Node* kt = g.find("kt")->producer();
   Node* mm = g.find("s")->producer();
@@ -174,20 +166,20 @@ CHECK: b k[(o1 * T + o3) * 8 + r0] strides offset 0 outer [0, 8*T, 0, 8] k 1
 
 TEST_CASE("lowering errors name the group and the node", "[lower]") {
   SECTION("composite ops must be decomposed first") {
-    Graph g = parse("graph s(%x: f32[4, 8]) {\n  %y = softmax(%x)\n  return %y\n}");
+    Graph g = parse_or_fail("graph s(%x: f32[4, 8]) {\n  %y = softmax(%x)\n  return %y\n}");
     absl::StatusOr<std::vector<kir::Kernel>> ks = lower_schedule(g, schedule_per_node(g));
     REQUIRE_FALSE(ks.ok());
     REQUIRE_THAT(status_message(ks.status()), Catch::Contains("group 0") && Catch::Contains("must be decomposed"));
   }
   SECTION("a reduction result read across rows cannot share its kernel") {
-    Graph g = parse("graph s(%x: f32[4, 4]) {\n  %m = sum(%x, axes=[1])\n  %y = add(%x, %m)\n  return %y\n}");
+    Graph g = parse_or_fail("graph s(%x: f32[4, 4]) {\n  %m = sum(%x, axes=[1])\n  %y = add(%x, %m)\n  return %y\n}");
     absl::StatusOr<std::vector<kir::Kernel>> ks =
         lower_schedule(g, schedule_single_group(g, KernelGroup::Kind::Reduction));
     REQUIRE_FALSE(ks.ok());
     REQUIRE_THAT(status_message(ks.status()), Catch::Contains("%m = sum") && Catch::Contains("across rows"));
   }
   SECTION("the evaluator rejects arguments of the wrong shape") {
-    Graph g = parse("graph s(%x: f32[4, B]) {\n  %y = exp(%x)\n  return %y\n}");
+    Graph g = parse_or_fail("graph s(%x: f32[4, B]) {\n  %y = exp(%x)\n  return %y\n}");
     Schedule s = schedule_per_node(g);
     absl::StatusOr<std::vector<kir::Kernel>> ks = lower_schedule(g, s);
     REQUIRE(ks.ok());

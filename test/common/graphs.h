@@ -1,9 +1,22 @@
-// Graphs that several test suites check against the reference evaluator: the kernel IR
-// evaluator (test/codegen), the CPU backend (test/cpu). One text each, so that the suites
-// exercise the same graphs.
+// Graphs that several test suites share: the issue's MLP (parser, tracer, CLI), and the
+// graphs that the kernel IR evaluator (test/codegen) and the CPU backend (test/cpu) check
+// against the reference evaluator. One text each, so that the suites exercise the same
+// graphs.
 #pragma once
 
 namespace kiln::test_graphs {
+
+// The foundation issue's example, verbatim: a Llama MLP with its annotated types.
+inline constexpr const char* kIssueMlp = R"(graph mlp(%x: bf16[B, 4096], %w_up: bf16[11008, 4096] param, %w_gate: bf16[11008, 4096] param, %w_down: bf16[4096, 11008] param) {
+  %g = linear(%x, %w_gate) : bf16[B, 11008]
+  %u = linear(%x, %w_up) : bf16[B, 11008]
+  %a = silu(%g)
+  %h = mul(%a, %u)
+  %y = linear(%h, %w_down) : bf16[B, 4096]
+  %n = rms_norm(%y, eps=1e-6, axes=[-1])
+  return %n, %h
+}
+)";
 
 // A chain of broadcasting elementwise ops, f32 and bf16.
 inline constexpr const char* kChain = R"(graph chain(%x: f32[B, 7], %y: f32[7], %z: bf16[B, 1]) {

@@ -14,29 +14,21 @@
 #include "ir/parser.h"
 #include "ir/printer.h"
 #include "ir/str.h"
+#include "test/common/catch_helpers.h"
 #include "test/common/graphs.h"
 #include "test/cpu/cpu_check.h"
 #include "test/cpu/decoder_layer.h"
 #include "test/fuzz/check.h"
 
 using namespace kiln;
+using kiln::testing::parse_or_fail;
+using kiln::testing::require_ok;
 using kiln::testing::check_cpu_matches_reference;
 using kiln::testing::check_cpu_on_args;
 using kiln::testing::make_module;
 using kiln::testing::ScheduleFn;
 
 namespace {
-
-Graph parse(const std::string& text) {
-  absl::StatusOr<Graph> g = parse_graph(text);
-  if (!g.ok()) FAIL(status_message(g.status()));
-  return *std::move(g);
-}
-
-void require_ok(const absl::Status& s) {
-  INFO(status_message(s));
-  REQUIRE(s.ok());
-}
 
 std::shared_ptr<const CompiledModule> module_of(const Graph& g, const ScheduleFn& schedule = {}) {
   absl::StatusOr<std::shared_ptr<const CompiledModule>> m = make_module(g, schedule);
@@ -68,50 +60,50 @@ void check_all_schedules(const Graph& g, const std::vector<Bindings>& bs, uint64
 }  // namespace
 
 TEST_CASE("cpu: a chain of broadcasting elementwise ops", "[cpu]") {
-  check_all_schedules(parse(test_graphs::kChain), bindings_of("B", {1, 3, 17, 300}), 1, KernelGroup::Kind::Elementwise);
+  check_all_schedules(parse_or_fail(test_graphs::kChain), bindings_of("B", {1, 3, 17, 300}), 1, KernelGroup::Kind::Elementwise);
 }
 
 TEST_CASE("cpu: softmax as primitives (reduce max, reduce sum, map)", "[cpu]") {
-  Graph g = parse(test_graphs::kSoftmax);
+  Graph g = parse_or_fail(test_graphs::kSoftmax);
   std::vector<Bindings> bs = {{{"B", 1}, {"T", 1}}, {{"B", 2}, {"T", 5}}, {{"B", 3}, {"T", 80}}};
   check_all_schedules(g, bs, 3, KernelGroup::Kind::Reduction);
 }
 
 TEST_CASE("cpu: rms_norm with the residual add before it, bf16", "[cpu]") {
-  Graph g = parse(test_graphs::kRmsNorm);
+  Graph g = parse_or_fail(test_graphs::kRmsNorm);
   check_all_schedules(g, bindings_of("B", {1, 5, 33}), 4, KernelGroup::Kind::Reduction);
 }
 
 TEST_CASE("cpu: reductions: axes, keepdim, negative axes, integer and argmax", "[cpu]") {
-  Graph g = parse(test_graphs::kReductions);
+  Graph g = parse_or_fail(test_graphs::kReductions);
   check_all_schedules(g, bindings_of("B", {1, 2, 7}), 5, std::nullopt);
 }
 
 TEST_CASE("cpu: views become index arithmetic", "[cpu]") {
-  Graph g = parse(test_graphs::kViews);
+  Graph g = parse_or_fail(test_graphs::kViews);
   check_all_schedules(g, bindings_of("B", {1, 2, 5}), 6, KernelGroup::Kind::Elementwise);
 }
 
 TEST_CASE("cpu: reshape of symbolic dims", "[cpu]") {
-  Graph g = parse(test_graphs::kReshape);
+  Graph g = parse_or_fail(test_graphs::kReshape);
   std::vector<Bindings> bs = {{{"B", 1}, {"T", 1}}, {{"B", 3}, {"T", 5}}, {{"B", 4}, {"T", 2}}};
   check_all_schedules(g, bs, 8, KernelGroup::Kind::Elementwise);
 }
 
 TEST_CASE("cpu: concat, split and gather", "[cpu]") {
-  Graph g = parse(test_graphs::kConcatSplitGather);
+  Graph g = parse_or_fail(test_graphs::kConcatSplitGather);
   std::vector<Bindings> bs = {{{"B", 1}, {"K", 1}}, {{"B", 4}, {"K", 7}}, {{"B", 9}, {"K", 3}}};
   check_all_schedules(g, bs, 9, KernelGroup::Kind::Elementwise);
 }
 
 TEST_CASE("cpu: a linear with its epilogue", "[cpu]") {
-  Graph g = parse(test_graphs::kMlp);
+  Graph g = parse_or_fail(test_graphs::kMlp);
   std::vector<Bindings> bs = {{{"B", 1}, {"T", 1}}, {{"B", 2}, {"T", 3}}, {{"B", 5}, {"T", 33}}};
   check_all_schedules(g, bs, 11, KernelGroup::Kind::Gemm);
 }
 
 TEST_CASE("cpu: batched matmul with broadcast batch dims, vectors, and a transposing prologue", "[cpu]") {
-  Graph g = parse(test_graphs::kMatmuls);
+  Graph g = parse_or_fail(test_graphs::kMatmuls);
   auto hand = [](const Graph& x) {
     Schedule s;
     s.groups.push_back(make_group(x, {x.find("s")->producer()}, KernelGroup::Kind::Gemm, 0));
@@ -127,7 +119,7 @@ TEST_CASE("cpu: batched matmul with broadcast batch dims, vectors, and a transpo
 }
 
 TEST_CASE("cpu: bf16 and f16 GEMMs accumulate in f32 and round once", "[cpu]") {
-  Graph g = parse(R"(graph lin(%x: bf16[M, 96], %w: bf16[40, 96] param, %b: bf16[40] param, %h: f16[M, 24], %v: f16[24, 8]) {
+  Graph g = parse_or_fail(R"(graph lin(%x: bf16[M, 96], %w: bf16[40, 96] param, %b: bf16[40] param, %h: f16[M, 24], %v: f16[24, 8]) {
   %l = linear(%x, %w, %b)
   %s = silu(%l)
   %p = matmul(%h, %v)
@@ -138,7 +130,7 @@ TEST_CASE("cpu: bf16 and f16 GEMMs accumulate in f32 and round once", "[cpu]") {
 }
 
 TEST_CASE("cpu: integer and bool ops follow the reference's wrapping and division rules", "[cpu]") {
-  Graph g = parse(R"(graph ints(%a: i32[N], %b: i32[N], %c: i64[N], %d: i64[N], %f: f32[N]) {
+  Graph g = parse_or_fail(R"(graph ints(%a: i32[N], %b: i32[N], %c: i64[N], %d: i64[N], %f: f32[N]) {
   %q = div(%a, %b)
   %r = div(%c, %d)
   %s = mul(%a, %a)
@@ -185,7 +177,7 @@ TEST_CASE("cpu: integer and bool ops follow the reference's wrapping and divisio
 }
 
 TEST_CASE("cpu: NaN, infinities, zeros and denormals through math, max/min and argmax", "[cpu]") {
-  Graph g = parse(R"(graph special(%x: f32[R, 8], %h: bf16[R, 8]) {
+  Graph g = parse_or_fail(R"(graph special(%x: f32[R, 8], %h: bf16[R, 8]) {
   %e = exp(%x)
   %l = log(%x)
   %t = tanh(%x)
@@ -228,7 +220,7 @@ TEST_CASE("cpu: NaN, infinities, zeros and denormals through math, max/min and a
 
 TEST_CASE("cpu: the MLP example at small sizes", "[cpu][examples]") {
   // examples/mlp.cc's graph with hidden 4096 -> 64 and intermediate 11008 -> 176.
-  Graph g = parse(R"(graph mlp(%x: bf16[B, 64], %w_up: bf16[176, 64] param, %w_gate: bf16[176, 64] param, %w_down: bf16[64, 176] param) {
+  Graph g = parse_or_fail(R"(graph mlp(%x: bf16[B, 64], %w_up: bf16[176, 64] param, %w_gate: bf16[176, 64] param, %w_down: bf16[64, 176] param) {
   %g = linear(%x, %w_gate)
   %u = linear(%x, %w_up)
   %a = silu(%g)
@@ -251,11 +243,11 @@ TEST_CASE("cpu: decoder_layer_text at full size is examples/decoder_layer.kiln",
   }
   std::stringstream ss;
   ss << f.rdbuf();
-  REQUIRE(print_graph(parse(ss.str())) == print_graph(parse(decoder_layer_text(2048, 16, 128, 5632))));
+  REQUIRE(print_graph(parse_or_fail(ss.str())) == print_graph(parse_or_fail(decoder_layer_text(2048, 16, 128, 5632))));
 }
 
 TEST_CASE("cpu: the decoder layer example at small sizes", "[cpu][examples]") {
-  Graph g = parse(decoder_layer_text(64, 4, 16, 160));
+  Graph g = parse_or_fail(decoder_layer_text(64, 4, 16, 160));
   auto m = module_of(g);
   auto exe = kiln::testing::build_cpu(m);
   REQUIRE(exe.ok());

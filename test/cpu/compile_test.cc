@@ -14,17 +14,13 @@
 #include "ir/parser.h"
 #include "ir/reference.h"
 #include "ir/str.h"
+#include "test/common/catch_helpers.h"
 #include "test/cpu/decoder_layer.h"
 
 using namespace kiln;
+using kiln::testing::parse_or_fail;
 
 namespace {
-
-Graph parse(const std::string& text) {
-  absl::StatusOr<Graph> g = parse_graph(text);
-  if (!g.ok()) FAIL(status_message(g.status()));
-  return *std::move(g);
-}
 
 std::vector<Tensor> tensors(const CompiledGraph& cg, const TensorMap& args) {
   std::vector<Tensor> out;
@@ -50,7 +46,7 @@ void require_matches(CompiledGraph& cg, const Graph& g, const TensorMap& args) {
 }  // namespace
 
 TEST_CASE("compile on the CPU: guards, specializations, statistics, dumps", "[cpu][compile]") {
-  Graph g = parse(R"(graph m(%x: f32[B, 24], %w: f32[16, 24] param, %b: f32[16] param) {
+  Graph g = parse_or_fail(R"(graph m(%x: f32[B, 24], %w: f32[16, 24] param, %b: f32[16] param) {
   %l = linear(%x, %w, %b)
   %g = gelu(%l)
   %s = softmax(%g)
@@ -88,7 +84,7 @@ TEST_CASE("compile on the CPU: guards, specializations, statistics, dumps", "[cp
 
 TEST_CASE("compile on the CPU: parameters_changed() after parameters are written in place", "[cpu][compile]") {
   // Merged q/k/v weights come from a weight-prep group, made once per parameter pointers.
-  Graph g = parse(R"(graph qkv(%x: f32[T, 16], %wq: f32[8, 16] param, %wk: f32[8, 16] param, %wv: f32[8, 16] param) {
+  Graph g = parse_or_fail(R"(graph qkv(%x: f32[T, 16], %wq: f32[8, 16] param, %wk: f32[8, 16] param, %wv: f32[8, 16] param) {
   %q = linear(%x, %wq)
   %k = linear(%x, %wk)
   %v = linear(%x, %wv)
@@ -121,7 +117,7 @@ TEST_CASE("compile on the CPU: parameters_changed() after parameters are written
 }
 
 TEST_CASE("compile on the CPU: static slots are for CUDA graphs only; copy_from_host", "[cpu][compile]") {
-  Graph g = parse("graph g(%x: f32[N]) {\n  %y = exp(%x)\n  return %y\n}");
+  Graph g = parse_or_fail("graph g(%x: f32[N]) {\n  %y = exp(%x)\n  return %y\n}");
   absl::StatusOr<CompiledGraph> cg = compile(g, {.mode = Mode::ReduceOverhead, .device = Device::Cpu});
   if (!cg.ok()) FAIL(status_message(cg.status()));
   absl::StatusOr<StaticSlots> slots = cg->static_slots({{"N", 4}});
@@ -129,7 +125,7 @@ TEST_CASE("compile on the CPU: static slots are for CUDA graphs only; copy_from_
   CHECK_THAT(status_message(slots.status()), Catch::Contains("only for CUDA graphs"));
   CHECK_THAT(status_message(cg->static_slots({}).status()), Catch::Contains("static_slots: symbol N is not bound"));
   // A graph without symbols writes into given outputs (their shapes are known up front).
-  Graph fixed = parse("graph f(%x: f32[4]) {\n  %y = exp(%x)\n  return %y\n}");
+  Graph fixed = parse_or_fail("graph f(%x: f32[4]) {\n  %y = exp(%x)\n  return %y\n}");
   absl::StatusOr<CompiledGraph> fcg = compile(fixed, {.device = Device::Cpu});
   if (!fcg.ok()) FAIL(status_message(fcg.status()));
   TensorMap fargs = random_args(fixed, {}, 5);
@@ -145,7 +141,7 @@ TEST_CASE("compile on the CPU: static slots are for CUDA graphs only; copy_from_
 }
 
 TEST_CASE("compile on the CPU: examples/decoder_layer.kiln at full size", "[cpu][compile][examples]") {
-  Graph g = parse(testing::decoder_layer_text(2048, 16, 128, 5632));
+  Graph g = parse_or_fail(testing::decoder_layer_text(2048, 16, 128, 5632));
   absl::StatusOr<CompiledGraph> cg = compile(g, {.device = Device::Cpu});
   if (!cg.ok()) FAIL(status_message(cg.status()));
   Bindings b{{"B", 1}, {"T", 5}};

@@ -15,27 +15,19 @@
 #include "ir/compare.h"
 #include "ir/parser.h"
 #include "ir/str.h"
+#include "test/common/catch_helpers.h"
 #include "test/cpu/cpu_check.h"
 #include "test/fuzz/check.h"
 
 using namespace kiln;
+using kiln::testing::parse_or_fail;
+using kiln::testing::require_ok;
 using kiln::testing::build_cpu;
 using kiln::testing::check_cpu_matches_reference;
 using kiln::testing::make_module;
 using kiln::testing::run_cpu;
 
 namespace {
-
-Graph parse(const std::string& text) {
-  absl::StatusOr<Graph> g = parse_graph(text);
-  if (!g.ok()) FAIL(status_message(g.status()));
-  return *std::move(g);
-}
-
-void require_ok(const absl::Status& s) {
-  INFO(status_message(s));
-  REQUIRE(s.ok());
-}
 
 std::shared_ptr<const CompiledModule> module_of(const Graph& g) {
   absl::StatusOr<std::shared_ptr<const CompiledModule>> m = make_module(g);
@@ -85,7 +77,7 @@ int64_t ulps(float a, float b) {
 
 TEST_CASE("cpu emit: contiguous elementwise, reduction and softmax loops are vectorized", "[cpu][emit]") {
   SECTION("f32 elementwise with exp and erf") {
-    auto ir = dumped_ir(parse(R"(graph ew(%x: f32[N, 256], %a: f32[256], %b: f32[256]) {
+    auto ir = dumped_ir(parse_or_fail(R"(graph ew(%x: f32[N, 256], %a: f32[256], %b: f32[256]) {
   %m = mul(%x, %a)
   %p = add(%m, %b)
   %g = gelu(%p)
@@ -101,7 +93,7 @@ TEST_CASE("cpu emit: contiguous elementwise, reduction and softmax loops are vec
     REQUIRE(text.find("@erff") == std::string::npos);
   }
   SECTION("bf16 rms_norm: the sum and the map") {
-    auto ir = dumped_ir(parse(R"(graph rms(%x: bf16[N, 512], %w: bf16[512]) {
+    auto ir = dumped_ir(parse_or_fail(R"(graph rms(%x: bf16[N, 512], %w: bf16[512]) {
   %y = rms_norm(%x, %w, axes=[-1])
   return %y
 })"), "rms");
@@ -113,7 +105,7 @@ TEST_CASE("cpu emit: contiguous elementwise, reduction and softmax loops are vec
     REQUIRE(std::regex_search(text, std::regex("<(4|8|16) x i16>")));
   }
   SECTION("softmax: max with NaN propagation, sum and map; exp(x - max) kept for the map") {
-    auto ir = dumped_ir(parse(R"(graph sm(%x: f32[N, 1024]) {
+    auto ir = dumped_ir(parse_or_fail(R"(graph sm(%x: f32[N, 1024]) {
   %y = softmax(%x)
   return %y
 })"), "softmax");
@@ -128,7 +120,7 @@ TEST_CASE("cpu emit: contiguous elementwise, reduction and softmax loops are vec
 }
 
 TEST_CASE("cpu emit: inline exp, log, tanh, erf stay within a few ulps of the C library", "[cpu][emit]") {
-  Graph g = parse(R"(graph math(%x: f32[N]) {
+  Graph g = parse_or_fail(R"(graph math(%x: f32[N]) {
   %e = exp(%x)
   %l = log(%x)
   %t = tanh(%x)
@@ -174,7 +166,7 @@ TEST_CASE("cpu emit: inline exp, log, tanh, erf stay within a few ulps of the C 
 }
 
 TEST_CASE("cpu: JIT cache hits and build statistics", "[cpu]") {
-  Graph g = parse(R"(graph stats(%x: f32[B, 33], %w: f32[12, 33] param) {
+  Graph g = parse_or_fail(R"(graph stats(%x: f32[B, 33], %w: f32[12, 33] param) {
   %l = linear(%x, %w)
   %t = tanh(%l)
   %s = sum(%t, axes=[-1])
@@ -201,7 +193,7 @@ TEST_CASE("cpu: JIT cache hits and build statistics", "[cpu]") {
 }
 
 TEST_CASE("cpu: dump_dir holds each kernel's optimized LLVM IR", "[cpu]") {
-  Graph g = parse(R"(graph two(%x: f32[B, 8]) {
+  Graph g = parse_or_fail(R"(graph two(%x: f32[B, 8]) {
   %m = max(%x, axes=[-1], keepdim=true)
   %y = sub(%x, %m)
   %z = exp(%y)
@@ -220,7 +212,7 @@ TEST_CASE("cpu: dump_dir holds each kernel's optimized LLVM IR", "[cpu]") {
 }
 
 TEST_CASE("cpu: outputs given are written in place, repeated and argument outputs are copies", "[cpu]") {
-  Graph g = parse(R"(graph outs(%x: f32[B, 4], %y: f32[4]) {
+  Graph g = parse_or_fail(R"(graph outs(%x: f32[B, 4], %y: f32[4]) {
   %a = add(%x, %y)
   %b = exp(%a)
   return %b, %x, %b, %a
@@ -247,7 +239,7 @@ TEST_CASE("cpu: outputs given are written in place, repeated and argument output
 TEST_CASE("cpu: weight prep reruns when the parameters change", "[cpu]") {
   // q/k/v projections of one input with parameters bound at run time: fuse_linear
   // concatenates the weights in a weight-prep group.
-  Graph g = parse(R"(graph qkv(%x: f32[T, 16], %wq: f32[8, 16] param, %wk: f32[8, 16] param, %wv: f32[8, 16] param) {
+  Graph g = parse_or_fail(R"(graph qkv(%x: f32[T, 16], %wq: f32[8, 16] param, %wk: f32[8, 16] param, %wv: f32[8, 16] param) {
   %q = linear(%x, %wq)
   %k = linear(%x, %wk)
   %v = linear(%x, %wv)
@@ -267,7 +259,7 @@ TEST_CASE("cpu: weight prep reruns when the parameters change", "[cpu]") {
 }
 
 TEST_CASE("cpu: bad calls are located errors", "[cpu]") {
-  Graph g = parse(R"(graph bad(%x: f32[B, 4], %w: f32[4] param) {
+  Graph g = parse_or_fail(R"(graph bad(%x: f32[B, 4], %w: f32[4] param) {
   %y = mul(%x, %w)
   return %y
 })");

@@ -13,22 +13,11 @@
 #include "ir/printer.h"
 #include "ir/str.h"
 #include "ir/verifier.h"
+#include "test/common/graphs.h"
 
 using namespace kiln;
 
 namespace {
-
-// Verbatim from issue 2.
-constexpr const char* kIssueExample = R"(graph mlp(%x: bf16[B, 4096], %w_up: bf16[11008, 4096] param, %w_gate: bf16[11008, 4096] param, %w_down: bf16[4096, 11008] param) {
-  %g = linear(%x, %w_gate) : bf16[B, 11008]
-  %u = linear(%x, %w_up) : bf16[B, 11008]
-  %a = silu(%g)
-  %h = mul(%a, %u)
-  %y = linear(%h, %w_down) : bf16[B, 4096]
-  %n = rms_norm(%y, eps=1e-6, axes=[-1])
-  return %n, %h
-}
-)";
 
 constexpr const char* kIssueExamplePrinted = R"(graph mlp(%x: bf16[B, 4096], %w_up: bf16[11008, 4096] param, %w_gate: bf16[11008, 4096] param, %w_down: bf16[4096, 11008] param) {
   %g = linear(%x, %w_gate) : bf16[B, 11008]
@@ -43,7 +32,7 @@ constexpr const char* kIssueExamplePrinted = R"(graph mlp(%x: bf16[B, 4096], %w_
 
 // Together these use every op of the registry (checked below).
 const char* const kCorpus[] = {
-    kIssueExample,
+    test_graphs::kIssueMlp,
     R"(# every elementwise, broadcast and reduction op
 graph elementwise(%x: f32[B, 16], %y: f32[B, 16], %b: bool[B, 16], %i: i64[B, 16], %r: f32[16]) {
   symbol B in [1, 64]
@@ -162,7 +151,7 @@ void check_round_trip(std::string_view text) {
 }  // namespace
 
 TEST_CASE("parser accepts the issue's example verbatim", "[parser]") {
-  absl::StatusOr<Graph> g = parse_graph(kIssueExample, "mlp.kiln");
+  absl::StatusOr<Graph> g = parse_graph(test_graphs::kIssueMlp, "mlp.kiln");
   REQUIRE(g.ok());
   REQUIRE(verify(*g).ok());
   CHECK(g->name() == "mlp");
@@ -290,7 +279,7 @@ TEST_CASE("parse_graph_file", "[parser]") {
   std::string path = "kiln_test_ir_mlp.kiln";
   {
     std::ofstream out(path);
-    out << kIssueExample;
+    out << test_graphs::kIssueMlp;
   }
   absl::StatusOr<Graph> g = parse_graph_file(path);
   REQUIRE(g.ok());

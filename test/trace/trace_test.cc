@@ -12,6 +12,7 @@
 #include "ir/printer.h"
 #include "ir/reference.h"
 #include "ir/verifier.h"
+#include "test/common/graphs.h"
 
 namespace kt = kiln::trace;
 using kiln::Graph;
@@ -187,17 +188,7 @@ TEST_CASE("the traced MLP prints the issue's IR", "[trace]") {
   CHECK(kiln::print_graph(g) == expected);
 
   // The same text as the issue's hand-written example, once parsed and printed.
-  const char* issue_text = R"(graph mlp(%x: bf16[B, 4096], %w_up: bf16[11008, 4096] param, %w_gate: bf16[11008, 4096] param, %w_down: bf16[4096, 11008] param) {
-  %g = linear(%x, %w_gate) : bf16[B, 11008]
-  %u = linear(%x, %w_up) : bf16[B, 11008]
-  %a = silu(%g)
-  %h = mul(%a, %u)
-  %y = linear(%h, %w_down) : bf16[B, 4096]
-  %n = rms_norm(%y, eps=1e-6, axes=[-1])
-  return %n, %h
-}
-)";
-  absl::StatusOr<Graph> parsed = kiln::parse_graph(issue_text, "issue.kiln");
+  absl::StatusOr<Graph> parsed = kiln::parse_graph(kiln::test_graphs::kIssueMlp, "issue.kiln");
   REQUIRE(parsed.ok());
   CHECK(kiln::print_graph(*parsed) == expected);
 
