@@ -2,7 +2,7 @@
 // parser's located message, and a status required ok with its message printed.
 #pragma once
 
-#include <string>
+#include <string_view>
 #include <utility>
 
 #include <catch2/catch.hpp>
@@ -14,8 +14,8 @@
 
 namespace kiln::testing {
 
-inline Graph parse_or_fail(const std::string& text) {
-  absl::StatusOr<Graph> g = parse_graph(text);
+inline Graph parse_or_fail(std::string_view text, std::string_view name = "<test>") {
+  absl::StatusOr<Graph> g = parse_graph(text, name);
   if (!g.ok()) FAIL(status_message(g.status()));
   return *std::move(g);
 }

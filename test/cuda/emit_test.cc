@@ -13,6 +13,7 @@
 #include "ir/str.h"
 #include "passes/pass_manager.h"
 #include "runtime/nvrtc.h"
+#include "test/common/catch_helpers.h"
 #include "test/common/filecheck.h"
 #include "test/cuda/corpus.h"
 #include "test/fuzz/check.h"
@@ -49,9 +50,8 @@ cuda::CudaKernel emitted(const kir::Kernel& k, const Bindings& baked, cuda::Gemm
 // The graph as one hand-made group of `kind` (independent of what the fusion passes do),
 // emitted without the prelude.
 std::string single_kernel_text(const char* graph_text, KernelGroup::Kind kind) {
-  absl::StatusOr<Graph> g = parse_graph(graph_text);
-  if (!g.ok()) FAIL(status_message(g.status()));
-  absl::StatusOr<std::vector<kir::Kernel>> ks = lower_schedule(*g, schedule_single_group(*g, kind));
+  Graph g = kiln::testing::parse_or_fail(graph_text);
+  absl::StatusOr<std::vector<kir::Kernel>> ks = lower_schedule(g, schedule_single_group(g, kind));
   if (!ks.ok()) FAIL(status_message(ks.status()));
   REQUIRE(ks->size() == 1);
   return emitted(ks->front(), {}, cuda::GemmForm::AccBuffer).source;

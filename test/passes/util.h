@@ -11,15 +11,10 @@
 #include "passes/schedule_util.h"
 #include "ir/parser.h"
 #include "ir/str.h"
+#include "test/common/catch_helpers.h"
 #include "test/common/filecheck.h"
 
 namespace kiln::testing {
-
-inline Graph parse_or_fail(std::string_view text, std::string_view name = "<test>") {
-  absl::StatusOr<Graph> g = parse_graph(text, name);
-  if (!g.ok()) FAIL(status_message(g.status()));
-  return *std::move(g);
-}
 
 inline PipelineResult compile_or_fail(const Graph& g, const PipelineOptions& opts = {}) {
   absl::StatusOr<PipelineResult> r = compile_to_kernels(g.clone(), opts);
@@ -32,11 +27,6 @@ inline void require_checks(const std::string& text, std::string_view checks) {
   INFO(text);
   INFO(r.message);
   REQUIRE(r.ok);
-}
-
-inline void require_ok(const absl::Status& s) {
-  INFO(status_message(s));
-  REQUIRE(s.ok());
 }
 
 // Symbol values to run `g` under: every symbol 1, then odd and larger values (distinct
