@@ -133,12 +133,59 @@ template <typename T, int V> KI void kiln_ldv(const T* __restrict__ p, T (&o)[V]
   }
 }
 template <typename T, int V> KI void kiln_stv(T* __restrict__ p, const T (&o)[V]);
-// V floats stored as bf16 (F16 false) or f16 (F16 true), rounded two at a time.
-template <bool F16, int V> KI void kiln_stv_pairs(unsigned short* __restrict__ p, const float (&f)[V]) {
-  unsigned w[V / 2];
+// V floats as bf16 (F16 false) or f16 (F16 true) pairs, rounded two at a time.
+template <bool F16, int V> KI void kiln_pack_pairs(const float (&f)[V], unsigned (&w)[V / 2]) {
 #pragma unroll
   for (int i = 0; i < V / 2; ++i) w[i] = F16 ? kiln_pack_f16x2(f[2 * i], f[2 * i + 1]) : kiln_pack_bf16x2(f[2 * i], f[2 * i + 1]);
+}
+template <bool F16, int V> KI void kiln_stv_pairs(unsigned short* __restrict__ p, const float (&f)[V]) {
+  unsigned w[V / 2];
+  kiln_pack_pairs<F16, V>(f, w);
   kiln_stv<unsigned, V / 2>(reinterpret_cast<unsigned*>(p), w);
+}
+// The L2 eviction priority of a row kernel's streamed accesses (the _once helpers):
+// evict-first where the host found the kernel's data larger than the L2 cache (stream_l2),
+// so that they leave the cache to the data read again, as a weight every row reads; else
+// normal.
+KI unsigned long long kiln_policy(int stream_l2) {
+  unsigned long long first, normal;
+  asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(first));
+  asm("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;" : "=l"(normal));
+  return stream_l2 ? first : normal;
+}
+// kiln_ldv and kiln_stv of elements the kernel touches once: 16-byte accesses under the L2
+// policy pol (kiln_policy).
+template <typename T, int V> KI void kiln_ldv_once(const T* __restrict__ p, T (&o)[V], unsigned long long pol) {
+  constexpr int B = int(sizeof(T)) * V;
+  if constexpr (B % 16 == 0) {
+#pragma unroll
+    for (int c = 0; c < B / 16; ++c) {
+      uint4 r;
+      asm("ld.global.nc.L2::cache_hint.v4.u32 {%0,%1,%2,%3}, [%4], %5;"
+          : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(reinterpret_cast<const uint4*>(p) + c), "l"(pol));
+      reinterpret_cast<uint4*>(o)[c] = r;
+    }
+  } else {
+    kiln_ldv(p, o);
+  }
+}
+template <typename T, int V> KI void kiln_stv_once(T* __restrict__ p, const T (&o)[V], unsigned long long pol) {
+  constexpr int B = int(sizeof(T)) * V;
+  if constexpr (B % 16 == 0) {
+#pragma unroll
+    for (int c = 0; c < B / 16; ++c) {
+      const uint4 r = reinterpret_cast<const uint4*>(o)[c];
+      asm volatile("st.global.L2::cache_hint.v4.b32 [%0], {%1,%2,%3,%4}, %5;"
+                   :: "l"(reinterpret_cast<uint4*>(p) + c), "r"(r.x), "r"(r.y), "r"(r.z), "r"(r.w), "l"(pol) : "memory");
+    }
+  } else {
+    kiln_stv(p, o);
+  }
+}
+template <bool F16, int V> KI void kiln_stv_pairs_once(unsigned short* __restrict__ p, const float (&f)[V], unsigned long long pol) {
+  unsigned w[V / 2];
+  kiln_pack_pairs<F16, V>(f, w);
+  kiln_stv_once<unsigned, V / 2>(reinterpret_cast<unsigned*>(p), w, pol);
 }
 template <typename T, int V> KI void kiln_stv(T* __restrict__ p, const T (&o)[V]) {
   constexpr int B = int(sizeof(T)) * V;
@@ -203,9 +250,13 @@ std::string vec_decl(DType t, int width, const std::string& array) {
   VecArray a = vec_array(t, width);
   return str_cat("alignas(16) ", a.type, " ", array, "[", a.count, "]");
 }
-std::string vec_load(DType t, int width, const std::string& ptr, const std::string& array) {
+// With `once` (the load reads each element once: its index takes every var of the domain, in
+// a row kernel's vector entry), the load goes under the L2 policy kpol (kiln_policy); others,
+// as of a broadcast weight, keep the normal priority.
+std::string vec_load(DType t, int width, const std::string& ptr, const std::string& array, bool once) {
   VecArray a = vec_array(t, width);
   std::string p = a.type == storage_type(t) ? ptr : str_cat("reinterpret_cast<const ", a.type, "*>(", ptr, ")");
+  if (once) return str_cat("kiln_ldv_once<", a.type, ", ", a.count, ">(", p, ", ", array, ", kpol)");
   return str_cat("kiln_ldv<", a.type, ", ", a.count, ">(", p, ", ", array, ")");
 }
 std::string vec_element(DType t, int width, const std::string& array, const std::string& pos) {
@@ -318,6 +369,7 @@ class Emitter {
       if (!baked_.contains(s)) out_.symbols.push_back(s);
     out_.name = k_.name;
     out_.buffers = static_cast<int>(k_.buffers.size());
+    for (const kir::Buffer& b : k_.buffers) out_.bytes += shape_numel(b.shape) * dtype_size(b.dtype);
 
     bool has_reduce = false;
     for (const kir::Stage& st : k_.stages) {
@@ -870,7 +922,9 @@ class Emitter {
         std::string name = str_cat("vl", n++);
         DType t = k_.buffers[x.node().id].dtype;
         s += str_cat(ind, vec_decl(t, width, name), ";\n");
-        s += str_cat(ind, vec_load(t, width, str_cat(buf(x.node().id), " + ", index(x.node().index)), name), ";\n");
+        s += str_cat(ind, vec_load(t, width, str_cat(buf(x.node().id), " + ", index(x.node().index)), name,
+                                   streamed_ && reads_once(x.node().index, st.extents.size())),
+                     ";\n");
         hoisted_[&x.node()] = name;
       };
       for (const kir::Let& l : st.lets) visit(l.value, hoist);
@@ -955,15 +1009,16 @@ class Emitter {
     if (width > 1) {
       s += str_cat(ind, "}\n");
       lane0_ = true;
+      std::string once = streamed_ ? "_once" : "", pol = streamed_ ? ", kpol" : "";
       for (auto& [store, name] : vec_stores) {
         DType t = k_.buffers[store->buffer].dtype;
         std::string at = str_cat(buf(store->buffer), " + ", index(store->index));
         if (word_store(*store))
-          s += str_cat(ind, "kiln_stv<unsigned, ", width / 2, ">(reinterpret_cast<unsigned*>(", at, "), ", name, ");\n");
+          s += str_cat(ind, "kiln_stv", once, "<unsigned, ", width / 2, ">(reinterpret_cast<unsigned*>(", at, "), ", name, pol, ");\n");
         else if (stores_pairs(t, width))
-          s += str_cat(ind, "kiln_stv_pairs<", t == DType::f16 ? "true" : "false", ", ", width, ">(", at, ", ", name, ");\n");
+          s += str_cat(ind, "kiln_stv_pairs", once, "<", t == DType::f16 ? "true" : "false", ", ", width, ">(", at, ", ", name, pol, ");\n");
         else
-          s += str_cat(ind, "kiln_stv<", storage_type(t), ", ", width, ">(", at, ", ", name, ");\n");
+          s += str_cat(ind, "kiln_stv", once, "<", storage_type(t), ", ", width, ">(", at, ", ", name, pol, ");\n");
       }
       lane0_ = false;
     }
@@ -980,19 +1035,30 @@ class Emitter {
       params.push_back(written[b] ? str_cat(t, "* __restrict__ b", b) : str_cat("const ", t, "* __restrict__ b", b));
     }
     for (const std::string& s : out_.symbols) params.push_back(str_cat("long long S_", s));
+    params.push_back("int stream_l2");
     std::string comment = str_cat("// ", name, ": ", str_join(k_.buffers, ", ", [](const kir::Buffer& b) {
                                     return str_cat(b.role == kir::Buffer::Role::Input ? "in " : "out ", b.name, ": ",
                                                    dtype_name(b.dtype), shape_to_string(b.shape));
                                   }),
                                   "\n");
     return str_cat(comment, "extern \"C\" __global__ void __launch_bounds__(", max_threads, ") ", name, "(",
-                   str_join(params, ", ", [](const std::string& p) { return p; }), ") {\n");
+                   str_join(params, ", ", [](const std::string& p) { return p; }), ") {\n",
+                   streamed_ ? "  const unsigned long long kpol = kiln_policy(stream_l2);\n" : "");
+  }
+
+  // Whether a load at index i reads each element once: i takes every var of the domain and,
+  // in a stage over n_inner inner extents, every inner var.
+  bool reads_once(const Index& i, size_t n_inner) const {
+    std::set<int> outer, inner;
+    collect_vars(i, outer, inner);
+    return outer.size() == k_.domain.size() && inner.size() == n_inner;
   }
 
   std::string entry_name(int width) const { return width > 1 ? str_cat(k_.name, "_v", width) : k_.name; }
 
   void set_width(int width) {
     width_ = width;
+    streamed_ = false;
     cache_store_.clear();
     cache_read_.clear();
     if (width > 1) out_.vector_name = entry_name(width);
@@ -1178,7 +1244,8 @@ class Emitter {
     lane0_ = true;
     for (size_t n = 0; n < cached_.size(); ++n)
       s += str_cat("        ", vec_load(k_.buffers[cached_[n].buffer].dtype, width,
-                                     str_cat(buf(cached_[n].buffer), " + ", index(cached_[n].index)), str_cat("rc", n, "[j]")),
+                                     str_cat(buf(cached_[n].buffer), " + ", index(cached_[n].index)), str_cat("rc", n, "[j]"),
+                                     streamed_ && reads_once(cached_[n].index, inner_.size())),
                    ";\n");
     lane0_ = false;
     s += "      }\n    }\n";
@@ -1215,6 +1282,11 @@ class Emitter {
   // One row per (blockIdx.x, threadIdx.y); blockDim.x threads (a multiple of 32) share it.
   void emit_rows(int width) {
     set_width(width);
+    // A row kernel's vector entry streams what it reads once and what it stores through L2
+    // under kiln_policy. Elementwise kernels do not: on an H100, hinted accesses made
+    // gelu*sigmoid over 2^26 f32 1.7% slower where they made layer_norm+gelu 2% faster
+    // (bench/RESULTS.md, 2026-12-02).
+    streamed_ = width > 1;
     std::string s = signature(entry_name(width), 1024);
     bool any_float = false, any_int = false, any_arg = false;
     for (const kir::Stage& st : k_.stages) {
@@ -1309,6 +1381,7 @@ class Emitter {
   std::vector<Dim> inner_;
   int width_ = 1;
   bool vec_outer_ = true;
+  bool streamed_ = false;  // the entry being written takes kpol (emit_rows)
   int vec_var_ = -1;
   mutable bool lane0_ = false;
   std::set<std::string> vec_access_;

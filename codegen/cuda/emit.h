@@ -44,7 +44,13 @@ struct CudaKernel {
   Dim work;                 // see LaunchKind
   Dim row_length;           // Rows only
   int buffers = 0;          // pointer parameters first (kernel buffer order, then the acc buffer)
-  std::vector<std::string> symbols;  // then one long long per dynamic symbol, in this order
+  std::vector<std::string> symbols;  // then one long long per dynamic symbol, in this order,
+                                     // then int stream_l2 (below)
+  // The bytes of all the kernel's buffers. The host passes stream_l2 = 1 when they exceed
+  // the device's L2 cache: a Rows kernel's vector entry then gives its loads of elements read
+  // once and its stores evict-first priority in L2 (kiln_policy), else normal priority.
+  // Other kernels take the parameter and ignore it.
+  Dim bytes;
   // The vector entry point is valid when every `divisible` dim is a multiple of `width` and
   // every buffer in `aligned` starts at a 16-byte aligned address.
   int width = 1;

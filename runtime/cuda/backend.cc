@@ -50,7 +50,8 @@ struct KernelCall {
   bool vector_dims = false;  // the vector entry's divisibility conditions hold
   std::vector<CUdeviceptr> ptrs;
   std::vector<long long> syms;
-  std::vector<void*> params;  // into ptrs and syms
+  int stream_l2 = 0;          // the kernel's data exceed the L2 cache (CudaKernel::bytes)
+  std::vector<void*> params;  // into ptrs, syms and stream_l2
 };
 
 struct KernelStep {
@@ -471,6 +472,9 @@ absl::Status CudaExecutable::plan_kernel(const KernelStep& s, const Bindings& b,
   call.params.clear();
   for (CUdeviceptr& p : call.ptrs) call.params.push_back(&p);
   for (long long& v : call.syms) call.params.push_back(&v);
+  KILN_ASSIGN_OR_RETURN(int64_t bytes, k.bytes.evaluate(b));
+  call.stream_l2 = bytes > ctx_->device().properties().l2_cache_bytes;
+  call.params.push_back(&call.stream_l2);
   return absl::OkStatus();
 }
 

@@ -114,6 +114,7 @@ TEST_CASE("every corpus kernel emits CUDA C that NVRTC compiles for sm_90", "[cu
 }
 
 TEST_CASE("golden: a bf16 elementwise chain moves 16 bytes per access, adds and multiplies in pairs", "[cuda][golden]") {
+  // Elementwise kernels take stream_l2 and keep every access at the normal L2 priority.
   std::string src = single_kernel_text(R"(graph g(%x: bf16[B, 4096], %a: bf16[4096], %b: bf16[4096]) {
   %m = mul(%x, %a)
   %p = add(%m, %b)
@@ -123,9 +124,11 @@ TEST_CASE("golden: a bf16 elementwise chain moves 16 bytes per access, adds and 
   return %y
 })", KernelGroup::Kind::Elementwise);
   require_checks(src, R"(
-CHECK: extern "C" __global__ void __launch_bounds__(1024) k0_mul(const unsigned short* __restrict__ b0, {{.*}}long long S_B) {
+CHECK: extern "C" __global__ void __launch_bounds__(1024) k0_mul(const unsigned short* __restrict__ b0, {{.*}}long long S_B, int stream_l2) {
+CHECK-NOT: kpol
 CHECK: for (long long c = {{.*}}; c < n; c += (long long)gridDim.x * blockDim.x) {
-CHECK: extern "C" __global__ void __launch_bounds__(1024) k0_mul_v8(
+CHECK: extern "C" __global__ void __launch_bounds__(1024) k0_mul_v8({{.*}}long long S_B, int stream_l2) {
+CHECK-NOT: kpol
 CHECK: const long long n = (4096LL * S_B) / 8;
 CHECK: alignas(16) unsigned vl0[4];
 CHECK: kiln_ldv<unsigned, 4>(reinterpret_cast<const unsigned*>(b0 + {{.*}}), vl0);
@@ -189,6 +192,7 @@ TEST_CASE("golden: softmax rows reduce by warp shuffles and across warps", "[cud
   %y = cast(%q, dtype=bf16)
   return %y
 })", KernelGroup::Kind::Reduction);
+  // The vector entry reads x and stores y under the L2 policy the host picks (kpol).
   require_checks(src, R"(
 CHECK: __shared__ float red_f[32];
 CHECK: const long long rows = S_R;
@@ -200,11 +204,12 @@ CHECK: __syncthreads();
 CHECK: float s1;
 CHECK: kiln_exp(
 CHECK: __frcp_rn(s1)
-CHECK: _v8(
+CHECK: _v8({{.*}}long long S_R, int stream_l2) {
+CHECK-NEXT: const unsigned long long kpol = kiln_policy(stream_l2);
 CHECK: alignas(16) unsigned rc0[4][4];
 CHECK: const long long c = threadIdx.x + (long long)j * blockDim.x;
 CHECK-NEXT: const long long q = c * 8;
-CHECK: kiln_ldv<unsigned, 4>(
+CHECK: kiln_ldv_once<unsigned, 4>({{.*}}, rc0[j], kpol);
 CHECK: float ec0[4][8];
 CHECK: const float t{{[0-9]+}} = kiln_exp(t{{[0-9]+}});
 CHECK-NEXT: ec0[j][v] = t{{[0-9]+}};
@@ -212,7 +217,7 @@ CHECK: const float t{{[0-9]+}} = ec0[j][v];
 CHECK-NOT: kiln_exp(
 CHECK: = (t{{[0-9]+}} * __frcp_rn(s1));
 CHECK: vs0[v] = t{{[0-9]+}};
-CHECK: kiln_stv_pairs<false, 8>(
+CHECK: kiln_stv_pairs_once<false, 8>({{.*}}, vs0, kpol);
 )");
   // 64 threads hold the row's 256 chunks, 4 each: no chunk loop stops at the row's end.
   CHECK(src.substr(src.find("_v8(")).find("break;") == std::string::npos);
