@@ -1287,6 +1287,7 @@ class Emitter {
     // gelu*sigmoid over 2^26 f32 1.7% slower where they made layer_norm+gelu 2% faster
     // (bench/RESULTS.md, 2026-12-02).
     streamed_ = width > 1;
+    out_.streams_l2 |= streamed_;
     std::string s = signature(entry_name(width), 1024);
     bool any_float = false, any_int = false, any_arg = false;
     for (const kir::Stage& st : k_.stages) {

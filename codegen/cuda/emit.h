@@ -51,6 +51,7 @@ struct CudaKernel {
   // once and its stores evict-first priority in L2 (kiln_policy), else normal priority.
   // Other kernels take the parameter and ignore it.
   Dim bytes;
+  bool streams_l2 = false;  // the vector entry reads stream_l2 (a Rows kernel's)
   // The vector entry point is valid when every `divisible` dim is a multiple of `width` and
   // every buffer in `aligned` starts at a 16-byte aligned address.
   int width = 1;

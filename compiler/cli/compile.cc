@@ -85,7 +85,8 @@ DeviceReport compile_cuda(const CompiledModule& m, const Bindings& baked, const 
                                   : str_cat(", row cached (at most ", k.row_cache_chunks,
                                             k.row_cache_chunks == 1 ? " chunk" : " chunks", " per thread)");
       what = str_cat(k.name, " ", cuda::launch_kind_name(k.launch), k.width > 1 ? str_cat(", ", k.width, " lanes") : std::string(),
-                     cache, st.weight_prep ? ", weight prep" : "");
+                     cache, k.streams_l2 ? ", evict-first in L2 when its data exceed it" : "",
+                     st.weight_prep ? ", weight prep" : "");
     }
     r.text += fmt::format("  group {:<3} {}\n", st.group, what);
   }

@@ -425,7 +425,7 @@ TEST_CASE("kiln compile --device cuda: every kernel NVRTC-compiled with no GPU, 
   require_checks(r.out, R"(
 CHECK: cuda sm_90: 14 kernels, 6 cuBLASLt GEMMs; NVRTC {{[0-9.]+}} ms (14 compiled, 0 from the kernel cache)
 CHECK-NEXT: group 0   k0_cast elementwise, 8 lanes, weight prep
-CHECK-NEXT: group 1   k1_mean rows, 8 lanes, row cached (32 threads x 8 chunks)
+CHECK-NEXT: group 1   k1_mean rows, 8 lanes, row cached (32 threads x 8 chunks), evict-first in L2 when its data exceed it
 CHECK: group 13  cuBLASLt bf16 m=T n=11264 k=2048 batch=1 epilogue none
 CHECK-NEXT: group 14  k14_mul elementwise, 8 lanes
 CHECK-NEXT: group 15  cuBLASLt bf16 m=T n=2048 k=5632 batch=1 epilogue none, f32 accumulator into k15_linear
