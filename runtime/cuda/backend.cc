@@ -472,6 +472,7 @@ absl::Status CudaExecutable::plan_kernel(const KernelStep& s, const Bindings& b,
   call.params.clear();
   for (CUdeviceptr& p : call.ptrs) call.params.push_back(&p);
   for (long long& v : call.syms) call.params.push_back(&v);
+  call.stream_l2 = 0;
   if (k.streams_l2) {
     KILN_ASSIGN_OR_RETURN(int64_t bytes, k.bytes.evaluate(b));
     call.stream_l2 = bytes > ctx_->device().properties().l2_cache_bytes;

@@ -17,6 +17,7 @@
 #include "ir/str.h"
 #include "runtime/cuda/allocator.h"
 #include "runtime/cuda_driver.h"
+#include "test/common/catch_helpers.h"
 #include "test/common/gpu_test.h"
 #include "test/cuda/corpus.h"
 
@@ -166,14 +167,13 @@ TEST_CASE("cuda: kernels over more data than the L2 cache stream it through and 
   KILN_REQUIRE_GPU();
   // layer_norm + gelu (a row kernel: x read once, w and b by every row) and an elementwise
   // product with w beside it.
-  absl::StatusOr<Graph> g = parse_graph(R"(graph g(%x: bf16[R, 4096], %w: bf16[4096], %b: bf16[4096]) {
+  Graph g = kiln::testing::parse_or_fail(R"(graph g(%x: bf16[R, 4096], %w: bf16[4096], %b: bf16[4096]) {
   %n = layer_norm(%x, %w, %b, axes=[-1], eps=1e-5)
   %y = gelu(%n, approximate="tanh")
   %z = mul(%x, %w)
   return %y, %z
 })");
-  REQUIRE(g.ok());
-  absl::StatusOr<CompiledGraph> cg = compile(*g, {.device = Device::Cuda});
+  absl::StatusOr<CompiledGraph> cg = compile(g, {.device = Device::Cuda});
   REQUIRE(cg.ok());
   absl::StatusOr<cuda::Device> dev = cuda::Device::get(0);
   REQUIRE(dev.ok());
@@ -182,7 +182,7 @@ TEST_CASE("cuda: kernels over more data than the L2 cache stream it through and 
   // stores go evict-first. R = 1 and 7 stay far below, at normal priority.
   REQUIRE(int64_t{2} * 4099 * 4096 * 2 > dev->properties().l2_cache_bytes);
   for (int64_t r : {1, 4099, 7}) {
-    Outcome o = check_call(*cg, *g, {{"R", r}}, 500 + r);
+    Outcome o = check_call(*cg, g, {{"R", r}}, 500 + r);
     INFO("R=" << r);
     CHECK(o.failure.empty());
   }
