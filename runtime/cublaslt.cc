@@ -1,7 +1,7 @@
 #include "runtime/cublaslt.h"
 
 #include "ir/str.h"
-#include "runtime/status_macros.h"
+#include "ir/status.h"
 
 namespace kiln::cuda {
 namespace {

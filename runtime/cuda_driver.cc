@@ -6,7 +6,7 @@
 #include <mutex>
 
 #include "ir/str.h"
-#include "runtime/status_macros.h"
+#include "ir/status.h"
 
 namespace kiln::cuda {
 namespace {

@@ -12,8 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "codegen/kernel_ir.h"
-#include "passes/pass_manager.h"
+#include "codegen/module.h"
 #include "runtime/tensor.h"
 
 namespace kiln {
@@ -24,23 +23,6 @@ namespace kiln {
 enum class Mode : uint8_t { Default, ReduceOverhead, MaxAutotune };
 std::string_view mode_name(Mode m);  // "default", "reduce-overhead", "max-autotune"
 std::optional<Mode> parse_mode(std::string_view name);
-
-// What every specialization of one compiled graph shares; immutable once compile() built it.
-struct CompiledModule {
-  CompileState state;                // optimized graph, schedule, memory plan
-  std::vector<kir::Kernel> kernels;  // kernels[i] is the lowering of state.schedule.groups[i]
-  std::vector<const Value*> args;    // runtime arguments in call order: inputs, params without data
-  std::vector<std::string> symbols;  // every symbol of the graph, sorted: the order of SymbolValues
-
-  // `values` (in `symbols` order) as Bindings, for the slow paths (layout, errors).
-  Bindings bindings(std::span<const int64_t> values) const;
-
-  // A graph through the pipeline and its lowered kernels; args and symbols are derived.
-  static std::shared_ptr<CompiledModule> make(CompileState state, std::vector<kir::Kernel> kernels);
-};
-
-// The symbol values of one call, in CompiledModule::symbols order.
-using SymbolValues = std::span<const int64_t>;
 
 struct BuildOptions {
   Mode mode = Mode::Default;

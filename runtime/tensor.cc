@@ -3,7 +3,7 @@
 #include <cstring>
 
 #include "ir/str.h"
-#include "runtime/status_macros.h"
+#include "ir/status.h"
 
 #if KILN_WITH_CUDA
 #include "runtime/cuda_driver.h"

@@ -14,7 +14,7 @@
 #include "runtime/cpu/gemm.h"
 #include "runtime/cpu/jit.h"
 #include "runtime/cpu/thread_pool.h"
-#include "runtime/status_macros.h"
+#include "ir/status.h"
 
 namespace kiln::cpu {
 namespace {

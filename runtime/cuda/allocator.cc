@@ -5,7 +5,7 @@
 #include <mutex>
 
 #include "runtime/cuda_driver.h"
-#include "runtime/status_macros.h"
+#include "ir/status.h"
 
 namespace kiln::cuda {
 namespace {

@@ -20,7 +20,7 @@
 #include "runtime/cuda/plan.h"
 #include "runtime/cuda_driver.h"
 #include "runtime/nvrtc.h"
-#include "runtime/status_macros.h"
+#include "ir/status.h"
 
 namespace kiln::cuda {
 namespace {

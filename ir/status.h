@@ -1,4 +1,4 @@
-// Early-return helpers for absl::Status / StatusOr inside kiln's runtime.
+// Early-return helpers for absl::Status / StatusOr: the one error-propagation idiom of kiln.
 #pragma once
 
 #include "absl/status/status.h"
