@@ -26,7 +26,4 @@ struct CompiledModule {
   static std::shared_ptr<CompiledModule> make(CompileState state, std::vector<kir::Kernel> kernels);
 };
 
-// The symbol values of one call, in CompiledModule::symbols order.
-using SymbolValues = std::span<const int64_t>;
-
 }  // namespace kiln

@@ -11,12 +11,15 @@
 #include "ir/str.h"
 #include "ir/verifier.h"
 
+#include "codegen/program.h"
+#include "ir/status.h"
 #if KILN_WITH_LLVM
-#include "runtime/cpu/backend.h"
+#include "runtime/cpu/device.h"
 #endif
 #if KILN_WITH_CUDA_BACKEND
-#include "runtime/cuda/backend.h"
+#include "runtime/cuda/device.h"
 #include "runtime/cuda_driver.h"
+#include "runtime/nvrtc.h"
 #endif
 
 namespace kiln {
@@ -24,18 +27,6 @@ namespace {
 
 double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
-
-absl::StatusOr<std::unique_ptr<Backend>> make_backend(Device d, int cuda_device) {
-  if (absl::Status s = device_available(d); !s.ok()) return s;
-  if (d == Device::Auto) d = device_available(Device::Cuda).ok() ? Device::Cuda : Device::Cpu;
-#if KILN_WITH_CUDA_BACKEND
-  if (d == Device::Cuda) return cuda::make_backend(cuda_device);
-#endif
-#if KILN_WITH_LLVM
-  if (d == Device::Cpu) return cpu::make_backend();
-#endif
-  return absl::InternalError(str_cat("no backend for device ", device_kind_name(d)));
 }
 
 // How each dim of each runtime argument is checked and binds symbols, precomputed so that a
@@ -59,7 +50,7 @@ struct Specialization {
   GuardSet guard_set;
   std::vector<SlotGuard> guards;  // guard_set's guards, one per symbol slot, for the hot path
   std::string text;
-  std::unique_ptr<Executable> exe;
+  std::unique_ptr<Executor> exe;
 };
 
 }  // namespace
@@ -132,7 +123,7 @@ std::string CompileStats::to_json() const {
 
 struct CompiledGraph::Impl {
   std::shared_ptr<CompiledModule> module;
-  std::unique_ptr<Backend> backend;
+  std::unique_ptr<DeviceAdapter> device;
   CompileOptions opts;
   std::vector<std::vector<DimRule>> rules;  // per runtime argument, per dim
   std::vector<SymbolInfo> bounds;           // per slot
@@ -156,7 +147,7 @@ struct CompiledGraph::Impl {
                               str_join(want, ", ", [](const Value* v) { return str_cat("%", v->name(), ": ", v->type().to_string()); }),
                               "), got ", args.size());
     syms.assign(bounds.size(), -1);
-    DeviceId dev = backend->device();
+    DeviceId dev = device->device();
     for (size_t i = 0; i < args.size(); ++i) {
       const Tensor& t = args[i];
       const std::vector<DimRule>& r = rules[i];
@@ -246,19 +237,16 @@ struct CompiledGraph::Impl {
         parts.push_back(str_cat(specs[i].guard_set.check(b).value_or("all guards pass"), " (specialization ", i, ")"));
       reason = str_join(parts, "; ", [](const std::string& p) { return p; });
     }
-    BuildOptions bo;
-    bo.mode = opts.mode;
-    bo.baked = gs.baked();
-    bo.example = b;
-    if (!opts.dump_dir.empty())
-      bo.dump_dir = (std::filesystem::path(opts.dump_dir) / fmt::format("spec{}", specs.size())).string();
+    std::string dump_dir;
+    if (!opts.dump_dir.empty()) dump_dir = (std::filesystem::path(opts.dump_dir) / fmt::format("spec{}", specs.size())).string();
     auto t0 = std::chrono::steady_clock::now();
-    absl::StatusOr<std::unique_ptr<Executable>> exe = backend->build(module, bo);
+    absl::StatusOr<std::unique_ptr<Executor>> exe =
+        specialize(module, *device, gs.baked(), opts.mode, dump_dir.empty() ? DumpFn() : dump_into(dump_dir));
     if (!exe.ok())
       return absl::Status(exe.status().code(), str_cat("building the specialization ", sp.text, ": ",
                                                        status_message(exe.status())));
     sp.exe = *std::move(exe);
-    const BuildStats& bs = sp.exe->build_stats();
+    BuildStats bs = sp.exe->build_stats();
     ++stats.compiles;
     if (!specs.empty()) {
       ++stats.recompiles;
@@ -267,8 +255,8 @@ struct CompiledGraph::Impl {
     log_line(1, fmt::format("kiln: built specialization {} [{}] for {} in {:.1f} ms: {} kernels, {} GEMMs{}",
                             specs.size(), sp.text, module->state.graph.name(), ms_since(t0), bs.kernels, bs.gemms,
                             reason.empty() ? "" : str_cat("; recompiled because ", reason)));
-    if (!bo.dump_dir.empty())
-      if (absl::Status s = write_dump_file(std::filesystem::path(bo.dump_dir) / "guards.txt", sp.text + "\n"); !s.ok()) return s;
+    if (!dump_dir.empty())
+      if (absl::Status s = write_dump_file(std::filesystem::path(dump_dir) / "guards.txt", sp.text + "\n"); !s.ok()) return s;
     specs.push_back(std::move(sp));
     last_hit = specs.size() - 1;
     return &specs.back();
@@ -304,13 +292,16 @@ absl::Status CompiledGraph::run(const std::vector<Tensor>& args, std::vector<Ten
       im.out_shapes_syms = syms;
     }
     const std::vector<int64_t>& shape = im.out_shapes[i];
-    if (o.dtype() != outs[i]->dtype() || o.shape() != shape || o.device() != im.backend->device() || !o.is_contiguous())
+    if (o.dtype() != outs[i]->dtype() || o.shape() != shape || o.device() != im.device->device() || !o.is_contiguous())
       return invalid_argument("output ", i, " (%", outs[i]->name(), ") expects a contiguous ",
                               dtype_name(outs[i]->dtype()), fmt::format("{}", shape), " on ",
-                              device_name(im.backend->device()), ", got ", o.type_string());
+                              device_name(im.device->device()), ", got ", o.type_string());
   }
   absl::StatusOr<Specialization*> sp = im.dispatch(syms);
   if (!sp.ok()) return sp.status();
+  if (im.opts.compile_only)
+    return absl::FailedPreconditionError(str_cat("graph ", im.module->state.graph.name(),
+                                                 " was compiled only (CompileOptions::compile_only): it cannot run"));
   return (*sp)->exe->run(args, syms, outputs, opts);
 }
 
@@ -373,7 +364,7 @@ absl::StatusOr<std::vector<HostTensor>> run_host(CompiledGraph& cg, const std::m
   return host;
 }
 
-DeviceId CompiledGraph::device() const { return impl_->backend->device(); }
+DeviceId CompiledGraph::device() const { return impl_->device->device(); }
 Mode CompiledGraph::mode() const { return impl_->opts.mode; }
 const Graph& CompiledGraph::graph() const { return impl_->module->state.graph; }
 const CompiledModule& CompiledGraph::module() const { return *impl_->module; }
@@ -384,7 +375,7 @@ CompileStats CompiledGraph::stats() const {
   // Executables keep counting after they are built (kernels compiled on first need, tuning
   // on the first call), so their part is summed when asked.
   for (const Specialization& sp : impl_->specs) {
-    const BuildStats& bs = sp.exe->build_stats();
+    BuildStats bs = sp.exe->build_stats();
     s.kernels += bs.kernels;
     s.gemms += bs.gemms;
     s.cache_memory_hits += bs.cache_memory_hits;
@@ -399,6 +390,17 @@ CompileStats CompiledGraph::stats() const {
   return s;
 }
 
+std::vector<CompiledGraph::SpecializationInfo> CompiledGraph::specialization_info() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  std::vector<SpecializationInfo> out;
+  for (const Specialization& s : impl_->specs) {
+    SpecializationInfo info{s.text, s.exe->shared_program(), s.exe->build_stats(), {}, s.exe->strategy()};
+    for (size_t k = 0; k < info.program->kernels.size(); ++k) info.kernel_notes.push_back(s.exe->describe_kernel(static_cast<int>(k)));
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
 std::vector<std::string> CompiledGraph::specializations() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   std::vector<std::string> out;
@@ -406,23 +408,61 @@ std::vector<std::string> CompiledGraph::specializations() const {
   return out;
 }
 
-absl::StatusOr<CompiledGraph> compile(const Graph& g, const CompileOptions& opts) {
-  if (absl::Status s = verify(g); !s.ok()) return s;
-  absl::StatusOr<std::unique_ptr<Backend>> backend = make_backend(opts.device, opts.cuda_device);
-  if (!backend.ok()) return backend.status();
-  return compile(g, *std::move(backend), opts);
+absl::StatusOr<std::unique_ptr<DeviceAdapter>> make_device_adapter(Device d, int cuda_device, bool compile_only) {
+#if KILN_WITH_CUDA_BACKEND
+  if (d == Device::Cuda && compile_only) return cuda::make_compile_only_adapter(cuda::default_arch());
+#endif
+  KILN_RETURN_IF_ERROR(device_available(d));
+  if (d == Device::Auto) d = device_available(Device::Cuda).ok() ? Device::Cuda : Device::Cpu;
+#if KILN_WITH_CUDA_BACKEND
+  if (d == Device::Cuda) return cuda::make_adapter(cuda_device);
+#endif
+#if KILN_WITH_LLVM
+  if (d == Device::Cpu) return cpu::make_adapter();
+#endif
+  return absl::InternalError(str_cat("no device adapter for ", device_kind_name(d)));
 }
 
-absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<Backend> backend, const CompileOptions& opts_in) {
+std::string kernel_times_json(const std::vector<BuildStats::KernelTime>& times) {
+  return str_cat("[", str_join(times, ", ", [](const BuildStats::KernelTime& t) {
+                   return fmt::format("{{\"name\": \"{}\", \"codegen_ms\": {:.3f}, \"compile_ms\": {:.3f}, \"cached\": {}}}",
+                                      t.name, t.codegen_ms, t.compile_ms, t.cached);
+                 }), "]");
+}
+
+DumpFn dump_into(const std::string& dir) {
+  return [dir](const std::string& name, const std::string& text) {
+    return write_dump_file(std::filesystem::path(dir) / name, text);
+  };
+}
+
+absl::StatusOr<std::unique_ptr<Executor>> specialize(std::shared_ptr<const CompiledModule> m, DeviceAdapter& device,
+                                                     const Bindings& baked, Mode mode, const DumpFn& dump) {
+  KILN_ASSIGN_OR_RETURN(std::shared_ptr<const Program> p, build_program(std::move(m), device.target(), baked));
+  if (dump) {
+    KILN_RETURN_IF_ERROR(dump("program.txt", p->to_string()));
+    // The kernels as the target prepared them (the CUDA schedule), beside their sources.
+    for (const ProgramKernel& k : p->kernels) KILN_RETURN_IF_ERROR(dump(k.kernel.name + ".kir", kir::print_kernel(k.kernel)));
+  }
+  return Executor::create(std::move(p), device, ExecutorOptions{mode, dump});
+}
+
+absl::StatusOr<CompiledGraph> compile(const Graph& g, const CompileOptions& opts) {
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<DeviceAdapter> device,
+                        make_device_adapter(opts.device, opts.cuda_device, opts.compile_only));
+  return compile(g, std::move(device), opts);
+}
+
+absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<DeviceAdapter> device, const CompileOptions& opts_in) {
   CompileOptions opts = opts_in;
   if (opts.dump_dir.empty())
     if (const char* d = std::getenv("KILN_DUMP_DIR"); d && *d) opts.dump_dir = d;
-  if (absl::Status s = verify(g); !s.ok()) return s;
-  if (!backend) return absl::InvalidArgumentError("compile: no backend");
+  KILN_RETURN_IF_ERROR(verify(g));
+  if (!device) return absl::InvalidArgumentError("compile: no device adapter");
 
   auto im = std::make_shared<CompiledGraph::Impl>();
   im->opts = opts;
-  im->backend = std::move(backend);
+  im->device = std::move(device);
   PipelineOptions po;
   po.dump_dir = opts.dump_dir;
   if (log_level() >= 3) {
@@ -430,11 +470,10 @@ absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<Backend> b
     po.print = [](const std::string& text) { log_line(3, text); };
   }
   if (log_level() >= 2) po.lower_log = [](const std::string& line) { log_line(2, line); };
-  absl::StatusOr<PipelineResult> r = compile_to_kernels(g.clone(), po);
-  if (!r.ok()) return r.status();
-  for (const PassStat& p : r->summary.passes) (p.name == "lower" ? im->stats.lower_ms : im->stats.pass_ms) += p.ms;
-  log_line(1, str_cat("kiln: ", g.name(), ": ", r->summary.to_text()));
-  std::shared_ptr<CompiledModule> module = CompiledModule::make(std::move(r->state), std::move(r->kernels));
+  KILN_ASSIGN_OR_RETURN(PipelineResult r, compile_to_kernels(g.clone(), po));
+  for (const PassStat& p : r.summary.passes) (p.name == "lower" ? im->stats.lower_ms : im->stats.pass_ms) += p.ms;
+  log_line(1, str_cat("kiln: ", g.name(), ": ", r.summary.to_text()));
+  std::shared_ptr<CompiledModule> module = CompiledModule::make(std::move(r.state), std::move(r.kernels));
   im->module = module;
   const Graph& og = module->state.graph;
 
@@ -466,7 +505,7 @@ absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<Backend> b
       return invalid_argument("graph ", og.name(), ": symbol ", module->symbols[s],
                               " appears only inside compound dims of the arguments, so a call cannot bind it");
   log_line(1, fmt::format("kiln: compiled {} for {} ({}): {} groups, passes {:.1f} ms, lowering {:.1f} ms",
-                          og.name(), device_name(im->backend->device()), mode_name(opts.mode),
+                          og.name(), device_name(im->device->device()), mode_name(opts.mode),
                           im->module->state.schedule.groups.size(), im->stats.pass_ms, im->stats.lower_ms));
   CompiledGraph cg;
   cg.impl_ = std::move(im);

@@ -15,7 +15,8 @@
 
 #include "absl/status/statusor.h"
 #include "ir/graph.h"
-#include "runtime/executable.h"
+#include "codegen/module.h"
+#include "runtime/executor.h"
 #include "runtime/tensor.h"
 
 namespace kiln {
@@ -33,9 +34,14 @@ struct CompileOptions {
   // Symbols stay kernel parameters, with 0 and 1 specialized (as torch.compile does); false
   // specializes every symbol on its value (one specialization per shape).
   bool dynamic = true;
-  // Per-pass IR, kernel IR, each specialization's sources and guards; empty: $KILN_DUMP_DIR.
+  // Per-pass IR, kernel IR, each specialization's program, sources and guards; empty:
+  // $KILN_DUMP_DIR.
   std::string dump_dir;
   int cuda_device = 0;
+  // Specializations are built but never run: on CUDA every kernel is generated and
+  // NVRTC-compiled for the present device's arch (sm_90 without one) with no device needed.
+  // Calls fail; warm_up() builds.
+  bool compile_only = false;
 };
 
 // Counters in the spirit of torch._dynamo's: what compiling and dispatch did so far.
@@ -69,6 +75,16 @@ class CompiledGraph {
   const Graph& graph() const;  // after the pass pipeline
   const CompiledModule& module() const;
   CompileStats stats() const;
+  // Every specialization built so far, in build order: its guards, its Program and how the
+  // device runs it (what `kiln compile` prints).
+  struct SpecializationInfo {
+    std::string guards;
+    std::shared_ptr<const Program> program;
+    BuildStats stats;
+    std::vector<std::string> kernel_notes;  // per program kernel: "k1_mean rows, 8 lanes"
+    const char* strategy;                   // how calls run: "capture and replay", ...
+  };
+  std::vector<SpecializationInfo> specialization_info() const;
   // The guard set of every specialization built so far, in build order: "B >= 2, T == 1".
   std::vector<std::string> specializations() const;
   // Builds (without running) the specialization that calls with these symbol values use,
@@ -90,7 +106,7 @@ class CompiledGraph {
   struct Impl;
 
  private:
-  friend absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<Backend> backend,
+  friend absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<DeviceAdapter> device,
                                                const CompileOptions& opts);
   std::shared_ptr<Impl> impl_;
 };
@@ -104,8 +120,27 @@ absl::StatusOr<std::vector<HostTensor>> run_host(CompiledGraph& cg, const std::m
 // until the first call (or warm_up). Errors name the pass, group or node at fault, or say
 // why the device cannot be used.
 absl::StatusOr<CompiledGraph> compile(const Graph& g, const CompileOptions& opts = {});
-// The same with a backend of the caller's (an engine's own executor, a test double);
-// `opts.device` is ignored.
-absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<Backend> backend, const CompileOptions& opts = {});
+// The same on a device adapter of the caller's (another device, a test double);
+// `opts.device` and `opts.compile_only` are ignored.
+absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<DeviceAdapter> device,
+                                      const CompileOptions& opts = {});
+
+// The adapter compile() uses for `d` (Auto: CUDA when a device is present, else the CPU);
+// with `compile_only`, CUDA's compiles kernels without a device.
+absl::StatusOr<std::unique_ptr<DeviceAdapter>> make_device_adapter(Device d, int cuda_device = 0,
+                                                                   bool compile_only = false);
+
+// One specialization of `m` on `device`, as compile() builds it on a guard miss: the program
+// for the device's target baking `baked`, loaded (its kernels compiled) into an executor.
+// `dump`, when set, receives program.txt, each program kernel's IR (<kernel>.kir) and the
+// device's sources.
+absl::StatusOr<std::unique_ptr<Executor>> specialize(std::shared_ptr<const CompiledModule> m, DeviceAdapter& device,
+                                                     const Bindings& baked, Mode mode, const DumpFn& dump = {});
+
+// Writes dump files into `dir` (atomically; the directory is made on first use).
+DumpFn dump_into(const std::string& dir);
+
+// The kernel times as a JSON array of {"name", "codegen_ms", "compile_ms", "cached"}.
+std::string kernel_times_json(const std::vector<BuildStats::KernelTime>& times);
 
 }  // namespace kiln

@@ -93,19 +93,6 @@ struct GemmPlan::Descriptors {
   }
 };
 
-
-std::string_view gemm_epilogue_name(GemmEpilogue e) {
-  switch (e) {
-    case GemmEpilogue::none: return "none";
-    case GemmEpilogue::relu: return "relu";
-    case GemmEpilogue::gelu: return "gelu";
-    case GemmEpilogue::bias: return "bias";
-    case GemmEpilogue::relu_bias: return "relu_bias";
-    case GemmEpilogue::gelu_bias: return "gelu_bias";
-  }
-  return "?";
-}
-
 absl::Status check_gemm_spec(const GemmSpec& s) {
   if (!is_float(s.dtype))
     return invalid_argument("cuBLASLt GEMM supports f32, f16 and bf16, not ", dtype_name(s.dtype));

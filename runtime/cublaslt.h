@@ -13,17 +13,16 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "codegen/gemm.h"
 #include "ir/dtype.h"
 #include "runtime/cuda_driver.h"
 
 namespace kiln::cuda {
 
-// cuBLASLt's GELU epilogues use the tanh approximation.
-enum class GemmEpilogue { none, relu, gelu, bias, relu_bias, gelu_bias };
-std::string_view gemm_epilogue_name(GemmEpilogue e);
-inline bool has_bias(GemmEpilogue e) {
-  return e == GemmEpilogue::bias || e == GemmEpilogue::relu_bias || e == GemmEpilogue::gelu_bias;
-}
+// The epilogues cuBLASLt fuses (codegen/gemm.h; its GELU is the tanh approximation).
+using ::kiln::GemmEpilogue;
+using ::kiln::gemm_epilogue_name;
+using ::kiln::has_bias;
 
 struct GemmSpec {
   DType dtype = DType::bf16;  // of A, B, C and the bias; f32, f16 or bf16

@@ -17,13 +17,6 @@
 #include "compiler/guards.h"
 #include "compiler/pipeline.h"
 #include "passes/schedule_util.h"
-#if KILN_WITH_CUDA_BACKEND
-#include "runtime/cuda/backend.h"
-#include "runtime/cuda/plan.h"
-#endif
-#if KILN_WITH_LLVM
-#include "runtime/cpu/backend.h"
-#endif
 
 namespace kiln::cli {
 namespace {
@@ -38,110 +31,66 @@ struct CompileCliOptions {
   std::string mode = "default";
 };
 
-// What a device backend made of the kernels: one line each, and the statistics.
+// What a device made of the kernels: one line each, and the statistics.
 struct DeviceReport {
   std::string text;
   nlohmann::json json;
 };
 
-#if KILN_WITH_CUDA_BACKEND
-DeviceReport compile_cuda(const CompiledModule& m, const Bindings& baked, const std::string& dump_dir) {
-  cuda::SpecializationPlan plan = check(cuda::plan_specialization(m, baked));
-  std::vector<const cuda::CudaKernel*> kernels = plan.kernels();
-  std::string arch = cuda::default_arch();
-  std::vector<cuda::NvrtcProgram> programs = cuda::nvrtc_programs(kernels, arch);
-  KernelCacheStats before = cuda::kernel_cache().stats();
-  std::vector<absl::StatusOr<std::shared_ptr<const CompiledKernel>>> out =
-      cuda::nvrtc_compile_cached(cuda::kernel_cache(), programs);
-  KernelCacheStats after = cuda::kernel_cache().stats();
-  for (size_t i = 0; i < out.size(); ++i) {
-    std::shared_ptr<const CompiledKernel> k = check(std::move(out[i]));
-    if (!dump_dir.empty()) {
-      std::filesystem::path dir = std::filesystem::path(dump_dir) / "cuda";
-      if (absl::Status s = write_dump_file(dir / (programs[i].name + ".cu"), programs[i].source); !s.ok())
-        throw CliError(status_message(s));
-      if (absl::Status s = write_dump_file(dir / (programs[i].name + ".ptx"), k->ptx); !s.ok())
-        throw CliError(status_message(s));
-    }
-  }
-  DeviceReport r;
-  r.text = str_cat("cuda ", arch, ": ", kernels.size(), " kernels, ", plan.gemms(), " cuBLASLt GEMMs; NVRTC ",
-                   fmt::format("{:.1f}", after.compile_ms - before.compile_ms), " ms (", after.misses - before.misses,
-                   " compiled, ", after.memory_hits + after.disk_hits - before.memory_hits - before.disk_hits,
-                   " from the kernel cache)\n");
-  for (const cuda::PlannedStep& st : plan.steps) {
-    std::string what;
-    if (st.kind == cuda::PlannedStep::Kind::Gemm) {
-      const cuda::GemmLayout& l = st.gemm;
-      what = str_cat("cuBLASLt ", dtype_name(l.dtype), " m=", l.m.to_string(), " n=", l.n.to_string(), " k=",
-                     l.k.to_string(), " batch=", l.batch.to_string(), " epilogue ", gemm_epilogue_name(l.epilogue),
-                     st.copy_a ? ", A gathered" : "", st.copy_b ? ", B gathered" : "",
-                     st.epilogue_kernel ? str_cat(", f32 accumulator into ", st.kernel.name) : std::string());
-    } else {
-      const cuda::CudaKernel& k = st.kernel;
-      std::string cache;  // how a row-cached kernel holds its row
-      if (k.row_cache_chunks > 0)
-        cache = k.row_threads > 0 ? str_cat(", row cached (", k.row_threads, " threads x ", k.row_cache_chunks, " chunks)")
-                                  : str_cat(", row cached (at most ", k.row_cache_chunks,
-                                            k.row_cache_chunks == 1 ? " chunk" : " chunks", " per thread)");
-      what = str_cat(k.name, " ", cuda::launch_kind_name(k.launch), k.width > 1 ? str_cat(", ", k.width, " lanes") : std::string(),
-                     cache, k.streams_l2 ? ", evict-first in L2 when its data exceed it" : "",
-                     st.weight_prep ? ", weight prep" : "");
-    }
-    r.text += fmt::format("  group {:<3} {}\n", st.group, what);
-  }
-  r.json = {{"device", "cuda"},
-            {"arch", arch},
-            {"kernels", kernels.size()},
-            {"gemms", plan.gemms()},
-            {"nvrtc_ms", after.compile_ms - before.compile_ms},
-            {"compiled", after.misses - before.misses},
-            {"cache_hits", after.memory_hits + after.disk_hits - before.memory_hits - before.disk_hits}};
-  return r;
+// One line per group in group order: the kernel as the device runs it, or the GEMM's form.
+std::string group_lines(const Program& p, const std::vector<std::string>& kernel_notes) {
+  std::vector<std::pair<int, std::string>> lines;
+  auto add = [&](const Step& st, bool prep) {
+    if (st.kind == Step::Kind::Copy) return;
+    std::string what = st.kind == Step::Kind::Kernel ? kernel_notes[p.kernel_steps[st.index].kernel] : p.describe(st);
+    lines.push_back({st.group, str_cat(what, prep ? ", weight prep" : "")});
+  };
+  for (const Step& st : p.prep) add(st, true);
+  for (const Step& st : p.steps) add(st, false);
+  std::stable_sort(lines.begin(), lines.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::string s;
+  for (const auto& [group, what] : lines) s += fmt::format("  group {:<3} {}\n", group, what);
+  return s;
 }
-#endif
 
-#if KILN_WITH_LLVM
-DeviceReport compile_cpu(std::shared_ptr<const CompiledModule> m, const BuildOptions& bo) {
-  std::unique_ptr<Executable> exe = check(cpu::make_backend()->build(std::move(m), bo));
-  const BuildStats& s = exe->build_stats();
-  DeviceReport r;
-  r.text = fmt::format("cpu: {} kernels, {} GEMMs; LLVM codegen {:.1f} ms, O2 + JIT {:.1f} ms ({} compiled, {} from "
-                       "the JIT cache){}\n",
-                       s.kernels, s.gemms, s.codegen_ms, s.compile_ms, s.cache_misses, s.cache_memory_hits,
-                       bo.dump_dir.empty() ? "" : str_cat("; optimized LLVM IR in ", bo.dump_dir));
-  for (const BuildStats::KernelTime& t : s.kernel_times)
-    r.text += fmt::format("  {:<24}{}\n", t.name,
-                          t.cached ? std::string("from the JIT cache")
-                                   : fmt::format("codegen {:.2f} ms, O2 + JIT {:.1f} ms", t.codegen_ms, t.compile_ms));
-  r.json = {{"device", "cpu"},          {"kernels", s.kernels},       {"gemms", s.gemms},
-            {"codegen_ms", s.codegen_ms}, {"compile_ms", s.compile_ms}, {"compiled", s.cache_misses},
-            {"cache_hits", s.cache_memory_hits}, {"kernel_times", nlohmann::json::parse(kernel_times_json(s.kernel_times))}};
-  return r;
-}
-#endif
-
-// The device part of `kiln compile`, or why this build cannot do it.
+// The device part of `kiln compile`: the specialization that calls with the given bindings
+// use (symbols left unbound stay dynamic), built as compile() builds it, compiled only.
 DeviceReport compile_for_device(const CompileCliOptions& o, PipelineResult& r, const Bindings& given) {
   Device d = *parse_device(o.device);
+  std::unique_ptr<DeviceAdapter> device = check(make_device_adapter(d, 0, /*compile_only=*/true));
+  std::string dump_dir;
+  if (!o.dump_dir.empty()) dump_dir = (std::filesystem::path(o.dump_dir) / o.device).string();
+  std::shared_ptr<CompiledModule> m = CompiledModule::make(std::move(r.state), std::move(r.kernels));
+  std::unique_ptr<Executor> exe = check(specialize(m, *device, GuardSet::for_bindings(given, true).baked(),
+                                                   *parse_mode(o.mode), dump_dir.empty() ? DumpFn() : dump_into(dump_dir)));
+  const Program& p = exe->program();
+  BuildStats s = exe->build_stats();
+  std::vector<std::string> notes;
+  for (size_t k = 0; k < p.kernels.size(); ++k) notes.push_back(exe->describe_kernel(static_cast<int>(k)));
+  DeviceReport rep;
   if (d == Device::Cuda) {
-#if KILN_WITH_CUDA_BACKEND
-    std::shared_ptr<CompiledModule> m = CompiledModule::make(std::move(r.state), std::move(r.kernels));
-    return compile_cuda(*m, GuardSet::for_bindings(given, true).baked(), o.dump_dir);
-#else
-    throw CliError("--device cuda: this build of kiln has no CUDA backend (configured without the CUDA toolkit)");
-#endif
+    std::string arch = device->arch();
+    rep.text = str_cat("cuda ", arch, ": ", s.kernels, " kernels, ", p.gemms.size(), " cuBLASLt GEMMs; NVRTC ",
+                       fmt::format("{:.1f}", s.compile_ms), " ms (", s.cache_misses, " compiled, ",
+                       s.cache_memory_hits + s.cache_disk_hits, " from the kernel cache)\n");
+    rep.json = {{"device", "cuda"},      {"arch", arch},          {"kernels", s.kernels},
+                {"gemms", p.gemms.size()}, {"nvrtc_ms", s.compile_ms}, {"compiled", s.cache_misses},
+                {"cache_hits", s.cache_memory_hits + s.cache_disk_hits}};
+    rep.text += group_lines(p, notes);
+    return rep;
   }
-#if KILN_WITH_LLVM
-  BuildOptions bo;
-  bo.mode = *parse_mode(o.mode);
-  bo.baked = GuardSet::for_bindings(given, true).baked();
-  bo.example = r.layout_bindings;
-  if (!o.dump_dir.empty()) bo.dump_dir = (std::filesystem::path(o.dump_dir) / "cpu").string();
-  return compile_cpu(CompiledModule::make(std::move(r.state), std::move(r.kernels)), bo);
-#else
-  throw CliError("--device cpu: this build of kiln has no CPU backend (configured with KILN_WITH_LLVM=OFF)");
-#endif
+  rep.text = fmt::format("cpu: {} kernels, {} GEMMs; LLVM codegen {:.1f} ms, O2 + JIT {:.1f} ms ({} compiled, {} from "
+                         "the JIT cache){}\n",
+                         s.kernels, s.gemms, s.codegen_ms, s.compile_ms, s.cache_misses, s.cache_memory_hits,
+                         dump_dir.empty() ? "" : str_cat("; optimized LLVM IR in ", dump_dir));
+  for (const BuildStats::KernelTime& t : s.kernel_times)
+    rep.text += fmt::format("  {:<24}{}\n", t.name,
+                            t.cached ? std::string("from the JIT cache")
+                                     : fmt::format("codegen {:.2f} ms, O2 + JIT {:.1f} ms", t.codegen_ms, t.compile_ms));
+  rep.json = {{"device", "cpu"},            {"kernels", s.kernels},         {"gemms", s.gemms},
+              {"codegen_ms", s.codegen_ms}, {"compile_ms", s.compile_ms},   {"compiled", s.cache_misses},
+              {"cache_hits", s.cache_memory_hits}, {"kernel_times", nlohmann::json::parse(kernel_times_json(s.kernel_times))}};
+  return rep;
 }
 
 std::string bindings_text(const Bindings& given, const Bindings& used) {

@@ -7,6 +7,7 @@
 #include <climits>
 #include <cstring>
 
+#include "codegen/gemm.h"
 #include "ir/str.h"
 
 namespace kiln::cpu {
@@ -15,7 +16,6 @@ namespace {
 // Below this many multiply-adds a GEMM runs as one BLAS call on the calling thread.
 constexpr double kMinParallelFlops = 1 << 18;
 
-bool is_zero(const Dim& d) { return d == SymExpr(0); }
 
 // Calls f(flat, offset) for every point of `dims` (row-major), offset = sum index * stride.
 template <typename F>
@@ -89,20 +89,10 @@ void pack_as(const GemmRunner::Operand& op, int64_t k, const void* src, float* d
 }  // namespace
 
 std::optional<GemmRunner> GemmRunner::make(const kir::Kernel& k) {
-  if (!k.gemm || k.gemm->acc_dtype != DType::f32 || !k.gemm->a.strides || !k.gemm->b.strides) return std::nullopt;
+  if (!blas_runs(k)) return std::nullopt;
   const kir::GemmSpec& g = *k.gemm;
-  size_t nb = g.batch.size();
-  if (nb > k.domain.size() || g.a.strides->outer.size() != k.domain.size() ||
-      g.b.strides->outer.size() != k.domain.size())
-    return std::nullopt;
-  if (nb + g.m_dims + g.n_dims != k.domain.size()) return std::nullopt;
   GemmRunner r;
   r.m_dims_ = static_cast<size_t>(g.m_dims);
-  // A does not move along n, nor B along m.
-  for (size_t d = nb; d < k.domain.size(); ++d) {
-    bool is_m = d < nb + r.m_dims_;
-    if (!is_zero(is_m ? g.b.strides->outer[d] : g.a.strides->outer[d])) return std::nullopt;
-  }
   r.kernel_ = k.name;
   r.spec_ = g;
   r.domain_ = k.domain;

@@ -18,8 +18,7 @@ namespace kiln::cpu {
 
 class GemmRunner {
  public:
-  // nullopt when `k` has no GEMM, accumulates in another dtype than f32, or an operand's
-  // index is not affine: the emitter's k loop computes those.
+  // nullopt where BLAS does not run `k` (codegen/gemm.h blas_runs): its own k loop computes it.
   static std::optional<GemmRunner> make(const kir::Kernel& k);
 
   // The GEMM under concrete symbol values.

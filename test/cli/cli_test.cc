@@ -462,6 +462,57 @@ CHECK: .entry k14_mul
   CHECK(bad.err.find("--mode") != std::string::npos);
 }
 
+TEST_CASE("kiln compile --device cuda: program.txt holds every buffer's place and each GEMM's form", "[cli]") {
+  TempDir dir;
+  ScopedEnv cache("KILN_CACHE_DIR", (dir / "cache").string());
+  std::string decoder = std::string(KILN_EXAMPLES_DIR) + "/decoder_layer.kiln";
+  fs::path d = dir / "dump";
+  Run r = kiln_cli({"compile", decoder, "--bind", "B=1", "--bind", "T=5", "--device", "cuda", "--dump-dir", d.string()},
+                   dir);
+  require_status(r, 0);
+  // B = 1 is baked; parameters are arguments, merged weights weight prep, intermediates in
+  // the arena, accumulators and gathered operands in scratch; the weight prep runs apart.
+  require_checks(read_text(d / "cuda" / "program.txt"), R"(
+CHECK: program decoder_layer for cuda
+CHECK-NEXT: baked B = 1
+CHECK-NEXT: buffers:
+CHECK: b7 concat_2: bf16[6144, 2048] (weight prep 1)
+CHECK: b13 k6_matmul.acc: f32[B, 16, T, T] (scratch 0)
+CHECK: b18 k9_linear_a: bf16[B, T, 2048] (scratch 1)
+CHECK: b31 out: bf16[B, T, 2048] (output 0)
+CHECK-NEXT: weight prep (when parameters change):
+CHECK-NEXT: group 0: k0_cast(b0, b1)
+CHECK: steps:
+CHECK-NEXT: group 1: k1_mean(b2, b1, b3)
+CHECK-NEXT: group 3: cuBLASLt bf16 m=T n=6144 k=2048 batch=1 epilogue none
+CHECK-NEXT: A b3 as [M, K] ld 2048 batch stride 0 offset 0; B b7 as [N, K] ld 2048 batch stride 0 offset 0
+CHECK-NEXT: C b8
+CHECK-NEXT: where the library cannot run a call: k3_linear_naive(b3, b7, b8)
+CHECK: group 8: cuBLASLt bf16 m=T n=128 k=T batch=16 epilogue none
+CHECK-NEXT: A b15 as [M, K] ld T batch stride T*T offset 0; B b8 as [K, N] ld 6144 batch stride 128 offset 4096
+CHECK: group 9: cuBLASLt bf16 m=T n=2048 k=2048 batch=1 epilogue none, A gathered, f32 accumulator into k9_linear
+CHECK: C b19 (f32 accumulator)
+CHECK-NEXT: first A gathered: k9_linear_a(b16, b18)
+CHECK-NEXT: then epilogue: k9_linear(b16, b17, b2, b20, b19)
+CHECK-NEXT: where the library cannot run a call: k9_linear_naive(b16, b17, b2, b20)
+)");
+  // Each program kernel's IR sits beside its source.
+  CHECK(count_files(d / "cuda", ".kir") == 14 + 6);
+  // The CPU's program: BLAS accumulators read by each GEMM's kernel, no fallback.
+  Run cpu = kiln_cli({"compile", decoder, "--bind", "B=2", "--device", "cpu", "--dump-dir", (dir / "cpu_dump").string()},
+                     dir);
+  if (cpu.status == 0)
+    require_checks(read_text(dir / "cpu_dump" / "cpu" / "program.txt"), R"(
+CHECK: program decoder_layer for cpu
+CHECK-NOT: baked
+CHECK: group 15: BLAS k15_linear, f32 accumulator into k15_linear
+CHECK-NEXT: A b29, B b30 as their kernel indexes them
+CHECK-NEXT: C b31 (f32 accumulator)
+CHECK-NEXT: then epilogue: k15_linear(b29, b30, b20, b32, b31)
+CHECK-NOT: where the library cannot run a call
+)");
+}
+
 TEST_CASE("kiln run --device cuda with no GPU: 'no CUDA device', exit status 1", "[cli]") {
   TempDir dir;
   std::string decoder = std::string(KILN_EXAMPLES_DIR) + "/decoder_layer.kiln";

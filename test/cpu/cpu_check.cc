@@ -6,7 +6,11 @@
 #include "ir/compare.h"
 #include "ir/printer.h"
 #include "ir/str.h"
-#include "runtime/cpu/backend.h"
+#include <fstream>
+
+#include "codegen/program.h"
+#include "ir/status.h"
+#include "runtime/cpu/device.h"
 
 namespace kiln::testing {
 
@@ -29,9 +33,19 @@ absl::StatusOr<std::shared_ptr<const CompiledModule>> make_module(const Graph& g
   return std::shared_ptr<const CompiledModule>(std::move(m));
 }
 
-absl::StatusOr<std::unique_ptr<Executable>> build_cpu(std::shared_ptr<const CompiledModule> m, const BuildOptions& opts) {
-  static std::unique_ptr<Backend> backend = cpu::make_backend();
-  return backend->build(std::move(m), opts);
+absl::StatusOr<std::unique_ptr<Executor>> build_cpu(std::shared_ptr<const CompiledModule> m, const BuildOptions& opts) {
+  static std::unique_ptr<DeviceAdapter> device = cpu::make_adapter();
+  KILN_ASSIGN_OR_RETURN(std::shared_ptr<const Program> p, build_program(std::move(m), device->target(), opts.baked));
+  DumpFn dump;
+  if (!opts.dump_dir.empty())
+    dump = [dir = opts.dump_dir](const std::string& name, const std::string& text) -> absl::Status {
+      std::filesystem::create_directories(dir);
+      std::ofstream f(std::filesystem::path(dir) / name, std::ios::binary);
+      f << text;
+      if (!f) return invalid_argument("cannot write ", dir, "/", name);
+      return absl::OkStatus();
+    };
+  return Executor::create(std::move(p), *device, ExecutorOptions{Mode::Default, dump});
 }
 
 absl::StatusOr<std::vector<Tensor>> to_tensors(const CompiledModule& m, const TensorMap& args) {
@@ -46,7 +60,7 @@ absl::StatusOr<std::vector<Tensor>> to_tensors(const CompiledModule& m, const Te
   return in;
 }
 
-absl::StatusOr<std::vector<HostTensor>> run_cpu(Executable& exe, const CompiledModule& m, const std::vector<Tensor>& in,
+absl::StatusOr<std::vector<HostTensor>> run_cpu(Executor& exe, const CompiledModule& m, const std::vector<Tensor>& in,
                                                 const Bindings& b) {
   std::vector<int64_t> syms;
   for (const std::string& s : m.symbols) {
@@ -65,7 +79,7 @@ absl::StatusOr<std::vector<HostTensor>> run_cpu(Executable& exe, const CompiledM
   return host;
 }
 
-absl::StatusOr<std::vector<HostTensor>> run_cpu(Executable& exe, const CompiledModule& m, const TensorMap& args,
+absl::StatusOr<std::vector<HostTensor>> run_cpu(Executor& exe, const CompiledModule& m, const TensorMap& args,
                                                 const Bindings& b) {
   absl::StatusOr<std::vector<Tensor>> in = to_tensors(m, args);
   if (!in.ok()) return in.status();
@@ -73,7 +87,7 @@ absl::StatusOr<std::vector<HostTensor>> run_cpu(Executable& exe, const CompiledM
 }
 
 absl::Status check_cpu_on_args(const Graph& g, std::shared_ptr<const CompiledModule> m, const TensorMap& args,
-                               const Bindings& b, Executable* dynamic, std::vector<std::vector<Tensor>>* keep_alive) {
+                               const Bindings& b, Executor* dynamic, std::vector<std::vector<Tensor>>* keep_alive) {
   absl::StatusOr<std::vector<HostTensor>> want = evaluate(g, args);
   if (!want.ok()) return invalid_argument("reference failed under ", bindings_to_string(b), ": ", want.status().message());
   Bindings baked;
@@ -82,11 +96,11 @@ absl::Status check_cpu_on_args(const Graph& g, std::shared_ptr<const CompiledMod
   absl::StatusOr<std::vector<Tensor>> in = to_tensors(*m, args);
   if (!in.ok()) return in.status();
   if (keep_alive) keep_alive->push_back(*in);
-  std::unique_ptr<Executable> own;
+  std::unique_ptr<Executor> own;
   for (const Bindings& bake : {Bindings{}, baked}) {
-    Executable* exe = bake.empty() ? dynamic : nullptr;
+    Executor* exe = bake.empty() ? dynamic : nullptr;
     if (!exe) {
-      absl::StatusOr<std::unique_ptr<Executable>> built = build_cpu(m, BuildOptions{.baked = bake});
+      absl::StatusOr<std::unique_ptr<Executor>> built = build_cpu(m, BuildOptions{.baked = bake});
       if (!built.ok()) return built.status();
       own = *std::move(built);
       exe = own.get();
@@ -106,7 +120,7 @@ absl::Status check_cpu_on_args(const Graph& g, std::shared_ptr<const CompiledMod
 
 absl::Status check_cpu_matches_reference(const Graph& g, std::shared_ptr<const CompiledModule> m,
                                          const std::vector<Bindings>& bindings, uint64_t seed) {
-  absl::StatusOr<std::unique_ptr<Executable>> dynamic = build_cpu(m);
+  absl::StatusOr<std::unique_ptr<Executor>> dynamic = build_cpu(m);
   if (!dynamic.ok()) return dynamic.status();
   std::vector<std::vector<Tensor>> alive;
   for (size_t bi = 0; bi < bindings.size(); ++bi) {

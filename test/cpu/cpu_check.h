@@ -11,7 +11,8 @@
 #include "absl/status/statusor.h"
 #include "ir/graph.h"
 #include "ir/reference.h"
-#include "runtime/executable.h"
+#include "codegen/module.h"
+#include "runtime/executor.h"
 
 namespace kiln::testing {
 
@@ -21,17 +22,22 @@ using ScheduleFn = std::function<Schedule(const Graph&)>;
 // memory plan), lowers every group, and fills the argument and symbol orders.
 absl::StatusOr<std::shared_ptr<const CompiledModule>> make_module(const Graph& g, const ScheduleFn& schedule = {});
 
-// Builds `m` on the CPU backend with `opts`.
-absl::StatusOr<std::unique_ptr<Executable>> build_cpu(std::shared_ptr<const CompiledModule> m,
-                                                      const BuildOptions& opts = {});
+struct BuildOptions {
+  Bindings baked;        // symbols that are constants of the specialization
+  std::string dump_dir;  // when set: program.txt and each kernel's optimized LLVM IR go there
+};
+
+// The specialization of `m` that bakes `opts.baked`, on the CPU device, as compile() builds it.
+absl::StatusOr<std::unique_ptr<Executor>> build_cpu(std::shared_ptr<const CompiledModule> m,
+                                                    const BuildOptions& opts = {});
 
 // `args` (by name, as reference.h's evaluate takes them) as tensors in CompiledModule::args order.
 absl::StatusOr<std::vector<Tensor>> to_tensors(const CompiledModule& m, const TensorMap& args);
 
 // Runs `exe` (built from `m`) on `in` under `b`; returns the outputs as host tensors.
-absl::StatusOr<std::vector<HostTensor>> run_cpu(Executable& exe, const CompiledModule& m, const std::vector<Tensor>& in,
+absl::StatusOr<std::vector<HostTensor>> run_cpu(Executor& exe, const CompiledModule& m, const std::vector<Tensor>& in,
                                                 const Bindings& b);
-absl::StatusOr<std::vector<HostTensor>> run_cpu(Executable& exe, const CompiledModule& m, const TensorMap& args,
+absl::StatusOr<std::vector<HostTensor>> run_cpu(Executor& exe, const CompiledModule& m, const TensorMap& args,
                                                 const Bindings& b);
 
 // For each binding: random arguments (seeded from `seed` and the binding's position, all kept
@@ -43,11 +49,11 @@ absl::StatusOr<std::vector<HostTensor>> run_cpu(Executable& exe, const CompiledM
 absl::Status check_cpu_matches_reference(const Graph& g, std::shared_ptr<const CompiledModule> m,
                                          const std::vector<Bindings>& bindings, uint64_t seed);
 
-// One binding with given arguments (e.g. NaNs and infinities), on `dynamic` (an executable of
+// One binding with given arguments (e.g. NaNs and infinities), on `dynamic` (an executor of
 // `m` without baked symbols; null: one is built) and on the 0/1 specialization as above.
 // The argument tensors are appended to `keep_alive` when given.
 absl::Status check_cpu_on_args(const Graph& g, std::shared_ptr<const CompiledModule> m, const TensorMap& args,
-                               const Bindings& b, Executable* dynamic,
+                               const Bindings& b, Executor* dynamic,
                                std::vector<std::vector<Tensor>>* keep_alive = nullptr);
 
 }  // namespace kiln::testing

@@ -23,6 +23,7 @@ using namespace kiln;
 using kiln::testing::parse_or_fail;
 using kiln::testing::require_ok;
 using kiln::testing::build_cpu;
+using kiln::testing::BuildOptions;
 using kiln::testing::check_cpu_matches_reference;
 using kiln::testing::make_module;
 using kiln::testing::run_cpu;
@@ -35,8 +36,8 @@ std::shared_ptr<const CompiledModule> module_of(const Graph& g) {
   return *m;
 }
 
-std::unique_ptr<Executable> executable(std::shared_ptr<const CompiledModule> m, const BuildOptions& opts = {}) {
-  absl::StatusOr<std::unique_ptr<Executable>> e = build_cpu(std::move(m), opts);
+std::unique_ptr<Executor> executable(std::shared_ptr<const CompiledModule> m, const BuildOptions& opts = {}) {
+  absl::StatusOr<std::unique_ptr<Executor>> e = build_cpu(std::move(m), opts);
   if (!e.ok()) FAIL(status_message(e.status()));
   return *std::move(e);
 }

@@ -1,4 +1,5 @@
-// max-autotune's memory: one human-readable line per tuned kernel or GEMM,
+// max-autotune's memory: one human-readable line per tuned step (a kernel's launch shape, a
+// GEMM's library algorithm),
 //   <key> <choice>  # <what was tuned: kernel or GEMM shape, device, times>
 // in <kernel cache dir>/autotune.txt, so that a second process starts tuned. The key is a
 // hash of the description (kernel source or GEMM spec, sizes, device); the file is rewritten
@@ -10,7 +11,7 @@
 #include <optional>
 #include <string>
 
-namespace kiln::cuda {
+namespace kiln {
 
 class TuneStore {
  public:
@@ -26,4 +27,4 @@ class TuneStore {
   std::map<std::string, std::pair<std::string, std::string>> entries_;  // key -> (choice, note)
 };
 
-}  // namespace kiln::cuda
+}  // namespace kiln

@@ -1,14 +1,14 @@
-#include "runtime/cuda/plan.h"
+#include "codegen/gemm.h"
 
-#include <chrono>
 #include <functional>
 #include <map>
 #include <set>
 
-#include "ir/str.h"
 #include "ir/status.h"
+#include "ir/str.h"
+#include "passes/schedule.h"
 
-namespace kiln::cuda {
+namespace kiln {
 namespace {
 
 // Flattens the strides of consecutive dims [from, to) of a domain into one stride: the
@@ -68,7 +68,7 @@ std::optional<OperandLayout> strided_operand(const kir::Kernel& k, bool is_b,
 // A kernel that gathers a GEMM operand into a dense [batch.., rows.., K] buffer (its second
 // buffer), for operands that are no strided matrix (a reshape that splits K, batch dims
 // that do not flatten).
-kir::Kernel operand_copy(const kir::Kernel& k, bool is_b) {
+kir::Kernel operand_gather(const kir::Kernel& k, bool is_b) {
   const kir::GemmSpec& g = *k.gemm;
   const kir::GemmOperand& op = is_b ? g.b : g.a;
   int nb = static_cast<int>(g.batch.size()), from = nb + (is_b ? g.m_dims : 0), to = from + (is_b ? g.n_dims : g.m_dims);
@@ -118,87 +118,99 @@ std::optional<GemmEpilogue> library_epilogue(const KernelGroup& g, DType dtype) 
   return std::nullopt;
 }
 
+bool is_zero(const Dim& d) { return d == SymExpr(0); }
+
+absl::StatusOr<GemmDecision> decide_cublaslt(const KernelGroup& g, const kir::Kernel& k, const Bindings& baked) {
+  GemmDecision d;
+  DType a = k.buffers[k.gemm->a.buffer].dtype, b = k.buffers[k.gemm->b.buffer].dtype;
+  // GEMMs over integers or mixed dtypes compute themselves.
+  if (a != b || !is_float(a)) return d;
+  std::map<std::string, SymExpr> bake;
+  for (const auto& [sym, v] : baked) bake[sym] = SymExpr(v);
+  auto sub = [&](const Dim& x) { return x.substitute(bake); };
+  const kir::GemmSpec& spec = *k.gemm;
+  GemmLayout layout;
+  layout.dtype = a;
+  layout.m = sub(spec.m), layout.n = sub(spec.n), layout.k = sub(spec.k);
+  layout.batch = sub(shape_numel(spec.batch));
+  for (bool is_b : {false, true}) {
+    std::optional<OperandLayout> l = strided_operand(k, is_b, sub);
+    if (!l) {
+      // Gathered into scratch first: dense [batch, rows, K].
+      Dim rows = is_b ? layout.n : layout.m;
+      l = OperandLayout{rows * layout.k, layout.k, 0, true};
+      (is_b ? d.gather_b : d.gather_a) = operand_gather(k, is_b);
+    }
+    (is_b ? layout.batch_b : layout.batch_a) = l->batch_stride;
+    (is_b ? layout.ldb : layout.lda) = l->ld;
+    (is_b ? layout.offset_b : layout.offset_a) = l->offset;
+    (is_b ? layout.b_is_nk : layout.a_is_km) = is_b ? l->k_contiguous : !l->k_contiguous;
+  }
+  if (std::optional<GemmEpilogue> e = library_epilogue(g, layout.dtype)) {
+    layout.epilogue = *e;
+    d.fused_epilogue = true;
+  } else {
+    layout.out_dtype = DType::f32;  // the accumulator goes to scratch; one kernel applies the epilogue
+  }
+  d.library = true;
+  d.layout = std::move(layout);
+  return d;
+}
+
 }  // namespace
 
-std::vector<const CudaKernel*> SpecializationPlan::kernels() const {
-  std::vector<const CudaKernel*> out;
-  for (const PlannedStep& s : steps) {
-    for (const std::optional<CudaKernel>* c : {&s.copy_a, &s.copy_b})
-      if (*c) out.push_back(&**c);
-    if (s.kind == PlannedStep::Kind::Kernel || s.epilogue_kernel) out.push_back(&s.kernel);
+bool blas_runs(const kir::Kernel& k) {
+  if (!k.gemm || k.gemm->acc_dtype != DType::f32 || !k.gemm->a.strides || !k.gemm->b.strides) return false;
+  const kir::GemmSpec& g = *k.gemm;
+  size_t nb = g.batch.size();
+  if (nb + g.m_dims + g.n_dims != k.domain.size() || g.a.strides->outer.size() != k.domain.size() ||
+      g.b.strides->outer.size() != k.domain.size())
+    return false;
+  for (size_t d = nb; d < k.domain.size(); ++d) {
+    bool is_m = d < nb + static_cast<size_t>(g.m_dims);
+    if (!is_zero(is_m ? g.b.strides->outer[d] : g.a.strides->outer[d])) return false;
   }
-  return out;
+  return true;
 }
 
-int SpecializationPlan::gemms() const {
-  int n = 0;
-  for (const PlannedStep& s : steps) n += s.kind == PlannedStep::Kind::Gemm;
-  return n;
-}
-
-absl::StatusOr<SpecializationPlan> plan_specialization(const CompiledModule& m, const Bindings& baked) {
-  auto t0 = std::chrono::steady_clock::now();
-  SpecializationPlan plan;
-  const Schedule& s = m.state.schedule;
-  for (size_t i = 0; i < s.groups.size(); ++i) {
-    const KernelGroup& g = s.groups[i];
-    const kir::Kernel& k = m.kernels[i];
-    PlannedStep step;
-    step.group = static_cast<int>(i);
-    step.weight_prep = g.weight_prep;
-    bool library = g.kind == KernelGroup::Kind::Gemm && k.gemm &&
-                   k.buffers[k.gemm->a.buffer].dtype == k.buffers[k.gemm->b.buffer].dtype &&
-                   is_float(k.buffers[k.gemm->a.buffer].dtype);
-    if (!library) {
-      // Elementwise and reduction groups; GEMMs over integers or mixed dtypes compute themselves.
-      KILN_ASSIGN_OR_RETURN(step.kernel, emit_kernel(k, baked, GemmForm::Naive));
-      plan.steps.push_back(std::move(step));
-      continue;
-    }
-    std::map<std::string, SymExpr> bake;
-    for (const auto& [sym, v] : baked) bake[sym] = SymExpr(v);
-    auto sub = [&](const Dim& d) { return d.substitute(bake); };
-    const kir::GemmSpec& spec = *k.gemm;
-    GemmLayout layout;
-    layout.dtype = k.buffers[spec.a.buffer].dtype;
-    layout.m = sub(spec.m), layout.n = sub(spec.n), layout.k = sub(spec.k);
-    layout.batch = sub(shape_numel(spec.batch));
-    for (bool is_b : {false, true}) {
-      std::optional<OperandLayout> l = strided_operand(k, is_b, sub);
-      if (!l) {
-        // Gathered into scratch first: dense [batch, rows, K].
-        Dim rows = is_b ? layout.n : layout.m;
-        l = OperandLayout{rows * layout.k, layout.k, 0, true};
-        KILN_ASSIGN_OR_RETURN(CudaKernel copy, emit_kernel(operand_copy(k, is_b), baked));
-        (is_b ? step.copy_b : step.copy_a) = std::move(copy);
-      }
-      (is_b ? layout.batch_b : layout.batch_a) = l->batch_stride;
-      (is_b ? layout.ldb : layout.lda) = l->ld;
-      (is_b ? layout.offset_b : layout.offset_a) = l->offset;
-      (is_b ? layout.b_is_nk : layout.a_is_km) = is_b ? l->k_contiguous : !l->k_contiguous;
-    }
-    step.kind = PlannedStep::Kind::Gemm;
-    step.gemm = layout;
-    if (std::optional<GemmEpilogue> e = library_epilogue(g, layout.dtype)) {
-      step.gemm.epilogue = *e;
-      step.gemm.bias = *e == GemmEpilogue::bias || *e == GemmEpilogue::relu_bias || *e == GemmEpilogue::gelu_bias;
-    } else {
-      // The f32 accumulator goes to scratch; one kernel applies the whole epilogue.
-      step.gemm.out_dtype = DType::f32;
-      step.epilogue_kernel = true;
-      KILN_ASSIGN_OR_RETURN(step.kernel, emit_kernel(k, baked, GemmForm::AccBuffer));
-    }
-    plan.steps.push_back(std::move(step));
+std::string_view gemm_epilogue_name(GemmEpilogue e) {
+  switch (e) {
+    case GemmEpilogue::none: return "none";
+    case GemmEpilogue::relu: return "relu";
+    case GemmEpilogue::gelu: return "gelu";
+    case GemmEpilogue::bias: return "bias";
+    case GemmEpilogue::relu_bias: return "relu_bias";
+    case GemmEpilogue::gelu_bias: return "gelu_bias";
   }
-  plan.codegen_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  return plan;
+  return "?";
 }
 
-std::vector<NvrtcProgram> nvrtc_programs(std::span<const CudaKernel* const> kernels, const std::string& arch) {
-  std::vector<NvrtcProgram> out;
-  for (const CudaKernel* k : kernels)
-    out.push_back({k->name, program_source(std::span<const CudaKernel* const>(&k, 1)), arch, {}});
-  return out;
+bool has_bias(GemmEpilogue e) {
+  return e == GemmEpilogue::bias || e == GemmEpilogue::relu_bias || e == GemmEpilogue::gelu_bias;
 }
 
-}  // namespace kiln::cuda
+std::string_view gemm_library_name(GemmLibrary l) {
+  switch (l) {
+    case GemmLibrary::None: return "no library";
+    case GemmLibrary::CublasLt: return "cuBLASLt";
+    case GemmLibrary::Blas: return "BLAS";
+  }
+  return "?";
+}
+
+absl::StatusOr<GemmDecision> decide_gemm(const KernelGroup& g, const kir::Kernel& k, GemmLibrary lib,
+                                         const Bindings& baked) {
+  if (g.kind != KernelGroup::Kind::Gemm || !k.gemm) return GemmDecision{};
+  switch (lib) {
+    case GemmLibrary::None: return GemmDecision{};
+    case GemmLibrary::CublasLt: return decide_cublaslt(g, k, baked);
+    case GemmLibrary::Blas: {
+      GemmDecision d;
+      d.library = blas_runs(k);
+      return d;
+    }
+  }
+  return absl::InternalError(str_cat("group ", g.id, ": unknown GEMM library"));
+}
+
+}  // namespace kiln

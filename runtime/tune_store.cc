@@ -1,4 +1,4 @@
-#include "runtime/cuda/autotune.h"
+#include "runtime/tune_store.h"
 
 #include <cstdio>
 #include <filesystem>
@@ -9,7 +9,7 @@
 #include "runtime/kernel_cache.h"
 #include "runtime/sha256.h"
 
-namespace kiln::cuda {
+namespace kiln {
 
 TuneStore& TuneStore::instance() {
   static TuneStore* store = new TuneStore();
@@ -58,4 +58,4 @@ void TuneStore::put(const std::string& description, const std::string& choice, c
   std::filesystem::rename(tmp, *path_, ec);
 }
 
-}  // namespace kiln::cuda
+}  // namespace kiln

@@ -1,0 +1,68 @@
+// How a GEMM group runs, decided in one place for every target: whether a library computes
+// it or its own kernel does, how the library addresses each operand (a strided matrix, or a
+// dense copy that a gather kernel makes first), and how much of the group's epilogue the
+// library fuses (cuBLASLt's bias, relu, gelu-tanh) before a kernel reads its f32 accumulator
+// for the rest. codegen/program.cc records the result in the Program; runtime/ carries it out.
+#pragma once
+
+#include <optional>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "codegen/kernel_ir.h"
+
+namespace kiln {
+
+struct KernelGroup;
+
+// The epilogues a GEMM library fuses (gelu: the tanh approximation; bias: one value per
+// output column n).
+enum class GemmEpilogue : uint8_t { none, relu, gelu, bias, relu_bias, gelu_bias };
+std::string_view gemm_epilogue_name(GemmEpilogue e);
+bool has_bias(GemmEpilogue e);
+
+// One GEMM as a BLAS library sees it: sizes, leading dimensions, batch strides and operand
+// offsets (elements) as symbolic dims.
+struct GemmLayout {
+  DType dtype = DType::bf16;       // of A and B
+  std::optional<DType> out_dtype;  // f32: the accumulator goes to scratch for an epilogue kernel
+  GemmEpilogue epilogue = GemmEpilogue::none;
+  bool b_is_nk = true, a_is_km = false;
+  Dim m, n, k, batch, lda, ldb, batch_a, batch_b, offset_a, offset_b;
+};
+
+// The GEMM libraries kiln drives.
+enum class GemmLibrary : uint8_t {
+  // None: every GEMM group's own kernel computes it (a device without a GEMM library).
+  None,
+  // cuBLASLt: float GEMMs whose operands share one dtype, over strided operands (others are
+  // gathered into dense scratch first), with its own bias/relu/gelu-tanh epilogues.
+  CublasLt,
+  // BLAS sgemm (OpenBLAS): GEMMs accumulating in f32 over affine operands, in f32 (the device
+  // converts and packs operands that are not f32 in a BLAS layout); epilogues are kernels.
+  Blas,
+};
+std::string_view gemm_library_name(GemmLibrary l);
+
+struct GemmDecision {
+  bool library = false;  // false: the group's kernel computes the GEMM itself
+  // CublasLt: the call's layout (Blas: the device derives it from the kernel's strides).
+  std::optional<GemmLayout> layout;
+  // CublasLt: kernels gathering operand A (or B) into a dense [batch.., rows.., K] buffer,
+  // their second buffer, for operands that are no strided matrix.
+  std::optional<kir::Kernel> gather_a, gather_b;
+  // The library computes the whole group (layout->epilogue); else it writes an f32
+  // accumulator that the group's kernel reads as its epilogue.
+  bool fused_epilogue = false;
+};
+
+// Whether BLAS computes the accumulator of `k`: a GEMM accumulating in f32 over affine
+// operands, its domain exactly the batch, m and n dims, A constant along n and B along m.
+bool blas_runs(const kir::Kernel& k);
+
+// Pre: `k` is the lowering of `g`, a Gemm group. Symbols bound in `baked` are constants of
+// the specialization. Errors name the group.
+absl::StatusOr<GemmDecision> decide_gemm(const KernelGroup& g, const kir::Kernel& k, GemmLibrary lib,
+                                         const Bindings& baked);
+
+}  // namespace kiln

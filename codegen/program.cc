@@ -1,0 +1,322 @@
+#include "codegen/program.h"
+
+#include <algorithm>
+
+#include "absl/container/flat_hash_map.h"
+#include "codegen/module.h"
+#include "passes/builder.h"
+#include "ir/status.h"
+#include "ir/str.h"
+
+namespace kiln {
+namespace {
+
+// Builds the program of one specialization: every graph value a step touches gets its
+// buffer (placement decided once, here), every group its steps.
+class ProgramBuilder {
+ public:
+  ProgramBuilder(std::shared_ptr<const CompiledModule> m, const Target& t, const Bindings& baked)
+      : m_(std::move(m)), t_(t) {
+    p_.target = t.name;
+    p_.graph = m_->state.graph.name();
+    p_.symbols = m_->symbols;
+    p_.baked = baked;
+  }
+
+  absl::StatusOr<Program> build() {
+    const Graph& g = m_->state.graph;
+    for (const Value* a : m_->args) {
+      arg_index_[a] = static_cast<int>(p_.args.size());
+      p_.args.push_back({a->name(), a->dtype(), a->shape(), a->is_param()});
+    }
+    for (const Value* v : g.outputs()) p_.outputs.push_back({v->name(), v->dtype(), v->shape(), false});
+    for (size_t i = 0; i < m_->state.memory.buffers.size(); ++i)
+      planned_[m_->state.memory.buffers[i].value] = static_cast<int>(i);
+    for (const KernelGroup& grp : m_->state.schedule.groups)
+      if (grp.weight_prep)
+        for (const Value* v : grp.outputs) prep_slot_.emplace(v, static_cast<int>(prep_slot_.size()));
+    const Schedule& s = m_->state.schedule;
+    if (m_->kernels.size() != s.groups.size())
+      return absl::InternalError(str_cat("program of ", p_.graph, ": ", m_->kernels.size(), " kernels for ",
+                                         s.groups.size(), " groups"));
+    for (size_t i = 0; i < s.groups.size(); ++i) KILN_RETURN_IF_ERROR(add_group(s.groups[i], m_->kernels[i]));
+    KILN_RETURN_IF_ERROR(add_output_copies());
+    return std::move(p_);
+  }
+
+ private:
+  // The buffer holding graph value `v`, made on first use. `written`: a kernel stores it.
+  absl::StatusOr<int> buffer_of(const Value* v, bool written) {
+    if (auto it = buffer_.find(v); it != buffer_.end()) return it->second;
+    ProgramBuffer b{v->name(), v->dtype(), v->shape()};
+    const std::vector<Value*>& outs = m_->state.graph.outputs();
+    auto out = std::find(outs.begin(), outs.end(), v);
+    if (auto it = prep_slot_.find(v); it != prep_slot_.end()) {
+      b.placement = Placement::WeightPrep, b.index = it->second;
+    } else if (out != outs.end() && v->producer()) {
+      b.placement = Placement::Output, b.index = static_cast<int>(out - outs.begin());
+    } else if (auto it = planned_.find(v); it != planned_.end()) {
+      b.placement = Placement::Arena, b.index = it->second;
+    } else if (written) {
+      return absl::InternalError(str_cat("%", v->name(), " is written by a kernel but has no storage"));
+    } else if (auto it = arg_index_.find(v); it != arg_index_.end()) {
+      b.placement = Placement::Argument, b.index = it->second;
+    } else if (v->is_param() && v->data()) {
+      b.placement = Placement::Constant, b.data = v->data();
+    } else if (std::optional<double> c = constant_value(v)) {
+      auto scalar = std::make_shared<HostTensor>(v->dtype(), std::vector<int64_t>{});
+      scalar->set(0, *c);
+      b.placement = Placement::Constant, b.data = std::move(scalar);
+    } else {
+      return absl::InternalError(str_cat("%", v->name(), " has no storage: not an argument, parameter, output or "
+                                         "planned buffer"));
+    }
+    return add_buffer(v, std::move(b));
+  }
+
+  int add_buffer(const Value* v, ProgramBuffer b) {
+    p_.buffers.push_back(std::move(b));
+    int id = static_cast<int>(p_.buffers.size()) - 1;
+    if (v) buffer_[v] = id;
+    return id;
+  }
+
+  int add_scratch(std::string name, DType t, Shape shape, int slot) {
+    return add_buffer(nullptr, {std::move(name), t, std::move(shape), Placement::Scratch, slot});
+  }
+
+  absl::StatusOr<int> add_kernel(kir::Kernel k, bool accumulator_input, bool on_demand) {
+    if (t_.prepare_kernel) KILN_RETURN_IF_ERROR(t_.prepare_kernel(k));
+    p_.kernels.push_back({std::move(k), accumulator_input, on_demand});
+    return static_cast<int>(p_.kernels.size()) - 1;
+  }
+
+  // A step running `k` over the buffers of its graph values, then `extra` (the accumulator).
+  absl::StatusOr<KernelStep> kernel_step(const kir::Kernel& k, bool accumulator_input, bool on_demand,
+                                         std::vector<int> extra = {}) {
+    KernelStep s;
+    for (const kir::Buffer& buf : k.buffers) {
+      const Value* v = m_->state.graph.find(buf.name);
+      if (!v) return absl::InternalError(str_cat("kernel ", k.name, ": buffer ", buf.name, " names no value of the graph"));
+      KILN_ASSIGN_OR_RETURN(int id, buffer_of(v, buf.role == kir::Buffer::Role::Output));
+      s.buffers.push_back(id);
+    }
+    s.buffers.insert(s.buffers.end(), extra.begin(), extra.end());
+    s.storage.resize(s.buffers.size());
+    for (size_t i = 0; i < s.buffers.size(); ++i) s.storage[i] = static_cast<int>(i);
+    // An output the memory plan writes over one of this kernel's own (dead) inputs.
+    for (size_t i = 0; i < k.buffers.size(); ++i) {
+      const ProgramBuffer& out = p_.buffers[s.buffers[i]];
+      if (k.buffers[i].role != kir::Buffer::Role::Output || out.placement != Placement::Arena) continue;
+      const Value* donor = m_->state.memory.buffers[out.index].reuses;
+      for (size_t j = 0; j < k.buffers.size(); ++j)
+        if (donor && k.buffers[j].role == kir::Buffer::Role::Input && k.buffers[j].name == donor->name())
+          s.storage[i] = static_cast<int>(j);
+    }
+    KILN_ASSIGN_OR_RETURN(s.kernel, add_kernel(k, accumulator_input, on_demand));
+    return s;
+  }
+
+  absl::Status add_group(const KernelGroup& grp, const kir::Kernel& k) {
+    std::vector<Step>& list = grp.weight_prep ? p_.prep : p_.steps;
+    KILN_ASSIGN_OR_RETURN(GemmDecision d, decide_gemm(grp, k, t_.gemms, p_.baked));
+    if (!d.library) {
+      KILN_ASSIGN_OR_RETURN(KernelStep s, kernel_step(k, false, false));
+      p_.kernel_steps.push_back(std::move(s));
+      list.push_back({Step::Kind::Kernel, static_cast<int>(p_.kernel_steps.size()) - 1, grp.id});
+      return absl::OkStatus();
+    }
+    const kir::GemmSpec& spec = *k.gemm;
+    GemmStep gs;
+    gs.group = grp.id;
+    gs.library = t_.gemms;
+    gs.layout = d.layout;
+    KILN_ASSIGN_OR_RETURN(gs.a, buffer_of(m_->state.graph.find(k.buffers[spec.a.buffer].name), false));
+    KILN_ASSIGN_OR_RETURN(gs.b, buffer_of(m_->state.graph.find(k.buffers[spec.b.buffer].name), false));
+    for (bool is_b : {false, true}) {
+      std::optional<kir::Kernel>& gather = is_b ? d.gather_b : d.gather_a;
+      if (!gather) continue;
+      int& operand = is_b ? gs.b : gs.a;
+      const kir::Buffer& dense = gather->buffers[1];
+      int dst = add_scratch(dense.name, dense.dtype, dense.shape, is_b ? 2 : 1);
+      KernelStep c;
+      c.buffers = {operand, dst};
+      c.storage = {0, 1};
+      KILN_ASSIGN_OR_RETURN(c.kernel, add_kernel(std::move(*gather), false, false));
+      (is_b ? gs.gather_b : gs.gather_a) = std::move(c);
+      operand = dst;
+    }
+    if (d.layout && has_bias(d.layout->epilogue)) {
+      KILN_ASSIGN_OR_RETURN(gs.bias, buffer_of(grp.nodes.front()->operand(2), false));
+    }
+    if (d.fused_epilogue) {
+      KILN_ASSIGN_OR_RETURN(gs.c, buffer_of(grp.outputs[0], true));
+    } else {
+      gs.c = add_scratch(str_cat(k.name, ".acc"), DType::f32, k.domain, 0);
+      KILN_ASSIGN_OR_RETURN(gs.epilogue, kernel_step(k, true, false, {gs.c}));
+    }
+    // The generated fallback: only where the library may refuse a call at run time.
+    if (t_.gemms == GemmLibrary::CublasLt) {
+      kir::Kernel naive = k;
+      naive.name += "_naive";
+      KILN_ASSIGN_OR_RETURN(gs.fallback, kernel_step(naive, false, true));
+    }
+    gs.kernel = gs.epilogue ? gs.epilogue->kernel : gs.fallback ? gs.fallback->kernel : -1;
+    if (gs.kernel < 0) return absl::InternalError(str_cat("group ", grp.id, ": a library GEMM with neither epilogue nor fallback"));
+    p_.gemms.push_back(std::move(gs));
+    list.push_back({Step::Kind::Gemm, static_cast<int>(p_.gemms.size()) - 1, grp.id});
+    return absl::OkStatus();
+  }
+
+  // Outputs no kernel writes: arguments, parameters, weight-prep results, and a value
+  // returned twice (its first place is the source).
+  absl::Status add_output_copies() {
+    const std::vector<Value*>& outs = m_->state.graph.outputs();
+    for (size_t j = 0; j < outs.size(); ++j) {
+      const Value* v = outs[j];
+      KILN_ASSIGN_OR_RETURN(int src, buffer_of(v, false));
+      const ProgramBuffer& b = p_.buffers[src];
+      if (b.placement == Placement::Output && b.index == static_cast<int>(j)) continue;
+      int dst = add_buffer(nullptr, {v->name(), v->dtype(), v->shape(), Placement::Output, static_cast<int>(j)});
+      p_.copies.push_back({src, dst, shape_numel(v->shape()) * dtype_size(v->dtype())});
+      p_.steps.push_back({Step::Kind::Copy, static_cast<int>(p_.copies.size()) - 1, -1});
+    }
+    return absl::OkStatus();
+  }
+
+  std::shared_ptr<const CompiledModule> m_;
+  const Target& t_;
+  Program p_;
+  absl::flat_hash_map<const Value*, int> buffer_, planned_, prep_slot_, arg_index_;
+};
+
+std::string buffer_text(const ProgramBuffer& b) {
+  std::string where = str_cat(placement_name(b.placement), b.placement == Placement::Constant ? "" : str_cat(" ", b.index));
+  return str_cat(b.name, ": ", dtype_name(b.dtype), shape_to_string(b.shape), " (", where, ")");
+}
+
+}  // namespace
+
+std::string_view placement_name(Placement p) {
+  switch (p) {
+    case Placement::Argument: return "argument";
+    case Placement::Constant: return "constant";
+    case Placement::WeightPrep: return "weight prep";
+    case Placement::Arena: return "arena";
+    case Placement::Scratch: return "scratch";
+    case Placement::Output: return "output";
+  }
+  return "?";
+}
+
+bool KernelStep::in_place() const {
+  for (size_t i = 0; i < storage.size(); ++i)
+    if (storage[i] != static_cast<int>(i)) return true;
+  return false;
+}
+
+absl::StatusOr<Program::ArenaLayout> Program::arena_layout(const Bindings& b) const {
+  KILN_ASSIGN_OR_RETURN(kiln::ArenaLayout l, module_->state.memory.layout(b));
+  return ArenaLayout{std::move(l.offsets), l.arena_bytes};
+}
+
+Bindings Program::bindings(std::span<const int64_t> values) const {
+  Bindings b;
+  for (size_t i = 0; i < symbols.size() && i < values.size(); ++i) b[symbols[i]] = values[i];
+  return b;
+}
+
+int Program::compiled_kernels() const {
+  return static_cast<int>(std::count_if(kernels.begin(), kernels.end(), [](const ProgramKernel& k) { return !k.on_demand; }));
+}
+
+int Program::launches() const {
+  int n = 0;
+  for (const Step& s : steps) {
+    n += 1;
+    if (s.kind != Step::Kind::Gemm) continue;
+    // On the CPU, BLAS computes the accumulator inside the epilogue kernel's launch.
+    const GemmStep& g = gemms[s.index];
+    if (g.library == GemmLibrary::CublasLt) n += !!g.gather_a + !!g.gather_b + !!g.epilogue;
+  }
+  return n;
+}
+
+std::string Program::describe(const Step& s) const {
+  switch (s.kind) {
+    case Step::Kind::Kernel: return str_cat("kernel ", kernels[kernel_steps[s.index].kernel].kernel.name);
+    case Step::Kind::Copy: {
+      const CopyStep& c = copies[s.index];
+      return str_cat("copy ", buffer_text(buffers[c.src]), " -> ", buffer_text(buffers[c.dst]), ", ", c.bytes.to_string(),
+                     " bytes");
+    }
+    case Step::Kind::Gemm: break;
+  }
+  const GemmStep& g = gemms[s.index];
+  std::string t = str_cat(gemm_library_name(g.library));
+  if (g.layout) {
+    const GemmLayout& l = *g.layout;
+    t += str_cat(" ", dtype_name(l.dtype), " m=", l.m.to_string(), " n=", l.n.to_string(), " k=", l.k.to_string(),
+                 " batch=", l.batch.to_string(), " epilogue ", gemm_epilogue_name(l.epilogue));
+  } else {
+    t += str_cat(" ", kernels[g.kernel].kernel.name);
+  }
+  if (g.gather_a) t += ", A gathered";
+  if (g.gather_b) t += ", B gathered";
+  if (g.epilogue) t += str_cat(", f32 accumulator into ", kernels[g.epilogue->kernel].kernel.name);
+  return t;
+}
+
+std::string Program::to_string() const {
+  std::string s = str_cat("program ", graph, " for ", target, "\n");
+  if (!baked.empty()) {
+    std::map<std::string, int64_t> sorted(baked.begin(), baked.end());
+    s += str_cat("baked ", str_join(sorted, ", ", [](const auto& kv) { return str_cat(kv.first, " = ", kv.second); }), "\n");
+  }
+  s += "buffers:\n";
+  for (size_t i = 0; i < buffers.size(); ++i) s += str_cat("  b", i, " ", buffer_text(buffers[i]), "\n");
+  auto call = [&](const KernelStep& k) {
+    return str_cat(kernels[k.kernel].kernel.name, "(", str_join(k.buffers, ", ", [](int b) { return str_cat("b", b); }),
+                   ")", k.in_place() ? " in place" : "");
+  };
+  auto step_lines = [&](const std::vector<Step>& list) {
+    std::string out;
+    for (const Step& st : list) {
+      std::string group = st.group >= 0 ? str_cat("group ", st.group, ": ") : std::string();
+      if (st.kind != Step::Kind::Gemm) {
+        out += str_cat("  ", group, st.kind == Step::Kind::Kernel ? call(kernel_steps[st.index]) : describe(st), "\n");
+        continue;
+      }
+      const GemmStep& g = gemms[st.index];
+      out += str_cat("  ", group, describe(st), "\n");
+      if (g.layout) {
+        const GemmLayout& l = *g.layout;
+        out += str_cat("    A b", g.a, l.a_is_km ? " as [K, M]" : " as [M, K]", " ld ", l.lda.to_string(), " batch stride ",
+                       l.batch_a.to_string(), " offset ", l.offset_a.to_string(), "; B b", g.b,
+                       l.b_is_nk ? " as [N, K]" : " as [K, N]", " ld ", l.ldb.to_string(), " batch stride ",
+                       l.batch_b.to_string(), " offset ", l.offset_b.to_string(), "\n");
+      } else {
+        out += str_cat("    A b", g.a, ", B b", g.b, " as their kernel indexes them\n");
+      }
+      out += str_cat("    C b", g.c, g.epilogue ? " (f32 accumulator)" : "",
+                     g.bias >= 0 ? str_cat(", bias b", g.bias) : std::string(), "\n");
+      if (g.gather_a) out += str_cat("    first A gathered: ", call(*g.gather_a), "\n");
+      if (g.gather_b) out += str_cat("    first B gathered: ", call(*g.gather_b), "\n");
+      if (g.epilogue) out += str_cat("    then epilogue: ", call(*g.epilogue), "\n");
+      if (g.fallback) out += str_cat("    where the library cannot run a call: ", call(*g.fallback), "\n");
+    }
+    return out;
+  };
+  if (!prep.empty()) s += "weight prep (when parameters change):\n" + step_lines(prep);
+  s += "steps:\n" + step_lines(steps);
+  return s;
+}
+
+absl::StatusOr<std::shared_ptr<const Program>> build_program(std::shared_ptr<const CompiledModule> m, const Target& t,
+                                                             const Bindings& baked) {
+  KILN_ASSIGN_OR_RETURN(Program p, ProgramBuilder(m, t, baked).build());
+  p.module_ = std::move(m);
+  return std::make_shared<const Program>(std::move(p));
+}
+
+}  // namespace kiln

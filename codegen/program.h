@@ -1,0 +1,150 @@
+// The Program: everything one specialization of a compiled graph runs, decided without a
+// device. An ordered list of steps (generated kernel, library GEMM, copy), the weight-prep
+// steps run when parameters change, where every buffer lives during a call (argument,
+// constant, weight prep, arena, scratch, output), each GEMM's form (codegen/gemm.h) and
+// each kernel as its target prepares it (the CUDA schedule). codegen builds it for a Target;
+// runtime/'s Executor runs it through a device adapter; `kiln compile` prints it.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "codegen/gemm.h"
+#include "codegen/kernel_ir.h"
+#include "ir/host_tensor.h"
+
+namespace kiln {
+
+struct CompiledModule;
+
+// The symbol values of one call, in Program::symbols (= CompiledModule::symbols) order.
+using SymbolValues = std::span<const int64_t>;
+
+// What the program builder needs to know of a device.
+struct Target {
+  std::string name;  // "cuda", "cpu": how dumps and messages name it
+  GemmLibrary gemms = GemmLibrary::Blas;
+  // A kernel-IR pass run on every kernel of the program (the CUDA schedule); null: none.
+  absl::Status (*prepare_kernel)(kir::Kernel&) = nullptr;
+};
+
+// Where a buffer's memory is during a call.
+enum class Placement : uint8_t {
+  Argument,    // runtime argument `index` (Program::args)
+  Constant,    // `data`, a parameter's values carried by the graph, made resident once
+  WeightPrep,  // a weight-prep result, slot `index`: kept while the parameters stay
+  Arena,       // memory-plan buffer `index`, at its offset for the call's symbol values
+  Scratch,     // scratch slot `index` of the step using it (0: f32 accumulator, 1, 2: A, B gathered)
+  Output,      // graph output `index`
+};
+std::string_view placement_name(Placement p);
+
+struct ProgramBuffer {
+  std::string name;  // the graph value's name; for scratch, what it holds
+  DType dtype = DType::f32;
+  Shape shape;       // dense row-major, symbolic
+  Placement placement = Placement::Arena;
+  int index = 0;
+  std::shared_ptr<const HostTensor> data;  // Constant
+};
+
+struct ProgramKernel {
+  kir::Kernel kernel;  // after the target's prepare_kernel
+  // A GEMM kernel (kernel.gemm set) that reads its accumulator from one more, f32 buffer
+  // (dense over the domain: a library computed it) instead of computing it.
+  bool accumulator_input = false;
+  // Compiled only when a run needs it (the generated fallback of a library GEMM).
+  bool on_demand = false;
+};
+
+struct KernelStep {
+  int kernel = 0;            // Program::kernels
+  std::vector<int> buffers;  // a program buffer per kernel buffer (then the accumulator's)
+  // Per kernel buffer, the kernel buffer whose memory it is: itself, or for an output the
+  // memory plan writes over a dead input, that input.
+  std::vector<int> storage;
+  bool in_place() const;  // some output overwrites an input: the step cannot run twice
+};
+
+struct GemmStep {
+  int group = 0;
+  GemmLibrary library = GemmLibrary::Blas;
+  int kernel = 0;  // the lowered GEMM (Program::kernels, on demand): operands' indices, epilogue
+  std::optional<GemmLayout> layout;  // the library call (CublasLt)
+  int a = -1, b = -1, c = -1, bias = -1;  // program buffers as the library reads and writes them
+  std::optional<KernelStep> gather_a, gather_b;  // run first, into scratch slots 1 and 2
+  std::optional<KernelStep> epilogue;            // reads the f32 accumulator (scratch slot 0)
+  // The group computed by `kernel` alone, where the library cannot run a call's shape or
+  // pointers (CublasLt: no algorithm, or operands less aligned than the call assumed).
+  std::optional<KernelStep> fallback;
+};
+
+struct CopyStep {
+  int src = 0, dst = 0;  // program buffers
+  Dim bytes;
+};
+
+struct Step {
+  enum class Kind : uint8_t { Kernel, Gemm, Copy };
+  Kind kind = Kind::Kernel;
+  int index = 0;   // into kernel_steps, gemms or copies
+  int group = -1;  // the kernel group it runs (-1: an output copy)
+};
+
+// Immutable once built; the executor evaluates its symbolic sizes per call.
+class Program {
+ public:
+  struct Value {  // an argument or output of the graph
+    std::string name;
+    DType dtype = DType::f32;
+    Shape shape;
+    bool param = false;  // a parameter passed at run time (read in place, never copied)
+  };
+
+  std::string target;
+  std::string graph;                 // the graph's name
+  std::vector<std::string> symbols;  // the order of SymbolValues
+  Bindings baked;                    // symbols that are constants of this specialization
+  std::vector<Value> args, outputs;
+  std::vector<ProgramBuffer> buffers;
+  std::vector<ProgramKernel> kernels;
+  std::vector<KernelStep> kernel_steps;
+  std::vector<GemmStep> gemms;
+  std::vector<CopyStep> copies;
+  std::vector<Step> prep;   // weight prep, run before a call whose parameters changed
+  std::vector<Step> steps;  // every call, in order
+
+  // The arena offset of every Arena buffer index and the arena's size for these symbol
+  // values (the memory plan's best fit). Errors name an unbound symbol.
+  struct ArenaLayout {
+    std::vector<int64_t> offsets;
+    int64_t bytes = 0;
+  };
+  absl::StatusOr<ArenaLayout> arena_layout(const Bindings& b) const;
+  Bindings bindings(std::span<const int64_t> values) const;  // `values` in `symbols` order
+
+  // Deterministic text: buffers, steps with each GEMM's form, weight prep (program.txt).
+  std::string to_string() const;
+  // One line per step: what runs ("k3_mul elementwise", "cuBLASLt bf16 m=T ...").
+  std::string describe(const Step& s) const;
+
+  // Counts for statistics: kernels compiled up front, GEMM steps, launches per call.
+  int compiled_kernels() const;
+  int launches() const;
+
+ private:
+  friend absl::StatusOr<std::shared_ptr<const Program>> build_program(std::shared_ptr<const CompiledModule>,
+                                                                      const Target&, const Bindings&);
+  std::shared_ptr<const CompiledModule> module_;  // for the memory plan
+};
+
+// Pre: `m` is complete (through the pipeline, kernels lowered). Post: the program of the
+// specialization that bakes `baked`, for `t`. Errors name the group or kernel at fault.
+absl::StatusOr<std::shared_ptr<const Program>> build_program(std::shared_ptr<const CompiledModule> m, const Target& t,
+                                                             const Bindings& baked);
+
+}  // namespace kiln

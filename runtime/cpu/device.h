@@ -1,0 +1,20 @@
+// The CPU device adapter (runtime/device_adapter.h): every kernel of a Program JIT-compiled by
+// LLVM (runtime/cpu/jit.h), its outer loop split across a thread pool (KILN_CPU_THREADS);
+// GEMMs whose accumulator BLAS computes (codegen/gemm.h decides which) through OpenBLAS, with
+// the kernel as their epilogue; host memory. Parameters are taken to be immutable while their
+// address stays the same: packed f32 copies of GEMM operands read from parameters or weight
+// prep are kept and remade only when the executor's weights generation changes.
+#pragma once
+
+#include <memory>
+
+#include "runtime/device_adapter.h"
+
+namespace kiln::cpu {
+
+// What programs for the CPU are built for: BLAS GEMMs, no kernel schedule.
+const Target& target();
+
+std::unique_ptr<DeviceAdapter> make_adapter();
+
+}  // namespace kiln::cpu

@@ -1,0 +1,168 @@
+#include "runtime/cuda/device.h"
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <optional>
+
+#include "ir/status.h"
+#include "ir/str.h"
+#include "runtime/cublaslt.h"
+#include "runtime/cuda/allocator.h"
+#include "runtime/cuda/program.h"
+#include "runtime/cuda_driver.h"
+#include "runtime/nvrtc.h"
+
+namespace kiln::cuda {
+namespace {
+
+class Graph final : public Replay {
+ public:
+  explicit Graph(CUgraphExec exec) : exec_(exec) {}
+  ~Graph() override {
+    if (absl::StatusOr<const DriverApi*> api = driver(); api.ok()) (*api)->cuGraphExecDestroy(exec_);
+  }
+  absl::Status launch(void* stream) override {
+    KILN_ASSIGN_OR_RETURN(const DriverApi* api, driver());
+    return check(api->cuGraphLaunch(exec_, static_cast<CUstream>(stream)), "cuGraphLaunch");
+  }
+
+ private:
+  CUgraphExec exec_;
+};
+
+class CudaAdapter final : public DeviceAdapter {
+ public:
+  // `ctx` null: compile only.
+  CudaAdapter(int device, Context* ctx, std::unique_ptr<CublasLt> lt, std::string arch)
+      : device_(device), ctx_(ctx), lt_(std::move(lt)), arch_(std::move(arch)) {}
+
+  DeviceId device() const override { return DeviceId::cuda(device_); }
+  const Target& target() const override { return cuda::target(); }
+  std::string arch() const override { return arch_; }
+
+  absl::StatusOr<std::unique_ptr<DeviceProgram>> load(std::shared_ptr<const Program> p, const LoadOptions& o) override {
+    return load_program(CudaDevice{ctx_, lt_.get(), arch_}, std::move(p), o.dump);
+  }
+
+  absl::Status activate() override {
+    if (!ctx_) return absl::OkStatus();
+    return ctx_->make_current();
+  }
+
+  absl::StatusOr<DeviceMemory> allocate(int64_t bytes) override {
+    KILN_RETURN_IF_ERROR(require_device());
+    KILN_ASSIGN_OR_RETURN(DeviceBuffer buf, DeviceBuffer::allocate(*ctx_, bytes));
+    auto owned = std::make_shared<DeviceBuffer>(std::move(buf));
+    return DeviceMemory(owned->ptr(), owned->size(), owned);
+  }
+
+  // Parameter data carried by the graph, uploaded once per adapter (one compiled graph).
+  absl::StatusOr<DevicePtr> resident(const std::shared_ptr<const HostTensor>& data) override {
+    KILN_RETURN_IF_ERROR(require_device());
+    std::lock_guard<std::mutex> lock(mu_);
+    if (auto it = resident_.find(data.get()); it != resident_.end()) return it->second.second.ptr();
+    KILN_ASSIGN_OR_RETURN(DeviceBuffer buf, DeviceBuffer::allocate(*ctx_, std::max<int64_t>(data->nbytes(), 1)));
+    KILN_RETURN_IF_ERROR(buf.copy_from_host(data->data(), data->nbytes()));
+    DevicePtr p = buf.ptr();
+    resident_.emplace(data.get(), std::pair{data, std::move(buf)});
+    return p;
+  }
+
+  absl::StatusOr<Tensor> empty(DType dtype, std::vector<int64_t> shape) override {
+    KILN_RETURN_IF_ERROR(require_device());
+    return pooled_tensor(dtype, std::move(shape), device_);
+  }
+
+  absl::Status copy(DevicePtr dst, DevicePtr src, int64_t bytes, const CallContext& c) override {
+    KILN_ASSIGN_OR_RETURN(const DriverApi* api, driver());
+    return check(api->cuMemcpyDtoDAsync(dst, src, bytes, static_cast<CUstream>(c.stream)), "cuMemcpyDtoDAsync");
+  }
+
+  bool can_capture() const override { return ctx_ != nullptr; }
+
+  absl::StatusOr<std::unique_ptr<Replay>> capture(const std::function<absl::Status(const CallContext&)>& launches) override {
+    KILN_RETURN_IF_ERROR(require_device());
+    KILN_ASSIGN_OR_RETURN(const DriverApi* api, driver());
+    if (!capture_stream_) {
+      KILN_ASSIGN_OR_RETURN(Stream st, Stream::create(*ctx_));
+      capture_stream_ = std::move(st);
+    }
+    CUstream cs = capture_stream_->handle();
+    // Anything made lazily on first use (GEMM plans, fallback kernels) exists before capture.
+    KILN_RETURN_IF_ERROR(launches(CallContext{cs}));
+    KILN_RETURN_IF_ERROR(capture_stream_->synchronize());
+    KILN_RETURN_IF_ERROR(check(api->cuStreamBeginCapture(cs, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL), "cuStreamBeginCapture"));
+    absl::Status launched = launches(CallContext{cs});
+    CUgraph graph = nullptr;
+    absl::Status ended = check(api->cuStreamEndCapture(cs, &graph), "cuStreamEndCapture");
+    KILN_RETURN_IF_ERROR(launched);
+    KILN_RETURN_IF_ERROR(ended);
+    CUgraphExec exec = nullptr;
+    absl::Status inst = check(api->cuGraphInstantiate(&exec, graph, 0), "cuGraphInstantiate");
+    api->cuGraphDestroy(graph);
+    KILN_RETURN_IF_ERROR(inst);
+    return std::unique_ptr<Replay>(new Graph(exec));
+  }
+
+  bool can_time() const override { return ctx_ != nullptr; }
+
+  // The median of five timed runs after two warm-up runs.
+  absl::StatusOr<double> time_ms(const std::function<absl::Status()>& run, const CallContext& c) override {
+    KILN_RETURN_IF_ERROR(require_device());
+    CUstream st = static_cast<CUstream>(c.stream);
+    KILN_ASSIGN_OR_RETURN(Event start, Event::create(*ctx_));
+    KILN_ASSIGN_OR_RETURN(Event end, Event::create(*ctx_));
+    for (int i = 0; i < 2; ++i) KILN_RETURN_IF_ERROR(run());
+    std::vector<double> t;
+    for (int i = 0; i < 5; ++i) {
+      KILN_RETURN_IF_ERROR(start.record(st));
+      KILN_RETURN_IF_ERROR(run());
+      KILN_RETURN_IF_ERROR(end.record(st));
+      KILN_RETURN_IF_ERROR(end.synchronize());
+      KILN_ASSIGN_OR_RETURN(float ms, Event::elapsed_ms(start, end));
+      t.push_back(ms);
+    }
+    std::sort(t.begin(), t.end());
+    return t[2];
+  }
+
+ private:
+  absl::Status require_device() const {
+    if (!ctx_) return absl::FailedPreconditionError("this CUDA device adapter compiles only (no device): it cannot run");
+    return absl::OkStatus();
+  }
+
+  int device_ = 0;
+  Context* ctx_;
+  std::unique_ptr<CublasLt> lt_;
+  std::string arch_;
+  std::mutex mu_;
+  std::map<const HostTensor*, std::pair<std::shared_ptr<const HostTensor>, DeviceBuffer>> resident_;
+  std::optional<Stream> capture_stream_;
+};
+
+}  // namespace
+
+const Target& target() {
+  static const Target t{"cuda", GemmLibrary::CublasLt, nullptr};
+  return t;
+}
+
+KernelCache& kernel_cache() {
+  static KernelCache* cache = new KernelCache(KernelCache::directory_from_env());
+  return *cache;
+}
+
+absl::StatusOr<std::unique_ptr<DeviceAdapter>> make_adapter(int device) {
+  KILN_ASSIGN_OR_RETURN(Context * ctx, Context::primary(device));
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<CublasLt> lt, CublasLt::create(*ctx));
+  std::string arch = str_cat("sm_", ctx->device().properties().sm_arch);
+  return std::unique_ptr<DeviceAdapter>(new CudaAdapter(device, ctx, std::move(lt), std::move(arch)));
+}
+
+std::unique_ptr<DeviceAdapter> make_compile_only_adapter(std::string arch) {
+  return std::unique_ptr<DeviceAdapter>(new CudaAdapter(0, nullptr, nullptr, std::move(arch)));
+}
+
+}  // namespace kiln::cuda

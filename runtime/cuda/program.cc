@@ -1,0 +1,447 @@
+#include "runtime/cuda/program.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <mutex>
+
+#include "codegen/cuda/emit.h"
+#include "ir/status.h"
+#include "ir/str.h"
+#include "runtime/cuda/device.h"
+#include "runtime/nvrtc.h"
+
+namespace kiln::cuda {
+namespace {
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+int64_t next_pow2(int64_t v) {
+  int64_t p = 1;
+  while (p < v) p <<= 1;
+  return p;
+}
+
+// Concrete launch values of one kernel for the symbol values of a call.
+struct KernelCall final : StepPlan {
+  unsigned grid[3] = {1, 1, 1}, block[3] = {1, 1, 1};
+  bool skip = false;         // no work at these sizes
+  bool vector_dims = false;  // the vector entry's divisibility conditions hold
+  std::vector<CUdeviceptr> ptrs;
+  std::vector<long long> syms;
+  int stream_l2 = 0;          // the kernel's data exceed the L2 cache (CudaKernel::bytes)
+  std::vector<void*> params;  // into ptrs, syms and stream_l2
+};
+
+// One GEMM's cuBLASLt call at the sizes of a call.
+struct GemmCall final : StepPlan {
+  GemmPlan* plan = nullptr;  // null: the library cannot run it (the fallback kernel does)
+  bool skip = false;
+  int64_t a_off = 0, b_off = 0;  // bytes
+  int alignment = 256;           // the pointer alignment the plan assumes
+};
+
+struct LoadedKernel {
+  CudaKernel meta;
+  CUfunction scalar = nullptr, vector = nullptr;
+  bool compiled = false;
+  std::vector<int> sym_slots;  // Program::symbols slot of each dynamic symbol parameter
+  // Launch shape: threads per block (elementwise, stages) or per row (rows); 0: heuristic.
+  // max-autotune sets it, and later plans keep it.
+  int threads = 0;
+};
+
+// Whether the call runs a row-cached vector kernel written for one blockDim.x (row_threads).
+bool fixed_launch(const CudaKernel& k, const KernelCall& call) { return call.vector_dims && k.row_threads > 0; }
+
+std::string hex_bytes(const void* p, size_t n) {
+  std::string s;
+  for (size_t i = 0; i < n; ++i) s += fmt::format("{:02x}", static_cast<const uint8_t*>(p)[i]);
+  return s;
+}
+
+bool from_hex(const std::string& s, void* p, size_t n) {
+  if (s.size() != 2 * n) return false;
+  for (size_t i = 0; i < n; ++i) {
+    unsigned v = 0;
+    if (std::sscanf(s.c_str() + 2 * i, "%2x", &v) != 1) return false;
+    static_cast<uint8_t*>(p)[i] = static_cast<uint8_t>(v);
+  }
+  return true;
+}
+
+class CudaProgram final : public DeviceProgram {
+ public:
+  CudaProgram(const CudaDevice& dev, std::shared_ptr<const Program> p, DumpFn dump)
+      : dev_(dev), p_(std::move(p)), dump_(std::move(dump)), kernels_(p_->kernels.size()), gemm_plans_(p_->gemms.size()) {}
+
+  absl::Status load() {
+    auto t0 = std::chrono::steady_clock::now();
+    for (size_t i = 0; i < p_->kernels.size(); ++i) KILN_RETURN_IF_ERROR(emit(static_cast<int>(i)));
+    stats_.codegen_ms += ms_since(t0);
+    std::vector<int> now;
+    for (size_t i = 0; i < p_->kernels.size(); ++i)
+      if (!p_->kernels[i].on_demand) now.push_back(static_cast<int>(i));
+    KILN_RETURN_IF_ERROR(compile(now));
+    stats_.kernels = static_cast<int>(now.size());
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::unique_ptr<StepPlan>> plan_kernel(int kernel, const Bindings& b, SymbolValues syms) override {
+    KILN_RETURN_IF_ERROR(require_device());
+    if (!kernels_[kernel].compiled) KILN_RETURN_IF_ERROR(compile({kernel}));
+    auto call = std::make_unique<KernelCall>();
+    KILN_RETURN_IF_ERROR(plan_call(kernels_[kernel], b, syms, *call));
+    return call;
+  }
+
+  absl::Status launch(int kernel, StepPlan& plan, std::span<const DevicePtr> buffers, const CallContext& c) override {
+    KernelCall& call = static_cast<KernelCall&>(plan);
+    if (call.skip) return absl::OkStatus();
+    const LoadedKernel& k = kernels_[kernel];
+    bool vec = k.vector && call.vector_dims;
+    for (size_t i = 0; i < buffers.size(); ++i) {
+      call.ptrs[i] = buffers[i];
+      if (vec && std::binary_search(k.meta.aligned.begin(), k.meta.aligned.end(), static_cast<int>(i)) &&
+          buffers[i] % 16 != 0)
+        vec = false;
+    }
+    const KernelCall* run = &call;
+    KernelCall scalar_call;
+    if (k.vector && call.vector_dims && !vec) {
+      // A caller pointer that is not 16-byte aligned: the scalar entry, with its own shape.
+      KILN_RETURN_IF_ERROR(plan_call(k, bindings_of(k, call), {}, scalar_call, false, &call.syms));
+      scalar_call.ptrs = call.ptrs;
+      run = &scalar_call;
+    }
+    LaunchDims d;
+    std::copy(run->grid, run->grid + 3, d.grid);
+    std::copy(run->block, run->block + 3, d.block);
+    return cuda::launch(vec ? k.vector : k.scalar, d, const_cast<void**>(run->params.data()),
+                        static_cast<CUstream>(c.stream));
+  }
+
+  absl::StatusOr<std::unique_ptr<StepPlan>> plan_gemm(int gemm, const Bindings& b) override {
+    KILN_RETURN_IF_ERROR(require_device());
+    const GemmLayout& l = *p_->gemms[gemm].layout;
+    auto eval = [&](const Dim& d) { return d.evaluate(b); };
+    GemmSpec spec;
+    spec.dtype = l.dtype;
+    spec.out_dtype = l.out_dtype;
+    spec.epilogue = l.epilogue;
+    spec.b_is_nk = l.b_is_nk;
+    spec.a_is_km = l.a_is_km;
+    KILN_ASSIGN_OR_RETURN(spec.m, eval(l.m));
+    KILN_ASSIGN_OR_RETURN(spec.n, eval(l.n));
+    KILN_ASSIGN_OR_RETURN(spec.k, eval(l.k));
+    KILN_ASSIGN_OR_RETURN(spec.batch, eval(l.batch));
+    KILN_ASSIGN_OR_RETURN(spec.lda, eval(l.lda));
+    KILN_ASSIGN_OR_RETURN(spec.ldb, eval(l.ldb));
+    KILN_ASSIGN_OR_RETURN(spec.batch_stride_a, eval(l.batch_a));
+    KILN_ASSIGN_OR_RETURN(spec.batch_stride_b, eval(l.batch_b));
+    KILN_ASSIGN_OR_RETURN(int64_t oa, eval(l.offset_a));
+    KILN_ASSIGN_OR_RETURN(int64_t ob, eval(l.offset_b));
+    auto call = std::make_unique<GemmCall>();
+    int64_t es = dtype_size(l.dtype);
+    call->a_off = oa * es, call->b_off = ob * es;
+    call->skip = spec.m <= 0 || spec.n <= 0 || spec.batch <= 0;
+    if (call->skip) return call;
+    // A GEMM over K = 0 is all zeros (plus the epilogue): the fallback kernel computes it.
+    // The plan assumes the alignment the operands' offsets keep (bases are 256-aligned).
+    int64_t align = 256;
+    for (int64_t off : {call->a_off, call->b_off, spec.lda * es, spec.ldb * es})
+      while (align > es && off % align != 0) align /= 2;
+    call->alignment = static_cast<int>(align);
+    if (spec.k > 0) {
+      std::vector<int64_t> key = {spec.m, spec.n, spec.k, spec.batch, spec.lda, spec.ldb, spec.batch_stride_a,
+                                  spec.batch_stride_b, align};
+      std::unique_ptr<GemmPlan>& plan = gemm_plans_[gemm][key];
+      if (!plan) {
+        spec.alignment = static_cast<int>(align);
+        absl::StatusOr<std::unique_ptr<GemmPlan>> made = GemmPlan::create(*dev_.lt, spec);
+        if (made.ok()) plan = *std::move(made);
+      }
+      call->plan = plan.get();
+    }
+    return call;
+  }
+
+  absl::StatusOr<bool> run_gemm(int gemm, StepPlan& plan, DevicePtr a, DevicePtr b, DevicePtr c, DevicePtr bias,
+                                const CallContext& ctx) override {
+    const GemmCall& call = static_cast<const GemmCall&>(plan);
+    if (call.skip) return true;
+    if (!call.plan) return false;
+    a += call.a_off, b += call.b_off;
+    for (DevicePtr q : {a, b, c, bias})
+      if (q % uint64_t(call.alignment) != 0) return false;
+    KILN_RETURN_IF_ERROR(call.plan->run(a, b, c, bias, static_cast<CUstream>(ctx.stream)));
+    return true;
+  }
+
+  absl::StatusOr<std::unique_ptr<Tunable>> tunable_kernel(int kernel, StepPlan& plan, const Bindings& b,
+                                                          SymbolValues syms) override;
+  absl::StatusOr<std::unique_ptr<Tunable>> tunable_gemm(int gemm, StepPlan& plan) override;
+
+  std::string describe_kernel(int kernel) const override {
+    const CudaKernel& k = kernels_[kernel].meta;
+    std::string cache;  // how a row-cached kernel holds its row
+    if (k.row_cache_chunks > 0)
+      cache = k.row_threads > 0 ? str_cat(", row cached (", k.row_threads, " threads x ", k.row_cache_chunks, " chunks)")
+                                : str_cat(", row cached (at most ", k.row_cache_chunks,
+                                          k.row_cache_chunks == 1 ? " chunk" : " chunks", " per thread)");
+    return str_cat(k.name, " ", launch_kind_name(k.launch), k.width > 1 ? str_cat(", ", k.width, " lanes") : std::string(),
+                   cache, k.streams_l2 ? ", evict-first in L2 when its data exceed it" : "");
+  }
+
+  const BuildStats& stats() const override { return stats_; }
+
+  // Fills `call` for kernel `k` at these symbol values (given as `syms` in Program::symbols
+  // order, or directly as the kernel's own `kernel_syms`).
+  absl::Status plan_call(const LoadedKernel& s, const Bindings& b, SymbolValues syms, KernelCall& call,
+                    bool allow_vector = true, const std::vector<long long>* kernel_syms = nullptr) const {
+    const CudaKernel& k = s.meta;
+    const DeviceProperties& dev = dev_.ctx->device().properties();
+    KILN_ASSIGN_OR_RETURN(int64_t work, k.work.evaluate(b));
+    call.skip = work <= 0;
+    call.vector_dims = allow_vector && s.vector && k.width > 1;
+    for (const Dim& d : k.divisible) {
+      KILN_ASSIGN_OR_RETURN(int64_t v, d.evaluate(b));
+      call.vector_dims = call.vector_dims && v % k.width == 0;
+    }
+    if (k.launch == LaunchKind::Rows) {
+      KILN_ASSIGN_OR_RETURN(int64_t row, k.row_length.evaluate(b));
+      int64_t chunks = std::max<int64_t>(1, row / (call.vector_dims ? k.width : 1));
+      // About four chunks per thread: several independent loads in flight, short reductions;
+      // a row cache sets the count (its registers hold the whole row), and its rows go one to
+      // a block of 64 threads or more, so that a row never waits for another's barriers.
+      int64_t tpr = s.threads > 0 ? s.threads : std::clamp<int64_t>(next_pow2((chunks + 3) / 4), 32, 1024);
+      bool cached = call.vector_dims && k.row_cache_chunks > 0;
+      if (fixed_launch(k, call)) {
+        tpr = k.row_threads;  // the kernel is written for it
+      } else if (cached) {
+        int64_t need = (chunks + k.row_cache_chunks - 1) / k.row_cache_chunks;
+        need = (need + 31) / 32 * 32;
+        tpr = s.threads > 0 ? std::max(tpr, need) : need;
+      }
+      int64_t rpb = std::max<int64_t>(1, (cached ? 64 : 256) / tpr);
+      call.block[0] = unsigned(tpr), call.block[1] = unsigned(rpb);
+      call.grid[0] = unsigned(std::clamp<int64_t>((work + rpb - 1) / rpb, 1, int64_t(dev.sm_count) * 256));
+    } else {
+      int64_t items = k.launch == LaunchKind::Elementwise && call.vector_dims ? work / k.width : work;
+      int64_t threads = s.threads > 0 ? s.threads : 256;
+      call.block[0] = unsigned(threads);
+      // At most 64 blocks per SM, each thread then taking several items in its grid-stride
+      // loop: on an H200, bf16 gelu*sigmoid over 2^26 elements ran 1.5-3% faster than with 32
+      // blocks per SM and 9% faster than with one item per thread (probes, 16:26-16:35 UTC,
+      // 2026-12-02, bench/RESULTS.md).
+      call.grid[0] = unsigned(std::clamp<int64_t>((items + threads - 1) / threads, 1, int64_t(dev.sm_count) * 64));
+    }
+    call.ptrs.assign(k.buffers, 0);
+    if (kernel_syms) {
+      call.syms = *kernel_syms;
+    } else {
+      call.syms.clear();
+      for (int slot : s.sym_slots) call.syms.push_back(syms[slot]);
+    }
+    call.params.clear();
+    for (CUdeviceptr& p : call.ptrs) call.params.push_back(&p);
+    for (long long& v : call.syms) call.params.push_back(&v);
+    call.stream_l2 = 0;
+    if (k.streams_l2) {
+      KILN_ASSIGN_OR_RETURN(int64_t bytes, k.bytes.evaluate(b));
+      call.stream_l2 = bytes > dev.l2_cache_bytes;
+    }
+    call.params.push_back(&call.stream_l2);
+    return absl::OkStatus();
+  }
+
+  LoadedKernel& kernel(int k) { return kernels_[k]; }
+  const Program& program() const { return *p_; }
+  const CudaDevice& device() const { return dev_; }
+
+ private:
+  absl::Status require_device() const {
+    if (!dev_.ctx) return absl::FailedPreconditionError("this CUDA program was compiled only (no device): it cannot run");
+    return absl::OkStatus();
+  }
+
+  // The bindings a kernel's plan reads, rebuilt from its own symbol values (the scalar
+  // re-plan of a misaligned call).
+  Bindings bindings_of(const LoadedKernel& k, const KernelCall& call) const {
+    Bindings b = p_->baked;
+    for (size_t i = 0; i < k.meta.symbols.size(); ++i) b[k.meta.symbols[i]] = call.syms[i];
+    return b;
+  }
+
+  absl::Status emit(int i) {
+    const ProgramKernel& pk = p_->kernels[i];
+    LoadedKernel& k = kernels_[i];
+    KILN_ASSIGN_OR_RETURN(k.meta, emit_kernel(pk.kernel, p_->baked, pk.accumulator_input ? GemmForm::AccBuffer
+                                                                                          : GemmForm::Naive));
+    for (const std::string& sym : k.meta.symbols) {
+      auto it = std::lower_bound(p_->symbols.begin(), p_->symbols.end(), sym);
+      if (it == p_->symbols.end() || *it != sym)
+        return absl::InternalError(str_cat("kernel ", pk.kernel.name, ": symbol ", sym, " is not bound by the graph's arguments"));
+      k.sym_slots.push_back(static_cast<int>(it - p_->symbols.begin()));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status compile(const std::vector<int>& which) {
+    std::vector<const CudaKernel*> metas;
+    for (int i : which) metas.push_back(&kernels_[i].meta);
+    std::vector<NvrtcProgram> programs;
+    for (const CudaKernel* k : metas)
+      programs.push_back({k->name, program_source(std::span<const CudaKernel* const>(&k, 1)), dev_.arch, {}});
+    KernelCacheStats before = kernel_cache().stats();
+    auto t0 = std::chrono::steady_clock::now();
+    std::vector<absl::StatusOr<std::shared_ptr<const CompiledKernel>>> out = nvrtc_compile_cached(kernel_cache(), programs);
+    KernelCacheStats after = kernel_cache().stats();
+    stats_.cache_memory_hits += after.memory_hits - before.memory_hits;
+    stats_.cache_disk_hits += after.disk_hits - before.disk_hits;
+    stats_.cache_misses += after.misses - before.misses;
+    stats_.compile_ms += ms_since(t0);
+    for (size_t i = 0; i < which.size(); ++i) {
+      if (!out[i].ok()) return out[i].status();
+      if (dump_) {
+        KILN_RETURN_IF_ERROR(dump_(programs[i].name + ".cu", programs[i].source));
+        KILN_RETURN_IF_ERROR(dump_(programs[i].name + ".ptx", (*out[i])->ptx));
+      }
+      LoadedKernel& k = kernels_[which[i]];
+      k.compiled = true;
+      if (!dev_.ctx) continue;
+      KILN_ASSIGN_OR_RETURN(Module mod, Module::load(*dev_.ctx, (*out[i])->cubin));
+      KILN_ASSIGN_OR_RETURN(k.scalar, mod.function(k.meta.name));
+      if (!k.meta.vector_name.empty()) {
+        KILN_ASSIGN_OR_RETURN(k.vector, mod.function(k.meta.vector_name));
+      }
+      modules_.push_back(std::move(mod));
+    }
+    return absl::OkStatus();
+  }
+
+  CudaDevice dev_;
+  std::shared_ptr<const Program> p_;
+  DumpFn dump_;
+  BuildStats stats_;
+  std::vector<LoadedKernel> kernels_;
+  std::vector<Module> modules_;
+  // Per GEMM, its cuBLASLt plans by concrete spec: descriptors and the algorithm (tuned or
+  // the heuristic's) made once per shape.
+  std::vector<std::map<std::vector<int64_t>, std::unique_ptr<GemmPlan>>> gemm_plans_;
+};
+
+// max-autotune's launch shapes for one kernel: threads per block (per row for row kernels).
+class KernelTunable final : public Tunable {
+ public:
+  KernelTunable(CudaProgram& p, int kernel, KernelCall& call, Bindings b, std::vector<int64_t> syms, std::string key,
+                int64_t work, int64_t row)
+      : p_(p), kernel_(kernel), call_(call), b_(std::move(b)), syms_(std::move(syms)), key_(std::move(key)),
+        work_(work), row_(row) {
+    const CudaKernel& k = p.kernel(kernel).meta;
+    candidates_ = k.launch == LaunchKind::Rows ? std::vector<int>{32, 64, 128, 256, 512, 1024}
+                                               : std::vector<int>{128, 256, 512, 1024};
+  }
+  std::string key() const override { return key_; }
+  int candidates() const override { return static_cast<int>(candidates_.size()); }
+  absl::Status select(int i) override { return use(candidates_[i]); }
+  std::string choice() const override { return std::to_string(p_.kernel(kernel_).threads); }
+  bool restore(const std::string& choice) override { return use(std::atoi(choice.c_str())).ok(); }
+  std::string note(std::span<const double> ms, int best) const override {
+    const CudaKernel& k = p_.kernel(kernel_).meta;
+    double at_256 = 0;
+    for (size_t i = 0; i < candidates_.size(); ++i)
+      if (candidates_[i] == 256) at_256 = ms[i];
+    return fmt::format("kernel {} {} work={} row={} on {}: {} threads {:.4f} ms (256: {:.4f} ms)", k.name,
+                       launch_kind_name(k.launch), work_, row_, p_.device().ctx->device().properties().name,
+                       candidates_[best], ms[best], at_256);
+  }
+
+ private:
+  absl::Status use(int threads) {
+    p_.kernel(kernel_).threads = threads;
+    return p_.plan_call(p_.kernel(kernel_), b_, syms_, call_);
+  }
+  CudaProgram& p_;
+  int kernel_;
+  KernelCall& call_;
+  Bindings b_;
+  std::vector<int64_t> syms_;
+  std::string key_;
+  int64_t work_, row_;
+  std::vector<int> candidates_;
+};
+
+// max-autotune's cuBLASLt algorithms for one GEMM at one shape (the heuristic's best few).
+class GemmTunable final : public Tunable {
+ public:
+  GemmTunable(CudaProgram& p, int gemm, GemmPlan& plan, std::vector<GemmAlgorithm> algos, std::string key)
+      : p_(p), gemm_(gemm), plan_(plan), algos_(std::move(algos)), key_(std::move(key)) {}
+  std::string key() const override { return key_; }
+  int candidates() const override { return static_cast<int>(algos_.size()); }
+  absl::Status select(int i) override {
+    plan_.set_algorithm(algos_[i]);
+    return absl::OkStatus();
+  }
+  std::string choice() const override { return hex_bytes(&plan_.algorithm().algo, sizeof(plan_.algorithm().algo)); }
+  bool restore(const std::string& choice) override {
+    GemmAlgorithm a = plan_.algorithm();
+    if (!from_hex(choice, &a.algo, sizeof(a.algo))) return false;
+    plan_.set_algorithm(a);
+    return true;
+  }
+  std::string note(std::span<const double> ms, int best) const override {
+    const GemmSpec& s = plan_.spec();
+    const Program& pr = p_.program();
+    return fmt::format("{} {}x{}x{} batch {} on {}: best of {} algorithms {:.4f} ms (heuristic's first {:.4f} ms)",
+                       pr.kernels[pr.gemms[gemm_].kernel].kernel.name, s.m, s.n, s.k, s.batch,
+                       p_.device().ctx->device().properties().name, algos_.size(), ms[best], ms.empty() ? 0 : ms[0]);
+  }
+
+ private:
+  CudaProgram& p_;
+  int gemm_;
+  GemmPlan& plan_;
+  std::vector<GemmAlgorithm> algos_;
+  std::string key_;
+};
+
+absl::StatusOr<std::unique_ptr<Tunable>> CudaProgram::tunable_kernel(int kernel, StepPlan& plan, const Bindings& b,
+                                                                     SymbolValues syms) {
+  KernelCall& call = static_cast<KernelCall&>(plan);
+  const LoadedKernel& k = kernels_[kernel];
+  // A row kernel written for one launch shape has nothing to try.
+  if (call.skip || fixed_launch(k.meta, call)) return nullptr;
+  KILN_ASSIGN_OR_RETURN(int64_t work, k.meta.work.evaluate(b));
+  KILN_ASSIGN_OR_RETURN(int64_t row, k.meta.row_length.evaluate(b));
+  std::string key = str_cat(k.meta.source, "|", launch_kind_name(k.meta.launch), " work=", work, " row=", row, "|",
+                            dev_.ctx->device().properties().name);
+  return std::make_unique<KernelTunable>(*this, kernel, call, b, std::vector<int64_t>(syms.begin(), syms.end()),
+                                         std::move(key), work, row);
+}
+
+absl::StatusOr<std::unique_ptr<Tunable>> CudaProgram::tunable_gemm(int gemm, StepPlan& plan) {
+  GemmCall& call = static_cast<GemmCall&>(plan);
+  if (!call.plan) return nullptr;
+  const GemmSpec& s = call.plan->spec();
+  std::string key = fmt::format("gemm {} out {} m={} n={} k={} batch={} lda={} ldb={} sa={} sb={} nk={} km={} epi={} align={}|{}",
+                                dtype_name(s.dtype), dtype_name(s.out_dtype.value_or(s.dtype)), s.m, s.n, s.k, s.batch,
+                                s.lda, s.ldb, s.batch_stride_a, s.batch_stride_b, s.b_is_nk, s.a_is_km,
+                                gemm_epilogue_name(s.epilogue), s.alignment, dev_.ctx->device().properties().name);
+  KILN_ASSIGN_OR_RETURN(std::vector<GemmAlgorithm> algos, call.plan->algorithms(8));
+  return std::make_unique<GemmTunable>(*this, gemm, *call.plan, std::move(algos), std::move(key));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<DeviceProgram>> load_program(const CudaDevice& dev, std::shared_ptr<const Program> p,
+                                                            const DumpFn& dump) {
+  auto loaded = std::make_unique<CudaProgram>(dev, std::move(p), dump);
+  KILN_RETURN_IF_ERROR(loaded->load());
+  return loaded;
+}
+
+}  // namespace kiln::cuda

@@ -1,0 +1,480 @@
+#include "runtime/executor.h"
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+
+#include "ir/status.h"
+#include "ir/str.h"
+#include "runtime/tune_store.h"
+
+namespace kiln {
+
+// Everything about a call that depends only on its symbol values.
+struct Executor::CallPlan {
+  std::vector<int64_t> syms;
+  Bindings bindings;
+  std::vector<int64_t> arena_offsets;
+  int64_t arena_bytes = 0;
+  int64_t scratch_offsets[3] = {0, 0, 0};  // of the scratch slots
+  int64_t scratch_bytes = 0;
+  std::vector<std::vector<int64_t>> arg_shapes, out_shapes;
+  std::vector<std::vector<int64_t>> prep_shapes;  // per weight-prep slot
+  std::vector<int64_t> prep_bytes;                // per weight-prep slot (at least 256)
+  std::vector<int64_t> copy_bytes;                // per copy step
+  std::vector<std::unique_ptr<StepPlan>> kernels;  // per program kernel (on-demand ones when first run)
+  std::vector<std::unique_ptr<StepPlan>> gemms;    // per GEMM step
+  // reduce-overhead: the captured steps over static slots for arguments and outputs;
+  // parameters are read where the caller keeps them (replay_params), and a call with other
+  // parameter addresses captures again.
+  std::unique_ptr<Replay> replay;
+  std::vector<DeviceMemory> static_args, static_outputs;
+  std::vector<DevicePtr> replay_params;
+};
+
+namespace {
+
+// Distinct symbol values whose call plans are kept; past it the cache starts over.
+constexpr size_t kMaxPlans = 256;
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+int64_t numel(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+DevicePtr address(const Tensor& t) { return reinterpret_cast<DevicePtr>(t.data()); }
+
+}  // namespace
+
+std::string_view mode_name(Mode m) {
+  switch (m) {
+    case Mode::Default: return "default";
+    case Mode::ReduceOverhead: return "reduce-overhead";
+    case Mode::MaxAutotune: return "max-autotune";
+  }
+  return "?";
+}
+
+std::optional<Mode> parse_mode(std::string_view name) {
+  for (Mode m : {Mode::Default, Mode::ReduceOverhead, Mode::MaxAutotune})
+    if (mode_name(m) == name) return m;
+  return std::nullopt;
+}
+
+Executor::Executor(std::shared_ptr<const Program> p, DeviceAdapter& device, Mode mode)
+    : program_(std::move(p)), device_(device), mode_(mode) {}
+
+Executor::~Executor() { drop_replays(); }
+
+absl::StatusOr<std::unique_ptr<Executor>> Executor::create(std::shared_ptr<const Program> p, DeviceAdapter& device,
+                                                           const ExecutorOptions& opts) {
+  std::unique_ptr<Executor> e(new Executor(p, device, opts.mode));
+  KILN_RETURN_IF_ERROR(device.activate());
+  KILN_ASSIGN_OR_RETURN(e->loaded_, device.load(p, LoadOptions{opts.dump}));
+  for (size_t i = 0; i < p->args.size(); ++i)
+    if (p->args[i].param) e->param_args_.push_back(static_cast<int>(i));
+  return e;
+}
+
+const char* Executor::strategy() const {
+  if (mode_ == Mode::ReduceOverhead && device_.can_capture()) return "capture and replay";
+  if (mode_ == Mode::MaxAutotune && device_.can_time()) return "tune, then launch directly";
+  return "launch directly";
+}
+
+BuildStats Executor::build_stats() const {
+  BuildStats s = loaded_->stats();
+  const Program& p = *program_;
+  s.gemms = static_cast<int>(p.gemms.size());
+  for (const KernelStep& k : p.kernel_steps) s.gemms += p.kernels[k.kernel].kernel.gemm.has_value();
+  s.launches = p.launches();
+  s.tune_ms = tune_ms_;
+  return s;
+}
+
+void Executor::parameters_changed() {
+  std::lock_guard<std::mutex> lock(mu_);
+  prep_valid_ = false;
+  ++weights_generation_;
+}
+
+absl::StatusOr<std::unique_ptr<Executor::CallPlan>> Executor::make_plan(SymbolValues syms) {
+  const Program& pr = *program_;
+  if (syms.size() != pr.symbols.size())
+    return invalid_argument("program of ", pr.graph, ": ", syms.size(), " symbol values given, the graph has ",
+                            pr.symbols.size());
+  auto p = std::make_unique<CallPlan>();
+  p->syms.assign(syms.begin(), syms.end());
+  p->bindings = pr.bindings(syms);
+  const Bindings& b = p->bindings;
+  for (const auto& [sym, value] : pr.baked)
+    if (auto it = b.find(sym); it != b.end() && it->second != value)
+      return invalid_argument("this specialization has ", sym, " = ", value, ", the call has ", sym, " = ", it->second);
+  auto shapes = [&](const std::vector<Program::Value>& values, auto& out) -> absl::Status {
+    for (const Program::Value& v : values) {
+      absl::StatusOr<std::vector<int64_t>> s = evaluate_shape(v.shape, b);
+      if (!s.ok()) return invalid_argument("%", v.name, ": ", s.status().message());
+      out.push_back(*std::move(s));
+    }
+    return absl::OkStatus();
+  };
+  KILN_RETURN_IF_ERROR(shapes(pr.args, p->arg_shapes));
+  KILN_RETURN_IF_ERROR(shapes(pr.outputs, p->out_shapes));
+  KILN_ASSIGN_OR_RETURN(Program::ArenaLayout layout, pr.arena_layout(b));
+  p->arena_offsets = std::move(layout.offsets);
+  p->arena_bytes = layout.bytes;
+  int64_t slot_bytes[3] = {0, 0, 0};
+  for (const ProgramBuffer& buf : pr.buffers) {
+    if (buf.placement != Placement::Scratch && buf.placement != Placement::WeightPrep) continue;
+    KILN_ASSIGN_OR_RETURN(std::vector<int64_t> shape, evaluate_shape(buf.shape, b));
+    int64_t bytes = numel(shape) * dtype_size(buf.dtype);
+    if (buf.placement == Placement::Scratch) {
+      slot_bytes[buf.index] = std::max(slot_bytes[buf.index], bytes);
+    } else {
+      if (p->prep_shapes.size() <= static_cast<size_t>(buf.index)) {
+        p->prep_shapes.resize(buf.index + 1);
+        p->prep_bytes.resize(buf.index + 1, 256);
+      }
+      p->prep_shapes[buf.index] = std::move(shape);
+      p->prep_bytes[buf.index] = std::max<int64_t>(bytes, 256);
+    }
+  }
+  for (int s = 0; s < 3; ++s) {
+    p->scratch_offsets[s] = p->scratch_bytes;
+    p->scratch_bytes += (slot_bytes[s] + 255) / 256 * 256;
+  }
+  for (const CopyStep& c : pr.copies) {
+    KILN_ASSIGN_OR_RETURN(int64_t n, c.bytes.evaluate(b));
+    p->copy_bytes.push_back(n);
+  }
+  p->kernels.resize(pr.kernels.size());
+  for (size_t k = 0; k < pr.kernels.size(); ++k)
+    if (!pr.kernels[k].on_demand) {
+      KILN_ASSIGN_OR_RETURN(p->kernels[k], loaded_->plan_kernel(static_cast<int>(k), b, p->syms));
+    }
+  p->gemms.resize(pr.gemms.size());
+  for (size_t g = 0; g < pr.gemms.size(); ++g) {
+    KILN_ASSIGN_OR_RETURN(p->gemms[g], loaded_->plan_gemm(static_cast<int>(g), b));
+  }
+  return p;
+}
+
+absl::StatusOr<Executor::CallPlan*> Executor::plan_for(SymbolValues syms) {
+  if (last_plan_ && std::equal(syms.begin(), syms.end(), last_plan_->syms.begin(), last_plan_->syms.end()))
+    return last_plan_;
+  std::vector<int64_t> key(syms.begin(), syms.end());
+  auto it = plans_.find(key);
+  if (it == plans_.end()) {
+    KILN_ASSIGN_OR_RETURN(std::unique_ptr<CallPlan> p, make_plan(syms));
+    if (plans_.size() >= kMaxPlans) {
+      drop_replays();
+      plans_.clear();
+    }
+    it = plans_.emplace(std::move(key), std::move(p)).first;
+  }
+  last_plan_ = it->second.get();
+  return last_plan_;
+}
+
+void Executor::drop_replays() {
+  for (auto& [_, p] : plans_) p->replay.reset();
+}
+
+absl::Status Executor::ensure_memory(const CallPlan& p) {
+  // Growing frees the old memory and with it every captured replay, which holds its addresses.
+  if (arena_.size() < p.arena_bytes) {
+    drop_replays();
+    arena_ = DeviceMemory();
+    KILN_ASSIGN_OR_RETURN(arena_, device_.allocate(p.arena_bytes));
+  }
+  if (scratch_.size() < p.scratch_bytes) {
+    drop_replays();
+    scratch_ = DeviceMemory();
+    KILN_ASSIGN_OR_RETURN(scratch_, device_.allocate(p.scratch_bytes));
+  }
+  return absl::OkStatus();
+}
+
+void Executor::resolve(const CallPlan& p, std::span<const DevicePtr> args, std::span<const DevicePtr> outputs) {
+  const std::vector<ProgramBuffer>& bufs = program_->buffers;
+  ptr_.resize(bufs.size());
+  for (size_t i = 0; i < bufs.size(); ++i) {
+    const ProgramBuffer& b = bufs[i];
+    switch (b.placement) {
+      case Placement::Argument: ptr_[i] = args[b.index]; break;
+      case Placement::Constant: ptr_[i] = constants_[i]; break;
+      // Before the first weight prep (which resolves again) its memory does not exist yet.
+      case Placement::WeightPrep: ptr_[i] = static_cast<size_t>(b.index) < prep_.size() ? prep_[b.index].ptr() : 0; break;
+      case Placement::Arena: ptr_[i] = arena_.ptr() + p.arena_offsets[b.index]; break;
+      case Placement::Scratch: ptr_[i] = scratch_.ptr() + p.scratch_offsets[b.index]; break;
+      case Placement::Output: ptr_[i] = outputs[b.index]; break;
+    }
+  }
+}
+
+std::vector<DevicePtr> Executor::params() const {
+  std::vector<DevicePtr> out;
+  for (int i : param_args_) out.push_back(arg_ptrs_[i]);
+  return out;
+}
+
+bool Executor::same_params(const std::vector<DevicePtr>& kept) const {
+  if (kept.size() != param_args_.size()) return false;
+  for (size_t k = 0; k < kept.size(); ++k)
+    if (kept[k] != arg_ptrs_[param_args_[k]]) return false;
+  return true;
+}
+
+absl::Status Executor::run_kernel(const KernelStep& s, CallPlan& p, const CallContext& c) {
+  std::unique_ptr<StepPlan>& plan = p.kernels[s.kernel];
+  if (!plan) {  // an on-demand kernel, first needed by this plan
+    KILN_ASSIGN_OR_RETURN(plan, loaded_->plan_kernel(s.kernel, p.bindings, p.syms));
+  }
+  step_ptrs_.clear();
+  for (int b : s.buffers) step_ptrs_.push_back(ptr_[b]);
+  return loaded_->launch(s.kernel, *plan, step_ptrs_, c);
+}
+
+absl::Status Executor::run_gemm(int index, CallPlan& p, const CallContext& c) {
+  const GemmStep& g = program_->gemms[index];
+  if (g.gather_a) KILN_RETURN_IF_ERROR(run_kernel(*g.gather_a, p, c));
+  if (g.gather_b) KILN_RETURN_IF_ERROR(run_kernel(*g.gather_b, p, c));
+  KILN_ASSIGN_OR_RETURN(bool ran, loaded_->run_gemm(index, *p.gemms[index], ptr_[g.a], ptr_[g.b], ptr_[g.c],
+                                                    g.bias >= 0 ? ptr_[g.bias] : 0, c));
+  if (!ran) {
+    if (!g.fallback)
+      return absl::InternalError(str_cat("GEMM of group ", g.group, ": the library cannot run it and it has no fallback"));
+    return run_kernel(*g.fallback, p, c);
+  }
+  if (g.epilogue) return run_kernel(*g.epilogue, p, c);
+  return absl::OkStatus();
+}
+
+absl::Status Executor::run_steps(std::span<const Step> steps, CallPlan& p, const CallContext& c) {
+  for (const Step& s : steps) {
+    switch (s.kind) {
+      case Step::Kind::Kernel: KILN_RETURN_IF_ERROR(run_kernel(program_->kernel_steps[s.index], p, c)); break;
+      case Step::Kind::Gemm: KILN_RETURN_IF_ERROR(run_gemm(s.index, p, c)); break;
+      case Step::Kind::Copy: {
+        const CopyStep& cp = program_->copies[s.index];
+        if (p.copy_bytes[s.index] > 0) KILN_RETURN_IF_ERROR(device_.copy(ptr_[cp.dst], ptr_[cp.src], p.copy_bytes[s.index], c));
+        break;
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Weight-prep results are remade when the parameters they read move or their shapes change.
+absl::Status Executor::prepare_weights(CallPlan& p, const CallContext& c) {
+  if (program_->prep.empty()) return absl::OkStatus();
+  if (prep_valid_ && same_params(prep_params_) && p.prep_shapes == prep_shapes_) return absl::OkStatus();
+  prep_.resize(p.prep_bytes.size());
+  bool moved = false;
+  for (size_t i = 0; i < prep_.size(); ++i)
+    if (prep_[i].size() < p.prep_bytes[i]) {
+      drop_replays();
+      prep_[i] = DeviceMemory();
+      KILN_ASSIGN_OR_RETURN(prep_[i], device_.allocate(p.prep_bytes[i]));
+      moved = true;
+    }
+  if (moved) resolve(p, arg_ptrs_, out_ptrs_);
+  KILN_RETURN_IF_ERROR(run_steps(program_->prep, p, c));
+  prep_params_ = params();
+  prep_shapes_ = p.prep_shapes;
+  prep_valid_ = true;
+  ++weights_generation_;
+  return absl::OkStatus();
+}
+
+absl::Status Executor::run(std::span<const Tensor> args, SymbolValues syms, std::span<Tensor> outputs,
+                           const CallOptions& opts) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const Program& pr = *program_;
+  if (args.size() != pr.args.size())
+    return invalid_argument("program of ", pr.graph, ": ", args.size(), " arguments given, the graph takes ", pr.args.size());
+  if (outputs.size() != pr.outputs.size())
+    return invalid_argument("program of ", pr.graph, ": ", outputs.size(), " output slots given, the graph has ",
+                            pr.outputs.size());
+  KILN_RETURN_IF_ERROR(device_.activate());
+  if (!constants_ready_) {
+    constants_.assign(pr.buffers.size(), 0);
+    for (size_t b = 0; b < pr.buffers.size(); ++b)
+      if (pr.buffers[b].placement == Placement::Constant) {
+        KILN_ASSIGN_OR_RETURN(constants_[b], device_.resident(pr.buffers[b].data));
+      }
+    constants_ready_ = true;
+  }
+  KILN_ASSIGN_OR_RETURN(CallPlan * p, plan_for(syms));
+  for (size_t i = 0; i < args.size(); ++i)
+    KILN_RETURN_IF_ERROR(check_tensor(args[i], pr.args[i], p->arg_shapes[i], "argument"));
+  for (size_t j = 0; j < outputs.size(); ++j)
+    if (outputs[j].data() != nullptr) KILN_RETURN_IF_ERROR(check_tensor(outputs[j], pr.outputs[j], p->out_shapes[j], "output"));
+  KILN_RETURN_IF_ERROR(ensure_memory(*p));
+  for (size_t j = 0; j < outputs.size(); ++j)
+    if (outputs[j].data() == nullptr) {
+      KILN_ASSIGN_OR_RETURN(outputs[j], device_.empty(pr.outputs[j].dtype, p->out_shapes[j]));
+    }
+  arg_ptrs_.clear();
+  for (const Tensor& t : args) arg_ptrs_.push_back(address(t));
+  out_ptrs_.clear();
+  for (const Tensor& t : outputs) out_ptrs_.push_back(address(t));
+  CallContext c{opts.stream, weights_generation_};
+  resolve(*p, arg_ptrs_, out_ptrs_);
+  KILN_RETURN_IF_ERROR(prepare_weights(*p, c));
+  c.weights_generation = weights_generation_;
+  if (mode_ == Mode::MaxAutotune && device_.can_time() && !tuned_) {
+    KILN_RETURN_IF_ERROR(tune(*p, c));
+    tuned_ = true;
+    return absl::OkStatus();
+  }
+  if (mode_ == Mode::ReduceOverhead && device_.can_capture()) return run_captured(*p, args, outputs, c);
+  return run_steps(pr.steps, *p, c);
+}
+
+absl::Status Executor::check_tensor(const Tensor& t, const Program::Value& v, const std::vector<int64_t>& shape,
+                                    const char* what) const {
+  if (t.device() != device_.device())
+    return invalid_argument(what, " %", v.name, " is on ", device_name(t.device()), "; the graph was compiled for ",
+                            device_name(device_.device()));
+  if (t.dtype() != v.dtype || t.shape() != shape)
+    return invalid_argument(what, " %", v.name, " expects ", dtype_name(v.dtype), fmt::format("{}", shape), ", got ",
+                            t.type_string());
+  if (!t.is_contiguous()) return invalid_argument(what, " %", v.name, " must be contiguous");
+  if (t.numel() > 0 && !t.data()) return invalid_argument(what, " %", v.name, " has no memory");
+  return absl::OkStatus();
+}
+
+absl::Status Executor::allocate_static_slots(CallPlan& p) {
+  if (!p.static_args.empty() || !p.static_outputs.empty()) return absl::OkStatus();
+  for (size_t i = 0; i < program_->args.size(); ++i) {
+    const Program::Value& a = program_->args[i];
+    int64_t bytes = a.param ? 0 : numel(p.arg_shapes[i]) * dtype_size(a.dtype);
+    KILN_ASSIGN_OR_RETURN(DeviceMemory slot, device_.allocate(std::max<int64_t>(256, bytes)));
+    p.static_args.push_back(std::move(slot));
+  }
+  for (size_t j = 0; j < program_->outputs.size(); ++j) {
+    int64_t bytes = numel(p.out_shapes[j]) * dtype_size(program_->outputs[j].dtype);
+    KILN_ASSIGN_OR_RETURN(DeviceMemory slot, device_.allocate(std::max<int64_t>(256, bytes)));
+    p.static_outputs.push_back(std::move(slot));
+  }
+  return absl::OkStatus();
+}
+
+// reduce-overhead: arguments copied into static slots, the captured steps replayed, results
+// copied out; a caller that uses the slots themselves (static_slots) copies nothing.
+absl::Status Executor::run_captured(CallPlan& p, std::span<const Tensor> args, std::span<Tensor> outputs,
+                                    const CallContext& c) {
+  if (p.replay && !same_params(p.replay_params)) p.replay.reset();
+  if (!p.replay) {
+    KILN_RETURN_IF_ERROR(allocate_static_slots(p));
+    std::vector<DevicePtr> in, out;
+    for (size_t i = 0; i < args.size(); ++i) in.push_back(program_->args[i].param ? arg_ptrs_[i] : p.static_args[i].ptr());
+    for (const DeviceMemory& m : p.static_outputs) out.push_back(m.ptr());
+    resolve(p, in, out);
+    KILN_ASSIGN_OR_RETURN(p.replay, device_.capture([&](const CallContext& cc) {
+      CallContext inner = cc;
+      inner.weights_generation = c.weights_generation;
+      return run_steps(program_->steps, p, inner);
+    }));
+    p.replay_params = params();
+  }
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (program_->args[i].param) continue;
+    int64_t bytes = args[i].numel() * dtype_size(args[i].dtype());
+    if (arg_ptrs_[i] != p.static_args[i].ptr() && bytes > 0)
+      KILN_RETURN_IF_ERROR(device_.copy(p.static_args[i].ptr(), arg_ptrs_[i], bytes, c));
+  }
+  KILN_RETURN_IF_ERROR(p.replay->launch(c.stream));
+  for (size_t j = 0; j < outputs.size(); ++j) {
+    int64_t bytes = outputs[j].numel() * dtype_size(outputs[j].dtype());
+    if (bytes > 0 && out_ptrs_[j] != p.static_outputs[j].ptr())
+      KILN_RETURN_IF_ERROR(device_.copy(out_ptrs_[j], p.static_outputs[j].ptr(), bytes, c));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<StaticSlots> Executor::static_slots(SymbolValues syms) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (mode_ != Mode::ReduceOverhead || !device_.can_capture())
+    return absl::FailedPreconditionError(str_cat("static slots exist only for CUDA graphs (reduce-overhead on a device "
+                                                 "that captures its launches); this graph was compiled in ",
+                                                 mode_name(mode_), " mode for ", device_name(device_.device())));
+  KILN_RETURN_IF_ERROR(device_.activate());
+  KILN_ASSIGN_OR_RETURN(CallPlan * p, plan_for(syms));
+  KILN_RETURN_IF_ERROR(allocate_static_slots(*p));
+  StaticSlots s;
+  DeviceId dev = device_.device();
+  for (size_t i = 0; i < program_->args.size(); ++i) {
+    const Program::Value& a = program_->args[i];
+    if (a.param) {
+      s.inputs.emplace_back();
+      continue;
+    }
+    KILN_ASSIGN_OR_RETURN(Tensor t, Tensor::wrap(reinterpret_cast<void*>(p->static_args[i].ptr()), a.dtype,
+                                                 p->arg_shapes[i], {}, dev));
+    s.inputs.push_back(std::move(t));
+  }
+  for (size_t j = 0; j < program_->outputs.size(); ++j) {
+    KILN_ASSIGN_OR_RETURN(Tensor t, Tensor::wrap(reinterpret_cast<void*>(p->static_outputs[j].ptr()),
+                                                 program_->outputs[j].dtype, p->out_shapes[j], {}, dev));
+    s.outputs.push_back(std::move(t));
+  }
+  return s;
+}
+
+namespace {
+
+// Tries every candidate of `t` (or restores the tune store's choice) and keeps the fastest.
+absl::Status tune_step(Tunable& t, DeviceAdapter& device, const std::function<absl::Status()>& run,
+                       const CallContext& c) {
+  std::string key = t.key();
+  if (std::optional<std::string> known = TuneStore::instance().get(key); known && t.restore(*known))
+    return absl::OkStatus();
+  std::vector<double> ms(t.candidates(), -1);
+  int best = -1;
+  for (int i = 0; i < t.candidates(); ++i) {
+    KILN_RETURN_IF_ERROR(t.select(i));
+    absl::StatusOr<double> time = device.time_ms(run, c);
+    if (!time.ok()) continue;  // a candidate that fails at these sizes is not one
+    ms[i] = *time;
+    if (best < 0 || ms[i] < ms[best]) best = i;
+  }
+  if (best < 0) return absl::InternalError(str_cat("max-autotune: no candidate of ", key, " ran"));
+  KILN_RETURN_IF_ERROR(t.select(best));
+  TuneStore::instance().put(key, t.choice(), t.note(ms, best));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// Runs the steps in order (later steps need earlier results), and before each one that can
+// safely run twice, tries the device's choices for it and keeps the fastest.
+absl::Status Executor::tune(CallPlan& p, const CallContext& c) {
+  auto t0 = std::chrono::steady_clock::now();
+  for (const Step& step : program_->steps) {
+    std::unique_ptr<Tunable> t;
+    std::function<absl::Status()> run;
+    if (step.kind == Step::Kind::Kernel) {
+      const KernelStep& k = program_->kernel_steps[step.index];
+      if (!k.in_place()) {
+        KILN_ASSIGN_OR_RETURN(t, loaded_->tunable_kernel(k.kernel, *p.kernels[k.kernel], p.bindings, p.syms));
+        run = [&] { return run_kernel(k, p, c); };
+      }
+    } else if (step.kind == Step::Kind::Gemm) {
+      KILN_ASSIGN_OR_RETURN(t, loaded_->tunable_gemm(step.index, *p.gemms[step.index]));
+      run = [&] { return run_gemm(step.index, p, c); };
+    }
+    if (t) KILN_RETURN_IF_ERROR(tune_step(*t, device_, run, c));
+    KILN_RETURN_IF_ERROR(run_steps(std::span<const Step>(&step, 1), p, c));
+  }
+  tune_ms_ += ms_since(t0);
+  return absl::OkStatus();
+}
+
+}  // namespace kiln

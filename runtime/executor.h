@@ -1,0 +1,120 @@
+// The executor: runs one specialization's Program on a device through its adapter
+// (runtime/device_adapter.h), for any symbol values. It owns what every device needs alike:
+// a bounded cache of per-call plans (sizes, arena offsets, the device's launch plans), the
+// arena, scratch and weight-prep memory, weight prep rerun when parameters change, outputs
+// allocated or copied, and the modes as strategies: direct launch, capture once and replay
+// (reduce-overhead), and tuning on the first call (max-autotune).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "runtime/device_adapter.h"
+
+namespace kiln {
+
+// default: kernels launched one by one; reduce-overhead: a specialization's whole launch
+// sequence replayed as one captured unit (a CUDA graph); max-autotune: launch shapes and
+// GEMM algorithms timed on the real sizes, the fastest kept (and remembered on disk).
+enum class Mode : uint8_t { Default, ReduceOverhead, MaxAutotune };
+std::string_view mode_name(Mode m);  // "default", "reduce-overhead", "max-autotune"
+std::optional<Mode> parse_mode(std::string_view name);
+
+struct CallOptions {
+  void* stream = nullptr;  // CUDA: the caller's CUstream (null: the legacy default stream)
+};
+
+struct StaticSlots {
+  std::vector<Tensor> inputs;   // per argument, in Program::args order; empty for parameters
+  std::vector<Tensor> outputs;  // per graph output
+};
+
+struct ExecutorOptions {
+  Mode mode = Mode::Default;
+  DumpFn dump;  // when set: the device's sources are written through it
+};
+
+class Executor {
+ public:
+  // Loads `p` on `device` (compiling its kernels). The device outlives the executor.
+  static absl::StatusOr<std::unique_ptr<Executor>> create(std::shared_ptr<const Program> p, DeviceAdapter& device,
+                                                          const ExecutorOptions& opts);
+  ~Executor();
+
+  // Pre: `args` are the runtime arguments in Program::args order, contiguous, on the
+  // device, with the dtypes and shapes the graph gives them under `syms` (the symbol values
+  // in Program::symbols order). `outputs` has one slot per graph output: an empty Tensor is
+  // allocated here; a given one (right dtype, shape and device, contiguous) is written.
+  // Post: outputs hold the graph's results, ordered on the call's stream.
+  absl::Status run(std::span<const Tensor> args, SymbolValues syms, std::span<Tensor> outputs,
+                   const CallOptions& opts = {});
+
+  const Program& program() const { return *program_; }
+  std::shared_ptr<const Program> shared_program() const { return program_; }
+  std::string describe_kernel(int kernel) const { return loaded_->describe_kernel(kernel); }
+  BuildStats build_stats() const;  // the device's, with launches and tuning time
+  const char* strategy() const;    // "direct", "capture and replay", "tune then direct"
+  // What the executor made from parameter values (weight prep, the device's packed
+  // operands) is kept while the parameters' pointers stay the same; after new values were
+  // written into a parameter in place, this makes the next run remake it.
+  void parameters_changed();
+  // reduce-overhead on a device that captures: the replay's static input slots (one per
+  // argument; empty for parameters, which are read in place) and output slots for calls
+  // with `syms`. Inputs written there and outputs passed as those slots replay with no copies.
+  absl::StatusOr<StaticSlots> static_slots(SymbolValues syms);
+
+  struct CallPlan;
+
+ private:
+  Executor(std::shared_ptr<const Program> p, DeviceAdapter& device, Mode mode);
+
+  absl::StatusOr<CallPlan*> plan_for(SymbolValues syms);
+  absl::StatusOr<std::unique_ptr<CallPlan>> make_plan(SymbolValues syms);
+  absl::Status check_tensor(const Tensor& t, const Program::Value& v, const std::vector<int64_t>& shape,
+                            const char* what) const;
+  absl::Status ensure_memory(const CallPlan& p);
+  absl::Status prepare_weights(CallPlan& p, const CallContext& c);
+  // Every buffer's address for a call whose arguments and outputs are at `args`/`outputs`.
+  void resolve(const CallPlan& p, std::span<const DevicePtr> args, std::span<const DevicePtr> outputs);
+  // The current call's parameter addresses, and whether they are `kept`'s.
+  std::vector<DevicePtr> params() const;
+  bool same_params(const std::vector<DevicePtr>& kept) const;
+  absl::Status run_kernel(const KernelStep& s, CallPlan& p, const CallContext& c);
+  absl::Status run_gemm(int index, CallPlan& p, const CallContext& c);
+  absl::Status run_steps(std::span<const Step> steps, CallPlan& p, const CallContext& c);
+  absl::Status run_captured(CallPlan& p, std::span<const Tensor> args, std::span<Tensor> outputs, const CallContext& c);
+  absl::Status tune(CallPlan& p, const CallContext& c);
+  absl::Status allocate_static_slots(CallPlan& p);
+  void drop_replays();
+
+  std::shared_ptr<const Program> program_;
+  DeviceAdapter& device_;
+  Mode mode_;
+  std::unique_ptr<DeviceProgram> loaded_;
+  std::vector<int> param_args_;  // Program::args indices of parameters
+  bool tuned_ = false;
+  double tune_ms_ = 0;
+
+  std::mutex mu_;  // one call at a time: the arena and scratch are shared
+  std::map<std::vector<int64_t>, std::unique_ptr<CallPlan>> plans_;
+  CallPlan* last_plan_ = nullptr;
+  DeviceMemory arena_, scratch_;
+  std::vector<DeviceMemory> prep_;          // per weight-prep slot
+  std::vector<DevicePtr> constants_;        // per buffer: resident data of Constant buffers
+  bool constants_ready_ = false;            // made resident on the first call
+  std::vector<DevicePtr> prep_params_;      // parameter addresses the weight prep was made from
+  std::vector<std::vector<int64_t>> prep_shapes_;  // and the shapes it made
+  bool prep_valid_ = false;
+  uint64_t weights_generation_ = 1;
+  // Scratch of the hot path, kept to allocate nothing per call.
+  std::vector<DevicePtr> ptr_, step_ptrs_, arg_ptrs_, out_ptrs_;
+};
+
+}  // namespace kiln
