@@ -2,7 +2,6 @@
 
 #include <chrono>
 #include <filesystem>
-#include <fstream>
 #include <map>
 
 #include "ir/str.h"
@@ -14,22 +13,6 @@
 #include "passes/simplify.h"
 
 namespace kiln {
-absl::Status write_dump_file(const std::filesystem::path& p, const std::string& text) {
-  std::error_code ec;
-  if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path(), ec);
-  if (ec) return invalid_argument("cannot create ", p.parent_path().string(), ": ", ec.message());
-  std::filesystem::path tmp = p;
-  tmp += ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary);
-    f << text;
-    if (!f) return invalid_argument("cannot write ", tmp.string());
-  }
-  std::filesystem::rename(tmp, p, ec);
-  if (ec) return invalid_argument("cannot write ", p.string(), ": ", ec.message());
-  return absl::OkStatus();
-}
-
 const std::vector<std::string>& PassManager::default_pass_names() {
   static const std::vector<std::string> names = {"decompose", "simplify", "fuse_linear", "fuse_elementwise",
                                                  "plan_memory"};

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "ir/dump.h"
 #include "ir/graph.h"
 #include "passes/memory_plan.h"
 #include "passes/schedule.h"
@@ -76,9 +77,5 @@ struct CompileSummary {
 // Counts over the schedule and the memory plan's layout under `b`.
 absl::StatusOr<CompileSummary> summarize(const CompileState& st, const std::vector<PassStat>& passes,
                                          const Bindings& b);
-
-// Writes a dump file atomically (a temporary file renamed into place), creating its
-// directory; the error names the path.
-absl::Status write_dump_file(const std::filesystem::path& p, const std::string& text);
 
 }  // namespace kiln
