@@ -2,16 +2,17 @@
 
 #include <algorithm>
 #include <chrono>
-#include <filesystem>
+#include <map>
+#include <optional>
+#include <set>
 
 #include "codegen/lower.h"
+#include "ir/status.h"
 #include "ir/str.h"
 #include "ir/verifier.h"
 
 namespace kiln {
 namespace {
-
-namespace fs = std::filesystem;
 
 // The given values, checked against the graph's symbols, plus each unbound symbol's lower
 // bound.
@@ -27,24 +28,35 @@ absl::StatusOr<Bindings> complete_bindings(const Graph& g, const Bindings& given
   return b;
 }
 
-// Replaces the kernel files of an earlier dump into the same directory.
-absl::Status dump_kernels(const fs::path& dir, const std::vector<kir::Kernel>& kernels) {
-  std::error_code ec;
-  if (fs::is_directory(dir, ec)) {
-    for (const fs::directory_entry& e : fs::directory_iterator(dir, ec))
-      if (e.path().extension() == ".kir") fs::remove(e.path(), ec);
-    if (ec) return invalid_argument("cannot clear ", dir.string(), ": ", ec.message());
+// Writes the kernels into the dump's kernels/ folder, replacing those of an earlier dump.
+absl::Status dump_kernels(const DumpWriter& dump, const std::vector<kir::Kernel>& kernels) {
+  std::set<std::string> written;
+  for (const kir::Kernel& k : kernels) {
+    KILN_RETURN_IF_ERROR(dump.write(k.name + ".kir", kir::print_kernel(k)));
+    written.insert(k.name + ".kir");
   }
-  for (const kir::Kernel& k : kernels)
-    if (absl::Status s = write_dump_file(dir / (k.name + ".kir"), kir::print_kernel(k)); !s.ok()) return s;
-  return absl::OkStatus();
+  return dump.remove_stale(written);
+}
+
+// Counts over the schedule and the memory plan's layout under `b`.
+absl::StatusOr<CompileSummary> summarize(const CompileState& st, std::vector<PassStat> passes, const Bindings& b) {
+  CompileSummary sum;
+  sum.passes = std::move(passes);
+  sum.groups = static_cast<int>(st.schedule.groups.size());
+  for (const KernelGroup& g : st.schedule.groups) {
+    if (g.weight_prep) ++sum.weight_prep;
+    else if (g.kind == KernelGroup::Kind::Gemm) ++sum.gemms;
+    else ++sum.kernels;
+  }
+  KILN_ASSIGN_OR_RETURN(sum.layout, st.memory.layout(b));
+  return sum;
 }
 
 }  // namespace
 
 const std::vector<std::string>& print_after_names() {
   static const std::vector<std::string> names = [] {
-    std::vector<std::string> n = PassManager::default_pass_names();
+    std::vector<std::string> n = graph_pipeline().pass_names();
     n.push_back("lower");
     n.push_back("all");
     return n;
@@ -64,15 +76,26 @@ absl::StatusOr<PipelineResult> compile_to_kernels(Graph g, const PipelineOptions
   r.layout_bindings = *std::move(b);
 
   r.state.graph = std::move(g);
-  PassManager pm = PassManager::default_pipeline();
-  PassOptions po{opts.dump_dir, opts.print_after, opts.print, r.layout_bindings};
-  if (absl::Status s = pm.run(r.state, po); !s.ok()) return s;
+  PassManager<CompileState> pm = graph_pipeline(r.layout_bindings);
+  // Added outermost first. After a pass the innermost runs first: the timing covers the pass
+  // alone, and a result is verified before it is printed or dumped.
+  std::optional<DumpWriter> dump;
+  if (!opts.dump_dir.empty()) {
+    dump.emplace(opts.dump_dir);
+    KILN_RETURN_IF_ERROR(dump->create());
+    pm.instrument(std::make_unique<DumpEachPass>(*dump));
+  }
+  if (opts.print && !opts.print_after.empty())
+    pm.instrument(std::make_unique<PrintAfterPass>(opts.print_after, opts.print));
+  pm.instrument(std::make_unique<VerifyEachPass>());
+  PassTiming& timing = pm.instrument(std::make_unique<PassTiming>());
+  KILN_RETURN_IF_ERROR(pm.run(r.state));
 
   auto t0 = std::chrono::steady_clock::now();
   absl::StatusOr<std::vector<kir::Kernel>> kernels = lower_schedule(r.state.graph, r.state.schedule, opts.lower_log);
   if (!kernels.ok()) return kernels.status();
   r.kernels = *std::move(kernels);
-  std::vector<PassStat> stats = pm.stats();
+  std::vector<PassStat> stats = timing.stats();
   stats.push_back({"lower", std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(),
                    !r.kernels.empty()});
   if (opts.print && (opts.print_after == "all" || opts.print_after == "lower")) {
@@ -80,13 +103,36 @@ absl::StatusOr<PipelineResult> compile_to_kernels(Graph g, const PipelineOptions
     for (const kir::Kernel& k : r.kernels) text += kir::print_kernel(k);
     opts.print(text);
   }
-  if (!opts.dump_dir.empty())
-    if (absl::Status s = dump_kernels(fs::path(opts.dump_dir) / "kernels", r.kernels); !s.ok()) return s;
+  if (dump) KILN_RETURN_IF_ERROR(dump_kernels(dump->sub("kernels"), r.kernels));
 
-  absl::StatusOr<CompileSummary> sum = summarize(r.state, stats, r.layout_bindings);
-  if (!sum.ok()) return sum.status();
-  r.summary = *std::move(sum);
+  KILN_ASSIGN_OR_RETURN(r.summary, summarize(r.state, std::move(stats), r.layout_bindings));
   return r;
+}
+
+std::string CompileSummary::to_text() const {
+  auto pct = [](int64_t a, int64_t b) { return b == 0 ? 0.0 : 100.0 * (a - b) / b; };
+  std::string s = str_cat("groups ", groups, ": ", kernels, " kernels, ", gemms, " GEMMs, ", weight_prep,
+                          " weight-prep\n");
+  s += str_cat("arena ", layout.arena_bytes, " bytes; lower bound ", layout.lower_bound_bytes, " (",
+               fmt::format("{:+.1f}%", pct(layout.arena_bytes, layout.lower_bound_bytes)), "); without reuse ",
+               layout.no_reuse_bytes, "\n");
+  for (const PassStat& p : passes)
+    s += fmt::format("  {:<18}{:8.3f} ms{}\n", p.name, p.ms, p.changed ? "" : "  (no change)");
+  return s;
+}
+
+std::string CompileSummary::to_json() const {
+  std::string passes_json = str_join(passes, ", ", [](const PassStat& p) {
+    return fmt::format("{{\"name\": \"{}\", \"ms\": {:.3f}, \"changed\": {}}}", p.name, p.ms, p.changed);
+  });
+  std::map<std::string, int64_t> sorted(layout.bindings.begin(), layout.bindings.end());
+  std::string bindings_json =
+      str_join(sorted, ", ", [](const auto& kv) { return fmt::format("\"{}\": {}", kv.first, kv.second); });
+  return fmt::format(
+      "{{\"groups\": {}, \"kernels\": {}, \"gemms\": {}, \"weight_prep\": {}, \"bindings\": {{{}}}, "
+      "\"arena_bytes\": {}, \"no_reuse_bytes\": {}, \"lower_bound_bytes\": {}, \"passes\": [{}]}}",
+      groups, kernels, gemms, weight_prep, bindings_json, layout.arena_bytes, layout.no_reuse_bytes,
+      layout.lower_bound_bytes, passes_json);
 }
 
 }  // namespace kiln

@@ -28,6 +28,19 @@ struct PipelineOptions {
   std::function<void(const std::string&)> lower_log;
 };
 
+struct CompileSummary {
+  int groups = 0;
+  int kernels = 0;      // elementwise and reduction groups run per call
+  int gemms = 0;
+  int weight_prep = 0;  // groups run once when parameters are bound
+  ArenaLayout layout;
+  std::vector<PassStat> passes;
+  std::string to_text() const;
+  // One line: groups, kernels, gemms, weight_prep, bindings, arena_bytes, no_reuse_bytes,
+  // lower_bound_bytes, and passes [{name, ms, changed}].
+  std::string to_json() const;
+};
+
 struct PipelineResult {
   CompileState state;                // graph, kernel groups and memory plan after the passes
   std::vector<kir::Kernel> kernels;  // kernels[i] is state.schedule.groups[i] lowered

@@ -17,7 +17,7 @@ absl::StatusOr<std::shared_ptr<const CompiledModule>> make_module(const Graph& g
     m->state.schedule = schedule(m->state.graph);
     absl::StatusOr<bool> planned = plan_memory(m->state.graph, m->state.schedule, m->state.memory);
     if (!planned.ok()) return planned.status();
-  } else if (absl::Status s = PassManager::default_pipeline().run(m->state); !s.ok()) {
+  } else if (absl::Status s = graph_pipeline().run(m->state); !s.ok()) {
     return s;
   }
   absl::StatusOr<std::vector<kir::Kernel>> kernels = lower_schedule(m->state.graph, m->state.schedule);
