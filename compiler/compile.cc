@@ -432,7 +432,7 @@ absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<Backend> b
   if (log_level() >= 2) po.lower_log = [](const std::string& line) { log_line(2, line); };
   absl::StatusOr<PipelineResult> r = compile_to_kernels(g.clone(), po);
   if (!r.ok()) return r.status();
-  for (const PassStat& p : r->summary.passes) (p.name == "lower" ? im->stats.lower_ms : im->stats.pass_ms) += p.ms;
+  for (const PassStat& p : r->summary.passes) (p.name == kLowerPass ? im->stats.lower_ms : im->stats.pass_ms) += p.ms;
   log_line(1, str_cat("kiln: ", g.name(), ": ", r->summary.to_text()));
   std::shared_ptr<CompiledModule> module = CompiledModule::make(std::move(r->state), std::move(r->kernels));
   im->module = module;

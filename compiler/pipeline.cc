@@ -1,10 +1,7 @@
 #include "compiler/pipeline.h"
 
 #include <algorithm>
-#include <chrono>
 #include <map>
-#include <optional>
-#include <set>
 
 #include "codegen/lower.h"
 #include "ir/status.h"
@@ -28,14 +25,11 @@ absl::StatusOr<Bindings> complete_bindings(const Graph& g, const Bindings& given
   return b;
 }
 
-// Writes the kernels into the dump's kernels/ folder, replacing those of an earlier dump.
-absl::Status dump_kernels(const DumpWriter& dump, const std::vector<kir::Kernel>& kernels) {
-  std::set<std::string> written;
-  for (const kir::Kernel& k : kernels) {
-    KILN_RETURN_IF_ERROR(dump.write(k.name + ".kir", kir::print_kernel(k)));
-    written.insert(k.name + ".kir");
-  }
-  return dump.remove_stale(written);
+// Lowering's result as text: every kernel, each in its own file of the dump's kernels/.
+std::vector<PassText> show_kernels(const CompiledModule& m) {
+  std::vector<PassText> texts;
+  for (const kir::Kernel& k : m.kernels) texts.push_back({kir::print_kernel(k), str_cat("kernels/", k.name, ".kir")});
+  return texts;
 }
 
 // Counts over the schedule and the memory plan's layout under `b`.
@@ -54,59 +48,25 @@ absl::StatusOr<CompileSummary> summarize(const CompileState& st, std::vector<Pas
 
 }  // namespace
 
+PassManager<CompiledModule> default_pipeline(const Bindings& layout, std::function<void(const std::string&)> lower_log) {
+  PassManager<CompiledModule> pm;
+  pm.nest(graph_pipeline(layout), &CompiledModule::state);
+  pm.add({std::string(kLowerPass),
+          [lower_log = std::move(lower_log)](CompiledModule& m) -> absl::StatusOr<bool> {
+            KILN_ASSIGN_OR_RETURN(m.kernels, lower_schedule(m.state.graph, m.state.schedule, lower_log));
+            return !m.kernels.empty();
+          },
+          nullptr, show_kernels});
+  return pm;
+}
+
 const std::vector<std::string>& print_after_names() {
   static const std::vector<std::string> names = [] {
-    std::vector<std::string> n = graph_pipeline().pass_names();
-    n.push_back("lower");
+    std::vector<std::string> n = default_pipeline().pass_names();
     n.push_back("all");
     return n;
   }();
   return names;
-}
-
-absl::StatusOr<PipelineResult> compile_to_kernels(Graph g, const PipelineOptions& opts) {
-  const std::vector<std::string>& names = print_after_names();
-  if (!opts.print_after.empty() && std::find(names.begin(), names.end(), opts.print_after) == names.end())
-    return invalid_argument("--print-after=", opts.print_after, ": no such pass (expected one of ",
-                            str_join(names, ", ", [](auto& s) { return s; }), ")");
-  if (absl::Status s = verify(g); !s.ok()) return s;
-  PipelineResult r;
-  absl::StatusOr<Bindings> b = complete_bindings(g, opts.bindings);
-  if (!b.ok()) return b.status();
-  r.layout_bindings = *std::move(b);
-
-  r.state.graph = std::move(g);
-  PassManager<CompileState> pm = graph_pipeline(r.layout_bindings);
-  // Added outermost first. After a pass the innermost runs first: the timing covers the pass
-  // alone, and a result is verified before it is printed or dumped.
-  std::optional<DumpWriter> dump;
-  if (!opts.dump_dir.empty()) {
-    dump.emplace(opts.dump_dir);
-    KILN_RETURN_IF_ERROR(dump->create());
-    pm.instrument(std::make_unique<DumpEachPass>(*dump));
-  }
-  if (opts.print && !opts.print_after.empty())
-    pm.instrument(std::make_unique<PrintAfterPass>(opts.print_after, opts.print));
-  pm.instrument(std::make_unique<VerifyEachPass>());
-  PassTiming& timing = pm.instrument(std::make_unique<PassTiming>());
-  KILN_RETURN_IF_ERROR(pm.run(r.state));
-
-  auto t0 = std::chrono::steady_clock::now();
-  absl::StatusOr<std::vector<kir::Kernel>> kernels = lower_schedule(r.state.graph, r.state.schedule, opts.lower_log);
-  if (!kernels.ok()) return kernels.status();
-  r.kernels = *std::move(kernels);
-  std::vector<PassStat> stats = timing.stats();
-  stats.push_back({"lower", std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(),
-                   !r.kernels.empty()});
-  if (opts.print && (opts.print_after == "all" || opts.print_after == "lower")) {
-    std::string text = "# after lower\n";
-    for (const kir::Kernel& k : r.kernels) text += kir::print_kernel(k);
-    opts.print(text);
-  }
-  if (dump) KILN_RETURN_IF_ERROR(dump_kernels(dump->sub("kernels"), r.kernels));
-
-  KILN_ASSIGN_OR_RETURN(r.summary, summarize(r.state, std::move(stats), r.layout_bindings));
-  return r;
 }
 
 std::string CompileSummary::to_text() const {
@@ -133,6 +93,37 @@ std::string CompileSummary::to_json() const {
       "\"arena_bytes\": {}, \"no_reuse_bytes\": {}, \"lower_bound_bytes\": {}, \"passes\": [{}]}}",
       groups, kernels, gemms, weight_prep, bindings_json, layout.arena_bytes, layout.no_reuse_bytes,
       layout.lower_bound_bytes, passes_json);
+}
+
+absl::StatusOr<PipelineResult> compile_to_kernels(Graph g, const PipelineOptions& opts) {
+  const std::vector<std::string>& names = print_after_names();
+  if (!opts.print_after.empty() && std::find(names.begin(), names.end(), opts.print_after) == names.end())
+    return invalid_argument("--print-after=", opts.print_after, ": no such pass (expected one of ",
+                            str_join(names, ", ", [](auto& s) { return s; }), ")");
+  KILN_RETURN_IF_ERROR(verify(g));
+  PipelineResult r;
+  KILN_ASSIGN_OR_RETURN(r.layout_bindings, complete_bindings(g, opts.bindings));
+
+  PassManager<CompiledModule> pm = default_pipeline(r.layout_bindings, opts.lower_log);
+  // Added outermost first. After a step the innermost runs first: the timing covers the step
+  // alone, and a result is verified before it is printed or dumped.
+  if (!opts.dump_dir.empty()) {
+    DumpWriter dump(opts.dump_dir);
+    KILN_RETURN_IF_ERROR(dump.create());
+    pm.instrument(std::make_unique<DumpEachPass>(dump));
+  }
+  if (opts.print && !opts.print_after.empty())
+    pm.instrument(std::make_unique<PrintAfterPass>(opts.print_after, opts.print));
+  pm.instrument(std::make_unique<VerifyEachPass>());
+  PassTiming& timing = pm.instrument(std::make_unique<PassTiming>());
+
+  CompiledModule m;
+  m.state.graph = std::move(g);
+  KILN_RETURN_IF_ERROR(pm.run(m));
+  KILN_ASSIGN_OR_RETURN(r.summary, summarize(m.state, timing.stats(), r.layout_bindings));
+  r.state = std::move(m.state);
+  r.kernels = std::move(m.kernels);
+  return r;
 }
 
 }  // namespace kiln
