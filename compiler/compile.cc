@@ -8,6 +8,7 @@
 #include "compiler/guards.h"
 #include "compiler/log.h"
 #include "compiler/pipeline.h"
+#include "ir/status.h"
 #include "ir/str.h"
 #include "ir/verifier.h"
 
@@ -407,17 +408,17 @@ std::vector<std::string> CompiledGraph::specializations() const {
 }
 
 absl::StatusOr<CompiledGraph> compile(const Graph& g, const CompileOptions& opts) {
-  if (absl::Status s = verify(g); !s.ok()) return s;
-  absl::StatusOr<std::unique_ptr<Backend>> backend = make_backend(opts.device, opts.cuda_device);
-  if (!backend.ok()) return backend.status();
-  return compile(g, *std::move(backend), opts);
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, make_backend(opts.device, opts.cuda_device));
+  return compile(g, std::move(backend), opts);
 }
 
 absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<Backend> backend, const CompileOptions& opts_in) {
   CompileOptions opts = opts_in;
   if (opts.dump_dir.empty())
     if (const char* d = std::getenv("KILN_DUMP_DIR"); d && *d) opts.dump_dir = d;
-  if (absl::Status s = verify(g); !s.ok()) return s;
+  // The one verification of the graph: the pipeline takes it as given, and checks its passes'
+  // results only in debug builds or when asked (KILN_VERIFY=1).
+  KILN_RETURN_IF_ERROR(verify(g));
   if (!backend) return absl::InvalidArgumentError("compile: no backend");
 
   auto im = std::make_shared<CompiledGraph::Impl>();

@@ -1,12 +1,12 @@
 #include "compiler/pipeline.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <map>
 
 #include "codegen/lower.h"
 #include "ir/status.h"
 #include "ir/str.h"
-#include "ir/verifier.h"
 
 namespace kiln {
 namespace {
@@ -69,6 +69,18 @@ const std::vector<std::string>& print_after_names() {
   return names;
 }
 
+bool verify_passes_by_default() {
+#ifndef NDEBUG
+  return true;
+#else
+  static const bool asked = [] {
+    const char* v = std::getenv("KILN_VERIFY");
+    return v && std::string_view(v) == "1";
+  }();
+  return asked;
+#endif
+}
+
 std::string CompileSummary::to_text() const {
   auto pct = [](int64_t a, int64_t b) { return b == 0 ? 0.0 : 100.0 * (a - b) / b; };
   std::string s = str_cat("groups ", groups, ": ", kernels, " kernels, ", gemms, " GEMMs, ", weight_prep,
@@ -100,7 +112,6 @@ absl::StatusOr<PipelineResult> compile_to_kernels(Graph g, const PipelineOptions
   if (!opts.print_after.empty() && std::find(names.begin(), names.end(), opts.print_after) == names.end())
     return invalid_argument("--print-after=", opts.print_after, ": no such pass (expected one of ",
                             str_join(names, ", ", [](auto& s) { return s; }), ")");
-  KILN_RETURN_IF_ERROR(verify(g));
   PipelineResult r;
   KILN_ASSIGN_OR_RETURN(r.layout_bindings, complete_bindings(g, opts.bindings));
 
@@ -114,7 +125,7 @@ absl::StatusOr<PipelineResult> compile_to_kernels(Graph g, const PipelineOptions
   }
   if (opts.print && !opts.print_after.empty())
     pm.instrument(std::make_unique<PrintAfterPass>(opts.print_after, opts.print));
-  pm.instrument(std::make_unique<VerifyEachPass>());
+  if (opts.verify_passes) pm.instrument(std::make_unique<VerifyEachPass>());
   PassTiming& timing = pm.instrument(std::make_unique<PassTiming>());
 
   CompiledModule m;

@@ -29,6 +29,10 @@ PassManager<CompiledModule> default_pipeline(const Bindings& layout = {},
 // Names print_after accepts: the default pipeline's steps and "all".
 const std::vector<std::string>& print_after_names();
 
+// Whether the pipeline verifies each pass's result when not told: in debug builds (no
+// NDEBUG), or when the environment sets KILN_VERIFY=1.
+bool verify_passes_by_default();
+
 struct PipelineOptions {
   // Symbol values for the memory layout in the summary and the dumped memory plan; a
   // symbol left unbound takes its lower bound (see PipelineResult::layout_bindings).
@@ -41,6 +45,8 @@ struct PipelineOptions {
   std::function<void(const std::string&)> print;
   // When set, receives lowering's decisions, one line per step (KILN_LOG=2).
   std::function<void(const std::string&)> lower_log;
+  // Check, after every pass, the graph and schedule it leaves: the verifier between passes.
+  bool verify_passes = verify_passes_by_default();
 };
 
 struct CompileSummary {
@@ -63,7 +69,7 @@ struct PipelineResult {
   CompileSummary summary;            // its `passes` end with the "lower" step
 };
 
-// Runs the default pipeline on `g` (which must verify) and fills the summary (the arena
+// Runs the default pipeline on `g`, which must verify, and fills the summary (the arena
 // under layout_bindings). Errors name the pass or group at fault, an unknown print_after
 // name, a binding of an unknown symbol, or a dump file that cannot be written.
 absl::StatusOr<PipelineResult> compile_to_kernels(Graph g, const PipelineOptions& opts = {});

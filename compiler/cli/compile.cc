@@ -172,6 +172,8 @@ void run(const CompileCliOptions& o) {
   po.print_after = o.print_after;
   // Like MLIR's --mlir-print-ir-after: IR goes to stderr, so stdout stays the summary.
   po.print = [](const std::string& text) { std::fputs(text.c_str(), stderr); };
+  // A developer's tool: a pass that leaves a broken graph is named here, whatever the build.
+  po.verify_passes = true;
   std::string name = g.name();
   PipelineResult r = check(compile_to_kernels(std::move(g), po));
   if (o.json) {
