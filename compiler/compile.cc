@@ -8,6 +8,7 @@
 #include "compiler/guards.h"
 #include "compiler/log.h"
 #include "compiler/pipeline.h"
+#include "ir/dump.h"
 #include "ir/status.h"
 #include "ir/str.h"
 #include "ir/verifier.h"
@@ -268,8 +269,7 @@ struct CompiledGraph::Impl {
     log_line(1, fmt::format("kiln: built specialization {} [{}] for {} in {:.1f} ms: {} kernels, {} GEMMs{}",
                             specs.size(), sp.text, module->state.graph.name(), ms_since(t0), bs.kernels, bs.gemms,
                             reason.empty() ? "" : str_cat("; recompiled because ", reason)));
-    if (!bo.dump_dir.empty())
-      if (absl::Status s = write_dump_file(std::filesystem::path(bo.dump_dir) / "guards.txt", sp.text + "\n"); !s.ok()) return s;
+    if (!bo.dump_dir.empty()) KILN_RETURN_IF_ERROR(DumpWriter(bo.dump_dir).write("guards.txt", sp.text + "\n"));
     specs.push_back(std::move(sp));
     last_hit = specs.size() - 1;
     return &specs.back();
@@ -420,6 +420,9 @@ absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<Backend> b
   // results only in debug builds or when asked (KILN_VERIFY=1).
   KILN_RETURN_IF_ERROR(verify(g));
   if (!backend) return absl::InvalidArgumentError("compile: no backend");
+  // This graph's own folder of the dump (two graphs of one name in a process get two), which
+  // each specialization's spec<N> folder goes inside.
+  if (!opts.dump_dir.empty()) opts.dump_dir = DumpWriter(opts.dump_dir).claim(g.name()).dir().string();
 
   auto im = std::make_shared<CompiledGraph::Impl>();
   im->opts = opts;

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include <unistd.h>
 
@@ -19,6 +20,7 @@
 
 using namespace kiln;
 using kiln::testing::parse_or_fail;
+using kiln::testing::require_ok;
 
 namespace {
 
@@ -79,6 +81,35 @@ TEST_CASE("compile on the CPU: guards, specializations, statistics, dumps", "[cp
   for (const auto& e : std::filesystem::recursive_directory_iterator(dump))
     if (e.path().extension() == ".ll") ++ll;
   CHECK(ll == st.kernels);
+  std::filesystem::remove_all(dump);
+}
+
+TEST_CASE("compile on the CPU: two graphs of one name dump into folders of their own", "[cpu][compile]") {
+  Graph exp_graph = parse_or_fail("graph twin(%x: f32[N]) {\n  %y = exp(%x)\n  return %y\n}");
+  Graph tanh_graph = parse_or_fail("graph twin(%x: f32[N]) {\n  %y = tanh(%x)\n  return %y\n}");
+  std::filesystem::path dump = std::filesystem::temp_directory_path() / str_cat("kiln_cpu_twins_", ::getpid());
+  std::filesystem::remove_all(dump);
+  for (const Graph* g : {&exp_graph, &tanh_graph}) {
+    absl::StatusOr<CompiledGraph> cg = compile(*g, {.device = Device::Cpu, .dump_dir = dump.string()});
+    if (!cg.ok()) FAIL(status_message(cg.status()));
+    require_ok(cg->warm_up({{"N", 4}}));
+  }
+  // Each folder holds its own graph's passes, kernels and specialization.
+  for (auto [folder, op, kernel] : {std::tuple{"twin", "exp(", "k0_exp"}, {"twin-2", "tanh(", "k0_tanh"}}) {
+    std::filesystem::path d = dump / folder;
+    INFO(d.string());
+    for (const char* f : {"01-decompose.kiln", "05-plan_memory.kiln", "memory_plan.txt", "spec0/guards.txt"})
+      CHECK(std::filesystem::exists(d / f));
+    CHECK(std::filesystem::exists(d / "kernels" / str_cat(kernel, ".kir")));
+    CHECK(std::filesystem::exists(d / "spec0" / str_cat(kernel, ".ll")));
+    std::ifstream ir(d / "05-plan_memory.kiln");
+    std::string text((std::istreambuf_iterator<char>(ir)), std::istreambuf_iterator<char>());
+    CHECK(text.find(op) != std::string::npos);
+    std::ifstream guards(d / "spec0" / "guards.txt");
+    std::string guard;
+    std::getline(guards, guard);
+    CHECK(guard == "N >= 2");
+  }
   std::filesystem::remove_all(dump);
 }
 
