@@ -5,7 +5,10 @@
 #include <mutex>
 #include <optional>
 
+#include <nlohmann/json.hpp>
+
 #include "compiler/guards.h"
+#include "compiler/json.h"
 #include "compiler/log.h"
 #include "compiler/pipeline.h"
 #include "ir/dump.h"
@@ -117,20 +120,7 @@ std::string CompileStats::to_text() const {
   return s;
 }
 
-std::string CompileStats::to_json() const {
-  std::string reasons = str_join(recompile_reasons, ", ", [](const std::string& r) {
-    std::string q = "\"";
-    for (char c : r) q += (c == '"' || c == '\\') ? std::string("\\") + c : std::string(1, c);
-    return q + "\"";
-  });
-  return fmt::format(
-      "{{\"calls\": {}, \"guard_hits\": {}, \"compiles\": {}, \"recompiles\": {}, \"recompile_reasons\": [{}], "
-      "\"kernels\": {}, \"gemms\": {}, \"launches_per_call\": {}, \"cache_memory_hits\": {}, \"cache_disk_hits\": {}, \"cache_misses\": {}, "
-      "\"pass_ms\": {:.3f}, \"lower_ms\": {:.3f}, \"codegen_ms\": {:.3f}, \"compile_ms\": {:.3f}, \"tune_ms\": {:.3f}, "
-      "\"kernel_times\": {}}}",
-      calls, guard_hits, compiles, recompiles, reasons, kernels, gemms, launches_per_call, cache_memory_hits, cache_disk_hits,
-      cache_misses, pass_ms, lower_ms, codegen_ms, compile_ms, tune_ms, kernel_times_json(kernel_times));
-}
+std::string CompileStats::to_json() const { return json_text(*this); }
 
 struct CompiledGraph::Impl {
   std::shared_ptr<CompiledModule> module;
@@ -434,11 +424,10 @@ absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<Backend> b
     po.print = [](const std::string& text) { log_line(3, text); };
   }
   if (log_level() >= 2) po.lower_log = [](const std::string& line) { log_line(2, line); };
-  absl::StatusOr<PipelineResult> r = compile_to_kernels(g.clone(), po);
-  if (!r.ok()) return r.status();
-  for (const PassStat& p : r->summary.passes) (p.name == kLowerPass ? im->stats.lower_ms : im->stats.pass_ms) += p.ms;
-  log_line(1, str_cat("kiln: ", g.name(), ": ", r->summary.to_text()));
-  std::shared_ptr<CompiledModule> module = CompiledModule::make(std::move(r->state), std::move(r->kernels));
+  KILN_ASSIGN_OR_RETURN(PipelineResult r, compile_to_kernels(g.clone(), po));
+  for (const PassStat& p : r.summary.passes) (p.name == kLowerPass ? im->stats.lower_ms : im->stats.pass_ms) += p.ms;
+  log_line(1, str_cat("kiln: ", g.name(), ": ", r.summary.to_text()));
+  std::shared_ptr<CompiledModule> module = CompiledModule::make(std::move(r.state), std::move(r.kernels));
   im->module = module;
   const Graph& og = module->state.graph;
 

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <map>
 
 #include "codegen/lower.h"
 #include "ir/status.h"
@@ -91,20 +90,6 @@ std::string CompileSummary::to_text() const {
   for (const PassStat& p : passes)
     s += fmt::format("  {:<18}{:8.3f} ms{}\n", p.name, p.ms, p.changed ? "" : "  (no change)");
   return s;
-}
-
-std::string CompileSummary::to_json() const {
-  std::string passes_json = str_join(passes, ", ", [](const PassStat& p) {
-    return fmt::format("{{\"name\": \"{}\", \"ms\": {:.3f}, \"changed\": {}}}", p.name, p.ms, p.changed);
-  });
-  std::map<std::string, int64_t> sorted(layout.bindings.begin(), layout.bindings.end());
-  std::string bindings_json =
-      str_join(sorted, ", ", [](const auto& kv) { return fmt::format("\"{}\": {}", kv.first, kv.second); });
-  return fmt::format(
-      "{{\"groups\": {}, \"kernels\": {}, \"gemms\": {}, \"weight_prep\": {}, \"bindings\": {{{}}}, "
-      "\"arena_bytes\": {}, \"no_reuse_bytes\": {}, \"lower_bound_bytes\": {}, \"passes\": [{}]}}",
-      groups, kernels, gemms, weight_prep, bindings_json, layout.arena_bytes, layout.no_reuse_bytes,
-      layout.lower_bound_bytes, passes_json);
 }
 
 absl::StatusOr<PipelineResult> compile_to_kernels(Graph g, const PipelineOptions& opts) {

@@ -56,10 +56,7 @@ struct CompileSummary {
   int weight_prep = 0;  // groups run once when parameters are bound
   ArenaLayout layout;
   std::vector<PassStat> passes;
-  std::string to_text() const;
-  // One line: groups, kernels, gemms, weight_prep, bindings, arena_bytes, no_reuse_bytes,
-  // lower_bound_bytes, and passes [{name, ms, changed}].
-  std::string to_json() const;
+  std::string to_text() const;  // its JSON form is in compiler/json.h
 };
 
 struct PipelineResult {

@@ -1,15 +1,6 @@
 #include "runtime/executable.h"
 
-#include "ir/str.h"
-
 namespace kiln {
-
-std::string kernel_times_json(const std::vector<BuildStats::KernelTime>& times) {
-  return str_cat("[", str_join(times, ", ", [](const BuildStats::KernelTime& t) {
-                   return fmt::format("{{\"name\": \"{}\", \"codegen_ms\": {:.3f}, \"compile_ms\": {:.3f}, \"cached\": {}}}",
-                                      t.name, t.codegen_ms, t.compile_ms, t.cached);
-                 }), "]");
-}
 
 std::string_view mode_name(Mode m) {
   switch (m) {

@@ -48,9 +48,6 @@ struct BuildStats {
   std::vector<KernelTime> kernel_times;  // per generated kernel, where the backend records them (CPU)
 };
 
-// The kernel times as a JSON array of {"name", "codegen_ms", "compile_ms", "cached"}.
-std::string kernel_times_json(const std::vector<BuildStats::KernelTime>& times);
-
 struct StaticSlots {
   std::vector<Tensor> inputs;   // per argument, in CompiledModule::args order; empty for parameters
   std::vector<Tensor> outputs;  // per graph output

@@ -15,6 +15,7 @@
 #include "compiler/cli/commands.h"
 #include "compiler/compile.h"
 #include "compiler/guards.h"
+#include "compiler/json.h"
 #include "compiler/pipeline.h"
 #include "passes/schedule_util.h"
 #if KILN_WITH_CUDA_BACKEND
@@ -116,7 +117,7 @@ DeviceReport compile_cpu(std::shared_ptr<const CompiledModule> m, const BuildOpt
                                    : fmt::format("codegen {:.2f} ms, O2 + JIT {:.1f} ms", t.codegen_ms, t.compile_ms));
   r.json = {{"device", "cpu"},          {"kernels", s.kernels},       {"gemms", s.gemms},
             {"codegen_ms", s.codegen_ms}, {"compile_ms", s.compile_ms}, {"compiled", s.cache_misses},
-            {"cache_hits", s.cache_memory_hits}, {"kernel_times", nlohmann::json::parse(kernel_times_json(s.kernel_times))}};
+            {"cache_hits", s.cache_memory_hits}, {"kernel_times", nlohmann::ordered_json(s.kernel_times)}};
   return r;
 }
 #endif
@@ -177,13 +178,9 @@ void run(const CompileCliOptions& o) {
   std::string name = g.name();
   PipelineResult r = check(compile_to_kernels(std::move(g), po));
   if (o.json) {
-    std::string j = r.summary.to_json();
-    if (o.device != "none") {
-      nlohmann::json with_backend = nlohmann::json::parse(j);
-      with_backend["backend"] = compile_for_device(o, r, po.bindings).json;
-      j = with_backend.dump(2);
-    }
-    std::puts(j.c_str());
+    nlohmann::ordered_json j = r.summary;
+    if (o.device != "none") j["backend"] = compile_for_device(o, r, po.bindings).json;
+    std::puts(json_text(j, 2).c_str());
     return;
   }
   std::printf("graph %s%s%s\n", name.c_str(), r.layout_bindings.empty() ? "" : " with ",

@@ -10,6 +10,8 @@
 
 #include <unistd.h>
 
+#include <nlohmann/json.hpp>
+
 #include "compiler/compile.h"
 #include "ir/compare.h"
 #include "ir/parser.h"
@@ -111,6 +113,21 @@ TEST_CASE("compile on the CPU: two graphs of one name dump into folders of their
     CHECK(guard == "N >= 2");
   }
   std::filesystem::remove_all(dump);
+}
+
+TEST_CASE("compile statistics as JSON: one line, strings escaped", "[cpu][compile]") {
+  CompileStats st;
+  st.compiles = 2;
+  st.recompile_reasons = {"B = 1 fails guard \"B >= 2\" \\ (specialization 0)\n\tnext"};
+  st.kernel_times = {{"k0_exp", 0.5, 1.25, false}, {"k1_tanh", 0, 0, true}};
+  std::string text = st.to_json();
+  CHECK(text.find('\n') == std::string::npos);
+  nlohmann::json j = nlohmann::json::parse(text);
+  CHECK(j["compiles"] == 2);
+  CHECK(j["recompile_reasons"][0] == st.recompile_reasons[0]);
+  CHECK(j["kernel_times"][0]["name"] == "k0_exp");
+  CHECK(j["kernel_times"][0]["compile_ms"] == 1.25);
+  CHECK(j["kernel_times"][1]["cached"] == true);
 }
 
 TEST_CASE("compile on the CPU: parameters_changed() after parameters are written in place", "[cpu][compile]") {
