@@ -5,9 +5,14 @@
 #include <mutex>
 #include <optional>
 
+#include <nlohmann/json.hpp>
+
 #include "compiler/guards.h"
+#include "compiler/json.h"
 #include "compiler/log.h"
 #include "compiler/pipeline.h"
+#include "ir/dump.h"
+#include "ir/status.h"
 #include "ir/str.h"
 #include "ir/verifier.h"
 
@@ -106,20 +111,7 @@ std::string CompileStats::to_text() const {
   return s;
 }
 
-std::string CompileStats::to_json() const {
-  std::string reasons = str_join(recompile_reasons, ", ", [](const std::string& r) {
-    std::string q = "\"";
-    for (char c : r) q += (c == '"' || c == '\\') ? std::string("\\") + c : std::string(1, c);
-    return q + "\"";
-  });
-  return fmt::format(
-      "{{\"calls\": {}, \"guard_hits\": {}, \"compiles\": {}, \"recompiles\": {}, \"recompile_reasons\": [{}], "
-      "\"kernels\": {}, \"gemms\": {}, \"launches_per_call\": {}, \"cache_memory_hits\": {}, \"cache_disk_hits\": {}, \"cache_misses\": {}, "
-      "\"pass_ms\": {:.3f}, \"lower_ms\": {:.3f}, \"codegen_ms\": {:.3f}, \"compile_ms\": {:.3f}, \"tune_ms\": {:.3f}, "
-      "\"kernel_times\": {}}}",
-      calls, guard_hits, compiles, recompiles, reasons, kernels, gemms, launches_per_call, cache_memory_hits, cache_disk_hits,
-      cache_misses, pass_ms, lower_ms, codegen_ms, compile_ms, tune_ms, kernel_times_json(kernel_times));
-}
+std::string CompileStats::to_json() const { return json_text(*this); }
 
 struct CompiledGraph::Impl {
   std::shared_ptr<CompiledModule> module;
@@ -237,11 +229,10 @@ struct CompiledGraph::Impl {
         parts.push_back(str_cat(specs[i].guard_set.check(b).value_or("all guards pass"), " (specialization ", i, ")"));
       reason = str_join(parts, "; ", [](const std::string& p) { return p; });
     }
-    std::string dump_dir;
-    if (!opts.dump_dir.empty()) dump_dir = (std::filesystem::path(opts.dump_dir) / fmt::format("spec{}", specs.size())).string();
+    std::optional<DumpWriter> dump;
+    if (!opts.dump_dir.empty()) dump = DumpWriter(opts.dump_dir).sub(fmt::format("spec{}", specs.size()));
     auto t0 = std::chrono::steady_clock::now();
-    absl::StatusOr<std::unique_ptr<Executor>> exe =
-        specialize(module, *device, gs.baked(), opts.mode, dump_dir.empty() ? DumpFn() : dump_into(dump_dir));
+    absl::StatusOr<std::unique_ptr<Executor>> exe = specialize(module, *device, gs.baked(), opts.mode, dump);
     if (!exe.ok())
       return absl::Status(exe.status().code(), str_cat("building the specialization ", sp.text, ": ",
                                                        status_message(exe.status())));
@@ -255,8 +246,7 @@ struct CompiledGraph::Impl {
     log_line(1, fmt::format("kiln: built specialization {} [{}] for {} in {:.1f} ms: {} kernels, {} GEMMs{}",
                             specs.size(), sp.text, module->state.graph.name(), ms_since(t0), bs.kernels, bs.gemms,
                             reason.empty() ? "" : str_cat("; recompiled because ", reason)));
-    if (!dump_dir.empty())
-      if (absl::Status s = write_dump_file(std::filesystem::path(dump_dir) / "guards.txt", sp.text + "\n"); !s.ok()) return s;
+    if (dump) KILN_RETURN_IF_ERROR(dump->write("guards.txt", sp.text + "\n"));
     specs.push_back(std::move(sp));
     last_hit = specs.size() - 1;
     return &specs.back();
@@ -423,26 +413,14 @@ absl::StatusOr<std::unique_ptr<DeviceAdapter>> make_device_adapter(Device d, int
   return absl::InternalError(str_cat("no device adapter for ", device_kind_name(d)));
 }
 
-std::string kernel_times_json(const std::vector<BuildStats::KernelTime>& times) {
-  return str_cat("[", str_join(times, ", ", [](const BuildStats::KernelTime& t) {
-                   return fmt::format("{{\"name\": \"{}\", \"codegen_ms\": {:.3f}, \"compile_ms\": {:.3f}, \"cached\": {}}}",
-                                      t.name, t.codegen_ms, t.compile_ms, t.cached);
-                 }), "]");
-}
-
-DumpFn dump_into(const std::string& dir) {
-  return [dir](const std::string& name, const std::string& text) {
-    return write_dump_file(std::filesystem::path(dir) / name, text);
-  };
-}
-
 absl::StatusOr<std::unique_ptr<Executor>> specialize(std::shared_ptr<const CompiledModule> m, DeviceAdapter& device,
-                                                     const Bindings& baked, Mode mode, const DumpFn& dump) {
+                                                     const Bindings& baked, Mode mode,
+                                                     const std::optional<DumpWriter>& dump) {
   KILN_ASSIGN_OR_RETURN(std::shared_ptr<const Program> p, build_program(std::move(m), device.target(), baked));
   if (dump) {
-    KILN_RETURN_IF_ERROR(dump("program.txt", p->to_string()));
+    KILN_RETURN_IF_ERROR(dump->write("program.txt", p->to_string()));
     // The kernels as the target prepared them (the CUDA schedule), beside their sources.
-    for (const ProgramKernel& k : p->kernels) KILN_RETURN_IF_ERROR(dump(k.kernel.name + ".kir", kir::print_kernel(k.kernel)));
+    for (const ProgramKernel& k : p->kernels) KILN_RETURN_IF_ERROR(dump->write(k.kernel.name + ".kir", kir::print_kernel(k.kernel)));
   }
   return Executor::create(std::move(p), device, ExecutorOptions{mode, dump});
 }
@@ -457,8 +435,13 @@ absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<DeviceAdap
   CompileOptions opts = opts_in;
   if (opts.dump_dir.empty())
     if (const char* d = std::getenv("KILN_DUMP_DIR"); d && *d) opts.dump_dir = d;
+  // The one verification of the graph: the pipeline takes it as given, and checks its passes'
+  // results only in debug builds or when asked (KILN_VERIFY=1).
   KILN_RETURN_IF_ERROR(verify(g));
   if (!device) return absl::InvalidArgumentError("compile: no device adapter");
+  // This graph's own folder of the dump (two graphs of one name in a process get two), which
+  // each specialization's spec<N> folder goes inside.
+  if (!opts.dump_dir.empty()) opts.dump_dir = DumpWriter(opts.dump_dir).claim(g.name()).dir().string();
 
   auto im = std::make_shared<CompiledGraph::Impl>();
   im->opts = opts;
@@ -471,7 +454,7 @@ absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<DeviceAdap
   }
   if (log_level() >= 2) po.lower_log = [](const std::string& line) { log_line(2, line); };
   KILN_ASSIGN_OR_RETURN(PipelineResult r, compile_to_kernels(g.clone(), po));
-  for (const PassStat& p : r.summary.passes) (p.name == "lower" ? im->stats.lower_ms : im->stats.pass_ms) += p.ms;
+  for (const PassStat& p : r.summary.passes) (p.name == kLowerPass ? im->stats.lower_ms : im->stats.pass_ms) += p.ms;
   log_line(1, str_cat("kiln: ", g.name(), ": ", r.summary.to_text()));
   std::shared_ptr<CompiledModule> module = CompiledModule::make(std::move(r.state), std::move(r.kernels));
   im->module = module;

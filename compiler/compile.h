@@ -135,12 +135,7 @@ absl::StatusOr<std::unique_ptr<DeviceAdapter>> make_device_adapter(Device d, int
 // `dump`, when set, receives program.txt, each program kernel's IR (<kernel>.kir) and the
 // device's sources.
 absl::StatusOr<std::unique_ptr<Executor>> specialize(std::shared_ptr<const CompiledModule> m, DeviceAdapter& device,
-                                                     const Bindings& baked, Mode mode, const DumpFn& dump = {});
-
-// Writes dump files into `dir` (atomically; the directory is made on first use).
-DumpFn dump_into(const std::string& dir);
-
-// The kernel times as a JSON array of {"name", "codegen_ms", "compile_ms", "cached"}.
-std::string kernel_times_json(const std::vector<BuildStats::KernelTime>& times);
+                                                     const Bindings& baked, Mode mode,
+                                                     const std::optional<DumpWriter>& dump = std::nullopt);
 
 }  // namespace kiln

@@ -1,17 +1,14 @@
 #include "compiler/pipeline.h"
 
 #include <algorithm>
-#include <chrono>
-#include <filesystem>
+#include <cstdlib>
 
 #include "codegen/lower.h"
+#include "ir/status.h"
 #include "ir/str.h"
-#include "ir/verifier.h"
 
 namespace kiln {
 namespace {
-
-namespace fs = std::filesystem;
 
 // The given values, checked against the graph's symbols, plus each unbound symbol's lower
 // bound.
@@ -27,29 +24,72 @@ absl::StatusOr<Bindings> complete_bindings(const Graph& g, const Bindings& given
   return b;
 }
 
-// Replaces the kernel files of an earlier dump into the same directory.
-absl::Status dump_kernels(const fs::path& dir, const std::vector<kir::Kernel>& kernels) {
-  std::error_code ec;
-  if (fs::is_directory(dir, ec)) {
-    for (const fs::directory_entry& e : fs::directory_iterator(dir, ec))
-      if (e.path().extension() == ".kir") fs::remove(e.path(), ec);
-    if (ec) return invalid_argument("cannot clear ", dir.string(), ": ", ec.message());
+// Lowering's result as text: every kernel, each in its own file of the dump's kernels/.
+std::vector<PassText> show_kernels(const CompiledModule& m) {
+  std::vector<PassText> texts;
+  for (const kir::Kernel& k : m.kernels) texts.push_back({kir::print_kernel(k), str_cat("kernels/", k.name, ".kir")});
+  return texts;
+}
+
+// Counts over the schedule and the memory plan's layout under `b`.
+absl::StatusOr<CompileSummary> summarize(const CompileState& st, std::vector<PassStat> passes, const Bindings& b) {
+  CompileSummary sum;
+  sum.passes = std::move(passes);
+  sum.groups = static_cast<int>(st.schedule.groups.size());
+  for (const KernelGroup& g : st.schedule.groups) {
+    if (g.weight_prep) ++sum.weight_prep;
+    else if (g.kind == KernelGroup::Kind::Gemm) ++sum.gemms;
+    else ++sum.kernels;
   }
-  for (const kir::Kernel& k : kernels)
-    if (absl::Status s = write_dump_file(dir / (k.name + ".kir"), kir::print_kernel(k)); !s.ok()) return s;
-  return absl::OkStatus();
+  KILN_ASSIGN_OR_RETURN(sum.layout, st.memory.layout(b));
+  return sum;
 }
 
 }  // namespace
 
+PassManager<CompiledModule> default_pipeline(const Bindings& layout, std::function<void(const std::string&)> lower_log) {
+  PassManager<CompiledModule> pm;
+  pm.nest(graph_pipeline(layout), &CompiledModule::state);
+  pm.add({std::string(kLowerPass),
+          [lower_log = std::move(lower_log)](CompiledModule& m) -> absl::StatusOr<bool> {
+            KILN_ASSIGN_OR_RETURN(m.kernels, lower_schedule(m.state.graph, m.state.schedule, lower_log));
+            return !m.kernels.empty();
+          },
+          nullptr, show_kernels});
+  return pm;
+}
+
 const std::vector<std::string>& print_after_names() {
   static const std::vector<std::string> names = [] {
-    std::vector<std::string> n = PassManager::default_pass_names();
-    n.push_back("lower");
+    std::vector<std::string> n = default_pipeline().pass_names();
     n.push_back("all");
     return n;
   }();
   return names;
+}
+
+bool verify_passes_by_default() {
+#ifndef NDEBUG
+  return true;
+#else
+  static const bool asked = [] {
+    const char* v = std::getenv("KILN_VERIFY");
+    return v && std::string_view(v) == "1";
+  }();
+  return asked;
+#endif
+}
+
+std::string CompileSummary::to_text() const {
+  auto pct = [](int64_t a, int64_t b) { return b == 0 ? 0.0 : 100.0 * (a - b) / b; };
+  std::string s = str_cat("groups ", groups, ": ", kernels, " kernels, ", gemms, " GEMMs, ", weight_prep,
+                          " weight-prep\n");
+  s += str_cat("arena ", layout.arena_bytes, " bytes; lower bound ", layout.lower_bound_bytes, " (",
+               fmt::format("{:+.1f}%", pct(layout.arena_bytes, layout.lower_bound_bytes)), "); without reuse ",
+               layout.no_reuse_bytes, "\n");
+  for (const PassStat& p : passes)
+    s += fmt::format("  {:<18}{:8.3f} ms{}\n", p.name, p.ms, p.changed ? "" : "  (no change)");
+  return s;
 }
 
 absl::StatusOr<PipelineResult> compile_to_kernels(Graph g, const PipelineOptions& opts) {
@@ -57,35 +97,28 @@ absl::StatusOr<PipelineResult> compile_to_kernels(Graph g, const PipelineOptions
   if (!opts.print_after.empty() && std::find(names.begin(), names.end(), opts.print_after) == names.end())
     return invalid_argument("--print-after=", opts.print_after, ": no such pass (expected one of ",
                             str_join(names, ", ", [](auto& s) { return s; }), ")");
-  if (absl::Status s = verify(g); !s.ok()) return s;
   PipelineResult r;
-  absl::StatusOr<Bindings> b = complete_bindings(g, opts.bindings);
-  if (!b.ok()) return b.status();
-  r.layout_bindings = *std::move(b);
+  KILN_ASSIGN_OR_RETURN(r.layout_bindings, complete_bindings(g, opts.bindings));
 
-  r.state.graph = std::move(g);
-  PassManager pm = PassManager::default_pipeline();
-  PassOptions po{opts.dump_dir, opts.print_after, opts.print, r.layout_bindings};
-  if (absl::Status s = pm.run(r.state, po); !s.ok()) return s;
-
-  auto t0 = std::chrono::steady_clock::now();
-  absl::StatusOr<std::vector<kir::Kernel>> kernels = lower_schedule(r.state.graph, r.state.schedule, opts.lower_log);
-  if (!kernels.ok()) return kernels.status();
-  r.kernels = *std::move(kernels);
-  std::vector<PassStat> stats = pm.stats();
-  stats.push_back({"lower", std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(),
-                   !r.kernels.empty()});
-  if (opts.print && (opts.print_after == "all" || opts.print_after == "lower")) {
-    std::string text = "# after lower\n";
-    for (const kir::Kernel& k : r.kernels) text += kir::print_kernel(k);
-    opts.print(text);
+  PassManager<CompiledModule> pm = default_pipeline(r.layout_bindings, opts.lower_log);
+  // Added outermost first. After a step the innermost runs first: the timing covers the step
+  // alone, and a result is verified before it is printed or dumped.
+  if (!opts.dump_dir.empty()) {
+    DumpWriter dump(opts.dump_dir);
+    KILN_RETURN_IF_ERROR(dump.create());
+    pm.instrument(std::make_unique<DumpEachPass>(dump));
   }
-  if (!opts.dump_dir.empty())
-    if (absl::Status s = dump_kernels(fs::path(opts.dump_dir) / "kernels", r.kernels); !s.ok()) return s;
+  if (opts.print && !opts.print_after.empty())
+    pm.instrument(std::make_unique<PrintAfterPass>(opts.print_after, opts.print));
+  if (opts.verify_passes) pm.instrument(std::make_unique<VerifyEachPass>());
+  PassTiming& timing = pm.instrument(std::make_unique<PassTiming>());
 
-  absl::StatusOr<CompileSummary> sum = summarize(r.state, stats, r.layout_bindings);
-  if (!sum.ok()) return sum.status();
-  r.summary = *std::move(sum);
+  CompiledModule m;
+  m.state.graph = std::move(g);
+  KILN_RETURN_IF_ERROR(pm.run(m));
+  KILN_ASSIGN_OR_RETURN(r.summary, summarize(m.state, timing.stats(), r.layout_bindings));
+  r.state = std::move(m.state);
+  r.kernels = std::move(m.kernels);
   return r;
 }
 

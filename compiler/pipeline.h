@@ -1,31 +1,62 @@
-// Compiling a graph down to kernel IR: the default pass pipeline, lowering of every kernel
-// group, the compile summary, and the dumps of `kiln compile --dump-dir`. The backends
-// (CUDA, CPU) start from its result; `kiln compile` and the tests call it.
+// Compiling a graph down to kernel IR: the whole pipeline (the graph passes, then lowering of
+// every kernel group as its last step) under the instrumentations its options ask for, the
+// compile summary, and the dumps of `kiln compile --dump-dir`. The backends (CUDA, CPU)
+// start from its result; compile(), `kiln compile` and the tests call it.
 #pragma once
 
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "codegen/kernel_ir.h"
+#include "codegen/module.h"
 #include "ir/graph.h"
 #include "passes/pass_manager.h"
 
 namespace kiln {
+
+// The last step of the pipeline: every kernel group lowered to kernel IR.
+inline constexpr std::string_view kLowerPass = "lower";
+
+// The graph passes (passes/'s graph_pipeline, showing the memory plan under `layout`) on the
+// module's CompileState, then lowering into module.kernels, which shows as
+// kernels/<kernel>.kir. `lower_log` receives lowering's decisions, one line per step.
+PassManager<CompiledModule> default_pipeline(const Bindings& layout = {},
+                                             std::function<void(const std::string&)> lower_log = nullptr);
+
+// Names print_after accepts: the default pipeline's steps and "all".
+const std::vector<std::string>& print_after_names();
+
+// Whether the pipeline verifies each pass's result when not told: in debug builds (no
+// NDEBUG), or when the environment sets KILN_VERIFY=1.
+bool verify_passes_by_default();
 
 struct PipelineOptions {
   // Symbol values for the memory layout in the summary and the dumped memory plan; a
   // symbol left unbound takes its lower bound (see PipelineResult::layout_bindings).
   Bindings bindings;
   // When set: NN-<pass>.kiln after each pass, memory_plan.txt, and kernels/<kernel>.kir
-  // for every group, written before compile_to_kernels returns.
+  // for every group, written as the steps run.
   std::string dump_dir;
-  // "all" or a pass name (or "lower"): that step's output goes to `print`.
+  // "all" or a step's name: that step's output goes to `print`.
   std::string print_after;
   std::function<void(const std::string&)> print;
   // When set, receives lowering's decisions, one line per step (KILN_LOG=2).
   std::function<void(const std::string&)> lower_log;
+  // Check, after every pass, the graph and schedule it leaves: the verifier between passes.
+  bool verify_passes = verify_passes_by_default();
+};
+
+struct CompileSummary {
+  int groups = 0;
+  int kernels = 0;      // elementwise and reduction groups run per call
+  int gemms = 0;
+  int weight_prep = 0;  // groups run once when parameters are bound
+  ArenaLayout layout;
+  std::vector<PassStat> passes;
+  std::string to_text() const;  // its JSON form is in compiler/json.h
 };
 
 struct PipelineResult {
@@ -35,13 +66,9 @@ struct PipelineResult {
   CompileSummary summary;            // its `passes` end with the "lower" step
 };
 
-// Names print_after accepts: the default pipeline's passes, "lower" and "all".
-const std::vector<std::string>& print_after_names();
-
-// Runs the default pipeline on `g` (which must verify), lowers every group and fills the
-// summary (the arena under layout_bindings). Errors name the pass or group at fault, an
-// unknown print_after name, a binding of an unknown symbol, or a dump file that cannot be
-// written.
+// Runs the default pipeline on `g`, which must verify, and fills the summary (the arena
+// under layout_bindings). Errors name the pass or group at fault, an unknown print_after
+// name, a binding of an unknown symbol, or a dump file that cannot be written.
 absl::StatusOr<PipelineResult> compile_to_kernels(Graph g, const PipelineOptions& opts = {});
 
 }  // namespace kiln

@@ -1,10 +1,9 @@
 #include "passes/pass_manager.h"
 
-#include <chrono>
-#include <filesystem>
-#include <fstream>
 #include <map>
+#include <set>
 
+#include "ir/status.h"
 #include "ir/str.h"
 #include "ir/verifier.h"
 #include "passes/decompose.h"
@@ -14,122 +13,109 @@
 #include "passes/simplify.h"
 
 namespace kiln {
-absl::Status write_dump_file(const std::filesystem::path& p, const std::string& text) {
-  std::error_code ec;
-  if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path(), ec);
-  if (ec) return invalid_argument("cannot create ", p.parent_path().string(), ": ", ec.message());
-  std::filesystem::path tmp = p;
-  tmp += ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary);
-    f << text;
-    if (!f) return invalid_argument("cannot write ", tmp.string());
+
+absl::Status run_instrumented(const PassRun& run, const std::function<absl::StatusOr<bool>()>& body,
+                              std::span<const std::unique_ptr<PassInstrumentation>> instrumentations) {
+  for (const std::unique_ptr<PassInstrumentation>& i : instrumentations) i->before_pass(run);
+  absl::StatusOr<bool> changed = body();
+  absl::Status error;
+  size_t done = 0;  // after hooks run so far, innermost first
+  if (!changed.ok()) {
+    error = invalid_argument("pass ", run.name, ": ", status_message(changed.status()));
+  } else {
+    for (; done < instrumentations.size() && error.ok(); ++done)
+      error = instrumentations[instrumentations.size() - 1 - done]->after_pass(run, *changed);
   }
-  std::filesystem::rename(tmp, p, ec);
-  if (ec) return invalid_argument("cannot write ", p.string(), ": ", ec.message());
+  if (!error.ok())
+    for (size_t k = done; k < instrumentations.size(); ++k)
+      instrumentations[instrumentations.size() - 1 - k]->after_pass_failed(run, error);
+  return error;
+}
+
+absl::Status VerifyEachPass::after_pass(const PassRun& run, bool changed) {
+  if (!run.verify) return absl::OkStatus();
+  if (absl::Status s = run.verify(); !s.ok()) return invalid_argument("after pass ", run.name, ": ", status_message(s));
   return absl::OkStatus();
 }
 
-const std::vector<std::string>& PassManager::default_pass_names() {
-  static const std::vector<std::string> names = {"decompose", "simplify", "fuse_linear", "fuse_elementwise",
-                                                 "plan_memory"};
-  return names;
-}
-
-PassManager PassManager::default_pipeline() {
-  PassManager pm;
-  pm.add("decompose", [](CompileState& st) { return decompose(st.graph); });
-  pm.add("simplify", [](CompileState& st) { return simplify(st.graph); });
-  pm.add("fuse_linear", [](CompileState& st) { return fuse_linear(st.graph, st.schedule); });
-  pm.add("fuse_elementwise", [](CompileState& st) { return fuse_elementwise(st.graph, st.schedule); }, true);
-  pm.add("plan_memory", [](CompileState& st) { return plan_memory(st.graph, st.schedule, st.memory); }, true);
-  return pm;
-}
-
-void PassManager::add(std::string name, PassFn fn, bool schedule_complete) {
-  passes_.push_back({std::move(name), std::move(fn), schedule_complete});
-}
-
-absl::Status PassManager::run(CompileState& st, const PassOptions& opts) {
-  stats_.clear();
-  if (!opts.dump_dir.empty()) {
-    std::error_code ec;
-    std::filesystem::create_directories(opts.dump_dir, ec);
-    if (ec) return invalid_argument("cannot create dump directory ", opts.dump_dir, ": ", ec.message());
-  }
-  bool complete = false;
-  for (size_t i = 0; i < passes_.size(); ++i) {
-    const Entry& p = passes_[i];
-    auto t0 = std::chrono::steady_clock::now();
-    absl::StatusOr<bool> changed = p.fn(st);
-    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    if (!changed.ok()) return invalid_argument("pass ", p.name, ": ", status_message(changed.status()));
-    stats_.push_back({p.name, ms, *changed});
-    complete |= p.schedule_complete;
-    if (auto s = verify(st.graph); !s.ok())
-      return invalid_argument("after pass ", p.name, ": invalid graph: ", status_message(s));
-    if (auto s = verify_schedule(st.graph, st.schedule, complete); !s.ok())
-      return invalid_argument("after pass ", p.name, ": invalid schedule: ", status_message(s));
-    std::string text = print_scheduled(st.graph, st.schedule);
-    // The memory plan, laid out under the options' bindings, goes with plan_memory's IR.
-    std::string plan;
-    if (p.name == "plan_memory") {
-      absl::StatusOr<ArenaLayout> l = st.memory.layout(opts.bindings);
-      plan = st.memory.to_string(l.ok() ? &*l : nullptr);
-      if (!l.ok()) plan = str_cat("# no layout: ", status_message(l.status()), "\n", plan);
-    }
-    if (opts.print && (opts.print_after == "all" || opts.print_after == p.name))
-      opts.print(str_cat("# after ", p.name, "\n", text, plan));
-    if (!opts.dump_dir.empty()) {
-      std::filesystem::path dir(opts.dump_dir);
-      if (auto s = write_dump_file(dir / fmt::format("{:02}-{}.kiln", i + 1, p.name), text); !s.ok()) return s;
-      if (!plan.empty())
-        if (auto s = write_dump_file(dir / "memory_plan.txt", plan); !s.ok()) return s;
-    }
-  }
+absl::Status PassTiming::after_pass(const PassRun& run, bool changed) {
+  double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_).count();
+  stats_.push_back({std::string(run.name), ms, changed});
   return absl::OkStatus();
 }
 
-absl::StatusOr<CompileSummary> summarize(const CompileState& st, const std::vector<PassStat>& passes,
-                                         const Bindings& b) {
-  CompileSummary sum;
-  sum.passes = passes;
-  sum.groups = static_cast<int>(st.schedule.groups.size());
-  for (const KernelGroup& g : st.schedule.groups) {
-    if (g.weight_prep) ++sum.weight_prep;
-    else if (g.kind == KernelGroup::Kind::Gemm) ++sum.gemms;
-    else ++sum.kernels;
-  }
-  absl::StatusOr<ArenaLayout> l = st.memory.layout(b);
-  if (!l.ok()) return l.status();
-  sum.layout = *std::move(l);
-  return sum;
-}
+namespace {
 
-std::string CompileSummary::to_text() const {
-  auto pct = [](int64_t a, int64_t b) { return b == 0 ? 0.0 : 100.0 * (a - b) / b; };
-  std::string s = str_cat("groups ", groups, ": ", kernels, " kernels, ", gemms, " GEMMs, ", weight_prep,
-                          " weight-prep\n");
-  s += str_cat("arena ", layout.arena_bytes, " bytes; lower bound ", layout.lower_bound_bytes, " (",
-               fmt::format("{:+.1f}%", pct(layout.arena_bytes, layout.lower_bound_bytes)), "); without reuse ",
-               layout.no_reuse_bytes, "\n");
-  for (const PassStat& p : passes)
-    s += fmt::format("  {:<18}{:8.3f} ms{}\n", p.name, p.ms, p.changed ? "" : "  (no change)");
+std::string joined(const std::vector<PassText>& texts) {
+  std::string s;
+  for (const PassText& t : texts) s += t.text;
   return s;
 }
 
-std::string CompileSummary::to_json() const {
-  std::string passes_json = str_join(passes, ", ", [](const PassStat& p) {
-    return fmt::format("{{\"name\": \"{}\", \"ms\": {:.3f}, \"changed\": {}}}", p.name, p.ms, p.changed);
-  });
-  std::map<std::string, int64_t> sorted(layout.bindings.begin(), layout.bindings.end());
-  std::string bindings_json =
-      str_join(sorted, ", ", [](const auto& kv) { return fmt::format("\"{}\": {}", kv.first, kv.second); });
-  return fmt::format(
-      "{{\"groups\": {}, \"kernels\": {}, \"gemms\": {}, \"weight_prep\": {}, \"bindings\": {{{}}}, "
-      "\"arena_bytes\": {}, \"no_reuse_bytes\": {}, \"lower_bound_bytes\": {}, \"passes\": [{}]}}",
-      groups, kernels, gemms, weight_prep, bindings_json, layout.arena_bytes, layout.no_reuse_bytes,
-      layout.lower_bound_bytes, passes_json);
+}  // namespace
+
+absl::Status PrintAfterPass::after_pass(const PassRun& run, bool changed) {
+  if (wanted(run)) print_(str_cat("# after ", run.name, "\n", joined(run.show())));
+  return absl::OkStatus();
+}
+
+void PrintAfterPass::after_pass_failed(const PassRun& run, const absl::Status& error) {
+  if (wanted(run)) print_(str_cat("# after ", run.name, " (failed)\n", joined(run.show())));
+}
+
+absl::Status DumpEachPass::after_pass(const PassRun& run, bool changed) {
+  std::map<std::filesystem::path, std::set<std::string>> folders;  // sub-folder -> the files written there
+  for (const PassText& t : run.show()) {
+    if (t.file.empty()) {
+      KILN_RETURN_IF_ERROR(dump_.write_pass(run.index, run.name, t.text));
+      continue;
+    }
+    std::filesystem::path file(t.file);
+    KILN_RETURN_IF_ERROR(dump_.write(file, t.text));
+    if (file.has_parent_path()) folders[file.parent_path()].insert(file.filename().string());
+  }
+  for (const auto& [folder, written] : folders) KILN_RETURN_IF_ERROR(dump_.sub(folder).remove_stale(written));
+  return absl::OkStatus();
+}
+
+namespace {
+
+// A graph pass: after it the graph verifies, and so does its schedule (with every computing
+// node in a group when `schedule_complete`). It shows the scheduled IR, then `extra`'s text.
+Pass<CompileState> graph_pass(std::string name, std::function<absl::StatusOr<bool>(CompileState&)> run,
+                              bool schedule_complete = false,
+                              std::function<PassText(const CompileState&)> extra = nullptr) {
+  auto verify = [schedule_complete](const CompileState& st) -> absl::Status {
+    if (absl::Status s = kiln::verify(st.graph); !s.ok()) return invalid_argument("invalid graph: ", status_message(s));
+    if (absl::Status s = verify_schedule(st.graph, st.schedule, schedule_complete); !s.ok())
+      return invalid_argument("invalid schedule: ", status_message(s));
+    return absl::OkStatus();
+  };
+  auto show = [extra = std::move(extra)](const CompileState& st) {
+    std::vector<PassText> texts = {{print_scheduled(st.graph, st.schedule)}};
+    if (extra) texts.push_back(extra(st));
+    return texts;
+  };
+  return {std::move(name), std::move(run), verify, show};
+}
+
+}  // namespace
+
+PassManager<CompileState> graph_pipeline(const Bindings& layout) {
+  PassManager<CompileState> pm;
+  pm.add(graph_pass("decompose", [](CompileState& st) { return decompose(st.graph); }));
+  pm.add(graph_pass("simplify", [](CompileState& st) { return simplify(st.graph); }));
+  pm.add(graph_pass("fuse_linear", [](CompileState& st) { return fuse_linear(st.graph, st.schedule); }));
+  pm.add(graph_pass("fuse_elementwise", [](CompileState& st) { return fuse_elementwise(st.graph, st.schedule); }, true));
+  pm.add(graph_pass(
+      "plan_memory", [](CompileState& st) { return plan_memory(st.graph, st.schedule, st.memory); }, true,
+      [layout](const CompileState& st) {
+        absl::StatusOr<ArenaLayout> l = st.memory.layout(layout);
+        std::string plan = st.memory.to_string(l.ok() ? &*l : nullptr);
+        if (!l.ok()) plan = str_cat("# no layout: ", status_message(l.status()), "\n", plan);
+        return PassText{plan, "memory_plan.txt"};
+      }));
+  return pm;
 }
 
 }  // namespace kiln

@@ -8,12 +8,14 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "codegen/program.h"
+#include "ir/dump.h"
 #include "runtime/tensor.h"
 
 namespace kiln {
@@ -113,11 +115,8 @@ class Replay {
   virtual absl::Status launch(void* stream) = 0;
 };
 
-// Writes one dump file (a name relative to the specialization's dump folder) atomically.
-using DumpFn = std::function<absl::Status(const std::string& name, const std::string& text)>;
-
 struct LoadOptions {
-  DumpFn dump;  // when set: each kernel's sources (.cu and .ptx, or .ll) are written through it
+  std::optional<DumpWriter> dump;  // when set: each kernel's sources (.cu and .ptx, or .ll) go there
 };
 
 class DeviceAdapter {

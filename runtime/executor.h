@@ -38,7 +38,7 @@ struct StaticSlots {
 
 struct ExecutorOptions {
   Mode mode = Mode::Default;
-  DumpFn dump;  // when set: the device's sources are written through it
+  std::optional<DumpWriter> dump;  // when set: the device's sources go there
 };
 
 class Executor {

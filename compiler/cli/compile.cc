@@ -15,6 +15,7 @@
 #include "compiler/cli/commands.h"
 #include "compiler/compile.h"
 #include "compiler/guards.h"
+#include "compiler/json.h"
 #include "compiler/pipeline.h"
 #include "passes/schedule_util.h"
 
@@ -58,11 +59,11 @@ std::string group_lines(const Program& p, const std::vector<std::string>& kernel
 DeviceReport compile_for_device(const CompileCliOptions& o, PipelineResult& r, const Bindings& given) {
   Device d = *parse_device(o.device);
   std::unique_ptr<DeviceAdapter> device = check(make_device_adapter(d, 0, /*compile_only=*/true));
-  std::string dump_dir;
-  if (!o.dump_dir.empty()) dump_dir = (std::filesystem::path(o.dump_dir) / o.device).string();
+  std::optional<DumpWriter> dump;
+  if (!o.dump_dir.empty()) dump = DumpWriter(o.dump_dir).sub(o.device);
   std::shared_ptr<CompiledModule> m = CompiledModule::make(std::move(r.state), std::move(r.kernels));
-  std::unique_ptr<Executor> exe = check(specialize(m, *device, GuardSet::for_bindings(given, true).baked(),
-                                                   *parse_mode(o.mode), dump_dir.empty() ? DumpFn() : dump_into(dump_dir)));
+  std::unique_ptr<Executor> exe =
+      check(specialize(m, *device, GuardSet::for_bindings(given, true).baked(), *parse_mode(o.mode), dump));
   const Program& p = exe->program();
   BuildStats s = exe->build_stats();
   std::vector<std::string> notes;
@@ -82,14 +83,14 @@ DeviceReport compile_for_device(const CompileCliOptions& o, PipelineResult& r, c
   rep.text = fmt::format("cpu: {} kernels, {} GEMMs; LLVM codegen {:.1f} ms, O2 + JIT {:.1f} ms ({} compiled, {} from "
                          "the JIT cache){}\n",
                          s.kernels, s.gemms, s.codegen_ms, s.compile_ms, s.cache_misses, s.cache_memory_hits,
-                         dump_dir.empty() ? "" : str_cat("; optimized LLVM IR in ", dump_dir));
+                         dump ? str_cat("; optimized LLVM IR in ", dump->dir().string()) : std::string());
   for (const BuildStats::KernelTime& t : s.kernel_times)
     rep.text += fmt::format("  {:<24}{}\n", t.name,
                             t.cached ? std::string("from the JIT cache")
                                      : fmt::format("codegen {:.2f} ms, O2 + JIT {:.1f} ms", t.codegen_ms, t.compile_ms));
   rep.json = {{"device", "cpu"},            {"kernels", s.kernels},         {"gemms", s.gemms},
               {"codegen_ms", s.codegen_ms}, {"compile_ms", s.compile_ms},   {"compiled", s.cache_misses},
-              {"cache_hits", s.cache_memory_hits}, {"kernel_times", nlohmann::json::parse(kernel_times_json(s.kernel_times))}};
+              {"cache_hits", s.cache_memory_hits}, {"kernel_times", nlohmann::ordered_json(s.kernel_times)}};
   return rep;
 }
 
@@ -121,16 +122,14 @@ void run(const CompileCliOptions& o) {
   po.print_after = o.print_after;
   // Like MLIR's --mlir-print-ir-after: IR goes to stderr, so stdout stays the summary.
   po.print = [](const std::string& text) { std::fputs(text.c_str(), stderr); };
+  // A developer's tool: a pass that leaves a broken graph is named here, whatever the build.
+  po.verify_passes = true;
   std::string name = g.name();
   PipelineResult r = check(compile_to_kernels(std::move(g), po));
   if (o.json) {
-    std::string j = r.summary.to_json();
-    if (o.device != "none") {
-      nlohmann::json with_backend = nlohmann::json::parse(j);
-      with_backend["backend"] = compile_for_device(o, r, po.bindings).json;
-      j = with_backend.dump(2);
-    }
-    std::puts(j.c_str());
+    nlohmann::ordered_json j = r.summary;
+    if (o.device != "none") j["backend"] = compile_for_device(o, r, po.bindings).json;
+    std::puts(json_text(j, 2).c_str());
     return;
   }
   std::printf("graph %s%s%s\n", name.c_str(), r.layout_bindings.empty() ? "" : " with ",

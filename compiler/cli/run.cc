@@ -14,6 +14,7 @@
 
 #include "compiler/cli/commands.h"
 #include "compiler/compile.h"
+#include "compiler/json.h"
 #include "ir/compare.h"
 #include "compiler/summary.h"
 #include "ir/npy.h"
@@ -182,7 +183,7 @@ void run(const RunOptions& o) {
     j["device"] = o.device;
     if (stats) {
       j["mode"] = o.mode;
-      j["stats"] = nlohmann::ordered_json::parse(stats->to_json());
+      j["stats"] = *stats;
     }
     j["outputs"] = nlohmann::ordered_json::array();
     for (size_t i = 0; i < outs.size(); ++i) {
@@ -200,7 +201,7 @@ void run(const RunOptions& o) {
                                         {"max_rel_err", checks[i].max_rel_err},
                                         {"message", checks[i].message}};
     }
-    std::puts(j.dump(2).c_str());
+    std::puts(json_text(j, 2).c_str());
     if (mismatch) throw CliError("compiled outputs differ from the reference");
     return;
   }

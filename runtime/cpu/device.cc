@@ -52,7 +52,7 @@ class CpuProgram final : public DeviceProgram {
  public:
   explicit CpuProgram(std::shared_ptr<const Program> p) : p_(std::move(p)), kernels_(p_->kernels.size()) {}
 
-  absl::Status load(const DumpFn& dump) {
+  absl::Status load(const std::optional<DumpWriter>& dump) {
     const Program& pr = *p_;
     // Each kernel runs in one step; its storage (which buffers share memory) is the step's.
     std::vector<const KernelStep*> step_of(pr.kernels.size(), nullptr);
@@ -81,7 +81,7 @@ class CpuProgram final : public DeviceProgram {
       stats_.codegen_ms += info.jit.codegen_ms;
       stats_.compile_ms += info.jit.compile_ms;
       stats_.kernel_times.push_back({k.name, info.jit.codegen_ms, info.jit.compile_ms, info.jit.cache_hit});
-      if (dump) KILN_RETURN_IF_ERROR(dump(k.name + ".ll", *info.jit.optimized_ir));
+      if (dump) KILN_RETURN_IF_ERROR(dump->write(k.name + ".ll", *info.jit.optimized_ir));
     }
     for (const GemmStep& g : pr.gemms) {
       std::optional<GemmRunner> r = GemmRunner::make(pr.kernels[g.kernel].kernel);

@@ -75,7 +75,7 @@ bool from_hex(const std::string& s, void* p, size_t n) {
 
 class CudaProgram final : public DeviceProgram {
  public:
-  CudaProgram(const CudaDevice& dev, std::shared_ptr<const Program> p, DumpFn dump)
+  CudaProgram(const CudaDevice& dev, std::shared_ptr<const Program> p, std::optional<DumpWriter> dump)
       : dev_(dev), p_(std::move(p)), dump_(std::move(dump)), kernels_(p_->kernels.size()), gemm_plans_(p_->gemms.size()) {}
 
   absl::Status load() {
@@ -307,8 +307,8 @@ class CudaProgram final : public DeviceProgram {
     for (size_t i = 0; i < which.size(); ++i) {
       if (!out[i].ok()) return out[i].status();
       if (dump_) {
-        KILN_RETURN_IF_ERROR(dump_(programs[i].name + ".cu", programs[i].source));
-        KILN_RETURN_IF_ERROR(dump_(programs[i].name + ".ptx", (*out[i])->ptx));
+        KILN_RETURN_IF_ERROR(dump_->write(programs[i].name + ".cu", programs[i].source));
+        KILN_RETURN_IF_ERROR(dump_->write(programs[i].name + ".ptx", (*out[i])->ptx));
       }
       LoadedKernel& k = kernels_[which[i]];
       k.compiled = true;
@@ -325,7 +325,7 @@ class CudaProgram final : public DeviceProgram {
 
   CudaDevice dev_;
   std::shared_ptr<const Program> p_;
-  DumpFn dump_;
+  std::optional<DumpWriter> dump_;
   BuildStats stats_;
   std::vector<LoadedKernel> kernels_;
   std::vector<Module> modules_;
@@ -438,7 +438,7 @@ absl::StatusOr<std::unique_ptr<Tunable>> CudaProgram::tunable_gemm(int gemm, Ste
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<DeviceProgram>> load_program(const CudaDevice& dev, std::shared_ptr<const Program> p,
-                                                            const DumpFn& dump) {
+                                                            const std::optional<DumpWriter>& dump) {
   auto loaded = std::make_unique<CudaProgram>(dev, std::move(p), dump);
   KILN_RETURN_IF_ERROR(loaded->load());
   return loaded;

@@ -22,6 +22,6 @@ struct CudaDevice {
 // Emits and compiles every kernel of `p` that is not on demand; `dump` (when set) receives
 // each kernel's .cu and .ptx. Errors name the kernel.
 absl::StatusOr<std::unique_ptr<DeviceProgram>> load_program(const CudaDevice& dev, std::shared_ptr<const Program> p,
-                                                            const DumpFn& dump);
+                                                            const std::optional<DumpWriter>& dump);
 
 }  // namespace kiln::cuda

@@ -6,8 +6,11 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include <unistd.h>
+
+#include <nlohmann/json.hpp>
 
 #include "compiler/compile.h"
 #include "ir/compare.h"
@@ -19,6 +22,7 @@
 
 using namespace kiln;
 using kiln::testing::parse_or_fail;
+using kiln::testing::require_ok;
 
 namespace {
 
@@ -80,6 +84,50 @@ TEST_CASE("compile on the CPU: guards, specializations, statistics, dumps", "[cp
     if (e.path().extension() == ".ll") ++ll;
   CHECK(ll == st.kernels);
   std::filesystem::remove_all(dump);
+}
+
+TEST_CASE("compile on the CPU: two graphs of one name dump into folders of their own", "[cpu][compile]") {
+  Graph exp_graph = parse_or_fail("graph twin(%x: f32[N]) {\n  %y = exp(%x)\n  return %y\n}");
+  Graph tanh_graph = parse_or_fail("graph twin(%x: f32[N]) {\n  %y = tanh(%x)\n  return %y\n}");
+  std::filesystem::path dump = std::filesystem::temp_directory_path() / str_cat("kiln_cpu_twins_", ::getpid());
+  std::filesystem::remove_all(dump);
+  for (const Graph* g : {&exp_graph, &tanh_graph}) {
+    absl::StatusOr<CompiledGraph> cg = compile(*g, {.device = Device::Cpu, .dump_dir = dump.string()});
+    if (!cg.ok()) FAIL(status_message(cg.status()));
+    require_ok(cg->warm_up({{"N", 4}}));
+  }
+  // Each folder holds its own graph's passes, kernels and specialization.
+  for (auto [folder, op, kernel] : {std::tuple{"twin", "exp(", "k0_exp"}, {"twin-2", "tanh(", "k0_tanh"}}) {
+    std::filesystem::path d = dump / folder;
+    INFO(d.string());
+    for (const char* f : {"01-decompose.kiln", "05-plan_memory.kiln", "memory_plan.txt", "spec0/guards.txt"})
+      CHECK(std::filesystem::exists(d / f));
+    CHECK(std::filesystem::exists(d / "kernels" / str_cat(kernel, ".kir")));
+    CHECK(std::filesystem::exists(d / "spec0" / str_cat(kernel, ".ll")));
+    std::ifstream ir(d / "05-plan_memory.kiln");
+    std::string text((std::istreambuf_iterator<char>(ir)), std::istreambuf_iterator<char>());
+    CHECK(text.find(op) != std::string::npos);
+    std::ifstream guards(d / "spec0" / "guards.txt");
+    std::string guard;
+    std::getline(guards, guard);
+    CHECK(guard == "N >= 2");
+  }
+  std::filesystem::remove_all(dump);
+}
+
+TEST_CASE("compile statistics as JSON: one line, strings escaped", "[cpu][compile]") {
+  CompileStats st;
+  st.compiles = 2;
+  st.recompile_reasons = {"B = 1 fails guard \"B >= 2\" \\ (specialization 0)\n\tnext"};
+  st.kernel_times = {{"k0_exp", 0.5, 1.25, false}, {"k1_tanh", 0, 0, true}};
+  std::string text = st.to_json();
+  CHECK(text.find('\n') == std::string::npos);
+  nlohmann::json j = nlohmann::json::parse(text);
+  CHECK(j["compiles"] == 2);
+  CHECK(j["recompile_reasons"][0] == st.recompile_reasons[0]);
+  CHECK(j["kernel_times"][0]["name"] == "k0_exp");
+  CHECK(j["kernel_times"][0]["compile_ms"] == 1.25);
+  CHECK(j["kernel_times"][1]["cached"] == true);
 }
 
 TEST_CASE("compile on the CPU: parameters_changed() after parameters are written in place", "[cpu][compile]") {

@@ -6,8 +6,6 @@
 #include "ir/compare.h"
 #include "ir/printer.h"
 #include "ir/str.h"
-#include <fstream>
-
 #include "codegen/program.h"
 #include "ir/status.h"
 #include "runtime/cpu/device.h"
@@ -21,7 +19,7 @@ absl::StatusOr<std::shared_ptr<const CompiledModule>> make_module(const Graph& g
     m->state.schedule = schedule(m->state.graph);
     absl::StatusOr<bool> planned = plan_memory(m->state.graph, m->state.schedule, m->state.memory);
     if (!planned.ok()) return planned.status();
-  } else if (absl::Status s = PassManager::default_pipeline().run(m->state); !s.ok()) {
+  } else if (absl::Status s = graph_pipeline().run(m->state); !s.ok()) {
     return s;
   }
   absl::StatusOr<std::vector<kir::Kernel>> kernels = lower_schedule(m->state.graph, m->state.schedule);
@@ -36,15 +34,8 @@ absl::StatusOr<std::shared_ptr<const CompiledModule>> make_module(const Graph& g
 absl::StatusOr<std::unique_ptr<Executor>> build_cpu(std::shared_ptr<const CompiledModule> m, const BuildOptions& opts) {
   static std::unique_ptr<DeviceAdapter> device = cpu::make_adapter();
   KILN_ASSIGN_OR_RETURN(std::shared_ptr<const Program> p, build_program(std::move(m), device->target(), opts.baked));
-  DumpFn dump;
-  if (!opts.dump_dir.empty())
-    dump = [dir = opts.dump_dir](const std::string& name, const std::string& text) -> absl::Status {
-      std::filesystem::create_directories(dir);
-      std::ofstream f(std::filesystem::path(dir) / name, std::ios::binary);
-      f << text;
-      if (!f) return invalid_argument("cannot write ", dir, "/", name);
-      return absl::OkStatus();
-    };
+  std::optional<DumpWriter> dump;
+  if (!opts.dump_dir.empty()) dump.emplace(opts.dump_dir);
   return Executor::create(std::move(p), *device, ExecutorOptions{Mode::Default, dump});
 }
 

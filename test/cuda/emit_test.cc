@@ -27,7 +27,7 @@ namespace {
 std::optional<CompileState> pipeline(const Graph& g) {
   CompileState st;
   st.graph = g.clone();
-  absl::Status s = PassManager::default_pipeline().run(st);
+  absl::Status s = graph_pipeline().run(st);
   if (!s.ok()) {
     FAIL_CHECK(str_cat(g.name(), ": ", status_message(s)));
     return std::nullopt;

@@ -16,7 +16,10 @@
 
 namespace kiln::testing {
 
-inline PipelineResult compile_or_fail(const Graph& g, const PipelineOptions& opts = {}) {
+// Through the default pipeline with the verifier after every pass, whatever the build type:
+// a pass that leaves a broken graph or schedule fails the test that ran it.
+inline PipelineResult compile_or_fail(const Graph& g, PipelineOptions opts = {}) {
+  opts.verify_passes = true;
   absl::StatusOr<PipelineResult> r = compile_to_kernels(g.clone(), opts);
   if (!r.ok()) FAIL(status_message(r.status()));
   return *std::move(r);
