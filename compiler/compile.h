@@ -34,8 +34,10 @@ struct CompileOptions {
   // Symbols stay kernel parameters, with 0 and 1 specialized (as torch.compile does); false
   // specializes every symbol on its value (one specialization per shape).
   bool dynamic = true;
-  // Per-pass IR, kernel IR, each specialization's program, sources and guards; empty:
-  // $KILN_DUMP_DIR.
+  // Dumps go to <dump_dir>/<graph name>/ (<graph name>-2/ ... for another graph of that name
+  // in the process): the IR after each pass, the memory plan, kernels/*.kir, and per
+  // specialization spec<N>/ with its guards, program.txt, each program kernel's IR and
+  // sources. Empty: $KILN_DUMP_DIR.
   std::string dump_dir;
   int cuda_device = 0;
   // Specializations are built but never run: on CUDA every kernel is generated and
