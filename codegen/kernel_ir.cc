@@ -277,6 +277,15 @@ Expr Expr::cast(const Expr& a, DType t) {
   return Expr(std::move(n));
 }
 
+Expr Expr::intrinsic(Intrinsic f, DType t, const Expr& a, const Expr& b, const Expr& c) {
+  auto n = expr_node(ExprKind::Intrinsic, t);
+  n->intrinsic = f;
+  n->a = a;
+  n->b = b;
+  n->c = c;
+  return Expr(std::move(n));
+}
+
 ExprKind Expr::kind() const { return p_->kind; }
 DType Expr::dtype() const { return p_->dtype; }
 
@@ -284,7 +293,8 @@ bool Expr::same_as(const Expr& o) const {
   if (p_ == o.p_) return true;
   if (!p_ || !o.p_) return false;
   const ExprNode &x = *p_, &y = *o.p_;
-  if (x.kind != y.kind || x.dtype != y.dtype || x.op != y.op || x.id != y.id) return false;
+  if (x.kind != y.kind || x.dtype != y.dtype || x.op != y.op || x.intrinsic != y.intrinsic || x.id != y.id)
+    return false;
   if (x.kind == ExprKind::Const && !(x.value == y.value || (x.value != x.value && y.value != y.value)))
     return false;
   if ((x.kind == ExprKind::Load || x.kind == ExprKind::IndexValue) && !x.index.same_as(y.index)) return false;
@@ -320,6 +330,10 @@ Expr substitute_vars(const Expr& e, const std::function<Index(bool outer, int va
     case ExprKind::Select:
       return Expr::select(substitute_vars(n.a, var), substitute_vars(n.b, var), substitute_vars(n.c, var));
     case ExprKind::Cast: return Expr::cast(substitute_vars(n.a, var), n.dtype);
+    case ExprKind::Intrinsic: {
+      auto sub = [&](const Expr& x) { return x.defined() ? substitute_vars(x, var) : x; };
+      return Expr::intrinsic(n.intrinsic, n.dtype, sub(n.a), sub(n.b), sub(n.c));
+    }
     default: return e;
   }
 }
@@ -333,6 +347,15 @@ std::string_view combiner_name(Combiner c) {
     case Combiner::Max: return "max";
     case Combiner::Min: return "min";
     case Combiner::ArgMax: return "argmax";
+  }
+  return "?";
+}
+
+std::string_view intrinsic_name(Intrinsic f) {
+  switch (f) {
+    case Intrinsic::GeluTanh: return "gelu_tanh";
+    case Intrinsic::OnePlusTanh: return "one_plus_tanh";
+    case Intrinsic::MulReciprocal: return "mul_reciprocal";
   }
   return "?";
 }
@@ -408,6 +431,12 @@ std::string print_expr(const Expr& e, const Kernel* k) {
     case ExprKind::Select:
       return str_cat("select(", print_expr(n.a, k), ", ", print_expr(n.b, k), ", ", print_expr(n.c, k), ")");
     case ExprKind::Cast: return str_cat("cast<", dtype_name(n.dtype), ">(", print_expr(n.a, k), ")");
+    case ExprKind::Intrinsic: {
+      std::string s = str_cat(intrinsic_name(n.intrinsic), "(", print_expr(n.a, k));
+      for (const Expr* c : {&n.b, &n.c})
+        if (c->defined()) s += str_cat(", ", print_expr(*c, k));
+      return s + ")";
+    }
   }
   return "?";
 }
@@ -489,6 +518,9 @@ std::string value_key(const Kernel& k, const Expr& e, bool& costly) {
       return str_cat("b", static_cast<int>(n.op), dtype_name(n.dtype), "(", kids(), ")");
     case ExprKind::Select: return str_cat("?(", kids(), ")");
     case ExprKind::Cast: return str_cat("k", dtype_name(n.dtype), "(", kids(), ")");
+    case ExprKind::Intrinsic:
+      costly |= n.intrinsic != Intrinsic::MulReciprocal;  // the tanh forms take an exp
+      return str_cat("n", static_cast<int>(n.intrinsic), dtype_name(n.dtype), "(", kids(), ")");
   }
   return "";
 }

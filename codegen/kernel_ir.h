@@ -108,7 +108,24 @@ enum class ExprKind : uint8_t {
   Binary,       // op(a, b): an elementwise binary op of ops.def; operands share a dtype
   Select,       // a ? b : c (a is bool)
   Cast,         // a converted to dtype (round_to_dtype semantics)
+  Intrinsic,    // a fused form (Intrinsic) of operands a, b, c, computed in f32, rounded to dtype
 };
+
+// Fused forms that a structural rewrite (codegen/intrinsics.h) puts in place of the kernel-IR
+// trees they stand for, so that every backend emits its fast sequence for them from structure.
+// Each is computed in f32 from f32 operands and rounded once to the node's dtype.
+enum class Intrinsic : uint8_t {
+  // gelu's tanh form (0.5 x)(1 + tanh(c (x + k x^3))) as x sigmoid(2u) =
+  // x / (1 + 2^(x (k0 + k1 x^2))): a = x; b = k1 and c = k0, f32 constants (k0 =
+  // -2 c log2(e), k1 = k0 k).
+  GeluTanh,
+  // 1 + tanh(a) as 2 sigmoid(2a) = 2 / (1 + 2^(-2 a log2(e))): no cancellation near tanh = -1.
+  OnePlusTanh,
+  // a / b as a * (1 / b), the reciprocal rounded to f32 once: b is a row statistic (a stage
+  // result), so a backend computes its reciprocal once per row. Within 1 ulp of the quotient.
+  MulReciprocal,
+};
+std::string_view intrinsic_name(Intrinsic f);
 
 class Expr {
  public:
@@ -123,6 +140,7 @@ class Expr {
   static Expr binary(Op op, const Expr& a, const Expr& b, DType t);
   static Expr select(const Expr& c, const Expr& a, const Expr& b);
   static Expr cast(const Expr& a, DType t);  // returns `a` when it already has dtype t
+  static Expr intrinsic(Intrinsic f, DType t, const Expr& a, const Expr& b = {}, const Expr& c = {});
 
   bool defined() const { return p_ != nullptr; }
   ExprKind kind() const;
@@ -147,6 +165,7 @@ struct ExprNode {
   ExprKind kind = ExprKind::Const;
   DType dtype = DType::f32;
   Op op = Op::Add;    // Unary, Binary
+  Intrinsic intrinsic = Intrinsic::GeluTanh;  // Intrinsic
   double value = 0;   // Const
   int id = 0;         // Load: buffer; Let: let id; StageResult: stage
   Index index;        // Load, IndexValue
