@@ -67,7 +67,8 @@ struct CudaKernel {
 };
 
 // What every kernel's source needs before it: storage conversions, the reference's scalar
-// semantics, vector load/store helpers. No #include.
+// semantics, vector load/store helpers. No #include. The text of prelude.cuh, embedded at
+// build time.
 const std::string& cuda_prelude();
 // One NVRTC translation unit: the prelude, then each kernel's definitions.
 std::string program_source(std::span<const CudaKernel* const> kernels);
