@@ -7,6 +7,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "codegen/acc_buffer.h"
 #include "ir/str.h"
 
 namespace kiln::cuda {
@@ -125,27 +126,6 @@ void collect_vars(const Index& i, std::set<int>& outer, std::set<int>& inner) {
   if (n.b.defined()) collect_vars(n.b, outer, inner);
 }
 
-// Replaces every GemmAcc with a load of `acc` at the dense offset of the outer point.
-Expr replace_acc(const Expr& e, int acc, const Index& at) {
-  const kir::ExprNode& n = e.node();
-  switch (n.kind) {
-    case ExprKind::GemmAcc: return Expr::load(acc, at, DType::f32);
-    case ExprKind::Unary: return Expr::unary(n.op, replace_acc(n.a, acc, at), n.dtype);
-    case ExprKind::Binary: return Expr::binary(n.op, replace_acc(n.a, acc, at), replace_acc(n.b, acc, at), n.dtype);
-    case ExprKind::Select:
-      return Expr::select(replace_acc(n.a, acc, at), replace_acc(n.b, acc, at), replace_acc(n.c, acc, at));
-    case ExprKind::Cast: return Expr::cast(replace_acc(n.a, acc, at), n.dtype);
-    default: return e;
-  }
-}
-
-Index dense_offset(size_t n, bool outer, const std::vector<Dim>& extents) {
-  Index off(0);
-  for (size_t d = 0; d < n; ++d)
-    off = off * Index::from_dim(extents[d]) + (outer ? Index::outer(static_cast<int>(d)) : Index::inner(static_cast<int>(d)));
-  return off;
-}
-
 int64_t next_pow2(int64_t v) {
   int64_t p = 1;
   while (p < v) p <<= 1;
@@ -165,18 +145,8 @@ class Emitter {
       : k_(k), baked_(baked), form_(form), recomputed_(kir::recomputed_lets(k)) {}
 
   absl::StatusOr<CudaKernel> run() {
-    if (k_.gemm && form_ == GemmForm::AccBuffer) {
-      // The epilogue of a library GEMM: the accumulator is an extra f32 input.
-      int acc = static_cast<int>(k_.buffers.size());
-      k_.buffers.push_back({"acc", DType::f32, k_.domain, kir::Buffer::Role::Input});
-      Index at = dense_offset(k_.domain.size(), true, k_.domain);
-      for (kir::Stage& st : k_.stages) {
-        for (kir::Let& l : st.lets) l.value = replace_acc(l.value, acc, at);
-        for (kir::Store& s : st.stores) s.value = replace_acc(s.value, acc, at);
-        if (st.value.defined()) st.value = replace_acc(st.value, acc, at);
-      }
-      k_.gemm.reset();
-    }
+    // The epilogue of a library GEMM: the accumulator is an extra f32 input.
+    if (k_.gemm && form_ == GemmForm::AccBuffer) k_ = kir::with_accumulator_buffer(k_);
     for (const std::string& s : k_.symbols)
       if (!baked_.contains(s)) out_.symbols.push_back(s);
     out_.name = k_.name;
