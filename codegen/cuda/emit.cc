@@ -98,34 +98,6 @@ std::string int_literal(int64_t v) {
   return v < 0 ? str_cat("(", v, "LL)") : str_cat(v, "LL");
 }
 
-// Visits every node of an expression (and the scalars inside its indices).
-void visit(const Expr& e, const std::function<void(const Expr&)>& f);
-void visit_index(const Index& i, const std::function<void(const Expr&)>& f) {
-  const kir::IndexNode& n = i.node();
-  if (n.kind == IndexKind::Scalar) visit(n.expr, f);
-  if (n.a.defined()) visit_index(n.a, f);
-  if (n.b.defined()) visit_index(n.b, f);
-}
-void visit(const Expr& e, const std::function<void(const Expr&)>& f) {
-  f(e);
-  const kir::ExprNode& n = e.node();
-  if (n.index.defined()) visit_index(n.index, f);
-  for (const Expr* c : {&n.a, &n.b, &n.c})
-    if (c->defined()) visit(*c, f);
-}
-
-void collect_vars(const Index& i, std::set<int>& outer, std::set<int>& inner) {
-  const kir::IndexNode& n = i.node();
-  if (n.kind == IndexKind::Outer) outer.insert(static_cast<int>(n.value));
-  if (n.kind == IndexKind::Inner) inner.insert(static_cast<int>(n.value));
-  if (n.kind == IndexKind::Scalar)
-    visit(n.expr, [&](const Expr& e) {
-      if (e.node().index.defined()) collect_vars(e.node().index, outer, inner);
-    });
-  if (n.a.defined()) collect_vars(n.a, outer, inner);
-  if (n.b.defined()) collect_vars(n.b, outer, inner);
-}
-
 int64_t next_pow2(int64_t v) {
   int64_t p = 1;
   while (p < v) p <<= 1;
@@ -347,14 +319,6 @@ class Emitter {
     return cast(i, DType::i64, t);
   }
 
-  // The value of let t<id>, wherever in the kernel it is; null if there is none.
-  const Expr* let_value(int id) const {
-    for (const kir::Stage& st : k_.stages)
-      for (const kir::Let& l : st.lets)
-        if (l.id == id) return &l.value;
-    return nullptr;
-  }
-
   // Whether the emitted value of `e` is already a bf16 value: every op, cast and load of
   // dtype bf16 rounds (round_float) or reads one; stage results and accumulators do not.
   bool rounded_to_bf16(const Expr& e) const {
@@ -364,7 +328,7 @@ class Emitter {
         return true;
       case ExprKind::Select: return rounded_to_bf16(e.node().b) && rounded_to_bf16(e.node().c);
       case ExprKind::Let: {
-        const Expr* v = let_value(e.node().id);
+        const Expr* v = kir::let_value(k_, e.node().id);
         return v && rounded_to_bf16(*v);
       }
       default: return false;
@@ -521,7 +485,7 @@ class Emitter {
     for (const kir::Stage& st : k_.stages) {
       if (!outer && st.extents.empty()) continue;
       auto loads = [&](const Expr& e) {
-        visit(e, [&](const Expr& x) {
+        kir::visit_exprs(e, [&](const Expr& x) {
           if (x.kind() == ExprKind::Load) consider(x.node().id, x.node().index);
         });
       };
@@ -599,15 +563,15 @@ class Emitter {
 
   void vars_of_stage(const kir::Stage& st, std::set<int>& outer, std::set<int>& inner) const {
     auto from_expr = [&](const Expr& e) {
-      visit(e, [&](const Expr& x) {
-        if (x.node().index.defined()) collect_vars(x.node().index, outer, inner);
+      kir::visit_exprs(e, [&](const Expr& x) {
+        if (x.node().index.defined()) kir::collect_vars(x.node().index, outer, inner);
       });
     };
     for (const kir::Let& l : st.lets) from_expr(l.value);
     if (st.value.defined()) from_expr(st.value);
     for (const kir::Store& s : st.stores) {
       from_expr(s.value);
-      collect_vars(s.index, outer, inner);
+      kir::collect_vars(s.index, outer, inner);
     }
   }
 
@@ -709,10 +673,10 @@ class Emitter {
                      ";\n");
         hoisted_[&x.node()] = name;
       };
-      for (const kir::Let& l : st.lets) visit(l.value, hoist);
-      if (st.value.defined()) visit(st.value, hoist);
+      for (const kir::Let& l : st.lets) kir::visit_exprs(l.value, hoist);
+      if (st.value.defined()) kir::visit_exprs(st.value, hoist);
       for (const kir::Store& store : st.stores) {
-        visit(store.value, hoist);
+        kir::visit_exprs(store.value, hoist);
         if (vec_access_.contains(access_key(store.buffer, store.index))) {
           std::string name = str_cat("vs", vec_stores.size());
           DType t = k_.buffers[store.buffer].dtype;
@@ -832,7 +796,7 @@ class Emitter {
   // in a stage over n_inner inner extents, every inner var.
   bool reads_once(const Index& i, size_t n_inner) const {
     std::set<int> outer, inner;
-    collect_vars(i, outer, inner);
+    kir::collect_vars(i, outer, inner);
     return outer.size() == k_.domain.size() && inner.size() == n_inner;
   }
 
@@ -855,7 +819,7 @@ class Emitter {
     std::set<int> outer, inner;
     for (const kir::Stage& st : k_.stages) vars_of_stage(st, outer, inner);
     if (k_.gemm)
-      for (const kir::GemmOperand* op : {&k_.gemm->a, &k_.gemm->b}) collect_vars(op->index, outer, inner);
+      for (const kir::GemmOperand* op : {&k_.gemm->a, &k_.gemm->b}) kir::collect_vars(op->index, outer, inner);
     if (width > 1) outer.insert(vec_var_);
     s += str_cat("  const long long n = ", n, width > 1 ? str_cat(" / ", width) : std::string(), ";\n");
     s += "  for (long long c = (long long)blockIdx.x * blockDim.x + threadIdx.x; c < n; c += (long long)gridDim.x * blockDim.x) {\n";
@@ -970,7 +934,7 @@ class Emitter {
       if (st.extents.empty()) continue;
       std::set<std::string> here;
       auto loads = [&](const Expr& e) {
-        visit(e, [&](const Expr& x) {
+        kir::visit_exprs(e, [&](const Expr& x) {
           if (x.kind() != ExprKind::Load) return;
           std::string key = access_key(x.node().id, x.node().index);
           if (!vec_access_.contains(key)) return;
@@ -1016,7 +980,7 @@ class Emitter {
   std::string row_cache_preload(int width) {
     std::string s;
     std::set<int> o, in;
-    for (const CachedLoad& c : cached_) collect_vars(c.index, o, in);
+    for (const CachedLoad& c : cached_) kir::collect_vars(c.index, o, in);
     in.insert(vec_var_);
     for (size_t n = 0; n < cached_.size(); ++n)
       s += str_cat("    ", vec_decl(k_.buffers[cached_[n].buffer].dtype, width, str_cat("rc", n, "[", row_cache_chunks_, "]")),
