@@ -210,6 +210,7 @@ class Runner {
         if (is_float(n.a.dtype())) return round_to_dtype(unary_float(n.op, static_cast<float>(a)), n.dtype);
         return round_to_dtype(static_cast<double>(unary_int(n.op, static_cast<int64_t>(a)).value_or(0)), n.dtype);
       }
+      case ExprKind::Intrinsic: return round_to_dtype(intrinsic(n), n.dtype);
       case ExprKind::Binary: {
         double a = eval(n.a), b = eval(n.b);
         if (is_float(n.a.dtype()))
@@ -219,6 +220,21 @@ class Runner {
       }
     }
     return 0;
+  }
+
+  // The value each fused form stands for (kir::Intrinsic), from f32 operands, before its
+  // rounding to the node's dtype.
+  double intrinsic(const kir::ExprNode& n) {
+    double a = static_cast<float>(eval(n.a));
+    switch (n.intrinsic) {
+      case kir::Intrinsic::GeluTanh: {
+        double k1 = static_cast<float>(eval(n.b)), k0 = static_cast<float>(eval(n.c));
+        return a / (1.0 + std::exp2(a * (k0 + k1 * a * a)));
+      }
+      case kir::Intrinsic::OnePlusTanh: return 1.0 + std::tanh(a);
+      case kir::Intrinsic::MulReciprocal: return static_cast<float>(a) * (1.0f / static_cast<float>(eval(n.b)));
+    }
+    return kNaN;
   }
 
   const kir::Kernel& k_;

@@ -277,6 +277,15 @@ Expr Expr::cast(const Expr& a, DType t) {
   return Expr(std::move(n));
 }
 
+Expr Expr::intrinsic(Intrinsic f, DType t, const Expr& a, const Expr& b, const Expr& c) {
+  auto n = expr_node(ExprKind::Intrinsic, t);
+  n->intrinsic = f;
+  n->a = a;
+  n->b = b;
+  n->c = c;
+  return Expr(std::move(n));
+}
+
 ExprKind Expr::kind() const { return p_->kind; }
 DType Expr::dtype() const { return p_->dtype; }
 
@@ -284,7 +293,8 @@ bool Expr::same_as(const Expr& o) const {
   if (p_ == o.p_) return true;
   if (!p_ || !o.p_) return false;
   const ExprNode &x = *p_, &y = *o.p_;
-  if (x.kind != y.kind || x.dtype != y.dtype || x.op != y.op || x.id != y.id) return false;
+  if (x.kind != y.kind || x.dtype != y.dtype || x.op != y.op || x.intrinsic != y.intrinsic || x.id != y.id)
+    return false;
   if (x.kind == ExprKind::Const && !(x.value == y.value || (x.value != x.value && y.value != y.value)))
     return false;
   if ((x.kind == ExprKind::Load || x.kind == ExprKind::IndexValue) && !x.index.same_as(y.index)) return false;
@@ -320,8 +330,47 @@ Expr substitute_vars(const Expr& e, const std::function<Index(bool outer, int va
     case ExprKind::Select:
       return Expr::select(substitute_vars(n.a, var), substitute_vars(n.b, var), substitute_vars(n.c, var));
     case ExprKind::Cast: return Expr::cast(substitute_vars(n.a, var), n.dtype);
+    case ExprKind::Intrinsic: {
+      auto sub = [&](const Expr& x) { return x.defined() ? substitute_vars(x, var) : x; };
+      return Expr::intrinsic(n.intrinsic, n.dtype, sub(n.a), sub(n.b), sub(n.c));
+    }
     default: return e;
   }
+}
+
+void visit_exprs(const Expr& e, const std::function<void(const Expr&)>& f) {
+  f(e);
+  const ExprNode& n = e.node();
+  if (n.index.defined()) {
+    std::function<void(const Index&)> in_index = [&](const Index& i) {
+      const IndexNode& x = i.node();
+      if (x.kind == IndexKind::Scalar) visit_exprs(x.expr, f);
+      if (x.a.defined()) in_index(x.a);
+      if (x.b.defined()) in_index(x.b);
+    };
+    in_index(n.index);
+  }
+  for (const Expr* c : {&n.a, &n.b, &n.c})
+    if (c->defined()) visit_exprs(*c, f);
+}
+
+void collect_vars(const Index& i, std::set<int>& outer, std::set<int>& inner) {
+  const IndexNode& n = i.node();
+  if (n.kind == IndexKind::Outer) outer.insert(static_cast<int>(n.value));
+  if (n.kind == IndexKind::Inner) inner.insert(static_cast<int>(n.value));
+  if (n.kind == IndexKind::Scalar)
+    visit_exprs(n.expr, [&](const Expr& e) {
+      if (e.node().index.defined()) collect_vars(e.node().index, outer, inner);
+    });
+  if (n.a.defined()) collect_vars(n.a, outer, inner);
+  if (n.b.defined()) collect_vars(n.b, outer, inner);
+}
+
+const Expr* let_value(const Kernel& k, int id) {
+  for (const Stage& st : k.stages)
+    for (const Let& l : st.lets)
+      if (l.id == id) return &l.value;
+  return nullptr;
 }
 
 // ---- printing -------------------------------------------------------------------
@@ -333,6 +382,24 @@ std::string_view combiner_name(Combiner c) {
     case Combiner::Max: return "max";
     case Combiner::Min: return "min";
     case Combiner::ArgMax: return "argmax";
+  }
+  return "?";
+}
+
+std::string_view intrinsic_name(Intrinsic f) {
+  switch (f) {
+    case Intrinsic::GeluTanh: return "gelu_tanh";
+    case Intrinsic::OnePlusTanh: return "one_plus_tanh";
+    case Intrinsic::MulReciprocal: return "mul_reciprocal";
+  }
+  return "?";
+}
+
+std::string_view launch_name(Schedule::Launch l) {
+  switch (l) {
+    case Schedule::Launch::Elementwise: return "elementwise";
+    case Schedule::Launch::Stages: return "stages";
+    case Schedule::Launch::Rows: return "rows";
   }
   return "?";
 }
@@ -408,9 +475,49 @@ std::string print_expr(const Expr& e, const Kernel* k) {
     case ExprKind::Select:
       return str_cat("select(", print_expr(n.a, k), ", ", print_expr(n.b, k), ", ", print_expr(n.c, k), ")");
     case ExprKind::Cast: return str_cat("cast<", dtype_name(n.dtype), ">(", print_expr(n.a, k), ")");
+    case ExprKind::Intrinsic: {
+      std::string s = str_cat(intrinsic_name(n.intrinsic), "(", print_expr(n.a, k));
+      for (const Expr* c : {&n.b, &n.c})
+        if (c->defined()) s += str_cat(", ", print_expr(*c, k));
+      return s + ")";
+    }
   }
   return "?";
 }
+
+namespace {
+
+std::string let_list(const std::vector<int>& ids) {
+  return str_join(ids, ", ", [](int id) { return str_cat("t", id); });
+}
+
+std::string print_schedule(const Schedule& s, const Kernel& k) {
+  std::string out = str_cat("  schedule:\n    launch ", launch_name(s.launch), ", work ", s.work.to_string());
+  if (s.launch == Schedule::Launch::Rows) out += str_cat(", row ", shape_to_string(s.row));
+  out += "\n";
+  if (s.width == 1) return out;
+  auto access = [&](const Access& a) { return str_cat(buffer_name(a.buffer, &k), "[", print_index(a.index, &k), "]"); };
+  out += str_cat("    vector width ", s.width, " along ", s.vector_outer ? "o" : "r", s.vector_var, ", divisible ",
+                 shape_to_string(s.divisible), ", aligned [",
+                 str_join(s.aligned, ", ", [&](int b) { return buffer_name(b, &k); }), "]",
+                 s.streams_l2 ? ", streams L2" : "", ":\n");
+  for (const Schedule::VectorAccess& v : s.vector)
+    out += str_cat("      ", access(v.access), v.streamed ? " streamed" : "", "\n");
+  if (!s.row_cache.empty())
+    out += str_cat("    row cache ", s.row_cache_chunks, " chunks per thread",
+                   s.row_threads > 0 ? str_cat(", ", s.row_threads, " threads") : std::string(), ": ",
+                   str_join(s.row_cache, ", ", [&](int v) { return access(s.vector[v].access); }), "\n");
+  for (size_t i = 0; i < s.value_cache.size(); ++i)
+    out += str_cat("    value cache ec", i, ": t", s.value_cache[i].let, " read by ", let_list(s.value_cache[i].readers),
+                   "\n");
+  for (size_t si = 0; si < s.pairs.size(); ++si)
+    if (!s.pairs[si].packed.empty())
+      out += str_cat("    stage ", si, " in bf16 pairs: packed ", let_list(s.pairs[si].packed), "; paired ",
+                     let_list(s.pairs[si].paired), "\n");
+  return out;
+}
+
+}  // namespace
 
 std::string print_kernel(const Kernel& k) {
   std::string s = str_cat("kernel ", k.name, "\n");
@@ -450,6 +557,7 @@ std::string print_kernel(const Kernel& k) {
                    print_expr(st_.value, &k), "\n");
     if (st.kind == Stage::Kind::Reduce) s += str_cat(ind, "  fold ", print_expr(st.value, &k), "\n");
   }
+  if (k.schedule) s += print_schedule(*k.schedule, k);
   return s;
 }
 
@@ -489,6 +597,9 @@ std::string value_key(const Kernel& k, const Expr& e, bool& costly) {
       return str_cat("b", static_cast<int>(n.op), dtype_name(n.dtype), "(", kids(), ")");
     case ExprKind::Select: return str_cat("?(", kids(), ")");
     case ExprKind::Cast: return str_cat("k", dtype_name(n.dtype), "(", kids(), ")");
+    case ExprKind::Intrinsic:
+      costly |= n.intrinsic != Intrinsic::MulReciprocal;  // the tanh forms take an exp
+      return str_cat("n", static_cast<int>(n.intrinsic), dtype_name(n.dtype), "(", kids(), ")");
   }
   return "";
 }

@@ -33,6 +33,7 @@
 #include <memory>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -108,7 +109,24 @@ enum class ExprKind : uint8_t {
   Binary,       // op(a, b): an elementwise binary op of ops.def; operands share a dtype
   Select,       // a ? b : c (a is bool)
   Cast,         // a converted to dtype (round_to_dtype semantics)
+  Intrinsic,    // a fused form (Intrinsic) of operands a, b, c, computed in f32, rounded to dtype
 };
+
+// Fused forms that a structural rewrite (codegen/intrinsics.h) puts in place of the kernel-IR
+// trees they stand for, so that every backend emits its fast sequence for them from structure.
+// Each is computed in f32 from f32 operands and rounded once to the node's dtype.
+enum class Intrinsic : uint8_t {
+  // gelu's tanh form (0.5 x)(1 + tanh(c (x + k x^3))) as x sigmoid(2u) =
+  // x / (1 + 2^(x (k0 + k1 x^2))): a = x; b = k1 and c = k0, f32 constants (k0 =
+  // -2 c log2(e), k1 = k0 k).
+  GeluTanh,
+  // 1 + tanh(a) as 2 sigmoid(2a) = 2 / (1 + 2^(-2 a log2(e))): no cancellation near tanh = -1.
+  OnePlusTanh,
+  // a / b as a * (1 / b), the reciprocal rounded to f32 once: b is a row statistic (a stage
+  // result), so a backend computes its reciprocal once per row. Within 1 ulp of the quotient.
+  MulReciprocal,
+};
+std::string_view intrinsic_name(Intrinsic f);
 
 class Expr {
  public:
@@ -123,6 +141,7 @@ class Expr {
   static Expr binary(Op op, const Expr& a, const Expr& b, DType t);
   static Expr select(const Expr& c, const Expr& a, const Expr& b);
   static Expr cast(const Expr& a, DType t);  // returns `a` when it already has dtype t
+  static Expr intrinsic(Intrinsic f, DType t, const Expr& a, const Expr& b = {}, const Expr& c = {});
 
   bool defined() const { return p_ != nullptr; }
   ExprKind kind() const;
@@ -147,6 +166,7 @@ struct ExprNode {
   ExprKind kind = ExprKind::Const;
   DType dtype = DType::f32;
   Op op = Op::Add;    // Unary, Binary
+  Intrinsic intrinsic = Intrinsic::GeluTanh;  // Intrinsic
   double value = 0;   // Const
   int id = 0;         // Load: buffer; Let: let id; StageResult: stage
   Index index;        // Load, IndexValue
@@ -229,6 +249,83 @@ std::optional<AffineIndex> affine_index(const Index& i, size_t n_outer, size_t n
 Index substitute_vars(const Index& i, const std::function<Index(bool outer, int var)>& var);
 Expr substitute_vars(const Expr& e, const std::function<Index(bool outer, int var)>& var);
 
+// Calls f on every node of `e` in pre-order (a node, the scalars inside its index, then its
+// operands); a node shared by several parents is visited at each.
+void visit_exprs(const Expr& e, const std::function<void(const Expr&)>& f);
+// The loop variables `i` reads, the scalars inside it included.
+void collect_vars(const Index& i, std::set<int>& outer, std::set<int>& inner);
+
+// A load or store: the element `index` of buffer `buffer`. Two accesses are the same when
+// their buffers are and their indices are structurally equal (Index::same_as).
+struct Access {
+  int buffer = 0;
+  Index index;
+  bool same_as(const Access& o) const { return buffer == o.buffer && index.same_as(o.index); }
+};
+
+// How a kernel runs on the GPU: the decisions of the CUDA scheduling pass
+// (codegen/cuda/schedule.h), which the CUDA printer follows without taking any of its own.
+// Every kernel gets a scalar entry point (none of the vector decisions below apply to it);
+// where `width` > 1 it also gets a vector entry point, which moves `width` consecutive
+// elements of the vector var per access and takes the other decisions.
+struct Schedule {
+  enum class Launch : uint8_t {
+    // One grid-stride loop over `work` points of the outer domain (vector entry: work / width
+    // chunks of `width` consecutive points of the last domain dim).
+    Elementwise,
+    // The domain is empty: one grid-stride loop per map stage, the longest has `work` points.
+    Stages,
+    // One row per outer point (`work` rows of numel(row) inner points): blockDim.x threads
+    // cooperate on a row (a multiple of 32), blockDim.y rows share a block.
+    Rows,
+  };
+  Launch launch = Launch::Elementwise;
+  Dim work;
+  std::vector<Dim> row;  // Rows: the extents of a row (those of the last stage that has any)
+
+  // ---- the vector entry ----
+  int width = 1;
+  bool vector_outer = true;  // the vector var: the last outer var (Elementwise) or the last row var (Rows)
+  int vector_var = -1;
+  // The accesses that move `width` elements at once, in the order the stages first make
+  // them. `streamed` ones go under the host's L2 policy (kiln_policy: evict-first where the
+  // kernel's data exceed the L2 cache): in a Rows kernel, its stores and the loads whose
+  // index takes every outer and row var (each element is read once).
+  struct VectorAccess {
+    Access access;
+    bool streamed = false;
+  };
+  std::vector<VectorAccess> vector;
+  // The vector entry is valid when every `divisible` dim is a multiple of `width` and every
+  // buffer in `aligned` (ascending) starts at a 16-byte aligned address.
+  std::vector<Dim> divisible;
+  std::vector<int> aligned;
+  bool streams_l2 = false;  // the vector entry takes the L2 policy (a Rows kernel's)
+  // Rows: the row cache. The vector loads that several stages read (positions in `vector`),
+  // loaded once per row into registers, row_cache_chunks chunks of `width` per thread; with
+  // row_threads > 0 the entry is written for exactly that blockDim.x (no guard at the row's end).
+  std::vector<int> row_cache;
+  int row_cache_chunks = 0;
+  int row_threads = 0;
+  // Rows with a row cache: the value cache. The value of let `let` is kept in registers
+  // (array ec<position>) by the stage computing it and read there by the lets `readers` of
+  // later stages, which recompute it (recomputed_lets).
+  struct CachedValue {
+    int let = 0;
+    std::vector<int> readers;
+  };
+  std::vector<CachedValue> value_cache;
+  // Per stage, where the vector entry goes two lanes at a time (bf16 pairs): the lets that
+  // one packed bf16x2 instruction computes, and every let (those and their operands, and
+  // lets stored as pairs) whose pair of lanes is kept as one 32-bit word. Empty: lane by lane.
+  struct Pairs {
+    std::vector<int> packed;
+    std::vector<int> paired;
+  };
+  std::vector<Pairs> pairs;  // one per stage, or none
+};
+std::string_view launch_name(Schedule::Launch l);
+
 struct Kernel {
   std::string name;                  // deterministic: "k<group id>_<op>"
   std::vector<Buffer> buffers;       // inputs then outputs
@@ -236,9 +333,11 @@ struct Kernel {
   std::vector<Dim> domain;           // outer loop nest (vars o0..)
   std::optional<GemmSpec> gemm;
   std::vector<Stage> stages;
+  std::optional<Schedule> schedule;  // set by a scheduling pass (codegen/cuda/schedule.h)
 };
 
-// Readable, deterministic text of a kernel: what `kiln compile --dump-dir` writes.
+// Readable, deterministic text of a kernel (its schedule last, when it has one): what `kiln
+// compile --dump-dir` writes.
 std::string print_kernel(const Kernel& k);
 std::string print_index(const Index& i, const Kernel* k = nullptr);
 std::string print_expr(const Expr& e, const Kernel* k = nullptr);  // names buffers when k is given
@@ -249,5 +348,8 @@ std::string print_expr(const Expr& e, const Kernel* k = nullptr);  // names buff
 // let's id mapped to the id of the first let computing the value. A backend that keeps the
 // first let's values of a row can read them instead.
 std::map<int, int> recomputed_lets(const Kernel& k);
+
+// The value of let t<id> of `k`, wherever it is; null if there is none.
+const Expr* let_value(const Kernel& k, int id);
 
 }  // namespace kiln::kir

@@ -7,6 +7,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "codegen/cpu/llvm_math.h"
+#include "codegen/intrinsics.h"
 #include "ir/str.h"
 #include "llvm/IR/IRBuilder.h"
 #include "llvm/IR/Intrinsics.h"
@@ -604,13 +605,8 @@ class Emitter {
       }
       case ExprKind::Cast: return convert(emit(n.a), n.a.dtype(), n.dtype);
       case ExprKind::Unary: return unary(n.op, emit(n.a), n.a.dtype(), n.dtype);
-      case ExprKind::Binary:
-        // Division by a row statistic (softmax's sum) as a product with its reciprocal,
-        // which the inner loop computes once: within 1 ulp of the quotient.
-        if (n.op == Op::Div && n.b.kind() == ExprKind::StageResult && repr(n.a.dtype()) == Repr::F &&
-            repr(n.b.dtype()) == Repr::F)
-          return convert(b_.CreateFMul(emit(n.a), b_.CreateFDiv(const_f(1), emit(n.b))), DType::f32, n.dtype);
-        return binary(n.op, emit(n.a), emit(n.b), n.a.dtype(), n.dtype);
+      case ExprKind::Binary: return binary(n.op, emit(n.a), emit(n.b), n.a.dtype(), n.dtype);
+      case ExprKind::Intrinsic: return intrinsic(n);
     }
     fail("expression ", kir::print_expr(e, &k_), " reads a value that is not in scope");
     return llvm::UndefValue::get(repr(n.dtype) == Repr::F ? f32_ : repr(n.dtype) == Repr::B ? b_.getInt1Ty() : i64_);
@@ -652,6 +648,28 @@ class Emitter {
       default: fail("unary op ", op_name(op), " on ", dtype_name(in), " has no CPU lowering"); return a;
     }
     return convert(r, DType::i64, out);
+  }
+
+  // The fused forms (kir::Intrinsic) with CUDA's math: the tanh forms as sigmoids of 2^x,
+  // with a true division (see emit_sigmoid); a division by a row statistic as a product with
+  // its reciprocal, which the inner loop computes once: within 1 ulp of the quotient.
+  Value* intrinsic(const kir::ExprNode& n) {
+    Value* r = nullptr;
+    switch (n.intrinsic) {
+      case kir::Intrinsic::GeluTanh: {
+        Value* x = emit(n.a);
+        Value* k1_x2_k0 = call(llvm::Intrinsic::fmuladd, {emit(n.b), b_.CreateFMul(x, x), emit(n.c)});
+        r = b_.CreateFDiv(x, b_.CreateFAdd(const_f(1), emit_exp2(b_, b_.CreateFMul(x, k1_x2_k0))));
+        break;
+      }
+      case kir::Intrinsic::OnePlusTanh: {
+        Value* e = emit_exp2(b_, b_.CreateFMul(emit(n.a), const_f(-2.0 * M_LOG2E)));
+        r = b_.CreateFDiv(const_f(2), b_.CreateFAdd(const_f(1), e));
+        break;
+      }
+      case kir::Intrinsic::MulReciprocal: r = b_.CreateFMul(emit(n.a), b_.CreateFDiv(const_f(1), emit(n.b))); break;
+    }
+    return convert(r, DType::f32, n.dtype);
   }
 
   Value* binary(Op op, Value* a, Value* b, DType in, DType out) {
@@ -755,7 +773,9 @@ absl::StatusOr<std::unique_ptr<llvm::Module>> emit_kernel(const kir::Kernel& k, 
   if (!opts.storage.empty() && opts.storage.size() != k.buffers.size())
     return invalid_argument("kernel ", k.name, ": ", opts.storage.size(), " storage entries for ", k.buffers.size(),
                             " buffers");
-  return Emitter(k, opts, ctx).emit(entry_name);
+  kir::Kernel rewritten = k;
+  kir::rewrite_intrinsics(rewritten);
+  return Emitter(rewritten, opts, ctx).emit(entry_name);
 }
 
 }  // namespace kiln::cpu

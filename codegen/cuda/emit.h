@@ -1,7 +1,10 @@
 // CUDA C emission: one kir::Kernel as CUDA C (no #include anywhere, so NVRTC compiles it
 // fast) with a scalar entry point and, where the data allow, a vector
 // entry point that moves 16 bytes per access. The host picks the entry point and the launch
-// shape from the symbol values (runtime/cuda).
+// shape from the symbol values (runtime/cuda). Emission is kernel-IR steps, each callable on
+// its own (to dump the scheduled kernel): kir::with_accumulator_buffer (a library GEMM's
+// epilogue), kir::rewrite_intrinsics, schedule_kernel (schedule.h), then
+// print_scheduled_kernel.
 #pragma once
 
 #include <span>
@@ -13,17 +16,8 @@
 
 namespace kiln::cuda {
 
-// How the host launches a kernel.
-enum class LaunchKind : uint8_t {
-  // One grid-stride loop over `work` points of the outer domain (vector entry: work / width
-  // chunks of `width` consecutive points of the last domain dim).
-  Elementwise,
-  // The domain is empty: one grid-stride loop per map stage, the longest has `work` points.
-  Stages,
-  // One row per outer point (`work` rows of `row_length` inner points): blockDim.x threads
-  // cooperate on a row (a multiple of 32), blockDim.y rows share a block.
-  Rows,
-};
+// How the host launches a kernel (kir::Schedule::Launch says what each form is).
+using LaunchKind = kir::Schedule::Launch;
 std::string_view launch_kind_name(LaunchKind k);
 
 // What to emit for a kernel with a GEMM (Kernel::gemm).
@@ -67,14 +61,21 @@ struct CudaKernel {
 };
 
 // What every kernel's source needs before it: storage conversions, the reference's scalar
-// semantics, vector load/store helpers. No #include.
+// semantics, vector load/store helpers. No #include. The text of prelude.cuh, embedded at
+// build time.
 const std::string& cuda_prelude();
 // One NVRTC translation unit: the prelude, then each kernel's definitions.
 std::string program_source(std::span<const CudaKernel* const> kernels);
 
-// Pre: `k` is well formed (kernel_ir.h). Symbols bound in `baked` become constants; the
-// others are kernel parameters. Deterministic: the same kernel gives the same text.
-// Errors name the kernel and the construct that cannot be emitted.
+// Pre: `k` is well formed (kernel_ir.h) and has no schedule. Symbols bound in `baked` become
+// constants; the others are kernel parameters. Deterministic: the same kernel gives the same
+// text. Errors name the kernel and the construct that cannot be emitted. The steps:
+// [kir::with_accumulator_buffer where `gemm` is AccBuffer and k has a GEMM], then
+// kir::rewrite_intrinsics, schedule_kernel, print_scheduled_kernel.
 absl::StatusOr<CudaKernel> emit_kernel(const kir::Kernel& k, const Bindings& baked, GemmForm gemm = GemmForm::AccBuffer);
+
+// Pre: `k` is scheduled (schedule_kernel). The CUDA C of its entry points and the fields of
+// CudaKernel, following its schedule; `baked` only turns symbols into literals.
+absl::StatusOr<CudaKernel> print_scheduled_kernel(const kir::Kernel& k, const Bindings& baked);
 
 }  // namespace kiln::cuda

@@ -235,3 +235,12 @@ CHECK: const long long c = threadIdx.x + (long long)j * blockDim.x;
 CHECK-NEXT: if (c >= 96LL / 8) break;
 )");
 }
+
+TEST_CASE("the prelude is codegen/cuda/prelude.cuh byte for byte, with no #include", "[cuda]") {
+  std::ifstream f(std::string(KILN_SOURCE_DIR) + "/codegen/cuda/prelude.cuh", std::ios::binary);
+  std::stringstream text;
+  text << f.rdbuf();
+  REQUIRE(text.str().rfind("// kiln prelude\n", 0) == 0);
+  REQUIRE(cuda::cuda_prelude() == text.str());
+  REQUIRE(text.str().find("#include") == std::string::npos);
+}

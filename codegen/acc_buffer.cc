@@ -1,0 +1,38 @@
+#include "codegen/acc_buffer.h"
+
+namespace kiln::kir {
+namespace {
+
+// `e` with every GemmAcc replaced by a load of buffer `acc` at `at`.
+Expr replace_acc(const Expr& e, int acc, const Index& at) {
+  const ExprNode& n = e.node();
+  auto sub = [&](const Expr& x) { return x.defined() ? replace_acc(x, acc, at) : x; };
+  switch (n.kind) {
+    case ExprKind::GemmAcc: return Expr::load(acc, at, DType::f32);
+    case ExprKind::Unary: return Expr::unary(n.op, sub(n.a), n.dtype);
+    case ExprKind::Binary: return Expr::binary(n.op, sub(n.a), sub(n.b), n.dtype);
+    case ExprKind::Select: return Expr::select(sub(n.a), sub(n.b), sub(n.c));
+    case ExprKind::Cast: return Expr::cast(sub(n.a), n.dtype);
+    case ExprKind::Intrinsic: return Expr::intrinsic(n.intrinsic, n.dtype, sub(n.a), sub(n.b), sub(n.c));
+    default: return e;
+  }
+}
+
+}  // namespace
+
+Kernel with_accumulator_buffer(const Kernel& gemm) {
+  Kernel k = gemm;
+  int acc = static_cast<int>(k.buffers.size());
+  k.buffers.push_back({"acc", DType::f32, k.domain, Buffer::Role::Input});
+  Index at(0);
+  for (size_t d = 0; d < k.domain.size(); ++d) at = at * Index::from_dim(k.domain[d]) + Index::outer(static_cast<int>(d));
+  for (Stage& st : k.stages) {
+    for (Let& l : st.lets) l.value = replace_acc(l.value, acc, at);
+    for (Store& s : st.stores) s.value = replace_acc(s.value, acc, at);
+    if (st.value.defined()) st.value = replace_acc(st.value, acc, at);
+  }
+  k.gemm.reset();
+  return k;
+}
+
+}  // namespace kiln::kir
