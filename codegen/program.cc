@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/container/flat_hash_map.h"
+#include "codegen/acc_buffer.h"
 #include "codegen/module.h"
 #include "passes/builder.h"
 #include "ir/status.h"
@@ -91,9 +92,11 @@ class ProgramBuilder {
     return static_cast<int>(p_.kernels.size()) - 1;
   }
 
-  // A step running `k` over the buffers of its graph values, then `extra` (the accumulator).
-  absl::StatusOr<KernelStep> kernel_step(const kir::Kernel& k, bool accumulator_input, bool on_demand,
-                                         std::vector<int> extra = {}) {
+  // A step running `k` over the buffers of its graph values, then `extra` (the accumulator;
+  // with `extra_buffer`, appended to the kernel's buffers again once they are mapped).
+  absl::StatusOr<KernelStep> kernel_step(kir::Kernel k, bool accumulator_input, bool on_demand,
+                                         std::vector<int> extra = {},
+                                         std::optional<kir::Buffer> extra_buffer = std::nullopt) {
     KernelStep s;
     for (const kir::Buffer& buf : k.buffers) {
       const Value* v = m_->state.graph.find(buf.name);
@@ -113,7 +116,8 @@ class ProgramBuilder {
         if (donor && k.buffers[j].role == kir::Buffer::Role::Input && k.buffers[j].name == donor->name())
           s.storage[i] = static_cast<int>(j);
     }
-    KILN_ASSIGN_OR_RETURN(s.kernel, add_kernel(k, accumulator_input, on_demand));
+    if (extra_buffer) k.buffers.push_back(*extra_buffer);
+    KILN_ASSIGN_OR_RETURN(s.kernel, add_kernel(std::move(k), accumulator_input, on_demand));
     return s;
   }
 
@@ -151,6 +155,12 @@ class ProgramBuilder {
     }
     if (d.fused_epilogue) {
       KILN_ASSIGN_OR_RETURN(gs.c, buffer_of(grp.outputs[0], true));
+    } else if (t_.accumulator_in_ir) {
+      kir::Kernel epilogue = kir::with_accumulator_buffer(k);
+      kir::Buffer acc = epilogue.buffers.back();
+      gs.c = add_scratch(str_cat(k.name, ".acc"), acc.dtype, acc.shape, 0);
+      epilogue.buffers.pop_back();  // kernel_step maps the graph's buffers, then the accumulator
+      KILN_ASSIGN_OR_RETURN(gs.epilogue, kernel_step(epilogue, false, false, {gs.c}, acc));
     } else {
       gs.c = add_scratch(str_cat(k.name, ".acc"), DType::f32, k.domain, 0);
       KILN_ASSIGN_OR_RETURN(gs.epilogue, kernel_step(k, true, false, {gs.c}));
@@ -161,8 +171,7 @@ class ProgramBuilder {
       naive.name += "_naive";
       KILN_ASSIGN_OR_RETURN(gs.fallback, kernel_step(naive, false, true));
     }
-    gs.kernel = gs.epilogue ? gs.epilogue->kernel : gs.fallback ? gs.fallback->kernel : -1;
-    if (gs.kernel < 0) return absl::InternalError(str_cat("group ", grp.id, ": a library GEMM with neither epilogue nor fallback"));
+    gs.lowered = k;
     p_.gemms.push_back(std::move(gs));
     list.push_back({Step::Kind::Gemm, static_cast<int>(p_.gemms.size()) - 1, grp.id});
     return absl::OkStatus();
@@ -259,7 +268,7 @@ std::string Program::describe(const Step& s) const {
     t += str_cat(" ", dtype_name(l.dtype), " m=", l.m.to_string(), " n=", l.n.to_string(), " k=", l.k.to_string(),
                  " batch=", l.batch.to_string(), " epilogue ", gemm_epilogue_name(l.epilogue));
   } else {
-    t += str_cat(" ", kernels[g.kernel].kernel.name);
+    t += str_cat(" ", g.lowered.name);
   }
   if (g.gather_a) t += ", A gathered";
   if (g.gather_b) t += ", B gathered";

@@ -28,8 +28,14 @@ using SymbolValues = std::span<const int64_t>;
 struct Target {
   std::string name;  // "cuda", "cpu": how dumps and messages name it
   GemmLibrary gemms = GemmLibrary::Blas;
-  // A kernel-IR pass run on every kernel of the program (the CUDA schedule); null: none.
+  // A kernel-IR pass run on every kernel of the program (the intrinsic rewrite, the CUDA
+  // schedule); null: none.
   absl::Status (*prepare_kernel)(kir::Kernel&) = nullptr;
+  // How a GEMM's epilogue reads a library's f32 accumulator: as one more buffer of its kernel
+  // IR (kir::with_accumulator_buffer: the kernel no longer has a GEMM), or (false) as the
+  // GEMM kernel compiled to read it (ProgramKernel::accumulator_input: the CPU's emitter
+  // reads it once per outer point at the flat index it already has).
+  bool accumulator_in_ir = true;
 };
 
 // Where a buffer's memory is during a call.
@@ -55,7 +61,8 @@ struct ProgramBuffer {
 struct ProgramKernel {
   kir::Kernel kernel;  // after the target's prepare_kernel
   // A GEMM kernel (kernel.gemm set) that reads its accumulator from one more, f32 buffer
-  // (dense over the domain: a library computed it) instead of computing it.
+  // (dense over the domain: a library computed it) instead of computing it (targets without
+  // Target::accumulator_in_ir).
   bool accumulator_input = false;
   // Compiled only when a run needs it (the generated fallback of a library GEMM).
   bool on_demand = false;
@@ -73,7 +80,7 @@ struct KernelStep {
 struct GemmStep {
   int group = 0;
   GemmLibrary library = GemmLibrary::Blas;
-  int kernel = 0;  // the lowered GEMM (Program::kernels, on demand): operands' indices, epilogue
+  kir::Kernel lowered;  // the group's kernel as lowered: the GEMM's operands, sizes and epilogue
   std::optional<GemmLayout> layout;  // the library call (CublasLt)
   int a = -1, b = -1, c = -1, bias = -1;  // program buffers as the library reads and writes them
   std::optional<KernelStep> gather_a, gather_b;  // run first, into scratch slots 1 and 2

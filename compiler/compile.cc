@@ -292,7 +292,8 @@ absl::Status CompiledGraph::run(const std::vector<Tensor>& args, std::vector<Ten
   if (im.opts.compile_only)
     return absl::FailedPreconditionError(str_cat("graph ", im.module->state.graph.name(),
                                                  " was compiled only (CompileOptions::compile_only): it cannot run"));
-  return (*sp)->exe->run(args, syms, outputs, opts);
+  // bind() checked every argument and the loop above every given output.
+  return (*sp)->exe->run(args, syms, outputs, opts, Executor::Checked::ByCaller);
 }
 
 namespace {

@@ -48,13 +48,16 @@ class Executor {
                                                           const ExecutorOptions& opts);
   ~Executor();
 
-  // Pre: `args` are the runtime arguments in Program::args order, contiguous, on the
-  // device, with the dtypes and shapes the graph gives them under `syms` (the symbol values
-  // in Program::symbols order). `outputs` has one slot per graph output: an empty Tensor is
+  // `args` are the runtime arguments in Program::args order, contiguous, on the device,
+  // with the dtypes and shapes the graph gives them under `syms` (the symbol values in
+  // Program::symbols order). `outputs` has one slot per graph output: an empty Tensor is
   // allocated here; a given one (right dtype, shape and device, contiguous) is written.
-  // Post: outputs hold the graph's results, ordered on the call's stream.
+  // Post: outputs hold the graph's results, ordered on the call's stream. A tensor that is
+  // not as said is an error naming it, unless `checked` says the caller checked them all
+  // (CompiledGraph's guards do, on its hot path).
+  enum class Checked : uint8_t { No, ByCaller };
   absl::Status run(std::span<const Tensor> args, SymbolValues syms, std::span<Tensor> outputs,
-                   const CallOptions& opts = {});
+                   const CallOptions& opts = {}, Checked checked = Checked::No);
 
   const Program& program() const { return *program_; }
   std::shared_ptr<const Program> shared_program() const { return program_; }

@@ -4,6 +4,7 @@
 #include <map>
 #include <set>
 
+#include "codegen/intrinsics.h"
 #include "ir/str.h"
 
 namespace kiln::cuda {
@@ -326,6 +327,11 @@ bool rounded_to_bf16(const kir::Kernel& k, const Expr& e) {
     }
     default: return false;
   }
+}
+
+absl::Status prepare_kernel(kir::Kernel& k) {
+  kir::rewrite_intrinsics(k);
+  return schedule_kernel(k);
 }
 
 }  // namespace kiln::cuda

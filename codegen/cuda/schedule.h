@@ -18,6 +18,10 @@ namespace kiln::cuda {
 // reduce stages.
 absl::Status schedule_kernel(kir::Kernel& k);
 
+// What every kernel of a CUDA program goes through (Target::prepare_kernel):
+// kir::rewrite_intrinsics, then schedule_kernel.
+absl::Status prepare_kernel(kir::Kernel& k);
+
 // Whether the CUDA value of `e` (a node of `k`) is a bf16 value already: every constant,
 // load, op, cast and intrinsic of dtype bf16 is rounded to it (or read as one), a let's value
 // is its expression's, a select's its branches'; stage results and accumulators are not.

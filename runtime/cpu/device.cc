@@ -6,6 +6,7 @@
 #include <cstring>
 #include <optional>
 
+#include "codegen/intrinsics.h"
 #include "ir/status.h"
 #include "ir/str.h"
 #include "runtime/cpu/gemm.h"
@@ -84,7 +85,7 @@ class CpuProgram final : public DeviceProgram {
       if (dump) KILN_RETURN_IF_ERROR(dump->write(k.name + ".ll", *info.jit.optimized_ir));
     }
     for (const GemmStep& g : pr.gemms) {
-      std::optional<GemmRunner> r = GemmRunner::make(pr.kernels[g.kernel].kernel);
+      std::optional<GemmRunner> r = GemmRunner::make(g.lowered);
       if (!r) return absl::InternalError(str_cat("group ", g.group, ": BLAS cannot run this GEMM"));
       Gemm gemm{*std::move(r)};
       for (int o = 0; o < 2; ++o) {
@@ -245,7 +246,14 @@ class CpuAdapter final : public DeviceAdapter {
 }  // namespace
 
 const Target& target() {
-  static const Target t{"cpu", GemmLibrary::Blas, nullptr};
+  // The intrinsics the LLVM emitter knows, rewritten before it sees the kernels, so that the
+  // program's kernels are what it compiles.
+  static const Target t{"cpu", GemmLibrary::Blas,
+                        [](kir::Kernel& k) {
+                          kir::rewrite_intrinsics(k);
+                          return absl::OkStatus();
+                        },
+                        /*accumulator_in_ir=*/false};
   return t;
 }
 

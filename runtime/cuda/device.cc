@@ -5,6 +5,7 @@
 #include <mutex>
 #include <optional>
 
+#include "codegen/cuda/schedule.h"
 #include "ir/status.h"
 #include "ir/str.h"
 #include "runtime/cublaslt.h"
@@ -145,7 +146,7 @@ class CudaAdapter final : public DeviceAdapter {
 }  // namespace
 
 const Target& target() {
-  static const Target t{"cuda", GemmLibrary::CublasLt, nullptr};
+  static const Target t{"cuda", GemmLibrary::CublasLt, prepare_kernel};
   return t;
 }
 

@@ -279,8 +279,10 @@ class CudaProgram final : public DeviceProgram {
   absl::Status emit(int i) {
     const ProgramKernel& pk = p_->kernels[i];
     LoadedKernel& k = kernels_[i];
-    KILN_ASSIGN_OR_RETURN(k.meta, emit_kernel(pk.kernel, p_->baked, pk.accumulator_input ? GemmForm::AccBuffer
-                                                                                          : GemmForm::Naive));
+    if (!pk.kernel.schedule || pk.accumulator_input)
+      return absl::InternalError(str_cat("kernel ", pk.kernel.name, " has no CUDA schedule: its program was not built for "
+                                         "cuda::target()"));
+    KILN_ASSIGN_OR_RETURN(k.meta, print_scheduled_kernel(pk.kernel, p_->baked));
     for (const std::string& sym : k.meta.symbols) {
       auto it = std::lower_bound(p_->symbols.begin(), p_->symbols.end(), sym);
       if (it == p_->symbols.end() || *it != sym)
@@ -397,7 +399,7 @@ class GemmTunable final : public Tunable {
     const GemmSpec& s = plan_.spec();
     const Program& pr = p_.program();
     return fmt::format("{} {}x{}x{} batch {} on {}: best of {} algorithms {:.4f} ms (heuristic's first {:.4f} ms)",
-                       pr.kernels[pr.gemms[gemm_].kernel].kernel.name, s.m, s.n, s.k, s.batch,
+                       pr.gemms[gemm_].lowered.name, s.m, s.n, s.k, s.batch,
                        p_.device().ctx->device().properties().name, algos_.size(), ms[best], ms.empty() ? 0 : ms[0]);
   }
 

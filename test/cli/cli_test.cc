@@ -496,8 +496,24 @@ CHECK-NEXT: first A gathered: k9_linear_a(b16, b18)
 CHECK-NEXT: then epilogue: k9_linear(b16, b17, b2, b20, b19)
 CHECK-NEXT: where the library cannot run a call: k9_linear_naive(b16, b17, b2, b20)
 )");
-  // Each program kernel's IR sits beside its source.
+  // Each program kernel's IR sits beside its source, with the schedule the source follows.
   CHECK(count_files(d / "cuda", ".kir") == 14 + 6);
+  require_checks(read_text(d / "cuda" / "k1_mean.kir"), R"(
+CHECK: kernel k1_mean
+CHECK: schedule:
+CHECK-NEXT: launch rows, work B*T, row [2048]
+CHECK-NEXT: vector width 8 along r0, divisible [], aligned [x, cast_1, attn_in], streams L2:
+CHECK-NEXT: x[(o0 * T + o1) * 2048 + r0] streamed
+CHECK: row cache 8 chunks per thread, 32 threads: x[(o0 * T + o1) * 2048 + r0]
+)");
+  // A library GEMM's epilogue reads the accumulator as one more buffer of its kernel IR.
+  require_checks(read_text(d / "cuda" / "k15_linear.kir"), R"(
+CHECK: kernel k15_linear
+CHECK: in  acc: f32[B, T, 2048]
+CHECK-NOT: gemm
+CHECK: schedule:
+CHECK-NEXT: launch elementwise, work 2048*B*T
+)");
   // The CPU's program: BLAS accumulators read by each GEMM's kernel, no fallback.
   Run cpu = kiln_cli({"compile", decoder, "--bind", "B=2", "--device", "cpu", "--dump-dir", (dir / "cpu_dump").string()},
                      dir);
