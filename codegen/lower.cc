@@ -6,6 +6,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "ir/op_attrs.h"
 #include "ir/str.h"
 
 namespace kiln {
@@ -76,11 +77,10 @@ Index slice_start(const Dim& d, int64_t start, int64_t step) {
 }
 
 std::vector<int64_t> reduction_axes(const Node& n) {
-  AttrView a = n.attr();
   int64_t rank = static_cast<int64_t>(n.operand(0)->shape().size());
   std::vector<int64_t> axes;
-  if (n.op() == Op::ArgMax) axes = {a.get_int("axis")};
-  else if (a.has("axes")) axes = a.get_ints("axes");
+  if (n.op() == Op::ArgMax) axes = {ArgMaxAttrs(n).axis()};
+  else if (std::optional<std::vector<int64_t>> given = ReduceAttrs(n).axes()) axes = *given;
   else
     for (int64_t i = 0; i < rank; ++i) axes.push_back(i);
   absl::StatusOr<std::vector<int64_t>> norm = normalize_axes(axes, rank);
@@ -266,7 +266,7 @@ class Lowerer {
       absl::StatusOr<Expr> value = value_at(r->operand(0), full);
       if (!value.ok()) return value.status();
       stage().value = Expr::cast(*value, stage().acc_dtype);
-      reductions_[r] = {static_cast<int>(k_.stages.size()) - 1, r->attr().get_bool("keepdim") ? keep_row : row};
+      reductions_[r] = {static_cast<int>(k_.stages.size()) - 1, (r->op() == Op::ArgMax ? ArgMaxAttrs(*r).keepdim() : ReduceAttrs(*r).keepdim()) ? keep_row : row};
       say(str_cat("  s", k_.stages.size() - 1, " = reduce ", kir::combiner_name(stage().combiner), " of ",
                   r->describe(), ": ", stage().lets.size(), " lets"));
     }
@@ -397,7 +397,7 @@ class Lowerer {
     }
     switch (n.op()) {
       case Op::Constant: {
-        const AttrValue& v = n.attr().get("value");
+        const AttrValue& v = ConstantAttrs(n).value();
         double d = std::holds_alternative<double>(v) ? std::get<double>(v)
                    : std::holds_alternative<bool>(v) ? static_cast<double>(std::get<bool>(v))
                    : is_float(t) ? static_cast<double>(static_cast<float>(std::get<int64_t>(v)))
@@ -405,13 +405,13 @@ class Lowerer {
         return Expr::constant(d, t);
       }
       case Op::Iota: {
-        int64_t axis = n.attr().get_int("axis");
+        int64_t axis = IotaAttrs(n).axis();
         size_t ax = static_cast<size_t>(axis < 0 ? axis + static_cast<int64_t>(idx.size()) : axis);
         return bind(Expr::cast(Expr::index_value(idx[ax]), t));
       }
       case Op::Cast: return bind(Expr::cast(x[0], t));
       case Op::Where: return bind(Expr::select(x[0], x[1], x[2]));
-      case Op::Gelu: return bind(gelu(x[0], n.attr().get_string("approximate") == "tanh", t));
+      case Op::Gelu: return bind(gelu(x[0], GeluAttrs(n).approximate() == "tanh", t));
       default: break;
     }
     if (x.size() == 1) return bind(Expr::unary(n.op(), x[0], t));
@@ -478,18 +478,17 @@ class Lowerer {
   }
 
   absl::StatusOr<Expr> view(const Node& n, const Value& v, const Indices& idx) {
-    size_t rank = n.op() == Op::Concat ? v.shape().size() : n.operand(0)->shape().size();
-    int64_t axis = n.attr().has("axis") ? n.attr().get_int("axis") : 0;
-    size_t ax = static_cast<size_t>(axis < 0 ? axis + static_cast<int64_t>(rank) : axis);
-    if (n.op() == Op::Concat) return concat(n, v, idx, ax);
-    if (n.op() == Op::Gather) return gather(n, idx, ax);
+    auto axis_of = [](int64_t axis, size_t rank) {
+      return static_cast<size_t>(axis < 0 ? axis + static_cast<int64_t>(rank) : axis);
+    };
+    if (n.op() == Op::Concat) return concat(n, v, idx, axis_of(ConcatAttrs(n).axis(), v.shape().size()));
+    if (n.op() == Op::Gather) return gather(n, idx, axis_of(GatherAttrs(n).axis(), n.operand(0)->shape().size()));
     return value_at(n.operand(0), view_operand_index(n, v, idx));
   }
 
   // The index of a single-operand view's operand read for result index `idx`.
   static Indices view_operand_index(const Node& n, const Value& v, const Indices& idx) {
     const Shape &xs = n.operand(0)->shape(), &os = v.shape();
-    AttrView a = n.attr();
     auto axis_of = [&](int64_t axis, size_t rank) {
       return static_cast<size_t>(axis < 0 ? axis + static_cast<int64_t>(rank) : axis);
     };
@@ -508,7 +507,7 @@ class Lowerer {
         return xi;
       }
       case Op::Permute: {
-        const std::vector<int64_t>& dims = a.get_ints("dims");
+        const std::vector<int64_t>& dims = PermuteAttrs(n).dims();
         Indices xi(xs.size());
         for (size_t i = 0; i < dims.size(); ++i) xi[axis_of(dims[i], xs.size())] = idx[i];
         return xi;
@@ -516,8 +515,8 @@ class Lowerer {
       case Op::Expand: return broadcast_index(idx, xs);
       case Op::Squeeze: {
         std::vector<bool> squeezed(xs.size(), false);
-        if (a.has("axes"))
-          for (int64_t ax : a.get_ints("axes")) squeezed[axis_of(ax, xs.size())] = true;
+        if (std::optional<std::vector<int64_t>> axes = SqueezeAttrs(n).axes())
+          for (int64_t ax : *axes) squeezed[axis_of(ax, xs.size())] = true;
         else
           for (size_t i = 0; i < xs.size(); ++i) squeezed[i] = is_one(xs[i]);
         Indices xi;
@@ -527,23 +526,24 @@ class Lowerer {
       }
       case Op::Unsqueeze: {
         std::vector<bool> added(os.size(), false);
-        for (int64_t ax : a.get_ints("axes")) added[axis_of(ax, os.size())] = true;
+        for (int64_t ax : UnsqueezeAttrs(n).axes()) added[axis_of(ax, os.size())] = true;
         Indices xi;
         for (size_t i = 0; i < os.size(); ++i)
           if (!added[i]) xi.push_back(idx[i]);
         return xi;
       }
       case Op::Slice: {
-        size_t ax = axis_of(a.get_int("axis"), xs.size());
-        int64_t step = a.get_int("step");
+        SliceAttrs a(n);
+        size_t ax = axis_of(a.axis(), xs.size());
+        int64_t step = a.step();
         Indices xi = idx;
-        xi[ax] = slice_start(xs[ax], a.get_int("start"), step) + idx[ax] * Index(step);
+        xi[ax] = slice_start(xs[ax], a.start(), step) + idx[ax] * Index(step);
         return xi;
       }
       default: {  // Split
-        size_t ax = axis_of(a.get_int("axis"), xs.size());
+        size_t ax = axis_of(SplitAttrs(n).axis(), xs.size());
         Dim offset(0);
-        const std::vector<SymExpr>& sizes = a.get_dims("sizes");
+        const std::vector<SymExpr>& sizes = SplitAttrs(n).sizes();
         for (int i = 0; i < v.result_index(); ++i) offset = offset + sizes[i];
         Indices xi = idx;
         xi[ax] = idx[ax] + Index::from_dim(offset);

@@ -44,6 +44,7 @@
 #include <numeric>
 
 #include "absl/container/flat_hash_map.h"
+#include "ir/op_attrs.h"
 #include "ir/scalar_ops.h"
 #include "ir/str.h"
 
@@ -200,7 +201,6 @@ struct Ctx {
   const Node& node;
   const Bindings& bindings;
   std::vector<const HostTensor*> in;
-  AttrView attr() const { return node.attr(); }
   const HostTensor& x(size_t i = 0) const { return *in[i]; }
 };
 
@@ -227,7 +227,7 @@ Result unary(const Ctx& c) {
   if (op == Op::Not) {
     for (int64_t i = 0; i < x.numel(); ++i) out.set_int(i, !x.get_int(i));
   } else if (is_float(x.dtype())) {
-    bool tanh_gelu = op == Op::Gelu && c.attr().get_string("approximate") == "tanh";
+    bool tanh_gelu = op == Op::Gelu && GeluAttrs(c.node).approximate() == "tanh";
     for (int64_t i = 0; i < x.numel(); ++i)
       out.set(i, unary_float(op, static_cast<float>(x.get(i)), tanh_gelu));
   } else {
@@ -243,7 +243,7 @@ Result unary(const Ctx& c) {
 
 Result cast(const Ctx& c) {
   const HostTensor& x = c.x();
-  DType to = c.attr().get_dtype("dtype");
+  DType to = CastAttrs(c.node).dtype();
   HostTensor out(to, x.shape());
   for (int64_t i = 0; i < x.numel(); ++i) {
     if (to == DType::boolean) out.set_int(i, x.get(i) != 0);
@@ -255,8 +255,8 @@ Result cast(const Ctx& c) {
 }
 
 Result constant(const Ctx& c) {
-  HostTensor out(c.attr().get_dtype("dtype"), {});
-  const AttrValue& v = c.attr().get("value");
+  HostTensor out(ConstantAttrs(c.node).dtype(), {});
+  const AttrValue& v = ConstantAttrs(c.node).value();
   if (const double* d = std::get_if<double>(&v)) out.set(0, *d);
   else if (const bool* b = std::get_if<bool>(&v)) out.set_int(0, *b);
   else if (is_float(out.dtype())) out.set(0, static_cast<float>(std::get<int64_t>(v)));
@@ -265,11 +265,12 @@ Result constant(const Ctx& c) {
 }
 
 Result iota(const Ctx& c) {
-  absl::StatusOr<Dims> shape = eval_dims(c.attr().get_dims("shape"), c.bindings);
+  IotaAttrs a(c.node);
+  absl::StatusOr<Dims> shape = eval_dims(a.shape(), c.bindings);
   if (!shape.ok()) return shape.status();
-  absl::StatusOr<std::vector<int64_t>> ax = axes_of({c.attr().get_int("axis")}, shape->size());
+  absl::StatusOr<std::vector<int64_t>> ax = axes_of({a.axis()}, shape->size());
   if (!ax.ok()) return ax.status();
-  HostTensor out(c.attr().get_dtype("dtype"), *shape);
+  HostTensor out(a.dtype(), *shape);
   int64_t inner = 1;
   for (size_t i = (*ax)[0] + 1; i < shape->size(); ++i) inner *= (*shape)[i];
   int64_t n = (*shape)[(*ax)[0]];
@@ -321,14 +322,13 @@ Result where(const Ctx& c) {
 Result reduce(const Ctx& c) {
   const HostTensor& x = c.x();
   Op op = c.node.op();
-  AttrView a = c.attr();
   std::vector<int64_t> axes;
-  if (op == Op::ArgMax) axes = {a.get_int("axis")};
-  else if (a.has("axes")) axes = a.get_ints("axes");
+  if (op == Op::ArgMax) axes = {ArgMaxAttrs(c.node).axis()};
+  else if (std::optional<std::vector<int64_t>> given = ReduceAttrs(c.node).axes()) axes = *given;
   else for (int64_t i = 0; i < x.rank(); ++i) axes.push_back(i);
   absl::StatusOr<std::vector<int64_t>> ax = axes_of(axes, x.rank());
   if (!ax.ok()) return ax.status();
-  bool keepdim = a.get_bool("keepdim");
+  bool keepdim = op == Op::ArgMax ? ArgMaxAttrs(c.node).keepdim() : ReduceAttrs(c.node).keepdim();
   Dims shape;
   int64_t group = 1;
   for (int64_t i = 0; i < x.rank(); ++i) {
@@ -387,7 +387,7 @@ Result reduce(const Ctx& c) {
 
 Result softmax(const Ctx& c) {
   const HostTensor& x = c.x();
-  absl::StatusOr<std::vector<int64_t>> ax = axes_of({c.attr().get_int("axis")}, x.rank());
+  absl::StatusOr<std::vector<int64_t>> ax = axes_of({SoftmaxAttrs(c.node).axis()}, x.rank());
   if (!ax.ok()) return ax.status();
   int64_t n = x.shape()[(*ax)[0]];
   HostTensor out(x.dtype(), x.shape());
@@ -410,10 +410,11 @@ Result softmax(const Ctx& c) {
 // contiguous and laid out like the weight's.
 Result norm(const Ctx& c) {
   const HostTensor& x = c.x();
-  absl::StatusOr<std::vector<int64_t>> ax = axes_of(c.attr().get_ints("axes"), x.rank());
-  if (!ax.ok()) return ax.status();
-  double eps = c.attr().get_float("eps");
   bool layer = c.node.op() == Op::LayerNorm;
+  absl::StatusOr<std::vector<int64_t>> ax =
+      axes_of(layer ? LayerNormAttrs(c.node).axes() : RmsNormAttrs(c.node).axes(), x.rank());
+  if (!ax.ok()) return ax.status();
+  double eps = layer ? LayerNormAttrs(c.node).eps() : RmsNormAttrs(c.node).eps();
   int64_t n = 1;
   for (int64_t a : *ax) n *= x.shape()[a];
   HostTensor out(x.dtype(), x.shape());
@@ -457,8 +458,8 @@ Result sdpa(const Ctx& c) {
       return invalid_argument("mask ", mask->type_string(), " does not broadcast to ", dims_str(scores_shape));
     mask_st = broadcast_strides(mask->shape(), r);
   }
-  double scale = c.attr().has("scale") ? c.attr().get_float("scale") : 1.0 / std::sqrt(static_cast<double>(e));
-  bool causal = c.attr().get_bool("causal");
+  double scale = SdpaAttrs(c.node).scale().value_or(1.0 / std::sqrt(static_cast<double>(e)));
+  bool causal = SdpaAttrs(c.node).causal();
   std::vector<double> qd = doubles(q), kd = doubles(k), vd = doubles(v), md;
   bool bool_mask = mask && mask->dtype() == DType::boolean;
   if (mask) md = doubles(*mask);
@@ -544,7 +545,7 @@ Result linear(const Ctx& c) {
 
 Result reshape(const Ctx& c) {
   const HostTensor& x = c.x();
-  absl::StatusOr<Dims> shape = eval_dims(c.attr().get_dims("shape"), c.bindings);
+  absl::StatusOr<Dims> shape = eval_dims(ReshapeAttrs(c.node).shape(), c.bindings);
   if (!shape.ok()) return shape.status();
   auto infer = std::find(shape->begin(), shape->end(), -1);
   if (infer != shape->end()) {
@@ -559,7 +560,7 @@ Result reshape(const Ctx& c) {
 
 Result permute(const Ctx& c) {
   const HostTensor& x = c.x();
-  absl::StatusOr<std::vector<int64_t>> dims = normalize_axes(c.attr().get_ints("dims"), x.rank());
+  absl::StatusOr<std::vector<int64_t>> dims = normalize_axes(PermuteAttrs(c.node).dims(), x.rank());
   if (!dims.ok()) return dims.status();
   Dims st = strides_of(x.shape()), shape, src;
   for (int64_t d : *dims) {
@@ -573,7 +574,7 @@ Result permute(const Ctx& c) {
 
 Result expand(const Ctx& c) {
   const HostTensor& x = c.x();
-  absl::StatusOr<Dims> shape = eval_dims(c.attr().get_dims("shape"), c.bindings);
+  absl::StatusOr<Dims> shape = eval_dims(ExpandAttrs(c.node).shape(), c.bindings);
   if (!shape.ok()) return shape.status();
   if (shape->size() < x.shape().size()) return invalid_argument("cannot expand ", x.type_string(), " to ", dims_str(*shape));
   size_t off = shape->size() - x.shape().size();
@@ -590,8 +591,8 @@ Result expand(const Ctx& c) {
 Result squeeze(const Ctx& c) {
   const HostTensor& x = c.x();
   std::vector<int64_t> axes;
-  if (c.attr().has("axes")) {
-    absl::StatusOr<std::vector<int64_t>> ax = axes_of(c.attr().get_ints("axes"), x.rank());
+  if (std::optional<std::vector<int64_t>> given = SqueezeAttrs(c.node).axes()) {
+    absl::StatusOr<std::vector<int64_t>> ax = axes_of(*given, x.rank());
     if (!ax.ok()) return ax.status();
     axes = *ax;
   } else {
@@ -611,8 +612,9 @@ Result squeeze(const Ctx& c) {
 
 Result unsqueeze(const Ctx& c) {
   const HostTensor& x = c.x();
-  int64_t rank = x.rank() + static_cast<int64_t>(c.attr().get_ints("axes").size());
-  absl::StatusOr<std::vector<int64_t>> ax = axes_of(c.attr().get_ints("axes"), rank);
+  const std::vector<int64_t>& axes = UnsqueezeAttrs(c.node).axes();
+  int64_t rank = x.rank() + static_cast<int64_t>(axes.size());
+  absl::StatusOr<std::vector<int64_t>> ax = axes_of(axes, rank);
   if (!ax.ok()) return ax.status();
   Dims shape;
   size_t next = 0;
@@ -623,12 +625,12 @@ Result unsqueeze(const Ctx& c) {
 
 Result slice(const Ctx& c) {
   const HostTensor& x = c.x();
-  AttrView a = c.attr();
-  absl::StatusOr<std::vector<int64_t>> ax = axes_of({a.get_int("axis")}, x.rank());
+  SliceAttrs a(c.node);
+  absl::StatusOr<std::vector<int64_t>> ax = axes_of({a.axis()}, x.rank());
   if (!ax.ok()) return ax.status();
-  int64_t axis = (*ax)[0], step = a.get_int("step");
+  int64_t axis = (*ax)[0], step = a.step();
   if (step == 0) return invalid_argument("step must not be 0");
-  auto [first, len] = slice_range(x.shape()[axis], a.get_int("start"), a.get_int("end"), step);
+  auto [first, len] = slice_range(x.shape()[axis], a.start(), a.end(), step);
   Dims shape = x.shape(), st = strides_of(x.shape());
   shape[axis] = len;
   int64_t base = len > 0 ? first * st[axis] : 0;
@@ -639,7 +641,7 @@ Result slice(const Ctx& c) {
 }
 
 Result concat(const Ctx& c) {
-  absl::StatusOr<std::vector<int64_t>> ax = axes_of({c.attr().get_int("axis")}, c.x().rank());
+  absl::StatusOr<std::vector<int64_t>> ax = axes_of({ConcatAttrs(c.node).axis()}, c.x().rank());
   if (!ax.ok()) return ax.status();
   int64_t axis = (*ax)[0];
   for (const HostTensor* t : c.in) {
@@ -662,10 +664,10 @@ Result concat(const Ctx& c) {
 
 Result split(const Ctx& c) {
   const HostTensor& x = c.x();
-  absl::StatusOr<std::vector<int64_t>> ax = axes_of({c.attr().get_int("axis")}, x.rank());
+  absl::StatusOr<std::vector<int64_t>> ax = axes_of({SplitAttrs(c.node).axis()}, x.rank());
   if (!ax.ok()) return ax.status();
   int64_t axis = (*ax)[0];
-  absl::StatusOr<Dims> sizes = eval_dims(c.attr().get_dims("sizes"), c.bindings);
+  absl::StatusOr<Dims> sizes = eval_dims(SplitAttrs(c.node).sizes(), c.bindings);
   if (!sizes.ok()) return sizes.status();
   if (std::any_of(sizes->begin(), sizes->end(), [](int64_t s) { return s < 0; }) ||
       std::accumulate(sizes->begin(), sizes->end(), int64_t{0}) != x.shape()[axis])
@@ -686,7 +688,7 @@ Result split(const Ctx& c) {
 
 Result gather(const Ctx& c) {
   const HostTensor &data = c.x(0), &idx = c.x(1);
-  absl::StatusOr<std::vector<int64_t>> ax = axes_of({c.attr().get_int("axis")}, data.rank());
+  absl::StatusOr<std::vector<int64_t>> ax = axes_of({GatherAttrs(c.node).axis()}, data.rank());
   if (!ax.ok()) return ax.status();
   int64_t axis = (*ax)[0], dim = data.shape()[axis];
   Dims shape(data.shape().begin(), data.shape().begin() + axis);

@@ -6,6 +6,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "ir/op_attrs.h"
 #include "passes/schedule_util.h"
 
 namespace kiln {
@@ -97,8 +98,8 @@ std::optional<Domain> domain_of(const Node& n) {
   if (n.info().kind != OpKind::Reduction) return std::nullopt;
   const Shape& x = n.operand(0)->shape();
   std::vector<int64_t> axes;
-  if (n.op() == Op::ArgMax) axes = {n.attr().get_int("axis")};
-  else if (n.attr().has("axes")) axes = n.attr().get_ints("axes");
+  if (n.op() == Op::ArgMax) axes = {ArgMaxAttrs(n).axis()};
+  else if (std::optional<std::vector<int64_t>> given = ReduceAttrs(n).axes()) axes = *given;
   else axes.resize(x.size()), std::iota(axes.begin(), axes.end(), 0);
   absl::StatusOr<std::vector<int64_t>> ax = normalize_axes(axes, static_cast<int64_t>(x.size()));
   Domain d{x, ax.ok() ? *ax : axes, {}, {}};

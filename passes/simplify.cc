@@ -3,6 +3,7 @@
 #include <numeric>
 
 #include "absl/container/flat_hash_map.h"
+#include "ir/op_attrs.h"
 #include "ir/str.h"
 #include "passes/builder.h"
 #include "passes/fold.h"
@@ -46,11 +47,11 @@ Value* neg_neg(Builder&, const Node& n) {
 }
 // cast to the same dtype; reshape/expand/squeeze/step-1 slice that keep the shape; concat of one.
 Value* identity_view(Builder&, const Node& n) {
-  if (n.op() == Op::Slice && n.attr().get_int("step") != 1) return nullptr;
+  if (n.op() == Op::Slice && SliceAttrs(n).step() != 1) return nullptr;
   return keep_if_same_type(n, n.operand(0));
 }
 Value* permute(Builder& b, const Node& n) {
-  const std::vector<int64_t>& dims = n.attr().get_ints("dims");
+  const std::vector<int64_t>& dims = PermuteAttrs(n).dims();
   int64_t r = static_cast<int64_t>(dims.size());
   std::vector<int64_t> d(r);
   for (int64_t i = 0; i < r; ++i) d[i] = dims[i] < 0 ? dims[i] + r : dims[i];
@@ -58,7 +59,7 @@ Value* permute(Builder& b, const Node& n) {
   const Node* p = x->producer();
   if (p && p->op() == Op::Permute) {
     // out[i] = mid[d[i]] = x[inner[d[i]]]
-    std::vector<int64_t> inner = p->attr().get_ints("dims");
+    std::vector<int64_t> inner = PermuteAttrs(*p).dims();
     for (int64_t& i : inner) i = i < 0 ? i + r : i;
     for (int64_t& i : d) i = inner[i];
     x = p->operand(0);
