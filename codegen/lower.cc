@@ -7,6 +7,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "ir/op_attrs.h"
+#include "ir/status.h"
 #include "ir/str.h"
 
 namespace kiln {
@@ -74,19 +75,6 @@ Index slice_start(const Dim& d, int64_t start, int64_t step) {
     return start < 0 ? std::max<int64_t>(-1, *n + start) : std::min(start, *n - 1);
   }
   return start < 0 ? Index::from_dim(d) + Index(start) : Index(start);
-}
-
-std::vector<int64_t> reduction_axes(const Node& n) {
-  int64_t rank = static_cast<int64_t>(n.operand(0)->shape().size());
-  std::vector<int64_t> axes;
-  if (n.op() == Op::ArgMax) axes = {ArgMaxAttrs(n).axis()};
-  else if (std::optional<std::vector<int64_t>> given = ReduceAttrs(n).axes()) axes = *given;
-  else
-    for (int64_t i = 0; i < rank; ++i) axes.push_back(i);
-  absl::StatusOr<std::vector<int64_t>> norm = normalize_axes(axes, rank);
-  std::vector<int64_t> out = norm.ok() ? *norm : axes;
-  std::sort(out.begin(), out.end());
-  return out;
 }
 
 class Lowerer {
@@ -226,7 +214,7 @@ class Lowerer {
   absl::Status lower_reduction(const std::vector<const Node*>& reductions) {
     const Node& first = *reductions.front();
     const Shape& x = first.operand(0)->shape();
-    std::vector<int64_t> axes = reduction_axes(first);
+    KILN_ASSIGN_OR_RETURN(std::vector<int64_t> axes, reduction_axes(first));
     auto reduced = [&](size_t i) { return std::binary_search(axes.begin(), axes.end(), static_cast<int64_t>(i)); };
     Shape inner, keep_shape, kept;
     Indices full, keep_row;
@@ -249,7 +237,8 @@ class Lowerer {
     say(str_cat("  domain ", shape_to_string(k_.domain), ", reduced extents ", shape_to_string(inner)));
 
     for (const Node* r : reductions) {
-      if (r->operand(0)->shape() != x || reduction_axes(*r) != axes)
+      KILN_ASSIGN_OR_RETURN(std::vector<int64_t> r_axes, reduction_axes(*r));
+      if (r->operand(0)->shape() != x || r_axes != axes)
         return err(r->describe(), " reduces ", r->operand(0)->type().to_string(), " over other axes than ",
                    first.describe(), " (one iteration space per kernel)");
       begin_stage(Stage::Kind::Reduce, inner);
@@ -266,7 +255,7 @@ class Lowerer {
       absl::StatusOr<Expr> value = value_at(r->operand(0), full);
       if (!value.ok()) return value.status();
       stage().value = Expr::cast(*value, stage().acc_dtype);
-      reductions_[r] = {static_cast<int>(k_.stages.size()) - 1, (r->op() == Op::ArgMax ? ArgMaxAttrs(*r).keepdim() : ReduceAttrs(*r).keepdim()) ? keep_row : row};
+      reductions_[r] = {static_cast<int>(k_.stages.size()) - 1, reduction_keepdim(*r) ? keep_row : row};
       say(str_cat("  s", k_.stages.size() - 1, " = reduce ", kir::combiner_name(stage().combiner), " of ",
                   r->describe(), ": ", stage().lets.size(), " lets"));
     }
@@ -396,14 +385,7 @@ class Lowerer {
       x.push_back(*e);
     }
     switch (n.op()) {
-      case Op::Constant: {
-        const AttrValue& v = ConstantAttrs(n).value();
-        double d = std::holds_alternative<double>(v) ? std::get<double>(v)
-                   : std::holds_alternative<bool>(v) ? static_cast<double>(std::get<bool>(v))
-                   : is_float(t) ? static_cast<double>(static_cast<float>(std::get<int64_t>(v)))
-                                 : static_cast<double>(std::get<int64_t>(v));
-        return Expr::constant(d, t);
-      }
+      case Op::Constant: return Expr::constant(*constant_value(&out), t);
       case Op::Iota: {
         int64_t axis = IotaAttrs(n).axis();
         size_t ax = static_cast<size_t>(axis < 0 ? axis + static_cast<int64_t>(idx.size()) : axis);

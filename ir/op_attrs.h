@@ -1,6 +1,7 @@
 // Typed reads of a node's attributes, generated from ops.def: one accessor class per
 // attribute set, e.g. GeluAttrs(n).approximate() or ReduceAttrs(n).keepdim(). A misspelt
-// attribute, or one that the set does not have, is a compile error.
+// attribute, or one that the set does not have, is a compile error. Also the facts every
+// layer derives from attributes: a reduction's axes, a constant's value.
 #pragma once
 
 #include <limits>
@@ -81,5 +82,18 @@ class AttrsOf {
 // attribute, which C++ allows for an alias of the same type).
 #define KILN_ATTR(set, ...) using set##Attrs = AttrsOf<attr_set::set>;
 #include "ir/ops.def"
+
+// A reduction's axes: `axes` (all of them when absent) or argmax's `axis`, normalized
+// against the input's rank and sorted; an error names an axis out of range or repeated.
+absl::StatusOr<std::vector<int64_t>> reduction_axes(const ReduceAttrs& attrs, int64_t rank);
+absl::StatusOr<std::vector<int64_t>> reduction_axes(const ArgMaxAttrs& attrs, int64_t rank);
+absl::StatusOr<std::vector<int64_t>> reduction_axes(const Node& reduction);
+// Whether a reduction keeps each reduced dim, with size 1.
+bool reduction_keepdim(const Node& reduction);
+
+// The value of a scalar `constant` node's result as kernels compute with it: a float as
+// written, a bool as 0 or 1, an integer as itself (through f32 for a float dtype, as the
+// reference evaluator converts it); nullopt for a value that no constant node produces.
+std::optional<double> constant_value(const Value* v);
 
 }  // namespace kiln

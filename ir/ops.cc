@@ -1,12 +1,12 @@
 #include <algorithm>
 #include <limits>
-#include <numeric>
 #include <stdexcept>
 #include <type_traits>
 
 #include "ir/op.h"
 
 #include "ir/op_attrs.h"
+#include "ir/status.h"
 #include "ir/str.h"
 
 namespace kiln {
@@ -129,40 +129,35 @@ Result infer_where(Types in, const Attrs&) {
 
 // ---- reductions ---------------------------------------------------------------
 
-Result reduce_shape(const TensorType& x, std::span<const int64_t> axes, bool keepdim, DType out) {
-  absl::StatusOr<std::vector<int64_t>> ax = normalize_axes(axes, static_cast<int64_t>(x.shape.size()));
-  if (!ax.ok()) return ax.status();
+// The result of reducing x over `axes` (normalized, sorted).
+Result reduce_shape(const TensorType& x, absl::StatusOr<std::vector<int64_t>> axes, bool keepdim, DType out) {
+  KILN_RETURN_IF_ERROR(axes.status());
   Shape s;
   for (int64_t i = 0; i < static_cast<int64_t>(x.shape.size()); ++i) {
-    bool reduced = std::find(ax->begin(), ax->end(), i) != ax->end();
+    bool reduced = std::binary_search(axes->begin(), axes->end(), i);
     if (!reduced) s.push_back(x.shape[i]);
     else if (keepdim) s.push_back(1);
   }
   return std::vector{TensorType{out, std::move(s)}};
 }
 
-std::vector<int64_t> reduce_axes(const TensorType& x, const Attrs& a) {
-  if (std::optional<std::vector<int64_t>> axes = ReduceAttrs(a).axes()) return *axes;
-  std::vector<int64_t> all(x.shape.size());
-  std::iota(all.begin(), all.end(), 0);
-  return all;
-}
-
 Result infer_reduce_numeric(Types in, const Attrs& a) {
   if (auto s = require_dtype(in[0], in[0].dtype != DType::boolean, "a numeric tensor"); !s.ok()) return s;
-  return reduce_shape(in[0], reduce_axes(in[0], a), ReduceAttrs(a).keepdim(), in[0].dtype);
+  ReduceAttrs attrs(a);
+  return reduce_shape(in[0], reduction_axes(attrs, in[0].shape.size()), attrs.keepdim(), in[0].dtype);
 }
 
 Result infer_reduce_float(Types in, const Attrs& a) {
   if (auto s = require_dtype(in[0], is_float(in[0].dtype), "a floating-point tensor"); !s.ok()) return s;
-  return reduce_shape(in[0], reduce_axes(in[0], a), ReduceAttrs(a).keepdim(), in[0].dtype);
+  ReduceAttrs attrs(a);
+  return reduce_shape(in[0], reduction_axes(attrs, in[0].shape.size()), attrs.keepdim(), in[0].dtype);
 }
 
 Result infer_argmax(Types in, const Attrs& a) {
   if (auto s = require_dtype(in[0], in[0].dtype != DType::boolean, "a numeric tensor"); !s.ok()) return s;
   if (in[0].shape.empty()) return err("argmax needs a tensor of rank >= 1, got ", in[0].to_string());
-  int64_t axis = ArgMaxAttrs(a).axis();
-  return reduce_shape(in[0], std::span(&axis, 1), ArgMaxAttrs(a).keepdim(), DType::i64);
+  ArgMaxAttrs attrs(a);
+  return reduce_shape(in[0], reduction_axes(attrs, in[0].shape.size()), attrs.keepdim(), DType::i64);
 }
 
 // ---- composites ---------------------------------------------------------------

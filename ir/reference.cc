@@ -254,6 +254,8 @@ Result cast(const Ctx& c) {
   return Tensors{std::move(out)};
 }
 
+// Read from the attribute rather than through constant_value (ir/op_attrs.h), whose double
+// cannot hold every i64.
 Result constant(const Ctx& c) {
   HostTensor out(ConstantAttrs(c.node).dtype(), {});
   const AttrValue& v = ConstantAttrs(c.node).value();
@@ -322,13 +324,9 @@ Result where(const Ctx& c) {
 Result reduce(const Ctx& c) {
   const HostTensor& x = c.x();
   Op op = c.node.op();
-  std::vector<int64_t> axes;
-  if (op == Op::ArgMax) axes = {ArgMaxAttrs(c.node).axis()};
-  else if (std::optional<std::vector<int64_t>> given = ReduceAttrs(c.node).axes()) axes = *given;
-  else for (int64_t i = 0; i < x.rank(); ++i) axes.push_back(i);
-  absl::StatusOr<std::vector<int64_t>> ax = axes_of(axes, x.rank());
+  absl::StatusOr<std::vector<int64_t>> ax = reduction_axes(c.node);
   if (!ax.ok()) return ax.status();
-  bool keepdim = op == Op::ArgMax ? ArgMaxAttrs(c.node).keepdim() : ReduceAttrs(c.node).keepdim();
+  bool keepdim = reduction_keepdim(c.node);
   Dims shape;
   int64_t group = 1;
   for (int64_t i = 0; i < x.rank(); ++i) {

@@ -2,8 +2,6 @@
 
 #include <algorithm>
 
-#include "ir/op_attrs.h"
-
 namespace kiln {
 
 Builder::Builder(Graph& g, Node* before, std::string loc) : g_(g), saved_(g.insertion_point()), loc_(std::move(loc)) {
@@ -42,16 +40,6 @@ Value* Builder::constant(double value, DType t) {
 Value* Builder::cast(Value* v, DType t) {
   if (!v || v->dtype() == t) return v;
   return op(Op::Cast, {v}, {{"dtype", t}});
-}
-
-std::optional<double> constant_value(const Value* v) {
-  const Node* n = v->producer();
-  if (!n || n->op() != Op::Constant) return std::nullopt;
-  const AttrValue& a = ConstantAttrs(*n).value();
-  if (const double* d = std::get_if<double>(&a)) return *d;
-  if (const int64_t* i = std::get_if<int64_t>(&a)) return static_cast<double>(*i);
-  if (const bool* b = std::get_if<bool>(&a)) return *b ? 1.0 : 0.0;
-  return std::nullopt;
 }
 
 }  // namespace kiln

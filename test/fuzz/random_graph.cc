@@ -147,13 +147,10 @@ class Generator {
     auto it = magnitude_.find(v);
     return it != magnitude_.end() ? it->second : 2;
   }
+  // A bool constant counts as 1 whatever its value.
   static std::optional<double> constant_value_of(const Value* v) {
-    const Node* n = v->producer();
-    if (!n || n->op() != Op::Constant) return std::nullopt;
-    const AttrValue& a = ConstantAttrs(*n).value();
-    if (const double* d = std::get_if<double>(&a)) return *d;
-    if (const int64_t* i = std::get_if<int64_t>(&a)) return static_cast<double>(*i);
-    return 1.0;
+    std::optional<double> c = constant_value(v);
+    return c && v->dtype() == DType::boolean ? 1.0 : c;
   }
   // The number of elements a reduction or GEMM sums (symbols counted as 8).
   static double extent(const Shape& s, const std::vector<int64_t>& axes) {
