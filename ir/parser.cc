@@ -7,7 +7,6 @@
 #include <limits>
 #include <set>
 #include <sstream>
-#include <stdexcept>
 
 #include "ir/str.h"
 
@@ -596,8 +595,7 @@ class Parser {
     std::vector<std::string> names;
     for (const Token* r : results) names.push_back(r->text);
     size_t given = names.size();
-    absl::StatusOr<Node*> node = add_node_checked(g, *op, std::move(operands), std::move(attrs),
-                                                  std::move(names), loc(first));
+    absl::StatusOr<Node*> node = g.add_node(*op, std::move(operands), std::move(attrs), std::move(names), loc(first));
     if (!node.ok()) return node.status();
     if ((*node)->results().size() != given)
       return error(first, info.name, " gives ", (*node)->results().size(), " result(s), but ", given,
@@ -618,17 +616,6 @@ class Parser {
                      " does not match the inferred type ", want.to_string());
     }
     return absl::OkStatus();
-  }
-
-  // Graph::add_node, with any exception from the op rules turned into a located error.
-  static absl::StatusOr<Node*> add_node_checked(Graph& g, Op op, std::vector<Value*> operands,
-                                                Attrs attrs, std::vector<std::string> names,
-                                                std::string where) {
-    try {
-      return g.add_node(op, std::move(operands), std::move(attrs), std::move(names), where);
-    } catch (const std::exception& e) {
-      return invalid_argument(where, ": ", op_name(op), ": ", e.what());
-    }
   }
 
   absl::Status parse_return(Graph& g) {

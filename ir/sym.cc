@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <numeric>
-#include <stdexcept>
 
 #include "absl/hash/hash.h"
 #include "ir/scalar_ops.h"
@@ -224,7 +223,7 @@ SymExpr operator*(const SymExpr& a, const SymExpr& b) {
 }
 
 SymExpr SymExpr::floordiv(int64_t c) const {
-  if (c <= 0) throw std::invalid_argument("floordiv by a non-positive constant");
+  if (c <= 0) return SymExpr(0);
   if (c == 1) return *this;
   if (auto k = constant()) return SymExpr(floor_div(*k, c));
   int64_t g = coeff_gcd(*p_, c);
@@ -256,7 +255,7 @@ SymExpr SymExpr::floordiv(int64_t c) const {
 }
 
 SymExpr SymExpr::mod(int64_t c) const {
-  if (c <= 0) throw std::invalid_argument("mod by a non-positive constant");
+  if (c <= 0) return *this;
   if (c == 1) return SymExpr(0);
   if (auto k = constant()) return SymExpr(floor_mod(*k, c));
   // Coefficients reduce to [0, c): (5*B) % 3 and (-B) % 3 both become (2*B) % 3.
