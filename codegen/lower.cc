@@ -104,7 +104,7 @@ class Lowerer {
     else if (gemm) s = err(gemm->describe(), " is a GEMM outside a Gemm group");
     else if (!reductions.empty()) s = lower_reduction(reductions);
     else s = lower_elementwise();
-    if (!s.ok()) return s;
+    KILN_RETURN_IF_ERROR(s);
 
     // Output buffers follow the input buffers, so they are numbered only now; stores
     // recorded them by position in group_.outputs.
@@ -175,9 +175,8 @@ class Lowerer {
   }
 
   absl::Status store(const Value* v, const Indices& idx) {
-    absl::StatusOr<Expr> e = value_at(v, idx);
-    if (!e.ok()) return e.status();
-    stage().stores.push_back({output_position(v), flatten(idx, v->shape()), Expr::cast(*e, v->dtype())});
+    KILN_ASSIGN_OR_RETURN(Expr e, value_at(v, idx));
+    stage().stores.push_back({output_position(v), flatten(idx, v->shape()), Expr::cast(e, v->dtype())});
     return absl::OkStatus();
   }
 
@@ -192,7 +191,7 @@ class Lowerer {
       say(str_cat("  domain ", shape_to_string(s)));
       begin_stage(Stage::Kind::Map, {});
       for (Value* v : group_.outputs)
-        if (absl::Status st = store(v, vars(s, Index::outer)); !st.ok()) return st;
+        KILN_RETURN_IF_ERROR(store(v, vars(s, Index::outer)));
       say(str_cat("  map stage: ", stage().lets.size(), " lets, ", stage().stores.size(), " stores"));
       return absl::OkStatus();
     }
@@ -204,7 +203,7 @@ class Lowerer {
       begin_stage(Stage::Kind::Map, s);
       for (Value* v : group_.outputs)
         if (v->shape() == s)
-          if (absl::Status st = store(v, vars(s, Index::inner)); !st.ok()) return st;
+          KILN_RETURN_IF_ERROR(store(v, vars(s, Index::inner)));
       say(str_cat("  map stage over ", shape_to_string(s), ": ", stage().lets.size(), " lets, ",
                   stage().stores.size(), " stores"));
     }
@@ -252,9 +251,8 @@ class Lowerer {
         case Op::Min: st.combiner = kir::Combiner::Min; break;
         default: st.combiner = kir::Combiner::ArgMax; break;
       }
-      absl::StatusOr<Expr> value = value_at(r->operand(0), full);
-      if (!value.ok()) return value.status();
-      stage().value = Expr::cast(*value, stage().acc_dtype);
+      KILN_ASSIGN_OR_RETURN(Expr value, value_at(r->operand(0), full));
+      stage().value = Expr::cast(value, stage().acc_dtype);
       reductions_[r] = {static_cast<int>(k_.stages.size()) - 1, reduction_keepdim(*r) ? keep_row : row};
       say(str_cat("  s", k_.stages.size() - 1, " = reduce ", kir::combiner_name(stage().combiner), " of ",
                   r->describe(), ": ", stage().lets.size(), " lets"));
@@ -271,13 +269,13 @@ class Lowerer {
     if (!row_outputs.empty()) {
       begin_stage(Stage::Kind::Map, {});
       for (Value* v : row_outputs)
-        if (absl::Status st = store(v, v->shape() == kept ? row : keep_row); !st.ok()) return st;
+        KILN_RETURN_IF_ERROR(store(v, v->shape() == kept ? row : keep_row));
       say(str_cat("  row map stage: ", stage().lets.size(), " lets, ", stage().stores.size(), " stores"));
     }
     if (!full_outputs.empty()) {
       begin_stage(Stage::Kind::Map, inner);
       for (Value* v : full_outputs)
-        if (absl::Status st = store(v, full); !st.ok()) return st;
+        KILN_RETURN_IF_ERROR(store(v, full));
       say(str_cat("  map stage over ", shape_to_string(inner), ": ", stage().lets.size(), " lets, ",
                   stage().stores.size(), " stores"));
     }
@@ -329,10 +327,9 @@ class Lowerer {
       b_idx = operand_index(bs, b_vec, k, n);
     }
     for (auto [op, v, idx] : {std::tuple{&spec.a, a, a_idx}, std::tuple{&spec.b, b, b_idx}}) {
-      absl::StatusOr<std::pair<const Value*, Indices>> src = through_views(v, idx);
-      if (!src.ok()) return src.status();
-      op->buffer = input_buffer(src->first);
-      op->index = flatten(src->second, src->first->shape());
+      KILN_ASSIGN_OR_RETURN(auto src, through_views(v, idx));
+      op->buffer = input_buffer(src.first);
+      op->index = flatten(src.second, src.first->shape());
       if (std::optional<kir::AffineIndex> aff = kir::affine_index(op->index, o.size(), 1))
         op->strides = kir::GemmStrides{aff->offset, aff->outer, aff->inner[0]};
     }
@@ -344,7 +341,7 @@ class Lowerer {
       if (v->shape() != o)
         return err("epilogue output %", v->name(), ": ", v->type().to_string(), " does not have the GEMM's shape ",
                    shape_to_string(o));
-      if (absl::Status st = store(v, gemm_index_); !st.ok()) return st;
+      KILN_RETURN_IF_ERROR(store(v, gemm_index_));
     }
     say(str_cat("  epilogue: ", stage().lets.size(), " lets, ", stage().stores.size(), " stores"));
     return absl::OkStatus();
@@ -380,9 +377,8 @@ class Lowerer {
     DType t = out.dtype();
     std::vector<Expr> x;
     for (const Value* operand : n.operands()) {
-      absl::StatusOr<Expr> e = value_at(operand, broadcast_index(idx, operand->shape()));
-      if (!e.ok()) return e.status();
-      x.push_back(*e);
+      KILN_ASSIGN_OR_RETURN(Expr e, value_at(operand, broadcast_index(idx, operand->shape())));
+      x.push_back(e);
     }
     switch (n.op()) {
       case Op::Constant: return Expr::constant(*constant_value(&out), t);
@@ -434,9 +430,8 @@ class Lowerer {
       return err(n.describe(), " is read at ", indices_text(idx), ", not at the GEMM's own output index");
     Expr acc = Expr::gemm_acc(DType::f32);
     if (n.op() == Op::Linear && n.num_operands() == 3) {
-      absl::StatusOr<Expr> bias = value_at(n.operand(2), {idx.back()});
-      if (!bias.ok()) return bias.status();
-      acc = Expr::binary(Op::Add, acc, Expr::cast(*bias, DType::f32), DType::f32);
+      KILN_ASSIGN_OR_RETURN(Expr bias, value_at(n.operand(2), {idx.back()}));
+      acc = Expr::binary(Op::Add, acc, Expr::cast(bias, DType::f32), DType::f32);
     }
     return bind(Expr::cast(acc, n.result()->dtype()));
   }
@@ -545,9 +540,8 @@ class Lowerer {
       if (len == SymExpr(0)) continue;
       Indices xi = idx;
       xi[axis] = Index::min(Index::max(idx[axis] - Index::from_dim(at), 0), Index::from_dim(len) - Index(1));
-      absl::StatusOr<Expr> e = value_at(x, xi);
-      if (!e.ok()) return e.status();
-      parts.push_back(*e);
+      KILN_ASSIGN_OR_RETURN(Expr e, value_at(x, xi));
+      parts.push_back(e);
       at = at + len;
       ends.push_back(Index::from_dim(at));
     }
@@ -567,9 +561,8 @@ class Lowerer {
     const Value &data = *n.operand(0), &indices = *n.operand(1);
     size_t ir = indices.shape().size();
     Indices ii(idx.begin() + axis, idx.begin() + axis + ir);
-    absl::StatusOr<Expr> raw = value_at(&indices, ii);
-    if (!raw.ok()) return raw.status();
-    Expr i = Expr::cast(*raw, DType::i64);
+    KILN_ASSIGN_OR_RETURN(Expr raw, value_at(&indices, ii));
+    Expr i = Expr::cast(raw, DType::i64);
     Expr dim = Expr::index_value(Index::from_dim(data.shape()[axis]));
     Expr neg = Expr::binary(Op::Lt, i, Expr::constant(0, DType::i64), DType::boolean);
     Expr wrapped = bind(Expr::select(neg, Expr::binary(Op::Add, i, dim, DType::i64), i));
@@ -603,9 +596,8 @@ absl::StatusOr<kir::Kernel> lower_group(const Graph& g, const KernelGroup& group
 absl::StatusOr<std::vector<kir::Kernel>> lower_schedule(const Graph& g, const Schedule& s, const LowerLog& log) {
   std::vector<kir::Kernel> out;
   for (const KernelGroup& group : s.groups) {
-    absl::StatusOr<kir::Kernel> k = lower_group(g, group, log);
-    if (!k.ok()) return k.status();
-    out.push_back(*std::move(k));
+    KILN_ASSIGN_OR_RETURN(kir::Kernel k, lower_group(g, group, log));
+    out.push_back(std::move(k));
   }
   return out;
 }

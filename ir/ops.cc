@@ -36,17 +36,17 @@ absl::Status same_dtypes(Types in) {
 // ---- elementwise ---------------------------------------------------------------
 
 Result infer_unary_numeric(Types in, const Attrs&) {
-  if (auto s = require_dtype(in[0], in[0].dtype != DType::boolean, "a numeric tensor"); !s.ok()) return s;
+  KILN_RETURN_IF_ERROR(require_dtype(in[0], in[0].dtype != DType::boolean, "a numeric tensor"));
   return std::vector{in[0]};
 }
 
 Result infer_unary_float(Types in, const Attrs&) {
-  if (auto s = require_dtype(in[0], is_float(in[0].dtype), "a floating-point tensor"); !s.ok()) return s;
+  KILN_RETURN_IF_ERROR(require_dtype(in[0], is_float(in[0].dtype), "a floating-point tensor"));
   return std::vector{in[0]};
 }
 
 Result infer_unary_bool(Types in, const Attrs&) {
-  if (auto s = require_dtype(in[0], in[0].dtype == DType::boolean, "a bool tensor"); !s.ok()) return s;
+  KILN_RETURN_IF_ERROR(require_dtype(in[0], in[0].dtype == DType::boolean, "a bool tensor"));
   return std::vector{in[0]};
 }
 
@@ -83,7 +83,7 @@ Result infer_iota(Types, const Attrs& a) {
   for (const Dim& d : s)
     if (auto c = d.constant(); c && *c < 0) return err("negative dim in shape ", shape_to_string(s));
   int64_t axis = attrs.axis();
-  if (auto ax = normalize_axes(std::span(&axis, 1), s.size()); !ax.ok()) return ax.status();
+  KILN_RETURN_IF_ERROR(normalize_axes(std::span(&axis, 1), s.size()).status());
   return std::vector{TensorType{t, std::move(s)}};
 }
 
@@ -98,30 +98,30 @@ Result broadcast_all(Types in, DType out) {
 }
 
 Result infer_binary_numeric(Types in, const Attrs&) {
-  if (auto s = same_dtypes(in); !s.ok()) return s;
-  if (auto s = require_dtype(in[0], in[0].dtype != DType::boolean, "numeric operands"); !s.ok()) return s;
+  KILN_RETURN_IF_ERROR(same_dtypes(in));
+  KILN_RETURN_IF_ERROR(require_dtype(in[0], in[0].dtype != DType::boolean, "numeric operands"));
   return broadcast_all(in, in[0].dtype);
 }
 
 Result infer_binary_float(Types in, const Attrs&) {
-  if (auto s = same_dtypes(in); !s.ok()) return s;
-  if (auto s = require_dtype(in[0], is_float(in[0].dtype), "floating-point operands"); !s.ok()) return s;
+  KILN_RETURN_IF_ERROR(same_dtypes(in));
+  KILN_RETURN_IF_ERROR(require_dtype(in[0], is_float(in[0].dtype), "floating-point operands"));
   return broadcast_all(in, in[0].dtype);
 }
 
 Result infer_binary_bool(Types in, const Attrs&) {
-  if (auto s = same_dtypes(in); !s.ok()) return s;
-  if (auto s = require_dtype(in[0], in[0].dtype == DType::boolean, "bool operands"); !s.ok()) return s;
+  KILN_RETURN_IF_ERROR(same_dtypes(in));
+  KILN_RETURN_IF_ERROR(require_dtype(in[0], in[0].dtype == DType::boolean, "bool operands"));
   return broadcast_all(in, DType::boolean);
 }
 
 Result infer_compare(Types in, const Attrs&) {
-  if (auto s = same_dtypes(in); !s.ok()) return s;
+  KILN_RETURN_IF_ERROR(same_dtypes(in));
   return broadcast_all(in, DType::boolean);
 }
 
 Result infer_where(Types in, const Attrs&) {
-  if (auto s = require_dtype(in[0], in[0].dtype == DType::boolean, "a bool condition"); !s.ok()) return s;
+  KILN_RETURN_IF_ERROR(require_dtype(in[0], in[0].dtype == DType::boolean, "a bool condition"));
   if (in[1].dtype != in[2].dtype)
     return err("where's branches differ in dtype (", types_to_string(in.subspan(1)), ")");
   return broadcast_all(in, in[1].dtype);
@@ -142,19 +142,19 @@ Result reduce_shape(const TensorType& x, absl::StatusOr<std::vector<int64_t>> ax
 }
 
 Result infer_reduce_numeric(Types in, const Attrs& a) {
-  if (auto s = require_dtype(in[0], in[0].dtype != DType::boolean, "a numeric tensor"); !s.ok()) return s;
+  KILN_RETURN_IF_ERROR(require_dtype(in[0], in[0].dtype != DType::boolean, "a numeric tensor"));
   ReduceAttrs attrs(a);
   return reduce_shape(in[0], reduction_axes(attrs, in[0].shape.size()), attrs.keepdim(), in[0].dtype);
 }
 
 Result infer_reduce_float(Types in, const Attrs& a) {
-  if (auto s = require_dtype(in[0], is_float(in[0].dtype), "a floating-point tensor"); !s.ok()) return s;
+  KILN_RETURN_IF_ERROR(require_dtype(in[0], is_float(in[0].dtype), "a floating-point tensor"));
   ReduceAttrs attrs(a);
   return reduce_shape(in[0], reduction_axes(attrs, in[0].shape.size()), attrs.keepdim(), in[0].dtype);
 }
 
 Result infer_argmax(Types in, const Attrs& a) {
-  if (auto s = require_dtype(in[0], in[0].dtype != DType::boolean, "a numeric tensor"); !s.ok()) return s;
+  KILN_RETURN_IF_ERROR(require_dtype(in[0], in[0].dtype != DType::boolean, "a numeric tensor"));
   if (in[0].shape.empty()) return err("argmax needs a tensor of rank >= 1, got ", in[0].to_string());
   ArgMaxAttrs attrs(a);
   return reduce_shape(in[0], reduction_axes(attrs, in[0].shape.size()), attrs.keepdim(), DType::i64);
@@ -163,9 +163,9 @@ Result infer_argmax(Types in, const Attrs& a) {
 // ---- composites ---------------------------------------------------------------
 
 Result infer_softmax(Types in, const Attrs& a) {
-  if (auto s = require_dtype(in[0], is_float(in[0].dtype), "a floating-point tensor"); !s.ok()) return s;
+  KILN_RETURN_IF_ERROR(require_dtype(in[0], is_float(in[0].dtype), "a floating-point tensor"));
   int64_t axis = SoftmaxAttrs(a).axis();
-  if (auto ax = normalize_axes(std::span(&axis, 1), in[0].shape.size()); !ax.ok()) return ax.status();
+  KILN_RETURN_IF_ERROR(normalize_axes(std::span(&axis, 1), in[0].shape.size()).status());
   return std::vector{in[0]};
 }
 
@@ -173,13 +173,12 @@ Result infer_softmax(Types in, const Attrs& a) {
 // weight and bias have the normalized dims' shape.
 Result infer_norm(Types in, const std::vector<int64_t>& axes, double eps) {
   const TensorType& x = in[0];
-  if (auto s = require_dtype(x, is_float(x.dtype), "a floating-point tensor"); !s.ok()) return s;
-  if (auto s = same_dtypes(in); !s.ok()) return s;
+  KILN_RETURN_IF_ERROR(require_dtype(x, is_float(x.dtype), "a floating-point tensor"));
+  KILN_RETURN_IF_ERROR(same_dtypes(in));
   int64_t rank = x.shape.size();
-  absl::StatusOr<std::vector<int64_t>> ax = normalize_axes(axes, rank);
-  if (!ax.ok()) return ax.status();
-  if (ax->empty()) return err("axes must name at least one axis");
-  std::vector<int64_t> sorted = *ax;
+  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax, normalize_axes(axes, rank));
+  if (ax.empty()) return err("axes must name at least one axis");
+  std::vector<int64_t> sorted = ax;
   std::sort(sorted.begin(), sorted.end());
   for (size_t i = 0; i < sorted.size(); ++i)
     if (sorted[i] != rank - static_cast<int64_t>(sorted.size() - i))
@@ -203,8 +202,8 @@ Result infer_rms_norm(Types in, const Attrs& a) {
 // q [..., Lq, E], k [..., Lk, E], v [..., Lk, Ev], mask broadcastable to [..., Lq, Lk].
 Result infer_sdpa(Types in, const Attrs& a) {
   const TensorType &q = in[0], &k = in[1], &v = in[2];
-  if (auto s = require_dtype(q, is_float(q.dtype), "floating-point q, k, v"); !s.ok()) return s;
-  if (auto s = same_dtypes(in.subspan(0, 3)); !s.ok()) return s;
+  KILN_RETURN_IF_ERROR(require_dtype(q, is_float(q.dtype), "floating-point q, k, v"));
+  KILN_RETURN_IF_ERROR(same_dtypes(in.subspan(0, 3)));
   if (q.shape.size() < 2 || k.shape.size() != q.shape.size() || v.shape.size() != q.shape.size())
     return err("q, k and v must have the same rank >= 2, got ", types_to_string(in.subspan(0, 3)));
   size_t r = q.shape.size();
@@ -239,8 +238,8 @@ Result infer_sdpa(Types in, const Attrs& a) {
 // ---- linear algebra -----------------------------------------------------------
 
 Result infer_matmul(Types in, const Attrs&) {
-  if (auto s = same_dtypes(in); !s.ok()) return s;
-  if (auto s = require_dtype(in[0], is_float(in[0].dtype), "floating-point operands"); !s.ok()) return s;
+  KILN_RETURN_IF_ERROR(same_dtypes(in));
+  KILN_RETURN_IF_ERROR(require_dtype(in[0], is_float(in[0].dtype), "floating-point operands"));
   Shape a = in[0].shape, b = in[1].shape;
   if (a.empty() || b.empty()) return err("matmul needs operands of rank >= 1, got ", types_to_string(in));
   bool a_vec = a.size() == 1, b_vec = b.size() == 1;
@@ -259,8 +258,8 @@ Result infer_matmul(Types in, const Attrs&) {
 
 // linear(x [..., K], w [N, K], bias [N]?) -> [..., N]
 Result infer_linear(Types in, const Attrs&) {
-  if (auto s = same_dtypes(in); !s.ok()) return s;
-  if (auto s = require_dtype(in[0], is_float(in[0].dtype), "floating-point operands"); !s.ok()) return s;
+  KILN_RETURN_IF_ERROR(same_dtypes(in));
+  KILN_RETURN_IF_ERROR(require_dtype(in[0], is_float(in[0].dtype), "floating-point operands"));
   const Shape &x = in[0].shape, &w = in[1].shape;
   if (x.empty() || w.size() != 2)
     return err("expected x of rank >= 1 and w of rank 2 ([out, in]), got ", types_to_string(in));
@@ -308,10 +307,9 @@ Result infer_permute(Types in, const Attrs& a) {
   const std::vector<int64_t>& dims = PermuteAttrs(a).dims();
   if (dims.size() != x.shape.size())
     return err("dims must list all ", x.shape.size(), " axes of ", x.to_string());
-  absl::StatusOr<std::vector<int64_t>> d = normalize_axes(dims, x.shape.size());
-  if (!d.ok()) return d.status();
+  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> d, normalize_axes(dims, x.shape.size()));
   Shape out;
-  for (int64_t i : *d) out.push_back(x.shape[i]);
+  for (int64_t i : d) out.push_back(x.shape[i]);
   return std::vector{TensorType{x.dtype, std::move(out)}};
 }
 
@@ -338,9 +336,7 @@ Result infer_squeeze(Types in, const Attrs& a) {
   const TensorType& x = in[0];
   std::vector<int64_t> axes;
   if (std::optional<std::vector<int64_t>> given = SqueezeAttrs(a).axes()) {
-    absl::StatusOr<std::vector<int64_t>> ax = normalize_axes(*given, x.shape.size());
-    if (!ax.ok()) return ax.status();
-    axes = *ax;
+    KILN_ASSIGN_OR_RETURN(axes, normalize_axes(*given, x.shape.size()));
     for (int64_t i : axes)
       if (x.shape[i] != SymExpr(1))
         return err("cannot squeeze axis ", i, " of ", x.to_string(), ": its size is not 1");
@@ -359,12 +355,11 @@ Result infer_unsqueeze(Types in, const Attrs& a) {
   const TensorType& x = in[0];
   const std::vector<int64_t>& axes = UnsqueezeAttrs(a).axes();
   int64_t rank = x.shape.size() + axes.size();
-  absl::StatusOr<std::vector<int64_t>> ax = normalize_axes(axes, rank);
-  if (!ax.ok()) return ax.status();
+  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax, normalize_axes(axes, rank));
   Shape out;
   size_t next = 0;
   for (int64_t i = 0; i < rank; ++i) {
-    if (std::find(ax->begin(), ax->end(), i) != ax->end()) out.push_back(1);
+    if (std::find(ax.begin(), ax.end(), i) != ax.end()) out.push_back(1);
     else out.push_back(x.shape[next++]);
   }
   return std::vector{TensorType{x.dtype, std::move(out)}};
@@ -374,11 +369,10 @@ Result infer_slice(Types in, const Attrs& a) {
   const TensorType& x = in[0];
   SliceAttrs attrs(a);
   int64_t axis = attrs.axis();
-  absl::StatusOr<std::vector<int64_t>> ax = normalize_axes(std::span(&axis, 1), x.shape.size());
-  if (!ax.ok()) return ax.status();
+  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax, normalize_axes(std::span(&axis, 1), x.shape.size()));
   int64_t start = attrs.start(), end = attrs.end(), step = attrs.step();
   if (step == 0) return err("step must not be 0");
-  const Dim& d = x.shape[(*ax)[0]];
+  const Dim& d = x.shape[ax[0]];
   Shape out = x.shape;
   if (auto n = d.constant()) {
     // Python slice semantics, clamped to the dim.
@@ -392,31 +386,30 @@ Result infer_slice(Types in, const Attrs& a) {
       int64_t e = end < 0 ? std::max<int64_t>(-1, *n + end) : std::min(end, *n - 1);
       len = s > e ? 1 - (s - e - 1) / step : 0;  // truncation; no -step overflow
     }
-    out[(*ax)[0]] = len;
+    out[ax[0]] = len;
   } else {
     if (step < 0) return err("a negative step needs a static dim, got ", d.to_string());
     constexpr int64_t kToEnd = std::numeric_limits<int64_t>::max() / 2;
     SymExpr s = start < 0 ? d + start : SymExpr(start);
     SymExpr e = end >= kToEnd ? d : (end < 0 ? d + end : SymExpr(end));
-    out[(*ax)[0]] = (e - s + (step - 1)).floordiv(step);
+    out[ax[0]] = (e - s + (step - 1)).floordiv(step);
   }
   return std::vector{TensorType{x.dtype, std::move(out)}};
 }
 
 Result infer_concat(Types in, const Attrs& a) {
-  if (auto s = same_dtypes(in); !s.ok()) return s;
+  KILN_RETURN_IF_ERROR(same_dtypes(in));
   const Shape& first = in[0].shape;
   int64_t axis = ConcatAttrs(a).axis();
-  absl::StatusOr<std::vector<int64_t>> ax = normalize_axes(std::span(&axis, 1), first.size());
-  if (!ax.ok()) return ax.status();
+  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax, normalize_axes(std::span(&axis, 1), first.size()));
   Shape out = first;
   for (const TensorType& t : in.subspan(1)) {
     if (t.shape.size() != first.size()) return err("operands differ in rank: ", types_to_string(in));
     for (size_t i = 0; i < first.size(); ++i) {
-      if (static_cast<int64_t>(i) == (*ax)[0]) continue;
-      if (t.shape[i] != first[i]) return err("operands differ outside axis ", (*ax)[0], ": ", types_to_string(in));
+      if (static_cast<int64_t>(i) == ax[0]) continue;
+      if (t.shape[i] != first[i]) return err("operands differ outside axis ", ax[0], ": ", types_to_string(in));
     }
-    out[(*ax)[0]] = out[(*ax)[0]] + t.shape[(*ax)[0]];
+    out[ax[0]] = out[ax[0]] + t.shape[ax[0]];
   }
   return std::vector{TensorType{in[0].dtype, std::move(out)}};
 }
@@ -424,8 +417,7 @@ Result infer_concat(Types in, const Attrs& a) {
 Result infer_split(Types in, const Attrs& a) {
   const TensorType& x = in[0];
   int64_t axis = SplitAttrs(a).axis();
-  absl::StatusOr<std::vector<int64_t>> ax = normalize_axes(std::span(&axis, 1), x.shape.size());
-  if (!ax.ok()) return ax.status();
+  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax, normalize_axes(std::span(&axis, 1), x.shape.size()));
   const std::vector<SymExpr>& sizes = SplitAttrs(a).sizes();
   if (sizes.empty()) return err("sizes must not be empty");
   SymExpr total(0);
@@ -433,13 +425,13 @@ Result infer_split(Types in, const Attrs& a) {
     if (auto c = s.constant(); c && *c < 0) return err("negative size in sizes");
     total = total + s;
   }
-  if (total != x.shape[(*ax)[0]])
-    return err("sizes add up to ", total.to_string(), ", but axis ", (*ax)[0], " of ", x.to_string(),
-               " has ", x.shape[(*ax)[0]].to_string());
+  if (total != x.shape[ax[0]])
+    return err("sizes add up to ", total.to_string(), ", but axis ", ax[0], " of ", x.to_string(),
+               " has ", x.shape[ax[0]].to_string());
   std::vector<TensorType> out;
   for (const SymExpr& s : sizes) {
     TensorType t = x;
-    t.shape[(*ax)[0]] = s;
+    t.shape[ax[0]] = s;
     out.push_back(std::move(t));
   }
   return out;
@@ -450,11 +442,10 @@ Result infer_gather(Types in, const Attrs& a) {
   const TensorType &data = in[0], &idx = in[1];
   if (!is_integer(idx.dtype)) return err("indices must be i32 or i64, got ", idx.to_string());
   int64_t axis = GatherAttrs(a).axis();
-  absl::StatusOr<std::vector<int64_t>> ax = normalize_axes(std::span(&axis, 1), data.shape.size());
-  if (!ax.ok()) return ax.status();
-  Shape out(data.shape.begin(), data.shape.begin() + (*ax)[0]);
+  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax, normalize_axes(std::span(&axis, 1), data.shape.size()));
+  Shape out(data.shape.begin(), data.shape.begin() + ax[0]);
   out.insert(out.end(), idx.shape.begin(), idx.shape.end());
-  out.insert(out.end(), data.shape.begin() + (*ax)[0] + 1, data.shape.end());
+  out.insert(out.end(), data.shape.begin() + ax[0] + 1, data.shape.end());
   return std::vector{TensorType{data.dtype, std::move(out)}};
 }
 
@@ -558,7 +549,7 @@ absl::StatusOr<std::vector<TensorType>> infer_types(Op op, std::span<const Tenso
                            : str_cat(info.min_operands, " to ", info.max_operands);
     return err(info.name, " takes ", want, " operand", want == "1" ? "" : "s", ", got ", n);
   }
-  if (auto s = check_attrs(op, attrs); !s.ok()) return s;
+  KILN_RETURN_IF_ERROR(check_attrs(op, attrs));
   return info.infer(in, attrs);
 }
 

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "ir/op_attrs.h"
+#include "ir/status.h"
 #include "ir/str.h"
 #include "passes/builder.h"
 
@@ -123,7 +124,7 @@ absl::StatusOr<bool> decompose(Graph& g) {
     g.replace_all_uses(n->result(), out);
     g.erase(n);
     if (out->producer() && !g.find(name)) {
-      if (auto s = g.rename(out, name); !s.ok()) return s;
+      KILN_RETURN_IF_ERROR(g.rename(out, name));
     }
   }
   return !todo.empty();

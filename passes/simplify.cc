@@ -4,6 +4,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "ir/op_attrs.h"
+#include "ir/status.h"
 #include "ir/str.h"
 #include "passes/builder.h"
 #include "passes/fold.h"
@@ -98,8 +99,7 @@ absl::StatusOr<bool> rewrite_sweep(Graph& g) {
   for (const auto& n : g.nodes()) nodes.push_back(n.get());
   for (Node* n : nodes) {
     if (foldable(*n, kMaxFoldNumel)) {
-      absl::StatusOr<Value*> v = fold_on_host(g, n);
-      if (!v.ok()) return v.status();
+      KILN_RETURN_IF_ERROR(fold_on_host(g, n).status());
       changed = true;
       continue;
     }
@@ -107,14 +107,14 @@ absl::StatusOr<bool> rewrite_sweep(Graph& g) {
     if (!rule || (n->op() == Op::Concat && n->num_operands() != 1)) continue;
     Builder b(g, n, n->loc());
     Value* v = rule(b, *n);
-    if (!b.status().ok()) return b.status();
+    KILN_RETURN_IF_ERROR(b.status());
     if (!v) continue;
     std::string name = n->result()->name();
     g.replace_all_uses(n->result(), v);
     g.erase(n);
     // A node a rule made takes the name of the value it replaces (dumps stay readable).
     if (b.created(v))
-      if (absl::Status s = g.rename(v, name); !s.ok()) return s;
+      KILN_RETURN_IF_ERROR(g.rename(v, name));
     changed = true;
   }
   return changed;
@@ -143,11 +143,10 @@ bool cse(Graph& g) {
 absl::StatusOr<bool> simplify(Graph& g) {
   bool changed = false;
   for (int round = 0; round < kMaxRounds; ++round) {
-    absl::StatusOr<bool> rewrote = rewrite_sweep(g);
-    if (!rewrote.ok()) return rewrote.status();
+    KILN_ASSIGN_OR_RETURN(bool rewrote, rewrite_sweep(g));
     bool merged = cse(g);
     bool removed = g.remove_dead_nodes() > 0;
-    if (!*rewrote && !merged && !removed) return changed;
+    if (!rewrote && !merged && !removed) return changed;
     changed = true;
   }
   return changed;
