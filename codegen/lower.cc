@@ -6,6 +6,8 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "ir/op_attrs.h"
+#include "ir/status.h"
 #include "ir/str.h"
 
 namespace kiln {
@@ -75,20 +77,6 @@ Index slice_start(const Dim& d, int64_t start, int64_t step) {
   return start < 0 ? Index::from_dim(d) + Index(start) : Index(start);
 }
 
-std::vector<int64_t> reduction_axes(const Node& n) {
-  AttrView a = n.attr();
-  int64_t rank = static_cast<int64_t>(n.operand(0)->shape().size());
-  std::vector<int64_t> axes;
-  if (n.op() == Op::ArgMax) axes = {a.get_int("axis")};
-  else if (a.has("axes")) axes = a.get_ints("axes");
-  else
-    for (int64_t i = 0; i < rank; ++i) axes.push_back(i);
-  absl::StatusOr<std::vector<int64_t>> norm = normalize_axes(axes, rank);
-  std::vector<int64_t> out = norm.ok() ? *norm : axes;
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
 class Lowerer {
  public:
   Lowerer(const KernelGroup& group, const LowerLog& log) : group_(group), log_(log) {}
@@ -116,7 +104,7 @@ class Lowerer {
     else if (gemm) s = err(gemm->describe(), " is a GEMM outside a Gemm group");
     else if (!reductions.empty()) s = lower_reduction(reductions);
     else s = lower_elementwise();
-    if (!s.ok()) return s;
+    KILN_RETURN_IF_ERROR(s);
 
     // Output buffers follow the input buffers, so they are numbered only now; stores
     // recorded them by position in group_.outputs.
@@ -187,9 +175,8 @@ class Lowerer {
   }
 
   absl::Status store(const Value* v, const Indices& idx) {
-    absl::StatusOr<Expr> e = value_at(v, idx);
-    if (!e.ok()) return e.status();
-    stage().stores.push_back({output_position(v), flatten(idx, v->shape()), Expr::cast(*e, v->dtype())});
+    KILN_ASSIGN_OR_RETURN(Expr e, value_at(v, idx));
+    stage().stores.push_back({output_position(v), flatten(idx, v->shape()), Expr::cast(e, v->dtype())});
     return absl::OkStatus();
   }
 
@@ -204,7 +191,7 @@ class Lowerer {
       say(str_cat("  domain ", shape_to_string(s)));
       begin_stage(Stage::Kind::Map, {});
       for (Value* v : group_.outputs)
-        if (absl::Status st = store(v, vars(s, Index::outer)); !st.ok()) return st;
+        KILN_RETURN_IF_ERROR(store(v, vars(s, Index::outer)));
       say(str_cat("  map stage: ", stage().lets.size(), " lets, ", stage().stores.size(), " stores"));
       return absl::OkStatus();
     }
@@ -216,7 +203,7 @@ class Lowerer {
       begin_stage(Stage::Kind::Map, s);
       for (Value* v : group_.outputs)
         if (v->shape() == s)
-          if (absl::Status st = store(v, vars(s, Index::inner)); !st.ok()) return st;
+          KILN_RETURN_IF_ERROR(store(v, vars(s, Index::inner)));
       say(str_cat("  map stage over ", shape_to_string(s), ": ", stage().lets.size(), " lets, ",
                   stage().stores.size(), " stores"));
     }
@@ -226,7 +213,7 @@ class Lowerer {
   absl::Status lower_reduction(const std::vector<const Node*>& reductions) {
     const Node& first = *reductions.front();
     const Shape& x = first.operand(0)->shape();
-    std::vector<int64_t> axes = reduction_axes(first);
+    KILN_ASSIGN_OR_RETURN(std::vector<int64_t> axes, reduction_axes(first));
     auto reduced = [&](size_t i) { return std::binary_search(axes.begin(), axes.end(), static_cast<int64_t>(i)); };
     Shape inner, keep_shape, kept;
     Indices full, keep_row;
@@ -249,7 +236,8 @@ class Lowerer {
     say(str_cat("  domain ", shape_to_string(k_.domain), ", reduced extents ", shape_to_string(inner)));
 
     for (const Node* r : reductions) {
-      if (r->operand(0)->shape() != x || reduction_axes(*r) != axes)
+      KILN_ASSIGN_OR_RETURN(std::vector<int64_t> r_axes, reduction_axes(*r));
+      if (r->operand(0)->shape() != x || r_axes != axes)
         return err(r->describe(), " reduces ", r->operand(0)->type().to_string(), " over other axes than ",
                    first.describe(), " (one iteration space per kernel)");
       begin_stage(Stage::Kind::Reduce, inner);
@@ -263,10 +251,9 @@ class Lowerer {
         case Op::Min: st.combiner = kir::Combiner::Min; break;
         default: st.combiner = kir::Combiner::ArgMax; break;
       }
-      absl::StatusOr<Expr> value = value_at(r->operand(0), full);
-      if (!value.ok()) return value.status();
-      stage().value = Expr::cast(*value, stage().acc_dtype);
-      reductions_[r] = {static_cast<int>(k_.stages.size()) - 1, r->attr().get_bool("keepdim") ? keep_row : row};
+      KILN_ASSIGN_OR_RETURN(Expr value, value_at(r->operand(0), full));
+      stage().value = Expr::cast(value, stage().acc_dtype);
+      reductions_[r] = {static_cast<int>(k_.stages.size()) - 1, reduction_keepdim(*r) ? keep_row : row};
       say(str_cat("  s", k_.stages.size() - 1, " = reduce ", kir::combiner_name(stage().combiner), " of ",
                   r->describe(), ": ", stage().lets.size(), " lets"));
     }
@@ -282,13 +269,13 @@ class Lowerer {
     if (!row_outputs.empty()) {
       begin_stage(Stage::Kind::Map, {});
       for (Value* v : row_outputs)
-        if (absl::Status st = store(v, v->shape() == kept ? row : keep_row); !st.ok()) return st;
+        KILN_RETURN_IF_ERROR(store(v, v->shape() == kept ? row : keep_row));
       say(str_cat("  row map stage: ", stage().lets.size(), " lets, ", stage().stores.size(), " stores"));
     }
     if (!full_outputs.empty()) {
       begin_stage(Stage::Kind::Map, inner);
       for (Value* v : full_outputs)
-        if (absl::Status st = store(v, full); !st.ok()) return st;
+        KILN_RETURN_IF_ERROR(store(v, full));
       say(str_cat("  map stage over ", shape_to_string(inner), ": ", stage().lets.size(), " lets, ",
                   stage().stores.size(), " stores"));
     }
@@ -340,10 +327,9 @@ class Lowerer {
       b_idx = operand_index(bs, b_vec, k, n);
     }
     for (auto [op, v, idx] : {std::tuple{&spec.a, a, a_idx}, std::tuple{&spec.b, b, b_idx}}) {
-      absl::StatusOr<std::pair<const Value*, Indices>> src = through_views(v, idx);
-      if (!src.ok()) return src.status();
-      op->buffer = input_buffer(src->first);
-      op->index = flatten(src->second, src->first->shape());
+      KILN_ASSIGN_OR_RETURN(auto src, through_views(v, idx));
+      op->buffer = input_buffer(src.first);
+      op->index = flatten(src.second, src.first->shape());
       if (std::optional<kir::AffineIndex> aff = kir::affine_index(op->index, o.size(), 1))
         op->strides = kir::GemmStrides{aff->offset, aff->outer, aff->inner[0]};
     }
@@ -355,7 +341,7 @@ class Lowerer {
       if (v->shape() != o)
         return err("epilogue output %", v->name(), ": ", v->type().to_string(), " does not have the GEMM's shape ",
                    shape_to_string(o));
-      if (absl::Status st = store(v, gemm_index_); !st.ok()) return st;
+      KILN_RETURN_IF_ERROR(store(v, gemm_index_));
     }
     say(str_cat("  epilogue: ", stage().lets.size(), " lets, ", stage().stores.size(), " stores"));
     return absl::OkStatus();
@@ -391,27 +377,19 @@ class Lowerer {
     DType t = out.dtype();
     std::vector<Expr> x;
     for (const Value* operand : n.operands()) {
-      absl::StatusOr<Expr> e = value_at(operand, broadcast_index(idx, operand->shape()));
-      if (!e.ok()) return e.status();
-      x.push_back(*e);
+      KILN_ASSIGN_OR_RETURN(Expr e, value_at(operand, broadcast_index(idx, operand->shape())));
+      x.push_back(e);
     }
     switch (n.op()) {
-      case Op::Constant: {
-        const AttrValue& v = n.attr().get("value");
-        double d = std::holds_alternative<double>(v) ? std::get<double>(v)
-                   : std::holds_alternative<bool>(v) ? static_cast<double>(std::get<bool>(v))
-                   : is_float(t) ? static_cast<double>(static_cast<float>(std::get<int64_t>(v)))
-                                 : static_cast<double>(std::get<int64_t>(v));
-        return Expr::constant(d, t);
-      }
+      case Op::Constant: return Expr::constant(*constant_value(&out), t);
       case Op::Iota: {
-        int64_t axis = n.attr().get_int("axis");
+        int64_t axis = IotaAttrs(n).axis();
         size_t ax = static_cast<size_t>(axis < 0 ? axis + static_cast<int64_t>(idx.size()) : axis);
         return bind(Expr::cast(Expr::index_value(idx[ax]), t));
       }
       case Op::Cast: return bind(Expr::cast(x[0], t));
       case Op::Where: return bind(Expr::select(x[0], x[1], x[2]));
-      case Op::Gelu: return bind(gelu(x[0], n.attr().get_string("approximate") == "tanh", t));
+      case Op::Gelu: return bind(gelu(x[0], GeluAttrs(n).approximate() == "tanh", t));
       default: break;
     }
     if (x.size() == 1) return bind(Expr::unary(n.op(), x[0], t));
@@ -452,9 +430,8 @@ class Lowerer {
       return err(n.describe(), " is read at ", indices_text(idx), ", not at the GEMM's own output index");
     Expr acc = Expr::gemm_acc(DType::f32);
     if (n.op() == Op::Linear && n.num_operands() == 3) {
-      absl::StatusOr<Expr> bias = value_at(n.operand(2), {idx.back()});
-      if (!bias.ok()) return bias.status();
-      acc = Expr::binary(Op::Add, acc, Expr::cast(*bias, DType::f32), DType::f32);
+      KILN_ASSIGN_OR_RETURN(Expr bias, value_at(n.operand(2), {idx.back()}));
+      acc = Expr::binary(Op::Add, acc, Expr::cast(bias, DType::f32), DType::f32);
     }
     return bind(Expr::cast(acc, n.result()->dtype()));
   }
@@ -478,18 +455,17 @@ class Lowerer {
   }
 
   absl::StatusOr<Expr> view(const Node& n, const Value& v, const Indices& idx) {
-    size_t rank = n.op() == Op::Concat ? v.shape().size() : n.operand(0)->shape().size();
-    int64_t axis = n.attr().has("axis") ? n.attr().get_int("axis") : 0;
-    size_t ax = static_cast<size_t>(axis < 0 ? axis + static_cast<int64_t>(rank) : axis);
-    if (n.op() == Op::Concat) return concat(n, v, idx, ax);
-    if (n.op() == Op::Gather) return gather(n, idx, ax);
+    auto axis_of = [](int64_t axis, size_t rank) {
+      return static_cast<size_t>(axis < 0 ? axis + static_cast<int64_t>(rank) : axis);
+    };
+    if (n.op() == Op::Concat) return concat(n, v, idx, axis_of(ConcatAttrs(n).axis(), v.shape().size()));
+    if (n.op() == Op::Gather) return gather(n, idx, axis_of(GatherAttrs(n).axis(), n.operand(0)->shape().size()));
     return value_at(n.operand(0), view_operand_index(n, v, idx));
   }
 
   // The index of a single-operand view's operand read for result index `idx`.
   static Indices view_operand_index(const Node& n, const Value& v, const Indices& idx) {
     const Shape &xs = n.operand(0)->shape(), &os = v.shape();
-    AttrView a = n.attr();
     auto axis_of = [&](int64_t axis, size_t rank) {
       return static_cast<size_t>(axis < 0 ? axis + static_cast<int64_t>(rank) : axis);
     };
@@ -508,7 +484,7 @@ class Lowerer {
         return xi;
       }
       case Op::Permute: {
-        const std::vector<int64_t>& dims = a.get_ints("dims");
+        const std::vector<int64_t>& dims = PermuteAttrs(n).dims();
         Indices xi(xs.size());
         for (size_t i = 0; i < dims.size(); ++i) xi[axis_of(dims[i], xs.size())] = idx[i];
         return xi;
@@ -516,8 +492,8 @@ class Lowerer {
       case Op::Expand: return broadcast_index(idx, xs);
       case Op::Squeeze: {
         std::vector<bool> squeezed(xs.size(), false);
-        if (a.has("axes"))
-          for (int64_t ax : a.get_ints("axes")) squeezed[axis_of(ax, xs.size())] = true;
+        if (std::optional<std::vector<int64_t>> axes = SqueezeAttrs(n).axes())
+          for (int64_t ax : *axes) squeezed[axis_of(ax, xs.size())] = true;
         else
           for (size_t i = 0; i < xs.size(); ++i) squeezed[i] = is_one(xs[i]);
         Indices xi;
@@ -527,23 +503,24 @@ class Lowerer {
       }
       case Op::Unsqueeze: {
         std::vector<bool> added(os.size(), false);
-        for (int64_t ax : a.get_ints("axes")) added[axis_of(ax, os.size())] = true;
+        for (int64_t ax : UnsqueezeAttrs(n).axes()) added[axis_of(ax, os.size())] = true;
         Indices xi;
         for (size_t i = 0; i < os.size(); ++i)
           if (!added[i]) xi.push_back(idx[i]);
         return xi;
       }
       case Op::Slice: {
-        size_t ax = axis_of(a.get_int("axis"), xs.size());
-        int64_t step = a.get_int("step");
+        SliceAttrs a(n);
+        size_t ax = axis_of(a.axis(), xs.size());
+        int64_t step = a.step();
         Indices xi = idx;
-        xi[ax] = slice_start(xs[ax], a.get_int("start"), step) + idx[ax] * Index(step);
+        xi[ax] = slice_start(xs[ax], a.start(), step) + idx[ax] * Index(step);
         return xi;
       }
       default: {  // Split
-        size_t ax = axis_of(a.get_int("axis"), xs.size());
+        size_t ax = axis_of(SplitAttrs(n).axis(), xs.size());
         Dim offset(0);
-        const std::vector<SymExpr>& sizes = a.get_dims("sizes");
+        const std::vector<SymExpr>& sizes = SplitAttrs(n).sizes();
         for (int i = 0; i < v.result_index(); ++i) offset = offset + sizes[i];
         Indices xi = idx;
         xi[ax] = idx[ax] + Index::from_dim(offset);
@@ -563,9 +540,8 @@ class Lowerer {
       if (len == SymExpr(0)) continue;
       Indices xi = idx;
       xi[axis] = Index::min(Index::max(idx[axis] - Index::from_dim(at), 0), Index::from_dim(len) - Index(1));
-      absl::StatusOr<Expr> e = value_at(x, xi);
-      if (!e.ok()) return e.status();
-      parts.push_back(*e);
+      KILN_ASSIGN_OR_RETURN(Expr e, value_at(x, xi));
+      parts.push_back(e);
       at = at + len;
       ends.push_back(Index::from_dim(at));
     }
@@ -585,9 +561,8 @@ class Lowerer {
     const Value &data = *n.operand(0), &indices = *n.operand(1);
     size_t ir = indices.shape().size();
     Indices ii(idx.begin() + axis, idx.begin() + axis + ir);
-    absl::StatusOr<Expr> raw = value_at(&indices, ii);
-    if (!raw.ok()) return raw.status();
-    Expr i = Expr::cast(*raw, DType::i64);
+    KILN_ASSIGN_OR_RETURN(Expr raw, value_at(&indices, ii));
+    Expr i = Expr::cast(raw, DType::i64);
     Expr dim = Expr::index_value(Index::from_dim(data.shape()[axis]));
     Expr neg = Expr::binary(Op::Lt, i, Expr::constant(0, DType::i64), DType::boolean);
     Expr wrapped = bind(Expr::select(neg, Expr::binary(Op::Add, i, dim, DType::i64), i));
@@ -621,9 +596,8 @@ absl::StatusOr<kir::Kernel> lower_group(const Graph& g, const KernelGroup& group
 absl::StatusOr<std::vector<kir::Kernel>> lower_schedule(const Graph& g, const Schedule& s, const LowerLog& log) {
   std::vector<kir::Kernel> out;
   for (const KernelGroup& group : s.groups) {
-    absl::StatusOr<kir::Kernel> k = lower_group(g, group, log);
-    if (!k.ok()) return k.status();
-    out.push_back(*std::move(k));
+    KILN_ASSIGN_OR_RETURN(kir::Kernel k, lower_group(g, group, log));
+    out.push_back(std::move(k));
   }
   return out;
 }

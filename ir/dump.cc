@@ -55,9 +55,11 @@ absl::Status DumpWriter::remove_stale(const std::set<std::string>& keep) const {
   for (const std::string& k : keep) extensions.insert(fs::path(k).extension());
   std::error_code ec;
   if (!fs::is_directory(dir_, ec)) return absl::OkStatus();
-  for (const fs::directory_entry& e : fs::directory_iterator(dir_, ec)) {
-    const fs::path& p = e.path();
-    if (e.is_regular_file() && extensions.contains(p.extension()) && !keep.contains(p.filename().string()))
+  // increment(ec) and is_regular_file(ec): a range-for's ++ and the plain overload throw
+  // filesystem_error on an I/O error.
+  for (fs::directory_iterator it(dir_, ec), end; !ec && it != end; it.increment(ec)) {
+    const fs::path& p = it->path();
+    if (it->is_regular_file(ec) && extensions.contains(p.extension()) && !keep.contains(p.filename().string()))
       fs::remove(p, ec);
     if (ec) break;
   }

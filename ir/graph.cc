@@ -1,10 +1,11 @@
-#include "ir/str.h"
 #include "ir/graph.h"
 
 #include <algorithm>
 #include <set>
 
 #include "absl/container/flat_hash_set.h"
+#include "ir/status.h"
+#include "ir/str.h"
 
 namespace kiln {
 
@@ -43,7 +44,7 @@ std::string Graph::fresh_name(std::string_view hint) {
 
 absl::Status Graph::rename(Value* v, const std::string& name) {
   if (v->name_ == name) return absl::OkStatus();
-  if (auto s = claim_name(name); !s.ok()) return s;
+  KILN_RETURN_IF_ERROR(claim_name(name));
   by_name_.erase(v->name_);
   v->name_ = name;
   by_name_[name] = v;
@@ -51,7 +52,7 @@ absl::Status Graph::rename(Value* v, const std::string& name) {
 }
 
 absl::StatusOr<Value*> Graph::add_input(const std::string& name, TensorType type) {
-  if (auto s = claim_name(name); !s.ok()) return s;
+  KILN_RETURN_IF_ERROR(claim_name(name));
   Value* v = new_value(name);
   v->type_ = std::move(type);
   v->role_ = Value::Role::Input;
@@ -61,7 +62,7 @@ absl::StatusOr<Value*> Graph::add_input(const std::string& name, TensorType type
 
 absl::StatusOr<Value*> Graph::add_param(const std::string& name, TensorType type,
                                         std::shared_ptr<const HostTensor> data) {
-  if (auto s = claim_name(name); !s.ok()) return s;
+  KILN_RETURN_IF_ERROR(claim_name(name));
   Value* v = new_value(name);
   v->type_ = std::move(type);
   v->role_ = Value::Role::Param;

@@ -1,9 +1,13 @@
 #include <algorithm>
 #include <limits>
-#include <numeric>
+#include <stdexcept>
+#include <type_traits>
 
-#include "ir/str.h"
 #include "ir/op.h"
+
+#include "ir/op_attrs.h"
+#include "ir/status.h"
+#include "ir/str.h"
 
 namespace kiln {
 namespace {
@@ -31,35 +35,35 @@ absl::Status same_dtypes(Types in) {
 
 // ---- elementwise ---------------------------------------------------------------
 
-Result infer_unary_numeric(Types in, const AttrView&) {
-  if (auto s = require_dtype(in[0], in[0].dtype != DType::boolean, "a numeric tensor"); !s.ok()) return s;
+Result infer_unary_numeric(Types in, const Attrs&) {
+  KILN_RETURN_IF_ERROR(require_dtype(in[0], in[0].dtype != DType::boolean, "a numeric tensor"));
   return std::vector{in[0]};
 }
 
-Result infer_unary_float(Types in, const AttrView&) {
-  if (auto s = require_dtype(in[0], is_float(in[0].dtype), "a floating-point tensor"); !s.ok()) return s;
+Result infer_unary_float(Types in, const Attrs&) {
+  KILN_RETURN_IF_ERROR(require_dtype(in[0], is_float(in[0].dtype), "a floating-point tensor"));
   return std::vector{in[0]};
 }
 
-Result infer_unary_bool(Types in, const AttrView&) {
-  if (auto s = require_dtype(in[0], in[0].dtype == DType::boolean, "a bool tensor"); !s.ok()) return s;
+Result infer_unary_bool(Types in, const Attrs&) {
+  KILN_RETURN_IF_ERROR(require_dtype(in[0], in[0].dtype == DType::boolean, "a bool tensor"));
   return std::vector{in[0]};
 }
 
-Result infer_gelu(Types in, const AttrView& a) {
-  const std::string& approx = a.get_string("approximate");
+Result infer_gelu(Types in, const Attrs& a) {
+  const std::string& approx = GeluAttrs(a).approximate();
   if (approx != "none" && approx != "tanh")
     return err("approximate must be \"none\" or \"tanh\", got \"", approx, "\"");
   return infer_unary_float(in, a);
 }
 
-Result infer_cast(Types in, const AttrView& a) {
-  return std::vector{TensorType{a.get_dtype("dtype"), in[0].shape}};
+Result infer_cast(Types in, const Attrs& a) {
+  return std::vector{TensorType{CastAttrs(a).dtype(), in[0].shape}};
 }
 
-Result infer_constant(Types, const AttrView& a) {
-  DType t = a.get_dtype("dtype");
-  const AttrValue& v = a.get("value");
+Result infer_constant(Types, const Attrs& a) {
+  DType t = ConstantAttrs(a).dtype();
+  const AttrValue& v = ConstantAttrs(a).value();
   if (std::holds_alternative<double>(v) && !is_float(t))
     return err("constant value ", attr_to_string(v), " is not a valid ", dtype_name(t));
   if (std::holds_alternative<bool>(v) && t != DType::boolean)
@@ -71,14 +75,15 @@ Result infer_constant(Types, const AttrView& a) {
   return std::vector{TensorType{t, {}}};
 }
 
-Result infer_iota(Types, const AttrView& a) {
-  DType t = a.get_dtype("dtype");
+Result infer_iota(Types, const Attrs& a) {
+  IotaAttrs attrs(a);
+  DType t = attrs.dtype();
   if (t == DType::boolean) return err("iota needs a numeric dtype, got bool");
-  Shape s = a.get_dims("shape");
+  Shape s = attrs.shape();
   for (const Dim& d : s)
     if (auto c = d.constant(); c && *c < 0) return err("negative dim in shape ", shape_to_string(s));
-  int64_t axis = a.get_int("axis");
-  if (auto ax = normalize_axes(std::span(&axis, 1), s.size()); !ax.ok()) return ax.status();
+  int64_t axis = attrs.axis();
+  KILN_RETURN_IF_ERROR(normalize_axes(std::span(&axis, 1), s.size()).status());
   return std::vector{TensorType{t, std::move(s)}};
 }
 
@@ -92,31 +97,31 @@ Result broadcast_all(Types in, DType out) {
   return std::vector{TensorType{out, std::move(s)}};
 }
 
-Result infer_binary_numeric(Types in, const AttrView&) {
-  if (auto s = same_dtypes(in); !s.ok()) return s;
-  if (auto s = require_dtype(in[0], in[0].dtype != DType::boolean, "numeric operands"); !s.ok()) return s;
+Result infer_binary_numeric(Types in, const Attrs&) {
+  KILN_RETURN_IF_ERROR(same_dtypes(in));
+  KILN_RETURN_IF_ERROR(require_dtype(in[0], in[0].dtype != DType::boolean, "numeric operands"));
   return broadcast_all(in, in[0].dtype);
 }
 
-Result infer_binary_float(Types in, const AttrView&) {
-  if (auto s = same_dtypes(in); !s.ok()) return s;
-  if (auto s = require_dtype(in[0], is_float(in[0].dtype), "floating-point operands"); !s.ok()) return s;
+Result infer_binary_float(Types in, const Attrs&) {
+  KILN_RETURN_IF_ERROR(same_dtypes(in));
+  KILN_RETURN_IF_ERROR(require_dtype(in[0], is_float(in[0].dtype), "floating-point operands"));
   return broadcast_all(in, in[0].dtype);
 }
 
-Result infer_binary_bool(Types in, const AttrView&) {
-  if (auto s = same_dtypes(in); !s.ok()) return s;
-  if (auto s = require_dtype(in[0], in[0].dtype == DType::boolean, "bool operands"); !s.ok()) return s;
+Result infer_binary_bool(Types in, const Attrs&) {
+  KILN_RETURN_IF_ERROR(same_dtypes(in));
+  KILN_RETURN_IF_ERROR(require_dtype(in[0], in[0].dtype == DType::boolean, "bool operands"));
   return broadcast_all(in, DType::boolean);
 }
 
-Result infer_compare(Types in, const AttrView&) {
-  if (auto s = same_dtypes(in); !s.ok()) return s;
+Result infer_compare(Types in, const Attrs&) {
+  KILN_RETURN_IF_ERROR(same_dtypes(in));
   return broadcast_all(in, DType::boolean);
 }
 
-Result infer_where(Types in, const AttrView&) {
-  if (auto s = require_dtype(in[0], in[0].dtype == DType::boolean, "a bool condition"); !s.ok()) return s;
+Result infer_where(Types in, const Attrs&) {
+  KILN_RETURN_IF_ERROR(require_dtype(in[0], in[0].dtype == DType::boolean, "a bool condition"));
   if (in[1].dtype != in[2].dtype)
     return err("where's branches differ in dtype (", types_to_string(in.subspan(1)), ")");
   return broadcast_all(in, in[1].dtype);
@@ -124,67 +129,61 @@ Result infer_where(Types in, const AttrView&) {
 
 // ---- reductions ---------------------------------------------------------------
 
-Result reduce_shape(const TensorType& x, std::span<const int64_t> axes, bool keepdim, DType out) {
-  absl::StatusOr<std::vector<int64_t>> ax = normalize_axes(axes, static_cast<int64_t>(x.shape.size()));
-  if (!ax.ok()) return ax.status();
+// The result of reducing x over `axes` (normalized, sorted).
+Result reduce_shape(const TensorType& x, absl::StatusOr<std::vector<int64_t>> axes, bool keepdim, DType out) {
+  KILN_RETURN_IF_ERROR(axes.status());
   Shape s;
   for (int64_t i = 0; i < static_cast<int64_t>(x.shape.size()); ++i) {
-    bool reduced = std::find(ax->begin(), ax->end(), i) != ax->end();
+    bool reduced = std::binary_search(axes->begin(), axes->end(), i);
     if (!reduced) s.push_back(x.shape[i]);
     else if (keepdim) s.push_back(1);
   }
   return std::vector{TensorType{out, std::move(s)}};
 }
 
-std::vector<int64_t> reduce_axes(const TensorType& x, const AttrView& a) {
-  if (a.has("axes")) return a.get_ints("axes");
-  std::vector<int64_t> all(x.shape.size());
-  std::iota(all.begin(), all.end(), 0);
-  return all;
+Result infer_reduce_numeric(Types in, const Attrs& a) {
+  KILN_RETURN_IF_ERROR(require_dtype(in[0], in[0].dtype != DType::boolean, "a numeric tensor"));
+  ReduceAttrs attrs(a);
+  return reduce_shape(in[0], reduction_axes(attrs, in[0].shape.size()), attrs.keepdim(), in[0].dtype);
 }
 
-Result infer_reduce_numeric(Types in, const AttrView& a) {
-  if (auto s = require_dtype(in[0], in[0].dtype != DType::boolean, "a numeric tensor"); !s.ok()) return s;
-  return reduce_shape(in[0], reduce_axes(in[0], a), a.get_bool("keepdim"), in[0].dtype);
+Result infer_reduce_float(Types in, const Attrs& a) {
+  KILN_RETURN_IF_ERROR(require_dtype(in[0], is_float(in[0].dtype), "a floating-point tensor"));
+  ReduceAttrs attrs(a);
+  return reduce_shape(in[0], reduction_axes(attrs, in[0].shape.size()), attrs.keepdim(), in[0].dtype);
 }
 
-Result infer_reduce_float(Types in, const AttrView& a) {
-  if (auto s = require_dtype(in[0], is_float(in[0].dtype), "a floating-point tensor"); !s.ok()) return s;
-  return reduce_shape(in[0], reduce_axes(in[0], a), a.get_bool("keepdim"), in[0].dtype);
-}
-
-Result infer_argmax(Types in, const AttrView& a) {
-  if (auto s = require_dtype(in[0], in[0].dtype != DType::boolean, "a numeric tensor"); !s.ok()) return s;
+Result infer_argmax(Types in, const Attrs& a) {
+  KILN_RETURN_IF_ERROR(require_dtype(in[0], in[0].dtype != DType::boolean, "a numeric tensor"));
   if (in[0].shape.empty()) return err("argmax needs a tensor of rank >= 1, got ", in[0].to_string());
-  int64_t axis = a.get_int("axis");
-  return reduce_shape(in[0], std::span(&axis, 1), a.get_bool("keepdim"), DType::i64);
+  ArgMaxAttrs attrs(a);
+  return reduce_shape(in[0], reduction_axes(attrs, in[0].shape.size()), attrs.keepdim(), DType::i64);
 }
 
 // ---- composites ---------------------------------------------------------------
 
-Result infer_softmax(Types in, const AttrView& a) {
-  if (auto s = require_dtype(in[0], is_float(in[0].dtype), "a floating-point tensor"); !s.ok()) return s;
-  int64_t axis = a.get_int("axis");
-  if (auto ax = normalize_axes(std::span(&axis, 1), in[0].shape.size()); !ax.ok()) return ax.status();
+Result infer_softmax(Types in, const Attrs& a) {
+  KILN_RETURN_IF_ERROR(require_dtype(in[0], is_float(in[0].dtype), "a floating-point tensor"));
+  int64_t axis = SoftmaxAttrs(a).axis();
+  KILN_RETURN_IF_ERROR(normalize_axes(std::span(&axis, 1), in[0].shape.size()).status());
   return std::vector{in[0]};
 }
 
 // layer_norm(x, weight?, bias?) / rms_norm(x, weight?): normalized over trailing axes;
 // weight and bias have the normalized dims' shape.
-Result infer_norm(Types in, const AttrView& a) {
+Result infer_norm(Types in, const std::vector<int64_t>& axes, double eps) {
   const TensorType& x = in[0];
-  if (auto s = require_dtype(x, is_float(x.dtype), "a floating-point tensor"); !s.ok()) return s;
-  if (auto s = same_dtypes(in); !s.ok()) return s;
+  KILN_RETURN_IF_ERROR(require_dtype(x, is_float(x.dtype), "a floating-point tensor"));
+  KILN_RETURN_IF_ERROR(same_dtypes(in));
   int64_t rank = x.shape.size();
-  absl::StatusOr<std::vector<int64_t>> ax = normalize_axes(a.get_ints("axes"), rank);
-  if (!ax.ok()) return ax.status();
-  if (ax->empty()) return err("axes must name at least one axis");
-  std::vector<int64_t> sorted = *ax;
+  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax, normalize_axes(axes, rank));
+  if (ax.empty()) return err("axes must name at least one axis");
+  std::vector<int64_t> sorted = ax;
   std::sort(sorted.begin(), sorted.end());
   for (size_t i = 0; i < sorted.size(); ++i)
     if (sorted[i] != rank - static_cast<int64_t>(sorted.size() - i))
       return err("axes must be the trailing dimensions of ", x.to_string());
-  if (a.get_float("eps") < 0) return err("eps must be >= 0");
+  if (eps < 0) return err("eps must be >= 0");
   Shape norm_shape(x.shape.end() - sorted.size(), x.shape.end());
   for (const TensorType& w : in.subspan(1))
     if (w.shape != norm_shape)
@@ -192,11 +191,19 @@ Result infer_norm(Types in, const AttrView& a) {
   return std::vector{x};
 }
 
+Result infer_layer_norm(Types in, const Attrs& a) {
+  return infer_norm(in, LayerNormAttrs(a).axes(), LayerNormAttrs(a).eps());
+}
+
+Result infer_rms_norm(Types in, const Attrs& a) {
+  return infer_norm(in, RmsNormAttrs(a).axes(), RmsNormAttrs(a).eps());
+}
+
 // q [..., Lq, E], k [..., Lk, E], v [..., Lk, Ev], mask broadcastable to [..., Lq, Lk].
-Result infer_sdpa(Types in, const AttrView& a) {
+Result infer_sdpa(Types in, const Attrs& a) {
   const TensorType &q = in[0], &k = in[1], &v = in[2];
-  if (auto s = require_dtype(q, is_float(q.dtype), "floating-point q, k, v"); !s.ok()) return s;
-  if (auto s = same_dtypes(in.subspan(0, 3)); !s.ok()) return s;
+  KILN_RETURN_IF_ERROR(require_dtype(q, is_float(q.dtype), "floating-point q, k, v"));
+  KILN_RETURN_IF_ERROR(same_dtypes(in.subspan(0, 3)));
   if (q.shape.size() < 2 || k.shape.size() != q.shape.size() || v.shape.size() != q.shape.size())
     return err("q, k and v must have the same rank >= 2, got ", types_to_string(in.subspan(0, 3)));
   size_t r = q.shape.size();
@@ -221,7 +228,7 @@ Result infer_sdpa(Types in, const AttrView& a) {
     if (!b.ok() || *b != scores)
       return err("mask ", m.to_string(), " does not broadcast to the scores' shape ", shape_to_string(scores));
   }
-  if (a.has("scale") && !(a.get_float("scale") > 0)) return err("scale must be > 0");
+  if (std::optional<double> scale = SdpaAttrs(a).scale(); scale && !(*scale > 0)) return err("scale must be > 0");
   Shape out = batch;
   out.push_back(q.shape[r - 2]);
   out.push_back(v.shape[r - 1]);
@@ -230,9 +237,9 @@ Result infer_sdpa(Types in, const AttrView& a) {
 
 // ---- linear algebra -----------------------------------------------------------
 
-Result infer_matmul(Types in, const AttrView&) {
-  if (auto s = same_dtypes(in); !s.ok()) return s;
-  if (auto s = require_dtype(in[0], is_float(in[0].dtype), "floating-point operands"); !s.ok()) return s;
+Result infer_matmul(Types in, const Attrs&) {
+  KILN_RETURN_IF_ERROR(same_dtypes(in));
+  KILN_RETURN_IF_ERROR(require_dtype(in[0], is_float(in[0].dtype), "floating-point operands"));
   Shape a = in[0].shape, b = in[1].shape;
   if (a.empty() || b.empty()) return err("matmul needs operands of rank >= 1, got ", types_to_string(in));
   bool a_vec = a.size() == 1, b_vec = b.size() == 1;
@@ -250,9 +257,9 @@ Result infer_matmul(Types in, const AttrView&) {
 }
 
 // linear(x [..., K], w [N, K], bias [N]?) -> [..., N]
-Result infer_linear(Types in, const AttrView&) {
-  if (auto s = same_dtypes(in); !s.ok()) return s;
-  if (auto s = require_dtype(in[0], is_float(in[0].dtype), "floating-point operands"); !s.ok()) return s;
+Result infer_linear(Types in, const Attrs&) {
+  KILN_RETURN_IF_ERROR(same_dtypes(in));
+  KILN_RETURN_IF_ERROR(require_dtype(in[0], is_float(in[0].dtype), "floating-point operands"));
   const Shape &x = in[0].shape, &w = in[1].shape;
   if (x.empty() || w.size() != 2)
     return err("expected x of rank >= 1 and w of rank 2 ([out, in]), got ", types_to_string(in));
@@ -268,9 +275,9 @@ Result infer_linear(Types in, const AttrView&) {
 
 // ---- shape and data movement --------------------------------------------------
 
-Result infer_reshape(Types in, const AttrView& a) {
+Result infer_reshape(Types in, const Attrs& a) {
   const TensorType& x = in[0];
-  Shape out = a.get_dims("shape");
+  Shape out = ReshapeAttrs(a).shape();
   int infer_at = -1;
   SymExpr known(1);
   for (size_t i = 0; i < out.size(); ++i) {
@@ -295,21 +302,20 @@ Result infer_reshape(Types in, const AttrView& a) {
   return std::vector{TensorType{x.dtype, std::move(out)}};
 }
 
-Result infer_permute(Types in, const AttrView& a) {
+Result infer_permute(Types in, const Attrs& a) {
   const TensorType& x = in[0];
-  const std::vector<int64_t>& dims = a.get_ints("dims");
+  const std::vector<int64_t>& dims = PermuteAttrs(a).dims();
   if (dims.size() != x.shape.size())
     return err("dims must list all ", x.shape.size(), " axes of ", x.to_string());
-  absl::StatusOr<std::vector<int64_t>> d = normalize_axes(dims, x.shape.size());
-  if (!d.ok()) return d.status();
+  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> d, normalize_axes(dims, x.shape.size()));
   Shape out;
-  for (int64_t i : *d) out.push_back(x.shape[i]);
+  for (int64_t i : d) out.push_back(x.shape[i]);
   return std::vector{TensorType{x.dtype, std::move(out)}};
 }
 
-Result infer_expand(Types in, const AttrView& a) {
+Result infer_expand(Types in, const Attrs& a) {
   const TensorType& x = in[0];
-  Shape target = a.get_dims("shape");
+  Shape target = ExpandAttrs(a).shape();
   if (target.size() < x.shape.size())
     return err("cannot expand ", x.to_string(), " to fewer dims ", shape_to_string(target));
   size_t off = target.size() - x.shape.size();
@@ -326,13 +332,11 @@ Result infer_expand(Types in, const AttrView& a) {
   return std::vector{TensorType{x.dtype, std::move(target)}};
 }
 
-Result infer_squeeze(Types in, const AttrView& a) {
+Result infer_squeeze(Types in, const Attrs& a) {
   const TensorType& x = in[0];
   std::vector<int64_t> axes;
-  if (a.has("axes")) {
-    absl::StatusOr<std::vector<int64_t>> ax = normalize_axes(a.get_ints("axes"), x.shape.size());
-    if (!ax.ok()) return ax.status();
-    axes = *ax;
+  if (std::optional<std::vector<int64_t>> given = SqueezeAttrs(a).axes()) {
+    KILN_ASSIGN_OR_RETURN(axes, normalize_axes(*given, x.shape.size()));
     for (int64_t i : axes)
       if (x.shape[i] != SymExpr(1))
         return err("cannot squeeze axis ", i, " of ", x.to_string(), ": its size is not 1");
@@ -347,28 +351,28 @@ Result infer_squeeze(Types in, const AttrView& a) {
 }
 
 // Axes name positions in the output, as in ONNX.
-Result infer_unsqueeze(Types in, const AttrView& a) {
+Result infer_unsqueeze(Types in, const Attrs& a) {
   const TensorType& x = in[0];
-  int64_t rank = x.shape.size() + a.get_ints("axes").size();
-  absl::StatusOr<std::vector<int64_t>> ax = normalize_axes(a.get_ints("axes"), rank);
-  if (!ax.ok()) return ax.status();
+  const std::vector<int64_t>& axes = UnsqueezeAttrs(a).axes();
+  int64_t rank = x.shape.size() + axes.size();
+  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax, normalize_axes(axes, rank));
   Shape out;
   size_t next = 0;
   for (int64_t i = 0; i < rank; ++i) {
-    if (std::find(ax->begin(), ax->end(), i) != ax->end()) out.push_back(1);
+    if (std::find(ax.begin(), ax.end(), i) != ax.end()) out.push_back(1);
     else out.push_back(x.shape[next++]);
   }
   return std::vector{TensorType{x.dtype, std::move(out)}};
 }
 
-Result infer_slice(Types in, const AttrView& a) {
+Result infer_slice(Types in, const Attrs& a) {
   const TensorType& x = in[0];
-  int64_t axis = a.get_int("axis");
-  absl::StatusOr<std::vector<int64_t>> ax = normalize_axes(std::span(&axis, 1), x.shape.size());
-  if (!ax.ok()) return ax.status();
-  int64_t start = a.get_int("start"), end = a.get_int("end"), step = a.get_int("step");
+  SliceAttrs attrs(a);
+  int64_t axis = attrs.axis();
+  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax, normalize_axes(std::span(&axis, 1), x.shape.size()));
+  int64_t start = attrs.start(), end = attrs.end(), step = attrs.step();
   if (step == 0) return err("step must not be 0");
-  const Dim& d = x.shape[(*ax)[0]];
+  const Dim& d = x.shape[ax[0]];
   Shape out = x.shape;
   if (auto n = d.constant()) {
     // Python slice semantics, clamped to the dim.
@@ -382,141 +386,89 @@ Result infer_slice(Types in, const AttrView& a) {
       int64_t e = end < 0 ? std::max<int64_t>(-1, *n + end) : std::min(end, *n - 1);
       len = s > e ? 1 - (s - e - 1) / step : 0;  // truncation; no -step overflow
     }
-    out[(*ax)[0]] = len;
+    out[ax[0]] = len;
   } else {
     if (step < 0) return err("a negative step needs a static dim, got ", d.to_string());
     constexpr int64_t kToEnd = std::numeric_limits<int64_t>::max() / 2;
     SymExpr s = start < 0 ? d + start : SymExpr(start);
     SymExpr e = end >= kToEnd ? d : (end < 0 ? d + end : SymExpr(end));
-    out[(*ax)[0]] = (e - s + (step - 1)).floordiv(step);
+    out[ax[0]] = (e - s + (step - 1)).floordiv(step);
   }
   return std::vector{TensorType{x.dtype, std::move(out)}};
 }
 
-Result infer_concat(Types in, const AttrView& a) {
-  if (auto s = same_dtypes(in); !s.ok()) return s;
+Result infer_concat(Types in, const Attrs& a) {
+  KILN_RETURN_IF_ERROR(same_dtypes(in));
   const Shape& first = in[0].shape;
-  int64_t axis = a.get_int("axis");
-  absl::StatusOr<std::vector<int64_t>> ax = normalize_axes(std::span(&axis, 1), first.size());
-  if (!ax.ok()) return ax.status();
+  int64_t axis = ConcatAttrs(a).axis();
+  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax, normalize_axes(std::span(&axis, 1), first.size()));
   Shape out = first;
   for (const TensorType& t : in.subspan(1)) {
     if (t.shape.size() != first.size()) return err("operands differ in rank: ", types_to_string(in));
     for (size_t i = 0; i < first.size(); ++i) {
-      if (static_cast<int64_t>(i) == (*ax)[0]) continue;
-      if (t.shape[i] != first[i]) return err("operands differ outside axis ", (*ax)[0], ": ", types_to_string(in));
+      if (static_cast<int64_t>(i) == ax[0]) continue;
+      if (t.shape[i] != first[i]) return err("operands differ outside axis ", ax[0], ": ", types_to_string(in));
     }
-    out[(*ax)[0]] = out[(*ax)[0]] + t.shape[(*ax)[0]];
+    out[ax[0]] = out[ax[0]] + t.shape[ax[0]];
   }
   return std::vector{TensorType{in[0].dtype, std::move(out)}};
 }
 
-Result infer_split(Types in, const AttrView& a) {
+Result infer_split(Types in, const Attrs& a) {
   const TensorType& x = in[0];
-  int64_t axis = a.get_int("axis");
-  absl::StatusOr<std::vector<int64_t>> ax = normalize_axes(std::span(&axis, 1), x.shape.size());
-  if (!ax.ok()) return ax.status();
-  const std::vector<SymExpr>& sizes = a.get_dims("sizes");
+  int64_t axis = SplitAttrs(a).axis();
+  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax, normalize_axes(std::span(&axis, 1), x.shape.size()));
+  const std::vector<SymExpr>& sizes = SplitAttrs(a).sizes();
   if (sizes.empty()) return err("sizes must not be empty");
   SymExpr total(0);
   for (const SymExpr& s : sizes) {
     if (auto c = s.constant(); c && *c < 0) return err("negative size in sizes");
     total = total + s;
   }
-  if (total != x.shape[(*ax)[0]])
-    return err("sizes add up to ", total.to_string(), ", but axis ", (*ax)[0], " of ", x.to_string(),
-               " has ", x.shape[(*ax)[0]].to_string());
+  if (total != x.shape[ax[0]])
+    return err("sizes add up to ", total.to_string(), ", but axis ", ax[0], " of ", x.to_string(),
+               " has ", x.shape[ax[0]].to_string());
   std::vector<TensorType> out;
   for (const SymExpr& s : sizes) {
     TensorType t = x;
-    t.shape[(*ax)[0]] = s;
+    t.shape[ax[0]] = s;
     out.push_back(std::move(t));
   }
   return out;
 }
 
 // data[..., N, ...] gathered along `axis` by integer indices of any shape.
-Result infer_gather(Types in, const AttrView& a) {
+Result infer_gather(Types in, const Attrs& a) {
   const TensorType &data = in[0], &idx = in[1];
   if (!is_integer(idx.dtype)) return err("indices must be i32 or i64, got ", idx.to_string());
-  int64_t axis = a.get_int("axis");
-  absl::StatusOr<std::vector<int64_t>> ax = normalize_axes(std::span(&axis, 1), data.shape.size());
-  if (!ax.ok()) return ax.status();
-  Shape out(data.shape.begin(), data.shape.begin() + (*ax)[0]);
+  int64_t axis = GatherAttrs(a).axis();
+  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax, normalize_axes(std::span(&axis, 1), data.shape.size()));
+  Shape out(data.shape.begin(), data.shape.begin() + ax[0]);
   out.insert(out.end(), idx.shape.begin(), idx.shape.end());
-  out.insert(out.end(), data.shape.begin() + (*ax)[0] + 1, data.shape.end());
+  out.insert(out.end(), data.shape.begin() + ax[0] + 1, data.shape.end());
   return std::vector{TensorType{data.dtype, std::move(out)}};
 }
 
 // ---- the registry -------------------------------------------------------------
 
-// The schema strings of ops.def are trusted constants: no commas inside values.
-std::vector<std::string_view> split_commas(std::string_view s) {
-  std::vector<std::string_view> out;
-  while (!s.empty()) {
-    size_t c = s.find(',');
-    std::string_view part = s.substr(0, c);
-    if (part.find_first_not_of(' ') != std::string_view::npos) out.push_back(part);
-    if (c == std::string_view::npos) break;
-    s.remove_prefix(c + 1);
-  }
-  return out;
-}
-
-AttrSpec parse_spec(std::string_view text) {
-  while (!text.empty() && text.front() == ' ') text.remove_prefix(1);
-  AttrSpec spec;
-  std::string_view def;
-  bool optional = false;
-  if (size_t eq = text.find('='); eq != std::string_view::npos) {
-    def = text.substr(eq + 1);
-    text = text.substr(0, eq);
-  } else if (text.ends_with('?')) {
-    text.remove_suffix(1);
-    optional = true;
-  }
-  size_t colon = text.find(':');
-  spec.name = std::string(text.substr(0, colon));
-  std::string_view type = text.substr(colon + 1);
-  static const std::pair<std::string_view, AttrType> kTypes[] = {
-      {"int", AttrType::Int},     {"float", AttrType::Float},   {"bool", AttrType::Bool},
-      {"string", AttrType::String}, {"dtype", AttrType::DType}, {"ints", AttrType::Ints},
-      {"floats", AttrType::Floats}, {"dims", AttrType::Dims},   {"scalar", AttrType::Scalar}};
-  for (auto [n, t] : kTypes)
-    if (n == type) spec.type = t;
-  if (!def.empty()) {
-    switch (spec.type) {
-      case AttrType::Int: spec.default_value = std::stoll(std::string(def)); break;
-      case AttrType::Float: spec.default_value = std::stod(std::string(def)); break;
-      case AttrType::Bool: spec.default_value = def == "true"; break;
-      case AttrType::String: spec.default_value = std::string(def.substr(1, def.size() - 2)); break;
-      case AttrType::DType: spec.default_value = *parse_dtype(def); break;
-      case AttrType::Ints: {
-        std::vector<int64_t> v;
-        std::string_view body = def.substr(1, def.size() - 2);
-        for (std::string_view p : split_commas(body)) v.push_back(std::stoll(std::string(p)));
-        spec.default_value = v;
-        break;
-      }
-      default: break;
-    }
-  } else {
-    spec.required = !optional;
-  }
-  return spec;
+// The schema of attribute set `Set`: its KILN_ATTR lines, in order.
+template <typename Set>
+std::vector<AttrSpec> attr_specs() {
+  enum Presence { Required, Optional, Default };
+  std::vector<AttrSpec> specs;
+#define KILN_ATTR(set, name, type, presence, ...)                        \
+  if constexpr (std::is_same_v<Set, attr_set::set>)                       \
+    specs.push_back(AttrSpec{#name, AttrType::type, presence == Required, \
+                             __VA_OPT__(AttrValue(attr_cpp_t<AttrType::type>{__VA_ARGS__}))});
+#include "ir/ops.def"
+  return specs;
 }
 
 std::vector<OpInfo> build_registry() {
   std::vector<OpInfo> ops;
-#define KILN_OP(id, name, kind, lo, hi, schema, fn)                                        \
-  {                                                                                        \
-    OpInfo info{Op::id, name, OpKind::kind, lo, hi, {}, fn};                               \
-    for (std::string_view s : split_commas(schema)) \
-      info.attrs.push_back(parse_spec(s));                                                 \
-    ops.push_back(std::move(info));                                                        \
-  }
+#define KILN_OP(id, name, kind, lo, hi, set, fn) \
+  ops.push_back(OpInfo{Op::id, name, OpKind::kind, lo, hi, attr_specs<attr_set::set>(), fn});
 #include "ir/ops.def"
-#undef KILN_OP
   return ops;
 }
 
@@ -560,28 +512,12 @@ std::optional<Op> find_op(std::string_view name) {
   return std::nullopt;
 }
 
-const AttrValue* AttrView::find(std::string_view name) const {
-  if (const AttrValue* v = attrs_->find(name)) return v;
-  const AttrSpec* spec = info_->find_attr(name);
-  return spec && spec->default_value ? &*spec->default_value : nullptr;
-}
-
-const AttrValue& AttrView::get(std::string_view name) const {
-  const AttrValue* v = find(name);
-  if (!v) throw std::logic_error(str_cat(info_->name, ": attribute ", name, " is not set"));
-  return *v;
-}
-
-int64_t AttrView::get_int(std::string_view n) const { return std::get<int64_t>(get(n)); }
-double AttrView::get_float(std::string_view n) const { return std::get<double>(get(n)); }
-bool AttrView::get_bool(std::string_view n) const { return std::get<bool>(get(n)); }
-const std::string& AttrView::get_string(std::string_view n) const { return std::get<std::string>(get(n)); }
-DType AttrView::get_dtype(std::string_view n) const { return std::get<DType>(get(n)); }
-const std::vector<int64_t>& AttrView::get_ints(std::string_view n) const {
-  return std::get<std::vector<int64_t>>(get(n));
-}
-const std::vector<SymExpr>& AttrView::get_dims(std::string_view n) const {
-  return std::get<std::vector<SymExpr>>(get(n));
+const std::string& AttrView::get_string(std::string_view name) const {
+  const AttrValue* v = attrs_->find(name);
+  if (const AttrSpec* spec = info_->find_attr(name); !v && spec && spec->default_value) v = &*spec->default_value;
+  if (!v || !std::holds_alternative<std::string>(*v))
+    throw std::logic_error(str_cat(info_->name, ": attribute ", name, " is not set"));
+  return std::get<std::string>(*v);
 }
 
 absl::Status check_attrs(Op op, Attrs& attrs) {
@@ -613,8 +549,8 @@ absl::StatusOr<std::vector<TensorType>> infer_types(Op op, std::span<const Tenso
                            : str_cat(info.min_operands, " to ", info.max_operands);
     return err(info.name, " takes ", want, " operand", want == "1" ? "" : "s", ", got ", n);
   }
-  if (auto s = check_attrs(op, attrs); !s.ok()) return s;
-  return info.infer(in, AttrView(info, attrs));
+  KILN_RETURN_IF_ERROR(check_attrs(op, attrs));
+  return info.infer(in, attrs);
 }
 
 absl::StatusOr<Shape> broadcast_shapes(const Shape& a, const Shape& b) {

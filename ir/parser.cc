@@ -7,8 +7,8 @@
 #include <limits>
 #include <set>
 #include <sstream>
-#include <stdexcept>
 
+#include "ir/status.h"
 #include "ir/str.h"
 
 namespace kiln {
@@ -50,10 +50,9 @@ class Parser {
   Parser(std::string_view text, std::string_view filename) : src_(text), file_(filename) {}
 
   absl::StatusOr<Graph> run() {
-    if (auto s = lex(); !s.ok()) return s;
+    KILN_RETURN_IF_ERROR(lex());
     if (toks_.size() == 1) return error(toks_[0], "empty input: expected 'graph'");
-    absl::StatusOr<Graph> g = parse_graph();
-    if (!g.ok()) return g.status();
+    KILN_ASSIGN_OR_RETURN(Graph g, parse_graph());
     return g;
   }
 
@@ -104,14 +103,14 @@ class Parser {
         while (i < src_.size() && ident_char(src_[i])) ++i;
         t.kind = Tok::Ident;
       } else if (digit(c)) {
-        if (auto s = lex_number(i, t); !s.ok()) return s;
+        KILN_RETURN_IF_ERROR(lex_number(i, t));
       } else if (c == '"') {
-        if (auto s = lex_string(i, line, line_start, t); !s.ok()) return s;
+        KILN_RETURN_IF_ERROR(lex_string(i, line, line_start, t));
       } else if (c == '%' && i + 1 < src_.size() && (name_char(src_[i + 1]) || src_[i + 1] == '"')) {
         ++i;
         if (src_[i] == '"') {
           Token inner;
-          if (auto s = lex_string(i, line, line_start, inner); !s.ok()) return s;
+          KILN_RETURN_IF_ERROR(lex_string(i, line, line_start, inner));
           if (inner.text.empty()) return error(t, "a value name must not be empty");
           t.text = std::move(inner.text);
         } else {
@@ -285,29 +284,25 @@ class Parser {
 
   absl::StatusOr<SymExpr> parse_dim(int depth = 0) {
     const Token& first = peek();
-    absl::StatusOr<SymExpr> lhs = parse_dim_term(depth);
-    if (!lhs.ok()) return lhs;
+    KILN_ASSIGN_OR_RETURN(SymExpr lhs, parse_dim_term(depth));
     while (at(Tok::Plus) || at(Tok::Minus)) {
       bool plus = take().kind == Tok::Plus;
-      absl::StatusOr<SymExpr> rhs = parse_dim_term(depth);
-      if (!rhs.ok()) return rhs;
-      if (auto s = check_magnitude(first, magnitude(*lhs) + magnitude(*rhs)); !s.ok()) return s;
-      lhs = plus ? *lhs + *rhs : *lhs - *rhs;
+      KILN_ASSIGN_OR_RETURN(SymExpr rhs, parse_dim_term(depth));
+      KILN_RETURN_IF_ERROR(check_magnitude(first, magnitude(lhs) + magnitude(rhs)));
+      lhs = plus ? lhs + rhs : lhs - rhs;
     }
     return lhs;
   }
 
   absl::StatusOr<SymExpr> parse_dim_term(int depth) {
     const Token& first = peek();
-    absl::StatusOr<SymExpr> lhs = parse_dim_unary(depth);
-    if (!lhs.ok()) return lhs;
+    KILN_ASSIGN_OR_RETURN(SymExpr lhs, parse_dim_unary(depth));
     while (true) {
       if (at(Tok::Star)) {
         take();
-        absl::StatusOr<SymExpr> rhs = parse_dim_unary(depth);
-        if (!rhs.ok()) return rhs;
-        if (auto s = check_magnitude(first, magnitude(*lhs) * magnitude(*rhs)); !s.ok()) return s;
-        lhs = *lhs * *rhs;
+        KILN_ASSIGN_OR_RETURN(SymExpr rhs, parse_dim_unary(depth));
+        KILN_RETURN_IF_ERROR(check_magnitude(first, magnitude(lhs) * magnitude(rhs)));
+        lhs = lhs * rhs;
         continue;
       }
       bool div = at(Tok::SlashSlash);
@@ -315,12 +310,11 @@ class Parser {
       if (div || at(Tok::Percent)) {
         const Token& op = take();
         const Token& rhs_tok = peek();
-        absl::StatusOr<SymExpr> rhs = parse_dim_unary(depth);
-        if (!rhs.ok()) return rhs;
-        if (!rhs->constant() || *rhs->constant() <= 0)
+        KILN_ASSIGN_OR_RETURN(SymExpr rhs, parse_dim_unary(depth));
+        if (!rhs.constant() || *rhs.constant() <= 0)
           return error(rhs_tok, "expected a positive integer constant after '", op.text, "', got ",
-                       rhs->to_string());
-        divisor = *rhs->constant();
+                       rhs.to_string());
+        divisor = *rhs.constant();
       } else if (at(Tok::ValueRef)) {
         // "B%4" lexes as a value reference: after an operand it is the mod operator.
         const Token& t = take();
@@ -336,9 +330,8 @@ class Parser {
       } else {
         return lhs;
       }
-      if (auto s = check_magnitude(first, magnitude(*lhs) * static_cast<double>(divisor)); !s.ok())
-        return s;
-      lhs = div ? lhs->floordiv(divisor) : lhs->mod(divisor);
+      KILN_RETURN_IF_ERROR(check_magnitude(first, magnitude(lhs) * static_cast<double>(divisor)));
+      lhs = div ? lhs.floordiv(divisor) : lhs.mod(divisor);
     }
   }
 
@@ -346,23 +339,20 @@ class Parser {
     if (depth > kMaxNesting) return error(peek(), "dim expression is nested too deeply");
     if (at(Tok::Minus)) {
       take();
-      absl::StatusOr<SymExpr> e = parse_dim_unary(depth + 1);
-      if (!e.ok()) return e;
-      return -*e;
+      KILN_ASSIGN_OR_RETURN(SymExpr e, parse_dim_unary(depth + 1));
+      return -e;
     }
     if (at(Tok::LParen)) {
       take();
-      absl::StatusOr<SymExpr> e = parse_dim(depth + 1);
-      if (!e.ok()) return e;
-      if (auto s = expect(Tok::RParen, "')'"); !s.ok()) return s;
+      KILN_ASSIGN_OR_RETURN(SymExpr e, parse_dim(depth + 1));
+      KILN_RETURN_IF_ERROR(expect(Tok::RParen, "')'"));
       return e;
     }
     if (at(Tok::Int)) {
       const Token& t = peek();
-      absl::StatusOr<int64_t> v = parse_int("a dim");
-      if (!v.ok()) return v.status();
-      if (auto s = check_magnitude(t, std::fabs(static_cast<double>(*v))); !s.ok()) return s;
-      return SymExpr(*v);
+      KILN_ASSIGN_OR_RETURN(int64_t v, parse_int("a dim"));
+      KILN_RETURN_IF_ERROR(check_magnitude(t, std::fabs(static_cast<double>(v))));
+      return SymExpr(v);
     }
     if (at(Tok::Ident) && !is_reserved(peek().text)) return SymExpr::symbol(take().text);
     return expected("a dim (an integer, a symbol or a parenthesized expression)");
@@ -378,15 +368,14 @@ class Parser {
     std::optional<DType> dt = parse_dtype(peek().text);
     if (!dt) return error(peek(), "bad dtype '", peek().text, "' (expected one of f32 f16 bf16 i32 i64 bool)");
     take();
-    if (auto s = expect(Tok::LBracket, "'[' after the dtype"); !s.ok()) return s;
+    KILN_RETURN_IF_ERROR(expect(Tok::LBracket, "'[' after the dtype"));
     TensorType t{*dt, {}};
     double numel = 1;
     if (!at(Tok::RBracket)) {
       while (true) {
-        absl::StatusOr<SymExpr> d = parse_dim();
-        if (!d.ok()) return d.status();
-        numel *= std::max(magnitude(*d), 1.0);
-        t.shape.push_back(*std::move(d));
+        KILN_ASSIGN_OR_RETURN(SymExpr d, parse_dim());
+        numel *= std::max(magnitude(d), 1.0);
+        t.shape.push_back(std::move(d));
         if (at(Tok::Comma)) {
           take();
           continue;
@@ -394,7 +383,7 @@ class Parser {
         break;
       }
     }
-    if (auto s = expect(Tok::RBracket, "',' or ']' in the shape"); !s.ok()) return s;
+    KILN_RETURN_IF_ERROR(expect(Tok::RBracket, "',' or ']' in the shape"));
     if (numel > kMaxMagnitude) return error(start, "tensor type ", t.to_string(), " is too large");
     return t;
   }
@@ -431,12 +420,11 @@ class Parser {
           any_float = true;
           floats.push_back(parse_float());
         } else {
-          absl::StatusOr<SymExpr> d = parse_dim();
-          if (!d.ok()) return d.status();
-          if (auto c = d->constant()) floats.push_back(static_cast<double>(*c));
+          KILN_ASSIGN_OR_RETURN(SymExpr d, parse_dim());
+          if (auto c = d.constant()) floats.push_back(static_cast<double>(*c));
           else any_symbolic = true;
-          numel *= std::max(magnitude(*d), 1.0);
-          dims.push_back(*std::move(d));
+          numel *= std::max(magnitude(d), 1.0);
+          dims.push_back(std::move(d));
         }
         if (at(Tok::Comma)) {
           take();
@@ -445,7 +433,7 @@ class Parser {
         break;
       }
     }
-    if (auto s = expect(Tok::RBracket, "',' or ']' in the list"); !s.ok()) return s;
+    KILN_RETURN_IF_ERROR(expect(Tok::RBracket, "',' or ']' in the list"));
     if (any_float && any_symbolic)
       return error(open, "attribute ", name, ": a list mixes floats and symbolic dims");
     if (numel > kMaxMagnitude) return error(open, "attribute ", name, ": list values are too large");
@@ -460,9 +448,8 @@ class Parser {
     if (at(Tok::LBracket)) return parse_list(name);
     if (at_float()) return parse_float();
     if (at(Tok::Int) || (at(Tok::Minus) && peek(1).kind == Tok::Int)) {
-      absl::StatusOr<int64_t> v = parse_int("an integer");
-      if (!v.ok()) return v.status();
-      return *v;
+      KILN_ASSIGN_OR_RETURN(int64_t v, parse_int("an integer"));
+      return v;
     }
     if (at(Tok::String)) return take().text;
     if (at(Tok::Ident)) {
@@ -490,13 +477,12 @@ class Parser {
   absl::Status parse_arg(Graph& g) {
     if (!at(Tok::ValueRef)) return expected("an argument such as %x: f32[B, 16]");
     const Token& name = take();
-    if (auto s = expect(Tok::Colon, "':' after the argument's name"); !s.ok()) return s;
-    absl::StatusOr<TensorType> type = parse_type();
-    if (!type.ok()) return type.status();
+    KILN_RETURN_IF_ERROR(expect(Tok::Colon, "':' after the argument's name"));
+    KILN_ASSIGN_OR_RETURN(TensorType type, parse_type());
     bool param = at_word("param");
     if (param) take();
     absl::StatusOr<Value*> v =
-        param ? g.add_param(name.text, *std::move(type)) : g.add_input(name.text, *std::move(type));
+        param ? g.add_param(name.text, std::move(type)) : g.add_input(name.text, std::move(type));
     if (!v.ok()) return error(name, v.status().message());
     return absl::OkStatus();
   }
@@ -506,21 +492,19 @@ class Parser {
     if (!at(Tok::Ident) || is_reserved(peek().text)) return expected("a symbol name");
     std::string sym = take().text;
     if (!seen.insert(sym).second) return error(kw, "bounds of symbol ", sym, " are given twice");
-    if (auto s = expect_word("in"); !s.ok()) return s;
-    if (auto s = expect(Tok::LBracket, "'['"); !s.ok()) return s;
+    KILN_RETURN_IF_ERROR(expect_word("in"));
+    KILN_RETURN_IF_ERROR(expect(Tok::LBracket, "'['"));
     SymbolInfo info;
-    absl::StatusOr<int64_t> lo = parse_int("the symbol's minimum (an integer)");
-    if (!lo.ok()) return lo.status();
-    info.min = *lo;
-    if (auto s = expect(Tok::Comma, "','"); !s.ok()) return s;
+    KILN_ASSIGN_OR_RETURN(int64_t lo, parse_int("the symbol's minimum (an integer)"));
+    info.min = lo;
+    KILN_RETURN_IF_ERROR(expect(Tok::Comma, "','"));
     if (at_word("inf")) {
       take();
     } else {
-      absl::StatusOr<int64_t> hi = parse_int("the symbol's maximum (an integer or inf)");
-      if (!hi.ok()) return hi.status();
-      info.max = *hi;
+      KILN_ASSIGN_OR_RETURN(int64_t hi, parse_int("the symbol's maximum (an integer or inf)"));
+      info.max = hi;
     }
-    if (auto s = expect(Tok::RBracket, "']'"); !s.ok()) return s;
+    KILN_RETURN_IF_ERROR(expect(Tok::RBracket, "']'"));
     if (auto s = g.set_symbol_bounds(sym, info); !s.ok()) return error(kw, s.message());
     return absl::OkStatus();
   }
@@ -544,13 +528,13 @@ class Parser {
       if (!at(Tok::Comma)) break;
       take();
     }
-    if (auto s = expect(Tok::Equals, "'=' or ',' after the result names"); !s.ok()) return s;
+    KILN_RETURN_IF_ERROR(expect(Tok::Equals, "'=' or ',' after the result names"));
     if (!at(Tok::Ident)) return expected("an op name");
     const Token& op_tok = take();
     std::optional<Op> op = find_op(op_tok.text);
     if (!op) return error(op_tok, "unknown op '", op_tok.text, "'");
     const OpInfo& info = op_info(*op);
-    if (auto s = expect(Tok::LParen, "'(' after the op name"); !s.ok()) return s;
+    KILN_RETURN_IF_ERROR(expect(Tok::LParen, "'(' after the op name"));
 
     std::vector<Value*> operands;
     Attrs attrs;
@@ -559,9 +543,8 @@ class Parser {
         if (at(Tok::ValueRef)) {
           const Token& t = take();
           if (!attrs.empty()) return error(t, "operands must come before attributes");
-          absl::StatusOr<Value*> v = lookup(g, t);
-          if (!v.ok()) return v.status();
-          operands.push_back(*v);
+          KILN_ASSIGN_OR_RETURN(Value* v, lookup(g, t));
+          operands.push_back(v);
         } else if (at(Tok::Ident) && peek(1).kind == Tok::Equals) {
           const Token& name_tok = take();
           take();
@@ -575,9 +558,8 @@ class Parser {
           if (attrs.find(name_tok.text))
             return error(name_tok, "attribute '", name_tok.text, "' is given twice");
           const Token& value_tok = peek();
-          absl::StatusOr<AttrValue> v = parse_attr_value(name_tok.text);
-          if (!v.ok()) return v.status();
-          absl::StatusOr<AttrValue> c = coerce_attr(*v, spec->type);
+          KILN_ASSIGN_OR_RETURN(AttrValue v, parse_attr_value(name_tok.text));
+          absl::StatusOr<AttrValue> c = coerce_attr(v, spec->type);
           if (!c.ok()) return error(value_tok, "attribute '", name_tok.text, "' of ", info.name, ": ", c.status().message());
           attrs.set(name_tok.text, *std::move(c));
         } else {
@@ -591,44 +573,30 @@ class Parser {
         break;
       }
     }
-    if (auto s = expect(Tok::RParen, "',' or ')'"); !s.ok()) return s;
+    KILN_RETURN_IF_ERROR(expect(Tok::RParen, "',' or ')'"));
 
     std::vector<std::string> names;
     for (const Token* r : results) names.push_back(r->text);
     size_t given = names.size();
-    absl::StatusOr<Node*> node = add_node_checked(g, *op, std::move(operands), std::move(attrs),
-                                                  std::move(names), loc(first));
-    if (!node.ok()) return node.status();
-    if ((*node)->results().size() != given)
-      return error(first, info.name, " gives ", (*node)->results().size(), " result(s), but ", given,
+    KILN_ASSIGN_OR_RETURN(Node* node, g.add_node(*op, std::move(operands), std::move(attrs), std::move(names), loc(first)));
+    if (node->results().size() != given)
+      return error(first, info.name, " gives ", node->results().size(), " result(s), but ", given,
                    " name(s) are given");
 
     if (!at(Tok::Colon)) return absl::OkStatus();
     take();
     for (size_t i = 0; i < given; ++i) {
       if (i > 0) {
-        if (auto s = expect(Tok::Comma, str_cat("',' and the type of result ", i + 1)); !s.ok()) return s;
+        KILN_RETURN_IF_ERROR(expect(Tok::Comma, str_cat("',' and the type of result ", i + 1)));
       }
       const Token& type_tok = peek();
-      absl::StatusOr<TensorType> t = parse_type();
-      if (!t.ok()) return t.status();
-      const TensorType& want = (*node)->result(i)->type();
-      if (*t != want)
-        return error(type_tok, "type annotation ", t->to_string(), " of %", results[i]->text,
+      KILN_ASSIGN_OR_RETURN(TensorType t, parse_type());
+      const TensorType& want = node->result(i)->type();
+      if (t != want)
+        return error(type_tok, "type annotation ", t.to_string(), " of %", results[i]->text,
                      " does not match the inferred type ", want.to_string());
     }
     return absl::OkStatus();
-  }
-
-  // Graph::add_node, with any exception from the op rules turned into a located error.
-  static absl::StatusOr<Node*> add_node_checked(Graph& g, Op op, std::vector<Value*> operands,
-                                                Attrs attrs, std::vector<std::string> names,
-                                                std::string where) {
-    try {
-      return g.add_node(op, std::move(operands), std::move(attrs), std::move(names), where);
-    } catch (const std::exception& e) {
-      return invalid_argument(where, ": ", op_name(op), ": ", e.what());
-    }
   }
 
   absl::Status parse_return(Graph& g) {
@@ -636,9 +604,8 @@ class Parser {
     std::vector<Value*> outs;
     while (true) {
       if (!at(Tok::ValueRef)) return expected("a value to return");
-      absl::StatusOr<Value*> v = lookup(g, take());
-      if (!v.ok()) return v.status();
-      outs.push_back(*v);
+      KILN_ASSIGN_OR_RETURN(Value* v, lookup(g, take()));
+      outs.push_back(v);
       if (!at(Tok::Comma)) break;
       take();
     }
@@ -647,14 +614,13 @@ class Parser {
   }
 
   absl::StatusOr<Graph> parse_graph() {
-    if (auto s = expect_word("graph"); !s.ok()) return s;
-    absl::StatusOr<std::string> name = parse_graph_name();
-    if (!name.ok()) return name.status();
-    Graph g(*name);
-    if (auto s = expect(Tok::LParen, "'(' after the graph's name"); !s.ok()) return s;
+    KILN_RETURN_IF_ERROR(expect_word("graph"));
+    KILN_ASSIGN_OR_RETURN(std::string name, parse_graph_name());
+    Graph g(name);
+    KILN_RETURN_IF_ERROR(expect(Tok::LParen, "'(' after the graph's name"));
     if (!at(Tok::RParen)) {
       while (true) {
-        if (auto s = parse_arg(g); !s.ok()) return s;
+        KILN_RETURN_IF_ERROR(parse_arg(g));
         if (at(Tok::Comma)) {
           take();
           continue;
@@ -662,20 +628,20 @@ class Parser {
         break;
       }
     }
-    if (auto s = expect(Tok::RParen, "',' or ')' after an argument"); !s.ok()) return s;
-    if (auto s = expect(Tok::LBrace, "'{'"); !s.ok()) return s;
+    KILN_RETURN_IF_ERROR(expect(Tok::RParen, "',' or ')' after an argument"));
+    KILN_RETURN_IF_ERROR(expect(Tok::LBrace, "'{'"));
 
     std::set<std::string> bounded;
     while (at_word("symbol"))
-      if (auto s = parse_symbol_line(g, bounded); !s.ok()) return s;
+      KILN_RETURN_IF_ERROR(parse_symbol_line(g, bounded));
     while (!at_word("return")) {
       if (at(Tok::RBrace)) return error(peek(), "missing 'return' before '}'");
       if (at(Tok::End)) return expected("a node or 'return'");
       if (at_word("symbol")) return error(peek(), "symbol bounds must come before the first node");
-      if (auto s = parse_node(g); !s.ok()) return s;
+      KILN_RETURN_IF_ERROR(parse_node(g));
     }
-    if (auto s = parse_return(g); !s.ok()) return s;
-    if (auto s = expect(Tok::RBrace, "'}' after the return (return must be last)"); !s.ok()) return s;
+    KILN_RETURN_IF_ERROR(parse_return(g));
+    KILN_RETURN_IF_ERROR(expect(Tok::RBrace, "'}' after the return (return must be last)"));
     if (!at(Tok::End)) return expected("end of input after the graph's '}'");
     return g;
   }

@@ -44,7 +44,9 @@
 #include <numeric>
 
 #include "absl/container/flat_hash_map.h"
+#include "ir/op_attrs.h"
 #include "ir/scalar_ops.h"
+#include "ir/status.h"
 #include "ir/str.h"
 
 namespace kiln {
@@ -200,7 +202,6 @@ struct Ctx {
   const Node& node;
   const Bindings& bindings;
   std::vector<const HostTensor*> in;
-  AttrView attr() const { return node.attr(); }
   const HostTensor& x(size_t i = 0) const { return *in[i]; }
 };
 
@@ -213,9 +214,8 @@ absl::StatusOr<std::vector<int64_t>> axes_of(const std::vector<int64_t>& axes, i
 absl::StatusOr<Dims> eval_dims(const std::vector<SymExpr>& dims, const Bindings& b) {
   Dims out;
   for (const SymExpr& d : dims) {
-    absl::StatusOr<int64_t> v = d.evaluate(b);
-    if (!v.ok()) return v.status();
-    out.push_back(*v);
+    KILN_ASSIGN_OR_RETURN(int64_t v, d.evaluate(b));
+    out.push_back(v);
   }
   return out;
 }
@@ -227,7 +227,7 @@ Result unary(const Ctx& c) {
   if (op == Op::Not) {
     for (int64_t i = 0; i < x.numel(); ++i) out.set_int(i, !x.get_int(i));
   } else if (is_float(x.dtype())) {
-    bool tanh_gelu = op == Op::Gelu && c.attr().get_string("approximate") == "tanh";
+    bool tanh_gelu = op == Op::Gelu && GeluAttrs(c.node).approximate() == "tanh";
     for (int64_t i = 0; i < x.numel(); ++i)
       out.set(i, unary_float(op, static_cast<float>(x.get(i)), tanh_gelu));
   } else {
@@ -243,7 +243,7 @@ Result unary(const Ctx& c) {
 
 Result cast(const Ctx& c) {
   const HostTensor& x = c.x();
-  DType to = c.attr().get_dtype("dtype");
+  DType to = CastAttrs(c.node).dtype();
   HostTensor out(to, x.shape());
   for (int64_t i = 0; i < x.numel(); ++i) {
     if (to == DType::boolean) out.set_int(i, x.get(i) != 0);
@@ -254,9 +254,11 @@ Result cast(const Ctx& c) {
   return Tensors{std::move(out)};
 }
 
+// Read from the attribute rather than through constant_value (ir/op_attrs.h), whose double
+// cannot hold every i64.
 Result constant(const Ctx& c) {
-  HostTensor out(c.attr().get_dtype("dtype"), {});
-  const AttrValue& v = c.attr().get("value");
+  HostTensor out(ConstantAttrs(c.node).dtype(), {});
+  const AttrValue& v = ConstantAttrs(c.node).value();
   if (const double* d = std::get_if<double>(&v)) out.set(0, *d);
   else if (const bool* b = std::get_if<bool>(&v)) out.set_int(0, *b);
   else if (is_float(out.dtype())) out.set(0, static_cast<float>(std::get<int64_t>(v)));
@@ -265,14 +267,13 @@ Result constant(const Ctx& c) {
 }
 
 Result iota(const Ctx& c) {
-  absl::StatusOr<Dims> shape = eval_dims(c.attr().get_dims("shape"), c.bindings);
-  if (!shape.ok()) return shape.status();
-  absl::StatusOr<std::vector<int64_t>> ax = axes_of({c.attr().get_int("axis")}, shape->size());
-  if (!ax.ok()) return ax.status();
-  HostTensor out(c.attr().get_dtype("dtype"), *shape);
+  IotaAttrs a(c.node);
+  KILN_ASSIGN_OR_RETURN(Dims shape, eval_dims(a.shape(), c.bindings));
+  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax, axes_of({a.axis()}, shape.size()));
+  HostTensor out(a.dtype(), shape);
   int64_t inner = 1;
-  for (size_t i = (*ax)[0] + 1; i < shape->size(); ++i) inner *= (*shape)[i];
-  int64_t n = (*shape)[(*ax)[0]];
+  for (size_t i = ax[0] + 1; i < shape.size(); ++i) inner *= shape[i];
+  int64_t n = shape[ax[0]];
   for (int64_t i = 0; i < out.numel(); ++i) {
     int64_t v = (i / inner) % n;
     if (is_float(out.dtype())) out.set(i, static_cast<double>(v));
@@ -283,34 +284,31 @@ Result iota(const Ctx& c) {
 
 Result binary(const Ctx& c) {
   const HostTensor &a = c.x(0), &b = c.x(1);
-  absl::StatusOr<Dims> shape = broadcast(a.shape(), b.shape());
-  if (!shape.ok()) return shape.status();
+  KILN_ASSIGN_OR_RETURN(Dims shape, broadcast(a.shape(), b.shape()));
   DType out_t = c.node.result()->dtype();
-  HostTensor out(out_t, *shape);
+  HostTensor out(out_t, shape);
   Op op = c.node.op();
-  std::array<Dims, 2> st{broadcast_strides(a.shape(), shape->size()), broadcast_strides(b.shape(), shape->size())};
+  std::array<Dims, 2> st{broadcast_strides(a.shape(), shape.size()), broadcast_strides(b.shape(), shape.size())};
   if (is_float(a.dtype())) {
     std::vector<double> av = doubles(a), bv = doubles(b);
-    walk<2>(*shape, st, {0, 0}, [&](int64_t i, const auto& o) {
+    walk<2>(shape, st, {0, 0}, [&](int64_t i, const auto& o) {
       out.set(i, binary_float(op, static_cast<float>(av[o[0]]), static_cast<float>(bv[o[1]])));
     });
   } else {
     std::vector<int64_t> av = ints(a), bv = ints(b);
-    walk<2>(*shape, st, {0, 0}, [&](int64_t i, const auto& o) { out.set_int(i, binary_int(op, av[o[0]], bv[o[1]])); });
+    walk<2>(shape, st, {0, 0}, [&](int64_t i, const auto& o) { out.set_int(i, binary_int(op, av[o[0]], bv[o[1]])); });
   }
   return Tensors{std::move(out)};
 }
 
 Result where(const Ctx& c) {
   const HostTensor &cond = c.x(0), &a = c.x(1), &b = c.x(2);
-  absl::StatusOr<Dims> ab = broadcast(a.shape(), b.shape());
-  if (!ab.ok()) return ab.status();
-  absl::StatusOr<Dims> shape = broadcast(cond.shape(), *ab);
-  if (!shape.ok()) return shape.status();
-  HostTensor out(a.dtype(), *shape);
-  size_t r = shape->size();
+  KILN_ASSIGN_OR_RETURN(Dims ab, broadcast(a.shape(), b.shape()));
+  KILN_ASSIGN_OR_RETURN(Dims shape, broadcast(cond.shape(), ab));
+  HostTensor out(a.dtype(), shape);
+  size_t r = shape.size();
   int64_t size = dtype_size(a.dtype());
-  walk<3>(*shape, {broadcast_strides(cond.shape(), r), broadcast_strides(a.shape(), r), broadcast_strides(b.shape(), r)},
+  walk<3>(shape, {broadcast_strides(cond.shape(), r), broadcast_strides(a.shape(), r), broadcast_strides(b.shape(), r)},
           {0, 0, 0}, [&](int64_t i, const auto& o) {
             const uint8_t* src = cond.data()[o[0]] ? a.data() + o[1] * size : b.data() + o[2] * size;
             std::memcpy(out.data() + i * size, src, size);
@@ -321,18 +319,12 @@ Result where(const Ctx& c) {
 Result reduce(const Ctx& c) {
   const HostTensor& x = c.x();
   Op op = c.node.op();
-  AttrView a = c.attr();
-  std::vector<int64_t> axes;
-  if (op == Op::ArgMax) axes = {a.get_int("axis")};
-  else if (a.has("axes")) axes = a.get_ints("axes");
-  else for (int64_t i = 0; i < x.rank(); ++i) axes.push_back(i);
-  absl::StatusOr<std::vector<int64_t>> ax = axes_of(axes, x.rank());
-  if (!ax.ok()) return ax.status();
-  bool keepdim = a.get_bool("keepdim");
+  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax, reduction_axes(c.node));
+  bool keepdim = reduction_keepdim(c.node);
   Dims shape;
   int64_t group = 1;
   for (int64_t i = 0; i < x.rank(); ++i) {
-    bool reduced = std::binary_search(ax->begin(), ax->end(), i);
+    bool reduced = std::binary_search(ax.begin(), ax.end(), i);
     if (reduced) group *= x.shape()[i];
     if (!reduced) shape.push_back(x.shape()[i]);
     else if (keepdim) shape.push_back(1);
@@ -340,7 +332,7 @@ Result reduce(const Ctx& c) {
   HostTensor out(op == Op::ArgMax ? DType::i64 : x.dtype(), shape);
   if (group == 0 && out.numel() > 0 && (op == Op::Max || op == Op::Min || op == Op::ArgMax))
     return invalid_argument(op_name(op), " over an empty axis of ", x.type_string());
-  std::vector<int64_t> order = grouped_order(x.shape(), *ax);
+  std::vector<int64_t> order = grouped_order(x.shape(), ax);
   if (is_float(x.dtype())) {
     std::vector<double> v = doubles(x);
     for (int64_t g = 0; g < out.numel(); ++g) {
@@ -387,13 +379,12 @@ Result reduce(const Ctx& c) {
 
 Result softmax(const Ctx& c) {
   const HostTensor& x = c.x();
-  absl::StatusOr<std::vector<int64_t>> ax = axes_of({c.attr().get_int("axis")}, x.rank());
-  if (!ax.ok()) return ax.status();
-  int64_t n = x.shape()[(*ax)[0]];
+  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax, axes_of({SoftmaxAttrs(c.node).axis()}, x.rank()));
+  int64_t n = x.shape()[ax[0]];
   HostTensor out(x.dtype(), x.shape());
   if (n == 0) return Tensors{std::move(out)};
   std::vector<double> v = doubles(x);
-  std::vector<int64_t> order = grouped_order(x.shape(), *ax);
+  std::vector<int64_t> order = grouped_order(x.shape(), ax);
   bool log = c.node.op() == Op::LogSoftmax;
   for (int64_t g = 0; g < x.numel() / n; ++g) {
     const int64_t* idx = order.data() + g * n;
@@ -410,12 +401,12 @@ Result softmax(const Ctx& c) {
 // contiguous and laid out like the weight's.
 Result norm(const Ctx& c) {
   const HostTensor& x = c.x();
-  absl::StatusOr<std::vector<int64_t>> ax = axes_of(c.attr().get_ints("axes"), x.rank());
-  if (!ax.ok()) return ax.status();
-  double eps = c.attr().get_float("eps");
   bool layer = c.node.op() == Op::LayerNorm;
+  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax,
+                        axes_of(layer ? LayerNormAttrs(c.node).axes() : RmsNormAttrs(c.node).axes(), x.rank()));
+  double eps = layer ? LayerNormAttrs(c.node).eps() : RmsNormAttrs(c.node).eps();
   int64_t n = 1;
-  for (int64_t a : *ax) n *= x.shape()[a];
+  for (int64_t a : ax) n *= x.shape()[a];
   HostTensor out(x.dtype(), x.shape());
   if (n == 0) return Tensors{std::move(out)};
   std::vector<double> v = doubles(x);
@@ -443,11 +434,10 @@ Result sdpa(const Ctx& c) {
   if (k.shape()[r - 1] != e || v.shape()[r - 2] != lk)
     return invalid_argument("q ", q.type_string(), ", k ", k.type_string(), ", v ", v.type_string(), " do not fit");
   auto batch_of = [&](const HostTensor& t) { return Dims(t.shape().begin(), t.shape().end() - 2); };
-  absl::StatusOr<Dims> batch = broadcast(batch_of(q), batch_of(k));
-  if (batch.ok()) batch = broadcast(*batch, batch_of(v));
-  if (!batch.ok()) return batch.status();
-  size_t nb = batch->size();
-  Dims scores_shape = *batch, out_shape = *batch;
+  KILN_ASSIGN_OR_RETURN(Dims batch, broadcast(batch_of(q), batch_of(k)));
+  KILN_ASSIGN_OR_RETURN(batch, broadcast(batch, batch_of(v)));
+  size_t nb = batch.size();
+  Dims scores_shape = batch, out_shape = batch;
   scores_shape.insert(scores_shape.end(), {lq, lk});
   out_shape.insert(out_shape.end(), {lq, ev});
   Dims mask_st(r, 0);
@@ -457,15 +447,15 @@ Result sdpa(const Ctx& c) {
       return invalid_argument("mask ", mask->type_string(), " does not broadcast to ", dims_str(scores_shape));
     mask_st = broadcast_strides(mask->shape(), r);
   }
-  double scale = c.attr().has("scale") ? c.attr().get_float("scale") : 1.0 / std::sqrt(static_cast<double>(e));
-  bool causal = c.attr().get_bool("causal");
+  double scale = SdpaAttrs(c.node).scale().value_or(1.0 / std::sqrt(static_cast<double>(e)));
+  bool causal = SdpaAttrs(c.node).causal();
   std::vector<double> qd = doubles(q), kd = doubles(k), vd = doubles(v), md;
   bool bool_mask = mask && mask->dtype() == DType::boolean;
   if (mask) md = doubles(*mask);
   HostTensor out(q.dtype(), out_shape);
   std::vector<double> s(lk), acc(ev);
   Dims mask_batch(mask_st.begin(), mask_st.begin() + nb);
-  walk<4>(*batch, {batch_strides(q.shape(), 2, nb), batch_strides(k.shape(), 2, nb), batch_strides(v.shape(), 2, nb), mask_batch},
+  walk<4>(batch, {batch_strides(q.shape(), 2, nb), batch_strides(k.shape(), 2, nb), batch_strides(v.shape(), 2, nb), mask_batch},
           {0, 0, 0, 0}, [&](int64_t bi, const auto& o) {
     for (int64_t i = 0; i < lq; ++i) {
       double m = -kInf;
@@ -500,15 +490,14 @@ Result matmul(const Ctx& c) {
   if (b_vec) bs.push_back(1);
   int64_t m = as[as.size() - 2], k = as.back(), n = bs.back();
   if (bs[bs.size() - 2] != k) return invalid_argument("inner dims differ: ", dims_str(a.shape()), " @ ", dims_str(b.shape()));
-  absl::StatusOr<Dims> batch = broadcast(Dims(as.begin(), as.end() - 2), Dims(bs.begin(), bs.end() - 2));
-  if (!batch.ok()) return batch.status();
-  Dims shape = *batch;
+  KILN_ASSIGN_OR_RETURN(Dims batch, broadcast(Dims(as.begin(), as.end() - 2), Dims(bs.begin(), bs.end() - 2)));
+  Dims shape = batch;
   if (!a_vec) shape.push_back(m);
   if (!b_vec) shape.push_back(n);
   HostTensor out(a.dtype(), shape);
   std::vector<double> ad = doubles(a), bd = doubles(b), acc(n);
-  size_t nb = batch->size();
-  walk<2>(*batch, {batch_strides(as, 2, nb), batch_strides(bs, 2, nb)}, {0, 0}, [&](int64_t bi, const auto& o) {
+  size_t nb = batch.size();
+  walk<2>(batch, {batch_strides(as, 2, nb), batch_strides(bs, 2, nb)}, {0, 0}, [&](int64_t bi, const auto& o) {
     for (int64_t i = 0; i < m; ++i) {
       std::fill(acc.begin(), acc.end(), 0.0);
       for (int64_t t = 0; t < k; ++t) {
@@ -544,25 +533,23 @@ Result linear(const Ctx& c) {
 
 Result reshape(const Ctx& c) {
   const HostTensor& x = c.x();
-  absl::StatusOr<Dims> shape = eval_dims(c.attr().get_dims("shape"), c.bindings);
-  if (!shape.ok()) return shape.status();
-  auto infer = std::find(shape->begin(), shape->end(), -1);
-  if (infer != shape->end()) {
+  KILN_ASSIGN_OR_RETURN(Dims shape, eval_dims(ReshapeAttrs(c.node).shape(), c.bindings));
+  auto infer = std::find(shape.begin(), shape.end(), -1);
+  if (infer != shape.end()) {
     *infer = 1;
-    int64_t known = count(*shape);
+    int64_t known = count(shape);
     *infer = known == 0 ? 0 : x.numel() / known;
   }
-  if (count(*shape) != x.numel())
-    return invalid_argument("cannot reshape ", x.type_string(), " to ", dims_str(*shape));
-  return Tensors{reshaped(x, *shape)};
+  if (count(shape) != x.numel())
+    return invalid_argument("cannot reshape ", x.type_string(), " to ", dims_str(shape));
+  return Tensors{reshaped(x, shape)};
 }
 
 Result permute(const Ctx& c) {
   const HostTensor& x = c.x();
-  absl::StatusOr<std::vector<int64_t>> dims = normalize_axes(c.attr().get_ints("dims"), x.rank());
-  if (!dims.ok()) return dims.status();
+  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> dims, normalize_axes(PermuteAttrs(c.node).dims(), x.rank()));
   Dims st = strides_of(x.shape()), shape, src;
-  for (int64_t d : *dims) {
+  for (int64_t d : dims) {
     shape.push_back(x.shape()[d]);
     src.push_back(st[d]);
   }
@@ -573,27 +560,24 @@ Result permute(const Ctx& c) {
 
 Result expand(const Ctx& c) {
   const HostTensor& x = c.x();
-  absl::StatusOr<Dims> shape = eval_dims(c.attr().get_dims("shape"), c.bindings);
-  if (!shape.ok()) return shape.status();
-  if (shape->size() < x.shape().size()) return invalid_argument("cannot expand ", x.type_string(), " to ", dims_str(*shape));
-  size_t off = shape->size() - x.shape().size();
-  for (size_t i = 0; i < shape->size(); ++i) {
-    if (i >= off && (*shape)[i] == -1) (*shape)[i] = x.shape()[i - off];
-    if (i >= off && x.shape()[i - off] != 1 && x.shape()[i - off] != (*shape)[i])
-      return invalid_argument("cannot expand ", x.type_string(), " to ", dims_str(*shape));
+  KILN_ASSIGN_OR_RETURN(Dims shape, eval_dims(ExpandAttrs(c.node).shape(), c.bindings));
+  if (shape.size() < x.shape().size()) return invalid_argument("cannot expand ", x.type_string(), " to ", dims_str(shape));
+  size_t off = shape.size() - x.shape().size();
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i >= off && shape[i] == -1) shape[i] = x.shape()[i - off];
+    if (i >= off && x.shape()[i - off] != 1 && x.shape()[i - off] != shape[i])
+      return invalid_argument("cannot expand ", x.type_string(), " to ", dims_str(shape));
   }
-  HostTensor out(x.dtype(), *shape);
-  copy_strided(x, broadcast_strides(x.shape(), shape->size()), 0, out, strides_of(*shape), 0, *shape);
+  HostTensor out(x.dtype(), shape);
+  copy_strided(x, broadcast_strides(x.shape(), shape.size()), 0, out, strides_of(shape), 0, shape);
   return Tensors{std::move(out)};
 }
 
 Result squeeze(const Ctx& c) {
   const HostTensor& x = c.x();
   std::vector<int64_t> axes;
-  if (c.attr().has("axes")) {
-    absl::StatusOr<std::vector<int64_t>> ax = axes_of(c.attr().get_ints("axes"), x.rank());
-    if (!ax.ok()) return ax.status();
-    axes = *ax;
+  if (std::optional<std::vector<int64_t>> given = SqueezeAttrs(c.node).axes()) {
+    KILN_ASSIGN_OR_RETURN(axes, axes_of(*given, x.rank()));
   } else {
     const Shape& sym = c.node.operand(0)->shape();
     for (int64_t i = 0; i < x.rank(); ++i)
@@ -611,24 +595,23 @@ Result squeeze(const Ctx& c) {
 
 Result unsqueeze(const Ctx& c) {
   const HostTensor& x = c.x();
-  int64_t rank = x.rank() + static_cast<int64_t>(c.attr().get_ints("axes").size());
-  absl::StatusOr<std::vector<int64_t>> ax = axes_of(c.attr().get_ints("axes"), rank);
-  if (!ax.ok()) return ax.status();
+  const std::vector<int64_t>& axes = UnsqueezeAttrs(c.node).axes();
+  int64_t rank = x.rank() + static_cast<int64_t>(axes.size());
+  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax, axes_of(axes, rank));
   Dims shape;
   size_t next = 0;
   for (int64_t i = 0; i < rank; ++i)
-    shape.push_back(std::binary_search(ax->begin(), ax->end(), i) ? 1 : x.shape()[next++]);
+    shape.push_back(std::binary_search(ax.begin(), ax.end(), i) ? 1 : x.shape()[next++]);
   return Tensors{reshaped(x, shape)};
 }
 
 Result slice(const Ctx& c) {
   const HostTensor& x = c.x();
-  AttrView a = c.attr();
-  absl::StatusOr<std::vector<int64_t>> ax = axes_of({a.get_int("axis")}, x.rank());
-  if (!ax.ok()) return ax.status();
-  int64_t axis = (*ax)[0], step = a.get_int("step");
+  SliceAttrs a(c.node);
+  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax, axes_of({a.axis()}, x.rank()));
+  int64_t axis = ax[0], step = a.step();
   if (step == 0) return invalid_argument("step must not be 0");
-  auto [first, len] = slice_range(x.shape()[axis], a.get_int("start"), a.get_int("end"), step);
+  auto [first, len] = slice_range(x.shape()[axis], a.start(), a.end(), step);
   Dims shape = x.shape(), st = strides_of(x.shape());
   shape[axis] = len;
   int64_t base = len > 0 ? first * st[axis] : 0;
@@ -639,9 +622,8 @@ Result slice(const Ctx& c) {
 }
 
 Result concat(const Ctx& c) {
-  absl::StatusOr<std::vector<int64_t>> ax = axes_of({c.attr().get_int("axis")}, c.x().rank());
-  if (!ax.ok()) return ax.status();
-  int64_t axis = (*ax)[0];
+  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax, axes_of({ConcatAttrs(c.node).axis()}, c.x().rank()));
+  int64_t axis = ax[0];
   for (const HostTensor* t : c.in) {
     bool fits = t->rank() == c.x().rank();
     for (int64_t d = 0; fits && d < t->rank(); ++d) fits = d == axis || t->shape()[d] == c.x().shape()[d];
@@ -662,18 +644,16 @@ Result concat(const Ctx& c) {
 
 Result split(const Ctx& c) {
   const HostTensor& x = c.x();
-  absl::StatusOr<std::vector<int64_t>> ax = axes_of({c.attr().get_int("axis")}, x.rank());
-  if (!ax.ok()) return ax.status();
-  int64_t axis = (*ax)[0];
-  absl::StatusOr<Dims> sizes = eval_dims(c.attr().get_dims("sizes"), c.bindings);
-  if (!sizes.ok()) return sizes.status();
-  if (std::any_of(sizes->begin(), sizes->end(), [](int64_t s) { return s < 0; }) ||
-      std::accumulate(sizes->begin(), sizes->end(), int64_t{0}) != x.shape()[axis])
-    return invalid_argument("sizes ", dims_str(*sizes), " do not split axis ", axis, " of ", x.type_string());
+  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax, axes_of({SplitAttrs(c.node).axis()}, x.rank()));
+  int64_t axis = ax[0];
+  KILN_ASSIGN_OR_RETURN(Dims sizes, eval_dims(SplitAttrs(c.node).sizes(), c.bindings));
+  if (std::any_of(sizes.begin(), sizes.end(), [](int64_t s) { return s < 0; }) ||
+      std::accumulate(sizes.begin(), sizes.end(), int64_t{0}) != x.shape()[axis])
+    return invalid_argument("sizes ", dims_str(sizes), " do not split axis ", axis, " of ", x.type_string());
   Dims st = strides_of(x.shape());
   Tensors outs;
   int64_t at = 0;
-  for (int64_t s : *sizes) {
+  for (int64_t s : sizes) {
     Dims shape = x.shape();
     shape[axis] = s;
     HostTensor out(x.dtype(), shape);
@@ -686,9 +666,8 @@ Result split(const Ctx& c) {
 
 Result gather(const Ctx& c) {
   const HostTensor &data = c.x(0), &idx = c.x(1);
-  absl::StatusOr<std::vector<int64_t>> ax = axes_of({c.attr().get_int("axis")}, data.rank());
-  if (!ax.ok()) return ax.status();
-  int64_t axis = (*ax)[0], dim = data.shape()[axis];
+  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax, axes_of({GatherAttrs(c.node).axis()}, data.rank()));
+  int64_t axis = ax[0], dim = data.shape()[axis];
   Dims shape(data.shape().begin(), data.shape().begin() + axis);
   shape.insert(shape.end(), idx.shape().begin(), idx.shape().end());
   shape.insert(shape.end(), data.shape().begin() + axis + 1, data.shape().end());

@@ -41,6 +41,13 @@ absl::Status invalid_argument(const A&... a) {
   return absl::InvalidArgumentError(str_cat(a...));
 }
 
+// The error `s` with the parts before its message, keeping its code: the context a caller
+// adds to an error it passes on.
+template <typename... A>
+absl::Status prefix_error(const absl::Status& s, const A&... prefix) {
+  return absl::Status(s.code(), str_cat(prefix..., s.message()));
+}
+
 // Joins a range, formatting each element with f(element) -> std::string.
 template <typename R, typename F>
 std::string str_join(const R& range, std::string_view sep, F f) {

@@ -2,10 +2,10 @@
 
 #include <algorithm>
 #include <numeric>
-#include <stdexcept>
 
 #include "absl/hash/hash.h"
 #include "ir/scalar_ops.h"
+#include "ir/status.h"
 #include "ir/str.h"
 
 namespace kiln {
@@ -224,7 +224,7 @@ SymExpr operator*(const SymExpr& a, const SymExpr& b) {
 }
 
 SymExpr SymExpr::floordiv(int64_t c) const {
-  if (c <= 0) throw std::invalid_argument("floordiv by a non-positive constant");
+  if (c <= 0) return SymExpr(0);
   if (c == 1) return *this;
   if (auto k = constant()) return SymExpr(floor_div(*k, c));
   int64_t g = coeff_gcd(*p_, c);
@@ -256,7 +256,7 @@ SymExpr SymExpr::floordiv(int64_t c) const {
 }
 
 SymExpr SymExpr::mod(int64_t c) const {
-  if (c <= 0) throw std::invalid_argument("mod by a non-positive constant");
+  if (c <= 0) return *this;
   if (c == 1) return SymExpr(0);
   if (auto k = constant()) return SymExpr(floor_mod(*k, c));
   // Coefficients reduce to [0, c): (5*B) % 3 and (-B) % 3 both become (2*B) % 3.
@@ -306,9 +306,8 @@ absl::StatusOr<int64_t> eval_atom(const SymAtom& a, const Bindings& b) {
     if (it == b.end()) return invalid_argument("symbol ", a.name, " is not bound");
     return it->second;
   }
-  absl::StatusOr<int64_t> v = eval_poly(*a.arg, b);
-  if (!v.ok()) return v;
-  return a.kind == SymAtom::Kind::FloorDiv ? floor_div(*v, a.divisor) : floor_mod(*v, a.divisor);
+  KILN_ASSIGN_OR_RETURN(int64_t v, eval_poly(*a.arg, b));
+  return a.kind == SymAtom::Kind::FloorDiv ? floor_div(v, a.divisor) : floor_mod(v, a.divisor);
 }
 
 absl::StatusOr<int64_t> eval_poly(const SymPoly& p, const Bindings& b) {
@@ -316,9 +315,8 @@ absl::StatusOr<int64_t> eval_poly(const SymPoly& p, const Bindings& b) {
   for (const SymTerm& t : p.terms) {
     int64_t prod = t.coeff;
     for (const SymFactor& f : t.factors) {
-      absl::StatusOr<int64_t> v = eval_atom(*f.atom, b);
-      if (!v.ok()) return v;
-      for (int e = 0; e < f.exp; ++e) prod *= *v;
+      KILN_ASSIGN_OR_RETURN(int64_t v, eval_atom(*f.atom, b));
+      for (int e = 0; e < f.exp; ++e) prod *= v;
     }
     sum += prod;
   }
@@ -396,9 +394,8 @@ absl::StatusOr<std::vector<int64_t>> evaluate_shape(const Shape& s, const Bindin
   std::vector<int64_t> out;
   out.reserve(s.size());
   for (const Dim& d : s) {
-    absl::StatusOr<int64_t> v = d.evaluate(b);
-    if (!v.ok()) return v.status();
-    out.push_back(*v);
+    KILN_ASSIGN_OR_RETURN(int64_t v, d.evaluate(b));
+    out.push_back(v);
   }
   return out;
 }

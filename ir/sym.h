@@ -53,7 +53,10 @@ class SymExpr {
   SymExpr operator-() const;
   SymExpr& operator+=(const SymExpr& o) { return *this = *this + o; }
   SymExpr& operator*=(const SymExpr& o) { return *this = *this * o; }
-  // Floor division and modulo by a positive constant (floor semantics, like Python).
+  // Floor division and modulo by a positive constant (floor semantics, like Python). The
+  // divisor comes checked (the parser, the ONNX importer and infer_slice reject others with
+  // a located error); a divisor <= 0 gives x // c = 0 and x % c = x, which keeps
+  // x == c*(x // c) + x % c, instead of an exception through the caller.
   SymExpr floordiv(int64_t divisor) const;
   SymExpr mod(int64_t divisor) const;
   // Exact division: the quotient when every term of *this divides by `d` (a single term),

@@ -1,7 +1,8 @@
-#include "ir/str.h"
 #include "ir/verifier.h"
 
 #include "absl/container/flat_hash_set.h"
+#include "ir/status.h"
+#include "ir/str.h"
 
 namespace kiln {
 
@@ -16,7 +17,7 @@ absl::Status verify(const Graph& g) {
   };
   for (const Value* v : g.args()) {
     if (v->producer()) return fail("argument %", v->name(), " has a producer");
-    if (auto s = define(v, "graph arguments"); !s.ok()) return s;
+    KILN_RETURN_IF_ERROR(define(v, "graph arguments"));
   }
   for (const auto& n : g.nodes()) {
     std::vector<TensorType> in;
@@ -39,7 +40,7 @@ absl::Status verify(const Graph& g) {
       if (r->type() != (*want)[i])
         return fail(n->describe(), ": result %", r->name(), " has type ", r->type().to_string(),
                     ", but the op gives ", (*want)[i].to_string());
-      if (auto s = define(r, n->describe()); !s.ok()) return s;
+      KILN_RETURN_IF_ERROR(define(r, n->describe()));
     }
   }
   if (g.outputs().empty()) return fail("graph ", g.name(), " has no outputs");

@@ -42,14 +42,4 @@ Value* Builder::cast(Value* v, DType t) {
   return op(Op::Cast, {v}, {{"dtype", t}});
 }
 
-std::optional<double> constant_value(const Value* v) {
-  const Node* n = v->producer();
-  if (!n || n->op() != Op::Constant) return std::nullopt;
-  const AttrValue& a = n->attr().get("value");
-  if (const double* d = std::get_if<double>(&a)) return *d;
-  if (const int64_t* i = std::get_if<int64_t>(&a)) return static_cast<double>(*i);
-  if (const bool* b = std::get_if<bool>(&a)) return *b ? 1.0 : 0.0;
-  return std::nullopt;
-}
-
 }  // namespace kiln

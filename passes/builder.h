@@ -8,6 +8,7 @@
 
 #include "absl/status/status.h"
 #include "ir/graph.h"
+#include "ir/op_attrs.h"  // constant_value, which passes use with the builder
 
 namespace kiln {
 
@@ -37,8 +38,5 @@ class Builder {
   absl::Status status_;
   std::vector<const Node*> created_;
 };
-
-// The value of a scalar `constant` node's result, as a double; nullopt for anything else.
-std::optional<double> constant_value(const Value* v);
 
 }  // namespace kiln

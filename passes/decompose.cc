@@ -3,6 +3,8 @@
 #include <cmath>
 #include <limits>
 
+#include "ir/op_attrs.h"
+#include "ir/status.h"
 #include "ir/str.h"
 #include "passes/builder.h"
 
@@ -28,13 +30,13 @@ SoftmaxParts softmax_parts(Builder& b, Value* x, int64_t axis) {
 
 Value* softmax(Builder& b, const Node& n) {
   Value* x = b.cast(n.operand(0), DType::f32);
-  SoftmaxParts p = softmax_parts(b, x, n.attr().get_int("axis"));
+  SoftmaxParts p = softmax_parts(b, x, SoftmaxAttrs(n).axis());
   return b.cast(b.op(Op::Div, {p.exps, p.sum}), n.result()->dtype());
 }
 
 Value* log_softmax(Builder& b, const Node& n) {
   Value* x = b.cast(n.operand(0), DType::f32);
-  SoftmaxParts p = softmax_parts(b, x, n.attr().get_int("axis"));
+  SoftmaxParts p = softmax_parts(b, x, SoftmaxAttrs(n).axis());
   return b.cast(b.op(Op::Sub, {p.shifted, b.op(Op::Log, {p.sum})}), n.result()->dtype());
 }
 
@@ -42,11 +44,11 @@ Value* log_softmax(Builder& b, const Node& n) {
 // rms_norm; weight and bias are applied in f32 before the single cast back.
 Value* norm(Builder& b, const Node& n) {
   bool layer = n.op() == Op::LayerNorm;
-  std::vector<int64_t> axes = n.attr().get_ints("axes");
+  const std::vector<int64_t>& axes = layer ? LayerNormAttrs(n).axes() : RmsNormAttrs(n).axes();
   Value* x = b.cast(n.operand(0), DType::f32);
   Value* centered = layer ? b.op(Op::Sub, {x, b.op(Op::Mean, {x}, reduce_attrs(axes))}) : x;
   Value* var = b.op(Op::Mean, {b.op(Op::Mul, {centered, centered})}, reduce_attrs(axes));
-  Value* eps = b.constant(n.attr().get_float("eps"), DType::f32);
+  Value* eps = b.constant(layer ? LayerNormAttrs(n).eps() : RmsNormAttrs(n).eps(), DType::f32);
   Value* y = b.op(Op::Mul, {centered, b.op(Op::Rsqrt, {b.op(Op::Add, {var, eps})})});
   if (n.num_operands() > 1) y = b.op(Op::Mul, {y, b.cast(n.operand(1), DType::f32)});
   if (n.num_operands() > 2) y = b.op(Op::Add, {y, b.cast(n.operand(2), DType::f32)});
@@ -63,8 +65,8 @@ Value* sdpa(Builder& b, const Node& n) {
   Value *q = n.operand(0), *k = n.operand(1), *v = n.operand(2);
   int64_t r = static_cast<int64_t>(q->shape().size());
   double scale = 0;
-  if (n.attr().has("scale")) {
-    scale = n.attr().get_float("scale");
+  if (std::optional<double> given = SdpaAttrs(n).scale()) {
+    scale = *given;
   } else if (auto e = q->shape().back().constant()) {
     scale = 1.0 / std::sqrt(static_cast<double>(*e));
   } else {
@@ -77,7 +79,7 @@ Value* sdpa(Builder& b, const Node& n) {
   Value* s = b.op(Op::MatMul, {b.cast(q, DType::f32), kt});
   s = b.op(Op::Mul, {s, b.constant(scale, DType::f32)});
   Value* neg_inf = b.constant(-std::numeric_limits<double>::infinity(), DType::f32);
-  if (n.attr().get_bool("causal")) {
+  if (SdpaAttrs(n).causal()) {
     const Dim &lq = q->shape()[r - 2], &lk = k->shape()[r - 2];
     Value* i = b.op(Op::Iota, {}, {{"shape", std::vector<SymExpr>{lq, 1}}, {"axis", int64_t{0}}});
     Value* j = b.op(Op::Iota, {}, {{"shape", std::vector<SymExpr>{1, lk}}, {"axis", int64_t{1}}});
@@ -122,7 +124,7 @@ absl::StatusOr<bool> decompose(Graph& g) {
     g.replace_all_uses(n->result(), out);
     g.erase(n);
     if (out->producer() && !g.find(name)) {
-      if (auto s = g.rename(out, name); !s.ok()) return s;
+      KILN_RETURN_IF_ERROR(g.rename(out, name));
     }
   }
   return !todo.empty();

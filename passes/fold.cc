@@ -2,6 +2,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "ir/reference.h"
+#include "ir/status.h"
 #include "ir/str.h"
 #include "passes/builder.h"
 
@@ -30,22 +31,20 @@ absl::StatusOr<Value*> fold_on_host(Graph& g, Node* n) {
   absl::flat_hash_map<const Value*, Value*> copy;
   std::vector<Value*> operands;
   for (const Value* v : n->operands()) {
-    absl::StatusOr<Value*> c;
+    Value* c;
     if (auto it = copy.find(v); it != copy.end()) {
       c = it->second;
     } else if (v->is_param()) {
-      c = mini.add_param(v->name(), v->type(), v->data());
+      KILN_ASSIGN_OR_RETURN(c, mini.add_param(v->name(), v->type(), v->data()));
     } else {
-      absl::StatusOr<Node*> k = mini.add_node(Op::Constant, {}, v->producer()->attrs(), {v->name()});
-      c = k.ok() ? absl::StatusOr<Value*>((*k)->result()) : k.status();
+      KILN_ASSIGN_OR_RETURN(Node* k, mini.add_node(Op::Constant, {}, v->producer()->attrs(), {v->name()}));
+      c = k->result();
     }
-    if (!c.ok()) return c.status();
-    copy[v] = *c;
-    operands.push_back(*c);
+    copy[v] = c;
+    operands.push_back(c);
   }
-  absl::StatusOr<Node*> m = mini.add_node(n->op(), operands, n->attrs());
-  if (!m.ok()) return m.status();
-  mini.set_outputs((*m)->results());
+  KILN_ASSIGN_OR_RETURN(Node* m, mini.add_node(n->op(), operands, n->attrs()));
+  mini.set_outputs(m->results());
   absl::StatusOr<std::vector<HostTensor>> out = evaluate(mini, {});
   if (!out.ok()) return invalid_argument("folding ", n->describe(), ": ", status_message(out.status()));
 
@@ -58,12 +57,10 @@ absl::StatusOr<Value*> fold_on_host(Graph& g, Node* n) {
     if (t.rank() == 0) {
       v = b.constant(is_float(t.dtype()) ? t.get(0) : static_cast<double>(t.get_int(0)), t.dtype());
     } else {
-      absl::StatusOr<Value*> p =
-          g.add_param(g.fresh_name(r->name()), r->type(), std::make_shared<const HostTensor>(std::move(t)));
-      if (!p.ok()) return p.status();
-      v = *p;
+      KILN_ASSIGN_OR_RETURN(
+          v, g.add_param(g.fresh_name(r->name()), r->type(), std::make_shared<const HostTensor>(std::move(t))));
     }
-    if (!b.status().ok()) return b.status();
+    KILN_RETURN_IF_ERROR(b.status());
     repl.push_back(v);
   }
   std::vector<std::string> names;
@@ -74,7 +71,7 @@ absl::StatusOr<Value*> fold_on_host(Graph& g, Node* n) {
   g.erase(n);
   // The replacements take the folded values' names, so that dumps stay readable.
   for (size_t i = 0; i < repl.size(); ++i)
-    if (absl::Status s = g.rename(repl[i], names[i]); !s.ok()) return s;
+    KILN_RETURN_IF_ERROR(g.rename(repl[i], names[i]));
   return repl[0];
 }
 

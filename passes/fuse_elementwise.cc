@@ -1,11 +1,11 @@
 #include "passes/fuse_elementwise.h"
 
 #include <algorithm>
-#include <numeric>
 #include <queue>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "ir/op_attrs.h"
 #include "passes/schedule_util.h"
 
 namespace kiln {
@@ -96,13 +96,9 @@ struct Domain {
 std::optional<Domain> domain_of(const Node& n) {
   if (n.info().kind != OpKind::Reduction) return std::nullopt;
   const Shape& x = n.operand(0)->shape();
-  std::vector<int64_t> axes;
-  if (n.op() == Op::ArgMax) axes = {n.attr().get_int("axis")};
-  else if (n.attr().has("axes")) axes = n.attr().get_ints("axes");
-  else axes.resize(x.size()), std::iota(axes.begin(), axes.end(), 0);
-  absl::StatusOr<std::vector<int64_t>> ax = normalize_axes(axes, static_cast<int64_t>(x.size()));
-  Domain d{x, ax.ok() ? *ax : axes, {}, {}};
-  std::sort(d.axes.begin(), d.axes.end());
+  absl::StatusOr<std::vector<int64_t>> axes = reduction_axes(n);
+  if (!axes.ok()) return std::nullopt;  // cannot happen: the node's axes were checked when it was made
+  Domain d{x, *std::move(axes), {}, {}};
   for (size_t i = 0; i < x.size(); ++i) {
     bool reduced = std::binary_search(d.axes.begin(), d.axes.end(), static_cast<int64_t>(i));
     d.keep.push_back(reduced ? Dim(1) : x[i]);

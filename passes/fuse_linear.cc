@@ -5,6 +5,7 @@
 
 #include "absl/container/flat_hash_set.h"
 
+#include "ir/status.h"
 #include "ir/str.h"
 #include "passes/builder.h"
 #include "passes/fold.h"
@@ -35,7 +36,7 @@ std::optional<GemmShape> mergeable(const Node& n) {
 // concat of parameters along `axis`, folded to a parameter with data when all have data.
 absl::StatusOr<Value*> concat_params(Builder& b, const std::vector<Value*>& params, int64_t axis) {
   Value* cat = b.op(Op::Concat, params, {{"axis", axis}});
-  if (!b.status().ok()) return b.status();
+  KILN_RETURN_IF_ERROR(b.status());
   if (!foldable(*cat->producer(), std::numeric_limits<int64_t>::max())) return cat;
   return fold_on_host(b.graph(), cat->producer());
 }
@@ -51,13 +52,11 @@ absl::Status merge(Graph& g, const std::vector<Node*>& gemms) {
     if (s.bias) biases.push_back(s.bias);
   }
   Builder b(g, first, first->loc());
-  absl::StatusOr<Value*> w = concat_params(b, weights, axis);
-  if (!w.ok()) return w.status();
-  std::vector<Value*> operands = {first->operand(0), *w};
+  KILN_ASSIGN_OR_RETURN(Value* w, concat_params(b, weights, axis));
+  std::vector<Value*> operands = {first->operand(0), w};
   if (!biases.empty()) {
-    absl::StatusOr<Value*> bias = concat_params(b, biases, 0);
-    if (!bias.ok()) return bias.status();
-    operands.push_back(*bias);
+    KILN_ASSIGN_OR_RETURN(Value* bias, concat_params(b, biases, 0));
+    operands.push_back(bias);
   }
   Value* y = b.op(first->op(), operands);
   int64_t start = 0;
@@ -65,11 +64,11 @@ absl::Status merge(Graph& g, const std::vector<Node*>& gemms) {
     int64_t size = *n->result()->shape().back().constant();
     Value* part = b.op(Op::Slice, {y}, {{"axis", int64_t{-1}}, {"start", start}, {"end", start + size}});
     start += size;
-    if (!b.status().ok()) return b.status();
+    KILN_RETURN_IF_ERROR(b.status());
     std::string name = n->result()->name();
     g.replace_all_uses(n->result(), part);
     g.erase(n);
-    if (auto s = g.rename(part, name); !s.ok()) return s;
+    KILN_RETURN_IF_ERROR(g.rename(part, name));
   }
   return b.status();
 }
@@ -91,7 +90,7 @@ absl::StatusOr<bool> merge_horizontal(Graph& g) {
   bool changed = false;
   for (const std::string& key : order) {
     if (sets[key].size() < 2) continue;
-    if (auto st = merge(g, sets[key]); !st.ok()) return st;
+    KILN_RETURN_IF_ERROR(merge(g, sets[key]));
     changed = true;
   }
   return changed;
@@ -128,8 +127,7 @@ KernelGroup gemm_group(Node* gemm, const absl::flat_hash_map<const Value*, std::
 }  // namespace
 
 absl::StatusOr<bool> fuse_linear(Graph& g, Schedule& s) {
-  absl::StatusOr<bool> merged = merge_horizontal(g);
-  if (!merged.ok()) return merged.status();
+  KILN_ASSIGN_OR_RETURN(bool merged, merge_horizontal(g));
   auto uses = g.uses();
   absl::flat_hash_set<const Value*> outputs(g.outputs().begin(), g.outputs().end());
   absl::flat_hash_set<const Node*> claimed;
@@ -141,7 +139,7 @@ absl::StatusOr<bool> fuse_linear(Graph& g, Schedule& s) {
     attached |= s.groups.back().nodes.size() > 1;
   }
   compute_group_io(g, s);
-  return *merged || attached;
+  return merged || attached;
 }
 
 }  // namespace kiln

@@ -3,6 +3,8 @@
 #include <numeric>
 
 #include "absl/container/flat_hash_map.h"
+#include "ir/op_attrs.h"
+#include "ir/status.h"
 #include "ir/str.h"
 #include "passes/builder.h"
 #include "passes/fold.h"
@@ -46,11 +48,11 @@ Value* neg_neg(Builder&, const Node& n) {
 }
 // cast to the same dtype; reshape/expand/squeeze/step-1 slice that keep the shape; concat of one.
 Value* identity_view(Builder&, const Node& n) {
-  if (n.op() == Op::Slice && n.attr().get_int("step") != 1) return nullptr;
+  if (n.op() == Op::Slice && SliceAttrs(n).step() != 1) return nullptr;
   return keep_if_same_type(n, n.operand(0));
 }
 Value* permute(Builder& b, const Node& n) {
-  const std::vector<int64_t>& dims = n.attr().get_ints("dims");
+  const std::vector<int64_t>& dims = PermuteAttrs(n).dims();
   int64_t r = static_cast<int64_t>(dims.size());
   std::vector<int64_t> d(r);
   for (int64_t i = 0; i < r; ++i) d[i] = dims[i] < 0 ? dims[i] + r : dims[i];
@@ -58,7 +60,7 @@ Value* permute(Builder& b, const Node& n) {
   const Node* p = x->producer();
   if (p && p->op() == Op::Permute) {
     // out[i] = mid[d[i]] = x[inner[d[i]]]
-    std::vector<int64_t> inner = p->attr().get_ints("dims");
+    std::vector<int64_t> inner = PermuteAttrs(*p).dims();
     for (int64_t& i : inner) i = i < 0 ? i + r : i;
     for (int64_t& i : d) i = inner[i];
     x = p->operand(0);
@@ -97,8 +99,7 @@ absl::StatusOr<bool> rewrite_sweep(Graph& g) {
   for (const auto& n : g.nodes()) nodes.push_back(n.get());
   for (Node* n : nodes) {
     if (foldable(*n, kMaxFoldNumel)) {
-      absl::StatusOr<Value*> v = fold_on_host(g, n);
-      if (!v.ok()) return v.status();
+      KILN_RETURN_IF_ERROR(fold_on_host(g, n).status());
       changed = true;
       continue;
     }
@@ -106,14 +107,14 @@ absl::StatusOr<bool> rewrite_sweep(Graph& g) {
     if (!rule || (n->op() == Op::Concat && n->num_operands() != 1)) continue;
     Builder b(g, n, n->loc());
     Value* v = rule(b, *n);
-    if (!b.status().ok()) return b.status();
+    KILN_RETURN_IF_ERROR(b.status());
     if (!v) continue;
     std::string name = n->result()->name();
     g.replace_all_uses(n->result(), v);
     g.erase(n);
     // A node a rule made takes the name of the value it replaces (dumps stay readable).
     if (b.created(v))
-      if (absl::Status s = g.rename(v, name); !s.ok()) return s;
+      KILN_RETURN_IF_ERROR(g.rename(v, name));
     changed = true;
   }
   return changed;
@@ -142,11 +143,10 @@ bool cse(Graph& g) {
 absl::StatusOr<bool> simplify(Graph& g) {
   bool changed = false;
   for (int round = 0; round < kMaxRounds; ++round) {
-    absl::StatusOr<bool> rewrote = rewrite_sweep(g);
-    if (!rewrote.ok()) return rewrote.status();
+    KILN_ASSIGN_OR_RETURN(bool rewrote, rewrite_sweep(g));
     bool merged = cse(g);
     bool removed = g.remove_dead_nodes() > 0;
-    if (!*rewrote && !merged && !removed) return changed;
+    if (!rewrote && !merged && !removed) return changed;
     changed = true;
   }
   return changed;

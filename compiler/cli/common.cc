@@ -1,5 +1,6 @@
 // Helpers shared by the subcommands: reading a verified graph, --bind, status unwrapping.
 #include <algorithm>
+#include <charconv>
 
 #include "compiler/cli/commands.h"
 #include "compiler/load.h"
@@ -21,15 +22,12 @@ Bindings parse_binds(const Graph& g, const std::vector<std::string>& binds) {
     size_t eq = s.find('=');
     std::string name = s.substr(0, eq);
     int64_t value = 0;
-    size_t used = 0;
     bool ok = eq != std::string::npos && !name.empty();
     if (ok) {
-      try {
-        value = std::stoll(s.substr(eq + 1), &used);
-      } catch (const std::exception&) {
-        ok = false;
-      }
-      ok = ok && used == s.size() - eq - 1;
+      std::string_view digits = std::string_view(s).substr(eq + 1);
+      if (digits.starts_with('+')) digits.remove_prefix(1);  // as std::stoll read it
+      auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+      ok = ec == std::errc() && end == digits.data() + digits.size();
     }
     if (!ok) throw CliError(str_cat("--bind ", s, ": expected SYMBOL=INTEGER, e.g. --bind B=8"));
     if (std::find(symbols.begin(), symbols.end(), name) == symbols.end())

@@ -6,6 +6,7 @@
 #include "compiler/cli/commands.h"
 #include "compiler/compile.h"
 #include "frontends/onnx/onnx_conformance.h"
+#include "ir/status.h"
 #include "ir/str.h"
 
 namespace kiln::cli {
@@ -24,16 +25,14 @@ void register_onnx_conformance(CLI::App& app) {
       if (absl::Status s = device_available(d); !s.ok()) throw CliError(str_cat("--device ", *device, ": ", status_message(s)));
       // Each test graph compiled for the device and run once.
       execute = [d](const Graph& g, const TensorMap& inputs) -> absl::StatusOr<std::vector<HostTensor>> {
-        absl::StatusOr<CompiledGraph> cg = compile(g, {.device = d});
-        if (!cg.ok()) return cg.status();
-        return run_host(*cg, inputs);
+        KILN_ASSIGN_OR_RETURN(CompiledGraph cg, compile(g, {.device = d}));
+        return run_host(cg, inputs);
       };
     }
-    absl::StatusOr<ConformanceReport> report = run_onnx_conformance(*dir, execute);
-    if (!report.ok()) throw CliError(status_message(report.status()));
-    std::fputs(format_conformance_report(*report).c_str(), stdout);
+    ConformanceReport report = check(run_onnx_conformance(*dir, execute));
+    std::fputs(format_conformance_report(report).c_str(), stdout);
     std::fflush(stdout);
-    if (report->failed > 0) throw CliError(str_cat(report->failed, " onnx node tests failed"));
+    if (report.failed > 0) throw CliError(str_cat(report.failed, " onnx node tests failed"));
   });
 }
 

@@ -59,8 +59,9 @@ TensorMap read_inputs(const Graph& g, const std::string& dir, Bindings& bindings
   std::set<std::string> names;
   for (const Value* v : args) names.insert(v->name());
   std::vector<fs::path> files;
-  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec))
-    if (e.path().extension() == ".npy") files.push_back(e.path());
+  // increment(ec), not a range-for, whose ++ throws on an I/O error.
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+    if (it->path().extension() == ".npy") files.push_back(it->path());
   if (ec) throw CliError(str_cat("--inputs ", dir, ": ", ec.message()));
   std::sort(files.begin(), files.end());
   for (const fs::path& f : files)

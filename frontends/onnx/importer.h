@@ -15,19 +15,11 @@
 #include "absl/status/statusor.h"
 #include "frontends/onnx/onnx_import.h"
 #include "ir/graph.h"
+#include "ir/status.h"
 #include "ir/str.h"
 #include "onnx.pb.h"
 
 namespace kiln::onnx_detail {
-
-#define ONNX_TRY(expr)                              \
-  do {                                              \
-    if (absl::Status s_ = (expr); !s_.ok()) return s_; \
-  } while (0)
-#define ONNX_ASSIGN(lhs, expr)                         \
-  auto lhs##_or_ = (expr);                             \
-  if (!lhs##_or_.ok()) return lhs##_or_.status();      \
-  auto lhs = *std::move(lhs##_or_)
 
 // Small integer and bool tensors (shapes, axes, indices and conditions of shape
 // arithmetic) are tracked by value so that Reshape/Expand/Slice operands computed from

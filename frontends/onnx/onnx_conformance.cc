@@ -12,6 +12,7 @@
 #include "frontends/onnx/onnx_import.h"
 #include "frontends/onnx/onnx_tensor.h"
 #include "ir/compare.h"
+#include "ir/status.h"
 #include "ir/str.h"
 #include "onnx.pb.h"
 
@@ -37,8 +38,9 @@ const std::map<std::string, SemanticSkip, std::less<>>& semantic_skips() {
 std::vector<fs::path> sorted_entries(const fs::path& dir, std::string_view prefix) {
   std::vector<fs::path> out;
   std::error_code ec;
-  for (const fs::directory_entry& e : fs::directory_iterator(dir, ec))
-    if (e.path().filename().string().starts_with(prefix)) out.push_back(e.path());
+  // increment(ec), not a range-for, whose ++ throws on an I/O error.
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+    if (it->path().filename().string().starts_with(prefix)) out.push_back(it->path());
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -66,13 +68,12 @@ absl::StatusOr<std::string> read_file(const fs::path& path) {
 // ONNX 1.12's test data stores bfloat16 tensors as UINT16 bit patterns; `want` is the
 // dtype the model declares for this input or output.
 absl::StatusOr<HostTensor> read_test_tensor(const fs::path& path, std::optional<DType> want) {
-  absl::StatusOr<std::string> bytes = read_file(path);
-  if (!bytes.ok()) return bytes.status();
+  KILN_ASSIGN_OR_RETURN(std::string bytes, read_file(path));
   onnx::TensorProto t;
-  if (!t.ParseFromString(*bytes)) return invalid_argument(path.string(), ": not a valid ONNX TensorProto");
+  if (!t.ParseFromString(bytes)) return invalid_argument(path.string(), ": not a valid ONNX TensorProto");
   if (want == DType::bf16 && t.data_type() == onnx::TensorProto::UINT16) t.set_data_type(onnx::TensorProto::BFLOAT16);
   absl::StatusOr<HostTensor> out = tensor_from_onnx(t);
-  if (!out.ok()) return absl::Status(out.status().code(), str_cat(path.filename().string(), ": ", out.status().message()));
+  if (!out.ok()) return prefix_error(out.status(), path.filename().string(), ": ");
   return out;
 }
 
@@ -83,9 +84,8 @@ absl::StatusOr<Tolerance> test_tolerance(const fs::path& dir) {
   fs::path json_path = dir / "data.json";
   std::error_code ec;
   if (!fs::exists(json_path, ec)) return tol;
-  absl::StatusOr<std::string> text = read_file(json_path);
-  if (!text.ok()) return text.status();
-  nlohmann::json j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  KILN_ASSIGN_OR_RETURN(std::string text, read_file(json_path));
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) return invalid_argument("data.json: not a JSON object");
   for (auto [key, field] : {std::pair{"rtol", &tol.rtol}, std::pair{"atol", &tol.atol}}) {
     if (!j.contains(key)) continue;

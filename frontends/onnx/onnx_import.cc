@@ -125,7 +125,7 @@ absl::StatusOr<Graph> Importer::run(const onnx::ModelProto& model) {
     if (t.name().empty()) return bad("an initializer has no name");
     if (env_.contains(t.name())) return bad("initializer '", t.name(), "' is defined twice");
     absl::StatusOr<HostTensor> h = tensor_from_onnx(t);
-    if (!h.ok()) return absl::Status(h.status().code(), str_cat(where(), "initializer: ", h.status().message()));
+    if (!h.ok()) return prefix_error(h.status(), where(), "initializer: ");
     auto data = std::make_shared<const HostTensor>(*std::move(h));
     env_[t.name()] = Entry{TensorType{data->dtype(), static_shape(data->shape())}, nullptr, data,
                            known_from_data(*data)};
@@ -143,7 +143,7 @@ absl::StatusOr<Graph> Importer::run(const onnx::ModelProto& model) {
       frozen_used.insert(vi.name());
       continue;
     }
-    ONNX_ASSIGN(type, value_info_type(vi));
+    KILN_ASSIGN_OR_RETURN(auto type, value_info_type(vi));
     absl::StatusOr<Value*> v = g_.add_input(g_.fresh_name(sanitize(vi.name())), type);
     if (!v.ok()) return bad(v.status().message());
     env_[vi.name()] = Entry{type, *v, nullptr, std::nullopt};
@@ -175,7 +175,7 @@ absl::StatusOr<Graph> Importer::run(const onnx::ModelProto& model) {
       if (*declared != it->second.type.dtype)
         return bad(what, "declared ", dtype_name(*declared), ", but computes ", it->second.type.to_string());
     }
-    ONNX_ASSIGN(v, materialize(vi.name(), it->second));
+    KILN_ASSIGN_OR_RETURN(auto v, materialize(vi.name(), it->second));
     outs.push_back(v);
   }
   g_.set_outputs(std::move(outs));
@@ -209,25 +209,27 @@ absl::Status Importer::import_node() {
 
 absl::StatusOr<Entry*> Importer::in(int i) {
   if (!has_input(i)) return bad("input ", i, " is missing");
-  return &env_.at(node_->input(i));
+  auto it = env_.find(node_->input(i));
+  if (it == env_.end()) return bad("input '", node_->input(i), "' is not defined before this node");
+  return &it->second;
 }
 
 absl::StatusOr<Value*> Importer::value(int i) {
-  ONNX_ASSIGN(e, in(i));
+  KILN_ASSIGN_OR_RETURN(auto e, in(i));
   return materialize(node_->input(i), *e);
 }
 
 absl::StatusOr<std::vector<SymExpr>> Importer::known(int i, std::string_view what) {
   if (!has_input(i)) return bad(what, " (input ", i, ") is missing");
-  const Entry& e = env_.at(node_->input(i));
-  if (e.known) return *e.known;
-  if (e.data) return unsupported(what, " '", node_->input(i), "' must be an integer tensor of rank <= 1, got ", e.type.to_string());
+  KILN_ASSIGN_OR_RETURN(const Entry* e, in(i));
+  if (e->known) return *e->known;
+  if (e->data) return unsupported(what, " '", node_->input(i), "' must be an integer tensor of rank <= 1, got ", e->type.to_string());
   return needs_constant(what, " '", node_->input(i),
                         "' must be known at import time (a constant, or computed from shapes), but it is computed at run time");
 }
 
 absl::StatusOr<std::vector<int64_t>> Importer::known_ints(int i, std::string_view what) {
-  ONNX_ASSIGN(vals, known(i, what));
+  KILN_ASSIGN_OR_RETURN(auto vals, known(i, what));
   std::vector<int64_t> out;
   for (const SymExpr& v : vals) {
     std::optional<int64_t> c = v.constant();
@@ -240,7 +242,7 @@ absl::StatusOr<std::vector<int64_t>> Importer::known_ints(int i, std::string_vie
 absl::StatusOr<std::optional<std::vector<int64_t>>> Importer::ints_operand(int i, std::string_view name) {
   if (std::optional<std::vector<int64_t>> a = attr_ints(name)) return a;
   if (!has_input(i)) return std::optional<std::vector<int64_t>>();
-  ONNX_ASSIGN(v, known_ints(i, name));
+  KILN_ASSIGN_OR_RETURN(auto v, known_ints(i, name));
   return std::optional<std::vector<int64_t>>(std::move(v));
 }
 
@@ -251,7 +253,7 @@ absl::StatusOr<Node*> Importer::emit_node(Op op, std::vector<Value*> operands, A
 }
 
 absl::StatusOr<Value*> Importer::emit(Op op, std::vector<Value*> operands, Attrs attrs) {
-  ONNX_ASSIGN(n, emit_node(op, std::move(operands), std::move(attrs)));
+  KILN_ASSIGN_OR_RETURN(auto n, emit_node(op, std::move(operands), std::move(attrs)));
   return n->result();
 }
 

@@ -252,8 +252,10 @@ absl::Status Importer::unary() {
       {"Sqrt", Op::Sqrt}, {"Floor", Op::Floor}, {"Ceil", Op::Ceil},       {"Tanh", Op::Tanh},
       {"Relu", Op::Relu}, {"Erf", Op::Erf},     {"Sigmoid", Op::Sigmoid}, {"Sin", Op::Sin},
       {"Cos", Op::Cos},   {"Not", Op::Not},     {"Reciprocal", Op::Reciprocal}};
-  Op op = kOps.at(node_->op_type());
-  ONNX_ASSIGN(e, in(0));
+  auto it = kOps.find(node_->op_type());
+  if (it == kOps.end()) return unsupported("unsupported op");  // op_table() and kOps disagree
+  Op op = it->second;
+  KILN_ASSIGN_OR_RETURN(auto e, in(0));
   if (op == Op::Neg && e->known) {  // shape arithmetic: a negated axis or length
     std::vector<SymExpr> vals;
     for (const SymExpr& v : *e->known) vals.push_back(-v);
@@ -264,8 +266,8 @@ absl::Status Importer::unary() {
     for (const SymExpr& v : *e->known) vals.push_back(SymExpr(1) - v);
     return define_known(0, e->type.dtype, std::move(vals), e->type.shape);
   }
-  ONNX_ASSIGN(x, value(0));
-  ONNX_ASSIGN(y, emit(op, {x}));
+  KILN_ASSIGN_OR_RETURN(auto x, value(0));
+  KILN_ASSIGN_OR_RETURN(auto y, emit(op, {x}));
   return define(0, y);
 }
 
@@ -274,10 +276,12 @@ absl::Status Importer::binary() {
       {"Add", Op::Add}, {"Sub", Op::Sub}, {"Mul", Op::Mul}, {"Div", Op::Div},
       {"Equal", Op::Eq}, {"Less", Op::Lt}, {"LessOrEqual", Op::Le}, {"Greater", Op::Gt},
       {"GreaterOrEqual", Op::Ge}, {"And", Op::And}, {"Or", Op::Or}, {"Xor", Op::Ne}};
-  Op op = kOps.at(node_->op_type());
+  auto it = kOps.find(node_->op_type());
+  if (it == kOps.end()) return unsupported("unsupported op");  // op_table() and kOps disagree
+  Op op = it->second;
   if (node_->input_size() != 2) return bad("expects 2 inputs, got ", node_->input_size());
-  ONNX_ASSIGN(a, in(0));
-  ONNX_ASSIGN(b, in(1));
+  KILN_ASSIGN_OR_RETURN(auto a, in(0));
+  KILN_ASSIGN_OR_RETURN(auto b, in(1));
   if (a->known && b->known && a->type.dtype == b->type.dtype) {
     if (std::optional<std::vector<SymExpr>> r = fold_binary(op, *a->known, *b->known)) {
       Shape shape = a->type.shape.size() >= b->type.shape.size() ? a->type.shape : b->type.shape;
@@ -286,9 +290,9 @@ absl::Status Importer::binary() {
       return define_known(0, logical ? DType::boolean : a->type.dtype, *std::move(r), std::move(shape));
     }
   }
-  ONNX_ASSIGN(x, value(0));
-  ONNX_ASSIGN(y, value(1));
-  ONNX_ASSIGN(out, emit(op, {x, y}));
+  KILN_ASSIGN_OR_RETURN(auto x, value(0));
+  KILN_ASSIGN_OR_RETURN(auto y, value(1));
+  KILN_ASSIGN_OR_RETURN(auto out, emit(op, {x, y}));
   return define(0, out);
 }
 
@@ -297,10 +301,10 @@ absl::Status Importer::variadic() {
   const std::string& type = node_->op_type();
   Op op = type == "Max" ? Op::Maximum : type == "Min" ? Op::Minimum : Op::Add;
   if (node_->input_size() < 1) return bad("expects at least one input");
-  ONNX_ASSIGN(first, value(0));
+  KILN_ASSIGN_OR_RETURN(auto first, value(0));
   Ex acc = ex(first);
   for (int i = 1; i < node_->input_size(); ++i) {
-    ONNX_ASSIGN(x, value(i));
+    KILN_ASSIGN_OR_RETURN(auto x, value(i));
     acc = apply(op, {acc, ex(x)});
   }
   if (type == "Mean") acc = apply(Op::Div, {acc, constant_like(acc, node_->input_size())});
@@ -308,31 +312,31 @@ absl::Status Importer::variadic() {
 }
 
 absl::Status Importer::pow() {
-  ONNX_ASSIGN(base, value(0));
-  ONNX_ASSIGN(exponent, value(1));
+  KILN_ASSIGN_OR_RETURN(auto base, value(0));
+  KILN_ASSIGN_OR_RETURN(auto exponent, value(1));
   if (!is_float(base->dtype()))
     return unsupported("a ", dtype_name(base->dtype()), " base is not supported: kiln's pow is floating-point only");
   if (exponent->dtype() != base->dtype()) {
     // ONNX lets the exponent's type differ; kiln's binary ops want equal dtypes.
-    ONNX_ASSIGN(c, emit(Op::Cast, {exponent}, {{"dtype", base->dtype()}}));
+    KILN_ASSIGN_OR_RETURN(auto c, emit(Op::Cast, {exponent}, {{"dtype", base->dtype()}}));
     exponent = c;
   }
-  ONNX_ASSIGN(y, emit(Op::Pow, {base, exponent}));
+  KILN_ASSIGN_OR_RETURN(auto y, emit(Op::Pow, {base, exponent}));
   return define(0, y);
 }
 
 absl::Status Importer::gelu() {
-  ONNX_ASSIGN(x, value(0));
-  ONNX_ASSIGN(y, emit(Op::Gelu, {x}, {{"approximate", attr_string("approximate", "none")}}));
+  KILN_ASSIGN_OR_RETURN(auto x, value(0));
+  KILN_ASSIGN_OR_RETURN(auto y, emit(Op::Gelu, {x}, {{"approximate", attr_string("approximate", "none")}}));
   return define(0, y);
 }
 
 // Cast(x, to=T), or CastLike(x, like): x converted to T or to like's dtype.
 absl::Status Importer::cast() {
-  ONNX_ASSIGN(x, in(0));
+  KILN_ASSIGN_OR_RETURN(auto x, in(0));
   std::optional<DType> t;
   if (node_->op_type() == "CastLike") {
-    ONNX_ASSIGN(like, in(1));
+    KILN_ASSIGN_OR_RETURN(auto like, in(1));
     t = like->type.dtype;
   } else {
     const onnx::AttributeProto* to = attr("to");
@@ -359,15 +363,15 @@ absl::Status Importer::cast() {
     }
     return define_data(0, std::move(out));
   }
-  ONNX_ASSIGN(xv, value(0));
-  ONNX_ASSIGN(y, emit(Op::Cast, {xv}, {{"dtype", *t}}));
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
+  KILN_ASSIGN_OR_RETURN(auto y, emit(Op::Cast, {xv}, {{"dtype", *t}}));
   return define(0, y);
 }
 
 absl::Status Importer::where_op() {
-  ONNX_ASSIGN(ck, in(0));
-  ONNX_ASSIGN(ak, in(1));
-  ONNX_ASSIGN(bk, in(2));
+  KILN_ASSIGN_OR_RETURN(auto ck, in(0));
+  KILN_ASSIGN_OR_RETURN(auto ak, in(1));
+  KILN_ASSIGN_OR_RETURN(auto bk, in(2));
   if (ck->known && ak->known && bk->known && ak->type.dtype == bk->type.dtype) {
     // Shape arithmetic: a known condition picks among known values.
     size_t n = std::max({ck->known->size(), ak->known->size(), bk->known->size()});
@@ -383,53 +387,53 @@ absl::Status Importer::where_op() {
     size_t rank = std::max({ck->type.shape.size(), ak->type.shape.size(), bk->type.shape.size()});
     if (vals.size() == n) return define_known(0, ak->type.dtype, std::move(vals), rank ? Shape{static_cast<int64_t>(n)} : Shape{});
   }
-  ONNX_ASSIGN(c, value(0));
-  ONNX_ASSIGN(a, value(1));
-  ONNX_ASSIGN(b, value(2));
-  ONNX_ASSIGN(y, emit(Op::Where, {c, a, b}));
+  KILN_ASSIGN_OR_RETURN(auto c, value(0));
+  KILN_ASSIGN_OR_RETURN(auto a, value(1));
+  KILN_ASSIGN_OR_RETURN(auto b, value(2));
+  KILN_ASSIGN_OR_RETURN(auto y, emit(Op::Where, {c, a, b}));
   return define(0, y);
 }
 
 // ---- linear algebra ------------------------------------------------------------------
 
 absl::Status Importer::matmul() {
-  ONNX_ASSIGN(a, value(0));
-  ONNX_ASSIGN(b, value(1));
+  KILN_ASSIGN_OR_RETURN(auto a, value(0));
+  KILN_ASSIGN_OR_RETURN(auto b, value(1));
   if (!is_float(a->dtype()))
     return unsupported("MatMul on ", dtype_name(a->dtype()), " is not supported: kiln's matmul is floating-point only");
-  ONNX_ASSIGN(y, emit(Op::MatMul, {a, b}));
+  KILN_ASSIGN_OR_RETURN(auto y, emit(Op::MatMul, {a, b}));
   return define(0, y);
 }
 
 // Y = alpha * A' B' + beta * C, with A' = A^T if transA, B' = B^T if transB.
 absl::Status Importer::gemm() {
-  ONNX_ASSIGN(a, value(0));
-  ONNX_ASSIGN(b, value(1));
+  KILN_ASSIGN_OR_RETURN(auto a, value(0));
+  KILN_ASSIGN_OR_RETURN(auto b, value(1));
   if (!is_float(a->dtype()))
     return unsupported("Gemm on ", dtype_name(a->dtype()), " is not supported: kiln's matmul is floating-point only");
   Attrs swap{{"dims", std::vector<int64_t>{1, 0}}};
   if (attr_int("transA", 0)) {
-    ONNX_ASSIGN(t, emit(Op::Permute, {a}, swap));
+    KILN_ASSIGN_OR_RETURN(auto t, emit(Op::Permute, {a}, swap));
     a = t;
   }
   if (attr_int("transB", 0)) {
-    ONNX_ASSIGN(t, emit(Op::Permute, {b}, swap));
+    KILN_ASSIGN_OR_RETURN(auto t, emit(Op::Permute, {b}, swap));
     b = t;
   }
-  ONNX_ASSIGN(y, emit(Op::MatMul, {a, b}));
+  KILN_ASSIGN_OR_RETURN(auto y, emit(Op::MatMul, {a, b}));
   if (double alpha = attr_float("alpha", 1.0); alpha != 1.0) {
-    ONNX_ASSIGN(s, scalar(alpha, y->dtype()));
-    ONNX_ASSIGN(scaled, emit(Op::Mul, {y, s}));
+    KILN_ASSIGN_OR_RETURN(auto s, scalar(alpha, y->dtype()));
+    KILN_ASSIGN_OR_RETURN(auto scaled, emit(Op::Mul, {y, s}));
     y = scaled;
   }
   if (has_input(2)) {
-    ONNX_ASSIGN(c, value(2));
+    KILN_ASSIGN_OR_RETURN(auto c, value(2));
     if (double beta = attr_float("beta", 1.0); beta != 1.0) {
-      ONNX_ASSIGN(s, scalar(beta, c->dtype()));
-      ONNX_ASSIGN(scaled, emit(Op::Mul, {c, s}));
+      KILN_ASSIGN_OR_RETURN(auto s, scalar(beta, c->dtype()));
+      KILN_ASSIGN_OR_RETURN(auto scaled, emit(Op::Mul, {c, s}));
       c = scaled;
     }
-    ONNX_ASSIGN(sum, emit(Op::Add, {y, c}));
+    KILN_ASSIGN_OR_RETURN(auto sum, emit(Op::Add, {y, c}));
     y = sum;
   }
   return define(0, y);
@@ -438,14 +442,14 @@ absl::Status Importer::gemm() {
 // ---- shape and data movement ---------------------------------------------------------
 
 absl::Status Importer::reshape() {
-  ONNX_ASSIGN(x, in(0));
+  KILN_ASSIGN_OR_RETURN(auto x, in(0));
   std::vector<SymExpr> shape;
   if (opset_ < 5) {
     std::optional<std::vector<int64_t>> s = attr_ints("shape");
     if (!s) return bad("missing attribute 'shape'");
     shape.assign(s->begin(), s->end());
   } else {
-    ONNX_ASSIGN(s, known(1, "shape"));
+    KILN_ASSIGN_OR_RETURN(auto s, known(1, "shape"));
     shape = std::move(s);
   }
   bool allowzero = attr_int("allowzero", 0) != 0;
@@ -461,65 +465,65 @@ absl::Status Importer::reshape() {
                       : shape[0] == SymExpr(-1) || shape[0] == SymExpr(static_cast<int64_t>(x->known->size())))
       return define_known(0, x->type.dtype, *x->known, std::move(out));
   }
-  ONNX_ASSIGN(xv, value(0));
-  ONNX_ASSIGN(y, emit(Op::Reshape, {xv}, {{"shape", shape}}));
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
+  KILN_ASSIGN_OR_RETURN(auto y, emit(Op::Reshape, {xv}, {{"shape", shape}}));
   return define(0, y);
 }
 
 absl::Status Importer::transpose() {
-  ONNX_ASSIGN(x, value(0));
+  KILN_ASSIGN_OR_RETURN(auto x, value(0));
   std::vector<int64_t> perm;
   if (std::optional<std::vector<int64_t>> p = attr_ints("perm")) {
     perm = *p;
   } else {
     for (int64_t i = static_cast<int64_t>(x->shape().size()) - 1; i >= 0; --i) perm.push_back(i);
   }
-  ONNX_ASSIGN(y, emit(Op::Permute, {x}, {{"dims", perm}}));
+  KILN_ASSIGN_OR_RETURN(auto y, emit(Op::Permute, {x}, {{"dims", perm}}));
   return define(0, y);
 }
 
 absl::Status Importer::squeeze() {
-  ONNX_ASSIGN(x, in(0));
-  ONNX_ASSIGN(axes, ints_operand(1, "axes"));
+  KILN_ASSIGN_OR_RETURN(auto x, in(0));
+  KILN_ASSIGN_OR_RETURN(auto axes, ints_operand(1, "axes"));
   if (x->known && x->type.shape.size() == 1 && x->known->size() == 1 &&
       (!axes || (axes->size() == 1 && ((*axes)[0] == 0 || (*axes)[0] == -1))))
     return define_known(0, x->type.dtype, *x->known, {});
   Attrs attrs;
   if (axes) attrs.set("axes", *axes);
-  ONNX_ASSIGN(xv, value(0));
-  ONNX_ASSIGN(y, emit(Op::Squeeze, {xv}, attrs));
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
+  KILN_ASSIGN_OR_RETURN(auto y, emit(Op::Squeeze, {xv}, attrs));
   return define(0, y);
 }
 
 absl::Status Importer::unsqueeze() {
-  ONNX_ASSIGN(x, in(0));
-  ONNX_ASSIGN(axes, ints_operand(1, "axes"));
+  KILN_ASSIGN_OR_RETURN(auto x, in(0));
+  KILN_ASSIGN_OR_RETURN(auto axes, ints_operand(1, "axes"));
   if (!axes) return bad("missing axes");
   if (x->known && x->type.shape.empty() && axes->size() == 1 && ((*axes)[0] == 0 || (*axes)[0] == -1))
     return define_known(0, x->type.dtype, *x->known, {1});
-  ONNX_ASSIGN(xv, value(0));
-  ONNX_ASSIGN(y, emit(Op::Unsqueeze, {xv}, {{"axes", *axes}}));
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
+  KILN_ASSIGN_OR_RETURN(auto y, emit(Op::Unsqueeze, {xv}, {{"axes", *axes}}));
   return define(0, y);
 }
 
 absl::Status Importer::flatten() {
-  ONNX_ASSIGN(x, value(0));
+  KILN_ASSIGN_OR_RETURN(auto x, value(0));
   int64_t rank = x->shape().size();
   int64_t axis = attr_int("axis", 1);
   if (axis < -rank || axis > rank) return bad("axis ", axis, " is out of range for rank ", rank);
   if (axis < 0) axis += rank;
   Shape outer(x->shape().begin(), x->shape().begin() + axis), inner(x->shape().begin() + axis, x->shape().end());
-  ONNX_ASSIGN(y, emit(Op::Reshape, {x}, {{"shape", std::vector<SymExpr>{shape_numel(outer), shape_numel(inner)}}}));
+  KILN_ASSIGN_OR_RETURN(auto y, emit(Op::Reshape, {x}, {{"shape", std::vector<SymExpr>{shape_numel(outer), shape_numel(inner)}}}));
   return define(0, y);
 }
 
 absl::Status Importer::expand() {
-  ONNX_ASSIGN(dims, known(1, "shape"));
-  ONNX_ASSIGN(x, value(0));
+  KILN_ASSIGN_OR_RETURN(auto dims, known(1, "shape"));
+  KILN_ASSIGN_OR_RETURN(auto x, value(0));
   // ONNX's Expand broadcasts both ways: the result has the broadcast of both shapes.
   absl::StatusOr<Shape> target = broadcast_shapes(x->shape(), dims);
   if (!target.ok()) return bad(target.status().message());
-  ONNX_ASSIGN(y, emit(Op::Expand, {x}, {{"shape", *target}}));
+  KILN_ASSIGN_OR_RETURN(auto y, emit(Op::Expand, {x}, {{"shape", *target}}));
   return define(0, y);
 }
 
@@ -531,15 +535,15 @@ absl::Status Importer::slice() {
     starts = *s, ends = *e;
     if (std::optional<std::vector<int64_t>> a = attr_ints("axes")) axes = *a;
   } else {
-    ONNX_ASSIGN(s, known_ints(1, "starts"));
-    ONNX_ASSIGN(e, known_ints(2, "ends"));
+    KILN_ASSIGN_OR_RETURN(auto s, known_ints(1, "starts"));
+    KILN_ASSIGN_OR_RETURN(auto e, known_ints(2, "ends"));
     starts = s, ends = e;
     if (has_input(3)) {
-      ONNX_ASSIGN(a, known_ints(3, "axes"));
+      KILN_ASSIGN_OR_RETURN(auto a, known_ints(3, "axes"));
       axes = a;
     }
     if (has_input(4)) {
-      ONNX_ASSIGN(st, known_ints(4, "steps"));
+      KILN_ASSIGN_OR_RETURN(auto st, known_ints(4, "steps"));
       steps = st;
     }
   }
@@ -548,11 +552,11 @@ absl::Status Importer::slice() {
   if (steps.empty()) steps.assign(starts.size(), 1);
   if (ends.size() != starts.size() || axes.size() != starts.size() || steps.size() != starts.size())
     return bad("starts, ends, axes and steps differ in length");
-  ONNX_ASSIGN(x, in(0));
+  KILN_ASSIGN_OR_RETURN(auto x, in(0));
   int64_t rank = x->type.shape.size();
   for (size_t i = 0; i < starts.size(); ++i) {
     if (steps[i] == 0) return bad("steps must not be 0");
-    ONNX_ASSIGN(ax, axis_in("axis", axes[i], rank));
+    KILN_ASSIGN_OR_RETURN(auto ax, axis_in("axis", axes[i], rank));
     axes[i] = ax;
   }
   if (x->known && rank == 1 && starts.size() == 1) {
@@ -561,9 +565,9 @@ absl::Status Importer::slice() {
     int64_t n = vals.size();
     return define_known(0, x->type.dtype, std::move(vals), {n});
   }
-  ONNX_ASSIGN(y, value(0));
+  KILN_ASSIGN_OR_RETURN(auto y, value(0));
   for (size_t i = 0; i < starts.size(); ++i) {
-    ONNX_ASSIGN(s, emit(Op::Slice, {y}, {{"axis", axes[i]}, {"start", starts[i]}, {"end", ends[i]}, {"step", steps[i]}}));
+    KILN_ASSIGN_OR_RETURN(auto s, emit(Op::Slice, {y}, {{"axis", axes[i]}, {"start", starts[i]}, {"end", ends[i]}, {"step", steps[i]}}));
     y = s;
   }
   return define(0, y);
@@ -575,7 +579,7 @@ absl::Status Importer::concat() {
   if (node_->input_size() < 1) return bad("expects at least one input");
   std::vector<Entry*> ins;
   for (int i = 0; i < node_->input_size(); ++i) {
-    ONNX_ASSIGN(e, in(i));
+    KILN_ASSIGN_OR_RETURN(auto e, in(i));
     ins.push_back(e);
   }
   bool all_known = std::all_of(ins.begin(), ins.end(), [&](const Entry* e) {
@@ -589,22 +593,22 @@ absl::Status Importer::concat() {
   }
   std::vector<Value*> vs;
   for (int i = 0; i < node_->input_size(); ++i) {
-    ONNX_ASSIGN(v, value(i));
+    KILN_ASSIGN_OR_RETURN(auto v, value(i));
     vs.push_back(v);
   }
-  ONNX_ASSIGN(y, emit(Op::Concat, vs, {{"axis", axis->i()}}));
+  KILN_ASSIGN_OR_RETURN(auto y, emit(Op::Concat, vs, {{"axis", axis->i()}}));
   return define(0, y);
 }
 
 absl::Status Importer::split() {
-  ONNX_ASSIGN(x, value(0));
+  KILN_ASSIGN_OR_RETURN(auto x, value(0));
   int64_t rank = x->shape().size();
-  ONNX_ASSIGN(axis, axis_in("axis", attr_int("axis", 0), rank));
+  KILN_ASSIGN_OR_RETURN(auto axis, axis_in("axis", attr_int("axis", 0), rank));
   std::vector<SymExpr> sizes;
   if (std::optional<std::vector<int64_t>> s = attr_ints("split")) {
     sizes.assign(s->begin(), s->end());
   } else if (has_input(1)) {
-    ONNX_ASSIGN(s, known(1, "split"));
+    KILN_ASSIGN_OR_RETURN(auto s, known(1, "split"));
     sizes = std::move(s);
   } else {
     int64_t n = attr_int("num_outputs", node_->output_size());
@@ -615,14 +619,14 @@ absl::Status Importer::split() {
   }
   if (static_cast<int>(sizes.size()) != node_->output_size())
     return bad(sizes.size(), " split sizes for ", node_->output_size(), " outputs");
-  ONNX_ASSIGN(n, emit_node(Op::Split, {x}, {{"axis", axis}, {"sizes", sizes}}));
-  for (int i = 0; i < node_->output_size(); ++i) ONNX_TRY(define(i, n->result(i)));
+  KILN_ASSIGN_OR_RETURN(auto n, emit_node(Op::Split, {x}, {{"axis", axis}, {"sizes", sizes}}));
+  for (int i = 0; i < node_->output_size(); ++i) KILN_RETURN_IF_ERROR(define(i, n->result(i)));
   return absl::OkStatus();
 }
 
 absl::Status Importer::gather() {
-  ONNX_ASSIGN(data, in(0));
-  ONNX_ASSIGN(idx, in(1));
+  KILN_ASSIGN_OR_RETURN(auto data, in(0));
+  KILN_ASSIGN_OR_RETURN(auto idx, in(1));
   int64_t axis = attr_int("axis", 0);
   if (data->known && idx->known && data->type.shape.size() == 1 && (axis == 0 || axis == -1)) {
     int64_t n = data->known->size();
@@ -638,9 +642,9 @@ absl::Status Importer::gather() {
     }
     if (in_range) return define_known(0, data->type.dtype, std::move(vals), idx->type.shape);
   }
-  ONNX_ASSIGN(d, value(0));
-  ONNX_ASSIGN(i, value(1));
-  ONNX_ASSIGN(y, emit(Op::Gather, {d, i}, {{"axis", axis}}));
+  KILN_ASSIGN_OR_RETURN(auto d, value(0));
+  KILN_ASSIGN_OR_RETURN(auto i, value(1));
+  KILN_ASSIGN_OR_RETURN(auto y, emit(Op::Gather, {d, i}, {{"axis", axis}}));
   return define(0, y);
 }
 
@@ -652,8 +656,8 @@ absl::Status Importer::reduce() {
   static const std::map<std::string, Op, std::less<>> kOps = {
       {"ReduceSum", Op::Sum}, {"ReduceMean", Op::Mean}, {"ReduceMax", Op::Max},
       {"ReduceMin", Op::Min}, {"ReduceProd", Op::Prod}};
-  ONNX_ASSIGN(xv, value(0));
-  ONNX_ASSIGN(axes, ints_operand(1, "axes"));
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
+  KILN_ASSIGN_OR_RETURN(auto axes, ints_operand(1, "axes"));
   bool keepdim = attr_int("keepdims", 1) != 0;
   if ((!axes || axes->empty()) && attr_int("noop_with_empty_axes", 0)) return define(0, xv);
   auto reduce = [&](Op op, const Ex& e, bool keep) {
@@ -676,17 +680,17 @@ absl::Status Importer::reduce() {
 // first NaN still wins), -x - 1 for integers (that is ~x, which cannot overflow).
 // select_last_index reverses the axis and maps the index i found there back to n - 1 - i.
 absl::Status Importer::argmax() {
-  ONNX_ASSIGN(x, value(0));
+  KILN_ASSIGN_OR_RETURN(auto x, value(0));
   int64_t rank = x->shape().size();
-  ONNX_ASSIGN(axis, axis_in("axis", attr_int("axis", 0), rank));
+  KILN_ASSIGN_OR_RETURN(auto axis, axis_in("axis", attr_int("axis", 0), rank));
   Value* v = x;
   if (node_->op_type() == "ArgMin") {
     if (x->dtype() == DType::boolean) return unsupported("ArgMin of a bool tensor is not supported");
-    ONNX_ASSIGN(neg, emit(Op::Neg, {v}));
+    KILN_ASSIGN_OR_RETURN(auto neg, emit(Op::Neg, {v}));
     v = neg;
     if (is_integer(x->dtype())) {
-      ONNX_ASSIGN(one, scalar(1, x->dtype()));
-      ONNX_ASSIGN(not_x, emit(Op::Sub, {neg, one}));
+      KILN_ASSIGN_OR_RETURN(auto one, scalar(1, x->dtype()));
+      KILN_ASSIGN_OR_RETURN(auto not_x, emit(Op::Sub, {neg, one}));
       v = not_x;
     }
   }
@@ -694,14 +698,14 @@ absl::Status Importer::argmax() {
   bool last = attr_int("select_last_index", 0) != 0;
   if (last) {
     if (!n) return unsupported("select_last_index=1 needs a static dim at axis ", axis, ", got ", x->type().to_string());
-    ONNX_ASSIGN(rev, emit(Op::Slice, {v}, {{"axis", axis}, {"start", int64_t{-1}},
+    KILN_ASSIGN_OR_RETURN(auto rev, emit(Op::Slice, {v}, {{"axis", axis}, {"start", int64_t{-1}},
                                            {"end", std::numeric_limits<int64_t>::min()}, {"step", int64_t{-1}}}));
     v = rev;
   }
-  ONNX_ASSIGN(y, emit(Op::ArgMax, {v}, {{"axis", axis}, {"keepdim", attr_int("keepdims", 1) != 0}}));
+  KILN_ASSIGN_OR_RETURN(auto y, emit(Op::ArgMax, {v}, {{"axis", axis}, {"keepdim", attr_int("keepdims", 1) != 0}}));
   if (last) {
-    ONNX_ASSIGN(top, scalar(static_cast<double>(*n - 1), DType::i64));
-    ONNX_ASSIGN(idx, emit(Op::Sub, {top, y}));
+    KILN_ASSIGN_OR_RETURN(auto top, scalar(static_cast<double>(*n - 1), DType::i64));
+    KILN_ASSIGN_OR_RETURN(auto idx, emit(Op::Sub, {top, y}));
     y = idx;
   }
   return define(0, y);
@@ -710,10 +714,10 @@ absl::Status Importer::argmax() {
 // Opset 13 works along one axis (default -1); earlier opsets flatten the input to 2-D at
 // `axis` (default 1) and work along each row.
 absl::Status Importer::along_axis(const std::function<Ex(Ex, int64_t)>& f) {
-  ONNX_ASSIGN(x, value(0));
+  KILN_ASSIGN_OR_RETURN(auto x, value(0));
   int64_t rank = x->shape().size();
   if (opset_ >= 13) {
-    ONNX_ASSIGN(axis, axis_in("axis", attr_int("axis", -1), rank));
+    KILN_ASSIGN_OR_RETURN(auto axis, axis_in("axis", attr_int("axis", -1), rank));
     return define(0, f(ex(x), axis));
   }
   int64_t axis = attr_int("axis", 1);
@@ -745,52 +749,52 @@ absl::Status Importer::hardmax() {
 // computed beside it (kept dims of size 1, as ONNX defines them).
 absl::Status Importer::layer_norm() {
   if (attr_int("stash_type", 1) != 1) return unsupported("stash_type other than 1 (float) is not supported");
-  ONNX_ASSIGN(x, value(0));
+  KILN_ASSIGN_OR_RETURN(auto x, value(0));
   int64_t rank = x->shape().size();
-  ONNX_ASSIGN(axis, axis_in("axis", attr_int("axis", -1), rank));
+  KILN_ASSIGN_OR_RETURN(auto axis, axis_in("axis", attr_int("axis", -1), rank));
   std::vector<int64_t> axes;
   for (int64_t i = axis; i < rank; ++i) axes.push_back(i);
   Shape norm_shape(x->shape().begin() + axis, x->shape().end());
   std::vector<Value*> operands{x};
   for (int i = 1; i <= 2; ++i) {
     if (!has_input(i)) break;  // kiln's layer_norm takes weight, then bias
-    ONNX_ASSIGN(w, value(i));
+    KILN_ASSIGN_OR_RETURN(auto w, value(i));
     if (w->shape() != norm_shape) {
       // ONNX allows scale/bias that broadcast to the normalized shape; kiln wants it exact.
-      ONNX_ASSIGN(e, emit(Op::Expand, {w}, {{"shape", norm_shape}}));
+      KILN_ASSIGN_OR_RETURN(auto e, emit(Op::Expand, {w}, {{"shape", norm_shape}}));
       w = e;
     }
     operands.push_back(w);
   }
   double eps = attr_float("epsilon", 1e-5);
-  ONNX_ASSIGN(y, emit(Op::LayerNorm, operands, {{"axes", axes}, {"eps", eps}}));
-  ONNX_TRY(define(0, y));
+  KILN_ASSIGN_OR_RETURN(auto y, emit(Op::LayerNorm, operands, {{"axes", axes}, {"eps", eps}}));
+  KILN_RETURN_IF_ERROR(define(0, y));
   bool want_mean = node_->output_size() > 1 && !node_->output(1).empty();
   bool want_inv = node_->output_size() > 2 && !node_->output(2).empty();
   if (!want_mean && !want_inv) return absl::OkStatus();
   // Mean and InvStdDev have the stash type (f32) whatever x's type.
   Value* xs = x;
   if (x->dtype() != DType::f32) {
-    ONNX_ASSIGN(c, emit(Op::Cast, {x}, {{"dtype", DType::f32}}));
+    KILN_ASSIGN_OR_RETURN(auto c, emit(Op::Cast, {x}, {{"dtype", DType::f32}}));
     xs = c;
   }
   Attrs reduce{{"axes", axes}, {"keepdim", true}};
-  ONNX_ASSIGN(mean, emit(Op::Mean, {xs}, reduce));
-  ONNX_TRY(define(1, mean));
+  KILN_ASSIGN_OR_RETURN(auto mean, emit(Op::Mean, {xs}, reduce));
+  KILN_RETURN_IF_ERROR(define(1, mean));
   if (!want_inv) return absl::OkStatus();
-  ONNX_ASSIGN(centered, emit(Op::Sub, {xs, mean}));
-  ONNX_ASSIGN(sq, emit(Op::Mul, {centered, centered}));
-  ONNX_ASSIGN(var, emit(Op::Mean, {sq}, reduce));
-  ONNX_ASSIGN(e, scalar(eps, DType::f32));
-  ONNX_ASSIGN(shifted, emit(Op::Add, {var, e}));
-  ONNX_ASSIGN(inv, emit(Op::Rsqrt, {shifted}));
+  KILN_ASSIGN_OR_RETURN(auto centered, emit(Op::Sub, {xs, mean}));
+  KILN_ASSIGN_OR_RETURN(auto sq, emit(Op::Mul, {centered, centered}));
+  KILN_ASSIGN_OR_RETURN(auto var, emit(Op::Mean, {sq}, reduce));
+  KILN_ASSIGN_OR_RETURN(auto e, scalar(eps, DType::f32));
+  KILN_ASSIGN_OR_RETURN(auto shifted, emit(Op::Add, {var, e}));
+  KILN_ASSIGN_OR_RETURN(auto inv, emit(Op::Rsqrt, {shifted}));
   return define(2, inv);
 }
 
 // ---- constants and shapes ------------------------------------------------------------
 
 absl::Status Importer::identity() {
-  ONNX_ASSIGN(x, in(0));
+  KILN_ASSIGN_OR_RETURN(auto x, in(0));
   return define_entry(0, *x);
 }
 
@@ -799,7 +803,7 @@ absl::Status Importer::constant() {
   const onnx::AttributeProto& a = node_->attribute(0);
   if (a.name() == "value") {
     absl::StatusOr<HostTensor> t = tensor_from_onnx(a.t());
-    if (!t.ok()) return absl::Status(t.status().code(), str_cat(where(), t.status().message()));
+    if (!t.ok()) return prefix_error(t.status(), where());
     return define_data(0, *std::move(t));
   }
   bool is_list = a.name() == "value_floats" || a.name() == "value_ints";
@@ -814,7 +818,7 @@ absl::Status Importer::constant() {
 }
 
 absl::Status Importer::shape() {
-  ONNX_ASSIGN(x, in(0));
+  KILN_ASSIGN_OR_RETURN(auto x, in(0));
   int64_t rank = x->type.shape.size();
   auto clamp = [rank](int64_t v) { return std::clamp(v < 0 ? v + rank : v, int64_t{0}, rank); };
   int64_t start = clamp(attr_int("start", 0)), end = clamp(attr_int("end", rank));
@@ -825,18 +829,18 @@ absl::Status Importer::shape() {
 }
 
 absl::Status Importer::size() {
-  ONNX_ASSIGN(x, in(0));
+  KILN_ASSIGN_OR_RETURN(auto x, in(0));
   return define_known(0, DType::i64, {shape_numel(x->type.shape)}, {});
 }
 
 // A small static integer result is data (shape arithmetic may read it); anything else is
 // a scalar constant expanded, which costs no memory at import time whatever the shape.
 absl::Status Importer::constant_of_shape() {
-  ONNX_ASSIGN(dims, known(0, "shape"));
+  KILN_ASSIGN_OR_RETURN(auto dims, known(0, "shape"));
   HostTensor fill(DType::f32, {1});
   if (const onnx::AttributeProto* v = attr("value")) {
     absl::StatusOr<HostTensor> t = tensor_from_onnx(v->t());
-    if (!t.ok()) return absl::Status(t.status().code(), str_cat(where(), t.status().message()));
+    if (!t.ok()) return prefix_error(t.status(), where());
     if (t->numel() != 1) return bad("value must hold one element, got ", t->type_string());
     fill = *std::move(t);
   }
@@ -853,8 +857,8 @@ absl::Status Importer::constant_of_shape() {
   if (is_float(fill.dtype())) value.set("value", fill.get(0));
   else if (fill.dtype() == DType::boolean) value.set("value", fill.get_int(0) != 0);
   else value.set("value", fill.get_int(0));
-  ONNX_ASSIGN(c, emit(Op::Constant, {}, std::move(value)));
-  ONNX_ASSIGN(y, emit(Op::Expand, {c}, {{"shape", shape}}));
+  KILN_ASSIGN_OR_RETURN(auto c, emit(Op::Constant, {}, std::move(value)));
+  KILN_ASSIGN_OR_RETURN(auto y, emit(Op::Expand, {c}, {{"shape", shape}}));
   return define(0, y);
 }
 
@@ -863,7 +867,7 @@ absl::Status Importer::constant_of_shape() {
 // Clip(x, min?, max?) = minimum(maximum(x, min), max); before opset 11 min and max are
 // attributes.
 absl::Status Importer::clip() {
-  ONNX_ASSIGN(xv, value(0));
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
   Ex y = ex(xv);
   if (opset_ < 11) {
     if (attr("min")) y = maximum(y, attr_float("min", 0));
@@ -871,11 +875,11 @@ absl::Status Importer::clip() {
     return define(0, y);
   }
   if (has_input(1)) {
-    ONNX_ASSIGN(lo, value(1));
+    KILN_ASSIGN_OR_RETURN(auto lo, value(1));
     y = maximum(y, ex(lo));
   }
   if (has_input(2)) {
-    ONNX_ASSIGN(hi, value(2));
+    KILN_ASSIGN_OR_RETURN(auto hi, value(2));
     y = minimum(y, ex(hi));
   }
   return define(0, y);
@@ -883,13 +887,13 @@ absl::Status Importer::clip() {
 
 // The activations ONNX defines by a formula, computed by that formula in the input's type.
 absl::Status Importer::activation() {
-  ONNX_ASSIGN(xv, value(0));
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
   const std::string& type = node_->op_type();
   if (!is_float(xv->dtype())) return unsupported(type, " of ", xv->type().to_string(), " is not supported (floating-point only)");
   Ex x = ex(xv);
   if (type == "LeakyRelu") return define(0, select(x < 0.0, x * attr_float("alpha", 0.01), x));
   if (type == "PRelu") {
-    ONNX_ASSIGN(slope, value(1));
+    KILN_ASSIGN_OR_RETURN(auto slope, value(1));
     return define(0, select(x < 0.0, x * ex(slope), x));
   }
   if (type == "Elu") return define(0, select(x < 0.0, (exp(x) - 1.0) * attr_float("alpha", 1.0), x));
@@ -914,7 +918,7 @@ absl::Status Importer::activation() {
 // IsNaN(x) is x != x. x - x is NaN exactly where x is NaN or infinite, which IsInf
 // narrows to the signs it asks for.
 absl::Status Importer::is_nan_inf() {
-  ONNX_ASSIGN(xv, value(0));
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
   if (!is_float(xv->dtype())) return unsupported(node_->op_type(), " of ", xv->type().to_string(), " is not supported");
   Ex x = ex(xv);
   if (node_->op_type() == "IsNaN") return define(0, x != x);
@@ -929,14 +933,14 @@ absl::Status Importer::is_nan_inf() {
 
 // Sign(x): 1, -1 or 0 (x * 0 keeps NaN).
 absl::Status Importer::sign() {
-  ONNX_ASSIGN(xv, value(0));
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
   if (xv->dtype() == DType::boolean) return unsupported("Sign of a bool tensor is not supported");
   Ex x = ex(xv);
   return define(0, select(x > 0.0, constant_like(x, 1), select(x < 0.0, constant_like(x, -1), x * 0.0)));
 }
 
 absl::Status Importer::global_pool() {
-  ONNX_ASSIGN(x, value(0));
+  KILN_ASSIGN_OR_RETURN(auto x, value(0));
   int64_t rank = x->shape().size();
   if (rank < 3) return bad("expects [N, C, spatial...], got ", x->type().to_string());
   std::vector<int64_t> axes;
@@ -949,29 +953,29 @@ absl::Status Importer::global_pool() {
 // masks, which kiln does not do.
 absl::Status Importer::dropout() {
   if (has_input(2)) {
-    ONNX_ASSIGN(training, in(2));
+    KILN_ASSIGN_OR_RETURN(auto training, in(2));
     if (!training->data)
       return needs_constant("training_mode '", node_->input(2), "' must be known at import time");
     if (training->data->numel() != 1 || training->data->get(0) != 0)
       return unsupported("training mode (random masks) is not supported");
   }
-  ONNX_ASSIGN(x, in(0));
-  ONNX_TRY(define_entry(0, *x));
+  KILN_ASSIGN_OR_RETURN(auto x, in(0));
+  KILN_RETURN_IF_ERROR(define_entry(0, *x));
   if (node_->output_size() < 2 || node_->output(1).empty()) return absl::OkStatus();
-  ONNX_ASSIGN(xv, value(0));
-  ONNX_ASSIGN(t, scalar(1, DType::boolean));
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
+  KILN_ASSIGN_OR_RETURN(auto t, scalar(1, DType::boolean));
   return define(1, apply(Op::Expand, {ex(t)}, {{"shape", xv->shape()}}));
 }
 
 // Keeps the elements on and above (upper) or below (lower) diagonal k of the last two
 // dims, comparing column - row with k.
 absl::Status Importer::trilu() {
-  ONNX_ASSIGN(xv, value(0));
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
   int64_t rank = xv->shape().size();
   if (rank < 2) return bad("expects a tensor of rank >= 2, got ", xv->type().to_string());
   int64_t k = 0;
   if (has_input(1)) {
-    ONNX_ASSIGN(ks, known_ints(1, "k"));
+    KILN_ASSIGN_OR_RETURN(auto ks, known_ints(1, "k"));
     if (ks.size() != 1) return bad("k must hold one value, got ", ks.size());
     k = ks[0];
   }
@@ -987,12 +991,12 @@ absl::Status Importer::trilu() {
 // Known integer operands give a known result (limit may be a symbolic dim when delta > 0);
 // float operands must be constants.
 absl::Status Importer::range() {
-  ONNX_ASSIGN(start_e, in(0));
+  KILN_ASSIGN_OR_RETURN(auto start_e, in(0));
   DType t = start_e->type.dtype;
   if (is_integer(t)) {
-    ONNX_ASSIGN(s, known(0, "start"));
-    ONNX_ASSIGN(l, known(1, "limit"));
-    ONNX_ASSIGN(d, known_ints(2, "delta"));
+    KILN_ASSIGN_OR_RETURN(auto s, known(0, "start"));
+    KILN_ASSIGN_OR_RETURN(auto l, known(1, "limit"));
+    KILN_ASSIGN_OR_RETURN(auto d, known_ints(2, "delta"));
     if (s.size() != 1 || l.size() != 1 || d.size() != 1) return bad("start, limit and delta must be scalars");
     if (d[0] == 0) return bad("delta must not be 0");
     SymExpr span = l[0] - s[0];
@@ -1019,7 +1023,7 @@ absl::Status Importer::range() {
   }
   std::shared_ptr<const HostTensor> ops[3];
   for (int i = 0; i < 3; ++i) {
-    ONNX_ASSIGN(e, in(i));
+    KILN_ASSIGN_OR_RETURN(auto e, in(i));
     if (!e->data) return needs_constant("Range's operands must be known at import time");
     if (e->data->numel() != 1) return bad("start, limit and delta must be scalars");
     ops[i] = e->data;
@@ -1036,8 +1040,8 @@ absl::Status Importer::range() {
 
 // Tile(x, repeats): along each axis, the input concatenated `repeats` times.
 absl::Status Importer::tile() {
-  ONNX_ASSIGN(xv, value(0));
-  ONNX_ASSIGN(reps, known_ints(1, "repeats"));
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
+  KILN_ASSIGN_OR_RETURN(auto reps, known_ints(1, "repeats"));
   int64_t rank = xv->shape().size();
   if (static_cast<int64_t>(reps.size()) != rank) return bad(reps.size(), " repeats for a tensor of rank ", rank);
   Ex y = ex(xv);
@@ -1052,7 +1056,7 @@ absl::Status Importer::tile() {
 // DepthToSpace and SpaceToDepth as reshape -> transpose -> reshape, with ONNX's DCR and
 // CRD orders.
 absl::Status Importer::depth_space() {
-  ONNX_ASSIGN(xv, value(0));
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
   if (xv->shape().size() != 4) return bad("expects [N, C, H, W], got ", xv->type().to_string());
   int64_t bs = attr_int("blocksize", 0);
   if (bs <= 0) return bad("blocksize must be > 0, got ", bs);
@@ -1086,12 +1090,12 @@ Ex Importer::per_channel(Value* v, int64_t rank) {
 absl::Status Importer::batch_norm() {
   if (attr_int("training_mode", 0) != 0 || (node_->output_size() > 1 && !node_->output(1).empty()))
     return unsupported("training mode (running statistics) is not supported");
-  ONNX_ASSIGN(x, value(0));
+  KILN_ASSIGN_OR_RETURN(auto x, value(0));
   int64_t rank = x->shape().size();
   if (rank < 2) return bad("expects [N, C, ...], got ", x->type().to_string());
   std::vector<Ex> p;  // scale, B, mean, var
   for (int i = 1; i <= 4; ++i) {
-    ONNX_ASSIGN(v, value(i));
+    KILN_ASSIGN_OR_RETURN(auto v, value(i));
     p.push_back(per_channel(v, rank));
   }
   const Ex &scale = p[0], &bias = p[1], &mean = p[2], &var = p[3];
@@ -1100,9 +1104,9 @@ absl::Status Importer::batch_norm() {
 
 // layer_norm over the spatial axes, then scale and B per channel.
 absl::Status Importer::instance_norm() {
-  ONNX_ASSIGN(x, value(0));
-  ONNX_ASSIGN(scale, value(1));
-  ONNX_ASSIGN(bias, value(2));
+  KILN_ASSIGN_OR_RETURN(auto x, value(0));
+  KILN_ASSIGN_OR_RETURN(auto scale, value(1));
+  KILN_ASSIGN_OR_RETURN(auto bias, value(2));
   int64_t rank = x->shape().size();
   if (rank < 3) return bad("expects [N, C, spatial...], got ", x->type().to_string());
   std::vector<int64_t> axes;
@@ -1113,7 +1117,7 @@ absl::Status Importer::instance_norm() {
 
 // As ONNX's function body: (x - E[x]) / (sqrt(E[x^2] - E[x]^2) + 1e-9) over `axes`.
 absl::Status Importer::mean_variance_norm() {
-  ONNX_ASSIGN(xv, value(0));
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
   std::vector<int64_t> axes = attr_ints("axes").value_or(std::vector<int64_t>{0, 2, 3});
   Attrs reduce{{"axes", axes}, {"keepdim", true}};
   Ex x = ex(xv);
@@ -1126,7 +1130,7 @@ absl::Status Importer::mean_variance_norm() {
 // nearer of floor(x) and floor(x) + 1, the even one on a tie. Exact in f32: |x| < 2^23
 // whenever x has a fraction.
 absl::Status Importer::round() {
-  ONNX_ASSIGN(xv, value(0));
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
   if (!is_float(xv->dtype())) return unsupported("Round of ", xv->type().to_string(), " is not supported");
   Ex x = ex(xv);
   Ex r = ex_unary(Op::Floor, x);
@@ -1138,8 +1142,8 @@ absl::Status Importer::round() {
 // Integer Mod: a - b * trunc(a / b) (fmod=1, the sign of a), moved by b when its sign
 // differs from b's (fmod=0, the sign of b, as Python's %).
 absl::Status Importer::mod() {
-  ONNX_ASSIGN(av, value(0));
-  ONNX_ASSIGN(bv, value(1));
+  KILN_ASSIGN_OR_RETURN(auto av, value(0));
+  KILN_ASSIGN_OR_RETURN(auto bv, value(1));
   bool fmod = attr_int("fmod", 0) != 0;
   if (is_float(av->dtype())) {
     if (!fmod) return bad("Mod of floats needs fmod=1");
@@ -1153,7 +1157,7 @@ absl::Status Importer::mod() {
 
 // EyeLike(x): ones where column - row == k in x's 2-D shape, in `dtype` (default x's).
 absl::Status Importer::eye_like() {
-  ONNX_ASSIGN(xv, value(0));
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
   if (xv->shape().size() != 2) return bad("expects a 2-D tensor, got ", xv->type().to_string());
   DType t = xv->dtype();
   if (const onnx::AttributeProto* d = attr("dtype")) {

@@ -117,7 +117,7 @@ absl::StatusOr<HostTensor> read_onnx_tensor_file(const std::string& path) {
   onnx::TensorProto t;
   if (!t.ParseFromString(buf.str())) return invalid_argument(path, ": not a valid ONNX TensorProto");
   absl::StatusOr<HostTensor> out = tensor_from_onnx(t);
-  if (!out.ok()) return absl::Status(out.status().code(), str_cat(path, ": ", out.status().message()));
+  if (!out.ok()) return prefix_error(out.status(), path, ": ");
   return out;
 }
 

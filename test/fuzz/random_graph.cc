@@ -9,6 +9,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "ir/op_attrs.h"
 #include "ir/str.h"
 
 namespace kiln {
@@ -146,13 +147,10 @@ class Generator {
     auto it = magnitude_.find(v);
     return it != magnitude_.end() ? it->second : 2;
   }
+  // A bool constant counts as 1 whatever its value.
   static std::optional<double> constant_value_of(const Value* v) {
-    const Node* n = v->producer();
-    if (!n || n->op() != Op::Constant) return std::nullopt;
-    const AttrValue& a = n->attr().get("value");
-    if (const double* d = std::get_if<double>(&a)) return *d;
-    if (const int64_t* i = std::get_if<int64_t>(&a)) return static_cast<double>(*i);
-    return 1.0;
+    std::optional<double> c = constant_value(v);
+    return c && v->dtype() == DType::boolean ? 1.0 : c;
   }
   // The number of elements a reduction or GEMM sums (symbols counted as 8).
   static double extent(const Shape& s, const std::vector<int64_t>& axes) {
@@ -183,7 +181,7 @@ class Generator {
         const Shape& s = n.operand(0)->shape();
         std::vector<int64_t> all(s.size());
         std::iota(all.begin(), all.end(), 0);
-        return m0 * extent(s, n.attr().has("axes") ? n.attr().get_ints("axes") : all);
+        return m0 * extent(s, ReduceAttrs(n).axes().value_or(all));
       }
       case Op::Prod: return std::pow(std::max(m0, 1.0), 6);
       case Op::ArgMax: return 8 * 8;
@@ -193,7 +191,8 @@ class Generator {
       }
       case Op::LayerNorm: case Op::RmsNorm: {
         // |normalized| <= sqrt(row length); then the weight and the bias.
-        double rows = extent(n.operand(0)->shape(), n.attr().get_ints("axes"));
+        double rows = extent(n.operand(0)->shape(),
+                             n.op() == Op::LayerNorm ? LayerNormAttrs(n).axes() : RmsNormAttrs(n).axes());
         return std::sqrt(rows) * (m.size() > 1 ? m[1] : 1) + (m.size() > 2 ? m[2] : 0);
       }
       case Op::Sdpa: return m[2];

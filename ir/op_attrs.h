@@ -1,0 +1,99 @@
+// Typed reads of a node's attributes, generated from ops.def: one accessor class per
+// attribute set, e.g. GeluAttrs(n).approximate() or ReduceAttrs(n).keepdim(). A misspelt
+// attribute, or one that the set does not have, is a compile error. Also the facts every
+// layer derives from attributes: a reduction's axes, a constant's value.
+#pragma once
+
+#include <limits>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <variant>
+#include <vector>
+
+#include "ir/graph.h"
+
+namespace kiln {
+
+// The C++ type of an attribute's value.
+template <AttrType T> struct AttrCpp;
+template <> struct AttrCpp<AttrType::Int> { using type = int64_t; };
+template <> struct AttrCpp<AttrType::Float> { using type = double; };
+template <> struct AttrCpp<AttrType::Bool> { using type = bool; };
+template <> struct AttrCpp<AttrType::String> { using type = std::string; };
+template <> struct AttrCpp<AttrType::DType> { using type = DType; };
+template <> struct AttrCpp<AttrType::Ints> { using type = std::vector<int64_t>; };
+template <> struct AttrCpp<AttrType::Floats> { using type = std::vector<double>; };
+template <> struct AttrCpp<AttrType::Dims> { using type = std::vector<SymExpr>; };
+template <> struct AttrCpp<AttrType::Scalar> { using type = AttrValue; };  // an int64_t, double or bool
+template <AttrType T>
+using attr_cpp_t = typename AttrCpp<T>::type;
+
+// One tag type per attribute set of ops.def (declared once per op that names it).
+namespace attr_set {
+#define KILN_OP(id, name, kind, min_operands, max_operands, set, infer) struct set;
+#include "ir/ops.def"
+}  // namespace attr_set
+
+// The attributes of an op of attribute set `Set`, which check_attrs has checked (every
+// node's are): a required attribute reads as a const reference, an optional one as a
+// std::optional, one with a default as the value set or else the default.
+template <typename Set>
+class AttrsOf {
+ public:
+  explicit AttrsOf(const Attrs& attrs) : attrs_(&attrs) {}
+  explicit AttrsOf(const Node& n) : attrs_(&n.attrs()) {}
+
+  // Each accessor exists only in its set's class: its requires-clause names the set.
+#define KILN_ATTR(set, name, type, presence, ...) \
+  KILN_ATTR_##presence(set, name, AttrType::type __VA_OPT__(, ) __VA_ARGS__)
+#define KILN_ATTR_Required(set, name, type)                                        \
+  const attr_cpp_t<type>& name() const requires std::is_same_v<Set, attr_set::set> { \
+    return *find<type>(#name);                                                     \
+  }
+#define KILN_ATTR_Optional(set, name, type)                                                  \
+  std::optional<attr_cpp_t<type>> name() const requires std::is_same_v<Set, attr_set::set> { \
+    const attr_cpp_t<type>* v = find<type>(#name);                                           \
+    return v ? std::optional(*v) : std::nullopt;                                             \
+  }
+#define KILN_ATTR_Default(set, name, type, ...)                                    \
+  const attr_cpp_t<type>& name() const requires std::is_same_v<Set, attr_set::set> { \
+    static const attr_cpp_t<type> kDefault{__VA_ARGS__};                           \
+    const attr_cpp_t<type>* v = find<type>(#name);                                 \
+    return v ? *v : kDefault;                                                      \
+  }
+#include "ir/ops.def"
+#undef KILN_ATTR_Required
+#undef KILN_ATTR_Optional
+#undef KILN_ATTR_Default
+
+ private:
+  template <AttrType T>
+  const attr_cpp_t<T>* find(std::string_view name) const {
+    const AttrValue* v = attrs_->find(name);
+    if constexpr (T == AttrType::Scalar) return v;
+    else return v ? std::get_if<attr_cpp_t<T>>(v) : nullptr;
+  }
+
+  const Attrs* attrs_;
+};
+
+// GeluAttrs, ReduceAttrs, ...: one alias per set that has attributes (repeated per
+// attribute, which C++ allows for an alias of the same type).
+#define KILN_ATTR(set, ...) using set##Attrs = AttrsOf<attr_set::set>;
+#include "ir/ops.def"
+
+// A reduction's axes: `axes` (all of them when absent) or argmax's `axis`, normalized
+// against the input's rank and sorted; an error names an axis out of range or repeated.
+absl::StatusOr<std::vector<int64_t>> reduction_axes(const ReduceAttrs& attrs, int64_t rank);
+absl::StatusOr<std::vector<int64_t>> reduction_axes(const ArgMaxAttrs& attrs, int64_t rank);
+absl::StatusOr<std::vector<int64_t>> reduction_axes(const Node& reduction);
+// Whether a reduction keeps each reduced dim, with size 1.
+bool reduction_keepdim(const Node& reduction);
+
+// The value of a scalar `constant` node's result as kernels compute with it: a float as
+// written, a bool as 0 or 1, an integer as itself (through f32 for a float dtype, as the
+// reference evaluator converts it); nullopt for a value that no constant node produces.
+std::optional<double> constant_value(const Value* v);
+
+}  // namespace kiln

@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""kiln's line budget, as tinygrad's sz.py: source lines per folder against a budget.
+
+Counts the non-blank, non-comment lines of the C++ sources directly in each folder of
+BUDGETS (a folder's subfolders have their own row), prints a table, and fails when a
+folder is over its budget, when a library folder holding sources has no budget, or when
+any source file of the repository is over MAX_FILE_LINES lines, the table-like files of
+TABLE_FILES excepted. Raising a budget is a
+decision made in review: change the number in BUDGETS in the same commit.
+
+usage: tools/line_budget.py [REPO_ROOT]   (default: the checkout holding this script)
+"""
+import os
+import subprocess
+import sys
+
+# Folder -> most non-blank, non-comment lines its own sources may have (set 10-15% over
+# the counts when the budget was introduced).
+BUDGETS = {
+    "ir": 4400,
+    "passes": 1550,
+    "codegen": 2750,
+    "codegen/cuda": 1450,
+    "codegen/cpu": 925,
+    "runtime": 2400,
+    "runtime/cuda": 725,
+    "runtime/cpu": 800,
+    "compiler": 975,
+    "compiler/cli": 575,
+    "frontends/onnx": 2100,
+    "frontends/trace": 575,
+}
+
+# Trees outside the library, which have no budget (their files still obey MAX_FILE_LINES).
+UNBUDGETED_TREES = {"test", "examples", "bench", "tools"}
+
+# No source file is longer than this (all lines counted, as wc -l does)...
+MAX_FILE_LINES = 800
+# ...except tables, which are long by nature and read row by row.
+TABLE_FILES = {
+    "ir/ops.def",  # the op registry
+    "ir/reference.cc",  # the reference evaluator: one case per op
+    "frontends/onnx/onnx_ops.cc",  # one handler per ONNX op type
+}
+
+SOURCE_SUFFIXES = (".cc", ".h", ".def", ".cu", ".cuh")
+
+
+def source_files(root):
+    """Repository-relative paths of the C++ sources: tracked and untracked-but-not-ignored
+    files when `root` is a git checkout (so build folders never count), else a walk that
+    skips hidden and build folders."""
+    try:
+        out = subprocess.run(["git", "-C", root, "ls-files", "--cached", "--others", "--exclude-standard"],
+                             capture_output=True, text=True, check=True).stdout
+        paths = out.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        paths = []
+        for d, dirs, files in os.walk(root):
+            dirs[:] = sorted(x for x in dirs if not x.startswith((".", "build")))
+            paths += [os.path.relpath(os.path.join(d, f), root) for f in files]
+    return sorted(p for p in paths if p.endswith(SOURCE_SUFFIXES) and os.path.isfile(os.path.join(root, p)))
+
+
+def count_code_lines(text):
+    """Lines that are neither blank nor only comment (// lines and /* ... */ blocks)."""
+    n = 0
+    in_block = False
+    for line in text.splitlines():
+        s = line.strip()
+        if in_block:
+            if "*/" not in s:
+                continue
+            in_block = False
+            s = s.split("*/", 1)[1].strip()
+        if s.startswith("/*"):
+            if "*/" not in s:
+                in_block = True
+                continue
+            s = s.split("*/", 1)[1].strip()
+        if s and not s.startswith("//"):
+            n += 1
+    return n
+
+
+def main(argv):
+    root = os.path.abspath(argv[1] if len(argv) > 1 else os.path.join(os.path.dirname(__file__), ".."))
+    files = source_files(root)
+    lines_of, total_of = {}, {}
+    for path in files:
+        with open(os.path.join(root, path), encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        lines_of[path] = count_code_lines(text)
+        total_of[path] = text.count("\n") + (0 if text.endswith("\n") or not text else 1)
+
+    failures = []
+    print(f"{'folder':<18}{'files':>6}{'lines':>8}{'budget':>8}{'used':>6}")
+    for folder, budget in BUDGETS.items():
+        own = [p for p in files if os.path.dirname(p) == folder]
+        lines = sum(lines_of[p] for p in own)
+        print(f"{folder:<18}{len(own):>6}{lines:>8}{budget:>8}{100 * lines // budget:>5}%")
+        if lines > budget:
+            failures.append(f"{folder}: {lines} lines, over its budget of {budget}")
+    total = sum(lines_of[p] for p in files if os.path.dirname(p) in BUDGETS)
+    print(f"{'total':<18}{'':>6}{total:>8}{sum(BUDGETS.values()):>8}")
+
+    unbudgeted = sorted({os.path.dirname(p) for p in files
+                         if os.path.dirname(p) not in BUDGETS and p.split("/")[0] not in UNBUDGETED_TREES})
+    for folder in unbudgeted:
+        failures.append(f"{folder}: holds sources but has no budget (add it to BUDGETS)")
+    for path in files:
+        if total_of[path] > MAX_FILE_LINES and path not in TABLE_FILES:
+            failures.append(f"{path}: {total_of[path]} lines, over {MAX_FILE_LINES} (split it)")
+    for f in failures:
+        print(f"FAIL {f}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
