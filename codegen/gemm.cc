@@ -4,6 +4,7 @@
 #include <map>
 #include <set>
 
+#include "ir/op_attrs.h"
 #include "ir/status.h"
 #include "ir/str.h"
 #include "passes/schedule.h"
@@ -113,7 +114,7 @@ std::optional<GemmEpilogue> library_epilogue(const KernelGroup& g, DType dtype) 
   if (g.nodes.size() == 1) return bias ? GemmEpilogue::bias : GemmEpilogue::none;
   if (g.nodes.size() != 2 || last->operand(0) != gemm->result()) return std::nullopt;
   if (last->op() == Op::Relu) return bias ? GemmEpilogue::relu_bias : GemmEpilogue::relu;
-  if (last->op() == Op::Gelu && last->attr().get_string("approximate") == "tanh")
+  if (last->op() == Op::Gelu && GeluAttrs(*last).approximate() == "tanh")
     return bias ? GemmEpilogue::gelu_bias : GemmEpilogue::gelu;
   return std::nullopt;
 }

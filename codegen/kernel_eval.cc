@@ -6,6 +6,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "ir/scalar_ops.h"
+#include "ir/status.h"
 #include "ir/str.h"
 
 namespace kiln {
@@ -288,8 +289,7 @@ absl::StatusOr<std::vector<HostTensor>> evaluate_kernels(const Graph& g, const S
     env[a] = &it->second;
     shapes[a->name()] = it->second.shape();
   }
-  absl::StatusOr<Bindings> b = bind_symbols(g, shapes);
-  if (!b.ok()) return b.status();
+  KILN_ASSIGN_OR_RETURN(Bindings b, bind_symbols(g, shapes));
 
   absl::flat_hash_map<const Value*, const Value*> in_place;  // buffer -> the dead input it overwrites
   if (plan)
@@ -311,21 +311,20 @@ absl::StatusOr<std::vector<HostTensor>> evaluate_kernels(const Graph& g, const S
         in.push_back(it->second);
         continue;
       }
-      absl::StatusOr<std::vector<int64_t>> shape = evaluate_shape(buf.shape, *b);
-      if (!shape.ok()) return shape.status();
+      KILN_ASSIGN_OR_RETURN(std::vector<int64_t> shape, evaluate_shape(buf.shape, b));
       if (auto donor = in_place.find(v); donor != in_place.end()) {
         auto it = env.find(donor->second);
-        if (it == env.end() || it->second->dtype() != buf.dtype || it->second->shape() != *shape)
+        if (it == env.end() || it->second->dtype() != buf.dtype || it->second->shape() != shape)
           return invalid_argument("kernel ", k.name, ": %", buf.name, " goes in place over %", donor->second->name(),
                                   ", which is not a live buffer of its type");
         // The donor is dead after this kernel, so its buffer is this one's.
         out.push_back(const_cast<HostTensor*>(it->second));
       } else {
-        out.push_back(&storage.emplace_back(buf.dtype, *shape));
+        out.push_back(&storage.emplace_back(buf.dtype, shape));
       }
       out_values.push_back(v);
     }
-    if (absl::Status st = run_kernel(k, in, out, *b); !st.ok()) return st;
+    KILN_RETURN_IF_ERROR(run_kernel(k, in, out, b));
     for (size_t j = 0; j < out.size(); ++j) env[out_values[j]] = out[j];
   }
   std::vector<HostTensor> results;

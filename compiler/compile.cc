@@ -17,7 +17,6 @@
 #include "ir/verifier.h"
 
 #include "codegen/program.h"
-#include "ir/status.h"
 #if KILN_WITH_LLVM
 #include "runtime/cpu/device.h"
 #endif
@@ -79,7 +78,7 @@ absl::Status device_available(Device d) {
   switch (d) {
     case Device::Cuda:
 #if KILN_WITH_CUDA_BACKEND
-      if (absl::StatusOr<const cuda::DriverApi*> drv = cuda::driver(); !drv.ok()) return drv.status();
+      KILN_RETURN_IF_ERROR(cuda::driver().status());
       if (!cuda::device_available()) return absl::FailedPreconditionError("no CUDA device: the driver reports none");
       return absl::OkStatus();
 #else
@@ -182,11 +181,10 @@ struct CompiledGraph::Impl {
     for (size_t i = 0; i < args.size(); ++i)
       for (size_t d = 0; d < rules[i].size(); ++d)
         if (rules[i][d].kind == DimRule::Kind::Expr) {
-          absl::StatusOr<int64_t> want_d = rules[i][d].expr.evaluate(module->bindings(syms));
-          if (!want_d.ok()) return want_d.status();
-          if (*want_d != args[i].shape()[d])
+          KILN_ASSIGN_OR_RETURN(int64_t want_d, rules[i][d].expr.evaluate(module->bindings(syms)));
+          if (want_d != args[i].shape()[d])
             return invalid_argument(arg_name(i), " dim ", d, ": expected ", rules[i][d].expr.to_string(), " = ",
-                                    *want_d, ", got ", args[i].shape()[d]);
+                                    want_d, ", got ", args[i].shape()[d]);
         }
     return absl::OkStatus();
   }
@@ -255,7 +253,7 @@ struct CompiledGraph::Impl {
 
 absl::StatusOr<std::vector<Tensor>> CompiledGraph::operator()(const std::vector<Tensor>& args, const CallOptions& opts) {
   std::vector<Tensor> outputs(impl_->module->state.graph.outputs().size());
-  if (absl::Status s = run(args, outputs, opts); !s.ok()) return s;
+  KILN_RETURN_IF_ERROR(run(args, outputs, opts));
   return outputs;
 }
 
@@ -268,16 +266,15 @@ absl::Status CompiledGraph::run(const std::vector<Tensor>& args, std::vector<Ten
   std::lock_guard<std::mutex> lock(im.mu);
   ++im.stats.calls;
   std::vector<int64_t>& syms = im.syms;
-  if (absl::Status s = im.bind(args, syms); !s.ok()) return s;
+  KILN_RETURN_IF_ERROR(im.bind(args, syms));
   for (size_t i = 0; i < outputs.size(); ++i) {
     const Tensor& o = outputs[i];
     if (o.data() == nullptr) continue;  // an empty slot: allocated by the executable
     if (!im.out_shapes_syms || *im.out_shapes_syms != syms) {
       im.out_shapes.clear();
       for (const Value* v : outs) {
-        absl::StatusOr<std::vector<int64_t>> shape = evaluate_shape(v->shape(), im.module->bindings(syms));
-        if (!shape.ok()) return shape.status();
-        im.out_shapes.push_back(*std::move(shape));
+        KILN_ASSIGN_OR_RETURN(std::vector<int64_t> shape, evaluate_shape(v->shape(), im.module->bindings(syms)));
+        im.out_shapes.push_back(std::move(shape));
       }
       im.out_shapes_syms = syms;
     }
@@ -287,13 +284,12 @@ absl::Status CompiledGraph::run(const std::vector<Tensor>& args, std::vector<Ten
                               dtype_name(outs[i]->dtype()), fmt::format("{}", shape), " on ",
                               device_name(im.device->device()), ", got ", o.type_string());
   }
-  absl::StatusOr<Specialization*> sp = im.dispatch(syms);
-  if (!sp.ok()) return sp.status();
+  KILN_ASSIGN_OR_RETURN(Specialization* sp, im.dispatch(syms));
   if (im.opts.compile_only)
     return absl::FailedPreconditionError(str_cat("graph ", im.module->state.graph.name(),
                                                  " was compiled only (CompileOptions::compile_only): it cannot run"));
   // bind() checked every argument and the loop above every given output.
-  return (*sp)->exe->run(args, syms, outputs, opts, Executor::Checked::ByCaller);
+  return sp->exe->run(args, syms, outputs, opts, Executor::Checked::ByCaller);
 }
 
 namespace {
@@ -313,20 +309,17 @@ absl::StatusOr<std::vector<int64_t>> symbol_values(const CompiledModule& m, cons
 
 absl::Status CompiledGraph::warm_up(const Bindings& b) {
   Impl& im = *impl_;
-  absl::StatusOr<std::vector<int64_t>> syms = symbol_values(*im.module, b, "warm_up");
-  if (!syms.ok()) return syms.status();
+  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> syms, symbol_values(*im.module, b, "warm_up"));
   std::lock_guard<std::mutex> lock(im.mu);
-  return im.dispatch(*syms).status();
+  return im.dispatch(syms).status();
 }
 
 absl::StatusOr<StaticSlots> CompiledGraph::static_slots(const Bindings& b) {
   Impl& im = *impl_;
-  absl::StatusOr<std::vector<int64_t>> syms = symbol_values(*im.module, b, "static_slots");
-  if (!syms.ok()) return syms.status();
+  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> syms, symbol_values(*im.module, b, "static_slots"));
   std::lock_guard<std::mutex> lock(im.mu);
-  absl::StatusOr<Specialization*> sp = im.dispatch(*syms);
-  if (!sp.ok()) return sp.status();
-  return (*sp)->exe->static_slots(*syms);
+  KILN_ASSIGN_OR_RETURN(Specialization* sp, im.dispatch(syms));
+  return sp->exe->static_slots(syms);
 }
 
 void CompiledGraph::parameters_changed() {
@@ -340,17 +333,14 @@ absl::StatusOr<std::vector<HostTensor>> run_host(CompiledGraph& cg, const std::m
   for (const Value* v : cg.module().args) {
     auto it = args.find(v->name());
     if (it == args.end()) return invalid_argument("missing argument %", v->name(), ": ", v->type().to_string());
-    absl::StatusOr<Tensor> t = Tensor::from_host(it->second, cg.device(), opts.stream);
-    if (!t.ok()) return t.status();
-    device_args.push_back(*std::move(t));
+    KILN_ASSIGN_OR_RETURN(Tensor t, Tensor::from_host(it->second, cg.device(), opts.stream));
+    device_args.push_back(std::move(t));
   }
-  absl::StatusOr<std::vector<Tensor>> outs = cg(device_args, opts);
-  if (!outs.ok()) return outs.status();
+  KILN_ASSIGN_OR_RETURN(std::vector<Tensor> outs, cg(device_args, opts));
   std::vector<HostTensor> host;
-  for (const Tensor& t : *outs) {
-    absl::StatusOr<HostTensor> h = t.to_host(opts.stream);
-    if (!h.ok()) return h.status();
-    host.push_back(*std::move(h));
+  for (const Tensor& t : outs) {
+    KILN_ASSIGN_OR_RETURN(HostTensor h, t.to_host(opts.stream));
+    host.push_back(std::move(h));
   }
   return host;
 }

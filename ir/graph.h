@@ -56,8 +56,7 @@ class Node {
   size_t num_operands() const { return operands_.size(); }
   const std::vector<Value*>& results() const { return results_; }
   Value* result(size_t i = 0) const { return results_[i]; }
-  const Attrs& attrs() const { return attrs_; }
-  AttrView attr() const { return AttrView(info(), attrs_); }  // see AttrView; typed: ir/op_attrs.h
+  const Attrs& attrs() const { return attrs_; }  // read them typed: ir/op_attrs.h
   // Where the node came from ("file.kiln:3:7", "decoder.cc:42"); empty if unknown.
   const std::string& loc() const { return loc_; }
   // "%g = linear (mlp.kiln:2:3)": how errors name a node.

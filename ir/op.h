@@ -56,19 +56,6 @@ std::string_view op_name(Op op);
 std::optional<Op> find_op(std::string_view name);
 std::span<const OpInfo> all_ops();
 
-// A string attribute read by name, for code not yet on the typed accessors of
-// ir/op_attrs.h (codegen/gemm.cc): a name the op does not have throws std::logic_error.
-// It goes with its last caller.
-class AttrView {
- public:
-  AttrView(const OpInfo& info, const Attrs& attrs) : info_(&info), attrs_(&attrs) {}
-  const std::string& get_string(std::string_view name) const;
-
- private:
-  const OpInfo* info_;
-  const Attrs* attrs_;
-};
-
 // Checks names and types against the op's schema and that required ones are present;
 // converts parsed values to the schema's types in place.
 absl::Status check_attrs(Op op, Attrs& attrs);

@@ -1,6 +1,5 @@
 #include <algorithm>
 #include <limits>
-#include <stdexcept>
 #include <type_traits>
 
 #include "ir/op.h"
@@ -510,14 +509,6 @@ std::optional<Op> find_op(std::string_view name) {
   for (const OpInfo& info : registry())
     if (info.name == name) return info.op;
   return std::nullopt;
-}
-
-const std::string& AttrView::get_string(std::string_view name) const {
-  const AttrValue* v = attrs_->find(name);
-  if (const AttrSpec* spec = info_->find_attr(name); !v && spec && spec->default_value) v = &*spec->default_value;
-  if (!v || !std::holds_alternative<std::string>(*v))
-    throw std::logic_error(str_cat(info_->name, ": attribute ", name, " is not set"));
-  return std::get<std::string>(*v);
 }
 
 absl::Status check_attrs(Op op, Attrs& attrs) {

@@ -78,10 +78,9 @@ bool device_available() {
   return n.ok() && *n > 0;
 }
 
-#define KILN_API()                            \
-  auto _api_or = driver();                    \
-  if (!_api_or.ok()) return _api_or.status(); \
-  const DriverApi& api = **_api_or
+#define KILN_API()                                           \
+  KILN_ASSIGN_OR_RETURN(const DriverApi* api_ptr_, driver()); \
+  const DriverApi& api = *api_ptr_
 
 absl::StatusOr<int> Device::count() {
   KILN_API();
@@ -130,15 +129,14 @@ absl::StatusOr<Context*> Context::primary(int ordinal) {
   static std::mutex mu;
   static std::array<std::unique_ptr<Context>, 64> contexts;
   std::lock_guard<std::mutex> lock(mu);
-  auto dev = Device::get(ordinal);
-  if (!dev.ok()) return dev.status();
+  KILN_ASSIGN_OR_RETURN(Device dev, Device::get(ordinal));
   if (ordinal >= int(contexts.size()))
     return invalid_argument("CUDA device ", ordinal, " beyond kiln's limit of ", contexts.size());
   if (!contexts[ordinal]) {
     const DriverApi& api = **driver();
     CUcontext ctx = nullptr;
-    KILN_RETURN_IF_ERROR(check(api.cuDevicePrimaryCtxRetain(&ctx, dev->handle()), "cuDevicePrimaryCtxRetain"));
-    contexts[ordinal].reset(new Context(*dev, ctx));
+    KILN_RETURN_IF_ERROR(check(api.cuDevicePrimaryCtxRetain(&ctx, dev.handle()), "cuDevicePrimaryCtxRetain"));
+    contexts[ordinal].reset(new Context(dev, ctx));
   }
   KILN_RETURN_IF_ERROR(contexts[ordinal]->make_current());
   return contexts[ordinal].get();

@@ -10,6 +10,7 @@
 #include <sstream>
 #include <thread>
 
+#include "ir/status.h"
 #include "ir/str.h"
 #include "runtime/sha256.h"
 
@@ -180,8 +181,8 @@ absl::StatusOr<std::shared_ptr<const CompiledKernel>> KernelCache::get_or_compil
     ++stats_.misses;
     stats_.compile_ms += ms;
   }
-  if (!compiled.ok()) return compiled.status();
-  auto k = std::make_shared<const CompiledKernel>(std::move(*compiled));
+  KILN_ASSIGN_OR_RETURN(CompiledKernel kernel, std::move(compiled));
+  auto k = std::make_shared<const CompiledKernel>(std::move(kernel));
   if (dir_) write_disk(key, *k);
   std::lock_guard<std::mutex> lock(mu_);
   return memory_.emplace(key, k).first->second;

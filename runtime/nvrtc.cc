@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <cstdlib>
 #include <optional>
@@ -11,6 +12,7 @@
 #include <set>
 #include <thread>
 
+#include "ir/status.h"
 #include "ir/str.h"
 #include "runtime/cuda_driver.h"
 
@@ -29,7 +31,9 @@ std::string quote_cited_lines(const std::string& log, const std::string& source)
   for (auto it = std::sregex_iterator(log.begin(), log.end(), cited); it != std::sregex_iterator();
        ++it) {
     const auto& m = *it;
-    lines.insert(std::stoi(m[1].matched ? m[1].str() : m[2].str()));
+    std::string digits = m[1].matched ? m[1].str() : m[2].str();
+    int line = 0;
+    if (std::from_chars(digits.data(), digits.data() + digits.size(), line).ec == std::errc()) lines.insert(line);
   }
   std::vector<std::string> source_lines;
   size_t start = 0;
@@ -140,12 +144,8 @@ absl::StatusOr<NvrtcOutput> nvrtc_compile(const NvrtcProgram& p) {
                             nvrtcGetErrorString(r), "):\n", out.log,
                             quoted.empty() ? "" : "\noffending source lines:\n", quoted);
   }
-  auto cubin = fetch(prog, nvrtcGetCUBINSize, nvrtcGetCUBIN, p, "CUBIN");
-  if (!cubin.ok()) return cubin.status();
-  auto ptx = fetch(prog, nvrtcGetPTXSize, nvrtcGetPTX, p, "PTX");
-  if (!ptx.ok()) return ptx.status();
-  out.cubin = std::move(*cubin);
-  out.ptx = std::move(*ptx);
+  KILN_ASSIGN_OR_RETURN(out.cubin, fetch(prog, nvrtcGetCUBINSize, nvrtcGetCUBIN, p, "CUBIN"));
+  KILN_ASSIGN_OR_RETURN(out.ptx, fetch(prog, nvrtcGetPTXSize, nvrtcGetPTX, p, "PTX"));
   if (!out.ptx.empty() && out.ptx.back() == '\0') out.ptx.pop_back();
   out.compile_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
@@ -168,9 +168,8 @@ std::vector<absl::StatusOr<std::shared_ptr<const CompiledKernel>>> nvrtc_compile
       programs.size(), max_threads, [&](size_t i) {
         const NvrtcProgram& p = programs[i];
         return cache.get_or_compile(nvrtc_cache_key(p), [&]() -> absl::StatusOr<CompiledKernel> {
-          auto out = nvrtc_compile(p);
-          if (!out.ok()) return out.status();
-          return CompiledKernel{std::move(out->cubin), std::move(out->ptx)};
+          KILN_ASSIGN_OR_RETURN(NvrtcOutput out, nvrtc_compile(p));
+          return CompiledKernel{std::move(out.cubin), std::move(out.ptx)};
         });
       });
 }

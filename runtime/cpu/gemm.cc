@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "codegen/gemm.h"
+#include "ir/status.h"
 #include "ir/str.h"
 
 namespace kiln::cpu {
@@ -111,9 +112,7 @@ absl::StatusOr<GemmRunner::Bound> GemmRunner::bind(const Bindings& b) const {
   absl::StatusOr<std::vector<int64_t>> dom = evaluate_shape(domain_, b);
   if (!dom.ok()) return invalid_argument("kernel ", kernel_, ": GEMM: ", dom.status().message());
   for (auto [dst, d] : {std::pair{&out.m, &spec_.m}, {&out.n, &spec_.n}, {&out.k, &spec_.k}}) {
-    absl::StatusOr<int64_t> v = eval(*d);
-    if (!v.ok()) return v.status();
-    *dst = *v;
+    KILN_ASSIGN_OR_RETURN(*dst, eval(*d));
   }
   size_t nb = spec_.batch.size();
   for (size_t d = 0; d < nb; ++d) out.batches *= (*dom)[d];
@@ -121,17 +120,13 @@ absl::StatusOr<GemmRunner::Bound> GemmRunner::bind(const Bindings& b) const {
     bool is_a = op == &out.a;
     op->buffer = src->buffer;
     op->dtype = dt;
-    absl::StatusOr<int64_t> off = eval(src->strides->offset), ks = eval(src->strides->k);
-    if (!off.ok()) return off.status();
-    if (!ks.ok()) return ks.status();
-    op->offset = *off;
-    op->k_stride = *ks;
+    KILN_ASSIGN_OR_RETURN(op->offset, eval(src->strides->offset));
+    KILN_ASSIGN_OR_RETURN(op->k_stride, eval(src->strides->k));
     for (size_t d = 0; d < domain_.size(); ++d) {
       bool is_m = d >= nb && d < nb + m_dims_, is_n = d >= nb + m_dims_;
       if ((is_a && is_n) || (!is_a && is_m)) continue;
-      absl::StatusOr<int64_t> s = eval(src->strides->outer[d]);
-      if (!s.ok()) return s.status();
-      (d < nb ? op->batch : op->outer).push_back({(*dom)[d], *s});
+      KILN_ASSIGN_OR_RETURN(int64_t s, eval(src->strides->outer[d]));
+      (d < nb ? op->batch : op->outer).push_back({(*dom)[d], s});
     }
     choose_layout(*op, is_a ? out.m : out.n, out.k, out.batches);
   }

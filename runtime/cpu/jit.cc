@@ -4,6 +4,7 @@
 #include <mutex>
 
 #include "absl/container/flat_hash_map.h"
+#include "ir/status.h"
 #include "ir/str.h"
 #include "llvm/ExecutionEngine/Orc/ExecutionUtils.h"
 #include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
@@ -111,12 +112,11 @@ absl::StatusOr<JitKernel> CpuJit::compile(const kir::Kernel& k, const EmitOption
   // The kernel's own name keeps dumps and profiles readable; the counter keeps it unique.
   std::string name = fmt::format("{}_{}", k.name, im.next_id++);
   auto ctx = std::make_unique<llvm::LLVMContext>();
-  absl::StatusOr<std::unique_ptr<llvm::Module>> mod = emit_kernel(k, name, opts, *ctx);
-  if (!mod.ok()) return mod.status();
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<llvm::Module> mod, emit_kernel(k, name, opts, *ctx));
   JitKernel out;
   out.codegen_ms = ms_since(start);
   start = std::chrono::steady_clock::now();
-  llvm::Module& m = **mod;
+  llvm::Module& m = *mod;
   m.setDataLayout(im.tm->createDataLayout());
   m.setTargetTriple(im.tm->getTargetTriple().str());
   im.optimize(m);
@@ -126,7 +126,7 @@ absl::StatusOr<JitKernel> CpuJit::compile(const kir::Kernel& k, const EmitOption
     m.print(os, nullptr);
     out.optimized_ir = std::make_shared<const std::string>(std::move(os.str()));
   }
-  if (llvm::Error e = im.jit->addIRModule(llvm::orc::ThreadSafeModule(std::move(*mod), std::move(ctx))))
+  if (llvm::Error e = im.jit->addIRModule(llvm::orc::ThreadSafeModule(std::move(mod), std::move(ctx))))
     return absl::InternalError(str_cat("kernel ", k.name, ": JIT: ", llvm_message(std::move(e))));
   auto addr = im.jit->lookup(name);
   if (!addr) return absl::InternalError(str_cat("kernel ", k.name, ": JIT: ", llvm_message(addr.takeError())));
