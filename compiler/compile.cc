@@ -106,6 +106,7 @@ std::string CompileStats::to_text() const {
                " misses\n");
   s += fmt::format("time: passes {:.1f} ms, lowering {:.1f} ms, codegen {:.1f} ms, compile {:.1f} ms, tuning {:.1f} ms\n",
                    pass_ms, lower_ms, codegen_ms, compile_ms, tune_ms);
+  if (!strategy.empty()) s += str_cat("calls: ", strategy, "\n");
   for (const std::string& r : recompile_reasons) s += str_cat("recompile: ", r, "\n");
   return s;
 }
@@ -241,8 +242,9 @@ struct CompiledGraph::Impl {
       ++stats.recompiles;
       stats.recompile_reasons.push_back(reason);
     }
-    log_line(1, fmt::format("kiln: built specialization {} [{}] for {} in {:.1f} ms: {} kernels, {} GEMMs{}",
+    log_line(1, fmt::format("kiln: built specialization {} [{}] for {} in {:.1f} ms: {} kernels, {} GEMMs; {} calls {}{}",
                             specs.size(), sp.text, module->state.graph.name(), ms_since(t0), bs.kernels, bs.gemms,
+                            mode_name(opts.mode), sp.exe->strategy(),
                             reason.empty() ? "" : str_cat("; recompiled because ", reason)));
     if (dump) KILN_RETURN_IF_ERROR(dump->write("guards.txt", sp.text + "\n"));
     specs.push_back(std::move(sp));
@@ -366,6 +368,7 @@ CompileStats CompiledGraph::stats() const {
     s.compile_ms += bs.compile_ms;
     s.tune_ms += bs.tune_ms;
     s.launches_per_call = bs.launches;
+    s.strategy = sp.exe->strategy();
     s.kernel_times.insert(s.kernel_times.end(), bs.kernel_times.begin(), bs.kernel_times.end());
   }
   return s;

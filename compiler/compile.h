@@ -55,6 +55,9 @@ struct CompileStats {
   std::vector<std::string> recompile_reasons;  // "B = 1 fails guard B >= 2 (specialization 0)"
   int kernels = 0, gemms = 0;                  // summed over specializations
   int launches_per_call = 0;                   // of the specialization built last
+  // How calls of the specialization built last run: "capture and replay", "tune, then launch
+  // directly" or "launch directly" (also what a mode the device cannot honour comes to).
+  std::string strategy;
   int64_t cache_memory_hits = 0, cache_disk_hits = 0, cache_misses = 0;
   double pass_ms = 0, lower_ms = 0, codegen_ms = 0, compile_ms = 0, tune_ms = 0;
   std::vector<BuildStats::KernelTime> kernel_times;  // per kernel of every specialization (CPU backend)

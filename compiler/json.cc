@@ -31,6 +31,7 @@ void to_json(nlohmann::ordered_json& j, const CompileStats& s) {
        {"kernels", s.kernels},
        {"gemms", s.gemms},
        {"launches_per_call", s.launches_per_call},
+       {"strategy", s.strategy},
        {"cache_memory_hits", s.cache_memory_hits},
        {"cache_disk_hits", s.cache_disk_hits},
        {"cache_misses", s.cache_misses},

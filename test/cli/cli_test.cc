@@ -595,7 +595,19 @@ CHECK-NEXT: check: matches the reference (max abs err
   CHECK(s["stats"]["kernels"] == 16);
   CHECK(s["stats"]["launches_per_call"] == 12);  // the 4 weight-prep kernels run once, not per call
   CHECK(s["stats"]["kernel_times"].size() == 16);
+  CHECK(s["stats"]["strategy"] == "launch directly");
   CHECK(s["outputs"][0]["check"]["ok"] == true);
+  // The CPU cannot capture: reduce-overhead says how its calls run instead.
+  Run ro = kiln_cli({"run", decoder, "--bind", "B=1", "--bind", "T=3", "--device", "cpu", "--mode", "reduce-overhead",
+                     "--check"},
+                    dir);
+  INFO(ro.out << ro.err);
+  require_status(ro, 0);
+  require_checks(ro.out, R"(
+CHECK: compiled for cpu (reduce-overhead): calls 1
+CHECK: calls: launch directly
+CHECK: check: matches the reference
+)");
 }
 
 TEST_CASE("kiln run --check: a mismatch exits 1 and names the worst element", "[cli]") {
