@@ -45,13 +45,6 @@ void require_status(const Run& r, int status) {
   REQUIRE(r.status == status);
 }
 
-void require_checks(const std::string& text, const char* checks) {
-  FileCheckResult r = file_check(text, checks);
-  INFO(text);
-  INFO(r.message);
-  REQUIRE(r.ok);
-}
-
 // The arguments `kiln run --seed` draws: random_args with its weights scaled by fan-in.
 TensorMap cli_random_args(const Graph& g, const Bindings& b, uint64_t seed) {
   TensorMap args = random_args(g, b, seed);

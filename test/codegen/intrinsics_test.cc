@@ -18,6 +18,7 @@
 
 using namespace kiln;
 using kiln::testing::parse_or_fail;
+using kiln::testing::require_checks;
 using kir::Expr;
 using kir::Index;
 
@@ -33,13 +34,6 @@ std::string text_of(const std::vector<kir::Kernel>& ks) {
   std::string s;
   for (const kir::Kernel& k : ks) s += kir::print_kernel(k);
   return s;
-}
-
-void require_checks(const std::string& text, const char* checks) {
-  testing::FileCheckResult r = testing::file_check(text, checks);
-  INFO(text);
-  INFO(r.message);
-  REQUIRE(r.ok);
 }
 
 // The rewritten kernels of `s` on the kernel-IR evaluator against the reference evaluator

@@ -14,6 +14,7 @@
 
 using namespace kiln;
 using kiln::testing::parse_or_fail;
+using kiln::testing::require_checks;
 using kiln::testing::require_ok;
 
 namespace {
@@ -30,13 +31,6 @@ std::string lowered_text(const Graph& g, const Schedule& s) {
   std::string text;
   for (const kir::Kernel& k : *ks) text += kir::print_kernel(k);
   return text;
-}
-
-void require_checks(const std::string& text, const char* checks) {
-  testing::FileCheckResult r = testing::file_check(text, checks);
-  INFO(text);
-  INFO(r.message);
-  REQUIRE(r.ok);
 }
 
 }  // namespace

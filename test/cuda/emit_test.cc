@@ -19,6 +19,7 @@
 #include "test/fuzz/check.h"
 
 using namespace kiln;
+using kiln::testing::require_checks;
 
 namespace {
 
@@ -61,13 +62,6 @@ std::string single_kernel_text(const char* graph_text, KernelGroup::Kind kind) {
 std::string replace_name(std::string src, const std::string& from, const std::string& to) {
   for (size_t p = src.find(from); p != std::string::npos; p = src.find(from, p + to.size())) src.replace(p, from.size(), to);
   return src;
-}
-
-void require_checks(const std::string& text, const char* checks) {
-  testing::FileCheckResult r = testing::file_check(text, checks);
-  INFO(text);
-  INFO(r.message);
-  REQUIRE(r.ok);
 }
 
 }  // namespace

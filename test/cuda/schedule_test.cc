@@ -13,6 +13,7 @@
 #include "test/common/filecheck.h"
 
 using namespace kiln;
+using kiln::testing::require_checks;
 
 namespace {
 
@@ -38,13 +39,6 @@ std::string scheduled_text(const char* graph_text) {
     text += kir::print_kernel(k);
   }
   return text;
-}
-
-void require_checks(const std::string& text, const char* checks) {
-  testing::FileCheckResult r = testing::file_check(text, checks);
-  INFO(text);
-  INFO(r.message);
-  REQUIRE(r.ok);
 }
 
 }  // namespace

@@ -6,10 +6,9 @@
 #include <fstream>
 #include <sstream>
 
-#include <unistd.h>
-
 #include "ir/dump.h"
 #include "ir/str.h"
+#include "test/common/scratch_dir.h"
 
 using namespace kiln;
 
@@ -31,26 +30,10 @@ std::vector<std::string> files_in(const fs::path& dir) {
   return names;
 }
 
-class ScratchDir {
- public:
-  ScratchDir() : path_(fs::temp_directory_path() / str_cat("kiln_dump_test_", ::getpid(), "_", count_++)) {
-    fs::remove_all(path_);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  static inline int count_ = 0;
-  fs::path path_;
-};
-
 }  // namespace
 
 TEST_CASE("dump writer: a file is replaced by renaming, so a reader never sees a mix", "[dump]") {
-  ScratchDir dir;
+  testing::ScratchDir dir("kiln_dump_test");
   DumpWriter dump(dir.path());
   REQUIRE(dump.write("a/b/ir.kiln", "old text\n").ok());
   CHECK(read_file(dir.path() / "a" / "b" / "ir.kiln") == "old text\n");
@@ -66,7 +49,7 @@ TEST_CASE("dump writer: a file is replaced by renaming, so a reader never sees a
 }
 
 TEST_CASE("dump writer: numbered pass files, sub-folders, stale files", "[dump]") {
-  ScratchDir dir;
+  testing::ScratchDir dir("kiln_dump_test");
   DumpWriter dump(dir.path());
   REQUIRE(dump.write_pass(3, "fuse_linear", "x").ok());
   REQUIRE(dump.write_pass(12, "late", "y").ok());
@@ -82,7 +65,7 @@ TEST_CASE("dump writer: numbered pass files, sub-folders, stale files", "[dump]"
 }
 
 TEST_CASE("dump writer: claims give each thing of one name its own folder", "[dump]") {
-  ScratchDir dir;
+  testing::ScratchDir dir("kiln_dump_test");
   DumpWriter dump(dir.path());
   CHECK(dump.claim("mlp").dir() == dir.path() / "mlp");
   CHECK(dump.claim("mlp").dir() == dir.path() / "mlp-2");
@@ -97,7 +80,7 @@ TEST_CASE("dump writer: claims give each thing of one name its own folder", "[du
 }
 
 TEST_CASE("dump writer: errors name the path", "[dump]") {
-  ScratchDir dir;
+  testing::ScratchDir dir("kiln_dump_test");
   DumpWriter dump(dir.path());
   REQUIRE(dump.write("file", "x").ok());
   absl::Status s = dump.write("file/inner.kiln", "y");

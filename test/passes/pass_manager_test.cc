@@ -5,8 +5,7 @@
 #include <fstream>
 #include <sstream>
 
-#include <unistd.h>
-
+#include "test/common/scratch_dir.h"
 #include "test/passes/util.h"
 
 using namespace kiln;
@@ -99,23 +98,6 @@ std::string read_file(const fs::path& p) {
   ss << f.rdbuf();
   return ss.str();
 }
-
-// A fresh directory under the system's temporary directory, removed at the end of the test.
-class ScratchDir {
- public:
-  ScratchDir() : path_(fs::temp_directory_path() / str_cat("kiln_pass_manager_test_", ::getpid(), "_", count_++)) {
-    fs::remove_all(path_);
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  static inline int count_ = 0;
-  fs::path path_;
-};
 
 }  // namespace
 
@@ -216,7 +198,7 @@ TEST_CASE("pipeline: the step names come from the pipeline, and every step is ti
 }
 
 TEST_CASE("pipeline: print-after of a pass and of lower is what the dump holds", "[pass-manager]") {
-  ScratchDir dir;
+  testing::ScratchDir dir("kiln_pass_manager_test");
   auto printed_after = [&](const std::string& step) {
     PipelineOptions opts;
     opts.bindings = {{"B", 3}};
@@ -245,7 +227,7 @@ TEST_CASE("pipeline: print-after of a pass and of lower is what the dump holds",
 }
 
 TEST_CASE("pipeline: the kernels/ folder is replaced, not added to", "[pass-manager]") {
-  ScratchDir dir;
+  testing::ScratchDir dir("kiln_pass_manager_test");
   fs::create_directories(dir.path() / "kernels");
   std::ofstream(dir.path() / "kernels" / "k9_stale.kir") << "kernel k9_stale\n";
   std::ofstream(dir.path() / "kernels" / "notes.txt") << "mine\n";
@@ -258,7 +240,7 @@ TEST_CASE("pipeline: the kernels/ folder is replaced, not added to", "[pass-mana
 }
 
 TEST_CASE("pipeline: a dump directory that cannot be made is reported before any pass runs", "[pass-manager]") {
-  ScratchDir dir;
+  testing::ScratchDir dir("kiln_pass_manager_test");
   fs::create_directories(dir.path());
   std::ofstream(dir.path() / "file") << "x";
   PipelineOptions opts;

@@ -25,13 +25,6 @@ inline PipelineResult compile_or_fail(const Graph& g, PipelineOptions opts = {})
   return *std::move(r);
 }
 
-inline void require_checks(const std::string& text, std::string_view checks) {
-  FileCheckResult r = file_check(text, checks);
-  INFO(text);
-  INFO(r.message);
-  REQUIRE(r.ok);
-}
-
 // Symbol values to run `g` under: every symbol 1, then odd and larger values (distinct
 // per symbol, so that a transposed pair of dims shows).
 inline std::vector<Bindings> test_bindings(const Graph& g) {
