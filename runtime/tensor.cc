@@ -71,9 +71,12 @@ int64_t Tensor::numel() const {
 }
 
 bool Tensor::is_contiguous() const {
-  std::vector<int64_t> dense = contiguous_strides(shape_);
-  for (size_t i = 0; i < shape_.size(); ++i)
-    if (shape_[i] != 1 && strides_[i] != dense[i]) return false;
+  // Checked on every call of a compiled graph: no allocation.
+  int64_t dense = 1;
+  for (size_t i = shape_.size(); i-- > 0;) {
+    if (shape_[i] != 1 && strides_[i] != dense) return false;
+    dense *= shape_[i];
+  }
   return true;
 }
 
