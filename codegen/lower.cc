@@ -68,15 +68,6 @@ std::string indices_text(const Indices& idx) {
   return str_cat("[", str_join(idx, ", ", [](const Index& i) { return kir::print_index(i); }), "]");
 }
 
-// Python slice start of a dim, as infer_slice computes the length.
-Index slice_start(const Dim& d, int64_t start, int64_t step) {
-  if (auto n = d.constant()) {
-    if (step > 0) return start < 0 ? std::max<int64_t>(0, *n + start) : std::min(start, *n);
-    return start < 0 ? std::max<int64_t>(-1, *n + start) : std::min(start, *n - 1);
-  }
-  return start < 0 ? Index::from_dim(d) + Index(start) : Index(start);
-}
-
 class Lowerer {
  public:
   Lowerer(const KernelGroup& group, const LowerLog& log) : group_(group), log_(log) {}
@@ -512,9 +503,9 @@ class Lowerer {
       case Op::Slice: {
         SliceAttrs a(n);
         size_t ax = axis_of(a.axis(), xs.size());
-        int64_t step = a.step();
+        SliceBounds b = slice_bounds(n);
         Indices xi = idx;
-        xi[ax] = slice_start(xs[ax], a.start(), step) + idx[ax] * Index(step);
+        xi[ax] = Index::from_dim(b.start) + idx[ax] * Index(a.step());
         return xi;
       }
       default: {  // Split

@@ -18,6 +18,7 @@ std::string_view attr_type_name(AttrType t) {
     case AttrType::Floats: return "list of floats";
     case AttrType::Dims: return "list of dims";
     case AttrType::Scalar: return "number or bool";
+    case AttrType::Dim: return "dim";
   }
   return "?";
 }
@@ -67,6 +68,7 @@ std::string attr_to_string(const AttrValue& v) {
     std::string operator()(const std::vector<SymExpr>& x) {
       return list_to_string(x, [](const SymExpr& e) { return e.to_string(); });
     }
+    std::string operator()(const SymExpr& x) { return x.to_string(); }
   };
   return std::visit(Visitor{}, v);
 }
@@ -118,6 +120,10 @@ absl::StatusOr<AttrValue> coerce_attr(const AttrValue& v, AttrType want) {
       if (std::holds_alternative<int64_t>(v) || std::holds_alternative<double>(v) ||
           std::holds_alternative<bool>(v))
         return v;
+      return fail();
+    case AttrType::Dim:
+      if (std::holds_alternative<SymExpr>(v)) return v;
+      if (auto* i = std::get_if<int64_t>(&v)) return SymExpr(*i);
       return fail();
   }
   return fail();

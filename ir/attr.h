@@ -13,13 +13,13 @@
 
 namespace kiln {
 
-enum class AttrType : uint8_t { Int, Float, Bool, String, DType, Ints, Floats, Dims, Scalar };
+enum class AttrType : uint8_t { Int, Float, Bool, String, DType, Ints, Floats, Dims, Scalar, Dim };
 std::string_view attr_type_name(AttrType t);
 
 using AttrValue = std::variant<int64_t, double, bool, std::string, DType, std::vector<int64_t>,
-                               std::vector<double>, std::vector<SymExpr>>;
+                               std::vector<double>, std::vector<SymExpr>, SymExpr>;
 
-// IR text of a value: 3, 1e-06, true, "tanh", bf16, [0, -1], [B, 128]. Floats print in
+// IR text of a value: 3, 1e-06, true, "tanh", bf16, [0, -1], [B, 128], T - 1. Floats print in
 // the shortest form that reads back to the same double.
 std::string attr_to_string(const AttrValue& v);
 std::string format_double(double v);

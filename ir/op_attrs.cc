@@ -4,6 +4,7 @@
 #include <numeric>
 
 #include "ir/status.h"
+#include "ir/str.h"
 
 namespace kiln {
 
@@ -17,6 +18,47 @@ absl::StatusOr<std::vector<int64_t>> reduction_axes(const ReduceAttrs& attrs, in
   KILN_ASSIGN_OR_RETURN(std::vector<int64_t> axes, normalize_axes(*given, rank));
   std::sort(axes.begin(), axes.end());
   return axes;
+}
+
+absl::Status slice_step_ok(const Dim& dim, const SymExpr& start, const SymExpr& end, int64_t step) {
+  if (step == 0) return absl::InvalidArgumentError("step must not be 0");
+  if (step < 0 && !(dim.constant() && start.constant() && end.constant()))
+    return absl::InvalidArgumentError(str_cat("a negative step needs a static dim and constant bounds, got dim ",
+                                              dim.to_string(), ", start ", start.to_string(), ", end ", end.to_string()));
+  return absl::OkStatus();
+}
+
+SliceBounds slice_bounds(const Dim& dim, const SymExpr& start, const SymExpr& end, int64_t step) {
+  std::optional<int64_t> n = dim.constant(), s = start.constant(), e = end.constant();
+  if (n && s && e) {  // Python's rules
+    int64_t first, len;
+    if (step > 0) {
+      first = *s < 0 ? std::max<int64_t>(0, *n + *s) : std::min(*s, *n);
+      int64_t last = *e < 0 ? std::max<int64_t>(0, *n + *e) : std::min(*e, *n);
+      len = last > first ? (last - first - 1) / step + 1 : 0;  // no overflow for huge steps
+    } else {
+      first = *s < 0 ? std::max<int64_t>(-1, *n + *s) : std::min(*s, *n - 1);
+      int64_t last = *e < 0 ? std::max<int64_t>(-1, *n + *e) : std::min(*e, *n - 1);
+      len = first > last ? 1 - (first - last - 1) / step : 0;  // truncation; no -step overflow
+    }
+    return SliceBounds{first, first + len * step, len, true};
+  }
+  constexpr int64_t kToEnd = int64_t{1} << 62;
+  SymExpr first = s && *s < 0 ? dim + *s : start;
+  SymExpr last = e && *e >= kToEnd ? dim : e && *e < 0 ? dim + *e : end;
+  return SliceBounds{first, last, (last - first + (step - 1)).floordiv(step), false};
+}
+
+SliceBounds slice_bounds(const Node& slice) {
+  SliceAttrs a(slice);
+  const Shape& shape = slice.operand(0)->shape();
+  int64_t rank = static_cast<int64_t>(shape.size()), axis = a.axis() < 0 ? a.axis() + rank : a.axis();
+  return slice_bounds(shape[axis], a.start(), a.end(), a.step());
+}
+
+std::vector<std::pair<SymExpr, std::string>> slice_conditions(const SliceBounds& b, const Dim& dim) {
+  if (b.clamped) return {};
+  return {{b.start, "start >= 0"}, {dim - b.end, "end <= dim"}, {b.end - b.start, "start <= end"}};
 }
 
 absl::StatusOr<std::vector<int64_t>> reduction_axes(const ArgMaxAttrs& attrs, int64_t rank) {

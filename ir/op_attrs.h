@@ -26,6 +26,7 @@ template <> struct AttrCpp<AttrType::Ints> { using type = std::vector<int64_t>; 
 template <> struct AttrCpp<AttrType::Floats> { using type = std::vector<double>; };
 template <> struct AttrCpp<AttrType::Dims> { using type = std::vector<SymExpr>; };
 template <> struct AttrCpp<AttrType::Scalar> { using type = AttrValue; };  // an int64_t, double or bool
+template <> struct AttrCpp<AttrType::Dim> { using type = SymExpr; };
 template <AttrType T>
 using attr_cpp_t = typename AttrCpp<T>::type;
 
@@ -90,6 +91,24 @@ absl::StatusOr<std::vector<int64_t>> reduction_axes(const ArgMaxAttrs& attrs, in
 absl::StatusOr<std::vector<int64_t>> reduction_axes(const Node& reduction);
 // Whether a reduction keeps each reduced dim, with size 1.
 bool reduction_keepdim(const Node& reduction);
+
+// Where a slice (ops.def) starts along a dim of extent `dim`, where it ends (exclusive for a
+// positive step) and how many elements it takes. `clamped`: constant bounds on a static dim,
+// normalized and clamped as Python does; otherwise start and end are the attributes after a
+// negative constant counts from the end (and end >= 2^62 means `dim`), and the slice is
+// valid only where 0 <= start <= end <= dim (slice_in_range; the verifier proves it).
+struct SliceBounds {
+  SymExpr start, end, length;
+  bool clamped = false;
+};
+// Pre: slice_step_ok(...) holds (as it does for every verified slice node).
+SliceBounds slice_bounds(const Dim& dim, const SymExpr& start, const SymExpr& end, int64_t step);
+SliceBounds slice_bounds(const Node& slice);
+// Why a slice's step cannot be used: 0, or negative with a symbolic dim or bound.
+absl::Status slice_step_ok(const Dim& dim, const SymExpr& start, const SymExpr& end, int64_t step);
+// The conditions an unclamped slice needs, each an expression that must be >= 0 (none for a
+// clamped one), with what each says: "start >= 0", "end <= dim", "start <= end".
+std::vector<std::pair<SymExpr, std::string>> slice_conditions(const SliceBounds& b, const Dim& dim);
 
 // The value of a scalar `constant` node's result as kernels compute with it: a float as
 // written, a bool as 0 or 1, an integer as itself (through f32 for a float dtype, as the

@@ -369,30 +369,10 @@ Result infer_slice(Types in, const Attrs& a) {
   SliceAttrs attrs(a);
   int64_t axis = attrs.axis();
   KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax, normalize_axes(std::span(&axis, 1), x.shape.size()));
-  int64_t start = attrs.start(), end = attrs.end(), step = attrs.step();
-  if (step == 0) return err("step must not be 0");
   const Dim& d = x.shape[ax[0]];
+  if (absl::Status s = slice_step_ok(d, attrs.start(), attrs.end(), attrs.step()); !s.ok()) return err(s.message());
   Shape out = x.shape;
-  if (auto n = d.constant()) {
-    // Python slice semantics, clamped to the dim.
-    int64_t len;
-    if (step > 0) {
-      int64_t s = start < 0 ? std::max<int64_t>(0, *n + start) : std::min(start, *n);
-      int64_t e = end < 0 ? std::max<int64_t>(0, *n + end) : std::min(end, *n);
-      len = e > s ? (e - s - 1) / step + 1 : 0;  // no overflow for huge steps
-    } else {
-      int64_t s = start < 0 ? std::max<int64_t>(-1, *n + start) : std::min(start, *n - 1);
-      int64_t e = end < 0 ? std::max<int64_t>(-1, *n + end) : std::min(end, *n - 1);
-      len = s > e ? 1 - (s - e - 1) / step : 0;  // truncation; no -step overflow
-    }
-    out[ax[0]] = len;
-  } else {
-    if (step < 0) return err("a negative step needs a static dim, got ", d.to_string());
-    constexpr int64_t kToEnd = std::numeric_limits<int64_t>::max() / 2;
-    SymExpr s = start < 0 ? d + start : SymExpr(start);
-    SymExpr e = end >= kToEnd ? d : (end < 0 ? d + end : SymExpr(end));
-    out[ax[0]] = (e - s + (step - 1)).floordiv(step);
-  }
+  out[ax[0]] = slice_bounds(d, attrs.start(), attrs.end(), attrs.step()).length;
   return std::vector{TensorType{x.dtype, std::move(out)}};
 }
 

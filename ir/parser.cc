@@ -10,6 +10,7 @@
 
 #include "ir/status.h"
 #include "ir/str.h"
+#include "ir/verifier.h"
 
 namespace kiln {
 namespace {
@@ -444,8 +445,16 @@ class Parser {
     return ints;
   }
 
-  absl::StatusOr<AttrValue> parse_attr_value(const std::string& name) {
+  absl::StatusOr<AttrValue> parse_attr_value(const std::string& name, AttrType want) {
     if (at(Tok::LBracket)) return parse_list(name);
+    // A dim: an expression such as T - 1 (a plain integer reads below, with the full range
+    // of an int, as the "to the end" bound 9223372036854775807).
+    size_t k = at(Tok::Minus) ? 1 : 0;
+    bool plain_int = peek(k).kind == Tok::Int && (peek(k + 1).kind == Tok::Comma || peek(k + 1).kind == Tok::RParen);
+    if (want == AttrType::Dim && !plain_int) {
+      KILN_ASSIGN_OR_RETURN(SymExpr d, parse_dim());
+      return d;
+    }
     if (at_float()) return parse_float();
     if (at(Tok::Int) || (at(Tok::Minus) && peek(1).kind == Tok::Int)) {
       KILN_ASSIGN_OR_RETURN(int64_t v, parse_int("an integer"));
@@ -558,7 +567,7 @@ class Parser {
           if (attrs.find(name_tok.text))
             return error(name_tok, "attribute '", name_tok.text, "' is given twice");
           const Token& value_tok = peek();
-          KILN_ASSIGN_OR_RETURN(AttrValue v, parse_attr_value(name_tok.text));
+          KILN_ASSIGN_OR_RETURN(AttrValue v, parse_attr_value(name_tok.text, spec->type));
           absl::StatusOr<AttrValue> c = coerce_attr(v, spec->type);
           if (!c.ok()) return error(value_tok, "attribute '", name_tok.text, "' of ", info.name, ": ", c.status().message());
           attrs.set(name_tok.text, *std::move(c));
@@ -582,6 +591,8 @@ class Parser {
     if (node->results().size() != given)
       return error(first, info.name, " gives ", node->results().size(), " result(s), but ", given,
                    " name(s) are given");
+    if (node->op() == Op::Slice)
+      if (absl::Status s = check_slice_range(g, *node); !s.ok()) return error(first, s.message());
 
     if (!at(Tok::Colon)) return absl::OkStatus();
     take();

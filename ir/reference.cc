@@ -183,19 +183,6 @@ HostTensor reshaped(const HostTensor& src, Dims shape) {
   return out;
 }
 
-// Python slicing of a dim of size n: the first index and the length, with the clamping of
-// infer_slice (ir/ops.cc), written so that no step or bound overflows.
-std::pair<int64_t, int64_t> slice_range(int64_t n, int64_t start, int64_t end, int64_t step) {
-  if (step > 0) {
-    int64_t s = start < 0 ? std::max<int64_t>(0, n + start) : std::min(start, n);
-    int64_t e = end < 0 ? std::max<int64_t>(0, n + end) : std::min(end, n);
-    return {s, e > s ? (e - s - 1) / step + 1 : 0};
-  }
-  int64_t s = start < 0 ? std::max<int64_t>(-1, n + start) : std::min(start, n - 1);
-  int64_t e = end < 0 ? std::max<int64_t>(-1, n + end) : std::min(end, n - 1);
-  return {s, s > e ? 1 - (s - e - 1) / step : 0};  // (s-e-1)/step truncates to -floor(../|step|)
-}
-
 // ---- one node ---------------------------------------------------------------------
 
 struct Ctx {
@@ -610,8 +597,15 @@ Result slice(const Ctx& c) {
   SliceAttrs a(c.node);
   KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax, axes_of({a.axis()}, x.rank()));
   int64_t axis = ax[0], step = a.step();
-  if (step == 0) return invalid_argument("step must not be 0");
-  auto [first, len] = slice_range(x.shape()[axis], a.start(), a.end(), step);
+  // Constant bounds on a static dim are clamped; other bounds are evaluated for this call
+  // and must lie in the dim.
+  SliceBounds b = slice_bounds(c.node);
+  KILN_ASSIGN_OR_RETURN(int64_t first, b.start.evaluate(c.bindings));
+  KILN_ASSIGN_OR_RETURN(int64_t last, b.end.evaluate(c.bindings));
+  KILN_ASSIGN_OR_RETURN(int64_t len, b.length.evaluate(c.bindings));
+  if (!b.clamped && (first < 0 || last > x.shape()[axis] || first > last))
+    return invalid_argument("slice [", first, ", ", last, ") is outside dim ", axis, " of ", x.type_string(),
+                            " (start ", a.start().to_string(), ", end ", a.end().to_string(), ")");
   Dims shape = x.shape(), st = strides_of(x.shape());
   shape[axis] = len;
   int64_t base = len > 0 ? first * st[axis] : 0;

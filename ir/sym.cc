@@ -1,6 +1,8 @@
 #include "ir/sym.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <numeric>
 
 #include "absl/hash/hash.h"
@@ -398,6 +400,68 @@ absl::StatusOr<std::vector<int64_t>> evaluate_shape(const Shape& s, const Bindin
     out.push_back(v);
   }
   return out;
+}
+
+namespace {
+
+// Interval arithmetic in doubles (dims stay far below 2^53), +-inf for unbounded ends.
+struct Interval {
+  double lo, hi;
+};
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+double mul_ends(double a, double b) { return a == 0 || b == 0 ? 0 : a * b; }  // 0 * inf = 0
+
+Interval mul(Interval a, Interval b) {
+  double p[4] = {mul_ends(a.lo, b.lo), mul_ends(a.lo, b.hi), mul_ends(a.hi, b.lo), mul_ends(a.hi, b.hi)};
+  return {*std::min_element(p, p + 4), *std::max_element(p, p + 4)};
+}
+
+using RangeFn = std::function<SymRange(const std::string&)>;
+Interval poly_range(const SymPoly& p, const RangeFn& r);
+
+Interval atom_range(const SymAtom& a, const RangeFn& r) {
+  switch (a.kind) {
+    case SymAtom::Kind::Symbol: {
+      SymRange s = r(a.name);
+      return {s.lo ? double(*s.lo) : -kInf, s.hi ? double(*s.hi) : kInf};
+    }
+    case SymAtom::Kind::FloorDiv: {
+      Interval x = poly_range(*a.arg, r);
+      double c = double(a.divisor);
+      return {std::floor(x.lo / c), std::floor(x.hi / c)};
+    }
+    case SymAtom::Kind::Mod: {
+      Interval x = poly_range(*a.arg, r);
+      if (x.lo >= 0 && x.hi < double(a.divisor)) return x;
+      return {0, double(a.divisor - 1)};
+    }
+  }
+  return {-kInf, kInf};
+}
+
+Interval poly_range(const SymPoly& p, const RangeFn& r) {
+  Interval sum{0, 0};
+  for (const SymTerm& t : p.terms) {
+    Interval term{double(t.coeff), double(t.coeff)};
+    for (const SymFactor& f : t.factors) {
+      Interval x = atom_range(*f.atom, r);
+      for (int e = 0; e < f.exp; ++e) term = mul(term, x);
+    }
+    sum = {sum.lo + term.lo, sum.hi + term.hi};
+  }
+  return sum;
+}
+
+}  // namespace
+
+SymRange value_range(const SymExpr& e, const std::function<SymRange(const std::string&)>& symbol_range) {
+  Interval i = poly_range(e.poly(), symbol_range);
+  auto end = [](double v) -> std::optional<int64_t> {
+    if (std::isinf(v) || std::isnan(v) || std::fabs(v) > 9.0e15) return std::nullopt;
+    return static_cast<int64_t>(v);
+  };
+  return {end(i.lo), end(i.hi)};
 }
 
 std::string bindings_to_string(const Bindings& b) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <compare>
+#include <functional>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -87,6 +88,14 @@ class SymExpr {
   friend struct SymOps;
   std::shared_ptr<const SymPoly> p_;
 };
+
+// The values an expression can take: [lo, hi], nullopt for an unbounded end.
+struct SymRange {
+  std::optional<int64_t> lo, hi;
+};
+// A range holding every value of `e` when each symbol S lies in symbol_range(S) (interval
+// arithmetic: sound, not always tight). Used to prove that a bound is >= 0.
+SymRange value_range(const SymExpr& e, const std::function<SymRange(const std::string&)>& symbol_range);
 
 using Dim = SymExpr;
 using Shape = std::vector<Dim>;

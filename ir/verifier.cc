@@ -1,10 +1,37 @@
 #include "ir/verifier.h"
 
 #include "absl/container/flat_hash_set.h"
+#include "ir/op_attrs.h"
 #include "ir/status.h"
 #include "ir/str.h"
 
 namespace kiln {
+
+absl::Status check_slice_range(const Graph& g, const Node& n) {
+  const Shape& shape = n.operand(0)->shape();
+  int64_t rank = static_cast<int64_t>(shape.size()), axis = SliceAttrs(n).axis();
+  const Dim& dim = shape[axis < 0 ? axis + rank : axis];
+  auto range = [&](const std::string& s) {
+    SymbolInfo info = g.symbol_info(s);
+    return SymRange{info.min, info.max};
+  };
+  for (const auto& [e, what] : slice_conditions(slice_bounds(n), dim)) {
+    std::optional<int64_t> lo = value_range(e, range).lo;
+    if (!lo || *lo < 0) {
+      std::set<std::string> syms;
+      e.collect_symbols(syms);
+      std::string bounds = str_join(syms, ", ", [&](const std::string& s) {
+        SymbolInfo i = g.symbol_info(s);
+        return str_cat(s, " in [", i.min, ", ", i.max ? std::to_string(*i.max) : std::string("inf"), "]");
+      });
+      return absl::FailedPreconditionError(str_cat("slice ", what, " does not hold for every value of ",
+                                                   bounds, " (start ", SliceAttrs(n).start().to_string(), ", end ",
+                                                   SliceAttrs(n).end().to_string(), ", dim ", dim.to_string(),
+                                                   "); bound the symbols (symbol S in [lo, hi])"));
+    }
+  }
+  return absl::OkStatus();
+}
 
 absl::Status verify(const Graph& g) {
   auto fail = [](auto&&... parts) { return absl::FailedPreconditionError(str_cat(parts...)); };
@@ -42,6 +69,8 @@ absl::Status verify(const Graph& g) {
                     ", but the op gives ", (*want)[i].to_string());
       KILN_RETURN_IF_ERROR(define(r, n->describe()));
     }
+    if (n->op() == Op::Slice)
+      if (absl::Status s = check_slice_range(g, *n); !s.ok()) return fail(n->describe(), ": ", s.message());
   }
   if (g.outputs().empty()) return fail("graph ", g.name(), " has no outputs");
   for (size_t i = 0; i < g.outputs().size(); ++i)

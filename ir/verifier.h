@@ -10,4 +10,9 @@ namespace kiln {
 // The error names the node ("%g = linear (mlp.kiln:2:3)") and what was expected.
 absl::Status verify(const Graph& g);
 
+// A slice whose bounds are not clamped (symbolic ones, ops.def) lies in its dim for every
+// value the graph's symbol bounds allow (`symbol S in [lo, hi]`), or the error says which
+// condition may fail. Builders call it where they make slices; verify() calls it for all.
+absl::Status check_slice_range(const Graph& g, const Node& slice);
+
 }  // namespace kiln

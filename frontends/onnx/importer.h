@@ -163,6 +163,10 @@ class Importer {
   absl::Status flatten();
   absl::Status expand();
   absl::Status slice();
+  absl::StatusOr<std::pair<SymExpr, SymExpr>> in_dim_bounds(const Dim& d, SymExpr s, SymExpr e, int64_t step);
+  SymRange symbol_value_range(const SymExpr& e) const;
+  // Narrows one symbol's bounds so that e >= 0 holds, or says why it cannot.
+  absl::Status assume_nonnegative(const SymExpr& e, std::string_view what);
   absl::Status concat();
   absl::Status split();
   absl::Status gather();

@@ -7,6 +7,7 @@
 
 #include "frontends/onnx/importer.h"
 #include "frontends/onnx/onnx_tensor.h"
+#include "ir/scalar_ops.h"
 
 namespace kiln::onnx_detail {
 namespace {
@@ -528,16 +529,16 @@ absl::Status Importer::expand() {
 }
 
 absl::Status Importer::slice() {
-  std::vector<int64_t> starts, ends, axes, steps;
+  std::vector<SymExpr> starts, ends;
+  std::vector<int64_t> axes, steps;
   if (opset_ < 10) {
     std::optional<std::vector<int64_t>> s = attr_ints("starts"), e = attr_ints("ends");
     if (!s || !e) return bad("missing attribute 'starts' or 'ends'");
-    starts = *s, ends = *e;
+    starts.assign(s->begin(), s->end()), ends.assign(e->begin(), e->end());
     if (std::optional<std::vector<int64_t>> a = attr_ints("axes")) axes = *a;
   } else {
-    KILN_ASSIGN_OR_RETURN(auto s, known_ints(1, "starts"));
-    KILN_ASSIGN_OR_RETURN(auto e, known_ints(2, "ends"));
-    starts = s, ends = e;
+    KILN_ASSIGN_OR_RETURN(starts, known(1, "starts"));
+    KILN_ASSIGN_OR_RETURN(ends, known(2, "ends"));
     if (has_input(3)) {
       KILN_ASSIGN_OR_RETURN(auto a, known_ints(3, "axes"));
       axes = a;
@@ -559,18 +560,89 @@ absl::Status Importer::slice() {
     KILN_ASSIGN_OR_RETURN(auto ax, axis_in("axis", axes[i], rank));
     axes[i] = ax;
   }
-  if (x->known && rank == 1 && starts.size() == 1) {
+  if (x->known && rank == 1 && starts.size() == 1 && starts[0].constant() && ends[0].constant()) {
     std::vector<SymExpr> vals;
-    for (int64_t j : slice_indices(x->known->size(), starts[0], ends[0], steps[0])) vals.push_back((*x->known)[j]);
+    for (int64_t j : slice_indices(x->known->size(), *starts[0].constant(), *ends[0].constant(), steps[0]))
+      vals.push_back((*x->known)[j]);
     int64_t n = vals.size();
     return define_known(0, x->type.dtype, std::move(vals), {n});
   }
   KILN_ASSIGN_OR_RETURN(auto y, value(0));
   for (size_t i = 0; i < starts.size(); ++i) {
-    KILN_ASSIGN_OR_RETURN(auto s, emit(Op::Slice, {y}, {{"axis", axes[i]}, {"start", starts[i]}, {"end", ends[i]}, {"step", steps[i]}}));
-    y = s;
+    SymExpr s = starts[i], e = ends[i];
+    const Dim& d = y->shape()[axes[i]];
+    if (!(d.constant() && s.constant() && e.constant())) {
+      KILN_ASSIGN_OR_RETURN(std::tie(s, e), in_dim_bounds(d, s, e, steps[i]));
+    }
+    Attrs attrs{{"axis", axes[i]}, {"start", s}, {"end", e}};
+    if (steps[i] != 1) attrs.set("step", steps[i]);
+    KILN_ASSIGN_OR_RETURN(y, emit(Op::Slice, {y}, std::move(attrs)));
   }
   return define(0, y);
+}
+
+// ONNX's clamping cannot be written on symbolic bounds, so the slice's bounds are made to
+// lie in [0, dim]: a bound kiln can prove negative counts from the end, and every bound is
+// proved in range from the symbols' bounds, else assumed by narrowing the one symbol it
+// depends on (`seq <= 512` for position_ids[:, :seq] of a [1, 512] table). The narrowed
+// bounds are the graph's (`symbol seq in [1, 512]`): a call outside them is rejected, where
+// onnxruntime would clamp.
+absl::StatusOr<std::pair<SymExpr, SymExpr>> Importer::in_dim_bounds(const Dim& d, SymExpr s, SymExpr e, int64_t step) {
+  if (step < 0)
+    return needs_constant("a negative step needs a static dim and constant starts and ends, got dim ", d.to_string(),
+                          ", start ", s.to_string(), ", end ", e.to_string());
+  auto normalize = [&](SymExpr b, std::string_view what) -> absl::StatusOr<SymExpr> {
+    if (std::optional<int64_t> c = b.constant()) {
+      if (*c >= (int64_t{1} << 62)) return d;  // INT64_MAX: to the end
+      if (*c < 0) b = d + *c;
+    } else {
+      SymRange r = symbol_value_range(b);
+      if (r.hi && *r.hi < 0) b = d + b;
+      else if (!r.lo || *r.lo < 0)
+        return needs_constant(what, " ", b.to_string(), " may be negative or not for the symbols' bounds: kiln cannot "
+                              "tell whether it counts from the end");
+    }
+    KILN_RETURN_IF_ERROR(assume_nonnegative(b, str_cat(what, " >= 0")));
+    KILN_RETURN_IF_ERROR(assume_nonnegative(d - b, str_cat(what, " <= dim ", d.to_string())));
+    return b;
+  };
+  KILN_ASSIGN_OR_RETURN(SymExpr first, normalize(s, "start"));
+  KILN_ASSIGN_OR_RETURN(SymExpr last, normalize(e, "end"));
+  KILN_RETURN_IF_ERROR(assume_nonnegative(last - first, "start <= end"));
+  return std::pair{first, last};
+}
+
+SymRange Importer::symbol_value_range(const SymExpr& e) const {
+  return value_range(e, [&](const std::string& s) {
+    SymbolInfo info = g_.symbol_info(s);
+    return SymRange{info.min, info.max};
+  });
+}
+
+absl::Status Importer::assume_nonnegative(const SymExpr& e, std::string_view what) {
+  std::optional<int64_t> lo = symbol_value_range(e).lo;
+  if (lo && *lo >= 0) return absl::OkStatus();
+  // c + k * S: a bound on S.
+  const std::vector<SymTerm>& terms = e.poly().terms;
+  int64_t c = 0;
+  const SymTerm* linear = nullptr;
+  bool other = false;
+  for (const SymTerm& t : terms) {
+    bool symbol = t.factors.size() == 1 && t.factors[0].exp == 1 && t.factors[0].atom->kind == SymAtom::Kind::Symbol;
+    if (t.factors.empty()) c = t.coeff;
+    else if (!linear && symbol) linear = &t;
+    else other = true;
+  }
+  if (!linear || other)
+    return needs_constant("slice bound: ", what, " (", e.to_string(), " >= 0) is not implied by the symbols' bounds");
+  const std::string& sym = linear->factors[0].atom->name;
+  SymbolInfo info = g_.symbol_info(sym);
+  int64_t k = linear->coeff;
+  if (k > 0) info.min = std::max(info.min, -floor_div(c, k));  // S >= ceil(-c / k)
+  else info.max = std::min(info.max.value_or(std::numeric_limits<int64_t>::max()), floor_div(c, -k));
+  if (info.max && info.min > *info.max)
+    return bad("slice bound: ", what, " (", e.to_string(), " >= 0) needs ", sym, " outside its bounds");
+  return g_.set_symbol_bounds(sym, info);
 }
 
 absl::Status Importer::concat() {

@@ -146,8 +146,7 @@ TEST_CASE("a symbolic slice whose bounds clamp at run time is an error naming th
   REQUIRE(!bad.ok());
   INFO(bad.status().message());
   CHECK(contains(bad.status(), "%slice = slice"));
-  CHECK(contains(bad.status(), "f32[5]"));
-  CHECK(contains(bad.status(), "f32[3]"));
+  CHECK(contains(bad.status(), "slice [0, 5) is outside dim 0 of f32[3]"));
 }
 
 TEST_CASE("parameters with data come from the graph; others are arguments") {
