@@ -110,9 +110,10 @@ void check_enabled(const json& model) {
 #endif
   }
 #if KILN_WITH_LLVM
-  TensorMap fresh = fresh_inputs(model, model["fresh_bindings"], std::random_device{}());
+  const uint64_t seed = std::random_device{}();
+  TensorMap fresh = fresh_inputs(model, model["fresh_bindings"], seed);
   check_close(run_cpu(fresh), run_reference(fresh), tol, outputs,
-              str_cat("cpu vs reference, ", name, " at ", model["fresh_bindings"].dump()));
+              str_cat("cpu vs reference, ", name, " at ", model["fresh_bindings"].dump(), ", inputs of seed ", seed));
 #endif
 }
 
