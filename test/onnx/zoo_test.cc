@@ -29,6 +29,7 @@ using nlohmann::json;
 const std::string kZooDir = KILN_ZOO_DIR;
 const std::string kSourceDir = KILN_SOURCE_DIR;
 
+// Entries are read with at(): a missing key fails the test with nlohmann's message naming it.
 json read_manifest() {
   std::ifstream f(kZooDir + "/manifest.json");
   REQUIRE(f);
@@ -67,23 +68,23 @@ void check_close(const std::vector<HostTensor>& got, const std::vector<HostTenso
 TensorMap fresh_inputs(const json& model, const json& bindings, uint64_t seed) {
   std::mt19937_64 rng(seed);
   TensorMap args;
-  for (const json& in : model["inputs"]) {
+  for (const json& in : model.at("inputs")) {
     std::vector<int64_t> shape;
-    for (const json& d : in["dims"]) shape.push_back(d.is_string() ? bindings.at(d.get<std::string>()).get<int64_t>() : d.get<int64_t>());
-    HostTensor t(in["dtype"] == "int64" ? DType::i64 : DType::f32, shape);
-    t.fill_random(rng, in["range"][0].get<double>(), in["range"][1].get<double>());
-    args.emplace(in["name"].get<std::string>(), std::move(t));
+    for (const json& d : in.at("dims")) shape.push_back(d.is_string() ? bindings.at(d.get<std::string>()).get<int64_t>() : d.get<int64_t>());
+    HostTensor t(in.at("dtype") == "int64" ? DType::i64 : DType::f32, shape);
+    t.fill_random(rng, in.at("range").at(0).get<double>(), in.at("range").at(1).get<double>());
+    args.emplace(in.at("name").get<std::string>(), std::move(t));
   }
   return args;
 }
 
 void check_enabled(const json& model) {
-  const std::string name = model["name"];
-  absl::StatusOr<Graph> g = import_onnx_file(kZooDir + "/" + model["model"].get<std::string>());
+  const std::string name = model.at("name");
+  absl::StatusOr<Graph> g = import_onnx_file(kZooDir + "/" + model.at("model").get<std::string>());
   if (!g.ok()) FAIL(status_message(g.status()));
   if (absl::Status v = verify(*g); !v.ok()) FAIL(status_message(v));
-  const Tolerance tol{model["rtol"].get<double>(), model["atol"].get<double>()};
-  const std::vector<std::string> outputs = model["outputs"];
+  const Tolerance tol{model.at("rtol").get<double>(), model.at("atol").get<double>()};
+  const std::vector<std::string> outputs = model.at("outputs");
 #if KILN_WITH_LLVM
   absl::StatusOr<CompiledGraph> cg = compile(*g, {.device = Device::Cpu});
   if (!cg.ok()) FAIL(status_message(cg.status()));
@@ -98,12 +99,12 @@ void check_enabled(const json& model) {
     if (!out.ok()) FAIL(status_message(out.status()));
     return *std::move(out);
   };
-  for (const json& set : model["size_sets"]) {
-    const std::string where = str_cat(name, " at ", set["name"].get<std::string>(), " vs onnxruntime");
+  for (const json& set : model.at("size_sets")) {
+    const std::string where = str_cat(name, " at ", set.at("name").get<std::string>(), " vs onnxruntime");
     TensorMap args;
-    for (const auto& [in, rel] : set["inputs"].items()) args.emplace(in, npy(rel));
+    for (const auto& [in, rel] : set.at("inputs").items()) args.emplace(in, npy(rel));
     std::vector<HostTensor> expected;
-    for (const std::string& out : outputs) expected.push_back(npy(set["outputs"].at(out)));
+    for (const std::string& out : outputs) expected.push_back(npy(set.at("outputs").at(out)));
     check_close(run_reference(args), expected, tol, outputs, "reference, " + where);
 #if KILN_WITH_LLVM
     check_close(run_cpu(args), expected, tol, outputs, "cpu, " + where);
@@ -111,9 +112,9 @@ void check_enabled(const json& model) {
   }
 #if KILN_WITH_LLVM
   const uint64_t seed = std::random_device{}();
-  TensorMap fresh = fresh_inputs(model, model["fresh_bindings"], seed);
+  TensorMap fresh = fresh_inputs(model, model.at("fresh_bindings"), seed);
   check_close(run_cpu(fresh), run_reference(fresh), tol, outputs,
-              str_cat("cpu vs reference, ", name, " at ", model["fresh_bindings"].dump(), ", inputs of seed ", seed));
+              str_cat("cpu vs reference, ", name, " at ", model.at("fresh_bindings").dump(), ", inputs of seed ", seed));
 #endif
 }
 
@@ -121,10 +122,10 @@ TEST_CASE("model zoo: every enabled model matches onnxruntime on the reference a
           "[onnx][zoo]") {
   json m = read_manifest();
   int enabled = 0;
-  for (const json& model : m["models"]) {
-    if (model["status"] != "enabled") continue;
+  for (const json& model : m.at("models")) {
+    if (model.at("status") != "enabled") continue;
     ++enabled;
-    DYNAMIC_SECTION(model["name"].get<std::string>()) { check_enabled(model); }
+    DYNAMIC_SECTION(model.at("name").get<std::string>()) { check_enabled(model); }
   }
   CHECK(enabled >= 1);  // the control model, at least
 }
@@ -132,16 +133,16 @@ TEST_CASE("model zoo: every enabled model matches onnxruntime on the reference a
 TEST_CASE("model zoo: every pending model still fails to import, with the error recorded", "[onnx][zoo]") {
   json m = read_manifest();
   const std::string prefix = "pending: ";
-  for (const json& model : m["models"]) {
-    const std::string status = model["status"], name = model["name"];
+  for (const json& model : m.at("models")) {
+    const std::string status = model.at("status"), name = model.at("name");
     if (status == "enabled") continue;
     INFO(name << ": status must be \"enabled\" or \"pending: <error>\", is \"" << status << "\"");
     REQUIRE(status.rfind(prefix, 0) == 0);
-    absl::StatusOr<Graph> g = import_onnx_file(kZooDir + "/" + model["model"].get<std::string>());
-    INFO(name << " imports now: check it, set its status to \"enabled\" (tools/zoo/make_zoo.py --status-only)");
+    absl::StatusOr<Graph> g = import_onnx_file(kZooDir + "/" + model.at("model").get<std::string>());
+    INFO(name << " imports now: check it, set its status to \"enabled\" (tools/zoo/zoo_status.py)");
     CHECK(!g.ok());
     if (g.ok()) continue;
-    INFO(name << "'s import error changed: update its status (tools/zoo/make_zoo.py --status-only)");
+    INFO(name << "'s import error changed: update its status (tools/zoo/zoo_status.py)");
     CHECK(portable(status_message(g.status())) == status.substr(prefix.size()));
   }
 }

@@ -12,8 +12,10 @@ else "pending: " and kiln's first error line, verbatim.
   /work/zoo-venv/bin/pip install torch==2.8.* torchvision==0.23.* transformers==4.52.4 \
       onnx onnxruntime onnxscript numpy
   /work/zoo-venv/bin/python tools/zoo/make_zoo.py --kiln build/compiler/kiln
-  /work/zoo-venv/bin/python tools/zoo/make_zoo.py --kiln build/compiler/kiln --status-only
-      (re-checks the committed models with kiln and rewrites only the statuses)
+  /work/zoo-venv/bin/python tools/zoo/make_zoo.py --kiln build/compiler/kiln --only unet
+      (rebuilds one model; the others keep their committed files, their statuses re-checked)
+  python3 tools/zoo/zoo_status.py --kiln build/compiler/kiln
+      (no torch: re-checks the committed models with kiln and rewrites only the statuses)
 
 Run with (2026-12-06): Python 3.11, torch 2.8.0 (the CUDA wheel from PyPI, run on the CPU),
 torchvision 0.23.0, transformers 4.52.4, onnx 1.23.2, onnxruntime 1.32.0, numpy 2.4.
@@ -25,10 +27,7 @@ names and most published Hugging Face ONNX files.
 Outputs are deterministic for one set of versions: seeds are fixed per model.
 """
 import argparse
-import json
 import os
-import re
-import subprocess
 import sys
 
 import numpy as np
@@ -37,10 +36,11 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+import zoo_status
+from zoo_status import ZOO
+
 OPSET = 17
 RTOL = 1e-3
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ZOO = os.path.join(REPO, "test", "onnx", "zoo")
 TEXT_SETS = [("b1_s7", {"batch": 1, "seq": 7}), ("b3_s16", {"batch": 3, "seq": 16})]
 IMAGE_SETS = [("b1_32x32", {"batch": 1, "height": 32, "width": 32}),
               ("b2_40x40", {"batch": 2, "height": 40, "width": 40})]
@@ -284,16 +284,6 @@ def export(m, path):
     return model
 
 
-def kiln_status(kiln, model_path):
-    """'enabled', or 'pending: ' + the first line kiln prints on stderr, with the checkout's
-    absolute path made relative so the text is the same in every checkout."""
-    r = subprocess.run([kiln, "dump", model_path], capture_output=True, text=True)
-    if r.returncode == 0:
-        return "enabled"
-    lines = [l for l in r.stderr.splitlines() if l.strip()] or [f"exit status {r.returncode}"]
-    return "pending: " + lines[0].removeprefix("kiln: ").replace(REPO + os.sep, "")
-
-
 def build(m, kiln):
     d = os.path.join(ZOO, m.name)
     os.makedirs(d, exist_ok=True)
@@ -327,49 +317,28 @@ def build(m, kiln):
     return {"name": m.name, "description": m.note, "exporter": "torchscript (torch.onnx.export, dynamo=False)",
             "opset": OPSET, "model": f"{m.name}/model.onnx", "bytes": size, "op_types": ops,
             "inputs": m.inputs, "outputs": m.outputs, "size_sets": sets, "fresh_bindings": m.fresh,
-            "rtol": RTOL, "atol": m.atol, "status": kiln_status(kiln, path)}
-
-
-def kiln_op_table():
-    """The ONNX op types the importer's table handles (frontends/onnx/onnx_ops.cc)."""
-    text = open(os.path.join(REPO, "frontends", "onnx", "onnx_ops.cc")).read()
-    return set(re.findall(r'\{"(\w+)", \{&Importer::', text))
-
-
-def write_manifest(entries):
-    manifest = {"about": "kiln's model zoo (issue 16), written by tools/zoo/make_zoo.py; read by "
-                         "test/onnx/zoo_test.cc. Paths are relative to this file's folder.",
-                "models": entries}
-    with open(os.path.join(ZOO, "manifest.json"), "w") as f:
-        json.dump(manifest, f, indent=1)
-        f.write("\n")
+            "rtol": RTOL, "atol": m.atol, "status": zoo_status.kiln_status(kiln, path)}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kiln", required=True, help="the kiln CLI, for each model's status")
-    ap.add_argument("--status-only", action="store_true", help="re-check committed models, rewrite statuses")
     ap.add_argument("--only", nargs="*", help="rebuild only these models (the others stay as committed)")
     a = ap.parse_args()
     kiln = os.path.abspath(a.kiln)
-    manifest_path = os.path.join(ZOO, "manifest.json")
-    old = {e["name"]: e for e in json.load(open(manifest_path))["models"]} if os.path.exists(manifest_path) else {}
+    old = {e["name"]: e for e in zoo_status.read_manifest()}
     entries = []
     for seed, builder in enumerate(BUILDERS):
         name = builder.__name__
         torch.manual_seed(seed)  # before the module is made: its random weights
-        if a.status_only or (a.only and name not in a.only):
+        if a.only and name not in a.only:
             e = old[name]
-            e["status"] = kiln_status(kiln, os.path.join(ZOO, e["model"]))
+            e["status"] = zoo_status.kiln_status(kiln, os.path.join(ZOO, e["model"]))
         else:
             e = build(builder(), kiln)
         entries.append(e)
-    write_manifest(entries)
-    handled = kiln_op_table()
-    for e in entries:
-        missing = [op for op in e["op_types"] if op not in handled]
-        print(f"{e['name']:16} {e['bytes']:>8} B  ops not in kiln's table: {', '.join(missing) or '-'}\n"
-              f"{'':16} {e['status']}")
+    zoo_status.write_manifest(entries)
+    zoo_status.print_summary(entries)
 
 
 if __name__ == "__main__":
