@@ -20,6 +20,7 @@
 #include "ir/reference.h"
 #include "ir/str.h"
 #include "ir/verifier.h"
+#include "test/common/catch_helpers.h"
 
 namespace kiln {
 namespace {
@@ -82,7 +83,7 @@ void check_enabled(const json& model) {
   const std::string name = model.at("name");
   absl::StatusOr<Graph> g = import_onnx_file(kZooDir + "/" + model.at("model").get<std::string>());
   if (!g.ok()) FAIL(status_message(g.status()));
-  if (absl::Status v = verify(*g); !v.ok()) FAIL(status_message(v));
+  testing::require_ok(verify(*g));
   const Tolerance tol{model.at("rtol").get<double>(), model.at("atol").get<double>()};
   const std::vector<std::string> outputs = model.at("outputs");
 #if KILN_WITH_LLVM
