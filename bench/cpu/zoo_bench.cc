@@ -1,0 +1,105 @@
+// kiln's CPU latency on the model zoo (test/onnx/zoo): each enabled model imported,
+// compiled for the CPU and called on its committed inputs of one size set, back to back.
+// bench/cpu/zoo_compare.py runs it beside onnxruntime on the same inputs and thread counts.
+//   kiln_bench_zoo [--zoo DIR] [--rounds N] [--round-ms MS] [--size-set NAME] [--models a,b]
+// The thread count is the CPU backend's (KILN_CPU_THREADS, default: all cores). Rounds
+// interleave the models; a round's time is the mean per call over calls lasting at least
+// --round-ms. One JSON line per model: "KILN_ZOO {...}" with every round's microseconds.
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "compiler/compile.h"
+#include "frontends/onnx/onnx_import.h"
+#include "ir/npy.h"
+#include "ir/str.h"
+
+using namespace kiln;
+using json = nlohmann::json;
+
+namespace {
+
+[[noreturn]] void die(const std::string& what) {
+  std::fprintf(stderr, "kiln_bench_zoo: %s\n", what.c_str());
+  std::exit(1);
+}
+
+template <typename T>
+T check(absl::StatusOr<T> v, const std::string& what) {
+  if (!v.ok()) die(str_cat(what, ": ", status_message(v.status())));
+  return *std::move(v);
+}
+
+struct Model {
+  std::string name, size_set;
+  CompiledGraph cg;
+  std::vector<Tensor> args;
+  std::vector<double> round_us;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string zoo = std::string(KILN_SOURCE_DIR) + "/test/onnx/zoo", size_set, only;
+  int rounds = 7;
+  double round_ms = 200;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : (die(str_cat(a, " needs a value")), ""); };
+    if (a == "--zoo") zoo = next();
+    else if (a == "--rounds") rounds = std::atoi(next().c_str());
+    else if (a == "--round-ms") round_ms = std::atof(next().c_str());
+    else if (a == "--size-set") size_set = next();
+    else if (a == "--models") only = "," + next() + ",";
+    else die(str_cat("unknown argument ", a));
+  }
+  std::ifstream f(zoo + "/manifest.json");
+  json manifest = json::parse(f, nullptr, false);
+  if (manifest.is_discarded() || !manifest.contains("models")) die(str_cat("cannot read ", zoo, "/manifest.json"));
+
+  std::vector<Model> models;
+  for (const json& m : manifest["models"]) {
+    std::string name = m.value("name", "");
+    if (m.value("status", "") != "enabled" || (!only.empty() && only.find("," + name + ",") == std::string::npos))
+      continue;
+    const json* set = &m["size_sets"].back();
+    for (const json& s : m["size_sets"])
+      if (s.value("name", "") == size_set) set = &s;
+    Graph g = check(import_onnx_file(zoo + "/" + m["model"].get<std::string>()), name);
+    Model model{name, set->value("name", ""), check(compile(g, {.device = Device::Cpu}), name), {}, {}};
+    for (const Value* v : model.cg.module().args) {
+      auto it = (*set)["inputs"].find(v->name());
+      if (it == (*set)["inputs"].end()) die(str_cat(name, ": no input file for %", v->name()));
+      HostTensor h = check(read_npy(zoo + "/" + it->get<std::string>()), name);
+      model.args.push_back(check(Tensor::from_host(h), name));
+    }
+    check((model.cg)(model.args), name);  // compiles and warms up
+    models.push_back(std::move(model));
+  }
+  if (models.empty()) die("no enabled model matches");
+  for (int r = 0; r < rounds; ++r)
+    for (Model& m : models) {
+      int calls = 0;
+      auto t0 = std::chrono::steady_clock::now();
+      double ms = 0;
+      do {
+        check(m.cg(m.args), m.name);
+        ++calls;
+        ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      } while (ms < round_ms);
+      m.round_us.push_back(ms * 1e3 / calls);
+    }
+  const char* threads = std::getenv("KILN_CPU_THREADS");
+  for (const Model& m : models)
+    std::printf("KILN_ZOO %s\n", json{{"model", m.name}, {"size_set", m.size_set}, {"threads", threads ? threads : "all"},
+                                       {"round_us", m.round_us}}
+                                     .dump()
+                                     .c_str());
+  return 0;
+}
