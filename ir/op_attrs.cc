@@ -31,17 +31,17 @@ absl::Status slice_step_ok(const Dim& dim, const SymExpr& start, const SymExpr& 
 SliceBounds slice_bounds(const Dim& dim, const SymExpr& start, const SymExpr& end, int64_t step) {
   std::optional<int64_t> n = dim.constant(), s = start.constant(), e = end.constant();
   if (n && s && e) {  // Python's rules
-    int64_t first, len;
+    int64_t first, last, len;
     if (step > 0) {
       first = *s < 0 ? std::max<int64_t>(0, *n + *s) : std::min(*s, *n);
-      int64_t last = *e < 0 ? std::max<int64_t>(0, *n + *e) : std::min(*e, *n);
+      last = *e < 0 ? std::max<int64_t>(0, *n + *e) : std::min(*e, *n);
       len = last > first ? (last - first - 1) / step + 1 : 0;  // no overflow for huge steps
     } else {
       first = *s < 0 ? std::max<int64_t>(-1, *n + *s) : std::min(*s, *n - 1);
-      int64_t last = *e < 0 ? std::max<int64_t>(-1, *n + *e) : std::min(*e, *n - 1);
+      last = *e < 0 ? std::max<int64_t>(-1, *n + *e) : std::min(*e, *n - 1);
       len = first > last ? 1 - (first - last - 1) / step : 0;  // truncation; no -step overflow
     }
-    return SliceBounds{first, first + len * step, len, true};
+    return SliceBounds{first, last, len, true};
   }
   constexpr int64_t kToEnd = int64_t{1} << 62;
   SymExpr first = s && *s < 0 ? dim + *s : start;

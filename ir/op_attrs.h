@@ -92,8 +92,8 @@ absl::StatusOr<std::vector<int64_t>> reduction_axes(const Node& reduction);
 // Whether a reduction keeps each reduced dim, with size 1.
 bool reduction_keepdim(const Node& reduction);
 
-// Where a slice (ops.def) starts along a dim of extent `dim`, where it ends (exclusive for a
-// positive step) and how many elements it takes. `clamped`: constant bounds on a static dim,
+// Where a slice (ops.def) starts along a dim of extent `dim`, where it ends (exclusive, in
+// the step's direction) and how many elements it takes. `clamped`: constant bounds on a static dim,
 // normalized and clamped as Python does; otherwise start and end are the attributes after a
 // negative constant counts from the end (and end >= 2^62 means `dim`), and the slice is
 // valid only where 0 <= start <= end <= dim (slice_in_range; the verifier proves it).
