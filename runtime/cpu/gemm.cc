@@ -90,7 +90,8 @@ void pack_as(const GemmRunner::Operand& op, int64_t k, const void* src, float* d
 }  // namespace
 
 std::optional<GemmRunner> GemmRunner::make(const kir::Kernel& k) {
-  if (!blas_runs(k)) return std::nullopt;
+  if (!k.gemm || k.gemm->acc_dtype != DType::f32 || !blas_reads_in_place(k, false) || !blas_reads_in_place(k, true))
+    return std::nullopt;
   const kir::GemmSpec& g = *k.gemm;
   GemmRunner r;
   r.m_dims_ = static_cast<size_t>(g.m_dims);

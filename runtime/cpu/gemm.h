@@ -18,7 +18,8 @@ namespace kiln::cpu {
 
 class GemmRunner {
  public:
-  // nullopt where BLAS does not run `k` (codegen/gemm.h blas_runs): its own k loop computes it.
+  // nullopt unless BLAS reads both operands of `k` in place (codegen/gemm.h
+  // blas_reads_in_place); a gathered operand is given as gathered_operand's.
   static std::optional<GemmRunner> make(const kir::Kernel& k);
 
   // The GEMM under concrete symbol values.
