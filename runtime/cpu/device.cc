@@ -154,7 +154,7 @@ class CpuProgram final : public DeviceProgram {
 
   absl::StatusOr<std::unique_ptr<StepPlan>> plan_gemm(int gemm, const Bindings& b) override {
     auto call = std::make_unique<GemmCall>();
-    KILN_ASSIGN_OR_RETURN(call->bound, gemms_[gemm].runner.bind(b));
+    KILN_ASSIGN_OR_RETURN(call->bound, gemms_[gemm].runner.bind(b, gemms_[gemm].stable[1]));
     return call;
   }
 

@@ -74,3 +74,19 @@ CHECK: BLAS k{{[0-9]+}}_matmul, A gathered
 )");
   }
 }
+
+TEST_CASE("cpu: weights kept as [K, N] copies across calls of every row count", "[cpu][gemm]") {
+  // f32 weights in place and bf16 weights converted: few rows read a kept [K, N] copy, one
+  // row runs sgemv, many rows read an f32 weight in place; one executable serves them all,
+  // each binding with weights at new addresses.
+  Graph g = parse_or_fail(R"(graph w(%x: f32[M, 48], %w: f32[40, 48] param, %h: bf16[M, 40], %v: bf16[24, 40] param) {
+  %l = linear(%x, %w)
+  %p = linear(%h, %v)
+  return %l, %p
+})");
+  absl::StatusOr<std::shared_ptr<const CompiledModule>> m = testing::make_module(g);
+  if (!m.ok()) FAIL(status_message(m.status()));
+  std::vector<Bindings> bs;
+  for (int64_t rows : {1, 3, 64, 65, 300, 2, 1}) bs.push_back({{"M", rows}});
+  require_ok(testing::check_cpu_matches_reference(g, *m, bs, 25));
+}
