@@ -258,6 +258,24 @@ std::vector<Workload> workloads(bool quick) {
               });
             }};
   };
+  // A few rows through an f32 weight (small-batch decoding): the [K, N] weight copy's case.
+  int64_t few = 16;
+  w.push_back({str_cat("linear f32 (", few, "x1024x1024)"),
+               str_cat("graph lf(%x: f32[M, ", k, "], %w: f32[", n, ", ", k, "] param) {\n  %y = linear(%x, %w)\n",
+                       "  return %y\n}"),
+               {{"M", few}}, false, 2.0 * static_cast<double>(few * n * k),
+               [=](const std::vector<HostTensor>& in, HostTensor& out) {
+                 const float *x = reinterpret_cast<const float*>(in[0].data()),
+                             *wt = reinterpret_cast<const float*>(in[1].data());
+                 float* y = reinterpret_cast<float*>(out.data());
+                 rowwise(few, n, [&](int64_t i, int64_t nn) {
+                   for (int64_t j = 0; j < nn; ++j) {
+                     float acc = 0;
+                     for (int64_t t = 0; t < k; ++t) acc += x[i * k + t] * wt[j * k + t];
+                     y[i * nn + j] = acc;
+                   }
+                 });
+               }});
   w.push_back(mlp(quick ? 8 : 32));
   w.push_back(mlp(1));
   // The operands of exported transformers (issue 16): a reshape [B, S, H] -> [B*S, H] before
