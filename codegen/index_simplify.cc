@@ -241,6 +241,27 @@ class Simplifier {
     return n.kind == kind ? &n : nullptr;
   }
 
+  // d = f * e for a factor f of d (an atom, or the coefficient) where r // f and r % f
+  // take no more floordiv/mod nodes than r: then r // d = (r // f) // e and
+  // r % d = ((r // f) % e) * f + r % f simplify too, as a reshape chain [B, S*H] ->
+  // [B*S, H] needs ((o*H + k) // (S*H) with k < H is o // S).
+  struct Split {
+    Poly q, m, f, e;  // r // f, r % f, f, e
+  };
+  std::optional<Split> split(const Poly& r, const Term& dm) {
+    std::vector<Term> factors;
+    if (dm.coeff > 1 && !dm.atoms.empty()) factors.push_back({dm.coeff, {}});
+    for (size_t i = 0; i < dm.atoms.size(); ++i)
+      if ((dm.atoms.size() > 1 || dm.coeff > 1) && (i == 0 || dm.atoms[i].first != dm.atoms[i - 1].first))
+        factors.push_back({1, {dm.atoms[i]}});
+    int nodes = count_divmod(index_of(r));
+    for (const Term& f : factors) {
+      Poly q = div(r, Poly{f}, false), m = div(r, Poly{f}, true);
+      if (count_divmod(index_of(q)) + count_divmod(index_of(m)) <= nodes) return Split{q, m, {f}, {*quotient(dm, f)}};
+    }
+    return std::nullopt;
+  }
+
   // r // d where no term of r is a multiple of d.
   Poly rest_div(const Poly& r, const Poly& d, const Term& dm) {
     if (r.empty() || below(r, d)) return {};
@@ -251,6 +272,7 @@ class Simplifier {
       if (std::optional<Term> b = mm ? quotient(*mm, dm) : std::nullopt)
         return div(div(poly_of(m->a), d, false), Poly{*b}, true);
     }
+    if (std::optional<Split> sp = split(r, dm)) return div(sp->q, sp->e, false);
     return atom(Index::floordiv(index_of(r), index_of(d)));
   }
 
@@ -262,6 +284,7 @@ class Simplifier {
       std::optional<Term> mm = monomial(poly_of(m->b));
       if (mm && quotient(*mm, dm)) return div(poly_of(m->a), d, true);
     }
+    if (std::optional<Split> sp = split(r, dm)) return add(mul(div(sp->q, sp->e, true), sp->f), sp->m);
     return atom(Index::mod(index_of(r), index_of(d)));
   }
 

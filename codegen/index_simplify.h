@@ -20,7 +20,8 @@ struct VarRanges {
 // variables take (divisors are positive, as IndexKind requires):
 //   (q*d + r) // d = q + r // d  and  (q*d + r) % d = r % d   (d a product of dims)
 //   x // d = 0  and  x % d = x                                 (0 <= x < d by the ranges)
-//   (x // a) // b = x // (a*b)
+//   (x // a) // b = x // (a*b), and x // (a*b) = (x // a) // b where x // a and x % a
+//   simplify (x % (a*b) likewise)
 //   (x % (a*b)) // a = (x // a) % b  and  (x % (a*b)) % a = x % a
 //   (x // (a*b)) * b + (x // a) % b = x // a                   (a = 1: (x // b) * b + x % b = x)
 // Returns `i` itself unless the result has fewer floordiv/mod nodes, so an index that does

@@ -122,6 +122,19 @@ TEST_CASE("nested floordiv and mod forms of reshape chains", "[index]") {
           "r0 % (H * S)", kSizes);
   }
   SECTION("(x % (a*b)) % a = x % a") { check(mod(mod(r(0), 12), 4), {{}, {50}}, "r0 % 4", kSizes); }
+  SECTION("a divisor split where part of it divides: [B, S*H] -> [B*S, H]") {
+    // Row o0 of [B*S, H], column r0 < H, is element f = o0*H + r0 of the flat tensor:
+    // [f // (S*H), (f % (S*H)) // H, f % H] in [B, S, H], which flattens back to f.
+    Index f = o(0) * sym("H") + r(0);
+    Index sh = sym("S") * sym("H");
+    // (f // (S*H) is o0 // S and f % (S*H) is (o0 % S) * H + r0, no fewer nodes alone.)
+    check((div(f, sh) * sym("S") + div(mod(f, sh), sym("H"))) * sym("H") + mod(mod(f, sh), sym("H")),
+          {{Dim::symbol("B") * nh}, {hd}}, "o0 * H + r0", kSizes);
+    // Without r0 < H nothing splits.
+    Index back = (div(f, sh) * sym("S") + div(mod(f, sh), sym("H"))) * sym("H") + mod(mod(f, sh), sym("H"));
+    check(back, {{Dim::symbol("B") * nh}, {hd * 2}},
+          "H * S * ((o0 * H + r0) // (H * S)) + H * ((o0 + r0 // H) % S) + r0 % H", kSizes);
+  }
 }
 
 TEST_CASE("indices that do not simplify keep their form", "[index]") {

@@ -190,6 +190,22 @@ CHECK: b w[o1 * 16 + r0] strides offset 0 outer [0, 16] k 1
 )");
 }
 
+TEST_CASE("a reshape chain [B, S, 16] -> [B, 16*S] -> [B*S, 16] before a GEMM leaves an affine operand", "[lower]") {
+  Graph g = parse_or_fail(R"(graph rc(%x: f32[B, S, 16], %w: f32[8, 16] param) {
+  %f = reshape(%x, shape=[B, -1])
+  %r = reshape(%f, shape=[-1, 16])
+  %y = linear(%r, %w)
+  return %y
+})");
+  Schedule s;
+  s.groups.push_back(make_group(g, {g.find("y")->producer()}, KernelGroup::Kind::Gemm, 0));
+  s.groups[0].inputs = {g.find("x"), g.find("w")};
+  s.groups[0].prologue = {g.find("f")->producer(), g.find("r")->producer()};
+  std::vector<Bindings> bs = {{{"B", 1}, {"S", 1}}, {{"B", 3}, {"S", 7}}, {{"B", 8}, {"S", 64}}};
+  require_ok(check_schedule_matches_reference(g, s, bs, 15));
+  require_checks(lowered_text(g, s), "CHECK: a x[o0 * 16 + r0] strides offset 0 outer [16, 0] k 1");
+}
+
 TEST_CASE("the heads merge before a GEMM: per batch a two-level stride along k, no affine index", "[lower]") {
   Graph g = parse_or_fail(kHeadsMerge);
   Schedule s;

@@ -48,6 +48,19 @@ CHECK-NOT: gathered
 )");
 }
 
+TEST_CASE("cpu: a reshape chain [B, S, H] -> [B, S*H] -> [B*S, H] before a linear is read in place too", "[cpu][gemm]") {
+  Graph g = parse_or_fail(R"(graph rc(%x: f32[B, S, 24], %w: f32[40, 24] param) {
+  %f = reshape(%x, shape=[B, -1])
+  %r = reshape(%f, shape=[-1, 24])
+  %y = linear(%r, %w)
+  return %y
+})");
+  require_checks(checked_program(g, 26), R"(
+CHECK: BLAS k{{[0-9]+}}_linear, f32 accumulator
+CHECK-NOT: gathered
+)");
+}
+
 TEST_CASE("cpu: the heads merge before the output projection is gathered once, then BLAS", "[cpu][gemm]") {
   SECTION("linear, f32") {
     Graph g = parse_or_fail(R"(graph hm(%x: f32[B, 4, S, 8], %w: f32[20, 32] param) {
