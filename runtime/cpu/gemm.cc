@@ -20,7 +20,7 @@ constexpr double kMinParallelFlops = 1 << 18;
 // Up to this many rows of C, a weight B of [N, K] runs from a kept [K, N] copy: OpenBLAS's
 // sgemm (0.3.21, znver4, one thread) took 1.5-2.3x less time for m = 2..32 and 1.1-1.3x
 // for m = 64 with k = n = 1024 (about even beyond 128 rows, where the copy would only cost
-// memory). One row runs sgemv, as fast on either layout.
+// memory). One row runs sgemv, which took 0.8-1.7x as long on either layout (no winner).
 constexpr int64_t kKnCopyMaxRows = 64;
 
 
