@@ -68,8 +68,8 @@ std::optional<OperandLayout> strided_operand(const kir::Kernel& k, bool is_b,
 
 // A kernel that gathers a GEMM operand into a dense [batch.., rows.., K] buffer (its second
 // buffer), for operands that are no strided matrix (a reshape that splits K, batch dims
-// that do not flatten).
-kir::Kernel operand_gather(const kir::Kernel& k, bool is_b) {
+// that do not flatten), converted to `dtype` (BLAS: f32, so the copy is the only one).
+kir::Kernel operand_gather(const kir::Kernel& k, bool is_b, DType dtype) {
   const kir::GemmSpec& g = *k.gemm;
   const kir::GemmOperand& op = is_b ? g.b : g.a;
   int nb = static_cast<int>(g.batch.size()), from = nb + (is_b ? g.m_dims : 0), to = from + (is_b ? g.n_dims : g.m_dims);
@@ -87,13 +87,13 @@ kir::Kernel operand_gather(const kir::Kernel& k, bool is_b) {
   });
   kir::Buffer src = k.buffers[op.buffer];
   src.role = kir::Buffer::Role::Input;
-  c.buffers = {src, {c.name, src.dtype, c.domain, kir::Buffer::Role::Output}};
+  c.buffers = {src, {c.name, dtype, c.domain, kir::Buffer::Role::Output}};
   kir::Index dense(0);
   for (size_t d = 0; d < c.domain.size(); ++d)
     dense = dense * kir::Index::from_dim(c.domain[d]) + kir::Index::outer(static_cast<int>(d));
   kir::Stage st;
   st.lets.push_back({0, kir::Expr::load(0, at, src.dtype)});
-  st.stores.push_back({1, dense, kir::Expr::let(0, src.dtype)});
+  st.stores.push_back({1, dense, kir::Expr::cast(kir::Expr::let(0, src.dtype), dtype)});
   c.stages.push_back(std::move(st));
   std::set<std::string> syms;
   for (const kir::Buffer& b : c.buffers)
@@ -140,7 +140,7 @@ absl::StatusOr<GemmDecision> decide_cublaslt(const KernelGroup& g, const kir::Ke
       // Gathered into scratch first: dense [batch, rows, K].
       Dim rows = is_b ? layout.n : layout.m;
       l = OperandLayout{rows * layout.k, layout.k, 0, true};
-      (is_b ? d.gather_b : d.gather_a) = operand_gather(k, is_b);
+      (is_b ? d.gather_b : d.gather_a) = operand_gather(k, is_b, is_b ? b : a);
     }
     (is_b ? layout.batch_b : layout.batch_a) = l->batch_stride;
     (is_b ? layout.ldb : layout.lda) = l->ld;
@@ -160,18 +160,33 @@ absl::StatusOr<GemmDecision> decide_cublaslt(const KernelGroup& g, const kir::Ke
 
 }  // namespace
 
-bool blas_runs(const kir::Kernel& k) {
-  if (!k.gemm || k.gemm->acc_dtype != DType::f32 || !k.gemm->a.strides || !k.gemm->b.strides) return false;
+bool blas_reads_in_place(const kir::Kernel& k, bool is_b) {
+  if (!k.gemm) return false;
   const kir::GemmSpec& g = *k.gemm;
+  const kir::GemmOperand& op = is_b ? g.b : g.a;
   size_t nb = g.batch.size();
-  if (nb + g.m_dims + g.n_dims != k.domain.size() || g.a.strides->outer.size() != k.domain.size() ||
-      g.b.strides->outer.size() != k.domain.size())
+  if (!op.strides || nb + g.m_dims + g.n_dims != k.domain.size() || op.strides->outer.size() != k.domain.size())
     return false;
-  for (size_t d = nb; d < k.domain.size(); ++d) {
-    bool is_m = d < nb + static_cast<size_t>(g.m_dims);
-    if (!is_zero(is_m ? g.b.strides->outer[d] : g.a.strides->outer[d])) return false;
-  }
+  // Constant along the other operand's dims.
+  for (size_t d = nb; d < k.domain.size(); ++d)
+    if ((d < nb + static_cast<size_t>(g.m_dims)) == is_b && !is_zero(op.strides->outer[d])) return false;
   return true;
+}
+
+kir::GemmOperand gathered_operand(const kir::Kernel& k, bool is_b, int buffer) {
+  const kir::GemmSpec& g = *k.gemm;
+  size_t nb = g.batch.size(), from = nb + (is_b ? g.m_dims : 0), to = from + (is_b ? g.n_dims : g.m_dims);
+  kir::GemmStrides s{Dim(0), std::vector<Dim>(k.domain.size(), Dim(0)), Dim(1)};
+  Dim span = g.k;
+  for (size_t d = k.domain.size(); d-- > 0;) {
+    if (d >= to || (d >= nb && d < from)) continue;
+    s.outer[d] = span;
+    span = span * k.domain[d];
+  }
+  kir::Index index = kir::Index::inner(0);
+  for (size_t d = 0; d < k.domain.size(); ++d)
+    if (s.outer[d] != Dim(0)) index = index + kir::Index::outer(static_cast<int>(d)) * kir::Index::from_dim(s.outer[d]);
+  return kir::GemmOperand{buffer, index, std::move(s)};
 }
 
 std::string_view gemm_epilogue_name(GemmEpilogue e) {
@@ -206,8 +221,13 @@ absl::StatusOr<GemmDecision> decide_gemm(const KernelGroup& g, const kir::Kernel
     case GemmLibrary::None: return GemmDecision{};
     case GemmLibrary::CublasLt: return decide_cublaslt(g, k, baked);
     case GemmLibrary::Blas: {
+      // Integer GEMMs keep their own loop: sgemm's f32 would round their products.
       GemmDecision d;
-      d.library = blas_runs(k);
+      if (k.gemm->acc_dtype != DType::f32 || k.gemm->batch.size() + k.gemm->m_dims + k.gemm->n_dims != k.domain.size())
+        return d;
+      for (bool is_b : {false, true})
+        if (!blas_reads_in_place(k, is_b)) (is_b ? d.gather_b : d.gather_a) = operand_gather(k, is_b, DType::f32);
+      d.library = true;
       return d;
     }
   }

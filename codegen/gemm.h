@@ -38,8 +38,10 @@ enum class GemmLibrary : uint8_t {
   // cuBLASLt: float GEMMs whose operands share one dtype, over strided operands (others are
   // gathered into dense scratch first), with its own bias/relu/gelu-tanh epilogues.
   CublasLt,
-  // BLAS sgemm (OpenBLAS): GEMMs accumulating in f32 over affine operands, in f32 (the device
-  // converts and packs operands that are not f32 in a BLAS layout); epilogues are kernels.
+  // BLAS sgemm (OpenBLAS): GEMMs accumulating in f32, in f32. Operands that are no affine
+  // index are gathered into dense scratch first (as for cuBLASLt); the device converts and
+  // packs operands that are not f32 in a BLAS layout. Epilogues are kernels. Integer GEMMs
+  // run their own loop.
   Blas,
 };
 std::string_view gemm_library_name(GemmLibrary l);
@@ -48,17 +50,22 @@ struct GemmDecision {
   bool library = false;  // false: the group's kernel computes the GEMM itself
   // CublasLt: the call's layout (Blas: the device derives it from the kernel's strides).
   std::optional<GemmLayout> layout;
-  // CublasLt: kernels gathering operand A (or B) into a dense [batch.., rows.., K] buffer,
-  // their second buffer, for operands that are no strided matrix.
+  // Kernels gathering operand A (or B) into a dense [batch.., rows.., K] buffer, their
+  // second buffer, for operands that are no strided matrix (CublasLt: in the operand's
+  // dtype) or no affine index (Blas: converted to f32).
   std::optional<kir::Kernel> gather_a, gather_b;
   // The library computes the whole group (layout->epilogue); else it writes an f32
   // accumulator that the group's kernel reads as its epilogue.
   bool fused_epilogue = false;
 };
 
-// Whether BLAS computes the accumulator of `k`: a GEMM accumulating in f32 over affine
-// operands, its domain exactly the batch, m and n dims, A constant along n and B along m.
-bool blas_runs(const kir::Kernel& k);
+// Whether BLAS reads operand A (B when `is_b`) of GEMM kernel `k` where it is: an affine
+// index (GemmStrides) constant along the other operand's dims. Others are gathered first.
+bool blas_reads_in_place(const kir::Kernel& k, bool is_b);
+
+// Operand A (or B) of `k` as its gather kernel (GemmDecision::gather_a/_b) leaves it in
+// buffer `buffer`: a dense [batch.., rows.., K] matrix, its strides over k's domain.
+kir::GemmOperand gathered_operand(const kir::Kernel& k, bool is_b, int buffer);
 
 // Pre: `k` is the lowering of `g`, a Gemm group. Symbols bound in `baked` are constants of
 // the specialization. Errors name the group.

@@ -445,8 +445,12 @@ std::string print_index(const Index& i, const Kernel* k) {
     case IndexKind::Sym: return n.name;
     case IndexKind::Add: return str_cat(print_index(n.a, k), " + ", print_index(n.b, k));
     case IndexKind::Mul: {
-      auto side = [&](const Index& x) { return x.kind() == IndexKind::Add ? str_cat("(", print_index(x, k), ")") : print_index(x, k); };
-      return str_cat(side(n.a), " * ", side(n.b));
+      // Left to right reads a // b * c as (a // b) * c: a floordiv or mod on the right needs parentheses.
+      auto side = [&](const Index& x, bool right) {
+        bool p = x.kind() == IndexKind::Add || (right && (x.kind() == IndexKind::FloorDiv || x.kind() == IndexKind::Mod));
+        return p ? str_cat("(", print_index(x, k), ")") : print_index(x, k);
+      };
+      return str_cat(side(n.a, false), " * ", side(n.b, true));
     }
     case IndexKind::FloorDiv: return str_cat(paren(n.a, k), " // ", paren(n.b, k));
     case IndexKind::Mod: return str_cat(paren(n.a, k), " % ", paren(n.b, k));

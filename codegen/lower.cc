@@ -6,6 +6,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "codegen/index_simplify.h"
 #include "ir/op_attrs.h"
 #include "ir/status.h"
 #include "ir/str.h"
@@ -96,6 +97,7 @@ class Lowerer {
     else if (!reductions.empty()) s = lower_reduction(reductions);
     else s = lower_elementwise();
     KILN_RETURN_IF_ERROR(s);
+    kir::simplify_indices(k_);
 
     // Output buffers follow the input buffers, so they are numbered only now; stores
     // recorded them by position in group_.outputs.
@@ -320,7 +322,7 @@ class Lowerer {
     for (auto [op, v, idx] : {std::tuple{&spec.a, a, a_idx}, std::tuple{&spec.b, b, b_idx}}) {
       KILN_ASSIGN_OR_RETURN(auto src, through_views(v, idx));
       op->buffer = input_buffer(src.first);
-      op->index = flatten(src.second, src.first->shape());
+      op->index = kir::simplify_index(flatten(src.second, src.first->shape()), {o, {spec.k}});
       if (std::optional<kir::AffineIndex> aff = kir::affine_index(op->index, o.size(), 1))
         op->strides = kir::GemmStrides{aff->offset, aff->outer, aff->inner[0]};
     }

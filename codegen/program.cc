@@ -246,7 +246,8 @@ int Program::launches() const {
     if (s.kind != Step::Kind::Gemm) continue;
     // On the CPU, BLAS computes the accumulator inside the epilogue kernel's launch.
     const GemmStep& g = gemms[s.index];
-    if (g.library == GemmLibrary::CublasLt) n += !!g.gather_a + !!g.gather_b + !!g.epilogue;
+    n += !!g.gather_a + !!g.gather_b;
+    if (g.library == GemmLibrary::CublasLt) n += !!g.epilogue;
   }
   return n;
 }

@@ -19,7 +19,7 @@ import sys
 BUDGETS = {
     "ir": 4400,
     "passes": 1550,
-    "codegen": 2750,
+    "codegen": 3100,
     "codegen/cuda": 1450,
     "codegen/cpu": 925,
     "runtime": 2400,

@@ -2,7 +2,8 @@
 // reference evaluator and by a hand-written C++ loop, timed in the same run, next to the copy
 // bandwidth of this machine (memory-bound workloads take turns with memcpy and with a copy
 // written with ordinary stores over several rounds). Prints a Markdown table
-// (bench/RESULTS.md, "CPU backend"). Usage: kiln_bench_cpu [--quick]
+// (bench/RESULTS.md, "CPU backend"). Usage: kiln_bench_cpu [--quick] [TEXT] (TEXT: only the
+// workloads whose name holds it)
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -257,8 +258,67 @@ std::vector<Workload> workloads(bool quick) {
               });
             }};
   };
+  // A few rows through an f32 weight (small-batch decoding): the [K, N] weight copy's case.
+  int64_t few = 16;
+  w.push_back({str_cat("linear f32 (", few, "x1024x1024)"),
+               str_cat("graph lf(%x: f32[M, ", k, "], %w: f32[", n, ", ", k, "] param) {\n  %y = linear(%x, %w)\n",
+                       "  return %y\n}"),
+               {{"M", few}}, false, 2.0 * static_cast<double>(few * n * k),
+               [=](const std::vector<HostTensor>& in, HostTensor& out) {
+                 const float *x = reinterpret_cast<const float*>(in[0].data()),
+                             *wt = reinterpret_cast<const float*>(in[1].data());
+                 float* y = reinterpret_cast<float*>(out.data());
+                 rowwise(few, n, [&](int64_t i, int64_t nn) {
+                   for (int64_t j = 0; j < nn; ++j) {
+                     float acc = 0;
+                     for (int64_t t = 0; t < k; ++t) acc += x[i * k + t] * wt[j * k + t];
+                     y[i * nn + j] = acc;
+                   }
+                 });
+               }});
   w.push_back(mlp(quick ? 8 : 32));
   w.push_back(mlp(1));
+  // The operands of exported transformers (issue 16): a reshape [B, S, H] -> [B*S, H] before
+  // a linear, and the attention heads merge (permute [B, nh, S, hd] -> [B, S, nh, hd],
+  // reshape to [B, S, nh*hd]) before the output projection, each next to the same GEMM
+  // on a plain 2-D input, the ceiling.
+  int64_t batch = quick ? 2 : 8, seq = 128, hidden = 256, out_n = 1024;
+  auto plain_linear = [](int64_t rows, int64_t kk, int64_t nn, auto a_at) {
+    return [=](const std::vector<HostTensor>& in, HostTensor& out) {
+      const float *x = reinterpret_cast<const float*>(in[0].data()), *wt = reinterpret_cast<const float*>(in[1].data());
+      float* y = reinterpret_cast<float*>(out.data());
+      cpu::ThreadPool::shared().parallel_for(rows, [&](int64_t i) {
+        for (int64_t j = 0; j < nn; ++j) {
+          float acc = 0;
+          for (int64_t t = 0; t < kk; ++t) acc += x[a_at(i, t)] * wt[j * kk + t];
+          y[i * nn + j] = acc;
+        }
+      });
+    };
+  };
+  auto row_major = [hidden](int64_t i, int64_t t) { return i * hidden + t; };
+  double lin_flops = 2.0 * static_cast<double>(batch * seq * hidden * out_n);
+  w.push_back({str_cat("reshape [B,S,256]->[B*S,256] + linear 1024 f32 (B=", batch, ", S=", seq, ")"),
+               str_cat("graph rl(%x: f32[B, S, ", hidden, "], %w: f32[", out_n, ", ", hidden, "] param) {\n",
+                       "  %r = reshape(%x, shape=[-1, ", hidden, "])\n  %y = linear(%r, %w)\n  return %y\n}"),
+               {{"B", batch}, {"S", seq}}, false, lin_flops, plain_linear(batch * seq, hidden, out_n, row_major)});
+  w.push_back({str_cat("  ceiling: linear 1024 f32 on [M,256] (M=", batch * seq, ")"),
+               str_cat("graph l2(%x: f32[M, ", hidden, "], %w: f32[", out_n, ", ", hidden, "] param) {\n",
+                       "  %y = linear(%x, %w)\n  return %y\n}"),
+               {{"M", batch * seq}}, false, lin_flops, plain_linear(batch * seq, hidden, out_n, row_major)});
+  int64_t hb = quick ? 1 : 4, nh = 8, hd = 32;
+  double merge_flops = 2.0 * static_cast<double>(hb * seq * hidden * hidden);
+  // Row (b, s) of the merged heads, element h*hd + d, is x[b, h, s, d].
+  auto heads_at = [=](int64_t i, int64_t t) { return (((i / seq) * nh + t / hd) * seq + i % seq) * hd + t % hd; };
+  w.push_back({str_cat("heads merge [B,8,S,32]->[B,S,256] + linear 256 f32 (B=", hb, ", S=", seq, ")"),
+               str_cat("graph hm(%x: f32[B, ", nh, ", S, ", hd, "], %w: f32[", hidden, ", ", hidden, "] param) {\n",
+                       "  %p = permute(%x, dims=[0, 2, 1, 3])\n  %r = reshape(%p, shape=[B, S, ", hidden, "])\n",
+                       "  %y = linear(%r, %w)\n  return %y\n}"),
+               {{"B", hb}, {"S", seq}}, false, merge_flops, plain_linear(hb * seq, hidden, hidden, heads_at)});
+  w.push_back({str_cat("  ceiling: linear 256 f32 on [M,256] (M=", hb * seq, ")"),
+               str_cat("graph l3(%x: f32[M, ", hidden, "], %w: f32[", hidden, ", ", hidden, "] param) {\n",
+                       "  %y = linear(%x, %w)\n  return %y\n}"),
+               {{"M", hb * seq}}, false, merge_flops, plain_linear(hb * seq, hidden, hidden, row_major)});
   return w;
 }
 
@@ -274,7 +334,7 @@ std::string machine() {
                  cpu::CpuJit::instance().host_cpu());
 }
 
-int run(bool quick) {
+int run(bool quick, const std::string& only) {
   int threads = cpu::ThreadPool::shared().threads();
   double copy1 = copy_gbs(int64_t{256} << 20, 1), copyn = copy_gbs(int64_t{256} << 20, threads);
   double plainn = copy_gbs(int64_t{256} << 20, threads, true);
@@ -287,6 +347,7 @@ int run(bool quick) {
   std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
   int failures = 0;
   for (const Workload& w : workloads(quick)) {
+    if (w.name.find(only) == std::string::npos) continue;
     absl::StatusOr<Graph> g = parse_graph(w.ir);
     if (!g.ok()) {
       std::fprintf(stderr, "%s: %s\n", w.name.c_str(), status_message(g.status()).c_str());
@@ -354,6 +415,11 @@ int run(bool quick) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = argc > 1 && std::string(argv[1]) == "--quick";
-  return run(quick);
+  bool quick = false;
+  std::string only;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--quick") quick = true;
+    else only = argv[i];
+  }
+  return run(quick, only);
 }

@@ -88,6 +88,7 @@ DeviceReport compile_for_device(const CompileCliOptions& o, PipelineResult& r, c
     rep.text += fmt::format("  {:<24}{}\n", t.name,
                             t.cached ? std::string("from the JIT cache")
                                      : fmt::format("codegen {:.2f} ms, O2 + JIT {:.1f} ms", t.codegen_ms, t.compile_ms));
+  rep.text += group_lines(p, notes);
   rep.json = {{"device", "cpu"},            {"kernels", s.kernels},         {"gemms", s.gemms},
               {"codegen_ms", s.codegen_ms}, {"compile_ms", s.compile_ms},   {"compiled", s.cache_misses},
               {"cache_hits", s.cache_memory_hits}, {"kernel_times", nlohmann::ordered_json(s.kernel_times)}};

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <optional>
 
+#include "codegen/gemm.h"
 #include "codegen/intrinsics.h"
 #include "ir/status.h"
 #include "ir/str.h"
@@ -85,7 +86,15 @@ class CpuProgram final : public DeviceProgram {
       if (dump) KILN_RETURN_IF_ERROR(dump->write(k.name + ".ll", *info.jit.optimized_ir));
     }
     for (const GemmStep& g : pr.gemms) {
-      std::optional<GemmRunner> r = GemmRunner::make(g.lowered);
+      kir::Kernel view = g.lowered;  // as BLAS reads it: a gathered operand from its gather's output
+      for (bool is_b : {false, true}) {
+        const std::optional<KernelStep>& gather = is_b ? g.gather_b : g.gather_a;
+        if (!gather) continue;
+        view.buffers.push_back(pr.kernels[gather->kernel].kernel.buffers[1]);
+        int dense = static_cast<int>(view.buffers.size()) - 1;
+        (is_b ? view.gemm->b : view.gemm->a) = gathered_operand(g.lowered, is_b, dense);
+      }
+      std::optional<GemmRunner> r = GemmRunner::make(view);
       if (!r) return absl::InternalError(str_cat("group ", g.group, ": BLAS cannot run this GEMM"));
       Gemm gemm{*std::move(r)};
       for (int o = 0; o < 2; ++o) {
@@ -145,7 +154,7 @@ class CpuProgram final : public DeviceProgram {
 
   absl::StatusOr<std::unique_ptr<StepPlan>> plan_gemm(int gemm, const Bindings& b) override {
     auto call = std::make_unique<GemmCall>();
-    KILN_ASSIGN_OR_RETURN(call->bound, gemms_[gemm].runner.bind(b));
+    KILN_ASSIGN_OR_RETURN(call->bound, gemms_[gemm].runner.bind(b, gemms_[gemm].stable[1]));
     return call;
   }
 

@@ -18,7 +18,8 @@ namespace kiln::cpu {
 
 class GemmRunner {
  public:
-  // nullopt where BLAS does not run `k` (codegen/gemm.h blas_runs): its own k loop computes it.
+  // nullopt unless BLAS reads both operands of `k` in place (codegen/gemm.h
+  // blas_reads_in_place); a gathered operand is given as gathered_operand's.
   static std::optional<GemmRunner> make(const kir::Kernel& k);
 
   // The GEMM under concrete symbol values.
@@ -40,7 +41,9 @@ class GemmRunner {
     int64_t acc_elems() const { return batches * m * n; }
   };
   // An error names the kernel: an unbound symbol or sizes beyond BLAS's 32-bit integers.
-  absl::StatusOr<Bound> bind(const Bindings& b) const;
+  // `stable_b`: B is a weight (a parameter, constant or weight-prep result) whose packed
+  // copy the caller keeps across calls; it is then packed as [K, N] (see gemm.cc).
+  absl::StatusOr<Bound> bind(const Bindings& b, bool stable_b = false) const;
 
   // Packs operand `op` of `bound` from `src` (its buffer) into `dst` (pack_elems floats).
   static void pack(const Operand& op, int64_t k, const void* src, float* dst);
