@@ -17,7 +17,7 @@ import sys
 # Folder -> most non-blank, non-comment lines its own sources may have (set 10-15% over
 # the counts when the budget was introduced).
 BUDGETS = {
-    "ir": 4400,
+    "ir": 4700,
     "passes": 1550,
     "codegen": 2750,
     "codegen/cuda": 1450,
