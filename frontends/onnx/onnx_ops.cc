@@ -240,6 +240,17 @@ const std::map<std::string, Importer::OpSpec, std::less<>>& Importer::op_table()
       {"Round", {&Importer::round, {}}},
       {"Mod", {&Importer::mod, {{"fmod", kInt}}}},
       {"EyeLike", {&Importer::eye_like, {{"dtype", kInt}, {"k", kInt}}}},
+      {"Conv", {&Importer::conv, {{"auto_pad", kString}, {"dilations", kInts}, {"group", kInt},
+                                  {"kernel_shape", kInts}, {"pads", kInts}, {"strides", kInts}}}},
+      {"ConvTranspose", {&Importer::conv, {{"auto_pad", kString}, {"dilations", kInts}, {"group", kInt},
+                                           {"kernel_shape", kInts}, {"output_padding", kInts},
+                                           {"output_shape", kInts}, {"pads", kInts}, {"strides", kInts}}}},
+      {"MaxPool", {&Importer::pool, {{"auto_pad", kString}, {"ceil_mode", kInt}, {"dilations", kInts},
+                                     {"kernel_shape", kInts}, {"pads", kInts}, {"storage_order", kInt},
+                                     {"strides", kInts}}}},
+      {"AveragePool", {&Importer::pool, {{"auto_pad", kString}, {"ceil_mode", kInt}, {"count_include_pad", kInt},
+                                         {"dilations", kInts}, {"kernel_shape", kInts}, {"pads", kInts},
+                                         {"strides", kInts}}}},
   };
   return *table;
 }
@@ -1077,6 +1088,106 @@ absl::Status Importer::depth_space() {
          : mode == "CRD" ? permute(reshape(ex(xv), {n, *c2, bs, bs, h, w}), {0, 1, 4, 2, 5, 3})
                          : Ex{this, unsupported("mode \"", mode, "\" is not supported (DCR or CRD)")};
   return define(0, reshape(t, {n, *c2, h * bs, w * bs}));
+}
+
+// ---- convolution and pooling ----------------------------------------------------------
+
+absl::StatusOr<Importer::WindowAttrs> Importer::window_attrs(const Shape& in, const std::vector<int64_t>& kernel) {
+  size_t r = kernel.size();
+  auto list = [&](std::string_view name, int64_t def, size_t len) -> absl::StatusOr<std::vector<int64_t>> {
+    std::vector<int64_t> v = attr_ints(name).value_or(std::vector<int64_t>(len, def));
+    if (v.size() != len) return bad(name, " has ", v.size(), " entries, expected ", len);
+    return v;
+  };
+  WindowAttrs w;
+  KILN_ASSIGN_OR_RETURN(w.strides, list("strides", 1, r));
+  KILN_ASSIGN_OR_RETURN(w.dilations, list("dilations", 1, r));
+  KILN_ASSIGN_OR_RETURN(w.pads, list("pads", 0, 2 * r));
+  KILN_ASSIGN_OR_RETURN(w.output_padding, list("output_padding", 0, r));
+  std::string auto_pad = attr_string("auto_pad", "NOTSET");
+  bool transpose = node_->op_type() == "ConvTranspose";
+  std::optional<std::vector<int64_t>> out_shape = transpose ? attr_ints("output_shape") : std::nullopt;
+  if (auto_pad == "NOTSET" && !out_shape) return w;
+  if (auto_pad == "VALID") {
+    std::fill(w.pads.begin(), w.pads.end(), 0);
+    return w;
+  }
+  bool upper = auto_pad == "SAME_UPPER";  // NOTSET with output_shape: the extra pad at the begin
+  if (!upper && auto_pad != "SAME_LOWER" && auto_pad != "NOTSET") return bad("auto_pad \"", auto_pad, "\" is not NOTSET, SAME_UPPER, SAME_LOWER or VALID");
+  if (out_shape && out_shape->size() != r) return bad("output_shape has ", out_shape->size(), " entries, expected ", r);
+  for (size_t i = 0; i < r; ++i) {
+    int64_t s = w.strides[i], span = w.dilations[i] * (kernel[i] - 1) + 1, total;
+    std::optional<int64_t> n = in[in.size() - r + i].constant();
+    if (transpose) {
+      // total = stride*(in-1) + output_padding + span - output size (output_shape, or in*stride).
+      if (!out_shape && !n && s != 1)
+        return unsupported("auto_pad ", auto_pad, " with stride ", s, " needs static spatial sizes, got ", shape_to_string(in));
+      if (out_shape && !n) return unsupported("output_shape needs static spatial sizes, got ", shape_to_string(in));
+      total = out_shape ? s * (*n - 1) + w.output_padding[i] + span - (*out_shape)[i] : w.output_padding[i] + span - s;
+    } else {
+      // total = max(0, (ceil(in/stride) - 1)*stride + span - in)
+      if (!n && s != 1)
+        return unsupported("auto_pad ", auto_pad, " with stride ", s, " needs static spatial sizes, got ", shape_to_string(in));
+      total = n ? std::max<int64_t>(0, ((*n + s - 1) / s - 1) * s + span - *n) : span - 1;
+    }
+    int64_t half = total >= 0 ? total / 2 : -((-total + 1) / 2);  // floor
+    w.pads[i] = upper ? half : total - half;
+    w.pads[r + i] = total - w.pads[i];
+    if (w.pads[r + i] < 0) {  // an output longer than the pads allow: extended at the end
+      w.output_padding[i] -= w.pads[r + i];
+      w.pads[r + i] = 0;
+    }
+    if (w.pads[i] < 0) return bad("output_shape ", (*out_shape)[i], " is out of the transposed convolution's reach");
+  }
+  return w;
+}
+
+// Conv(x, W, B?) and ConvTranspose(x, W, B?): the kernel is W's trailing dims (kernel_shape,
+// when given, must agree).
+absl::Status Importer::conv() {
+  KILN_ASSIGN_OR_RETURN(auto x, value(0));
+  KILN_ASSIGN_OR_RETURN(auto w, value(1));
+  const Shape &xs = x->shape(), &ws = w->shape();
+  if (xs.size() < 3 || ws.size() != xs.size())
+    return bad("expects x [N, C, spatial...] and W of the same rank, got ", x->type().to_string(), " and ", w->type().to_string());
+  std::vector<int64_t> kernel;
+  for (size_t i = 2; i < ws.size(); ++i) {
+    std::optional<int64_t> k = ws[i].constant();
+    if (!k) return unsupported("W's kernel dims must be static, got ", w->type().to_string());
+    kernel.push_back(*k);
+  }
+  if (std::optional<std::vector<int64_t>> ks = attr_ints("kernel_shape"); ks && *ks != kernel)
+    return bad("kernel_shape ", shape_to_string(static_shape(*ks)), " differs from W ", w->type().to_string());
+  KILN_ASSIGN_OR_RETURN(WindowAttrs wa, window_attrs(xs, kernel));
+  std::vector<Value*> operands{x, w};
+  if (has_input(2)) {
+    KILN_ASSIGN_OR_RETURN(auto bias, value(2));
+    operands.push_back(bias);
+  }
+  Attrs attrs{{"strides", wa.strides}, {"pads", wa.pads}, {"dilations", wa.dilations}, {"groups", attr_int("group", 1)}};
+  bool transpose = node_->op_type() == "ConvTranspose";
+  if (transpose)
+    attrs.set("output_padding", wa.output_padding);
+  KILN_ASSIGN_OR_RETURN(auto y, emit(transpose ? Op::ConvTranspose : Op::Conv, operands, std::move(attrs)));
+  return define(0, y);
+}
+
+absl::Status Importer::pool() {
+  KILN_ASSIGN_OR_RETURN(auto x, value(0));
+  if (node_->output_size() > 1 && !node_->output(1).empty())
+    return unsupported("the Indices output of MaxPool is not supported");
+  if (attr_int("storage_order", 0) != 0) return unsupported("storage_order 1 is not supported");
+  std::optional<std::vector<int64_t>> kernel = attr_ints("kernel_shape");
+  if (!kernel) return bad("needs kernel_shape");
+  if (x->shape().size() != kernel->size() + 2)
+    return bad("a ", kernel->size(), "-D kernel expects x [N, C, ", kernel->size(), " spatial dims], got ", x->type().to_string());
+  KILN_ASSIGN_OR_RETURN(WindowAttrs wa, window_attrs(x->shape(), *kernel));
+  bool max = node_->op_type() == "MaxPool";
+  KILN_ASSIGN_OR_RETURN(auto y, emit(max ? Op::MaxPool : Op::AvgPool, {x},
+                                     {{"kernel", *kernel}, {"strides", wa.strides}, {"pads", wa.pads},
+                                      {"dilations", wa.dilations}, {"ceil_mode", attr_int("ceil_mode", 0) != 0},
+                                      {"count_include_pad", attr_int("count_include_pad", 0) != 0}}));
+  return define(0, y);
 }
 
 Ex Importer::per_channel(Value* v, int64_t rank) {

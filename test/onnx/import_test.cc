@@ -309,6 +309,61 @@ TEST_CASE("Gelu (opset 20) maps to kiln's gelu, exact and tanh forms", "[onnx][i
   }
 }
 
+TEST_CASE("Conv, BatchNormalization, MaxPool and AveragePool with symbolic batch and spatial dims", "[onnx][import]") {
+  ModelBuilder m(17);
+  m.input("x", kF32, {"N", 3, "H", "W"});
+  m.initializer("w", random_tensor(DType::f32, {8, 3, 3, 3}, 30)).initializer("b", random_tensor(DType::f32, {8}, 31));
+  m.initializer("scale", random_tensor(DType::f32, {8}, 32)).initializer("shift", random_tensor(DType::f32, {8}, 33));
+  m.initializer("mean", random_tensor(DType::f32, {8}, 34));
+  HostTensor var = random_tensor(DType::f32, {8}, 35);
+  for (int64_t i = 0; i < 8; ++i) var.set(i, std::fabs(var.get(i)) + 0.5);
+  m.initializer("var", var);
+  onnx::NodeProto& conv = m.node("Conv", {"x", "w", "b"}, {"c"});
+  set_attr(conv, "auto_pad", std::string("SAME_UPPER"));
+  m.node("BatchNormalization", {"c", "scale", "shift", "mean", "var"}, {"bn"});
+  m.node("Relu", {"bn"}, {"r"});
+  onnx::NodeProto& pool = m.node("MaxPool", {"r"}, {"p"});
+  set_attr(pool, "kernel_shape", std::vector<int64_t>{3, 3});
+  set_attr(pool, "strides", std::vector<int64_t>{2, 2});
+  set_attr(pool, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  onnx::NodeProto& avg = m.node("AveragePool", {"x"}, {"a"});
+  set_attr(avg, "kernel_shape", std::vector<int64_t>{2, 2});
+  set_attr(avg, "strides", std::vector<int64_t>{2, 2});
+  set_attr(avg, "ceil_mode", int64_t{1});
+  m.output("p", kF32, {}).output("a", kF32, {});
+  Graph g = import_ok(m);
+  check_ir(g, R"(
+    CHECK: %c = conv(%x, %w, %b, strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1], groups=1) : f32[N, 8, H, W]
+    CHECK: %p = max_pool(%r, kernel=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], dilations=[1, 1], ceil_mode=false
+    CHECK-SAME: : f32[N, 8, (H + 1) // 2, (W + 1) // 2]
+    CHECK: %a = avg_pool(%x, kernel=[2, 2], strides=[2, 2], pads=[0, 0, 0, 0], dilations=[1, 1], ceil_mode=true
+    CHECK-SAME: : f32[N, 3, (H + 1) // 2, (W + 1) // 2]
+  )");
+  for (auto [n, h, w] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 2}, {2, 7, 6}}) {
+    std::vector<HostTensor> out = run(g, {{"x", random_tensor(DType::f32, {n, 3, h, w}, 36)}});
+    CHECK(out[0].shape() == std::vector<int64_t>{n, 8, (h - 1) / 2 + 1, (w - 1) / 2 + 1});
+    CHECK(out[1].shape() == std::vector<int64_t>{n, 3, (h + 1) / 2, (w + 1) / 2});
+  }
+}
+
+TEST_CASE("auto_pad SAME with a stride on a symbolic dim, and MaxPool's Indices, are located errors", "[onnx][import][errors]") {
+  ModelBuilder m(17);
+  m.input("x", kF32, {"N", 3, "H", 8}).initializer("w", random_tensor(DType::f32, {4, 3, 3, 3}, 37));
+  onnx::NodeProto& conv = m.node("Conv", {"x", "w"}, {"c"}, "conv0");
+  set_attr(conv, "auto_pad", std::string("SAME_LOWER"));
+  set_attr(conv, "strides", std::vector<int64_t>{2, 2});
+  m.output("c", kF32, {});
+  absl::Status s = import_error(m);
+  CHECK(s.code() == absl::StatusCode::kUnimplemented);
+  CHECK_THAT(status_message(s), Catch::Contains("node 'conv0' (Conv, opset 17): auto_pad SAME_LOWER with stride 2 needs static spatial sizes"));
+
+  ModelBuilder p(17);
+  p.input("x", kF32, {1, 3, 4, 4});
+  set_attr(p.node("MaxPool", {"x"}, {"y", "i"}, "pool0"), "kernel_shape", std::vector<int64_t>{2, 2});
+  p.output("y", kF32, {}).output("i", kI64, {});
+  CHECK_THAT(status_message(import_error(p)), Catch::Contains("the Indices output of MaxPool is not supported"));
+}
+
 TEST_CASE("LayerNormalization: stash outputs Mean and InvStdDev are f32 for f16 input", "[onnx][import]") {
   ModelBuilder m;
   m.input("x", onnx::TensorProto::FLOAT16, {"N", 8}).input("w", onnx::TensorProto::FLOAT16, {8});
@@ -357,14 +412,14 @@ TEST_CASE("shapes fed as graph inputs need frozen_inputs", "[onnx][import]") {
 
 TEST_CASE("an unsupported op fails naming the node, op type and opset", "[onnx][import][errors]") {
   ModelBuilder m(13);
-  m.input("x", kF32, {1, 3, 8, 8}).initializer("w", random_tensor(DType::f32, {4, 3, 3, 3}, 12));
+  m.input("x", kF32, {1, 3, 8, 8});
   m.node("Relu", {"x"}, {"r"}, "relu0");
-  m.node("Conv", {"r", "w"}, {"y"}, "conv1");
+  m.node("MaxUnpool", {"r", "r"}, {"y"}, "unpool1");
   m.output("y", kF32, {});
   absl::Status s = import_error(m);
   CHECK(s.code() == absl::StatusCode::kUnimplemented);
-  CHECK(status_message(s) == "test.onnx: node 'conv1' (Conv, opset 13): unsupported op");
-  CHECK(onnx_error_op_type(s) == "Conv");
+  CHECK(status_message(s) == "test.onnx: node 'unpool1' (MaxUnpool, opset 13): unsupported op");
+  CHECK(onnx_error_op_type(s) == "MaxUnpool");
 }
 
 TEST_CASE("a node without a name is named by its index", "[onnx][import][errors]") {
