@@ -93,3 +93,20 @@ TEST_CASE("cpu pools: max and avg, padding counted or not, ceil_mode; conv_trans
 })",
         batches({1, 2}), 6);
 }
+
+TEST_CASE("cpu conv: batch norm folded into the weight and bias, a grouped conv's scale in its epilogue", "[cpu][conv]") {
+  std::vector<Bindings> bs = {{{"B", 1}, {"H", 3}}, {{"B", 2}, {"H", 9}}, {{"B", 4}, {"H", 12}}};
+  check(R"(graph g(%x: f32[B, 3, H, 8], %w: f32[8, 3, 3, 3] param, %mean: f32[8, 1, 1] param, %sd: f32[8, 1, 1] param, %scale: f32[8, 1, 1] param, %shift: f32[8, 1, 1] param, %wg: f32[6, 4, 3, 3] param, %sg: f32[6, 1, 1] param) {
+  %c = conv(%x, %w, pads=[1, 1, 1, 1], strides=[2, 1])
+  %s = sub(%c, %mean)
+  %d = div(%s, %sd)
+  %m = mul(%d, %scale)
+  %a = add(%m, %shift)
+  %y = relu(%a)
+  %g = conv(%y, %wg, groups=2, pads=[1, 1, 1, 1])
+  %gm = mul(%g, %sg)
+  %r = add(%gm, %g)
+  return %y, %r
+})",
+        bs, 7);
+}
