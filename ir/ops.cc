@@ -368,7 +368,7 @@ Result infer_window(Types in, const Attrs& a) {
   KILN_ASSIGN_OR_RETURN(WindowDims wd, window_dims(Op::Window, a, {}));
   if (x.shape.size() < wd.rank()) return err("a ", wd.rank(), "-D window needs a tensor of rank >= ", wd.rank(), ", got ", x.to_string());
   double pad = WindowAttrs(a).pad_value();
-  if (!is_float(x.dtype) && (pad != std::floor(pad) || x.dtype == DType::boolean))
+  if (!is_float(x.dtype) && (pad != std::floor(pad) || (x.dtype == DType::boolean && pad != 0 && pad != 1)))
     return err("pad_value ", pad, " is not a valid ", dtype_name(x.dtype));
   KILN_ASSIGN_OR_RETURN(Shape spatial, window_out(wd, x.shape));
   Shape out(x.shape.begin(), x.shape.end() - wd.rank());

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <numeric>
 
 #include "frontends/onnx/importer.h"
 #include "frontends/onnx/onnx_tensor.h"
@@ -245,6 +246,7 @@ const std::map<std::string, Importer::OpSpec, std::less<>>& Importer::op_table()
       {"ConvTranspose", {&Importer::conv, {{"auto_pad", kString}, {"dilations", kInts}, {"group", kInt},
                                            {"kernel_shape", kInts}, {"output_padding", kInts},
                                            {"output_shape", kInts}, {"pads", kInts}, {"strides", kInts}}}},
+      {"Pad", {&Importer::pad, {{"mode", kString}, {"pads", kInts}, {"value", kFloat}}}},
       {"MaxPool", {&Importer::pool, {{"auto_pad", kString}, {"ceil_mode", kInt}, {"dilations", kInts},
                                      {"kernel_shape", kInts}, {"pads", kInts}, {"storage_order", kInt},
                                      {"strides", kInts}}}},
@@ -1187,6 +1189,89 @@ absl::Status Importer::pool() {
                                      {{"kernel", *kernel}, {"strides", wa.strides}, {"pads", wa.pads},
                                       {"dilations", wa.dilations}, {"ceil_mode", attr_int("ceil_mode", 0) != 0},
                                       {"count_include_pad", attr_int("count_include_pad", 0) != 0}}));
+  return define(0, y);
+}
+
+// Pad(data, pads [begin..., end...], constant_value?, axes?): constant mode as a window of
+// kernel 1 whose padding reads the value (any dims), after a slice for negative pads;
+// edge and reflect as a gather along each padded axis by indices computed here (static dims).
+absl::Status Importer::pad() {
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
+  int64_t rank = xv->shape().size();
+  KILN_ASSIGN_OR_RETURN(auto given, ints_operand(1, "pads"));
+  if (!given) return bad("needs pads");
+  std::vector<int64_t> axes(rank);
+  std::iota(axes.begin(), axes.end(), 0);
+  if (has_input(3)) {
+    KILN_ASSIGN_OR_RETURN(axes, known_ints(3, "axes"));
+  }
+  if (given->size() != 2 * axes.size()) return bad("pads has ", given->size(), " entries for ", axes.size(), " axes");
+  std::vector<int64_t> pb(rank, 0), pe(rank, 0);
+  for (size_t i = 0; i < axes.size(); ++i) {
+    KILN_ASSIGN_OR_RETURN(int64_t a, axis_in("axis", axes[i], rank));
+    pb[a] = (*given)[i];
+    pe[a] = (*given)[axes.size() + i];
+  }
+  std::string mode = attr_string("mode", "constant");
+  Ex y = ex(xv);
+  if (mode == "constant") {
+    double fill = attr_float("value", 0.0);
+    std::optional<Ex> runtime_fill;  // a value computed at run time: selected where a window of trues reads false
+    if (has_input(2)) {
+      KILN_ASSIGN_OR_RETURN(auto c, in(2));
+      if (c->data && c->data->numel() == 1) {
+        fill = is_float(c->type.dtype) ? c->data->get(0) : static_cast<double>(c->data->get_int(0));
+      } else {
+        KILN_ASSIGN_OR_RETURN(auto cv, value(2));
+        if (shape_numel(cv->shape()) != SymExpr(1)) return bad("constant_value must be a scalar, got ", cv->type().to_string());
+        runtime_fill = apply(Op::Reshape, {ex(cv)}, {{"shape", Shape{}}});
+      }
+    }
+    for (int64_t a = 0; a < rank; ++a) {
+      if (pb[a] >= 0 && pe[a] >= 0) continue;
+      int64_t start = std::max<int64_t>(0, -pb[a]), end = pe[a] < 0 ? pe[a] : std::numeric_limits<int64_t>::max();
+      y = apply(Op::Slice, {y}, {{"axis", a}, {"start", start}, {"end", end}});
+      pb[a] = std::max<int64_t>(0, pb[a]);
+      pe[a] = std::max<int64_t>(0, pe[a]);
+    }
+    int64_t first = 0;
+    while (first < rank && pb[first] == 0 && pe[first] == 0) ++first;
+    if (first == rank) return define(0, y);
+    std::vector<int64_t> pads(pb.begin() + first, pb.end());
+    pads.insert(pads.end(), pe.begin() + first, pe.end());
+    KILN_ASSIGN_OR_RETURN(Value* cur, y.v);
+    Shape out = cur->shape();
+    for (int64_t a = 0; a < rank; ++a) out[a] = out[a] + (pb[a] + pe[a]);
+    Attrs wa{{"kernel", std::vector<int64_t>(rank - first, 1)}, {"pads", pads}, {"pad_value", runtime_fill ? 0.0 : fill}};
+    Ex w = apply(Op::Reshape, {apply(Op::Window, {y}, wa)}, {{"shape", out}});
+    if (runtime_fill) {
+      KILN_ASSIGN_OR_RETURN(auto t, scalar(1, DType::boolean));
+      Ex inside = apply(Op::Window, {apply(Op::Expand, {ex(t)}, {{"shape", cur->shape()}})}, wa);
+      w = select(apply(Op::Reshape, {inside}, {{"shape", out}}), w, *runtime_fill);
+    }
+    return define(0, w);
+  }
+  if (mode != "edge" && mode != "reflect") return unsupported("mode \"", mode, "\" is not supported (constant, edge, reflect)");
+  for (int64_t a = 0; a < rank; ++a) {
+    if (pb[a] == 0 && pe[a] == 0) continue;
+    std::optional<int64_t> n = xv->shape()[a].constant();
+    if (!n) return unsupported(mode, " padding of the symbolic dim ", xv->shape()[a].to_string(), " is not supported");
+    int64_t len = *n + pb[a] + pe[a];
+    if (*n == 0 || len < 0) return bad("pads ", pb[a], ", ", pe[a], " do not fit axis ", a, " of ", xv->type().to_string());
+    if (mode == "reflect" && (pb[a] >= *n || pe[a] >= *n))
+      return bad("reflect pads ", pb[a], ", ", pe[a], " must be less than axis ", a, "'s size ", *n);
+    HostTensor idx(DType::i64, {len});
+    for (int64_t j = 0; j < len; ++j) {
+      int64_t src = j - pb[a];
+      if (mode == "edge") src = std::clamp<int64_t>(src, 0, *n - 1);
+      else if (src < 0) src = -src;
+      else if (src > *n - 1) src = 2 * (*n - 1) - src;
+      idx.set_int(j, src);
+    }
+    Entry e{TensorType{DType::i64, {len}}, nullptr, std::make_shared<const HostTensor>(std::move(idx)), std::nullopt};
+    KILN_ASSIGN_OR_RETURN(Value* iv, materialize(str_cat(node_->output(0), "_pad_index"), e));
+    y = apply(Op::Gather, {y, ex(iv)}, {{"axis", a}});
+  }
   return define(0, y);
 }
 

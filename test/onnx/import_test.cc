@@ -5,6 +5,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -343,6 +344,49 @@ TEST_CASE("Conv, BatchNormalization, MaxPool and AveragePool with symbolic batch
     std::vector<HostTensor> out = run(g, {{"x", random_tensor(DType::f32, {n, 3, h, w}, 36)}});
     CHECK(out[0].shape() == std::vector<int64_t>{n, 8, (h - 1) / 2 + 1, (w - 1) / 2 + 1});
     CHECK(out[1].shape() == std::vector<int64_t>{n, 3, (h + 1) / 2, (w + 1) / 2});
+  }
+}
+
+TEST_CASE("Pad: constant on symbolic dims (crop and pad), edge and reflect", "[onnx][import]") {
+  for (std::string mode : {"constant", "edge", "reflect"}) {
+    ModelBuilder m(13);
+    bool constant = mode == "constant";
+    if (constant) m.input("x", kF32, {"B", 5});
+    else m.input("x", kF32, {2, 5});
+    m.initializer("pads", []() {
+      HostTensor p(DType::i64, {4});
+      for (int64_t i = 0; i < 4; ++i) p.set_int(i, std::vector<int64_t>{1, 2, 0, -1}[i]);
+      return p;
+    }());
+    m.initializer("value", []() {
+      HostTensor v(DType::f32, {});
+      v.set(0, 7.5);
+      return v;
+    }());
+    set_attr(m.node("Pad", {"x", "pads", "value"}, {"y"}), "mode", mode);
+    m.output("y", kF32, {});
+    Graph g = import_ok(m);
+    int64_t rows = constant ? 3 : 2;
+    HostTensor x = random_tensor(DType::f32, {rows, 5}, 40);
+    HostTensor y = run(g, {{"x", x}})[0];
+    REQUIRE(y.shape() == std::vector<int64_t>{rows + 1, 6});
+    for (int64_t i = 0; i < rows + 1; ++i)
+      for (int64_t j = 0; j < 6; ++j) {
+        // rows: one before; columns: two before, the last one cropped.
+        int64_t si = i - 1, sj = j - 2;
+        double want;
+        if (constant) {
+          want = si < 0 || sj < 0 ? 7.5 : x.get(si * 5 + sj);
+        } else {
+          auto fix = [&](int64_t v, int64_t n) {
+            if (mode == "edge") return std::clamp<int64_t>(v, 0, n - 1);
+            return v < 0 ? -v : v > n - 1 ? 2 * (n - 1) - v : v;
+          };
+          want = x.get(fix(si, rows) * 5 + fix(sj, 5));
+        }
+        INFO(mode << " " << i << " " << j);
+        CHECK(y.get(i * 6 + j) == want);
+      }
   }
 }
 
