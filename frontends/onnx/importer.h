@@ -195,6 +195,7 @@ class Importer {
   absl::Status conv();
   absl::Status pool();
   absl::Status pad();
+  absl::Status resize();
   // Conv, ConvTranspose and pool attributes as kiln's: strides, dilations and pads
   // ([begin..., end...]) with auto_pad resolved against x's spatial dims `in` (for
   // ConvTranspose, against output_shape or in*stride; output_shape beyond the pads' reach

@@ -246,6 +246,10 @@ const std::map<std::string, Importer::OpSpec, std::less<>>& Importer::op_table()
       {"ConvTranspose", {&Importer::conv, {{"auto_pad", kString}, {"dilations", kInts}, {"group", kInt},
                                            {"kernel_shape", kInts}, {"output_padding", kInts},
                                            {"output_shape", kInts}, {"pads", kInts}, {"strides", kInts}}}},
+      {"Resize", {&Importer::resize, {{"antialias", kInt}, {"axes", kInts}, {"coordinate_transformation_mode", kString},
+                                      {"cubic_coeff_a", kFloat}, {"exclude_outside", kInt},
+                                      {"extrapolation_value", kFloat}, {"keep_aspect_ratio_policy", kString},
+                                      {"mode", kString}, {"nearest_mode", kString}}}},
       {"Pad", {&Importer::pad, {{"mode", kString}, {"pads", kInts}, {"value", kFloat}}}},
       {"MaxPool", {&Importer::pool, {{"auto_pad", kString}, {"ceil_mode", kInt}, {"dilations", kInts},
                                      {"kernel_shape", kInts}, {"pads", kInts}, {"storage_order", kInt},
@@ -1273,6 +1277,115 @@ absl::Status Importer::pad() {
     y = apply(Op::Gather, {y, ex(iv)}, {{"axis", a}});
   }
   return define(0, y);
+}
+
+// Resize(X, roi?, scales?, sizes?) with nearest, linear or cubic interpolation: along each
+// resized axis (static), the sum over the taps t of gather(x, index_t) * weight_t, indices
+// (edge-clamped) and weights computed here from the coordinate transformation; in f32, one
+// cast back. tf_crop_and_resize, antialias and aspect-ratio policies are not supported.
+absl::Status Importer::resize() {
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
+  int64_t rank = xv->shape().size();
+  std::string mode = attr_string("mode", "nearest");
+  std::string ctm = attr_string("coordinate_transformation_mode", opset_ < 11 ? "asymmetric" : "half_pixel");
+  std::string nearest = attr_string("nearest_mode", opset_ < 11 ? "floor" : "round_prefer_floor");
+  if (mode != "nearest" && mode != "linear" && mode != "cubic") return unsupported("mode \"", mode, "\" is not supported");
+  if (ctm == "tf_crop_and_resize" || attr_int("antialias", 0) != 0 || attr_string("keep_aspect_ratio_policy", "stretch") != "stretch")
+    return unsupported("coordinate_transformation_mode tf_crop_and_resize, antialias and keep_aspect_ratio_policy are not supported");
+  std::vector<int64_t> axes(rank);
+  std::iota(axes.begin(), axes.end(), 0);
+  if (std::optional<std::vector<int64_t>> a = attr_ints("axes")) axes = *a;
+  std::vector<double> scale(rank, 1.0);
+  std::vector<std::optional<int64_t>> size(rank);
+  int scales_at = opset_ < 11 ? 1 : 2;
+  if (has_input(scales_at)) {
+    KILN_ASSIGN_OR_RETURN(auto e, in(scales_at));
+    if (!e->data) return needs_constant("scales must be known at import time");
+    if (e->data->numel() > 0) {
+      if (e->data->numel() != static_cast<int64_t>(axes.size())) return bad("scales has ", e->data->numel(), " entries for ", axes.size(), " axes");
+      for (size_t i = 0; i < axes.size(); ++i) {
+        KILN_ASSIGN_OR_RETURN(int64_t a, axis_in("axis", axes[i], rank));
+        scale[a] = e->data->get(i);
+      }
+    }
+  }
+  if (opset_ >= 11 && has_input(3)) {
+    KILN_ASSIGN_OR_RETURN(auto sz, known_ints(3, "sizes"));
+    if (!sz.empty()) {
+      if (sz.size() != axes.size()) return bad("sizes has ", sz.size(), " entries for ", axes.size(), " axes");
+      for (size_t i = 0; i < axes.size(); ++i) {
+        KILN_ASSIGN_OR_RETURN(int64_t a, axis_in("axis", axes[i], rank));
+        size[a] = sz[i];
+      }
+    }
+  }
+  Ex y = apply(Op::Cast, {ex(xv)}, {{"dtype", DType::f32}});
+  for (int64_t a = 0; a < rank; ++a) {
+    if (!size[a] && scale[a] == 1.0) continue;
+    std::optional<int64_t> n = xv->shape()[a].constant();
+    if (!n) return unsupported("resizing the symbolic dim ", xv->shape()[a].to_string(), " is not supported");
+    if (!(scale[a] > 0)) return bad("scale ", scale[a], " must be > 0");
+    int64_t out = size[a] ? *size[a] : static_cast<int64_t>(std::floor(static_cast<double>(*n) * scale[a]));
+    double s = size[a] ? static_cast<double>(out) / static_cast<double>(*n) : scale[a];
+    double len = static_cast<double>(*n) * s;  // the resized length as ONNX's formulas take it, unfloored
+    if (out == *n && s == 1.0) continue;
+    int taps = mode == "nearest" ? 1 : mode == "linear" ? 2 : 4;
+    std::vector<HostTensor> idx(taps, HostTensor(DType::i64, {out})), wt(taps, HostTensor(DType::f32, {out}));
+    double ca = attr_float("cubic_coeff_a", -0.75);
+    bool exclude = attr_int("exclude_outside", 0) != 0;
+    for (int64_t o = 0; o < out; ++o) {
+      double od = static_cast<double>(o), x;
+      if (ctm == "half_pixel") x = (od + 0.5) / s - 0.5;
+      else if (ctm == "pytorch_half_pixel") x = len > 1 ? (od + 0.5) / s - 0.5 : 0;
+      else if (ctm == "align_corners") x = len > 1 ? od * static_cast<double>(*n - 1) / (len - 1) : 0;
+      else if (ctm == "asymmetric") x = od / s;
+      else if (ctm == "tf_half_pixel_for_nn") x = (od + 0.5) / s;
+      else return unsupported("coordinate_transformation_mode \"", ctm, "\" is not supported");
+      auto clamp = [&](int64_t i) { return std::clamp<int64_t>(i, 0, *n - 1); };
+      if (taps == 1) {
+        double f = std::floor(x), r;
+        if (nearest == "floor") r = f;
+        else if (nearest == "ceil") r = std::ceil(x);
+        else if (nearest == "round_prefer_floor") r = x - f == 0.5 ? f : std::round(x);
+        else if (nearest == "round_prefer_ceil") r = x - f == 0.5 ? f + 1 : std::round(x);
+        else return unsupported("nearest_mode \"", nearest, "\" is not supported");
+        idx[0].set_int(o, clamp(static_cast<int64_t>(r)));
+        wt[0].set(o, 1.0);
+        continue;
+      }
+      int64_t base = static_cast<int64_t>(std::floor(x)) - (taps == 4 ? 1 : 0);
+      std::vector<double> w(taps);
+      double total = 0;
+      for (int t = 0; t < taps; ++t) {
+        double d = std::fabs(x - static_cast<double>(base + t));
+        if (taps == 2) w[t] = std::max(0.0, 1 - d);
+        else w[t] = d <= 1 ? ((ca + 2) * d - (ca + 3)) * d * d + 1 : d < 2 ? ((ca * d - 5 * ca) * d + 8 * ca) * d - 4 * ca : 0;
+        if (exclude && (base + t < 0 || base + t >= *n)) w[t] = 0;
+        total += w[t];
+      }
+      for (int t = 0; t < taps; ++t) {
+        idx[t].set_int(o, clamp(base + t));
+        wt[t].set(o, exclude && total != 0 ? w[t] / total : w[t]);
+      }
+    }
+    Shape wshape(rank - a, SymExpr(1));
+    wshape[0] = out;
+    std::optional<Ex> sum;
+    for (int t = 0; t < taps; ++t) {
+      std::string base = str_cat(node_->output(0), "_resize", a, "_", t);
+      Entry ie{TensorType{DType::i64, {out}}, nullptr, std::make_shared<const HostTensor>(std::move(idx[t])), std::nullopt};
+      KILN_ASSIGN_OR_RETURN(Value* iv, materialize(base + "_index", ie));
+      Ex g = apply(Op::Gather, {y, ex(iv)}, {{"axis", a}});
+      if (taps > 1) {
+        Entry we{TensorType{DType::f32, {out}}, nullptr, std::make_shared<const HostTensor>(std::move(wt[t])), std::nullopt};
+        KILN_ASSIGN_OR_RETURN(Value* wv, materialize(base + "_weight", we));
+        g = g * apply(Op::Reshape, {ex(wv)}, {{"shape", wshape}});
+      }
+      sum = sum ? *sum + g : g;
+    }
+    y = *sum;
+  }
+  return define(0, apply(Op::Cast, {y}, {{"dtype", xv->dtype()}}));
 }
 
 Ex Importer::per_channel(Value* v, int64_t rank) {

@@ -390,6 +390,46 @@ TEST_CASE("Pad: constant on symbolic dims (crop and pad), edge and reflect", "[o
   }
 }
 
+TEST_CASE("Resize as torch exports upsampling: nearest (asymmetric, floor) and bilinear (pytorch_half_pixel)", "[onnx][import]") {
+  for (std::string mode : {"nearest", "linear"}) {
+    ModelBuilder m(13);
+    m.input("x", kF32, {"N", 2, 3, 4});
+    m.initializer("scales", []() {
+      HostTensor t(DType::f32, {4});
+      for (int64_t i = 0; i < 4; ++i) t.set(i, i < 2 ? 1.0 : 2.0);
+      return t;
+    }());
+    onnx::NodeProto& n = m.node("Resize", {"x", "", "scales"}, {"y"});
+    set_attr(n, "mode", mode);
+    set_attr(n, "coordinate_transformation_mode", std::string(mode == "nearest" ? "asymmetric" : "pytorch_half_pixel"));
+    if (mode == "nearest") set_attr(n, "nearest_mode", std::string("floor"));
+    m.output("y", kF32, {});
+    Graph g = import_ok(m);
+    for (int64_t batch : {1, 3}) {
+      HostTensor x = random_tensor(DType::f32, {batch, 2, 3, 4}, 41 + batch);
+      HostTensor y = run(g, {{"x", x}})[0];
+      REQUIRE(y.shape() == std::vector<int64_t>{batch, 2, 6, 8});
+      // 1-D interpolation weights along one axis of size n at output o (scale 2).
+      auto taps = [&](int64_t o, int64_t n) {
+        if (mode == "nearest") return std::vector<std::pair<int64_t, double>>{{o / 2, 1.0}};
+        double src = std::max(0.0, (static_cast<double>(o) + 0.5) / 2 - 0.5);
+        int64_t i0 = static_cast<int64_t>(std::floor(src)), i1 = std::min(i0 + 1, n - 1);
+        double f = src - static_cast<double>(i0);
+        return std::vector<std::pair<int64_t, double>>{{i0, 1 - f}, {i1, f}};
+      };
+      for (int64_t p = 0; p < batch * 2; ++p)
+        for (int64_t i = 0; i < 6; ++i)
+          for (int64_t j = 0; j < 8; ++j) {
+            double want = 0;
+            for (auto [si, wi] : taps(i, 3))
+              for (auto [sj, wj] : taps(j, 4)) want += wi * wj * x.get((p * 3 + si) * 4 + sj);
+            INFO(mode << " at " << p << ", " << i << ", " << j);
+            CHECK(y.get((p * 6 + i) * 8 + j) == Approx(want).margin(1e-6));
+          }
+    }
+  }
+}
+
 TEST_CASE("auto_pad SAME with a stride on a symbolic dim, and MaxPool's Indices, are located errors", "[onnx][import][errors]") {
   ModelBuilder m(17);
   m.input("x", kF32, {"N", 3, "H", 8}).initializer("w", random_tensor(DType::f32, {4, 3, 3, 3}, 37));
