@@ -196,6 +196,8 @@ class Importer {
   absl::Status pool();
   absl::Status pad();
   absl::Status resize();
+  absl::Status group_norm();
+  absl::Status cumsum();
   // Conv, ConvTranspose and pool attributes as kiln's: strides, dilations and pads
   // ([begin..., end...]) with auto_pad resolved against x's spatial dims `in` (for
   // ConvTranspose, against output_shape or in*stride; output_shape beyond the pads' reach

@@ -250,6 +250,8 @@ const std::map<std::string, Importer::OpSpec, std::less<>>& Importer::op_table()
                                       {"cubic_coeff_a", kFloat}, {"exclude_outside", kInt},
                                       {"extrapolation_value", kFloat}, {"keep_aspect_ratio_policy", kString},
                                       {"mode", kString}, {"nearest_mode", kString}}}},
+      {"GroupNormalization", {&Importer::group_norm, {{"epsilon", kFloat}, {"num_groups", kInt}, {"stash_type", kInt}}}},
+      {"CumSum", {&Importer::cumsum, {{"exclusive", kInt}, {"reverse", kInt}}}},
       {"Pad", {&Importer::pad, {{"mode", kString}, {"pads", kInts}, {"value", kFloat}}}},
       {"MaxPool", {&Importer::pool, {{"auto_pad", kString}, {"ceil_mode", kInt}, {"dilations", kInts},
                                      {"kernel_shape", kInts}, {"pads", kInts}, {"storage_order", kInt},
@@ -1386,6 +1388,57 @@ absl::Status Importer::resize() {
     y = *sum;
   }
   return define(0, apply(Op::Cast, {y}, {{"dtype", xv->dtype()}}));
+}
+
+// GroupNormalization(X [N, C, spatial...], scale, bias): layer_norm over [C/G, spatial...] of
+// X as [N, G, C/G, spatial...], then scale and bias per channel ([C], opset 21) or per group
+// ([G], as opset 18 wrote it).
+absl::Status Importer::group_norm() {
+  if (attr_int("stash_type", 1) != 1) return unsupported("stash_type other than 1 (float) is not supported");
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
+  KILN_ASSIGN_OR_RETURN(auto scale, value(1));
+  KILN_ASSIGN_OR_RETURN(auto bias, value(2));
+  const Shape& xs = xv->shape();
+  int64_t rank = xs.size(), groups = attr_int("num_groups", 0);
+  if (rank < 3) return bad("expects [N, C, spatial...], got ", xv->type().to_string());
+  if (groups < 1) return bad("num_groups must be >= 1, got ", groups);
+  std::optional<SymExpr> cg = xs[1].divide_exact(groups);
+  if (!cg) return bad("channels ", xs[1].to_string(), " do not divide into ", groups, " groups");
+  Shape grouped{xs[0], groups, *cg};
+  grouped.insert(grouped.end(), xs.begin() + 2, xs.end());
+  std::vector<int64_t> axes;
+  for (int64_t i = 2; i <= rank; ++i) axes.push_back(i);
+  Ex n = apply(Op::LayerNorm, {apply(Op::Reshape, {ex(xv)}, {{"shape", grouped}})},
+               {{"axes", axes}, {"eps", attr_float("epsilon", 1e-5)}});
+  if (scale->shape() == Shape{xs[1]} && bias->shape() == Shape{xs[1]})
+    return define(0, apply(Op::Reshape, {n}, {{"shape", xs}}) * per_channel(scale, rank) + per_channel(bias, rank));
+  if (scale->shape() != Shape{groups} || bias->shape() != Shape{groups})
+    return bad("scale and bias must be [C] or [num_groups], got ", scale->type().to_string(), " and ", bias->type().to_string());
+  return define(0, apply(Op::Reshape, {n * per_channel(scale, rank + 1) + per_channel(bias, rank + 1)}, {{"shape", xs}}));
+}
+
+// CumSum(x, axis): the sum of x where the input index along axis is <= the output's (< when
+// exclusive, >= or > when reverse), over x broadcast along a new axis: exact for integers.
+absl::Status Importer::cumsum() {
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
+  KILN_ASSIGN_OR_RETURN(auto ax, known_ints(1, "axis"));
+  int64_t rank = xv->shape().size();
+  if (ax.size() != 1) return bad("axis must hold one value, got ", ax.size());
+  KILN_ASSIGN_OR_RETURN(int64_t a, axis_in("axis", ax[0], rank));
+  if (xv->dtype() == DType::boolean) return unsupported("CumSum of a bool tensor is not supported");
+  const Dim& n = xv->shape()[a];
+  // [.., n_out, n_in, ..]: x read along n_in.
+  Shape wide = xv->shape();
+  wide.insert(wide.begin() + a, n);
+  Ex x = apply(Op::Expand, {apply(Op::Unsqueeze, {ex(xv)}, {{"axes", std::vector<int64_t>{a}}})}, {{"shape", wide}});
+  Shape square(rank + 1, SymExpr(1));
+  square[a] = n;
+  square[a + 1] = n;
+  Ex out_i = apply(Op::Iota, {}, {{"shape", square}, {"axis", a}, {"dtype", DType::i64}});
+  Ex in_i = apply(Op::Iota, {}, {{"shape", square}, {"axis", a + 1}, {"dtype", DType::i64}});
+  bool exclusive = attr_int("exclusive", 0) != 0, reverse = attr_int("reverse", 0) != 0;
+  Ex keep = reverse ? (exclusive ? in_i > out_i : in_i >= out_i) : (exclusive ? in_i < out_i : in_i <= out_i);
+  return define(0, apply(Op::Sum, {select(keep, x, 0.0)}, {{"axes", std::vector<int64_t>{a + 1}}, {"keepdim", false}}));
 }
 
 Ex Importer::per_channel(Value* v, int64_t rank) {

@@ -430,6 +430,56 @@ TEST_CASE("Resize as torch exports upsampling: nearest (asymmetric, floor) and b
   }
 }
 
+TEST_CASE("GroupNormalization (per-channel and per-group affine) and CumSum on symbolic dims", "[onnx][import]") {
+  for (int64_t affine : {4, 2}) {
+    ModelBuilder m(18);
+    m.input("x", kF32, {"N", 4, "S"});
+    m.initializer("scale", random_tensor(DType::f32, {affine}, 50)).initializer("bias", random_tensor(DType::f32, {affine}, 51));
+    set_attr(m.node("GroupNormalization", {"x", "scale", "bias"}, {"y"}), "num_groups", int64_t{2});
+    m.output("y", kF32, {});
+    Graph g = import_ok(m);
+    HostTensor sc = random_tensor(DType::f32, {affine}, 50), bi = random_tensor(DType::f32, {affine}, 51);
+    for (int64_t s : {1, 5}) {
+      HostTensor x = random_tensor(DType::f32, {2, 4, s}, 52 + s);
+      HostTensor y = run(g, {{"x", x}})[0];
+      for (int64_t b = 0; b < 2; ++b)
+        for (int64_t grp = 0; grp < 2; ++grp) {
+          double mean = 0, var = 0, cnt = static_cast<double>(2 * s);
+          for (int64_t i = 0; i < 2 * s; ++i) mean += x.get((b * 4 + grp * 2) * s + i) / cnt;
+          for (int64_t i = 0; i < 2 * s; ++i) var += std::pow(x.get((b * 4 + grp * 2) * s + i) - mean, 2) / cnt;
+          for (int64_t i = 0; i < 2 * s; ++i) {
+            int64_t c = grp * 2 + i / s, a = affine == 4 ? c : grp;
+            double want = (x.get((b * 4 + grp * 2) * s + i) - mean) / std::sqrt(var + 1e-5) * sc.get(a) + bi.get(a);
+            CHECK(y.get((b * 4 + grp * 2) * s + i) == Approx(want).margin(1e-5));
+          }
+        }
+    }
+  }
+  for (int64_t flags = 0; flags < 4; ++flags) {
+    bool exclusive = flags & 1, reverse = flags & 2;
+    ModelBuilder m(14);
+    m.input("x", onnx::TensorProto::INT32, {2, "T"});
+    m.int_scalar("axis", -1);
+    onnx::NodeProto& n = m.node("CumSum", {"x", "axis"}, {"y"});
+    set_attr(n, "exclusive", int64_t{exclusive});
+    set_attr(n, "reverse", int64_t{reverse});
+    m.output("y", onnx::TensorProto::INT32, {});
+    Graph g = import_ok(m);
+    for (int64_t t : {1, 6}) {
+      HostTensor x(DType::i32, {2, t});
+      for (int64_t i = 0; i < 2 * t; ++i) x.set_int(i, (i * 37) % 11 - 5);
+      HostTensor y = run(g, {{"x", x}})[0];
+      for (int64_t r = 0; r < 2; ++r)
+        for (int64_t i = 0; i < t; ++i) {
+          int64_t want = 0;
+          for (int64_t j = 0; j < t; ++j)
+            if (reverse ? (exclusive ? j > i : j >= i) : (exclusive ? j < i : j <= i)) want += x.get_int(r * t + j);
+          CHECK(y.get_int(r * t + i) == want);
+        }
+    }
+  }
+}
+
 TEST_CASE("auto_pad SAME with a stride on a symbolic dim, and MaxPool's Indices, are located errors", "[onnx][import][errors]") {
   ModelBuilder m(17);
   m.input("x", kF32, {"N", 3, "H", 8}).initializer("w", random_tensor(DType::f32, {4, 3, 3, 3}, 37));
