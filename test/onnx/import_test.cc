@@ -17,6 +17,8 @@
 #include "ir/reference.h"
 #include "ir/str.h"
 #include "ir/verifier.h"
+#include "passes/decompose.h"
+#include "passes/simplify.h"
 #include "test/common/filecheck.h"
 #include "test/onnx/model_builder.h"
 
@@ -477,6 +479,48 @@ TEST_CASE("GroupNormalization (per-channel and per-group affine) and CumSum on s
           CHECK(y.get_int(r * t + i) == want);
         }
     }
+  }
+}
+
+TEST_CASE("a ResNet stem from ONNX: batch norm folds into the conv's weight and bias on the host", "[onnx][import]") {
+  ModelBuilder m(17);
+  m.input("x", kF32, {"N", 3, "H", "W"});
+  m.initializer("w", random_tensor(DType::f32, {8, 3, 3, 3}, 60));
+  for (auto [name, seed] : {std::pair<const char*, uint64_t>{"scale", 61}, {"shift", 62}, {"mean", 63}}) m.initializer(name, random_tensor(DType::f32, {8}, seed));
+  HostTensor var = random_tensor(DType::f32, {8}, 64);
+  for (int64_t i = 0; i < 8; ++i) var.set(i, std::fabs(var.get(i)) + 0.25);
+  m.initializer("var", var);
+  onnx::NodeProto& conv = m.node("Conv", {"x", "w"}, {"c"});
+  set_attr(conv, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  set_attr(conv, "strides", std::vector<int64_t>{2, 2});
+  m.node("BatchNormalization", {"c", "scale", "shift", "mean", "var"}, {"bn"});
+  m.node("Relu", {"bn"}, {"r"});
+  onnx::NodeProto& pool = m.node("MaxPool", {"r"}, {"p"});
+  set_attr(pool, "kernel_shape", std::vector<int64_t>{3, 3});
+  set_attr(pool, "strides", std::vector<int64_t>{2, 2});
+  set_attr(pool, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  m.node("GlobalAveragePool", {"p"}, {"y"});
+  m.output("y", kF32, {});
+  Graph g = import_ok(m);
+  Graph opt = g.clone();
+  REQUIRE(decompose(opt).ok());
+  REQUIRE(simplify(opt).ok());
+  REQUIRE(verify(opt).ok());
+  // The batch norm's sub and div are gone: folded into one weight and one bias parameter.
+  check_ir(opt, R"(
+    CHECK: = window(%x
+    CHECK-NOT: {{(sub|div|mul)}}(
+    CHECK: = matmul(
+    CHECK-NEXT: = add(%matmul
+    CHECK-NEXT: = relu(
+    CHECK-NOT: {{(sub|div|mul)}}(
+    CHECK: return
+  )");
+  for (auto [n, h, w] : {std::tuple<int64_t, int64_t, int64_t>{1, 5, 4}, {2, 9, 12}}) {
+    HostTensor x = random_tensor(DType::f32, {n, 3, h, w}, 65 + n);
+    HostTensor want = run(g, {{"x", x}})[0], got = run(opt, {{"x", x}})[0];
+    REQUIRE(got.shape() == want.shape());
+    for (int64_t i = 0; i < want.numel(); ++i) CHECK(got.get(i) == Approx(want.get(i)).margin(1e-5));
   }
 }
 
