@@ -198,6 +198,7 @@ class Importer {
   absl::Status resize();
   absl::Status group_norm();
   absl::Status cumsum();
+  absl::Status einsum();
   // Conv, ConvTranspose and pool attributes as kiln's: strides, dilations and pads
   // ([begin..., end...]) with auto_pad resolved against x's spatial dims `in` (for
   // ConvTranspose, against output_shape or in*stride; output_shape beyond the pads' reach

@@ -2,8 +2,10 @@
 // forms, and the earlier ones the node tests use) to kiln ops, or folds it at import time
 // when its operands are known.
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <numeric>
 
 #include "frontends/onnx/importer.h"
@@ -251,6 +253,7 @@ const std::map<std::string, Importer::OpSpec, std::less<>>& Importer::op_table()
                                       {"extrapolation_value", kFloat}, {"keep_aspect_ratio_policy", kString},
                                       {"mode", kString}, {"nearest_mode", kString}}}},
       {"GroupNormalization", {&Importer::group_norm, {{"epsilon", kFloat}, {"num_groups", kInt}, {"stash_type", kInt}}}},
+      {"Einsum", {&Importer::einsum, {{"equation", kString}}}},
       {"CumSum", {&Importer::cumsum, {{"exclusive", kInt}, {"reverse", kInt}}}},
       {"Pad", {&Importer::pad, {{"mode", kString}, {"pads", kInts}, {"value", kFloat}}}},
       {"MaxPool", {&Importer::pool, {{"auto_pad", kString}, {"ceil_mode", kInt}, {"dilations", kInts},
@@ -1439,6 +1442,95 @@ absl::Status Importer::cumsum() {
   bool exclusive = attr_int("exclusive", 0) != 0, reverse = attr_int("reverse", 0) != 0;
   Ex keep = reverse ? (exclusive ? in_i > out_i : in_i >= out_i) : (exclusive ? in_i < out_i : in_i <= out_i);
   return define(0, apply(Op::Sum, {select(keep, x, 0.0)}, {{"axes", std::vector<int64_t>{a + 1}}, {"keepdim", false}}));
+}
+
+// Einsum of one or two operands without ellipsis or repeated letters within an operand:
+// letters only one operand has and the output lacks are summed first; two operands become
+// one batched matmul, [batch, A's free, contracted] @ [batch, contracted, B's free], reshaped
+// and permuted to the output's letters.
+absl::Status Importer::einsum() {
+  std::string eq;
+  for (char ch : attr_string("equation", "")) if (ch != ' ') eq.push_back(ch);
+  size_t arrow = eq.find("->");
+  std::string lhs = eq.substr(0, arrow), out;
+  std::vector<std::string> terms;
+  for (size_t at = 0;;) {
+    size_t comma = lhs.find(',', at);
+    terms.push_back(lhs.substr(at, comma == std::string::npos ? std::string::npos : comma - at));
+    if (comma == std::string::npos) break;
+    at = comma + 1;
+  }
+  auto count = [&](char ch) {
+    int64_t c = 0;
+    for (const std::string& t : terms) c += std::count(t.begin(), t.end(), ch);
+    return c;
+  };
+  if (arrow != std::string::npos) {
+    out = eq.substr(arrow + 2);
+  } else {
+    for (char ch = 'A'; ch <= 'z'; ++ch)
+      if (std::isalpha(static_cast<unsigned char>(ch)) && count(ch) == 1) out.push_back(ch);
+  }
+  if (terms.size() > 2 || eq.find('.') != std::string::npos)
+    return unsupported("equation \"", eq, "\": only one or two operands without ellipsis are supported");
+  std::vector<Ex> xs;
+  std::map<char, SymExpr> dim;
+  for (size_t i = 0; i < terms.size(); ++i) {
+    KILN_ASSIGN_OR_RETURN(auto v, value(static_cast<int>(i)));
+    if (!is_float(v->dtype())) return unsupported("Einsum of ", v->type().to_string(), " is not supported (floating-point only)");
+    const std::string& t = terms[i];
+    if (t.size() != v->shape().size()) return bad("term \"", t, "\" does not match operand ", v->type().to_string());
+    for (size_t k = 0; k < t.size(); ++k) {
+      if (!std::isalpha(static_cast<unsigned char>(t[k])) || std::count(t.begin(), t.end(), t[k]) != 1)
+        return unsupported("term \"", t, "\": only distinct letters are supported (no diagonals)");
+      auto [it, fresh] = dim.emplace(t[k], v->shape()[k]);
+      if (!fresh && it->second != v->shape()[k])
+        return unsupported("letter '", t[k], "' has sizes ", it->second.to_string(), " and ", v->shape()[k].to_string(),
+                           " (broadcasting is not supported)");
+    }
+    xs.push_back(ex(v));
+  }
+  for (char ch : out)
+    if (!dim.contains(ch)) return bad("output letter '", ch, "' is in no operand");
+  auto in_out = [&](char ch) { return out.find(ch) != std::string::npos; };
+  // Sum each operand's letters that neither the output nor the other operand has.
+  for (size_t i = 0; i < terms.size(); ++i) {
+    std::vector<int64_t> axes;
+    std::string kept;
+    for (size_t k = 0; k < terms[i].size(); ++k) {
+      char ch = terms[i][k];
+      if (!in_out(ch) && count(ch) == 1) axes.push_back(static_cast<int64_t>(k));
+      else kept.push_back(ch);
+    }
+    if (!axes.empty()) xs[i] = apply(Op::Sum, {xs[i]}, {{"axes", axes}, {"keepdim", false}});
+    terms[i] = kept;
+  }
+  auto permute_to = [&](Ex x, const std::string& from, const std::string& to) {
+    std::vector<int64_t> perm;
+    for (char ch : to) perm.push_back(static_cast<int64_t>(from.find(ch)));
+    bool identity = true;
+    for (size_t k = 0; k < perm.size(); ++k) identity = identity && perm[k] == static_cast<int64_t>(k);
+    return identity ? x : apply(Op::Permute, {x}, {{"dims", perm}});
+  };
+  if (terms.size() == 1) return define(0, permute_to(xs[0], terms[0], out));
+  std::string batch, afree, bfree, contracted;
+  for (char ch : terms[0]) {
+    bool in_b = terms[1].find(ch) != std::string::npos;
+    (in_b ? (in_out(ch) ? batch : contracted) : afree).push_back(ch);
+  }
+  for (char ch : terms[1])
+    if (terms[0].find(ch) == std::string::npos) bfree.push_back(ch);
+  auto product = [&](const std::string& letters) {
+    SymExpr p = 1;
+    for (char ch : letters) p = p * dim.at(ch);
+    return p;
+  };
+  auto reshape = [&](Ex x, Shape s) { return apply(Op::Reshape, {x}, {{"shape", std::move(s)}}); };
+  Ex a = reshape(permute_to(xs[0], terms[0], batch + afree + contracted), {product(batch), product(afree), product(contracted)});
+  Ex b = reshape(permute_to(xs[1], terms[1], batch + contracted + bfree), {product(batch), product(contracted), product(bfree)});
+  Shape full;
+  for (char ch : batch + afree + bfree) full.push_back(dim.at(ch));
+  return define(0, permute_to(reshape(apply(Op::MatMul, {a, b}), full), batch + afree + bfree, out));
 }
 
 Ex Importer::per_channel(Value* v, int64_t rank) {
