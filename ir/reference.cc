@@ -968,8 +968,10 @@ TensorMap random_args(const Graph& g, const Bindings& b, uint64_t seed, int64_t 
 void scale_weights_by_fan_in(const Graph& g, TensorMap& args) {
   for (auto& [name, t] : args) {
     const Value* v = g.find(name);
-    if (v == nullptr || !v->is_param() || t.rank() != 2) continue;
-    double scale = 1.0 / std::sqrt(static_cast<double>(t.shape()[1]));
+    if (v == nullptr || !v->is_param() || t.rank() < 2) continue;
+    int64_t fan_in = t.numel() / std::max<int64_t>(t.shape()[0], 1);
+    if (fan_in == 0) continue;
+    double scale = 1.0 / std::sqrt(static_cast<double>(fan_in));
     for (int64_t i = 0; i < t.numel(); ++i) t.set(i, t.get(i) * scale);
   }
 }
