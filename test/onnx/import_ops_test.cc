@@ -196,6 +196,43 @@ TEST_CASE("GroupNormalization (per-channel and per-group affine) and CumSum on s
   }
 }
 
+TEST_CASE("GroupNorm as opset 17 exports it: Reshape [N, G, -1], InstanceNormalization, Reshape back, Mul, Add", "[onnx][import]") {
+  ModelBuilder m(17);
+  m.input("x", kF32, {"N", 4, "H", "W"});
+  HostTensor ones(DType::f32, {2}), zeros(DType::f32, {2});
+  for (int64_t i = 0; i < 2; ++i) ones.set(i, 1.0);
+  m.initializer("ones", ones).initializer("zeros", zeros);
+  m.initializer("gamma", random_tensor(DType::f32, {4, 1, 1}, 80)).initializer("beta", random_tensor(DType::f32, {4, 1, 1}, 81));
+  m.ints("grouped", {0, 2, -1});
+  m.node("Shape", {"x"}, {"shape"});
+  m.node("Reshape", {"x", "grouped"}, {"g"});
+  m.node("InstanceNormalization", {"g", "ones", "zeros"}, {"n"});
+  m.node("Reshape", {"n", "shape"}, {"back"});
+  m.node("Mul", {"back", "gamma"}, {"scaled"});
+  m.node("Add", {"scaled", "beta"}, {"y"});
+  m.output("y", kF32, {});
+  Graph g = import_ok(m);
+  HostTensor gamma = random_tensor(DType::f32, {4, 1, 1}, 80), beta = random_tensor(DType::f32, {4, 1, 1}, 81);
+  for (auto [n, h, w] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {2, 3, 5}}) {
+    HostTensor x = random_tensor(DType::f32, {n, 4, h, w}, 82 + n);
+    HostTensor y = run(g, {{"x", x}})[0];
+    REQUIRE(y.shape() == std::vector<int64_t>{n, 4, h, w});
+    int64_t per = 2 * h * w;
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t grp = 0; grp < 2; ++grp) {
+        const int64_t base = (b * 2 + grp) * per;
+        double mean = 0, var = 0;
+        for (int64_t i = 0; i < per; ++i) mean += x.get(base + i) / static_cast<double>(per);
+        for (int64_t i = 0; i < per; ++i) var += std::pow(x.get(base + i) - mean, 2) / static_cast<double>(per);
+        for (int64_t i = 0; i < per; ++i) {
+          int64_t c = grp * 2 + i / (h * w);
+          double want = (x.get(base + i) - mean) / std::sqrt(var + 1e-5) * gamma.get(c) + beta.get(c);
+          CHECK(y.get(base + i) == Approx(want).margin(1e-5));
+        }
+      }
+  }
+}
+
 TEST_CASE("a ResNet stem from ONNX: batch norm folds into the conv's weight and bias on the host", "[onnx][import]") {
   ModelBuilder m(17);
   m.input("x", kF32, {"N", 3, "H", "W"});
