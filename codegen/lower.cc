@@ -439,7 +439,7 @@ class Lowerer {
         v = n.operand(0);
         continue;
       }
-      if (n.info().kind != OpKind::View || n.op() == Op::Concat || n.op() == Op::Gather)
+      if (n.info().kind != OpKind::View || n.op() == Op::Concat || n.op() == Op::Gather || n.op() == Op::Window)
         return err("GEMM operand %", v->name(), " is computed by ", n.describe(), ", not by a strided view");
       idx = view_operand_index(n, *v, idx);
       v = n.operand(0);
@@ -453,6 +453,7 @@ class Lowerer {
     };
     if (n.op() == Op::Concat) return concat(n, v, idx, axis_of(ConcatAttrs(n).axis(), v.shape().size()));
     if (n.op() == Op::Gather) return gather(n, idx, axis_of(GatherAttrs(n).axis(), n.operand(0)->shape().size()));
+    if (n.op() == Op::Window) return window(n, v, idx);
     return value_at(n.operand(0), view_operand_index(n, v, idx));
   }
 
@@ -546,6 +547,32 @@ class Lowerer {
       result = bind(Expr::select(inside, parts[i], result));
     }
     return result;
+  }
+
+  // x[lead.., o*stride + k*dilation - pad_begin] for result index [lead.., k.., o..], read at
+  // the index clamped into x (always in bounds) and replaced by pad_value outside it.
+  absl::StatusOr<Expr> window(const Node& n, const Value& v, const Indices& idx) {
+    KILN_ASSIGN_OR_RETURN(WindowDims w, window_dims(n));
+    const Shape& xs = n.operand(0)->shape();
+    size_t d = w.rank(), lead = xs.size() - d;
+    Indices xi(idx.begin(), idx.begin() + lead);
+    std::optional<Expr> inside;
+    for (size_t i = 0; i < d; ++i) {
+      Index pos = idx[lead + d + i] * Index(w.strides[i]) + idx[lead + i] * Index(w.dilations[i]) - Index(w.pads_begin[i]);
+      Index size = Index::from_dim(xs[lead + i]);
+      if (w.pads_begin[i] == 0 && w.pads_end[i] == 0 && !w.ceil_mode) {  // never outside x
+        xi.push_back(pos);
+        continue;
+      }
+      xi.push_back(Index::min(Index::max(pos, 0), size - Index(1)));
+      Expr p = Expr::index_value(pos);
+      Expr in = Expr::binary(Op::And, Expr::binary(Op::Ge, p, Expr::constant(0, DType::i64), DType::boolean),
+                             Expr::binary(Op::Lt, p, Expr::index_value(size), DType::boolean), DType::boolean);
+      inside = inside ? Expr::binary(Op::And, *inside, in, DType::boolean) : in;
+    }
+    KILN_ASSIGN_OR_RETURN(Expr x, value_at(n.operand(0), xi));
+    if (!inside) return x;
+    return bind(Expr::select(bind(*inside), x, Expr::constant(WindowAttrs(n).pad_value(), v.dtype())));
   }
 
   // data[.., indices[..], ..]: a negative index wraps once; the result is clamped into the

@@ -76,6 +76,88 @@ bool reduction_keepdim(const Node& reduction) {
   return ReduceAttrs(reduction).keepdim();
 }
 
+absl::StatusOr<WindowDims> window_dims(std::vector<int64_t> kernel, const std::optional<std::vector<int64_t>>& strides,
+                                       const std::optional<std::vector<int64_t>>& pads,
+                                       const std::optional<std::vector<int64_t>>& dilations, bool ceil_mode) {
+  size_t n = kernel.size();
+  if (n == 0) return invalid_argument("the window needs at least one spatial dim");
+  auto list = [&](std::string_view what, const std::optional<std::vector<int64_t>>& v, size_t len, int64_t def,
+                  int64_t least) -> absl::StatusOr<std::vector<int64_t>> {
+    std::vector<int64_t> out = v.value_or(std::vector<int64_t>(len, def));
+    if (out.size() != len) return invalid_argument(what, " has ", out.size(), " entries, expected ", len);
+    for (int64_t x : out)
+      if (x < least) return invalid_argument(what, " must be >= ", least, ", got ", x);
+    return out;
+  };
+  WindowDims w;
+  KILN_ASSIGN_OR_RETURN(w.kernel, list("kernel", kernel, n, 1, 1));
+  KILN_ASSIGN_OR_RETURN(w.strides, list("strides", strides, n, 1, 1));
+  KILN_ASSIGN_OR_RETURN(w.dilations, list("dilations", dilations, n, 1, 1));
+  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> p, list("pads", pads, 2 * n, 0, 0));
+  w.pads_begin.assign(p.begin(), p.begin() + n);
+  w.pads_end.assign(p.begin() + n, p.end());
+  w.ceil_mode = ceil_mode;
+  return w;
+}
+
+absl::StatusOr<SymExpr> WindowDims::out(size_t i, const SymExpr& in) const {
+  int64_t s = strides[i], pb = pads_begin[i], pe = pads_end[i];
+  SymExpr room = in + (pb + pe - span(i));
+  if (std::optional<int64_t> r = room.constant()) {
+    if (*r < 0)
+      return invalid_argument("a window of ", span(i), " does not fit spatial size ", *r + span(i) - pb - pe,
+                              " padded by ", pb, "+", pe);
+    int64_t o = (ceil_mode ? (*r + s - 1) / s : *r / s) + 1;
+    if (ceil_mode && (o - 1) * s >= *r + span(i) - pe) --o;  // (o-1)*s >= in + pb
+    return SymExpr(o);
+  }
+  if (!ceil_mode) return room.floordiv(s) + 1;
+  // The last window starts at (o-1)*s - pb < room + s - pb; it can only start past the
+  // input when s + pe > span.
+  if (s + pe > span(i))
+    return invalid_argument("ceil_mode with stride ", s, ", end pad ", pe, " and window ", span(i),
+                            " needs a static spatial size, got ", in.to_string());
+  return (room + (s - 1)).floordiv(s) + 1;
+}
+
+absl::StatusOr<WindowDims> window_dims(Op op, const Attrs& a, const Shape& weight) {
+  auto kernel_of = [&]() -> absl::StatusOr<std::vector<int64_t>> {
+    std::vector<int64_t> k;
+    for (size_t i = 2; i < weight.size(); ++i) {
+      std::optional<int64_t> c = weight[i].constant();
+      if (!c) return invalid_argument("the kernel size ", weight[i].to_string(), " must be static");
+      k.push_back(*c);
+    }
+    return k;
+  };
+  switch (op) {
+    case Op::Conv: {
+      ConvAttrs c(a);
+      KILN_ASSIGN_OR_RETURN(std::vector<int64_t> k, kernel_of());
+      return window_dims(k, c.strides(), c.pads(), c.dilations());
+    }
+    case Op::ConvTranspose: {
+      ConvTransposeAttrs c(a);
+      KILN_ASSIGN_OR_RETURN(std::vector<int64_t> k, kernel_of());
+      return window_dims(k, c.strides(), c.pads(), c.dilations());
+    }
+    case Op::MaxPool: case Op::AvgPool: {
+      PoolAttrs p(a);
+      return window_dims(p.kernel(), p.strides(), p.pads(), p.dilations(), p.ceil_mode());
+    }
+    case Op::Window: {
+      WindowAttrs w(a);
+      return window_dims(w.kernel(), w.strides(), w.pads(), w.dilations(), w.ceil_mode());
+    }
+    default: return invalid_argument(op_name(op), " has no window");
+  }
+}
+
+absl::StatusOr<WindowDims> window_dims(const Node& n) {
+  bool conv = n.op() == Op::Conv || n.op() == Op::ConvTranspose;
+  return window_dims(n.op(), n.attrs(), conv ? n.operand(1)->shape() : Shape{});
+}
+
 std::optional<double> constant_value(const Value* v) {
   const Node* n = v->producer();
   if (!n || n->op() != Op::Constant) return std::nullopt;

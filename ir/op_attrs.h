@@ -96,7 +96,7 @@ bool reduction_keepdim(const Node& reduction);
 // the step's direction) and how many elements it takes. `clamped`: constant bounds on a static dim,
 // normalized and clamped as Python does; otherwise start and end are the attributes after a
 // negative constant counts from the end (and end >= 2^62 means `dim`), and the slice is
-// valid only where 0 <= start <= end <= dim (slice_in_range; the verifier proves it).
+// valid only where 0 <= start <= end <= dim (check_slice_range, ir/verifier.h, proves it).
 struct SliceBounds {
   SymExpr start, end, length;
   bool clamped = false;
@@ -109,6 +109,27 @@ absl::Status slice_step_ok(const Dim& dim, const SymExpr& start, const SymExpr& 
 // The conditions an unclamped slice needs, each an expression that must be >= 0 (none for a
 // clamped one), with what each says: "start >= 0", "end <= dim", "start <= end".
 std::vector<std::pair<SymExpr, std::string>> slice_conditions(const SliceBounds& b, const Dim& dim);
+// The geometry of a sliding window over the trailing spatial dims (conv, conv_transpose,
+// pools, window): per spatial dim its kernel size, stride, dilation and pads, validated
+// (kernel, stride, dilation >= 1, pads >= 0, one entry per spatial dim, pads 2 per dim).
+struct WindowDims {
+  std::vector<int64_t> kernel, strides, dilations, pads_begin, pads_end;
+  bool ceil_mode = false;
+  size_t rank() const { return kernel.size(); }
+  int64_t span(size_t i) const { return dilations[i] * (kernel[i] - 1) + 1; }  // extent of one window
+  // Output size along spatial dim i for input size `in`: floor((in + pads - span) / stride) + 1,
+  // or rounded up with ceil_mode, where a window that would start past the input and the
+  // begin padding is dropped (as ONNX and PyTorch do); an error for a symbolic `in` whose
+  // size depends on that rule, and for a window larger than a static padded input.
+  absl::StatusOr<SymExpr> out(size_t i, const SymExpr& in) const;
+};
+absl::StatusOr<WindowDims> window_dims(std::vector<int64_t> kernel, const std::optional<std::vector<int64_t>>& strides,
+                                       const std::optional<std::vector<int64_t>>& pads,
+                                       const std::optional<std::vector<int64_t>>& dilations, bool ceil_mode = false);
+// The geometry of a conv/conv_transpose (kernel from the weight's static trailing dims), a
+// pool or a window node.
+absl::StatusOr<WindowDims> window_dims(const Node& n);
+absl::StatusOr<WindowDims> window_dims(Op op, const Attrs& attrs, const Shape& weight);
 
 // The value of a scalar `constant` node's result as kernels compute with it: a float as
 // written, a bool as 0 or 1, an integer as itself (through f32 for a float dtype, as the

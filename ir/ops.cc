@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <type_traits>
 
@@ -270,6 +271,110 @@ Result infer_linear(Types in, const Attrs&) {
   Shape out = x;
   out.back() = w[0];
   return std::vector{TensorType{in[0].dtype, std::move(out)}};
+}
+
+// ---- convolution and pooling ----------------------------------------------------
+
+// The output's spatial dims for x's trailing w.rank() dims.
+absl::StatusOr<Shape> window_out(const WindowDims& w, const Shape& x) {
+  Shape out;
+  for (size_t i = 0; i < w.rank(); ++i) {
+    KILN_ASSIGN_OR_RETURN(SymExpr o, w.out(i, x[x.size() - w.rank() + i]));
+    out.push_back(o);
+  }
+  return out;
+}
+
+// x [N, C, spatial...] and w [a, b, k...] of x's rank and dtype, float; bias [bias_len]?.
+absl::Status check_conv_operands(Types in, const SymExpr& bias_len) {
+  const TensorType &x = in[0], &w = in[1];
+  KILN_RETURN_IF_ERROR(require_dtype(x, is_float(x.dtype), "floating-point operands"));
+  KILN_RETURN_IF_ERROR(same_dtypes(in));
+  if (x.shape.size() < 3 || x.shape.size() > 5 || w.shape.size() != x.shape.size())
+    return err("expected x [N, C, spatial...] with 1 to 3 spatial dims and w of the same rank, got ",
+               types_to_string(in));
+  if (in.size() == 3 && in[2].shape != Shape{bias_len})
+    return err("bias must have shape [", bias_len.to_string(), "], got ", in[2].to_string());
+  return absl::OkStatus();
+}
+
+// Whether `d` is a multiple of `groups` (symbolic dims must divide exactly).
+bool divides(const SymExpr& d, int64_t groups) {
+  if (std::optional<int64_t> c = d.constant()) return *c % groups == 0;
+  return d.divide_exact(groups).has_value();
+}
+
+// conv(x [N, C, s...], w [Cout, C/groups, k...], bias [Cout]?) -> [N, Cout, o...]
+Result infer_conv(Types in, const Attrs& a) {
+  const TensorType &x = in[0], &w = in[1];
+  KILN_RETURN_IF_ERROR(check_conv_operands(in, w.shape.size() > 0 ? w.shape[0] : SymExpr(0)));
+  int64_t groups = ConvAttrs(a).groups();
+  if (groups < 1) return err("groups must be >= 1, got ", groups);
+  if (x.shape[1] != w.shape[1] * groups)
+    return err("x has ", x.shape[1].to_string(), " channels but w ", w.to_string(), " with ", groups,
+               " groups expects ", (w.shape[1] * groups).to_string());
+  if (!divides(w.shape[0], groups))
+    return err("output channels ", w.shape[0].to_string(), " do not divide into ", groups, " groups");
+  KILN_ASSIGN_OR_RETURN(WindowDims wd, window_dims(Op::Conv, a, w.shape));
+  KILN_ASSIGN_OR_RETURN(Shape spatial, window_out(wd, x.shape));
+  Shape out{x.shape[0], w.shape[0]};
+  out.insert(out.end(), spatial.begin(), spatial.end());
+  return std::vector{TensorType{x.dtype, std::move(out)}};
+}
+
+// conv_transpose(x [N, C, s...], w [C, Cout/groups, k...], bias [Cout]?) -> [N, Cout, o...],
+// o = stride*(s-1) + output_padding + dilation*(k-1) + 1 - pads.
+Result infer_conv_transpose(Types in, const Attrs& a) {
+  const TensorType &x = in[0], &w = in[1];
+  ConvTransposeAttrs attrs(a);
+  int64_t groups = attrs.groups();
+  if (groups < 1) return err("groups must be >= 1, got ", groups);
+  SymExpr cout = w.shape.size() > 1 ? w.shape[1] * groups : SymExpr(0);
+  KILN_RETURN_IF_ERROR(check_conv_operands(in, cout));
+  if (x.shape[1] != w.shape[0])
+    return err("x has ", x.shape[1].to_string(), " channels but w ", w.to_string(), " has ", w.shape[0].to_string());
+  if (!divides(w.shape[0], groups))
+    return err("input channels ", w.shape[0].to_string(), " do not divide into ", groups, " groups");
+  KILN_ASSIGN_OR_RETURN(WindowDims wd, window_dims(Op::ConvTranspose, a, w.shape));
+  std::vector<int64_t> op = attrs.output_padding().value_or(std::vector<int64_t>(wd.rank(), 0));
+  if (op.size() != wd.rank()) return err("output_padding has ", op.size(), " entries, expected ", wd.rank());
+  Shape out{x.shape[0], cout};
+  for (size_t i = 0; i < wd.rank(); ++i) {
+    if (op[i] < 0 || (op[i] >= wd.strides[i] && op[i] >= wd.dilations[i]))
+      return err("output_padding ", op[i], " must be >= 0 and less than the stride or the dilation");
+    SymExpr o = (x.shape[2 + i] - 1) * wd.strides[i] + (op[i] + wd.span(i) - wd.pads_begin[i] - wd.pads_end[i]);
+    if (auto c = o.constant(); c && *c < 0) return err("pads ", wd.pads_begin[i], "+", wd.pads_end[i], " exceed the output");
+    out.push_back(o);
+  }
+  return std::vector{TensorType{x.dtype, std::move(out)}};
+}
+
+// max_pool / avg_pool(x [N, C, s...]) -> [N, C, o...]
+Result infer_pool(Types in, const Attrs& a) {
+  const TensorType& x = in[0];
+  KILN_RETURN_IF_ERROR(require_dtype(x, is_float(x.dtype), "a floating-point tensor"));
+  KILN_ASSIGN_OR_RETURN(WindowDims wd, window_dims(Op::MaxPool, a, {}));
+  if (x.shape.size() != wd.rank() + 2)
+    return err("a pool with a ", wd.rank(), "-D kernel expects x [N, C, ", wd.rank(), " spatial dims], got ", x.to_string());
+  KILN_ASSIGN_OR_RETURN(Shape spatial, window_out(wd, x.shape));
+  Shape out{x.shape[0], x.shape[1]};
+  out.insert(out.end(), spatial.begin(), spatial.end());
+  return std::vector{TensorType{x.dtype, std::move(out)}};
+}
+
+// window(x [lead..., s...]) -> [lead..., k..., o...]
+Result infer_window(Types in, const Attrs& a) {
+  const TensorType& x = in[0];
+  KILN_ASSIGN_OR_RETURN(WindowDims wd, window_dims(Op::Window, a, {}));
+  if (x.shape.size() < wd.rank()) return err("a ", wd.rank(), "-D window needs a tensor of rank >= ", wd.rank(), ", got ", x.to_string());
+  double pad = WindowAttrs(a).pad_value();
+  if (!is_float(x.dtype) && (pad != std::floor(pad) || (x.dtype == DType::boolean && pad != 0 && pad != 1)))
+    return err("pad_value ", pad, " is not a valid ", dtype_name(x.dtype));
+  KILN_ASSIGN_OR_RETURN(Shape spatial, window_out(wd, x.shape));
+  Shape out(x.shape.begin(), x.shape.end() - wd.rank());
+  out.insert(out.end(), wd.kernel.begin(), wd.kernel.end());
+  out.insert(out.end(), spatial.begin(), spatial.end());
+  return std::vector{TensorType{x.dtype, std::move(out)}};
 }
 
 // ---- shape and data movement --------------------------------------------------

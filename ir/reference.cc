@@ -30,6 +30,11 @@
 //   gather wraps a negative index once (i + dim), and an index still out of range is an error
 //   naming the node and the index. squeeze without axes removes the dims that are 1 in the
 //   graph's (symbolic) type, so a symbol bound to 1 stays.
+// - conv, conv_transpose: direct loops over the window in f64, the bias added before the single
+//   rounding (as linear). max_pool: the window's maximum, NaN propagating, -inf where the window
+//   holds padding only; avg_pool: the f64 mean of the window's elements inside x (with
+//   count_include_pad: their sum over the count of its positions inside the padded extent).
+//   window copies exactly, pad_value outside x.
 // - Each node's results must have the shapes its symbolic types evaluate to under the
 //   argument bindings; a disagreement (e.g. a symbolic slice whose bounds clamp) is an error.
 #include "ir/reference.h"
@@ -518,6 +523,160 @@ Result linear(const Ctx& c) {
   return Tensors{std::move(out)};
 }
 
+// ---- convolution and pooling ------------------------------------------------------
+// Spatial dims are padded to 3 (size 1, kernel 1) so that one loop nest serves 1-D to 3-D.
+
+struct Geo3 {
+  std::array<int64_t, 3> in{1, 1, 1}, out{1, 1, 1}, k{1, 1, 1}, s{1, 1, 1}, d{1, 1, 1}, pb{0, 0, 0}, pe{0, 0, 0};
+  int64_t in_n() const { return in[0] * in[1] * in[2]; }
+  int64_t out_n() const { return out[0] * out[1] * out[2]; }
+  int64_t k_n() const { return k[0] * k[1] * k[2]; }
+};
+
+// The geometry of node n over the trailing spatial dims of `x` and `y` (its input and output).
+absl::StatusOr<Geo3> geo3(const Node& n, const Dims& x, const Dims& y) {
+  KILN_ASSIGN_OR_RETURN(WindowDims w, window_dims(n));
+  Geo3 g;
+  size_t r = w.rank(), off = 3 - r;
+  for (size_t i = 0; i < r; ++i) {
+    g.in[off + i] = x[x.size() - r + i];
+    g.out[off + i] = y[y.size() - r + i];
+    g.k[off + i] = w.kernel[i];
+    g.s[off + i] = w.strides[i];
+    g.d[off + i] = w.dilations[i];
+    g.pb[off + i] = w.pads_begin[i];
+    g.pe[off + i] = w.pads_end[i];
+  }
+  return g;
+}
+
+// Calls f(output offset, kernel offset, input offset or -1 outside x, inside the padded
+// extent [-pb, in + pe)) for every output position and kernel position of the window.
+template <typename F>
+void each_window(const Geo3& g, F&& f) {
+  for (int64_t o0 = 0; o0 < g.out[0]; ++o0)
+    for (int64_t o1 = 0; o1 < g.out[1]; ++o1)
+      for (int64_t o2 = 0; o2 < g.out[2]; ++o2)
+        for (int64_t k0 = 0; k0 < g.k[0]; ++k0)
+          for (int64_t k1 = 0; k1 < g.k[1]; ++k1)
+            for (int64_t k2 = 0; k2 < g.k[2]; ++k2) {
+              std::array<int64_t, 3> o{o0, o1, o2}, k{k0, k1, k2};
+              int64_t at = 0;
+              bool inside = true, padded = true;
+              for (int i = 0; i < 3; ++i) {
+                int64_t p = o[i] * g.s[i] + k[i] * g.d[i] - g.pb[i];
+                inside = inside && p >= 0 && p < g.in[i];
+                padded = padded && p >= -g.pb[i] && p < g.in[i] + g.pe[i];
+                at = at * g.in[i] + p;
+              }
+              f((o0 * g.out[1] + o1) * g.out[2] + o2, (k0 * g.k[1] + k1) * g.k[2] + k2, inside ? at : -1, padded);
+            }
+}
+
+// The result of node n (conv, conv_transpose, pools) for input x: [N, C', spatial per the
+// node's type under the bindings].
+absl::StatusOr<HostTensor> window_result(const Ctx& c) {
+  KILN_ASSIGN_OR_RETURN(Dims shape, eval_dims(c.node.result()->shape(), c.bindings));
+  return HostTensor(c.x().dtype(), shape);
+}
+
+// conv: sum over the group's input channels and the window of x * w, in f64, plus bias.
+Result conv(const Ctx& c) {
+  const HostTensor &x = c.x(0), &w = c.x(1);
+  KILN_ASSIGN_OR_RETURN(HostTensor out, window_result(c));
+  KILN_ASSIGN_OR_RETURN(Geo3 g, geo3(c.node, x.shape(), out.shape()));
+  int64_t groups = ConvAttrs(c.node).groups(), n = x.shape()[0], cout = w.shape()[0], cg = w.shape()[1];
+  int64_t cog = cout / groups;
+  std::vector<double> xd = doubles(x), wd = doubles(w), acc(g.out_n());
+  std::vector<double> bias = c.in.size() > 2 ? doubles(c.x(2)) : std::vector<double>(cout, 0.0);
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t co = 0; co < cout; ++co) {
+      std::fill(acc.begin(), acc.end(), bias[co]);
+      for (int64_t ci = 0; ci < cg; ++ci) {
+        const double* xc = xd.data() + (b * cg * groups + co / cog * cg + ci) * g.in_n();
+        const double* wc = wd.data() + (co * cg + ci) * g.k_n();
+        each_window(g, [&](int64_t o, int64_t k, int64_t at, bool) {
+          if (at >= 0) acc[o] += xc[at] * wc[k];
+        });
+      }
+      for (int64_t o = 0; o < g.out_n(); ++o) store_f64(out, (b * cout + co) * g.out_n() + o, acc[o]);
+    }
+  return Tensors{std::move(out)};
+}
+
+// conv_transpose: each x element scattered through the window of w into the output, which
+// plays the role of conv's input: out[o*s + k*d - pb] += x[o] * w[k].
+Result conv_transpose(const Ctx& c) {
+  const HostTensor &x = c.x(0), &w = c.x(1);
+  KILN_ASSIGN_OR_RETURN(HostTensor out, window_result(c));
+  // The window runs over x's positions (as conv's output) into out's (as conv's input).
+  KILN_ASSIGN_OR_RETURN(Geo3 g, geo3(c.node, out.shape(), x.shape()));
+  int64_t groups = ConvTransposeAttrs(c.node).groups(), n = x.shape()[0], cin = w.shape()[0], cog = w.shape()[1];
+  int64_t cout = cog * groups, cig = cin / groups;
+  std::vector<double> xd = doubles(x), wd = doubles(w), acc(g.in_n());
+  std::vector<double> bias = c.in.size() > 2 ? doubles(c.x(2)) : std::vector<double>(cout, 0.0);
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t co = 0; co < cout; ++co) {
+      std::fill(acc.begin(), acc.end(), bias[co]);
+      int64_t grp = co / cog;
+      for (int64_t ci = grp * cig; ci < (grp + 1) * cig; ++ci) {
+        const double* xc = xd.data() + (b * cin + ci) * g.out_n();
+        const double* wc = wd.data() + (ci * cog + co % cog) * g.k_n();
+        each_window(g, [&](int64_t o, int64_t k, int64_t at, bool) {
+          if (at >= 0) acc[at] += xc[o] * wc[k];
+        });
+      }
+      for (int64_t i = 0; i < g.in_n(); ++i) store_f64(out, (b * cout + co) * g.in_n() + i, acc[i]);
+    }
+  return Tensors{std::move(out)};
+}
+
+// max_pool: the window's maximum (NaN propagates; -inf for a window of padding only);
+// avg_pool: the sum over the window's elements in x divided by their count, or with
+// count_include_pad by the count of its positions in [-pb, in + pe), in f64.
+Result pool(const Ctx& c) {
+  const HostTensor& x = c.x();
+  KILN_ASSIGN_OR_RETURN(HostTensor out, window_result(c));
+  KILN_ASSIGN_OR_RETURN(Geo3 g, geo3(c.node, x.shape(), out.shape()));
+  bool max = c.node.op() == Op::MaxPool, include_pad = PoolAttrs(c.node).count_include_pad();
+  std::vector<double> xd = doubles(x), acc(g.out_n()), cnt(g.out_n());
+  for (int64_t plane = 0; plane < x.shape()[0] * x.shape()[1]; ++plane) {
+    std::fill(acc.begin(), acc.end(), max ? -kInf : 0.0);
+    std::fill(cnt.begin(), cnt.end(), 0.0);
+    const double* xp = xd.data() + plane * g.in_n();
+    each_window(g, [&](int64_t o, int64_t, int64_t at, bool padded) {
+      if (at >= 0) {
+        acc[o] = !max ? acc[o] + xp[at] : std::isnan(acc[o]) || std::isnan(xp[at]) ? kNaN : std::max(acc[o], xp[at]);
+        cnt[o] += 1;
+      } else if (padded && include_pad) {
+        cnt[o] += 1;
+      }
+    });
+    for (int64_t o = 0; o < g.out_n(); ++o) store_f64(out, plane * g.out_n() + o, max ? acc[o] : acc[o] / cnt[o]);
+  }
+  return Tensors{std::move(out)};
+}
+
+// window: element [lead, k, o] is x[lead, o*s + k*d - pb], or pad_value outside x; exact.
+Result window(const Ctx& c) {
+  const HostTensor& x = c.x();
+  KILN_ASSIGN_OR_RETURN(Dims shape, eval_dims(c.node.result()->shape(), c.bindings));
+  HostTensor out(x.dtype(), shape);
+  size_t r = WindowAttrs(c.node).kernel().size();
+  Dims spatial_out(shape.end() - r, shape.end());
+  KILN_ASSIGN_OR_RETURN(Geo3 g, geo3(c.node, x.shape(), spatial_out));
+  int64_t planes = count(Dims(x.shape().begin(), x.shape().end() - r)), size = dtype_size(x.dtype());
+  HostTensor pad(x.dtype(), {});
+  if (is_float(x.dtype())) pad.set(0, WindowAttrs(c.node).pad_value());
+  else pad.set_int(0, static_cast<int64_t>(WindowAttrs(c.node).pad_value()));
+  for (int64_t plane = 0; plane < planes; ++plane)
+    each_window(g, [&](int64_t o, int64_t k, int64_t at, bool) {
+      const uint8_t* src = at >= 0 ? x.data() + (plane * g.in_n() + at) * size : pad.data();
+      std::memcpy(out.data() + ((plane * g.k_n() + k) * g.out_n() + o) * size, src, size);
+    });
+  return Tensors{std::move(out)};
+}
+
 Result reshape(const Ctx& c) {
   const HostTensor& x = c.x();
   KILN_ASSIGN_OR_RETURN(Dims shape, eval_dims(ReshapeAttrs(c.node).shape(), c.bindings));
@@ -713,6 +872,10 @@ Result eval_node(const Ctx& c) {
     case Op::Concat: return concat(c);
     case Op::Split: return split(c);
     case Op::Gather: return gather(c);
+    case Op::Window: return window(c);
+    case Op::Conv: return conv(c);
+    case Op::ConvTranspose: return conv_transpose(c);
+    case Op::MaxPool: case Op::AvgPool: return pool(c);
   }
   return invalid_argument("the reference evaluator does not know op ", op_name(c.node.op()));
 }
@@ -799,8 +962,10 @@ TensorMap random_args(const Graph& g, const Bindings& b, uint64_t seed, int64_t 
 void scale_weights_by_fan_in(const Graph& g, TensorMap& args) {
   for (auto& [name, t] : args) {
     const Value* v = g.find(name);
-    if (v == nullptr || !v->is_param() || t.rank() != 2) continue;
-    double scale = 1.0 / std::sqrt(static_cast<double>(t.shape()[1]));
+    if (v == nullptr || !v->is_param() || t.rank() < 2) continue;
+    int64_t fan_in = t.numel() / std::max<int64_t>(t.shape()[0], 1);
+    if (fan_in == 0) continue;
+    double scale = 1.0 / std::sqrt(static_cast<double>(fan_in));
     for (int64_t i = 0; i < t.numel(); ++i) t.set(i, t.get(i) * scale);
   }
 }

@@ -25,9 +25,10 @@ absl::StatusOr<std::vector<HostTensor>> evaluate(const Graph& g, const TensorMap
 // `b`: floats uniform in [-1, 1), integers in [0, int_high), bools fair coins.
 TensorMap random_args(const Graph& g, const Bindings& b, uint64_t seed, int64_t int_high = 2);
 
-// Scales every 2-D parameter in `args` by 1/sqrt(its second dim), the fan-in of a [out, in]
-// weight, as in trained layers: uniform [-1, 1) weights make activations grow with the width
-// until bf16 rounding flips, amplified through a layer, exceed any bf16 tolerance.
+// Scales every parameter of rank >= 2 in `args` by 1/sqrt(its fan-in, the product of its
+// dims after the first: a [out, in] weight's in, a conv weight [Cout, C/groups, k...]'s
+// C/groups*K), as in trained layers: uniform [-1, 1) weights make activations grow with the
+// width until bf16 rounding flips, amplified through a layer, exceed any bf16 tolerance.
 void scale_weights_by_fan_in(const Graph& g, TensorMap& args);
 
 }  // namespace kiln

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <numeric>
 
 #include "ir/op_attrs.h"
 #include "ir/status.h"
@@ -11,7 +12,8 @@
 namespace kiln {
 namespace {
 
-using Rule = Value* (*)(Builder& b, const Node& n);
+// A rule's replacement for n's result; an error says why n cannot be decomposed.
+using Rule = absl::StatusOr<Value*> (*)(Builder& b, const Node& n);
 
 Attrs reduce_attrs(std::vector<int64_t> axes) { return {{"axes", std::move(axes)}, {"keepdim", true}}; }
 
@@ -28,13 +30,13 @@ SoftmaxParts softmax_parts(Builder& b, Value* x, int64_t axis) {
   return {shifted, e, b.op(Op::Sum, {e}, reduce_attrs({axis}))};
 }
 
-Value* softmax(Builder& b, const Node& n) {
+absl::StatusOr<Value*> softmax(Builder& b, const Node& n) {
   Value* x = b.cast(n.operand(0), DType::f32);
   SoftmaxParts p = softmax_parts(b, x, SoftmaxAttrs(n).axis());
   return b.cast(b.op(Op::Div, {p.exps, p.sum}), n.result()->dtype());
 }
 
-Value* log_softmax(Builder& b, const Node& n) {
+absl::StatusOr<Value*> log_softmax(Builder& b, const Node& n) {
   Value* x = b.cast(n.operand(0), DType::f32);
   SoftmaxParts p = softmax_parts(b, x, SoftmaxAttrs(n).axis());
   return b.cast(b.op(Op::Sub, {p.shifted, b.op(Op::Log, {p.sum})}), n.result()->dtype());
@@ -42,7 +44,7 @@ Value* log_softmax(Builder& b, const Node& n) {
 
 // (x - mean) * rsqrt(var + eps) * w + b for layer_norm, x * rsqrt(mean(x^2) + eps) * w for
 // rms_norm; weight and bias are applied in f32 before the single cast back.
-Value* norm(Builder& b, const Node& n) {
+absl::StatusOr<Value*> norm(Builder& b, const Node& n) {
   bool layer = n.op() == Op::LayerNorm;
   const std::vector<int64_t>& axes = layer ? LayerNormAttrs(n).axes() : RmsNormAttrs(n).axes();
   Value* x = b.cast(n.operand(0), DType::f32);
@@ -61,7 +63,7 @@ Value* norm(Builder& b, const Node& n) {
 // accumulates in f32); scaling, masking and the softmax run in f32; the probabilities are
 // rounded to v's type for the second GEMM. Rounding the scores instead would cost exp()
 // their absolute error, a few percent for scores near 10 in bf16.
-Value* sdpa(Builder& b, const Node& n) {
+absl::StatusOr<Value*> sdpa(Builder& b, const Node& n) {
   Value *q = n.operand(0), *k = n.operand(1), *v = n.operand(2);
   int64_t r = static_cast<int64_t>(q->shape().size());
   double scale = 0;
@@ -70,7 +72,8 @@ Value* sdpa(Builder& b, const Node& n) {
   } else if (auto e = q->shape().back().constant()) {
     scale = 1.0 / std::sqrt(static_cast<double>(*e));
   } else {
-    return nullptr;  // reported by the caller: the default scale needs a static head dim
+    return invalid_argument("the default scale 1/sqrt(E) needs a static head dim, got ",
+                            n.operand(0)->type().to_string(), "; give scale=");
   }
   std::vector<int64_t> swap(r);
   for (int64_t i = 0; i < r; ++i) swap[i] = i;
@@ -95,8 +98,192 @@ Value* sdpa(Builder& b, const Node& n) {
   return b.op(Op::MatMul, {probs, v});
 }
 
+// ---- convolution and pooling -----------------------------------------------------
+
+Attrs window_attrs(const WindowDims& w) {
+  std::vector<int64_t> pads = w.pads_begin;
+  pads.insert(pads.end(), w.pads_end.begin(), w.pads_end.end());
+  return {{"kernel", w.kernel}, {"strides", w.strides}, {"pads", pads}, {"dilations", w.dilations},
+          {"ceil_mode", w.ceil_mode}};
+}
+
+// Axes [2, 2 + r): the kernel dims of window(x [N, C, s...]).
+std::vector<int64_t> kernel_axes(size_t r) {
+  std::vector<int64_t> axes(r);
+  std::iota(axes.begin(), axes.end(), 2);
+  return axes;
+}
+
+// conv(x [N, C, s...], w [Cout, C/G, k...], bias?) as a GEMM over im2col columns:
+// window(x) [N, C, k..., o...] -> [N, G, C/G*K, L] (a plain reshape of x for a 1x1 kernel
+// with stride 1 and no padding), times w as [G, Cout/G, C/G*K] (as [Cout, C*K] when G is 1),
+// plus bias, then [N, Cout, o...]. f16/bf16 operands are widened on load and the f32 sum
+// (with the bias) is rounded once, as the reference does.
+absl::StatusOr<Value*> conv_gemm(Builder& b, Value* x, Value* w, Value* bias, const WindowDims& wd, int64_t groups,
+                                 DType out_t) {
+  const Shape &xs = x->shape(), &ws = w->shape();
+  size_t r = wd.rank();
+  SymExpr n = xs[0], cout = ws[0], cg = ws[1], k = 1, l = 1;
+  Shape out_shape{n, cout};
+  for (size_t i = 0; i < r; ++i) {
+    KILN_ASSIGN_OR_RETURN(SymExpr o, wd.out(i, xs[2 + i]));
+    out_shape.push_back(o);
+    l *= o;
+    k *= wd.kernel[i];
+  }
+  std::optional<SymExpr> cog = cout.divide_exact(groups);
+  if (!cog) return invalid_argument("output channels ", cout.to_string(), " do not divide into ", groups, " groups");
+  bool pointwise = true;
+  for (size_t i = 0; i < r; ++i)
+    pointwise = pointwise && wd.kernel[i] == 1 && wd.strides[i] == 1 && wd.pads_begin[i] == 0 && wd.pads_end[i] == 0;
+  Value* cols = pointwise ? x : b.op(Op::Window, {x}, window_attrs(wd));
+  auto reshape = [&](Value* v, Shape s) { return b.op(Op::Reshape, {v}, {{"shape", std::move(s)}}); };
+  Value* y;
+  if (groups == 1) {
+    cols = b.cast(reshape(cols, {n, cg * k, l}), DType::f32);
+    y = b.op(Op::MatMul, {b.cast(reshape(w, {cout, cg * k}), DType::f32), cols});
+    if (bias) y = b.op(Op::Add, {y, reshape(b.cast(bias, DType::f32), {cout, 1})});
+  } else {
+    cols = b.cast(reshape(cols, {n, groups, cg * k, l}), DType::f32);
+    y = b.op(Op::MatMul, {b.cast(reshape(w, {groups, *cog, cg * k}), DType::f32), cols});
+    if (bias) y = b.op(Op::Add, {y, reshape(b.cast(bias, DType::f32), {groups, *cog, 1})});
+  }
+  return reshape(b.cast(y, out_t), out_shape);
+}
+
+absl::StatusOr<Value*> conv(Builder& b, const Node& n) {
+  KILN_ASSIGN_OR_RETURN(WindowDims wd, window_dims(n));
+  return conv_gemm(b, n.operand(0), n.operand(1), n.num_operands() > 2 ? n.operand(2) : nullptr, wd,
+                   ConvAttrs(n).groups(), n.result()->dtype());
+}
+
+// conv_transpose as the conv it is the adjoint of: x with stride-1 zeros inserted between
+// its elements along each spatial dim, padded by dilation*(k-1) - pads (plus output_padding
+// at the end), convolved at stride 1 with w flipped along the spatial dims and its channel
+// dims swapped within each group.
+absl::StatusOr<Value*> conv_transpose(Builder& b, const Node& n) {
+  KILN_ASSIGN_OR_RETURN(WindowDims wd, window_dims(n));
+  ConvTransposeAttrs a(n);
+  int64_t groups = a.groups();
+  size_t r = wd.rank();
+  std::vector<int64_t> out_pad = a.output_padding().value_or(std::vector<int64_t>(r, 0));
+  Value *x = n.operand(0), *w = n.operand(1);
+  WindowDims cd = wd;
+  for (size_t i = 0; i < r; ++i) {
+    int64_t s = wd.strides[i], axis = static_cast<int64_t>(2 + i);
+    cd.strides[i] = 1;
+    cd.pads_begin[i] = wd.span(i) - 1 - wd.pads_begin[i];
+    cd.pads_end[i] = wd.span(i) - 1 - wd.pads_end[i] + out_pad[i];
+    if (cd.pads_begin[i] < 0 || cd.pads_end[i] < 0)
+      return invalid_argument("pads ", wd.pads_begin[i], "+", wd.pads_end[i], " larger than dilation*(kernel-1) = ",
+                              wd.span(i) - 1, " are not supported");
+    if (s == 1) continue;
+    // [.., H, ..] -> [.., H, s, ..] (x then s-1 zeros) -> [.., H*s, ..]: the last s-1 zeros
+    // replace as much end padding, or are sliced off.
+    Shape xs = x->shape();
+    Value* u = b.op(Op::Unsqueeze, {x}, {{"axes", std::vector<int64_t>{axis + 1}}});
+    Shape zs = u->shape();
+    zs[axis + 1] = s - 1;
+    Value* z = b.op(Op::Expand, {b.constant(0, x->dtype())}, {{"shape", zs}});
+    Shape merged = xs;
+    merged[axis] = xs[axis] * s;
+    x = b.op(Op::Reshape, {b.op(Op::Concat, {u, z}, {{"axis", axis + 1}})}, {{"shape", merged}});
+    if (cd.pads_end[i] >= s - 1) {
+      cd.pads_end[i] -= s - 1;
+    } else {
+      SymExpr keep = merged[axis] - (s - 1);
+      std::optional<int64_t> len = keep.constant();
+      if (!len) return invalid_argument("stride ", s, " with end pad ", wd.pads_end[i], " needs a static spatial size");
+      x = b.op(Op::Slice, {x}, {{"axis", axis}, {"start", int64_t{0}}, {"end", *len}});
+    }
+  }
+  // w [G*Cig, Cog, k...] -> [G, Cig, Cog, k...] -> [G, Cog, Cig, k...] -> [G*Cog, Cig, k...], flipped.
+  const Shape& ws = w->shape();
+  std::optional<SymExpr> cig = ws[0].divide_exact(groups);
+  if (!cig) return invalid_argument("input channels ", ws[0].to_string(), " do not divide into ", groups, " groups");
+  Shape split{groups, *cig, ws[1]}, merged{ws[1] * groups, *cig};
+  std::vector<int64_t> perm{0, 2, 1};
+  for (size_t i = 0; i < r; ++i) {
+    split.push_back(ws[2 + i]);
+    merged.push_back(ws[2 + i]);
+    perm.push_back(static_cast<int64_t>(3 + i));
+  }
+  Value* wt = b.op(Op::Permute, {b.op(Op::Reshape, {w}, {{"shape", split}})}, {{"dims", perm}});
+  wt = b.op(Op::Reshape, {wt}, {{"shape", merged}});
+  for (size_t i = 0; i < r; ++i)
+    wt = b.op(Op::Slice, {wt}, {{"axis", static_cast<int64_t>(2 + i)}, {"start", int64_t{-1}},
+                               {"end", -(wd.kernel[i] + 1)}, {"step", int64_t{-1}}});
+  KILN_RETURN_IF_ERROR(b.status());
+  return conv_gemm(b, x, wt, n.num_operands() > 2 ? n.operand(2) : nullptr, cd, groups, n.result()->dtype());
+}
+
+// The number of positions of each window inside [-pad_begin, in + pad_end), f32 [o...], as
+// a parameter computed here: with count_include_pad only ceil_mode's last windows are short,
+// and where they end depends on the static spatial sizes.
+absl::StatusOr<Value*> padded_window_count(Builder& b, const WindowDims& wd, const Shape& in, const Shape& out) {
+  size_t r = wd.rank();
+  std::vector<int64_t> in_n, out_n;
+  for (size_t i = 0; i < r; ++i) {
+    std::optional<int64_t> a = in[i].constant(), o = out[i].constant();
+    if (!a || !o) return invalid_argument("count_include_pad with ceil_mode needs static spatial sizes, got ", shape_to_string(in));
+    in_n.push_back(*a);
+    out_n.push_back(*o);
+  }
+  auto t = std::make_shared<HostTensor>(DType::f32, out_n);
+  for (int64_t at = 0; at < t->numel(); ++at) {
+    double count = 1;
+    for (size_t i = r, rest = at; i-- > 0; rest /= out_n[i]) {
+      int64_t o = rest % out_n[i], extent = in_n[i] + wd.pads_begin[i] + wd.pads_end[i], inside = 0;
+      for (int64_t k = 0; k < wd.kernel[i]; ++k) inside += o * wd.strides[i] + k * wd.dilations[i] < extent;
+      count *= static_cast<double>(inside);
+    }
+    t->set(at, count);
+  }
+  Graph& g = b.graph();
+  return g.add_param(g.fresh_name("pool_count"), TensorType{DType::f32, Shape(out.begin(), out.end())}, std::move(t));
+}
+
+// max_pool: the max over the kernel dims of window(x) padded with -inf. avg_pool: the f32
+// sum over window(x) padded with 0, divided by the window size (no padding, or padding
+// counted, without ceil_mode), else by a count per output position: the sum of the same
+// window over ones (padding not counted) or the padded window count.
+absl::StatusOr<Value*> pool(Builder& b, const Node& n) {
+  KILN_ASSIGN_OR_RETURN(WindowDims wd, window_dims(n));
+  Value* x = n.operand(0);
+  size_t r = wd.rank();
+  Attrs wa = window_attrs(wd);
+  Attrs reduce{{"axes", kernel_axes(r)}, {"keepdim", false}};
+  if (n.op() == Op::MaxPool) {
+    wa.set("pad_value", -std::numeric_limits<double>::infinity());
+    return b.op(Op::Max, {b.op(Op::Window, {x}, wa)}, reduce);
+  }
+  Value* sum = b.op(Op::Sum, {b.op(Op::Window, {b.cast(x, DType::f32)}, wa)}, reduce);
+  bool padded = false;
+  int64_t k = 1;
+  for (size_t i = 0; i < r; ++i) {
+    padded = padded || wd.pads_begin[i] > 0 || wd.pads_end[i] > 0;
+    k *= wd.kernel[i];
+  }
+  Value* count;
+  if (!wd.ceil_mode && (!padded || PoolAttrs(n).count_include_pad())) {
+    count = b.constant(static_cast<double>(k), DType::f32);
+  } else if (!PoolAttrs(n).count_include_pad()) {
+    Shape ones_shape{1, 1};
+    ones_shape.insert(ones_shape.end(), x->shape().begin() + 2, x->shape().end());
+    Value* ones = b.op(Op::Expand, {b.constant(1, DType::f32)}, {{"shape", ones_shape}});
+    count = b.op(Op::Sum, {b.op(Op::Window, {ones}, wa)}, reduce);
+  } else {
+    KILN_ASSIGN_OR_RETURN(count, padded_window_count(b, wd, Shape(x->shape().begin() + 2, x->shape().end()),
+                                                     Shape(n.result()->shape().begin() + 2, n.result()->shape().end())));
+  }
+  return b.cast(b.op(Op::Div, {sum, count}), n.result()->dtype());
+}
+
 Rule rule_for(Op op) {
   switch (op) {
+    case Op::Conv: return conv;
+    case Op::ConvTranspose: return conv_transpose;
+    case Op::MaxPool: case Op::AvgPool: return pool;
     case Op::Softmax: return softmax;
     case Op::LogSoftmax: return log_softmax;
     case Op::LayerNorm: case Op::RmsNorm: return norm;
@@ -113,12 +300,10 @@ absl::StatusOr<bool> decompose(Graph& g) {
     if (rule_for(n->op())) todo.push_back(n.get());
   for (Node* n : todo) {
     Builder b(g, n, n->loc());
-    Value* out = rule_for(n->op())(b, *n);
-    if (!b.status().ok())
-      return invalid_argument("decompose ", n->describe(), ": ", status_message(b.status()));
-    if (!out)
-      return invalid_argument("decompose ", n->describe(), ": the default scale 1/sqrt(E) needs a static head dim, got ",
-                              n->operand(0)->type().to_string(), "; give scale=");
+    absl::StatusOr<Value*> out_or = rule_for(n->op())(b, *n);
+    absl::Status st = out_or.ok() ? b.status() : out_or.status();
+    if (!st.ok()) return invalid_argument("decompose ", n->describe(), ": ", status_message(st));
+    Value* out = *out_or;
     // The value keeps its name (dumps stay readable): the composite's result is retired.
     std::string name = n->result()->name();
     g.replace_all_uses(n->result(), out);

@@ -6,10 +6,14 @@
 
 namespace kiln {
 
-// Pre: `g` verifies. Post: no softmax, log_softmax, layer_norm, rms_norm or
-// scaled_dot_product_attention node remains; each became primitives that compute the same
-// value: softmax subtracts the row max, statistics are computed in f32 (f16/bf16 operands
-// are cast to f32 first and the result cast back), causal masks compare iota indices.
+// Pre: `g` verifies. Post: no softmax, log_softmax, layer_norm, rms_norm,
+// scaled_dot_product_attention, conv, conv_transpose, max_pool or avg_pool node remains; each
+// became primitives that compute the same value: softmax subtracts the row max, statistics
+// are computed in f32 (f16/bf16 operands are cast to f32 first and the result cast back),
+// causal masks compare iota indices; a conv is an im2col `window` view reshaped into a
+// matmul with the weight (groups as a batch dim) plus bias, then reshaped to [N, Cout, o...];
+// conv_transpose is a stride-1 conv over the input with zeros inserted; a pool reduces the
+// kernel dims of a `window` (max, or an f32 sum divided by the window's element count).
 // Returns whether anything changed. Errors name the node (e.g. attention with a symbolic
 // head dim and no explicit scale).
 absl::StatusOr<bool> decompose(Graph& g);

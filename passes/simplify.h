@@ -12,7 +12,13 @@ namespace kiln {
 // parameters with host data (up to 1M elements; bigger ones are left to run; iota stays
 // index arithmetic); a node a rule made carries the name of the value it replaced; no two nodes
 // compute the same op on the same operands with the same attributes; every node feeds an
-// output. Returns whether anything changed.
+// output. GEMM epilogues: an elementwise op reading reshape(z), z a GEMM's result (or an
+// elementwise function of one), reads z instead and is reshaped after (its other operands
+// reshaped to z's shape), so that fuse_linear makes it part of the GEMM's epilogue (a conv's
+// bias, batch norm, activation, residual); y * s, y / s (s a parameter-only per-row scale,
+// y = A @ B (+ c) with A and c parameter-only, y read once) become (A*s) @ B (+ c*s), and
+// parameter-only adds and subtracts join the bias: batch norm folds into the conv's weight
+// and bias (on the host when they have data). Returns whether anything changed.
 absl::StatusOr<bool> simplify(Graph& g);
 
 }  // namespace kiln

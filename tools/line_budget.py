@@ -17,8 +17,8 @@ import sys
 # Folder -> most non-blank, non-comment lines its own sources may have (set 10-15% over
 # the counts when the budget was introduced).
 BUDGETS = {
-    "ir": 4400,
-    "passes": 1550,
+    "ir": 4700,
+    "passes": 1750,
     "codegen": 3100,
     "codegen/cuda": 1450,
     "codegen/cpu": 925,
@@ -27,7 +27,7 @@ BUDGETS = {
     "runtime/cpu": 800,
     "compiler": 975,
     "compiler/cli": 575,
-    "frontends/onnx": 2100,
+    "frontends/onnx": 2400,
     "frontends/trace": 575,
 }
 

@@ -196,6 +196,21 @@ class Importer {
   absl::Status round();
   absl::Status mod();
   absl::Status eye_like();
+  absl::Status conv();
+  absl::Status pool();
+  absl::Status pad();
+  absl::Status resize();
+  absl::Status group_norm();
+  absl::Status cumsum();
+  absl::Status einsum();
+  // Conv, ConvTranspose and pool attributes as kiln's: strides, dilations and pads
+  // ([begin..., end...]) with auto_pad resolved against x's spatial dims `in` (for
+  // ConvTranspose, against output_shape or in*stride; output_shape beyond the pads' reach
+  // becomes output_padding).
+  struct WindowAttrs {
+    std::vector<int64_t> strides, dilations, pads, output_padding;
+  };
+  absl::StatusOr<WindowAttrs> window_attrs(const Shape& in, const std::vector<int64_t>& kernel);
 
   Ex ex(Value* v) { return {this, v}; }
   // softmax, log_softmax and hardmax along `axis`; before opset 13 they see the input

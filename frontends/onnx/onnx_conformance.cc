@@ -197,18 +197,20 @@ ConformanceResult run_test(const fs::path& dir, const OnnxExecutor& execute) {
 
     // Shapes, axes or starts fed as graph inputs: kiln needs them at import time, so the
     // model is imported again with this data set's integer and bool inputs frozen as
-    // constants.
+    // constants, and float inputs of at most 8 elements and rank <= 1 (Resize's scales,
+    // Pad's value), which models hold as constants too.
     OnnxImportOptions options;
     absl::StatusOr<Graph> frozen_graph = absl::UnknownError("unused");
     const Graph* g = plain.ok() ? &*plain : nullptr;
     if (!g) {
       for (size_t i = 0; i < inputs.size(); ++i)
-        if (is_integer(inputs[i].dtype()) || inputs[i].dtype() == DType::boolean)
+        if (is_integer(inputs[i].dtype()) || inputs[i].dtype() == DType::boolean ||
+            (inputs[i].rank() <= 1 && inputs[i].numel() <= 8))
           options.frozen_inputs[test_inputs[i].name] = inputs[i];
       frozen_graph = import_onnx_bytes(*model_bytes, model_path, options);
       if (!frozen_graph.ok()) return import_error(frozen_graph.status(), model_path);
       g = &*frozen_graph;
-      r.reason = "integer and bool inputs frozen as constants";
+      r.reason = "integer, bool and small float inputs frozen as constants";
     }
 
     TensorMap args;

@@ -2,8 +2,11 @@
 // forms, and the earlier ones the node tests use) to kiln ops, or folds it at import time
 // when its operands are known.
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <limits>
+#include <map>
+#include <numeric>
 
 #include "frontends/onnx/importer.h"
 #include "frontends/onnx/onnx_tensor.h"
@@ -241,6 +244,25 @@ const std::map<std::string, Importer::OpSpec, std::less<>>& Importer::op_table()
       {"Round", {&Importer::round, {}}},
       {"Mod", {&Importer::mod, {{"fmod", kInt}}}},
       {"EyeLike", {&Importer::eye_like, {{"dtype", kInt}, {"k", kInt}}}},
+      {"Conv", {&Importer::conv, {{"auto_pad", kString}, {"dilations", kInts}, {"group", kInt},
+                                  {"kernel_shape", kInts}, {"pads", kInts}, {"strides", kInts}}}},
+      {"ConvTranspose", {&Importer::conv, {{"auto_pad", kString}, {"dilations", kInts}, {"group", kInt},
+                                           {"kernel_shape", kInts}, {"output_padding", kInts},
+                                           {"output_shape", kInts}, {"pads", kInts}, {"strides", kInts}}}},
+      {"Resize", {&Importer::resize, {{"antialias", kInt}, {"axes", kInts}, {"coordinate_transformation_mode", kString},
+                                      {"cubic_coeff_a", kFloat}, {"exclude_outside", kInt},
+                                      {"extrapolation_value", kFloat}, {"keep_aspect_ratio_policy", kString},
+                                      {"mode", kString}, {"nearest_mode", kString}}}},
+      {"GroupNormalization", {&Importer::group_norm, {{"epsilon", kFloat}, {"num_groups", kInt}, {"stash_type", kInt}}}},
+      {"Einsum", {&Importer::einsum, {{"equation", kString}}}},
+      {"CumSum", {&Importer::cumsum, {{"exclusive", kInt}, {"reverse", kInt}}}},
+      {"Pad", {&Importer::pad, {{"mode", kString}, {"pads", kInts}, {"value", kFloat}}}},
+      {"MaxPool", {&Importer::pool, {{"auto_pad", kString}, {"ceil_mode", kInt}, {"dilations", kInts},
+                                     {"kernel_shape", kInts}, {"pads", kInts}, {"storage_order", kInt},
+                                     {"strides", kInts}}}},
+      {"AveragePool", {&Importer::pool, {{"auto_pad", kString}, {"ceil_mode", kInt}, {"count_include_pad", kInt},
+                                         {"dilations", kInts}, {"kernel_shape", kInts}, {"pads", kInts},
+                                         {"strides", kInts}}}},
   };
   return *table;
 }
@@ -1149,6 +1171,438 @@ absl::Status Importer::depth_space() {
          : mode == "CRD" ? permute(reshape(ex(xv), {n, *c2, bs, bs, h, w}), {0, 1, 4, 2, 5, 3})
                          : Ex{this, unsupported("mode \"", mode, "\" is not supported (DCR or CRD)")};
   return define(0, reshape(t, {n, *c2, h * bs, w * bs}));
+}
+
+// ---- convolution and pooling ----------------------------------------------------------
+
+absl::StatusOr<Importer::WindowAttrs> Importer::window_attrs(const Shape& in, const std::vector<int64_t>& kernel) {
+  size_t r = kernel.size();
+  auto list = [&](std::string_view name, int64_t def, size_t len) -> absl::StatusOr<std::vector<int64_t>> {
+    std::vector<int64_t> v = attr_ints(name).value_or(std::vector<int64_t>(len, def));
+    if (v.size() != len) return bad(name, " has ", v.size(), " entries, expected ", len);
+    return v;
+  };
+  WindowAttrs w;
+  KILN_ASSIGN_OR_RETURN(w.strides, list("strides", 1, r));
+  KILN_ASSIGN_OR_RETURN(w.dilations, list("dilations", 1, r));
+  KILN_ASSIGN_OR_RETURN(w.pads, list("pads", 0, 2 * r));
+  KILN_ASSIGN_OR_RETURN(w.output_padding, list("output_padding", 0, r));
+  std::string auto_pad = attr_string("auto_pad", "NOTSET");
+  bool transpose = node_->op_type() == "ConvTranspose";
+  std::optional<std::vector<int64_t>> out_shape = transpose ? attr_ints("output_shape") : std::nullopt;
+  if (auto_pad == "NOTSET" && !out_shape) return w;
+  if (auto_pad == "VALID") {
+    std::fill(w.pads.begin(), w.pads.end(), 0);
+    return w;
+  }
+  bool upper = auto_pad == "SAME_UPPER";  // NOTSET with output_shape: the extra pad at the begin
+  if (!upper && auto_pad != "SAME_LOWER" && auto_pad != "NOTSET") return bad("auto_pad \"", auto_pad, "\" is not NOTSET, SAME_UPPER, SAME_LOWER or VALID");
+  if (out_shape && out_shape->size() != r) return bad("output_shape has ", out_shape->size(), " entries, expected ", r);
+  for (size_t i = 0; i < r; ++i) {
+    int64_t s = w.strides[i], span = w.dilations[i] * (kernel[i] - 1) + 1, total;
+    std::optional<int64_t> n = in[in.size() - r + i].constant();
+    if (transpose) {
+      // total = stride*(in-1) + output_padding + span - output size (output_shape, or in*stride).
+      if (!out_shape && !n && s != 1)
+        return unsupported("auto_pad ", auto_pad, " with stride ", s, " needs static spatial sizes, got ", shape_to_string(in));
+      if (out_shape && !n) return unsupported("output_shape needs static spatial sizes, got ", shape_to_string(in));
+      total = out_shape ? s * (*n - 1) + w.output_padding[i] + span - (*out_shape)[i] : w.output_padding[i] + span - s;
+    } else {
+      // total = max(0, (ceil(in/stride) - 1)*stride + span - in)
+      if (!n && s != 1)
+        return unsupported("auto_pad ", auto_pad, " with stride ", s, " needs static spatial sizes, got ", shape_to_string(in));
+      total = n ? std::max<int64_t>(0, ((*n + s - 1) / s - 1) * s + span - *n) : span - 1;
+    }
+    int64_t half = total >= 0 ? total / 2 : -((-total + 1) / 2);  // floor
+    w.pads[i] = upper ? half : total - half;
+    w.pads[r + i] = total - w.pads[i];
+    if (w.pads[r + i] < 0) {  // an output longer than the pads allow: extended at the end
+      w.output_padding[i] -= w.pads[r + i];
+      w.pads[r + i] = 0;
+    }
+    if (w.pads[i] < 0) return bad("output_shape ", (*out_shape)[i], " is out of the transposed convolution's reach");
+  }
+  return w;
+}
+
+// Conv(x, W, B?) and ConvTranspose(x, W, B?): the kernel is W's trailing dims (kernel_shape,
+// when given, must agree).
+absl::Status Importer::conv() {
+  KILN_ASSIGN_OR_RETURN(auto x, value(0));
+  KILN_ASSIGN_OR_RETURN(auto w, value(1));
+  const Shape &xs = x->shape(), &ws = w->shape();
+  if (xs.size() < 3 || ws.size() != xs.size())
+    return bad("expects x [N, C, spatial...] and W of the same rank, got ", x->type().to_string(), " and ", w->type().to_string());
+  std::vector<int64_t> kernel;
+  for (size_t i = 2; i < ws.size(); ++i) {
+    std::optional<int64_t> k = ws[i].constant();
+    if (!k) return unsupported("W's kernel dims must be static, got ", w->type().to_string());
+    kernel.push_back(*k);
+  }
+  if (std::optional<std::vector<int64_t>> ks = attr_ints("kernel_shape"); ks && *ks != kernel)
+    return bad("kernel_shape ", shape_to_string(static_shape(*ks)), " differs from W ", w->type().to_string());
+  KILN_ASSIGN_OR_RETURN(WindowAttrs wa, window_attrs(xs, kernel));
+  std::vector<Value*> operands{x, w};
+  if (has_input(2)) {
+    KILN_ASSIGN_OR_RETURN(auto bias, value(2));
+    operands.push_back(bias);
+  }
+  Attrs attrs{{"strides", wa.strides}, {"pads", wa.pads}, {"dilations", wa.dilations}, {"groups", attr_int("group", 1)}};
+  bool transpose = node_->op_type() == "ConvTranspose";
+  if (transpose)
+    attrs.set("output_padding", wa.output_padding);
+  KILN_ASSIGN_OR_RETURN(auto y, emit(transpose ? Op::ConvTranspose : Op::Conv, operands, std::move(attrs)));
+  return define(0, y);
+}
+
+absl::Status Importer::pool() {
+  KILN_ASSIGN_OR_RETURN(auto x, value(0));
+  if (node_->output_size() > 1 && !node_->output(1).empty())
+    return unsupported("the Indices output of MaxPool is not supported");
+  if (attr_int("storage_order", 0) != 0) return unsupported("storage_order 1 is not supported");
+  std::optional<std::vector<int64_t>> kernel = attr_ints("kernel_shape");
+  if (!kernel) return bad("needs kernel_shape");
+  if (x->shape().size() != kernel->size() + 2)
+    return bad("a ", kernel->size(), "-D kernel expects x [N, C, ", kernel->size(), " spatial dims], got ", x->type().to_string());
+  KILN_ASSIGN_OR_RETURN(WindowAttrs wa, window_attrs(x->shape(), *kernel));
+  bool max = node_->op_type() == "MaxPool";
+  KILN_ASSIGN_OR_RETURN(auto y, emit(max ? Op::MaxPool : Op::AvgPool, {x},
+                                     {{"kernel", *kernel}, {"strides", wa.strides}, {"pads", wa.pads},
+                                      {"dilations", wa.dilations}, {"ceil_mode", attr_int("ceil_mode", 0) != 0},
+                                      {"count_include_pad", attr_int("count_include_pad", 0) != 0}}));
+  return define(0, y);
+}
+
+// Pad(data, pads [begin..., end...], constant_value?, axes?): constant mode as a window of
+// kernel 1 whose padding reads the value (any dims), after a slice for negative pads;
+// edge and reflect as a gather along each padded axis by indices computed here (static dims).
+absl::Status Importer::pad() {
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
+  int64_t rank = xv->shape().size();
+  KILN_ASSIGN_OR_RETURN(auto given, ints_operand(1, "pads"));
+  if (!given) return bad("needs pads");
+  std::vector<int64_t> axes(rank);
+  std::iota(axes.begin(), axes.end(), 0);
+  if (has_input(3)) {
+    KILN_ASSIGN_OR_RETURN(axes, known_ints(3, "axes"));
+  }
+  if (given->size() != 2 * axes.size()) return bad("pads has ", given->size(), " entries for ", axes.size(), " axes");
+  std::vector<int64_t> pb(rank, 0), pe(rank, 0);
+  for (size_t i = 0; i < axes.size(); ++i) {
+    KILN_ASSIGN_OR_RETURN(int64_t a, axis_in("axis", axes[i], rank));
+    pb[a] = (*given)[i];
+    pe[a] = (*given)[axes.size() + i];
+  }
+  std::string mode = attr_string("mode", "constant");
+  Ex y = ex(xv);
+  if (mode == "constant") {
+    double fill = attr_float("value", 0.0);
+    std::optional<Ex> runtime_fill;  // a value computed at run time: selected where a window of trues reads false
+    if (has_input(2)) {
+      KILN_ASSIGN_OR_RETURN(auto c, in(2));
+      if (c->data && c->data->numel() == 1) {
+        fill = is_float(c->type.dtype) ? c->data->get(0) : static_cast<double>(c->data->get_int(0));
+      } else {
+        KILN_ASSIGN_OR_RETURN(auto cv, value(2));
+        if (shape_numel(cv->shape()) != SymExpr(1)) return bad("constant_value must be a scalar, got ", cv->type().to_string());
+        runtime_fill = apply(Op::Reshape, {ex(cv)}, {{"shape", Shape{}}});
+      }
+    }
+    for (int64_t a = 0; a < rank; ++a) {
+      if (pb[a] >= 0 && pe[a] >= 0) continue;
+      int64_t start = std::max<int64_t>(0, -pb[a]), end = pe[a] < 0 ? pe[a] : std::numeric_limits<int64_t>::max();
+      y = apply(Op::Slice, {y}, {{"axis", a}, {"start", start}, {"end", end}});
+      pb[a] = std::max<int64_t>(0, pb[a]);
+      pe[a] = std::max<int64_t>(0, pe[a]);
+    }
+    int64_t first = 0;
+    while (first < rank && pb[first] == 0 && pe[first] == 0) ++first;
+    if (first == rank) return define(0, y);
+    std::vector<int64_t> pads(pb.begin() + first, pb.end());
+    pads.insert(pads.end(), pe.begin() + first, pe.end());
+    KILN_ASSIGN_OR_RETURN(Value* cur, y.v);
+    Shape out = cur->shape();
+    for (int64_t a = 0; a < rank; ++a) out[a] = out[a] + (pb[a] + pe[a]);
+    Attrs wa{{"kernel", std::vector<int64_t>(rank - first, 1)}, {"pads", pads}, {"pad_value", runtime_fill ? 0.0 : fill}};
+    Ex w = apply(Op::Reshape, {apply(Op::Window, {y}, wa)}, {{"shape", out}});
+    if (runtime_fill) {
+      KILN_ASSIGN_OR_RETURN(auto t, scalar(1, DType::boolean));
+      Ex inside = apply(Op::Window, {apply(Op::Expand, {ex(t)}, {{"shape", cur->shape()}})}, wa);
+      w = select(apply(Op::Reshape, {inside}, {{"shape", out}}), w, *runtime_fill);
+    }
+    return define(0, w);
+  }
+  if (mode != "edge" && mode != "reflect") return unsupported("mode \"", mode, "\" is not supported (constant, edge, reflect)");
+  for (int64_t a = 0; a < rank; ++a) {
+    if (pb[a] == 0 && pe[a] == 0) continue;
+    std::optional<int64_t> n = xv->shape()[a].constant();
+    if (!n) return unsupported(mode, " padding of the symbolic dim ", xv->shape()[a].to_string(), " is not supported");
+    int64_t len = *n + pb[a] + pe[a];
+    if (*n == 0 || len < 0) return bad("pads ", pb[a], ", ", pe[a], " do not fit axis ", a, " of ", xv->type().to_string());
+    if (mode == "reflect" && (pb[a] >= *n || pe[a] >= *n))
+      return bad("reflect pads ", pb[a], ", ", pe[a], " must be less than axis ", a, "'s size ", *n);
+    HostTensor idx(DType::i64, {len});
+    for (int64_t j = 0; j < len; ++j) {
+      int64_t src = j - pb[a];
+      if (mode == "edge") src = std::clamp<int64_t>(src, 0, *n - 1);
+      else if (src < 0) src = -src;
+      else if (src > *n - 1) src = 2 * (*n - 1) - src;
+      idx.set_int(j, src);
+    }
+    Entry e{TensorType{DType::i64, {len}}, nullptr, std::make_shared<const HostTensor>(std::move(idx)), std::nullopt};
+    KILN_ASSIGN_OR_RETURN(Value* iv, materialize(str_cat(node_->output(0), "_pad_index"), e));
+    y = apply(Op::Gather, {y, ex(iv)}, {{"axis", a}});
+  }
+  return define(0, y);
+}
+
+// Resize(X, roi?, scales?, sizes?) with nearest, linear or cubic interpolation: along each
+// resized axis (static), the sum over the taps t of gather(x, index_t) * weight_t, indices
+// (edge-clamped) and weights computed here from the coordinate transformation; in f32, one
+// cast back. tf_crop_and_resize, antialias and aspect-ratio policies are not supported.
+absl::Status Importer::resize() {
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
+  int64_t rank = xv->shape().size();
+  std::string mode = attr_string("mode", "nearest");
+  std::string ctm = attr_string("coordinate_transformation_mode", opset_ < 11 ? "asymmetric" : "half_pixel");
+  std::string nearest = attr_string("nearest_mode", opset_ < 11 ? "floor" : "round_prefer_floor");
+  if (mode != "nearest" && mode != "linear" && mode != "cubic") return unsupported("mode \"", mode, "\" is not supported");
+  if (ctm == "tf_crop_and_resize" || attr_int("antialias", 0) != 0 || attr_string("keep_aspect_ratio_policy", "stretch") != "stretch")
+    return unsupported("coordinate_transformation_mode tf_crop_and_resize, antialias and keep_aspect_ratio_policy are not supported");
+  std::vector<int64_t> axes(rank);
+  std::iota(axes.begin(), axes.end(), 0);
+  if (std::optional<std::vector<int64_t>> a = attr_ints("axes")) axes = *a;
+  std::vector<double> scale(rank, 1.0);
+  std::vector<std::optional<int64_t>> size(rank);
+  int scales_at = opset_ < 11 ? 1 : 2;
+  if (has_input(scales_at)) {
+    KILN_ASSIGN_OR_RETURN(auto e, in(scales_at));
+    if (!e->data) return needs_constant("scales must be known at import time");
+    if (e->data->numel() > 0) {
+      if (e->data->numel() != static_cast<int64_t>(axes.size())) return bad("scales has ", e->data->numel(), " entries for ", axes.size(), " axes");
+      for (size_t i = 0; i < axes.size(); ++i) {
+        KILN_ASSIGN_OR_RETURN(int64_t a, axis_in("axis", axes[i], rank));
+        scale[a] = e->data->get(i);
+      }
+    }
+  }
+  if (opset_ >= 11 && has_input(3)) {
+    KILN_ASSIGN_OR_RETURN(auto sz, known_ints(3, "sizes"));
+    if (!sz.empty()) {
+      if (sz.size() != axes.size()) return bad("sizes has ", sz.size(), " entries for ", axes.size(), " axes");
+      for (size_t i = 0; i < axes.size(); ++i) {
+        KILN_ASSIGN_OR_RETURN(int64_t a, axis_in("axis", axes[i], rank));
+        size[a] = sz[i];
+      }
+    }
+  }
+  Ex y = apply(Op::Cast, {ex(xv)}, {{"dtype", DType::f32}});
+  for (int64_t a = 0; a < rank; ++a) {
+    if (!size[a] && scale[a] == 1.0) continue;
+    std::optional<int64_t> n = xv->shape()[a].constant();
+    if (!n) return unsupported("resizing the symbolic dim ", xv->shape()[a].to_string(), " is not supported");
+    if (!(scale[a] > 0)) return bad("scale ", scale[a], " must be > 0");
+    int64_t out = size[a] ? *size[a] : static_cast<int64_t>(std::floor(static_cast<double>(*n) * scale[a]));
+    double s = size[a] ? static_cast<double>(out) / static_cast<double>(*n) : scale[a];
+    double len = static_cast<double>(*n) * s;  // the resized length as ONNX's formulas take it, unfloored
+    if (out == *n && s == 1.0) continue;
+    int taps = mode == "nearest" ? 1 : mode == "linear" ? 2 : 4;
+    std::vector<HostTensor> idx(taps, HostTensor(DType::i64, {out})), wt(taps, HostTensor(DType::f32, {out}));
+    double ca = attr_float("cubic_coeff_a", -0.75);
+    bool exclude = attr_int("exclude_outside", 0) != 0;
+    for (int64_t o = 0; o < out; ++o) {
+      double od = static_cast<double>(o), x;
+      if (ctm == "half_pixel") x = (od + 0.5) / s - 0.5;
+      else if (ctm == "pytorch_half_pixel") x = len > 1 ? (od + 0.5) / s - 0.5 : 0;
+      else if (ctm == "align_corners") x = len > 1 ? od * static_cast<double>(*n - 1) / (len - 1) : 0;
+      else if (ctm == "asymmetric") x = od / s;
+      else if (ctm == "tf_half_pixel_for_nn") x = (od + 0.5) / s;
+      else return unsupported("coordinate_transformation_mode \"", ctm, "\" is not supported");
+      auto clamp = [&](int64_t i) { return std::clamp<int64_t>(i, 0, *n - 1); };
+      if (taps == 1) {
+        double f = std::floor(x), r;
+        if (nearest == "floor") r = f;
+        else if (nearest == "ceil") r = std::ceil(x);
+        else if (nearest == "round_prefer_floor") r = x - f == 0.5 ? f : std::round(x);
+        else if (nearest == "round_prefer_ceil") r = x - f == 0.5 ? f + 1 : std::round(x);
+        else return unsupported("nearest_mode \"", nearest, "\" is not supported");
+        idx[0].set_int(o, clamp(static_cast<int64_t>(r)));
+        wt[0].set(o, 1.0);
+        continue;
+      }
+      int64_t base = static_cast<int64_t>(std::floor(x)) - (taps == 4 ? 1 : 0);
+      std::vector<double> w(taps);
+      double total = 0;
+      for (int t = 0; t < taps; ++t) {
+        double d = std::fabs(x - static_cast<double>(base + t));
+        if (taps == 2) w[t] = std::max(0.0, 1 - d);
+        else w[t] = d <= 1 ? ((ca + 2) * d - (ca + 3)) * d * d + 1 : d < 2 ? ((ca * d - 5 * ca) * d + 8 * ca) * d - 4 * ca : 0;
+        if (exclude && (base + t < 0 || base + t >= *n)) w[t] = 0;
+        total += w[t];
+      }
+      for (int t = 0; t < taps; ++t) {
+        idx[t].set_int(o, clamp(base + t));
+        wt[t].set(o, exclude && total != 0 ? w[t] / total : w[t]);
+      }
+    }
+    Shape wshape(rank - a, SymExpr(1));
+    wshape[0] = out;
+    std::optional<Ex> sum;
+    for (int t = 0; t < taps; ++t) {
+      std::string base = str_cat(node_->output(0), "_resize", a, "_", t);
+      Entry ie{TensorType{DType::i64, {out}}, nullptr, std::make_shared<const HostTensor>(std::move(idx[t])), std::nullopt};
+      KILN_ASSIGN_OR_RETURN(Value* iv, materialize(base + "_index", ie));
+      Ex g = apply(Op::Gather, {y, ex(iv)}, {{"axis", a}});
+      if (taps > 1) {
+        Entry we{TensorType{DType::f32, {out}}, nullptr, std::make_shared<const HostTensor>(std::move(wt[t])), std::nullopt};
+        KILN_ASSIGN_OR_RETURN(Value* wv, materialize(base + "_weight", we));
+        g = g * apply(Op::Reshape, {ex(wv)}, {{"shape", wshape}});
+      }
+      sum = sum ? *sum + g : g;
+    }
+    y = *sum;
+  }
+  return define(0, apply(Op::Cast, {y}, {{"dtype", xv->dtype()}}));
+}
+
+// GroupNormalization(X [N, C, spatial...], scale, bias): layer_norm over [C/G, spatial...] of
+// X as [N, G, C/G, spatial...], then scale and bias per channel ([C], opset 21) or per group
+// ([G], as opset 18 wrote it).
+absl::Status Importer::group_norm() {
+  if (attr_int("stash_type", 1) != 1) return unsupported("stash_type other than 1 (float) is not supported");
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
+  KILN_ASSIGN_OR_RETURN(auto scale, value(1));
+  KILN_ASSIGN_OR_RETURN(auto bias, value(2));
+  const Shape& xs = xv->shape();
+  int64_t rank = xs.size(), groups = attr_int("num_groups", 0);
+  if (rank < 3) return bad("expects [N, C, spatial...], got ", xv->type().to_string());
+  if (groups < 1) return bad("num_groups must be >= 1, got ", groups);
+  std::optional<SymExpr> cg = xs[1].divide_exact(groups);
+  if (!cg) return bad("channels ", xs[1].to_string(), " do not divide into ", groups, " groups");
+  Shape grouped{xs[0], groups, *cg};
+  grouped.insert(grouped.end(), xs.begin() + 2, xs.end());
+  std::vector<int64_t> axes;
+  for (int64_t i = 2; i <= rank; ++i) axes.push_back(i);
+  Ex n = apply(Op::LayerNorm, {apply(Op::Reshape, {ex(xv)}, {{"shape", grouped}})},
+               {{"axes", axes}, {"eps", attr_float("epsilon", 1e-5)}});
+  if (scale->shape() == Shape{xs[1]} && bias->shape() == Shape{xs[1]})
+    return define(0, apply(Op::Reshape, {n}, {{"shape", xs}}) * per_channel(scale, rank) + per_channel(bias, rank));
+  if (scale->shape() != Shape{groups} || bias->shape() != Shape{groups})
+    return bad("scale and bias must be [C] or [num_groups], got ", scale->type().to_string(), " and ", bias->type().to_string());
+  return define(0, apply(Op::Reshape, {n * per_channel(scale, rank + 1) + per_channel(bias, rank + 1)}, {{"shape", xs}}));
+}
+
+// CumSum(x, axis): the sum of x where the input index along axis is <= the output's (< when
+// exclusive, >= or > when reverse), over x broadcast along a new axis: exact for integers.
+absl::Status Importer::cumsum() {
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
+  KILN_ASSIGN_OR_RETURN(auto ax, known_ints(1, "axis"));
+  int64_t rank = xv->shape().size();
+  if (ax.size() != 1) return bad("axis must hold one value, got ", ax.size());
+  KILN_ASSIGN_OR_RETURN(int64_t a, axis_in("axis", ax[0], rank));
+  if (xv->dtype() == DType::boolean) return unsupported("CumSum of a bool tensor is not supported");
+  const Dim& n = xv->shape()[a];
+  // [.., n_out, n_in, ..]: x read along n_in.
+  Shape wide = xv->shape();
+  wide.insert(wide.begin() + a, n);
+  Ex x = apply(Op::Expand, {apply(Op::Unsqueeze, {ex(xv)}, {{"axes", std::vector<int64_t>{a}}})}, {{"shape", wide}});
+  Shape square(rank + 1, SymExpr(1));
+  square[a] = n;
+  square[a + 1] = n;
+  Ex out_i = apply(Op::Iota, {}, {{"shape", square}, {"axis", a}, {"dtype", DType::i64}});
+  Ex in_i = apply(Op::Iota, {}, {{"shape", square}, {"axis", a + 1}, {"dtype", DType::i64}});
+  bool exclusive = attr_int("exclusive", 0) != 0, reverse = attr_int("reverse", 0) != 0;
+  Ex keep = reverse ? (exclusive ? in_i > out_i : in_i >= out_i) : (exclusive ? in_i < out_i : in_i <= out_i);
+  return define(0, apply(Op::Sum, {select(keep, x, 0.0)}, {{"axes", std::vector<int64_t>{a + 1}}, {"keepdim", false}}));
+}
+
+// Einsum of one or two operands without ellipsis or repeated letters within an operand:
+// letters only one operand has and the output lacks are summed first; two operands become
+// one batched matmul, [batch, A's free, contracted] @ [batch, contracted, B's free], reshaped
+// and permuted to the output's letters.
+absl::Status Importer::einsum() {
+  std::string eq;
+  for (char ch : attr_string("equation", "")) if (ch != ' ') eq.push_back(ch);
+  size_t arrow = eq.find("->");
+  std::string lhs = eq.substr(0, arrow), out;
+  std::vector<std::string> terms;
+  for (size_t at = 0;;) {
+    size_t comma = lhs.find(',', at);
+    terms.push_back(lhs.substr(at, comma == std::string::npos ? std::string::npos : comma - at));
+    if (comma == std::string::npos) break;
+    at = comma + 1;
+  }
+  auto count = [&](char ch) {
+    int64_t c = 0;
+    for (const std::string& t : terms) c += std::count(t.begin(), t.end(), ch);
+    return c;
+  };
+  if (arrow != std::string::npos) {
+    out = eq.substr(arrow + 2);
+  } else {
+    for (char ch = 'A'; ch <= 'z'; ++ch)
+      if (std::isalpha(static_cast<unsigned char>(ch)) && count(ch) == 1) out.push_back(ch);
+  }
+  if (terms.size() > 2 || eq.find('.') != std::string::npos)
+    return unsupported("equation \"", eq, "\": only one or two operands without ellipsis are supported");
+  std::vector<Ex> xs;
+  std::map<char, SymExpr> dim;
+  for (size_t i = 0; i < terms.size(); ++i) {
+    KILN_ASSIGN_OR_RETURN(auto v, value(static_cast<int>(i)));
+    if (!is_float(v->dtype())) return unsupported("Einsum of ", v->type().to_string(), " is not supported (floating-point only)");
+    const std::string& t = terms[i];
+    if (t.size() != v->shape().size()) return bad("term \"", t, "\" does not match operand ", v->type().to_string());
+    for (size_t k = 0; k < t.size(); ++k) {
+      if (!std::isalpha(static_cast<unsigned char>(t[k])) || std::count(t.begin(), t.end(), t[k]) != 1)
+        return unsupported("term \"", t, "\": only distinct letters are supported (no diagonals)");
+      auto [it, fresh] = dim.emplace(t[k], v->shape()[k]);
+      if (!fresh && it->second != v->shape()[k])
+        return unsupported("letter '", t[k], "' has sizes ", it->second.to_string(), " and ", v->shape()[k].to_string(),
+                           " (broadcasting is not supported)");
+    }
+    xs.push_back(ex(v));
+  }
+  for (char ch : out)
+    if (!dim.contains(ch)) return bad("output letter '", ch, "' is in no operand");
+  auto in_out = [&](char ch) { return out.find(ch) != std::string::npos; };
+  // Sum each operand's letters that neither the output nor the other operand has.
+  for (size_t i = 0; i < terms.size(); ++i) {
+    std::vector<int64_t> axes;
+    std::string kept;
+    for (size_t k = 0; k < terms[i].size(); ++k) {
+      char ch = terms[i][k];
+      if (!in_out(ch) && count(ch) == 1) axes.push_back(static_cast<int64_t>(k));
+      else kept.push_back(ch);
+    }
+    if (!axes.empty()) xs[i] = apply(Op::Sum, {xs[i]}, {{"axes", axes}, {"keepdim", false}});
+    terms[i] = kept;
+  }
+  auto permute_to = [&](Ex x, const std::string& from, const std::string& to) {
+    std::vector<int64_t> perm;
+    for (char ch : to) perm.push_back(static_cast<int64_t>(from.find(ch)));
+    bool identity = true;
+    for (size_t k = 0; k < perm.size(); ++k) identity = identity && perm[k] == static_cast<int64_t>(k);
+    return identity ? x : apply(Op::Permute, {x}, {{"dims", perm}});
+  };
+  if (terms.size() == 1) return define(0, permute_to(xs[0], terms[0], out));
+  std::string batch, afree, bfree, contracted;
+  for (char ch : terms[0]) {
+    bool in_b = terms[1].find(ch) != std::string::npos;
+    (in_b ? (in_out(ch) ? batch : contracted) : afree).push_back(ch);
+  }
+  for (char ch : terms[1])
+    if (terms[0].find(ch) == std::string::npos) bfree.push_back(ch);
+  auto product = [&](const std::string& letters) {
+    SymExpr p = 1;
+    for (char ch : letters) p = p * dim.at(ch);
+    return p;
+  };
+  auto reshape = [&](Ex x, Shape s) { return apply(Op::Reshape, {x}, {{"shape", std::move(s)}}); };
+  Ex a = reshape(permute_to(xs[0], terms[0], batch + afree + contracted), {product(batch), product(afree), product(contracted)});
+  Ex b = reshape(permute_to(xs[1], terms[1], batch + contracted + bfree), {product(batch), product(contracted), product(bfree)});
+  Shape full;
+  for (char ch : batch + afree + bfree) full.push_back(dim.at(ch));
+  return define(0, permute_to(reshape(apply(Op::MatMul, {a, b}), full), batch + afree + bfree, out));
 }
 
 Ex Importer::per_channel(Value* v, int64_t rank) {

@@ -361,6 +361,54 @@ Tensor slice(const Tensor& x, int64_t axis, int64_t start, int64_t end, int64_t 
   return one(Op::Slice, {x}, std::move(attrs), loc);
 }
 
+// strides, pads, dilations (and output_padding) as attributes, the empty ones left out.
+Attrs window_attrs(std::initializer_list<std::pair<const char*, const Axes*>> lists) {
+  Attrs a;
+  for (auto [name, v] : lists)
+    if (!v->empty()) a.set(name, *v);
+  return a;
+}
+
+Tensor conv(const Tensor& x, const Tensor& w, std::optional<Tensor> bias, Axes strides, Axes pads, Axes dilations,
+            int64_t groups, Loc loc) {
+  std::vector<Operand> operands{x, w};
+  if (bias) operands.push_back(*bias);
+  Attrs a = window_attrs({{"strides", &strides}, {"pads", &pads}, {"dilations", &dilations}});
+  a.set("groups", groups);
+  return one(Op::Conv, operands, std::move(a), loc);
+}
+
+Tensor conv_transpose(const Tensor& x, const Tensor& w, std::optional<Tensor> bias, Axes strides, Axes pads,
+                      Axes output_padding, int64_t groups, Loc loc) {
+  std::vector<Operand> operands{x, w};
+  if (bias) operands.push_back(*bias);
+  Attrs a = window_attrs({{"strides", &strides}, {"pads", &pads}, {"output_padding", &output_padding}});
+  a.set("groups", groups);
+  return one(Op::ConvTranspose, operands, std::move(a), loc);
+}
+
+Tensor max_pool(const Tensor& x, Axes kernel, Axes strides, Axes pads, bool ceil_mode, Loc loc) {
+  Attrs a = window_attrs({{"strides", &strides}, {"pads", &pads}});
+  a.set("kernel", kernel);
+  a.set("ceil_mode", ceil_mode);
+  return one(Op::MaxPool, {x}, std::move(a), loc);
+}
+
+Tensor avg_pool(const Tensor& x, Axes kernel, Axes strides, Axes pads, bool ceil_mode, bool count_include_pad, Loc loc) {
+  Attrs a = window_attrs({{"strides", &strides}, {"pads", &pads}});
+  a.set("kernel", kernel);
+  a.set("ceil_mode", ceil_mode);
+  a.set("count_include_pad", count_include_pad);
+  return one(Op::AvgPool, {x}, std::move(a), loc);
+}
+
+Tensor window(const Tensor& x, Axes kernel, Axes strides, Axes pads, double pad_value, Loc loc) {
+  Attrs a = window_attrs({{"strides", &strides}, {"pads", &pads}});
+  a.set("kernel", kernel);
+  a.set("pad_value", pad_value);
+  return one(Op::Window, {x}, std::move(a), loc);
+}
+
 Tensor concat(const std::vector<Tensor>& xs, int64_t axis, Loc loc) {
   return one(Op::Concat, std::vector<Operand>(xs.begin(), xs.end()), {{"axis", axis}}, loc);
 }

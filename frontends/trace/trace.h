@@ -227,6 +227,21 @@ Tensor matmul(const Tensor& a, const Tensor& b, Loc loc = Loc::current());
 Tensor linear(const Tensor& x, const Tensor& w, std::optional<Tensor> bias = std::nullopt,
               Loc loc = Loc::current());
 
+// ---- convolution and pooling (x [N, C, spatial...]; an empty list: the op's default) ------
+// w [Cout, C/groups, k...]; pads [begin..., end...].
+Tensor conv(const Tensor& x, const Tensor& w, std::optional<Tensor> bias = std::nullopt, Axes strides = {},
+            Axes pads = {}, Axes dilations = {}, int64_t groups = 1, Loc loc = Loc::current());
+// w [C, Cout/groups, k...].
+Tensor conv_transpose(const Tensor& x, const Tensor& w, std::optional<Tensor> bias = std::nullopt, Axes strides = {},
+                      Axes pads = {}, Axes output_padding = {}, int64_t groups = 1, Loc loc = Loc::current());
+Tensor max_pool(const Tensor& x, Axes kernel, Axes strides = {}, Axes pads = {}, bool ceil_mode = false,
+                Loc loc = Loc::current());
+Tensor avg_pool(const Tensor& x, Axes kernel, Axes strides = {}, Axes pads = {}, bool ceil_mode = false,
+                bool count_include_pad = false, Loc loc = Loc::current());
+// [lead..., s...] -> [lead..., k..., o...] (im2col), pad_value outside x.
+Tensor window(const Tensor& x, Axes kernel, Axes strides = {}, Axes pads = {}, double pad_value = 0,
+              Loc loc = Loc::current());
+
 // ---- shape and data movement ------------------------------------------------------------
 inline constexpr int64_t kToEnd = std::numeric_limits<int64_t>::max();
 Tensor reshape(const Tensor& x, Dims shape, Loc loc = Loc::current());  // one dim may be -1

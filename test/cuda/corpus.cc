@@ -155,6 +155,16 @@ std::vector<Entry> entries() {
   %n = neg(%p)
   return %n, %r, %e, %x
 })", {{{"B", 1}, {"K", 1}}, {{"B", 4}, {"K", 7}}});
+    add("conv_pool", R"(graph conv_pool(%x: DT[B, 4, 9, 7], %w: DT[6, 4, 3, 3], %b: DT[6], %wd: DT[4, 1, 3, 3], %wt: DT[4, 2, 2, 2]) {
+  %c = conv(%x, %w, %b, strides=[2, 1], pads=[1, 1, 1, 1])
+  %r = relu(%c)
+  %d = conv(%x, %wd, groups=4, pads=[1, 1, 1, 1])
+  %s = add(%d, %x)
+  %m = max_pool(%x, kernel=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+  %a = avg_pool(%x, kernel=[2, 2], strides=[2, 2], ceil_mode=true)
+  %t = conv_transpose(%x, %wt, strides=[2, 2])
+  return %r, %s, %m, %a, %t
+})", over("B", {1, 3, 17}));
     add("linear_bias_gelu", R"(graph linear_bias_gelu(%x: DT[T, 64], %w: DT[48, 64], %b: DT[48]) {
   %l = linear(%x, %w, %b)
   %y = gelu(%l, approximate="tanh")

@@ -128,6 +128,17 @@ graph elementwise(%x: f32[B, 16], %y: f32[B, 16], %b: bool[B, 16], %i: i64[B, 16
   return %a, %b, %c0, %c1, %d
 }
 )",
+    R"(# convolution and pooling; attributes left out take their defaults
+graph conv(%x: bf16[N, 4, H, W], %w: bf16[6, 2, 3, 3] param, %b: bf16[6] param, %wt: bf16[4, 3, 3, 3] param, %x1: f32[N, 3, 7]) {
+  %c = conv(%x, %w, %b, strides=[2, 2], pads=[1, 1, 1, 1], dilations=[1, 2], groups=2)
+  %c1 = conv(%x1, %x1)
+  %t = conv_transpose(%x, %wt, %b, strides=[2, 2], output_padding=[1, 0], groups=2)
+  %m = max_pool(%x, kernel=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=true)
+  %a = avg_pool(%x1, kernel=[2], count_include_pad=true)
+  %win = window(%x1, kernel=[3], strides=[2], pads=[1, 1], pad_value=-inf)
+  return %c, %c1, %t, %m, %a, %win
+}
+)",
 };
 
 std::string must_print(std::string_view text, std::string_view file = "<input>") {

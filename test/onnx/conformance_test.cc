@@ -194,7 +194,7 @@ TEST_CASE("conformance runner: integer inputs that must be known at import are f
   d.add("test_reshape", m, {x, shape}, {filled({3, 2}, {1, 2, 3, 4, 5, 6})});
   ConformanceResult r = run_dir(d).at("test_reshape");
   CHECK(r.status == ConformanceStatus::Pass);
-  CHECK(r.reason == "integer and bool inputs frozen as constants");
+  CHECK(r.reason == "integer, bool and small float inputs frozen as constants");
 }
 
 TEST_CASE("conformance runner: the executor is a parameter", "[onnx][conformance]") {

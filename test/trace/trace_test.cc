@@ -109,6 +109,13 @@ TEST_CASE("every registry op is reachable from a traced program", "[trace]") {
   outs.push_back(kt::scaled_dot_product_attention(q, k, k, std::nullopt, true));
   outs.push_back(kt::scaled_dot_product_attention(q, k, q, kt::slice(q > k, 2, 0, 2), false, 0.5));
   for (const kt::Tensor& s : kt::split(x, {2, 4}, 1)) outs.push_back(s);
+  auto img = kt::reshape(x, {"B", 1, 2, 3});
+  auto kw = t.param("kw", kiln::f32, {2, 1, 2, 2});
+  outs.push_back(kt::conv(img, kw, std::nullopt, {1, 1}, {1, 1, 0, 0}));
+  outs.push_back(kt::conv_transpose(img, kt::reshape(kw, {1, 2, 2, 2}), std::nullopt, {2, 2}));
+  outs.push_back(kt::max_pool(img, {2, 2}, {1, 1}, {}, true));
+  outs.push_back(kt::avg_pool(img, {1, 2}, {}, {0, 1, 0, 1}, false, true));
+  outs.push_back(kt::window(x, {3}, {2}, {1, 1}, -1.0));
   for (const kt::Tensor& o : outs) t.output(o);
   Graph g = t.finish();
 

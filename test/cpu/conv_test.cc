@@ -1,0 +1,112 @@
+// Convolutions and pools on the CPU backend through the default pipeline (decompose: an
+// im2col window, a GEMM, reductions), against the reference evaluator on fresh inputs at
+// several batch and spatial sizes.
+#include <catch2/catch.hpp>
+
+#include "ir/parser.h"
+#include "test/common/catch_helpers.h"
+#include "test/cpu/cpu_check.h"
+
+using namespace kiln;
+using kiln::testing::check_cpu_matches_reference;
+using kiln::testing::make_module;
+using kiln::testing::parse_or_fail;
+using kiln::testing::require_ok;
+
+namespace {
+
+void check(std::string_view text, const std::vector<Bindings>& bs, uint64_t seed) {
+  Graph g = parse_or_fail(text);
+  absl::StatusOr<std::shared_ptr<const CompiledModule>> m = make_module(g);
+  if (!m.ok()) FAIL(status_message(m.status()));
+  require_ok(check_cpu_matches_reference(g, *m, bs, seed));
+}
+
+std::vector<Bindings> batches(std::initializer_list<int64_t> values) {
+  std::vector<Bindings> out;
+  for (int64_t v : values) out.push_back(Bindings{{"B", v}});
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("cpu conv: 1-D and 2-D, strided, dilated, padded, with bias and relu", "[cpu][conv]") {
+  check(R"(graph g(%x: f32[B, 4, 9, 7], %w: f32[6, 4, 3, 3] param, %b: f32[6] param, %x1: f32[B, 3, 11], %w1: f32[5, 3, 3] param) {
+  %c = conv(%x, %w, %b, strides=[2, 1], pads=[1, 0, 1, 2], dilations=[1, 2])
+  %r = relu(%c)
+  %c1 = conv(%x1, %w1, dilations=[2])
+  %p = conv(%x, %w, %b, pads=[1, 1, 1, 1])
+  return %r, %c1, %p
+})",
+        batches({1, 3, 16}), 1);
+}
+
+TEST_CASE("cpu conv: grouped and depthwise, pointwise (1x1), patch embedding (stride = kernel)", "[cpu][conv]") {
+  check(R"(graph g(%x: f32[B, 6, 8, 5], %wg: f32[4, 3, 2, 3] param, %wd: f32[6, 1, 3, 3] param, %bd: f32[6] param, %wp: f32[7, 6, 1, 1] param, %we: f32[5, 6, 4, 4] param) {
+  %g = conv(%x, %wg, groups=2, pads=[0, 1, 1, 0])
+  %d = conv(%x, %wd, %bd, groups=6, pads=[1, 1, 1, 1], strides=[2, 2])
+  %dr = relu(%d)
+  %p = conv(%x, %wp)
+  %e = conv(%x, %we, strides=[4, 4])
+  return %g, %dr, %p, %e
+})",
+        batches({1, 2, 7}), 2);
+}
+
+TEST_CASE("cpu conv: symbolic spatial sizes, a residual block, bf16", "[cpu][conv]") {
+  std::vector<Bindings> bs = {{{"B", 1}, {"H", 3}, {"W", 4}}, {{"B", 2}, {"H", 9}, {"W", 5}}, {{"B", 3}, {"H", 16}, {"W", 17}}};
+  check(R"(graph g(%x: f32[B, 4, H, W], %w1: f32[4, 4, 3, 3] param, %b1: f32[4] param, %w2: f32[4, 4, 3, 3] param, %b2: f32[4] param) {
+  %c1 = conv(%x, %w1, %b1, pads=[1, 1, 1, 1])
+  %r1 = relu(%c1)
+  %c2 = conv(%r1, %w2, %b2, pads=[1, 1, 1, 1])
+  %s = add(%c2, %x)
+  %y = relu(%s)
+  %d = conv(%x, %w1, strides=[2, 2], pads=[1, 1, 1, 1])
+  return %y, %d
+})",
+        bs, 3);
+  check(R"(graph g(%x: bf16[B, 3, 6, 5], %w: bf16[4, 3, 3, 3] param, %b: bf16[4] param) {
+  %c = conv(%x, %w, %b, pads=[1, 1, 1, 1])
+  %m = max_pool(%x, kernel=[2, 2], strides=[2, 2], ceil_mode=true)
+  %a = avg_pool(%x, kernel=[3, 3], pads=[1, 1, 1, 1])
+  return %c, %m, %a
+})",
+        batches({1, 5}), 4);
+}
+
+TEST_CASE("cpu pools: max and avg, padding counted or not, ceil_mode; conv_transpose", "[cpu][conv]") {
+  std::vector<Bindings> bs = {{{"B", 1}, {"H", 5}}, {{"B", 2}, {"H", 8}}, {{"B", 3}, {"H", 13}}};
+  check(R"(graph g(%x: f32[B, 3, H, 7], %x1: f32[B, 2, 9], %wt: f32[3, 2, 3, 2] param, %bt: f32[4] param, %wt1: f32[2, 3, 4] param) {
+  %m = max_pool(%x, kernel=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+  %a = avg_pool(%x, kernel=[2, 3], strides=[2, 2], pads=[1, 1, 0, 1], ceil_mode=true)
+  %ai = avg_pool(%x, kernel=[3, 3], strides=[1, 2], pads=[1, 1, 1, 1], count_include_pad=true)
+  %m1 = max_pool(%x1, kernel=[3], strides=[2], dilations=[2], ceil_mode=true)
+  %t = conv_transpose(%x, %wt, strides=[2, 1], pads=[1, 0, 0, 1])
+  %t1 = conv_transpose(%x1, %wt1, strides=[3], output_padding=[1], pads=[1, 2])
+  return %m, %a, %ai, %m1, %t, %t1
+})",
+        bs, 5);
+  check(R"(graph g(%x: f32[B, 4, 6, 5], %wt: f32[4, 3, 3, 3] param, %bt: f32[6] param) {
+  %t = conv_transpose(%x, %wt, %bt, strides=[2, 2], groups=2, dilations=[1, 2], output_padding=[1, 0])
+  %a = avg_pool(%x, kernel=[4, 3], strides=[3, 3], pads=[1, 1, 1, 1], ceil_mode=true, count_include_pad=true)
+  return %t, %a
+})",
+        batches({1, 2}), 6);
+}
+
+TEST_CASE("cpu conv: batch norm folded into the weight and bias, a grouped conv's scale in its epilogue", "[cpu][conv]") {
+  std::vector<Bindings> bs = {{{"B", 1}, {"H", 3}}, {{"B", 2}, {"H", 9}}, {{"B", 4}, {"H", 12}}};
+  check(R"(graph g(%x: f32[B, 3, H, 8], %w: f32[8, 3, 3, 3] param, %mean: f32[8, 1, 1] param, %sd: f32[8, 1, 1] param, %scale: f32[8, 1, 1] param, %shift: f32[8, 1, 1] param, %wg: f32[6, 4, 3, 3] param, %sg: f32[6, 1, 1] param) {
+  %c = conv(%x, %w, pads=[1, 1, 1, 1], strides=[2, 1])
+  %s = sub(%c, %mean)
+  %d = div(%s, %sd)
+  %m = mul(%d, %scale)
+  %a = add(%m, %shift)
+  %y = relu(%a)
+  %g = conv(%y, %wg, groups=2, pads=[1, 1, 1, 1])
+  %gm = mul(%g, %sg)
+  %r = add(%gm, %g)
+  return %y, %r
+})",
+        bs, 7);
+}
