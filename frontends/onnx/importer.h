@@ -196,6 +196,9 @@ class Importer {
   absl::Status round();
   absl::Status mod();
   absl::Status eye_like();
+  // losses, gathers and scatters, inverse trigonometric and hyperbolic functions
+  absl::Status nll_loss_op();
+  absl::Status softmax_cross_entropy();
 
   Ex ex(Value* v) { return {this, v}; }
   // softmax, log_softmax and hardmax along `axis`; before opset 13 they see the input
@@ -203,6 +206,9 @@ class Importer {
   absl::Status along_axis(const std::function<Ex(Ex, int64_t)>& f);
   // [C] -> [C, 1, ..., 1], to broadcast a per-channel vector over x [N, C, ...].
   Ex per_channel(Value* v, int64_t rank);
+  // NegativeLogLikelihoodLoss of log-probabilities x against the node's inputs
+  // target_input and (optional) weight_input, reduced as the node's attributes say.
+  Ex nll_loss(Value* x, int target_input, int weight_input);
 
   std::string source_;
   const OnnxImportOptions& options_;

@@ -241,6 +241,10 @@ const std::map<std::string, Importer::OpSpec, std::less<>>& Importer::op_table()
       {"Round", {&Importer::round, {}}},
       {"Mod", {&Importer::mod, {{"fmod", kInt}}}},
       {"EyeLike", {&Importer::eye_like, {{"dtype", kInt}, {"k", kInt}}}},
+      // losses, gathers and scatters, inverse trigonometric and hyperbolic functions
+      {"NegativeLogLikelihoodLoss", {&Importer::nll_loss_op, {{"reduction", kString}, {"ignore_index", kInt}}}},
+      {"SoftmaxCrossEntropyLoss",
+       {&Importer::softmax_cross_entropy, {{"reduction", kString}, {"ignore_index", kInt}}}},
   };
   return *table;
 }
@@ -1241,6 +1245,65 @@ absl::Status Importer::eye_like() {
   Ex cols = apply(Op::Iota, {}, {{"shape", xv->shape()}, {"axis", int64_t{1}}, {"dtype", DType::i64}});
   Ex diag = cols - rows;
   return define(0, apply(Op::Cast, {diag == static_cast<double>(attr_int("k", 0))}, {{"dtype", t}}));
+}
+
+// ---- losses (inference-time forms) ----------------------------------------------------
+
+// The loss of x [N, C, d1, ...] (log-probabilities) against target [N, d1, ...], as
+// NegativeLogLikelihoodLoss defines it: -x[n, target, d...] * weight[target], zero where
+// target == ignore_index, then `reduction` none, sum, or mean (divided by the sum of the
+// weights picked). The class is picked by a one-hot select (iota over C == target) summed
+// over C: the other terms are exact zeros, so the pick is exact. A target outside [0, C)
+// picks nothing and counts as ignored (ONNX leaves it undefined).
+Ex Importer::nll_loss(Value* x, int target_input, int weight_input) {
+  const Shape& xs = x->shape();
+  if (xs.size() < 2) return {this, bad("input must be [N, C, d1, ...], got ", x->type().to_string())};
+  if (!is_float(x->dtype())) return {this, bad("input must be a float tensor, got ", x->type().to_string())};
+  absl::StatusOr<Value*> t = value(target_input);
+  if (!t.ok()) return {this, t.status()};
+  Shape want = xs;
+  want.erase(want.begin() + 1);
+  if (!is_integer((*t)->dtype()) || (*t)->shape() != want)
+    return {this, bad("target must be an integer tensor of shape ", shape_to_string(want), " for input ",
+                      x->type().to_string(), ", got ", (*t)->type().to_string())};
+  std::string reduction = attr_string("reduction", "mean");
+  if (reduction != "none" && reduction != "sum" && reduction != "mean")
+    return {this, bad("reduction must be none, sum or mean, got '", reduction, "'")};
+  Attrs over_c{{"axes", std::vector<int64_t>{1}}, {"keepdim", false}};
+  Ex target = apply(Op::Unsqueeze, {ex(*t)}, {{"axes", std::vector<int64_t>{1}}});
+  Ex hit = apply(Op::Iota, {}, {{"shape", xs}, {"axis", int64_t{1}}, {"dtype", (*t)->dtype()}}) == target;
+  if (const onnx::AttributeProto* ii = attr("ignore_index")) hit = hit && (target != static_cast<double>(ii->i()));
+  Ex picked = apply(Op::Sum, {select(hit, ex(x), 0.0)}, over_c);
+  Ex weight = apply(Op::Cast, {hit}, {{"dtype", x->dtype()}});
+  if (has_input(weight_input)) {
+    absl::StatusOr<Value*> w = value(weight_input);
+    if (!w.ok()) return {this, w.status()};
+    if ((*w)->dtype() != x->dtype() || (*w)->shape() != Shape{xs[1]})
+      return {this, bad("weight must be ", dtype_name(x->dtype()), shape_to_string(Shape{xs[1]}), " for input ",
+                        x->type().to_string(), ", got ", (*w)->type().to_string())};
+    weight = select(hit, per_channel(*w, static_cast<int64_t>(xs.size())), 0.0);
+  }
+  weight = apply(Op::Sum, {weight}, over_c);
+  Ex loss = apply(Op::Neg, {picked * weight});
+  if (reduction == "none") return loss;
+  Ex total = apply(Op::Sum, {loss});
+  if (reduction == "sum") return total;
+  return total / apply(Op::Sum, {weight});
+}
+
+absl::Status Importer::nll_loss_op() {
+  KILN_ASSIGN_OR_RETURN(auto x, value(0));
+  return define(0, nll_loss(x, 1, 2));
+}
+
+// SoftmaxCrossEntropyLoss: the loss above of log_softmax(scores) over C; the optional
+// second output is that log_softmax.
+absl::Status Importer::softmax_cross_entropy() {
+  KILN_ASSIGN_OR_RETURN(auto scores, value(0));
+  if (scores->shape().size() < 2) return bad("scores must be [N, C, d1, ...], got ", scores->type().to_string());
+  KILN_ASSIGN_OR_RETURN(auto log_prob, emit(Op::LogSoftmax, {scores}, {{"axis", int64_t{1}}}));
+  KILN_RETURN_IF_ERROR(define(0, nll_loss(log_prob, 1, 2)));
+  return define(1, log_prob);
 }
 
 }  // namespace kiln::onnx_detail
