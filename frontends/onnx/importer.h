@@ -199,6 +199,8 @@ class Importer {
   // losses, gathers and scatters, inverse trigonometric and hyperbolic functions
   absl::Status nll_loss_op();
   absl::Status softmax_cross_entropy();
+  absl::Status gather_elements();
+  absl::Status scatter_elements();
 
   Ex ex(Value* v) { return {this, v}; }
   // softmax, log_softmax and hardmax along `axis`; before opset 13 they see the input
@@ -209,6 +211,7 @@ class Importer {
   // NegativeLogLikelihoodLoss of log-probabilities x against the node's inputs
   // target_input and (optional) weight_input, reduced as the node's attributes say.
   Ex nll_loss(Value* x, int target_input, int weight_input);
+  Ex index_hits(Value* indices, int64_t axis, const Dim& n);
 
   std::string source_;
   const OnnxImportOptions& options_;

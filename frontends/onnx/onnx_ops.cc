@@ -245,6 +245,9 @@ const std::map<std::string, Importer::OpSpec, std::less<>>& Importer::op_table()
       {"NegativeLogLikelihoodLoss", {&Importer::nll_loss_op, {{"reduction", kString}, {"ignore_index", kInt}}}},
       {"SoftmaxCrossEntropyLoss",
        {&Importer::softmax_cross_entropy, {{"reduction", kString}, {"ignore_index", kInt}}}},
+      {"GatherElements", {&Importer::gather_elements, {{"axis", kInt}}}},
+      {"ScatterElements", {&Importer::scatter_elements, {{"axis", kInt}, {"reduction", kString}}}},
+      {"Scatter", {&Importer::scatter_elements, {{"axis", kInt}}}},
   };
   return *table;
 }
@@ -1304,6 +1307,74 @@ absl::Status Importer::softmax_cross_entropy() {
   KILN_ASSIGN_OR_RETURN(auto log_prob, emit(Op::LogSoftmax, {scores}, {{"axis", int64_t{1}}}));
   KILN_RETURN_IF_ERROR(define(0, nll_loss(log_prob, 1, 2)));
   return define(1, log_prob);
+}
+
+// hit[.., j, d, ..] (the indices' dims with d in [0, n) inserted after `axis`): whether
+// indices[.., j, ..], counted from the end if negative, is d. An index out of range hits
+// nothing, so gathers and scatters built on it are exact sums of one term and zeros.
+Ex Importer::index_hits(Value* indices, int64_t axis, const Dim& n) {
+  DType t = indices->dtype();
+  Ex count = n.constant() ? Ex{this, scalar(static_cast<double>(*n.constant()), t)}
+                          : apply(Op::Sum, {apply(Op::Expand, {Ex{this, scalar(1, t)}}, {{"shape", Shape{n}}})});
+  Ex i = apply(Op::Unsqueeze, {ex(indices)}, {{"axes", std::vector<int64_t>{axis + 1}}});
+  Shape iota(indices->shape().size() + 1, SymExpr(1));
+  iota[axis + 1] = n;
+  return apply(Op::Iota, {}, {{"shape", iota}, {"axis", axis + 1}, {"dtype", t}}) == select(i < 0.0, i + count, i);
+}
+
+// GatherElements: out[.., j, ..] = data[.., indices[.., j, ..], ..] along `axis`, the sum
+// over data's axis of the elements an index hits (data sliced to the indices' other dims).
+absl::Status Importer::gather_elements() {
+  KILN_ASSIGN_OR_RETURN(auto data, value(0));
+  KILN_ASSIGN_OR_RETURN(auto idx, value(1));
+  int64_t rank = data->shape().size();
+  KILN_ASSIGN_OR_RETURN(auto axis, axis_in("axis", attr_int("axis", 0), rank));
+  if (!is_integer(idx->dtype()) || static_cast<int64_t>(idx->shape().size()) != rank)
+    return bad("indices must be an integer tensor of rank ", rank, ", got ", idx->type().to_string());
+  Ex d = ex(data);
+  for (int64_t m = 0; m < rank; ++m)
+    if (m != axis && idx->shape()[m] != data->shape()[m])
+      d = apply(Op::Slice, {d}, {{"axis", m}, {"end", idx->shape()[m]}});
+  d = apply(Op::Unsqueeze, {d}, {{"axes", std::vector<int64_t>{axis}}});
+  Ex hit = index_hits(idx, axis, data->shape()[axis]);
+  return define(0, apply(Op::Sum, {select(hit, d, 0.0)}, {{"axes", std::vector<int64_t>{axis + 1}}, {"keepdim", false}}));
+}
+
+// ScatterElements (and Scatter): data with updates[.., j, ..] written at [.., indices[.., j,
+// ..], ..] along `axis`. Per data element, the updates whose index hits it are summed
+// (reduction none, where duplicates are undefined, and add) or multiplied, or their max or
+// min taken together with the element itself.
+absl::Status Importer::scatter_elements() {
+  KILN_ASSIGN_OR_RETURN(auto data, value(0));
+  KILN_ASSIGN_OR_RETURN(auto idx, value(1));
+  KILN_ASSIGN_OR_RETURN(auto upd, value(2));
+  int64_t rank = data->shape().size();
+  KILN_ASSIGN_OR_RETURN(auto axis, axis_in("axis", attr_int("axis", 0), rank));
+  if (!is_integer(idx->dtype()) || static_cast<int64_t>(idx->shape().size()) != rank || upd->shape() != idx->shape() ||
+      upd->dtype() != data->dtype())
+    return bad("indices must be integers of rank ", rank, " and updates ", dtype_name(data->dtype()),
+               " of their shape, got ", idx->type().to_string(), " and ", upd->type().to_string());
+  for (int64_t m = 0; m < rank; ++m)
+    if (m != axis && idx->shape()[m] != data->shape()[m])
+      return unsupported("indices ", idx->type().to_string(), " narrower than data ", data->type().to_string(),
+                         " outside axis ", axis, " are not supported");
+  std::string reduction = attr_string("reduction", "none");
+  static const std::map<std::string, Op, std::less<>> kOps = {
+      {"none", Op::Sum}, {"add", Op::Sum}, {"mul", Op::Prod}, {"max", Op::Max}, {"min", Op::Min}};
+  auto it = kOps.find(reduction);
+  if (it == kOps.end()) return bad("reduction must be none, add, mul, max or min, got '", reduction, "'");
+  Ex hit = index_hits(idx, axis, data->shape()[axis]), x = ex(data);
+  Ex u = apply(Op::Unsqueeze, {ex(upd)}, {{"axes", std::vector<int64_t>{axis + 1}}});
+  Ex fill = it->second == Op::Sum ? constant_like(x, 0) : it->second == Op::Prod ? constant_like(x, 1)
+                                                                                   : apply(Op::Unsqueeze, {x}, {{"axes", std::vector<int64_t>{axis}}});
+  Attrs over_j{{"axes", std::vector<int64_t>{axis}}, {"keepdim", false}};
+  Ex combined = apply(it->second, {select(hit, u, fill)}, over_j);
+  if (reduction == "add") return define(0, x + combined);
+  if (reduction == "mul") return define(0, x * combined);
+  if (reduction == "max") return define(0, maximum(x, combined));  // x too where every index hits
+  if (reduction == "min") return define(0, minimum(x, combined));
+  Ex any = apply(Op::Max, {apply(Op::Cast, {hit}, {{"dtype", DType::i32}})}, over_j) > 0.0;
+  return define(0, select(any, combined, x));
 }
 
 }  // namespace kiln::onnx_detail
