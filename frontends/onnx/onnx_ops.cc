@@ -248,6 +248,9 @@ const std::map<std::string, Importer::OpSpec, std::less<>>& Importer::op_table()
       {"GatherElements", {&Importer::gather_elements, {{"axis", kInt}}}},
       {"ScatterElements", {&Importer::scatter_elements, {{"axis", kInt}, {"reduction", kString}}}},
       {"Scatter", {&Importer::scatter_elements, {{"axis", kInt}}}},
+      {"Tan", {&Importer::hyperbolic, {}}}, {"Sinh", {&Importer::hyperbolic, {}}},
+      {"Cosh", {&Importer::hyperbolic, {}}}, {"Asinh", {&Importer::hyperbolic, {}}},
+      {"Acosh", {&Importer::hyperbolic, {}}}, {"Atanh", {&Importer::hyperbolic, {}}},
   };
   return *table;
 }
@@ -1375,6 +1378,36 @@ absl::Status Importer::scatter_elements() {
   if (reduction == "min") return define(0, minimum(x, combined));
   Ex any = apply(Op::Max, {apply(Op::Cast, {hit}, {{"dtype", DType::i32}})}, over_j) > 0.0;
   return define(0, select(any, combined, x));
+}
+
+// Tan, Sinh, Cosh, Asinh, Acosh and Atanh from sin, cos, exp, log, sqrt and tanh, in forms
+// that avoid cancellation: sinh as 2t / (1 - t^2) with t = tanh(x / 2) below 1 in magnitude,
+// asinh and atanh by their odd series below 1/8 (truncation under 1e-8 relative), asinh as
+// log|x| + log(1 + sqrt(1 + 1/x^2)) above (no x^2 to overflow), acosh through log1p near 1
+// and as log(2x) above 1e4.
+absl::Status Importer::hyperbolic() {
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
+  if (!is_float(xv->dtype())) return bad("expects a float tensor, got ", xv->type().to_string());
+  const std::string& type = node_->op_type();
+  auto f = [](Op op, const Ex& e) { return ex_unary(op, e); };
+  Ex x = ex(xv), a = abs(x), x2 = x * x;
+  if (type == "Tan") return define(0, f(Op::Sin, x) / f(Op::Cos, x));
+  if (type == "Cosh") return define(0, (exp(x) + exp(f(Op::Neg, x))) * 0.5);
+  if (type == "Sinh") {
+    Ex t = f(Op::Tanh, x * 0.5);
+    return define(0, select(a < 1.0, 2.0 * t / (1.0 - t * t), (exp(x) - exp(f(Op::Neg, x))) * 0.5));
+  }
+  if (type == "Acosh") {  // below 2, log1p(u) for u = d + sqrt(d (d + 2)), d = x - 1, by Kahan's log(w) u / (w - 1)
+    Ex d = x - 1.0, u = d + sqrt(d * (d + 2.0)), w = 1.0 + u;
+    Ex near_one = select(w == 1.0, u, log(w) * u / (w - 1.0));
+    return define(0, select(x < 2.0, near_one, select(x > 1e4, log(x) + 0.6931471805599453, log(x + sqrt(d * (x + 1.0))))));
+  }
+  if (type == "Atanh")
+    return define(0, select(a < 0.125, x * (1.0 + x2 * (1.0 / 3 + x2 * (1.0 / 5 + x2 * (1.0 / 7)))),
+                            0.5 * log((1.0 + x) / (1.0 - x))));
+  Ex big = log(a) + log(1.0 + sqrt(1.0 + 1.0 / x2));  // Asinh
+  return define(0, select(a < 0.125, x * (1.0 + x2 * (-1.0 / 6 + x2 * (3.0 / 40 + x2 * (-15.0 / 336)))),
+                          select(x < 0.0, f(Op::Neg, big), big)));
 }
 
 }  // namespace kiln::onnx_detail
