@@ -201,6 +201,7 @@ class Importer {
   absl::Status softmax_cross_entropy();
   absl::Status gather_elements();
   absl::Status scatter_elements();
+  absl::Status gather_nd();
   absl::Status hyperbolic();
 
   Ex ex(Value* v) { return {this, v}; }

@@ -248,6 +248,7 @@ const std::map<std::string, Importer::OpSpec, std::less<>>& Importer::op_table()
       {"GatherElements", {&Importer::gather_elements, {{"axis", kInt}}}},
       {"ScatterElements", {&Importer::scatter_elements, {{"axis", kInt}, {"reduction", kString}}}},
       {"Scatter", {&Importer::scatter_elements, {{"axis", kInt}}}},
+      {"GatherND", {&Importer::gather_nd, {{"batch_dims", kInt}}}},
       {"Tan", {&Importer::hyperbolic, {}}}, {"Sinh", {&Importer::hyperbolic, {}}},
       {"Cosh", {&Importer::hyperbolic, {}}}, {"Asinh", {&Importer::hyperbolic, {}}},
       {"Acosh", {&Importer::hyperbolic, {}}}, {"Atanh", {&Importer::hyperbolic, {}}},
@@ -1408,6 +1409,38 @@ absl::Status Importer::hyperbolic() {
   Ex big = log(a) + log(1.0 + sqrt(1.0 + 1.0 / x2));  // Asinh
   return define(0, select(a < 0.125, x * (1.0 + x2 * (-1.0 / 6 + x2 * (3.0 / 40 + x2 * (-15.0 / 336)))),
                           select(x < 0.0, f(Op::Neg, big), big)));
+}
+
+// GatherND: the k-tuples along indices' last axis (each entry counted from the end if
+// negative) become one flat index into data viewed as [batch * d0 * .. * d(k-1), rest..],
+// which kiln's gather reads. The batch and indexed dims must be static (strides).
+absl::Status Importer::gather_nd() {
+  KILN_ASSIGN_OR_RETURN(auto data, value(0));
+  KILN_ASSIGN_OR_RETURN(auto idx, value(1));
+  const Shape &ds = data->shape(), &is = idx->shape();
+  int64_t b = attr_int("batch_dims", 0), ir = is.size();
+  std::optional<int64_t> k = ir > 0 ? is.back().constant() : std::nullopt;
+  if (!is_integer(idx->dtype()) || !k || b < 0 || ir < b + 1 || b + *k > static_cast<int64_t>(ds.size()))
+    return bad("indices ", idx->type().to_string(), " do not index data ", data->type().to_string(), " with batch_dims ", b);
+  for (int64_t j = 0; j < b; ++j)
+    if (is[j] != ds[j]) return bad("batch dim ", j, " of indices and data differ: ", shape_to_string(is), ", ", shape_to_string(ds));
+  std::vector<int64_t> dims;  // the batch dims, then the indexed ones
+  for (int64_t j = 0; j < b + *k; ++j) {
+    if (!ds[j].constant()) return unsupported("GatherND needs static batch and indexed dims, got ", data->type().to_string());
+    dims.push_back(*ds[j].constant());
+  }
+  Shape lead(is.begin(), is.end() - 1);
+  Ex flat = constant_like(ex(idx), 0);
+  int64_t stride = 1;
+  for (int64_t j = b + *k; j-- > 0;) {
+    Ex i = j < b ? apply(Op::Iota, {}, {{"shape", lead}, {"axis", j}, {"dtype", idx->dtype()}})
+                 : apply(Op::Gather, {ex(idx), Ex{this, scalar(static_cast<double>(j - b), DType::i64)}}, {{"axis", ir - 1}});
+    flat = flat + select(i < 0.0, i + static_cast<double>(dims[j]), i) * static_cast<double>(stride);
+    stride *= dims[j];
+  }
+  std::vector<SymExpr> viewed{SymExpr(stride)};
+  viewed.insert(viewed.end(), ds.begin() + b + *k, ds.end());
+  return define(0, apply(Op::Gather, {apply(Op::Reshape, {ex(data)}, {{"shape", viewed}}), flat}, {{"axis", int64_t{0}}}));
 }
 
 }  // namespace kiln::onnx_detail

@@ -1,6 +1,7 @@
 // GatherElements and ScatterElements as the importer composes them (one-hot selects summed
-// over the indexed axis), on symbolic [N, 6] data at several N, against the element loops
-// written here, on the reference evaluator and compiled for the CPU.
+// over the indexed axis), and GatherND (a flat index into a gather), on symbolic dims at
+// several sizes, against the element loops written here, on the reference evaluator and
+// compiled for the CPU.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -109,6 +110,32 @@ TEST_CASE("ScatterElements writes updates along an axis with each reduction", "[
         }
       for (int64_t i = 0; i < want.numel(); ++i) CHECK(y.get(i) == Approx(want.get(i)).epsilon(1e-6));
     }
+  }
+}
+
+TEST_CASE("GatherND picks slices by index tuples, with a batch dim", "[onnx][import][elements]") {
+  std::mt19937_64 rng(7);
+  ModelBuilder m(13);  // data [2, 4, 3, R], indices [2, M, 2], batch_dims 1 -> [2, M, R]
+  m.input("data", kF32, {2, 4, 3, "R"});
+  m.input("idx", kI64, {2, "M", 2});
+  set_attr(m.node("GatherND", {"data", "idx"}, {"y"}), "batch_dims", int64_t{1});
+  m.output("y", kF32, {});
+  Graph g = import_ok(m);
+  for (auto [mm, r] : {std::pair<int64_t, int64_t>{1, 1}, {5, 3}, {40, 17}}) {
+    INFO("M=" << mm << " R=" << r);
+    HostTensor data(DType::f32, {2, 4, 3, r}), idx(DType::i64, {2, mm, 2});
+    data.fill_random(rng);
+    std::uniform_int_distribution<int64_t> i0(-4, 3), i1(-3, 2);
+    for (int64_t i = 0; i < idx.numel(); ++i) idx.set(i, static_cast<double>(i % 2 ? i1(rng) : i0(rng)));
+    HostTensor y = run_both(g, {{"data", data}, {"idx", idx}})[0];
+    REQUIRE(y.shape() == std::vector<int64_t>{2, mm, r});
+    for (int64_t bi = 0; bi < 2; ++bi)
+      for (int64_t j = 0; j < mm; ++j) {
+        int64_t a = static_cast<int64_t>(idx.get((bi * mm + j) * 2)), c = static_cast<int64_t>(idx.get((bi * mm + j) * 2 + 1));
+        a = a < 0 ? a + 4 : a;
+        c = c < 0 ? c + 3 : c;
+        for (int64_t e = 0; e < r; ++e) CHECK(y.get((bi * mm + j) * r + e) == data.get(((bi * 4 + a) * 3 + c) * r + e));
+      }
   }
 }
 
