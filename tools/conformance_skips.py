@@ -77,12 +77,11 @@ CATEGORIES = [
      lambda op, reason: op if (op in ("NonZero", "Unique", "Compress", "NonMaxSuppression", "OneHot")
                                or "must be known at import time" in reason) else None),
     ("Not yet implemented",
-     "Inference ops kiln could support with the existing machinery. Asin, Acos and Atan need "
-     "an atan unary IR op (no exact composition of exp/log/sqrt/sin/cos); Pow of integer "
+     "Inference ops kiln could support with the existing machinery. Pow of integer "
      "bases needs integer exponentiation (square-and-multiply); ScatterND, ReverseSequence, "
      "Det, LRN, MaxUnpool, GridSample and RoiAlign need handlers or ops of their own; "
      "DynamicQuantizeLinear needs u8; TfIdfVectorizer needs n-gram counting.",
-     op_in("Asin", "Acos", "Atan", "Pow", "ScatterND", "ReverseSequence", "Det", "LRN", "MaxUnpool",
+     op_in("Pow", "ScatterND", "ReverseSequence", "Det", "LRN", "MaxUnpool",
            "GridSample", "RoiAlign", "DynamicQuantizeLinear", "TfIdfVectorizer")),
     ("Test data that contradicts the model",
      "The data set feeds a shape the model's declared input does not allow; kiln checks "

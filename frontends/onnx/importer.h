@@ -203,6 +203,7 @@ class Importer {
   absl::Status scatter_elements();
   absl::Status gather_nd();
   absl::Status hyperbolic();
+  absl::Status arc_trig();
 
   Ex ex(Value* v) { return {this, v}; }
   // softmax, log_softmax and hardmax along `axis`; before opset 13 they see the input

@@ -252,6 +252,7 @@ const std::map<std::string, Importer::OpSpec, std::less<>>& Importer::op_table()
       {"Tan", {&Importer::hyperbolic, {}}}, {"Sinh", {&Importer::hyperbolic, {}}},
       {"Cosh", {&Importer::hyperbolic, {}}}, {"Asinh", {&Importer::hyperbolic, {}}},
       {"Acosh", {&Importer::hyperbolic, {}}}, {"Atanh", {&Importer::hyperbolic, {}}},
+      {"Atan", {&Importer::arc_trig, {}}}, {"Asin", {&Importer::arc_trig, {}}}, {"Acos", {&Importer::arc_trig, {}}},
   };
   return *table;
 }
@@ -1441,6 +1442,19 @@ absl::Status Importer::gather_nd() {
   std::vector<SymExpr> viewed{SymExpr(stride)};
   viewed.insert(viewed.end(), ds.begin() + b + *k, ds.end());
   return define(0, apply(Op::Gather, {apply(Op::Reshape, {ex(data)}, {{"shape", viewed}}), flat}, {{"axis", int64_t{0}}}));
+}
+
+// Atan is kiln's atan; asin(x) = atan(x / sqrt((1 - x)(1 + x))) and acos(x) =
+// 2 atan(sqrt((1 - x) / (1 + x))), exact at +-1 (atan(+-inf) = +-pi/2) and without the
+// cancellation of pi/2 - asin(x) near 1.
+absl::Status Importer::arc_trig() {
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
+  if (!is_float(xv->dtype())) return bad("expects a float tensor, got ", xv->type().to_string());
+  const std::string& type = node_->op_type();
+  Ex x = ex(xv);
+  if (type == "Atan") return define(0, ex_unary(Op::Atan, x));
+  if (type == "Asin") return define(0, ex_unary(Op::Atan, x / sqrt((1.0 - x) * (1.0 + x))));
+  return define(0, 2.0 * ex_unary(Op::Atan, sqrt((1.0 - x) / (1.0 + x))));
 }
 
 }  // namespace kiln::onnx_detail

@@ -1,5 +1,5 @@
-// Tan, Sinh, Cosh, Asinh, Acosh and Atanh as the importer composes them, against the C
-// library on inputs spanning their domains' magnitudes (where naive forms cancel or
+// Tan, Sinh, Cosh, Asinh, Acosh, Atanh, Atan, Asin and Acos as the importer composes them
+// (the last three on kiln's atan), against the C library on inputs spanning their domains' magnitudes (where naive forms cancel or
 // overflow), on the reference evaluator and compiled for the CPU.
 #include <catch2/catch.hpp>
 
@@ -26,7 +26,7 @@ struct Case {
   bool odd;       // random signs
 };
 
-TEST_CASE("tan and the hyperbolic functions stay accurate across magnitudes", "[onnx][import][hyperbolic]") {
+TEST_CASE("tan, the hyperbolic and the inverse trigonometric functions stay accurate across magnitudes", "[onnx][import][hyperbolic]") {
   std::vector<Case> cases = {
       {"Tan", [](double x) { return std::tan(x); }, -6, 0.1, true},
       {"Sinh", [](double x) { return std::sinh(x); }, -6, 1.9, true},
@@ -34,6 +34,9 @@ TEST_CASE("tan and the hyperbolic functions stay accurate across magnitudes", "[
       {"Asinh", [](double x) { return std::asinh(x); }, -6, 30, true},
       {"Acosh", [](double x) { return std::acosh(x); }, -6, 30, false},
       {"Atanh", [](double x) { return std::atanh(x); }, -6, -0.01, true},
+      {"Atan", [](double x) { return std::atan(x); }, -6, 30, true},
+      {"Asin", [](double x) { return std::asin(x); }, -6, 0, true},
+      {"Acos", [](double x) { return std::acos(x); }, -6, 0, true},
   };
   std::mt19937_64 rng(11);
   for (const Case& c : cases) {
