@@ -846,7 +846,7 @@ Result eval_node(const Ctx& c) {
   switch (c.node.op()) {
     case Op::Neg: case Op::Abs: case Op::Exp: case Op::Log: case Op::Sqrt: case Op::Rsqrt:
     case Op::Sin: case Op::Cos: case Op::Tanh: case Op::Sigmoid: case Op::Relu: case Op::Gelu:
-    case Op::Silu: case Op::Erf: case Op::Reciprocal: case Op::Floor: case Op::Ceil: case Op::Not:
+    case Op::Silu: case Op::Erf: case Op::Atan: case Op::Reciprocal: case Op::Floor: case Op::Ceil: case Op::Not:
       return unary(c);
     case Op::Cast: return cast(c);
     case Op::Constant: return constant(c);

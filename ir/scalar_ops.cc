@@ -39,6 +39,7 @@ float unary_float(Op op, float x, bool tanh_gelu) {
       return 0.5f * x * (1.0f + std::erf(x * static_cast<float>(M_SQRT1_2)));
     case Op::Silu: return x * (1.0f / (1.0f + std::exp(-x)));
     case Op::Erf: return std::erf(x);
+    case Op::Atan: return std::atan(x);
     case Op::Reciprocal: return 1.0f / x;
     case Op::Floor: return std::floor(x);
     case Op::Ceil: return std::ceil(x);

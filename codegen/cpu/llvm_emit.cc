@@ -627,6 +627,7 @@ class Emitter {
         case Op::Cos: r = call(llvm::Intrinsic::cos, {a}); break;
         case Op::Tanh: r = emit_tanh(b_, a); break;
         case Op::Erf: r = emit_erf(b_, a); break;
+        case Op::Atan: r = emit_atan(b_, a); break;
         case Op::Sigmoid: r = emit_sigmoid(b_, a); break;
         case Op::Silu: r = b_.CreateFMul(a, emit_sigmoid(b_, a)); break;
         case Op::Relu: r = b_.CreateSelect(b_.CreateFCmpOLT(a, const_f(0)), const_f(0), a); break;

@@ -1,5 +1,6 @@
 #include "codegen/cpu/llvm_math.h"
 
+#include <cmath>
 #include <initializer_list>
 #include <limits>
 
@@ -137,6 +138,23 @@ Value* emit_exp2(llvm::IRBuilder<>& b, Value* x) {
   // m in [-127, 128]: 2^-127 is 0 as exponent bits, 2^128 infinity.
   Value* out = b.CreateFMul(fmuladd(b, r, p, c(b, 1.0)), pow2(b, b.CreateFPToSI(m, b.getInt32Ty())));
   return b.CreateSelect(is_nan(b, x), x, out);
+}
+
+// atan: |x| > 1 maps to pi/2 - atan(1/|x|), then t > tan(pi/8) to pi/4 + atan((t - 1) / (t + 1)),
+// leaving |t| <= tan(pi/8) = 0.4142, where the Taylor series to t^17 is within t^19 / 19 < 3e-9
+// (alternating). The sign is restored last; NaN passes through the arithmetic, and
+// +-infinity gives +-pi/2.
+Value* emit_atan(llvm::IRBuilder<>& b, Value* x) {
+  Value* a = b.CreateUnaryIntrinsic(llvm::Intrinsic::fabs, x);
+  Value* big = b.CreateFCmpOGT(a, c(b, 1.0));
+  Value* t = b.CreateSelect(big, b.CreateFDiv(c(b, 1.0), a), a);
+  Value* mid = b.CreateFCmpOGT(t, c(b, 0.41421356237309503));
+  t = b.CreateSelect(mid, b.CreateFDiv(b.CreateFSub(t, c(b, 1.0)), b.CreateFAdd(t, c(b, 1.0))), t);
+  Value* z = b.CreateFMul(t, t);
+  Value* p = horner(b, z, {1.0 / 17, -1.0 / 15, 1.0 / 13, -1.0 / 11, 1.0 / 9, -1.0 / 7, 1.0 / 5, -1.0 / 3, 1.0});
+  Value* r = b.CreateFAdd(b.CreateFMul(p, t), b.CreateSelect(mid, c(b, M_PI / 4), c(b, 0.0)));
+  r = b.CreateSelect(big, b.CreateFSub(c(b, M_PI / 2), r), r);
+  return b.CreateSelect(b.CreateFCmpOLT(x, c(b, 0.0)), b.CreateFNeg(r), r);
 }
 
 }  // namespace kiln::cpu

@@ -14,5 +14,6 @@ llvm::Value* emit_tanh(llvm::IRBuilder<>& b, llvm::Value* x);
 llvm::Value* emit_erf(llvm::IRBuilder<>& b, llvm::Value* x);
 llvm::Value* emit_sigmoid(llvm::IRBuilder<>& b, llvm::Value* x);
 llvm::Value* emit_exp2(llvm::IRBuilder<>& b, llvm::Value* x);
+llvm::Value* emit_atan(llvm::IRBuilder<>& b, llvm::Value* x);
 
 }  // namespace kiln::cpu

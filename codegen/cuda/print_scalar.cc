@@ -114,6 +114,7 @@ std::string unary(Op op, const std::string& a, DType in, DType t) {
       case Op::Relu: f = str_cat("(", a, " < 0.0f ? 0.0f : ", a, ")"); break;
       case Op::Silu: f = str_cat("kiln_silu(", a, ")"); break;
       case Op::Erf: f = str_cat("kiln_erf(", a, ")"); break;
+      case Op::Atan: f = str_cat("atanf(", a, ")"); break;
       case Op::Reciprocal: f = str_cat("(1.0f / ", a, ")"); break;
       case Op::Floor: f = str_cat("floorf(", a, ")"); break;
       case Op::Ceil: f = str_cat("ceilf(", a, ")"); break;

@@ -211,6 +211,14 @@ class Importer {
     std::vector<int64_t> strides, dilations, pads, output_padding;
   };
   absl::StatusOr<WindowAttrs> window_attrs(const Shape& in, const std::vector<int64_t>& kernel);
+  // losses, gathers and scatters, inverse trigonometric and hyperbolic functions
+  absl::Status nll_loss_op();
+  absl::Status softmax_cross_entropy();
+  absl::Status gather_elements();
+  absl::Status scatter_elements();
+  absl::Status gather_nd();
+  absl::Status hyperbolic();
+  absl::Status arc_trig();
 
   Ex ex(Value* v) { return {this, v}; }
   // softmax, log_softmax and hardmax along `axis`; before opset 13 they see the input
@@ -218,6 +226,10 @@ class Importer {
   absl::Status along_axis(const std::function<Ex(Ex, int64_t)>& f);
   // [C] -> [C, 1, ..., 1], to broadcast a per-channel vector over x [N, C, ...].
   Ex per_channel(Value* v, int64_t rank);
+  // NegativeLogLikelihoodLoss of log-probabilities x against the node's inputs
+  // target_input and (optional) weight_input, reduced as the node's attributes say.
+  Ex nll_loss(Value* x, int target_input, int weight_input);
+  Ex index_hits(Value* indices, int64_t axis, const Dim& n);
 
   std::string source_;
   const OnnxImportOptions& options_;

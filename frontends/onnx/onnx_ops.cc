@@ -263,6 +263,18 @@ const std::map<std::string, Importer::OpSpec, std::less<>>& Importer::op_table()
       {"AveragePool", {&Importer::pool, {{"auto_pad", kString}, {"ceil_mode", kInt}, {"count_include_pad", kInt},
                                          {"dilations", kInts}, {"kernel_shape", kInts}, {"pads", kInts},
                                          {"strides", kInts}}}},
+      // losses, gathers and scatters, inverse trigonometric and hyperbolic functions
+      {"NegativeLogLikelihoodLoss", {&Importer::nll_loss_op, {{"reduction", kString}, {"ignore_index", kInt}}}},
+      {"SoftmaxCrossEntropyLoss",
+       {&Importer::softmax_cross_entropy, {{"reduction", kString}, {"ignore_index", kInt}}}},
+      {"GatherElements", {&Importer::gather_elements, {{"axis", kInt}}}},
+      {"ScatterElements", {&Importer::scatter_elements, {{"axis", kInt}, {"reduction", kString}}}},
+      {"Scatter", {&Importer::scatter_elements, {{"axis", kInt}}}},
+      {"GatherND", {&Importer::gather_nd, {{"batch_dims", kInt}}}},
+      {"Tan", {&Importer::hyperbolic, {}}}, {"Sinh", {&Importer::hyperbolic, {}}},
+      {"Cosh", {&Importer::hyperbolic, {}}}, {"Asinh", {&Importer::hyperbolic, {}}},
+      {"Acosh", {&Importer::hyperbolic, {}}}, {"Atanh", {&Importer::hyperbolic, {}}},
+      {"Atan", {&Importer::arc_trig, {}}}, {"Asin", {&Importer::arc_trig, {}}}, {"Acos", {&Importer::arc_trig, {}}},
   };
   return *table;
 }
@@ -1695,6 +1707,208 @@ absl::Status Importer::eye_like() {
   Ex cols = apply(Op::Iota, {}, {{"shape", xv->shape()}, {"axis", int64_t{1}}, {"dtype", DType::i64}});
   Ex diag = cols - rows;
   return define(0, apply(Op::Cast, {diag == static_cast<double>(attr_int("k", 0))}, {{"dtype", t}}));
+}
+
+// ---- losses (inference-time forms) ----------------------------------------------------
+
+// The loss of x [N, C, d1, ...] (log-probabilities) against target [N, d1, ...], as
+// NegativeLogLikelihoodLoss defines it: -x[n, target, d...] * weight[target], zero where
+// target == ignore_index, then `reduction` none, sum, or mean (divided by the sum of the
+// weights picked). The class is picked by a one-hot select (iota over C == target) summed
+// over C: the other terms are exact zeros, so the pick is exact. A target outside [0, C)
+// picks nothing and counts as ignored (ONNX leaves it undefined).
+Ex Importer::nll_loss(Value* x, int target_input, int weight_input) {
+  const Shape& xs = x->shape();
+  if (xs.size() < 2) return {this, bad("input must be [N, C, d1, ...], got ", x->type().to_string())};
+  if (!is_float(x->dtype())) return {this, bad("input must be a float tensor, got ", x->type().to_string())};
+  absl::StatusOr<Value*> t = value(target_input);
+  if (!t.ok()) return {this, t.status()};
+  Shape want = xs;
+  want.erase(want.begin() + 1);
+  if (!is_integer((*t)->dtype()) || (*t)->shape() != want)
+    return {this, bad("target must be an integer tensor of shape ", shape_to_string(want), " for input ",
+                      x->type().to_string(), ", got ", (*t)->type().to_string())};
+  std::string reduction = attr_string("reduction", "mean");
+  if (reduction != "none" && reduction != "sum" && reduction != "mean")
+    return {this, bad("reduction must be none, sum or mean, got '", reduction, "'")};
+  Attrs over_c{{"axes", std::vector<int64_t>{1}}, {"keepdim", false}};
+  Ex target = apply(Op::Unsqueeze, {ex(*t)}, {{"axes", std::vector<int64_t>{1}}});
+  Ex hit = apply(Op::Iota, {}, {{"shape", xs}, {"axis", int64_t{1}}, {"dtype", (*t)->dtype()}}) == target;
+  if (const onnx::AttributeProto* ii = attr("ignore_index")) hit = hit && (target != static_cast<double>(ii->i()));
+  Ex picked = apply(Op::Sum, {select(hit, ex(x), 0.0)}, over_c);
+  Ex weight = apply(Op::Cast, {hit}, {{"dtype", x->dtype()}});
+  if (has_input(weight_input)) {
+    absl::StatusOr<Value*> w = value(weight_input);
+    if (!w.ok()) return {this, w.status()};
+    if ((*w)->dtype() != x->dtype() || (*w)->shape() != Shape{xs[1]})
+      return {this, bad("weight must be ", dtype_name(x->dtype()), shape_to_string(Shape{xs[1]}), " for input ",
+                        x->type().to_string(), ", got ", (*w)->type().to_string())};
+    weight = select(hit, per_channel(*w, static_cast<int64_t>(xs.size())), 0.0);
+  }
+  weight = apply(Op::Sum, {weight}, over_c);
+  Ex loss = apply(Op::Neg, {picked * weight});
+  if (reduction == "none") return loss;
+  Ex total = apply(Op::Sum, {loss});
+  if (reduction == "sum") return total;
+  return total / apply(Op::Sum, {weight});
+}
+
+absl::Status Importer::nll_loss_op() {
+  KILN_ASSIGN_OR_RETURN(auto x, value(0));
+  return define(0, nll_loss(x, 1, 2));
+}
+
+// SoftmaxCrossEntropyLoss: the loss above of log_softmax(scores) over C; the optional
+// second output is that log_softmax.
+absl::Status Importer::softmax_cross_entropy() {
+  KILN_ASSIGN_OR_RETURN(auto scores, value(0));
+  if (scores->shape().size() < 2) return bad("scores must be [N, C, d1, ...], got ", scores->type().to_string());
+  KILN_ASSIGN_OR_RETURN(auto log_prob, emit(Op::LogSoftmax, {scores}, {{"axis", int64_t{1}}}));
+  KILN_RETURN_IF_ERROR(define(0, nll_loss(log_prob, 1, 2)));
+  return define(1, log_prob);
+}
+
+// hit[.., j, d, ..] (the indices' dims with d in [0, n) inserted after `axis`): whether
+// indices[.., j, ..], counted from the end if negative, is d. An index out of range hits
+// nothing, so gathers and scatters built on it are exact sums of one term and zeros.
+Ex Importer::index_hits(Value* indices, int64_t axis, const Dim& n) {
+  DType t = indices->dtype();
+  Ex count = n.constant() ? Ex{this, scalar(static_cast<double>(*n.constant()), t)}
+                          : apply(Op::Sum, {apply(Op::Expand, {Ex{this, scalar(1, t)}}, {{"shape", Shape{n}}})});
+  Ex i = apply(Op::Unsqueeze, {ex(indices)}, {{"axes", std::vector<int64_t>{axis + 1}}});
+  Shape iota(indices->shape().size() + 1, SymExpr(1));
+  iota[axis + 1] = n;
+  return apply(Op::Iota, {}, {{"shape", iota}, {"axis", axis + 1}, {"dtype", t}}) == select(i < 0.0, i + count, i);
+}
+
+// GatherElements: out[.., j, ..] = data[.., indices[.., j, ..], ..] along `axis`, the sum
+// over data's axis of the elements an index hits (data sliced to the indices' other dims).
+absl::Status Importer::gather_elements() {
+  KILN_ASSIGN_OR_RETURN(auto data, value(0));
+  KILN_ASSIGN_OR_RETURN(auto idx, value(1));
+  int64_t rank = data->shape().size();
+  KILN_ASSIGN_OR_RETURN(auto axis, axis_in("axis", attr_int("axis", 0), rank));
+  if (!is_integer(idx->dtype()) || static_cast<int64_t>(idx->shape().size()) != rank)
+    return bad("indices must be an integer tensor of rank ", rank, ", got ", idx->type().to_string());
+  Ex d = ex(data);
+  for (int64_t m = 0; m < rank; ++m)
+    if (m != axis && idx->shape()[m] != data->shape()[m])
+      d = apply(Op::Slice, {d}, {{"axis", m}, {"end", idx->shape()[m]}});
+  d = apply(Op::Unsqueeze, {d}, {{"axes", std::vector<int64_t>{axis}}});
+  Ex hit = index_hits(idx, axis, data->shape()[axis]);
+  return define(0, apply(Op::Sum, {select(hit, d, 0.0)}, {{"axes", std::vector<int64_t>{axis + 1}}, {"keepdim", false}}));
+}
+
+// ScatterElements (and Scatter): data with updates[.., j, ..] written at [.., indices[.., j,
+// ..], ..] along `axis`. Per data element, the updates whose index hits it are summed
+// (reduction none, where duplicates are undefined, and add) or multiplied, or their max or
+// min taken together with the element itself.
+absl::Status Importer::scatter_elements() {
+  KILN_ASSIGN_OR_RETURN(auto data, value(0));
+  KILN_ASSIGN_OR_RETURN(auto idx, value(1));
+  KILN_ASSIGN_OR_RETURN(auto upd, value(2));
+  int64_t rank = data->shape().size();
+  KILN_ASSIGN_OR_RETURN(auto axis, axis_in("axis", attr_int("axis", 0), rank));
+  if (!is_integer(idx->dtype()) || static_cast<int64_t>(idx->shape().size()) != rank || upd->shape() != idx->shape() ||
+      upd->dtype() != data->dtype())
+    return bad("indices must be integers of rank ", rank, " and updates ", dtype_name(data->dtype()),
+               " of their shape, got ", idx->type().to_string(), " and ", upd->type().to_string());
+  for (int64_t m = 0; m < rank; ++m)
+    if (m != axis && idx->shape()[m] != data->shape()[m])
+      return unsupported("indices ", idx->type().to_string(), " narrower than data ", data->type().to_string(),
+                         " outside axis ", axis, " are not supported");
+  std::string reduction = attr_string("reduction", "none");
+  static const std::map<std::string, Op, std::less<>> kOps = {
+      {"none", Op::Sum}, {"add", Op::Sum}, {"mul", Op::Prod}, {"max", Op::Max}, {"min", Op::Min}};
+  auto it = kOps.find(reduction);
+  if (it == kOps.end()) return bad("reduction must be none, add, mul, max or min, got '", reduction, "'");
+  Ex hit = index_hits(idx, axis, data->shape()[axis]), x = ex(data);
+  Ex u = apply(Op::Unsqueeze, {ex(upd)}, {{"axes", std::vector<int64_t>{axis + 1}}});
+  Ex fill = it->second == Op::Sum ? constant_like(x, 0) : it->second == Op::Prod ? constant_like(x, 1)
+                                                                                   : apply(Op::Unsqueeze, {x}, {{"axes", std::vector<int64_t>{axis}}});
+  Attrs over_j{{"axes", std::vector<int64_t>{axis}}, {"keepdim", false}};
+  Ex combined = apply(it->second, {select(hit, u, fill)}, over_j);
+  if (reduction == "add") return define(0, x + combined);
+  if (reduction == "mul") return define(0, x * combined);
+  if (reduction == "max") return define(0, maximum(x, combined));  // x too where every index hits
+  if (reduction == "min") return define(0, minimum(x, combined));
+  Ex any = apply(Op::Max, {apply(Op::Cast, {hit}, {{"dtype", DType::i32}})}, over_j) > 0.0;
+  return define(0, select(any, combined, x));
+}
+
+// Tan, Sinh, Cosh, Asinh, Acosh and Atanh from sin, cos, exp, log, sqrt and tanh, in forms
+// that avoid cancellation: sinh as 2t / (1 - t^2) with t = tanh(x / 2) below 1 in magnitude,
+// asinh and atanh by their odd series below 1/8 (truncation under 1e-8 relative), asinh as
+// log|x| + log(1 + sqrt(1 + 1/x^2)) above (no x^2 to overflow), acosh through log1p near 1
+// and as log(2x) above 1e4.
+absl::Status Importer::hyperbolic() {
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
+  if (!is_float(xv->dtype())) return bad("expects a float tensor, got ", xv->type().to_string());
+  const std::string& type = node_->op_type();
+  auto f = [](Op op, const Ex& e) { return ex_unary(op, e); };
+  Ex x = ex(xv), a = abs(x), x2 = x * x;
+  if (type == "Tan") return define(0, f(Op::Sin, x) / f(Op::Cos, x));
+  if (type == "Cosh") return define(0, (exp(x) + exp(f(Op::Neg, x))) * 0.5);
+  if (type == "Sinh") {
+    Ex t = f(Op::Tanh, x * 0.5);
+    return define(0, select(a < 1.0, 2.0 * t / (1.0 - t * t), (exp(x) - exp(f(Op::Neg, x))) * 0.5));
+  }
+  if (type == "Acosh") {  // below 2, log1p(u) for u = d + sqrt(d (d + 2)), d = x - 1, by Kahan's log(w) u / (w - 1)
+    Ex d = x - 1.0, u = d + sqrt(d * (d + 2.0)), w = 1.0 + u;
+    Ex near_one = select(w == 1.0, u, log(w) * u / (w - 1.0));
+    return define(0, select(x < 2.0, near_one, select(x > 1e4, log(x) + 0.6931471805599453, log(x + sqrt(d * (x + 1.0))))));
+  }
+  if (type == "Atanh")
+    return define(0, select(a < 0.125, x * (1.0 + x2 * (1.0 / 3 + x2 * (1.0 / 5 + x2 * (1.0 / 7)))),
+                            0.5 * log((1.0 + x) / (1.0 - x))));
+  Ex big = log(a) + log(1.0 + sqrt(1.0 + 1.0 / x2));  // Asinh
+  return define(0, select(a < 0.125, x * (1.0 + x2 * (-1.0 / 6 + x2 * (3.0 / 40 + x2 * (-15.0 / 336)))),
+                          select(x < 0.0, f(Op::Neg, big), big)));
+}
+
+// GatherND: the k-tuples along indices' last axis (each entry counted from the end if
+// negative) become one flat index into data viewed as [batch * d0 * .. * d(k-1), rest..],
+// which kiln's gather reads. The batch and indexed dims must be static (strides).
+absl::Status Importer::gather_nd() {
+  KILN_ASSIGN_OR_RETURN(auto data, value(0));
+  KILN_ASSIGN_OR_RETURN(auto idx, value(1));
+  const Shape &ds = data->shape(), &is = idx->shape();
+  int64_t b = attr_int("batch_dims", 0), ir = is.size();
+  std::optional<int64_t> k = ir > 0 ? is.back().constant() : std::nullopt;
+  if (!is_integer(idx->dtype()) || !k || b < 0 || ir < b + 1 || b + *k > static_cast<int64_t>(ds.size()))
+    return bad("indices ", idx->type().to_string(), " do not index data ", data->type().to_string(), " with batch_dims ", b);
+  for (int64_t j = 0; j < b; ++j)
+    if (is[j] != ds[j]) return bad("batch dim ", j, " of indices and data differ: ", shape_to_string(is), ", ", shape_to_string(ds));
+  std::vector<int64_t> dims;  // the batch dims, then the indexed ones
+  for (int64_t j = 0; j < b + *k; ++j) {
+    if (!ds[j].constant()) return unsupported("GatherND needs static batch and indexed dims, got ", data->type().to_string());
+    dims.push_back(*ds[j].constant());
+  }
+  Shape lead(is.begin(), is.end() - 1);
+  Ex flat = constant_like(ex(idx), 0);
+  int64_t stride = 1;
+  for (int64_t j = b + *k; j-- > 0;) {
+    Ex i = j < b ? apply(Op::Iota, {}, {{"shape", lead}, {"axis", j}, {"dtype", idx->dtype()}})
+                 : apply(Op::Gather, {ex(idx), Ex{this, scalar(static_cast<double>(j - b), DType::i64)}}, {{"axis", ir - 1}});
+    flat = flat + select(i < 0.0, i + static_cast<double>(dims[j]), i) * static_cast<double>(stride);
+    stride *= dims[j];
+  }
+  std::vector<SymExpr> viewed{SymExpr(stride)};
+  viewed.insert(viewed.end(), ds.begin() + b + *k, ds.end());
+  return define(0, apply(Op::Gather, {apply(Op::Reshape, {ex(data)}, {{"shape", viewed}}), flat}, {{"axis", int64_t{0}}}));
+}
+
+// Atan is kiln's atan; asin(x) = atan(x / sqrt((1 - x)(1 + x))) and acos(x) =
+// 2 atan(sqrt((1 - x) / (1 + x))), exact at +-1 (atan(+-inf) = +-pi/2) and without the
+// cancellation of pi/2 - asin(x) near 1.
+absl::Status Importer::arc_trig() {
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
+  if (!is_float(xv->dtype())) return bad("expects a float tensor, got ", xv->type().to_string());
+  const std::string& type = node_->op_type();
+  Ex x = ex(xv);
+  if (type == "Atan") return define(0, ex_unary(Op::Atan, x));
+  if (type == "Asin") return define(0, ex_unary(Op::Atan, x / sqrt((1.0 - x) * (1.0 + x))));
+  return define(0, 2.0 * ex_unary(Op::Atan, sqrt((1.0 - x) / (1.0 + x))));
 }
 
 }  // namespace kiln::onnx_detail

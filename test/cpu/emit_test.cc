@@ -166,6 +166,36 @@ TEST_CASE("cpu emit: inline exp, log, tanh, erf stay within a few ulps of the C 
   }
 }
 
+TEST_CASE("cpu emit: inline atan stays within a few ulps of the C library", "[cpu][emit]") {
+  Graph g = parse_or_fail("graph arc(%x: f32[N]) {\n  %y = atan(%x)\n  return %y\n}");
+  std::vector<float> xs;  // both reduction thresholds (tan(pi/8), 1) densely, and every scale
+  for (int i = -200000; i <= 200000; ++i) xs.push_back(3.0f * static_cast<float>(i) / 200000.0f);
+  for (int e = -140; e <= 127; ++e)
+    for (float m : {1.0f, 1.1f, 1.4142135f, 1.5f, 1.9999999f}) xs.push_back(std::ldexp(m, e)), xs.push_back(-std::ldexp(m, e));
+  for (float v : {INFINITY, -INFINITY, NAN}) xs.push_back(v);
+  HostTensor x(DType::f32, {static_cast<int64_t>(xs.size())});
+  for (size_t i = 0; i < xs.size(); ++i) x.set(static_cast<int64_t>(i), xs[i]);
+  TensorMap args;
+  args.emplace("x", std::move(x));
+  auto m = module_of(g);
+  auto exe = executable(m);
+  absl::StatusOr<std::vector<HostTensor>> got = run_cpu(*exe, *m, args, {{"N", static_cast<int64_t>(xs.size())}});
+  REQUIRE(got.ok());
+  int64_t worst = 0;
+  float worst_x = 0;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    float want = std::atan(xs[i]), have = static_cast<float>((*got)[0].get(static_cast<int64_t>(i)));
+    if (std::isnan(want)) {
+      CHECK(std::isnan(have));
+      continue;
+    }
+    int64_t u = ulps(want, have);
+    if (u > worst) worst = u, worst_x = xs[i];
+  }
+  INFO("worst " << worst << " ulps at x = " << worst_x);
+  REQUIRE(worst <= 4);  // 3 seen with FMA
+}
+
 TEST_CASE("cpu emit: the tanh gelu (the gelu_tanh intrinsic) stays within a few ulps of its formula", "[cpu][emit]") {
   Graph g = parse_or_fail(R"(graph g(%x: f32[N]) {
   %y = gelu(%x, approximate="tanh")

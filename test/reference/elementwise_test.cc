@@ -39,6 +39,7 @@ const std::vector<UnaryCase>& unary_cases() {
        {{"approximate", std::string("tanh")}}},
       {Op::Silu, [](double x) { return x / (1 + std::exp(-x)); }, {}},
       {Op::Erf, [](double x) { return std::erf(x); }, {}},
+      {Op::Atan, [](double x) { return std::atan(x); }, {}},
       {Op::Reciprocal, [](double x) { return 1 / x; }, {}},
       {Op::Floor, [](double x) { return std::floor(x); }, {}},
       {Op::Ceil, [](double x) { return std::ceil(x); }, {}},

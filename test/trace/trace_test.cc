@@ -91,7 +91,7 @@ TEST_CASE("every registry op is reachable from a traced program", "[trace]") {
   std::vector<kt::Tensor> outs{
       kt::neg(x), kt::abs(x), kt::exp(x), kt::log(kt::abs(x) + 0.5f), kt::sqrt(kt::abs(x)),
       kt::rsqrt(kt::abs(x) + 0.25f), kt::sin(x), kt::cos(x), kt::tanh(x), kt::sigmoid(x),
-      kt::relu(x), kt::gelu(x), kt::gelu(x, "tanh"), kt::silu(x), kt::erf(x),
+      kt::relu(x), kt::gelu(x), kt::gelu(x, "tanh"), kt::silu(x), kt::erf(x), kt::atan(x),
       kt::reciprocal(x + 2.0f), kt::floor(x * 4), kt::ceil(x * 4), kt::cast(x, kiln::bf16),
       kt::logical_not(x > 0), t.constant(0.5, kiln::f32), t.iota({"B", 6}, 1), kt::add(x, y), kt::sub(x, y),
       kt::mul(x, y), kt::div(x, y + 3), kt::pow(kt::abs(x), y), kt::maximum(x, y),
