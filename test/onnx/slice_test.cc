@@ -12,38 +12,18 @@
 #include "ir/reference.h"
 #include "ir/str.h"
 #include "ir/verifier.h"
-#include "test/common/filecheck.h"
-#include "test/onnx/model_builder.h"
+#include "test/onnx/import_util.h"
 
 namespace kiln {
 namespace {
 
+using testing::check_ir;
+using testing::import_ok;
+using testing::kF32;
 using testing::ModelBuilder;
-using testing::set_attr;
-constexpr int32_t kF32 = onnx::TensorProto::FLOAT;
-
-Graph import_ok(const ModelBuilder& m) {
-  absl::StatusOr<Graph> g = import_onnx_bytes(m.bytes(), "test.onnx");
-  INFO(status_message(g.status()));
-  REQUIRE(g.ok());
-  absl::Status v = verify(*g);
-  INFO(status_message(v));
-  REQUIRE(v.ok());
-  return *std::move(g);
-}
-
-void check_ir(const Graph& g, std::string_view checks) {
-  std::string ir = print_graph(g);
-  testing::FileCheckResult r = testing::file_check(ir, checks);
-  INFO(ir << "\n" << r.message);
-  CHECK(r.ok);
-}
 
 HostTensor random_tensor(std::vector<int64_t> shape, uint64_t seed) {
-  HostTensor h(DType::f32, std::move(shape));
-  std::mt19937_64 rng(seed);
-  h.fill_random(rng);
-  return h;
+  return testing::random_tensor(DType::f32, std::move(shape), seed);
 }
 
 // The reference evaluator's outputs on `args`, and the CPU backend's, which must agree.
