@@ -37,7 +37,11 @@ T check(absl::StatusOr<T> v) {
   return *std::move(v);
 }
 // Reads FILE by its extension and verifies it; errors are located (file:line:col or node).
-Graph load_verified(const std::string& file);
+// `float_type` "bf16" or "f16" stores every f32 value in that type (passes/convert_float.h);
+// empty keeps the graph's types.
+Graph load_verified(const std::string& file, const std::string& float_type = {});
+// The --float option of the commands that read a graph: bf16 or f16.
+void add_float_option(CLI::App* cmd, std::string* float_type);
 // --bind S=N values: well-formed, each symbol of the graph once, within its bounds.
 Bindings parse_binds(const Graph& g, const std::vector<std::string>& binds);
 

@@ -4,15 +4,26 @@
 
 #include "compiler/cli/commands.h"
 #include "compiler/load.h"
+#include "passes/convert_float.h"
 #include "ir/str.h"
 #include "ir/verifier.h"
 
 namespace kiln::cli {
 
-Graph load_verified(const std::string& file) {
+Graph load_verified(const std::string& file, const std::string& float_type) {
   Graph g = check(load_graph_file(file));
   if (absl::Status s = verify(g); !s.ok()) throw CliError(str_cat(file, ": ", status_message(s)));
+  if (float_type.empty()) return g;
+  g = check(convert_float(g, *parse_dtype(float_type)));
+  if (absl::Status s = verify(g); !s.ok()) throw CliError(str_cat(file, " stored in ", float_type, ": ", status_message(s)));
   return g;
+}
+
+void add_float_option(CLI::App* cmd, std::string* float_type) {
+  cmd->add_option("--float", *float_type,
+                  "store every f32 tensor as bf16 or f16 (inputs, parameters, results), as model.to(dtype) in PyTorch; "
+                  "arithmetic stays f32")
+      ->check(CLI::IsMember({"bf16", "f16"}));
 }
 
 Bindings parse_binds(const Graph& g, const std::vector<std::string>& binds) {

@@ -24,6 +24,7 @@ namespace {
 
 struct CompileCliOptions {
   std::string file;
+  std::string float_type;
   std::vector<std::string> binds;
   std::string dump_dir;
   std::string print_after;
@@ -116,7 +117,7 @@ std::string kernels_text(const PipelineResult& r) {
 }
 
 void run(const CompileCliOptions& o) {
-  Graph g = load_verified(o.file);
+  Graph g = load_verified(o.file, o.float_type);
   PipelineOptions po;
   po.bindings = parse_binds(g, o.binds);
   po.dump_dir = o.dump_dir;
@@ -153,6 +154,7 @@ void register_compile(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "compile", "Run the optimization passes and lowering to kernel IR; print the compile summary");
   cmd->add_option("FILE", o->file, "the graph to compile (.kiln or .onnx)")->required();
+  add_float_option(cmd, &o->float_type);
   cmd->add_option("--bind", o->binds,
                   "a symbol's value for the memory figures, e.g. --bind B=8 (repeatable; an unbound symbol "
                   "takes its lower bound)");

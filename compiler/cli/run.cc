@@ -28,6 +28,7 @@ namespace fs = std::filesystem;
 
 struct RunOptions {
   std::string file;
+  std::string float_type;
   std::vector<std::string> binds;
   uint64_t seed = 0;
   std::string inputs_dir;
@@ -147,7 +148,7 @@ void save_outputs(const Graph& g, const std::vector<HostTensor>& outs, const std
 }
 
 void run(const RunOptions& o) {
-  Graph g = load_verified(o.file);
+  Graph g = load_verified(o.file, o.float_type);
   for (const Value* v : g.outputs())
     if (!o.save_dir.empty() && (v->name().find('/') != std::string::npos || v->name().starts_with(".")))
       throw CliError(str_cat("--save-outputs: output %", v->name(), " does not make a file name"));
@@ -230,6 +231,7 @@ void register_run(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand(
       "run", "Run a graph (reference evaluator, or compiled for cpu/cuda) and summarize its outputs");
   cmd->add_option("FILE", o->file, "the graph to run (.kiln or .onnx)")->required();
+  add_float_option(cmd, &o->float_type);
   cmd->add_option("--bind", o->binds, "a symbol's value, e.g. --bind B=8 (repeatable)");
   cmd->add_option("--seed", o->seed, "seed of the random inputs (default 0): floats uniform in [-1, 1), "
                  "2-D parameters scaled by 1/sqrt(fan-in)");

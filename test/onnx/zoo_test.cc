@@ -5,6 +5,8 @@
 // the importer learns to read fails here until it is enabled.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <random>
@@ -20,6 +22,7 @@
 #include "ir/reference.h"
 #include "ir/str.h"
 #include "ir/verifier.h"
+#include "passes/convert_float.h"
 #include "test/common/catch_helpers.h"
 
 namespace kiln {
@@ -129,6 +132,72 @@ TEST_CASE("model zoo: every enabled model matches onnxruntime on the reference a
     DYNAMIC_SECTION(model.at("name").get<std::string>()) { check_enabled(model); }
   }
   CHECK(enabled >= 1);  // the control model, at least
+}
+
+// max |got - expected| over a tensor as a fraction of max |expected|: the error measure of a
+// whole network run in a narrow float type, where per-element tolerances do not fit (an
+// output near zero carries the rounding error of the large values it was computed from).
+double scaled_error(const HostTensor& expected, const HostTensor& got) {
+  REQUIRE(expected.numel() == got.numel());
+  double err = 0, scale = 0;
+  for (int64_t i = 0; i < expected.numel(); ++i) {
+    err = std::max(err, std::abs(got.get(i) - expected.get(i)));
+    scale = std::max(scale, std::abs(expected.get(i)));
+  }
+  return std::isnan(err) ? err : err / std::max(scale, 1e-30);
+}
+
+// Each enabled model stored in bf16 (convert_float, the CLI's --float bf16) at its larger size
+// set: the reference evaluator's bf16 answer is within 5% of onnxruntime's f32 answer (the
+// rounding of a 2-layer network), and the CPU's bf16 answer is no further from it than twice
+// the reference's error plus 0.5%: a compiled bf16 model loses no more than bf16 storage does.
+void check_bf16(const json& model) {
+  const std::string name = model.at("name");
+  absl::StatusOr<Graph> f32 = import_onnx_file(kZooDir + "/" + model.at("model").get<std::string>());
+  if (!f32.ok()) FAIL(status_message(f32.status()));
+  absl::StatusOr<Graph> g = convert_float(*f32, DType::bf16);
+  if (!g.ok()) FAIL(status_message(g.status()));
+  testing::require_ok(verify(*g));
+  const json& set = model.at("size_sets").back();
+  TensorMap args;
+  for (const auto& [in, rel] : set.at("inputs").items()) {
+    HostTensor t = npy(rel);
+    if (t.dtype() == DType::f32) {
+      HostTensor narrow(DType::bf16, t.shape());
+      for (int64_t i = 0; i < t.numel(); ++i) narrow.set(i, t.get(i));
+      t = std::move(narrow);
+    }
+    args.emplace(in, std::move(t));
+  }
+  absl::StatusOr<std::vector<HostTensor>> ref = evaluate(*g, args);
+  if (!ref.ok()) FAIL(status_message(ref.status()));
+#if KILN_WITH_LLVM
+  absl::StatusOr<CompiledGraph> cg = compile(*g, {.device = Device::Cpu});
+  if (!cg.ok()) FAIL(status_message(cg.status()));
+  absl::StatusOr<std::vector<HostTensor>> cpu = run_host(*cg, args);
+  if (!cpu.ok()) FAIL(status_message(cpu.status()));
+#endif
+  const std::vector<std::string> outputs = model.at("outputs");
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    HostTensor expected = npy(set.at("outputs").at(outputs[i]));
+    const double ref_err = scaled_error(expected, (*ref)[i]);
+    INFO(name << " output " << outputs[i] << ": bf16 reference error " << ref_err << " of the output's scale");
+    CHECK(ref_err <= 0.05);
+#if KILN_WITH_LLVM
+    const double cpu_err = scaled_error(expected, (*cpu)[i]);
+    INFO("bf16 cpu error " << cpu_err);
+    CHECK(cpu_err <= 2 * ref_err + 0.005);
+#endif
+  }
+}
+
+TEST_CASE("model zoo in bf16: the reference and the CPU stay within bf16 error of onnxruntime's f32 outputs",
+          "[onnx][zoo]") {
+  json m = read_manifest();
+  for (const json& model : m.at("models")) {
+    if (model.at("status") != "enabled") continue;
+    DYNAMIC_SECTION(model.at("name").get<std::string>()) { check_bf16(model); }
+  }
 }
 
 TEST_CASE("model zoo: every pending model still fails to import, with the error recorded", "[onnx][zoo]") {
