@@ -5,17 +5,10 @@ namespace {
 
 // `e` with every GemmAcc replaced by a load of buffer `acc` at `at`.
 Expr replace_acc(const Expr& e, int acc, const Index& at) {
-  const ExprNode& n = e.node();
-  auto sub = [&](const Expr& x) { return x.defined() ? replace_acc(x, acc, at) : x; };
-  switch (n.kind) {
-    case ExprKind::GemmAcc: return Expr::load(acc, at, DType::f32);
-    case ExprKind::Unary: return Expr::unary(n.op, sub(n.a), n.dtype);
-    case ExprKind::Binary: return Expr::binary(n.op, sub(n.a), sub(n.b), n.dtype);
-    case ExprKind::Select: return Expr::select(sub(n.a), sub(n.b), sub(n.c));
-    case ExprKind::Cast: return Expr::cast(sub(n.a), n.dtype);
-    case ExprKind::Intrinsic: return Expr::intrinsic(n.intrinsic, n.dtype, sub(n.a), sub(n.b), sub(n.c));
-    default: return e;
-  }
+  return map_expr(e, [&](const Expr& x) -> std::optional<Expr> {
+    if (x.node().kind == ExprKind::GemmAcc) return Expr::load(acc, at, DType::f32);
+    return std::nullopt;
+  });
 }
 
 }  // namespace

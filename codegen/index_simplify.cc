@@ -346,18 +346,7 @@ class Simplifier {
 };
 
 Expr simplify_expr(const Expr& e, const VarRanges& r) {
-  const ExprNode& n = e.node();
-  auto sub = [&](const Expr& x) { return x.defined() ? simplify_expr(x, r) : x; };
-  switch (n.kind) {
-    case ExprKind::Load: return Expr::load(n.id, simplify_index(n.index, r), n.dtype);
-    case ExprKind::IndexValue: return Expr::index_value(simplify_index(n.index, r));
-    case ExprKind::Unary: return Expr::unary(n.op, sub(n.a), n.dtype);
-    case ExprKind::Binary: return Expr::binary(n.op, sub(n.a), sub(n.b), n.dtype);
-    case ExprKind::Select: return Expr::select(sub(n.a), sub(n.b), sub(n.c));
-    case ExprKind::Cast: return Expr::cast(sub(n.a), n.dtype);
-    case ExprKind::Intrinsic: return Expr::intrinsic(n.intrinsic, n.dtype, sub(n.a), sub(n.b), sub(n.c));
-    default: return e;
-  }
+  return map_expr(e, [&](const Expr& x) { return with_index(x, [&](const Index& i) { return simplify_index(i, r); }); });
 }
 
 }  // namespace

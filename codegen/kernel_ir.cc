@@ -320,22 +320,30 @@ Index substitute_vars(const Index& i, const std::function<Index(bool outer, int 
   return i;
 }
 
-Expr substitute_vars(const Expr& e, const std::function<Index(bool outer, int var)>& var) {
+Expr map_expr(const Expr& e, const std::function<std::optional<Expr>(const Expr&)>& rewrite) {
+  if (std::optional<Expr> r = rewrite(e)) return *std::move(r);
   const ExprNode& n = e.node();
+  auto sub = [&](const Expr& x) { return x.defined() ? map_expr(x, rewrite) : x; };
   switch (n.kind) {
-    case ExprKind::Load: return Expr::load(n.id, substitute_vars(n.index, var), n.dtype);
-    case ExprKind::IndexValue: return Expr::index_value(substitute_vars(n.index, var));
-    case ExprKind::Unary: return Expr::unary(n.op, substitute_vars(n.a, var), n.dtype);
-    case ExprKind::Binary: return Expr::binary(n.op, substitute_vars(n.a, var), substitute_vars(n.b, var), n.dtype);
-    case ExprKind::Select:
-      return Expr::select(substitute_vars(n.a, var), substitute_vars(n.b, var), substitute_vars(n.c, var));
-    case ExprKind::Cast: return Expr::cast(substitute_vars(n.a, var), n.dtype);
-    case ExprKind::Intrinsic: {
-      auto sub = [&](const Expr& x) { return x.defined() ? substitute_vars(x, var) : x; };
-      return Expr::intrinsic(n.intrinsic, n.dtype, sub(n.a), sub(n.b), sub(n.c));
-    }
+    case ExprKind::Unary: return Expr::unary(n.op, sub(n.a), n.dtype);
+    case ExprKind::Binary: return Expr::binary(n.op, sub(n.a), sub(n.b), n.dtype);
+    case ExprKind::Select: return Expr::select(sub(n.a), sub(n.b), sub(n.c));
+    case ExprKind::Cast: return Expr::cast(sub(n.a), n.dtype);
+    case ExprKind::Intrinsic: return Expr::intrinsic(n.intrinsic, n.dtype, sub(n.a), sub(n.b), sub(n.c));
     default: return e;
   }
+}
+
+// The nodes that hold an index: loads and index values, rebuilt with `f` applied to it.
+std::optional<Expr> with_index(const Expr& e, const std::function<Index(const Index&)>& f) {
+  const ExprNode& n = e.node();
+  if (n.kind == ExprKind::Load) return Expr::load(n.id, f(n.index), n.dtype);
+  if (n.kind == ExprKind::IndexValue) return Expr::index_value(f(n.index));
+  return std::nullopt;
+}
+
+Expr substitute_vars(const Expr& e, const std::function<Index(bool outer, int var)>& var) {
+  return map_expr(e, [&](const Expr& x) { return with_index(x, [&](const Index& i) { return substitute_vars(i, var); }); });
 }
 
 void visit_exprs(const Expr& e, const std::function<void(const Expr&)>& f) {

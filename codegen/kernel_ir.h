@@ -245,6 +245,14 @@ struct AffineIndex {
 };
 std::optional<AffineIndex> affine_index(const Index& i, size_t n_outer, size_t n_inner);
 
+// `e` rebuilt bottom-up: a node for which `rewrite` returns an expression is replaced by it
+// (its operands are not visited); unary, binary, select, cast and intrinsic nodes are rebuilt
+// from their rewritten operands; other nodes are kept.
+Expr map_expr(const Expr& e, const std::function<std::optional<Expr>(const Expr&)>& rewrite);
+// For map_expr: a load or index value rebuilt with `f` applied to its index; nullopt for
+// every other node.
+std::optional<Expr> with_index(const Expr& e, const std::function<Index(const Index&)>& f);
+
 // `i` with every loop variable replaced by var(outer, number) (scalar indices inside it too).
 Index substitute_vars(const Index& i, const std::function<Index(bool outer, int var)>& var);
 Expr substitute_vars(const Expr& e, const std::function<Index(bool outer, int var)>& var);
