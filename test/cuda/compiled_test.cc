@@ -54,6 +54,9 @@ Outcome check_call(CompiledGraph& cg, const Graph& g, const Bindings& b, uint64_
     o.failure = str_cat("reference: ", status_message(want.status()));
     return o;
   }
+  // Every call brings new parameter values, and their device memory may land where the last
+  // call's was: without this, weight prep (merged QKV, casts) would be taken as current.
+  cg.parameters_changed();
   absl::StatusOr<std::vector<Tensor>> got = cg(device_args(cg, host));
   if (!got.ok()) {
     o.failure = str_cat("compiled call: ", status_message(got.status()));
