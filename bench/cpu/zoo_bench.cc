@@ -1,10 +1,13 @@
-// kiln's CPU latency on the model zoo (test/onnx/zoo): each enabled model imported,
-// compiled for the CPU and called on its committed inputs of one size set, back to back.
-// bench/cpu/zoo_compare.py runs it beside onnxruntime on the same inputs and thread counts.
+// kiln's latency on the model zoo (test/onnx/zoo): each enabled model imported, compiled for
+// a device and called on its committed inputs of one size set, back to back.
+// bench/cpu/zoo_compare.py runs it beside onnxruntime on the same inputs and thread counts,
+// bench/cuda/zoo_torch.py beside PyTorch eager and torch.compile on the GPU.
 //   kiln_bench_zoo [--zoo DIR] [--rounds N] [--round-ms MS] [--size-set NAME] [--models a,b]
-// The thread count is the CPU backend's (KILN_CPU_THREADS, default: all cores). Rounds
+//                  [--device cpu|cuda] [--mode default|reduce-overhead|max-autotune] [--float bf16|f16]
+// The CPU's thread count is the CPU backend's (KILN_CPU_THREADS, default: all cores). Rounds
 // interleave the models; a round's time is the mean per call over calls lasting at least
-// --round-ms. One JSON line per model: "KILN_ZOO {...}" with every round's microseconds.
+// --round-ms, up to the device having finished them (the round ends by reading an output
+// back). One JSON line per model: "KILN_ZOO {...}" with every round's microseconds.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -19,6 +22,7 @@
 #include "frontends/onnx/onnx_import.h"
 #include "ir/npy.h"
 #include "ir/str.h"
+#include "passes/convert_float.h"
 
 using namespace kiln;
 using json = nlohmann::json;
@@ -39,14 +43,16 @@ T check(absl::StatusOr<T> v, const std::string& what) {
 struct Model {
   std::string name, size_set;
   CompiledGraph cg;
-  std::vector<Tensor> args;
+  std::vector<Tensor> args, outputs;
   std::vector<double> round_us;
 };
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string zoo = std::string(KILN_SOURCE_DIR) + "/test/onnx/zoo", size_set, only;
+  std::string zoo = std::string(KILN_SOURCE_DIR) + "/test/onnx/zoo", size_set, only, float_type;
+  Device device = Device::Cpu;
+  Mode mode = Mode::Default;
   int rounds = 7;
   double round_ms = 200;
   for (int i = 1; i < argc; ++i) {
@@ -57,6 +63,20 @@ int main(int argc, char** argv) {
     else if (a == "--round-ms") round_ms = std::atof(next().c_str());
     else if (a == "--size-set") size_set = next();
     else if (a == "--models") only = "," + next() + ",";
+    else if (a == "--device") {
+      std::string d = next();
+      if (d != "cpu" && d != "cuda") die("--device: cpu or cuda");
+      device = d == "cpu" ? Device::Cpu : Device::Cuda;
+    } else if (a == "--mode") {
+      std::string m = next();
+      if (m == "default") mode = Mode::Default;
+      else if (m == "reduce-overhead") mode = Mode::ReduceOverhead;
+      else if (m == "max-autotune") mode = Mode::MaxAutotune;
+      else die("--mode: default, reduce-overhead or max-autotune");
+    } else if (a == "--float") {
+      float_type = next();
+      if (float_type != "bf16" && float_type != "f16") die("--float: bf16 or f16");
+    }
     else die(str_cat("unknown argument ", a));
   }
   std::ifstream f(zoo + "/manifest.json");
@@ -72,14 +92,21 @@ int main(int argc, char** argv) {
     for (const json& s : m["size_sets"])
       if (s.value("name", "") == size_set) set = &s;
     Graph g = check(import_onnx_file(zoo + "/" + m["model"].get<std::string>()), name);
-    Model model{name, set->value("name", ""), check(compile(g, {.device = Device::Cpu}), name), {}, {}};
+    if (!float_type.empty()) g = check(convert_float(g, *parse_dtype(float_type)), name);
+    Model model{name, set->value("name", ""), check(compile(g, {.mode = mode, .device = device}), name), {}, {}, {}};
     for (const Value* v : model.cg.module().args) {
       auto it = (*set)["inputs"].find(v->name());
       if (it == (*set)["inputs"].end()) die(str_cat(name, ": no input file for %", v->name()));
       HostTensor h = check(read_npy(zoo + "/" + it->get<std::string>()), name);
-      model.args.push_back(check(Tensor::from_host(h), name));
+      if (h.dtype() != v->dtype()) {  // f32 inputs of a model stored in bf16/f16
+        HostTensor narrow(v->dtype(), h.shape());
+        for (int64_t i = 0; i < h.numel(); ++i) narrow.set(i, h.get(i));
+        h = std::move(narrow);
+      }
+      model.args.push_back(check(Tensor::from_host(h, device == Device::Cpu ? DeviceId::cpu() : DeviceId::cuda()), name));
     }
-    check((model.cg)(model.args), name);  // compiles and warms up
+    model.outputs = check((model.cg)(model.args), name);  // compiles and warms up (tunes, captures)
+    check((model.cg)(model.args), name);
     models.push_back(std::move(model));
   }
   if (models.empty()) die("no enabled model matches");
@@ -89,16 +116,20 @@ int main(int argc, char** argv) {
       auto t0 = std::chrono::steady_clock::now();
       double ms = 0;
       do {
-        check(m.cg(m.args), m.name);
+        absl::Status s = m.cg.run(m.args, m.outputs);
+        if (!s.ok()) die(str_cat(m.name, ": ", status_message(s)));
         ++calls;
         ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       } while (ms < round_ms);
+      check(m.outputs[0].to_host(), m.name);  // waits for the device
+      ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       m.round_us.push_back(ms * 1e3 / calls);
     }
   const char* threads = std::getenv("KILN_CPU_THREADS");
   for (const Model& m : models)
     std::printf("KILN_ZOO %s\n", json{{"model", m.name}, {"size_set", m.size_set}, {"threads", threads ? threads : "all"},
-                                       {"round_us", m.round_us}}
+                                       {"device", device == Device::Cpu ? "cpu" : "cuda"}, {"mode", mode_name(mode)},
+                                       {"float", float_type.empty() ? "f32" : float_type}, {"round_us", m.round_us}}
                                      .dump()
                                      .c_str());
   return 0;
