@@ -78,11 +78,13 @@ def main():
     builders = {b.__name__: b for b in make_zoo.BUILDERS}
     names = [n for n in (a.models or list(enabled)) if n in enabled]
     torch.manual_seed(0)
-    results = {}  # (model, float, side) -> [us per round]
+    cols = ["kiln " + m for m in KILN_MODES] + ["torch " + m for m in TORCH_MODES]
+    print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}; microseconds per call, median [min, max] of {a.rounds} rounds")
+    print("| model | size set | float | " + " | ".join(cols) + " | best kiln / best torch |")
+    print("|---|---|---|" + "---:|" * (len(cols) + 1), flush=True)
     for float_type in a.floats.split(","):
         dtype = torch.float32 if float_type == "f32" else torch.bfloat16
-        sides = {}
-        for n in names:
+        for n in names:  # one model at a time, its row printed when done
             m = builders[n]()
             m.module = m.module.to(device="cuda", dtype=dtype).eval()
             ss = enabled[n]["size_sets"][-1]
@@ -90,37 +92,32 @@ def main():
             for inp in enabled[n]["inputs"]:
                 x = torch.from_numpy(np.load(os.path.join(ZOO, ss["inputs"][inp["name"]]))).cuda()
                 args.append(x.to(dtype) if x.is_floating_point() else x)
+            sides = {}
             for mode in TORCH_MODES:
                 fn = torch_callable(m, mode)
                 with torch.inference_mode():
                     for _ in range(3):  # compiles, captures, warms up
                         fn(*args)
                 torch.cuda.synchronize()
-                sides[(n, mode)] = (fn, args)
-        for r in range(a.rounds):
-            for mode in KILN_MODES:
-                for n, us in kiln_round(a.kiln_bench, names, mode, float_type, a.round_ms).items():
-                    results.setdefault((n, float_type, "kiln " + mode), []).append(us)
-            with torch.inference_mode():
-                for (n, mode), (fn, args) in sides.items():
-                    results.setdefault((n, float_type, "torch " + mode), []).append(time_round(fn, args, a.round_ms))
-    cols = ["kiln " + m for m in KILN_MODES] + ["torch " + m for m in TORCH_MODES]
-    print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}; microseconds per call, median [min, max] of {a.rounds} rounds")
-    print("| model | size set | float | " + " | ".join(cols) + " | best kiln / best torch |")
-    print("|---|---|---|" + "---:|" * (len(cols) + 1))
-    for float_type in a.floats.split(","):
-        for n in names:
+                sides[mode] = fn
+            results = {}
+            for r in range(a.rounds):
+                for mode in KILN_MODES:
+                    for _, us in kiln_round(a.kiln_bench, [n], mode, float_type, a.round_ms).items():
+                        results.setdefault("kiln " + mode, []).append(us)
+                with torch.inference_mode():
+                    for mode, fn in sides.items():
+                        results.setdefault("torch " + mode, []).append(time_round(fn, args, a.round_ms))
             cells, med = [], {}
             for c in cols:
-                v = results.get((n, float_type, c))
-                if not v:
-                    cells.append("-")
-                    continue
+                v = results[c]
                 med[c] = statistics.median(v)
                 cells.append(f"{med[c]:.0f} [{min(v):.0f}, {max(v):.0f}]")
             bk = min(med[c] for c in cols if c.startswith("kiln"))
             bt = min(med[c] for c in cols if c.startswith("torch"))
-            print(f"| {n} | {enabled[n]['size_sets'][-1]['name']} | {float_type} | " + " | ".join(cells) + f" | {bk / bt:.2f}x |")
+            print(f"| {n} | {ss['name']} | {float_type} | " + " | ".join(cells) + f" | {bk / bt:.2f}x |", flush=True)
+            del sides
+            torch._dynamo.reset()
 
 
 if __name__ == "__main__":
