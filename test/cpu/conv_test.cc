@@ -110,3 +110,30 @@ TEST_CASE("cpu conv: batch norm folded into the weight and bias, a grouped conv'
 })",
         bs, 7);
 }
+
+TEST_CASE("cpu conv: depthwise (the direct form) with bias, relu6 and a residual; a channel multiplier; 1-D; bf16; conv_transpose", "[cpu][conv]") {
+  std::vector<Bindings> bs = {{{"B", 1}, {"H", 1}, {"W", 1}}, {{"B", 2}, {"H", 7}, {"W", 9}}, {{"B", 3}, {"H", 20}, {"W", 33}}};
+  check(R"(graph g(%x: f32[B, 6, H, W], %w: f32[6, 1, 3, 3] param, %b: f32[6] param, %w2: f32[12, 1, 3, 3] param, %w5: f32[6, 1, 5, 5] param, %lo: f32[] param, %hi: f32[] param) {
+  %d = conv(%x, %w, %b, groups=6, pads=[1, 1, 1, 1])
+  %r = maximum(%d, %lo)
+  %c = minimum(%r, %hi)
+  %s = add(%c, %x)
+  %m = conv(%x, %w2, groups=6, strides=[2, 2], pads=[1, 1, 1, 1])
+  %l = conv(%x, %w5, %b, groups=6, strides=[1, 2], pads=[4, 2, 5, 3], dilations=[2, 1])
+  return %s, %m, %l
+})",
+        bs, 8);
+  std::vector<Bindings> bl = {{{"B", 1}, {"T", 1}}, {{"B", 2}, {"T", 9}}, {{"B", 4}, {"T", 40}}};
+  check(R"(graph g(%x: f32[B, 5, T], %w: f32[5, 1, 3] param, %wt: f32[5, 1, 4] param, %bt: f32[5] param) {
+  %d = conv(%x, %w, groups=5, strides=[2], pads=[2, 2], dilations=[2])
+  %t = conv_transpose(%x, %wt, %bt, groups=5, strides=[2], pads=[1, 1])
+  return %d, %t
+})",
+        bl, 9);
+  check(R"(graph g(%x: bf16[B, 4, 6, 5], %w: bf16[4, 1, 3, 3] param, %b: bf16[4] param) {
+  %d = conv(%x, %w, %b, groups=4, pads=[1, 1, 1, 1], strides=[2, 1])
+  %r = relu(%d)
+  return %r
+})",
+        batches({1, 3, 8}), 10);
+}
