@@ -5,12 +5,34 @@
 #include "absl/container/flat_hash_map.h"
 #include "codegen/acc_buffer.h"
 #include "codegen/module.h"
+#include "ir/op_attrs.h"
 #include "passes/builder.h"
 #include "ir/status.h"
 #include "ir/str.h"
 
 namespace kiln {
 namespace {
+
+// The group as a WindowCopy: a zero-padded window, alone or after reshapes of the kernel's
+// one input, written as the kernel's one output.
+std::optional<WindowCopy> window_copy_of(const KernelGroup& grp, const kir::Kernel& k) {
+  if (grp.kind != KernelGroup::Kind::Elementwise || grp.nodes.empty() || k.buffers.size() != 2 ||
+      k.buffers[0].role != kir::Buffer::Role::Input || k.buffers[1].role != kir::Buffer::Role::Output)
+    return std::nullopt;
+  const Node& w = *grp.nodes.back();
+  if (w.op() != Op::Window || WindowAttrs(w).pad_value() != 0 || k.buffers[1].name != w.result()->name())
+    return std::nullopt;
+  const Value* in = w.operand(0);
+  for (size_t i = grp.nodes.size() - 1; i-- > 0;) {
+    const Node& r = *grp.nodes[i];
+    if (r.op() != Op::Reshape || r.result() != in) return std::nullopt;
+    in = r.operand(0);
+  }
+  if (k.buffers[0].name != in->name()) return std::nullopt;
+  absl::StatusOr<WindowDims> wd = window_dims(w);
+  if (!wd.ok()) return std::nullopt;
+  return WindowCopy{w.operand(0)->shape(), wd->kernel, wd->strides, wd->dilations, wd->pads_begin};
+}
 
 // Builds the program of one specialization: every graph value a step touches gets its
 // buffer (placement decided once, here), every group its steps.
@@ -126,6 +148,7 @@ class ProgramBuilder {
     KILN_ASSIGN_OR_RETURN(GemmDecision d, decide_gemm(grp, k, t_.gemms, p_.baked));
     if (!d.library) {
       KILN_ASSIGN_OR_RETURN(KernelStep s, kernel_step(k, false, false));
+      if (t_.native_window_copy) p_.kernels[s.kernel].window_copy = window_copy_of(grp, p_.kernels[s.kernel].kernel);
       p_.kernel_steps.push_back(std::move(s));
       list.push_back({Step::Kind::Kernel, static_cast<int>(p_.kernel_steps.size()) - 1, grp.id});
       return absl::OkStatus();
@@ -254,7 +277,10 @@ int Program::launches() const {
 
 std::string Program::describe(const Step& s) const {
   switch (s.kind) {
-    case Step::Kind::Kernel: return str_cat("kernel ", kernels[kernel_steps[s.index].kernel].kernel.name);
+    case Step::Kind::Kernel: {
+      const ProgramKernel& k = kernels[kernel_steps[s.index].kernel];
+      return str_cat("kernel ", k.kernel.name, k.window_copy ? " (native window copy)" : "");
+    }
     case Step::Kind::Copy: {
       const CopyStep& c = copies[s.index];
       return str_cat("copy ", buffer_text(buffers[c.src]), " -> ", buffer_text(buffers[c.dst]), ", ", c.bytes.to_string(),
@@ -287,7 +313,7 @@ std::string Program::to_string() const {
   for (size_t i = 0; i < buffers.size(); ++i) s += str_cat("  b", i, " ", buffer_text(buffers[i]), "\n");
   auto call = [&](const KernelStep& k) {
     return str_cat(kernels[k.kernel].kernel.name, "(", str_join(k.buffers, ", ", [](int b) { return str_cat("b", b); }),
-                   ")", k.in_place() ? " in place" : "");
+                   ")", k.in_place() ? " in place" : "", kernels[k.kernel].window_copy ? " (native window copy)" : "");
   };
   auto step_lines = [&](const std::vector<Step>& list) {
     std::string out;

@@ -36,6 +36,8 @@ struct Target {
   // GEMM kernel compiled to read it (ProgramKernel::accumulator_input: the CPU's emitter
   // reads it once per outer point at the flat index it already has).
   bool accumulator_in_ir = true;
+  // The target copies windows natively (ProgramKernel::window_copy).
+  bool native_window_copy = false;
 };
 
 // Where a buffer's memory is during a call.
@@ -58,6 +60,16 @@ struct ProgramBuffer {
   std::shared_ptr<const HostTensor> data;  // Constant
 };
 
+// A kernel that is one zero-padded window (im2col) view materialized, out [N, C, k..., o...]
+// = window(in [N, C, s...]), where in is kernel buffer 0 or a reshape of it (a dense
+// tensor's reshape moves nothing) and out is buffer 1. A target with
+// Target::native_window_copy runs it as a copy routine instead of compiling the kernel:
+// row copies rather than a gather through clamped indices per element.
+struct WindowCopy {
+  Shape in;  // [N, C, s...]
+  std::vector<int64_t> kernel, strides, dilations, pads_begin;  // per spatial dim
+};
+
 struct ProgramKernel {
   kir::Kernel kernel;  // after the target's prepare_kernel
   // A GEMM kernel (kernel.gemm set) that reads its accumulator from one more, f32 buffer
@@ -66,6 +78,7 @@ struct ProgramKernel {
   bool accumulator_input = false;
   // Compiled only when a run needs it (the generated fallback of a library GEMM).
   bool on_demand = false;
+  std::optional<WindowCopy> window_copy;  // run natively, never compiled (see WindowCopy)
 };
 
 struct KernelStep {

@@ -114,11 +114,32 @@ std::vector<int64_t> kernel_axes(size_t r) {
   return axes;
 }
 
+// ---- how a convolution is computed (the one place that decides) ---------------------
+//
+// Contract: given a conv's geometry and weight shape, picks its strategy; both strategies
+// compute in f32 (f16/bf16 operands widened on load, one rounding at the end, as the
+// reference does) and leave the bias to the same fused epilogue.
+//  - Direct: each output channel reads a single input channel (C/G = 1: depthwise convs,
+//    with any channel multiplier). The conv is sum over the kernel dims of window(x) times
+//    the weight, one reduction kernel that reads x through the window view; no im2col
+//    columns are materialized and no GEMM runs (as a GEMM its K would be the kernel size,
+//    a handful of multiply-adds per call of a grouped GEMM).
+//  - Gemm: everything else: im2col columns times the weight matrix (conv_gemm), where a
+//    library GEMM does the multiply-adds and the bias/activation/residual fuse into its
+//    epilogue.
+// The choice is visible in the IR after decompose (a `sum` over a window, or a matmul).
+enum class ConvStrategy { Direct, Gemm };
+
+ConvStrategy choose_conv_strategy(const Shape& w) {
+  return w[1].constant() == std::optional<int64_t>(1) ? ConvStrategy::Direct : ConvStrategy::Gemm;
+}
+
+Value* reshape_to(Builder& b, Value* v, Shape s) { return b.op(Op::Reshape, {v}, {{"shape", std::move(s)}}); }
+
 // conv(x [N, C, s...], w [Cout, C/G, k...], bias?) as a GEMM over im2col columns:
 // window(x) [N, C, k..., o...] -> [N, G, C/G*K, L] (a plain reshape of x for a 1x1 kernel
 // with stride 1 and no padding), times w as [G, Cout/G, C/G*K] (as [Cout, C*K] when G is 1),
-// plus bias, then [N, Cout, o...]. f16/bf16 operands are widened on load and the f32 sum
-// (with the bias) is rounded once, as the reference does.
+// plus bias, then [N, Cout, o...].
 absl::StatusOr<Value*> conv_gemm(Builder& b, Value* x, Value* w, Value* bias, const WindowDims& wd, int64_t groups,
                                  DType out_t) {
   const Shape &xs = x->shape(), &ws = w->shape();
@@ -137,24 +158,74 @@ absl::StatusOr<Value*> conv_gemm(Builder& b, Value* x, Value* w, Value* bias, co
   for (size_t i = 0; i < r; ++i)
     pointwise = pointwise && wd.kernel[i] == 1 && wd.strides[i] == 1 && wd.pads_begin[i] == 0 && wd.pads_end[i] == 0;
   Value* cols = pointwise ? x : b.op(Op::Window, {x}, window_attrs(wd));
-  auto reshape = [&](Value* v, Shape s) { return b.op(Op::Reshape, {v}, {{"shape", std::move(s)}}); };
   Value* y;
   if (groups == 1) {
-    cols = b.cast(reshape(cols, {n, cg * k, l}), DType::f32);
-    y = b.op(Op::MatMul, {b.cast(reshape(w, {cout, cg * k}), DType::f32), cols});
-    if (bias) y = b.op(Op::Add, {y, reshape(b.cast(bias, DType::f32), {cout, 1})});
+    cols = b.cast(reshape_to(b, cols, {n, cg * k, l}), DType::f32);
+    y = b.op(Op::MatMul, {b.cast(reshape_to(b, w, {cout, cg * k}), DType::f32), cols});
+    if (bias) y = b.op(Op::Add, {y, reshape_to(b, b.cast(bias, DType::f32), {cout, 1})});
   } else {
-    cols = b.cast(reshape(cols, {n, groups, cg * k, l}), DType::f32);
-    y = b.op(Op::MatMul, {b.cast(reshape(w, {groups, *cog, cg * k}), DType::f32), cols});
-    if (bias) y = b.op(Op::Add, {y, reshape(b.cast(bias, DType::f32), {groups, *cog, 1})});
+    cols = b.cast(reshape_to(b, cols, {n, groups, cg * k, l}), DType::f32);
+    y = b.op(Op::MatMul, {b.cast(reshape_to(b, w, {groups, *cog, cg * k}), DType::f32), cols});
+    if (bias) y = b.op(Op::Add, {y, reshape_to(b, b.cast(bias, DType::f32), {groups, *cog, 1})});
   }
-  return reshape(b.cast(y, out_t), out_shape);
+  return reshape_to(b, b.cast(y, out_t), out_shape);
+}
+
+// conv(x [N, C, s...], w [C*M, 1, k...], bias?) with C/G = 1 (G = C, M outputs per input
+// channel): window(x) [N, C, k..., o...] times w as [C, k..., 1...], summed over the kernel
+// dims, plus bias. With M > 1, the window is [N, C, 1, k..., o...], w [C, M, k..., 1...] and
+// the sum [N, C, M, o...] is [N, C*M, o...]; with M = 1 no reshape follows the sum, so that
+// the bias and what follows fuse into the reduction kernel.
+absl::StatusOr<Value*> conv_direct(Builder& b, Value* x, Value* w, Value* bias, const WindowDims& wd, int64_t groups,
+                                   DType out_t) {
+  const Shape &xs = x->shape(), &ws = w->shape();
+  size_t r = wd.rank();
+  std::optional<SymExpr> mult = ws[0].divide_exact(groups);
+  if (!mult) return invalid_argument("output channels ", ws[0].to_string(), " do not divide into ", groups, " groups");
+  bool one = *mult == SymExpr(1);
+  Shape win_shape{xs[0], xs[1]}, w_shape{groups}, out_shape{xs[0], ws[0]};
+  if (!one) {
+    win_shape.push_back(1);
+    w_shape.push_back(*mult);
+  }
+  std::vector<int64_t> axes;
+  for (size_t i = 0; i < r; ++i) {
+    axes.push_back(static_cast<int64_t>(win_shape.size()));
+    win_shape.push_back(wd.kernel[i]);
+    w_shape.push_back(wd.kernel[i]);
+  }
+  for (size_t i = 0; i < r; ++i) {
+    KILN_ASSIGN_OR_RETURN(SymExpr o, wd.out(i, xs[2 + i]));
+    win_shape.push_back(o);
+    w_shape.push_back(1);
+    out_shape.push_back(o);
+  }
+  Value* cols = b.op(Op::Window, {b.cast(x, DType::f32)}, window_attrs(wd));
+  if (!one) cols = reshape_to(b, cols, win_shape);
+  Value* prod = b.op(Op::Mul, {cols, reshape_to(b, b.cast(w, DType::f32), w_shape)});
+  Value* y = b.op(Op::Sum, {prod}, {{"axes", axes}, {"keepdim", false}});
+  if (!one) y = reshape_to(b, y, out_shape);
+  if (bias) {
+    Shape bias_shape{ws[0]};
+    for (size_t i = 0; i < r; ++i) bias_shape.push_back(1);
+    y = b.op(Op::Add, {y, reshape_to(b, b.cast(bias, DType::f32), bias_shape)});
+  }
+  return b.cast(y, out_t);
+}
+
+absl::StatusOr<Value*> conv_as(Builder& b, Value* x, Value* w, Value* bias, const WindowDims& wd, int64_t groups,
+                               DType out_t) {
+  switch (choose_conv_strategy(w->shape())) {
+    case ConvStrategy::Direct: return conv_direct(b, x, w, bias, wd, groups, out_t);
+    case ConvStrategy::Gemm: break;
+  }
+  return conv_gemm(b, x, w, bias, wd, groups, out_t);
 }
 
 absl::StatusOr<Value*> conv(Builder& b, const Node& n) {
   KILN_ASSIGN_OR_RETURN(WindowDims wd, window_dims(n));
-  return conv_gemm(b, n.operand(0), n.operand(1), n.num_operands() > 2 ? n.operand(2) : nullptr, wd,
-                   ConvAttrs(n).groups(), n.result()->dtype());
+  return conv_as(b, n.operand(0), n.operand(1), n.num_operands() > 2 ? n.operand(2) : nullptr, wd,
+                 ConvAttrs(n).groups(), n.result()->dtype());
 }
 
 // conv_transpose as the conv it is the adjoint of: x with stride-1 zeros inserted between
@@ -214,7 +285,7 @@ absl::StatusOr<Value*> conv_transpose(Builder& b, const Node& n) {
     wt = b.op(Op::Slice, {wt}, {{"axis", static_cast<int64_t>(2 + i)}, {"start", int64_t{-1}},
                                {"end", -(wd.kernel[i] + 1)}, {"step", int64_t{-1}}});
   KILN_RETURN_IF_ERROR(b.status());
-  return conv_gemm(b, x, wt, n.num_operands() > 2 ? n.operand(2) : nullptr, cd, groups, n.result()->dtype());
+  return conv_as(b, x, wt, n.num_operands() > 2 ? n.operand(2) : nullptr, cd, groups, n.result()->dtype());
 }
 
 // The number of positions of each window inside [-pad_begin, in + pad_end), f32 [o...], as

@@ -24,7 +24,7 @@ BUDGETS = {
     "codegen/cpu": 925,
     "runtime": 2400,
     "runtime/cuda": 725,
-    "runtime/cpu": 800,
+    "runtime/cpu": 950,
     "compiler": 975,
     "compiler/cli": 575,
     "frontends/onnx": 2600,

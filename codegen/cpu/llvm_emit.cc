@@ -161,11 +161,26 @@ class Emitter {
   }
 
   // The flat range [begin, end) of the outer domain, walked as row segments so that the
-  // innermost domain dim is a plain counted loop (the one the vectorizer sees).
+  // innermost domain dim is a plain counted loop (the one the vectorizer sees). The first
+  // row's index is divided out once; later rows carry it forward (64-bit divisions by
+  // symbolic extents per row cost kernels with short rows, e.g. convs of small maps).
   void emit_outer(Value* begin, Value* end) {
     size_t n = k_.domain.size();
     Value* last = dim(k_.domain[n - 1]);
     llvm::AllocaInst* pos = local(i64_);
+    llvm::AllocaInst* first_col = local(i64_);
+    std::vector<llvm::AllocaInst*> idx(n - 1);
+    {
+      Value* row = b_.CreateSDiv(begin, last);
+      b_.CreateStore(b_.CreateSub(begin, b_.CreateMul(row, last)), first_col);
+      for (size_t d = n - 1; d-- > 0;) {
+        Value* e = dim(k_.domain[d]);
+        Value* q = b_.CreateSDiv(row, e);
+        idx[d] = local(i64_);
+        b_.CreateStore(b_.CreateSub(row, b_.CreateMul(q, e)), idx[d]);
+        row = q;
+      }
+    }
     b_.CreateStore(begin, pos);
     auto* header = llvm::BasicBlock::Create(ctx_, "rows", fn_);
     auto* bodyb = llvm::BasicBlock::Create(ctx_, "row", fn_);
@@ -175,14 +190,8 @@ class Emitter {
     Value* f = b_.CreateLoad(i64_, pos);
     b_.CreateCondBr(b_.CreateICmpSLT(f, end), bodyb, exit);
     b_.SetInsertPoint(bodyb);
-    Value* row = b_.CreateSDiv(f, last);
-    Value* col = b_.CreateSub(f, b_.CreateMul(row, last));
-    for (size_t d = n - 1; d-- > 0;) {
-      Value* e = dim(k_.domain[d]);
-      Value* q = b_.CreateSDiv(row, e);
-      outer_[d] = b_.CreateSub(row, b_.CreateMul(q, e));
-      row = q;
-    }
+    Value* col = b_.CreateLoad(i64_, first_col);
+    for (size_t d = 0; d + 1 < n; ++d) outer_[d] = b_.CreateLoad(i64_, idx[d]);
     Value* len = b_.CreateSub(last, col);
     Value* rest = b_.CreateSub(end, f);
     len = b_.CreateSelect(b_.CreateICmpSLT(rest, len), rest, len);
@@ -193,6 +202,15 @@ class Emitter {
       emit_point();
     });
     b_.CreateStore(b_.CreateAdd(f, len), pos);
+    b_.CreateStore(b_.getInt64(0), first_col);
+    // The next row: the index plus one, carried (branch-free) from the innermost outer dim.
+    Value* carry = b_.getInt64(1);
+    for (size_t d = n - 1; d-- > 0;) {
+      Value* v = b_.CreateAdd(b_.CreateLoad(i64_, idx[d]), carry);
+      Value* wrap = b_.CreateICmpSGE(v, dim(k_.domain[d]));
+      b_.CreateStore(b_.CreateSelect(wrap, b_.getInt64(0), v), idx[d]);
+      carry = b_.CreateZExt(wrap, i64_);
+    }
     b_.CreateBr(header);
     b_.SetInsertPoint(exit);
   }

@@ -11,6 +11,7 @@
 #include "ir/status.h"
 #include "ir/str.h"
 #include "runtime/cpu/gemm.h"
+#include "runtime/cpu/im2col.h"
 #include "runtime/cpu/jit.h"
 #include "runtime/cpu/thread_pool.h"
 
@@ -24,6 +25,10 @@ constexpr int64_t kMinParallelWork = 1 << 15;
 struct Launch final : StepPlan {
   std::vector<int64_t> syms;  // the kernel's dynamic symbol values
   int64_t points = 0, chunks = 1;
+};
+
+struct WindowCall final : StepPlan {
+  Im2col geometry;
 };
 
 struct GemmCall final : StepPlan {
@@ -66,6 +71,7 @@ class CpuProgram final : public DeviceProgram {
       const ProgramKernel& pk = pr.kernels[i];
       const kir::Kernel& k = pk.kernel;
       Kernel& info = kernels_[i];
+      if (pk.window_copy) continue;  // runtime/cpu/im2col.h, never compiled
       EmitOptions eo;
       eo.baked = pr.baked;
       eo.gemm_acc_buffer = pk.accumulator_input;
@@ -108,6 +114,7 @@ class CpuProgram final : public DeviceProgram {
   }
 
   absl::StatusOr<std::unique_ptr<StepPlan>> plan_kernel(int kernel, const Bindings& b, SymbolValues syms) override {
+    if (const std::optional<WindowCopy>& w = p_->kernels[kernel].window_copy) return plan_window(kernel, *w, b);
     const Kernel& info = kernels_[kernel];
     const kir::Kernel& k = p_->kernels[kernel].kernel;
     auto l = std::make_unique<Launch>();
@@ -136,6 +143,11 @@ class CpuProgram final : public DeviceProgram {
   }
 
   absl::Status launch(int kernel, StepPlan& plan, std::span<const DevicePtr> buffers, const CallContext&) override {
+    if (p_->kernels[kernel].window_copy) {
+      im2col(static_cast<const WindowCall&>(plan).geometry, reinterpret_cast<const void*>(buffers[0]),
+             reinterpret_cast<void*>(buffers[1]), ThreadPool::shared());
+      return absl::OkStatus();
+    }
     const Launch& l = static_cast<const Launch&>(plan);
     if (l.points == 0) return absl::OkStatus();
     KernelEntry entry = kernels_[kernel].jit.entry;
@@ -190,10 +202,34 @@ class CpuProgram final : public DeviceProgram {
     return true;
   }
 
-  std::string describe_kernel(int kernel) const override { return p_->kernels[kernel].kernel.name; }
+  std::string describe_kernel(int kernel) const override {
+    const ProgramKernel& k = p_->kernels[kernel];
+    return str_cat(k.kernel.name, k.window_copy ? " (native window copy)" : "");
+  }
   const BuildStats& stats() const override { return stats_; }
 
  private:
+  // A native window copy's geometry under the call's sizes: in [N, C, s...], out [.., o...].
+  absl::StatusOr<std::unique_ptr<StepPlan>> plan_window(int kernel, const WindowCopy& w, const Bindings& b) {
+    const kir::Kernel& k = p_->kernels[kernel].kernel;
+    absl::StatusOr<std::vector<int64_t>> in = evaluate_shape(w.in, b);
+    absl::StatusOr<std::vector<int64_t>> out = evaluate_shape(k.buffers[1].shape, b);
+    if (!in.ok() || !out.ok())
+      return invalid_argument("kernel ", k.name, ": ", (in.ok() ? out.status() : in.status()).message());
+    size_t r = w.kernel.size();
+    if (in->size() != r + 2 || out->size() != 2 * r + 2)
+      return absl::InternalError(str_cat("kernel ", k.name, ": a window copy of rank ", r, " from ", in->size(),
+                                         " to ", out->size(), " dims"));
+    auto call = std::make_unique<WindowCall>();
+    absl::StatusOr<Im2col> g =
+        make_im2col((*in)[0] * (*in)[1], static_cast<int>(dtype_size(k.buffers[0].dtype)),
+                    std::vector<int64_t>(in->begin() + 2, in->end()), std::vector<int64_t>(out->end() - r, out->end()),
+                    w.kernel, w.strides, w.dilations, w.pads_begin);
+    if (!g.ok()) return invalid_argument("kernel ", k.name, ": ", g.status().message());
+    call->geometry = *std::move(g);
+    return call;
+  }
+
   struct Kernel {
     JitKernel jit;
     std::vector<int> sym_index;  // per dynamic symbol of `jit`: its place in Program::symbols
@@ -262,7 +298,7 @@ const Target& target() {
                           kir::rewrite_intrinsics(k);
                           return absl::OkStatus();
                         },
-                        /*accumulator_in_ir=*/false};
+                        /*accumulator_in_ir=*/false, /*native_window_copy=*/true};
   return t;
 }
 

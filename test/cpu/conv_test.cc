@@ -110,3 +110,56 @@ TEST_CASE("cpu conv: batch norm folded into the weight and bias, a grouped conv'
 })",
         bs, 7);
 }
+
+TEST_CASE("cpu conv: depthwise (the direct form) with bias, relu6 and a residual; a channel multiplier; 1-D; bf16; conv_transpose", "[cpu][conv]") {
+  std::vector<Bindings> bs = {{{"B", 1}, {"H", 1}, {"W", 1}}, {{"B", 2}, {"H", 7}, {"W", 9}}, {{"B", 3}, {"H", 20}, {"W", 33}}};
+  check(R"(graph g(%x: f32[B, 6, H, W], %w: f32[6, 1, 3, 3] param, %b: f32[6] param, %w2: f32[12, 1, 3, 3] param, %w5: f32[6, 1, 5, 5] param, %lo: f32[] param, %hi: f32[] param) {
+  %d = conv(%x, %w, %b, groups=6, pads=[1, 1, 1, 1])
+  %r = maximum(%d, %lo)
+  %c = minimum(%r, %hi)
+  %s = add(%c, %x)
+  %m = conv(%x, %w2, groups=6, strides=[2, 2], pads=[1, 1, 1, 1])
+  %l = conv(%x, %w5, %b, groups=6, strides=[1, 2], pads=[4, 2, 5, 3], dilations=[2, 1])
+  return %s, %m, %l
+})",
+        bs, 8);
+  std::vector<Bindings> bl = {{{"B", 1}, {"T", 1}}, {{"B", 2}, {"T", 9}}, {{"B", 4}, {"T", 40}}};
+  check(R"(graph g(%x: f32[B, 5, T], %w: f32[5, 1, 3] param, %wt: f32[5, 1, 4] param, %bt: f32[5] param) {
+  %d = conv(%x, %w, groups=5, strides=[2], pads=[2, 2], dilations=[2])
+  %t = conv_transpose(%x, %wt, %bt, groups=5, strides=[2], pads=[1, 1])
+  return %d, %t
+})",
+        bl, 9);
+  check(R"(graph g(%x: bf16[B, 4, 6, 5], %w: bf16[4, 1, 3, 3] param, %b: bf16[4] param) {
+  %d = conv(%x, %w, %b, groups=4, pads=[1, 1, 1, 1], strides=[2, 1])
+  %r = relu(%d)
+  return %r
+})",
+        batches({1, 3, 8}), 10);
+}
+
+TEST_CASE("cpu conv: im2col windows run as native copies (after a GEMM's reshape, 1-D, 3-D, padding wider than the input, bf16)", "[cpu][conv]") {
+  const char* text = R"(graph g(%x: f32[B, 3, H, W], %w1: f32[5, 3, 3, 3] param, %w2: f32[4, 5, 2, 3] param, %x1: f32[B, 2, H], %wl: f32[3, 2, 4] param, %x3: f32[B, 2, 3, H, 4], %w3: f32[2, 2, 2, 3, 3] param, %xb: bf16[B, 2, H, W], %wb: bf16[3, 2, 3, 3] param) {
+  %c1 = conv(%x, %w1, pads=[1, 1, 1, 1])
+  %r1 = relu(%c1)
+  %c2 = conv(%r1, %w2, strides=[2, 3], pads=[3, 4, 2, 5], dilations=[2, 1])
+  %l = conv(%x1, %wl, strides=[3], pads=[5, 6], dilations=[2])
+  %v = conv(%x3, %w3, strides=[1, 2, 1], pads=[1, 0, 2, 0, 1, 1])
+  %b = conv(%xb, %wb, strides=[2, 2], pads=[2, 2, 2, 2])
+  return %c2, %l, %v, %b
+})";
+  Graph g = parse_or_fail(text);
+  absl::StatusOr<std::shared_ptr<const CompiledModule>> m = make_module(g);
+  if (!m.ok()) FAIL(status_message(m.status()));
+  absl::StatusOr<std::unique_ptr<kiln::Executor>> exe = kiln::testing::build_cpu(*m);
+  if (!exe.ok()) FAIL(status_message(exe.status()));
+  std::string program = (*exe)->program().to_string();
+  INFO(program);
+  size_t copies = 0;
+  for (size_t at = program.find("(native window copy)"); at != std::string::npos;
+       at = program.find("(native window copy)", at + 1))
+    ++copies;
+  CHECK(copies == 5);
+  std::vector<Bindings> bs = {{{"B", 1}, {"H", 1}, {"W", 1}}, {{"B", 2}, {"H", 7}, {"W", 5}}, {{"B", 3}, {"H", 24}, {"W", 19}}};
+  require_ok(check_cpu_matches_reference(g, *m, bs, 11));
+}

@@ -99,3 +99,15 @@ TEST_CASE("a chain of 10 elementwise ops with broadcasting: 1 kernel", "[kernel-
   return %j
 })", {1, 0}, "CHECK: group 0 elementwise: 11 nodes, reads (%x, %y, %z, %s) writes (%j)");
 }
+
+TEST_CASE("depthwise conv + bias + relu6 + residual: 1 kernel, no GEMM", "[kernel-count]") {
+  require_counts(R"(graph g(%x: f32[B, 8, H, W], %w: f32[8, 1, 3, 3] param, %b: f32[8] param) {
+  %d = conv(%x, %w, %b, groups=8, pads=[1, 1, 1, 1])
+  %zero = constant(value=0.0, dtype=f32)
+  %six = constant(value=6.0, dtype=f32)
+  %r = maximum(%d, %zero)
+  %c = minimum(%r, %six)
+  %y = add(%c, %x)
+  return %y
+})", {1, 0});
+}

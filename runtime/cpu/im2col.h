@@ -1,0 +1,34 @@
+// The CPU's native window (im2col) copy: the columns a convolution's GEMM reads, gathered
+// through a table of input offsets made once per shape, instead of a generated kernel
+// that computes clamped indices and bounds for every element (codegen/program.h
+// WindowCopy says which kernels run this way).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "runtime/cpu/thread_pool.h"
+
+namespace kiln::cpu {
+
+// out [planes, k..., o...] = window(in [planes, s...]) with zero padding: element
+// (p, k, o) is in[p, o * stride + k * dilation - pad_begin] where that lies inside `in`.
+struct Im2col {
+  int64_t planes = 0;  // N * C
+  int elem_size = 4;   // bytes: 1, 2, 4 or 8
+  int64_t in_plane = 0;
+  // Per element of an output plane [k..., o...]: its offset in the input plane, or -1 (padding).
+  std::vector<int32_t> table;
+};
+
+// The copy for these sizes (spatial dims of in and out, the window per spatial dim); an
+// error where an input plane has 2^31 elements or more.
+absl::StatusOr<Im2col> make_im2col(int64_t planes, int elem_size, const std::vector<int64_t>& in,
+                                   const std::vector<int64_t>& out, const std::vector<int64_t>& kernel,
+                                   const std::vector<int64_t>& strides, const std::vector<int64_t>& dilations,
+                                   const std::vector<int64_t>& pads_begin);
+
+void im2col(const Im2col& g, const void* in, void* out, ThreadPool& pool);
+
+}  // namespace kiln::cpu
