@@ -8,7 +8,7 @@ Expr replace_acc(const Expr& e, int acc, const Index& at) {
   const ExprNode& n = e.node();
   auto sub = [&](const Expr& x) { return x.defined() ? replace_acc(x, acc, at) : x; };
   switch (n.kind) {
-    case ExprKind::GemmAcc: return Expr::load(acc, at, DType::f32);
+    case ExprKind::GemmAcc: return Expr::load(acc, at, n.dtype);
     case ExprKind::Unary: return Expr::unary(n.op, sub(n.a), n.dtype);
     case ExprKind::Binary: return Expr::binary(n.op, sub(n.a), sub(n.b), n.dtype);
     case ExprKind::Select: return Expr::select(sub(n.a), sub(n.b), sub(n.c));
@@ -23,7 +23,7 @@ Expr replace_acc(const Expr& e, int acc, const Index& at) {
 Kernel with_accumulator_buffer(const Kernel& gemm) {
   Kernel k = gemm;
   int acc = static_cast<int>(k.buffers.size());
-  k.buffers.push_back({"acc", DType::f32, k.domain, Buffer::Role::Input});
+  k.buffers.push_back({"acc", gemm.gemm ? gemm.gemm->acc_dtype : DType::f32, k.domain, Buffer::Role::Input});
   Index at(0);
   for (size_t d = 0; d < k.domain.size(); ++d) at = at * Index::from_dim(k.domain[d]) + Index::outer(static_cast<int>(d));
   for (Stage& st : k.stages) {
