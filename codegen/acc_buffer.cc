@@ -6,7 +6,7 @@ namespace {
 // `e` with every GemmAcc replaced by a load of buffer `acc` at `at`.
 Expr replace_acc(const Expr& e, int acc, const Index& at) {
   return map_expr(e, [&](const Expr& x) -> std::optional<Expr> {
-    if (x.node().kind == ExprKind::GemmAcc) return Expr::load(acc, at, DType::f32);
+    if (x.node().kind == ExprKind::GemmAcc) return Expr::load(acc, at, x.node().dtype);
     return std::nullopt;
   });
 }
@@ -16,7 +16,7 @@ Expr replace_acc(const Expr& e, int acc, const Index& at) {
 Kernel with_accumulator_buffer(const Kernel& gemm) {
   Kernel k = gemm;
   int acc = static_cast<int>(k.buffers.size());
-  k.buffers.push_back({"acc", DType::f32, k.domain, Buffer::Role::Input});
+  k.buffers.push_back({"acc", gemm.gemm ? gemm.gemm->acc_dtype : DType::f32, k.domain, Buffer::Role::Input});
   Index at(0);
   for (size_t d = 0; d < k.domain.size(); ++d) at = at * Index::from_dim(k.domain[d]) + Index::outer(static_cast<int>(d));
   for (Stage& st : k.stages) {

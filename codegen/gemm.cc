@@ -124,8 +124,8 @@ bool is_zero(const Dim& d) { return d == SymExpr(0); }
 absl::StatusOr<GemmDecision> decide_cublaslt(const KernelGroup& g, const kir::Kernel& k, const Bindings& baked) {
   GemmDecision d;
   DType a = k.buffers[k.gemm->a.buffer].dtype, b = k.buffers[k.gemm->b.buffer].dtype;
-  // GEMMs over integers or mixed dtypes compute themselves.
-  if (a != b || !is_float(a)) return d;
+  // GEMMs over integers, f64 (cuBLASLt computes in f32 here) or mixed dtypes compute themselves.
+  if (a != b || !is_float(a) || a == DType::f64) return d;
   std::map<std::string, SymExpr> bake;
   for (const auto& [sym, v] : baked) bake[sym] = SymExpr(v);
   auto sub = [&](const Dim& x) { return x.substitute(bake); };

@@ -116,7 +116,7 @@ class Rewriter {
       if (std::optional<GeluTanh> g = gelu_tanh_of(e))
         return Expr::intrinsic(Intrinsic::GeluTanh, DType::f32, expr(*g->x), Expr::constant(g->k1, DType::f32),
                                Expr::constant(g->k0, DType::f32));
-      if (n.op == Op::Div && is_float(n.a.dtype()) && is_row_statistic(n.b))
+      if (n.op == Op::Div && is_float(n.a.dtype()) && n.a.dtype() != DType::f64 && is_row_statistic(n.b))
         return Expr::intrinsic(Intrinsic::MulReciprocal, n.dtype, expr(n.a), expr(n.b));
     }
     Expr a = n.a.defined() ? expr(n.a) : n.a, b = n.b.defined() ? expr(n.b) : n.b, c = n.c.defined() ? expr(n.c) : n.c;

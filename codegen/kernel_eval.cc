@@ -20,6 +20,11 @@ using kir::IndexKind;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
+// An integer value of dtype t held as a double, in scalar_ops' int64 form (u64: its bits).
+int64_t as_int(double v, DType t) {
+  return t == DType::u64 && v >= 0x1p63 ? static_cast<int64_t>(static_cast<uint64_t>(v)) : static_cast<int64_t>(v);
+}
+
 // Calls f(point) for every point of `extents` in row-major order.
 template <typename F>
 void for_each_point(const std::vector<int64_t>& extents, std::vector<int64_t>& point, F f) {
@@ -208,15 +213,18 @@ class Runner {
       }
       case ExprKind::Unary: {
         double a = eval(n.a);
-        if (is_float(n.a.dtype())) return round_to_dtype(unary_float(n.op, static_cast<float>(a)), n.dtype);
-        return round_to_dtype(static_cast<double>(unary_int(n.op, static_cast<int64_t>(a)).value_or(0)), n.dtype);
+        DType in = n.a.dtype();
+        if (in == DType::f64) return round_to_dtype(unary_float(n.op, a), n.dtype);
+        if (is_float(in)) return round_to_dtype(unary_float(n.op, static_cast<float>(a)), n.dtype);
+        return round_to_dtype(static_cast<double>(unary_int(n.op, as_int(a, in), is_unsigned(in)).value_or(0)), n.dtype);
       }
       case ExprKind::Intrinsic: return round_to_dtype(intrinsic(n), n.dtype);
       case ExprKind::Binary: {
         double a = eval(n.a), b = eval(n.b);
-        if (is_float(n.a.dtype()))
-          return round_to_dtype(binary_float(n.op, static_cast<float>(a), static_cast<float>(b)), n.dtype);
-        return round_to_dtype(static_cast<double>(binary_int(n.op, static_cast<int64_t>(a), static_cast<int64_t>(b))),
+        DType in = n.a.dtype();
+        if (in == DType::f64) return round_to_dtype(binary_float(n.op, a, b), n.dtype);
+        if (is_float(in)) return round_to_dtype(binary_float(n.op, static_cast<float>(a), static_cast<float>(b)), n.dtype);
+        return round_to_dtype(static_cast<double>(binary_int(n.op, as_int(a, in), as_int(b, in), is_unsigned(in))),
                               n.dtype);
       }
     }

@@ -236,7 +236,8 @@ class Lowerer {
       begin_stage(Stage::Kind::Reduce, inner);
       DType in_t = r->operand(0)->dtype();
       Stage& st = stage();
-      st.acc_dtype = is_float(in_t) ? DType::f32 : DType::i64;
+      // u64 keeps its type so that max/min/argmax compare unsigned; f64 accumulates in f64.
+      st.acc_dtype = in_t == DType::f64 || in_t == DType::u64 ? in_t : is_float(in_t) ? DType::f32 : DType::i64;
       switch (r->op()) {
         case Op::Sum: case Op::Mean: st.combiner = kir::Combiner::Sum; break;
         case Op::Prod: st.combiner = kir::Combiner::Prod; break;
@@ -326,6 +327,7 @@ class Lowerer {
       if (std::optional<kir::AffineIndex> aff = kir::affine_index(op->index, o.size(), 1))
         op->strides = kir::GemmStrides{aff->offset, aff->outer, aff->inner[0]};
     }
+    if (a->dtype() == DType::f64) spec.acc_dtype = DType::f64;  // f64 GEMMs accumulate in f64
     k_.gemm = spec;
     say(str_cat("  gemm ", gemm->describe(), ": batch ", shape_to_string(spec.batch), " m ", spec.m.to_string(),
                 " n ", spec.n.to_string(), " k ", spec.k.to_string()));
@@ -421,10 +423,11 @@ class Lowerer {
   absl::StatusOr<Expr> gemm_result(const Node& n, const Indices& idx) {
     if (!same_indices(idx, gemm_index_))
       return err(n.describe(), " is read at ", indices_text(idx), ", not at the GEMM's own output index");
-    Expr acc = Expr::gemm_acc(DType::f32);
+    DType t = n.operand(0)->dtype() == DType::f64 ? DType::f64 : DType::f32;  // the GEMM's acc_dtype
+    Expr acc = Expr::gemm_acc(t);
     if (n.op() == Op::Linear && n.num_operands() == 3) {
       KILN_ASSIGN_OR_RETURN(Expr bias, value_at(n.operand(2), {idx.back()}));
-      acc = Expr::binary(Op::Add, acc, Expr::cast(bias, DType::f32), DType::f32);
+      acc = Expr::binary(Op::Add, acc, Expr::cast(bias, t), t);
     }
     return bind(Expr::cast(acc, n.result()->dtype()));
   }

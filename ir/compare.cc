@@ -10,6 +10,7 @@ namespace kiln {
 
 Tolerance default_tolerance(DType t) {
   switch (t) {
+    case DType::f64: return {1e-10, 1e-12};  // reassociated sums and libm, not f32 rounding
     case DType::f32: return {1e-4, 1e-5};
     case DType::f16: return {1e-2, 1e-3};
     case DType::bf16: return {2e-2, 1e-2};

@@ -13,7 +13,7 @@ struct Tolerance {
   double rtol;
   double atol;
 };
-Tolerance default_tolerance(DType t);  // f32 1e-4/1e-5, f16 1e-2/1e-3, bf16 2e-2/1e-2, ints exact
+Tolerance default_tolerance(DType t);  // f64 1e-10/1e-12, f32 1e-4/1e-5, f16 1e-2/1e-3, bf16 2e-2/1e-2, ints exact
 
 struct Comparison {
   bool ok = true;

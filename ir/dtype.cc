@@ -14,6 +14,13 @@ std::string_view dtype_name(DType t) {
     case DType::i32: return "i32";
     case DType::i64: return "i64";
     case DType::boolean: return "bool";
+    case DType::f64: return "f64";
+    case DType::i8: return "i8";
+    case DType::u8: return "u8";
+    case DType::i16: return "i16";
+    case DType::u16: return "u16";
+    case DType::u32: return "u32";
+    case DType::u64: return "u64";
   }
   return "?";
 }
@@ -26,10 +33,10 @@ std::optional<DType> parse_dtype(std::string_view name) {
 
 int64_t dtype_size(DType t) {
   switch (t) {
-    case DType::f32: case DType::i32: return 4;
-    case DType::f16: case DType::bf16: return 2;
-    case DType::i64: return 8;
-    case DType::boolean: return 1;
+    case DType::f32: case DType::i32: case DType::u32: return 4;
+    case DType::f16: case DType::bf16: case DType::i16: case DType::u16: return 2;
+    case DType::i64: case DType::f64: case DType::u64: return 8;
+    case DType::boolean: case DType::i8: case DType::u8: return 1;
   }
   return 0;
 }
@@ -78,25 +85,38 @@ uint16_t float_to_f16_bits(float value) {
   return sign | static_cast<uint16_t>(half);
 }
 
+int64_t wrap_int(int64_t v, DType t) {
+  switch (t) {
+    case DType::i8: return static_cast<int8_t>(static_cast<uint8_t>(v));
+    case DType::u8: return static_cast<uint8_t>(v);
+    case DType::i16: return static_cast<int16_t>(static_cast<uint16_t>(v));
+    case DType::u16: return static_cast<uint16_t>(v);
+    case DType::i32: return static_cast<int32_t>(static_cast<uint32_t>(v));
+    case DType::u32: return static_cast<uint32_t>(v);
+    case DType::boolean: return v != 0;
+    default: return v;  // i64, u64 (its bit pattern); floats never come here
+  }
+}
+
+int64_t float_to_int(double v, DType t) {
+  if (!std::isfinite(v)) return 0;
+  double tr = std::trunc(v);
+  // 9.2e18 rather than 2^63: a round bound that f32 kernels test in f32 without doubt.
+  if (t == DType::u64 && tr >= 9.2e18 && tr < 1.8e19) return static_cast<int64_t>(static_cast<uint64_t>(tr));
+  if (tr >= 9.2e18 || tr <= -9.2e18) return 0;
+  return wrap_int(static_cast<int64_t>(tr), t);
+}
+
 double round_to_dtype(double v, DType t) {
   switch (t) {
+    case DType::f64: return v;
     case DType::f32: return static_cast<float>(v);
     case DType::bf16: return bf16_bits_to_float(float_to_bf16_bits(static_cast<float>(v)));
     case DType::f16: return f16_bits_to_float(float_to_f16_bits(static_cast<float>(v)));
-    case DType::i32: {
-      if (!std::isfinite(v)) return 0;
-      double tr = std::trunc(v);
-      int64_t i = tr >= 9.2e18 || tr <= -9.2e18 ? 0 : static_cast<int64_t>(tr);
-      return static_cast<int32_t>(static_cast<uint32_t>(i));
-    }
-    case DType::i64: {
-      if (!std::isfinite(v)) return 0;
-      double tr = std::trunc(v);
-      return tr >= 9.2e18 || tr <= -9.2e18 ? 0 : static_cast<double>(static_cast<int64_t>(tr));
-    }
     case DType::boolean: return v != 0 ? 1 : 0;
+    case DType::u64: return static_cast<double>(static_cast<uint64_t>(float_to_int(v, t)));
+    default: return static_cast<double>(float_to_int(v, t));
   }
-  return v;
 }
 
 }  // namespace kiln

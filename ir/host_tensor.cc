@@ -20,6 +20,8 @@ double HostTensor::get(int64_t i) const {
     case DType::f32: { float v; std::memcpy(&v, p, 4); return v; }
     case DType::f16: { uint16_t b; std::memcpy(&b, p, 2); return f16_bits_to_float(b); }
     case DType::bf16: { uint16_t b; std::memcpy(&b, p, 2); return bf16_bits_to_float(b); }
+    case DType::f64: { double v; std::memcpy(&v, p, 8); return v; }
+    case DType::u64: return static_cast<double>(static_cast<uint64_t>(get_int(i)));
     default: return static_cast<double>(get_int(i));
   }
 }
@@ -28,9 +30,14 @@ int64_t HostTensor::get_int(int64_t i) const {
   const uint8_t* p = bytes_.data() + i * dtype_size(dtype_);
   switch (dtype_) {
     case DType::i32: { int32_t v; std::memcpy(&v, p, 4); return v; }
-    case DType::i64: { int64_t v; std::memcpy(&v, p, 8); return v; }
+    case DType::i64: case DType::u64: { int64_t v; std::memcpy(&v, p, 8); return v; }
+    case DType::u32: { uint32_t v; std::memcpy(&v, p, 4); return v; }
+    case DType::i16: { int16_t v; std::memcpy(&v, p, 2); return v; }
+    case DType::u16: { uint16_t v; std::memcpy(&v, p, 2); return v; }
+    case DType::i8: return static_cast<int8_t>(*p);
+    case DType::u8: return *p;
     case DType::boolean: return *p != 0;
-    default: return static_cast<int64_t>(round_to_dtype(get(i), DType::i64));
+    default: return float_to_int(get(i), DType::i64);
   }
 }
 
@@ -40,16 +47,19 @@ void HostTensor::set(int64_t i, double v) {
     case DType::f32: { float f = static_cast<float>(v); std::memcpy(p, &f, 4); return; }
     case DType::f16: { uint16_t b = float_to_f16_bits(static_cast<float>(v)); std::memcpy(p, &b, 2); return; }
     case DType::bf16: { uint16_t b = float_to_bf16_bits(static_cast<float>(v)); std::memcpy(p, &b, 2); return; }
+    case DType::f64: std::memcpy(p, &v, 8); return;
     case DType::boolean: *p = v != 0; return;  // as round_to_dtype: 0.5 and NaN are true
-    default: set_int(i, static_cast<int64_t>(round_to_dtype(v, DType::i64)));
+    default: set_int(i, float_to_int(v, dtype_));
   }
 }
 
 void HostTensor::set_int(int64_t i, int64_t v) {
   uint8_t* p = bytes_.data() + i * dtype_size(dtype_);
   switch (dtype_) {
-    case DType::i32: { int32_t x = static_cast<int32_t>(static_cast<uint32_t>(v)); std::memcpy(p, &x, 4); return; }
-    case DType::i64: std::memcpy(p, &v, 8); return;
+    case DType::i64: case DType::u64: std::memcpy(p, &v, 8); return;
+    case DType::i32: case DType::u32: { uint32_t x = static_cast<uint32_t>(v); std::memcpy(p, &x, 4); return; }
+    case DType::i16: case DType::u16: { uint16_t x = static_cast<uint16_t>(v); std::memcpy(p, &x, 2); return; }
+    case DType::i8: case DType::u8: *p = static_cast<uint8_t>(v); return;
     case DType::boolean: *p = v != 0; return;
     default: set(i, static_cast<double>(v));
   }

@@ -25,10 +25,11 @@ class HostTensor {
   uint8_t* data() { return bytes_.data(); }
   int64_t nbytes() const { return static_cast<int64_t>(bytes_.size()); }
 
-  double get(int64_t i) const;           // as a double; i64 beyond 2^53 loses bits
-  int64_t get_int(int64_t i) const;      // exact for integer and bool dtypes
-  void set(int64_t i, double v);         // rounded to the dtype
-  void set_int(int64_t i, int64_t v);    // exact for integer dtypes
+  double get(int64_t i) const;           // as a double; 64-bit ints beyond 2^53 lose bits
+  // Exact for integer and bool dtypes; a u64 comes as its bit pattern (wrap_int in ir/dtype.h).
+  int64_t get_int(int64_t i) const;
+  void set(int64_t i, double v);         // rounded to the dtype (float_to_int for integers)
+  void set_int(int64_t i, int64_t v);    // wrapped to an integer dtype's width
 
   // Floats uniform in [lo, hi); integers uniform in [lo, hi) truncated; bools fair coins.
   void fill_random(std::mt19937_64& rng, double lo = -1.0, double hi = 1.0);

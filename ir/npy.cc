@@ -25,9 +25,13 @@ struct NpyType {
   DType dtype;       // the HostTensor's dtype
   int64_t itemsize;  // in the file
 };
-// f64 loads as f32; bf16 has no NumPy type and is written as <f4.
-constexpr NpyType kTypes[] = {{"<f4", DType::f32, 4},  {"<f8", DType::f32, 8}, {"<f2", DType::f16, 2},
-                              {"<i4", DType::i32, 4},  {"<i8", DType::i64, 8}, {"|b1", DType::boolean, 1}};
+// bf16 has no NumPy type and is written as <f4. Single bytes have no byte order: NumPy
+// writes '|i1', and '<i1' is read too.
+constexpr NpyType kTypes[] = {{"<f4", DType::f32, 4}, {"<f8", DType::f64, 8}, {"<f2", DType::f16, 2},
+                              {"<i4", DType::i32, 4}, {"<i8", DType::i64, 8}, {"|b1", DType::boolean, 1},
+                              {"|i1", DType::i8, 1},  {"|u1", DType::u8, 1},  {"<i2", DType::i16, 2},
+                              {"<u2", DType::u16, 2}, {"<u4", DType::u32, 4}, {"<u8", DType::u64, 8},
+                              {"<i1", DType::i8, 1},  {"<u1", DType::u8, 1}};
 
 // The header is a Python dict literal: {'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }
 class HeaderParser {
@@ -153,7 +157,7 @@ absl::StatusOr<HostTensor> read_npy(const std::string& path) {
   const NpyType* type = nullptr;
   for (const NpyType& t : kTypes)
     if (t.descr == descr) type = &t;
-  if (!type) return fail("unsupported dtype '", descr, "' (expected one of <f4 <f8 <f2 <i4 <i8 |b1)");
+  if (!type) return fail("unsupported dtype '", descr, "' (expected one of <f8 <f4 <f2 |i1 <i2 <i4 <i8 |u1 <u2 <u4 <u8 |b1)");
 
   int64_t numel = 1;
   for (int64_t d : shape) {
@@ -168,13 +172,7 @@ absl::StatusOr<HostTensor> read_npy(const std::string& path) {
 
   HostTensor t(type->dtype, shape);
   const char* data = bytes.data() + data_at;
-  if (descr == "<f8") {
-    for (int64_t i = 0; i < numel; ++i) {
-      double v;
-      std::memcpy(&v, data + i * 8, 8);
-      t.set(i, v);
-    }
-  } else if (type->dtype == DType::boolean) {
+  if (type->dtype == DType::boolean) {
     for (int64_t i = 0; i < numel; ++i) t.set_int(i, data[i] != 0);
   } else {
     std::memcpy(t.data(), data, want);
@@ -186,7 +184,7 @@ absl::Status write_npy(const std::string& path, const HostTensor& t) {
   auto fail = [&](const auto&... a) { return invalid_argument(path, ": ", a...); };
   std::string_view descr;
   for (const NpyType& nt : kTypes)
-    if (nt.dtype == t.dtype() && nt.descr != "<f8") descr = nt.descr;
+    if (nt.dtype == t.dtype() && descr.empty()) descr = nt.descr;
   if (t.dtype() == DType::bf16) descr = "<f4";
 
   std::string shape = t.rank() == 1 ? fmt::format("({},)", t.shape()[0])

@@ -524,7 +524,7 @@ Result infer_split(Types in, const Attrs& a) {
 // data[..., N, ...] gathered along `axis` by integer indices of any shape.
 Result infer_gather(Types in, const Attrs& a) {
   const TensorType &data = in[0], &idx = in[1];
-  if (!is_integer(idx.dtype)) return err("indices must be i32 or i64, got ", idx.to_string());
+  if (idx.dtype != DType::i32 && idx.dtype != DType::i64) return err("indices must be i32 or i64, got ", idx.to_string());
   int64_t axis = GatherAttrs(a).axis();
   KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax, normalize_axes(std::span(&axis, 1), data.shape.size()));
   Shape out(data.shape.begin(), data.shape.begin() + ax[0]);

@@ -1,23 +1,26 @@
 // The reference evaluator. Its numeric decisions are final; every later test relies on them:
 //
 // - Elementwise float ops on f32/f16/bf16 compute in f32 (float, not double, so a float
-//   kernel matches) and round to the storage dtype on every op's output.
+//   kernel matches) and round to the storage dtype on every op's output; on f64 in double.
 // - Reductions (sum mean prod max min), matmul and linear accumulate in f64 and round once on
 //   output. Composites (softmax, log_softmax, layer_norm, rms_norm, scaled_dot_product_attention)
 //   are one op: computed in f64 throughout, rounded once on output. "Once" is exact: an f64
 //   value goes to f16/bf16 through float with round-to-odd (store_f64), so no double rounding.
 // - Broadcasting follows NumPy. Comparisons give bool; NaN compares false (ne: true).
-// - Integers: add/sub/mul/neg wrap as two's complement in the dtype; div truncates toward
-//   zero and x / 0 is 0 (no trap); abs(INT_MIN) is INT_MIN; sum and prod accumulate in int64
-//   and wrap to the dtype. pow and mean are float-only (the op rules reject integers).
+// - Integers (i8 i16 i32 i64 u8 u16 u32 u64): add/sub/mul/neg wrap as two's complement in
+//   the dtype's width, as numpy and torch; div truncates toward zero and x / 0 is 0 (no trap);
+//   abs(INT_MIN) is INT_MIN; sum and prod accumulate in int64 and wrap to the dtype. On the
+//   unsigned types div, maximum/minimum, the comparisons and max/min/argmax are unsigned
+//   (abs and relu are the identity). pow and mean are float-only (the op rules reject integers).
 // - maximum/minimum and the max/min reductions propagate NaN (as torch). argmax returns the
 //   index of the first maximum, NaN counting as the maximum (the first NaN wins), as i64.
 //   max/min/argmax over an empty axis are errors; sum is 0, prod 1, mean NaN there.
 // - gelu "none": 0.5x(1+erf(x/sqrt2)); "tanh": 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3))).
 //   silu: x*sigmoid(x); sigmoid: 1/(1+exp(-x)); rsqrt: 1/sqrt(x); relu keeps NaN.
-// - cast: float->int truncates toward zero, NaN/inf -> 0, wrapping as kiln::round_to_dtype
-//   says; anything->bool is != 0 (NaN -> true); bool->number 0/1; int->float rounds like a
-//   C++ cast to float, then to f16/bf16 with round-to-nearest-even.
+// - cast: float->int truncates toward zero, NaN/inf -> 0, wrapping as kiln::float_to_int
+//   says; int->int wraps to the target's width (sign- or zero-extending by the source's
+//   type); anything->bool is != 0 (NaN -> true); bool->number 0/1; int->f64 is a C++ cast,
+//   int->float rounds like a C++ cast to float, then to f16/bf16 with round-to-nearest-even.
 // - layer_norm: biased variance, (x-mean)/sqrt(var+eps)*w+b; rms_norm: x/sqrt(mean(x^2)+eps)*w.
 //   softmax/log_softmax subtract the row max first.
 // - scaled_dot_product_attention: scores = q @ k^T * scale (default 1/sqrt(E)); causal masks
@@ -139,7 +142,7 @@ std::vector<int64_t> ints(const HostTensor& t) {
 // round-to-odd first keeps the final round-to-nearest-even exact (float carries more than
 // two extra bits beyond either 16-bit format).
 void store_f64(HostTensor& t, int64_t i, double v) {
-  if (t.dtype() == DType::f32 || !is_float(t.dtype()) || std::isnan(v)) {
+  if (t.dtype() == DType::f32 || t.dtype() == DType::f64 || !is_float(t.dtype()) || std::isnan(v)) {
     t.set(i, v);
     return;
   }
@@ -218,14 +221,17 @@ Result unary(const Ctx& c) {
   Op op = c.node.op();
   if (op == Op::Not) {
     for (int64_t i = 0; i < x.numel(); ++i) out.set_int(i, !x.get_int(i));
+  } else if (x.dtype() == DType::f64) {
+    bool tanh_gelu = op == Op::Gelu && GeluAttrs(c.node).approximate() == "tanh";
+    for (int64_t i = 0; i < x.numel(); ++i) out.set(i, unary_float(op, x.get(i), tanh_gelu));
   } else if (is_float(x.dtype())) {
     bool tanh_gelu = op == Op::Gelu && GeluAttrs(c.node).approximate() == "tanh";
     for (int64_t i = 0; i < x.numel(); ++i)
       out.set(i, unary_float(op, static_cast<float>(x.get(i)), tanh_gelu));
   } else {
-    // Integers: two's complement in int64; set_int wraps the result to i32 where needed.
+    // Integers: two's complement in int64; set_int wraps the result to the dtype's width.
     for (int64_t i = 0; i < x.numel(); ++i) {
-      std::optional<int64_t> v = unary_int(op, x.get_int(i));
+      std::optional<int64_t> v = unary_int(op, x.get_int(i), is_unsigned(x.dtype()));
       if (!v) return invalid_argument(op_name(op), " is not defined on ", x.type_string());
       out.set_int(i, *v);
     }
@@ -237,11 +243,15 @@ Result cast(const Ctx& c) {
   const HostTensor& x = c.x();
   DType to = CastAttrs(c.node).dtype();
   HostTensor out(to, x.shape());
+  bool from_u64 = x.dtype() == DType::u64;
   for (int64_t i = 0; i < x.numel(); ++i) {
     if (to == DType::boolean) out.set_int(i, x.get(i) != 0);
     else if (is_float(x.dtype())) out.set(i, x.get(i));  // HostTensor::set rounds, or truncates and wraps
-    else if (is_float(to)) out.set(i, static_cast<float>(x.get_int(i)));
-    else out.set_int(i, x.get_int(i));
+    else if (to == DType::f64) out.set(i, from_u64 ? static_cast<double>(static_cast<uint64_t>(x.get_int(i)))
+                                                   : static_cast<double>(x.get_int(i)));
+    else if (is_float(to)) out.set(i, from_u64 ? static_cast<float>(static_cast<uint64_t>(x.get_int(i)))
+                                               : static_cast<float>(x.get_int(i)));
+    else out.set_int(i, x.get_int(i));  // set_int wraps to the target's width
   }
   return Tensors{std::move(out)};
 }
@@ -253,6 +263,7 @@ Result constant(const Ctx& c) {
   const AttrValue& v = ConstantAttrs(c.node).value();
   if (const double* d = std::get_if<double>(&v)) out.set(0, *d);
   else if (const bool* b = std::get_if<bool>(&v)) out.set_int(0, *b);
+  else if (out.dtype() == DType::f64) out.set(0, static_cast<double>(std::get<int64_t>(v)));
   else if (is_float(out.dtype())) out.set(0, static_cast<float>(std::get<int64_t>(v)));
   else out.set_int(0, std::get<int64_t>(v));
   return Tensors{std::move(out)};
@@ -281,14 +292,18 @@ Result binary(const Ctx& c) {
   HostTensor out(out_t, shape);
   Op op = c.node.op();
   std::array<Dims, 2> st{broadcast_strides(a.shape(), shape.size()), broadcast_strides(b.shape(), shape.size())};
-  if (is_float(a.dtype())) {
+  if (a.dtype() == DType::f64) {
+    std::vector<double> av = doubles(a), bv = doubles(b);
+    walk<2>(shape, st, {0, 0}, [&](int64_t i, const auto& o) { out.set(i, binary_float(op, av[o[0]], bv[o[1]])); });
+  } else if (is_float(a.dtype())) {
     std::vector<double> av = doubles(a), bv = doubles(b);
     walk<2>(shape, st, {0, 0}, [&](int64_t i, const auto& o) {
       out.set(i, binary_float(op, static_cast<float>(av[o[0]]), static_cast<float>(bv[o[1]])));
     });
   } else {
     std::vector<int64_t> av = ints(a), bv = ints(b);
-    walk<2>(shape, st, {0, 0}, [&](int64_t i, const auto& o) { out.set_int(i, binary_int(op, av[o[0]], bv[o[1]])); });
+    bool u = is_unsigned(a.dtype());
+    walk<2>(shape, st, {0, 0}, [&](int64_t i, const auto& o) { out.set_int(i, binary_int(op, av[o[0]], bv[o[1]], u)); });
   }
   return Tensors{std::move(out)};
 }
@@ -348,6 +363,8 @@ Result reduce(const Ctx& c) {
     }
   } else {
     std::vector<int64_t> v = ints(x);
+    bool u = is_unsigned(x.dtype());
+    auto less = [u](int64_t a, int64_t b) { return u ? static_cast<uint64_t>(a) < static_cast<uint64_t>(b) : a < b; };
     for (int64_t g = 0; g < out.numel(); ++g) {
       const int64_t* idx = order.data() + g * group;
       uint64_t acc = op == Op::Prod ? 1 : 0;  // Sum/Prod wrap in int64, then in the dtype
@@ -357,9 +374,9 @@ Result reduce(const Ctx& c) {
         switch (op) {
           case Op::Sum: acc += static_cast<uint64_t>(e); break;
           case Op::Prod: acc *= static_cast<uint64_t>(e); break;
-          case Op::Max: m = std::max(m, e); break;
-          case Op::Min: m = std::min(m, e); break;
-          case Op::ArgMax: if (e > v[idx[best]]) best = j; break;
+          case Op::Max: m = less(m, e) ? e : m; break;
+          case Op::Min: m = less(e, m) ? e : m; break;
+          case Op::ArgMax: if (less(v[idx[best]], e)) best = j; break;
           default: return invalid_argument(op_name(op), " is not defined on ", x.type_string());
         }
       }

@@ -30,14 +30,17 @@ SoftmaxParts softmax_parts(Builder& b, Value* x, int64_t axis) {
   return {shifted, e, b.op(Op::Sum, {e}, reduce_attrs({axis}))};
 }
 
+// Composites compute in f32 (f16/bf16 widened), f64 in f64.
+DType compute_type(const Value* v) { return v->dtype() == DType::f64 ? DType::f64 : DType::f32; }
+
 absl::StatusOr<Value*> softmax(Builder& b, const Node& n) {
-  Value* x = b.cast(n.operand(0), DType::f32);
+  Value* x = b.cast(n.operand(0), compute_type(n.operand(0)));
   SoftmaxParts p = softmax_parts(b, x, SoftmaxAttrs(n).axis());
   return b.cast(b.op(Op::Div, {p.exps, p.sum}), n.result()->dtype());
 }
 
 absl::StatusOr<Value*> log_softmax(Builder& b, const Node& n) {
-  Value* x = b.cast(n.operand(0), DType::f32);
+  Value* x = b.cast(n.operand(0), compute_type(n.operand(0)));
   SoftmaxParts p = softmax_parts(b, x, SoftmaxAttrs(n).axis());
   return b.cast(b.op(Op::Sub, {p.shifted, b.op(Op::Log, {p.sum})}), n.result()->dtype());
 }
@@ -47,13 +50,14 @@ absl::StatusOr<Value*> log_softmax(Builder& b, const Node& n) {
 absl::StatusOr<Value*> norm(Builder& b, const Node& n) {
   bool layer = n.op() == Op::LayerNorm;
   const std::vector<int64_t>& axes = layer ? LayerNormAttrs(n).axes() : RmsNormAttrs(n).axes();
-  Value* x = b.cast(n.operand(0), DType::f32);
+  DType ct = compute_type(n.operand(0));
+  Value* x = b.cast(n.operand(0), ct);
   Value* centered = layer ? b.op(Op::Sub, {x, b.op(Op::Mean, {x}, reduce_attrs(axes))}) : x;
   Value* var = b.op(Op::Mean, {b.op(Op::Mul, {centered, centered})}, reduce_attrs(axes));
-  Value* eps = b.constant(layer ? LayerNormAttrs(n).eps() : RmsNormAttrs(n).eps(), DType::f32);
+  Value* eps = b.constant(layer ? LayerNormAttrs(n).eps() : RmsNormAttrs(n).eps(), ct);
   Value* y = b.op(Op::Mul, {centered, b.op(Op::Rsqrt, {b.op(Op::Add, {var, eps})})});
-  if (n.num_operands() > 1) y = b.op(Op::Mul, {y, b.cast(n.operand(1), DType::f32)});
-  if (n.num_operands() > 2) y = b.op(Op::Add, {y, b.cast(n.operand(2), DType::f32)});
+  if (n.num_operands() > 1) y = b.op(Op::Mul, {y, b.cast(n.operand(1), ct)});
+  if (n.num_operands() > 2) y = b.op(Op::Add, {y, b.cast(n.operand(2), ct)});
   return b.cast(y, n.result()->dtype());
 }
 
@@ -139,7 +143,8 @@ Value* reshape_to(Builder& b, Value* v, Shape s) { return b.op(Op::Reshape, {v},
 // conv(x [N, C, s...], w [Cout, C/G, k...], bias?) as a GEMM over im2col columns:
 // window(x) [N, C, k..., o...] -> [N, G, C/G*K, L] (a plain reshape of x for a 1x1 kernel
 // with stride 1 and no padding), times w as [G, Cout/G, C/G*K] (as [Cout, C*K] when G is 1),
-// plus bias, then [N, Cout, o...].
+// plus bias, then [N, Cout, o...]. f16/bf16 operands are widened on load and the f32 sum
+// (with the bias) is rounded once, as the reference does; f64 computes in f64.
 absl::StatusOr<Value*> conv_gemm(Builder& b, Value* x, Value* w, Value* bias, const WindowDims& wd, int64_t groups,
                                  DType out_t) {
   const Shape &xs = x->shape(), &ws = w->shape();
@@ -159,14 +164,15 @@ absl::StatusOr<Value*> conv_gemm(Builder& b, Value* x, Value* w, Value* bias, co
     pointwise = pointwise && wd.kernel[i] == 1 && wd.strides[i] == 1 && wd.pads_begin[i] == 0 && wd.pads_end[i] == 0;
   Value* cols = pointwise ? x : b.op(Op::Window, {x}, window_attrs(wd));
   Value* y;
+  DType ct = out_t == DType::f64 ? DType::f64 : DType::f32;  // f64 convolutions compute in f64
   if (groups == 1) {
-    cols = b.cast(reshape_to(b, cols, {n, cg * k, l}), DType::f32);
-    y = b.op(Op::MatMul, {b.cast(reshape_to(b, w, {cout, cg * k}), DType::f32), cols});
-    if (bias) y = b.op(Op::Add, {y, reshape_to(b, b.cast(bias, DType::f32), {cout, 1})});
+    cols = b.cast(reshape_to(b, cols, {n, cg * k, l}), ct);
+    y = b.op(Op::MatMul, {b.cast(reshape_to(b, w, {cout, cg * k}), ct), cols});
+    if (bias) y = b.op(Op::Add, {y, reshape_to(b, b.cast(bias, ct), {cout, 1})});
   } else {
-    cols = b.cast(reshape_to(b, cols, {n, groups, cg * k, l}), DType::f32);
-    y = b.op(Op::MatMul, {b.cast(reshape_to(b, w, {groups, *cog, cg * k}), DType::f32), cols});
-    if (bias) y = b.op(Op::Add, {y, reshape_to(b, b.cast(bias, DType::f32), {groups, *cog, 1})});
+    cols = b.cast(reshape_to(b, cols, {n, groups, cg * k, l}), ct);
+    y = b.op(Op::MatMul, {b.cast(reshape_to(b, w, {groups, *cog, cg * k}), ct), cols});
+    if (bias) y = b.op(Op::Add, {y, reshape_to(b, b.cast(bias, ct), {groups, *cog, 1})});
   }
   return reshape_to(b, b.cast(y, out_t), out_shape);
 }
@@ -200,15 +206,16 @@ absl::StatusOr<Value*> conv_direct(Builder& b, Value* x, Value* w, Value* bias, 
     w_shape.push_back(1);
     out_shape.push_back(o);
   }
-  Value* cols = b.op(Op::Window, {b.cast(x, DType::f32)}, window_attrs(wd));
+  DType ct = out_t == DType::f64 ? DType::f64 : DType::f32;  // f64 convolutions compute in f64
+  Value* cols = b.op(Op::Window, {b.cast(x, ct)}, window_attrs(wd));
   if (!one) cols = reshape_to(b, cols, win_shape);
-  Value* prod = b.op(Op::Mul, {cols, reshape_to(b, b.cast(w, DType::f32), w_shape)});
+  Value* prod = b.op(Op::Mul, {cols, reshape_to(b, b.cast(w, ct), w_shape)});
   Value* y = b.op(Op::Sum, {prod}, {{"axes", axes}, {"keepdim", false}});
   if (!one) y = reshape_to(b, y, out_shape);
   if (bias) {
     Shape bias_shape{ws[0]};
     for (size_t i = 0; i < r; ++i) bias_shape.push_back(1);
-    y = b.op(Op::Add, {y, reshape_to(b, b.cast(bias, DType::f32), bias_shape)});
+    y = b.op(Op::Add, {y, reshape_to(b, b.cast(bias, ct), bias_shape)});
   }
   return b.cast(y, out_t);
 }

@@ -215,6 +215,13 @@ absl::StatusOr<DLDataType> to_dlpack_dtype(DType dtype) {
     case DType::i32: return DLDataType{kDLInt, 32, 1};
     case DType::i64: return DLDataType{kDLInt, 64, 1};
     case DType::boolean: return DLDataType{kDLBoolCode, 8, 1};
+    case DType::f64: return DLDataType{kDLFloat, 64, 1};
+    case DType::i8: return DLDataType{kDLInt, 8, 1};
+    case DType::i16: return DLDataType{kDLInt, 16, 1};
+    case DType::u8: return DLDataType{kDLUInt, 8, 1};
+    case DType::u16: return DLDataType{kDLUInt, 16, 1};
+    case DType::u32: return DLDataType{kDLUInt, 32, 1};
+    case DType::u64: return DLDataType{kDLUInt, 64, 1};
   }
   return invalid_argument("unknown dtype");
 }
@@ -222,14 +229,13 @@ absl::StatusOr<DLDataType> to_dlpack_dtype(DType dtype) {
 absl::StatusOr<DType> from_dlpack_dtype(DLDataType t) {
   if (t.lanes != 1)
     return invalid_argument("DLPack dtype with ", t.lanes, " lanes is not supported (kiln needs 1)");
-  if (t.code == kDLFloat && t.bits == 32) return DType::f32;
-  if (t.code == kDLFloat && t.bits == 16) return DType::f16;
-  if (t.code == kDLBfloat && t.bits == 16) return DType::bf16;
-  if (t.code == kDLInt && t.bits == 32) return DType::i32;
-  if (t.code == kDLInt && t.bits == 64) return DType::i64;
-  if ((t.code == kDLBoolCode || t.code == kDLUInt) && t.bits == 8) return DType::boolean;
+  // kDLUInt 8 is u8 (numpy's and torch's uint8); bool is kDLBool only, as DLPack >= 0.8 says.
+  for (DType d : kAllDTypes) {
+    absl::StatusOr<DLDataType> dl = to_dlpack_dtype(d);
+    if (dl.ok() && dl->code == t.code && dl->bits == t.bits) return d;
+  }
   return invalid_argument("DLPack dtype (code ", int(t.code), ", ", int(t.bits),
-                          " bits) is not supported: kiln has f32 f16 bf16 i32 i64 bool");
+                          " bits) is not supported: kiln has f64 f32 f16 bf16 i8 i16 i32 i64 u8 u16 u32 u64 bool");
 }
 
 absl::StatusOr<Tensor> Tensor::from_dlpack(DLManagedTensor* managed) {

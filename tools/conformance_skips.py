@@ -29,11 +29,10 @@ def element_type(op, reason):
 
 CATEGORIES = [
     ("Element types kiln lacks",
-     "kiln's dtypes are f32, f16, bf16, i64, i32 and bool. f64 and the 8/16-bit and unsigned "
-     "integer types are out of scope this round: each needs a DType, host tensor storage, "
-     "reference arithmetic, CPU and CUDA code generation and ONNX import, while the models kiln "
-     "targets compute in f32, f16 and bf16 (u8/i8 come with quantization, a project of its "
-     "own). Grouped by the element type met first.",
+     "kiln's dtypes are f64, f32, f16, bf16, the signed and unsigned integers of 8, 16, 32 and "
+     "64 bits, and bool. Other ONNX element types (8-bit floats, 4-bit integers, complex) would "
+     "each need a DType, host tensor storage, reference arithmetic, CPU and CUDA code generation "
+     "and ONNX import. Grouped by the element type met first.",
      element_type),
     ("Strings",
      "Text processing (string tensors, StringNormalizer, TfIdfVectorizer's string form, casts "
@@ -80,9 +79,9 @@ CATEGORIES = [
      "Inference ops kiln could support with the existing machinery. Pow of integer "
      "bases needs integer exponentiation (square-and-multiply); ScatterND, ReverseSequence, "
      "Det, LRN, MaxUnpool, GridSample and RoiAlign need handlers or ops of their own; "
-     "DynamicQuantizeLinear needs u8; TfIdfVectorizer needs n-gram counting.",
+     "TfIdfVectorizer needs n-gram counting.",
      op_in("Pow", "ScatterND", "ReverseSequence", "Det", "LRN", "MaxUnpool",
-           "GridSample", "RoiAlign", "DynamicQuantizeLinear", "TfIdfVectorizer")),
+           "GridSample", "RoiAlign", "TfIdfVectorizer")),
     ("Test data that contradicts the model",
      "The data set feeds a shape the model's declared input does not allow; kiln checks "
      "inputs against declared shapes, so the test cannot be run as written.",

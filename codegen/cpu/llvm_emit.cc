@@ -7,6 +7,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "codegen/cpu/llvm_math.h"
+#include "codegen/cpu/llvm_types.h"
 #include "codegen/intrinsics.h"
 #include "ir/str.h"
 #include "llvm/IR/IRBuilder.h"
@@ -24,11 +25,6 @@ using kir::ExprKind;
 using kir::Index;
 using kir::IndexKind;
 using llvm::Value;
-
-// How a scalar of each dtype lives in registers: every float dtype as an f32 value already
-// rounded to its dtype, integers as i64 (i32 values sign-extended), bool as i1.
-enum class Repr { F, I, B };
-Repr repr(DType t) { return is_float(t) ? Repr::F : t == DType::boolean ? Repr::B : Repr::I; }
 
 class Emitter {
  public:
@@ -244,13 +240,13 @@ class Emitter {
       return;
     }
     bool fl = repr(g.acc_dtype) == Repr::F;
-    llvm::Type* t = fl ? f32_ : i64_;
+    llvm::Type* t = reg_type(b_, g.acc_dtype);
     llvm::AllocaInst* acc = local(t);
-    b_.CreateStore(fl ? const_f(0) : b_.getInt64(0), acc);
+    b_.CreateStore(reg_const(b_, g.acc_dtype, 0), acc);
     inner_.assign(1, nullptr);
     inner_loops({g.k}, 0, [&] {
-      Value* a = convert(load(g.a.buffer, g.a.index), k_.buffers[g.a.buffer].dtype, g.acc_dtype);
-      Value* bv = convert(load(g.b.buffer, g.b.index), k_.buffers[g.b.buffer].dtype, g.acc_dtype);
+      Value* a = convert(b_, load(g.a.buffer, g.a.index), k_.buffers[g.a.buffer].dtype, g.acc_dtype);
+      Value* bv = convert(b_, load(g.b.buffer, g.b.index), k_.buffers[g.b.buffer].dtype, g.acc_dtype);
       Value* cur = b_.CreateLoad(t, acc);
       b_.CreateStore(fl ? reassoc(b_.CreateFAdd(cur, b_.CreateFMul(a, bv))) : b_.CreateAdd(cur, b_.CreateMul(a, bv)),
                      acc);
@@ -268,7 +264,7 @@ class Emitter {
           Value* v = emit(store.value);
           Value* at = index(store.index);
           if (!error_.ok()) return;
-          store_value(store.buffer, at, convert(v, store.value.dtype(), k_.buffers[store.buffer].dtype));
+          store_value(store.buffer, at, convert(b_, v, store.value.dtype(), k_.buffers[store.buffer].dtype));
         }
       });
       return;
@@ -279,21 +275,21 @@ class Emitter {
   // The first NaN, else the first strict maximum; its flat inner position.
   Value* emit_argmax(const kir::Stage& st) {
     bool fl = repr(st.acc_dtype) == Repr::F;
-    llvm::Type* t = fl ? f32_ : i64_;
+    llvm::Type* t = reg_type(b_, st.acc_dtype);
     llvm::AllocaInst* best = local(t);
     llvm::AllocaInst* best_pos = local(i64_);
     llvm::AllocaInst* pos = local(i64_);
     b_.CreateStore(b_.getInt64(0), best_pos);
     b_.CreateStore(b_.getInt64(0), pos);
-    b_.CreateStore(fl ? const_f(0) : b_.getInt64(0), best);
+    b_.CreateStore(reg_const(b_, st.acc_dtype, 0), best);
     inner_loops(st.extents, 0, [&] {
       emit_lets(st);
-      Value* v = convert(emit(st.value), st.value.dtype(), st.acc_dtype);
+      Value* v = convert(b_, emit(st.value), st.value.dtype(), st.acc_dtype);
       if (!error_.ok()) return;
       Value* p = b_.CreateLoad(i64_, pos);
       Value* cur = b_.CreateLoad(t, best);
       Value* better = fl ? b_.CreateAnd(b_.CreateFCmpORD(cur, cur), b_.CreateOr(b_.CreateFCmpUNO(v, v), b_.CreateFCmpOGT(v, cur)))
-                         : b_.CreateICmpSGT(v, cur);
+                         : is_unsigned(st.acc_dtype) ? b_.CreateICmpUGT(v, cur) : b_.CreateICmpSGT(v, cur);
       Value* take = b_.CreateOr(b_.CreateICmpEQ(p, b_.getInt64(0)), better);
       b_.CreateStore(b_.CreateSelect(take, v, cur), best);
       b_.CreateStore(b_.CreateSelect(take, p, b_.CreateLoad(i64_, best_pos)), best_pos);
@@ -306,15 +302,16 @@ class Emitter {
   // recognizes (compare-select without NaNs) plus a separate "saw a NaN" flag, which gives
   // the NaN-propagating result without keeping the loop scalar.
   Value* emit_fold(const kir::Stage& st) {
-    bool fl = repr(st.acc_dtype) == Repr::F;
-    llvm::Type* t = fl ? f32_ : i64_;
+    bool fl = repr(st.acc_dtype) == Repr::F, u = is_unsigned(st.acc_dtype);
+    llvm::Type* t = reg_type(b_, st.acc_dtype);
+    auto c = [&](double v) { return reg_const(b_, st.acc_dtype, v); };
     constexpr double kInf = std::numeric_limits<double>::infinity();
     Value* init = nullptr;
     switch (st.combiner) {
-      case kir::Combiner::Sum: init = fl ? const_f(0) : b_.getInt64(0); break;
-      case kir::Combiner::Prod: init = fl ? const_f(1) : b_.getInt64(1); break;
-      case kir::Combiner::Max: init = fl ? const_f(-kInf) : b_.getInt64(std::numeric_limits<int64_t>::min()); break;
-      case kir::Combiner::Min: init = fl ? const_f(kInf) : b_.getInt64(std::numeric_limits<int64_t>::max()); break;
+      case kir::Combiner::Sum: init = c(0); break;
+      case kir::Combiner::Prod: init = c(1); break;
+      case kir::Combiner::Max: init = fl ? c(-kInf) : b_.getInt64(u ? 0 : std::numeric_limits<int64_t>::min()); break;
+      case kir::Combiner::Min: init = fl ? c(kInf) : b_.getInt64(u ? -1 : std::numeric_limits<int64_t>::max()); break;
       case kir::Combiner::ArgMax: break;
     }
     bool minmax = st.combiner == kir::Combiner::Max || st.combiner == kir::Combiner::Min;
@@ -327,7 +324,7 @@ class Emitter {
     }
     inner_loops(st.extents, 0, [&] {
       emit_lets(st);
-      Value* v = convert(emit(st.value), st.value.dtype(), st.acc_dtype);
+      Value* v = convert(b_, emit(st.value), st.value.dtype(), st.acc_dtype);
       if (!error_.ok()) return;
       Value* cur = b_.CreateLoad(t, acc);
       Value* next = nullptr;
@@ -338,7 +335,9 @@ class Emitter {
         case kir::Combiner::Min: {
           bool mx = st.combiner == kir::Combiner::Max;
           if (!fl) {
-            next = b_.CreateSelect(mx ? b_.CreateICmpSGT(v, cur) : b_.CreateICmpSLT(v, cur), v, cur);
+            Value* take = u ? (mx ? b_.CreateICmpUGT(v, cur) : b_.CreateICmpULT(v, cur))
+                            : (mx ? b_.CreateICmpSGT(v, cur) : b_.CreateICmpSLT(v, cur));
+            next = b_.CreateSelect(take, v, cur);
             break;
           }
           // NaN inputs make this value poison; the flag then replaces the result.
@@ -354,7 +353,7 @@ class Emitter {
     Value* result = b_.CreateLoad(t, acc);
     if (saw_nan)
       result = b_.CreateSelect(b_.CreateLoad(b_.getInt1Ty(), saw_nan),
-                               const_f(std::numeric_limits<double>::quiet_NaN()), result);
+                               c(std::numeric_limits<double>::quiet_NaN()), result);
     return result;
   }
 
@@ -400,11 +399,12 @@ class Emitter {
     std::map<int, llvm::AllocaInst*> arrays;
     for (const auto& [later, src] : kir::recomputed_lets(k_)) {
       const kir::Stage* owner = nullptr;
+      DType t = DType::f32;
       for (const kir::Stage& st : k_.stages)
         for (const kir::Let& l : st.lets)
-          if (l.id == src) owner = &st;
+          if (l.id == src) owner = &st, t = l.value.dtype();
       std::optional<int64_t> n = owner ? shape_numel(owner->extents).constant() : std::nullopt;
-      if (!n || *n <= 0 || *n > 16384) continue;
+      if (!n || *n <= 0 || *n > 16384 || reg_type(b_, t) != f32_) continue;  // the arrays hold f32
       if (!arrays.contains(src)) {
         llvm::IRBuilder<> eb(entry_, entry_->begin());
         arrays[src] = eb.CreateAlloca(f32_, b_.getInt64(*n));
@@ -427,73 +427,11 @@ class Emitter {
   // std::max / std::min on floats, except that a NaN operand gives NaN.
   Value* fmax(Value* a, Value* b) {
     Value* m = b_.CreateSelect(b_.CreateFCmpOLT(a, b), b, a);
-    return b_.CreateSelect(b_.CreateFCmpUNO(a, b), const_f(std::numeric_limits<double>::quiet_NaN()), m);
+    return b_.CreateSelect(b_.CreateFCmpUNO(a, b), llvm::ConstantFP::getNaN(a->getType()), m);
   }
   Value* fmin(Value* a, Value* b) {
     Value* m = b_.CreateSelect(b_.CreateFCmpOLT(b, a), b, a);
-    return b_.CreateSelect(b_.CreateFCmpUNO(a, b), const_f(std::numeric_limits<double>::quiet_NaN()), m);
-  }
-
-  // Round-to-nearest-even f32 -> bf16 bits (NaN kept quiet), as ir/dtype.cc does.
-  Value* bf16_bits(Value* v) {
-    Value* u = b_.CreateBitCast(v, b_.getInt32Ty());
-    Value* hi = b_.CreateLShr(u, 16);
-    Value* nan = b_.CreateOr(hi, b_.getInt32(0x40));
-    Value* lsb = b_.CreateAnd(hi, b_.getInt32(1));
-    Value* rounded = b_.CreateLShr(b_.CreateAdd(u, b_.CreateAdd(b_.getInt32(0x7fff), lsb)), 16);
-    return b_.CreateTrunc(b_.CreateSelect(b_.CreateFCmpUNO(v, v), nan, rounded), b_.getInt16Ty());
-  }
-  Value* bf16_to_f32(Value* bits) {
-    return b_.CreateBitCast(b_.CreateShl(b_.CreateZExt(bits, b_.getInt32Ty()), 16), f32_);
-  }
-
-  // An f32 value rounded to float dtype `t` and back. bf16 is rounded in 32-bit lanes (the
-  // same bits as bf16_to_f32(bf16_bits(v))): no narrowing and widening between them, which
-  // in vector loops are cross-lane shuffles.
-  Value* round_float(Value* v, DType t) {
-    if (t == DType::f16) return b_.CreateFPExt(b_.CreateFPTrunc(v, b_.getHalfTy()), f32_);
-    if (t != DType::bf16) return v;
-    Value* u = b_.CreateBitCast(v, b_.getInt32Ty());
-    Value* lsb = b_.CreateAnd(b_.CreateLShr(u, 16), b_.getInt32(1));
-    Value* rounded = b_.CreateAdd(u, b_.CreateAdd(b_.getInt32(0x7fff), lsb));
-    Value* nan = b_.CreateOr(u, b_.getInt32(0x400000));
-    Value* bits = b_.CreateAnd(b_.CreateSelect(b_.CreateFCmpUNO(v, v), nan, rounded), b_.getInt32(0xffff0000u));
-    return b_.CreateBitCast(bits, f32_);
-  }
-
-  // An i64 value wrapped to integer dtype `t`.
-  Value* wrap_int(Value* v, DType t) {
-    if (t == DType::i32) return b_.CreateSExt(b_.CreateTrunc(v, b_.getInt32Ty()), i64_);
-    return v;
-  }
-
-  Value* as_i64(Value* v, DType t) {
-    Repr r = repr(t);
-    if (r == Repr::B) return b_.CreateZExt(v, i64_);
-    if (r == Repr::F) return b_.CreateIntrinsic(llvm::Intrinsic::fptosi_sat, {i64_, f32_}, {v});
-    return v;
-  }
-
-  // round_to_dtype semantics from dtype `from` to dtype `to`.
-  Value* convert(Value* v, DType from, DType to) {
-    if (from == to) return v;
-    Repr rf = repr(from), rt = repr(to);
-    if (rt == Repr::B) {
-      if (rf == Repr::F) return b_.CreateFCmpUNE(v, const_f(0));
-      return b_.CreateICmpNE(v, llvm::ConstantInt::get(v->getType(), 0));
-    }
-    if (rt == Repr::F) {
-      if (rf == Repr::F) return round_float(v, to);
-      Value* f = rf == Repr::B ? b_.CreateUIToFP(v, f32_) : b_.CreateSIToFP(v, f32_);
-      return round_float(f, to);
-    }
-    if (rf == Repr::F) {
-      // NaN, infinities and values beyond the i64 range become 0, as in the reference.
-      Value* sat = b_.CreateIntrinsic(llvm::Intrinsic::fptosi_sat, {i64_, f32_}, {v});
-      Value* big = b_.CreateFCmpUGE(call(llvm::Intrinsic::fabs, {v}), const_f(9.2e18));
-      return wrap_int(b_.CreateSelect(big, b_.getInt64(0), sat), to);
-    }
-    return wrap_int(as_i64(v, from), to);
+    return b_.CreateSelect(b_.CreateFCmpUNO(a, b), llvm::ConstantFP::getNaN(a->getType()), m);
   }
 
   Value* load(int buffer, const Index& i) {
@@ -502,39 +440,12 @@ class Emitter {
       fail("load from buffer ", buffer, " which does not exist");
       return const_f(0);
     }
-    DType t = k_.buffers[buffer].dtype;
-    switch (t) {
-      case DType::f32: return b_.CreateLoad(f32_, b_.CreateGEP(f32_, bufs_[buffer], at));
-      case DType::f16:
-        return b_.CreateFPExt(b_.CreateLoad(b_.getHalfTy(), b_.CreateGEP(b_.getHalfTy(), bufs_[buffer], at)), f32_);
-      case DType::bf16:
-        return bf16_to_f32(b_.CreateLoad(b_.getInt16Ty(), b_.CreateGEP(b_.getInt16Ty(), bufs_[buffer], at)));
-      case DType::i32:
-        return b_.CreateSExt(b_.CreateLoad(b_.getInt32Ty(), b_.CreateGEP(b_.getInt32Ty(), bufs_[buffer], at)), i64_);
-      case DType::i64: return b_.CreateLoad(i64_, b_.CreateGEP(i64_, bufs_[buffer], at));
-      case DType::boolean:
-        return b_.CreateICmpNE(b_.CreateLoad(b_.getInt8Ty(), b_.CreateGEP(b_.getInt8Ty(), bufs_[buffer], at)),
-                               b_.getInt8(0));
-    }
-    return nullptr;
+    return load_scalar(b_, bufs_[buffer], at, k_.buffers[buffer].dtype);
   }
 
   void store_value(int buffer, Value* at, Value* v) {
-    if (buffer < 0 || buffer >= static_cast<int>(bufs_.size())) {
-      fail("store to buffer ", buffer, " which does not exist");
-      return;
-    }
-    Value* p = bufs_[buffer];
-    switch (k_.buffers[buffer].dtype) {
-      case DType::f32: b_.CreateStore(v, b_.CreateGEP(f32_, p, at)); return;
-      case DType::f16: b_.CreateStore(b_.CreateFPTrunc(v, b_.getHalfTy()), b_.CreateGEP(b_.getHalfTy(), p, at)); return;
-      case DType::bf16: b_.CreateStore(bf16_bits(v), b_.CreateGEP(b_.getInt16Ty(), p, at)); return;
-      case DType::i32:
-        b_.CreateStore(b_.CreateTrunc(v, b_.getInt32Ty()), b_.CreateGEP(b_.getInt32Ty(), p, at));
-        return;
-      case DType::i64: b_.CreateStore(v, b_.CreateGEP(i64_, p, at)); return;
-      case DType::boolean: b_.CreateStore(b_.CreateZExt(v, b_.getInt8Ty()), b_.CreateGEP(b_.getInt8Ty(), p, at)); return;
-    }
+    if (buffer < 0 || buffer >= static_cast<int>(bufs_.size())) return fail("store to buffer ", buffer, " which does not exist");
+    store_scalar(b_, bufs_[buffer], at, v, k_.buffers[buffer].dtype);
   }
 
   // A divisor that is never 0 (the lowering guarantees > 0; this keeps a bad binding from
@@ -579,7 +490,7 @@ class Emitter {
         Value* b = index(n.b);
         return b_.CreateSelect(b_.CreateICmpSLT(a, b), b, a);
       }
-      case IndexKind::Scalar: return as_i64(emit(n.expr), n.expr.dtype());
+      case IndexKind::Scalar: return convert(b_, emit(n.expr), n.expr.dtype(), DType::i64);
     }
     fail("index ", kir::print_index(i, &k_), " uses a loop variable that is not in scope");
     return b_.getInt64(0);
@@ -598,7 +509,7 @@ class Emitter {
     switch (n.kind) {
       case ExprKind::Const:
         switch (repr(n.dtype)) {
-          case Repr::F: return const_f(n.value);
+          case Repr::F: return reg_const(b_, n.dtype, n.value);
           case Repr::B: return b_.getInt1(n.value != 0);
           case Repr::I: return b_.getInt64(static_cast<int64_t>(n.value));
         }
@@ -618,55 +529,69 @@ class Emitter {
       case ExprKind::IndexValue: return index(n.index);
       case ExprKind::Select: {
         Value* c = emit(n.a);
-        if (repr(n.a.dtype()) != Repr::B) c = convert(c, n.a.dtype(), DType::boolean);
+        if (repr(n.a.dtype()) != Repr::B) c = convert(b_, c, n.a.dtype(), DType::boolean);
         return b_.CreateSelect(c, emit(n.b), emit(n.c));
       }
-      case ExprKind::Cast: return convert(emit(n.a), n.a.dtype(), n.dtype);
+      case ExprKind::Cast: return convert(b_, emit(n.a), n.a.dtype(), n.dtype);
       case ExprKind::Unary: return unary(n.op, emit(n.a), n.a.dtype(), n.dtype);
       case ExprKind::Binary: return binary(n.op, emit(n.a), emit(n.b), n.a.dtype(), n.dtype);
       case ExprKind::Intrinsic: return intrinsic(n);
     }
     fail("expression ", kir::print_expr(e, &k_), " reads a value that is not in scope");
-    return llvm::UndefValue::get(repr(n.dtype) == Repr::F ? f32_ : repr(n.dtype) == Repr::B ? b_.getInt1Ty() : i64_);
+    return llvm::UndefValue::get(reg_type(b_, n.dtype));
+  }
+
+  // f64 math: the C library's double functions (the f32 forms of llvm_math.cc are f32 only).
+  Value* libm(const char* name, Value* x) {
+    llvm::Type* d = b_.getDoubleTy();
+    return b_.CreateCall(mod_->getOrInsertFunction(name, llvm::FunctionType::get(d, {d}, false)), {x});
+  }
+  Value* sigmoid(Value* x) {
+    if (!x->getType()->isDoubleTy()) return emit_sigmoid(b_, x);
+    Value* one = llvm::ConstantFP::get(x->getType(), 1.0);
+    return b_.CreateFDiv(one, b_.CreateFAdd(one, libm("exp", b_.CreateFNeg(x))));
   }
 
   Value* unary(Op op, Value* a, DType in, DType out) {
     if (repr(in) == Repr::F) {
-      Value* one = const_f(1);
+      DType ct = in == DType::f64 ? DType::f64 : DType::f32;  // computed in f32 but for f64
+      bool d = ct == DType::f64;
+      Value* one = reg_const(b_, ct, 1), *zero = reg_const(b_, ct, 0);
       Value* r = nullptr;
       switch (op) {
         case Op::Neg: r = b_.CreateFNeg(a); break;
         case Op::Abs: r = call(llvm::Intrinsic::fabs, {a}); break;
-        case Op::Exp: r = emit_exp(b_, a); break;
-        case Op::Log: r = emit_log(b_, a); break;
+        case Op::Exp: r = d ? libm("exp", a) : emit_exp(b_, a); break;
+        case Op::Log: r = d ? libm("log", a) : emit_log(b_, a); break;
         case Op::Sqrt: r = call(llvm::Intrinsic::sqrt, {a}); break;
         case Op::Rsqrt: r = b_.CreateFDiv(one, call(llvm::Intrinsic::sqrt, {a})); break;
         case Op::Sin: r = call(llvm::Intrinsic::sin, {a}); break;
         case Op::Cos: r = call(llvm::Intrinsic::cos, {a}); break;
-        case Op::Tanh: r = emit_tanh(b_, a); break;
-        case Op::Erf: r = emit_erf(b_, a); break;
-        case Op::Atan: r = emit_atan(b_, a); break;
-        case Op::Sigmoid: r = emit_sigmoid(b_, a); break;
-        case Op::Silu: r = b_.CreateFMul(a, emit_sigmoid(b_, a)); break;
-        case Op::Relu: r = b_.CreateSelect(b_.CreateFCmpOLT(a, const_f(0)), const_f(0), a); break;
+        case Op::Tanh: r = d ? libm("tanh", a) : emit_tanh(b_, a); break;
+        case Op::Erf: r = d ? libm("erf", a) : emit_erf(b_, a); break;
+        case Op::Atan: r = d ? libm("atan", a) : emit_atan(b_, a); break;
+        case Op::Sigmoid: r = sigmoid(a); break;
+        case Op::Silu: r = b_.CreateFMul(a, sigmoid(a)); break;
+        case Op::Relu: r = b_.CreateSelect(b_.CreateFCmpOLT(a, zero), zero, a); break;
         case Op::Reciprocal: r = b_.CreateFDiv(one, a); break;
         case Op::Floor: r = call(llvm::Intrinsic::floor, {a}); break;
         case Op::Ceil: r = call(llvm::Intrinsic::ceil, {a}); break;
         default: fail("unary op ", op_name(op), " on ", dtype_name(in), " has no CPU lowering"); return a;
       }
-      return convert(r, DType::f32, out);
+      return convert(b_, r, ct, out);
     }
-    Value* x = as_i64(a, in);
+    Value* x = convert(b_, a, in, DType::i64);
     Value* zero = b_.getInt64(0);
     Value* r = nullptr;
+    bool u = is_unsigned(in);
     switch (op) {
       case Op::Neg: r = b_.CreateSub(zero, x); break;
-      case Op::Abs: r = b_.CreateSelect(b_.CreateICmpSLT(x, zero), b_.CreateSub(zero, x), x); break;
-      case Op::Relu: r = b_.CreateSelect(b_.CreateICmpSLT(x, zero), zero, x); break;
+      case Op::Abs: r = u ? x : b_.CreateSelect(b_.CreateICmpSLT(x, zero), b_.CreateSub(zero, x), x); break;
+      case Op::Relu: r = u ? x : b_.CreateSelect(b_.CreateICmpSLT(x, zero), zero, x); break;
       case Op::Not: r = b_.CreateZExt(b_.CreateICmpEQ(x, zero), i64_); break;
       default: fail("unary op ", op_name(op), " on ", dtype_name(in), " has no CPU lowering"); return a;
     }
-    return convert(r, DType::i64, out);
+    return convert(b_, r, DType::i64, out);
   }
 
   // The fused forms (kir::Intrinsic) with CUDA's math: the tanh forms as sigmoids of 2^x,
@@ -688,7 +613,7 @@ class Emitter {
       }
       case kir::Intrinsic::MulReciprocal: r = b_.CreateFMul(emit(n.a), b_.CreateFDiv(const_f(1), emit(n.b))); break;
     }
-    return convert(r, DType::f32, n.dtype);
+    return convert(b_, r, DType::f32, n.dtype);
   }
 
   Value* binary(Op op, Value* a, Value* b, DType in, DType out) {
@@ -702,20 +627,36 @@ class Emitter {
         case Op::Pow: r = call(llvm::Intrinsic::pow, {a, b}); break;
         case Op::Maximum: r = fmax(a, b); break;
         case Op::Minimum: r = fmin(a, b); break;
-        case Op::Eq: return convert(b_.CreateFCmpOEQ(a, b), DType::boolean, out);
-        case Op::Ne: return convert(b_.CreateFCmpUNE(a, b), DType::boolean, out);
-        case Op::Lt: return convert(b_.CreateFCmpOLT(a, b), DType::boolean, out);
-        case Op::Le: return convert(b_.CreateFCmpOLE(a, b), DType::boolean, out);
-        case Op::Gt: return convert(b_.CreateFCmpOGT(a, b), DType::boolean, out);
-        case Op::Ge: return convert(b_.CreateFCmpOGE(a, b), DType::boolean, out);
+        case Op::Eq: return convert(b_, b_.CreateFCmpOEQ(a, b), DType::boolean, out);
+        case Op::Ne: return convert(b_, b_.CreateFCmpUNE(a, b), DType::boolean, out);
+        case Op::Lt: return convert(b_, b_.CreateFCmpOLT(a, b), DType::boolean, out);
+        case Op::Le: return convert(b_, b_.CreateFCmpOLE(a, b), DType::boolean, out);
+        case Op::Gt: return convert(b_, b_.CreateFCmpOGT(a, b), DType::boolean, out);
+        case Op::Ge: return convert(b_, b_.CreateFCmpOGE(a, b), DType::boolean, out);
         default: fail("binary op ", op_name(op), " on ", dtype_name(in), " has no CPU lowering"); return a;
       }
-      return convert(r, DType::f32, out);
+      return convert(b_, r, in == DType::f64 ? DType::f64 : DType::f32, out);
     }
-    Value* x = as_i64(a, in);
-    Value* y = as_i64(b, in);
+    Value* x = convert(b_, a, in, DType::i64);
+    Value* y = convert(b_, b, in, DType::i64);
     Value* zero = b_.getInt64(0);
     Value* r = nullptr;
+    if (is_unsigned(in)) {  // zero-extended (u64: its bits), so unsigned i64 operations are exact
+      switch (op) {
+        case Op::Div: {
+          Value* by0 = b_.CreateICmpEQ(y, zero);
+          r = b_.CreateSelect(by0, zero, b_.CreateUDiv(x, b_.CreateSelect(by0, b_.getInt64(1), y)));
+          return convert(b_, r, DType::i64, out);
+        }
+        case Op::Maximum: return convert(b_, b_.CreateSelect(b_.CreateICmpULT(x, y), y, x), DType::i64, out);
+        case Op::Minimum: return convert(b_, b_.CreateSelect(b_.CreateICmpULT(y, x), y, x), DType::i64, out);
+        case Op::Lt: return convert(b_, b_.CreateICmpULT(x, y), DType::boolean, out);
+        case Op::Le: return convert(b_, b_.CreateICmpULE(x, y), DType::boolean, out);
+        case Op::Gt: return convert(b_, b_.CreateICmpUGT(x, y), DType::boolean, out);
+        case Op::Ge: return convert(b_, b_.CreateICmpUGE(x, y), DType::boolean, out);
+        default: break;  // the same bits either way
+      }
+    }
     switch (op) {
       case Op::Add: r = b_.CreateAdd(x, y); break;
       case Op::Sub: r = b_.CreateSub(x, y); break;
@@ -730,19 +671,19 @@ class Emitter {
       }
       case Op::Maximum: r = b_.CreateSelect(b_.CreateICmpSLT(x, y), y, x); break;
       case Op::Minimum: r = b_.CreateSelect(b_.CreateICmpSLT(y, x), y, x); break;
-      case Op::Eq: return convert(b_.CreateICmpEQ(x, y), DType::boolean, out);
-      case Op::Ne: return convert(b_.CreateICmpNE(x, y), DType::boolean, out);
-      case Op::Lt: return convert(b_.CreateICmpSLT(x, y), DType::boolean, out);
-      case Op::Le: return convert(b_.CreateICmpSLE(x, y), DType::boolean, out);
-      case Op::Gt: return convert(b_.CreateICmpSGT(x, y), DType::boolean, out);
-      case Op::Ge: return convert(b_.CreateICmpSGE(x, y), DType::boolean, out);
+      case Op::Eq: return convert(b_, b_.CreateICmpEQ(x, y), DType::boolean, out);
+      case Op::Ne: return convert(b_, b_.CreateICmpNE(x, y), DType::boolean, out);
+      case Op::Lt: return convert(b_, b_.CreateICmpSLT(x, y), DType::boolean, out);
+      case Op::Le: return convert(b_, b_.CreateICmpSLE(x, y), DType::boolean, out);
+      case Op::Gt: return convert(b_, b_.CreateICmpSGT(x, y), DType::boolean, out);
+      case Op::Ge: return convert(b_, b_.CreateICmpSGE(x, y), DType::boolean, out);
       case Op::And:
-        return convert(b_.CreateAnd(b_.CreateICmpNE(x, zero), b_.CreateICmpNE(y, zero)), DType::boolean, out);
+        return convert(b_, b_.CreateAnd(b_.CreateICmpNE(x, zero), b_.CreateICmpNE(y, zero)), DType::boolean, out);
       case Op::Or:
-        return convert(b_.CreateOr(b_.CreateICmpNE(x, zero), b_.CreateICmpNE(y, zero)), DType::boolean, out);
+        return convert(b_, b_.CreateOr(b_.CreateICmpNE(x, zero), b_.CreateICmpNE(y, zero)), DType::boolean, out);
       default: fail("binary op ", op_name(op), " on ", dtype_name(in), " has no CPU lowering"); return a;
     }
-    return convert(r, DType::i64, out);
+    return convert(b_, r, DType::i64, out);
   }
 
   const kir::Kernel& k_;

@@ -35,9 +35,9 @@ struct Combine {
 };
 
 Combine combine_of(const kir::Stage& st) {
-  bool f = is_float(st.acc_dtype);
+  bool f = is_float(st.acc_dtype), u = st.acc_dtype == DType::u64;  // u64 max/min/argmax are unsigned
   Combine c;
-  c.acc_t = f ? "float" : "long long";
+  c.acc_t = f ? "float" : u ? "unsigned long long" : "long long";
   switch (st.combiner) {
     case kir::Combiner::Sum:
       c.identity = f ? "0.0f" : "0LL";
@@ -52,19 +52,19 @@ Combine combine_of(const kir::Stage& st) {
       };
       break;
     case kir::Combiner::Max:
-      c.identity = f ? "(-kiln_inf())" : "(-9223372036854775807LL - 1)";
-      c.step = [f](const std::string& a, const std::string& b) {
-        return str_cat(f ? "kiln_fmax(" : "kiln_imax(", a, ", ", b, ")");
+      c.identity = f ? "(-kiln_inf())" : u ? "0ULL" : "(-9223372036854775807LL - 1)";
+      c.step = [f, u](const std::string& a, const std::string& b) {
+        return str_cat(f ? "kiln_fmax(" : u ? "kiln_umax(" : "kiln_imax(", a, ", ", b, ")");
       };
       break;
     case kir::Combiner::Min:
-      c.identity = f ? "kiln_inf()" : "9223372036854775807LL";
-      c.step = [f](const std::string& a, const std::string& b) {
-        return str_cat(f ? "kiln_fmin(" : "kiln_imin(", a, ", ", b, ")");
+      c.identity = f ? "kiln_inf()" : u ? "18446744073709551615ULL" : "9223372036854775807LL";
+      c.step = [f, u](const std::string& a, const std::string& b) {
+        return str_cat(f ? "kiln_fmin(" : u ? "kiln_umin(" : "kiln_imin(", a, ", ", b, ")");
       };
       break;
     case kir::Combiner::ArgMax:
-      c.identity = f ? "(-kiln_inf())" : "(-9223372036854775807LL - 1)";
+      c.identity = f ? "(-kiln_inf())" : u ? "0ULL" : "(-9223372036854775807LL - 1)";
       break;
   }
   return c;
@@ -341,7 +341,12 @@ absl::StatusOr<CudaKernel> print_scheduled_kernel(const kir::Kernel& k, const Bi
   out.buffers = static_cast<int>(k.buffers.size());
   for (const std::string& sym : k.symbols)
     if (!baked.contains(sym)) out.symbols.push_back(sym);
-  for (const kir::Buffer& b : k.buffers) out.bytes += shape_numel(b.shape) * dtype_size(b.dtype);
+  for (const kir::Buffer& b : k.buffers) {
+    // The printer computes floats in f32 (its math functions and literals are float's).
+    if (b.dtype == DType::f64)
+      return absl::UnimplementedError(str_cat("kernel ", k.name, ", buffer ", b.name, ": the CUDA backend has no f64 kernels"));
+    out.bytes += shape_numel(b.shape) * dtype_size(b.dtype);
+  }
   out.source = EntryPrinter(k, baked, false).print();
   if (s.width > 1) {
     out.width = s.width;

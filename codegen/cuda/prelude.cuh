@@ -31,6 +31,11 @@ KI long long kiln_f2i(float v) {
   float t = truncf(v);
   return (t >= 9.2e18f || t <= -9.2e18f) ? 0 : (long long)t;
 }
+// u64 from float: as kiln_f2i, but [9.2e18, 1.8e19) converts too (kiln::float_to_int).
+KI unsigned long long kiln_f2u64(float v) {
+  float t = truncf(v);
+  return (t >= 9.2e18f && t < 1.8e19f) ? (unsigned long long)t : (unsigned long long)kiln_f2i(v);
+}
 KI long long kiln_iadd(long long a, long long b) { return (long long)((unsigned long long)a + (unsigned long long)b); }
 KI long long kiln_isub(long long a, long long b) { return (long long)((unsigned long long)a - (unsigned long long)b); }
 KI long long kiln_imul(long long a, long long b) { return (long long)((unsigned long long)a * (unsigned long long)b); }
@@ -38,6 +43,10 @@ KI long long kiln_ineg(long long a) { return (long long)(0ull - (unsigned long l
 KI long long kiln_idiv(long long a, long long b) { return b == 0 ? 0 : b == -1 ? kiln_ineg(a) : a / b; }
 KI long long kiln_imax(long long a, long long b) { return a > b ? a : b; }
 KI long long kiln_imin(long long a, long long b) { return a < b ? a : b; }
+// The unsigned types: zero-extended to 64 bits, so unsigned 64-bit division and order serve all.
+KI unsigned long long kiln_udiv(unsigned long long a, unsigned long long b) { return b == 0 ? 0 : a / b; }
+KI unsigned long long kiln_umax(unsigned long long a, unsigned long long b) { return a > b ? a : b; }
+KI unsigned long long kiln_umin(unsigned long long a, unsigned long long b) { return a < b ? a : b; }
 // NaN-propagating max/min in one instruction (sm_80+).
 KI float kiln_fmax(float a, float b) { float r; asm("max.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b)); return r; }
 KI float kiln_fmin(float a, float b) { float r; asm("min.NaN.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b)); return r; }
@@ -93,6 +102,9 @@ KI bool kiln_argmax_takes(float v, long long p, float bv, long long bp) {
   return !isnan(bv) && (v > bv || (v == bv && p < bp));
 }
 KI bool kiln_argmax_takes(long long v, long long p, long long bv, long long bp) { return v > bv || (v == bv && p < bp); }
+KI bool kiln_argmax_takes(unsigned long long v, long long p, unsigned long long bv, long long bp) {
+  return v > bv || (v == bv && p < bp);
+}
 // V consecutive elements in one to four 16-byte (or 8/4-byte) accesses; p is aligned to them.
 template <typename T, int V> KI void kiln_ldv(const T* __restrict__ p, T (&o)[V]) {
   constexpr int B = int(sizeof(T)) * V;

@@ -17,8 +17,15 @@ using kir::IndexKind;
 std::string value_type(DType t) {
   switch (t) {
     case DType::f32: case DType::f16: case DType::bf16: return "float";
+    case DType::f64: return "double";
+    case DType::i8: return "signed char";
+    case DType::u8: return "unsigned char";
+    case DType::i16: return "short";
+    case DType::u16: return "unsigned short";
     case DType::i32: return "int";
+    case DType::u32: return "unsigned int";
     case DType::i64: return "long long";
+    case DType::u64: return "unsigned long long";
     case DType::boolean: return "bool";
   }
   return "float";
@@ -72,7 +79,8 @@ std::string cast(const std::string& a, DType from, DType to) {
     if (is_float(to)) return round_float(a, to);
     if (to == DType::boolean) return str_cat("(", a, " != 0.0f)");
     if (to == DType::i64) return str_cat("kiln_f2i(", a, ")");
-    return str_cat("((int)kiln_f2i(", a, "))");
+    if (to == DType::u64) return str_cat("kiln_f2u64(", a, ")");
+    return str_cat("((", value_type(to), ")kiln_f2i(", a, "))");  // wraps, as kiln::wrap_int
   }
   if (is_float(to)) return round_float(str_cat("((float)(", a, "))"), to);
   if (to == DType::boolean) return str_cat("(", a, " != 0)");
@@ -160,6 +168,12 @@ std::string binary(Op op, const std::string& a, const std::string& b, DType in, 
   }
   std::string i;
   auto call = [&](const char* fn) { return str_cat(fn, "((long long)", a, ", (long long)", b, ")"); };
+  if (is_unsigned(in)) {
+    auto ucall = [&](const char* fn) { return str_cat(fn, "((unsigned long long)", a, ", (unsigned long long)", b, ")"); };
+    if (op == Op::Div) return cast(ucall("kiln_udiv"), DType::u64, t);
+    if (op == Op::Maximum) return cast(ucall("kiln_umax"), DType::u64, t);
+    if (op == Op::Minimum) return cast(ucall("kiln_umin"), DType::u64, t);
+  }
   switch (op) {
     case Op::Add: i = call("kiln_iadd"); break;
     case Op::Sub: i = call("kiln_isub"); break;
@@ -234,8 +248,8 @@ std::string EntryPrinter::expr(const Expr& e, const At& at) const {
     case ExprKind::Const:
       if (is_float(t)) return float_literal(round_to_dtype(n.value, t));
       if (t == DType::boolean) return n.value != 0 ? "true" : "false";
-      return t == DType::i32 ? str_cat("((int)", int_literal(static_cast<int64_t>(n.value)), ")")
-                             : int_literal(static_cast<int64_t>(n.value));
+      return t == DType::i64 ? int_literal(static_cast<int64_t>(n.value))
+                             : str_cat("((", value_type(t), ")", int_literal(static_cast<int64_t>(n.value)), ")");
     case ExprKind::Load:
       if (at.hoisted)
         if (auto it = at.hoisted->find(&n); it != at.hoisted->end()) return vec_element(t, width_, it->second, lane_pos(at));

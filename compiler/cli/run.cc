@@ -48,10 +48,14 @@ std::vector<const Value*> needed_args(const Graph& g) {
 }
 
 // NumPy has no bf16, and f16 data often arrives as float32 too.
-bool rounded_ok(DType t) { return t == DType::bf16 || t == DType::f16; }
+// Whether a file of dtype `file` may feed an argument of dtype `t`, rounded: bf16/f16 from
+// float32, and any float type from float64 (NumPy's default).
+bool rounded_ok(DType t, DType file) {
+  return t != file && ((file == DType::f32 && (t == DType::bf16 || t == DType::f16)) || (file == DType::f64 && is_float(t)));
+}
 
-// Reads DIR/<arg>.npy for every needed argument; bf16/f16 arguments may come as float32
-// and are rounded. Returns the tensors and the symbol values their shapes imply.
+// Reads DIR/<arg>.npy for every needed argument; float arguments may come as float32 or
+// float64 and are rounded. Returns the tensors and the symbol values their shapes imply.
 TensorMap read_inputs(const Graph& g, const std::string& dir, Bindings& bindings) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) throw CliError(str_cat("--inputs ", dir, ": not a directory"));
@@ -77,10 +81,10 @@ TensorMap read_inputs(const Graph& g, const std::string& dir, Bindings& bindings
     std::string what = str_cat(v->is_input() ? "input %" : "parameter %", v->name(), ": ", v->type().to_string());
     if (!fs::exists(path, ec)) throw CliError(str_cat(path, ": missing; it must hold ", what));
     HostTensor t = check(read_npy(path));
-    bool rounded = rounded_ok(v->dtype()) && t.dtype() == DType::f32;
+    bool rounded = rounded_ok(v->dtype(), t.dtype());
     if (t.dtype() != v->dtype() && !rounded)
       throw CliError(str_cat(path, ": holds ", t.type_string(), ", whose dtype does not fit ", what,
-                             rounded_ok(v->dtype()) ? " (or float32)" : ""));
+                             is_float(v->dtype()) ? " (or float64)" : ""));
     bool same_static = t.shape().size() == v->shape().size();
     for (size_t i = 0; same_static && i < t.shape().size(); ++i)
       if (auto c = v->shape()[i].constant(); c && *c != t.shape()[i]) same_static = false;

@@ -197,6 +197,9 @@ class Importer {
   absl::Status mod();
   absl::Status eye_like();
   absl::Status conv();
+  // Conv or ConvTranspose (by the node's type) of x and w, bias optional, with the node's
+  // attributes.
+  absl::StatusOr<Value*> conv_of(Value* x, Value* w, Value* bias);
   absl::Status pool();
   absl::Status pad();
   absl::Status resize();
@@ -219,6 +222,19 @@ class Importer {
   absl::Status gather_nd();
   absl::Status hyperbolic();
   absl::Status arc_trig();
+  // bit shifts and quantization (onnx_quant.cc)
+  absl::Status bit_shift();
+  absl::Status quantize_linear();
+  absl::Status dequantize_linear();
+  absl::Status dynamic_quantize_linear();
+  absl::Status integer_product();  // MatMulInteger, ConvInteger
+  absl::Status qlinear_product();  // QLinearMatMul, QLinearConv
+  // Input x (an integer tensor) minus input zp (when given), in f64; a 1-D zero point is
+  // reshaped per_channel to rank zp_rank (per row or output channel) unless zp_rank is 0.
+  absl::StatusOr<Value*> centered_f64(int x, int zp, int64_t zp_rank);
+  absl::StatusOr<std::function<Ex(Value*)>> per_axis(Value* x, Value* scale);
+  // MatMul or Conv (by the node's type) of the f64 operands a and b, bias optional.
+  absl::StatusOr<Value*> integer_product_of(Value* a, Value* b, Value* bias);
 
   Ex ex(Value* v) { return {this, v}; }
   // softmax, log_softmax and hardmax along `axis`; before opset 13 they see the input

@@ -38,7 +38,11 @@ double tidy(float f) {
 }
 
 std::optional<std::vector<SymExpr>> known_from_data(const HostTensor& t) {
-  if (is_float(t.dtype()) || t.rank() > 1 || t.numel() > kMaxKnown) return std::nullopt;
+  // Shape arithmetic is i64, i32 or bool; the narrow and unsigned types would need their
+  // wrapping in the folding of known values.
+  DType d = t.dtype();
+  if ((d != DType::i64 && d != DType::i32 && d != DType::boolean) || t.rank() > 1 || t.numel() > kMaxKnown)
+    return std::nullopt;
   std::vector<SymExpr> v;
   for (int64_t i = 0; i < t.numel(); ++i) v.push_back(t.get_int(i));
   return v;
@@ -93,7 +97,8 @@ absl::StatusOr<Value*> Importer::materialize(const std::string& name, Entry& e) 
   if (node_ && data->rank() == 0) {
     // A scalar operand becomes a constant node, which passes fold into the kernels using it.
     Attrs attrs{{"dtype", data->dtype()}};
-    if (is_float(data->dtype())) attrs.set("value", tidy(static_cast<float>(data->get(0))));
+    if (data->dtype() == DType::f64) attrs.set("value", data->get(0));
+    else if (is_float(data->dtype())) attrs.set("value", tidy(static_cast<float>(data->get(0))));
     else if (data->dtype() == DType::boolean) attrs.set("value", data->get_int(0) != 0);
     else attrs.set("value", data->get_int(0));
     absl::StatusOr<Node*> n = g_.add_node(Op::Constant, {}, std::move(attrs), {g_.fresh_name(sanitize(name))}, loc());

@@ -8,6 +8,7 @@
 #include <map>
 #include <numeric>
 
+#include "frontends/onnx/ex_ops.h"
 #include "frontends/onnx/importer.h"
 #include "frontends/onnx/onnx_tensor.h"
 #include "ir/scalar_ops.h"
@@ -98,40 +99,6 @@ std::optional<std::vector<SymExpr>> fold_binary(Op op, const std::vector<SymExpr
   }
   return out;
 }
-
-using Ex = Importer::Ex;
-
-Ex ex_unary(Op op, const Ex& a) { return a.im->apply(op, {a}); }
-Ex ex_binary(Op op, const Ex& a, const Ex& b) { return a.im->apply(op, {a, b}); }
-Ex ex_binary(Op op, const Ex& a, double b) { return ex_binary(op, a, a.im->constant_like(a, b)); }
-Ex ex_binary(Op op, double a, const Ex& b) { return ex_binary(op, b.im->constant_like(b, a), b); }
-
-#define KILN_EX_BINARY(name, op)                                           \
-  [[maybe_unused]] Ex name(const Ex& a, const Ex& b) { return ex_binary(op, a, b); } \
-  [[maybe_unused]] Ex name(const Ex& a, double b) { return ex_binary(op, a, b); }    \
-  [[maybe_unused]] Ex name(double a, const Ex& b) { return ex_binary(op, a, b); }
-KILN_EX_BINARY(operator+, Op::Add)
-KILN_EX_BINARY(operator-, Op::Sub)
-KILN_EX_BINARY(operator*, Op::Mul)
-KILN_EX_BINARY(operator/, Op::Div)
-KILN_EX_BINARY(operator<, Op::Lt)
-KILN_EX_BINARY(operator<=, Op::Le)
-KILN_EX_BINARY(operator>, Op::Gt)
-KILN_EX_BINARY(operator>=, Op::Ge)
-KILN_EX_BINARY(operator==, Op::Eq)
-KILN_EX_BINARY(operator!=, Op::Ne)
-KILN_EX_BINARY(operator&&, Op::And)
-KILN_EX_BINARY(maximum, Op::Maximum)
-KILN_EX_BINARY(minimum, Op::Minimum)
-#undef KILN_EX_BINARY
-
-Ex exp(const Ex& a) { return ex_unary(Op::Exp, a); }
-Ex log(const Ex& a) { return ex_unary(Op::Log, a); }
-Ex abs(const Ex& a) { return ex_unary(Op::Abs, a); }
-Ex sqrt(const Ex& a) { return ex_unary(Op::Sqrt, a); }
-// where(c, a, b) (Importer::where() names the current node in messages).
-Ex select(const Ex& c, const Ex& a, const Ex& b) { return c.im->apply(Op::Where, {c, a, b}); }
-Ex select(const Ex& c, const Ex& a, double b) { return select(c, a, a.im->constant_like(a, b)); }
 
 }  // namespace
 
@@ -275,6 +242,17 @@ const std::map<std::string, Importer::OpSpec, std::less<>>& Importer::op_table()
       {"Cosh", {&Importer::hyperbolic, {}}}, {"Asinh", {&Importer::hyperbolic, {}}},
       {"Acosh", {&Importer::hyperbolic, {}}}, {"Atanh", {&Importer::hyperbolic, {}}},
       {"Atan", {&Importer::arc_trig, {}}}, {"Asin", {&Importer::arc_trig, {}}}, {"Acos", {&Importer::arc_trig, {}}},
+      // bit shifts and quantization (onnx_quant.cc)
+      {"BitShift", {&Importer::bit_shift, {{"direction", kString}}}},
+      {"QuantizeLinear", {&Importer::quantize_linear, {{"axis", kInt}}}},
+      {"DequantizeLinear", {&Importer::dequantize_linear, {{"axis", kInt}}}},
+      {"DynamicQuantizeLinear", {&Importer::dynamic_quantize_linear, {}}},
+      {"MatMulInteger", {&Importer::integer_product, {}}},
+      {"ConvInteger", {&Importer::integer_product, {{"auto_pad", kString}, {"dilations", kInts}, {"group", kInt},
+                                                    {"kernel_shape", kInts}, {"pads", kInts}, {"strides", kInts}}}},
+      {"QLinearMatMul", {&Importer::qlinear_product, {}}},
+      {"QLinearConv", {&Importer::qlinear_product, {{"auto_pad", kString}, {"dilations", kInts}, {"group", kInt},
+                                                    {"kernel_shape", kInts}, {"pads", kInts}, {"strides", kInts}}}},
   };
   return *table;
 }
@@ -379,11 +357,11 @@ absl::Status Importer::cast() {
     t = dtype_from_onnx(static_cast<int32_t>(to->i()));
     if (!t) return unsupported("cast to unsupported element type ", onnx_type_name(static_cast<int32_t>(to->i())));
   }
-  if (x->known && is_integer(*t)) {
+  if (x->known && (*t == DType::i32 || *t == DType::i64)) {
     std::vector<SymExpr> vals = *x->known;
     if (*t == DType::i32)
       for (SymExpr& v : vals)
-        if (std::optional<int64_t> c = v.constant()) v = static_cast<int64_t>(static_cast<int32_t>(*c));
+        if (std::optional<int64_t> c = v.constant()) v = wrap_int(*c, DType::i32);
     return define_known(0, *t, std::move(vals), x->type.shape);
   }
   if (x->known && std::all_of(x->known->begin(), x->known->end(), [](const SymExpr& v) { return v.is_constant(); })) {
@@ -394,7 +372,9 @@ absl::Status Importer::cast() {
     for (size_t i = 0; i < x->known->size(); ++i) {
       int64_t v = *(*x->known)[i].constant();
       if (*t == DType::boolean) out.set_int(i, v != 0);
-      else out.set(i, static_cast<float>(v));  // as kiln's cast: through float
+      else if (*t == DType::f64) out.set(i, static_cast<double>(v));
+      else if (is_float(*t)) out.set(i, static_cast<float>(v));  // as kiln's cast: through float
+      else out.set_int(i, v);  // wrapped to the target's width
     }
     return define_data(0, std::move(out));
   }
@@ -1242,6 +1222,15 @@ absl::StatusOr<Importer::WindowAttrs> Importer::window_attrs(const Shape& in, co
 absl::Status Importer::conv() {
   KILN_ASSIGN_OR_RETURN(auto x, value(0));
   KILN_ASSIGN_OR_RETURN(auto w, value(1));
+  Value* bias = nullptr;
+  if (has_input(2)) {
+    KILN_ASSIGN_OR_RETURN(bias, value(2));
+  }
+  KILN_ASSIGN_OR_RETURN(auto y, conv_of(x, w, bias));
+  return define(0, y);
+}
+
+absl::StatusOr<Value*> Importer::conv_of(Value* x, Value* w, Value* bias) {
   const Shape &xs = x->shape(), &ws = w->shape();
   if (xs.size() < 3 || ws.size() != xs.size())
     return bad("expects x [N, C, spatial...] and W of the same rank, got ", x->type().to_string(), " and ", w->type().to_string());
@@ -1255,16 +1244,12 @@ absl::Status Importer::conv() {
     return bad("kernel_shape ", shape_to_string(static_shape(*ks)), " differs from W ", w->type().to_string());
   KILN_ASSIGN_OR_RETURN(WindowAttrs wa, window_attrs(xs, kernel));
   std::vector<Value*> operands{x, w};
-  if (has_input(2)) {
-    KILN_ASSIGN_OR_RETURN(auto bias, value(2));
-    operands.push_back(bias);
-  }
+  if (bias) operands.push_back(bias);
   Attrs attrs{{"strides", wa.strides}, {"pads", wa.pads}, {"dilations", wa.dilations}, {"groups", attr_int("group", 1)}};
   bool transpose = node_->op_type() == "ConvTranspose";
   if (transpose)
     attrs.set("output_padding", wa.output_padding);
-  KILN_ASSIGN_OR_RETURN(auto y, emit(transpose ? Op::ConvTranspose : Op::Conv, operands, std::move(attrs)));
-  return define(0, y);
+  return emit(transpose ? Op::ConvTranspose : Op::Conv, operands, std::move(attrs));
 }
 
 absl::Status Importer::pool() {
@@ -1278,10 +1263,17 @@ absl::Status Importer::pool() {
     return bad("a ", kernel->size(), "-D kernel expects x [N, C, ", kernel->size(), " spatial dims], got ", x->type().to_string());
   KILN_ASSIGN_OR_RETURN(WindowAttrs wa, window_attrs(x->shape(), *kernel));
   bool max = node_->op_type() == "MaxPool";
+  DType t = x->dtype();
+  if (max && is_integer(t) && dtype_bits(t) <= 16) {  // exact in f32, and back
+    KILN_ASSIGN_OR_RETURN(x, emit(Op::Cast, {x}, {{"dtype", DType::f32}}));
+  } else if (!is_float(t)) {
+    return unsupported(node_->op_type(), " of ", x->type().to_string(), " is not supported");
+  }
   KILN_ASSIGN_OR_RETURN(auto y, emit(max ? Op::MaxPool : Op::AvgPool, {x},
                                      {{"kernel", *kernel}, {"strides", wa.strides}, {"pads", wa.pads},
                                       {"dilations", wa.dilations}, {"ceil_mode", attr_int("ceil_mode", 0) != 0},
                                       {"count_include_pad", attr_int("count_include_pad", 0) != 0}}));
+  if (x->dtype() != t) return define(0, apply(Op::Cast, {ex(y)}, {{"dtype", t}}));
   return define(0, y);
 }
 
@@ -1670,11 +1662,7 @@ absl::Status Importer::mean_variance_norm() {
 absl::Status Importer::round() {
   KILN_ASSIGN_OR_RETURN(auto xv, value(0));
   if (!is_float(xv->dtype())) return unsupported("Round of ", xv->type().to_string(), " is not supported");
-  Ex x = ex(xv);
-  Ex r = ex_unary(Op::Floor, x);
-  Ex frac = x - r;
-  Ex even = r + (r - ex_unary(Op::Floor, r * 0.5) * 2.0);  // r + (r mod 2)
-  return define(0, select(x == r, x, select(frac < 0.5, r, select(frac > 0.5, r + 1.0, even))));
+  return define(0, round_half_even(ex(xv)));
 }
 
 // Integer Mod: a - b * trunc(a / b) (fmod=1, the sign of a), moved by b when its sign

@@ -16,6 +16,13 @@ std::optional<DType> dtype_from_onnx(int32_t elem_type) {
     case onnx::TensorProto::INT32: return DType::i32;
     case onnx::TensorProto::INT64: return DType::i64;
     case onnx::TensorProto::BOOL: return DType::boolean;
+    case onnx::TensorProto::DOUBLE: return DType::f64;
+    case onnx::TensorProto::INT8: return DType::i8;
+    case onnx::TensorProto::UINT8: return DType::u8;
+    case onnx::TensorProto::INT16: return DType::i16;
+    case onnx::TensorProto::UINT16: return DType::u16;
+    case onnx::TensorProto::UINT32: return DType::u32;
+    case onnx::TensorProto::UINT64: return DType::u64;
     default: return std::nullopt;
   }
 }
@@ -28,6 +35,13 @@ int32_t dtype_to_onnx(DType t) {
     case DType::i32: return onnx::TensorProto::INT32;
     case DType::i64: return onnx::TensorProto::INT64;
     case DType::boolean: return onnx::TensorProto::BOOL;
+    case DType::f64: return onnx::TensorProto::DOUBLE;
+    case DType::i8: return onnx::TensorProto::INT8;
+    case DType::u8: return onnx::TensorProto::UINT8;
+    case DType::i16: return onnx::TensorProto::INT16;
+    case DType::u16: return onnx::TensorProto::UINT16;
+    case DType::u32: return onnx::TensorProto::UINT32;
+    case DType::u64: return onnx::TensorProto::UINT64;
   }
   return onnx::TensorProto::UNDEFINED;
 }
@@ -67,14 +81,21 @@ absl::StatusOr<HostTensor> tensor_from_onnx(const onnx::TensorProto& t) {
       for (int64_t i = 0; i < numel; ++i) out.set_int(i, out.data()[i] != 0);
     return out;
   }
-  // The typed field each dtype uses; ONNX stores bool, i32 and the 16-bit float patterns
-  // in int32_data.
+  // The typed field each dtype uses; ONNX stores bool, the 8-, 16- and 32-bit signed
+  // integers, u8, u16 and the 16-bit float patterns in int32_data, u32 and u64 in uint64_data.
   int64_t count = 0;
   std::string_view field;
   switch (*dtype) {
     case DType::f32: count = t.float_data_size(), field = "float_data"; break;
+    case DType::f64: count = t.double_data_size(), field = "double_data"; break;
     case DType::i64: count = t.int64_data_size(), field = "int64_data"; break;
+    case DType::u32:
+    case DType::u64: count = t.uint64_data_size(), field = "uint64_data"; break;
     case DType::i32:
+    case DType::i8:
+    case DType::u8:
+    case DType::i16:
+    case DType::u16:
     case DType::boolean:
     case DType::f16:
     case DType::bf16: count = t.int32_data_size(), field = "int32_data"; break;
@@ -86,8 +107,15 @@ absl::StatusOr<HostTensor> tensor_from_onnx(const onnx::TensorProto& t) {
   for (int64_t i = 0; i < numel; ++i) {
     switch (*dtype) {
       case DType::f32: out.set(i, t.float_data(i)); break;
+      case DType::f64: out.set(i, t.double_data(i)); break;
       case DType::i64: out.set_int(i, t.int64_data(i)); break;
+      case DType::u32:
+      case DType::u64: out.set_int(i, static_cast<int64_t>(t.uint64_data(i))); break;
       case DType::i32:
+      case DType::i8:
+      case DType::u8:
+      case DType::i16:
+      case DType::u16:
       case DType::boolean: out.set_int(i, t.int32_data(i)); break;
       case DType::f16:
       case DType::bf16: {

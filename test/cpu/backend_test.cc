@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <random>
 #include <sstream>
 
 #include "ir/compare.h"
@@ -255,4 +256,112 @@ TEST_CASE("cpu: the decoder layer example at small sizes", "[cpu][examples]") {
   std::vector<Bindings> bs = {{{"B", 1}, {"T", 1}}, {{"B", 1}, {"T", 7}}, {{"B", 2}, {"T", 5}}, {{"B", 3}, {"T", 24}}};
   for (size_t i = 0; i < bs.size(); ++i)
     require_ok(check_cpu_on_args(g, m, layer_args(g, bs[i], 21 + i), bs[i], exe->get(), &alive));
+}
+
+TEST_CASE("cpu: the 8-, 16-bit and unsigned integer types wrap, divide and compare as the reference", "[cpu]") {
+  Graph g = parse_or_fail(R"(graph narrow(%a: i8[N], %b: i8[N], %c: u8[N], %d: u8[N], %e: i16[N], %h: u16[N], %p: u32[N], %q: u32[N], %s: u64[N], %t: u64[N], %f: f32[N]) {
+  %a1 = add(%a, %b)
+  %a2 = mul(%a, %b)
+  %a3 = div(%a, %b)
+  %a4 = abs(%a)
+  %c1 = sub(%c, %d)
+  %c2 = div(%c, %d)
+  %c3 = lt(%c, %d)
+  %c4 = maximum(%c, %d)
+  %e1 = mul(%e, %e)
+  %e2 = cast(%e, dtype=u16)
+  %h1 = add(%h, %h)
+  %h2 = cast(%h, dtype=i8)
+  %p1 = sub(%p, %q)
+  %p2 = div(%p, %q)
+  %p3 = ge(%p, %q)
+  %s1 = div(%s, %t)
+  %s2 = gt(%s, %t)
+  %s3 = minimum(%s, %t)
+  %s4 = cast(%s, dtype=f32)
+  %f1 = cast(%f, dtype=u8)
+  %f2 = cast(%f, dtype=i16)
+  %f3 = cast(%f, dtype=u64)
+  %f4 = cast(%f, dtype=u32)
+  return %a1, %a2, %a3, %a4, %c1, %c2, %c3, %c4, %e1, %e2, %h1, %h2, %p1, %p2, %p3, %s1, %s2, %s3, %s4, %f1, %f2, %f3, %f4
+})");
+  // Fresh random inputs at sizes 1, odd and large...
+  std::vector<Bindings> bs = bindings_of("N", {1, 7, 300});
+  require_ok(check_cpu_matches_reference(g, module_of(g, schedule_per_node), bs, 41));
+  require_ok(check_cpu_matches_reference(g, module_of(g), bs, 42));
+  // ...and the edge values: type limits, zero divisors, u64 values past 2^63.
+  auto ints = [](DType t, std::vector<int64_t> v) {
+    HostTensor h(t, {static_cast<int64_t>(v.size())});
+    for (size_t i = 0; i < v.size(); ++i) h.set_int(static_cast<int64_t>(i), v[i]);
+    return h;
+  };
+  const int64_t big = static_cast<int64_t>((uint64_t{1} << 63) + 9);
+  constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+  TensorMap args;
+  args.emplace("a", ints(DType::i8, {-128, 127, -7, 100, 0, -1}));
+  args.emplace("b", ints(DType::i8, {-1, 127, 2, 0, 5, -128}));
+  args.emplace("c", ints(DType::u8, {0, 255, 200, 3, 7, 1}));
+  args.emplace("d", ints(DType::u8, {1, 255, 3, 0, 9, 200}));
+  args.emplace("e", ints(DType::i16, {-32768, 32767, 300, -300, 1, 0}));
+  args.emplace("h", ints(DType::u16, {65535, 40000, 128, 255, 0, 1}));
+  args.emplace("p", ints(DType::u32, {0, 4294967295LL, 7, 100, 3000000000LL, 5}));
+  args.emplace("q", ints(DType::u32, {1, 2, 0, 4294967295LL, 3, 5}));
+  args.emplace("s", ints(DType::u64, {big, -1, 5, 0, big, 3}));
+  args.emplace("t", ints(DType::u64, {3, big, 0, -1, 2, 3}));
+  HostTensor f(DType::f32, {6});
+  std::vector<double> fv = {300.7, -1.5, kNaN, 1e19, -40000.2, 4294967296.0};
+  for (int i = 0; i < 6; ++i) f.set(i, fv[i]);
+  args.emplace("f", std::move(f));
+  require_ok(check_cpu_on_args(g, module_of(g), args, Bindings{{"N", 6}}, nullptr));
+}
+
+TEST_CASE("cpu: reductions over the narrow and unsigned integer types", "[cpu]") {
+  Graph g = parse_or_fail(R"(graph red(%a: u8[B, 9], %b: i16[B, 9], %c: u64[B, 9], %d: u32[B, 9]) {
+  %s = sum(%a, axes=[1])
+  %m = max(%b, axes=[1])
+  %n = min(%c, axes=[1])
+  %x = max(%c, axes=[1])
+  %i = argmax(%c, axis=1)
+  %p = prod(%d, axes=[1])
+  return %s, %m, %n, %x, %i, %p
+})");
+  require_ok(check_cpu_matches_reference(g, module_of(g), bindings_of("B", {1, 5, 257}), 43));
+  HostTensor c(DType::u64, {1, 9});
+  int64_t vals[] = {3, -1, static_cast<int64_t>(uint64_t{1} << 63), 0, 7, -2, 1, 9, 2};
+  for (int i = 0; i < 9; ++i) c.set_int(i, vals[i]);
+  TensorMap args;
+  std::mt19937_64 rng(44);
+  for (auto [name, t] : {std::pair{"a", DType::u8}, {"b", DType::i16}, {"d", DType::u32}}) {
+    HostTensor h(t, {1, 9});
+    h.fill_random(rng, -100, 100);
+    args.emplace(name, std::move(h));
+  }
+  args.emplace("c", std::move(c));
+  require_ok(check_cpu_on_args(g, module_of(g), args, Bindings{{"B", 1}}, nullptr));
+}
+
+TEST_CASE("cpu: f64 elementwise math, reductions, GEMMs and softmax compute in f64", "[cpu]") {
+  // f64's default tolerance is 1e-10 relative: any f32 step on the way would fail it.
+  Graph g = parse_or_fail(R"(graph f64(%x: f64[B, 37], %y: f64[37], %w: f64[19, 37], %bias: f64[19], %f: f32[B, 37]) {
+  %a = add(%x, %y)
+  %b = div(%a, %y)
+  %e = exp(%x)
+  %t = tanh(%b)
+  %r = erf(%x)
+  %s = sigmoid(%x)
+  %m = maximum(%x, %y)
+  %c = cast(%x, dtype=f32)
+  %i = cast(%b, dtype=i64)
+  %u = cast(%f, dtype=f64)
+  %su = sum(%x, axes=[1])
+  %mx = max(%b, axes=[0])
+  %am = argmax(%x, axis=1)
+  %mn = mean(%e, axes=[1], keepdim=true)
+  %mm = matmul(%x, %y)
+  %li = linear(%x, %w, %bias)
+  %sm = softmax(%b, axis=-1)
+  %ln = layer_norm(%x, %y, %y)
+  return %a, %b, %e, %t, %r, %s, %m, %c, %i, %u, %su, %mx, %am, %mn, %mm, %li, %sm, %ln
+})");
+  require_ok(check_cpu_matches_reference(g, module_of(g), bindings_of("B", {1, 7, 300}), 46));
 }

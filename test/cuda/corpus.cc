@@ -211,6 +211,30 @@ std::vector<Entry> entries() {
   %am = argmax(%x, axis=-1)
   return %h, %s, %m, %am
 })", over("B", {1, 3})});
+  e.push_back({"narrow_unsigned_ints", R"(graph narrow_unsigned_ints(%a: i8[B, 5], %c: u8[B, 5], %d: u8[5], %e: i16[B, 5], %h: u16[5], %p: u32[B, 5], %s: u64[B, 5], %t: u64[5], %x: f32[B, 5]) {
+  %a1 = mul(%a, %a)
+  %d8 = cast(%d, dtype=i8)
+  %a2 = div(%a, %d8)
+  %c1 = sub(%c, %d)
+  %c2 = div(%c, %d)
+  %c3 = lt(%c, %d)
+  %h16 = cast(%h, dtype=i16)
+  %e1 = add(%e, %h16)
+  %c32 = cast(%c, dtype=u32)
+  %p1 = maximum(%p, %c32)
+  %s1 = div(%s, %t)
+  %s2 = minimum(%s, %t)
+  %s3 = ge(%s, %t)
+  %s4 = cast(%s, dtype=f32)
+  %x1 = cast(%x, dtype=u64)
+  %x2 = cast(%x, dtype=u8)
+  %r1 = sum(%c, axes=[1])
+  %r2 = max(%s, axes=[1])
+  %r3 = min(%s, axes=[0])
+  %r4 = argmax(%s, axis=1)
+  %r5 = max(%e, axes=[1])
+  return %a1, %a2, %c1, %c2, %c3, %e1, %p1, %s1, %s2, %s3, %s4, %x1, %x2, %r1, %r2, %r3, %r4, %r5
+})", over("B", {1, 3})});
   // The source tree: where it was configured, or $KILN_SOURCE_DIR when the binary runs
   // elsewhere (a GPU machine).
   const char* root = std::getenv("KILN_SOURCE_DIR");

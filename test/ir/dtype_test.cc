@@ -39,8 +39,9 @@ uint16_t bf16_reference(float x) {
 }  // namespace
 
 TEST_CASE("dtype names, parsing and sizes", "[dtype]") {
-  const char* names[] = {"f32", "f16", "bf16", "i32", "i64", "bool"};
-  const int64_t sizes[] = {4, 2, 2, 4, 8, 1};
+  const char* names[] = {"f32", "f16", "bf16", "i32", "i64", "bool", "f64", "i8", "u8", "i16", "u16", "u32", "u64"};
+  const int64_t sizes[] = {4, 2, 2, 4, 8, 1, 8, 1, 1, 2, 2, 4, 8};
+  static_assert(std::size(names) == std::size(kAllDTypes));
   for (size_t i = 0; i < std::size(kAllDTypes); ++i) {
     CHECK(dtype_name(kAllDTypes[i]) == names[i]);
     CHECK(parse_dtype(names[i]) == kAllDTypes[i]);
@@ -53,6 +54,37 @@ TEST_CASE("dtype names, parsing and sizes", "[dtype]") {
   CHECK_FALSE(is_float(i32));
   CHECK(is_integer(i64));
   CHECK_FALSE(is_integer(bool_));
+  CHECK(is_float(f64));
+  for (DType t : {i8, u8, i16, u16, u32, u64}) CHECK(is_integer(t));
+  for (DType t : {u8, u16, u32, u64}) CHECK((is_unsigned(t) && !is_signed(t)));
+  for (DType t : {i8, i16, i32, i64, f32, f64}) CHECK((is_signed(t) && !is_unsigned(t)));
+  CHECK_FALSE(is_signed(bool_));
+  CHECK_FALSE(parse_dtype("uint8"));
+}
+
+TEST_CASE("integer wrapping and float-to-integer conversion", "[dtype]") {
+  CHECK(wrap_int(255, i8) == -1);
+  CHECK(wrap_int(-1, u8) == 255);
+  CHECK(wrap_int(256, u8) == 0);
+  CHECK(wrap_int(32768, i16) == -32768);
+  CHECK(wrap_int(-1, u16) == 65535);
+  CHECK(wrap_int(-1, u32) == 4294967295);
+  CHECK(wrap_int(int64_t{1} << 32, u32) == 0);
+  CHECK(wrap_int(-1, u64) == -1);  // u64 travels as its bit pattern
+  CHECK(wrap_int(7, bool_) == 1);
+  // Truncation toward zero, then wrapping through int64, as a C++ cast via int64 would.
+  CHECK(float_to_int(-1.9, i8) == -1);
+  CHECK(float_to_int(300.7, u8) == 44);
+  CHECK(float_to_int(-1.0, u8) == 255);
+  CHECK(float_to_int(-1.0, u64) == -1);
+  CHECK(float_to_int(1e19, u64) == static_cast<int64_t>(static_cast<uint64_t>(1e19)));
+  CHECK(float_to_int(1e19, i64) == 0);
+  CHECK(float_to_int(std::numeric_limits<double>::quiet_NaN(), u16) == 0);
+  CHECK(float_to_int(-std::numeric_limits<double>::infinity(), i32) == 0);
+  CHECK(round_to_dtype(1e19, u64) == static_cast<double>(static_cast<uint64_t>(1e19)));
+  CHECK(round_to_dtype(-3.5, u8) == 253);
+  CHECK(round_to_dtype(0.1, f64) == 0.1);
+  CHECK(round_to_dtype(0.1, f32) == static_cast<double>(0.1f));
 }
 
 TEST_CASE("bf16 hand-derived bit patterns", "[dtype]") {

@@ -140,6 +140,23 @@ graph conv(%x: bf16[N, 4, H, W], %w: bf16[6, 2, 3, 3] param, %b: bf16[6] param, 
   return %c, %c1, %t, %m, %a, %win
 }
 )",
+    R"(# every element type: f64 and the 8-, 16-bit and unsigned integers
+graph types(%d: f64[B, 3], %a: i8[B], %b: u8[B], %c: i16[2], %e: u16[2], %f: u32[], %g: u64[B]) {
+  %d2 = mul(%d, %d) : f64[B, 3]
+  %k = constant(value=0.1, dtype=f64)
+  %k8 = constant(value=-128, dtype=i8)
+  %ku = constant(value=255, dtype=u8)
+  %s = sum(%d2, axes=[1]) : f64[B]
+  %ca = cast(%a, dtype=u8) : u8[B]
+  %cb = cast(%b, dtype=i16) : i16[B]
+  %cc = cast(%c, dtype=u32) : u32[2]
+  %ce = cast(%e, dtype=u64) : u64[2]
+  %cf = cast(%f, dtype=f64) : f64[]
+  %cg = cast(%g, dtype=f32) : f32[B]
+  %lt = lt(%b, %ca) : bool[B]
+  return %d2, %k, %k8, %ku, %s, %cb, %cc, %ce, %cf, %cg, %lt
+}
+)",
 };
 
 std::string must_print(std::string_view text, std::string_view file = "<input>") {

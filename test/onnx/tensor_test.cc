@@ -75,6 +75,46 @@ TEST_CASE("typed fields: float_data, int64_data, int32_data for i32, bool and 16
     REQUIRE(h.ok());
     CHECK(h->get(0) == bf16_bits_to_float(0x3C00));
   }
+  SECTION("f64 in double_data") {
+    p.set_data_type(onnx::TensorProto::DOUBLE);
+    for (double v : {0.1, -1e300, 2.0}) p.add_double_data(v);
+    absl::StatusOr<HostTensor> h = tensor_from_onnx(p);
+    REQUIRE(h.ok());
+    CHECK(h->type_string() == "f64[3]");
+    CHECK(h->get(0) == 0.1);
+    CHECK(h->get(1) == -1e300);
+  }
+  SECTION("8- and 16-bit integers in int32_data") {
+    for (auto [t, name, vals, want] :
+         {std::tuple{onnx::TensorProto::INT8, "i8[3]", std::vector<int>{-128, 127, -1}, std::vector<int64_t>{-128, 127, -1}},
+          {onnx::TensorProto::UINT8, "u8[3]", {0, 255, 7}, {0, 255, 7}},
+          {onnx::TensorProto::INT16, "i16[3]", {-32768, 32767, 5}, {-32768, 32767, 5}},
+          {onnx::TensorProto::UINT16, "u16[3]", {65535, 0, 9}, {65535, 0, 9}}}) {
+      onnx::TensorProto q;
+      q.add_dims(3);
+      q.set_data_type(t);
+      for (int v : vals) q.add_int32_data(v);
+      absl::StatusOr<HostTensor> h = tensor_from_onnx(q);
+      REQUIRE(h.ok());
+      CHECK(h->type_string() == name);
+      for (int i = 0; i < 3; ++i) CHECK(h->get_int(i) == want[i]);
+    }
+  }
+  SECTION("u32 and u64 in uint64_data") {
+    p.set_data_type(onnx::TensorProto::UINT64);
+    for (uint64_t v : {~uint64_t{0}, uint64_t{1} << 63, uint64_t{3}}) p.add_uint64_data(v);
+    absl::StatusOr<HostTensor> h = tensor_from_onnx(p);
+    REQUIRE(h.ok());
+    CHECK(static_cast<uint64_t>(h->get_int(0)) == ~uint64_t{0});
+    CHECK(h->get(1) == 0x1p63);
+    p.set_data_type(onnx::TensorProto::UINT32);
+    p.clear_uint64_data();
+    for (uint64_t v : {4294967295ull, 0ull, 12ull}) p.add_uint64_data(v);
+    h = tensor_from_onnx(p);
+    REQUIRE(h.ok());
+    CHECK(h->type_string() == "u32[3]");
+    CHECK(h->get_int(0) == 4294967295LL);
+  }
 }
 
 TEST_CASE("raw bool bytes other than 0 and 1 read as true", "[onnx][tensor]") {
@@ -118,10 +158,10 @@ TEST_CASE("payloads that do not match their dims, and what kiln lacks, are error
           "tensor 'w': float_data holds 0 values, dims [1073741824, 512] need 549755813888");
   }
   SECTION("an element type kiln lacks") {
-    p.set_data_type(onnx::TensorProto::DOUBLE);
+    p.set_data_type(onnx::TensorProto::COMPLEX64);
     absl::StatusOr<HostTensor> h = tensor_from_onnx(p);
     CHECK(h.status().code() == absl::StatusCode::kUnimplemented);
-    CHECK(status_message(h.status()) == "tensor 'w': unsupported ONNX element type DOUBLE");
+    CHECK(status_message(h.status()) == "tensor 'w': unsupported ONNX element type COMPLEX64");
     p.set_data_type(1234);
     CHECK(status_message(tensor_from_onnx(p).status()) == "tensor 'w': unsupported ONNX element type type 1234");
   }
