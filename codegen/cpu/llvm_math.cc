@@ -44,8 +44,12 @@ Value* pow2(llvm::IRBuilder<>& b, Value* e) {
 // denormal range round once and large m overflow to infinity as they should.
 Value* emit_exp(llvm::IRBuilder<>& b, Value* x) {
   Value* nan = is_nan(b, x);
-  // Below -104 the result rounds to 0; above 89 it overflows; NaN computes on 0.
-  Value* xc = b.CreateSelect(nan, c(b, 0), clamp(b, x, -104.0, 89.0));
+  // Below -104 the result rounds to 0: such lanes (masked scores of a softmax, -inf or
+  // -3.4e38) compute on 0 and are replaced by 0, as no product below may underflow (a
+  // denormal or underflowing result costs a microcode assist per instruction on many
+  // CPUs). Above 89 it overflows; NaN computes on 0.
+  Value* zero = b.CreateFCmpOLT(x, c(b, -104.0));
+  Value* xc = b.CreateSelect(b.CreateOr(nan, zero), c(b, 0), clamp(b, x, -104.0, 89.0));
   Value* m = b.CreateUnaryIntrinsic(llvm::Intrinsic::floor, b.CreateFAdd(b.CreateFMul(xc, c(b, 1.44269504088896341)), c(b, 0.5)));
   Value* r = b.CreateFSub(xc, b.CreateFMul(m, c(b, 0.693359375)));
   r = b.CreateFSub(r, b.CreateFMul(m, c(b, -2.12194440e-4)));
@@ -56,7 +60,7 @@ Value* emit_exp(llvm::IRBuilder<>& b, Value* x) {
   Value* half = b.CreateAShr(mi, 1);
   Value* rest = b.CreateSub(mi, half);
   Value* out = b.CreateFMul(b.CreateFMul(y, pow2(b, half)), pow2(b, rest));
-  return b.CreateSelect(nan, x, out);
+  return b.CreateSelect(nan, x, b.CreateSelect(zero, c(b, 0), out));
 }
 
 // Cephes logf: x = 2^e * f with f in [sqrt(1/2), sqrt(2)), log(1 + (f - 1)) by a degree-9
@@ -155,6 +159,21 @@ Value* emit_atan(llvm::IRBuilder<>& b, Value* x) {
   Value* r = b.CreateFAdd(b.CreateFMul(p, t), b.CreateSelect(mid, c(b, M_PI / 4), c(b, 0.0)));
   r = b.CreateSelect(big, b.CreateFSub(c(b, M_PI / 2), r), r);
   return b.CreateSelect(b.CreateFCmpOLT(x, c(b, 0.0)), b.CreateFNeg(r), r);
+}
+
+Value* emit_pow(llvm::IRBuilder<>& b, Value* x, Value* y) {
+  if (auto* k = llvm::dyn_cast<llvm::ConstantFP>(y)) {
+    double e = k->getValueAPF().convertToFloat();
+    if (e == std::trunc(e) && std::abs(e) <= 4) {
+      if (e == 0) return c(b, 1.0);
+      // x^|e| by squaring: x, x^2, x^2 * x, x^2 * x^2.
+      int n = static_cast<int>(std::abs(e));
+      Value* sq = n >= 2 ? b.CreateFMul(x, x) : nullptr;
+      Value* p = n == 1 ? x : n == 2 ? sq : n == 3 ? b.CreateFMul(sq, x) : b.CreateFMul(sq, sq);
+      return e < 0 ? b.CreateFDiv(c(b, 1.0), p) : p;
+    }
+  }
+  return b.CreateIntrinsic(llvm::Intrinsic::pow, {b.getFloatTy()}, {x, y});
 }
 
 }  // namespace kiln::cpu
