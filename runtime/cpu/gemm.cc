@@ -135,8 +135,27 @@ absl::StatusOr<GemmRunner::Bound> GemmRunner::bind(const Bindings& b, bool stabl
       KILN_ASSIGN_OR_RETURN(int64_t s, eval(src->strides->outer[d]));
       (d < nb ? op->batch : op->outer).push_back({(*dom)[d], s});
     }
-    choose_layout(*op, is_a ? out.m : out.n, out.k, out.batches);
   }
+  // A B shared by every batch (a linear on [B, S, H]: the weight's batch strides are 0) makes
+  // the batches more rows of one GEMM, C being dense over [batches, m]: one BLAS call with
+  // B*S rows instead of B calls, where A's batch and row dims are one strided run (or A is
+  // packed anyway).
+  auto shared = [](const std::vector<std::pair<int64_t, int64_t>>& dims) {
+    return std::all_of(dims.begin(), dims.end(), [](auto d) { return d.first == 1 || d.second == 0; });
+  };
+  if (out.batches > 1 && shared(out.b.batch)) {
+    std::vector<std::pair<int64_t, int64_t>> rows = out.a.batch;
+    rows.insert(rows.end(), out.a.outer.begin(), out.a.outer.end());
+    if (out.a.dtype != DType::f32 || collapse(rows).size() <= 1) {
+      out.a.outer = std::move(rows);
+      out.a.batch.clear();
+      out.b.batch.clear();
+      out.m *= out.batches;
+      out.batches = 1;
+    }
+  }
+  choose_layout(out.a, out.m, out.k, out.batches);
+  choose_layout(out.b, out.n, out.k, out.batches);
   // A weight's packed copy (kept while the weights stay) is laid out [K, N], whatever m is,
   // so that one copy serves every call; an f32 weight read in place as [N, K] gets one
   // where few rows make it pay.

@@ -103,3 +103,20 @@ TEST_CASE("cpu: weights kept as [K, N] copies across calls of every row count", 
   for (int64_t rows : {1, 3, 64, 65, 300, 2, 1}) bs.push_back({{"M", rows}});
   require_ok(testing::check_cpu_matches_reference(g, *m, bs, 25));
 }
+
+TEST_CASE("cpu: a [B, S, K] matmul by a weight shared over B runs its batches as rows of one GEMM", "[cpu][gemm]") {
+  // Folded: A dense over (B, S) in f32, or bf16 (packed either way); not folded: A's rows
+  // not one strided run (a permuted view), or B batched too.
+  Graph g = parse_or_fail(R"(graph f(%x: f32[B, S, 24], %w: f32[24, 40] param, %h: bf16[B, S, 16], %v: bf16[16, 8] param, %t: f32[S, B, 24], %u: f32[B, 24, 8]) {
+  %y = matmul(%x, %w)
+  %z = matmul(%h, %v)
+  %p = permute(%t, dims=[1, 0, 2])
+  %q = matmul(%p, %w)
+  %r = matmul(%x, %u)
+  %e = gelu(%y)
+  return %e, %z, %q, %r
+})");
+  require_checks(checked_program(g, 27), R"(
+CHECK: BLAS k{{[0-9]+}}_matmul
+)");
+}
