@@ -14,7 +14,9 @@
 namespace kiln::cpu {
 namespace {
 
-// Below this many multiply-adds a GEMM runs as one BLAS call on the calling thread.
+// Below this many multiply-adds a GEMM runs as one BLAS call on the calling thread; above
+// it, each task gets at least a quarter of it (a few microseconds of sgemm), so that a
+// mid-sized GEMM wakes a few threads, not the whole pool.
 constexpr double kMinParallelFlops = 1 << 18;
 
 // Up to this many rows of C, a weight B of [N, K] runs from a kept [K, N] copy: OpenBLAS's
@@ -209,13 +211,17 @@ void GemmRunner::run(const Bound& g, const void* a, const void* b, float* acc, T
   // Tasks: whole batches when there are enough, else blocks of rows (or of columns, for
   // the few-rows GEMMs of decoding) of each batch's C.
   int64_t threads = pool.threads();
-  bool small = static_cast<double>(g.acc_elems()) * static_cast<double>(g.k) < kMinParallelFlops;
-  int64_t splits = small || g.batches >= threads ? 1 : 2 * threads;
+  double flops = static_cast<double>(g.acc_elems()) * static_cast<double>(g.k);
+  bool small = flops < kMinParallelFlops;
+  int64_t splits = small || g.batches >= threads
+                       ? 1
+                       : std::min<int64_t>(2 * threads, static_cast<int64_t>(flops / (kMinParallelFlops / 4)));
   bool by_rows = g.m >= g.n;
   int64_t extent = by_rows ? g.m : g.n;
-  // Column blocks stay multiples of 16 floats (whole cache lines of C).
+  // Column blocks stay multiples of 16 floats (whole cache lines of C), rounded up so that
+  // there are at most `splits` blocks.
   int64_t grain = by_rows ? 1 : 16;
-  int64_t block = std::max(grain, (extent + splits - 1) / splits / grain * grain);
+  int64_t block = ((extent + splits - 1) / splits + grain - 1) / grain * grain;
   int64_t blocks = (extent + block - 1) / block;
   int64_t tasks = g.batches * blocks;
   auto task = [&](int64_t t) {
