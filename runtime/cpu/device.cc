@@ -18,8 +18,7 @@ namespace kiln::cpu {
 namespace {
 
 // Below this much work (outer points times inner iterations) a kernel runs on the calling
-// thread: waking the pool costs a few microseconds. Above it, each chunk gets at least half
-// of it, so that a mid-sized kernel wakes a few threads, not the whole pool.
+// thread: waking the pool costs a few microseconds.
 constexpr int64_t kMinParallelWork = 1 << 15;
 
 struct Launch final : StepPlan {
@@ -132,9 +131,7 @@ class CpuProgram final : public DeviceProgram {
       per_point += *kk;
     }
     int threads = ThreadPool::shared().threads();
-    int64_t work = l->points * per_point;
-    if (threads > 1 && work >= kMinParallelWork)
-      l->chunks = std::min<int64_t>({l->points, 4 * threads, work / (kMinParallelWork / 2)});
+    if (threads > 1 && l->points * per_point >= kMinParallelWork) l->chunks = std::min<int64_t>(l->points, 4 * threads);
     return l;
   }
 

@@ -14,9 +14,7 @@
 namespace kiln::cpu {
 namespace {
 
-// Below this many multiply-adds a GEMM runs as one BLAS call on the calling thread; above
-// it, each task gets at least a quarter of it (a few microseconds of sgemm), so that a
-// mid-sized GEMM wakes a few threads, not the whole pool.
+// Below this many multiply-adds a GEMM runs as one BLAS call on the calling thread.
 constexpr double kMinParallelFlops = 1 << 18;
 
 // Up to this many rows of C, a weight B of [N, K] runs from a kept [K, N] copy: OpenBLAS's
@@ -213,9 +211,7 @@ void GemmRunner::run(const Bound& g, const void* a, const void* b, float* acc, T
   int64_t threads = pool.threads();
   double flops = static_cast<double>(g.acc_elems()) * static_cast<double>(g.k);
   bool small = flops < kMinParallelFlops;
-  int64_t splits = small || g.batches >= threads
-                       ? 1
-                       : std::min<int64_t>(2 * threads, static_cast<int64_t>(flops / (kMinParallelFlops / 4)));
+  int64_t splits = small || g.batches >= threads ? 1 : 2 * threads;
   bool by_rows = g.m >= g.n;
   int64_t extent = by_rows ? g.m : g.n;
   // Column blocks stay multiples of 16 floats (whole cache lines of C), rounded up so that
