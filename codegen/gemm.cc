@@ -214,6 +214,30 @@ std::string_view gemm_library_name(GemmLibrary l) {
   return "?";
 }
 
+namespace {
+
+// Whether the kernel's epilogue only stores the f32 accumulator, dense over its domain (a
+// matmul with nothing after it): BLAS then writes the group's output itself, with no
+// epilogue kernel and no round trip through scratch.
+bool stores_accumulator_only(const kir::Kernel& k) {
+  if (k.stages.size() != 1) return false;
+  const kir::Stage& st = k.stages[0];
+  if (st.kind != kir::Stage::Kind::Map || !st.extents.empty() || !st.lets.empty() || st.stores.size() != 1)
+    return false;
+  const kir::Store& s = st.stores[0];
+  if (s.value.kind() != kir::ExprKind::GemmAcc || k.buffers[s.buffer].dtype != DType::f32) return false;
+  std::optional<kir::AffineIndex> a = kir::affine_index(s.index, k.domain.size(), 0);
+  if (!a || a->offset != Dim(0)) return false;
+  Dim stride = 1;
+  for (size_t d = k.domain.size(); d-- > 0;) {
+    if (a->outer[d] != stride) return false;
+    stride = stride * k.domain[d];
+  }
+  return true;
+}
+
+}  // namespace
+
 absl::StatusOr<GemmDecision> decide_gemm(const KernelGroup& g, const kir::Kernel& k, GemmLibrary lib,
                                          const Bindings& baked) {
   if (g.kind != KernelGroup::Kind::Gemm || !k.gemm) return GemmDecision{};
@@ -228,6 +252,7 @@ absl::StatusOr<GemmDecision> decide_gemm(const KernelGroup& g, const kir::Kernel
       for (bool is_b : {false, true})
         if (!blas_reads_in_place(k, is_b)) (is_b ? d.gather_b : d.gather_a) = operand_gather(k, is_b, DType::f32);
       d.library = true;
+      d.fused_epilogue = stores_accumulator_only(k);
       return d;
     }
   }

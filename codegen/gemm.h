@@ -40,8 +40,9 @@ enum class GemmLibrary : uint8_t {
   CublasLt,
   // BLAS sgemm (OpenBLAS): GEMMs accumulating in f32, in f32. Operands that are no affine
   // index are gathered into dense scratch first (as for cuBLASLt); the device converts and
-  // packs operands that are not f32 in a BLAS layout. Epilogues are kernels. Integer GEMMs
-  // run their own loop.
+  // packs operands that are not f32 in a BLAS layout. Epilogues are kernels, except where
+  // the kernel only stores the accumulator (dense, f32): BLAS then writes that output
+  // itself. Integer GEMMs run their own loop.
   Blas,
 };
 std::string_view gemm_library_name(GemmLibrary l);
@@ -54,8 +55,9 @@ struct GemmDecision {
   // second buffer, for operands that are no strided matrix (CublasLt: in the operand's
   // dtype) or no affine index (Blas: converted to f32).
   std::optional<kir::Kernel> gather_a, gather_b;
-  // The library computes the whole group (layout->epilogue); else it writes an f32
-  // accumulator that the group's kernel reads as its epilogue.
+  // The library computes the whole group (CublasLt: with layout->epilogue; Blas: a group
+  // that only stores its accumulator); else it writes an f32 accumulator that the group's
+  // kernel reads as its epilogue.
   bool fused_epilogue = false;
 };
 

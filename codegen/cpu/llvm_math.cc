@@ -44,15 +44,19 @@ Value* pow2(llvm::IRBuilder<>& b, Value* e) {
 // denormal range round once and large m overflow to infinity as they should.
 Value* emit_exp(llvm::IRBuilder<>& b, Value* x) {
   Value* nan = is_nan(b, x);
-  // Below -104 the result rounds to 0; above 89 it overflows; NaN computes on 0.
-  Value* xc = b.CreateSelect(nan, c(b, 0), clamp(b, x, -104.0, 89.0));
+  // Below -104 the result rounds to 0, above 89 it overflows; NaN computes on 0. The clamp
+  // at -176 (one max, as at -104) gives m = -254 there: both scale factors are 2^-127,
+  // +0.0 as bits, so very negative lanes (masked softmax scores: -inf, -3.4e38, -1e4) get
+  // an exact 0 from products that do not underflow; an underflowing or denormal product
+  // costs a microcode assist per instruction on many CPUs (masked softmax ran 2.4x slower).
+  Value* xc = b.CreateSelect(nan, c(b, 0), clamp(b, x, -176.0, 89.0));
   Value* m = b.CreateUnaryIntrinsic(llvm::Intrinsic::floor, b.CreateFAdd(b.CreateFMul(xc, c(b, 1.44269504088896341)), c(b, 0.5)));
   Value* r = b.CreateFSub(xc, b.CreateFMul(m, c(b, 0.693359375)));
   r = b.CreateFSub(r, b.CreateFMul(m, c(b, -2.12194440e-4)));
   Value* p = horner(b, r, {1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
                            5.0000001201e-1});
   Value* y = b.CreateFAdd(fmuladd(b, p, b.CreateFMul(r, r), r), c(b, 1.0));
-  Value* mi = b.CreateFPToSI(m, b.getInt32Ty());  // in [-150, 129]
+  Value* mi = b.CreateFPToSI(m, b.getInt32Ty());  // in [-254, 129]
   Value* half = b.CreateAShr(mi, 1);
   Value* rest = b.CreateSub(mi, half);
   Value* out = b.CreateFMul(b.CreateFMul(y, pow2(b, half)), pow2(b, rest));
@@ -155,6 +159,21 @@ Value* emit_atan(llvm::IRBuilder<>& b, Value* x) {
   Value* r = b.CreateFAdd(b.CreateFMul(p, t), b.CreateSelect(mid, c(b, M_PI / 4), c(b, 0.0)));
   r = b.CreateSelect(big, b.CreateFSub(c(b, M_PI / 2), r), r);
   return b.CreateSelect(b.CreateFCmpOLT(x, c(b, 0.0)), b.CreateFNeg(r), r);
+}
+
+Value* emit_pow(llvm::IRBuilder<>& b, Value* x, Value* y) {
+  if (auto* k = llvm::dyn_cast<llvm::ConstantFP>(y)) {
+    double e = k->getValueAPF().convertToFloat();
+    if (e == std::trunc(e) && std::abs(e) <= 4) {
+      if (e == 0) return c(b, 1.0);
+      // x^|e| by squaring: x, x^2, x^2 * x, x^2 * x^2.
+      int n = static_cast<int>(std::abs(e));
+      Value* sq = n >= 2 ? b.CreateFMul(x, x) : nullptr;
+      Value* p = n == 1 ? x : n == 2 ? sq : n == 3 ? b.CreateFMul(sq, x) : b.CreateFMul(sq, sq);
+      return e < 0 ? b.CreateFDiv(c(b, 1.0), p) : p;
+    }
+  }
+  return b.CreateIntrinsic(llvm::Intrinsic::pow, {b.getFloatTy()}, {x, y});
 }
 
 }  // namespace kiln::cpu

@@ -15,5 +15,9 @@ llvm::Value* emit_erf(llvm::IRBuilder<>& b, llvm::Value* x);
 llvm::Value* emit_sigmoid(llvm::IRBuilder<>& b, llvm::Value* x);
 llvm::Value* emit_exp2(llvm::IRBuilder<>& b, llvm::Value* x);
 llvm::Value* emit_atan(llvm::IRBuilder<>& b, llvm::Value* x);
+// x^y. An integral constant y with |y| <= 4 (the squares of norms, gelu's cube) is a few
+// products, which vectorize (within 2 ulps of the rounded power; 1 for y = 0, NaN too);
+// any other y calls powf (llvm.pow), which keeps the loop scalar.
+llvm::Value* emit_pow(llvm::IRBuilder<>& b, llvm::Value* x, llvm::Value* y);
 
 }  // namespace kiln::cpu

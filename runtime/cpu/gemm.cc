@@ -135,8 +135,27 @@ absl::StatusOr<GemmRunner::Bound> GemmRunner::bind(const Bindings& b, bool stabl
       KILN_ASSIGN_OR_RETURN(int64_t s, eval(src->strides->outer[d]));
       (d < nb ? op->batch : op->outer).push_back({(*dom)[d], s});
     }
-    choose_layout(*op, is_a ? out.m : out.n, out.k, out.batches);
   }
+  // A B shared by every batch (a linear on [B, S, H]: the weight's batch strides are 0) makes
+  // the batches more rows of one GEMM, C being dense over [batches, m]: one BLAS call with
+  // B*S rows instead of B calls, where A's batch and row dims are one strided run (or A is
+  // packed anyway).
+  auto shared = [](const std::vector<std::pair<int64_t, int64_t>>& dims) {
+    return std::all_of(dims.begin(), dims.end(), [](auto d) { return d.first == 1 || d.second == 0; });
+  };
+  if (out.batches > 1 && shared(out.b.batch)) {
+    std::vector<std::pair<int64_t, int64_t>> rows = out.a.batch;
+    rows.insert(rows.end(), out.a.outer.begin(), out.a.outer.end());
+    if (out.a.dtype != DType::f32 || collapse(rows).size() <= 1) {
+      out.a.outer = std::move(rows);
+      out.a.batch.clear();
+      out.b.batch.clear();
+      out.m *= out.batches;
+      out.batches = 1;
+    }
+  }
+  choose_layout(out.a, out.m, out.k, out.batches);
+  choose_layout(out.b, out.n, out.k, out.batches);
   // A weight's packed copy (kept while the weights stay) is laid out [K, N], whatever m is,
   // so that one copy serves every call; an f32 weight read in place as [N, K] gets one
   // where few rows make it pay.
@@ -190,13 +209,15 @@ void GemmRunner::run(const Bound& g, const void* a, const void* b, float* acc, T
   // Tasks: whole batches when there are enough, else blocks of rows (or of columns, for
   // the few-rows GEMMs of decoding) of each batch's C.
   int64_t threads = pool.threads();
-  bool small = static_cast<double>(g.acc_elems()) * static_cast<double>(g.k) < kMinParallelFlops;
+  double flops = static_cast<double>(g.acc_elems()) * static_cast<double>(g.k);
+  bool small = flops < kMinParallelFlops;
   int64_t splits = small || g.batches >= threads ? 1 : 2 * threads;
   bool by_rows = g.m >= g.n;
   int64_t extent = by_rows ? g.m : g.n;
-  // Column blocks stay multiples of 16 floats (whole cache lines of C).
+  // Column blocks stay multiples of 16 floats (whole cache lines of C), rounded up so that
+  // there are at most `splits` blocks.
   int64_t grain = by_rows ? 1 : 16;
-  int64_t block = std::max(grain, (extent + splits - 1) / splits / grain * grain);
+  int64_t block = ((extent + splits - 1) / splits + grain - 1) / grain * grain;
   int64_t blocks = (extent + block - 1) / block;
   int64_t tasks = g.batches * blocks;
   auto task = [&](int64_t t) {

@@ -71,7 +71,14 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn)
     finished_ = 0;
     ++generation_;
   }
-  wake_.notify_all();
+  // Only as many workers as there are chunks beside the caller's: a worker woken for
+  // nothing still costs a futex wake-up and a turn on the mutex.
+  int64_t helpers = std::min<int64_t>(n - 1, static_cast<int64_t>(workers_.size()));
+  if (helpers == static_cast<int64_t>(workers_.size())) {
+    wake_.notify_all();
+  } else {
+    for (int64_t i = 0; i < helpers; ++i) wake_.notify_one();
+  }
   run_chunks();
   std::unique_lock<std::mutex> lock(mu_);
   done_.wait(lock, [&] { return finished_ == n_; });

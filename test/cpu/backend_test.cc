@@ -219,6 +219,52 @@ TEST_CASE("cpu: NaN, infinities, zeros and denormals through math, max/min and a
   require_ok(check_cpu_on_args(g, module_of(g, schedule_per_node), args, {{"R", 8}}, nullptr));
 }
 
+TEST_CASE("cpu: pow by a small integral constant is products, any other exponent powf", "[cpu]") {
+  // Squares, cubes (gelu's tanh form as exported), fourth powers and their reciprocals; 0;
+  // and exponents that stay libm calls (fractional, or beyond 4).
+  Graph g = parse_or_fail(R"(graph pw(%x: f32[B, 5], %y: f32[B, 5]) {
+  %c0 = constant(value=0.0, dtype=f32)
+  %c1 = constant(value=1.0, dtype=f32)
+  %c2 = constant(value=2.0, dtype=f32)
+  %c3 = constant(value=3.0, dtype=f32)
+  %c4 = constant(value=4.0, dtype=f32)
+  %m1 = constant(value=-1.0, dtype=f32)
+  %m2 = constant(value=-2.0, dtype=f32)
+  %m3 = constant(value=-3.0, dtype=f32)
+  %m4 = constant(value=-4.0, dtype=f32)
+  %h = constant(value=0.5, dtype=f32)
+  %c5 = constant(value=5.0, dtype=f32)
+  %a = abs(%x)
+  %p0 = pow(%x, %c0)
+  %p1 = pow(%x, %c1)
+  %p2 = pow(%x, %c2)
+  %p3 = pow(%x, %c3)
+  %p4 = pow(%x, %c4)
+  %q1 = pow(%y, %m1)
+  %q2 = pow(%y, %m2)
+  %q3 = pow(%y, %m3)
+  %q4 = pow(%y, %m4)
+  %ph = pow(%a, %h)
+  %p5 = pow(%x, %c5)
+  %pv = pow(%a, %y)
+  return %p0, %p1, %p2, %p3, %p4, %q1, %q2, %q3, %q4, %ph, %p5, %pv
+})");
+  SECTION("random inputs") { check_all_schedules(g, bindings_of("B", {1, 7, 300}), 21, KernelGroup::Kind::Elementwise); }
+  SECTION("special values") {
+    constexpr double kInf = std::numeric_limits<double>::infinity(), kNaN = std::numeric_limits<double>::quiet_NaN();
+    std::vector<double> xs = {0.0, -0.0, kInf, -kInf, kNaN, 1e10, -1e-12, 3.5, -2.25, 1e-30};
+    HostTensor x(DType::f32, {2, 5}), y(DType::f32, {2, 5});
+    for (int i = 0; i < 10; ++i) {
+      x.set(i, xs[i]);
+      y.set(i, xs[(i + 3) % 10]);
+    }
+    TensorMap args;
+    args.emplace("x", std::move(x));
+    args.emplace("y", std::move(y));
+    require_ok(check_cpu_on_args(g, module_of(g, schedule_per_node), args, {{"B", 2}}, nullptr));
+  }
+}
+
 TEST_CASE("cpu: the MLP example at small sizes", "[cpu][examples]") {
   // examples/mlp.cc's graph with hidden 4096 -> 64 and intermediate 11008 -> 176.
   Graph g = parse_or_fail(R"(graph mlp(%x: bf16[B, 64], %w_up: bf16[176, 64] param, %w_gate: bf16[176, 64] param, %w_down: bf16[64, 176] param) {

@@ -93,6 +93,29 @@ TEST_CASE("cpu emit: contiguous elementwise, reduction and softmax loops are vec
     REQUIRE(text.find("@expf") == std::string::npos);
     REQUIRE(text.find("@erff") == std::string::npos);
   }
+  SECTION("gelu's tanh form as exported, with pow(x, 3): no powf call") {
+    auto ir = dumped_ir(parse_or_fail(R"(graph g(%x: f32[N, 128]) {
+  %three = constant(value=3.0, dtype=f32)
+  %k = constant(value=0.044715, dtype=f32)
+  %c = constant(value=0.7978846, dtype=f32)
+  %half = constant(value=0.5, dtype=f32)
+  %one = constant(value=1.0, dtype=f32)
+  %h = mul(%x, %half)
+  %x3 = pow(%x, %three)
+  %kx3 = mul(%x3, %k)
+  %s = add(%x, %kx3)
+  %u = mul(%s, %c)
+  %t = tanh(%u)
+  %t1 = add(%t, %one)
+  %y = mul(%h, %t1)
+  return %y
+})"), "gelu_pow");
+    REQUIRE(ir.size() == 1);
+    const std::string& text = ir.begin()->second;
+    INFO(text);
+    REQUIRE(has_float_vectors(text));
+    REQUIRE(text.find("pow") == std::string::npos);
+  }
   SECTION("bf16 rms_norm: the sum and the map") {
     auto ir = dumped_ir(parse_or_fail(R"(graph rms(%x: bf16[N, 512], %w: bf16[512]) {
   %y = rms_norm(%x, %w, axes=[-1])

@@ -1,6 +1,8 @@
 // GEMM operands on the CPU (issue 16): a reshape before a linear reaches BLAS in place, the
-// attention heads merge through one gather into scratch; each against the reference evaluator at several sizes per symbolic dim, and the program
-// text saying which GEMMs BLAS runs.
+// attention heads merge through one gather into scratch, batches over a shared weight fold
+// into rows, a GEMM with nothing after it writes its output from BLAS; each against the
+// reference evaluator at several sizes per symbolic dim, and the program text saying which
+// GEMMs BLAS runs.
 #include <catch2/catch.hpp>
 
 #include "ir/parser.h"
@@ -55,9 +57,12 @@ TEST_CASE("cpu: a reshape chain [B, S, H] -> [B, S*H] -> [B*S, H] before a linea
   %y = linear(%r, %w)
   return %y
 })");
+  // Nothing after the GEMM: BLAS writes the output itself, no accumulator, no epilogue.
   require_checks(checked_program(g, 26), R"(
-CHECK: BLAS k{{[0-9]+}}_linear, f32 accumulator
+CHECK: BLAS k{{[0-9]+}}_linear
 CHECK-NOT: gathered
+CHECK-NOT: accumulator
+CHECK-NOT: epilogue
 )");
 }
 
@@ -102,4 +107,21 @@ TEST_CASE("cpu: weights kept as [K, N] copies across calls of every row count", 
   std::vector<Bindings> bs;
   for (int64_t rows : {1, 3, 64, 65, 300, 2, 1}) bs.push_back({{"M", rows}});
   require_ok(testing::check_cpu_matches_reference(g, *m, bs, 25));
+}
+
+TEST_CASE("cpu: a [B, S, K] matmul by a weight shared over B runs its batches as rows of one GEMM", "[cpu][gemm]") {
+  // Folded: A dense over (B, S) in f32, or bf16 (packed either way); not folded: A's rows
+  // not one strided run (a permuted view), or B batched too.
+  Graph g = parse_or_fail(R"(graph f(%x: f32[B, S, 24], %w: f32[24, 40] param, %h: bf16[B, S, 16], %v: bf16[16, 8] param, %t: f32[S, B, 24], %u: f32[B, 24, 8]) {
+  %y = matmul(%x, %w)
+  %z = matmul(%h, %v)
+  %p = permute(%t, dims=[1, 0, 2])
+  %q = matmul(%p, %w)
+  %r = matmul(%x, %u)
+  %e = gelu(%y)
+  return %e, %z, %q, %r
+})");
+  require_checks(checked_program(g, 27), R"(
+CHECK: BLAS k{{[0-9]+}}_matmul
+)");
 }
