@@ -656,23 +656,36 @@ SymRange Importer::symbol_value_range(const SymExpr& e) const {
 absl::Status Importer::assume_nonnegative(const SymExpr& e, std::string_view what) {
   std::optional<int64_t> lo = symbol_value_range(e).lo;
   if (lo && *lo >= 0) return absl::OkStatus();
-  // c + k * S: a bound on S.
+  // c + k * S, or c + k * (S // m) with k > 0: a bound on S.
   const std::vector<SymTerm>& terms = e.poly().terms;
-  int64_t c = 0;
+  int64_t c = 0, m = 1;
   const SymTerm* linear = nullptr;
+  std::string sym;
   bool other = false;
   for (const SymTerm& t : terms) {
-    bool symbol = t.factors.size() == 1 && t.factors[0].exp == 1 && t.factors[0].atom->kind == SymAtom::Kind::Symbol;
+    const SymAtom* atom = t.factors.size() == 1 && t.factors[0].exp == 1 ? t.factors[0].atom.get() : nullptr;
+    bool symbol = atom && atom->kind == SymAtom::Kind::Symbol;
+    const SymAtom* inner = nullptr;  // S of S // m
+    if (atom && atom->kind == SymAtom::Kind::FloorDiv && t.coeff > 0 && atom->arg->terms.size() == 1) {
+      const SymTerm& a = atom->arg->terms[0];
+      if (a.coeff == 1 && a.factors.size() == 1 && a.factors[0].exp == 1 && a.factors[0].atom->kind == SymAtom::Kind::Symbol)
+        inner = a.factors[0].atom.get();
+    }
+    bool div = inner != nullptr;
     if (t.factors.empty()) c = t.coeff;
-    else if (!linear && symbol) linear = &t;
-    else other = true;
+    else if (!linear && (symbol || div)) {
+      linear = &t;
+      sym = symbol ? atom->name : inner->name;
+      if (div) m = atom->divisor;
+    } else {
+      other = true;
+    }
   }
   if (!linear || other)
     return needs_constant("slice bound: ", what, " (", e.to_string(), " >= 0) is not implied by the symbols' bounds");
-  const std::string& sym = linear->factors[0].atom->name;
   SymbolInfo info = g_.symbol_info(sym);
   int64_t k = linear->coeff;
-  if (k > 0) info.min = std::max(info.min, -floor_div(c, k));  // S >= ceil(-c / k)
+  if (k > 0) info.min = std::max(info.min, m * -floor_div(c, k));  // S // m >= ceil(-c / k)
   else info.max = std::min(info.max.value_or(std::numeric_limits<int64_t>::max()), floor_div(c, -k));
   if (info.max && info.min > *info.max)
     return bad("slice bound: ", what, " (", e.to_string(), " >= 0) needs ", sym, " outside its bounds");
@@ -698,12 +711,57 @@ absl::Status Importer::concat() {
     if (n <= kMaxKnown) return define_known(0, ins[0]->type.dtype, std::move(vals), {n});
   }
   std::vector<Value*> vs;
+  std::vector<std::pair<SymExpr, SymExpr>> differing;
   for (int i = 0; i < node_->input_size(); ++i) {
     KILN_ASSIGN_OR_RETURN(auto v, value(i));
     vs.push_back(v);
+    const Shape &a = vs[0]->shape(), &b = v->shape();
+    int64_t ax = axis->i() < 0 ? axis->i() + static_cast<int64_t>(a.size()) : axis->i();
+    if (a.size() == b.size())
+      for (size_t j = 0; j < a.size(); ++j)
+        if (static_cast<int64_t>(j) != ax && a[j] != b[j]) differing.push_back({a[j], b[j]});
   }
+  if (!differing.empty() && want_multiples(differing))
+    return unsupported("operand dims ", differing[0].first.to_string(), " and ", differing[0].second.to_string(),
+                       " agree only for some sizes (the import is rerun with the inputs' dims declared multiples)");
   KILN_ASSIGN_OR_RETURN(auto y, emit(Op::Concat, vs, {{"axis", axis->i()}}));
   return define(0, y);
+}
+
+namespace {
+// The divisors of the floordiv and mod atoms of p, by the symbols their arguments involve.
+void collect_divisors(const SymPoly& p, std::map<std::string, int64_t>& lcm_of, int64_t outer) {
+  for (const SymTerm& t : p.terms)
+    for (const SymFactor& f : t.factors) {
+      const SymAtom& a = *f.atom;
+      if (a.kind == SymAtom::Kind::Symbol) {
+        int64_t& l = lcm_of.try_emplace(a.name, 1).first->second;
+        l = std::lcm(l, outer);
+      } else {
+        collect_divisors(*a.arg, lcm_of, std::lcm(outer, a.divisor));
+      }
+    }
+}
+}  // namespace
+
+bool Importer::want_multiples(const std::vector<std::pair<SymExpr, SymExpr>>& differing) {
+  std::map<std::string, int64_t> lcm_of;
+  for (const auto& [a, b] : differing) collect_divisors(a.poly(), lcm_of, 1), collect_divisors(b.poly(), lcm_of, 1);
+  std::map<std::string, SymExpr> repl;
+  for (const auto& [s, c] : lcm_of)
+    if (c > 1 && c <= 1024) repl[s] = c * SymExpr::symbol(str_cat(s, "_q"));
+  if (repl.empty()) return false;
+  for (const auto& [a, b] : differing)
+    if (a.substitute(repl) != b.substitute(repl)) return false;
+  std::map<std::string, int64_t> want;
+  for (const auto& [s, c] : lcm_of) {
+    if (c == 1) continue;
+    if (auto it = scaled_.find(s); it != scaled_.end()) want[it->second.first] = it->second.second * c;
+    else if (dim_params_.contains(s) && !multiples_.contains(s)) want[s] = c;
+    else return false;
+  }
+  wanted_ = std::move(want);
+  return true;
 }
 
 absl::Status Importer::split() {
@@ -1368,16 +1426,120 @@ absl::Status Importer::pad() {
   return define(0, y);
 }
 
-// Resize(X, roi?, scales?, sizes?) with nearest, linear or cubic interpolation: along each
-// resized axis (static), the sum over the taps t of gather(x, index_t) * weight_t, indices
-// (edge-clamped) and weights computed here from the coordinate transformation; in f32, one
-// cast back. tf_crop_and_resize, antialias and aspect-ratio policies are not supported.
+// Where output element o of a resized axis reads: the real input coordinate of ONNX's
+// coordinate_transformation_mode for an input of length n resized by s to `len` (n * s,
+// unfloored) and `out` elements.
+absl::StatusOr<double> Importer::resize_coordinate(const std::string& ctm, double o, double n, double s, double len) {
+  if (ctm == "half_pixel") return (o + 0.5) / s - 0.5;
+  if (ctm == "pytorch_half_pixel") return len > 1 ? (o + 0.5) / s - 0.5 : 0;
+  if (ctm == "align_corners") return len > 1 ? o * (n - 1) / (len - 1) : 0;
+  if (ctm == "asymmetric") return o / s;
+  if (ctm == "tf_half_pixel_for_nn") return (o + 0.5) / s;
+  return unsupported("coordinate_transformation_mode \"", ctm, "\" is not supported");
+}
+
+// The taps of one output element at input coordinate x: (index before clamping, weight).
+absl::StatusOr<std::vector<std::pair<int64_t, double>>> Importer::resize_taps(double x) {
+  std::string mode = attr_string("mode", "nearest");
+  if (mode == "nearest") {
+    std::string nearest = attr_string("nearest_mode", opset_ < 11 ? "floor" : "round_prefer_floor");
+    double f = std::floor(x), r;
+    if (nearest == "floor") r = f;
+    else if (nearest == "ceil") r = std::ceil(x);
+    else if (nearest == "round_prefer_floor") r = x - f == 0.5 ? f : std::round(x);
+    else if (nearest == "round_prefer_ceil") r = x - f == 0.5 ? f + 1 : std::round(x);
+    else return unsupported("nearest_mode \"", nearest, "\" is not supported");
+    return std::vector<std::pair<int64_t, double>>{{static_cast<int64_t>(r), 1.0}};
+  }
+  int taps = mode == "linear" ? 2 : 4;
+  double ca = attr_float("cubic_coeff_a", -0.75);
+  int64_t base = static_cast<int64_t>(std::floor(x)) - (taps == 4 ? 1 : 0);
+  std::vector<std::pair<int64_t, double>> t(taps);
+  for (int i = 0; i < taps; ++i) {
+    double d = std::fabs(x - static_cast<double>(base + i));
+    double w = taps == 2 ? std::max(0.0, 1 - d)
+               : d <= 1 ? ((ca + 2) * d - (ca + 3)) * d * d + 1
+               : d < 2  ? ((ca * d - 5 * ca) * d + 8 * ca) * d - 4 * ca
+                        : 0;
+    t[i] = {base + i, w};
+  }
+  return t;
+}
+
+// x shifted by d along `axis` with its edge repeated: element i reads x[clamp(i + d, 0, n-1)]
+// (slices and a concat; n >= 1 is assumed by the caller).
+Importer::Ex Importer::shift_clamped(Ex x, int64_t axis, int64_t d) {
+  if (d == 0 || !x.v.ok()) return x;
+  Dim n = (*x.v)->shape()[axis];
+  auto part = [&](SymExpr s, SymExpr e) { return apply(Op::Slice, {x}, {{"axis", axis}, {"start", s}, {"end", e}}); };
+  std::vector<Ex> parts;
+  if (d < 0) {
+    for (int64_t i = 0; i < -d; ++i) parts.push_back(part(0, 1));
+    parts.push_back(part(0, n + d));
+  } else {
+    parts.push_back(part(d, n));
+    for (int64_t i = 0; i < d; ++i) parts.push_back(part(n - 1, n));
+  }
+  return apply(Op::Concat, parts, {{"axis", axis}});
+}
+
+// A symbolic dim n resized by an integer factor k: output element q*k + r reads input
+// q + t for the taps t of phase r, edge-clamped, with weights that depend on r alone (every
+// coordinate mode but align_corners is shift-invariant), so each phase is a weighted sum of
+// shifted views of x and the k phases interleave into [.., n*k, ..] by a concat and a reshape.
+Importer::Ex Importer::resize_by_phases(Ex y, int64_t axis, int64_t k, const std::string& ctm) {
+  if (!y.v.ok()) return y;
+  Shape shape = (*y.v)->shape();
+  const Dim n = shape[axis];
+  if (ctm == "align_corners" || attr_int("exclude_outside", 0) != 0)
+    return {this, unsupported("resizing the symbolic dim ", n.to_string(), " with align_corners or exclude_outside is not "
+                              "supported (their weights depend on the dim's value)")};
+  Shape one = shape;
+  one.insert(one.begin() + axis + 1, SymExpr(1));
+  std::vector<Ex> phases;
+  std::vector<std::vector<std::pair<int64_t, double>>> taps_of;
+  for (int64_t r = 0; r < k; ++r) {
+    double kd = static_cast<double>(k);
+    absl::StatusOr<double> x = resize_coordinate(ctm, static_cast<double>(r), 1e9, kd, 1e9 * kd);
+    if (!x.ok()) return {this, x.status()};
+    absl::StatusOr<std::vector<std::pair<int64_t, double>>> taps = resize_taps(*x);
+    if (!taps.ok()) return {this, taps.status()};
+    taps_of.push_back(*taps);
+  }
+  bool same = std::all_of(taps_of.begin(), taps_of.end(), [&](const auto& t) { return t == taps_of[0]; });
+  int64_t reach = 1;  // the shifted views slice n - |d| elements
+  for (const auto& taps : taps_of)
+    for (auto [d, w] : taps) reach = std::max(reach, std::abs(d));
+  if (absl::Status s = assume_nonnegative(n - reach, str_cat("resized dim ", n.to_string(), " >= ", reach)); !s.ok())
+    return {this, s};
+  for (int64_t r = 0; r < (same ? 1 : k); ++r) {
+    std::optional<Ex> sum;
+    for (auto [d, w] : taps_of[r]) {
+      if (w == 0) continue;
+      Ex t = shift_clamped(y, axis, d);
+      if (w != 1) t = t * w;
+      sum = sum ? *sum + t : t;
+    }
+    if (!sum) sum = y * 0.0;
+    phases.push_back(apply(Op::Reshape, {*sum}, {{"shape", one}}));
+  }
+  Shape both = one;
+  both[axis + 1] = k;
+  Ex stacked = same ? apply(Op::Expand, {phases[0]}, {{"shape", both}}) : apply(Op::Concat, phases, {{"axis", axis + 1}});
+  shape[axis] = n * k;
+  return apply(Op::Reshape, {stacked}, {{"shape", shape}});
+}
+
+// Resize(X, roi?, scales?, sizes?) with nearest, linear or cubic interpolation. A static
+// axis is the sum over the taps t of gather(x, index_t) * weight_t, indices (edge-clamped)
+// and weights computed here from the coordinate transformation; a symbolic axis needs an
+// integer factor (resize_by_phases). In f32, one cast back. tf_crop_and_resize, antialias
+// and aspect-ratio policies are not supported.
 absl::Status Importer::resize() {
   KILN_ASSIGN_OR_RETURN(auto xv, value(0));
   int64_t rank = xv->shape().size();
   std::string mode = attr_string("mode", "nearest");
   std::string ctm = attr_string("coordinate_transformation_mode", opset_ < 11 ? "asymmetric" : "half_pixel");
-  std::string nearest = attr_string("nearest_mode", opset_ < 11 ? "floor" : "round_prefer_floor");
   if (mode != "nearest" && mode != "linear" && mode != "cubic") return unsupported("mode \"", mode, "\" is not supported");
   if (ctm == "tf_crop_and_resize" || attr_int("antialias", 0) != 0 || attr_string("keep_aspect_ratio_policy", "stretch") != "stretch")
     return unsupported("coordinate_transformation_mode tf_crop_and_resize, antialias and keep_aspect_ratio_policy are not supported");
@@ -1385,7 +1547,7 @@ absl::Status Importer::resize() {
   std::iota(axes.begin(), axes.end(), 0);
   if (std::optional<std::vector<int64_t>> a = attr_ints("axes")) axes = *a;
   std::vector<double> scale(rank, 1.0);
-  std::vector<std::optional<int64_t>> size(rank);
+  std::vector<std::optional<SymExpr>> size(rank);
   int scales_at = opset_ < 11 ? 1 : 2;
   if (has_input(scales_at)) {
     KILN_ASSIGN_OR_RETURN(auto e, in(scales_at));
@@ -1399,7 +1561,7 @@ absl::Status Importer::resize() {
     }
   }
   if (opset_ >= 11 && has_input(3)) {
-    KILN_ASSIGN_OR_RETURN(auto sz, known_ints(3, "sizes"));
+    KILN_ASSIGN_OR_RETURN(auto sz, known(3, "sizes"));
     if (!sz.empty()) {
       if (sz.size() != axes.size()) return bad("sizes has ", sz.size(), " entries for ", axes.size(), " axes");
       for (size_t i = 0; i < axes.size(); ++i) {
@@ -1411,50 +1573,43 @@ absl::Status Importer::resize() {
   Ex y = apply(Op::Cast, {ex(xv)}, {{"dtype", DType::f32}});
   for (int64_t a = 0; a < rank; ++a) {
     if (!size[a] && scale[a] == 1.0) continue;
-    std::optional<int64_t> n = xv->shape()[a].constant();
-    if (!n) return unsupported("resizing the symbolic dim ", xv->shape()[a].to_string(), " is not supported");
     if (!(scale[a] > 0)) return bad("scale ", scale[a], " must be > 0");
-    int64_t out = size[a] ? *size[a] : static_cast<int64_t>(std::floor(static_cast<double>(*n) * scale[a]));
+    const Dim& dim = xv->shape()[a];
+    std::optional<int64_t> n = dim.constant();
+    std::optional<int64_t> out_size = size[a] ? size[a]->constant() : std::nullopt;
+    if (!n || (size[a] && !out_size)) {
+      // A symbolic dim (or size): an integer factor k, from the scale or from size = k * dim.
+      std::optional<int64_t> k;
+      if (size[a]) {
+        if (std::optional<SymExpr> q = size[a]->divide_exact(dim)) k = q->constant();
+      } else if (scale[a] >= 1 && scale[a] == std::floor(scale[a])) {
+        k = static_cast<int64_t>(scale[a]);
+      }
+      if (!k || *k < 1)
+        return unsupported("resizing the symbolic dim ", dim.to_string(), " to ",
+                           size[a] ? size[a]->to_string() : str_cat("scale ", scale[a]),
+                           " is not supported (kiln needs an integer factor)");
+      if (*k > 1) y = resize_by_phases(y, a, *k, ctm);
+      continue;
+    }
+    int64_t out = out_size ? *out_size : static_cast<int64_t>(std::floor(static_cast<double>(*n) * scale[a]));
     double s = size[a] ? static_cast<double>(out) / static_cast<double>(*n) : scale[a];
     double len = static_cast<double>(*n) * s;  // the resized length as ONNX's formulas take it, unfloored
     if (out == *n && s == 1.0) continue;
     int taps = mode == "nearest" ? 1 : mode == "linear" ? 2 : 4;
     std::vector<HostTensor> idx(taps, HostTensor(DType::i64, {out})), wt(taps, HostTensor(DType::f32, {out}));
-    double ca = attr_float("cubic_coeff_a", -0.75);
     bool exclude = attr_int("exclude_outside", 0) != 0;
     for (int64_t o = 0; o < out; ++o) {
-      double od = static_cast<double>(o), x;
-      if (ctm == "half_pixel") x = (od + 0.5) / s - 0.5;
-      else if (ctm == "pytorch_half_pixel") x = len > 1 ? (od + 0.5) / s - 0.5 : 0;
-      else if (ctm == "align_corners") x = len > 1 ? od * static_cast<double>(*n - 1) / (len - 1) : 0;
-      else if (ctm == "asymmetric") x = od / s;
-      else if (ctm == "tf_half_pixel_for_nn") x = (od + 0.5) / s;
-      else return unsupported("coordinate_transformation_mode \"", ctm, "\" is not supported");
-      auto clamp = [&](int64_t i) { return std::clamp<int64_t>(i, 0, *n - 1); };
-      if (taps == 1) {
-        double f = std::floor(x), r;
-        if (nearest == "floor") r = f;
-        else if (nearest == "ceil") r = std::ceil(x);
-        else if (nearest == "round_prefer_floor") r = x - f == 0.5 ? f : std::round(x);
-        else if (nearest == "round_prefer_ceil") r = x - f == 0.5 ? f + 1 : std::round(x);
-        else return unsupported("nearest_mode \"", nearest, "\" is not supported");
-        idx[0].set_int(o, clamp(static_cast<int64_t>(r)));
-        wt[0].set(o, 1.0);
-        continue;
-      }
-      int64_t base = static_cast<int64_t>(std::floor(x)) - (taps == 4 ? 1 : 0);
-      std::vector<double> w(taps);
+      KILN_ASSIGN_OR_RETURN(double x, resize_coordinate(ctm, static_cast<double>(o), static_cast<double>(*n), s, len));
+      KILN_ASSIGN_OR_RETURN(auto w, resize_taps(x));
       double total = 0;
-      for (int t = 0; t < taps; ++t) {
-        double d = std::fabs(x - static_cast<double>(base + t));
-        if (taps == 2) w[t] = std::max(0.0, 1 - d);
-        else w[t] = d <= 1 ? ((ca + 2) * d - (ca + 3)) * d * d + 1 : d < 2 ? ((ca * d - 5 * ca) * d + 8 * ca) * d - 4 * ca : 0;
-        if (exclude && (base + t < 0 || base + t >= *n)) w[t] = 0;
-        total += w[t];
+      for (auto& [i, wi] : w) {
+        if (exclude && (i < 0 || i >= *n)) wi = 0;
+        total += wi;
       }
       for (int t = 0; t < taps; ++t) {
-        idx[t].set_int(o, clamp(base + t));
-        wt[t].set(o, exclude && total != 0 ? w[t] / total : w[t]);
+        idx[t].set_int(o, std::clamp<int64_t>(w[t].first, 0, *n - 1));
+        wt[t].set(o, exclude && total != 0 ? w[t].second / total : w[t].second);
       }
     }
     Shape wshape(rank - a, SymExpr(1));
