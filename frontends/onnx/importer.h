@@ -229,6 +229,22 @@ class Importer {
   absl::Status hyperbolic();
   absl::Status arc_trig();
 
+  // recurrent networks, LRN, ReverseSequence, integer Pow (issue 16)
+  absl::Status recurrent();
+  Ex rnn_activation(const Ex& x, const std::string& f, std::optional<double> alpha, std::optional<double> beta);
+  Ex reverse_within(const Ex& x, const Ex& lens, int64_t time, int64_t batch_axis);
+  absl::Status reverse_sequence();
+  absl::Status lrn();
+  absl::Status integer_pow(Value* base, Value* exponent);
+  // DFT and STFT (issue 16)
+  std::pair<Ex, Ex> dft_last(Ex re, std::optional<Ex> im, int64_t n, int64_t len, bool inverse, bool onesided);
+  std::pair<Ex, std::optional<Ex>> complex_parts(Value* x);
+  Ex stack_complex(const Ex& re, const Ex& im);
+  absl::Status dft();
+  absl::Status stft();
+  absl::Status grid_sample();
+  absl::Status scatter_nd();
+
   Ex ex(Value* v) { return {this, v}; }
   // softmax, log_softmax and hardmax along `axis`; before opset 13 they see the input
   // flattened to 2-D at `axis` and work along its rows.
