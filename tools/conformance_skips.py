@@ -66,8 +66,7 @@ CATEGORIES = [
      op_in("DFT", "STFT", "BlackmanWindow", "HammingWindow", "HannWindow", "MelWeightMatrix")),
     ("Convolution, pooling, resizing: what is left",
      "TopK needs an op of its own (values and int64 indices; a sort network or selection "
-     "kernel); MaxPool's Indices output, an exact float fmod (Mod with fmod=1) and Resize's "
-     "tf_crop_and_resize are not implemented yet.",
+     "kernel); Mod of floats (fmod=1) needs an exact fmod op (x - trunc(x / y) * y rounds).",
      op_in("Conv", "ConvTranspose", "MaxPool", "AveragePool", "Pad", "Resize", "Upsample", "Mod", "TopK",
            "Clip", "Sign", "CumSum", "Einsum", "HardSwish", "HardSigmoid", "InstanceNormalization",
            "GroupNormalization")),
@@ -79,9 +78,9 @@ CATEGORIES = [
      lambda op, reason: op if (op in ("NonZero", "Unique", "Compress", "NonMaxSuppression", "OneHot")
                                or "must be known at import time" in reason) else None),
     ("Not yet implemented",
-     "Inference ops kiln could support with the existing machinery: Det, MaxUnpool and "
-     "RoiAlign need handlers or ops of their own; DynamicQuantizeLinear needs u8; "
-     "TfIdfVectorizer needs n-gram counting.",
+     "Inference ops kiln could support with the existing machinery: MaxUnpool and RoiAlign "
+     "need handlers or ops of their own; DynamicQuantizeLinear needs u8; TfIdfVectorizer "
+     "needs n-gram counting.",
      op_in("Pow", "ScatterND", "ReverseSequence", "Det", "LRN", "MaxUnpool",
            "GridSample", "RoiAlign", "DynamicQuantizeLinear", "TfIdfVectorizer")),
     ("Test data that contradicts the model",

@@ -244,6 +244,8 @@ class Importer {
   absl::Status stft();
   absl::Status grid_sample();
   absl::Status scatter_nd();
+  absl::Status det();
+  absl::Status max_pool_indices(Value* x, const std::vector<int64_t>& kernel, const WindowAttrs& wa);
 
   Ex ex(Value* v) { return {this, v}; }
   // softmax, log_softmax and hardmax along `axis`; before opset 13 they see the input

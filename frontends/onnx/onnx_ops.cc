@@ -291,6 +291,7 @@ const std::map<std::string, Importer::OpSpec, std::less<>>& Importer::op_table()
       {"DFT", {&Importer::dft, {{"axis", kInt}, {"inverse", kInt}, {"onesided", kInt}}}},
       {"STFT", {&Importer::stft, {{"onesided", kInt}}}},
       {"ScatterND", {&Importer::scatter_nd, {{"reduction", kString}}}},
+      {"Det", {&Importer::det, {}}},
       {"GridSample", {&Importer::grid_sample, {{"align_corners", kInt}, {"mode", kString}, {"padding_mode", kString}}}},
   };
   return *table;
@@ -1344,9 +1345,6 @@ absl::Status Importer::conv() {
 
 absl::Status Importer::pool() {
   KILN_ASSIGN_OR_RETURN(auto x, value(0));
-  if (node_->output_size() > 1 && !node_->output(1).empty())
-    return unsupported("the Indices output of MaxPool is not supported");
-  if (attr_int("storage_order", 0) != 0) return unsupported("storage_order 1 is not supported");
   std::optional<std::vector<int64_t>> kernel = attr_ints("kernel_shape");
   if (!kernel) return bad("needs kernel_shape");
   if (x->shape().size() != kernel->size() + 2)
@@ -1357,6 +1355,7 @@ absl::Status Importer::pool() {
                                      {{"kernel", *kernel}, {"strides", wa.strides}, {"pads", wa.pads},
                                       {"dilations", wa.dilations}, {"ceil_mode", attr_int("ceil_mode", 0) != 0},
                                       {"count_include_pad", attr_int("count_include_pad", 0) != 0}}));
+  if (max && node_->output_size() > 1 && !node_->output(1).empty()) KILN_RETURN_IF_ERROR(max_pool_indices(x, *kernel, wa));
   return define(0, y);
 }
 
@@ -1558,8 +1557,8 @@ absl::Status Importer::resize() {
   std::string mode = attr_string("mode", "nearest");
   std::string ctm = attr_string("coordinate_transformation_mode", opset_ < 11 ? "asymmetric" : "half_pixel");
   if (mode != "nearest" && mode != "linear" && mode != "cubic") return unsupported("mode \"", mode, "\" is not supported");
-  if (ctm == "tf_crop_and_resize" || attr_int("antialias", 0) != 0 || attr_string("keep_aspect_ratio_policy", "stretch") != "stretch")
-    return unsupported("coordinate_transformation_mode tf_crop_and_resize, antialias and keep_aspect_ratio_policy are not supported");
+  if (attr_int("antialias", 0) != 0 || attr_string("keep_aspect_ratio_policy", "stretch") != "stretch")
+    return unsupported("antialias and keep_aspect_ratio_policy are not supported");
   std::vector<int64_t> axes(rank);
   std::iota(axes.begin(), axes.end(), 0);
   if (std::optional<std::vector<int64_t>> a = attr_ints("axes")) axes = *a;
@@ -1587,9 +1586,24 @@ absl::Status Importer::resize() {
       }
     }
   }
+  // tf_crop_and_resize: the region of interest [starts..., ends...] (of the resized axes), as
+  // fractions of each dim; output points outside the input take extrapolation_value.
+  bool crop = ctm == "tf_crop_and_resize";
+  std::vector<double> roi_start(rank, 0.0), roi_end(rank, 1.0);
+  if (crop) {
+    KILN_ASSIGN_OR_RETURN(auto e, in(1));
+    if (!e->data) return needs_constant("roi must be known at import time");
+    if (e->data->numel() != 2 * static_cast<int64_t>(axes.size())) return bad("roi has ", e->data->numel(), " entries for ", axes.size(), " axes");
+    for (size_t i = 0; i < axes.size(); ++i) {
+      KILN_ASSIGN_OR_RETURN(int64_t a, axis_in("axis", axes[i], rank));
+      roi_start[a] = e->data->get(i), roi_end[a] = e->data->get(axes.size() + i);
+    }
+  }
   Ex y = apply(Op::Cast, {ex(xv)}, {{"dtype", DType::f32}});
-  for (int64_t a = 0; a < rank; ++a) {
-    if (!size[a] && scale[a] == 1.0) continue;
+  // Axes one by one (innermost first for the crop, as ONNX's recursion extrapolates).
+  for (int64_t step = 0; step < rank; ++step) {
+    int64_t a = crop ? rank - 1 - step : step;
+    if (!crop && !size[a] && scale[a] == 1.0) continue;
     if (!(scale[a] > 0)) return bad("scale ", scale[a], " must be > 0");
     const Dim& dim = xv->shape()[a];
     std::optional<int64_t> n = dim.constant();
@@ -1602,7 +1616,7 @@ absl::Status Importer::resize() {
       } else if (scale[a] >= 1 && scale[a] == std::floor(scale[a])) {
         k = static_cast<int64_t>(scale[a]);
       }
-      if (!k || *k < 1)
+      if (!k || *k < 1 || crop)
         return unsupported("resizing the symbolic dim ", dim.to_string(), " to ",
                            size[a] ? size[a]->to_string() : str_cat("scale ", scale[a]),
                            " is not supported (kiln needs an integer factor)");
@@ -1612,12 +1626,21 @@ absl::Status Importer::resize() {
     int64_t out = out_size ? *out_size : static_cast<int64_t>(std::floor(static_cast<double>(*n) * scale[a]));
     double s = size[a] ? static_cast<double>(out) / static_cast<double>(*n) : scale[a];
     double len = static_cast<double>(*n) * s;  // the resized length as ONNX's formulas take it, unfloored
-    if (out == *n && s == 1.0) continue;
+    if (out == *n && s == 1.0 && !crop) continue;
     int taps = mode == "nearest" ? 1 : mode == "linear" ? 2 : 4;
     std::vector<HostTensor> idx(taps, HostTensor(DType::i64, {out})), wt(taps, HostTensor(DType::f32, {out}));
-    bool exclude = attr_int("exclude_outside", 0) != 0;
+    HostTensor outside(DType::boolean, {out});
+    bool exclude = attr_int("exclude_outside", 0) != 0, any_outside = false;
     for (int64_t o = 0; o < out; ++o) {
-      KILN_ASSIGN_OR_RETURN(double x, resize_coordinate(ctm, static_cast<double>(o), static_cast<double>(*n), s, len));
+      double x, od = static_cast<double>(o), last = static_cast<double>(*n - 1);
+      if (crop) {
+        double st = roi_start[a], en = roi_end[a];
+        x = out > 1 ? st * last + od * (en - st) * last / static_cast<double>(out - 1) : 0.5 * (st + en) * last;
+        outside.set_int(o, x < 0 || x > last);
+        any_outside |= x < 0 || x > last;
+      } else {
+        KILN_ASSIGN_OR_RETURN(x, resize_coordinate(ctm, od, static_cast<double>(*n), s, len));
+      }
       KILN_ASSIGN_OR_RETURN(auto w, resize_taps(x));
       double total = 0;
       for (auto& [i, wi] : w) {
@@ -1645,6 +1668,11 @@ absl::Status Importer::resize() {
       sum = sum ? *sum + g : g;
     }
     y = *sum;
+    if (any_outside) {
+      Entry me{TensorType{DType::boolean, {out}}, nullptr, std::make_shared<const HostTensor>(std::move(outside)), std::nullopt};
+      KILN_ASSIGN_OR_RETURN(Value* mv, materialize(str_cat(node_->output(0), "_resize", a, "_outside"), me));
+      y = select(apply(Op::Reshape, {ex(mv)}, {{"shape", wshape}}), constant_like(y, attr_float("extrapolation_value", 0.0)), y);
+    }
   }
   return define(0, apply(Op::Cast, {y}, {{"dtype", xv->dtype()}}));
 }
@@ -2595,6 +2623,83 @@ absl::Status Importer::scatter_nd() {
     else y = select(apply(Op::Max, {apply(Op::Cast, {hit}, {{"dtype", DType::i32}})}, over_u) > 0.0, s, x);
   }
   return define(0, apply(Op::Reshape, {y}, {{"shape", ds}}));
+}
+
+// MaxPool's Indices output: the window view of x (padding at the lowest float) reduced by
+// argmax over its flattened kernel dims gives the window offset of the first maximum, from
+// which the flat row-major index into x [N, C, spatial...] follows. Static C and spatial dims.
+absl::Status Importer::max_pool_indices(Value* x, const std::vector<int64_t>& kernel, const WindowAttrs& wa) {
+  const Shape& xs = x->shape();
+  int64_t sp = kernel.size(), rank = xs.size();
+  std::vector<int64_t> dims;  // C, spatial...
+  for (int64_t i = 1; i < rank; ++i) {
+    if (!xs[i].constant()) return unsupported("the Indices output needs static channel and spatial dims, got ", x->type().to_string());
+    dims.push_back(*xs[i].constant());
+  }
+  Ex win = apply(Op::Window, {ex(x)}, {{"kernel", kernel}, {"strides", wa.strides}, {"pads", wa.pads}, {"dilations", wa.dilations},
+                                      {"ceil_mode", attr_int("ceil_mode", 0) != 0},
+                                      {"pad_value", static_cast<double>(std::numeric_limits<float>::lowest())}});
+  if (!win.v.ok()) return win.v.status();
+  Shape ws = (*win.v)->shape(), flat_k(ws.begin(), ws.begin() + 2);  // [N, C, k..., o...]
+  int64_t kn = 1;
+  for (int64_t k : kernel) kn *= k;
+  flat_k.push_back(kn);
+  flat_k.insert(flat_k.end(), ws.begin() + 2 + sp, ws.end());
+  Ex local = apply(Op::ArgMax, {apply(Op::Reshape, {win}, {{"shape", flat_k}})}, {{"axis", int64_t{2}}, {"keepdim", false}});
+  Shape out(ws.begin(), ws.begin() + 2);
+  out.insert(out.end(), ws.begin() + 2 + sp, ws.end());
+  auto iota = [&](int64_t axis) {
+    Shape s(rank, SymExpr(1));
+    s[axis] = out[axis];
+    return apply(Op::Iota, {}, {{"shape", s}, {"axis", axis}, {"dtype", DType::i64}});
+  };
+  // storage_order 1 numbers the spatial positions column-major (the first spatial dim fastest).
+  bool column_major = attr_int("storage_order", 0) != 0;
+  int64_t plane = 1;
+  for (int64_t i = 0; i < sp; ++i) plane *= dims[1 + i];
+  Ex flat = (iota(0) * static_cast<double>(dims[0]) + iota(1)) * static_cast<double>(plane);  // (n * C + c) * plane
+  int64_t inner = kn;
+  for (int64_t i = 0; i < sp; ++i) {
+    inner /= kernel[i];
+    Ex ki = local / static_cast<double>(inner);
+    ki = ki - (ki / static_cast<double>(kernel[i])) * static_cast<double>(kernel[i]);  // (local // inner) % k_i
+    Ex pos = iota(2 + i) * static_cast<double>(wa.strides[i]) - static_cast<double>(wa.pads[i]) + ki * static_cast<double>(wa.dilations[i]);
+    int64_t stride = 1;
+    for (int64_t j = column_major ? 0 : i + 1; j < (column_major ? i : sp); ++j) stride *= dims[1 + j];
+    flat = flat + pos * static_cast<double>(stride);
+  }
+  return define(1, flat);
+}
+
+// Det of [.., n, n] for static n <= 4: the Leibniz sum over the n! permutations of signed
+// products of entries (at most 24 terms of 4 factors; larger n needs an LU op).
+absl::Status Importer::det() {
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
+  const Shape& s = xv->shape();
+  int64_t rank = s.size();
+  std::optional<int64_t> n = rank >= 2 ? s[rank - 1].constant() : std::nullopt;
+  if (!is_float(xv->dtype()) || !n || s[rank - 2] != s[rank - 1]) return bad("expects float square matrices [.., n, n], got ", xv->type().to_string());
+  if (*n > 4) return unsupported("Det of ", *n, "x", *n, " matrices is not supported (kiln computes n <= 4 by the Leibniz formula)");
+  Shape flat(s.begin(), s.end() - 2);
+  flat.push_back(*n * *n);
+  Ex x = apply(Op::Reshape, {apply(Op::Cast, {ex(xv)}, {{"dtype", DType::f32}})}, {{"shape", flat}});
+  std::vector<Ex> entry;
+  for (int64_t i = 0; i < *n * *n; ++i)
+    entry.push_back(apply(Op::Squeeze, {apply(Op::Slice, {x}, {{"axis", rank - 2}, {"start", SymExpr(i)}, {"end", SymExpr(i + 1)}})},
+                          {{"axes", std::vector<int64_t>{rank - 2}}}));
+  std::vector<int64_t> perm(*n);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::optional<Ex> sum;
+  do {
+    int64_t inversions = 0;
+    for (int64_t i = 0; i < *n; ++i)
+      for (int64_t j = i + 1; j < *n; ++j) inversions += perm[i] > perm[j];
+    Ex term = entry[perm[0]];
+    for (int64_t i = 1; i < *n; ++i) term = term * entry[i * *n + perm[i]];
+    if (!sum) sum = inversions % 2 ? 0.0 - term : term;
+    else sum = inversions % 2 ? *sum - term : *sum + term;
+  } while (std::next_permutation(perm.begin(), perm.end()));
+  return define(0, apply(Op::Cast, {*sum}, {{"dtype", xv->dtype()}}));
 }
 
 }  // namespace kiln::onnx_detail
