@@ -78,9 +78,9 @@ CATEGORIES = [
      lambda op, reason: op if (op in ("NonZero", "Unique", "Compress", "NonMaxSuppression", "OneHot")
                                or "must be known at import time" in reason) else None),
     ("Not yet implemented",
-     "Inference ops kiln could support with the existing machinery: MaxUnpool and RoiAlign "
-     "need handlers or ops of their own; DynamicQuantizeLinear needs u8; TfIdfVectorizer "
-     "needs n-gram counting.",
+     "Inference ops kiln could support with the existing machinery: RoiAlign needs a "
+     "handler (a gather-based bilinear sampler like GridSample's); DynamicQuantizeLinear "
+     "needs u8; TfIdfVectorizer needs n-gram counting.",
      op_in("Pow", "ScatterND", "ReverseSequence", "Det", "LRN", "MaxUnpool",
            "GridSample", "RoiAlign", "DynamicQuantizeLinear", "TfIdfVectorizer")),
     ("Test data that contradicts the model",

@@ -245,6 +245,7 @@ class Importer {
   absl::Status grid_sample();
   absl::Status scatter_nd();
   absl::Status det();
+  absl::Status max_unpool();
   absl::Status max_pool_indices(Value* x, const std::vector<int64_t>& kernel, const WindowAttrs& wa);
 
   Ex ex(Value* v) { return {this, v}; }

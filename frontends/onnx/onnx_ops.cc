@@ -292,6 +292,7 @@ const std::map<std::string, Importer::OpSpec, std::less<>>& Importer::op_table()
       {"STFT", {&Importer::stft, {{"onesided", kInt}}}},
       {"ScatterND", {&Importer::scatter_nd, {{"reduction", kString}}}},
       {"Det", {&Importer::det, {}}},
+      {"MaxUnpool", {&Importer::max_unpool, {{"kernel_shape", kInts}, {"pads", kInts}, {"strides", kInts}}}},
       {"GridSample", {&Importer::grid_sample, {{"align_corners", kInt}, {"mode", kString}, {"padding_mode", kString}}}},
   };
   return *table;
@@ -2700,6 +2701,57 @@ absl::Status Importer::det() {
     else sum = inversions % 2 ? *sum - term : *sum + term;
   } while (std::next_permutation(perm.begin(), perm.end()));
   return define(0, apply(Op::Cast, {*sum}, {{"dtype", xv->dtype()}}));
+}
+
+// MaxUnpool(X, I, output_shape?): zeros of the unpooled shape with X's values written at
+// the flat indices I (MaxPool's Indices into [N, C, spatial...]). Per (n, c) plane, output
+// position m sums the inputs whose index is (n*C + c)*plane + m: an index-hit sum, quadratic
+// in the plane size (like ScatterElements). Static C and spatial dims.
+absl::Status Importer::max_unpool() {
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
+  KILN_ASSIGN_OR_RETURN(auto iv, value(1));
+  std::optional<std::vector<int64_t>> kernel = attr_ints("kernel_shape");
+  const Shape& xs = xv->shape();
+  int64_t rank = xs.size();
+  if (!kernel || rank != static_cast<int64_t>(kernel->size()) + 2) return bad("needs kernel_shape for x [N, C, spatial...], got ", xv->type().to_string());
+  if (!is_integer(iv->dtype()) || iv->shape() != xs) return bad("I must be integer indices of x's shape, got ", iv->type().to_string());
+  int64_t sp = kernel->size();
+  std::vector<int64_t> strides = attr_ints("strides").value_or(std::vector<int64_t>(sp, 1));
+  std::vector<int64_t> pads = attr_ints("pads").value_or(std::vector<int64_t>(2 * sp, 0));
+  if (static_cast<int64_t>(strides.size()) != sp || static_cast<int64_t>(pads.size()) != 2 * sp) return bad("strides and pads do not match kernel_shape");
+  Shape out{xs[0], xs[1]};
+  int64_t pin = 1, pout = 1;
+  for (int64_t i = 1; i < rank; ++i)
+    if (!xs[i].constant()) return unsupported("MaxUnpool needs static channel and spatial dims, got ", xv->type().to_string());
+  for (int64_t i = 0; i < sp; ++i) {
+    int64_t in = *xs[2 + i].constant(), o = (in - 1) * strides[i] + (*kernel)[i] - pads[i] - pads[sp + i];
+    out.push_back(o), pin *= in, pout *= o;
+  }
+  std::vector<int64_t> os;  // output_shape: the default-shaped result padded (or cut) at the end
+  if (has_input(2)) {
+    KILN_ASSIGN_OR_RETURN(os, known_ints(2, "output_shape"));
+    if (static_cast<int64_t>(os.size()) != rank) return bad("output_shape must have ", rank, " entries");
+  }
+  int64_t c = *xs[1].constant();
+  Shape col{xs[0], xs[1], SymExpr(pin), SymExpr(1)};
+  Ex x = apply(Op::Reshape, {ex(xv)}, {{"shape", col}});
+  Ex idx = apply(Op::Reshape, {apply(Op::Cast, {ex(iv)}, {{"dtype", DType::i64}})}, {{"shape", col}});
+  auto iota = [&](Shape s, int64_t axis) { return apply(Op::Iota, {}, {{"shape", s}, {"axis", axis}, {"dtype", DType::i64}}); };
+  Ex base = (iota({xs[0], 1, 1, 1}, 0) * static_cast<double>(c) + iota({1, xs[1], 1, 1}, 1)) * static_cast<double>(pout);
+  Ex hit = (idx - base) == iota({1, 1, 1, pout}, 3);
+  Ex y = apply(Op::Reshape, {apply(Op::Sum, {select(hit, x, 0.0)}, {{"axes", std::vector<int64_t>{2}}, {"keepdim", false}})},
+                {{"shape", out}});
+  for (int64_t i = 0; !os.empty() && i < sp; ++i) {
+    int64_t have = *out[2 + i].constant(), want = os[2 + i];
+    if (want < have) y = apply(Op::Slice, {y}, {{"axis", 2 + i}, {"end", SymExpr(want)}});
+    if (want > have) {
+      Shape zs = out;
+      zs[2 + i] = want - have;
+      y = apply(Op::Concat, {y, apply(Op::Expand, {constant_like(y, 0)}, {{"shape", zs}})}, {{"axis", 2 + i}});
+    }
+    out[2 + i] = want;
+  }
+  return define(0, y);
 }
 
 }  // namespace kiln::onnx_detail
