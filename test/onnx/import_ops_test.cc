@@ -8,6 +8,7 @@
 #include <map>
 #include <variant>
 
+#include "compiler/compile.h"
 #include "ir/str.h"
 #include "passes/decompose.h"
 #include "passes/simplify.h"
@@ -454,6 +455,21 @@ TEST_CASE("A Concat of H // 4 * 4 with H makes the import declare H a multiple o
   absl::StatusOr<std::vector<HostTensor>> bad = evaluate(g, {{"x", random_tensor(DType::f32, {1, 1, 10}, 80)}});
   REQUIRE(!bad.ok());
   CHECK_THAT(std::string(bad.status().message()), Catch::Contains("expected a multiple of 4"));
+#if KILN_WITH_LLVM
+  // The compiled graph binds H_div4 from the call's dim and rejects a non-multiple the same way.
+  absl::StatusOr<CompiledGraph> cg = compile(g, {.device = Device::Cpu});
+  INFO(status_message(cg.status()));
+  REQUIRE(cg.ok());
+  TensorMap ok_args{{"x", random_tensor(DType::f32, {3, 1, 8}, 81)}};
+  absl::StatusOr<std::vector<HostTensor>> cpu = run_host(*cg, ok_args);
+  INFO(status_message(cpu.status()));
+  REQUIRE(cpu.ok());
+  std::vector<HostTensor> ref = run(g, ok_args);
+  for (int64_t i = 0; i < ref[0].numel(); ++i) CHECK((*cpu)[0].get(i) == ref[0].get(i));
+  absl::StatusOr<std::vector<HostTensor>> rejected = run_host(*cg, {{"x", random_tensor(DType::f32, {1, 1, 10}, 82)}});
+  REQUIRE(!rejected.ok());
+  CHECK_THAT(status_message(rejected.status()), Catch::Contains("expected a multiple of 4 (4*H_div4), got 10"));
+#endif
 }
 
 }  // namespace
