@@ -35,12 +35,12 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 
 // How each dim of each runtime argument is checked and binds symbols, precomputed so that a
 // call costs a few integer compares: a static dim must equal its value; the first plain
-// symbol dim binds its slot, later ones must agree; a compound dim (B*T) is checked once all
+// (or scaled: c*S, which must divide by c) symbol dim binds its slot, later ones must agree; a compound dim (B*T) is checked once all
 // slots are bound.
 struct DimRule {
   enum class Kind : uint8_t { Static, Symbol, Expr };
   Kind kind;
-  int64_t value = 0;  // Static
+  int64_t value = 0;  // Static; Symbol: the dim is value * the slot's symbol
   int slot = -1;      // Symbol
   SymExpr expr;       // Expr
 };
@@ -161,11 +161,15 @@ struct CompiledGraph::Impl {
             break;
           case DimRule::Kind::Symbol: {
             int64_t& s = syms[r[d].slot];
+            int64_t c = r[d].value;
+            if (got % c != 0)
+              return invalid_argument(arg_name(i), " dim ", d, ": expected a multiple of ", c, " (", c, "*",
+                                      module->symbols[r[d].slot], "), got ", got);
             if (s < 0) {
-              s = got;
-            } else if (s != got) {
+              s = got / c;
+            } else if (s != got / c) {
               return invalid_argument(arg_name(i), " dim ", d, ": ", module->symbols[r[d].slot], " is ", s, " from ",
-                                      slot_source[r[d].slot], ", got ", got);
+                                      slot_source[r[d].slot], ", got ", got / c);
             }
             break;
           }
@@ -454,7 +458,7 @@ absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<DeviceAdap
   im->module = module;
   const Graph& og = module->state.graph;
 
-  // The dispatch rules: every symbol must be bound by some plain symbol dim.
+  // The dispatch rules: every symbol must be bound by some plain (or scaled, c*S) symbol dim.
   im->bounds.resize(module->symbols.size());
   im->slot_source.resize(module->symbols.size());
   auto slot_of = [&](const std::string& s) {
@@ -467,10 +471,10 @@ absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<DeviceAdap
     for (size_t d = 0; d < shape.size(); ++d) {
       if (std::optional<int64_t> c = shape[d].constant()) {
         r.push_back({DimRule::Kind::Static, *c, -1, SymExpr()});
-      } else if (shape[d].is_symbol()) {
-        int slot = slot_of(shape[d].symbol_name());
+      } else if (std::optional<std::pair<int64_t, std::string>> cs = shape[d].scaled_symbol()) {
+        int slot = slot_of(cs->second);
         if (im->slot_source[slot].empty()) im->slot_source[slot] = str_cat(im->arg_name(i), " dim ", d);
-        r.push_back({DimRule::Kind::Symbol, 0, slot, SymExpr()});
+        r.push_back({DimRule::Kind::Symbol, cs->first, slot, SymExpr()});
       } else {
         r.push_back({DimRule::Kind::Expr, 0, -1, shape[d]});
       }

@@ -255,7 +255,7 @@ absl::StatusOr<Bindings> bind_symbols(const Graph& g,
                                       const std::map<std::string, std::vector<int64_t>>& shapes) {
   Bindings b;
   auto fail = [](auto&&... parts) { return invalid_argument(parts...); };
-  // Plain symbols bind first; then every dim (expressions included) must agree.
+  // Plain (or scaled: c*S) symbols bind first; then every dim (expressions included) must agree.
   for (const Value* v : g.args()) {
     auto it = shapes.find(v->name());
     if (it == shapes.end()) continue;
@@ -263,12 +263,16 @@ absl::StatusOr<Bindings> bind_symbols(const Graph& g,
       return fail("%", v->name(), ": expected rank ", v->shape().size(), " (", v->type().to_string(),
                   "), got shape [", fmt::format("{}", fmt::join(it->second, ", ")), "]");
     for (size_t i = 0; i < it->second.size(); ++i) {
-      const Dim& d = v->shape()[i];
-      if (!d.is_symbol()) continue;
-      auto [pos, inserted] = b.emplace(d.symbol_name(), it->second[i]);
-      if (!inserted && pos->second != it->second[i])
-        return fail("symbol ", d.symbol_name(), " is ", pos->second, " from an earlier argument but ",
-                    it->second[i], " from %", v->name(), " dim ", i);
+      std::optional<std::pair<int64_t, std::string>> cs = v->shape()[i].scaled_symbol();
+      if (!cs) continue;
+      auto [c, sym] = *cs;
+      if (it->second[i] % c != 0)
+        return fail("%", v->name(), " dim ", i, ": expected a multiple of ", c, " (", v->shape()[i].to_string(),
+                    "), got ", it->second[i]);
+      auto [pos, inserted] = b.emplace(sym, it->second[i] / c);
+      if (!inserted && pos->second != it->second[i] / c)
+        return fail("symbol ", sym, " is ", pos->second, " from an earlier argument but ",
+                    it->second[i] / c, " from %", v->name(), " dim ", i);
     }
   }
   for (const Value* v : g.args()) {

@@ -199,6 +199,13 @@ std::string SymExpr::symbol_name() const {
   return is_symbol() ? p_->terms[0].factors[0].atom->name : std::string();
 }
 
+std::optional<std::pair<int64_t, std::string>> SymExpr::scaled_symbol() const {
+  if (p_->terms.size() != 1 || p_->terms[0].coeff < 1) return std::nullopt;
+  const SymTerm& t = p_->terms[0];
+  if (t.factors.size() != 1 || t.factors[0].exp != 1 || t.factors[0].atom->kind != SymAtom::Kind::Symbol) return std::nullopt;
+  return std::pair{t.coeff, t.factors[0].atom->name};
+}
+
 SymExpr operator+(const SymExpr& a, const SymExpr& b) {
   std::vector<SymTerm> t = a.p_->terms;
   t.insert(t.end(), b.p_->terms.begin(), b.p_->terms.end());

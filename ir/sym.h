@@ -47,6 +47,9 @@ class SymExpr {
   std::optional<int64_t> constant() const;  // the value if constant
   bool is_symbol() const;                   // exactly one symbol, coefficient 1
   std::string symbol_name() const;          // requires is_symbol()
+  // (c, S) when the expression is c*S for a symbol S and a constant c >= 1 (an input dim
+  // that an importer declared a multiple of c), nullopt otherwise.
+  std::optional<std::pair<int64_t, std::string>> scaled_symbol() const;
 
   friend SymExpr operator+(const SymExpr& a, const SymExpr& b);
   friend SymExpr operator-(const SymExpr& a, const SymExpr& b);

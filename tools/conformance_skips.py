@@ -55,16 +55,17 @@ CATEGORIES = [
      "graphs in the IR and host-side control in the executor.",
      op_in("If", "Loop", "Scan")),
     ("Recurrent networks",
-     "RNN, GRU and LSTM are loops over time with state; they need the control flow above (or "
-     "a dedicated recurrent op with its own kernels).",
+     "RNN, GRU and LSTM import unrolled over a static sequence length; a symbolic one would "
+     "need the control flow above (or a dedicated recurrent op with its own kernels).",
      op_in("RNN", "GRU", "LSTM")),
     ("Signal processing",
-     "DFT/STFT and window functions: need complex values (or a real/imaginary pair layout) "
-     "and FFT kernels. Out of scope.",
+     "DFT and STFT import as real matmuls with constant cos/sin matrices (ONNX's trailing "
+     "real/imaginary dim) over a static length. The window functions and MelWeightMatrix take "
+     "their sizes as graph inputs in these tests: their output shape is the input's value.",
      op_in("DFT", "STFT", "BlackmanWindow", "HammingWindow", "HannWindow", "MelWeightMatrix")),
-    ("Convolution, pooling, padding, resizing (another branch)",
-     "Being added on the conv branch (Conv, ConvTranspose, MaxPool, AveragePool, Pad, Resize, "
-     "Mod of floats, TopK, ...). Regenerate this file after merging it.",
+    ("Convolution, pooling, resizing: what is left",
+     "TopK needs an op of its own (values and int64 indices; a sort network or selection "
+     "kernel); Mod of floats (fmod=1) needs an exact fmod op (x - trunc(x / y) * y rounds).",
      op_in("Conv", "ConvTranspose", "MaxPool", "AveragePool", "Pad", "Resize", "Upsample", "Mod", "TopK",
            "Clip", "Sign", "CumSum", "Einsum", "HardSwish", "HardSigmoid", "InstanceNormalization",
            "GroupNormalization")),
@@ -76,10 +77,9 @@ CATEGORIES = [
      lambda op, reason: op if (op in ("NonZero", "Unique", "Compress", "NonMaxSuppression", "OneHot")
                                or "must be known at import time" in reason) else None),
     ("Not yet implemented",
-     "Inference ops kiln could support with the existing machinery. Pow of integer "
-     "bases needs integer exponentiation (square-and-multiply); ScatterND, ReverseSequence, "
-     "Det, LRN, MaxUnpool, GridSample and RoiAlign need handlers or ops of their own; "
-     "TfIdfVectorizer needs n-gram counting.",
+     "Inference ops kiln could support with the existing machinery: RoiAlign needs a "
+     "handler (a gather-based bilinear sampler like GridSample's); TfIdfVectorizer needs "
+     "n-gram counting.",
      op_in("Pow", "ScatterND", "ReverseSequence", "Det", "LRN", "MaxUnpool",
            "GridSample", "RoiAlign", "TfIdfVectorizer")),
     ("Test data that contradicts the model",

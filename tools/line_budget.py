@@ -27,7 +27,7 @@ BUDGETS = {
     "runtime/cpu": 950,
     "compiler": 975,
     "compiler/cli": 575,
-    "frontends/onnx": 2850,
+    "frontends/onnx": 3500,
     "frontends/trace": 575,
 }
 

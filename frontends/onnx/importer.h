@@ -45,9 +45,14 @@ inline Shape static_shape(const std::vector<int64_t>& dims) { return Shape(dims.
 
 class Importer {
  public:
-  Importer(std::string source, const OnnxImportOptions& options)
-      : source_(std::move(source)), options_(options) {}
+  // `multiples`: the dim_params to import as multiples of a constant (c*S_divc), as an
+  // earlier run of the import asked for.
+  Importer(std::string source, const OnnxImportOptions& options, std::map<std::string, int64_t> multiples = {})
+      : source_(std::move(source)), options_(options), multiples_(std::move(multiples)) {}
   absl::StatusOr<Graph> run(const onnx::ModelProto& model);
+  // After a failed run: the dim_params that, declared multiples of these constants, let the
+  // model's shapes agree (a Concat of height // 2 with 2 * (height // 4)); empty if none.
+  const std::map<std::string, int64_t>& wanted_multiples() const { return wanted_; }
 
   // An expression under construction for the ops that decompose into several kiln ops:
   // each operation on it emits one node, and the first error carries through the rest
@@ -203,6 +208,10 @@ class Importer {
   absl::Status pool();
   absl::Status pad();
   absl::Status resize();
+  absl::StatusOr<double> resize_coordinate(const std::string& ctm, double o, double n, double s, double len);
+  absl::StatusOr<std::vector<std::pair<int64_t, double>>> resize_taps(double x);
+  Ex shift_clamped(Ex x, int64_t axis, int64_t d);
+  Ex resize_by_phases(Ex y, int64_t axis, int64_t k, const std::string& ctm);
   absl::Status group_norm();
   absl::Status cumsum();
   absl::Status einsum();
@@ -236,6 +245,25 @@ class Importer {
   // MatMul or Conv (by the node's type) of the f64 operands a and b, bias optional.
   absl::StatusOr<Value*> integer_product_of(Value* a, Value* b, Value* bias);
 
+  // recurrent networks, LRN, ReverseSequence, integer Pow (issue 16)
+  absl::Status recurrent();
+  Ex rnn_activation(const Ex& x, const std::string& f, std::optional<double> alpha, std::optional<double> beta);
+  Ex reverse_within(const Ex& x, const Ex& lens, int64_t time, int64_t batch_axis);
+  absl::Status reverse_sequence();
+  absl::Status lrn();
+  absl::Status integer_pow(Value* base, Value* exponent);
+  // DFT and STFT (issue 16)
+  std::pair<Ex, Ex> dft_last(Ex re, std::optional<Ex> im, int64_t n, int64_t len, bool inverse, bool onesided);
+  std::pair<Ex, std::optional<Ex>> complex_parts(Value* x);
+  Ex stack_complex(const Ex& re, const Ex& im);
+  absl::Status dft();
+  absl::Status stft();
+  absl::Status grid_sample();
+  absl::Status scatter_nd();
+  absl::Status det();
+  absl::Status max_unpool();
+  absl::Status max_pool_indices(Value* x, const std::vector<int64_t>& kernel, const WindowAttrs& wa);
+
   Ex ex(Value* v) { return {this, v}; }
   // softmax, log_softmax and hardmax along `axis`; before opset 13 they see the input
   // flattened to 2-D at `axis` and work along its rows.
@@ -257,6 +285,11 @@ class Importer {
   std::set<const Value*> named_;      // values already renamed after an ONNX output
   int fresh_symbols_ = 0;
   std::set<std::string> dim_params_;  // symbols named by the model (sanitized)
+  std::map<std::string, int64_t> multiples_, wanted_;  // by dim_param (sanitized)
+  std::map<std::string, std::pair<std::string, int64_t>> scaled_;  // symbol -> its dim_param, c
+  // Asks for a rerun with symbols declared multiples of constants when that makes `a` and
+  // `b` equal; false if nothing does.
+  bool want_multiples(const std::vector<std::pair<SymExpr, SymExpr>>& differing);
 };
 
 }  // namespace kiln::onnx_detail

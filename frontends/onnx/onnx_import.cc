@@ -66,7 +66,15 @@ absl::StatusOr<TensorType> Importer::value_info_type(const onnx::ValueInfoProto&
       if (d.dim_value() < 0) return bad(what, "negative dim ", d.dim_value());
       shape.push_back(d.dim_value());
     } else if (d.has_dim_param() && !d.dim_param().empty()) {
-      shape.push_back(SymExpr::symbol(sanitize(d.dim_param())));
+      std::string name = sanitize(d.dim_param());
+      auto m = multiples_.find(name);
+      if (m == multiples_.end()) {
+        shape.push_back(SymExpr::symbol(name));
+      } else {
+        std::string sym = str_cat(name, "_div", m->second);
+        scaled_[sym] = {name, m->second};
+        shape.push_back(m->second * SymExpr::symbol(sym));
+      }
     } else {
       std::string sym;
       do sym = str_cat("unk", fresh_symbols_++);
@@ -292,7 +300,15 @@ absl::StatusOr<Graph> import_model(const std::string& bytes, std::string_view so
   onnx::ModelProto model;
   if (!model.ParseFromString(bytes))
     return invalid_argument(source, ": not a valid ONNX model (protobuf parse failed; truncated or corrupt?)");
-  return onnx_detail::Importer(std::string(source), options).run(model);
+  // A model whose shapes agree only when some dims are multiples of constants is imported
+  // again with those dims declared so (a call with other sizes is rejected at binding).
+  std::map<std::string, int64_t> multiples;
+  for (int attempt = 0;; ++attempt) {
+    onnx_detail::Importer im(std::string(source), options, multiples);
+    absl::StatusOr<Graph> g = im.run(model);
+    if (g.ok() || im.wanted_multiples().empty() || attempt == 4) return g;
+    for (const auto& [name, c] : im.wanted_multiples()) multiples[name] = c;
+  }
 }
 
 }  // namespace

@@ -119,7 +119,8 @@ Ex Importer::constant_like(const Ex& like, double c) {
 const std::map<std::string, Importer::OpSpec, std::less<>>& Importer::op_table() {
   constexpr AttrKind kInt = onnx::AttributeProto::INT, kFloat = onnx::AttributeProto::FLOAT,
                      kInts = onnx::AttributeProto::INTS, kFloats = onnx::AttributeProto::FLOATS,
-                     kString = onnx::AttributeProto::STRING, kTensor = onnx::AttributeProto::TENSOR;
+                     kString = onnx::AttributeProto::STRING, kTensor = onnx::AttributeProto::TENSOR,
+                     kStrings = onnx::AttributeProto::STRINGS;
   static const std::map<std::string, AttrKind, std::less<>> reduce_attrs{
       {"axes", kInts}, {"keepdims", kInt}, {"noop_with_empty_axes", kInt}};
   static const std::map<std::string, AttrKind, std::less<>> arg_attrs{
@@ -253,6 +254,24 @@ const std::map<std::string, Importer::OpSpec, std::less<>>& Importer::op_table()
       {"QLinearMatMul", {&Importer::qlinear_product, {}}},
       {"QLinearConv", {&Importer::qlinear_product, {{"auto_pad", kString}, {"dilations", kInts}, {"group", kInt},
                                                     {"kernel_shape", kInts}, {"pads", kInts}, {"strides", kInts}}}},
+      // recurrent networks, LRN, ReverseSequence, Upsample (issue 16)
+      {"RNN", {&Importer::recurrent, {{"activation_alpha", kFloats}, {"activation_beta", kFloats}, {"activations", kStrings},
+                                      {"clip", kFloat}, {"direction", kString}, {"hidden_size", kInt}, {"layout", kInt}}}},
+      {"GRU", {&Importer::recurrent, {{"activation_alpha", kFloats}, {"activation_beta", kFloats}, {"activations", kStrings},
+                                      {"clip", kFloat}, {"direction", kString}, {"hidden_size", kInt}, {"layout", kInt},
+                                      {"linear_before_reset", kInt}}}},
+      {"LSTM", {&Importer::recurrent, {{"activation_alpha", kFloats}, {"activation_beta", kFloats}, {"activations", kStrings},
+                                       {"clip", kFloat}, {"direction", kString}, {"hidden_size", kInt}, {"layout", kInt},
+                                       {"input_forget", kInt}}}},
+      {"ReverseSequence", {&Importer::reverse_sequence, {{"batch_axis", kInt}, {"time_axis", kInt}}}},
+      {"LRN", {&Importer::lrn, {{"alpha", kFloat}, {"beta", kFloat}, {"bias", kFloat}, {"size", kInt}}}},
+      {"Upsample", {&Importer::resize, {{"mode", kString}}}},
+      {"DFT", {&Importer::dft, {{"axis", kInt}, {"inverse", kInt}, {"onesided", kInt}}}},
+      {"STFT", {&Importer::stft, {{"onesided", kInt}}}},
+      {"ScatterND", {&Importer::scatter_nd, {{"reduction", kString}}}},
+      {"Det", {&Importer::det, {}}},
+      {"MaxUnpool", {&Importer::max_unpool, {{"kernel_shape", kInts}, {"pads", kInts}, {"strides", kInts}}}},
+      {"GridSample", {&Importer::grid_sample, {{"align_corners", kInt}, {"mode", kString}, {"padding_mode", kString}}}},
   };
   return *table;
 }
@@ -327,8 +346,8 @@ absl::Status Importer::variadic() {
 absl::Status Importer::pow() {
   KILN_ASSIGN_OR_RETURN(auto base, value(0));
   KILN_ASSIGN_OR_RETURN(auto exponent, value(1));
-  if (!is_float(base->dtype()))
-    return unsupported("a ", dtype_name(base->dtype()), " base is not supported: kiln's pow is floating-point only");
+  if (is_integer(base->dtype())) return integer_pow(base, exponent);
+  if (!is_float(base->dtype())) return bad("expects a numeric base, got ", base->type().to_string());
   if (exponent->dtype() != base->dtype()) {
     // ONNX lets the exponent's type differ; kiln's binary ops want equal dtypes.
     KILN_ASSIGN_OR_RETURN(auto c, emit(Op::Cast, {exponent}, {{"dtype", base->dtype()}}));
@@ -636,23 +655,36 @@ SymRange Importer::symbol_value_range(const SymExpr& e) const {
 absl::Status Importer::assume_nonnegative(const SymExpr& e, std::string_view what) {
   std::optional<int64_t> lo = symbol_value_range(e).lo;
   if (lo && *lo >= 0) return absl::OkStatus();
-  // c + k * S: a bound on S.
+  // c + k * S, or c + k * (S // m) with k > 0: a bound on S.
   const std::vector<SymTerm>& terms = e.poly().terms;
-  int64_t c = 0;
+  int64_t c = 0, m = 1;
   const SymTerm* linear = nullptr;
+  std::string sym;
   bool other = false;
   for (const SymTerm& t : terms) {
-    bool symbol = t.factors.size() == 1 && t.factors[0].exp == 1 && t.factors[0].atom->kind == SymAtom::Kind::Symbol;
+    const SymAtom* atom = t.factors.size() == 1 && t.factors[0].exp == 1 ? t.factors[0].atom.get() : nullptr;
+    bool symbol = atom && atom->kind == SymAtom::Kind::Symbol;
+    const SymAtom* inner = nullptr;  // S of S // m
+    if (atom && atom->kind == SymAtom::Kind::FloorDiv && t.coeff > 0 && atom->arg->terms.size() == 1) {
+      const SymTerm& a = atom->arg->terms[0];
+      if (a.coeff == 1 && a.factors.size() == 1 && a.factors[0].exp == 1 && a.factors[0].atom->kind == SymAtom::Kind::Symbol)
+        inner = a.factors[0].atom.get();
+    }
+    bool div = inner != nullptr;
     if (t.factors.empty()) c = t.coeff;
-    else if (!linear && symbol) linear = &t;
-    else other = true;
+    else if (!linear && (symbol || div)) {
+      linear = &t;
+      sym = symbol ? atom->name : inner->name;
+      if (div) m = atom->divisor;
+    } else {
+      other = true;
+    }
   }
   if (!linear || other)
     return needs_constant("slice bound: ", what, " (", e.to_string(), " >= 0) is not implied by the symbols' bounds");
-  const std::string& sym = linear->factors[0].atom->name;
   SymbolInfo info = g_.symbol_info(sym);
   int64_t k = linear->coeff;
-  if (k > 0) info.min = std::max(info.min, -floor_div(c, k));  // S >= ceil(-c / k)
+  if (k > 0) info.min = std::max(info.min, m * -floor_div(c, k));  // S // m >= ceil(-c / k)
   else info.max = std::min(info.max.value_or(std::numeric_limits<int64_t>::max()), floor_div(c, -k));
   if (info.max && info.min > *info.max)
     return bad("slice bound: ", what, " (", e.to_string(), " >= 0) needs ", sym, " outside its bounds");
@@ -678,12 +710,57 @@ absl::Status Importer::concat() {
     if (n <= kMaxKnown) return define_known(0, ins[0]->type.dtype, std::move(vals), {n});
   }
   std::vector<Value*> vs;
+  std::vector<std::pair<SymExpr, SymExpr>> differing;
   for (int i = 0; i < node_->input_size(); ++i) {
     KILN_ASSIGN_OR_RETURN(auto v, value(i));
     vs.push_back(v);
+    const Shape &a = vs[0]->shape(), &b = v->shape();
+    int64_t ax = axis->i() < 0 ? axis->i() + static_cast<int64_t>(a.size()) : axis->i();
+    if (a.size() == b.size())
+      for (size_t j = 0; j < a.size(); ++j)
+        if (static_cast<int64_t>(j) != ax && a[j] != b[j]) differing.push_back({a[j], b[j]});
   }
+  if (!differing.empty() && want_multiples(differing))
+    return unsupported("operand dims ", differing[0].first.to_string(), " and ", differing[0].second.to_string(),
+                       " agree only for some sizes (the import is rerun with the inputs' dims declared multiples)");
   KILN_ASSIGN_OR_RETURN(auto y, emit(Op::Concat, vs, {{"axis", axis->i()}}));
   return define(0, y);
+}
+
+namespace {
+// The divisors of the floordiv and mod atoms of p, by the symbols their arguments involve.
+void collect_divisors(const SymPoly& p, std::map<std::string, int64_t>& lcm_of, int64_t outer) {
+  for (const SymTerm& t : p.terms)
+    for (const SymFactor& f : t.factors) {
+      const SymAtom& a = *f.atom;
+      if (a.kind == SymAtom::Kind::Symbol) {
+        int64_t& l = lcm_of.try_emplace(a.name, 1).first->second;
+        l = std::lcm(l, outer);
+      } else {
+        collect_divisors(*a.arg, lcm_of, std::lcm(outer, a.divisor));
+      }
+    }
+}
+}  // namespace
+
+bool Importer::want_multiples(const std::vector<std::pair<SymExpr, SymExpr>>& differing) {
+  std::map<std::string, int64_t> lcm_of;
+  for (const auto& [a, b] : differing) collect_divisors(a.poly(), lcm_of, 1), collect_divisors(b.poly(), lcm_of, 1);
+  std::map<std::string, SymExpr> repl;
+  for (const auto& [s, c] : lcm_of)
+    if (c > 1 && c <= 1024) repl[s] = c * SymExpr::symbol(str_cat(s, "_q"));
+  if (repl.empty()) return false;
+  for (const auto& [a, b] : differing)
+    if (a.substitute(repl) != b.substitute(repl)) return false;
+  std::map<std::string, int64_t> want;
+  for (const auto& [s, c] : lcm_of) {
+    if (c == 1) continue;
+    if (auto it = scaled_.find(s); it != scaled_.end()) want[it->second.first] = it->second.second * c;
+    else if (dim_params_.contains(s) && !multiples_.contains(s)) want[s] = c;
+    else return false;
+  }
+  wanted_ = std::move(want);
+  return true;
 }
 
 absl::Status Importer::split() {
@@ -1254,9 +1331,6 @@ absl::StatusOr<Value*> Importer::conv_of(Value* x, Value* w, Value* bias) {
 
 absl::Status Importer::pool() {
   KILN_ASSIGN_OR_RETURN(auto x, value(0));
-  if (node_->output_size() > 1 && !node_->output(1).empty())
-    return unsupported("the Indices output of MaxPool is not supported");
-  if (attr_int("storage_order", 0) != 0) return unsupported("storage_order 1 is not supported");
   std::optional<std::vector<int64_t>> kernel = attr_ints("kernel_shape");
   if (!kernel) return bad("needs kernel_shape");
   if (x->shape().size() != kernel->size() + 2)
@@ -1273,6 +1347,7 @@ absl::Status Importer::pool() {
                                      {{"kernel", *kernel}, {"strides", wa.strides}, {"pads", wa.pads},
                                       {"dilations", wa.dilations}, {"ceil_mode", attr_int("ceil_mode", 0) != 0},
                                       {"count_include_pad", attr_int("count_include_pad", 0) != 0}}));
+  if (max && node_->output_size() > 1 && !node_->output(1).empty()) KILN_RETURN_IF_ERROR(max_pool_indices(x, *kernel, wa));
   if (x->dtype() != t) return define(0, apply(Op::Cast, {ex(y)}, {{"dtype", t}}));
   return define(0, y);
 }
@@ -1360,24 +1435,128 @@ absl::Status Importer::pad() {
   return define(0, y);
 }
 
-// Resize(X, roi?, scales?, sizes?) with nearest, linear or cubic interpolation: along each
-// resized axis (static), the sum over the taps t of gather(x, index_t) * weight_t, indices
-// (edge-clamped) and weights computed here from the coordinate transformation; in f32, one
-// cast back. tf_crop_and_resize, antialias and aspect-ratio policies are not supported.
+// Where output element o of a resized axis reads: the real input coordinate of ONNX's
+// coordinate_transformation_mode for an input of length n resized by s to `len` (n * s,
+// unfloored) and `out` elements.
+absl::StatusOr<double> Importer::resize_coordinate(const std::string& ctm, double o, double n, double s, double len) {
+  if (ctm == "half_pixel") return (o + 0.5) / s - 0.5;
+  if (ctm == "pytorch_half_pixel") return len > 1 ? (o + 0.5) / s - 0.5 : 0;
+  if (ctm == "align_corners") return len > 1 ? o * (n - 1) / (len - 1) : 0;
+  if (ctm == "asymmetric") return o / s;
+  if (ctm == "tf_half_pixel_for_nn") return (o + 0.5) / s;
+  return unsupported("coordinate_transformation_mode \"", ctm, "\" is not supported");
+}
+
+// The taps of one output element at input coordinate x: (index before clamping, weight).
+absl::StatusOr<std::vector<std::pair<int64_t, double>>> Importer::resize_taps(double x) {
+  std::string mode = attr_string("mode", "nearest");
+  if (mode == "nearest") {
+    std::string nearest = attr_string("nearest_mode", opset_ < 11 ? "floor" : "round_prefer_floor");
+    double f = std::floor(x), r;
+    if (nearest == "floor") r = f;
+    else if (nearest == "ceil") r = std::ceil(x);
+    else if (nearest == "round_prefer_floor") r = x - f == 0.5 ? f : std::round(x);
+    else if (nearest == "round_prefer_ceil") r = x - f == 0.5 ? f + 1 : std::round(x);
+    else return unsupported("nearest_mode \"", nearest, "\" is not supported");
+    return std::vector<std::pair<int64_t, double>>{{static_cast<int64_t>(r), 1.0}};
+  }
+  int taps = mode == "linear" ? 2 : 4;
+  double ca = attr_float("cubic_coeff_a", -0.75);
+  int64_t base = static_cast<int64_t>(std::floor(x)) - (taps == 4 ? 1 : 0);
+  std::vector<std::pair<int64_t, double>> t(taps);
+  for (int i = 0; i < taps; ++i) {
+    double d = std::fabs(x - static_cast<double>(base + i));
+    double w = taps == 2 ? std::max(0.0, 1 - d)
+               : d <= 1 ? ((ca + 2) * d - (ca + 3)) * d * d + 1
+               : d < 2  ? ((ca * d - 5 * ca) * d + 8 * ca) * d - 4 * ca
+                        : 0;
+    t[i] = {base + i, w};
+  }
+  return t;
+}
+
+// x shifted by d along `axis` with its edge repeated: element i reads x[clamp(i + d, 0, n-1)]
+// (slices and a concat; n >= 1 is assumed by the caller).
+Importer::Ex Importer::shift_clamped(Ex x, int64_t axis, int64_t d) {
+  if (d == 0 || !x.v.ok()) return x;
+  Dim n = (*x.v)->shape()[axis];
+  auto part = [&](SymExpr s, SymExpr e) { return apply(Op::Slice, {x}, {{"axis", axis}, {"start", s}, {"end", e}}); };
+  std::vector<Ex> parts;
+  if (d < 0) {
+    for (int64_t i = 0; i < -d; ++i) parts.push_back(part(0, 1));
+    parts.push_back(part(0, n + d));
+  } else {
+    parts.push_back(part(d, n));
+    for (int64_t i = 0; i < d; ++i) parts.push_back(part(n - 1, n));
+  }
+  return apply(Op::Concat, parts, {{"axis", axis}});
+}
+
+// A symbolic dim n resized by an integer factor k: output element q*k + r reads input
+// q + t for the taps t of phase r, edge-clamped, with weights that depend on r alone (every
+// coordinate mode but align_corners is shift-invariant), so each phase is a weighted sum of
+// shifted views of x and the k phases interleave into [.., n*k, ..] by a concat and a reshape.
+Importer::Ex Importer::resize_by_phases(Ex y, int64_t axis, int64_t k, const std::string& ctm) {
+  if (!y.v.ok()) return y;
+  Shape shape = (*y.v)->shape();
+  const Dim n = shape[axis];
+  if (ctm == "align_corners" || attr_int("exclude_outside", 0) != 0)
+    return {this, unsupported("resizing the symbolic dim ", n.to_string(), " with align_corners or exclude_outside is not "
+                              "supported (their weights depend on the dim's value)")};
+  Shape one = shape;
+  one.insert(one.begin() + axis + 1, SymExpr(1));
+  std::vector<Ex> phases;
+  std::vector<std::vector<std::pair<int64_t, double>>> taps_of;
+  for (int64_t r = 0; r < k; ++r) {
+    double kd = static_cast<double>(k);
+    absl::StatusOr<double> x = resize_coordinate(ctm, static_cast<double>(r), 1e9, kd, 1e9 * kd);
+    if (!x.ok()) return {this, x.status()};
+    absl::StatusOr<std::vector<std::pair<int64_t, double>>> taps = resize_taps(*x);
+    if (!taps.ok()) return {this, taps.status()};
+    taps_of.push_back(*taps);
+  }
+  bool same = std::all_of(taps_of.begin(), taps_of.end(), [&](const auto& t) { return t == taps_of[0]; });
+  int64_t reach = 1;  // the shifted views slice n - |d| elements
+  for (const auto& taps : taps_of)
+    for (auto [d, w] : taps) reach = std::max(reach, std::abs(d));
+  if (absl::Status s = assume_nonnegative(n - reach, str_cat("resized dim ", n.to_string(), " >= ", reach)); !s.ok())
+    return {this, s};
+  for (int64_t r = 0; r < (same ? 1 : k); ++r) {
+    std::optional<Ex> sum;
+    for (auto [d, w] : taps_of[r]) {
+      if (w == 0) continue;
+      Ex t = shift_clamped(y, axis, d);
+      if (w != 1) t = t * w;
+      sum = sum ? *sum + t : t;
+    }
+    if (!sum) sum = y * 0.0;
+    phases.push_back(apply(Op::Reshape, {*sum}, {{"shape", one}}));
+  }
+  Shape both = one;
+  both[axis + 1] = k;
+  Ex stacked = same ? apply(Op::Expand, {phases[0]}, {{"shape", both}}) : apply(Op::Concat, phases, {{"axis", axis + 1}});
+  shape[axis] = n * k;
+  return apply(Op::Reshape, {stacked}, {{"shape", shape}});
+}
+
+// Resize(X, roi?, scales?, sizes?) with nearest, linear or cubic interpolation. A static
+// axis is the sum over the taps t of gather(x, index_t) * weight_t, indices (edge-clamped)
+// and weights computed here from the coordinate transformation; a symbolic axis needs an
+// integer factor (resize_by_phases). In f32, one cast back. tf_crop_and_resize, antialias
+// and aspect-ratio policies are not supported.
 absl::Status Importer::resize() {
   KILN_ASSIGN_OR_RETURN(auto xv, value(0));
   int64_t rank = xv->shape().size();
   std::string mode = attr_string("mode", "nearest");
   std::string ctm = attr_string("coordinate_transformation_mode", opset_ < 11 ? "asymmetric" : "half_pixel");
-  std::string nearest = attr_string("nearest_mode", opset_ < 11 ? "floor" : "round_prefer_floor");
   if (mode != "nearest" && mode != "linear" && mode != "cubic") return unsupported("mode \"", mode, "\" is not supported");
-  if (ctm == "tf_crop_and_resize" || attr_int("antialias", 0) != 0 || attr_string("keep_aspect_ratio_policy", "stretch") != "stretch")
-    return unsupported("coordinate_transformation_mode tf_crop_and_resize, antialias and keep_aspect_ratio_policy are not supported");
+  if (attr_int("antialias", 0) != 0 || attr_string("keep_aspect_ratio_policy", "stretch") != "stretch")
+    return unsupported("antialias and keep_aspect_ratio_policy are not supported");
   std::vector<int64_t> axes(rank);
   std::iota(axes.begin(), axes.end(), 0);
   if (std::optional<std::vector<int64_t>> a = attr_ints("axes")) axes = *a;
   std::vector<double> scale(rank, 1.0);
-  std::vector<std::optional<int64_t>> size(rank);
+  std::vector<std::optional<SymExpr>> size(rank);
   int scales_at = opset_ < 11 ? 1 : 2;
   if (has_input(scales_at)) {
     KILN_ASSIGN_OR_RETURN(auto e, in(scales_at));
@@ -1391,7 +1570,7 @@ absl::Status Importer::resize() {
     }
   }
   if (opset_ >= 11 && has_input(3)) {
-    KILN_ASSIGN_OR_RETURN(auto sz, known_ints(3, "sizes"));
+    KILN_ASSIGN_OR_RETURN(auto sz, known(3, "sizes"));
     if (!sz.empty()) {
       if (sz.size() != axes.size()) return bad("sizes has ", sz.size(), " entries for ", axes.size(), " axes");
       for (size_t i = 0; i < axes.size(); ++i) {
@@ -1400,53 +1579,70 @@ absl::Status Importer::resize() {
       }
     }
   }
+  // tf_crop_and_resize: the region of interest [starts..., ends...] (of the resized axes), as
+  // fractions of each dim; output points outside the input take extrapolation_value.
+  bool crop = ctm == "tf_crop_and_resize";
+  std::vector<double> roi_start(rank, 0.0), roi_end(rank, 1.0);
+  if (crop) {
+    KILN_ASSIGN_OR_RETURN(auto e, in(1));
+    if (!e->data) return needs_constant("roi must be known at import time");
+    if (e->data->numel() != 2 * static_cast<int64_t>(axes.size())) return bad("roi has ", e->data->numel(), " entries for ", axes.size(), " axes");
+    for (size_t i = 0; i < axes.size(); ++i) {
+      KILN_ASSIGN_OR_RETURN(int64_t a, axis_in("axis", axes[i], rank));
+      roi_start[a] = e->data->get(i), roi_end[a] = e->data->get(axes.size() + i);
+    }
+  }
   Ex y = apply(Op::Cast, {ex(xv)}, {{"dtype", DType::f32}});
-  for (int64_t a = 0; a < rank; ++a) {
-    if (!size[a] && scale[a] == 1.0) continue;
-    std::optional<int64_t> n = xv->shape()[a].constant();
-    if (!n) return unsupported("resizing the symbolic dim ", xv->shape()[a].to_string(), " is not supported");
+  // Axes one by one (innermost first for the crop, as ONNX's recursion extrapolates).
+  for (int64_t step = 0; step < rank; ++step) {
+    int64_t a = crop ? rank - 1 - step : step;
+    if (!crop && !size[a] && scale[a] == 1.0) continue;
     if (!(scale[a] > 0)) return bad("scale ", scale[a], " must be > 0");
-    int64_t out = size[a] ? *size[a] : static_cast<int64_t>(std::floor(static_cast<double>(*n) * scale[a]));
+    const Dim& dim = xv->shape()[a];
+    std::optional<int64_t> n = dim.constant();
+    std::optional<int64_t> out_size = size[a] ? size[a]->constant() : std::nullopt;
+    if (!n || (size[a] && !out_size)) {
+      // A symbolic dim (or size): an integer factor k, from the scale or from size = k * dim.
+      std::optional<int64_t> k;
+      if (size[a]) {
+        if (std::optional<SymExpr> q = size[a]->divide_exact(dim)) k = q->constant();
+      } else if (scale[a] >= 1 && scale[a] == std::floor(scale[a])) {
+        k = static_cast<int64_t>(scale[a]);
+      }
+      if (!k || *k < 1 || crop)
+        return unsupported("resizing the symbolic dim ", dim.to_string(), " to ",
+                           size[a] ? size[a]->to_string() : str_cat("scale ", scale[a]),
+                           " is not supported (kiln needs an integer factor)");
+      if (*k > 1) y = resize_by_phases(y, a, *k, ctm);
+      continue;
+    }
+    int64_t out = out_size ? *out_size : static_cast<int64_t>(std::floor(static_cast<double>(*n) * scale[a]));
     double s = size[a] ? static_cast<double>(out) / static_cast<double>(*n) : scale[a];
     double len = static_cast<double>(*n) * s;  // the resized length as ONNX's formulas take it, unfloored
-    if (out == *n && s == 1.0) continue;
+    if (out == *n && s == 1.0 && !crop) continue;
     int taps = mode == "nearest" ? 1 : mode == "linear" ? 2 : 4;
     std::vector<HostTensor> idx(taps, HostTensor(DType::i64, {out})), wt(taps, HostTensor(DType::f32, {out}));
-    double ca = attr_float("cubic_coeff_a", -0.75);
-    bool exclude = attr_int("exclude_outside", 0) != 0;
+    HostTensor outside(DType::boolean, {out});
+    bool exclude = attr_int("exclude_outside", 0) != 0, any_outside = false;
     for (int64_t o = 0; o < out; ++o) {
-      double od = static_cast<double>(o), x;
-      if (ctm == "half_pixel") x = (od + 0.5) / s - 0.5;
-      else if (ctm == "pytorch_half_pixel") x = len > 1 ? (od + 0.5) / s - 0.5 : 0;
-      else if (ctm == "align_corners") x = len > 1 ? od * static_cast<double>(*n - 1) / (len - 1) : 0;
-      else if (ctm == "asymmetric") x = od / s;
-      else if (ctm == "tf_half_pixel_for_nn") x = (od + 0.5) / s;
-      else return unsupported("coordinate_transformation_mode \"", ctm, "\" is not supported");
-      auto clamp = [&](int64_t i) { return std::clamp<int64_t>(i, 0, *n - 1); };
-      if (taps == 1) {
-        double f = std::floor(x), r;
-        if (nearest == "floor") r = f;
-        else if (nearest == "ceil") r = std::ceil(x);
-        else if (nearest == "round_prefer_floor") r = x - f == 0.5 ? f : std::round(x);
-        else if (nearest == "round_prefer_ceil") r = x - f == 0.5 ? f + 1 : std::round(x);
-        else return unsupported("nearest_mode \"", nearest, "\" is not supported");
-        idx[0].set_int(o, clamp(static_cast<int64_t>(r)));
-        wt[0].set(o, 1.0);
-        continue;
+      double x, od = static_cast<double>(o), last = static_cast<double>(*n - 1);
+      if (crop) {
+        double st = roi_start[a], en = roi_end[a];
+        x = out > 1 ? st * last + od * (en - st) * last / static_cast<double>(out - 1) : 0.5 * (st + en) * last;
+        outside.set_int(o, x < 0 || x > last);
+        any_outside |= x < 0 || x > last;
+      } else {
+        KILN_ASSIGN_OR_RETURN(x, resize_coordinate(ctm, od, static_cast<double>(*n), s, len));
       }
-      int64_t base = static_cast<int64_t>(std::floor(x)) - (taps == 4 ? 1 : 0);
-      std::vector<double> w(taps);
+      KILN_ASSIGN_OR_RETURN(auto w, resize_taps(x));
       double total = 0;
-      for (int t = 0; t < taps; ++t) {
-        double d = std::fabs(x - static_cast<double>(base + t));
-        if (taps == 2) w[t] = std::max(0.0, 1 - d);
-        else w[t] = d <= 1 ? ((ca + 2) * d - (ca + 3)) * d * d + 1 : d < 2 ? ((ca * d - 5 * ca) * d + 8 * ca) * d - 4 * ca : 0;
-        if (exclude && (base + t < 0 || base + t >= *n)) w[t] = 0;
-        total += w[t];
+      for (auto& [i, wi] : w) {
+        if (exclude && (i < 0 || i >= *n)) wi = 0;
+        total += wi;
       }
       for (int t = 0; t < taps; ++t) {
-        idx[t].set_int(o, clamp(base + t));
-        wt[t].set(o, exclude && total != 0 ? w[t] / total : w[t]);
+        idx[t].set_int(o, std::clamp<int64_t>(w[t].first, 0, *n - 1));
+        wt[t].set(o, exclude && total != 0 ? w[t].second / total : w[t].second);
       }
     }
     Shape wshape(rank - a, SymExpr(1));
@@ -1465,6 +1661,11 @@ absl::Status Importer::resize() {
       sum = sum ? *sum + g : g;
     }
     y = *sum;
+    if (any_outside) {
+      Entry me{TensorType{DType::boolean, {out}}, nullptr, std::make_shared<const HostTensor>(std::move(outside)), std::nullopt};
+      KILN_ASSIGN_OR_RETURN(Value* mv, materialize(str_cat(node_->output(0), "_resize", a, "_outside"), me));
+      y = select(apply(Op::Reshape, {ex(mv)}, {{"shape", wshape}}), constant_like(y, attr_float("extrapolation_value", 0.0)), y);
+    }
   }
   return define(0, apply(Op::Cast, {y}, {{"dtype", xv->dtype()}}));
 }
@@ -1897,6 +2098,648 @@ absl::Status Importer::arc_trig() {
   if (type == "Atan") return define(0, ex_unary(Op::Atan, x));
   if (type == "Asin") return define(0, ex_unary(Op::Atan, x / sqrt((1.0 - x) * (1.0 + x))));
   return define(0, 2.0 * ex_unary(Op::Atan, sqrt((1.0 - x) / (1.0 + x))));
+}
+
+// ---- recurrent networks, LRN, ReverseSequence (issue 16) ------------------------------
+
+// An RNN activation by its ONNX name, with its alpha and beta (the defaults ONNX gives when
+// the node's activation_alpha/beta lists do not).
+Ex Importer::rnn_activation(const Ex& x, const std::string& f, std::optional<double> alpha, std::optional<double> beta) {
+  auto a = [&](double d) { return alpha.value_or(d); };
+  auto b = [&](double d) { return beta.value_or(d); };
+  if (f == "Sigmoid") return ex_unary(Op::Sigmoid, x);
+  if (f == "Tanh") return ex_unary(Op::Tanh, x);
+  if (f == "Relu") return ex_unary(Op::Relu, x);
+  if (f == "Affine") return x * a(1.0) + b(0.0);
+  if (f == "LeakyRelu") return select(x < 0.0, x * a(0.01), x);
+  if (f == "ThresholdedRelu") return select(x > a(1.0), x, 0.0);
+  if (f == "ScaledTanh") return ex_unary(Op::Tanh, x * b(1.0)) * a(1.0);
+  if (f == "HardSigmoid") return maximum(minimum(x * a(0.2) + b(0.5), 1.0), 0.0);
+  if (f == "Elu") return select(x < 0.0, (exp(x) - 1.0) * a(1.0), x);
+  if (f == "Softsign") return x / (abs(x) + 1.0);
+  if (f == "Softplus") return log(exp(x) + 1.0);
+  return {this, unsupported("activation '", f, "' is not supported")};
+}
+
+// RNN, GRU and LSTM, unrolled over a static sequence length: X's projection through W (and
+// both biases) is one linear for all steps; each step adds H_{t-1} R^T and applies the gates.
+// Steps at or past a batch entry's sequence_lens keep its state and output zeros; the
+// reverse direction runs over each sequence reversed within its length.
+absl::Status Importer::recurrent() {
+  const std::string& type = node_->op_type();
+  int gates = type == "RNN" ? 1 : type == "GRU" ? 3 : 4;
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
+  KILN_ASSIGN_OR_RETURN(auto wv, value(1));
+  KILN_ASSIGN_OR_RETURN(auto rv, value(2));
+  int64_t layout = attr_int("layout", 0);
+  if (xv->shape().size() != 3) return bad("X must have rank 3, got ", xv->type().to_string());
+  Ex x = ex(xv);
+  if (layout == 1) x = apply(Op::Permute, {x}, {{"dims", std::vector<int64_t>{1, 0, 2}}});
+  if (!x.v.ok()) return x.v.status();
+  const Shape& xs = (*x.v)->shape();
+  std::optional<int64_t> steps = xs[0].constant();
+  if (!steps) return unsupported("the sequence length ", xs[0].to_string(), " is symbolic: kiln unrolls recurrent ops over a static length");
+  Dim batch = xs[1];
+  std::string direction = attr_string("direction", "forward");
+  int dirs = direction == "bidirectional" ? 2 : 1;
+  if (direction != "forward" && direction != "reverse" && dirs != 2) return bad("unknown direction '", direction, "'");
+  const Dim& gh = wv->shape().size() == 3 ? wv->shape()[1] : SymExpr(0);
+  std::optional<int64_t> ghc = gh.constant();
+  if (wv->shape().size() != 3 || !ghc || *ghc % gates != 0 || wv->shape()[0] != SymExpr(dirs))
+    return bad("W must be [", dirs, ", ", gates, "*hidden, input], got ", wv->type().to_string());
+  int64_t hidden = *ghc / gates;
+  if (attr("hidden_size") && attr_int("hidden_size", hidden) != hidden) return bad("hidden_size disagrees with W");
+  if (rv->shape() != Shape{dirs, gh, hidden}) return bad("R must be [", dirs, ", ", gh.to_string(), ", ", hidden, "], got ", rv->type().to_string());
+  if (type == "LSTM" && attr_int("input_forget", 0) != 0) return unsupported("input_forget is not supported");
+  static const std::map<std::string, std::vector<std::string>, std::less<>> kDefault = {
+      {"RNN", {"Tanh"}}, {"GRU", {"Sigmoid", "Tanh"}}, {"LSTM", {"Sigmoid", "Tanh", "Tanh"}}};
+  std::vector<std::string> acts;
+  if (const onnx::AttributeProto* a = attr("activations")) acts.assign(a->strings().begin(), a->strings().end());
+  size_t per_dir = kDefault.at(type).size();
+  if (acts.empty())
+    for (int d = 0; d < dirs; ++d) acts.insert(acts.end(), kDefault.at(type).begin(), kDefault.at(type).end());
+  if (acts.size() != per_dir * dirs) return bad("expects ", per_dir * dirs, " activations, got ", acts.size());
+  std::vector<float> alphas, betas;
+  if (const onnx::AttributeProto* a = attr("activation_alpha")) alphas.assign(a->floats().begin(), a->floats().end());
+  if (const onnx::AttributeProto* a = attr("activation_beta")) betas.assign(a->floats().begin(), a->floats().end());
+  std::optional<double> clip;
+  if (attr("clip")) clip = attr_float("clip", 0);
+  auto act = [&](const Ex& v, size_t i) {
+    Ex c = clip ? maximum(minimum(v, *clip), -*clip) : v;
+    std::optional<double> al, be;
+    if (i < alphas.size()) al = tidy(alphas[i]);
+    if (i < betas.size()) be = tidy(betas[i]);
+    return rnn_activation(c, acts[i], al, be);
+  };
+  // Operand d of a [dirs, ...] tensor, or of a [batch, dirs, H] one under layout 1.
+  auto of_dir = [&](int input, int64_t d, int64_t axis) -> std::optional<Ex> {
+    if (!has_input(input)) return std::nullopt;
+    absl::StatusOr<Value*> v = value(input);
+    if (!v.ok()) return Ex{this, v.status()};
+    Ex s = apply(Op::Slice, {ex(*v)}, {{"axis", axis}, {"start", SymExpr(d)}, {"end", SymExpr(d + 1)}});
+    return apply(Op::Squeeze, {s}, {{"axes", std::vector<int64_t>{axis}}});
+  };
+  auto part = [&](const Ex& e, int64_t axis, int64_t g) {
+    return apply(Op::Slice, {e}, {{"axis", axis}, {"start", SymExpr(g * hidden)}, {"end", SymExpr((g + 1) * hidden)}});
+  };
+  std::optional<Ex> mask_lens;  // [T, batch, 1]: t < sequence_lens[b]
+  std::optional<Ex> lens;
+  if (has_input(4)) {
+    KILN_ASSIGN_OR_RETURN(auto lv, value(4));
+    lens = apply(Op::Cast, {ex(lv)}, {{"dtype", DType::i64}});
+    Ex t = apply(Op::Iota, {}, {{"shape", Shape{*steps, batch, 1}}, {"axis", int64_t{0}}, {"dtype", DType::i64}});
+    mask_lens = t < apply(Op::Reshape, {*lens}, {{"shape", Shape{1, batch, 1}}});
+  }
+  std::vector<Ex> ys, hs, cs;
+  for (int64_t d = 0; d < dirs; ++d) {
+    bool reverse = direction == "reverse" || d == 1;
+    Ex xd = x;
+    if (reverse) xd = lens ? reverse_within(x, *lens, 0, 1) : apply(Op::Slice, {x}, {{"axis", int64_t{0}}, {"start", SymExpr(*steps - 1)}, {"end", SymExpr(-*steps - 1)}, {"step", int64_t{-1}}});
+    Ex w = *of_dir(1, d, 0), r = *of_dir(2, d, 0);
+    std::optional<Ex> bias = of_dir(3, d, 0), wb, rb;  // B [dirs, 2*gates*H]: W's bias, then R's
+    if (bias) {
+      wb = apply(Op::Slice, {*bias}, {{"axis", int64_t{0}}, {"start", SymExpr(0)}, {"end", gh}});
+      rb = apply(Op::Slice, {*bias}, {{"axis", int64_t{0}}, {"start", gh}, {"end", 2 * gh}});
+    }
+    // GRU's candidate gate adds R's bias inside the reset product: keep it out of the sum.
+    std::optional<Ex> rb_sum = rb;
+    if (type == "GRU" && rb) rb_sum = apply(Op::Concat, {part(*rb, 0, 0), part(*rb, 0, 1), constant_like(*wb, 0) * part(*rb, 0, 2)}, {{"axis", int64_t{0}}});
+    std::vector<Ex> lin_ops{xd, w};
+    if (wb) lin_ops.push_back(*wb + *rb_sum);
+    Ex xw = apply(Op::Linear, lin_ops);  // [T, batch, gates*H]
+    int64_t state_axis = layout == 1 ? 1 : 0;
+    Ex zeros = apply(Op::Expand, {constant_like(xw, 0)}, {{"shape", Shape{batch, hidden}}});
+    Ex h = of_dir(5, d, state_axis).value_or(zeros);
+    Ex c = type == "LSTM" ? of_dir(6, d, state_axis).value_or(zeros) : zeros;
+    std::optional<Ex> p = type == "LSTM" ? of_dir(7, d, 0) : std::nullopt;
+    size_t a0 = d * per_dir;
+    std::vector<Ex> outs;
+    for (int64_t t = 0; t < *steps; ++t) {
+      Ex xt = apply(Op::Squeeze, {apply(Op::Slice, {xw}, {{"axis", int64_t{0}}, {"start", SymExpr(t)}, {"end", SymExpr(t + 1)}})},
+                    {{"axes", std::vector<int64_t>{0}}});
+      Ex hr = apply(Op::Linear, {h, r});  // [batch, gates*H]
+      Ex h_new = h, c_new = c;
+      if (type == "RNN") {
+        h_new = act(xt + hr, a0);
+      } else if (type == "GRU") {
+        Ex z = act(part(xt, 1, 0) + part(hr, 1, 0), a0), rg = act(part(xt, 1, 1) + part(hr, 1, 1), a0);
+        Ex rh = rb ? part(*rb, 0, 2) : constant_like(xt, 0);
+        Ex cand = attr_int("linear_before_reset", 0) != 0
+                      ? part(xt, 1, 2) + rg * (part(hr, 1, 2) + rh)
+                      : part(xt, 1, 2) + apply(Op::Linear, {rg * h, part(r, 0, 2)}) + rh;
+        Ex n = act(cand, a0 + 1);
+        h_new = (1.0 - z) * n + z * h;
+      } else {
+        auto peep = [&](int k, const Ex& cell) { return p ? part(*p, 0, k) * cell : constant_like(xt, 0); };
+        Ex i = act(part(xt, 1, 0) + part(hr, 1, 0) + peep(0, c), a0);
+        Ex f = act(part(xt, 1, 2) + part(hr, 1, 2) + peep(2, c), a0);
+        Ex g = act(part(xt, 1, 3) + part(hr, 1, 3), a0 + 1);
+        c_new = f * c + i * g;
+        Ex o = act(part(xt, 1, 1) + part(hr, 1, 1) + peep(1, c_new), a0);
+        h_new = o * act(c_new, a0 + 2);
+      }
+      Ex out = h_new;
+      if (mask_lens) {
+        Ex m = apply(Op::Squeeze, {apply(Op::Slice, {*mask_lens}, {{"axis", int64_t{0}}, {"start", SymExpr(t)}, {"end", SymExpr(t + 1)}})},
+                     {{"axes", std::vector<int64_t>{0}}});
+        h_new = select(m, h_new, h), c_new = select(m, c_new, c), out = select(m, out, 0.0);
+      }
+      h = h_new, c = c_new;
+      outs.push_back(apply(Op::Unsqueeze, {out}, {{"axes", std::vector<int64_t>{0}}}));
+    }
+    Ex y = apply(Op::Concat, outs, {{"axis", int64_t{0}}});  // [T, batch, H]
+    if (reverse) y = lens ? reverse_within(y, *lens, 0, 1) : apply(Op::Slice, {y}, {{"axis", int64_t{0}}, {"start", SymExpr(*steps - 1)}, {"end", SymExpr(-*steps - 1)}, {"step", int64_t{-1}}});
+    ys.push_back(apply(Op::Unsqueeze, {y}, {{"axes", std::vector<int64_t>{1}}}));
+    hs.push_back(apply(Op::Unsqueeze, {h}, {{"axes", std::vector<int64_t>{0}}}));
+    cs.push_back(apply(Op::Unsqueeze, {c}, {{"axes", std::vector<int64_t>{0}}}));
+  }
+  Ex y = apply(Op::Concat, ys, {{"axis", int64_t{1}}}), yh = apply(Op::Concat, hs, {{"axis", int64_t{0}}}),
+     yc = apply(Op::Concat, cs, {{"axis", int64_t{0}}});
+  if (layout == 1) {
+    y = apply(Op::Permute, {y}, {{"dims", std::vector<int64_t>{2, 0, 1, 3}}});
+    yh = apply(Op::Permute, {yh}, {{"dims", std::vector<int64_t>{1, 0, 2}}});
+    yc = apply(Op::Permute, {yc}, {{"dims", std::vector<int64_t>{1, 0, 2}}});
+  }
+  std::vector<Ex> results{y, yh, yc};
+  for (int i = 0; i < node_->output_size() && i < (type == "LSTM" ? 3 : 2); ++i)
+    if (!node_->output(i).empty()) KILN_RETURN_IF_ERROR(define(i, results[i]));
+  return absl::OkStatus();
+}
+
+// x with each batch entry b's first lens[b] elements along `time` reversed, the rest kept:
+// element t reads t' = lens[b] - 1 - t where t < lens[b] (a gather of the one index that hits).
+Ex Importer::reverse_within(const Ex& x, const Ex& lens, int64_t time, int64_t batch_axis) {
+  if (!x.v.ok()) return x;
+  if (!lens.v.ok()) return lens;
+  const Shape& s = (*x.v)->shape();
+  int64_t rank = s.size();
+  Shape ts(rank, SymExpr(1)), ls(rank, SymExpr(1));
+  ts[time] = s[time];
+  ls[batch_axis] = s[batch_axis];
+  Ex t = apply(Op::Iota, {}, {{"shape", ts}, {"axis", time}, {"dtype", DType::i64}});
+  Ex len = apply(Op::Reshape, {apply(Op::Cast, {lens}, {{"dtype", DType::i64}})}, {{"shape", ls}});
+  Ex src = select(t < len, len - 1.0 - t, t);  // broadcast over time and batch
+  // out[.., t, ..] = sum over t2 of x[.., t2, ..] where t2 == src[.., t, ..]
+  Shape t2s(rank + 1, SymExpr(1));
+  t2s[time + 1] = s[time];
+  Ex t2 = apply(Op::Iota, {}, {{"shape", t2s}, {"axis", time + 1}, {"dtype", DType::i64}});
+  Ex hit = apply(Op::Unsqueeze, {src}, {{"axes", std::vector<int64_t>{time + 1}}}) == t2;
+  Ex xu = apply(Op::Unsqueeze, {x}, {{"axes", std::vector<int64_t>{time}}});
+  return apply(Op::Sum, {select(hit, xu, 0.0)}, {{"axes", std::vector<int64_t>{time + 1}}, {"keepdim", false}});
+}
+
+absl::Status Importer::reverse_sequence() {
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
+  KILN_ASSIGN_OR_RETURN(auto lv, value(1));
+  int64_t rank = xv->shape().size();
+  if (rank < 2) return bad("expects x of rank >= 2, got ", xv->type().to_string());
+  KILN_ASSIGN_OR_RETURN(auto time, axis_in("time_axis", attr_int("time_axis", 0), rank));
+  KILN_ASSIGN_OR_RETURN(auto batch, axis_in("batch_axis", attr_int("batch_axis", 1), rank));
+  if (time == batch || time > 1 || batch > 1) return bad("time_axis and batch_axis must be 0 and 1 in some order");
+  if (!is_integer(lv->dtype()) || lv->shape() != Shape{xv->shape()[batch]})
+    return bad("sequence_lens must be integers [", xv->shape()[batch].to_string(), "], got ", lv->type().to_string());
+  return define(0, reverse_within(ex(xv), ex(lv), time, batch));
+}
+
+// LRN: x / (bias + alpha / size * sum of x^2 over the channels [c - (size-1)/2, c + size/2])^beta,
+// the channel window as a window view of x^2 with channels moved last.
+absl::Status Importer::lrn() {
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
+  int64_t rank = xv->shape().size(), size = attr_int("size", 0);
+  if (rank < 3 || size < 1) return bad("expects x [N, C, ...] and size >= 1, got ", xv->type().to_string(), " and size ", size);
+  std::vector<int64_t> last(rank), back(rank);
+  std::iota(last.begin(), last.end(), 0);
+  last.erase(last.begin() + 1);
+  last.push_back(1);
+  for (int64_t i = 0; i < rank; ++i) back[last[i]] = i;
+  Ex x = ex(xv);
+  Ex sq = apply(Op::Permute, {x * x}, {{"dims", last}});
+  Ex win = apply(Op::Window, {sq}, {{"kernel", std::vector<int64_t>{size}}, {"pads", std::vector<int64_t>{(size - 1) / 2, size / 2}}});
+  Ex sum = apply(Op::Sum, {win}, {{"axes", std::vector<int64_t>{rank - 1}}, {"keepdim", false}});
+  Ex s = apply(Op::Permute, {sum}, {{"dims", back}});
+  Ex base = s * (attr_float("alpha", 1e-4) / static_cast<double>(size)) + attr_float("bias", 1.0);
+  return define(0, x / apply(Op::Pow, {base, constant_like(base, attr_float("beta", 0.75))}));
+}
+
+// Pow of an integer base: with an integer exponent, exact square-and-multiply over the
+// exponent's bits (a negative exponent gives 0, or +-1 for a base of +-1, as integer
+// division would); with a float exponent, pow in f32 truncated back to the base's type.
+absl::Status Importer::integer_pow(Value* base, Value* exponent) {
+  DType t = base->dtype();
+  if (is_float(exponent->dtype())) {
+    Ex b = apply(Op::Cast, {ex(base)}, {{"dtype", DType::f32}});
+    Ex e = apply(Op::Cast, {ex(exponent)}, {{"dtype", DType::f32}});
+    return define(0, apply(Op::Cast, {apply(Op::Pow, {b, e})}, {{"dtype", t}}));
+  }
+  Ex b = ex(base), e = apply(Op::Cast, {ex(exponent)}, {{"dtype", t}});
+  Ex r = constant_like(b, 1), sq = b, rest = select(e < 0.0, constant_like(e, 0), e);
+  int bits = t == DType::i64 ? 63 : 31;
+  for (int i = 0; i < bits; ++i) {
+    r = select(rest - (rest / 2.0) * 2.0 != 0.0, r * sq, r);
+    rest = rest / 2.0;
+    if (i + 1 < bits) sq = sq * sq;
+  }
+  Ex neg = select(b == 1.0, constant_like(b, 1), select(b == -1.0, select(e - (e / 2.0) * 2.0 != 0.0, constant_like(b, -1), constant_like(b, 1)), constant_like(b, 0)));
+  return define(0, select(e < 0.0, neg, r));
+}
+
+// ---- DFT and STFT (issue 16) -------------------------------------------------------
+
+// The DFT of re (+ i im) along their last dim of static length n, zero-padded or cut to
+// `len`, to k = len (or len/2 + 1 one-sided) bins: two real matmuls per part with constant
+// cos and sin matrices [len', k]. Forward: exp(-2 pi i j f / len); inverse: exp(+...) / len.
+std::pair<Ex, Ex> Importer::dft_last(Ex re, std::optional<Ex> im, int64_t n, int64_t len, bool inverse, bool onesided) {
+  int64_t k = onesided ? len / 2 + 1 : len, rows = std::min(n, len);
+  auto cut = [&](Ex e) {
+    if (rows == n || !e.v.ok()) return e;
+    return apply(Op::Slice, {e}, {{"axis", static_cast<int64_t>((*e.v)->shape().size()) - 1}, {"end", SymExpr(rows)}});
+  };
+  HostTensor c(DType::f32, {rows, k}), s(DType::f32, {rows, k});
+  double sign = inverse ? 1 : -1, scale = inverse ? 1.0 / static_cast<double>(len) : 1.0;
+  for (int64_t j = 0; j < rows; ++j)
+    for (int64_t f = 0; f < k; ++f) {
+      double theta = 2 * M_PI * static_cast<double>((j * f) % len) / static_cast<double>(len);
+      c.set(j * k + f, std::cos(theta) * scale);
+      s.set(j * k + f, sign * std::sin(theta) * scale);
+    }
+  auto param = [&](HostTensor t, const char* what) -> Ex {
+    Entry e{TensorType{DType::f32, {rows, k}}, nullptr, std::make_shared<const HostTensor>(std::move(t)), std::nullopt};
+    absl::StatusOr<Value*> v = materialize(str_cat(node_->output(0), "_", what), e);
+    if (!v.ok()) return {this, v.status()};
+    return ex(*v);
+  };
+  Ex cm = param(std::move(c), "cos"), sm = param(std::move(s), "sin");
+  re = cut(re);
+  // (re + i im)(cos + i sin'), sin' carrying the sign.
+  Ex out_re = apply(Op::MatMul, {re, cm}), out_im = apply(Op::MatMul, {re, sm});
+  if (im) {
+    Ex i = cut(*im);
+    out_re = out_re - apply(Op::MatMul, {i, sm});
+    out_im = out_im + apply(Op::MatMul, {i, cm});
+  }
+  return {out_re, out_im};
+}
+
+// x [.., 1 or 2] -> its real part and (for 2) its imaginary part, each without the last dim, in f32.
+std::pair<Ex, std::optional<Ex>> Importer::complex_parts(Value* x) {
+  int64_t last = static_cast<int64_t>(x->shape().size()) - 1;
+  auto part = [&](int64_t p) {
+    Ex s = apply(Op::Slice, {ex(x)}, {{"axis", last}, {"start", SymExpr(p)}, {"end", SymExpr(p + 1)}});
+    return apply(Op::Cast, {apply(Op::Squeeze, {s}, {{"axes", std::vector<int64_t>{last}}})}, {{"dtype", DType::f32}});
+  };
+  if (x->shape()[last] == SymExpr(2)) return {part(0), part(1)};
+  return {part(0), std::nullopt};
+}
+
+Ex Importer::stack_complex(const Ex& re, const Ex& im) {
+  if (!re.v.ok()) return re;
+  int64_t r = (*re.v)->shape().size();
+  return apply(Op::Concat, {apply(Op::Unsqueeze, {re}, {{"axes", std::vector<int64_t>{r}}}),
+                            apply(Op::Unsqueeze, {im}, {{"axes", std::vector<int64_t>{r}}})}, {{"axis", r}});
+}
+
+absl::Status Importer::dft() {
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
+  int64_t rank = xv->shape().size();
+  if (rank < 3 || !is_float(xv->dtype()) || (xv->shape()[rank - 1] != SymExpr(1) && xv->shape()[rank - 1] != SymExpr(2)))
+    return bad("expects a float signal [batch, .., 1 or 2], got ", xv->type().to_string());
+  int64_t axis_attr = attr_int("axis", 1);
+  if (opset_ >= 20) return unsupported("DFT of opset 20 (axis as an input) is not supported");
+  KILN_ASSIGN_OR_RETURN(int64_t axis, axis_in("axis", axis_attr, rank - 1));
+  if (axis == 0) return bad("axis 0 is the batch dim");
+  std::optional<int64_t> n = xv->shape()[axis].constant();
+  if (!n) return unsupported("the DFT length ", xv->shape()[axis].to_string(), " is symbolic: kiln needs a static one");
+  int64_t len = *n;
+  if (has_input(1)) {
+    KILN_ASSIGN_OR_RETURN(auto l, known_ints(1, "dft_length"));
+    if (l.size() != 1 || l[0] < 1) return bad("dft_length must be one positive integer");
+    len = l[0];
+  }
+  bool inverse = attr_int("inverse", 0) != 0, onesided = attr_int("onesided", 0) != 0;
+  if (inverse && onesided) return unsupported("inverse with onesided is not supported");
+  auto [re, im] = complex_parts(xv);
+  std::vector<int64_t> to_last(rank - 1), back(rank - 1);
+  std::iota(to_last.begin(), to_last.end(), 0);
+  to_last.erase(to_last.begin() + axis);
+  to_last.push_back(axis);
+  for (int64_t i = 0; i < rank - 1; ++i) back[to_last[i]] = i;
+  auto perm = [&](Ex e, const std::vector<int64_t>& p) { return apply(Op::Permute, {e}, {{"dims", p}}); };
+  std::optional<Ex> imp;
+  if (im) imp = perm(*im, to_last);
+  auto [yr, yi] = dft_last(perm(re, to_last), imp, *n, len, inverse, onesided);
+  return define(0, apply(Op::Cast, {stack_complex(perm(yr, back), perm(yi, back))}, {{"dtype", xv->dtype()}}));
+}
+
+// STFT(signal [batch, length, 1 or 2], frame_step, window?, frame_length?): the frames
+// (a window view with stride frame_step), times the window, through dft_last.
+absl::Status Importer::stft() {
+  KILN_ASSIGN_OR_RETURN(auto sv, value(0));
+  if (sv->shape().size() != 3 || !is_float(sv->dtype())) return bad("expects a float signal [batch, length, 1 or 2], got ", sv->type().to_string());
+  KILN_ASSIGN_OR_RETURN(auto step, known_ints(1, "frame_step"));
+  if (step.size() != 1 || step[0] < 1) return bad("frame_step must be one positive integer");
+  std::optional<Value*> window;
+  int64_t flen = -1;
+  if (has_input(2)) {
+    KILN_ASSIGN_OR_RETURN(auto w, value(2));
+    if (w->shape().size() != 1 || !w->shape()[0].constant()) return bad("window must be a static [frame_length], got ", w->type().to_string());
+    window = w, flen = *w->shape()[0].constant();
+  }
+  if (has_input(3)) {
+    KILN_ASSIGN_OR_RETURN(auto l, known_ints(3, "frame_length"));
+    if (l.size() != 1 || l[0] < 1 || (flen >= 0 && l[0] != flen)) return bad("frame_length must be one positive integer, the window's length");
+    flen = l[0];
+  }
+  if (flen < 1) return bad("needs a window or a frame_length");
+  bool onesided = attr_int("onesided", 1) != 0;
+  // [batch, length, c] -> [batch, c, length] -> frames [batch, c, flen, frames] -> [batch, frames, c, flen]
+  Ex s = apply(Op::Cast, {apply(Op::Permute, {ex(sv)}, {{"dims", std::vector<int64_t>{0, 2, 1}}})}, {{"dtype", DType::f32}});
+  Ex f = apply(Op::Window, {s}, {{"kernel", std::vector<int64_t>{flen}}, {"strides", std::vector<int64_t>{step[0]}}});
+  f = apply(Op::Permute, {f}, {{"dims", std::vector<int64_t>{0, 3, 1, 2}}});
+  if (window) f = f * apply(Op::Cast, {ex(*window)}, {{"dtype", DType::f32}});
+  auto part = [&](int64_t p) {
+    return apply(Op::Squeeze, {apply(Op::Slice, {f}, {{"axis", int64_t{2}}, {"start", SymExpr(p)}, {"end", SymExpr(p + 1)}})},
+                 {{"axes", std::vector<int64_t>{2}}});
+  };
+  std::optional<Ex> im;
+  if (sv->shape()[2] == SymExpr(2)) im = part(1);
+  else if (sv->shape()[2] != SymExpr(1)) return bad("the signal's last dim must be 1 or 2");
+  auto [yr, yi] = dft_last(part(0), im, flen, flen, false, onesided && !im);
+  return define(0, apply(Op::Cast, {stack_complex(yr, yi)}, {{"dtype", sv->dtype()}}));
+}
+
+// ---- GridSample (issue 16) -----------------------------------------------------------
+
+// GridSample(X [N, C, H, W], grid [N, Ho, Wo, 2]) as PyTorch's grid_sample defines it: grid
+// (x, y) in [-1, 1] unnormalized to pixel coordinates; for bilinear and nearest the padding
+// mode applies to the coordinate (border clamps, reflection reflects, then clamps), for
+// bicubic to each of the 4x4 taps. Every tap is a row gather of X viewed as [N*H*W, C] at
+// n*H*W + y*W + x; taps outside X (padding zeros) weigh 0. Static H and W.
+absl::Status Importer::grid_sample() {
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
+  KILN_ASSIGN_OR_RETURN(auto gv, value(1));
+  if (xv->shape().size() != 4 || gv->shape().size() != 4 || gv->shape()[3] != SymExpr(2) || !is_float(xv->dtype()))
+    return unsupported("only 2-D GridSample of a float X [N, C, H, W] and grid [N, Ho, Wo, 2] is supported, got ",
+                       xv->type().to_string(), " and ", gv->type().to_string());
+  std::optional<int64_t> h = xv->shape()[2].constant(), w = xv->shape()[3].constant();
+  if (!h || !w) return unsupported("GridSample needs static H and W, got ", xv->type().to_string());
+  std::string mode = attr_string("mode", opset_ >= 20 ? "linear" : "bilinear");
+  if (mode == "linear") mode = "bilinear";
+  if (mode == "cubic") mode = "bicubic";
+  std::string pad = attr_string("padding_mode", "zeros");
+  bool align = attr_int("align_corners", 0) != 0;
+  if (mode != "bilinear" && mode != "nearest" && mode != "bicubic") return bad("unknown mode '", mode, "'");
+  if (pad != "zeros" && pad != "border" && pad != "reflection") return bad("unknown padding_mode '", pad, "'");
+  Ex grid = apply(Op::Cast, {ex(gv)}, {{"dtype", DType::f32}});
+  auto coord = [&](int64_t c, int64_t size) {
+    Ex g = apply(Op::Squeeze, {apply(Op::Slice, {grid}, {{"axis", int64_t{3}}, {"start", SymExpr(c)}, {"end", SymExpr(c + 1)}})},
+                 {{"axes", std::vector<int64_t>{3}}});
+    double s = static_cast<double>(size);
+    return align ? (g + 1.0) * ((s - 1) / 2) : ((g + 1.0) * s - 1.0) * 0.5;
+  };
+  // Reflection into [lo, hi] (align_corners: [0, size-1], else [-0.5, size-0.5]), then clamped.
+  auto padded = [&](Ex v, int64_t size) {
+    double hi_c = static_cast<double>(size - 1);
+    if (pad == "reflection") {
+      double lo = align ? 0.0 : -0.5, hi = align ? hi_c : hi_c + 0.5, span = hi - lo;
+      if (span <= 0) {
+        v = constant_like(v, 0) * v;
+      } else {
+        Ex d = abs(v - lo);
+        Ex flips = ex_unary(Op::Floor, d / span);
+        Ex extra = d - flips * span;
+        Ex odd = flips - ex_unary(Op::Floor, flips * 0.5) * 2.0;
+        v = select(odd == 0.0, extra + lo, (hi - extra));
+      }
+    }
+    return maximum(minimum(v, hi_c), 0.0);
+  };
+  Ex x = coord(0, *w), y = coord(1, *h);
+  if (mode != "bicubic" && pad != "zeros") x = padded(x, *w), y = padded(y, *h);
+  Ex xt = apply(Op::Cast, {ex(xv)}, {{"dtype", DType::f32}});
+  Ex rows = apply(Op::Reshape, {apply(Op::Permute, {xt}, {{"dims", std::vector<int64_t>{0, 2, 3, 1}}})},
+                  {{"shape", Shape{xv->shape()[0] * (*h * *w), xv->shape()[1]}}});
+  Ex n = apply(Op::Iota, {}, {{"shape", Shape{gv->shape()[0], 1, 1}}, {"axis", int64_t{0}}, {"dtype", DType::f32}});
+  std::optional<Ex> sum;
+  // One tap at integer-valued coordinates (tx, ty) with weight wt.
+  auto tap = [&](Ex tx, Ex ty, Ex wt) {
+    if (mode == "bicubic" && pad != "zeros") tx = padded(tx, *w), ty = padded(ty, *h);
+    Ex inside = (tx >= 0.0) && (tx <= static_cast<double>(*w - 1)) && (ty >= 0.0) && (ty <= static_cast<double>(*h - 1));
+    Ex cx = maximum(minimum(tx, static_cast<double>(*w - 1)), 0.0), cy = maximum(minimum(ty, static_cast<double>(*h - 1)), 0.0);
+    Ex flat = apply(Op::Cast, {n * static_cast<double>(*h * *w) + cy * static_cast<double>(*w) + cx}, {{"dtype", DType::i64}});
+    Ex v = apply(Op::Gather, {rows, flat}, {{"axis", int64_t{0}}});  // [N, Ho, Wo, C]
+    Ex wv = apply(Op::Unsqueeze, {select(inside, wt, 0.0)}, {{"axes", std::vector<int64_t>{3}}});
+    Ex t = v * wv;
+    sum = sum ? *sum + t : t;
+  };
+  if (mode == "nearest") {
+    auto rne = [&](Ex v) {  // round half to even
+      Ex r = ex_unary(Op::Floor, v), frac = v - r;
+      Ex even = r + (r - ex_unary(Op::Floor, r * 0.5) * 2.0);
+      return select(frac < 0.5, r, select(frac > 0.5, r + 1.0, even));
+    };
+    tap(rne(x), rne(y), constant_like(x, 1) + x * 0.0);
+  } else if (mode == "bilinear") {
+    Ex x0 = ex_unary(Op::Floor, x), y0 = ex_unary(Op::Floor, y);
+    Ex fx = x - x0, fy = y - y0;
+    for (int dy = 0; dy < 2; ++dy)
+      for (int dx = 0; dx < 2; ++dx)
+        tap(x0 + static_cast<double>(dx), y0 + static_cast<double>(dy), (dx ? fx : 1.0 - fx) * (dy ? fy : 1.0 - fy));
+  } else {
+    const double a = -0.75;
+    auto cubic = [&](Ex t, int k) {  // weight of tap k in {-1, 0, 1, 2} at fraction t
+      Ex d = k <= 0 ? t - static_cast<double>(k) : static_cast<double>(k) - t;  // distance >= 0
+      Ex near = ((d * (a + 2) - (a + 3)) * d * d) + 1.0;
+      Ex far = ((d * a - 5 * a) * d + 8 * a) * d - 4 * a;
+      return (k == 0 || k == 1) ? near : far;
+    };
+    Ex x0 = ex_unary(Op::Floor, x), y0 = ex_unary(Op::Floor, y);
+    Ex fx = x - x0, fy = y - y0;
+    for (int dy = -1; dy <= 2; ++dy)
+      for (int dx = -1; dx <= 2; ++dx)
+        tap(x0 + static_cast<double>(dx), y0 + static_cast<double>(dy), cubic(fx, dx) * cubic(fy, dy));
+  }
+  Ex out = apply(Op::Permute, {*sum}, {{"dims", std::vector<int64_t>{0, 3, 1, 2}}});
+  return define(0, apply(Op::Cast, {out}, {{"dtype", xv->dtype()}}));
+}
+
+// ScatterND(data, indices [.., k], updates [.., data dims k..]): each index row names one
+// slice data[i0, .., ik-1]; per slice (data viewed as [M, rest..]), the update rows whose
+// flat index hits it are summed (reduction none, where duplicates are undefined, and add)
+// or multiplied. Needs static leading data dims and a static k.
+absl::Status Importer::scatter_nd() {
+  KILN_ASSIGN_OR_RETURN(auto data, value(0));
+  KILN_ASSIGN_OR_RETURN(auto idx, value(1));
+  KILN_ASSIGN_OR_RETURN(auto upd, value(2));
+  const Shape &ds = data->shape(), &is = idx->shape();
+  std::optional<int64_t> k = is.empty() ? std::nullopt : is.back().constant();
+  if (!is_integer(idx->dtype()) || !k || *k < 1 || *k > static_cast<int64_t>(ds.size()))
+    return bad("indices must be integers [.., k] with 1 <= k <= rank of data, got ", idx->type().to_string());
+  Shape lead(is.begin(), is.end() - 1), rest(ds.begin() + *k, ds.end()), want = lead;
+  want.insert(want.end(), rest.begin(), rest.end());
+  if (upd->shape() != want || upd->dtype() != data->dtype())
+    return bad("updates must be ", dtype_name(data->dtype()), " ", shape_to_string(want), ", got ", upd->type().to_string());
+  std::string reduction = attr_string("reduction", "none");
+  if (reduction != "none" && reduction != "add" && reduction != "mul") return unsupported("reduction '", reduction, "' is not supported");
+  int64_t m = 1;
+  for (int64_t j = 0; j < *k; ++j) {
+    if (!ds[j].constant()) return unsupported("the indexed dims of data must be static, got ", data->type().to_string());
+    m *= *ds[j].constant();
+  }
+  SymExpr u = shape_numel(lead);
+  Ex flat = constant_like(ex(idx), 0);
+  int64_t stride = m;
+  for (int64_t j = 0; j < *k; ++j) {
+    int64_t dj = *ds[j].constant();
+    stride /= dj;
+    Ex i = apply(Op::Squeeze, {apply(Op::Slice, {ex(idx)}, {{"axis", static_cast<int64_t>(is.size()) - 1}, {"start", SymExpr(j)}, {"end", SymExpr(j + 1)}})},
+                 {{"axes", std::vector<int64_t>{static_cast<int64_t>(is.size()) - 1}}});
+    flat = flat + select(i < 0.0, i + static_cast<double>(dj), i) * static_cast<double>(stride);
+  }
+  Shape hit_shape{u, SymExpr(m)}, upd_shape{u, SymExpr(1)}, data_shape{SymExpr(m)};
+  hit_shape.insert(hit_shape.end(), rest.size(), SymExpr(1));
+  upd_shape.insert(upd_shape.end(), rest.begin(), rest.end());
+  data_shape.insert(data_shape.end(), rest.begin(), rest.end());
+  Ex slots = apply(Op::Iota, {}, {{"shape", Shape{1, m}}, {"axis", int64_t{1}}, {"dtype", idx->dtype()}});
+  Ex hit = apply(Op::Reshape, {apply(Op::Reshape, {flat}, {{"shape", Shape{u, 1}}}) == slots}, {{"shape", hit_shape}});
+  Ex x = apply(Op::Reshape, {ex(data)}, {{"shape", data_shape}}), up = apply(Op::Reshape, {ex(upd)}, {{"shape", upd_shape}});
+  Attrs over_u{{"axes", std::vector<int64_t>{0}}, {"keepdim", false}};
+  Ex y = x;
+  if (reduction == "mul") {
+    y = x * apply(Op::Prod, {select(hit, up, constant_like(x, 1))}, over_u);
+  } else {
+    Ex s = apply(Op::Sum, {select(hit, up, 0.0)}, over_u);
+    if (reduction == "add") y = x + s;
+    else y = select(apply(Op::Max, {apply(Op::Cast, {hit}, {{"dtype", DType::i32}})}, over_u) > 0.0, s, x);
+  }
+  return define(0, apply(Op::Reshape, {y}, {{"shape", ds}}));
+}
+
+// MaxPool's Indices output: the window view of x (padding at the lowest float) reduced by
+// argmax over its flattened kernel dims gives the window offset of the first maximum, from
+// which the flat row-major index into x [N, C, spatial...] follows. Static C and spatial dims.
+absl::Status Importer::max_pool_indices(Value* x, const std::vector<int64_t>& kernel, const WindowAttrs& wa) {
+  const Shape& xs = x->shape();
+  int64_t sp = kernel.size(), rank = xs.size();
+  std::vector<int64_t> dims;  // C, spatial...
+  for (int64_t i = 1; i < rank; ++i) {
+    if (!xs[i].constant()) return unsupported("the Indices output needs static channel and spatial dims, got ", x->type().to_string());
+    dims.push_back(*xs[i].constant());
+  }
+  Ex win = apply(Op::Window, {ex(x)}, {{"kernel", kernel}, {"strides", wa.strides}, {"pads", wa.pads}, {"dilations", wa.dilations},
+                                      {"ceil_mode", attr_int("ceil_mode", 0) != 0},
+                                      {"pad_value", static_cast<double>(std::numeric_limits<float>::lowest())}});
+  if (!win.v.ok()) return win.v.status();
+  Shape ws = (*win.v)->shape(), flat_k(ws.begin(), ws.begin() + 2);  // [N, C, k..., o...]
+  int64_t kn = 1;
+  for (int64_t k : kernel) kn *= k;
+  flat_k.push_back(kn);
+  flat_k.insert(flat_k.end(), ws.begin() + 2 + sp, ws.end());
+  Ex local = apply(Op::ArgMax, {apply(Op::Reshape, {win}, {{"shape", flat_k}})}, {{"axis", int64_t{2}}, {"keepdim", false}});
+  Shape out(ws.begin(), ws.begin() + 2);
+  out.insert(out.end(), ws.begin() + 2 + sp, ws.end());
+  auto iota = [&](int64_t axis) {
+    Shape s(rank, SymExpr(1));
+    s[axis] = out[axis];
+    return apply(Op::Iota, {}, {{"shape", s}, {"axis", axis}, {"dtype", DType::i64}});
+  };
+  // storage_order 1 numbers the spatial positions column-major (the first spatial dim fastest).
+  bool column_major = attr_int("storage_order", 0) != 0;
+  int64_t plane = 1;
+  for (int64_t i = 0; i < sp; ++i) plane *= dims[1 + i];
+  Ex flat = (iota(0) * static_cast<double>(dims[0]) + iota(1)) * static_cast<double>(plane);  // (n * C + c) * plane
+  int64_t inner = kn;
+  for (int64_t i = 0; i < sp; ++i) {
+    inner /= kernel[i];
+    Ex ki = local / static_cast<double>(inner);
+    ki = ki - (ki / static_cast<double>(kernel[i])) * static_cast<double>(kernel[i]);  // (local // inner) % k_i
+    Ex pos = iota(2 + i) * static_cast<double>(wa.strides[i]) - static_cast<double>(wa.pads[i]) + ki * static_cast<double>(wa.dilations[i]);
+    int64_t stride = 1;
+    for (int64_t j = column_major ? 0 : i + 1; j < (column_major ? i : sp); ++j) stride *= dims[1 + j];
+    flat = flat + pos * static_cast<double>(stride);
+  }
+  return define(1, flat);
+}
+
+// Det of [.., n, n] for static n <= 4: the Leibniz sum over the n! permutations of signed
+// products of entries (at most 24 terms of 4 factors; larger n needs an LU op).
+absl::Status Importer::det() {
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
+  const Shape& s = xv->shape();
+  int64_t rank = s.size();
+  std::optional<int64_t> n = rank >= 2 ? s[rank - 1].constant() : std::nullopt;
+  if (!is_float(xv->dtype()) || !n || s[rank - 2] != s[rank - 1]) return bad("expects float square matrices [.., n, n], got ", xv->type().to_string());
+  if (*n > 4) return unsupported("Det of ", *n, "x", *n, " matrices is not supported (kiln computes n <= 4 by the Leibniz formula)");
+  Shape flat(s.begin(), s.end() - 2);
+  flat.push_back(*n * *n);
+  Ex x = apply(Op::Reshape, {apply(Op::Cast, {ex(xv)}, {{"dtype", DType::f32}})}, {{"shape", flat}});
+  std::vector<Ex> entry;
+  for (int64_t i = 0; i < *n * *n; ++i)
+    entry.push_back(apply(Op::Squeeze, {apply(Op::Slice, {x}, {{"axis", rank - 2}, {"start", SymExpr(i)}, {"end", SymExpr(i + 1)}})},
+                          {{"axes", std::vector<int64_t>{rank - 2}}}));
+  std::vector<int64_t> perm(*n);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::optional<Ex> sum;
+  do {
+    int64_t inversions = 0;
+    for (int64_t i = 0; i < *n; ++i)
+      for (int64_t j = i + 1; j < *n; ++j) inversions += perm[i] > perm[j];
+    Ex term = entry[perm[0]];
+    for (int64_t i = 1; i < *n; ++i) term = term * entry[i * *n + perm[i]];
+    if (!sum) sum = inversions % 2 ? 0.0 - term : term;
+    else sum = inversions % 2 ? *sum - term : *sum + term;
+  } while (std::next_permutation(perm.begin(), perm.end()));
+  return define(0, apply(Op::Cast, {*sum}, {{"dtype", xv->dtype()}}));
+}
+
+// MaxUnpool(X, I, output_shape?): zeros of the unpooled shape with X's values written at
+// the flat indices I (MaxPool's Indices into [N, C, spatial...]). Per (n, c) plane, output
+// position m sums the inputs whose index is (n*C + c)*plane + m: an index-hit sum, quadratic
+// in the plane size (like ScatterElements). Static C and spatial dims.
+absl::Status Importer::max_unpool() {
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
+  KILN_ASSIGN_OR_RETURN(auto iv, value(1));
+  std::optional<std::vector<int64_t>> kernel = attr_ints("kernel_shape");
+  const Shape& xs = xv->shape();
+  int64_t rank = xs.size();
+  if (!kernel || rank != static_cast<int64_t>(kernel->size()) + 2) return bad("needs kernel_shape for x [N, C, spatial...], got ", xv->type().to_string());
+  if (!is_integer(iv->dtype()) || iv->shape() != xs) return bad("I must be integer indices of x's shape, got ", iv->type().to_string());
+  int64_t sp = kernel->size();
+  std::vector<int64_t> strides = attr_ints("strides").value_or(std::vector<int64_t>(sp, 1));
+  std::vector<int64_t> pads = attr_ints("pads").value_or(std::vector<int64_t>(2 * sp, 0));
+  if (static_cast<int64_t>(strides.size()) != sp || static_cast<int64_t>(pads.size()) != 2 * sp) return bad("strides and pads do not match kernel_shape");
+  Shape out{xs[0], xs[1]};
+  int64_t pin = 1, pout = 1;
+  for (int64_t i = 1; i < rank; ++i)
+    if (!xs[i].constant()) return unsupported("MaxUnpool needs static channel and spatial dims, got ", xv->type().to_string());
+  for (int64_t i = 0; i < sp; ++i) {
+    int64_t in = *xs[2 + i].constant(), o = (in - 1) * strides[i] + (*kernel)[i] - pads[i] - pads[sp + i];
+    out.push_back(o), pin *= in, pout *= o;
+  }
+  std::vector<int64_t> os;  // output_shape: the default-shaped result padded (or cut) at the end
+  if (has_input(2)) {
+    KILN_ASSIGN_OR_RETURN(os, known_ints(2, "output_shape"));
+    if (static_cast<int64_t>(os.size()) != rank) return bad("output_shape must have ", rank, " entries");
+  }
+  int64_t c = *xs[1].constant();
+  Shape col{xs[0], xs[1], SymExpr(pin), SymExpr(1)};
+  Ex x = apply(Op::Reshape, {ex(xv)}, {{"shape", col}});
+  Ex idx = apply(Op::Reshape, {apply(Op::Cast, {ex(iv)}, {{"dtype", DType::i64}})}, {{"shape", col}});
+  auto iota = [&](Shape s, int64_t axis) { return apply(Op::Iota, {}, {{"shape", s}, {"axis", axis}, {"dtype", DType::i64}}); };
+  Ex base = (iota({xs[0], 1, 1, 1}, 0) * static_cast<double>(c) + iota({1, xs[1], 1, 1}, 1)) * static_cast<double>(pout);
+  Ex hit = (idx - base) == iota({1, 1, 1, pout}, 3);
+  Ex y = apply(Op::Reshape, {apply(Op::Sum, {select(hit, x, 0.0)}, {{"axes", std::vector<int64_t>{2}}, {"keepdim", false}})},
+                {{"shape", out}});
+  for (int64_t i = 0; !os.empty() && i < sp; ++i) {
+    int64_t have = *out[2 + i].constant(), want = os[2 + i];
+    if (want < have) y = apply(Op::Slice, {y}, {{"axis", 2 + i}, {"end", SymExpr(want)}});
+    if (want > have) {
+      Shape zs = out;
+      zs[2 + i] = want - have;
+      y = apply(Op::Concat, {y, apply(Op::Expand, {constant_like(y, 0)}, {{"shape", zs}})}, {{"axis", 2 + i}});
+    }
+    out[2 + i] = want;
+  }
+  return define(0, y);
 }
 
 }  // namespace kiln::onnx_detail

@@ -160,25 +160,25 @@ TEST_CASE("conformance runner: pass, mismatch, tolerance from data.json", "[onnx
 
 TEST_CASE("conformance runner: skips name the op at fault and their reason", "[onnx][conformance]") {
   TestDir d;
-  ModelBuilder det;
-  det.input("x", kF32, {2});
-  det.node("Det", {"x"}, {"y"}, "n0");
-  det.output("y", kF32, {2});
-  d.add("test_det", det, {filled({2}, {0, 1})}, {filled({2}, {0, 1})});
+  ModelBuilder uniq;
+  uniq.input("x", kF32, {2});
+  uniq.node("Unique", {"x"}, {"y"}, "n0");
+  uniq.output("y", kF32, {2});
+  d.add("test_uniq", uniq, {filled({2}, {0, 1})}, {filled({2}, {0, 1})});
   HostTensor wrong_shape = filled({3}, {1, 2, 3});
   d.add("test_declared", add_model(), {wrong_shape, wrong_shape}, {wrong_shape});
   ConformanceReport report = *run_onnx_conformance(d.path(), reference_executor());
   REQUIRE(report.results.size() == 2);
-  const ConformanceResult& skip = report.results[1];  // sorted: test_declared, test_det
-  CHECK(skip.test == "test_det");
+  const ConformanceResult& skip = report.results[1];  // sorted: test_declared, test_uniq
+  CHECK(skip.test == "test_uniq");
   CHECK(skip.status == ConformanceStatus::Skip);
-  CHECK(skip.op_type == "Det");
-  CHECK(skip.reason == "node 'n0' (Det, opset 17): unsupported op");
+  CHECK(skip.op_type == "Unique");
+  CHECK(skip.reason == "node 'n0' (Unique, opset 17): unsupported op");
   CHECK(report.results[0].status == ConformanceStatus::Skip);
   CHECK(report.results[0].reason == "test_data_set_0: input 'a' holds f32[3], but the model declares [2]");
   std::string text = format_conformance_report(report);
-  CHECK_THAT(text, Catch::Contains("test_det       SKIP  node 'n0' (Det, opset 17): unsupported op\n"));
-  CHECK_THAT(text, Catch::Contains("  Det (1 test): unsupported op\n"));
+  CHECK_THAT(text, Catch::Contains("test_uniq      SKIP  node 'n0' (Unique, opset 17): unsupported op\n"));
+  CHECK_THAT(text, Catch::Contains("  Unique (1 test): unsupported op\n"));
   CHECK_THAT(text, Catch::EndsWith("\nonnx node tests: 0 passed, 0 failed, 2 skipped\n"));
 }
 

@@ -8,6 +8,7 @@
 #include <map>
 #include <variant>
 
+#include "compiler/compile.h"
 #include "ir/str.h"
 #include "passes/decompose.h"
 #include "passes/simplify.h"
@@ -351,10 +352,124 @@ TEST_CASE("auto_pad SAME with a stride on a symbolic dim, and MaxPool's Indices,
   CHECK_THAT(status_message(s), Catch::Contains("node 'conv0' (Conv, opset 17): auto_pad SAME_LOWER with stride 2 needs static spatial sizes"));
 
   ModelBuilder p(17);
-  p.input("x", kF32, {1, 3, 4, 4});
+  p.input("x", kF32, {1, 3, "H", 4});
   set_attr(p.node("MaxPool", {"x"}, {"y", "i"}, "pool0"), "kernel_shape", std::vector<int64_t>{2, 2});
   p.output("y", kF32, {}).output("i", kI64, {});
-  CHECK_THAT(status_message(import_error(p)), Catch::Contains("the Indices output of MaxPool is not supported"));
+  CHECK_THAT(status_message(import_error(p)), Catch::Contains("node 'pool0' (MaxPool, opset 17): the Indices output needs static channel and spatial dims"));
+}
+
+
+// One Resize of x [N, 2, H, W] by scale k along H and W (or, with `sizes`, to Concat(Shape)
+// arithmetic giving k*H), imported with H and W symbolic or static.
+ModelBuilder resize_model(const std::vector<std::variant<int64_t, std::string>>& dims, int64_t k,
+                          const std::map<std::string, std::string>& attrs, bool sizes) {
+  ModelBuilder m(13);
+  m.input("x", kF32, dims);
+  if (sizes) {
+    m.node("Shape", {"x"}, {"s"});
+    m.initializer("k", [&] {
+      HostTensor t(DType::i64, {4});
+      for (int64_t i = 0; i < 4; ++i) t.set_int(i, i < 2 ? 1 : k);
+      return t;
+    }());
+    m.node("Mul", {"s", "k"}, {"sz"});
+  } else {
+    m.initializer("scales", [&] {
+      HostTensor t(DType::f32, {4});
+      for (int64_t i = 0; i < 4; ++i) t.set(i, i < 2 ? 1.0 : static_cast<double>(k));
+      return t;
+    }());
+  }
+  onnx::NodeProto& n = sizes ? m.node("Resize", {"x", "", "", "sz"}, {"y"}) : m.node("Resize", {"x", "", "scales"}, {"y"});
+  for (const auto& [name, value] : attrs) set_attr(n, name, value);
+  m.output("y", kF32, {});
+  return m;
+}
+
+
+TEST_CASE("Resize of symbolic dims by an integer factor matches the same Resize on static dims", "[onnx][import]") {
+  const std::vector<std::map<std::string, std::string>> cases = {
+      {{"mode", "nearest"}, {"coordinate_transformation_mode", "asymmetric"}, {"nearest_mode", "floor"}},
+      {{"mode", "nearest"}, {"coordinate_transformation_mode", "half_pixel"}, {"nearest_mode", "round_prefer_floor"}},
+      {{"mode", "nearest"}, {"coordinate_transformation_mode", "tf_half_pixel_for_nn"}, {"nearest_mode", "ceil"}},
+      {{"mode", "nearest"}, {"coordinate_transformation_mode", "pytorch_half_pixel"}, {"nearest_mode", "round_prefer_ceil"}},
+      {{"mode", "linear"}, {"coordinate_transformation_mode", "half_pixel"}},
+      {{"mode", "linear"}, {"coordinate_transformation_mode", "pytorch_half_pixel"}},
+      {{"mode", "linear"}, {"coordinate_transformation_mode", "asymmetric"}},
+      {{"mode", "cubic"}, {"coordinate_transformation_mode", "half_pixel"}},
+  };
+  for (const auto& attrs : cases)
+    for (int64_t k : {2, 3})
+      for (bool sizes : {false, true}) {
+        Graph sym = import_ok(resize_model({"N", 2, "H", "W"}, k, attrs, sizes));
+        for (auto [n, h, w] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {2, 5, 3}, {1, 8, 13}}) {
+          if (attrs.at("mode") == "cubic" && (h < 2 || w < 2)) continue;  // cubic's taps reach 2 away
+          Graph fixed = import_ok(resize_model({n, 2, h, w}, k, attrs, sizes));
+          HostTensor x = random_tensor(DType::f32, {n, 2, h, w}, 60 + h);
+          HostTensor got = run(sym, {{"x", x}})[0], want = run(fixed, {{"x", x}})[0];
+          INFO(attrs.at("mode") << " " << attrs.at("coordinate_transformation_mode") << " k=" << k << " sizes=" << sizes
+                                << " at " << n << "x" << h << "x" << w);
+          REQUIRE(got.shape() == want.shape());
+          for (int64_t i = 0; i < got.numel(); ++i) CHECK(got.get(i) == Approx(want.get(i)).margin(1e-5));
+        }
+      }
+  // align_corners' weights depend on the dim's value.
+  absl::Status s = import_error(resize_model({"N", 2, "H", "W"}, 2, {{"mode", "linear"}, {"coordinate_transformation_mode", "align_corners"}}, false));
+  CHECK(s.code() == absl::StatusCode::kUnimplemented);
+  CHECK_THAT(std::string(s.message()), Catch::Contains("align_corners"));
+}
+
+TEST_CASE("A Concat of H // 4 * 4 with H makes the import declare H a multiple of 4; other sizes are rejected", "[onnx][import]") {
+  // A U-Net skip: x [N, 1, H] pooled twice by 2, upsampled by 4, concatenated with x.
+  ModelBuilder m(13);
+  m.input("x", kF32, {"N", 1, "H"});
+  for (const char* p : {"p1", "p2"}) {
+    onnx::NodeProto& pool = m.node("MaxPool", {p == std::string("p1") ? "x" : "p1"}, {p});
+    set_attr(pool, "kernel_shape", std::vector<int64_t>{2});
+    set_attr(pool, "strides", std::vector<int64_t>{2});
+  }
+  m.initializer("scales", [] {
+    HostTensor t(DType::f32, {3});
+    for (int64_t i = 0; i < 3; ++i) t.set(i, i < 2 ? 1.0 : 4.0);
+    return t;
+  }());
+  onnx::NodeProto& up = m.node("Resize", {"p2", "", "scales"}, {"u"});
+  set_attr(up, "nearest_mode", std::string("floor"));
+  set_attr(up, "coordinate_transformation_mode", std::string("asymmetric"));
+  set_attr(m.node("Concat", {"u", "x"}, {"y"}), "axis", int64_t{1});
+  m.output("y", kF32, {});
+  Graph g = import_ok(m);
+  check_ir(g, "CHECK: graph {{.*}}(%x: f32[N, 1, 4*H_div4])");
+  for (int64_t h : {4, 12}) {
+    HostTensor x = random_tensor(DType::f32, {2, 1, h}, 70 + h);
+    HostTensor y = run(g, {{"x", x}})[0];
+    REQUIRE(y.shape() == std::vector<int64_t>{2, 2, h});
+    for (int64_t b = 0; b < 2; ++b)
+      for (int64_t i = 0; i < h; ++i) {
+        int64_t q = i / 4 * 4;
+        double want = std::max({x.get(b * h + q), x.get(b * h + q + 1), x.get(b * h + q + 2), x.get(b * h + q + 3)});
+        CHECK(y.get((b * 2) * h + i) == want);
+        CHECK(y.get((b * 2 + 1) * h + i) == x.get(b * h + i));
+      }
+  }
+  absl::StatusOr<std::vector<HostTensor>> bad = evaluate(g, {{"x", random_tensor(DType::f32, {1, 1, 10}, 80)}});
+  REQUIRE(!bad.ok());
+  CHECK_THAT(std::string(bad.status().message()), Catch::Contains("expected a multiple of 4"));
+#if KILN_WITH_LLVM
+  // The compiled graph binds H_div4 from the call's dim and rejects a non-multiple the same way.
+  absl::StatusOr<CompiledGraph> cg = compile(g, {.device = Device::Cpu});
+  INFO(status_message(cg.status()));
+  REQUIRE(cg.ok());
+  TensorMap ok_args{{"x", random_tensor(DType::f32, {3, 1, 8}, 81)}};
+  absl::StatusOr<std::vector<HostTensor>> cpu = run_host(*cg, ok_args);
+  INFO(status_message(cpu.status()));
+  REQUIRE(cpu.ok());
+  std::vector<HostTensor> ref = run(g, ok_args);
+  for (int64_t i = 0; i < ref[0].numel(); ++i) CHECK((*cpu)[0].get(i) == ref[0].get(i));
+  absl::StatusOr<std::vector<HostTensor>> rejected = run_host(*cg, {{"x", random_tensor(DType::f32, {1, 1, 10}, 82)}});
+  REQUIRE(!rejected.ok());
+  CHECK_THAT(status_message(rejected.status()), Catch::Contains("expected a multiple of 4 (4*H_div4), got 10"));
+#endif
 }
 
 }  // namespace

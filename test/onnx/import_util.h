@@ -11,6 +11,7 @@
 #include "frontends/onnx/onnx_import.h"
 #include "ir/printer.h"
 #include "ir/reference.h"
+#include "ir/str.h"
 #include "ir/verifier.h"
 #include "test/common/filecheck.h"
 #include "test/onnx/model_builder.h"
