@@ -188,6 +188,7 @@ class Runner {
   }
 
   void write(const kir::Store& s) {
+    if (s.mask.defined() && eval(s.mask) == 0) return;
     double v = eval(s.value);
     int64_t at = index(s.index);
     if (!in_bounds(s.buffer, at, s.index)) return;
@@ -327,6 +328,10 @@ absl::StatusOr<std::vector<HostTensor>> evaluate_kernels(const Graph& g, const S
                                   ", which is not a live buffer of its type");
         // The donor is dead after this kernel, so its buffer is this one's.
         out.push_back(const_cast<HostTensor*>(it->second));
+      } else if (const Value* state = state_storage(v); state && env.contains(state)) {
+        // A state write stores some rows only: the rest is the state as it was (a copy
+        // here, since `args` stay the caller's; devices write the state itself).
+        out.push_back(&storage.emplace_back(*env.at(state)));
       } else {
         out.push_back(&storage.emplace_back(buf.dtype, shape));
       }

@@ -26,7 +26,8 @@ absl::Status run_kernel(const kir::Kernel& k, const std::vector<const HostTensor
 // inputs and parameters without data, by name, as reference.h's evaluate takes them;
 // intermediates live in host buffers keyed by value. With `plan`, a buffer the plan puts
 // in place over a dead input is that input's host buffer, so a kernel that reads the input
-// after writing over it gives a wrong answer here too. Returns g's outputs in order.
+// after writing over it gives a wrong answer here too. A state write's output starts as the
+// state's contents. Returns g's outputs in order.
 absl::StatusOr<std::vector<HostTensor>> evaluate_kernels(const Graph& g, const Schedule& s,
                                                          const std::vector<kir::Kernel>& kernels,
                                                          const TensorMap& args, const MemoryPlan* plan = nullptr);

@@ -565,7 +565,8 @@ std::string print_kernel(const Kernel& k) {
     for (const Let& l : st.lets)
       s += str_cat(ind, "  t", l.id, ": ", dtype_name(l.value.dtype()), " = ", print_expr(l.value, &k), "\n");
     for (const Store& st_ : st.stores)
-      s += str_cat(ind, "  store ", buffer_name(st_.buffer, &k), "[", print_index(st_.index, &k), "] = ",
+      s += str_cat(ind, "  store ", st_.mask.defined() ? str_cat("if ", print_expr(st_.mask, &k), " ") : std::string(),
+                   buffer_name(st_.buffer, &k), "[", print_index(st_.index, &k), "] = ",
                    print_expr(st_.value, &k), "\n");
     if (st.kind == Stage::Kind::Reduce) s += str_cat(ind, "  fold ", print_expr(st.value, &k), "\n");
   }

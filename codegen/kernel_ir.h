@@ -182,6 +182,9 @@ struct Store {
   int buffer;
   Index index;  // flat row-major element offset
   Expr value;   // of the buffer's dtype
+  // When defined (a bool let): the store happens only where it is true, and `index` is in
+  // bounds there (an in-place write of state: cache_write skips rows outside the cache).
+  Expr mask = {};
 };
 
 enum class Combiner : uint8_t { Sum, Prod, Max, Min, ArgMax };

@@ -76,7 +76,12 @@ class Lowerer {
   absl::StatusOr<Kernel> run() {
     for (Node* n : group_.nodes) nodes_.insert(n);
     for (Node* n : group_.prologue) nodes_.insert(n);
-    for (Value* v : group_.inputs) input_buffer(v);
+    const Node* writer = nullptr;
+    for (const Node* n : group_.nodes)
+      if (writes_state(*n)) writer = n;
+    // The state a writer updates is its output buffer (the same memory), never an input.
+    for (Value* v : group_.inputs)
+      if (!writer || v != writer->operand(0)) input_buffer(v);
     for (Value* v : group_.outputs) {
       if (!v->producer() || !nodes_.contains(v->producer()))
         return err("output %", v->name(), " is not computed by the group");
@@ -92,7 +97,9 @@ class Lowerer {
     say(str_cat("lower group ", group_.id, " (", group_.nodes.size(), " nodes) as ", k_.name));
 
     absl::Status s;
-    if (group_.kind == KernelGroup::Kind::Gemm) s = lower_gemm(gemm);
+    if (writer && group_.nodes.size() > 1) s = err(writer->describe(), " must be alone in its group");
+    else if (writer) s = lower_cache_write(*writer);
+    else if (group_.kind == KernelGroup::Kind::Gemm) s = lower_gemm(gemm);
     else if (gemm) s = err(gemm->describe(), " is a GEMM outside a Gemm group");
     else if (!reductions.empty()) s = lower_reduction(reductions);
     else s = lower_elementwise();
@@ -200,6 +207,43 @@ class Lowerer {
       say(str_cat("  map stage over ", shape_to_string(s), ": ", stage().lets.size(), " lets, ",
                   stage().stores.size(), " stores"));
     }
+    return absl::OkStatus();
+  }
+
+  // cache_write (ops.def) as a scatter over new's elements: each stores into the cache row
+  // that its position (and the block table) names, masked off where that row lies outside the
+  // cache; indices are clamped so that every address formed is in bounds.
+  absl::Status lower_cache_write(const Node& n) {
+    const Value &x = *n.operand(1), &cache = *n.operand(0);
+    const Shape &xs = x.shape(), &cs = cache.shape();
+    const Value* table = n.num_operands() > 3 ? n.operand(3) : nullptr;
+    k_.domain = xs;
+    begin_stage(Stage::Kind::Map, {});
+    Indices o = vars(xs, Index::outer);
+    auto i64 = [](const Expr& e) { return Expr::cast(e, DType::i64); };
+    auto within = [&](const Expr& v, const Index& hi) {  // 0 <= v < hi, as a bool let
+      Expr lo_ok = Expr::binary(Op::Ge, v, Expr::constant(0, DType::i64), DType::boolean);
+      Expr hi_ok = Expr::binary(Op::Lt, v, Expr::index_value(hi), DType::boolean);
+      return bind(Expr::binary(Op::And, bind(lo_ok), bind(hi_ok), DType::boolean));
+    };
+    auto clamp = [](const Expr& v, const Index& hi) { return Index::min(Index::max(Index::scalar(v), 0), hi - Index(1)); };
+    KILN_ASSIGN_OR_RETURN(Expr value, value_at(&x, o));
+    KILN_ASSIGN_OR_RETURN(Expr start, value_at(n.operand(2), {o[0]}));
+    Expr row = bind(Expr::binary(Op::Add, i64(start), Expr::index_value(o[2]), DType::i64));
+    Index rows = table ? Index::from_dim(table->shape()[1]) * Index::from_dim(cs[1]) : Index::from_dim(cs[2]);
+    Expr ok = within(row, rows);
+    Index r = clamp(row, rows), at;
+    if (table) {
+      Index bs = Index::from_dim(cs[1]), blocks = Index::from_dim(cs[0]);
+      KILN_ASSIGN_OR_RETURN(Expr blk, value_at(table, {o[0], Index::floordiv(r, bs)}));
+      Expr b = bind(i64(blk));
+      ok = bind(Expr::binary(Op::And, ok, within(b, blocks), DType::boolean));
+      at = flatten({clamp(b, blocks), Index::mod(r, bs), o[1], o[3]}, cs);
+    } else {
+      at = flatten({o[0], o[1], r, o[3]}, cs);
+    }
+    stage().stores.push_back({output_position(n.result()), at, Expr::cast(value, cache.dtype()), ok});
+    say(str_cat("  scatter over ", shape_to_string(xs), table ? " through the block table" : ""));
     return absl::OkStatus();
   }
 

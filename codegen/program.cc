@@ -50,9 +50,12 @@ class ProgramBuilder {
     const Graph& g = m_->state.graph;
     for (const Value* a : m_->args) {
       arg_index_[a] = static_cast<int>(p_.args.size());
-      p_.args.push_back({a->name(), a->dtype(), a->shape(), a->is_param()});
+      p_.args.push_back({a->name(), a->dtype(), a->shape(), a->is_param(), a->is_state()});
     }
-    for (const Value* v : g.outputs()) p_.outputs.push_back({v->name(), v->dtype(), v->shape(), false});
+    for (const Value* v : g.outputs()) {
+      const Value* s = state_storage(v);
+      p_.outputs.push_back({v->name(), v->dtype(), v->shape(), false, false, s ? arg_index_.at(s) : -1});
+    }
     for (size_t i = 0; i < m_->state.memory.buffers.size(); ++i)
       planned_[m_->state.memory.buffers[i].value] = static_cast<int>(i);
     for (const KernelGroup& grp : m_->state.schedule.groups)
@@ -74,7 +77,9 @@ class ProgramBuilder {
     ProgramBuffer b{v->name(), v->dtype(), v->shape()};
     const std::vector<Value*>& outs = m_->state.graph.outputs();
     auto out = std::find(outs.begin(), outs.end(), v);
-    if (auto it = prep_slot_.find(v); it != prep_slot_.end()) {
+    if (const Value* s = state_storage(v)) {  // the state argument, before or after its write
+      b.placement = Placement::Argument, b.index = arg_index_.at(s);
+    } else if (auto it = prep_slot_.find(v); it != prep_slot_.end()) {
       b.placement = Placement::WeightPrep, b.index = it->second;
     } else if (out != outs.end() && v->producer()) {
       b.placement = Placement::Output, b.index = static_cast<int>(out - outs.begin());
@@ -206,6 +211,7 @@ class ProgramBuilder {
     const std::vector<Value*>& outs = m_->state.graph.outputs();
     for (size_t j = 0; j < outs.size(); ++j) {
       const Value* v = outs[j];
+      if (p_.outputs[j].state_arg >= 0) continue;  // the caller's state buffer itself
       KILN_ASSIGN_OR_RETURN(int src, buffer_of(v, false));
       const ProgramBuffer& b = p_.buffers[src];
       if (b.placement == Placement::Output && b.index == static_cast<int>(j)) continue;
@@ -309,6 +315,8 @@ std::string Program::to_string() const {
     std::map<std::string, int64_t> sorted(baked.begin(), baked.end());
     s += str_cat("baked ", str_join(sorted, ", ", [](const auto& kv) { return str_cat(kv.first, " = ", kv.second); }), "\n");
   }
+  for (const Value& o : outputs)
+    if (o.state_arg >= 0) s += str_cat("output %", o.name, " is state argument %", args[o.state_arg].name, " (updated in place)\n");
   s += "buffers:\n";
   for (size_t i = 0; i < buffers.size(); ++i) s += str_cat("  b", i, " ", buffer_text(buffers[i]), "\n");
   auto call = [&](const KernelStep& k) {

@@ -123,6 +123,10 @@ class Program {
     DType dtype = DType::f32;
     Shape shape;
     bool param = false;  // a parameter passed at run time (read in place, never copied)
+    bool state = false;  // a state argument: read and updated in place, never copied
+    // An output that is state argument `state_arg` after the call's write: the caller gets
+    // that argument's tensor back (no copy). -1: an ordinary output.
+    int state_arg = -1;
   };
 
   std::string target;

@@ -69,7 +69,9 @@ class CompiledGraph {
  public:
   // `args`: the graph's runtime arguments (inputs, then parameters without host data, in
   // signature order), contiguous, on the compiled device. Returns the outputs, allocated on
-  // that device. Errors name the argument (count, dtype, shape, device) or the failing build.
+  // that device. A state input (DESIGN.md, State) is updated in place: the output that is the
+  // state after its write is that argument's tensor itself (its slot in `outputs` of run()
+  // is left empty or holds that tensor); it is never copied. Errors name the argument (count, dtype, shape, device) or the failing build.
   absl::StatusOr<std::vector<Tensor>> operator()(const std::vector<Tensor>& args, const CallOptions& opts = {});
   // The same, writing into `outputs`: one per graph output, either empty (allocated here)
   // or of the right dtype, shape and device (written in place).
@@ -102,7 +104,8 @@ class CompiledGraph {
   void parameters_changed();
   // reduce-overhead on CUDA: the CUDA graph's static slots for calls with these symbol
   // values (building the specialization if needed). A server that writes its inputs into
-  // `inputs` (parameters' entries are empty: they are read in place) and calls run() with
+  // `inputs` (parameters' and state's entries are empty: they are read in place, and new
+  // addresses for them capture the graph again, so keep a KV cache where it is) and calls run() with
   // them and with `outputs` replays the graph with no copies in or out; the slots are
   // overwritten by every such call and live as long as this CompiledGraph. Other modes
   // and the CPU: an error.

@@ -16,6 +16,13 @@ std::string Node::describe() const {
   return s;
 }
 
+bool writes_state(const Node& n) { return n.op() == Op::CacheWrite; }
+
+const Value* state_storage(const Value* v) {
+  while (v && v->producer() && writes_state(*v->producer())) v = v->producer()->operand(0);
+  return v && v->is_state() ? v : nullptr;
+}
+
 Graph::Graph(std::string name) : name_(std::move(name)), insert_at_(nodes_.end()) {}
 
 Value* Graph::new_value(std::string name) {
@@ -51,11 +58,12 @@ absl::Status Graph::rename(Value* v, const std::string& name) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<Value*> Graph::add_input(const std::string& name, TensorType type) {
+absl::StatusOr<Value*> Graph::add_input(const std::string& name, TensorType type, bool state) {
   KILN_RETURN_IF_ERROR(claim_name(name));
   Value* v = new_value(name);
   v->type_ = std::move(type);
   v->role_ = Value::Role::Input;
+  v->state_ = state;
   args_.push_back(v);
   return v;
 }
@@ -225,6 +233,7 @@ Graph Graph::clone() const {
     Value* c = g.new_value(v->name_);
     c->type_ = v->type_;
     c->role_ = v->role_;
+    c->state_ = v->state_;
     c->data_ = v->data_;
     g.args_.push_back(c);
     map[v] = c;

@@ -32,6 +32,8 @@ class Value {
   Role role() const { return role_; }
   bool is_input() const { return role_ == Role::Input; }
   bool is_param() const { return role_ == Role::Param; }
+  // A state input: a caller-owned buffer the graph may update in place (DESIGN.md, State).
+  bool is_state() const { return state_; }
   Node* producer() const { return producer_; }  // null for inputs and params
   int result_index() const { return index_; }
   // Host data of a parameter; null when the parameter is bound at run time.
@@ -44,6 +46,7 @@ class Value {
   Role role_ = Role::Result;
   Node* producer_ = nullptr;
   int index_ = 0;
+  bool state_ = false;
   std::shared_ptr<const HostTensor> data_;
 };
 
@@ -90,7 +93,9 @@ class Graph {
   void set_name(std::string n) { name_ = std::move(n); }
 
   // Arguments, in signature order. Names must be unique in the graph.
-  absl::StatusOr<Value*> add_input(const std::string& name, TensorType type);
+  // A `state` input is a caller-owned buffer that at most one state-writing op (cache_write)
+  // updates in place; that op's result aliases it (DESIGN.md, State).
+  absl::StatusOr<Value*> add_input(const std::string& name, TensorType type, bool state = false);
   absl::StatusOr<Value*> add_param(const std::string& name, TensorType type,
                                    std::shared_ptr<const HostTensor> data = nullptr);
   // Gives a parameter host data (checked against its type) or removes it (nullptr).
@@ -153,6 +158,12 @@ class Graph {
   absl::flat_hash_map<std::string, int> name_counters_;
   std::map<std::string, SymbolInfo> bounds_;
 };
+
+// Whether `n` writes a state input in place (operand 0), its result aliasing it.
+bool writes_state(const Node& n);
+// The state input whose buffer `v` is: the input itself, or the result of the op writing it;
+// null for any other value.
+const Value* state_storage(const Value* v);
 
 // Symbol values implied by concrete argument shapes, keyed by argument name; errors on
 // a rank mismatch, a static dim that differs, or a symbol bound two different ways.

@@ -6,6 +6,7 @@
 #include "ir/op.h"
 
 #include "ir/op_attrs.h"
+#include "ir/ops_attention.h"
 #include "ir/status.h"
 #include "ir/str.h"
 

@@ -488,10 +488,10 @@ class Parser {
     const Token& name = take();
     KILN_RETURN_IF_ERROR(expect(Tok::Colon, "':' after the argument's name"));
     KILN_ASSIGN_OR_RETURN(TensorType type, parse_type());
-    bool param = at_word("param");
-    if (param) take();
+    bool param = at_word("param"), state = at_word("state");
+    if (param || state) take();
     absl::StatusOr<Value*> v =
-        param ? g.add_param(name.text, std::move(type)) : g.add_input(name.text, std::move(type));
+        param ? g.add_param(name.text, std::move(type)) : g.add_input(name.text, std::move(type), state);
     if (!v.ok()) return error(name, v.status().message());
     return absl::OkStatus();
   }
@@ -651,9 +651,11 @@ class Parser {
       if (at_word("symbol")) return error(peek(), "symbol bounds must come before the first node");
       KILN_RETURN_IF_ERROR(parse_node(g));
     }
+    const Token& ret = peek();
     KILN_RETURN_IF_ERROR(parse_return(g));
     KILN_RETURN_IF_ERROR(expect(Tok::RBrace, "'}' after the return (return must be last)"));
     if (!at(Tok::End)) return expected("end of input after the graph's '}'");
+    if (absl::Status s = check_state(g); !s.ok()) return error(ret, s.message());
     return g;
   }
 

@@ -48,7 +48,7 @@ std::string print_node(const Node& n) {
 std::string print_graph(const Graph& g) {
   std::string s = str_cat("graph ", print_name(g.name(), false), "(");
   s += str_join(g.args(), ", ", [](const Value* v) {
-    return str_cat(value_ref(v), ": ", v->type().to_string(), v->is_param() ? " param" : "");
+    return str_cat(value_ref(v), ": ", v->type().to_string(), v->is_param() ? " param" : v->is_state() ? " state" : "");
   });
   s += ") {\n";
   for (const auto& [sym, info] : g.symbol_bounds())

@@ -26,7 +26,10 @@
 // - scaled_dot_product_attention: scores = q @ k^T * scale (default 1/sqrt(E)); causal masks
 //   j > i (top-left aligned, as torch's is_causal); a bool mask keeps positions where true; a
 //   float mask is added; softmax over the last axis; @ v. A row with every position masked is
-//   NaN (as torch's math backend).
+//   NaN (as torch's math backend). attention (ops.def) likewise, and a query that sees no key
+//   (every one masked, past kv_lens, outside the causal window) is NaN.
+// - cache_write copies rows exactly; a row outside the cache, a block table entry outside it,
+//   or one row written twice by one call is an error naming the sequence and token.
 // - matmul: NumPy rules (1-D operands promoted, the dim removed after; batch dims broadcast).
 //   linear(x, w[out, in], bias?) = x @ w^T + bias, the bias added in f64 before rounding.
 // - Views copy elements exactly. slice follows Python (negative start/end/step, clamped);
@@ -53,6 +56,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "ir/op_attrs.h"
+#include "ir/ops_attention.h"
 #include "ir/scalar_ops.h"
 #include "ir/status.h"
 #include "ir/str.h"
@@ -491,6 +495,106 @@ Result sdpa(const Ctx& c) {
   return Tensors{std::move(out)};
 }
 
+// attention (ops.def): GQA query head h reads kv head h / (H / KVH); a paged k/v row j of
+// sequence b lives in block block_table[b, j / block_size], read only for j < kv_lens[b].
+Result attention(const Ctx& c) {
+  AttentionOperands ops = attention_operands(c.node);
+  AttentionAttrs at(c.node);
+  const HostTensor &q = c.x(0), &k = c.x(1), &v = c.x(2);
+  const HostTensor* mask = ops.mask ? c.in[*ops.mask] : nullptr;
+  const HostTensor* table = ops.block_table ? c.in[*ops.block_table] : nullptr;
+  const Dims& qs = q.shape();
+  int64_t nb = qs[0], h = qs[1], tq = qs[2], d = qs[3], dv = v.shape()[3];
+  int64_t kvh = table ? k.shape()[2] : k.shape()[1], bs = table ? k.shape()[1] : 0;
+  int64_t mb = table ? table->shape()[1] : 0, tk = table ? mb * bs : k.shape()[2];
+  std::vector<int64_t> lens(nb, tk);
+  if (ops.kv_lens)
+    for (int64_t b = 0; b < nb; ++b) {
+      lens[b] = c.x(*ops.kv_lens).get_int(b);
+      if (lens[b] < 0 || lens[b] > tk)
+        return invalid_argument("kv_lens[", b, "] = ", lens[b], " is outside [0, ", tk, "]");
+    }
+  // Element offset of key/value row j of sequence b, kv head g (times the row's width).
+  auto row = [&](int64_t b, int64_t g, int64_t j) -> absl::StatusOr<int64_t> {
+    if (!table) return (b * kvh + g) * tk + j;
+    int64_t blk = table->get_int(b * mb + j / bs);
+    if (blk < 0 || blk >= k.shape()[0])
+      return invalid_argument("block_table[", b, ", ", j / bs, "] = ", blk, " is outside [0, ", k.shape()[0], ")");
+    return (blk * bs + j % bs) * kvh + g;
+  };
+  Dims mask_st = mask ? broadcast_strides(mask->shape(), 4) : Dims(4, 0);
+  std::vector<double> qd = doubles(q), kd = doubles(k), vd = doubles(v), md = mask ? doubles(*mask) : std::vector<double>{};
+  double scale = at.scale().value_or(1.0 / std::sqrt(static_cast<double>(d))), cap = at.softcap();
+  HostTensor out(q.dtype(), {nb, h, tq, dv});
+  std::vector<double> s(tk), acc(dv);
+  std::vector<int64_t> rows(tk);
+  for (int64_t b = 0; b < nb; ++b)
+    for (int64_t hh = 0; hh < h; ++hh) {
+      int64_t g = hh / (h / kvh), len = lens[b];
+      for (int64_t j = 0; j < len; ++j) {
+        KILN_ASSIGN_OR_RETURN(rows[j], row(b, g, j));
+      }
+      for (int64_t i = 0; i < tq; ++i) {
+        const double* qi = &qd[((b * h + hh) * tq + i) * d];
+        double m = -kInf;
+        for (int64_t j = 0; j < tk; ++j) {
+          int64_t last = i + len - tq;  // the last key a causal query sees
+          bool seen = j < len && (!at.causal() || j <= last) && (at.window() == 0 || j > last - at.window());
+          double dot = 0;
+          for (int64_t t = 0; seen && t < d; ++t) dot += qi[t] * kd[rows[j] * d + t];
+          s[j] = dot * scale;
+          if (cap > 0) s[j] = cap * std::tanh(s[j] / cap);
+          if (mask) {
+            double mv = md[b * mask_st[0] + hh * mask_st[1] + i * mask_st[2] + j * mask_st[3]];
+            if (mask->dtype() == DType::boolean) seen = seen && mv != 0;
+            else s[j] += mv;
+          }
+          if (!seen) s[j] = -kInf;
+          m = std::isnan(m) || std::isnan(s[j]) ? kNaN : std::max(m, s[j]);
+        }
+        double sum = 0;  // no key seen: m = -inf and exp(NaN) makes the row NaN
+        for (int64_t j = 0; j < tk; ++j) sum += s[j] = std::exp(s[j] - m);
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (int64_t j = 0; j < len; ++j)
+          for (int64_t t = 0; t < dv; ++t) acc[t] += s[j] / sum * vd[rows[j] * dv + t];
+        for (int64_t t = 0; t < dv; ++t) store_f64(out, ((b * h + hh) * tq + i) * dv + t, sum > 0 ? acc[t] : kNaN);
+      }
+    }
+  return Tensors{std::move(out)};
+}
+
+// cache_write (ops.def): the cache with rows replaced; a row outside the cache, a block id
+// outside it, or a row written twice in one call is an error naming sequence and token.
+Result cache_write(const Ctx& c) {
+  const HostTensor &cache = c.x(0), &x = c.x(1), &pos = c.x(2);
+  const HostTensor* table = c.in.size() > 3 ? c.in[3] : nullptr;
+  const Dims& xs = x.shape();
+  int64_t nb = xs[0], kvh = xs[1], t = xs[2], d = xs[3], size = dtype_size(x.dtype());
+  int64_t rows = table ? table->shape()[1] * cache.shape()[1] : cache.shape()[2];
+  HostTensor out = cache;
+  absl::flat_hash_map<int64_t, std::pair<int64_t, int64_t>> writer;  // physical row -> (sequence, token)
+  for (int64_t b = 0; b < nb; ++b)
+    for (int64_t i = 0; i < t; ++i) {
+      int64_t p = pos.get_int(b) + i, phys = b * rows + p;
+      std::string who = str_cat("sequence ", b, ", token ", i, ": row ", p);
+      if (p < 0 || p >= rows) return invalid_argument(who, " is outside the cache's ", rows, " rows");
+      if (table) {
+        int64_t bs = cache.shape()[1], blk = table->get_int(b * table->shape()[1] + p / bs);
+        if (blk < 0 || blk >= cache.shape()[0])
+          return invalid_argument(who, ": block_table[", b, ", ", p / bs, "] = ", blk, " is outside the cache's ",
+                                  cache.shape()[0], " blocks");
+        phys = blk * bs + p % bs;
+      }
+      if (auto [it, fresh] = writer.try_emplace(phys, b, i); !fresh)
+        return invalid_argument(who, " is also written by sequence ", it->second.first, ", token ", it->second.second);
+      for (int64_t g = 0; g < kvh; ++g) {
+        int64_t dst = table ? (phys * kvh + g) * d : ((b * kvh + g) * rows + p) * d;
+        std::memcpy(out.data() + dst * size, x.data() + ((b * kvh + g) * t + i) * d * size, d * size);
+      }
+    }
+  return Tensors{std::move(out)};
+}
+
 Result matmul(const Ctx& c) {
   const HostTensor &a = c.x(0), &b = c.x(1);
   Dims as = a.shape(), bs = b.shape();
@@ -878,6 +982,8 @@ Result eval_node(const Ctx& c) {
     case Op::Softmax: case Op::LogSoftmax: return softmax(c);
     case Op::LayerNorm: case Op::RmsNorm: return norm(c);
     case Op::Sdpa: return sdpa(c);
+    case Op::Attention: return attention(c);
+    case Op::CacheWrite: return cache_write(c);
     case Op::MatMul: return matmul(c);
     case Op::Linear: return linear(c);
     case Op::Reshape: return reshape(c);

@@ -1,5 +1,6 @@
 #include "ir/verifier.h"
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "ir/op_attrs.h"
 #include "ir/status.h"
@@ -30,6 +31,33 @@ absl::Status check_slice_range(const Graph& g, const Node& n) {
                                                    "); bound the symbols (symbol S in [lo, hi])"));
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status check_state(const Graph& g) {
+  auto fail = [](auto&&... parts) { return absl::FailedPreconditionError(str_cat(parts...)); };
+  absl::flat_hash_map<const Value*, const Node*> writer;
+  for (const auto& n : g.nodes()) {
+    if (!writes_state(*n)) continue;
+    const Value* s = n->operand(0);
+    if (!s->is_state())
+      return fail(n->describe(), ": writes %", s->name(), ", which is not a state input (mark the input `state`)");
+    if (auto [it, fresh] = writer.try_emplace(s, n.get()); !fresh)
+      return fail(n->describe(), ": state %", s->name(), " is already written by ", it->second->describe());
+  }
+  for (const auto& n : g.nodes())
+    for (size_t i = 0; i < n->num_operands(); ++i)
+      if (auto it = writer.find(n->operand(i)); it != writer.end() && it->second != n.get())
+        return fail(n->describe(), ": reads state %", n->operand(i)->name(), ", which ", it->second->describe(),
+                    " writes; read its result (the state after the write) instead");
+  absl::flat_hash_set<const Value*> returned(g.outputs().begin(), g.outputs().end());
+  for (const Value* v : g.outputs())
+    if (v && v->is_state())
+      return fail("graph ", g.name(), " returns state input %", v->name(), "; the caller holds it already");
+  for (const auto& n : g.nodes())
+    if (writes_state(*n) && !returned.contains(n->result()))
+      return fail(n->describe(), ": the graph must return the updated state %", n->result()->name(),
+                  " (an alias of %", n->operand(0)->name(), ", never a copy)");
   return absl::OkStatus();
 }
 
@@ -76,7 +104,7 @@ absl::Status verify(const Graph& g) {
   for (size_t i = 0; i < g.outputs().size(); ++i)
     if (!g.outputs()[i] || !defined.contains(g.outputs()[i]))
       return fail("output ", i, " is not defined in graph ", g.name());
-  return absl::OkStatus();
+  return check_state(g);
 }
 
 }  // namespace kiln

@@ -5,9 +5,11 @@
 #include <numeric>
 
 #include "ir/op_attrs.h"
+#include "ir/ops_attention.h"
 #include "ir/status.h"
 #include "ir/str.h"
 #include "passes/builder.h"
+#include "passes/match_attention.h"
 
 namespace kiln {
 namespace {
@@ -100,6 +102,76 @@ absl::StatusOr<Value*> sdpa(Builder& b, const Node& n) {
   SoftmaxParts p = softmax_parts(b, s, -1);
   Value* probs = b.cast(b.op(Op::Div, {p.exps, p.sum}), v->dtype());
   return b.op(Op::MatMul, {probs, v});
+}
+
+// attention (ops.def) as sdpa's GEMM -> softmax -> GEMM with its numerics. GQA: the G = H /
+// KVH query heads sharing a kv head are rows of one GEMM (q as [B, KVH, G*Tq, D]); a paged
+// k/v is gathered through the block table into [B, KVH, Tk, D]. Which keys a query sees is
+// a bool [B|1, 1, Tq, Tk] from iotas and kv_lens; past kv_lens, v is zeroed so that stale
+// cache rows (even NaN) cannot reach the output through a zero probability.
+absl::StatusOr<Value*> attention(Builder& b, const Node& n) {
+  AttentionOperands ops = attention_operands(n);
+  AttentionAttrs at(n);
+  Value *q = n.operand(0), *k = n.operand(1), *v = n.operand(2);
+  const Shape& qs = q->shape();
+  if (ops.paged()) {  // [NB, BS, KVH, D] gathered by block_table [B, MB]: [B, KVH, MB*BS, D]
+    for (Value** x : {&k, &v}) {
+      const Shape& xs = (*x)->shape();
+      Value* rows = b.op(Op::Gather, {*x, n.operand(*ops.block_table)}, {{"axis", int64_t{0}}});
+      Shape flat{qs[0], n.operand(*ops.block_table)->shape()[1] * xs[1], xs[2], xs[3]};
+      *x = b.op(Op::Permute, {b.op(Op::Reshape, {rows}, {{"shape", flat}})}, {{"dims", std::vector<int64_t>{0, 2, 1, 3}}});
+    }
+  }
+  const Dim &h = qs[1], &tq = qs[2], &kvh = k->shape()[1], &tk = k->shape()[2];
+  double scale = 0;
+  if (std::optional<double> given = at.scale()) scale = *given;
+  else if (auto d = qs[3].constant()) scale = 1.0 / std::sqrt(static_cast<double>(*d));
+  else return invalid_argument("the default scale 1/sqrt(D) needs a static head dim, got ", q->type().to_string(), "; give scale=");
+  std::optional<int64_t> g = kvh == h ? std::optional<int64_t>(1) : h.constant() && kvh.constant() ? std::optional(*h.constant() / *kvh.constant()) : std::nullopt;
+  if (!g) return invalid_argument("GQA needs static head counts, got ", q->type().to_string(), " and ", k->type().to_string());
+  Shape rows_shape{qs[0], kvh, tq * *g, qs[3]}, scores_shape{qs[0], h, tq, tk};
+  Value* qr = *g == 1 ? q : b.op(Op::Reshape, {q}, {{"shape", rows_shape}});
+  Value* kt = b.op(Op::Permute, {b.cast(k, DType::f32)}, {{"dims", std::vector<int64_t>{0, 1, 3, 2}}});
+  Value* s = b.op(Op::MatMul, {b.cast(qr, DType::f32), kt});
+  if (*g != 1) s = b.op(Op::Reshape, {s}, {{"shape", scores_shape}});
+  s = b.op(Op::Mul, {s, b.constant(scale, DType::f32)});
+  if (double cap = at.softcap(); cap > 0)
+    s = b.op(Op::Mul, {b.op(Op::Tanh, {b.op(Op::Mul, {s, b.constant(1 / cap, DType::f32)})}), b.constant(cap, DType::f32)});
+  // Visibility: key j < L, and for causal/window, j against last = i + L - Tq.
+  auto iota = [&](Shape shape, int64_t axis) { return b.op(Op::Iota, {}, {{"shape", shape}, {"axis", axis}}); };
+  // A dim as an i64 value: a constant, or the sum of that many ones.
+  auto dim_value = [&](const Dim& d) {
+    if (std::optional<int64_t> c = d.constant()) return b.constant(static_cast<double>(*c), DType::i64);
+    return b.op(Op::Sum, {b.op(Op::Expand, {b.constant(1, DType::i64)}, {{"shape", Shape{d}}})});
+  };
+  Value *i = iota({tq, 1}, 0), *j = iota({1, tk}, 1), *len = nullptr, *seen = nullptr, *off = nullptr;
+  if (ops.kv_lens) {
+    len = b.op(Op::Reshape, {b.cast(n.operand(*ops.kv_lens), DType::i64)}, {{"shape", Shape{qs[0], 1, 1, 1}}});
+    seen = b.op(Op::Lt, {j, len});
+    if (at.causal() || at.window() > 0) off = b.op(Op::Sub, {len, dim_value(tq)});
+  } else if (at.causal() || at.window() > 0) {
+    std::optional<int64_t> diff = (tk - tq).constant();
+    off = diff ? b.constant(static_cast<double>(*diff), DType::i64) : b.op(Op::Sub, {dim_value(tk), dim_value(tq)});
+  }
+  Value* last = off ? b.op(Op::Add, {i, off}) : nullptr;
+  auto both = [&](Value* a, Value* c) { return a ? b.op(Op::And, {a, c}) : c; };
+  if (at.causal()) seen = both(seen, b.op(Op::Le, {j, last}));
+  if (at.window() > 0) seen = both(seen, b.op(Op::Gt, {j, b.op(Op::Sub, {last, b.constant(static_cast<double>(at.window()), DType::i64)})}));
+  Value* neg_inf = b.constant(-std::numeric_limits<double>::infinity(), DType::f32);
+  if (seen) s = b.op(Op::Where, {seen, s, neg_inf});
+  if (ops.mask) {
+    Value* mask = n.operand(*ops.mask);
+    s = mask->dtype() == DType::boolean ? b.op(Op::Where, {mask, s, neg_inf}) : b.op(Op::Add, {s, b.cast(mask, DType::f32)});
+  }
+  SoftmaxParts p = softmax_parts(b, s, -1);
+  Value* probs = b.cast(b.op(Op::Div, {p.exps, p.sum}), v->dtype());
+  if (*g != 1) probs = b.op(Op::Reshape, {probs}, {{"shape", Shape{qs[0], kvh, tq * *g, tk}}});
+  if (ops.kv_lens) {
+    Value* key_ok = b.op(Op::Lt, {iota({1, 1, tk, 1}, 2), len});
+    v = b.op(Op::Where, {key_ok, v, b.constant(0, v->dtype())});
+  }
+  Value* out = b.op(Op::MatMul, {probs, v});
+  return *g == 1 ? out : b.op(Op::Reshape, {out}, {{"shape", n.result()->shape()}});
 }
 
 // ---- convolution and pooling -----------------------------------------------------
@@ -366,6 +438,7 @@ Rule rule_for(Op op) {
     case Op::LogSoftmax: return log_softmax;
     case Op::LayerNorm: case Op::RmsNorm: return norm;
     case Op::Sdpa: return sdpa;
+    case Op::Attention: return attention;
     default: return nullptr;
   }
 }
@@ -373,6 +446,7 @@ Rule rule_for(Op op) {
 }  // namespace
 
 absl::StatusOr<bool> decompose(Graph& g) {
+  KILN_ASSIGN_OR_RETURN(bool matched, match_attention(g));
   std::vector<Node*> todo;
   for (const auto& n : g.nodes())
     if (rule_for(n->op())) todo.push_back(n.get());
@@ -390,7 +464,7 @@ absl::StatusOr<bool> decompose(Graph& g) {
       KILN_RETURN_IF_ERROR(g.rename(out, name));
     }
   }
-  return !todo.empty();
+  return matched || !todo.empty();
 }
 
 }  // namespace kiln

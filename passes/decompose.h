@@ -6,8 +6,13 @@
 
 namespace kiln {
 
-// Pre: `g` verifies. Post: no softmax, log_softmax, layer_norm, rms_norm,
-// scaled_dot_product_attention, conv, conv_transpose, max_pool or avg_pool node remains; each
+// Pre: `g` verifies. First, attention written out as matmul -> softmax -> matmul becomes the
+// attention op (match_attention, passes/match_attention.h: while attention is decomposed here
+// the match is this pass's prelude; it becomes a pipeline step of its own once fused
+// attention kernels keep the op). Post: no softmax, log_softmax, layer_norm, rms_norm,
+// scaled_dot_product_attention, attention, conv, conv_transpose, max_pool or avg_pool node
+// remains (attention: GEMM -> softmax -> GEMM, GQA heads as GEMM rows, a paged cache
+// gathered through its block table, visibility from iotas and kv_lens); each
 // became primitives that compute the same value: softmax subtracts the row max, statistics
 // are computed in f32 (f16/bf16 operands are cast to f32 first and the result cast back),
 // causal masks compare iota indices; a conv is an im2col `window` view reshaped into a

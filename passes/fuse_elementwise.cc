@@ -190,8 +190,10 @@ class Partitioner {
 
   bool param_only(const Node* n) {
     if (auto it = param_only_.find(n); it != param_only_.end()) return it->second;
-    // GEMMs run per call (fuse_linear makes none weight prep), and so does what reads them.
-    bool all = n->num_operands() > 0 && n->info().kind != OpKind::Gemm;
+    // GEMMs run per call (fuse_linear makes none weight prep), and so does what reads them;
+    // so does a value of a symbolic shape (an expand of a constant to [T]): weight prep is
+    // not run again when only the call's symbols change.
+    bool all = n->num_operands() > 0 && n->info().kind != OpKind::Gemm && shape_is_static(n->result()->shape());
     for (const Value* v : n->operands()) {
       if (v->is_input()) all = false;
       else if (v->producer() && v->producer()->op() != Op::Constant) all = all && param_only(v->producer());
@@ -205,6 +207,8 @@ class Partitioner {
   // elementwise ops touch such values, and they read them at the same shape, or at the
   // reduction's keepdim shape from the full input shape (broadcast along the reduced axes).
   bool legal(const std::vector<Node*>& m) {
+    // A state write is a scatter kernel of its own (codegen/lower.h).
+    if (m.size() > 1 && std::any_of(m.begin(), m.end(), [](const Node* n) { return writes_state(*n); })) return false;
     absl::flat_hash_set<const Node*> in(m.begin(), m.end());
     bool wp = param_only(m[0]);
     std::optional<Domain> dom;

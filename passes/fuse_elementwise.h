@@ -22,7 +22,9 @@ namespace kiln {
 //    the group is read only by elementwise ops, at its own shape or as the keepdim shape
 //    broadcast over the input shape: a whole softmax, rms_norm with the residual add
 //    before it, layer_norm followed by gelu;
-//  - groups reading only parameters are weight_prep and hold nothing else;
+//  - groups reading only parameters (every value of a static shape) are weight_prep and
+//    hold nothing else;
+//  - a state write (cache_write) is alone in its group (a scatter kernel);
 //  - the group graph is acyclic, and no node is computed in two groups.
 // Groups grow greedily along producer->consumer edges in node order, each merge checked
 // against these rules. Deterministic: the same graph gives the same groups. Returns

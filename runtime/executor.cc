@@ -25,8 +25,8 @@ struct Executor::CallPlan {
   std::vector<std::unique_ptr<StepPlan>> kernels;  // per program kernel (on-demand ones when first run)
   std::vector<std::unique_ptr<StepPlan>> gemms;    // per GEMM step
   // reduce-overhead: the captured steps over static slots for arguments and outputs;
-  // parameters are read where the caller keeps them (replay_params), and a call with other
-  // parameter addresses captures again.
+  // parameters and state are read where the caller keeps them (replay_params), and a call
+  // with other addresses for them captures again.
   std::unique_ptr<Replay> replay;
   std::vector<DeviceMemory> static_args, static_outputs;
   std::vector<DevicePtr> replay_params;
@@ -76,8 +76,10 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::create(std::shared_ptr<const
   std::unique_ptr<Executor> e(new Executor(p, device, opts.mode));
   KILN_RETURN_IF_ERROR(device.activate());
   KILN_ASSIGN_OR_RETURN(e->loaded_, device.load(p, LoadOptions{opts.dump}));
-  for (size_t i = 0; i < p->args.size(); ++i)
+  for (size_t i = 0; i < p->args.size(); ++i) {
     if (p->args[i].param) e->param_args_.push_back(static_cast<int>(i));
+    if (p->args[i].param || p->args[i].state) e->in_place_args_.push_back(static_cast<int>(i));
+  }
   return e;
 }
 
@@ -217,16 +219,16 @@ void Executor::resolve(const CallPlan& p, std::span<const DevicePtr> args, std::
   }
 }
 
-std::vector<DevicePtr> Executor::params() const {
+std::vector<DevicePtr> Executor::ptrs(const std::vector<int>& which) const {
   std::vector<DevicePtr> out;
-  for (int i : param_args_) out.push_back(arg_ptrs_[i]);
+  for (int i : which) out.push_back(arg_ptrs_[i]);
   return out;
 }
 
-bool Executor::same_params(const std::vector<DevicePtr>& kept) const {
-  if (kept.size() != param_args_.size()) return false;
+bool Executor::same_ptrs(const std::vector<DevicePtr>& kept, const std::vector<int>& which) const {
+  if (kept.size() != which.size()) return false;
   for (size_t k = 0; k < kept.size(); ++k)
-    if (kept[k] != arg_ptrs_[param_args_[k]]) return false;
+    if (kept[k] != arg_ptrs_[which[k]]) return false;
   return true;
 }
 
@@ -273,7 +275,7 @@ absl::Status Executor::run_steps(std::span<const Step> steps, CallPlan& p, const
 // Weight-prep results are remade when the parameters they read move or their shapes change.
 absl::Status Executor::prepare_weights(CallPlan& p, const CallContext& c) {
   if (program_->prep.empty()) return absl::OkStatus();
-  if (prep_valid_ && same_params(prep_params_) && p.prep_shapes == prep_shapes_) return absl::OkStatus();
+  if (prep_valid_ && same_ptrs(prep_params_, param_args_) && p.prep_shapes == prep_shapes_) return absl::OkStatus();
   prep_.resize(p.prep_bytes.size());
   bool moved = false;
   for (size_t i = 0; i < prep_.size(); ++i)
@@ -285,7 +287,7 @@ absl::Status Executor::prepare_weights(CallPlan& p, const CallContext& c) {
     }
   if (moved) resolve(p, arg_ptrs_, out_ptrs_);
   KILN_RETURN_IF_ERROR(run_steps(program_->prep, p, c));
-  prep_params_ = params();
+  prep_params_ = ptrs(param_args_);
   prep_shapes_ = p.prep_shapes;
   prep_valid_ = true;
   ++weights_generation_;
@@ -319,6 +321,14 @@ absl::Status Executor::run(std::span<const Tensor> args, SymbolValues syms, std:
         KILN_RETURN_IF_ERROR(check_tensor(outputs[j], pr.outputs[j], p->out_shapes[j], "output"));
   }
   KILN_RETURN_IF_ERROR(ensure_memory(*p));
+  for (size_t j = 0; j < outputs.size(); ++j) {
+    int s = pr.outputs[j].state_arg;
+    if (s < 0) continue;
+    if (outputs[j].data() != nullptr && outputs[j].data() != args[s].data())
+      return invalid_argument("output %", pr.outputs[j].name, " is state argument %", pr.args[s].name,
+                              " after the call: pass it empty or as that argument's tensor");
+    outputs[j] = args[s];
+  }
   for (size_t j = 0; j < outputs.size(); ++j)
     if (outputs[j].data() == nullptr) {
       KILN_ASSIGN_OR_RETURN(outputs[j], device_.empty(pr.outputs[j].dtype, p->out_shapes[j]));
@@ -357,12 +367,13 @@ absl::Status Executor::allocate_static_slots(CallPlan& p) {
   if (!p.static_args.empty() || !p.static_outputs.empty()) return absl::OkStatus();
   for (size_t i = 0; i < program_->args.size(); ++i) {
     const Program::Value& a = program_->args[i];
-    int64_t bytes = a.param ? 0 : numel(p.arg_shapes[i]) * dtype_size(a.dtype);
+    int64_t bytes = a.param || a.state ? 0 : numel(p.arg_shapes[i]) * dtype_size(a.dtype);
     KILN_ASSIGN_OR_RETURN(DeviceMemory slot, device_.allocate(std::max<int64_t>(256, bytes)));
     p.static_args.push_back(std::move(slot));
   }
   for (size_t j = 0; j < program_->outputs.size(); ++j) {
-    int64_t bytes = numel(p.out_shapes[j]) * dtype_size(program_->outputs[j].dtype);
+    const Program::Value& o = program_->outputs[j];
+    int64_t bytes = o.state_arg >= 0 ? 0 : numel(p.out_shapes[j]) * dtype_size(o.dtype);
     KILN_ASSIGN_OR_RETURN(DeviceMemory slot, device_.allocate(std::max<int64_t>(256, bytes)));
     p.static_outputs.push_back(std::move(slot));
   }
@@ -373,11 +384,14 @@ absl::Status Executor::allocate_static_slots(CallPlan& p) {
 // copied out; a caller that uses the slots themselves (static_slots) copies nothing.
 absl::Status Executor::run_captured(CallPlan& p, std::span<const Tensor> args, std::span<Tensor> outputs,
                                     const CallContext& c) {
-  if (p.replay && !same_params(p.replay_params)) p.replay.reset();
+  if (p.replay && !same_ptrs(p.replay_params, in_place_args_)) p.replay.reset();
   if (!p.replay) {
     KILN_RETURN_IF_ERROR(allocate_static_slots(p));
     std::vector<DevicePtr> in, out;
-    for (size_t i = 0; i < args.size(); ++i) in.push_back(program_->args[i].param ? arg_ptrs_[i] : p.static_args[i].ptr());
+    for (size_t i = 0; i < args.size(); ++i) {
+      const Program::Value& a = program_->args[i];
+      in.push_back(a.param || a.state ? arg_ptrs_[i] : p.static_args[i].ptr());
+    }
     for (const DeviceMemory& m : p.static_outputs) out.push_back(m.ptr());
     resolve(p, in, out);
     KILN_ASSIGN_OR_RETURN(p.replay, device_.capture([&](const CallContext& cc) {
@@ -385,10 +399,10 @@ absl::Status Executor::run_captured(CallPlan& p, std::span<const Tensor> args, s
       inner.weights_generation = c.weights_generation;
       return run_steps(program_->steps, p, inner);
     }));
-    p.replay_params = params();
+    p.replay_params = ptrs(in_place_args_);
   }
   for (size_t i = 0; i < args.size(); ++i) {
-    if (program_->args[i].param) continue;
+    if (program_->args[i].param || program_->args[i].state) continue;
     int64_t bytes = args[i].numel() * dtype_size(args[i].dtype());
     if (arg_ptrs_[i] != p.static_args[i].ptr() && bytes > 0)
       KILN_RETURN_IF_ERROR(device_.copy(p.static_args[i].ptr(), arg_ptrs_[i], bytes, c));
@@ -396,7 +410,7 @@ absl::Status Executor::run_captured(CallPlan& p, std::span<const Tensor> args, s
   KILN_RETURN_IF_ERROR(p.replay->launch(c.stream));
   for (size_t j = 0; j < outputs.size(); ++j) {
     int64_t bytes = outputs[j].numel() * dtype_size(outputs[j].dtype());
-    if (bytes > 0 && out_ptrs_[j] != p.static_outputs[j].ptr())
+    if (bytes > 0 && program_->outputs[j].state_arg < 0 && out_ptrs_[j] != p.static_outputs[j].ptr())
       KILN_RETURN_IF_ERROR(device_.copy(out_ptrs_[j], p.static_outputs[j].ptr(), bytes, c));
   }
   return absl::OkStatus();
@@ -415,7 +429,7 @@ absl::StatusOr<StaticSlots> Executor::static_slots(SymbolValues syms) {
   DeviceId dev = device_.device();
   for (size_t i = 0; i < program_->args.size(); ++i) {
     const Program::Value& a = program_->args[i];
-    if (a.param) {
+    if (a.param || a.state) {
       s.inputs.emplace_back();
       continue;
     }
@@ -424,6 +438,10 @@ absl::StatusOr<StaticSlots> Executor::static_slots(SymbolValues syms) {
     s.inputs.push_back(std::move(t));
   }
   for (size_t j = 0; j < program_->outputs.size(); ++j) {
+    if (program_->outputs[j].state_arg >= 0) {
+      s.outputs.emplace_back();
+      continue;
+    }
     KILN_ASSIGN_OR_RETURN(Tensor t, Tensor::wrap(reinterpret_cast<void*>(p->static_outputs[j].ptr()),
                                                  program_->outputs[j].dtype, p->out_shapes[j], {}, dev));
     s.outputs.push_back(std::move(t));

@@ -69,8 +69,10 @@ class Executor {
   // written into a parameter in place, this makes the next run remake it.
   void parameters_changed();
   // reduce-overhead on a device that captures: the replay's static input slots (one per
-  // argument; empty for parameters, which are read in place) and output slots for calls
-  // with `syms`. Inputs written there and outputs passed as those slots replay with no copies.
+  // argument; empty for parameters and state, which are read in place: a call with other
+  // addresses for them captures again) and output slots (empty for an output that is a state
+  // argument) for calls with `syms`. Inputs written there and outputs passed as those slots
+  // replay with no copies.
   absl::StatusOr<StaticSlots> static_slots(SymbolValues syms);
 
   struct CallPlan;
@@ -86,9 +88,10 @@ class Executor {
   absl::Status prepare_weights(CallPlan& p, const CallContext& c);
   // Every buffer's address for a call whose arguments and outputs are at `args`/`outputs`.
   void resolve(const CallPlan& p, std::span<const DevicePtr> args, std::span<const DevicePtr> outputs);
-  // The current call's parameter addresses, and whether they are `kept`'s.
-  std::vector<DevicePtr> params() const;
-  bool same_params(const std::vector<DevicePtr>& kept) const;
+  // The current call's addresses of the arguments `which` (param_args_, in_place_args_), and
+  // whether they are `kept`'s.
+  std::vector<DevicePtr> ptrs(const std::vector<int>& which) const;
+  bool same_ptrs(const std::vector<DevicePtr>& kept, const std::vector<int>& which) const;
   absl::Status run_kernel(const KernelStep& s, CallPlan& p, const CallContext& c);
   absl::Status run_gemm(int index, CallPlan& p, const CallContext& c);
   absl::Status run_steps(std::span<const Step> steps, CallPlan& p, const CallContext& c);
@@ -101,7 +104,8 @@ class Executor {
   DeviceAdapter& device_;
   Mode mode_;
   std::unique_ptr<DeviceProgram> loaded_;
-  std::vector<int> param_args_;  // Program::args indices of parameters
+  std::vector<int> param_args_;     // Program::args indices of parameters
+  std::vector<int> in_place_args_;  // and of parameters and state: a replay reads them in place
   bool tuned_ = false;
   double tune_ms_ = 0;
 

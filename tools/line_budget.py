@@ -17,8 +17,8 @@ import sys
 # Folder -> most non-blank, non-comment lines its own sources may have (set 10-15% over
 # the counts when the budget was introduced).
 BUDGETS = {
-    "ir": 4700,
-    "passes": 1800,
+    "ir": 5400,
+    "passes": 2100,
     "codegen": 3100,
     "codegen/cuda": 1450,
     "codegen/cpu": 925,
@@ -28,7 +28,7 @@ BUDGETS = {
     "compiler": 975,
     "compiler/cli": 575,
     "frontends/onnx": 3500,
-    "frontends/trace": 575,
+    "frontends/trace": 650,
 }
 
 # Trees outside the library, which have no budget (their files still obey MAX_FILE_LINES).

@@ -261,10 +261,14 @@ class Emitter {
       inner_loops(st.extents, 0, [&] {
         emit_lets(st);
         for (const kir::Store& store : st.stores) {
-          Value* v = emit(store.value);
-          Value* at = index(store.index);
+          auto write = [&] {
+            Value* v = emit(store.value);
+            Value* at = index(store.index);
+            if (error_.ok()) store_value(store.buffer, at, convert(b_, v, store.value.dtype(), k_.buffers[store.buffer].dtype));
+          };
+          if (store.mask.defined()) if_then(emit(store.mask), write);
+          else write();
           if (!error_.ok()) return;
-          store_value(store.buffer, at, convert(b_, v, store.value.dtype(), k_.buffers[store.buffer].dtype));
         }
       });
       return;

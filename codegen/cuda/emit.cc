@@ -23,6 +23,7 @@ void vars_of_stage(const kir::Stage& st, std::set<int>& outer, std::set<int>& in
   if (st.value.defined()) from_expr(st.value);
   for (const kir::Store& s : st.stores) {
     from_expr(s.value);
+    if (s.mask.defined()) from_expr(s.mask);
     kir::collect_vars(s.index, outer, inner);
   }
 }

@@ -171,7 +171,8 @@ void EntryPrinter::body(const kir::Stage& st, size_t si, int width, const Fold& 
                               ? str_cat("kiln_bf_bits(", expr(store.value, at), ")")
                               : to_storage(expr(Expr::cast(store.value, t), at), t);
       if (it != vec_stores.end()) w_.line(str_cat(it->second, "[", lane_pos(at), "] = ", value, ";"));
-      else w_.line(str_cat("b", store.buffer, "[", index(store.index, at), "] = ", value, ";"));
+      else w_.line(str_cat(store.mask.defined() ? str_cat("if (", expr(store.mask, at), ") ") : std::string(), "b",
+                           store.buffer, "[", index(store.index, at), "] = ", value, ";"));
     }
   }
   if (width > 1) {

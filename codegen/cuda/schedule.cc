@@ -40,6 +40,7 @@ void for_each_access(const kir::Stage& st, const std::function<void(const Access
   if (st.value.defined()) loads(st.value);
   for (const kir::Store& s : st.stores) {
     loads(s.value);
+    if (s.mask.defined()) loads(s.mask);
     f({s.buffer, s.index}, true);
   }
 }
@@ -115,6 +116,13 @@ class Scheduler {
     return -1;
   }
 
+  bool masked_store(const Access& a) const {
+    for (const kir::Stage& st : k_.stages)
+      for (const kir::Store& s : st.stores)
+        if (s.mask.defined() && a.same_as({s.buffer, s.index})) return true;
+    return false;
+  }
+
   // Chooses the vector width and the loads/stores that move `width` consecutive elements of
   // the vector var (the last outer var for elementwise kernels, the last row var for row
   // kernels) in one access: those whose index steps by 1 along it and whose other terms keep
@@ -132,7 +140,8 @@ class Scheduler {
     std::vector<Candidate> cands;
     for (const kir::Stage& st : k_.stages) {
       if (!outer && st.extents.empty()) continue;
-      for_each_access(st, [&](const Access& a, bool) {
+      for_each_access(st, [&](const Access& a, bool is_store) {
+        if (is_store && masked_store(a)) return;  // written lane by lane, under its mask
         std::optional<kir::AffineIndex> aff = kir::affine_index(a.index, n_outer, n_inner);
         if (aff && (outer ? aff->outer[var] : aff->inner[var]) == Dim(1)) cands.push_back({a, *aff});
       });

@@ -92,6 +92,13 @@ Tensor Tracer::input(const std::string& name, DType dtype, Dims shape, Loc loc) 
   return Tensor(this, *v);
 }
 
+Tensor Tracer::state(const std::string& name, DType dtype, Dims shape, Loc loc) {
+  check_open(loc, "state");
+  absl::StatusOr<Value*> v = graph_.add_input(name, TensorType{dtype, shape.shape()}, true);
+  if (!v.ok()) fail(loc, "state", status_message(v.status()));
+  return Tensor(this, *v);
+}
+
 Tensor Tracer::param(const std::string& name, DType dtype, Dims shape, Loc loc) {
   check_open(loc, "param");
   absl::StatusOr<Value*> v = graph_.add_param(name, TensorType{dtype, shape.shape()});
@@ -311,6 +318,22 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
   Attrs attrs{{"causal", causal}};
   if (scale) attrs.set("scale", *scale);
   return one(Op::Sdpa, operands, std::move(attrs), loc);
+}
+
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opts, Loc loc) {
+  std::vector<Operand> operands{q, k, v};
+  for (const std::optional<Tensor>* t : {&opts.mask, &opts.kv_lens, &opts.block_table})
+    if (*t) operands.push_back(**t);
+  Attrs attrs{{"causal", opts.causal}, {"window", opts.window}, {"softcap", opts.softcap}};
+  if (opts.scale) attrs.set("scale", *opts.scale);
+  return one(Op::Attention, operands, std::move(attrs), loc);
+}
+
+Tensor cache_write(const Tensor& cache, const Tensor& x, const Tensor& positions, std::optional<Tensor> block_table,
+                   Loc loc) {
+  std::vector<Operand> operands{cache, x, positions};
+  if (block_table) operands.push_back(*block_table);
+  return one(Op::CacheWrite, operands, {}, loc);
 }
 
 // ---- linear algebra ---------------------------------------------------------------------

@@ -112,6 +112,8 @@ class Tracer {
 
   // Arguments, in signature order. Dims are ints, symbol names or Dim expressions.
   Tensor input(const std::string& name, DType dtype, Dims shape, Loc loc = Loc::current());
+  // A state input: a caller-owned buffer (a KV cache) that cache_write updates in place.
+  Tensor state(const std::string& name, DType dtype, Dims shape, Loc loc = Loc::current());
   // A parameter without data: bound at run time like an input.
   Tensor param(const std::string& name, DType dtype, Dims shape, Loc loc = Loc::current());
   // A parameter with host data; its type is the data's.
@@ -221,6 +223,22 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
                                     std::optional<Tensor> mask = std::nullopt, bool causal = false,
                                     std::optional<double> scale = std::nullopt,
                                     Loc loc = Loc::current());
+
+// The attention op (ops.def): q [B, H, Tq, D], k/v [B, KVH, Tk, D], or paged
+// [num_blocks, block_size, KVH, D] with a block_table [B, max_blocks] (then kv_lens is needed).
+struct AttentionOptions {
+  std::optional<Tensor> mask, kv_lens, block_table;
+  bool causal = false;
+  std::optional<double> scale;
+  int64_t window = 0;    // sliding window (0: none)
+  double softcap = 0;    // logit soft-capping (0: none)
+};
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opts = {},
+                 Loc loc = Loc::current());
+// Writes new [B, KVH, T, D] into the state `cache` at rows positions[b] + t (through
+// block_table for a paged cache); returns the updated cache, which the graph must output.
+Tensor cache_write(const Tensor& cache, const Tensor& x, const Tensor& positions,
+                   std::optional<Tensor> block_table = std::nullopt, Loc loc = Loc::current());
 
 // ---- linear algebra ---------------------------------------------------------------------
 Tensor matmul(const Tensor& a, const Tensor& b, Loc loc = Loc::current());

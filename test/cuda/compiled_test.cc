@@ -5,10 +5,12 @@
 // with the reason, and compile() itself must say "no CUDA device".
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <cstdlib>
 #include <filesystem>
+#include <numeric>
 #include <random>
 
 #include <nlohmann/json.hpp>
@@ -256,6 +258,58 @@ TEST_CASE("cuda: reduce-overhead replays from static slots with no copies", "[cu
     Comparison c = compare_tensors((*evaluate(*g, host))[0], *outs[0].to_host(), default_tolerance(DType::bf16));
     INFO(c.message);
     CHECK(c.ok);
+  }
+}
+
+// A decode step over a paged KV cache in every mode: the cache is written where the caller
+// keeps it (never copied into a static slot), the replay of a captured step writes it again
+// at the next call's positions, and a cache at another address captures again.
+TEST_CASE("cuda: a decode step writes its paged cache in place, captured or not", "[cuda][gpu]") {
+  KILN_REQUIRE_GPU();
+  absl::StatusOr<Graph> g = parse_graph(R"(graph decode(%q: bf16[B, 8, 1, 64], %kn: bf16[B, 2, 1, 64], %pos: i32[B], %kc: bf16[NB, 16, 2, 64] state, %t: i32[B, MB]) {
+  %kc1 = cache_write(%kc, %kn, %pos, %t)
+  %one = constant(value=1, dtype=i32)
+  %len = add(%pos, %one)
+  %o = attention(%q, %kc1, %kc1, %len, %t)
+  return %o, %kc1
+})");
+  REQUIRE(g.ok());
+  for (Mode mode : {Mode::Default, Mode::ReduceOverhead, Mode::MaxAutotune}) {
+    absl::StatusOr<CompiledGraph> cg = compile(*g, {.mode = mode, .device = Device::Cuda});
+    REQUIRE(cg.ok());
+    std::mt19937_64 rng(7);
+    int64_t b = 4, mb = 9, blocks = 40;
+    TensorMap host{{"kc", HostTensor(DType::bf16, {blocks, 16, 2, 64})}, {"t", HostTensor(DType::i32, {b, mb})}};
+    host.at("kc").fill_random(rng);
+    std::vector<int64_t> ids(blocks);
+    std::iota(ids.begin(), ids.end(), 0);
+    std::shuffle(ids.begin(), ids.end(), rng);
+    for (int64_t i = 0; i < b * mb; ++i) host.at("t").set_int(i, ids[i]);
+    Tensor cache = *Tensor::from_host(host.at("kc"), DeviceId::cuda(0));
+    for (int step = 0; step < 4; ++step) {
+      INFO(mode_name(mode) << " step " << step);
+      if (step == 3) cache = *Tensor::from_host(host.at("kc"), DeviceId::cuda(0));  // moved: captured again
+      host["q"] = HostTensor(DType::bf16, {b, 8, 1, 64});
+      host["kn"] = HostTensor(DType::bf16, {b, 2, 1, 64});
+      host.at("q").fill_random(rng);
+      host.at("kn").fill_random(rng);
+      host["pos"] = HostTensor(DType::i32, {b});
+      for (int64_t i = 0; i < b; ++i) host.at("pos").set_int(i, std::vector<int64_t>{0, 6, 126, 128}[i] + step);
+      std::vector<Tensor> args;
+      for (const Value* a : cg->module().args)
+        args.push_back(a->name() == "kc" ? cache : *Tensor::from_host(host.at(a->name()), DeviceId::cuda(0)));
+      absl::StatusOr<std::vector<Tensor>> out = cg->operator()(args);
+      REQUIRE(out.ok());
+      CHECK((*out)[1].data() == cache.data());
+      absl::StatusOr<std::vector<HostTensor>> want = evaluate(*g, host);
+      REQUIRE(want.ok());
+      for (int i : {0, 1}) {
+        Comparison c = compare_tensors((*want)[i], *(*out)[i].to_host(), default_tolerance(DType::bf16));
+        INFO("output " << i << ": " << c.message);
+        CHECK(c.ok);
+      }
+      host["kc"] = (*want)[1];
+    }
   }
 }
 

@@ -196,6 +196,20 @@ std::vector<Entry> entries() {
   %o = scaled_dot_product_attention(%q, %k, %v, causal=true)
   return %o
 })", {{{"B", 1}, {"T", 1}}, {{"B", 2}, {"T", 7}}});
+    // The attention op: GQA 4, decode-style bottom-right causal with a sliding window.
+    add("gqa_attention", R"(graph gqa_attention(%q: DT[B, 8, T, 16], %k: DT[B, 2, S, 16], %v: DT[B, 2, S, 16]) {
+  %o = attention(%q, %k, %v, causal=true, window=6, softcap=3)
+  return %o
+})", {{{"B", 1}, {"T", 1}, {"S", 1}}, {{"B", 2}, {"T", 3}, {"S", 9}}});
+    // A decode step writing its caches in place (random positions are 0 or 1).
+    add("decode_step", R"(graph decode_step(%q: DT[B, 4, 1, 16], %kn: DT[B, 1, 1, 16], %pos: i32[B], %kc: DT[B, 1, S, 16] state, %vc: DT[B, 1, S, 16] state) {
+  %kc1 = cache_write(%kc, %kn, %pos)
+  %vc1 = cache_write(%vc, %kn, %pos)
+  %one = constant(value=1, dtype=i32)
+  %len = add(%pos, %one)
+  %o = attention(%q, %kc1, %vc1, %len)
+  return %o, %kc1, %vc1
+})", {{{"B", 1}, {"S", 2}}, {{"B", 3}, {"S", 7}}});
   }
   e.push_back({"int_ops", R"(graph int_ops(%i: i32[B, 4], %j: i64[4], %x: f32[B, 4]) {
   %a = add(%i, %i)

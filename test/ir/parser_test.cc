@@ -157,6 +157,16 @@ graph types(%d: f64[B, 3], %a: i8[B], %b: u8[B], %c: i16[2], %e: u16[2], %f: u32
   return %d2, %k, %k8, %ku, %s, %cb, %cc, %ce, %cf, %cg, %lt
 }
 )",
+    R"(# a decode step over contiguous and paged KV caches: state inputs written in place
+graph decode(%q: bf16[B, 8, 1, 64], %kn: bf16[B, 2, 1, 64], %pos: i32[B], %lens: i32[B], %kc: bf16[B, 2, S, 64] state, %pc: bf16[NB, 16, 2, 64] state, %bt: i32[B, MB], %m: bool[B, 1, 1, S]) {
+  %kc1 = cache_write(%kc, %kn, %pos)
+  %pc1 = cache_write(%pc, %kn, %pos, %bt)
+  %a = attention(%q, %kc1, %kc1, %lens, causal=true)
+  %am = attention(%q, %kc1, %kc1, %m, scale=0.125, window=128, softcap=30)
+  %ap = attention(%q, %pc1, %pc1, %lens, %bt)
+  return %a, %am, %ap, %kc1, %pc1
+}
+)",
 };
 
 std::string must_print(std::string_view text, std::string_view file = "<input>") {

@@ -21,8 +21,10 @@
 #include "ir/npy.h"
 #include "ir/reference.h"
 #include "ir/str.h"
+#include "ir/printer.h"
 #include "ir/verifier.h"
 #include "passes/convert_float.h"
+#include "passes/match_attention.h"
 #include "test/common/catch_helpers.h"
 
 namespace kiln {
@@ -197,6 +199,28 @@ TEST_CASE("model zoo in bf16: the reference and the CPU stay within bf16 error o
   for (const json& model : m.at("models")) {
     if (model.at("status") != "enabled") continue;
     DYNAMIC_SECTION(model.at("name").get<std::string>()) { check_bf16(model); }
+  }
+}
+
+// HF's exported attention (MatMul, scale, masks, Softmax, MatMul) becomes the attention op in
+// every layer of the text models; check_enabled above compiles them so, against onnxruntime.
+TEST_CASE("model zoo: the text models' attention is matched into attention ops", "[onnx][zoo]") {
+  for (const char* name : {"gpt2", "bert", "llama", "t5_encoder"}) {
+    INFO(name);
+    absl::StatusOr<Graph> g = import_onnx_file(str_cat(kZooDir, "/", name, "/model.onnx"));
+    if (!g.ok()) FAIL(status_message(g.status()));
+    int softmaxes = 0;
+    for (const auto& n : g->nodes()) softmaxes += n->op() == Op::Softmax;
+    absl::StatusOr<bool> changed = match_attention(*g);
+    REQUIRE(changed.ok());
+    CHECK(*changed);
+    testing::require_ok(verify(*g));
+    std::string text = print_graph(*g);
+    int attention = 0;
+    for (size_t at = 0; (at = text.find(" = attention(", at)) != std::string::npos; ++at) ++attention;
+    CHECK(softmaxes == 2);  // two layers each
+    CHECK(attention == softmaxes);
+    CHECK(text.find(" = softmax(") == std::string::npos);
   }
 }
 

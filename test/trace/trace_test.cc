@@ -116,8 +116,14 @@ TEST_CASE("every registry op is reachable from a traced program", "[trace]") {
   outs.push_back(kt::max_pool(img, {2, 2}, {1, 1}, {}, true));
   outs.push_back(kt::avg_pool(img, {1, 2}, {}, {0, 1, 0, 1}, false, true));
   outs.push_back(kt::window(x, {3}, {2}, {1, 1}, -1.0));
+  auto cache = t.state("cache", kiln::f32, {"B", 2, 8, 3});
+  auto pos = t.input("pos", kiln::i64, {"B"});
+  auto written = kt::cache_write(cache, kt::reshape(x, {"B", 2, 1, 3}), pos);
+  outs.push_back(written);
+  outs.push_back(kt::attention(kt::reshape(y, {"B", 2, 1, 3}), written, written, {.causal = true, .window = 2}));
   for (const kt::Tensor& o : outs) t.output(o);
   Graph g = t.finish();
+  CHECK(g.find("cache")->is_state());
 
   std::set<std::string> seen;
   for (const auto& n : g.nodes()) seen.insert(std::string(n->info().name));
