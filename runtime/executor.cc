@@ -385,8 +385,16 @@ absl::Status Executor::allocate_static_slots(CallPlan& p) {
 absl::Status Executor::run_captured(CallPlan& p, std::span<const Tensor> args, std::span<Tensor> outputs,
                                     const CallContext& c) {
   if (p.replay && !same_ptrs(p.replay_params, in_place_args_)) p.replay.reset();
+  if (!p.replay) KILN_RETURN_IF_ERROR(allocate_static_slots(p));
+  // The slots are filled before a capture: capturing runs the steps once for real first, and
+  // with state that run writes the caller's cache, so it must see this call's inputs.
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (program_->args[i].param || program_->args[i].state) continue;
+    int64_t bytes = args[i].numel() * dtype_size(args[i].dtype());
+    if (arg_ptrs_[i] != p.static_args[i].ptr() && bytes > 0)
+      KILN_RETURN_IF_ERROR(device_.copy(p.static_args[i].ptr(), arg_ptrs_[i], bytes, c));
+  }
   if (!p.replay) {
-    KILN_RETURN_IF_ERROR(allocate_static_slots(p));
     std::vector<DevicePtr> in, out;
     for (size_t i = 0; i < args.size(); ++i) {
       const Program::Value& a = program_->args[i];
@@ -400,12 +408,6 @@ absl::Status Executor::run_captured(CallPlan& p, std::span<const Tensor> args, s
       return run_steps(program_->steps, p, inner);
     }));
     p.replay_params = ptrs(in_place_args_);
-  }
-  for (size_t i = 0; i < args.size(); ++i) {
-    if (program_->args[i].param || program_->args[i].state) continue;
-    int64_t bytes = args[i].numel() * dtype_size(args[i].dtype());
-    if (arg_ptrs_[i] != p.static_args[i].ptr() && bytes > 0)
-      KILN_RETURN_IF_ERROR(device_.copy(p.static_args[i].ptr(), arg_ptrs_[i], bytes, c));
   }
   KILN_RETURN_IF_ERROR(p.replay->launch(c.stream));
   for (size_t j = 0; j < outputs.size(); ++j) {

@@ -91,6 +91,9 @@ class CudaAdapter final : public DeviceAdapter {
     }
     CUstream cs = capture_stream_->handle();
     // Anything made lazily on first use (GEMM plans, fallback kernels) exists before capture.
+    // That run is real (it writes state in place), so it waits for the caller's streams to
+    // finish filling the static slots it reads.
+    KILN_RETURN_IF_ERROR(check(api->cuCtxSynchronize(), "cuCtxSynchronize"));
     KILN_RETURN_IF_ERROR(launches(CallContext{cs}));
     KILN_RETURN_IF_ERROR(capture_stream_->synchronize());
     KILN_RETURN_IF_ERROR(check(api->cuStreamBeginCapture(cs, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL), "cuStreamBeginCapture"));
