@@ -8,7 +8,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
+#include "ir/op_attrs.h"
 #include "ir/status.h"
 #include "ir/str.h"
 
@@ -35,6 +37,17 @@ std::shared_ptr<const HostTensor> converted(const std::shared_ptr<const HostTens
   return out;
 }
 
+// The element type a node's attributes give its result (its default included), for the ops
+// that have one.
+std::optional<DType> dtype_attr(const Node& n) {
+  switch (n.op()) {
+    case Op::Cast: return CastAttrs(n).dtype();
+    case Op::Constant: return ConstantAttrs(n).dtype();
+    case Op::Iota: return IotaAttrs(n).dtype();
+    default: return std::nullopt;
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<Graph> convert_float(const Graph& g, DType to) {
@@ -56,10 +69,10 @@ absl::StatusOr<Graph> convert_float(const Graph& g, DType to) {
     std::vector<Value*> operands;
     for (Value* v : n->operands()) operands.push_back(map.at(v));
     Attrs attrs = n->attrs();
-    if (const AttrValue* t = attrs.find("dtype"); t && std::get_if<DType>(t) && *std::get_if<DType>(t) == DType::f32) {
+    if (dtype_attr(*n) == DType::f32) {
       attrs.set("dtype", to);
-      if (const AttrValue* v = attrs.find("value"); v && std::get_if<double>(v))
-        attrs.set("value", saturated(*std::get_if<double>(v), to));
+      if (n->op() == Op::Constant)
+        if (const double* v = std::get_if<double>(&ConstantAttrs(*n).value())) attrs.set("value", saturated(*v, to));
     }
     std::vector<std::string> names;
     for (const Value* r : n->results()) names.push_back(r->name());

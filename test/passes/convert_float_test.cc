@@ -15,11 +15,12 @@ using namespace kiln::testing;
 
 namespace {
 
-// The shape of an exported attention mask: (1 - mask) * finfo(float32).min, added to scores.
+// The shape of an exported attention mask: (1 - mask) * finfo(float32).min, added to scores
+// (%one is f32 by the constant's default dtype).
 constexpr const char* kGraph = R"(graph g(%x: f32[B, 8], %mask: i64[B, 8], %w: f32[8, 8] param) {
   %l = linear(%x, %w)
   %m = cast(%mask, dtype=f32)
-  %one = constant(value=1, dtype=f32)
+  %one = constant(value=1)
   %inv = sub(%one, %m)
   %low = constant(value=-3.4028234663852886e38, dtype=f32)
   %bias = mul(%inv, %low)
