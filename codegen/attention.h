@@ -1,0 +1,56 @@
+// The fused attention step: how an `attention` op (ops.def) runs as one device routine
+// instead of its GEMM -> softmax -> GEMM decomposition. The form is what a device's kernel
+// specializes on (compiled once per form); the sizes and strides are evaluated per call.
+// Semantics are the reference's (ir/reference.cc attention); this header only says how a
+// call is laid out. The CPU runs it as a native tiled online-softmax routine, CUDA as
+// generated flash-attention kernels (codegen/cuda/attention.*).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+
+#include "ir/dtype.h"
+#include "ir/sym.h"
+
+namespace kiln {
+
+// What a kernel for the step specializes on: all static.
+struct AttentionForm {
+  DType dtype = DType::f32;  // q, k, v and out
+  int64_t heads = 0, kv_heads = 0, head_dim = 0;  // H, KVH (divides H), D
+  double scale = 0;                               // resolved (1/sqrt(D) when the op has none)
+  bool causal = false;                            // bottom-right aligned (ops.def)
+  int64_t window = 0;                             // > 0: sliding window
+  double softcap = 0;                             // > 0: softcap * tanh(s / softcap)
+  enum class Mask : uint8_t { None, Additive, Bool };
+  Mask mask = Mask::None;
+  DType mask_dtype = DType::f32;    // Additive: f32 or `dtype`; Bool: boolean
+  bool kv_lens = false;             // per-sequence key counts given
+  DType index_dtype = DType::i32;   // of kv_lens and the block table
+  int64_t block_size = 0;           // > 0: paged k/v [num_blocks, block_size, KVH, D]
+
+  bool paged() const { return block_size > 0; }
+  int64_t group() const { return heads / kv_heads; }  // query heads per kv head
+  std::string to_string() const;  // "bf16 H=32 KVH=8 D=128 causal paged(16)": names and cache keys
+  bool operator==(const AttentionForm&) const = default;
+};
+
+// Element strides of a 4-D operand, as symbolic dims (a broadcast dim has stride 0).
+using Strides4 = std::array<Dim, 4>;
+
+// One attention step of a Program. Buffers index Program::buffers (-1: absent). Element
+// strides let the step read q/k/v and write out in place of a permute around it (q read
+// from a [B, T, H, D] projection, out written as the [B, T, H*D] the next GEMM reads).
+struct AttentionStep {
+  AttentionForm form;
+  int q = -1, k = -1, v = -1, out = -1;
+  int mask = -1, kv_lens = -1, block_table = -1;
+  Dim batch, tq, tk;  // B, Tq, Tk (paged: max_blocks * block_size)
+  Dim max_blocks;     // paged: the block table's second dim
+  // q/out over [B, H, Tq, D]; k/v over [B, KVH, Tk, D] (paged: over [num_blocks,
+  // block_size, KVH, D]); the mask over [B, H, Tq, Tk] (0 where broadcast).
+  Strides4 q_strides, k_strides, v_strides, out_strides, mask_strides;
+};
+
+}  // namespace kiln
