@@ -25,7 +25,7 @@ struct AttentionForm {
   double softcap = 0;                             // > 0: softcap * tanh(s / softcap)
   enum class Mask : uint8_t { None, Additive, Bool };
   Mask mask = Mask::None;
-  DType mask_dtype = DType::f32;    // Additive: f32 or `dtype`; Bool: boolean
+  DType mask_dtype = DType::f32;    // Additive: `dtype` (ops.def); Bool: boolean
   bool kv_lens = false;             // per-sequence key counts given
   DType index_dtype = DType::i32;   // of kv_lens and the block table
   int64_t block_size = 0;           // > 0: paged k/v [num_blocks, block_size, KVH, D]

@@ -29,7 +29,8 @@ namespace kiln::cuda {
   X(cuStreamCreate) X(cuStreamDestroy) X(cuStreamSynchronize)                              \
   X(cuEventCreate) X(cuEventDestroy) X(cuEventRecord) X(cuEventSynchronize)                \
   X(cuEventElapsedTime) X(cuStreamBeginCapture) X(cuStreamEndCapture)                      \
-  X(cuGraphInstantiate) X(cuGraphLaunch) X(cuGraphExecDestroy) X(cuGraphDestroy)
+  X(cuGraphInstantiate) X(cuGraphLaunch) X(cuGraphExecDestroy) X(cuGraphDestroy)        \
+  X(cuFuncSetAttribute)
 
 struct DriverApi {
 #define KILN_CUDA_DRIVER_MEMBER(name) decltype(&::name) name = nullptr;

@@ -1,0 +1,116 @@
+#include "runtime/cuda/attention.h"
+
+#include <algorithm>
+
+#include "ir/status.h"
+#include "ir/str.h"
+#include "runtime/cuda/device.h"
+#include "runtime/nvrtc.h"
+
+namespace kiln::cuda {
+namespace {
+
+// attention.cuh's KilnAttnArgs, field for field.
+struct KernelArgs {
+  CUdeviceptr q, k, v, out, mask, kv_lens, block_table, part_o, part_lse;
+  long long batch, tq, tk, max_blocks, num_blocks, row_tiles;
+  long long qs[4], ks[4], vs[4], os[4], ms[4];
+  int splits, tiles_per_split;
+};
+static_assert(sizeof(KernelArgs) == 9 * 8 + 6 * 8 + 20 * 8 + 8);
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace
+
+std::string AttentionPlan::to_string() const {
+  return str_cat("config ", config, " grid ", grid[0], "x", grid[1], "x", grid[2], " splits ", splits);
+}
+
+absl::StatusOr<std::unique_ptr<AttentionKernels>> AttentionKernels::build(const Context& ctx, const AttentionForm& f) {
+  KILN_RETURN_IF_ERROR(cuda_attention_supported(f));
+  std::unique_ptr<AttentionKernels> k(
+      new AttentionKernels(f, attention_configs(f), ctx.device().properties().sm_count));
+  std::vector<NvrtcProgram> programs;
+  for (const AttentionConfig& c : k->configs_)
+    programs.push_back({str_cat("kiln_attention_", c.name()), attention_source(f, c), ctx.device().arch_name(), {}});
+  auto compiled = nvrtc_compile_cached(kernel_cache(), programs);
+  KILN_ASSIGN_OR_RETURN(const DriverApi* api, driver());
+  for (size_t i = 0; i < compiled.size(); ++i) {
+    if (!compiled[i].ok()) return prefix_error(compiled[i].status(), "attention ", f.to_string(), ": ");
+    KILN_ASSIGN_OR_RETURN(Module m, Module::load(ctx, (*compiled[i])->cubin));
+    KILN_ASSIGN_OR_RETURN(CUfunction main, m.function("kiln_attention"));
+    KILN_ASSIGN_OR_RETURN(CUfunction combine, m.function("kiln_attention_combine"));
+    const int smem = attention_shared_bytes(f, k->configs_[i]);
+    KILN_RETURN_IF_ERROR(check(api->cuFuncSetAttribute(main, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem),
+                               "cuFuncSetAttribute(attention shared memory)"));
+    k->loaded_.push_back({std::move(m), main, combine, smem});
+  }
+  return k;
+}
+
+absl::StatusOr<AttentionPlan> AttentionKernels::plan(const AttentionCall& c, std::optional<int> config,
+                                                     std::optional<int> splits) const {
+  const int64_t rows = form_.group() * c.tq, bhs = c.batch * form_.kv_heads;
+  if (rows <= 0 || bhs <= 0) return invalid_argument("attention with no rows: batch ", c.batch, ", Tq ", c.tq);
+  if (rows + 256 > INT32_MAX || c.tk + 256 > INT32_MAX)  // the kernel counts rows and keys in 32 bits
+    return invalid_argument("attention: ", rows, " query rows or ", c.tk, " keys exceed the kernel's 32-bit positions");
+  // The kernel copies rows of q, k and v in 16-byte pieces and writes out in pairs.
+  for (auto [name, ptr, st] : {std::tuple{"q", c.q, c.qs}, {"k", c.k, c.ks}, {"v", c.v, c.vs}, {"out", c.out, c.os}}) {
+    if (st[3] != 1) return invalid_argument("attention: ", name, "'s last dim must be contiguous, its stride is ", st[3]);
+    if (ptr % 16 != 0 || st[0] % 8 != 0 || st[1] % 8 != 0 || st[2] % 8 != 0)
+      return invalid_argument("attention: ", name, " must start 16-byte aligned with strides that are multiples of 8 "
+                              "elements (address ", ptr, ", strides ", st[0], ", ", st[1], ", ", st[2], ")");
+  }
+  AttentionPlan p;
+  // Few rows per kv head (decode): split each key tile between the CTA's warps.
+  // Else the larger row tile, unless it leaves most SMs idle (short prompts).
+  p.config = config.value_or(rows <= 16 ? 2 : ceil_div(rows, configs_[0].rows()) * bhs >= sms_ ? 0 : 1);
+  if (p.config < 0 || p.config >= static_cast<int>(configs_.size()))
+    return invalid_argument("attention config ", p.config, " of ", configs_.size());
+  const AttentionConfig& cf = configs_[p.config];
+  p.row_tiles = ceil_div(rows, cf.rows());
+  const int64_t key_tiles = ceil_div(std::max<int64_t>(c.tk, 1), cf.bn) + 1;  // +1: a window's unaligned start
+  const int64_t ctas = p.row_tiles * bhs;
+  // Enough CTAs for two waves, each split keeping at least 4 key tiles.
+  int64_t s = splits.value_or(std::clamp<int64_t>(ceil_div(2 * sms_, ctas), 1, std::max<int64_t>(key_tiles / 4, 1)));
+  s = std::clamp<int64_t>(s, 1, key_tiles);
+  p.tiles_per_split = static_cast<int>(ceil_div(key_tiles, s));
+  p.splits = static_cast<int>(ceil_div(key_tiles, p.tiles_per_split));
+  if (p.row_tiles > 0x7fffffff || bhs > 65535 || p.splits > 65535)
+    return invalid_argument("attention grid too large: ", p.row_tiles, " x ", bhs, " x ", p.splits);
+  p.grid[0] = static_cast<unsigned>(p.row_tiles);
+  p.grid[1] = static_cast<unsigned>(bhs);
+  p.grid[2] = static_cast<unsigned>(p.splits);
+  if (p.splits > 1) p.workspace_bytes = int64_t{p.splits} * bhs * p.row_tiles * cf.rows() * (form_.head_dim + 1) * 4;
+  return p;
+}
+
+absl::Status AttentionKernels::launch(const AttentionPlan& p, const AttentionCall& c, CUdeviceptr workspace,
+                                      CUstream stream) const {
+  const AttentionConfig& cf = configs_[p.config];
+  const Loaded& l = loaded_[p.config];
+  KernelArgs a{};
+  a.q = c.q, a.k = c.k, a.v = c.v, a.out = c.out, a.mask = c.mask, a.kv_lens = c.kv_lens, a.block_table = c.block_table;
+  const int64_t partials = int64_t{p.splits} * p.grid[1] * p.row_tiles * cf.rows();
+  a.part_o = p.splits > 1 ? workspace : 0;
+  a.part_lse = p.splits > 1 ? workspace + partials * form_.head_dim * 4 : 0;
+  a.batch = c.batch, a.tq = c.tq, a.tk = c.tk, a.max_blocks = c.max_blocks, a.num_blocks = c.num_blocks;
+  a.row_tiles = p.row_tiles;
+  for (int i = 0; i < 4; ++i) a.qs[i] = c.qs[i], a.ks[i] = c.ks[i], a.vs[i] = c.vs[i], a.os[i] = c.os[i], a.ms[i] = c.ms[i];
+  a.splits = p.splits, a.tiles_per_split = p.tiles_per_split;
+  void* args[] = {&a};
+  LaunchDims d;
+  for (int i = 0; i < 3; ++i) d.grid[i] = p.grid[i];
+  d.block[0] = static_cast<unsigned>(cf.threads());
+  d.shared_bytes = static_cast<unsigned>(l.shared_bytes);
+  KILN_RETURN_IF_ERROR(cuda::launch(l.main, d, args, stream));
+  if (p.splits == 1) return absl::OkStatus();
+  const int64_t threads = c.batch * form_.kv_heads * form_.group() * c.tq * (form_.head_dim / 2);
+  LaunchDims cd;
+  cd.grid[0] = static_cast<unsigned>(ceil_div(threads, 256));
+  cd.block[0] = 256;
+  return cuda::launch(l.combine, cd, args, stream);
+}
+
+}  // namespace kiln::cuda

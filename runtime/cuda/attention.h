@@ -1,0 +1,68 @@
+// The fused attention step on CUDA: the form's kernels (codegen/cuda/attention.h) compiled
+// through the kernel cache and loaded, a launch plan per call (tile configuration, grid,
+// key splits and their workspace) and the launch itself. Independent of the executor, so
+// the step, tests and benchmarks drive it the same way.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "codegen/cuda/attention.h"
+#include "runtime/cuda_driver.h"
+
+namespace kiln::cuda {
+
+// One call's operands: device addresses and sizes, strides in elements (attention.h's
+// AttentionStep evaluated). The last stride of q, k, v and out must be 1.
+struct AttentionCall {
+  CUdeviceptr q = 0, k = 0, v = 0, out = 0, mask = 0, kv_lens = 0, block_table = 0;
+  int64_t batch = 0, tq = 0, tk = 0;
+  int64_t max_blocks = 0, num_blocks = 0;  // paged
+  std::array<int64_t, 4> qs{}, ks{}, vs{}, os{}, ms{};
+};
+
+// How one call launches: a configuration of attention_configs(form), the grid, and how many
+// CTAs share each row block's keys (splits > 1: partials in the workspace, then a combine).
+struct AttentionPlan {
+  int config = 0;
+  int64_t row_tiles = 0;
+  int splits = 1, tiles_per_split = 0;
+  int64_t workspace_bytes = 0;
+  std::string to_string() const;  // "4x1x64 grid 16x32x1 splits 1"
+  unsigned grid[3] = {1, 1, 1};
+};
+
+class AttentionKernels {
+ public:
+  // Compiles (through kernel_cache()) and loads every configuration of `f` for the context's
+  // device. Errors name the form.
+  static absl::StatusOr<std::unique_ptr<AttentionKernels>> build(const Context& ctx, const AttentionForm& f);
+
+  const AttentionForm& form() const { return form_; }
+  const std::vector<AttentionConfig>& configs() const { return configs_; }
+
+  // The default plan for `c` (config and splits chosen from the rows per kv head and the
+  // keys, against the device's SM count), or the one forced by `config` / `splits`.
+  absl::StatusOr<AttentionPlan> plan(const AttentionCall& c, std::optional<int> config = std::nullopt,
+                                     std::optional<int> splits = std::nullopt) const;
+  // Pre: `workspace` holds plan.workspace_bytes (0 allowed when none).
+  absl::Status launch(const AttentionPlan& p, const AttentionCall& c, CUdeviceptr workspace, CUstream stream) const;
+
+ private:
+  struct Loaded {
+    Module module;
+    CUfunction main = nullptr, combine = nullptr;
+    int shared_bytes = 0;
+  };
+  AttentionKernels(AttentionForm f, std::vector<AttentionConfig> c, int sms) : form_(f), configs_(std::move(c)), sms_(sms) {}
+  AttentionForm form_;
+  std::vector<AttentionConfig> configs_;
+  std::vector<Loaded> loaded_;
+  int sms_ = 132;
+};
+
+}  // namespace kiln::cuda
