@@ -17,6 +17,8 @@ absl::Status cuda_attention_supported(const AttentionForm& f) {
     return absl::UnimplementedError(str_cat("fused attention on CUDA takes head dim 64, 128 or 256, not ", f.head_dim));
   if (f.kv_heads <= 0 || f.heads % f.kv_heads != 0)
     return absl::InvalidArgumentError(str_cat("kv heads ", f.kv_heads, " do not divide heads ", f.heads));
+  if (!(f.scale > 0))  // the kernel keeps raw scores and folds the scale into exp2
+    return absl::UnimplementedError(str_cat("fused attention on CUDA takes a positive scale, not ", f.scale));
   if (f.mask == AttentionForm::Mask::Additive && f.mask_dtype != f.dtype)
     return absl::UnimplementedError(str_cat("an additive mask of ", dtype_name(f.mask_dtype), " with ", dtype_name(f.dtype)));
   return absl::OkStatus();

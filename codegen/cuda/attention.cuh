@@ -60,8 +60,10 @@ KA void ka_ldsm4t(unsigned addr, unsigned& r0, unsigned& r1, unsigned& r2, unsig
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
                : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
 }
+// Register-only: not volatile, so the compiler may interleave MMAs with the next fragments'
+// shared-memory loads (ldmatrix stays volatile: ordered with the barriers and cp.async waits).
 KA void ka_mma(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." KTYPE "." KTYPE
+  asm("mma.sync.aligned.m16n8k16.row.col.f32." KTYPE "." KTYPE
                ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
                : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
@@ -91,27 +93,34 @@ KA float ka_mask_value(const void* m, long long i) {
 
 // Key tile [kb, kb + KBN) of k and v into shared memory (KBN x KD each, rows KSD apart);
 // keys at or past L, and keys whose block id is outside the cache, are zeros (never read).
-// One block-table lookup serves a row of both.
-KA void ka_load_kv(const KilnAttnArgs& a, long long b, long long kvh, int kb, int L, kelem* dk, kelem* dv) {
+// Thread i copies 16-byte piece i % (KD / 8) of rows i / (KD / 8) + j * KROWSTEP: its column
+// and first row are fixed, so a piece's address is one multiply-add per tile; one
+// block-table lookup serves a row of both k and v.
+#define KROWSTEP (KTHREADS / (KD / 8))
+static_assert(KTHREADS % (KD / 8) == 0 && KBN % KROWSTEP == 0, "tile copy shape");
+// kb0/vb0: k and v at this thread's column and the CTA's sequence (contiguous) or kv head
+// (paged); tab: the sequence's block-table row (paged).
+KA void ka_load_kv(const KilnAttnArgs& a, const kelem* kb0, const kelem* vb0, const kidx* tab, int kb, int L, kelem* dk,
+                   kelem* dv) {
+  const int r0 = threadIdx.x / (KD / 8), dc = threadIdx.x % (KD / 8);
 #pragma unroll
-  for (int c = threadIdx.x; c < KBN * (KD / 8); c += KTHREADS) {
-    const int r = c / (KD / 8), dc = c % (KD / 8);
-    const int key = kb + r;
+  for (int j = 0; j < KBN / KROWSTEP; ++j) {
+    const int r = r0 + j * KROWSTEP, key = kb + r;
     bool ok = key < L;
     long long ko = 0, vo = 0;
     if (ok) {
 #if KPAGED
-      const long long blk = (long long)a.block_table[b * a.max_blocks + key / KBS];
+      const long long blk = (long long)tab[key / KBS];
       ok = blk >= 0 && blk < a.num_blocks;
-      ko = blk * a.ks[0] + (key % KBS) * a.ks[1] + kvh * a.ks[2] + dc * 8;
-      vo = blk * a.vs[0] + (key % KBS) * a.vs[1] + kvh * a.vs[2] + dc * 8;
+      ko = blk * a.ks[0] + (key % KBS) * a.ks[1];
+      vo = blk * a.vs[0] + (key % KBS) * a.vs[1];
 #else
-      ko = b * a.ks[0] + kvh * a.ks[1] + key * a.ks[2] + dc * 8;
-      vo = b * a.vs[0] + kvh * a.vs[1] + key * a.vs[2] + dc * 8;
+      ko = (long long)key * a.ks[2];
+      vo = (long long)key * a.vs[2];
 #endif
     }
-    ka_cp16(ka_smem(dk + r * KSD + dc * 8), ok ? a.k + ko : a.k, ok);
-    ka_cp16(ka_smem(dv + r * KSD + dc * 8), ok ? a.v + vo : a.v, ok);
+    ka_cp16(ka_smem(dk + r * KSD + dc * 8), ok ? kb0 + ko : a.k, ok);
+    ka_cp16(ka_smem(dv + r * KSD + dc * 8), ok ? vb0 + vo : a.v, ok);
   }
 }
 
@@ -161,9 +170,19 @@ extern "C" __global__ void __launch_bounds__(KTHREADS) kiln_attention(const Kiln
     ka_cp16(ka_smem(sQ + r * KSD + dc * 8), ok ? src : a.q, ok);
   }
   ka_commit();
+  const int dc = threadIdx.x % (KD / 8);
+#if KPAGED
+  const kidx* tab = a.block_table + b * a.max_blocks;
+  const kelem* kb0 = a.k + kvh * a.ks[2] + dc * 8;
+  const kelem* vb0 = a.v + kvh * a.vs[2] + dc * 8;
+#else
+  const kidx* tab = nullptr;
+  const kelem* kb0 = a.k + b * a.ks[0] + kvh * a.ks[1] + dc * 8;
+  const kelem* vb0 = a.v + b * a.vs[0] + kvh * a.vs[1] + dc * 8;
+#endif
   if (my_tiles > 0) {
     const int kb = (first_tile + my_first) * KBN;
-    ka_load_kv(a, b, kvh, kb, L, sK, sV);
+    ka_load_kv(a, kb0, vb0, tab, kb, L, sK, sV);
   }
   ka_commit();
 
@@ -186,7 +205,7 @@ extern "C" __global__ void __launch_bounds__(KTHREADS) kiln_attention(const Kiln
     const int buf = (int)(it & 1);
     if (it + 1 < my_tiles) {
       const int kb = (first_tile + my_first + it + 1) * KBN;
-      ka_load_kv(a, b, kvh, kb, L, sK + (buf ^ 1) * KBN * KSD, sV + (buf ^ 1) * KBN * KSD);
+      ka_load_kv(a, kb0, vb0, tab, kb, L, sK + (buf ^ 1) * KBN * KSD, sV + (buf ^ 1) * KBN * KSD);
       ka_commit();
       ka_wait<1>();
     } else {
@@ -234,7 +253,9 @@ extern "C" __global__ void __launch_bounds__(KTHREADS) kiln_attention(const Kiln
       }
     }
 
-    // Scale (and softcap) into the log2 domain; visibility and the mask where a tile needs them.
+    // Scores stay unscaled here (softcap and the mask divided by the scale): the scale to the
+    // log2 domain is folded into the exponent's multiply-add. Visibility and the mask only
+    // where a tile needs them.
     bool edge = kb + KBN > L || KMASK != 0;
 #if KCAUSAL
     edge = edge || kb + KBN - 1 > t_lo + diag;
@@ -250,9 +271,7 @@ extern "C" __global__ void __launch_bounds__(KTHREADS) kiln_attention(const Kiln
         for (int e = 0; e < 4; ++e) {
           float x = s[mt][nt][e];
 #if KHAS_SOFTCAP
-          x = (KSOFTCAP * KLOG2E) * tanhf(x * (KSCALE / KSOFTCAP));
-#else
-          x *= KSCALE * KLOG2E;
+          x = (KSOFTCAP / KSCALE) * tanhf(x * (KSCALE / KSOFTCAP));
 #endif
           if (edge) {
             const int row = r0 + (wm * KMT + mt) * 16 + lane / 4 + (e >> 1) * 8, t = row / KG;
@@ -267,7 +286,7 @@ extern "C" __global__ void __launch_bounds__(KTHREADS) kiln_attention(const Kiln
 #if KMASK
             if (vis) {
               const long long h = kvh * KG + row % KG;
-              x += KLOG2E * ka_mask_value(a.mask, b * a.ms[0] + h * a.ms[1] + t * a.ms[2] + (long long)j * a.ms[3]);
+              x += (1.0f / KSCALE) * ka_mask_value(a.mask, b * a.ms[0] + h * a.ms[1] + t * a.ms[2] + (long long)j * a.ms[3]);
             }
 #endif
             if (!vis) x = ka_ninf();
@@ -286,26 +305,31 @@ extern "C" __global__ void __launch_bounds__(KTHREADS) kiln_attention(const Kiln
         mx[0] = fmaxf(mx[0], fmaxf(s[mt][nt][0], s[mt][nt][1]));
         mx[1] = fmaxf(mx[1], fmaxf(s[mt][nt][2], s[mt][nt][3]));
       }
-      float mu[2], sum[2] = {0.0f, 0.0f};
+      // m and mx are raw scores; p = 2^(s * c - max * c) with c = scale * log2(e).
+      float mu[2], corr[2], sum[2] = {0.0f, 0.0f};
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
         mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
         mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
-        mu[i] = mx[i] == ka_ninf() ? 0.0f : mx[i];
-        const float corr = ka_exp2(m[mt][i] - mu[i]);
+        mu[i] = mx[i] == ka_ninf() ? 0.0f : mx[i] * (KSCALE * KLOG2E);
+        corr[i] = m[mt][i] == mx[i] ? 1.0f : ka_exp2(m[mt][i] * (KSCALE * KLOG2E) - mu[i]);
         m[mt][i] = mx[i];
-        l[mt][i] *= corr;
+        l[mt][i] *= corr[i];
+      }
+      if (__any_sync(0xffffffffu, corr[0] != 1.0f || corr[1] != 1.0f)) {  // a row's max moved
 #pragma unroll
         for (int dn = 0; dn < KD / 8; ++dn) {
-          o[mt][dn][2 * i] *= corr;
-          o[mt][dn][2 * i + 1] *= corr;
+          o[mt][dn][0] *= corr[0];
+          o[mt][dn][1] *= corr[0];
+          o[mt][dn][2] *= corr[1];
+          o[mt][dn][3] *= corr[1];
         }
       }
 #pragma unroll
       for (int nt = 0; nt < KNT; ++nt) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          s[mt][nt][e] = ka_exp2(s[mt][nt][e] - mu[e >> 1]);
+          s[mt][nt][e] = ka_exp2(fmaf(s[mt][nt][e], KSCALE * KLOG2E, -mu[e >> 1]));
           sum[e >> 1] += s[mt][nt][e];
         }
       }
@@ -356,7 +380,7 @@ extern "C" __global__ void __launch_bounds__(KTHREADS) kiln_attention(const Kiln
       li += __shfl_xor_sync(0xffffffffu, li, 2);
       const int r = (wm * KMT + mt) * 16 + lane / 4 + i * 8;
       if (lane % 4 == 0) {
-        cM[wn * KBM + r] = m[mt][i];
+        cM[wn * KBM + r] = m[mt][i] * (KSCALE * KLOG2E);  // -inf stays -inf
         cL[wn * KBM + r] = li;
       }
 #pragma unroll
