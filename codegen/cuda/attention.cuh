@@ -263,17 +263,21 @@ extern "C" __global__ void __launch_bounds__(KTHREADS) kiln_attention(const Kiln
 #if KWINDOW > 0
     edge = edge || kb <= t_hi + diag - KWINDOW;
 #endif
+#if KHAS_SOFTCAP
 #pragma unroll
     for (int mt = 0; mt < KMT; ++mt)
 #pragma unroll
-      for (int nt = 0; nt < KNT; ++nt) {
+      for (int nt = 0; nt < KNT; ++nt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          float x = s[mt][nt][e];
-#if KHAS_SOFTCAP
-          x = (KSOFTCAP / KSCALE) * tanhf(x * (KSCALE / KSOFTCAP));
+        for (int e = 0; e < 4; ++e) s[mt][nt][e] = (KSOFTCAP / KSCALE) * tanhf(s[mt][nt][e] * (KSCALE / KSOFTCAP));
 #endif
-          if (edge) {
+    if (edge) {  // one branch per tile: interior tiles skip the index arithmetic entirely
+#pragma unroll
+      for (int mt = 0; mt < KMT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < KNT; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
             const int row = r0 + (wm * KMT + mt) * 16 + lane / 4 + (e >> 1) * 8, t = row / KG;
             const int j = kb + wn * KNW + nt * 8 + (lane % 4) * 2 + (e & 1);
             bool vis = j < L && row < rows;
@@ -286,14 +290,12 @@ extern "C" __global__ void __launch_bounds__(KTHREADS) kiln_attention(const Kiln
 #if KMASK
             if (vis) {
               const long long h = kvh * KG + row % KG;
-              x += (1.0f / KSCALE) * ka_mask_value(a.mask, b * a.ms[0] + h * a.ms[1] + t * a.ms[2] + (long long)j * a.ms[3]);
+              s[mt][nt][e] += (1.0f / KSCALE) * ka_mask_value(a.mask, b * a.ms[0] + h * a.ms[1] + t * a.ms[2] + (long long)j * a.ms[3]);
             }
 #endif
-            if (!vis) x = ka_ninf();
+            if (!vis) s[mt][nt][e] = ka_ninf();
           }
-          s[mt][nt][e] = x;
-        }
-      }
+    }
 
     // Online softmax: rows lane/4 (i = 0) and lane/4 + 8 (i = 1) of each m-tile, shared by a
     // quad of lanes.
