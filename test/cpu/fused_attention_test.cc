@@ -151,6 +151,16 @@ TEST_CASE("fused attention: a long key sequence and causal Tq < Tk", "[cpu][atte
                    {"v", random(DType::f32, {1, 1, tk, 64}, rng)}};
     check_both(g, fused, decomposed, args, "attention f32 H=4 KVH=1 D=64 scale=0.125 causal");
   }
+  // A head dim that is not a multiple of the routine's 16 lanes: its tail columns.
+  Graph g40 = parse_or_fail(R"(graph d40(%q: f32[B, 2, Tq, 40], %k: f32[B, 2, Tk, 40], %v: f32[B, 2, Tk, 40]) {
+  %a = attention(%q, %k, %v, window=70)
+  return %a
+})");
+  CompiledGraph fused40 = compile_cpu(g40, true), decomposed40 = compile_cpu(g40, false);
+  TensorMap args{{"q", random(DType::f32, {2, 2, 131, 40}, rng)},
+                 {"k", random(DType::f32, {2, 2, 200, 40}, rng)},
+                 {"v", random(DType::f32, {2, 2, 200, 40}, rng)}};
+  check_both(g40, fused40, decomposed40, args, "attention f32 H=2 KVH=2 D=40");
 }
 
 TEST_CASE("fused attention: paged k/v through shuffled block tables", "[cpu][attention][fused]") {
