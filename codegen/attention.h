@@ -10,7 +10,9 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "ir/dtype.h"
+#include "ir/graph.h"
 #include "ir/sym.h"
 
 namespace kiln {
@@ -27,7 +29,8 @@ struct AttentionForm {
   Mask mask = Mask::None;
   DType mask_dtype = DType::f32;    // Additive: `dtype` (ops.def); Bool: boolean
   bool kv_lens = false;             // per-sequence key counts given
-  DType index_dtype = DType::i32;   // of kv_lens and the block table
+  DType index_dtype = DType::i32;   // of kv_lens
+  DType table_dtype = DType::i32;   // of the block table
   int64_t block_size = 0;           // > 0: paged k/v [num_blocks, block_size, KVH, D]
 
   bool paged() const { return block_size > 0; }
@@ -48,9 +51,20 @@ struct AttentionStep {
   int mask = -1, kv_lens = -1, block_table = -1;
   Dim batch, tq, tk;  // B, Tq, Tk (paged: max_blocks * block_size)
   Dim max_blocks;     // paged: the block table's second dim
+  Dim num_blocks;     // paged: k/v's first dim (block ids past it are out of range)
   // q/out over [B, H, Tq, D]; k/v over [B, KVH, Tk, D] (paged: over [num_blocks,
   // block_size, KVH, D]); the mask over [B, H, Tq, Tk] (0 where broadcast).
   Strides4 q_strides, k_strides, v_strides, out_strides, mask_strides;
 };
+
+// The form of attention node `n` (ops.def): its dtypes, head counts and options, with the
+// scale resolved. An error where the node has no static form (symbolic H, KVH, D or
+// block_size, or a symbolic D and no scale): such a node is decomposed.
+absl::StatusOr<AttentionForm> attention_form(const Node& n);
+
+// Element strides of a dense row-major tensor of rank 4, and of `shape` read broadcast
+// (aligned right, size-1 dims stride 0) as a rank-4 tensor.
+Strides4 dense_strides(const Shape& shape);
+Strides4 broadcast_strides(const Shape& shape);
 
 }  // namespace kiln

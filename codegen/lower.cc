@@ -99,6 +99,7 @@ class Lowerer {
     absl::Status s;
     if (writer && group_.nodes.size() > 1) s = err(writer->describe(), " must be alone in its group");
     else if (writer) s = lower_cache_write(*writer);
+    else if (group_.kind == KernelGroup::Kind::Attention) s = attention_buffers();
     else if (group_.kind == KernelGroup::Kind::Gemm) s = lower_gemm(gemm);
     else if (gemm) s = err(gemm->describe(), " is a GEMM outside a Gemm group");
     else if (!reductions.empty()) s = lower_reduction(reductions);
@@ -207,6 +208,14 @@ class Lowerer {
       say(str_cat("  map stage over ", shape_to_string(s), ": ", stage().lets.size(), " lets, ",
                   stage().stores.size(), " stores"));
     }
+    return absl::OkStatus();
+  }
+
+  // An Attention group runs as the device's fused routine (codegen/attention.h), never as
+  // kernel IR: its kernel is its buffers alone, over the output's domain, with no stage.
+  absl::Status attention_buffers() {
+    k_.domain = group_.nodes[0]->result()->shape();
+    say("  attention: no loop nest (the program runs it as a fused attention step)");
     return absl::OkStatus();
   }
 

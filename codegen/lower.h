@@ -19,7 +19,9 @@ using LowerLog = std::function<void(const std::string&)>;
 // no composite op (decompose ran). A Gemm group starts with its matmul/linear and every
 // output has that node's shape; a group with reductions has them all over the same
 // iteration space (same input shape and axes), and its outputs are either of that shape or
-// of the reductions' result shape. Views are free: they become index arithmetic.
+// of the reductions' result shape. Views are free: they become index arithmetic. An
+// Attention group is not lowered: its kernel lists its buffers and has no stage (the
+// program builder makes it a fused attention step).
 // Post: a kernel whose buffers are the group's inputs (then any other value it reads from
 // outside) followed by its outputs, in order. An error names the group and the node that
 // cannot be lowered. `log`, when set, receives one line after each step.

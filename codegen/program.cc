@@ -6,6 +6,7 @@
 #include "codegen/acc_buffer.h"
 #include "codegen/module.h"
 #include "ir/op_attrs.h"
+#include "ir/ops_attention.h"
 #include "passes/builder.h"
 #include "ir/status.h"
 #include "ir/str.h"
@@ -148,8 +149,52 @@ class ProgramBuilder {
     return s;
   }
 
+  // The attention group as a fused step: its operands and result read in place through
+  // their (dense) strides; the memory plan placed the result like any kernel output.
+  absl::Status add_attention(const KernelGroup& grp, std::vector<Step>& list) {
+    const Node& n = *grp.nodes[0];
+    KILN_ASSIGN_OR_RETURN(AttentionForm form, attention_form(n));
+    if (!t_.supports_attention || !t_.supports_attention(form))
+      return absl::InternalError(str_cat("group ", grp.id, ": target ", t_.name, " has no fused attention for ",
+                                         form.to_string(), " (decompose should have kept it decomposed)"));
+    AttentionOperands ops = attention_operands(n);
+    AttentionStep a;
+    a.form = form;
+    KILN_ASSIGN_OR_RETURN(a.q, buffer_of(n.operand(0), false));
+    KILN_ASSIGN_OR_RETURN(a.k, buffer_of(n.operand(1), false));
+    KILN_ASSIGN_OR_RETURN(a.v, buffer_of(n.operand(2), false));
+    KILN_ASSIGN_OR_RETURN(a.out, buffer_of(n.result(), true));
+    if (ops.mask) {
+      KILN_ASSIGN_OR_RETURN(a.mask, buffer_of(n.operand(*ops.mask), false));
+    }
+    if (ops.kv_lens) {
+      KILN_ASSIGN_OR_RETURN(a.kv_lens, buffer_of(n.operand(*ops.kv_lens), false));
+    }
+    if (ops.block_table) {
+      KILN_ASSIGN_OR_RETURN(a.block_table, buffer_of(n.operand(*ops.block_table), false));
+    }
+    const Shape &qs = n.operand(0)->shape(), &ks = n.operand(1)->shape();
+    a.batch = qs[0], a.tq = qs[2];
+    if (form.paged()) {
+      a.max_blocks = n.operand(*ops.block_table)->shape()[1];
+      a.num_blocks = ks[0];
+      a.tk = a.max_blocks * ks[1];
+    } else {
+      a.tk = ks[2];
+    }
+    a.q_strides = dense_strides(qs);
+    a.k_strides = dense_strides(ks);
+    a.v_strides = dense_strides(n.operand(2)->shape());
+    a.out_strides = dense_strides(n.result()->shape());
+    a.mask_strides = ops.mask ? kiln::broadcast_strides(n.operand(*ops.mask)->shape()) : Strides4{Dim(0), Dim(0), Dim(0), Dim(0)};
+    p_.attentions.push_back(std::move(a));
+    list.push_back({Step::Kind::Attention, static_cast<int>(p_.attentions.size()) - 1, grp.id});
+    return absl::OkStatus();
+  }
+
   absl::Status add_group(const KernelGroup& grp, const kir::Kernel& k) {
     std::vector<Step>& list = grp.weight_prep ? p_.prep : p_.steps;
+    if (grp.kind == KernelGroup::Kind::Attention) return add_attention(grp, list);
     KILN_ASSIGN_OR_RETURN(GemmDecision d, decide_gemm(grp, k, t_.gemms, p_.baked));
     if (!d.library) {
       KILN_ASSIGN_OR_RETURN(KernelStep s, kernel_step(k, false, false));
@@ -292,6 +337,7 @@ std::string Program::describe(const Step& s) const {
       return str_cat("copy ", buffer_text(buffers[c.src]), " -> ", buffer_text(buffers[c.dst]), ", ", c.bytes.to_string(),
                      " bytes");
     }
+    case Step::Kind::Attention: return str_cat("attention ", attentions[s.index].form.to_string());
     case Step::Kind::Gemm: break;
   }
   const GemmStep& g = gemms[s.index];
@@ -327,6 +373,14 @@ std::string Program::to_string() const {
     std::string out;
     for (const Step& st : list) {
       std::string group = st.group >= 0 ? str_cat("group ", st.group, ": ") : std::string();
+      if (st.kind == Step::Kind::Attention) {
+        const AttentionStep& a = attentions[st.index];
+        auto opt = [](const char* what, int b) { return b >= 0 ? str_cat(", ", what, " b", b) : std::string(); };
+        out += str_cat("  ", group, describe(st), "\n    q b", a.q, ", k b", a.k, ", v b", a.v, opt("mask", a.mask),
+                       opt("kv_lens", a.kv_lens), opt("block_table", a.block_table), " -> out b", a.out, "; B=",
+                       a.batch.to_string(), " Tq=", a.tq.to_string(), " Tk=", a.tk.to_string(), "\n");
+        continue;
+      }
       if (st.kind != Step::Kind::Gemm) {
         out += str_cat("  ", group, st.kind == Step::Kind::Kernel ? call(kernel_steps[st.index]) : describe(st), "\n");
         continue;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "codegen/attention.h"
 #include "codegen/gemm.h"
 #include "codegen/kernel_ir.h"
 #include "ir/host_tensor.h"
@@ -38,6 +39,9 @@ struct Target {
   bool accumulator_in_ir = true;
   // The target copies windows natively (ProgramKernel::window_copy).
   bool native_window_copy = false;
+  // The attention forms the target runs as one fused step (AttentionStep): decompose keeps
+  // those nodes whole. Null: none (every attention is decomposed into GEMM -> softmax -> GEMM).
+  bool (*supports_attention)(const AttentionForm&) = nullptr;
 };
 
 // Where a buffer's memory is during a call.
@@ -109,9 +113,9 @@ struct CopyStep {
 };
 
 struct Step {
-  enum class Kind : uint8_t { Kernel, Gemm, Copy };
+  enum class Kind : uint8_t { Kernel, Gemm, Copy, Attention };
   Kind kind = Kind::Kernel;
-  int index = 0;   // into kernel_steps, gemms or copies
+  int index = 0;   // into kernel_steps, gemms, copies or attentions
   int group = -1;  // the kernel group it runs (-1: an output copy)
 };
 
@@ -139,6 +143,7 @@ class Program {
   std::vector<KernelStep> kernel_steps;
   std::vector<GemmStep> gemms;
   std::vector<CopyStep> copies;
+  std::vector<AttentionStep> attentions;  // the device's fused routine (DeviceProgram::run_attention)
   std::vector<Step> prep;   // weight prep, run before a call whose parameters changed
   std::vector<Step> steps;  // every call, in order
 
@@ -153,7 +158,8 @@ class Program {
 
   // Deterministic text: buffers, steps with each GEMM's form, weight prep (program.txt).
   std::string to_string() const;
-  // One line per step: what runs ("k3_mul elementwise", "cuBLASLt bf16 m=T ...").
+  // One line per step: what runs ("k3_mul elementwise", "cuBLASLt bf16 m=T ...",
+  // "attention f32 H=8 KVH=2 D=64 scale=0.125 causal").
   std::string describe(const Step& s) const;
 
   // Counts for statistics: kernels compiled up front, GEMM steps, launches per call.

@@ -446,6 +446,7 @@ absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<DeviceAdap
   im->device = std::move(device);
   PipelineOptions po;
   po.dump_dir = opts.dump_dir;
+  if (opts.fused_attention) po.fused_attention = im->device->target().supports_attention;
   if (log_level() >= 3) {
     po.print_after = "all";
     po.print = [](const std::string& text) { log_line(3, text); };

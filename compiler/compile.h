@@ -44,6 +44,9 @@ struct CompileOptions {
   // NVRTC-compiled for the present device's arch (sm_90 without one) with no device needed.
   // Calls fail; warm_up() builds.
   bool compile_only = false;
+  // Attention forms the device runs fused (Target::supports_attention) stay one step;
+  // false: every attention is decomposed into GEMM -> softmax -> GEMM (to compare them).
+  bool fused_attention = true;
 };
 
 // Counters in the spirit of torch._dynamo's: what compiling and dispatch did so far.

@@ -39,6 +39,7 @@ absl::StatusOr<CompileSummary> summarize(const CompileState& st, std::vector<Pas
   for (const KernelGroup& g : st.schedule.groups) {
     if (g.weight_prep) ++sum.weight_prep;
     else if (g.kind == KernelGroup::Kind::Gemm) ++sum.gemms;
+    else if (g.kind == KernelGroup::Kind::Attention) ++sum.attentions;
     else ++sum.kernels;
   }
   KILN_ASSIGN_OR_RETURN(sum.layout, st.memory.layout(b));
@@ -47,9 +48,15 @@ absl::StatusOr<CompileSummary> summarize(const CompileState& st, std::vector<Pas
 
 }  // namespace
 
-PassManager<CompiledModule> default_pipeline(const Bindings& layout, std::function<void(const std::string&)> lower_log) {
+PassManager<CompiledModule> default_pipeline(const Bindings& layout, std::function<void(const std::string&)> lower_log,
+                                             bool (*fused_attention)(const AttentionForm&)) {
   PassManager<CompiledModule> pm;
-  pm.nest(graph_pipeline(layout), &CompiledModule::state);
+  KeepAttention keep;
+  if (fused_attention) keep = [fused_attention](const Node& n) {
+    absl::StatusOr<AttentionForm> f = attention_form(n);
+    return f.ok() && fused_attention(*f);
+  };
+  pm.nest(graph_pipeline(layout, std::move(keep)), &CompiledModule::state);
   pm.add({std::string(kLowerPass),
           [lower_log = std::move(lower_log)](CompiledModule& m) -> absl::StatusOr<bool> {
             KILN_ASSIGN_OR_RETURN(m.kernels, lower_schedule(m.state.graph, m.state.schedule, lower_log));
@@ -82,7 +89,8 @@ bool verify_passes_by_default() {
 
 std::string CompileSummary::to_text() const {
   auto pct = [](int64_t a, int64_t b) { return b == 0 ? 0.0 : 100.0 * (a - b) / b; };
-  std::string s = str_cat("groups ", groups, ": ", kernels, " kernels, ", gemms, " GEMMs, ", weight_prep,
+  std::string s = str_cat("groups ", groups, ": ", kernels, " kernels, ", gemms, " GEMMs, ",
+                          attentions > 0 ? str_cat(attentions, " fused attention, ") : std::string(), weight_prep,
                           " weight-prep\n");
   s += str_cat("arena ", layout.arena_bytes, " bytes; lower bound ", layout.lower_bound_bytes, " (",
                fmt::format("{:+.1f}%", pct(layout.arena_bytes, layout.lower_bound_bytes)), "); without reuse ",
@@ -100,7 +108,7 @@ absl::StatusOr<PipelineResult> compile_to_kernels(Graph g, const PipelineOptions
   PipelineResult r;
   KILN_ASSIGN_OR_RETURN(r.layout_bindings, complete_bindings(g, opts.bindings));
 
-  PassManager<CompiledModule> pm = default_pipeline(r.layout_bindings, opts.lower_log);
+  PassManager<CompiledModule> pm = default_pipeline(r.layout_bindings, opts.lower_log, opts.fused_attention);
   // Added outermost first. After a step the innermost runs first: the timing covers the step
   // alone, and a result is verified before it is printed or dumped.
   if (!opts.dump_dir.empty()) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "codegen/attention.h"
 #include "codegen/kernel_ir.h"
 #include "codegen/module.h"
 #include "ir/graph.h"
@@ -23,8 +24,10 @@ inline constexpr std::string_view kLowerPass = "lower";
 // The graph passes (passes/'s graph_pipeline, showing the memory plan under `layout`) on the
 // module's CompileState, then lowering into module.kernels, which shows as
 // kernels/<kernel>.kir. `lower_log` receives lowering's decisions, one line per step.
+// `fused_attention`: see PipelineOptions.
 PassManager<CompiledModule> default_pipeline(const Bindings& layout = {},
-                                             std::function<void(const std::string&)> lower_log = nullptr);
+                                             std::function<void(const std::string&)> lower_log = nullptr,
+                                             bool (*fused_attention)(const AttentionForm&) = nullptr);
 
 // Names print_after accepts: the default pipeline's steps and "all".
 const std::vector<std::string>& print_after_names();
@@ -47,12 +50,16 @@ struct PipelineOptions {
   std::function<void(const std::string&)> lower_log;
   // Check, after every pass, the graph and schedule it leaves: the verifier between passes.
   bool verify_passes = verify_passes_by_default();
+  // The attention forms kept whole as one fused step (the target's supports_attention);
+  // null: every attention is decomposed (GEMM -> softmax -> GEMM).
+  bool (*fused_attention)(const AttentionForm&) = nullptr;
 };
 
 struct CompileSummary {
   int groups = 0;
   int kernels = 0;      // elementwise and reduction groups run per call
   int gemms = 0;
+  int attentions = 0;   // fused attention steps
   int weight_prep = 0;  // groups run once when parameters are bound
   ArenaLayout layout;
   std::vector<PassStat> passes;

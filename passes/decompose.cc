@@ -443,13 +443,52 @@ Rule rule_for(Op op) {
   }
 }
 
+// Each sdpa over [B, H, T, E] operands of one batch and head count (nothing broadcast) that
+// the target keeps whole as attention becomes that attention node: causal sdpa is top-left
+// aligned and attention bottom-right, the same where Tq = Tk (required then).
+absl::StatusOr<bool> sdpa_to_attention(Graph& g, const KeepAttention& keep) {
+  std::vector<Node*> sdpas;
+  for (const auto& n : g.nodes())
+    if (n->op() == Op::Sdpa) sdpas.push_back(n.get());
+  bool changed = false;
+  for (Node* n : sdpas) {
+    const Shape &qs = n->operand(0)->shape(), &ks = n->operand(1)->shape(), &vs = n->operand(2)->shape();
+    SdpaAttrs sa(*n);
+    if (qs.size() != 4 || ks[0] != qs[0] || vs[0] != qs[0] || ks[1] != qs[1] || vs[1] != qs[1] || vs[3] != qs[3] ||
+        (sa.causal() && qs[2] != ks[2]))
+      continue;
+    Attrs a{{"causal", sa.causal()}};
+    if (std::optional<double> s = sa.scale()) a.set("scale", *s);
+    Value* att = nullptr;
+    {
+      Builder b(g, n, n->loc());
+      att = b.op(Op::Attention, n->operands(), a);
+      if (!b.status().ok()) continue;  // not an attention after all (a mask of another dtype)
+    }
+    if (!keep(*att->producer())) {
+      g.erase(att->producer());
+      continue;
+    }
+    std::string name = n->result()->name();
+    g.replace_all_uses(n->result(), att);
+    g.erase(n);
+    KILN_RETURN_IF_ERROR(g.rename(att, name));
+    changed = true;
+  }
+  return changed;
+}
+
 }  // namespace
 
-absl::StatusOr<bool> decompose(Graph& g) {
+absl::StatusOr<bool> decompose(Graph& g, const KeepAttention& keep_attention) {
   KILN_ASSIGN_OR_RETURN(bool matched, match_attention(g));
+  if (keep_attention) {
+    KILN_ASSIGN_OR_RETURN(bool fused, sdpa_to_attention(g, keep_attention));
+    matched = matched || fused;
+  }
   std::vector<Node*> todo;
   for (const auto& n : g.nodes())
-    if (rule_for(n->op())) todo.push_back(n.get());
+    if (rule_for(n->op()) && !(n->op() == Op::Attention && keep_attention && keep_attention(*n))) todo.push_back(n.get());
   for (Node* n : todo) {
     Builder b(g, n, n->loc());
     absl::StatusOr<Value*> out_or = rule_for(n->op())(b, *n);

@@ -1,6 +1,8 @@
 // The decompose pass: composite ops become primitives in numerically stable forms.
 #pragma once
 
+#include <functional>
+
 #include "absl/status/statusor.h"
 #include "ir/graph.h"
 
@@ -21,6 +23,11 @@ namespace kiln {
 // kernel dims of a `window` (max, or an f32 sum divided by the window's element count).
 // Returns whether anything changed. Errors name the node (e.g. attention with a symbolic
 // head dim and no explicit scale).
-absl::StatusOr<bool> decompose(Graph& g);
+// `keep_attention`, when set, says which attention nodes stay whole (the target runs them as
+// one fused step, codegen/attention.h); those are the one exception to the post-condition.
+// An sdpa that is such an attention (4-D, nothing broadcast; causal only with Tq = Tk)
+// becomes one and stays whole too.
+using KeepAttention = std::function<bool(const Node&)>;
+absl::StatusOr<bool> decompose(Graph& g, const KeepAttention& keep_attention = nullptr);
 
 }  // namespace kiln

@@ -208,7 +208,8 @@ class Partitioner {
   // reduction's keepdim shape from the full input shape (broadcast along the reduced axes).
   bool legal(const std::vector<Node*>& m) {
     // A state write is a scatter kernel of its own (codegen/lower.h).
-    if (m.size() > 1 && std::any_of(m.begin(), m.end(), [](const Node* n) { return writes_state(*n); })) return false;
+    if (m.size() > 1 && std::any_of(m.begin(), m.end(), [](const Node* n) { return writes_state(*n) || n->op() == Op::Attention; }))
+      return false;
     absl::flat_hash_set<const Node*> in(m.begin(), m.end());
     bool wp = param_only(m[0]);
     std::optional<Domain> dom;
@@ -338,6 +339,7 @@ class Partitioner {
     bool reduces = std::any_of(grp.nodes.begin(), grp.nodes.end(),
                                [](const Node* n) { return n->info().kind == OpKind::Reduction; });
     grp.kind = reduces ? KernelGroup::Kind::Reduction : KernelGroup::Kind::Elementwise;
+    if (grp.nodes[0]->op() == Op::Attention) grp.kind = KernelGroup::Kind::Attention;
     return grp;
   }
 

@@ -24,7 +24,8 @@ namespace kiln {
 //    before it, layer_norm followed by gelu;
 //  - groups reading only parameters (every value of a static shape) are weight_prep and
 //    hold nothing else;
-//  - a state write (cache_write) is alone in its group (a scatter kernel);
+//  - a state write (cache_write) is alone in its group (a scatter kernel), and so is an
+//    attention node decompose kept whole (an Attention group: the device's fused routine);
 //  - the group graph is acyclic, and no node is computed in two groups.
 // Groups grow greedily along producer->consumer edges in node order, each merge checked
 // against these rules. Deterministic: the same graph gives the same groups. Returns

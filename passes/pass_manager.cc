@@ -101,9 +101,9 @@ Pass<CompileState> graph_pass(std::string name, std::function<absl::StatusOr<boo
 
 }  // namespace
 
-PassManager<CompileState> graph_pipeline(const Bindings& layout) {
+PassManager<CompileState> graph_pipeline(const Bindings& layout, KeepAttention keep_attention) {
   PassManager<CompileState> pm;
-  pm.add(graph_pass("decompose", [](CompileState& st) { return decompose(st.graph); }));
+  pm.add(graph_pass("decompose", [keep = std::move(keep_attention)](CompileState& st) { return decompose(st.graph, keep); }));
   pm.add(graph_pass("simplify", [](CompileState& st) { return simplify(st.graph); }));
   pm.add(graph_pass("fuse_linear", [](CompileState& st) { return fuse_linear(st.graph, st.schedule); }));
   pm.add(graph_pass("fuse_elementwise", [](CompileState& st) { return fuse_elementwise(st.graph, st.schedule); }, true));

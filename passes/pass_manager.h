@@ -18,6 +18,7 @@
 #include "ir/dump.h"
 #include "ir/graph.h"
 #include "ir/status.h"
+#include "passes/decompose.h"
 #include "passes/memory_plan.h"
 #include "passes/schedule.h"
 
@@ -181,7 +182,7 @@ class DumpEachPass : public PassInstrumentation {
 // decompose -> simplify -> fuse_linear -> fuse_elementwise -> plan_memory. Each pass declares
 // that the graph and its schedule verify after it (every node in a group from
 // fuse_elementwise on) and shows the scheduled IR; plan_memory also shows the memory plan
-// laid out under `layout` (memory_plan.txt in the dump).
-PassManager<CompileState> graph_pipeline(const Bindings& layout = {});
+// laid out under `layout` (memory_plan.txt in the dump). `keep_attention`: decompose's.
+PassManager<CompileState> graph_pipeline(const Bindings& layout = {}, KeepAttention keep_attention = nullptr);
 
 }  // namespace kiln

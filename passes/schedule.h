@@ -15,6 +15,7 @@ struct KernelGroup {
     Elementwise,  // elementwise/broadcast/view nodes over one index space
     Reduction,    // one reduction pattern with its prologue and epilogue
     Gemm,         // nodes[0] is the matmul/linear; the rest is its epilogue
+    Attention,    // one attention node that decompose kept whole: a device's fused routine
   };
   int id = 0;
   Kind kind = Kind::Elementwise;

@@ -12,6 +12,7 @@ std::string_view group_kind_name(KernelGroup::Kind k) {
     case KernelGroup::Kind::Elementwise: return "elementwise";
     case KernelGroup::Kind::Reduction: return "reduction";
     case KernelGroup::Kind::Gemm: return "gemm";
+    case KernelGroup::Kind::Attention: return "attention";
   }
   return "?";
 }
@@ -66,6 +67,8 @@ absl::Status verify_schedule(const Graph& g, const Schedule& s, bool complete) {
     if (grp.nodes.empty()) return invalid_argument("group ", grp.id, " has no nodes");
     if (grp.kind == KernelGroup::Kind::Gemm && grp.nodes[0]->info().kind != OpKind::Gemm)
       return invalid_argument("gemm group ", grp.id, " starts with ", grp.nodes[0]->describe());
+    if (grp.kind == KernelGroup::Kind::Attention && (grp.nodes.size() != 1 || grp.nodes[0]->op() != Op::Attention))
+      return invalid_argument("attention group ", grp.id, " must hold one attention node alone");
     if (grp.kind != KernelGroup::Kind::Gemm && !grp.prologue.empty())
       return invalid_argument("group ", grp.id, " is not a gemm group but has a prologue");
     for (const Node* n : members(grp)) {

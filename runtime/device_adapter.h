@@ -15,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "codegen/program.h"
+#include "ir/str.h"
 #include "ir/dump.h"
 #include "runtime/tensor.h"
 
@@ -97,6 +98,20 @@ class DeviceProgram {
   // planned): the executor then runs the GEMM's fallback kernel.
   virtual absl::StatusOr<bool> run_gemm(int gemm, StepPlan& plan, DevicePtr a, DevicePtr b, DevicePtr c,
                                         DevicePtr bias, const CallContext& ctx) = 0;
+  // The fused attention step `attention` (Program::attentions; codegen/attention.h) at these
+  // sizes: its strides and dims evaluated, whatever the device decides per call. A device
+  // whose Target::supports_attention is null never gets such a step; the defaults say so.
+  virtual absl::StatusOr<std::unique_ptr<StepPlan>> plan_attention(int attention, const Bindings& b) {
+    return absl::UnimplementedError(str_cat("this device has no fused attention (step ", attention, ")"));
+  }
+  // Pre: `buffers` holds the addresses of q, k, v, out, mask, kv_lens, block_table in that
+  // order (0 for an absent operand). Writes out; a kv_lens or block-table entry out of range
+  // is an error naming it, or where the device cannot check it, a skipped key (documented by
+  // the device).
+  virtual absl::Status run_attention(int attention, StepPlan& plan, std::span<const DevicePtr> buffers,
+                                     const CallContext& c) {
+    return absl::UnimplementedError(str_cat("this device has no fused attention (step ", attention, ")"));
+  }
   // What max-autotune may try for a step; null: nothing.
   virtual absl::StatusOr<std::unique_ptr<Tunable>> tunable_kernel(int kernel, StepPlan& plan, const Bindings& b,
                                                                   SymbolValues syms) {

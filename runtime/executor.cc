@@ -24,6 +24,7 @@ struct Executor::CallPlan {
   std::vector<int64_t> copy_bytes;                // per copy step
   std::vector<std::unique_ptr<StepPlan>> kernels;  // per program kernel (on-demand ones when first run)
   std::vector<std::unique_ptr<StepPlan>> gemms;    // per GEMM step
+  std::vector<std::unique_ptr<StepPlan>> attentions;  // per attention step
   // reduce-overhead: the captured steps over static slots for arguments and outputs;
   // parameters and state are read where the caller keeps them (replay_params), and a call
   // with other addresses for them captures again.
@@ -163,6 +164,10 @@ absl::StatusOr<std::unique_ptr<Executor::CallPlan>> Executor::make_plan(SymbolVa
   for (size_t g = 0; g < pr.gemms.size(); ++g) {
     KILN_ASSIGN_OR_RETURN(p->gemms[g], loaded_->plan_gemm(static_cast<int>(g), b));
   }
+  p->attentions.resize(pr.attentions.size());
+  for (size_t a = 0; a < pr.attentions.size(); ++a) {
+    KILN_ASSIGN_OR_RETURN(p->attentions[a], loaded_->plan_attention(static_cast<int>(a), b));
+  }
   return p;
 }
 
@@ -257,11 +262,19 @@ absl::Status Executor::run_gemm(int index, CallPlan& p, const CallContext& c) {
   return absl::OkStatus();
 }
 
+absl::Status Executor::run_attention(int index, CallPlan& p, const CallContext& c) {
+  const AttentionStep& a = program_->attentions[index];
+  step_ptrs_.clear();
+  for (int b : {a.q, a.k, a.v, a.out, a.mask, a.kv_lens, a.block_table}) step_ptrs_.push_back(b >= 0 ? ptr_[b] : 0);
+  return loaded_->run_attention(index, *p.attentions[index], step_ptrs_, c);
+}
+
 absl::Status Executor::run_steps(std::span<const Step> steps, CallPlan& p, const CallContext& c) {
   for (const Step& s : steps) {
     switch (s.kind) {
       case Step::Kind::Kernel: KILN_RETURN_IF_ERROR(run_kernel(program_->kernel_steps[s.index], p, c)); break;
       case Step::Kind::Gemm: KILN_RETURN_IF_ERROR(run_gemm(s.index, p, c)); break;
+      case Step::Kind::Attention: KILN_RETURN_IF_ERROR(run_attention(s.index, p, c)); break;
       case Step::Kind::Copy: {
         const CopyStep& cp = program_->copies[s.index];
         if (p.copy_bytes[s.index] > 0) KILN_RETURN_IF_ERROR(device_.copy(ptr_[cp.dst], ptr_[cp.src], p.copy_bytes[s.index], c));

@@ -94,6 +94,7 @@ class Executor {
   bool same_ptrs(const std::vector<DevicePtr>& kept, const std::vector<int>& which) const;
   absl::Status run_kernel(const KernelStep& s, CallPlan& p, const CallContext& c);
   absl::Status run_gemm(int index, CallPlan& p, const CallContext& c);
+  absl::Status run_attention(int index, CallPlan& p, const CallContext& c);
   absl::Status run_steps(std::span<const Step> steps, CallPlan& p, const CallContext& c);
   absl::Status run_captured(CallPlan& p, std::span<const Tensor> args, std::span<Tensor> outputs, const CallContext& c);
   absl::Status tune(CallPlan& p, const CallContext& c);

@@ -2,8 +2,9 @@
 // reference evaluator and by a hand-written C++ loop, timed in the same run, next to the copy
 // bandwidth of this machine (memory-bound workloads take turns with memcpy and with a copy
 // written with ordinary stores over several rounds). Prints a Markdown table
-// (bench/RESULTS.md, "CPU backend"). Usage: kiln_bench_cpu [--quick] [TEXT] (TEXT: only the
-// workloads whose name holds it)
+// (bench/RESULTS.md, "CPU backend"), then the fused attention step against its
+// decomposition. Usage: kiln_bench_cpu [--quick] [TEXT] (TEXT: only the workloads whose name
+// holds it; "attention": only the attention table)
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -334,6 +335,48 @@ std::string machine() {
                  cpu::CpuJit::instance().host_cpu());
 }
 
+// The fused attention step (runtime/cpu/attention.h) against the decomposition it replaces
+// (GEMM -> softmax -> GEMM through a [B, H, Tq, Tk] f32 score buffer), both compiled for the
+// CPU and timed in the same run; checked against each other. FLOPs count 4 T^2 D per head
+// (halved when causal).
+int attention_table(bool quick) {
+  std::printf("\n| attention (B=1, H=8, D=64, f32) | fused ms | decomposed ms | fused / decomposed | fused GFLOP/s | "
+              "check |\n|---|---:|---:|---:|---:|---|\n");
+  int failures = 0;
+  for (int64_t t : quick ? std::vector<int64_t>{512} : std::vector<int64_t>{512, 2048})
+    for (bool causal : {false, true}) {
+      std::string ir = str_cat("graph att(%q: f32[1, 8, ", t, ", 64], %k: f32[1, 8, ", t, ", 64], %v: f32[1, 8, ", t,
+                               ", 64]) {\n  %a = attention(%q, %k, %v", causal ? ", causal=true" : "", ")\n  return %a\n}\n");
+      Graph g = *parse_graph(ir);
+      TensorMap args = random_args(g, {}, 2);
+      std::vector<Tensor> in;
+      for (const Value* a : g.args()) in.push_back(*Tensor::from_host(args.at(a->name())));
+      double ms[2];
+      std::vector<HostTensor> outs;
+      for (bool fused : {true, false}) {
+        absl::StatusOr<CompiledGraph> cg = compile(g, {.device = Device::Cpu, .fused_attention = fused});
+        if (!cg.ok()) {
+          std::fprintf(stderr, "attention T=%ld: %s\n", static_cast<long>(t), status_message(cg.status()).c_str());
+          return 1;
+        }
+        std::vector<Tensor> out(1);
+        if (absl::Status st = cg->run(in, out); !st.ok()) {
+          std::fprintf(stderr, "attention T=%ld: %s\n", static_cast<long>(t), status_message(st).c_str());
+          return 1;
+        }
+        ms[fused ? 0 : 1] = time_ms([&] { (void)cg->run(in, out); });
+        outs.push_back(*out[0].to_host());
+      }
+      Comparison c = compare_tensors(outs[1], outs[0], default_tolerance(DType::f32));
+      failures += c.ok ? 0 : 1;
+      double flops = 4.0 * 8 * t * t * 64 / (causal ? 2 : 1);
+      std::printf("| T=%ld%s | %.2f | %.2f | %.2fx | %.1f | %s |\n", static_cast<long>(t), causal ? " causal" : "", ms[0],
+                  ms[1], ms[0] / ms[1], flops / (ms[0] * 1e6), c.ok ? "ok" : "MISMATCH");
+      std::fflush(stdout);
+    }
+  return failures;
+}
+
 int run(bool quick, const std::string& only) {
   int threads = cpu::ThreadPool::shared().threads();
   double copy1 = copy_gbs(int64_t{256} << 20, 1), copyn = copy_gbs(int64_t{256} << 20, threads);
@@ -409,6 +452,7 @@ int run(bool quick, const std::string& only) {
     if (!c.ok) std::printf("\n%s: %s\n\n", w.name.c_str(), c.message.c_str());
     std::fflush(stdout);
   }
+  if (std::string("attention").find(only) != std::string::npos) failures += attention_table(quick);
   return failures == 0 ? 0 : 1;
 }
 

@@ -31,6 +31,7 @@ struct CompileCliOptions {
   bool json = false;
   std::string device = "none";
   std::string mode = "default";
+  bool no_fused_attention = false;
 };
 
 // What a device made of the kernels: one line each, and the statistics.
@@ -126,6 +127,9 @@ void run(const CompileCliOptions& o) {
   po.print = [](const std::string& text) { std::fputs(text.c_str(), stderr); };
   // A developer's tool: a pass that leaves a broken graph is named here, whatever the build.
   po.verify_passes = true;
+  // Attention stays one fused step where the device runs its form (as compile() does).
+  if (o.device != "none" && !o.no_fused_attention)
+    po.fused_attention = check(make_device_adapter(*parse_device(o.device), 0, true))->target().supports_attention;
   std::string name = g.name();
   PipelineResult r = check(compile_to_kernels(std::move(g), po));
   if (o.json) {
@@ -170,6 +174,8 @@ void register_compile(CLI::App& app) {
                   "none (default: stop at kernel IR), cuda (generate and NVRTC-compile every kernel; needs no "
                   "GPU) or cpu (LLVM JIT)")
       ->check(CLI::IsMember({"none", "cpu", "cuda"}));
+  cmd->add_flag("--no-fused-attention", o->no_fused_attention,
+                "decompose every attention into GEMM -> softmax -> GEMM, even where --device runs its form fused");
   cmd->add_option("--mode", o->mode, "default, reduce-overhead or max-autotune")
       ->check(CLI::IsMember({"default", "reduce-overhead", "max-autotune"}));
   cmd->callback([o] { run(*o); });

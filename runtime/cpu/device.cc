@@ -10,6 +10,7 @@
 #include "codegen/intrinsics.h"
 #include "ir/status.h"
 #include "ir/str.h"
+#include "runtime/cpu/attention.h"
 #include "runtime/cpu/gemm.h"
 #include "runtime/cpu/im2col.h"
 #include "runtime/cpu/jit.h"
@@ -29,6 +30,10 @@ struct Launch final : StepPlan {
 
 struct WindowCall final : StepPlan {
   Im2col geometry;
+};
+
+struct AttentionPlan final : StepPlan {
+  AttentionCall call;
 };
 
 struct GemmCall final : StepPlan {
@@ -202,6 +207,20 @@ class CpuProgram final : public DeviceProgram {
     return true;
   }
 
+  absl::StatusOr<std::unique_ptr<StepPlan>> plan_attention(int attention, const Bindings& b) override {
+    auto plan = std::make_unique<AttentionPlan>();
+    absl::StatusOr<AttentionCall> c = bind_attention(p_->attentions[attention], b);
+    if (!c.ok()) return invalid_argument("attention step ", attention, ": ", c.status().message());
+    plan->call = *std::move(c);
+    return plan;
+  }
+
+  absl::Status run_attention(int, StepPlan& plan, std::span<const DevicePtr> buf, const CallContext&) override {
+    auto ptr = [&](int i) { return reinterpret_cast<void*>(buf[i]); };
+    AttentionArgs a{ptr(0), ptr(1), ptr(2), ptr(3), ptr(4), ptr(5), ptr(6)};
+    return cpu::run_attention(static_cast<const AttentionPlan&>(plan).call, a, ThreadPool::shared());
+  }
+
   std::string describe_kernel(int kernel) const override {
     const ProgramKernel& k = p_->kernels[kernel];
     return str_cat(k.kernel.name, k.window_copy ? " (native window copy)" : "");
@@ -298,7 +317,7 @@ const Target& target() {
                           kir::rewrite_intrinsics(k);
                           return absl::OkStatus();
                         },
-                        /*accumulator_in_ir=*/false, /*native_window_copy=*/true};
+                        /*accumulator_in_ir=*/false, /*native_window_copy=*/true, supports_attention};
   return t;
 }
 

@@ -12,7 +12,8 @@
 
 namespace kiln::cpu {
 
-// What programs for the CPU are built for: BLAS GEMMs, no kernel schedule.
+// What programs for the CPU are built for: BLAS GEMMs, no kernel schedule, fused attention
+// for f32/f16/bf16 forms (runtime/cpu/attention.h).
 const Target& target();
 
 std::unique_ptr<DeviceAdapter> make_adapter();

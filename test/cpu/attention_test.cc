@@ -168,6 +168,9 @@ TEST_CASE("a decode step writes its KV caches in place and attends over them", "
     args["kc"] = want[1];
     args["vc"] = want[2];
   }
+  // The attention runs as the CPU's fused step, over the caches the call wrote in place.
+  std::string program = cg.specialization_info().back().program->to_string();
+  CHECK_THAT(program, Catch::Contains("attention f32 H=8 KVH=2 D=16 scale=0.25 causal kv_lens:i32\n    q b"));
   std::vector<Tensor> in;
   for (const Value* a : cg.module().args) in.push_back(held.at(a->name()));
   absl::StatusOr<std::vector<Tensor>> out = cg(in);
