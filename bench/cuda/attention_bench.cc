@@ -156,7 +156,7 @@ int main(int argc, char** argv) {
   AttentionForm pf;
   pf.dtype = DType::bf16, pf.heads = 32, pf.kv_heads = 32, pf.head_dim = 128, pf.causal = true;
   pf.scale = 1.0 / std::sqrt(128.0);
-  auto prefill = value(cuda::AttentionKernels::build(*ctx, pf));
+  auto prefill = value(cuda::AttentionKernels::build(ctx, ctx->device().arch_name(), pf));
   std::vector<std::pair<int64_t, int64_t>> prefill_sizes = {{1, 512}, {8, 512}, {1, 2048}, {4, 4096}, {1, 16384}};
   if (quick) prefill_sizes = {{1, 2048}};
   for (auto [B, T] : prefill_sizes) {
@@ -200,8 +200,8 @@ int main(int argc, char** argv) {
   df.scale = 1.0 / std::sqrt(128.0);
   AttentionForm pg = df;
   pg.block_size = 16;
-  auto dec = value(cuda::AttentionKernels::build(*ctx, df));
-  auto paged = value(cuda::AttentionKernels::build(*ctx, pg));
+  auto dec = value(cuda::AttentionKernels::build(ctx, ctx->device().arch_name(), df));
+  auto paged = value(cuda::AttentionKernels::build(ctx, ctx->device().arch_name(), pg));
   std::vector<int64_t> batches = {1, 8, 64}, contexts = {1024, 8192, 32768};
   if (quick) batches = {8}, contexts = {8192};
   for (int64_t B : batches)

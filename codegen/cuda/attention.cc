@@ -48,10 +48,12 @@ std::string attention_source(const AttentionForm& f, const AttentionConfig& c) {
   s += fmt::format(
       "#define KD {}\n#define KG {}\n#define KKVH {}\n#define KWM {}\n#define KMT {}\n#define KWN {}\n#define KBN {}\n"
       "#define KTYPE \"{}\"\n#define KCAUSAL {}\n#define KWINDOW {}\n#define KHAS_SOFTCAP {}\n#define KSOFTCAP {}\n#define KSCALE {}\n"
-      "#define KMASK {}\n#define KMASK_T {}\n#define KKVLENS {}\n#define KPAGED {}\n#define KBS {}\n#define KIDX64 {}\n",
+      "#define KMASK {}\n#define KMASK_T {}\n#define KKVLENS {}\n#define KPAGED {}\n#define KBS {}\n#define KIDX64 {}\n"
+      "#define KTAB64 {}\n",
       f.head_dim, f.group(), f.kv_heads, c.wm, c.mt, c.wn, c.bn, f.dtype == DType::f16 ? "f16" : "bf16", flag(f.causal),
       f.window, flag(f.softcap > 0), f.softcap > 0 ? real(f.softcap) : "0", real(f.scale), static_cast<int>(f.mask), mask_t,
-      flag(f.kv_lens), flag(f.paged()), std::max<int64_t>(f.block_size, 1), flag(f.index_dtype == DType::i64));
+      flag(f.kv_lens), flag(f.paged()), std::max<int64_t>(f.block_size, 1), flag(f.index_dtype == DType::i64),
+      flag(f.table_dtype == DType::i64));
   s += attention_kernel_text();
   return s;
 }

@@ -1,6 +1,6 @@
 // kiln fused attention: FlashAttention-2's algorithm on mma.sync m16n8k16 (sm_80+).
 // codegen/cuda/attention.cc puts the form's #defines (KD, KG, KKVH, KWM, KMT, KWN, KBN, KTYPE,
-// KCAUSAL, KWINDOW, KHAS_SOFTCAP, KSOFTCAP, KSCALE, KMASK, KMASK_T, KKVLENS, KPAGED, KBS, KIDX64) above
+// KCAUSAL, KWINDOW, KHAS_SOFTCAP, KSOFTCAP, KSCALE, KMASK, KMASK_T, KKVLENS, KPAGED, KBS, KIDX64, KTAB64) above
 // this text; runtime/cuda/attention.cc fills KilnAttnArgs (same layout on the host).
 //
 // Rows: the G = H / KVH query heads that share a kv head are the rows of one tile, row
@@ -20,9 +20,14 @@ typedef unsigned short kelem;
 #define KTHREADS (KWM * KWN * 32)
 #define KLOG2E 1.4426950408889634f
 #if KIDX64
-typedef long long kidx;
+typedef long long kidx;  // kv_lens
 #else
 typedef int kidx;
+#endif
+#if KTAB64
+typedef long long ktab;  // the block table
+#else
+typedef int ktab;
 #endif
 
 struct KilnAttnArgs {
@@ -32,7 +37,7 @@ struct KilnAttnArgs {
   kelem* out;
   const void* mask;
   const kidx* kv_lens;
-  const kidx* block_table;
+  const ktab* block_table;
   float* part_o;    // [splits, B*KVH, row_tiles*KBM, KD]
   float* part_lse;  // [splits, B*KVH, row_tiles*KBM]
   long long batch, tq, tk, max_blocks, num_blocks, row_tiles;
@@ -100,7 +105,7 @@ KA float ka_mask_value(const void* m, long long i) {
 static_assert(KTHREADS % (KD / 8) == 0 && KBN % KROWSTEP == 0, "tile copy shape");
 // kb0/vb0: k and v at this thread's column and the CTA's sequence (contiguous) or kv head
 // (paged); tab: the sequence's block-table row (paged).
-KA void ka_load_kv(const KilnAttnArgs& a, const kelem* kb0, const kelem* vb0, const kidx* tab, int kb, int L, kelem* dk,
+KA void ka_load_kv(const KilnAttnArgs& a, const kelem* kb0, const kelem* vb0, const ktab* tab, int kb, int L, kelem* dk,
                    kelem* dv) {
   const int r0 = threadIdx.x / (KD / 8), dc = threadIdx.x % (KD / 8);
 #pragma unroll
@@ -172,11 +177,11 @@ extern "C" __global__ void __launch_bounds__(KTHREADS) kiln_attention(const Kiln
   ka_commit();
   const int dc = threadIdx.x % (KD / 8);
 #if KPAGED
-  const kidx* tab = a.block_table + b * a.max_blocks;
+  const ktab* tab = a.block_table + b * a.max_blocks;
   const kelem* kb0 = a.k + kvh * a.ks[2] + dc * 8;
   const kelem* vb0 = a.v + kvh * a.vs[2] + dc * 8;
 #else
-  const kidx* tab = nullptr;
+  const ktab* tab = nullptr;
   const kelem* kb0 = a.k + b * a.ks[0] + kvh * a.ks[1] + dc * 8;
   const kelem* vb0 = a.v + b * a.vs[0] + kvh * a.vs[1] + dc * 8;
 #endif

@@ -27,18 +27,25 @@ std::string AttentionPlan::to_string() const {
   return str_cat("config ", config, " grid ", grid[0], "x", grid[1], "x", grid[2], " splits ", splits);
 }
 
-absl::StatusOr<std::unique_ptr<AttentionKernels>> AttentionKernels::build(const Context& ctx, const AttentionForm& f) {
+absl::StatusOr<std::unique_ptr<AttentionKernels>> AttentionKernels::build(const Context* ctx, const std::string& arch,
+                                                                           const AttentionForm& f,
+                                                                           const std::optional<DumpWriter>& dump) {
   KILN_RETURN_IF_ERROR(cuda_attention_supported(f));
-  std::unique_ptr<AttentionKernels> k(
-      new AttentionKernels(f, attention_configs(f), ctx.device().properties().sm_count));
+  const int sms = ctx ? ctx->device().properties().sm_count : 132;
+  std::unique_ptr<AttentionKernels> k(new AttentionKernels(f, attention_configs(f), sms));
   std::vector<NvrtcProgram> programs;
   for (const AttentionConfig& c : k->configs_)
-    programs.push_back({str_cat("kiln_attention_", c.name()), attention_source(f, c), ctx.device().arch_name(), {}});
+    programs.push_back({str_cat("kiln_attention_", c.name()), attention_source(f, c), arch, {}});
   auto compiled = nvrtc_compile_cached(kernel_cache(), programs);
-  KILN_ASSIGN_OR_RETURN(const DriverApi* api, driver());
   for (size_t i = 0; i < compiled.size(); ++i) {
     if (!compiled[i].ok()) return prefix_error(compiled[i].status(), "attention ", f.to_string(), ": ");
-    KILN_ASSIGN_OR_RETURN(Module m, Module::load(ctx, (*compiled[i])->cubin));
+    if (dump) {
+      KILN_RETURN_IF_ERROR(dump->write(programs[i].name + ".cu", programs[i].source));
+      KILN_RETURN_IF_ERROR(dump->write(programs[i].name + ".ptx", (*compiled[i])->ptx));
+    }
+    if (!ctx) continue;
+    KILN_ASSIGN_OR_RETURN(const DriverApi* api, driver());
+    KILN_ASSIGN_OR_RETURN(Module m, Module::load(*ctx, (*compiled[i])->cubin));
     KILN_ASSIGN_OR_RETURN(CUfunction main, m.function("kiln_attention"));
     KILN_ASSIGN_OR_RETURN(CUfunction combine, m.function("kiln_attention_combine"));
     const int smem = attention_shared_bytes(f, k->configs_[i]);
@@ -56,11 +63,11 @@ absl::StatusOr<AttentionPlan> AttentionKernels::plan(const AttentionCall& c, std
   if (rows + 256 > INT32_MAX || c.tk + 256 > INT32_MAX)  // the kernel counts rows and keys in 32 bits
     return invalid_argument("attention: ", rows, " query rows or ", c.tk, " keys exceed the kernel's 32-bit positions");
   // The kernel copies rows of q, k and v in 16-byte pieces and writes out in pairs.
-  for (auto [name, ptr, st] : {std::tuple{"q", c.q, c.qs}, {"k", c.k, c.ks}, {"v", c.v, c.vs}, {"out", c.out, c.os}}) {
+  for (auto [name, st] : {std::pair{"q", c.qs}, {"k", c.ks}, {"v", c.vs}, {"out", c.os}}) {
     if (st[3] != 1) return invalid_argument("attention: ", name, "'s last dim must be contiguous, its stride is ", st[3]);
-    if (ptr % 16 != 0 || st[0] % 8 != 0 || st[1] % 8 != 0 || st[2] % 8 != 0)
-      return invalid_argument("attention: ", name, " must start 16-byte aligned with strides that are multiples of 8 "
-                              "elements (address ", ptr, ", strides ", st[0], ", ", st[1], ", ", st[2], ")");
+    if (st[0] % 8 != 0 || st[1] % 8 != 0 || st[2] % 8 != 0)
+      return invalid_argument("attention: ", name, "'s strides must be multiples of 8 elements, not ", st[0], ", ",
+                              st[1], ", ", st[2]);
   }
   AttentionPlan p;
   // Few rows per kv head (decode): split each key tile between the CTA's warps.
@@ -88,6 +95,9 @@ absl::StatusOr<AttentionPlan> AttentionKernels::plan(const AttentionCall& c, std
 
 absl::Status AttentionKernels::launch(const AttentionPlan& p, const AttentionCall& c, CUdeviceptr workspace,
                                       CUstream stream) const {
+  if (loaded_.empty()) return absl::FailedPreconditionError("attention kernels compiled only (no device): they cannot run");
+  for (auto [name, ptr] : {std::pair{"q", c.q}, {"k", c.k}, {"v", c.v}, {"out", c.out}})
+    if (ptr % 16 != 0) return invalid_argument("attention: ", name, " must start 16-byte aligned, not at ", ptr);
   const AttentionConfig& cf = configs_[p.config];
   const Loaded& l = loaded_[p.config];
   KernelArgs a{};

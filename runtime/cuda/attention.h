@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "codegen/cuda/attention.h"
+#include "ir/dump.h"
 #include "runtime/cuda_driver.h"
 
 namespace kiln::cuda {
@@ -38,18 +39,25 @@ struct AttentionPlan {
 
 class AttentionKernels {
  public:
-  // Compiles (through kernel_cache()) and loads every configuration of `f` for the context's
-  // device. Errors name the form.
-  static absl::StatusOr<std::unique_ptr<AttentionKernels>> build(const Context& ctx, const AttentionForm& f);
+  // Compiles every configuration of `f` for `arch` through kernel_cache() and, with a
+  // context, loads them (without one: compile only, as `kiln compile --device cuda` on a
+  // machine with no GPU; plan and launch then fail). `dump` receives each configuration's
+  // .cu and .ptx. Errors name the form.
+  static absl::StatusOr<std::unique_ptr<AttentionKernels>> build(const Context* ctx, const std::string& arch,
+                                                                 const AttentionForm& f,
+                                                                 const std::optional<DumpWriter>& dump = std::nullopt);
+  int compiled() const { return static_cast<int>(configs_.size()); }  // kernels compiled
 
   const AttentionForm& form() const { return form_; }
   const std::vector<AttentionConfig>& configs() const { return configs_; }
 
   // The default plan for `c` (config and splits chosen from the rows per kv head and the
-  // keys, against the device's SM count), or the one forced by `config` / `splits`.
+  // keys, against the device's SM count), or the one forced by `config` / `splits`. Reads
+  // c's sizes and strides, not its addresses.
   absl::StatusOr<AttentionPlan> plan(const AttentionCall& c, std::optional<int> config = std::nullopt,
                                      std::optional<int> splits = std::nullopt) const;
-  // Pre: `workspace` holds plan.workspace_bytes (0 allowed when none).
+  // Pre: `workspace` holds plan.workspace_bytes (0 allowed when none). An operand that is not
+  // 16-byte aligned is an error naming it (the kernel copies rows in 16-byte pieces).
   absl::Status launch(const AttentionPlan& p, const AttentionCall& c, CUdeviceptr workspace, CUstream stream) const;
 
  private:

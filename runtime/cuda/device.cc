@@ -5,6 +5,7 @@
 #include <mutex>
 #include <optional>
 
+#include "codegen/cuda/attention.h"
 #include "codegen/cuda/schedule.h"
 #include "ir/status.h"
 #include "ir/str.h"
@@ -149,7 +150,9 @@ class CudaAdapter final : public DeviceAdapter {
 }  // namespace
 
 const Target& target() {
-  static const Target t{"cuda", GemmLibrary::CublasLt, prepare_kernel};
+  static const Target t{"cuda", GemmLibrary::CublasLt, prepare_kernel, /*accumulator_in_ir=*/true,
+                        /*native_window_copy=*/false,
+                        [](const AttentionForm& f) { return cuda_attention_supported(f).ok(); }};
   return t;
 }
 

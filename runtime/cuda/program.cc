@@ -9,6 +9,7 @@
 #include "codegen/cuda/emit.h"
 #include "ir/status.h"
 #include "ir/str.h"
+#include "runtime/cuda/attention.h"
 #include "runtime/cuda/device.h"
 #include "runtime/nvrtc.h"
 
@@ -42,6 +43,14 @@ struct GemmCall final : StepPlan {
   bool skip = false;
   int64_t a_off = 0, b_off = 0;  // bytes
   int alignment = 256;           // the pointer alignment the plan assumes
+};
+
+// One fused attention step at the sizes of a call: the launch plan and its split-KV
+// workspace (allocated here, before any capture, and kept with the plan).
+struct AttentionCallPlan final : StepPlan {
+  AttentionCall call;
+  AttentionPlan plan;
+  DeviceBuffer workspace;
 };
 
 struct LoadedKernel {
@@ -87,7 +96,66 @@ class CudaProgram final : public DeviceProgram {
       if (!p_->kernels[i].on_demand) now.push_back(static_cast<int>(i));
     KILN_RETURN_IF_ERROR(compile(now));
     stats_.kernels = static_cast<int>(now.size());
+    // The fused attention steps: one set of kernels per form, shared by the steps that have it.
+    KernelCacheStats before = kernel_cache().stats();
+    t0 = std::chrono::steady_clock::now();
+    for (const AttentionStep& a : p_->attentions) {
+      auto same = std::find_if(attention_.begin(), attention_.end(), [&](const auto& k) { return k->form() == a.form; });
+      if (same != attention_.end()) {
+        attention_.push_back(*same);
+        continue;
+      }
+      KILN_ASSIGN_OR_RETURN(std::unique_ptr<AttentionKernels> k, AttentionKernels::build(dev_.ctx, dev_.arch, a.form, dump_));
+      stats_.kernels += k->compiled();
+      attention_.push_back(std::move(k));
+    }
+    KernelCacheStats after = kernel_cache().stats();
+    stats_.cache_memory_hits += after.memory_hits - before.memory_hits;
+    stats_.cache_disk_hits += after.disk_hits - before.disk_hits;
+    stats_.cache_misses += after.misses - before.misses;
+    stats_.compile_ms += ms_since(t0);
     return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::unique_ptr<StepPlan>> plan_attention(int attention, const Bindings& b) override {
+    KILN_RETURN_IF_ERROR(require_device());
+    const AttentionStep& a = p_->attentions[attention];
+    auto plan = std::make_unique<AttentionCallPlan>();
+    AttentionCall& c = plan->call;
+    auto eval = [&](const Dim& d, int64_t& out) -> absl::Status {
+      KILN_ASSIGN_OR_RETURN(out, d.evaluate(b));
+      return absl::OkStatus();
+    };
+    KILN_RETURN_IF_ERROR(eval(a.batch, c.batch));
+    KILN_RETURN_IF_ERROR(eval(a.tq, c.tq));
+    KILN_RETURN_IF_ERROR(eval(a.tk, c.tk));
+    if (a.form.paged()) {
+      KILN_RETURN_IF_ERROR(eval(a.max_blocks, c.max_blocks));
+      KILN_RETURN_IF_ERROR(eval(a.num_blocks, c.num_blocks));
+    }
+    for (auto [from, to] : {std::pair{&a.q_strides, &c.qs}, {&a.k_strides, &c.ks}, {&a.v_strides, &c.vs},
+                            {&a.out_strides, &c.os}, {&a.mask_strides, &c.ms}})
+      for (size_t i = 0; i < 4; ++i) KILN_RETURN_IF_ERROR(eval((*from)[i], (*to)[i]));
+    if (c.batch == 0 || c.tq == 0) return plan;  // nothing to compute: run_attention skips it
+    absl::StatusOr<AttentionPlan> ap = attention_[attention]->plan(c);
+    if (!ap.ok()) return prefix_error(ap.status(), "attention step ", attention, ": ");
+    plan->plan = *ap;
+    if (ap->workspace_bytes > 0) {
+      KILN_ASSIGN_OR_RETURN(plan->workspace, DeviceBuffer::allocate(*dev_.ctx, ap->workspace_bytes));
+    }
+    return plan;
+  }
+
+  // buffers: q, k, v, out, mask, kv_lens, block_table (0 when absent). A block id outside
+  // the cache reads as zeros (the key is skipped); kv_lens are clamped to [0, Tk].
+  absl::Status run_attention(int attention, StepPlan& plan, std::span<const DevicePtr> buffers,
+                             const CallContext& ctx) override {
+    AttentionCallPlan& p = static_cast<AttentionCallPlan&>(plan);
+    if (p.call.batch == 0 || p.call.tq == 0) return absl::OkStatus();
+    AttentionCall& c = p.call;
+    c.q = buffers[0], c.k = buffers[1], c.v = buffers[2], c.out = buffers[3];
+    c.mask = buffers[4], c.kv_lens = buffers[5], c.block_table = buffers[6];
+    return attention_[attention]->launch(p.plan, c, p.workspace.ptr(), static_cast<CUstream>(ctx.stream));
   }
 
   absl::StatusOr<std::unique_ptr<StepPlan>> plan_kernel(int kernel, const Bindings& b, SymbolValues syms) override {
@@ -331,6 +399,7 @@ class CudaProgram final : public DeviceProgram {
   BuildStats stats_;
   std::vector<LoadedKernel> kernels_;
   std::vector<Module> modules_;
+  std::vector<std::shared_ptr<const AttentionKernels>> attention_;  // per Program::attentions step
   // Per GEMM, its cuBLASLt plans by concrete spec: descriptors and the algorithm (tuned or
   // the heuristic's) made once per shape.
   std::vector<std::map<std::vector<int64_t>, std::unique_ptr<GemmPlan>>> gemm_plans_;

@@ -57,7 +57,7 @@ std::vector<std::pair<std::string, AttentionForm>> forms() {
   f.causal = true, f.kv_lens = true;
   v.push_back({"ragged causal GQA 8", f});
   f = form(DType::bf16, 8, 2, 128);
-  f.causal = true, f.kv_lens = true, f.block_size = 16, f.index_dtype = DType::i64;
+  f.causal = true, f.kv_lens = true, f.block_size = 16, f.index_dtype = DType::i64, f.table_dtype = DType::i64;
   v.push_back({"paged i64", f});
   return v;
 }
@@ -73,7 +73,7 @@ std::string graph_text(const AttentionForm& f) {
   if (f.mask == AttentionForm::Mask::Bool) args += str_cat(", %m: bool[1, ", f.heads, ", Tq, Tk]"), call += ", %m";
   std::string idx = dtype_name(f.index_dtype).data();
   if (f.kv_lens) args += str_cat(", %l: ", idx, "[B]"), call += ", %l";
-  if (f.paged()) args += str_cat(", %t: ", idx, "[B, MB]"), call += ", %t";
+  if (f.paged()) args += str_cat(", %t: ", dtype_name(f.table_dtype), "[B, MB]"), call += ", %t";
   call += str_cat(", scale=", f.scale);
   if (f.causal) call += ", causal=true";
   if (f.window > 0) call += str_cat(", window=", f.window);
@@ -129,7 +129,7 @@ void check_case(const cuda::Context& ctx, const cuda::AttentionKernels& kernels,
     std::vector<int64_t> ids(nb);
     std::iota(ids.begin(), ids.end(), 0);
     std::shuffle(ids.begin(), ids.end(), rng);
-    HostTensor t(f.index_dtype, {c.batch, mb});
+    HostTensor t(f.table_dtype, {c.batch, mb});
     for (int64_t i = 0; i < c.batch * mb; ++i) t.set_int(i, ids[i]);
     args["t"] = t;
   }
@@ -210,7 +210,7 @@ TEST_CASE("CUDA flash attention matches the reference in every form", "[cuda][at
   std::mt19937_64 rng(41);
   int cases = 0;
   for (const auto& [name, f] : forms()) {
-    absl::StatusOr<std::unique_ptr<cuda::AttentionKernels>> k = cuda::AttentionKernels::build(**ctx, f);
+    absl::StatusOr<std::unique_ptr<cuda::AttentionKernels>> k = cuda::AttentionKernels::build(*ctx, (*ctx)->device().arch_name(), f);
     if (!k.ok()) FAIL(status_message(k.status()));
     std::vector<Case> cs;
     for (auto [b, tq, tk] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1}, {2, 1, 129}, {1, 7, 7}, {2, 3, 128},
