@@ -507,19 +507,22 @@ CHECK-NOT: gemm
 CHECK: schedule:
 CHECK-NEXT: launch elementwise, work 2048*B*T
 )");
-  // The CPU's program: BLAS accumulators read by each GEMM's kernel, no fallback.
+  // The CPU's program: BLAS accumulators read by each GEMM's kernel, no fallback; attention
+  // as the CPU's fused step.
   Run cpu = kiln_cli({"compile", decoder, "--bind", "B=2", "--device", "cpu", "--dump-dir", (dir / "cpu_dump").string()},
                      dir);
   if (cpu.status == 0)
     require_checks(read_text(dir / "cpu_dump" / "cpu" / "program.txt"), R"(
 CHECK: program decoder_layer for cpu
 CHECK-NOT: baked
-CHECK: group 9: BLAS k9_linear, A gathered, f32 accumulator into k9_linear
-CHECK: first A gathered: k9_linear_a(b18, b20)
-CHECK: group 15: BLAS k15_linear, f32 accumulator into k15_linear
-CHECK-NEXT: A b31, B b32 as their kernel indexes them
-CHECK-NEXT: C b33 (f32 accumulator)
-CHECK-NEXT: then epilogue: k15_linear(b31, b32, b22, b34, b33)
+CHECK: group 7: attention bf16 H=16 KVH=16 D=128 scale=0.08838834764831843 causal
+CHECK-NEXT: q b12, k b13, v b14 -> out b15; B=B Tq=T Tk=T
+CHECK: group 8: BLAS k8_linear, A gathered, f32 accumulator into k8_linear
+CHECK: first A gathered: k8_linear_a(b15, b17)
+CHECK: group 14: BLAS k14_linear, f32 accumulator into k14_linear
+CHECK-NEXT: A b28, B b29 as their kernel indexes them
+CHECK-NEXT: C b30 (f32 accumulator)
+CHECK-NEXT: then epilogue: k14_linear(b28, b29, b19, b31, b30)
 CHECK-NOT: where the library cannot run a call
 )");
 }
@@ -547,24 +550,25 @@ TEST_CASE("kiln compile --device cpu: JIT-compiled kernels, optimized LLVM IR du
                    dir);
   require_status(r, 0);
   require_checks(r.out, R"(
-CHECK: cpu: 17 kernels, 6 GEMMs; LLVM codegen {{[0-9.]+}} ms, O2 + JIT {{[0-9.]+}} ms (17 compiled, 0 from the JIT cache)
+CHECK: cpu: 15 kernels, 4 GEMMs; LLVM codegen {{[0-9.]+}} ms, O2 + JIT {{[0-9.]+}} ms (15 compiled, 0 from the JIT cache)
 CHECK-NEXT: k0_cast {{ +}}codegen {{[0-9.]+}} ms, O2 + JIT {{[0-9.]+}} ms
-CHECK: k15_linear {{ +}}codegen {{[0-9.]+}} ms, O2 + JIT {{[0-9.]+}} ms
+CHECK: k14_linear {{ +}}codegen {{[0-9.]+}} ms, O2 + JIT {{[0-9.]+}} ms
 )");
-  CHECK(count_files(d / "cpu", ".ll") == 17);  // with k9_linear_a, the heads merge gathered for BLAS
-  require_checks(read_text(d / "cpu" / "k14_mul.ll"), R"(
+  // Attention is the CPU's fused step, compiled by nothing; k8_linear_a gathers the heads merge for BLAS.
+  CHECK(count_files(d / "cpu", ".ll") == 15);
+  require_checks(read_text(d / "cpu" / "k13_mul.ll"), R"(
 CHECK: define
-CHECK-SAME: k14_mul
+CHECK-SAME: k13_mul
 CHECK: <{{[0-9]+}} x float>
 )");
   Run j = kiln_cli({"compile", decoder, "--bind", "B=2", "--bind", "T=3", "--device", "cpu", "--json"}, dir);
   require_status(j, 0);
   nlohmann::json s = nlohmann::json::parse(j.out);
   CHECK(s["backend"]["device"] == "cpu");
-  CHECK(s["backend"]["kernels"] == 17);
-  CHECK(s["backend"]["gemms"] == 6);
-  REQUIRE(s["backend"]["kernel_times"].size() == 17);
-  CHECK(s["backend"]["kernel_times"][15]["name"] == "k14_mul");
+  CHECK(s["backend"]["kernels"] == 15);
+  CHECK(s["backend"]["gemms"] == 4);
+  REQUIRE(s["backend"]["kernel_times"].size() == 15);
+  CHECK(s["backend"]["kernel_times"][13]["name"] == "k13_mul");
 }
 
 TEST_CASE("kiln run --device cpu --check: the decoder layer compiled vs the reference", "[cli]") {
@@ -577,7 +581,7 @@ TEST_CASE("kiln run --device cpu --check: the decoder layer compiled vs the refe
     INFO(r.out << r.err);
     require_status(r, 0);
     require_checks(r.out, R"(
-CHECK: compiled for cpu (default): calls 1 (0 guard hits); compiles 1 (0 recompiles); kernels 17, GEMMs 6
+CHECK: compiled for cpu (default): calls 1 (0 guard hits); compiles 1 (0 recompiles); kernels 15, GEMMs 4
 CHECK: out: bf16[
 CHECK-NEXT: check: matches the reference (max abs err
 )");
@@ -587,9 +591,11 @@ CHECK-NEXT: check: matches the reference (max abs err
   nlohmann::json s = nlohmann::json::parse(j.out);
   CHECK(s["device"] == "cpu");
   CHECK(s["stats"]["compiles"] == 1);
-  CHECK(s["stats"]["kernels"] == 17);
-  CHECK(s["stats"]["launches_per_call"] == 13);  // the 4 weight-prep kernels run once, not per call; the heads-merge gather does
-  CHECK(s["stats"]["kernel_times"].size() == 17);
+  CHECK(s["stats"]["kernels"] == 15);
+  // The 4 weight-prep kernels run once, not per call; the heads-merge gather does, and the
+  // fused attention step is one launch.
+  CHECK(s["stats"]["launches_per_call"] == 12);
+  CHECK(s["stats"]["kernel_times"].size() == 15);
   CHECK(s["stats"]["strategy"] == "launch directly");
   CHECK(s["outputs"][0]["check"]["ok"] == true);
   // The CPU cannot capture: reduce-overhead says how its calls run instead.
