@@ -25,6 +25,8 @@ namespace kiln {
 //  - groups reading only parameters (every value of a static shape) are weight_prep and
 //    hold nothing else;
 //  - a state write (cache_write) is alone in its group (a scatter kernel);
+//  - a window's input is computed outside its group, but for reshapes and casts: a window
+//    reads each element once per kernel position;
 //  - the group graph is acyclic, and no node is computed in two groups.
 // Groups grow greedily along producer->consumer edges in node order, each merge checked
 // against these rules. Deterministic: the same graph gives the same groups. Returns

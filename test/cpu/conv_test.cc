@@ -163,3 +163,24 @@ TEST_CASE("cpu conv: im2col windows run as native copies (after a GEMM's reshape
   std::vector<Bindings> bs = {{{"B", 1}, {"H", 1}, {"W", 1}}, {{"B", 2}, {"H", 7}, {"W", 5}}, {{"B", 3}, {"H", 24}, {"W", 19}}};
   require_ok(check_cpu_matches_reference(g, *m, bs, 11));
 }
+
+TEST_CASE("cpu conv: a window over computed values (SiLU, concat) computes them once, then copies, natively", "[cpu][conv]") {
+  const char* text = R"(graph g(%x: f32[B, 4, H, W], %y: f32[B, 2, H, W], %w: f32[5, 6, 3, 3] param, %b: f32[5] param) {
+  %s = sigmoid(%x)
+  %a = mul(%x, %s)
+  %c = concat(%a, %y, axis=1)
+  %v = conv(%c, %w, %b, pads=[1, 1, 1, 1])
+  %m = max_pool(%a, kernel=[2, 2], strides=[2, 2])
+  return %v, %m
+})";
+  Graph g = parse_or_fail(text);
+  absl::StatusOr<std::shared_ptr<const CompiledModule>> m = make_module(g);
+  if (!m.ok()) FAIL(status_message(m.status()));
+  absl::StatusOr<std::unique_ptr<kiln::Executor>> exe = kiln::testing::build_cpu(*m);
+  if (!exe.ok()) FAIL(status_message(exe.status()));
+  std::string program = (*exe)->program().to_string();
+  INFO(program);
+  CHECK(program.find("(native window copy)") != std::string::npos);
+  std::vector<Bindings> bs = {{{"B", 1}, {"H", 1}, {"W", 2}}, {{"B", 2}, {"H", 7}, {"W", 5}}, {{"B", 3}, {"H", 24}, {"W", 19}}};
+  require_ok(check_cpu_matches_reference(g, *m, bs, 12));
+}
