@@ -184,3 +184,34 @@ TEST_CASE("cpu conv: a window over computed values (SiLU, concat) computes them 
   std::vector<Bindings> bs = {{{"B", 1}, {"H", 1}, {"W", 2}}, {{"B", 2}, {"H", 7}, {"W", 5}}, {{"B", 3}, {"H", 24}, {"W", 19}}};
   require_ok(check_cpu_matches_reference(g, *m, bs, 12));
 }
+
+TEST_CASE("cpu conv: depthwise convs run natively with their bias and ReLU6 / ReLU (strided, dilated, 1-D, padding wider than the input)", "[cpu][conv]") {
+  const char* text = R"(graph g(%x: f32[B, 6, H, W], %w: f32[6, 1, 3, 3] param, %b: f32[6] param, %w5: f32[6, 1, 5, 5] param, %x1: f32[B, 5, W], %w1: f32[5, 1, 3] param) {
+  %zero = constant(value=0.0, dtype=f32)
+  %six = constant(value=6.0, dtype=f32)
+  %d = conv(%x, %w, %b, groups=6, pads=[1, 1, 1, 1])
+  %r = maximum(%d, %zero)
+  %c = minimum(%r, %six)
+  %s = conv(%x, %w, groups=6, strides=[2, 2], pads=[1, 1, 1, 1])
+  %sr = relu(%s)
+  %l = conv(%x, %w5, %b, groups=6, strides=[1, 2], pads=[4, 2, 5, 3], dilations=[2, 1])
+  %t = conv(%x1, %w1, groups=5, strides=[2], pads=[2, 2], dilations=[2])
+  %u = conv(%x1, %w1, groups=5, pads=[1, 1])
+  %ua = add(%u, %x1)
+  return %c, %sr, %l, %t, %ua
+})";
+  Graph g = parse_or_fail(text);
+  absl::StatusOr<std::shared_ptr<const CompiledModule>> m = make_module(g);
+  if (!m.ok()) FAIL(status_message(m.status()));
+  absl::StatusOr<std::unique_ptr<kiln::Executor>> exe = kiln::testing::build_cpu(*m);
+  if (!exe.ok()) FAIL(status_message(exe.status()));
+  std::string program = (*exe)->program().to_string();
+  INFO(program);
+  size_t native = 0;
+  for (size_t at = program.find("(native depthwise conv)"); at != std::string::npos;
+       at = program.find("(native depthwise conv)", at + 1))
+    ++native;
+  CHECK(native == 4);  // all but %u, whose residual add is not a clamp: a generated kernel
+  std::vector<Bindings> bs = {{{"B", 1}, {"H", 1}, {"W", 1}}, {{"B", 2}, {"H", 7}, {"W", 9}}, {{"B", 3}, {"H", 20}, {"W", 37}}};
+  require_ok(check_cpu_matches_reference(g, *m, bs, 13));
+}
