@@ -1,6 +1,7 @@
 #include "runtime/cpu/depthwise.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -10,26 +11,16 @@ namespace {
 // Below this many multiply-adds the conv runs on the calling thread.
 constexpr int64_t kMinParallelWork = 1 << 16;
 
-// Four floats: GCC/Clang vector extensions (an SSE register on any x86-64 build), so that
-// the row loop is vector code rather than left to the auto-vectorizer.
-using V4 = float __attribute__((vector_size(16)));
-
-inline V4 load4(const float* p) {
-  V4 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-inline void store4(float* p, V4 v) { std::memcpy(p, &v, sizeof v); }
-
-// Bias, clamp and store of `n` sums.
-inline void finish(const Depthwise& g, const float* sums, float b, float* o, int64_t n) {
-  for (int64_t x = 0; x < n; ++x) {
-    float v = sums[x] + b;
-    if (g.clamp_lo && v < g.lo) v = g.lo;  // a NaN fails both tests and stays
-    if (g.clamp_hi && v > g.hi) v = g.hi;
-    o[x] = v;
-  }
-}
+// Eight floats (GCC/Clang vector extensions): one AVX register where the routine is built
+// for x86-64-v3 (AVX2, FMA; chosen at load time where the CPU has them), two SSE registers
+// otherwise. Vector code rather than left to the auto-vectorizer.
+using V8 = float __attribute__((vector_size(32)));
+using I8 = int32_t __attribute__((vector_size(32)));  // lane masks of V8 comparisons
+#if defined(__x86_64__) && defined(__GNUC__)
+#define KILN_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define KILN_VECTOR_CLONES
+#endif
 
 // Planes [p0, p1). Each plane is first copied into a zero-padded plane holding exactly the
 // rows and columns its windows read, so that no tap needs a bounds test, with each row's
@@ -37,14 +28,13 @@ inline void finish(const Depthwise& g, const float* sums, float b, float* o, int
 // ones), so that every tap reads consecutive columns for consecutive outputs. An output row
 // is then computed eight columns at a time in registers over all taps: the feature maps of
 // small nets have rows of 5 to 40 columns, where loops per row and tap are mostly overhead.
-void planes(const Depthwise& g, const float* in, const float* weight, const float* bias, float* out, int64_t p0,
-            int64_t p1) {
+KILN_VECTOR_CLONES void planes(const Depthwise& g, const float* in, const float* weight, const float* bias,
+                               float* out, int64_t p0, int64_t p1) {
   int64_t rows = (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1, cols = (g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1;
   int64_t phase = (cols + g.sw - 1) / g.sw, row_len = phase * g.sw;  // a padded row: sw phases of `phase` columns
   int64_t taps = g.kh * g.kw;
   // Slack past the last row: a row of outputs reads up to 7 columns beyond its end.
   std::vector<float> padded(static_cast<size_t>(rows * row_len + 8), 0.0f), line(static_cast<size_t>(row_len), 0.0f);
-  std::vector<V4> wv(static_cast<size_t>(taps));
   std::vector<int64_t> tap_at(static_cast<size_t>(taps));  // a tap's offset in the padded plane
   for (int64_t i = 0; i < g.kh; ++i)
     for (int64_t j = 0; j < g.kw; ++j) {
@@ -56,7 +46,6 @@ void planes(const Depthwise& g, const float* in, const float* weight, const floa
     int64_t c = p % g.channels;
     const float* src = in + p * g.h * g.w;
     const float* wc = weight + c * taps;
-    for (int64_t t = 0; t < taps; ++t) wv[t] = V4{} + wc[t];
     for (int64_t py = 0; py < rows; ++py) {
       float* row = padded.data() + py * row_len;
       int64_t iy = py - g.ph;
@@ -68,21 +57,31 @@ void planes(const Depthwise& g, const float* in, const float* weight, const floa
       for (int64_t q = 0; q < g.sw; ++q)
         for (int64_t m = 0; m < phase; ++m) row[q * phase + m] = line[m * g.sw + q];
     }
-    float bc = bias ? bias[c] : 0.0f;
+    V8 bc = V8{} + (bias ? bias[c] : 0.0f), lo = V8{} + g.lo, hi = V8{} + g.hi;
     for (int64_t y = 0; y < g.oh; ++y) {
       const float* base = padded.data() + y * g.sh * row_len;
       float* o = out + (p * g.oh + y) * g.ow;
       for (int64_t x = 0; x < g.ow; x += 8) {
-        V4 acc0{}, acc1{};
+        V8 acc{};
         for (int64_t t = 0; t < taps; ++t) {
-          const float* q = base + tap_at[t] + x;
-          acc0 += wv[t] * load4(q);
-          acc1 += wv[t] * load4(q + 4);
+          V8 v;
+          std::memcpy(&v, base + tap_at[t] + x, sizeof v);
+          acc += wc[t] * v;  // a broadcast of the tap's weight
         }
-        float sums[8];
-        store4(sums, acc0);
-        store4(sums + 4, acc1);
-        finish(g, sums, bc, o + x, std::min<int64_t>(8, g.ow - x));
+        // + bias, clamped to [lo, hi]; a NaN fails both comparisons and stays, as maximum
+        // and minimum propagate it. (Vector casts reinterpret the lanes' bits.)
+        acc += bc;
+        I8 below = acc < lo, above = acc > hi, bits = (I8)acc;
+        bits = (bits & ~below) | ((I8)lo & below);
+        bits = (bits & ~above) | ((I8)hi & above);
+        acc = (V8)bits;
+        if (x + 8 <= g.ow) {
+          std::memcpy(o + x, &acc, sizeof acc);
+          continue;
+        }
+        float last[8];
+        std::memcpy(last, &acc, sizeof acc);
+        std::copy(last, last + (g.ow - x), o + x);
       }
     }
   }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 
 #include "runtime/cpu/thread_pool.h"
 
@@ -18,8 +19,7 @@ struct Depthwise {
   int64_t planes = 0, channels = 1;  // N * C, C
   int64_t h = 1, w = 1, oh = 1, ow = 1;
   int64_t kh = 1, kw = 1, sh = 1, sw = 1, dh = 1, dw = 1, ph = 0, pw = 0;
-  float lo = 0, hi = 0;  // the clamp, where `clamp_lo` / `clamp_hi`
-  bool clamp_lo = false, clamp_hi = false;
+  float lo = -std::numeric_limits<float>::infinity(), hi = std::numeric_limits<float>::infinity();  // the clamp
 };
 
 // `bias` may be null (no bias). NaN propagates through the clamp, as maximum/minimum do.

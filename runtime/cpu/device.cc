@@ -265,8 +265,8 @@ class CpuProgram final : public DeviceProgram {
       g.h = (*in)[2], g.oh = (*out)[2], g.kh = d.kernel[0], g.sh = d.strides[0], g.dh = d.dilations[0];
       g.ph = d.pads_begin[0];
     }
-    g.clamp_lo = d.lo.has_value(), g.clamp_hi = d.hi.has_value();
-    g.lo = static_cast<float>(d.lo.value_or(0)), g.hi = static_cast<float>(d.hi.value_or(0));
+    if (d.lo) g.lo = static_cast<float>(*d.lo);
+    if (d.hi) g.hi = static_cast<float>(*d.hi);
     return call;
   }
 
