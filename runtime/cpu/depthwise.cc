@@ -34,28 +34,38 @@ KILN_VECTOR_CLONES void planes(const Depthwise& g, const float* in, const float*
   int64_t phase = (cols + g.sw - 1) / g.sw, row_len = phase * g.sw;  // a padded row: sw phases of `phase` columns
   int64_t taps = g.kh * g.kw;
   // Slack past the last row: a row of outputs reads up to 7 columns beyond its end.
-  std::vector<float> padded(static_cast<size_t>(rows * row_len + 8), 0.0f), line(static_cast<size_t>(row_len), 0.0f);
+  std::vector<float> padded(static_cast<size_t>(rows * row_len + 8), 0.0f);
   std::vector<int64_t> tap_at(static_cast<size_t>(taps));  // a tap's offset in the padded plane
   for (int64_t i = 0; i < g.kh; ++i)
     for (int64_t j = 0; j < g.kw; ++j) {
       int64_t cj = j * g.dw;
       tap_at[i * g.kw + j] = i * g.dh * row_len + (cj % g.sw) * phase + cj / g.sw;
     }
-  int64_t a = std::min(g.pw, cols), b = std::min(g.pw + g.w, cols);  // padded columns read from the input
+  // Only the interior of the padded plane (rows ph .. ph + h, columns a .. b) differs from
+  // plane to plane: the zero border is written once. Per column phase q, its interior
+  // columns m * sw + q are m in [m0[q], m1[q]).
+  int64_t a = std::min(g.pw, cols), b = std::min(g.pw + g.w, cols), y0 = std::min(g.ph, rows),
+          y1 = std::min(g.ph + g.h, rows);
+  std::vector<int64_t> m0(static_cast<size_t>(g.sw)), m1(static_cast<size_t>(g.sw));
+  for (int64_t q = 0; q < g.sw; ++q) {
+    m0[q] = std::max<int64_t>(a - q + g.sw - 1, 0) / g.sw;
+    m1[q] = std::max<int64_t>(b - q + g.sw - 1, 0) / g.sw;
+  }
   for (int64_t p = p0; p < p1; ++p) {
     int64_t c = p % g.channels;
     const float* src = in + p * g.h * g.w;
     const float* wc = weight + c * taps;
-    for (int64_t py = 0; py < rows; ++py) {
+    for (int64_t py = y0; py < y1 && a < b; ++py) {
       float* row = padded.data() + py * row_len;
-      int64_t iy = py - g.ph;
-      bool inside = iy >= 0 && iy < g.h && a < b;
-      float* dst = g.sw == 1 ? row : line.data();
-      std::fill(dst, dst + row_len, 0.0f);
-      if (inside) std::memcpy(dst + a, src + iy * g.w + (a - g.pw), static_cast<size_t>(b - a) * sizeof(float));
-      if (g.sw == 1) continue;
+      const float* from = src + (py - g.ph) * g.w - g.pw;  // from[pc]: padded column pc (pc >= a >= pw)
+      if (g.sw == 1) {
+        int64_t k = a;
+        for (; k + 8 <= b; k += 8) std::memcpy(row + k, from + k, 8 * sizeof(float));
+        for (; k < b; ++k) row[k] = from[k];
+        continue;
+      }
       for (int64_t q = 0; q < g.sw; ++q)
-        for (int64_t m = 0; m < phase; ++m) row[q * phase + m] = line[m * g.sw + q];
+        for (int64_t m = m0[q]; m < m1[q]; ++m) row[q * phase + m] = from[m * g.sw + q];
     }
     V8 bc = V8{} + (bias ? bias[c] : 0.0f), lo = V8{} + g.lo, hi = V8{} + g.hi;
     for (int64_t y = 0; y < g.oh; ++y) {
