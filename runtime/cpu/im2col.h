@@ -1,7 +1,8 @@
 // The CPU's native window (im2col) copy: the columns a convolution's GEMM reads, copied row
-// by row for 1-D and 2-D windows (each kernel column's range of inside columns computed once
-// per shape) or gathered through a table of input offsets for 3-D ones, instead of a
-// generated kernel that computes clamped indices and bounds for every element
+// by row for 1-D and 2-D windows with long output rows (each kernel column's range of inside
+// columns computed once per shape), else gathered through a table of input offsets made once
+// per shape, instead of a generated kernel that computes clamped indices and bounds for every
+// element
 // (codegen/program.h WindowCopy says which kernels run this way).
 #pragma once
 
@@ -20,7 +21,7 @@ struct Im2col {
   int elem_size = 4;   // bytes: 1, 2, 4 or 8
   int64_t in_plane = 0;
   int64_t out_plane = 0;  // elements per plane of out: K * L
-  // 1-D and 2-D windows are copied row by row: an output row [ow] of kernel position (i, j)
+  // 1-D and 2-D windows with long rows are copied row by row: an output row [ow] of kernel position (i, j)
   // is input row y * sh + i * dh - ph read at columns x * sw + j * dw - pw, zeros outside
   // (1-D: h = oh = kh = 1).
   bool by_rows = false;
