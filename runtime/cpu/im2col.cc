@@ -47,6 +47,16 @@ inline void copy_row(const T* __restrict from, T* __restrict to, int64_t n) {
   for (; k < n; ++k) to[k] = from[k];
 }
 
+// n zeros at `to`, 32 bytes at a time (as copy_row).
+template <typename T>
+inline void zero_row(T* __restrict to, int64_t n) {
+  constexpr int64_t kChunk = 32 / sizeof(T);
+  static constexpr T kZeros[kChunk] = {};
+  int64_t k = 0;
+  for (; k + kChunk <= n; k += kChunk) std::memcpy(to + k, kZeros, 32);
+  for (; k < n; ++k) to[k] = T{0};
+}
+
 // Planes [lo, hi), row by row (Im2col::by_rows): per kernel column j, the output columns
 // whose input column is inside, [cols[j].first, cols[j].second), are copied; the rest is zero.
 template <typename T>
@@ -69,15 +79,15 @@ void rows(const Im2col& g, const T* __restrict in, T* __restrict out, int64_t lo
         for (int64_t y = 0; y < g.oh; ++y, dst += g.ow) {
           int64_t iy = y * g.sh + i * g.dh - g.ph;
           if (iy < 0 || iy >= g.h) {
-            std::fill(dst, dst + g.ow, T{0});
+            zero_row(dst, g.ow);
             continue;
           }
           const T* row = src + iy * g.w;
-          std::fill(dst, dst + a, T{0});
+          zero_row(dst, a);
           if (g.sw == 1) copy_row(row + a + off, dst + a, b - a);
           else
             for (int64_t x = a; x < b; ++x) dst[x] = row[x * g.sw + off];
-          std::fill(dst + b, dst + g.ow, T{0});
+          zero_row(dst + b, g.ow - b);
         }
       }
   }
