@@ -22,12 +22,75 @@ using I8 = int32_t __attribute__((vector_size(32)));  // lane masks of V8 compar
 #define KILN_VECTOR_CLONES
 #endif
 
+// Eight outputs, in order, to o[n] (n <= 8): the sums plus bias, clamped to [lo, hi]; a NaN
+// fails both comparisons and stays, as maximum and minimum propagate it. (Vector casts
+// reinterpret the lanes' bits.)
+__attribute__((always_inline)) inline void store_outputs(const V8& sums, const V8& bias, const V8& lo, const V8& hi,
+                                                         float* o, int64_t n) {
+  V8 v = sums + bias;
+  I8 below = v < lo, above = v > hi, bits = (I8)v;
+  bits = (bits & ~below) | ((I8)lo & below);
+  bits = (bits & ~above) | ((I8)hi & above);
+  v = (V8)bits;
+  if (n == 8) {
+    std::memcpy(o, &v, sizeof v);
+    return;
+  }
+  float last[8];
+  std::memcpy(last, &v, sizeof v);
+  std::copy(last, last + n, o);
+}
+
+// All outputs of a plane, as items of eight columns of a row, four items at a time: four
+// independent chains of multiply-adds (one chain waits on each add's latency), each summing
+// its taps in order as the reference does.
+__attribute__((always_inline)) inline void plane_outputs(const Depthwise& g, const float* padded, int64_t row_len,
+                                                         const int64_t* tap_at, const float* wc, float bias, float* out) {
+  constexpr int kItems = 4;
+  int64_t taps = g.kh * g.kw;
+  V8 bv = V8{} + bias, lo = V8{} + g.lo, hi = V8{} + g.hi;
+  int64_t y = 0, x = 0;  // the next item (no divisions: they would cost more than the taps)
+  while (y < g.oh) {
+    const float* from[kItems];
+    float* to[kItems];
+    int64_t n[kItems];
+    for (int u = 0; u < kItems; ++u) {
+      if (y == g.oh) {  // past the end: the previous item again, not stored
+        from[u] = from[u - 1], to[u] = nullptr, n[u] = 0;
+        continue;
+      }
+      from[u] = padded + y * g.sh * row_len + x;
+      to[u] = out + y * g.ow + x;
+      n[u] = std::min<int64_t>(8, g.ow - x);
+      x += 8;
+      if (x >= g.ow) x = 0, ++y;
+    }
+    // Four named accumulators: an array of them would live in memory at -O2.
+    V8 acc0{}, acc1{}, acc2{}, acc3{}, v0, v1, v2, v3;
+    for (int64_t t = 0; t < taps; ++t) {
+      float w = wc[t];
+      int64_t at = tap_at[t];
+      std::memcpy(&v0, from[0] + at, sizeof v0);
+      std::memcpy(&v1, from[1] + at, sizeof v1);
+      std::memcpy(&v2, from[2] + at, sizeof v2);
+      std::memcpy(&v3, from[3] + at, sizeof v3);
+      acc0 += w * v0;
+      acc1 += w * v1;
+      acc2 += w * v2;
+      acc3 += w * v3;
+    }
+    const V8* acc[kItems] = {&acc0, &acc1, &acc2, &acc3};
+    for (int u = 0; u < kItems && to[u]; ++u) store_outputs(*acc[u], bv, lo, hi, to[u], n[u]);
+  }
+}
+
 // Planes [p0, p1). Each plane is first copied into a zero-padded plane holding exactly the
 // rows and columns its windows read, so that no tap needs a bounds test, with each row's
 // columns split by their remainder mod the column stride (stride 2: even columns, then odd
-// ones), so that every tap reads consecutive columns for consecutive outputs. An output row
-// is then computed eight columns at a time in registers over all taps: the feature maps of
-// small nets have rows of 5 to 40 columns, where loops per row and tap are mostly overhead.
+// ones), so that every tap reads consecutive columns for consecutive outputs. The outputs
+// are then computed eight columns of a row at a time in registers over all taps: the feature
+// maps of small nets have rows of 5 to 40 columns, where loops per row and tap are mostly
+// overhead.
 KILN_VECTOR_CLONES void planes(const Depthwise& g, const float* in, const float* weight, const float* bias,
                                float* out, int64_t p0, int64_t p1) {
   int64_t rows = (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1, cols = (g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1;
@@ -67,33 +130,7 @@ KILN_VECTOR_CLONES void planes(const Depthwise& g, const float* in, const float*
       for (int64_t q = 0; q < g.sw; ++q)
         for (int64_t m = m0[q]; m < m1[q]; ++m) row[q * phase + m] = from[m * g.sw + q];
     }
-    V8 bc = V8{} + (bias ? bias[c] : 0.0f), lo = V8{} + g.lo, hi = V8{} + g.hi;
-    for (int64_t y = 0; y < g.oh; ++y) {
-      const float* base = padded.data() + y * g.sh * row_len;
-      float* o = out + (p * g.oh + y) * g.ow;
-      for (int64_t x = 0; x < g.ow; x += 8) {
-        V8 acc{};
-        for (int64_t t = 0; t < taps; ++t) {
-          V8 v;
-          std::memcpy(&v, base + tap_at[t] + x, sizeof v);
-          acc += wc[t] * v;  // a broadcast of the tap's weight
-        }
-        // + bias, clamped to [lo, hi]; a NaN fails both comparisons and stays, as maximum
-        // and minimum propagate it. (Vector casts reinterpret the lanes' bits.)
-        acc += bc;
-        I8 below = acc < lo, above = acc > hi, bits = (I8)acc;
-        bits = (bits & ~below) | ((I8)lo & below);
-        bits = (bits & ~above) | ((I8)hi & above);
-        acc = (V8)bits;
-        if (x + 8 <= g.ow) {
-          std::memcpy(o + x, &acc, sizeof acc);
-          continue;
-        }
-        float last[8];
-        std::memcpy(last, &acc, sizeof acc);
-        std::copy(last, last + (g.ow - x), o + x);
-      }
-    }
+    plane_outputs(g, padded.data(), row_len, tap_at.data(), wc, bias ? bias[c] : 0.0f, out + p * g.oh * g.ow);
   }
 }
 
