@@ -24,7 +24,7 @@ BUDGETS = {
     "codegen/cpu": 1000,
     "runtime": 2400,
     "runtime/cuda": 725,
-    "runtime/cpu": 950,
+    "runtime/cpu": 1275,
     "compiler": 975,
     "compiler/cli": 575,
     "frontends/onnx": 3700,
