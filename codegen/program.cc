@@ -1,6 +1,7 @@
 #include "codegen/program.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "absl/container/flat_hash_map.h"
 #include "codegen/acc_buffer.h"
@@ -33,6 +34,80 @@ std::optional<WindowCopy> window_copy_of(const KernelGroup& grp, const kir::Kern
   absl::StatusOr<WindowDims> wd = window_dims(w);
   if (!wd.ok()) return std::nullopt;
   return WindowCopy{w.operand(0)->shape(), wd->kernel, wd->strides, wd->dilations, wd->pads_begin};
+}
+
+// The group as a DepthwiseConv (decompose's conv_direct with one output per input channel,
+// then what its epilogue may hold natively): [reshapes], window, mul by the weight, sum over
+// the kernel dims, [add bias], [relu / maximum / minimum with scalar constants], all f32, the
+// last node's result the kernel's one output.
+std::optional<DepthwiseConv> depthwise_of(const KernelGroup& grp, const kir::Kernel& k) {
+  const std::vector<Node*>& ns = grp.nodes;
+  auto buffer = [&](const Value* v) -> int {
+    for (size_t i = 0; i < k.buffers.size(); ++i)
+      if (k.buffers[i].name == v->name() && k.buffers[i].role == kir::Buffer::Role::Input) return static_cast<int>(i);
+    return -1;
+  };
+  size_t at = 0;
+  while (at < ns.size() && ns[at]->op() == Op::Reshape) ++at;
+  if (grp.kind != KernelGroup::Kind::Reduction || at + 3 > ns.size() || ns[at]->op() != Op::Window) return std::nullopt;
+  const Node &w = *ns[at], &mul = *ns[at + 1], &sum = *ns[at + 2];
+  const Value* in = w.operand(0);
+  for (size_t i = at; i-- > 0;) {
+    if (ns[i]->result() != in) return std::nullopt;
+    in = ns[i]->operand(0);
+  }
+  absl::StatusOr<WindowDims> wd = window_dims(w);
+  if (!wd.ok() || WindowAttrs(w).pad_value() != 0 || wd->rank() < 1 || wd->rank() > 2) return std::nullopt;
+  size_t r = wd->rank();
+  DepthwiseConv d{w.operand(0)->shape(), wd->kernel, wd->strides, wd->dilations, wd->pads_begin};
+  d.x = buffer(in);
+  // The weight as [C, k..., 1...] (or with a leading 1): C * K values in [C, k...] order.
+  Shape weight_shape{w.operand(0)->shape()[1]};
+  for (size_t i = 0; i < r; ++i) weight_shape.push_back(wd->kernel[i]);
+  for (size_t i = 0; i < r; ++i) weight_shape.push_back(1);
+  if (mul.op() != Op::Mul || mul.operand(0) != w.result()) return std::nullopt;
+  const Value* wv = mul.operand(1);
+  Shape led{1};
+  led.insert(led.end(), weight_shape.begin(), weight_shape.end());
+  if (wv->shape() != weight_shape && wv->shape() != led) return std::nullopt;
+  d.weight = buffer(wv);
+  std::vector<int64_t> axes(r);
+  for (size_t i = 0; i < r; ++i) axes[i] = static_cast<int64_t>(2 + i);
+  absl::StatusOr<std::vector<int64_t>> sum_axes = reduction_axes(sum);
+  if (sum.op() != Op::Sum || sum.operand(0) != mul.result() || ReduceAttrs(sum).keepdim() || !sum_axes.ok() ||
+      *sum_axes != axes)
+    return std::nullopt;
+  const Value* y = sum.result();
+  at += 3;
+  if (at < ns.size() && ns[at]->op() == Op::Add && ns[at]->operand(0) == y) {
+    Shape bias_shape{weight_shape[0]};
+    for (size_t i = 0; i < r; ++i) bias_shape.push_back(1);
+    if (ns[at]->operand(1)->shape() != bias_shape) return std::nullopt;
+    d.bias = buffer(ns[at]->operand(1));
+    if (d.bias < 0) return std::nullopt;
+    y = ns[at++]->result();
+  }
+  for (; at < ns.size(); ++at) {
+    const Node& n = *ns[at];
+    bool relu = n.op() == Op::Relu;
+    if ((!relu && n.op() != Op::Maximum && n.op() != Op::Minimum) || n.operand(0) != y) return std::nullopt;
+    std::optional<double> c = relu ? std::optional<double>(0) : constant_value(n.operand(1));
+    if (!c || std::isnan(*c)) return std::nullopt;
+    std::optional<double>& bound = n.op() == Op::Minimum ? d.hi : d.lo;
+    bound = !bound ? *c : n.op() == Op::Minimum ? std::min(*bound, *c) : std::max(*bound, *c);
+    y = n.result();
+  }
+  if (d.lo && d.hi && *d.lo > *d.hi) return std::nullopt;  // the order of the clamps would matter
+  int outputs = 0;
+  for (size_t i = 0; i < k.buffers.size(); ++i)
+    if (k.buffers[i].role == kir::Buffer::Role::Output) {
+      ++outputs;
+      d.out = static_cast<int>(i);
+    }
+  if (outputs != 1 || k.buffers[d.out].name != y->name() || d.x < 0 || d.weight < 0) return std::nullopt;
+  for (const kir::Buffer& b : k.buffers)
+    if (b.dtype != DType::f32) return std::nullopt;
+  return d;
 }
 
 // Builds the program of one specialization: every graph value a step touches gets its
@@ -199,6 +274,7 @@ class ProgramBuilder {
     if (!d.library) {
       KILN_ASSIGN_OR_RETURN(KernelStep s, kernel_step(k, false, false));
       if (t_.native_window_copy) p_.kernels[s.kernel].window_copy = window_copy_of(grp, p_.kernels[s.kernel].kernel);
+      if (t_.native_depthwise) p_.kernels[s.kernel].depthwise = depthwise_of(grp, p_.kernels[s.kernel].kernel);
       p_.kernel_steps.push_back(std::move(s));
       list.push_back({Step::Kind::Kernel, static_cast<int>(p_.kernel_steps.size()) - 1, grp.id});
       return absl::OkStatus();
@@ -326,11 +402,17 @@ int Program::launches() const {
   return n;
 }
 
+namespace {
+std::string_view native_note(const ProgramKernel& k) {
+  return k.window_copy ? " (native window copy)" : k.depthwise ? " (native depthwise conv)" : "";
+}
+}  // namespace
+
 std::string Program::describe(const Step& s) const {
   switch (s.kind) {
     case Step::Kind::Kernel: {
       const ProgramKernel& k = kernels[kernel_steps[s.index].kernel];
-      return str_cat("kernel ", k.kernel.name, k.window_copy ? " (native window copy)" : "");
+      return str_cat("kernel ", k.kernel.name, native_note(k));
     }
     case Step::Kind::Copy: {
       const CopyStep& c = copies[s.index];
@@ -367,7 +449,7 @@ std::string Program::to_string() const {
   for (size_t i = 0; i < buffers.size(); ++i) s += str_cat("  b", i, " ", buffer_text(buffers[i]), "\n");
   auto call = [&](const KernelStep& k) {
     return str_cat(kernels[k.kernel].kernel.name, "(", str_join(k.buffers, ", ", [](int b) { return str_cat("b", b); }),
-                   ")", k.in_place() ? " in place" : "", kernels[k.kernel].window_copy ? " (native window copy)" : "");
+                   ")", k.in_place() ? " in place" : "", native_note(kernels[k.kernel]));
   };
   auto step_lines = [&](const std::vector<Step>& list) {
     std::string out;

@@ -39,6 +39,8 @@ struct Target {
   bool accumulator_in_ir = true;
   // The target copies windows natively (ProgramKernel::window_copy).
   bool native_window_copy = false;
+  // The target runs f32 depthwise convs natively (ProgramKernel::depthwise).
+  bool native_depthwise = false;
   // The attention forms the target runs as one fused step (AttentionStep): decompose keeps
   // those nodes whole. Null: none (every attention is decomposed into GEMM -> softmax -> GEMM).
   bool (*supports_attention)(const AttentionForm&) = nullptr;
@@ -74,6 +76,18 @@ struct WindowCopy {
   std::vector<int64_t> kernel, strides, dilations, pads_begin;  // per spatial dim
 };
 
+// A kernel that is one f32 depthwise conv (decompose's direct form, one input channel per
+// output channel): out [N, C, o...] = sum over the kernel dims of window(in) * weight
+// [C, k...], plus bias [C] where given, clamped to [lo, hi] where a maximum/relu or a
+// minimum with a scalar constant follows; in is a kernel buffer or a reshape of one. A target
+// with Target::native_depthwise runs it as a routine that vectorizes along output rows.
+struct DepthwiseConv {
+  Shape in;  // [N, C, s...], one or two spatial dims
+  std::vector<int64_t> kernel, strides, dilations, pads_begin;
+  int x = 0, weight = 0, bias = -1, out = 0;  // kernel buffers
+  std::optional<double> lo, hi;
+};
+
 struct ProgramKernel {
   kir::Kernel kernel;  // after the target's prepare_kernel
   // A GEMM kernel (kernel.gemm set) that reads its accumulator from one more, f32 buffer
@@ -83,6 +97,7 @@ struct ProgramKernel {
   // Compiled only when a run needs it (the generated fallback of a library GEMM).
   bool on_demand = false;
   std::optional<WindowCopy> window_copy;  // run natively, never compiled (see WindowCopy)
+  std::optional<DepthwiseConv> depthwise;  // likewise (see DepthwiseConv)
 };
 
 struct KernelStep {

@@ -211,6 +211,16 @@ class Partitioner {
     if (m.size() > 1 && std::any_of(m.begin(), m.end(), [](const Node* n) { return writes_state(*n) || n->op() == Op::Attention; }))
       return false;
     absl::flat_hash_set<const Node*> in(m.begin(), m.end());
+    // A window reads each input element once per kernel position: what the group computes
+    // upstream of it would be computed that many times (a GroupNorm's SiLU and a resize's
+    // index arithmetic, 9x for a 3x3 conv), and its im2col would no longer be a plain copy.
+    // Only reshapes, casts (as cheap as the load) and index-only values are read through.
+    for (const Node* n : m) {
+      if (n->op() != Op::Window) continue;
+      for (const Node* p = n->operand(0)->producer(); p && in.contains(p) && !index_only_(*p);
+           p = p->operand(0)->producer())
+        if (p->op() != Op::Reshape && p->op() != Op::Cast) return false;
+    }
     bool wp = param_only(m[0]);
     std::optional<Domain> dom;
     for (const Node* n : m) {

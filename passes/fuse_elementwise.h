@@ -26,6 +26,8 @@ namespace kiln {
 //    hold nothing else;
 //  - a state write (cache_write) is alone in its group (a scatter kernel), and so is an
 //    attention node decompose kept whole (an Attention group: the device's fused routine);
+//  - a window's input is computed outside its group, but for reshapes and casts: a window
+//    reads each element once per kernel position;
 //  - the group graph is acyclic, and no node is computed in two groups.
 // Groups grow greedily along producer->consumer edges in node order, each merge checked
 // against these rules. Deterministic: the same graph gives the same groups. Returns

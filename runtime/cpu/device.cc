@@ -11,6 +11,7 @@
 #include "ir/status.h"
 #include "ir/str.h"
 #include "runtime/cpu/attention.h"
+#include "runtime/cpu/depthwise.h"
 #include "runtime/cpu/gemm.h"
 #include "runtime/cpu/im2col.h"
 #include "runtime/cpu/jit.h"
@@ -34,6 +35,10 @@ struct WindowCall final : StepPlan {
 
 struct AttentionPlan final : StepPlan {
   AttentionCall call;
+};
+
+struct DepthwiseCall final : StepPlan {
+  Depthwise geometry;
 };
 
 struct GemmCall final : StepPlan {
@@ -76,7 +81,7 @@ class CpuProgram final : public DeviceProgram {
       const ProgramKernel& pk = pr.kernels[i];
       const kir::Kernel& k = pk.kernel;
       Kernel& info = kernels_[i];
-      if (pk.window_copy) continue;  // runtime/cpu/im2col.h, never compiled
+      if (pk.window_copy || pk.depthwise) continue;  // runtime/cpu/im2col.h, depthwise.h: never compiled
       EmitOptions eo;
       eo.baked = pr.baked;
       eo.gemm_acc_buffer = pk.accumulator_input;
@@ -120,6 +125,7 @@ class CpuProgram final : public DeviceProgram {
 
   absl::StatusOr<std::unique_ptr<StepPlan>> plan_kernel(int kernel, const Bindings& b, SymbolValues syms) override {
     if (const std::optional<WindowCopy>& w = p_->kernels[kernel].window_copy) return plan_window(kernel, *w, b);
+    if (const std::optional<DepthwiseConv>& d = p_->kernels[kernel].depthwise) return plan_depthwise(kernel, *d, b);
     const Kernel& info = kernels_[kernel];
     const kir::Kernel& k = p_->kernels[kernel].kernel;
     auto l = std::make_unique<Launch>();
@@ -151,6 +157,12 @@ class CpuProgram final : public DeviceProgram {
     if (p_->kernels[kernel].window_copy) {
       im2col(static_cast<const WindowCall&>(plan).geometry, reinterpret_cast<const void*>(buffers[0]),
              reinterpret_cast<void*>(buffers[1]), ThreadPool::shared());
+      return absl::OkStatus();
+    }
+    if (const std::optional<DepthwiseConv>& d = p_->kernels[kernel].depthwise) {
+      auto ptr = [&](int i) { return reinterpret_cast<float*>(buffers[i]); };
+      depthwise_conv(static_cast<const DepthwiseCall&>(plan).geometry, ptr(d->x), ptr(d->weight),
+                     d->bias >= 0 ? ptr(d->bias) : nullptr, ptr(d->out), ThreadPool::shared());
       return absl::OkStatus();
     }
     const Launch& l = static_cast<const Launch&>(plan);
@@ -223,7 +235,7 @@ class CpuProgram final : public DeviceProgram {
 
   std::string describe_kernel(int kernel) const override {
     const ProgramKernel& k = p_->kernels[kernel];
-    return str_cat(k.kernel.name, k.window_copy ? " (native window copy)" : "");
+    return str_cat(k.kernel.name, k.window_copy ? " (native window copy)" : k.depthwise ? " (native depthwise conv)" : "");
   }
   const BuildStats& stats() const override { return stats_; }
 
@@ -246,6 +258,34 @@ class CpuProgram final : public DeviceProgram {
                     w.kernel, w.strides, w.dilations, w.pads_begin);
     if (!g.ok()) return invalid_argument("kernel ", k.name, ": ", g.status().message());
     call->geometry = *std::move(g);
+    return call;
+  }
+
+  // A native depthwise conv's geometry under the call's sizes: in [N, C, s...], out [N, C, o...].
+  absl::StatusOr<std::unique_ptr<StepPlan>> plan_depthwise(int kernel, const DepthwiseConv& d, const Bindings& b) {
+    const kir::Kernel& k = p_->kernels[kernel].kernel;
+    absl::StatusOr<std::vector<int64_t>> in = evaluate_shape(d.in, b);
+    absl::StatusOr<std::vector<int64_t>> out = evaluate_shape(k.buffers[d.out].shape, b);
+    if (!in.ok() || !out.ok())
+      return invalid_argument("kernel ", k.name, ": ", (in.ok() ? out.status() : in.status()).message());
+    size_t r = d.kernel.size();
+    if (in->size() != r + 2 || out->size() != r + 2 || (*in)[0] != (*out)[0] || (*in)[1] != (*out)[1])
+      return absl::InternalError(str_cat("kernel ", k.name, ": a depthwise conv from ", in->size(), " to ", out->size(),
+                                         " dims"));
+    auto call = std::make_unique<DepthwiseCall>();
+    Depthwise& g = call->geometry;
+    g.planes = (*in)[0] * (*in)[1];
+    g.channels = std::max<int64_t>((*in)[1], 1);
+    // 1-D: the one spatial dim is the row (h = oh = kh = 1).
+    size_t c = r - 1;
+    g.w = (*in)[2 + c], g.ow = (*out)[2 + c], g.kw = d.kernel[c], g.sw = d.strides[c], g.dw = d.dilations[c];
+    g.pw = d.pads_begin[c];
+    if (r == 2) {
+      g.h = (*in)[2], g.oh = (*out)[2], g.kh = d.kernel[0], g.sh = d.strides[0], g.dh = d.dilations[0];
+      g.ph = d.pads_begin[0];
+    }
+    if (d.lo) g.lo = static_cast<float>(*d.lo);
+    if (d.hi) g.hi = static_cast<float>(*d.hi);
     return call;
   }
 
@@ -317,7 +357,8 @@ const Target& target() {
                           kir::rewrite_intrinsics(k);
                           return absl::OkStatus();
                         },
-                        /*accumulator_in_ir=*/false, /*native_window_copy=*/true, supports_attention};
+                        /*accumulator_in_ir=*/false, /*native_window_copy=*/true, /*native_depthwise=*/true,
+                        supports_attention};
   return t;
 }
 

@@ -138,7 +138,7 @@ TEST_CASE("cpu conv: depthwise (the direct form) with bias, relu6 and a residual
         batches({1, 3, 8}), 10);
 }
 
-TEST_CASE("cpu conv: im2col windows run as native copies (after a GEMM's reshape, 1-D, 3-D, padding wider than the input, bf16)", "[cpu][conv]") {
+TEST_CASE("cpu conv: im2col windows run as native copies (after a GEMM's reshape, 1-D, 3-D, padding wider than the input, bf16; short and long rows)", "[cpu][conv]") {
   const char* text = R"(graph g(%x: f32[B, 3, H, W], %w1: f32[5, 3, 3, 3] param, %w2: f32[4, 5, 2, 3] param, %x1: f32[B, 2, H], %wl: f32[3, 2, 4] param, %x3: f32[B, 2, 3, H, 4], %w3: f32[2, 2, 2, 3, 3] param, %xb: bf16[B, 2, H, W], %wb: bf16[3, 2, 3, 3] param) {
   %c1 = conv(%x, %w1, pads=[1, 1, 1, 1])
   %r1 = relu(%c1)
@@ -160,6 +160,61 @@ TEST_CASE("cpu conv: im2col windows run as native copies (after a GEMM's reshape
        at = program.find("(native window copy)", at + 1))
     ++copies;
   CHECK(copies == 5);
-  std::vector<Bindings> bs = {{{"B", 1}, {"H", 1}, {"W", 1}}, {{"B", 2}, {"H", 7}, {"W", 5}}, {{"B", 3}, {"H", 24}, {"W", 19}}};
+  // Short rows go through the copy's table, long ones (16 columns or more: every conv at the
+  // last size) are copied row by row.
+  std::vector<Bindings> bs = {{{"B", 1}, {"H", 1}, {"W", 1}}, {{"B", 2}, {"H", 7}, {"W", 5}}, {{"B", 3}, {"H", 24}, {"W", 19}},
+                              {{"B", 2}, {"H", 50}, {"W", 53}}};
   require_ok(check_cpu_matches_reference(g, *m, bs, 11));
+}
+
+TEST_CASE("cpu conv: a window over computed values (SiLU, concat) computes them once, then copies, natively", "[cpu][conv]") {
+  const char* text = R"(graph g(%x: f32[B, 4, H, W], %y: f32[B, 2, H, W], %w: f32[5, 6, 3, 3] param, %b: f32[5] param) {
+  %s = sigmoid(%x)
+  %a = mul(%x, %s)
+  %c = concat(%a, %y, axis=1)
+  %v = conv(%c, %w, %b, pads=[1, 1, 1, 1])
+  %m = max_pool(%a, kernel=[2, 2], strides=[2, 2])
+  return %v, %m
+})";
+  Graph g = parse_or_fail(text);
+  absl::StatusOr<std::shared_ptr<const CompiledModule>> m = make_module(g);
+  if (!m.ok()) FAIL(status_message(m.status()));
+  absl::StatusOr<std::unique_ptr<kiln::Executor>> exe = kiln::testing::build_cpu(*m);
+  if (!exe.ok()) FAIL(status_message(exe.status()));
+  std::string program = (*exe)->program().to_string();
+  INFO(program);
+  CHECK(program.find("(native window copy)") != std::string::npos);
+  std::vector<Bindings> bs = {{{"B", 1}, {"H", 1}, {"W", 2}}, {{"B", 2}, {"H", 7}, {"W", 5}}, {{"B", 3}, {"H", 24}, {"W", 19}}};
+  require_ok(check_cpu_matches_reference(g, *m, bs, 12));
+}
+
+TEST_CASE("cpu conv: depthwise convs run natively with their bias and ReLU6 / ReLU (strided, dilated, 1-D, padding wider than the input)", "[cpu][conv]") {
+  const char* text = R"(graph g(%x: f32[B, 6, H, W], %w: f32[6, 1, 3, 3] param, %b: f32[6] param, %w5: f32[6, 1, 5, 5] param, %x1: f32[B, 5, W], %w1: f32[5, 1, 3] param) {
+  %zero = constant(value=0.0, dtype=f32)
+  %six = constant(value=6.0, dtype=f32)
+  %d = conv(%x, %w, %b, groups=6, pads=[1, 1, 1, 1])
+  %r = maximum(%d, %zero)
+  %c = minimum(%r, %six)
+  %s = conv(%x, %w, groups=6, strides=[2, 2], pads=[1, 1, 1, 1])
+  %sr = relu(%s)
+  %l = conv(%x, %w5, %b, groups=6, strides=[1, 2], pads=[4, 2, 5, 3], dilations=[2, 1])
+  %t = conv(%x1, %w1, groups=5, strides=[2], pads=[2, 2], dilations=[2])
+  %u = conv(%x1, %w1, groups=5, pads=[1, 1])
+  %ua = add(%u, %x1)
+  return %c, %sr, %l, %t, %ua
+})";
+  Graph g = parse_or_fail(text);
+  absl::StatusOr<std::shared_ptr<const CompiledModule>> m = make_module(g);
+  if (!m.ok()) FAIL(status_message(m.status()));
+  absl::StatusOr<std::unique_ptr<kiln::Executor>> exe = kiln::testing::build_cpu(*m);
+  if (!exe.ok()) FAIL(status_message(exe.status()));
+  std::string program = (*exe)->program().to_string();
+  INFO(program);
+  size_t native = 0;
+  for (size_t at = program.find("(native depthwise conv)"); at != std::string::npos;
+       at = program.find("(native depthwise conv)", at + 1))
+    ++native;
+  CHECK(native == 4);  // all but %u, whose residual add is not a clamp: a generated kernel
+  std::vector<Bindings> bs = {{{"B", 1}, {"H", 1}, {"W", 1}}, {{"B", 2}, {"H", 7}, {"W", 9}}, {{"B", 3}, {"H", 20}, {"W", 37}}};
+  require_ok(check_cpu_matches_reference(g, *m, bs, 13));
 }

@@ -1,0 +1,29 @@
+// The CPU's native depthwise convolution (one input channel per output channel), with its
+// bias and clamp (ReLU, ReLU6) applied on the way out: each output row is a sum of shifted
+// input rows times one weight, vectorized along the row, where the generated reduction
+// kernel computes one output point at a time through clamped indices (codegen/program.h
+// DepthwiseConv says which kernels run this way).
+#pragma once
+
+#include <cstdint>
+#include <limits>
+
+#include "runtime/cpu/thread_pool.h"
+
+namespace kiln::cpu {
+
+// out [planes, oh, ow] = clamp(sum over (i, j) of in[plane, y * sh + i * dh - ph,
+// x * sw + j * dw - pw] * w[channel, i, j] + bias[channel], lo, hi), positions outside the
+// input counting as zero; channel = plane % channels. 1-D convs are the case h = oh = kh = 1.
+struct Depthwise {
+  int64_t planes = 0, channels = 1;  // N * C, C
+  int64_t h = 1, w = 1, oh = 1, ow = 1;
+  int64_t kh = 1, kw = 1, sh = 1, sw = 1, dh = 1, dw = 1, ph = 0, pw = 0;
+  float lo = -std::numeric_limits<float>::infinity(), hi = std::numeric_limits<float>::infinity();  // the clamp
+};
+
+// `bias` may be null (no bias). NaN propagates through the clamp, as maximum/minimum do.
+void depthwise_conv(const Depthwise& g, const float* in, const float* weight, const float* bias, float* out,
+                    ThreadPool& pool);
+
+}  // namespace kiln::cpu
