@@ -120,8 +120,8 @@ struct Result {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) die("usage: kiln_bench_cuda MANIFEST [--compile-only] [--reps N] [--only NAME]");
-  bool compile_only = false;
+  if (argc < 2) die("usage: kiln_bench_cuda MANIFEST [--compile-only] [--reps N] [--only NAME] [--no-fused-attention]");
+  bool compile_only = false, fused_attention = true;
   int reps = 30;
   std::string only;
   for (int i = 2; i < argc; ++i) {
@@ -129,6 +129,7 @@ int main(int argc, char** argv) {
     if (a == "--compile-only") compile_only = true;
     else if (a == "--reps" && i + 1 < argc) reps = std::atoi(argv[++i]);
     else if (a == "--only" && i + 1 < argc) only = argv[++i];
+    else if (a == "--no-fused-attention") fused_attention = false;  // attention as GEMM -> softmax -> GEMM
     else die(str_cat("unknown argument ", a));
   }
   std::ifstream f(argv[1]);
@@ -153,7 +154,8 @@ int main(int argc, char** argv) {
     for (Mode mode : {Mode::Default, Mode::ReduceOverhead, Mode::MaxAutotune}) {
       Result r{name, std::string(mode_name(mode))};
       auto t0 = std::chrono::steady_clock::now();
-      CompiledGraph cg = check(compile(g, {.mode = mode, .device = Device::Cuda}), name);
+      CompiledGraph cg =
+          check(compile(g, {.mode = mode, .device = Device::Cuda, .fused_attention = fused_attention}), name);
       check(cg.warm_up(b), name);
       r.compile_ms = ms_since(t0);
       if (compile_only) {
