@@ -1,8 +1,8 @@
 # libkiln and its package. kiln's internal static libraries (ir, passes, codegen, runtime,
 # the CPU and CUDA backends, the compiler, the trace and ONNX frontends) are combined into
 # one shared library, libkiln.so (target kiln_library, alias kiln::kiln, the same name
-# find_package(kiln) gives). Its public headers are staged under <build>/include/kiln/ with
-# their includes rewritten to that prefix; `cmake --install` installs them, the library,
+# find_package(kiln) gives). Its public headers are staged under <build>/include/public/kiln/
+# with their includes rewritten to that prefix; `cmake --install` installs them, the library,
 # kilnConfig.cmake + kilnConfigVersion.cmake and kiln.pc.
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
