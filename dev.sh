@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # kiln's developer entry point on Debian 12 (run as root, or with sudo available):
-#   ./dev.sh demo    install what is missing, build, run the MLP example
+#   ./dev.sh demo    install what is missing, build the demo only, run it: the decoder layer
+#                    compiled on the best device present, checked and timed
 #   ./dev.sh test    install what is missing, build, run the whole test suite
 #   ./dev.sh build   install what is missing and build
 # Idempotent: with everything present it installs nothing and prints only results.
@@ -30,12 +31,17 @@ install_missing() {
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# build [TARGET...]: configures once, then builds the targets (default: everything).
 build() {
   if [ ! -f "$BUILD_DIR/build.ninja" ]; then
-    cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+    local launcher=()
+    command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+    cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "${launcher[@]}" >/dev/null
   fi
+  local targets=()
+  [ $# -gt 0 ] && targets=(--target "$@")
   # Quiet unless something fails: ninja's output is shown only on error.
-  if ! out=$(cmake --build "$BUILD_DIR" -j "$JOBS" 2>&1); then
+  if ! out=$(cmake --build "$BUILD_DIR" -j "$JOBS" "${targets[@]}" 2>&1); then
     echo "$out" | tail -n 60
     echo "dev.sh: build failed" >&2
     exit 1
@@ -46,8 +52,8 @@ cmd=${1:-}
 case "$cmd" in
   demo)
     install_missing
-    build
-    "$BUILD_DIR/examples/mlp"
+    build kiln_example_demo
+    "$BUILD_DIR/examples/demo"
     ;;
   test)
     install_missing

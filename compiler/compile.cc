@@ -9,8 +9,8 @@
 
 #include "compiler/guards.h"
 #include "compiler/json.h"
-#include "compiler/log.h"
 #include "compiler/pipeline.h"
+#include "ir/log.h"
 #include "ir/dump.h"
 #include "ir/status.h"
 #include "ir/str.h"
@@ -245,8 +245,10 @@ struct CompiledGraph::Impl {
     if (!specs.empty()) {
       ++stats.recompiles;
       stats.recompile_reasons.push_back(reason);
+      log_line(LogTopic::guards, 1, str_cat(module->state.graph.name(), ": recompiling: ", reason));
     }
-    log_line(1, fmt::format("kiln: built specialization {} [{}] for {} in {:.1f} ms: {} kernels, {} GEMMs; {} calls {}{}",
+    log_line(LogTopic::guards, 2, str_cat(module->state.graph.name(), ": specialization ", specs.size(), " guards: ", sp.text));
+    log_line(LogTopic::compile, 1, fmt::format("built specialization {} [{}] for {} in {:.1f} ms: {} kernels, {} GEMMs; {} calls {}{}",
                             specs.size(), sp.text, module->state.graph.name(), ms_since(t0), bs.kernels, bs.gemms,
                             mode_name(opts.mode), sp.exe->strategy(),
                             reason.empty() ? "" : str_cat("; recompiled because ", reason)));
@@ -447,14 +449,14 @@ absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<DeviceAdap
   PipelineOptions po;
   po.dump_dir = opts.dump_dir;
   if (opts.fused_attention) po.fused_attention = im->device->target().supports_attention;
-  if (log_level() >= 3) {
+  if (log_enabled(LogTopic::passes)) {
     po.print_after = "all";
-    po.print = [](const std::string& text) { log_line(3, text); };
+    po.print = [](const std::string& text) { log_line(LogTopic::passes, 1, text); };
   }
-  if (log_level() >= 2) po.lower_log = [](const std::string& line) { log_line(2, line); };
+  if (log_enabled(LogTopic::lower)) po.lower_log = [](const std::string& line) { log_line(LogTopic::lower, 1, line); };
   KILN_ASSIGN_OR_RETURN(PipelineResult r, compile_to_kernels(g.clone(), po));
   for (const PassStat& p : r.summary.passes) (p.name == kLowerPass ? im->stats.lower_ms : im->stats.pass_ms) += p.ms;
-  log_line(1, str_cat("kiln: ", g.name(), ": ", r.summary.to_text()));
+  log_line(LogTopic::compile, 1, str_cat(g.name(), ": ", r.summary.to_text()));
   std::shared_ptr<CompiledModule> module = CompiledModule::make(std::move(r.state), std::move(r.kernels));
   im->module = module;
   const Graph& og = module->state.graph;
@@ -486,7 +488,7 @@ absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<DeviceAdap
     if (im->slot_source[s].empty())
       return invalid_argument("graph ", og.name(), ": symbol ", module->symbols[s],
                               " appears only inside compound dims of the arguments, so a call cannot bind it");
-  log_line(1, fmt::format("kiln: compiled {} for {} ({}): {} groups, passes {:.1f} ms, lowering {:.1f} ms",
+  log_line(LogTopic::compile, 1, fmt::format("compiled {} for {} ({}): {} groups, passes {:.1f} ms, lowering {:.1f} ms",
                           og.name(), device_name(im->device->device()), mode_name(opts.mode),
                           im->module->state.schedule.groups.size(), im->stats.pass_ms, im->stats.lower_ms));
   CompiledGraph cg;

@@ -46,7 +46,7 @@ struct PipelineOptions {
   // "all" or a step's name: that step's output goes to `print`.
   std::string print_after;
   std::function<void(const std::string&)> print;
-  // When set, receives lowering's decisions, one line per step (KILN_LOG=2).
+  // When set, receives lowering's decisions, one line per step (KILN_LOG=lower).
   std::function<void(const std::string&)> lower_log;
   // Check, after every pass, the graph and schedule it leaves: the verifier between passes.
   bool verify_passes = verify_passes_by_default();

@@ -5,7 +5,9 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "ir/log.h"
 #include "ir/op_attrs.h"
+#include "ir/str.h"
 #include "passes/schedule_util.h"
 
 namespace kiln {
@@ -128,11 +130,23 @@ class Partitioner {
       new_group({n.get()});
     }
     for (const auto& n : g_.nodes()) {
-      if (!group_.contains(n.get()) || fixed(find(n.get()))) continue;
+      if (!group_.contains(n.get())) continue;
+      if (fixed(find(n.get()))) {
+        for (Value* v : n->operands())
+          if (Node* p = v->producer(); p && group_.contains(p) && find(p) != find(n.get()) && !fixed(find(p)))
+            log_line(LogTopic::fusion, 1, str_cat("not fused: ", describe(p), " -> ", describe(n.get()),
+                                                  ": a GEMM's kernel takes no prologue beyond views and widening casts"));
+        continue;
+      }
       for (Value* v : n->operands()) {
         Node* p = v->producer();
-        if (!p || !group_.contains(p) || fixed(find(p))) continue;
-        try_merge(find(p), find(n.get()));
+        if (!p || !group_.contains(p)) continue;
+        if (fixed(find(p))) {
+          log_line(LogTopic::fusion, 1, str_cat("not fused: ", describe(p), " -> ", describe(n.get()),
+                                                ": a GEMM's kernel takes no epilogue beyond what fuse_linear gave it"));
+          continue;
+        }
+        try_merge(find(p), find(n.get()), p, n.get());
       }
     }
     emit();
@@ -201,15 +215,17 @@ class Partitioner {
     return param_only_[n] = all;
   }
 
-  // Whether one kernel can compute the nodes `m` (in node order) under fuse_elementwise's
-  // rules; see the header. Reduction groups also need every value that depends on a
-  // reduction of the group to be read at the row the kernel computes it for: only
-  // elementwise ops touch such values, and they read them at the same shape, or at the
+  // Why one kernel cannot compute the nodes `m` (in node order) under fuse_elementwise's
+  // rules (see the header), or "" when it can. Reduction groups also need every value that
+  // depends on a reduction of the group to be read at the row the kernel computes it for:
+  // only elementwise ops touch such values, and they read them at the same shape, or at the
   // reduction's keepdim shape from the full input shape (broadcast along the reduced axes).
-  bool legal(const std::vector<Node*>& m) {
+  std::string why_not_legal(const std::vector<Node*>& m) {
     // A state write is a scatter kernel of its own (codegen/lower.h).
-    if (m.size() > 1 && std::any_of(m.begin(), m.end(), [](const Node* n) { return writes_state(*n) || n->op() == Op::Attention; }))
-      return false;
+    if (m.size() > 1 && std::any_of(m.begin(), m.end(), [](const Node* n) { return writes_state(*n); }))
+      return "a state write is a scatter kernel of its own";
+    if (m.size() > 1 && std::any_of(m.begin(), m.end(), [](const Node* n) { return n->op() == Op::Attention; }))
+      return "a fused attention step runs alone";
     absl::flat_hash_set<const Node*> in(m.begin(), m.end());
     // A window reads each input element once per kernel position: what the group computes
     // upstream of it would be computed that many times (a GroupNorm's SiLU and a resize's
@@ -219,14 +235,22 @@ class Partitioner {
       if (n->op() != Op::Window) continue;
       for (const Node* p = n->operand(0)->producer(); p && in.contains(p) && !index_only_(*p);
            p = p->operand(0)->producer())
-        if (p->op() != Op::Reshape && p->op() != Op::Cast) return false;
+        if (p->op() != Op::Reshape && p->op() != Op::Cast)
+          return str_cat("a window reads its input once per kernel position: ", describe(p),
+                         " is computed by the kernel before it");
     }
     bool wp = param_only(m[0]);
     std::optional<Domain> dom;
     for (const Node* n : m) {
-      if (param_only(n) != wp) return false;
+      if (param_only(n) != wp)
+        return str_cat("one kernel cannot mix per-call ops (", describe(wp ? n : m[0]), ") with weight prep run once (",
+                       describe(wp ? m[0] : n), ", from parameters only)");
       if (auto d = domain_of(*n)) {
-        if (dom && !(*dom == *d)) return false;
+        if (dom && !(*dom == *d))
+          return str_cat("two reductions over different rows: ", shape_to_string(dom->shape), " axes ",
+                         str_join(dom->axes, ",", [](int64_t a) { return str_cat(a); }), " and ",
+                         shape_to_string(d->shape), " axes ",
+                         str_join(d->axes, ",", [](int64_t a) { return str_cat(a); }));
         dom = d;
       }
     }
@@ -237,9 +261,13 @@ class Partitioner {
         for (const Node* u : users_of(uses_, r)) outside |= !in.contains(u);
         if (!outside) continue;
         if (dom) {
-          if (r->shape() != dom->shape && r->shape() != dom->keep && r->shape() != dom->kept) return false;
+          if (r->shape() != dom->shape && r->shape() != dom->keep && r->shape() != dom->kept)
+            return str_cat(describe(n), " is read outside the kernel at ", shape_to_string(r->shape()),
+                           ", neither the reduction's input ", shape_to_string(dom->shape), " nor its rows");
         } else {
-          if (out_shape && *out_shape != r->shape()) return false;
+          if (out_shape && *out_shape != r->shape())
+            return str_cat("the kernel would write results of two shapes, ", shape_to_string(*out_shape), " and ",
+                           shape_to_string(r->shape()), " (", describe(n), ")");
           out_shape = r->shape();
         }
       }
@@ -253,18 +281,24 @@ class Partitioner {
         dep.insert(n->result());
         if (reduce) continue;
         OpKind k = n->info().kind;
-        if (k != OpKind::Elementwise && k != OpKind::Broadcast) return false;
+        if (k != OpKind::Elementwise && k != OpKind::Broadcast)
+          return str_cat(describe(n), " (", op_kind_name(k), ") reads a result of the reduction: only elementwise ops may");
         const Shape& rs = n->result()->shape();
         for (const Value* v : n->operands()) {
           if (!dep.contains(v)) continue;
           bool ok = rs == dom->shape ? v->shape() == dom->shape || v->shape() == dom->keep
                                      : (rs == dom->keep || rs == dom->kept) && v->shape() == rs;
-          if (!ok) return false;
+          if (!ok)
+            return str_cat(describe(n), " reads the reduction's result at ", shape_to_string(v->shape()),
+                           ", not at the row the kernel computes it for");
         }
       }
     }
-    return true;
+    return "";
   }
+
+  // "%h = mul": a node as the fusion log names it.
+  static std::string describe(const Node* n) { return str_cat("%", n->result()->name(), " = ", op_name(n->op())); }
 
   // Groups that read a result of group `id` (other than itself).
   std::vector<int> successors(int id) {
@@ -300,12 +334,20 @@ class Partitioner {
     return false;
   }
 
-  void try_merge(int a, int b) {
+  // Merges the groups of `producer` (a) and `consumer` (b) when one kernel can compute both;
+  // when not, the fusion log says why.
+  void try_merge(int a, int b, const Node* producer, const Node* consumer) {
     if (a == b) return;
     std::vector<Node*> m = members_[a];
     m.insert(m.end(), members_[b].begin(), members_[b].end());
     std::sort(m.begin(), m.end(), [&](Node* x, Node* y) { return pos_.at(x) < pos_.at(y); });
-    if (!legal(m) || indirect_path(a, b) || indirect_path(b, a)) return;
+    std::string why = why_not_legal(m);
+    if (why.empty() && (indirect_path(a, b) || indirect_path(b, a)))
+      why = "another kernel both reads one and feeds the other (fusing would make a cycle)";
+    if (!why.empty()) {
+      log_line(LogTopic::fusion, 1, str_cat("not fused: ", describe(producer), " -> ", describe(consumer), ": ", why));
+      return;
+    }
     members_[a].clear();
     members_[b] = std::move(m);
     first_[b] = std::min(first_[a], first_[b]);

@@ -30,8 +30,9 @@ namespace kiln {
 //    reads each element once per kernel position;
 //  - the group graph is acyclic, and no node is computed in two groups.
 // Groups grow greedily along producer->consumer edges in node order, each merge checked
-// against these rules. Deterministic: the same graph gives the same groups. Returns
-// whether any group was formed.
+// against these rules. Deterministic: the same graph gives the same groups. With
+// KILN_LOG=fusion (ir/log.h) every producer -> consumer edge left between two kernels is
+// logged with the rule that kept them apart. Returns whether any group was formed.
 absl::StatusOr<bool> fuse_elementwise(Graph& g, Schedule& s);
 
 }  // namespace kiln

@@ -2,14 +2,52 @@
 
 #include "ir/str.h"
 #include "ir/status.h"
+#include "runtime/dylib.h"
 
 namespace kiln::cuda {
 namespace {
 
+// cuBLASLt is loaded when the first handle is made (dlopen), never linked: programs that
+// run no GEMM on a GPU run where it is not installed.
+#define KILN_CUBLASLT_FUNCTIONS(X)                                                               \
+  X(cublasLtCreate) X(cublasLtDestroy) X(cublasLtGetStatusName) X(cublasLtGetStatusString)      \
+  X(cublasLtMatmul) X(cublasLtMatmulAlgoGetHeuristic) X(cublasLtMatmulDescCreate)               \
+  X(cublasLtMatmulDescDestroy) X(cublasLtMatmulDescSetAttribute) X(cublasLtMatmulPreferenceCreate) \
+  X(cublasLtMatmulPreferenceDestroy) X(cublasLtMatmulPreferenceSetAttribute)                    \
+  X(cublasLtMatrixLayoutCreate) X(cublasLtMatrixLayoutDestroy) X(cublasLtMatrixLayoutSetAttribute)
+
+struct CublasLtApi {
+#define KILN_CUBLASLT_MEMBER(name) decltype(&::name) name = nullptr;
+  KILN_CUBLASLT_FUNCTIONS(KILN_CUBLASLT_MEMBER)
+#undef KILN_CUBLASLT_MEMBER
+};
+
+constexpr const char* kCublasLtLibrary = "libcublasLt.so.13";
+
+absl::StatusOr<CublasLtApi> load_cublaslt() {
+  KILN_ASSIGN_OR_RETURN(void* lib, open_library(kCublasLtLibrary, "KILN_CUBLASLT_LIBRARY",
+                                                "cuBLASLt (CUDA 13), which runs kiln's GEMMs on the GPU"));
+  CublasLtApi api;
+#define KILN_CUBLASLT_LOAD(name) KILN_LOAD_SYMBOL(api, lib, kCublasLtLibrary, name);
+  KILN_CUBLASLT_FUNCTIONS(KILN_CUBLASLT_LOAD)
+#undef KILN_CUBLASLT_LOAD
+  return api;
+}
+
+absl::StatusOr<const CublasLtApi*> cublaslt_api() {
+  static const absl::StatusOr<CublasLtApi> api = load_cublaslt();
+  if (!api.ok()) return api.status();
+  return &*api;
+}
+
+// The loaded table, for code that runs only once a CublasLt exists (CublasLt::create
+// loads it first, and every other entry point needs a CublasLt).
+const CublasLtApi& lt() { return **cublaslt_api(); }
+
 absl::Status lt_check(cublasStatus_t s, std::string_view what) {
   if (s == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
-  return absl::InternalError(str_cat("cuBLASLt ", what, ": ", cublasLtGetStatusName(s), " (",
-                                     cublasLtGetStatusString(s), ")"));
+  return absl::InternalError(str_cat("cuBLASLt ", what, ": ", lt().cublasLtGetStatusName(s), " (",
+                                     lt().cublasLtGetStatusString(s), ")"));
 }
 
 cudaDataType_t data_type(DType t) {
@@ -34,10 +72,10 @@ cublasLtEpilogue_t lt_epilogue(GemmEpilogue e) {
 
 absl::Status set_batch(cublasLtMatrixLayout_t layout, int64_t batch, int64_t stride) {
   int32_t count = int32_t(batch);
-  KILN_RETURN_IF_ERROR(lt_check(cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+  KILN_RETURN_IF_ERROR(lt_check(lt().cublasLtMatrixLayoutSetAttribute(layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
                                                                  &count, sizeof(count)),
                                 "set batch count"));
-  return lt_check(cublasLtMatrixLayoutSetAttribute(
+  return lt_check(lt().cublasLtMatrixLayoutSetAttribute(
                       layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)),
                   "set batch stride");
 }
@@ -50,39 +88,39 @@ struct GemmPlan::Descriptors {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   ~Descriptors() {
-    if (c) cublasLtMatrixLayoutDestroy(c);
-    if (b) cublasLtMatrixLayoutDestroy(b);
-    if (a) cublasLtMatrixLayoutDestroy(a);
-    if (op) cublasLtMatmulDescDestroy(op);
+    if (c) lt().cublasLtMatrixLayoutDestroy(c);
+    if (b) lt().cublasLtMatrixLayoutDestroy(b);
+    if (a) lt().cublasLtMatrixLayoutDestroy(a);
+    if (op) lt().cublasLtMatmulDescDestroy(op);
   }
 
   absl::Status make(const GemmSpec& s) {
     KILN_RETURN_IF_ERROR(check_gemm_spec(s));
     cudaDataType_t t = data_type(s.dtype), ct = data_type(s.out_dtype.value_or(s.dtype));
-    KILN_RETURN_IF_ERROR(lt_check(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F),
+    KILN_RETURN_IF_ERROR(lt_check(lt().cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F),
                                   "create matmul descriptor"));
     cublasOperation_t trans_a = s.b_is_nk ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasOperation_t trans_b = s.a_is_km ? CUBLAS_OP_T : CUBLAS_OP_N;
     KILN_RETURN_IF_ERROR(lt_check(
-        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)), "set transa"));
+        lt().cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)), "set transa"));
     KILN_RETURN_IF_ERROR(lt_check(
-        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)), "set transb"));
+        lt().cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)), "set transb"));
     cublasLtEpilogue_t epi = lt_epilogue(s.epilogue);
     KILN_RETURN_IF_ERROR(lt_check(
-        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)), "set epilogue"));
+        lt().cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)), "set epilogue"));
     // B as [N,K] row-major is column-major K x N (ld K), transposed by the op; as [K,N] it is
     // column-major N x K (ld N) and used as is. A [M,K] is column-major K x M (ld K); A
     // stored [K,M] is column-major M x K (ld M), transposed by the op.
     uint64_t m = uint64_t(s.m), n = uint64_t(s.n), k = uint64_t(s.k);
     int64_t ldb = s.ldb >= 0 ? s.ldb : (s.b_is_nk ? s.k : s.n);
     int64_t lda = s.lda >= 0 ? s.lda : (s.a_is_km ? s.m : s.k);
-    KILN_RETURN_IF_ERROR(lt_check(s.b_is_nk ? cublasLtMatrixLayoutCreate(&a, t, k, n, ldb)
-                                            : cublasLtMatrixLayoutCreate(&a, t, n, k, ldb),
+    KILN_RETURN_IF_ERROR(lt_check(s.b_is_nk ? lt().cublasLtMatrixLayoutCreate(&a, t, k, n, ldb)
+                                            : lt().cublasLtMatrixLayoutCreate(&a, t, n, k, ldb),
                                   "create layout of B"));
-    KILN_RETURN_IF_ERROR(lt_check(s.a_is_km ? cublasLtMatrixLayoutCreate(&b, t, m, k, lda)
-                                            : cublasLtMatrixLayoutCreate(&b, t, k, m, lda),
+    KILN_RETURN_IF_ERROR(lt_check(s.a_is_km ? lt().cublasLtMatrixLayoutCreate(&b, t, m, k, lda)
+                                            : lt().cublasLtMatrixLayoutCreate(&b, t, k, m, lda),
                                   "create layout of A"));
-    KILN_RETURN_IF_ERROR(lt_check(cublasLtMatrixLayoutCreate(&c, ct, n, m, int64_t(n)), "create layout of C"));
+    KILN_RETURN_IF_ERROR(lt_check(lt().cublasLtMatrixLayoutCreate(&c, ct, n, m, int64_t(n)), "create layout of C"));
     if (s.batch > 1) {
       auto stride = [](int64_t given, int64_t dense) { return given < 0 ? dense : given; };
       KILN_RETURN_IF_ERROR(set_batch(a, s.batch, stride(s.batch_stride_b, s.n * s.k)));
@@ -107,14 +145,15 @@ absl::Status check_gemm_spec(const GemmSpec& s) {
 }
 
 absl::StatusOr<std::unique_ptr<CublasLt>> CublasLt::create(const Context& ctx, int64_t workspace_bytes) {
+  KILN_RETURN_IF_ERROR(cublaslt_api().status());
   KILN_RETURN_IF_ERROR(ctx.make_current());
   KILN_ASSIGN_OR_RETURN(DeviceBuffer ws, DeviceBuffer::allocate(ctx, workspace_bytes));
   cublasLtHandle_t h = nullptr;
-  KILN_RETURN_IF_ERROR(lt_check(cublasLtCreate(&h), "create handle"));
+  KILN_RETURN_IF_ERROR(lt_check(lt().cublasLtCreate(&h), "create handle"));
   return std::unique_ptr<CublasLt>(new CublasLt(h, std::move(ws)));
 }
 
-CublasLt::~CublasLt() { cublasLtDestroy(handle_); }
+CublasLt::~CublasLt() { lt().cublasLtDestroy(handle_); }
 
 GemmPlan::GemmPlan(const CublasLt& lt, const GemmSpec& spec)
     : lt_(lt), spec_(spec), d_(std::make_unique<Descriptors>()) {}
@@ -134,26 +173,26 @@ absl::StatusOr<std::vector<GemmAlgorithm>> GemmPlan::algorithms(int top_k) const
     // The heuristic only reads whether a bias pointer is set, not its value.
     void* ptr = reinterpret_cast<void*>(uintptr_t(256));
     KILN_RETURN_IF_ERROR(lt_check(
-        cublasLtMatmulDescSetAttribute(d_->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &ptr, sizeof(ptr)),
+        lt().cublasLtMatmulDescSetAttribute(d_->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &ptr, sizeof(ptr)),
         "set bias pointer"));
   }
   cublasLtMatmulPreference_t pref = nullptr;
-  KILN_RETURN_IF_ERROR(lt_check(cublasLtMatmulPreferenceCreate(&pref), "create preference"));
+  KILN_RETURN_IF_ERROR(lt_check(lt().cublasLtMatmulPreferenceCreate(&pref), "create preference"));
   std::unique_ptr<std::remove_pointer_t<cublasLtMatmulPreference_t>, decltype(&cublasLtMatmulPreferenceDestroy)>
-      pref_guard(pref, &cublasLtMatmulPreferenceDestroy);
+      pref_guard(pref, lt().cublasLtMatmulPreferenceDestroy);
   uint64_t ws = uint64_t(lt_.workspace_.size());
   KILN_RETURN_IF_ERROR(lt_check(
-      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)),
+      lt().cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)),
       "set workspace limit"));
   uint32_t align = uint32_t(spec_.alignment);
   for (cublasLtMatmulPreferenceAttributes_t attr :
        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
-    KILN_RETURN_IF_ERROR(lt_check(cublasLtMatmulPreferenceSetAttribute(pref, attr, &align, sizeof(align)),
+    KILN_RETURN_IF_ERROR(lt_check(lt().cublasLtMatmulPreferenceSetAttribute(pref, attr, &align, sizeof(align)),
                                   "set minimum alignment"));
   std::vector<cublasLtMatmulHeuristicResult_t> results(static_cast<size_t>(top_k));
   int found = 0;
-  KILN_RETURN_IF_ERROR(lt_check(cublasLtMatmulAlgoGetHeuristic(lt_.handle_, d_->op, d_->a, d_->b, d_->c, d_->c, pref,
+  KILN_RETURN_IF_ERROR(lt_check(lt().cublasLtMatmulAlgoGetHeuristic(lt_.handle_, d_->op, d_->a, d_->b, d_->c, d_->c, pref,
                                                                top_k, results.data(), &found),
                                 "heuristic query"));
   std::vector<GemmAlgorithm> algos;
@@ -174,13 +213,13 @@ absl::Status GemmPlan::run(CUdeviceptr a, CUdeviceptr b, CUdeviceptr c, CUdevice
     if (bias != bias_) {
       void* ptr = reinterpret_cast<void*>(bias);
       KILN_RETURN_IF_ERROR(lt_check(
-          cublasLtMatmulDescSetAttribute(d_->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &ptr, sizeof(ptr)),
+          lt().cublasLtMatmulDescSetAttribute(d_->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &ptr, sizeof(ptr)),
           "set bias pointer"));
       bias_ = bias;
     }
   }
   const float alpha = 1.0f, beta = 0.0f;
-  return lt_check(cublasLtMatmul(lt_.handle_, d_->op, &alpha, reinterpret_cast<void*>(b), d_->a,
+  return lt_check(lt().cublasLtMatmul(lt_.handle_, d_->op, &alpha, reinterpret_cast<void*>(b), d_->a,
                                  reinterpret_cast<void*>(a), d_->b, &beta, reinterpret_cast<void*>(c), d_->c,
                                  reinterpret_cast<void*>(c), d_->c, &algo_.algo,
                                  reinterpret_cast<void*>(lt_.workspace_.ptr()), lt_.workspace_.size(), stream),

@@ -27,8 +27,8 @@
 namespace kiln {
 
 struct CompiledKernel {
-  std::string cubin;
-  std::string ptx;
+  std::string cubin;  // the device code: a CUBIN; for the CPU backend (runtime/cpu/jit.h) an ELF object
+  std::string ptx;    // its text: PTX; for the CPU backend the optimized LLVM IR
 };
 
 struct KernelCacheStats {

@@ -12,9 +12,11 @@
 #include <set>
 #include <thread>
 
+#include "ir/log.h"
 #include "ir/status.h"
 #include "ir/str.h"
 #include "runtime/cuda_driver.h"
+#include "runtime/dylib.h"
 
 #ifndef KILN_CUDA_INCLUDE_DIR
 #define KILN_CUDA_INCLUDE_DIR "/usr/local/cuda/include"
@@ -22,6 +24,38 @@
 
 namespace kiln::cuda {
 namespace {
+
+// NVRTC is loaded on first use (dlopen), never linked: programs that do not compile CUDA
+// kernels run where it is not installed.
+#define KILN_NVRTC_FUNCTIONS(X)                                                              \
+  X(nvrtcVersion) X(nvrtcGetErrorString) X(nvrtcCreateProgram) X(nvrtcDestroyProgram)       \
+  X(nvrtcCompileProgram) X(nvrtcGetProgramLogSize) X(nvrtcGetProgramLog) X(nvrtcGetCUBINSize) \
+  X(nvrtcGetCUBIN) X(nvrtcGetPTXSize) X(nvrtcGetPTX)
+
+struct NvrtcApi {
+#define KILN_NVRTC_MEMBER(name) decltype(&::name) name = nullptr;
+  KILN_NVRTC_FUNCTIONS(KILN_NVRTC_MEMBER)
+#undef KILN_NVRTC_MEMBER
+};
+
+constexpr const char* kNvrtcLibrary = "libnvrtc.so.13";
+
+absl::StatusOr<NvrtcApi> load_nvrtc() {
+  KILN_ASSIGN_OR_RETURN(void* lib, open_library(kNvrtcLibrary, "KILN_NVRTC_LIBRARY",
+                                                "NVRTC (CUDA 13), which compiles kiln's CUDA kernels"));
+  NvrtcApi api;
+#define KILN_NVRTC_LOAD(name) KILN_LOAD_SYMBOL(api, lib, kNvrtcLibrary, name);
+  KILN_NVRTC_FUNCTIONS(KILN_NVRTC_LOAD)
+#undef KILN_NVRTC_LOAD
+  return api;
+}
+
+// The process-wide table, loaded once; every later call returns the same error.
+absl::StatusOr<const NvrtcApi*> nvrtc_api() {
+  static const absl::StatusOr<NvrtcApi> api = load_nvrtc();
+  if (!api.ok()) return api.status();
+  return &*api;
+}
 
 // Source lines the log points at: NVRTC writes "<name>.cu(N): error: ..." and sometimes
 // "line N" in notes. Each cited line is quoted once, numbered, in ascending order.
@@ -51,11 +85,11 @@ std::string quote_cited_lines(const std::string& log, const std::string& source)
   return out;
 }
 
-std::string program_log(nvrtcProgram prog) {
+std::string program_log(const NvrtcApi& api, nvrtcProgram prog) {
   size_t size = 0;
-  if (nvrtcGetProgramLogSize(prog, &size) != NVRTC_SUCCESS || size <= 1) return "";
+  if (api.nvrtcGetProgramLogSize(prog, &size) != NVRTC_SUCCESS || size <= 1) return "";
   std::string log(size, '\0');
-  if (nvrtcGetProgramLog(prog, log.data()) != NVRTC_SUCCESS) return "";
+  if (api.nvrtcGetProgramLog(prog, log.data()) != NVRTC_SUCCESS) return "";
   log.resize(size - 1);  // drop the terminating NUL
   while (!log.empty() && (log.back() == '\n' || log.back() == ' ')) log.pop_back();
   return log;
@@ -63,7 +97,7 @@ std::string program_log(nvrtcProgram prog) {
 
 // Copies out one NVRTC result buffer (CUBIN or PTX) through its size/get pair.
 template <typename SizeFn, typename GetFn>
-absl::StatusOr<std::string> fetch(nvrtcProgram prog, SizeFn size_fn, GetFn get_fn,
+absl::StatusOr<std::string> fetch(const NvrtcApi& api, nvrtcProgram prog, SizeFn size_fn, GetFn get_fn,
                                   const NvrtcProgram& p, const char* what) {
   size_t size = 0;
   nvrtcResult r = size_fn(prog, &size);
@@ -71,7 +105,7 @@ absl::StatusOr<std::string> fetch(nvrtcProgram prog, SizeFn size_fn, GetFn get_f
   if (r == NVRTC_SUCCESS) r = get_fn(prog, out.data());
   if (r != NVRTC_SUCCESS)
     return absl::InternalError(str_cat("NVRTC could not return the ", what, " of kernel '",
-                                       p.name, "': ", nvrtcGetErrorString(r)));
+                                       p.name, "': ", api.nvrtcGetErrorString(r)));
   return out;
 }
 
@@ -99,8 +133,9 @@ std::vector<absl::StatusOr<T>> parallel_map(size_t n, int max_threads, F f) {
 }  // namespace
 
 std::string nvrtc_version() {
+  auto api = nvrtc_api();
   int major = 0, minor = 0;
-  if (nvrtcVersion(&major, &minor) != NVRTC_SUCCESS) return "unknown";
+  if (!api.ok() || (*api)->nvrtcVersion(&major, &minor) != NVRTC_SUCCESS) return "unknown";
   return str_cat(major, ".", minor);
 }
 
@@ -122,30 +157,31 @@ std::string default_arch() {
 
 absl::StatusOr<NvrtcOutput> nvrtc_compile(const NvrtcProgram& p) {
   auto start = std::chrono::steady_clock::now();
+  KILN_ASSIGN_OR_RETURN(const NvrtcApi* api_ptr, nvrtc_api());
+  const NvrtcApi& api = *api_ptr;
   nvrtcProgram prog = nullptr;
   std::string file = str_cat(p.name.empty() ? "kernel" : p.name, ".cu");
-  nvrtcResult r = nvrtcCreateProgram(&prog, p.source.c_str(), file.c_str(), 0, nullptr, nullptr);
+  nvrtcResult r = api.nvrtcCreateProgram(&prog, p.source.c_str(), file.c_str(), 0, nullptr, nullptr);
   if (r != NVRTC_SUCCESS)
     return absl::InternalError(
-        str_cat("NVRTC could not create program for kernel '", p.name, "': ", nvrtcGetErrorString(r)));
+        str_cat("NVRTC could not create program for kernel '", p.name, "': ", api.nvrtcGetErrorString(r)));
   // Destroys the program on every path out of this function.
-  std::unique_ptr<nvrtcProgram, void (*)(nvrtcProgram*)> guard(&prog, [](nvrtcProgram* q) {
-    nvrtcDestroyProgram(q);
-  });
+  auto destroy = [&api](nvrtcProgram* q) { api.nvrtcDestroyProgram(q); };
+  std::unique_ptr<nvrtcProgram, decltype(destroy)> guard(&prog, destroy);
   std::vector<std::string> opts = nvrtc_options(p);
   std::vector<const char*> argv;
   for (const std::string& o : opts) argv.push_back(o.c_str());
-  r = nvrtcCompileProgram(prog, int(argv.size()), argv.data());
+  r = api.nvrtcCompileProgram(prog, int(argv.size()), argv.data());
   NvrtcOutput out;
-  out.log = program_log(prog);
+  out.log = program_log(api, prog);
   if (r != NVRTC_SUCCESS) {
     std::string quoted = quote_cited_lines(out.log, p.source);
     return invalid_argument("NVRTC failed to compile kernel '", p.name, "' for ", p.arch, " (",
-                            nvrtcGetErrorString(r), "):\n", out.log,
+                            api.nvrtcGetErrorString(r), "):\n", out.log,
                             quoted.empty() ? "" : "\noffending source lines:\n", quoted);
   }
-  KILN_ASSIGN_OR_RETURN(out.cubin, fetch(prog, nvrtcGetCUBINSize, nvrtcGetCUBIN, p, "CUBIN"));
-  KILN_ASSIGN_OR_RETURN(out.ptx, fetch(prog, nvrtcGetPTXSize, nvrtcGetPTX, p, "PTX"));
+  KILN_ASSIGN_OR_RETURN(out.cubin, fetch(api, prog, api.nvrtcGetCUBINSize, api.nvrtcGetCUBIN, p, "CUBIN"));
+  KILN_ASSIGN_OR_RETURN(out.ptx, fetch(api, prog, api.nvrtcGetPTXSize, api.nvrtcGetPTX, p, "PTX"));
   if (!out.ptx.empty() && out.ptx.back() == '\0') out.ptx.pop_back();
   out.compile_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
@@ -167,10 +203,22 @@ std::vector<absl::StatusOr<std::shared_ptr<const CompiledKernel>>> nvrtc_compile
   return parallel_map<std::shared_ptr<const CompiledKernel>>(
       programs.size(), max_threads, [&](size_t i) {
         const NvrtcProgram& p = programs[i];
-        return cache.get_or_compile(nvrtc_cache_key(p), [&]() -> absl::StatusOr<CompiledKernel> {
+        std::string key = nvrtc_cache_key(p);
+        double compile_ms = -1;  // stays negative on a cache hit
+        auto k = cache.get_or_compile(key, [&]() -> absl::StatusOr<CompiledKernel> {
           KILN_ASSIGN_OR_RETURN(NvrtcOutput out, nvrtc_compile(p));
+          compile_ms = out.compile_ms;
           return CompiledKernel{std::move(out.cubin), std::move(out.ptx)};
         });
+        if (k.ok()) {
+          std::string where = cache.directory() ? cache.entry_path(key).string() : "memory";
+          if (compile_ms >= 0)
+            log_line(LogTopic::cache, 1, fmt::format("cuda kernel {}: compiled by NVRTC in {:.1f} ms, stored in {}",
+                                                     p.name, compile_ms, where));
+          else
+            log_line(LogTopic::cache, 2, str_cat("cuda kernel ", p.name, ": cache hit (", where, ")"));
+        }
+        return k;
       });
 }
 

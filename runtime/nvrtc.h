@@ -25,7 +25,7 @@ struct NvrtcOutput {
   double compile_ms = 0;
 };
 
-// "13.0": part of every kernel-cache key.
+// "13.0": part of every kernel-cache key ("unknown" when NVRTC cannot be loaded).
 std::string nvrtc_version();
 
 // The exact option list used for `program`: -arch, the toolkit include directory (for
@@ -38,7 +38,9 @@ std::vector<std::string> nvrtc_options(const NvrtcProgram& program);
 std::string default_arch();
 
 // Compiles one program. Never aborts: an NVRTC failure is an InvalidArgument naming the
-// kernel, quoting the compiler log, and quoting the source lines the log refers to.
+// kernel, quoting the compiler log, and quoting the source lines the log refers to. NVRTC
+// itself (libnvrtc.so.13, or the path in $KILN_NVRTC_LIBRARY) is loaded on first use; where
+// it cannot be, a FailedPrecondition names it.
 absl::StatusOr<NvrtcOutput> nvrtc_compile(const NvrtcProgram& program);
 
 // Compiles every program on min(max_threads, programs.size()) threads (max_threads <= 0:

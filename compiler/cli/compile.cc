@@ -84,7 +84,8 @@ DeviceReport compile_for_device(const CompileCliOptions& o, PipelineResult& r, c
   }
   rep.text = fmt::format("cpu: {} kernels, {} GEMMs; LLVM codegen {:.1f} ms, O2 + JIT {:.1f} ms ({} compiled, {} from "
                          "the JIT cache){}\n",
-                         s.kernels, s.gemms, s.codegen_ms, s.compile_ms, s.cache_misses, s.cache_memory_hits,
+                         s.kernels, s.gemms, s.codegen_ms, s.compile_ms, s.cache_misses,
+                         s.cache_memory_hits + s.cache_disk_hits,
                          dump ? str_cat("; optimized LLVM IR in ", dump->dir().string()) : std::string());
   for (const BuildStats::KernelTime& t : s.kernel_times)
     rep.text += fmt::format("  {:<24}{}\n", t.name,

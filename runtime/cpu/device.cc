@@ -95,10 +95,12 @@ class CpuProgram final : public DeviceProgram {
         info.sym_index.push_back(static_cast<int>(it - pr.symbols.begin()));
       }
       stats_.kernels += 1;
-      (info.jit.cache_hit ? stats_.cache_memory_hits : stats_.cache_misses) += 1;
+      (info.jit.cache_hit ? stats_.cache_memory_hits
+                          : info.jit.disk_hit ? stats_.cache_disk_hits : stats_.cache_misses) += 1;
       stats_.codegen_ms += info.jit.codegen_ms;
       stats_.compile_ms += info.jit.compile_ms;
-      stats_.kernel_times.push_back({k.name, info.jit.codegen_ms, info.jit.compile_ms, info.jit.cache_hit});
+      stats_.kernel_times.push_back({k.name, info.jit.codegen_ms, info.jit.compile_ms,
+                                     info.jit.cache_hit || info.jit.disk_hit});
       if (dump) KILN_RETURN_IF_ERROR(dump->write(k.name + ".ll", *info.jit.optimized_ir));
     }
     for (const GemmStep& g : pr.gemms) {

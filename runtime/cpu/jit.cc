@@ -4,8 +4,11 @@
 #include <mutex>
 
 #include "absl/container/flat_hash_map.h"
+#include "ir/log.h"
 #include "ir/status.h"
 #include "ir/str.h"
+#include "llvm/Config/llvm-config.h"
+#include "llvm/ExecutionEngine/Orc/CompileUtils.h"
 #include "llvm/ExecutionEngine/Orc/ExecutionUtils.h"
 #include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
 #include "llvm/ExecutionEngine/Orc/LLJIT.h"
@@ -16,6 +19,8 @@
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/Support/raw_ostream.h"
 #include "llvm/Target/TargetMachine.h"
+#include "runtime/kernel_cache.h"
+#include "runtime/sha256.h"
 
 namespace kiln::cpu {
 
@@ -28,15 +33,28 @@ std::string llvm_message(llvm::Error e) {
   return os.str();
 }
 
+std::string module_text(const llvm::Module& m) {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  m.print(os, nullptr);
+  return os.str();
+}
+
+// Names optimize()'s pipeline in the disk cache's key: change it with the pipeline.
+constexpr const char* kPipeline = "O2 loop-vectorize slp-vectorize";
+
 }  // namespace
 
 struct CpuJit::Impl {
   std::mutex mu;
   absl::Status init_error;
   std::unique_ptr<llvm::orc::LLJIT> jit;
-  std::unique_ptr<llvm::TargetMachine> tm;  // the host CPU, for the O2 pipeline
+  std::unique_ptr<llvm::TargetMachine> tm;  // the host CPU, for the O2 pipeline and object code
   absl::flat_hash_map<std::string, JitKernel> cache;  // key: printed kernel + emit options
-  int64_t next_id = 0;
+  // Object code on disk (runtime/kernel_cache.h, the CUDA cache's directory and format: an
+  // entry's `cubin` is the ELF object, its `ptx` the optimized LLVM IR), keyed by the
+  // unoptimized module's text, the pipeline, LLVM's version and the host CPU and features.
+  KernelCache disk{KernelCache::directory_from_env()};
 
   Impl() {
     llvm::InitializeNativeTarget();
@@ -101,6 +119,7 @@ absl::StatusOr<JitKernel> CpuJit::compile(const kir::Kernel& k, const EmitOption
   if (auto it = im.cache.find(key); it != im.cache.end()) {
     JitKernel hit = it->second;
     hit.cache_hit = true;
+    hit.disk_hit = false;
     hit.codegen_ms = hit.compile_ms = 0;
     return hit;
   }
@@ -109,24 +128,39 @@ absl::StatusOr<JitKernel> CpuJit::compile(const kir::Kernel& k, const EmitOption
   auto ms_since = [](std::chrono::steady_clock::time_point t) {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
   };
-  // The kernel's own name keeps dumps and profiles readable; the counter keeps it unique.
-  std::string name = fmt::format("{}_{}", k.name, im.next_id++);
+  // The kernel's own name keeps dumps and profiles readable; the hash of its request keeps it
+  // unique and the same in every process (it is part of the module the disk key hashes).
+  std::string name = fmt::format("{}_{}", k.name, Sha256::hex(Sha256::hash(key)).substr(0, 16));
   auto ctx = std::make_unique<llvm::LLVMContext>();
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<llvm::Module> mod, emit_kernel(k, name, opts, *ctx));
-  JitKernel out;
-  out.codegen_ms = ms_since(start);
-  start = std::chrono::steady_clock::now();
   llvm::Module& m = *mod;
   m.setDataLayout(im.tm->createDataLayout());
   m.setTargetTriple(im.tm->getTargetTriple().str());
-  im.optimize(m);
-  {
-    std::string ir;
-    llvm::raw_string_ostream os(ir);
-    m.print(os, nullptr);
-    out.optimized_ir = std::make_shared<const std::string>(std::move(os.str()));
-  }
-  if (llvm::Error e = im.jit->addIRModule(llvm::orc::ThreadSafeModule(std::move(mod), std::move(ctx))))
+  const std::string pipeline[] = {kPipeline};
+  std::string disk_key = kernel_cache_key(module_text(m), pipeline, "LLVM " LLVM_VERSION_STRING,
+                                          str_cat(im.tm->getTargetCPU().str(), " ", im.tm->getTargetFeatureString().str()));
+  JitKernel out;
+  out.codegen_ms = ms_since(start);
+  start = std::chrono::steady_clock::now();
+  KernelCacheStats before = im.disk.stats();
+  auto entry = im.disk.get_or_compile(disk_key, [&]() -> absl::StatusOr<CompiledKernel> {
+    im.optimize(m);
+    CompiledKernel c;
+    c.ptx = module_text(m);
+    llvm::orc::SimpleCompiler compile_object(*im.tm);
+    auto object = compile_object(m);
+    if (!object) return absl::InternalError(str_cat("kernel ", k.name, ": LLVM codegen: ", llvm_message(object.takeError())));
+    c.cubin.assign((*object)->getBufferStart(), (*object)->getBufferSize());
+    return c;
+  });
+  if (!entry.ok()) return entry.status();
+  out.disk_hit = im.disk.stats().disk_hits > before.disk_hits;
+  log_line(LogTopic::cache, out.disk_hit ? 2 : 1,
+           str_cat("cpu kernel ", k.name, ": ", out.disk_hit ? "disk hit " : "compiled, stored as ",
+                   im.disk.directory() ? im.disk.entry_path(disk_key).string() : disk_key));
+  out.optimized_ir = std::make_shared<const std::string>((*entry)->ptx);
+  auto buffer = llvm::MemoryBuffer::getMemBufferCopy((*entry)->cubin, name);
+  if (llvm::Error e = im.jit->addObjectFile(std::move(buffer)))
     return absl::InternalError(str_cat("kernel ", k.name, ": JIT: ", llvm_message(std::move(e))));
   auto addr = im.jit->lookup(name);
   if (!addr) return absl::InternalError(str_cat("kernel ", k.name, ": JIT: ", llvm_message(addr.takeError())));

@@ -1,5 +1,7 @@
-// The CPU JIT: kernel IR -> LLVM IR (codegen/cpu) -> O2 for the host CPU -> ORC LLJIT,
-// with a process-wide in-memory cache keyed by the printed kernel and its emit options.
+// The CPU JIT: kernel IR -> LLVM IR (codegen/cpu) -> O2 for the host CPU -> object code ->
+// ORC LLJIT, with a process-wide in-memory cache keyed by the printed kernel and its emit
+// options, and the object code in the on-disk kernel cache (runtime/kernel_cache.h), so
+// that a second process skips O2 and code generation.
 #pragma once
 
 #include <memory>
@@ -16,9 +18,10 @@ struct JitKernel {
   KernelEntry entry = nullptr;
   std::vector<std::string> symbols;                // the entry's `symbols` argument order
   std::shared_ptr<const std::string> optimized_ir;  // the module after O2, as text
-  double codegen_ms = 0;  // emitting LLVM IR; 0 on a cache hit
-  double compile_ms = 0;  // O2 + JIT; 0 on a cache hit
-  bool cache_hit = false;  // served from the cache
+  double codegen_ms = 0;  // emitting LLVM IR; 0 on a memory cache hit
+  double compile_ms = 0;  // O2 + codegen + JIT link (only the link on a disk hit); 0 on a memory hit
+  bool cache_hit = false;  // served from the in-memory cache
+  bool disk_hit = false;   // object code read from the disk cache (emitted, not optimized)
 };
 
 class CpuJit {

@@ -544,6 +544,7 @@ TEST_CASE("kiln run --device cuda with no GPU: 'no CUDA device', exit status 1",
 #if KILN_CLI_HAS_CPU
 TEST_CASE("kiln compile --device cpu: JIT-compiled kernels, optimized LLVM IR dumped", "[cli]") {
   TempDir dir;
+  ScopedEnv cache("KILN_CACHE_DIR", (dir / "cache").string());  // every kernel compiles here
   std::string decoder = std::string(KILN_EXAMPLES_DIR) + "/decoder_layer.kiln";
   fs::path d = dir / "dump";
   Run r = kiln_cli({"compile", decoder, "--bind", "B=2", "--bind", "T=3", "--device", "cpu", "--dump-dir", d.string()},

@@ -1,4 +1,5 @@
-// Test runner for the test binaries with [gpu] tests: Catch2, then the GPU summary table.
+// Test runner for the test binaries that compile kernels or have [gpu] tests: a fresh kernel
+// cache, Catch2, then the GPU summary table (when a [gpu] test ran).
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
