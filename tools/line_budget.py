@@ -25,7 +25,7 @@ BUDGETS = {
     "runtime": 2400,
     "runtime/cuda": 725,
     "runtime/cpu": 950,
-    "compiler": 1300,  # 975 until profile.cc and version.cc (issue 19)
+    "compiler": 1550,  # 975 until profile.cc, version.cc and graph_picture.cc (issue 19)
     "compiler/cli": 875,  # 575 until `kiln bench` and the JSON errors (issue 19)
     "frontends/onnx": 3700,
     "frontends/trace": 650,
