@@ -84,11 +84,13 @@ ProfileTable profile_table(const CompiledModule& m, std::span<const CallProfile>
       r.group = l.group;
       switch (l.kind) {
         case ProfiledLaunch::Kind::Kernel: {
-          const kir::Kernel& k = p.kernels[l.kernel->kernel].kernel;
-          r.name = k.name;
-          r.kind = k.gemm ? "gemm kernel" : "kernel";
+          const ProgramKernel& pk = p.kernels[l.kernel->kernel];
+          r.name = pk.kernel.name;
+          // A GEMM kernel that reads its accumulator from a library is its epilogue only.
+          bool computes_gemm = pk.kernel.gemm && !pk.accumulator_input;
+          r.kind = computes_gemm ? "gemm kernel" : pk.kernel.gemm ? "epilogue" : "kernel";
           for (int b : l.kernel->buffers) r.bytes += buffer_bytes(p, b, call.bindings);
-          r.flops = gemm_flops(k, call.bindings);
+          if (computes_gemm) r.flops = gemm_flops(pk.kernel, call.bindings);
           break;
         }
         case ProfiledLaunch::Kind::Library:

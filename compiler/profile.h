@@ -25,7 +25,7 @@ std::vector<std::string> group_labels(const CompiledModule& m);
 // One line of the table: every launch of one kernel, library GEMM or the copies.
 struct ProfileRow {
   std::string name;  // the kernel's name (k3_mul, as in dumps and Nsight), "cuBLASLt[g9]", "copy"
-  std::string kind;  // "kernel", "gemm kernel", "library gemm", "copy"
+  std::string kind;  // "kernel", "gemm kernel", "epilogue" (of a library GEMM), "library gemm", "copy"
   int group = -1;
   std::string ops;   // fused_ops_name of its group
   int64_t launches = 0;

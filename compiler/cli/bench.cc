@@ -150,8 +150,9 @@ void run(const BenchOptions& o) {
   std::printf("graph %s%s%s on %s (%s mode: %s), %d warm-up and %d timed calls\n", g.name().c_str(),
               binds.empty() ? "" : " with ", binds.c_str(), device_name(dev).c_str(), o.mode.c_str(),
               stats.strategy.c_str(), o.warmup, o.repeat);
-  std::printf("first call  %.1f ms (builds the specialization: %d kernels compiled, %lld from the kernel cache)\n",
-              first_ms, stats.kernels, static_cast<long long>(stats.cache_memory_hits + stats.cache_disk_hits));
+  std::printf("first call  %.1f ms (builds the specialization: %d kernels, %lld compiled, %lld from the kernel cache)\n",
+              first_ms, stats.kernels, static_cast<long long>(stats.cache_misses),
+              static_cast<long long>(stats.cache_memory_hits + stats.cache_disk_hits));
   std::printf("latency     median %.4f ms, min %.4f ms, max %.4f ms\n", lat.median, lat.min, lat.max);
   if (cuda)
     std::printf("host        median %.4f ms to enqueue a call (%.0f%% of its latency), min %.4f ms, max %.4f ms\n",

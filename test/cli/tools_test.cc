@@ -98,6 +98,31 @@ TEST_CASE("kiln bench --profile --json on the CPU: latency, launches, memory and
   }
 }
 
+TEST_CASE("kiln bench --profile: a library GEMM's epilogue kernel is not counted as doing its GEMM", "[cli][bench]") {
+  // In bf16 BLAS computes the f32 accumulator and a kernel rounds it (CPU target).
+  TempDir dir;
+  write_text(dir / "mlp.kiln", kMlp);
+  Run r = kiln_cli({"bench", (dir / "mlp.kiln").string(), "--float", "bf16", "--bind", "B=5", "--device", "cpu",
+                    "--warmup", "1", "--repeat", "2", "--profile", "--json"},
+                   dir);
+  require_status(r, 0);
+  int epilogues = 0;
+  double library_flops = 0;
+  nlohmann::json j = nlohmann::json::parse(r.out);
+  for (const nlohmann::json& row : j["profile"]["rows"]) {
+    INFO(row.dump());
+    if (row["kind"] == "epilogue") {
+      ++epilogues;
+      CHECK(row["flops"] == 0);
+      CHECK(row["bytes"].get<double>() > 0);
+    }
+    if (row["kind"] == "library gemm") library_flops += row["flops"].get<double>();
+  }
+  CHECK(epilogues > 0);
+  // Per call: 2*B*(2*24)*16 for gate and up merged, 2*B*16*24 for down; two calls.
+  CHECK(library_flops == 2 * (2.0 * 5 * 48 * 16 + 2.0 * 5 * 16 * 24));
+}
+
 TEST_CASE("kiln bench prints its results and the per-kernel table as text", "[cli][bench]") {
   TempDir dir;
   write_text(dir / "mlp.kiln", kMlp);
@@ -115,7 +140,8 @@ TEST_CASE("kiln bench prints its results and the per-kernel table as text", "[cl
   args.push_back("--json");
   Run j = kiln_cli(args, dir);
   require_status(j, 0);
-  for (const nlohmann::json& row : nlohmann::json::parse(j.out)["profile"]["rows"]) {
+  nlohmann::json parsed = nlohmann::json::parse(j.out);
+  for (const nlohmann::json& row : parsed["profile"]["rows"]) {
     std::string name = row["name"].get<std::string>(), ops = row["ops"].get<std::string>();
     CHECK(std::regex_search(r.out, std::regex("\n" + std::regex_replace(name, std::regex(R"([\[\]])"), R"(\$&)") +
                                               " +[a-z ]+ +" + (ops.empty() ? "-" : ops) + " +3 ")));

@@ -115,6 +115,7 @@ TEST_CASE("profile: every launch of the program, in order, with results as unpro
           CHECK(r.mean_ms == Approx(r.total_ms / r.launches));
           if (r.kind != "copy") CHECK(!r.ops.empty());
           if (r.kind == "library gemm" || r.kind == "gemm kernel") CHECK(r.flops > 0);
+          else CHECK(r.flops == 0);
         }
         CHECK(launches == static_cast<int64_t>(prof.launches.size()));
         CHECK(total == Approx(prof.ms).margin(1e-9));
