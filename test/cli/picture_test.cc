@@ -127,7 +127,7 @@ TEST_CASE("kiln compile --graph FILE.dot: one node per op, fused ops inside thei
   CHECK(std::regex_search(text, std::regex(R"(arena offset [0-9]+, [0-9.]+ [KM]?i?B( \(in place of %\w+\))? at B=8)")));
 }
 
-TEST_CASE("kiln compile --graph FILE.svg renders the same nodes; without dot, a clear error and no file", "[cli][graph]") {
+TEST_CASE("kiln compile --graph FILE.svg renders the same nodes, and without dot a clear error and no file", "[cli][graph]") {
   TempDir dir;
   write_text(dir / "mlp.kiln", kMlp);
   std::string out = (dir / "mlp.svg").string();

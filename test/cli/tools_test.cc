@@ -173,7 +173,7 @@ TEST_CASE("kiln bench: unbound symbols and bad counts are errors, JSON with --js
   CHECK(e["location"].is_null());
 }
 
-TEST_CASE("--json errors are one JSON object with the error's location; the status stays 1", "[cli]") {
+TEST_CASE("kiln ... --json: errors are one JSON object with the error's location, the status stays 1", "[cli]") {
   TempDir dir;
   write_text(dir / "op.kiln", "graph g(%x: f32[2]) {\n  %y = expo(%x)\n  return %y\n}\n");
   Run plain = kiln_cli({"run", (dir / "op.kiln").string()}, dir);
