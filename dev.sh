@@ -12,14 +12,17 @@ PACKAGES=(
   build-essential cmake ninja-build git pkg-config
   libfmt-dev libabsl-dev catch2 libcli11-dev nlohmann-json3-dev libdlpack-dev
   libonnx-dev libprotobuf-dev protobuf-compiler libonnx-testdata python3-onnx python3-numpy
-  llvm-16-dev libzstd-dev libopenblas-dev
+  llvm-16-dev libzstd-dev libopenblas-dev graphviz
 )
+# Only for `test`: the headless browser that loads `kiln compile --graph x.html` (about 30 s
+# and 122 MB to install).
+TEST_PACKAGES=(chromium)
 BUILD_DIR=${KILN_BUILD_DIR:-build}
 JOBS=${KILN_JOBS:-$(nproc)}
 
 install_missing() {
   local missing=()
-  for p in "${PACKAGES[@]}"; do
+  for p in "${PACKAGES[@]}" "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -56,7 +59,7 @@ case "$cmd" in
     "$BUILD_DIR/examples/demo"
     ;;
   test)
-    install_missing
+    install_missing "${TEST_PACKAGES[@]}"
     build
     cd "$BUILD_DIR"
     ctest --output-on-failure -j "$JOBS" --timeout 900

@@ -10,6 +10,7 @@
 #include "compiler/guards.h"
 #include "compiler/json.h"
 #include "compiler/pipeline.h"
+#include "compiler/profile.h"
 #include "ir/log.h"
 #include "ir/dump.h"
 #include "ir/status.h"
@@ -353,6 +354,22 @@ absl::StatusOr<std::vector<HostTensor>> run_host(CompiledGraph& cg, const std::m
   return host;
 }
 
+absl::Status CompiledGraph::synchronize(const CallOptions& opts) { return impl_->device->synchronize(opts.stream); }
+
+CompiledGraph::Memory CompiledGraph::memory() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  Memory m;
+  for (const Specialization& sp : impl_->specs) {
+    ExecutorMemory e = sp.exe->memory();
+    m.held.arena += e.arena;
+    m.held.scratch += e.scratch;
+    m.held.weight_prep += e.weight_prep;
+    m.held.constants = std::max(m.held.constants, e.constants);  // made resident once per device
+  }
+  m.device = impl_->device->memory_info();
+  return m;
+}
+
 DeviceId CompiledGraph::device() const { return impl_->device->device(); }
 Mode CompiledGraph::mode() const { return impl_->opts.mode; }
 const Graph& CompiledGraph::graph() const { return impl_->module->state.graph; }
@@ -416,13 +433,14 @@ absl::StatusOr<std::unique_ptr<DeviceAdapter>> make_device_adapter(Device d, int
 absl::StatusOr<std::unique_ptr<Executor>> specialize(std::shared_ptr<const CompiledModule> m, DeviceAdapter& device,
                                                      const Bindings& baked, Mode mode,
                                                      const std::optional<DumpWriter>& dump) {
+  std::vector<std::string> names = group_labels(*m);
   KILN_ASSIGN_OR_RETURN(std::shared_ptr<const Program> p, build_program(std::move(m), device.target(), baked));
   if (dump) {
     KILN_RETURN_IF_ERROR(dump->write("program.txt", p->to_string()));
     // The kernels as the target prepared them (the CUDA schedule), beside their sources.
     for (const ProgramKernel& k : p->kernels) KILN_RETURN_IF_ERROR(dump->write(k.kernel.name + ".kir", kir::print_kernel(k.kernel)));
   }
-  return Executor::create(std::move(p), device, ExecutorOptions{mode, dump});
+  return Executor::create(std::move(p), device, ExecutorOptions{mode, dump, std::move(names)});
 }
 
 absl::StatusOr<CompiledGraph> compile(const Graph& g, const CompileOptions& opts) {

@@ -80,6 +80,16 @@ class CompiledGraph {
   // or of the right dtype, shape and device (written in place).
   absl::Status run(const std::vector<Tensor>& args, std::vector<Tensor>& outputs, const CallOptions& opts = {});
 
+  // Waits until the calls queued on `opts.stream` are done (CUDA; on the CPU calls return done).
+  absl::Status synchronize(const CallOptions& opts = {});
+  // The memory held for calls: every specialization's arena, scratch and weight prep, the
+  // parameters the graph carries; and the device's memory as its driver counts it (CUDA).
+  struct Memory {
+    ExecutorMemory held;
+    std::optional<DeviceMemoryInfo> device;
+  };
+  Memory memory() const;
+
   DeviceId device() const;
   Mode mode() const;
   const Graph& graph() const;  // after the pass pipeline

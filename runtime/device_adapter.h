@@ -5,6 +5,7 @@
 // a test double) implements these two classes.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -123,6 +124,38 @@ class DeviceProgram {
   virtual const BuildStats& stats() const = 0;  // kernels, cache hits, codegen and compile times
 };
 
+// A profiled call's clock (CallOptions::profile): marks recorded between its launches, in
+// call order, read once the call has finished.
+class Timeline {
+ public:
+  virtual ~Timeline() = default;
+  virtual absl::Status mark(const CallContext& c) = 0;
+  // Milliseconds from the first mark to each mark, after waiting for the call to finish.
+  virtual absl::StatusOr<std::vector<double>> read() = 0;
+};
+
+// The host's clock: right for a device whose launches return when their work is done.
+class HostTimeline final : public Timeline {
+ public:
+  absl::Status mark(const CallContext&) override {
+    marks_.push_back(std::chrono::steady_clock::now());
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::vector<double>> read() override {
+    std::vector<double> ms;
+    for (const auto& t : marks_) ms.push_back(std::chrono::duration<double, std::milli>(t - marks_.front()).count());
+    return ms;
+  }
+
+ private:
+  std::vector<std::chrono::steady_clock::time_point> marks_;
+};
+
+// Device memory as the driver counts it (every process's), in bytes.
+struct DeviceMemoryInfo {
+  int64_t free = 0, total = 0;
+};
+
 // A captured launch sequence, replayed as one unit (a CUDA graph).
 class Replay {
  public:
@@ -152,6 +185,16 @@ class DeviceAdapter {
   // A contiguous tensor for a graph output.
   virtual absl::StatusOr<Tensor> empty(DType dtype, std::vector<int64_t> shape) = 0;
   virtual absl::Status copy(DevicePtr dst, DevicePtr src, int64_t bytes, const CallContext& c) = 0;
+  // Waits until the work queued on `stream` is done (a device that runs calls synchronously
+  // has nothing to wait for).
+  virtual absl::Status synchronize(void* stream) { return absl::OkStatus(); }
+  virtual std::optional<DeviceMemoryInfo> memory_info() { return std::nullopt; }  // none: host memory
+
+  // Profiling: a clock for one call's launches, and named ranges around a kernel group's
+  // launches that a profiler shows (NVTX on CUDA: Nsight Systems; nothing elsewhere).
+  virtual absl::StatusOr<std::unique_ptr<Timeline>> timeline() { return std::make_unique<HostTimeline>(); }
+  virtual void push_range(const char* name) {}
+  virtual void pop_range() {}
 
   // Stream capture (reduce-overhead): `launches` runs once on a stream of the adapter's so
   // that everything made lazily exists, then again under capture.

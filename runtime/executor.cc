@@ -75,6 +75,7 @@ Executor::~Executor() { drop_replays(); }
 absl::StatusOr<std::unique_ptr<Executor>> Executor::create(std::shared_ptr<const Program> p, DeviceAdapter& device,
                                                            const ExecutorOptions& opts) {
   std::unique_ptr<Executor> e(new Executor(p, device, opts.mode));
+  e->group_names_ = opts.group_names;
   KILN_RETURN_IF_ERROR(device.activate());
   KILN_ASSIGN_OR_RETURN(e->loaded_, device.load(p, LoadOptions{opts.dump}));
   for (size_t i = 0; i < p->args.size(); ++i) {
@@ -98,6 +99,14 @@ BuildStats Executor::build_stats() const {
   s.launches = p.launches();
   s.tune_ms = tune_ms_;
   return s;
+}
+
+ExecutorMemory Executor::memory() const {
+  ExecutorMemory m{arena_.size(), scratch_.size()};
+  for (const DeviceMemory& d : prep_) m.weight_prep += d.size();
+  for (const ProgramBuffer& b : program_->buffers)
+    if (b.placement == Placement::Constant && b.data) m.constants += b.data->nbytes();
+  return m;
 }
 
 void Executor::parameters_changed() {
@@ -244,6 +253,7 @@ absl::Status Executor::run_kernel(const KernelStep& s, CallPlan& p, const CallCo
   }
   step_ptrs_.clear();
   for (int b : s.buffers) step_ptrs_.push_back(ptr_[b]);
+  if (profiling_) KILN_RETURN_IF_ERROR(begin_launch({.kind = ProfiledLaunch::Kind::Kernel, .kernel = &s}, c));
   return loaded_->launch(s.kernel, *plan, step_ptrs_, c);
 }
 
@@ -251,6 +261,8 @@ absl::Status Executor::run_gemm(int index, CallPlan& p, const CallContext& c) {
   const GemmStep& g = program_->gemms[index];
   if (g.gather_a) KILN_RETURN_IF_ERROR(run_kernel(*g.gather_a, p, c));
   if (g.gather_b) KILN_RETURN_IF_ERROR(run_kernel(*g.gather_b, p, c));
+  // A library call that declines (its fallback kernel runs next) profiles as a launch of ~0 ms.
+  if (profiling_) KILN_RETURN_IF_ERROR(begin_launch({.kind = ProfiledLaunch::Kind::Library, .gemm = &g}, c));
   KILN_ASSIGN_OR_RETURN(bool ran, loaded_->run_gemm(index, *p.gemms[index], ptr_[g.a], ptr_[g.b], ptr_[g.c],
                                                     g.bias >= 0 ? ptr_[g.bias] : 0, c));
   if (!ran) {
@@ -266,22 +278,62 @@ absl::Status Executor::run_attention(int index, CallPlan& p, const CallContext& 
   const AttentionStep& a = program_->attentions[index];
   step_ptrs_.clear();
   for (int b : {a.q, a.k, a.v, a.out, a.mask, a.kv_lens, a.block_table}) step_ptrs_.push_back(b >= 0 ? ptr_[b] : 0);
+  if (profiling_) KILN_RETURN_IF_ERROR(begin_launch({.kind = ProfiledLaunch::Kind::Attention, .attention = &a}, c));
   return loaded_->run_attention(index, *p.attentions[index], step_ptrs_, c);
+}
+
+absl::Status Executor::run_step(const Step& s, CallPlan& p, const CallContext& c) {
+  switch (s.kind) {
+    case Step::Kind::Kernel: return run_kernel(program_->kernel_steps[s.index], p, c);
+    case Step::Kind::Gemm: return run_gemm(s.index, p, c);
+    case Step::Kind::Attention: return run_attention(s.index, p, c);
+    case Step::Kind::Copy: {
+      const CopyStep& cp = program_->copies[s.index];
+      int64_t bytes = p.copy_bytes[s.index];
+      if (bytes == 0) return absl::OkStatus();
+      if (profiling_)
+        KILN_RETURN_IF_ERROR(begin_launch({.kind = ProfiledLaunch::Kind::Copy, .copy = &cp, .copy_bytes = bytes}, c));
+      return device_.copy(ptr_[cp.dst], ptr_[cp.src], bytes, c);
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Executor::run_steps(std::span<const Step> steps, CallPlan& p, const CallContext& c) {
   for (const Step& s : steps) {
-    switch (s.kind) {
-      case Step::Kind::Kernel: KILN_RETURN_IF_ERROR(run_kernel(program_->kernel_steps[s.index], p, c)); break;
-      case Step::Kind::Gemm: KILN_RETURN_IF_ERROR(run_gemm(s.index, p, c)); break;
-      case Step::Kind::Attention: KILN_RETURN_IF_ERROR(run_attention(s.index, p, c)); break;
-      case Step::Kind::Copy: {
-        const CopyStep& cp = program_->copies[s.index];
-        if (p.copy_bytes[s.index] > 0) KILN_RETURN_IF_ERROR(device_.copy(ptr_[cp.dst], ptr_[cp.src], p.copy_bytes[s.index], c));
-        break;
-      }
-    }
+    step_group_ = s.group;
+    bool range = ranges_ && s.group >= 0 && static_cast<size_t>(s.group) < group_names_.size();
+    if (range) device_.push_range(group_names_[s.group].c_str());
+    absl::Status st = run_step(s, p, c);
+    if (range) device_.pop_range();
+    KILN_RETURN_IF_ERROR(st);
   }
+  return absl::OkStatus();
+}
+
+absl::Status Executor::begin_launch(ProfiledLaunch launch, const CallContext& c) {
+  launch.group = step_group_;
+  KILN_RETURN_IF_ERROR(profiling_->timeline->mark(c));
+  profiling_->out->launches.push_back(launch);
+  return absl::OkStatus();
+}
+
+// Launches directly, with a mark before each launch and one after the last: launch i took
+// the time between marks i and i + 1.
+absl::Status Executor::run_profiled(CallPlan& p, const CallContext& c, CallProfile& out) {
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<Timeline> timeline, device_.timeline());
+  out = CallProfile{program_, p.bindings, {}, 0};
+  Profiling prof{timeline.get(), &out};
+  profiling_ = &prof;
+  absl::Status s = run_steps(program_->steps, p, c);
+  if (s.ok()) s = timeline->mark(c);
+  profiling_ = nullptr;
+  KILN_RETURN_IF_ERROR(s);
+  KILN_ASSIGN_OR_RETURN(std::vector<double> ms, timeline->read());
+  if (ms.size() != out.launches.size() + 1)
+    return absl::InternalError(str_cat("profile: ", ms.size(), " marks for ", out.launches.size(), " launches"));
+  for (size_t i = 0; i < out.launches.size(); ++i) out.launches[i].ms = ms[i + 1] - ms[i];
+  out.ms = ms.back();
   return absl::OkStatus();
 }
 
@@ -354,11 +406,14 @@ absl::Status Executor::run(std::span<const Tensor> args, SymbolValues syms, std:
   resolve(*p, arg_ptrs_, out_ptrs_);
   KILN_RETURN_IF_ERROR(prepare_weights(*p, c));
   c.weights_generation = weights_generation_;
+  ranges_ = opts.ranges;
+  if (opts.profile) *opts.profile = CallProfile{program_, p->bindings, {}, 0};
   if (mode_ == Mode::MaxAutotune && device_.can_time() && !tuned_) {
     KILN_RETURN_IF_ERROR(tune(*p, c));
     tuned_ = true;
     return absl::OkStatus();
   }
+  if (opts.profile) return run_profiled(*p, c, *opts.profile);
   if (mode_ == Mode::ReduceOverhead && device_.can_capture()) return run_captured(*p, args, outputs, c);
   return run_steps(pr.steps, *p, c);
 }

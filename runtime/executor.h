@@ -27,8 +27,42 @@ enum class Mode : uint8_t { Default, ReduceOverhead, MaxAutotune };
 std::string_view mode_name(Mode m);  // "default", "reduce-overhead", "max-autotune"
 std::optional<Mode> parse_mode(std::string_view name);
 
+// One launch of a profiled call: a generated kernel, a library GEMM or a copy, timed by the
+// device's clock (CUDA events; the host clock on the CPU).
+struct ProfiledLaunch {
+  enum class Kind : uint8_t { Kernel, Library, Copy, Attention };
+  Kind kind = Kind::Kernel;
+  int group = -1;                        // the kernel group it runs (-1: an output copy)
+  const KernelStep* kernel = nullptr;    // Kernel: the step (its Program::kernels entry, buffers)
+  const GemmStep* gemm = nullptr;        // Library: the GEMM it computes
+  const CopyStep* copy = nullptr;        // Copy
+  int64_t copy_bytes = 0;                // Copy
+  const AttentionStep* attention = nullptr;  // Attention: the device's fused routine
+  double ms = 0;
+};
+
+// What a profiled call ran and how long each launch took. The call launches directly (a
+// reduce-overhead call is not replayed, and max-autotune's first call only tunes: its
+// profile is empty).
+struct CallProfile {
+  std::shared_ptr<const Program> program;  // the specialization that ran (the launches point into it)
+  Bindings bindings;                       // the call's symbol values
+  std::vector<ProfiledLaunch> launches;    // in call order
+  double ms = 0;                           // from the first launch's start to the last one's end
+};
+
 struct CallOptions {
   void* stream = nullptr;  // CUDA: the caller's CUstream (null: the legacy default stream)
+  CallProfile* profile = nullptr;  // when set: the call is profiled into it
+  // Named ranges around each kernel group's launches (ExecutorOptions::group_names) for a
+  // profiler: NVTX on CUDA, which Nsight Systems shows. Costs nothing when no profiler listens.
+  bool ranges = false;
+};
+
+// The memory a specialization holds for its calls (the largest call so far), in bytes.
+struct ExecutorMemory {
+  int64_t arena = 0, scratch = 0, weight_prep = 0;
+  int64_t constants = 0;  // parameters carried by the graph, made resident
 };
 
 struct StaticSlots {
@@ -39,6 +73,7 @@ struct StaticSlots {
 struct ExecutorOptions {
   Mode mode = Mode::Default;
   std::optional<DumpWriter> dump;  // when set: the device's sources go there
+  std::vector<std::string> group_names;  // per kernel group: its name in profiler ranges
 };
 
 class Executor {
@@ -64,6 +99,7 @@ class Executor {
   std::string describe_kernel(int kernel) const { return loaded_->describe_kernel(kernel); }
   BuildStats build_stats() const;  // the device's, with launches and tuning time
   const char* strategy() const;    // "direct", "capture and replay", "tune then direct"
+  ExecutorMemory memory() const;
   // What the executor made from parameter values (weight prep, the device's packed
   // operands) is kept while the parameters' pointers stay the same; after new values were
   // written into a parameter in place, this makes the next run remake it.
@@ -80,6 +116,14 @@ class Executor {
  private:
   Executor(std::shared_ptr<const Program> p, DeviceAdapter& device, Mode mode);
 
+  // The current call's profiling: a mark before each launch (and one after the last).
+  struct Profiling {
+    Timeline* timeline = nullptr;
+    CallProfile* out = nullptr;
+  };
+  absl::Status begin_launch(ProfiledLaunch launch, const CallContext& c);
+  absl::Status run_profiled(CallPlan& p, const CallContext& c, CallProfile& out);
+
   absl::StatusOr<CallPlan*> plan_for(SymbolValues syms);
   absl::StatusOr<std::unique_ptr<CallPlan>> make_plan(SymbolValues syms);
   absl::Status check_tensor(const Tensor& t, const Program::Value& v, const std::vector<int64_t>& shape,
@@ -95,6 +139,7 @@ class Executor {
   absl::Status run_kernel(const KernelStep& s, CallPlan& p, const CallContext& c);
   absl::Status run_gemm(int index, CallPlan& p, const CallContext& c);
   absl::Status run_attention(int index, CallPlan& p, const CallContext& c);
+  absl::Status run_step(const Step& s, CallPlan& p, const CallContext& c);
   absl::Status run_steps(std::span<const Step> steps, CallPlan& p, const CallContext& c);
   absl::Status run_captured(CallPlan& p, std::span<const Tensor> args, std::span<Tensor> outputs, const CallContext& c);
   absl::Status tune(CallPlan& p, const CallContext& c);
@@ -109,6 +154,10 @@ class Executor {
   std::vector<int> in_place_args_;  // and of parameters and state: a replay reads them in place
   bool tuned_ = false;
   double tune_ms_ = 0;
+  std::vector<std::string> group_names_;
+  bool ranges_ = false;  // the current call's CallOptions::ranges
+  Profiling* profiling_ = nullptr;  // set during a profiled call
+  int step_group_ = -1;             // the group of the step being run
 
   std::mutex mu_;  // one call at a time: the arena and scratch are shared
   std::map<std::vector<int64_t>, std::unique_ptr<CallPlan>> plans_;

@@ -25,8 +25,8 @@ BUDGETS = {
     "runtime": 2400,
     "runtime/cuda": 950,  # + the attention launcher (runtime/cuda/attention.*) and step
     "runtime/cpu": 2200,  # + the fused attention routine (attention.*), native depthwise (depthwise.*)
-    "compiler": 975,
-    "compiler/cli": 575,
+    "compiler": 1550,  # 975 until profile.cc, version.cc and graph_picture.cc (issue 19)
+    "compiler/cli": 875,  # 575 until `kiln bench` and the JSON errors (issue 19)
     "frontends/onnx": 3700,
     "frontends/trace": 650,
 }

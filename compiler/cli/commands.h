@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "ir/graph.h"
+#include "ir/reference.h"
 #include "ir/str.h"
 
 namespace kiln::cli {
@@ -29,6 +30,7 @@ void register_dump(CLI::App& app);     // kiln dump FILE
 void register_run(CLI::App& app);      // kiln run FILE [--bind S=N ...] [--seed N] [--inputs DIR] ...
 void register_compile(CLI::App& app);  // kiln compile FILE [--bind S=N ...] [--dump-dir D] ...
 void register_onnx_conformance(CLI::App& app);  // kiln onnx-conformance [DIR] [--device D]
+void register_bench(CLI::App& app);    // kiln bench FILE [--bind S=N ...] [--profile] [--json] ...
 
 // Shared by the subcommands (common.cc).
 template <typename T>
@@ -44,5 +46,8 @@ Graph load_verified(const std::string& file, const std::string& float_type = {})
 void add_float_option(CLI::App* cmd, std::string* float_type);
 // --bind S=N values: well-formed, each symbol of the graph once, within its bounds.
 Bindings parse_binds(const Graph& g, const std::vector<std::string>& binds);
+// The inputs `kiln run --seed` draws: uniform in [-1, 1), 2-D parameters scaled by
+// 1/sqrt(fan-in). Every symbol must be bound; the error suggests --bind (and `alternative`).
+TensorMap random_inputs(const Graph& g, const Bindings& bindings, uint64_t seed, std::string_view alternative = {});
 
 }  // namespace kiln::cli

@@ -6,6 +6,7 @@
 #include "compiler/load.h"
 #include "passes/convert_float.h"
 #include "ir/str.h"
+#include "ir/reference.h"
 #include "ir/verifier.h"
 
 namespace kiln::cli {
@@ -24,6 +25,15 @@ void add_float_option(CLI::App* cmd, std::string* float_type) {
                   "store every f32 tensor as bf16 or f16 (inputs, parameters, results), as model.to(dtype) in PyTorch; "
                   "arithmetic stays f32")
       ->check(CLI::IsMember({"bf16", "f16"}));
+}
+
+TensorMap random_inputs(const Graph& g, const Bindings& bindings, uint64_t seed, std::string_view alternative) {
+  for (const std::string& sym : g.symbols())
+    if (!bindings.contains(sym))
+      throw CliError(str_cat("symbol ", sym, " is not bound; pass --bind ", sym, "=N", alternative));
+  TensorMap args = random_args(g, bindings, seed);
+  scale_weights_by_fan_in(g, args);
+  return args;
 }
 
 Bindings parse_binds(const Graph& g, const std::vector<std::string>& binds) {

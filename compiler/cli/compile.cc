@@ -6,6 +6,8 @@
 // cpu it JIT-compiles them; the dump then also holds each kernel's .cu and .ptx, or .ll.
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <optional>
 #include <map>
 #include <string>
 #include <vector>
@@ -14,6 +16,7 @@
 
 #include "compiler/cli/commands.h"
 #include "compiler/compile.h"
+#include "compiler/graph_picture.h"
 #include "compiler/guards.h"
 #include "compiler/json.h"
 #include "compiler/pipeline.h"
@@ -32,6 +35,7 @@ struct CompileCliOptions {
   std::string device = "none";
   std::string mode = "default";
   bool no_fused_attention = false;
+  std::string graph_file;  // --graph: .dot, .svg or .html
 };
 
 // What a device made of the kernels: one line each, and the statistics.
@@ -118,8 +122,35 @@ std::string kernels_text(const PipelineResult& r) {
   return s;
 }
 
+// --graph: the picture of `before` and `r` in the format its extension names, written to a
+// temporary file beside it and renamed into place.
+void write_picture(const std::string& path, const Graph& before, const PipelineResult& r) {
+  std::string ext = std::filesystem::path(path).extension().string();
+  std::string text = ext == ".dot" ? graph_dot(before, r)
+                     : ext == ".svg" ? check(render_svg(graph_dot(before, r)))
+                                     : check(graph_html(before, r));
+  std::string tmp = path + ".kiln-tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary);
+    f << text;
+    if (!f.flush()) throw CliError(str_cat("--graph ", path, ": cannot write ", tmp));
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) {
+    std::filesystem::remove(tmp, ec);
+    throw CliError(str_cat("--graph ", path, ": ", ec.message()));
+  }
+}
+
 void run(const CompileCliOptions& o) {
+  std::string picture_ext = std::filesystem::path(o.graph_file).extension().string();
+  if (!o.graph_file.empty() && picture_ext != ".dot") {
+    if (absl::Status s = graphviz_available(); !s.ok()) throw CliError(str_cat("--graph ", o.graph_file, ": ", status_message(s)));
+  }
   Graph g = load_verified(o.file, o.float_type);
+  std::optional<Graph> before;
+  if (!o.graph_file.empty()) before = g.clone();
   PipelineOptions po;
   po.bindings = parse_binds(g, o.binds);
   po.dump_dir = o.dump_dir;
@@ -133,6 +164,7 @@ void run(const CompileCliOptions& o) {
     po.fused_attention = check(make_device_adapter(*parse_device(o.device), 0, true))->target().supports_attention;
   std::string name = g.name();
   PipelineResult r = check(compile_to_kernels(std::move(g), po));
+  if (before) write_picture(o.graph_file, *before, r);
   if (o.json) {
     nlohmann::ordered_json j = r.summary;
     if (o.device != "none") j["backend"] = compile_for_device(o, r, po.bindings).json;
@@ -150,6 +182,7 @@ void run(const CompileCliOptions& o) {
       std::printf("mode %s: applies when the graph runs (CUDA graph capture, autotuning on the device)\n", o.mode.c_str());
   }
   if (!o.dump_dir.empty()) std::printf("dumped to %s\n", o.dump_dir.c_str());
+  if (!o.graph_file.empty()) std::printf("graph before and after fusion drawn in %s\n", o.graph_file.c_str());
 }
 
 }  // namespace
@@ -171,6 +204,15 @@ void register_compile(CLI::App& app) {
                           str_join(print_after_names(), ", ", [](const std::string& n) { return n; }),
                           " (lower: the kernel IR; plan_memory: with the memory plan)"));
   cmd->add_flag("--json", o->json, "print the summary as JSON");
+  cmd->add_option("--graph", o->graph_file,
+                  "draw the graph before fusion beside the graph after it (one box per kernel, GEMMs marked, edges "
+                  "with dtype and shape, arena offsets in tooltips) into FILE.dot, FILE.svg or FILE.html (one "
+                  "self-contained page; .svg and .html need Graphviz's dot)")
+      ->check([](const std::string& f) {
+        std::string ext = std::filesystem::path(f).extension().string();
+        return ext == ".dot" || ext == ".svg" || ext == ".html" ? std::string()
+                                                                : std::string("--graph takes a .dot, .svg or .html file");
+      });
   cmd->add_option("--device", o->device,
                   "none (default: stop at kernel IR), cuda (generate and NVRTC-compile every kernel; needs no "
                   "GPU) or cpu (LLVM JIT)")

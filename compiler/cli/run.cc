@@ -111,15 +111,6 @@ TensorMap read_inputs(const Graph& g, const std::string& dir, Bindings& bindings
   return tensors;
 }
 
-TensorMap random_inputs(const Graph& g, const Bindings& bindings, uint64_t seed) {
-  for (const std::string& sym : g.symbols())
-    if (!bindings.contains(sym))
-      throw CliError(str_cat("symbol ", sym, " is not bound; pass --bind ", sym, "=N (or --inputs DIR)"));
-  TensorMap args = random_args(g, bindings, seed);
-  scale_weights_by_fan_in(g, args);
-  return args;
-}
-
 // Writes every output into a staging folder inside `dir`, then moves them into place, so
 // that a failure leaves no output file behind.
 void save_outputs(const Graph& g, const std::vector<HostTensor>& outs, const std::string& dir) {
@@ -159,7 +150,7 @@ void run(const RunOptions& o) {
   if (o.check && o.device == "reference")
     throw CliError("--check compares a compiled run with the reference evaluator: give --device cpu or cuda");
   Bindings bindings = parse_binds(g, o.binds);
-  TensorMap args = o.inputs_dir.empty() ? random_inputs(g, bindings, o.seed) : read_inputs(g, o.inputs_dir, bindings);
+  TensorMap args = o.inputs_dir.empty() ? random_inputs(g, bindings, o.seed, " (or --inputs DIR)") : read_inputs(g, o.inputs_dir, bindings);
   std::vector<HostTensor> outs;
   std::optional<CompileStats> stats;
   if (o.device == "reference") {

@@ -6,6 +6,8 @@
 #include <cstring>
 #include <optional>
 
+#include <llvm/Config/llvm-config.h>
+
 #include "codegen/gemm.h"
 #include "codegen/intrinsics.h"
 #include "ir/status.h"
@@ -365,5 +367,7 @@ const Target& target() {
 }
 
 std::unique_ptr<DeviceAdapter> make_adapter() { return std::make_unique<CpuAdapter>(); }
+
+std::string llvm_version() { return LLVM_VERSION_STRING; }
 
 }  // namespace kiln::cpu

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "runtime/device_adapter.h"
 
@@ -17,5 +18,7 @@ namespace kiln::cpu {
 const Target& target();
 
 std::unique_ptr<DeviceAdapter> make_adapter();
+
+std::string llvm_version();  // of the LLVM that JIT-compiles the kernels: "16.0.6"
 
 }  // namespace kiln::cpu

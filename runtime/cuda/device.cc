@@ -5,6 +5,8 @@
 #include <mutex>
 #include <optional>
 
+#include <nvtx3/nvToolsExt.h>  // header-only (NVTX 3): it finds a profiler at run time, links nothing
+
 #include "codegen/cuda/attention.h"
 #include "codegen/cuda/schedule.h"
 #include "ir/status.h"
@@ -31,6 +33,32 @@ class Graph final : public Replay {
 
  private:
   CUgraphExec exec_;
+};
+
+// A profiled call's marks as events recorded on its stream.
+class EventTimeline final : public Timeline {
+ public:
+  explicit EventTimeline(Context* ctx) : ctx_(ctx) {}
+  absl::Status mark(const CallContext& c) override {
+    KILN_ASSIGN_OR_RETURN(Event e, Event::create(*ctx_));
+    KILN_RETURN_IF_ERROR(e.record(static_cast<CUstream>(c.stream)));
+    events_.push_back(std::move(e));
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::vector<double>> read() override {
+    std::vector<double> ms;
+    if (events_.empty()) return ms;
+    KILN_RETURN_IF_ERROR(events_.back().synchronize());
+    for (const Event& e : events_) {
+      KILN_ASSIGN_OR_RETURN(float t, Event::elapsed_ms(events_.front(), e));
+      ms.push_back(t);
+    }
+    return ms;
+  }
+
+ private:
+  Context* ctx_;
+  std::vector<Event> events_;
 };
 
 class CudaAdapter final : public DeviceAdapter {
@@ -80,6 +108,27 @@ class CudaAdapter final : public DeviceAdapter {
     KILN_ASSIGN_OR_RETURN(const DriverApi* api, driver());
     return check(api->cuMemcpyDtoDAsync(dst, src, bytes, static_cast<CUstream>(c.stream)), "cuMemcpyDtoDAsync");
   }
+
+  absl::Status synchronize(void* stream) override {
+    KILN_RETURN_IF_ERROR(require_device());
+    KILN_ASSIGN_OR_RETURN(const DriverApi* api, driver());
+    return check(api->cuStreamSynchronize(static_cast<CUstream>(stream)), "cuStreamSynchronize");
+  }
+
+  std::optional<DeviceMemoryInfo> memory_info() override {
+    absl::StatusOr<const DriverApi*> api = driver();
+    size_t free = 0, total = 0;
+    if (!ctx_ || !api.ok() || !ctx_->make_current().ok() || (*api)->cuMemGetInfo(&free, &total) != CUDA_SUCCESS)
+      return std::nullopt;
+    return DeviceMemoryInfo{static_cast<int64_t>(free), static_cast<int64_t>(total)};
+  }
+
+  absl::StatusOr<std::unique_ptr<Timeline>> timeline() override {
+    KILN_RETURN_IF_ERROR(require_device());
+    return std::make_unique<EventTimeline>(ctx_);
+  }
+  void push_range(const char* name) override { nvtxRangePushA(name); }
+  void pop_range() override { nvtxRangePop(); }
 
   bool can_capture() const override { return ctx_ != nullptr; }
 

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace kiln::testing {
@@ -52,8 +53,10 @@ class TempDir {
   std::filesystem::path path_;
 };
 
-// Runs `binary` with `args` (no shell), capturing its output through files in `dir`.
-inline Run run_binary(const std::string& binary, const std::vector<std::string>& args, const TempDir& dir) {
+// Runs `binary` with `args` (no shell), capturing its output through files in `dir`; `env`
+// is set in the child's environment first.
+inline Run run_binary(const std::string& binary, const std::vector<std::string>& args, const TempDir& dir,
+                      const std::vector<std::pair<std::string, std::string>>& env = {}) {
   std::filesystem::path out = dir / ".stdout", err = dir / ".stderr";
   pid_t pid = ::fork();
   if (pid == 0) {
@@ -61,6 +64,7 @@ inline Run run_binary(const std::string& binary, const std::vector<std::string>&
     for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
     if (!std::freopen(out.c_str(), "w", stdout) || !std::freopen(err.c_str(), "w", stderr)) ::_exit(127);
+    for (const auto& [name, value] : env) ::setenv(name.c_str(), value.c_str(), 1);
     ::execv(binary.c_str(), argv.data());
     ::_exit(127);
   }
@@ -70,6 +74,17 @@ inline Run run_binary(const std::string& binary, const std::vector<std::string>&
   r.out = read_text(out);
   r.err = read_text(err);
   return r;
+}
+
+// The first executable `name` on PATH; empty if none.
+inline std::string find_in_path(const std::string& name) {
+  const char* path = std::getenv("PATH");
+  std::stringstream dirs(path ? path : "");
+  for (std::string d; std::getline(dirs, d, ':');) {
+    std::filesystem::path p = std::filesystem::path(d.empty() ? "." : d) / name;
+    if (::access(p.c_str(), X_OK) == 0) return p.string();
+  }
+  return {};
 }
 
 }  // namespace kiln::testing
