@@ -1,5 +1,7 @@
 // The `kiln` command-line tool: parses the command line and dispatches to a subcommand.
 #include <cstdio>
+#include <exception>
+#include <new>
 
 #include "compiler/cli/commands.h"
 
@@ -18,6 +20,12 @@ int main(int argc, char** argv) {
   } catch (const kiln::cli::CliError& e) {
     std::fprintf(stderr, "kiln: %s\n", e.what());
     return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "kiln: out of memory\n");
+    return 2;
+  } catch (const std::exception& e) {  // a bug: still a message and a failing status, not an abort
+    std::fprintf(stderr, "kiln: internal error: %s\n", e.what());
+    return 2;
   }
   return 0;
 }
