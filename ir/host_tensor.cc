@@ -2,20 +2,41 @@
 #include "ir/host_tensor.h"
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+
+#include "ir/checked.h"
 
 
 namespace kiln {
 
+namespace {
+
+// A broken invariant of the caller (sizes are checked before a HostTensor is made; indices
+// come from loops over numel()): stop with the reason rather than write out of bounds.
+[[noreturn]] void fail_invariant(const std::string& what) {
+  std::fprintf(stderr, "kiln: internal error: HostTensor %s\n", what.c_str());
+  std::abort();
+}
+
+}  // namespace
+
 HostTensor::HostTensor(DType dtype, std::vector<int64_t> shape)
     : dtype_(dtype), shape_(std::move(shape)) {
-  numel_ = 1;
-  for (int64_t d : shape_) numel_ *= d;
-  bytes_.assign(static_cast<size_t>(numel_ * dtype_size(dtype_)), 0);
+  absl::StatusOr<int64_t> bytes = checked_nbytes(dtype_, shape_, "a HostTensor");
+  if (!bytes.ok()) fail_invariant(status_message(bytes.status()));
+  numel_ = *bytes / dtype_size(dtype_);
+  bytes_.assign(static_cast<size_t>(*bytes), 0);
+}
+
+uint8_t* HostTensor::at(int64_t i) {
+  if (i < 0 || i >= numel_) fail_invariant(str_cat("element ", i, " of ", type_string(), " is out of bounds"));
+  return bytes_.data() + i * dtype_size(dtype_);
 }
 
 double HostTensor::get(int64_t i) const {
-  const uint8_t* p = bytes_.data() + i * dtype_size(dtype_);
+  const uint8_t* p = const_cast<HostTensor*>(this)->at(i);
   switch (dtype_) {
     case DType::f32: { float v; std::memcpy(&v, p, 4); return v; }
     case DType::f16: { uint16_t b; std::memcpy(&b, p, 2); return f16_bits_to_float(b); }
@@ -27,7 +48,7 @@ double HostTensor::get(int64_t i) const {
 }
 
 int64_t HostTensor::get_int(int64_t i) const {
-  const uint8_t* p = bytes_.data() + i * dtype_size(dtype_);
+  const uint8_t* p = const_cast<HostTensor*>(this)->at(i);
   switch (dtype_) {
     case DType::i32: { int32_t v; std::memcpy(&v, p, 4); return v; }
     case DType::i64: case DType::u64: { int64_t v; std::memcpy(&v, p, 8); return v; }
@@ -42,7 +63,7 @@ int64_t HostTensor::get_int(int64_t i) const {
 }
 
 void HostTensor::set(int64_t i, double v) {
-  uint8_t* p = bytes_.data() + i * dtype_size(dtype_);
+  uint8_t* p = at(i);
   switch (dtype_) {
     case DType::f32: { float f = static_cast<float>(v); std::memcpy(p, &f, 4); return; }
     case DType::f16: { uint16_t b = float_to_f16_bits(static_cast<float>(v)); std::memcpy(p, &b, 2); return; }
@@ -54,7 +75,7 @@ void HostTensor::set(int64_t i, double v) {
 }
 
 void HostTensor::set_int(int64_t i, int64_t v) {
-  uint8_t* p = bytes_.data() + i * dtype_size(dtype_);
+  uint8_t* p = at(i);
   switch (dtype_) {
     case DType::i64: case DType::u64: std::memcpy(p, &v, 8); return;
     case DType::i32: case DType::u32: { uint32_t x = static_cast<uint32_t>(v); std::memcpy(p, &x, 4); return; }

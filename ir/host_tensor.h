@@ -15,7 +15,9 @@ namespace kiln {
 class HostTensor {
  public:
   HostTensor() = default;
-  HostTensor(DType dtype, std::vector<int64_t> shape);  // zero-filled
+  // Zero-filled. The shape must have a representable byte size (callers check untrusted
+  // shapes with checked_nbytes and the allocation limit first, ir/checked.h).
+  HostTensor(DType dtype, std::vector<int64_t> shape);
 
   DType dtype() const { return dtype_; }
   const std::vector<int64_t>& shape() const { return shape_; }
@@ -30,12 +32,14 @@ class HostTensor {
   int64_t get_int(int64_t i) const;
   void set(int64_t i, double v);         // rounded to the dtype (float_to_int for integers)
   void set_int(int64_t i, int64_t v);    // wrapped to an integer dtype's width
+  // get/set/get_int/set_int check 0 <= i < numel().
 
   // Floats uniform in [lo, hi); integers uniform in [lo, hi) truncated; bools fair coins.
   void fill_random(std::mt19937_64& rng, double lo = -1.0, double hi = 1.0);
   std::string type_string() const;  // "bf16[2, 3]"
 
  private:
+  uint8_t* at(int64_t i);  // element i's bytes; an index outside [0, numel) stops the process
   DType dtype_ = DType::f32;
   std::vector<int64_t> shape_;
   int64_t numel_ = 1;

@@ -11,6 +11,9 @@
 #include <optional>
 #include <string_view>
 
+#include "ir/checked.h"
+#include "ir/file_io.h"
+#include "ir/status.h"
 #include "ir/str.h"
 
 namespace kiln {
@@ -124,7 +127,7 @@ class HeaderParser {
   size_t p_ = 0;
 };
 
-uint32_t read_le(const std::string& s, size_t at, int bytes) {
+uint32_t read_le(std::string_view s, size_t at, int bytes) {
   uint32_t v = 0;
   for (int i = bytes; i-- > 0;) v = (v << 8) | static_cast<uint8_t>(s[at + i]);
   return v;
@@ -133,11 +136,12 @@ uint32_t read_le(const std::string& s, size_t at, int bytes) {
 }  // namespace
 
 absl::StatusOr<HostTensor> read_npy(const std::string& path) {
+  KILN_ASSIGN_OR_RETURN(std::string bytes, read_regular_file(path, max_input_file_bytes()));
+  return parse_npy(bytes, path);
+}
+
+absl::StatusOr<HostTensor> parse_npy(std::string_view bytes, std::string_view path) {
   auto fail = [&](const auto&... a) { return invalid_argument(path, ": ", a...); };
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return fail("cannot open the file");
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) return fail("cannot read the file");
   if (bytes.size() < 10 || std::string_view(bytes).substr(0, 6) != kMagic)
     return fail("not a .npy file (bad magic)");
   int major = static_cast<uint8_t>(bytes[6]), minor = static_cast<uint8_t>(bytes[7]);
@@ -159,11 +163,9 @@ absl::StatusOr<HostTensor> read_npy(const std::string& path) {
     if (t.descr == descr) type = &t;
   if (!type) return fail("unsupported dtype '", descr, "' (expected one of <f8 <f4 <f2 |i1 <i2 <i4 <i8 |u1 <u2 <u4 <u8 |b1)");
 
-  int64_t numel = 1;
-  for (int64_t d : shape) {
-    if (d != 0 && numel > std::numeric_limits<int64_t>::max() / 8 / d) return fail("shape is too large");
-    numel *= d;
-  }
+  absl::StatusOr<int64_t> nbytes = checked_nbytes(DType::i64, shape, "the shape");  // 8 bytes: the widest item
+  if (!nbytes.ok()) return fail(nbytes.status().message());
+  int64_t numel = *nbytes / 8;
   size_t data_at = start + header_len;
   uint64_t want = static_cast<uint64_t>(numel * type->itemsize), have = bytes.size() - data_at;
   if (have < want) return fail("truncated data: shape (", fmt::format("{}", fmt::join(shape, ", ")), ") of ", descr,

@@ -3,14 +3,18 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 #include "ir/host_tensor.h"
 
 namespace kiln {
 
-// f64 files load as f32. Errors name the file and what was wrong with it.
+// f64 files load as f32. Errors name the file and what was wrong with it. Only a regular
+// file within the host's allocation limit is read (ir/file_io.h).
 absl::StatusOr<HostTensor> read_npy(const std::string& path);
+// The same from the file's bytes; errors start with `name`.
+absl::StatusOr<HostTensor> parse_npy(std::string_view bytes, std::string_view name);
 // Written to a temporary file and renamed, so a failure leaves nothing behind.
 absl::Status write_npy(const std::string& path, const HostTensor& t);
 

@@ -395,6 +395,8 @@ Result infer_reshape(Types in, const Attrs& a) {
     known = known * out[i];
   }
   SymExpr numel = shape_numel(x.shape);
+  if (numel.overflowed() || known.overflowed())
+    return err("the element count of ", numel.overflowed() ? x.to_string() : shape_to_string(out), " overflows int64");
   if (infer_at >= 0) {
     std::optional<SymExpr> q = known == SymExpr(0) ? std::nullopt : numel.divide_exact(known);
     if (!q) return err("cannot infer -1: ", numel.to_string(), " elements do not divide into ",

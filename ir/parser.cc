@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "ir/file_io.h"
 #include "ir/status.h"
 #include "ir/str.h"
 #include "ir/verifier.h"
@@ -374,7 +375,12 @@ class Parser {
     double numel = 1;
     if (!at(Tok::RBracket)) {
       while (true) {
+        const Token& dim_tok = peek();
         KILN_ASSIGN_OR_RETURN(SymExpr d, parse_dim());
+        // A dim is never negative: a constant below 0, or an expression below 0 for every
+        // value of its symbols (each at least 1), is an error here.
+        std::optional<int64_t> hi = value_range(d, [](const std::string&) { return SymRange{1, std::nullopt}; }).hi;
+        if (hi && *hi < 0) return error(dim_tok, "dim ", d.to_string(), " is negative");
         numel *= std::max(magnitude(d), 1.0);
         t.shape.push_back(std::move(d));
         if (at(Tok::Comma)) {
@@ -672,14 +678,7 @@ absl::StatusOr<Graph> parse_graph(std::string_view text, std::string_view filena
 }
 
 absl::StatusOr<Graph> parse_graph_file(const std::string& path) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) return invalid_argument(path, ": is a directory, not an IR file");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return invalid_argument(path, ": cannot read the file");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return invalid_argument(path, ": cannot read the file");
-  std::string text = ss.str();
+  KILN_ASSIGN_OR_RETURN(std::string text, read_regular_file(path, max_input_file_bytes()));
   return parse_graph(text, path);
 }
 

@@ -55,6 +55,7 @@
 #include <numeric>
 
 #include "absl/container/flat_hash_map.h"
+#include "ir/checked.h"
 #include "ir/op_attrs.h"
 #include "ir/ops_attention.h"
 #include "ir/scalar_ops.h"
@@ -120,10 +121,13 @@ void walk(const Dims& shape, const std::array<Dims, N>& strides, std::array<int6
   Dims idx(r, 0);
   for (int64_t i = 0; i < n; ++i) {
     f(i, off);
+    // Wrapping (unsigned) steps: after the last element the offsets run one step past the
+    // tensor, which may leave int64 for a negative stride; they are never used there.
     for (size_t d = r; d-- > 0;) {
-      for (size_t k = 0; k < N; ++k) off[k] += strides[k][d];
+      for (size_t k = 0; k < N; ++k) off[k] = static_cast<int64_t>(static_cast<uint64_t>(off[k]) + static_cast<uint64_t>(strides[k][d]));
       if (++idx[d] < shape[d]) break;
-      for (size_t k = 0; k < N; ++k) off[k] -= strides[k][d] * shape[d];
+      for (size_t k = 0; k < N; ++k)
+        off[k] = static_cast<int64_t>(static_cast<uint64_t>(off[k]) - static_cast<uint64_t>(strides[k][d]) * static_cast<uint64_t>(shape[d]));
       idx[d] = 0;
     }
   }
@@ -191,8 +195,16 @@ void copy_strided(const HostTensor& src, const Dims& src_strides, int64_t src_of
 // The elements of `src` in a tensor of another shape with the same count.
 HostTensor reshaped(const HostTensor& src, Dims shape) {
   HostTensor out(src.dtype(), std::move(shape));
-  std::memcpy(out.data(), src.data(), src.nbytes());
+  if (src.nbytes() > 0) std::memcpy(out.data(), src.data(), src.nbytes());
   return out;
+}
+
+// Whether `r` has a representable byte size under `b` that is within the allocation limit.
+absl::Status result_fits(const Value& r, const Bindings& b) {
+  std::string what = str_cat("%", r.name());
+  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> dims, evaluate_shape(r.shape(), b));
+  KILN_ASSIGN_OR_RETURN(int64_t bytes, checked_nbytes(r.dtype(), dims, what));
+  return check_allocation(bytes, host_allocation_limit(), what);
 }
 
 // ---- one node ---------------------------------------------------------------------
@@ -957,7 +969,7 @@ Result gather(const Ctx& c) {
       return invalid_argument("index ", i, " at ", dims_str(coords), " of the indices is out of range for axis ", axis,
                               " of size ", dim, " (", data.type_string(), ")");
     }
-    for (int64_t o = 0; o < outer; ++o)
+    for (int64_t o = 0; o < outer && bytes > 0; ++o)
       std::memcpy(out.data() + ((o * idx.numel() + j) * bytes), data.data() + (o * dim + at) * bytes, bytes);
   }
   return Tensors{std::move(out)};
@@ -1041,6 +1053,10 @@ absl::StatusOr<std::vector<HostTensor>> evaluate(const Graph& g, const TensorMap
         return invalid_argument(node->describe(), ": operand %", v->name(), " is not computed before this node");
       c.in.push_back(it->second);
     }
+    for (const Value* r : node->results()) {  // sizes first: a result that cannot be allocated is an error
+      absl::Status s = result_fits(*r, *bindings);
+      if (!s.ok()) return prefix_error(s, node->describe(), ": ");
+    }
     Result out = eval_node(c);
     if (!out.ok()) return invalid_argument(node->describe(), ": ", out.status().message());
     if (out->size() != node->results().size())
@@ -1073,7 +1089,8 @@ TensorMap random_args(const Graph& g, const Bindings& b, uint64_t seed, int64_t 
   for (const Value* v : g.args()) {
     if (v->data()) continue;
     absl::StatusOr<std::vector<int64_t>> shape = evaluate_shape(v->shape(), b);
-    if (!shape.ok()) continue;  // left out: evaluate() then reports the argument missing
+    // Left out when unbound or too large: evaluate() then reports the argument missing.
+    if (!shape.ok() || !result_fits(*v, b).ok()) continue;
     HostTensor t(v->dtype(), *shape);
     if (is_integer(v->dtype())) t.fill_random(rng, 0, static_cast<double>(int_high));
     else t.fill_random(rng);

@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "absl/hash/hash.h"
+#include "ir/checked.h"
 #include "ir/scalar_ops.h"
 #include "ir/status.h"
 #include "ir/str.h"
@@ -39,6 +40,7 @@ std::strong_ordering compare_factors(const std::vector<SymFactor>& a,
 
 std::strong_ordering compare_poly(const SymPoly& a, const SymPoly& b) {
   if (&a == &b) return std::strong_ordering::equal;
+  if (auto c = a.overflow <=> b.overflow; c != 0) return c;
   for (size_t i = 0; i < a.terms.size() && i < b.terms.size(); ++i) {
     if (auto c = compare_factors(a.terms[i].factors, b.terms[i].factors); c != 0) return c;
     if (auto c = a.terms[i].coeff <=> b.terms[i].coeff; c != 0) return c;
@@ -51,8 +53,11 @@ size_t hash_atom(const SymAtom& a) {
   return absl::HashOf(static_cast<int>(a.kind), a.divisor, a.arg->hash);
 }
 
-// Sorts, merges equal monomials, drops zero terms, and computes the hash.
-PolyPtr make_poly(std::vector<SymTerm> terms) {
+// Sorts, merges equal monomials, drops zero terms, and computes the hash. `overflow` marks
+// a polynomial whose coefficients wrapped on the way (also set when merging wraps or an
+// atom's argument overflowed): its value is not the expression's, and evaluate() and the
+// verifier reject it.
+PolyPtr make_poly(std::vector<SymTerm> terms, bool overflow = false) {
   for (SymTerm& t : terms) {
     std::sort(t.factors.begin(), t.factors.end(), [](const SymFactor& x, const SymFactor& y) {
       return compare_atom(*x.atom, *y.atom) < 0;
@@ -65,6 +70,7 @@ PolyPtr make_poly(std::vector<SymTerm> terms) {
         merged.push_back(std::move(f));
     }
     t.factors = std::move(merged);
+    for (const SymFactor& f : t.factors) overflow |= f.atom->arg && f.atom->arg->overflow;
   }
   std::sort(terms.begin(), terms.end(), [](const SymTerm& x, const SymTerm& y) {
     return compare_factors(x.factors, y.factors) < 0;
@@ -72,14 +78,15 @@ PolyPtr make_poly(std::vector<SymTerm> terms) {
   std::vector<SymTerm> out;
   for (SymTerm& t : terms) {
     if (!out.empty() && compare_factors(out.back().factors, t.factors) == 0)
-      out.back().coeff += t.coeff;
+      overflow |= __builtin_add_overflow(out.back().coeff, t.coeff, &out.back().coeff);
     else
       out.push_back(std::move(t));
   }
   std::erase_if(out, [](const SymTerm& t) { return t.coeff == 0; });
   auto p = std::make_shared<SymPoly>();
   p->terms = std::move(out);
-  size_t h = 0x6b696c6e;
+  p->overflow = overflow;
+  size_t h = overflow ? 0x6f766572 : 0x6b696c6e;
   for (const SymTerm& t : p->terms) {
     h = absl::HashOf(h, t.coeff);
     for (const SymFactor& f : t.factors) h = absl::HashOf(h, hash_atom(*f.atom), f.exp);
@@ -98,7 +105,10 @@ PolyPtr atom_poly(std::shared_ptr<const SymAtom> atom, int64_t coeff = 1) {
   return make_poly({SymTerm{coeff, {SymFactor{std::move(atom), 1}}}});
 }
 
-int64_t floor_mod(int64_t a, int64_t b) { return a - floor_div(a, b) * b; }
+int64_t floor_mod(int64_t a, int64_t b) {  // a - floor(a/b)*b, without its overflow at INT64_MIN
+  int64_t r = a % b;
+  return r != 0 && (r < 0) != (b < 0) ? r + b : r;
+}
 
 int64_t coeff_gcd(const SymPoly& p, int64_t c) {
   int64_t g = c;
@@ -209,30 +219,34 @@ std::optional<std::pair<int64_t, std::string>> SymExpr::scaled_symbol() const {
 SymExpr operator+(const SymExpr& a, const SymExpr& b) {
   std::vector<SymTerm> t = a.p_->terms;
   t.insert(t.end(), b.p_->terms.begin(), b.p_->terms.end());
-  return SymExpr(make_poly(std::move(t)));
+  return SymExpr(make_poly(std::move(t), a.p_->overflow || b.p_->overflow));
 }
 
 SymExpr SymExpr::operator-() const {
   std::vector<SymTerm> t = p_->terms;
-  for (SymTerm& x : t) x.coeff = -x.coeff;
-  return SymExpr(make_poly(std::move(t)));
+  bool overflow = p_->overflow;
+  for (SymTerm& x : t) overflow |= __builtin_sub_overflow(int64_t{0}, x.coeff, &x.coeff);
+  return SymExpr(make_poly(std::move(t), overflow));
 }
 
 SymExpr operator-(const SymExpr& a, const SymExpr& b) { return a + (-b); }
 
 SymExpr operator*(const SymExpr& a, const SymExpr& b) {
   std::vector<SymTerm> t;
+  bool overflow = a.p_->overflow || b.p_->overflow;
   for (const SymTerm& x : a.p_->terms) {
     for (const SymTerm& y : b.p_->terms) {
-      SymTerm z{x.coeff * y.coeff, x.factors};
+      SymTerm z{0, x.factors};
+      overflow |= __builtin_mul_overflow(x.coeff, y.coeff, &z.coeff);
       z.factors.insert(z.factors.end(), y.factors.begin(), y.factors.end());
       t.push_back(std::move(z));
     }
   }
-  return SymExpr(make_poly(std::move(t)));
+  return SymExpr(make_poly(std::move(t), overflow));
 }
 
 SymExpr SymExpr::floordiv(int64_t c) const {
+  if (p_->overflow) return *this;  // stays marked; its value is lost already
   if (c <= 0) return SymExpr(0);
   if (c == 1) return *this;
   if (auto k = constant()) return SymExpr(floor_div(*k, c));
@@ -255,7 +269,8 @@ SymExpr SymExpr::floordiv(int64_t c) const {
       rest->terms[0].factors.size() == 1 && rest->terms[0].factors[0].exp == 1 &&
       rest->terms[0].factors[0].atom->kind == SymAtom::Kind::FloorDiv) {
     const SymAtom& inner = *rest->terms[0].factors[0].atom;
-    return quot + SymExpr(inner.arg).floordiv(inner.divisor * c);
+    // Only when a*b fits: a wrapped product would make a divisor <= 0.
+    if (std::optional<int64_t> ab = checked_mul(inner.divisor, c)) return quot + SymExpr(inner.arg).floordiv(*ab);
   }
   auto a = std::make_shared<SymAtom>();
   a->kind = SymAtom::Kind::FloorDiv;
@@ -265,7 +280,7 @@ SymExpr SymExpr::floordiv(int64_t c) const {
 }
 
 SymExpr SymExpr::mod(int64_t c) const {
-  if (c <= 0) return *this;
+  if (p_->overflow || c <= 0) return *this;
   if (c == 1) return SymExpr(0);
   if (auto k = constant()) return SymExpr(floor_mod(*k, c));
   // Coefficients reduce to [0, c): (5*B) % 3 and (-B) % 3 both become (2*B) % 3.
@@ -286,10 +301,11 @@ SymExpr SymExpr::mod(int64_t c) const {
 }
 
 std::optional<SymExpr> SymExpr::divide_exact(const SymExpr& d) const {
-  if (d.p_->terms.size() != 1) return std::nullopt;
+  if (p_->overflow || d.p_->overflow || d.p_->terms.size() != 1) return std::nullopt;
   const SymTerm& dt = d.p_->terms[0];
   std::vector<SymTerm> q;
   for (const SymTerm& t : p_->terms) {
+    if (dt.coeff == -1 && t.coeff == INT64_MIN) return std::nullopt;  // the quotient 2^63 does not fit
     if (t.coeff % dt.coeff != 0) return std::nullopt;
     SymTerm out{t.coeff / dt.coeff, t.factors};
     for (const SymFactor& f : dt.factors) {
@@ -316,18 +332,30 @@ absl::StatusOr<int64_t> eval_atom(const SymAtom& a, const Bindings& b) {
     return it->second;
   }
   KILN_ASSIGN_OR_RETURN(int64_t v, eval_poly(*a.arg, b));
+  if (a.divisor <= 0) return a.kind == SymAtom::Kind::FloorDiv ? 0 : v;  // as floordiv()/mod() define it
   return a.kind == SymAtom::Kind::FloorDiv ? floor_div(v, a.divisor) : floor_mod(v, a.divisor);
 }
 
+// Checked: a value that does not fit int64 is an error naming the expression, never a
+// wrapped number that a caller would take for a dim.
 absl::StatusOr<int64_t> eval_poly(const SymPoly& p, const Bindings& b) {
   int64_t sum = 0;
+  auto overflow = [&] {
+    return invalid_argument("the value of ", poly_to_string(p), " under ", bindings_to_string(b), " overflows int64");
+  };
   for (const SymTerm& t : p.terms) {
     int64_t prod = t.coeff;
     for (const SymFactor& f : t.factors) {
       KILN_ASSIGN_OR_RETURN(int64_t v, eval_atom(*f.atom, b));
-      for (int e = 0; e < f.exp; ++e) prod *= v;
+      for (int e = 0; e < f.exp; ++e) {
+        std::optional<int64_t> m = checked_mul(prod, v);
+        if (!m) return overflow();
+        prod = *m;
+      }
     }
-    sum += prod;
+    std::optional<int64_t> s = checked_add(sum, prod);
+    if (!s) return overflow();
+    sum = *s;
   }
   return sum;
 }
@@ -354,7 +382,12 @@ void collect_poly(const SymPoly& p, std::set<std::string>& out) {
 
 }  // namespace
 
-absl::StatusOr<int64_t> SymExpr::evaluate(const Bindings& b) const { return eval_poly(*p_, b); }
+absl::StatusOr<int64_t> SymExpr::evaluate(const Bindings& b) const {
+  if (p_->overflow) return invalid_argument("a coefficient of ", to_string(), " overflowed int64 in shape arithmetic");
+  return eval_poly(*p_, b);
+}
+
+bool SymExpr::overflowed() const { return p_->overflow; }
 
 SymExpr SymExpr::substitute(const std::map<std::string, SymExpr>& repl) const {
   SymExpr sum(0);
@@ -366,6 +399,7 @@ SymExpr SymExpr::substitute(const std::map<std::string, SymExpr>& repl) const {
     }
     sum = sum + prod;
   }
+  if (p_->overflow && !sum.p_->overflow) return SymExpr(make_poly(sum.p_->terms, true));
   return sum;
 }
 
@@ -404,6 +438,9 @@ absl::StatusOr<std::vector<int64_t>> evaluate_shape(const Shape& s, const Bindin
   out.reserve(s.size());
   for (const Dim& d : s) {
     KILN_ASSIGN_OR_RETURN(int64_t v, d.evaluate(b));
+    if (v < 0)
+      return invalid_argument("dim ", out.size(), " of ", shape_to_string(s), " is ", v, " under ", bindings_to_string(b),
+                              " (dims are never negative)");
     out.push_back(v);
   }
   return out;

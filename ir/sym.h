@@ -67,7 +67,11 @@ class SymExpr {
   // nullopt otherwise. Used to infer reshape's -1.
   std::optional<SymExpr> divide_exact(const SymExpr& d) const;
 
-  // Value under `b`; an error names the first unbound symbol.
+  // True when a coefficient overflowed int64 while building this expression (e.g. the
+  // element count of [2^40, 2^40, 2^40]): it compares equal only to another overflowed
+  // one, evaluate() fails, and the verifier rejects a type with such a dim.
+  bool overflowed() const;
+  // Value under `b`; an error names the first unbound symbol or an int64 overflow.
   absl::StatusOr<int64_t> evaluate(const Bindings& b) const;
   SymExpr substitute(const std::map<std::string, SymExpr>& repl) const;
   void collect_symbols(std::set<std::string>& out) const;
@@ -106,7 +110,7 @@ using Shape = std::vector<Dim>;
 std::string shape_to_string(const Shape& s);  // "[B, 4096]"
 SymExpr shape_numel(const Shape& s);
 bool shape_is_static(const Shape& s);
-// Every dim evaluated; an error names the unbound symbol.
+// Every dim evaluated; an error names the unbound symbol, an overflow or a negative dim.
 absl::StatusOr<std::vector<int64_t>> evaluate_shape(const Shape& s, const Bindings& b);
 
 // Storage for a canonical polynomial: sum over terms of coeff * product(atom^exp).
@@ -120,6 +124,7 @@ struct SymTerm {
 };
 struct SymPoly {
   std::vector<SymTerm> terms;  // sorted by factors; no zero coefficients
+  bool overflow = false;       // see SymExpr::overflowed()
   size_t hash = 0;
 };
 

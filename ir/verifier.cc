@@ -2,6 +2,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "ir/checked.h"
 #include "ir/op_attrs.h"
 #include "ir/status.h"
 #include "ir/str.h"
@@ -73,6 +74,8 @@ absl::Status verify(const Graph& g) {
   for (const Value* v : g.args()) {
     if (v->producer()) return fail("argument %", v->name(), " has a producer");
     KILN_RETURN_IF_ERROR(define(v, "graph arguments"));
+    if (absl::Status s = check_representable(v->dtype(), v->shape()); !s.ok())
+      return fail("argument %", v->name(), ": ", s.message());
   }
   for (const auto& n : g.nodes()) {
     std::vector<TensorType> in;
@@ -96,6 +99,8 @@ absl::Status verify(const Graph& g) {
         return fail(n->describe(), ": result %", r->name(), " has type ", r->type().to_string(),
                     ", but the op gives ", (*want)[i].to_string());
       KILN_RETURN_IF_ERROR(define(r, n->describe()));
+      if (absl::Status s = check_representable(r->dtype(), r->shape()); !s.ok())
+        return fail(n->describe(), ": result %", r->name(), ": ", s.message());
     }
     if (n->op() == Op::Slice)
       if (absl::Status s = check_slice_range(g, *n); !s.ok()) return fail(n->describe(), ": ", s.message());

@@ -5,6 +5,8 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "ir/checked.h"
+#include "ir/status.h"
 #include "ir/str.h"
 
 namespace kiln {
@@ -75,10 +77,18 @@ absl::StatusOr<ArenaLayout> MemoryPlan::layout(const Bindings& bind) const {
   size_t n = buffers.size();
   out.offsets.assign(n, -1);
   out.sizes.resize(n);
+  // Sizes and offsets are checked: the arena of a huge binding is an error, not a wrapped number.
+  auto add = [&](int64_t a, int64_t b) -> absl::StatusOr<int64_t> {
+    if (std::optional<int64_t> s = checked_add(a, b)) return *s;
+    return invalid_argument("memory plan: the arena under ", bindings_to_string(bind), " exceeds 2^63 bytes");
+  };
   absl::flat_hash_map<const Value*, size_t> index;
   for (size_t i = 0; i < n; ++i) {
     absl::StatusOr<int64_t> bytes = buffers[i].bytes.evaluate(bind);
     if (!bytes.ok()) return invalid_argument("memory plan for %", buffers[i].value->name(), ": ", status_message(bytes.status()));
+    if (*bytes < 0 || *bytes > INT64_MAX - kAlignment)
+      return invalid_argument("memory plan for %", buffers[i].value->name(), ": ", buffers[i].bytes.to_string(), " = ",
+                              *bytes, " bytes under ", bindings_to_string(bind), " is not a size");
     out.sizes[i] = align(*bytes);
     index[buffers[i].value] = i;
   }
@@ -110,18 +120,21 @@ absl::StatusOr<ArenaLayout> MemoryPlan::layout(const Bindings& bind) const {
     }
     out.offsets[blk] = best >= 0 ? best : at;
     placed.push_back(blk);
-    out.arena_bytes = std::max(out.arena_bytes, out.offsets[blk] + out.sizes[blk]);
+    KILN_ASSIGN_OR_RETURN(int64_t end, add(out.offsets[blk], out.sizes[blk]));
+    out.arena_bytes = std::max(out.arena_bytes, end);
   }
   for (size_t i = 0; i < n; ++i) {
     out.offsets[i] = out.offsets[root[i]];
-    out.no_reuse_bytes += out.sizes[i];
+    KILN_ASSIGN_OR_RETURN(out.no_reuse_bytes, add(out.no_reuse_bytes, out.sizes[i]));
   }
   int steps = 0;
   for (const PlannedBuffer& b : buffers) steps = std::max(steps, b.last + 1);
   for (int t = 0; t < steps; ++t) {
     int64_t live = 0;
     for (size_t blk : blocks)
-      if (first[blk] <= t && t <= last[blk]) live += out.sizes[blk];
+      if (first[blk] <= t && t <= last[blk]) {
+        KILN_ASSIGN_OR_RETURN(live, add(live, out.sizes[blk]));
+      }
     out.lower_bound_bytes = std::max(out.lower_bound_bytes, live);
   }
   return out;

@@ -16,6 +16,7 @@
 
 #include "absl/status/statusor.h"
 #include "codegen/program.h"
+#include "ir/checked.h"
 #include "ir/str.h"
 #include "ir/dump.h"
 #include "runtime/tensor.h"
@@ -180,6 +181,9 @@ class DeviceAdapter {
   // Makes the device current for the calling thread (before a call's first operation).
   virtual absl::Status activate() { return absl::OkStatus(); }
   virtual absl::StatusOr<DeviceMemory> allocate(int64_t bytes) = 0;
+  // The largest single allocation a call may ask for (ir/checked.h): the host's limit on the
+  // CPU, the device's memory on a GPU. The executor checks every buffer against it first.
+  virtual int64_t allocation_limit() const { return host_allocation_limit(); }
   // `data` resident on the device, made once per adapter and kept while the adapter lives.
   virtual absl::StatusOr<DevicePtr> resident(const std::shared_ptr<const HostTensor>& data) = 0;
   // A contiguous tensor for a graph output.

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <functional>
 
+#include "ir/checked.h"
 #include "ir/status.h"
 #include "ir/str.h"
 #include "runtime/tune_store.h"
@@ -127,10 +128,13 @@ absl::StatusOr<std::unique_ptr<Executor::CallPlan>> Executor::make_plan(SymbolVa
   for (const auto& [sym, value] : pr.baked)
     if (auto it = b.find(sym); it != b.end() && it->second != value)
       return invalid_argument("this specialization has ", sym, " = ", value, ", the call has ", sym, " = ", it->second);
+  const int64_t limit = device_.allocation_limit();
   auto shapes = [&](const std::vector<Program::Value>& values, auto& out) -> absl::Status {
     for (const Program::Value& v : values) {
       absl::StatusOr<std::vector<int64_t>> s = evaluate_shape(v.shape, b);
       if (!s.ok()) return invalid_argument("%", v.name, ": ", s.status().message());
+      KILN_ASSIGN_OR_RETURN(int64_t bytes, checked_nbytes(v.dtype, *s, str_cat("%", v.name)));
+      KILN_RETURN_IF_ERROR(check_allocation(bytes, limit, str_cat("%", v.name)));
       out.push_back(*std::move(s));
     }
     return absl::OkStatus();
@@ -140,11 +144,13 @@ absl::StatusOr<std::unique_ptr<Executor::CallPlan>> Executor::make_plan(SymbolVa
   KILN_ASSIGN_OR_RETURN(Program::ArenaLayout layout, pr.arena_layout(b));
   p->arena_offsets = std::move(layout.offsets);
   p->arena_bytes = layout.bytes;
+  KILN_RETURN_IF_ERROR(check_allocation(p->arena_bytes, limit, str_cat("the intermediates of ", pr.graph)));
   int64_t slot_bytes[3] = {0, 0, 0};
   for (const ProgramBuffer& buf : pr.buffers) {
     if (buf.placement != Placement::Scratch && buf.placement != Placement::WeightPrep) continue;
     KILN_ASSIGN_OR_RETURN(std::vector<int64_t> shape, evaluate_shape(buf.shape, b));
-    int64_t bytes = numel(shape) * dtype_size(buf.dtype);
+    KILN_ASSIGN_OR_RETURN(int64_t bytes, checked_nbytes(buf.dtype, shape, "a scratch buffer"));
+    KILN_RETURN_IF_ERROR(check_allocation(bytes, limit, "a scratch buffer"));
     if (buf.placement == Placement::Scratch) {
       slot_bytes[buf.index] = std::max(slot_bytes[buf.index], bytes);
     } else {

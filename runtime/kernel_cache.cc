@@ -10,6 +10,7 @@
 #include <sstream>
 #include <thread>
 
+#include "ir/file_io.h"
 #include "ir/status.h"
 #include "ir/str.h"
 #include "runtime/sha256.h"
@@ -18,7 +19,8 @@ namespace kiln {
 namespace {
 
 constexpr char kMagic[8] = {'K', 'I', 'L', 'N', 'K', 'E', 'R', 'N'};
-constexpr uint32_t kFormatVersion = 1;
+constexpr uint32_t kFormatVersion = 2;  // 2: the checksum covers the header too
+constexpr int64_t kMaxEntryBytes = int64_t{1} << 30;
 constexpr size_t kHeaderBytes = 8 + 4 + 4 + 32 + 8 + 8 + 32;
 
 void put_u64(std::string& out, uint64_t v) {
@@ -30,8 +32,10 @@ uint64_t get_u64(const char* p) {
   return v;
 }
 
-Sha256::Digest payload_checksum(const CompiledKernel& k) {
-  return Sha256().update(k.cubin).update(k.ptx).finish();
+// Over the header before the checksum field (magic, version, key, both lengths) and the
+// payload: shifting bytes between the two lengths changes it.
+Sha256::Digest entry_checksum(std::string_view header, const CompiledKernel& k) {
+  return Sha256().update(header).update(k.cubin).update(k.ptx).finish();
 }
 
 bool is_key(const std::string& key) {
@@ -81,16 +85,22 @@ KernelCacheStats KernelCache::stats() const {
 }
 
 std::shared_ptr<const CompiledKernel> KernelCache::read_disk(const std::string& key) {
-  std::ifstream in(entry_path(key), std::ios::binary);
-  if (!in) return nullptr;  // absent: a plain miss
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  auto reject = [&] {
+  // A directory, FIFO or device in the entry's place, or an oversized file, is corrupt.
+  absl::StatusOr<std::string> read = read_regular_file(entry_path(key).string(), kMaxEntryBytes);
+  if (absl::IsNotFound(read.status())) return nullptr;  // absent: a plain miss
+  std::optional<CompiledKernel> k = read.ok() ? parse_kernel_cache_entry(*read, key) : std::nullopt;
+  if (!k) {
     std::error_code ec;
     std::filesystem::remove(entry_path(key), ec);
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.corrupt_entries;
     return nullptr;
-  };
+  }
+  return std::make_shared<const CompiledKernel>(*std::move(k));
+}
+
+std::optional<CompiledKernel> parse_kernel_cache_entry(std::string_view bytes, const std::string& key) {
+  auto reject = [] { return std::nullopt; };
   if (bytes.size() < kHeaderBytes || std::memcmp(bytes.data(), kMagic, 8) != 0) return reject();
   const char* p = bytes.data() + 8;
   uint32_t version = 0;
@@ -107,10 +117,10 @@ std::shared_ptr<const CompiledKernel> KernelCache::read_disk(const std::string& 
   if (cubin_len > bytes.size() || ptx_len > bytes.size() ||
       kHeaderBytes + cubin_len + ptx_len != bytes.size())
     return reject();
-  auto k = std::make_shared<CompiledKernel>();
-  k->cubin = bytes.substr(kHeaderBytes, cubin_len);
-  k->ptx = bytes.substr(kHeaderBytes + cubin_len, ptx_len);
-  if (payload_checksum(*k) != checksum) return reject();
+  CompiledKernel k;
+  k.cubin = bytes.substr(kHeaderBytes, cubin_len);
+  k.ptx = bytes.substr(kHeaderBytes + cubin_len, ptx_len);
+  if (entry_checksum(bytes.substr(0, kHeaderBytes - 32), k) != checksum) return reject();
   return k;
 }
 
@@ -121,7 +131,7 @@ void KernelCache::write_disk(const std::string& key, const CompiledKernel& k) {
   for (size_t i = 0; i < 32; ++i) bytes += char(std::stoi(key.substr(2 * i, 2), nullptr, 16));
   put_u64(bytes, k.cubin.size());
   put_u64(bytes, k.ptx.size());
-  Sha256::Digest sum = payload_checksum(k);
+  Sha256::Digest sum = entry_checksum(bytes, k);
   bytes.append(reinterpret_cast<const char*>(sum.data()), sum.size());
   bytes += k.cubin;
   bytes += k.ptx;

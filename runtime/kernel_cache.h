@@ -6,9 +6,9 @@
 // entry. The directory is $KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln;
 // KILN_CACHE_DIR=off keeps the cache in memory only. Entry layout (integers little-endian):
 //   "KILNKERN" | u32 format version | u32 0 | 32-byte key | u64 cubin bytes | u64 ptx bytes |
-//   32-byte SHA-256 of cubin+ptx | cubin | ptx
-// A file whose magic, version, key, lengths or checksum disagree is counted as corrupt,
-// deleted, and rebuilt by the next compile.
+//   32-byte SHA-256 of (every header byte before it + cubin + ptx) | cubin | ptx
+// A file whose magic, version, key, lengths or checksum disagree, or that is not a regular
+// file of at most 1 GiB, is counted as corrupt, deleted, and rebuilt by the next compile.
 #pragma once
 
 #include <cstdint>
@@ -43,6 +43,10 @@ struct KernelCacheStats {
 // The 64-hex-digit key of one compilation. Each field is length-prefixed before hashing.
 std::string kernel_cache_key(std::string_view source, std::span<const std::string> options,
                              std::string_view compiler_version, std::string_view arch);
+
+// The kernel of an entry file's bytes when every check passes for `key` (magic, version,
+// key, lengths, checksum); nullopt otherwise. Pure: KernelCache reads a file with it.
+std::optional<CompiledKernel> parse_kernel_cache_entry(std::string_view bytes, const std::string& key);
 
 class KernelCache {
  public:

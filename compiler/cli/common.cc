@@ -5,6 +5,7 @@
 #include "compiler/cli/commands.h"
 #include "compiler/load.h"
 #include "passes/convert_float.h"
+#include "ir/checked.h"
 #include "ir/str.h"
 #include "ir/reference.h"
 #include "ir/verifier.h"
@@ -61,6 +62,10 @@ Bindings parse_binds(const Graph& g, const std::vector<std::string>& binds) {
       throw CliError(str_cat("--bind ", s, " is outside the symbol's bounds [", info.min, ", ",
                              info.max ? str_cat(*info.max) : std::string("inf"), "]"));
   }
+  // Sizes under the bindings, before anything runs or is allocated (the host's limit: a
+  // device run checks its own again when it plans the call).
+  if (absl::Status st = check_value_sizes(g, b, host_allocation_limit()); !st.ok())
+    throw CliError(str_cat("--bind: ", status_message(st)));
   return b;
 }
 

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <exception>
+#include <new>
 #include <regex>
 #include <string>
 #include <vector>
@@ -100,6 +102,12 @@ int main(int argc, char** argv) {
     return fail(e.what(), json);
   } catch (const kiln::cli::CliError& e) {
     return fail(e.what(), json);
+  } catch (const std::bad_alloc&) {
+    fail("out of memory", json);
+    return 2;
+  } catch (const std::exception& e) {  // a bug: still a message and a failing status, not an abort
+    fail(std::string("internal error: ") + e.what(), json);
+    return 2;
   }
   return 0;
 }

@@ -9,6 +9,8 @@
 #include "absl/strings/cord.h"
 #include "frontends/onnx/importer.h"
 #include "frontends/onnx/onnx_tensor.h"
+#include "ir/file_io.h"
+#include "ir/status.h"
 #include "ir/verifier.h"
 
 namespace kiln {
@@ -319,11 +321,8 @@ std::string onnx_error_op_type(const absl::Status& s) {
 }
 
 absl::StatusOr<Graph> import_onnx_file(const std::string& path, const OnnxImportOptions& options) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return absl::NotFoundError(str_cat(path, ": cannot open"));
-  std::stringstream buf;
-  buf << f.rdbuf();
-  return import_model(buf.str(), path, options);
+  KILN_ASSIGN_OR_RETURN(std::string bytes, read_regular_file(path, max_input_file_bytes()));
+  return import_model(std::move(bytes), path, options);
 }
 
 absl::StatusOr<Graph> import_onnx_bytes(std::string_view bytes, std::string_view source,

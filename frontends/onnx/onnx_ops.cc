@@ -69,13 +69,19 @@ std::optional<std::vector<SymExpr>> fold_binary(Op op, const std::vector<SymExpr
     const SymExpr& x = a[a.size() == 1 ? 0 : i];
     const SymExpr& y = b[b.size() == 1 ? 0 : i];
     std::optional<int64_t> cx = x.constant(), cy = y.constant();
+    // Two constants fold as the reference computes them (wrapping, INT64_MIN / -1 wraps);
+    // symbolic sums and products that overflow are marked (SymExpr::overflowed) and rejected.
+    if (cx && cy && (op == Op::Add || op == Op::Sub || op == Op::Mul)) {
+      out.push_back(binary_int(op, *cx, *cy));
+      continue;
+    }
     switch (op) {
       case Op::Add: out.push_back(x + y); break;
       case Op::Sub: out.push_back(x - y); break;
       case Op::Mul: out.push_back(x * y); break;
       case Op::Div:
         if (!cy || *cy == 0) return std::nullopt;
-        if (cx) out.push_back(*cx / *cy);  // kiln's integer division truncates
+        if (cx) out.push_back(binary_int(Op::Div, *cx, *cy));  // kiln's integer division truncates
         else if (std::optional<SymExpr> q = x.divide_exact(*cy)) out.push_back(*q);
         else if (*cy > 0 && nonnegative(x)) out.push_back(x.floordiv(*cy));  // floor == trunc
         else return std::nullopt;
@@ -1164,8 +1170,17 @@ absl::Status Importer::range() {
     if (d[0] == 0) return bad("delta must not be 0");
     SymExpr span = l[0] - s[0];
     std::optional<SymExpr> n;
-    if (std::optional<int64_t> c = span.constant()) {
-      n = SymExpr(std::max<int64_t>(0, d[0] > 0 ? (*c + d[0] - 1) / d[0] : (*c + d[0] + 1) / d[0]));
+    std::optional<int64_t> s_c = s[0].constant(), l_c = l[0].constant();
+    if (s_c && l_c) {
+      // In 128 bits: the span of INT64_MIN..INT64_MAX does not fit int64.
+      __int128 sp = static_cast<__int128>(*l_c) - *s_c, dd = d[0];
+      __int128 len = dd > 0 ? (sp + dd - 1) / dd : (sp + dd + 1) / dd;
+      if (len < 0) len = 0;
+      if (len > (int64_t{1} << 31))
+        return bad("Range(", *s_c, ", ", *l_c, ", ", d[0], ") is too long (more than 2^31 elements)");
+      n = SymExpr(static_cast<int64_t>(len));
+    } else if (span.overflowed()) {
+      return bad("the span of Range(", s[0].to_string(), ", ", l[0].to_string(), ") overflows int64");
     } else if (d[0] > 0 && nonnegative(span)) {
       n = (span + (d[0] - 1)).floordiv(d[0]);
     } else {
@@ -1202,6 +1217,7 @@ absl::Status Importer::range() {
 }
 
 // Tile(x, repeats): along each axis, the input concatenated `repeats` times.
+constexpr int64_t kMaxTileRepeats = 4096;
 absl::Status Importer::tile() {
   KILN_ASSIGN_OR_RETURN(auto xv, value(0));
   KILN_ASSIGN_OR_RETURN(auto reps, known_ints(1, "repeats"));
@@ -1210,6 +1226,9 @@ absl::Status Importer::tile() {
   Ex y = ex(xv);
   for (int64_t axis = 0; axis < rank; ++axis) {
     if (reps[axis] < 0) return bad("repeats must be >= 0, got ", reps[axis]);
+    // One concat operand per repeat: a bound keeps a malformed model from asking for 2^40.
+    if (reps[axis] > kMaxTileRepeats)
+      return unsupported("Tile repeats ", reps[axis], " on axis ", axis, " (at most ", kMaxTileRepeats, ")");
     if (reps[axis] == 0) y = apply(Op::Slice, {y}, {{"axis", axis}, {"start", int64_t{0}}, {"end", int64_t{0}}});
     else if (reps[axis] > 1) y = apply(Op::Concat, std::vector<Ex>(reps[axis], y), {{"axis", axis}});
   }

@@ -4,6 +4,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "ir/file_io.h"
+#include "ir/status.h"
 #include "ir/str.h"
 
 namespace kiln {
@@ -138,12 +140,9 @@ onnx::TensorProto tensor_to_onnx(const HostTensor& t, const std::string& name) {
 }
 
 absl::StatusOr<HostTensor> read_onnx_tensor_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return absl::NotFoundError(str_cat(path, ": cannot open"));
-  std::stringstream buf;
-  buf << f.rdbuf();
+  KILN_ASSIGN_OR_RETURN(std::string bytes, read_regular_file(path, max_input_file_bytes()));
   onnx::TensorProto t;
-  if (!t.ParseFromString(buf.str())) return invalid_argument(path, ": not a valid ONNX TensorProto");
+  if (!t.ParseFromString(bytes)) return invalid_argument(path, ": not a valid ONNX TensorProto");
   absl::StatusOr<HostTensor> out = tensor_from_onnx(t);
   if (!out.ok()) return prefix_error(out.status(), path, ": ");
   return out;

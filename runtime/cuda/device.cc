@@ -68,6 +68,10 @@ class CudaAdapter final : public DeviceAdapter {
       : device_(device), ctx_(ctx), lt_(std::move(lt)), arch_(std::move(arch)) {}
 
   DeviceId device() const override { return DeviceId::cuda(device_); }
+  int64_t allocation_limit() const override {
+    int64_t total = ctx_ ? ctx_->device().properties().total_memory : 0;
+    return total > 0 ? std::min(total, host_allocation_limit()) : host_allocation_limit();
+  }
   const Target& target() const override { return cuda::target(); }
   std::string arch() const override { return arch_; }
 

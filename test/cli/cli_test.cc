@@ -272,6 +272,11 @@ TEST_CASE("kiln run: bad --bind and unbound symbols are errors", "[cli]") {
            {{"run", file, "--bind", "T=2"}, "--bind T=2: graph mlp has no symbol T (its symbols: B)"},
            {{"run", file, "--bind", "B=2", "--bind", "B=3"}, "--bind: symbol B is bound twice"},
            {{"run", file, "--bind", "B=0"}, "--bind B=0 is outside the symbol's bounds [1, inf]"},
+           // Sizes under the bindings are checked before anything runs (a SIGSEGV and an
+           // uncaught length_error before).
+           {{"run", file, "--bind", "B=4611686018427387904"}, "overflows int64"},
+           {{"run", file, "--bind", "B=9223372036854775807"}, "overflows int64"},
+           {{"run", file, "--bind", "B=1099511627776"}, "out of memory: needs"},
        }) {
     Run r = kiln_cli(c.args, dir);
     require_status(r, 1);

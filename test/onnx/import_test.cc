@@ -463,7 +463,10 @@ TEST_CASE("a truncated or garbage file fails naming the file", "[onnx][import][c
   }
   absl::StatusOr<Graph> missing = import_onnx_file((dir / "missing.onnx").string());
   CHECK(missing.status().code() == absl::StatusCode::kNotFound);
-  CHECK(status_message(missing.status()) == str_cat((dir / "missing.onnx").string(), ": cannot open"));
+  CHECK(status_message(missing.status()) ==
+        str_cat((dir / "missing.onnx").string(), ": cannot read the file: No such file or directory"));
+  absl::StatusOr<Graph> folder = import_onnx_file(dir.string());  // a directory: an error, not an exception
+  CHECK_THAT(status_message(folder.status()), Catch::Contains("not a regular file (a directory)"));
   std::filesystem::remove_all(dir);
 }
 

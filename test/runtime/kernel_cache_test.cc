@@ -1,5 +1,7 @@
 #include <catch2/catch.hpp>
 
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -11,6 +13,7 @@
 
 #include "ir/str.h"
 #include "runtime/kernel_cache.h"
+#include "runtime/tune_store.h"
 
 namespace fs = std::filesystem;
 using kiln::CompiledKernel;
@@ -146,6 +149,34 @@ TEST_CASE("cache: corrupt or truncated entries are detected and rebuilt", "[runt
   SECTION("foreign file under the entry's name") {
     damage_and_reload([&] { std::ofstream(file, std::ios::trunc) << "not a kiln cache entry"; });
   }
+  SECTION("lengths shifted between cubin and ptx, payload kept") {
+    damage_and_reload([&] {
+      // cubin length at byte 48, ptx length at 56 (little-endian): one byte moves from the
+      // cubin to the ptx; the concatenated payload and its length stay the same.
+      std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+      f.seekg(48);
+      unsigned char len[16];
+      f.read(reinterpret_cast<char*>(len), 16);
+      uint64_t cubin = 0, ptx = 0;
+      for (int i = 0; i < 8; ++i) cubin |= uint64_t(len[i]) << (8 * i), ptx |= uint64_t(len[8 + i]) << (8 * i);
+      --cubin, ++ptx;
+      for (int i = 0; i < 8; ++i) len[i] = uint8_t(cubin >> (8 * i)), len[8 + i] = uint8_t(ptx >> (8 * i));
+      f.seekp(48);
+      f.write(reinterpret_cast<const char*>(len), 16);
+    });
+  }
+  SECTION("an empty directory in the entry's place") {
+    damage_and_reload([&] {
+      fs::remove(file);
+      fs::create_directory(file);
+    });
+  }
+  SECTION("a FIFO in the entry's place: no hang") {
+    damage_and_reload([&] {
+      fs::remove(file);
+      REQUIRE(::mkfifo(file.c_str(), 0600) == 0);
+    });
+  }
   SECTION("entry of another key renamed") {
     std::string other = key_of(3);
     Compiler c3{0, other};
@@ -248,4 +279,71 @@ TEST_CASE("cache: concurrent writers and readers never see a torn entry", "[runt
     ++entries;
   }
   CHECK(entries == kKeys);
+}
+
+TEST_CASE("cache: a non-empty directory in an entry's place is a miss every time, never a crash", "[runtime][cache]") {
+  TempDir dir;
+  std::string key = key_of(4);
+  Compiler c{0, key};
+  fs::path file = KernelCache(dir.path).entry_path(key);
+  fs::create_directories(file / "inside");
+  for (int run = 0; run < 2; ++run) {
+    KernelCache cache(dir.path);
+    auto k = cache.get_or_compile(key, [&] { return c(); });
+    REQUIRE(k.ok());
+    CHECK((*k)->cubin == payload_for(key, 4096).cubin);
+    CHECK(cache.stats().corrupt_entries == 1);
+    CHECK(cache.stats().disk_write_errors == 1);
+  }
+  CHECK(c.calls == 2);
+}
+
+TEST_CASE("tune store: damaged lines are dropped, entries survive a reload", "[runtime][tune]") {
+  TempDir dir;
+  fs::create_directories(dir.path);
+  std::string path = (dir.path / "autotune.txt").string();
+  {
+    kiln::TuneStore s(path);
+    s.put("kernel a", "128x1", "a note");
+    s.put("kernel b", "256x2", "b note");
+  }
+  CHECK(kiln::TuneStore(path).get("kernel a") == "128x1");
+  // Change b's choice in the file without its check: dropped, never used.
+  std::ifstream in(path);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  size_t at = text.find(" 256x2 ");
+  REQUIRE(at != std::string::npos);
+  text.replace(at, 7, " 512x2 ");
+  std::ofstream(path, std::ios::trunc) << text;
+  kiln::TuneStore reread(path);
+  CHECK(reread.get("kernel a") == "128x1");
+  CHECK(!reread.get("kernel b"));
+}
+
+TEST_CASE("tune store: concurrent processes never lose each other's entries", "[runtime][tune]") {
+  TempDir dir;
+  fs::create_directories(dir.path);
+  std::string path = (dir.path / "autotune.txt").string();
+  constexpr int kProcs = 6, kEach = 15;
+  std::vector<pid_t> kids;
+  for (int p = 0; p < kProcs; ++p) {
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {  // each child: its own store (as another process starts), writing its entries
+      kiln::TuneStore s(path);
+      for (int i = 0; i < kEach; ++i) s.put(kiln::str_cat("proc ", p, " step ", i), kiln::str_cat(p, "x", i), "note");
+      _exit(0);
+    }
+    kids.push_back(pid);
+  }
+  for (pid_t pid : kids) {
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    CHECK((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  }
+  kiln::TuneStore all(path);
+  int found = 0;
+  for (int p = 0; p < kProcs; ++p)
+    for (int i = 0; i < kEach; ++i) found += all.get(kiln::str_cat("proc ", p, " step ", i)) == kiln::str_cat(p, "x", i);
+  CHECK(found == kProcs * kEach);
 }
