@@ -418,27 +418,33 @@ TEST_CASE("kiln compile --device cuda: every kernel NVRTC-compiled with no GPU, 
   Run r = kiln_cli({"compile", decoder, "--bind", "B=1", "--bind", "T=5", "--device", "cuda", "--dump-dir", d.string()},
                    dir);
   require_status(r, 0);
-  // 6 fused kernels, 4 weight-prep kernels, 3 epilogues after cuBLASLt's f32 accumulator and
-  // the gather of the attention output (no strided matrix for cuBLASLt): 14.
+  // 6 fused kernels, 4 weight-prep kernels, 2 epilogues after cuBLASLt's f32 accumulator and
+  // the gather of the attention output (no strided matrix for cuBLASLt): 13; and the fused
+  // attention step's 4 tile configurations (codegen/cuda/attention.h): 17.
   require_checks(r.out, R"(
-CHECK: cuda sm_90: 14 kernels, 6 cuBLASLt GEMMs; NVRTC {{[0-9.]+}} ms (14 compiled, 0 from the kernel cache)
+CHECK: cuda sm_90: 17 kernels, 4 cuBLASLt GEMMs; NVRTC {{[0-9.]+}} ms (17 compiled, 0 from the kernel cache)
 CHECK-NEXT: group 0   k0_cast elementwise, 8 lanes, weight prep
 CHECK-NEXT: group 1   k1_mean rows, 8 lanes, row cached (32 threads x 8 chunks), evict-first in L2 when its data exceed it
-CHECK: group 13  cuBLASLt bf16 m=T n=11264 k=2048 batch=1 epilogue none
-CHECK-NEXT: group 14  k14_mul elementwise, 8 lanes
-CHECK-NEXT: group 15  cuBLASLt bf16 m=T n=2048 k=5632 batch=1 epilogue none, f32 accumulator into k15_linear
+CHECK: group 7   attention bf16 H=16 KVH=16 D=128 scale=0.08838834764831843 causal
+CHECK: group 12  cuBLASLt bf16 m=T n=11264 k=2048 batch=1 epilogue none
+CHECK-NEXT: group 13  k13_mul elementwise, 8 lanes
+CHECK-NEXT: group 14  cuBLASLt bf16 m=T n=2048 k=5632 batch=1 epilogue none, f32 accumulator into k14_linear
 CHECK: dumped to
 )");
-  CHECK(count_files(d / "cuda", ".cu") == 14);
-  CHECK(count_files(d / "cuda", ".ptx") == 14);
-  CHECK(fs::exists(d / "05-plan_memory.kiln"));
-  require_checks(read_text(d / "cuda" / "k14_mul.cu"), R"(
-CHECK: extern "C" __global__
-CHECK-SAME: k14_mul
+  CHECK(count_files(d / "cuda", ".cu") == 17);
+  CHECK(count_files(d / "cuda", ".ptx") == 17);
+  require_checks(read_text(d / "cuda" / "kiln_attention_4x2x1x64.cu"), R"(
+CHECK: // kiln attention: bf16 H=16 KVH=16 D=128
+CHECK: extern "C" __global__ void __launch_bounds__(KTHREADS) kiln_attention(
 )");
-  require_checks(read_text(d / "cuda" / "k14_mul.ptx"), R"(
+  CHECK(fs::exists(d / "05-plan_memory.kiln"));
+  require_checks(read_text(d / "cuda" / "k13_mul.cu"), R"(
+CHECK: extern "C" __global__
+CHECK-SAME: k13_mul
+)");
+  require_checks(read_text(d / "cuda" / "k13_mul.ptx"), R"(
 CHECK: .target sm_90
-CHECK: .entry k14_mul
+CHECK: .entry k13_mul
 )");
   // A second process finds every kernel in the disk cache; --json adds the backend's figures.
   Run again = kiln_cli({"compile", decoder, "--bind", "B=1", "--bind", "T=5", "--device", "cuda", "--json"}, dir);
@@ -447,10 +453,10 @@ CHECK: .entry k14_mul
   CHECK(j["kernels"] == 6);
   CHECK(j["backend"]["device"] == "cuda");
   CHECK(j["backend"]["arch"] == "sm_90");
-  CHECK(j["backend"]["kernels"] == 14);
-  CHECK(j["backend"]["gemms"] == 6);
+  CHECK(j["backend"]["kernels"] == 17);
+  CHECK(j["backend"]["gemms"] == 4);
   CHECK(j["backend"]["compiled"] == 0);
-  CHECK(j["backend"]["cache_hits"] == 14);
+  CHECK(j["backend"]["cache_hits"] == 17);
   // Modes are accepted (they act when the graph runs); unknown ones are errors.
   Run tuned = kiln_cli({"compile", decoder, "--bind", "B=1", "--device", "cuda", "--mode", "max-autotune"}, dir);
   require_status(tuned, 0);
@@ -469,15 +475,15 @@ TEST_CASE("kiln compile --device cuda: program.txt holds every buffer's place an
                    dir);
   require_status(r, 0);
   // B = 1 is baked; parameters are arguments, merged weights weight prep, intermediates in
-  // the arena, accumulators and gathered operands in scratch; the weight prep runs apart.
+  // the arena, accumulators and gathered operands in scratch; the weight prep runs apart;
+  // attention is one fused step reading q, k, v where the kernels before it wrote them.
   require_checks(read_text(d / "cuda" / "program.txt"), R"(
 CHECK: program decoder_layer for cuda
 CHECK-NEXT: baked B = 1
 CHECK-NEXT: buffers:
 CHECK: b7 concat_2: bf16[6144, 2048] (weight prep 1)
-CHECK: b13 k6_matmul.acc: f32[B, 16, T, T] (scratch 0)
-CHECK: b18 k9_linear_a: bf16[B, T, 2048] (scratch 1)
-CHECK: b31 out: bf16[B, T, 2048] (output 0)
+CHECK: b16 k8_linear_a: bf16[B, T, 2048] (scratch 1)
+CHECK: b29 out: bf16[B, T, 2048] (output 0)
 CHECK-NEXT: weight prep (when parameters change):
 CHECK-NEXT: group 0: k0_cast(b0, b1)
 CHECK: steps:
@@ -486,16 +492,16 @@ CHECK-NEXT: group 3: cuBLASLt bf16 m=T n=6144 k=2048 batch=1 epilogue none
 CHECK-NEXT: A b3 as [M, K] ld 2048 batch stride 0 offset 0; B b7 as [N, K] ld 2048 batch stride 0 offset 0
 CHECK-NEXT: C b8
 CHECK-NEXT: where the library cannot run a call: k3_linear_naive(b3, b7, b8)
-CHECK: group 8: cuBLASLt bf16 m=T n=128 k=T batch=16 epilogue none
-CHECK-NEXT: A b15 as [M, K] ld T batch stride T*T offset 0; B b8 as [K, N] ld 6144 batch stride 128 offset 4096
-CHECK: group 9: cuBLASLt bf16 m=T n=2048 k=2048 batch=1 epilogue none, A gathered, f32 accumulator into k9_linear
-CHECK: C b19 (f32 accumulator)
-CHECK-NEXT: first A gathered: k9_linear_a(b16, b18)
-CHECK-NEXT: then epilogue: k9_linear(b16, b17, b2, b20, b19)
-CHECK-NEXT: where the library cannot run a call: k9_linear_naive(b16, b17, b2, b20)
+CHECK: group 7: attention bf16 H=16 KVH=16 D=128 scale=0.08838834764831843 causal
+CHECK-NEXT: q b11, k b12, v b13 -> out b14; B=B Tq=T Tk=T
+CHECK: group 8: cuBLASLt bf16 m=T n=2048 k=2048 batch=1 epilogue none, A gathered, f32 accumulator into k8_linear
+CHECK: C b17 (f32 accumulator)
+CHECK-NEXT: first A gathered: k8_linear_a(b14, b16)
+CHECK-NEXT: then epilogue: k8_linear(b14, b15, b2, b18, b17)
+CHECK-NEXT: where the library cannot run a call: k8_linear_naive(b14, b15, b2, b18)
 )");
   // Each program kernel's IR sits beside its source, with the schedule the source follows.
-  CHECK(count_files(d / "cuda", ".kir") == 14 + 6);
+  CHECK(count_files(d / "cuda", ".kir") == 13 + 4);  // and each library GEMM's fallback
   require_checks(read_text(d / "cuda" / "k1_mean.kir"), R"(
 CHECK: kernel k1_mean
 CHECK: schedule:
@@ -505,8 +511,8 @@ CHECK-NEXT: x[(o0 * T + o1) * 2048 + r0] streamed
 CHECK: row cache 8 chunks per thread, 32 threads: x[(o0 * T + o1) * 2048 + r0]
 )");
   // A library GEMM's epilogue reads the accumulator as one more buffer of its kernel IR.
-  require_checks(read_text(d / "cuda" / "k15_linear.kir"), R"(
-CHECK: kernel k15_linear
+  require_checks(read_text(d / "cuda" / "k14_linear.kir"), R"(
+CHECK: kernel k14_linear
 CHECK: in  acc: f32[B, T, 2048]
 CHECK-NOT: gemm
 CHECK: schedule:
