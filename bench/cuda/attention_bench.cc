@@ -10,7 +10,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -34,19 +33,6 @@ template <typename T>
 T value(absl::StatusOr<T> v) {
   if (!v.ok()) die(v.status());
   return *std::move(v);
-}
-
-uint16_t to_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  u += 0x7fff + ((u >> 16) & 1);
-  return static_cast<uint16_t>(u >> 16);
-}
-float from_bf16(uint16_t h) {
-  uint32_t u = uint32_t{h} << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
 }
 
 struct Timer {
@@ -79,14 +65,14 @@ struct Tensor16 {
   Tensor16(const cuda::Context& ctx, int64_t n_, std::mt19937& rng, bool fill = true) : host(std::min(n_, period)), n(n_) {
     std::uniform_real_distribution<float> u(-1, 1);
     if (fill)
-      for (auto& x : host) x = to_bf16(u(rng));
+      for (auto& x : host) x = float_to_bf16_bits(u(rng));
     dev = value(cuda::DeviceBuffer::allocate(ctx, std::max<int64_t>(n * 2, 16)));
     for (int64_t at = 0; at < n; at += period) {
       const int64_t len = std::min(period, n - at);
       if (auto s = cuda::copy_host_to_device(dev.ptr() + at * 2, host.data(), len * 2, nullptr); !s.ok()) die(s);
     }
   }
-  float at(int64_t i) const { return from_bf16(host[i % static_cast<int64_t>(host.size())]); }
+  float at(int64_t i) const { return bf16_bits_to_float(host[i % static_cast<int64_t>(host.size())]); }
   void download() {  // outputs are small: the whole tensor
     host.resize(n);
     if (auto s = dev.copy_to_host(host.data(), n * 2); !s.ok()) die(s);
