@@ -21,6 +21,25 @@ std::string AttentionForm::to_string() const {
   return s;
 }
 
+absl::StatusOr<AttentionSizes> evaluate_sizes(const AttentionStep& s, const Bindings& b) {
+  AttentionSizes z;
+  auto eval = [&](const Dim& d, int64_t& out) -> absl::Status {
+    KILN_ASSIGN_OR_RETURN(out, d.evaluate(b));
+    return absl::OkStatus();
+  };
+  KILN_RETURN_IF_ERROR(eval(s.batch, z.batch));
+  KILN_RETURN_IF_ERROR(eval(s.tq, z.tq));
+  KILN_RETURN_IF_ERROR(eval(s.tk, z.tk));
+  if (s.form.paged()) {
+    KILN_RETURN_IF_ERROR(eval(s.max_blocks, z.max_blocks));
+    KILN_RETURN_IF_ERROR(eval(s.num_blocks, z.num_blocks));
+  }
+  for (auto [from, to] : {std::pair{&s.q_strides, &z.qs}, {&s.k_strides, &z.ks}, {&s.v_strides, &z.vs},
+                          {&s.out_strides, &z.os}, {&s.mask_strides, &z.ms}})
+    for (size_t i = 0; i < 4; ++i) KILN_RETURN_IF_ERROR(eval((*from)[i], (*to)[i]));
+  return z;
+}
+
 absl::StatusOr<AttentionForm> attention_form(const Node& n) {
   if (n.op() != Op::Attention) return invalid_argument(n.describe(), " is not an attention");
   AttentionOperands ops = attention_operands(n);

@@ -57,6 +57,15 @@ struct AttentionStep {
   Strides4 q_strides, k_strides, v_strides, out_strides, mask_strides;
 };
 
+// One call's sizes: an AttentionStep's dims and strides evaluated at the call's symbol
+// values (what every device's plan starts from).
+struct AttentionSizes {
+  int64_t batch = 0, tq = 0, tk = 0, max_blocks = 0, num_blocks = 0;  // the last two: paged
+  std::array<int64_t, 4> qs{}, ks{}, vs{}, os{}, ms{};               // element strides of q, k, v, out, mask
+};
+// Errors name an unbound symbol.
+absl::StatusOr<AttentionSizes> evaluate_sizes(const AttentionStep& s, const Bindings& b);
+
 // The form of attention node `n` (ops.def): its dtypes, head counts and options, with the
 // scale resolved. An error where the node has no static form (symbolic H, KVH, D or
 // block_size, or a symbolic D and no scale): such a node is decomposed.

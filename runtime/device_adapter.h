@@ -120,6 +120,7 @@ class DeviceProgram {
     return nullptr;
   }
   virtual absl::StatusOr<std::unique_ptr<Tunable>> tunable_gemm(int gemm, StepPlan& plan) { return nullptr; }
+  virtual absl::StatusOr<std::unique_ptr<Tunable>> tunable_attention(int attention, StepPlan& plan) { return nullptr; }
   // How the device runs `kernel`, for `kiln compile`: "elementwise, 8 lanes".
   virtual std::string describe_kernel(int kernel) const = 0;
   virtual const BuildStats& stats() const = 0;  // kernels, cache hits, codegen and compile times

@@ -566,6 +566,9 @@ absl::Status Executor::tune(CallPlan& p, const CallContext& c) {
     } else if (step.kind == Step::Kind::Gemm) {
       KILN_ASSIGN_OR_RETURN(t, loaded_->tunable_gemm(step.index, *p.gemms[step.index]));
       run = [&] { return run_gemm(step.index, p, c); };
+    } else if (step.kind == Step::Kind::Attention) {  // reads q, k, v (and the cache), writes out
+      KILN_ASSIGN_OR_RETURN(t, loaded_->tunable_attention(step.index, *p.attentions[step.index]));
+      run = [&] { return run_attention(step.index, p, c); };
     }
     if (t) KILN_RETURN_IF_ERROR(tune_step(*t, device_, run, c));
     KILN_RETURN_IF_ERROR(run_steps(std::span<const Step>(&step, 1), p, c));

@@ -65,6 +65,13 @@ std::optional<std::string> TuneStore::get(const std::string& description) {
   return it->second.first;
 }
 
+std::vector<std::pair<std::string, std::string>> TuneStore::entries() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& [key, v] : entries_) out.push_back(v);
+  return out;
+}
+
 void TuneStore::put(const std::string& description, const std::string& choice, const std::string& note) {
   std::lock_guard<std::mutex> lock(mu_);
   std::string k = key(description);

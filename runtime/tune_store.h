@@ -14,6 +14,8 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace kiln {
 
@@ -25,6 +27,8 @@ class TuneStore {
   std::optional<std::string> get(const std::string& description);
   void put(const std::string& description, const std::string& choice, const std::string& note);
   static std::string key(const std::string& description);  // 32 hex digits
+  // Every entry this process knows, (choice, note) by key: what max-autotune chose and why.
+  std::vector<std::pair<std::string, std::string>> entries();
 
  private:
   using Entries = std::map<std::string, std::pair<std::string, std::string>>;  // key -> (choice, note)

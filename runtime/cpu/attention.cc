@@ -169,8 +169,8 @@ struct Task {
   // Row r is query position i0 + r % nq of head g * G + r / nq; rows past R are zero padding.
   std::fill(q + R * D, q + R4 * D, 0.0f);
   for (int64_t r = 0; r < R; ++r) {
-    int64_t base = b * c.q[0] + (g * G + r / nq) * c.q[1] + (t.i0 + r % nq) * c.q[2];
-    for (int64_t d = 0; d < D; ++d) q[r * D + d] = load(a.q, base + d * c.q[3], f.dtype) * scale;
+    int64_t base = b * c.qs[0] + (g * G + r / nq) * c.qs[1] + (t.i0 + r % nq) * c.qs[2];
+    for (int64_t d = 0; d < D; ++d) q[r * D + d] = load(a.q, base + d * c.qs[3], f.dtype) * scale;
   }
   std::fill(acc, acc + R4 * D, 0.0f);
   std::fill(m, m + R4, kNegInf);
@@ -182,20 +182,20 @@ struct Task {
       int64_t j = j0 + jj, kb, vb;
       if (f.paged()) {
         int64_t blk = load_int(a.block_table, b * c.max_blocks + j / f.block_size, f.table_dtype), slot = j % f.block_size;
-        kb = blk * c.k[0] + slot * c.k[1] + g * c.k[2];
-        vb = blk * c.v[0] + slot * c.v[1] + g * c.v[2];
+        kb = blk * c.ks[0] + slot * c.ks[1] + g * c.ks[2];
+        vb = blk * c.vs[0] + slot * c.vs[1] + g * c.vs[2];
       } else {
-        kb = b * c.k[0] + g * c.k[1] + j * c.k[2];
-        vb = b * c.v[0] + g * c.v[1] + j * c.v[2];
+        kb = b * c.ks[0] + g * c.ks[1] + j * c.ks[2];
+        vb = b * c.vs[0] + g * c.vs[1] + j * c.vs[2];
       }
-      if (f.dtype == DType::f32 && c.k[3] == 1 && c.v[3] == 1) {
+      if (f.dtype == DType::f32 && c.ks[3] == 1 && c.vs[3] == 1) {
         const float* kr = static_cast<const float*>(a.k) + kb;
         for (int64_t d = 0; d < D; ++d) kt[d * kKeys + jj] = kr[d];
         std::memcpy(vt + jj * D, static_cast<const float*>(a.v) + vb, sizeof(float) * D);
       } else {
         for (int64_t d = 0; d < D; ++d) {
-          kt[d * kKeys + jj] = load(a.k, kb + d * c.k[3], f.dtype);
-          vt[jj * D + d] = load(a.v, vb + d * c.v[3], f.dtype);
+          kt[d * kKeys + jj] = load(a.k, kb + d * c.ks[3], f.dtype);
+          vt[jj * D + d] = load(a.v, vb + d * c.vs[3], f.dtype);
         }
       }
     }
@@ -211,7 +211,7 @@ struct Task {
         for (int64_t jj = 0; jj < nk; ++jj) sr[jj] = soft_cap(sr[jj], cap);
       }
       if (a.mask && lo < hi) {
-        const int64_t mb = b * c.mask[0] + hh * c.mask[1] + i * c.mask[2] + j0 * c.mask[3], ms = c.mask[3];
+        const int64_t mb = b * c.ms[0] + hh * c.ms[1] + i * c.ms[2] + j0 * c.ms[3], ms = c.ms[3];
         if (f.mask == AttentionForm::Mask::Bool) {
           const uint8_t* mk = static_cast<const uint8_t*>(a.mask) + mb;
           for (int64_t jj = lo; jj < hi; ++jj) sr[jj] = mk[jj * ms] ? sr[jj] : kNegInf;
@@ -249,10 +249,10 @@ struct Task {
     accumulate(s, vt, acc, R4, nk, D);
   }
   for (int64_t r = 0; r < R; ++r) {
-    int64_t base = b * c.out[0] + (g * G + r / nq) * c.out[1] + (t.i0 + r % nq) * c.out[2];
+    int64_t base = b * c.os[0] + (g * G + r / nq) * c.os[1] + (t.i0 + r % nq) * c.os[2];
     // No key seen (l = 0), or only -inf scores: NaN, as the reference.
     const float inv = l[r] > 0 ? 1.0f / l[r] : std::numeric_limits<float>::quiet_NaN();
-    for (int64_t d = 0; d < D; ++d) store(a.out, base + d * c.out[3], f.dtype, acc[r * D + d] * inv);
+    for (int64_t d = 0; d < D; ++d) store(a.out, base + d * c.os[3], f.dtype, acc[r * D + d] * inv);
   }
 }
 
@@ -275,21 +275,8 @@ bool supports_attention(const AttentionForm& f) {
 
 absl::StatusOr<AttentionCall> bind_attention(const AttentionStep& s, const Bindings& b) {
   AttentionCall c;
+  KILN_ASSIGN_OR_RETURN(static_cast<AttentionSizes&>(c), evaluate_sizes(s, b));
   c.form = s.form;
-  auto eval = [&](const Dim& d, int64_t& out) -> absl::Status {
-    KILN_ASSIGN_OR_RETURN(out, d.evaluate(b));
-    return absl::OkStatus();
-  };
-  KILN_RETURN_IF_ERROR(eval(s.batch, c.batch));
-  KILN_RETURN_IF_ERROR(eval(s.tq, c.tq));
-  KILN_RETURN_IF_ERROR(eval(s.tk, c.tk));
-  if (s.form.paged()) {
-    KILN_RETURN_IF_ERROR(eval(s.max_blocks, c.max_blocks));
-    KILN_RETURN_IF_ERROR(eval(s.num_blocks, c.num_blocks));
-  }
-  for (auto [from, to] : {std::pair{&s.q_strides, &c.q}, {&s.k_strides, &c.k}, {&s.v_strides, &c.v},
-                          {&s.out_strides, &c.out}, {&s.mask_strides, &c.mask}})
-    for (size_t i = 0; i < 4; ++i) KILN_RETURN_IF_ERROR(eval((*from)[i], (*to)[i]));
   return c;
 }
 

@@ -20,10 +20,8 @@ namespace kiln::cpu {
 bool supports_attention(const AttentionForm& f);
 
 // One step at a call's sizes: every dim and stride evaluated.
-struct AttentionCall {
+struct AttentionCall : AttentionSizes {
   AttentionForm form;
-  int64_t batch = 0, tq = 0, tk = 0, max_blocks = 0, num_blocks = 0;
-  std::array<int64_t, 4> q{}, k{}, v{}, out{}, mask{};  // element strides
 };
 absl::StatusOr<AttentionCall> bind_attention(const AttentionStep& s, const Bindings& b);
 

@@ -19,11 +19,8 @@ namespace kiln::cuda {
 
 // One call's operands: device addresses and sizes, strides in elements (attention.h's
 // AttentionStep evaluated). The last stride of q, k, v and out must be 1.
-struct AttentionCall {
+struct AttentionCall : AttentionSizes {
   CUdeviceptr q = 0, k = 0, v = 0, out = 0, mask = 0, kv_lens = 0, block_table = 0;
-  int64_t batch = 0, tq = 0, tk = 0;
-  int64_t max_blocks = 0, num_blocks = 0;  // paged
-  std::array<int64_t, 4> qs{}, ks{}, vs{}, os{}, ms{};
 };
 
 // How one call launches: a configuration of attention_configs(form), the grid, and how many

@@ -122,20 +122,7 @@ class CudaProgram final : public DeviceProgram {
     const AttentionStep& a = p_->attentions[attention];
     auto plan = std::make_unique<AttentionCallPlan>();
     AttentionCall& c = plan->call;
-    auto eval = [&](const Dim& d, int64_t& out) -> absl::Status {
-      KILN_ASSIGN_OR_RETURN(out, d.evaluate(b));
-      return absl::OkStatus();
-    };
-    KILN_RETURN_IF_ERROR(eval(a.batch, c.batch));
-    KILN_RETURN_IF_ERROR(eval(a.tq, c.tq));
-    KILN_RETURN_IF_ERROR(eval(a.tk, c.tk));
-    if (a.form.paged()) {
-      KILN_RETURN_IF_ERROR(eval(a.max_blocks, c.max_blocks));
-      KILN_RETURN_IF_ERROR(eval(a.num_blocks, c.num_blocks));
-    }
-    for (auto [from, to] : {std::pair{&a.q_strides, &c.qs}, {&a.k_strides, &c.ks}, {&a.v_strides, &c.vs},
-                            {&a.out_strides, &c.os}, {&a.mask_strides, &c.ms}})
-      for (size_t i = 0; i < 4; ++i) KILN_RETURN_IF_ERROR(eval((*from)[i], (*to)[i]));
+    KILN_ASSIGN_OR_RETURN(static_cast<AttentionSizes&>(c), evaluate_sizes(a, b));
     if (c.batch == 0 || c.tq == 0) return plan;  // nothing to compute: run_attention skips it
     absl::StatusOr<AttentionPlan> ap = attention_[attention]->plan(c);
     if (!ap.ok()) return prefix_error(ap.status(), "attention step ", attention, ": ");
@@ -252,6 +239,7 @@ class CudaProgram final : public DeviceProgram {
   absl::StatusOr<std::unique_ptr<Tunable>> tunable_kernel(int kernel, StepPlan& plan, const Bindings& b,
                                                           SymbolValues syms) override;
   absl::StatusOr<std::unique_ptr<Tunable>> tunable_gemm(int gemm, StepPlan& plan) override;
+  absl::StatusOr<std::unique_ptr<Tunable>> tunable_attention(int attention, StepPlan& plan) override;
 
   std::string describe_kernel(int kernel) const override {
     const CudaKernel& k = kernels_[kernel].meta;
@@ -480,6 +468,63 @@ class GemmTunable final : public Tunable {
   std::string key_;
 };
 
+// max-autotune's launch plans for one fused attention step at one call's sizes: every tile
+// configuration of its form, each with the default split of the keys and with 1, 2, 4, 8
+// and 16 splits (those the keys allow). The workspace is sized for the largest once. The
+// choice is kept as "<config>/<splits>": "4x2x1x64/1".
+class AttentionTunable final : public Tunable {
+ public:
+  AttentionTunable(const AttentionKernels& k, AttentionCallPlan& plan, std::string key, const Context& ctx)
+      : k_(k), plan_(plan), key_(std::move(key)), ctx_(ctx) {}
+  absl::Status init() {
+    int64_t workspace = 0;
+    // The default plan first (note() compares with it), then every configuration.
+    for (int config = -1; config < static_cast<int>(k_.configs().size()); ++config) {
+      for (std::optional<int> splits : {std::optional<int>(), std::optional(1), std::optional(2), std::optional(4),
+                                        std::optional(8), std::optional(16)}) {
+        if (config < 0 && splits) continue;
+        absl::StatusOr<AttentionPlan> p =
+            config < 0 ? k_.plan(plan_.call) : k_.plan(plan_.call, config, splits);
+        if (!p.ok()) continue;  // not a launch these sizes allow
+        auto same = [&](const AttentionPlan& q) { return q.config == p->config && q.splits == p->splits; };
+        if (std::find_if(candidates_.begin(), candidates_.end(), same) != candidates_.end()) continue;
+        candidates_.push_back(*p);
+        workspace = std::max(workspace, p->workspace_bytes);
+      }
+    }
+    if (workspace > plan_.workspace.size()) {
+      KILN_ASSIGN_OR_RETURN(plan_.workspace, DeviceBuffer::allocate(ctx_, workspace));
+    }
+    return absl::OkStatus();
+  }
+  std::string key() const override { return key_; }
+  int candidates() const override { return static_cast<int>(candidates_.size()); }
+  absl::Status select(int i) override {
+    plan_.plan = candidates_[i];
+    return absl::OkStatus();
+  }
+  std::string choice() const override { return str_cat(k_.configs()[plan_.plan.config].name(), "/", plan_.plan.splits); }
+  bool restore(const std::string& choice) override {
+    for (const AttentionPlan& p : candidates_)
+      if (str_cat(k_.configs()[p.config].name(), "/", p.splits) == choice) {
+        plan_.plan = p;
+        return true;
+      }
+    return false;
+  }
+  std::string note(std::span<const double> ms, int best) const override {
+    return fmt::format("{} on {}: {:.4f} ms (default plan {}: {:.4f} ms)", key_.substr(0, key_.find('|')),
+                       ctx_.device().properties().name, ms[best], candidates_.front().to_string(), ms.front());
+  }
+
+ private:
+  const AttentionKernels& k_;
+  AttentionCallPlan& plan_;
+  std::string key_;
+  const Context& ctx_;
+  std::vector<AttentionPlan> candidates_;
+};
+
 absl::StatusOr<std::unique_ptr<Tunable>> CudaProgram::tunable_kernel(int kernel, StepPlan& plan, const Bindings& b,
                                                                      SymbolValues syms) {
   KernelCall& call = static_cast<KernelCall&>(plan);
@@ -504,6 +549,20 @@ absl::StatusOr<std::unique_ptr<Tunable>> CudaProgram::tunable_gemm(int gemm, Ste
                                 gemm_epilogue_name(s.epilogue), s.alignment, dev_.ctx->device().properties().name);
   KILN_ASSIGN_OR_RETURN(std::vector<GemmAlgorithm> algos, call.plan->algorithms(8));
   return std::make_unique<GemmTunable>(*this, gemm, *call.plan, std::move(algos), std::move(key));
+}
+
+absl::StatusOr<std::unique_ptr<Tunable>> CudaProgram::tunable_attention(int attention, StepPlan& plan) {
+  AttentionCallPlan& p = static_cast<AttentionCallPlan&>(plan);
+  if (p.call.batch == 0 || p.call.tq == 0) return nullptr;
+  const AttentionCall& c = p.call;
+  const auto strides = [](const std::array<int64_t, 4>& s) { return fmt::format("{}", fmt::join(s, ",")); };
+  std::string key = fmt::format("attention {} batch={} tq={} tk={} blocks={}x{} q={} k={} v={} out={} mask={}|{}",
+                                attention_[attention]->form().to_string(), c.batch, c.tq, c.tk, c.max_blocks,
+                                c.num_blocks, strides(c.qs), strides(c.ks), strides(c.vs), strides(c.os),
+                                strides(c.ms), dev_.ctx->device().properties().name);
+  auto t = std::make_unique<AttentionTunable>(*attention_[attention], p, std::move(key), *dev_.ctx);
+  KILN_RETURN_IF_ERROR(t->init());
+  return t;
 }
 
 }  // namespace
