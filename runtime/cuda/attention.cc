@@ -27,33 +27,60 @@ std::string AttentionPlan::to_string() const {
   return str_cat("config ", config, " grid ", grid[0], "x", grid[1], "x", grid[2], " splits ", splits);
 }
 
+AttentionKernels::AttentionKernels(const Context* ctx, std::string arch, AttentionForm f,
+                                   std::vector<AttentionConfig> c, std::optional<DumpWriter> dump)
+    : ctx_(ctx), arch_(std::move(arch)), form_(f), configs_(std::move(c)), dump_(std::move(dump)),
+      sms_(ctx ? ctx->device().properties().sm_count : 132), loaded_(configs_.size()) {}
+
 absl::StatusOr<std::unique_ptr<AttentionKernels>> AttentionKernels::build(const Context* ctx, const std::string& arch,
                                                                            const AttentionForm& f,
-                                                                           const std::optional<DumpWriter>& dump) {
+                                                                           const std::optional<DumpWriter>& dump,
+                                                                           bool lazily) {
   KILN_RETURN_IF_ERROR(cuda_attention_supported(f));
-  const int sms = ctx ? ctx->device().properties().sm_count : 132;
-  std::unique_ptr<AttentionKernels> k(new AttentionKernels(f, attention_configs(f), sms));
-  std::vector<NvrtcProgram> programs;
-  for (const AttentionConfig& c : k->configs_)
-    programs.push_back({str_cat("kiln_attention_", c.name()), attention_source(f, c), arch, {}});
-  auto compiled = nvrtc_compile_cached(kernel_cache(), programs);
-  for (size_t i = 0; i < compiled.size(); ++i) {
-    if (!compiled[i].ok()) return prefix_error(compiled[i].status(), "attention ", f.to_string(), ": ");
-    if (dump) {
-      KILN_RETURN_IF_ERROR(dump->write(programs[i].name + ".cu", programs[i].source));
-      KILN_RETURN_IF_ERROR(dump->write(programs[i].name + ".ptx", (*compiled[i])->ptx));
-    }
-    if (!ctx) continue;
-    KILN_ASSIGN_OR_RETURN(const DriverApi* api, driver());
-    KILN_ASSIGN_OR_RETURN(Module m, Module::load(*ctx, (*compiled[i])->cubin));
-    KILN_ASSIGN_OR_RETURN(CUfunction main, m.function("kiln_attention"));
-    KILN_ASSIGN_OR_RETURN(CUfunction combine, m.function("kiln_attention_combine"));
-    const int smem = attention_shared_bytes(f, k->configs_[i]);
-    KILN_RETURN_IF_ERROR(check(api->cuFuncSetAttribute(main, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem),
-                               "cuFuncSetAttribute(attention shared memory)"));
-    k->loaded_.push_back({std::move(m), main, combine, smem});
-  }
+  std::unique_ptr<AttentionKernels> k(new AttentionKernels(ctx, arch, f, attention_configs(f), dump));
+  if (ctx && lazily) return k;
+  std::vector<int> all(k->configs_.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int>(i);
+  KILN_RETURN_IF_ERROR(k->ensure(all));
   return k;
+}
+
+int AttentionKernels::compiled() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int>(std::count_if(loaded_.begin(), loaded_.end(), [](const Loaded& l) { return l.compiled; }));
+}
+
+absl::Status AttentionKernels::ensure(const std::vector<int>& which) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<int> todo;
+  std::vector<NvrtcProgram> programs;
+  for (int i : which) {
+    if (loaded_[i].compiled) continue;
+    todo.push_back(i);
+    programs.push_back({str_cat("kiln_attention_", configs_[i].name()), attention_source(form_, configs_[i]), arch_, {}});
+  }
+  auto compiled = nvrtc_compile_cached(kernel_cache(), programs);
+  for (size_t j = 0; j < todo.size(); ++j) {
+    if (!compiled[j].ok()) return prefix_error(compiled[j].status(), "attention ", form_.to_string(), ": ");
+    if (dump_) {
+      KILN_RETURN_IF_ERROR(dump_->write(programs[j].name + ".cu", programs[j].source));
+      KILN_RETURN_IF_ERROR(dump_->write(programs[j].name + ".ptx", (*compiled[j])->ptx));
+    }
+    Loaded& l = loaded_[todo[j]];
+    if (ctx_) {
+      KILN_ASSIGN_OR_RETURN(const DriverApi* api, driver());
+      KILN_ASSIGN_OR_RETURN(Module m, Module::load(*ctx_, (*compiled[j])->cubin));
+      KILN_ASSIGN_OR_RETURN(l.main, m.function("kiln_attention"));
+      KILN_ASSIGN_OR_RETURN(l.combine, m.function("kiln_attention_combine"));
+      l.module.emplace(std::move(m));
+      l.shared_bytes = attention_shared_bytes(form_, configs_[todo[j]]);
+      KILN_RETURN_IF_ERROR(check(api->cuFuncSetAttribute(l.main, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                                         l.shared_bytes),
+                                 "cuFuncSetAttribute(attention shared memory)"));
+    }
+    l.compiled = true;
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<AttentionPlan> AttentionKernels::plan(const AttentionCall& c, std::optional<int> config,
@@ -94,16 +121,24 @@ absl::StatusOr<AttentionPlan> AttentionKernels::plan(const AttentionCall& c, std
   p.grid[1] = static_cast<unsigned>(bhs);
   p.grid[2] = static_cast<unsigned>(p.splits);
   if (p.splits > 1) p.workspace_bytes = int64_t{p.splits} * bhs * p.row_tiles * cf.rows() * (form_.head_dim + 1) * 4;
+  KILN_RETURN_IF_ERROR(ensure({p.config}));
   return p;
 }
 
 absl::Status AttentionKernels::launch(const AttentionPlan& p, const AttentionCall& c, CUdeviceptr workspace,
                                       CUstream stream) const {
-  if (loaded_.empty()) return absl::FailedPreconditionError("attention kernels compiled only (no device): they cannot run");
+  if (!ctx_) return absl::FailedPreconditionError("attention kernels compiled only (no device): they cannot run");
   for (auto [name, ptr] : {std::pair{"q", c.q}, {"k", c.k}, {"v", c.v}, {"out", c.out}})
     if (ptr % 16 != 0) return invalid_argument("attention: ", name, " must start 16-byte aligned, not at ", ptr);
   const AttentionConfig& cf = configs_[p.config];
-  const Loaded& l = loaded_[p.config];
+  CUfunction main = nullptr, combine = nullptr;
+  int shared_bytes = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (p.config < 0 || p.config >= static_cast<int>(loaded_.size()) || !loaded_[p.config].compiled)
+      return absl::FailedPreconditionError(str_cat("attention config ", p.config, " is not loaded: launch a plan from plan()"));
+    main = loaded_[p.config].main, combine = loaded_[p.config].combine, shared_bytes = loaded_[p.config].shared_bytes;
+  }
   KernelArgs a{};
   a.q = c.q, a.k = c.k, a.v = c.v, a.out = c.out, a.mask = c.mask, a.kv_lens = c.kv_lens, a.block_table = c.block_table;
   const int64_t partials = int64_t{p.splits} * p.grid[1] * p.row_tiles * cf.rows();
@@ -117,14 +152,14 @@ absl::Status AttentionKernels::launch(const AttentionPlan& p, const AttentionCal
   LaunchDims d;
   for (int i = 0; i < 3; ++i) d.grid[i] = p.grid[i];
   d.block[0] = static_cast<unsigned>(cf.threads());
-  d.shared_bytes = static_cast<unsigned>(l.shared_bytes);
-  KILN_RETURN_IF_ERROR(cuda::launch(l.main, d, args, stream));
+  d.shared_bytes = static_cast<unsigned>(shared_bytes);
+  KILN_RETURN_IF_ERROR(cuda::launch(main, d, args, stream));
   if (p.splits == 1) return absl::OkStatus();
   const int64_t threads = c.batch * form_.kv_heads * form_.group() * c.tq * (form_.head_dim / 2);
   LaunchDims cd;
   cd.grid[0] = static_cast<unsigned>(ceil_div(threads, 256));
   cd.block[0] = 256;
-  return cuda::launch(l.combine, cd, args, stream);
+  return cuda::launch(combine, cd, args, stream);
 }
 
 }  // namespace kiln::cuda

@@ -7,7 +7,9 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -36,38 +38,51 @@ struct AttentionPlan {
 
 class AttentionKernels {
  public:
-  // Compiles every configuration of `f` for `arch` through kernel_cache() and, with a
-  // context, loads them (without one: compile only, as `kiln compile --device cuda` on a
-  // machine with no GPU; plan and launch then fail). `dump` receives each configuration's
-  // .cu and .ptx. Errors name the form.
+  // The kernels of every configuration of `f` for `arch`, through kernel_cache(). Without a
+  // context every configuration is compiled here and none is loaded (as `kiln compile
+  // --device cuda` on a machine with no GPU; plan and launch then fail). With one, `lazily`
+  // leaves each configuration to the first plan that picks it (a model compiles the one
+  // or two its shapes use, not all), else all are compiled and loaded here. `dump` receives
+  // each compiled configuration's .cu and .ptx. Errors name the form.
   static absl::StatusOr<std::unique_ptr<AttentionKernels>> build(const Context* ctx, const std::string& arch,
                                                                  const AttentionForm& f,
-                                                                 const std::optional<DumpWriter>& dump = std::nullopt);
-  int compiled() const { return static_cast<int>(configs_.size()); }  // kernels compiled
+                                                                 const std::optional<DumpWriter>& dump = std::nullopt,
+                                                                 bool lazily = false);
+  int compiled() const;  // configurations compiled so far
 
   const AttentionForm& form() const { return form_; }
   const std::vector<AttentionConfig>& configs() const { return configs_; }
 
   // The default plan for `c` (config and splits chosen from the rows per kv head and the
   // keys, against the device's SM count), or the one forced by `config` / `splits`. Reads
-  // c's sizes and strides, not its addresses.
+  // c's sizes and strides, not its addresses. Compiles and loads the plan's configuration
+  // on its first use (thread-safe).
   absl::StatusOr<AttentionPlan> plan(const AttentionCall& c, std::optional<int> config = std::nullopt,
                                      std::optional<int> splits = std::nullopt) const;
-  // Pre: `workspace` holds plan.workspace_bytes (0 allowed when none). An operand that is not
-  // 16-byte aligned is an error naming it (the kernel copies rows in 16-byte pieces).
+  // Pre: `p` came from plan(); `workspace` holds p.workspace_bytes (0 allowed when none). An
+  // operand that is not 16-byte aligned is an error naming it (the kernel copies rows in
+  // 16-byte pieces).
   absl::Status launch(const AttentionPlan& p, const AttentionCall& c, CUdeviceptr workspace, CUstream stream) const;
 
  private:
   struct Loaded {
-    Module module;
+    bool compiled = false;  // by NVRTC (and loaded, with a context)
+    std::optional<Module> module;
     CUfunction main = nullptr, combine = nullptr;
     int shared_bytes = 0;
   };
-  AttentionKernels(AttentionForm f, std::vector<AttentionConfig> c, int sms) : form_(f), configs_(std::move(c)), sms_(sms) {}
+  AttentionKernels(const Context* ctx, std::string arch, AttentionForm f, std::vector<AttentionConfig> c,
+                   std::optional<DumpWriter> dump);
+  // Compiles (and with a context loads) the configurations in `which` not compiled yet.
+  absl::Status ensure(const std::vector<int>& which) const;
+  const Context* ctx_;
+  std::string arch_;
   AttentionForm form_;
   std::vector<AttentionConfig> configs_;
-  std::vector<Loaded> loaded_;
+  std::optional<DumpWriter> dump_;
   int sms_ = 132;
+  mutable std::mutex mu_;
+  mutable std::vector<Loaded> loaded_;  // per configuration
 };
 
 }  // namespace kiln::cuda

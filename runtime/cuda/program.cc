@@ -96,24 +96,22 @@ class CudaProgram final : public DeviceProgram {
       if (!p_->kernels[i].on_demand) now.push_back(static_cast<int>(i));
     KILN_RETURN_IF_ERROR(compile(now));
     stats_.kernels = static_cast<int>(now.size());
-    // The fused attention steps: one set of kernels per form, shared by the steps that have it.
-    KernelCacheStats before = kernel_cache().stats();
-    t0 = std::chrono::steady_clock::now();
-    for (const AttentionStep& a : p_->attentions) {
-      auto same = std::find_if(attention_.begin(), attention_.end(), [&](const auto& k) { return k->form() == a.form; });
-      if (same != attention_.end()) {
-        attention_.push_back(*same);
-        continue;
+    // The fused attention steps: one set of kernels per form, shared by the steps that have
+    // it; each configuration compiled when a plan first picks it.
+    KILN_RETURN_IF_ERROR(count_compiles([&]() -> absl::Status {
+      for (const AttentionStep& a : p_->attentions) {
+        auto same = std::find_if(attention_.begin(), attention_.end(), [&](const auto& k) { return k->form() == a.form; });
+        if (same != attention_.end()) {
+          attention_.push_back(*same);
+          continue;
+        }
+        KILN_ASSIGN_OR_RETURN(std::unique_ptr<AttentionKernels> k,
+                              AttentionKernels::build(dev_.ctx, dev_.arch, a.form, dump_, /*lazily=*/true));
+        stats_.kernels += k->compiled();
+        attention_.push_back(std::move(k));
       }
-      KILN_ASSIGN_OR_RETURN(std::unique_ptr<AttentionKernels> k, AttentionKernels::build(dev_.ctx, dev_.arch, a.form, dump_));
-      stats_.kernels += k->compiled();
-      attention_.push_back(std::move(k));
-    }
-    KernelCacheStats after = kernel_cache().stats();
-    stats_.cache_memory_hits += after.memory_hits - before.memory_hits;
-    stats_.cache_disk_hits += after.disk_hits - before.disk_hits;
-    stats_.cache_misses += after.misses - before.misses;
-    stats_.compile_ms += ms_since(t0);
+      return absl::OkStatus();
+    }));
     return absl::OkStatus();
   }
 
@@ -124,7 +122,14 @@ class CudaProgram final : public DeviceProgram {
     AttentionCall& c = plan->call;
     KILN_ASSIGN_OR_RETURN(static_cast<AttentionSizes&>(c), evaluate_sizes(a, b));
     if (c.batch == 0 || c.tq == 0) return plan;  // nothing to compute: run_attention skips it
-    absl::StatusOr<AttentionPlan> ap = attention_[attention]->plan(c);
+    const AttentionKernels& k = *attention_[attention];
+    const int before = k.compiled();
+    absl::StatusOr<AttentionPlan> ap;
+    KILN_RETURN_IF_ERROR(count_compiles([&] {
+      ap = k.plan(c);
+      return absl::OkStatus();
+    }));
+    stats_.kernels += k.compiled() - before;
     if (!ap.ok()) return prefix_error(ap.status(), "attention step ", attention, ": ");
     plan->plan = *ap;
     if (ap->workspace_bytes > 0) {
@@ -348,20 +353,32 @@ class CudaProgram final : public DeviceProgram {
     return absl::OkStatus();
   }
 
+  // Runs `f`, adding what the kernel cache did meanwhile (hits, misses) and its time to
+  // the build's statistics.
+  template <class F>
+  absl::Status count_compiles(F&& f) {
+    KernelCacheStats before = kernel_cache().stats();
+    auto t0 = std::chrono::steady_clock::now();
+    absl::Status st = f();
+    KernelCacheStats after = kernel_cache().stats();
+    stats_.cache_memory_hits += after.memory_hits - before.memory_hits;
+    stats_.cache_disk_hits += after.disk_hits - before.disk_hits;
+    stats_.cache_misses += after.misses - before.misses;
+    stats_.compile_ms += ms_since(t0);
+    return st;
+  }
+
   absl::Status compile(const std::vector<int>& which) {
     std::vector<const CudaKernel*> metas;
     for (int i : which) metas.push_back(&kernels_[i].meta);
     std::vector<NvrtcProgram> programs;
     for (const CudaKernel* k : metas)
       programs.push_back({k->name, program_source(std::span<const CudaKernel* const>(&k, 1)), dev_.arch, {}});
-    KernelCacheStats before = kernel_cache().stats();
-    auto t0 = std::chrono::steady_clock::now();
-    std::vector<absl::StatusOr<std::shared_ptr<const CompiledKernel>>> out = nvrtc_compile_cached(kernel_cache(), programs);
-    KernelCacheStats after = kernel_cache().stats();
-    stats_.cache_memory_hits += after.memory_hits - before.memory_hits;
-    stats_.cache_disk_hits += after.disk_hits - before.disk_hits;
-    stats_.cache_misses += after.misses - before.misses;
-    stats_.compile_ms += ms_since(t0);
+    std::vector<absl::StatusOr<std::shared_ptr<const CompiledKernel>>> out;
+    KILN_RETURN_IF_ERROR(count_compiles([&] {
+      out = nvrtc_compile_cached(kernel_cache(), programs);
+      return absl::OkStatus();
+    }));
     for (size_t i = 0; i < which.size(); ++i) {
       if (!out[i].ok()) return out[i].status();
       if (dump_) {
@@ -561,7 +578,9 @@ absl::StatusOr<std::unique_ptr<Tunable>> CudaProgram::tunable_attention(int atte
                                 c.num_blocks, strides(c.qs), strides(c.ks), strides(c.vs), strides(c.os),
                                 strides(c.ms), dev_.ctx->device().properties().name);
   auto t = std::make_unique<AttentionTunable>(*attention_[attention], p, std::move(key), *dev_.ctx);
-  KILN_RETURN_IF_ERROR(t->init());
+  const int before = attention_[attention]->compiled();
+  KILN_RETURN_IF_ERROR(count_compiles([&] { return t->init(); }));  // compiles every configuration
+  stats_.kernels += attention_[attention]->compiled() - before;
   return t;
 }
 
