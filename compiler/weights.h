@@ -79,6 +79,7 @@ class Weights {
   struct State;
 
  private:
+  Weights() = default;
   friend class CompiledGraph;
   // The store's parameters and results for calls of `m` (a graph whose weight prep this
   // store's layout covers: the graph it was made for, or one merging the same parameters the
