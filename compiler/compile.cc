@@ -11,6 +11,8 @@
 #include "compiler/json.h"
 #include "compiler/pipeline.h"
 #include "compiler/profile.h"
+#include "compiler/weights.h"
+#include "ir/checked.h"
 #include "ir/log.h"
 #include "ir/dump.h"
 #include "ir/status.h"
@@ -129,11 +131,15 @@ struct CompiledGraph::Impl {
   std::vector<Specialization> specs;
   size_t last_hit = 0;
   CompileStats stats;
+  int64_t parameter_bytes = 0;         // the runtime parameters' own bytes
+  std::weak_ptr<const void> store;     // the weight store the last call used
+  int64_t store_bytes = 0;             // and its bytes (fixed at its creation)
 
   std::string arg_name(size_t i) const { return str_cat("argument ", i, " (%", module->args[i]->name(), ")"); }
 
-  // The symbol values of a call, or an error naming the argument at fault.
-  absl::Status bind(std::span<const Tensor> args, std::vector<int64_t>& syms) const {
+  // The symbol values of a call, or an error naming the argument at fault. With `held`, the
+  // parameters' entries are not looked at (the store holds them, checked when it was bound).
+  absl::Status bind(std::span<const Tensor> args, std::vector<int64_t>& syms, const HeldWeights* held) const {
     const std::vector<const Value*>& want = module->args;
     if (args.size() != want.size())
       return invalid_argument("graph ", module->state.graph.name(), " takes ", want.size(), " arguments (",
@@ -142,6 +148,7 @@ struct CompiledGraph::Impl {
     syms.assign(bounds.size(), -1);
     DeviceId dev = device->device();
     for (size_t i = 0; i < args.size(); ++i) {
+      if (held && want[i]->is_param()) continue;
       const Tensor& t = args[i];
       const std::vector<DimRule>& r = rules[i];
       if (t.dtype() != want[i]->dtype() || t.rank() != static_cast<int64_t>(r.size()))
@@ -185,7 +192,7 @@ struct CompiledGraph::Impl {
                                 b.min, ", ", b.max ? std::to_string(*b.max) : std::string("inf"), "]");
     }
     for (size_t i = 0; i < args.size(); ++i)
-      for (size_t d = 0; d < rules[i].size(); ++d)
+      for (size_t d = 0; d < rules[i].size() && !(held && want[i]->is_param()); ++d)
         if (rules[i][d].kind == DimRule::Kind::Expr) {
           KILN_ASSIGN_OR_RETURN(int64_t want_d, rules[i][d].expr.evaluate(module->bindings(syms)));
           if (want_d != args[i].shape()[d])
@@ -267,6 +274,41 @@ absl::StatusOr<std::vector<Tensor>> CompiledGraph::operator()(const std::vector<
 }
 
 absl::Status CompiledGraph::run(const std::vector<Tensor>& args, std::vector<Tensor>& outputs, const CallOptions& opts) {
+  return call(args, outputs, opts, nullptr);
+}
+
+absl::StatusOr<std::vector<Tensor>> CompiledGraph::operator()(const std::vector<Tensor>& inputs, const Weights& weights,
+                                                              const CallOptions& opts) {
+  std::vector<Tensor> outputs(impl_->module->state.graph.outputs().size());
+  KILN_RETURN_IF_ERROR(run(inputs, weights, outputs, opts));
+  return outputs;
+}
+
+absl::Status CompiledGraph::run(const std::vector<Tensor>& inputs, const Weights& weights, std::vector<Tensor>& outputs,
+                                const CallOptions& opts) {
+  Impl& im = *impl_;
+  const std::vector<const Value*>& want = im.module->args;
+  std::vector<Tensor> args(want.size());
+  size_t next = 0;
+  for (size_t i = 0; i < want.size(); ++i)
+    if (!want[i]->is_param()) {
+      if (next < inputs.size()) args[i] = inputs[next];
+      ++next;
+    }
+  if (next != inputs.size())
+    return invalid_argument("graph ", im.module->state.graph.name(), " takes ", next, " inputs besides its parameters (",
+                            str_join(want, ", ", [](const Value* v) { return v->is_param() ? std::string("-") : str_cat("%", v->name()); }),
+                            "), got ", inputs.size());
+  KILN_ASSIGN_OR_RETURN(HeldWeights held, weights.held(im.module));
+  KILN_RETURN_IF_ERROR(call(args, outputs, opts, &held));
+  std::lock_guard<std::mutex> lock(im.mu);
+  im.store = weights.lifetime();
+  im.store_bytes = weights.bytes();
+  return absl::OkStatus();
+}
+
+absl::Status CompiledGraph::call(const std::vector<Tensor>& args, std::vector<Tensor>& outputs, const CallOptions& opts,
+                                 const HeldWeights* held) {
   Impl& im = *impl_;
   const std::vector<Value*>& outs = im.module->state.graph.outputs();
   if (outputs.size() != outs.size())
@@ -275,7 +317,7 @@ absl::Status CompiledGraph::run(const std::vector<Tensor>& args, std::vector<Ten
   std::lock_guard<std::mutex> lock(im.mu);
   ++im.stats.calls;
   std::vector<int64_t>& syms = im.syms;
-  KILN_RETURN_IF_ERROR(im.bind(args, syms));
+  KILN_RETURN_IF_ERROR(im.bind(args, syms, held));
   for (size_t i = 0; i < outputs.size(); ++i) {
     const Tensor& o = outputs[i];
     if (o.data() == nullptr) continue;  // an empty slot: allocated by the executable
@@ -298,7 +340,7 @@ absl::Status CompiledGraph::run(const std::vector<Tensor>& args, std::vector<Ten
     return absl::FailedPreconditionError(str_cat("graph ", im.module->state.graph.name(),
                                                  " was compiled only (CompileOptions::compile_only): it cannot run"));
   // bind() checked every argument and the loop above every given output.
-  return sp->exe->run(args, syms, outputs, opts, Executor::Checked::ByCaller);
+  return sp->exe->run(args, syms, outputs, opts, Executor::Checked::ByCaller, held);
 }
 
 namespace {
@@ -354,6 +396,25 @@ absl::StatusOr<std::vector<HostTensor>> run_host(CompiledGraph& cg, const std::m
   return host;
 }
 
+absl::StatusOr<std::vector<HostTensor>> run_host(CompiledGraph& cg, const std::map<std::string, HostTensor>& args,
+                                                 const Weights& weights, const CallOptions& opts) {
+  std::vector<Tensor> inputs;
+  for (const Value* v : cg.module().args) {
+    if (v->is_param()) continue;
+    auto it = args.find(v->name());
+    if (it == args.end()) return invalid_argument("missing argument %", v->name(), ": ", v->type().to_string());
+    KILN_ASSIGN_OR_RETURN(Tensor t, Tensor::from_host(it->second, cg.device(), opts.stream));
+    inputs.push_back(std::move(t));
+  }
+  KILN_ASSIGN_OR_RETURN(std::vector<Tensor> outs, cg(inputs, weights, opts));
+  std::vector<HostTensor> host;
+  for (const Tensor& t : outs) {
+    KILN_ASSIGN_OR_RETURN(HostTensor h, t.to_host(opts.stream));
+    host.push_back(std::move(h));
+  }
+  return host;
+}
+
 absl::Status CompiledGraph::synchronize(const CallOptions& opts) { return impl_->device->synchronize(opts.stream); }
 
 CompiledGraph::Memory CompiledGraph::memory() const {
@@ -366,11 +427,14 @@ CompiledGraph::Memory CompiledGraph::memory() const {
     m.held.weight_prep += e.weight_prep;
     m.held.constants = std::max(m.held.constants, e.constants);  // made resident once per device
   }
+  m.parameters = impl_->parameter_bytes;
+  if (!impl_->store.expired()) m.weight_store = impl_->store_bytes;
   m.device = impl_->device->memory_info();
   return m;
 }
 
 DeviceId CompiledGraph::device() const { return impl_->device->device(); }
+DeviceAdapter& CompiledGraph::device_adapter() const { return *impl_->device; }
 Mode CompiledGraph::mode() const { return impl_->opts.mode; }
 const Graph& CompiledGraph::graph() const { return impl_->module->state.graph; }
 const CompiledModule& CompiledGraph::module() const { return *impl_->module; }
@@ -486,6 +550,14 @@ absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<DeviceAdap
     return static_cast<int>(std::lower_bound(module->symbols.begin(), module->symbols.end(), s) - module->symbols.begin());
   };
   for (size_t s = 0; s < module->symbols.size(); ++s) im->bounds[s] = og.symbol_info(module->symbols[s]);
+  for (const Value* a : module->args) {
+    if (!a->is_param()) continue;
+    std::vector<int64_t> dims;
+    for (const SymExpr& d : a->shape())
+      if (std::optional<int64_t> c = d.constant()) dims.push_back(*c);
+    if (dims.size() != a->shape().size()) continue;
+    if (absl::StatusOr<int64_t> n = checked_nbytes(a->dtype(), dims, a->name()); n.ok()) im->parameter_bytes += *n;
+  }
   for (size_t i = 0; i < module->args.size(); ++i) {
     std::vector<DimRule> r;
     const Shape& shape = module->args[i]->shape();

@@ -22,7 +22,8 @@
 namespace kiln {
 
 enum class Device : uint8_t { Auto, Cpu, Cuda };  // Auto: CUDA when a device is present, else the CPU
-std::string_view device_kind_name(Device d);      // "auto", "cpu", "cuda"
+std::string_view device_kind_name(Device d);
+class Weights;  // compiler/weights.h      // "auto", "cpu", "cuda"
 std::optional<Device> parse_device(std::string_view name);
 // Whether this build and machine can run `d` (CUDA: built with CUDA and a device present;
 // CPU: built with LLVM); the error says why not.
@@ -79,18 +80,34 @@ class CompiledGraph {
   // The same, writing into `outputs`: one per graph output, either empty (allocated here)
   // or of the right dtype, shape and device (written in place).
   absl::Status run(const std::vector<Tensor>& args, std::vector<Tensor>& outputs, const CallOptions& opts = {});
+  // The same with the parameters from a weight store (compiler/weights.h): `inputs` are the
+  // runtime arguments that are not parameters, in signature order. Weight prep the store
+  // holds is not run; a refit of the store is seen by the next call.
+  absl::StatusOr<std::vector<Tensor>> operator()(const std::vector<Tensor>& inputs, const Weights& weights,
+                                                 const CallOptions& opts = {});
+  absl::Status run(const std::vector<Tensor>& inputs, const Weights& weights, std::vector<Tensor>& outputs,
+                   const CallOptions& opts = {});
 
   // Waits until the calls queued on `opts.stream` are done (CUDA; on the CPU calls return done).
   absl::Status synchronize(const CallOptions& opts = {});
   // The memory held for calls: every specialization's arena, scratch and weight prep, the
-  // parameters the graph carries; and the device's memory as its driver counts it (CUDA).
+  // parameters the graph carries; the weights; and the device's memory as its driver counts
+  // it (CUDA).
   struct Memory {
     ExecutorMemory held;
+    // The runtime parameters' own bytes (dtype x shape; parameters of symbolic shapes
+    // excluded), and the bytes of the weight store the last call used, while it lives (0:
+    // none; the parameters came as arguments).
+    int64_t parameters = 0, weight_store = 0;
+    // What holds weights for calls: the store (else the parameters themselves, as passed) and
+    // every specialization's weight-prep copies.
+    int64_t weights_held() const { return (weight_store > 0 ? weight_store : parameters) + held.weight_prep; }
     std::optional<DeviceMemoryInfo> device;
   };
   Memory memory() const;
 
   DeviceId device() const;
+  DeviceAdapter& device_adapter() const;  // what calls run on (weight stores allocate there)
   Mode mode() const;
   const Graph& graph() const;  // after the pass pipeline
   const CompiledModule& module() const;
@@ -127,6 +144,8 @@ class CompiledGraph {
   struct Impl;
 
  private:
+  absl::Status call(const std::vector<Tensor>& args, std::vector<Tensor>& outputs, const CallOptions& opts,
+                    const HeldWeights* held);
   friend absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<DeviceAdapter> device,
                                                const CompileOptions& opts);
   std::shared_ptr<Impl> impl_;
@@ -136,6 +155,9 @@ class CompiledGraph {
 // evaluator takes them) copied to the compiled device, one call, the outputs copied back.
 absl::StatusOr<std::vector<HostTensor>> run_host(CompiledGraph& cg, const std::map<std::string, HostTensor>& args,
                                                  const CallOptions& opts = {});
+// The same with the parameters from `weights` (`args` then names the other arguments).
+absl::StatusOr<std::vector<HostTensor>> run_host(CompiledGraph& cg, const std::map<std::string, HostTensor>& args,
+                                                 const Weights& weights, const CallOptions& opts = {});
 
 // Verifies `g`, runs the default pass pipeline and lowers every group; no kernel is built
 // until the first call (or warm_up). Errors name the pass, group or node at fault, or say

@@ -32,6 +32,7 @@ struct Executor::CallPlan {
   std::unique_ptr<Replay> replay;
   std::vector<DeviceMemory> static_args, static_outputs;
   std::vector<DevicePtr> replay_params;
+  uint64_t replay_store = 0;  // the weight store the replay reads (0: none)
 };
 
 namespace {
@@ -50,6 +51,29 @@ int64_t numel(const std::vector<int64_t>& shape) {
 }
 
 DevicePtr address(const Tensor& t) { return reinterpret_cast<DevicePtr>(t.data()); }
+
+// The program buffers step `s` reads or writes.
+std::vector<int> step_buffers(const Program& p, const Step& s) {
+  std::vector<int> out;
+  auto kernel = [&](const KernelStep& k) { out.insert(out.end(), k.buffers.begin(), k.buffers.end()); };
+  switch (s.kind) {
+    case Step::Kind::Kernel: kernel(p.kernel_steps[s.index]); break;
+    case Step::Kind::Gemm: {
+      const GemmStep& g = p.gemms[s.index];
+      out.insert(out.end(), {g.a, g.b, g.c, g.bias});
+      for (const std::optional<KernelStep>* k : {&g.gather_a, &g.gather_b, &g.epilogue, &g.fallback})
+        if (*k) kernel(**k);
+      break;
+    }
+    case Step::Kind::Copy: out.insert(out.end(), {p.copies[s.index].src, p.copies[s.index].dst}); break;
+    case Step::Kind::Attention: {
+      const AttentionStep& a = p.attentions[s.index];
+      out.insert(out.end(), {a.q, a.k, a.v, a.out, a.mask, a.kv_lens, a.block_table});
+      break;
+    }
+  }
+  return out;
+}
 
 }  // namespace
 
@@ -83,6 +107,18 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::create(std::shared_ptr<const
     if (p->args[i].param) e->param_args_.push_back(static_cast<int>(i));
     if (p->args[i].param || p->args[i].state) e->in_place_args_.push_back(static_cast<int>(i));
   }
+  for (const ProgramBuffer& b : p->buffers)
+    if (b.placement == Placement::WeightPrep) {
+      if (e->prep_names_.size() <= static_cast<size_t>(b.index)) e->prep_names_.resize(b.index + 1);
+      e->prep_names_[b.index] = b.name;
+    }
+  for (const Step& s : p->prep) {
+    std::vector<int> slots;
+    for (int b : step_buffers(*p, s))
+      if (b >= 0 && p->buffers[b].placement == Placement::WeightPrep) slots.push_back(p->buffers[b].index);
+    e->prep_step_slots_.push_back(std::move(slots));
+  }
+  e->held_prep_.assign(e->prep_names_.size(), 0);
   return e;
 }
 
@@ -231,7 +267,10 @@ void Executor::resolve(const CallPlan& p, std::span<const DevicePtr> args, std::
       case Placement::Argument: ptr_[i] = args[b.index]; break;
       case Placement::Constant: ptr_[i] = constants_[i]; break;
       // Before the first weight prep (which resolves again) its memory does not exist yet.
-      case Placement::WeightPrep: ptr_[i] = static_cast<size_t>(b.index) < prep_.size() ? prep_[b.index].ptr() : 0; break;
+      case Placement::WeightPrep:
+        ptr_[i] = held_prep_[b.index] ? held_prep_[b.index]
+                  : static_cast<size_t>(b.index) < prep_.size() ? prep_[b.index].ptr() : 0;
+        break;
       case Placement::Arena: ptr_[i] = arena_.ptr() + p.arena_offsets[b.index]; break;
       case Placement::Scratch: ptr_[i] = scratch_.ptr() + p.scratch_offsets[b.index]; break;
       case Placement::Output: ptr_[i] = outputs[b.index]; break;
@@ -343,21 +382,61 @@ absl::Status Executor::run_profiled(CallPlan& p, const CallContext& c, CallProfi
   return absl::OkStatus();
 }
 
-// Weight-prep results are remade when the parameters they read move or their shapes change.
-absl::Status Executor::prepare_weights(CallPlan& p, const CallContext& c) {
+void Executor::hold(const HeldWeights* held) {
+  if (!held) {
+    if (held_store_ != 0) std::fill(held_prep_.begin(), held_prep_.end(), 0);
+    held_store_ = 0;
+    held_map_ = nullptr;
+    return;
+  }
+  if (held->store == held_store_ && held->prepared == held_map_) return;
+  for (size_t i = 0; i < held_prep_.size(); ++i) {
+    auto it = held->prepared->find(prep_names_[i]);
+    held_prep_[i] = it == held->prepared->end() ? 0 : it->second;
+  }
+  held_store_ = held->store;
+  held_map_ = held->prepared;
+}
+
+// Weight-prep results are remade when the parameters they read move, their shapes change, or
+// (from a store) the store's values change. Results the store holds are not made at all.
+absl::Status Executor::prepare_weights(CallPlan& p, const CallContext& c, const HeldWeights* held) {
+  uint64_t store = held ? held->store : 0, generation = held ? held->generation : 0;
+  if (store != prep_store_ || generation != prep_store_generation_) {
+    // Other weights, or new values in the store at the same addresses: what was made from them
+    // (weight prep, the device's packed operands) is stale.
+    prep_valid_ = false;
+    ++weights_generation_;
+    prep_store_ = store;
+    prep_store_generation_ = generation;
+  }
   if (program_->prep.empty()) return absl::OkStatus();
-  if (prep_valid_ && same_ptrs(prep_params_, param_args_) && p.prep_shapes == prep_shapes_) return absl::OkStatus();
+  if (prep_valid_ && (held || same_ptrs(prep_params_, param_args_)) && p.prep_shapes == prep_shapes_)
+    return absl::OkStatus();
   prep_.resize(p.prep_bytes.size());
   bool moved = false;
-  for (size_t i = 0; i < prep_.size(); ++i)
+  for (size_t i = 0; i < prep_.size(); ++i) {
+    if (held_prep_[i]) {  // the store holds it: no copy of the executor's
+      if (prep_[i].size() > 0) {
+        drop_replays();
+        prep_[i] = DeviceMemory();
+      }
+      continue;
+    }
     if (prep_[i].size() < p.prep_bytes[i]) {
       drop_replays();
       prep_[i] = DeviceMemory();
       KILN_ASSIGN_OR_RETURN(prep_[i], device_.allocate(p.prep_bytes[i]));
       moved = true;
     }
+  }
   if (moved) resolve(p, arg_ptrs_, out_ptrs_);
-  KILN_RETURN_IF_ERROR(run_steps(program_->prep, p, c));
+  for (size_t k = 0; k < program_->prep.size(); ++k) {
+    const std::vector<int>& slots = prep_step_slots_[k];
+    bool held_all = !slots.empty() && std::all_of(slots.begin(), slots.end(), [&](int s) { return held_prep_[s] != 0; });
+    if (held_all) continue;
+    KILN_RETURN_IF_ERROR(run_steps(std::span<const Step>(&program_->prep[k], 1), p, c));
+  }
   prep_params_ = ptrs(param_args_);
   prep_shapes_ = p.prep_shapes;
   prep_valid_ = true;
@@ -366,7 +445,7 @@ absl::Status Executor::prepare_weights(CallPlan& p, const CallContext& c) {
 }
 
 absl::Status Executor::run(std::span<const Tensor> args, SymbolValues syms, std::span<Tensor> outputs,
-                           const CallOptions& opts, Checked checked) {
+                           const CallOptions& opts, Checked checked, const HeldWeights* held) {
   std::lock_guard<std::mutex> lock(mu_);
   const Program& pr = *program_;
   if (args.size() != pr.args.size())
@@ -384,9 +463,12 @@ absl::Status Executor::run(std::span<const Tensor> args, SymbolValues syms, std:
     constants_ready_ = true;
   }
   KILN_ASSIGN_OR_RETURN(CallPlan * p, plan_for(syms));
+  if (held && (!held->params || held->params->size() != pr.args.size() || !held->prepared))
+    return absl::InternalError(str_cat("program of ", pr.graph, ": the weight store's parameter list does not match its ",
+                                       pr.args.size(), " arguments"));
   if (checked == Checked::No) {
     for (size_t i = 0; i < args.size(); ++i)
-      KILN_RETURN_IF_ERROR(check_tensor(args[i], pr.args[i], p->arg_shapes[i], "argument"));
+      if (!held || !pr.args[i].param) KILN_RETURN_IF_ERROR(check_tensor(args[i], pr.args[i], p->arg_shapes[i], "argument"));
     for (size_t j = 0; j < outputs.size(); ++j)
       if (outputs[j].data() != nullptr)
         KILN_RETURN_IF_ERROR(check_tensor(outputs[j], pr.outputs[j], p->out_shapes[j], "output"));
@@ -405,12 +487,13 @@ absl::Status Executor::run(std::span<const Tensor> args, SymbolValues syms, std:
       KILN_ASSIGN_OR_RETURN(outputs[j], device_.empty(pr.outputs[j].dtype, p->out_shapes[j]));
     }
   arg_ptrs_.clear();
-  for (const Tensor& t : args) arg_ptrs_.push_back(address(t));
+  for (size_t i = 0; i < args.size(); ++i) arg_ptrs_.push_back(held && pr.args[i].param ? (*held->params)[i] : address(args[i]));
   out_ptrs_.clear();
   for (const Tensor& t : outputs) out_ptrs_.push_back(address(t));
   CallContext c{opts.stream, weights_generation_};
+  hold(held);
   resolve(*p, arg_ptrs_, out_ptrs_);
-  KILN_RETURN_IF_ERROR(prepare_weights(*p, c));
+  KILN_RETURN_IF_ERROR(prepare_weights(*p, c, held));
   c.weights_generation = weights_generation_;
   ranges_ = opts.ranges;
   if (opts.profile) *opts.profile = CallProfile{program_, p->bindings, {}, 0};
@@ -458,7 +541,7 @@ absl::Status Executor::allocate_static_slots(CallPlan& p) {
 // copied out; a caller that uses the slots themselves (static_slots) copies nothing.
 absl::Status Executor::run_captured(CallPlan& p, std::span<const Tensor> args, std::span<Tensor> outputs,
                                     const CallContext& c) {
-  if (p.replay && !same_ptrs(p.replay_params, in_place_args_)) p.replay.reset();
+  if (p.replay && (p.replay_store != held_store_ || !same_ptrs(p.replay_params, in_place_args_))) p.replay.reset();
   if (!p.replay) KILN_RETURN_IF_ERROR(allocate_static_slots(p));
   // The slots are filled before a capture: capturing runs the steps once for real first, and
   // with state that run writes the caller's cache, so it must see this call's inputs.
@@ -482,6 +565,7 @@ absl::Status Executor::run_captured(CallPlan& p, std::span<const Tensor> args, s
       return run_steps(program_->steps, p, inner);
     }));
     p.replay_params = ptrs(in_place_args_);
+    p.replay_store = held_store_;
   }
   KILN_RETURN_IF_ERROR(p.replay->launch(c.stream));
   for (size_t j = 0; j < outputs.size(); ++j) {

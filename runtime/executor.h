@@ -12,6 +12,7 @@
 #include <mutex>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -61,8 +62,23 @@ struct CallOptions {
 
 // The memory a specialization holds for its calls (the largest call so far), in bytes.
 struct ExecutorMemory {
-  int64_t arena = 0, scratch = 0, weight_prep = 0;
+  int64_t arena = 0, scratch = 0;
+  int64_t weight_prep = 0;  // weight-prep results the executor made (none that a weight store holds)
   int64_t constants = 0;  // parameters carried by the graph, made resident
+};
+
+// The parameters and weight-prep results a weight store (compiler/weights.h) holds for one
+// call: the executor reads the parameters there instead of from the arguments, and does not
+// make the results the store holds (their prep steps are skipped), only the others, from the
+// store's parameters, again whenever the store's values change.
+struct HeldWeights {
+  uint64_t store = 0;       // which store (unique in the process)
+  uint64_t generation = 0;  // changes whenever the store's values do (a refit)
+  // Per Program::args entry: a parameter's address in the store; 0 for other arguments, and
+  // for a parameter the store holds only inside results it laid out (nothing else reads it).
+  const std::vector<DevicePtr>* params = nullptr;
+  // Weight-prep results the store holds, by value name (ProgramBuffer::name).
+  const std::map<std::string, DevicePtr, std::less<>>* prepared = nullptr;
 };
 
 struct StaticSlots {
@@ -89,10 +105,11 @@ class Executor {
   // allocated here; a given one (right dtype, shape and device, contiguous) is written.
   // Post: outputs hold the graph's results, ordered on the call's stream. A tensor that is
   // not as said is an error naming it, unless `checked` says the caller checked them all
-  // (CompiledGraph's guards do, on its hot path).
+  // (CompiledGraph's guards do, on its hot path). With `held`, the parameters' entries of
+  // `args` are ignored (pass empty tensors): they are read from the store.
   enum class Checked : uint8_t { No, ByCaller };
   absl::Status run(std::span<const Tensor> args, SymbolValues syms, std::span<Tensor> outputs,
-                   const CallOptions& opts = {}, Checked checked = Checked::No);
+                   const CallOptions& opts = {}, Checked checked = Checked::No, const HeldWeights* held = nullptr);
 
   const Program& program() const { return *program_; }
   std::shared_ptr<const Program> shared_program() const { return program_; }
@@ -129,7 +146,8 @@ class Executor {
   absl::Status check_tensor(const Tensor& t, const Program::Value& v, const std::vector<int64_t>& shape,
                             const char* what) const;
   absl::Status ensure_memory(const CallPlan& p);
-  absl::Status prepare_weights(CallPlan& p, const CallContext& c);
+  absl::Status prepare_weights(CallPlan& p, const CallContext& c, const HeldWeights* held);
+  void hold(const HeldWeights* held);  // the call's held_prep_ and store
   // Every buffer's address for a call whose arguments and outputs are at `args`/`outputs`.
   void resolve(const CallPlan& p, std::span<const DevicePtr> args, std::span<const DevicePtr> outputs);
   // The current call's addresses of the arguments `which` (param_args_, in_place_args_), and
@@ -163,7 +181,13 @@ class Executor {
   std::map<std::vector<int64_t>, std::unique_ptr<CallPlan>> plans_;
   CallPlan* last_plan_ = nullptr;
   DeviceMemory arena_, scratch_;
-  std::vector<DeviceMemory> prep_;          // per weight-prep slot
+  std::vector<DeviceMemory> prep_;          // per weight-prep slot (empty for one a store holds)
+  std::vector<std::string> prep_names_;     // per weight-prep slot: its value's name
+  std::vector<std::vector<int>> prep_step_slots_;  // per Program::prep step: the slots it names
+  std::vector<DevicePtr> held_prep_;        // per slot: the current call's store holds it there (0: not)
+  uint64_t held_store_ = 0;                 // the store of the current call (0: none)
+  const void* held_map_ = nullptr;          // the HeldWeights::prepared held_prep_ was read from
+  uint64_t prep_store_ = 0, prep_store_generation_ = 0;  // the weights prep was made from last
   std::vector<DevicePtr> constants_;        // per buffer: resident data of Constant buffers
   bool constants_ready_ = false;            // made resident on the first call
   std::vector<DevicePtr> prep_params_;      // parameter addresses the weight prep was made from

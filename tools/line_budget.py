@@ -22,10 +22,10 @@ BUDGETS = {
     "codegen": 3550,  # + the fused attention step (codegen/attention.*), native depthwise detection
     "codegen/cuda": 1900,  # + the flash-attention kernel (attention.cuh) and its generator
     "codegen/cpu": 1000,
-    "runtime": 2550,  # + profiling marks in the executor, the dlopen loader, checked cache entries
+    "runtime": 2650,  # + profiling marks in the executor, the dlopen loader, checked cache entries, weights a store holds
     "runtime/cuda": 950,  # + the attention launcher (runtime/cuda/attention.*) and step
     "runtime/cpu": 2200,  # + the fused attention routine (attention.*), native depthwise (depthwise.*)
-    "compiler": 1550,  # 975 until profile.cc, version.cc and graph_picture.cc (issue 19)
+    "compiler": 2050,  # 975 until profile.cc, version.cc and graph_picture.cc (issue 19); 1550 until weights.* (issue 18)
     "compiler/cli": 875,  # 575 until `kiln bench` and the JSON errors (issue 19)
     "frontends/onnx": 3700,
     "frontends/trace": 650,

@@ -4,11 +4,14 @@
 // memory held. --profile adds a per-kernel table from profiled calls (the device's clock
 // around each launch: CUDA events, host timers on the CPU), after the timed calls so that
 // it never slows them. Every call on CUDA carries NVTX ranges named after its kernel
-// groups, so `nsys profile kiln bench ...` shows kiln's names.
+// groups, so `nsys profile kiln bench ...` shows kiln's names. --weights store holds the
+// parameters in a weight store (compiler/weights.h) instead of passing them as arguments; the
+// memory line says what holds weights either way, against the parameters' own bytes.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,6 +21,7 @@
 #include "compiler/compile.h"
 #include "compiler/json.h"
 #include "compiler/profile.h"
+#include "compiler/weights.h"
 
 namespace kiln::cli {
 namespace {
@@ -33,6 +37,7 @@ struct BenchOptions {
   int repeat = 100;
   bool profile = false;
   bool json = false;
+  std::string weights = "args";
 };
 
 struct Spread {
@@ -80,10 +85,22 @@ void run(const BenchOptions& o) {
     args.push_back(check(Tensor::from_host(host_args.at(v->name()), dev)));
     if (v->is_param()) weight_bytes += host_args.at(v->name()).nbytes();
   }
+  std::optional<Weights> store;
+  std::vector<Tensor> inputs;  // with a store: the arguments that are not parameters
+  if (o.weights == "store") {
+    store.emplace(check(Weights::create(cg)));
+    if (absl::Status s = store->load(host_args); !s.ok()) throw CliError(status_message(s));
+    for (size_t i = 0; i < args.size(); ++i)
+      if (!cg.module().args[i]->is_param()) inputs.push_back(args[i]);
+  }
   std::vector<Tensor> outs(cg.graph().outputs().size());
   CallOptions call{.ranges = true};
+  auto run_call = [&](const CallOptions& opts) {
+    absl::Status s = store ? cg.run(inputs, *store, outs, opts) : cg.run(args, outs, opts);
+    if (!s.ok()) throw CliError(status_message(s));
+  };
   auto sync_call = [&](const CallOptions& opts) {
-    if (absl::Status s = cg.run(args, outs, opts); !s.ok()) throw CliError(status_message(s));
+    run_call(opts);
     if (absl::Status s = cg.synchronize(opts); !s.ok()) throw CliError(status_message(s));
   };
 
@@ -95,7 +112,7 @@ void run(const BenchOptions& o) {
   std::vector<double> latency, host;
   for (int i = 0; i < o.repeat; ++i) {
     auto a = std::chrono::steady_clock::now();
-    if (absl::Status s = cg.run(args, outs, call); !s.ok()) throw CliError(status_message(s));
+    run_call(call);
     auto b = std::chrono::steady_clock::now();
     if (absl::Status s = cg.synchronize(call); !s.ok()) throw CliError(status_message(s));
     auto c = std::chrono::steady_clock::now();
@@ -138,7 +155,10 @@ void run(const BenchOptions& o) {
     j["memory"] = {{"arena_bytes", mem.held.arena},
                    {"scratch_bytes", mem.held.scratch},
                    {"weight_prep_bytes", mem.held.weight_prep},
-                   {"weight_bytes", weight_bytes + mem.held.constants}};
+                   {"weight_bytes", weight_bytes + mem.held.constants},
+                   {"parameter_bytes", mem.parameters},
+                   {"weight_store_bytes", mem.weight_store},
+                   {"weights_held_bytes", mem.weights_held()}};
     if (mem.device) {
       j["memory"]["device_used_bytes"] = mem.device->total - mem.device->free;
       j["memory"]["device_total_bytes"] = mem.device->total;
@@ -170,6 +190,11 @@ void run(const BenchOptions& o) {
     std::printf("; device %s used of %s", bytes_text(mem.device->total - mem.device->free).c_str(),
                 bytes_text(mem.device->total).c_str());
   std::printf("\n");
+  std::printf("weights     %s held for %s of parameters (%.3fx): %s\n", bytes_text(mem.weights_held()).c_str(),
+              bytes_text(mem.parameters).c_str(),
+              mem.parameters > 0 ? static_cast<double>(mem.weights_held()) / mem.parameters : 1.0,
+              store ? str_cat("a weight store of ", bytes_text(mem.weight_store), ", no prep copies").c_str()
+                    : str_cat("the parameters as arguments, and prep copies of ", bytes_text(mem.held.weight_prep)).c_str());
   if (o.profile) {
     std::printf("\nprofile (%s)\n", cuda ? "CUDA events around each launch" : "host timers around each launch");
     std::fputs(profile_text(table).c_str(), stdout);
@@ -197,6 +222,10 @@ void register_bench(CLI::App& app) {
                 "also profile --repeat calls and print a per-kernel table sorted by time (kernel, source ops, "
                 "launches, total and mean ms, % of the call, GB/s or TFLOP/s)");
   cmd->add_flag("--json", o->json, "print the results as JSON");
+  cmd->add_option("--weights", o->weights,
+                  "args (default: parameters passed as arguments, weight prep copies made from them) or store (held "
+                  "once in a weight store, merged projections laid out merged)")
+      ->check(CLI::IsMember({"args", "store"}));
   cmd->callback([o] { run(*o); });
 }
 

@@ -658,7 +658,7 @@ TEST_CASE("--help on the tool and every subcommand", "[cli]") {
   };
   for (const Case& c : std::vector<Case>{
            {{"--help"}, {"dump", "run", "compile", "bench", "--version"}},
-           {{"bench", "--help"}, {"--bind", "--device", "--mode", "--warmup", "--repeat", "--profile", "--json"}},
+           {{"bench", "--help"}, {"--bind", "--device", "--mode", "--warmup", "--repeat", "--profile", "--json", "--weights"}},
            {{"dump", "--help"}, {"FILE"}},
            {{"run", "--help"}, {"--bind", "--seed", "--inputs", "--save-outputs", "--json", "--device", "--mode", "--check"}},
            {{"compile", "--help"}, {"--bind", "--dump-dir", "--print-after", "--json", "--device", "--mode"}},

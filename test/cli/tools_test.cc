@@ -98,6 +98,32 @@ TEST_CASE("kiln bench --profile --json on the CPU: latency, launches, memory and
   }
 }
 
+TEST_CASE("kiln bench --weights: a weight store holds the weights once, arguments cost the prep copies", "[cli][bench]") {
+  TempDir dir;
+  write_text(dir / "mlp.kiln", kMlp);
+  const int64_t params = 4 * (24 * 16 * 2 + 16 * 24);
+  for (const char* weights : {"args", "store"}) {
+    INFO(weights);
+    Run r = kiln_cli({"bench", (dir / "mlp.kiln").string(), "--bind", "B=3", "--device", "cpu", "--warmup", "1",
+                      "--repeat", "2", "--weights", weights, "--json"},
+                     dir);
+    require_status(r, 0);
+    const nlohmann::json m = nlohmann::json::parse(r.out)["memory"];
+    CHECK(m["parameter_bytes"] == params);
+    bool store = std::string(weights) == "store";
+    // The merged gate/up weight (24 + 24 rows of 16 f32) is the prep copy.
+    CHECK(m["weight_prep_bytes"] == (store ? 0 : 4 * 48 * 16));
+    CHECK(m["weight_store_bytes"] == (store ? params : 0));
+    CHECK(m["weights_held_bytes"] == params + m["weight_prep_bytes"].get<int64_t>());
+    Run text = kiln_cli({"bench", (dir / "mlp.kiln").string(), "--bind", "B=3", "--device", "cpu", "--warmup", "1",
+                         "--repeat", "2", "--weights", weights},
+                        dir);
+    require_status(text, 0);
+    CHECK_THAT(text.out, Catch::Contains(store ? "weights     4.5 KiB held for 4.5 KiB of parameters (1.000x): a weight store"
+                                               : "weights     7.5 KiB held for 4.5 KiB of parameters (1.667x)"));
+  }
+}
+
 TEST_CASE("kiln bench --profile: a library GEMM's epilogue kernel is not counted as doing its GEMM", "[cli][bench]") {
   // In bf16 BLAS computes the f32 accumulator and a kernel rounds it (CPU target).
   TempDir dir;
