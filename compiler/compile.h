@@ -22,8 +22,8 @@
 namespace kiln {
 
 enum class Device : uint8_t { Auto, Cpu, Cuda };  // Auto: CUDA when a device is present, else the CPU
-std::string_view device_kind_name(Device d);
-class Weights;  // compiler/weights.h      // "auto", "cpu", "cuda"
+std::string_view device_kind_name(Device d);      // "auto", "cpu", "cuda"
+class Weights;                                    // compiler/weights.h
 std::optional<Device> parse_device(std::string_view name);
 // Whether this build and machine can run `d` (CUDA: built with CUDA and a device present;
 // CPU: built with LLVM); the error says why not.
