@@ -54,8 +54,10 @@ def to_kiln(x, stream=0):
         x = np.asarray(x)
         if not x.flags.c_contiguous or not x.flags.writeable:
             x = np.array(x, order="C", copy=True)
-    elif _framework(x) == "torch" and not x.is_contiguous():
-        x = x.contiguous()
+    elif _framework(x) == "torch":
+        x = x.detach()  # a view (no copy): DLPack refuses tensors that require grad
+        if not x.is_contiguous():
+            x = x.contiguous()
     if not hasattr(x, "__dlpack__"):
         raise TypeError(f"kiln: cannot pass a {type(x).__name__}: expected a NumPy array or a DLPack object")
     device_type = x.__dlpack_device__()[0] if hasattr(x, "__dlpack_device__") else 1
@@ -115,9 +117,11 @@ class CompiledGraph:
             stream = next((_current_stream(a, kind) for a in args if _framework(a) in ("torch", "cupy")), 0)
         return [to_kiln(a, stream) for a in args], kind, stream
 
-    def __call__(self, *args, stream=None):
+    def __call__(self, *args, stream=None, like=None):
+        """`like` ("numpy", "torch", "cupy"; default: the first argument's kind) picks the
+        kind of array the outputs come back as."""
         targs, kind, stream = self._args(args, stream)
-        return [from_kiln(t, kind) for t in self._cg(targs, stream)]
+        return [from_kiln(t, like or kind) for t in self._cg(targs, stream)]
 
     def run(self, args, outputs, stream=None):
         """Writes the outputs into `outputs` (one per graph output: an array of the right
