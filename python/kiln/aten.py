@@ -46,6 +46,10 @@ def sym_text(e):
     raise Unsupported(f"symbolic size {e} has no kiln dim expression")
 
 
+# Symbols written by dim() since the last reset (a partition's graph must bind each of them).
+used_symbols = set()
+
+
 def dim(d):
     """An int, SymInt or FX node holding one, as a builder dim (int or Dim)."""
     if isinstance(d, torch.fx.Node):
@@ -54,6 +58,7 @@ def dim(d):
         e = d.node.expr
         if e.is_Integer:
             return int(e)
+        used_symbols.update(s.name for s in e.free_symbols)
         return Dim(sym_text(e))
     if isinstance(d, int):
         return d

@@ -19,7 +19,7 @@ import torch
 from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner
 from torch.fx.passes.operator_support import OperatorSupport
 
-from . import _api
+from . import _api, aten
 from .aten import DTYPES, Converter, Unsupported, shape_of, supported_target
 from .builder import GraphBuilder
 
@@ -99,15 +99,19 @@ class _KilnSubgraph(torch.nn.Module):
     """A partition compiled by kiln: forward takes the partition's arguments (SymInts are
     dropped: kiln binds its symbols from the tensors' shapes) and returns its outputs."""
 
-    def __init__(self, cg, tensor_positions, single):
+    def __init__(self, cg, tensor_positions, symbol_positions, device, single):
         super().__init__()
         self.cg = cg
         self.tensor_positions = tensor_positions
+        self.symbol_positions = symbol_positions
+        self.device = device
         self.single = single
         _live.add(self)
 
     def forward(self, *args):
         ins = [args[i] for i in self.tensor_positions]
+        # A symbol no tensor argument carries comes as an empty bool[s] tensor (no copy, no init).
+        ins += [torch.empty(int(args[i]), dtype=torch.bool, device=self.device) for i in self.symbol_positions]
         outs = self.cg(*[t if t.is_contiguous() else t.contiguous() for t in ins], like="torch")
         return outs[0] if self.single else tuple(outs)
 
@@ -119,6 +123,7 @@ def _convert_partition(sub, name, param_positions, options):
     c = Converter(b)
     positions, device = [], None
     placeholders = [n for n in sub.graph.nodes if n.op == "placeholder"]
+    aten.used_symbols.clear()
     for i, p in enumerate(placeholders):
         v = p.meta.get("val")
         if isinstance(v, torch.Tensor):
@@ -149,6 +154,19 @@ def _convert_partition(sub, name, param_positions, options):
         ov = o.meta["val"]
         if ov.dtype not in DTYPES:
             raise Unsupported(f"output {o.name} of dtype {ov.dtype}")
+    bound = set()
+    for i in positions:
+        for d in placeholders[i].meta["val"].shape:
+            if isinstance(d, torch.SymInt):
+                bound.update(s.name for s in d.node.expr.free_symbols)
+    symbol_positions = []
+    for sym in sorted(aten.used_symbols - bound):
+        at = [i for i, p in enumerate(placeholders)
+              if isinstance(p.meta.get("val"), torch.SymInt) and str(p.meta["val"].node.expr) == sym]
+        if not at:
+            raise Unsupported(f"symbol {sym} is carried by no argument of the partition")
+        b.input(f"size_{sym}", "bool", [sym])
+        symbol_positions.append(at[0])
     b.output(*[c.env[o] for o in outs])
     graph = b.build()
     dev = options.get("device", "auto")
@@ -157,7 +175,7 @@ def _convert_partition(sub, name, param_positions, options):
     cg = _api.compile(graph, mode=options.get("mode", "default"), device=dev,
                       fused_attention=options.get("fused_attention", True), dump_dir=options.get("dump_dir", ""),
                       cuda_device=(device.index or 0) if device is not None and device.type == "cuda" else 0)
-    return _KilnSubgraph(cg, positions, single), graph
+    return _KilnSubgraph(cg, positions, symbol_positions, device or torch.device("cpu"), single), graph
 
 
 def compile_fx(gm, example_inputs, options=None, param_indices=()):

@@ -159,3 +159,25 @@ def test_integer_and_bool_dtypes(rng):
     np.testing.assert_array_equal(s, a + b)
     np.testing.assert_array_equal(c, (a + b) > b)
     assert c.dtype == np.bool_
+
+
+def test_stubs_cover_the_extension():
+    """_kiln.pyi names exactly the native module's classes, functions and methods."""
+    import ast
+    import pathlib
+    stub = ast.parse((pathlib.Path(kiln.__file__).parent / "_kiln.pyi").read_text())
+    declared = {}
+    for node in stub.body:
+        if isinstance(node, ast.ClassDef):
+            declared[node.name] = {n.name for n in node.body if isinstance(n, ast.FunctionDef)} - {"__init__"}
+        elif isinstance(node, ast.FunctionDef):
+            declared[node.name] = None
+    native = {n for n in dir(kiln._kiln) if not n.startswith("_")}
+    assert set(declared) == native
+    for cls, members in declared.items():
+        if members is None or cls == "KilnError":
+            continue
+        have = {m for m in dir(getattr(kiln._kiln, cls)) if not m.startswith("_")}
+        if "__call__" in members:
+            have.add("__call__")
+        assert members == have, cls
