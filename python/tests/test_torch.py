@@ -20,6 +20,7 @@ def _need(module):
 torch = _need("torch")
 import kiln  # noqa: E402
 import kiln.torch_backend as kt  # noqa: E402
+from torch_models import MLP, DecoderLayer, hf_model, ids  # noqa: E402
 
 nn = torch.nn
 
@@ -32,8 +33,29 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
-def check(model, inputs_list, rtol=1e-4, atol=1e-4, dynamic=None, **options):
-    model = model.eval()
+# Where the module set runs: the CPU in f32 (here and in CI), CUDA in bf16 where a GPU is.
+TARGETS = [pytest.param(("cpu", torch.float32), id="cpu-f32"), pytest.param(("cuda", torch.bfloat16), id="cuda-bf16")]
+
+
+@pytest.fixture(params=TARGETS)
+def target(request):
+    device, dtype = request.param
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            pytest.skip("no CUDA device for PyTorch")
+        why = kiln.device_available("cuda")
+        if why:
+            pytest.skip(f"kiln cannot use CUDA here: {why}")
+    return device, dtype
+
+
+def check(model, inputs_list, rtol=1e-4, atol=1e-4, dynamic=None, target=("cpu", torch.float32), **options):
+    device, dtype = target
+    model = model.eval().to(device=device, dtype=dtype)
+    inputs_list = [tuple(x.to(device=device, dtype=dtype if x.is_floating_point() else x.dtype) for x in inputs)
+                   for inputs in inputs_list]
+    if dtype == torch.bfloat16:
+        rtol, atol = max(rtol, 5e-2), max(atol, 5e-2)
     compiled = torch.compile(model, backend="kiln", dynamic=dynamic, options=options or None)
     with torch.no_grad():
         for inputs in inputs_list:
@@ -55,72 +77,17 @@ def test_entry_point_registered():
     assert "kiln" in torch._dynamo.list_backends()
 
 
-class MLP(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1, self.fc2, self.norm = nn.Linear(32, 64), nn.Linear(64, 16), nn.LayerNorm(16)
-
-    def forward(self, x):
-        return torch.softmax(self.norm(self.fc2(torch.nn.functional.gelu(self.fc1(x)))), dim=-1)
-
-
-def test_mlp_dynamic_batch():
-    summary = check(MLP(), [(torch.randn(b, 32),) for b in (1, 7, 300)], dynamic=True)
+def test_mlp_dynamic_batch(target):
+    summary = check(MLP(), [(torch.randn(b, 32),) for b in (1, 7, 300)], dynamic=True, target=target)
     assert not summary["fallback"], summary["fallback"]
 
 
-class RMSNorm(nn.Module):
-    def __init__(self, d, eps=1e-6):
-        super().__init__()
-        self.w, self.eps = nn.Parameter(1 + 0.1 * torch.randn(d)), eps
-
-    def forward(self, x):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.w
+def test_decoder_layer(target):
+    check(DecoderLayer(), [(torch.randn(b, t, 64),) for b, t in ((1, 5), (2, 16), (3, 1))], target=target)
 
 
-class DecoderLayer(nn.Module):
-    """A Llama-style layer: RMSNorm, rotary q/k, causal sdpa with GQA repeated heads, SwiGLU."""
-
-    def __init__(self, dim=64, heads=4, kv_heads=2, hidden=128):
-        super().__init__()
-        self.h, self.kvh, self.hd = heads, kv_heads, dim // heads
-        self.q = nn.Linear(dim, dim, bias=False)
-        self.k = nn.Linear(dim, kv_heads * self.hd, bias=False)
-        self.v = nn.Linear(dim, kv_heads * self.hd, bias=False)
-        self.o = nn.Linear(dim, dim, bias=False)
-        self.gate, self.up = nn.Linear(dim, hidden, bias=False), nn.Linear(dim, hidden, bias=False)
-        self.down = nn.Linear(hidden, dim, bias=False)
-        self.n1, self.n2 = RMSNorm(dim), RMSNorm(dim)
-
-    def rope(self, x, t):
-        half = self.hd // 2
-        freq = 1.0 / (10000 ** (torch.arange(half, dtype=torch.float32) / half))
-        ang = torch.arange(t, dtype=torch.float32)[:, None] * freq[None, :]
-        cos, sin = torch.cat([ang.cos(), ang.cos()], -1), torch.cat([ang.sin(), ang.sin()], -1)
-        rot = torch.cat([-x[..., half:], x[..., :half]], -1)
-        return x * cos + rot * sin
-
-    def forward(self, x):
-        b, t, d = x.shape
-        h = self.n1(x)
-        q = self.q(h).view(b, t, self.h, self.hd).transpose(1, 2)
-        k = self.k(h).view(b, t, self.kvh, self.hd).transpose(1, 2)
-        v = self.v(h).view(b, t, self.kvh, self.hd).transpose(1, 2)
-        q, k = self.rope(q, t), self.rope(k, t)
-        k = k.repeat_interleave(self.h // self.kvh, dim=1)
-        v = v.repeat_interleave(self.h // self.kvh, dim=1)
-        a = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-        x = x + self.o(a.transpose(1, 2).reshape(b, t, d))
-        h = self.n2(x)
-        return x + self.down(torch.nn.functional.silu(self.gate(h)) * self.up(h))
-
-
-def test_decoder_layer():
-    check(DecoderLayer(), [(torch.randn(b, t, 64),) for b, t in ((1, 5), (2, 16), (3, 1))])
-
-
-def test_decoder_layer_dynamic():
-    check(DecoderLayer(), [(torch.randn(2, t, 64),) for t in (3, 17, 40)], dynamic=True)
+def test_decoder_layer_dynamic(target):
+    check(DecoderLayer(), [(torch.randn(2, t, 64),) for t in (3, 17, 40)], dynamic=True, target=target)
 
 
 class WithUnsupported(nn.Module):
@@ -168,38 +135,24 @@ def test_parameters_read_in_place():
         torch.testing.assert_close(compiled(x), m(x), rtol=1e-4, atol=1e-5)
 
 
-def _hf():
-    return _need("transformers")
+def _hf(kind):
+    _need("transformers")
+    return hf_model(kind)
 
 
-def _ids(vocab, b, t):
-    return torch.randint(0, vocab, (b, t))
+def test_hf_gpt2_tiny(target):
+    check(_hf("gpt2"), [(ids(101, b, t),) for b, t in ((1, 7), (2, 12))], rtol=1e-3, atol=1e-3, target=target)
 
 
-def test_hf_gpt2_tiny():
-    tf = _hf()
-    cfg = tf.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=101, n_positions=64, use_cache=False)
-    model = tf.GPT2LMHeadModel(cfg).eval()
-    check(model, [(_ids(101, b, t),) for b, t in ((1, 7), (2, 12))], rtol=1e-3, atol=1e-3)
+def test_hf_bert_tiny(target):
+    check(_hf("bert"), [(ids(101, b, t),) for b, t in ((1, 7), (2, 12))], rtol=1e-3, atol=1e-3, target=target)
 
 
-def test_hf_bert_tiny():
-    tf = _hf()
-    cfg = tf.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-                        vocab_size=101, max_position_embeddings=64)
-    model = tf.BertModel(cfg).eval()
-    check(model, [(_ids(101, b, t),) for b, t in ((1, 7), (2, 12))], rtol=1e-3, atol=1e-3)
+def test_hf_llama_tiny(target):
+    check(_hf("llama"), [(ids(101, b, t),) for b, t in ((1, 7), (2, 12))], rtol=1e-3, atol=1e-3, target=target)
 
 
-def test_hf_llama_tiny():
-    tf = _hf()
-    cfg = tf.LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=101, max_position_embeddings=64, use_cache=False)
-    model = tf.LlamaForCausalLM(cfg).eval()
-    check(model, [(_ids(101, b, t),) for b, t in ((1, 7), (2, 12))], rtol=1e-3, atol=1e-3)
-
-
-def test_torchvision_resnet():
+def test_torchvision_resnet(target):
     tv = _need("torchvision")
     model = tv.models.resnet18(num_classes=10).eval()
-    check(model, [(torch.randn(2, 3, 32, 32),)], rtol=1e-3, atol=1e-3)
+    check(model, [(torch.randn(2, 3, 32, 32),)], rtol=1e-3, atol=1e-3, target=target)
