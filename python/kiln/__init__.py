@@ -14,10 +14,35 @@ PyTorch (kiln.from_torch, torch.compile(model, backend="kiln")). Calls take NumP
 any DLPack object (PyTorch, CuPy) without copying and return the same kind. Errors raise
 KilnError with kiln's message.
 """
-from ._kiln import KilnError, Graph, Tensor
-from ._api import (CompiledGraph, compile, device_available, evaluate, import_onnx, parse,
-                   parse_file)
-from .builder import GraphBuilder, Value
+import ctypes as _ctypes
+import glob as _glob
+import os as _os
+
+
+def _preload_bundled():
+    """A package built with KILN_PYTHON_BUNDLE_DEPS carries libkiln's shared Abseil and
+    protobuf libraries beside it (for machines without them): load them first, each once
+    the libraries it needs are in, so that the loader finds them by soname."""
+    here = _os.path.dirname(__file__)
+    pending = sorted(_glob.glob(_os.path.join(here, "libabsl_*.so*")) + _glob.glob(_os.path.join(here, "libprotobuf.so*")))
+    while pending:
+        failed = []
+        for path in pending:
+            try:
+                _ctypes.CDLL(path, mode=_ctypes.RTLD_GLOBAL)
+            except OSError:
+                failed.append(path)
+        if len(failed) == len(pending):
+            return  # importing the extension below then names what is missing
+        pending = failed
+
+
+_preload_bundled()
+
+from ._kiln import KilnError, Graph, Tensor  # noqa: E402
+from ._api import (CompiledGraph, compile, device_available, evaluate, import_onnx,  # noqa: E402
+                   parse, parse_file)
+from .builder import GraphBuilder, Value  # noqa: E402
 
 __version__ = "0.1.0"
 
