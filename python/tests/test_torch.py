@@ -156,3 +156,35 @@ def test_torchvision_resnet(target):
     tv = _need("torchvision")
     model = tv.models.resnet18(num_classes=10).eval()
     check(model, [(torch.randn(2, 3, 32, 32),)], rtol=1e-3, atol=1e-3, target=target)
+
+
+SCALE = """graph scale(%x: f32[N, 8], %w: f32[8] param) {
+  %y = mul(%x, %w)
+  %z = tanh(%y)
+  return %z
+}
+"""
+
+
+def test_torch_tensors_cross_without_copies():
+    cg = kiln.compile(SCALE, device="cpu")
+    x, w = torch.randn(5, 8), torch.randn(8)
+    t = kiln._api.to_kiln(x)
+    assert t.data_ptr == x.data_ptr()
+    (z,) = cg(x, w)
+    assert isinstance(z, torch.Tensor)
+    torch.testing.assert_close(z, torch.tanh(x * w), rtol=1e-5, atol=1e-6)
+    native = cg._cg([kiln._api.to_kiln(x), kiln._api.to_kiln(w)], 0)[0]
+    assert kiln._api.from_kiln(native, "torch").data_ptr() == native.data_ptr
+
+
+@pytest.mark.parametrize("target", TARGETS[1:], indirect=True)
+def test_cuda_call_on_the_callers_stream(target):
+    cg = kiln.compile(SCALE, device="cuda")
+    s = torch.cuda.Stream()
+    x, w = torch.randn(4096, 8, device="cuda"), torch.randn(8, device="cuda")
+    with torch.cuda.stream(s):
+        x.mul_(2)  # queued on s: the kiln call must see it, so it must run on s
+        (z,) = cg(x, w)
+    s.synchronize()
+    torch.testing.assert_close(z, torch.tanh(x * w), rtol=1e-5, atol=1e-6)
