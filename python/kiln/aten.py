@@ -142,7 +142,13 @@ def rule(*targets):
 
 
 def supported_target(n):
-    return n.op == "call_function" and (n.target in RULES or n.target is operator.getitem)
+    """Whether a rule may take `n`: results other than the first are computed only by split."""
+    if n.op != "call_function":
+        return False
+    if n.target is operator.getitem:
+        src = n.args[0]
+        return n.args[1] == 0 or getattr(src, "target", None) in (aten.split.Tensor, aten.split_with_sizes.default)
+    return n.target in RULES
 
 
 # Elementwise unary: ATen op -> kiln op.
@@ -418,6 +424,9 @@ def _sdpa(c, n, q, k, v, *args, **kw):
         causal = args[3] if len(args) > 3 else kw.get("is_causal", False)
     if dropout:
         raise Unsupported("sdpa with dropout")
+    tq, tk = val(q).shape[-2], val(k).shape[-2]
+    if causal and str(tq) != str(tk):
+        raise Unsupported("causal sdpa with query and key lengths that may differ (PyTorch aligns it top-left)")
     scale = kw.get("scale")
     ops = [c.v(q), c.v(k), c.v(v)] + ([c.v(mask)] if mask is not None else [])
     attrs = dict(causal=bool(causal))
