@@ -253,10 +253,8 @@ def _clamp(c, n, x, lo=None, hi=None):
 
 
 @rule(torch.ops.prims.convert_element_type.default, aten._to_copy.default, aten.to.dtype, aten.clone.default, aten.alias.default, aten.detach.default,
-      aten.lift_fresh_copy.default, aten.contiguous.default, aten._assert_tensor_metadata.default)
+      aten.lift_fresh_copy.default, aten.contiguous.default)
 def _copy(c, n, x, *args, **kw):
-    if n.target is aten._assert_tensor_metadata.default:
-        raise Unsupported("an assertion node")
     if isinstance(x, torch.fx.Node) and val(x).device != val(n).device:
         raise Unsupported("a copy between devices")
     return c.operand(x, c.kdtype(n))
@@ -546,12 +544,10 @@ def _arange(c, n, *args, **kw):
     if step != 1:
         y = c.b.op("mul", y, c.b.constant(static_int(step, "arange step"), d))
     if not (isinstance(start, int) and start == 0):
-        y = c.b.op("add", y, c.operand(start, d) if not isinstance(start, torch.fx.Node) else _sym_scalar(c, start, d))
+        if isinstance(start, torch.fx.Node):
+            raise Unsupported("arange with a symbolic start")
+        y = c.b.op("add", y, c.operand(start, d))
     return y
-
-
-def _sym_scalar(c, s, d):
-    raise Unsupported("arange with a symbolic start")
 
 
 @rule(aten.full.default, aten.zeros.default, aten.ones.default, aten.scalar_tensor.default,

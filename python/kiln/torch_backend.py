@@ -92,7 +92,7 @@ def _probe(n):
     for a in n.all_input_nodes:
         v = a.meta.get("val")
         if isinstance(v, torch.Tensor):
-            c.env[a] = b.input("a", "bool" if v.dtype == torch.bool else "f32", shape_of(v))
+            c.env[a] = b.input("a", DTYPES.get(v.dtype, "f32"), shape_of(v))
         elif isinstance(v, (tuple, list)):
             c.env[a] = tuple(b.input("a", "f32", shape_of(x)) if isinstance(x, torch.Tensor) else None for x in v)
     c.convert(n)
@@ -266,10 +266,11 @@ class FromTorch:
     """A module exported with torch.export and compiled by kiln: call it with the example
     inputs' kind of tensors; parameters and buffers are read in place."""
 
-    def __init__(self, program, compiled, constants):
+    def __init__(self, program, compiled, constants, summary_index):
         self.exported_program = program
         self.graph_module = compiled
         self._constants = constants
+        self._summary_index = summary_index
 
     def __call__(self, *args):
         flat = [a for a in torch.utils._pytree.tree_leaves(args) if isinstance(a, torch.Tensor)]
@@ -297,10 +298,9 @@ def from_torch(module, example_inputs, dynamic_shapes=None, **options):
             lifted.append(("state", spec.target))
         elif spec.kind.name == "CONSTANT_TENSOR":
             lifted.append(("const", spec.target))
-    mutated = {s.target for s in sig.output_specs if s.kind.name == "BUFFER_MUTATION"}
-    if mutated or any(s.kind.name not in ("USER_OUTPUT",) for s in sig.output_specs):
+    # Lifted parameters, buffers and constants come first among the placeholders.
+    if any(s.kind.name != "USER_OUTPUT" for s in sig.output_specs):
         raise _api.KilnError("kiln.from_torch: the module mutates its buffers or inputs, which kiln does not take yet")
-    n_lifted = len(lifted)
     gm = torch.fx.GraphModule(ep.graph_module, ep.graph_module.graph)
     params = {i for i, (kind, t) in enumerate(lifted) if kind == "state"}
     compiled = compile_fx(gm, [p.meta.get("val") for p in placeholders], options, params)
@@ -308,10 +308,4 @@ def from_torch(module, example_inputs, dynamic_shapes=None, **options):
     def constants():
         return [state[t] if kind == "state" else ep.constants[t] for kind, t in lifted]
 
-    def call(*args):
-        return compiled(*args)
-
-    fm = FromTorch(ep, call, constants)
-    fm._summary_index = len(_summaries) - 1
-    fm.n_lifted = n_lifted
-    return fm
+    return FromTorch(ep, compiled, constants, len(_summaries) - 1)
