@@ -12,13 +12,19 @@ PACKAGES=(
   build-essential cmake ninja-build git pkg-config
   libfmt-dev libabsl-dev catch2 libcli11-dev nlohmann-json3-dev libdlpack-dev
   libonnx-dev libprotobuf-dev protobuf-compiler libonnx-testdata python3-onnx python3-numpy
-  llvm-16-dev libzstd-dev libopenblas-dev graphviz
+  llvm-16-dev libzstd-dev libopenblas-dev graphviz python3-venv python3-dev
 )
 # Only for `test`: the headless browser that loads `kiln compile --graph x.html` (about 30 s
 # and 122 MB to install).
 TEST_PACKAGES=(chromium)
 BUILD_DIR=${KILN_BUILD_DIR:-build}
 JOBS=${KILN_JOBS:-$(nproc)}
+# The Python venv the build (nanobind for kiln's Python package) and its tests use.
+VENV=$BUILD_DIR/venv
+PY_PACKAGES=(nanobind==3.1.0 numpy==2.4.6 pytest==9.2.0)
+# Only for `test`: the torch.compile backend's tests (about 5 min and 5.7 GB from PyPI, whose
+# torch wheel is the CUDA build; it runs on the CPU).
+PY_TEST_PACKAGES=(torch==2.15.0 torchvision==0.29.2 transformers==5.25.0)
 
 install_missing() {
   local missing=()
@@ -34,12 +40,26 @@ install_missing() {
   $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# venv [PACKAGE==VERSION...]: makes $VENV once and pip-installs the packages it lacks.
+venv() {
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  local missing=()
+  for spec in "${PY_PACKAGES[@]}" "$@"; do
+    "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('${spec%%==*}') != '${spec##*==}')" \
+      2>/dev/null || missing+=("$spec")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "dev.sh: pip installing ${missing[*]}"
+  "$VENV/bin/pip" install -q "${missing[@]}" >/dev/null
+}
+
 # build [TARGET...]: configures once, then builds the targets (default: everything).
 build() {
-  if [ ! -f "$BUILD_DIR/build.ninja" ]; then
+  if ! grep -qs "KILN_BUILD_PYTHON:BOOL=ON" "$BUILD_DIR/CMakeCache.txt"; then
     local launcher=()
     command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
-    cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "${launcher[@]}" >/dev/null
+    cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo "${launcher[@]}" \
+      -DKILN_BUILD_PYTHON=ON -DPython_EXECUTABLE="$(realpath -m "$VENV")/bin/python" >/dev/null
   fi
   local targets=()
   [ $# -gt 0 ] && targets=(--target "$@")
@@ -55,17 +75,20 @@ cmd=${1:-}
 case "$cmd" in
   demo)
     install_missing
+    venv
     build kiln_example_demo
     "$BUILD_DIR/examples/demo"
     ;;
   test)
     install_missing "${TEST_PACKAGES[@]}"
+    venv "${PY_TEST_PACKAGES[@]}"
     build
     cd "$BUILD_DIR"
     ctest --output-on-failure -j "$JOBS" --timeout 900
     ;;
   build)
     install_missing
+    venv
     build
     ;;
   *)

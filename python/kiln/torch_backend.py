@@ -1,0 +1,311 @@
+"""torch.compile(model, backend="kiln") and kiln.from_torch.
+
+The backend takes Dynamo's FX graph through AOTAutograd (ATen ops, functionalized; under
+torch.no_grad its inference graph), finds the nodes kiln has a rule for (aten.py), groups
+them into connected partitions, converts each into one kiln graph compiled with
+kiln.compile, and leaves every other node to PyTorch between those subgraphs. Tensors cross
+by DLPack without copies; parameters and buffers are passed where PyTorch keeps them and
+marked as kiln parameters (kiln derives merged or packed weights once per address). What
+fell back to PyTorch, and why, is in fallback_summary() (and logged on the "kiln" logger).
+
+Options (torch.compile(..., options={...})): mode ("default", "reduce-overhead",
+"max-autotune"), device ("auto" follows the inputs), fused_attention, dump_dir.
+"""
+import logging
+import operator
+import weakref
+
+import torch
+from torch.fx.passes.infra.partitioner import CapabilityBasedPartitioner
+from torch.fx.passes.operator_support import OperatorSupport
+
+from . import _api, aten
+from .aten import DTYPES, Converter, Unsupported, shape_of, supported_target
+from .builder import GraphBuilder
+
+log = logging.getLogger("kiln")
+
+_summaries = []  # one dict per compiled FX graph, newest last
+_live = weakref.WeakSet()  # every _KilnSubgraph alive
+
+
+def parameters_changed():
+    """Call after writing new values into parameters or buffers in place (same addresses):
+    kiln remakes what it derived from them (merged or packed weights) at the next call."""
+    for m in list(_live):
+        m.cg.parameters_changed()
+
+
+def fallback_summary():
+    """Per graph compiled by the backend: kiln subgraphs, the ATen ops each holds, and the
+    ops left to PyTorch with the reason: [{"kiln_subgraphs": [...], "fallback": {op: reason}}]."""
+    return list(_summaries)
+
+
+def _kind(n):
+    return n.target if isinstance(n.target, str) else getattr(n.target, "__name__", str(n.target))
+
+
+def _makes_tensor(n):
+    """Whether `n` computes tensors (not SymInts: those stay with PyTorch and are no fallback)."""
+    v = n.meta.get("val")
+    return any(isinstance(x, torch.Tensor) for x in (v if isinstance(v, (tuple, list)) else [v]))
+
+
+class _Support(OperatorSupport):
+    """A node kiln can take: a rule exists, its result's dtypes are kiln's, and the rule
+    converts it on its own (tried on a scratch builder so that its reason is known up front)."""
+
+    def __init__(self, reasons):
+        super().__init__()
+        self.reasons = reasons
+
+    def is_node_supported(self, submodules, n):
+        if n.op != "call_function" or not _makes_tensor(n):
+            return False  # SymInt arithmetic stays with PyTorch and is no fallback
+        if not supported_target(n):
+            if n.target is operator.getitem:
+                self.reasons.setdefault(f"{_kind(n.args[0])}[{n.args[1]}]", "kiln computes only the first result")
+            else:
+                self.reasons.setdefault(_kind(n), "no kiln rule for this op")
+            return False
+        vals = n.meta.get("val")
+        ins = [a.meta.get("val") for a in n.all_input_nodes]
+        for v in (list(vals) if isinstance(vals, (tuple, list)) else [vals]) + ins:
+            if isinstance(v, torch.Tensor) and v.dtype not in DTYPES:
+                self.reasons.setdefault(_kind(n), f"dtype {v.dtype} does not cross into kiln")
+                return False
+        if n.target is operator.getitem:
+            return True
+        try:
+            _probe(n)
+        except Unsupported as e:
+            self.reasons.setdefault(_kind(n), str(e))
+            return False
+        return True
+
+
+def _probe(n):
+    """Converts `n` alone, its tensor operands as fresh inputs."""
+    b = GraphBuilder("probe")
+    c = Converter(b)
+    for a in n.all_input_nodes:
+        v = a.meta.get("val")
+        if isinstance(v, torch.Tensor):
+            c.env[a] = b.input("a", DTYPES.get(v.dtype, "f32"), shape_of(v))
+        elif isinstance(v, (tuple, list)):
+            c.env[a] = tuple(b.input("a", "f32", shape_of(x)) if isinstance(x, torch.Tensor) else None for x in v)
+    c.convert(n)
+
+
+class _KilnSubgraph(torch.nn.Module):
+    """A partition compiled by kiln: forward takes the partition's arguments (SymInts are
+    dropped: kiln binds its symbols from the tensors' shapes) and returns its outputs."""
+
+    def __init__(self, cg, tensor_positions, symbol_positions, device, single):
+        super().__init__()
+        self.cg = cg
+        self.tensor_positions = tensor_positions
+        self.symbol_positions = symbol_positions
+        self.device = device
+        self.single = single
+        _live.add(self)
+
+    def forward(self, *args):
+        ins = [args[i] for i in self.tensor_positions]
+        # A symbol no tensor argument carries comes as an empty bool[s] tensor (no copy, no init).
+        ins += [torch.empty(int(args[i]), dtype=torch.bool, device=self.device) for i in self.symbol_positions]
+        outs = self.cg(*[t if t.is_contiguous() else t.contiguous() for t in ins], like="torch")
+        return outs[0] if self.single else tuple(outs)
+
+
+def _convert_partition(sub, name, param_positions, options):
+    """A kiln graph for the partition GraphModule `sub`, compiled; and the positions of its
+    tensor arguments."""
+    b = GraphBuilder(name)
+    c = Converter(b)
+    positions, device = [], None
+    placeholders = [n for n in sub.graph.nodes if n.op == "placeholder"]
+    aten.used_symbols.clear()
+    for i, p in enumerate(placeholders):
+        v = p.meta.get("val")
+        if isinstance(v, torch.Tensor):
+            if v.dtype not in DTYPES:
+                raise Unsupported(f"argument {p.name} of dtype {v.dtype}")
+            if device is not None and v.device != device:
+                raise Unsupported("arguments on several devices")
+            device = v.device
+            make = b.param if i in param_positions else b.input
+            c.env[p] = make(p.name, DTYPES[v.dtype], shape_of(v))
+            positions.append(i)
+    out_node = next(n for n in sub.graph.nodes if n.op == "output")
+    for n in sub.graph.nodes:
+        if n.op == "call_function":
+            v = n.meta.get("val")
+            for t in (v if isinstance(v, (tuple, list)) else [v]):
+                if isinstance(t, torch.Tensor):
+                    if device is not None and t.device != device:
+                        raise Unsupported(f"{n.name} is on {t.device}, other values on {device}")
+                    device = t.device
+            c.convert(n)
+    outs = out_node.args[0]
+    single = not isinstance(outs, (tuple, list))
+    outs = [outs] if single else list(outs)
+    for o in outs:
+        if o not in c.env or isinstance(c.env[o], tuple) or o.op == "placeholder":
+            raise Unsupported(f"output {o} is not a value kiln computes")
+        ov = o.meta["val"]
+        if ov.dtype not in DTYPES:
+            raise Unsupported(f"output {o.name} of dtype {ov.dtype}")
+    bound = set()
+    for i in positions:
+        for d in placeholders[i].meta["val"].shape:
+            if isinstance(d, torch.SymInt):
+                bound.update(s.name for s in d.node.expr.free_symbols)
+    symbol_positions = []
+    for sym in sorted(aten.used_symbols - bound):
+        at = [i for i, p in enumerate(placeholders)
+              if isinstance(p.meta.get("val"), torch.SymInt) and str(p.meta["val"].node.expr) == sym]
+        if not at:
+            raise Unsupported(f"symbol {sym} is carried by no argument of the partition")
+        b.input(f"size_{sym}", "bool", [sym])
+        symbol_positions.append(at[0])
+    b.output(*[c.env[o] for o in outs])
+    graph = b.build()
+    dev = options.get("device", "auto")
+    if dev == "auto":
+        dev = "cuda" if device is not None and device.type == "cuda" else "cpu"
+    cg = _api.compile(graph, mode=options.get("mode", "default"), device=dev,
+                      fused_attention=options.get("fused_attention", True), dump_dir=options.get("dump_dir", ""),
+                      cuda_device=(device.index or 0) if device is not None and device.type == "cuda" else 0)
+    return _KilnSubgraph(cg, positions, symbol_positions, device or torch.device("cpu"), single), graph
+
+
+def compile_fx(gm, example_inputs, options=None, param_indices=()):
+    """Partitions the ATen FX graph `gm` into kiln subgraphs and PyTorch ops; returns the
+    GraphModule that runs them (a callable with the same signature as gm)."""
+    options = dict(options or {})
+    reasons = {}
+    partitioner = CapabilityBasedPartitioner(gm, _Support(reasons), allows_single_node_partition=False)
+    partitions = partitioner.propose_partitions()
+    # A partition of views, getitems and copies alone is not worth a kiln call.
+    trivial = {"view", "_unsafe_view", "getitem", "clone", "alias", "permute", "t", "expand", "unsqueeze",
+               "squeeze", "_to_copy", "slice", "detach", "lift_fresh_copy"}
+    partitions = [p for p in partitions
+                  if any(_kind(n).split(".")[0] not in trivial for n in p.nodes)]
+    fused = partitioner.fuse_partitions(partitions) if partitions else gm
+    params = {n for i, n in enumerate(n for n in gm.graph.nodes if n.op == "placeholder") if i in set(param_indices)}
+    summary = {"kiln_subgraphs": [], "fallback": {}}
+    for node in list(fused.graph.nodes):
+        if node.op != "call_module" or not node.target.startswith("fused_"):
+            continue
+        sub = getattr(fused, node.target)
+        param_positions = {i for i, a in enumerate(node.args) if a in params}
+        ops = sorted({_kind(n) for n in sub.graph.nodes if n.op == "call_function"})
+        try:
+            module, graph = _convert_partition(sub, f"{node.target}", param_positions, options)
+        except (Unsupported, _api.KilnError) as e:
+            log.info("kiln: partition %s runs in PyTorch: %s", node.target, e)
+            summary["fallback"][f"{node.target} ({len(ops)} op kinds)"] = str(e).splitlines()[0]
+            continue
+        setattr(fused, node.target, module)
+        summary["kiln_subgraphs"].append({"name": node.target, "ops": ops, "nodes": graph.num_nodes,
+                                           "params": sum(a.role == "param" for a in graph.args())})
+    # Every tensor op still in the outer graph runs in PyTorch: say why.
+    for node in fused.graph.nodes:
+        if node.op != "call_function" or not _makes_tensor(node):
+            continue
+        k = _kind(node)
+        if node.target is operator.getitem:
+            k = f"{_kind(node.args[0])}[{node.args[1]}]"
+            if k not in reasons:
+                continue  # picks a result of an op listed on its own
+        summary["fallback"].setdefault(k, reasons.get(k, "left alone: a partition of views only, or between partitions"))
+    fused.recompile()
+    _summaries.append(summary)
+    if summary["fallback"]:
+        log.info("kiln: ops run by PyTorch: %s", "; ".join(f"{k}: {v}" for k, v in summary["fallback"].items()))
+    return fused
+
+
+def _static_input_indices():
+    """Indices of the AOT graph's inputs that are parameters or buffers not mutated by it."""
+    try:
+        ctx = torch._guards.TracingContext.try_get()
+        meta = ctx.fw_metadata
+        idx = set(meta.static_input_indices or [])
+        return {i for i in idx if i < len(meta.input_info) and not meta.input_info[i].mutates_data}
+    except Exception:  # older torch: no parameter marking, everything is an input
+        return set()
+
+
+def kiln_backend(gm, example_inputs, **kwargs):
+    """The torch.compile backend (registered as "kiln" through the torch_dynamo_backends
+    entry point, and when this module is imported)."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    options = kwargs.get("options") or {}
+
+    def fw(aten_gm, aten_inputs):
+        return make_boxed_func(compile_fx(aten_gm, aten_inputs, options, _static_input_indices()).forward)
+
+    return aot_autograd(fw_compiler=fw, inference_compiler=fw, keep_inference_input_mutations=True)(gm, example_inputs)
+
+
+try:
+    from torch._dynamo import register_backend
+    from torch._dynamo.backends.registry import _BACKENDS
+    if "kiln" not in _BACKENDS or _BACKENDS["kiln"] is None:
+        register_backend(name="kiln")(kiln_backend)
+except ImportError:  # a torch without Dynamo
+    pass
+
+
+class FromTorch:
+    """A module exported with torch.export and compiled by kiln: call it with the example
+    inputs' kind of tensors; parameters and buffers are read in place."""
+
+    def __init__(self, program, compiled, constants, summary_index):
+        self.exported_program = program
+        self.graph_module = compiled
+        self._constants = constants
+        self._summary_index = summary_index
+
+    def __call__(self, *args):
+        flat = [a for a in torch.utils._pytree.tree_leaves(args) if isinstance(a, torch.Tensor)]
+        out = self.graph_module(*self._constants(), *flat)
+        return out[0] if isinstance(out, (tuple, list)) and len(out) == 1 else out
+
+    def fallback_summary(self):
+        return _summaries[self._summary_index]
+
+
+def from_torch(module, example_inputs, dynamic_shapes=None, **options):
+    """kiln.from_torch(module, (x,), dynamic_shapes={"x": {0: torch.export.Dim("B")}}):
+    torch.export's ATen graph of `module` (eval mode), compiled by kiln with the same
+    partitioning as the torch.compile backend. Returns a callable."""
+    module = module.eval()
+    with torch.no_grad():
+        ep = torch.export.export(module, tuple(example_inputs), dynamic_shapes=dynamic_shapes)
+        ep = ep.run_decompositions({})
+    sig = ep.graph_signature
+    placeholders = [n for n in ep.graph.nodes if n.op == "placeholder"]
+    state = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    lifted = []
+    for spec in sig.input_specs:
+        if spec.kind.name in ("PARAMETER", "BUFFER"):
+            lifted.append(("state", spec.target))
+        elif spec.kind.name == "CONSTANT_TENSOR":
+            lifted.append(("const", spec.target))
+    # Lifted parameters, buffers and constants come first among the placeholders.
+    if any(s.kind.name != "USER_OUTPUT" for s in sig.output_specs):
+        raise _api.KilnError("kiln.from_torch: the module mutates its buffers or inputs, which kiln does not take yet")
+    gm = torch.fx.GraphModule(ep.graph_module, ep.graph_module.graph)
+    params = {i for i, (kind, t) in enumerate(lifted) if kind == "state"}
+    compiled = compile_fx(gm, [p.meta.get("val") for p in placeholders], options, params)
+
+    def constants():
+        return [state[t] if kind == "state" else ep.constants[t] for kind, t in lifted]
+
+    return FromTorch(ep, compiled, constants, len(_summaries) - 1)
