@@ -29,7 +29,8 @@ BUDGETS = {
     "compiler/cli": 875,  # 575 until `kiln bench` and the JSON errors (issue 19)
     "frontends/onnx": 3700,
     "frontends/trace": 650,
-    "frontends/safetensors": 375,  # the safetensors reader and writer, sharded checkpoints (issue 18)
+    "frontends/safetensors": 375,
+    "models": 800,  # the Llama-family builder and the generate loop (issue 18)  # the safetensors reader and writer, sharded checkpoints (issue 18)
 }
 
 # Trees outside the library, which have no budget (their files still obey MAX_FILE_LINES).
