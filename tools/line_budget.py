@@ -29,8 +29,8 @@ BUDGETS = {
     "compiler/cli": 925,  # 575 until `kiln bench` and the JSON errors (issue 19); + `kiln generate` (issue 18)
     "frontends/onnx": 3700,
     "frontends/trace": 650,
-    "frontends/safetensors": 375,
-    "models": 800,  # the Llama-family builder and the generate loop (issue 18)  # the safetensors reader and writer, sharded checkpoints (issue 18)
+    "frontends/safetensors": 375,  # the safetensors reader and writer, sharded checkpoints (issue 18)
+    "models": 800,  # the Llama-family builder and the generate loop (issue 18)
 }
 
 # Trees outside the library, which have no budget (their files still obey MAX_FILE_LINES).
