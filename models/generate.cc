@@ -33,28 +33,18 @@ HostTensor ints(const std::vector<int64_t>& shape, const std::vector<int64_t>& v
   return h;
 }
 
-// One compiled step with its host-side twin for the reference check.
+// One compiled step and the graph the reference evaluator runs for it.
 struct Step {
   Graph graph;
   CompiledGraph cg;
-  // Runs the step on `host` (inputs by name; caches and weights are looked up in `dev`),
-  // returning logits and next tokens on the host. Caches are updated in place on the device.
-  absl::StatusOr<std::pair<HostTensor, HostTensor>> run(const std::map<std::string, HostTensor>& host,
-                                                        const std::map<std::string, Tensor>& dev) {
+  // One call with the arguments named in `dev` (weights, caches, this step's inputs), done
+  // when it returns. Caches are updated in place.
+  absl::StatusOr<std::vector<Tensor>> run(const std::map<std::string, Tensor>& dev) {
     std::vector<Tensor> args;
-    for (const Value* a : cg.module().args) {
-      if (auto it = dev.find(a->name()); it != dev.end()) {
-        args.push_back(it->second);
-      } else {
-        KILN_ASSIGN_OR_RETURN(Tensor t, Tensor::from_host(host.at(a->name()), cg.device()));
-        args.push_back(std::move(t));
-      }
-    }
+    for (const Value* a : cg.module().args) args.push_back(dev.at(a->name()));
     KILN_ASSIGN_OR_RETURN(std::vector<Tensor> out, cg(args));
     KILN_RETURN_IF_ERROR(cg.synchronize());
-    KILN_ASSIGN_OR_RETURN(HostTensor logits, out[0].to_host());
-    KILN_ASSIGN_OR_RETURN(HostTensor next, out[1].to_host());
-    return std::make_pair(std::move(logits), std::move(next));
+    return out;
   }
 };
 
@@ -155,27 +145,40 @@ absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std
     host["block_table"] = ints({B, blocks_per_seq}, ids);
   }
 
-  std::vector<int64_t> lens(static_cast<size_t>(B)), prompt(static_cast<size_t>(B * T));
+  std::vector<int64_t> lens(static_cast<size_t>(B));
+  HostTensor prompt(DType::i64, {B, T});
   for (int64_t b = 0; b < B; ++b)
     lens[b] = o.ragged && !given ? std::max<int64_t>(1, T - (b % 3) * std::max<int64_t>(1, T / 4)) : T;
-  for (size_t i = 0; i < prompt.size(); ++i)
-    prompt[i] = given ? given->get_int(static_cast<int64_t>(i)) : static_cast<int64_t>(rng() % static_cast<uint64_t>(c.vocab));
-  host["tokens"] = ints({B, T}, prompt);
+  for (int64_t i = 0; i < prompt.numel(); ++i)
+    prompt.set_int(i, given ? given->get_int(i) : static_cast<int64_t>(rng() % static_cast<uint64_t>(c.vocab)));
+  host["tokens"] = std::move(prompt);
   host["start"] = ints({B}, std::vector<int64_t>(static_cast<size_t>(B), 0));
   host["lens"] = ints({B}, lens);
-  r.tokens.assign(static_cast<size_t>(B), {});
+  for (const char* name : {"tokens", "start", "lens", "block_table"})
+    if (host.count(name)) {
+      KILN_ASSIGN_OR_RETURN(dev_args[name], Tensor::from_host(host.at(name), dev));
+    }
 
-  // Runs a step, checks it against the reference when asked, and appends its tokens.
+  // Runs a step; a timed one is recorded, checked against the reference when asked, and its
+  // next_token and next_start become the next step's tokens and start on the device (no
+  // host round trip between steps, as a serving loop runs them).
+  std::vector<Tensor> token_steps;
   auto step = [&](Step& s, int index, bool timed) -> absl::Status {
     auto t = std::chrono::steady_clock::now();
-    auto got = s.run(host, dev_args);
+    auto got = s.run(dev_args);
     if (!got.ok()) return prefix_error(got.status(), "generate: ", s.graph.name(), " step ", index, ": ");
     double ms = ms_since(t);
-    if (timed) (&s == &prefill ? r.prefill_ms : r.decode_ms.emplace_back()) = ms;
-    const HostTensor& logits = got->first;
-    const HostTensor& next = got->second;
-    if (timed && &s == &prefill && !o.logits_file.empty()) KILN_RETURN_IF_ERROR(write_npy(o.logits_file, logits));
-    if (timed && index <= o.check_steps && o.check_steps > 0) {
+    if (!timed) return absl::OkStatus();
+    (&s == &prefill ? r.prefill_ms : r.decode_ms.emplace_back()) = ms;
+    const std::vector<Tensor>& out = *got;
+    token_steps.push_back(out[1]);
+    if (&s == &prefill && !o.logits_file.empty()) {
+      KILN_ASSIGN_OR_RETURN(HostTensor logits, out[0].to_host());
+      KILN_RETURN_IF_ERROR(write_npy(o.logits_file, logits));
+    }
+    if (o.check_steps > 0 && index <= o.check_steps) {
+      KILN_ASSIGN_OR_RETURN(HostTensor logits, out[0].to_host());
+      KILN_ASSIGN_OR_RETURN(HostTensor next, out[1].to_host());
       KILN_ASSIGN_OR_RETURN(std::vector<HostTensor> want, evaluate(s.graph, host));
       Comparison cmp = compare_tensors(want[0], logits, default_tolerance(c.dtype));
       r.max_logit_error = std::max(r.max_logit_error, cmp.max_abs_err);
@@ -187,28 +190,30 @@ absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std
           return invalid_argument("generate: ", s.graph.name(), " step ", index, ": sequence ", b, " greedy token ",
                                   next.get_int(b), ", the reference's ", want[1].get_int(b));
       for (int64_t i = 0; i < c.layers; ++i) {  // the reference's caches after the step
-        host[str_cat("k_cache.", i)] = std::move(want[2 + 2 * static_cast<size_t>(i)]);
-        host[str_cat("v_cache.", i)] = std::move(want[3 + 2 * static_cast<size_t>(i)]);
+        host[str_cat("k_cache.", i)] = std::move(want[3 + 2 * static_cast<size_t>(i)]);
+        host[str_cat("v_cache.", i)] = std::move(want[4 + 2 * static_cast<size_t>(i)]);
       }
+      host["tokens"] = std::move(next);
+      host["start"] = std::move(want[2]);
+      host.erase("lens");
       r.checked_steps = index + 1;
     }
-    if (timed)
-      for (int64_t b = 0; b < B; ++b) r.tokens[static_cast<size_t>(b)].push_back(next.get_int(b));
+    dev_args["tokens"] = out[1];
+    dev_args["start"] = out[2];
     return absl::OkStatus();
   };
-  // Prefill twice (it writes the same rows both times): the second call is the timed one.
+  // The first prefill and decode calls run twice (writing the same rows both times): the
+  // second call is the timed one.
   KILN_RETURN_IF_ERROR(step(prefill, 0, false));
   KILN_RETURN_IF_ERROR(step(prefill, 0, true));
-  std::vector<int64_t> pos(lens);
   for (int64_t n = 1; n < o.new_tokens; ++n) {
-    std::vector<int64_t> last;
-    for (const auto& seq : r.tokens) last.push_back(seq.back());
-    host["tokens"] = ints({B}, last);
-    host["start"] = ints({B}, pos);
-    host.erase("lens");
-    if (n == 1) KILN_RETURN_IF_ERROR(step(decode, 1, false));  // untimed first call: rewrites the same rows
+    if (n == 1) KILN_RETURN_IF_ERROR(step(decode, 1, false));
     KILN_RETURN_IF_ERROR(step(decode, static_cast<int>(n), true));
-    for (int64_t& p : pos) ++p;
+  }
+  r.tokens.assign(static_cast<size_t>(B), {});
+  for (const Tensor& t : token_steps) {
+    KILN_ASSIGN_OR_RETURN(HostTensor h, t.to_host());
+    for (int64_t b = 0; b < B; ++b) r.tokens[static_cast<size_t>(b)].push_back(h.get_int(b));
   }
   if (!r.decode_ms.empty())
     r.tokens_per_s = static_cast<double>(B) * 1000.0 * static_cast<double>(r.decode_ms.size()) /

@@ -267,7 +267,7 @@ Graph trace_step(const LlamaConfig& c, const StepOptions& o) {
   const int64_t hd = c.hd();
   const bool paged = o.cache == CacheLayout::Paged;
   Tracer t(str_cat(o.decode ? "decode" : "prefill", paged ? "_paged" : ""));
-  Tensor tokens = o.decode ? t.input("tokens", DType::i32, {"B"}) : t.input("tokens", DType::i32, {"B", "T"});
+  Tensor tokens = o.decode ? t.input("tokens", DType::i64, {"B"}) : t.input("tokens", DType::i64, {"B", "T"});
   Tensor start = t.input("start", DType::i32, {"B"});
   std::optional<Tensor> lens;
   if (!o.decode) lens = t.input("lens", DType::i32, {"B"});
@@ -311,6 +311,7 @@ Graph trace_step(const LlamaConfig& c, const StepOptions& o) {
   Tensor logits = cast(linear(h, head), DType::f32);
   t.output(logits, "logits");
   t.output(argmax(logits, -1), "next_token");
+  t.output(o.decode ? start + 1 : start + *lens, "next_start");
   for (int64_t i = 0; i < c.layers; ++i) {
     t.output(caches[2 * i], str_cat("k_cache.", i, ".out"));
     t.output(caches[2 * i + 1], str_cat("v_cache.", i, ".out"));

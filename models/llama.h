@@ -67,16 +67,18 @@ struct StepOptions {
 };
 
 // A prefill or decode step. Arguments, in order:
-//   prefill: tokens i32 [B, T] (prompts padded to T), start i32 [B] (cache row of each
+//   prefill: tokens i64 [B, T] (prompts padded to T), start i32 [B] (cache row of each
 //            prompt's first token, 0 for a fresh sequence), lens i32 [B] (each prompt's
 //            length, 1..T: padding after it is written to the cache but never read);
-//   decode:  tokens i32 [B], start i32 [B] (the new token's position = the cache length);
+//   decode:  tokens i64 [B], start i32 [B] (the new token's position = the cache length);
 //   paged:   block_table i32 [B, MB];
 //   state:   k_cache.N, v_cache.N per layer N, [B, KVH, S, D] contiguous or [NB, block_size,
 //            KVH, D] paged (HF's head_dim D);
 //   then the parameters of parameters(c), by their HF names.
 // Outputs: logits f32 [B, vocab] of each sequence's last token, next_token i64 [B] (greedy),
-// then the updated caches (aliasing the state arguments). Layers trace to the same nodes
+// next_start i32 [B] (start + lens, or start + 1: where the next token goes), then the
+// updated caches (aliasing the state arguments). next_token and next_start are the next
+// decode step's tokens and start, so a decode loop needs no host round trip. Layers trace to the same nodes
 // in the same order, differing only in their parameters' and caches' names.
 Graph trace_step(const LlamaConfig& c, const StepOptions& o);
 
