@@ -100,8 +100,9 @@ absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std
 
   // Compile both steps and build their specializations for this batch before timing anything.
   auto t0 = std::chrono::steady_clock::now();
-  Step prefill{trace_step(c, {.decode = false, .cache = o.cache, .block_size = o.block_size}), {}};
-  Step decode{trace_step(c, {.decode = true, .cache = o.cache, .block_size = o.block_size}), {}};
+  const bool sample = o.sampling.has_value();
+  Step prefill{trace_step(c, {.decode = false, .cache = o.cache, .block_size = o.block_size, .sample = sample}), {}};
+  Step decode{trace_step(c, {.decode = true, .cache = o.cache, .block_size = o.block_size, .sample = sample}), {}};
   for (Step* s : {&prefill, &decode}) {
     auto cg = compile(s->graph, {.mode = o.mode, .device = o.device});
     if (!cg.ok()) return prefix_error(cg.status(), "generate: compiling ", s->graph.name(), ": ");
@@ -154,7 +155,29 @@ absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std
   host["tokens"] = std::move(prompt);
   host["start"] = ints({B}, std::vector<int64_t>(static_cast<size_t>(B), 0));
   host["lens"] = ints({B}, lens);
-  for (const char* name : {"tokens", "start", "lens", "block_table"})
+  if (sample) {
+    HostTensor temp(DType::f32, {B}), top_k(DType::i32, {B}), top_p(DType::f32, {B});
+    for (int64_t b = 0; b < B; ++b) {
+      temp.set(b, o.sampling->temperature);
+      top_k.set_int(b, o.sampling->top_k);
+      top_p.set(b, o.sampling->top_p);
+    }
+    host["temperature"] = std::move(temp);
+    host["top_k"] = std::move(top_k);
+    host["top_p"] = std::move(top_p);
+  }
+  // Each step's uniform numbers, on the host and the device (before the step is timed).
+  auto draw_uniform = [&]() -> absl::Status {
+    if (!sample) return absl::OkStatus();
+    HostTensor u(DType::f32, {B});
+    for (int64_t b = 0; b < B; ++b)
+      u.set(b, std::min(std::generate_canonical<double, 53>(rng), 0.99999994));  // < 1 in f32
+    KILN_ASSIGN_OR_RETURN(dev_args["uniform"], Tensor::from_host(u, dev));
+    host["uniform"] = std::move(u);
+    return absl::OkStatus();
+  };
+  KILN_RETURN_IF_ERROR(draw_uniform());
+  for (const char* name : {"tokens", "start", "lens", "block_table", "temperature", "top_k", "top_p"})
     if (host.count(name)) {
       KILN_ASSIGN_OR_RETURN(dev_args[name], Tensor::from_host(host.at(name), dev));
     }
@@ -187,7 +210,7 @@ absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std
                                 fmt::format("{}", fmt::join(cmp.worst_coords, ", ")), "]: ", cmp.max_abs_err);
       for (int64_t b = 0; b < B; ++b)
         if (want[1].get_int(b) != next.get_int(b))
-          return invalid_argument("generate: ", s.graph.name(), " step ", index, ": sequence ", b, " greedy token ",
+          return invalid_argument("generate: ", s.graph.name(), " step ", index, ": sequence ", b, " token ",
                                   next.get_int(b), ", the reference's ", want[1].get_int(b));
       for (int64_t i = 0; i < c.layers; ++i) {  // the reference's caches after the step
         host[str_cat("k_cache.", i)] = std::move(want[3 + 2 * static_cast<size_t>(i)]);
@@ -207,6 +230,7 @@ absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std
   KILN_RETURN_IF_ERROR(step(prefill, 0, false));
   KILN_RETURN_IF_ERROR(step(prefill, 0, true));
   for (int64_t n = 1; n < o.new_tokens; ++n) {
+    KILN_RETURN_IF_ERROR(draw_uniform());
     if (n == 1) KILN_RETURN_IF_ERROR(step(decode, 1, false));
     KILN_RETURN_IF_ERROR(step(decode, static_cast<int>(n), true));
   }
@@ -241,7 +265,7 @@ std::string GenerateReport::to_text() const {
   if (device_memory) s += fmt::format(", device in use {}", bytes_text(double(device_memory->total - device_memory->free)));
   s += "\n";
   if (checked_steps > 0)
-    s += fmt::format("check       prefill + {} decode steps match the reference (greedy tokens identical, max |logit "
+    s += fmt::format("check       prefill + {} decode steps match the reference (tokens identical, max |logit "
                      "error| {:.2e})\n", checked_steps - 1, max_logit_error);
   for (size_t b = 0; b < tokens.size() && b < 4; ++b) s += fmt::format("tokens[{}]   {}\n", b, fmt::join(tokens[b], " "));
   return s;

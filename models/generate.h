@@ -26,7 +26,15 @@ struct GenerateOptions {
   // evaluator on the same inputs and caches: logits within the dtype's tolerance, greedy
   // tokens identical. 0: no check.
   int check_steps = 0;
-  uint64_t seed = 0;  // prompts and the caches' initial contents
+  // Sampling (models/sample.h) instead of greedy decoding, the same parameters for every
+  // sequence; each step's uniform numbers come from `seed`.
+  struct Sampling {
+    double temperature = 1.0;
+    int64_t top_k = 0;    // <= 0: every token
+    double top_p = 1.0;   // 1: every token
+  };
+  std::optional<Sampling> sampling;
+  uint64_t seed = 0;  // prompts, the caches' initial contents and the sampling
   // A .npy of integer prompts [B, T] (then batch and prompt_len are its shape, not ragged)
   // instead of random ones; and where to save the prefill's logits (.npy f32 [B, vocab]).
   // Both empty: neither. They let bench/llama_torch.py decode the same batch and compare.

@@ -12,6 +12,7 @@
 #include "ir/file_io.h"
 #include "ir/status.h"
 #include "ir/str.h"
+#include "models/sample.h"
 
 namespace kiln::models {
 
@@ -273,6 +274,11 @@ Graph trace_step(const LlamaConfig& c, const StepOptions& o) {
   if (!o.decode) lens = t.input("lens", DType::i32, {"B"});
   StepContext s;
   if (paged) s.block_table = t.input("block_table", DType::i32, {"B", "MB"});
+  std::vector<Tensor> sampling;
+  if (o.sample)
+    for (auto [name, dtype] : {std::pair{"temperature", DType::f32}, {"top_k", DType::i32}, {"top_p", DType::f32},
+                               {"uniform", DType::f32}})
+      sampling.push_back(t.input(name, dtype, {"B"}));
   std::vector<Tensor> k_caches, v_caches;
   for (int64_t i = 0; i < c.layers; ++i) {
     Dims shape = paged ? Dims{"NB", o.block_size, c.kv_heads, hd} : Dims{"B", c.kv_heads, "S", hd};
@@ -310,7 +316,8 @@ Graph trace_step(const LlamaConfig& c, const StepOptions& o) {
   Tensor head = c.tied_embeddings ? p.at("model.embed_tokens.weight") : p.at("lm_head.weight");
   Tensor logits = cast(linear(h, head), DType::f32);
   t.output(logits, "logits");
-  t.output(argmax(logits, -1), "next_token");
+  t.output(o.sample ? sample_tokens(logits, sampling[0], sampling[1], sampling[2], sampling[3]) : argmax(logits, -1),
+           "next_token");
   t.output(o.decode ? start + 1 : start + *lens, "next_start");
   for (int64_t i = 0; i < c.layers; ++i) {
     t.output(caches[2 * i], str_cat("k_cache.", i, ".out"));

@@ -64,6 +64,9 @@ struct StepOptions {
   bool decode = false;  // one token per sequence; else a padded batch of prompts
   CacheLayout cache = CacheLayout::Contiguous;
   int64_t block_size = 16;  // rows per block of a paged cache
+  // next_token sampled (models/sample.h) from the inputs temperature f32 [B], top_k i32 [B],
+  // top_p f32 [B] and uniform f32 [B], which follow block_table; else greedy.
+  bool sample = false;
 };
 
 // A prefill or decode step. Arguments, in order:
@@ -75,7 +78,8 @@ struct StepOptions {
 //   state:   k_cache.N, v_cache.N per layer N, [B, KVH, S, D] contiguous or [NB, block_size,
 //            KVH, D] paged (HF's head_dim D);
 //   then the parameters of parameters(c), by their HF names.
-// Outputs: logits f32 [B, vocab] of each sequence's last token, next_token i64 [B] (greedy),
+// Outputs: logits f32 [B, vocab] of each sequence's last token, next_token i64 [B] (greedy
+// or sampled),
 // next_start i32 [B] (start + lens, or start + 1: where the next token goes), then the
 // updated caches (aliasing the state arguments). next_token and next_start are the next
 // decode step's tokens and start, so a decode loop needs no host round trip. Layers trace to the same nodes

@@ -1,6 +1,6 @@
 // `kiln generate`: a Llama-family model (models/) from a preset, a config.json or a checkpoint
 // directory, compiled as prefill and decode steps; prefills a random batch of prompts, decodes
-// greedily and prints compile time, prefill latency, per-token decode latency, tokens/s and
+// greedily (or samples) and prints compile time, prefill latency, per-token decode latency, tokens/s and
 // memory. --check compares the prefill and the first decode steps with the reference evaluator.
 #include <cstdio>
 
@@ -13,6 +13,7 @@ void register_generate(CLI::App& app) {
   struct Options {
     std::string config, checkpoint, dtype, device = "auto", mode = "default";
     models::GenerateOptions gen;
+    models::GenerateOptions::Sampling sampling{.temperature = 0};
     bool check = false, paged = false, fixed = false;
   };
   auto o = std::make_shared<Options>();
@@ -31,6 +32,9 @@ void register_generate(CLI::App& app) {
   cmd->add_flag("--paged", o->paged, "a paged KV cache with a shuffled block table");
   cmd->add_option("--block-size", o->gen.block_size, "rows per block of the paged cache")->capture_default_str();
   cmd->add_flag("--fixed-len", o->fixed, "every prompt --prompt-len long (default: ragged lengths)");
+  cmd->add_option("--temperature", o->sampling.temperature, "sample (in the graph) at this temperature; 0: greedy");
+  cmd->add_option("--top-k", o->sampling.top_k, "sample among the k most probable tokens (0: all)");
+  cmd->add_option("--top-p", o->sampling.top_p, "sample among the most probable tokens holding this mass (1: all)");
   cmd->add_option("--prompts", o->gen.prompts_file, "a .npy of prompts [B, T] instead of random ones");
   cmd->add_option("--logits-out", o->gen.logits_file, "save the prefill's logits (.npy f32 [B, vocab])");
   cmd->callback([o] {
@@ -46,6 +50,7 @@ void register_generate(CLI::App& app) {
     g.mode = *mode;
     g.cache = o->paged ? models::CacheLayout::Paged : models::CacheLayout::Contiguous;
     g.ragged = !o->fixed;
+    if (o->sampling.temperature > 0) g.sampling = o->sampling;
     if (o->check && g.check_steps == 0) g.check_steps = 4;
     if (!o->check) g.check_steps = 0;
     const models::LlamaConfig& c = m.config;

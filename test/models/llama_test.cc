@@ -206,6 +206,19 @@ TEST_CASE("llama: a paged cache with a shuffled block table gives the reference'
                     .cache = CacheLayout::Paged, .block_size = 4, .check_steps = 16, .seed = 2});
 }
 
+TEST_CASE("llama: sampled tokens (temperature, top-k, top-p in the graph) match the reference's") {
+  LlamaConfig c = tiny();
+  GenerateOptions o{.device = Device::Cpu, .batch = 3, .prompt_len = 6, .new_tokens = 17, .check_steps = 16,
+                    .sampling = GenerateOptions::Sampling{.temperature = 1.5, .top_k = 20, .top_p = 0.9}, .seed = 8};
+  GenerateReport sampled = check_variant(c, o);
+  o.sampling->top_k = 1;  // top-k 1 is greedy decoding
+  GenerateReport top1 = check_variant(c, o);
+  o.sampling.reset();
+  GenerateReport greedy = check_variant(c, o);
+  CHECK(top1.tokens == greedy.tokens);
+  CHECK(sampled.tokens != greedy.tokens);
+}
+
 TEST_CASE("llama: bf16 weights and cache, batch 2, against the reference") {
   check_variant(tiny(DType::bf16), {.device = Device::Cpu, .batch = 2, .prompt_len = 7, .new_tokens = 9,
                                     .check_steps = 8, .seed = 3});
