@@ -224,6 +224,27 @@ TEST_CASE("llama: bf16 weights and cache, batch 2, against the reference") {
                                     .check_steps = 8, .seed = 3});
 }
 
+#if KILN_WITH_CUDA_BACKEND
+TEST_CASE("llama: the steps generate and NVRTC-compile for CUDA (no GPU needed)") {
+  LlamaConfig c = tiny(DType::bf16);
+  c.qkv_bias = true;
+  c.sliding_window = 8;
+  // Prefill over a contiguous cache; decode over a paged one, sampling (every feature once).
+  for (bool decode : {false, true}) {
+    INFO((decode ? "decode, paged, sampling" : "prefill"));
+    Graph g = trace_step(c, {.decode = decode, .cache = decode ? CacheLayout::Paged : CacheLayout::Contiguous,
+                             .block_size = 16, .sample = decode});
+    auto cg = compile(g, {.device = Device::Cuda, .compile_only = true});
+    require_ok(cg.status());
+    Bindings b{{"B", 3}};
+    if (decode) b["NB"] = 9, b["MB"] = 3;
+    else b["T"] = 17, b["S"] = 40;
+    require_ok(cg->warm_up(b));
+    CHECK(cg->stats().kernels > 0);
+  }
+}
+#endif
+
 TEST_CASE("llama: generate refuses bad sizes and missing weights with a message") {
   LlamaConfig c = tiny();
   auto w = random_weights(c, 1);
