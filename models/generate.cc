@@ -95,6 +95,13 @@ absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std
   const int64_t B = given ? given->shape()[0] : o.batch, T = given ? given->shape()[1] : o.prompt_len;
   const int64_t S = T + std::max<int64_t>(o.new_tokens, 1), hd = c.hd();
   const int64_t blocks_per_seq = (S + o.block_size - 1) / o.block_size, NB = B * blocks_per_seq + 1;
+  for (const ParamSpec& p : parameters(c)) {
+    auto it = weights.find(p.name);
+    if (it == weights.end()) return invalid_argument("generate: no weight '", p.name, "'");
+    if (it->second.dtype() != p.dtype || it->second.shape() != p.shape)
+      return invalid_argument("generate: weight '", p.name, "' is ", it->second.type_string(), ", the config needs ",
+                              dtype_name(p.dtype), "[", fmt::format("{}", fmt::join(p.shape, ", ")), "]");
+  }
   GenerateReport r;
   r.weight_bytes = weight_bytes(c);
 
@@ -124,7 +131,6 @@ absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std
   std::map<std::string, HostTensor> host;  // the reference's arguments
   for (const ParamSpec& p : parameters(c)) {
     auto it = weights.find(p.name);
-    if (it == weights.end()) return invalid_argument("generate: no weight '", p.name, "'");
     KILN_ASSIGN_OR_RETURN(dev_args[p.name], Tensor::from_host(it->second, dev));
     if (o.check_steps > 0) host[p.name] = it->second;
   }

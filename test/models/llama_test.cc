@@ -250,6 +250,9 @@ TEST_CASE("llama: generate refuses bad sizes and missing weights with a message"
   auto w = random_weights(c, 1);
   CHECK_THAT(status_message(generate(c, w, {.device = Device::Cpu, .batch = 0}).status()),
              Catch::Contains("batch and prompt length must be >= 1"));
+  w["model.norm.weight"] = HostTensor(DType::f32, {3});
+  CHECK_THAT(status_message(generate(c, w, {.device = Device::Cpu}).status()),
+             Catch::Contains("weight 'model.norm.weight' is f32[3], the config needs f32[48]"));
   w.erase("model.norm.weight");
   CHECK_THAT(status_message(generate(c, w, {.device = Device::Cpu}).status()), Catch::Contains("no weight 'model.norm.weight'"));
   LlamaConfig bad = c;
