@@ -80,6 +80,7 @@ int main(int argc, char** argv) {
   kiln::cli::register_run(app);
   kiln::cli::register_compile(app);
   kiln::cli::register_bench(app);
+  kiln::cli::register_generate(app);
   kiln::cli::register_onnx_conformance(app);
   app.set_version_flag("--version", [] {
     std::string text = kiln::version_text(kiln::version_info());

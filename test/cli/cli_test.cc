@@ -657,7 +657,8 @@ TEST_CASE("--help on the tool and every subcommand", "[cli]") {
     std::vector<std::string> mentions;
   };
   for (const Case& c : std::vector<Case>{
-           {{"--help"}, {"dump", "run", "compile", "bench", "--version"}},
+           {{"--help"}, {"dump", "run", "compile", "bench", "generate", "--version"}},
+           {{"generate", "--help"}, {"--config", "--checkpoint", "--prompt-len", "--new-tokens", "--batch", "--check"}},
            {{"bench", "--help"}, {"--bind", "--device", "--mode", "--warmup", "--repeat", "--profile", "--json", "--weights"}},
            {{"dump", "--help"}, {"FILE"}},
            {{"run", "--help"}, {"--bind", "--seed", "--inputs", "--save-outputs", "--json", "--device", "--mode", "--check"}},

@@ -1,0 +1,67 @@
+// `kiln generate`: a Llama-family model (models/) from a preset, a config.json or a checkpoint
+// directory, compiled as prefill and decode steps; prefills a random batch of prompts, decodes
+// greedily (or samples) and prints compile time, prefill latency, per-token decode latency, tokens/s and
+// memory. --check compares the prefill and the first decode steps with the reference evaluator.
+#include <cstdio>
+
+#include "compiler/cli/commands.h"
+#include "models/generate.h"
+
+namespace kiln::cli {
+
+void register_generate(CLI::App& app) {
+  struct Options {
+    std::string config, checkpoint, dtype, device = "auto", mode = "default";
+    models::GenerateOptions gen;
+    models::GenerateOptions::Sampling sampling{.temperature = 0};
+    bool check = false, paged = false, fixed = false;
+  };
+  auto o = std::make_shared<Options>();
+  CLI::App* cmd = app.add_subcommand("generate", "greedy generation with a compiled Llama-family model, timed");
+  cmd->add_option("--config", o->config, "a preset (tiny, llama3.2-1b, llama3-8b), a config.json or its directory");
+  cmd->add_option("--checkpoint", o->checkpoint, "an HF checkpoint directory (*.safetensors); default: random weights");
+  cmd->add_option("--prompt-len", o->gen.prompt_len, "tokens per prompt (padded length)")->capture_default_str();
+  cmd->add_option("--new-tokens", o->gen.new_tokens, "tokens generated per sequence")->capture_default_str();
+  cmd->add_option("--batch", o->gen.batch, "sequences")->capture_default_str();
+  cmd->add_option("--device", o->device, "cpu, cuda or auto")->capture_default_str();
+  cmd->add_option("--mode", o->mode, "default, reduce-overhead or max-autotune")->capture_default_str();
+  cmd->add_option("--dtype", o->dtype, "f32, bf16 or f16 instead of the config's");
+  cmd->add_option("--seed", o->gen.seed, "prompts, caches and random weights")->capture_default_str();
+  cmd->add_flag("--check", o->check, "compare the prefill and the first decode steps with the reference evaluator");
+  cmd->add_option("--check-steps", o->gen.check_steps, "decode steps that --check compares (default 4)");
+  cmd->add_flag("--paged", o->paged, "a paged KV cache with a shuffled block table");
+  cmd->add_option("--block-size", o->gen.block_size, "rows per block of the paged cache")->capture_default_str();
+  cmd->add_flag("--fixed-len", o->fixed, "every prompt --prompt-len long (default: ragged lengths)");
+  cmd->add_option("--temperature", o->sampling.temperature, "sample (in the graph) at this temperature; 0: greedy");
+  cmd->add_option("--top-k", o->sampling.top_k, "sample among the k most probable tokens (0: all)");
+  cmd->add_option("--top-p", o->sampling.top_p, "sample among the most probable tokens holding this mass (1: all)");
+  cmd->add_option("--prompts", o->gen.prompts_file, "a .npy of prompts [B, T] instead of random ones");
+  cmd->add_option("--logits-out", o->gen.logits_file, "save the prefill's logits (.npy f32 [B, vocab])");
+  cmd->callback([o] {
+    std::optional<Device> device = parse_device(o->device);
+    std::optional<Mode> mode = parse_mode(o->mode);
+    if (!device || !mode) throw CliError(str_cat("unknown --device '", o->device, "' or --mode '", o->mode, "'"));
+    if (absl::Status s = device_available(*device); !s.ok()) throw CliError(str_cat("--device ", o->device, ": ", status_message(s)));
+    std::optional<DType> dtype;
+    if (!o->dtype.empty() && !(dtype = parse_dtype(o->dtype))) throw CliError(str_cat("unknown --dtype '", o->dtype, "'"));
+    models::LoadedModel m = check(models::load_model(o->config, o->checkpoint, dtype, o->gen.seed));
+    models::GenerateOptions g = o->gen;
+    g.device = *device;
+    g.mode = *mode;
+    g.cache = o->paged ? models::CacheLayout::Paged : models::CacheLayout::Contiguous;
+    g.ragged = !o->fixed;
+    if (o->sampling.temperature > 0) g.sampling = o->sampling;
+    if (o->check && g.check_steps == 0) g.check_steps = 4;
+    if (!o->check) g.check_steps = 0;
+    const models::LlamaConfig& c = m.config;
+    std::printf("model       %lld layers, dim %lld, heads %lld/%lld, ffn %lld, vocab %lld, %s%s\n", (long long)c.layers,
+                (long long)c.dim, (long long)c.heads, (long long)c.kv_heads, (long long)c.ffn, (long long)c.vocab,
+                std::string(dtype_name(c.dtype)).c_str(), o->checkpoint.empty() ? ", random weights" : "");
+    if (g.prompts_file.empty())
+      std::printf("batch       %lld x %lld prompt tokens%s, %lld new tokens\n", (long long)g.batch, (long long)g.prompt_len,
+                  g.ragged ? " (ragged)" : "", (long long)g.new_tokens);
+    std::fputs(check(models::generate(c, m.weights, g)).to_text().c_str(), stdout);
+  });
+}
+
+}  // namespace kiln::cli

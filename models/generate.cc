@@ -1,0 +1,280 @@
+#include "models/generate.h"
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <numeric>
+#include <random>
+
+#include "ir/compare.h"
+#include "ir/npy.h"
+#include "ir/reference.h"
+#include "ir/status.h"
+#include "ir/str.h"
+
+namespace kiln::models {
+
+namespace {
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+std::string bytes_text(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  for (; b >= 1024 && u < 4; ++u) b /= 1024;
+  return u == 0 ? fmt::format("{:.0f} B", b) : fmt::format("{:.2f} {}", b, units[u]);
+}
+
+HostTensor ints(const std::vector<int64_t>& shape, const std::vector<int64_t>& values) {
+  HostTensor h(DType::i32, shape);
+  for (int64_t i = 0; i < h.numel(); ++i) h.set_int(i, values[static_cast<size_t>(i)]);
+  return h;
+}
+
+// One compiled step and the graph the reference evaluator runs for it.
+struct Step {
+  Graph graph;
+  CompiledGraph cg;
+  // One call with the arguments named in `dev` (weights, caches, this step's inputs), done
+  // when it returns. Caches are updated in place.
+  absl::StatusOr<std::vector<Tensor>> run(const std::map<std::string, Tensor>& dev) {
+    std::vector<Tensor> args;
+    for (const Value* a : cg.module().args) args.push_back(dev.at(a->name()));
+    KILN_ASSIGN_OR_RETURN(std::vector<Tensor> out, cg(args));
+    KILN_RETURN_IF_ERROR(cg.synchronize());
+    return out;
+  }
+};
+
+}  // namespace
+
+absl::StatusOr<LoadedModel> load_model(const std::string& config, const std::string& checkpoint,
+                                       std::optional<DType> dtype, uint64_t seed) {
+  if (config.empty() && checkpoint.empty()) return invalid_argument("a model needs a config or a checkpoint directory");
+  LoadedModel m;
+  const std::string& config_path = config.empty() ? checkpoint : config;
+  absl::StatusOr<LlamaConfig> named = preset(config_path);
+  if (named.ok()) {
+    m.config = *named;
+  } else {
+    std::error_code ec;
+    if (!std::filesystem::exists(config_path, ec))
+      return invalid_argument("model config '", config_path, "': no such file or directory, and ", named.status().message());
+    KILN_ASSIGN_OR_RETURN(m.config, read_hf_config(config_path));
+  }
+  if (dtype) m.config.dtype = *dtype;
+  KILN_RETURN_IF_ERROR(validate(m.config));
+  if (checkpoint.empty()) {
+    m.weights = random_weights(m.config, seed);
+  } else {
+    KILN_ASSIGN_OR_RETURN(SafetensorsCheckpoint ckpt, SafetensorsCheckpoint::open(checkpoint));
+    KILN_ASSIGN_OR_RETURN(m.weights, load_weights(m.config, ckpt));
+  }
+  return m;
+}
+
+absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std::string, HostTensor>& weights,
+                                        const GenerateOptions& o) {
+  KILN_RETURN_IF_ERROR(validate(c));
+  // Prompts from a file fix the batch and the (common) prompt length.
+  std::optional<HostTensor> given;
+  if (!o.prompts_file.empty()) {
+    KILN_ASSIGN_OR_RETURN(given, read_npy(o.prompts_file));
+    if (given->rank() != 2 || !is_integer(given->dtype()) || given->numel() == 0)
+      return invalid_argument(o.prompts_file, ": prompts must be integers [B, T], got ", given->type_string());
+    for (int64_t i = 0; i < given->numel(); ++i)
+      if (given->get_int(i) < 0 || given->get_int(i) >= c.vocab)
+        return invalid_argument(o.prompts_file, ": token ", given->get_int(i), " at ", i, " is outside the vocabulary of ",
+                                c.vocab);
+  }
+  if (o.batch < 1 || o.prompt_len < 1 || o.new_tokens < 0 || o.block_size < 1 || o.check_steps < 0)
+    return invalid_argument("generate: batch and prompt length must be >= 1, new tokens and check steps >= 0");
+  const bool paged = o.cache == CacheLayout::Paged;
+  const int64_t B = given ? given->shape()[0] : o.batch, T = given ? given->shape()[1] : o.prompt_len;
+  const int64_t S = T + std::max<int64_t>(o.new_tokens, 1), hd = c.hd();
+  const int64_t blocks_per_seq = (S + o.block_size - 1) / o.block_size, NB = B * blocks_per_seq + 1;
+  for (const ParamSpec& p : parameters(c)) {
+    auto it = weights.find(p.name);
+    if (it == weights.end()) return invalid_argument("generate: no weight '", p.name, "'");
+    if (it->second.dtype() != p.dtype || it->second.shape() != p.shape)
+      return invalid_argument("generate: weight '", p.name, "' is ", it->second.type_string(), ", the config needs ",
+                              dtype_name(p.dtype), "[", fmt::format("{}", fmt::join(p.shape, ", ")), "]");
+  }
+  GenerateReport r;
+  r.weight_bytes = weight_bytes(c);
+
+  // Compile both steps and build their specializations for this batch before timing anything.
+  auto t0 = std::chrono::steady_clock::now();
+  const bool sample = o.sampling.has_value();
+  Step prefill{trace_step(c, {.decode = false, .cache = o.cache, .block_size = o.block_size, .sample = sample}), {}};
+  Step decode{trace_step(c, {.decode = true, .cache = o.cache, .block_size = o.block_size, .sample = sample}), {}};
+  for (Step* s : {&prefill, &decode}) {
+    auto cg = compile(s->graph, {.mode = o.mode, .device = o.device});
+    if (!cg.ok()) return prefix_error(cg.status(), "generate: compiling ", s->graph.name(), ": ");
+    s->cg = *std::move(cg);
+    Bindings b{{"B", B}};
+    if (s == &prefill) b["T"] = T;
+    if (paged) b["NB"] = NB, b["MB"] = blocks_per_seq;
+    else b["S"] = S;
+    if (absl::Status st = s->cg.warm_up(b); !st.ok()) return prefix_error(st, "generate: building ", s->graph.name(), ": ");
+  }
+  r.compile_ms = ms_since(t0);
+  const DeviceId dev = prefill.cg.device();
+  r.device = device_name(dev);
+
+  // Weights and caches live on the device for the whole run; the host keeps copies only
+  // for the reference check.
+  std::mt19937_64 rng(o.seed);
+  std::map<std::string, Tensor> dev_args;
+  std::map<std::string, HostTensor> host;  // the reference's arguments
+  for (const ParamSpec& p : parameters(c)) {
+    auto it = weights.find(p.name);
+    KILN_ASSIGN_OR_RETURN(dev_args[p.name], Tensor::from_host(it->second, dev));
+    if (o.check_steps > 0) host[p.name] = it->second;
+  }
+  std::vector<int64_t> cache_shape = paged ? std::vector<int64_t>{NB, o.block_size, c.kv_heads, hd}
+                                           : std::vector<int64_t>{B, c.kv_heads, S, hd};
+  for (int64_t i = 0; i < c.layers; ++i)
+    for (const char* kv : {"k_cache.", "v_cache."}) {
+      HostTensor h(c.dtype, cache_shape);
+      h.fill_random(rng);  // rows not yet written hold finite noise, never read
+      std::string name = str_cat(kv, i);
+      KILN_ASSIGN_OR_RETURN(dev_args[name], Tensor::from_host(h, dev));
+      r.cache_bytes += h.nbytes();
+      if (o.check_steps > 0) host[name] = std::move(h);
+    }
+  if (paged) {
+    std::vector<int64_t> ids(static_cast<size_t>(NB - 1));
+    std::iota(ids.begin(), ids.end(), 1);
+    std::shuffle(ids.begin(), ids.end(), rng);
+    host["block_table"] = ints({B, blocks_per_seq}, ids);
+  }
+
+  std::vector<int64_t> lens(static_cast<size_t>(B));
+  HostTensor prompt(DType::i64, {B, T});
+  for (int64_t b = 0; b < B; ++b)
+    lens[b] = o.ragged && !given ? std::max<int64_t>(1, T - (b % 3) * std::max<int64_t>(1, T / 4)) : T;
+  for (int64_t i = 0; i < prompt.numel(); ++i)
+    prompt.set_int(i, given ? given->get_int(i) : static_cast<int64_t>(rng() % static_cast<uint64_t>(c.vocab)));
+  host["tokens"] = std::move(prompt);
+  host["start"] = ints({B}, std::vector<int64_t>(static_cast<size_t>(B), 0));
+  host["lens"] = ints({B}, lens);
+  if (sample) {
+    HostTensor temp(DType::f32, {B}), top_k(DType::i32, {B}), top_p(DType::f32, {B});
+    for (int64_t b = 0; b < B; ++b) {
+      temp.set(b, o.sampling->temperature);
+      top_k.set_int(b, o.sampling->top_k);
+      top_p.set(b, o.sampling->top_p);
+    }
+    host["temperature"] = std::move(temp);
+    host["top_k"] = std::move(top_k);
+    host["top_p"] = std::move(top_p);
+  }
+  // Each step's uniform numbers, on the host and the device (before the step is timed).
+  auto draw_uniform = [&]() -> absl::Status {
+    if (!sample) return absl::OkStatus();
+    HostTensor u(DType::f32, {B});
+    for (int64_t b = 0; b < B; ++b)
+      u.set(b, std::min(std::generate_canonical<double, 53>(rng), 0.99999994));  // < 1 in f32
+    KILN_ASSIGN_OR_RETURN(dev_args["uniform"], Tensor::from_host(u, dev));
+    host["uniform"] = std::move(u);
+    return absl::OkStatus();
+  };
+  KILN_RETURN_IF_ERROR(draw_uniform());
+  for (const char* name : {"tokens", "start", "lens", "block_table", "temperature", "top_k", "top_p"})
+    if (host.count(name)) {
+      KILN_ASSIGN_OR_RETURN(dev_args[name], Tensor::from_host(host.at(name), dev));
+    }
+
+  // Runs a step; a timed one is recorded, checked against the reference when asked, and its
+  // next_token and next_start become the next step's tokens and start on the device (no
+  // host round trip between steps, as a serving loop runs them).
+  std::vector<Tensor> token_steps;
+  auto step = [&](Step& s, int index, bool timed) -> absl::Status {
+    auto t = std::chrono::steady_clock::now();
+    auto got = s.run(dev_args);
+    if (!got.ok()) return prefix_error(got.status(), "generate: ", s.graph.name(), " step ", index, ": ");
+    double ms = ms_since(t);
+    if (!timed) return absl::OkStatus();
+    (&s == &prefill ? r.prefill_ms : r.decode_ms.emplace_back()) = ms;
+    const std::vector<Tensor>& out = *got;
+    token_steps.push_back(out[1]);
+    if (&s == &prefill && !o.logits_file.empty()) {
+      KILN_ASSIGN_OR_RETURN(HostTensor logits, out[0].to_host());
+      KILN_RETURN_IF_ERROR(write_npy(o.logits_file, logits));
+    }
+    if (o.check_steps > 0 && index <= o.check_steps) {
+      KILN_ASSIGN_OR_RETURN(HostTensor logits, out[0].to_host());
+      KILN_ASSIGN_OR_RETURN(HostTensor next, out[1].to_host());
+      KILN_ASSIGN_OR_RETURN(std::vector<HostTensor> want, evaluate(s.graph, host));
+      Comparison cmp = compare_tensors(want[0], logits, default_tolerance(c.dtype));
+      r.max_logit_error = std::max(r.max_logit_error, cmp.max_abs_err);
+      if (!cmp.ok)
+        return invalid_argument("generate: ", s.graph.name(), " step ", index, ": logits differ from the reference at [",
+                                fmt::format("{}", fmt::join(cmp.worst_coords, ", ")), "]: ", cmp.max_abs_err);
+      for (int64_t b = 0; b < B; ++b)
+        if (want[1].get_int(b) != next.get_int(b))
+          return invalid_argument("generate: ", s.graph.name(), " step ", index, ": sequence ", b, " token ",
+                                  next.get_int(b), ", the reference's ", want[1].get_int(b));
+      for (int64_t i = 0; i < c.layers; ++i) {  // the reference's caches after the step
+        host[str_cat("k_cache.", i)] = std::move(want[3 + 2 * static_cast<size_t>(i)]);
+        host[str_cat("v_cache.", i)] = std::move(want[4 + 2 * static_cast<size_t>(i)]);
+      }
+      host["tokens"] = std::move(next);
+      host["start"] = std::move(want[2]);
+      host.erase("lens");
+      r.checked_steps = index + 1;
+    }
+    dev_args["tokens"] = out[1];
+    dev_args["start"] = out[2];
+    return absl::OkStatus();
+  };
+  // The first prefill and decode calls run twice (writing the same rows both times): the
+  // second call is the timed one.
+  KILN_RETURN_IF_ERROR(step(prefill, 0, false));
+  KILN_RETURN_IF_ERROR(step(prefill, 0, true));
+  for (int64_t n = 1; n < o.new_tokens; ++n) {
+    KILN_RETURN_IF_ERROR(draw_uniform());
+    if (n == 1) KILN_RETURN_IF_ERROR(step(decode, 1, false));
+    KILN_RETURN_IF_ERROR(step(decode, static_cast<int>(n), true));
+  }
+  r.tokens.assign(static_cast<size_t>(B), {});
+  for (const Tensor& t : token_steps) {
+    KILN_ASSIGN_OR_RETURN(HostTensor h, t.to_host());
+    for (int64_t b = 0; b < B; ++b) r.tokens[static_cast<size_t>(b)].push_back(h.get_int(b));
+  }
+  if (!r.decode_ms.empty())
+    r.tokens_per_s = static_cast<double>(B) * 1000.0 * static_cast<double>(r.decode_ms.size()) /
+                     std::accumulate(r.decode_ms.begin(), r.decode_ms.end(), 0.0);
+  for (Step* s : {&prefill, &decode}) {
+    CompiledGraph::Memory m = s->cg.memory();
+    r.held_bytes += m.held.arena + m.held.scratch + m.held.weight_prep + m.held.constants;
+    r.device_memory = m.device;
+  }
+  return r;
+}
+
+std::string GenerateReport::to_text() const {
+  std::string s = fmt::format("device      {}\ncompile     {:.1f} ms (both steps, built for this batch)\n", device, compile_ms);
+  s += fmt::format("prefill     {:.3f} ms\n", prefill_ms);
+  if (!decode_ms.empty()) {
+    std::vector<double> d = decode_ms;
+    std::sort(d.begin(), d.end());
+    s += fmt::format("decode      {:.3f} ms per token (median; min {:.3f}, max {:.3f}; {} steps)\n", d[d.size() / 2],
+                     d.front(), d.back(), d.size());
+    s += fmt::format("throughput  {:.1f} tokens/s\n", tokens_per_s);
+  }
+  s += fmt::format("memory      weights {}, KV cache {}, held by the steps {}", bytes_text(double(weight_bytes)),
+                   bytes_text(double(cache_bytes)), bytes_text(double(held_bytes)));
+  if (device_memory) s += fmt::format(", device in use {}", bytes_text(double(device_memory->total - device_memory->free)));
+  s += "\n";
+  if (checked_steps > 0)
+    s += fmt::format("check       prefill + {} decode steps match the reference (tokens identical, max |logit "
+                     "error| {:.2e})\n", checked_steps - 1, max_logit_error);
+  for (size_t b = 0; b < tokens.size() && b < 4; ++b) s += fmt::format("tokens[{}]   {}\n", b, fmt::join(tokens[b], " "));
+  return s;
+}
+
+}  // namespace kiln::models

@@ -1,0 +1,75 @@
+// Greedy generation with compiled prefill and decode steps (models/llama.h): what `kiln
+// generate` runs and times, and what the tests check against the reference evaluator.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "compiler/compile.h"
+#include "models/llama.h"
+
+namespace kiln::models {
+
+struct GenerateOptions {
+  Device device = Device::Auto;
+  Mode mode = Mode::Default;
+  int64_t batch = 1, prompt_len = 16, new_tokens = 16;
+  // Prompt b is prompt_len - (b % 3) * max(1, prompt_len / 4) tokens long (at least 1), padded
+  // to prompt_len; false: every prompt is prompt_len long.
+  bool ragged = true;
+  CacheLayout cache = CacheLayout::Contiguous;
+  int64_t block_size = 16;  // paged cache: rows per block (the table is a shuffled permutation)
+  // The prefill and the first `check_steps` decode steps are also run by the reference
+  // evaluator on the same inputs and caches: logits within the dtype's tolerance, greedy
+  // tokens identical. 0: no check.
+  int check_steps = 0;
+  // Sampling (models/sample.h) instead of greedy decoding, the same parameters for every
+  // sequence; each step's uniform numbers come from `seed`.
+  struct Sampling {
+    double temperature = 1.0;
+    int64_t top_k = 0;    // <= 0: every token
+    double top_p = 1.0;   // 1: every token
+  };
+  std::optional<Sampling> sampling;
+  uint64_t seed = 0;  // prompts, the caches' initial contents and the sampling
+  // A .npy of integer prompts [B, T] (then batch and prompt_len are its shape, not ragged)
+  // instead of random ones; and where to save the prefill's logits (.npy f32 [B, vocab]).
+  // Both empty: neither. They let bench/llama_torch.py decode the same batch and compare.
+  std::string prompts_file, logits_file;
+};
+
+struct GenerateReport {
+  double compile_ms = 0;  // compile() and warm_up() of both steps
+  double prefill_ms = 0;  // one prefill call, after a first untimed one
+  std::vector<double> decode_ms;  // per decode step, until its tokens are on the host
+  double tokens_per_s = 0;        // batch / mean decode step
+  int64_t weight_bytes = 0, cache_bytes = 0, held_bytes = 0;  // held: arenas, scratch, weight prep
+  std::optional<DeviceMemoryInfo> device_memory;
+  std::vector<std::vector<int64_t>> tokens;  // per sequence: its greedy tokens (prefill's first)
+  int checked_steps = 0;
+  double max_logit_error = 0;  // largest |compiled - reference| over the checked steps
+  std::string device;
+  std::string to_text() const;
+};
+
+// A model to generate with: `config` is a preset name (models/llama.h), a config.json or a
+// directory holding one, or empty for the checkpoint's own; without a checkpoint the weights
+// are random from `seed`. `dtype`, when set, replaces the config's (checkpoint tensors are
+// converted).
+struct LoadedModel {
+  LlamaConfig config;
+  std::map<std::string, HostTensor> weights;
+};
+absl::StatusOr<LoadedModel> load_model(const std::string& config, const std::string& checkpoint,
+                                       std::optional<DType> dtype, uint64_t seed);
+
+// Compiles the steps of `c` for `o.device`, prefills a random batch of prompts and decodes
+// o.new_tokens tokens greedily. An error names the step and what went wrong, including a
+// check that failed (the step, the sequence and the worst logit).
+absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std::string, HostTensor>& weights,
+                                        const GenerateOptions& o);
+
+}  // namespace kiln::models
