@@ -6,6 +6,7 @@
 #include <numeric>
 #include <random>
 
+#include "compiler/weights.h"
 #include "ir/compare.h"
 #include "ir/npy.h"
 #include "ir/reference.h"
@@ -37,12 +38,13 @@ HostTensor ints(const std::vector<int64_t>& shape, const std::vector<int64_t>& v
 struct Step {
   Graph graph;
   CompiledGraph cg;
-  // One call with the arguments named in `dev` (weights, caches, this step's inputs), done
-  // when it returns. Caches are updated in place.
-  absl::StatusOr<std::vector<Tensor>> run(const std::map<std::string, Tensor>& dev) {
+  // One call with the parameters from `weights` and the other arguments named in `dev`
+  // (caches, this step's inputs), done when it returns. Caches are updated in place.
+  absl::StatusOr<std::vector<Tensor>> run(const std::map<std::string, Tensor>& dev, const Weights& weights) {
     std::vector<Tensor> args;
-    for (const Value* a : cg.module().args) args.push_back(dev.at(a->name()));
-    KILN_ASSIGN_OR_RETURN(std::vector<Tensor> out, cg(args));
+    for (const Value* a : cg.module().args)
+      if (!a->is_param()) args.push_back(dev.at(a->name()));
+    KILN_ASSIGN_OR_RETURN(std::vector<Tensor> out, cg(args, weights));
     KILN_RETURN_IF_ERROR(cg.synchronize());
     return out;
   }
@@ -125,15 +127,16 @@ absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std
   r.device = device_name(dev);
 
   // Weights and caches live on the device for the whole run; the host keeps copies only
-  // for the reference check.
+  // for the reference check. Both steps read one weight store: each weight held once, the
+  // merged projections laid out merged (compiler/weights.h).
   std::mt19937_64 rng(o.seed);
   std::map<std::string, Tensor> dev_args;
   std::map<std::string, HostTensor> host;  // the reference's arguments
-  for (const ParamSpec& p : parameters(c)) {
-    auto it = weights.find(p.name);
-    KILN_ASSIGN_OR_RETURN(dev_args[p.name], Tensor::from_host(it->second, dev));
-    if (o.check_steps > 0) host[p.name] = it->second;
-  }
+  KILN_ASSIGN_OR_RETURN(Weights store, Weights::create(prefill.cg));
+  KILN_RETURN_IF_ERROR(store.load(weights));
+  r.weight_store_bytes = store.bytes();
+  if (o.check_steps > 0)
+    for (const ParamSpec& p : parameters(c)) host[p.name] = weights.at(p.name);
   std::vector<int64_t> cache_shape = paged ? std::vector<int64_t>{NB, o.block_size, c.kv_heads, hd}
                                            : std::vector<int64_t>{B, c.kv_heads, S, hd};
   for (int64_t i = 0; i < c.layers; ++i)
@@ -194,7 +197,7 @@ absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std
   std::vector<Tensor> token_steps;
   auto step = [&](Step& s, int index, bool timed) -> absl::Status {
     auto t = std::chrono::steady_clock::now();
-    auto got = s.run(dev_args);
+    auto got = s.run(dev_args, store);
     if (!got.ok()) return prefix_error(got.status(), "generate: ", s.graph.name(), " step ", index, ": ");
     double ms = ms_since(t);
     if (!timed) return absl::OkStatus();
@@ -251,6 +254,7 @@ absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std
   for (Step* s : {&prefill, &decode}) {
     CompiledGraph::Memory m = s->cg.memory();
     r.held_bytes += m.held.arena + m.held.scratch + m.held.weight_prep + m.held.constants;
+    r.weight_prep_bytes += m.held.weight_prep;
     r.device_memory = m.device;
   }
   return r;
@@ -266,8 +270,9 @@ std::string GenerateReport::to_text() const {
                      d.front(), d.back(), d.size());
     s += fmt::format("throughput  {:.1f} tokens/s\n", tokens_per_s);
   }
-  s += fmt::format("memory      weights {}, KV cache {}, held by the steps {}", bytes_text(double(weight_bytes)),
-                   bytes_text(double(cache_bytes)), bytes_text(double(held_bytes)));
+  s += fmt::format("memory      weights {} (held once: {} in the store, {} of weight prep), KV cache {}, held by "
+                   "the steps {}", bytes_text(double(weight_bytes)), bytes_text(double(weight_store_bytes)),
+                   bytes_text(double(weight_prep_bytes)), bytes_text(double(cache_bytes)), bytes_text(double(held_bytes)));
   if (device_memory) s += fmt::format(", device in use {}", bytes_text(double(device_memory->total - device_memory->free)));
   s += "\n";
   if (checked_steps > 0)

@@ -47,6 +47,8 @@ struct GenerateReport {
   std::vector<double> decode_ms;  // per decode step, until its tokens are on the host
   double tokens_per_s = 0;        // batch / mean decode step
   int64_t weight_bytes = 0, cache_bytes = 0, held_bytes = 0;  // held: arenas, scratch, weight prep
+  int64_t weight_store_bytes = 0;  // the weight store both steps read (weights held once)
+  int64_t weight_prep_bytes = 0;   // of held_bytes: weight-prep copies the steps still made (0 with the store)
   std::optional<DeviceMemoryInfo> device_memory;
   std::vector<std::vector<int64_t>> tokens;  // per sequence: its greedy tokens (prefill's first)
   int checked_steps = 0;
