@@ -1265,6 +1265,8 @@ absl::Status Importer::depth_space() {
 
 absl::StatusOr<Importer::WindowAttrs> Importer::window_attrs(const Shape& in, const std::vector<int64_t>& kernel) {
   size_t r = kernel.size();
+  for (int64_t k : kernel)
+    if (k < 1) return bad("kernel dims must be at least 1, got ", shape_to_string(static_shape(kernel)));
   auto list = [&](std::string_view name, int64_t def, size_t len) -> absl::StatusOr<std::vector<int64_t>> {
     std::vector<int64_t> v = attr_ints(name).value_or(std::vector<int64_t>(len, def));
     if (v.size() != len) return bad(name, " has ", v.size(), " entries, expected ", len);
@@ -1308,7 +1310,9 @@ absl::StatusOr<Importer::WindowAttrs> Importer::window_attrs(const Shape& in, co
       w.output_padding[i] -= w.pads[r + i];
       w.pads[r + i] = 0;
     }
-    if (w.pads[i] < 0) return bad("output_shape ", (*out_shape)[i], " is out of the transposed convolution's reach");
+    if (w.pads[i] < 0)
+      return out_shape ? bad("output_shape ", (*out_shape)[i], " is out of the transposed convolution's reach")
+                       : bad("auto_pad ", auto_pad, " needs a negative pad on spatial axis ", i);
   }
   return w;
 }
