@@ -1189,7 +1189,13 @@ absl::Status Importer::range() {
     }
     if (std::optional<int64_t> len = n->constant(); len && *len <= kMaxKnown) {
       std::vector<SymExpr> vals;
-      for (int64_t i = 0; i < *len; ++i) vals.push_back(s[0] + i * d[0]);
+      for (int64_t i = 0; i < *len; ++i) {
+        // i * delta in 128 bits: it may leave int64 even where start + i * delta does not.
+        __int128 off = static_cast<__int128>(i) * d[0], v = s_c ? *s_c + off : off;
+        if (v < INT64_MIN || v > INT64_MAX)
+          return bad("element ", i, " of Range(", s[0].to_string(), ", ..., ", d[0], ") overflows int64");
+        vals.push_back(s_c ? SymExpr(static_cast<int64_t>(v)) : s[0] + static_cast<int64_t>(v));
+      }
       return define_known(0, t, std::move(vals), {*len});
     }
     std::optional<int64_t> s0 = s[0].constant();
