@@ -15,8 +15,9 @@ PACKAGES=(
   llvm-16-dev libzstd-dev libopenblas-dev graphviz python3-venv python3-dev
 )
 # Only for `test`: the headless browser that loads `kiln compile --graph x.html` (about 30 s
-# and 122 MB to install).
-TEST_PACKAGES=(chromium)
+# and 122 MB to install); clang and its sanitizer/libFuzzer runtimes for CI's .ci/sanitize
+# and .ci/fuzz.
+TEST_PACKAGES=(chromium clang libclang-rt-14-dev)
 BUILD_DIR=${KILN_BUILD_DIR:-build}
 JOBS=${KILN_JOBS:-$(nproc)}
 # The Python venv the build (nanobind for kiln's Python package) and its tests use.

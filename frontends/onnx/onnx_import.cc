@@ -206,6 +206,9 @@ absl::Status Importer::import_node() {
   if (opset_ == 0) return bad("the model imports no opset of the default ONNX domain (ai.onnx)");
   auto it = op_table().find(node_->op_type());
   if (it == op_table().end()) return unsupported("unsupported op");
+  // Handlers name what they add after the node's first output (empty where optional, as
+  // an RNN's Y may be): a node without any output has nothing to compute.
+  if (node_->output_size() == 0) return bad("the node has no outputs");
   std::set<std::string> seen;
   for (const onnx::AttributeProto& a : node_->attribute()) {
     auto spec = it->second.attrs.find(a.name());

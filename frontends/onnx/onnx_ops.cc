@@ -1189,7 +1189,13 @@ absl::Status Importer::range() {
     }
     if (std::optional<int64_t> len = n->constant(); len && *len <= kMaxKnown) {
       std::vector<SymExpr> vals;
-      for (int64_t i = 0; i < *len; ++i) vals.push_back(s[0] + i * d[0]);
+      for (int64_t i = 0; i < *len; ++i) {
+        // i * delta in 128 bits: it may leave int64 even where start + i * delta does not.
+        __int128 off = static_cast<__int128>(i) * d[0], v = s_c ? *s_c + off : off;
+        if (v < INT64_MIN || v > INT64_MAX)
+          return bad("element ", i, " of Range(", s[0].to_string(), ", ..., ", d[0], ") overflows int64");
+        vals.push_back(s_c ? SymExpr(static_cast<int64_t>(v)) : s[0] + static_cast<int64_t>(v));
+      }
       return define_known(0, t, std::move(vals), {*len});
     }
     std::optional<int64_t> s0 = s[0].constant();
@@ -1265,6 +1271,8 @@ absl::Status Importer::depth_space() {
 
 absl::StatusOr<Importer::WindowAttrs> Importer::window_attrs(const Shape& in, const std::vector<int64_t>& kernel) {
   size_t r = kernel.size();
+  for (int64_t k : kernel)
+    if (k < 1) return bad("kernel dims must be at least 1, got ", shape_to_string(static_shape(kernel)));
   auto list = [&](std::string_view name, int64_t def, size_t len) -> absl::StatusOr<std::vector<int64_t>> {
     std::vector<int64_t> v = attr_ints(name).value_or(std::vector<int64_t>(len, def));
     if (v.size() != len) return bad(name, " has ", v.size(), " entries, expected ", len);
@@ -1308,7 +1316,9 @@ absl::StatusOr<Importer::WindowAttrs> Importer::window_attrs(const Shape& in, co
       w.output_padding[i] -= w.pads[r + i];
       w.pads[r + i] = 0;
     }
-    if (w.pads[i] < 0) return bad("output_shape ", (*out_shape)[i], " is out of the transposed convolution's reach");
+    if (w.pads[i] < 0)
+      return out_shape ? bad("output_shape ", (*out_shape)[i], " is out of the transposed convolution's reach")
+                       : bad("auto_pad ", auto_pad, " needs a negative pad on spatial axis ", i);
   }
   return w;
 }

@@ -27,41 +27,6 @@ KernelGroup::Kind kind_of(const Node& n) {
 
 bool is_constant(const Value* v) { return v->producer() && v->producer()->op() == Op::Constant; }
 
-// The tolerance for output `v` whose reference value is `expected`: a float value is as
-// precise as the least precise float value it is computed from (f32 after a bf16 step
-// carries bf16 rounding). When an accumulation (sum, mean, product, GEMM, composite) is
-// among them, the kernels' f32 accumulators (the reference's are f64) leave errors that
-// scale with the magnitudes summed, not with each result: the absolute tolerance grows by
-// rtol times the output's largest magnitude (a norm-wise bound, as GEMM tests use), and
-// both by `slack`. Integers and bools are exact.
-Tolerance tolerance_for(const Value* v, const HostTensor& expected, double slack) {
-  Tolerance tol = default_tolerance(v->dtype());
-  if (!is_float(v->dtype())) return tol;
-  bool accumulated = false;
-  std::vector<const Value*> stack = {v};
-  absl::flat_hash_set<const Value*> seen = {v};
-  while (!stack.empty()) {
-    const Value* x = stack.back();
-    stack.pop_back();
-    if (is_float(x->dtype())) {
-      Tolerance t = default_tolerance(x->dtype());
-      tol = {std::max(tol.rtol, t.rtol), std::max(tol.atol, t.atol)};
-    }
-    const Node* n = x->producer();
-    if (!n) continue;
-    OpKind k = n->info().kind;
-    accumulated |= k == OpKind::Gemm || k == OpKind::Composite ||
-                   (k == OpKind::Reduction && n->op() != Op::Max && n->op() != Op::Min && n->op() != Op::ArgMax);
-    for (const Value* o : n->operands())
-      if (seen.insert(o).second) stack.push_back(o);
-  }
-  if (!accumulated) return tol;
-  double scale = 0;
-  for (int64_t i = 0; i < expected.numel(); ++i)
-    if (double e = std::fabs(expected.get(i)); std::isfinite(e)) scale = std::max(scale, e);
-  return {tol.rtol * slack, (tol.atol + tol.rtol * scale) * slack};
-}
-
 std::string kernels_text(const std::vector<kir::Kernel>& ks) {
   std::string s;
   for (const kir::Kernel& k : ks) s += kir::print_kernel(k);
@@ -119,6 +84,34 @@ absl::Status compare_with_reference(const Graph& g, const Graph& compiled, const
 }
 
 }  // namespace
+
+Tolerance tolerance_for(const Value* v, const HostTensor& expected, double slack) {
+  Tolerance tol = default_tolerance(v->dtype());
+  if (!is_float(v->dtype())) return tol;
+  bool accumulated = false;
+  std::vector<const Value*> stack = {v};
+  absl::flat_hash_set<const Value*> seen = {v};
+  while (!stack.empty()) {
+    const Value* x = stack.back();
+    stack.pop_back();
+    if (is_float(x->dtype())) {
+      Tolerance t = default_tolerance(x->dtype());
+      tol = {std::max(tol.rtol, t.rtol), std::max(tol.atol, t.atol)};
+    }
+    const Node* n = x->producer();
+    if (!n) continue;
+    OpKind k = n->info().kind;
+    accumulated |= k == OpKind::Gemm || k == OpKind::Composite ||
+                   (k == OpKind::Reduction && n->op() != Op::Max && n->op() != Op::Min && n->op() != Op::ArgMax);
+    for (const Value* o : n->operands())
+      if (seen.insert(o).second) stack.push_back(o);
+  }
+  if (!accumulated) return tol;
+  double scale = 0;
+  for (int64_t i = 0; i < expected.numel(); ++i)
+    if (double e = std::fabs(expected.get(i)); std::isfinite(e)) scale = std::max(scale, e);
+  return {tol.rtol * slack, (tol.atol + tol.rtol * scale) * slack};
+}
 
 KernelGroup make_group(const Graph& g, std::vector<Node*> nodes, KernelGroup::Kind kind, int id) {
   KernelGroup group;

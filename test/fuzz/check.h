@@ -8,11 +8,21 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "ir/compare.h"
 #include "ir/graph.h"
 #include "compiler/compile.h"
 #include "passes/schedule.h"
 
 namespace kiln {
+
+// The tolerance for output `v` of a graph whose reference value is `expected`: a float value
+// is as precise as the least precise float value it is computed from (f32 after a bf16 step
+// carries bf16 rounding). When an accumulation (sum, mean, product, GEMM, composite) is
+// among them, the kernels' f32 accumulators (the reference's are f64) leave errors that
+// scale with the magnitudes summed, not with each result: the absolute tolerance grows by
+// rtol times the output's largest magnitude (a norm-wise bound, as GEMM tests use), and
+// both by `slack`. Integers and bools are exact.
+Tolerance tolerance_for(const Value* v, const HostTensor& expected, double slack);
 
 // A group of `nodes` (in graph order): inputs are the values they read from outside
 // (constants excepted), outputs the values read outside the group or returned.

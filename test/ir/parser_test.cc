@@ -2,8 +2,8 @@
 // registered op, located errors for malformed input, and a mutation fuzz.
 #include <catch2/catch.hpp>
 
-#include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <random>
 #include <regex>
@@ -417,11 +417,26 @@ TEST_CASE("malformed input gives located errors", "[parser]") {
   CHECK(std::size(cases) >= 25);
 }
 
+// An ASan build (.ci/sanitize, clang's __has_feature or g++'s macro) runs the mutation
+// test several times slower: its time bound is 10x there.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr double kParseBudgetSeconds = 20.0;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr double kParseBudgetSeconds = 20.0;
+#else
+constexpr double kParseBudgetSeconds = 2.0;
+#endif
+#else
+constexpr double kParseBudgetSeconds = 2.0;
+#endif
+
 TEST_CASE("mutated files parse to a verified graph or a located error", "[parser][fuzz]") {
   std::mt19937 rng(1234);
   const std::string alphabet = "%[](){},:=+-*/#\"\\ \n0123456789BTxyabe.-_";
   const std::regex located(R"(^fz\.kiln:\d+:\d+: .+)");
-  auto start = std::chrono::steady_clock::now();
+  // CPU time, not wall time: the bound is on the parser's cost, whatever else the machine runs.
+  std::clock_t start = std::clock();
   int ok = 0, errors = 0;
   std::vector<std::string> seeds;
   for (const char* t : kCorpus) seeds.push_back(t);
@@ -459,9 +474,9 @@ TEST_CASE("mutated files parse to a verified graph or a located error", "[parser
       REQUIRE(std::regex_match(msg, located));
     }
   }
-  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  INFO("ok " << ok << ", errors " << errors << ", " << secs << " s");
+  double secs = static_cast<double>(std::clock() - start) / CLOCKS_PER_SEC;
+  INFO("ok " << ok << ", errors " << errors << ", " << secs << " s of CPU");
   CHECK(ok > 100);
   CHECK(errors > 5000);
-  CHECK(secs < 2.0);
+  CHECK(secs < kParseBudgetSeconds);
 }

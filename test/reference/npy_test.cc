@@ -80,7 +80,8 @@ TEST_CASE("npy round trip of every dtype and rank") {
     REQUIRE(back.ok());
     REQUIRE(back->dtype() == t.dtype());
     REQUIRE(back->shape() == t.shape());
-    CHECK(std::memcmp(back->data(), t.data(), t.nbytes()) == 0);
+    // An empty tensor's data() may be null, which memcmp must not be given even for 0 bytes.
+    CHECK((t.nbytes() == 0 || std::memcmp(back->data(), t.data(), t.nbytes()) == 0));
   }
   fs::remove_all(dir);
 }
