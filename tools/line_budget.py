@@ -18,7 +18,7 @@ import sys
 # the counts when the budget was introduced).
 BUDGETS = {
     "ir": 5400,
-    "passes": 2200,  # + the fusion decision log (reasons), the attention group and the window rule
+    "passes": 2450,  # 2200 until fuse_elementwise's per-group summaries (linear merges, issue 21)
     "codegen": 3550,  # + the fused attention step (codegen/attention.*), native depthwise detection
     "codegen/cuda": 1900,  # + the flash-attention kernel (attention.cuh) and its generator
     "codegen/cpu": 1000,
