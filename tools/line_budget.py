@@ -25,8 +25,8 @@ BUDGETS = {
     "runtime": 2550,  # + profiling marks in the executor, the dlopen loader, checked cache entries
     "runtime/cuda": 950,  # + the attention launcher (runtime/cuda/attention.*) and step
     "runtime/cpu": 2200,  # + the fused attention routine (attention.*), native depthwise (depthwise.*)
-    "compiler": 1550,  # 975 until profile.cc, version.cc and graph_picture.cc (issue 19)
-    "compiler/cli": 875,  # 575 until `kiln bench` and the JSON errors (issue 19)
+    "compiler": 1900,  # 1550 until reduce.cc, the minifier (issue 21); 975 before issue 19
+    "compiler/cli": 960,  # 875 until `kiln reduce` (issue 21); 575 before issue 19
     "frontends/onnx": 3700,
     "frontends/trace": 650,
 }

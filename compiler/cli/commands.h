@@ -31,6 +31,7 @@ void register_run(CLI::App& app);      // kiln run FILE [--bind S=N ...] [--seed
 void register_compile(CLI::App& app);  // kiln compile FILE [--bind S=N ...] [--dump-dir D] ...
 void register_onnx_conformance(CLI::App& app);  // kiln onnx-conformance [DIR] [--device D]
 void register_bench(CLI::App& app);    // kiln bench FILE [--bind S=N ...] [--profile] [--json] ...
+void register_reduce(CLI::App& app);   // kiln reduce FILE --bind S=N ... --device D [-o OUT]
 
 // Shared by the subcommands (common.cc).
 template <typename T>
