@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "absl/container/flat_hash_map.h"
@@ -397,27 +398,62 @@ class Lowerer {
 
   // ---- values at an index ---------------------------------------------------
 
+  static std::string memo_key(const Value* v, const Indices& idx) {
+    return str_cat(static_cast<const void*>(v), indices_text(idx));
+  }
+
+  // The expression of `v` at `idx` in the current stage. Iterative, so that a chain of
+  // 50,000 ops does not recurse 50,000 deep: an evaluation (evaluate() and what it calls)
+  // that reads a value not yet memoized stops there, the value is evaluated first, and the
+  // evaluation runs again, finding its earlier operands in the memo. Operands are thus
+  // evaluated depth first in operand order, as a recursion would, and no evaluation binds a
+  // let before it has read every operand (gather memoizes the one it binds early), so the
+  // lets come out in the same order.
   absl::StatusOr<Expr> value_at(const Value* v, const Indices& idx) {
-    std::string key = str_cat(static_cast<const void*>(v), indices_text(idx));
+    std::string key = memo_key(v, idx);
     if (auto it = memo_.find(key); it != memo_.end()) return it->second;
-    const Node* n = v->producer();
-    absl::StatusOr<Expr> e;
-    if (n && n->num_operands() == 0) {
-      e = compute(*n, idx);  // constants belong to no group: inlined where read
-    } else if (!n || !nodes_.contains(n)) {
-      e = bind(Expr::load(input_buffer(v), flatten(idx, v->shape()), v->dtype()));
-    } else {
-      switch (n->info().kind) {
-        case OpKind::Elementwise:
-        case OpKind::Broadcast: e = compute(*n, idx); break;
-        case OpKind::Reduction: e = reduction_result(*n, idx); break;
-        case OpKind::View: e = view(*n, *v, idx); break;
-        case OpKind::Gemm: e = gemm_result(*n, idx); break;
-        default: return err(n->describe(), ": ", op_name(n->op()), " must be decomposed before lowering");
+    if (evaluating_) {
+      missing_.emplace(v, idx);
+      return absl::UnavailableError("evaluated later");  // never seen outside value_at
+    }
+    evaluating_ = true;
+    std::vector<std::pair<const Value*, Indices>> stack{{v, idx}};
+    absl::Status failed;
+    while (!stack.empty() && failed.ok()) {
+      auto [sv, sidx] = stack.back();
+      std::string skey = memo_key(sv, sidx);
+      if (memo_.contains(skey)) {
+        stack.pop_back();
+        continue;
+      }
+      missing_.reset();
+      absl::StatusOr<Expr> e = evaluate(sv, sidx);
+      if (missing_) {
+        stack.push_back(*std::move(missing_));
+      } else if (e.ok()) {
+        memo_[skey] = *e;
+        stack.pop_back();
+      } else {
+        failed = e.status();
       }
     }
-    if (e.ok()) memo_[key] = *e;
-    return e;
+    evaluating_ = false;
+    if (!failed.ok()) return failed;
+    return memo_.at(key);
+  }
+
+  absl::StatusOr<Expr> evaluate(const Value* v, const Indices& idx) {
+    const Node* n = v->producer();
+    if (n && n->num_operands() == 0) return compute(*n, idx);  // constants belong to no group: inlined where read
+    if (!n || !nodes_.contains(n)) return bind(Expr::load(input_buffer(v), flatten(idx, v->shape()), v->dtype()));
+    switch (n->info().kind) {
+      case OpKind::Elementwise:
+      case OpKind::Broadcast: return compute(*n, idx);
+      case OpKind::Reduction: return reduction_result(*n, idx);
+      case OpKind::View: return view(*n, *v, idx);
+      case OpKind::Gemm: return gemm_result(*n, idx);
+      default: return err(n->describe(), ": ", op_name(n->op()), " must be decomposed before lowering");
+    }
   }
 
   absl::StatusOr<Expr> compute(const Node& n, const Indices& idx) {
@@ -641,7 +677,12 @@ class Lowerer {
     Expr i = Expr::cast(raw, DType::i64);
     Expr dim = Expr::index_value(Index::from_dim(data.shape()[axis]));
     Expr neg = Expr::binary(Op::Lt, i, Expr::constant(0, DType::i64), DType::boolean);
-    Expr wrapped = bind(Expr::select(neg, Expr::binary(Op::Add, i, dim, DType::i64), i));
+    // Bound before `data` is read: kept for the evaluation that runs again once it is.
+    std::string key = str_cat("gather ", memo_key(n.result(), idx));
+    auto it = memo_.find(key);
+    if (it == memo_.end())
+      it = memo_.emplace(key, bind(Expr::select(neg, Expr::binary(Op::Add, i, dim, DType::i64), i))).first;
+    Expr wrapped = it->second;
     Indices di(idx.begin(), idx.begin() + axis);
     di.push_back(Index::min(Index::max(Index::scalar(wrapped), 0), Index::from_dim(data.shape()[axis]) - Index(1)));
     di.insert(di.end(), idx.begin() + axis + ir, idx.end());
@@ -654,6 +695,8 @@ class Lowerer {
   absl::flat_hash_set<const Node*> nodes_;
   absl::flat_hash_map<const Value*, int> buffers_;
   std::map<std::string, Expr> memo_;  // (value, index) -> its expression in the current stage
+  bool evaluating_ = false;           // value_at is evaluating: a value not in memo_ is missing_
+  std::optional<std::pair<const Value*, Indices>> missing_;
   int next_let_ = 0;
   struct ReduceInfo {
     int stage;

@@ -1,6 +1,7 @@
 #include "examples/models.h"
 
 #include "frontends/trace/trace.h"
+#include "ir/str.h"
 
 namespace kiln::examples {
 
@@ -43,36 +44,66 @@ Tensor rotary(const Tensor& x, const Tensor& cos, const Tensor& sin, int64_t hea
 
 }  // namespace
 
-Graph trace_decoder_layer(const DecoderConfig& c) {
+namespace {
+
+// One decoder layer on x [B, T, dim]; its parameters and named values are prefixed with
+// `prefix` (none for a single layer).
+Tensor decoder_layer(Tracer& t, const DecoderConfig& c, const Tensor& x, const Tensor& cos, const Tensor& sin,
+                     const std::string& prefix) {
   const int64_t head_dim = c.dim / c.heads;
-  Tracer t("decoder_layer");
-  Tensor x = t.input("x", c.dtype, {"B", "T", c.dim});
-  Tensor cos = t.input("cos", c.dtype, {"T", head_dim});
-  Tensor sin = t.input("sin", c.dtype, {"T", head_dim});
-  Tensor attn_norm = t.param("attn_norm", c.dtype, {c.dim});
-  Tensor wq = t.param("wq", c.dtype, {c.dim, c.dim});
-  Tensor wk = t.param("wk", c.dtype, {c.dim, c.dim});
-  Tensor wv = t.param("wv", c.dtype, {c.dim, c.dim});
-  Tensor wo = t.param("wo", c.dtype, {c.dim, c.dim});
-  Tensor mlp_norm = t.param("mlp_norm", c.dtype, {c.dim});
-  Tensor w_gate = t.param("w_gate", c.dtype, {c.hidden, c.dim});
-  Tensor w_up = t.param("w_up", c.dtype, {c.hidden, c.dim});
-  Tensor w_down = t.param("w_down", c.dtype, {c.dim, c.hidden});
+  Tensor attn_norm = t.param(prefix + "attn_norm", c.dtype, {c.dim});
+  Tensor wq = t.param(prefix + "wq", c.dtype, {c.dim, c.dim});
+  Tensor wk = t.param(prefix + "wk", c.dtype, {c.dim, c.dim});
+  Tensor wv = t.param(prefix + "wv", c.dtype, {c.dim, c.dim});
+  Tensor wo = t.param(prefix + "wo", c.dtype, {c.dim, c.dim});
+  Tensor mlp_norm = t.param(prefix + "mlp_norm", c.dtype, {c.dim});
+  Tensor w_gate = t.param(prefix + "w_gate", c.dtype, {c.hidden, c.dim});
+  Tensor w_up = t.param(prefix + "w_up", c.dtype, {c.hidden, c.dim});
+  Tensor w_down = t.param(prefix + "w_down", c.dtype, {c.dim, c.hidden});
 
   // Attention block.
-  Tensor h = t.name(rms_norm(x, attn_norm), "attn_in");
-  Tensor q = t.name(rotary(split_heads(linear(h, wq), c.heads, head_dim), cos, sin, head_dim), "q");
-  Tensor k = t.name(rotary(split_heads(linear(h, wk), c.heads, head_dim), cos, sin, head_dim), "k");
-  Tensor v = t.name(split_heads(linear(h, wv), c.heads, head_dim), "v");
-  Tensor attn = t.name(scaled_dot_product_attention(q, k, v, std::nullopt, /*causal=*/true), "attn");
+  Tensor h = t.name(rms_norm(x, attn_norm), prefix + "attn_in");
+  Tensor q = t.name(rotary(split_heads(linear(h, wq), c.heads, head_dim), cos, sin, head_dim), prefix + "q");
+  Tensor k = t.name(rotary(split_heads(linear(h, wk), c.heads, head_dim), cos, sin, head_dim), prefix + "k");
+  Tensor v = t.name(split_heads(linear(h, wv), c.heads, head_dim), prefix + "v");
+  Tensor attn = t.name(scaled_dot_product_attention(q, k, v, std::nullopt, /*causal=*/true), prefix + "attn");
   attn = reshape(permute(attn, {0, 2, 1, 3}), {x.dim(0), x.dim(1), c.dim});  // [B, T, D]
-  Tensor r = t.name(x + linear(attn, wo), "attn_out");
+  Tensor r = t.name(x + linear(attn, wo), prefix + "attn_out");
 
   // MLP block.
-  Tensor m = t.name(rms_norm(r, mlp_norm), "mlp_in");
+  Tensor m = t.name(rms_norm(r, mlp_norm), prefix + "mlp_in");
   Tensor gate = silu(linear(m, w_gate));
   Tensor gated = gate * linear(m, w_up);
-  t.output(r + linear(gated, w_down), "out");
+  return r + linear(gated, w_down);
+}
+
+}  // namespace
+
+Graph trace_decoder_layer(const DecoderConfig& c) { return trace_decoder_stack(c, 1); }
+
+Graph trace_decoder_stack(const DecoderConfig& c, int layers) {
+  Tracer t(layers == 1 ? "decoder_layer" : "decoder_stack");
+  Tensor x = t.input("x", c.dtype, {"B", "T", c.dim});
+  Tensor cos = t.input("cos", c.dtype, {"T", c.dim / c.heads});
+  Tensor sin = t.input("sin", c.dtype, {"T", c.dim / c.heads});
+  for (int l = 0; l < layers; ++l) x = decoder_layer(t, c, x, cos, sin, layers == 1 ? "" : str_cat("l", l, "_"));
+  t.output(x, "out");
+  return t.finish();
+}
+
+Graph trace_elementwise_chain(int64_t ops) {
+  Tracer t(str_cat("chain", ops));
+  Tensor x = t.input("x", DType::f32, {"B", 64});
+  Tensor y = x;
+  for (int64_t i = 0; i < ops; ++i) {
+    switch (i % 4) {
+      case 0: y = sin(y); break;
+      case 1: y = y + x; break;
+      case 2: y = y * x; break;
+      default: y = tanh(y); break;
+    }
+  }
+  t.output(y, "out");
   return t.finish();
 }
 

@@ -24,5 +24,12 @@ struct DecoderConfig {
   DType dtype = DType::bf16;  // of the inputs, the weights and every value
 };
 Graph trace_decoder_layer(const DecoderConfig& c = {});
+// `layers` decoder layers in sequence, each with its own parameters (prefixed "l<i>_"), as
+// one graph: the compile-time benchmark's whole-model graph.
+Graph trace_decoder_stack(const DecoderConfig& c, int layers);
+
+// x f32[B, 64] through `ops` elementwise ops (sin, + x, * x, tanh, over again), returned:
+// one fused kernel as long as the graph, for the compile-time benchmark and tests.
+Graph trace_elementwise_chain(int64_t ops);
 
 }  // namespace kiln::examples

@@ -125,14 +125,14 @@ absl::StatusOr<Node*> Graph::add_node(Op op, std::vector<Value*> operands, Attrs
     node->results_.push_back(v);
   }
   Node* raw = node.get();
-  nodes_.insert(insert_at_end_ ? nodes_.end() : insert_at_, std::move(node));
+  raw->self_ = nodes_.insert(insert_at_end_ ? nodes_.end() : insert_at_, std::move(node));
   return raw;
 }
 
 void Graph::set_insertion_point(Node* before) {
   insert_at_end_ = before == nullptr;
   if (before)
-    insert_at_ = std::find_if(nodes_.begin(), nodes_.end(), [&](const auto& n) { return n.get() == before; });
+    insert_at_ = before->self_;
 }
 
 Node* Graph::insertion_point() const {
@@ -178,7 +178,7 @@ bool Graph::erase(Node* n) {
       if (results.contains(v)) return false;
   for (Value* v : outputs_)
     if (results.contains(v)) return false;
-  auto it = std::find_if(nodes_.begin(), nodes_.end(), [&](const auto& m) { return m.get() == n; });
+  auto it = n->self_;
   if (!insert_at_end_ && insert_at_ == it) ++insert_at_;
   for (Value* v : n->results_) by_name_.erase(v->name_);
   nodes_.erase(it);
@@ -252,7 +252,8 @@ Graph Graph::clone() const {
       c->results_.push_back(r);
       map[v] = r;
     }
-    g.nodes_.push_back(std::move(c));
+    Node* raw = c.get();
+    raw->self_ = g.nodes_.insert(g.nodes_.end(), std::move(c));
   }
   for (const Value* v : outputs_) g.outputs_.push_back(map.at(v));
   g.name_counters_ = name_counters_;

@@ -72,6 +72,7 @@ class Node {
   std::vector<Value*> results_;
   Attrs attrs_;
   std::string loc_;
+  std::list<std::unique_ptr<Node>>::iterator self_;  // its place in its graph's node list
 };
 
 struct SymbolInfo {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <queue>
+#include <tuple>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
@@ -33,17 +34,46 @@ bool is_widening_cast(const Node& n) {
 }
 
 // Whether a node computes from indices and constants only (iota, a comparison of iotas, a
-// view of one): like a view, it costs nothing to recompute wherever it is read. Memoized.
+// view of one): like a view, it costs nothing to recompute wherever it is read. Memoized,
+// and iterative: a chain of 50,000 nodes must not recurse 50,000 frames deep.
 class IndexOnly {
  public:
-  bool operator()(const Node& n) {
-    if (auto it = memo_.find(&n); it != memo_.end()) return it->second;
-    bool r = n.op() == Op::Iota;
-    OpKind k = n.info().kind;
-    if (!r && n.num_operands() > 0 && (k == OpKind::Elementwise || k == OpKind::Broadcast || is_plain_view(n)))
-      r = std::all_of(n.operands().begin(), n.operands().end(),
-                      [&](const Value* v) { return is_constant(v) || (v->producer() && (*this)(*v->producer())); });
-    return memo_[&n] = r;
+  bool operator()(const Node& root) {
+    std::vector<const Node*> stack{&root};
+    while (!stack.empty()) {
+      const Node* n = stack.back();
+      if (memo_.contains(n)) {
+        stack.pop_back();
+        continue;
+      }
+      bool r = n->op() == Op::Iota;
+      OpKind k = n->info().kind;
+      if (!r && n->num_operands() > 0 && (k == OpKind::Elementwise || k == OpKind::Broadcast || is_plain_view(*n))) {
+        // All operands constant or index-only; the first one not yet known is decided first.
+        const Node* unknown = nullptr;
+        r = true;
+        for (const Value* v : n->operands()) {
+          if (is_constant(v)) continue;
+          const Node* p = v->producer();
+          auto it = p ? memo_.find(p) : memo_.end();
+          if (p && it == memo_.end()) {
+            unknown = p;
+            break;
+          }
+          if (!p || !it->second) {
+            r = false;
+            break;
+          }
+        }
+        if (unknown) {
+          stack.push_back(unknown);
+          continue;
+        }
+      }
+      memo_[n] = r;
+      stack.pop_back();
+    }
+    return memo_.at(&root);
   }
 
  private:
@@ -116,6 +146,17 @@ class Partitioner {
     int i = 0;
     for (const auto& n : g.nodes()) pos_[n.get()] = i++;
     returned_.insert(g.outputs().begin(), g.outputs().end());
+    // GEMMs run per call (fuse_linear makes none weight prep), and so does what reads them;
+    // so does a value of a symbolic shape (an expand of a constant to [T]): weight prep is
+    // not run again when only the call's symbols change. Node order is topological.
+    for (const auto& n : g.nodes()) {
+      bool all = n->num_operands() > 0 && n->info().kind != OpKind::Gemm && shape_is_static(n->result()->shape());
+      for (const Value* v : n->operands()) {
+        if (v->is_input()) all = false;
+        else if (v->producer() && v->producer()->op() != Op::Constant) all = all && param_only_.at(v->producer());
+      }
+      param_only_[n.get()] = all;
+    }
     for (KernelGroup& grp : s_.groups) {
       int id = new_group(grp.nodes);
       gemm_of_[id] = &grp;
@@ -129,6 +170,7 @@ class Partitioner {
       if (group_.contains(n.get()) || (n->op() == Op::Constant && !returned_.contains(n->result()))) continue;
       new_group({n.get()});
     }
+    init_summaries();
     for (const auto& n : g_.nodes()) {
       if (!group_.contains(n.get())) continue;
       if (fixed(find(n.get()))) {
@@ -202,18 +244,7 @@ class Partitioner {
     }
   }
 
-  bool param_only(const Node* n) {
-    if (auto it = param_only_.find(n); it != param_only_.end()) return it->second;
-    // GEMMs run per call (fuse_linear makes none weight prep), and so does what reads them;
-    // so does a value of a symbolic shape (an expand of a constant to [T]): weight prep is
-    // not run again when only the call's symbols change.
-    bool all = n->num_operands() > 0 && n->info().kind != OpKind::Gemm && shape_is_static(n->result()->shape());
-    for (const Value* v : n->operands()) {
-      if (v->is_input()) all = false;
-      else if (v->producer() && v->producer()->op() != Op::Constant) all = all && param_only(v->producer());
-    }
-    return param_only_[n] = all;
-  }
+  bool param_only(const Node* n) const { return param_only_.at(n); }
 
   // Why one kernel cannot compute the nodes `m` (in node order) under fuse_elementwise's
   // rules (see the header), or "" when it can. Reduction groups also need every value that
@@ -300,16 +331,155 @@ class Partitioner {
   // "%h = mul": a node as the fusion log names it.
   static std::string describe(const Node* n) { return str_cat("%", n->result()->name(), " = ", op_name(n->op())); }
 
-  // Groups that read a result of group `id` (other than itself).
-  std::vector<int> successors(int id) {
-    std::vector<int> out;
-    for (const Node* n : members_[id])
+  // ---- per-group summaries ------------------------------------------------------
+  // why_not_legal looks at every node of a candidate merge: as the only check it makes a
+  // chain of n ops cost n^2. A merge is decided instead from what each group keeps about
+  // itself (below) and the edges between the two groups, found from the smaller one; the
+  // members of the larger are never visited. why_not_legal gives the reason when the log
+  // asks for it, and decides the same.
+
+  int shape_id(const Shape& s) { return shape_ids_.try_emplace(s, static_cast<int>(shape_ids_.size())).first->second; }
+  bool outside(const Value* v) const { return ext_.at(v) > 0; }
+  // Whether `v` depends on a reduction of its group (only results(0) do, as in why_not_legal).
+  bool dep(const Value* v) const { return v->producer() && v == v->producer()->result() && dep_.contains(v->producer()); }
+
+  // Group summaries from the initial groups (GEMM groups and single nodes).
+  void init_summaries() {
+    size_t n = parent_.size();
+    summary_.resize(n);
+    generation_.assign(n, 0);
+    for (const auto& node : g_.nodes()) {
+      if (!group_.contains(node.get())) continue;
+      int id = find(node.get());
+      for (const Value* r : node->results()) {
+        int ext = returned_.contains(r) ? 1 : 0;
+        for (Node* u : users_of(uses_, r))
+          if (group_.contains(u) && find(u) != id) {
+            ++ext;
+            summary_[id].out_users.push_back(u);
+          } else if (!group_.contains(u)) {
+            ++ext;
+          }
+        ext_[r] = ext;
+        if (ext > 0) ++summary_[id].out_shapes[shape_id(r->shape())];
+      }
+    }
+    for (size_t id = 0; id < n; ++id) {
+      if (fixed(static_cast<int>(id))) continue;  // never merged: only its out_users matter
+      Summary& s = summary_[id];
+      const Node* node = members_[id][0];
+      s.state_write = writes_state(*node);
+      s.attention = node->op() == Op::Attention;
+      if (node->op() == Op::Window) s.windows.push_back(node);
+      s.weight_prep = param_only(node);
+      s.dom = domain_of(*node);
+      if (s.dom) dep_.insert(node);
+    }
+  }
+
+  struct Summary {
+    bool state_write = false, attention = false, weight_prep = false;
+    std::optional<Domain> dom;               // the reductions' iteration space
+    std::vector<const Node*> windows;
+    absl::flat_hash_map<int, int> out_shapes;  // shape id -> results read outside the group
+    std::vector<Node*> out_users;           // users outside the group, some now inside (lazy)
+  };
+
+  // The edges between groups a and b: (value, user) once per distinct pair, from the
+  // smaller group's members.
+  std::vector<std::pair<const Value*, Node*>> edges_between(int a, int b) {
+    int small = members_[a].size() <= members_[b].size() ? a : b, large = small == a ? b : a;
+    std::vector<std::pair<const Value*, Node*>> out;
+    for (Node* n : members_[small]) {
+      for (size_t i = 0; i < n->num_operands(); ++i) {
+        Value* v = n->operand(i);
+        bool repeated = std::find(n->operands().begin(), n->operands().begin() + i, v) != n->operands().begin() + i;
+        if (Node* p = v->producer(); !repeated && p && group_.contains(p) && find(p) == large) out.push_back({v, n});
+      }
       for (const Value* r : n->results())
-        for (const Node* u : users_of(uses_, r)) {
-          if (!group_.contains(u)) continue;
-          int gid = find(u);
-          if (gid != id && std::find(out.begin(), out.end(), gid) == out.end()) out.push_back(gid);
-        }
+        for (Node* u : users_of(uses_, r))
+          if (group_.contains(u) && find(u) == large) out.push_back({r, u});
+    }
+    return out;
+  }
+
+  // What a merge of a and b changes in the summaries: the values no longer read outside,
+  // and the nodes that come to depend on a reduction.
+  struct MergeDelta {
+    std::vector<std::pair<const Value*, int>> ext_drop;  // value -> users that become inside
+    std::vector<const Node*> new_dep;
+  };
+
+  // Whether one kernel can compute groups a and b: why_not_legal(members of both) == "".
+  bool legal(int a, int b, MergeDelta& delta) {
+    const Summary &sa = summary_[a], &sb = summary_[b];
+    if (sa.state_write || sb.state_write || sa.attention || sb.attention) return false;
+    auto in = [&](const Node* p) {
+      if (!p || !group_.contains(p)) return false;
+      int id = find(p);
+      return id == a || id == b;
+    };
+    for (const std::vector<const Node*>* ws : {&sa.windows, &sb.windows})
+      for (const Node* w : *ws)
+        for (const Node* p = w->operand(0)->producer(); in(p) && !index_only_(*p); p = p->operand(0)->producer())
+          if (p->op() != Op::Reshape && p->op() != Op::Cast) return false;
+    if (sa.weight_prep != sb.weight_prep) return false;
+    if (sa.dom && sb.dom && !(*sa.dom == *sb.dom)) return false;
+    const std::optional<Domain>& dom = sa.dom ? sa.dom : sb.dom;
+
+    std::vector<std::pair<const Value*, Node*>> edges = edges_between(a, b);
+    absl::flat_hash_map<const Value*, int> drop;
+    for (const auto& e : edges) ++drop[e.first];
+    absl::flat_hash_map<int, int> shapes = sa.out_shapes;
+    for (const auto& [id, count] : sb.out_shapes) shapes[id] += count;
+    for (const auto& [v, count] : drop) {
+      delta.ext_drop.push_back({v, count});
+      if (ext_.at(v) == count && --shapes[shape_id(v->shape())] == 0) shapes.erase(shape_id(v->shape()));
+    }
+    if (dom) {
+      int ids[3] = {shape_id(dom->shape), shape_id(dom->keep), shape_id(dom->kept)};
+      for (const auto& kv : shapes)
+        if (kv.first != ids[0] && kv.first != ids[1] && kv.first != ids[2]) return false;
+    } else if (shapes.size() > 1) {
+      return false;
+    }
+    if (!dom) return true;
+
+    // Reads of a value depending on a reduction that the merge adds: across the two groups,
+    // and onwards from each node that comes to depend on one.
+    absl::flat_hash_set<const Node*> added;
+    auto is_dep = [&](const Value* v) { return dep(v) || (v->producer() && v == v->producer()->result() && added.contains(v->producer())); };
+    std::vector<std::pair<const Value*, const Node*>> work;
+    for (const auto& e : edges)
+      if (is_dep(e.first)) work.push_back(e);
+    while (!work.empty()) {
+      auto [v, n] = work.back();
+      work.pop_back();
+      if (n->info().kind == OpKind::Reduction) continue;
+      OpKind k = n->info().kind;
+      if (k != OpKind::Elementwise && k != OpKind::Broadcast) return false;
+      const Shape& rs = n->result()->shape();
+      bool ok = rs == dom->shape ? v->shape() == dom->shape || v->shape() == dom->keep
+                                 : (rs == dom->keep || rs == dom->kept) && v->shape() == rs;
+      if (!ok) return false;
+      if (dep_.contains(n) || !added.insert(n).second) continue;
+      delta.new_dep.push_back(n);
+      for (Node* u : users_of(uses_, n->result()))
+        if (in(u)) work.push_back({n->result(), u});
+    }
+    return true;
+  }
+
+  // Groups that read a result of group `id` (other than itself); drops the users that
+  // merges brought inside.
+  std::vector<int> successors(int id) {
+    std::vector<Node*>& users = summary_[id].out_users;
+    std::erase_if(users, [&](const Node* u) { return find(u) == id; });
+    std::sort(users.begin(), users.end());
+    users.erase(std::unique(users.begin(), users.end()), users.end());
+    std::vector<int> out;
+    for (const Node* u : users)
+      if (int gid = find(u); std::find(out.begin(), out.end(), gid) == out.end()) out.push_back(gid);
     return out;
   }
 
@@ -335,24 +505,58 @@ class Partitioner {
   }
 
   // Merges the groups of `producer` (a) and `consumer` (b) when one kernel can compute both;
-  // when not, the fusion log says why.
+  // when not, the fusion log says why. A pair once refused is refused again at once.
   void try_merge(int a, int b, const Node* producer, const Node* consumer) {
     if (a == b) return;
-    std::vector<Node*> m = members_[a];
-    m.insert(m.end(), members_[b].begin(), members_[b].end());
-    std::sort(m.begin(), m.end(), [&](Node* x, Node* y) { return pos_.at(x) < pos_.at(y); });
-    std::string why = why_not_legal(m);
-    if (why.empty() && (indirect_path(a, b) || indirect_path(b, a)))
-      why = "another kernel both reads one and feeds the other (fusing would make a cycle)";
-    if (!why.empty()) {
-      log_line(LogTopic::fusion, 1, str_cat("not fused: ", describe(producer), " -> ", describe(consumer), ": ", why));
-      return;
+    // A root that grows gets a new generation: the refusal was about its old members.
+    std::tuple<int, int, int, int> key{std::min(a, b), generation_[std::min(a, b)], std::max(a, b),
+                                       generation_[std::max(a, b)]};
+    auto refused = refused_.find(key);
+    if (refused == refused_.end()) {
+      MergeDelta delta;
+      bool ok = legal(a, b, delta);
+      bool cycle = ok && (indirect_path(a, b) || indirect_path(b, a));
+      if (ok && !cycle) return merge(a, b, delta);
+      std::string why;
+      if (log_enabled(LogTopic::fusion, 1)) {
+        std::vector<Node*> m = members_[a];
+        m.insert(m.end(), members_[b].begin(), members_[b].end());
+        std::sort(m.begin(), m.end(), [&](Node* x, Node* y) { return pos_.at(x) < pos_.at(y); });
+        why = cycle ? "another kernel both reads one and feeds the other (fusing would make a cycle)" : why_not_legal(m);
+      }
+      refused = refused_.emplace(key, std::move(why)).first;
     }
+    if (log_enabled(LogTopic::fusion, 1))
+      log_line(LogTopic::fusion, 1, str_cat("not fused: ", describe(producer), " -> ", describe(consumer), ": ", refused->second));
+  }
+
+  // Group a joins group b (the root that stays); the larger member list is kept, the
+  // smaller appended.
+  void merge(int a, int b, const MergeDelta& delta) {
+    Summary &sa = summary_[a], &sb = summary_[b];
+    for (const auto& [v, count] : delta.ext_drop) {
+      int& ext = ext_.at(v);
+      if (ext == count) {
+        int id = shape_id(v->shape());
+        int& c = (find(v->producer()) == a ? sa : sb).out_shapes[id];
+        if (--c == 0) (find(v->producer()) == a ? sa : sb).out_shapes.erase(id);
+      }
+      ext -= count;
+    }
+    for (const Node* n : delta.new_dep) dep_.insert(n);
+    for (const auto& [id, count] : sa.out_shapes) sb.out_shapes[id] += count;
+    sb.windows.insert(sb.windows.end(), sa.windows.begin(), sa.windows.end());
+    if (!sb.dom) sb.dom = std::move(sa.dom);
+    if (sa.out_users.size() > sb.out_users.size()) std::swap(sa.out_users, sb.out_users);
+    sb.out_users.insert(sb.out_users.end(), sa.out_users.begin(), sa.out_users.end());
+    sa = Summary();
+    if (members_[a].size() > members_[b].size()) std::swap(members_[a], members_[b]);
+    members_[b].insert(members_[b].end(), members_[a].begin(), members_[a].end());
     members_[a].clear();
-    members_[b] = std::move(m);
     first_[b] = std::min(first_[a], first_[b]);
     last_[b] = std::max(last_[a], last_[b]);
     parent_[a] = b;
+    ++generation_[b];
   }
 
   // All groups in an executable order: repeatedly the ready group whose first node comes
@@ -387,6 +591,7 @@ class Partitioner {
     if (fixed(id)) return std::move(*gemm_of_.at(id));
     KernelGroup grp;
     grp.nodes = members_[id];
+    std::sort(grp.nodes.begin(), grp.nodes.end(), [&](Node* x, Node* y) { return pos_.at(x) < pos_.at(y); });
     grp.weight_prep = param_only(grp.nodes[0]);
     bool reduces = std::any_of(grp.nodes.begin(), grp.nodes.end(),
                                [](const Node* n) { return n->info().kind == OpKind::Reduction; });
@@ -403,10 +608,16 @@ class Partitioner {
   absl::flat_hash_map<const Node*, int> pos_;
   absl::flat_hash_map<const Node*, int> group_;   // node -> a group id (find() gives the root)
   std::vector<int> parent_;                       // union-find over group ids
-  std::vector<std::vector<Node*>> members_;       // per root: its nodes in node order
+  std::vector<std::vector<Node*>> members_;       // per root: its nodes (in node order once emitted)
   std::vector<int> first_, last_;                 // per root: its nodes' first and last positions
   absl::flat_hash_map<int, KernelGroup*> gemm_of_;  // fuse_linear's groups: never merged
   absl::flat_hash_map<const Node*, bool> param_only_;
+  std::vector<Summary> summary_;                   // per root
+  absl::flat_hash_map<const Value*, int> ext_;     // users outside the value's group (+1 if returned)
+  absl::flat_hash_set<const Node*> dep_;           // nodes depending on a reduction of their group
+  absl::flat_hash_map<Shape, int> shape_ids_;
+  std::vector<int> generation_;                    // per root: how many merges it took in
+  absl::flat_hash_map<std::tuple<int, int, int, int>, std::string> refused_;  // -> why (if logged)
 };
 
 }  // namespace

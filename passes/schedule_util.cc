@@ -1,5 +1,7 @@
 #include "passes/schedule_util.h"
 
+#include <algorithm>
+
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "ir/printer.h"
@@ -25,7 +27,8 @@ std::vector<Node*> members(const KernelGroup& grp) {
   return all;
 }
 
-void group_io(const Graph& g, const absl::flat_hash_map<const Value*, std::vector<Node*>>& uses,
+void group_io(const absl::flat_hash_map<const Node*, int>& pos,
+              const absl::flat_hash_map<const Value*, std::vector<Node*>>& uses,
               const absl::flat_hash_set<const Value*>& returned, KernelGroup& grp) {
   std::vector<Node*> all = members(grp);
   absl::flat_hash_set<const Node*> in(all.begin(), all.end());
@@ -40,8 +43,10 @@ void group_io(const Graph& g, const absl::flat_hash_map<const Value*, std::vecto
       if ((p && (in.contains(p) || p->op() == Op::Constant)) || !seen.insert(v).second) continue;
       grp.inputs.push_back(v);
     }
-  for (const auto& n : g.nodes()) {
-    if (!in.contains(n.get())) continue;
+  // Outputs in node order: the members sorted by position, not a walk of the whole graph
+  // per group (quadratic in a model of many layers).
+  std::sort(all.begin(), all.end(), [&](const Node* a, const Node* b) { return pos.at(a) < pos.at(b); });
+  for (const Node* n : all) {
     for (Value* r : n->results()) {
       bool outside = returned.contains(r);
       if (auto it = uses.find(r); it != uses.end())
@@ -56,7 +61,9 @@ void group_io(const Graph& g, const absl::flat_hash_map<const Value*, std::vecto
 void compute_group_io(const Graph& g, Schedule& s) {
   auto uses = g.uses();
   absl::flat_hash_set<const Value*> returned(g.outputs().begin(), g.outputs().end());
-  for (KernelGroup& grp : s.groups) group_io(g, uses, returned, grp);
+  absl::flat_hash_map<const Node*, int> pos;
+  for (const auto& n : g.nodes()) pos.emplace(n.get(), static_cast<int>(pos.size()));
+  for (KernelGroup& grp : s.groups) group_io(pos, uses, returned, grp);
 }
 
 absl::Status verify_schedule(const Graph& g, const Schedule& s, bool complete) {

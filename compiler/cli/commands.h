@@ -32,6 +32,7 @@ void register_compile(CLI::App& app);  // kiln compile FILE [--bind S=N ...] [--
 void register_onnx_conformance(CLI::App& app);  // kiln onnx-conformance [DIR] [--device D]
 void register_bench(CLI::App& app);    // kiln bench FILE [--bind S=N ...] [--profile] [--json] ...
 void register_generate(CLI::App& app);  // kiln generate --config X [--checkpoint DIR] [--check] ... (models/)
+void register_reduce(CLI::App& app);    // kiln reduce FILE --bind S=N ... --device D [-o OUT]
 
 // Shared by the subcommands (common.cc).
 template <typename T>

@@ -225,11 +225,11 @@ TEST_CASE("an unknown subcommand names the valid ones and the nearest", "[cli]")
   CHECK(r.out.empty());
   CHECK(r.err ==
         "kiln: unknown subcommand 'bnech' (did you mean 'bench'?); the subcommands: bench, compile, dump, "
-        "onnx-conformance, run (kiln --help says what each does)\n");
+        "generate, onnx-conformance, reduce, run (kiln --help says what each does)\n");
   Run far = kiln_cli({"frobnicate"}, dir);
   require_status(far, 1);
   CHECK(far.err.find("did you mean") == std::string::npos);
-  CHECK(far.err.find("the subcommands: bench, compile, dump, onnx-conformance, run") != std::string::npos);
+  CHECK(far.err.find("the subcommands: bench, compile, dump, generate, onnx-conformance, reduce, run") != std::string::npos);
   Run j = kiln_cli({"bnech", "--json"}, dir);
   require_status(j, 1);
   CHECK(nlohmann::json::parse(j.err)["error"].get<std::string>().starts_with("unknown subcommand 'bnech'"));
@@ -251,3 +251,22 @@ TEST_CASE("kiln --version: version, commit, CUDA, NVRTC and LLVM versions, devic
   CHECK(std::regex_search(r.out, std::regex(R"(\nCUDA toolkit: [0-9]+\.[0-9]+\nNVRTC: [0-9]+\.[0-9]+\n)")));
 #endif
 }
+
+#if KILN_CLI_HAS_CPU
+// Reductions themselves are tested with injected compiler bugs (test/cpu/reduce_test.cc).
+TEST_CASE("kiln reduce: nothing to reduce where the CPU computes the graph right; usage errors", "[cli][reduce]") {
+  TempDir dir;
+  write_text(dir / "mlp.kiln", kMlp);
+  std::string f = (dir / "mlp.kiln").string();
+  Run ok = kiln_cli({"reduce", f, "--bind", "B=3", "--device", "cpu"}, dir);
+  require_status(ok, 1);
+  CHECK(ok.out.empty());
+  CHECK(ok.err == "kiln: graph mlp does not fail (pass): nothing to reduce\n");
+  Run unbound = kiln_cli({"reduce", f, "--device", "cpu"}, dir);
+  require_status(unbound, 1);
+  CHECK(unbound.err == "kiln: symbol B is not bound; pass --bind B=N\n");
+  Run no_device = kiln_cli({"reduce", f, "--bind", "B=3"}, dir);
+  require_status(no_device, 1);
+  CHECK(no_device.err.find("--device is required") != std::string::npos);
+}
+#endif
