@@ -23,7 +23,7 @@ BUDGETS = {
     "codegen/cuda": 1900,  # + the flash-attention kernel (attention.cuh) and its generator
     "codegen/cpu": 1000,
     "runtime": 2650,  # + profiling marks in the executor, the dlopen loader, checked cache entries, weights a store holds
-    "runtime/cuda": 950,  # + the attention launcher (runtime/cuda/attention.*) and step
+    "runtime/cuda": 1075,  # + the attention launcher (runtime/cuda/attention.*) and step; 950 until its max-autotune tunable and lazy configs
     "runtime/cpu": 2200,  # + the fused attention routine (attention.*), native depthwise (depthwise.*)
     "compiler": 2450,  # 975 until issue 19's tools; 1550 until weights.* (issue 18); 2050 until reduce.cc, the minifier (issue 21)
     "compiler/cli": 1000,  # 575 until `kiln bench` and the JSON errors (issue 19); + `kiln generate` (issue 18), `kiln reduce` (issue 21)
