@@ -1,5 +1,6 @@
 #include "codegen/gemm.h"
 
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <set>
@@ -126,6 +127,7 @@ absl::StatusOr<GemmDecision> decide_cublaslt(const KernelGroup& g, const kir::Ke
   DType a = k.buffers[k.gemm->a.buffer].dtype, b = k.buffers[k.gemm->b.buffer].dtype;
   // GEMMs over integers, f64 (cuBLASLt computes in f32 here) or mixed dtypes compute themselves.
   if (a != b || !is_float(a) || a == DType::f64) return d;
+  if (std::optional<int64_t> rows = constant_gemm_rows(k, baked); rows && *rows <= warp_gemm_max_rows()) return d;
   std::map<std::string, SymExpr> bake;
   for (const auto& [sym, v] : baked) bake[sym] = SymExpr(v);
   auto sub = [&](const Dim& x) { return x.substitute(bake); };
@@ -159,6 +161,21 @@ absl::StatusOr<GemmDecision> decide_cublaslt(const KernelGroup& g, const kir::Ke
 }
 
 }  // namespace
+
+std::optional<int64_t> constant_gemm_rows(const kir::Kernel& k, const Bindings& baked) {
+  if (!k.gemm) return std::nullopt;
+  std::map<std::string, SymExpr> bake;
+  for (const auto& [sym, v] : baked) bake[sym] = SymExpr(v);
+  return (shape_numel(k.gemm->batch) * k.gemm->m).substitute(bake).constant();
+}
+
+int warp_gemm_max_rows() {
+  static const int rows = [] {
+    const char* v = std::getenv("KILN_WARP_GEMM_ROWS");
+    return v && *v ? std::atoi(v) : 1;
+  }();
+  return rows;
+}
 
 bool blas_reads_in_place(const kir::Kernel& k, bool is_b) {
   if (!k.gemm) return false;

@@ -61,6 +61,16 @@ struct GemmDecision {
   bool fused_epilogue = false;
 };
 
+// The rows of GEMM kernel `k` (its batch dims times m) when they are a constant once the
+// symbols in `baked` take their values: a decode step's single token per sequence, with a
+// batch of 1 baked into its specialization.
+std::optional<int64_t> constant_gemm_rows(const kir::Kernel& k, const Bindings& baked);
+// cuBLASLt: a float GEMM of at most this many constant rows is no library call; its own
+// kernel computes it, which the CUDA printer writes with one warp per output element
+// (codegen/cuda/emit.cc): a matrix-vector product reads B once, coalesced, with its
+// epilogue in the same kernel. $KILN_WARP_GEMM_ROWS (default 1; 0: always the library).
+int warp_gemm_max_rows();
+
 // Whether BLAS reads operand A (B when `is_b`) of GEMM kernel `k` where it is: an affine
 // index (GemmStrides) constant along the other operand's dims. Others are gathered first.
 bool blas_reads_in_place(const kir::Kernel& k, bool is_b);

@@ -1,9 +1,13 @@
 // The CUDA printer's entry forms (printer.h) and the emission API (emit.h).
 #include "codegen/cuda/emit.h"
 
+#include <algorithm>
+#include <map>
+
 #include "codegen/acc_buffer.h"
 #include "codegen/cuda/printer.h"
 #include "codegen/cuda/schedule.h"
+#include "codegen/gemm.h"
 #include "codegen/intrinsics.h"
 #include "ir/status.h"
 #include "ir/str.h"
@@ -79,7 +83,8 @@ EntryPrinter::EntryPrinter(const kir::Kernel& k, const Bindings& baked, bool vec
       baked_(baked),
       width_(vector ? k.schedule->width : 1),
       streamed_(vector && k.schedule->streams_l2),
-      row_cache_chunks_(vector ? k.schedule->row_cache_chunks : 0) {
+      row_cache_chunks_(vector ? k.schedule->row_cache_chunks : 0),
+      warp_gemm_(warp_gemm_form(k, baked)) {
   if (!vector) return;
   for (size_t i = 0; i < s_.value_cache.size(); ++i) {
     cache_store_[s_.value_cache[i].let] = str_cat("ec", i);
@@ -139,6 +144,21 @@ void EntryPrinter::elementwise() {
   for (const kir::Stage& st : k_.stages) vars_of_stage(st, outer, inner);
   if (k_.gemm)
     for (const kir::GemmOperand* op : {&k_.gemm->a, &k_.gemm->b}) kir::collect_vars(op->index, outer, inner);
+  if (warp_gemm_) {
+    // 32 threads per output element; blockDim.x is a multiple of 32, so a warp's lanes share
+    // one element in every round of the grid-stride loop.
+    w_.line(str_cat("const long long n = ", dim(shape_numel(k_.domain)), " * 32;"));
+    w_.open("for (long long c = (long long)blockIdx.x * blockDim.x + threadIdx.x; c < n; c += (long long)gridDim.x * blockDim.x) {");
+    w_.line("const long long i = c >> 5;");
+    decompose("i", k_.domain, true, outer);
+    warp_gemm();
+    w_.open("if ((threadIdx.x & 31) == 0) {");
+    for (size_t si = 0; si < k_.stages.size(); ++si) body(k_.stages[si], si, 1, {});
+    w_.close();
+    w_.close();
+    w_.close();
+    return;
+  }
   if (width_ > 1) outer.insert(s_.vector_var);
   std::string per_width = width_ > 1 ? str_cat(" / ", width_) : std::string();
   w_.line(str_cat("const long long n = ", dim(shape_numel(k_.domain)), per_width, ";"));
@@ -162,6 +182,57 @@ void EntryPrinter::naive_gemm() {
   std::string loop = str_cat("for (long long r0 = 0; r0 < ", dim(g.k), "; ++r0) acc ");
   if (is_float(g.acc_dtype)) w_.line(str_cat(loop, "+= ", operand(g.a), " * ", operand(g.b), ";"));
   else w_.line(str_cat(loop, "= kiln_iadd(acc, kiln_imul(", operand(g.a), ", ", operand(g.b), "));"));
+}
+
+// The accumulator of this warp's output element: lane l sums k = l, l + 32, ..., then a
+// butterfly gives every lane the total. Where B's index is k plus a multiple of 16 bytes'
+// worth of elements (its rows contiguous in k, as a linear layer's weight [N, K] is) and B
+// is 16-byte aligned, lane l reads 16 bytes of B at k = l * V (V elements), then 32 * V
+// further: a warp moves 512 bytes per load instead of 64.
+void EntryPrinter::warp_gemm() {
+  const kir::GemmSpec& g = *k_.gemm;
+  auto operand = [&](const kir::GemmOperand& o) {
+    DType t = k_.buffers[o.buffer].dtype;
+    return cast(from_storage(str_cat("b", o.buffer, "[", index(o.index, At{}), "]"), t), t, g.acc_dtype);
+  };
+  const DType bt = k_.buffers[g.b.buffer].dtype;
+  const int64_t v = dtype_size(bt) == 2 || dtype_size(bt) == 4 ? 16 / dtype_size(bt) : 0;
+  std::map<std::string, SymExpr> bake;
+  for (const auto& [sym, x] : baked_) bake[sym] = SymExpr(x);
+  auto multiple_of_v = [&](const Dim& d) {
+    std::optional<int64_t> c = d.substitute(bake).constant();
+    return c && *c % v == 0;
+  };
+  std::optional<kir::AffineIndex> b = kir::affine_index(g.b.index, k_.domain.size(), 1);
+  const bool vector = v > 0 && b && b->inner.size() == 1 && b->inner[0] == Dim(1) && multiple_of_v(b->offset) &&
+                      multiple_of_v(g.k) && std::all_of(b->outer.begin(), b->outer.end(), multiple_of_v);
+  const std::string scalar_loop =
+      str_cat("for (long long r0 = threadIdx.x & 31; r0 < ", dim(g.k), "; r0 += 32) acc += ", operand(g.a), " * ",
+              operand(g.b), ";");
+  w_.line(str_cat(value_type(g.acc_dtype), " acc = 0;"));
+  if (vector) {
+    w_.open(str_cat("if ((reinterpret_cast<unsigned long long>(b", g.b.buffer, ") & 15) == 0) {"));
+    w_.line("#pragma unroll 2");
+    w_.open(str_cat("for (long long kb = (threadIdx.x & 31) * ", v, "; kb < ", dim(g.k), "; kb += ", 32 * v, ") {"));
+    w_.line("uint4 wv;");
+    w_.line(str_cat("{ const long long r0 = kb; wv = *reinterpret_cast<const uint4*>(&b", g.b.buffer, "[",
+                    index(g.b.index, At{}), "]); }"));
+    w_.line(str_cat("const ", storage_type(bt), "* wp = reinterpret_cast<const ", storage_type(bt), "*>(&wv);"));
+    w_.line("#pragma unroll");
+    w_.line(str_cat("for (int j = 0; j < ", v, "; ++j) { const long long r0 = kb + j; acc += ", operand(g.a), " * ",
+                    cast(from_storage("wp[j]", bt), bt, g.acc_dtype), "; }"));
+    w_.close();
+    w_.close();
+    w_.open("else {");
+    w_.line("#pragma unroll 8");
+    w_.line(scalar_loop);
+    w_.close();
+  } else {
+    w_.line("#pragma unroll 8");
+    w_.line(scalar_loop);
+  }
+  w_.line("#pragma unroll");
+  w_.line("for (int m = 16; m > 0; m >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, m);");
 }
 
 void EntryPrinter::stages() {
@@ -338,6 +409,10 @@ absl::StatusOr<CudaKernel> print_scheduled_kernel(const kir::Kernel& k, const Bi
   out.name = k.name;
   out.launch = s.launch;
   out.work = s.work;
+  if (s.launch == Schedule::Launch::Elementwise && warp_gemm_form(k, baked)) {
+    out.warp_gemm = true;
+    out.work = s.work * Dim(32);
+  }
   if (s.launch == Schedule::Launch::Rows) out.row_length = shape_numel(s.row);
   out.buffers = static_cast<int>(k.buffers.size());
   for (const std::string& sym : k.symbols)
@@ -360,6 +435,12 @@ absl::StatusOr<CudaKernel> print_scheduled_kernel(const kir::Kernel& k, const Bi
     out.source += EntryPrinter(k, baked, true).print();
   }
   return out;
+}
+
+bool warp_gemm_form(const kir::Kernel& k, const Bindings& baked) {
+  if (!k.gemm || !is_float(k.gemm->acc_dtype)) return false;
+  std::optional<int64_t> rows = constant_gemm_rows(k, baked);
+  return rows && *rows <= 64;
 }
 
 absl::StatusOr<CudaKernel> emit_kernel(const kir::Kernel& k, const Bindings& baked, GemmForm gemm) {

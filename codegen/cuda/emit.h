@@ -25,10 +25,18 @@ enum class GemmForm : uint8_t {
   // The accumulator is read from an extra f32 buffer (dense over the domain) appended after
   // the kernel's buffers: the epilogue of a GEMM that a library computed.
   AccBuffer,
-  // The kernel computes the accumulator itself, one thread per output element: the
-  // fallback for GEMMs no library runs (integer dtypes).
+  // The kernel computes the accumulator itself: one thread per output element (the
+  // fallback for GEMMs no library runs, integer dtypes), or one warp per output element
+  // where warp_gemm_form holds.
   Naive,
 };
+
+// Whether GEMM kernel `k` (computing its own accumulator) is printed with one warp per
+// output element: float, with at most 64 rows (batch x m) once `baked` is substituted. Its
+// lanes split the sum over k (consecutive lanes read consecutive k: coalesced reads of B's
+// rows where k is contiguous), a butterfly adds their parts, lane 0 runs the epilogue. This
+// is the matrix-vector product of a decode step (codegen/gemm.h, warp_gemm_max_rows).
+bool warp_gemm_form(const kir::Kernel& k, const Bindings& baked);
 
 struct CudaKernel {
   std::string name;         // scalar entry point (extern "C")
@@ -58,6 +66,7 @@ struct CudaKernel {
   // Rows, vector entry: when > 0, blockDim.x must be exactly this (row_threads *
   // row_cache_chunks chunks make the row; the kernel has no guard at the row's end).
   int row_threads = 0;
+  bool warp_gemm = false;  // warp_gemm_form: `work` counts 32 threads per output element
 };
 
 // What every kernel's source needs before it: storage conversions, the reference's scalar

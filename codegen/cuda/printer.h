@@ -83,6 +83,7 @@ class EntryPrinter {
   void decompose(const std::string& flat, const std::vector<Dim>& extents, bool outer, const std::set<int>& used);
   void elementwise();
   void naive_gemm();
+  void warp_gemm();
   void stages();
   void rows();
   void cached_chunk_loop(const std::string& chunks);
@@ -94,6 +95,7 @@ class EntryPrinter {
   const int width_;               // 1 in the scalar entry
   const bool streamed_;           // the entry takes the L2 policy kpol
   const int row_cache_chunks_;    // 0: no row cache in this entry
+  const bool warp_gemm_;          // a GEMM kernel computed one warp per output (warp_gemm_form)
   std::map<int, std::string> cache_store_, cache_read_;  // the value cache: let id -> array
   CodeWriter w_;
 };

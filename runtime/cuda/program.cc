@@ -254,7 +254,8 @@ class CudaProgram final : public DeviceProgram {
                                 : str_cat(", row cached (at most ", k.row_cache_chunks,
                                           k.row_cache_chunks == 1 ? " chunk" : " chunks", " per thread)");
     return str_cat(k.name, " ", launch_kind_name(k.launch), k.width > 1 ? str_cat(", ", k.width, " lanes") : std::string(),
-                   cache, k.streams_l2 ? ", evict-first in L2 when its data exceed it" : "");
+                   cache, k.streams_l2 ? ", evict-first in L2 when its data exceed it" : "",
+                   k.warp_gemm ? ", GEMM: one warp per output element" : "");
   }
 
   const BuildStats& stats() const override { return stats_; }

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "codegen/cuda/emit.h"
+#include "codegen/gemm.h"
 #include "codegen/lower.h"
 #include "ir/parser.h"
 #include "ir/str.h"
@@ -228,6 +229,48 @@ CHECK: _v8(
 CHECK: const long long c = threadIdx.x + (long long)j * blockDim.x;
 CHECK-NEXT: if (c >= 96LL / 8) break;
 )");
+}
+
+TEST_CASE("golden: a GEMM of one row computes each output with a warp: lanes split k, lane 0 runs the epilogue", "[cuda][golden]") {
+  Graph g = kiln::testing::parse_or_fail(R"(graph g(%x: bf16[B, 2048], %w: bf16[512, 2048], %r: bf16[B, 512]) {
+  %y = linear(%x, %w)
+  %z = add(%y, %r)
+  return %z
+})");
+  Schedule sched = schedule_single_group(g, KernelGroup::Kind::Gemm);
+  absl::StatusOr<std::vector<kir::Kernel>> ks = lower_schedule(g, sched);
+  if (!ks.ok()) FAIL(status_message(ks.status()));
+  REQUIRE(ks->size() == 1);
+  const kir::Kernel& k = ks->front();
+  // B = 1 baked (a decode step's specialization): cuBLASLt is not asked, the kernel is.
+  cuda::CudaKernel one = emitted(k, {{"B", 1}}, cuda::GemmForm::Naive);
+  CHECK(one.warp_gemm);
+  CHECK(*one.work.evaluate({{"B", 1}}) == 512 * 32);  // 32 threads per output element
+  require_checks(one.source, R"(
+CHECK: const long long n = {{.*}}512LL{{.*}} * 32;
+CHECK: const long long i = c >> 5;
+CHECK: float acc = 0;
+CHECK: if ((reinterpret_cast<unsigned long long>(b{{[0-9]+}}) & 15) == 0) {
+CHECK: for (long long kb = (threadIdx.x & 31) * 8; kb < 2048LL; kb += 256) {
+CHECK: { const long long r0 = kb; wv = *reinterpret_cast<const uint4*>(&b{{[0-9]+}}[
+CHECK: for (int j = 0; j < 8; ++j) { const long long r0 = kb + j; acc +=
+CHECK: else {
+CHECK: for (long long r0 = threadIdx.x & 31; r0 < 2048LL; r0 += 32) acc +=
+CHECK: acc += __shfl_xor_sync(0xffffffffu, acc, m);
+CHECK: if ((threadIdx.x & 31) == 0) {
+)");
+  absl::StatusOr<GemmDecision> d = decide_gemm(sched.groups[0], k, GemmLibrary::CublasLt, {{"B", 1}});
+  REQUIRE(d.ok());
+  CHECK(!d->library);
+  // Symbolic rows, or more than 64 of them: one thread per output, as before, and cuBLASLt.
+  for (const Bindings& b : {Bindings{}, Bindings{{"B", 65}}}) {
+    cuda::CudaKernel e = emitted(k, b, cuda::GemmForm::Naive);
+    CHECK(!e.warp_gemm);
+    CHECK(e.source.find("__shfl_xor_sync") == std::string::npos);
+    d = decide_gemm(sched.groups[0], k, GemmLibrary::CublasLt, b);
+    REQUIRE(d.ok());
+    CHECK(d->library);
+  }
 }
 
 TEST_CASE("the prelude is codegen/cuda/prelude.cuh byte for byte, with no #include", "[cuda]") {
