@@ -114,11 +114,13 @@ def _probe(n, states):
 
 
 def _written_buffers(gm):
-    """The placeholders of `gm` that it writes rows into: copy_(p, index_put/index_copy(p, ...))."""
+    """The placeholders of `gm` that it writes rows into, copy_(p, index_put/index_copy(p, ...)),
+    and reads nowhere else (a read of the old value could run after kiln's in-place write)."""
     writes = (torch.ops.aten.index_put.default, torch.ops.aten.index_copy.default)
     return {n.args[0] for n in gm.graph.nodes
             if n.op == "call_function" and n.target is torch.ops.aten.copy_.default and n.args[0].op == "placeholder"
-            and isinstance(n.args[1], torch.fx.Node) and n.args[1].target in writes and n.args[1].args[0] is n.args[0]}
+            and isinstance(n.args[1], torch.fx.Node) and n.args[1].target in writes and n.args[1].args[0] is n.args[0]
+            and set(n.args[0].users) == {n, n.args[1]}}
 
 
 class _KilnSubgraph(torch.nn.Module):

@@ -171,3 +171,32 @@ def test_mutation_kiln_cannot_express_falls_back():
     # The mean's update and the rank-2 row write (its copy_ back with it) ran in PyTorch.
     assert "not a cache write" in s["fallback"].get("copy_.default", ""), s["fallback"]
     assert "cache[:, :, positions]" in s["fallback"].get("index_put.default", ""), s["fallback"]
+
+
+class ReadBeforeWrite(torch.nn.Module):
+    """Reads the cache's old value, then writes it: the write stays with PyTorch (an in-place
+    write by kiln could land before the read)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 8)
+        self.register_buffer("cache", torch.randn(2, 2, 16, 8))
+
+    def forward(self, x, pos):
+        old = self.cache.sum(dim=2)
+        self.cache[:, :, pos] = torch.tanh(self.lin(x))
+        return self.lin(old).relu() + self.cache.mean(dim=2)
+
+
+def test_cache_read_before_its_write_stays_with_pytorch():
+    eager = ReadBeforeWrite().eval()
+    mine = copy.deepcopy(eager)
+    compiled = torch.compile(mine, backend="kiln")
+    with torch.no_grad():
+        for p in (3, 4):
+            x, pos = torch.randn(2, 2, 1, 8), torch.tensor([p])
+            torch.testing.assert_close(compiled(x, pos), eager(x, pos), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(mine.cache, eager.cache, rtol=1e-5, atol=1e-6)
+    s = kt.fallback_summary()[-1]
+    print("fallback:", s["fallback"])
+    assert "not a buffer the graph writes in place" in s["fallback"].get("index_put.default", ""), s["fallback"]
