@@ -136,7 +136,6 @@ class _KilnSubgraph(torch.nn.Module):
         self.single = single
         self.num_outputs = num_outputs  # the partition's; kiln's graph also returns the states it wrote
         self.state_checks = state_checks  # (positions' argument, cache's argument, what) per cache write
-        self.written = set()  # the outer graph's names of the states written (compile_fx fills it)
         self.check_positions = options.get("check_positions", True)
         _live.add(self)
 
@@ -266,8 +265,7 @@ def compile_fx(gm, example_inputs, options=None, param_indices=()):
             summary["fallback"][f"{node.target} ({len(ops)} op kinds)"] = str(e).splitlines()[0]
             continue
         setattr(fused, node.target, module)
-        module.written = {node.args[ci].name for _, ci, _ in module.state_checks}
-        written.update(module.written)
+        written.update(node.args[ci].name for _, ci, _ in module.state_checks)
         summary["kiln_subgraphs"].append({"name": node.target, "ops": ops, "nodes": graph.num_nodes,
                                            "params": sum(a.role == "param" for a in graph.args()),
                                            "states": sum(a.role == "state" for a in graph.args())})
