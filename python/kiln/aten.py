@@ -98,8 +98,7 @@ class Converter:
         self.b = builder
         self.env = {}
         self.states = set()  # FX nodes of kiln state arguments (buffers the graph writes in place)
-        # Per state write (cache_write's result): the FX node of its positions and the cache's rows.
-        self.writes = {}
+        self.writes = {}  # per state write (an index_put / index_copy node): its positions' FX node
 
     def v(self, n):
         if not isinstance(n, torch.fx.Node) or n not in self.env:
@@ -590,8 +589,8 @@ def _cache_write(c, n, cache, *args):
         if int(axis) % max(val(cache).dim(), 1) != 2:
             raise Unsupported(f"index_copy along axis {axis} (kiln writes a cache along axis 2)")
     if cache not in c.states:
-        raise Unsupported(f"{cache} is not a buffer the graph writes in place (kiln writes only state, through "
-                          "the copy_ back into it)")
+        raise Unsupported(f"{cache} is not a buffer the graph writes in place (one kiln takes as state: "
+                          "read by this write alone, then copied back into)")
     cv, xv, pv = val(cache), val(new), val(pos)
     if cv.dim() != 4:
         raise Unsupported(f"a write into a buffer of rank {cv.dim()} (kiln's caches are [B, KVH, S, D])")
@@ -609,9 +608,8 @@ def _cache_write(c, n, cache, *args):
         x = c.b.op("expand", x, shape=rows)
     per_token = c.b.op("expand", c.b.op("unsqueeze", c.v(pos), axes=[0]), shape=[rows[0], rows[2]])
     out = c.b.op("cache_write", c.v(cache), x, per_token)
-    c.writes[n] = (pos, cs[2])
+    c.writes[n] = pos
     return out
-
 
 
 @rule(aten.repeat_interleave.self_int)

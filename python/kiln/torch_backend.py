@@ -221,7 +221,7 @@ def _convert_partition(sub, name, param_positions, state_positions, options):
     written = [w for w in c.writes if w not in outs]
     b.output(*[c.env[o] for o in outs + written])
     checks = [(placeholders.index(pos) if pos in placeholders else None, placeholders.index(w.args[0]),
-               f"{name}: {w.name} into {w.args[0].name}") for w, (pos, _) in c.writes.items()]
+               f"{name}: {w.name} into {w.args[0].name}") for w, pos in c.writes.items()]
     graph = b.build()
     dev = options.get("device", "auto")
     if dev == "auto":
