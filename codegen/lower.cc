@@ -238,8 +238,10 @@ class Lowerer {
     };
     auto clamp = [](const Expr& v, const Index& hi) { return Index::min(Index::max(Index::scalar(v), 0), hi - Index(1)); };
     KILN_ASSIGN_OR_RETURN(Expr value, value_at(&x, o));
-    KILN_ASSIGN_OR_RETURN(Expr start, value_at(n.operand(2), {o[0]}));
-    Expr row = bind(Expr::binary(Op::Add, i64(start), Expr::index_value(o[2]), DType::i64));
+    const Value& pos = *n.operand(2);  // [B]: row positions[b] + t; [B, T]: row positions[b, t]
+    bool per_token = pos.shape().size() == 2;
+    KILN_ASSIGN_OR_RETURN(Expr start, value_at(&pos, per_token ? Indices{o[0], o[2]} : Indices{o[0]}));
+    Expr row = bind(per_token ? i64(start) : Expr::binary(Op::Add, i64(start), Expr::index_value(o[2]), DType::i64));
     Index rows = table ? Index::from_dim(table->shape()[1]) * Index::from_dim(cs[1]) : Index::from_dim(cs[2]);
     Expr ok = within(row, rows);
     Index r = clamp(row, rows), at;

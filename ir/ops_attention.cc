@@ -101,8 +101,10 @@ Result infer_cache_write(Types in, const Attrs&) {
   KILN_RETURN_IF_ERROR(need(cache.shape.size() == 4 && x.shape.size() == 4, "cache and new must have rank 4, got ",
                             dims(cache), ", ", dims(x)));
   KILN_RETURN_IF_ERROR(need(x.dtype == cache.dtype, "new ", dims(x), " must have the cache's dtype ", dtype_name(cache.dtype)));
-  KILN_RETURN_IF_ERROR(need(is_integer(pos.dtype) && pos.shape.size() == 1 && pos.shape[0] == x.shape[0],
-                            "positions must be an integer [", x.shape[0].to_string(), "], got ", dims(pos)));
+  bool per_token = pos.shape.size() == 2 && pos.shape[1] == x.shape[2];  // [B, T]: one row per token
+  KILN_RETURN_IF_ERROR(need(is_integer(pos.dtype) && (pos.shape.size() == 1 || per_token) && pos.shape[0] == x.shape[0],
+                            "positions must be an integer [", x.shape[0].to_string(), "] or [", x.shape[0].to_string(),
+                            ", ", x.shape[2].to_string(), "], got ", dims(pos)));
   if (paged) {
     const TensorType& bt = in[3];
     KILN_RETURN_IF_ERROR(need(is_integer(bt.dtype) && bt.shape.size() == 2 && bt.shape[0] == x.shape[0],

@@ -587,7 +587,7 @@ Result cache_write(const Ctx& c) {
   absl::flat_hash_map<int64_t, std::pair<int64_t, int64_t>> writer;  // physical row -> (sequence, token)
   for (int64_t b = 0; b < nb; ++b)
     for (int64_t i = 0; i < t; ++i) {
-      int64_t p = pos.get_int(b) + i, phys = b * rows + p;
+      int64_t p = pos.rank() == 2 ? pos.get_int(b * t + i) : pos.get_int(b) + i, phys = b * rows + p;
       std::string who = str_cat("sequence ", b, ", token ", i, ": row ", p);
       if (p < 0 || p >= rows) return invalid_argument(who, " is outside the cache's ", rows, " rows");
       if (table) {

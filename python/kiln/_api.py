@@ -154,6 +154,11 @@ class CompiledGraph:
         these symbol values, as kiln.Tensor (wrap with torch.from_dlpack via kiln.from_kiln)."""
         return self._cg.static_slots(symbols)
 
+    def memory(self):
+        """Bytes held for calls: arena, scratch, weight_prep, constants (every specialization's),
+        parameters (the runtime parameters' own bytes), weight_store."""
+        return self._cg.memory()
+
     def parameters_changed(self):
         """Call after writing new values into a parameter in place."""
         self._cg.parameters_changed()

@@ -97,6 +97,8 @@ class Converter:
     def __init__(self, builder):
         self.b = builder
         self.env = {}
+        self.states = set()  # FX nodes of kiln state arguments (buffers the graph writes in place)
+        self.writes = {}  # per state write (an index_put / index_copy node): its positions' FX node
 
     def v(self, n):
         if not isinstance(n, torch.fx.Node) or n not in self.env:
@@ -566,3 +568,57 @@ def _full(c, n, *args, **kw):
     out = val(n)
     k = c.b.constant(value, c.kdtype(n))
     return c.b.op("expand", k, shape=shape_of(out)) if out.dim() > 0 else k
+
+
+# ---- in-place state: KV caches (DESIGN.md, State) ----------------------------------------
+
+@rule(aten.index_put.default, aten.index_copy.default)
+def _cache_write(c, n, cache, *args):
+    """A functionalized write of rows into a buffer the graph mutates: cache [B, KVH, S, D]
+    with new [B, KVH, T, D] at sequence positions pos [T] (k_cache[:, :, pos] = new, or
+    k_cache.index_copy_(2, pos, new)) is kiln's cache_write with positions [B, T]."""
+    if n.target is aten.index_put.default:
+        indices, new = args[0], args[1]
+        if (args[2] if len(args) > 2 else False):
+            raise Unsupported("index_put with accumulate=True")
+        if len(indices) != 3 or indices[0] is not None or indices[1] is not None or indices[2] is None:
+            raise Unsupported("index_put other than cache[:, :, positions] = new")
+        pos = indices[2]
+    else:
+        axis, pos, new = args
+        if int(axis) % max(val(cache).dim(), 1) != 2:
+            raise Unsupported(f"index_copy along axis {axis} (kiln writes a cache along axis 2)")
+    if cache not in c.states:
+        raise Unsupported(f"{cache} is not a buffer the graph writes in place (one kiln takes as state: "
+                          "read by this write alone, then copied back into)")
+    cv, xv, pv = val(cache), val(new), val(pos)
+    if cv.dim() != 4:
+        raise Unsupported(f"a write into a buffer of rank {cv.dim()} (kiln's caches are [B, KVH, S, D])")
+    if pv.dim() != 1 or pv.dtype not in (torch.int32, torch.int64):
+        raise Unsupported(f"cache positions {pv.dtype}{list(pv.shape)} (kiln takes one integer position per token)")
+    cs = shape_of(cv)
+    rows = [cs[0], cs[1], dim(pv.shape[0]), cs[3]]  # the new rows, [B, KVH, T, D]
+    xs = shape_of(xv)  # broadcast to `rows` (PyTorch drops leading 1s, e.g. B = 1)
+    if len(xs) > 4 or any(str(x) != str(r) and str(x) != "1" for x, r in zip(xs[::-1], rows[::-1])):
+        raise Unsupported(f"new rows {list(xv.shape)} at {list(pv.shape)} positions do not fit the cache {list(cv.shape)}")
+    if xv.dtype != cv.dtype:
+        raise Unsupported(f"new rows of dtype {xv.dtype} into a {cv.dtype} cache")
+    x = c.v(new)
+    if [str(d) for d in xs] != [str(d) for d in rows]:
+        x = c.b.op("expand", x, shape=rows)
+    per_token = c.b.op("expand", c.b.op("unsqueeze", c.v(pos), axes=[0]), shape=[rows[0], rows[2]])
+    out = c.b.op("cache_write", c.v(cache), x, per_token)
+    c.writes[n] = pos
+    return out
+
+
+@rule(aten.repeat_interleave.self_int)
+def _repeat_interleave(c, n, x, repeats, axis=None, *rest, **kw):
+    """x repeated `repeats` times along `axis`, each element in turn (GQA's repeated heads)."""
+    xv = val(x)
+    if axis is None:
+        raise Unsupported("repeat_interleave without an axis")
+    axis, r = int(axis) % xv.dim(), static_int(repeats, "repeat_interleave repeats")
+    xs = shape_of(xv)
+    y = c.b.op("expand", c.b.op("unsqueeze", c.v(x), axes=[axis + 1]), shape=xs[:axis + 1] + [r] + xs[axis + 1:])
+    return c.b.op("reshape", y, shape=shape_of(val(n)))

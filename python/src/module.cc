@@ -231,6 +231,12 @@ NB_MODULE(_kiln, mod) {
         check(s);
         return outputs;
       }, nb::arg("args"), nb::arg("outputs"), nb::arg("stream") = 0)
+      .def("memory", [](const PyCompiled& c) {
+        CompiledGraph::Memory m = c.cg.memory();
+        return std::map<std::string, int64_t>{{"arena", m.held.arena}, {"scratch", m.held.scratch},
+                                              {"weight_prep", m.held.weight_prep}, {"constants", m.held.constants},
+                                              {"parameters", m.parameters}, {"weight_store", m.weight_store}};
+      })
       .def("parameters_changed", [](PyCompiled& c) { c.cg.parameters_changed(); })
       .def_prop_ro("device", [](const PyCompiled& c) { return device_name(c.cg.device()); })
       .def_prop_ro("graph", [](const PyCompiled& c) { return c.source; })

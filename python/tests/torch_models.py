@@ -40,9 +40,10 @@ class DecoderLayer(nn.Module):
 
     def rope(self, x, t):
         half = self.hd // 2
-        freq = 1.0 / (10000 ** (torch.arange(half, dtype=torch.float32) / half))
-        ang = torch.arange(t, dtype=torch.float32)[:, None] * freq[None, :]
-        cos, sin = torch.cat([ang.cos(), ang.cos()], -1), torch.cat([ang.sin(), ang.sin()], -1)
+        freq = 1.0 / (10000 ** (torch.arange(half, device=x.device, dtype=torch.float32) / half))
+        ang = torch.arange(t, device=x.device, dtype=torch.float32)[:, None] * freq[None, :]
+        cos = torch.cat([ang.cos(), ang.cos()], -1).to(x.dtype)  # on x's device, in x's dtype (bf16 on CUDA)
+        sin = torch.cat([ang.sin(), ang.sin()], -1).to(x.dtype)
         rot = torch.cat([-x[..., half:], x[..., :half]], -1)
         return x * cos + rot * sin
 
@@ -59,6 +60,55 @@ class DecoderLayer(nn.Module):
         x = x + self.o(a.transpose(1, 2).reshape(b, t, d))
         h = self.n2(x)
         return x + self.down(torch.nn.functional.silu(self.gate(h)) * self.up(h))
+
+
+class KVDecoder(nn.Module):
+    """A gpt-fast-style decoder with a static KV cache: buffers k_cache / v_cache [B, KVH,
+    S_max, D] written at input_pos [T] (`cache[:, :, input_pos] = k`, or index_copy_), rotary
+    q/k at those positions, SDPA over the whole cache with a position mask, GQA heads
+    repeated, logits out. forward(idx [B, T], input_pos [T]) -> logits [B, T, vocab]."""
+
+    def __init__(self, batch=1, max_seq=64, dim=64, heads=4, kv_heads=2, vocab=101, write="index"):
+        super().__init__()
+        self.h, self.kvh, self.hd, self.write = heads, kv_heads, dim // heads, write
+        self.embed = nn.Embedding(vocab, dim)
+        self.wq = nn.Linear(dim, dim, bias=False)
+        self.wk = nn.Linear(dim, kv_heads * self.hd, bias=False)
+        self.wv = nn.Linear(dim, kv_heads * self.hd, bias=False)
+        self.wo = nn.Linear(dim, dim, bias=False)
+        self.up, self.down = nn.Linear(dim, 2 * dim, bias=False), nn.Linear(2 * dim, dim, bias=False)
+        self.n1, self.n2, self.head = RMSNorm(dim), RMSNorm(dim), nn.Linear(dim, vocab, bias=False)
+        self.register_buffer("k_cache", torch.zeros(batch, kv_heads, max_seq, self.hd))
+        self.register_buffer("v_cache", torch.zeros(batch, kv_heads, max_seq, self.hd))
+
+    def rope(self, x, pos):
+        half = self.hd // 2
+        freq = 1.0 / (10000 ** (torch.arange(half, device=x.device, dtype=torch.float32) / half))
+        ang = pos.to(torch.float32)[:, None] * freq[None, :]
+        cos, sin = torch.cat([ang.cos(), ang.cos()], -1).to(x.dtype), torch.cat([ang.sin(), ang.sin()], -1).to(x.dtype)
+        return x * cos + torch.cat([-x[..., half:], x[..., :half]], -1) * sin
+
+    def forward(self, idx, input_pos):
+        b, t = idx.shape
+        x = self.embed(idx)
+        h = self.n1(x)
+        q = self.rope(self.wq(h).view(b, t, self.h, self.hd).transpose(1, 2), input_pos)
+        k = self.rope(self.wk(h).view(b, t, self.kvh, self.hd).transpose(1, 2), input_pos)
+        v = self.wv(h).view(b, t, self.kvh, self.hd).transpose(1, 2)
+        if self.write == "index":
+            self.k_cache[:, :, input_pos] = k
+            self.v_cache[:, :, input_pos] = v
+        else:
+            self.k_cache.index_copy_(2, input_pos, k)
+            self.v_cache.index_copy_(2, input_pos, v)
+        kc, vc = self.k_cache, self.v_cache
+        if self.h != self.kvh:
+            kc, vc = kc.repeat_interleave(self.h // self.kvh, dim=1), vc.repeat_interleave(self.h // self.kvh, dim=1)
+        mask = torch.arange(self.k_cache.shape[2], device=idx.device)[None, :] <= input_pos[:, None]
+        a = torch.nn.functional.scaled_dot_product_attention(q, kc, vc, attn_mask=mask)
+        x = x + self.wo(a.transpose(1, 2).reshape(b, t, -1))
+        x = x + self.down(torch.nn.functional.silu(self.up(self.n2(x))))
+        return self.head(x)
 
 
 def hf_model(kind, size="tiny"):

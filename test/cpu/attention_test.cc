@@ -213,3 +213,36 @@ TEST_CASE("a paged decode step writes through the block table", "[cpu][attention
     args["kc"] = want[1];
   }
 }
+
+TEST_CASE("cache_write with one position per token (PyTorch's index_put along the sequence)", "[cpu][attention][state]") {
+  std::mt19937_64 rng(37);
+  // The positions are shared by the batch (gpt-fast's k_cache[:, :, input_pos] = k), broadcast.
+  Graph g = parse_or_fail(R"(graph write(%kn: f32[B, 2, T, 8], %pos: i64[T], %kc: f32[B, 2, S, 8] state) {
+  %p1 = unsqueeze(%pos, axes=[0])
+  %p2 = expand(%p1, shape=[B, T])
+  %kc1 = cache_write(%kc, %kn, %p2)
+  %s = sum(%kc1, axes=[3])
+  return %s, %kc1
+})");
+  CompiledGraph cg = compile_cpu(g);
+  for (int64_t b : {1, 3}) {
+    int64_t s = 37;
+    TensorMap args{{"kc", random(DType::f32, {b, 2, s, 8}, rng)}};
+    std::map<std::string, Tensor> held;
+    // A prefill of 5 rows out of order, then single tokens, then rows at both ends of the cache.
+    for (const std::vector<int64_t>& pos : {std::vector<int64_t>{4, 0, 2, 1, 3}, std::vector<int64_t>{5},
+                                            std::vector<int64_t>{36, 17, 0}}) {
+      int64_t t = static_cast<int64_t>(pos.size());
+      INFO("B " << b << ", T " << t);
+      args["kn"] = random(DType::f32, {b, 2, t, 8}, rng);
+      args["pos"] = ints(DType::i64, {t}, pos);
+      std::vector<HostTensor> want = call_and_check(cg, g, args, held);
+      require_close(want[1], *held.at("kc").to_host(), "the cache argument after the call");
+      args["kc"] = want[1];
+    }
+    args["pos"] = ints(DType::i64, {1}, {s});
+    args["kn"] = random(DType::f32, {b, 2, 1, 8}, rng);
+    absl::StatusOr<std::vector<HostTensor>> ref = evaluate(g, args);
+    CHECK_THAT(std::string(ref.status().message()), Catch::Contains("token 0: row 37 is outside the cache's 37 rows"));
+  }
+}

@@ -101,7 +101,7 @@ TEST_CASE("cache_write and attention check their operands with located errors", 
   %c1 = cache_write(%c, %x, %p)
   return %c1
 })"),
-             Catch::Contains("positions must be an integer [2], got f32[2]"));
+             Catch::Contains("positions must be an integer [2] or [2, 1], got f32[2]"));
   CHECK_THAT(verdict(R"(graph g(%c: f32[NB, 16, 2, 4] state, %x: f32[B, 2, 1, 4], %p: i32[B], %t: i32[3, 4]) {
   %c1 = cache_write(%c, %x, %p, %t)
   return %c1
