@@ -67,7 +67,7 @@ __attribute__((always_inline)) inline void register_tile(const float* at, int64_
 }
 
 struct Plan {
-  int64_t hp, wp, plane, positions, tiles, blocks;
+  int64_t hp, wp, plane, positions, tiles, blocks;  // hp, wp: a phase plane's rows and columns
   std::vector<int64_t> taps;
 };
 
@@ -118,8 +118,8 @@ int64_t tile_positions() { return has_avx512() ? 48 : 8; }
 
 }  // namespace
 
-ConvStrategy choose_conv_strategy(bool stride_one, int rank, bool f32, int64_t out_plane) {
-  if (stride_one && f32 && (rank == 1 || rank == 2) && out_plane >= kMinDirectPlane && has_avx2_fma())
+ConvStrategy choose_conv_strategy(int64_t max_stride, int rank, bool f32, int64_t out_plane) {
+  if (max_stride >= 1 && max_stride <= kMaxDirectStride && f32 && (rank == 1 || rank == 2) && out_plane >= kMinDirectPlane && has_avx2_fma())
     return ConvStrategy::Direct;
   return ConvStrategy::Im2colBlas;
 }
@@ -144,26 +144,36 @@ void direct_conv(const DirectConv& g, const float* in, const float* packed, floa
                  ThreadPool& pool) {
   if (g.batch == 0 || g.m == 0 || g.oh == 0 || g.ow == 0) return;
   Plan p;
-  p.hp = g.oh + (g.kh - 1) * g.dh;
-  p.wp = g.ow + (g.kw - 1) * g.dw;
-  int64_t tile = tile_positions();
-  // Slack after each plane: the last tile reads up to a tile and a row past the grid, into
-  // the next plane or the zeros after the last (values of dropped positions only).
-  p.plane = p.hp * p.wp + tile + p.wp;
+  p.hp = g.oh + (g.kh - 1) * g.dh / g.sh;
+  p.wp = g.ow + (g.kw - 1) * g.dw / g.sw;
+  int64_t tile = tile_positions(), phase = p.hp * p.wp, phases = g.sh * g.sw;
+  // Slack after a channel's phase planes: the last tile reads up to a tile and a row past
+  // the grid, into the next channel or the zeros after the last (dropped positions only).
+  p.plane = phases * phase + tile + p.wp;
   p.positions = g.oh * p.wp;
   p.tiles = (p.positions + tile - 1) / tile;
   p.blocks = (g.m + kRows - 1) / kRows;
   for (int64_t i = 0; i < g.kh; ++i)
-    for (int64_t j = 0; j < g.kw; ++j) p.taps.push_back(i * g.dh * p.wp + j * g.dw);
+    for (int64_t j = 0; j < g.kw; ++j) {
+      int64_t y = i * g.dh, x = j * g.dw;
+      p.taps.push_back((y % g.sh * g.sw + x % g.sw) * phase + y / g.sh * p.wp + x / g.sw);
+    }
   int64_t planes = g.batch * g.channels;
   scratch.assign(static_cast<size_t>(planes * p.plane), 0.0f);
-  // Interior rows: padded row py is input row py - ph, padded column px input column px - pw.
-  int64_t y0 = std::clamp<int64_t>(g.ph, 0, p.hp), y1 = std::clamp<int64_t>(g.ph + g.h, 0, p.hp);
-  int64_t x0 = std::clamp<int64_t>(g.pw, 0, p.wp), x1 = std::clamp<int64_t>(g.pw + g.w, 0, p.wp);
+  // Padded row py (input row py - ph) and column px (input column px - pw), both inside the
+  // input and the phase planes.
+  int64_t y0 = std::clamp<int64_t>(g.ph, 0, g.sh * p.hp), y1 = std::clamp<int64_t>(g.ph + g.h, 0, g.sh * p.hp);
+  int64_t x0 = std::clamp<int64_t>(g.pw, 0, g.sw * p.wp), x1 = std::clamp<int64_t>(g.pw + g.w, 0, g.sw * p.wp);
   for (int64_t pl = 0; pl < planes && x0 < x1; ++pl)
-    for (int64_t py = y0; py < y1; ++py)
-      std::memcpy(scratch.data() + pl * p.plane + py * p.wp + x0, in + (pl * g.h + py - g.ph) * g.w + x0 - g.pw,
-                  static_cast<size_t>(x1 - x0) * sizeof(float));
+    for (int64_t py = y0; py < y1; ++py) {
+      const float* src = in + (pl * g.h + py - g.ph) * g.w - g.pw;  // src[px]
+      float* dst = scratch.data() + pl * p.plane + py % g.sh * g.sw * phase + py / g.sh * p.wp;
+      if (g.sw == 1) {
+        std::memcpy(dst + x0, src + x0, static_cast<size_t>(x1 - x0) * sizeof(float));
+        continue;
+      }
+      for (int64_t px = x0; px < x1; ++px) dst[px % g.sw * phase + px / g.sw] = src[px];
+    }
   int64_t tasks = g.batch * p.blocks * p.tiles;
   int64_t work = g.batch * g.m * g.oh * g.ow * g.k();
   int threads = pool.threads();

@@ -387,7 +387,9 @@ class CpuProgram final : public DeviceProgram {
     DirectConv& d = cc.direct;
     d.batch = in[0], d.channels = in[1], d.m = g.m;
     d.w = in[r + 1], d.ow = out[2 * r + 1], d.kw = w.kernel[r - 1], d.dw = w.dilations[r - 1], d.pw = w.pads_begin[r - 1];
+    d.sw = w.strides[r - 1];
     if (r == 2) d.h = in[2], d.oh = out[4], d.kh = w.kernel[0], d.dh = w.dilations[0], d.ph = w.pads_begin[0];
+    if (r == 2) d.sh = w.strides[0];
     int64_t n = d.oh * d.ow, kk = d.k();
     auto dense_run = [](const std::vector<std::pair<int64_t, int64_t>>& dims, int64_t extent, int64_t stride) {
       int64_t total = 1;
@@ -409,13 +411,14 @@ class CpuProgram final : public DeviceProgram {
                   !g.a.pack && g.a.k_contiguous && shared_a && !g.b.pack && !g.b.k_contiguous && g.b.offset == 0 &&
                   g.b.ld == n && g.n == n && g.k == kk && g.m >= 1 && g.batches == d.batch &&
                   dense_run(g.b.outer, n, 1) && dense_run(g.b.batch, d.batch, kk * n);
-    bool stride_one = std::all_of(w.strides.begin(), w.strides.end(), [](int64_t s) { return s == 1; });
-    cc.strategy = choose_conv_strategy(stride_one, static_cast<int>(r), layout, n);
+    int64_t stride = w.strides.empty() ? 1 : *std::max_element(w.strides.begin(), w.strides.end());
+    cc.strategy = choose_conv_strategy(stride, static_cast<int>(r), layout, n);
     if (log_enabled(LogTopic::lower))
       log_line(LogTopic::lower, 1,
                str_cat("CPU conv BLAS[g", p_->gemms[gemm].group, "] (window ", k.name, "): ",
                        conv_strategy_name(cc.strategy), " for batch ", d.batch, ", ", d.channels, " -> ", d.m,
-                       " channels, ", d.h, "x", d.w, " -> ", d.oh, "x", d.ow, ", kernel ", d.kh, "x", d.kw));
+                       " channels, ", d.h, "x", d.w, " -> ", d.oh, "x", d.ow, ", kernel ", d.kh, "x", d.kw, ", stride ",
+                       d.sh, "x", d.sw));
     return cc;
   }
 

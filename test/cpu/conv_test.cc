@@ -257,23 +257,25 @@ TEST_CASE("cpu conv: stride-1 convs run directly from their input (conv_direct.h
   require_ok(check_cpu_matches_reference(g, *m, bs, 21));
 }
 
-TEST_CASE("cpu conv: the direct conv routine against a plain loop (odd channel counts, dilation, uneven and wide padding, 1-D, batches)", "[cpu][conv]") {
+TEST_CASE("cpu conv: the direct conv routine against a plain loop (odd channel counts, strides, dilation, uneven and wide padding, 1-D, batches)", "[cpu][conv]") {
   using kiln::cpu::DirectConv;
-  // (batch, channels, m, h, w, kh, kw, dh, dw, ph, pw, pads at the end (h, w))
+  // (batch, channels, m, h, w, kh, kw, dh, dw, ph, pw, pads at the end (h, w), strides (h, w))
   struct Case {
-    int64_t n, c, m, h, w, kh, kw, dh, dw, ph, pw, eh, ew;
+    int64_t n, c, m, h, w, kh, kw, dh, dw, ph, pw, eh, ew, sh, sw;
   };
-  std::vector<Case> cases = {{1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0},     {1, 3, 5, 7, 9, 3, 3, 1, 1, 1, 1, 1, 1},
-                             {3, 4, 6, 9, 7, 3, 3, 2, 1, 1, 0, 1, 2},     {2, 5, 9, 5, 4, 3, 3, 1, 1, 3, 3, 3, 3},
-                             {1, 3, 17, 1, 11, 1, 3, 1, 2, 0, 1, 0, 0},   {2, 16, 16, 40, 40, 3, 3, 1, 1, 1, 1, 1, 1},
-                             {1, 7, 13, 23, 31, 5, 3, 1, 2, 2, 1, 0, 3}};
+  std::vector<Case> cases = {{1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1},    {1, 3, 5, 7, 9, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},
+                             {3, 4, 6, 9, 7, 3, 3, 2, 1, 1, 0, 1, 2, 1, 1},    {2, 5, 9, 5, 4, 3, 3, 1, 1, 3, 3, 3, 3, 1, 1},
+                             {1, 3, 17, 1, 11, 1, 3, 1, 2, 0, 1, 0, 0, 1, 1},  {2, 16, 16, 40, 40, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},
+                             {1, 7, 13, 23, 31, 5, 3, 1, 2, 2, 1, 0, 3, 1, 1}, {2, 3, 8, 40, 40, 7, 7, 1, 1, 3, 3, 3, 3, 2, 2},
+                             {1, 5, 9, 12, 9, 3, 2, 2, 1, 1, 0, 2, 1, 2, 1},   {3, 2, 3, 1, 1, 3, 3, 1, 1, 1, 1, 1, 1, 2, 2},
+                             {1, 4, 11, 1, 17, 1, 4, 1, 2, 0, 3, 0, 2, 1, 2}};
   std::mt19937 rng(5);
   std::normal_distribution<float> normal;
   kiln::cpu::ThreadPool one(1), three(3);
   for (const Case& s : cases) {
-    DirectConv g{s.n, s.c, s.m, s.h, s.w, 0, 0, s.kh, s.kw, s.dh, s.dw, s.ph, s.pw};
-    g.oh = s.h + s.ph + s.eh - (s.kh - 1) * s.dh;
-    g.ow = s.w + s.pw + s.ew - (s.kw - 1) * s.dw;
+    DirectConv g{s.n, s.c, s.m, s.h, s.w, 0, 0, s.kh, s.kw, s.dh, s.dw, s.ph, s.pw, s.sh, s.sw};
+    g.oh = (s.h + s.ph + s.eh - (s.kh - 1) * s.dh - 1) / s.sh + 1;
+    g.ow = (s.w + s.pw + s.ew - (s.kw - 1) * s.dw - 1) / s.sw + 1;
     int64_t k = g.k(), ld = k + 2;  // weight rows with a gap, as a view's leading dimension
     std::vector<float> x(static_cast<size_t>(s.n * s.c * s.h * s.w)), w(static_cast<size_t>(s.m * ld));
     for (float& v : x) v = normal(rng);
@@ -287,7 +289,7 @@ TEST_CASE("cpu conv: the direct conv routine against a plain loop (odd channel c
             for (int64_t c = 0; c < s.c; ++c)
               for (int64_t i = 0; i < s.kh; ++i)
                 for (int64_t j = 0; j < s.kw; ++j) {
-                  int64_t iy = oy + i * s.dh - s.ph, ix = ox + j * s.dw - s.pw;
+                  int64_t iy = oy * s.sh + i * s.dh - s.ph, ix = ox * s.sw + j * s.dw - s.pw;
                   if (iy >= 0 && iy < s.h && ix >= 0 && ix < s.w)
                     acc += double(w[m * ld + (c * s.kh + i) * s.kw + j]) * x[((n * s.c + c) * s.h + iy) * s.w + ix];
                 }
@@ -304,13 +306,16 @@ TEST_CASE("cpu conv: the direct conv routine against a plain loop (odd channel c
       }
     }
   }
-  // The strategy's contract: stride 1, f32, 1-D or 2-D, planes of kMinDirectPlane or more.
+  // The strategy's contract: strides up to kMaxDirectStride, f32, 1-D or 2-D, planes of
+  // kMinDirectPlane or more.
   using kiln::cpu::ConvStrategy;
   using kiln::cpu::choose_conv_strategy;
-  CHECK(choose_conv_strategy(false, 2, true, 1600) == ConvStrategy::Im2colBlas);
-  CHECK(choose_conv_strategy(true, 2, false, 1600) == ConvStrategy::Im2colBlas);
-  CHECK(choose_conv_strategy(true, 3, true, 1600) == ConvStrategy::Im2colBlas);
-  CHECK(choose_conv_strategy(true, 2, true, kiln::cpu::kMinDirectPlane - 1) == ConvStrategy::Im2colBlas);
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-    CHECK(choose_conv_strategy(true, 1, true, kiln::cpu::kMinDirectPlane) == ConvStrategy::Direct);
+  CHECK(choose_conv_strategy(kiln::cpu::kMaxDirectStride + 1, 2, true, 1600) == ConvStrategy::Im2colBlas);
+  CHECK(choose_conv_strategy(1, 2, false, 1600) == ConvStrategy::Im2colBlas);
+  CHECK(choose_conv_strategy(1, 3, true, 1600) == ConvStrategy::Im2colBlas);
+  CHECK(choose_conv_strategy(1, 2, true, kiln::cpu::kMinDirectPlane - 1) == ConvStrategy::Im2colBlas);
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    CHECK(choose_conv_strategy(1, 1, true, kiln::cpu::kMinDirectPlane) == ConvStrategy::Direct);
+    CHECK(choose_conv_strategy(kiln::cpu::kMaxDirectStride, 2, true, kiln::cpu::kMinDirectPlane) == ConvStrategy::Direct);
+  }
 }
