@@ -172,7 +172,12 @@ void direct_conv(const DirectConv& g, const float* in, const float* packed, floa
         std::memcpy(dst + x0, src + x0, static_cast<size_t>(x1 - x0) * sizeof(float));
         continue;
       }
-      for (int64_t px = x0; px < x1; ++px) dst[px % g.sw * phase + px / g.sw] = src[px];
+      for (int64_t q = 0; q < g.sw; ++q) {  // columns m * sw + q in [x0, x1): no division per element
+        float* d = dst + q * phase;
+        for (int64_t m = std::max<int64_t>(x0 - q + g.sw - 1, 0) / g.sw, m1 = std::max<int64_t>(x1 - q + g.sw - 1, 0) / g.sw;
+             m < m1; ++m)
+          d[m] = src[m * g.sw + q];
+      }
     }
   int64_t tasks = g.batch * p.blocks * p.tiles;
   int64_t work = g.batch * g.m * g.oh * g.ow * g.k();
