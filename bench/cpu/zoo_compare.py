@@ -7,7 +7,9 @@ across rounds in this process) over every enabled model; the table gives each si
 over rounds, its range, and kiln / onnxruntime, plus the geometric mean of the ratios.
 
   python3 bench/cpu/zoo_compare.py --kiln-bench BUILD/bench/cpu/kiln_bench_zoo [--rounds 5]
-      [--round-ms 200] [--threads 1,16] [--models gpt2 bert]
+      [--round-ms 200] [--threads 1,16] [--models gpt2 bert] [--clock wall|cpu]
+--clock cpu times both sides in process CPU time (1 thread only: a loaded machine's fair
+measure of a call's cost; with more threads CPU time sums the threads and means nothing here).
 Needs numpy and onnxruntime (the GPU machine's Python has both; here: /work/zoo-venv).
 """
 import argparse
@@ -17,6 +19,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -24,9 +27,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import zoo_ort  # noqa: E402  (session, time_round, ZOO)
 
 
-def kiln_round(bench, threads, models, round_ms, size_set):
+def kiln_round(bench, threads, models, round_ms, size_set, clock):
     env = dict(os.environ, KILN_CPU_THREADS=str(threads))
-    cmd = [bench, "--zoo", zoo_ort.ZOO, "--rounds", "1", "--round-ms", str(round_ms), "--models", ",".join(models)]
+    cmd = [bench, "--zoo", zoo_ort.ZOO, "--rounds", "1", "--round-ms", str(round_ms), "--models", ",".join(models),
+           "--clock", clock]
     if size_set:
         cmd += ["--size-set", size_set]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -48,11 +52,15 @@ def main():
     ap.add_argument("--threads", default=f"1,{os.cpu_count()}")
     ap.add_argument("--models", nargs="*")
     ap.add_argument("--size-set", help="the size set's name (default: each model's last)")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     a = ap.parse_args()
     manifest = json.load(open(os.path.join(zoo_ort.ZOO, "manifest.json")))
     entries = [m for m in manifest["models"] if m["status"] == "enabled" and (not a.models or m["name"] in a.models)]
     names = [m["name"] for m in entries]
     threads = [int(t) for t in a.threads.split(",")]
+    if a.clock == "cpu" and threads != [1]:
+        sys.exit("--clock cpu needs --threads 1")
+    clock = time.process_time if a.clock == "cpu" else time.perf_counter
     feeds, sessions = {}, {}
     for m in entries:
         sets = {s["name"]: s for s in m["size_sets"]}
@@ -65,13 +73,13 @@ def main():
     ort = {(n, t): [] for n in names for t in threads}
     for _ in range(a.rounds):
         for t in threads:
-            for n, (size_set, us) in kiln_round(a.kiln_bench, t, names, a.round_ms, a.size_set).items():
+            for n, (size_set, us) in kiln_round(a.kiln_bench, t, names, a.round_ms, a.size_set, a.clock).items():
                 if size_set != feeds[n][0]:
                     sys.exit(f"{n}: kiln ran size set {size_set}, onnxruntime {feeds[n][0]}")
                 kiln[n, t].append(us)
             for n in names:
-                ort[n, t].append(zoo_ort.time_round(sessions[n, t], feeds[n][1], a.round_ms / 1e3) * 1e6)
-    print(f"{os.cpu_count()} cores; {a.rounds} interleaved rounds of {a.round_ms:.0f} ms per model and side; "
+                ort[n, t].append(zoo_ort.time_round(sessions[n, t], feeds[n][1], a.round_ms / 1e3, clock) * 1e6)
+    print(f"{os.cpu_count()} cores; {a.rounds} interleaved rounds of {a.round_ms:.0f} ms ({a.clock} clock) per model and side; "
           "microseconds per call, median [min, max] over rounds\n")
     print("| model | size set | threads | kiln | onnxruntime | kiln / onnxruntime |")
     print("|---|---|---:|---:|---:|---:|")

@@ -84,6 +84,40 @@ __attribute__((always_inline)) inline void plane_outputs(const Depthwise& g, con
   }
 }
 
+// Stride 1: every output position of the plane as a position of the padded grid (y *
+// row_len + x, x < row_len), so that a tap is one offset for all of them and 32 consecutive
+// positions are four full vectors whatever the row width (rows of 3 to 10 columns would
+// fill a third to two thirds of the eight-column items above); the positions of the
+// padding columns are computed into `grid` and dropped when its rows are copied out.
+__attribute__((always_inline)) inline void plane_outputs_flat(const Depthwise& g, const float* padded, int64_t row_len,
+                                                              const int64_t* tap_at, const float* wc, float bias,
+                                                              float* grid, float* out) {
+  int64_t taps = g.kh * g.kw, end = g.oh * row_len;
+  V8 bv = V8{} + bias, lo = V8{} + g.lo, hi = V8{} + g.hi;
+  for (int64_t q = 0; q < end; q += 32) {
+    const float* from = padded + q;
+    V8 acc0{}, acc1{}, acc2{}, acc3{}, v0, v1, v2, v3;
+    for (int64_t t = 0; t < taps; ++t) {
+      float w = wc[t];
+      const float* at = from + tap_at[t];
+      std::memcpy(&v0, at, sizeof v0);
+      std::memcpy(&v1, at + 8, sizeof v1);
+      std::memcpy(&v2, at + 16, sizeof v2);
+      std::memcpy(&v3, at + 24, sizeof v3);
+      acc0 += w * v0;
+      acc1 += w * v1;
+      acc2 += w * v2;
+      acc3 += w * v3;
+    }
+    store_outputs(acc0, bv, lo, hi, grid + q, 8);
+    store_outputs(acc1, bv, lo, hi, grid + q + 8, 8);
+    store_outputs(acc2, bv, lo, hi, grid + q + 16, 8);
+    store_outputs(acc3, bv, lo, hi, grid + q + 24, 8);
+  }
+  for (int64_t y = 0; y < g.oh; ++y)
+    std::memcpy(out + y * g.ow, grid + y * row_len, static_cast<size_t>(g.ow) * sizeof(float));
+}
+
 // Planes [p0, p1). Each plane is first copied into a zero-padded plane holding exactly the
 // rows and columns its windows read, so that no tap needs a bounds test, with each row's
 // columns split by their remainder mod the column stride (stride 2: even columns, then odd
@@ -96,8 +130,11 @@ KILN_VECTOR_CLONES void planes(const Depthwise& g, const float* in, const float*
   int64_t rows = (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1, cols = (g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1;
   int64_t phase = (cols + g.sw - 1) / g.sw, row_len = phase * g.sw;  // a padded row: sw phases of `phase` columns
   int64_t taps = g.kh * g.kw;
-  // Slack past the last row: a row of outputs reads up to 7 columns beyond its end.
-  std::vector<float> padded(static_cast<size_t>(rows * row_len + 8), 0.0f);
+  // Slack past the last row: a row of outputs reads up to 7 columns beyond its end; the
+  // stride-1 grid's last 32 positions up to 31 plus a row past the plane.
+  bool flat = g.sw == 1 && g.sh == 1;
+  std::vector<float> padded(static_cast<size_t>(rows * row_len + (flat ? row_len + 32 : 8)), 0.0f);
+  std::vector<float> grid(flat ? static_cast<size_t>((g.oh * row_len + 31) / 32 * 32) : 0);
   std::vector<int64_t> tap_at(static_cast<size_t>(taps));  // a tap's offset in the padded plane
   for (int64_t i = 0; i < g.kh; ++i)
     for (int64_t j = 0; j < g.kw; ++j) {
@@ -130,7 +167,11 @@ KILN_VECTOR_CLONES void planes(const Depthwise& g, const float* in, const float*
       for (int64_t q = 0; q < g.sw; ++q)
         for (int64_t m = m0[q]; m < m1[q]; ++m) row[q * phase + m] = from[m * g.sw + q];
     }
-    plane_outputs(g, padded.data(), row_len, tap_at.data(), wc, bias ? bias[c] : 0.0f, out + p * g.oh * g.ow);
+    if (flat)
+      plane_outputs_flat(g, padded.data(), row_len, tap_at.data(), wc, bias ? bias[c] : 0.0f, grid.data(),
+                         out + p * g.oh * g.ow);
+    else
+      plane_outputs(g, padded.data(), row_len, tap_at.data(), wc, bias ? bias[c] : 0.0f, out + p * g.oh * g.ow);
   }
 }
 

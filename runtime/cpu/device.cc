@@ -10,9 +10,11 @@
 
 #include "codegen/gemm.h"
 #include "codegen/intrinsics.h"
+#include "ir/log.h"
 #include "ir/status.h"
 #include "ir/str.h"
 #include "runtime/cpu/attention.h"
+#include "runtime/cpu/conv_direct.h"
 #include "runtime/cpu/depthwise.h"
 #include "runtime/cpu/gemm.h"
 #include "runtime/cpu/im2col.h"
@@ -35,6 +37,13 @@ struct WindowCall final : StepPlan {
   Im2col geometry;
 };
 
+// A claimed window copy (see CpuProgram::claim_conv_windows) as its GEMM runs it.
+struct ConvCall {
+  ConvStrategy strategy = ConvStrategy::Im2colBlas;
+  DirectConv direct;
+  Im2col copy;  // Im2colBlas: the window copy the GEMM makes first
+};
+
 struct AttentionPlan final : StepPlan {
   AttentionCall call;
 };
@@ -45,6 +54,7 @@ struct DepthwiseCall final : StepPlan {
 
 struct GemmCall final : StepPlan {
   GemmRunner::Bound bound;
+  std::optional<ConvCall> conv;  // the GEMM of a claimed window copy
 };
 
 // 64-byte aligned, growable, uninitialized memory.
@@ -124,6 +134,7 @@ class CpuProgram final : public DeviceProgram {
       }
       gemms_.push_back(std::move(gemm));
     }
+    claim_conv_windows();
     return absl::OkStatus();
   }
 
@@ -159,6 +170,10 @@ class CpuProgram final : public DeviceProgram {
 
   absl::Status launch(int kernel, StepPlan& plan, std::span<const DevicePtr> buffers, const CallContext&) override {
     if (p_->kernels[kernel].window_copy) {
+      if (int g = claimed_by_[kernel]; g >= 0) {  // the GEMM copies or convolves directly
+        gemms_[g].conv_input = reinterpret_cast<const void*>(buffers[0]);
+        return absl::OkStatus();
+      }
       im2col(static_cast<const WindowCall&>(plan).geometry, reinterpret_cast<const void*>(buffers[0]),
              reinterpret_cast<void*>(buffers[1]), ThreadPool::shared());
       return absl::OkStatus();
@@ -188,6 +203,9 @@ class CpuProgram final : public DeviceProgram {
   absl::StatusOr<std::unique_ptr<StepPlan>> plan_gemm(int gemm, const Bindings& b) override {
     auto call = std::make_unique<GemmCall>();
     KILN_ASSIGN_OR_RETURN(call->bound, gemms_[gemm].runner.bind(b, gemms_[gemm].stable[1]));
+    if (gemms_[gemm].window_kernel >= 0) {
+      KILN_ASSIGN_OR_RETURN(call->conv, plan_conv(gemm, call->bound, b));
+    }
     return call;
   }
 
@@ -196,7 +214,23 @@ class CpuProgram final : public DeviceProgram {
   absl::StatusOr<bool> run_gemm(int gemm, StepPlan& plan, DevicePtr a, DevicePtr b, DevicePtr c, DevicePtr,
                                 const CallContext& ctx) override {
     Gemm& info = gemms_[gemm];
-    const GemmRunner::Bound& g = static_cast<const GemmCall&>(plan).bound;
+    const GemmCall& call = static_cast<const GemmCall&>(plan);
+    const GemmRunner::Bound& g = call.bound;
+    if (call.conv) {
+      const void* in = std::exchange(info.conv_input, nullptr);
+      if (!in)
+        return absl::InternalError(str_cat("GEMM ", gemm, ": its window copy did not run before it"));
+      const DirectConv& d = call.conv->direct;
+      auto at = [](const void* p) { return reinterpret_cast<uintptr_t>(p); };
+      uintptr_t in0 = at(in), in1 = in0 + static_cast<uintptr_t>(d.batch * d.channels * d.h * d.w) * 4;
+      uintptr_t c0 = static_cast<uintptr_t>(c), c1 = c0 + static_cast<uintptr_t>(g.acc_elems()) * 4;
+      if (call.conv->strategy == ConvStrategy::Direct && (in1 <= c0 || c1 <= in0)) {
+        run_direct_conv(info, *call.conv, g, reinterpret_cast<const float*>(a), static_cast<const float*>(in),
+                        reinterpret_cast<float*>(c), ctx);
+        return true;
+      }
+      im2col(call.conv->copy, in, reinterpret_cast<void*>(b), ThreadPool::shared());
+    }
     std::array<const void*, 2> use{reinterpret_cast<const void*>(a), reinterpret_cast<const void*>(b)};
     for (int o = 0; o < 2; ++o) {
       const GemmRunner::Operand& op = o == 0 ? g.a : g.b;
@@ -239,6 +273,9 @@ class CpuProgram final : public DeviceProgram {
 
   std::string describe_kernel(int kernel) const override {
     const ProgramKernel& k = p_->kernels[kernel];
+    if (k.window_copy && claimed_by_[kernel] >= 0)
+      return str_cat(k.kernel.name, " (native window copy, made by its GEMM BLAS[g", p_->gemms[claimed_by_[kernel]].group,
+                     "], which convolves directly instead where runtime/cpu/conv_direct.h chooses so)");
     return str_cat(k.kernel.name, k.window_copy ? " (native window copy)" : k.depthwise ? " (native depthwise conv)" : "");
   }
   const BuildStats& stats() const override { return stats_; }
@@ -293,6 +330,118 @@ class CpuProgram final : public DeviceProgram {
     return call;
   }
 
+  struct Gemm;
+
+  // Conv GEMMs make their window copy themselves: a window copy step whose output is read
+  // by nothing but the next step, a BLAS GEMM without gathers, as its B operand (its epilogue
+  // lists the buffer but reads the accumulator). The copy's launch then records its input,
+  // and the GEMM makes the copy and calls BLAS, or convolves directly from the input
+  // (conv_direct.h decides per call shape), the copy's input being alive since nothing runs
+  // between the two steps.
+  void claim_conv_windows() {
+    const Program& pr = *p_;
+    claimed_by_.assign(pr.kernels.size(), -1);
+    std::vector<int> refs(pr.buffers.size(), 0);  // steps' references per program buffer
+    auto count = [&](const KernelStep& s) {
+      for (int b : s.buffers) ++refs[b];
+    };
+    for (const KernelStep& s : pr.kernel_steps) count(s);
+    for (const GemmStep& g : pr.gemms) {
+      for (int b : {g.a, g.b, g.c, g.bias})
+        if (b >= 0) ++refs[b];
+      for (const std::optional<KernelStep>* s : {&g.gather_a, &g.gather_b, &g.epilogue, &g.fallback})
+        if (*s) count(**s);
+    }
+    for (const CopyStep& c : pr.copies) ++refs[c.src], ++refs[c.dst];
+    for (const AttentionStep& a : pr.attentions)
+      for (int b : {a.q, a.k, a.v, a.out, a.mask, a.kv_lens, a.block_table})
+        if (b >= 0) ++refs[b];
+    for (size_t i = 1; i < pr.steps.size(); ++i) {
+      const Step &prev = pr.steps[i - 1], &cur = pr.steps[i];
+      if (prev.kind != Step::Kind::Kernel || cur.kind != Step::Kind::Gemm) continue;
+      const KernelStep& w = pr.kernel_steps[prev.index];
+      const GemmStep& g = pr.gemms[cur.index];
+      if (!pr.kernels[w.kernel].window_copy || g.library != GemmLibrary::Blas || g.gather_a || g.gather_b ||
+          g.fallback || w.buffers.size() != 2 || w.buffers[1] != g.b || g.a == g.b || g.c == g.b)
+        continue;
+      int own = 2;  // the copy's output and the GEMM's B
+      if (g.epilogue) own += static_cast<int>(std::count(g.epilogue->buffers.begin(), g.epilogue->buffers.end(), g.b));
+      if (refs[g.b] != own) continue;
+      claimed_by_[w.kernel] = cur.index;
+      gemms_[cur.index].window_kernel = w.kernel;
+    }
+  }
+
+  // A claimed window's conv under the call's sizes: its copy's geometry, and the direct form
+  // where the GEMM reads the window as dense [batch][k][oh * ow] and the weight in place.
+  absl::StatusOr<ConvCall> plan_conv(int gemm, const GemmRunner::Bound& g, const Bindings& b) {
+    int wk = gemms_[gemm].window_kernel;
+    const WindowCopy& w = *p_->kernels[wk].window_copy;
+    const kir::Kernel& k = p_->kernels[wk].kernel;
+    absl::StatusOr<std::unique_ptr<StepPlan>> copy = plan_window(wk, w, b);
+    if (!copy.ok()) return copy.status();
+    ConvCall cc;
+    cc.copy = static_cast<WindowCall&>(**copy).geometry;
+    std::vector<int64_t> in = *evaluate_shape(w.in, b), out = *evaluate_shape(k.buffers[1].shape, b);
+    size_t r = w.kernel.size();
+    DirectConv& d = cc.direct;
+    d.batch = in[0], d.channels = in[1], d.m = g.m;
+    d.w = in[r + 1], d.ow = out[2 * r + 1], d.kw = w.kernel[r - 1], d.dw = w.dilations[r - 1], d.pw = w.pads_begin[r - 1];
+    d.sw = w.strides[r - 1];
+    if (r == 2) d.h = in[2], d.oh = out[4], d.kh = w.kernel[0], d.dh = w.dilations[0], d.ph = w.pads_begin[0];
+    if (r == 2) d.sh = w.strides[0];
+    int64_t n = d.oh * d.ow, kk = d.k();
+    auto dense_run = [](const std::vector<std::pair<int64_t, int64_t>>& dims, int64_t extent, int64_t stride) {
+      int64_t total = 1;
+      for (auto [e, s] : dims) {
+        if (e == 1) continue;
+        total *= e;
+      }
+      if (total != extent) return false;
+      int64_t want = stride;  // innermost first
+      for (size_t i = dims.size(); i-- > 0;) {
+        if (dims[i].first == 1) continue;
+        if (dims[i].second != want) return false;
+        want *= dims[i].first;
+      }
+      return true;
+    };
+    bool shared_a = std::all_of(g.a.batch.begin(), g.a.batch.end(), [](auto e) { return e.first == 1 || e.second == 0; });
+    bool layout = k.buffers[0].dtype == DType::f32 && g.a.dtype == DType::f32 && g.b.dtype == DType::f32 &&
+                  !g.a.pack && g.a.k_contiguous && shared_a && !g.b.pack && !g.b.k_contiguous && g.b.offset == 0 &&
+                  g.b.ld == n && g.n == n && g.k == kk && g.m >= 1 && g.batches == d.batch &&
+                  dense_run(g.b.outer, n, 1) && dense_run(g.b.batch, d.batch, kk * n);
+    int64_t stride = w.strides.empty() ? 1 : *std::max_element(w.strides.begin(), w.strides.end());
+    cc.strategy = choose_conv_strategy(stride, static_cast<int>(r), layout, n);
+    if (log_enabled(LogTopic::lower))
+      log_line(LogTopic::lower, 1,
+               str_cat("CPU conv BLAS[g", p_->gemms[gemm].group, "] (window ", k.name, "): ",
+                       conv_strategy_name(cc.strategy), " for batch ", d.batch, ", ", d.channels, " -> ", d.m,
+                       " channels, ", d.h, "x", d.w, " -> ", d.oh, "x", d.ow, ", kernel ", d.kh, "x", d.kw, ", stride ",
+                       d.sh, "x", d.sw));
+    return cc;
+  }
+
+  // The conv GEMM computed directly from the window's input, the weight packed for it (kept
+  // while a stable weight's address, layout and generation stay); as the copy and BLAS where
+  // the accumulator overlaps the input.
+  void run_direct_conv(Gemm& info, const ConvCall& conv, const GemmRunner::Bound& g, const float* a,
+                       const float* in, float* c, const CallContext& ctx) {
+    const DirectConv& d = conv.direct;
+    const float* weight = a + g.a.offset;
+    Packed& pk = info.conv_weight;
+    if (!info.stable[0] || pk.src != weight || pk.generation != ctx.weights_generation || !(pk.layout == g.a) ||
+        pk.k != g.k) {
+      pk.data.resize(static_cast<size_t>(packed_conv_weight_floats(d)));
+      pack_conv_weight(d, weight, g.a.ld, pk.data.data());
+      pk.src = weight;
+      pk.generation = ctx.weights_generation;
+      pk.layout = g.a;
+      pk.k = g.k;
+    }
+    direct_conv(d, in, pk.data.data(), c, conv_scratch_, ThreadPool::shared());
+  }
+
   struct Kernel {
     JitKernel jit;
     std::vector<int> sym_index;  // per dynamic symbol of `jit`: its place in Program::symbols
@@ -308,12 +457,19 @@ class CpuProgram final : public DeviceProgram {
     GemmRunner runner;
     std::array<bool, 2> stable{};  // operand a/b reads parameters or weight prep: a packed copy is kept
     std::array<Packed, 2> packed{};
+    // A conv GEMM whose B is the window copy `window_kernel` (-1: none), which it makes or
+    // convolves from; `conv_input` is the copy's input this call (set by its launch).
+    int window_kernel = -1;
+    const void* conv_input = nullptr;
+    Packed conv_weight;  // the direct conv's packed A
   };
 
   std::shared_ptr<const Program> p_;
   std::vector<Kernel> kernels_;
   std::vector<Gemm> gemms_;
   std::array<AlignedBuffer, 2> pack_;  // packed copies of operands computed per call
+  std::vector<int> claimed_by_;        // per kernel: the GEMM that makes its window copy, or -1
+  std::vector<float> conv_scratch_;    // the direct conv's padded planes
   BuildStats stats_;
 };
 

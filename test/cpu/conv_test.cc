@@ -3,7 +3,11 @@
 // several batch and spatial sizes.
 #include <catch2/catch.hpp>
 
+#include <cmath>
+#include <random>
+
 #include "ir/parser.h"
+#include "runtime/cpu/conv_direct.h"
 #include "test/common/catch_helpers.h"
 #include "test/cpu/cpu_check.h"
 
@@ -217,4 +221,101 @@ TEST_CASE("cpu conv: depthwise convs run natively with their bias and ReLU6 / Re
   CHECK(native == 4);  // all but %u, whose residual add is not a clamp: a generated kernel
   std::vector<Bindings> bs = {{{"B", 1}, {"H", 1}, {"W", 1}}, {{"B", 2}, {"H", 7}, {"W", 9}}, {{"B", 3}, {"H", 20}, {"W", 37}}};
   require_ok(check_cpu_matches_reference(g, *m, bs, 13));
+}
+
+TEST_CASE("cpu conv: stride-1 convs run directly from their input (conv_direct.h), with bias, SiLU and residual epilogues, beside strided and small ones", "[cpu][conv]") {
+  const char* text = R"(graph g(%x: f32[B, 5, H, W], %w1: f32[9, 5, 3, 3] param, %b1: f32[9] param, %w2: f32[5, 9, 3, 3] param, %w3: f32[3, 5, 2, 3] param, %x1: f32[B, 4, W], %wl: f32[7, 4, 5] param, %ws: f32[4, 5, 3, 3] param) {
+  %c1 = conv(%x, %w1, %b1, pads=[1, 1, 1, 1])
+  %s1 = sigmoid(%c1)
+  %a1 = mul(%c1, %s1)
+  %c2 = conv(%a1, %w2, pads=[1, 1, 1, 1])
+  %r = add(%c2, %x)
+  %c3 = conv(%r, %w3, pads=[0, 2, 1, 0], dilations=[2, 1])
+  %l = conv(%x1, %wl, pads=[4, 5], dilations=[2])
+  %s = conv(%x, %ws, strides=[2, 2], pads=[1, 1, 1, 1])
+  return %c3, %l, %s
+})";
+  Graph g = parse_or_fail(text);
+  absl::StatusOr<std::shared_ptr<const CompiledModule>> m = make_module(g);
+  if (!m.ok()) FAIL(status_message(m.status()));
+  absl::StatusOr<std::unique_ptr<kiln::Executor>> exe = kiln::testing::build_cpu(*m);
+  if (!exe.ok()) FAIL(status_message(exe.status()));
+  // The four stride-1 convs' windows are made by their GEMMs (which convolve directly where
+  // the call's planes have 64 positions or more), the strided one's by its own copy.
+  int claimed = 0, copies = 0;
+  for (size_t k = 0; k < (*exe)->program().kernels.size(); ++k) {
+    std::string d = (*exe)->describe_kernel(static_cast<int>(k));
+    INFO(d);
+    claimed += d.find("made by its GEMM") != std::string::npos;
+    copies += d.find("native window copy") != std::string::npos;
+  }
+  CHECK(claimed == 4);
+  CHECK(copies == 5);
+  // Planes below 64 positions (1x1, 3x5), then direct ones: odd, and large with several tiles.
+  std::vector<Bindings> bs = {{{"B", 1}, {"H", 1}, {"W", 1}}, {{"B", 2}, {"H", 3}, {"W", 5}}, {{"B", 1}, {"H", 9}, {"W", 11}},
+                              {{"B", 3}, {"H", 17}, {"W", 13}}, {{"B", 2}, {"H", 40}, {"W", 37}}};
+  require_ok(check_cpu_matches_reference(g, *m, bs, 21));
+}
+
+TEST_CASE("cpu conv: the direct conv routine against a plain loop (odd channel counts, strides, dilation, uneven and wide padding, 1-D, batches)", "[cpu][conv]") {
+  using kiln::cpu::DirectConv;
+  // (batch, channels, m, h, w, kh, kw, dh, dw, ph, pw, pads at the end (h, w), strides (h, w))
+  struct Case {
+    int64_t n, c, m, h, w, kh, kw, dh, dw, ph, pw, eh, ew, sh, sw;
+  };
+  std::vector<Case> cases = {{1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1},    {1, 3, 5, 7, 9, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},
+                             {3, 4, 6, 9, 7, 3, 3, 2, 1, 1, 0, 1, 2, 1, 1},    {2, 5, 9, 5, 4, 3, 3, 1, 1, 3, 3, 3, 3, 1, 1},
+                             {1, 3, 17, 1, 11, 1, 3, 1, 2, 0, 1, 0, 0, 1, 1},  {2, 16, 16, 40, 40, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1},
+                             {1, 7, 13, 23, 31, 5, 3, 1, 2, 2, 1, 0, 3, 1, 1}, {2, 3, 8, 40, 40, 7, 7, 1, 1, 3, 3, 3, 3, 2, 2},
+                             {1, 5, 9, 12, 9, 3, 2, 2, 1, 1, 0, 2, 1, 2, 1},   {3, 2, 3, 1, 1, 3, 3, 1, 1, 1, 1, 1, 1, 2, 2},
+                             {1, 4, 11, 1, 17, 1, 4, 1, 2, 0, 3, 0, 2, 1, 2}};
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal;
+  kiln::cpu::ThreadPool one(1), three(3);
+  for (const Case& s : cases) {
+    DirectConv g{s.n, s.c, s.m, s.h, s.w, 0, 0, s.kh, s.kw, s.dh, s.dw, s.ph, s.pw, s.sh, s.sw};
+    g.oh = (s.h + s.ph + s.eh - (s.kh - 1) * s.dh - 1) / s.sh + 1;
+    g.ow = (s.w + s.pw + s.ew - (s.kw - 1) * s.dw - 1) / s.sw + 1;
+    int64_t k = g.k(), ld = k + 2;  // weight rows with a gap, as a view's leading dimension
+    std::vector<float> x(static_cast<size_t>(s.n * s.c * s.h * s.w)), w(static_cast<size_t>(s.m * ld));
+    for (float& v : x) v = normal(rng);
+    for (float& v : w) v = normal(rng);
+    std::vector<double> want(static_cast<size_t>(s.n * s.m * g.oh * g.ow), 0.0);
+    for (int64_t n = 0; n < s.n; ++n)
+      for (int64_t m = 0; m < s.m; ++m)
+        for (int64_t oy = 0; oy < g.oh; ++oy)
+          for (int64_t ox = 0; ox < g.ow; ++ox) {
+            double acc = 0;
+            for (int64_t c = 0; c < s.c; ++c)
+              for (int64_t i = 0; i < s.kh; ++i)
+                for (int64_t j = 0; j < s.kw; ++j) {
+                  int64_t iy = oy * s.sh + i * s.dh - s.ph, ix = ox * s.sw + j * s.dw - s.pw;
+                  if (iy >= 0 && iy < s.h && ix >= 0 && ix < s.w)
+                    acc += double(w[m * ld + (c * s.kh + i) * s.kw + j]) * x[((n * s.c + c) * s.h + iy) * s.w + ix];
+                }
+            want[((n * s.m + m) * g.oh + oy) * g.ow + ox] = acc;
+          }
+    std::vector<float> packed(static_cast<size_t>(kiln::cpu::packed_conv_weight_floats(g)));
+    kiln::cpu::pack_conv_weight(g, w.data(), ld, packed.data());
+    for (kiln::cpu::ThreadPool* pool : {&one, &three}) {
+      std::vector<float> out(want.size(), -7.0f), scratch;
+      kiln::cpu::direct_conv(g, x.data(), packed.data(), out.data(), scratch, *pool);
+      for (size_t i = 0; i < out.size(); ++i) {
+        INFO("case n " << s.n << " c " << s.c << " m " << s.m << " " << s.h << "x" << s.w << ", element " << i);
+        REQUIRE(std::abs(out[i] - want[i]) <= 1e-4 * (1 + std::abs(want[i])) * std::sqrt(double(k)));
+      }
+    }
+  }
+  // The strategy's contract: strides up to kMaxDirectStride, f32, 1-D or 2-D, planes of
+  // kMinDirectPlane or more.
+  using kiln::cpu::ConvStrategy;
+  using kiln::cpu::choose_conv_strategy;
+  CHECK(choose_conv_strategy(kiln::cpu::kMaxDirectStride + 1, 2, true, 1600) == ConvStrategy::Im2colBlas);
+  CHECK(choose_conv_strategy(1, 2, false, 1600) == ConvStrategy::Im2colBlas);
+  CHECK(choose_conv_strategy(1, 3, true, 1600) == ConvStrategy::Im2colBlas);
+  CHECK(choose_conv_strategy(1, 2, true, kiln::cpu::kMinDirectPlane - 1) == ConvStrategy::Im2colBlas);
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    CHECK(choose_conv_strategy(1, 1, true, kiln::cpu::kMinDirectPlane) == ConvStrategy::Direct);
+    CHECK(choose_conv_strategy(kiln::cpu::kMaxDirectStride, 2, true, kiln::cpu::kMinDirectPlane) == ConvStrategy::Direct);
+  }
 }
