@@ -37,6 +37,9 @@ absl::StatusOr<AttentionSizes> evaluate_sizes(const AttentionStep& s, const Bind
   for (auto [from, to] : {std::pair{&s.q_strides, &z.qs}, {&s.k_strides, &z.ks}, {&s.v_strides, &z.vs},
                           {&s.out_strides, &z.os}, {&s.mask_strides, &z.ms}})
     for (size_t i = 0; i < 4; ++i) KILN_RETURN_IF_ERROR(eval((*from)[i], (*to)[i]));
+  for (auto [from, to] : {std::pair{&s.q_offset, &z.q_offset}, {&s.k_offset, &z.k_offset}, {&s.v_offset, &z.v_offset},
+                          {&s.out_offset, &z.out_offset}})
+    KILN_RETURN_IF_ERROR(eval(*from, *to));
   return z;
 }
 

@@ -43,8 +43,9 @@ struct AttentionForm {
 using Strides4 = std::array<Dim, 4>;
 
 // One attention step of a Program. Buffers index Program::buffers (-1: absent). Element
-// strides let the step read q/k/v and write out in place of a permute around it (q read
-// from a [B, T, H, D] projection, out written as the [B, T, H*D] the next GEMM reads).
+// offsets and strides let the step read q/k/v and write out in place of the views around
+// it (q, k and v read from slices of one fused [B, T, (H + 2 KVH) * D] projection, out
+// written as the [B, T, H, D] the next GEMM reads as [B, T, H*D]).
 struct AttentionStep {
   AttentionForm form;
   int q = -1, k = -1, v = -1, out = -1;
@@ -55,6 +56,7 @@ struct AttentionStep {
   // q/out over [B, H, Tq, D]; k/v over [B, KVH, Tk, D] (paged: over [num_blocks,
   // block_size, KVH, D]); the mask over [B, H, Tq, Tk] (0 where broadcast).
   Strides4 q_strides, k_strides, v_strides, out_strides, mask_strides;
+  Dim q_offset, k_offset, v_offset, out_offset;  // elements from the buffer's start
 };
 
 // One call's sizes: an AttentionStep's dims and strides evaluated at the call's symbol
@@ -62,6 +64,7 @@ struct AttentionStep {
 struct AttentionSizes {
   int64_t batch = 0, tq = 0, tk = 0, max_blocks = 0, num_blocks = 0;  // the last two: paged
   std::array<int64_t, 4> qs{}, ks{}, vs{}, os{}, ms{};               // element strides of q, k, v, out, mask
+  int64_t q_offset = 0, k_offset = 0, v_offset = 0, out_offset = 0;  // in elements
 };
 // Errors name an unbound symbol.
 absl::StatusOr<AttentionSizes> evaluate_sizes(const AttentionStep& s, const Bindings& b);

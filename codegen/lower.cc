@@ -93,7 +93,8 @@ class Lowerer {
       if (n->info().kind == OpKind::Gemm) gemm = n;
       if (n->info().kind == OpKind::Reduction) reductions.push_back(n);
     }
-    const Node* main = gemm ? gemm : !reductions.empty() ? reductions.front() : group_.nodes.empty() ? nullptr : group_.nodes.back();
+    const Node* main = gemm ? gemm : !reductions.empty() ? reductions.front() : group_.nodes.empty() ? nullptr
+                       : group_.kind == KernelGroup::Kind::Attention ? group_.nodes.front() : group_.nodes.back();
     k_.name = str_cat("k", group_.id, main ? str_cat("_", op_name(main->op())) : std::string());
     say(str_cat("lower group ", group_.id, " (", group_.nodes.size(), " nodes) as ", k_.name));
 

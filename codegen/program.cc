@@ -4,11 +4,13 @@
 #include <cmath>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "codegen/acc_buffer.h"
 #include "codegen/module.h"
 #include "ir/op_attrs.h"
 #include "ir/ops_attention.h"
 #include "passes/builder.h"
+#include "passes/strided_view.h"
 #include "ir/status.h"
 #include "ir/str.h"
 
@@ -224,8 +226,10 @@ class ProgramBuilder {
     return s;
   }
 
-  // The attention group as a fused step: its operands and result read in place through
-  // their (dense) strides; the memory plan placed the result like any kernel output.
+  // The attention group as a fused step: q, k and v read in place through the strided
+  // view its prologue makes of stored values; the result stored dense, or through the
+  // strides its permute (the group's second node) gives it in the permuted value's buffer,
+  // which the memory plan placed like any kernel output.
   absl::Status add_attention(const KernelGroup& grp, std::vector<Step>& list) {
     const Node& n = *grp.nodes[0];
     KILN_ASSIGN_OR_RETURN(AttentionForm form, attention_form(n));
@@ -235,10 +239,29 @@ class ProgramBuilder {
     AttentionOperands ops = attention_operands(n);
     AttentionStep a;
     a.form = form;
-    KILN_ASSIGN_OR_RETURN(a.q, buffer_of(n.operand(0), false));
-    KILN_ASSIGN_OR_RETURN(a.k, buffer_of(n.operand(1), false));
-    KILN_ASSIGN_OR_RETURN(a.v, buffer_of(n.operand(2), false));
-    KILN_ASSIGN_OR_RETURN(a.out, buffer_of(n.result(), true));
+    absl::flat_hash_set<const Node*> prologue(grp.prologue.begin(), grp.prologue.end());
+    auto read = [&](const Value* v, int& buf, Strides4& st, Dim& offset) -> absl::Status {
+      std::optional<StridedView> sv = strided_view(v, [&](const Node* p) { return prologue.contains(p); });
+      if (!sv || sv->strides.size() != 4)
+        return absl::InternalError(str_cat("group ", grp.id, ": %", v->name(), " is no strided view of a stored value"));
+      KILN_ASSIGN_OR_RETURN(buf, buffer_of(sv->base, false));
+      std::copy(sv->strides.begin(), sv->strides.end(), st.begin());
+      offset = sv->offset;
+      return absl::OkStatus();
+    };
+    KILN_RETURN_IF_ERROR(read(n.operand(0), a.q, a.q_strides, a.q_offset));
+    KILN_RETURN_IF_ERROR(read(n.operand(1), a.k, a.k_strides, a.k_offset));
+    KILN_RETURN_IF_ERROR(read(n.operand(2), a.v, a.v_strides, a.v_offset));
+    a.out_strides = dense_strides(n.result()->shape());
+    if (grp.nodes.size() == 2) {  // out[b, h, t, d] at permuted[dims^-1(b, h, t, d)]
+      const Node& perm = *grp.nodes[1];
+      Strides4 ps = dense_strides(perm.result()->shape());
+      const std::vector<int64_t>& dims = PermuteAttrs(perm).dims();
+      for (size_t j = 0; j < 4; ++j) a.out_strides[dims[j] < 0 ? dims[j] + 4 : dims[j]] = ps[j];
+      KILN_ASSIGN_OR_RETURN(a.out, buffer_of(perm.result(), true));
+    } else {
+      KILN_ASSIGN_OR_RETURN(a.out, buffer_of(n.result(), true));
+    }
     if (ops.mask) {
       KILN_ASSIGN_OR_RETURN(a.mask, buffer_of(n.operand(*ops.mask), false));
     }
@@ -257,10 +280,6 @@ class ProgramBuilder {
     } else {
       a.tk = ks[2];
     }
-    a.q_strides = dense_strides(qs);
-    a.k_strides = dense_strides(ks);
-    a.v_strides = dense_strides(n.operand(2)->shape());
-    a.out_strides = dense_strides(n.result()->shape());
     a.mask_strides = ops.mask ? kiln::broadcast_strides(n.operand(*ops.mask)->shape()) : Strides4{Dim(0), Dim(0), Dim(0), Dim(0)};
     p_.attentions.push_back(std::move(a));
     list.push_back({Step::Kind::Attention, static_cast<int>(p_.attentions.size()) - 1, grp.id});
@@ -458,8 +477,17 @@ std::string Program::to_string() const {
       if (st.kind == Step::Kind::Attention) {
         const AttentionStep& a = attentions[st.index];
         auto opt = [](const char* what, int b) { return b >= 0 ? str_cat(", ", what, " b", b) : std::string(); };
-        out += str_cat("  ", group, describe(st), "\n    q b", a.q, ", k b", a.k, ", v b", a.v, opt("mask", a.mask),
-                       opt("kv_lens", a.kv_lens), opt("block_table", a.block_table), " -> out b", a.out, "; B=",
+        // An operand read through a view of its buffer says where and how.
+        auto view = [&](const char* what, int b, const Strides4& strides, const Dim& offset) {
+          std::string v = str_cat(what, " b", b);
+          if (buffers[b].shape.size() == 4 && dense_strides(buffers[b].shape) == strides && offset == Dim(0)) return v;
+          return str_cat(v, " at +", offset.to_string(), " strides [",
+                         str_join(strides, ", ", [](const Dim& d) { return d.to_string(); }), "]");
+        };
+        out += str_cat("  ", group, describe(st), "\n    ", view("q", a.q, a.q_strides, a.q_offset), ", ",
+                       view("k", a.k, a.k_strides, a.k_offset), ", ", view("v", a.v, a.v_strides, a.v_offset),
+                       opt("mask", a.mask), opt("kv_lens", a.kv_lens), opt("block_table", a.block_table), " -> ",
+                       view("out", a.out, a.out_strides, a.out_offset), "; B=",
                        a.batch.to_string(), " Tq=", a.tq.to_string(), " Tk=", a.tk.to_string(), "\n");
         continue;
       }

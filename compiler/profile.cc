@@ -103,7 +103,9 @@ ProfileTable profile_table(const CompiledModule& m, std::span<const CallProfile>
           const AttentionStep& a = *l.attention;
           r.name = str_cat("attention[g", l.group, "]");
           r.kind = "fused attention";
-          for (int b : {a.q, a.k, a.v, a.out, a.mask}) r.bytes += buffer_bytes(p, b, call.bindings);
+          std::vector<int> seen;  // q, k and v may be views of one buffer (a fused projection)
+          for (int b : {a.q, a.k, a.v, a.out, a.mask})
+            if (std::find(seen.begin(), seen.end(), b) == seen.end()) seen.push_back(b), r.bytes += buffer_bytes(p, b, call.bindings);
           absl::StatusOr<int64_t> b = a.batch.evaluate(call.bindings), tq = a.tq.evaluate(call.bindings),
                                   tk = a.tk.evaluate(call.bindings);
           if (b.ok() && tq.ok() && tk.ok()) {  // two GEMMs' worth; a causal one computes about half

@@ -10,6 +10,7 @@
 #include "ir/op_attrs.h"
 #include "ir/str.h"
 #include "passes/schedule_util.h"
+#include "passes/strided_view.h"
 
 namespace kiln {
 namespace {
@@ -164,6 +165,7 @@ class Partitioner {
   }
 
   void run() {
+    attach_to_attentions();
     attach_to_gemms();
     for (const auto& n : g_.nodes()) {
       // A constant belongs to no group (it is inlined where read) unless it is returned.
@@ -242,6 +244,52 @@ class Partitioner {
       }
       add_member(id, v);
     }
+  }
+
+  // Each attention node becomes its group with the views it reads through and writes
+  // through: the longest chain of single-user views producing q, k or v that one strided
+  // view of a stored value can replace (the prologue), and a permute that is the only user
+  // of its result and keeps the head dim last (stored in its layout: [B, T, H, D] for the
+  // heads-merge reshape of the next GEMM). Only views whose last stride is 1 and whose
+  // other strides and offset are multiples of 8 elements (the 16-byte rows of a bf16/f16
+  // kernel) are taken.
+  void attach_to_attentions() {
+    for (const auto& node : g_.nodes()) {
+      Node* att = node.get();
+      if (att->op() != Op::Attention) continue;
+      std::vector<Node*> members{att};
+      std::vector<Node*> out = users_of(uses_, att->result());
+      if (out.size() == 1 && out[0]->op() == Op::Permute && !returned_.contains(att->result())) {
+        const std::vector<int64_t>& dims = PermuteAttrs(*out[0]).dims();
+        // Its strides over the permuted buffer are products of trailing dims ending in D.
+        if (dims.size() == 4 && (dims[3] == 3 || dims[3] == -1) && att->result()->shape()[3].divide_exact(Dim(8)))
+          members.push_back(out[0]);
+      }
+      for (size_t i = 0; i < 3 && i < att->num_operands(); ++i) {
+        std::vector<Node*> chain;
+        if (std::find(att->operands().begin(), att->operands().begin() + i, att->operand(i)) !=
+            att->operands().begin() + i)
+          continue;  // q and k one value: its views are taken once
+        for (Node* p = att->operand(i)->producer(); p && is_plain_view(*p) && !group_.contains(p) &&
+                                                    !returned_.contains(p->result()) &&
+                                                    users_of(uses_, p->result()).size() == 1;
+             p = p->operand(0)->producer())
+          chain.push_back(p);
+        while (!chain.empty() && !aligned_view(att->operand(i), chain)) chain.pop_back();
+        members.insert(members.end(), chain.begin(), chain.end());
+      }
+      new_group(members);
+    }
+  }
+
+  // Whether `v`, computed from a stored value by `chain` (consecutive producers from v's),
+  // is a strided view of it with rows of 8-element multiples.
+  static bool aligned_view(const Value* v, const std::vector<Node*>& chain) {
+    absl::flat_hash_set<const Node*> in(chain.begin(), chain.end());
+    std::optional<StridedView> sv = strided_view(v, [&](const Node* n) { return in.contains(n); });
+    if (!sv || sv->strides.empty() || !(sv->strides.back() == Dim(1))) return false;
+    auto by8 = [](const Dim& d) { return d.divide_exact(Dim(8)).has_value(); };
+    return by8(sv->offset) && std::all_of(sv->strides.begin(), sv->strides.end() - 1, by8);
   }
 
   bool param_only(const Node* n) const { return param_only_.at(n); }
@@ -596,7 +644,12 @@ class Partitioner {
     bool reduces = std::any_of(grp.nodes.begin(), grp.nodes.end(),
                                [](const Node* n) { return n->info().kind == OpKind::Reduction; });
     grp.kind = reduces ? KernelGroup::Kind::Reduction : KernelGroup::Kind::Elementwise;
-    if (grp.nodes[0]->op() == Op::Attention) grp.kind = KernelGroup::Kind::Attention;
+    auto att = std::find_if(grp.nodes.begin(), grp.nodes.end(), [](const Node* n) { return n->op() == Op::Attention; });
+    if (att != grp.nodes.end()) {  // attach_to_attentions: the views before it read its operands
+      grp.kind = KernelGroup::Kind::Attention;
+      grp.prologue.assign(grp.nodes.begin(), att);
+      grp.nodes.erase(grp.nodes.begin(), att);
+    }
     return grp;
   }
 

@@ -25,7 +25,11 @@ namespace kiln {
 //  - groups reading only parameters (every value of a static shape) are weight_prep and
 //    hold nothing else;
 //  - a state write (cache_write) is alone in its group (a scatter kernel), and so is an
-//    attention node decompose kept whole (an Attention group: the device's fused routine);
+//    attention node decompose kept whole (an Attention group: the device's fused routine),
+//    but for the views it reads q, k and v through (its prologue: the longest chains of
+//    single-user views one strided view with 8-element-aligned rows can replace, e.g. the
+//    slice/reshape/permute of a fused QKV projection) and a permute of its result keeping
+//    the head dim last (stored in that layout, e.g. [B, T, H, D] for the next GEMM);
 //  - a window's input is computed outside its group, but for reshapes and casts: a window
 //    reads each element once per kernel position;
 //  - the group graph is acyclic, and no node is computed in two groups.

@@ -15,17 +15,18 @@ struct KernelGroup {
     Elementwise,  // elementwise/broadcast/view nodes over one index space
     Reduction,    // one reduction pattern with its prologue and epilogue
     Gemm,         // nodes[0] is the matmul/linear; the rest is its epilogue
-    Attention,    // one attention node that decompose kept whole: a device's fused routine
+    Attention,    // one attention node that decompose kept whole: a device's fused routine,
+                  // then a permute of its result that the routine stores through strides
   };
   int id = 0;
   Kind kind = Kind::Elementwise;
   std::vector<Node*> nodes;     // topological order
   std::vector<Value*> inputs;   // read from outside the group: args or other groups' outputs
   std::vector<Value*> outputs;  // needed outside the group or graph outputs
-  // Gemm only: view nodes (reshape, permute, expand, squeeze, unsqueeze, slice), in
-  // topological order, that compute an operand of `nodes` from `inputs`. They are index
-  // arithmetic on the GEMM's loads (strides), never copies; empty for other kinds, whose
-  // views sit in `nodes`. A cast to f32 of a float value may sit among the views of a
+  // Gemm and Attention only: view nodes (reshape, permute, expand, squeeze, unsqueeze,
+  // slice), in topological order, that compute an operand of `nodes` from `inputs`. They are
+  // index arithmetic on the GEMM's or attention's loads (strides), never copies; empty for
+  // other kinds, whose views sit in `nodes`. A cast to f32 of a float value may sit among the views of a
   // GEMM operand: the GEMM loads the narrower type and converts (exact).
   std::vector<Node*> prologue;
   // The group reads only parameters (e.g. the concat of q/k/v weights that have no host

@@ -74,10 +74,12 @@ absl::Status verify_schedule(const Graph& g, const Schedule& s, bool complete) {
     if (grp.nodes.empty()) return invalid_argument("group ", grp.id, " has no nodes");
     if (grp.kind == KernelGroup::Kind::Gemm && grp.nodes[0]->info().kind != OpKind::Gemm)
       return invalid_argument("gemm group ", grp.id, " starts with ", grp.nodes[0]->describe());
-    if (grp.kind == KernelGroup::Kind::Attention && (grp.nodes.size() != 1 || grp.nodes[0]->op() != Op::Attention))
-      return invalid_argument("attention group ", grp.id, " must hold one attention node alone");
-    if (grp.kind != KernelGroup::Kind::Gemm && !grp.prologue.empty())
-      return invalid_argument("group ", grp.id, " is not a gemm group but has a prologue");
+    if (grp.kind == KernelGroup::Kind::Attention &&
+        (grp.nodes.size() > 2 || grp.nodes[0]->op() != Op::Attention ||
+         (grp.nodes.size() == 2 && grp.nodes[1]->op() != Op::Permute)))
+      return invalid_argument("attention group ", grp.id, " must hold one attention node (and a permute of its result)");
+    if (grp.kind != KernelGroup::Kind::Gemm && grp.kind != KernelGroup::Kind::Attention && !grp.prologue.empty())
+      return invalid_argument("group ", grp.id, " is neither a gemm nor an attention group but has a prologue");
     for (const Node* n : members(grp)) {
       if (n->op() == Op::Constant && !returned.contains(n->result()))
         return invalid_argument("group ", grp.id, " holds constant ", n->describe(), ", which the graph does not return");

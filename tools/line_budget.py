@@ -18,7 +18,7 @@ import sys
 # the counts when the budget was introduced).
 BUDGETS = {
     "ir": 5400,
-    "passes": 2450,  # 2200 until fuse_elementwise's per-group summaries (linear merges, issue 21)
+    "passes": 2575,  # 2200 until fuse_elementwise's per-group summaries (linear merges, issue 21); 2450 until strided views of attention operands (issue 17)
     "codegen": 3550,  # + the fused attention step (codegen/attention.*), native depthwise detection
     "codegen/cuda": 1900,  # + the flash-attention kernel (attention.cuh) and its generator
     "codegen/cpu": 1000,

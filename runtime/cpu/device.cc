@@ -266,9 +266,11 @@ class CpuProgram final : public DeviceProgram {
   }
 
   absl::Status run_attention(int, StepPlan& plan, std::span<const DevicePtr> buf, const CallContext&) override {
-    auto ptr = [&](int i) { return reinterpret_cast<void*>(buf[i]); };
-    AttentionArgs a{ptr(0), ptr(1), ptr(2), ptr(3), ptr(4), ptr(5), ptr(6)};
-    return cpu::run_attention(static_cast<const AttentionPlan&>(plan).call, a, ThreadPool::shared());
+    const AttentionCall& c = static_cast<const AttentionPlan&>(plan).call;
+    const int64_t e = dtype_size(c.form.dtype);  // offsets are in elements
+    auto ptr = [&](int i, int64_t offset = 0) { return reinterpret_cast<void*>(buf[i] + offset * e); };
+    AttentionArgs a{ptr(0, c.q_offset), ptr(1, c.k_offset), ptr(2, c.v_offset), ptr(3, c.out_offset), ptr(4), ptr(5), ptr(6)};
+    return cpu::run_attention(c, a, ThreadPool::shared());
   }
 
   std::string describe_kernel(int kernel) const override {

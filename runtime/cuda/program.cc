@@ -145,7 +145,9 @@ class CudaProgram final : public DeviceProgram {
     AttentionCallPlan& p = static_cast<AttentionCallPlan&>(plan);
     if (p.call.batch == 0 || p.call.tq == 0) return absl::OkStatus();
     AttentionCall& c = p.call;
-    c.q = buffers[0], c.k = buffers[1], c.v = buffers[2], c.out = buffers[3];
+    const int64_t e = dtype_size(attention_[attention]->form().dtype);  // offsets are in elements
+    c.q = buffers[0] + c.q_offset * e, c.k = buffers[1] + c.k_offset * e, c.v = buffers[2] + c.v_offset * e;
+    c.out = buffers[3] + c.out_offset * e;
     c.mask = buffers[4], c.kv_lens = buffers[5], c.block_table = buffers[6];
     return attention_[attention]->launch(p.plan, c, p.workspace.ptr(), static_cast<CUstream>(ctx.stream));
   }

@@ -418,45 +418,46 @@ TEST_CASE("kiln compile --device cuda: every kernel NVRTC-compiled with no GPU, 
   Run r = kiln_cli({"compile", decoder, "--bind", "B=1", "--bind", "T=5", "--device", "cuda", "--dump-dir", d.string()},
                    dir);
   require_status(r, 0);
-  // 6 fused kernels, 4 weight-prep kernels, 2 epilogues after cuBLASLt's f32 accumulator and
-  // the gather of the attention output (no strided matrix for cuBLASLt): 13; and the fused
-  // attention step's 4 tile configurations (codegen/cuda/attention.h): 17.
+  // 5 fused kernels, 4 weight-prep kernels, 2 epilogues after cuBLASLt's f32 accumulator: 11
+  // (the attention step reads v in the QKV projection and stores what the o-projection
+  // reads: no copy kernel around it); and its 4 tile configurations (codegen/cuda/attention.h): 15.
   require_checks(r.out, R"(
-CHECK: cuda sm_90: 17 kernels, 4 cuBLASLt GEMMs; NVRTC {{[0-9.]+}} ms (17 compiled, 0 from the kernel cache)
+CHECK: cuda sm_90: 15 kernels, 4 cuBLASLt GEMMs; NVRTC {{[0-9.]+}} ms (15 compiled, 0 from the kernel cache)
 CHECK-NEXT: group 0   k0_cast elementwise, 8 lanes, weight prep
 CHECK-NEXT: group 1   k1_mean rows, 8 lanes, row cached (32 threads x 8 chunks), evict-first in L2 when its data exceed it
-CHECK: group 7   attention bf16 H=16 KVH=16 D=128 scale=0.08838834764831843 causal
-CHECK: group 12  cuBLASLt bf16 m=T n=11264 k=2048 batch=1 epilogue none
-CHECK-NEXT: group 13  k13_mul elementwise, 8 lanes
-CHECK-NEXT: group 14  cuBLASLt bf16 m=T n=2048 k=5632 batch=1 epilogue none, f32 accumulator into k14_linear
+CHECK: group 6   attention bf16 H=16 KVH=16 D=128 scale=0.08838834764831843 causal
+CHECK-NEXT: group 7   cuBLASLt bf16 m=T n=2048 k=2048 batch=1 epilogue none, f32 accumulator into k7_linear
+CHECK: group 11  cuBLASLt bf16 m=T n=11264 k=2048 batch=1 epilogue none
+CHECK-NEXT: group 12  k12_mul elementwise, 8 lanes
+CHECK-NEXT: group 13  cuBLASLt bf16 m=T n=2048 k=5632 batch=1 epilogue none, f32 accumulator into k13_linear
 CHECK: dumped to
 )");
-  CHECK(count_files(d / "cuda", ".cu") == 17);
-  CHECK(count_files(d / "cuda", ".ptx") == 17);
+  CHECK(count_files(d / "cuda", ".cu") == 15);
+  CHECK(count_files(d / "cuda", ".ptx") == 15);
   require_checks(read_text(d / "cuda" / "kiln_attention_4x2x1x64.cu"), R"(
 CHECK: // kiln attention: bf16 H=16 KVH=16 D=128
 CHECK: extern "C" __global__ void __launch_bounds__(KTHREADS) kiln_attention(
 )");
   CHECK(fs::exists(d / "05-plan_memory.kiln"));
-  require_checks(read_text(d / "cuda" / "k13_mul.cu"), R"(
+  require_checks(read_text(d / "cuda" / "k12_mul.cu"), R"(
 CHECK: extern "C" __global__
-CHECK-SAME: k13_mul
+CHECK-SAME: k12_mul
 )");
-  require_checks(read_text(d / "cuda" / "k13_mul.ptx"), R"(
+  require_checks(read_text(d / "cuda" / "k12_mul.ptx"), R"(
 CHECK: .target sm_90
-CHECK: .entry k13_mul
+CHECK: .entry k12_mul
 )");
   // A second process finds every kernel in the disk cache; --json adds the backend's figures.
   Run again = kiln_cli({"compile", decoder, "--bind", "B=1", "--bind", "T=5", "--device", "cuda", "--json"}, dir);
   require_status(again, 0);
   nlohmann::json j = nlohmann::json::parse(again.out);
-  CHECK(j["kernels"] == 6);
+  CHECK(j["kernels"] == 5);
   CHECK(j["backend"]["device"] == "cuda");
   CHECK(j["backend"]["arch"] == "sm_90");
-  CHECK(j["backend"]["kernels"] == 17);
+  CHECK(j["backend"]["kernels"] == 15);
   CHECK(j["backend"]["gemms"] == 4);
   CHECK(j["backend"]["compiled"] == 0);
-  CHECK(j["backend"]["cache_hits"] == 17);
+  CHECK(j["backend"]["cache_hits"] == 15);
   // Modes are accepted (they act when the graph runs); unknown ones are errors.
   Run tuned = kiln_cli({"compile", decoder, "--bind", "B=1", "--device", "cuda", "--mode", "max-autotune"}, dir);
   require_status(tuned, 0);
@@ -475,15 +476,16 @@ TEST_CASE("kiln compile --device cuda: program.txt holds every buffer's place an
                    dir);
   require_status(r, 0);
   // B = 1 is baked; parameters are arguments, merged weights weight prep, intermediates in
-  // the arena, accumulators and gathered operands in scratch; the weight prep runs apart;
-  // attention is one fused step reading q, k, v where the kernels before it wrote them.
+  // the arena, accumulators in scratch; the weight prep runs apart; attention is one fused
+  // step reading q and k where the RoPE kernels wrote them and v in place in the fused QKV
+  // projection, and storing [B, T, H, D], which the o-projection reads as a dense A.
   require_checks(read_text(d / "cuda" / "program.txt"), R"(
 CHECK: program decoder_layer for cuda
 CHECK-NEXT: baked B = 1
 CHECK-NEXT: buffers:
 CHECK: b7 concat_2: bf16[6144, 2048] (weight prep 1)
-CHECK: b16 k8_linear_a: bf16[B, T, 2048] (scratch 1)
-CHECK: b29 out: bf16[B, T, 2048] (output 0)
+CHECK: b13 permute_3: bf16[B, T, 16, 128] (arena 4)
+CHECK: b27 out: bf16[B, T, 2048] (output 0)
 CHECK-NEXT: weight prep (when parameters change):
 CHECK-NEXT: group 0: k0_cast(b0, b1)
 CHECK: steps:
@@ -492,16 +494,16 @@ CHECK-NEXT: group 3: cuBLASLt bf16 m=T n=6144 k=2048 batch=1 epilogue none
 CHECK-NEXT: A b3 as [M, K] ld 2048 batch stride 0 offset 0; B b7 as [N, K] ld 2048 batch stride 0 offset 0
 CHECK-NEXT: C b8
 CHECK-NEXT: where the library cannot run a call: k3_linear_naive(b3, b7, b8)
-CHECK: group 7: attention bf16 H=16 KVH=16 D=128 scale=0.08838834764831843 causal
-CHECK-NEXT: q b11, k b12, v b13 -> out b14; B=B Tq=T Tk=T
-CHECK: group 8: cuBLASLt bf16 m=T n=2048 k=2048 batch=1 epilogue none, A gathered, f32 accumulator into k8_linear
-CHECK: C b17 (f32 accumulator)
-CHECK-NEXT: first A gathered: k8_linear_a(b14, b16)
-CHECK-NEXT: then epilogue: k8_linear(b14, b15, b2, b18, b17)
-CHECK-NEXT: where the library cannot run a call: k8_linear_naive(b14, b15, b2, b18)
+CHECK: group 6: attention bf16 H=16 KVH=16 D=128 scale=0.08838834764831843 causal
+CHECK-NEXT: q b11, k b12, v b8 at +4096 strides [6144*T, 128, 6144, 1] -> out b13 at +0 strides [2048*T, 128, 2048, 1]; B=B Tq=T Tk=T
+CHECK-NEXT: group 7: cuBLASLt bf16 m=T n=2048 k=2048 batch=1 epilogue none, f32 accumulator into k7_linear
+CHECK-NEXT: A b13 as [M, K] ld 2048 batch stride 0 offset 0; B b14 as [N, K] ld 2048 batch stride 0 offset 0
+CHECK-NEXT: C b15 (f32 accumulator)
+CHECK-NEXT: then epilogue: k7_linear(b13, b14, b2, b16, b15)
+CHECK-NEXT: where the library cannot run a call: k7_linear_naive(b13, b14, b2, b16)
 )");
   // Each program kernel's IR sits beside its source, with the schedule the source follows.
-  CHECK(count_files(d / "cuda", ".kir") == 13 + 4);  // and each library GEMM's fallback
+  CHECK(count_files(d / "cuda", ".kir") == 11 + 4);  // and each library GEMM's fallback
   require_checks(read_text(d / "cuda" / "k1_mean.kir"), R"(
 CHECK: kernel k1_mean
 CHECK: schedule:
@@ -511,8 +513,8 @@ CHECK-NEXT: x[(o0 * T + o1) * 2048 + r0] streamed
 CHECK: row cache 8 chunks per thread, 32 threads: x[(o0 * T + o1) * 2048 + r0]
 )");
   // A library GEMM's epilogue reads the accumulator as one more buffer of its kernel IR.
-  require_checks(read_text(d / "cuda" / "k14_linear.kir"), R"(
-CHECK: kernel k14_linear
+  require_checks(read_text(d / "cuda" / "k13_linear.kir"), R"(
+CHECK: kernel k13_linear
 CHECK: in  acc: f32[B, T, 2048]
 CHECK-NOT: gemm
 CHECK: schedule:
@@ -526,14 +528,15 @@ CHECK-NEXT: launch elementwise, work 2048*B*T
     require_checks(read_text(dir / "cpu_dump" / "cpu" / "program.txt"), R"(
 CHECK: program decoder_layer for cpu
 CHECK-NOT: baked
-CHECK: group 7: attention bf16 H=16 KVH=16 D=128 scale=0.08838834764831843 causal
-CHECK-NEXT: q b12, k b13, v b14 -> out b15; B=B Tq=T Tk=T
-CHECK: group 8: BLAS k8_linear, A gathered, f32 accumulator into k8_linear
-CHECK: first A gathered: k8_linear_a(b15, b17)
-CHECK: group 14: BLAS k14_linear, f32 accumulator into k14_linear
-CHECK-NEXT: A b28, B b29 as their kernel indexes them
-CHECK-NEXT: C b30 (f32 accumulator)
-CHECK-NEXT: then epilogue: k14_linear(b28, b29, b19, b31, b30)
+CHECK: group 6: attention bf16 H=16 KVH=16 D=128 scale=0.08838834764831843 causal
+CHECK-NEXT: q b12, k b13, v b9 at +4096 strides [6144*T, 128, 6144, 1] -> out b14 at +0 strides [2048*T, 128, 2048, 1]; B=B Tq=T Tk=T
+CHECK-NEXT: group 7: BLAS k7_linear, f32 accumulator into k7_linear
+CHECK-NEXT: A b14, B b15 as their kernel indexes them
+CHECK-NOT: gathered
+CHECK: group 13: BLAS k13_linear, f32 accumulator into k13_linear
+CHECK-NEXT: A b26, B b27 as their kernel indexes them
+CHECK-NEXT: C b28 (f32 accumulator)
+CHECK-NEXT: then epilogue: k13_linear(b26, b27, b17, b29, b28)
 CHECK-NOT: where the library cannot run a call
 )");
 }
@@ -562,25 +565,26 @@ TEST_CASE("kiln compile --device cpu: JIT-compiled kernels, optimized LLVM IR du
                    dir);
   require_status(r, 0);
   require_checks(r.out, R"(
-CHECK: cpu: 15 kernels, 4 GEMMs; LLVM codegen {{[0-9.]+}} ms, O2 + JIT {{[0-9.]+}} ms (15 compiled, 0 from the JIT cache)
+CHECK: cpu: 13 kernels, 4 GEMMs; LLVM codegen {{[0-9.]+}} ms, O2 + JIT {{[0-9.]+}} ms (13 compiled, 0 from the JIT cache)
 CHECK-NEXT: k0_cast {{ +}}codegen {{[0-9.]+}} ms, O2 + JIT {{[0-9.]+}} ms
-CHECK: k14_linear {{ +}}codegen {{[0-9.]+}} ms, O2 + JIT {{[0-9.]+}} ms
+CHECK: k13_linear {{ +}}codegen {{[0-9.]+}} ms, O2 + JIT {{[0-9.]+}} ms
 )");
-  // Attention is the CPU's fused step, compiled by nothing; k8_linear_a gathers the heads merge for BLAS.
-  CHECK(count_files(d / "cpu", ".ll") == 15);
-  require_checks(read_text(d / "cpu" / "k13_mul.ll"), R"(
+  // Attention is the CPU's fused step, compiled by nothing, and stores the heads merge that
+  // BLAS reads (no gather kernel).
+  CHECK(count_files(d / "cpu", ".ll") == 13);
+  require_checks(read_text(d / "cpu" / "k12_mul.ll"), R"(
 CHECK: define
-CHECK-SAME: k13_mul
+CHECK-SAME: k12_mul
 CHECK: <{{[0-9]+}} x float>
 )");
   Run j = kiln_cli({"compile", decoder, "--bind", "B=2", "--bind", "T=3", "--device", "cpu", "--json"}, dir);
   require_status(j, 0);
   nlohmann::json s = nlohmann::json::parse(j.out);
   CHECK(s["backend"]["device"] == "cpu");
-  CHECK(s["backend"]["kernels"] == 15);
+  CHECK(s["backend"]["kernels"] == 13);
   CHECK(s["backend"]["gemms"] == 4);
-  REQUIRE(s["backend"]["kernel_times"].size() == 15);
-  CHECK(s["backend"]["kernel_times"][13]["name"] == "k13_mul");
+  REQUIRE(s["backend"]["kernel_times"].size() == 13);
+  CHECK(s["backend"]["kernel_times"][11]["name"] == "k12_mul");
 }
 
 TEST_CASE("kiln run --device cpu --check: the decoder layer compiled vs the reference", "[cli]") {
@@ -593,7 +597,7 @@ TEST_CASE("kiln run --device cpu --check: the decoder layer compiled vs the refe
     INFO(r.out << r.err);
     require_status(r, 0);
     require_checks(r.out, R"(
-CHECK: compiled for cpu (default): calls 1 (0 guard hits); compiles 1 (0 recompiles); kernels 15, GEMMs 4
+CHECK: compiled for cpu (default): calls 1 (0 guard hits); compiles 1 (0 recompiles); kernels 13, GEMMs 4
 CHECK: out: bf16[
 CHECK-NEXT: check: matches the reference (max abs err
 )");
@@ -603,11 +607,11 @@ CHECK-NEXT: check: matches the reference (max abs err
   nlohmann::json s = nlohmann::json::parse(j.out);
   CHECK(s["device"] == "cpu");
   CHECK(s["stats"]["compiles"] == 1);
-  CHECK(s["stats"]["kernels"] == 15);
-  // The 4 weight-prep kernels run once, not per call; the heads-merge gather does, and the
-  // fused attention step is one launch.
-  CHECK(s["stats"]["launches_per_call"] == 12);
-  CHECK(s["stats"]["kernel_times"].size() == 15);
+  CHECK(s["stats"]["kernels"] == 13);
+  // The 4 weight-prep kernels run once, not per call; the fused attention step is one
+  // launch, with no copy of v or gather of its output around it.
+  CHECK(s["stats"]["launches_per_call"] == 10);
+  CHECK(s["stats"]["kernel_times"].size() == 13);
   CHECK(s["stats"]["strategy"] == "launch directly");
   CHECK(s["outputs"][0]["check"]["ok"] == true);
   // The CPU cannot capture: reduce-overhead says how its calls run instead.

@@ -2,11 +2,13 @@
 // against the decomposition (CompileOptions::fused_attention = false) on fresh inputs: every
 // form of ops.def's attention at Tq/Tk in {1, odd, 127, 128, 129}, causal with Tq < Tk, a
 // long key sequence, GQA 1/4/8, ragged kv_lens, paged k/v through shuffled block tables,
-// broadcast masks, f16/bf16 forms, the decoder layer example; the printed program shows
-// the step, and a bad block table is a located error.
+// broadcast masks, f16/bf16 forms, the decoder layer example, q/k/v read through views of
+// one fused projection and the output stored for the next GEMM (no copy kernel around the
+// step); the printed program shows the step, and a bad block table is a located error.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <random>
 
@@ -202,6 +204,77 @@ TEST_CASE("fused attention: the decoder layer example, fused against decomposed"
     INFO("B " << bs[i].at("B") << ", T " << bs[i].at("T"));
     check_both(g, fused, decomposed, kiln::testing::layer_args(g, bs[i], 51 + i), "attention bf16 H=4 KVH=4 D=16 scale=0.25 causal");
   }
-  // One launch for attention where the decomposition has GEMM -> softmax -> GEMM.
+  // One launch for attention where the decomposition has GEMM -> softmax -> GEMM; v read
+  // from the fused QKV projection's output in place (q and k are RoPE kernels' outputs), the
+  // output stored as [B, T, H, D] for the o-projection (no gather of its A operand).
   CHECK(fused.stats().launches_per_call < decomposed.stats().launches_per_call);
+  CHECK_THAT(program_text(fused), Catch::Contains("v b") && Catch::Contains(" at +128 strides [192*T, 16, 192, 1] -> out b") &&
+                                      Catch::Contains(" at +0 strides [64*T, 16, 64, 1]; B=B Tq=T Tk=T") &&
+                                      !Catch::Contains("A gathered") && !Catch::Contains("_permute("));
+}
+
+namespace {
+
+// q, k and v as slices of one fused projection x [B, T, (H + 2 KVH) * D], each reshaped to
+// heads and permuted to [B, heads, T, D]; the output merged back to [B, T, H*D] for a
+// linear, as a Llama layer without RoPE writes it.
+std::string fused_qkv_text(const char* dtype, int64_t h, int64_t kvh, int64_t d, bool causal) {
+  const int64_t w = (h + 2 * kvh) * d;
+  auto head = [&](const char* name, int64_t start, int64_t heads) {
+    return str_cat("  %", name, "0 = slice(%x, axis=-1, start=", start, ", end=", start + heads * d, ")\n  %", name,
+                   "1 = reshape(%", name, "0, shape=[B, T, ", heads, ", ", d, "])\n  %", name, " = permute(%", name,
+                   "1, dims=[0, 2, 1, 3])\n");
+  };
+  return str_cat("graph qkv(%x: ", dtype, "[B, T, ", w, "], %wo: ", dtype, "[32, ", h * d, "]) {\n", head("q", 0, h),
+                 head("k", h * d, kvh), head("v", (h + kvh) * d, kvh), "  %a = attention(%q, %k, %v",
+                 causal ? ", causal=true" : "", ")\n  %p = permute(%a, dims=[0, 2, 1, 3])\n  %r = reshape(%p, shape=[B, T, ",
+                 h * d, "])\n  %o = linear(%r, %wo)\n  return %o\n}\n");
+}
+
+}  // namespace
+
+TEST_CASE("fused attention: q, k, v read through views of one fused projection, out stored for the next GEMM",
+          "[cpu][attention][fused]") {
+  std::mt19937_64 rng(53);
+  for (const char* dtype : {"f32", "bf16"})
+    for (int64_t ratio : {1, 4, 8})
+      for (int64_t d : {64, 128})
+        for (bool causal : {false, true}) {
+          if (std::string(dtype) == "bf16" && d == 64 && ratio == 4) continue;  // the other forms cover it
+          const int64_t kvh = ratio == 1 ? 2 : 1, h = kvh * ratio;
+          Graph g = parse_or_fail(fused_qkv_text(dtype, h, kvh, d, causal));
+          CompiledGraph fused = compile_cpu(g, true), decomposed = compile_cpu(g, false);
+          DType dt = g.args()[0]->dtype();
+          for (auto [b, t] : {std::pair<int64_t, int64_t>{1, 1}, {2, 7}, {1, 127}, {1, 129}}) {
+            INFO(dtype << " H " << h << " KVH " << kvh << " D " << d << (causal ? " causal" : "") << ", B " << b
+                       << ", T " << t);
+            TensorMap args{{"x", random(dt, {b, t, (h + 2 * kvh) * d}, rng)}, {"wo", random(dt, {32, h * d}, rng)}};
+            for (int64_t i = 0; i < args["wo"].numel(); ++i)
+              args["wo"].set(i, args["wo"].get(i) / std::sqrt(static_cast<double>(h * d)));
+            // q, k and v at their offsets in x's buffer (b0), strided over [B, heads, T, D];
+            // out stored as [B, T, H, D].
+            const int64_t w = (h + 2 * kvh) * d;
+            auto strides = [&](int64_t at, int64_t heads) {  // (one head: its stride is 0)
+              return str_cat(" at +", at, " strides [", w, "*T, ", heads == 1 ? 0 : d, ", ", w, ", 1]");
+            };
+            check_both(g, fused, decomposed, args,
+                       str_cat("q b0", strides(0, h), ", k b0", strides(h * d, kvh), ", v b0",
+                               strides((h + kvh) * d, kvh), " -> out b1 at +0 strides [", h * d, "*T, ", d, ", ",
+                               h * d, ", 1]"));
+          }
+          // No kernel copies q, k, v or the output: the attention step and the linear alone.
+          std::string text = program_text(fused);
+          CHECK_THAT(text, !Catch::Contains("permute(") && !Catch::Contains("gathered"));
+          CHECK(fused.stats().launches_per_call == 2);
+        }
+}
+
+TEST_CASE("fused attention: views that no aligned strided view replaces are still copied", "[cpu][attention][fused]") {
+  // A head dim of 12: the rows of q, k and v in x are not 8-element aligned.
+  std::mt19937_64 rng(59);
+  Graph g = parse_or_fail(fused_qkv_text("f32", 4, 2, 12, true));
+  CompiledGraph fused = compile_cpu(g, true), decomposed = compile_cpu(g, false);
+  TensorMap args{{"x", random(DType::f32, {2, 9, 96}, rng)}, {"wo", random(DType::f32, {32, 48}, rng)}};
+  check_both(g, fused, decomposed, args, "attention f32 H=4 KVH=2 D=12");
+  CHECK_THAT(program_text(fused), Catch::Contains("permute("));
 }

@@ -2,7 +2,9 @@
 // without a GPU, every form and tile configuration compiles with NVRTC for sm_80 and sm_90;
 // on a GPU, every form against the reference evaluator's attention on fresh inputs, at
 // lengths 1, odd, 127/128/129 and 4096, GQA ratios 1/4/8, ragged kv_lens, paged caches with
-// shuffled block tables, masks, window and softcap, in every configuration and split count.
+// shuffled block tables, masks, window and softcap, in every configuration and split count;
+// and compiled graphs whose attention reads q, k, v through views of one fused projection
+// and stores its output in the layout of the next GEMM.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -10,6 +12,7 @@
 #include <random>
 
 #include "codegen/cuda/attention.h"
+#include "compiler/compile.h"
 #include "ir/compare.h"
 #include "ir/parser.h"
 #include "ir/reference.h"
@@ -228,4 +231,44 @@ TEST_CASE("CUDA flash attention matches the reference in every form", "[cuda][at
   }
   kiln::test::gpu_summary().push_back({"flash attention forms x sizes (x 3 configs x 2 splits)", str_cat(cases, " passed")});
 #endif
+}
+
+TEST_CASE("CUDA attention through views of a fused QKV projection matches the reference", "[cuda][attention][gpu]") {
+  KILN_REQUIRE_GPU();
+  int cases = 0;
+  for (auto [h, kvh, d] : {std::tuple<int64_t, int64_t, int64_t>{4, 4, 64}, {8, 2, 128}, {8, 1, 128}})
+    for (bool causal : {false, true}) {
+      const int64_t w = (h + 2 * kvh) * d;
+      auto head = [&](const char* name, int64_t start, int64_t heads) {
+        return str_cat("  %", name, "0 = slice(%x, axis=-1, start=", start, ", end=", start + heads * d, ")\n  %", name,
+                       "1 = reshape(%", name, "0, shape=[B, T, ", heads, ", ", d, "])\n  %", name, " = permute(%", name,
+                       "1, dims=[0, 2, 1, 3])\n");
+      };
+      std::string text = str_cat("graph qkv(%x: bf16[B, T, ", w, "]) {\n", head("q", 0, h), head("k", h * d, kvh),
+                                 head("v", (h + kvh) * d, kvh), "  %a = attention(%q, %k, %v", causal ? ", causal=true" : "",
+                                 ")\n  %p = permute(%a, dims=[0, 2, 1, 3])\n  return %p\n}\n");
+      absl::StatusOr<Graph> g = parse_graph(text);
+      if (!g.ok()) FAIL(status_message(g.status()));
+      absl::StatusOr<CompiledGraph> cg = compile(*g, {.device = Device::Cuda});
+      if (!cg.ok()) FAIL(status_message(cg.status()));
+      for (auto [b, t] : {std::pair<int64_t, int64_t>{1, 1}, {2, 7}, {1, 129}, {1, 512}}) {
+        INFO("H " << h << " KVH " << kvh << " D " << d << (causal ? " causal" : "") << ", B " << b << ", T " << t);
+        TensorMap host = random_args(*g, {{"B", b}, {"T", t}}, 61 + cases);
+        absl::StatusOr<std::vector<HostTensor>> want = evaluate(*g, host);
+        if (!want.ok()) FAIL(status_message(want.status()));
+        absl::StatusOr<Tensor> x = Tensor::from_host(host.at("x"), DeviceId::cuda(0));
+        if (!x.ok()) FAIL(status_message(x.status()));
+        absl::StatusOr<std::vector<Tensor>> got = (*cg)({*x});
+        if (!got.ok()) FAIL(status_message(got.status()));
+        absl::StatusOr<HostTensor> out = (*got)[0].to_host();
+        if (!out.ok()) FAIL(status_message(out.status()));
+        Comparison c = compare_tensors((*want)[0], *out, default_tolerance(DType::bf16));
+        INFO(c.message);
+        REQUIRE(c.ok);
+        ++cases;
+      }
+      // One launch: the attention step reads x in place and stores [B, T, H, D] as the output.
+      CHECK(cg->stats().launches_per_call == 1);
+    }
+  kiln::test::gpu_summary().push_back({"attention through fused QKV views (forms x sizes)", str_cat(cases, " passed")});
 }

@@ -1,6 +1,7 @@
 // The pipeline with a target that runs attention fused (PipelineOptions::fused_attention):
 // decompose keeps the forms it accepts whole (and makes a matching sdpa one), fusion puts
-// each alone in an attention group, lowering gives it no loop nest; a form the target
+// each alone in an attention group with the views it reads q, k, v through as its prologue
+// (and a permute of its result), lowering gives it no loop nest; a form the target
 // refuses is decomposed as before. Asserted on the printed schedule and the kernel counts.
 #include "test/passes/util.h"
 
@@ -27,17 +28,21 @@ TEST_CASE("fused attention: a kept attention is one attention group between the 
   PipelineResult r = compile_or_fail(g, fused);
   std::string scheduled = print_scheduled(r.state.graph, r.state.schedule);
   INFO(scheduled);
-  require_checks(scheduled, R"(CHECK: %a = attention(%q, %k, %v, causal=true) : f32[B, 2, T, 16]  # group {{[0-9]+}} (attention)
-CHECK: attention: 1 nodes, reads (%q, %k, %v) writes (%a))");
+  // q is read through the reshape and permute of the projection: no kernel makes it dense.
+  require_checks(scheduled, R"(CHECK: %r = reshape(%p, shape=[B, T, 2, 16]) : f32[B, T, 2, 16]  # group 1 (attention prologue)
+CHECK: %q = permute(%r, dims=[0, 2, 1, 3]) : f32[B, 2, T, 16]  # group 1 (attention prologue)
+CHECK: %a = attention(%q, %k, %v, causal=true) : f32[B, 2, T, 16]  # group 1 (attention)
+CHECK: attention: 3 nodes, reads (%p, %k, %v) writes (%a))");
   CHECK(r.summary.attentions == 1);
   CHECK(r.summary.gemms == 1);
-  CHECK(r.summary.kernels == 2);  // q made dense (the step reads dense operands), the mul
+  CHECK(r.summary.kernels == 1);  // the mul
   for (size_t i = 0; i < r.kernels.size(); ++i) {
     if (r.state.schedule.groups[i].kind != KernelGroup::Kind::Attention) continue;
-    const kir::Kernel& k = r.kernels[i];  // buffers only: q, k, v, then a
+    const kir::Kernel& k = r.kernels[i];  // buffers only: p, k, v, then a
     CHECK(k.name == str_cat("k", i, "_attention"));
     CHECK(k.stages.empty());
     REQUIRE(k.buffers.size() == 4);
+    CHECK(k.buffers[0].name == "p");
     CHECK(k.buffers[3].name == "a");
   }
 
