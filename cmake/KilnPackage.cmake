@@ -10,7 +10,7 @@ include(CMakePackageConfigHelpers)
 
 # The headers a program includes; whatever kiln headers they include are staged with them.
 set(KILN_PUBLIC_HEADERS
-  compiler/compile.h compiler/summary.h
+  compiler/compile.h compiler/package.h compiler/summary.h
   frontends/trace/trace.h frontends/onnx/onnx_import.h
   ir/compare.h ir/parser.h ir/printer.h ir/reference.h ir/status.h
   passes/convert_float.h)
