@@ -1,15 +1,16 @@
 # libkiln and its package. kiln's internal static libraries (ir, passes, codegen, runtime,
 # the CPU and CUDA backends, the compiler, the trace and ONNX frontends) are combined into
 # one shared library, libkiln.so (target kiln_library, alias kiln::kiln, the same name
-# find_package(kiln) gives). Its public headers are staged under <build>/include/public/kiln/
+# find_package(kiln) gives), and into one archive, libkiln.a (target kiln_static, what
+# find_package(kiln COMPONENTS static) gives as kiln::kiln_static). Its public headers are staged under <build>/include/public/kiln/
 # with their includes rewritten to that prefix; `cmake --install` installs them, the library,
-# kilnConfig.cmake + kilnConfigVersion.cmake and kiln.pc.
+# kilnConfig.cmake + kilnConfigVersion.cmake, kiln.pc and kiln-static.pc.
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
 # The headers a program includes; whatever kiln headers they include are staged with them.
 set(KILN_PUBLIC_HEADERS
-  compiler/compile.h compiler/summary.h
+  compiler/compile.h compiler/package.h compiler/summary.h
   frontends/trace/trace.h frontends/onnx/onnx_import.h
   ir/compare.h ir/parser.h ir/printer.h ir/reference.h ir/status.h
   passes/convert_float.h)
@@ -63,6 +64,44 @@ target_link_libraries(kiln_library
           -Wl,--version-script=${PROJECT_SOURCE_DIR}/cmake/libkiln.map -Wl,--no-undefined
   PUBLIC absl::status absl::statusor absl::strings absl::flat_hash_map dlpack::dlpack)
 
+# libkiln.a: the same objects in one archive, made from the objects the internal libraries
+# already built (no second compile). It is always built (one `ar` run) and installed; its
+# CMake target comes with the component `static`, because its link needs (LLVM's archives,
+# OpenBLAS, protobuf) are found only for a program that asks for it: a user of libkiln.so
+# needs no LLVM development package.
+set(_kiln_objects)
+foreach(part IN LISTS _kiln_parts)
+  list(APPEND _kiln_objects $<TARGET_OBJECTS:${part}>)
+endforeach()
+add_library(kiln_static STATIC ${PROJECT_BINARY_DIR}/version.cc ${_kiln_objects})
+add_dependencies(kiln_static kiln_headers ${_kiln_parts})
+set_target_properties(kiln_static PROPERTIES OUTPUT_NAME kiln EXPORT_NAME kiln_static POSITION_INDEPENDENT_CODE ON)
+target_include_directories(kiln_static PRIVATE ${_kiln_include}/generated)
+target_include_directories(kiln_static INTERFACE
+  $<BUILD_INTERFACE:${_kiln_include}/public> $<BUILD_INTERFACE:${_kiln_include}/generated>
+  $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
+target_compile_features(kiln_static INTERFACE cxx_std_20)
+# What the archive's objects call outside it. LLVM's component libraries are LLVM's own
+# imported targets (kilnConfig.cmake finds LLVM first); OpenBLAS and protobuf are the static
+# archives the build linked (Debian's libprotobuf.a is fine in an executable); Abseil is
+# its imported targets (shared, as with libkiln.so); DLPack, dlopen and threads.
+set(_kiln_static_needs absl::status absl::statusor absl::strings absl::str_format absl::flat_hash_map
+    absl::flat_hash_set absl::hash dlpack::dlpack Threads::Threads ${CMAKE_DL_LIBS})
+find_package(Threads REQUIRED)
+set(KILN_STATIC_LLVM OFF)
+if(TARGET kiln_cpu)
+  set(KILN_STATIC_LLVM ON)
+  # LLVM's component libraries, as the CPU emitter links them (LLVM's targets are local to
+  # codegen/cpu, so they are named here).
+  get_target_property(_kiln_llvm kiln_cpu_codegen INTERFACE_LINK_LIBRARIES)
+  list(FILTER _kiln_llvm INCLUDE REGEX "^LLVM")
+  list(APPEND _kiln_static_needs ${_kiln_llvm} ${KILN_OPENBLAS_STATIC} m)
+endif()
+if(TARGET kiln_onnx_proto)
+  list(APPEND _kiln_static_needs ${KILN_PROTOBUF_STATIC})
+endif()
+target_link_libraries(kiln_static INTERFACE ${_kiln_static_needs})
+
 install(TARGETS kiln_library EXPORT kilnTargets
   LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
@@ -70,7 +109,9 @@ install(TARGETS kiln_library EXPORT kilnTargets
 install(DIRECTORY ${_kiln_include}/public/ ${_kiln_include}/generated/
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 set(_kiln_cmake_dir ${CMAKE_INSTALL_LIBDIR}/cmake/kiln)
+install(TARGETS kiln_static EXPORT kilnStaticTargets ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
 install(EXPORT kilnTargets NAMESPACE kiln:: DESTINATION ${_kiln_cmake_dir})
+install(EXPORT kilnStaticTargets NAMESPACE kiln:: DESTINATION ${_kiln_cmake_dir})
 configure_package_config_file(cmake/kilnConfig.cmake.in ${PROJECT_BINARY_DIR}/kilnConfig.cmake
   INSTALL_DESTINATION ${_kiln_cmake_dir})
 write_basic_package_version_file(${PROJECT_BINARY_DIR}/kilnConfigVersion.cmake
@@ -84,4 +125,21 @@ set(KILN_PC_REQUIRES "absl_status absl_statusor absl_strings absl_flat_hash_map"
 file(RELATIVE_PATH KILN_PC_TO_PREFIX /${CMAKE_INSTALL_LIBDIR}/pkgconfig /)
 string(REGEX REPLACE "/$" "" KILN_PC_TO_PREFIX "${KILN_PC_TO_PREFIX}")
 configure_file(cmake/kiln.pc.in ${PROJECT_BINARY_DIR}/kiln.pc @ONLY)
-install(FILES ${PROJECT_BINARY_DIR}/kiln.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+# kiln-static.pc: libkiln.a and what it needs, LLVM's libraries as its llvm-config names them.
+set(KILN_PC_STATIC_REQUIRES "${KILN_PC_REQUIRES} absl_str_format absl_flat_hash_set absl_hash")
+set(KILN_PC_STATIC_LIBS "")
+if(TARGET kiln_cpu)
+  find_program(KILN_LLVM_CONFIG NAMES llvm-config-16 llvm-config HINTS ${LLVM_DIR}/../bin ${LLVM_DIR}/../../../bin
+               NO_DEFAULT_PATH REQUIRED)
+  execute_process(COMMAND ${KILN_LLVM_CONFIG} --link-static --ldflags --libs orcjit native passes --system-libs
+                  OUTPUT_VARIABLE _kiln_llvm_flags OUTPUT_STRIP_TRAILING_WHITESPACE COMMAND_ERROR_IS_FATAL ANY)
+  string(REPLACE "\n" " " _kiln_llvm_flags "${_kiln_llvm_flags}")
+  string(APPEND KILN_PC_STATIC_LIBS " ${KILN_OPENBLAS_STATIC} ${_kiln_llvm_flags}")
+endif()
+if(TARGET kiln_onnx_proto)
+  string(APPEND KILN_PC_STATIC_LIBS " ${KILN_PROTOBUF_STATIC}")
+endif()
+string(APPEND KILN_PC_STATIC_LIBS " -ldl -lpthread -lm")
+configure_file(cmake/kiln-static.pc.in ${PROJECT_BINARY_DIR}/kiln-static.pc @ONLY)
+install(FILES ${PROJECT_BINARY_DIR}/kiln.pc ${PROJECT_BINARY_DIR}/kiln-static.pc
+        DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

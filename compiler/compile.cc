@@ -57,6 +57,7 @@ struct Specialization {
   GuardSet guard_set;
   std::vector<SlotGuard> guards;  // guard_set's guards, one per symbol slot, for the hot path
   std::string text;
+  Bindings bindings;  // what it was built for
   std::unique_ptr<Executor> exe;
 };
 
@@ -233,6 +234,7 @@ struct CompiledGraph::Impl {
     for (const SymbolGuard& g : gs.guards) sp.guards.push_back({g.kind == SymbolGuard::Kind::Equals, g.value});
     sp.text = gs.to_string();
     sp.guard_set = gs;
+    sp.bindings = b;
     std::string reason;
     if (!specs.empty()) {
       std::vector<std::string> parts;
@@ -436,6 +438,7 @@ CompiledGraph::Memory CompiledGraph::memory() const {
 DeviceId CompiledGraph::device() const { return impl_->device->device(); }
 DeviceAdapter& CompiledGraph::device_adapter() const { return *impl_->device; }
 Mode CompiledGraph::mode() const { return impl_->opts.mode; }
+const CompileOptions& CompiledGraph::options() const { return impl_->opts; }
 const Graph& CompiledGraph::graph() const { return impl_->module->state.graph; }
 const CompiledModule& CompiledGraph::module() const { return *impl_->module; }
 
@@ -465,7 +468,7 @@ std::vector<CompiledGraph::SpecializationInfo> CompiledGraph::specialization_inf
   std::lock_guard<std::mutex> lock(impl_->mu);
   std::vector<SpecializationInfo> out;
   for (const Specialization& s : impl_->specs) {
-    SpecializationInfo info{s.text, s.exe->shared_program(), s.exe->build_stats(), {}, s.exe->strategy()};
+    SpecializationInfo info{s.text, s.exe->shared_program(), s.exe->build_stats(), {}, s.exe->strategy(), s.bindings};
     for (size_t k = 0; k < info.program->kernels.size(); ++k) info.kernel_notes.push_back(s.exe->describe_kernel(static_cast<int>(k)));
     out.push_back(std::move(info));
   }

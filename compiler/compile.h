@@ -109,6 +109,7 @@ class CompiledGraph {
   DeviceId device() const;
   DeviceAdapter& device_adapter() const;  // what calls run on (weight stores allocate there)
   Mode mode() const;
+  const CompileOptions& options() const;  // as compile() was given them
   const Graph& graph() const;  // after the pass pipeline
   const CompiledModule& module() const;
   CompileStats stats() const;
@@ -120,6 +121,7 @@ class CompiledGraph {
     BuildStats stats;
     std::vector<std::string> kernel_notes;  // per program kernel: "k1_mean rows, 8 lanes"
     const char* strategy;                   // how calls run: "capture and replay", ...
+    Bindings bindings;                      // the symbol values it was built for (warm_up builds it again)
   };
   std::vector<SpecializationInfo> specialization_info() const;
   // The guard set of every specialization built so far, in build order: "B >= 2, T == 1".

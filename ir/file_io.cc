@@ -46,4 +46,22 @@ absl::StatusOr<std::string> read_regular_file(const std::string& path, int64_t m
 
 int64_t max_input_file_bytes() { return host_allocation_limit(); }
 
+absl::Status write_file_atomically(const std::string& path, const std::function<bool(std::FILE*)>& writer) {
+  std::string tmp = str_cat(path, ".tmp.", ::getpid());
+  std::FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) return invalid_argument(path, ": cannot create ", tmp, ": ", std::strerror(errno));
+  bool ok = writer(f);
+  ok = std::fclose(f) == 0 && ok;
+  if (!ok) {
+    std::remove(tmp.c_str());
+    return invalid_argument(path, ": cannot write ", tmp);
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    int e = errno;
+    std::remove(tmp.c_str());
+    return invalid_argument(path, ": cannot rename ", tmp, " to it: ", std::strerror(e));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace kiln

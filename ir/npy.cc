@@ -183,7 +183,6 @@ absl::StatusOr<HostTensor> parse_npy(std::string_view bytes, std::string_view pa
 }
 
 absl::Status write_npy(const std::string& path, const HostTensor& t) {
-  auto fail = [&](const auto&... a) { return invalid_argument(path, ": ", a...); };
   std::string_view descr;
   for (const NpyType& nt : kTypes)
     if (nt.dtype == t.dtype() && descr.empty()) descr = nt.descr;
@@ -217,21 +216,7 @@ absl::Status write_npy(const std::string& path, const HostTensor& t) {
     out.append(reinterpret_cast<const char*>(t.data()), t.nbytes());
   }
 
-  std::string tmp = path + ".tmp";
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) return fail("cannot create ", tmp, ": ", std::strerror(errno));
-  bool ok = std::fwrite(out.data(), 1, out.size(), f) == out.size();
-  ok = std::fclose(f) == 0 && ok;
-  if (!ok) {
-    std::remove(tmp.c_str());
-    return fail("cannot write ", tmp);
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    int e = errno;
-    std::remove(tmp.c_str());
-    return fail("cannot rename ", tmp, " to it: ", std::strerror(e));
-  }
-  return absl::OkStatus();
+  return write_file_atomically(path, [&](std::FILE* f) { return std::fwrite(out.data(), 1, out.size(), f) == out.size(); });
 }
 
 }  // namespace kiln

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -77,6 +78,20 @@ KernelCache::KernelCache(std::optional<std::filesystem::path> disk_dir) : dir_(s
 
 std::filesystem::path KernelCache::entry_path(const std::string& key) const {
   return dir_ ? *dir_ / (key + ".kbin") : std::filesystem::path();
+}
+
+std::vector<std::pair<std::string, std::shared_ptr<const CompiledKernel>>> KernelCache::entries() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::pair<std::string, std::shared_ptr<const CompiledKernel>>> out(memory_.begin(), memory_.end());
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  return out;
+}
+
+absl::Status KernelCache::insert(const std::string& key, std::shared_ptr<const CompiledKernel> kernel) {
+  if (!is_key(key)) return invalid_argument("kernel cache key must be 64 lowercase hex digits, got '", key, "'");
+  std::lock_guard<std::mutex> lock(mu_);
+  memory_.emplace(key, std::move(kernel));
+  return absl::OkStatus();
 }
 
 KernelCacheStats KernelCache::stats() const {

@@ -21,6 +21,8 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -61,6 +63,13 @@ class KernelCache {
   // the rename keeps the file whole. A compile error is returned and nothing is stored.
   absl::StatusOr<std::shared_ptr<const CompiledKernel>> get_or_compile(
       const std::string& key, const std::function<absl::StatusOr<CompiledKernel>()>& compile);
+
+  // Every entry in memory (compiled, read from disk or inserted in this process), by key:
+  // what a compiled package (compiler/package.h) carries.
+  std::vector<std::pair<std::string, std::shared_ptr<const CompiledKernel>>> entries() const;
+  // Adds a kernel compiled elsewhere (a loaded package's) to memory, where `key` is absent;
+  // later lookups of it are memory hits. An invalid key is an error.
+  absl::Status insert(const std::string& key, std::shared_ptr<const CompiledKernel> kernel);
 
   KernelCacheStats stats() const;
   const std::optional<std::filesystem::path>& directory() const { return dir_; }

@@ -72,6 +72,18 @@ std::vector<std::pair<std::string, std::string>> TuneStore::entries() {
   return out;
 }
 
+std::vector<TuneStore::Record> TuneStore::records() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<Record> out;
+  for (const auto& [key, v] : entries_) out.push_back({key, v.first, v.second});
+  return out;
+}
+
+void TuneStore::insert(const Record& r) {
+  std::lock_guard<std::mutex> lock(mu_);
+  entries_.emplace(r.key, std::pair{r.choice, r.note});
+}
+
 void TuneStore::put(const std::string& description, const std::string& choice, const std::string& note) {
   std::lock_guard<std::mutex> lock(mu_);
   std::string k = key(description);

@@ -29,6 +29,13 @@ class TuneStore {
   static std::string key(const std::string& description);  // 32 hex digits
   // Every entry this process knows, (choice, note) by key: what max-autotune chose and why.
   std::vector<std::pair<std::string, std::string>> entries();
+  // The same with their keys, by key (what a compiled package carries), and the way back: an
+  // entry added to memory where its key is absent (not written to the file).
+  struct Record {
+    std::string key, choice, note;
+  };
+  std::vector<Record> records();
+  void insert(const Record& r);
 
  private:
   using Entries = std::map<std::string, std::pair<std::string, std::string>>;  // key -> (choice, note)

@@ -4,6 +4,7 @@
 // --device cuda it also generates and NVRTC-compiles every kernel of the specialization for
 // the --bind values (no GPU needed: running and tuning are what needs one), with --device
 // cpu it JIT-compiles them; the dump then also holds each kernel's .cu and .ptx, or .ll.
+// --save writes that specialization, compiled, as a package (compiler/package.h).
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -19,6 +20,7 @@
 #include "compiler/graph_picture.h"
 #include "compiler/guards.h"
 #include "compiler/json.h"
+#include "compiler/package.h"
 #include "compiler/pipeline.h"
 #include "passes/schedule_util.h"
 
@@ -36,6 +38,7 @@ struct CompileCliOptions {
   std::string mode = "default";
   bool no_fused_attention = false;
   std::string graph_file;  // --graph: .dot, .svg or .html
+  std::string save;        // --save: a .kilnpkg
 };
 
 // What a device made of the kernels: one line each, and the statistics.
@@ -143,14 +146,45 @@ void write_picture(const std::string& path, const Graph& before, const PipelineR
   }
 }
 
+// --save: compile() for the device (compile only: CUDA needs no GPU), the specialization for
+// `bindings` built, the package written and read back; what it holds, as text and JSON.
+DeviceReport save_package(const CompileCliOptions& o, const Graph& source, const Bindings& bindings) {
+  CompileOptions co{.mode = *parse_mode(o.mode),
+                    .device = o.device == "none" ? Device::Auto : *parse_device(o.device),
+                    .compile_only = true,
+                    .fused_attention = !o.no_fused_attention};
+  CompiledGraph cg = check(compile(source, co));
+  auto or_fail = [&](const absl::Status& s) {
+    if (!s.ok()) throw CliError(str_cat("--save ", o.save, ": ", status_message(s)));
+  };
+  or_fail(cg.warm_up(bindings));
+  or_fail(save_compiled(source, cg, o.save));
+  Package p = check(read_package(o.save));
+  std::error_code ec;
+  auto bytes = static_cast<int64_t>(std::filesystem::file_size(o.save, ec));
+  std::vector<std::string> guards;
+  for (const Package::Specialization& sp : p.specializations) guards.push_back(sp.guards);
+  DeviceReport rep;
+  rep.text = str_cat("saved ", o.save, " (", bytes, " bytes): ", p.device, " ", p.target, ", ", p.specializations.size(),
+                     " specialization", p.specializations.size() == 1 ? "" : "s", " (",
+                     str_join(guards, "; ", [](const std::string& g) { return g.empty() ? std::string("no guards") : g; }),
+                     "), ", p.kernels.size(), " compiled kernels, ", p.tune.size(), " tuning choices\n");
+  rep.json = {{"path", o.save},        {"bytes", bytes},           {"device", p.device},
+              {"target", p.target},    {"specializations", guards}, {"kernels", p.kernels.size()},
+              {"tune_records", p.tune.size()}};
+  return rep;
+}
+
 void run(const CompileCliOptions& o) {
   std::string picture_ext = std::filesystem::path(o.graph_file).extension().string();
   if (!o.graph_file.empty() && picture_ext != ".dot") {
     if (absl::Status s = graphviz_available(); !s.ok()) throw CliError(str_cat("--graph ", o.graph_file, ": ", status_message(s)));
   }
   Graph g = load_verified(o.file, o.float_type);
+  // --save: compiled as its package will hold it, so that the kernels below are the package's.
+  if (!o.save.empty()) g = check(package_graph(g));
   std::optional<Graph> before;
-  if (!o.graph_file.empty()) before = g.clone();
+  if (!o.graph_file.empty() || !o.save.empty()) before = g.clone();
   PipelineOptions po;
   po.bindings = parse_binds(g, o.binds);
   po.dump_dir = o.dump_dir;
@@ -164,10 +198,12 @@ void run(const CompileCliOptions& o) {
     po.fused_attention = check(make_device_adapter(*parse_device(o.device), 0, true))->target().supports_attention;
   std::string name = g.name();
   PipelineResult r = check(compile_to_kernels(std::move(g), po));
-  if (before) write_picture(o.graph_file, *before, r);
+  if (!o.graph_file.empty()) write_picture(o.graph_file, *before, r);
+  Bindings layout_bindings = r.layout_bindings;
   if (o.json) {
     nlohmann::ordered_json j = r.summary;
     if (o.device != "none") j["backend"] = compile_for_device(o, r, po.bindings).json;
+    if (!o.save.empty()) j["package"] = save_package(o, *before, layout_bindings).json;
     std::puts(json_text(j, 2).c_str());
     return;
   }
@@ -180,6 +216,10 @@ void run(const CompileCliOptions& o) {
     std::fputs(compile_for_device(o, r, po.bindings).text.c_str(), stdout);
     if (o.mode != "default")
       std::printf("mode %s: applies when the graph runs (CUDA graph capture, autotuning on the device)\n", o.mode.c_str());
+  }
+  if (!o.save.empty()) {
+    std::fflush(stdout);
+    std::fputs(save_package(o, *before, layout_bindings).text.c_str(), stdout);
   }
   if (!o.dump_dir.empty()) std::printf("dumped to %s\n", o.dump_dir.c_str());
   if (!o.graph_file.empty()) std::printf("graph before and after fusion drawn in %s\n", o.graph_file.c_str());
@@ -219,6 +259,14 @@ void register_compile(CLI::App& app) {
       ->check(CLI::IsMember({"none", "cpu", "cuda"}));
   cmd->add_flag("--no-fused-attention", o->no_fused_attention,
                 "decompose every attention into GEMM -> softmax -> GEMM, even where --device runs its form fused");
+  cmd->add_option("--save", o->save,
+                  "also compile for --device (none: CUDA where a GPU is present, else the CPU; CUDA needs no GPU) "
+                  "the specialization for the --bind values and write it into FILE.kilnpkg: the graph, options, "
+                  "guards, every kernel's compiled code and the tuning choices, versioned and checksummed, so that "
+                  "`kiln run FILE.kilnpkg` and kiln::load_compiled() start without compiling")
+      ->check([](const std::string& f) {
+        return std::filesystem::path(f).extension() == ".kilnpkg" ? std::string() : std::string("--save takes a .kilnpkg file");
+      });
   cmd->add_option("--mode", o->mode, "default, reduce-overhead or max-autotune")
       ->check(CLI::IsMember({"default", "reduce-overhead", "max-autotune"}));
   cmd->callback([o] { run(*o); });

@@ -1,6 +1,7 @@
 // `kiln run FILE`: runs a graph through the reference evaluator, or compiled for the CPU or
 // CUDA (--device), on random or .npy inputs and prints a summary of each output (or JSON),
-// optionally saving outputs as .npy files; --check compares compiled with reference.
+// optionally saving outputs as .npy files; --check compares compiled with reference. A
+// .kilnpkg (kiln compile --save) runs compiled as it was saved, its kernels not compiled again.
 #include <algorithm>
 #include <cstdio>
 #include <optional>
@@ -15,6 +16,7 @@
 #include "compiler/cli/commands.h"
 #include "compiler/compile.h"
 #include "compiler/json.h"
+#include "compiler/package.h"
 #include "ir/compare.h"
 #include "compiler/summary.h"
 #include "ir/npy.h"
@@ -37,6 +39,7 @@ struct RunOptions {
   std::string device = "reference";
   std::string mode = "default";
   bool check = false;
+  bool device_given = false, mode_given = false, float_given = false;
 };
 
 // The arguments the caller must supply: inputs and parameters without data.
@@ -142,8 +145,26 @@ void save_outputs(const Graph& g, const std::vector<HostTensor>& outs, const std
   fs::remove_all(staging, ec);
 }
 
-void run(const RunOptions& o) {
-  Graph g = load_verified(o.file, o.float_type);
+// A package names its device and mode: options that disagree are errors, not ignored.
+Package read_package_for(const RunOptions& o) {
+  Package p = check(read_package(o.file));
+  if (o.float_given) throw CliError(str_cat(o.file, ": --float applies when compiling; the package is compiled"));
+  if (o.device_given && o.device != p.device)
+    throw CliError(str_cat(o.file, ": the package was compiled for ", p.device, ", not --device ", o.device));
+  if (o.mode_given && o.mode != mode_name(p.options.mode))
+    throw CliError(str_cat(o.file, ": the package was compiled in mode ", mode_name(p.options.mode), ", not --mode ", o.mode));
+  return p;
+}
+
+void run(const RunOptions& in) {
+  RunOptions o = in;
+  std::optional<Package> package;
+  if (fs::path(o.file).extension() == ".kilnpkg") {
+    package = read_package_for(o);
+    o.device = package->device;
+    o.mode = mode_name(package->options.mode);
+  }
+  Graph g = package ? package->graph.clone() : load_verified(o.file, o.float_type);
   for (const Value* v : g.outputs())
     if (!o.save_dir.empty() && (v->name().find('/') != std::string::npos || v->name().starts_with(".")))
       throw CliError(str_cat("--save-outputs: output %", v->name(), " does not make a file name"));
@@ -156,7 +177,8 @@ void run(const RunOptions& o) {
   if (o.device == "reference") {
     outs = check(evaluate(g, args));
   } else {
-    CompiledGraph cg = check(compile(g, {.mode = *parse_mode(o.mode), .device = *parse_device(o.device)}));
+    CompiledGraph cg = package ? check(load_compiled(*package))
+                               : check(compile(g, {.mode = *parse_mode(o.mode), .device = *parse_device(o.device)}));
     outs = check(run_host(cg, args));
     stats = cg.stats();
   }
@@ -178,6 +200,7 @@ void run(const RunOptions& o) {
     if (o.inputs_dir.empty()) j["seed"] = o.seed;
     else j["inputs"] = o.inputs_dir;
     j["device"] = o.device;
+    if (package) j["package"] = {{"path", o.file}, {"target", package->target}, {"kernels", package->kernels.size()}};
     if (stats) {
       j["mode"] = o.mode;
       j["stats"] = *stats;
@@ -206,6 +229,10 @@ void run(const RunOptions& o) {
   std::printf("graph %s%s%s, %s\n", g.name().c_str(), binds.empty() ? "" : " with ", binds.c_str(),
               o.inputs_dir.empty() ? str_cat("random inputs (seed ", o.seed, ")").c_str()
                                    : str_cat("inputs from ", o.inputs_dir).c_str());
+  if (package)
+    std::printf("loaded %s: %s %s, %zu specialization%s, %zu compiled kernels\n", o.file.c_str(), package->device.c_str(),
+                package->target.c_str(), package->specializations.size(), package->specializations.size() == 1 ? "" : "s",
+                package->kernels.size());
   if (stats) std::printf("compiled for %s (%s): %s", o.device.c_str(), o.mode.c_str(), stats->to_text().c_str());
   for (size_t i = 0; i < outs.size(); ++i) {
     std::printf("%s\n", format_summary(g.outputs()[i]->name(), summarize(outs[i])).c_str());
@@ -225,8 +252,12 @@ void register_run(CLI::App& app) {
   auto o = std::make_shared<RunOptions>();
   CLI::App* cmd = app.add_subcommand(
       "run", "Run a graph (reference evaluator, or compiled for cpu/cuda) and summarize its outputs");
-  cmd->add_option("FILE", o->file, "the graph to run (.kiln or .onnx)")->required();
+  cmd->add_option("FILE", o->file,
+                  "the graph to run (.kiln or .onnx), or a compiled package (.kilnpkg, from kiln compile --save: runs "
+                  "on its device and mode without compiling its kernels again)")
+      ->required();
   add_float_option(cmd, &o->float_type);
+  CLI::Option* float_opt = cmd->get_option("--float");
   cmd->add_option("--bind", o->binds, "a symbol's value, e.g. --bind B=8 (repeatable)");
   cmd->add_option("--seed", o->seed, "seed of the random inputs (default 0): floats uniform in [-1, 1), "
                  "2-D parameters scaled by 1/sqrt(fan-in)");
@@ -235,14 +266,20 @@ void register_run(CLI::App& app) {
                   "their shapes bind the symbols");
   cmd->add_option("--save-outputs", o->save_dir, "write each output to DIR/<name>.npy (bf16 as float32)");
   cmd->add_flag("--json", o->json, "print the summary as JSON (with the compile statistics of a compiled run)");
-  cmd->add_option("--device", o->device, "reference (default: the reference evaluator), cpu or cuda (compiled)")
-      ->check(CLI::IsMember({"reference", "cpu", "cuda"}));
-  cmd->add_option("--mode", o->mode, "compile mode: default, reduce-overhead or max-autotune")
-      ->check(CLI::IsMember({"default", "reduce-overhead", "max-autotune"}));
+  CLI::Option* device_opt =
+      cmd->add_option("--device", o->device, "reference (default: the reference evaluator), cpu or cuda (compiled)")
+          ->check(CLI::IsMember({"reference", "cpu", "cuda"}));
+  CLI::Option* mode_opt = cmd->add_option("--mode", o->mode, "compile mode: default, reduce-overhead or max-autotune")
+                              ->check(CLI::IsMember({"default", "reduce-overhead", "max-autotune"}));
   cmd->add_flag("--check", o->check,
                 "also run the reference evaluator and compare every output within its dtype's tolerance; "
                 "exit status 1 and the worst element on a mismatch");
-  cmd->callback([o] { run(*o); });
+  cmd->callback([o, float_opt, device_opt, mode_opt] {
+    o->float_given = float_opt->count() > 0;
+    o->device_given = device_opt->count() > 0;
+    o->mode_given = mode_opt->count() > 0;
+    run(*o);
+  });
 }
 
 }  // namespace kiln::cli

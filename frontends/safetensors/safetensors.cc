@@ -226,25 +226,14 @@ absl::Status write_safetensors(const std::string& path, const std::map<std::stri
   }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // the data section starts 8-byte aligned
-  std::string tmp = path + ".tmp";
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) return fail("cannot create ", tmp, ": ", std::strerror(errno));
   uint8_t len[8];
   for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(static_cast<uint64_t>(text.size()) >> (8 * i));
-  bool ok = std::fwrite(len, 1, 8, f) == 8 && std::fwrite(text.data(), 1, text.size(), f) == text.size();
-  for (const auto& [name, t] : tensors)
-    ok = ok && std::fwrite(t.data(), 1, static_cast<size_t>(t.nbytes()), f) == static_cast<size_t>(t.nbytes());
-  ok = std::fclose(f) == 0 && ok;
-  if (!ok) {
-    std::remove(tmp.c_str());
-    return fail("cannot write ", tmp);
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    int e = errno;
-    std::remove(tmp.c_str());
-    return fail("cannot rename ", tmp, " to it: ", std::strerror(e));
-  }
-  return absl::OkStatus();
+  return write_file_atomically(path, [&](std::FILE* f) {
+    bool ok = std::fwrite(len, 1, 8, f) == 8 && std::fwrite(text.data(), 1, text.size(), f) == text.size();
+    for (const auto& [name, t] : tensors)
+      ok = ok && std::fwrite(t.data(), 1, static_cast<size_t>(t.nbytes()), f) == static_cast<size_t>(t.nbytes());
+    return ok;
+  });
 }
 
 absl::StatusOr<SafetensorsCheckpoint> SafetensorsCheckpoint::open(const std::string& dir) {

@@ -154,9 +154,12 @@ absl::StatusOr<JitKernel> CpuJit::compile(const kir::Kernel& k, const EmitOption
     return c;
   });
   if (!entry.ok()) return entry.status();
-  out.disk_hit = im.disk.stats().disk_hits > before.disk_hits;
-  log_line(LogTopic::cache, out.disk_hit ? 2 : 1,
-           str_cat("cpu kernel ", k.name, ": ", out.disk_hit ? "disk hit " : "compiled, stored as ",
+  // This JIT's lock is held: no other lookup ran between the two reads of the statistics.
+  KernelCacheStats after = im.disk.stats();
+  out.disk_hit = after.disk_hits > before.disk_hits;
+  out.cache_hit = !out.disk_hit && after.misses == before.misses;
+  log_line(LogTopic::cache, out.disk_hit || out.cache_hit ? 2 : 1,
+           str_cat("cpu kernel ", k.name, ": ", out.disk_hit ? "disk hit " : out.cache_hit ? "memory hit " : "compiled, stored as ",
                    im.disk.directory() ? im.disk.entry_path(disk_key).string() : disk_key));
   out.optimized_ir = std::make_shared<const std::string>((*entry)->ptx);
   auto buffer = llvm::MemoryBuffer::getMemBufferCopy((*entry)->cubin, name);
@@ -172,5 +175,13 @@ absl::StatusOr<JitKernel> CpuJit::compile(const kir::Kernel& k, const EmitOption
 }
 
 std::string CpuJit::host_cpu() const { return impl_->tm ? impl_->tm->getTargetCPU().str() : "unknown"; }
+
+std::string CpuJit::target() const {
+  if (!impl_->tm) return "LLVM " LLVM_VERSION_STRING ", no host target";
+  return str_cat("LLVM " LLVM_VERSION_STRING ", ", impl_->tm->getTargetCPU().str(), ", features ",
+                 Sha256::hex(Sha256::hash(impl_->tm->getTargetFeatureString().str())).substr(0, 8));
+}
+
+KernelCache& CpuJit::kernel_cache() { return impl_->disk; }
 
 }  // namespace kiln::cpu

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs kiln from BUILD_DIR into a temporary prefix, then builds examples/consumer against
-# that prefix twice, with find_package(kiln) and with pkg-config, and runs both. Checks that
+# that prefix with find_package(kiln) and with pkg-config, each against the shared libkiln.so
+# and the static libkiln.a, and runs all four. Checks that
 # the consumer needs no CUDA library at load time (ldd, and a run with LD_LIBRARY_PATH set to
 # nowhere) and, where kiln was built with CUDA, that a missing NVRTC is an error naming it.
 #   run.sh SOURCE_DIR BUILD_DIR cuda|nocuda
@@ -14,7 +15,7 @@ quiet() { "$@" > "$work/log" 2>&1 || { cat "$work/log" >&2; fail "failed: $*"; }
 
 quiet cmake --install "$build" --prefix "$prefix"
 for f in include/kiln/compiler/compile.h include/kiln/version.h lib/cmake/kiln/kilnConfig.cmake \
-         lib/cmake/kiln/kilnConfigVersion.cmake lib/pkgconfig/kiln.pc; do
+         lib/cmake/kiln/kilnConfigVersion.cmake lib/pkgconfig/kiln.pc lib/pkgconfig/kiln-static.pc lib/libkiln.a; do
   [ -f "$prefix/$f" ] || fail "$f was not installed"
 done
 # The installed headers include each other only through the kiln/ prefix.
@@ -30,6 +31,13 @@ quiet cmake -S "$src/examples/consumer" -B "$work/cmake" -G Ninja -DCMAKE_BUILD_
 quiet cmake --build "$work/cmake"
 "$work/cmake/consumer"
 
+echo "== find_package(kiln COMPONENTS static): kiln::kiln_static"
+[ -x "$work/cmake/consumer_static" ] || fail "find_package(kiln) gave no kiln::kiln_static"
+if ldd "$work/cmake/consumer_static" | grep -q libkiln; then fail "consumer_static loads libkiln.so"; fi
+"$work/cmake/consumer_static" > "$work/static_out"
+cat "$work/static_out"
+grep -q "B=33: matches the reference" "$work/static_out" || fail "the static build did not run to the end"
+
 echo "== pkg-config"
 export PKG_CONFIG_PATH=$prefix/lib/pkgconfig
 [ "$(pkg-config --modversion kiln)" = "$(sed -n 's/^set(PACKAGE_VERSION "\(.*\)")$/\1/p' "$prefix/lib/cmake/kiln/kilnConfigVersion.cmake")" ] \
@@ -40,8 +48,16 @@ quiet ${CXX:-c++} -O1 "$src/examples/consumer/main.cc" "${flags[@]}" -Wl,-rpath,
 cat "$work/pc_out"
 grep -q "B=33: matches the reference" "$work/pc_out" || fail "the pkg-config build did not run to the end"
 
+echo "== pkg-config kiln-static"
+read -r -a flags <<< "$(pkg-config --cflags --libs kiln-static)"
+quiet ${CXX:-c++} -O1 "$src/examples/consumer/main.cc" "${flags[@]}" -o "$work/pc_consumer_static"
+if ldd "$work/pc_consumer_static" | grep -q libkiln; then fail "the kiln-static.pc build loads libkiln.so"; fi
+"$work/pc_consumer_static" > "$work/pc_static_out"
+grep -q "B=33: matches the reference" "$work/pc_static_out" || fail "the kiln-static.pc build did not run to the end"
+echo "static: matches the reference"
+
 echo "== no CUDA library at load time"
-deps=$(ldd "$work/cmake/consumer")
+deps=$(ldd "$work/cmake/consumer" "$work/cmake/consumer_static")
 if grep -E 'libnvrtc|libcublas|libcuda|libcudnn|libnccl' <<< "$deps"; then
   fail "a CPU-only program links CUDA libraries"
 fi
