@@ -125,15 +125,14 @@ absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std
   const bool sample = o.sampling.has_value();
   Step prefill{trace_step(c, {.decode = false, .cache = o.cache, .block_size = o.block_size, .sample = sample}), {}};
   Step decode{trace_step(c, {.decode = true, .cache = o.cache, .block_size = o.block_size, .sample = sample}), {}};
-  // The bucket the batch runs at (a contiguous cache gets its rows), and each pad row's values.
+  // A contiguous cache for the largest bucket, and each pad row's values.
   int64_t cache_batch = B;
   std::optional<BucketOptions> buckets;
   if (!o.buckets.empty()) {
     buckets = BucketOptions{"B", o.buckets, {{"start", -1}}};
     if (sample) buckets->pad = {{"start", -1}, {"temperature", 1}, {"top_p", 1}, {"uniform", 0.5}};
-    auto it = std::lower_bound(o.buckets.begin(), o.buckets.end(), B);
-    if (it == o.buckets.end()) return invalid_argument("generate: batch ", B, " is beyond the largest bucket ", o.buckets.back());
-    if (!paged) cache_batch = *it;
+    if (B > o.buckets.back()) return invalid_argument("generate: batch ", B, " is beyond the largest bucket ", o.buckets.back());
+    if (!paged) cache_batch = o.buckets.back();  // every bucket is captured over the cache
   }
   for (Step* s : {&prefill, &decode}) {
     CompileOptions co{.mode = o.mode, .device = o.device};
@@ -165,20 +164,24 @@ absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std
   if (o.check_steps > 0)
     for (const ParamSpec& p : parameters(c)) host[p.name] = weights.at(p.name);
   std::vector<int64_t> cache_shape = paged ? std::vector<int64_t>{NB, o.block_size, c.kv_heads, hd}
-                                           : std::vector<int64_t>{cache_batch, c.kv_heads, S, hd};
+                                           : std::vector<int64_t>{B, c.kv_heads, S, hd};
+  std::mt19937_64 spare_rng(o.seed + 1);  // the rows past the batch's (buckets): the prompts stay those of `seed`
   for (int64_t i = 0; i < c.layers; ++i)
     for (const char* kv : {"k_cache.", "v_cache."}) {
       HostTensor h(c.dtype, cache_shape);
       h.fill_random(rng);  // rows not yet written hold finite noise, never read
       std::string name = str_cat(kv, i);
-      KILN_ASSIGN_OR_RETURN(dev_args[name], Tensor::from_host(h, dev));
-      r.cache_bytes += h.nbytes();
-      if (o.check_steps > 0 && !paged && cache_batch != B) {  // the reference's: the batch's rows
+      if (cache_batch != B) {
         std::vector<int64_t> shape = cache_shape;
-        shape[0] = B;
-        HostTensor rows(c.dtype, shape);
-        std::copy(h.data(), h.data() + rows.nbytes(), rows.data());
-        h = std::move(rows);
+        shape[0] = cache_batch;
+        HostTensor all(c.dtype, shape);
+        all.fill_random(spare_rng);
+        std::copy(h.data(), h.data() + h.nbytes(), all.data());
+        KILN_ASSIGN_OR_RETURN(dev_args[name], Tensor::from_host(all, dev));
+        r.cache_bytes += all.nbytes();
+      } else {
+        KILN_ASSIGN_OR_RETURN(dev_args[name], Tensor::from_host(h, dev));
+        r.cache_bytes += h.nbytes();
       }
       if (o.check_steps > 0) host[name] = std::move(h);
     }

@@ -43,7 +43,7 @@ struct GenerateOptions {
   // Batch buckets of the decode step (CompileOptions::buckets): it runs at the smallest size
   // >= batch, pad rows at start -1 (they write no cache row); every size is built (and, in
   // reduce-overhead on a GPU, its CUDA graph captured) before the first step, each reported
-  // to `bucket_progress` when set. A contiguous cache gets the bucket's rows. Empty: none.
+  // to `bucket_progress` when set. A contiguous cache gets the largest bucket's rows. Empty: none.
   std::vector<int64_t> buckets;
   std::function<void(const CompileStats::Bucket&)> bucket_progress;
 };

@@ -12,6 +12,7 @@
 #include "ir/compare.h"
 #include "ir/reference.h"
 #include "ir/str.h"
+#include "models/generate.h"
 #include "models/llama.h"
 #include "test/common/catch_helpers.h"
 #include "test/common/gpu_test.h"
@@ -189,6 +190,31 @@ TEST_CASE("buckets: bad options are errors naming the option") {
   CHECK_THAT(err({.symbol = "S", .sizes = {16}}), Catch::Contains("%k_cache.0 f32[B, 2, S, 12] has S outside its leading dim"));
   CHECK_THAT(err({.symbol = "B", .sizes = {2}, .pad = {{"k_cache.0", 0}}}), Catch::Contains("is state"));
   CHECK_THAT(err({.symbol = "B", .sizes = {2}, .pad = {{"nope", 0}}}), Catch::Contains("%nope, which is no argument"));
+}
+
+TEST_CASE("buckets: generate with decode buckets gives the reference's and the unbucketed run's tokens") {
+  LlamaConfig c = tiny();
+  auto w = random_weights(c, 1);
+  for (bool paged : {false, true}) {
+    INFO((paged ? "paged cache, sampling" : "contiguous cache, greedy"));
+    GenerateOptions o{.device = Device::Cpu, .batch = 3, .prompt_len = 7, .new_tokens = 9,
+                      .cache = paged ? CacheLayout::Paged : CacheLayout::Contiguous, .block_size = 4, .check_steps = 8,
+                      .seed = 4};
+    if (paged) o.sampling = GenerateOptions::Sampling{.temperature = 1.2, .top_k = 10, .top_p = 0.9};
+    auto plain = generate(c, w, o);
+    require_ok(plain.status());
+    o.buckets = {1, 2, 4, 8};
+    std::vector<int64_t> progress;
+    o.bucket_progress = [&](const CompileStats::Bucket& b) { progress.push_back(b.size); };
+    auto bucketed = generate(c, w, o);
+    require_ok(bucketed.status());
+    CHECK(bucketed->checked_steps == 9);
+    CHECK(bucketed->tokens == plain->tokens);
+    CHECK(progress == std::vector<int64_t>{8, 4, 2, 1});
+    CHECK_THAT(bucketed->to_text(), Catch::Contains("buckets     4 of the decode step built in"));
+  }
+  GenerateOptions beyond{.device = Device::Cpu, .batch = 9, .buckets = {1, 8}};
+  CHECK_THAT(status_message(generate(c, w, beyond).status()), Catch::Contains("batch 9 is beyond the largest bucket 8"));
 }
 
 #if KILN_WITH_CUDA_BACKEND
