@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "compiler/buckets.h"
 #include "compiler/guards.h"
 #include "compiler/json.h"
 #include "compiler/pipeline.h"
@@ -112,6 +113,9 @@ std::string CompileStats::to_text() const {
                    pass_ms, lower_ms, codegen_ms, compile_ms, tune_ms);
   if (!strategy.empty()) s += str_cat("calls: ", strategy, "\n");
   for (const std::string& r : recompile_reasons) s += str_cat("recompile: ", r, "\n");
+  for (const Bucket& b : buckets)
+    s += fmt::format("bucket {}: {} calls, {} captures, {} replays; warm-up compile {:.1f} ms, capture {:.1f} ms\n", b.size,
+                     b.calls, b.captures, b.replays, b.compile_ms, b.capture_ms);
   return s;
 }
 
@@ -135,12 +139,22 @@ struct CompiledGraph::Impl {
   int64_t parameter_bytes = 0;         // the runtime parameters' own bytes
   std::weak_ptr<const void> store;     // the weight store the last call used
   int64_t store_bytes = 0;             // and its bytes (fixed at its creation)
+  std::shared_ptr<MemoryPool> pool = std::make_shared<MemoryPool>();  // every specialization's arena
+  std::optional<Bucketing> buckets;
+  std::vector<Tensor> padded, slots;  // a bucketed call's executor arguments and outputs (reused)
+
+  // A bucketed call: `rows` of the symbol bound as `size` (state at least `size` rows).
+  struct BucketBind {
+    int slot;
+    int64_t rows, size;
+  };
 
   std::string arg_name(size_t i) const { return str_cat("argument ", i, " (%", module->args[i]->name(), ")"); }
 
   // The symbol values of a call, or an error naming the argument at fault. With `held`, the
   // parameters' entries are not looked at (the store holds them, checked when it was bound).
-  absl::Status bind(std::span<const Tensor> args, std::vector<int64_t>& syms, const HeldWeights* held) const {
+  absl::Status bind(std::span<const Tensor> args, std::vector<int64_t>& syms, const HeldWeights* held,
+                    const BucketBind* bucket = nullptr) const {
     const std::vector<const Value*>& want = module->args;
     if (args.size() != want.size())
       return invalid_argument("graph ", module->state.graph.name(), " takes ", want.size(), " arguments (",
@@ -170,6 +184,17 @@ struct CompiledGraph::Impl {
             break;
           case DimRule::Kind::Symbol: {
             int64_t& s = syms[r[d].slot];
+            if (bucket && r[d].slot == bucket->slot) {  // a leading dim (Bucketing::make)
+              bool state = want[i]->is_state();
+              if (state ? got < bucket->size : got != bucket->rows)
+                return invalid_argument(arg_name(i), " dim ", d, ": ", module->symbols[r[d].slot], " is ", bucket->rows,
+                                        " (bucket ", bucket->size, ")",
+                                        state ? ": state is never copied, so it needs the bucket's rows or more (allocate "
+                                                "it for the largest bucket)" : "",
+                                        ", got ", got);
+              s = bucket->size;
+              break;
+            }
             int64_t c = r[d].value;
             if (got % c != 0)
               return invalid_argument(arg_name(i), " dim ", d, ": expected a multiple of ", c, " (", c, "*",
@@ -228,13 +253,6 @@ struct CompiledGraph::Impl {
 
   absl::StatusOr<Specialization*> build(std::span<const int64_t> syms) {
     Bindings b = module->bindings(syms);
-    GuardSet gs = GuardSet::for_bindings(b, opts.dynamic);
-    Specialization sp;
-    // GuardSet orders its guards by symbol, as module->symbols is ordered: one per slot.
-    for (const SymbolGuard& g : gs.guards) sp.guards.push_back({g.kind == SymbolGuard::Kind::Equals, g.value});
-    sp.text = gs.to_string();
-    sp.guard_set = gs;
-    sp.bindings = b;
     std::string reason;
     if (!specs.empty()) {
       std::vector<std::string> parts;
@@ -242,10 +260,28 @@ struct CompiledGraph::Impl {
         parts.push_back(str_cat(specs[i].guard_set.check(b).value_or("all guards pass"), " (specialization ", i, ")"));
       reason = str_join(parts, "; ", [](const std::string& p) { return p; });
     }
+    if (static_cast<int64_t>(specs.size()) >= opts.cache_size_limit) {
+      // Keeps what exists and builds nothing: a limit that silently fell back to something
+      // slower would hide the recompiles it is there to catch.
+      std::string msg = str_cat("graph ", module->state.graph.name(), ": cache_size_limit ", opts.cache_size_limit,
+                                " reached (", specs.size(), " specializations kept); the call ",
+                                str_join(module->symbols, ", ", [&](const std::string& s) { return str_cat(s, " = ", b.at(s)); }),
+                                " fails every guard: ", reason,
+                                ". Raise CompileOptions::cache_size_limit, compile with dynamic symbols, or bucket the batch");
+      log_line(LogTopic::guards, 0, msg);
+      return absl::ResourceExhaustedError(msg);
+    }
+    GuardSet gs = GuardSet::for_bindings(b, opts.dynamic);
+    Specialization sp;
+    // GuardSet orders its guards by symbol, as module->symbols is ordered: one per slot.
+    for (const SymbolGuard& g : gs.guards) sp.guards.push_back({g.kind == SymbolGuard::Kind::Equals, g.value});
+    sp.text = gs.to_string();
+    sp.guard_set = gs;
+    sp.bindings = b;
     std::optional<DumpWriter> dump;
     if (!opts.dump_dir.empty()) dump = DumpWriter(opts.dump_dir).sub(fmt::format("spec{}", specs.size()));
     auto t0 = std::chrono::steady_clock::now();
-    absl::StatusOr<std::unique_ptr<Executor>> exe = specialize(module, *device, gs.baked(), opts.mode, dump);
+    absl::StatusOr<std::unique_ptr<Executor>> exe = specialize(module, *device, gs.baked(), opts.mode, dump, pool);
     if (!exe.ok())
       return absl::Status(exe.status().code(), str_cat("building the specialization ", sp.text, ": ",
                                                        status_message(exe.status())));
@@ -266,6 +302,40 @@ struct CompiledGraph::Impl {
     specs.push_back(std::move(sp));
     last_hit = specs.size() - 1;
     return &specs.back();
+  }
+
+  absl::Status compile_only_error() const {
+    return absl::FailedPreconditionError(str_cat("graph ", module->state.graph.name(),
+                                                 " was compiled only (CompileOptions::compile_only): it cannot run"));
+  }
+
+  // CompileOptions::buckets: the specialization for a batch of `rows` at bucket `k`, with
+  // `syms` bound. Called with `mu` held, as is bucket_run.
+  absl::StatusOr<Specialization*> bucket_dispatch(std::span<const Tensor> args, const HeldWeights* held, int64_t rows,
+                                                  size_t k) {
+    BucketBind bb{buckets->slot(), rows, buckets->sizes()[k]};
+    KILN_RETURN_IF_ERROR(bind(args, syms, held, &bb));
+    return dispatch(syms);
+  }
+
+  // Runs `sp` at bucket `k` on `args` padded; `outputs` null: a warm-up, every row a pad row.
+  absl::Status bucket_run(Specialization& sp, std::span<const Tensor> args, std::vector<Tensor>* outputs,
+                          const CallOptions& o, const HeldWeights* held, int64_t rows, size_t k) {
+    if (opts.compile_only) return compile_only_error();
+    const int64_t size = buckets->sizes()[k];
+    KILN_ASSIGN_OR_RETURN(Bucketing::Staging * st, buckets->staging(syms, *sp.exe, *device));
+    KILN_RETURN_IF_ERROR(buckets->pad(args, outputs ? rows : 0, size, *st, *device, o.stream, padded));
+    std::vector<Tensor> none(outputs ? 0 : module->state.graph.outputs().size());
+    KILN_RETURN_IF_ERROR(buckets->out_slots(outputs ? *outputs : none, rows, size, *st, device->device(), slots));
+    Executor::ReplayCounts before = sp.exe->replay_counts();
+    KILN_RETURN_IF_ERROR(sp.exe->run(padded, syms, slots, o, Executor::Checked::ByCaller, held));
+    Executor::ReplayCounts after = sp.exe->replay_counts();
+    CompileStats::Bucket& bs = stats.buckets[k];
+    bs.calls += outputs != nullptr;
+    bs.captures += after.captures - before.captures;
+    bs.replays += after.replays - before.replays;
+    if (outputs) KILN_RETURN_IF_ERROR(buckets->finish(args, rows, slots, *device, o.stream, *outputs));
+    return absl::OkStatus();
   }
 };
 
@@ -289,6 +359,18 @@ absl::StatusOr<std::vector<Tensor>> CompiledGraph::operator()(const std::vector<
 absl::Status CompiledGraph::run(const std::vector<Tensor>& inputs, const Weights& weights, std::vector<Tensor>& outputs,
                                 const CallOptions& opts) {
   Impl& im = *impl_;
+  KILN_ASSIGN_OR_RETURN(std::vector<Tensor> args, with_params(inputs));
+  KILN_ASSIGN_OR_RETURN(HeldWeights held, weights.held(im.module));
+  KILN_RETURN_IF_ERROR(call(args, outputs, opts, &held));
+  std::lock_guard<std::mutex> lock(im.mu);
+  im.store = weights.lifetime();
+  im.store_bytes = weights.bytes();
+  return absl::OkStatus();
+}
+
+// `inputs` (the arguments that are not parameters) as the full argument list, parameters empty.
+absl::StatusOr<std::vector<Tensor>> CompiledGraph::with_params(const std::vector<Tensor>& inputs) const {
+  const Impl& im = *impl_;
   const std::vector<const Value*>& want = im.module->args;
   std::vector<Tensor> args(want.size());
   size_t next = 0;
@@ -301,12 +383,7 @@ absl::Status CompiledGraph::run(const std::vector<Tensor>& inputs, const Weights
     return invalid_argument("graph ", im.module->state.graph.name(), " takes ", next, " inputs besides its parameters (",
                             str_join(want, ", ", [](const Value* v) { return v->is_param() ? std::string("-") : str_cat("%", v->name()); }),
                             "), got ", inputs.size());
-  KILN_ASSIGN_OR_RETURN(HeldWeights held, weights.held(im.module));
-  KILN_RETURN_IF_ERROR(call(args, outputs, opts, &held));
-  std::lock_guard<std::mutex> lock(im.mu);
-  im.store = weights.lifetime();
-  im.store_bytes = weights.bytes();
-  return absl::OkStatus();
+  return args;
 }
 
 absl::Status CompiledGraph::call(const std::vector<Tensor>& args, std::vector<Tensor>& outputs, const CallOptions& opts,
@@ -318,6 +395,12 @@ absl::Status CompiledGraph::call(const std::vector<Tensor>& args, std::vector<Te
                             outputs.size(), " output slots");
   std::lock_guard<std::mutex> lock(im.mu);
   ++im.stats.calls;
+  if (im.buckets) {
+    KILN_ASSIGN_OR_RETURN(int64_t rows, im.buckets->rows(args));
+    KILN_ASSIGN_OR_RETURN(size_t k, im.buckets->bucket_of(rows));
+    KILN_ASSIGN_OR_RETURN(Specialization * sp, im.bucket_dispatch(args, held, rows, k));
+    return im.bucket_run(*sp, args, &outputs, opts, held, rows, k);
+  }
   std::vector<int64_t>& syms = im.syms;
   KILN_RETURN_IF_ERROR(im.bind(args, syms, held));
   for (size_t i = 0; i < outputs.size(); ++i) {
@@ -338,9 +421,7 @@ absl::Status CompiledGraph::call(const std::vector<Tensor>& args, std::vector<Te
                               device_name(im.device->device()), ", got ", o.type_string());
   }
   KILN_ASSIGN_OR_RETURN(Specialization* sp, im.dispatch(syms));
-  if (im.opts.compile_only)
-    return absl::FailedPreconditionError(str_cat("graph ", im.module->state.graph.name(),
-                                                 " was compiled only (CompileOptions::compile_only): it cannot run"));
+  if (im.opts.compile_only) return im.compile_only_error();
   // bind() checked every argument and the loop above every given output.
   return sp->exe->run(args, syms, outputs, opts, Executor::Checked::ByCaller, held);
 }
@@ -367,10 +448,58 @@ absl::Status CompiledGraph::warm_up(const Bindings& b) {
   return im.dispatch(syms).status();
 }
 
+absl::StatusOr<std::vector<CompileStats::Bucket>> CompiledGraph::warm_up_buckets(
+    const std::vector<Tensor>& args_in, const Weights* weights,
+    const std::function<void(const CompileStats::Bucket&)>& progress, const CallOptions& opts) {
+  Impl& im = *impl_;
+  if (!im.buckets)
+    return absl::FailedPreconditionError(str_cat("warm_up_buckets: graph ", im.module->state.graph.name(),
+                                                 " was compiled without buckets (CompileOptions::buckets)"));
+  std::vector<Tensor> args = args_in;
+  std::optional<HeldWeights> held;
+  if (weights) {
+    KILN_ASSIGN_OR_RETURN(args, with_params(args_in));
+    KILN_ASSIGN_OR_RETURN(held, weights->held(im.module));
+  }
+  std::lock_guard<std::mutex> lock(im.mu);
+  KILN_ASSIGN_OR_RETURN(int64_t rows, im.buckets->rows(args));
+  const bool captures = im.opts.mode == Mode::ReduceOverhead && im.device->can_capture() && !im.opts.compile_only;
+  std::vector<CompileStats::Bucket> out;
+  // Largest first: the shared pool grows once, and no capture is dropped by a later growth.
+  for (size_t k = im.buckets->sizes().size(); k-- > 0;) {
+    CompileStats::Bucket line{.size = im.buckets->sizes()[k]};
+    auto t0 = std::chrono::steady_clock::now();
+    KILN_ASSIGN_OR_RETURN(Specialization * sp, im.bucket_dispatch(args, held ? &*held : nullptr, rows, k));
+    line.compile_ms = ms_since(t0);
+    if (captures) {
+      t0 = std::chrono::steady_clock::now();
+      KILN_RETURN_IF_ERROR(im.bucket_run(*sp, args, nullptr, opts, held ? &*held : nullptr, rows, k));
+      KILN_RETURN_IF_ERROR(im.device->synchronize(opts.stream));
+      line.capture_ms = ms_since(t0);
+      line.captures = 1;
+    }
+    im.stats.buckets[k].compile_ms += line.compile_ms;
+    im.stats.buckets[k].capture_ms += line.capture_ms;
+    log_line(LogTopic::compile, 1, fmt::format("{}: bucket {} = {}: compile {:.1f} ms, capture {:.1f} ms",
+                                               im.module->state.graph.name(), im.module->symbols[im.buckets->slot()],
+                                               line.size, line.compile_ms, line.capture_ms));
+    if (progress) progress(line);
+    out.push_back(line);
+  }
+  return out;
+}
+
 absl::StatusOr<StaticSlots> CompiledGraph::static_slots(const Bindings& b) {
   Impl& im = *impl_;
   KILN_ASSIGN_OR_RETURN(std::vector<int64_t> syms, symbol_values(*im.module, b, "static_slots"));
   std::lock_guard<std::mutex> lock(im.mu);
+  if (im.buckets) {
+    const int64_t rows = syms[im.buckets->slot()];
+    KILN_ASSIGN_OR_RETURN(size_t k, im.buckets->bucket_of(rows));
+    syms[im.buckets->slot()] = im.buckets->sizes()[k];
+    KILN_ASSIGN_OR_RETURN(Specialization * sp, im.dispatch(syms));
+    return im.buckets->slot_views(syms, rows, *sp->exe, *im.device);
+  }
   KILN_ASSIGN_OR_RETURN(Specialization* sp, im.dispatch(syms));
   return sp->exe->static_slots(syms);
 }
@@ -424,8 +553,9 @@ CompiledGraph::Memory CompiledGraph::memory() const {
   Memory m;
   for (const Specialization& sp : impl_->specs) {
     ExecutorMemory e = sp.exe->memory();
-    m.held.arena += e.arena;
-    m.held.scratch += e.scratch;
+    m.held.arena = std::max(m.held.arena, e.arena);  // one pool for all (MemoryPool)
+    m.held.scratch = std::max(m.held.scratch, e.scratch);
+    m.held.slots += e.slots;
     m.held.weight_prep += e.weight_prep;
     m.held.constants = std::max(m.held.constants, e.constants);  // made resident once per device
   }
@@ -499,7 +629,8 @@ absl::StatusOr<std::unique_ptr<DeviceAdapter>> make_device_adapter(Device d, int
 
 absl::StatusOr<std::unique_ptr<Executor>> specialize(std::shared_ptr<const CompiledModule> m, DeviceAdapter& device,
                                                      const Bindings& baked, Mode mode,
-                                                     const std::optional<DumpWriter>& dump) {
+                                                     const std::optional<DumpWriter>& dump,
+                                                     std::shared_ptr<MemoryPool> pool) {
   std::vector<std::string> names = group_labels(*m);
   KILN_ASSIGN_OR_RETURN(std::shared_ptr<const Program> p, build_program(std::move(m), device.target(), baked));
   if (dump) {
@@ -507,7 +638,7 @@ absl::StatusOr<std::unique_ptr<Executor>> specialize(std::shared_ptr<const Compi
     // The kernels as the target prepared them (the CUDA schedule), beside their sources.
     for (const ProgramKernel& k : p->kernels) KILN_RETURN_IF_ERROR(dump->write(k.kernel.name + ".kir", kir::print_kernel(k.kernel)));
   }
-  return Executor::create(std::move(p), device, ExecutorOptions{mode, dump, std::move(names)});
+  return Executor::create(std::move(p), device, ExecutorOptions{mode, dump, std::move(names), std::move(pool)});
 }
 
 absl::StatusOr<CompiledGraph> compile(const Graph& g, const CompileOptions& opts) {
@@ -581,6 +712,16 @@ absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<DeviceAdap
     if (im->slot_source[s].empty())
       return invalid_argument("graph ", og.name(), ": symbol ", module->symbols[s],
                               " appears only inside compound dims of the arguments, so a call cannot bind it");
+  if (opts.cache_size_limit < 1) return invalid_argument("cache_size_limit must be >= 1, got ", opts.cache_size_limit);
+  if (opts.buckets) {
+    KILN_ASSIGN_OR_RETURN(Bucketing bk, Bucketing::make(*opts.buckets, *module, im->bounds));
+    if (!opts.dynamic && static_cast<int64_t>(bk.sizes().size()) > opts.cache_size_limit)
+      return invalid_argument("buckets: ", bk.sizes().size(), " sizes of ", opts.buckets->symbol,
+                              " with dynamic = false are as many specializations, above cache_size_limit ",
+                              opts.cache_size_limit);
+    for (int64_t size : bk.sizes()) im->stats.buckets.push_back({.size = size});
+    im->buckets = std::move(bk);
+  }
   log_line(LogTopic::compile, 1, fmt::format("compiled {} for {} ({}): {} groups, passes {:.1f} ms, lowering {:.1f} ms",
                           og.name(), device_name(im->device->device()), mode_name(opts.mode),
                           im->module->state.schedule.groups.size(), im->stats.pass_ms, im->stats.lower_ms));

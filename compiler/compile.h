@@ -8,6 +8,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <map>
 #include <memory>
 #include <string>
@@ -29,6 +31,28 @@ std::optional<Device> parse_device(std::string_view name);
 // CPU: built with LLVM); the error says why not.
 absl::Status device_available(Device d);
 
+// Batch buckets (the serving engines' captured batch sizes): a call whose `symbol` (a batch
+// dim) is b runs at the smallest size >= b, its bucketed arguments padded. The symbol must be
+// the leading dim of every argument and output it appears in, and appear in no other dim of
+// them; the graph must treat it as a batch: row i of every output depends only on row i of
+// the bucketed arguments (pad rows cannot change real rows). Non-state arguments: the b rows
+// given are copied into the bucket's staging (on reduce-overhead, the CUDA graph's own static
+// slots: none when the caller writes there, see static_slots), rows past b hold `pad` (per
+// argument name, default 0). State arguments are never copied: they must have at least the
+// bucket's rows (a KV cache allocated for the largest bucket); the call reads and writes their
+// first bucket rows, so the pad values must make pad rows write nothing that matters (a
+// decode step's start = -1: a cache write outside the cache is skipped). Outputs are the
+// first b rows. A batch above the largest size is an error naming the sizes (no slow path).
+// All buckets share one arena (MemoryPool) and their staging: calls are serialized, and a
+// caller that calls on several streams must order them (two replays in flight at once on
+// different streams would share the arena). With dynamic symbols the buckets >= 2 share one
+// specialization (and a CUDA graph each); dynamic = false builds one per bucket.
+struct BucketOptions {
+  std::string symbol;               // e.g. "B"
+  std::vector<int64_t> sizes;       // ascending, e.g. {1, 2, 4, 8, 16, 32, 64, 128, 160}
+  std::map<std::string, double> pad;  // argument name -> the value of its pad rows
+};
+
 struct CompileOptions {
   Mode mode = Mode::Default;
   Device device = Device::Auto;
@@ -48,6 +72,12 @@ struct CompileOptions {
   // Attention forms the device runs fused (Target::supports_attention) stay one step;
   // false: every attention is decomposed into GEMM -> softmax -> GEMM (to compare them).
   bool fused_attention = true;
+  std::optional<BucketOptions> buckets;
+  // Specializations kept at most (torch's cache_size_limit, also 8): a guard miss once they
+  // exist builds nothing and is an error naming the limit and the guards that failed (also
+  // logged, whatever KILN_LOG says), never a silent fall back. With buckets and dynamic =
+  // false every bucket is a specialization: compile() checks the sizes fit.
+  int cache_size_limit = 8;
 };
 
 // Counters in the spirit of torch._dynamo's: what compiling and dispatch did so far.
@@ -65,6 +95,13 @@ struct CompileStats {
   int64_t cache_memory_hits = 0, cache_disk_hits = 0, cache_misses = 0;
   double pass_ms = 0, lower_ms = 0, codegen_ms = 0, compile_ms = 0, tune_ms = 0;
   std::vector<BuildStats::KernelTime> kernel_times;  // per kernel of every specialization (CPU backend)
+  // CompileOptions::buckets: per size, what its calls did (captures and replays: reduce-overhead
+  // on a device that captures), and what warm_up_buckets() spent on it.
+  struct Bucket {
+    int64_t size = 0, calls = 0, captures = 0, replays = 0;
+    double compile_ms = 0, capture_ms = 0;
+  };
+  std::vector<Bucket> buckets;
   std::string to_text() const;
   std::string to_json() const;
 };
@@ -92,7 +129,8 @@ class CompiledGraph {
   absl::Status synchronize(const CallOptions& opts = {});
   // The memory held for calls: every specialization's arena, scratch and weight prep, the
   // parameters the graph carries; the weights; and the device's memory as its driver counts
-  // it (CUDA).
+  // it (CUDA). Every specialization's arena and scratch come from one pool (MemoryPool),
+  // grown to the largest call: with buckets, that of the largest bucket.
   struct Memory {
     ExecutorMemory held;
     // The runtime parameters' own bytes (dtype x shape; parameters of symbolic shapes
@@ -129,6 +167,16 @@ class CompiledGraph {
   // Builds (without running) the specialization that calls with these symbol values use,
   // so that a server pays for compiles before its first request.
   absl::Status warm_up(const Bindings& b);
+  // CompileOptions::buckets: builds every bucket's specialization and, on reduce-overhead on a
+  // device that captures, captures its CUDA graph, largest first (so the shared pool is sized
+  // once), before the first request. `args` are a call's arguments (any batch within the
+  // buckets; parameters empty with `weights`): their other dims, the state and parameters
+  // (whose addresses the graphs keep) are used, their rows are not: every row is a pad row, so
+  // state is not changed. Each bucket's line (size, compile ms, capture ms) goes to `progress`
+  // when given, and to the compile log.
+  absl::StatusOr<std::vector<CompileStats::Bucket>> warm_up_buckets(
+      const std::vector<Tensor>& args, const Weights* weights = nullptr,
+      const std::function<void(const CompileStats::Bucket&)>& progress = nullptr, const CallOptions& opts = {});
   // Parameters passed as arguments are taken as unchanged while their pointers stay the
   // same: weight prep (merged projection weights, casts) and packed copies are made once
   // per pointer set. After writing new values into a parameter's memory in place, call this
@@ -140,7 +188,8 @@ class CompiledGraph {
   // addresses for them capture the graph again, so keep a KV cache where it is) and calls run() with
   // them and with `outputs` replays the graph with no copies in or out; the slots are
   // overwritten by every such call and live as long as this CompiledGraph. Other modes
-  // and the CPU: an error.
+  // and the CPU: an error. With buckets, `b` may give any batch within them: the slots are
+  // views of the first b rows of the bucket's (rows past b are padded by the call).
   absl::StatusOr<StaticSlots> static_slots(const Bindings& b);
 
   struct Impl;
@@ -148,6 +197,7 @@ class CompiledGraph {
  private:
   absl::Status call(const std::vector<Tensor>& args, std::vector<Tensor>& outputs, const CallOptions& opts,
                     const HeldWeights* held);
+  absl::StatusOr<std::vector<Tensor>> with_params(const std::vector<Tensor>& inputs) const;
   friend absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<DeviceAdapter> device,
                                                const CompileOptions& opts);
   std::shared_ptr<Impl> impl_;
@@ -178,9 +228,10 @@ absl::StatusOr<std::unique_ptr<DeviceAdapter>> make_device_adapter(Device d, int
 // One specialization of `m` on `device`, as compile() builds it on a guard miss: the program
 // for the device's target baking `baked`, loaded (its kernels compiled) into an executor.
 // `dump`, when set, receives program.txt, each program kernel's IR (<kernel>.kir) and the
-// device's sources.
+// device's sources. `pool`: the arena shared with other specializations (null: its own).
 absl::StatusOr<std::unique_ptr<Executor>> specialize(std::shared_ptr<const CompiledModule> m, DeviceAdapter& device,
                                                      const Bindings& baked, Mode mode,
-                                                     const std::optional<DumpWriter>& dump = std::nullopt);
+                                                     const std::optional<DumpWriter>& dump = std::nullopt,
+                                                     std::shared_ptr<MemoryPool> pool = nullptr);
 
 }  // namespace kiln

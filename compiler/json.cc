@@ -22,6 +22,11 @@ void to_json(nlohmann::ordered_json& j, const CompileSummary& s) {
        {"passes", s.passes}};
 }
 
+void to_json(nlohmann::ordered_json& j, const CompileStats::Bucket& b) {
+  j = {{"size", b.size},       {"calls", b.calls},           {"captures", b.captures},
+       {"replays", b.replays}, {"compile_ms", b.compile_ms}, {"capture_ms", b.capture_ms}};
+}
+
 void to_json(nlohmann::ordered_json& j, const CompileStats& s) {
   j = {{"calls", s.calls},
        {"guard_hits", s.guard_hits},
@@ -40,7 +45,8 @@ void to_json(nlohmann::ordered_json& j, const CompileStats& s) {
        {"codegen_ms", s.codegen_ms},
        {"compile_ms", s.compile_ms},
        {"tune_ms", s.tune_ms},
-       {"kernel_times", s.kernel_times}};
+       {"kernel_times", s.kernel_times},
+       {"buckets", s.buckets}};
 }
 
 void to_json(nlohmann::ordered_json& j, const BuildStats::KernelTime& t) {

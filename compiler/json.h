@@ -19,8 +19,10 @@ void to_json(nlohmann::ordered_json& j, const CompileSummary& s);
 void to_json(nlohmann::ordered_json& j, const PassStat& p);
 // calls, guard_hits, compiles, recompiles, recompile_reasons, kernels, gemms,
 // launches_per_call, cache_memory_hits, cache_disk_hits, cache_misses, pass_ms, lower_ms,
-// codegen_ms, compile_ms, tune_ms, kernel_times.
+// codegen_ms, compile_ms, tune_ms, kernel_times, buckets [{size, calls, captures, replays,
+// compile_ms, capture_ms}].
 void to_json(nlohmann::ordered_json& j, const CompileStats& s);
+void to_json(nlohmann::ordered_json& j, const CompileStats::Bucket& b);
 // name, codegen_ms, compile_ms, cached.
 void to_json(nlohmann::ordered_json& j, const BuildStats::KernelTime& t);
 

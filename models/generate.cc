@@ -38,12 +38,25 @@ HostTensor ints(const std::vector<int64_t>& shape, const std::vector<int64_t>& v
 struct Step {
   Graph graph;
   CompiledGraph cg;
+  int64_t state_rows = 0;  // > 0: the first rows of state that has more (a cache for a bucket)
+  // The arguments that are not parameters, from `dev` by name.
+  absl::StatusOr<std::vector<Tensor>> inputs(const std::map<std::string, Tensor>& dev) const {
+    std::vector<Tensor> args;
+    for (const Value* a : cg.module().args) {
+      if (a->is_param()) continue;
+      const Tensor& t = dev.at(a->name());
+      args.push_back(t);
+      if (!a->is_state() || state_rows == 0 || t.shape()[0] == state_rows) continue;
+      std::vector<int64_t> shape = t.shape();
+      shape[0] = state_rows;
+      KILN_ASSIGN_OR_RETURN(args.back(), Tensor::wrap(t.data(), t.dtype(), shape, {}, t.device()));
+    }
+    return args;
+  }
   // One call with the parameters from `weights` and the other arguments named in `dev`
   // (caches, this step's inputs), done when it returns. Caches are updated in place.
   absl::StatusOr<std::vector<Tensor>> run(const std::map<std::string, Tensor>& dev, const Weights& weights) {
-    std::vector<Tensor> args;
-    for (const Value* a : cg.module().args)
-      if (!a->is_param()) args.push_back(dev.at(a->name()));
+    KILN_ASSIGN_OR_RETURN(std::vector<Tensor> args, inputs(dev));
     KILN_ASSIGN_OR_RETURN(std::vector<Tensor> out, cg(args, weights));
     KILN_RETURN_IF_ERROR(cg.synchronize());
     return out;
@@ -112,14 +125,27 @@ absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std
   const bool sample = o.sampling.has_value();
   Step prefill{trace_step(c, {.decode = false, .cache = o.cache, .block_size = o.block_size, .sample = sample}), {}};
   Step decode{trace_step(c, {.decode = true, .cache = o.cache, .block_size = o.block_size, .sample = sample}), {}};
+  // A contiguous cache for the largest bucket, and each pad row's values.
+  int64_t cache_batch = B;
+  std::optional<BucketOptions> buckets;
+  if (!o.buckets.empty()) {
+    buckets = BucketOptions{"B", o.buckets, {{"start", -1}}};
+    if (sample) buckets->pad = {{"start", -1}, {"temperature", 1}, {"top_p", 1}, {"uniform", 0.5}};
+    if (B > o.buckets.back()) return invalid_argument("generate: batch ", B, " is beyond the largest bucket ", o.buckets.back());
+    if (!paged) cache_batch = o.buckets.back();  // every bucket is captured over the cache
+  }
   for (Step* s : {&prefill, &decode}) {
-    auto cg = compile(s->graph, {.mode = o.mode, .device = o.device});
+    CompileOptions co{.mode = o.mode, .device = o.device};
+    if (s == &decode) co.buckets = buckets;
+    else if (cache_batch != B) s->state_rows = B;
+    auto cg = compile(s->graph, co);
     if (!cg.ok()) return prefix_error(cg.status(), "generate: compiling ", s->graph.name(), ": ");
     s->cg = *std::move(cg);
     Bindings b{{"B", B}};
     if (s == &prefill) b["T"] = T;
     if (paged) b["NB"] = NB, b["MB"] = blocks_per_seq;
     else b["S"] = S;
+    if (s == &decode && buckets) continue;  // warm_up_buckets, once the caches and weights exist
     if (absl::Status st = s->cg.warm_up(b); !st.ok()) return prefix_error(st, "generate: building ", s->graph.name(), ": ");
   }
   r.compile_ms = ms_since(t0);
@@ -139,13 +165,24 @@ absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std
     for (const ParamSpec& p : parameters(c)) host[p.name] = weights.at(p.name);
   std::vector<int64_t> cache_shape = paged ? std::vector<int64_t>{NB, o.block_size, c.kv_heads, hd}
                                            : std::vector<int64_t>{B, c.kv_heads, S, hd};
+  std::mt19937_64 spare_rng(o.seed + 1);  // the rows past the batch's (buckets): the prompts stay those of `seed`
   for (int64_t i = 0; i < c.layers; ++i)
     for (const char* kv : {"k_cache.", "v_cache."}) {
       HostTensor h(c.dtype, cache_shape);
       h.fill_random(rng);  // rows not yet written hold finite noise, never read
       std::string name = str_cat(kv, i);
-      KILN_ASSIGN_OR_RETURN(dev_args[name], Tensor::from_host(h, dev));
-      r.cache_bytes += h.nbytes();
+      if (cache_batch != B) {
+        std::vector<int64_t> shape = cache_shape;
+        shape[0] = cache_batch;
+        HostTensor all(c.dtype, shape);
+        all.fill_random(spare_rng);
+        std::copy(h.data(), h.data() + h.nbytes(), all.data());
+        KILN_ASSIGN_OR_RETURN(dev_args[name], Tensor::from_host(all, dev));
+        r.cache_bytes += all.nbytes();
+      } else {
+        KILN_ASSIGN_OR_RETURN(dev_args[name], Tensor::from_host(h, dev));
+        r.cache_bytes += h.nbytes();
+      }
       if (o.check_steps > 0) host[name] = std::move(h);
     }
   if (paged) {
@@ -190,6 +227,17 @@ absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std
     if (host.count(name)) {
       KILN_ASSIGN_OR_RETURN(dev_args[name], Tensor::from_host(host.at(name), dev));
     }
+
+  if (buckets) {  // every bucket built and captured before the first step
+    auto tb = std::chrono::steady_clock::now();
+    std::map<std::string, Tensor> shapes = dev_args;  // a decode step's: tokens [B] (their values are not read)
+    KILN_ASSIGN_OR_RETURN(shapes["tokens"], Tensor::from_host(HostTensor(DType::i64, {B}), dev));
+    KILN_ASSIGN_OR_RETURN(std::vector<Tensor> args, decode.inputs(shapes));
+    auto lines = decode.cg.warm_up_buckets(args, &store, o.bucket_progress);
+    if (!lines.ok()) return prefix_error(lines.status(), "generate: warming up the buckets of ", decode.graph.name(), ": ");
+    r.buckets = *std::move(lines);
+    r.buckets_ms = ms_since(tb);
+  }
 
   // Runs a step; a timed one is recorded, checked against the reference when asked, and its
   // next_token and next_start become the next step's tokens and start on the device (no
@@ -253,7 +301,7 @@ absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std
                      std::accumulate(r.decode_ms.begin(), r.decode_ms.end(), 0.0);
   for (Step* s : {&prefill, &decode}) {
     CompiledGraph::Memory m = s->cg.memory();
-    r.held_bytes += m.held.arena + m.held.scratch + m.held.weight_prep + m.held.constants;
+    r.held_bytes += m.held.arena + m.held.scratch + m.held.weight_prep + m.held.constants + m.held.slots;
     r.weight_prep_bytes += m.held.weight_prep;
     r.device_memory = m.device;
   }
@@ -262,6 +310,13 @@ absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std
 
 std::string GenerateReport::to_text() const {
   std::string s = fmt::format("device      {}\ncompile     {:.1f} ms (both steps, built for this batch)\n", device, compile_ms);
+  if (!buckets.empty()) {
+    s += fmt::format("buckets     {} of the decode step built{} in {:.1f} ms:", buckets.size(),
+                     buckets[0].captures > 0 ? " and captured" : "", buckets_ms);
+    for (const CompileStats::Bucket& b : buckets)
+      s += fmt::format(" {} ({:.1f} + {:.1f} ms)", b.size, b.compile_ms, b.capture_ms);
+    s += "\n";
+  }
   s += fmt::format("prefill     {:.3f} ms\n", prefill_ms);
   if (!decode_ms.empty()) {
     std::vector<double> d = decode_ms;

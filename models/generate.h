@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -39,14 +40,22 @@ struct GenerateOptions {
   // instead of random ones; and where to save the prefill's logits (.npy f32 [B, vocab]).
   // Both empty: neither. They let bench/llama_torch.py decode the same batch and compare.
   std::string prompts_file, logits_file;
+  // Batch buckets of the decode step (CompileOptions::buckets): it runs at the smallest size
+  // >= batch, pad rows at start -1 (they write no cache row); every size is built (and, in
+  // reduce-overhead on a GPU, its CUDA graph captured) before the first step, each reported
+  // to `bucket_progress` when set. A contiguous cache gets the largest bucket's rows. Empty: none.
+  std::vector<int64_t> buckets;
+  std::function<void(const CompileStats::Bucket&)> bucket_progress;
 };
 
 struct GenerateReport {
-  double compile_ms = 0;  // compile() and warm_up() of both steps
+  double compile_ms = 0;  // compile() and warm_up() of both steps (without the buckets' warm-up)
+  std::vector<CompileStats::Bucket> buckets;  // the decode step's warm-up per bucket, largest first
+  double buckets_ms = 0;                      // all of it
   double prefill_ms = 0;  // one prefill call, after a first untimed one
   std::vector<double> decode_ms;  // per decode step, until its tokens are on the host
   double tokens_per_s = 0;        // batch / mean decode step
-  int64_t weight_bytes = 0, cache_bytes = 0, held_bytes = 0;  // held: arenas, scratch, weight prep
+  int64_t weight_bytes = 0, cache_bytes = 0, held_bytes = 0;  // held: arenas, scratch, weight prep, graph slots
   int64_t weight_store_bytes = 0;  // the weight store both steps read (weights held once)
   int64_t weight_prep_bytes = 0;   // of held_bytes: weight-prep copies the steps still made (0 with the store)
   std::optional<DeviceMemoryInfo> device_memory;

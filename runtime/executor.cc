@@ -92,6 +92,20 @@ std::optional<Mode> parse_mode(std::string_view name) {
   return std::nullopt;
 }
 
+absl::Status MemoryPool::reserve(DeviceAdapter& device, int64_t arena_bytes, int64_t scratch_bytes) {
+  if (arena_.size() < arena_bytes) {
+    ++generation_;
+    arena_ = DeviceMemory();
+    KILN_ASSIGN_OR_RETURN(arena_, device.allocate(arena_bytes));
+  }
+  if (scratch_.size() < scratch_bytes) {
+    ++generation_;
+    scratch_ = DeviceMemory();
+    KILN_ASSIGN_OR_RETURN(scratch_, device.allocate(scratch_bytes));
+  }
+  return absl::OkStatus();
+}
+
 Executor::Executor(std::shared_ptr<const Program> p, DeviceAdapter& device, Mode mode)
     : program_(std::move(p)), device_(device), mode_(mode) {}
 
@@ -101,6 +115,7 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::create(std::shared_ptr<const
                                                            const ExecutorOptions& opts) {
   std::unique_ptr<Executor> e(new Executor(p, device, opts.mode));
   e->group_names_ = opts.group_names;
+  e->pool_ = opts.pool ? opts.pool : std::make_shared<MemoryPool>();
   KILN_RETURN_IF_ERROR(device.activate());
   KILN_ASSIGN_OR_RETURN(e->loaded_, device.load(p, LoadOptions{opts.dump}));
   for (size_t i = 0; i < p->args.size(); ++i) {
@@ -139,7 +154,11 @@ BuildStats Executor::build_stats() const {
 }
 
 ExecutorMemory Executor::memory() const {
-  ExecutorMemory m{arena_.size(), scratch_.size()};
+  ExecutorMemory m{pool_->arena_bytes(), pool_->scratch_bytes()};
+  for (const auto& [_, p] : plans_) {
+    for (const DeviceMemory& d : p->static_args) m.slots += d.size();
+    for (const DeviceMemory& d : p->static_outputs) m.slots += d.size();
+  }
   for (const DeviceMemory& d : prep_) m.weight_prep += d.size();
   for (const ProgramBuffer& b : program_->buffers)
     if (b.placement == Placement::Constant && b.data) m.constants += b.data->nbytes();
@@ -244,18 +263,14 @@ void Executor::drop_replays() {
 }
 
 absl::Status Executor::ensure_memory(const CallPlan& p) {
-  // Growing frees the old memory and with it every captured replay, which holds its addresses.
-  if (arena_.size() < p.arena_bytes) {
+  // Growing the pool (here or by another executor sharing it) frees the old memory and with
+  // it every captured replay, which holds its addresses.
+  absl::Status s = pool_->reserve(device_, p.arena_bytes, p.scratch_bytes);
+  if (pool_->generation() != pool_generation_) {
     drop_replays();
-    arena_ = DeviceMemory();
-    KILN_ASSIGN_OR_RETURN(arena_, device_.allocate(p.arena_bytes));
+    pool_generation_ = pool_->generation();
   }
-  if (scratch_.size() < p.scratch_bytes) {
-    drop_replays();
-    scratch_ = DeviceMemory();
-    KILN_ASSIGN_OR_RETURN(scratch_, device_.allocate(p.scratch_bytes));
-  }
-  return absl::OkStatus();
+  return s;
 }
 
 void Executor::resolve(const CallPlan& p, std::span<const DevicePtr> args, std::span<const DevicePtr> outputs) {
@@ -271,8 +286,8 @@ void Executor::resolve(const CallPlan& p, std::span<const DevicePtr> args, std::
         ptr_[i] = held_prep_[b.index] ? held_prep_[b.index]
                   : static_cast<size_t>(b.index) < prep_.size() ? prep_[b.index].ptr() : 0;
         break;
-      case Placement::Arena: ptr_[i] = arena_.ptr() + p.arena_offsets[b.index]; break;
-      case Placement::Scratch: ptr_[i] = scratch_.ptr() + p.scratch_offsets[b.index]; break;
+      case Placement::Arena: ptr_[i] = pool_->arena() + p.arena_offsets[b.index]; break;
+      case Placement::Scratch: ptr_[i] = pool_->scratch() + p.scratch_offsets[b.index]; break;
       case Placement::Output: ptr_[i] = outputs[b.index]; break;
     }
   }
@@ -566,6 +581,9 @@ absl::Status Executor::run_captured(CallPlan& p, std::span<const Tensor> args, s
     }));
     p.replay_params = ptrs(in_place_args_);
     p.replay_store = held_store_;
+    ++replay_counts_.captures;
+  } else {
+    ++replay_counts_.replays;
   }
   KILN_RETURN_IF_ERROR(p.replay->launch(c.stream));
   for (size_t j = 0; j < outputs.size(); ++j) {

@@ -62,7 +62,8 @@ struct CallOptions {
 
 // The memory a specialization holds for its calls (the largest call so far), in bytes.
 struct ExecutorMemory {
-  int64_t arena = 0, scratch = 0;
+  int64_t arena = 0, scratch = 0;  // its pool's (shared with the executors that share the pool)
+  int64_t slots = 0;  // reduce-overhead: the static input and output slots, summed over its call plans
   int64_t weight_prep = 0;  // weight-prep results the executor made (none that a weight store holds)
   int64_t constants = 0;  // parameters carried by the graph, made resident
 };
@@ -86,10 +87,31 @@ struct StaticSlots {
   std::vector<Tensor> outputs;  // per graph output
 };
 
+// The arena and scratch memory of executors that never run at the same time (the
+// specializations of one CompiledGraph, whose calls are serialized): one allocation each,
+// grown to the largest call of any of them, so that memory for many batch sizes is that of
+// the largest. Not thread-safe: the executors sharing a pool must be called one at a time.
+class MemoryPool {
+ public:
+  // Makes the arena and scratch at least these sizes. Growing frees the old memory before
+  // allocating, and changes generation(): replays that captured the old addresses are stale.
+  absl::Status reserve(DeviceAdapter& device, int64_t arena_bytes, int64_t scratch_bytes);
+  DevicePtr arena() const { return arena_.ptr(); }
+  DevicePtr scratch() const { return scratch_.ptr(); }
+  int64_t arena_bytes() const { return arena_.size(); }
+  int64_t scratch_bytes() const { return scratch_.size(); }
+  uint64_t generation() const { return generation_; }
+
+ private:
+  DeviceMemory arena_, scratch_;
+  uint64_t generation_ = 0;
+};
+
 struct ExecutorOptions {
   Mode mode = Mode::Default;
   std::optional<DumpWriter> dump;  // when set: the device's sources go there
   std::vector<std::string> group_names;  // per kernel group: its name in profiler ranges
+  std::shared_ptr<MemoryPool> pool;  // the arena and scratch shared with other executors; null: its own
 };
 
 class Executor {
@@ -117,6 +139,11 @@ class Executor {
   BuildStats build_stats() const;  // the device's, with launches and tuning time
   const char* strategy() const;    // "direct", "capture and replay", "tune then direct"
   ExecutorMemory memory() const;
+  // reduce-overhead: launch sequences captured, and replays of a capture made by an earlier call.
+  struct ReplayCounts {
+    int64_t captures = 0, replays = 0;
+  };
+  ReplayCounts replay_counts() const { return replay_counts_; }
   // What the executor made from parameter values (weight prep, the device's packed
   // operands) is kept while the parameters' pointers stay the same; after new values were
   // written into a parameter in place, this makes the next run remake it.
@@ -180,7 +207,9 @@ class Executor {
   std::mutex mu_;  // one call at a time: the arena and scratch are shared
   std::map<std::vector<int64_t>, std::unique_ptr<CallPlan>> plans_;
   CallPlan* last_plan_ = nullptr;
-  DeviceMemory arena_, scratch_;
+  std::shared_ptr<MemoryPool> pool_;
+  uint64_t pool_generation_ = 0;  // the pool's generation the replays were captured in
+  ReplayCounts replay_counts_;
   std::vector<DeviceMemory> prep_;          // per weight-prep slot (empty for one a store holds)
   std::vector<std::string> prep_names_;     // per weight-prep slot: its value's name
   std::vector<std::vector<int>> prep_step_slots_;  // per Program::prep step: the slots it names

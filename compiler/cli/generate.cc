@@ -2,6 +2,7 @@
 // directory, compiled as prefill and decode steps; prefills a random batch of prompts, decodes
 // greedily (or samples) and prints compile time, prefill latency, per-token decode latency, tokens/s and
 // memory. --check compares the prefill and the first decode steps with the reference evaluator.
+// --buckets builds (and captures) the decode step per batch bucket before the first step.
 #include <cstdio>
 
 #include "compiler/cli/commands.h"
@@ -37,6 +38,9 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--top-p", o->sampling.top_p, "sample among the most probable tokens holding this mass (1: all)");
   cmd->add_option("--prompts", o->gen.prompts_file, "a .npy of prompts [B, T] instead of random ones");
   cmd->add_option("--logits-out", o->gen.logits_file, "save the prefill's logits (.npy f32 [B, vocab])");
+  cmd->add_option("--buckets", o->gen.buckets,
+                  "batch sizes of the decode step, ascending (1,8,32): it runs at the smallest >= --batch, every "
+                  "size built (and with reduce-overhead on a GPU captured) first")->delimiter(',');
   cmd->callback([o] {
     std::optional<Device> device = parse_device(o->device);
     std::optional<Mode> mode = parse_mode(o->mode);
@@ -51,6 +55,10 @@ void register_generate(CLI::App& app) {
     g.cache = o->paged ? models::CacheLayout::Paged : models::CacheLayout::Contiguous;
     g.ragged = !o->fixed;
     if (o->sampling.temperature > 0) g.sampling = o->sampling;
+    g.bucket_progress = [](const CompileStats::Bucket& b) {
+      std::printf("bucket      B = %lld: compile %.1f ms, capture %.1f ms\n", (long long)b.size, b.compile_ms, b.capture_ms);
+      std::fflush(stdout);
+    };
     if (o->check && g.check_steps == 0) g.check_steps = 4;
     if (!o->check) g.check_steps = 0;
     const models::LlamaConfig& c = m.config;
