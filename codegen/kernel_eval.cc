@@ -20,9 +20,21 @@ using kir::IndexKind;
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-// An integer value of dtype t held as a double, in scalar_ops' int64 form (u64: its bits).
-int64_t as_int(double v, DType t) {
-  return t == DType::u64 && v >= 0x1p63 ? static_cast<int64_t>(static_cast<uint64_t>(v)) : static_cast<int64_t>(v);
+// Every scalar is held as a Num: a float value exactly (it is a double), and an integer
+// value exactly too, which a double cannot do beyond 2^53 (INT64_MAX, 2^53 + 1): long
+// double has a 64-bit significand on x86-64 (113 bits on aarch64).
+using Num = long double;
+static_assert(std::numeric_limits<Num>::digits >= 64, "kernel_eval holds int64 and uint64 values as long double");
+
+// An integer value of dtype t held as a Num, in scalar_ops' int64 form (u64: its bits).
+int64_t as_int(Num v, DType t) {
+  return t == DType::u64 && v >= 0x1p63L ? static_cast<int64_t>(static_cast<uint64_t>(v)) : static_cast<int64_t>(v);
+}
+
+// The Num of an integer (or bool) value of dtype t, from scalar_ops' int64 form: wrapped to t.
+Num from_int(int64_t v, DType t) {
+  int64_t w = wrap_int(v, t);
+  return t == DType::u64 ? static_cast<Num>(static_cast<uint64_t>(w)) : static_cast<Num>(w);
 }
 
 // Calls f(point) for every point of `extents` in row-major order.
@@ -99,13 +111,13 @@ class Runner {
   void run_stage(size_t s, const std::vector<int64_t>& extents) {
     const kir::Stage& st = k_.stages[s];
     bool is_float_acc = is_float(st.acc_dtype);
-    double acc = 0, best = 0;
+    Num acc = 0, best = 0;
     int64_t pos = 0, best_pos = 0;
     switch (st.combiner) {
       case kir::Combiner::Sum: acc = 0; break;
       case kir::Combiner::Prod: acc = 1; break;
-      case kir::Combiner::Max: acc = is_float_acc ? -kInf : static_cast<double>(std::numeric_limits<int64_t>::min()); break;
-      case kir::Combiner::Min: acc = is_float_acc ? kInf : static_cast<double>(std::numeric_limits<int64_t>::max()); break;
+      case kir::Combiner::Max: acc = is_float_acc ? -kInf : static_cast<Num>(std::numeric_limits<int64_t>::min()); break;
+      case kir::Combiner::Min: acc = is_float_acc ? kInf : static_cast<Num>(std::numeric_limits<int64_t>::max()); break;
       case kir::Combiner::ArgMax: break;
     }
     for_each_point(extents, inner_, [&] {
@@ -115,15 +127,15 @@ class Runner {
         for (const kir::Store& store : st.stores) write(store);
         return;
       }
-      double v = eval(st.value);
+      Num v = eval(st.value);
       switch (st.combiner) {
         case kir::Combiner::Sum:
-          acc = is_float_acc ? static_cast<double>(static_cast<float>(acc) + static_cast<float>(v))
-                             : static_cast<double>(binary_int(Op::Add, static_cast<int64_t>(acc), static_cast<int64_t>(v)));
+          acc = is_float_acc ? static_cast<Num>(static_cast<float>(acc) + static_cast<float>(v))
+                             : from_int(binary_int(Op::Add, as_int(acc, st.acc_dtype), as_int(v, st.acc_dtype)), st.acc_dtype);
           break;
         case kir::Combiner::Prod:
-          acc = is_float_acc ? static_cast<double>(static_cast<float>(acc) * static_cast<float>(v))
-                             : static_cast<double>(binary_int(Op::Mul, static_cast<int64_t>(acc), static_cast<int64_t>(v)));
+          acc = is_float_acc ? static_cast<Num>(static_cast<float>(acc) * static_cast<float>(v))
+                             : from_int(binary_int(Op::Mul, as_int(acc, st.acc_dtype), as_int(v, st.acc_dtype)), st.acc_dtype);
           break;
         case kir::Combiner::Max: acc = std::isnan(acc) || std::isnan(v) ? kNaN : std::max(acc, v); break;
         case kir::Combiner::Min: acc = std::isnan(acc) || std::isnan(v) ? kNaN : std::min(acc, v); break;
@@ -138,7 +150,7 @@ class Runner {
       ++pos;
     });
     if (st.kind == kir::Stage::Kind::Reduce)
-      stage_results_[s] = st.combiner == kir::Combiner::ArgMax ? static_cast<double>(best_pos) : acc;
+      stage_results_[s] = st.combiner == kir::Combiner::ArgMax ? static_cast<Num>(best_pos) : acc;
   }
 
   int64_t index(const Index& i) {
@@ -168,7 +180,7 @@ class Runner {
       }
       case IndexKind::Min: return std::min(index(n.a), index(n.b));
       case IndexKind::Max: return std::max(index(n.a), index(n.b));
-      case IndexKind::Scalar: return static_cast<int64_t>(eval(n.expr));
+      case IndexKind::Scalar: return as_int(eval(n.expr), n.expr.dtype());
     }
     return 0;
   }
@@ -180,53 +192,54 @@ class Runner {
     return false;
   }
 
-  double load(int buffer, const Index& i, DType t) {
+  Num load(int buffer, const Index& i, DType t) {
     int64_t at = index(i);
     if (!in_bounds(buffer, at, i)) return 0;
     const HostTensor& h = *buffers_[buffer];
-    return is_float(t) ? h.get(at) : static_cast<double>(h.get_int(at));
+    return is_float(t) ? static_cast<Num>(h.get(at)) : from_int(h.get_int(at), t);
   }
 
   void write(const kir::Store& s) {
     if (s.mask.defined() && eval(s.mask) == 0) return;
-    double v = eval(s.value);
+    Num v = eval(s.value);
     int64_t at = index(s.index);
     if (!in_bounds(s.buffer, at, s.index)) return;
     HostTensor& h = *buffers_[s.buffer];
-    if (is_float(h.dtype())) h.set(at, v);
-    else h.set_int(at, static_cast<int64_t>(v));
+    if (is_float(h.dtype())) h.set(at, static_cast<double>(v));
+    else h.set_int(at, as_int(v, h.dtype()));
   }
 
-  double eval(const Expr& e) {
+  Num eval(const Expr& e) {
     const kir::ExprNode& n = e.node();
     switch (n.kind) {
-      case ExprKind::Const: return n.value;
+      case ExprKind::Const: return is_float(n.dtype) ? static_cast<Num>(n.value) : from_int(n.int_value, n.dtype);
       case ExprKind::Load: return load(n.id, n.index, n.dtype);
       case ExprKind::Let: return lets_[n.id];
       case ExprKind::StageResult: return stage_results_[n.id];
       case ExprKind::GemmAcc: return acc_;
-      case ExprKind::IndexValue: return static_cast<double>(index(n.index));
+      case ExprKind::IndexValue: return static_cast<Num>(index(n.index));
       case ExprKind::Select: return eval(n.a) != 0 ? eval(n.b) : eval(n.c);
       case ExprKind::Cast: {
-        double v = eval(n.a);
+        Num v = eval(n.a);
         if (is_float(n.dtype) && !is_float(n.a.dtype())) return round_to_dtype(static_cast<float>(v), n.dtype);
-        return round_to_dtype(v, n.dtype);
+        if (!is_float(n.dtype) && !is_float(n.a.dtype())) return from_int(as_int(v, n.a.dtype()), n.dtype);
+        if (!is_float(n.dtype)) return from_int(n.dtype == DType::boolean ? v != 0 : float_to_int(static_cast<double>(v), n.dtype), n.dtype);
+        return round_to_dtype(static_cast<double>(v), n.dtype);
       }
       case ExprKind::Unary: {
-        double a = eval(n.a);
+        Num a = eval(n.a);
         DType in = n.a.dtype();
-        if (in == DType::f64) return round_to_dtype(unary_float(n.op, a), n.dtype);
+        if (in == DType::f64) return round_to_dtype(unary_float(n.op, static_cast<double>(a)), n.dtype);
         if (is_float(in)) return round_to_dtype(unary_float(n.op, static_cast<float>(a)), n.dtype);
-        return round_to_dtype(static_cast<double>(unary_int(n.op, as_int(a, in), is_unsigned(in)).value_or(0)), n.dtype);
+        return from_int(unary_int(n.op, as_int(a, in), is_unsigned(in)).value_or(0), n.dtype);
       }
       case ExprKind::Intrinsic: return round_to_dtype(intrinsic(n), n.dtype);
       case ExprKind::Binary: {
-        double a = eval(n.a), b = eval(n.b);
+        Num a = eval(n.a), b = eval(n.b);
         DType in = n.a.dtype();
-        if (in == DType::f64) return round_to_dtype(binary_float(n.op, a, b), n.dtype);
+        if (in == DType::f64) return round_to_dtype(binary_float(n.op, static_cast<double>(a), static_cast<double>(b)), n.dtype);
         if (is_float(in)) return round_to_dtype(binary_float(n.op, static_cast<float>(a), static_cast<float>(b)), n.dtype);
-        return round_to_dtype(static_cast<double>(binary_int(n.op, as_int(a, in), as_int(b, in), is_unsigned(in))),
-                              n.dtype);
+        return from_int(binary_int(n.op, as_int(a, in), as_int(b, in), is_unsigned(in)), n.dtype);
       }
     }
     return 0;
@@ -251,8 +264,8 @@ class Runner {
   std::vector<HostTensor*> buffers_;
   const Bindings& b_;
   std::vector<int64_t> outer_, inner_;
-  std::vector<double> lets_, stage_results_;
-  double acc_ = 0;
+  std::vector<Num> lets_, stage_results_;
+  Num acc_ = 0;
   absl::Status error_;
 };
 

@@ -3,6 +3,8 @@
 #include <cstdio>
 
 #include "ir/attr.h"
+#include "ir/graph.h"
+#include "ir/op_attrs.h"
 #include "ir/scalar_ops.h"
 #include "ir/str.h"
 
@@ -215,9 +217,28 @@ std::optional<AffineIndex> affine_index(const Index& i, size_t n_outer, size_t n
 // ---- Expr ---------------------------------------------------------------------
 
 Expr Expr::constant(double value, DType t) {
+  if (!is_float(t)) return constant_int(t == DType::boolean ? value != 0 : float_to_int(value, t), t);
   auto n = expr_node(ExprKind::Const, t);
   n->value = round_to_dtype(value, t);
   return Expr(std::move(n));
+}
+
+Expr Expr::constant_int(int64_t value, DType t) {
+  if (is_float(t)) return constant(static_cast<double>(value), t);
+  auto n = expr_node(ExprKind::Const, t);
+  n->int_value = wrap_int(value, t);
+  n->value = t == DType::u64 ? static_cast<double>(static_cast<uint64_t>(n->int_value)) : static_cast<double>(n->int_value);
+  return Expr(std::move(n));
+}
+
+Expr Expr::constant_of(const Node& c) {
+  DType t = ConstantAttrs(c).dtype();
+  const AttrValue& v = ConstantAttrs(c).value();
+  if (const bool* b = std::get_if<bool>(&v)) return constant_int(*b, t);
+  if (const double* d = std::get_if<double>(&v)) return constant(*d, t);
+  int64_t i = std::get<int64_t>(v);
+  if (!is_float(t)) return constant_int(i, t);
+  return constant(t == DType::f64 ? static_cast<double>(i) : static_cast<double>(static_cast<float>(i)), t);
 }
 
 Expr Expr::load(int buffer, const Index& index, DType t) {
@@ -295,7 +316,8 @@ bool Expr::same_as(const Expr& o) const {
   const ExprNode &x = *p_, &y = *o.p_;
   if (x.kind != y.kind || x.dtype != y.dtype || x.op != y.op || x.intrinsic != y.intrinsic || x.id != y.id)
     return false;
-  if (x.kind == ExprKind::Const && !(x.value == y.value || (x.value != x.value && y.value != y.value)))
+  if (x.kind == ExprKind::Const && (is_float(x.dtype) ? !(x.value == y.value || (x.value != x.value && y.value != y.value))
+                                                    : x.int_value != y.int_value))
     return false;
   if ((x.kind == ExprKind::Load || x.kind == ExprKind::IndexValue) && !x.index.same_as(y.index)) return false;
   auto same = [](const Expr& p, const Expr& q) { return p.defined() == q.defined() && (!p.defined() || p.same_as(q)); };
@@ -473,9 +495,10 @@ std::string print_expr(const Expr& e, const Kernel* k) {
   const ExprNode& n = e.node();
   switch (n.kind) {
     case ExprKind::Const:
-      if (n.dtype == DType::boolean) return n.value != 0 ? "true" : "false";
+      if (n.dtype == DType::boolean) return n.int_value != 0 ? "true" : "false";
       if (is_float(n.dtype)) return str_cat(format_double(n.value), ":", dtype_name(n.dtype));
-      return str_cat(static_cast<int64_t>(n.value), ":", dtype_name(n.dtype));
+      if (n.dtype == DType::u64) return str_cat(static_cast<uint64_t>(n.int_value), ":u64");
+      return str_cat(n.int_value, ":", dtype_name(n.dtype));
     case ExprKind::Load: return str_cat("load ", buffer_name(n.id, k), "[", print_index(n.index, k), "]");
     case ExprKind::Let: return str_cat("t", n.id);
     case ExprKind::StageResult: return str_cat("s", n.id);
@@ -588,6 +611,7 @@ std::string value_key(const Kernel& k, const Expr& e, bool& costly) {
   };
   switch (n.kind) {
     case ExprKind::Const: {
+      if (!is_float(n.dtype)) return str_cat("c", dtype_name(n.dtype), n.int_value);
       char exact[40];
       std::snprintf(exact, sizeof exact, "%a", n.value);
       return str_cat("c", dtype_name(n.dtype), exact);

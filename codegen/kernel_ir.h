@@ -41,6 +41,10 @@
 #include "ir/op.h"
 #include "ir/sym.h"
 
+namespace kiln {
+class Node;
+}
+
 namespace kiln::kir {
 
 struct IndexNode;
@@ -131,7 +135,15 @@ std::string_view intrinsic_name(Intrinsic f);
 class Expr {
  public:
   Expr() = default;  // null handle; only for default-constructed aggregates
+  // A constant of dtype t: a float dtype holds round_to_dtype(value); an integer or bool
+  // dtype holds float_to_int(value, t) (ir/dtype.h) exactly, as int_value.
   static Expr constant(double value, DType t);
+  // An integer or bool constant, exact: wrap_int(value, t). (Through a double, i64 values
+  // beyond 2^53 would change: INT64_MAX became 0, 2^53 + 1 became 2^53.)
+  static Expr constant_int(int64_t value, DType t);
+  // The constant a Constant node of the graph produces, exact for every dtype as the
+  // reference evaluator computes it (ir/reference.cc `constant`).
+  static Expr constant_of(const Node& constant);
   static Expr load(int buffer, const Index& index, DType t);
   static Expr let(int id, DType t);
   static Expr stage_result(int stage, DType t);
@@ -167,7 +179,8 @@ struct ExprNode {
   DType dtype = DType::f32;
   Op op = Op::Add;    // Unary, Binary
   Intrinsic intrinsic = Intrinsic::GeluTanh;  // Intrinsic
-  double value = 0;   // Const
+  double value = 0;   // Const of a float dtype (an integer or bool one: int_value, as a double)
+  int64_t int_value = 0;  // Const of an integer or bool dtype: exact, in wrap_int form (u64: its bits)
   int id = 0;         // Load: buffer; Let: let id; StageResult: stage
   Index index;        // Load, IndexValue
   Expr a, b, c;       // operands

@@ -468,7 +468,7 @@ class Lowerer {
       x.push_back(e);
     }
     switch (n.op()) {
-      case Op::Constant: return Expr::constant(*constant_value(&out), t);
+      case Op::Constant: return Expr::constant_of(n);
       case Op::Iota: {
         int64_t axis = IotaAttrs(n).axis();
         size_t ax = static_cast<size_t>(axis < 0 ? axis + static_cast<int64_t>(idx.size()) : axis);

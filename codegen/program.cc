@@ -169,9 +169,11 @@ class ProgramBuilder {
       b.placement = Placement::Argument, b.index = it->second;
     } else if (v->is_param() && v->data()) {
       b.placement = Placement::Constant, b.data = v->data();
-    } else if (std::optional<double> c = constant_value(v)) {
+    } else if (v->producer() && v->producer()->op() == Op::Constant) {
       auto scalar = std::make_shared<HostTensor>(v->dtype(), std::vector<int64_t>{});
-      scalar->set(0, *c);
+      const kir::ExprNode& c = kir::Expr::constant_of(*v->producer()).node();
+      if (is_float(v->dtype())) scalar->set(0, c.value);
+      else scalar->set_int(0, c.int_value);
       b.placement = Placement::Constant, b.data = std::move(scalar);
     } else {
       return absl::InternalError(str_cat("%", v->name(), " has no storage: not an argument, parameter, output or "

@@ -115,6 +115,7 @@ absl::StatusOr<Node*> Graph::add_node(Op op, std::vector<Value*> operands, Attrs
   auto node = std::make_unique<Node>();
   node->op_ = op;
   node->operands_ = std::move(operands);
+  for (Value* v : node->operands_) v->users_.push_back(node.get());
   node->attrs_ = std::move(attrs);
   node->loc_ = std::move(loc);
   for (size_t i = 0; i < out->size(); ++i) {
@@ -163,21 +164,50 @@ absl::flat_hash_map<const Value*, std::vector<Node*>> Graph::uses() const {
   return u;
 }
 
+namespace {
+
+// Removes one entry of n from a use list (the entry of one operand slot).
+void remove_one_use(std::vector<Node*>& users, const Node* n) {
+  auto it = std::find(users.begin(), users.end(), n);
+  if (it == users.end()) return;
+  *it = users.back();
+  users.pop_back();
+}
+
+}  // namespace
+
+void Graph::drop_uses(Node* n) {
+  for (Value* v : n->operands_) remove_one_use(v->users_, n);
+}
+
+void Graph::replace_operand(Node* n, size_t i, Value* v) {
+  if (n->operands_[i] == v) return;
+  remove_one_use(n->operands_[i]->users_, n);
+  n->operands_[i] = v;
+  v->users_.push_back(n);
+}
+
 void Graph::replace_all_uses(Value* from, Value* to) {
-  for (auto& n : nodes_)
+  if (from == to) return;
+  // Each user once, though it may read `from` in several slots (it is listed per slot).
+  std::vector<Node*> users = std::move(from->users_);
+  from->users_.clear();
+  std::sort(users.begin(), users.end());
+  users.erase(std::unique(users.begin(), users.end()), users.end());
+  for (Node* n : users)
     for (Value*& v : n->operands_)
-      if (v == from) v = to;
+      if (v == from) {
+        v = to;
+        to->users_.push_back(n);
+      }
   for (Value*& v : outputs_)
     if (v == from) v = to;
 }
 
 bool Graph::erase(Node* n) {
-  absl::flat_hash_set<const Value*> results(n->results_.begin(), n->results_.end());
-  for (const auto& m : nodes_)
-    for (Value* v : m->operands_)
-      if (results.contains(v)) return false;
-  for (Value* v : outputs_)
-    if (results.contains(v)) return false;
+  for (const Value* r : n->results_)
+    if (!r->users_.empty() || std::find(outputs_.begin(), outputs_.end(), r) != outputs_.end()) return false;
+  drop_uses(n);
   auto it = n->self_;
   if (!insert_at_end_ && insert_at_ == it) ++insert_at_;
   for (Value* v : n->results_) by_name_.erase(v->name_);
@@ -198,6 +228,7 @@ int Graph::remove_dead_nodes() {
       continue;
     }
     if (!insert_at_end_ && insert_at_ == it) ++insert_at_;
+    drop_uses(n);
     for (Value* v : n->results_) by_name_.erase(v->name_);
     it = nodes_.erase(it);
     ++removed;
@@ -243,7 +274,10 @@ Graph Graph::clone() const {
     c->op_ = n->op_;
     c->attrs_ = n->attrs_;
     c->loc_ = n->loc_;
-    for (Value* v : n->operands_) c->operands_.push_back(map.at(v));
+    for (Value* v : n->operands_) {
+      c->operands_.push_back(map.at(v));
+      c->operands_.back()->users_.push_back(c.get());
+    }
     for (Value* v : n->results_) {
       Value* r = g.new_value(v->name_);
       r->type_ = v->type_;

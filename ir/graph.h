@@ -38,6 +38,10 @@ class Value {
   int result_index() const { return index_; }
   // Host data of a parameter; null when the parameter is bound at run time.
   const std::shared_ptr<const HostTensor>& data() const { return data_; }
+  // The nodes of its graph reading it, a node once per operand slot, in no particular order
+  // (Graph::uses() lists them in node order). Kept by the graph's every edit, so that
+  // replace_all_uses and erase cost O(uses), not a scan of the whole graph.
+  const std::vector<Node*>& users() const { return users_; }
 
  private:
   friend class Graph;
@@ -48,6 +52,7 @@ class Value {
   int index_ = 0;
   bool state_ = false;
   std::shared_ptr<const HostTensor> data_;
+  std::vector<Node*> users_;
 };
 
 class Node {
@@ -126,7 +131,7 @@ class Graph {
 
   // Rewrites every use of `from` (node operands and outputs) to read `to`.
   void replace_all_uses(Value* from, Value* to);
-  void replace_operand(Node* n, size_t i, Value* v) { n->operands_[i] = v; }
+  void replace_operand(Node* n, size_t i, Value* v);
   // Removes a node whose results are unused; returns false (and keeps it) otherwise.
   bool erase(Node* n);
   // Removes nodes that no output depends on; returns how many went.
@@ -146,6 +151,8 @@ class Graph {
 
  private:
   Value* new_value(std::string name);
+  // Drops n's operand slots from their values' use lists, before n goes.
+  static void drop_uses(Node* n);
   absl::Status claim_name(const std::string& name);
 
   std::string name_;

@@ -562,11 +562,14 @@ class Partitioner {
     auto refused = refused_.find(key);
     if (refused == refused_.end()) {
       MergeDelta delta;
-      bool ok = legal(a, b, delta);
+      bool too_big = members_[a].size() + members_[b].size() > kMaxFusedNodes;
+      bool ok = !too_big && legal(a, b, delta);
       bool cycle = ok && (indirect_path(a, b) || indirect_path(b, a));
       if (ok && !cycle) return merge(a, b, delta);
       std::string why;
-      if (log_enabled(LogTopic::fusion, 1)) {
+      if (too_big) {
+        why = str_cat("the kernel would hold more than ", kMaxFusedNodes, " nodes");
+      } else if (log_enabled(LogTopic::fusion, 1)) {
         std::vector<Node*> m = members_[a];
         m.insert(m.end(), members_[b].begin(), members_[b].end());
         std::sort(m.begin(), m.end(), [&](Node* x, Node* y) { return pos_.at(x) < pos_.at(y); });

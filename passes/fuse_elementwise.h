@@ -32,12 +32,17 @@ namespace kiln {
 //    the head dim last (stored in that layout, e.g. [B, T, H, D] for the next GEMM);
 //  - a window's input is computed outside its group, but for reshapes and casts: a window
 //    reads each element once per kernel position;
-//  - the group graph is acyclic, and no node is computed in two groups.
+//  - the group graph is acyclic, and no node is computed in two groups;
+//  - a group holds at most kMaxFusedNodes nodes: one straight-line kernel of thousands of
+//    ops costs the backend compilers (LLVM's register allocator, NVRTC) more than linear
+//    time, while a kernel boundary in so long a chain costs one extra buffer write and read.
 // Groups grow greedily along producer->consumer edges in node order, each merge checked
 // against these rules from what each group keeps about itself and the edges between the two
 // (found from the smaller group): a chain of n ops costs about n log n, not n^2. Deterministic: the same graph gives the same groups. With
 // KILN_LOG=fusion (ir/log.h) every producer -> consumer edge left between two kernels is
 // logged with the rule that kept them apart. Returns whether any group was formed.
 absl::StatusOr<bool> fuse_elementwise(Graph& g, Schedule& s);
+
+inline constexpr size_t kMaxFusedNodes = 512;
 
 }  // namespace kiln

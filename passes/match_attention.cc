@@ -9,7 +9,6 @@
 namespace kiln {
 namespace {
 
-using Uses = absl::flat_hash_map<const Value*, std::vector<Node*>>;
 
 // What one softmax's scores are made of.
 struct Scores {
@@ -22,7 +21,7 @@ struct Scores {
 
 class Matcher {
  public:
-  explicit Matcher(Graph& g) : g_(g), uses_(g.uses()), returned_(g.outputs().begin(), g.outputs().end()) {}
+  explicit Matcher(Graph& g) : g_(g), returned_(g.outputs().begin(), g.outputs().end()) {}
 
   bool run() {
     std::vector<Node*> softmaxes;
@@ -41,9 +40,8 @@ class Matcher {
  private:
   // The node reading `v`, when it is the only reader and `v` is no graph output.
   Node* only_user(const Value* v) const {
-    auto it = uses_.find(v);
-    if (returned_.contains(v) || it == uses_.end() || it->second.size() != 1) return nullptr;
-    return it->second[0];
+    if (returned_.contains(v) || v->users().size() != 1) return nullptr;
+    return v->users()[0];
   }
   // `v` below its same-dtype casts, each read only by the next.
   Value* below_casts(Value* v) const {
@@ -134,12 +132,10 @@ class Matcher {
     if (!b.status().ok()) return false;  // cannot happen: the types were checked above
     renames_.push_back({att, u->result()->name()});
     g_.replace_all_uses(u->result(), att);
-    uses_ = g_.uses();
     return true;
   }
 
   Graph& g_;
-  Uses uses_;
   absl::flat_hash_set<const Value*> returned_;
   std::vector<std::pair<Value*, std::string>> renames_;
 };

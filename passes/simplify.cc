@@ -128,8 +128,6 @@ absl::StatusOr<bool> rewrite_sweep(Graph& g) {
 // norm's per-channel sub/div/mul/add of parameters then fold into the GEMM's weight (a
 // per-row scale) and bias.
 
-using Uses = absl::flat_hash_map<const Value*, std::vector<Node*>>;
-
 bool is_epilogue(const Node& n) {
   OpKind k = n.info().kind;
   return (k == OpKind::Elementwise || k == OpKind::Broadcast) && n.num_operands() > 0 && n.results().size() == 1;
@@ -154,11 +152,11 @@ bool param_only(const Value* v) {
 }
 
 // The only user of v (null if none, several, or v is an output).
-Node* only_user(const Uses& uses, const Graph& g, const Value* v) {
-  auto it = uses.find(v);
-  if (it == uses.end() || std::find(g.outputs().begin(), g.outputs().end(), v) != g.outputs().end()) return nullptr;
-  Node* u = it->second.front();
-  return std::all_of(it->second.begin(), it->second.end(), [&](Node* x) { return x == u; }) ? u : nullptr;
+Node* only_user(const Graph& g, const Value* v) {
+  const std::vector<Node*>& users = v->users();
+  if (users.empty() || std::find(g.outputs().begin(), g.outputs().end(), v) != g.outputs().end()) return nullptr;
+  Node* u = users.front();
+  return std::all_of(users.begin(), users.end(), [&](Node* x) { return x == u; }) ? u : nullptr;
 }
 
 // o, broadcast against `from`, as an operand of the same op at shape `to` (`from` reshaped):
@@ -180,13 +178,13 @@ Value* reshaped_operand(Builder& b, Value* o, const Shape& from, const Shape& to
 }
 
 // e(.., reshape(z), ..) -> reshape(e(.., z, ..)) for z GEMM-rooted and the reshape read by e only.
-Value* sink_reshape(Builder& b, const Node& e, const Uses& uses) {
+Value* sink_reshape(Builder& b, const Node& e) {
   if (!is_epilogue(e) || e.op() == Op::Iota) return nullptr;
   const Graph& g = b.graph();
   auto candidate = [&](size_t i) {
     const Node* r = e.operand(i)->producer();
     return r && r->op() == Op::Reshape && e.result()->shape() == r->result()->shape() &&
-           only_user(uses, g, r->result()) == &e && gemm_rooted(r->operand(0));
+           only_user(g, r->result()) == &e && gemm_rooted(r->operand(0));
   };
   // Two such operands would trade places round after round: neither moves.
   int candidates = 0;
@@ -222,21 +220,21 @@ Value* row_scale(Builder& b, const Value* s, const Value* a, const Shape& out) {
 // With y = A @ B (+ c), A and c from parameters, s and t per-row parameters, y read by e only:
 // y * s -> (A*s) @ B (+ c*s); y / s -> (A/s) @ B (+ c/s); (A @ B + c) + t -> A @ B + (c + t);
 // y - t -> y + (-t) as a bias.
-Value* fold_into_gemm(Builder& b, const Node& e, const Uses& uses) {
+Value* fold_into_gemm(Builder& b, const Node& e) {
   Op op = e.op();
   if (op != Op::Mul && op != Op::Div && op != Op::Add && op != Op::Sub) return nullptr;
   for (size_t i = 0; i < 2; ++i) {
     if (i == 1 && (op == Op::Div || op == Op::Sub)) break;
     Value *y = e.operand(i), *s = e.operand(1 - i);
     const Node* yp = y->producer();
-    if (!yp || !param_only(s) || y->shape() != e.result()->shape() || only_user(uses, b.graph(), y) != &e) continue;
+    if (!yp || !param_only(s) || y->shape() != e.result()->shape() || only_user(b.graph(), y) != &e) continue;
     const Node* mm = yp;
     Value* c = nullptr;
     if (yp->op() == Op::Add) {
       for (size_t k = 0; k < 2 && !c; ++k) {
         const Node* p = yp->operand(k)->producer();
         if (p && p->op() == Op::MatMul && param_only(yp->operand(1 - k)) &&
-            only_user(uses, b.graph(), yp->operand(k)) == yp) {
+            only_user(b.graph(), yp->operand(k)) == yp) {
           mm = p;
           c = yp->operand(1 - k);
         }
@@ -260,15 +258,14 @@ Value* fold_into_gemm(Builder& b, const Node& e, const Uses& uses) {
 }
 
 absl::StatusOr<bool> epilogue_sweep(Graph& g) {
-  Uses uses = g.uses();
   std::vector<Node*> nodes;
   for (const auto& n : g.nodes()) nodes.push_back(n.get());
   bool changed = false;
   for (Node* n : nodes) {
     if (!is_epilogue(*n)) continue;
     Builder b(g, n, n->loc());
-    Value* v = fold_into_gemm(b, *n, uses);
-    if (!v) v = sink_reshape(b, *n, uses);
+    Value* v = fold_into_gemm(b, *n);
+    if (!v) v = sink_reshape(b, *n);
     KILN_RETURN_IF_ERROR(b.status());
     if (!v) continue;
     std::string name = n->result()->name();
@@ -276,7 +273,6 @@ absl::StatusOr<bool> epilogue_sweep(Graph& g) {
     g.erase(n);
     KILN_RETURN_IF_ERROR(g.rename(v, name));
     changed = true;
-    uses = g.uses();
   }
   return changed;
 }

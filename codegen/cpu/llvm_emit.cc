@@ -514,8 +514,8 @@ class Emitter {
       case ExprKind::Const:
         switch (repr(n.dtype)) {
           case Repr::F: return reg_const(b_, n.dtype, n.value);
-          case Repr::B: return b_.getInt1(n.value != 0);
-          case Repr::I: return b_.getInt64(static_cast<int64_t>(n.value));
+          case Repr::B: return b_.getInt1(n.int_value != 0);
+          case Repr::I: return b_.getInt64(n.int_value);
         }
         break;
       case ExprKind::Load: return load(n.id, n.index);

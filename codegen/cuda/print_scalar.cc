@@ -247,9 +247,8 @@ std::string EntryPrinter::expr(const Expr& e, const At& at) const {
   switch (n.kind) {
     case ExprKind::Const:
       if (is_float(t)) return float_literal(round_to_dtype(n.value, t));
-      if (t == DType::boolean) return n.value != 0 ? "true" : "false";
-      return t == DType::i64 ? int_literal(static_cast<int64_t>(n.value))
-                             : str_cat("((", value_type(t), ")", int_literal(static_cast<int64_t>(n.value)), ")");
+      if (t == DType::boolean) return n.int_value != 0 ? "true" : "false";
+      return t == DType::i64 ? int_literal(n.int_value) : str_cat("((", value_type(t), ")", int_literal(n.int_value), ")");
     case ExprKind::Load:
       if (at.hoisted)
         if (auto it = at.hoisted->find(&n); it != at.hoisted->end()) return vec_element(t, width_, it->second, lane_pos(at));

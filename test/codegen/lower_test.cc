@@ -100,6 +100,30 @@ TEST_CASE("reductions: axes, keepdim, negative axes, integer and argmax", "[lowe
   require_ok(check_schedule_matches_reference(g, schedule_per_node(g), bindings_of("B", {1, 2, 7}), 5));
 }
 
+TEST_CASE("integer constants stay exact in the kernel IR: INT64_MAX, INT64_MIN, 2^53 + 1, u64 max", "[lower]") {
+  Graph g = parse_or_fail(test_graphs::kInt64Constants);
+  Schedule s = schedule_single_group(g, KernelGroup::Kind::Elementwise);
+  // The kernel-IR evaluator computes with them exactly, as the reference does (integer
+  // outputs compare exactly).
+  require_ok(check_schedule_matches_reference(g, s, bindings_of("B", {1, 3, 17}), 30));
+  require_ok(check_schedule_matches_reference(g, schedule_per_node(g), bindings_of("B", {1, 5}), 31));
+  std::string text = lowered_text(g, s);
+  require_checks(text, R"(
+CHECK: minimum({{.*}}, 9223372036854775807:i64)
+CHECK: maximum({{.*}}, -9223372036854775808:i64)
+CHECK: add({{.*}}, 9007199254740993:i64)
+CHECK: minimum({{.*}}, 18446744073709551615:u64)
+)");
+  // Two constants of one value are one node to same_as; nearby values are not.
+  REQUIRE(kir::Expr::constant_int(INT64_MAX, DType::i64).same_as(kir::Expr::constant_int(INT64_MAX, DType::i64)));
+  REQUIRE(!kir::Expr::constant_int(INT64_MAX, DType::i64).same_as(kir::Expr::constant_int(INT64_MAX - 1, DType::i64)));
+  REQUIRE(!kir::Expr::constant_int((int64_t{1} << 53) + 1, DType::i64).same_as(kir::Expr::constant_int(int64_t{1} << 53, DType::i64)));
+  // Narrow dtypes hold the wrapped value; a float value converts as the reference's set does.
+  REQUIRE(kir::Expr::constant_int(300, DType::u8).node().int_value == 44);
+  REQUIRE(kir::Expr::constant_int(-1, DType::i32).node().int_value == -1);
+  REQUIRE(kir::Expr::constant(-2.7, DType::i64).node().int_value == -2);
+}
+
 TEST_CASE("views become index arithmetic inside one kernel", "[lower]") {
   Graph g = parse_or_fail(test_graphs::kViews);
   require_ok(check_schedule_matches_reference(g, schedule_per_node(g), bindings_of("B", {1, 2, 5}), 6));

@@ -126,4 +126,19 @@ inline constexpr const char* kMatmuls = R"(graph mm(%q: f32[B, 2, T, 8], %k: f32
   return %s, %z, %u
 })";
 
+// Integer constants that a double cannot hold (issue 21): INT64_MAX, INT64_MIN, 2^53 + 1,
+// and u64's 2^64 - 1. Through a double, INT64_MAX became 0 and 2^53 + 1 became 2^53.
+inline constexpr const char* kInt64Constants = R"(graph int64_constants(%i: i64[B, 4], %u: u64[B, 4]) {
+  %max = constant(value=9223372036854775807, dtype=i64)
+  %min = constant(value=-9223372036854775808, dtype=i64)
+  %big = constant(value=9007199254740993, dtype=i64)
+  %umax = constant(value=-1, dtype=u64)
+  %a = minimum(%i, %max)
+  %b = maximum(%i, %min)
+  %c = add(%i, %big)
+  %d = minimum(%u, %umax)
+  %e = lt(%i, %max)
+  return %a, %b, %c, %d, %e
+})";
+
 }  // namespace kiln::test_graphs

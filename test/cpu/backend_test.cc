@@ -80,6 +80,11 @@ TEST_CASE("cpu: reductions: axes, keepdim, negative axes, integer and argmax", "
   check_all_schedules(g, bindings_of("B", {1, 2, 7}), 5, std::nullopt);
 }
 
+TEST_CASE("cpu: integer constants a double cannot hold stay exact (INT64_MAX, INT64_MIN, 2^53 + 1)", "[cpu]") {
+  check_all_schedules(parse_or_fail(test_graphs::kInt64Constants), bindings_of("B", {1, 3, 17, 300}), 40,
+                      KernelGroup::Kind::Elementwise);
+}
+
 TEST_CASE("cpu: views become index arithmetic", "[cpu]") {
   Graph g = parse_or_fail(test_graphs::kViews);
   check_all_schedules(g, bindings_of("B", {1, 2, 5}), 6, KernelGroup::Kind::Elementwise);

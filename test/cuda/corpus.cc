@@ -8,6 +8,7 @@
 
 #include "ir/parser.h"
 #include "ir/str.h"
+#include "test/common/graphs.h"
 
 namespace kiln::test {
 namespace {
@@ -211,6 +212,7 @@ std::vector<Entry> entries() {
   return %o, %kc1, %vc1
 })", {{{"B", 1}, {"S", 2}}, {{"B", 3}, {"S", 7}}});
   }
+  e.push_back({"int64_constants", test_graphs::kInt64Constants, over("B", {1, 3})});
   e.push_back({"int_ops", R"(graph int_ops(%i: i32[B, 4], %j: i64[4], %x: f32[B, 4]) {
   %a = add(%i, %i)
   %b = cast(%a, dtype=i64)

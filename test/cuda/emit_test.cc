@@ -16,6 +16,7 @@
 #include "runtime/nvrtc.h"
 #include "test/common/catch_helpers.h"
 #include "test/common/filecheck.h"
+#include "test/common/graphs.h"
 #include "test/cuda/corpus.h"
 #include "test/fuzz/check.h"
 
@@ -143,6 +144,20 @@ CHECK: const unsigned t7_p = kiln_mul_bf16x2(t5_p, t6_p);
 CHECK: vs0[vp] = t7_p;
 CHECK: kiln_stv<unsigned, 4>(reinterpret_cast<unsigned*>(b3 + {{.*}}), vs0);
 )");
+}
+
+TEST_CASE("golden: integer constants are exact literals (INT64_MAX, INT64_MIN spelled safely, 2^53 + 1, u64 max)", "[cuda][golden]") {
+  std::string src = single_kernel_text(test_graphs::kInt64Constants, KernelGroup::Kind::Elementwise);
+  for (const char* literal : {"9223372036854775807LL", "(-9223372036854775807LL - 1)", "9007199254740993LL",
+                              "((unsigned long long)(-1LL))"}) {
+    INFO(literal);
+    CHECK(src.find(literal) != std::string::npos);
+  }
+  // Their value through a double: INT64_MAX rounded to 2^63, which wrapped to INT64_MIN or 0.
+  CHECK(src.find("9007199254740992LL") == std::string::npos);
+  CHECK(src.find("9223372036854775808") == std::string::npos);
+  // NVRTC compiles it: int64_constants is in the corpus that the NVRTC test above compiles,
+  // and that [gpu] tests run against the reference.
 }
 
 TEST_CASE("golden: bf16 with no add, sub or mul goes lane by lane and rounds its stores in pairs", "[cuda][golden]") {

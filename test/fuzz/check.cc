@@ -190,11 +190,12 @@ absl::Status check_fused_matches_unfused(const Graph& g, const std::vector<Bindi
 }
 
 absl::Status check_device_matches_reference(const Graph& g, Device device, const std::vector<Bindings>& bindings,
-                                            uint64_t seed, double accumulation_slack) {
-  absl::StatusOr<CompiledGraph> cg = compile(g, {.device = device});
+                                            uint64_t seed, double accumulation_slack, Mode mode) {
+  absl::StatusOr<CompiledGraph> cg = compile(g, {.mode = mode, .device = device});
   if (!cg.ok()) return invalid_argument("compile() failed: ", cg.status().message(), "\n--- graph\n", print_graph(g));
   auto fail = [&](const std::string& what) {
-    return invalid_argument(what, " (compiled for ", device_kind_name(device), ")\n--- graph\n", print_graph(g),
+    return invalid_argument(what, " (compiled for ", device_kind_name(device), ", mode ", mode_name(mode),
+                            ")\n--- graph\n", print_graph(g),
                             "--- after the passes\n", print_scheduled(cg->module().state.graph, cg->module().state.schedule),
                             "--- kernels\n", kernels_text(cg->module().kernels));
   };

@@ -61,8 +61,9 @@ absl::Status check_fused_matches_unfused(const Graph& g, const std::vector<Bindi
 
 // The same comparison for the graph compiled by compile() for `device` (the CPU's LLVM JIT
 // or CUDA): one CompiledGraph called under each binding in turn, so guards, recompiles and
-// the backend's own code generation are exercised; tolerances as above.
+// the backend's own code generation are exercised; tolerances as above. `mode` is
+// compile()'s (reduce-overhead replays CUDA graphs, max-autotune picks among variants).
 absl::Status check_device_matches_reference(const Graph& g, Device device, const std::vector<Bindings>& bindings,
-                                            uint64_t seed, double accumulation_slack = 1);
+                                            uint64_t seed, double accumulation_slack = 1, Mode mode = Mode::Default);
 
 }  // namespace kiln

@@ -2,11 +2,15 @@
 // pipeline, lowering and the kernel-IR evaluator, and is compared with the reference
 // evaluator, then bit for bit with one kernel per node (test/fuzz/check.h). A failure
 // prints the seed, the graph's IR and the kernels. With --device cpu|cuda each graph is
-// instead compiled by compile() for that device and run there, under every binding.
+// instead compiled by compile() for that device and run there, under every binding, in
+// --mode default|reduce-overhead|max-autotune (compile()'s modes; default: default).
 //
 //   kiln_fuzz --seeds 0:100000          seeds 0 to 99999
 //   kiln_fuzz --seeds 0:500 --device cpu
+//   kiln_fuzz --seeds 0:3000 --device cuda --mode reduce-overhead
 //   kiln_fuzz --seeds 1234 --print      one seed, printing its graph even when it passes
+//   kiln_fuzz --seeds 0:1000000 --device cuda --time-limit 100
+//                                       as many seeds as fit in 100 s (the count is printed)
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -25,7 +29,7 @@ namespace {
 constexpr double kFuzzSlack = 10;
 
 int usage() {
-  std::fprintf(stderr, "usage: kiln_fuzz --seeds FIRST[:END] [--ops N] [--device cpu|cuda] [--print] [--keep-going]\n");
+  std::fprintf(stderr, "usage: kiln_fuzz --seeds FIRST[:END] [--ops N] [--device cpu|cuda] [--mode M] [--time-limit S] [--print] [--keep-going]\n");
   return 2;
 }
 
@@ -42,6 +46,8 @@ int main(int argc, char** argv) {
   bool have_seeds = false, print = false, keep_going = false;
   kiln::RandomGraphOptions options;
   std::optional<kiln::Device> device;
+  kiln::Mode mode = kiln::Mode::Default;
+  uint64_t time_limit_s = 0;  // 0: none
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--seeds" && i + 1 < argc) {
@@ -59,6 +65,12 @@ int main(int argc, char** argv) {
       std::optional<kiln::Device> d = kiln::parse_device(argv[++i]);
       if (!d || *d == kiln::Device::Auto) return usage();
       device = *d;
+    } else if (a == "--mode" && i + 1 < argc) {
+      std::optional<kiln::Mode> m = kiln::parse_mode(argv[++i]);
+      if (!m) return usage();
+      mode = *m;
+    } else if (a == "--time-limit" && i + 1 < argc) {
+      if (!parse_u64(argv[++i], time_limit_s) || time_limit_s == 0) return usage();
     } else if (a == "--print") {
       print = true;
     } else if (a == "--keep-going") {
@@ -75,13 +87,15 @@ int main(int argc, char** argv) {
     }
   }
   auto t0 = std::chrono::steady_clock::now();
-  uint64_t failed = 0;
+  uint64_t failed = 0, ran = 0;
   for (uint64_t seed = first; seed < end; ++seed) {
+    if (time_limit_s > 0 && std::chrono::steady_clock::now() - t0 >= std::chrono::seconds(time_limit_s)) break;
+    ++ran;
     kiln::RandomGraph rg = kiln::random_graph(seed, options);
     if (print) std::printf("# seed %llu\n%s", static_cast<unsigned long long>(seed), kiln::print_graph(rg.graph).c_str());
     absl::Status s;
     if (device) {
-      s = kiln::check_device_matches_reference(rg.graph, *device, rg.bindings, seed, kFuzzSlack);
+      s = kiln::check_device_matches_reference(rg.graph, *device, rg.bindings, seed, kFuzzSlack, mode);
     } else {
       s = kiln::check_compiled_matches_reference(rg.graph, rg.bindings, seed, kFuzzSlack);
       if (s.ok()) s = kiln::check_fused_matches_unfused(rg.graph, rg.bindings, seed);
@@ -93,9 +107,10 @@ int main(int argc, char** argv) {
     if (!keep_going) break;
   }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("kiln_fuzz: seeds %llu:%llu%s, %llu failed, %.1f s\n", static_cast<unsigned long long>(first),
-              static_cast<unsigned long long>(end),
-              device ? kiln::str_cat(" on ", kiln::device_kind_name(*device)).c_str() : " (kernel-IR evaluator)",
-              static_cast<unsigned long long>(failed), secs);
+  std::printf("kiln_fuzz: seeds %llu:%llu%s, %llu graphs, %llu failed, %.1f s\n", static_cast<unsigned long long>(first),
+              static_cast<unsigned long long>(first + ran),
+              device ? kiln::str_cat(" on ", kiln::device_kind_name(*device), ", mode ", kiln::mode_name(mode)).c_str()
+                     : " (kernel-IR evaluator)",
+              static_cast<unsigned long long>(ran), static_cast<unsigned long long>(failed), secs);
   return failed == 0 ? 0 : 1;
 }
