@@ -1,6 +1,9 @@
 #include "codegen/module.h"
 
+#include <cctype>
 #include <set>
+
+#include "ir/str.h"
 
 namespace kiln {
 
@@ -21,6 +24,16 @@ std::shared_ptr<CompiledModule> CompiledModule::make(CompileState state, std::ve
   }
   m->symbols.assign(syms.begin(), syms.end());
   return m;
+}
+
+kir::Kernel anonymous_kernel(const kir::Kernel& k) {
+  kir::Kernel a = k;
+  // lower names kernels "k<group id>" or "k<group id>_<op>": keep the op.
+  size_t digits = 1;
+  while (digits < k.name.size() && std::isdigit(static_cast<unsigned char>(k.name[digits]))) ++digits;
+  a.name = k.name.size() > 1 && k.name[0] == 'k' && digits > 1 ? str_cat("k", k.name.substr(digits)) : k.name;
+  for (size_t i = 0; i < a.buffers.size(); ++i) a.buffers[i].name = str_cat("b", i);
+  return a;
 }
 
 }  // namespace kiln

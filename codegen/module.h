@@ -26,4 +26,10 @@ struct CompiledModule {
   static std::shared_ptr<CompiledModule> make(CompileState state, std::vector<kir::Kernel> kernels);
 };
 
+// `k` with its names abstracted: named by its op alone ("k_mul" for "k12_mul"), its buffers
+// b0, b1, ... Everything else (dtypes, shapes, symbols, loops, schedule) stays, so the
+// kernels of identical layers become equal and a backend that emits this form gets one
+// source for all of them: one compile, one module, one tuning (the structural key of a group).
+kir::Kernel anonymous_kernel(const kir::Kernel& k);
+
 }  // namespace kiln

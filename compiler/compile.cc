@@ -105,8 +105,10 @@ absl::Status device_available(Device d) {
 }
 
 std::string CompileStats::to_text() const {
+  std::string shared = kernels_shared > 0 ? str_cat(" (", kernels_shared, " shared)") : std::string();
   std::string s = str_cat("calls ", calls, " (", guard_hits, " guard hits); compiles ", compiles, " (", recompiles,
-                          " recompiles); kernels ", kernels, ", GEMMs ", gemms, ", ", launches_per_call, " launches per call\n");
+                          " recompiles); kernels ", kernels, shared, ", GEMMs ", gemms, ", ", launches_per_call,
+                          " launches per call\n");
   s += str_cat("kernel cache: ", cache_memory_hits, " memory hits, ", cache_disk_hits, " disk hits, ", cache_misses,
                " misses\n");
   s += fmt::format("time: passes {:.1f} ms, lowering {:.1f} ms, codegen {:.1f} ms, compile {:.1f} ms, tuning {:.1f} ms\n",
@@ -580,6 +582,7 @@ CompileStats CompiledGraph::stats() const {
   for (const Specialization& sp : impl_->specs) {
     BuildStats bs = sp.exe->build_stats();
     s.kernels += bs.kernels;
+    s.kernels_shared += bs.kernels_shared;
     s.gemms += bs.gemms;
     s.cache_memory_hits += bs.cache_memory_hits;
     s.cache_disk_hits += bs.cache_disk_hits;

@@ -88,6 +88,7 @@ struct CompileStats {
   int recompiles = 0;      // of those, built because every existing one's guards failed
   std::vector<std::string> recompile_reasons;  // "B = 1 fails guard B >= 2 (specialization 0)"
   int kernels = 0, gemms = 0;                  // summed over specializations
+  int kernels_shared = 0;  // of the kernels, ones built once with an identical one (BuildStats)
   int launches_per_call = 0;                   // of the specialization built last
   // How calls of the specialization built last run: "capture and replay", "tune, then launch
   // directly" or "launch directly" (also what a mode the device cannot honour comes to).

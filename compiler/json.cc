@@ -34,6 +34,7 @@ void to_json(nlohmann::ordered_json& j, const CompileStats& s) {
        {"recompiles", s.recompiles},
        {"recompile_reasons", s.recompile_reasons},
        {"kernels", s.kernels},
+       {"kernels_shared", s.kernels_shared},
        {"gemms", s.gemms},
        {"launches_per_call", s.launches_per_call},
        {"strategy", s.strategy},

@@ -66,7 +66,8 @@ struct Step {
 }  // namespace
 
 absl::StatusOr<LoadedModel> load_model(const std::string& config, const std::string& checkpoint,
-                                       std::optional<DType> dtype, uint64_t seed) {
+                                       std::optional<DType> dtype, uint64_t seed, int64_t layers,
+                                       bool with_weights) {
   if (config.empty() && checkpoint.empty()) return invalid_argument("a model needs a config or a checkpoint directory");
   LoadedModel m;
   const std::string& config_path = config.empty() ? checkpoint : config;
@@ -80,7 +81,11 @@ absl::StatusOr<LoadedModel> load_model(const std::string& config, const std::str
     KILN_ASSIGN_OR_RETURN(m.config, read_hf_config(config_path));
   }
   if (dtype) m.config.dtype = *dtype;
+  if (layers != 0 && (layers < 1 || !checkpoint.empty()))
+    return invalid_argument("a layer count (", layers, ") must be >= 1, and is for random weights only (no checkpoint)");
+  if (layers > 0) m.config.layers = layers;
   KILN_RETURN_IF_ERROR(validate(m.config));
+  if (!with_weights) return m;
   if (checkpoint.empty()) {
     m.weights = random_weights(m.config, seed);
   } else {
@@ -110,7 +115,7 @@ absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std
   const int64_t B = given ? given->shape()[0] : o.batch, T = given ? given->shape()[1] : o.prompt_len;
   const int64_t S = T + std::max<int64_t>(o.new_tokens, 1), hd = c.hd();
   const int64_t blocks_per_seq = (S + o.block_size - 1) / o.block_size, NB = B * blocks_per_seq + 1;
-  for (const ParamSpec& p : parameters(c)) {
+  for (const ParamSpec& p : o.compile_only ? std::vector<ParamSpec>{} : parameters(c)) {
     auto it = weights.find(p.name);
     if (it == weights.end()) return invalid_argument("generate: no weight '", p.name, "'");
     if (it->second.dtype() != p.dtype || it->second.shape() != p.shape)
@@ -135,7 +140,7 @@ absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std
     if (!paged) cache_batch = o.buckets.back();  // every bucket is captured over the cache
   }
   for (Step* s : {&prefill, &decode}) {
-    CompileOptions co{.mode = o.mode, .device = o.device};
+    CompileOptions co{.mode = o.mode, .device = o.device, .compile_only = o.compile_only};
     if (s == &decode) co.buckets = buckets;
     else if (cache_batch != B) s->state_rows = B;
     auto cg = compile(s->graph, co);
@@ -148,9 +153,17 @@ absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std
     if (s == &decode && buckets) continue;  // warm_up_buckets, once the caches and weights exist
     if (absl::Status st = s->cg.warm_up(b); !st.ok()) return prefix_error(st, "generate: building ", s->graph.name(), ": ");
   }
-  r.compile_ms = ms_since(t0);
+  r.compile_ms = r.compile.total_ms = ms_since(t0);
+  for (Step* s : {&prefill, &decode}) {
+    CompileStats st = s->cg.stats();
+    CompileBreakdown& b = r.compile;
+    b.pass_ms += st.pass_ms, b.lower_ms += st.lower_ms, b.codegen_ms += st.codegen_ms, b.backend_ms += st.compile_ms;
+    b.kernels += st.kernels, b.shared += st.kernels_shared;
+    b.compiled += st.cache_misses, b.disk_hits += st.cache_disk_hits, b.memory_hits += st.cache_memory_hits;
+  }
+  r.device = device_name(prefill.cg.device());
+  if ((r.compiled_only = o.compile_only)) return r;
   const DeviceId dev = prefill.cg.device();
-  r.device = device_name(dev);
 
   // Weights and caches live on the device for the whole run; the host keeps copies only
   // for the reference check. Both steps read one weight store: each weight held once, the
@@ -308,8 +321,18 @@ absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std
   return r;
 }
 
+std::string CompileBreakdown::to_text(std::string_view device) const {
+  // Cold: some kernel was compiled; a warm start: every kernel came from the disk cache.
+  const char* kind = compiled > 0 ? "cold" : disk_hits > 0 ? "warm start" : "warm (in memory)";
+  return fmt::format("{} {:.3f} s (passes {:.0f} ms, lower {:.0f} ms, codegen {:.0f} ms, {} {:.0f} ms); {} kernels ({} "
+                     "shared with an identical one): {} compiled, {} from disk, {} from memory",
+                     kind, total_ms / 1000, pass_ms, lower_ms, codegen_ms, device.starts_with("cpu") ? "llvm" : "nvrtc",
+                     backend_ms, kernels, shared, compiled, disk_hits, memory_hits);
+}
+
 std::string GenerateReport::to_text() const {
-  std::string s = fmt::format("device      {}\ncompile     {:.1f} ms (both steps, built for this batch)\n", device, compile_ms);
+  std::string s = fmt::format("device      {}\ncompile     {} (both steps, built for this batch)\n", device,
+                              compile.to_text(device));
   if (!buckets.empty()) {
     s += fmt::format("buckets     {} of the decode step built{} in {:.1f} ms:", buckets.size(),
                      buckets[0].captures > 0 ? " and captured" : "", buckets_ms);
@@ -317,6 +340,7 @@ std::string GenerateReport::to_text() const {
       s += fmt::format(" {} ({:.1f} + {:.1f} ms)", b.size, b.compile_ms, b.capture_ms);
     s += "\n";
   }
+  if (compiled_only) return s;
   s += fmt::format("prefill     {:.3f} ms\n", prefill_ms);
   if (!decode_ms.empty()) {
     std::vector<double> d = decode_ms;

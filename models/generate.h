@@ -46,10 +46,26 @@ struct GenerateOptions {
   // to `bucket_progress` when set. A contiguous cache gets the largest bucket's rows. Empty: none.
   std::vector<int64_t> buckets;
   std::function<void(const CompileStats::Bucket&)> bucket_progress;
+  // Build both steps' specializations (CUDA: every kernel NVRTC-compiled, no device needed)
+  // and stop: the report holds the compile breakdown only. Weights are not needed.
+  bool compile_only = false;
+};
+
+// Where compiling both steps went (CompileStats summed over the steps), and whether the
+// kernels came from NVRTC (cold), the disk cache (a warm start) or this process's memory.
+struct CompileBreakdown {
+  double total_ms = 0;  // compile() and warm_up() of both steps, wall time
+  double pass_ms = 0, lower_ms = 0, codegen_ms = 0, backend_ms = 0;  // backend: NVRTC or LLVM, with cache lookups
+  int kernels = 0;  // kernels of both steps' specializations (each layer's counted)
+  int shared = 0;   // of those, built once with an identical kernel (identical layers)
+  int64_t compiled = 0, disk_hits = 0, memory_hits = 0;
+  std::string to_text(std::string_view device) const;  // "cold 2.31 s (passes ..., nvrtc ...), ..."
 };
 
 struct GenerateReport {
   double compile_ms = 0;  // compile() and warm_up() of both steps (without the buckets' warm-up)
+  CompileBreakdown compile;
+  bool compiled_only = false;  // GenerateOptions::compile_only: nothing below was measured
   std::vector<CompileStats::Bucket> buckets;  // the decode step's warm-up per bucket, largest first
   double buckets_ms = 0;                      // all of it
   double prefill_ms = 0;  // one prefill call, after a first untimed one
@@ -69,17 +85,20 @@ struct GenerateReport {
 // A model to generate with: `config` is a preset name (models/llama.h), a config.json or a
 // directory holding one, or empty for the checkpoint's own; without a checkpoint the weights
 // are random from `seed`. `dtype`, when set, replaces the config's (checkpoint tensors are
-// converted).
+// converted). `layers` > 0: that many decoder layers instead of the config's (random weights
+// only). `with_weights` false: the config only (weights left empty).
 struct LoadedModel {
   LlamaConfig config;
   std::map<std::string, HostTensor> weights;
 };
 absl::StatusOr<LoadedModel> load_model(const std::string& config, const std::string& checkpoint,
-                                       std::optional<DType> dtype, uint64_t seed);
+                                       std::optional<DType> dtype, uint64_t seed, int64_t layers = 0,
+                                       bool with_weights = true);
 
 // Compiles the steps of `c` for `o.device`, prefills a random batch of prompts and decodes
 // o.new_tokens tokens greedily. An error names the step and what went wrong, including a
-// check that failed (the step, the sequence and the worst logit).
+// check that failed (the step, the sequence and the worst logit). With o.compile_only only
+// the compile is done (`weights` may be empty).
 absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std::string, HostTensor>& weights,
                                         const GenerateOptions& o);
 

@@ -80,6 +80,14 @@ absl::Status set_batch(cublasLtMatrixLayout_t layout, int64_t batch, int64_t str
                   "set batch stride");
 }
 
+// Every field of `s`: the heuristic's answer depends on nothing else (the workspace is the
+// handle's).
+std::string spec_key(const GemmSpec& s) {
+  return str_cat(dtype_name(s.dtype), " ", s.m, " ", s.n, " ", s.k, " ", s.b_is_nk, " ", s.batch, " ", s.batch_stride_a,
+                 " ", s.batch_stride_b, " ", s.batch_stride_c, " ", gemm_epilogue_name(s.epilogue), " ", s.a_is_km, " ",
+                 s.lda, " ", s.ldb, " ", s.out_dtype ? dtype_name(*s.out_dtype) : "-", " ", s.alignment);
+}
+
 }  // namespace
 
 // The descriptors of one GEMM, in cuBLASLt's column-major terms: cuBLASLt's "A" is our B,
@@ -162,8 +170,18 @@ GemmPlan::~GemmPlan() = default;
 absl::StatusOr<std::unique_ptr<GemmPlan>> GemmPlan::create(const CublasLt& lt, const GemmSpec& spec) {
   std::unique_ptr<GemmPlan> p(new GemmPlan(lt, spec));
   KILN_RETURN_IF_ERROR(p->d_->make(spec));
+  const std::string key = spec_key(spec);
+  {
+    std::lock_guard<std::mutex> lock(lt.mu_);
+    if (auto it = lt.best_.find(key); it != lt.best_.end()) {
+      p->algo_ = it->second;
+      return p;
+    }
+  }
   KILN_ASSIGN_OR_RETURN(std::vector<GemmAlgorithm> best, p->algorithms(1));
   p->algo_ = best[0];
+  std::lock_guard<std::mutex> lock(lt.mu_);
+  lt.best_.emplace(key, best[0]);
   return p;
 }
 

@@ -7,8 +7,11 @@
 #include <cublasLt.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -108,6 +111,10 @@ class CublasLt {
   CublasLt(cublasLtHandle_t h, DeviceBuffer ws) : handle_(h), workspace_(std::move(ws)) {}
   cublasLtHandle_t handle_;
   DeviceBuffer workspace_;
+  // The heuristic's best algorithm per spec (every field of it), asked once: the GEMMs of
+  // identical layers have one spec, and the query costs far more than making descriptors.
+  mutable std::mutex mu_;
+  mutable std::map<std::string, GemmAlgorithm> best_;
 };
 
 }  // namespace kiln::cuda

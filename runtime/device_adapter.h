@@ -43,6 +43,7 @@ class DeviceMemory {
 // What building a specialization cost and produced.
 struct BuildStats {
   int kernels = 0;   // generated kernels compiled (elementwise, reduction, GEMM epilogues, gathers)
+  int kernels_shared = 0;  // of those, ones whose source an earlier kernel had (identical layers): built once
   int gemms = 0;     // GEMM groups (run by a library or by their own kernel)
   int launches = 0;  // kernel launches, library calls and copies per call
   int64_t cache_memory_hits = 0, cache_disk_hits = 0, cache_misses = 0;  // the kernel cache's

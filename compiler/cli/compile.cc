@@ -82,7 +82,8 @@ DeviceReport compile_for_device(const CompileCliOptions& o, PipelineResult& r, c
     std::string arch = device->arch();
     rep.text = str_cat("cuda ", arch, ": ", s.kernels, " kernels, ", p.gemms.size(), " cuBLASLt GEMMs; NVRTC ",
                        fmt::format("{:.1f}", s.compile_ms), " ms (", s.cache_misses, " compiled, ",
-                       s.cache_memory_hits + s.cache_disk_hits, " from the kernel cache)\n");
+                       s.cache_memory_hits + s.cache_disk_hits, " from the kernel cache",
+                       s.kernels_shared > 0 ? str_cat(", ", s.kernels_shared, " shared with an identical kernel") : "", ")\n");
     rep.json = {{"device", "cuda"},      {"arch", arch},          {"kernels", s.kernels},
                 {"gemms", p.gemms.size()}, {"nvrtc_ms", s.compile_ms}, {"compiled", s.cache_misses},
                 {"cache_hits", s.cache_memory_hits + s.cache_disk_hits}};

@@ -16,6 +16,7 @@ void register_generate(CLI::App& app) {
     models::GenerateOptions gen;
     models::GenerateOptions::Sampling sampling{.temperature = 0};
     bool check = false, paged = false, fixed = false;
+    int64_t layers = 0;
   };
   auto o = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("generate", "greedy generation with a compiled Llama-family model, timed");
@@ -37,6 +38,8 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--top-k", o->sampling.top_k, "sample among the k most probable tokens (0: all)");
   cmd->add_option("--top-p", o->sampling.top_p, "sample among the most probable tokens holding this mass (1: all)");
   cmd->add_option("--prompts", o->gen.prompts_file, "a .npy of prompts [B, T] instead of random ones");
+  cmd->add_option("--layers", o->layers, "decoder layers instead of the config's (random weights only)");
+  cmd->add_flag("--compile-only", o->gen.compile_only, "build both steps (CUDA: NVRTC, no GPU needed), print the compile, stop");
   cmd->add_option("--logits-out", o->gen.logits_file, "save the prefill's logits (.npy f32 [B, vocab])");
   cmd->add_option("--buckets", o->gen.buckets,
                   "batch sizes of the decode step, ascending (1,8,32): it runs at the smallest >= --batch, every "
@@ -45,10 +48,10 @@ void register_generate(CLI::App& app) {
     std::optional<Device> device = parse_device(o->device);
     std::optional<Mode> mode = parse_mode(o->mode);
     if (!device || !mode) throw CliError(str_cat("unknown --device '", o->device, "' or --mode '", o->mode, "'"));
-    if (absl::Status s = device_available(*device); !s.ok()) throw CliError(str_cat("--device ", o->device, ": ", status_message(s)));
+    if (absl::Status s = device_available(*device); !s.ok() && !(o->gen.compile_only && *device == Device::Cuda)) throw CliError(str_cat("--device ", o->device, ": ", status_message(s)));
     std::optional<DType> dtype;
     if (!o->dtype.empty() && !(dtype = parse_dtype(o->dtype))) throw CliError(str_cat("unknown --dtype '", o->dtype, "'"));
-    models::LoadedModel m = check(models::load_model(o->config, o->checkpoint, dtype, o->gen.seed));
+    models::LoadedModel m = check(models::load_model(o->config, o->checkpoint, dtype, o->gen.seed, o->layers, !o->gen.compile_only));
     models::GenerateOptions g = o->gen;
     g.device = *device;
     g.mode = *mode;
@@ -59,8 +62,7 @@ void register_generate(CLI::App& app) {
       std::printf("bucket      B = %lld: compile %.1f ms, capture %.1f ms\n", (long long)b.size, b.compile_ms, b.capture_ms);
       std::fflush(stdout);
     };
-    if (o->check && g.check_steps == 0) g.check_steps = 4;
-    if (!o->check) g.check_steps = 0;
+    g.check_steps = !o->check ? 0 : g.check_steps == 0 ? 4 : g.check_steps;
     const models::LlamaConfig& c = m.config;
     std::printf("model       %lld layers, dim %lld, heads %lld/%lld, ffn %lld, vocab %lld, %s%s\n", (long long)c.layers,
                 (long long)c.dim, (long long)c.heads, (long long)c.kv_heads, (long long)c.ffn, (long long)c.vocab,

@@ -10,6 +10,7 @@
 
 #include "codegen/gemm.h"
 #include "codegen/intrinsics.h"
+#include "codegen/module.h"
 #include "ir/log.h"
 #include "ir/status.h"
 #include "ir/str.h"
@@ -98,7 +99,8 @@ class CpuProgram final : public DeviceProgram {
       eo.baked = pr.baked;
       eo.gemm_acc_buffer = pk.accumulator_input;
       if (step_of[i]) eo.storage.assign(step_of[i]->storage.begin(), step_of[i]->storage.begin() + k.buffers.size());
-      KILN_ASSIGN_OR_RETURN(info.jit, CpuJit::instance().compile(k, eo));
+      // Without its names (codegen/module.h): identical layers' kernels hit the JIT's cache.
+      KILN_ASSIGN_OR_RETURN(info.jit, CpuJit::instance().compile(anonymous_kernel(k), eo));
       for (const std::string& sym : info.jit.symbols) {
         auto it = std::find(pr.symbols.begin(), pr.symbols.end(), sym);
         if (it == pr.symbols.end())

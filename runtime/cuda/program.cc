@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "codegen/cuda/emit.h"
+#include "codegen/module.h"
 #include "ir/status.h"
 #include "ir/str.h"
 #include "runtime/cuda/attention.h"
@@ -255,7 +256,9 @@ class CudaProgram final : public DeviceProgram {
       cache = k.row_threads > 0 ? str_cat(", row cached (", k.row_threads, " threads x ", k.row_cache_chunks, " chunks)")
                                 : str_cat(", row cached (at most ", k.row_cache_chunks,
                                           k.row_cache_chunks == 1 ? " chunk" : " chunks", " per thread)");
-    return str_cat(k.name, " ", launch_kind_name(k.launch), k.width > 1 ? str_cat(", ", k.width, " lanes") : std::string(),
+    // The program's name of the kernel: its device function is named by its op alone.
+    return str_cat(p_->kernels[kernel].kernel.name, " ", launch_kind_name(k.launch),
+                   k.width > 1 ? str_cat(", ", k.width, " lanes") : std::string(),
                    cache, k.streams_l2 ? ", evict-first in L2 when its data exceed it" : "",
                    k.warp_gemm ? ", GEMM: one warp per output element" : "");
   }
@@ -346,7 +349,9 @@ class CudaProgram final : public DeviceProgram {
     if (!pk.kernel.schedule || pk.accumulator_input)
       return absl::InternalError(str_cat("kernel ", pk.kernel.name, " has no CUDA schedule: its program was not built for "
                                          "cuda::target()"));
-    KILN_ASSIGN_OR_RETURN(k.meta, print_scheduled_kernel(pk.kernel, p_->baked));
+    // Emitted without its names (codegen/module.h), so the kernels of identical layers have
+    // one source: compile() builds and loads it once for all of them.
+    KILN_ASSIGN_OR_RETURN(k.meta, print_scheduled_kernel(anonymous_kernel(pk.kernel), p_->baked));
     for (const std::string& sym : k.meta.symbols) {
       auto it = std::lower_bound(p_->symbols.begin(), p_->symbols.end(), sym);
       if (it == p_->symbols.end() || *it != sym)
@@ -371,32 +376,50 @@ class CudaProgram final : public DeviceProgram {
     return st;
   }
 
+  // Compiles and loads the kernels `which`, each distinct source once (identical layers'
+  // kernels share their module and functions).
   absl::Status compile(const std::vector<int>& which) {
-    std::vector<const CudaKernel*> metas;
-    for (int i : which) metas.push_back(&kernels_[i].meta);
     std::vector<NvrtcProgram> programs;
-    for (const CudaKernel* k : metas)
-      programs.push_back({k->name, program_source(std::span<const CudaKernel* const>(&k, 1)), dev_.arch, {}});
+    std::vector<size_t> program_of;  // per `which` entry
+    std::map<std::string_view, size_t> by_source;
+    for (int i : which) {
+      const CudaKernel* k = &kernels_[i].meta;
+      auto [it, fresh] = by_source.try_emplace(k->source, programs.size());
+      if (fresh)
+        programs.push_back({p_->kernels[i].kernel.name, program_source(std::span<const CudaKernel* const>(&k, 1)),
+                            dev_.arch, {}});
+      else
+        ++stats_.kernels_shared;
+      program_of.push_back(it->second);
+    }
     std::vector<absl::StatusOr<std::shared_ptr<const CompiledKernel>>> out;
     KILN_RETURN_IF_ERROR(count_compiles([&] {
       out = nvrtc_compile_cached(kernel_cache(), programs);
       return absl::OkStatus();
     }));
+    std::vector<std::optional<std::pair<CUfunction, CUfunction>>> loaded(programs.size());
     for (size_t i = 0; i < which.size(); ++i) {
-      if (!out[i].ok()) return out[i].status();
-      if (dump_) {
-        KILN_RETURN_IF_ERROR(dump_->write(programs[i].name + ".cu", programs[i].source));
-        KILN_RETURN_IF_ERROR(dump_->write(programs[i].name + ".ptx", (*out[i])->ptx));
-      }
+      const size_t prog = program_of[i];
+      if (!out[prog].ok()) return out[prog].status();
       LoadedKernel& k = kernels_[which[i]];
+      if (dump_) {
+        KILN_RETURN_IF_ERROR(dump_->write(p_->kernels[which[i]].kernel.name + ".cu", programs[prog].source));
+        KILN_RETURN_IF_ERROR(dump_->write(p_->kernels[which[i]].kernel.name + ".ptx", (*out[prog])->ptx));
+      }
       k.compiled = true;
       if (!dev_.ctx) continue;
-      KILN_ASSIGN_OR_RETURN(Module mod, Module::load(*dev_.ctx, (*out[i])->cubin));
-      KILN_ASSIGN_OR_RETURN(k.scalar, mod.function(k.meta.name));
-      if (!k.meta.vector_name.empty()) {
-        KILN_ASSIGN_OR_RETURN(k.vector, mod.function(k.meta.vector_name));
+      if (!loaded[prog]) {
+        KILN_ASSIGN_OR_RETURN(Module mod, Module::load(*dev_.ctx, (*out[prog])->cubin));
+        CUfunction scalar = nullptr, vector = nullptr;
+        KILN_ASSIGN_OR_RETURN(scalar, mod.function(k.meta.name));
+        if (!k.meta.vector_name.empty()) {
+          KILN_ASSIGN_OR_RETURN(vector, mod.function(k.meta.vector_name));
+        }
+        modules_.push_back(std::move(mod));
+        loaded[prog] = {scalar, vector};
       }
-      modules_.push_back(std::move(mod));
+      k.scalar = loaded[prog]->first;
+      k.vector = loaded[prog]->second;
     }
     return absl::OkStatus();
   }

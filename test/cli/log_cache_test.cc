@@ -56,7 +56,9 @@ TEST_CASE("a second process finds the CPU kernels' object code in the disk cache
   REQUIRE(std::regex_search(first.out, m, counts));
   int kernels = std::stoi(m[1]);
   CHECK(kernels > 0);
-  CHECK(m[2] == "0");
+  // The second RMS norm's weight cast and mean are the first one's kernels: JIT cache hits.
+  const int repeated = std::stoi(m[2]);
+  CHECK(repeated == 2);
   CHECK(count_entries(dir / "cache") == kernels);
 
   Run second = run_binary(KILN_BINARY, compile, dir);
@@ -64,7 +66,7 @@ TEST_CASE("a second process finds the CPU kernels' object code in the disk cache
   REQUIRE(second.status == 0);
   REQUIRE(std::regex_search(second.out, m, counts));
   CHECK(m[1] == "0");
-  CHECK(std::stoi(m[2]) == kernels);
+  CHECK(std::stoi(m[2]) == kernels + repeated);
 
   // Kernels loaded from disk compute what the reference does, at batch sizes 1 and 5 (the
   // symbolic kernels are shared; B=1 is a specialization of its own).

@@ -243,6 +243,35 @@ TEST_CASE("llama: the steps generate and NVRTC-compile for CUDA (no GPU needed)"
     CHECK(cg->stats().kernels > 0);
   }
 }
+
+TEST_CASE("llama: identical layers share their kernels: 4 layers compile no more kernels than 2 (no GPU needed)") {
+  // An rms eps no other test uses makes every kernel source new to this process, so the
+  // kernel cache's lookups (compiled + disk + memory hits) count the distinct sources.
+  LlamaConfig c = tiny(DType::bf16);
+  c.rms_eps = 3.0517578125e-05;
+  auto build = [&](int64_t layers) {
+    c.layers = layers;
+    absl::StatusOr<GenerateReport> r =
+        generate(c, {}, {.device = Device::Cuda, .batch = 3, .prompt_len = 9, .new_tokens = 4, .compile_only = true});
+    require_ok(r.status());
+    INFO(layers << " layers: " << r->compile.to_text(r->device));
+    CHECK(r->compiled_only);
+    CHECK(r->compile.backend_ms > 0);
+    return r->compile;
+  };
+  CompileBreakdown one = build(1), two = build(2), four = build(4);
+  const int64_t distinct_one = one.compiled + one.disk_hits + one.memory_hits;
+  const int64_t distinct_two = two.compiled + two.disk_hits + two.memory_hits;
+  const int64_t distinct_four = four.compiled + four.disk_hits + four.memory_hits;
+  INFO("distinct sources: 1 layer " << distinct_one << ", 2 layers " << distinct_two << ", 4 layers " << distinct_four);
+  // Each layer's kernels are counted, but a layer like the one before it adds no source.
+  CHECK(four.kernels > two.kernels);
+  CHECK(two.kernels > one.kernels);
+  CHECK(four.shared > two.shared);
+  CHECK(four.kernels - four.shared == distinct_four);  // the rest are the cache's lookups
+  CHECK(distinct_four == distinct_two);
+  CHECK(distinct_two < 2 * distinct_one);
+}
 #endif
 
 TEST_CASE("llama: generate refuses bad sizes and missing weights with a message") {
