@@ -460,7 +460,7 @@ CHECK: .entry k_mul
   CHECK(j["backend"]["kernels"] == 15);
   CHECK(j["backend"]["gemms"] == 4);
   CHECK(j["backend"]["compiled"] == 0);
-  CHECK(j["backend"]["cache_hits"] == 15);
+  CHECK(j["backend"]["cache_hits"] == 13);  // 15 kernels, 2 of them shared with an identical one
   // Modes are accepted (they act when the graph runs); unknown ones are errors.
   Run tuned = kiln_cli({"compile", decoder, "--bind", "B=1", "--device", "cuda", "--mode", "max-autotune"}, dir);
   require_status(tuned, 0);
