@@ -170,11 +170,8 @@ std::optional<int64_t> constant_gemm_rows(const kir::Kernel& k, const Bindings& 
 }
 
 int warp_gemm_max_rows() {
-  static const int rows = [] {
-    const char* v = std::getenv("KILN_WARP_GEMM_ROWS");
-    return v && *v ? std::atoi(v) : 1;
-  }();
-  return rows;
+  const char* v = std::getenv("KILN_WARP_GEMM_ROWS");
+  return v && *v ? std::atoi(v) : 0;
 }
 
 bool blas_reads_in_place(const kir::Kernel& k, bool is_b) {

@@ -68,7 +68,10 @@ std::optional<int64_t> constant_gemm_rows(const kir::Kernel& k, const Bindings& 
 // cuBLASLt: a float GEMM of at most this many constant rows is no library call; its own
 // kernel computes it, which the CUDA printer writes with one warp per output element
 // (codegen/cuda/emit.cc): a matrix-vector product reads B once, coalesced, with its
-// epilogue in the same kernel. $KILN_WARP_GEMM_ROWS (default 1; 0: always the library).
+// epilogue in the same kernel. $KILN_WARP_GEMM_ROWS, read at each decision; default 0 (off:
+// the library, and one thread per output in the generated fallback). Experimental: on the
+// H100 it gained 0.6% on a Llama-3.2-1B decode step, and the CUDA fuzzer found a wrong
+// result with it on (seeds 22200028..22200032 in one process, reduce-overhead and default).
 int warp_gemm_max_rows();
 
 // Whether BLAS reads operand A (B when `is_b`) of GEMM kernel `k` where it is: an affine

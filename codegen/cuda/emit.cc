@@ -440,7 +440,7 @@ absl::StatusOr<CudaKernel> print_scheduled_kernel(const kir::Kernel& k, const Bi
 bool warp_gemm_form(const kir::Kernel& k, const Bindings& baked) {
   if (!k.gemm || !is_float(k.gemm->acc_dtype)) return false;
   std::optional<int64_t> rows = constant_gemm_rows(k, baked);
-  return rows && *rows <= 64;
+  return rows && *rows <= warp_gemm_max_rows();
 }
 
 absl::StatusOr<CudaKernel> emit_kernel(const kir::Kernel& k, const Bindings& baked, GemmForm gemm) {

@@ -32,7 +32,8 @@ enum class GemmForm : uint8_t {
 };
 
 // Whether GEMM kernel `k` (computing its own accumulator) is printed with one warp per
-// output element: float, with at most 64 rows (batch x m) once `baked` is substituted. Its
+// output element: float, with at most warp_gemm_max_rows() rows (batch x m; codegen/gemm.h,
+// off by default) once `baked` is substituted. Its
 // lanes split the sum over k (consecutive lanes read consecutive k: coalesced reads of B's
 // rows where k is contiguous), a butterfly adds their parts, lane 0 runs the epilogue. This
 // is the matrix-vector product of a decode step (codegen/gemm.h, warp_gemm_max_rows).

@@ -3,6 +3,7 @@
 // symbol specialized to 1), and golden checks on the emitted text of a few kernels.
 #include <catch2/catch.hpp>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -257,7 +258,13 @@ TEST_CASE("golden: a GEMM of one row computes each output with a warp: lanes spl
   if (!ks.ok()) FAIL(status_message(ks.status()));
   REQUIRE(ks->size() == 1);
   const kir::Kernel& k = ks->front();
-  // B = 1 baked (a decode step's specialization): cuBLASLt is not asked, the kernel is.
+  // Off by default: B = 1 is a cuBLASLt call, its fallback one thread per output.
+  ::unsetenv("KILN_WARP_GEMM_ROWS");
+  CHECK(!emitted(k, {{"B", 1}}, cuda::GemmForm::Naive).warp_gemm);
+  CHECK(decide_gemm(sched.groups[0], k, GemmLibrary::CublasLt, {{"B", 1}})->library);
+  // KILN_WARP_GEMM_ROWS=1, B = 1 baked (a decode step's specialization): cuBLASLt is not
+  // asked, the kernel is.
+  ::setenv("KILN_WARP_GEMM_ROWS", "1", 1);
   cuda::CudaKernel one = emitted(k, {{"B", 1}}, cuda::GemmForm::Naive);
   CHECK(one.warp_gemm);
   CHECK(*one.work.evaluate({{"B", 1}}) == 512 * 32);  // 32 threads per output element
@@ -274,11 +281,17 @@ CHECK: for (long long r0 = threadIdx.x & 31; r0 < 2048LL; r0 += 32) acc +=
 CHECK: acc += __shfl_xor_sync(0xffffffffu, acc, m);
 CHECK: if ((threadIdx.x & 31) == 0) {
 )");
+  // NVRTC compiles it (the corpus test emits with the form off).
+  std::vector<const cuda::CudaKernel*> ptrs = {&one};
+  std::vector<cuda::NvrtcProgram> programs = {{"warp_gemm", cuda::program_source(ptrs), "sm_90", {}}};
+  std::vector<absl::StatusOr<cuda::NvrtcOutput>> out = cuda::nvrtc_compile_all(programs);
+  REQUIRE(out.size() == 1);
+  if (!out[0].ok()) FAIL(status_message(out[0].status()));
   absl::StatusOr<GemmDecision> d = decide_gemm(sched.groups[0], k, GemmLibrary::CublasLt, {{"B", 1}});
   REQUIRE(d.ok());
   CHECK(!d->library);
-  // Symbolic rows, or more than 64 of them: one thread per output, as before, and cuBLASLt.
-  for (const Bindings& b : {Bindings{}, Bindings{{"B", 65}}}) {
+  // Symbolic rows, or more than the limit: one thread per output, as before, and cuBLASLt.
+  for (const Bindings& b : {Bindings{}, Bindings{{"B", 2}}}) {
     cuda::CudaKernel e = emitted(k, b, cuda::GemmForm::Naive);
     CHECK(!e.warp_gemm);
     CHECK(e.source.find("__shfl_xor_sync") == std::string::npos);
@@ -286,6 +299,7 @@ CHECK: if ((threadIdx.x & 31) == 0) {
     REQUIRE(d.ok());
     CHECK(d->library);
   }
+  ::unsetenv("KILN_WARP_GEMM_ROWS");
 }
 
 TEST_CASE("the prelude is codegen/cuda/prelude.cuh byte for byte, with no #include", "[cuda]") {
