@@ -201,10 +201,13 @@ class Llama(torch.nn.Module):
 
 
 # ---- driver ----------------------------------------------------------------------------------
-def init_checkpoint(d, preset, dtype, seed):
+def random_weights(preset, dtype, seed, device="cpu"):
+    """A preset's config (as config.json holds it) and random weights: uniform in [-1, 1),
+    scaled by 1/sqrt(fan-in), norms near 1. Drawn on `device` (the GPU draws the 8B shapes in
+    seconds; a checkpoint of them would be 16 GB on disk)."""
     j = dict(PRESETS[preset], hidden_act="silu", rms_norm_eps=1e-5, torch_dtype=dtype)
     c = Config(j)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(device=device).manual_seed(seed)
     shapes = {"model.embed_tokens.weight": (c.vocab, c.dim), "model.norm.weight": (c.dim,)}
     if not c.tied:
         shapes["lm_head.weight"] = (c.vocab, c.dim)
@@ -217,12 +220,17 @@ def init_checkpoint(d, preset, dtype, seed):
                        p + "self_attn.o_proj.weight": (c.dim, c.heads * c.head_dim),
                        p + "mlp.gate_proj.weight": (c.ffn, c.dim), p + "mlp.up_proj.weight": (c.ffn, c.dim),
                        p + "mlp.down_proj.weight": (c.dim, c.ffn)})
-    os.makedirs(d, exist_ok=True)
     weights = {}
     for name, shape in shapes.items():
-        t = torch.rand(shape, generator=g) * 2 - 1
+        t = torch.rand(shape, generator=g, device=device) * 2 - 1
         t = 1 + 0.2 * t if name.endswith("norm.weight") else t * (1.0 if "embed" in name else 1 / math.sqrt(shape[-1]))
         weights[name] = t.to(c.dtype)
+    return j, weights
+
+
+def init_checkpoint(d, preset, dtype, seed):
+    j, weights = random_weights(preset, dtype, seed)
+    os.makedirs(d, exist_ok=True)
     write_safetensors(os.path.join(d, "model.safetensors"), weights)
     with open(os.path.join(d, "config.json"), "w") as f:
         json.dump(j, f, indent=2)
@@ -260,8 +268,10 @@ def main():
     ap.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
     ap.add_argument("--dtype", default="bfloat16", choices=sorted(TORCH_DTYPES))
     ap.add_argument("--checkpoint", help="an HF checkpoint directory")
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--prompt-len", type=int, default=16)
+    ap.add_argument("--random", action="store_true",
+                    help="random weights of --preset drawn on the device instead of a checkpoint (timing only)")
+    ap.add_argument("--batch", default="1", help="sequences; a comma list times each in turn")
+    ap.add_argument("--prompt-len", default="16", help="tokens per prompt; a comma list times each in turn")
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--prompts", help=".npy i32 [B, T]: read if present, else written (random)")
     ap.add_argument("--modes", default="eager,compile", help="eager and/or compile (default / reduce-overhead)")
@@ -272,16 +282,34 @@ def main():
     a = ap.parse_args()
     if a.init:
         return init_checkpoint(a.init, a.preset, a.dtype, a.seed)
-    if not a.checkpoint:
-        ap.error("--checkpoint (or --init) is needed")
+    if not a.checkpoint and not a.random:
+        ap.error("--checkpoint, --random or --init is needed")
     device = torch.device(a.device)
-    c = Config(json.load(open(os.path.join(a.checkpoint, "config.json"))))
-    w = load_checkpoint(a.checkpoint)
+    if a.random:
+        j, w = random_weights(a.preset, a.dtype, a.seed, device)
+        c = Config(j)
+    else:
+        c = Config(json.load(open(os.path.join(a.checkpoint, "config.json"))))
+        w = load_checkpoint(a.checkpoint)
+    batches = [int(x) for x in a.batch.split(",")]
+    lengths = [int(x) for x in a.prompt_len.split(",")]
+    if a.prompts and (len(batches) > 1 or len(lengths) > 1):
+        ap.error("--prompts takes one --batch and one --prompt-len")
+    ok = True
+    for B in batches:
+        for T in lengths:
+            ok &= run_shape(a, c, w, B, T, device)
+    return 0 if ok else 1
+
+
+def run_shape(a, c, w, B, T, device):
+    """Times eager and/or compiled prefill + decode for B prompts of T tokens; compares with
+    kiln's output where asked. True when every comparison holds."""
     if a.prompts and os.path.exists(a.prompts):
         prompts = torch.from_numpy(np.load(a.prompts)).long()
     else:
         g = torch.Generator().manual_seed(a.seed)
-        prompts = torch.randint(0, c.vocab, (a.batch, a.prompt_len), generator=g)
+        prompts = torch.randint(0, c.vocab, (B, T), generator=g)
         if a.prompts:
             np.save(a.prompts, prompts.int().numpy())
     prompts = prompts.to(device)
@@ -291,7 +319,9 @@ def main():
     weight_bytes = model.weight_bytes()
     print(f"model  {c.layers} layers, dim {c.dim}, heads {c.heads}/{c.kv_heads}, ffn {c.ffn}, vocab {c.vocab}, {c.dtype}; "
           f"batch {B} x {T}, {a.new_tokens} new tokens on {device}; weights {weight_bytes / 2**30:.2f} GiB")
-    eager_tokens = eager_logits = None
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    eager_tokens = eager_logits = tokens = None
     with torch.no_grad():
         for mode in a.modes.split(","):
             if mode == "eager":
@@ -312,6 +342,7 @@ def main():
                 print(f"note: {mode} tokens differ from eager's")
         if device.type == "cuda":
             print(f"memory  peak allocated {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+    del model
     for b in range(min(B, 4)):
         print(f"tokens[{b}]   " + " ".join(str(int(x)) for x in (eager_tokens if eager_tokens is not None else tokens)[b]))
     ok = True
@@ -333,7 +364,7 @@ def main():
         good = err <= 2e-2 * scale + 1e-2
         ok &= good
         print(f"compare prefill logits: max |kiln - torch| {err:.3e} (max |logit| {scale:.3e}) {'ok' if good else 'TOO LARGE'}")
-    return 0 if ok else 1
+    return ok
 
 
 if __name__ == "__main__":

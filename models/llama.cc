@@ -1,9 +1,12 @@
 #include "models/llama.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <filesystem>
 #include <numbers>
 #include <random>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -327,18 +330,31 @@ Graph trace_step(const LlamaConfig& c, const StepOptions& o) {
 }
 
 std::map<std::string, HostTensor> random_weights(const LlamaConfig& c, uint64_t seed) {
-  std::mt19937_64 rng(seed);
+  // One generator per parameter, seeded from `seed` and its index, filled on every core: the
+  // 8B shapes take minutes on one thread, and the values do not depend on the thread count.
+  const std::vector<ParamSpec> specs = parameters(c);
+  std::vector<HostTensor> tensors(specs.size());
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < specs.size();) {
+      const ParamSpec& p = specs[i];
+      std::mt19937_64 rng(seed + 0x9e3779b97f4a7c15ull * (i + 1));
+      HostTensor h(p.dtype, p.shape);
+      const bool norm = p.name.ends_with("norm.weight"), bias = p.name.ends_with(".bias");
+      const bool embed = p.name == "model.embed_tokens.weight";
+      const double r = norm || bias ? 0.2 : embed ? 1.0 : 1.0 / std::sqrt(static_cast<double>(p.shape.back()));
+      h.fill_random(rng, -r, r);
+      if (norm)
+        for (int64_t j = 0; j < h.numel(); ++j) h.set(j, 1.0 + h.get(j));
+      tensors[i] = std::move(h);
+    }
+  };
+  std::vector<std::thread> threads(std::clamp<unsigned>(std::thread::hardware_concurrency(), 1, 32) - 1);
+  for (std::thread& t : threads) t = std::thread(work);
+  work();
+  for (std::thread& t : threads) t.join();
   std::map<std::string, HostTensor> out;
-  for (const ParamSpec& p : parameters(c)) {
-    HostTensor h(p.dtype, p.shape);
-    const bool norm = p.name.ends_with("norm.weight"), bias = p.name.ends_with(".bias");
-    const bool embed = p.name == "model.embed_tokens.weight";
-    const double r = norm || bias ? 0.2 : embed ? 1.0 : 1.0 / std::sqrt(static_cast<double>(p.shape.back()));
-    h.fill_random(rng, -r, r);
-    if (norm)
-      for (int64_t i = 0; i < h.numel(); ++i) h.set(i, 1.0 + h.get(i));
-    out.emplace(p.name, std::move(h));
-  }
+  for (size_t i = 0; i < specs.size(); ++i) out.emplace(specs[i].name, std::move(tensors[i]));
   return out;
 }
 
