@@ -113,6 +113,13 @@ def _probe(n, states):
     c.convert(n)
 
 
+def _host_scalar(v):
+    """A 0-dim CPU tensor, which PyTorch lets meet tensors of any device: Dynamo passes a
+    Python float it does not specialize this way (a norm's eps under dynamic=True). kiln takes
+    it as an input and moves it to the partition's device at each call (8 bytes)."""
+    return isinstance(v, torch.Tensor) and v.dim() == 0 and v.device.type == "cpu"
+
+
 def _written_buffers(gm):
     """The placeholders of `gm` that it writes rows into, copy_(p, index_put/index_copy(p, ...)),
     and reads nowhere else (a read of the old value could run after kiln's in-place write)."""
@@ -127,10 +134,12 @@ class _KilnSubgraph(torch.nn.Module):
     """A partition compiled by kiln: forward takes the partition's arguments (SymInts are
     dropped: kiln binds its symbols from the tensors' shapes) and returns its outputs."""
 
-    def __init__(self, cg, tensor_positions, symbol_positions, device, single, num_outputs, state_checks, options):
+    def __init__(self, cg, tensor_positions, symbol_positions, device, single, num_outputs, state_checks, options,
+                 host_scalars=()):
         super().__init__()
         self.cg = cg
         self.tensor_positions = tensor_positions
+        self.host_scalars = set(host_scalars) if device.type != "cpu" else set()  # moved to `device` per call
         self.symbol_positions = symbol_positions
         self.device = device
         self.single = single
@@ -156,7 +165,7 @@ class _KilnSubgraph(torch.nn.Module):
 
     def forward(self, *args):
         self._check(args)
-        ins = [args[i] for i in self.tensor_positions]
+        ins = [args[i].to(self.device) if i in self.host_scalars else args[i] for i in self.tensor_positions]
         # A symbol no tensor argument carries comes as an empty bool[s] tensor (no copy, no init).
         ins += [torch.empty(int(args[i]), dtype=torch.bool, device=self.device) for i in self.symbol_positions]
         outs = self.cg(*[t if t.is_contiguous() else t.contiguous() for t in ins], like="torch")[:self.num_outputs]
@@ -168,7 +177,7 @@ def _convert_partition(sub, name, param_positions, state_positions, options):
     tensor arguments."""
     b = GraphBuilder(name)
     c = Converter(b)
-    positions, device = [], None
+    positions, host_scalars, device = [], [], None
     placeholders = [n for n in sub.graph.nodes if n.op == "placeholder"]
     aten.used_symbols.clear()
     for i, p in enumerate(placeholders):
@@ -176,9 +185,12 @@ def _convert_partition(sub, name, param_positions, state_positions, options):
         if isinstance(v, torch.Tensor):
             if v.dtype not in DTYPES:
                 raise Unsupported(f"argument {p.name} of dtype {v.dtype}")
-            if device is not None and v.device != device:
+            if _host_scalar(v) and i not in state_positions:
+                host_scalars.append(i)
+            elif device is not None and v.device != device:
                 raise Unsupported("arguments on several devices")
-            device = v.device
+            else:
+                device = v.device
             make = b.state if i in state_positions else b.param if i in param_positions else b.input
             c.env[p] = make(p.name, DTYPES[v.dtype], shape_of(v))
             if i in state_positions:
@@ -189,7 +201,7 @@ def _convert_partition(sub, name, param_positions, state_positions, options):
         if n.op == "call_function":
             v = n.meta.get("val")
             for t in (v if isinstance(v, (tuple, list)) else [v]):
-                if isinstance(t, torch.Tensor):
+                if isinstance(t, torch.Tensor) and not _host_scalar(t):
                     if device is not None and t.device != device:
                         raise Unsupported(f"{n.name} is on {t.device}, other values on {device}")
                     device = t.device
@@ -203,6 +215,8 @@ def _convert_partition(sub, name, param_positions, state_positions, options):
         ov = o.meta["val"]
         if ov.dtype not in DTYPES:
             raise Unsupported(f"output {o.name} of dtype {ov.dtype}")
+        if _host_scalar(ov) and device is not None and device.type != "cpu":
+            raise Unsupported(f"output {o.name} is a host scalar (kiln would return it on {device})")
     bound = set()
     for i in positions:
         for d in placeholders[i].meta["val"].shape:
@@ -230,7 +244,7 @@ def _convert_partition(sub, name, param_positions, state_positions, options):
                       fused_attention=options.get("fused_attention", True), dump_dir=options.get("dump_dir", ""),
                       cuda_device=(device.index or 0) if device is not None and device.type == "cuda" else 0)
     return _KilnSubgraph(cg, positions, symbol_positions, device or torch.device("cpu"), single, len(outs), checks,
-                         options), graph
+                         options, host_scalars), graph
 
 
 def compile_fx(gm, example_inputs, options=None, param_indices=()):
