@@ -123,10 +123,8 @@ class Runner {
     for_each_point(extents, inner_, [&] {
       if (!error_.ok()) return;
       for (const kir::Let& l : st.lets) lets_[l.id] = eval(l.value);
-      if (st.kind == kir::Stage::Kind::Map) {
-        for (const kir::Store& store : st.stores) write(store);
-        return;
-      }
+      for (const kir::Store& store : st.stores) write(store);  // a reduce stage's: index checks
+      if (st.kind == kir::Stage::Kind::Map) return;
       Num v = eval(st.value);
       switch (st.combiner) {
         case kir::Combiner::Sum:
@@ -323,7 +321,12 @@ absl::StatusOr<std::vector<HostTensor>> evaluate_kernels(const Graph& g, const S
     std::vector<const HostTensor*> in;
     std::vector<HostTensor*> out;
     std::vector<const Value*> out_values;
+    HostTensor* checks = nullptr;  // the Check buffer, after the outputs
     for (const kir::Buffer& buf : k.buffers) {
+      if (buf.role == kir::Buffer::Role::Check) {
+        out.push_back(checks = &storage.emplace_back(DType::i64, std::vector<int64_t>{2 * static_cast<int64_t>(k.checks.size())}));
+        continue;
+      }
       const Value* v = g.find(buf.name);
       if (!v) return invalid_argument("kernel ", k.name, ": buffer ", buf.name, " names no value of the graph");
       if (buf.role == kir::Buffer::Role::Input) {
@@ -351,7 +354,11 @@ absl::StatusOr<std::vector<HostTensor>> evaluate_kernels(const Graph& g, const S
       out_values.push_back(v);
     }
     KILN_RETURN_IF_ERROR(run_kernel(k, in, out, b));
-    for (size_t j = 0; j < out.size(); ++j) env[out_values[j]] = out[j];
+    for (size_t c = 0; checks && c < k.checks.size(); ++c) {
+      const int64_t words[2] = {checks->get_int(2 * c), checks->get_int(2 * c + 1)};
+      KILN_RETURN_IF_ERROR(kir::index_check_error(k.checks[c], words));
+    }
+    for (size_t j = 0; j < out_values.size(); ++j) env[out_values[j]] = out[j];
   }
   std::vector<HostTensor> results;
   for (const Value* v : g.outputs()) {

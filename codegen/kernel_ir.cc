@@ -6,6 +6,7 @@
 #include "ir/graph.h"
 #include "ir/op_attrs.h"
 #include "ir/scalar_ops.h"
+#include "ir/status.h"
 #include "ir/str.h"
 
 namespace kiln::kir {
@@ -554,10 +555,17 @@ std::string print_schedule(const Schedule& s, const Kernel& k) {
 
 }  // namespace
 
+absl::Status index_check_error(const IndexCheck& c, const int64_t* words) {
+  if (words[0] == 0) return absl::OkStatus();
+  const int64_t dim = words[0] - 1;
+  return invalid_argument("gather %", c.node, ": index ", words[1], " out of range [", -dim, ", ", dim, ") on axis ",
+                          c.axis);
+}
+
 std::string print_kernel(const Kernel& k) {
   std::string s = str_cat("kernel ", k.name, "\n");
   for (const Buffer& b : k.buffers)
-    s += str_cat("  ", b.role == Buffer::Role::Input ? "in  " : "out ", b.name, ": ", dtype_name(b.dtype),
+    s += str_cat("  ", b.role == Buffer::Role::Input ? "in  " : b.role == Buffer::Role::Output ? "out " : "chk ", b.name, ": ", dtype_name(b.dtype),
                  shape_to_string(b.shape), "\n");
   if (!k.symbols.empty()) s += str_cat("  symbols ", str_join(k.symbols, ", ", [](const std::string& x) { return x; }), "\n");
   std::string ind = "  ";

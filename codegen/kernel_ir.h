@@ -25,7 +25,8 @@
 //
 // Memory safety: lets are evaluated eagerly (no lazy branches), so every load index is in
 // bounds by construction: concat's branches load through clamped indices and a select
-// picks the branch; gather clamps its indices into the gathered dim.
+// picks the branch; gather clamps its indices into the gathered dim, and reports an index
+// outside [-dim, dim) through its IndexCheck, so that the call fails as the reference's does.
 #pragma once
 
 #include <cstdint>
@@ -37,6 +38,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "ir/dtype.h"
 #include "ir/op.h"
 #include "ir/sym.h"
@@ -217,7 +219,8 @@ struct Stage {
 };
 
 struct Buffer {
-  enum class Role : uint8_t { Input, Output };
+  // Check: the kernel's index checks (Kernel::checks), i64[2 * checks], after the outputs.
+  enum class Role : uint8_t { Input, Output, Check };
   std::string name;  // the graph value's name
   DType dtype;
   Shape shape;       // dense row-major
@@ -350,6 +353,22 @@ struct Schedule {
 };
 std::string_view launch_name(Schedule::Launch l);
 
+// A gather's index check. Where the index the kernel reads lies outside [-dim, dim) (the
+// reference's error), a masked store writes word 2c of the kernel's Check buffer with dim + 1
+// (nonzero: it fired, and the range without the call's bindings) and word 2c + 1 with the
+// index. Plain stores: any offending index is a correct report, so racing writers need no
+// atomics. The kernel runs on with the index clamped; the executor reports the error
+// (runtime/executor.h, RELIABILITY.md "Index checks").
+struct IndexCheck {
+  std::string node;  // the gather's result, as the reference names it ("g" of "gather %g")
+  int axis = 0;
+  Dim dim;  // the gathered dim
+};
+
+// The error of a check whose two words are `words` (the reference's, "gather %g: index 7 out
+// of range [-5, 5) on axis 0"); OK while they are zero.
+absl::Status index_check_error(const IndexCheck& c, const int64_t* words);
+
 struct Kernel {
   std::string name;                  // deterministic: "k<group id>_<op>"
   std::vector<Buffer> buffers;       // inputs then outputs
@@ -358,6 +377,7 @@ struct Kernel {
   std::optional<GemmSpec> gemm;
   std::vector<Stage> stages;
   std::optional<Schedule> schedule;  // set by a scheduling pass (codegen/cuda/schedule.h)
+  std::vector<IndexCheck> checks;    // check c writes words 2c, 2c + 1 of the Check buffer
 };
 
 // Readable, deterministic text of a kernel (its schedule last, when it has one): what `kiln

@@ -114,6 +114,9 @@ class Lowerer {
     int first_output = static_cast<int>(k_.buffers.size());
     for (Value* v : group_.outputs)
       k_.buffers.push_back({v->name(), v->dtype(), v->shape(), kir::Buffer::Role::Output});
+    if (!k_.checks.empty())  // stored at position outputs.size() (check_site)
+      k_.buffers.push_back({str_cat(k_.name, ".checks"), DType::i64,
+                            {SymExpr(2 * static_cast<int64_t>(k_.checks.size()))}, kir::Buffer::Role::Check});
     for (Stage& st : k_.stages)
       for (kir::Store& store : st.stores) store.buffer += first_output;
 
@@ -670,8 +673,23 @@ class Lowerer {
     return bind(Expr::select(bind(*inside), x, Expr::constant(WindowAttrs(n).pad_value(), v.dtype())));
   }
 
+  // Where `wrapped` (gather n's index i, wrapped once) is outside [0, dim), the current stage
+  // stores dim + 1 and i into the words of n's check (kir::IndexCheck): the Check buffer
+  // follows the outputs, so its stores name position outputs.size(), renumbered with them.
+  void check_site(const Node& n, int axis, const Expr& i, const Expr& wrapped, const Expr& dim) {
+    auto [it, added] = checks_.try_emplace(&n, static_cast<int>(k_.checks.size()));
+    if (added) k_.checks.push_back({n.result()->name(), axis, n.operand(0)->shape()[axis]});
+    auto cmp = [](Op op, const Expr& a, const Expr& b) { return Expr::binary(op, a, b, DType::boolean); };
+    Expr bad = bind(Expr::binary(Op::Or, cmp(Op::Lt, wrapped, Expr::constant(0, DType::i64)), cmp(Op::Ge, wrapped, dim),
+                                 DType::boolean));
+    int buffer = static_cast<int>(group_.outputs.size()), word = 2 * it->second;
+    stage().stores.push_back({buffer, Index(word), Expr::binary(Op::Add, dim, Expr::constant(1, DType::i64), DType::i64), bad});
+    stage().stores.push_back({buffer, Index(word + 1), i, bad});
+  }
+
   // data[.., indices[..], ..]: a negative index wraps once; the result is clamped into the
-  // dim so that the load stays in bounds (the reference reports such an index as an error).
+  // dim so that the load stays in bounds, and an index outside [-dim, dim) is reported
+  // through the kernel's index check (check_site), as the reference reports it as an error.
   absl::StatusOr<Expr> gather(const Node& n, const Indices& idx, size_t axis) {
     const Value &data = *n.operand(0), &indices = *n.operand(1);
     size_t ir = indices.shape().size();
@@ -683,8 +701,10 @@ class Lowerer {
     // Bound before `data` is read: kept for the evaluation that runs again once it is.
     std::string key = str_cat("gather ", memo_key(n.result(), idx));
     auto it = memo_.find(key);
-    if (it == memo_.end())
+    if (it == memo_.end()) {
       it = memo_.emplace(key, bind(Expr::select(neg, Expr::binary(Op::Add, i, dim, DType::i64), i))).first;
+      check_site(n, static_cast<int>(axis), i, it->second, dim);
+    }
     Expr wrapped = it->second;
     Indices di(idx.begin(), idx.begin() + axis);
     di.push_back(Index::min(Index::max(Index::scalar(wrapped), 0), Index::from_dim(data.shape()[axis]) - Index(1)));
@@ -706,6 +726,7 @@ class Lowerer {
     Indices row;  // the index at which its consumers may read it
   };
   absl::flat_hash_map<const Node*, ReduceInfo> reductions_;
+  absl::flat_hash_map<const Node*, int> checks_;  // a gather's check in k_.checks
   Indices gemm_index_;
 };
 

@@ -206,6 +206,12 @@ class ProgramBuilder {
                                          std::optional<kir::Buffer> extra_buffer = std::nullopt) {
     KernelStep s;
     for (const kir::Buffer& buf : k.buffers) {
+      if (buf.role == kir::Buffer::Role::Check) {  // its own words of the call's check words
+        s.buffers.push_back(add_buffer(nullptr, {buf.name, buf.dtype, buf.shape, Placement::Check,
+                                                 static_cast<int>(p_.checks.size())}));
+        p_.checks.insert(p_.checks.end(), k.checks.begin(), k.checks.end());
+        continue;
+      }
       const Value* v = m_->state.graph.find(buf.name);
       if (!v) return absl::InternalError(str_cat("kernel ", k.name, ": buffer ", buf.name, " names no value of the graph"));
       KILN_ASSIGN_OR_RETURN(int id, buffer_of(v, buf.role == kir::Buffer::Role::Output));
@@ -385,6 +391,7 @@ std::string_view placement_name(Placement p) {
     case Placement::Arena: return "arena";
     case Placement::Scratch: return "scratch";
     case Placement::Output: return "output";
+    case Placement::Check: return "check";
   }
   return "?";
 }
@@ -468,6 +475,9 @@ std::string Program::to_string() const {
     if (o.state_arg >= 0) s += str_cat("output %", o.name, " is state argument %", args[o.state_arg].name, " (updated in place)\n");
   s += "buffers:\n";
   for (size_t i = 0; i < buffers.size(); ++i) s += str_cat("  b", i, " ", buffer_text(buffers[i]), "\n");
+  for (size_t i = 0; i < checks.size(); ++i)
+    s += str_cat(i == 0 ? "index checks:\n" : "", "  ", i, ": gather %", checks[i].node, " axis ", checks[i].axis,
+                 " in [-", checks[i].dim.to_string(), ", ", checks[i].dim.to_string(), ")\n");
   auto call = [&](const KernelStep& k) {
     return str_cat(kernels[k.kernel].kernel.name, "(", str_join(k.buffers, ", ", [](int b) { return str_cat("b", b); }),
                    ")", k.in_place() ? " in place" : "", native_note(kernels[k.kernel]));

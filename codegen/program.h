@@ -54,6 +54,7 @@ enum class Placement : uint8_t {
   Arena,       // memory-plan buffer `index`, at its offset for the call's symbol values
   Scratch,     // scratch slot `index` of the step using it (0: f32 accumulator, 1, 2: A, B gathered)
   Output,      // graph output `index`
+  Check,       // a kernel's index checks: words 2 * index.. of the call's check words (Program::checks)
 };
 std::string_view placement_name(Placement p);
 
@@ -159,6 +160,9 @@ class Program {
   std::vector<GemmStep> gemms;
   std::vector<CopyStep> copies;
   std::vector<AttentionStep> attentions;  // the device's fused routine (DeviceProgram::run_attention)
+  // Every kernel's index checks (kir::IndexCheck), in the order of the check words: check i
+  // owns words 2i, 2i + 1. The executor keeps them zero until one fires (runtime/executor.h).
+  std::vector<kir::IndexCheck> checks;
   std::vector<Step> prep;   // weight prep, run before a call whose parameters changed
   std::vector<Step> steps;  // every call, in order
 

@@ -521,6 +521,7 @@ absl::StatusOr<std::vector<HostTensor>> run_host(CompiledGraph& cg, const std::m
     device_args.push_back(std::move(t));
   }
   KILN_ASSIGN_OR_RETURN(std::vector<Tensor> outs, cg(device_args, opts));
+  KILN_RETURN_IF_ERROR(cg.synchronize(opts));  // reports this call's index errors (CUDA)
   std::vector<HostTensor> host;
   for (const Tensor& t : outs) {
     KILN_ASSIGN_OR_RETURN(HostTensor h, t.to_host(opts.stream));
@@ -540,6 +541,7 @@ absl::StatusOr<std::vector<HostTensor>> run_host(CompiledGraph& cg, const std::m
     inputs.push_back(std::move(t));
   }
   KILN_ASSIGN_OR_RETURN(std::vector<Tensor> outs, cg(inputs, weights, opts));
+  KILN_RETURN_IF_ERROR(cg.synchronize(opts));  // reports this call's index errors (CUDA)
   std::vector<HostTensor> host;
   for (const Tensor& t : outs) {
     KILN_ASSIGN_OR_RETURN(HostTensor h, t.to_host(opts.stream));
@@ -548,7 +550,13 @@ absl::StatusOr<std::vector<HostTensor>> run_host(CompiledGraph& cg, const std::m
   return host;
 }
 
-absl::Status CompiledGraph::synchronize(const CallOptions& opts) { return impl_->device->synchronize(opts.stream); }
+absl::Status CompiledGraph::synchronize(const CallOptions& opts) {
+  KILN_RETURN_IF_ERROR(impl_->device->synchronize(opts.stream));
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  for (Specialization& sp : impl_->specs)
+    if (sp.exe) KILN_RETURN_IF_ERROR(sp.exe->check_indices(opts.stream, true));
+  return absl::OkStatus();
+}
 
 CompiledGraph::Memory CompiledGraph::memory() const {
   std::lock_guard<std::mutex> lock(impl_->mu);

@@ -127,6 +127,8 @@ class CompiledGraph {
                    const CallOptions& opts = {});
 
   // Waits until the calls queued on `opts.stream` are done (CUDA; on the CPU calls return done).
+  // Returns the error of a gather index out of range that one of them met (a CPU call returns
+  // its own; a CUDA call may return an earlier call's): RELIABILITY.md, "Index checks".
   absl::Status synchronize(const CallOptions& opts = {});
   // The memory held for calls: every specialization's arena, scratch and weight prep, the
   // parameters the graph carries; the weights; and the device's memory as its driver counts

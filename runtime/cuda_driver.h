@@ -24,7 +24,7 @@ namespace kiln::cuda {
   X(cuCtxSetCurrent) X(cuCtxGetCurrent) X(cuCtxSynchronize)                                \
   X(cuModuleLoadData) X(cuModuleUnload) X(cuModuleGetFunction) X(cuLaunchKernel)           \
   X(cuMemAlloc) X(cuMemFree) X(cuMemGetInfo) X(cuMemsetD8) X(cuMemsetD8Async)              \
-  X(cuMemcpyDtoH) X(cuMemcpyDtoD)                                                          \
+  X(cuMemcpyDtoH) X(cuMemcpyDtoD) X(cuMemHostAlloc) X(cuMemFreeHost)                       \
   X(cuMemcpyHtoDAsync) X(cuMemcpyDtoHAsync) X(cuMemcpyDtoDAsync) X(cuPointerGetAttribute)  \
   X(cuStreamCreate) X(cuStreamDestroy) X(cuStreamSynchronize)                              \
   X(cuEventCreate) X(cuEventDestroy) X(cuEventRecord) X(cuEventSynchronize)                \

@@ -191,6 +191,12 @@ class DeviceAdapter {
   // A contiguous tensor for a graph output.
   virtual absl::StatusOr<Tensor> empty(DType dtype, std::vector<int64_t> shape) = 0;
   virtual absl::Status copy(DevicePtr dst, DevicePtr src, int64_t bytes, const CallContext& c) = 0;
+  // Host memory that copy_to_host may target from queued work (CUDA: page-locked, so that the
+  // copy is asynchronous and a captured graph can hold it). Its ptr() is a host address.
+  virtual absl::StatusOr<DeviceMemory> allocate_host(int64_t bytes);
+  // Enqueues a copy of device memory into host memory from allocate_host: done once the work
+  // queued before it is (synchronize). The default: a device whose memory is the host's.
+  virtual absl::Status copy_to_host(void* dst, DevicePtr src, int64_t bytes, const CallContext& c);
   // Waits until the work queued on `stream` is done (a device that runs calls synchronously
   // has nothing to wait for).
   virtual absl::Status synchronize(void* stream) { return absl::OkStatus(); }

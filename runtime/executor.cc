@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <functional>
 
 #include "ir/checked.h"
@@ -289,6 +290,7 @@ void Executor::resolve(const CallPlan& p, std::span<const DevicePtr> args, std::
       case Placement::Arena: ptr_[i] = pool_->arena() + p.arena_offsets[b.index]; break;
       case Placement::Scratch: ptr_[i] = pool_->scratch() + p.scratch_offsets[b.index]; break;
       case Placement::Output: ptr_[i] = outputs[b.index]; break;
+      case Placement::Check: ptr_[i] = checks_.ptr() + 16 * b.index; break;
     }
   }
 }
@@ -477,6 +479,12 @@ absl::Status Executor::run(std::span<const Tensor> args, SymbolValues syms, std:
       }
     constants_ready_ = true;
   }
+  if (!pr.checks.empty() && checks_.size() == 0) {
+    int64_t bytes = 16 * static_cast<int64_t>(pr.checks.size());
+    KILN_ASSIGN_OR_RETURN(checks_, device_.allocate(bytes));
+    KILN_ASSIGN_OR_RETURN(checks_host_, device_.allocate_host(bytes));
+    KILN_RETURN_IF_ERROR(reset_checks(CallContext{opts.stream}));
+  }
   KILN_ASSIGN_OR_RETURN(CallPlan * p, plan_for(syms));
   if (held && (!held->params || held->params->size() != pr.args.size() || !held->prepared))
     return absl::InternalError(str_cat("program of ", pr.graph, ": the weight store's parameter list does not match its ",
@@ -515,11 +523,67 @@ absl::Status Executor::run(std::span<const Tensor> args, SymbolValues syms, std:
   if (mode_ == Mode::MaxAutotune && device_.can_time() && !tuned_) {
     KILN_RETURN_IF_ERROR(tune(*p, c));
     tuned_ = true;
-    return absl::OkStatus();
+  } else if (opts.profile) {
+    KILN_RETURN_IF_ERROR(run_profiled(*p, c, *opts.profile));
+  } else if (mode_ == Mode::ReduceOverhead && device_.can_capture()) {
+    return run_captured(*p, args, outputs, c);  // its replay copies the check words, and checks them
+  } else {
+    KILN_RETURN_IF_ERROR(run_steps(pr.steps, *p, c));
   }
-  if (opts.profile) return run_profiled(*p, c, *opts.profile);
-  if (mode_ == Mode::ReduceOverhead && device_.can_capture()) return run_captured(*p, args, outputs, c);
-  return run_steps(pr.steps, *p, c);
+  if (pr.checks.empty()) return absl::OkStatus();
+  KILN_RETURN_IF_ERROR(copy_checks(c));
+  return check_locked(c.stream, false);
+}
+
+// ---- index checks ---------------------------------------------------------------------
+// The check words stay on the device across calls and are cleared only after a report, so a
+// copy read before it lands shows an earlier call's state, never a false report: reading the
+// host copy needs no wait, and an error seen there is confirmed after one.
+
+absl::StatusOr<DeviceMemory> DeviceAdapter::allocate_host(int64_t bytes) {
+  auto owned = std::shared_ptr<uint8_t[]>(new uint8_t[std::max<int64_t>(bytes, 1)]());
+  return DeviceMemory(reinterpret_cast<DevicePtr>(owned.get()), bytes, owned);
+}
+
+absl::Status DeviceAdapter::copy_to_host(void* dst, DevicePtr src, int64_t bytes, const CallContext&) {
+  std::memcpy(dst, reinterpret_cast<const void*>(src), bytes);
+  return absl::OkStatus();
+}
+
+absl::Status Executor::reset_checks(const CallContext& c) {
+  int64_t bytes = checks_.size();
+  if (!checks_zero_) {
+    checks_zero_data_ = std::make_shared<HostTensor>(DType::i64, std::vector<int64_t>{bytes / 8});
+    KILN_ASSIGN_OR_RETURN(checks_zero_, device_.resident(checks_zero_data_));
+  }
+  KILN_RETURN_IF_ERROR(device_.copy(checks_.ptr(), checks_zero_, bytes, c));
+  std::memset(reinterpret_cast<void*>(checks_host_.ptr()), 0, bytes);
+  return absl::OkStatus();
+}
+
+absl::Status Executor::copy_checks(const CallContext& c) {
+  return device_.copy_to_host(reinterpret_cast<void*>(checks_host_.ptr()), checks_.ptr(), checks_.size(), c);
+}
+
+absl::Status Executor::check_indices(void* stream, bool wait) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (checks_.size() == 0) return absl::OkStatus();
+  if (wait) KILN_RETURN_IF_ERROR(device_.synchronize(stream));
+  return check_locked(stream, wait);
+}
+
+absl::Status Executor::check_locked(void* stream, bool waited) {
+  if (checks_.size() == 0) return absl::OkStatus();
+  const volatile int64_t* words = reinterpret_cast<const volatile int64_t*>(checks_host_.ptr());
+  size_t fired = program_->checks.size();
+  for (size_t i = 0; i < program_->checks.size() && fired == program_->checks.size(); ++i)
+    if (words[2 * i] != 0) fired = i;
+  if (fired == program_->checks.size()) return absl::OkStatus();
+  if (!waited) KILN_RETURN_IF_ERROR(device_.synchronize(stream));  // the whole copy has landed
+  const int64_t report[2] = {words[2 * fired], words[2 * fired + 1]};
+  KILN_RETURN_IF_ERROR(reset_checks(CallContext{stream}));
+  KILN_RETURN_IF_ERROR(device_.synchronize(stream));
+  return kir::index_check_error(program_->checks[fired], report);
 }
 
 absl::Status Executor::check_tensor(const Tensor& t, const Program::Value& v, const std::vector<int64_t>& shape,
@@ -577,7 +641,8 @@ absl::Status Executor::run_captured(CallPlan& p, std::span<const Tensor> args, s
     KILN_ASSIGN_OR_RETURN(p.replay, device_.capture([&](const CallContext& cc) {
       CallContext inner = cc;
       inner.weights_generation = c.weights_generation;
-      return run_steps(program_->steps, p, inner);
+      KILN_RETURN_IF_ERROR(run_steps(program_->steps, p, inner));
+      return program_->checks.empty() ? absl::OkStatus() : copy_checks(inner);  // replayed with the steps
     }));
     p.replay_params = ptrs(in_place_args_);
     p.replay_store = held_store_;
@@ -591,7 +656,7 @@ absl::Status Executor::run_captured(CallPlan& p, std::span<const Tensor> args, s
     if (bytes > 0 && program_->outputs[j].state_arg < 0 && out_ptrs_[j] != p.static_outputs[j].ptr())
       KILN_RETURN_IF_ERROR(device_.copy(out_ptrs_[j], p.static_outputs[j].ptr(), bytes, c));
   }
-  return absl::OkStatus();
+  return check_locked(c.stream, false);
 }
 
 absl::StatusOr<StaticSlots> Executor::static_slots(SymbolValues syms) {

@@ -154,6 +154,13 @@ class Executor {
   // argument) for calls with `syms`. Inputs written there and outputs passed as those slots
   // replay with no copies.
   absl::StatusOr<StaticSlots> static_slots(SymbolValues syms);
+  // Index checks (kir::IndexCheck): the error of a gather index outside [-dim, dim) that an
+  // earlier call met, read from the host copy of the check words, which every call of a
+  // program with checks enqueues after its last step. With `wait`, after waiting for the
+  // calls queued on `stream` (so that every call so far is seen); without, what has landed.
+  // Reporting clears the words. A call reports its own error on return on a device whose
+  // calls return done (the CPU); on CUDA at the next call or CompiledGraph::synchronize().
+  absl::Status check_indices(void* stream, bool wait);
 
   struct CallPlan;
 
@@ -190,6 +197,11 @@ class Executor {
   absl::Status tune(CallPlan& p, const CallContext& c);
   absl::Status allocate_static_slots(CallPlan& p);
   void drop_replays();
+  absl::Status reset_checks(const CallContext& c);  // zeroes the check words (device and host copy)
+  absl::Status copy_checks(const CallContext& c);   // enqueues their copy to the host after a call
+  // The error of the first check whose words are set in the host copy, the words cleared; `waited`: no
+  // work is queued (else it waits before reading the words it reports).
+  absl::Status check_locked(void* stream, bool waited);
 
   std::shared_ptr<const Program> program_;
   DeviceAdapter& device_;
@@ -223,6 +235,11 @@ class Executor {
   std::vector<std::vector<int64_t>> prep_shapes_;  // and the shapes it made
   bool prep_valid_ = false;
   uint64_t weights_generation_ = 1;
+  // Program::checks: the check words on the device (sticky: zeroed only after a report), their
+  // host copy (pinned on CUDA), and zeros to clear them with; null while the program has none.
+  DeviceMemory checks_, checks_host_;
+  DevicePtr checks_zero_ = 0;
+  std::shared_ptr<const HostTensor> checks_zero_data_;
   // Scratch of the hot path, kept to allocate nothing per call.
   std::vector<DevicePtr> ptr_, step_ptrs_, arg_ptrs_, out_ptrs_;
 };

@@ -79,7 +79,7 @@ class Emitter {
     auto* f = llvm::Function::Create(fty, llvm::Function::InternalLinkage, name, *mod_);
     std::vector<bool> written(pointer_count(), false);
     for (size_t i = 0; i < k_.buffers.size(); ++i)
-      if (k_.buffers[i].role == kir::Buffer::Role::Output) written[storage_of(i)] = true;
+      if (k_.buffers[i].role != kir::Buffer::Role::Input) written[storage_of(i)] = true;
     for (size_t i = 0; i < pointer_count(); ++i) {
       f->addParamAttr(i, llvm::Attribute::NoAlias);
       f->addParamAttr(i, llvm::Attribute::NoCapture);
@@ -260,20 +260,25 @@ class Emitter {
     if (st.kind == kir::Stage::Kind::Map) {
       inner_loops(st.extents, 0, [&] {
         emit_lets(st);
-        for (const kir::Store& store : st.stores) {
-          auto write = [&] {
-            Value* v = emit(store.value);
-            Value* at = index(store.index);
-            if (error_.ok()) store_value(store.buffer, at, convert(b_, v, store.value.dtype(), k_.buffers[store.buffer].dtype));
-          };
-          if (store.mask.defined()) if_then(emit(store.mask), write);
-          else write();
-          if (!error_.ok()) return;
-        }
+        emit_stores(st);
       });
       return;
     }
     stage_results_[s] = st.combiner == kir::Combiner::ArgMax ? emit_argmax(st) : emit_fold(st);
+  }
+
+  // A map stage's stores, or a reduce stage's (only the masked stores of index checks).
+  void emit_stores(const kir::Stage& st) {
+    for (const kir::Store& store : st.stores) {
+      auto write = [&] {
+        Value* v = emit(store.value);
+        Value* at = index(store.index);
+        if (error_.ok()) store_value(store.buffer, at, convert(b_, v, store.value.dtype(), k_.buffers[store.buffer].dtype));
+      };
+      if (store.mask.defined()) if_then(emit(store.mask), write);
+      else write();
+      if (!error_.ok()) return;
+    }
   }
 
   // The first NaN, else the first strict maximum; its flat inner position.
@@ -288,6 +293,7 @@ class Emitter {
     b_.CreateStore(reg_const(b_, st.acc_dtype, 0), best);
     inner_loops(st.extents, 0, [&] {
       emit_lets(st);
+      emit_stores(st);
       Value* v = convert(b_, emit(st.value), st.value.dtype(), st.acc_dtype);
       if (!error_.ok()) return;
       Value* p = b_.CreateLoad(i64_, pos);
@@ -328,6 +334,7 @@ class Emitter {
     }
     inner_loops(st.extents, 0, [&] {
       emit_lets(st);
+      emit_stores(st);
       Value* v = convert(b_, emit(st.value), st.value.dtype(), st.acc_dtype);
       if (!error_.ok()) return;
       Value* cur = b_.CreateLoad(t, acc);

@@ -1,6 +1,7 @@
 #include "runtime/cuda/device.h"
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -111,6 +112,23 @@ class CudaAdapter final : public DeviceAdapter {
   absl::Status copy(DevicePtr dst, DevicePtr src, int64_t bytes, const CallContext& c) override {
     KILN_ASSIGN_OR_RETURN(const DriverApi* api, driver());
     return check(api->cuMemcpyDtoDAsync(dst, src, bytes, static_cast<CUstream>(c.stream)), "cuMemcpyDtoDAsync");
+  }
+
+  // Page-locked: the copy into it is asynchronous, and a captured graph may hold it.
+  absl::StatusOr<DeviceMemory> allocate_host(int64_t bytes) override {
+    KILN_RETURN_IF_ERROR(require_device());
+    KILN_ASSIGN_OR_RETURN(const DriverApi* api, driver());
+    KILN_RETURN_IF_ERROR(ctx_->make_current());
+    void* p = nullptr;
+    KILN_RETURN_IF_ERROR(check(api->cuMemHostAlloc(&p, std::max<int64_t>(bytes, 1), 0), "cuMemHostAlloc"));
+    std::memset(p, 0, std::max<int64_t>(bytes, 1));
+    auto owner = std::shared_ptr<void>(p, [api](void* q) { api->cuMemFreeHost(q); });
+    return DeviceMemory(reinterpret_cast<DevicePtr>(p), bytes, std::move(owner));
+  }
+
+  absl::Status copy_to_host(void* dst, DevicePtr src, int64_t bytes, const CallContext& c) override {
+    KILN_ASSIGN_OR_RETURN(const DriverApi* api, driver());
+    return check(api->cuMemcpyDtoHAsync(dst, src, bytes, static_cast<CUstream>(c.stream)), "cuMemcpyDtoHAsync");
   }
 
   absl::Status synchronize(void* stream) override {

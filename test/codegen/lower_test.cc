@@ -5,6 +5,8 @@
 
 #include "codegen/kernel_eval.h"
 #include "codegen/lower.h"
+#include "ir/compare.h"
+#include "ir/reference.h"
 #include "ir/parser.h"
 #include "ir/str.h"
 #include "test/common/catch_helpers.h"
@@ -146,6 +148,49 @@ TEST_CASE("concat, split and gather", "[lower]") {
   std::vector<Bindings> bs = {{{"B", 1}, {"K", 1}}, {{"B", 4}, {"K", 7}}};
   require_ok(check_schedule_matches_reference(g, schedule_per_node(g), bs, 9));
   require_ok(check_schedule_matches_reference(g, schedule_single_group(g, KernelGroup::Kind::Elementwise), bs, 10));
+}
+
+TEST_CASE("a gather's index check: masked stores in the stage that reads it, the reference's error", "[lower][gather]") {
+  Graph g = parse_or_fail(R"(graph gs(%t: f32[V, 4], %ids: i64[N]) {
+  %g = gather(%t, %ids, axis=0)
+  %e = exp(%g)
+  %s = sum(%e, axes=[1])
+  return %s
+})");
+  Schedule s = schedule_single_group(g, KernelGroup::Kind::Reduction);
+  std::vector<Bindings> bs = {{{"V", 2}, {"N", 1}}, {{"V", 5}, {"N", 9}}};
+  require_ok(check_schedule_matches_reference(g, s, bs, 11));
+  // One check: the Check buffer after the output; the reduce stage stores V + 1 and the raw
+  // index where the index wrapped once is outside [0, V).
+  require_checks(lowered_text(g, s), R"(
+CHECK: out s: f32[N]
+CHECK: chk k0_sum.checks: i64[2]
+CHECK: s0 = reduce sum acc f32 for r0 < 4:
+CHECK: store if t{{[0-9]+}} k0_sum.checks[0] = add(index(V), 1:i64)
+CHECK: store if t{{[0-9]+}} k0_sum.checks[1] = t{{[0-9]+}}
+CHECK: fold
+)");
+  absl::StatusOr<std::vector<kir::Kernel>> ks = lower_schedule(g, s);
+  REQUIRE(ks.ok());
+  REQUIRE(ks->front().checks.size() == 1);
+  CHECK(ks->front().checks[0].node == "g");
+  for (int64_t bad : {5, -6, 1000}) {
+    TensorMap args = random_args(g, {{"V", 5}, {"N", 3}}, 12);
+    args.at("ids").set_int(1, bad);
+    absl::StatusOr<std::vector<HostTensor>> want = evaluate(g, args);
+    REQUIRE_FALSE(want.ok());
+    absl::StatusOr<std::vector<HostTensor>> got = evaluate_kernels(g, s, *ks, args);
+    REQUIRE_FALSE(got.ok());
+    CHECK(status_message(got.status()) == str_cat("gather %g: index ", bad, " out of range [-5, 5) on axis 0"));
+  }
+  // An in-range negative index wraps once, as the reference's does.
+  TensorMap args = random_args(g, {{"V", 5}, {"N", 3}}, 13);
+  args.at("ids").set_int(0, -5);
+  args.at("ids").set_int(2, -1);
+  absl::StatusOr<std::vector<HostTensor>> want = evaluate(g, args), got = evaluate_kernels(g, s, *ks, args);
+  REQUIRE(want.ok());
+  REQUIRE(got.ok());
+  CHECK(compare_tensors(want->front(), got->front(), default_tolerance(DType::f32)).ok);
 }
 
 TEST_CASE("gemm groups carry their epilogue", "[lower]") {

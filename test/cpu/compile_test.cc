@@ -18,6 +18,7 @@
 #include "ir/reference.h"
 #include "ir/str.h"
 #include "test/common/catch_helpers.h"
+#include "test/common/gather_check.h"
 #include "test/cpu/decoder_layer.h"
 
 using namespace kiln;
@@ -199,4 +200,9 @@ TEST_CASE("compile on the CPU: examples/decoder_layer.kiln at full size", "[cpu]
   if (!cg.ok()) FAIL(status_message(cg.status()));
   Bindings b{{"B", 1}, {"T", 5}};
   require_matches(*cg, g, testing::layer_args(g, b, 60));
+}
+
+TEST_CASE("compile on the CPU: a gather index out of range is the reference's error, from the call itself",
+          "[cpu][compile][gather]") {
+  kiln::testing::check_gather_indices(Device::Cpu, Mode::Default, /*immediate=*/true);
 }

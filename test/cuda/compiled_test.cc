@@ -24,6 +24,7 @@
 #include "runtime/cuda/allocator.h"
 #include "runtime/cuda_driver.h"
 #include "test/common/catch_helpers.h"
+#include "test/common/gather_check.h"
 #include "test/common/gpu_test.h"
 #include "runtime/tune_store.h"
 #include "test/cuda/corpus.h"
@@ -342,6 +343,12 @@ TEST_CASE("cuda: a decode step writes its paged cache in place, captured or not"
 
 // Run by "a second process hits the disk cache" in a child process: compiles the decoder
 // layer and prints its stats as JSON.
+TEST_CASE("cuda: a gather index out of range is the reference's error, at the call or the synchronize after it",
+          "[cuda][gpu][gather]") {
+  KILN_REQUIRE_GPU();
+  for (Mode m : {Mode::Default, Mode::ReduceOverhead}) kiln::testing::check_gather_indices(Device::Cuda, m, false);
+}
+
 TEST_CASE("cuda: child process compiles the decoder layer", "[.cuda_child]") {
   for (const test::CorpusGraph& c : test::cuda_corpus()) {
     if (c.name != "decoder_layer") continue;

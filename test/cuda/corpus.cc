@@ -157,6 +157,17 @@ std::vector<Entry> entries() {
   %n = neg(%p)
   return %n, %r, %e, %x
 })", {{{"B", 1}, {"K", 1}}, {{"B", 4}, {"K", 7}}});
+    // Index checks (issue 21): a gather read by a reduction, one in a GEMM's epilogue, one
+    // fused into an elementwise kernel; their masked stores in reduce and map stages.
+    add("gather_checks", R"(graph gather_checks(%emb: DT[V, 64], %ids: i64[T], %w: DT[64], %wq: DT[8, 64], %table: DT[V, 8]) {
+  %e = gather(%emb, %ids, axis=0)
+  %n = rms_norm(%e, %w, axes=[-1], eps=1e-6)
+  %l = linear(%n, %wq)
+  %b = gather(%table, %ids, axis=0)
+  %y = add(%l, %b)
+  %z = exp(%b)
+  return %y, %z
+})", {{{"V", 2}, {"T", 1}}, {{"V", 5}, {"T", 7}}, {{"V", 50}, {"T", 64}}});
     add("conv_pool", R"(graph conv_pool(%x: DT[B, 4, 9, 7], %w: DT[6, 4, 3, 3], %b: DT[6], %wd: DT[4, 1, 3, 3], %wt: DT[4, 2, 2, 2]) {
   %c = conv(%x, %w, %b, strides=[2, 1], pads=[1, 1, 1, 1])
   %r = relu(%c)

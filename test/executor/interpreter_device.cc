@@ -64,8 +64,10 @@ class InterpreterProgram final : public DeviceProgram {
     for (size_t i = 0; i < k.buffers.size(); ++i) {
       KILN_ASSIGN_OR_RETURN(std::vector<int64_t> shape, evaluate_shape(k.buffers[i].shape, b));
       HostTensor t(k.buffers[i].dtype, shape);
-      if (k.buffers[i].role == kir::Buffer::Role::Input) {
+      // Inputs, and the check words: they keep a fired check until the executor reports it.
+      if (k.buffers[i].role != kir::Buffer::Role::Output)
         std::memcpy(t.data(), reinterpret_cast<const void*>(at[i]), static_cast<size_t>(t.numel() * dtype_size(t.dtype())));
+      if (k.buffers[i].role == kir::Buffer::Role::Input) {
         in.push_back(std::move(t));
       } else {
         out.push_back(std::move(t));

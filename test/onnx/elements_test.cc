@@ -1,7 +1,7 @@
 // GatherElements and ScatterElements as the importer composes them (one-hot selects summed
 // over the indexed axis), and GatherND (a flat index into a gather), on symbolic dims at
 // several sizes, against the element loops written here, on the reference evaluator and
-// compiled for the CPU.
+// compiled for the CPU; an embedding lookup (Gather) whose ids run out of range.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -165,5 +165,46 @@ TEST_CASE("GatherElements and ScatterElements operands that do not fit fail nami
   }
 }
 
+#if KILN_WITH_LLVM
+// An embedding lookup as exported models have it (issue 21): Gather of a table initializer by
+// token ids. Ids in [-V, V) match the reference; an id outside it is the reference's error on
+// the compiled graph too (the CPU clamped it silently before), and the next call runs.
+TEST_CASE("Gather of an embedding table by token ids: an id out of range is an error, compiled too",
+          "[onnx][import][gather]") {
+  constexpr int64_t kVocab = 11, kWidth = 8;
+  std::mt19937_64 rng(21);
+  HostTensor table(DType::f32, {kVocab, kWidth});
+  table.fill_random(rng);
+  ModelBuilder m(13);
+  m.initializer("table", table);
+  m.input("ids", kI64, {"B", "T"});
+  m.node("Gather", {"table", "ids"}, {"emb"});
+  m.output("emb", kF32, {});
+  Graph g = import_ok(m);
+  absl::StatusOr<CompiledGraph> cg = compile(g, {.device = Device::Cpu});
+  INFO(status_message(cg.status()));
+  REQUIRE(cg.ok());
+  for (auto [b, t] : {std::pair<int64_t, int64_t>{1, 1}, {2, 5}, {3, 97}}) {
+    INFO("B=" << b << ", T=" << t);
+    HostTensor ids(DType::i64, {b, t});
+    std::uniform_int_distribution<int64_t> pick(-kVocab, kVocab - 1);
+    for (int64_t i = 0; i < ids.numel(); ++i) ids.set_int(i, pick(rng));
+    HostTensor want = run_both(g, {{"ids", ids}})[0];
+    for (int64_t bad : {kVocab, -kVocab - 1, int64_t{1} << 40}) {
+      HostTensor wrong = ids;
+      wrong.set_int(ids.numel() - 1, bad);
+      REQUIRE_FALSE(evaluate(g, {{"ids", wrong}}).ok());
+      absl::StatusOr<std::vector<HostTensor>> got = run_host(*cg, {{"ids", wrong}});
+      REQUIRE_FALSE(got.ok());
+      INFO(status_message(got.status()));
+      CHECK(status_message(got.status()).find(str_cat(": index ", bad, " out of range [-11, 11) on axis 0")) !=
+            std::string::npos);
+      absl::StatusOr<std::vector<HostTensor>> again = run_host(*cg, {{"ids", ids}});
+      REQUIRE(again.ok());
+      for (int64_t i = 0; i < want.numel(); ++i) REQUIRE((*again)[0].get(i) == want.get(i));
+    }
+  }
+}
+#endif
 }  // namespace
 }  // namespace kiln
