@@ -94,14 +94,15 @@ class Lowerer {
       if (n->info().kind == OpKind::Reduction) reductions.push_back(n);
     }
     const Node* main = gemm ? gemm : !reductions.empty() ? reductions.front() : group_.nodes.empty() ? nullptr
-                       : group_.kind == KernelGroup::Kind::Attention ? group_.nodes.front() : group_.nodes.back();
+                       : group_.kind == KernelGroup::Kind::Elementwise ? group_.nodes.back() : group_.nodes.front();
     k_.name = str_cat("k", group_.id, main ? str_cat("_", op_name(main->op())) : std::string());
     say(str_cat("lower group ", group_.id, " (", group_.nodes.size(), " nodes) as ", k_.name));
 
     absl::Status s;
     if (writer && group_.nodes.size() > 1) s = err(writer->describe(), " must be alone in its group");
     else if (writer) s = lower_cache_write(*writer);
-    else if (group_.kind == KernelGroup::Kind::Attention) s = attention_buffers();
+    else if (group_.kind == KernelGroup::Kind::Attention) s = routine_buffers("a fused attention step");
+    else if (group_.kind == KernelGroup::Kind::Extern) s = routine_buffers("a call of the extern op");
     else if (group_.kind == KernelGroup::Kind::Gemm) s = lower_gemm(gemm);
     else if (gemm) s = err(gemm->describe(), " is a GEMM outside a Gemm group");
     else if (!reductions.empty()) s = lower_reduction(reductions);
@@ -216,11 +217,12 @@ class Lowerer {
     return absl::OkStatus();
   }
 
-  // An Attention group runs as the device's fused routine (codegen/attention.h), never as
-  // kernel IR: its kernel is its buffers alone, over the output's domain, with no stage.
-  absl::Status attention_buffers() {
+  // An Attention group runs as the device's fused routine (codegen/attention.h), an Extern
+  // group as the user's function (ir/extern_op.h), never as kernel IR: its kernel is its
+  // buffers alone, over the (first) output's domain, with no stage.
+  absl::Status routine_buffers(std::string_view what) {
     k_.domain = group_.nodes[0]->result()->shape();
-    say("  attention: no loop nest (the program runs it as a fused attention step)");
+    say(str_cat("  no loop nest (the program runs it as ", what, ")"));
     return absl::OkStatus();
   }
 

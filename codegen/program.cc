@@ -138,7 +138,7 @@ class ProgramBuilder {
       planned_[m_->state.memory.buffers[i].value] = static_cast<int>(i);
     for (const KernelGroup& grp : m_->state.schedule.groups)
       if (grp.weight_prep)
-        for (const Value* v : grp.outputs) prep_slot_.emplace(v, static_cast<int>(prep_slot_.size()));
+        for (const Value* v : grp.stored()) prep_slot_.emplace(v, static_cast<int>(prep_slot_.size()));
     const Schedule& s = m_->state.schedule;
     if (m_->kernels.size() != s.groups.size())
       return absl::InternalError(str_cat("program of ", p_.graph, ": ", m_->kernels.size(), " kernels for ",
@@ -294,9 +294,28 @@ class ProgramBuilder {
     return absl::OkStatus();
   }
 
+  // The extern group as a call of the registered function: its operands are stored values
+  // (fuse_elementwise leaves it no prologue), its results buffers the memory plan placed.
+  absl::Status add_extern(const KernelGroup& grp, std::vector<Step>& list) {
+    const Node& n = *grp.nodes[0];
+    ExternStep e{ExternAttrs(n).name(), {}, {}};
+    for (const Value* v : n.operands()) {
+      KILN_ASSIGN_OR_RETURN(int b, buffer_of(v, false));
+      e.inputs.push_back(b);
+    }
+    for (const Value* v : n.results()) {
+      KILN_ASSIGN_OR_RETURN(int b, buffer_of(v, true));
+      e.outputs.push_back(b);
+    }
+    p_.externs.push_back(std::move(e));
+    list.push_back({Step::Kind::Extern, static_cast<int>(p_.externs.size()) - 1, grp.id});
+    return absl::OkStatus();
+  }
+
   absl::Status add_group(const KernelGroup& grp, const kir::Kernel& k) {
     std::vector<Step>& list = grp.weight_prep ? p_.prep : p_.steps;
     if (grp.kind == KernelGroup::Kind::Attention) return add_attention(grp, list);
+    if (grp.kind == KernelGroup::Kind::Extern) return add_extern(grp, list);
     KILN_ASSIGN_OR_RETURN(GemmDecision d, decide_gemm(grp, k, t_.gemms, p_.baked));
     if (!d.library) {
       KILN_ASSIGN_OR_RETURN(KernelStep s, kernel_step(k, false, false));
@@ -448,6 +467,11 @@ std::string Program::describe(const Step& s) const {
                      " bytes");
     }
     case Step::Kind::Attention: return str_cat("attention ", attentions[s.index].form.to_string());
+    case Step::Kind::Extern: {
+      const ExternStep& e = externs[s.index];
+      auto list = [](const std::vector<int>& bs) { return str_join(bs, ", ", [](int b) { return str_cat("b", b); }); };
+      return str_cat("extern ", e.name, "(", list(e.inputs), ") -> ", list(e.outputs), " on ", target);
+    }
     case Step::Kind::Gemm: break;
   }
   const GemmStep& g = gemms[s.index];

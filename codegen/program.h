@@ -16,6 +16,7 @@
 #include "codegen/attention.h"
 #include "codegen/gemm.h"
 #include "codegen/kernel_ir.h"
+#include "ir/extern_op.h"
 #include "ir/host_tensor.h"
 
 namespace kiln {
@@ -44,6 +45,8 @@ struct Target {
   // The attention forms the target runs as one fused step (AttentionStep): decompose keeps
   // those nodes whole. Null: none (every attention is decomposed into GEMM -> softmax -> GEMM).
   bool (*supports_attention)(const AttentionForm&) = nullptr;
+  // Which implementation of a registered extern op (ir/extern_op.h) the target calls.
+  ExternDevice extern_device = ExternDevice::Cpu;
 };
 
 // Where a buffer's memory is during a call.
@@ -128,10 +131,18 @@ struct CopyStep {
   Dim bytes;
 };
 
+// A call of a registered extern op (ir/extern_op.h): its function over dense buffers, the
+// results in buffers of their own (never an operand's).
+struct ExternStep {
+  std::string name;          // the registered op
+  std::vector<int> inputs;   // program buffers, one per operand
+  std::vector<int> outputs;  // program buffers, one per result
+};
+
 struct Step {
-  enum class Kind : uint8_t { Kernel, Gemm, Copy, Attention };
+  enum class Kind : uint8_t { Kernel, Gemm, Copy, Attention, Extern };
   Kind kind = Kind::Kernel;
-  int index = 0;   // into kernel_steps, gemms, copies or attentions
+  int index = 0;   // into kernel_steps, gemms, copies, attentions or externs
   int group = -1;  // the kernel group it runs (-1: an output copy)
 };
 
@@ -163,6 +174,7 @@ class Program {
   // Every kernel's index checks (kir::IndexCheck), in the order of the check words: check i
   // owns words 2i, 2i + 1. The executor keeps them zero until one fires (runtime/executor.h).
   std::vector<kir::IndexCheck> checks;
+  std::vector<ExternStep> externs;
   std::vector<Step> prep;   // weight prep, run before a call whose parameters changed
   std::vector<Step> steps;  // every call, in order
 
@@ -178,7 +190,7 @@ class Program {
   // Deterministic text: buffers, steps with each GEMM's form, weight prep (program.txt).
   std::string to_string() const;
   // One line per step: what runs ("k3_mul elementwise", "cuBLASLt bf16 m=T ...",
-  // "attention f32 H=8 KVH=2 D=64 scale=0.125 causal").
+  // "attention f32 H=8 KVH=2 D=64 scale=0.125 causal", "extern rms(b3, b4) -> b5 on cpu").
   std::string describe(const Step& s) const;
 
   // Counts for statistics: kernels compiled up front, GEMM steps, launches per call.

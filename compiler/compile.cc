@@ -666,6 +666,10 @@ absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<DeviceAdap
   // results only in debug builds or when asked (KILN_VERIFY=1).
   KILN_RETURN_IF_ERROR(verify(g));
   if (!device) return absl::InvalidArgumentError("compile: no device adapter");
+  // Extern calls against the registry and this device, before any work (ir/extern_op.h): a
+  // non-capturable one under reduce-overhead is an error, not a silently split graph.
+  KILN_RETURN_IF_ERROR(check_extern_calls(g, device->target().extern_device,
+                                          opts.mode == Mode::ReduceOverhead && device->can_capture()));
   // This graph's own folder of the dump (two graphs of one name in a process get two), which
   // each specialization's spec<N> folder goes inside.
   if (!opts.dump_dir.empty()) opts.dump_dir = DumpWriter(opts.dump_dir).claim(g.name()).dir().string();

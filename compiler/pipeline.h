@@ -60,6 +60,7 @@ struct CompileSummary {
   int kernels = 0;      // elementwise and reduction groups run per call
   int gemms = 0;
   int attentions = 0;   // fused attention steps
+  int externs = 0;      // extern op calls (ir/extern_op.h)
   int weight_prep = 0;  // groups run once when parameters are bound
   ArenaLayout layout;
   std::vector<PassStat> passes;

@@ -114,6 +114,12 @@ ProfileTable profile_table(const CompiledModule& m, std::span<const CallProfile>
           }
           break;
         }
+        case ProfiledLaunch::Kind::Extern:
+          r.name = str_cat("extern ", l.extern_step->name, "[g", l.group, "]");
+          r.kind = "extern op";
+          for (const std::vector<int>* bs : {&l.extern_step->inputs, &l.extern_step->outputs})
+            for (int b : *bs) r.bytes += buffer_bytes(p, b, call.bindings);
+          break;
         case ProfiledLaunch::Kind::Copy:
           r.name = "copy";
           r.kind = "copy";

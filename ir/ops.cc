@@ -7,6 +7,7 @@
 
 #include "ir/op_attrs.h"
 #include "ir/ops_attention.h"
+#include "ir/parser.h"
 #include "ir/status.h"
 #include "ir/str.h"
 
@@ -234,6 +235,13 @@ Result infer_sdpa(Types in, const Attrs& a) {
   out.push_back(q.shape[r - 2]);
   out.push_back(v.shape[r - 1]);
   return std::vector{TensorType{q.dtype, std::move(out)}};
+}
+
+// The declared results; the registered shape rule is checked when compiling (ir/extern_op.h).
+Result infer_extern_call(Types, const Attrs& a) {
+  absl::StatusOr<std::vector<TensorType>> out = parse_types(ExternAttrs(a).results());
+  if (!out.ok()) return err("results \"", ExternAttrs(a).results(), "\": ", out.status().message());
+  return out;
 }
 
 // ---- linear algebra -----------------------------------------------------------

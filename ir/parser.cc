@@ -58,6 +58,19 @@ class Parser {
     return g;
   }
 
+  absl::StatusOr<std::vector<TensorType>> run_types() {
+    KILN_RETURN_IF_ERROR(lex());
+    std::vector<TensorType> out;
+    while (true) {
+      KILN_ASSIGN_OR_RETURN(TensorType t, parse_type());
+      out.push_back(std::move(t));
+      if (!at(Tok::Comma)) break;
+      take();
+    }
+    if (!at(Tok::End)) return expected("',' and a type, or the end of the types");
+    return out;
+  }
+
  private:
   // ---- errors -----------------------------------------------------------------------
 
@@ -593,24 +606,32 @@ class Parser {
     std::vector<std::string> names;
     for (const Token* r : results) names.push_back(r->text);
     size_t given = names.size();
+    // The type annotations, read before the node is made: they are extern_call's results
+    // when it does not spell them as an attribute (the printer's form).
+    std::vector<std::pair<const Token*, TensorType>> annotated;
+    if (at(Tok::Colon)) {
+      take();
+      for (size_t i = 0; i < given; ++i) {
+        if (i > 0) {
+          KILN_RETURN_IF_ERROR(expect(Tok::Comma, str_cat("',' and the type of result ", i + 1)));
+        }
+        const Token& type_tok = peek();
+        KILN_ASSIGN_OR_RETURN(TensorType t, parse_type());
+        annotated.emplace_back(&type_tok, std::move(t));
+      }
+    }
+    if (*op == Op::ExternCall && !attrs.find("results") && !annotated.empty())
+      attrs.set("results", str_join(annotated, ", ", [](const auto& a) { return a.second.to_string(); }));
     KILN_ASSIGN_OR_RETURN(Node* node, g.add_node(*op, std::move(operands), std::move(attrs), std::move(names), loc(first)));
     if (node->results().size() != given)
       return error(first, info.name, " gives ", node->results().size(), " result(s), but ", given,
                    " name(s) are given");
     if (node->op() == Op::Slice)
       if (absl::Status s = check_slice_range(g, *node); !s.ok()) return error(first, s.message());
-
-    if (!at(Tok::Colon)) return absl::OkStatus();
-    take();
-    for (size_t i = 0; i < given; ++i) {
-      if (i > 0) {
-        KILN_RETURN_IF_ERROR(expect(Tok::Comma, str_cat("',' and the type of result ", i + 1)));
-      }
-      const Token& type_tok = peek();
-      KILN_ASSIGN_OR_RETURN(TensorType t, parse_type());
+    for (size_t i = 0; i < annotated.size(); ++i) {
       const TensorType& want = node->result(i)->type();
-      if (t != want)
-        return error(type_tok, "type annotation ", t.to_string(), " of %", results[i]->text,
+      if (annotated[i].second != want)
+        return error(*annotated[i].first, "type annotation ", annotated[i].second.to_string(), " of %", results[i]->text,
                      " does not match the inferred type ", want.to_string());
     }
     return absl::OkStatus();
@@ -675,6 +696,10 @@ class Parser {
 
 absl::StatusOr<Graph> parse_graph(std::string_view text, std::string_view filename) {
   return Parser(text, filename).run();
+}
+
+absl::StatusOr<std::vector<TensorType>> parse_types(std::string_view text) {
+  return Parser(text, "<types>").run_types();
 }
 
 absl::StatusOr<Graph> parse_graph_file(const std::string& path) {

@@ -12,5 +12,7 @@ namespace kiln {
 
 absl::StatusOr<Graph> parse_graph(std::string_view text, std::string_view filename = "<input>");
 absl::StatusOr<Graph> parse_graph_file(const std::string& path);
+// A comma-separated list of tensor types, "f32[B, 64], i32[B]" (extern_call's `results`).
+absl::StatusOr<std::vector<TensorType>> parse_types(std::string_view text);
 
 }  // namespace kiln

@@ -36,7 +36,8 @@ std::string print_node(const Node& n) {
   }
   for (const AttrSpec& spec : n.info().attrs) {
     const AttrValue* v = n.attrs().find(spec.name);
-    if (!v) continue;
+    // extern_call's results are the type annotation after it (the parser reads them there).
+    if (!v || (n.op() == Op::ExternCall && spec.name == "results")) continue;
     s += str_cat(first ? "" : ", ", spec.name, "=", attr_to_string(*v));
     first = false;
   }

@@ -56,6 +56,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "ir/checked.h"
+#include "ir/extern_op.h"
 #include "ir/op_attrs.h"
 #include "ir/ops_attention.h"
 #include "ir/scalar_ops.h"
@@ -975,6 +976,26 @@ Result gather(const Ctx& c) {
   return Tensors{std::move(out)};
 }
 
+// extern_call: the registered op's reference implementation (its cpu one by default) over
+// the dense host tensors the evaluator keeps.
+Result extern_call(const Ctx& c) {
+  const std::string& name = ExternAttrs(c.node).name();
+  const ExternOp* op = find_extern_op(name);
+  if (!op) return invalid_argument("no extern op \"", name, "\" is registered (register_extern_op)");
+  const ExternHostFn& fn = op->reference ? op->reference : op->cpu;
+  if (!fn) return invalid_argument("extern op \"", name, "\" has no reference or cpu implementation");
+  std::vector<ExternTensor> in, out;
+  for (const HostTensor* t : c.in) in.push_back({const_cast<uint8_t*>(t->data()), t->dtype(), t->shape()});
+  Tensors res;
+  for (const Value* r : c.node.results()) {
+    KILN_ASSIGN_OR_RETURN(Dims shape, evaluate_shape(r->shape(), c.bindings));
+    res.emplace_back(r->dtype(), std::move(shape));
+  }
+  for (HostTensor& t : res) out.push_back({t.data(), t.dtype(), t.shape()});
+  KILN_RETURN_IF_ERROR(fn(in, out));
+  return res;
+}
+
 Result eval_node(const Ctx& c) {
   switch (c.node.op()) {
     case Op::Neg: case Op::Abs: case Op::Exp: case Op::Log: case Op::Sqrt: case Op::Rsqrt:
@@ -996,6 +1017,7 @@ Result eval_node(const Ctx& c) {
     case Op::Sdpa: return sdpa(c);
     case Op::Attention: return attention(c);
     case Op::CacheWrite: return cache_write(c);
+    case Op::ExternCall: return extern_call(c);
     case Op::MatMul: return matmul(c);
     case Op::Linear: return linear(c);
     case Op::Reshape: return reshape(c);

@@ -12,6 +12,8 @@ bool foldable(const Node& n, int64_t max_numel) {
   // Nodes without operands (constants, iota) are already as cheap as they get: an iota is
   // index arithmetic, which folding would turn into loads.
   if (n.num_operands() == 0) return false;
+  // An extern call is the user's function, run where it is compiled for, never at compile time.
+  if (n.op() == Op::ExternCall) return false;
   for (const Value* v : n.operands()) {
     bool known = constant_value(v).has_value() || (v->is_param() && v->data());
     if (!known) return false;

@@ -305,6 +305,8 @@ class Partitioner {
       return "a state write is a scatter kernel of its own";
     if (m.size() > 1 && std::any_of(m.begin(), m.end(), [](const Node* n) { return n->op() == Op::Attention; }))
       return "a fused attention step runs alone";
+    if (m.size() > 1 && std::any_of(m.begin(), m.end(), [](const Node* n) { return n->op() == Op::ExternCall; }))
+      return "an extern call runs alone (the user's function over stored operands)";
     absl::flat_hash_set<const Node*> in(m.begin(), m.end());
     // A window reads each input element once per kernel position: what the group computes
     // upstream of it would be computed that many times (a GroupNorm's SiLU and a resize's
@@ -418,6 +420,7 @@ class Partitioner {
       const Node* node = members_[id][0];
       s.state_write = writes_state(*node);
       s.attention = node->op() == Op::Attention;
+      s.extern_call = node->op() == Op::ExternCall;
       if (node->op() == Op::Window) s.windows.push_back(node);
       s.weight_prep = param_only(node);
       s.dom = domain_of(*node);
@@ -426,7 +429,7 @@ class Partitioner {
   }
 
   struct Summary {
-    bool state_write = false, attention = false, weight_prep = false;
+    bool state_write = false, attention = false, extern_call = false, weight_prep = false;
     std::optional<Domain> dom;               // the reductions' iteration space
     std::vector<const Node*> windows;
     absl::flat_hash_map<int, int> out_shapes;  // shape id -> results read outside the group
@@ -461,7 +464,7 @@ class Partitioner {
   // Whether one kernel can compute groups a and b: why_not_legal(members of both) == "".
   bool legal(int a, int b, MergeDelta& delta) {
     const Summary &sa = summary_[a], &sb = summary_[b];
-    if (sa.state_write || sb.state_write || sa.attention || sb.attention) return false;
+    if (sa.state_write || sb.state_write || sa.attention || sb.attention || sa.extern_call || sb.extern_call) return false;
     auto in = [&](const Node* p) {
       if (!p || !group_.contains(p)) return false;
       int id = find(p);
@@ -647,6 +650,7 @@ class Partitioner {
     bool reduces = std::any_of(grp.nodes.begin(), grp.nodes.end(),
                                [](const Node* n) { return n->info().kind == OpKind::Reduction; });
     grp.kind = reduces ? KernelGroup::Kind::Reduction : KernelGroup::Kind::Elementwise;
+    if (grp.nodes[0]->op() == Op::ExternCall) grp.kind = KernelGroup::Kind::Extern;
     auto att = std::find_if(grp.nodes.begin(), grp.nodes.end(), [](const Node* n) { return n->op() == Op::Attention; });
     if (att != grp.nodes.end()) {  // attach_to_attentions: the views before it read its operands
       grp.kind = KernelGroup::Kind::Attention;

@@ -43,8 +43,8 @@ struct MemoryPlan {
   std::string to_string(const ArenaLayout* layout) const;  // one line per buffer
 };
 
-// Pre: `s` is a complete schedule of `g`. Post: `plan` holds a buffer for every group
-// output that is not a graph output, argument or weight_prep result (a state write's result
+// Pre: `s` is a complete schedule of `g`. Post: `plan` holds a buffer for every value a group
+// stores (KernelGroup::stored) that is not a graph output, argument or weight_prep result (a state write's result
 // is a graph output: it lives in the caller's state buffer, never here), with its lifetime in
 // group steps; an Elementwise group whose output has the size of an input buffer that
 // dies at that group, and reads it only through elementwise ops at the same index, reuses

@@ -45,7 +45,7 @@ absl::StatusOr<bool> plan_memory(const Graph& g, const Schedule& s, MemoryPlan& 
   absl::flat_hash_map<const Value*, size_t> index;
   for (const KernelGroup& grp : s.groups) {
     if (grp.weight_prep) continue;
-    for (Value* v : grp.outputs) {
+    for (Value* v : grp.stored()) {
       if (returned.contains(v)) continue;
       index[v] = plan.buffers.size();
       plan.buffers.push_back({v, shape_numel(v->shape()) * dtype_size(v->dtype()), grp.id, grp.id, nullptr});

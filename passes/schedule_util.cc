@@ -15,6 +15,7 @@ std::string_view group_kind_name(KernelGroup::Kind k) {
     case KernelGroup::Kind::Reduction: return "reduction";
     case KernelGroup::Kind::Gemm: return "gemm";
     case KernelGroup::Kind::Attention: return "attention";
+    case KernelGroup::Kind::Extern: return "extern";
   }
   return "?";
 }
@@ -78,6 +79,8 @@ absl::Status verify_schedule(const Graph& g, const Schedule& s, bool complete) {
         (grp.nodes.size() > 2 || grp.nodes[0]->op() != Op::Attention ||
          (grp.nodes.size() == 2 && grp.nodes[1]->op() != Op::Permute)))
       return invalid_argument("attention group ", grp.id, " must hold one attention node (and a permute of its result)");
+    if (grp.kind == KernelGroup::Kind::Extern && (grp.nodes.size() != 1 || grp.nodes[0]->op() != Op::ExternCall))
+      return invalid_argument("extern group ", grp.id, " must hold one extern_call node");
     if (grp.kind != KernelGroup::Kind::Gemm && grp.kind != KernelGroup::Kind::Attention && !grp.prologue.empty())
       return invalid_argument("group ", grp.id, " is neither a gemm nor an attention group but has a prologue");
     for (const Node* n : members(grp)) {

@@ -10,7 +10,7 @@
 
 namespace kiln {
 
-std::string_view group_kind_name(KernelGroup::Kind k);  // "elementwise", "reduction", "gemm", "attention"
+std::string_view group_kind_name(KernelGroup::Kind k);  // "elementwise", "reduction", "gemm", "attention", "extern"
 
 // Fills every group's inputs and outputs from its nodes (and prologue): inputs are values
 // read from outside the group (no constants), in first-use order; outputs are results used

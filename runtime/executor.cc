@@ -27,6 +27,8 @@ struct Executor::CallPlan {
   std::vector<std::unique_ptr<StepPlan>> kernels;  // per program kernel (on-demand ones when first run)
   std::vector<std::unique_ptr<StepPlan>> gemms;    // per GEMM step
   std::vector<std::unique_ptr<StepPlan>> attentions;  // per attention step
+  // Per extern step: its operands and results at the call's sizes (addresses set per run).
+  std::vector<std::pair<std::vector<ExternTensor>, std::vector<ExternTensor>>> externs;
   // reduce-overhead: the captured steps over static slots for arguments and outputs;
   // parameters and state are read where the caller keeps them (replay_params), and a call
   // with other addresses for them captures again.
@@ -72,6 +74,10 @@ std::vector<int> step_buffers(const Program& p, const Step& s) {
       out.insert(out.end(), {a.q, a.k, a.v, a.out, a.mask, a.kv_lens, a.block_table});
       break;
     }
+    case Step::Kind::Extern:
+      out = p.externs[s.index].inputs;
+      out.insert(out.end(), p.externs[s.index].outputs.begin(), p.externs[s.index].outputs.end());
+      break;
   }
   return out;
 }
@@ -135,6 +141,12 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::create(std::shared_ptr<const
     e->prep_step_slots_.push_back(std::move(slots));
   }
   e->held_prep_.assign(e->prep_names_.size(), 0);
+  for (const ExternStep& x : p->externs) {  // registered ops live as long as the process
+    const ExternOp* op = find_extern_op(x.name);
+    if (!op || !(device.target().extern_device == ExternDevice::Cuda ? !!op->cuda : !!op->cpu))
+      return invalid_argument("extern op \"", x.name, "\" has no registered implementation for ", device.target().name);
+    e->extern_ops_.push_back(op);
+  }
   return e;
 }
 
@@ -238,6 +250,14 @@ absl::StatusOr<std::unique_ptr<Executor::CallPlan>> Executor::make_plan(SymbolVa
   p->attentions.resize(pr.attentions.size());
   for (size_t a = 0; a < pr.attentions.size(); ++a) {
     KILN_ASSIGN_OR_RETURN(p->attentions[a], loaded_->plan_attention(static_cast<int>(a), b));
+  }
+  for (const ExternStep& x : pr.externs) {
+    auto& [in, out] = p->externs.emplace_back();
+    for (auto [bufs, tensors] : {std::pair{&x.inputs, &in}, std::pair{&x.outputs, &out}})
+      for (int i : *bufs) {
+        KILN_ASSIGN_OR_RETURN(std::vector<int64_t> shape, evaluate_shape(pr.buffers[i].shape, b));
+        tensors->push_back({nullptr, pr.buffers[i].dtype, std::move(shape)});
+      }
   }
   return p;
 }
@@ -344,11 +364,25 @@ absl::Status Executor::run_attention(int index, CallPlan& p, const CallContext& 
   return loaded_->run_attention(index, *p.attentions[index], step_ptrs_, c);
 }
 
+// The registered function on the call's buffers: cuda on the call's stream (inside the
+// capture under reduce-overhead), cpu between the CPU's kernels.
+absl::Status Executor::run_extern(int index, CallPlan& p, const CallContext& c) {
+  const ExternStep& x = program_->externs[index];
+  auto& [in, out] = p.externs[index];
+  for (size_t i = 0; i < in.size(); ++i) in[i].data = reinterpret_cast<void*>(ptr_[x.inputs[i]]);
+  for (size_t i = 0; i < out.size(); ++i) out[i].data = reinterpret_cast<void*>(ptr_[x.outputs[i]]);
+  if (profiling_) KILN_RETURN_IF_ERROR(begin_launch({.kind = ProfiledLaunch::Kind::Extern, .extern_step = &x}, c));
+  const ExternOp& op = *extern_ops_[index];
+  absl::Status s = device_.target().extern_device == ExternDevice::Cuda ? op.cuda(in, out, c.stream) : op.cpu(in, out);
+  return s.ok() ? s : prefix_error(s, "extern op \"", x.name, "\": ");
+}
+
 absl::Status Executor::run_step(const Step& s, CallPlan& p, const CallContext& c) {
   switch (s.kind) {
     case Step::Kind::Kernel: return run_kernel(program_->kernel_steps[s.index], p, c);
     case Step::Kind::Gemm: return run_gemm(s.index, p, c);
     case Step::Kind::Attention: return run_attention(s.index, p, c);
+    case Step::Kind::Extern: return run_extern(s.index, p, c);
     case Step::Kind::Copy: {
       const CopyStep& cp = program_->copies[s.index];
       int64_t bytes = p.copy_bytes[s.index];

@@ -31,7 +31,7 @@ std::optional<Mode> parse_mode(std::string_view name);
 // One launch of a profiled call: a generated kernel, a library GEMM or a copy, timed by the
 // device's clock (CUDA events; the host clock on the CPU).
 struct ProfiledLaunch {
-  enum class Kind : uint8_t { Kernel, Library, Copy, Attention };
+  enum class Kind : uint8_t { Kernel, Library, Copy, Attention, Extern };
   Kind kind = Kind::Kernel;
   int group = -1;                        // the kernel group it runs (-1: an output copy)
   const KernelStep* kernel = nullptr;    // Kernel: the step (its Program::kernels entry, buffers)
@@ -39,6 +39,7 @@ struct ProfiledLaunch {
   const CopyStep* copy = nullptr;        // Copy
   int64_t copy_bytes = 0;                // Copy
   const AttentionStep* attention = nullptr;  // Attention: the device's fused routine
+  const ExternStep* extern_step = nullptr;   // Extern: the registered function
   double ms = 0;
 };
 
@@ -191,6 +192,7 @@ class Executor {
   absl::Status run_kernel(const KernelStep& s, CallPlan& p, const CallContext& c);
   absl::Status run_gemm(int index, CallPlan& p, const CallContext& c);
   absl::Status run_attention(int index, CallPlan& p, const CallContext& c);
+  absl::Status run_extern(int index, CallPlan& p, const CallContext& c);
   absl::Status run_step(const Step& s, CallPlan& p, const CallContext& c);
   absl::Status run_steps(std::span<const Step> steps, CallPlan& p, const CallContext& c);
   absl::Status run_captured(CallPlan& p, std::span<const Tensor> args, std::span<Tensor> outputs, const CallContext& c);
@@ -207,6 +209,7 @@ class Executor {
   DeviceAdapter& device_;
   Mode mode_;
   std::unique_ptr<DeviceProgram> loaded_;
+  std::vector<const ExternOp*> extern_ops_;  // per Program::externs entry
   std::vector<int> param_args_;     // Program::args indices of parameters
   std::vector<int> in_place_args_;  // and of parameters and state: a replay reads them in place
   bool tuned_ = false;

@@ -129,7 +129,9 @@ void run(const BenchOptions& o) {
   ProfileTable table = profile_table(cg.module(), profiles);
   int kernels = 0, library = 0, copies = 0;
   for (const ProfiledLaunch& l : profiles.front().launches)
-    (l.kind == ProfiledLaunch::Kind::Kernel || l.kind == ProfiledLaunch::Kind::Attention ? kernels
+    (l.kind == ProfiledLaunch::Kind::Kernel || l.kind == ProfiledLaunch::Kind::Attention ||
+             l.kind == ProfiledLaunch::Kind::Extern
+         ? kernels
      : l.kind == ProfiledLaunch::Kind::Library                                           ? library
                                                                                          : copies)++;
   CompiledGraph::Memory mem = cg.memory();

@@ -2,6 +2,7 @@
 
 #include <string_view>
 
+#include "ir/extern_op.h"
 #include "ir/str.h"
 #include "ir/verifier.h"
 
@@ -334,6 +335,21 @@ Tensor cache_write(const Tensor& cache, const Tensor& x, const Tensor& positions
   std::vector<Operand> operands{cache, x, positions};
   if (block_table) operands.push_back(*block_table);
   return one(Op::CacheWrite, operands, {}, loc);
+}
+
+std::vector<Tensor> extern_call(const std::string& name, const std::vector<Tensor>& inputs, Loc loc) {
+  std::vector<Operand> operands(inputs.begin(), inputs.end());
+  const ExternOp* op = find_extern_op(name);
+  std::string what = str_cat("extern_call \"", name, "\"");
+  if (!op) fail(loc, what, "no extern op of this name is registered (register_extern_op)");
+  std::vector<TensorType> in;
+  for (const Tensor& t : inputs) {
+    if (!t.defined()) fail(loc, what, "an operand is an empty Tensor (default-constructed)");
+    in.push_back(t.type());
+  }
+  absl::StatusOr<std::vector<TensorType>> out = op->infer(in);
+  if (!out.ok()) fail(loc, describe_call(Op::ExternCall, operands, {{"name", name}}), status_message(out.status()));
+  return record(Op::ExternCall, operands, {{"name", name}, {"results", extern_results_text(*out)}}, loc);
 }
 
 // ---- linear algebra ---------------------------------------------------------------------

@@ -240,6 +240,11 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
 Tensor cache_write(const Tensor& cache, const Tensor& x, const Tensor& positions,
                    std::optional<Tensor> block_table = std::nullopt, Loc loc = Loc::current());
 
+// A call of the extern op registered as `name` (ir/extern_op.h, register_extern_op): its
+// results, typed by the registered shape rule. An unknown name or operands the rule rejects
+// are TraceErrors.
+std::vector<Tensor> extern_call(const std::string& name, const std::vector<Tensor>& inputs, Loc loc = Loc::current());
+
 // ---- linear algebra ---------------------------------------------------------------------
 Tensor matmul(const Tensor& a, const Tensor& b, Loc loc = Loc::current());
 // x [..., in] times w [out, in] transposed, plus bias [out].

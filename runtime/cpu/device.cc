@@ -360,6 +360,10 @@ class CpuProgram final : public DeviceProgram {
     for (const AttentionStep& a : pr.attentions)
       for (int b : {a.q, a.k, a.v, a.out, a.mask, a.kv_lens, a.block_table})
         if (b >= 0) ++refs[b];
+    for (const ExternStep& x : pr.externs) {
+      for (int b : x.inputs) ++refs[b];
+      for (int b : x.outputs) ++refs[b];
+    }
     for (size_t i = 1; i < pr.steps.size(); ++i) {
       const Step &prev = pr.steps[i - 1], &cur = pr.steps[i];
       if (prev.kind != Step::Kind::Kernel || cur.kind != Step::Kind::Gemm) continue;
@@ -522,7 +526,7 @@ const Target& target() {
                           return absl::OkStatus();
                         },
                         /*accumulator_in_ir=*/false, /*native_window_copy=*/true, /*native_depthwise=*/true,
-                        supports_attention};
+                        supports_attention, ExternDevice::Cpu};
   return t;
 }
 
