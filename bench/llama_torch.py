@@ -13,6 +13,9 @@ reduce-overhead for decode), as kiln generate times itself.
   python bench/llama_torch.py --checkpoint /tmp/l1b --prompts /tmp/prompts.npy --new-tokens 32 \
       --compare kiln.txt --compare-logits /tmp/kiln_logits.npy
 
+  # timing only, random weights drawn on the GPU (no 16 GB checkpoint for the 8B shapes), several shapes:
+  python bench/llama_torch.py --random --preset llama3-8b --modes compile --batch 1,8 --prompt-len 1024,8192
+
 --prompts writes the prompts (i32 [B, T], .npy) when the file does not exist, else reads them,
 so both tools decode the same batch; --compare checks that kiln's greedy tokens (the
 `tokens[b]` lines it prints) equal the eager model's, --compare-logits its prefill logits.
