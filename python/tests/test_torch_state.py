@@ -6,7 +6,8 @@ express falls back to PyTorch with its reason."""
 import copy
 
 import pytest
-from test_torch import TARGETS, _need
+# The same fixtures as the module set: a fresh Dynamo per test, the cpu-f32 / cuda-bf16 targets.
+from test_torch import _need, fresh_dynamo, target  # noqa: F401
 
 torch = _need("torch")
 import kiln  # noqa: E402
@@ -14,26 +15,6 @@ import kiln.torch_backend as kt  # noqa: E402
 from torch_models import KVDecoder, ids  # noqa: E402
 
 VOCAB, PROMPT, STEPS = 101, 5, 8
-
-
-@pytest.fixture(autouse=True)
-def fresh_dynamo():
-    torch._dynamo.reset()
-    torch.manual_seed(torch.seed() % 2**31)
-    yield
-    torch._dynamo.reset()
-
-
-@pytest.fixture(params=TARGETS)
-def target(request):
-    device, dtype = request.param
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            pytest.skip("no CUDA device for PyTorch")
-        why = kiln.device_available("cuda")
-        if why:
-            pytest.skip(f"kiln cannot use CUDA here: {why}")
-    return device, dtype
 
 
 def _pair(target, **kw):
