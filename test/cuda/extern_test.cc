@@ -85,7 +85,8 @@ void register_cuda_rms() {
   });
 }
 
-constexpr const char* kBlock = R"(graph block(%x: bf16[B, T, 64], %nw: bf16[64] param, %w1: bf16[128, 64] param, %w2: bf16[64, 128] param) {
+constexpr const char* kBlock =
+    R"(graph block(%x: bf16[B, T, 64], %nw: bf16[64] param, %w1: bf16[128, 64] param, %w2: bf16[64, 128] param) {
   %h = NORM
   %a = linear(%h, %w1)
   %s = silu(%a)
@@ -127,7 +128,8 @@ TEST_CASE("cuda: an extern op's kernel runs on kiln's stream, launched and captu
         absl::StatusOr<std::vector<HostTensor>> want = evaluate(builtin, host);
         REQUIRE(want.ok());
         std::vector<Tensor> args;
-        for (const Value* v : cg->module().args) args.push_back(*Tensor::from_host(host.at(v->name()), DeviceId::cuda(0)));
+        for (const Value* v : cg->module().args)
+          args.push_back(*Tensor::from_host(host.at(v->name()), DeviceId::cuda(0)));
         cg->parameters_changed();
         absl::StatusOr<std::vector<Tensor>> got = (*cg)(args);
         if (!got.ok()) FAIL(status_message(got.status()));
