@@ -12,7 +12,7 @@ include(CMakePackageConfigHelpers)
 set(KILN_PUBLIC_HEADERS
   compiler/compile.h compiler/package.h compiler/summary.h
   frontends/trace/trace.h frontends/onnx/onnx_import.h
-  ir/compare.h ir/parser.h ir/printer.h ir/reference.h ir/status.h
+  ir/compare.h ir/extern_op.h ir/parser.h ir/printer.h ir/reference.h ir/status.h
   passes/convert_float.h)
 set(_kiln_include ${PROJECT_BINARY_DIR}/include)
 string(REPLACE ";" "," _kiln_headers_arg "${KILN_PUBLIC_HEADERS}")

@@ -631,8 +631,8 @@ class Parser {
     for (size_t i = 0; i < annotated.size(); ++i) {
       const TensorType& want = node->result(i)->type();
       if (annotated[i].second != want)
-        return error(*annotated[i].first, "type annotation ", annotated[i].second.to_string(), " of %", results[i]->text,
-                     " does not match the inferred type ", want.to_string());
+        return error(*annotated[i].first, "type annotation ", annotated[i].second.to_string(), " of %",
+                     results[i]->text, " does not match the inferred type ", want.to_string());
     }
     return absl::OkStatus();
   }

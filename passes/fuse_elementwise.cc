@@ -464,7 +464,8 @@ class Partitioner {
   // Whether one kernel can compute groups a and b: why_not_legal(members of both) == "".
   bool legal(int a, int b, MergeDelta& delta) {
     const Summary &sa = summary_[a], &sb = summary_[b];
-    if (sa.state_write || sb.state_write || sa.attention || sb.attention || sa.extern_call || sb.extern_call) return false;
+    if (sa.state_write || sb.state_write || sa.attention || sb.attention || sa.extern_call || sb.extern_call)
+      return false;
     auto in = [&](const Node* p) {
       if (!p || !group_.contains(p)) return false;
       int id = find(p);

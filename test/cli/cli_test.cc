@@ -682,3 +682,26 @@ TEST_CASE("--help on the tool and every subcommand", "[cli]") {
   Run none = kiln_cli({}, dir);
   CHECK(none.status == 1);
 }
+
+TEST_CASE("kiln compile shows an extern call in every stage; a device needs the op registered", "[cli]") {
+  TempDir dir;
+  write_text(dir / "ext.kiln", R"(graph block(%x: f32[T, 64], %norm: f32[64] param, %w1: f32[128, 64] param) {
+  %h = extern_call(%x, %norm, name="my.rms_norm") : f32[T, 64]
+  %a = linear(%h, %w1)
+  %y = silu(%a)
+  return %y
+}
+)");
+  Run r = kiln_cli({"compile", (dir / "ext.kiln").string(), "--device", "none", "--print-after=fuse_elementwise"}, dir);
+  require_status(r, 0);
+  require_checks(r.out, R"(
+CHECK: groups 2: 0 kernels, 1 GEMMs, 1 extern, 0 weight-prep
+CHECK: k0_extern_call {{ +}}extern {{ +}}1 nodes  domain [T, 64]
+CHECK-NEXT: k1_linear {{ +}}gemm
+)");
+  CHECK_THAT(r.err, Catch::Contains("%h = extern_call(%x, %norm, name=\"my.rms_norm\") : f32[T, 64]  # group 0 (extern)"));
+  // The kiln process registers no ops: building the device's program says so.
+  Run cpu = kiln_cli({"compile", (dir / "ext.kiln").string(), "--device", "cpu"}, dir);
+  require_status(cpu, 1);
+  CHECK_THAT(cpu.err, Catch::Contains("extern op \"my.rms_norm\" is not registered in this process"));
+}

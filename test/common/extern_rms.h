@@ -20,10 +20,12 @@ inline constexpr double kExternRmsEps = 1e-6;
 inline absl::StatusOr<std::vector<TensorType>> extern_rms_infer(std::span<const TensorType> in) {
   if (in.size() != 2) return invalid_argument("takes x and weight, got ", in.size(), " operands");
   const TensorType &x = in[0], &w = in[1];
-  if (x.dtype != DType::f32 && x.dtype != DType::bf16) return invalid_argument("x must be f32 or bf16, got ", x.to_string());
+  if (x.dtype != DType::f32 && x.dtype != DType::bf16)
+    return invalid_argument("x must be f32 or bf16, got ", x.to_string());
   if (x.shape.empty() || w.dtype != x.dtype || w.shape.size() != 1 || !(w.shape[0] == x.shape.back()))
-    return invalid_argument("weight must be ", dtype_name(x.dtype), "[", x.shape.empty() ? "?" : x.shape.back().to_string(),
-                            "] for x ", x.to_string(), ", got ", w.to_string());
+    return invalid_argument("weight must be ", dtype_name(x.dtype), "[",
+                            x.shape.empty() ? "?" : x.shape.back().to_string(), "] for x ", x.to_string(), ", got ",
+                            w.to_string());
   return std::vector<TensorType>{x};
 }
 
@@ -45,7 +47,8 @@ inline absl::Status extern_rms_host(std::span<const ExternTensor> in, std::span<
     double ss = 0;
     for (int64_t j = 0; j < d; ++j) ss += static_cast<double>(extern_load(x, r * d + j)) * extern_load(x, r * d + j);
     const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(d) + kExternRmsEps));
-    for (int64_t j = 0; j < d; ++j) extern_store(out[0], r * d + j, extern_load(x, r * d + j) * inv * extern_load(w, j));
+    for (int64_t j = 0; j < d; ++j)
+      extern_store(out[0], r * d + j, extern_load(x, r * d + j) * inv * extern_load(w, j));
   }
   return absl::OkStatus();
 }

@@ -4,12 +4,15 @@
 // through views stored dense first; a result nobody reads still written; the extern step in
 // the printed program with the kernels around it unchanged; the text IR's round trip, the
 // tracing entry; the errors (unknown name, types that disagree with the shape rule, rejected
-// operands, a duplicate registration, no CPU implementation, not capturable) and their messages.
+// operands, a duplicate registration, also from racing threads, no CPU implementation, not
+// capturable) and their messages.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <mutex>
 #include <random>
+#include <thread>
 
 #include "compiler/compile.h"
 #include "frontends/trace/trace.h"
@@ -35,7 +38,8 @@ int64_t count(const std::string& text, const std::string& what) {
 }
 
 void replace_all(std::string& text, const std::string& from, const std::string& to) {
-  for (size_t at = 0; (at = text.find(from, at)) != std::string::npos; at += to.size()) text.replace(at, from.size(), to);
+  for (size_t at = 0; (at = text.find(from, at)) != std::string::npos; at += to.size())
+    text.replace(at, from.size(), to);
 }
 
 // f32 x [N, D] -> softmax over D; f32 x [N, D] -> (mean [N], max [N]).
@@ -221,7 +225,8 @@ TEST_CASE("extern: extern_call prints, parses back and traces", "[cpu][extern]")
   std::string text = extern_layer_text(64, 4, 16, 128);
   Graph g = parse_or_fail(text);
   std::string printed = print_graph(g);
-  CHECK_THAT(printed, Catch::Contains("%attn_in = extern_call(%x, %attn_norm, name=\"test.rms_norm\") : bf16[B, T, 64]"));
+  CHECK_THAT(printed,
+             Catch::Contains("%attn_in = extern_call(%x, %attn_norm, name=\"test.rms_norm\") : bf16[B, T, 64]"));
   CHECK(print_graph(parse_or_fail(printed)) == printed);
   // The types live in the node: a graph naming an op no one registered still parses.
   Graph other = parse_or_fail(R"(graph g(%x: f32[N, 8]) {
@@ -258,14 +263,30 @@ TEST_CASE("extern: errors name the node, the op and what disagrees", "[cpu][exte
              Catch::Contains("rejects operands (f32[N, 8, 1]): takes one f32[N, D], got f32[N, 8, 1]"));
   CHECK_THAT(compile_error(graph("extern_call(%x, name=\"test.cuda_only\", results=\"f32[N, 8]\")")),
              Catch::Contains("extern op \"test.cuda_only\" has no cpu implementation"));
-  absl::StatusOr<Graph> bad = parse_graph("graph g(%x: f32[4]) {\n  %y = extern_call(%x, name=\"a\", results=\"f32[\")\n  return %y\n}");
+  absl::StatusOr<Graph> bad =
+      parse_graph("graph g(%x: f32[4]) {\n  %y = extern_call(%x, name=\"a\", results=\"f32[\")\n  return %y\n}");
   REQUIRE_FALSE(bad.ok());
   CHECK_THAT(status_message(bad.status()), Catch::Contains("extern_call: results \"f32[\""));
 
-  absl::Status dup = register_extern_op({.name = "test.softmax", .infer = [](auto in) { return rows_infer(in, false); },
+  absl::Status dup = register_extern_op({.name = "test.softmax",
+                                         .infer = [](auto in) { return rows_infer(in, false); },
                                          .cpu = [](auto in, auto out) { return rows_host(in, out, false); }});
   CHECK_THAT(status_message(dup), Catch::Contains("\"test.softmax\" is already registered"));
-  CHECK_THAT(status_message(register_extern_op({.name = "test.no_impl", .infer = [](auto in) { return rows_infer(in, false); }})),
+  // Registration races: of eight threads registering one name, exactly one wins.
+  std::atomic<int> won{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i)
+    threads.emplace_back([&] {
+      won += register_extern_op({.name = "test.race",
+                                 .infer = [](auto in) { return rows_infer(in, false); },
+                                 .cpu = [](auto in, auto out) { return rows_host(in, out, false); }})
+                 .ok();
+    });
+  for (std::thread& t : threads) t.join();
+  CHECK(won == 1);
+  CHECK(find_extern_op("test.race") != nullptr);
+  CHECK_THAT(status_message(
+                 register_extern_op({.name = "test.no_impl", .infer = [](auto in) { return rows_infer(in, false); }})),
              Catch::Contains("no implementation"));
 
   // Not capturable: fine on the CPU (nothing is captured) and in default mode, an error where

@@ -54,6 +54,9 @@ std::vector<ProfiledLaunch> expected_launches(const Program& p, bool library_ref
         break;
       }
       case Step::Kind::Copy: out.push_back({.kind = Kind::Copy, .group = s.group, .copy = &p.copies[s.index]}); break;
+      case Step::Kind::Extern:
+        out.push_back({.kind = Kind::Extern, .group = s.group, .extern_step = &p.externs[s.index]});
+        break;
     }
   }
   return out;

@@ -167,6 +167,13 @@ graph decode(%q: bf16[B, 8, 1, 64], %kn: bf16[B, 2, 1, 64], %pos: i32[B], %lens:
   return %a, %am, %ap, %kc1, %pc1
 }
 )",
+    R"(# extern calls type from their annotation (or a results attribute): no registry needed
+graph ext(%x: f32[B, 64], %w: f32[64]) {
+  %y = extern_call(%x, %w, name="user.rms_norm") : f32[B, 64]
+  %m, %i = extern_call(%y, name="user.top1", results="f32[B], i32[B]")
+  return %y, %m, %i
+}
+)",
 };
 
 std::string must_print(std::string_view text, std::string_view file = "<input>") {

@@ -8,6 +8,7 @@
 
 #include "frontends/trace/trace.h"
 #include "ir/compare.h"
+#include "ir/extern_op.h"
 #include "ir/parser.h"
 #include "ir/printer.h"
 #include "ir/reference.h"
@@ -121,6 +122,17 @@ TEST_CASE("every registry op is reachable from a traced program", "[trace]") {
   auto written = kt::cache_write(cache, kt::reshape(x, {"B", 2, 1, 3}), pos);
   outs.push_back(written);
   outs.push_back(kt::attention(kt::reshape(y, {"B", 2, 1, 3}), written, written, {.causal = true, .window = 2}));
+  // An extern op: 2x, registered here (the reference evaluator runs its cpu function).
+  static const absl::Status registered = kiln::register_extern_op(
+      {.name = "trace_test.twice",
+       .infer = [](std::span<const kiln::TensorType> in) { return std::vector<kiln::TensorType>{in[0]}; },
+       .cpu = [](std::span<const kiln::ExternTensor> in, std::span<const kiln::ExternTensor> out) {
+         for (int64_t i = 0; i < in[0].numel(); ++i)
+           static_cast<float*>(out[0].data)[i] = 2 * static_cast<const float*>(in[0].data)[i];
+         return absl::OkStatus();
+       }});
+  REQUIRE(registered.ok());
+  outs.push_back(kt::extern_call("trace_test.twice", {x})[0]);
   for (const kt::Tensor& o : outs) t.output(o);
   Graph g = t.finish();
   CHECK(g.find("cache")->is_state());
