@@ -39,8 +39,14 @@ int main(int argc, char** argv) try {
     std::fprintf(stderr, "consumer: %s\n", std::string(cg.status().message()).c_str());
     return 1;
   }
+  // The weights stay where they are across calls, as a server's do: kiln keeps what it derives
+  // from a parameter (packed copies) per address, and fresh weight tensors could reuse a freed
+  // one's address (README: parameters_changed()). Each batch gets new inputs.
+  const kiln::TensorMap weights = kiln::random_args(g, {{"B", 1}}, /*seed=*/7);
   for (int64_t batch : {1, 5, 33}) {
     kiln::TensorMap args = kiln::random_args(g, {{"B", batch}}, /*seed=*/uint64_t(batch));
+    args.at("w1") = weights.at("w1");
+    args.at("w2") = weights.at("w2");
     auto want = kiln::evaluate(g, args);
     auto got = kiln::run_host(*cg, args);
     if (!want.ok() || !got.ok()) {
