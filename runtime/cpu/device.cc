@@ -212,7 +212,7 @@ class CpuProgram final : public DeviceProgram {
   }
 
   // The accumulator into `c`; packed copies of stable operands are kept while their address,
-  // layout and the weights generation stay the same.
+  // fingerprint (a few sampled elements), layout and the weights generation stay the same.
   absl::StatusOr<bool> run_gemm(int gemm, StepPlan& plan, DevicePtr a, DevicePtr b, DevicePtr c, DevicePtr,
                                 const CallContext& ctx) override {
     Gemm& info = gemms_[gemm];
@@ -245,10 +245,13 @@ class CpuProgram final : public DeviceProgram {
         continue;
       }
       Packed& cached = info.packed[o];
-      if (cached.src != src || cached.generation != ctx.weights_generation || !(cached.layout == op) || cached.k != g.k) {
+      const uint64_t fp = GemmRunner::fingerprint(op, g.k, src);
+      if (cached.src != src || cached.fingerprint != fp || cached.generation != ctx.weights_generation ||
+          !(cached.layout == op) || cached.k != g.k) {
         cached.data.resize(static_cast<size_t>(op.pack_elems));
         GemmRunner::pack(op, g.k, src, cached.data.data());
         cached.src = src;
+        cached.fingerprint = fp;
         cached.generation = ctx.weights_generation;
         cached.layout = op;
         cached.k = g.k;
@@ -431,18 +434,20 @@ class CpuProgram final : public DeviceProgram {
   }
 
   // The conv GEMM computed directly from the window's input, the weight packed for it (kept
-  // while a stable weight's address, layout and generation stay); as the copy and BLAS where
+  // while a stable weight's address, fingerprint, layout and generation stay); as the copy and BLAS where
   // the accumulator overlaps the input.
   void run_direct_conv(Gemm& info, const ConvCall& conv, const GemmRunner::Bound& g, const float* a,
                        const float* in, float* c, const CallContext& ctx) {
     const DirectConv& d = conv.direct;
     const float* weight = a + g.a.offset;
     Packed& pk = info.conv_weight;
-    if (!info.stable[0] || pk.src != weight || pk.generation != ctx.weights_generation || !(pk.layout == g.a) ||
-        pk.k != g.k) {
+    const uint64_t fp = GemmRunner::fingerprint(g.a, g.k, a);
+    if (!info.stable[0] || pk.src != weight || pk.fingerprint != fp || pk.generation != ctx.weights_generation ||
+        !(pk.layout == g.a) || pk.k != g.k) {
       pk.data.resize(static_cast<size_t>(packed_conv_weight_floats(d)));
       pack_conv_weight(d, weight, g.a.ld, pk.data.data());
       pk.src = weight;
+      pk.fingerprint = fp;
       pk.generation = ctx.weights_generation;
       pk.layout = g.a;
       pk.k = g.k;
@@ -456,6 +461,7 @@ class CpuProgram final : public DeviceProgram {
   };
   struct Packed {
     const void* src = nullptr;
+    uint64_t fingerprint = 0;  // GemmRunner::fingerprint of src when packed
     uint64_t generation = 0;
     GemmRunner::Operand layout;
     int64_t k = 0;

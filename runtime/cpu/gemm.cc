@@ -174,6 +174,24 @@ absl::StatusOr<GemmRunner::Bound> GemmRunner::bind(const Bindings& b, bool stabl
   return out;
 }
 
+uint64_t GemmRunner::fingerprint(const Operand& op, int64_t k, const void* src) {
+  // 16 elements spread over the operand (index d of each dim stepped by a different odd
+  // multiplier), their bytes hashed FNV-1a.
+  const int64_t size = dtype_size(op.dtype);
+  uint64_t h = 1469598103934665603ull;
+  for (int64_t s = 0; s < 16; ++s) {
+    int64_t at = op.offset + (k > 0 ? (s * 7 + 3) % k : 0) * op.k_stride, mul = 11;
+    for (const auto* dims : {&op.batch, &op.outer})
+      for (auto [extent, stride] : *dims) {
+        if (extent > 0) at += (s * mul + 5) % extent * stride;
+        mul += 6;
+      }
+    const auto* bytes = static_cast<const unsigned char*>(src) + at * size;
+    for (int64_t i = 0; i < size; ++i) h = (h ^ bytes[i]) * 1099511628211ull;
+  }
+  return h;
+}
+
 void GemmRunner::pack(const Operand& op, int64_t k, const void* src, float* dst) {
   switch (op.dtype) {
     case DType::f32: pack_as<float>(op, k, src, dst, [](float v) { return v; }); break;

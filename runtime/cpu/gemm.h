@@ -47,6 +47,10 @@ class GemmRunner {
 
   // Packs operand `op` of `bound` from `src` (its buffer) into `dst` (pack_elems floats).
   static void pack(const Operand& op, int64_t k, const void* src, float* dst);
+  // A hash of a few elements of operand `op` at `src`: what a kept packed copy is checked
+  // against besides the address, so that new values in a buffer at a freed one's address
+  // (or written in place without parameters_changed()) are very likely seen.
+  static uint64_t fingerprint(const Operand& op, int64_t k, const void* src);
 
   // C = A * B for every batch; `a` and `b` point at the operands as used (the buffer, or
   // its packed copy). `acc` holds bound.acc_elems() floats, dense over the outer domain.

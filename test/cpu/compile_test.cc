@@ -170,6 +170,34 @@ TEST_CASE("compile on the CPU: parameters_changed() after parameters are written
   }
 }
 
+TEST_CASE("compile on the CPU: a packed weight copy is remade when its buffer holds new values", "[cpu][compile]") {
+  // Few rows: the weight's packed [K, N] copy is kept across calls (runtime/cpu/gemm.cc). New
+  // values at the same address, with no parameters_changed() (a freed weight's address given
+  // to a new one by the allocator), must not be answered from the old copy.
+  Graph g = parse_or_fail(R"(graph lin(%x: f32[T, 16], %w: f32[24, 16] param) {
+  %y = linear(%x, %w)
+  return %y
+})");
+  absl::StatusOr<CompiledGraph> cg = compile(g, {.device = Device::Cpu});
+  if (!cg.ok()) FAIL(status_message(cg.status()));
+  for (int64_t t : {3, 5, 40}) {
+    TensorMap args = random_args(g, {{"T", t}}, 80 + t);
+    std::vector<Tensor> in = tensors(*cg, args);
+    for (uint64_t seed : {0, 81, 82}) {
+      if (seed != 0) {
+        HostTensor w = random_args(g, {{"T", t}}, seed + t).at("w");
+        args.at("w") = w;
+        std::memcpy(in[1].data(), w.data(), w.nbytes());
+      }
+      absl::StatusOr<std::vector<Tensor>> got = (*cg)(in);
+      REQUIRE(got.ok());
+      Comparison c = compare_tensors(evaluate(g, args)->at(0), *got->at(0).to_host(), default_tolerance(DType::f32));
+      INFO("T=" << t << " seed " << seed << ": " << c.message);
+      REQUIRE(c.ok);
+    }
+  }
+}
+
 TEST_CASE("compile on the CPU: static slots are for CUDA graphs only; copy_from_host", "[cpu][compile]") {
   Graph g = parse_or_fail("graph g(%x: f32[N]) {\n  %y = exp(%x)\n  return %y\n}");
   absl::StatusOr<CompiledGraph> cg = compile(g, {.mode = Mode::ReduceOverhead, .device = Device::Cpu});
