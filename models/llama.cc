@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <exception>
 #include <filesystem>
 #include <numbers>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -104,6 +106,24 @@ Tensor layer(const LlamaConfig& c, const Params& p, int64_t i, const Tensor& x, 
 double get_number(const json& j, const char* key, double fallback) {
   auto it = j.find(key);
   return it != j.end() && it->is_number() ? it->get<double>() : fallback;
+}
+
+// Parameters `next`, `next` + 1, ... of `specs` into `tensors` until none is left: one
+// generator per parameter, seeded from `seed` and its index.
+void fill_random_parameters(std::atomic<size_t>& next, const std::vector<ParamSpec>& specs, uint64_t seed,
+                            std::vector<HostTensor>& tensors) {
+  for (size_t i; (i = next.fetch_add(1)) < specs.size();) {
+    const ParamSpec& p = specs[i];
+    std::mt19937_64 rng(seed + 0x9e3779b97f4a7c15ull * (i + 1));
+    HostTensor h(p.dtype, p.shape);
+    const bool norm = p.name.ends_with("norm.weight"), bias = p.name.ends_with(".bias");
+    const bool embed = p.name == "model.embed_tokens.weight";
+    const double r = norm || bias ? 0.2 : embed ? 1.0 : 1.0 / std::sqrt(static_cast<double>(p.shape.back()));
+    h.fill_random(rng, -r, r);
+    if (norm)
+      for (int64_t j = 0; j < h.numel(); ++j) h.set(j, 1.0 + h.get(j));
+    tensors[i] = std::move(h);
+  }
 }
 
 }  // namespace
@@ -335,24 +355,22 @@ std::map<std::string, HostTensor> random_weights(const LlamaConfig& c, uint64_t 
   const std::vector<ParamSpec> specs = parameters(c);
   std::vector<HostTensor> tensors(specs.size());
   std::atomic<size_t> next{0};
+  std::mutex failed_mu;
+  std::exception_ptr failed;  // the first worker's exception (bad_alloc), rethrown by the caller
   auto work = [&] {
-    for (size_t i; (i = next.fetch_add(1)) < specs.size();) {
-      const ParamSpec& p = specs[i];
-      std::mt19937_64 rng(seed + 0x9e3779b97f4a7c15ull * (i + 1));
-      HostTensor h(p.dtype, p.shape);
-      const bool norm = p.name.ends_with("norm.weight"), bias = p.name.ends_with(".bias");
-      const bool embed = p.name == "model.embed_tokens.weight";
-      const double r = norm || bias ? 0.2 : embed ? 1.0 : 1.0 / std::sqrt(static_cast<double>(p.shape.back()));
-      h.fill_random(rng, -r, r);
-      if (norm)
-        for (int64_t j = 0; j < h.numel(); ++j) h.set(j, 1.0 + h.get(j));
-      tensors[i] = std::move(h);
+    try {
+      fill_random_parameters(next, specs, seed, tensors);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(failed_mu);
+      if (!failed) failed = std::current_exception();
+      next = specs.size();
     }
   };
   std::vector<std::thread> threads(std::clamp<unsigned>(std::thread::hardware_concurrency(), 1, 32) - 1);
   for (std::thread& t : threads) t = std::thread(work);
   work();
   for (std::thread& t : threads) t.join();
+  if (failed) std::rethrow_exception(failed);
   std::map<std::string, HostTensor> out;
   for (size_t i = 0; i < specs.size(); ++i) out.emplace(specs[i].name, std::move(tensors[i]));
   return out;
