@@ -79,9 +79,11 @@ absl::StatusOr<Bucketing> Bucketing::make(const BucketOptions& o, const Compiled
     padded = padded || (u.any && !a->is_state());
     bk.args_.push_back(std::move(arg));
   }
-  for (const auto& [name, _] : o.pad)
+  for (const auto& pad : o.pad) {
+    const std::string& name = pad.first;  // not a structured binding: clang 14 cannot capture one
     if (std::none_of(m.args.begin(), m.args.end(), [&](const Value* a) { return a->name() == name; }))
       return invalid_argument("buckets: a pad value for %", name, ", which is no argument of ", g);
+  }
   if (!padded)
     return invalid_argument("buckets: no argument of ", g, " but state has ", o.symbol, ", so no call gives its batch");
   for (const Value* out : m.state.graph.outputs()) {
