@@ -323,12 +323,13 @@ class Simplifier {
 
   // Merges pairs of terms (merge_pair) until none is left.
   Poly combine(Poly p) {
+    // `!changed` is tested first: once a merge has replaced `p`, p[i] and p[j] may be gone.
     for (bool changed = true; changed;) {
       changed = false;
-      for (size_t i = 0; i < p.size() && !changed; ++i)
-        for (size_t fi = 0; fi < p[i].atoms.size() && !changed; ++fi)
-          for (size_t j = 0; j < p.size() && !changed; ++j)
-            for (size_t gi = 0; j != i && gi < p[j].atoms.size() && !changed; ++gi) {
+      for (size_t i = 0; !changed && i < p.size(); ++i)
+        for (size_t fi = 0; !changed && fi < p[i].atoms.size(); ++fi)
+          for (size_t j = 0; !changed && j < p.size(); ++j)
+            for (size_t gi = 0; !changed && j != i && gi < p[j].atoms.size(); ++gi) {
               std::optional<Poly> merged = merge_pair(p[i], fi, p[j], gi);
               if (!merged) continue;
               Poly others;
