@@ -111,8 +111,9 @@ std::string CompileStats::to_text() const {
                           " launches per call\n");
   s += str_cat("kernel cache: ", cache_memory_hits, " memory hits, ", cache_disk_hits, " disk hits, ", cache_misses,
                " misses\n");
-  s += fmt::format("time: passes {:.1f} ms, lowering {:.1f} ms, codegen {:.1f} ms, compile {:.1f} ms, tuning {:.1f} ms\n",
-                   pass_ms, lower_ms, codegen_ms, compile_ms, tune_ms);
+  s += fmt::format("time: device {:.1f} ms, passes {:.1f} ms, lowering {:.1f} ms, building {:.1f} ms (codegen {:.1f} ms, "
+                   "compile {:.1f} ms), tuning {:.1f} ms\n",
+                   device_ms, pass_ms, lower_ms, build_ms, codegen_ms, compile_ms, tune_ms);
   if (!strategy.empty()) s += str_cat("calls: ", strategy, "\n");
   for (const std::string& r : recompile_reasons) s += str_cat("recompile: ", r, "\n");
   for (const Bucket& b : buckets)
@@ -285,10 +286,10 @@ struct CompiledGraph::Impl {
     auto t0 = std::chrono::steady_clock::now();
     absl::StatusOr<std::unique_ptr<Executor>> exe = specialize(module, *device, gs.baked(), opts.mode, dump, pool);
     if (!exe.ok())
-      return absl::Status(exe.status().code(), str_cat("building the specialization ", sp.text, ": ",
-                                                       status_message(exe.status())));
+      return prefix_error(exe.status(), "building the specialization ", sp.text, ": ");
     sp.exe = *std::move(exe);
     BuildStats bs = sp.exe->build_stats();
+    stats.build_ms += ms_since(t0);
     ++stats.compiles;
     if (!specs.empty()) {
       ++stats.recompiles;
@@ -653,9 +654,13 @@ absl::StatusOr<std::unique_ptr<Executor>> specialize(std::shared_ptr<const Compi
 }
 
 absl::StatusOr<CompiledGraph> compile(const Graph& g, const CompileOptions& opts) {
+  auto t0 = std::chrono::steady_clock::now();
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<DeviceAdapter> device,
                         make_device_adapter(opts.device, opts.cuda_device, opts.compile_only));
-  return compile(g, std::move(device), opts);
+  const double device_ms = ms_since(t0);
+  KILN_ASSIGN_OR_RETURN(CompiledGraph cg, compile(g, std::move(device), opts));
+  cg.impl_->stats.device_ms = device_ms;
+  return cg;
 }
 
 absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<DeviceAdapter> device, const CompileOptions& opts_in) {

@@ -95,6 +95,11 @@ struct CompileStats {
   std::string strategy;
   int64_t cache_memory_hits = 0, cache_disk_hits = 0, cache_misses = 0;
   double pass_ms = 0, lower_ms = 0, codegen_ms = 0, compile_ms = 0, tune_ms = 0;
+  // Wall time of compile()'s device adapter (the process's first CUDA compile loads the driver
+  // and creates the context here) and of building the specializations (the program, its
+  // kernels: codegen_ms and compile_ms are part of it, module loads, library plans, the
+  // executor); with pass_ms and lower_ms they cover a compile and its warm-up.
+  double device_ms = 0, build_ms = 0;
   std::vector<BuildStats::KernelTime> kernel_times;  // per kernel of every specialization (CPU backend)
   // CompileOptions::buckets: per size, what its calls did (captures and replays: reduce-overhead
   // on a device that captures), and what warm_up_buckets() spent on it.
@@ -203,6 +208,7 @@ class CompiledGraph {
   absl::StatusOr<std::vector<Tensor>> with_params(const std::vector<Tensor>& inputs) const;
   friend absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<DeviceAdapter> device,
                                                const CompileOptions& opts);
+  friend absl::StatusOr<CompiledGraph> compile(const Graph& g, const CompileOptions& opts);
   std::shared_ptr<Impl> impl_;
 };
 

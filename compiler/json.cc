@@ -46,6 +46,8 @@ void to_json(nlohmann::ordered_json& j, const CompileStats& s) {
        {"codegen_ms", s.codegen_ms},
        {"compile_ms", s.compile_ms},
        {"tune_ms", s.tune_ms},
+       {"device_ms", s.device_ms},
+       {"build_ms", s.build_ms},
        {"kernel_times", s.kernel_times},
        {"buckets", s.buckets}};
 }

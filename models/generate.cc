@@ -143,6 +143,7 @@ absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std
   const bool sample = o.sampling.has_value();
   Step prefill{trace_step(c, {.decode = false, .cache = o.cache, .block_size = o.block_size, .sample = sample}), {}};
   Step decode{trace_step(c, {.decode = true, .cache = o.cache, .block_size = o.block_size, .sample = sample}), {}};
+  r.compile.trace_ms = ms_since(t0);
   // A contiguous cache for the largest bucket, and each pad row's values.
   int64_t cache_batch = B;
   std::optional<BucketOptions> buckets;
@@ -170,7 +171,8 @@ absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std
   for (Step* s : {&prefill, &decode}) {
     CompileStats st = s->cg.stats();
     CompileBreakdown& b = r.compile;
-    b.pass_ms += st.pass_ms, b.lower_ms += st.lower_ms, b.codegen_ms += st.codegen_ms, b.backend_ms += st.compile_ms;
+    b.device_ms += st.device_ms, b.pass_ms += st.pass_ms, b.lower_ms += st.lower_ms, b.build_ms += st.build_ms;
+    b.codegen_ms += st.codegen_ms, b.backend_ms += st.compile_ms;
     b.kernels += st.kernels, b.shared += st.kernels_shared;
     b.compiled += st.cache_misses, b.disk_hits += st.cache_disk_hits, b.memory_hits += st.cache_memory_hits;
   }
@@ -335,10 +337,12 @@ absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std
 std::string CompileBreakdown::to_text(std::string_view device) const {
   // Cold: some kernel was compiled; a warm start: every kernel came from the disk cache.
   const char* kind = compiled > 0 ? "cold" : disk_hits > 0 ? "warm start" : "warm (in memory)";
-  return fmt::format("{} {:.3f} s (passes {:.0f} ms, lower {:.0f} ms, codegen {:.0f} ms, {} {:.0f} ms); {} kernels ({} "
-                     "shared with an identical one): {} compiled, {} from disk, {} from memory",
-                     kind, total_ms / 1000, pass_ms, lower_ms, codegen_ms, device.starts_with("cpu") ? "llvm" : "nvrtc",
-                     backend_ms, kernels, shared, compiled, disk_hits, memory_hits);
+  return fmt::format("{} {:.3f} s (trace {:.0f} ms, device {:.0f} ms, passes {:.0f} ms, lower {:.0f} ms, build {:.0f} ms: "
+                     "codegen {:.0f} ms, {} {:.0f} ms); {} kernels ({} shared with an identical one): {} compiled, {} "
+                     "from disk, {} from memory",
+                     kind, total_ms / 1000, trace_ms, device_ms, pass_ms, lower_ms, build_ms, codegen_ms,
+                     device.starts_with("cpu") ? "llvm" : "nvrtc", backend_ms, kernels, shared, compiled, disk_hits,
+                     memory_hits);
 }
 
 std::string GenerateReport::to_text() const {

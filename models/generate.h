@@ -54,8 +54,11 @@ struct GenerateOptions {
 // Where compiling both steps went (CompileStats summed over the steps), and whether the
 // kernels came from NVRTC (cold), the disk cache (a warm start) or this process's memory.
 struct CompileBreakdown {
-  double total_ms = 0;  // compile() and warm_up() of both steps, wall time
-  double pass_ms = 0, lower_ms = 0, codegen_ms = 0, backend_ms = 0;  // backend: NVRTC or LLVM, with cache lookups
+  double total_ms = 0;  // tracing, compile() and warm_up() of both steps, wall time
+  double trace_ms = 0, pass_ms = 0, lower_ms = 0;  // tracing both steps' graphs, their passes and lowering
+  double device_ms = 0;  // the device adapters (the first CUDA one loads the driver and creates the context)
+  double build_ms = 0;   // building the specializations, of which:
+  double codegen_ms = 0, backend_ms = 0;  // backend: NVRTC or LLVM, with cache lookups
   int kernels = 0;  // kernels of both steps' specializations (each layer's counted)
   int shared = 0;   // of those, built once with an identical kernel (identical layers)
   int64_t compiled = 0, disk_hits = 0, memory_hits = 0;
