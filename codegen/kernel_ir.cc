@@ -4,6 +4,7 @@
 
 #include "ir/attr.h"
 #include "ir/graph.h"
+#include "ir/index_error.h"
 #include "ir/op_attrs.h"
 #include "ir/scalar_ops.h"
 #include "ir/status.h"
@@ -558,8 +559,7 @@ std::string print_schedule(const Schedule& s, const Kernel& k) {
 absl::Status index_check_error(const IndexCheck& c, const int64_t* words) {
   if (words[0] == 0) return absl::OkStatus();
   const int64_t dim = words[0] - 1;
-  return invalid_argument("gather %", c.node, ": index ", words[1], " out of range [", -dim, ", ", dim, ") on axis ",
-                          c.axis);
+  return gather_index_error(c.node, words[1], dim, c.axis);
 }
 
 std::string print_kernel(const Kernel& k) {

@@ -34,7 +34,7 @@
 //   linear(x, w[out, in], bias?) = x @ w^T + bias, the bias added in f64 before rounding.
 // - Views copy elements exactly. slice follows Python (negative start/end/step, clamped);
 //   gather wraps a negative index once (i + dim), and an index still out of range is an error
-//   naming the node and the index. squeeze without axes removes the dims that are 1 in the
+//   naming the node and the index (an empty result reads no index and checks none). squeeze without axes removes the dims that are 1 in the
 //   graph's (symbolic) type, so a symbol bound to 1 stays.
 // - conv, conv_transpose: direct loops over the window in f64, the bias added before the single
 //   rounding (as linear). max_pool: the window's maximum, NaN propagating, -inf where the window
@@ -57,6 +57,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "ir/checked.h"
 #include "ir/extern_op.h"
+#include "ir/index_error.h"
 #include "ir/op_attrs.h"
 #include "ir/ops_attention.h"
 #include "ir/scalar_ops.h"
@@ -962,15 +963,18 @@ Result gather(const Ctx& c) {
   int64_t outer = count(Dims(data.shape().begin(), data.shape().begin() + axis));
   int64_t inner = count(Dims(data.shape().begin() + axis + 1, data.shape().end()));
   int64_t bytes = inner * dtype_size(data.dtype());
+  // An empty result reads no index, so none is checked (a compiled device launches nothing
+  // for it): RELIABILITY.md, "Index checks".
+  if (out.numel() == 0) return Tensors{std::move(out)};
   for (int64_t j = 0; j < idx.numel(); ++j) {
     int64_t i = idx.get_int(j), at = i < 0 ? i + dim : i;
     if (at < 0 || at >= dim) {
       Dims coords(idx.rank());
       for (int64_t d = idx.rank(), rest = j; d-- > 0; rest /= idx.shape()[d]) coords[d] = rest % idx.shape()[d];
-      return invalid_argument("index ", i, " at ", dims_str(coords), " of the indices is out of range for axis ", axis,
-                              " of size ", dim, " (", data.type_string(), ")");
+      return gather_index_error(c.node.result()->name(), i, dim, axis,
+                                str_cat(", at ", dims_str(coords), " of the indices (", data.type_string(), ")"));
     }
-    for (int64_t o = 0; o < outer && bytes > 0; ++o)
+    for (int64_t o = 0; o < outer; ++o)
       std::memcpy(out.data() + ((o * idx.numel() + j) * bytes), data.data() + (o * dim + at) * bytes, bytes);
   }
   return Tensors{std::move(out)};
@@ -1080,7 +1084,7 @@ absl::StatusOr<std::vector<HostTensor>> evaluate(const Graph& g, const TensorMap
       if (!s.ok()) return prefix_error(s, node->describe(), ": ");
     }
     Result out = eval_node(c);
-    if (!out.ok()) return invalid_argument(node->describe(), ": ", out.status().message());
+    if (!out.ok()) return prefix_error(out.status(), node->describe(), ": ");
     if (out->size() != node->results().size())
       return invalid_argument(node->describe(), ": computed ", out->size(), " results for ", node->results().size());
     for (size_t i = 0; i < out->size(); ++i) {

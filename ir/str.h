@@ -41,11 +41,13 @@ absl::Status invalid_argument(const A&... a) {
   return absl::InvalidArgumentError(str_cat(a...));
 }
 
-// The error `s` with the parts before its message, keeping its code: the context a caller
-// adds to an error it passes on.
+// The error `s` with the parts before its message, keeping its code and payloads: the
+// context a caller adds to an error it passes on.
 template <typename... A>
 absl::Status prefix_error(const absl::Status& s, const A&... prefix) {
-  return absl::Status(s.code(), str_cat(prefix..., s.message()));
+  absl::Status out(s.code(), str_cat(prefix..., s.message()));
+  s.ForEachPayload([&](auto url, const absl::Cord& payload) { out.SetPayload(url, payload); });
+  return out;
 }
 
 // Joins a range, formatting each element with f(element) -> std::string.

@@ -15,6 +15,7 @@
 
 #include "compiler/compile.h"
 #include "ir/compare.h"
+#include "ir/index_error.h"
 #include "ir/reference.h"
 #include "ir/str.h"
 #include "test/common/catch_helpers.h"
@@ -60,7 +61,7 @@ inline std::vector<GatherCase> gather_cases() {
   };
 }
 
-// The error text the reference's refusal corresponds to (kir::index_check_error).
+// The error text of the reference's refusal and the devices' (ir/index_error.h).
 inline std::string gather_error(int64_t index, int64_t dim, int axis) {
   return str_cat("gather %g: index ", index, " out of range [", -dim, ", ", dim, ") on axis ", axis);
 }
@@ -118,7 +119,11 @@ inline void check_gather_indices(Device device, Mode mode, bool immediate) {
       for (int64_t bad : {dim + static_cast<int64_t>(rng() % 3), -dim - 1 - static_cast<int64_t>(rng() % 3)}) {
         TensorMap wrong = host;
         wrong.at("ids").set_int(static_cast<int64_t>(rng() % ids.numel()), bad);
-        REQUIRE_FALSE(evaluate(g, wrong).ok());
+        // One error text and kind on the reference and the device (ir/index_error.h).
+        absl::StatusOr<std::vector<HostTensor>> refused = evaluate(g, wrong);
+        REQUIRE_FALSE(refused.ok());
+        CHECK(is_gather_index_error(refused.status()));
+        CHECK(status_message(refused.status()).find(gather_error(bad, dim, c.axis)) != std::string::npos);
         std::vector<Tensor> args;
         for (const Value* v : cg->module().args) args.push_back(*Tensor::from_host(wrong.at(v->name()), dev));
         absl::StatusOr<std::vector<Tensor>> got = cg->operator()(args);
@@ -126,8 +131,9 @@ inline void check_gather_indices(Device device, Mode mode, bool immediate) {
         if (immediate) REQUIRE_FALSE(reported.ok());
         if (reported.ok()) reported = cg->synchronize();
         REQUIRE_FALSE(reported.ok());
-        CHECK(status_message(reported).find(gather_error(bad, dim, c.axis)) != std::string::npos);
         INFO(status_message(reported));
+        CHECK(status_message(reported).find(gather_error(bad, dim, c.axis)) != std::string::npos);
+        CHECK(is_gather_index_error(reported));
         REQUIRE(cg->synchronize().ok());  // reported once, then cleared
         require_matches_reference(g, host, call_and_sync(*cg, host, dev));
       }

@@ -1,6 +1,7 @@
 // Views and data movement: reshape permute expand squeeze unsqueeze slice concat split gather.
 #include <limits>
 
+#include "ir/index_error.h"
 #include "test/reference/util.h"
 
 namespace kiln::test {
@@ -121,9 +122,22 @@ TEST_CASE("gather out of range is an error naming the node and the index") {
     REQUIRE(!r.ok());
     INFO(r.status().message());
     CHECK(contains(r.status(), "%gather = gather"));
-    CHECK(contains(r.status(), str_cat("index ", bad, " at [1, 1]")));
-    CHECK(contains(r.status(), "size 4"));
+    // The compiled devices' text (kir::index_check_error), then where in the indices.
+    CHECK(contains(r.status(), str_cat("gather %gather: index ", bad, " out of range [-4, 4) on axis 0, at [1, 1]")));
+    CHECK(is_gather_index_error(r.status()));
   }
+}
+
+TEST_CASE("gather with an empty result reads no index and checks none (as compiled devices)") {
+  // Rows of size 0, and no rows before the axis: out-of-range indices are not an error.
+  HostTensor empty_rows = tensor(DType::f32, {1, 0}, {});
+  check_exact(run(Op::Gather, {empty_rows, int_tensor(DType::i64, {1, 2}, {2, -7})}), DType::f32, {1, 2, 0}, {});
+  HostTensor no_outer = tensor(DType::f32, {0, 3}, {});
+  check_exact(run(Op::Gather, {no_outer, int_tensor(DType::i64, {2}, {5, 9})}, {{"axis", int64_t{1}}}), DType::f32,
+              {0, 2}, {});
+  // A non-empty result still checks every index.
+  HostTensor rows = tensor(DType::f32, {1, 2}, {1, 2});
+  CHECK_FALSE(try_run(Op::Gather, {rows, int_tensor(DType::i64, {1, 2}, {0, 2})}).ok());
 }
 
 }  // namespace
