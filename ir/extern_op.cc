@@ -54,13 +54,23 @@ const ExternOp* find_extern_op(std::string_view name) {
   return it == r.ops.end() ? nullptr : it->second.get();
 }
 
+absl::StatusOr<const ExternOp*> extern_op_for(std::string_view name, ExternDevice device) {
+  const ExternOp* op = find_extern_op(name);
+  if (!op) return invalid_argument("no extern op \"", name, "\" is registered in this process (register_extern_op)");
+  const bool cuda = device == ExternDevice::Cuda;
+  if (cuda ? !op->cuda : !op->cpu)
+    return invalid_argument("extern op \"", name, "\" has no ", cuda ? "cuda" : "cpu", " implementation");
+  return op;
+}
+
 absl::Status check_extern_calls(const Graph& g, ExternDevice device, bool captured) {
   for (const auto& node : g.nodes()) {
     const Node& n = *node;
     if (n.op() != Op::ExternCall) continue;
     const std::string& name = ExternAttrs(n).name();
-    const ExternOp* op = find_extern_op(name);
-    if (!op) return invalid_argument(n.describe(), ": no extern op \"", name, "\" is registered (register_extern_op)");
+    absl::StatusOr<const ExternOp*> found = extern_op_for(name, device);
+    if (!found.ok()) return prefix_error(found.status(), n.describe(), ": ");
+    const ExternOp* op = *found;
     std::vector<TensorType> in, declared;
     for (const Value* v : n.operands()) in.push_back(v->type());
     for (const Value* v : n.results()) declared.push_back(v->type());
@@ -71,10 +81,6 @@ absl::Status check_extern_calls(const Graph& g, ExternDevice device, bool captur
     if (*want != declared)
       return invalid_argument(n.describe(), ": extern op \"", name, "\" gives (", types_text(*want), ") for (",
                               types_text(in), "), but the node declares (", types_text(declared), ")");
-    bool cuda = device == ExternDevice::Cuda;
-    if (cuda ? !op->cuda : !op->cpu)
-      return invalid_argument(n.describe(), ": extern op \"", name, "\" has no ", cuda ? "cuda" : "cpu",
-                              " implementation");
     if (captured && !op->capturable)
       return invalid_argument(n.describe(), ": extern op \"", name,
                               "\" is registered with capturable = false, so reduce-overhead cannot capture this "

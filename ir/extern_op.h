@@ -54,6 +54,11 @@ const ExternOp* find_extern_op(std::string_view name);
 // The devices that call extern ops (a Target says which one it is).
 enum class ExternDevice : uint8_t { Cpu, Cuda };
 
+// The registered op `name` with an implementation for `device`; errors: no op of that name
+// in this process, or none for the device. The rule both compile() (check_extern_calls) and
+// the executors, which may run a loaded package without compiling, apply.
+absl::StatusOr<const ExternOp*> extern_op_for(std::string_view name, ExternDevice device);
+
 // Checks every extern_call of `g` against the registry before compiling it: the name is
 // registered, .infer of the operand types gives the result types the node declares, the op
 // has an implementation for `device`, and it is capturable when `captured`. Errors name the

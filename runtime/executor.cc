@@ -142,10 +142,7 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::create(std::shared_ptr<const
   }
   e->held_prep_.assign(e->prep_names_.size(), 0);
   for (const ExternStep& x : p->externs) {  // registered ops live as long as the process
-    const ExternOp* op = find_extern_op(x.name);
-    if (!op) return invalid_argument("extern op \"", x.name, "\" is not registered in this process (register_extern_op)");
-    if (!(device.target().extern_device == ExternDevice::Cuda ? !!op->cuda : !!op->cpu))
-      return invalid_argument("extern op \"", x.name, "\" has no implementation for ", device.target().name);
+    KILN_ASSIGN_OR_RETURN(const ExternOp* op, extern_op_for(x.name, device.target().extern_device));
     e->extern_ops_.push_back(op);
   }
   return e;
