@@ -103,16 +103,30 @@ kir::Kernel operand_gather(const kir::Kernel& k, bool is_b, DType dtype) {
   return c;
 }
 
-// Whether the group is GEMM [+ bias] [+ relu | gelu-tanh] and nothing else, returned in
-// the GEMM's dtype: then cuBLASLt's epilogue computes it all (rounding once, after the
-// activation, where the graph rounds after the bias too).
+// The residual R of a group [GEMM, add(GEMM, R)] (either order) where cuBLASLt can add it
+// as its C matrix: R has the output's shape (no broadcast, so the dense layout of the
+// output) and dtype. Null: no such add.
+const Value* residual_of(const KernelGroup& g, DType dtype) {
+  if (g.nodes.size() != 2 || g.nodes.back()->op() != Op::Add) return nullptr;
+  const Node &gemm = *g.nodes.front(), &add = *g.nodes.back();
+  const Value* r = add.operand(0) == gemm.result() ? add.operand(1) : add.operand(0);
+  if (r == gemm.result() || (add.operand(0) != gemm.result() && add.operand(1) != gemm.result())) return nullptr;
+  if (r->dtype() != dtype || r->shape() != add.result()->shape() || gemm.result()->shape() != add.result()->shape())
+    return nullptr;
+  return r;
+}
+
+// Whether the group is GEMM [+ bias] [+ relu | gelu-tanh] or GEMM [+ bias] + a residual
+// (residual_of), and nothing else, returned in the GEMM's dtype: then cuBLASLt's epilogue
+// computes it all (rounding once, after the activation or the residual, where the graph
+// rounds after the bias too).
 std::optional<GemmEpilogue> library_epilogue(const KernelGroup& g, DType dtype) {
   const Node* gemm = g.nodes.front();
   const Node* last = g.nodes.back();
   bool bias = gemm->op() == Op::Linear && gemm->num_operands() == 3;
   if (g.outputs.size() != 1 || g.outputs[0] != last->result() || last->result()->dtype() != dtype) return std::nullopt;
   if (bias && gemm->operand(2)->dtype() != dtype) return std::nullopt;
-  if (g.nodes.size() == 1) return bias ? GemmEpilogue::bias : GemmEpilogue::none;
+  if (g.nodes.size() == 1 || residual_of(g, dtype)) return bias ? GemmEpilogue::bias : GemmEpilogue::none;
   if (g.nodes.size() != 2 || last->operand(0) != gemm->result()) return std::nullopt;
   if (last->op() == Op::Relu) return bias ? GemmEpilogue::relu_bias : GemmEpilogue::relu;
   if (last->op() == Op::Gelu && GeluAttrs(*last).approximate() == "tanh")
@@ -151,6 +165,7 @@ absl::StatusOr<GemmDecision> decide_cublaslt(const KernelGroup& g, const kir::Ke
   }
   if (std::optional<GemmEpilogue> e = library_epilogue(g, layout.dtype)) {
     layout.epilogue = *e;
+    layout.residual = residual_of(g, layout.dtype) != nullptr;
     d.fused_epilogue = true;
   } else {
     layout.out_dtype = DType::f32;  // the accumulator goes to scratch; one kernel applies the epilogue

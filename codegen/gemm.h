@@ -1,7 +1,7 @@
 // How a GEMM group runs, decided in one place for every target: whether a library computes
 // it or its own kernel does, how the library addresses each operand (a strided matrix, or a
 // dense copy that a gather kernel makes first), and how much of the group's epilogue the
-// library fuses (cuBLASLt's bias, relu, gelu-tanh) before a kernel reads its f32 accumulator
+// library fuses (cuBLASLt's bias, relu, gelu-tanh, a residual add) before a kernel reads its f32 accumulator
 // for the rest. codegen/program.cc records the result in the Program; runtime/ carries it out.
 #pragma once
 
@@ -27,6 +27,9 @@ struct GemmLayout {
   DType dtype = DType::bf16;       // of A and B
   std::optional<DType> out_dtype;  // f32: the accumulator goes to scratch for an epilogue kernel
   GemmEpilogue epilogue = GemmEpilogue::none;
+  // The library also adds a residual R of the output's shape and dtype (cuBLASLt's C with
+  // beta = 1): the group is GEMM [+ bias] + R, rounded once (epilogue none or bias only).
+  bool residual = false;
   bool b_is_nk = true, a_is_km = false;
   Dim m, n, k, batch, lda, ldb, batch_a, batch_b, offset_a, offset_b;
 };

@@ -348,6 +348,11 @@ class ProgramBuilder {
     if (d.layout && has_bias(d.layout->epilogue)) {
       KILN_ASSIGN_OR_RETURN(gs.bias, buffer_of(grp.nodes.front()->operand(2), false));
     }
+    if (d.layout && d.layout->residual) {
+      const Node& add = *grp.nodes.back();
+      const Value* r = add.operand(0) == grp.nodes.front()->result() ? add.operand(1) : add.operand(0);
+      KILN_ASSIGN_OR_RETURN(gs.residual, buffer_of(r, false));
+    }
     if (d.fused_epilogue) {
       KILN_ASSIGN_OR_RETURN(gs.c, buffer_of(grp.outputs[0], true));
     } else if (t_.accumulator_in_ir) {
@@ -479,7 +484,8 @@ std::string Program::describe(const Step& s) const {
   if (g.layout) {
     const GemmLayout& l = *g.layout;
     t += str_cat(" ", dtype_name(l.dtype), " m=", l.m.to_string(), " n=", l.n.to_string(), " k=", l.k.to_string(),
-                 " batch=", l.batch.to_string(), " epilogue ", gemm_epilogue_name(l.epilogue));
+                 " batch=", l.batch.to_string(), " epilogue ", gemm_epilogue_name(l.epilogue),
+                 l.residual ? " + residual" : "");
   } else {
     t += str_cat(" ", g.lowered.name);
   }
@@ -543,7 +549,8 @@ std::string Program::to_string() const {
         out += str_cat("    A b", g.a, ", B b", g.b, " as their kernel indexes them\n");
       }
       out += str_cat("    C b", g.c, g.epilogue ? " (f32 accumulator)" : "",
-                     g.bias >= 0 ? str_cat(", bias b", g.bias) : std::string(), "\n");
+                     g.bias >= 0 ? str_cat(", bias b", g.bias) : std::string(),
+                     g.residual >= 0 ? str_cat(", residual b", g.residual, " added") : std::string(), "\n");
       if (g.gather_a) out += str_cat("    first A gathered: ", call(*g.gather_a), "\n");
       if (g.gather_b) out += str_cat("    first B gathered: ", call(*g.gather_b), "\n");
       if (g.epilogue) out += str_cat("    then epilogue: ", call(*g.epilogue), "\n");

@@ -84,7 +84,7 @@ absl::Status set_batch(cublasLtMatrixLayout_t layout, int64_t batch, int64_t str
 // handle's).
 std::string spec_key(const GemmSpec& s) {
   return str_cat(dtype_name(s.dtype), " ", s.m, " ", s.n, " ", s.k, " ", s.b_is_nk, " ", s.batch, " ", s.batch_stride_a,
-                 " ", s.batch_stride_b, " ", s.batch_stride_c, " ", gemm_epilogue_name(s.epilogue), " ", s.a_is_km, " ",
+                 " ", s.batch_stride_b, " ", s.batch_stride_c, " ", gemm_epilogue_name(s.epilogue), " ", s.residual, " ", s.a_is_km, " ",
                  s.lda, " ", s.ldb, " ", s.out_dtype ? dtype_name(*s.out_dtype) : "-", " ", s.alignment);
 }
 
@@ -149,6 +149,8 @@ absl::Status check_gemm_spec(const GemmSpec& s) {
     return invalid_argument("GEMM batch strides must be >= 0, or -1 for dense");
   if (s.batch > 1 && s.batch_stride_c == 0)
     return invalid_argument("GEMM batch entries cannot share one output matrix (batch_stride_c 0)");
+  if (s.residual && (s.out_dtype || !(s.epilogue == GemmEpilogue::none || s.epilogue == GemmEpilogue::bias)))
+    return invalid_argument("a GEMM residual needs epilogue none or bias and C in A's dtype: ", spec_key(s));
   return absl::OkStatus();
 }
 
@@ -224,8 +226,10 @@ absl::StatusOr<std::vector<GemmAlgorithm>> GemmPlan::algorithms(int top_k) const
   return algos;
 }
 
-absl::Status GemmPlan::run(CUdeviceptr a, CUdeviceptr b, CUdeviceptr c, CUdeviceptr bias, CUstream stream) const {
-  if (a == 0 || b == 0 || c == 0) return invalid_argument("GEMM operand pointer is null");
+absl::Status GemmPlan::run(CUdeviceptr a, CUdeviceptr b, CUdeviceptr c, CUdeviceptr bias, CUstream stream,
+                           CUdeviceptr residual) const {
+  if (a == 0 || b == 0 || c == 0 || spec_.residual != (residual != 0))
+    return invalid_argument("GEMM operand pointer is null (or a residual's where the spec has one, or not)");
   if (has_bias(spec_.epilogue)) {
     if (bias == 0) return invalid_argument("GEMM epilogue ", gemm_epilogue_name(spec_.epilogue), " needs a bias pointer");
     if (bias != bias_) {
@@ -236,9 +240,11 @@ absl::Status GemmPlan::run(CUdeviceptr a, CUdeviceptr b, CUdeviceptr c, CUdevice
       bias_ = bias;
     }
   }
-  const float alpha = 1.0f, beta = 0.0f;
+  // The residual is cuBLASLt's C (beta = 1), of D's layout; without one C is D (beta = 0).
+  const float alpha = 1.0f, beta = residual != 0 ? 1.0f : 0.0f;
+  void* c_in = reinterpret_cast<void*>(residual != 0 ? residual : c);
   return lt_check(lt().cublasLtMatmul(lt_.handle_, d_->op, &alpha, reinterpret_cast<void*>(b), d_->a,
-                                 reinterpret_cast<void*>(a), d_->b, &beta, reinterpret_cast<void*>(c), d_->c,
+                                 reinterpret_cast<void*>(a), d_->b, &beta, c_in, d_->c,
                                  reinterpret_cast<void*>(c), d_->c, &algo_.algo,
                                  reinterpret_cast<void*>(lt_.workspace_.ptr()), lt_.workspace_.size(), stream),
                   str_cat("matmul M=", spec_.m, " N=", spec_.n, " K=", spec_.k));
@@ -250,10 +256,11 @@ absl::StatusOr<std::vector<GemmAlgorithm>> CublasLt::algorithms(const GemmSpec& 
 }
 
 absl::Status CublasLt::gemm(const GemmSpec& spec, CUdeviceptr a, CUdeviceptr b, CUdeviceptr c,
-                            CUdeviceptr bias, CUstream stream, const GemmAlgorithm* algorithm) const {
+                            CUdeviceptr bias, CUstream stream, const GemmAlgorithm* algorithm,
+                            CUdeviceptr residual) const {
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<GemmPlan> p, GemmPlan::create(*this, spec));
   if (algorithm) p->set_algorithm(*algorithm);
-  return p->run(a, b, c, bias, stream);
+  return p->run(a, b, c, bias, stream, residual);
 }
 
 }  // namespace kiln::cuda

@@ -36,6 +36,9 @@ struct GemmSpec {
   // 0: the same matrix for every batch entry (shared weights).
   int64_t batch_stride_a = -1, batch_stride_b = -1, batch_stride_c = -1;
   GemmEpilogue epilogue = GemmEpilogue::none;  // bias: one value per output column n
+  // C = epilogue(A x B) + R, R a matrix of C's layout and dtype (cuBLASLt's C with beta = 1;
+  // it may be C itself); epilogue none or bias only (an activation would apply after R).
+  bool residual = false;
   // Strided operands: A is [M,K] with row stride `lda` (-1: K), or with `a_is_km`, stored
   // [K,M] with row stride `lda` (-1: M); B's row stride is `ldb` (-1: dense). C is dense.
   bool a_is_km = false;
@@ -74,9 +77,10 @@ class GemmPlan {
   absl::StatusOr<std::vector<GemmAlgorithm>> algorithms(int top_k) const;
   const GemmAlgorithm& algorithm() const { return algo_; }
   void set_algorithm(const GemmAlgorithm& a) { algo_ = a; }
-  // C = epilogue(A x B [+ bias]) on `stream`. Not thread-safe (the bias pointer lives in
-  // the descriptor).
-  absl::Status run(CUdeviceptr a, CUdeviceptr b, CUdeviceptr c, CUdeviceptr bias, CUstream stream) const;
+  // C = epilogue(A x B [+ bias]) [+ residual] on `stream` (`residual` non-null exactly when
+  // the spec has one). Not thread-safe (the bias pointer lives in the descriptor).
+  absl::Status run(CUdeviceptr a, CUdeviceptr b, CUdeviceptr c, CUdeviceptr bias, CUstream stream,
+                   CUdeviceptr residual = 0) const;
 
   struct Descriptors;
 
@@ -100,9 +104,10 @@ class CublasLt {
   // Up to `top_k` algorithms for `spec` that fit the workspace, best first by the heuristic.
   absl::StatusOr<std::vector<GemmAlgorithm>> algorithms(const GemmSpec& spec, int top_k) const;
 
-  // Runs C = epilogue(A x B [+ bias]) on `stream`. `algorithm` null: the heuristic's first.
+  // Runs C = epilogue(A x B [+ bias]) [+ residual] on `stream`; `algorithm` null: the heuristic's.
   absl::Status gemm(const GemmSpec& spec, CUdeviceptr a, CUdeviceptr b, CUdeviceptr c,
-                    CUdeviceptr bias, CUstream stream, const GemmAlgorithm* algorithm = nullptr) const;
+                    CUdeviceptr bias, CUstream stream, const GemmAlgorithm* algorithm = nullptr,
+                    CUdeviceptr residual = 0) const;
 
   int64_t workspace_bytes() const { return workspace_.size(); }
 

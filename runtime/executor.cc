@@ -63,7 +63,7 @@ std::vector<int> step_buffers(const Program& p, const Step& s) {
     case Step::Kind::Kernel: kernel(p.kernel_steps[s.index]); break;
     case Step::Kind::Gemm: {
       const GemmStep& g = p.gemms[s.index];
-      out.insert(out.end(), {g.a, g.b, g.c, g.bias});
+      out.insert(out.end(), {g.a, g.b, g.c, g.bias, g.residual});
       for (const std::optional<KernelStep>* k : {&g.gather_a, &g.gather_b, &g.epilogue, &g.fallback})
         if (*k) kernel(**k);
       break;
@@ -344,7 +344,8 @@ absl::Status Executor::run_gemm(int index, CallPlan& p, const CallContext& c) {
   // A library call that declines (its fallback kernel runs next) profiles as a launch of ~0 ms.
   if (profiling_) KILN_RETURN_IF_ERROR(begin_launch({.kind = ProfiledLaunch::Kind::Library, .gemm = &g}, c));
   KILN_ASSIGN_OR_RETURN(bool ran, loaded_->run_gemm(index, *p.gemms[index], ptr_[g.a], ptr_[g.b], ptr_[g.c],
-                                                    g.bias >= 0 ? ptr_[g.bias] : 0, c));
+                                                    g.bias >= 0 ? ptr_[g.bias] : 0,
+                                                    g.residual >= 0 ? ptr_[g.residual] : 0, c));
   if (!ran) {
     if (!g.fallback)
       return absl::InternalError(str_cat("GEMM of group ", g.group, ": the library cannot run it and it has no fallback"));

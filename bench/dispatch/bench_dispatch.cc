@@ -26,7 +26,8 @@ class NullProgram final : public DeviceProgram {
   }
   absl::Status launch(int, StepPlan&, std::span<const DevicePtr>, const CallContext&) override { return absl::OkStatus(); }
   absl::StatusOr<std::unique_ptr<StepPlan>> plan_gemm(int, const Bindings&) override { return std::make_unique<NullStep>(); }
-  absl::StatusOr<bool> run_gemm(int, StepPlan&, DevicePtr, DevicePtr, DevicePtr, DevicePtr, const CallContext&) override {
+  absl::StatusOr<bool> run_gemm(int, StepPlan&, DevicePtr, DevicePtr, DevicePtr, DevicePtr, DevicePtr,
+                                const CallContext&) override {
     return true;
   }
   std::string describe_kernel(int) const override { return "null"; }

@@ -213,7 +213,7 @@ class CpuProgram final : public DeviceProgram {
 
   // The accumulator into `c`; packed copies of stable operands are kept while their address,
   // fingerprint (a few sampled elements), layout and the weights generation stay the same.
-  absl::StatusOr<bool> run_gemm(int gemm, StepPlan& plan, DevicePtr a, DevicePtr b, DevicePtr c, DevicePtr,
+  absl::StatusOr<bool> run_gemm(int gemm, StepPlan& plan, DevicePtr a, DevicePtr b, DevicePtr c, DevicePtr, DevicePtr,
                                 const CallContext& ctx) override {
     Gemm& info = gemms_[gemm];
     const GemmCall& call = static_cast<const GemmCall&>(plan);

@@ -195,6 +195,7 @@ class CudaProgram final : public DeviceProgram {
     spec.dtype = l.dtype;
     spec.out_dtype = l.out_dtype;
     spec.epilogue = l.epilogue;
+    spec.residual = l.residual;
     spec.b_is_nk = l.b_is_nk;
     spec.a_is_km = l.a_is_km;
     KILN_ASSIGN_OR_RETURN(spec.m, eval(l.m));
@@ -233,14 +234,14 @@ class CudaProgram final : public DeviceProgram {
   }
 
   absl::StatusOr<bool> run_gemm(int gemm, StepPlan& plan, DevicePtr a, DevicePtr b, DevicePtr c, DevicePtr bias,
-                                const CallContext& ctx) override {
+                                DevicePtr residual, const CallContext& ctx) override {
     const GemmCall& call = static_cast<const GemmCall&>(plan);
     if (call.skip) return true;
     if (!call.plan) return false;
     a += call.a_off, b += call.b_off;
-    for (DevicePtr q : {a, b, c, bias})
+    for (DevicePtr q : {a, b, c, bias, residual})
       if (q % uint64_t(call.alignment) != 0) return false;
-    KILN_RETURN_IF_ERROR(call.plan->run(a, b, c, bias, static_cast<CUstream>(ctx.stream)));
+    KILN_RETURN_IF_ERROR(call.plan->run(a, b, c, bias, static_cast<CUstream>(ctx.stream), residual));
     return true;
   }
 

@@ -418,23 +418,24 @@ TEST_CASE("kiln compile --device cuda: every kernel NVRTC-compiled with no GPU, 
   Run r = kiln_cli({"compile", decoder, "--bind", "B=1", "--bind", "T=5", "--device", "cuda", "--dump-dir", d.string()},
                    dir);
   require_status(r, 0);
-  // 5 fused kernels, 4 weight-prep kernels, 2 epilogues after cuBLASLt's f32 accumulator: 11
-  // (the attention step reads v in the QKV projection and stores what the o-projection
-  // reads: no copy kernel around it); and its 4 tile configurations (codegen/cuda/attention.h): 15.
-  // The second RMS norm's weight cast and mean are the first one's kernels (built once): 13 compiles.
+  // 5 fused kernels and 4 weight-prep kernels: 9 (the residual adds are cuBLASLt's, no
+  // epilogue kernel reads an f32 accumulator; the attention step reads v in the QKV
+  // projection and stores what the o-projection reads: no copy kernel around it); and its 4
+  // tile configurations (codegen/cuda/attention.h): 13. The second RMS norm's weight cast and
+  // mean are the first one's kernels (built once): 11 compiles.
   require_checks(r.out, R"(
-CHECK: cuda sm_90: 15 kernels, 4 cuBLASLt GEMMs; NVRTC {{[0-9.]+}} ms (13 compiled, 0 from the kernel cache, 2 shared with an identical kernel)
+CHECK: cuda sm_90: 13 kernels, 4 cuBLASLt GEMMs; NVRTC {{[0-9.]+}} ms (11 compiled, 0 from the kernel cache, 2 shared with an identical kernel)
 CHECK-NEXT: group 0   k0_cast elementwise, 8 lanes, weight prep
 CHECK-NEXT: group 1   k1_mean rows, 8 lanes, row cached (32 threads x 8 chunks), evict-first in L2 when its data exceed it
 CHECK: group 6   attention bf16 H=16 KVH=16 D=128 scale=0.08838834764831843 causal
-CHECK-NEXT: group 7   cuBLASLt bf16 m=T n=2048 k=2048 batch=1 epilogue none, f32 accumulator into k7_linear
+CHECK-NEXT: group 7   cuBLASLt bf16 m=T n=2048 k=2048 batch=1 epilogue none + residual
 CHECK: group 11  cuBLASLt bf16 m=T n=11264 k=2048 batch=1 epilogue none
 CHECK-NEXT: group 12  k12_mul elementwise, 8 lanes
-CHECK-NEXT: group 13  cuBLASLt bf16 m=T n=2048 k=5632 batch=1 epilogue none, f32 accumulator into k13_linear
+CHECK-NEXT: group 13  cuBLASLt bf16 m=T n=2048 k=5632 batch=1 epilogue none + residual
 CHECK: dumped to
 )");
-  CHECK(count_files(d / "cuda", ".cu") == 15);
-  CHECK(count_files(d / "cuda", ".ptx") == 15);
+  CHECK(count_files(d / "cuda", ".cu") == 13);
+  CHECK(count_files(d / "cuda", ".ptx") == 13);
   require_checks(read_text(d / "cuda" / "kiln_attention_4x2x1x64.cu"), R"(
 CHECK: // kiln attention: bf16 H=16 KVH=16 D=128
 CHECK: extern "C" __global__ void __launch_bounds__(KTHREADS) kiln_attention(
@@ -457,10 +458,10 @@ CHECK: .entry k_mul
   CHECK(j["kernels"] == 5);
   CHECK(j["backend"]["device"] == "cuda");
   CHECK(j["backend"]["arch"] == "sm_90");
-  CHECK(j["backend"]["kernels"] == 15);
+  CHECK(j["backend"]["kernels"] == 13);
   CHECK(j["backend"]["gemms"] == 4);
   CHECK(j["backend"]["compiled"] == 0);
-  CHECK(j["backend"]["cache_hits"] == 13);  // 15 kernels, 2 of them shared with an identical one
+  CHECK(j["backend"]["cache_hits"] == 11);  // 13 kernels, 2 of them shared with an identical one
   // Modes are accepted (they act when the graph runs); unknown ones are errors.
   Run tuned = kiln_cli({"compile", decoder, "--bind", "B=1", "--device", "cuda", "--mode", "max-autotune"}, dir);
   require_status(tuned, 0);
@@ -479,16 +480,16 @@ TEST_CASE("kiln compile --device cuda: program.txt holds every buffer's place an
                    dir);
   require_status(r, 0);
   // B = 1 is baked; parameters are arguments, merged weights weight prep, intermediates in
-  // the arena, accumulators in scratch; the weight prep runs apart; attention is one fused
-  // step reading q and k where the RoPE kernels wrote them and v in place in the fused QKV
-  // projection, and storing [B, T, H, D], which the o-projection reads as a dense A.
+  // the arena; the weight prep runs apart; attention is one fused step reading q and k where
+  // the RoPE kernels wrote them and v in place in the fused QKV projection, and storing
+  // [B, T, H, D], which the o-projection reads as a dense A and adds the residual x to (C).
   require_checks(read_text(d / "cuda" / "program.txt"), R"(
 CHECK: program decoder_layer for cuda
 CHECK-NEXT: baked B = 1
 CHECK-NEXT: buffers:
 CHECK: b7 concat_2: bf16[6144, 2048] (weight prep 1)
 CHECK: b13 permute_3: bf16[B, T, 16, 128] (arena 4)
-CHECK: b27 out: bf16[B, T, 2048] (output 0)
+CHECK: b25 out: bf16[B, T, 2048] (output 0)
 CHECK-NEXT: weight prep (when parameters change):
 CHECK-NEXT: group 0: k0_cast(b0, b1)
 CHECK: steps:
@@ -499,14 +500,13 @@ CHECK-NEXT: C b8
 CHECK-NEXT: where the library cannot run a call: k3_linear_naive(b3, b7, b8)
 CHECK: group 6: attention bf16 H=16 KVH=16 D=128 scale=0.08838834764831843 causal
 CHECK-NEXT: q b11, k b12, v b8 at +4096 strides [6144*T, 128, 6144, 1] -> out b13 at +0 strides [2048*T, 128, 2048, 1]; B=B Tq=T Tk=T
-CHECK-NEXT: group 7: cuBLASLt bf16 m=T n=2048 k=2048 batch=1 epilogue none, f32 accumulator into k7_linear
+CHECK-NEXT: group 7: cuBLASLt bf16 m=T n=2048 k=2048 batch=1 epilogue none + residual
 CHECK-NEXT: A b13 as [M, K] ld 2048 batch stride 0 offset 0; B b14 as [N, K] ld 2048 batch stride 0 offset 0
-CHECK-NEXT: C b15 (f32 accumulator)
-CHECK-NEXT: then epilogue: k7_linear(b13, b14, b2, b16, b15)
-CHECK-NEXT: where the library cannot run a call: k7_linear_naive(b13, b14, b2, b16)
+CHECK-NEXT: C b15, residual b2 added
+CHECK-NEXT: where the library cannot run a call: k7_linear_naive(b13, b14, b2, b15)
 )");
   // Each program kernel's IR sits beside its source, with the schedule the source follows.
-  CHECK(count_files(d / "cuda", ".kir") == 11 + 4);  // and each library GEMM's fallback
+  CHECK(count_files(d / "cuda", ".kir") == 9 + 4);  // and each library GEMM's fallback
   require_checks(read_text(d / "cuda" / "k1_mean.kir"), R"(
 CHECK: kernel k1_mean
 CHECK: schedule:
@@ -515,13 +515,21 @@ CHECK-NEXT: vector width 8 along r0, divisible [], aligned [x, cast_1, attn_in],
 CHECK-NEXT: x[(o0 * T + o1) * 2048 + r0] streamed
 CHECK: row cache 8 chunks per thread, 32 threads: x[(o0 * T + o1) * 2048 + r0]
 )");
-  // A library GEMM's epilogue reads the accumulator as one more buffer of its kernel IR.
-  require_checks(read_text(d / "cuda" / "k13_linear.kir"), R"(
-CHECK: kernel k13_linear
-CHECK: in  acc: f32[B, T, 2048]
+  // An epilogue cuBLASLt has not (a sigmoid) is a kernel reading the library's f32
+  // accumulator as one more buffer of its kernel IR.
+  fs::path gs = dir / "gemm_sigmoid.kiln";
+  write_text(gs, "graph gemm_sigmoid(%x: bf16[B, T, 64], %w: bf16[32, 64]) {\n  %y = linear(%x, %w)\n"
+                 "  %z = sigmoid(%y)\n  return %z\n}\n");
+  Run acc = kiln_cli({"compile", gs.string(), "--bind", "B=1", "--device", "cuda", "--dump-dir", (dir / "acc").string()},
+                     dir);
+  require_status(acc, 0);
+  CHECK_THAT(acc.out, Catch::Contains("epilogue none, f32 accumulator into k0_linear"));
+  require_checks(read_text(dir / "acc" / "cuda" / "k0_linear.kir"), R"(
+CHECK: kernel k0_linear
+CHECK: in  acc: f32[B, T, 32]
 CHECK-NOT: gemm
 CHECK: schedule:
-CHECK-NEXT: launch elementwise, work 2048*B*T
+CHECK-NEXT: launch elementwise, work 32*B*T
 )");
   // The CPU's program: BLAS accumulators read by each GEMM's kernel, no fallback; attention
   // as the CPU's fused step.

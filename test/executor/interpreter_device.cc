@@ -42,7 +42,8 @@ class InterpreterProgram final : public DeviceProgram {
 
   absl::StatusOr<std::unique_ptr<StepPlan>> plan_gemm(int, const Bindings&) override { return std::make_unique<Plan>(); }
   // A library that cannot run anything: the executor falls back to each GEMM's own kernel.
-  absl::StatusOr<bool> run_gemm(int, StepPlan&, DevicePtr, DevicePtr, DevicePtr, DevicePtr, const CallContext&) override {
+  absl::StatusOr<bool> run_gemm(int, StepPlan&, DevicePtr, DevicePtr, DevicePtr, DevicePtr, DevicePtr,
+                                const CallContext&) override {
     ++counts_->gemm_calls;
     return false;
   }

@@ -54,9 +54,10 @@ struct GemmRun {
 };
 
 // Runs `s` on random inputs and compares `samples` output elements (all when <= 0).
-// `algo` null: the heuristic's choice.
+// `algo` null: the heuristic's choice. A spec with a residual adds a random one, held in
+// C itself when `residual_in_c` (cuBLASLt's in-place C = D).
 GemmRun run_gemm(CublasLt& lt, const GemmSpec& s, uint64_t seed, int64_t samples, int timed_reps = 0,
-                 const GemmAlgorithm* algo = nullptr) {
+                 const GemmAlgorithm* algo = nullptr, bool residual_in_c = false) {
   std::mt19937_64 rng(seed);
   int64_t batch_a = s.batch_stride_a == 0 ? 1 : s.batch, batch_b = s.batch_stride_b == 0 ? 1 : s.batch;
   HostTensor a(s.dtype, {batch_a * s.m * s.k}), b(s.dtype, {batch_b * s.n * s.k}), bias(s.dtype, {s.n});
@@ -65,14 +66,24 @@ GemmRun run_gemm(CublasLt& lt, const GemmSpec& s, uint64_t seed, int64_t samples
   bias.fill_random(rng, -1, 1);
   auto da = Tensor::from_host(a, DeviceId::cuda(0)), db = Tensor::from_host(b, DeviceId::cuda(0)),
        dbias = Tensor::from_host(bias, DeviceId::cuda(0));
+  HostTensor res(s.dtype, {s.batch * s.m * s.n});
+  res.fill_random(rng, -2, 2);
+  auto dres = Tensor::from_host(res, DeviceId::cuda(0));
   auto dc = Tensor::empty_cuda(s.dtype, {s.batch * s.m * s.n});
   REQUIRE(da.ok());
   REQUIRE(db.ok());
   REQUIRE(dbias.ok());
+  REQUIRE(dres.ok());
   REQUIRE(dc.ok());
   auto ptr = [](const Tensor& t) { return CUdeviceptr(t.data()); };
-  REQUIRE(check((*driver())->cuMemsetD8(ptr(*dc), 0xff, size_t(dc->numel() * dtype_size(s.dtype))), "poison").ok());
-  auto status = lt.gemm(s, ptr(*da), ptr(*db), ptr(*dc), ptr(*dbias), nullptr, algo);
+  if (s.residual && residual_in_c) {
+    dc = Tensor::from_host(res, DeviceId::cuda(0));
+    REQUIRE(dc.ok());
+  } else {
+    REQUIRE(check((*driver())->cuMemsetD8(ptr(*dc), 0xff, size_t(dc->numel() * dtype_size(s.dtype))), "poison").ok());
+  }
+  CUdeviceptr residual = !s.residual ? 0 : residual_in_c ? ptr(*dc) : ptr(*dres);
+  auto status = lt.gemm(s, ptr(*da), ptr(*db), ptr(*dc), ptr(*dbias), nullptr, algo, residual);
   INFO(status_message(status));
   REQUIRE(status.ok());
   GemmRun r;
@@ -83,7 +94,7 @@ GemmRun run_gemm(CublasLt& lt, const GemmSpec& s, uint64_t seed, int64_t samples
     REQUIRE(algos.ok());
     REQUIRE(start->record(nullptr).ok());
     for (int i = 0; i < timed_reps; ++i)
-      REQUIRE(lt.gemm(s, ptr(*da), ptr(*db), ptr(*dc), ptr(*dbias), nullptr, &(*algos)[0]).ok());
+      REQUIRE(lt.gemm(s, ptr(*da), ptr(*db), ptr(*dc), ptr(*dbias), nullptr, &(*algos)[0], residual).ok());
     REQUIRE(end->record(nullptr).ok());
     REQUIRE(end->synchronize().ok());
     r.ms = *Event::elapsed_ms(*start, *end) / timed_reps;
@@ -91,8 +102,9 @@ GemmRun run_gemm(CublasLt& lt, const GemmSpec& s, uint64_t seed, int64_t samples
   auto c = dc->to_host();
   REQUIRE(c.ok());
   auto check_one = [&](int64_t bi, int64_t i, int64_t j) {
-    double ref = reference(s, a, b, bias, bi, i, j);
-    double got = c->get((bi * s.m + i) * s.n + j);
+    const int64_t at = (bi * s.m + i) * s.n + j;
+    double ref = reference(s, a, b, bias, bi, i, j) + (s.residual ? res.get(at) : 0.0);
+    double got = c->get(at);
     double err = std::isnan(got) ? INFINITY : std::abs(got - ref) / (1 + std::abs(ref));
     r.worst = std::max(r.worst, err);
   };
@@ -127,6 +139,15 @@ TEST_CASE("cublaslt: GEMM specs are validated without a GPU", "[runtime][cublasl
   bad = s;
   bad.batch_stride_a = -2;
   CHECK(!check_gemm_spec(bad).ok());
+  GemmSpec res = s;
+  res.residual = true;
+  res.epilogue = GemmEpilogue::bias;
+  CHECK(check_gemm_spec(res).ok());
+  res.epilogue = GemmEpilogue::relu;
+  CHECK(status_message(check_gemm_spec(res)).find("residual") != std::string::npos);
+  res.epilogue = GemmEpilogue::none;
+  res.out_dtype = DType::f32;
+  CHECK(!check_gemm_spec(res).ok());
   CHECK(gemm_epilogue_name(GemmEpilogue::gelu_bias) == "gelu_bias");
 }
 
@@ -170,6 +191,17 @@ TEST_CASE("cublaslt: GEMMs match the host for every dtype, layout, epilogue and 
     INFO("batched, batch_stride_b=" << stride_b);
     CHECK(run_gemm(**lt, s, seed++, 0).worst <= tolerance(DType::bf16));
   }
+  // A residual added by the library (beta = 1), after the bias, in a buffer of its own or in
+  // C itself; batched too. And the spec rejects a residual with an activation or an f32 C.
+  for (GemmEpilogue e : {GemmEpilogue::none, GemmEpilogue::bias})
+    for (bool in_c : {false, true})
+      for (int64_t batch : {1, 3}) {
+        GemmSpec s = dense(DType::bf16, 37, 64, 40, true, batch);
+        s.epilogue = e;
+        s.residual = true;
+        INFO("residual, epilogue " << gemm_epilogue_name(e) << (in_c ? " in C" : "") << " batch " << batch);
+        CHECK(run_gemm(**lt, s, seed++, 0, 0, nullptr, in_c).worst <= tolerance(DType::bf16));
+      }
   auto algos = (*lt)->algorithms(dense(DType::bf16, 512, 512, 512), 8);
   REQUIRE(algos.ok());
   CHECK(!algos->empty());
