@@ -99,8 +99,7 @@ class Lowerer {
     say(str_cat("lower group ", group_.id, " (", group_.nodes.size(), " nodes) as ", k_.name));
 
     absl::Status s;
-    if (writer && group_.nodes.size() > 1) s = err(writer->describe(), " must be alone in its group");
-    else if (writer) s = lower_cache_write(*writer);
+    if (writer) s = lower_cache_write(*writer);
     else if (group_.kind == KernelGroup::Kind::Attention) s = routine_buffers("a fused attention step");
     else if (group_.kind == KernelGroup::Kind::Extern) s = routine_buffers("a call of the extern op");
     else if (group_.kind == KernelGroup::Kind::Gemm) s = lower_gemm(gemm);

@@ -300,9 +300,9 @@ class Partitioner {
   // only elementwise ops touch such values, and they read them at the same shape, or at the
   // reduction's keepdim shape from the full input shape (broadcast along the reduced axes).
   std::string why_not_legal(const std::vector<Node*>& m) {
-    // A state write is a scatter kernel of its own (codegen/lower.h).
+    // A state write is a scatter kernel (codegen/lower.h) over what computes its new rows.
     if (m.size() > 1 && std::any_of(m.begin(), m.end(), [](const Node* n) { return writes_state(*n); }))
-      return "a state write is a scatter kernel of its own";
+      return why_not_write_group(m);
     if (m.size() > 1 && std::any_of(m.begin(), m.end(), [](const Node* n) { return n->op() == Op::Attention; }))
       return "a fused attention step runs alone";
     if (m.size() > 1 && std::any_of(m.begin(), m.end(), [](const Node* n) { return n->op() == Op::ExternCall; }))
@@ -428,6 +428,32 @@ class Partitioner {
     }
   }
 
+  // Why one scatter kernel cannot compute `m` (holding a state write): it takes one state
+  // write and the elementwise, broadcast and view nodes (no gather, no window) computing the
+  // rows it writes (a RoPE, the permute of a fused projection's slice), whose results nothing
+  // else reads; "" when it can.
+  std::string why_not_write_group(const std::vector<Node*>& m) {
+    absl::flat_hash_set<const Node*> in(m.begin(), m.end());
+    if (std::count_if(m.begin(), m.end(), [](const Node* n) { return writes_state(*n); }) > 1)
+      return "one state write per scatter kernel";
+    for (const Node* n : m) {
+      if (writes_state(*n)) {
+        if (in.contains(n->operand(0)->producer())) return "a state write updates a state argument in place";
+        continue;
+      }
+      OpKind k = n->info().kind;
+      bool view = k == OpKind::View && n->op() != Op::Gather && n->op() != Op::Window;  // no index checks, no windows
+      if (k != OpKind::Elementwise && k != OpKind::Broadcast && !view)
+        return str_cat("a state write's kernel computes its rows with elementwise ops and views only, not ", describe(n));
+      for (const Value* r : n->results()) {
+        const std::vector<Node*>& users = users_of(uses_, r);
+        if (returned_.contains(r) || std::any_of(users.begin(), users.end(), [&](Node* u) { return !in.contains(u); }))
+          return str_cat("a state write's kernel stores the state only, and ", describe(n), " is read outside it");
+      }
+    }
+    return "";
+  }
+
   struct Summary {
     bool state_write = false, attention = false, extern_call = false, weight_prep = false;
     std::optional<Domain> dom;               // the reductions' iteration space
@@ -464,8 +490,16 @@ class Partitioner {
   // Whether one kernel can compute groups a and b: why_not_legal(members of both) == "".
   bool legal(int a, int b, MergeDelta& delta) {
     const Summary &sa = summary_[a], &sb = summary_[b];
-    if (sa.state_write || sb.state_write || sa.attention || sb.attention || sa.extern_call || sb.extern_call)
-      return false;
+    if (sa.attention || sb.attention || sa.extern_call || sb.extern_call) return false;
+    if (sa.state_write || sb.state_write) {  // a scatter kernel over the rows' computation
+      const Summary& rows = sa.state_write ? sb : sa;
+      if (rows.state_write || rows.dom || !rows.windows.empty() || rows.weight_prep) return false;
+      std::vector<Node*> m = members_[a];
+      m.insert(m.end(), members_[b].begin(), members_[b].end());
+      if (!why_not_write_group(m).empty()) return false;
+      for (const auto& e : edges_between(a, b)) delta.ext_drop.push_back({e.first, 1});
+      return true;
+    }
     auto in = [&](const Node* p) {
       if (!p || !group_.contains(p)) return false;
       int id = find(p);
@@ -599,6 +633,7 @@ class Partitioner {
       ext -= count;
     }
     for (const Node* n : delta.new_dep) dep_.insert(n);
+    sb.state_write = sb.state_write || sa.state_write;
     for (const auto& [id, count] : sa.out_shapes) sb.out_shapes[id] += count;
     sb.windows.insert(sb.windows.end(), sa.windows.begin(), sa.windows.end());
     if (!sb.dom) sb.dom = std::move(sa.dom);

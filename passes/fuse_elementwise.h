@@ -24,8 +24,10 @@ namespace kiln {
 //    before it, layer_norm followed by gelu;
 //  - groups reading only parameters (every value of a static shape) are weight_prep and
 //    hold nothing else;
-//  - a state write (cache_write) is alone in its group (a scatter kernel), and so is an
-//    attention node decompose kept whole (an Attention group: the device's fused routine),
+//  - a state write (cache_write) is a scatter kernel with the elementwise, broadcast and view
+//    nodes that compute the rows it writes and nothing else reads (the RoPE of k, the permute
+//    of v's slice of a fused QKV projection); an attention node decompose kept whole is
+//    alone in its group (an Attention group: the device's fused routine),
 //    but for the views it reads q, k and v through (its prologue: the longest chains of
 //    single-user views one strided view with 8-element-aligned rows can replace, e.g. the
 //    slice/reshape/permute of a fused QKV projection) and a permute of its result keeping
