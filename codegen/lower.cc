@@ -77,12 +77,13 @@ class Lowerer {
   absl::StatusOr<Kernel> run() {
     for (Node* n : group_.nodes) nodes_.insert(n);
     for (Node* n : group_.prologue) nodes_.insert(n);
-    const Node* writer = nullptr;
+    std::vector<const Node*> writers;
     for (const Node* n : group_.nodes)
-      if (writes_state(*n)) writer = n;
+      if (writes_state(*n)) writers.push_back(n);
     // The state a writer updates is its output buffer (the same memory), never an input.
     for (Value* v : group_.inputs)
-      if (!writer || v != writer->operand(0)) input_buffer(v);
+      if (std::none_of(writers.begin(), writers.end(), [&](const Node* w) { return v == w->operand(0); }))
+        input_buffer(v);
     for (Value* v : group_.outputs) {
       if (!v->producer() || !nodes_.contains(v->producer()))
         return err("output %", v->name(), " is not computed by the group");
@@ -99,7 +100,7 @@ class Lowerer {
     say(str_cat("lower group ", group_.id, " (", group_.nodes.size(), " nodes) as ", k_.name));
 
     absl::Status s;
-    if (writer) s = lower_cache_write(*writer);
+    if (!writers.empty()) s = lower_cache_writes(writers);
     else if (group_.kind == KernelGroup::Kind::Attention) s = routine_buffers("a fused attention step");
     else if (group_.kind == KernelGroup::Kind::Extern) s = routine_buffers("a call of the extern op");
     else if (group_.kind == KernelGroup::Kind::Gemm) s = lower_gemm(gemm);
@@ -227,14 +228,19 @@ class Lowerer {
 
   // cache_write (ops.def) as a scatter over new's elements: each stores into the cache row
   // that its position (and the block table) names, masked off where that row lies outside the
-  // cache; indices are clamped so that every address formed is in bounds.
-  absl::Status lower_cache_write(const Node& n) {
+  // cache; indices are clamped so that every address formed is in bounds. Writes of one
+  // group (fuse_elementwise: new rows of one shape at the same positions) share the loop.
+  absl::Status lower_cache_writes(const std::vector<const Node*>& writers) {
+    k_.domain = writers[0]->operand(1)->shape();
+    begin_stage(Stage::Kind::Map, {});
+    for (const Node* w : writers) KILN_RETURN_IF_ERROR(lower_cache_write(*w, vars(k_.domain, Index::outer)));
+    return absl::OkStatus();
+  }
+
+  absl::Status lower_cache_write(const Node& n, const Indices& o) {
     const Value &x = *n.operand(1), &cache = *n.operand(0);
     const Shape &xs = x.shape(), &cs = cache.shape();
     const Value* table = n.num_operands() > 3 ? n.operand(3) : nullptr;
-    k_.domain = xs;
-    begin_stage(Stage::Kind::Map, {});
-    Indices o = vars(xs, Index::outer);
     auto i64 = [](const Expr& e) { return Expr::cast(e, DType::i64); };
     auto within = [&](const Expr& v, const Index& hi) {  // 0 <= v < hi, as a bool let
       Expr lo_ok = Expr::binary(Op::Ge, v, Expr::constant(0, DType::i64), DType::boolean);

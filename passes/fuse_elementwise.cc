@@ -193,6 +193,7 @@ class Partitioner {
         try_merge(find(p), find(n.get()), p, n.get());
       }
     }
+    merge_sibling_writes();
     emit();
   }
 
@@ -428,17 +429,24 @@ class Partitioner {
     }
   }
 
-  // Why one scatter kernel cannot compute `m` (holding a state write): it takes one state
-  // write and the elementwise, broadcast and view nodes (no gather, no window) computing the
-  // rows it writes (a RoPE, the permute of a fused projection's slice), whose results nothing
-  // else reads; "" when it can.
+  // Whether two state writes scatter the same rows: new values of one shape, at the same
+  // positions (and through the same block table): one loop nest stores both.
+  static bool same_rows(const Node& a, const Node& b) {
+    return a.operand(1)->shape() == b.operand(1)->shape() && a.operand(2) == b.operand(2) &&
+           a.num_operands() == b.num_operands() && (a.num_operands() < 4 || a.operand(3) == b.operand(3));
+  }
+
+  // Why one scatter kernel cannot compute `m` (holding state writes): it takes state writes
+  // of the same rows (same_rows) and the elementwise, broadcast and view nodes (no gather, no
+  // window) computing the rows they write (a RoPE, the permute of a fused projection's
+  // slice), whose results nothing else reads; "" when it can.
   std::string why_not_write_group(const std::vector<Node*>& m) {
     absl::flat_hash_set<const Node*> in(m.begin(), m.end());
-    if (std::count_if(m.begin(), m.end(), [](const Node* n) { return writes_state(*n); }) > 1)
-      return "one state write per scatter kernel";
+    const Node* first = *std::find_if(m.begin(), m.end(), [](const Node* n) { return writes_state(*n); });
     for (const Node* n : m) {
       if (writes_state(*n)) {
         if (in.contains(n->operand(0)->producer())) return "a state write updates a state argument in place";
+        if (!same_rows(*first, *n)) return "state writes of one kernel write rows of one shape at the same positions";
         continue;
       }
       OpKind k = n->info().kind;
@@ -588,6 +596,31 @@ class Partitioner {
       }
     }
     return false;
+  }
+
+  // State writes of the same rows next to each other in node order (a layer's k and v cache
+  // writes) become one scatter kernel, where no other kernel lies on a path between them.
+  void merge_sibling_writes() {
+    int prev = -1;
+    for (const auto& node : g_.nodes()) {
+      if (!writes_state(*node) || !group_.contains(node.get())) continue;
+      int id = find(node.get());
+      if (prev >= 0 && prev != id && members_[prev].size() + members_[id].size() <= kMaxFusedNodes) {
+        std::vector<Node*> m = members_[prev];
+        m.insert(m.end(), members_[id].begin(), members_[id].end());
+        if (why_not_write_group(m).empty() && !indirect_path(prev, id) && !indirect_path(id, prev) &&
+            !successors_contain(prev, id) && !successors_contain(id, prev)) {
+          merge(prev, id, MergeDelta{});
+          log_line(LogTopic::fusion, 2, str_cat("fused sibling state writes into ", describe(node.get()), "'s kernel"));
+        }
+      }
+      prev = find(node.get());
+    }
+  }
+
+  bool successors_contain(int from, int to) {
+    std::vector<int> s = successors(from);
+    return std::find(s.begin(), s.end(), to) != s.end();
   }
 
   // Merges the groups of `producer` (a) and `consumer` (b) when one kernel can compute both;

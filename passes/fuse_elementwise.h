@@ -26,7 +26,9 @@ namespace kiln {
 //    hold nothing else;
 //  - a state write (cache_write) is a scatter kernel with the elementwise, broadcast and view
 //    nodes that compute the rows it writes and nothing else reads (the RoPE of k, the permute
-//    of v's slice of a fused QKV projection); an attention node decompose kept whole is
+//    of v's slice of a fused QKV projection), and with the writes next to it in node order
+//    that write rows of the same shape at the same positions (a layer's k and v writes) where
+//    no other kernel lies between them; an attention node decompose kept whole is
 //    alone in its group (an Attention group: the device's fused routine),
 //    but for the views it reads q, k and v through (its prologue: the longest chains of
 //    single-user views one strided view with 8-element-aligned rows can replace, e.g. the
