@@ -127,6 +127,18 @@ TEST_CASE("cache_write and attention check their operands with located errors", 
   return %a
 })"),
              Catch::Contains("window must be >= 0"));
+  // Found by fuzz_compile (2026-12-07): i16 lengths were read as i32 by the CPU's routine, past
+  // the end of the buffer. The devices read lengths and block ids as i32 or i64 only.
+  CHECK_THAT(verdict(R"(graph g(%q: f32[B, 2, T, 8], %k: f32[B, 2, S, 8], %l: i16[B]) {
+  %a = attention(%q, %k, %k, %l, causal=true)
+  return %a
+})"),
+             Catch::Contains("kv_lens must be i32 or i64, got i16[B]"));
+  CHECK_THAT(verdict(R"(graph g(%q: f32[B, 4, 1, 8], %k: f32[NB, 16, 4, 8], %l: i32[B], %t: u8[B, 4]) {
+  %a = attention(%q, %k, %k, %l, %t)
+  return %a
+})"),
+             Catch::Contains("block_table must be i32 or i64, got u8[B, 4]"));
   absl::StatusOr<Graph> g = parse_graph(R"(graph g(%q: bf16[B, 8, T, 64], %k: bf16[NB, 16, 2, 64], %l: i64[B], %t: i32[B, M]) {
   %a = attention(%q, %k, %k, %l, %t)
   return %a
