@@ -103,9 +103,8 @@ kir::Kernel operand_gather(const kir::Kernel& k, bool is_b, DType dtype) {
   return c;
 }
 
-// The residual R of a group [GEMM, add(GEMM, R)] (either order) where cuBLASLt can add it
-// as its C matrix: R has the output's shape (no broadcast, so the dense layout of the
-// output) and dtype. Null: no such add.
+}  // namespace
+
 const Value* residual_of(const KernelGroup& g, DType dtype) {
   if (g.nodes.size() != 2 || g.nodes.back()->op() != Op::Add) return nullptr;
   const Node &gemm = *g.nodes.front(), &add = *g.nodes.back();
@@ -115,6 +114,8 @@ const Value* residual_of(const KernelGroup& g, DType dtype) {
     return nullptr;
   return r;
 }
+
+namespace {
 
 // Whether the group is GEMM [+ bias] [+ relu | gelu-tanh] or GEMM [+ bias] + a residual
 // (residual_of), and nothing else, returned in the GEMM's dtype: then cuBLASLt's epilogue

@@ -14,6 +14,7 @@
 namespace kiln {
 
 struct KernelGroup;
+class Value;
 
 // The epilogues a GEMM library fuses (gelu: the tanh approximation; bias: one value per
 // output column n).
@@ -63,6 +64,11 @@ struct GemmDecision {
   // kernel reads as its epilogue.
   bool fused_epilogue = false;
 };
+
+// The residual R of a GEMM group [GEMM, add(GEMM, R)] (either order) that cuBLASLt adds as
+// its C matrix (GemmLayout::residual): R has the output's shape (no broadcast, so the
+// output's dense layout) and `dtype`. Null: no such add.
+const Value* residual_of(const KernelGroup& g, DType dtype);
 
 // The rows of GEMM kernel `k` (its batch dims times m) when they are a constant once the
 // symbols in `baked` take their values: a decode step's single token per sequence, with a

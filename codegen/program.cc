@@ -349,9 +349,7 @@ class ProgramBuilder {
       KILN_ASSIGN_OR_RETURN(gs.bias, buffer_of(grp.nodes.front()->operand(2), false));
     }
     if (d.layout && d.layout->residual) {
-      const Node& add = *grp.nodes.back();
-      const Value* r = add.operand(0) == grp.nodes.front()->result() ? add.operand(1) : add.operand(0);
-      KILN_ASSIGN_OR_RETURN(gs.residual, buffer_of(r, false));
+      KILN_ASSIGN_OR_RETURN(gs.residual, buffer_of(residual_of(grp, d.layout->dtype), false));
     }
     if (d.fused_epilogue) {
       KILN_ASSIGN_OR_RETURN(gs.c, buffer_of(grp.outputs[0], true));
