@@ -119,7 +119,8 @@ struct GemmStep {
   kir::Kernel lowered;  // the group's kernel as lowered: the GEMM's operands, sizes and epilogue
   std::optional<GemmLayout> layout;  // the library call (CublasLt)
   int a = -1, b = -1, c = -1, bias = -1;  // program buffers as the library reads and writes them
-  int residual = -1;  // layout->residual: the buffer the library adds to its result (C, beta = 1)
+  // layout->residual: the buffer the library adds to its result (its C, beta = 1).
+  int residual = -1;
   std::optional<KernelStep> gather_a, gather_b;  // run first, into scratch slots 1 and 2
   std::optional<KernelStep> epilogue;            // reads the f32 accumulator (scratch slot 0)
   // The group computed by `kernel` alone, where the library cannot run a call's shape or

@@ -111,9 +111,10 @@ std::string CompileStats::to_text() const {
                           " launches per call\n");
   s += str_cat("kernel cache: ", cache_memory_hits, " memory hits, ", cache_disk_hits, " disk hits, ", cache_misses,
                " misses\n");
-  s += fmt::format("time: device {:.1f} ms, passes {:.1f} ms, lowering {:.1f} ms, building {:.1f} ms (codegen {:.1f} ms, "
-                   "compile {:.1f} ms), tuning {:.1f} ms\n",
-                   device_ms, pass_ms, lower_ms, build_ms, codegen_ms, compile_ms, tune_ms);
+  s += fmt::format(
+      "time: device {:.1f} ms, passes {:.1f} ms, lowering {:.1f} ms, building {:.1f} ms (codegen {:.1f} ms, "
+      "compile {:.1f} ms), tuning {:.1f} ms\n",
+      device_ms, pass_ms, lower_ms, build_ms, codegen_ms, compile_ms, tune_ms);
   if (!strategy.empty()) s += str_cat("calls: ", strategy, "\n");
   for (const std::string& r : recompile_reasons) s += str_cat("recompile: ", r, "\n");
   for (const Bucket& b : buckets)
@@ -285,8 +286,7 @@ struct CompiledGraph::Impl {
     if (!opts.dump_dir.empty()) dump = DumpWriter(opts.dump_dir).sub(fmt::format("spec{}", specs.size()));
     auto t0 = std::chrono::steady_clock::now();
     absl::StatusOr<std::unique_ptr<Executor>> exe = specialize(module, *device, gs.baked(), opts.mode, dump, pool);
-    if (!exe.ok())
-      return prefix_error(exe.status(), "building the specialization ", sp.text, ": ");
+    if (!exe.ok()) return prefix_error(exe.status(), "building the specialization ", sp.text, ": ");
     sp.exe = *std::move(exe);
     BuildStats bs = sp.exe->build_stats();
     stats.build_ms += ms_since(t0);

@@ -64,8 +64,8 @@ Result infer_attention(Types in, const Attrs& a) {
     KILN_RETURN_IF_ERROR(need(k.shape[0] == v.shape[0] && k.shape[1] == v.shape[1] && k.shape[2] == v.shape[2],
                               "paged k and v must be [num_blocks, block_size, KVH, D] alike, got ", dims(k), ", ", dims(v)));
     KILN_RETURN_IF_ERROR(need(bt.shape[0] == b, "block_table ", dims(bt), " must have q's batch ", b.to_string()));
-    KILN_RETURN_IF_ERROR(need(bt.dtype == DType::i32 || bt.dtype == DType::i64, "block_table must be i32 or i64, got ",
-                              dims(bt)));
+    KILN_RETURN_IF_ERROR(
+        need(bt.dtype == DType::i32 || bt.dtype == DType::i64, "block_table must be i32 or i64, got ", dims(bt)));
     KILN_RETURN_IF_ERROR(need(ops.kv_lens.has_value(), "the paged form needs kv_lens"));
     KILN_RETURN_IF_ERROR(need(!ops.mask.has_value(), "the paged form takes no mask"));
     tk = bt.shape[1] * k.shape[1];
@@ -81,7 +81,8 @@ Result infer_attention(Types in, const Attrs& a) {
     const TensorType& l = in[*ops.kv_lens];
     KILN_RETURN_IF_ERROR(need(l.shape[0] == b, "kv_lens ", dims(l), " must be [", b.to_string(), "]"));
     // The devices' attention routines read lengths and block ids as i32 or i64.
-    KILN_RETURN_IF_ERROR(need(l.dtype == DType::i32 || l.dtype == DType::i64, "kv_lens must be i32 or i64, got ", dims(l)));
+    KILN_RETURN_IF_ERROR(
+        need(l.dtype == DType::i32 || l.dtype == DType::i64, "kv_lens must be i32 or i64, got ", dims(l)));
   }
   if (ops.mask) {
     const TensorType& m = in[*ops.mask];

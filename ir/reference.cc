@@ -34,8 +34,8 @@
 //   linear(x, w[out, in], bias?) = x @ w^T + bias, the bias added in f64 before rounding.
 // - Views copy elements exactly. slice follows Python (negative start/end/step, clamped);
 //   gather wraps a negative index once (i + dim), and an index still out of range is an error
-//   naming the node and the index (an empty result reads no index and checks none). squeeze without axes removes the dims that are 1 in the
-//   graph's (symbolic) type, so a symbol bound to 1 stays.
+//   naming the node and the index (an empty result reads no index and checks none). squeeze without axes removes the
+//   dims that are 1 in the graph's (symbolic) type, so a symbol bound to 1 stays.
 // - conv, conv_transpose: direct loops over the window in f64, the bias added before the single
 //   rounding (as linear). max_pool: the window's maximum, NaN propagating, -inf where the window
 //   holds padding only; avg_pool: the f64 mean of the window's elements inside x (with

@@ -337,12 +337,12 @@ absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std
 std::string CompileBreakdown::to_text(std::string_view device) const {
   // Cold: some kernel was compiled; a warm start: every kernel came from the disk cache.
   const char* kind = compiled > 0 ? "cold" : disk_hits > 0 ? "warm start" : "warm (in memory)";
-  return fmt::format("{} {:.3f} s (trace {:.0f} ms, device {:.0f} ms, passes {:.0f} ms, lower {:.0f} ms, build {:.0f} ms: "
-                     "codegen {:.0f} ms, {} {:.0f} ms); {} kernels ({} shared with an identical one): {} compiled, {} "
-                     "from disk, {} from memory",
-                     kind, total_ms / 1000, trace_ms, device_ms, pass_ms, lower_ms, build_ms, codegen_ms,
-                     device.starts_with("cpu") ? "llvm" : "nvrtc", backend_ms, kernels, shared, compiled, disk_hits,
-                     memory_hits);
+  return fmt::format(
+      "{} {:.3f} s (trace {:.0f} ms, device {:.0f} ms, passes {:.0f} ms, lower {:.0f} ms, build {:.0f} ms: "
+      "codegen {:.0f} ms, {} {:.0f} ms); {} kernels ({} shared with an identical one): {} compiled, {} "
+      "from disk, {} from memory",
+      kind, total_ms / 1000, trace_ms, device_ms, pass_ms, lower_ms, build_ms, codegen_ms,
+      device.starts_with("cpu") ? "llvm" : "nvrtc", backend_ms, kernels, shared, compiled, disk_hits, memory_hits);
 }
 
 std::string GenerateReport::to_text() const {

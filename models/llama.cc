@@ -5,8 +5,8 @@
 #include <cmath>
 #include <exception>
 #include <filesystem>
-#include <numbers>
 #include <mutex>
+#include <numbers>
 #include <random>
 #include <thread>
 

@@ -452,7 +452,8 @@ class Partitioner {
       OpKind k = n->info().kind;
       bool view = k == OpKind::View && n->op() != Op::Gather && n->op() != Op::Window;  // no index checks, no windows
       if (k != OpKind::Elementwise && k != OpKind::Broadcast && !view)
-        return str_cat("a state write's kernel computes its rows with elementwise ops and views only, not ", describe(n));
+        return str_cat("a state write's kernel computes its rows with elementwise ops and views only, not ",
+                       describe(n));
       for (const Value* r : n->results()) {
         const std::vector<Node*>& users = users_of(uses_, r);
         if (returned_.contains(r) || std::any_of(users.begin(), users.end(), [&](Node* u) { return !in.contains(u); }))

@@ -44,9 +44,9 @@ namespace kiln {
 //    time, while a kernel boundary in so long a chain costs one extra buffer write and read.
 // Groups grow greedily along producer->consumer edges in node order, each merge checked
 // against these rules from what each group keeps about itself and the edges between the two
-// (found from the smaller group): a chain of n ops costs about n log n, not n^2. Deterministic: the same graph gives the same groups. With
-// KILN_LOG=fusion (ir/log.h) every producer -> consumer edge left between two kernels is
-// logged with the rule that kept them apart. Returns whether any group was formed.
+// (found from the smaller group): a chain of n ops costs about n log n, not n^2. Deterministic: the same graph gives
+// the same groups. With KILN_LOG=fusion (ir/log.h) every producer -> consumer edge left between two kernels is logged
+// with the rule that kept them apart. Returns whether any group was formed.
 absl::StatusOr<bool> fuse_elementwise(Graph& g, Schedule& s);
 
 inline constexpr size_t kMaxFusedNodes = 512;

@@ -84,8 +84,9 @@ absl::Status set_batch(cublasLtMatrixLayout_t layout, int64_t batch, int64_t str
 // handle's).
 std::string spec_key(const GemmSpec& s) {
   return str_cat(dtype_name(s.dtype), " ", s.m, " ", s.n, " ", s.k, " ", s.b_is_nk, " ", s.batch, " ", s.batch_stride_a,
-                 " ", s.batch_stride_b, " ", s.batch_stride_c, " ", gemm_epilogue_name(s.epilogue), " ", s.residual, " ", s.a_is_km, " ",
-                 s.lda, " ", s.ldb, " ", s.out_dtype ? dtype_name(*s.out_dtype) : "-", " ", s.alignment);
+                 " ", s.batch_stride_b, " ", s.batch_stride_c, " ", gemm_epilogue_name(s.epilogue), " ", s.residual,
+                 " ", s.a_is_km, " ", s.lda, " ", s.ldb, " ", s.out_dtype ? dtype_name(*s.out_dtype) : "-", " ",
+                 s.alignment);
 }
 
 }  // namespace
@@ -243,11 +244,11 @@ absl::Status GemmPlan::run(CUdeviceptr a, CUdeviceptr b, CUdeviceptr c, CUdevice
   // The residual is cuBLASLt's C (beta = 1), of D's layout; without one C is D (beta = 0).
   const float alpha = 1.0f, beta = residual != 0 ? 1.0f : 0.0f;
   void* c_in = reinterpret_cast<void*>(residual != 0 ? residual : c);
-  return lt_check(lt().cublasLtMatmul(lt_.handle_, d_->op, &alpha, reinterpret_cast<void*>(b), d_->a,
-                                 reinterpret_cast<void*>(a), d_->b, &beta, c_in, d_->c,
-                                 reinterpret_cast<void*>(c), d_->c, &algo_.algo,
-                                 reinterpret_cast<void*>(lt_.workspace_.ptr()), lt_.workspace_.size(), stream),
-                  str_cat("matmul M=", spec_.m, " N=", spec_.n, " K=", spec_.k));
+  return lt_check(
+      lt().cublasLtMatmul(lt_.handle_, d_->op, &alpha, reinterpret_cast<void*>(b), d_->a, reinterpret_cast<void*>(a),
+                          d_->b, &beta, c_in, d_->c, reinterpret_cast<void*>(c), d_->c, &algo_.algo,
+                          reinterpret_cast<void*>(lt_.workspace_.ptr()), lt_.workspace_.size(), stream),
+      str_cat("matmul M=", spec_.m, " N=", spec_.n, " K=", spec_.k));
 }
 
 absl::StatusOr<std::vector<GemmAlgorithm>> CublasLt::algorithms(const GemmSpec& spec, int top_k) const {
@@ -255,9 +256,8 @@ absl::StatusOr<std::vector<GemmAlgorithm>> CublasLt::algorithms(const GemmSpec& 
   return p->algorithms(top_k);
 }
 
-absl::Status CublasLt::gemm(const GemmSpec& spec, CUdeviceptr a, CUdeviceptr b, CUdeviceptr c,
-                            CUdeviceptr bias, CUstream stream, const GemmAlgorithm* algorithm,
-                            CUdeviceptr residual) const {
+absl::Status CublasLt::gemm(const GemmSpec& spec, CUdeviceptr a, CUdeviceptr b, CUdeviceptr c, CUdeviceptr bias,
+                            CUstream stream, const GemmAlgorithm* algorithm, CUdeviceptr residual) const {
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<GemmPlan> p, GemmPlan::create(*this, spec));
   if (algorithm) p->set_algorithm(*algorithm);
   return p->run(a, b, c, bias, stream, residual);

@@ -105,9 +105,8 @@ class CublasLt {
   absl::StatusOr<std::vector<GemmAlgorithm>> algorithms(const GemmSpec& spec, int top_k) const;
 
   // Runs C = epilogue(A x B [+ bias]) [+ residual] on `stream`; `algorithm` null: the heuristic's.
-  absl::Status gemm(const GemmSpec& spec, CUdeviceptr a, CUdeviceptr b, CUdeviceptr c,
-                    CUdeviceptr bias, CUstream stream, const GemmAlgorithm* algorithm = nullptr,
-                    CUdeviceptr residual = 0) const;
+  absl::Status gemm(const GemmSpec& spec, CUdeviceptr a, CUdeviceptr b, CUdeviceptr c, CUdeviceptr bias,
+                    CUstream stream, const GemmAlgorithm* algorithm = nullptr, CUdeviceptr residual = 0) const;
 
   int64_t workspace_bytes() const { return workspace_.size(); }
 

@@ -99,8 +99,8 @@ class DeviceProgram {
   // C = A x B (with the fused epilogue and residual) on the library. Returns false, having
   // done nothing, where the library cannot run this call (no algorithm, operands less aligned
   // than planned): the executor then runs the GEMM's fallback kernel.
-  virtual absl::StatusOr<bool> run_gemm(int gemm, StepPlan& plan, DevicePtr a, DevicePtr b, DevicePtr c,
-                                        DevicePtr bias, DevicePtr residual, const CallContext& ctx) = 0;
+  virtual absl::StatusOr<bool> run_gemm(int gemm, StepPlan& plan, DevicePtr a, DevicePtr b, DevicePtr c, DevicePtr bias,
+                                        DevicePtr residual, const CallContext& ctx) = 0;
   // The fused attention step `attention` (Program::attentions; codegen/attention.h) at these
   // sizes: its strides and dims evaluated, whatever the device decides per call. A device
   // whose Target::supports_attention is null never gets such a step; the defaults say so.

@@ -343,9 +343,9 @@ absl::Status Executor::run_gemm(int index, CallPlan& p, const CallContext& c) {
   if (g.gather_b) KILN_RETURN_IF_ERROR(run_kernel(*g.gather_b, p, c));
   // A library call that declines (its fallback kernel runs next) profiles as a launch of ~0 ms.
   if (profiling_) KILN_RETURN_IF_ERROR(begin_launch({.kind = ProfiledLaunch::Kind::Library, .gemm = &g}, c));
-  KILN_ASSIGN_OR_RETURN(bool ran, loaded_->run_gemm(index, *p.gemms[index], ptr_[g.a], ptr_[g.b], ptr_[g.c],
-                                                    g.bias >= 0 ? ptr_[g.bias] : 0,
-                                                    g.residual >= 0 ? ptr_[g.residual] : 0, c));
+  KILN_ASSIGN_OR_RETURN(bool ran,
+                        loaded_->run_gemm(index, *p.gemms[index], ptr_[g.a], ptr_[g.b], ptr_[g.c],
+                                          g.bias >= 0 ? ptr_[g.bias] : 0, g.residual >= 0 ? ptr_[g.residual] : 0, c));
   if (!ran) {
     if (!g.fallback)
       return absl::InternalError(str_cat("GEMM of group ", g.group, ": the library cannot run it and it has no fallback"));

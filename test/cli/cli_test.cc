@@ -518,10 +518,11 @@ CHECK: row cache 8 chunks per thread, 32 threads: x[(o0 * T + o1) * 2048 + r0]
   // An epilogue cuBLASLt has not (a sigmoid) is a kernel reading the library's f32
   // accumulator as one more buffer of its kernel IR.
   fs::path gs = dir / "gemm_sigmoid.kiln";
-  write_text(gs, "graph gemm_sigmoid(%x: bf16[B, T, 64], %w: bf16[32, 64]) {\n  %y = linear(%x, %w)\n"
-                 "  %z = sigmoid(%y)\n  return %z\n}\n");
-  Run acc = kiln_cli({"compile", gs.string(), "--bind", "B=1", "--device", "cuda", "--dump-dir", (dir / "acc").string()},
-                     dir);
+  write_text(gs,
+             "graph gemm_sigmoid(%x: bf16[B, T, 64], %w: bf16[32, 64]) {\n  %y = linear(%x, %w)\n"
+             "  %z = sigmoid(%y)\n  return %z\n}\n");
+  Run acc = kiln_cli(
+      {"compile", gs.string(), "--bind", "B=1", "--device", "cuda", "--dump-dir", (dir / "acc").string()}, dir);
   require_status(acc, 0);
   CHECK_THAT(acc.out, Catch::Contains("epilogue none, f32 accumulator into k0_linear"));
   require_checks(read_text(dir / "acc" / "cuda" / "k0_linear.kir"), R"(
