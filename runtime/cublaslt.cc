@@ -229,8 +229,9 @@ absl::StatusOr<std::vector<GemmAlgorithm>> GemmPlan::algorithms(int top_k) const
 
 absl::Status GemmPlan::run(CUdeviceptr a, CUdeviceptr b, CUdeviceptr c, CUdeviceptr bias, CUstream stream,
                            CUdeviceptr residual) const {
-  if (a == 0 || b == 0 || c == 0 || spec_.residual != (residual != 0))
-    return invalid_argument("GEMM operand pointer is null (or a residual's where the spec has one, or not)");
+  if (a == 0 || b == 0 || c == 0) return invalid_argument("GEMM operand pointer is null");
+  if (spec_.residual != (residual != 0))
+    return invalid_argument(spec_.residual ? "GEMM residual pointer is null" : "GEMM spec has no residual to add");
   if (has_bias(spec_.epilogue)) {
     if (bias == 0) return invalid_argument("GEMM epilogue ", gemm_epilogue_name(spec_.epilogue), " needs a bias pointer");
     if (bias != bias_) {

@@ -345,7 +345,7 @@ absl::Status Executor::run_gemm(int index, CallPlan& p, const CallContext& c) {
   if (profiling_) KILN_RETURN_IF_ERROR(begin_launch({.kind = ProfiledLaunch::Kind::Library, .gemm = &g}, c));
   KILN_ASSIGN_OR_RETURN(bool ran,
                         loaded_->run_gemm(index, *p.gemms[index], ptr_[g.a], ptr_[g.b], ptr_[g.c],
-                                          g.bias >= 0 ? ptr_[g.bias] : 0, g.residual >= 0 ? ptr_[g.residual] : 0, c));
+                                          ptr_or_null(g.bias), ptr_or_null(g.residual), c));
   if (!ran) {
     if (!g.fallback)
       return absl::InternalError(str_cat("GEMM of group ", g.group, ": the library cannot run it and it has no fallback"));
@@ -358,7 +358,7 @@ absl::Status Executor::run_gemm(int index, CallPlan& p, const CallContext& c) {
 absl::Status Executor::run_attention(int index, CallPlan& p, const CallContext& c) {
   const AttentionStep& a = program_->attentions[index];
   step_ptrs_.clear();
-  for (int b : {a.q, a.k, a.v, a.out, a.mask, a.kv_lens, a.block_table}) step_ptrs_.push_back(b >= 0 ? ptr_[b] : 0);
+  for (int b : {a.q, a.k, a.v, a.out, a.mask, a.kv_lens, a.block_table}) step_ptrs_.push_back(ptr_or_null(b));
   if (profiling_) KILN_RETURN_IF_ERROR(begin_launch({.kind = ProfiledLaunch::Kind::Attention, .attention = &a}, c));
   return loaded_->run_attention(index, *p.attentions[index], step_ptrs_, c);
 }

@@ -245,6 +245,8 @@ class Executor {
   std::shared_ptr<const HostTensor> checks_zero_data_;
   // Scratch of the hot path, kept to allocate nothing per call.
   std::vector<DevicePtr> ptr_, step_ptrs_, arg_ptrs_, out_ptrs_;
+  // The address of program buffer `b`, or 0 for an absent one (b < 0: no bias, mask, ...).
+  DevicePtr ptr_or_null(int b) const { return b >= 0 ? ptr_[b] : 0; }
 };
 
 }  // namespace kiln
