@@ -176,9 +176,14 @@ absl::StatusOr<GemmRunner::Bound> GemmRunner::bind(const Bindings& b, bool stabl
 
 uint64_t GemmRunner::fingerprint(const Operand& op, int64_t k, const void* src) {
   // 16 elements spread over the operand (index d of each dim stepped by a different odd
-  // multiplier), their bytes hashed FNV-1a.
+  // multiplier), their bytes hashed FNV-1a. An operand with no elements (k or an extent of
+  // 0) has no bytes to sample: its allocation may be a single placeholder byte.
   const int64_t size = dtype_size(op.dtype);
   uint64_t h = 1469598103934665603ull;
+  bool empty = k == 0;
+  for (const auto* dims : {&op.batch, &op.outer})
+    for (const auto& d : *dims) empty = empty || d.first == 0;
+  if (empty) return h;
   for (int64_t s = 0; s < 16; ++s) {
     int64_t at = op.offset + (k > 0 ? (s * 7 + 3) % k : 0) * op.k_stride, mul = 11;
     for (const auto* dims : {&op.batch, &op.outer})
