@@ -7,11 +7,14 @@
 # enough) and compute-sanitizer (the CUDA toolkit's bin/). Every result goes to OUT as it
 # comes; OUT/summary.txt has one line per step.
 #
-#   tools/gpu_reliability.sh OUT [SECONDS]     SECONDS: the whole run's budget (default 560)
+#   tools/gpu_reliability.sh OUT [SECONDS [SEED_BASE [fuzz-only]]]
+#     SECONDS: the whole run's budget (default 560). SEED_BASE: the first fuzz seed (default
+#     30000000; process i starts at SEED_BASE + i * 1000000), so that a second run can go on
+#     with other graphs. fuzz-only: skip the sanitizers.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 1 ] || { sed -n 2,10p "$0"; exit 2; }
-OUT=$1 BUDGET=${2:-560}
+[ $# -ge 1 ] || { sed -n 2,13p "$0"; exit 2; }
+OUT=$1 BUDGET=${2:-560} SEED_BASE=${3:-30000000} ONLY=${4:-}
 mkdir -p "$OUT"
 export PATH=$PATH:/usr/local/cuda/bin
 log() { echo "$@" | tee -a "$OUT/summary.txt"; }
@@ -25,24 +28,26 @@ step() {  # step NAME TIMEOUT CMD...
 }
 CS=(compute-sanitizer --error-exitcode 9 --print-limit 20)
 D=(kiln run examples/decoder_layer.kiln --bind B=2 --bind T=7 --device cuda --check)
-# The kernel cache first: NVRTC under a sanitizer is slower, not more checked.
-kiln_test_cuda "[gather]" > /dev/null 2>&1
-kiln_test_cuda "[extern]" > /dev/null 2>&1
-for m in default reduce-overhead max-autotune; do "${D[@]}" --mode $m > /dev/null 2>&1; done
-step mem_gather 90 "${CS[@]}" --tool memcheck kiln_test_cuda "[gather]"
-step mem_extern 90 "${CS[@]}" --tool memcheck kiln_test_cuda "[extern]"
-step mem_attention 150 "${CS[@]}" --tool memcheck kiln_test_cuda "[attention]"
-for m in default reduce-overhead max-autotune; do step "mem_decoder_$m" 90 "${CS[@]}" --tool memcheck "${D[@]}" --mode $m; done
-step race_decoder 90 "${CS[@]}" --tool racecheck "${D[@]}" --mode reduce-overhead
-step race_gather 90 "${CS[@]}" --tool racecheck kiln_test_cuda "[gather]"
-step sync_decoder 90 "${CS[@]}" --tool synccheck "${D[@]}" --mode reduce-overhead
-step sync_gather 90 "${CS[@]}" --tool synccheck kiln_test_cuda "[gather]"
+if [ "$ONLY" != fuzz-only ]; then
+  # The kernel cache first: NVRTC under a sanitizer is slower, not more checked.
+  kiln_test_cuda "[gather]" > /dev/null 2>&1
+  kiln_test_cuda "[extern]" > /dev/null 2>&1
+  for m in default reduce-overhead max-autotune; do "${D[@]}" --mode $m > /dev/null 2>&1; done
+  step mem_gather 90 "${CS[@]}" --tool memcheck kiln_test_cuda "[gather]"
+  step mem_extern 90 "${CS[@]}" --tool memcheck kiln_test_cuda "[extern]"
+  step mem_attention 150 "${CS[@]}" --tool memcheck kiln_test_cuda "[attention]"
+  for m in default reduce-overhead max-autotune; do step "mem_decoder_$m" 90 "${CS[@]}" --tool memcheck "${D[@]}" --mode $m; done
+  step race_decoder 90 "${CS[@]}" --tool racecheck "${D[@]}" --mode reduce-overhead
+  step race_gather 90 "${CS[@]}" --tool racecheck kiln_test_cuda "[gather]"
+  step sync_decoder 90 "${CS[@]}" --tool synccheck "${D[@]}" --mode reduce-overhead
+  step sync_gather 90 "${CS[@]}" --tool synccheck kiln_test_cuda "[gather]"
+fi
 left=$((BUDGET - (SECONDS - t0) - 30))
 log "sanitizers done after $((SECONDS - t0)) s; fuzzing for $left s"
 i=0
 for m in default reduce-overhead max-autotune; do
   for p in 0 1 2 3 4; do
-    first=$((30000000 + i * 1000000))
+    first=$((SEED_BASE + i * 1000000))
     kiln_fuzz --seeds $first:$((first + 1000000)) --device cuda --mode $m --time-limit $left --keep-going \
       > "$OUT/fuzz_${m}_$p.txt" 2>&1 &
     i=$((i + 1))
