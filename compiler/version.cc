@@ -1,7 +1,5 @@
 #include "compiler/version.h"
 
-#include <thread>
-
 #include <fmt/format.h>
 
 #include "ir/status.h"
@@ -32,7 +30,7 @@ VersionInfo version_info() {
 #endif
 #if KILN_WITH_LLVM
   v.llvm = cpu::llvm_version();
-  v.devices.push_back(str_cat("cpu (", std::thread::hardware_concurrency(), " hardware threads)"));
+  v.devices.push_back(str_cat("cpu (", cpu::host_description(), ")"));
 #else
   v.llvm = "none (built with KILN_WITH_LLVM=OFF: no CPU backend)";
 #endif

@@ -22,7 +22,7 @@
 #include "ir/parser.h"
 #include "ir/reference.h"
 #include "ir/str.h"
-#include "runtime/cpu/jit.h"
+#include "runtime/cpu/device.h"
 #include "runtime/cpu/thread_pool.h"
 
 namespace {
@@ -331,8 +331,7 @@ std::string machine() {
       model = line.substr(line.find(':') + 2);
       break;
     }
-  return str_cat(model, ", ", std::thread::hardware_concurrency(), " hardware threads, LLVM host CPU ",
-                 cpu::CpuJit::instance().host_cpu());
+  return str_cat(model, ", ", cpu::host_description());
 }
 
 // The fused attention step (runtime/cpu/attention.h) against the decomposition it replaces

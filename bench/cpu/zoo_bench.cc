@@ -27,6 +27,7 @@
 #include "ir/npy.h"
 #include "ir/str.h"
 #include "passes/convert_float.h"
+#include "runtime/cpu/device.h"
 
 using namespace kiln;
 using json = nlohmann::json;
@@ -148,7 +149,8 @@ int main(int argc, char** argv) {
     std::printf("KILN_ZOO %s\n", json{{"model", m.name}, {"size_set", m.size_set}, {"threads", threads ? threads : "all"},
                                        {"device", device == Device::Cpu ? "cpu" : "cuda"}, {"mode", mode_name(mode)},
                                        {"float", float_type.empty() ? "f32" : float_type},
-                                       {"clock", cpu_clock ? "cpu" : "wall"}, {"round_us", m.round_us}}
+                                       {"clock", cpu_clock ? "cpu" : "wall"}, {"round_us", m.round_us},
+                                       {"machine", cpu::host_description()}}
                                      .dump()
                                      .c_str());
   return 0;

@@ -36,12 +36,13 @@ def kiln_round(bench, threads, models, round_ms, size_set, clock):
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(f"kiln_bench_zoo failed: {out.stderr.strip()}")
-    res = {}
+    res, machine = {}, ""
     for line in out.stdout.splitlines():
         if line.startswith("KILN_ZOO "):
             r = json.loads(line.split(" ", 1)[1])
             res[r["model"]] = (r["size_set"], r["round_us"][0])
-    return res
+            machine = r["machine"]
+    return res, machine
 
 
 def main():
@@ -73,12 +74,14 @@ def main():
     ort = {(n, t): [] for n in names for t in threads}
     for _ in range(a.rounds):
         for t in threads:
-            for n, (size_set, us) in kiln_round(a.kiln_bench, t, names, a.round_ms, a.size_set, a.clock).items():
+            res, machine = kiln_round(a.kiln_bench, t, names, a.round_ms, a.size_set, a.clock)
+            for n, (size_set, us) in res.items():
                 if size_set != feeds[n][0]:
                     sys.exit(f"{n}: kiln ran size set {size_set}, onnxruntime {feeds[n][0]}")
                 kiln[n, t].append(us)
             for n in names:
                 ort[n, t].append(zoo_ort.time_round(sessions[n, t], feeds[n][1], a.round_ms / 1e3, clock) * 1e6)
+    print(f"kiln's CPU: {machine}")
     print(f"{os.cpu_count()} cores; {a.rounds} interleaved rounds of {a.round_ms:.0f} ms ({a.clock} clock) per model and side; "
           "microseconds per call, median [min, max] over rounds\n")
     print("| model | size set | threads | kiln | onnxruntime | kiln / onnxruntime |")

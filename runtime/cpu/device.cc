@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <optional>
+#include <thread>
 
 #include <llvm/Config/llvm-config.h>
 
@@ -539,5 +540,10 @@ const Target& target() {
 std::unique_ptr<DeviceAdapter> make_adapter() { return std::make_unique<CpuAdapter>(); }
 
 std::string llvm_version() { return LLVM_VERSION_STRING; }
+
+std::string host_description() {
+  return str_cat(std::thread::hardware_concurrency(), " hardware threads, LLVM host CPU ", CpuJit::instance().host_cpu(),
+                 ", OpenBLAS core ", blas_core());
+}
 
 }  // namespace kiln::cpu

@@ -21,4 +21,9 @@ std::unique_ptr<DeviceAdapter> make_adapter();
 
 std::string llvm_version();  // of the LLVM that JIT-compiles the kernels: "16.0.6"
 
+// The CPU as kiln's backend sees it: "16 hardware threads, LLVM host CPU sapphirerapids,
+// OpenBLAS core SkylakeX" (the CPU the JIT compiles for and the kernels OpenBLAS picked; a
+// virtual machine that hides its CPU's features shows here as a generic name or an old core).
+std::string host_description();
+
 }  // namespace kiln::cpu

@@ -283,4 +283,9 @@ void GemmRunner::run(const Bound& g, const void* a, const void* b, float* acc, T
 
 void use_single_threaded_blas() { openblas_set_num_threads(1); }
 
+std::string blas_core() {
+  const char* name = openblas_get_corename();
+  return name ? name : "unknown";
+}
+
 }  // namespace kiln::cpu

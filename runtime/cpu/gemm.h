@@ -16,6 +16,9 @@
 
 namespace kiln::cpu {
 
+// OpenBLAS's name for the kernels it picked for this CPU ("SkylakeX", "Haswell", "Prescott").
+std::string blas_core();
+
 class GemmRunner {
  public:
   // nullopt unless BLAS reads both operands of `k` in place (codegen/gemm.h
