@@ -18,6 +18,7 @@
 #include "ir/dump.h"
 #include "ir/status.h"
 #include "ir/str.h"
+#include "ir/ops_collective.h"
 #include "ir/verifier.h"
 
 #include "codegen/program.h"
@@ -675,6 +676,13 @@ absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<DeviceAdap
   // non-capturable one under reduce-overhead is an error, not a silently split graph.
   KILN_RETURN_IF_ERROR(check_extern_calls(g, device->target().extern_device,
                                           opts.mode == Mode::ReduceOverhead && device->can_capture()));
+  // Collectives (a sharded graph's, passes/shard.h) run on the reference evaluator only so
+  // far (evaluate_ranks simulates the ranks); no device has a communicator yet.
+  for (const auto& n : g.nodes())
+    if (is_collective(n->op()))
+      return invalid_argument(n->describe(), ": ", op_name(n->op()),
+                              " runs on no compiled device yet (kiln::evaluate_ranks computes sharded graphs on the "
+                              "reference evaluator)");
   // This graph's own folder of the dump (two graphs of one name in a process get two), which
   // each specialization's spec<N> folder goes inside.
   if (!opts.dump_dir.empty()) opts.dump_dir = DumpWriter(opts.dump_dir).claim(g.name()).dir().string();

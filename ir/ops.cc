@@ -7,6 +7,7 @@
 
 #include "ir/op_attrs.h"
 #include "ir/ops_attention.h"
+#include "ir/ops_collective.h"
 #include "ir/parser.h"
 #include "ir/status.h"
 #include "ir/str.h"

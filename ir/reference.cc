@@ -41,6 +41,11 @@
 //   holds padding only; avg_pool: the f64 mean of the window's elements inside x (with
 //   count_include_pad: their sum over the count of its positions inside the padded extent).
 //   window copies exactly, pad_value outside x.
+// - Collectives (evaluate_ranks: one graph as N ranks, node by node in lockstep): all_reduce
+//   sums the ranks' operands in rank order in f64 (integers in int64, wrapping) and rounds
+//   once; all_gather concatenates them along its axis in rank order; reduce_scatter is
+//   all_reduce's sum of which rank r keeps chunk r along its axis. The ranks' operands must
+//   have one shape, and the op's `ranks` must be the number of ranks evaluated.
 // - Each node's results must have the shapes its symbolic types evaluate to under the
 //   argument bindings; a disagreement (e.g. a symbolic slice whose bounds clamp) is an error.
 #include "ir/reference.h"
@@ -60,6 +65,7 @@
 #include "ir/index_error.h"
 #include "ir/op_attrs.h"
 #include "ir/ops_attention.h"
+#include "ir/ops_collective.h"
 #include "ir/scalar_ops.h"
 #include "ir/status.h"
 #include "ir/str.h"
@@ -1000,6 +1006,57 @@ Result extern_call(const Ctx& c) {
   return res;
 }
 
+// A collective over every rank's operand (`in[r]`, rank r's), giving each rank's result.
+absl::StatusOr<std::vector<HostTensor>> collective(const Node& n, const std::vector<const HostTensor*>& in) {
+  const int64_t ranks = static_cast<int64_t>(in.size());
+  const int64_t want = n.op() == Op::AllReduce ? AllReduceAttrs(n).ranks() : CollectiveAttrs(n).ranks();
+  if (want != ranks)
+    return invalid_argument("a collective over ", want, " ranks, evaluated as ", ranks, " rank", ranks == 1 ? "" : "s",
+                            " (evaluate_ranks takes one argument set per rank)");
+  for (int64_t r = 1; r < ranks; ++r)
+    if (in[r]->shape() != in[0]->shape())
+      return invalid_argument("rank ", r, "'s operand ", in[r]->type_string(), " differs from rank 0's ",
+                              in[0]->type_string());
+  const HostTensor& x = *in[0];
+  if (n.op() == Op::AllGather) {
+    KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax, axes_of({CollectiveAttrs(n).axis()}, x.rank()));
+    Dims shape = x.shape();
+    shape[ax[0]] *= ranks;
+    HostTensor out(x.dtype(), shape);
+    Dims ost = strides_of(shape);
+    for (int64_t r = 0; r < ranks; ++r)
+      copy_strided(*in[r], strides_of(x.shape()), 0, out, ost, r * x.shape()[ax[0]] * ost[ax[0]], x.shape());
+    return std::vector<HostTensor>(static_cast<size_t>(ranks), out);
+  }
+  HostTensor sum(x.dtype(), x.shape());
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    if (is_float(x.dtype())) {
+      double acc = 0;
+      for (int64_t r = 0; r < ranks; ++r) acc += in[r]->get(i);
+      store_f64(sum, i, acc);
+    } else {
+      uint64_t acc = 0;  // two's complement wrapping, as the reductions' int64 sums
+      for (int64_t r = 0; r < ranks; ++r) acc += static_cast<uint64_t>(in[r]->get_int(i));
+      sum.set_int(i, static_cast<int64_t>(acc));
+    }
+  }
+  if (n.op() == Op::AllReduce) return std::vector<HostTensor>(static_cast<size_t>(ranks), sum);
+  KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax, axes_of({CollectiveAttrs(n).axis()}, x.rank()));
+  const int64_t a = ax[0], chunk = x.shape()[a] / ranks;
+  if (chunk * ranks != x.shape()[a])
+    return invalid_argument("axis ", a, " of ", x.type_string(), " does not divide into ", ranks, " equal chunks");
+  Dims part = x.shape();
+  part[a] = chunk;
+  std::vector<HostTensor> outs;
+  Dims st = strides_of(x.shape());
+  for (int64_t r = 0; r < ranks; ++r) {
+    HostTensor out(x.dtype(), part);
+    copy_strided(sum, st, r * chunk * st[a], out, strides_of(part), 0, part);
+    outs.push_back(std::move(out));
+  }
+  return outs;
+}
+
 Result eval_node(const Ctx& c) {
   switch (c.node.op()) {
     case Op::Neg: case Op::Abs: case Op::Exp: case Op::Log: case Op::Sqrt: case Op::Rsqrt:
@@ -1037,76 +1094,113 @@ Result eval_node(const Ctx& c) {
     case Op::Conv: return conv(c);
     case Op::ConvTranspose: return conv_transpose(c);
     case Op::MaxPool: case Op::AvgPool: return pool(c);
+    case Op::AllReduce: case Op::AllGather: case Op::ReduceScatter: break;  // collective(), over every rank
   }
   return invalid_argument("the reference evaluator does not know op ", op_name(c.node.op()));
 }
 
 }  // namespace
 
-absl::StatusOr<std::vector<HostTensor>> evaluate(const Graph& g, const TensorMap& args) {
-  for (const auto& [name, t] : args) {
-    const Value* v = g.find(name);
-    if (!v || !(v->is_input() || v->is_param()))
-      return invalid_argument("unknown argument '", name, "': graph ", g.name(), " has no input or parameter %", name);
-    if (v->data())
-      return invalid_argument("argument '", name, "': parameter %", name, " already has data in graph ", g.name());
-  }
-  absl::flat_hash_map<const Value*, const HostTensor*> env;
-  std::map<std::string, std::vector<int64_t>> shapes;
-  for (const Value* v : g.args()) {
-    const HostTensor* t = v->data().get();
-    if (!t) {
-      auto it = args.find(v->name());
-      if (it == args.end())
-        return invalid_argument("missing argument %", v->name(), " (", v->type().to_string(), ")");
-      t = &it->second;
+absl::StatusOr<std::vector<std::vector<HostTensor>>> evaluate_ranks(const Graph& g, std::span<const TensorMap> args) {
+  if (args.empty()) return invalid_argument("evaluate_ranks: no argument set, so no rank to evaluate");
+  // Errors name the rank where there are several.
+  auto at = [&](size_t r) { return args.size() > 1 ? str_cat("rank ", r, ": ") : std::string(); };
+  struct Rank {
+    absl::flat_hash_map<const Value*, const HostTensor*> env;
+    Bindings bindings;
+    std::deque<HostTensor> results;  // deque: pointers to elements stay valid as it grows
+  };
+  std::vector<Rank> ranks(args.size());
+  for (size_t r = 0; r < args.size(); ++r) {
+    for (const auto& [name, t] : args[r]) {
+      const Value* v = g.find(name);
+      if (!v || !(v->is_input() || v->is_param()))
+        return invalid_argument(at(r), "unknown argument '", name, "': graph ", g.name(), " has no input or parameter %",
+                                name);
+      if (v->data())
+        return invalid_argument(at(r), "argument '", name, "': parameter %", name, " already has data in graph ",
+                                g.name());
     }
-    if (t->dtype() != v->dtype())
-      return invalid_argument("argument %", v->name(), ": expected ", v->type().to_string(), ", got ",
-                              t->type_string());
-    shapes[v->name()] = t->shape();
-    env[v] = t;
+    std::map<std::string, std::vector<int64_t>> shapes;
+    for (const Value* v : g.args()) {
+      const HostTensor* t = v->data().get();
+      if (!t) {
+        auto it = args[r].find(v->name());
+        if (it == args[r].end())
+          return invalid_argument(at(r), "missing argument %", v->name(), " (", v->type().to_string(), ")");
+        t = &it->second;
+      }
+      if (t->dtype() != v->dtype())
+        return invalid_argument(at(r), "argument %", v->name(), ": expected ", v->type().to_string(), ", got ",
+                                t->type_string());
+      shapes[v->name()] = t->shape();
+      ranks[r].env[v] = t;
+    }
+    absl::StatusOr<Bindings> bindings = bind_symbols(g, shapes);
+    if (!bindings.ok()) return invalid_argument(at(r), "arguments: ", bindings.status().message());
+    ranks[r].bindings = *std::move(bindings);
   }
-  absl::StatusOr<Bindings> bindings = bind_symbols(g, shapes);
-  if (!bindings.ok()) return invalid_argument("arguments: ", bindings.status().message());
 
-  std::deque<HostTensor> results;  // deque: pointers to elements stay valid as it grows
   for (const auto& node : g.nodes()) {
-    Ctx c{*node, *bindings, {}};
-    for (const Value* v : node->operands()) {
-      auto it = env.find(v);
-      if (it == env.end())
-        return invalid_argument(node->describe(), ": operand %", v->name(), " is not computed before this node");
-      c.in.push_back(it->second);
+    std::vector<Ctx> ctx;
+    for (size_t r = 0; r < ranks.size(); ++r) {
+      Ctx& c = ctx.emplace_back(Ctx{*node, ranks[r].bindings, {}});
+      for (const Value* v : node->operands()) {
+        auto it = ranks[r].env.find(v);
+        if (it == ranks[r].env.end())
+          return invalid_argument(node->describe(), ": operand %", v->name(), " is not computed before this node");
+        c.in.push_back(it->second);
+      }
+      for (const Value* res : node->results()) {  // sizes first: a result that cannot be allocated is an error
+        absl::Status s = result_fits(*res, ranks[r].bindings);
+        if (!s.ok()) return prefix_error(s, at(r), node->describe(), ": ");
+      }
     }
-    for (const Value* r : node->results()) {  // sizes first: a result that cannot be allocated is an error
-      absl::Status s = result_fits(*r, *bindings);
-      if (!s.ok()) return prefix_error(s, node->describe(), ": ");
+    std::vector<Tensors> out(ranks.size());
+    if (is_collective(node->op())) {
+      std::vector<const HostTensor*> in;
+      for (const Ctx& c : ctx) in.push_back(c.in[0]);
+      absl::StatusOr<std::vector<HostTensor>> each = collective(*node, in);
+      if (!each.ok()) return prefix_error(each.status(), node->describe(), ": ");
+      for (size_t r = 0; r < ranks.size(); ++r) out[r].push_back(std::move((*each)[r]));
+    } else {
+      for (size_t r = 0; r < ranks.size(); ++r) {
+        Result o = eval_node(ctx[r]);
+        if (!o.ok()) return prefix_error(o.status(), at(r), node->describe(), ": ");
+        out[r] = *std::move(o);
+      }
     }
-    Result out = eval_node(c);
-    if (!out.ok()) return prefix_error(out.status(), node->describe(), ": ");
-    if (out->size() != node->results().size())
-      return invalid_argument(node->describe(), ": computed ", out->size(), " results for ", node->results().size());
-    for (size_t i = 0; i < out->size(); ++i) {
-      const Value* r = node->result(i);
-      HostTensor& t = (*out)[i];
-      absl::StatusOr<std::vector<int64_t>> want = evaluate_shape(r->shape(), *bindings);
-      if (!want.ok()) return invalid_argument(node->describe(), ": result %", r->name(), ": ", want.status().message());
-      if (*want != t.shape() || t.dtype() != r->dtype())
-        return invalid_argument(node->describe(), ": result %", r->name(), " of type ", r->type().to_string(),
-                                " should be ", dtype_name(r->dtype()), dims_str(*want), " under the bindings, but the op gives ",
-                                t.type_string());
-      results.push_back(std::move(t));
-      env[r] = &results.back();
+    for (size_t r = 0; r < ranks.size(); ++r) {
+      if (out[r].size() != node->results().size())
+        return invalid_argument(node->describe(), ": computed ", out[r].size(), " results for ", node->results().size());
+      for (size_t i = 0; i < out[r].size(); ++i) {
+        const Value* res = node->result(i);
+        HostTensor& t = out[r][i];
+        absl::StatusOr<std::vector<int64_t>> want = evaluate_shape(res->shape(), ranks[r].bindings);
+        if (!want.ok())
+          return invalid_argument(at(r), node->describe(), ": result %", res->name(), ": ", want.status().message());
+        if (*want != t.shape() || t.dtype() != res->dtype())
+          return invalid_argument(at(r), node->describe(), ": result %", res->name(), " of type ",
+                                  res->type().to_string(), " should be ", dtype_name(res->dtype()), dims_str(*want),
+                                  " under the bindings, but the op gives ", t.type_string());
+        ranks[r].results.push_back(std::move(t));
+        ranks[r].env[res] = &ranks[r].results.back();
+      }
     }
   }
-  std::vector<HostTensor> outs;
-  for (const Value* v : g.outputs()) {
-    auto it = env.find(v);
-    if (it == env.end()) return invalid_argument("output %", v->name(), " is not computed");
-    outs.push_back(*it->second);
-  }
+  std::vector<std::vector<HostTensor>> outs(ranks.size());
+  for (size_t r = 0; r < ranks.size(); ++r)
+    for (const Value* v : g.outputs()) {
+      auto it = ranks[r].env.find(v);
+      if (it == ranks[r].env.end()) return invalid_argument("output %", v->name(), " is not computed");
+      outs[r].push_back(*it->second);
+    }
   return outs;
+}
+
+absl::StatusOr<std::vector<HostTensor>> evaluate(const Graph& g, const TensorMap& args) {
+  KILN_ASSIGN_OR_RETURN(std::vector<std::vector<HostTensor>> one, evaluate_ranks(g, std::span(&args, 1)));
+  return std::move(one[0]);
 }
 
 TensorMap random_args(const Graph& g, const Bindings& b, uint64_t seed, int64_t int_high) {

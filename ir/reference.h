@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <map>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,12 @@ using TensorMap = std::map<std::string, HostTensor>;
 // bound from their shapes. Returns the graph's outputs in order. Errors name the argument
 // or node at fault (missing or extra argument, wrong dtype/shape, index out of range).
 absl::StatusOr<std::vector<HostTensor>> evaluate(const Graph& g, const TensorMap& args);
+
+// `g` as the ranks of one tensor-parallel group, rank r with the arguments args[r] (each as
+// evaluate's): node by node in lockstep, a collective (ir/ops_collective.h) combining the
+// ranks' operands. Returns each rank's outputs. evaluate() is the one-rank case, where a
+// collective over more ranks is an error.
+absl::StatusOr<std::vector<std::vector<HostTensor>>> evaluate_ranks(const Graph& g, std::span<const TensorMap> args);
 
 // Fresh random tensors for every input and every parameter without data, shaped under
 // `b`: floats uniform in [-1, 1), integers in [0, int_high), bools fair coins.

@@ -1,6 +1,7 @@
 #include "passes/fold.h"
 
 #include "absl/container/flat_hash_map.h"
+#include "ir/ops_collective.h"
 #include "ir/reference.h"
 #include "ir/status.h"
 #include "ir/str.h"
@@ -14,6 +15,8 @@ bool foldable(const Node& n, int64_t max_numel) {
   if (n.num_operands() == 0) return false;
   // An extern call is the user's function, run where it is compiled for, never at compile time.
   if (n.op() == Op::ExternCall) return false;
+  // A collective's result depends on the other ranks' operands.
+  if (is_collective(n.op())) return false;
   for (const Value* v : n.operands()) {
     bool known = constant_value(v).has_value() || (v->is_param() && v->data());
     if (!known) return false;

@@ -640,6 +640,17 @@ CHECK: check: matches the reference
 )");
 }
 
+TEST_CASE("kiln run: a collective runs on the reference only, a located error on a compiled device", "[cli]") {
+  TempDir dir;
+  fs::path f = dir / "ar.kiln";
+  write_text(f, "graph ar(%x: f32[B, 4]) {\n  %y = all_reduce(%x, ranks=1)\n  return %y\n}\n");
+  Run ref = kiln_cli({"run", f.string(), "--bind", "B=2"}, dir);
+  require_status(ref, 0);
+  Run cpu = kiln_cli({"run", f.string(), "--bind", "B=2", "--device", "cpu"}, dir);
+  require_status(cpu, 1);
+  CHECK_THAT(cpu.err, Catch::Contains("%y = all_reduce (") && Catch::Contains("ar.kiln:2:3): all_reduce runs on no compiled device yet"));
+}
+
 TEST_CASE("kiln run --check: a mismatch exits 1 and names the worst element", "[cli]") {
   // The reference sums in f64, compiled kernels in f32: 1e8 + 1 + 1 + 1 + 1 - 1e8 cancels to
   // 4 in f64 and to less in f32 (1e8 + 1 == 1e8 there), whatever the summation order.
