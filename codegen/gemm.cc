@@ -64,6 +64,18 @@ std::optional<OperandLayout> strided_operand(const kir::Kernel& k, bool is_b,
   } else {
     return std::nullopt;
   }
+  // BLAS takes no negative stride (a reversed slice, slice(step=-1)), and a leading dim
+  // below the matrix's extent (rows broadcast with stride 0, windows that overlap) is a
+  // layout cuBLASLt refuses or misreads: such operands are gathered. Strides that are
+  // symbolic must be provably in range for every value of their symbols (>= 0).
+  auto at_least = [](const Dim& x, const Dim& floor) {
+    std::optional<int64_t> lo = value_range(x - floor, [](const std::string&) { return SymRange{0, std::nullopt}; }).lo;
+    return lo && *lo >= 0;
+  };
+  const Dim extent = l.k_contiguous ? kdim : rdim;
+  if (!at_least(l.batch_stride, Dim(0)) || !at_least(l.offset, Dim(0)) ||
+      !at_least(l.ld, no_rows && !l.k_contiguous ? Dim(1) : extent))
+    return std::nullopt;
   return l;
 }
 
@@ -112,12 +124,15 @@ const Value* residual_of(const KernelGroup& g, DType dtype) {
   if (r == gemm.result() || (add.operand(0) != gemm.result() && add.operand(1) != gemm.result())) return nullptr;
   if (r->dtype() != dtype || r->shape() != add.result()->shape() || gemm.result()->shape() != add.result()->shape())
     return nullptr;
+  // R must be stored as it is: a view the group computes from a stored value (its prologue,
+  // a reshape of an input) has no buffer of its own.
+  if (std::find(g.inputs.begin(), g.inputs.end(), r) == g.inputs.end()) return nullptr;
   return r;
 }
 
 namespace {
 
-// Whether the group is GEMM [+ bias] [+ relu | gelu-tanh] or GEMM [+ bias] + a residual
+// Whether the group is GEMM [+ bias] [+ gelu-tanh] or GEMM [+ bias] + a residual
 // (residual_of), and nothing else, returned in the GEMM's dtype: then cuBLASLt's epilogue
 // computes it all (rounding once, after the activation or the residual, where the graph
 // rounds after the bias too).
@@ -129,7 +144,7 @@ std::optional<GemmEpilogue> library_epilogue(const KernelGroup& g, DType dtype) 
   if (bias && gemm->operand(2)->dtype() != dtype) return std::nullopt;
   if (g.nodes.size() == 1 || residual_of(g, dtype)) return bias ? GemmEpilogue::bias : GemmEpilogue::none;
   if (g.nodes.size() != 2 || last->operand(0) != gemm->result()) return std::nullopt;
-  if (last->op() == Op::Relu) return bias ? GemmEpilogue::relu_bias : GemmEpilogue::relu;
+  // Not relu: cuBLASLt's RELU epilogue makes NaN 0, where relu keeps NaN (the reference, torch).
   if (last->op() == Op::Gelu && GeluAttrs(*last).approximate() == "tanh")
     return bias ? GemmEpilogue::gelu_bias : GemmEpilogue::gelu;
   return std::nullopt;

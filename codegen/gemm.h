@@ -67,7 +67,8 @@ struct GemmDecision {
 
 // The residual R of a GEMM group [GEMM, add(GEMM, R)] (either order) that cuBLASLt adds as
 // its C matrix (GemmLayout::residual): R has the output's shape (no broadcast, so the
-// output's dense layout) and `dtype`. Null: no such add.
+// output's dense layout) and `dtype`, and is one of the group's stored inputs (not a view
+// its prologue computes). Null: no such add.
 const Value* residual_of(const KernelGroup& g, DType dtype);
 
 // The rows of GEMM kernel `k` (its batch dims times m) when they are a constant once the

@@ -116,7 +116,11 @@ Value* emit_erf(llvm::IRBuilder<>& b, Value* x) {
   p = b.CreateFMul(p, xc);
   Value* q = horner(b, x2, {-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
                             -7.37332916720468e-03, -1.42647390514189e-02});
-  return b.CreateFDiv(p, q);
+  // From |x| = 4 on, exactly +-1 (as the CUDA prelude's kiln_erf): gelu(-inf) is then
+  // -inf * 0 = NaN, as the reference computes it.
+  Value* far = b.CreateFCmpOGE(b.CreateUnaryIntrinsic(llvm::Intrinsic::fabs, x), c(b, 4.0));
+  Value* one = b.CreateBinaryIntrinsic(llvm::Intrinsic::copysign, c(b, 1.0), x);
+  return b.CreateSelect(far, one, b.CreateFDiv(p, q));
 }
 
 // 1 / (1 + e^-x) with a true division: the divider runs beside the FMA units, which the

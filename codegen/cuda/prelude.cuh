@@ -57,7 +57,7 @@ KI float kiln_exp(float x) { float r; asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r)
 KI float kiln_sigmoid(float x) { float r; asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(1.0f + kiln_exp(-x))); return r; }
 KI float kiln_silu(float x) { return x * kiln_sigmoid(x); }
 // erf by the CPU backend's [13/8] rational approximation on [-4, 4] (beyond it erf rounds to
-// +-1 in f32; NaN passes through): within 4.5e-7 of erf, in 16 instructions where CUDA's
+// +-1 in f32, returned exactly; NaN passes through): within 4.5e-7 of erf, in 16 instructions where CUDA's
 // erff selects between two polynomials at about 25.
 KI float kiln_erf(float x) {
   const float xc = kiln_fmin(kiln_fmax(x, -4.0f), 4.0f), x2 = xc * xc;
@@ -75,7 +75,9 @@ KI float kiln_erf(float x) {
   q = fmaf(q, x2, -1.42647390514189e-02f);
   float r;
   asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(q));  // q <= -0.0142
-  return p * xc * r;
+  // From |x| = 4 on, exactly +-1 (the approximation at the clamp is 1 ulp short, which made
+  // gelu(-inf) = -inf * 0.5 * (1 + erf) -inf instead of NaN).
+  return fabsf(x) >= 4.0f ? copysignf(1.0f, x) : p * xc * r;
 }
 // (1 + tanh(u)) / 2 as sigmoid(2u) = 1 / (1 + 2^(-2u log2(e))): one exp and one
 // reciprocal, no cancellation where tanh(u) is near -1.

@@ -553,6 +553,33 @@ CHECK-NOT: where the library cannot run a call
 )");
 }
 
+// The CUDA fuzzer's GEMM findings of 2026-12-07 as decisions (no GPU needed; on the GPU the
+// same files run with `kiln run --device cuda --check`): a reversed-slice operand is gathered,
+// a residual that is a view is no cuBLASLt C matrix, relu is no cuBLASLt epilogue.
+TEST_CASE("kiln compile --device cuda: GEMM operands and epilogues cuBLASLt cannot take as they are", "[cli]") {
+  TempDir dir;
+  auto compile = [&](const char* file, std::vector<std::string> binds) {
+    std::vector<std::string> args{"compile", str_cat(KILN_FUZZ_REGRESSIONS_DIR, "/", file), "--device", "cuda"};
+    for (const std::string& b : binds) args.insert(args.end(), {"--bind", b});
+    Run r = kiln_cli(args, dir);
+    INFO(file << ": " << r.out << r.err);
+    require_status(r, 0);
+    return r.out;
+  };
+  require_checks(compile("cuda_gemm_reversed_operand.kiln", {"B=3"}), R"(
+CHECK: cuBLASLt f32 m=2 n=5 k=1 batch=1 epilogue none, A gathered
+CHECK: cuBLASLt f32 m=1 n=B k=6 batch=1 epilogue none, A gathered
+)");
+  require_checks(compile("cuda_gemm_residual_view.kiln", {}), R"(
+CHECK: cuBLASLt f32 m=1 n=8 k=4 batch=1 epilogue none, f32 accumulator into
+CHECK-NOT: residual
+)");
+  require_checks(compile("cuda_gemm_relu_nan.kiln", {"B=3"}), R"(
+CHECK: cuBLASLt f32 m=B n=3 k=4 batch=1 epilogue none, f32 accumulator into
+CHECK-NOT: relu
+)");
+}
+
 TEST_CASE("kiln run --device cuda with no GPU: 'no CUDA device', exit status 1", "[cli]") {
   TempDir dir;
   std::string decoder = std::string(KILN_EXAMPLES_DIR) + "/decoder_layer.kiln";
