@@ -1,0 +1,523 @@
+#include "passes/shard.h"
+
+#include <algorithm>
+
+#include "absl/container/flat_hash_map.h"
+#include "ir/op_attrs.h"
+#include "ir/ops_attention.h"
+#include "ir/ops_collective.h"
+#include "ir/status.h"
+#include "ir/str.h"
+
+namespace kiln {
+namespace {
+
+struct Layout {
+  enum Kind : uint8_t { Replicated, Split, Partial } kind = Replicated;
+  int64_t axis = 0;  // Split only
+  static Layout split(int64_t a) { return {Split, a}; }
+};
+
+// '*' matches any run of characters, everything else itself.
+bool glob(std::string_view pattern, std::string_view name) {
+  if (pattern.empty()) return name.empty();
+  if (pattern[0] == '*') {
+    for (size_t i = 0; i <= name.size(); ++i)
+      if (glob(pattern.substr(1), name.substr(i))) return true;
+    return false;
+  }
+  return !name.empty() && pattern[0] == name[0] && glob(pattern.substr(1), name.substr(1));
+}
+
+int64_t rank_of(const Value* v) { return static_cast<int64_t>(v->shape().size()); }
+
+int64_t norm_axis(int64_t a, int64_t rank) { return a < 0 ? a + rank : a; }
+
+class Sharder {
+ public:
+  Sharder(const Graph& g, const ShardPlan& plan) : g_(g), n_(plan.ranks), plan_(plan), out_(g.name()) {}
+
+  absl::StatusOr<ShardedGraph> run() {
+    if (n_ < 1) return invalid_argument("shard: ranks must be at least 1, got ", n_);
+    for (const auto& [sym, info] : g_.symbol_bounds()) KILN_RETURN_IF_ERROR(out_.set_symbol_bounds(sym, info));
+    for (const Value* v : g_.args()) KILN_RETURN_IF_ERROR(add_arg(v));
+    for (const auto& n : g_.nodes()) {
+      if (is_collective(n->op())) return invalid_argument(n->describe(), ": the graph is sharded already");
+      KILN_RETURN_IF_ERROR(node(*n));
+    }
+    std::vector<Value*> outs;
+    for (const Value* v : g_.outputs()) {
+      Value* nv = map_.at(v);
+      KILN_ASSIGN_OR_RETURN(Value * o, state_storage(v) ? absl::StatusOr<Value*>(nv) : whole(nv));
+      outs.push_back(o);
+    }
+    out_.set_outputs(std::move(outs));
+    return ShardedGraph{std::move(out_), std::move(split_), std::move(notes_)};
+  }
+
+ private:
+  absl::Status add_arg(const Value* v) {
+    std::optional<int64_t> axis;
+    for (const ShardRule& r : plan_.rules)
+      if (glob(r.pattern, v->name())) {
+        axis = r.axis;
+        break;
+      }
+    TensorType t = v->type();
+    if (axis && n_ > 1) {
+      int64_t a = norm_axis(*axis, rank_of(v));
+      if (a < 0 || a >= rank_of(v))
+        return invalid_argument("shard: %", v->name(), " of type ", t.to_string(), " has no axis ", *axis);
+      std::optional<Dim> d = t.shape[a].divide_exact(Dim(n_));
+      if (!d)
+        return invalid_argument("shard: axis ", a, " of %", v->name(), " (", t.to_string(), ") does not divide into ",
+                                n_, " equal chunks");
+      if (v->data())
+        return invalid_argument("shard: parameter %", v->name(),
+                                " holds its data in the graph; a split parameter is bound per rank (shard_arguments)");
+      t.shape[a] = *d;
+      split_[v->name()] = a;
+    }
+    absl::StatusOr<Value*> nv = v->is_param() ? out_.add_param(v->name(), t, v->data())
+                                              : out_.add_input(v->name(), t, v->is_state());
+    KILN_RETURN_IF_ERROR(nv.status());
+    map_[v] = *nv;
+    layout_[*nv] = split_.contains(v->name()) ? Layout::split(split_.at(v->name())) : Layout{};
+    return absl::OkStatus();
+  }
+
+  Layout layout(const Value* nv) const { return layout_.at(nv); }
+
+  // A name of neither graph (the original's names all come to the result, so a name the
+  // result's own counter made could be taken later).
+  std::string fresh(const std::string& base) {
+    std::string name = base;
+    for (int k = 1; g_.find(name) || out_.find(name); ++k) name = str_cat(base, "_", k);
+    return name;
+  }
+
+  absl::StatusOr<Value*> collective(Op op, Value* v, Attrs attrs) {
+    KILN_ASSIGN_OR_RETURN(Node * c, out_.add_node(op, {v}, std::move(attrs), {fresh(str_cat(v->name(), ".", op_name(op)))}, loc_));
+    layout_[c->result()] = Layout{};
+    return c->result();
+  }
+
+  // A partial value summed (all_reduce), once.
+  absl::StatusOr<Value*> summed(Value* v) {
+    if (layout(v).kind != Layout::Partial) return v;
+    if (auto it = whole_.find(v); it != whole_.end()) return it->second;
+    KILN_ASSIGN_OR_RETURN(Value * r, collective(Op::AllReduce, v, {{"ranks", n_}}));
+    return whole_[v] = r;
+  }
+
+  // The whole value on every rank: all_gather of a split one, all_reduce of a partial one.
+  absl::StatusOr<Value*> whole(Value* v) {
+    Layout l = layout(v);
+    if (l.kind != Layout::Split) return summed(v);
+    if (auto it = whole_.find(v); it != whole_.end()) return it->second;
+    KILN_ASSIGN_OR_RETURN(Value * r, collective(Op::AllGather, v, {{"axis", l.axis}, {"ranks", n_}}));
+    return whole_[v] = r;
+  }
+
+  // Emits `n` on `operands` with `attrs`, its results named as n's, with `layouts`.
+  absl::Status emit(const Node& n, std::vector<Value*> operands, Attrs attrs, std::vector<Layout> layouts) {
+    std::vector<std::string> names;
+    for (const Value* r : n.results()) names.push_back(r->name());
+    KILN_ASSIGN_OR_RETURN(Node * m, out_.add_node(n.op(), std::move(operands), std::move(attrs), names, loc_));
+    for (size_t i = 0; i < m->results().size(); ++i) {
+      map_[n.result(i)] = m->result(i);
+      layout_[m->result(i)] = layouts.size() == 1 ? layouts[0] : layouts[i];
+    }
+    return absl::OkStatus();
+  }
+
+  // The op with every operand whole, its results replicated: for ops without a split form.
+  absl::Status emit_whole(const Node& n, std::vector<Value*> ops, const std::string& why) {
+    bool moved = false;
+    for (Value*& v : ops) {
+      moved = moved || layout(v).kind != Layout::Replicated;
+      KILN_ASSIGN_OR_RETURN(v, whole(v));
+    }
+    if (moved) notes_.push_back(str_cat(n.describe(), ": its operands made whole first (", why, ")"));
+    return emit(n, std::move(ops), n.attrs(), {Layout{}});
+  }
+
+  absl::Status node(const Node& n) {
+    loc_ = n.loc();
+    std::vector<Value*> ops;
+    for (const Value* v : n.operands()) ops.push_back(map_.at(v));
+    if (n_ == 1) return emit(n, std::move(ops), n.attrs(), {Layout{}});
+    switch (n.info().kind) {
+      case OpKind::Elementwise:
+      case OpKind::Broadcast: return broadcast(n, std::move(ops));
+      case OpKind::Reduction: return reduction(n, std::move(ops));
+      default: break;
+    }
+    switch (n.op()) {
+      case Op::Softmax: case Op::LogSoftmax: return along(n, std::move(ops), {SoftmaxAttrs(n).axis()});
+      case Op::LayerNorm: return along(n, std::move(ops), LayerNormAttrs(n).axes());
+      case Op::RmsNorm: return along(n, std::move(ops), RmsNormAttrs(n).axes());
+      case Op::Linear: return linear(n, std::move(ops));
+      case Op::MatMul: return matmul(n, std::move(ops));
+      case Op::Reshape: return reshape(n, std::move(ops));
+      case Op::Permute: return permute(n, std::move(ops));
+      case Op::Expand: return expand(n, std::move(ops));
+      case Op::Squeeze: case Op::Unsqueeze: return squeeze(n, std::move(ops));
+      case Op::Slice: return keep_if_not(n, std::move(ops), SliceAttrs(n).axis());
+      case Op::Concat: return keep_if_not(n, std::move(ops), ConcatAttrs(n).axis());
+      case Op::Split: return keep_if_not(n, std::move(ops), SplitAttrs(n).axis());
+      case Op::Attention: case Op::Sdpa: return attention(n, std::move(ops));
+      case Op::CacheWrite: return cache_write(n, std::move(ops));
+      default: return emit_whole(n, std::move(ops), str_cat(op_name(n.op()), " has no split form here"));
+    }
+  }
+
+  // Elementwise and broadcast ops: split operands must be split along the same result axis,
+  // and every replicated operand broadcast along it (size 1 or absent).
+  absl::Status broadcast(const Node& n, std::vector<Value*> ops) {
+    const int64_t out_rank = rank_of(n.result());
+    std::optional<int64_t> axis;
+    bool conflict = false;
+    for (Value*& v : ops) {
+      KILN_ASSIGN_OR_RETURN(v, summed(v));
+      Layout l = layout(v);
+      if (l.kind != Layout::Split) continue;
+      int64_t a = l.axis + out_rank - rank_of(v);
+      conflict = conflict || (axis && *axis != a);
+      axis = a;
+    }
+    if (!axis) return emit(n, std::move(ops), n.attrs(), {Layout{}});
+    for (size_t i = 0; i < ops.size() && !conflict; ++i) {
+      if (layout(ops[i]).kind == Layout::Split) continue;
+      int64_t at = *axis - (out_rank - rank_of(ops[i]));
+      conflict = at >= 0 && !(n.operand(i)->shape()[at] == Dim(1));
+    }
+    if (conflict) return emit_whole(n, std::move(ops), "operands split along different axes");
+    return emit(n, std::move(ops), n.attrs(), {Layout::split(*axis)});
+  }
+
+  absl::Status reduction(const Node& n, std::vector<Value*> ops) {
+    KILN_ASSIGN_OR_RETURN(ops[0], summed(ops[0]));
+    Layout l = layout(ops[0]);
+    if (l.kind != Layout::Split) return emit(n, std::move(ops), n.attrs(), {Layout{}});
+    const int64_t rank = rank_of(n.operand(0));
+    std::vector<int64_t> axes;
+    bool keepdim;
+    if (n.op() == Op::ArgMax) {
+      axes = {norm_axis(ArgMaxAttrs(n).axis(), rank)};
+      keepdim = ArgMaxAttrs(n).keepdim();
+    } else {
+      ReduceAttrs at(n);
+      keepdim = at.keepdim();
+      if (at.axes())
+        for (int64_t a : *at.axes()) axes.push_back(norm_axis(a, rank));
+      else
+        for (int64_t a = 0; a < rank; ++a) axes.push_back(a);
+    }
+    if (std::find(axes.begin(), axes.end(), l.axis) != axes.end()) {
+      // A sum over the split axis: each rank's sum of its chunk, one part of the whole.
+      if (n.op() == Op::Sum) return emit(n, std::move(ops), n.attrs(), {Layout{Layout::Partial}});
+      return emit_whole(n, std::move(ops), "it reduces over the split axis");
+    }
+    int64_t a = keepdim ? l.axis : l.axis - std::count_if(axes.begin(), axes.end(), [&](int64_t x) { return x < l.axis; });
+    return emit(n, std::move(ops), n.attrs(), {Layout::split(a)});
+  }
+
+  // Softmax and norms over `axes`: kept split along another axis, their weights replicated.
+  absl::Status along(const Node& n, std::vector<Value*> ops, std::vector<int64_t> axes) {
+    KILN_ASSIGN_OR_RETURN(ops[0], summed(ops[0]));
+    Layout l = layout(ops[0]);
+    const int64_t rank = rank_of(n.operand(0));
+    bool over = false;
+    for (int64_t a : axes) over = over || norm_axis(a, rank) == l.axis;
+    bool weights_whole = true;
+    for (size_t i = 1; i < ops.size(); ++i) weights_whole = weights_whole && layout(ops[i]).kind == Layout::Replicated;
+    if (l.kind == Layout::Split && !over && weights_whole) return emit(n, std::move(ops), n.attrs(), {l});
+    if (l.kind == Layout::Replicated && weights_whole) return emit(n, std::move(ops), n.attrs(), {Layout{}});
+    return emit_whole(n, std::move(ops), "it normalizes over the split axis");
+  }
+
+  // linear(x [..., K], w [N, K], b [N]?).
+  absl::Status linear(const Node& n, std::vector<Value*> ops) {
+    KILN_ASSIGN_OR_RETURN(ops[0], summed(ops[0]));
+    const int64_t k_axis = rank_of(n.operand(0)) - 1;
+    Layout x = layout(ops[0]), w = layout(ops[1]);
+    const bool bias = ops.size() == 3;
+    const bool bias_whole = !bias || layout(ops[2]).kind == Layout::Replicated;
+    if (w.kind == Layout::Replicated && bias_whole) {
+      if (x.kind == Layout::Replicated) return emit(n, std::move(ops), n.attrs(), {Layout{}});
+      if (x.axis != k_axis) return emit(n, std::move(ops), n.attrs(), {x});  // rows split
+    }
+    if (w.kind == Layout::Split && w.axis == 0 && x.kind == Layout::Replicated &&
+        (!bias || (layout(ops[2]).kind == Layout::Split && layout(ops[2]).axis == 0)))
+      return emit(n, std::move(ops), n.attrs(), {Layout::split(k_axis)});  // column-parallel
+    if (w.kind == Layout::Split && w.axis == 1 && x.kind == Layout::Split && x.axis == k_axis && bias_whole) {
+      // Row-parallel: partial products, summed, then the bias once.
+      KILN_ASSIGN_OR_RETURN(Node * gemm, out_.add_node(Op::Linear, {ops[0], ops[1]}, {},
+                                                       {fresh(str_cat(n.result()->name(), ".partial"))}, loc_));
+      layout_[gemm->result()] = Layout{Layout::Partial};
+      KILN_ASSIGN_OR_RETURN(Value * sum, summed(gemm->result()));
+      if (!bias) {
+        KILN_RETURN_IF_ERROR(out_.rename(sum, n.result()->name()));
+        map_[n.result()] = sum;
+        return absl::OkStatus();
+      }
+      KILN_ASSIGN_OR_RETURN(Node * add, out_.add_node(Op::Add, {sum, ops[2]}, {}, {n.result()->name()}, loc_));
+      map_[n.result()] = add->result();
+      layout_[add->result()] = Layout{};
+      return absl::OkStatus();
+    }
+    return emit_whole(n, std::move(ops), "its input, weight and bias are split in no way a GEMM splits");
+  }
+
+  // matmul(a [..., M, K], b [..., K, N]), both of rank >= 2 (else made whole).
+  absl::Status matmul(const Node& n, std::vector<Value*> ops) {
+    for (Value*& v : ops) {
+      KILN_ASSIGN_OR_RETURN(v, summed(v));
+    }
+    const int64_t ra = rank_of(n.operand(0)), rb = rank_of(n.operand(1)), ro = rank_of(n.result());
+    Layout a = layout(ops[0]), b = layout(ops[1]);
+    if (a.kind == Layout::Replicated && b.kind == Layout::Replicated) return emit(n, std::move(ops), n.attrs(), {Layout{}});
+    if (ra < 2 || rb < 2) return emit_whole(n, std::move(ops), "a matmul of a vector");
+    // Whether `v` (replicated, rank r) is broadcast along result axis `o`.
+    auto broadcast_at = [&](size_t i, int64_t o) {
+      int64_t at = o - (ro - rank_of(n.operand(i)));
+      return at < 0 || n.operand(i)->shape()[at] == Dim(1);
+    };
+    if (a.kind == Layout::Split && b.kind == Layout::Split && a.axis == ra - 1 && b.axis == rb - 2) {
+      KILN_ASSIGN_OR_RETURN(Node * m, out_.add_node(Op::MatMul, ops, {}, {fresh(str_cat(n.result()->name(), ".partial"))}, loc_));
+      layout_[m->result()] = Layout{Layout::Partial};
+      KILN_ASSIGN_OR_RETURN(Value * sum, summed(m->result()));
+      KILN_RETURN_IF_ERROR(out_.rename(sum, n.result()->name()));
+      map_[n.result()] = sum;
+      return absl::OkStatus();
+    }
+    if (a.kind == Layout::Split && a.axis < ra - 1) {  // rows or a batch axis of a
+      int64_t o = a.axis + ro - ra;
+      bool fits = b.kind == Layout::Replicated ? (a.axis == ra - 2 || broadcast_at(1, o))
+                                               : b.axis < rb - 2 && b.axis + ro - rb == o;
+      if (fits) return emit(n, std::move(ops), n.attrs(), {Layout::split(o)});
+    }
+    if (b.kind == Layout::Split && a.kind == Layout::Replicated) {
+      if (b.axis == rb - 1) return emit(n, std::move(ops), n.attrs(), {Layout::split(ro - 1)});  // columns
+      int64_t o = b.axis + ro - rb;
+      if (b.axis < rb - 2 && broadcast_at(0, o)) return emit(n, std::move(ops), n.attrs(), {Layout::split(o)});
+    }
+    return emit_whole(n, std::move(ops), "its operands are split in no way a GEMM splits");
+  }
+
+  // A type's shape with axis `a` divided across the ranks.
+  Shape local(const Value* v, int64_t a) const {
+    Shape s = v->shape();
+    s[a] = *s[a].divide_exact(Dim(n_));
+    return s;
+  }
+
+  absl::Status reshape(const Node& n, std::vector<Value*> ops) {
+    KILN_ASSIGN_OR_RETURN(ops[0], summed(ops[0]));
+    Layout l = layout(ops[0]);
+    if (l.kind != Layout::Split) return emit(n, std::move(ops), n.attrs(), {Layout{}});
+    const Shape &in = n.operand(0)->shape(), &out = n.result()->shape();
+    // Group boundaries: prefixes of the two shapes with equal products.
+    std::vector<std::pair<size_t, size_t>> cuts;
+    Dim pi = 1;
+    for (size_t i = 0; i <= in.size(); ++i) {
+      Dim pj = 1;
+      for (size_t j = 0; j <= out.size(); ++j) {
+        if (pi == pj) cuts.push_back({i, j});
+        if (j < out.size()) pj = pj * out[j];
+      }
+      if (i < in.size()) pi = pi * in[i];
+    }
+    const size_t a = static_cast<size_t>(l.axis);
+    std::optional<std::pair<size_t, size_t>> lo, hi;
+    for (const auto& c : cuts) {
+      if (c.first <= a && (!lo || c.first > lo->first || (c.first == lo->first && c.second > lo->second))) lo = c;
+      if (c.first > a && (!hi || c.first < hi->first || (c.first == hi->first && c.second < hi->second))) hi = c;
+    }
+    // Splitting the group's outermost axis of size > 1 into N contiguous chunks splits its
+    // flattened elements so; the result's outermost axis of size > 1 in the group then splits
+    // the same way.
+    bool outermost = lo && hi;
+    for (size_t i = lo ? lo->first : 0; outermost && i < a; ++i) outermost = in[i] == Dim(1);
+    std::optional<size_t> target;
+    for (size_t j = lo ? lo->second : 0; outermost && hi && j < hi->second && !target; ++j)
+      if (!(out[j] == Dim(1))) target = j;
+    if (!target || !out[*target].divide_exact(Dim(n_)))
+      return emit_whole(n, std::move(ops), "the reshape moves the split axis inside another");
+    Attrs attrs = n.attrs();
+    attrs.set("shape", local(n.result(), static_cast<int64_t>(*target)));
+    return emit(n, std::move(ops), std::move(attrs), {Layout::split(static_cast<int64_t>(*target))});
+  }
+
+  absl::Status permute(const Node& n, std::vector<Value*> ops) {
+    KILN_ASSIGN_OR_RETURN(ops[0], summed(ops[0]));
+    Layout l = layout(ops[0]);
+    if (l.kind != Layout::Split) return emit(n, std::move(ops), n.attrs(), {Layout{}});
+    const std::vector<int64_t>& dims = PermuteAttrs(n).dims();
+    const int64_t rank = static_cast<int64_t>(dims.size());
+    for (int64_t j = 0; j < rank; ++j)
+      if (norm_axis(dims[j], rank) == l.axis) return emit(n, std::move(ops), n.attrs(), {Layout::split(j)});
+    return invalid_argument(n.describe(), ": permute without axis ", l.axis);
+  }
+
+  absl::Status expand(const Node& n, std::vector<Value*> ops) {
+    KILN_ASSIGN_OR_RETURN(ops[0], summed(ops[0]));
+    Layout l = layout(ops[0]);
+    if (l.kind != Layout::Split) return emit(n, std::move(ops), n.attrs(), {Layout{}});
+    const int64_t a = l.axis + rank_of(n.result()) - rank_of(n.operand(0));
+    Attrs attrs = n.attrs();
+    attrs.set("shape", local(n.result(), a));
+    return emit(n, std::move(ops), std::move(attrs), {Layout::split(a)});
+  }
+
+  // squeeze/unsqueeze: the split axis keeps its place among the axes that stay.
+  absl::Status squeeze(const Node& n, std::vector<Value*> ops) {
+    KILN_ASSIGN_OR_RETURN(ops[0], summed(ops[0]));
+    Layout l = layout(ops[0]);
+    if (l.kind != Layout::Split) return emit(n, std::move(ops), n.attrs(), {Layout{}});
+    const int64_t in_rank = rank_of(n.operand(0)), out_rank = rank_of(n.result());
+    int64_t a = l.axis;
+    if (n.op() == Op::Squeeze) {
+      std::vector<int64_t> gone;
+      if (std::optional<std::vector<int64_t>> axes = SqueezeAttrs(n).axes())
+        for (int64_t x : *axes) gone.push_back(norm_axis(x, in_rank));
+      else
+        for (int64_t x = 0; x < in_rank; ++x)
+          if (n.operand(0)->shape()[x] == Dim(1)) gone.push_back(x);
+      if (std::find(gone.begin(), gone.end(), a) != gone.end())
+        return emit_whole(n, std::move(ops), "the split axis is squeezed");
+      a -= std::count_if(gone.begin(), gone.end(), [&](int64_t x) { return x < l.axis; });
+    } else {
+      std::vector<int64_t> added;
+      for (int64_t x : UnsqueezeAttrs(n).axes()) added.push_back(norm_axis(x, out_rank));
+      std::sort(added.begin(), added.end());
+      for (int64_t x : added)
+        if (x <= a) ++a;
+    }
+    return emit(n, std::move(ops), n.attrs(), {Layout::split(a)});
+  }
+
+  // slice, concat and split along another axis than the split one keep it.
+  absl::Status keep_if_not(const Node& n, std::vector<Value*> ops, int64_t axis) {
+    std::optional<Layout> same;
+    bool mixed = false;
+    for (Value*& v : ops) {
+      KILN_ASSIGN_OR_RETURN(v, summed(v));
+      Layout l = layout(v);
+      mixed = mixed || (same && (same->kind != l.kind || same->axis != l.axis));
+      same = l;
+    }
+    if (!mixed && same->kind == Layout::Replicated) return emit(n, std::move(ops), n.attrs(), {Layout{}});
+    if (!mixed && norm_axis(axis, rank_of(n.operand(0))) != same->axis)
+      return emit(n, std::move(ops), n.attrs(), {*same});
+    return emit_whole(n, std::move(ops), mixed ? "its operands are split differently" : "it works along the split axis");
+  }
+
+  // attention(q, k, v, ...) and sdpa: heads split (q [B, H, Tq, D] along 1; k and v along
+  // their kv-head axis: 1 contiguous, 2 paged), masks, lengths and tables replicated.
+  absl::Status attention(const Node& n, std::vector<Value*> ops) {
+    for (Value*& v : ops) {
+      KILN_ASSIGN_OR_RETURN(v, summed(v));
+    }
+    bool paged = false;
+    std::optional<size_t> mask;
+    if (n.op() == Op::Attention) {
+      AttentionOperands a = attention_operands(n);
+      paged = a.paged();
+      mask = a.mask;
+    } else if (ops.size() == 4) {
+      mask = 3;
+    }
+    bool any = false, heads = true;
+    for (size_t i = 0; i < ops.size(); ++i) {
+      Layout l = layout(ops[i]);
+      any = any || l.kind == Layout::Split;
+      int64_t want = i == 0 ? 1 : i < 3 ? (paged ? 2 : 1) : -1;
+      if (want >= 0) {
+        heads = heads && l.kind == Layout::Split && l.axis == want;
+      } else {
+        heads = heads && l.kind == Layout::Replicated;
+        if (mask && i == *mask && rank_of(n.operand(i)) >= 3)
+          heads = heads && n.operand(i)->shape()[rank_of(n.operand(i)) - 3] == Dim(1);
+      }
+    }
+    if (!any) return emit(n, std::move(ops), n.attrs(), {Layout{}});
+    if (heads) return emit(n, std::move(ops), n.attrs(), {Layout::split(1)});
+    return emit_whole(n, std::move(ops), "its operands are not all split by heads");
+  }
+
+  // cache_write(cache, new, positions[, table]): the cache's layout is the plan's; the rows
+  // written must be split the same way (a state cannot be made whole).
+  absl::Status cache_write(const Node& n, std::vector<Value*> ops) {
+    for (size_t i = 1; i < ops.size(); ++i) {
+      KILN_ASSIGN_OR_RETURN(ops[i], summed(ops[i]));
+    }
+    Layout c = layout(ops[0]), x = layout(ops[1]);
+    bool rest_whole = true;
+    for (size_t i = 2; i < ops.size(); ++i) rest_whole = rest_whole && layout(ops[i]).kind == Layout::Replicated;
+    const int64_t heads = ops.size() == 4 ? 2 : 1;  // a block table: the paged layout
+    if (c.kind == Layout::Replicated && x.kind == Layout::Replicated && rest_whole)
+      return emit(n, std::move(ops), n.attrs(), {Layout{}});
+    if (c.kind == Layout::Split && c.axis == heads && x.kind == Layout::Split && x.axis == 1 && rest_whole)
+      return emit(n, std::move(ops), n.attrs(), {c});
+    return invalid_argument(n.describe(), ": the cache %", n.operand(0)->name(), " and the rows written (%",
+                            n.operand(1)->name(), ") are not split alike by kv heads (the cache along axis ", heads,
+                            ", the rows along 1); a state input is never gathered, so the plan must split both");
+  }
+
+  const Graph& g_;
+  const int64_t n_;
+  const ShardPlan& plan_;
+  Graph out_;
+  std::string loc_;
+  absl::flat_hash_map<const Value*, Value*> map_;       // original value -> its sharded value
+  absl::flat_hash_map<const Value*, Layout> layout_;    // sharded value -> layout
+  absl::flat_hash_map<const Value*, Value*> whole_;     // sharded value -> its whole form
+  std::map<std::string, int64_t> split_;
+  std::vector<std::string> notes_;
+};
+
+}  // namespace
+
+ShardPlan llama_shard_plan(int64_t ranks, bool paged) {
+  ShardPlan p;
+  p.ranks = ranks;
+  for (const char* col : {"*q_proj.weight", "*k_proj.weight", "*v_proj.weight", "*gate_proj.weight", "*up_proj.weight",
+                          "*q_proj.bias", "*k_proj.bias", "*v_proj.bias"})
+    p.rules.push_back({col, 0});
+  for (const char* row : {"*o_proj.weight", "*down_proj.weight"}) p.rules.push_back({row, 1});
+  for (const char* cache : {"k_cache.*", "v_cache.*"}) p.rules.push_back({cache, paged ? 2 : 1});
+  return p;
+}
+
+absl::StatusOr<ShardedGraph> shard(const Graph& g, const ShardPlan& plan) { return Sharder(g, plan).run(); }
+
+absl::StatusOr<std::vector<TensorMap>> shard_arguments(const ShardedGraph& s, int64_t ranks, const TensorMap& whole) {
+  std::vector<TensorMap> out(static_cast<size_t>(ranks));
+  for (const auto& [name, t] : whole) {
+    auto it = s.split.find(name);
+    if (it == s.split.end()) {
+      for (TensorMap& m : out) m[name] = t;
+      continue;
+    }
+    const int64_t a = it->second, n = t.shape()[a] / ranks;
+    if (n * ranks != t.shape()[a])
+      return invalid_argument("argument %", name, ": axis ", a, " of ", t.type_string(), " does not divide into ", ranks,
+                              " equal chunks");
+    int64_t outer = 1, inner = dtype_size(t.dtype());
+    for (int64_t d = 0; d < a; ++d) outer *= t.shape()[d];
+    for (int64_t d = a + 1; d < t.rank(); ++d) inner *= t.shape()[d];
+    std::vector<int64_t> shape = t.shape();
+    shape[a] = n;
+    for (int64_t r = 0; r < ranks; ++r) {
+      HostTensor c(t.dtype(), shape);
+      for (int64_t o = 0; o < outer; ++o)
+        std::copy_n(t.data() + (o * t.shape()[a] + r * n) * inner, n * inner, c.data() + o * n * inner);
+      out[r][name] = std::move(c);
+    }
+  }
+  return out;
+}
+
+}  // namespace kiln

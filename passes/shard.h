@@ -1,0 +1,67 @@
+// The shard pass (tensor parallelism, issue 22): a graph over whole weights becomes the graph
+// that every rank of an N-rank group runs over its own shard of them, with the collectives
+// (ir/ops_collective.h) that make each rank's outputs the original's. Megatron-style: a plan
+// says which arguments are split along which axis (a linear's weight [out, in] along 0 is
+// column-parallel, along 1 row-parallel; a KV cache along its kv-head axis); every other
+// argument is replicated. The pass then follows each value's layout through the graph:
+//
+//   replicated  every rank holds the whole value
+//   split(a)    rank r holds chunk r of N equal chunks along axis a
+//   partial     the value is the sum of the ranks' values (a row-parallel GEMM's result)
+//
+// Ops keep a split where their result is the same op on the chunks (elementwise and
+// broadcast ops, reductions and norms over other axes, views that keep the axis whole,
+// attention and cache writes split by heads, a GEMM's rows or output columns); a GEMM whose
+// contraction axis is split on both operands gives a partial value, which one all_reduce
+// makes whole right after it (before a bias is added). Where an op has no split form here,
+// its split operands are made whole first (all_gather; all_reduce for partial values) and
+// the pass says so in `notes`: correct, but communication a better plan
+// would avoid. Graph outputs come out replicated, except those that are (or write) state
+// inputs, which stay split as the plan splits the state.
+//
+// Pre: `g` verifies and holds no collective. Post: the result verifies; its arguments have
+// the original names and the shapes of rank 0's shard (every rank's shard has that shape);
+// evaluate_ranks over the shards (shard_arguments) gives every rank the outputs that
+// evaluate gives on the whole arguments, up to the order of the sums.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "ir/graph.h"
+#include "ir/reference.h"
+
+namespace kiln {
+
+struct ShardRule {
+  std::string pattern;          // an argument name; '*' matches any run of characters
+  std::optional<int64_t> axis;  // split along it (negative: from the end); nullopt: replicated
+};
+
+struct ShardPlan {
+  int64_t ranks = 1;
+  std::vector<ShardRule> rules;  // the first rule whose pattern matches an argument decides
+};
+
+// Hugging Face Llama/Mistral/Qwen names (models/llama.cc): q/k/v/gate/up projections
+// column-parallel (q/k/v biases with them), o/down row-parallel, KV caches by kv heads
+// ("k_cache.*"/"v_cache.*": contiguous [B, KVH, S, D] along 1, paged [NB, block, KVH, D]
+// along 2); embeddings, norms and the LM head replicated.
+ShardPlan llama_shard_plan(int64_t ranks, bool paged = false);
+
+struct ShardedGraph {
+  Graph graph;                            // what every rank runs
+  std::map<std::string, int64_t> split;   // argument name -> the axis split across ranks
+  std::vector<std::string> notes;         // where a value was made whole for an op (see above)
+};
+
+absl::StatusOr<ShardedGraph> shard(const Graph& g, const ShardPlan& plan);
+
+// Each rank's arguments: rank r gets chunk r of every split argument, the others whole.
+absl::StatusOr<std::vector<TensorMap>> shard_arguments(const ShardedGraph& s, int64_t ranks, const TensorMap& whole);
+
+}  // namespace kiln
