@@ -14,11 +14,11 @@
 #include "compiler/profile.h"
 #include "compiler/weights.h"
 #include "ir/checked.h"
-#include "ir/log.h"
 #include "ir/dump.h"
+#include "ir/log.h"
+#include "ir/ops_collective.h"
 #include "ir/status.h"
 #include "ir/str.h"
-#include "ir/ops_collective.h"
 #include "ir/verifier.h"
 
 #include "codegen/program.h"

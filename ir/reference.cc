@@ -1094,7 +1094,9 @@ Result eval_node(const Ctx& c) {
     case Op::Conv: return conv(c);
     case Op::ConvTranspose: return conv_transpose(c);
     case Op::MaxPool: case Op::AvgPool: return pool(c);
-    case Op::AllReduce: case Op::AllGather: case Op::ReduceScatter: break;  // collective(), over every rank
+    case Op::AllReduce:
+    case Op::AllGather:
+    case Op::ReduceScatter: break;  // collective(), over every rank
   }
   return invalid_argument("the reference evaluator does not know op ", op_name(c.node.op()));
 }
@@ -1115,8 +1117,8 @@ absl::StatusOr<std::vector<std::vector<HostTensor>>> evaluate_ranks(const Graph&
     for (const auto& [name, t] : args[r]) {
       const Value* v = g.find(name);
       if (!v || !(v->is_input() || v->is_param()))
-        return invalid_argument(at(r), "unknown argument '", name, "': graph ", g.name(), " has no input or parameter %",
-                                name);
+        return invalid_argument(at(r), "unknown argument '", name, "': graph ", g.name(),
+                                " has no input or parameter %", name);
       if (v->data())
         return invalid_argument(at(r), "argument '", name, "': parameter %", name, " already has data in graph ",
                                 g.name());
@@ -1172,7 +1174,8 @@ absl::StatusOr<std::vector<std::vector<HostTensor>>> evaluate_ranks(const Graph&
     }
     for (size_t r = 0; r < ranks.size(); ++r) {
       if (out[r].size() != node->results().size())
-        return invalid_argument(node->describe(), ": computed ", out[r].size(), " results for ", node->results().size());
+        return invalid_argument(node->describe(), ": computed ", out[r].size(), " results for ",
+                                node->results().size());
       for (size_t i = 0; i < out[r].size(); ++i) {
         const Value* res = node->result(i);
         HostTensor& t = out[r][i];

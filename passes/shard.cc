@@ -78,8 +78,8 @@ class Sharder {
       t.shape[a] = *d;
       split_[v->name()] = a;
     }
-    absl::StatusOr<Value*> nv = v->is_param() ? out_.add_param(v->name(), t, v->data())
-                                              : out_.add_input(v->name(), t, v->is_state());
+    absl::StatusOr<Value*> nv =
+        v->is_param() ? out_.add_param(v->name(), t, v->data()) : out_.add_input(v->name(), t, v->is_state());
     KILN_RETURN_IF_ERROR(nv.status());
     map_[v] = *nv;
     layout_[*nv] = split_.contains(v->name()) ? Layout::split(split_.at(v->name())) : Layout{};
@@ -97,7 +97,8 @@ class Sharder {
   }
 
   absl::StatusOr<Value*> collective(Op op, Value* v, Attrs attrs) {
-    KILN_ASSIGN_OR_RETURN(Node * c, out_.add_node(op, {v}, std::move(attrs), {fresh(str_cat(v->name(), ".", op_name(op)))}, loc_));
+    KILN_ASSIGN_OR_RETURN(
+        Node * c, out_.add_node(op, {v}, std::move(attrs), {fresh(str_cat(v->name(), ".", op_name(op)))}, loc_));
     layout_[c->result()] = Layout{};
     return c->result();
   }
@@ -154,7 +155,8 @@ class Sharder {
       default: break;
     }
     switch (n.op()) {
-      case Op::Softmax: case Op::LogSoftmax: return along(n, std::move(ops), {SoftmaxAttrs(n).axis()});
+      case Op::Softmax:
+      case Op::LogSoftmax: return along(n, std::move(ops), {SoftmaxAttrs(n).axis()});
       case Op::LayerNorm: return along(n, std::move(ops), LayerNormAttrs(n).axes());
       case Op::RmsNorm: return along(n, std::move(ops), RmsNormAttrs(n).axes());
       case Op::Linear: return linear(n, std::move(ops));
@@ -162,11 +164,13 @@ class Sharder {
       case Op::Reshape: return reshape(n, std::move(ops));
       case Op::Permute: return permute(n, std::move(ops));
       case Op::Expand: return expand(n, std::move(ops));
-      case Op::Squeeze: case Op::Unsqueeze: return squeeze(n, std::move(ops));
+      case Op::Squeeze:
+      case Op::Unsqueeze: return squeeze(n, std::move(ops));
       case Op::Slice: return keep_if_not(n, std::move(ops), SliceAttrs(n).axis());
       case Op::Concat: return keep_if_not(n, std::move(ops), ConcatAttrs(n).axis());
       case Op::Split: return keep_if_not(n, std::move(ops), SplitAttrs(n).axis());
-      case Op::Attention: case Op::Sdpa: return attention(n, std::move(ops));
+      case Op::Attention:
+      case Op::Sdpa: return attention(n, std::move(ops));
       case Op::CacheWrite: return cache_write(n, std::move(ops));
       default: return emit_whole(n, std::move(ops), str_cat(op_name(n.op()), " has no split form here"));
     }
@@ -219,7 +223,8 @@ class Sharder {
       if (n.op() == Op::Sum) return emit(n, std::move(ops), n.attrs(), {Layout{Layout::Partial}});
       return emit_whole(n, std::move(ops), "it reduces over the split axis");
     }
-    int64_t a = keepdim ? l.axis : l.axis - std::count_if(axes.begin(), axes.end(), [&](int64_t x) { return x < l.axis; });
+    int64_t a =
+        keepdim ? l.axis : l.axis - std::count_if(axes.begin(), axes.end(), [&](int64_t x) { return x < l.axis; });
     return emit(n, std::move(ops), n.attrs(), {Layout::split(a)});
   }
 
@@ -277,7 +282,8 @@ class Sharder {
     }
     const int64_t ra = rank_of(n.operand(0)), rb = rank_of(n.operand(1)), ro = rank_of(n.result());
     Layout a = layout(ops[0]), b = layout(ops[1]);
-    if (a.kind == Layout::Replicated && b.kind == Layout::Replicated) return emit(n, std::move(ops), n.attrs(), {Layout{}});
+    if (a.kind == Layout::Replicated && b.kind == Layout::Replicated)
+      return emit(n, std::move(ops), n.attrs(), {Layout{}});
     if (ra < 2 || rb < 2) return emit_whole(n, std::move(ops), "a matmul of a vector");
     // Whether `v` (replicated, rank r) is broadcast along result axis `o`.
     auto broadcast_at = [&](size_t i, int64_t o) {
@@ -285,7 +291,8 @@ class Sharder {
       return at < 0 || n.operand(i)->shape()[at] == Dim(1);
     };
     if (a.kind == Layout::Split && b.kind == Layout::Split && a.axis == ra - 1 && b.axis == rb - 2) {
-      KILN_ASSIGN_OR_RETURN(Node * m, out_.add_node(Op::MatMul, ops, {}, {fresh(str_cat(n.result()->name(), ".partial"))}, loc_));
+      KILN_ASSIGN_OR_RETURN(Node * m,
+                            out_.add_node(Op::MatMul, ops, {}, {fresh(str_cat(n.result()->name(), ".partial"))}, loc_));
       layout_[m->result()] = Layout{Layout::Partial};
       KILN_ASSIGN_OR_RETURN(Value * sum, summed(m->result()));
       KILN_RETURN_IF_ERROR(out_.rename(sum, n.result()->name()));
@@ -411,7 +418,8 @@ class Sharder {
     if (!mixed && same->kind == Layout::Replicated) return emit(n, std::move(ops), n.attrs(), {Layout{}});
     if (!mixed && norm_axis(axis, rank_of(n.operand(0))) != same->axis)
       return emit(n, std::move(ops), n.attrs(), {*same});
-    return emit_whole(n, std::move(ops), mixed ? "its operands are split differently" : "it works along the split axis");
+    return emit_whole(n, std::move(ops),
+                      mixed ? "its operands are split differently" : "it works along the split axis");
   }
 
   // attention(q, k, v, ...) and sdpa: heads split (q [B, H, Tq, D] along 1; k and v along
@@ -471,9 +479,9 @@ class Sharder {
   const ShardPlan& plan_;
   Graph out_;
   std::string loc_;
-  absl::flat_hash_map<const Value*, Value*> map_;       // original value -> its sharded value
-  absl::flat_hash_map<const Value*, Layout> layout_;    // sharded value -> layout
-  absl::flat_hash_map<const Value*, Value*> whole_;     // sharded value -> its whole form
+  absl::flat_hash_map<const Value*, Value*> map_;     // original value -> its sharded value
+  absl::flat_hash_map<const Value*, Layout> layout_;  // sharded value -> layout
+  absl::flat_hash_map<const Value*, Value*> whole_;   // sharded value -> its whole form
   std::map<std::string, int64_t> split_;
   std::vector<std::string> notes_;
 };
@@ -503,8 +511,8 @@ absl::StatusOr<std::vector<TensorMap>> shard_arguments(const ShardedGraph& s, in
     }
     const int64_t a = it->second, n = t.shape()[a] / ranks;
     if (n * ranks != t.shape()[a])
-      return invalid_argument("argument %", name, ": axis ", a, " of ", t.type_string(), " does not divide into ", ranks,
-                              " equal chunks");
+      return invalid_argument("argument %", name, ": axis ", a, " of ", t.type_string(), " does not divide into ",
+                              ranks, " equal chunks");
     int64_t outer = 1, inner = dtype_size(t.dtype());
     for (int64_t d = 0; d < a; ++d) outer *= t.shape()[d];
     for (int64_t d = a + 1; d < t.rank(); ++d) inner *= t.shape()[d];

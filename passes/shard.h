@@ -54,9 +54,9 @@ struct ShardPlan {
 ShardPlan llama_shard_plan(int64_t ranks, bool paged = false);
 
 struct ShardedGraph {
-  Graph graph;                            // what every rank runs
-  std::map<std::string, int64_t> split;   // argument name -> the axis split across ranks
-  std::vector<std::string> notes;         // where a value was made whole for an op (see above)
+  Graph graph;                           // what every rank runs
+  std::map<std::string, int64_t> split;  // argument name -> the axis split across ranks
+  std::vector<std::string> notes;        // where a value was made whole for an op (see above)
 };
 
 absl::StatusOr<ShardedGraph> shard(const Graph& g, const ShardPlan& plan);

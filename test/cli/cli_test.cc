@@ -675,7 +675,8 @@ TEST_CASE("kiln run: a collective runs on the reference only, a located error on
   require_status(ref, 0);
   Run cpu = kiln_cli({"run", f.string(), "--bind", "B=2", "--device", "cpu"}, dir);
   require_status(cpu, 1);
-  CHECK_THAT(cpu.err, Catch::Contains("%y = all_reduce (") && Catch::Contains("ar.kiln:2:3): all_reduce runs on no compiled device yet"));
+  CHECK_THAT(cpu.err, Catch::Contains("%y = all_reduce (") &&
+                          Catch::Contains("ar.kiln:2:3): all_reduce runs on no compiled device yet"));
 }
 
 TEST_CASE("kiln run --check: a mismatch exits 1 and names the worst element", "[cli]") {

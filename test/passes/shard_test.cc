@@ -53,7 +53,8 @@ void check_ranks_match(const Graph& g, const ShardedGraph& s, int64_t ranks, con
     }
 }
 
-constexpr const char* kLayer = R"(graph layer(%x: f32[B, T, 32], %cos: f32[T, 8], %sin: f32[T, 8], %n1: f32[32] param, %wq: f32[32, 32] param, %wk: f32[16, 32] param, %wv: f32[16, 32] param, %wo: f32[32, 32] param, %n2: f32[32] param, %wg: f32[64, 32] param, %wu: f32[64, 32] param, %wd: f32[32, 64] param) {
+constexpr const char* kLayer =
+    R"(graph layer(%x: f32[B, T, 32], %cos: f32[T, 8], %sin: f32[T, 8], %n1: f32[32] param, %wq: f32[32, 32] param, %wk: f32[16, 32] param, %wv: f32[16, 32] param, %wo: f32[32, 32] param, %n2: f32[32] param, %wg: f32[64, 32] param, %wu: f32[64, 32] param, %wd: f32[32, 64] param) {
   %h = rms_norm(%x, %n1, axes=[-1], eps=1e-06)
   %q0 = linear(%h, %wq)
   %q1 = reshape(%q0, shape=[B, T, 4, 8])

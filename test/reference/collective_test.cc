@@ -28,9 +28,10 @@ std::vector<std::vector<HostTensor>> ranks_of(const Graph& g, const std::vector<
 }
 
 TEST_CASE("all_reduce: the ranks' sum in f64, rounded once; integers wrap", "[reference][collective]") {
-  Graph g = parse("graph g(%x: f32[3], %h: bf16[2], %i: i32[2]) {\n"
-                  "  %a = all_reduce(%x, ranks=3)\n  %b = all_reduce(%h, ranks=3)\n  %c = all_reduce(%i, ranks=3)\n"
-                  "  return %a, %b, %c\n}");
+  Graph g = parse(
+      "graph g(%x: f32[3], %h: bf16[2], %i: i32[2]) {\n"
+      "  %a = all_reduce(%x, ranks=3)\n  %b = all_reduce(%h, ranks=3)\n  %c = all_reduce(%i, ranks=3)\n"
+      "  return %a, %b, %c\n}");
   std::vector<TensorMap> args;
   const int32_t big = std::numeric_limits<int32_t>::max();
   // bf16 1 + 2^-8 + 2^-8: rounding after each add would give 1 twice (ties to even); once, 1 + 2^-7.
@@ -51,9 +52,10 @@ TEST_CASE("all_reduce: the ranks' sum in f64, rounded once; integers wrap", "[re
 }
 
 TEST_CASE("all_gather and reduce_scatter: rank order along the axis", "[reference][collective]") {
-  Graph g = parse("graph g(%x: f32[2, 2]) {\n"
-                  "  %a = all_gather(%x, axis=-1, ranks=2)\n  %s = reduce_scatter(%x, axis=0, ranks=2)\n"
-                  "  return %a, %s\n}");
+  Graph g = parse(
+      "graph g(%x: f32[2, 2]) {\n"
+      "  %a = all_gather(%x, axis=-1, ranks=2)\n  %s = reduce_scatter(%x, axis=0, ranks=2)\n"
+      "  return %a, %s\n}");
   std::vector<TensorMap> args = {{{"x", tensor(DType::f32, {2, 2}, {1, 2, 3, 4})}},
                                  {{"x", tensor(DType::f32, {2, 2}, {10, 20, 30, 40})}}};
   std::vector<std::vector<HostTensor>> out = ranks_of(g, args);
@@ -71,12 +73,12 @@ TEST_CASE("collectives: types, rank counts and shapes that do not fit are errors
                                         "  return %s\n}")
                                 .status()),
              Catch::Contains("does not divide into 2 equal chunks"));
-  CHECK_THAT(status_message(parse_graph("graph g(%x: bool[2]) {\n  %s = all_reduce(%x, ranks=2)\n  return %s\n}")
-                                .status()),
-             Catch::Contains("expected a numeric tensor"));
-  CHECK_THAT(status_message(parse_graph("graph g(%x: f32[2]) {\n  %s = all_reduce(%x, ranks=0)\n  return %s\n}")
-                                .status()),
-             Catch::Contains("ranks must be at least 1"));
+  CHECK_THAT(
+      status_message(parse_graph("graph g(%x: bool[2]) {\n  %s = all_reduce(%x, ranks=2)\n  return %s\n}").status()),
+      Catch::Contains("expected a numeric tensor"));
+  CHECK_THAT(
+      status_message(parse_graph("graph g(%x: f32[2]) {\n  %s = all_reduce(%x, ranks=0)\n  return %s\n}").status()),
+      Catch::Contains("ranks must be at least 1"));
 
   Graph g = parse("graph g(%x: f32[N]) {\n  %s = all_reduce(%x, ranks=2)\n  return %s\n}");
   // One rank: evaluate() runs no collective over more.
@@ -115,20 +117,23 @@ HostTensor chunk(const HostTensor& t, int axis, int r, int ranks) {
 TEST_CASE("a Megatron-split MLP over 1, 2 and 4 ranks computes the unsplit MLP", "[reference][collective]") {
   // Unsplit: y = relu(x @ w1^T) @ w2^T. Split: rank r holds rows r of w1 (its hidden units)
   // and the matching columns of w2; its partial products sum to y in one all_reduce.
-  Graph full = parse("graph mlp(%x: f32[B, 8], %w1: f32[16, 8] param, %w2: f32[8, 16] param) {\n"
-                     "  %l = linear(%x, %w1)\n  %h = relu(%l)\n  %y = linear(%h, %w2)\n  return %y\n}");
+  Graph full = parse(
+      "graph mlp(%x: f32[B, 8], %w1: f32[16, 8] param, %w2: f32[8, 16] param) {\n"
+      "  %l = linear(%x, %w1)\n  %h = relu(%l)\n  %y = linear(%h, %w2)\n  return %y\n}");
   std::mt19937_64 rng(7);
   HostTensor x(DType::f32, {3, 8}), w1(DType::f32, {16, 8}), w2(DType::f32, {8, 16});
   for (HostTensor* t : {&x, &w1, &w2}) t->fill_random(rng);
   std::vector<HostTensor> want = *evaluate(full, {{"x", x}, {"w1", w1}, {"w2", w2}});
   for (int ranks : {1, 2, 4}) {
     DYNAMIC_SECTION(ranks << " ranks") {
-      Graph split = parse(str_cat("graph mlp(%x: f32[B, 8], %w1: f32[", 16 / ranks, ", 8] param, %w2: f32[8, ",
-                                  16 / ranks, "] param) {\n  %l = linear(%x, %w1)\n  %h = relu(%l)\n  %p = linear(%h, %w2)\n",
-                                  "  %y = all_reduce(%p, ranks=", ranks, ")\n  return %y\n}")
-                              .c_str());
+      Graph split =
+          parse(str_cat("graph mlp(%x: f32[B, 8], %w1: f32[", 16 / ranks, ", 8] param, %w2: f32[8, ", 16 / ranks,
+                        "] param) {\n  %l = linear(%x, %w1)\n  %h = relu(%l)\n  %p = linear(%h, %w2)\n",
+                        "  %y = all_reduce(%p, ranks=", ranks, ")\n  return %y\n}")
+                    .c_str());
       std::vector<TensorMap> args;
-      for (int r = 0; r < ranks; ++r) args.push_back({{"x", x}, {"w1", chunk(w1, 0, r, ranks)}, {"w2", chunk(w2, 1, r, ranks)}});
+      for (int r = 0; r < ranks; ++r)
+        args.push_back({{"x", x}, {"w1", chunk(w1, 0, r, ranks)}, {"w2", chunk(w2, 1, r, ranks)}});
       std::vector<std::vector<HostTensor>> out = ranks_of(split, args);
       for (int r = 0; r < ranks; ++r) {
         std::vector<double> got = doubles_of(out[r][0]), expected = doubles_of(want[0]);
