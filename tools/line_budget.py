@@ -17,8 +17,8 @@ import sys
 # Folder -> most non-blank, non-comment lines its own sources may have (set 10-15% over
 # the counts when the budget was introduced).
 BUDGETS = {
-    "ir": 5400,
-    "passes": 2575,  # 2200 until fuse_elementwise's per-group summaries (linear merges, issue 21); 2450 until strided views of attention operands (issue 17)
+    "ir": 5600,  # 5400 until the collectives and evaluate_ranks (issue 22)
+    "passes": 3100,  # 2575 until the shard pass (issue 22); 2200 until fuse_elementwise's per-group summaries (linear merges, issue 21); 2450 until strided views of attention operands (issue 17)
     "codegen": 3550,  # + the fused attention step (codegen/attention.*), native depthwise detection
     "codegen/cuda": 1900,  # + the flash-attention kernel (attention.cuh) and its generator
     "codegen/cpu": 1000,

@@ -167,6 +167,15 @@ graph decode(%q: bf16[B, 8, 1, 64], %kn: bf16[B, 2, 1, 64], %pos: i32[B], %lens:
   return %a, %am, %ap, %kc1, %pc1
 }
 )",
+    R"(# a tensor-parallel rank's collectives (passes/shard.h writes them)
+graph tp(%x: f32[B, 8], %w: f32[8, 4] param) {
+  %p = matmul(%x, %w) : f32[B, 4]
+  %s = all_reduce(%p, ranks=2) : f32[B, 4]
+  %g = all_gather(%s, axis=-1, ranks=2) : f32[B, 8]
+  %r = reduce_scatter(%g, axis=1, ranks=4) : f32[B, 2]
+  return %s, %r
+}
+)",
     R"(# extern calls type from their annotation (or a results attribute): no registry needed
 graph ext(%x: f32[B, 64], %w: f32[64]) {
   %y = extern_call(%x, %w, name="user.rms_norm") : f32[B, 64]
