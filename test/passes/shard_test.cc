@@ -133,20 +133,28 @@ TEST_CASE("shard: a Llama step (GQA, RoPE, KV caches written in place) over 2 ra
           "[passes][shard]") {
   models::LlamaConfig c;
   c.dim = 32, c.layers = 2, c.heads = 4, c.kv_heads = 2, c.ffn = 48, c.vocab = 40, c.dtype = DType::f32;
-  for (bool decode : {false, true}) {
-    DYNAMIC_SECTION((decode ? "decode" : "prefill")) {
-      Graph g = models::trace_step(c, {.decode = decode});
-      ShardedGraph s = shard_or_fail(g, llama_shard_plan(2));
+  // Prefill and decode over contiguous caches; decode over a paged cache (blocks of 4 rows,
+  // split by kv heads along axis 2) with Qwen2's q/k/v biases and a sliding window.
+  for (int form : {0, 1, 2}) {
+    const bool decode = form > 0, paged = form == 2;
+    DYNAMIC_SECTION((form == 0 ? "prefill" : form == 1 ? "decode" : "paged decode, q/k/v biases, window")) {
+      models::LlamaConfig cf = c;
+      if (paged) cf.qkv_bias = true, cf.sliding_window = 3;
+      Graph g = models::trace_step(
+          cf, {.decode = decode, .cache = paged ? models::CacheLayout::Paged : models::CacheLayout::Contiguous,
+               .block_size = 4});
+      ShardedGraph s = shard_or_fail(g, llama_shard_plan(2, paged));
       CHECK(s.notes.empty());
-      CHECK(count_ops(s.graph, Op::AllReduce) == 2 * c.layers);
+      CHECK(count_ops(s.graph, Op::AllReduce) == 2 * cf.layers);
       CHECK(count_ops(s.graph, Op::AllGather) == 0);
-      CHECK(s.split.at("k_cache.0") == 1);
+      CHECK(s.split.at("k_cache.0") == (paged ? 2 : 1));
       CHECK(s.split.at("model.layers.1.self_attn.o_proj.weight") == 1);
+      if (paged) CHECK(s.split.at("model.layers.0.self_attn.k_proj.bias") == 0);
       const int64_t B = 2, T = decode ? 1 : 3, S = 8;
-      Bindings b{{"B", B}, {"S", S}};
+      Bindings b{{"B", B}, {"S", S}, {"NB", 6}, {"MB", 2}};  // those the form lacks go unused
       if (!decode) b["T"] = T;
       TensorMap args = random_args(g, b, 5, c.vocab);
-      for (auto& [name, t] : models::random_weights(c, 9)) args[name] = t;
+      for (auto& [name, t] : models::random_weights(cf, 9)) args[name] = t;
       HostTensor start(DType::i32, {B});
       for (int64_t i = 0; i < B; ++i) start.set_int(i, decode ? 2 + i : i);
       args["start"] = start;
@@ -154,6 +162,11 @@ TEST_CASE("shard: a Llama step (GQA, RoPE, KV caches written in place) over 2 ra
         HostTensor lens(DType::i32, {B});
         for (int64_t i = 0; i < B; ++i) lens.set_int(i, T - i % 2);
         args["lens"] = lens;
+      }
+      if (paged) {  // sequence i owns blocks {2i + 1, 2i} of the 6: a shuffled table
+        HostTensor table(DType::i32, {B, 2});
+        for (int64_t i = 0; i < B; ++i) table.set_int(2 * i, 2 * i + 1), table.set_int(2 * i + 1, 2 * i);
+        args["block_table"] = table;
       }
       check_ranks_match(g, s, 2, args, {1e-4, 1e-5});
     }
