@@ -528,4 +528,19 @@ absl::StatusOr<std::vector<TensorMap>> shard_arguments(const ShardedGraph& s, in
   return out;
 }
 
+absl::StatusOr<std::vector<std::vector<HostTensor>>> shard_outputs(const Graph& g, const ShardedGraph& s, int64_t ranks,
+                                                                   const std::vector<HostTensor>& whole) {
+  std::vector<std::vector<HostTensor>> out(static_cast<size_t>(ranks));
+  for (size_t i = 0; i < whole.size() && i < g.outputs().size(); ++i) {
+    const Value* storage = state_storage(g.outputs()[i]);
+    std::vector<HostTensor> each(static_cast<size_t>(ranks), whole[i]);
+    if (storage && s.split.contains(storage->name())) {
+      KILN_ASSIGN_OR_RETURN(std::vector<TensorMap> parts, shard_arguments(s, ranks, {{storage->name(), whole[i]}}));
+      for (int64_t r = 0; r < ranks; ++r) each[r] = parts[r].at(storage->name());
+    }
+    for (int64_t r = 0; r < ranks; ++r) out[r].push_back(std::move(each[r]));
+  }
+  return out;
+}
+
 }  // namespace kiln

@@ -33,6 +33,7 @@ void register_onnx_conformance(CLI::App& app);  // kiln onnx-conformance [DIR] [
 void register_bench(CLI::App& app);    // kiln bench FILE [--bind S=N ...] [--profile] [--json] ...
 void register_generate(CLI::App& app);  // kiln generate --config X [--checkpoint DIR] [--check] ... (models/)
 void register_reduce(CLI::App& app);    // kiln reduce FILE --bind S=N ... --device D [-o OUT]
+void register_shard(CLI::App& app);     // kiln shard FILE --ranks N --split NAME=AXIS ... [--llama] [--check]
 
 // Shared by the subcommands (common.cc).
 template <typename T>

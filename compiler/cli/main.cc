@@ -83,6 +83,7 @@ int main(int argc, char** argv) {
   kiln::cli::register_generate(app);
   kiln::cli::register_onnx_conformance(app);
   kiln::cli::register_reduce(app);
+  kiln::cli::register_shard(app);
   app.set_version_flag("--version", [] {
     std::string text = kiln::version_text(kiln::version_info());
     text.pop_back();  // CLI11 ends the line

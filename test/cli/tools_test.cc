@@ -225,7 +225,7 @@ TEST_CASE("an unknown subcommand names the valid ones and the nearest", "[cli]")
   CHECK(r.out.empty());
   CHECK(r.err ==
         "kiln: unknown subcommand 'bnech' (did you mean 'bench'?); the subcommands: bench, compile, dump, "
-        "generate, onnx-conformance, reduce, run (kiln --help says what each does)\n");
+        "generate, onnx-conformance, reduce, run, shard (kiln --help says what each does)\n");
   Run far = kiln_cli({"frobnicate"}, dir);
   require_status(far, 1);
   CHECK(far.err.find("did you mean") == std::string::npos);

@@ -1,0 +1,96 @@
+// `kiln shard FILE --ranks N --split NAME=AXIS ... [--llama] [--check --bind S=N ...]`: the
+// graph every rank of an N-rank tensor-parallel group runs (passes/shard.h), headed by the
+// arguments split and the places where a value had to be made whole; with --check, the N
+// ranks on the reference evaluator (evaluate_ranks) against the whole graph on random inputs.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "compiler/cli/commands.h"
+#include "ir/compare.h"
+#include "ir/printer.h"
+#include "passes/shard.h"
+
+namespace kiln::cli {
+namespace {
+
+struct ShardCliOptions {
+  std::string file;
+  int64_t ranks = 2;
+  std::vector<std::string> splits, binds;
+  bool llama = false, paged = false, check = false;
+  uint64_t seed = 0;
+};
+
+ShardPlan plan_of(const ShardCliOptions& o) {
+  ShardPlan plan{o.ranks, {}};
+  for (const std::string& s : o.splits) {
+    size_t eq = s.rfind('=');
+    int64_t axis = 0;
+    size_t used = 0;
+    bool ok = eq != std::string::npos && eq > 0 && eq + 1 < s.size();
+    try {
+      if (ok) axis = std::stoll(s.substr(eq + 1), &used);
+    } catch (const std::exception&) {
+      ok = false;
+    }
+    if (!ok || used != s.size() - eq - 1) throw CliError(str_cat("--split ", s, ": expected NAME=AXIS, e.g. wq=0"));
+    plan.rules.push_back({s.substr(0, eq), axis});
+  }
+  if (o.llama)
+    for (ShardRule& r : llama_shard_plan(o.ranks, o.paged).rules) plan.rules.push_back(std::move(r));
+  return plan;
+}
+
+void run(const ShardCliOptions& o) {
+  if (o.paged && !o.llama) throw CliError("--paged goes with --llama");
+  Graph g = load_verified(o.file);
+  ShardedGraph s = check(shard(g, plan_of(o)));
+  std::printf("# %lld ranks; split:", static_cast<long long>(o.ranks));
+  if (s.split.empty()) std::printf(" none");
+  for (const auto& [name, axis] : s.split) std::printf(" %%%s along %lld", name.c_str(), static_cast<long long>(axis));
+  std::printf("\n");
+  for (const std::string& n : s.notes) std::printf("# made whole: %s\n", n.c_str());
+  std::fputs(print_graph(s.graph).c_str(), stdout);
+  if (!o.check) return;
+  TensorMap args = random_inputs(g, parse_binds(g, o.binds), o.seed);
+  std::vector<HostTensor> whole = check(evaluate(g, args));
+  std::vector<std::vector<HostTensor>> got = check(evaluate_ranks(s.graph, check(shard_arguments(s, o.ranks, args))));
+  std::vector<std::vector<HostTensor>> want = check(shard_outputs(g, s, o.ranks, whole));
+  for (int64_t r = 0; r < o.ranks; ++r) {
+    double worst = 0;
+    for (size_t i = 0; i < want[r].size(); ++i) {
+      Comparison c = compare_tensors(want[r][i], got[r][i], default_tolerance(want[r][i].dtype()));
+      if (!c.ok)
+        throw CliError(str_cat("check: rank ", r, "'s output %", g.outputs()[i]->name(), " differs from the whole graph's: ",
+                               c.message));
+      worst = std::max(worst, c.max_abs_err);
+    }
+    std::printf("check: rank %lld matches the whole graph (max abs err %.3g)\n", static_cast<long long>(r), worst);
+  }
+}
+
+}  // namespace
+
+void register_shard(CLI::App& app) {
+  auto o = std::make_shared<ShardCliOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "shard", "Split a graph across the ranks of a tensor-parallel group and print the graph each rank runs");
+  cmd->add_option("FILE", o->file, "the graph to split (.kiln or .onnx)")->required();
+  cmd->add_option("--ranks", o->ranks, "ranks in the group (default 2)")->check(CLI::PositiveNumber);
+  cmd->add_option("--split", o->splits,
+                  "NAME=AXIS: split the arguments NAME matches ('*': any run of characters) along AXIS "
+                  "(repeatable; the first rule that matches decides)");
+  cmd->add_flag("--llama", o->llama,
+                "then Hugging Face Llama's rules: q/k/v/gate/up projections by output features, o/down by input "
+                "features, k_cache.*/v_cache.* by kv heads");
+  cmd->add_flag("--paged", o->paged, "with --llama: the caches are paged, [NB, block, KVH, D]");
+  cmd->add_flag("--check", o->check,
+                "run the ranks on the reference evaluator against the whole graph on random inputs (--bind every "
+                "symbol)");
+  cmd->add_option("--bind", o->binds, "a symbol's value for --check, e.g. --bind B=2 (repeatable)");
+  cmd->add_option("--seed", o->seed, "the random inputs' seed for --check (default 0)");
+  cmd->callback([o] { run(*o); });
+}
+
+}  // namespace kiln::cli
