@@ -62,8 +62,8 @@ void run(const ShardCliOptions& o) {
     for (size_t i = 0; i < want[r].size(); ++i) {
       Comparison c = compare_tensors(want[r][i], got[r][i], default_tolerance(want[r][i].dtype()));
       if (!c.ok)
-        throw CliError(str_cat("check: rank ", r, "'s output %", g.outputs()[i]->name(), " differs from the whole graph's: ",
-                               c.message));
+        throw CliError(str_cat("check: rank ", r, "'s output %", g.outputs()[i]->name(),
+                               " differs from the whole graph's: ", c.message));
       worst = std::max(worst, c.max_abs_err);
     }
     std::printf("check: rank %lld matches the whole graph (max abs err %.3g)\n", static_cast<long long>(r), worst);
