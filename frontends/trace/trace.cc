@@ -337,6 +337,16 @@ Tensor cache_write(const Tensor& cache, const Tensor& x, const Tensor& positions
   return one(Op::CacheWrite, operands, {}, loc);
 }
 
+Tensor all_reduce(const Tensor& x, int64_t ranks, Loc loc) { return one(Op::AllReduce, {x}, {{"ranks", ranks}}, loc); }
+
+Tensor all_gather(const Tensor& x, int64_t axis, int64_t ranks, Loc loc) {
+  return one(Op::AllGather, {x}, {{"axis", axis}, {"ranks", ranks}}, loc);
+}
+
+Tensor reduce_scatter(const Tensor& x, int64_t axis, int64_t ranks, Loc loc) {
+  return one(Op::ReduceScatter, {x}, {{"axis", axis}, {"ranks", ranks}}, loc);
+}
+
 std::vector<Tensor> extern_call(const std::string& name, const std::vector<Tensor>& inputs, Loc loc) {
   std::vector<Operand> operands(inputs.begin(), inputs.end());
   const ExternOp* op = find_extern_op(name);

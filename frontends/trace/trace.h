@@ -240,6 +240,13 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
 Tensor cache_write(const Tensor& cache, const Tensor& x, const Tensor& positions,
                    std::optional<Tensor> block_table = std::nullopt, Loc loc = Loc::current());
 
+// Collectives over the `ranks` ranks of a tensor-parallel group (ir/ops_collective.h):
+// the sum over the ranks; the ranks' values concatenated along `axis`; the sum, of which
+// each rank keeps its chunk along `axis`. passes/shard.h inserts them into a whole graph.
+Tensor all_reduce(const Tensor& x, int64_t ranks, Loc loc = Loc::current());
+Tensor all_gather(const Tensor& x, int64_t axis, int64_t ranks, Loc loc = Loc::current());
+Tensor reduce_scatter(const Tensor& x, int64_t axis, int64_t ranks, Loc loc = Loc::current());
+
 // A call of the extern op registered as `name` (ir/extern_op.h, register_extern_op): its
 // results, typed by the registered shape rule. An unknown name or operands the rule rejects
 // are TraceErrors.

@@ -133,6 +133,8 @@ TEST_CASE("every registry op is reachable from a traced program", "[trace]") {
        }});
   REQUIRE(registered.ok());
   outs.push_back(kt::extern_call("trace_test.twice", {x})[0]);
+  // Collectives of one rank (evaluate runs one; evaluate_ranks is tested in test/reference).
+  outs.push_back(kt::reduce_scatter(kt::all_gather(kt::all_reduce(x, 1), 1, 1), -1, 1));
   for (const kt::Tensor& o : outs) t.output(o);
   Graph g = t.finish();
   CHECK(g.find("cache")->is_state());
