@@ -40,7 +40,8 @@ enum class GemmLibrary : uint8_t {
   // None: every GEMM group's own kernel computes it (a device without a GEMM library).
   None,
   // cuBLASLt: float GEMMs whose operands share one dtype, over strided operands (others are
-  // gathered into dense scratch first), with its own bias/relu/gelu-tanh epilogues.
+  // gathered into dense scratch first), with its own bias, gelu-tanh and residual epilogues
+  // (not relu: its RELU makes NaN 0; kiln's epilogue kernel computes relu).
   CublasLt,
   // BLAS sgemm (OpenBLAS): GEMMs accumulating in f32, in f32. Operands that are no affine
   // index are gathered into dense scratch first (as for cuBLASLt); the device converts and
