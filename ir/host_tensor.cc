@@ -95,6 +95,22 @@ void HostTensor::fill_random(std::mt19937_64& rng, double lo, double hi) {
   }
 }
 
+HostTensor HostTensor::chunk(int64_t axis, int64_t index, int64_t count) const {
+  if (axis < 0 || axis >= rank() || count < 1 || shape_[axis] % count != 0 || index < 0 || index >= count)
+    fail_invariant(str_cat("chunk ", index, " of ", count, " along axis ", axis, " of ", type_string()));
+  std::vector<int64_t> part = shape_;
+  part[axis] /= count;
+  HostTensor out(dtype_, part);
+  int64_t outer = 1, inner = dtype_size(dtype_);  // inner: bytes of one index along the axis
+  for (int64_t d = 0; d < axis; ++d) outer *= shape_[d];
+  for (int64_t d = axis + 1; d < rank(); ++d) inner *= shape_[d];
+  const int64_t n = part[axis];
+  for (int64_t o = 0; o < outer; ++o)
+    std::memcpy(out.data() + o * n * inner, data() + (o * shape_[axis] + index * n) * inner,
+                static_cast<size_t>(n * inner));
+  return out;
+}
+
 std::string HostTensor::type_string() const {
   return str_cat(dtype_name(dtype_), "[", fmt::format("{}", fmt::join(shape_, ", ")), "]");
 }

@@ -37,6 +37,9 @@ class HostTensor {
   // Floats uniform in [lo, hi); integers uniform in [lo, hi) truncated; bools fair coins.
   void fill_random(std::mt19937_64& rng, double lo = -1.0, double hi = 1.0);
   std::string type_string() const;  // "bf16[2, 3]"
+  // Chunk `index` of `count` equal chunks along `axis` (a tensor-parallel rank's shard); an
+  // axis that does not divide into `count` is a broken invariant (callers check it).
+  HostTensor chunk(int64_t axis, int64_t index, int64_t count) const;
 
  private:
   uint8_t* at(int64_t i);  // element i's bytes; an index outside [0, numel) stops the process

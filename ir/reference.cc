@@ -915,6 +915,21 @@ Result slice(const Ctx& c) {
   return Tensors{std::move(out)};
 }
 
+// `parts` (one dtype, equal shapes outside `axis`) one after another along `axis`.
+HostTensor concatenated(const std::vector<const HostTensor*>& parts, int64_t axis) {
+  Dims shape = parts[0]->shape();
+  shape[axis] = 0;
+  for (const HostTensor* t : parts) shape[axis] += t->shape()[axis];
+  HostTensor out(parts[0]->dtype(), shape);
+  Dims ost = strides_of(shape);
+  int64_t at = 0;
+  for (const HostTensor* t : parts) {
+    copy_strided(*t, strides_of(t->shape()), 0, out, ost, at * ost[axis], t->shape());
+    at += t->shape()[axis];
+  }
+  return out;
+}
+
 Result concat(const Ctx& c) {
   KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax, axes_of({ConcatAttrs(c.node).axis()}, c.x().rank()));
   int64_t axis = ax[0];
@@ -923,17 +938,7 @@ Result concat(const Ctx& c) {
     for (int64_t d = 0; fits && d < t->rank(); ++d) fits = d == axis || t->shape()[d] == c.x().shape()[d];
     if (!fits) return invalid_argument("operand ", t->type_string(), " differs from ", c.x().type_string(), " outside axis ", axis);
   }
-  Dims shape = c.x().shape();
-  shape[axis] = 0;
-  for (const HostTensor* t : c.in) shape[axis] += t->shape()[axis];
-  HostTensor out(c.x().dtype(), shape);
-  Dims ost = strides_of(shape);
-  int64_t at = 0;
-  for (const HostTensor* t : c.in) {
-    copy_strided(*t, strides_of(t->shape()), 0, out, ost, at * ost[axis], t->shape());
-    at += t->shape()[axis];
-  }
-  return Tensors{std::move(out)};
+  return Tensors{concatenated(c.in, axis)};
 }
 
 Result split(const Ctx& c) {
@@ -1020,13 +1025,7 @@ absl::StatusOr<std::vector<HostTensor>> collective(const Node& n, const std::vec
   const HostTensor& x = *in[0];
   if (n.op() == Op::AllGather) {
     KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax, axes_of({CollectiveAttrs(n).axis()}, x.rank()));
-    Dims shape = x.shape();
-    shape[ax[0]] *= ranks;
-    HostTensor out(x.dtype(), shape);
-    Dims ost = strides_of(shape);
-    for (int64_t r = 0; r < ranks; ++r)
-      copy_strided(*in[r], strides_of(x.shape()), 0, out, ost, r * x.shape()[ax[0]] * ost[ax[0]], x.shape());
-    return std::vector<HostTensor>(static_cast<size_t>(ranks), out);
+    return std::vector<HostTensor>(static_cast<size_t>(ranks), concatenated(in, ax[0]));
   }
   HostTensor sum(x.dtype(), x.shape());
   for (int64_t i = 0; i < x.numel(); ++i) {
@@ -1042,18 +1041,11 @@ absl::StatusOr<std::vector<HostTensor>> collective(const Node& n, const std::vec
   }
   if (n.op() == Op::AllReduce) return std::vector<HostTensor>(static_cast<size_t>(ranks), sum);
   KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax, axes_of({CollectiveAttrs(n).axis()}, x.rank()));
-  const int64_t a = ax[0], chunk = x.shape()[a] / ranks;
-  if (chunk * ranks != x.shape()[a])
+  const int64_t a = ax[0];
+  if (x.shape()[a] % ranks != 0)
     return invalid_argument("axis ", a, " of ", x.type_string(), " does not divide into ", ranks, " equal chunks");
-  Dims part = x.shape();
-  part[a] = chunk;
   std::vector<HostTensor> outs;
-  Dims st = strides_of(x.shape());
-  for (int64_t r = 0; r < ranks; ++r) {
-    HostTensor out(x.dtype(), part);
-    copy_strided(sum, st, r * chunk * st[a], out, strides_of(part), 0, part);
-    outs.push_back(std::move(out));
-  }
+  for (int64_t r = 0; r < ranks; ++r) outs.push_back(sum.chunk(a, r, ranks));
   return outs;
 }
 

@@ -242,6 +242,22 @@ class Sharder {
     return emit_whole(n, std::move(ops), "it normalizes over the split axis");
   }
 
+  // n's GEMM (no bias) on operands whose contraction axis is split: each rank's partial
+  // product (named <n>.partial), summed by one all_reduce.
+  absl::StatusOr<Value*> contracted(const Node& n, std::vector<Value*> operands) {
+    KILN_ASSIGN_OR_RETURN(Node * p, out_.add_node(n.op(), std::move(operands), {},
+                                                  {fresh(str_cat(n.result()->name(), ".partial"))}, loc_));
+    layout_[p->result()] = Layout{Layout::Partial};
+    return summed(p->result());
+  }
+
+  // `v` stands for n's result, under its name.
+  absl::Status named_result(const Node& n, Value* v) {
+    KILN_RETURN_IF_ERROR(out_.rename(v, n.result()->name()));
+    map_[n.result()] = v;
+    return absl::OkStatus();
+  }
+
   // linear(x [..., K], w [N, K], b [N]?).
   absl::Status linear(const Node& n, std::vector<Value*> ops) {
     KILN_ASSIGN_OR_RETURN(ops[0], summed(ops[0]));
@@ -258,15 +274,8 @@ class Sharder {
       return emit(n, std::move(ops), n.attrs(), {Layout::split(k_axis)});  // column-parallel
     if (w.kind == Layout::Split && w.axis == 1 && x.kind == Layout::Split && x.axis == k_axis && bias_whole) {
       // Row-parallel: partial products, summed, then the bias once.
-      KILN_ASSIGN_OR_RETURN(Node * gemm, out_.add_node(Op::Linear, {ops[0], ops[1]}, {},
-                                                       {fresh(str_cat(n.result()->name(), ".partial"))}, loc_));
-      layout_[gemm->result()] = Layout{Layout::Partial};
-      KILN_ASSIGN_OR_RETURN(Value * sum, summed(gemm->result()));
-      if (!bias) {
-        KILN_RETURN_IF_ERROR(out_.rename(sum, n.result()->name()));
-        map_[n.result()] = sum;
-        return absl::OkStatus();
-      }
+      KILN_ASSIGN_OR_RETURN(Value * sum, contracted(n, {ops[0], ops[1]}));
+      if (!bias) return named_result(n, sum);
       KILN_ASSIGN_OR_RETURN(Node * add, out_.add_node(Op::Add, {sum, ops[2]}, {}, {n.result()->name()}, loc_));
       map_[n.result()] = add->result();
       layout_[add->result()] = Layout{};
@@ -291,13 +300,8 @@ class Sharder {
       return at < 0 || n.operand(i)->shape()[at] == Dim(1);
     };
     if (a.kind == Layout::Split && b.kind == Layout::Split && a.axis == ra - 1 && b.axis == rb - 2) {
-      KILN_ASSIGN_OR_RETURN(Node * m,
-                            out_.add_node(Op::MatMul, ops, {}, {fresh(str_cat(n.result()->name(), ".partial"))}, loc_));
-      layout_[m->result()] = Layout{Layout::Partial};
-      KILN_ASSIGN_OR_RETURN(Value * sum, summed(m->result()));
-      KILN_RETURN_IF_ERROR(out_.rename(sum, n.result()->name()));
-      map_[n.result()] = sum;
-      return absl::OkStatus();
+      KILN_ASSIGN_OR_RETURN(Value * sum, contracted(n, ops));
+      return named_result(n, sum);
     }
     if (a.kind == Layout::Split && a.axis < ra - 1) {  // rows or a batch axis of a
       int64_t o = a.axis + ro - ra;
@@ -509,38 +513,29 @@ absl::StatusOr<std::vector<TensorMap>> shard_arguments(const ShardedGraph& s, in
       for (TensorMap& m : out) m[name] = t;
       continue;
     }
-    const int64_t a = it->second, n = t.shape()[a] / ranks;
-    if (n * ranks != t.shape()[a])
+    const int64_t a = it->second;
+    if (a >= t.rank() || t.shape()[a] % ranks != 0)
       return invalid_argument("argument %", name, ": axis ", a, " of ", t.type_string(), " does not divide into ",
                               ranks, " equal chunks");
-    int64_t outer = 1, inner = dtype_size(t.dtype());
-    for (int64_t d = 0; d < a; ++d) outer *= t.shape()[d];
-    for (int64_t d = a + 1; d < t.rank(); ++d) inner *= t.shape()[d];
-    std::vector<int64_t> shape = t.shape();
-    shape[a] = n;
-    for (int64_t r = 0; r < ranks; ++r) {
-      HostTensor c(t.dtype(), shape);
-      for (int64_t o = 0; o < outer; ++o)
-        std::copy_n(t.data() + (o * t.shape()[a] + r * n) * inner, n * inner, c.data() + o * n * inner);
-      out[r][name] = std::move(c);
-    }
+    for (int64_t r = 0; r < ranks; ++r) out[r][name] = t.chunk(a, r, ranks);
   }
   return out;
 }
 
-absl::StatusOr<std::vector<std::vector<HostTensor>>> shard_outputs(const Graph& g, const ShardedGraph& s, int64_t ranks,
-                                                                   const std::vector<HostTensor>& whole) {
-  std::vector<std::vector<HostTensor>> out(static_cast<size_t>(ranks));
-  for (size_t i = 0; i < whole.size() && i < g.outputs().size(); ++i) {
+absl::StatusOr<ShardedRun> evaluate_sharded(const Graph& g, const ShardedGraph& s, int64_t ranks,
+                                            const TensorMap& whole) {
+  KILN_ASSIGN_OR_RETURN(std::vector<HostTensor> want, evaluate(g, whole));
+  KILN_ASSIGN_OR_RETURN(std::vector<TensorMap> shards, shard_arguments(s, ranks, whole));
+  ShardedRun run;
+  KILN_ASSIGN_OR_RETURN(run.got, evaluate_ranks(s.graph, shards));
+  run.expected.resize(static_cast<size_t>(ranks));
+  for (size_t i = 0; i < want.size(); ++i) {
     const Value* storage = state_storage(g.outputs()[i]);
-    std::vector<HostTensor> each(static_cast<size_t>(ranks), whole[i]);
-    if (storage && s.split.contains(storage->name())) {
-      KILN_ASSIGN_OR_RETURN(std::vector<TensorMap> parts, shard_arguments(s, ranks, {{storage->name(), whole[i]}}));
-      for (int64_t r = 0; r < ranks; ++r) each[r] = parts[r].at(storage->name());
-    }
-    for (int64_t r = 0; r < ranks; ++r) out[r].push_back(std::move(each[r]));
+    auto split = storage ? s.split.find(storage->name()) : s.split.end();
+    for (int64_t r = 0; r < ranks; ++r)
+      run.expected[r].push_back(split == s.split.end() ? want[i] : want[i].chunk(split->second, r, ranks));
   }
-  return out;
+  return run;
 }
 
 }  // namespace kiln

@@ -64,9 +64,13 @@ absl::StatusOr<ShardedGraph> shard(const Graph& g, const ShardPlan& plan);
 // Each rank's arguments: rank r gets chunk r of every split argument, the others whole.
 absl::StatusOr<std::vector<TensorMap>> shard_arguments(const ShardedGraph& s, int64_t ranks, const TensorMap& whole);
 
-// What rank r of `s` should output, from the outputs of the unsharded `g` (evaluate's): chunk
-// r of each output that is a split state input (or its write), the others whole.
-absl::StatusOr<std::vector<std::vector<HostTensor>>> shard_outputs(const Graph& g, const ShardedGraph& s, int64_t ranks,
-                                                                   const std::vector<HostTensor>& whole);
+// `g` on the whole arguments (evaluate) and `s` on their shards as `ranks` ranks
+// (evaluate_ranks): for each rank, the outputs it should give (its share of g's: chunk r of
+// each output that is a split state input or its write, the others whole) and those it gives.
+struct ShardedRun {
+  std::vector<std::vector<HostTensor>> expected, got;  // [rank][output]
+};
+absl::StatusOr<ShardedRun> evaluate_sharded(const Graph& g, const ShardedGraph& s, int64_t ranks,
+                                            const TensorMap& whole);
 
 }  // namespace kiln

@@ -8,8 +8,12 @@
 // must finish every check before it writes any file.
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -47,6 +51,8 @@ T check(absl::StatusOr<T> v) {
 Graph load_verified(const std::string& file, const std::string& float_type = {});
 // The --float option of the commands that read a graph: bf16 or f16.
 void add_float_option(CLI::App* cmd, std::string* float_type);
+// NAME=INTEGER (the integer may carry a sign); nullopt when `s` is not of that form.
+std::optional<std::pair<std::string, int64_t>> parse_assignment(std::string_view s);
 // --bind S=N values: well-formed, each symbol of the graph once, within its bounds.
 Bindings parse_binds(const Graph& g, const std::vector<std::string>& binds);
 // The inputs `kiln run --seed` draws: uniform in [-1, 1), 2-D parameters scaled by

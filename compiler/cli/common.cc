@@ -37,21 +37,24 @@ TensorMap random_inputs(const Graph& g, const Bindings& bindings, uint64_t seed,
   return args;
 }
 
+std::optional<std::pair<std::string, int64_t>> parse_assignment(std::string_view s) {
+  size_t eq = s.find('=');
+  if (eq == std::string_view::npos || eq == 0) return std::nullopt;
+  std::string_view digits = s.substr(eq + 1);
+  if (digits.starts_with('+')) digits.remove_prefix(1);  // as std::stoll read it
+  int64_t value = 0;
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+  if (ec != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
+  return std::pair{std::string(s.substr(0, eq)), value};
+}
+
 Bindings parse_binds(const Graph& g, const std::vector<std::string>& binds) {
   std::vector<std::string> symbols = g.symbols();
   Bindings b;
   for (const std::string& s : binds) {
-    size_t eq = s.find('=');
-    std::string name = s.substr(0, eq);
-    int64_t value = 0;
-    bool ok = eq != std::string::npos && !name.empty();
-    if (ok) {
-      std::string_view digits = std::string_view(s).substr(eq + 1);
-      if (digits.starts_with('+')) digits.remove_prefix(1);  // as std::stoll read it
-      auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
-      ok = ec == std::errc() && end == digits.data() + digits.size();
-    }
-    if (!ok) throw CliError(str_cat("--bind ", s, ": expected SYMBOL=INTEGER, e.g. --bind B=8"));
+    std::optional<std::pair<std::string, int64_t>> nv = parse_assignment(s);
+    if (!nv) throw CliError(str_cat("--bind ", s, ": expected SYMBOL=INTEGER, e.g. --bind B=8"));
+    const auto& [name, value] = *nv;
     if (std::find(symbols.begin(), symbols.end(), name) == symbols.end())
       throw CliError(str_cat("--bind ", s, ": graph ", g.name(), " has no symbol ", name,
                              symbols.empty() ? std::string(" (it has none)")

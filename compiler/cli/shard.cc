@@ -25,17 +25,9 @@ struct ShardCliOptions {
 ShardPlan plan_of(const ShardCliOptions& o) {
   ShardPlan plan{o.ranks, {}};
   for (const std::string& s : o.splits) {
-    size_t eq = s.rfind('=');
-    int64_t axis = 0;
-    size_t used = 0;
-    bool ok = eq != std::string::npos && eq > 0 && eq + 1 < s.size();
-    try {
-      if (ok) axis = std::stoll(s.substr(eq + 1), &used);
-    } catch (const std::exception&) {
-      ok = false;
-    }
-    if (!ok || used != s.size() - eq - 1) throw CliError(str_cat("--split ", s, ": expected NAME=AXIS, e.g. wq=0"));
-    plan.rules.push_back({s.substr(0, eq), axis});
+    std::optional<std::pair<std::string, int64_t>> rule = parse_assignment(s);
+    if (!rule) throw CliError(str_cat("--split ", s, ": expected NAME=AXIS, e.g. wq=0"));
+    plan.rules.push_back({rule->first, rule->second});
   }
   if (o.llama)
     for (ShardRule& r : llama_shard_plan(o.ranks, o.paged).rules) plan.rules.push_back(std::move(r));
@@ -54,13 +46,12 @@ void run(const ShardCliOptions& o) {
   std::fputs(print_graph(s.graph).c_str(), stdout);
   if (!o.check) return;
   TensorMap args = random_inputs(g, parse_binds(g, o.binds), o.seed);
-  std::vector<HostTensor> whole = check(evaluate(g, args));
-  std::vector<std::vector<HostTensor>> got = check(evaluate_ranks(s.graph, check(shard_arguments(s, o.ranks, args))));
-  std::vector<std::vector<HostTensor>> want = check(shard_outputs(g, s, o.ranks, whole));
+  ShardedRun run = check(evaluate_sharded(g, s, o.ranks, args));
   for (int64_t r = 0; r < o.ranks; ++r) {
     double worst = 0;
-    for (size_t i = 0; i < want[r].size(); ++i) {
-      Comparison c = compare_tensors(want[r][i], got[r][i], default_tolerance(want[r][i].dtype()));
+    for (size_t i = 0; i < run.expected[r].size(); ++i) {
+      const HostTensor& want = run.expected[r][i];
+      Comparison c = compare_tensors(want, run.got[r][i], default_tolerance(want.dtype()));
       if (!c.ok)
         throw CliError(str_cat("check: rank ", r, "'s output %", g.outputs()[i]->name(),
                                " differs from the whole graph's: ", c.message));

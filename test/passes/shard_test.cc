@@ -29,19 +29,12 @@ int64_t count_ops(const Graph& g, Op op) {
 
 // Every rank's outputs of `s` on the shards of `args` against its share of `g`'s on `args`.
 void check_ranks_match(const Graph& g, const ShardedGraph& s, int64_t ranks, const TensorMap& args, Tolerance tol) {
-  absl::StatusOr<std::vector<HostTensor>> want = evaluate(g, args);
-  INFO((want.ok() ? std::string() : status_message(want.status())));
-  REQUIRE(want.ok());
-  absl::StatusOr<std::vector<TensorMap>> shards = shard_arguments(s, ranks, args);
-  REQUIRE(shards.ok());
-  absl::StatusOr<std::vector<std::vector<HostTensor>>> got = evaluate_ranks(s.graph, *shards);
-  INFO((got.ok() ? std::string() : status_message(got.status())));
-  REQUIRE(got.ok());
-  absl::StatusOr<std::vector<std::vector<HostTensor>>> expected = shard_outputs(g, s, ranks, *want);
-  REQUIRE(expected.ok());
+  absl::StatusOr<ShardedRun> run = evaluate_sharded(g, s, ranks, args);
+  INFO((run.ok() ? std::string() : status_message(run.status())));
+  REQUIRE(run.ok());
   for (int64_t r = 0; r < ranks; ++r)
-    for (size_t i = 0; i < want->size(); ++i) {
-      Comparison c = compare_tensors((*expected)[r][i], (*got)[r][i], tol);
+    for (size_t i = 0; i < g.outputs().size(); ++i) {
+      Comparison c = compare_tensors(run->expected[r][i], run->got[r][i], tol);
       INFO("rank " << r << ", output %" << g.outputs()[i]->name() << ": " << c.message);
       CHECK(c.ok);
     }

@@ -66,6 +66,11 @@ TEST_CASE("all_gather and reduce_scatter: rank order along the axis", "[referenc
   }
   CHECK(doubles_of(out[0][1]) == std::vector<double>{11, 22});
   CHECK(doubles_of(out[1][1]) == std::vector<double>{33, 44});
+  // The shards themselves (HostTensor::chunk, which reduce_scatter and the shard pass cut with).
+  HostTensor t = tensor(DType::f32, {2, 4}, {1, 2, 3, 4, 5, 6, 7, 8});
+  CHECK(doubles_of(t.chunk(1, 1, 2)) == std::vector<double>{3, 4, 7, 8});
+  CHECK(t.chunk(1, 1, 2).shape() == Dims{2, 2});
+  CHECK(doubles_of(t.chunk(0, 0, 2)) == std::vector<double>{1, 2, 3, 4});
 }
 
 TEST_CASE("collectives: types, rank counts and shapes that do not fit are errors", "[reference][collective]") {
@@ -103,17 +108,6 @@ TEST_CASE("collectives: types, rank counts and shapes that do not fit are errors
   CHECK(doubles_of((*same)[0]) == std::vector<double>{1, 2});
 }
 
-// Rows [r * n / ranks, (r + 1) * n / ranks) of a row-major matrix (axis 0) or its columns (axis 1).
-HostTensor chunk(const HostTensor& t, int axis, int r, int ranks) {
-  const int64_t rows = t.shape()[0], cols = t.shape()[1];
-  const int64_t nr = axis == 0 ? rows / ranks : rows, nc = axis == 1 ? cols / ranks : cols;
-  HostTensor out(t.dtype(), {nr, nc});
-  for (int64_t i = 0; i < nr; ++i)
-    for (int64_t j = 0; j < nc; ++j)
-      out.set(i * nc + j, t.get((i + (axis == 0 ? r * nr : 0)) * cols + j + (axis == 1 ? r * nc : 0)));
-  return out;
-}
-
 TEST_CASE("a Megatron-split MLP over 1, 2 and 4 ranks computes the unsplit MLP", "[reference][collective]") {
   // Unsplit: y = relu(x @ w1^T) @ w2^T. Split: rank r holds rows r of w1 (its hidden units)
   // and the matching columns of w2; its partial products sum to y in one all_reduce.
@@ -133,7 +127,7 @@ TEST_CASE("a Megatron-split MLP over 1, 2 and 4 ranks computes the unsplit MLP",
                     .c_str());
       std::vector<TensorMap> args;
       for (int r = 0; r < ranks; ++r)
-        args.push_back({{"x", x}, {"w1", chunk(w1, 0, r, ranks)}, {"w2", chunk(w2, 1, r, ranks)}});
+        args.push_back({{"x", x}, {"w1", w1.chunk(0, r, ranks)}, {"w2", w2.chunk(1, r, ranks)}});
       std::vector<std::vector<HostTensor>> out = ranks_of(split, args);
       for (int r = 0; r < ranks; ++r) {
         std::vector<double> got = doubles_of(out[r][0]), expected = doubles_of(want[0]);
