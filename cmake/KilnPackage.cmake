@@ -1,5 +1,5 @@
 # libkiln and its package. kiln's internal static libraries (ir, passes, codegen, runtime,
-# the CPU and CUDA backends, the compiler, the trace and ONNX frontends) are combined into
+# the CPU and CUDA backends, the compiler, the trace, ONNX and safetensors frontends) are combined into
 # one shared library, libkiln.so (target kiln_library, alias kiln::kiln, the same name
 # find_package(kiln) gives), and into one archive, libkiln.a (target kiln_static, what
 # find_package(kiln COMPONENTS static) gives as kiln::kiln_static). Its public headers are staged under <build>/include/public/kiln/
@@ -10,7 +10,7 @@ include(CMakePackageConfigHelpers)
 
 # The headers a program includes; whatever kiln headers they include are staged with them.
 set(KILN_PUBLIC_HEADERS
-  compiler/compile.h compiler/package.h compiler/summary.h
+  compiler/compile.h compiler/package.h compiler/parallel.h compiler/summary.h
   frontends/trace/trace.h frontends/onnx/onnx_import.h
   ir/compare.h ir/extern_op.h ir/parser.h ir/printer.h ir/reference.h ir/status.h
   passes/convert_float.h)
@@ -26,7 +26,7 @@ configure_file(cmake/version.cc.in ${PROJECT_BINARY_DIR}/version.cc @ONLY)
 
 # Every internal library this build has, users before what they use.
 set(_kiln_parts)
-foreach(part kiln_compiler kiln_pipeline kiln_summary kiln_onnx kiln_onnx_proto kiln_trace
+foreach(part kiln_compiler kiln_pipeline kiln_summary kiln_safetensors kiln_onnx kiln_onnx_proto kiln_trace
              kiln_cpu kiln_cpu_codegen kiln_cuda_backend kiln_cuda_codegen kiln_runtime
              kiln_codegen kiln_passes kiln_ir)
   if(TARGET ${part})

@@ -103,6 +103,7 @@ class Lowerer {
     if (!writers.empty()) s = lower_cache_writes(writers);
     else if (group_.kind == KernelGroup::Kind::Attention) s = routine_buffers("a fused attention step");
     else if (group_.kind == KernelGroup::Kind::Extern) s = routine_buffers("a call of the extern op");
+    else if (group_.kind == KernelGroup::Kind::Collective) s = routine_buffers("the communicator's collective");
     else if (group_.kind == KernelGroup::Kind::Gemm) s = lower_gemm(gemm);
     else if (gemm) s = err(gemm->describe(), " is a GEMM outside a Gemm group");
     else if (!reductions.empty()) s = lower_reduction(reductions);
@@ -218,7 +219,8 @@ class Lowerer {
   }
 
   // An Attention group runs as the device's fused routine (codegen/attention.h), an Extern
-  // group as the user's function (ir/extern_op.h), never as kernel IR: its kernel is its
+  // group as the user's function (ir/extern_op.h), a Collective group as the communicator's
+  // call (runtime/communicator.h), never as kernel IR: its kernel is its
   // buffers alone, over the (first) output's domain, with no stage.
   absl::Status routine_buffers(std::string_view what) {
     k_.domain = group_.nodes[0]->result()->shape();

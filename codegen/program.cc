@@ -9,10 +9,11 @@
 #include "codegen/module.h"
 #include "ir/op_attrs.h"
 #include "ir/ops_attention.h"
-#include "passes/builder.h"
-#include "passes/strided_view.h"
+#include "ir/ops_collective.h"
 #include "ir/status.h"
 #include "ir/str.h"
+#include "passes/builder.h"
+#include "passes/strided_view.h"
 
 namespace kiln {
 namespace {
@@ -312,10 +313,30 @@ class ProgramBuilder {
     return absl::OkStatus();
   }
 
+  // The collective group as the communicator's call over its operand's and result's buffers
+  // (stored values, dense), along axis 0 (decompose moved any other axis there).
+  absl::Status add_collective(const KernelGroup& grp, std::vector<Step>& list) {
+    const Node& n = *grp.nodes[0];
+    if (n.op() != Op::AllReduce && CollectiveAttrs(n).axis() != 0)
+      return invalid_argument(n.describe(), ": a collective along axis ", CollectiveAttrs(n).axis(),
+                              " (decompose leaves them along 0)");
+    CollectiveStep c;
+    c.op = n.op();
+    c.dtype = n.result()->dtype();
+    c.ranks = collective_ranks(n);
+    c.count = shape_numel((n.op() == Op::ReduceScatter ? n.result() : n.operand(0))->shape());
+    KILN_ASSIGN_OR_RETURN(c.input, buffer_of(n.operand(0), false));
+    KILN_ASSIGN_OR_RETURN(c.output, buffer_of(n.result(), true));
+    p_.collectives.push_back(std::move(c));
+    list.push_back({Step::Kind::Collective, static_cast<int>(p_.collectives.size()) - 1, grp.id});
+    return absl::OkStatus();
+  }
+
   absl::Status add_group(const KernelGroup& grp, const kir::Kernel& k) {
     std::vector<Step>& list = grp.weight_prep ? p_.prep : p_.steps;
     if (grp.kind == KernelGroup::Kind::Attention) return add_attention(grp, list);
     if (grp.kind == KernelGroup::Kind::Extern) return add_extern(grp, list);
+    if (grp.kind == KernelGroup::Kind::Collective) return add_collective(grp, list);
     KILN_ASSIGN_OR_RETURN(GemmDecision d, decide_gemm(grp, k, t_.gemms, p_.baked));
     if (!d.library) {
       KILN_ASSIGN_OR_RETURN(KernelStep s, kernel_step(k, false, false));
@@ -474,6 +495,11 @@ std::string Program::describe(const Step& s) const {
       const ExternStep& e = externs[s.index];
       auto list = [](const std::vector<int>& bs) { return str_join(bs, ", ", [](int b) { return str_cat("b", b); }); };
       return str_cat("extern ", e.name, "(", list(e.inputs), ") -> ", list(e.outputs), " on ", target);
+    }
+    case Step::Kind::Collective: {
+      const CollectiveStep& c = collectives[s.index];
+      return str_cat(op_name(c.op), " ", dtype_name(c.dtype), " b", c.input, " -> b", c.output, ", ",
+                     c.count.to_string(), " elements per rank, ", c.ranks, " ranks");
     }
     case Step::Kind::Gemm: break;
   }

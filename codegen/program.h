@@ -141,10 +141,22 @@ struct ExternStep {
   std::vector<int> outputs;  // program buffers, one per result
 };
 
+// A collective (ir/ops_collective.h) as the communicator runs it over whole buffers, along
+// axis 0 (decompose permutes another axis there): all_reduce sums `count` elements over
+// the ranks; all_gather writes the ranks' `count` elements one after the other; reduce_scatter
+// reads ranks * count elements and keeps the sum of chunk `rank`.
+struct CollectiveStep {
+  Op op = Op::AllReduce;
+  DType dtype = DType::f32;
+  int64_t ranks = 1;
+  Dim count;  // elements per rank: the input's (all_reduce, all_gather) or the output's (reduce_scatter)
+  int input = 0, output = 0;  // program buffers
+};
+
 struct Step {
-  enum class Kind : uint8_t { Kernel, Gemm, Copy, Attention, Extern };
+  enum class Kind : uint8_t { Kernel, Gemm, Copy, Attention, Extern, Collective };
   Kind kind = Kind::Kernel;
-  int index = 0;   // into kernel_steps, gemms, copies, attentions or externs
+  int index = 0;   // into kernel_steps, gemms, copies, attentions, externs or collectives
   int group = -1;  // the kernel group it runs (-1: an output copy)
 };
 
@@ -177,6 +189,7 @@ class Program {
   // owns words 2i, 2i + 1. The executor keeps them zero until one fires (runtime/executor.h).
   std::vector<kir::IndexCheck> checks;
   std::vector<ExternStep> externs;
+  std::vector<CollectiveStep> collectives;  // over the communicator (ExecutorOptions::communicator)
   std::vector<Step> prep;   // weight prep, run before a call whose parameters changed
   std::vector<Step> steps;  // every call, in order
 

@@ -286,7 +286,8 @@ struct CompiledGraph::Impl {
     std::optional<DumpWriter> dump;
     if (!opts.dump_dir.empty()) dump = DumpWriter(opts.dump_dir).sub(fmt::format("spec{}", specs.size()));
     auto t0 = std::chrono::steady_clock::now();
-    absl::StatusOr<std::unique_ptr<Executor>> exe = specialize(module, *device, gs.baked(), opts.mode, dump, pool);
+    absl::StatusOr<std::unique_ptr<Executor>> exe =
+        specialize(module, *device, gs.baked(), opts.mode, dump, pool, opts.communicator);
     if (!exe.ok()) return prefix_error(exe.status(), "building the specialization ", sp.text, ": ");
     sp.exe = *std::move(exe);
     BuildStats bs = sp.exe->build_stats();
@@ -643,7 +644,8 @@ absl::StatusOr<std::unique_ptr<DeviceAdapter>> make_device_adapter(Device d, int
 absl::StatusOr<std::unique_ptr<Executor>> specialize(std::shared_ptr<const CompiledModule> m, DeviceAdapter& device,
                                                      const Bindings& baked, Mode mode,
                                                      const std::optional<DumpWriter>& dump,
-                                                     std::shared_ptr<MemoryPool> pool) {
+                                                     std::shared_ptr<MemoryPool> pool,
+                                                     std::shared_ptr<Communicator> communicator) {
   std::vector<std::string> names = group_labels(*m);
   KILN_ASSIGN_OR_RETURN(std::shared_ptr<const Program> p, build_program(std::move(m), device.target(), baked));
   if (dump) {
@@ -651,7 +653,8 @@ absl::StatusOr<std::unique_ptr<Executor>> specialize(std::shared_ptr<const Compi
     // The kernels as the target prepared them (the CUDA schedule), beside their sources.
     for (const ProgramKernel& k : p->kernels) KILN_RETURN_IF_ERROR(dump->write(k.kernel.name + ".kir", kir::print_kernel(k.kernel)));
   }
-  return Executor::create(std::move(p), device, ExecutorOptions{mode, dump, std::move(names), std::move(pool)});
+  return Executor::create(std::move(p), device,
+                          ExecutorOptions{mode, dump, std::move(names), std::move(pool), std::move(communicator)});
 }
 
 absl::StatusOr<CompiledGraph> compile(const Graph& g, const CompileOptions& opts) {
@@ -676,13 +679,19 @@ absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<DeviceAdap
   // non-capturable one under reduce-overhead is an error, not a silently split graph.
   KILN_RETURN_IF_ERROR(check_extern_calls(g, device->target().extern_device,
                                           opts.mode == Mode::ReduceOverhead && device->can_capture()));
-  // Collectives (a sharded graph's, passes/shard.h) run on the reference evaluator only so
-  // far (evaluate_ranks simulates the ranks); no device has a communicator yet.
-  for (const auto& n : g.nodes())
-    if (is_collective(n->op()))
-      return invalid_argument(n->describe(), ": ", op_name(n->op()),
-                              " runs on no compiled device yet (kiln::evaluate_ranks computes sharded graphs on the "
-                              "reference evaluator)");
+  // Collectives (a rank's graph, passes/shard.h) run through the rank's communicator.
+  for (const auto& n : g.nodes()) {
+    if (!is_collective(n->op())) continue;
+    const int64_t ranks = collective_ranks(*n);
+    const Communicator* c = opts.communicator.get();
+    if (!c)
+      return invalid_argument(n->describe(), ": a collective over ", ranks,
+                              " ranks needs this rank's communicator (CompileOptions::communicator; "
+                              "compile_ranks in compiler/parallel.h compiles every rank of a group)");
+    if (absl::Status st = check_communicator(*c, ranks, device->target().extern_device, device->target().name);
+        !st.ok())
+      return prefix_error(st, n->describe(), ": ");
+  }
   // This graph's own folder of the dump (two graphs of one name in a process get two), which
   // each specialization's spec<N> folder goes inside.
   if (!opts.dump_dir.empty()) opts.dump_dir = DumpWriter(opts.dump_dir).claim(g.name()).dir().string();

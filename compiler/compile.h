@@ -78,6 +78,10 @@ struct CompileOptions {
   // logged, whatever KILN_LOG says), never a silent fall back. With buckets and dynamic =
   // false every bucket is a specialization: compile() checks the sizes fit.
   int cache_size_limit = 8;
+  // A graph with collectives (a rank's graph from passes/shard.h): this rank's communicator of
+  // its group (runtime/communicator.h; compiler/parallel.h makes the group and compiles every
+  // rank). Required then, and of as many ranks as the collectives and of the device's memory.
+  std::shared_ptr<Communicator> communicator;
 };
 
 // Counters in the spirit of torch._dynamo's: what compiling and dispatch did so far.
@@ -238,9 +242,11 @@ absl::StatusOr<std::unique_ptr<DeviceAdapter>> make_device_adapter(Device d, int
 // for the device's target baking `baked`, loaded (its kernels compiled) into an executor.
 // `dump`, when set, receives program.txt, each program kernel's IR (<kernel>.kir) and the
 // device's sources. `pool`: the arena shared with other specializations (null: its own).
+// `communicator`: the rank's, for the program's collectives (ExecutorOptions::communicator).
 absl::StatusOr<std::unique_ptr<Executor>> specialize(std::shared_ptr<const CompiledModule> m, DeviceAdapter& device,
                                                      const Bindings& baked, Mode mode,
                                                      const std::optional<DumpWriter>& dump = std::nullopt,
-                                                     std::shared_ptr<MemoryPool> pool = nullptr);
+                                                     std::shared_ptr<MemoryPool> pool = nullptr,
+                                                     std::shared_ptr<Communicator> communicator = nullptr);
 
 }  // namespace kiln

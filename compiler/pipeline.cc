@@ -41,6 +41,7 @@ absl::StatusOr<CompileSummary> summarize(const CompileState& st, std::vector<Pas
     else if (g.kind == KernelGroup::Kind::Gemm) ++sum.gemms;
     else if (g.kind == KernelGroup::Kind::Attention) ++sum.attentions;
     else if (g.kind == KernelGroup::Kind::Extern) ++sum.externs;
+    else if (g.kind == KernelGroup::Kind::Collective) ++sum.collectives;
     else ++sum.kernels;
   }
   KILN_ASSIGN_OR_RETURN(sum.layout, st.memory.layout(b));
@@ -90,10 +91,11 @@ bool verify_passes_by_default() {
 
 std::string CompileSummary::to_text() const {
   auto pct = [](int64_t a, int64_t b) { return b == 0 ? 0.0 : 100.0 * (a - b) / b; };
-  std::string s = str_cat("groups ", groups, ": ", kernels, " kernels, ", gemms, " GEMMs, ",
-                          attentions > 0 ? str_cat(attentions, " fused attention, ") : std::string(),
-                          externs > 0 ? str_cat(externs, " extern, ") : std::string(), weight_prep,
-                          " weight-prep\n");
+  std::string s =
+      str_cat("groups ", groups, ": ", kernels, " kernels, ", gemms, " GEMMs, ",
+              attentions > 0 ? str_cat(attentions, " fused attention, ") : std::string(),
+              externs > 0 ? str_cat(externs, " extern, ") : std::string(),
+              collectives > 0 ? str_cat(collectives, " collective, ") : std::string(), weight_prep, " weight-prep\n");
   s += str_cat("arena ", layout.arena_bytes, " bytes; lower bound ", layout.lower_bound_bytes, " (",
                fmt::format("{:+.1f}%", pct(layout.arena_bytes, layout.lower_bound_bytes)), "); without reuse ",
                layout.no_reuse_bytes, "\n");

@@ -61,6 +61,7 @@ struct CompileSummary {
   int gemms = 0;
   int attentions = 0;   // fused attention steps
   int externs = 0;      // extern op calls (ir/extern_op.h)
+  int collectives = 0;  // all_reduce, all_gather, reduce_scatter calls (runtime/communicator.h)
   int weight_prep = 0;  // groups run once when parameters are bound
   ArenaLayout layout;
   std::vector<PassStat> passes;

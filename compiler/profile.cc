@@ -120,6 +120,11 @@ ProfileTable profile_table(const CompiledModule& m, std::span<const CallProfile>
           for (const std::vector<int>* bs : {&l.extern_step->inputs, &l.extern_step->outputs})
             for (int b : *bs) r.bytes += buffer_bytes(p, b, call.bindings);
           break;
+        case ProfiledLaunch::Kind::Collective:
+          r.name = str_cat(op_name(l.collective->op), "[g", l.group, "]");
+          r.kind = "collective";
+          for (int b : {l.collective->input, l.collective->output}) r.bytes += buffer_bytes(p, b, call.bindings);
+          break;
         case ProfiledLaunch::Kind::Copy:
           r.name = "copy";
           r.kind = "copy";

@@ -23,6 +23,10 @@ absl::Status check_numeric(const TensorType& t) {
 
 bool is_collective(Op op) { return op == Op::AllReduce || op == Op::AllGather || op == Op::ReduceScatter; }
 
+int64_t collective_ranks(const Node& n) {
+  return n.op() == Op::AllReduce ? AllReduceAttrs(n).ranks() : CollectiveAttrs(n).ranks();
+}
+
 Result infer_all_reduce(std::span<const TensorType> in, const Attrs& a) {
   KILN_RETURN_IF_ERROR(check_ranks(AllReduceAttrs(a).ranks()));
   KILN_RETURN_IF_ERROR(check_numeric(in[0]));

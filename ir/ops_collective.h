@@ -13,6 +13,8 @@
 namespace kiln {
 
 bool is_collective(Op op);
+// The `ranks` attribute of a collective node.
+int64_t collective_ranks(const Node& n);
 
 absl::StatusOr<std::vector<TensorType>> infer_all_reduce(std::span<const TensorType> in, const Attrs& a);
 absl::StatusOr<std::vector<TensorType>> infer_all_gather(std::span<const TensorType> in, const Attrs& a);

@@ -1014,7 +1014,7 @@ Result extern_call(const Ctx& c) {
 // A collective over every rank's operand (`in[r]`, rank r's), giving each rank's result.
 absl::StatusOr<std::vector<HostTensor>> collective(const Node& n, const std::vector<const HostTensor*>& in) {
   const int64_t ranks = static_cast<int64_t>(in.size());
-  const int64_t want = n.op() == Op::AllReduce ? AllReduceAttrs(n).ranks() : CollectiveAttrs(n).ranks();
+  const int64_t want = collective_ranks(n);
   if (want != ranks)
     return invalid_argument("a collective over ", want, " ranks, evaluated as ", ranks, " rank", ranks == 1 ? "" : "s",
                             " (evaluate_ranks takes one argument set per rank)");

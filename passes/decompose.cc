@@ -429,8 +429,32 @@ absl::StatusOr<Value*> pool(Builder& b, const Node& n) {
   return b.cast(b.op(Op::Div, {sum, count}), n.result()->dtype());
 }
 
+// all_gather and reduce_scatter along an axis a other than 0: the operand permuted so that a
+// comes first, the collective along 0 (what devices do: they concatenate or cut whole buffers,
+// rank after rank), its result permuted back.
+absl::StatusOr<Value*> collective(Builder& b, const Node& n) {
+  const int64_t rank = static_cast<int64_t>(n.operand(0)->shape().size());
+  const int64_t a = CollectiveAttrs(n).axis() < 0 ? CollectiveAttrs(n).axis() + rank : CollectiveAttrs(n).axis();
+  std::vector<int64_t> to_front{a}, back(static_cast<size_t>(rank));
+  for (int64_t i = 0; i < rank; ++i)
+    if (i != a) to_front.push_back(i);
+  for (int64_t j = 0; j < rank; ++j) back[to_front[j]] = j;
+  Value* x = b.op(Op::Permute, {n.operand(0)}, {{"dims", to_front}});
+  Value* c = b.op(n.op(), {x}, {{"axis", int64_t{0}}, {"ranks", CollectiveAttrs(n).ranks()}});
+  return b.op(Op::Permute, {c}, {{"dims", back}});
+}
+
+// Whether `n` is decomposed (a collective only along another axis than 0).
+bool decomposed(const Node& n) {
+  if (n.op() != Op::AllGather && n.op() != Op::ReduceScatter) return true;
+  const int64_t a = CollectiveAttrs(n).axis();
+  return a != 0 && a != -static_cast<int64_t>(n.operand(0)->shape().size());
+}
+
 Rule rule_for(Op op) {
   switch (op) {
+    case Op::AllGather:
+    case Op::ReduceScatter: return collective;
     case Op::Conv: return conv;
     case Op::ConvTranspose: return conv_transpose;
     case Op::MaxPool: case Op::AvgPool: return pool;
@@ -488,7 +512,8 @@ absl::StatusOr<bool> decompose(Graph& g, const KeepAttention& keep_attention) {
   }
   std::vector<Node*> todo;
   for (const auto& n : g.nodes())
-    if (rule_for(n->op()) && !(n->op() == Op::Attention && keep_attention && keep_attention(*n))) todo.push_back(n.get());
+    if (rule_for(n->op()) && decomposed(*n) && !(n->op() == Op::Attention && keep_attention && keep_attention(*n)))
+      todo.push_back(n.get());
   for (Node* n : todo) {
     Builder b(g, n, n->loc());
     absl::StatusOr<Value*> out_or = rule_for(n->op())(b, *n);

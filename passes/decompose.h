@@ -21,7 +21,8 @@ namespace kiln {
 // matmul with the weight (groups as a batch dim) plus bias, then reshaped to [N, Cout, o...];
 // conv_transpose is a stride-1 conv over the input with zeros inserted; a pool reduces the
 // kernel dims of a `window` (max, or an f32 sum divided by the window's element count).
-// Returns whether anything changed. Errors name the node (e.g. attention with a symbolic
+// all_gather and reduce_scatter work along axis 0 (a permute to and from it where their axis
+// was another). Returns whether anything changed. Errors name the node (e.g. attention with a symbolic
 // head dim and no explicit scale).
 // `keep_attention`, when set, says which attention nodes stay whole (the target runs them as
 // one fused step, codegen/attention.h); those are the one exception to the post-condition.

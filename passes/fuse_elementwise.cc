@@ -8,6 +8,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "ir/log.h"
 #include "ir/op_attrs.h"
+#include "ir/ops_collective.h"
 #include "ir/str.h"
 #include "passes/schedule_util.h"
 #include "passes/strided_view.h"
@@ -151,7 +152,8 @@ class Partitioner {
     // so does a value of a symbolic shape (an expand of a constant to [T]): weight prep is
     // not run again when only the call's symbols change. Node order is topological.
     for (const auto& n : g.nodes()) {
-      bool all = n->num_operands() > 0 && n->info().kind != OpKind::Gemm && shape_is_static(n->result()->shape());
+      bool all = n->num_operands() > 0 && n->info().kind != OpKind::Gemm && !is_collective(n->op()) &&
+                 shape_is_static(n->result()->shape());
       for (const Value* v : n->operands()) {
         if (v->is_input()) all = false;
         else if (v->producer() && v->producer()->op() != Op::Constant) all = all && param_only_.at(v->producer());
@@ -308,6 +310,8 @@ class Partitioner {
       return "a fused attention step runs alone";
     if (m.size() > 1 && std::any_of(m.begin(), m.end(), [](const Node* n) { return n->op() == Op::ExternCall; }))
       return "an extern call runs alone (the user's function over stored operands)";
+    if (m.size() > 1 && std::any_of(m.begin(), m.end(), [](const Node* n) { return is_collective(n->op()); }))
+      return "a collective runs alone (the communicator's call over stored operands)";
     absl::flat_hash_set<const Node*> in(m.begin(), m.end());
     // A window reads each input element once per kernel position: what the group computes
     // upstream of it would be computed that many times (a GroupNorm's SiLU and a resize's
@@ -421,7 +425,7 @@ class Partitioner {
       const Node* node = members_[id][0];
       s.state_write = writes_state(*node);
       s.attention = node->op() == Op::Attention;
-      s.extern_call = node->op() == Op::ExternCall;
+      s.alone = node->op() == Op::ExternCall || is_collective(node->op());
       if (node->op() == Op::Window) s.windows.push_back(node);
       s.weight_prep = param_only(node);
       s.dom = domain_of(*node);
@@ -464,7 +468,7 @@ class Partitioner {
   }
 
   struct Summary {
-    bool state_write = false, attention = false, extern_call = false, weight_prep = false;
+    bool state_write = false, attention = false, alone = false, weight_prep = false;  // alone: extern call, collective
     std::optional<Domain> dom;               // the reductions' iteration space
     std::vector<const Node*> windows;
     absl::flat_hash_map<int, int> out_shapes;  // shape id -> results read outside the group
@@ -499,7 +503,7 @@ class Partitioner {
   // Whether one kernel can compute groups a and b: why_not_legal(members of both) == "".
   bool legal(int a, int b, MergeDelta& delta) {
     const Summary &sa = summary_[a], &sb = summary_[b];
-    if (sa.attention || sb.attention || sa.extern_call || sb.extern_call) return false;
+    if (sa.attention || sb.attention || sa.alone || sb.alone) return false;
     if (sa.state_write || sb.state_write) {  // a scatter kernel over the rows' computation
       const Summary& rows = sa.state_write ? sb : sa;
       if (rows.state_write || rows.dom || !rows.windows.empty() || rows.weight_prep) return false;
@@ -721,6 +725,7 @@ class Partitioner {
                                [](const Node* n) { return n->info().kind == OpKind::Reduction; });
     grp.kind = reduces ? KernelGroup::Kind::Reduction : KernelGroup::Kind::Elementwise;
     if (grp.nodes[0]->op() == Op::ExternCall) grp.kind = KernelGroup::Kind::Extern;
+    if (is_collective(grp.nodes[0]->op())) grp.kind = KernelGroup::Kind::Collective;
     auto att = std::find_if(grp.nodes.begin(), grp.nodes.end(), [](const Node* n) { return n->op() == Op::Attention; });
     if (att != grp.nodes.end()) {  // attach_to_attentions: the views before it read its operands
       grp.kind = KernelGroup::Kind::Attention;

@@ -34,8 +34,10 @@ namespace kiln {
 //    single-user views one strided view with 8-element-aligned rows can replace, e.g. the
 //    slice/reshape/permute of a fused QKV projection) and a permute of its result keeping
 //    the head dim last (stored in that layout, e.g. [B, T, H, D] for the next GEMM);
-//  - an extern call is alone in its group (an Extern group: the user's function), with no
-//    prologue: the views its operands go through are computed (stored dense) by other groups;
+//  - an extern call is alone in its group (an Extern group: the user's function), and so is a
+//    collective (a Collective group: the communicator's call), with no prologue: the views
+//    their operands go through are computed (stored dense) by other groups; a collective is
+//    never weight prep (every rank must call it at the same point of every call);
 //  - a window's input is computed outside its group, but for reshapes and casts: a window
 //    reads each element once per kernel position;
 //  - the group graph is acyclic, and no node is computed in two groups;

@@ -18,15 +18,18 @@ struct KernelGroup {
     Attention,    // one attention node that decompose kept whole: a device's fused routine,
                   // then a permute of its result that the routine stores through strides
     Extern,       // one extern_call node: the registered function over its stored operands
+    Collective,   // one all_reduce, all_gather or reduce_scatter (along axis 0): the communicator's call
   };
   int id = 0;
   Kind kind = Kind::Elementwise;
   std::vector<Node*> nodes;     // topological order
   std::vector<Value*> inputs;   // read from outside the group: args or other groups' outputs
   std::vector<Value*> outputs;  // needed outside the group or graph outputs
-  // What the group stores: its outputs, and for an Extern group every result (the user's
-  // function writes them all, read or not).
-  const std::vector<Value*>& stored() const { return kind == Kind::Extern ? nodes[0]->results() : outputs; }
+  // What the group stores: its outputs, and for an Extern or Collective group every result
+  // (the user's function or the communicator writes them all, read or not).
+  const std::vector<Value*>& stored() const {
+    return kind == Kind::Extern || kind == Kind::Collective ? nodes[0]->results() : outputs;
+  }
   // Gemm and Attention only: view nodes (reshape, permute, expand, squeeze, unsqueeze,
   // slice), in topological order, that compute an operand of `nodes` from `inputs`. They are
   // index arithmetic on the GEMM's or attention's loads (strides), never copies; empty for

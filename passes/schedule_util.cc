@@ -4,6 +4,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "ir/ops_collective.h"
 #include "ir/printer.h"
 #include "ir/str.h"
 
@@ -16,6 +17,7 @@ std::string_view group_kind_name(KernelGroup::Kind k) {
     case KernelGroup::Kind::Gemm: return "gemm";
     case KernelGroup::Kind::Attention: return "attention";
     case KernelGroup::Kind::Extern: return "extern";
+    case KernelGroup::Kind::Collective: return "collective";
   }
   return "?";
 }
@@ -81,6 +83,9 @@ absl::Status verify_schedule(const Graph& g, const Schedule& s, bool complete) {
       return invalid_argument("attention group ", grp.id, " must hold one attention node (and a permute of its result)");
     if (grp.kind == KernelGroup::Kind::Extern && (grp.nodes.size() != 1 || grp.nodes[0]->op() != Op::ExternCall))
       return invalid_argument("extern group ", grp.id, " must hold one extern_call node");
+    if (grp.kind == KernelGroup::Kind::Collective && (grp.nodes.size() != 1 || !is_collective(grp.nodes[0]->op())))
+      return invalid_argument("collective group ", grp.id,
+                              " must hold one all_reduce, all_gather or reduce_scatter node");
     if (grp.kind != KernelGroup::Kind::Gemm && grp.kind != KernelGroup::Kind::Attention && !grp.prologue.empty())
       return invalid_argument("group ", grp.id, " is neither a gemm nor an attention group but has a prologue");
     for (const Node* n : members(grp)) {

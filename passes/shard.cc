@@ -172,6 +172,7 @@ class Sharder {
       case Op::Attention:
       case Op::Sdpa: return attention(n, std::move(ops));
       case Op::CacheWrite: return cache_write(n, std::move(ops));
+      case Op::Gather: return gather(n, std::move(ops));
       default: return emit_whole(n, std::move(ops), str_cat(op_name(n.op()), " has no split form here"));
     }
   }
@@ -459,6 +460,73 @@ class Sharder {
     return emit_whole(n, std::move(ops), "its operands are not all split by heads");
   }
 
+  // The rank's index (kRankInput), an input every rank binds to its own (shard_arguments).
+  absl::StatusOr<Value*> rank_input() {
+    if (Value* v = out_.find(std::string(kRankInput))) return v;
+    if (g_.find(std::string(kRankInput)))
+      return invalid_argument("shard: the graph has a value named %", kRankInput, ", which the rank's index needs");
+    return out_.add_input(std::string(kRankInput), TensorType{DType::i64, {}});
+  }
+
+  // gather(table, ids, axis) with the ids whole. The table split along another axis keeps
+  // that split in the result; split along the gathered axis 0 (a vocab-parallel embedding),
+  // each rank looks the ids up in its own rows (shifted by rank * rows, negative ids counted
+  // from the end as gather does), zeroes the rows of ids outside them, and the ranks' results
+  // sum to the whole lookup (an all_reduce). Out-of-range ids then give zero rows instead of
+  // the unsharded graph's index error.
+  absl::Status gather(const Node& n, std::vector<Value*> ops) {
+    KILN_ASSIGN_OR_RETURN(ops[0], summed(ops[0]));
+    KILN_ASSIGN_OR_RETURN(ops[1], whole(ops[1]));
+    Layout t = layout(ops[0]);
+    const int64_t rank = rank_of(n.operand(0)), ids_rank = rank_of(n.operand(1));
+    const int64_t axis = norm_axis(GatherAttrs(n).axis(), rank);
+    if (t.kind != Layout::Split) return emit(n, std::move(ops), n.attrs(), {Layout{}});
+    if (t.axis != axis)
+      return emit(n, std::move(ops), n.attrs(), {Layout::split(t.axis < axis ? t.axis : t.axis + ids_rank - 1)});
+    std::optional<int64_t> rows = ops[0]->shape()[0].constant();
+    if (axis != 0 || !rows)
+      return emit_whole(n, std::move(ops), "a gather along a split axis other than a table's rows");
+    KILN_ASSIGN_OR_RETURN(Value * r, rank_input());
+    // Each value named <n>.<op> (fresh: no name of either graph).
+    const std::string base = n.result()->name();
+    auto op = [&](Op o, std::vector<Value*> in, Attrs attrs = {}) -> absl::StatusOr<Value*> {
+      KILN_ASSIGN_OR_RETURN(
+          Node * m, out_.add_node(o, std::move(in), std::move(attrs), {fresh(str_cat(base, ".", op_name(o)))}, loc_));
+      return m->result();
+    };
+    auto constant = [&](double v, DType t) {
+      return op(Op::Constant, {},
+                {{"value", is_float(t) ? AttrValue(v) : AttrValue(static_cast<int64_t>(v))}, {"dtype", t}});
+    };
+    Value* ids = ops[1];
+    const DType it = ids->dtype();
+    KILN_ASSIGN_OR_RETURN(Value * zero, constant(0, it));
+    KILN_ASSIGN_OR_RETURN(Value * whole_rows, constant(static_cast<double>(*rows * n_), it));
+    KILN_ASSIGN_OR_RETURN(Value * my_rows, constant(static_cast<double>(*rows), it));
+    KILN_ASSIGN_OR_RETURN(Value * from_end, op(Op::Add, {ids, whole_rows}));
+    KILN_ASSIGN_OR_RETURN(Value * negative, op(Op::Lt, {ids, zero}));
+    KILN_ASSIGN_OR_RETURN(Value * wrapped, op(Op::Where, {negative, from_end, ids}));
+    KILN_ASSIGN_OR_RETURN(Value * r_it,
+                          it == DType::i64 ? absl::StatusOr<Value*>(r) : op(Op::Cast, {r}, {{"dtype", it}}));
+    KILN_ASSIGN_OR_RETURN(Value * first, op(Op::Mul, {r_it, my_rows}));
+    KILN_ASSIGN_OR_RETURN(Value * local, op(Op::Sub, {wrapped, first}));
+    KILN_ASSIGN_OR_RETURN(Value * above, op(Op::Ge, {local, zero}));
+    KILN_ASSIGN_OR_RETURN(Value * below, op(Op::Lt, {local, my_rows}));
+    KILN_ASSIGN_OR_RETURN(Value * mine, op(Op::And, {above, below}));
+    KILN_ASSIGN_OR_RETURN(Value * index, op(Op::Where, {mine, local, zero}));
+    KILN_ASSIGN_OR_RETURN(Value * looked, op(Op::Gather, {ops[0], index}, n.attrs()));
+    Shape keep = ids->shape();
+    keep.resize(static_cast<size_t>(ids_rank + rank - 1), Dim(1));
+    KILN_ASSIGN_OR_RETURN(Value * mine_rows, op(Op::Reshape, {mine}, {{"shape", keep}}));
+    KILN_ASSIGN_OR_RETURN(Value * no_row, constant(0, looked->dtype()));
+    KILN_ASSIGN_OR_RETURN(
+        Node * m, out_.add_node(Op::Where, {mine_rows, looked, no_row}, {}, {fresh(str_cat(base, ".partial"))}, loc_));
+    Value* masked = m->result();
+    layout_[masked] = Layout{Layout::Partial};
+    KILN_ASSIGN_OR_RETURN(Value * sum, summed(masked));
+    return named_result(n, sum);
+  }
+
   // cache_write(cache, new, positions[, table]): the cache's layout is the plan's; the rows
   // written must be split the same way (a state cannot be made whole).
   absl::Status cache_write(const Node& n, std::vector<Value*> ops) {
@@ -492,7 +560,7 @@ class Sharder {
 
 }  // namespace
 
-ShardPlan llama_shard_plan(int64_t ranks, bool paged) {
+ShardPlan llama_shard_plan(int64_t ranks, bool paged, bool vocab_parallel) {
   ShardPlan p;
   p.ranks = ranks;
   for (const char* col : {"*q_proj.weight", "*k_proj.weight", "*v_proj.weight", "*gate_proj.weight", "*up_proj.weight",
@@ -500,6 +568,8 @@ ShardPlan llama_shard_plan(int64_t ranks, bool paged) {
     p.rules.push_back({col, 0});
   for (const char* row : {"*o_proj.weight", "*down_proj.weight"}) p.rules.push_back({row, 1});
   for (const char* cache : {"k_cache.*", "v_cache.*"}) p.rules.push_back({cache, paged ? 2 : 1});
+  if (vocab_parallel)
+    for (const char* vocab : {"model.embed_tokens.weight", "lm_head.weight"}) p.rules.push_back({vocab, 0});
   return p;
 }
 
@@ -519,6 +589,12 @@ absl::StatusOr<std::vector<TensorMap>> shard_arguments(const ShardedGraph& s, in
                               ranks, " equal chunks");
     for (int64_t r = 0; r < ranks; ++r) out[r][name] = t.chunk(a, r, ranks);
   }
+  if (const Value* v = s.graph.find(std::string(kRankInput)); v && v->is_input())
+    for (int64_t r = 0; r < ranks; ++r) {
+      HostTensor index(DType::i64, {});
+      index.set_int(0, r);
+      out[r][std::string(kRankInput)] = std::move(index);
+    }
   return out;
 }
 

@@ -13,7 +13,9 @@
 // broadcast ops, reductions and norms over other axes, views that keep the axis whole,
 // attention and cache writes split by heads, a GEMM's rows or output columns); a GEMM whose
 // contraction axis is split on both operands gives a partial value, which one all_reduce
-// makes whole right after it (before a bias is added). Where an op has no split form here,
+// makes whole right after it (before a bias is added); a gather from a table split by rows
+// (a vocab-parallel embedding) is each rank's masked lookup in its rows (which needs the
+// rank's index: the input kRankInput), partial and summed the same way. Where an op has no split form here,
 // its split operands are made whole first (all_gather; all_reduce for partial values) and
 // the pass says so in `notes`: correct, but communication a better plan
 // would avoid. Graph outputs come out replicated, except those that are (or write) state
@@ -37,6 +39,10 @@
 
 namespace kiln {
 
+// The input a sharded graph gets when a rank's computation depends on which rank it is (a
+// vocab-parallel embedding's rows): i64[], rank r's index, bound by shard_arguments.
+inline constexpr std::string_view kRankInput = "tp_rank";
+
 struct ShardRule {
   std::string pattern;          // an argument name; '*' matches any run of characters
   std::optional<int64_t> axis;  // split along it (negative: from the end); nullopt: replicated
@@ -50,8 +56,10 @@ struct ShardPlan {
 // Hugging Face Llama/Mistral/Qwen names (models/llama.cc): q/k/v/gate/up projections
 // column-parallel (q/k/v biases with them), o/down row-parallel, KV caches by kv heads
 // ("k_cache.*"/"v_cache.*": contiguous [B, KVH, S, D] along 1, paged [NB, block, KVH, D]
-// along 2); embeddings, norms and the LM head replicated.
-ShardPlan llama_shard_plan(int64_t ranks, bool paged = false);
+// along 2); with `vocab_parallel`, the embedding and LM head by vocabulary rows (the
+// embedding a masked lookup summed over the ranks, the logits gathered: the vocabulary must
+// divide by the ranks); norms replicated.
+ShardPlan llama_shard_plan(int64_t ranks, bool paged = false, bool vocab_parallel = true);
 
 struct ShardedGraph {
   Graph graph;                           // what every rank runs
@@ -61,7 +69,8 @@ struct ShardedGraph {
 
 absl::StatusOr<ShardedGraph> shard(const Graph& g, const ShardPlan& plan);
 
-// Each rank's arguments: rank r gets chunk r of every split argument, the others whole.
+// Each rank's arguments: rank r gets chunk r of every split argument, the others whole, and
+// kRankInput = r where the graph has it.
 absl::StatusOr<std::vector<TensorMap>> shard_arguments(const ShardedGraph& s, int64_t ranks, const TensorMap& whole);
 
 // `g` on the whole arguments (evaluate) and `s` on their shards as `ranks` ranks

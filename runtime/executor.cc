@@ -78,6 +78,7 @@ std::vector<int> step_buffers(const Program& p, const Step& s) {
       out = p.externs[s.index].inputs;
       out.insert(out.end(), p.externs[s.index].outputs.begin(), p.externs[s.index].outputs.end());
       break;
+    case Step::Kind::Collective: out = {p.collectives[s.index].input, p.collectives[s.index].output}; break;
   }
   return out;
 }
@@ -145,6 +146,10 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::create(std::shared_ptr<const
     KILN_ASSIGN_OR_RETURN(const ExternOp* op, extern_op_for(x.name, device.target().extern_device));
     e->extern_ops_.push_back(op);
   }
+  if (opts.communicator && !p->collectives.empty())
+    KILN_RETURN_IF_ERROR(check_communicator(*opts.communicator, p->collectives.front().ranks,
+                                            device.target().extern_device, device.target().name));
+  e->communicator_ = opts.communicator;
   return e;
 }
 
@@ -376,12 +381,24 @@ absl::Status Executor::run_extern(int index, CallPlan& p, const CallContext& c) 
   return s.ok() ? s : prefix_error(s, "extern op \"", x.name, "\": ");
 }
 
+// The communicator's call on the call's buffers (on its stream, inside the capture under
+// reduce-overhead). Every rank reaches it at the same point of the same call.
+absl::Status Executor::run_collective(int index, CallPlan& p, const CallContext& c) {
+  const CollectiveStep& x = program_->collectives[index];
+  if (!communicator_) return invalid_argument(op_name(x.op), ": no communicator (CompileOptions::communicator)");
+  KILN_ASSIGN_OR_RETURN(int64_t count, x.count.evaluate(p.bindings));
+  if (profiling_) KILN_RETURN_IF_ERROR(begin_launch({.kind = ProfiledLaunch::Kind::Collective, .collective = &x}, c));
+  return call_collective(*communicator_, x.op, reinterpret_cast<const void*>(ptr_[x.input]),
+                         reinterpret_cast<void*>(ptr_[x.output]), count, x.dtype, c.stream);
+}
+
 absl::Status Executor::run_step(const Step& s, CallPlan& p, const CallContext& c) {
   switch (s.kind) {
     case Step::Kind::Kernel: return run_kernel(program_->kernel_steps[s.index], p, c);
     case Step::Kind::Gemm: return run_gemm(s.index, p, c);
     case Step::Kind::Attention: return run_attention(s.index, p, c);
     case Step::Kind::Extern: return run_extern(s.index, p, c);
+    case Step::Kind::Collective: return run_collective(s.index, p, c);
     case Step::Kind::Copy: {
       const CopyStep& cp = program_->copies[s.index];
       int64_t bytes = p.copy_bytes[s.index];

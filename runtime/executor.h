@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "runtime/communicator.h"
 #include "runtime/device_adapter.h"
 
 namespace kiln {
@@ -31,7 +32,7 @@ std::optional<Mode> parse_mode(std::string_view name);
 // One launch of a profiled call: a generated kernel, a library GEMM or a copy, timed by the
 // device's clock (CUDA events; the host clock on the CPU).
 struct ProfiledLaunch {
-  enum class Kind : uint8_t { Kernel, Library, Copy, Attention, Extern };
+  enum class Kind : uint8_t { Kernel, Library, Copy, Attention, Extern, Collective };
   Kind kind = Kind::Kernel;
   int group = -1;                        // the kernel group it runs (-1: an output copy)
   const KernelStep* kernel = nullptr;    // Kernel: the step (its Program::kernels entry, buffers)
@@ -40,6 +41,7 @@ struct ProfiledLaunch {
   int64_t copy_bytes = 0;                // Copy
   const AttentionStep* attention = nullptr;  // Attention: the device's fused routine
   const ExternStep* extern_step = nullptr;   // Extern: the registered function
+  const CollectiveStep* collective = nullptr;  // Collective: the communicator's call
   double ms = 0;
 };
 
@@ -113,6 +115,10 @@ struct ExecutorOptions {
   std::optional<DumpWriter> dump;  // when set: the device's sources go there
   std::vector<std::string> group_names;  // per kernel group: its name in profiler ranges
   std::shared_ptr<MemoryPool> pool;  // the arena and scratch shared with other executors; null: its own
+  // This rank's communicator of its tensor-parallel group, for a program with collectives (of
+  // as many ranks, on the device's memory): without one, a call that reaches a collective
+  // fails.
+  std::shared_ptr<Communicator> communicator;
 };
 
 class Executor {
@@ -193,6 +199,7 @@ class Executor {
   absl::Status run_gemm(int index, CallPlan& p, const CallContext& c);
   absl::Status run_attention(int index, CallPlan& p, const CallContext& c);
   absl::Status run_extern(int index, CallPlan& p, const CallContext& c);
+  absl::Status run_collective(int index, CallPlan& p, const CallContext& c);
   absl::Status run_step(const Step& s, CallPlan& p, const CallContext& c);
   absl::Status run_steps(std::span<const Step> steps, CallPlan& p, const CallContext& c);
   absl::Status run_captured(CallPlan& p, std::span<const Tensor> args, std::span<Tensor> outputs, const CallContext& c);
@@ -210,6 +217,7 @@ class Executor {
   Mode mode_;
   std::unique_ptr<DeviceProgram> loaded_;
   std::vector<const ExternOp*> extern_ops_;  // per Program::externs entry
+  std::shared_ptr<Communicator> communicator_;
   std::vector<int> param_args_;     // Program::args indices of parameters
   std::vector<int> in_place_args_;  // and of parameters and state: a replay reads them in place
   bool tuned_ = false;

@@ -130,10 +130,10 @@ void run(const BenchOptions& o) {
   int kernels = 0, library = 0, copies = 0;
   for (const ProfiledLaunch& l : profiles.front().launches)
     (l.kind == ProfiledLaunch::Kind::Kernel || l.kind == ProfiledLaunch::Kind::Attention ||
-             l.kind == ProfiledLaunch::Kind::Extern
+             l.kind == ProfiledLaunch::Kind::Extern || l.kind == ProfiledLaunch::Kind::Collective
          ? kernels
-     : l.kind == ProfiledLaunch::Kind::Library                                           ? library
-                                                                                         : copies)++;
+     : l.kind == ProfiledLaunch::Kind::Library ? library
+                                               : copies)++;
   CompiledGraph::Memory mem = cg.memory();
   CompileStats stats = cg.stats();
   Spread lat = spread(latency), hst = spread(host);

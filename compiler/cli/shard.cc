@@ -1,12 +1,15 @@
-// `kiln shard FILE --ranks N --split NAME=AXIS ... [--llama] [--check --bind S=N ...]`: the
-// graph every rank of an N-rank tensor-parallel group runs (passes/shard.h), headed by the
+// `kiln shard FILE --ranks N --split NAME=AXIS ... [--llama] [--check --bind S=N ... [--device D]]`:
+// the graph every rank of an N-rank tensor-parallel group runs (passes/shard.h), headed by the
 // arguments split and the places where a value had to be made whole; with --check, the N
-// ranks on the reference evaluator (evaluate_ranks) against the whole graph on random inputs.
+// ranks against the whole graph (on the reference evaluator) on random inputs: on the
+// reference evaluator (evaluate_ranks), or compiled as a RankGroup (compiler/parallel.h) on
+// the CPU (host group, a thread per rank) or on CUDA (NCCL, a GPU per rank).
 #include <cstdio>
 #include <string>
 #include <vector>
 
 #include "compiler/cli/commands.h"
+#include "compiler/parallel.h"
 #include "ir/compare.h"
 #include "ir/printer.h"
 #include "passes/shard.h"
@@ -18,6 +21,7 @@ struct ShardCliOptions {
   std::string file;
   int64_t ranks = 2;
   std::vector<std::string> splits, binds;
+  std::string device = "reference", mode = "default";
   bool llama = false, paged = false, check = false;
   uint64_t seed = 0;
 };
@@ -34,6 +38,34 @@ ShardPlan plan_of(const ShardCliOptions& o) {
   return plan;
 }
 
+// Every rank's outputs, from a RankGroup on o.device (its communicator named) on the shards
+// of `whole`.
+std::vector<std::vector<HostTensor>> run_group(const ShardCliOptions& o, const ShardedGraph& s,
+                                               const TensorMap& whole) {
+  Device device = *parse_device(o.device);
+  if (absl::Status st = device_available(device); !st.ok())
+    throw CliError(str_cat("--device ", o.device, ": ", status_message(st)));
+  std::unique_ptr<RankGroup> group =
+      check(RankGroup::compile(s.graph, o.ranks, {.compile = {.mode = *parse_mode(o.mode), .device = device}}));
+  std::vector<TensorMap> shards = check(shard_arguments(s, o.ranks, whole));
+  std::vector<std::vector<Tensor>> args(static_cast<size_t>(o.ranks)), outs;
+  for (int64_t r = 0; r < o.ranks; ++r) {
+    DeviceId dev = group->rank(r).device();
+    for (const Value* v : group->rank(r).module().args)
+      args[r].push_back(check(Tensor::from_host(shards[r].at(v->name()), dev)));
+  }
+  if (absl::Status st = group->run(args, outs); !st.ok()) throw CliError(str_cat("check: ", status_message(st)));
+  std::vector<std::vector<HostTensor>> got(static_cast<size_t>(o.ranks));
+  for (int64_t r = 0; r < o.ranks; ++r) {
+    if (absl::Status st = group->rank(r).synchronize(); !st.ok())
+      throw CliError(str_cat("check: rank ", r, ": ", status_message(st)));
+    for (const Tensor& t : outs[r]) got[r].push_back(check(t.to_host()));
+  }
+  std::printf("check: %lld ranks compiled for %s (%s), %s\n", static_cast<long long>(o.ranks), o.device.c_str(),
+              o.mode.c_str(), group->communicator(0).describe().c_str());
+  return got;
+}
+
 void run(const ShardCliOptions& o) {
   if (o.paged && !o.llama) throw CliError("--paged goes with --llama");
   Graph g = load_verified(o.file);
@@ -47,6 +79,7 @@ void run(const ShardCliOptions& o) {
   if (!o.check) return;
   TensorMap args = random_inputs(g, parse_binds(g, o.binds), o.seed);
   ShardedRun run = check(evaluate_sharded(g, s, o.ranks, args));
+  if (o.device != "reference") run.got = run_group(o, s, args);
   for (int64_t r = 0; r < o.ranks; ++r) {
     double worst = 0;
     for (size_t i = 0; i < run.expected[r].size(); ++i) {
@@ -80,6 +113,12 @@ void register_shard(CLI::App& app) {
                 "run the ranks on the reference evaluator against the whole graph on random inputs (--bind every "
                 "symbol)");
   cmd->add_option("--bind", o->binds, "a symbol's value for --check, e.g. --bind B=2 (repeatable)");
+  cmd->add_option("--device", o->device,
+                  "what runs the ranks for --check: reference (default: the reference evaluator), cpu (compiled, a "
+                  "thread per rank) or cuda (compiled, NCCL, a GPU per rank)")
+      ->check(CLI::IsMember({"reference", "cpu", "cuda"}));
+  cmd->add_option("--mode", o->mode, "compile mode with --device cpu or cuda: default, reduce-overhead or max-autotune")
+      ->check(CLI::IsMember({"default", "reduce-overhead", "max-autotune"}));
   cmd->add_option("--seed", o->seed, "the random inputs' seed for --check (default 0)");
   cmd->callback([o] { run(*o); });
 }

@@ -210,6 +210,29 @@ absl::StatusOr<HostTensor> SafetensorsFile::read(std::string_view name) const {
   return t;
 }
 
+absl::StatusOr<HostTensor> SafetensorsFile::read_chunk(std::string_view name, int64_t axis, int64_t index,
+                                                       int64_t count) const {
+  const SafetensorsEntry* e = find(name);
+  if (!e) return absl::NotFoundError(str_cat(map_->path, ": no tensor '", name, "'"));
+  const int64_t rank = static_cast<int64_t>(e->shape.size());
+  if (axis < 0 || axis >= rank || count < 1 || index < 0 || index >= count || e->shape[axis] % count != 0)
+    return invalid_argument(map_->path, ": tensor '", name, "' of shape [",
+                            str_join(e->shape, ", ", [](int64_t d) { return str_cat(d); }), "] has no chunk ", index,
+                            " of ", count, " along axis ", axis);
+  std::vector<int64_t> shape = e->shape;
+  shape[axis] /= count;
+  int64_t outer = 1, inner = dtype_size(e->dtype);
+  for (int64_t a = 0; a < axis; ++a) outer *= e->shape[a];
+  for (int64_t a = axis + 1; a < rank; ++a) inner *= e->shape[a];
+  HostTensor t(e->dtype, shape);
+  const int64_t piece = shape[axis] * inner, row = e->shape[axis] * inner;  // bytes
+  std::span<const uint8_t> b = bytes(*e);
+  for (int64_t o = 0; o < outer && piece > 0; ++o)
+    std::memcpy(static_cast<uint8_t*>(t.data()) + o * piece, b.data() + o * row + index * piece,
+                static_cast<size_t>(piece));
+  return t;
+}
+
 absl::Status write_safetensors(const std::string& path, const std::map<std::string, HostTensor>& tensors,
                                const std::map<std::string, std::string>& metadata) {
   auto fail = [&](const auto&... a) { return invalid_argument(path, ": ", a...); };
@@ -298,6 +321,12 @@ absl::StatusOr<std::pair<const SafetensorsFile*, const SafetensorsEntry*>> Safet
 absl::StatusOr<HostTensor> SafetensorsCheckpoint::read(std::string_view name) const {
   KILN_ASSIGN_OR_RETURN(auto fe, find(name));
   return fe.first->read(name);
+}
+
+absl::StatusOr<HostTensor> SafetensorsCheckpoint::read_chunk(std::string_view name, int64_t axis, int64_t index,
+                                                             int64_t count) const {
+  KILN_ASSIGN_OR_RETURN(auto fe, find(name));
+  return fe.first->read_chunk(name, axis, index, count);
 }
 
 }  // namespace kiln

@@ -42,6 +42,11 @@ class SafetensorsFile {
   std::span<const uint8_t> bytes(const SafetensorsEntry& e) const;
   // A copy as a HostTensor; NotFound naming the file when absent.
   absl::StatusOr<HostTensor> read(std::string_view name) const;
+  // Chunk `index` of `count` equal chunks along `axis` (HostTensor::chunk's), copying only
+  // its bytes: a tensor-parallel rank reads its shard and never touches (maps in) the other
+  // ranks'. Errors: no such tensor, no such axis, or an axis that does not divide into
+  // `count` chunks, naming the file and tensor.
+  absl::StatusOr<HostTensor> read_chunk(std::string_view name, int64_t axis, int64_t index, int64_t count) const;
 
  private:
   struct Mapping;
@@ -66,6 +71,7 @@ class SafetensorsCheckpoint {
   // The file holding `name` and its entry; NotFound naming the directory when absent.
   absl::StatusOr<std::pair<const SafetensorsFile*, const SafetensorsEntry*>> find(std::string_view name) const;
   absl::StatusOr<HostTensor> read(std::string_view name) const;
+  absl::StatusOr<HostTensor> read_chunk(std::string_view name, int64_t axis, int64_t index, int64_t count) const;
 
  private:
   std::string dir_;

@@ -368,6 +368,7 @@ class CpuProgram final : public DeviceProgram {
       for (int b : x.inputs) ++refs[b];
       for (int b : x.outputs) ++refs[b];
     }
+    for (const CollectiveStep& c : pr.collectives) ++refs[c.input], ++refs[c.output];
     for (size_t i = 1; i < pr.steps.size(); ++i) {
       const Step &prev = pr.steps[i - 1], &cur = pr.steps[i];
       if (prev.kind != Step::Kind::Kernel || cur.kind != Step::Kind::Gemm) continue;

@@ -15,6 +15,7 @@
 #include "ir/printer.h"
 #include "ir/reference.h"
 #include "ir/str.h"
+#include "test/cli/kiln_cli.h"
 #include "test/cli/process.h"
 #include "test/common/catch_helpers.h"
 #include "test/common/filecheck.h"
@@ -37,13 +38,6 @@ constexpr const char* kSmallMlp = R"(graph mlp(%x: bf16[B, 16], %w_up: bf16[24, 
   return %n, %h
 }
 )";
-
-Run kiln_cli(const std::vector<std::string>& args, const TempDir& dir) { return run_binary(KILN_BINARY, args, dir); }
-
-void require_status(const Run& r, int status) {
-  INFO("stdout:\n" << r.out << "\nstderr:\n" << r.err);
-  REQUIRE(r.status == status);
-}
 
 // The arguments `kiln run --seed` draws: random_args with its weights scaled by fan-in.
 TensorMap cli_random_args(const Graph& g, const Bindings& b, uint64_t seed) {
@@ -282,45 +276,6 @@ TEST_CASE("kiln run: bad --bind and unbound symbols are errors", "[cli]") {
     require_status(r, 1);
     INFO(r.err);
     CHECK(r.err.find(c.want) != std::string::npos);
-  }
-}
-
-TEST_CASE("kiln shard: each rank's graph, the splits, what was made whole, and --check on the reference",
-          "[cli][shard]") {
-  TempDir dir;
-  fs::path f = dir / "mlp.kiln";
-  write_text(f,
-             "graph mlp(%x: f32[B, 8], %w1: f32[16, 8] param, %b1: f32[16] param, %w2: f32[8, 16] param, "
-             "%b2: f32[8] param) {\n  %l = linear(%x, %w1, %b1)\n  %h = gelu(%l)\n  %y = linear(%h, %w2, %b2)\n"
-             "  %s = softmax(%y, axis=-1)\n  return %s\n}\n");
-  Run ok = kiln_cli({"shard", f.string(), "--ranks", "2", "--split", "w1=0", "--split", "b1=0", "--split", "w2=1",
-                     "--check", "--bind", "B=3"},
-                    dir);
-  require_status(ok, 0);
-  require_checks(ok.out, R"(
-CHECK: # 2 ranks; split: %b1 along 0 %w1 along 0 %w2 along 1
-CHECK-NOT: made whole
-CHECK: graph mlp(%x: f32[B, 8], %w1: f32[8, 8] param, %b1: f32[8] param, %w2: f32[8, 8] param, %b2: f32[8] param)
-CHECK: %y.partial = linear(%h, %w2) : f32[B, 8]
-CHECK-NEXT: all_reduce(%y.partial, ranks=2)
-CHECK-NEXT: %y = add(
-CHECK: check: rank 0 matches the whole graph
-CHECK-NEXT: check: rank 1 matches the whole graph
-)");
-  // Only w1 split: the first GEMM has no split form for it, so w1 is gathered back (said).
-  Run gathered = kiln_cli({"shard", f.string(), "--split", "w1=0"}, dir);
-  require_status(gathered, 0);
-  CHECK_THAT(gathered.out, Catch::Contains("# made whole: %l = linear (") &&
-                               Catch::Contains("%w1.all_gather = all_gather(%w1, axis=0, ranks=2)"));
-  for (auto [args, why] : std::vector<std::pair<std::vector<std::string>, std::string>>{
-           {{"--split", "w1"}, "--split w1: expected NAME=AXIS"},
-           {{"--split", "w1=2"}, "%w1 of type f32[16, 8] has no axis 2"},
-           {{"--ranks", "3", "--split", "w1=0"}, "does not divide into 3 equal chunks"},
-           {{"--paged"}, "--paged goes with --llama"}}) {
-    args.insert(args.begin(), {"shard", f.string()});
-    Run bad = kiln_cli(args, dir);
-    require_status(bad, 1);
-    CHECK_THAT(bad.err, Catch::Contains(why));
   }
 }
 
@@ -704,18 +659,6 @@ CHECK: compiled for cpu (reduce-overhead): calls 1
 CHECK: calls: launch directly
 CHECK: check: matches the reference
 )");
-}
-
-TEST_CASE("kiln run: a collective runs on the reference only, a located error on a compiled device", "[cli]") {
-  TempDir dir;
-  fs::path f = dir / "ar.kiln";
-  write_text(f, "graph ar(%x: f32[B, 4]) {\n  %y = all_reduce(%x, ranks=1)\n  return %y\n}\n");
-  Run ref = kiln_cli({"run", f.string(), "--bind", "B=2"}, dir);
-  require_status(ref, 0);
-  Run cpu = kiln_cli({"run", f.string(), "--bind", "B=2", "--device", "cpu"}, dir);
-  require_status(cpu, 1);
-  CHECK_THAT(cpu.err, Catch::Contains("%y = all_reduce (") &&
-                          Catch::Contains("ar.kiln:2:3): all_reduce runs on no compiled device yet"));
 }
 
 TEST_CASE("kiln run --check: a mismatch exits 1 and names the worst element", "[cli]") {

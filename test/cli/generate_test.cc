@@ -6,20 +6,12 @@
 #include "ir/npy.h"
 #include "ir/str.h"
 #include "models/generate.h"
+#include "test/cli/kiln_cli.h"
 #include "test/cli/process.h"
 #include "test/common/catch_helpers.h"
 
 using namespace kiln;
 using namespace kiln::testing;
-
-namespace {
-
-void require_status(const Run& r, int status) {
-  INFO("stdout:\n" << r.out << "\nstderr:\n" << r.err);
-  REQUIRE(r.status == status);
-}
-
-}  // namespace
 
 #if KILN_CLI_HAS_CPU
 TEST_CASE("kiln generate --checkpoint --check: the in-process tokens, checked against the reference", "[cli]") {

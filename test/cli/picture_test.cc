@@ -12,6 +12,7 @@
 
 #include "ir/parser.h"
 #include "ir/str.h"
+#include "test/cli/kiln_cli.h"
 #include "test/cli/process.h"
 #include "test/common/catch_helpers.h"
 
@@ -31,19 +32,12 @@ constexpr const char* kMlp = R"(graph mlp(%x: f32[B, 16], %w_up: f32[24, 16] par
 }
 )";
 
-Run kiln_cli(const std::vector<std::string>& args, const TempDir& dir) { return run_binary(KILN_BINARY, args, dir); }
-
 // Where a tool the test needs is missing: a failure where CI asks for every tool
 // (KILN_TEST_REQUIRE_TOOLS=1, .ci/run), else a printed skip.
 bool missing_tool(const std::string& why) {
   if (const char* req = std::getenv("KILN_TEST_REQUIRE_TOOLS"); req && std::string(req) == "1") FAIL(why);
   WARN("skipped: " << why);
   return true;
-}
-
-void require_status(const Run& r, int status) {
-  INFO("stdout:\n" << r.out << "\nstderr:\n" << r.err);
-  REQUIRE(r.status == status);
 }
 
 // The graph after the passes as the pipeline prints it (--print-after plan_memory): per node

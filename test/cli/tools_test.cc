@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ir/str.h"
+#include "test/cli/kiln_cli.h"
 #include "test/cli/process.h"
 
 using namespace kiln;
@@ -26,13 +27,6 @@ constexpr const char* kMlp = R"(graph mlp(%x: f32[B, 16], %w_up: f32[24, 16] par
   return %n, %x
 }
 )";
-
-Run kiln_cli(const std::vector<std::string>& args, const TempDir& dir) { return run_binary(KILN_BINARY, args, dir); }
-
-void require_status(const Run& r, int status) {
-  INFO("stdout:\n" << r.out << "\nstderr:\n" << r.err);
-  REQUIRE(r.status == status);
-}
 
 }  // namespace
 

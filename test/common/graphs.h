@@ -4,6 +4,8 @@
 // graphs.
 #pragma once
 
+#include "passes/shard.h"
+
 namespace kiln::test_graphs {
 
 // The foundation issue's example, verbatim: a Llama MLP with its annotated types.
@@ -140,5 +142,42 @@ inline constexpr const char* kInt64Constants = R"(graph int64_constants(%i: i64[
   %e = lt(%i, %max)
   return %a, %b, %c, %d, %e
 })";
+
+// A GQA decoder layer (4 query heads, 2 kv heads, RoPE as products, SwiGLU) over f32
+// weights: what the tensor-parallel tests shard (gqa_layer_plan).
+inline constexpr const char* kGqaLayer =
+    R"(graph layer(%x: f32[B, T, 32], %cos: f32[T, 8], %sin: f32[T, 8], %n1: f32[32] param, %wq: f32[32, 32] param, %wk: f32[16, 32] param, %wv: f32[16, 32] param, %wo: f32[32, 32] param, %n2: f32[32] param, %wg: f32[64, 32] param, %wu: f32[64, 32] param, %wd: f32[32, 64] param) {
+  %h = rms_norm(%x, %n1, axes=[-1], eps=1e-06)
+  %q0 = linear(%h, %wq)
+  %q1 = reshape(%q0, shape=[B, T, 4, 8])
+  %q = permute(%q1, dims=[0, 2, 1, 3])
+  %k0 = linear(%h, %wk)
+  %k1 = reshape(%k0, shape=[B, T, 2, 8])
+  %k = permute(%k1, dims=[0, 2, 1, 3])
+  %v0 = linear(%h, %wv)
+  %v1 = reshape(%v0, shape=[B, T, 2, 8])
+  %v = permute(%v1, dims=[0, 2, 1, 3])
+  %qc = mul(%q, %cos)
+  %qs = mul(%q, %sin)
+  %qr = add(%qc, %qs)
+  %a = attention(%qr, %k, %v, causal=true)
+  %a1 = permute(%a, dims=[0, 2, 1, 3])
+  %a2 = reshape(%a1, shape=[B, T, 32])
+  %o = linear(%a2, %wo)
+  %r = add(%x, %o)
+  %m = rms_norm(%r, %n2, axes=[-1], eps=1e-06)
+  %g = linear(%m, %wg)
+  %gs = silu(%g)
+  %u = linear(%m, %wu)
+  %gu = mul(%gs, %u)
+  %d = linear(%gu, %wd)
+  %y = add(%r, %d)
+  return %y
+})";
+
+// Megatron's split of kGqaLayer: q/k/v and gate/up column-parallel, o and down row-parallel.
+inline ShardPlan gqa_layer_plan(int64_t ranks) {
+  return {ranks, {{"wq", 0}, {"wk", 0}, {"wv", 0}, {"wg", 0}, {"wu", 0}, {"wo", 1}, {"wd", 1}}};
+}
 
 }  // namespace kiln::test_graphs

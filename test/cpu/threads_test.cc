@@ -1,6 +1,7 @@
 // The thread-safety contract (README, "Threads"): one CompiledGraph called from several
 // threads at once, each with its own inputs and sizes, gives every thread the reference's
-// answer; compile() runs concurrently on several threads.
+// answer; compile() runs concurrently on several threads; one tensor-parallel RankGroup
+// (a thread per rank, the host group's collectives) called from several threads at once.
 #include <catch2/catch.hpp>
 
 #include <atomic>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "compiler/compile.h"
+#include "compiler/parallel.h"
 #include "ir/compare.h"
 #include "ir/reference.h"
 #include "ir/str.h"
@@ -96,5 +98,43 @@ TEST_CASE("compile() on several threads at once", "[cpu][threads]") {
   for (int t = 0; t < kThreads; ++t) {
     INFO("thread " << t << ": " << errors[t]);
     CHECK(errors[t].empty());
+  }
+}
+
+TEST_CASE("one RankGroup of 2 ranks called from several threads at once", "[cpu][threads]") {
+  // w and b column-parallel: gelu stays split, softmax gathers it (an all_gather per call).
+  Graph g = parse_or_fail(kGraph);
+  absl::StatusOr<ShardedGraph> s = shard(g, {2, {{"w", 0}, {"b", 0}}});
+  REQUIRE(s.ok());
+  absl::StatusOr<std::unique_ptr<RankGroup>> group =
+      RankGroup::compile(s->graph, 2, {.compile = {.device = Device::Cpu}});
+  REQUIRE(group.ok());
+  constexpr int kThreads = 3, kCalls = 5;
+  std::vector<std::string> errors(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      for (int c = 0; c < kCalls && errors[t].empty(); ++c) {
+        const int64_t b = 1 + 6 * ((t + c) % 3);
+        TensorMap args = call_args(g, b, 500 * t + c);
+        std::vector<TensorMap> shards = *shard_arguments(*s, 2, args);
+        std::vector<std::vector<Tensor>> in(2), out;
+        for (int64_t r = 0; r < 2; ++r)
+          for (const Value* a : (*group)->rank(r).module().args)
+            in[r].push_back(*Tensor::from_host(shards[r].at(a->name())));
+        absl::Status st = (*group)->run(in, out);
+        std::vector<HostTensor> want = *evaluate(g, args);
+        for (int64_t r = 0; r < 2 && st.ok() && errors[t].empty(); ++r)
+          for (size_t i = 0; i < want.size() && errors[t].empty(); ++i) {
+            Comparison cmp = compare_tensors(want[i], *out[r][i].to_host(), default_tolerance(want[i].dtype()));
+            if (!cmp.ok) errors[t] = str_cat("thread ", t, " call ", c, " rank ", r, " output ", i, ": ", cmp.message);
+          }
+        if (!st.ok()) errors[t] = str_cat("thread ", t, " call ", c, ": ", status_message(st));
+      }
+    });
+  for (std::thread& th : threads) th.join();
+  for (const std::string& e : errors) {
+    INFO(e);
+    CHECK(e.empty());
   }
 }

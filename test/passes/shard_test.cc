@@ -9,6 +9,8 @@
 #include "ir/verifier.h"
 #include "models/llama.h"
 #include "passes/shard.h"
+#include "test/common/graphs.h"
+#include "test/common/llama_args.h"
 #include "test/passes/util.h"
 
 namespace kiln::testing {
@@ -40,43 +42,11 @@ void check_ranks_match(const Graph& g, const ShardedGraph& s, int64_t ranks, con
     }
 }
 
-constexpr const char* kLayer =
-    R"(graph layer(%x: f32[B, T, 32], %cos: f32[T, 8], %sin: f32[T, 8], %n1: f32[32] param, %wq: f32[32, 32] param, %wk: f32[16, 32] param, %wv: f32[16, 32] param, %wo: f32[32, 32] param, %n2: f32[32] param, %wg: f32[64, 32] param, %wu: f32[64, 32] param, %wd: f32[32, 64] param) {
-  %h = rms_norm(%x, %n1, axes=[-1], eps=1e-06)
-  %q0 = linear(%h, %wq)
-  %q1 = reshape(%q0, shape=[B, T, 4, 8])
-  %q = permute(%q1, dims=[0, 2, 1, 3])
-  %k0 = linear(%h, %wk)
-  %k1 = reshape(%k0, shape=[B, T, 2, 8])
-  %k = permute(%k1, dims=[0, 2, 1, 3])
-  %v0 = linear(%h, %wv)
-  %v1 = reshape(%v0, shape=[B, T, 2, 8])
-  %v = permute(%v1, dims=[0, 2, 1, 3])
-  %qc = mul(%q, %cos)
-  %qs = mul(%q, %sin)
-  %qr = add(%qc, %qs)
-  %a = attention(%qr, %k, %v, causal=true)
-  %a1 = permute(%a, dims=[0, 2, 1, 3])
-  %a2 = reshape(%a1, shape=[B, T, 32])
-  %o = linear(%a2, %wo)
-  %r = add(%x, %o)
-  %m = rms_norm(%r, %n2, axes=[-1], eps=1e-06)
-  %g = linear(%m, %wg)
-  %gs = silu(%g)
-  %u = linear(%m, %wu)
-  %gu = mul(%gs, %u)
-  %d = linear(%gu, %wd)
-  %y = add(%r, %d)
-  return %y
-})";
-
-ShardPlan layer_plan(int64_t ranks) {
-  return {ranks, {{"wq", 0}, {"wk", 0}, {"wv", 0}, {"wg", 0}, {"wu", 0}, {"wo", 1}, {"wd", 1}}};
-}
+ShardPlan layer_plan(int64_t ranks) { return test_graphs::gqa_layer_plan(ranks); }
 
 TEST_CASE("shard: a GQA decoder layer over 1 and 2 ranks (two all_reduces) matches; 4 ranks gather the 2 kv heads",
           "[passes][shard]") {
-  absl::StatusOr<Graph> g = parse_graph(kLayer);
+  absl::StatusOr<Graph> g = parse_graph(test_graphs::kGqaLayer);
   REQUIRE(g.ok());
   for (int64_t ranks : {1, 2}) {
     DYNAMIC_SECTION(ranks << " ranks") {
@@ -118,43 +88,33 @@ CHECK: %d = all_reduce(%d.partial, ranks=2)
 
 TEST_CASE("shard: a Llama step (GQA, RoPE, KV caches written in place) over 2 ranks matches the whole model",
           "[passes][shard]") {
-  models::LlamaConfig c;
-  c.dim = 32, c.layers = 2, c.heads = 4, c.kv_heads = 2, c.ffn = 48, c.vocab = 40, c.dtype = DType::f32;
-  // Prefill and decode over contiguous caches; decode over a paged cache (blocks of 4 rows,
-  // split by kv heads along axis 2) with Qwen2's q/k/v biases and a sliding window.
+  // Prefill and decode over contiguous caches; decode over a paged cache (split by kv heads
+  // along axis 2) with Qwen2's q/k/v biases and a sliding window.
   for (int form : {0, 1, 2}) {
-    const bool decode = form > 0, paged = form == 2;
-    DYNAMIC_SECTION((form == 0 ? "prefill" : form == 1 ? "decode" : "paged decode, q/k/v biases, window")) {
-      models::LlamaConfig cf = c;
-      if (paged) cf.qkv_bias = true, cf.sliding_window = 3;
-      Graph g = models::trace_step(
-          cf, {.decode = decode, .cache = paged ? models::CacheLayout::Paged : models::CacheLayout::Contiguous,
-               .block_size = 4});
+    LlamaForm f = tiny_llama_form(form);
+    DYNAMIC_SECTION(f.name) {
+      const bool paged = f.paged;
+      const models::LlamaConfig& cf = f.config;
+      const Graph& g = f.graph;
       ShardedGraph s = shard_or_fail(g, llama_shard_plan(2, paged));
-      CHECK(s.notes.empty());
-      CHECK(count_ops(s.graph, Op::AllReduce) == 2 * cf.layers);
-      CHECK(count_ops(s.graph, Op::AllGather) == 0);
+      // Two all_reduces per layer, one for the vocab-parallel embedding's partial rows, and
+      // the logits gathered once (the output, and argmax over the whole vocabulary).
+      CHECK(count_ops(s.graph, Op::AllReduce) == 2 * cf.layers + 1);
+      CHECK(count_ops(s.graph, Op::AllGather) == 1);
+      REQUIRE(s.notes.size() == 1);
+      CHECK_THAT(s.notes[0], Catch::Contains("%next_token = argmax") && Catch::Contains("made whole first"));
+      CHECK(s.split.at("model.embed_tokens.weight") == 0);
+      REQUIRE(s.graph.find(std::string(kRankInput)));
+      require_checks(print_graph(s.graph), R"(
+CHECK: %tp_rank: i64[]
+CHECK: %embed.gather = gather(%model.embed_tokens.weight, %embed.where_1, axis=0)
+CHECK: %embed = all_reduce(%embed.partial, ranks=2)
+CHECK: %logits.all_gather = all_gather(%logits, axis=1, ranks=2)
+)");
       CHECK(s.split.at("k_cache.0") == (paged ? 2 : 1));
       CHECK(s.split.at("model.layers.1.self_attn.o_proj.weight") == 1);
       if (paged) CHECK(s.split.at("model.layers.0.self_attn.k_proj.bias") == 0);
-      const int64_t B = 2, T = decode ? 1 : 3, S = 8;
-      Bindings b{{"B", B}, {"S", S}, {"NB", 6}, {"MB", 2}};  // those the form lacks go unused
-      if (!decode) b["T"] = T;
-      TensorMap args = random_args(g, b, 5, c.vocab);
-      for (auto& [name, t] : models::random_weights(cf, 9)) args[name] = t;
-      HostTensor start(DType::i32, {B});
-      for (int64_t i = 0; i < B; ++i) start.set_int(i, decode ? 2 + i : i);
-      args["start"] = start;
-      if (!decode) {
-        HostTensor lens(DType::i32, {B});
-        for (int64_t i = 0; i < B; ++i) lens.set_int(i, T - i % 2);
-        args["lens"] = lens;
-      }
-      if (paged) {  // sequence i owns blocks {2i + 1, 2i} of the 6: a shuffled table
-        HostTensor table(DType::i32, {B, 2});
-        for (int64_t i = 0; i < B; ++i) table.set_int(2 * i, 2 * i + 1), table.set_int(2 * i + 1, 2 * i);
-        args["block_table"] = table;
-      }
+      TensorMap args = llama_step_args(cf, g, {.decode = f.decode, .paged = paged, .batch = 2});
       check_ranks_match(g, s, 2, args, {1e-4, 1e-5});
     }
   }
@@ -162,11 +122,11 @@ TEST_CASE("shard: a Llama step (GQA, RoPE, KV caches written in place) over 2 ra
 
 TEST_CASE("shard: plans it cannot honour are located errors; ops without a split form gather first",
           "[passes][shard]") {
-  absl::StatusOr<Graph> g = parse_graph(kLayer);
+  absl::StatusOr<Graph> g = parse_graph(test_graphs::kGqaLayer);
   REQUIRE(g.ok());
   // A cache whose rows come from replicated projections.
-  models::LlamaConfig c;
-  c.dim = 32, c.layers = 1, c.heads = 4, c.kv_heads = 2, c.ffn = 48, c.vocab = 40, c.dtype = DType::f32;
+  models::LlamaConfig c = tiny_llama();
+  c.layers = 1;
   Graph step = models::trace_step(c, {.decode = true});
   ShardPlan caches_only{2, {{"k_cache.*", 1}, {"v_cache.*", 1}}};
   absl::StatusOr<ShardedGraph> bad = shard(step, caches_only);

@@ -1,0 +1,109 @@
+// Tensor parallelism on CUDA (issue 22) through NCCL: NCCL loads and names its version
+// everywhere it is installed (also without a GPU); on a GPU, a one-rank NCCL group runs a
+// graph with every collective (all_reduce, all_gather and reduce_scatter along axis 1) in
+// f32 and bf16, directly and captured into a CUDA graph (reduce-overhead, replayed), against
+// evaluate_ranks; with two or more GPUs, the GQA layer and a Llama decode step sharded over
+// two ranks against the whole graph on the reference evaluator.
+#include <catch2/catch.hpp>
+
+#include "compiler/parallel.h"
+#include "ir/compare.h"
+#include "ir/parser.h"
+#include "ir/reference.h"
+#include "models/llama.h"
+#include "passes/shard.h"
+#include "runtime/cuda/nccl.h"
+#include "runtime/cuda_driver.h"
+#include "test/common/catch_helpers.h"
+#include "test/common/gpu_test.h"
+#include "test/common/graphs.h"
+#include "test/common/llama_args.h"
+#include "test/common/parallel_check.h"
+
+using namespace kiln;
+using namespace kiln::testing;
+
+TEST_CASE("NCCL loads from the toolkit and names its version", "[cuda][parallel]") {
+  absl::StatusOr<std::string> v = cuda::nccl_version();
+  require_ok(v.status());
+  CHECK_THAT(*v, Catch::Matches(R"(2\.\d+\.\d+)"));
+}
+
+TEST_CASE("NCCL group of one rank: every collective, default and captured (reduce-overhead)", "[gpu][parallel]") {
+  KILN_REQUIRE_GPU();
+  for (const char* dtype : {"f32", "bf16"}) {
+    Graph g = parse_or_fail(str_cat(R"(graph cc(%x: )", dtype, R"([B, 8], %w: )", dtype, R"([8, 8] param) {
+  %h = linear(%x, %w)
+  %y = reduce_scatter(%h, axis=1, ranks=1)
+  %z = mul(%y, %y)
+  %a = all_gather(%z, axis=-1, ranks=1)
+  %s = all_reduce(%a, ranks=1)
+  %o = add(%s, %x)
+  return %o, %y
+})"));
+    for (Mode mode : {Mode::Default, Mode::ReduceOverhead}) {
+      DYNAMIC_SECTION(dtype << ", " << mode_name(mode)) {
+        absl::StatusOr<std::unique_ptr<RankGroup>> group =
+            RankGroup::compile(g, 1, {.compile = {.mode = mode, .device = Device::Cuda}});
+        require_ok(group.status());
+        CHECK_THAT((*group)->communicator(0).describe(), Catch::StartsWith("NCCL 2.") && Catch::EndsWith("on cuda:0"));
+        // Batch 1, odd, large, then 1 again (its CUDA graph replayed on new values).
+        int seed = 0;
+        for (int64_t batch : {1, 7, 300, 1}) {
+          TensorMap args = random_args(g, {{"B", batch}}, ++seed);
+          absl::StatusOr<std::vector<std::vector<HostTensor>>> want = evaluate_ranks(g, std::vector<TensorMap>{args});
+          require_ok(want.status());
+          std::vector<std::vector<Tensor>> in(1), out;
+          for (const char* name : {"x", "w"}) in[0].push_back(*Tensor::from_host(args.at(name), DeviceId::cuda(0)));
+          require_ok((*group)->run(in, out));
+          require_ok((*group)->rank(0).synchronize());
+          for (size_t i = 0; i < 2; ++i) {
+            Comparison c =
+                compare_tensors((*want)[0][i], *out[0][i].to_host(), default_tolerance((*want)[0][i].dtype()));
+            INFO("batch " << batch << ", output " << i << ": " << c.message);
+            CHECK(c.ok);
+          }
+        }
+        if (mode == Mode::ReduceOverhead) CHECK((*group)->rank(0).stats().strategy == "capture and replay");
+        std::string text = (*group)->rank(0).specialization_info().back().program->to_string();
+        INFO(text);
+        CHECK_THAT(text, Catch::Contains(str_cat("reduce_scatter ", dtype)) &&
+                             Catch::Contains(str_cat("all_gather ", dtype)) &&
+                             Catch::Contains(str_cat("all_reduce ", dtype)));
+      }
+    }
+  }
+}
+
+TEST_CASE("NCCL over two GPUs: the GQA layer and a Llama decode step sharded over 2 ranks", "[gpu][parallel]") {
+  KILN_REQUIRE_GPU();
+  absl::StatusOr<int> gpus = cuda::Device::count();
+  require_ok(gpus.status());
+  if (*gpus < 2) {
+    WARN("SKIPPED (one GPU): the two-rank NCCL test needs two GPUs, this machine has " << *gpus);
+    return;
+  }
+  Graph layer = parse_or_fail(test_graphs::kGqaLayer);
+  absl::StatusOr<ShardedGraph> s = shard(layer, test_graphs::gqa_layer_plan(2));
+  require_ok(s.status());
+  for (Mode mode : {Mode::Default, Mode::ReduceOverhead}) {
+    absl::StatusOr<std::unique_ptr<RankGroup>> group =
+        RankGroup::compile(s->graph, 2, {.compile = {.mode = mode, .device = Device::Cuda}});
+    require_ok(group.status());
+    for (Bindings b : {Bindings{{"B", 1}, {"T", 1}}, Bindings{{"B", 3}, {"T", 5}}, Bindings{{"B", 2}, {"T", 130}}}) {
+      TensorMap args = random_args(layer, b, 7 + b["T"]);
+      scale_weights_by_fan_in(layer, args);
+      check_rank_group(**group, layer, *s, args, {1e-3, 1e-4});
+    }
+  }
+  models::LlamaConfig c;
+  c.dim = 64, c.layers = 2, c.heads = 4, c.kv_heads = 2, c.ffn = 96, c.vocab = 40, c.dtype = DType::f32;
+  Graph step = models::trace_step(c, {.decode = true});
+  absl::StatusOr<ShardedGraph> ss = shard(step, llama_shard_plan(2));
+  require_ok(ss.status());
+  absl::StatusOr<std::unique_ptr<RankGroup>> group =
+      RankGroup::compile(ss->graph, 2, {.compile = {.mode = Mode::ReduceOverhead, .device = Device::Cuda}});
+  require_ok(group.status());
+  for (int64_t batch : {1, 3})
+    check_rank_group(**group, step, *ss, llama_step_args(c, step, {.decode = true, .batch = batch}), {1e-3, 1e-4});
+}
