@@ -687,7 +687,7 @@ absl::StatusOr<CompiledGraph> compile(const Graph& g, std::unique_ptr<DeviceAdap
     if (!c)
       return invalid_argument(n->describe(), ": a collective over ", ranks,
                               " ranks needs this rank's communicator (CompileOptions::communicator; "
-                              "compile_ranks in compiler/parallel.h compiles every rank of a group)");
+                              "RankGroup::compile in compiler/parallel.h compiles every rank of a group)");
     if (absl::Status st = check_communicator(*c, ranks, device->target().extern_device, device->target().name);
         !st.ok())
       return prefix_error(st, n->describe(), ": ");

@@ -56,7 +56,7 @@ class RankGroup {
 
   int64_t ranks() const { return static_cast<int64_t>(graphs_.size()); }
   CompiledGraph& rank(int64_t r) { return graphs_[r]; }
-  const Communicator& communicator(int64_t r) const { return *comms_[r]; }
+  Communicator& communicator(int64_t r) const { return *comms_[r]; }
   Device device() const { return device_; }
 
   // Every rank's call at once: rank r runs CompiledGraph::run(args[r], outputs[r]) (outputs

@@ -444,8 +444,8 @@ absl::StatusOr<Value*> collective(Builder& b, const Node& n) {
   return b.op(Op::Permute, {c}, {{"dims", back}});
 }
 
-// Whether `n` is decomposed (a collective only along another axis than 0).
-bool decomposed(const Node& n) {
+// Whether its rule applies to `n` (to a collective only along another axis than 0).
+bool to_decompose(const Node& n) {
   if (n.op() != Op::AllGather && n.op() != Op::ReduceScatter) return true;
   const int64_t a = CollectiveAttrs(n).axis();
   return a != 0 && a != -static_cast<int64_t>(n.operand(0)->shape().size());
@@ -512,7 +512,7 @@ absl::StatusOr<bool> decompose(Graph& g, const KeepAttention& keep_attention) {
   }
   std::vector<Node*> todo;
   for (const auto& n : g.nodes())
-    if (rule_for(n->op()) && decomposed(*n) && !(n->op() == Op::Attention && keep_attention && keep_attention(*n)))
+    if (rule_for(n->op()) && to_decompose(*n) && !(n->op() == Op::Attention && keep_attention && keep_attention(*n)))
       todo.push_back(n.get());
   for (Node* n : todo) {
     Builder b(g, n, n->loc());

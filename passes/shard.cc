@@ -214,8 +214,8 @@ class Sharder {
     } else {
       ReduceAttrs at(n);
       keepdim = at.keepdim();
-      if (at.axes())
-        for (int64_t a : *at.axes()) axes.push_back(norm_axis(a, rank));
+      if (std::optional<std::vector<int64_t>> given = at.axes())  // a named copy: *at.axes() would dangle
+        for (int64_t a : *given) axes.push_back(norm_axis(a, rank));
       else
         for (int64_t a = 0; a < rank; ++a) axes.push_back(a);
     }

@@ -57,6 +57,12 @@ std::vector<ProfiledLaunch> expected_launches(const Program& p, bool library_ref
       case Step::Kind::Extern:
         out.push_back({.kind = Kind::Extern, .group = s.group, .extern_step = &p.externs[s.index]});
         break;
+      case Step::Kind::Attention:
+        out.push_back({.kind = Kind::Attention, .group = s.group, .attention = &p.attentions[s.index]});
+        break;
+      case Step::Kind::Collective:
+        out.push_back({.kind = Kind::Collective, .group = s.group, .collective = &p.collectives[s.index]});
+        break;
     }
   }
   return out;
