@@ -92,9 +92,7 @@ absl::StatusOr<TensorMap> read_rank_parameters(const ShardedGraph& s, int64_t ra
       if (!is_float(h->dtype()) || !is_float(p->dtype()))
         return invalid_argument(fe.first->path(), ": tensor '", p->name(), "' is ", dtype_name(h->dtype()),
                                 ", the graph needs ", dtype_name(p->dtype()));
-      HostTensor conv(p->dtype(), h->shape());
-      for (int64_t i = 0; i < h->numel(); ++i) conv.set(i, h->get(i));
-      *h = std::move(conv);
+      *h = h->converted(p->dtype());
     }
     out.emplace(p->name(), *std::move(h));
   }
@@ -156,6 +154,29 @@ absl::Status RankGroup::run(const std::vector<std::vector<Tensor>>& args, std::v
       if (!status[r].ok() && (pass == 1 || !absl::IsAborted(status[r])))
         return failed_ = prefix_error(status[r], "rank ", r, ": ");
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::vector<HostTensor>>> RankGroup::run_host(const std::vector<TensorMap>& args) {
+  if (static_cast<int64_t>(args.size()) != ranks())
+    return invalid_argument("a group of ", ranks(), " ranks called with ", args.size(), " argument sets");
+  std::vector<std::vector<Tensor>> in(args.size()), outs;
+  for (int64_t r = 0; r < ranks(); ++r)
+    for (const Value* v : graphs_[r].module().args) {
+      auto it = args[r].find(v->name());
+      if (it == args[r].end()) return invalid_argument("rank ", r, ": no argument %", v->name());
+      KILN_ASSIGN_OR_RETURN(Tensor t, Tensor::from_host(it->second, graphs_[r].device()));
+      in[r].push_back(std::move(t));
+    }
+  KILN_RETURN_IF_ERROR(run(in, outs));
+  std::vector<std::vector<HostTensor>> got(args.size());
+  for (int64_t r = 0; r < ranks(); ++r) {
+    if (absl::Status st = graphs_[r].synchronize(); !st.ok()) return prefix_error(st, "rank ", r, ": ");
+    for (const Tensor& t : outs[r]) {
+      KILN_ASSIGN_OR_RETURN(HostTensor h, t.to_host());
+      got[r].push_back(std::move(h));
+    }
+  }
+  return got;
 }
 
 }  // namespace kiln

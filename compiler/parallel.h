@@ -65,6 +65,9 @@ class RankGroup {
   // that fails aborts the group, so that the others' collectives fail instead of waiting for it; the error of the
   // lowest failing rank is returned, naming it, and the group is unusable.
   absl::Status run(const std::vector<std::vector<Tensor>>& args, std::vector<std::vector<Tensor>>& outputs);
+  // run() on host tensors: rank r's arguments by name (args[r], as shard_arguments gives
+  // them), copied to its device; returns each rank's outputs on the host once its work is done.
+  absl::StatusOr<std::vector<std::vector<HostTensor>>> run_host(const std::vector<TensorMap>& args);
 
  private:
   RankGroup() = default;

@@ -95,6 +95,12 @@ void HostTensor::fill_random(std::mt19937_64& rng, double lo, double hi) {
   }
 }
 
+HostTensor HostTensor::converted(DType t) const {
+  HostTensor out(t, shape_);
+  for (int64_t i = 0; i < numel_; ++i) out.set(i, get(i));
+  return out;
+}
+
 HostTensor HostTensor::chunk(int64_t axis, int64_t index, int64_t count) const {
   if (axis < 0 || axis >= rank() || count < 1 || shape_[axis] % count != 0 || index < 0 || index >= count)
     fail_invariant(str_cat("chunk ", index, " of ", count, " along axis ", axis, " of ", type_string()));

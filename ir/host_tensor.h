@@ -40,6 +40,9 @@ class HostTensor {
   // Chunk `index` of `count` equal chunks along `axis` (a tensor-parallel rank's shard); an
   // axis that does not divide into `count` is a broken invariant (callers check it).
   HostTensor chunk(int64_t axis, int64_t index, int64_t count) const;
+  // The values converted to dtype `t`, each through get() and set() (a float checkpoint's
+  // tensor as the graph's float dtype).
+  HostTensor converted(DType t) const;
 
  private:
   uint8_t* at(int64_t i);  // element i's bytes; an index outside [0, numel) stops the process

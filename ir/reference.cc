@@ -1027,18 +1027,7 @@ absl::StatusOr<std::vector<HostTensor>> collective(const Node& n, const std::vec
     KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax, axes_of({CollectiveAttrs(n).axis()}, x.rank()));
     return std::vector<HostTensor>(static_cast<size_t>(ranks), concatenated(in, ax[0]));
   }
-  HostTensor sum(x.dtype(), x.shape());
-  for (int64_t i = 0; i < x.numel(); ++i) {
-    if (is_float(x.dtype())) {
-      double acc = 0;
-      for (int64_t r = 0; r < ranks; ++r) acc += in[r]->get(i);
-      store_f64(sum, i, acc);
-    } else {
-      uint64_t acc = 0;  // two's complement wrapping, as the reductions' int64 sums
-      for (int64_t r = 0; r < ranks; ++r) acc += static_cast<uint64_t>(in[r]->get_int(i));
-      sum.set_int(i, static_cast<int64_t>(acc));
-    }
-  }
+  HostTensor sum = sum_over_ranks(in);
   if (n.op() == Op::AllReduce) return std::vector<HostTensor>(static_cast<size_t>(ranks), sum);
   KILN_ASSIGN_OR_RETURN(std::vector<int64_t> ax, axes_of({CollectiveAttrs(n).axis()}, x.rank()));
   const int64_t a = ax[0];
@@ -1094,6 +1083,23 @@ Result eval_node(const Ctx& c) {
 }
 
 }  // namespace
+
+HostTensor sum_over_ranks(std::span<const HostTensor* const> in) {
+  const HostTensor& x = *in[0];
+  HostTensor sum(x.dtype(), x.shape());
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    if (is_float(x.dtype())) {
+      double acc = 0;
+      for (const HostTensor* t : in) acc += t->get(i);
+      store_f64(sum, i, acc);
+    } else {
+      uint64_t acc = 0;  // two's complement wrapping, as the reductions' int64 sums
+      for (const HostTensor* t : in) acc += static_cast<uint64_t>(t->get_int(i));
+      sum.set_int(i, static_cast<int64_t>(acc));
+    }
+  }
+  return sum;
+}
 
 absl::StatusOr<std::vector<std::vector<HostTensor>>> evaluate_ranks(const Graph& g, std::span<const TensorMap> args) {
   if (args.empty()) return invalid_argument("evaluate_ranks: no argument set, so no rank to evaluate");

@@ -28,6 +28,11 @@ absl::StatusOr<std::vector<HostTensor>> evaluate(const Graph& g, const TensorMap
 // collective over more ranks is an error.
 absl::StatusOr<std::vector<std::vector<HostTensor>>> evaluate_ranks(const Graph& g, std::span<const TensorMap> args);
 
+// The elementwise sum of the ranks' tensors (one dtype and shape, at least one), as all_reduce
+// computes it (ops.def): in f64 in rank order, rounded once (integers: wrapping). What
+// evaluate_ranks and the host group of compiled ranks (runtime/communicator.h) both sum with.
+HostTensor sum_over_ranks(std::span<const HostTensor* const> in);
+
 // Fresh random tensors for every input and every parameter without data, shaped under
 // `b`: floats uniform in [-1, 1), integers in [0, int_high), bools fair coins.
 TensorMap random_args(const Graph& g, const Bindings& b, uint64_t seed, int64_t int_high = 2);

@@ -389,9 +389,7 @@ absl::StatusOr<std::map<std::string, HostTensor>> load_weights(const LlamaConfig
       if (!is_float(h.dtype()))
         return invalid_argument(fe.first->path(), ": tensor '", p.name, "' is ", dtype_name(h.dtype()),
                                 ", expected a float dtype");
-      HostTensor conv(p.dtype, p.shape);
-      for (int64_t i = 0; i < h.numel(); ++i) conv.set(i, h.get(i));
-      h = std::move(conv);
+      h = h.converted(p.dtype);
     }
     out.emplace(p.name, std::move(h));
   }

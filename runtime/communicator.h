@@ -6,8 +6,8 @@
 //
 // Two implementations: host_group() for ranks on the CPU in one process (threads), and NCCL
 // for ranks on GPUs (runtime/cuda/nccl.h). Both sum as ops.def says all_reduce does; the host
-// group exactly as the reference evaluator (f64 in rank order, rounded once; integers wrap),
-// NCCL in its own order and precision (within the dtype's tolerance).
+// group exactly as the reference evaluator (its sum_over_ranks: f64 in rank order, rounded
+// once; integers wrap), NCCL in its own order and precision (within the dtype's tolerance).
 #pragma once
 
 #include <cstdint>
@@ -60,8 +60,7 @@ absl::Status check_communicator(const Communicator& c, int64_t ranks, ExternDevi
 // every rank has made its own (so the ranks run on threads of their own), checks that they
 // agree (the same collective, count and dtype; else every rank gets an error naming the
 // difference), computes, and returns once every rank has read the others' operands.
-// Sums as the reference evaluator: f64 in rank order, rounded once; integers wrap. Dtypes:
-// f32, f16, bf16, f64, i32, i64.
+// Sums with the reference evaluator's sum_over_ranks. Dtypes: f32, f16, bf16, f64, i32, i64.
 std::vector<std::shared_ptr<Communicator>> host_group(int64_t ranks);
 
 }  // namespace kiln

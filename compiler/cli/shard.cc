@@ -47,23 +47,11 @@ std::vector<std::vector<HostTensor>> run_group(const ShardCliOptions& o, const S
     throw CliError(str_cat("--device ", o.device, ": ", status_message(st)));
   std::unique_ptr<RankGroup> group =
       check(RankGroup::compile(s.graph, o.ranks, {.compile = {.mode = *parse_mode(o.mode), .device = device}}));
-  std::vector<TensorMap> shards = check(shard_arguments(s, o.ranks, whole));
-  std::vector<std::vector<Tensor>> args(static_cast<size_t>(o.ranks)), outs;
-  for (int64_t r = 0; r < o.ranks; ++r) {
-    DeviceId dev = group->rank(r).device();
-    for (const Value* v : group->rank(r).module().args)
-      args[r].push_back(check(Tensor::from_host(shards[r].at(v->name()), dev)));
-  }
-  if (absl::Status st = group->run(args, outs); !st.ok()) throw CliError(str_cat("check: ", status_message(st)));
-  std::vector<std::vector<HostTensor>> got(static_cast<size_t>(o.ranks));
-  for (int64_t r = 0; r < o.ranks; ++r) {
-    if (absl::Status st = group->rank(r).synchronize(); !st.ok())
-      throw CliError(str_cat("check: rank ", r, ": ", status_message(st)));
-    for (const Tensor& t : outs[r]) got[r].push_back(check(t.to_host()));
-  }
+  absl::StatusOr<std::vector<std::vector<HostTensor>>> got = group->run_host(check(shard_arguments(s, o.ranks, whole)));
+  if (!got.ok()) throw CliError(str_cat("check: ", status_message(got.status())));
   std::printf("check: %lld ranks compiled for %s (%s), %s\n", static_cast<long long>(o.ranks), o.device.c_str(),
               o.mode.c_str(), group->communicator(0).describe().c_str());
-  return got;
+  return *std::move(got);
 }
 
 void run(const ShardCliOptions& o) {

@@ -179,13 +179,11 @@ TEST_CASE("RankGroup on the CPU: reduce_scatter and all_gather along axis 1, all
     std::vector<TensorMap> args{random_args(g, {{"B", batch}}, 1, 1000), random_args(g, {{"B", batch}}, 2, 1000)};
     absl::StatusOr<std::vector<std::vector<HostTensor>>> want = evaluate_ranks(g, args);
     REQUIRE(want.ok());
-    std::vector<std::vector<Tensor>> in(2), out;
-    for (int64_t r = 0; r < 2; ++r)
-      for (const char* name : {"x", "i"}) in[r].push_back(*Tensor::from_host(args[r].at(name)));
-    require_ok(group->run(in, out));
+    absl::StatusOr<std::vector<std::vector<HostTensor>>> got = group->run_host(args);
+    require_ok(got.status());
     for (int64_t r = 0; r < 2; ++r)
       for (size_t i = 0; i < 3; ++i) {
-        Comparison c = compare_tensors((*want)[r][i], *out[r][i].to_host(), {1e-6, 1e-6});
+        Comparison c = compare_tensors((*want)[r][i], (*got)[r][i], {1e-6, 1e-6});
         INFO("batch " << batch << ", rank " << r << ", output " << i << ": " << c.message);
         CHECK(c.ok);
       }
@@ -236,21 +234,12 @@ TEST_CASE("read_rank_parameters: each rank's chunk of a two-file Llama checkpoin
   std::map<std::string, HostTensor> weights = models::random_weights(c, 3);
   // Stored as bf16 (as Hugging Face ships them): read back converted to the graph's f32.
   std::map<std::string, HostTensor> stored;
-  for (const auto& [name, t] : weights) {
-    HostTensor b(DType::bf16, t.shape());
-    for (int64_t i = 0; i < t.numel(); ++i) b.set(i, t.get(i));
-    stored.emplace(name, std::move(b));
-  }
+  for (const auto& [name, t] : weights) stored.emplace(name, t.converted(DType::bf16));
   require_ok(models::write_checkpoint(dir.path().string(), c, stored, 2));
   absl::StatusOr<SafetensorsCheckpoint> ckpt = SafetensorsCheckpoint::open(dir.path().string());
   require_ok(ckpt.status());
   TensorMap whole;
-  for (const auto& [name, t] : stored) whole[name] = *ckpt->read(name);
-  for (auto& [name, t] : whole) {
-    HostTensor f(DType::f32, t.shape());
-    for (int64_t i = 0; i < t.numel(); ++i) f.set(i, t.get(i));
-    t = std::move(f);
-  }
+  for (const auto& [name, t] : stored) whole[name] = ckpt->read(name)->converted(DType::f32);
   std::vector<TensorMap> want = *shard_arguments(*s, 2, whole);
   for (int64_t r = 0; r < 2; ++r) {
     absl::StatusOr<TensorMap> got = read_rank_parameters(*s, r, 2, *ckpt);

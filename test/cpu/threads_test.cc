@@ -117,19 +117,14 @@ TEST_CASE("one RankGroup of 2 ranks called from several threads at once", "[cpu]
       for (int c = 0; c < kCalls && errors[t].empty(); ++c) {
         const int64_t b = 1 + 6 * ((t + c) % 3);
         TensorMap args = call_args(g, b, 500 * t + c);
-        std::vector<TensorMap> shards = *shard_arguments(*s, 2, args);
-        std::vector<std::vector<Tensor>> in(2), out;
-        for (int64_t r = 0; r < 2; ++r)
-          for (const Value* a : (*group)->rank(r).module().args)
-            in[r].push_back(*Tensor::from_host(shards[r].at(a->name())));
-        absl::Status st = (*group)->run(in, out);
+        absl::StatusOr<std::vector<std::vector<HostTensor>>> got = (*group)->run_host(*shard_arguments(*s, 2, args));
         std::vector<HostTensor> want = *evaluate(g, args);
-        for (int64_t r = 0; r < 2 && st.ok() && errors[t].empty(); ++r)
+        for (int64_t r = 0; r < 2 && got.ok() && errors[t].empty(); ++r)
           for (size_t i = 0; i < want.size() && errors[t].empty(); ++i) {
-            Comparison cmp = compare_tensors(want[i], *out[r][i].to_host(), default_tolerance(want[i].dtype()));
+            Comparison cmp = compare_tensors(want[i], (*got)[r][i], default_tolerance(want[i].dtype()));
             if (!cmp.ok) errors[t] = str_cat("thread ", t, " call ", c, " rank ", r, " output ", i, ": ", cmp.message);
           }
-        if (!st.ok()) errors[t] = str_cat("thread ", t, " call ", c, ": ", status_message(st));
+        if (!got.ok()) errors[t] = str_cat("thread ", t, " call ", c, ": ", status_message(got.status()));
       }
     });
   for (std::thread& th : threads) th.join();
