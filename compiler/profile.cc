@@ -102,7 +102,7 @@ ProfileTable profile_table(const CompiledModule& m, std::span<const CallProfile>
         case ProfiledLaunch::Kind::Attention: {
           const AttentionStep& a = *l.attention;
           r.name = str_cat("attention[g", l.group, "]");
-          r.kind = "fused attention";
+          r.kind = l.library.empty() ? "fused attention" : l.library;
           std::vector<int> seen;  // q, k and v may be views of one buffer (a fused projection)
           for (int b : {a.q, a.k, a.v, a.out, a.mask})
             if (std::find(seen.begin(), seen.end(), b) == seen.end()) seen.push_back(b), r.bytes += buffer_bytes(p, b, call.bindings);

@@ -63,6 +63,9 @@ struct BuildStats {
 class StepPlan {
  public:
   virtual ~StepPlan() = default;
+  // The library that runs the step where it is not kiln's own code ("cuDNN 9.14.0 engine
+  // 2"), for profiles; empty otherwise.
+  virtual std::string library() const { return {}; }
 };
 
 // One step's choices that max-autotune times (launch shapes, library algorithms).

@@ -364,7 +364,9 @@ absl::Status Executor::run_attention(int index, CallPlan& p, const CallContext& 
   const AttentionStep& a = program_->attentions[index];
   step_ptrs_.clear();
   for (int b : {a.q, a.k, a.v, a.out, a.mask, a.kv_lens, a.block_table}) step_ptrs_.push_back(ptr_or_null(b));
-  if (profiling_) KILN_RETURN_IF_ERROR(begin_launch({.kind = ProfiledLaunch::Kind::Attention, .attention = &a}, c));
+  if (profiling_)
+    KILN_RETURN_IF_ERROR(begin_launch(
+        {.kind = ProfiledLaunch::Kind::Attention, .attention = &a, .library = p.attentions[index]->library()}, c));
   return loaded_->run_attention(index, *p.attentions[index], step_ptrs_, c);
 }
 

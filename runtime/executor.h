@@ -42,6 +42,7 @@ struct ProfiledLaunch {
   const AttentionStep* attention = nullptr;  // Attention: the device's fused routine
   const ExternStep* extern_step = nullptr;   // Extern: the registered function
   const CollectiveStep* collective = nullptr;  // Collective: the communicator's call
+  std::string library;                         // Attention: StepPlan::library() (empty: kiln's kernel)
   double ms = 0;
 };
 

@@ -171,6 +171,21 @@ int main(int argc, char** argv) {
     Layout lay{pf.kv_heads, pf.head_dim, T};
     double err = 0;
     for (int64_t t : {int64_t{0}, T / 3, T - 1}) err = std::max(err, check_row(pf, q, k, v, o, lay, T, T, B - 1, 5, t));
+    // cuDNN's fused attention on the same operands (max-autotune's other candidate).
+    if (absl::StatusOr<cuda::AttentionPlan> cp = prefill->cudnn_plan(c); cp.ok()) {
+      auto cws = value(cuda::DeviceBuffer::allocate(*ctx, std::max<int64_t>(cp->workspace_bytes, 16)));
+      if (auto s = prefill->launch(*cp, c, cws.ptr(), nullptr); !s.ok()) die(s);
+      o.download();
+      double cerr = 0;
+      for (int64_t t : {int64_t{0}, T / 3, T - 1})
+        cerr = std::max(cerr, check_row(pf, q, k, v, o, lay, T, T, B - 1, 5, t));
+      double ms = timer.median_ms([&] { (void)prefill->launch(*cp, c, cws.ptr(), nullptr); }, warmup, repeat);
+      row["cudnn"] = flops / ms / 1e9;
+      row["cudnn_plan"] = cp->to_string();
+      row["cudnn_err"] = cerr;
+    } else {
+      row["cudnn"] = status_message(cp.status());
+    }
     row["default"] = prefill->configs()[p.config].name() + " " + p.to_string();
     row["best"] = best_name;
     row["ms"] = best;
@@ -187,6 +202,9 @@ int main(int argc, char** argv) {
   AttentionForm pg = df;
   pg.block_size = 16;
   auto dec = value(cuda::AttentionKernels::build(ctx, ctx->device().arch_name(), df));
+  AttentionForm full = df;  // every sequence at the full context: no kv_lens, what cuDNN's path takes
+  full.kv_lens = false;
+  auto dec_full = value(cuda::AttentionKernels::build(ctx, ctx->device().arch_name(), full, std::nullopt, true));
   auto paged = value(cuda::AttentionKernels::build(ctx, ctx->device().arch_name(), pg));
   std::vector<int64_t> batches = {1, 8, 64}, contexts = {1024, 8192, 32768};
   if (quick) batches = {8}, contexts = {8192};
@@ -225,11 +243,29 @@ int main(int argc, char** argv) {
         double err = 0;
         for (int64_t h : {int64_t{0}, int64_t{31}}) err = std::max(err, check_row(f, q, k, v, o, lay, 1, S, B - 1, h, 0));
         const double bytes = 2.0 * kv_elems * 2;
-        std::printf("%s\n", nlohmann::json{{"kind", "decode"}, {"B", B}, {"context", S}, {"paged", is_paged},
-                                           {"device", device}, {"ms", ms}, {"GBps", bytes / ms / 1e6},
-                                           {"plan", p.to_string()}, {"max_abs_err", err}}
-                                .dump()
-                                .c_str());
+        nlohmann::json row{{"kind", "decode"},
+                           {"B", B},
+                           {"context", S},
+                           {"paged", is_paged},
+                           {"device", device},
+                           {"ms", ms},
+                           {"GBps", bytes / ms / 1e6},
+                           {"plan", p.to_string()},
+                           {"max_abs_err", err}};
+        if (!is_paged) {
+          if (absl::StatusOr<cuda::AttentionPlan> cp = dec_full->cudnn_plan(c); cp.ok()) {
+            auto cws = value(cuda::DeviceBuffer::allocate(*ctx, std::max<int64_t>(cp->workspace_bytes, 16)));
+            double cms = timer.median_ms([&] { (void)dec_full->launch(*cp, c, cws.ptr(), nullptr); }, warmup, repeat);
+            o.download();
+            double cerr = 0;
+            for (int64_t h : {int64_t{0}, int64_t{31}})
+              cerr = std::max(cerr, check_row(f, q, k, v, o, lay, 1, S, B - 1, h, 0));
+            row["cudnn_GBps"] = bytes / cms / 1e6, row["cudnn_err"] = cerr;
+          } else {
+            row["cudnn_GBps"] = status_message(cp.status());
+          }
+        }
+        std::printf("%s\n", row.dump().c_str());
         std::fflush(stdout);
       }
   return 0;

@@ -1,6 +1,7 @@
 #include "runtime/cuda/attention.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "ir/status.h"
 #include "ir/str.h"
@@ -24,6 +25,7 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 }  // namespace
 
 std::string AttentionPlan::to_string() const {
+  if (cudnn) return cudnn->engine();
   return str_cat("config ", config, " grid ", grid[0], "x", grid[1], "x", grid[2], " splits ", splits);
 }
 
@@ -125,11 +127,35 @@ absl::StatusOr<AttentionPlan> AttentionKernels::plan(const AttentionCall& c, std
   return p;
 }
 
+absl::StatusOr<AttentionPlan> AttentionKernels::cudnn_plan(const AttentionCall& c) const {
+  if (!ctx_) return absl::FailedPreconditionError("cuDNN attention needs a device");
+  if (const char* e = std::getenv("KILN_ATTENTION"); e && std::string_view(e) == "kiln")
+    return absl::FailedPreconditionError("KILN_ATTENTION=kiln: kiln's kernels only");
+  KILN_RETURN_IF_ERROR(cudnn_attention_supported(form_, c));
+  const auto join = [](const std::array<int64_t, 4>& s) { return str_cat(s[0], ",", s[1], ",", s[2], ",", s[3]); };
+  const std::string key =
+      str_cat(c.batch, " ", c.tq, " ", c.tk, " ", join(c.qs), " ", join(c.ks), " ", join(c.vs), " ", join(c.os));
+  AttentionPlan p;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = cudnn_.find(key);
+    if (it != cudnn_.end()) p.cudnn = it->second;
+  }
+  if (!p.cudnn) {
+    KILN_ASSIGN_OR_RETURN(p.cudnn, CudnnAttention::build(*ctx_, form_, c));
+    std::lock_guard<std::mutex> lock(mu_);
+    p.cudnn = cudnn_.emplace(key, p.cudnn).first->second;
+  }
+  p.workspace_bytes = p.cudnn->workspace_bytes();
+  return p;
+}
+
 absl::Status AttentionKernels::launch(const AttentionPlan& p, const AttentionCall& c, CUdeviceptr workspace,
                                       CUstream stream) const {
   if (!ctx_) return absl::FailedPreconditionError("attention kernels compiled only (no device): they cannot run");
   for (auto [name, ptr] : {std::pair{"q", c.q}, {"k", c.k}, {"v", c.v}, {"out", c.out}})
     if (ptr % 16 != 0) return invalid_argument("attention: ", name, " must start 16-byte aligned, not at ", ptr);
+  if (p.cudnn) return p.cudnn->run(c, workspace, stream);
   const AttentionConfig& cf = configs_[p.config];
   CUfunction main = nullptr, combine = nullptr;
   int shared_bytes = 0;

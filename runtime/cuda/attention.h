@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -15,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "codegen/cuda/attention.h"
 #include "ir/dump.h"
+#include "runtime/cuda/cudnn_attention.h"
 #include "runtime/cuda_driver.h"
 
 namespace kiln::cuda {
@@ -26,13 +28,15 @@ struct AttentionCall : AttentionSizes {
 };
 
 // How one call launches: a configuration of attention_configs(form), the grid, and how many
-// CTAs share each row block's keys (splits > 1: partials in the workspace, then a combine).
+// CTAs share each row block's keys (splits > 1: partials in the workspace, then a combine);
+// or, with `cudnn` set, cuDNN's fused attention (its workspace in workspace_bytes).
 struct AttentionPlan {
   int config = 0;
   int64_t row_tiles = 0;
   int splits = 1, tiles_per_split = 0;
   int64_t workspace_bytes = 0;
-  std::string to_string() const;  // "4x1x64 grid 16x32x1 splits 1"
+  std::shared_ptr<const CudnnAttention> cudnn;
+  std::string to_string() const;  // "config 0 grid 16x32x1 splits 1", "cuDNN 9.19.0 engine 8"
   unsigned grid[3] = {1, 1, 1};
 };
 
@@ -59,7 +63,11 @@ class AttentionKernels {
   // on its first use (thread-safe).
   absl::StatusOr<AttentionPlan> plan(const AttentionCall& c, std::optional<int> config = std::nullopt,
                                      std::optional<int> splits = std::nullopt) const;
-  // Pre: `p` came from plan(); `workspace` holds p.workspace_bytes (0 allowed when none). An
+  // The plan that runs `c` on cuDNN's fused attention instead (cudnn_attention.h): built on
+  // the first call of each shape (sizes and strides) and kept. Errors: no device, cuDNN not
+  // loadable, the form or sizes not taken, no cuDNN engine for them.
+  absl::StatusOr<AttentionPlan> cudnn_plan(const AttentionCall& c) const;
+  // Pre: `p` came from plan() or cudnn_plan(); `workspace` holds p.workspace_bytes (0 allowed when none). An
   // operand that is not 16-byte aligned is an error naming it (the kernel copies rows in
   // 16-byte pieces).
   absl::Status launch(const AttentionPlan& p, const AttentionCall& c, CUdeviceptr workspace, CUstream stream) const;
@@ -83,6 +91,7 @@ class AttentionKernels {
   int sms_ = 132;
   mutable std::mutex mu_;
   mutable std::vector<Loaded> loaded_;  // per configuration
+  mutable std::map<std::string, std::shared_ptr<const CudnnAttention>> cudnn_;  // per call shape
 };
 
 }  // namespace kiln::cuda

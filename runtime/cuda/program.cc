@@ -52,6 +52,7 @@ struct AttentionCallPlan final : StepPlan {
   AttentionCall call;
   AttentionPlan plan;
   DeviceBuffer workspace;
+  std::string library() const override { return plan.cudnn ? plan.cudnn->engine() : std::string(); }
 };
 
 struct LoadedKernel {
@@ -125,11 +126,16 @@ class CudaProgram final : public DeviceProgram {
     if (c.batch == 0 || c.tq == 0) return plan;  // nothing to compute: run_attention skips it
     const AttentionKernels& k = *attention_[attention];
     const int before = k.compiled();
-    absl::StatusOr<AttentionPlan> ap;
-    KILN_RETURN_IF_ERROR(count_compiles([&] {
-      ap = k.plan(c);
-      return absl::OkStatus();
-    }));
+    // cuDNN's fused attention where it takes the step (on the H100 2.0-2.7x kiln's kernel
+    // for prefill, 1.1-1.2x for decode over a contiguous cache: bench/RESULTS.md, 2026-12-07),
+    // else kiln's kernel.
+    absl::StatusOr<AttentionPlan> ap = k.cudnn_plan(c);
+    if (!ap.ok()) {
+      KILN_RETURN_IF_ERROR(count_compiles([&] {
+        ap = k.plan(c);
+        return absl::OkStatus();
+      }));
+    }
     stats_.kernels += k.compiled() - before;
     if (!ap.ok()) return prefix_error(ap.status(), "attention step ", attention, ": ");
     plan->plan = *ap;
@@ -512,28 +518,39 @@ class GemmTunable final : public Tunable {
   std::string key_;
 };
 
-// max-autotune's launch plans for one fused attention step at one call's sizes: every tile
-// configuration of its form, each with the default split of the keys and with 1, 2, 4, 8
-// and 16 splits (those the keys allow). The workspace is sized for the largest once. The
-// choice is kept as "<config>/<splits>": "4x2x1x64/1".
+// max-autotune's launch plans for one fused attention step at one call's sizes: cuDNN's
+// fused attention where it takes the step, and every tile configuration of kiln's kernel,
+// each with the default split of the keys and with 1, 2, 4, 8 and 16 splits (those the
+// keys allow). The workspace is sized for the largest once. The choice is kept as
+// "<config>/<splits>" ("4x2x1x64/1") or "cudnn".
 class AttentionTunable final : public Tunable {
  public:
   AttentionTunable(const AttentionKernels& k, AttentionCallPlan& plan, std::string key, const Context& ctx)
       : k_(k), plan_(plan), key_(std::move(key)), ctx_(ctx) {}
   absl::Status init() {
+    // The default plan first (note() compares with it), then cuDNN's where it takes the
+    // step (else the note says why not), then every configuration of kiln's kernel.
     int64_t workspace = 0;
-    // The default plan first (note() compares with it), then every configuration.
-    for (int config = -1; config < static_cast<int>(k_.configs().size()); ++config) {
+    auto add = [&](const AttentionPlan& p) {
+      auto same = [&](const AttentionPlan& q) {
+        return q.cudnn == p.cudnn && (p.cudnn || (q.config == p.config && q.splits == p.splits));
+      };
+      if (std::find_if(candidates_.begin(), candidates_.end(), same) != candidates_.end()) return;
+      candidates_.push_back(p);
+      workspace = std::max(workspace, p.workspace_bytes);
+    };
+    add(plan_.plan);
+    absl::StatusOr<AttentionPlan> library = k_.cudnn_plan(plan_.call);
+    if (library.ok()) {
+      add(*library);
+    } else {
+      cudnn_note_ = status_message(library.status());
+    }
+    for (int config = 0; config < static_cast<int>(k_.configs().size()); ++config) {
       for (std::optional<int> splits : {std::optional<int>(), std::optional(1), std::optional(2), std::optional(4),
                                         std::optional(8), std::optional(16)}) {
-        if (config < 0 && splits) continue;
-        absl::StatusOr<AttentionPlan> p =
-            config < 0 ? k_.plan(plan_.call) : k_.plan(plan_.call, config, splits);
-        if (!p.ok()) continue;  // not a launch these sizes allow
-        auto same = [&](const AttentionPlan& q) { return q.config == p->config && q.splits == p->splits; };
-        if (std::find_if(candidates_.begin(), candidates_.end(), same) != candidates_.end()) continue;
-        candidates_.push_back(*p);
-        workspace = std::max(workspace, p->workspace_bytes);
+        absl::StatusOr<AttentionPlan> p = k_.plan(plan_.call, config, splits);
+        if (p.ok()) add(*p);  // else not a launch these sizes allow
       }
     }
     if (workspace > plan_.workspace.size()) {
@@ -547,26 +564,35 @@ class AttentionTunable final : public Tunable {
     plan_.plan = candidates_[i];
     return absl::OkStatus();
   }
-  std::string choice() const override { return str_cat(k_.configs()[plan_.plan.config].name(), "/", plan_.plan.splits); }
+  std::string choice() const override { return name(plan_.plan); }
   bool restore(const std::string& choice) override {
     for (const AttentionPlan& p : candidates_)
-      if (str_cat(k_.configs()[p.config].name(), "/", p.splits) == choice) {
+      if (name(p) == choice) {
         plan_.plan = p;
         return true;
       }
     return false;
   }
   std::string note(std::span<const double> ms, int best) const override {
-    return fmt::format("{} on {}: {:.4f} ms (default plan {}: {:.4f} ms)", key_.substr(0, key_.find('|')),
-                       ctx_.device().properties().name, ms[best], candidates_.front().to_string(), ms.front());
+    std::string library;
+    for (size_t i = 1; i < candidates_.size(); ++i)
+      if (candidates_[i].cudnn) library = fmt::format("; {}: {:.4f} ms", candidates_[i].to_string(), ms[i]);
+    if (!cudnn_note_.empty()) library = "; cuDNN not tried: " + cudnn_note_;
+    return fmt::format("{} on {}: {:.4f} ms (default plan {}: {:.4f} ms{})", key_.substr(0, key_.find('|')),
+                       ctx_.device().properties().name, ms[best], candidates_.front().to_string(), ms.front(), library);
   }
 
  private:
   const AttentionKernels& k_;
   AttentionCallPlan& plan_;
   std::string key_;
+  // "4x2x1x64/1" (tiles/splits) or "cudnn".
+  std::string name(const AttentionPlan& p) const {
+    return p.cudnn ? "cudnn" : str_cat(k_.configs()[p.config].name(), "/", p.splits);
+  }
   const Context& ctx_;
   std::vector<AttentionPlan> candidates_;
+  std::string cudnn_note_;  // why cuDNN is not a candidate
 };
 
 absl::StatusOr<std::unique_ptr<Tunable>> CudaProgram::tunable_kernel(int kernel, StepPlan& plan, const Bindings& b,

@@ -13,12 +13,15 @@
 
 #include "codegen/cuda/attention.h"
 #include "compiler/compile.h"
+#include "compiler/profile.h"
 #include "ir/compare.h"
 #include "ir/parser.h"
 #include "ir/reference.h"
 #include "ir/str.h"
 #include "runtime/cuda/attention.h"
+#include "runtime/cuda/cudnn_attention.h"
 #include "runtime/nvrtc.h"
+#include "runtime/tune_store.h"
 #include "test/common/catch_helpers.h"
 #include "test/common/gpu_test.h"
 
@@ -100,9 +103,10 @@ struct Uploaded {
   }
 };
 
-// Runs `c` in every configuration with the default split count and with 3 splits; returns
-// the worst error against the reference as text for the summary.
-void check_case(const cuda::Context& ctx, const cuda::AttentionKernels& kernels, const Case& c, std::mt19937_64& rng) {
+// Runs `c` in every configuration with the default split count and with 3 splits (or,
+// with `cudnn`, on cuDNN's fused attention) and compares each result with the reference.
+void check_case(const cuda::Context& ctx, const cuda::AttentionKernels& kernels, const Case& c, std::mt19937_64& rng,
+                bool cudnn = false) {
   const AttentionForm& f = kernels.form();
   Graph g = testing::parse_or_fail(graph_text(f));
   const int64_t mb = f.paged() ? (c.tk + f.block_size - 1) / f.block_size : 0, nb = c.batch * mb + 5;
@@ -157,24 +161,26 @@ void check_case(const cuda::Context& ctx, const cuda::AttentionKernels& kernels,
   if (f.paged()) call.block_table = up.put(ctx, args["t"]), call.max_blocks = mb, call.num_blocks = nb;
   HostTensor out(f.dtype, {c.batch, f.heads, c.tq, f.head_dim});
   call.out = up.put(ctx, out);
-  for (int config = 0; config < static_cast<int>(kernels.configs().size()); ++config)
-    for (std::optional<int> splits : {std::optional<int>(), std::optional<int>(3)}) {
-      absl::StatusOr<cuda::AttentionPlan> p = kernels.plan(call, config, splits);
-      if (!p.ok()) FAIL(status_message(p.status()));
-      INFO(c.name << ": B " << c.batch << ", Tq " << c.tq << ", Tk " << c.tk << ", tiles "
-                  << kernels.configs()[config].name() << ", " << p->to_string());
-      auto ws = cuda::DeviceBuffer::allocate(ctx, std::max<int64_t>(p->workspace_bytes, 16));
-      REQUIRE(ws.ok());
-      REQUIRE(up.held.back().fill_bytes(0xff).ok());  // out: NaNs until written
-      absl::Status s = kernels.launch(*p, call, ws->ptr(), nullptr);
-      if (!s.ok()) FAIL(status_message(s));
-      auto api = cuda::driver();
-      REQUIRE(cuda::check((*api)->cuCtxSynchronize(), "attention").ok());
-      REQUIRE(up.held.back().copy_to_host(out.data(), out.nbytes()).ok());
-      Comparison cmp = compare_tensors((*want)[0], out, default_tolerance(f.dtype));
-      INFO(cmp.message);
-      REQUIRE(cmp.ok);
-    }
+  std::vector<absl::StatusOr<cuda::AttentionPlan>> plans;
+  if (cudnn) plans.push_back(kernels.cudnn_plan(call));
+  for (int config = 0; config < static_cast<int>(kernels.configs().size()) && !cudnn; ++config)
+    for (std::optional<int> splits : {std::optional<int>(), std::optional<int>(3)})
+      plans.push_back(kernels.plan(call, config, splits));
+  for (const absl::StatusOr<cuda::AttentionPlan>& p : plans) {
+    if (!p.ok()) FAIL(status_message(p.status()));
+    INFO(c.name << ": B " << c.batch << ", Tq " << c.tq << ", Tk " << c.tk << ", " << p->to_string());
+    auto ws = cuda::DeviceBuffer::allocate(ctx, std::max<int64_t>(p->workspace_bytes, 16));
+    REQUIRE(ws.ok());
+    REQUIRE(up.held.back().fill_bytes(0xff).ok());  // out: NaNs until written
+    absl::Status s = kernels.launch(*p, call, ws->ptr(), nullptr);
+    if (!s.ok()) FAIL(status_message(s));
+    auto api = cuda::driver();
+    REQUIRE(cuda::check((*api)->cuCtxSynchronize(), "attention").ok());
+    REQUIRE(up.held.back().copy_to_host(out.data(), out.nbytes()).ok());
+    Comparison cmp = compare_tensors((*want)[0], out, default_tolerance(f.dtype));
+    INFO(cmp.message);
+    REQUIRE(cmp.ok);
+  }
 }
 #endif
 
@@ -271,4 +277,126 @@ TEST_CASE("CUDA attention through views of a fused QKV projection matches the re
       CHECK(cg->stats().launches_per_call == 1);
     }
   kiln::test::gpu_summary().push_back({"attention through fused QKV views (forms x sizes)", str_cat(cases, " passed")});
+}
+
+TEST_CASE("cuDNN's fused attention is offered only where it computes kiln's attention", "[cuda][attention][cudnn]") {
+  AttentionSizes s;
+  s.batch = 2, s.tq = 5, s.tk = 5;
+  s.qs = s.os = dense({2, 8, 5, 128}), s.ks = s.vs = dense({2, 2, 5, 128});
+  AttentionForm f = form(DType::bf16, 8, 2, 128);
+  f.causal = true;
+  CHECK(cuda::cudnn_attention_supported(f, s).ok());
+  s.tk = 9;  // kiln's causal diagonal is bottom-right aligned: only Tq == Tk or Tq == 1 agree with cuDNN's
+  CHECK_THAT(std::string(cuda::cudnn_attention_supported(f, s).message()), Catch::Contains("bottom-right"));
+  s.tq = 1;
+  CHECK(cuda::cudnn_attention_supported(f, s).ok());
+  f.causal = false, s.tq = 5;
+  CHECK(cuda::cudnn_attention_supported(f, s).ok());
+  f.mask = AttentionForm::Mask::Additive;
+  CHECK_THAT(std::string(cuda::cudnn_attention_supported(f, s).message()), Catch::Contains("no mask"));
+  f = form(DType::f32, 8, 2, 128);
+  CHECK_THAT(std::string(cuda::cudnn_attention_supported(f, s).message()), Catch::Contains("bf16 or f16"));
+  f = form(DType::bf16, 8, 2, 128);
+  s.qs[3] = 2;
+  CHECK_THAT(std::string(cuda::cudnn_attention_supported(f, s).message()), Catch::Contains("contiguous"));
+}
+
+TEST_CASE("cuDNN's fused attention matches the reference", "[cuda][attention][gpu][cudnn]") {
+  KILN_REQUIRE_GPU();
+#if KILN_WITH_CUDA
+  absl::StatusOr<std::string> version = cuda::cudnn_version();
+  if (!version.ok()) {  // cuDNN is optional: max-autotune then has kiln's kernels only
+    WARN("cuDNN not loadable, its attention not tested: " << status_message(version.status()));
+    kiln::test::gpu_summary().push_back({"cuDNN fused attention", "not loadable here"});
+    return;
+  }
+  auto ctx = cuda::Context::primary(0);
+  REQUIRE(ctx.ok());
+  REQUIRE((*ctx)->make_current().ok());
+  std::mt19937_64 rng(43);
+  std::vector<std::pair<std::string, AttentionForm>> fs;
+  AttentionForm f = form(DType::bf16, 8, 8, 128);
+  f.causal = true;
+  fs.push_back({"bf16 causal MHA D128", f});
+  f = form(DType::bf16, 8, 2, 128);
+  f.causal = true;
+  fs.push_back({"bf16 causal GQA 4 D128", f});
+  fs.push_back({"f16 GQA 4 D64", form(DType::f16, 8, 2, 64)});
+  int cases = 0;
+  for (const auto& [name, f] : fs) {
+    absl::StatusOr<std::unique_ptr<cuda::AttentionKernels>> k =
+        cuda::AttentionKernels::build(*ctx, (*ctx)->device().arch_name(), f, std::nullopt, /*lazily=*/true);
+    if (!k.ok()) FAIL(status_message(k.status()));
+    for (auto [b, tq, tk] : {std::tuple<int64_t, int64_t, int64_t>{1, 1, 1},
+                             {2, 1, 129},
+                             {1, 7, 7},
+                             {1, 128, 128},
+                             {2, 129, 129},
+                             {1, 1000, 1000}}) {
+      check_case(**ctx, **k, {name, f, b, tq, tk, {}}, rng, /*cudnn=*/true);
+      ++cases;
+    }
+    if (!f.causal) {
+      check_case(**ctx, **k, {name, f, 2, 3, 128, {}}, rng, /*cudnn=*/true);
+      ++cases;
+    }
+  }
+  kiln::test::gpu_summary().push_back(
+      {str_cat("cuDNN ", *version, " fused attention (forms x sizes)"), str_cat(cases, " passed")});
+#endif
+}
+
+TEST_CASE("cuDNN's attention runs by default, in CUDA graphs, and beside kiln's kernels in max-autotune",
+          "[cuda][attention][gpu][cudnn]") {
+  KILN_REQUIRE_GPU();
+  const bool loadable = cuda::cudnn_version().ok();
+  absl::StatusOr<Graph> g = parse_graph(
+      "graph a(%q: bf16[B, 8, T, 128], %k: bf16[B, 8, T, 128], %v: bf16[B, 8, T, 128]) {\n"
+      "  %a = attention(%q, %k, %v, causal=true)\n  return %a\n}\n");
+  if (!g.ok()) FAIL(status_message(g.status()));
+  for (Mode mode : {Mode::Default, Mode::ReduceOverhead, Mode::MaxAutotune}) {
+    absl::StatusOr<CompiledGraph> cg = compile(*g, {.mode = mode, .device = Device::Cuda});
+    if (!cg.ok()) FAIL(status_message(cg.status()));
+    for (auto [b, t] : {std::pair<int64_t, int64_t>{1, 512}, {2, 33}}) {
+      INFO(mode_name(mode) << ", B " << b << ", T " << t);
+      TensorMap host = random_args(*g, {{"B", b}, {"T", t}}, 71);
+      absl::StatusOr<std::vector<HostTensor>> want = evaluate(*g, host);
+      if (!want.ok()) FAIL(status_message(want.status()));
+      std::vector<Tensor> in;
+      for (const char* n : {"q", "k", "v"}) {
+        absl::StatusOr<Tensor> x = Tensor::from_host(host.at(n), DeviceId::cuda(0));
+        if (!x.ok()) FAIL(status_message(x.status()));
+        in.push_back(*x);
+      }
+      for (int call = 0; call < 3; ++call) {  // first call (captures or tunes), then replays / tuned calls
+        absl::StatusOr<std::vector<Tensor>> got = (*cg)(in);
+        if (!got.ok()) FAIL(status_message(got.status()));
+        absl::StatusOr<HostTensor> out = (*got)[0].to_host();
+        if (!out.ok()) FAIL(status_message(out.status()));
+        Comparison c = compare_tensors((*want)[0], *out, default_tolerance(DType::bf16));
+        INFO(c.message);
+        REQUIRE(c.ok);
+      }
+      if (mode == Mode::Default && loadable) {  // the profile names the library that ran the step
+        CallProfile prof;
+        absl::StatusOr<std::vector<Tensor>> got = (*cg)(in, {.profile = &prof});
+        if (!got.ok()) FAIL(status_message(got.status()));
+        ProfileTable t = profile_table(cg->module(), std::span<const CallProfile>(&prof, 1));
+        REQUIRE(t.rows.size() == 1);
+        CHECK_THAT(t.rows[0].kind, Catch::StartsWith("cuDNN"));
+      }
+    }
+  }
+  // Each tuned attention step's record names cuDNN: its time, or why it was not tried.
+  std::string choices;
+  int records = 0;
+  for (const auto& [choice, note] : TuneStore::instance().entries()) {
+    if (note.find("attention bf16 H=8 KVH=8 D=128") == std::string::npos) continue;
+    INFO(choice << ": " << note);
+    CHECK_THAT(note, Catch::Contains(loadable ? "cuDNN 9" : "cuDNN not tried"));
+    choices += str_cat(choices.empty() ? "" : ", ", choice);
+    ++records;
+  }
+  CHECK(records >= 2);
+  kiln::test::gpu_summary().push_back({"max-autotune attention choices (B1 T512, B2 T33)", choices});
 }
