@@ -420,7 +420,7 @@ TEST_CASE("kiln compile --device cuda: every kernel NVRTC-compiled with no GPU, 
   require_checks(r.out, R"(
 CHECK: cuda sm_90: 13 kernels, 4 cuBLASLt GEMMs; NVRTC {{[0-9.]+}} ms (11 compiled, 0 from the kernel cache, 2 shared with an identical kernel)
 CHECK-NEXT: group 0   k0_cast elementwise, 8 lanes, weight prep
-CHECK-NEXT: group 1   k1_mean rows, 8 lanes, row cached (32 threads x 8 chunks), evict-first in L2 when its data exceed it
+CHECK-NEXT: group 1   k1_mean rows, 8 lanes, row cached (128 threads x 2 chunks), evict-first in L2 when its data exceed it
 CHECK: group 6   attention bf16 H=16 KVH=16 D=128 scale=0.08838834764831843 causal
 CHECK-NEXT: group 7   cuBLASLt bf16 m=T n=2048 k=2048 batch=1 epilogue none + residual
 CHECK: group 11  cuBLASLt bf16 m=T n=11264 k=2048 batch=1 epilogue none
@@ -507,7 +507,7 @@ CHECK: schedule:
 CHECK-NEXT: launch rows, work B*T, row [2048]
 CHECK-NEXT: vector width 8 along r0, divisible [], aligned [x, cast_1, attn_in], streams L2:
 CHECK-NEXT: x[(o0 * T + o1) * 2048 + r0] streamed
-CHECK: row cache 8 chunks per thread, 32 threads: x[(o0 * T + o1) * 2048 + r0]
+CHECK: row cache 2 chunks per thread, 128 threads: x[(o0 * T + o1) * 2048 + r0]
 )");
   // An epilogue cuBLASLt has not (a sigmoid) is a kernel reading the library's f32
   // accumulator as one more buffer of its kernel IR.

@@ -217,11 +217,11 @@ CHECK: kiln_exp(
 CHECK: __frcp_rn(s1)
 CHECK: _v8({{.*}}long long S_R, int stream_l2) {
 CHECK-NEXT: const unsigned long long kpol = kiln_policy(stream_l2);
-CHECK: alignas(16) unsigned rc0[4][4];
+CHECK: alignas(16) unsigned rc0[2][4];
 CHECK: const long long c = threadIdx.x + (long long)j * blockDim.x;
 CHECK-NEXT: const long long q = c * 8;
 CHECK: kiln_ldv_once<unsigned, 4>({{.*}}, rc0[j], kpol);
-CHECK: float ec0[4][8];
+CHECK: float ec0[2][8];
 CHECK: const float t{{[0-9]+}} = kiln_exp(t{{[0-9]+}});
 CHECK-NEXT: ec0[j][v] = t{{[0-9]+}};
 CHECK: const float t{{[0-9]+}} = ec0[j][v];
@@ -230,7 +230,7 @@ CHECK: = (t{{[0-9]+}} * __frcp_rn(s1));
 CHECK: vs0[v] = t{{[0-9]+}};
 CHECK: kiln_stv_pairs_once<false, 8>({{.*}}, vs0, kpol);
 )");
-  // 64 threads hold the row's 256 chunks, 4 each: no chunk loop stops at the row's end.
+  // 128 threads hold the row's 256 chunks, 2 each: no chunk loop stops at the row's end.
   CHECK(src.substr(src.find("_v8(")).find("break;") == std::string::npos);
 }
 

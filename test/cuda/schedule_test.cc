@@ -107,7 +107,7 @@ TEST_CASE("schedule: softmax keeps exp(x - max) for its map, which multiplies by
   return %y
 })");
   // The map's exp(x - max) (t9) is the sum stage's t5: kept in registers (ec0) over the
-  // row's 4 chunks per thread, in 64 threads.
+  // row's 2 chunks per thread, in 128 threads.
   require_checks(text, R"(
 CHECK: s1 = reduce sum acc f32 for r0 < 2048:
 CHECK: t5: f32 = exp(t4)
@@ -119,7 +119,7 @@ CHECK-NEXT: launch rows, work R, row [2048]
 CHECK-NEXT: vector width 8 along r0, divisible [], aligned [x, y], streams L2:
 CHECK-NEXT: x[o0 * 2048 + r0] streamed
 CHECK-NEXT: y[o0 * 2048 + r0] streamed
-CHECK-NEXT: row cache 4 chunks per thread, 64 threads: x[o0 * 2048 + r0]
+CHECK-NEXT: row cache 2 chunks per thread, 128 threads: x[o0 * 2048 + r0]
 CHECK-NEXT: value cache ec0: t5 read by t9
 )");
 }
