@@ -11,6 +11,8 @@
 #if KILN_WITH_CUDA_BACKEND
 #include <cuda.h>
 
+#include "runtime/cuda/cudnn_attention.h"
+#include "runtime/cuda/nccl.h"
 #include "runtime/cuda_driver.h"
 #include "runtime/nvrtc.h"
 #endif
@@ -37,6 +39,9 @@ VersionInfo version_info() {
 #if KILN_WITH_CUDA_BACKEND
   v.cuda = fmt::format("{}.{}", CUDA_VERSION / 1000, CUDA_VERSION % 1000 / 10);
   v.nvrtc = cuda::nvrtc_version();
+  absl::StatusOr<std::string> cudnn = cuda::cudnn_version(), nccl = cuda::nccl_version();
+  v.cudnn = cudnn.ok() ? str_cat(*cudnn, " (fused attention)") : str_cat("none (", status_message(cudnn.status()), ")");
+  v.nccl = nccl.ok() ? str_cat(*nccl, " (collectives)") : str_cat("none (", status_message(nccl.status()), ")");
   absl::StatusOr<const cuda::DriverApi*> api = cuda::driver();
   int driver = 0;
   if (!api.ok()) {
@@ -61,7 +66,7 @@ VersionInfo version_info() {
     v.devices.push_back(status_message(n.status()));
   }
 #else
-  v.cuda = v.nvrtc = v.driver = "none (configured without the CUDA toolkit: no CUDA backend)";
+  v.cuda = v.nvrtc = v.driver = v.cudnn = v.nccl = "none (configured without the CUDA toolkit: no CUDA backend)";
 #endif
   return v;
 }
@@ -72,6 +77,8 @@ std::string version_text(const VersionInfo& v) {
   s += str_cat("CUDA toolkit: ", v.cuda, "\n");
   s += str_cat("NVRTC: ", v.nvrtc, "\n");
   s += str_cat("CUDA driver: ", v.driver, "\n");
+  s += str_cat("cuDNN: ", v.cudnn, "\n");
+  s += str_cat("NCCL: ", v.nccl, "\n");
   s += str_cat("LLVM: ", v.llvm, "\n");
   for (const std::string& d : v.devices) s += str_cat("device: ", d, "\n");
   return s;

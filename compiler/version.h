@@ -14,6 +14,7 @@ struct VersionInfo {
   std::string cuda;         // CUDA toolkit at build time, or why there is no CUDA backend
   std::string nvrtc;        // NVRTC loaded now, or why not
   std::string driver;       // the CUDA driver's version, or why none is usable
+  std::string cudnn, nccl;  // the libraries loaded on use (attention, collectives), or why not
   std::string llvm;         // LLVM of the CPU backend, or why there is none
   std::vector<std::string> devices;  // "cpu (16 threads)", "cuda:0 NVIDIA H100 80GB HBM3, sm_90, 79.1 GiB"
 };

@@ -235,7 +235,8 @@ TEST_CASE("kiln --version: version, commit, CUDA, NVRTC and LLVM versions, devic
   require_status(r, 0);
   INFO(r.out);
   CHECK(std::regex_search(r.out, std::regex(R"(^kiln [0-9]+\.[0-9]+ \(git ([0-9a-f]{7,}(-dirty)?|unknown.*)\)\n)")));
-  for (const char* key : {"\nbuilt with: ", "\nCUDA toolkit: ", "\nNVRTC: ", "\nCUDA driver: ", "\nLLVM: ", "\ndevice: "})
+  for (const char* key : {"\nbuilt with: ", "\nCUDA toolkit: ", "\nNVRTC: ", "\nCUDA driver: ", "\ncuDNN: ", "\nNCCL: ",
+                          "\nLLVM: ", "\ndevice: "})
     CHECK(r.out.find(key) != std::string::npos);
 #if KILN_CLI_HAS_CPU
   CHECK(std::regex_search(r.out, std::regex(R"(\nLLVM: [0-9]+\.[0-9]+\.[0-9]+\n)")));
