@@ -285,12 +285,12 @@ absl::StatusOr<std::shared_ptr<const CudnnAttention>> CudnnAttention::build(cons
     last = g.finalize(plan, "execution plan");
     if (!last.ok()) continue;
     a->plan_ = plan;
+    int64_t n = 0, index = -1;
     KILN_RETURN_IF_ERROR(check(*api,
                                api->cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE,
-                                                             CUDNN_TYPE_INT64, 1, &count, &a->workspace_),
+                                                             CUDNN_TYPE_INT64, 1, &n, &a->workspace_),
                                "workspace size"));
-    KILN_ASSIGN_OR_RETURN(auto engine, g.make(CUDNN_BACKEND_ENGINE_DESCRIPTOR));
-    int64_t n = 0, index = -1;
+    KILN_ASSIGN_OR_RETURN(auto engine, g.make(CUDNN_BACKEND_ENGINE_DESCRIPTOR));  // the config's engine, for its name
     if (api->cudnnBackendGetAttribute(configs[i], CUDNN_ATTR_ENGINECFG_ENGINE, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &n,
                                       &engine) == CUDNN_STATUS_SUCCESS)
       api->cudnnBackendGetAttribute(engine, CUDNN_ATTR_ENGINE_GLOBAL_INDEX, CUDNN_TYPE_INT64, 1, &n, &index);

@@ -1,6 +1,7 @@
 // cuDNN's fused attention as a second implementation of the CUDA attention step, beside
-// kiln's generated kernels (attention.h): max-autotune times it as one more candidate of
-// the step and keeps it where it is fastest (the choice is recorded as "cudnn").
+// kiln's generated kernels (attention.h): a step's default plan where it takes the step
+// (KILN_ATTENTION=kiln: never), and one more candidate that max-autotune times against
+// kiln's tile configurations (the choice is recorded as "cudnn").
 //
 // cuDNN (libcudnn.so.9) is dlopen'ed on first use, like cuBLASLt and NCCL, so builds and
 // machines without it work; KILN_CUDNN_LIBRARY names another path (PyTorch's wheels carry

@@ -126,8 +126,8 @@ class CudaProgram final : public DeviceProgram {
     if (c.batch == 0 || c.tq == 0) return plan;  // nothing to compute: run_attention skips it
     const AttentionKernels& k = *attention_[attention];
     const int before = k.compiled();
-    // cuDNN's fused attention where it takes the step (on the H100 2.0-2.7x kiln's kernel
-    // for prefill, 1.1-1.2x for decode over a contiguous cache: bench/RESULTS.md, 2026-12-07),
+    // cuDNN's fused attention where it takes the step (on the H100 1.7-2.7x kiln's kernel
+    // for prefill, 1.0-1.2x for decode over a contiguous cache: bench/RESULTS.md, 2026-12-07),
     // else kiln's kernel.
     absl::StatusOr<AttentionPlan> ap = k.cudnn_plan(c);
     if (!ap.ok()) {

@@ -91,6 +91,28 @@ std::array<int64_t, 4> dense(std::array<int64_t, 4> shape) {
   return {shape[1] * shape[2] * shape[3], shape[2] * shape[3], shape[3], 1};
 }
 
+// The named host arguments on cuda:0.
+std::vector<Tensor> upload(const TensorMap& host, std::initializer_list<const char*> names) {
+  std::vector<Tensor> out;
+  for (const char* n : names) {
+    absl::StatusOr<Tensor> x = Tensor::from_host(host.at(n), DeviceId::cuda(0));
+    if (!x.ok()) FAIL(status_message(x.status()));
+    out.push_back(*std::move(x));
+  }
+  return out;
+}
+
+// One call of `cg`; its first output matches `want` within bf16's tolerance.
+void check_call(CompiledGraph& cg, const std::vector<Tensor>& in, const HostTensor& want) {
+  absl::StatusOr<std::vector<Tensor>> got = cg(in);
+  if (!got.ok()) FAIL(status_message(got.status()));
+  absl::StatusOr<HostTensor> out = (*got)[0].to_host();
+  if (!out.ok()) FAIL(status_message(out.status()));
+  Comparison c = compare_tensors(want, *out, default_tolerance(DType::bf16));
+  INFO(c.message);
+  REQUIRE(c.ok);
+}
+
 #if KILN_WITH_CUDA
 struct Uploaded {
   std::vector<cuda::DeviceBuffer> held;
@@ -262,15 +284,7 @@ TEST_CASE("CUDA attention through views of a fused QKV projection matches the re
         TensorMap host = random_args(*g, {{"B", b}, {"T", t}}, 61 + cases);
         absl::StatusOr<std::vector<HostTensor>> want = evaluate(*g, host);
         if (!want.ok()) FAIL(status_message(want.status()));
-        absl::StatusOr<Tensor> x = Tensor::from_host(host.at("x"), DeviceId::cuda(0));
-        if (!x.ok()) FAIL(status_message(x.status()));
-        absl::StatusOr<std::vector<Tensor>> got = (*cg)({*x});
-        if (!got.ok()) FAIL(status_message(got.status()));
-        absl::StatusOr<HostTensor> out = (*got)[0].to_host();
-        if (!out.ok()) FAIL(status_message(out.status()));
-        Comparison c = compare_tensors((*want)[0], *out, default_tolerance(DType::bf16));
-        INFO(c.message);
-        REQUIRE(c.ok);
+        check_call(*cg, upload(host, {"x"}), (*want)[0]);
         ++cases;
       }
       // One launch: the attention step reads x in place and stores [B, T, H, D] as the output.
@@ -362,21 +376,8 @@ TEST_CASE("cuDNN's attention runs by default, in CUDA graphs, and beside kiln's 
       TensorMap host = random_args(*g, {{"B", b}, {"T", t}}, 71);
       absl::StatusOr<std::vector<HostTensor>> want = evaluate(*g, host);
       if (!want.ok()) FAIL(status_message(want.status()));
-      std::vector<Tensor> in;
-      for (const char* n : {"q", "k", "v"}) {
-        absl::StatusOr<Tensor> x = Tensor::from_host(host.at(n), DeviceId::cuda(0));
-        if (!x.ok()) FAIL(status_message(x.status()));
-        in.push_back(*x);
-      }
-      for (int call = 0; call < 3; ++call) {  // first call (captures or tunes), then replays / tuned calls
-        absl::StatusOr<std::vector<Tensor>> got = (*cg)(in);
-        if (!got.ok()) FAIL(status_message(got.status()));
-        absl::StatusOr<HostTensor> out = (*got)[0].to_host();
-        if (!out.ok()) FAIL(status_message(out.status()));
-        Comparison c = compare_tensors((*want)[0], *out, default_tolerance(DType::bf16));
-        INFO(c.message);
-        REQUIRE(c.ok);
-      }
+      std::vector<Tensor> in = upload(host, {"q", "k", "v"});
+      for (int call = 0; call < 3; ++call) check_call(*cg, in, (*want)[0]);  // capture / tune, then replay
       if (mode == Mode::Default && loadable) {  // the profile names the library that ran the step
         CallProfile prof;
         absl::StatusOr<std::vector<Tensor>> got = (*cg)(in, {.profile = &prof});
