@@ -491,7 +491,7 @@ class CpuProgram final : public DeviceProgram {
 
 class CpuAdapter final : public DeviceAdapter {
  public:
-  CpuAdapter() { use_single_threaded_blas(); }
+  CpuAdapter() { init_blas(); }
   DeviceId device() const override { return DeviceId::cpu(); }
   const Target& target() const override { return cpu::target(); }
 

@@ -5,11 +5,22 @@
 #include <algorithm>
 #include <bit>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <string_view>
 
 #include "codegen/gemm.h"
 #include "ir/status.h"
 #include "ir/str.h"
+
+// OpenBLAS's own (driver/others/dynamic.c of a DYNAMIC_ARCH build, global in its archive):
+// quit forgets the core's kernel table; init picks one again (OPENBLAS_CORETYPE's if set,
+// else by CPUID) and runs its init(), which sets the table's own blocking sizes. Buffers
+// are sized at compile time for every core (memory.c's BUFFER_SIZE), and a call reads the
+// table afresh, so swapping it while no BLAS call runs is safe.
+extern "C" void gotoblas_dynamic_init(void);
+extern "C" void gotoblas_dynamic_quit(void);
 
 namespace kiln::cpu {
 namespace {
@@ -281,11 +292,68 @@ void GemmRunner::run(const Bound& g, const void* a, const void* b, float* acc, T
   }
 }
 
-void use_single_threaded_blas() { openblas_set_num_threads(1); }
+namespace {
 
-std::string blas_core() {
+std::string openblas_core() {
   const char* name = openblas_get_corename();
   return name ? name : "unknown";
+}
+
+// The instruction set an OpenBLAS 0.3.21 core's kernels are written for: 0 SSE, 1 AVX, 2 AVX2,
+// 3 AVX-512. A name not listed (a later OpenBLAS's) counts as the best: kiln leaves it alone.
+int core_tier(std::string_view core) {
+  static constexpr std::string_view tiers[] = {
+      " Katmai Coppermine Northwood Prescott Banias Atom Core2 Penryn Dunnington Nehalem Athlon Opteron"
+      " Opteron_SSE3 Barcelona Nano Bobcat ",
+      " Sandybridge Bulldozer Piledriver Steamroller ", " Haswell Excavator Zen ", " SkylakeX Cooperlake "};
+  std::string word = str_cat(" ", core, " ");
+  for (int t = 0; t < 4; ++t)
+    if (tiers[t].find(word) != std::string_view::npos) return t;
+  return 4;
+}
+
+std::string& core_line() {  // blas_core()'s text, set once by init_blas
+  static std::string line;
+  return line;
+}
+
+}  // namespace
+
+std::string blas_core_for_cpu() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512dq"))
+    return __builtin_cpu_supports("avx512bf16") ? "Cooperlake" : "SkylakeX";
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+  if (__builtin_cpu_supports("avx")) return "Sandybridge";
+  return "";
+}
+
+std::string choose_blas_core() {
+  std::string picked = openblas_core();
+  if (std::getenv("OPENBLAS_CORETYPE")) return str_cat(picked, " (set by OPENBLAS_CORETYPE)");
+  std::string want = blas_core_for_cpu();
+  if (want.empty() || core_tier(picked) >= core_tier(want)) return picked;
+  // 0.3.21 finds no "Cooperlake" by name (its lookup stops one short of it) and then picks
+  // by instruction set, which gives Cooperlake for AVX-512 BF16 too.
+  setenv("OPENBLAS_CORETYPE", want.c_str(), 1);
+  gotoblas_dynamic_quit();
+  gotoblas_dynamic_init();
+  unsetenv("OPENBLAS_CORETYPE");
+  return str_cat(openblas_core(), " (chosen by kiln: OpenBLAS picked ", picked, ")");
+}
+
+void init_blas() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    openblas_set_num_threads(1);
+    core_line() = choose_blas_core();
+  });
+}
+
+std::string blas_core() {
+  init_blas();
+  return core_line();
 }
 
 }  // namespace kiln::cpu
