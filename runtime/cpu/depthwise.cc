@@ -8,8 +8,9 @@
 namespace kiln::cpu {
 namespace {
 
-// Below this many multiply-adds the conv runs on the calling thread.
-constexpr int64_t kMinParallelWork = 1 << 16;
+// One thread's time per multiply-add, for ThreadPool::threads_for (measured: mobilenet_v2's
+// depthwise convs on the build machine).
+constexpr double kNsPerMac = 0.3;
 
 // Eight floats (GCC/Clang vector extensions): one AVX register where the routine is built
 // for x86-64-v3 (AVX2, FMA; chosen at load time where the CPU has them), two SSE registers
@@ -180,16 +181,9 @@ KILN_VECTOR_CLONES void planes(const Depthwise& g, const float* in, const float*
 void depthwise_conv(const Depthwise& g, const float* in, const float* weight, const float* bias, float* out,
                     ThreadPool& pool) {
   if (g.planes == 0 || g.oh == 0 || g.ow == 0) return;
-  int threads = pool.threads();
-  int64_t work = g.planes * g.oh * g.ow * g.kh * g.kw;
-  if (threads <= 1 || g.planes < 2 || work < kMinParallelWork) {
-    planes(g, in, weight, bias, out, 0, g.planes);
-    return;
-  }
-  int64_t chunks = std::min<int64_t>(g.planes, 4 * threads);
-  pool.parallel_for(chunks, [&](int64_t k) {
-    planes(g, in, weight, bias, out, g.planes * k / chunks, g.planes * (k + 1) / chunks);
-  });
+  double macs = static_cast<double>(g.planes * g.oh * g.ow * g.kh * g.kw);
+  pool.parallel_ranges(g.planes, macs * kNsPerMac,
+                       [&](int64_t lo, int64_t hi) { planes(g, in, weight, bias, out, lo, hi); });
 }
 
 }  // namespace kiln::cpu

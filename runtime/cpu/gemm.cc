@@ -25,8 +25,9 @@ extern "C" void gotoblas_dynamic_quit(void);
 namespace kiln::cpu {
 namespace {
 
-// Below this many multiply-adds a GEMM runs as one BLAS call on the calling thread.
-constexpr double kMinParallelFlops = 1 << 18;
+// One thread's time per multiply-add, for ThreadPool::threads_for (measured: the zoo's
+// GEMMs through OpenBLAS's SkylakeX kernels on the build machine).
+constexpr double kNsPerMac = 0.025;
 
 // Up to this many rows of C, a weight B of [N, K] runs from a kept [K, N] copy: OpenBLAS's
 // sgemm (0.3.21, znver4, one thread) took 1.5-2.3x less time for m = 2..32 and 1.1-1.3x
@@ -240,12 +241,11 @@ void GemmRunner::run(const Bound& g, const void* a, const void* b, float* acc, T
   std::vector<int64_t> as = starts(g.a, g.m), bs = starts(g.b, g.n);
   const float* af = static_cast<const float*>(a);
   const float* bf = static_cast<const float*>(b);
-  // Tasks: whole batches when there are enough, else blocks of rows (or of columns, for
-  // the few-rows GEMMs of decoding) of each batch's C.
-  int64_t threads = pool.threads();
-  double flops = static_cast<double>(g.acc_elems()) * static_cast<double>(g.k);
-  bool small = flops < kMinParallelFlops;
-  int64_t splits = small || g.batches >= threads ? 1 : 2 * threads;
+  // Tasks: whole batches when there are enough for the threads the GEMM is worth, else
+  // blocks of rows (or of columns, for the few-rows GEMMs of decoding) of each batch's C.
+  const double ns = static_cast<double>(g.acc_elems()) * static_cast<double>(g.k) * kNsPerMac;
+  const int threads = pool.threads_for(ns);
+  int64_t splits = threads <= 1 || g.batches >= threads ? 1 : 2 * threads;
   bool by_rows = g.m >= g.n;
   int64_t extent = by_rows ? g.m : g.n;
   // Column blocks stay multiples of 16 floats (whole cache lines of C), rounded up so that
@@ -285,11 +285,9 @@ void GemmRunner::run(const Bound& g, const void* a, const void* b, float* acc, T
                 static_cast<int>(m), static_cast<int>(n), static_cast<int>(g.k), 1.0f, ap, static_cast<int>(g.a.ld), bp,
                 static_cast<int>(g.b.ld), 0.0f, cp, static_cast<int>(std::max<int64_t>(g.n, 1)));
   };
-  if (small || tasks == 1) {
-    for (int64_t t = 0; t < tasks; ++t) task(t);
-  } else {
-    pool.parallel_for(tasks, task);
-  }
+  pool.parallel_ranges(tasks, ns, [&](int64_t lo, int64_t hi) {
+    for (int64_t t = lo; t < hi; ++t) task(t);
+  });
 }
 
 namespace {
