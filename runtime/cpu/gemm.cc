@@ -319,9 +319,13 @@ std::string& core_line() {  // blas_core()'s text, set once by init_blas
 
 std::string blas_core_for_cpu() {
   __builtin_cpu_init();
+  // SkylakeX for AVX-512 with BF16 too: Cooperlake's sgemm and sgemv kernels are SkylakeX's
+  // (0.3.21 adds only BF16 ones, which kiln does not call; its sgemm blocking differs a
+  // little), and 0.3.21 cannot select Cooperlake by name: its lookup stops one short of it
+  // and falls back to its own CPUID checks, which a CPU it does not know may fail again.
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
       __builtin_cpu_supports("avx512dq"))
-    return __builtin_cpu_supports("avx512bf16") ? "Cooperlake" : "SkylakeX";
+    return "SkylakeX";
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
   if (__builtin_cpu_supports("avx")) return "Sandybridge";
   return "";
@@ -332,13 +336,14 @@ std::string choose_blas_core() {
   if (std::getenv("OPENBLAS_CORETYPE")) return str_cat(picked, " (set by OPENBLAS_CORETYPE)");
   std::string want = blas_core_for_cpu();
   if (want.empty() || core_tier(picked) >= core_tier(want)) return picked;
-  // 0.3.21 finds no "Cooperlake" by name (its lookup stops one short of it) and then picks
-  // by instruction set, which gives Cooperlake for AVX-512 BF16 too.
   setenv("OPENBLAS_CORETYPE", want.c_str(), 1);
   gotoblas_dynamic_quit();
   gotoblas_dynamic_init();
   unsetenv("OPENBLAS_CORETYPE");
-  return str_cat(openblas_core(), " (chosen by kiln: OpenBLAS picked ", picked, ")");
+  // Another core than asked for where an OpenBLAS build lacks its kernels (DYNAMIC_LIST).
+  std::string now = openblas_core();
+  if (now != want) return str_cat(now, " (kiln asked for ", want, ": OpenBLAS picked ", picked, ")");
+  return str_cat(now, " (chosen by kiln: OpenBLAS picked ", picked, ")");
 }
 
 void init_blas() {

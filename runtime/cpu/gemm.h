@@ -26,8 +26,8 @@ std::string blas_core();
 // choose_blas_core leaves. Thread-safe.
 void init_blas();
 
-// The core this CPU's instruction set calls for: "Cooperlake" (AVX-512 with BF16),
-// "SkylakeX" (AVX-512 F/BW/VL/DQ), "Haswell" (AVX2 and FMA), "Sandybridge" (AVX), else "".
+// The core this CPU's instruction set calls for: "SkylakeX" (AVX-512 F/BW/VL/DQ), "Haswell"
+// (AVX2 and FMA), "Sandybridge" (AVX), else "".
 std::string blas_core_for_cpu();
 
 // Unless OPENBLAS_CORETYPE is set (always respected), makes OpenBLAS switch to

@@ -163,7 +163,7 @@ TEST_CASE("cpu: kiln replaces a weaker OpenBLAS core by the one the CPU calls fo
   const std::string want = cpu::blas_core_for_cpu();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
       __builtin_cpu_supports("avx512dq"))
-    REQUIRE((want == "SkylakeX" || want == "Cooperlake"));
+    REQUIRE(want == "SkylakeX");
   else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) REQUIRE(want == "Haswell");
   if (want.empty()) {
     WARN("no AVX: nothing better than Prescott's kernels for this CPU");
