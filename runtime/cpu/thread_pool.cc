@@ -7,12 +7,14 @@
 namespace kiln::cpu {
 namespace {
 
-// How long a worker waits for the next loop awake (spinning) before it sleeps, and how long
-// the caller spins for the last chunks before it yields its core between looks. A model's
-// call is tens to thousands of loops a few microseconds apart; waking a sleeping thread
-// (futex, and under KVM an idle vCPU's halt exit) took 10-50 us on the build machine, more
-// than most loops, and a caller asleep until the last chunk's end pays it once more.
-constexpr auto kSpin = std::chrono::microseconds(100);
+// How long a worker waits for the next loop awake (spinning) before it sleeps. A model's
+// call is tens to thousands of loops a few microseconds apart, its parallel ones up to a few
+// hundred apart; waking a sleeping thread (futex, and under KVM an idle vCPU's halt exit)
+// took 10-50 us on the build machine, more than most loops, and a woken worker that takes a
+// loop's last chunk late holds up the caller: with 100 us, mobilenet_v2's first depthwise
+// conv took 25 us on 2 threads against 11 on one (2 threads 226 us a call against 212 on one;
+// 211 with 1 ms). The caller never sleeps: it spins for the other threads' last chunks.
+constexpr auto kSpin = std::chrono::microseconds(1000);
 // Spinning past this long yields the core between looks, so that on a machine with more
 // runnable threads than cores (other jobs) the threads with work get it.
 constexpr auto kPauseOnly = std::chrono::microseconds(10);

@@ -51,7 +51,7 @@ TEST_CASE("cpu thread pool: each index once for every pool size and chunk count"
     // Limited to fewer threads, and after pauses long enough for the workers to sleep.
     for (int round = 0; round < 20; ++round) {
       require_each_once(pool, 64, 1 + round % 3);
-      if (round % 4 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      if (round % 4 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(3));
       require_each_once(pool, 7);
     }
   }
