@@ -8,8 +8,11 @@
 namespace kiln::cpu {
 namespace {
 
-// One thread's time per multiply-add, for ThreadPool::threads_for (measured: mobilenet_v2's
-// depthwise convs on the build machine).
+// One thread's time per multiply-add, for ThreadPool::threads_for (measured on mobilenet_v2's
+// depthwise convs on the build machine before the phase planes; they now take 0.1 to 0.5 ns
+// a multiply-add, the fixed cost of a plane weighing most on small ones). Kept: a fit of
+// the new times (35 ns a plane, 0.3 an input element, 0.05 a multiply-add), which splits
+// fewer of them, made mobilenet_v2 on 2 threads slower (207 -> 220 us, 9 rounds).
 constexpr double kNsPerMac = 0.3;
 
 // Eight floats (GCC/Clang vector extensions): one AVX register where the routine is built
