@@ -4,7 +4,8 @@
 // written with ordinary stores over several rounds). Prints a Markdown table
 // (bench/RESULTS.md, "CPU backend"), then the fused attention step against its
 // decomposition. Usage: kiln_bench_cpu [--quick] [TEXT] (TEXT: only the workloads whose name
-// holds it; "attention": only the attention table)
+// holds it; "attention": only the attention table; "pool": only the thread pool's cost per
+// loop at each thread count)
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -376,7 +377,53 @@ int attention_table(bool quick) {
   return failures;
 }
 
+// A chain of `n` dependent multiply-adds the compiler cannot drop: arithmetic of known length.
+float chain(int64_t n) {
+  float x = 1.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    x = x * 0.999f + 0.001f;
+    asm volatile("" : "+x"(x));
+  }
+  return x;
+}
+
+// The thread pool's cost: a loop of W us of arithmetic split as ThreadPool::parallel_ranges
+// splits one (4 chunks per thread) on t threads, its median time in us. Where t threads take
+// longer than fewer, the loop is not worth them here (ThreadPool::kMinThreadNs: 10 us each).
+void pool_table() {
+  cpu::ThreadPool& pool = cpu::ThreadPool::shared();
+  const int64_t calibrate = 1 << 22;
+  const double us_per_step = time_ms([&] { (void)chain(calibrate); }) * 1e3 / static_cast<double>(calibrate);
+  std::vector<int> counts;
+  for (int t = 1; t < pool.threads(); t *= 2) counts.push_back(t);
+  counts.push_back(pool.threads());
+  std::printf("machine: %s\n\n| work us |", machine().c_str());
+  for (int t : counts) std::printf(" %d thread%s |", t, t == 1 ? "" : "s");
+  std::printf("\n|---:|");
+  for (size_t i = 0; i < counts.size(); ++i) std::printf("---:|");
+  std::printf("\n");
+  for (double w : {2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 400.0}) {
+    std::printf("| %.0f |", w);
+    for (int t : counts) {
+      int64_t chunks = 4 * t, steps = static_cast<int64_t>(w / us_per_step) / chunks;
+      double ms = time_ms(
+          [&] {
+            pool.parallel_for(
+                chunks, [&](int64_t) { (void)chain(steps); }, t);
+          },
+          100);
+      std::printf(" %.1f |", ms * 1e3);
+    }
+    std::printf("\n");
+    std::fflush(stdout);
+  }
+}
+
 int run(bool quick, const std::string& only) {
+  if (only == "pool") {
+    pool_table();
+    return 0;
+  }
   int threads = cpu::ThreadPool::shared().threads();
   double copy1 = copy_gbs(int64_t{256} << 20, 1), copyn = copy_gbs(int64_t{256} << 20, threads);
   double plainn = copy_gbs(int64_t{256} << 20, threads, true);

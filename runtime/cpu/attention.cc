@@ -24,6 +24,9 @@ namespace {
 
 constexpr int64_t kKeys = 64;  // keys per tile
 constexpr int64_t kRows = 64;  // query rows (heads x positions) per task when G allows
+// One thread's time per multiply-add, for ThreadPool::threads_for (measured: the zoo's
+// attention on the build machine).
+constexpr double kNsPerMac = 0.5;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 [[gnu::always_inline]] inline float load(const void* p, int64_t i, DType t) {
@@ -298,12 +301,16 @@ absl::Status run_attention(const AttentionCall& c, const AttentionArgs& a, Threa
   const int64_t blocks = (c.tq + nq - 1) / nq, tasks = c.batch * f.kv_heads * blocks;
   if (tasks == 0) return absl::OkStatus();
   static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  pool.parallel_for(tasks, [&](int64_t i) {
+  // Q.K and P.V multiply-adds (keys beyond a row's mask or kv_lens still counted).
+  double macs = 2.0 * static_cast<double>(c.batch * f.heads * c.tq * c.tk * f.head_dim);
+  pool.parallel_ranges(tasks, macs * kNsPerMac, [&](int64_t lo, int64_t hi) {
     thread_local Tiles w;
     w.reserve(G * nq, f.head_dim);
-    int64_t qb = i % blocks, bg = i / blocks;
-    Task t{bg / f.kv_heads, bg % f.kv_heads, qb * nq, std::min(c.tq, (qb + 1) * nq)};
-    (avx2 ? attend_avx2 : attend_baseline)(c, a, lens.data(), t, w);
+    for (int64_t i = lo; i < hi; ++i) {
+      int64_t qb = i % blocks, bg = i / blocks;
+      Task t{bg / f.kv_heads, bg % f.kv_heads, qb * nq, std::min(c.tq, (qb + 1) * nq)};
+      (avx2 ? attend_avx2 : attend_baseline)(c, a, lens.data(), t, w);
+    }
   });
   return absl::OkStatus();
 }

@@ -6,8 +6,9 @@
 namespace kiln::cpu {
 namespace {
 
-// Below this many multiply-adds the conv runs on the calling thread.
-constexpr int64_t kMinParallelWork = 1 << 18;
+// One thread's time per multiply-add, for ThreadPool::threads_for (measured: resnet's and
+// unet's direct convs on the build machine).
+constexpr double kNsPerMac = 0.02;
 
 // Output channels per register tile (the packed weight's block), for every variant.
 constexpr int kRows = 8;
@@ -180,16 +181,9 @@ void direct_conv(const DirectConv& g, const float* in, const float* packed, floa
       }
     }
   int64_t tasks = g.batch * p.blocks * p.tiles;
-  int64_t work = g.batch * g.m * g.oh * g.ow * g.k();
-  int threads = pool.threads();
-  if (threads <= 1 || tasks < 2 || work < kMinParallelWork) {
-    tiles_any(g, p, scratch.data(), packed, out, 0, tasks);
-    return;
-  }
-  int64_t chunks = std::min<int64_t>(tasks, 4 * threads);
-  pool.parallel_for(chunks, [&](int64_t c) {
-    tiles_any(g, p, scratch.data(), packed, out, tasks * c / chunks, tasks * (c + 1) / chunks);
-  });
+  double macs = static_cast<double>(g.batch * g.m * g.oh * g.ow * g.k());
+  pool.parallel_ranges(tasks, macs * kNsPerMac,
+                       [&](int64_t lo, int64_t hi) { tiles_any(g, p, scratch.data(), packed, out, lo, hi); });
 }
 
 }  // namespace kiln::cpu

@@ -1,8 +1,8 @@
 // The CPU's native depthwise convolution (one input channel per output channel), with its
-// bias and clamp (ReLU, ReLU6) applied on the way out: each output row is a sum of shifted
-// input rows times one weight, vectorized along the row, where the generated reduction
-// kernel computes one output point at a time through clamped indices (codegen/program.h
-// DepthwiseConv says which kernels run this way).
+// bias and clamp (ReLU, ReLU6) applied on the way out: each output plane is a sum of shifted
+// phase planes of its input times one weight, vectorized along the plane, where the
+// generated reduction kernel computes one output point at a time through clamped indices
+// (codegen/program.h DepthwiseConv says which kernels run this way).
 #pragma once
 
 #include <cstdint>

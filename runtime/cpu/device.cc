@@ -26,13 +26,14 @@
 namespace kiln::cpu {
 namespace {
 
-// Below this much work (outer points times inner iterations) a kernel runs on the calling
-// thread: waking the pool costs a few microseconds.
-constexpr int64_t kMinParallelWork = 1 << 15;
+// One thread's time per unit of a kernel's work (outer points times inner iterations), for
+// ThreadPool::threads_for (measured: the zoo's generated kernels on the build machine).
+constexpr double kNsPerIteration = 0.4;
 
 struct Launch final : StepPlan {
   std::vector<int64_t> syms;  // the kernel's dynamic symbol values
-  int64_t points = 0, chunks = 1;
+  int64_t points = 0;
+  double ns = 0;  // one thread's time for the whole domain (estimated)
 };
 
 struct WindowCall final : StepPlan {
@@ -166,8 +167,7 @@ class CpuProgram final : public DeviceProgram {
       if (!kk.ok()) return invalid_argument("kernel ", k.name, ": ", kk.status().message());
       per_point += *kk;
     }
-    int threads = ThreadPool::shared().threads();
-    if (threads > 1 && l->points * per_point >= kMinParallelWork) l->chunks = std::min<int64_t>(l->points, 4 * threads);
+    l->ns = static_cast<double>(l->points) * static_cast<double>(per_point) * kNsPerIteration;
     return l;
   }
 
@@ -193,13 +193,7 @@ class CpuProgram final : public DeviceProgram {
     const int64_t* syms = l.syms.data();
     // DevicePtr and void* have one size and representation here (host addresses).
     void* const* bufs = reinterpret_cast<void* const*>(buffers.data());
-    if (l.chunks <= 1) {
-      entry(bufs, syms, 0, l.points);
-      return absl::OkStatus();
-    }
-    ThreadPool::shared().parallel_for(l.chunks, [&](int64_t c) {
-      entry(bufs, syms, l.points * c / l.chunks, l.points * (c + 1) / l.chunks);
-    });
+    ThreadPool::shared().parallel_ranges(l.points, l.ns, [&](int64_t lo, int64_t hi) { entry(bufs, syms, lo, hi); });
     return absl::OkStatus();
   }
 
@@ -491,7 +485,7 @@ class CpuProgram final : public DeviceProgram {
 
 class CpuAdapter final : public DeviceAdapter {
  public:
-  CpuAdapter() { use_single_threaded_blas(); }
+  CpuAdapter() { init_blas(); }
   DeviceId device() const override { return DeviceId::cpu(); }
   const Target& target() const override { return cpu::target(); }
 

@@ -5,17 +5,29 @@
 #include <algorithm>
 #include <bit>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <string_view>
 
 #include "codegen/gemm.h"
 #include "ir/status.h"
 #include "ir/str.h"
 
+// OpenBLAS's own (driver/others/dynamic.c of a DYNAMIC_ARCH build, global in its archive):
+// quit forgets the core's kernel table; init picks one again (OPENBLAS_CORETYPE's if set,
+// else by CPUID) and runs its init(), which sets the table's own blocking sizes. Buffers
+// are sized at compile time for every core (memory.c's BUFFER_SIZE), and a call reads the
+// table afresh, so swapping it while no BLAS call runs is safe.
+extern "C" void gotoblas_dynamic_init(void);
+extern "C" void gotoblas_dynamic_quit(void);
+
 namespace kiln::cpu {
 namespace {
 
-// Below this many multiply-adds a GEMM runs as one BLAS call on the calling thread.
-constexpr double kMinParallelFlops = 1 << 18;
+// One thread's time per multiply-add, for ThreadPool::threads_for (measured: the zoo's
+// GEMMs through OpenBLAS's SkylakeX kernels on the build machine).
+constexpr double kNsPerMac = 0.025;
 
 // Up to this many rows of C, a weight B of [N, K] runs from a kept [K, N] copy: OpenBLAS's
 // sgemm (0.3.21, znver4, one thread) took 1.5-2.3x less time for m = 2..32 and 1.1-1.3x
@@ -229,12 +241,11 @@ void GemmRunner::run(const Bound& g, const void* a, const void* b, float* acc, T
   std::vector<int64_t> as = starts(g.a, g.m), bs = starts(g.b, g.n);
   const float* af = static_cast<const float*>(a);
   const float* bf = static_cast<const float*>(b);
-  // Tasks: whole batches when there are enough, else blocks of rows (or of columns, for
-  // the few-rows GEMMs of decoding) of each batch's C.
-  int64_t threads = pool.threads();
-  double flops = static_cast<double>(g.acc_elems()) * static_cast<double>(g.k);
-  bool small = flops < kMinParallelFlops;
-  int64_t splits = small || g.batches >= threads ? 1 : 2 * threads;
+  // Tasks: whole batches when there are enough for the threads the GEMM is worth, else
+  // blocks of rows (or of columns, for the few-rows GEMMs of decoding) of each batch's C.
+  const double ns = static_cast<double>(g.acc_elems()) * static_cast<double>(g.k) * kNsPerMac;
+  const int threads = pool.threads_for(ns);
+  int64_t splits = threads <= 1 || g.batches >= threads ? 1 : 2 * threads;
   bool by_rows = g.m >= g.n;
   int64_t extent = by_rows ? g.m : g.n;
   // Column blocks stay multiples of 16 floats (whole cache lines of C), rounded up so that
@@ -274,18 +285,78 @@ void GemmRunner::run(const Bound& g, const void* a, const void* b, float* acc, T
                 static_cast<int>(m), static_cast<int>(n), static_cast<int>(g.k), 1.0f, ap, static_cast<int>(g.a.ld), bp,
                 static_cast<int>(g.b.ld), 0.0f, cp, static_cast<int>(std::max<int64_t>(g.n, 1)));
   };
-  if (small || tasks == 1) {
-    for (int64_t t = 0; t < tasks; ++t) task(t);
-  } else {
-    pool.parallel_for(tasks, task);
-  }
+  pool.parallel_ranges(tasks, ns, [&](int64_t lo, int64_t hi) {
+    for (int64_t t = lo; t < hi; ++t) task(t);
+  });
 }
 
-void use_single_threaded_blas() { openblas_set_num_threads(1); }
+namespace {
 
-std::string blas_core() {
+std::string openblas_core() {
   const char* name = openblas_get_corename();
   return name ? name : "unknown";
+}
+
+// The instruction set an OpenBLAS 0.3.21 core's kernels are written for: 0 SSE, 1 AVX, 2 AVX2,
+// 3 AVX-512. A name not listed (a later OpenBLAS's) counts as the best: kiln leaves it alone.
+int core_tier(std::string_view core) {
+  static constexpr std::string_view tiers[] = {
+      " Katmai Coppermine Northwood Prescott Banias Atom Core2 Penryn Dunnington Nehalem Athlon Opteron"
+      " Opteron_SSE3 Barcelona Nano Bobcat ",
+      " Sandybridge Bulldozer Piledriver Steamroller ", " Haswell Excavator Zen ", " SkylakeX Cooperlake "};
+  std::string word = str_cat(" ", core, " ");
+  for (int t = 0; t < 4; ++t)
+    if (tiers[t].find(word) != std::string_view::npos) return t;
+  return 4;
+}
+
+std::string& core_line() {  // blas_core()'s text, set once by init_blas
+  static std::string line;
+  return line;
+}
+
+}  // namespace
+
+std::string blas_core_for_cpu() {
+  __builtin_cpu_init();
+  // SkylakeX for AVX-512 with BF16 too: Cooperlake's sgemm and sgemv kernels are SkylakeX's
+  // (0.3.21 adds only BF16 ones, which kiln does not call; its sgemm blocking differs a
+  // little), and 0.3.21 cannot select Cooperlake by name: its lookup stops one short of it
+  // and falls back to its own CPUID checks, which a CPU it does not know may fail again.
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512dq"))
+    return "SkylakeX";
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
+  if (__builtin_cpu_supports("avx")) return "Sandybridge";
+  return "";
+}
+
+std::string choose_blas_core() {
+  std::string picked = openblas_core();
+  if (std::getenv("OPENBLAS_CORETYPE")) return str_cat(picked, " (set by OPENBLAS_CORETYPE)");
+  std::string want = blas_core_for_cpu();
+  if (want.empty() || core_tier(picked) >= core_tier(want)) return picked;
+  setenv("OPENBLAS_CORETYPE", want.c_str(), 1);
+  gotoblas_dynamic_quit();
+  gotoblas_dynamic_init();
+  unsetenv("OPENBLAS_CORETYPE");
+  // Another core than asked for where an OpenBLAS build lacks its kernels (DYNAMIC_LIST).
+  std::string now = openblas_core();
+  if (now != want) return str_cat(now, " (kiln asked for ", want, ": OpenBLAS picked ", picked, ")");
+  return str_cat(now, " (chosen by kiln: OpenBLAS picked ", picked, ")");
+}
+
+void init_blas() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    openblas_set_num_threads(1);
+    core_line() = choose_blas_core();
+  });
+}
+
+std::string blas_core() {
+  init_blas();
+  return core_line();
 }
 
 }  // namespace kiln::cpu

@@ -16,8 +16,26 @@
 
 namespace kiln::cpu {
 
-// OpenBLAS's name for the kernels it picked for this CPU ("SkylakeX", "Haswell", "Prescott").
+// OpenBLAS's kernels in use, as the device line gives them: "SkylakeX", "SkylakeX (chosen by
+// kiln: OpenBLAS picked Prescott)" or "Haswell (set by OPENBLAS_CORETYPE)". The first call
+// sets OpenBLAS up (init_blas).
 std::string blas_core();
+
+// Once per process, before kiln's first BLAS call (the CPU adapter's constructor, blas_core):
+// OpenBLAS runs every call on its calling thread (see GemmRunner::run), with the kernels
+// choose_blas_core leaves. Thread-safe.
+void init_blas();
+
+// The core this CPU's instruction set calls for: "SkylakeX" (AVX-512 F/BW/VL/DQ), "Haswell"
+// (AVX2 and FMA), "Sandybridge" (AVX), else "".
+std::string blas_core_for_cpu();
+
+// Unless OPENBLAS_CORETYPE is set (always respected), makes OpenBLAS switch to
+// blas_core_for_cpu() where the core it picked uses an older instruction set: OpenBLAS
+// 0.3.21 does not know every CPU (a Sapphire Rapids under KVM got Prescott's SSE3 kernels,
+// 2-2.7x slower). Returns blas_core()'s text. Not thread-safe, and no BLAS call may run
+// meanwhile: init_blas calls it once; tests call it again.
+std::string choose_blas_core();
 
 class GemmRunner {
  public:
@@ -69,8 +87,5 @@ class GemmRunner {
   size_t m_dims_ = 0;  // domain dims after the batch dims that flatten to m; the rest make n
   DType a_dtype_ = DType::f32, b_dtype_ = DType::f32;
 };
-
-// Makes OpenBLAS run every call on its calling thread (see GemmRunner::run).
-void use_single_threaded_blas();
 
 }  // namespace kiln::cpu

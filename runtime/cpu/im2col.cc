@@ -11,8 +11,9 @@
 namespace kiln::cpu {
 namespace {
 
-// Below this many output elements the copy runs on the calling thread.
-constexpr int64_t kMinParallelElements = 1 << 15;
+// One thread's time per output element, for ThreadPool::threads_for (measured: resnet's
+// window copies on the build machine).
+constexpr double kNsPerElement = 0.6;
 
 // Output rows at least this long are copied row by row; shorter ones through the table, whose
 // per-element lookup beats the per-row work on rows of a few positions (resnet's 10x10 to
@@ -98,13 +99,7 @@ void run(const Im2col& g, const void* in, void* out, ThreadPool& pool) {
   const T* src = static_cast<const T*>(in);
   T* dst = static_cast<T*>(out);
   auto part = [&](int64_t lo, int64_t hi) { g.by_rows ? rows(g, src, dst, lo, hi) : gather(g, src, dst, lo, hi); };
-  int threads = pool.threads();
-  if (threads <= 1 || g.planes * g.out_plane < kMinParallelElements || g.planes < 2) {
-    part(0, g.planes);
-    return;
-  }
-  int64_t chunks = std::min<int64_t>(g.planes, 4 * threads);
-  pool.parallel_for(chunks, [&](int64_t c) { part(g.planes * c / chunks, g.planes * (c + 1) / chunks); });
+  pool.parallel_ranges(g.planes, static_cast<double>(g.planes * g.out_plane) * kNsPerElement, part);
 }
 
 }  // namespace

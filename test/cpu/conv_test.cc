@@ -219,7 +219,11 @@ TEST_CASE("cpu conv: depthwise convs run natively with their bias and ReLU6 / Re
        at = program.find("(native depthwise conv)", at + 1))
     ++native;
   CHECK(native == 4);  // all but %u, whose residual add is not a clamp: a generated kernel
-  std::vector<Bindings> bs = {{{"B", 1}, {"H", 1}, {"W", 1}}, {{"B", 2}, {"H", 7}, {"W", 9}}, {{"B", 3}, {"H", 20}, {"W", 37}}};
+  // Widths for each part of the stride-2 column split: sixteen and eight columns at a time,
+  // one at a time at the edges (mobilenet_v2's 20 and 10 among them).
+  std::vector<Bindings> bs = {{{"B", 1}, {"H", 1}, {"W", 1}},   {{"B", 2}, {"H", 7}, {"W", 9}},
+                              {{"B", 3}, {"H", 20}, {"W", 37}}, {{"B", 2}, {"H", 10}, {"W", 20}},
+                              {{"B", 1}, {"H", 6}, {"W", 10}},  {{"B", 1}, {"H", 3}, {"W", 16}}};
   require_ok(check_cpu_matches_reference(g, *m, bs, 13));
 }
 

@@ -2,11 +2,15 @@
 // attention heads merge through one gather into scratch, batches over a shared weight fold
 // into rows, a GEMM with nothing after it writes its output from BLAS; each against the
 // reference evaluator at several sizes per symbolic dim, and the program text saying which
-// GEMMs BLAS runs.
+// GEMMs BLAS runs. OpenBLAS's core: kiln replaces a weaker one, never a user's.
 #include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <string>
 
 #include "ir/parser.h"
 #include "ir/str.h"
+#include "runtime/cpu/gemm.h"
 #include "test/common/catch_helpers.h"
 #include "test/cpu/cpu_check.h"
 
@@ -14,6 +18,11 @@ using namespace kiln;
 using kiln::testing::parse_or_fail;
 using kiln::testing::require_checks;
 using kiln::testing::require_ok;
+
+// OpenBLAS's, from its archive (runtime/cpu/gemm.cc says what they do).
+extern "C" void gotoblas_dynamic_init(void);
+extern "C" void gotoblas_dynamic_quit(void);
+extern "C" char* openblas_get_corename(void);
 
 namespace {
 
@@ -124,4 +133,65 @@ TEST_CASE("cpu: a [B, S, K] matmul by a weight shared over B runs its batches as
   require_checks(checked_program(g, 27), R"(
 CHECK: BLAS k{{[0-9]+}}_matmul
 )");
+}
+
+namespace {
+
+// Makes OpenBLAS pick its core again, as at start-up, under OPENBLAS_CORETYPE=`coretype`
+// (unset for nullptr), which stays so.
+void restart_openblas(const char* coretype) {
+  if (coretype) setenv("OPENBLAS_CORETYPE", coretype, 1);
+  else unsetenv("OPENBLAS_CORETYPE");
+  gotoblas_dynamic_quit();
+  gotoblas_dynamic_init();
+}
+
+// Puts the process back as it was: OpenBLAS's own pick, then kiln's choice.
+struct RestoreBlasCore {
+  ~RestoreBlasCore() {
+    restart_openblas(nullptr);
+    cpu::choose_blas_core();
+  }
+};
+
+}  // namespace
+
+TEST_CASE("cpu: kiln replaces a weaker OpenBLAS core by the one the CPU calls for, never a user's",
+          "[cpu][gemm][blas]") {
+  cpu::init_blas();  // the process's own choice, made before the test's
+  RestoreBlasCore restore;
+  const std::string want = cpu::blas_core_for_cpu();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512dq"))
+    REQUIRE(want == "SkylakeX");
+  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) REQUIRE(want == "Haswell");
+  if (want.empty()) {
+    WARN("no AVX: nothing better than Prescott's kernels for this CPU");
+    return;
+  }
+
+  SECTION("a weaker core OpenBLAS picked is replaced, and GEMMs run on the new one") {
+    restart_openblas("Prescott");  // as on a CPU OpenBLAS does not know
+    unsetenv("OPENBLAS_CORETYPE");
+    REQUIRE(std::string(openblas_get_corename()) == "Prescott");
+    REQUIRE(cpu::choose_blas_core() == want + " (chosen by kiln: OpenBLAS picked Prescott)");
+    REQUIRE(std::getenv("OPENBLAS_CORETYPE") == nullptr);
+    REQUIRE(std::string(openblas_get_corename()) == want);
+    // sgemv (one row), OpenBLAS's small-matrix path and its blocked one (past its P and Q).
+    Graph g = parse_or_fail(R"(graph l(%x: f32[M, K], %w: f32[N, K] param, %b: f32[N] param) {
+  %y = linear(%x, %w, %b)
+  return %y
+})");
+    absl::StatusOr<std::shared_ptr<const CompiledModule>> m = testing::make_module(g);
+    if (!m.ok()) FAIL(status_message(m.status()));
+    std::vector<Bindings> bs{
+        {{"M", 1}, {"K", 40}, {"N", 24}}, {{"M", 7}, {"K", 33}, {"N", 20}}, {{"M", 300}, {"K", 520}, {"N", 72}}};
+    require_ok(testing::check_cpu_matches_reference(g, *m, bs, 28));
+  }
+  SECTION("a core the user sets stays") {
+    restart_openblas("Prescott");
+    REQUIRE(cpu::choose_blas_core() == "Prescott (set by OPENBLAS_CORETYPE)");
+    REQUIRE(std::string(openblas_get_corename()) == "Prescott");
+    REQUIRE(std::string(std::getenv("OPENBLAS_CORETYPE")) == "Prescott");
+  }
 }
