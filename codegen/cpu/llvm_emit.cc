@@ -94,12 +94,29 @@ class Emitter {
     entry_ = llvm::BasicBlock::Create(ctx_, "entry", f);
     b_.SetInsertPoint(entry_);
     plan_value_cache();
-    outer_.assign(k_.domain.size(), nullptr);
-    if (k_.domain.empty()) {
-      flat_ = b_.getInt64(0);
-      if_then(b_.CreateICmpSLT(begin, end), [&] { emit_point(); });
-    } else {
-      emit_outer(begin, end);
+    // Index checks: the range runs once with each check's condition or-ed into `bad_` (a
+    // reduction, which keeps the loops vectorizable; a store under a branch would not), and
+    // only where one failed once more, scalar, writing the check words and nothing else.
+    if (has_masked_checks()) {
+      bad_ = local(b_.getInt8Ty());
+      b_.CreateStore(b_.getInt8(0), bad_);
+    }
+    auto range = [&] {
+      outer_.assign(k_.domain.size(), nullptr);
+      if (k_.domain.empty()) {
+        flat_ = b_.getInt64(0);
+        if_then(b_.CreateICmpSLT(begin, end), [&] { emit_point(); });
+      } else {
+        emit_outer(begin, end);
+      }
+    };
+    range();
+    if (bad_) {
+      if_then(b_.CreateICmpNE(b_.CreateLoad(b_.getInt8Ty(), bad_), b_.getInt8(0)), [&] {
+        recording_checks_ = true;
+        range();
+        recording_checks_ = false;
+      });
     }
     b_.CreateRetVoid();
     return f;
@@ -267,9 +284,25 @@ class Emitter {
     stage_results_[s] = st.combiner == kir::Combiner::ArgMax ? emit_argmax(st) : emit_fold(st);
   }
 
-  // A map stage's stores, or a reduce stage's (only the masked stores of index checks).
+  bool has_masked_checks() const {
+    for (const kir::Stage& st : k_.stages)
+      for (const kir::Store& store : st.stores)
+        if (store.mask.defined() && k_.buffers[store.buffer].role == kir::Buffer::Role::Check) return true;
+    return false;
+  }
+
+  // A map stage's stores, or a reduce stage's (only the masked stores of index checks). A
+  // masked check store is its condition or-ed into bad_, or, on the pass that records the
+  // checks (recording_checks_), the only kind of store written.
   void emit_stores(const kir::Stage& st) {
     for (const kir::Store& store : st.stores) {
+      const bool check = store.mask.defined() && k_.buffers[store.buffer].role == kir::Buffer::Role::Check;
+      if (check && bad_ && !recording_checks_) {
+        Value* failed = b_.CreateZExt(emit(store.mask), b_.getInt8Ty());
+        b_.CreateStore(b_.CreateOr(b_.CreateLoad(b_.getInt8Ty(), bad_), failed), bad_);
+        continue;
+      }
+      if (recording_checks_ && !check) continue;
       auto write = [&] {
         Value* v = emit(store.value);
         Value* at = index(store.index);
@@ -717,6 +750,8 @@ class Emitter {
   absl::flat_hash_map<int, Value*> lets_;
   std::map<int, llvm::AllocaInst*> cache_store_, cache_read_;  // the value cache: let id -> array
   absl::flat_hash_map<const kir::ExprNode*, Value*> cache_;
+  llvm::AllocaInst* bad_ = nullptr;  // an index check failed in this range (has_masked_checks)
+  bool recording_checks_ = false;    // the second pass: check words only
   absl::Status error_;
 };
 

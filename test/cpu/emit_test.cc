@@ -129,6 +129,18 @@ TEST_CASE("cpu emit: contiguous elementwise, reduction and softmax loops are vec
     REQUIRE(std::regex_search(text, std::regex("reduce.fadd|fadd reassoc <")));
     REQUIRE(std::regex_search(text, std::regex("<(4|8|16) x i16>")));
   }
+  SECTION("a gather's index check: or-ed in the vector loop, its words written by a second scalar pass") {
+    auto ir = dumped_ir(parse_or_fail(R"(graph emb(%w: f32[1000, 64], %ids: i64[N], %b: f32[64]) {
+  %e = gather(%w, %ids, axis=0)
+  %y = add(%e, %b)
+  return %y
+})"),
+                        "emb");
+    REQUIRE(ir.size() == 1);
+    const std::string& text = ir.begin()->second;
+    INFO(text);
+    REQUIRE(has_float_vectors(text));
+  }
   SECTION("softmax: max with NaN propagation, sum and map; exp(x - max) kept for the map") {
     auto ir = dumped_ir(parse_or_fail(R"(graph sm(%x: f32[N, 1024]) {
   %y = softmax(%x)
