@@ -134,11 +134,14 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t)>& fn,
   // The new generation first closed (no index can be taken), then the loop's fields, then
   // open: a worker still holding the last loop's state and reading the new n_ cannot take
   // an index, as its compare-exchange meets the closed state.
+  // helpers_ goes before the closing store: a worker may see the new generation in the
+  // closed state already, and then reads helpers_ to decide whether it joins (read after
+  // it, it let a worker the loop did not want join it: more threads than max_threads).
   const uint64_t generation = ((state_.load(std::memory_order_relaxed) >> 32) + 1) & kIndexMask;
+  helpers_.store(static_cast<int>(helpers), std::memory_order_relaxed);
   state_.store(generation << 32 | kIndexMask);
   fn_.store(&fn, std::memory_order_release);
   n_.store(n, std::memory_order_release);
-  helpers_.store(static_cast<int>(helpers), std::memory_order_relaxed);
   pending_.store(n, std::memory_order_relaxed);
   state_.store(generation << 32);  // open (sequentially consistent: see work())
   for (int64_t i = 0; i < helpers; ++i) {
