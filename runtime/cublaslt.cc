@@ -16,29 +16,8 @@ namespace {
   X(cublasLtMatmulPreferenceDestroy) X(cublasLtMatmulPreferenceSetAttribute)                    \
   X(cublasLtMatrixLayoutCreate) X(cublasLtMatrixLayoutDestroy) X(cublasLtMatrixLayoutSetAttribute)
 
-struct CublasLtApi {
-#define KILN_CUBLASLT_MEMBER(name) decltype(&::name) name = nullptr;
-  KILN_CUBLASLT_FUNCTIONS(KILN_CUBLASLT_MEMBER)
-#undef KILN_CUBLASLT_MEMBER
-};
-
-constexpr const char* kCublasLtLibrary = "libcublasLt.so.13";
-
-absl::StatusOr<CublasLtApi> load_cublaslt() {
-  KILN_ASSIGN_OR_RETURN(void* lib, open_library(kCublasLtLibrary, "KILN_CUBLASLT_LIBRARY",
-                                                "cuBLASLt (CUDA 13), which runs kiln's GEMMs on the GPU"));
-  CublasLtApi api;
-#define KILN_CUBLASLT_LOAD(name) KILN_LOAD_SYMBOL(api, lib, kCublasLtLibrary, name);
-  KILN_CUBLASLT_FUNCTIONS(KILN_CUBLASLT_LOAD)
-#undef KILN_CUBLASLT_LOAD
-  return api;
-}
-
-absl::StatusOr<const CublasLtApi*> cublaslt_api() {
-  static const absl::StatusOr<CublasLtApi> api = load_cublaslt();
-  if (!api.ok()) return api.status();
-  return &*api;
-}
+KILN_LIBRARY_TABLE(CublasLtApi, KILN_CUBLASLT_FUNCTIONS, cublaslt_api, "libcublasLt.so.13", "KILN_CUBLASLT_LIBRARY",
+                   "cuBLASLt (CUDA 13), which runs kiln's GEMMs on the GPU")
 
 // The loaded table, for code that runs only once a CublasLt exists (CublasLt::create
 // loads it first, and every other entry point needs a CublasLt).

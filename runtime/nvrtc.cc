@@ -32,30 +32,9 @@ namespace {
   X(nvrtcCompileProgram) X(nvrtcGetProgramLogSize) X(nvrtcGetProgramLog) X(nvrtcGetCUBINSize) \
   X(nvrtcGetCUBIN) X(nvrtcGetPTXSize) X(nvrtcGetPTX)
 
-struct NvrtcApi {
-#define KILN_NVRTC_MEMBER(name) decltype(&::name) name = nullptr;
-  KILN_NVRTC_FUNCTIONS(KILN_NVRTC_MEMBER)
-#undef KILN_NVRTC_MEMBER
-};
-
-constexpr const char* kNvrtcLibrary = "libnvrtc.so.13";
-
-absl::StatusOr<NvrtcApi> load_nvrtc() {
-  KILN_ASSIGN_OR_RETURN(void* lib, open_library(kNvrtcLibrary, "KILN_NVRTC_LIBRARY",
-                                                "NVRTC (CUDA 13), which compiles kiln's CUDA kernels"));
-  NvrtcApi api;
-#define KILN_NVRTC_LOAD(name) KILN_LOAD_SYMBOL(api, lib, kNvrtcLibrary, name);
-  KILN_NVRTC_FUNCTIONS(KILN_NVRTC_LOAD)
-#undef KILN_NVRTC_LOAD
-  return api;
-}
-
 // The process-wide table, loaded once; every later call returns the same error.
-absl::StatusOr<const NvrtcApi*> nvrtc_api() {
-  static const absl::StatusOr<NvrtcApi> api = load_nvrtc();
-  if (!api.ok()) return api.status();
-  return &*api;
-}
+KILN_LIBRARY_TABLE(NvrtcApi, KILN_NVRTC_FUNCTIONS, nvrtc_api, "libnvrtc.so.13", "KILN_NVRTC_LIBRARY",
+                   "NVRTC (CUDA 13), which compiles kiln's CUDA kernels")
 
 // Source lines the log points at: NVRTC writes "<name>.cu(N): error: ..." and sometimes
 // "line N" in notes. Each cited line is quoted once, numbered, in ascending order.

@@ -21,32 +21,12 @@ namespace kiln::cuda {
   X(cudnnSetStream) X(cudnnBackendCreateDescriptor) X(cudnnBackendDestroyDescriptor) X(cudnnBackendFinalize) \
       X(cudnnBackendSetAttribute) X(cudnnBackendGetAttribute) X(cudnnBackendExecute)
 
-struct CudnnAttention::Api {
-#define KILN_CUDNN_MEMBER(name) decltype(&::name) name = nullptr;
-  KILN_CUDNN_FUNCTIONS(KILN_CUDNN_MEMBER)
-#undef KILN_CUDNN_MEMBER
-};
+KILN_LIBRARY_TABLE(CudnnAttention::Api, KILN_CUDNN_FUNCTIONS, cudnn_api, "libcudnn.so.9", "KILN_CUDNN_LIBRARY",
+                   "cuDNN, whose fused attention runs CUDA attention steps where it takes them")
 
 namespace {
 
 using Api = CudnnAttention::Api;
-constexpr const char* kCudnnLibrary = "libcudnn.so.9";
-
-absl::StatusOr<Api> load_cudnn() {
-  KILN_ASSIGN_OR_RETURN(void* lib, open_library(kCudnnLibrary, "KILN_CUDNN_LIBRARY",
-                                                "cuDNN, whose fused attention max-autotune compares with kiln's"));
-  Api api;
-#define KILN_CUDNN_LOAD(name) KILN_LOAD_SYMBOL(api, lib, kCudnnLibrary, name);
-  KILN_CUDNN_FUNCTIONS(KILN_CUDNN_LOAD)
-#undef KILN_CUDNN_LOAD
-  return api;
-}
-
-absl::StatusOr<const Api*> cudnn_api() {
-  static const absl::StatusOr<Api> api = load_cudnn();
-  if (!api.ok()) return api.status();
-  return &*api;
-}
 
 std::string version_text(size_t v) {  // 91900 -> "9.19.0" (cuDNN 9 numbers versions major*10000 + minor*100 + patch)
   return str_cat(v / 10000, ".", v / 100 % 100, ".", v % 100);

@@ -18,29 +18,8 @@ namespace {
   X(ncclCommDestroy) X(ncclCommAbort) X(ncclGetErrorString) X(ncclGetLastError) X(ncclAllReduce) X(ncclAllGather) \
       X(ncclReduceScatter)
 
-struct NcclApi {
-#define KILN_NCCL_MEMBER(name) decltype(&::name) name = nullptr;
-  KILN_NCCL_FUNCTIONS(KILN_NCCL_MEMBER)
-#undef KILN_NCCL_MEMBER
-};
-
-constexpr const char* kNcclLibrary = "libnccl.so.2";
-
-absl::StatusOr<NcclApi> load_nccl() {
-  KILN_ASSIGN_OR_RETURN(void* lib, open_library(kNcclLibrary, "KILN_NCCL_LIBRARY",
-                                                "NCCL, which runs the collectives of tensor-parallel graphs on GPUs"));
-  NcclApi api;
-#define KILN_NCCL_LOAD(name) KILN_LOAD_SYMBOL(api, lib, kNcclLibrary, name);
-  KILN_NCCL_FUNCTIONS(KILN_NCCL_LOAD)
-#undef KILN_NCCL_LOAD
-  return api;
-}
-
-absl::StatusOr<const NcclApi*> nccl_api() {
-  static const absl::StatusOr<NcclApi> api = load_nccl();
-  if (!api.ok()) return api.status();
-  return &*api;
-}
+KILN_LIBRARY_TABLE(NcclApi, KILN_NCCL_FUNCTIONS, nccl_api, "libnccl.so.2", "KILN_NCCL_LIBRARY",
+                   "NCCL, which runs the collectives of tensor-parallel graphs on GPUs")
 
 absl::Status check(const NcclApi& api, ncclResult_t r, ncclComm_t comm, std::string_view what) {
   if (r == ncclSuccess) return absl::OkStatus();
