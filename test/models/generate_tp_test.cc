@@ -45,18 +45,16 @@ TEST_CASE("generate --tp on the CPU: 1, 2 and 4 ranks, contiguous and paged, bat
         for (int64_t tp : {1, 2, 4}) {
           if (kv_heads % tp != 0) continue;
           INFO("kv heads " << kv_heads << ", " << (paged ? "paged" : "contiguous") << ", batch " << batch << ", tp " << tp);
-          {
-            o.tp = tp;
-            const GenerateReport r = run(c, w, o);
-            CHECK(r.ranks == tp);
-            CHECK(r.communicator == str_cat("host group, rank 0 of ", tp));
-            CHECK(r.tokens == one.tokens);
-            CHECK(r.cache_bytes == one.cache_bytes);  // the ranks' shards add up to the whole cache
-            // Each rank's store holds its share: the split weights 1/tp, the norms whole.
-            CHECK(r.weight_store_bytes < one.weight_store_bytes / tp + 4 * c.dim * (2 * c.layers + 1));
-            CHECK(r.weight_store_bytes >= one.weight_store_bytes / tp);
-            CHECK_THAT(r.to_text(), Catch::Contains(str_cat("group       ", tp, " rank")));
-          }
+          o.tp = tp;
+          const GenerateReport r = run(c, w, o);
+          CHECK(r.ranks == tp);
+          CHECK(r.communicator == str_cat("host group, rank 0 of ", tp));
+          CHECK(r.tokens == one.tokens);
+          CHECK(r.cache_bytes == one.cache_bytes);  // the ranks' shards add up to the whole cache
+          // Each rank's store holds its share: the split weights 1/tp, the norms whole.
+          CHECK(r.weight_store_bytes < one.weight_store_bytes / tp + 4 * c.dim * (2 * c.layers + 1));
+          CHECK(r.weight_store_bytes >= one.weight_store_bytes / tp);
+          CHECK_THAT(r.to_text(), Catch::Contains(str_cat("group       ", tp, " rank")));
         }
       }
   }
