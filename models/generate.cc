@@ -150,8 +150,8 @@ absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std
     return invalid_argument("generate: tensor parallelism (tp ", o.tp, ") does not support ",
                             o.compile_only ? "compile_only (a group compiles on its devices)" : "batch buckets");
   if (o.tp > 0 && (c.heads % o.tp != 0 || c.vocab % o.tp != 0))
-    return invalid_argument("generate: tp ", o.tp, " must divide the heads (", c.heads, ") and the vocabulary (", c.vocab,
-                            "): each rank holds whole heads and an equal share of the vocabulary");
+    return invalid_argument("generate: tp ", o.tp, " must divide the heads (", c.heads, ") and the vocabulary (",
+                            c.vocab, "): each rank holds whole heads and an equal share of the vocabulary");
   const bool rank_reads = o.tp > 0 && o.checkpoint;  // each rank reads its slice of the checkpoint
   const bool paged = o.cache == CacheLayout::Paged;
   const int64_t B = given ? given->shape()[0] : o.batch, T = given ? given->shape()[1] : o.prompt_len;
@@ -188,10 +188,12 @@ absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std
     else if (cache_batch != B) s->state_rows = B;
     if (o.tp > 0) {  // the rank graph over a new group: its own communicators, the same devices
       auto sharded = shard(s->graph, llama_shard_plan(o.tp, paged));
-      if (!sharded.ok()) return prefix_error(sharded.status(), "generate: sharding ", s->graph.name(), " over ", o.tp, " ranks: ");
+      if (!sharded.ok())
+        return prefix_error(sharded.status(), "generate: sharding ", s->graph.name(), " over ", o.tp, " ranks: ");
       s->shard = *std::move(sharded);
       auto group = RankGroup::compile(s->shard->graph, o.tp, {.compile = co});
-      if (!group.ok()) return prefix_error(group.status(), "generate: compiling ", s->graph.name(), " over ", o.tp, " ranks: ");
+      if (!group.ok())
+        return prefix_error(group.status(), "generate: compiling ", s->graph.name(), " over ", o.tp, " ranks: ");
       s->group = *std::move(group);
     } else {
       auto cg = compile(s->graph, co);
@@ -205,7 +207,8 @@ absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std
     if (s == &decode && buckets) continue;  // warm_up_buckets, once the caches and weights exist
     for (int64_t r = 0; r < s->ranks(); ++r)
       if (absl::Status st = s->rank(r).warm_up(b); !st.ok())
-        return prefix_error(st, "generate: building ", s->graph.name(), o.tp > 0 ? str_cat(" (rank ", r, ")") : "", ": ");
+        return prefix_error(st, "generate: building ", s->graph.name(), o.tp > 0 ? str_cat(" (rank ", r, ")") : "",
+                            ": ");
   }
   r.compile_ms = r.compile.total_ms = ms_since(t0);
   for (Step* s : {&prefill, &decode})
@@ -448,10 +451,12 @@ std::string GenerateReport::to_text() const {
     s += fmt::format("throughput  {:.1f} tokens/s\n", tokens_per_s);
   }
   const char* each = ranks > 1 ? " per rank" : "";
-  s += fmt::format("memory      weights {} (held once: {} in the store{}, {} of weight prep), KV cache {}, held by "
-                   "the steps {}{}", bytes_text(double(weight_bytes)), bytes_text(double(weight_store_bytes)), each,
-                   bytes_text(double(weight_prep_bytes)), bytes_text(double(cache_bytes)), bytes_text(double(held_bytes)),
-                   ranks > 1 ? " (all ranks)" : "");
+  s += fmt::format(
+      "memory      weights {} (held once: {} in the store{}, {} of weight prep), KV cache {}, held by "
+      "the steps {}{}",
+      bytes_text(double(weight_bytes)), bytes_text(double(weight_store_bytes)), each,
+      bytes_text(double(weight_prep_bytes)), bytes_text(double(cache_bytes)), bytes_text(double(held_bytes)),
+      ranks > 1 ? " (all ranks)" : "");
   if (device_memory) s += fmt::format(", device in use {}", bytes_text(double(device_memory->total - device_memory->free)));
   s += "\n";
   if (checked_steps > 0)

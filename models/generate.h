@@ -95,8 +95,8 @@ struct GenerateReport {
   int checked_steps = 0;
   double max_logit_error = 0;  // largest |compiled - reference| over the checked steps
   std::string device;
-  int64_t ranks = 1;          // GenerateOptions::tp
-  std::string communicator;   // with ranks > 1: rank 0's (Communicator::describe)
+  int64_t ranks = 1;         // GenerateOptions::tp
+  std::string communicator;  // with ranks > 1: rank 0's (Communicator::describe)
   std::string to_text() const;
 };
 

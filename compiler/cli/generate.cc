@@ -49,7 +49,8 @@ void register_generate(CLI::App& app) {
                   "tensor parallelism: N ranks, each with its shard of the weights and KV caches (heads, FFN and "
                   "vocabulary split; a checkpoint read by each rank only for its slice): --device cpu a thread per "
                   "rank, cuda a GPU per rank over NCCL (1: a group of one). N must divide the heads and the "
-                  "vocabulary (and the kv heads where the shard pass needs it). Not with --buckets or --compile-only")->check(CLI::NonNegativeNumber);
+                  "vocabulary (and the kv heads where the shard pass needs it). Not with --buckets or --compile-only")
+      ->check(CLI::NonNegativeNumber);
   cmd->callback([o] {
     std::optional<Device> device = parse_device(o->device);
     std::optional<Mode> mode = parse_mode(o->mode);
@@ -59,8 +60,8 @@ void register_generate(CLI::App& app) {
     if (!o->dtype.empty() && !(dtype = parse_dtype(o->dtype))) throw CliError(str_cat("unknown --dtype '", o->dtype, "'"));
     // With --tp each rank reads its slice of a checkpoint: nothing is read whole here.
     const bool rank_reads = o->gen.tp > 0 && !o->checkpoint.empty();
-    models::LoadedModel m = check(
-        models::load_model(o->config, o->checkpoint, dtype, o->gen.seed, o->layers, !o->gen.compile_only && !rank_reads));
+    models::LoadedModel m = check(models::load_model(o->config, o->checkpoint, dtype, o->gen.seed, o->layers,
+                                                     !o->gen.compile_only && !rank_reads));
     std::optional<SafetensorsCheckpoint> ckpt;
     if (rank_reads) ckpt = check(SafetensorsCheckpoint::open(o->checkpoint));
     models::GenerateOptions g = o->gen;

@@ -107,9 +107,10 @@ TEST_CASE("NCCL over two GPUs: the GQA layer and a Llama decode step sharded ove
     check_rank_group(**group, step, *ss, llama_step_args(c, step, {.decode = true, .batch = batch}), {1e-3, 1e-4});
 }
 
-TEST_CASE("generate --tp over NCCL: a group of one (and of two where there are two GPUs) gives the plain generate's "
-          "tokens, checked against the whole model; more ranks than GPUs is an error naming them",
-          "[gpu][parallel]") {
+TEST_CASE(
+    "generate --tp over NCCL: a group of one (and of two where there are two GPUs) gives the plain generate's "
+    "tokens, checked against the whole model; more ranks than GPUs is an error naming them",
+    "[gpu][parallel]") {
   KILN_REQUIRE_GPU();
   absl::StatusOr<int> gpus = cuda::Device::count();
   require_ok(gpus.status());
@@ -117,9 +118,15 @@ TEST_CASE("generate --tp over NCCL: a group of one (and of two where there are t
   const auto w = models::random_weights(c, 21);
   for (Mode mode : {Mode::Default, Mode::ReduceOverhead})
     for (bool paged : {false, true}) {
-      models::GenerateOptions o{.device = Device::Cuda, .mode = mode, .batch = 3, .prompt_len = 9, .new_tokens = 9,
+      models::GenerateOptions o{.device = Device::Cuda,
+                                .mode = mode,
+                                .batch = 3,
+                                .prompt_len = 9,
+                                .new_tokens = 9,
                                 .cache = paged ? models::CacheLayout::Paged : models::CacheLayout::Contiguous,
-                                .block_size = 4, .check_steps = 8, .seed = 4};
+                                .block_size = 4,
+                                .check_steps = 8,
+                                .seed = 4};
       absl::StatusOr<models::GenerateReport> plain = models::generate(c, w, o);
       require_ok(plain.status());
       for (int64_t tp : {1, 2}) {
@@ -138,7 +145,8 @@ TEST_CASE("generate --tp over NCCL: a group of one (and of two where there are t
       }
     }
   // A group one power of two larger than the GPUs: 16 heads divide.
-  models::LlamaConfig wide{.dim = 256, .layers = 1, .heads = 16, .kv_heads = 16, .ffn = 64, .vocab = 256, .dtype = DType::f32};
+  models::LlamaConfig wide{
+      .dim = 256, .layers = 1, .heads = 16, .kv_heads = 16, .ffn = 64, .vocab = 256, .dtype = DType::f32};
   int64_t tp = 2;
   while (tp <= *gpus) tp *= 2;
   absl::StatusOr<models::GenerateReport> over =

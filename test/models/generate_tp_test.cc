@@ -36,15 +36,21 @@ TEST_CASE("generate --tp on the CPU: 1, 2 and 4 ranks, contiguous and paged, bat
     const auto w = random_weights(c, 11);
     for (bool paged : {false, true})
       for (int64_t batch : {1, 3}) {
-        GenerateOptions o{.device = Device::Cpu, .batch = batch, .prompt_len = 9, .new_tokens = 9,
-                          .cache = paged ? CacheLayout::Paged : CacheLayout::Contiguous, .block_size = 4,
-                          .check_steps = 8, .seed = 5};
+        GenerateOptions o{.device = Device::Cpu,
+                          .batch = batch,
+                          .prompt_len = 9,
+                          .new_tokens = 9,
+                          .cache = paged ? CacheLayout::Paged : CacheLayout::Contiguous,
+                          .block_size = 4,
+                          .check_steps = 8,
+                          .seed = 5};
         const GenerateReport one = run(c, w, o);
         CHECK(one.ranks == 1);
         CHECK(one.communicator.empty());
         for (int64_t tp : {1, 2, 4}) {
           if (kv_heads % tp != 0) continue;
-          INFO("kv heads " << kv_heads << ", " << (paged ? "paged" : "contiguous") << ", batch " << batch << ", tp " << tp);
+          INFO("kv heads " << kv_heads << ", " << (paged ? "paged" : "contiguous") << ", batch " << batch << ", tp "
+                           << tp);
           o.tp = tp;
           const GenerateReport r = run(c, w, o);
           CHECK(r.ranks == tp);
@@ -63,8 +69,13 @@ TEST_CASE("generate --tp on the CPU: 1, 2 and 4 ranks, contiguous and paged, bat
 TEST_CASE("generate --tp 2 on the CPU: sampled tokens are one device's at the same seed", "[cpu][parallel]") {
   const LlamaConfig c = tp_tiny(2);
   const auto w = random_weights(c, 12);
-  GenerateOptions o{.device = Device::Cpu, .batch = 3, .prompt_len = 6, .new_tokens = 9, .check_steps = 8,
-                    .sampling = GenerateOptions::Sampling{.temperature = 1.5, .top_k = 20, .top_p = 0.9}, .seed = 8};
+  GenerateOptions o{.device = Device::Cpu,
+                    .batch = 3,
+                    .prompt_len = 6,
+                    .new_tokens = 9,
+                    .check_steps = 8,
+                    .sampling = GenerateOptions::Sampling{.temperature = 1.5, .top_k = 20, .top_p = 0.9},
+                    .seed = 8};
   const GenerateReport one = run(c, w, o);
   o.tp = 2;
   CHECK(run(c, w, o).tokens == one.tokens);
