@@ -5,10 +5,12 @@
 #include <mutex>
 #include <thread>
 
+#include "compiler/weights.h"
 #include "ir/status.h"
 #include "ir/str.h"
 #if KILN_WITH_CUDA_BACKEND
 #include "runtime/cuda/nccl.h"
+#include "runtime/cuda_driver.h"
 #endif
 
 namespace kiln {
@@ -117,6 +119,12 @@ absl::StatusOr<std::unique_ptr<RankGroup>> RankGroup::compile(const Graph& rank_
     g->comms_ = host_group(ranks);
   } else {
 #if KILN_WITH_CUDA_BACKEND
+    // Named here: NCCL's own error for a missing GPU is "invalid device ordinal" at best.
+    KILN_ASSIGN_OR_RETURN(int gpus, cuda::Device::count());
+    for (int d : devices)
+      if (d < 0 || d >= gpus)
+        return invalid_argument("a group of ", ranks, " ranks needs cuda:", d, ", and this machine has ", gpus, " GPU",
+                                gpus == 1 ? "" : "s");
     KILN_ASSIGN_OR_RETURN(g->comms_, cuda::nccl_group(devices));
 #else
     return invalid_argument("this build of kiln has no CUDA backend");
@@ -136,6 +144,18 @@ absl::StatusOr<std::unique_ptr<RankGroup>> RankGroup::compile(const Graph& rank_
 }
 
 absl::Status RankGroup::run(const std::vector<std::vector<Tensor>>& args, std::vector<std::vector<Tensor>>& outputs) {
+  return call(args, nullptr, outputs);
+}
+
+absl::Status RankGroup::run(const std::vector<std::vector<Tensor>>& inputs, const std::vector<const Weights*>& weights,
+                            std::vector<std::vector<Tensor>>& outputs) {
+  if (static_cast<int64_t>(weights.size()) != ranks())
+    return invalid_argument("a group of ", ranks(), " ranks called with ", weights.size(), " weight stores");
+  return call(inputs, &weights, outputs);
+}
+
+absl::Status RankGroup::call(const std::vector<std::vector<Tensor>>& args, const std::vector<const Weights*>* weights,
+                             std::vector<std::vector<Tensor>>& outputs) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!failed_.ok())
     return absl::FailedPreconditionError(str_cat("the rank group failed before: ", status_message(failed_)));
@@ -145,7 +165,7 @@ absl::Status RankGroup::run(const std::vector<std::vector<Tensor>>& args, std::v
   std::vector<absl::Status> status(args.size());
   workers_->run([&](int64_t r) {
     if (outputs[r].empty()) outputs[r].resize(graphs_[r].graph().outputs().size());
-    status[r] = graphs_[r].run(args[r], outputs[r]);
+    status[r] = weights ? graphs_[r].run(args[r], *(*weights)[r], outputs[r]) : graphs_[r].run(args[r], outputs[r]);
     if (!status[r].ok()) comms_[r]->abort(prefix_error(status[r], "rank ", r, ": "));
   });
   // The first rank that failed on its own (the others may fail because it aborted the group).

@@ -65,6 +65,10 @@ class RankGroup {
   // that fails aborts the group, so that the others' collectives fail instead of waiting for it; the error of the
   // lowest failing rank is returned, naming it, and the group is unusable.
   absl::Status run(const std::vector<std::vector<Tensor>>& args, std::vector<std::vector<Tensor>>& outputs);
+  // The same with rank r's parameters from its weight store weights[r] (Weights::create of
+  // rank(r)): inputs[r] are then the arguments that are not parameters (CompiledGraph::run).
+  absl::Status run(const std::vector<std::vector<Tensor>>& inputs, const std::vector<const Weights*>& weights,
+                   std::vector<std::vector<Tensor>>& outputs);
   // run() on host tensors: rank r's arguments by name (args[r], as shard_arguments gives
   // them), copied to its device; returns each rank's outputs on the host once its work is done.
   absl::StatusOr<std::vector<std::vector<HostTensor>>> run_host(const std::vector<TensorMap>& args);
@@ -72,6 +76,8 @@ class RankGroup {
  private:
   RankGroup() = default;
   struct Workers;
+  absl::Status call(const std::vector<std::vector<Tensor>>& args, const std::vector<const Weights*>* weights,
+                    std::vector<std::vector<Tensor>>& outputs);
 
   Device device_ = Device::Cpu;
   std::vector<std::shared_ptr<Communicator>> comms_;

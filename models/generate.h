@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "compiler/compile.h"
+#include "frontends/safetensors/safetensors.h"
 #include "models/llama.h"
 
 namespace kiln::models {
@@ -49,6 +50,18 @@ struct GenerateOptions {
   // Build both steps' specializations (CUDA: every kernel NVRTC-compiled, no device needed)
   // and stop: the report holds the compile breakdown only. Weights are not needed.
   bool compile_only = false;
+  // Tensor parallelism (issue 22): tp >= 1 runs both steps sharded over a group of `tp` ranks
+  // (passes/shard.h, llama_shard_plan: heads, FFN and vocabulary split; compiler/parallel.h:
+  // a thread per rank over the host group on the CPU, a GPU per rank over NCCL on CUDA), each
+  // rank with its shard of the weights and of the KV caches (by kv heads); 1 is a group of
+  // one (NCCL on one GPU). The loop, sampling and check are the single device's; the check
+  // runs the whole model. Not with `buckets` or `compile_only` (a group compiles on its
+  // devices). 0: one device, no group.
+  int64_t tp = 0;
+  // With tp >= 1: each rank reads only its slice of the weights from here
+  // (read_rank_parameters) instead of taking chunks of `weights`, which may then be empty
+  // (the check's reference then reads them whole from here).
+  const SafetensorsCheckpoint* checkpoint = nullptr;
 };
 
 // Where compiling both steps went (CompileStats summed over the steps), and whether the
@@ -75,13 +88,15 @@ struct GenerateReport {
   std::vector<double> decode_ms;  // per decode step, until its tokens are on the host
   double tokens_per_s = 0;        // batch / mean decode step
   int64_t weight_bytes = 0, cache_bytes = 0, held_bytes = 0;  // held: arenas, scratch, weight prep, graph slots
-  int64_t weight_store_bytes = 0;  // the weight store both steps read (weights held once)
+  int64_t weight_store_bytes = 0;  // the weight store both steps read (weights held once), per rank
   int64_t weight_prep_bytes = 0;   // of held_bytes: weight-prep copies the steps still made (0 with the store)
   std::optional<DeviceMemoryInfo> device_memory;
   std::vector<std::vector<int64_t>> tokens;  // per sequence: its greedy tokens (prefill's first)
   int checked_steps = 0;
   double max_logit_error = 0;  // largest |compiled - reference| over the checked steps
   std::string device;
+  int64_t ranks = 1;         // GenerateOptions::tp
+  std::string communicator;  // with ranks > 1: rank 0's (Communicator::describe)
   std::string to_text() const;
 };
 

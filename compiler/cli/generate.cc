@@ -3,6 +3,7 @@
 // greedily (or samples) and prints compile time, prefill latency, per-token decode latency, tokens/s and
 // memory. --check compares the prefill and the first decode steps with the reference evaluator.
 // --buckets builds (and captures) the decode step per batch bucket before the first step.
+// --tp N runs the same loop over an N-rank tensor-parallel group (models/generate.h).
 #include <cstdio>
 
 #include "compiler/cli/commands.h"
@@ -44,6 +45,12 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--buckets", o->gen.buckets,
                   "batch sizes of the decode step, ascending (1,8,32): it runs at the smallest >= --batch, every "
                   "size built (and with reduce-overhead on a GPU captured) first")->delimiter(',');
+  cmd->add_option("--tp", o->gen.tp,
+                  "tensor parallelism: N ranks, each with its shard of the weights and KV caches (heads, FFN and "
+                  "vocabulary split; a checkpoint read by each rank only for its slice): --device cpu a thread per "
+                  "rank, cuda a GPU per rank over NCCL (1: a group of one). N must divide the heads and the "
+                  "vocabulary (and the kv heads where the shard pass needs it). Not with --buckets or --compile-only")
+      ->check(CLI::NonNegativeNumber);
   cmd->callback([o] {
     std::optional<Device> device = parse_device(o->device);
     std::optional<Mode> mode = parse_mode(o->mode);
@@ -51,8 +58,14 @@ void register_generate(CLI::App& app) {
     if (absl::Status s = device_available(*device); !s.ok() && !(o->gen.compile_only && *device == Device::Cuda)) throw CliError(str_cat("--device ", o->device, ": ", status_message(s)));
     std::optional<DType> dtype;
     if (!o->dtype.empty() && !(dtype = parse_dtype(o->dtype))) throw CliError(str_cat("unknown --dtype '", o->dtype, "'"));
-    models::LoadedModel m = check(models::load_model(o->config, o->checkpoint, dtype, o->gen.seed, o->layers, !o->gen.compile_only));
+    // With --tp each rank reads its slice of a checkpoint: nothing is read whole here.
+    const bool rank_reads = o->gen.tp > 0 && !o->checkpoint.empty();
+    models::LoadedModel m = check(models::load_model(o->config, o->checkpoint, dtype, o->gen.seed, o->layers,
+                                                     !o->gen.compile_only && !rank_reads));
+    std::optional<SafetensorsCheckpoint> ckpt;
+    if (rank_reads) ckpt = check(SafetensorsCheckpoint::open(o->checkpoint));
     models::GenerateOptions g = o->gen;
+    if (ckpt) g.checkpoint = &*ckpt;
     g.device = *device;
     g.mode = *mode;
     g.cache = o->paged ? models::CacheLayout::Paged : models::CacheLayout::Contiguous;

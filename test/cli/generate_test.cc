@@ -1,6 +1,7 @@
 // `kiln generate` end to end: a checkpoint directory written in process, generated from with
 // --check, the tokens it prints equal to those of models::generate in process; bad models
-// refused with the file or preset named.
+// refused with the file or preset named; --tp 2 over the host group, from a preset and from a
+// checkpoint each rank reads its slice of, with one device's tokens.
 #include <catch2/catch.hpp>
 
 #include "ir/npy.h"
@@ -47,6 +48,28 @@ TEST_CASE("kiln generate --checkpoint --check: the in-process tokens, checked ag
   CHECK(p.out.find("tokens[1]") != std::string::npos);
   CHECK(p.out.find("tokens[2]") == std::string::npos);
 }
+
+TEST_CASE("kiln generate --tp 2 --check: the group named, checked against the whole model, one device's tokens",
+          "[cli]") {
+  TempDir dir;
+  models::LoadedModel m = *models::load_model("tiny", "", std::nullopt, 0);
+  auto want = models::generate(m.config, m.weights, {.device = Device::Cpu, .batch = 3, .new_tokens = 6});
+  require_ok(want.status());
+  require_ok(models::write_checkpoint((dir / "ckpt").string(), m.config, m.weights, 2));
+  for (const char* from : {"--config", "--checkpoint"}) {
+    std::string model = from == std::string("--config") ? "tiny" : (dir / "ckpt").string();
+    Run r = run_binary(
+        KILN_BINARY,
+        {"generate", from, model, "--tp", "2", "--check", "--device", "cpu", "--batch", "3", "--new-tokens", "6"}, dir);
+    require_status(r, 0);
+    INFO(r.out);
+    for (const char* line : {"group       2 ranks, tensor parallel (rank 0: host group, rank 0 of 2); weights ",
+                             " in the store per rank, ", "check       prefill + 4 decode steps match the reference"})
+      CHECK(r.out.find(line) != std::string::npos);
+    for (size_t b = 0; b < 3; ++b)
+      CHECK(r.out.find(fmt::format("tokens[{}]   {}\n", b, fmt::join(want->tokens[b], " "))) != std::string::npos);
+  }
+}
 #endif
 
 TEST_CASE("kiln generate: unknown presets, missing checkpoints and bad options are named", "[cli]") {
@@ -56,11 +79,16 @@ TEST_CASE("kiln generate: unknown presets, missing checkpoints and bad options a
     std::string want;
   };
   for (const Case& c : std::vector<Case>{
-           {{"--device", "cpu", "--config", "llama9"}, "model config 'llama9': no such file or directory, and no model preset 'llama9'"},
+           {{"--device", "cpu", "--config", "llama9"},
+            "model config 'llama9': no such file or directory, and no model preset 'llama9'"},
            {{"--device", "cpu", "--checkpoint", (dir / "none").string()}, "none"},
            {{"--device", "cpu", "--config", "tiny", "--dtype", "q4"}, "unknown --dtype 'q4'"},
            {{"--config", "tiny", "--device", "tpu"}, "unknown --device 'tpu'"},
            {{"--device", "cpu"}, "a model needs a config or a checkpoint directory"},
+           {{"--device", "cpu", "--config", "tiny", "--tp", "3"},
+            "tp 3 must divide the heads (4) and the vocabulary (256)"},
+           {{"--device", "cpu", "--config", "tiny", "--tp", "2", "--buckets", "1,4"}, "does not support batch buckets"},
+           {{"--device", "cpu", "--config", "tiny", "--tp", "-2"}, "--tp"},
        }) {
     std::vector<std::string> args{"generate"};
     args.insert(args.end(), c.args.begin(), c.args.end());

@@ -3,13 +3,15 @@
 // graph with every collective (all_reduce, all_gather and reduce_scatter along axis 1) in
 // f32 and bf16, directly and captured into a CUDA graph (reduce-overhead, replayed), against
 // evaluate_ranks; with two or more GPUs, the GQA layer and a Llama decode step sharded over
-// two ranks against the whole graph on the reference evaluator.
+// two ranks against the whole graph on the reference evaluator; generate --tp over a group of one
+// NCCL rank (two with two GPUs) against the plain generate.
 #include <catch2/catch.hpp>
 
 #include "compiler/parallel.h"
 #include "ir/compare.h"
 #include "ir/parser.h"
 #include "ir/reference.h"
+#include "models/generate.h"
 #include "models/llama.h"
 #include "passes/shard.h"
 #include "runtime/cuda/nccl.h"
@@ -103,4 +105,52 @@ TEST_CASE("NCCL over two GPUs: the GQA layer and a Llama decode step sharded ove
   require_ok(group.status());
   for (int64_t batch : {1, 3})
     check_rank_group(**group, step, *ss, llama_step_args(c, step, {.decode = true, .batch = batch}), {1e-3, 1e-4});
+}
+
+TEST_CASE(
+    "generate --tp over NCCL: a group of one (and of two where there are two GPUs) gives the plain generate's "
+    "tokens, checked against the whole model; more ranks than GPUs is an error naming them",
+    "[gpu][parallel]") {
+  KILN_REQUIRE_GPU();
+  absl::StatusOr<int> gpus = cuda::Device::count();
+  require_ok(gpus.status());
+  models::LlamaConfig c{.dim = 64, .layers = 2, .heads = 4, .kv_heads = 2, .ffn = 96, .vocab = 96, .dtype = DType::f32};
+  const auto w = models::random_weights(c, 21);
+  for (Mode mode : {Mode::Default, Mode::ReduceOverhead})
+    for (bool paged : {false, true}) {
+      models::GenerateOptions o{.device = Device::Cuda,
+                                .mode = mode,
+                                .batch = 3,
+                                .prompt_len = 9,
+                                .new_tokens = 9,
+                                .cache = paged ? models::CacheLayout::Paged : models::CacheLayout::Contiguous,
+                                .block_size = 4,
+                                .check_steps = 8,
+                                .seed = 4};
+      absl::StatusOr<models::GenerateReport> plain = models::generate(c, w, o);
+      require_ok(plain.status());
+      for (int64_t tp : {1, 2}) {
+        INFO(mode_name(mode) << (paged ? ", paged" : ", contiguous") << ", tp " << tp);
+        if (tp > *gpus) {
+          WARN("SKIPPED (one GPU): generate --tp " << tp << " needs " << tp << " GPUs, this machine has " << *gpus);
+          continue;
+        }
+        o.tp = tp;
+        absl::StatusOr<models::GenerateReport> r = models::generate(c, w, o);
+        require_ok(r.status());
+        INFO(r->to_text());
+        CHECK_THAT(r->communicator, Catch::StartsWith("NCCL 2."));
+        CHECK(r->checked_steps == 9);
+        CHECK(r->tokens == plain->tokens);
+      }
+    }
+  // A group one power of two larger than the GPUs: 16 heads divide.
+  models::LlamaConfig wide{
+      .dim = 256, .layers = 1, .heads = 16, .kv_heads = 16, .ffn = 64, .vocab = 256, .dtype = DType::f32};
+  int64_t tp = 2;
+  while (tp <= *gpus) tp *= 2;
+  absl::StatusOr<models::GenerateReport> over =
+      models::generate(wide, models::random_weights(wide, 1), {.device = Device::Cuda, .tp = tp});
+  REQUIRE_FALSE(over.ok());
+  CHECK_THAT(status_message(over.status()), Catch::Contains(str_cat("and this machine has ", *gpus, " GPU")));
 }
