@@ -5,13 +5,15 @@
 // (bench/RESULTS.md, "CPU backend"), then the fused attention step against its
 // decomposition. Usage: kiln_bench_cpu [--quick] [TEXT] (TEXT: only the workloads whose name
 // holds it; "attention": only the attention table; "pool": only the thread pool's cost per
-// loop at each thread count)
+// loop at each thread count; "depthwise": only the native depthwise conv's two methods by
+// plane size, one thread)
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <functional>
 #include <string>
@@ -23,6 +25,7 @@
 #include "ir/parser.h"
 #include "ir/reference.h"
 #include "ir/str.h"
+#include "runtime/cpu/depthwise.h"
 #include "runtime/cpu/device.h"
 #include "runtime/cpu/thread_pool.h"
 
@@ -419,11 +422,89 @@ void pool_table() {
   }
 }
 
+double thread_cpu_us() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) * 1e6 + static_cast<double>(ts.tv_nsec) * 1e-3;
+}
+
+// The native depthwise conv (3x3, bias, ReLU6) by method on one thread, median us of thread
+// CPU time per call (a loaded build machine's fair measure), on mobilenet_v2's shapes and larger planes: where each
+// method wins (choose_depthwise's kInterleavedTileBytes) and what Auto picks. The two methods' outputs must agree
+// exactly (both sum the taps in the reference's order).
+int depthwise_table() {
+  cpu::ThreadPool one(1);
+  std::printf(
+      "machine: %s\n\n| planes (N x C) | input | stride | planes us | interleaved us | ratio | auto |\n"
+      "|---|---|---:|---:|---:|---:|---|\n",
+      machine().c_str());
+  struct Shape {
+    int64_t n, c, hw, stride;
+  };
+  for (Shape s : std::vector<Shape>{{2, 16, 20, 1},
+                                    {2, 48, 20, 2},
+                                    {2, 96, 10, 1},
+                                    {2, 96, 10, 2},
+                                    {2, 96, 5, 1},
+                                    {2, 96, 3, 2},
+                                    {1, 32, 112, 1},
+                                    {1, 144, 56, 2},
+                                    {1, 144, 56, 1},
+                                    {1, 192, 28, 1},
+                                    {1, 384, 14, 1},
+                                    {1, 960, 7, 1},
+                                    {8, 64, 40, 1},
+                                    {1, 32, 80, 1}}) {
+    cpu::Depthwise g{.planes = s.n * s.c,
+                     .channels = s.c,
+                     .h = s.hw,
+                     .w = s.hw,
+                     .kh = 3,
+                     .kw = 3,
+                     .sh = s.stride,
+                     .sw = s.stride,
+                     .ph = 1,
+                     .pw = 1,
+                     .lo = 0,
+                     .hi = 6};
+    g.oh = (s.hw + 2 - 3) / s.stride + 1;
+    g.ow = g.oh;
+    std::vector<float> in(static_cast<size_t>(g.planes * s.hw * s.hw)), w(static_cast<size_t>(s.c * 9)),
+        b(static_cast<size_t>(s.c)), out1(static_cast<size_t>(g.planes * g.oh * g.ow)), out2(out1.size());
+    for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<float>((i * 7919) % 1000) / 250 - 2;
+    for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>((i * 104729) % 100) / 100 - 0.5f;
+    for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<float>(i % 7) / 7;
+    auto run = [&](cpu::DepthwiseMethod m, std::vector<float>& o) {  // median thread CPU time, us
+      std::vector<double> t;
+      for (int i = 0; i < 101; ++i) {
+        double t0 = thread_cpu_us();
+        cpu::depthwise_conv(g, in.data(), w.data(), b.data(), o.data(), one, m);
+        t.push_back(thread_cpu_us() - t0);
+      }
+      std::sort(t.begin(), t.end());
+      return t[t.size() / 2];
+    };
+    double planes = run(cpu::DepthwiseMethod::Planes, out1), inter = run(cpu::DepthwiseMethod::Interleaved, out2);
+    if (out1 != out2) {
+      std::fprintf(stderr, "depthwise %lldx%lld %lldx%lld: the methods' outputs differ\n", (long long)s.n,
+                   (long long)s.c, (long long)s.hw, (long long)s.hw);
+      return 1;
+    }
+    bool auto_inter = cpu::choose_depthwise(g) == cpu::DepthwiseMethod::Interleaved;
+    std::printf("| %lld x %lld | %lldx%lld | %lld | %.2f | %.2f | %.2fx | %s |\n", (long long)s.n, (long long)s.c,
+                (long long)s.hw, (long long)s.hw, (long long)s.stride, planes, inter, inter / planes,
+                auto_inter ? "interleaved" : "planes");
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
 int run(bool quick, const std::string& only) {
   if (only == "pool") {
     pool_table();
     return 0;
   }
+  if (only == "depthwise") return depthwise_table();
   int threads = cpu::ThreadPool::shared().threads();
   double copy1 = copy_gbs(int64_t{256} << 20, 1), copyn = copy_gbs(int64_t{256} << 20, threads);
   double plainn = copy_gbs(int64_t{256} << 20, threads, true);

@@ -8,12 +8,19 @@
 namespace kiln::cpu {
 namespace {
 
-// One thread's time per multiply-add, for ThreadPool::threads_for (measured on mobilenet_v2's
-// depthwise convs on the build machine before the phase planes; they now take 0.1 to 0.5 ns
+// One thread's time per multiply-add, for ThreadPool::threads_for, either method (measured on
+// mobilenet_v2's depthwise convs on the build machine before the phase planes; they now take 0.1 to 0.5 ns
 // a multiply-add, the fixed cost of a plane weighing most on small ones). Kept: a fit of
 // the new times (35 ns a plane, 0.3 an input element, 0.05 a multiply-add), which splits
 // fewer of them, made mobilenet_v2 on 2 threads slower (207 -> 220 us, 9 rounds).
 constexpr double kNsPerMac = 0.3;
+// The largest output plane the interleaved method takes (positions). Measured (kiln_bench_cpu
+// depthwise, 3x3, one thread, the build machine and the GPU machine's Xeon alike): it takes
+// 0.37x the planes method's time at 2x2 outputs and 0.6-0.7x at 5x5, ties at 10x10 from a
+// stride-2 20x20, and takes 1.1-1.3x at 7x7 and 10x10 (stride 1), 1.5-2.7x above: its
+// transposes in and out cost about what the planes method's per-plane edge work does on a
+// 49-position plane.
+constexpr int64_t kMaxInterleavedOutputs = 32;
 
 // Eight floats (GCC/Clang vector extensions): one AVX register where the routine is built
 // for x86-64-v3 (AVX2, FMA; chosen at load time where the CPU has them), two SSE registers
@@ -28,15 +35,13 @@ using I8 = int32_t __attribute__((vector_size(32)));  // lane masks of V8 compar
 #endif
 
 // Eight outputs, in order, to o[0..8): the sums plus bias, clamped to [lo, hi]; a NaN fails
-// both comparisons and stays, as maximum and minimum propagate it. (Vector casts
-// reinterpret the lanes' bits.)
+// both comparisons and stays, as maximum and minimum propagate it (a compare and a blend
+// each).
 __attribute__((always_inline)) inline void store_outputs(const V8& sums, const V8& bias, const V8& lo, const V8& hi,
                                                          float* o) {
   V8 v = sums + bias;
-  I8 below = v < lo, above = v > hi, bits = (I8)v;
-  bits = (bits & ~below) | ((I8)lo & below);
-  bits = (bits & ~above) | ((I8)hi & above);
-  v = (V8)bits;
+  v = v < lo ? lo : v;
+  v = v > hi ? hi : v;
   std::memcpy(o, &v, sizeof v);
 }
 
@@ -108,6 +113,7 @@ __attribute__((always_inline)) inline void plane_outputs(const Depthwise& g, con
   for (; q + 32 <= end; q += 32) {
     const float* from = phases + q;
     V8 acc0{}, acc1{}, acc2{}, acc3{}, v0, v1, v2, v3;
+#pragma GCC unroll 9
     for (int64_t t = 0; t < taps; ++t) {
       float w = wc[t];
       const float* at = from + tap_at[t];
@@ -127,6 +133,7 @@ __attribute__((always_inline)) inline void plane_outputs(const Depthwise& g, con
   }
   for (; q < end; q += 8) {
     V8 acc{}, v;
+#pragma GCC unroll 9
     for (int64_t t = 0; t < taps; ++t) {
       std::memcpy(&v, phases + q + tap_at[t], sizeof v);
       acc += wc[t] * v;
@@ -189,12 +196,151 @@ KILN_VECTOR_CLONES void planes(const Depthwise& g, const float* in, const float*
   }
 }
 
+// r[j] becomes the vector of the eight r[i][j] (an 8x8 transpose in registers: pairs of
+// lanes, then pairs of pairs, then halves). Spelled out: as loops over arrays, GCC keeps the
+// intermediate vectors on the stack.
+__attribute__((always_inline)) inline void transpose8(V8* r) {
+#define KILN_LO2(a, b) __builtin_shufflevector(a, b, 0, 8, 1, 9, 4, 12, 5, 13)
+#define KILN_HI2(a, b) __builtin_shufflevector(a, b, 2, 10, 3, 11, 6, 14, 7, 15)
+#define KILN_LO4(a, b) __builtin_shufflevector(a, b, 0, 1, 8, 9, 4, 5, 12, 13)
+#define KILN_HI4(a, b) __builtin_shufflevector(a, b, 2, 3, 10, 11, 6, 7, 14, 15)
+#define KILN_LO8(a, b) __builtin_shufflevector(a, b, 0, 1, 2, 3, 8, 9, 10, 11)
+#define KILN_HI8(a, b) __builtin_shufflevector(a, b, 4, 5, 6, 7, 12, 13, 14, 15)
+  const V8 t0 = KILN_LO2(r[0], r[1]), t1 = KILN_HI2(r[0], r[1]), t2 = KILN_LO2(r[2], r[3]), t3 = KILN_HI2(r[2], r[3]);
+  const V8 t4 = KILN_LO2(r[4], r[5]), t5 = KILN_HI2(r[4], r[5]), t6 = KILN_LO2(r[6], r[7]), t7 = KILN_HI2(r[6], r[7]);
+  const V8 u0 = KILN_LO4(t0, t2), u1 = KILN_HI4(t0, t2), u2 = KILN_LO4(t1, t3), u3 = KILN_HI4(t1, t3);
+  const V8 u4 = KILN_LO4(t4, t6), u5 = KILN_HI4(t4, t6), u6 = KILN_LO4(t5, t7), u7 = KILN_HI4(t5, t7);
+  r[0] = KILN_LO8(u0, u4), r[4] = KILN_HI8(u0, u4), r[1] = KILN_LO8(u1, u5), r[5] = KILN_HI8(u1, u5);
+  r[2] = KILN_LO8(u2, u6), r[6] = KILN_HI8(u2, u6), r[3] = KILN_LO8(u3, u7), r[7] = KILN_HI8(u3, u7);
+#undef KILN_LO2
+#undef KILN_HI2
+#undef KILN_LO4
+#undef KILN_HI4
+#undef KILN_LO8
+#undef KILN_HI8
+}
+
+// The eight floats at w times those at p, added to acc (V8s are loaded by memcpy, never
+// returned by value: the default clone has no AVX, where GCC passes them differently, and
+// heap buffers hold floats, not over-aligned V8s).
+__attribute__((always_inline)) inline void fma8(V8& acc, const float* w, const float* p) {
+  V8 v, x;
+  std::memcpy(&v, p, sizeof v);
+  std::memcpy(&x, w, sizeof x);
+  acc += x * v;
+}
+
+// One block's outputs from its interleaved tile (position q at tile[8q..8q+8)): four output
+// columns at a time (four independent chains of multiply-adds), the taps in order as the
+// reference sums them, then the bias and the clamp, into obuf (output position o at
+// obuf[8o..8o+8)). kTaps: the taps where known when compiled (3x3: unrolled, the weights in
+// registers), else 0.
+template <int kTaps>
+__attribute__((always_inline)) inline void block_outputs(const Depthwise& g, const float* tile, int64_t tw,
+                                                         const int64_t* tap_at, const float* w, const V8& bias,
+                                                         float* obuf) {
+  const int64_t taps = kTaps > 0 ? kTaps : g.kh * g.kw, s = 8 * g.sw;
+  const V8 lo = V8{} + g.lo, hi = V8{} + g.hi;
+  for (int64_t oy = 0; oy < g.oh; ++oy) {
+    const float* row = tile + 8 * (oy * g.sh * tw);
+    float* o = obuf + 8 * (oy * g.ow);
+    int64_t ox = 0;
+    for (; ox + 4 <= g.ow; ox += 4) {
+      const float* at = row + ox * s;
+      V8 a0{}, a1{}, a2{}, a3{};
+#pragma GCC unroll 9
+      for (int64_t t = 0; t < taps; ++t) {
+        const float* x = at + tap_at[t];
+        fma8(a0, w + 8 * t, x);
+        fma8(a1, w + 8 * t, x + s);
+        fma8(a2, w + 8 * t, x + 2 * s);
+        fma8(a3, w + 8 * t, x + 3 * s);
+      }
+      store_outputs(a0, bias, lo, hi, o + 8 * ox);
+      store_outputs(a1, bias, lo, hi, o + 8 * ox + 8);
+      store_outputs(a2, bias, lo, hi, o + 8 * ox + 16);
+      store_outputs(a3, bias, lo, hi, o + 8 * ox + 24);
+    }
+    for (; ox < g.ow; ++ox) {
+      V8 a{};
+#pragma GCC unroll 9
+      for (int64_t t = 0; t < taps; ++t) fma8(a, w + 8 * t, row + ox * s + tap_at[t]);
+      store_outputs(a, bias, lo, hi, o + 8 * ox);
+    }
+  }
+}
+
+// Blocks [b0, b1) of eight planes (the last may hold fewer: its missing lanes repeat its
+// last plane and are not written). Each block's input planes are interleaved into a
+// zero-padded tile (padded row py, column px at position py * tw + px), its outputs computed
+// a vector of eight planes at a time, then de-interleaved into the output planes; whole rows
+// of eight elements go through transpose8, the rest one element at a time.
+KILN_VECTOR_CLONES void interleaved(const Depthwise& g, const float* in, const float* weight, const float* bias,
+                                    float* out, int64_t b0, int64_t b1) {
+  const int64_t hw = g.h * g.w, ohw = g.oh * g.ow, taps = g.kh * g.kw;
+  const int64_t th = std::max(g.h + g.ph, (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1);
+  const int64_t tw = std::max(g.w + g.pw, (g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1);
+  std::vector<float> tile(static_cast<size_t>(8 * th * tw), 0.0f), obuf(static_cast<size_t>(8 * ohw));
+  std::vector<float> w(static_cast<size_t>(8 * taps));     // tap t's weight for lane l at w[8t + l]
+  std::vector<int64_t> tap_at(static_cast<size_t>(taps));  // a tap's offset in the tile, in floats
+  for (int64_t i = 0; i < g.kh; ++i)
+    for (int64_t j = 0; j < g.kw; ++j) tap_at[i * g.kw + j] = 8 * (i * g.dh * tw + j * g.dw);
+  float* const t0 = tile.data() + 8 * (g.ph * tw + g.pw);  // input position (0, 0)
+  for (int64_t blk = b0; blk < b1; ++blk) {
+    const int64_t p = 8 * blk, lanes = std::min<int64_t>(8, g.planes - p);
+    const float* src[8];
+    V8 bv{};
+    for (int64_t l = 0; l < 8; ++l) {
+      const int64_t plane = p + std::min(l, lanes - 1), c = plane % g.channels;
+      src[l] = in + plane * hw;
+      for (int64_t t = 0; t < taps; ++t) w[static_cast<size_t>(8 * t + l)] = weight[c * taps + t];
+      bv[l] = bias ? bias[c] : 0.0f;
+    }
+    int64_t i = 0, y = 0, x = 0;  // input element i is at row y, column x
+    auto put = [&](const V8& v) {
+      std::memcpy(t0 + 8 * (y * tw + x), &v, sizeof v);
+      if (++x == g.w) x = 0, ++y;
+    };
+    for (; i + 8 <= hw; i += 8) {
+      V8 r[8];
+      for (int l = 0; l < 8; ++l) std::memcpy(&r[l], src[l] + i, sizeof r[l]);
+      transpose8(r);
+      for (int j = 0; j < 8; ++j) put(r[j]);
+    }
+    for (; i < hw; ++i) {
+      V8 v;
+      for (int l = 0; l < 8; ++l) v[l] = src[l][i];
+      put(v);
+    }
+    if (taps == 9) block_outputs<9>(g, tile.data(), tw, tap_at.data(), w.data(), bv, obuf.data());
+    else block_outputs<0>(g, tile.data(), tw, tap_at.data(), w.data(), bv, obuf.data());
+    float* dst = out + p * ohw;
+    for (i = 0; i + 8 <= ohw; i += 8) {
+      V8 r[8];
+      std::memcpy(r, obuf.data() + 8 * i, sizeof r);
+      transpose8(r);
+      for (int64_t l = 0; l < lanes; ++l) std::memcpy(dst + l * ohw + i, &r[l], sizeof r[l]);
+    }
+    for (; i < ohw; ++i)
+      for (int64_t l = 0; l < lanes; ++l) dst[l * ohw + i] = obuf[static_cast<size_t>(8 * i + l)];
+  }
+}
+
 }  // namespace
 
+DepthwiseMethod choose_depthwise(const Depthwise& g) {
+  return g.oh * g.ow <= kMaxInterleavedOutputs ? DepthwiseMethod::Interleaved : DepthwiseMethod::Planes;
+}
+
 void depthwise_conv(const Depthwise& g, const float* in, const float* weight, const float* bias, float* out,
-                    ThreadPool& pool) {
+                    ThreadPool& pool, DepthwiseMethod method) {
   if (g.planes == 0 || g.oh == 0 || g.ow == 0) return;
   double macs = static_cast<double>(g.planes * g.oh * g.ow * g.kh * g.kw);
+  if ((method == DepthwiseMethod::Auto ? choose_depthwise(g) : method) == DepthwiseMethod::Interleaved) {
+    pool.parallel_ranges((g.planes + 7) / 8, macs * kNsPerMac,
+                         [&](int64_t lo, int64_t hi) { interleaved(g, in, weight, bias, out, lo, hi); });
+    return;
+  }
   pool.parallel_ranges(g.planes, macs * kNsPerMac,
                        [&](int64_t lo, int64_t hi) { planes(g, in, weight, bias, out, lo, hi); });
 }

@@ -1,8 +1,13 @@
 // The CPU's native depthwise convolution (one input channel per output channel), with its
-// bias and clamp (ReLU, ReLU6) applied on the way out: each output plane is a sum of shifted
-// phase planes of its input times one weight, vectorized along the plane, where the
-// generated reduction kernel computes one output point at a time through clamped indices
-// (codegen/program.h DepthwiseConv says which kernels run this way).
+// bias and clamp (ReLU, ReLU6) applied on the way out, where the generated reduction kernel
+// computes one output point at a time through clamped indices (codegen/program.h
+// DepthwiseConv says which kernels run this way). Two ways, by plane size:
+//   planes       each output plane a sum of shifted phase planes of its input times one
+//                weight, vectorized along the plane (large planes);
+//   interleaved  eight planes at a time, their elements interleaved so that a vector holds
+//                one position of all eight (8x8 transposes in and out), vectorized across
+//                planes: no per-row or per-stride edge work, which is most of the cost of a
+//                small plane (mobilenet's 10x10 to 2x2 maps), as NCHWc layouts do it.
 #pragma once
 
 #include <cstdint>
@@ -22,8 +27,15 @@ struct Depthwise {
   float lo = -std::numeric_limits<float>::infinity(), hi = std::numeric_limits<float>::infinity();  // the clamp
 };
 
+enum class DepthwiseMethod { Auto, Planes, Interleaved };
+
+// Auto's choice for `g`: interleaved for small output planes (up to 32 positions), planes
+// otherwise (depthwise.cc has the measurements behind the crossover).
+DepthwiseMethod choose_depthwise(const Depthwise& g);
+
 // `bias` may be null (no bias). NaN propagates through the clamp, as maximum/minimum do.
+// Both methods sum each output's taps in the same order (the reference's), then add the bias.
 void depthwise_conv(const Depthwise& g, const float* in, const float* weight, const float* bias, float* out,
-                    ThreadPool& pool);
+                    ThreadPool& pool, DepthwiseMethod method = DepthwiseMethod::Auto);
 
 }  // namespace kiln::cpu

@@ -4,10 +4,13 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <random>
 
 #include "ir/parser.h"
 #include "runtime/cpu/conv_direct.h"
+#include "runtime/cpu/depthwise.h"
 #include "test/common/catch_helpers.h"
 #include "test/cpu/cpu_check.h"
 
@@ -322,4 +325,80 @@ TEST_CASE("cpu conv: the direct conv routine against a plain loop (odd channel c
     CHECK(choose_conv_strategy(1, 1, true, kiln::cpu::kMinDirectPlane) == ConvStrategy::Direct);
     CHECK(choose_conv_strategy(kiln::cpu::kMaxDirectStride, 2, true, kiln::cpu::kMinDirectPlane) == ConvStrategy::Direct);
   }
+}
+
+TEST_CASE(
+    "cpu conv: the native depthwise routine's two methods against a plain loop and each other (plane counts around "
+    "eight, strides, dilation, wide padding, 1-D, clamps, NaN)",
+    "[cpu][conv]") {
+  using kiln::cpu::Depthwise;
+  using kiln::cpu::DepthwiseMethod;
+  struct Case {
+    int64_t planes, channels, h, w, kh, kw, sh, sw, dh, dw, ph, pw;
+    float lo, hi;
+  };
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::vector<Case> cases = {
+      {1, 1, 1, 1, 3, 3, 1, 1, 1, 1, 1, 1, -inf, inf},    {7, 7, 5, 5, 3, 3, 1, 1, 1, 1, 1, 1, 0, 6},
+      {8, 4, 10, 10, 3, 3, 2, 2, 1, 1, 1, 1, 0, inf},     {18, 6, 3, 3, 3, 3, 2, 2, 1, 1, 1, 1, 0, 6},
+      {13, 13, 9, 11, 3, 3, 1, 1, 1, 1, 1, 1, -inf, inf}, {17, 17, 20, 20, 3, 3, 2, 2, 1, 1, 1, 1, 0, 6},
+      {9, 3, 6, 7, 5, 5, 1, 2, 2, 1, 4, 2, -1, 1},        {10, 5, 1, 37, 1, 3, 1, 2, 1, 2, 0, 2, -inf, inf},
+      {16, 16, 4, 4, 3, 3, 3, 3, 1, 1, 2, 2, 0, 6},       {5, 5, 2, 2, 3, 3, 1, 1, 1, 1, 3, 3, -inf, inf}};
+  std::mt19937_64 rng(29);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  kiln::cpu::ThreadPool one(1), three(3);
+  for (const Case& s : cases) {
+    Depthwise g{.planes = s.planes,
+                .channels = s.channels,
+                .h = s.h,
+                .w = s.w,
+                .kh = s.kh,
+                .kw = s.kw,
+                .sh = s.sh,
+                .sw = s.sw,
+                .dh = s.dh,
+                .dw = s.dw,
+                .ph = s.ph,
+                .pw = s.pw,
+                .lo = s.lo,
+                .hi = s.hi};
+    g.oh = (s.h + 2 * s.ph - s.dh * (s.kh - 1) - 1) / s.sh + 1;
+    g.ow = (s.w + 2 * s.pw - s.dw * (s.kw - 1) - 1) / s.sw + 1;
+    std::vector<float> x(static_cast<size_t>(s.planes * s.h * s.w)), w(static_cast<size_t>(s.channels * s.kh * s.kw)),
+        b(static_cast<size_t>(s.channels));
+    for (std::vector<float>* v : {&x, &w, &b})
+      for (float& e : *v) e = normal(rng);
+    x[x.size() / 2] = std::nanf("");  // propagates through the clamp to the outputs whose window holds it
+    std::vector<float> want(static_cast<size_t>(s.planes * g.oh * g.ow));
+    for (int64_t p = 0; p < s.planes; ++p)
+      for (int64_t oy = 0; oy < g.oh; ++oy)
+        for (int64_t ox = 0; ox < g.ow; ++ox) {
+          const int64_t c = p % s.channels;
+          float acc = 0;
+          for (int64_t i = 0; i < s.kh; ++i)
+            for (int64_t j = 0; j < s.kw; ++j) {
+              int64_t iy = oy * s.sh + i * s.dh - s.ph, ix = ox * s.sw + j * s.dw - s.pw;
+              float v = iy >= 0 && iy < s.h && ix >= 0 && ix < s.w ? x[(p * s.h + iy) * s.w + ix] : 0.0f;
+              acc += w[(c * s.kh + i) * s.kw + j] * v;
+            }
+          float v = acc + b[c];
+          want[(p * g.oh + oy) * g.ow + ox] = std::isnan(v) ? v : std::min(std::max(v, s.lo), s.hi);
+        }
+    std::vector<std::vector<float>> got;
+    for (DepthwiseMethod m : {DepthwiseMethod::Planes, DepthwiseMethod::Interleaved})
+      for (kiln::cpu::ThreadPool* pool : {&one, &three}) {
+        std::vector<float>& out = got.emplace_back(want.size(), -7.0f);
+        kiln::cpu::depthwise_conv(g, x.data(), w.data(), b.data(), out.data(), *pool, m);
+        for (size_t i = 0; i < out.size(); ++i) {
+          INFO("planes " << s.planes << " " << s.h << "x" << s.w << " -> " << g.oh << "x" << g.ow << ", method "
+                         << int(m) << ", element " << i);
+          if (std::isnan(want[i])) REQUIRE(std::isnan(out[i]));
+          else REQUIRE(std::abs(out[i] - want[i]) <= 1e-5f * (1 + std::abs(want[i])) * float(s.kh * s.kw));
+        }
+      }
+    // Both sum the taps in the same order: identical bits, NaNs included.
+    for (size_t k = 1; k < got.size(); ++k) CHECK(std::memcmp(got[k].data(), got[0].data(), got[0].size() * 4) == 0);
+  }
+  CHECK(kiln::cpu::choose_depthwise({.planes = 8, .h = 10, .w = 10, .oh = 5, .ow = 5}) == DepthwiseMethod::Interleaved);
+  CHECK(kiln::cpu::choose_depthwise({.planes = 8, .h = 10, .w = 10, .oh = 10, .ow = 10}) == DepthwiseMethod::Planes);
 }
