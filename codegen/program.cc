@@ -39,6 +39,24 @@ std::optional<WindowCopy> window_copy_of(const KernelGroup& grp, const kir::Kern
   return WindowCopy{w.operand(0)->shape(), wd->kernel, wd->strides, wd->dilations, wd->pads_begin};
 }
 
+// The clamps ending a group at nodes [at, end) after `y` (relu, or maximum / minimum with a
+// scalar constant, each of the previous result) as bounds; false where another op is there
+// or the order of the clamps would matter.
+bool clamp_bounds(const std::vector<Node*>& ns, size_t at, const Value*& y, std::optional<double>& lo,
+                  std::optional<double>& hi) {
+  for (; at < ns.size(); ++at) {
+    const Node& n = *ns[at];
+    bool relu = n.op() == Op::Relu;
+    if ((!relu && n.op() != Op::Maximum && n.op() != Op::Minimum) || n.operand(0) != y) return false;
+    std::optional<double> c = relu ? std::optional<double>(0) : constant_value(n.operand(1));
+    if (!c || std::isnan(*c)) return false;
+    std::optional<double>& bound = n.op() == Op::Minimum ? hi : lo;
+    bound = !bound ? *c : n.op() == Op::Minimum ? std::min(*bound, *c) : std::max(*bound, *c);
+    y = n.result();
+  }
+  return !(lo && hi && *lo > *hi);
+}
+
 // The group as a DepthwiseConv (decompose's conv_direct with one output per input channel,
 // then what its epilogue may hold natively): [reshapes], window, mul by the weight, sum over
 // the kernel dims, [add bias], [relu / maximum / minimum with scalar constants], all f32, the
@@ -90,17 +108,7 @@ std::optional<DepthwiseConv> depthwise_of(const KernelGroup& grp, const kir::Ker
     if (d.bias < 0) return std::nullopt;
     y = ns[at++]->result();
   }
-  for (; at < ns.size(); ++at) {
-    const Node& n = *ns[at];
-    bool relu = n.op() == Op::Relu;
-    if ((!relu && n.op() != Op::Maximum && n.op() != Op::Minimum) || n.operand(0) != y) return std::nullopt;
-    std::optional<double> c = relu ? std::optional<double>(0) : constant_value(n.operand(1));
-    if (!c || std::isnan(*c)) return std::nullopt;
-    std::optional<double>& bound = n.op() == Op::Minimum ? d.hi : d.lo;
-    bound = !bound ? *c : n.op() == Op::Minimum ? std::min(*bound, *c) : std::max(*bound, *c);
-    y = n.result();
-  }
-  if (d.lo && d.hi && *d.lo > *d.hi) return std::nullopt;  // the order of the clamps would matter
+  if (!clamp_bounds(ns, at, y, d.lo, d.hi)) return std::nullopt;
   int outputs = 0;
   for (size_t i = 0; i < k.buffers.size(); ++i)
     if (k.buffers[i].role == kir::Buffer::Role::Output) {
@@ -111,6 +119,48 @@ std::optional<DepthwiseConv> depthwise_of(const KernelGroup& grp, const kir::Ker
   for (const kir::Buffer& b : k.buffers)
     if (b.dtype != DType::f32) return std::nullopt;
   return d;
+}
+
+// The GEMM group's epilogue as a BiasClamp (see program.h): matmul or linear, [its bias or an
+// add of one broadcast along the result's last axis (m one domain dim) or along every other
+// axis], [clamps], all f32, n one domain dim, the domain the result's shape, one output.
+std::optional<BiasClamp> bias_clamp_of(const KernelGroup& grp, const kir::Kernel& k) {
+  const std::vector<Node*>& ns = grp.nodes;
+  if (ns.empty() || !k.gemm || k.gemm->n_dims != 1) return std::nullopt;
+  const Node& g = *ns[0];
+  if (g.op() != Op::MatMul && g.op() != Op::Linear) return std::nullopt;
+  const Value* y = g.result();
+  const Shape& r = y->shape();
+  if (r.size() < 2 || k.domain != r) return std::nullopt;
+  BiasClamp e;
+  // The bias: a linear's own, or an add's operand of the shape [m, 1] or [n] (leading 1s aside).
+  auto take_bias = [&](const Value* bias) {
+    Shape b = bias->shape();
+    while (b.size() > 1 && b.front() == SymExpr(1)) b.erase(b.begin());
+    if (b == Shape{r[r.size() - 2], SymExpr(1)} && k.gemm->m_dims == 1) e.per_row = true;
+    else if (b == Shape{r.back()}) e.per_row = false;
+    else return false;
+    for (size_t i = 0; i < k.buffers.size(); ++i)
+      if (k.buffers[i].name == bias->name() && k.buffers[i].role == kir::Buffer::Role::Input)
+        e.bias = static_cast<int>(i);
+    return e.bias >= 0;
+  };
+  size_t at = 1;
+  if (g.op() == Op::Linear && g.num_operands() > 2) {
+    if (!take_bias(g.operand(2))) return std::nullopt;
+  } else if (at < ns.size() && ns[at]->op() == Op::Add && (ns[at]->operand(0) == y || ns[at]->operand(1) == y)) {
+    if (!take_bias(ns[at]->operand(ns[at]->operand(0) == y ? 1 : 0))) return std::nullopt;
+    y = ns[at++]->result();
+  }
+  if (!clamp_bounds(ns, at, y, e.lo, e.hi)) return std::nullopt;
+  int outputs = 0;
+  for (size_t i = 0; i < k.buffers.size(); ++i) {
+    if (k.buffers[i].dtype != DType::f32) return std::nullopt;
+    if (k.buffers[i].role == kir::Buffer::Role::Output) ++outputs, e.out = static_cast<int>(i);
+  }
+  if (outputs != 1 || k.buffers[e.out].name != y->name() || y->shape() != r || k.buffers[e.out].shape != r)
+    return std::nullopt;
+  return e;
 }
 
 // Builds the program of one specialization: every graph value a step touches gets its
@@ -381,8 +431,24 @@ class ProgramBuilder {
       epilogue.buffers.pop_back();  // kernel_step maps the graph's buffers, then the accumulator
       KILN_ASSIGN_OR_RETURN(gs.epilogue, kernel_step(epilogue, false, false, {gs.c}, acc));
     } else {
-      gs.c = add_scratch(str_cat(k.name, ".acc"), DType::f32, k.domain, 0);
-      KILN_ASSIGN_OR_RETURN(gs.epilogue, kernel_step(k, true, false, {gs.c}));
+      KILN_ASSIGN_OR_RETURN(KernelStep s, kernel_step(k, true, false));
+      // A native bias and clamp where the output has memory of its own (not a dead input's):
+      // the library writes the output, the routine adds the bias and clamps it in place;
+      // except for a conv's GEMM (an operand is a window), which the target may convolve
+      // from the window's input, memory the output may reuse.
+      std::optional<BiasClamp> e = t_.native_bias_clamp ? bias_clamp_of(grp, k) : std::nullopt;
+      auto window = [&](int buffer) {
+        const Value* v = m_->state.graph.find(k.buffers[buffer].name);
+        while (v && v->producer() && v->producer()->op() == Op::Reshape) v = v->producer()->operand(0);
+        return v && v->producer() && v->producer()->op() == Op::Window;
+      };
+      if (e && s.storage[e->out] == e->out) p_.kernels[s.kernel].bias_clamp = e;
+      if (e && s.storage[e->out] == e->out && !window(spec.a.buffer) && !window(spec.b.buffer))
+        gs.c = s.buffers[e->out];
+      else gs.c = add_scratch(str_cat(k.name, ".acc"), DType::f32, k.domain, 0);
+      s.buffers.push_back(gs.c);
+      s.storage.push_back(static_cast<int>(s.storage.size()));
+      gs.epilogue = std::move(s);
     }
     // The generated fallback: only where the library may refuse a call at run time.
     if (t_.gemms == GemmLibrary::CublasLt) {
@@ -473,11 +539,12 @@ int Program::launches() const {
   return n;
 }
 
-namespace {
 std::string_view native_note(const ProgramKernel& k) {
-  return k.window_copy ? " (native window copy)" : k.depthwise ? " (native depthwise conv)" : "";
+  return k.window_copy  ? " (native window copy)"
+         : k.depthwise  ? " (native depthwise conv)"
+         : k.bias_clamp ? " (native bias and clamp)"
+                        : "";
 }
-}  // namespace
 
 std::string Program::describe(const Step& s) const {
   switch (s.kind) {

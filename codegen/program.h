@@ -42,6 +42,8 @@ struct Target {
   bool native_window_copy = false;
   // The target runs f32 depthwise convs natively (ProgramKernel::depthwise).
   bool native_depthwise = false;
+  // The target runs GEMM epilogues that are a bias and a clamp natively (ProgramKernel::bias_clamp).
+  bool native_bias_clamp = false;
   // The attention forms the target runs as one fused step (AttentionStep): decompose keeps
   // those nodes whole. Null: none (every attention is decomposed into GEMM -> softmax -> GEMM).
   bool (*supports_attention)(const AttentionForm&) = nullptr;
@@ -92,6 +94,20 @@ struct DepthwiseConv {
   std::optional<double> lo, hi;
 };
 
+// A GEMM epilogue kernel reading its f32 accumulator (ProgramKernel::accumulator_input)
+// that only adds a bias and clamps: out = clamp(acc + bias, lo, hi), with the bias [m, 1]
+// along the GEMM's rows (a conv's channels) or [n] along its columns (a linear's features),
+// out dense over the kernel's domain [..., m, n]. A target with Target::native_bias_clamp
+// runs it as a routine, in place where it can: the library writes the accumulator into the
+// output (GemmStep::c is the output buffer) unless the GEMM is a conv's (program.cc says
+// why). A generated kernel's loop over rows of a few elements, a 2x2 map's 4, costs 15
+// instructions an element.
+struct BiasClamp {
+  int bias = -1, out = 0;  // kernel buffers (bias -1: none); the accumulator is the last
+  bool per_row = true;     // the bias along m (else along n)
+  std::optional<double> lo, hi;
+};
+
 struct ProgramKernel {
   kir::Kernel kernel;  // after the target's prepare_kernel
   // A GEMM kernel (kernel.gemm set) that reads its accumulator from one more, f32 buffer
@@ -102,7 +118,11 @@ struct ProgramKernel {
   bool on_demand = false;
   std::optional<WindowCopy> window_copy;  // run natively, never compiled (see WindowCopy)
   std::optional<DepthwiseConv> depthwise;  // likewise (see DepthwiseConv)
+  std::optional<BiasClamp> bias_clamp;     // likewise (see BiasClamp)
 };
+
+// " (native depthwise conv)" and the like where a target runs the kernel as a routine, else "".
+std::string_view native_note(const ProgramKernel& k);
 
 struct KernelStep {
   int kernel = 0;            // Program::kernels

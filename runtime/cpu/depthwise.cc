@@ -5,6 +5,8 @@
 #include <cstring>
 #include <vector>
 
+#include "runtime/cpu/vec8.h"
+
 namespace kiln::cpu {
 namespace {
 
@@ -21,29 +23,6 @@ constexpr double kNsPerMac = 0.3;
 // transposes in and out cost about what the planes method's per-plane edge work does on a
 // 49-position plane.
 constexpr int64_t kMaxInterleavedOutputs = 32;
-
-// Eight floats (GCC/Clang vector extensions): one AVX register where the routine is built
-// for x86-64-v3 (AVX2, FMA; chosen at load time where the CPU has them), two SSE registers
-// otherwise. Vector code rather than left to the auto-vectorizer.
-using V8 = float __attribute__((vector_size(32)));
-using V4 = float __attribute__((vector_size(16)));
-using I8 = int32_t __attribute__((vector_size(32)));  // lane masks of V8 comparisons
-#if defined(__x86_64__) && defined(__GNUC__)
-#define KILN_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define KILN_VECTOR_CLONES
-#endif
-
-// Eight outputs, in order, to o[0..8): the sums plus bias, clamped to [lo, hi]; a NaN fails
-// both comparisons and stays, as maximum and minimum propagate it (a compare and a blend
-// each).
-__attribute__((always_inline)) inline void store_outputs(const V8& sums, const V8& bias, const V8& lo, const V8& hi,
-                                                         float* o) {
-  V8 v = sums + bias;
-  v = v < lo ? lo : v;
-  v = v > hi ? hi : v;
-  std::memcpy(o, &v, sizeof v);
-}
 
 // n floats (a feature map's row: a few to tens) by fixed-size copies the compiler inlines,
 // the last one overlapping the one before; a libc memcpy call per row (a size known only
@@ -126,10 +105,10 @@ __attribute__((always_inline)) inline void plane_outputs(const Depthwise& g, con
       acc2 += w * v2;
       acc3 += w * v3;
     }
-    store_outputs(acc0, bv, lo, hi, grid + q);
-    store_outputs(acc1, bv, lo, hi, grid + q + 8);
-    store_outputs(acc2, bv, lo, hi, grid + q + 16);
-    store_outputs(acc3, bv, lo, hi, grid + q + 24);
+    store_clamped(acc0, bv, lo, hi, grid + q);
+    store_clamped(acc1, bv, lo, hi, grid + q + 8);
+    store_clamped(acc2, bv, lo, hi, grid + q + 16);
+    store_clamped(acc3, bv, lo, hi, grid + q + 24);
   }
   for (; q < end; q += 8) {
     V8 acc{}, v;
@@ -138,7 +117,7 @@ __attribute__((always_inline)) inline void plane_outputs(const Depthwise& g, con
       std::memcpy(&v, phases + q + tap_at[t], sizeof v);
       acc += wc[t] * v;
     }
-    store_outputs(acc, bv, lo, hi, grid + q);
+    store_clamped(acc, bv, lo, hi, grid + q);
   }
   for (int64_t y = 0; y < g.oh; ++y) copy_row(out + y * g.ow, grid + y * wp, g.ow);
 }
@@ -220,9 +199,7 @@ __attribute__((always_inline)) inline void transpose8(V8* r) {
 #undef KILN_HI8
 }
 
-// The eight floats at w times those at p, added to acc (V8s are loaded by memcpy, never
-// returned by value: the default clone has no AVX, where GCC passes them differently, and
-// heap buffers hold floats, not over-aligned V8s).
+// The eight floats at w times those at p, added to acc.
 __attribute__((always_inline)) inline void fma8(V8& acc, const float* w, const float* p) {
   V8 v, x;
   std::memcpy(&v, p, sizeof v);
@@ -256,16 +233,16 @@ __attribute__((always_inline)) inline void block_outputs(const Depthwise& g, con
         fma8(a2, w + 8 * t, x + 2 * s);
         fma8(a3, w + 8 * t, x + 3 * s);
       }
-      store_outputs(a0, bias, lo, hi, o + 8 * ox);
-      store_outputs(a1, bias, lo, hi, o + 8 * ox + 8);
-      store_outputs(a2, bias, lo, hi, o + 8 * ox + 16);
-      store_outputs(a3, bias, lo, hi, o + 8 * ox + 24);
+      store_clamped(a0, bias, lo, hi, o + 8 * ox);
+      store_clamped(a1, bias, lo, hi, o + 8 * ox + 8);
+      store_clamped(a2, bias, lo, hi, o + 8 * ox + 16);
+      store_clamped(a3, bias, lo, hi, o + 8 * ox + 24);
     }
     for (; ox < g.ow; ++ox) {
       V8 a{};
 #pragma GCC unroll 9
       for (int64_t t = 0; t < taps; ++t) fma8(a, w + 8 * t, row + ox * s + tap_at[t]);
-      store_outputs(a, bias, lo, hi, o + 8 * ox);
+      store_clamped(a, bias, lo, hi, o + 8 * ox);
     }
   }
 }

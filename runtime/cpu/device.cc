@@ -18,6 +18,7 @@
 #include "runtime/cpu/attention.h"
 #include "runtime/cpu/conv_direct.h"
 #include "runtime/cpu/depthwise.h"
+#include "runtime/cpu/epilogue.h"
 #include "runtime/cpu/gemm.h"
 #include "runtime/cpu/im2col.h"
 #include "runtime/cpu/jit.h"
@@ -53,6 +54,10 @@ struct AttentionPlan final : StepPlan {
 
 struct DepthwiseCall final : StepPlan {
   Depthwise geometry;
+};
+
+struct BiasClampCall final : StepPlan {
+  BiasClampShape shape;
 };
 
 struct GemmCall final : StepPlan {
@@ -96,7 +101,8 @@ class CpuProgram final : public DeviceProgram {
       const ProgramKernel& pk = pr.kernels[i];
       const kir::Kernel& k = pk.kernel;
       Kernel& info = kernels_[i];
-      if (pk.window_copy || pk.depthwise) continue;  // runtime/cpu/im2col.h, depthwise.h: never compiled
+      if (pk.window_copy || pk.depthwise || pk.bias_clamp)
+        continue;  // im2col.h, depthwise.h, epilogue.h: never compiled
       EmitOptions eo;
       eo.baked = pr.baked;
       eo.gemm_acc_buffer = pk.accumulator_input;
@@ -145,6 +151,7 @@ class CpuProgram final : public DeviceProgram {
   absl::StatusOr<std::unique_ptr<StepPlan>> plan_kernel(int kernel, const Bindings& b, SymbolValues syms) override {
     if (const std::optional<WindowCopy>& w = p_->kernels[kernel].window_copy) return plan_window(kernel, *w, b);
     if (const std::optional<DepthwiseConv>& d = p_->kernels[kernel].depthwise) return plan_depthwise(kernel, *d, b);
+    if (const std::optional<BiasClamp>& e = p_->kernels[kernel].bias_clamp) return plan_bias_clamp(kernel, *e, b);
     const Kernel& info = kernels_[kernel];
     const kir::Kernel& k = p_->kernels[kernel].kernel;
     auto l = std::make_unique<Launch>();
@@ -185,6 +192,12 @@ class CpuProgram final : public DeviceProgram {
       auto ptr = [&](int i) { return reinterpret_cast<float*>(buffers[i]); };
       depthwise_conv(static_cast<const DepthwiseCall&>(plan).geometry, ptr(d->x), ptr(d->weight),
                      d->bias >= 0 ? ptr(d->bias) : nullptr, ptr(d->out), ThreadPool::shared());
+      return absl::OkStatus();
+    }
+    if (const std::optional<BiasClamp>& e = p_->kernels[kernel].bias_clamp) {
+      auto ptr = [&](int i) { return reinterpret_cast<float*>(buffers[i]); };
+      bias_clamp(static_cast<const BiasClampCall&>(plan).shape, ptr(p_->kernels[kernel].kernel.buffers.size()),
+                 e->bias >= 0 ? ptr(e->bias) : nullptr, ptr(e->out), ThreadPool::shared());
       return absl::OkStatus();
     }
     const Launch& l = static_cast<const Launch&>(plan);
@@ -278,7 +291,7 @@ class CpuProgram final : public DeviceProgram {
     if (k.window_copy && claimed_by_[kernel] >= 0)
       return str_cat(k.kernel.name, " (native window copy, made by its GEMM BLAS[g", p_->gemms[claimed_by_[kernel]].group,
                      "], which convolves directly instead where runtime/cpu/conv_direct.h chooses so)");
-    return str_cat(k.kernel.name, k.window_copy ? " (native window copy)" : k.depthwise ? " (native depthwise conv)" : "");
+    return str_cat(k.kernel.name, native_note(k));
   }
   const BuildStats& stats() const override { return stats_; }
 
@@ -301,6 +314,21 @@ class CpuProgram final : public DeviceProgram {
                     w.kernel, w.strides, w.dilations, w.pads_begin);
     if (!g.ok()) return invalid_argument("kernel ", k.name, ": ", g.status().message());
     call->geometry = *std::move(g);
+    return call;
+  }
+
+  // A native bias-and-clamp epilogue's rows under the call's sizes: the domain [..., m, n].
+  absl::StatusOr<std::unique_ptr<StepPlan>> plan_bias_clamp(int kernel, const BiasClamp& e, const Bindings& b) {
+    const kir::Kernel& k = p_->kernels[kernel].kernel;
+    absl::StatusOr<std::vector<int64_t>> d = evaluate_shape(k.domain, b);
+    if (!d.ok()) return invalid_argument("kernel ", k.name, ": ", d.status().message());
+    auto call = std::make_unique<BiasClampCall>();
+    BiasClampShape& s = call->shape;
+    s.n = d->back(), s.m = (*d)[d->size() - 2], s.per_row = e.per_row;
+    s.rows = 1;
+    for (size_t i = 0; i + 1 < d->size(); ++i) s.rows *= (*d)[i];
+    if (e.lo) s.lo = static_cast<float>(*e.lo);
+    if (e.hi) s.hi = static_cast<float>(*e.hi);
     return call;
   }
 
@@ -522,13 +550,18 @@ class CpuAdapter final : public DeviceAdapter {
 const Target& target() {
   // The intrinsics the LLVM emitter knows, rewritten before it sees the kernels, so that the
   // program's kernels are what it compiles.
-  static const Target t{"cpu", GemmLibrary::Blas,
+  static const Target t{"cpu",
+                        GemmLibrary::Blas,
                         [](kir::Kernel& k) {
                           kir::rewrite_intrinsics(k);
                           return absl::OkStatus();
                         },
-                        /*accumulator_in_ir=*/false, /*native_window_copy=*/true, /*native_depthwise=*/true,
-                        supports_attention, ExternDevice::Cpu};
+                        /*accumulator_in_ir=*/false,
+                        /*native_window_copy=*/true,
+                        /*native_depthwise=*/true,
+                        /*native_bias_clamp=*/true,
+                        supports_attention,
+                        ExternDevice::Cpu};
   return t;
 }
 

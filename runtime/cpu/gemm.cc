@@ -21,6 +21,10 @@
 // table afresh, so swapping it while no BLAS call runs is safe.
 extern "C" void gotoblas_dynamic_init(void);
 extern "C" void gotoblas_dynamic_quit(void);
+// OpenBLAS's (driver/others/blas_server.c, pthreads build): stops the worker threads its
+// load-time init started (one per core but one); a later call that wants more than one
+// thread starts them again (exec_blas), which kiln's calls never do (one thread each).
+extern "C" int blas_thread_shutdown_(void);
 
 namespace kiln::cpu {
 namespace {
@@ -350,6 +354,10 @@ void init_blas() {
   static std::once_flag once;
   std::call_once(once, [] {
     openblas_set_num_threads(1);
+    // Its idle workers otherwise wake and spin (sched_yield) beside kiln's calls: measured on
+    // the 2-core build machine, about a tenth of a single-thread zoo run's CPU samples on the
+    // worker; on a 16-core VM, 15 of them.
+    blas_thread_shutdown_();
     core_line() = choose_blas_core();
   });
 }

@@ -221,9 +221,15 @@ class CudaAdapter final : public DeviceAdapter {
 }  // namespace
 
 const Target& target() {
-  static const Target t{"cuda", GemmLibrary::CublasLt, prepare_kernel, /*accumulator_in_ir=*/true,
-                        /*native_window_copy=*/false, /*native_depthwise=*/false,
-                        [](const AttentionForm& f) { return cuda_attention_supported(f).ok(); }, ExternDevice::Cuda};
+  static const Target t{"cuda",
+                        GemmLibrary::CublasLt,
+                        prepare_kernel,
+                        /*accumulator_in_ir=*/true,
+                        /*native_window_copy=*/false,
+                        /*native_depthwise=*/false,
+                        /*native_bias_clamp=*/false,
+                        [](const AttentionForm& f) { return cuda_attention_supported(f).ok(); },
+                        ExternDevice::Cuda};
   return t;
 }
 

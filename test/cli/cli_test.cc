@@ -535,14 +535,14 @@ CHECK-NEXT: launch elementwise, work 32*B*T
 CHECK: program decoder_layer for cpu
 CHECK-NOT: baked
 CHECK: group 6: attention bf16 H=16 KVH=16 D=128 scale=0.08838834764831843 causal
-CHECK-NEXT: q b12, k b13, v b9 at +4096 strides [6144*T, 128, 6144, 1] -> out b14 at +0 strides [2048*T, 128, 2048, 1]; B=B Tq=T Tk=T
+CHECK-NEXT: q b12, k b13, v b8 at +4096 strides [6144*T, 128, 6144, 1] -> out b14 at +0 strides [2048*T, 128, 2048, 1]; B=B Tq=T Tk=T
 CHECK-NEXT: group 7: BLAS k7_linear, f32 accumulator into k7_linear
 CHECK-NEXT: A b14, B b15 as their kernel indexes them
 CHECK-NOT: gathered
 CHECK: group 13: BLAS k13_linear, f32 accumulator into k13_linear
 CHECK-NEXT: A b26, B b27 as their kernel indexes them
-CHECK-NEXT: C b28 (f32 accumulator)
-CHECK-NEXT: then epilogue: k13_linear(b26, b27, b17, b29, b28)
+CHECK-NEXT: C b29 (f32 accumulator)
+CHECK-NEXT: then epilogue: k13_linear(b26, b27, b16, b28, b29)
 CHECK-NOT: where the library cannot run a call
 )");
 }

@@ -195,3 +195,44 @@ TEST_CASE("cpu: kiln replaces a weaker OpenBLAS core by the one the CPU calls fo
     REQUIRE(std::string(std::getenv("OPENBLAS_CORETYPE")) == "Prescott");
   }
 }
+
+TEST_CASE("cpu: GEMM epilogues that add a bias and clamp run natively (per row, per column, none; rows of 1 to 17)",
+          "[cpu][gemm]") {
+  // A 1x1-conv-like matmul [M, K] x [B, K, N] with a bias [M, 1] along the rows and ReLU6, a
+  // linear's own bias along its columns with ReLU, a clamp without a bias; a bare matmul
+  // (BLAS writes its output: no epilogue); one the routine does not take (a residual add):
+  // a generated epilogue.
+  Graph g = parse_or_fail(
+      R"(graph e(%x: f32[B, 12, N], %w: f32[20, 12] param, %b: f32[20, 1] param, %h: f32[B, N, 12], %v: f32[7, 12] param, %c: f32[7] param, %w2: f32[20, 12] param, %w3: f32[20, 12] param, %w4: f32[20, 12] param, %r: f32[B, 20, N]) {
+  %zero = constant(value=0.0, dtype=f32)
+  %six = constant(value=6.0, dtype=f32)
+  %m = matmul(%w, %x)
+  %y = add(%m, %b)
+  %lo = maximum(%y, %zero)
+  %hi = minimum(%lo, %six)
+  %l = linear(%h, %v, %c)
+  %lr = relu(%l)
+  %p = matmul(%w2, %x)
+  %q = matmul(%w3, %x)
+  %qc = minimum(%q, %zero)
+  %s = matmul(%w4, %x)
+  %sr = add(%s, %r)
+  return %hi, %lr, %p, %qc, %sr
+})");
+  absl::StatusOr<std::shared_ptr<const CompiledModule>> m = testing::make_module(g);
+  if (!m.ok()) FAIL(status_message(m.status()));
+  absl::StatusOr<std::unique_ptr<kiln::Executor>> exe = kiln::testing::build_cpu(*m);
+  if (!exe.ok()) FAIL(status_message(exe.status()));
+  int native = 0, generated = 0;
+  for (size_t k = 0; k < (*exe)->program().kernels.size(); ++k) {
+    std::string d = (*exe)->describe_kernel(static_cast<int>(k));
+    INFO(d);
+    native += d.find("(native bias and clamp)") != std::string::npos;
+    generated += d.find("_matmul") != std::string::npos && d.find("native") == std::string::npos;
+  }
+  CHECK(native == 3);
+  CHECK(generated == 1);  // the residual add
+  std::vector<Bindings> bs;
+  for (int64_t n : {1, 2, 3, 4, 8, 9, 17}) bs.push_back({{"B", n % 2 ? 3 : 1}, {"N", n}});
+  require_ok(testing::check_cpu_matches_reference(g, *m, bs, 31));
+}

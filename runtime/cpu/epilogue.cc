@@ -1,0 +1,76 @@
+#include "runtime/cpu/epilogue.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "runtime/cpu/vec8.h"
+
+namespace kiln::cpu {
+namespace {
+
+// One thread's time per element, for ThreadPool::threads_for.
+constexpr double kNsPerElement = 0.1;
+
+__attribute__((always_inline)) inline float clamp1(float v, float lo, float hi) {
+  v = v < lo ? lo : v;
+  return v > hi ? hi : v;
+}
+
+// Rows [r0, r1). Columns eight at a time, the rest one by one; where eight divides by n
+// (rows of 1, 2 or 4), eight elements span 8 / n whole rows and their biases are spread
+// over the lanes by one shuffle.
+KILN_VECTOR_CLONES void rows(const BiasClampShape& s, const float* acc, const float* bias, float* out, int64_t r0,
+                             int64_t r1) {
+  const V8 lo = V8{} + s.lo, hi = V8{} + s.hi;
+  const int64_t n = s.n;
+  auto row_bias = [&](int64_t r) { return bias && s.per_row ? bias[r % s.m] : 0.0f; };
+  int64_t r = r0;
+  if (s.per_row && n < 8 && 8 % n == 0) {
+    const int64_t span = 8 / n;  // rows per vector
+    for (; r + span <= r1; r += span) {
+      V8 b{};
+      if (bias) {
+        const int64_t c = r % s.m;
+        if (c + span <= s.m) {  // the rows' biases are consecutive
+          if (n == 1) std::memcpy(&b, bias + c, sizeof b);
+          else if (n == 2) {
+            V4 q;
+            std::memcpy(&q, bias + c, sizeof q);
+            b = __builtin_shufflevector(q, q, 0, 0, 1, 1, 2, 2, 3, 3);
+          } else {
+            b = V8{bias[c], bias[c], bias[c], bias[c], bias[c + 1], bias[c + 1], bias[c + 1], bias[c + 1]};
+          }
+        } else {
+          for (int l = 0; l < 8; ++l) b[l] = bias[(r + l / n) % s.m];
+        }
+      }
+      V8 a;
+      std::memcpy(&a, acc + r * n, sizeof a);
+      store_clamped(a, b, lo, hi, out + r * n);
+    }
+  }
+  for (; r < r1; ++r) {
+    const float* x = acc + r * n;
+    float* o = out + r * n;
+    const float rb = row_bias(r);
+    const V8 bv = V8{} + rb;
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+      V8 a, b = bv;
+      std::memcpy(&a, x + j, sizeof a);
+      if (bias && !s.per_row) std::memcpy(&b, bias + j, sizeof b);
+      store_clamped(a, b, lo, hi, o + j);
+    }
+    for (; j < n; ++j) o[j] = clamp1(x[j] + (bias && !s.per_row ? bias[j] : rb), s.lo, s.hi);
+  }
+}
+
+}  // namespace
+
+void bias_clamp(const BiasClampShape& s, const float* acc, const float* bias, float* out, ThreadPool& pool) {
+  if (s.rows <= 0 || s.n <= 0) return;
+  pool.parallel_ranges(s.rows, static_cast<double>(s.rows * s.n) * kNsPerElement,
+                       [&](int64_t lo, int64_t hi) { rows(s, acc, bias, out, lo, hi); });
+}
+
+}  // namespace kiln::cpu
