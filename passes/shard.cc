@@ -104,18 +104,22 @@ class Sharder {
     return name;
   }
 
-  absl::StatusOr<Value*> collective(Op op, Value* v, Attrs attrs) {
-    KILN_ASSIGN_OR_RETURN(
-        Node * c, out_.add_node(op, {v}, std::move(attrs), {fresh(str_cat(v->name(), ".", op_name(op)))}, loc_));
+  // `op` of `v`, named `name` (empty: <v>.<op>).
+  absl::StatusOr<Value*> collective(Op op, Value* v, Attrs attrs, std::string name = "") {
+    if (name.empty()) name = fresh(str_cat(v->name(), ".", op_name(op)));
+    KILN_ASSIGN_OR_RETURN(Node * c, out_.add_node(op, {v}, std::move(attrs), {name}, loc_));
     layout_[c->result()] = Layout{};
     return c->result();
   }
 
-  // A partial value summed (all_reduce), once.
+  // A partial value summed (all_reduce), once, where a consumer first needs the sum; the sum
+  // of n's partial result (partial()) takes n's name.
   absl::StatusOr<Value*> summed(Value* v) {
     if (layout(v).kind != Layout::Partial) return v;
     if (auto it = whole_.find(v); it != whole_.end()) return it->second;
-    KILN_ASSIGN_OR_RETURN(Value * r, collective(Op::AllReduce, v, {{"ranks", n_}}));
+    auto named = sum_name_.find(v);
+    KILN_ASSIGN_OR_RETURN(Value * r,
+                          collective(Op::AllReduce, v, {{"ranks", n_}}, named == sum_name_.end() ? "" : named->second));
     return whole_[v] = r;
   }
 
@@ -205,6 +209,20 @@ class Sharder {
   // Elementwise and broadcast ops: split operands must be split alike along the same result
   // axis, and every replicated operand broadcast along it (size 1 or absent).
   absl::Status broadcast(const Node& n, std::vector<Value*> ops) {
+    // A sum or difference of partial values is partial (sum_r a_r + sum_r b_r = sum_r
+    // (a_r + b_r)): a parallel-residual block's attention and MLP outputs (GPT-J, NeoX,
+    // Falcon) take one all_reduce. Only where the op is each operand's one use, so that no
+    // operand is summed on its own as well. A replicated operand needs the others summed.
+    if (n.op() == Op::Add || n.op() == Op::Sub) {
+      bool all_partial = true;
+      for (size_t i = 0; i < ops.size(); ++i) {
+        const Value* v = n.operand(i);
+        all_partial = all_partial && layout(ops[i]).kind == Layout::Partial &&
+                      std::all_of(v->users().begin(), v->users().end(), [&](const Node* u) { return u == &n; }) &&
+                      std::find(g_.outputs().begin(), g_.outputs().end(), v) == g_.outputs().end();
+      }
+      if (all_partial) return partial(n, std::move(ops), n.attrs()).status();
+    }
     const int64_t out_rank = rank_of(n.result());
     std::optional<Layout> split;
     bool conflict = false;
@@ -269,13 +287,15 @@ class Sharder {
     return emit_whole(n, std::move(ops), "it normalizes over the split axis");
   }
 
-  // n's GEMM (no bias) on operands whose contraction axis is split: each rank's partial
-  // product (named <n>.partial), summed by one all_reduce.
-  absl::StatusOr<Value*> contracted(const Node& n, std::vector<Value*> operands) {
-    KILN_ASSIGN_OR_RETURN(Node * p, out_.add_node(n.op(), std::move(operands), {},
+  // n's op on `operands` giving each rank's part of n's result (named <n>.partial), which
+  // stands for n's result; summed by one all_reduce (named as n's result) where needed.
+  absl::StatusOr<Value*> partial(const Node& n, std::vector<Value*> operands, Attrs attrs = {}) {
+    KILN_ASSIGN_OR_RETURN(Node * p, out_.add_node(n.op(), std::move(operands), std::move(attrs),
                                                   {fresh(str_cat(n.result()->name(), ".partial"))}, loc_));
     layout_[p->result()] = Layout{Layout::Partial};
-    return summed(p->result());
+    sum_name_[p->result()] = n.result()->name();
+    map_[n.result()] = p->result();
+    return p->result();
   }
 
   // `v` stands for n's result, under its name.
@@ -300,8 +320,10 @@ class Sharder {
       return emit(n, std::move(ops), n.attrs(), {w.at(k_axis)});  // column-parallel
     if (w.kind == Layout::Split && w.axis == 1 && w.groups == n_ && x == w.at(k_axis) && bias_whole) {
       // Row-parallel: partial products, summed, then the bias once.
-      KILN_ASSIGN_OR_RETURN(Value * sum, contracted(n, {ops[0], ops[1]}));
-      if (!bias) return named_result(n, sum);
+      KILN_ASSIGN_OR_RETURN(Value * part, partial(n, {ops[0], ops[1]}));
+      if (!bias) return absl::OkStatus();
+      sum_name_.erase(part);  // the bias's add takes n's name
+      KILN_ASSIGN_OR_RETURN(Value * sum, summed(part));
       KILN_ASSIGN_OR_RETURN(Node * add, out_.add_node(Op::Add, {sum, ops[2]}, {}, {n.result()->name()}, loc_));
       map_[n.result()] = add->result();
       layout_[add->result()] = Layout{};
@@ -327,8 +349,7 @@ class Sharder {
     };
     if (a.kind == Layout::Split && b.kind == Layout::Split && a.axis == ra - 1 && b.axis == rb - 2 && a.groups == n_ &&
         b.groups == n_) {
-      KILN_ASSIGN_OR_RETURN(Value * sum, contracted(n, ops));
-      return named_result(n, sum);
+      return partial(n, std::move(ops)).status();
     }
     if (a.kind == Layout::Split && a.axis < ra - 1) {  // rows or a batch axis of a
       int64_t o = a.axis + ro - ra;
@@ -587,6 +608,7 @@ class Sharder {
   absl::flat_hash_map<const Value*, Value*> map_;     // original value -> its sharded value
   absl::flat_hash_map<const Value*, Layout> layout_;  // sharded value -> layout
   absl::flat_hash_map<const Value*, Value*> whole_;   // sharded value -> its whole form
+  absl::flat_hash_map<const Value*, std::string> sum_name_;  // partial value -> its sum's name
   std::map<std::string, ArgSplit> split_;
   std::vector<std::string> notes_;
 };

@@ -22,9 +22,12 @@
 // broadcast ops, reductions and norms over other axes, views that keep the axis whole,
 // attention and cache writes split by heads, a GEMM's rows or output columns); a GEMM whose
 // contraction axis is split on both operands gives a partial value, which one all_reduce
-// makes whole right after it (before a bias is added); a gather from a table split by rows
+// makes whole where an op first needs it whole (before a bias is added); a sum or
+// difference of partial values that are used nowhere else stays partial (a parallel-residual
+// block's attention and MLP outputs, as GPT-J, GPT-NeoX and Falcon add them, take one
+// all_reduce; adding a replicated value sums first); a gather from a table split by rows
 // (a vocab-parallel embedding) is each rank's masked lookup in its rows (which needs the
-// rank's index: the input kRankInput), partial and summed the same way. Where an op has no split form here,
+// rank's index: the input kRankInput), partial and summed at once. Where an op has no split form here,
 // its split operands are made whole first (all_gather; all_reduce for partial values) and
 // the pass says so in `notes`: correct, but communication a better plan
 // would avoid. Graph outputs come out replicated, except those that are (or write) state
