@@ -78,17 +78,19 @@ absl::StatusOr<TensorMap> read_rank_parameters(const ShardedGraph& s, int64_t ra
     KILN_ASSIGN_OR_RETURN(auto fe, ckpt.find(p->name()));
     const SafetensorsEntry& e = *fe.second;
     auto split = s.split.find(p->name());
-    // The whole tensor's shape: the rank's with the split axis times the ranks.
+    // The whole tensor's shape: the rank's with the split axis times the chunks.
     absl::StatusOr<std::vector<int64_t>> local = evaluate_shape(p->shape(), {});
     if (!local.ok()) return invalid_argument("parameter %", p->name(), " has a symbolic shape");
     std::vector<int64_t> whole = *local;
-    if (split != s.split.end()) whole[split->second] *= ranks;
+    if (split != s.split.end()) whole[split->second.axis] *= split->second.groups;
     if (e.shape != whole)
       return invalid_argument(fe.first->path(), ": tensor '", p->name(), "' has shape [",
                               str_join(e.shape, ", ", [](int64_t d) { return str_cat(d); }), "], the graph needs [",
                               str_join(whole, ", ", [](int64_t d) { return str_cat(d); }), "]");
-    absl::StatusOr<HostTensor> h = split == s.split.end() ? fe.first->read(p->name())
-                                                          : fe.first->read_chunk(p->name(), split->second, rank, ranks);
+    absl::StatusOr<HostTensor> h = split == s.split.end()
+                                       ? fe.first->read(p->name())
+                                       : fe.first->read_chunk(p->name(), split->second.axis,
+                                                              split->second.chunk(rank, ranks), split->second.groups);
     KILN_RETURN_IF_ERROR(h.status());
     if (h->dtype() != p->dtype()) {
       if (!is_float(h->dtype()) || !is_float(p->dtype()))

@@ -187,7 +187,7 @@ absl::StatusOr<GenerateReport> generate(const LlamaConfig& c, const std::map<std
     if (s == &decode) co.buckets = buckets;
     else if (cache_batch != B) s->state_rows = B;
     if (o.tp > 0) {  // the rank graph over a new group: its own communicators, the same devices
-      auto sharded = shard(s->graph, llama_shard_plan(o.tp, paged));
+      auto sharded = shard(s->graph, llama_shard_plan(o.tp, paged, true, c.kv_heads));
       if (!sharded.ok())
         return prefix_error(sharded.status(), "generate: sharding ", s->graph.name(), " over ", o.tp, " ranks: ");
       s->shard = *std::move(sharded);

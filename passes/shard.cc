@@ -14,8 +14,10 @@ namespace {
 
 struct Layout {
   enum Kind : uint8_t { Replicated, Split, Partial } kind = Replicated;
-  int64_t axis = 0;  // Split only
-  static Layout split(int64_t a) { return {Split, a}; }
+  int64_t axis = 0, groups = 0;  // Split only: along `axis` into `groups` chunks (shard.h)
+  static Layout split(int64_t a, int64_t g) { return {Split, a, g}; }
+  Layout at(int64_t a) const { return split(a, groups); }  // the same chunks along another axis
+  bool operator==(const Layout&) const = default;
 };
 
 // '*' matches any run of characters, everything else itself.
@@ -58,9 +60,11 @@ class Sharder {
  private:
   absl::Status add_arg(const Value* v) {
     std::optional<int64_t> axis;
+    int64_t groups = n_;
     for (const ShardRule& r : plan_.rules)
       if (glob(r.pattern, v->name())) {
         axis = r.axis;
+        groups = r.groups ? r.groups : n_;
         break;
       }
     TensorType t = v->type();
@@ -68,21 +72,25 @@ class Sharder {
       int64_t a = norm_axis(*axis, rank_of(v));
       if (a < 0 || a >= rank_of(v))
         return invalid_argument("shard: %", v->name(), " of type ", t.to_string(), " has no axis ", *axis);
-      std::optional<Dim> d = t.shape[a].divide_exact(Dim(n_));
+      if (groups < 1 || n_ % groups != 0)
+        return invalid_argument("shard: %", v->name(), " split into ", groups, " groups, which do not divide the ", n_,
+                                " ranks");
+      std::optional<Dim> d = t.shape[a].divide_exact(Dim(groups));
       if (!d)
         return invalid_argument("shard: axis ", a, " of %", v->name(), " (", t.to_string(), ") does not divide into ",
-                                n_, " equal chunks");
+                                groups, " equal chunks");
       if (v->data())
         return invalid_argument("shard: parameter %", v->name(),
                                 " holds its data in the graph; a split parameter is bound per rank (shard_arguments)");
       t.shape[a] = *d;
-      split_[v->name()] = a;
+      split_[v->name()] = {a, groups};
     }
     absl::StatusOr<Value*> nv =
         v->is_param() ? out_.add_param(v->name(), t, v->data()) : out_.add_input(v->name(), t, v->is_state());
     KILN_RETURN_IF_ERROR(nv.status());
     map_[v] = *nv;
-    layout_[*nv] = split_.contains(v->name()) ? Layout::split(split_.at(v->name())) : Layout{};
+    auto sp = split_.find(v->name());
+    layout_[*nv] = sp != split_.end() ? Layout::split(sp->second.axis, sp->second.groups) : Layout{};
     return absl::OkStatus();
   }
 
@@ -96,27 +104,48 @@ class Sharder {
     return name;
   }
 
-  absl::StatusOr<Value*> collective(Op op, Value* v, Attrs attrs) {
-    KILN_ASSIGN_OR_RETURN(
-        Node * c, out_.add_node(op, {v}, std::move(attrs), {fresh(str_cat(v->name(), ".", op_name(op)))}, loc_));
+  // `op` of `v`, named `name` (empty: <v>.<op>).
+  absl::StatusOr<Value*> collective(Op op, Value* v, Attrs attrs, std::string name = "") {
+    if (name.empty()) name = fresh(str_cat(v->name(), ".", op_name(op)));
+    KILN_ASSIGN_OR_RETURN(Node * c, out_.add_node(op, {v}, std::move(attrs), {name}, loc_));
     layout_[c->result()] = Layout{};
     return c->result();
   }
 
-  // A partial value summed (all_reduce), once.
+  // A partial value summed (all_reduce), once, where a consumer first needs the sum; the sum
+  // of n's partial result (partial()) takes n's name.
   absl::StatusOr<Value*> summed(Value* v) {
     if (layout(v).kind != Layout::Partial) return v;
     if (auto it = whole_.find(v); it != whole_.end()) return it->second;
-    KILN_ASSIGN_OR_RETURN(Value * r, collective(Op::AllReduce, v, {{"ranks", n_}}));
+    auto named = sum_name_.find(v);
+    KILN_ASSIGN_OR_RETURN(Value * r,
+                          collective(Op::AllReduce, v, {{"ranks", n_}}, named == sum_name_.end() ? "" : named->second));
     return whole_[v] = r;
   }
 
   // The whole value on every rank: all_gather of a split one, all_reduce of a partial one.
+  // A grouped split's gather holds each chunk N / g times in a row: reshaped to
+  // [..., g, N / g, chunk, ...], the first copy of each is sliced out.
   absl::StatusOr<Value*> whole(Value* v) {
     Layout l = layout(v);
     if (l.kind != Layout::Split) return summed(v);
     if (auto it = whole_.find(v); it != whole_.end()) return it->second;
     KILN_ASSIGN_OR_RETURN(Value * r, collective(Op::AllGather, v, {{"axis", l.axis}, {"ranks", n_}}));
+    if (l.groups != n_) {
+      const size_t a = static_cast<size_t>(l.axis);
+      Shape copies = v->shape(), once = v->shape();
+      copies.insert(copies.begin() + static_cast<std::ptrdiff_t>(a), {Dim(l.groups), Dim(n_ / l.groups)});
+      once[a] = Dim(l.groups) * once[a];
+      auto op = [&](Op o, Value* in, Attrs attrs) -> absl::StatusOr<Value*> {
+        KILN_ASSIGN_OR_RETURN(
+            Node * m, out_.add_node(o, {in}, std::move(attrs), {fresh(str_cat(v->name(), ".", op_name(o)))}, loc_));
+        layout_[m->result()] = Layout{};
+        return m->result();
+      };
+      KILN_ASSIGN_OR_RETURN(r, op(Op::Reshape, r, {{"shape", copies}}));
+      KILN_ASSIGN_OR_RETURN(r, op(Op::Slice, r, {{"axis", l.axis + 1}, {"start", int64_t{0}}, {"end", int64_t{1}}}));
+      KILN_ASSIGN_OR_RETURN(r, op(Op::Reshape, r, {{"shape", once}}));
+    }
     return whole_[v] = r;
   }
 
@@ -177,28 +206,42 @@ class Sharder {
     }
   }
 
-  // Elementwise and broadcast ops: split operands must be split along the same result axis,
-  // and every replicated operand broadcast along it (size 1 or absent).
+  // Elementwise and broadcast ops: split operands must be split alike along the same result
+  // axis, and every replicated operand broadcast along it (size 1 or absent).
   absl::Status broadcast(const Node& n, std::vector<Value*> ops) {
+    // A sum or difference of partial values is partial (sum_r a_r + sum_r b_r = sum_r
+    // (a_r + b_r)): a parallel-residual block's attention and MLP outputs (GPT-J, NeoX,
+    // Falcon) take one all_reduce. Only where the op is each operand's one use, so that no
+    // operand is summed on its own as well. A replicated operand needs the others summed.
+    if (n.op() == Op::Add || n.op() == Op::Sub) {
+      bool all_partial = true;
+      for (size_t i = 0; i < ops.size(); ++i) {
+        const Value* v = n.operand(i);
+        all_partial = all_partial && layout(ops[i]).kind == Layout::Partial &&
+                      std::all_of(v->users().begin(), v->users().end(), [&](const Node* u) { return u == &n; }) &&
+                      std::find(g_.outputs().begin(), g_.outputs().end(), v) == g_.outputs().end();
+      }
+      if (all_partial) return partial(n, std::move(ops), n.attrs()).status();
+    }
     const int64_t out_rank = rank_of(n.result());
-    std::optional<int64_t> axis;
+    std::optional<Layout> split;
     bool conflict = false;
     for (Value*& v : ops) {
       KILN_ASSIGN_OR_RETURN(v, summed(v));
       Layout l = layout(v);
       if (l.kind != Layout::Split) continue;
-      int64_t a = l.axis + out_rank - rank_of(v);
-      conflict = conflict || (axis && *axis != a);
-      axis = a;
+      Layout at = l.at(l.axis + out_rank - rank_of(v));
+      conflict = conflict || (split && *split != at);
+      split = at;
     }
-    if (!axis) return emit(n, std::move(ops), n.attrs(), {Layout{}});
+    if (!split) return emit(n, std::move(ops), n.attrs(), {Layout{}});
     for (size_t i = 0; i < ops.size() && !conflict; ++i) {
       if (layout(ops[i]).kind == Layout::Split) continue;
-      int64_t at = *axis - (out_rank - rank_of(ops[i]));
+      int64_t at = split->axis - (out_rank - rank_of(ops[i]));
       conflict = at >= 0 && !(n.operand(i)->shape()[at] == Dim(1));
     }
-    if (conflict) return emit_whole(n, std::move(ops), "operands split along different axes");
-    return emit(n, std::move(ops), n.attrs(), {Layout::split(*axis)});
+    if (conflict) return emit_whole(n, std::move(ops), "operands split along different axes or into different groups");
+    return emit(n, std::move(ops), n.attrs(), {*split});
   }
 
   absl::Status reduction(const Node& n, std::vector<Value*> ops) {
@@ -220,13 +263,14 @@ class Sharder {
         for (int64_t a = 0; a < rank; ++a) axes.push_back(a);
     }
     if (std::find(axes.begin(), axes.end(), l.axis) != axes.end()) {
-      // A sum over the split axis: each rank's sum of its chunk, one part of the whole.
-      if (n.op() == Op::Sum) return emit(n, std::move(ops), n.attrs(), {Layout{Layout::Partial}});
+      // A sum over the split axis: each rank's sum of its chunk, one part of the whole (with
+      // a chunk per rank; replicated chunks would be counted N / g times).
+      if (n.op() == Op::Sum && l.groups == n_) return emit(n, std::move(ops), n.attrs(), {Layout{Layout::Partial}});
       return emit_whole(n, std::move(ops), "it reduces over the split axis");
     }
     int64_t a =
         keepdim ? l.axis : l.axis - std::count_if(axes.begin(), axes.end(), [&](int64_t x) { return x < l.axis; });
-    return emit(n, std::move(ops), n.attrs(), {Layout::split(a)});
+    return emit(n, std::move(ops), n.attrs(), {l.at(a)});
   }
 
   // Softmax and norms over `axes`: kept split along another axis, their weights replicated.
@@ -243,13 +287,15 @@ class Sharder {
     return emit_whole(n, std::move(ops), "it normalizes over the split axis");
   }
 
-  // n's GEMM (no bias) on operands whose contraction axis is split: each rank's partial
-  // product (named <n>.partial), summed by one all_reduce.
-  absl::StatusOr<Value*> contracted(const Node& n, std::vector<Value*> operands) {
-    KILN_ASSIGN_OR_RETURN(Node * p, out_.add_node(n.op(), std::move(operands), {},
+  // n's op on `operands` giving each rank's part of n's result (named <n>.partial), which
+  // stands for n's result; summed by one all_reduce (named as n's result) where needed.
+  absl::StatusOr<Value*> partial(const Node& n, std::vector<Value*> operands, Attrs attrs = {}) {
+    KILN_ASSIGN_OR_RETURN(Node * p, out_.add_node(n.op(), std::move(operands), std::move(attrs),
                                                   {fresh(str_cat(n.result()->name(), ".partial"))}, loc_));
     layout_[p->result()] = Layout{Layout::Partial};
-    return summed(p->result());
+    sum_name_[p->result()] = n.result()->name();
+    map_[n.result()] = p->result();
+    return p->result();
   }
 
   // `v` stands for n's result, under its name.
@@ -270,13 +316,14 @@ class Sharder {
       if (x.kind == Layout::Replicated) return emit(n, std::move(ops), n.attrs(), {Layout{}});
       if (x.axis != k_axis) return emit(n, std::move(ops), n.attrs(), {x});  // rows split
     }
-    if (w.kind == Layout::Split && w.axis == 0 && x.kind == Layout::Replicated &&
-        (!bias || (layout(ops[2]).kind == Layout::Split && layout(ops[2]).axis == 0)))
-      return emit(n, std::move(ops), n.attrs(), {Layout::split(k_axis)});  // column-parallel
-    if (w.kind == Layout::Split && w.axis == 1 && x.kind == Layout::Split && x.axis == k_axis && bias_whole) {
+    if (w.kind == Layout::Split && w.axis == 0 && x.kind == Layout::Replicated && (!bias || layout(ops[2]) == w))
+      return emit(n, std::move(ops), n.attrs(), {w.at(k_axis)});  // column-parallel
+    if (w.kind == Layout::Split && w.axis == 1 && w.groups == n_ && x == w.at(k_axis) && bias_whole) {
       // Row-parallel: partial products, summed, then the bias once.
-      KILN_ASSIGN_OR_RETURN(Value * sum, contracted(n, {ops[0], ops[1]}));
-      if (!bias) return named_result(n, sum);
+      KILN_ASSIGN_OR_RETURN(Value * part, partial(n, {ops[0], ops[1]}));
+      if (!bias) return absl::OkStatus();
+      sum_name_.erase(part);  // the bias's add takes n's name
+      KILN_ASSIGN_OR_RETURN(Value * sum, summed(part));
       KILN_ASSIGN_OR_RETURN(Node * add, out_.add_node(Op::Add, {sum, ops[2]}, {}, {n.result()->name()}, loc_));
       map_[n.result()] = add->result();
       layout_[add->result()] = Layout{};
@@ -300,28 +347,28 @@ class Sharder {
       int64_t at = o - (ro - rank_of(n.operand(i)));
       return at < 0 || n.operand(i)->shape()[at] == Dim(1);
     };
-    if (a.kind == Layout::Split && b.kind == Layout::Split && a.axis == ra - 1 && b.axis == rb - 2) {
-      KILN_ASSIGN_OR_RETURN(Value * sum, contracted(n, ops));
-      return named_result(n, sum);
+    if (a.kind == Layout::Split && b.kind == Layout::Split && a.axis == ra - 1 && b.axis == rb - 2 && a.groups == n_ &&
+        b.groups == n_) {
+      return partial(n, std::move(ops)).status();
     }
     if (a.kind == Layout::Split && a.axis < ra - 1) {  // rows or a batch axis of a
       int64_t o = a.axis + ro - ra;
       bool fits = b.kind == Layout::Replicated ? (a.axis == ra - 2 || broadcast_at(1, o))
-                                               : b.axis < rb - 2 && b.axis + ro - rb == o;
-      if (fits) return emit(n, std::move(ops), n.attrs(), {Layout::split(o)});
+                                               : b.axis < rb - 2 && b.axis + ro - rb == o && b.groups == a.groups;
+      if (fits) return emit(n, std::move(ops), n.attrs(), {a.at(o)});
     }
     if (b.kind == Layout::Split && a.kind == Layout::Replicated) {
-      if (b.axis == rb - 1) return emit(n, std::move(ops), n.attrs(), {Layout::split(ro - 1)});  // columns
+      if (b.axis == rb - 1) return emit(n, std::move(ops), n.attrs(), {b.at(ro - 1)});  // columns
       int64_t o = b.axis + ro - rb;
-      if (b.axis < rb - 2 && broadcast_at(0, o)) return emit(n, std::move(ops), n.attrs(), {Layout::split(o)});
+      if (b.axis < rb - 2 && broadcast_at(0, o)) return emit(n, std::move(ops), n.attrs(), {b.at(o)});
     }
     return emit_whole(n, std::move(ops), "its operands are split in no way a GEMM splits");
   }
 
-  // A type's shape with axis `a` divided across the ranks.
-  Shape local(const Value* v, int64_t a) const {
+  // A type's shape with axis `a` divided into `groups` chunks.
+  Shape local(const Value* v, int64_t a, int64_t groups) const {
     Shape s = v->shape();
-    s[a] = *s[a].divide_exact(Dim(n_));
+    s[a] = *s[a].divide_exact(Dim(groups));
     return s;
   }
 
@@ -355,11 +402,11 @@ class Sharder {
     std::optional<size_t> target;
     for (size_t j = lo ? lo->second : 0; outermost && hi && j < hi->second && !target; ++j)
       if (!(out[j] == Dim(1))) target = j;
-    if (!target || !out[*target].divide_exact(Dim(n_)))
+    if (!target || !out[*target].divide_exact(Dim(l.groups)))
       return emit_whole(n, std::move(ops), "the reshape moves the split axis inside another");
     Attrs attrs = n.attrs();
-    attrs.set("shape", local(n.result(), static_cast<int64_t>(*target)));
-    return emit(n, std::move(ops), std::move(attrs), {Layout::split(static_cast<int64_t>(*target))});
+    attrs.set("shape", local(n.result(), static_cast<int64_t>(*target), l.groups));
+    return emit(n, std::move(ops), std::move(attrs), {l.at(static_cast<int64_t>(*target))});
   }
 
   absl::Status permute(const Node& n, std::vector<Value*> ops) {
@@ -369,7 +416,7 @@ class Sharder {
     const std::vector<int64_t>& dims = PermuteAttrs(n).dims();
     const int64_t rank = static_cast<int64_t>(dims.size());
     for (int64_t j = 0; j < rank; ++j)
-      if (norm_axis(dims[j], rank) == l.axis) return emit(n, std::move(ops), n.attrs(), {Layout::split(j)});
+      if (norm_axis(dims[j], rank) == l.axis) return emit(n, std::move(ops), n.attrs(), {l.at(j)});
     return invalid_argument(n.describe(), ": permute without axis ", l.axis);
   }
 
@@ -379,8 +426,8 @@ class Sharder {
     if (l.kind != Layout::Split) return emit(n, std::move(ops), n.attrs(), {Layout{}});
     const int64_t a = l.axis + rank_of(n.result()) - rank_of(n.operand(0));
     Attrs attrs = n.attrs();
-    attrs.set("shape", local(n.result(), a));
-    return emit(n, std::move(ops), std::move(attrs), {Layout::split(a)});
+    attrs.set("shape", local(n.result(), a, l.groups));
+    return emit(n, std::move(ops), std::move(attrs), {l.at(a)});
   }
 
   // squeeze/unsqueeze: the split axis keeps its place among the axes that stay.
@@ -407,7 +454,7 @@ class Sharder {
       for (int64_t x : added)
         if (x <= a) ++a;
     }
-    return emit(n, std::move(ops), n.attrs(), {Layout::split(a)});
+    return emit(n, std::move(ops), n.attrs(), {l.at(a)});
   }
 
   // slice, concat and split along another axis than the split one keep it.
@@ -417,7 +464,7 @@ class Sharder {
     for (Value*& v : ops) {
       KILN_ASSIGN_OR_RETURN(v, summed(v));
       Layout l = layout(v);
-      mixed = mixed || (same && (same->kind != l.kind || same->axis != l.axis));
+      mixed = mixed || (same && *same != l);
       same = l;
     }
     if (!mixed && same->kind == Layout::Replicated) return emit(n, std::move(ops), n.attrs(), {Layout{}});
@@ -427,8 +474,11 @@ class Sharder {
                       mixed ? "its operands are split differently" : "it works along the split axis");
   }
 
-  // attention(q, k, v, ...) and sdpa: heads split (q [B, H, Tq, D] along 1; k and v along
-  // their kv-head axis: 1 contiguous, 2 paged), masks, lengths and tables replicated.
+  // attention(q, k, v, ...) and sdpa: heads split (q [B, H, Tq, D] along 1; k and v alike
+  // along their kv-head axis: 1 contiguous, 2 paged), masks, lengths and tables replicated.
+  // Each rank's q heads must be those of its kv heads' groups: k and v split as q is (its
+  // H / N query heads over KVH / N kv heads, the ratio of the whole), or into fewer groups
+  // that divide q's, each chunk one kv head (all of the rank's query heads share it).
   absl::Status attention(const Node& n, std::vector<Value*> ops) {
     for (Value*& v : ops) {
       KILN_ASSIGN_OR_RETURN(v, summed(v));
@@ -443,12 +493,16 @@ class Sharder {
       mask = 3;
     }
     bool any = false, heads = true;
+    const Layout q = layout(ops[0]), kv = layout(ops[1]);
     for (size_t i = 0; i < ops.size(); ++i) {
       Layout l = layout(ops[i]);
       any = any || l.kind == Layout::Split;
-      int64_t want = i == 0 ? 1 : i < 3 ? (paged ? 2 : 1) : -1;
-      if (want >= 0) {
-        heads = heads && l.kind == Layout::Split && l.axis == want;
+      if (i == 0) {
+        heads = l.kind == Layout::Split && l.axis == 1;
+      } else if (i < 3) {
+        const int64_t axis = paged ? 2 : 1;
+        heads = heads && l == kv && l.kind == Layout::Split && l.axis == axis &&
+                (l.groups == q.groups || (q.groups % l.groups == 0 && ops[i]->shape()[axis] == Dim(1)));
       } else {
         heads = heads && l.kind == Layout::Replicated;
         if (mask && i == *mask && rank_of(n.operand(i)) >= 3)
@@ -456,7 +510,7 @@ class Sharder {
       }
     }
     if (!any) return emit(n, std::move(ops), n.attrs(), {Layout{}});
-    if (heads) return emit(n, std::move(ops), n.attrs(), {Layout::split(1)});
+    if (heads) return emit(n, std::move(ops), n.attrs(), {q});
     return emit_whole(n, std::move(ops), "its operands are not all split by heads");
   }
 
@@ -482,10 +536,10 @@ class Sharder {
     const int64_t axis = norm_axis(GatherAttrs(n).axis(), rank);
     if (t.kind != Layout::Split) return emit(n, std::move(ops), n.attrs(), {Layout{}});
     if (t.axis != axis)
-      return emit(n, std::move(ops), n.attrs(), {Layout::split(t.axis < axis ? t.axis : t.axis + ids_rank - 1)});
+      return emit(n, std::move(ops), n.attrs(), {t.at(t.axis < axis ? t.axis : t.axis + ids_rank - 1)});
     std::optional<int64_t> rows = ops[0]->shape()[0].constant();
-    if (axis != 0 || !rows)
-      return emit_whole(n, std::move(ops), "a gather along a split axis other than a table's rows");
+    if (axis != 0 || !rows || t.groups != n_)
+      return emit_whole(n, std::move(ops), "a gather along a split axis other than a table's rows, a chunk per rank");
     KILN_ASSIGN_OR_RETURN(Value * r, rank_input());
     // Each value named <n>.<op> (fresh: no name of either graph).
     const std::string base = n.result()->name();
@@ -539,7 +593,7 @@ class Sharder {
     const int64_t heads = ops.size() == 4 ? 2 : 1;  // a block table: the paged layout
     if (c.kind == Layout::Replicated && x.kind == Layout::Replicated && rest_whole)
       return emit(n, std::move(ops), n.attrs(), {Layout{}});
-    if (c.kind == Layout::Split && c.axis == heads && x.kind == Layout::Split && x.axis == 1 && rest_whole)
+    if (c.kind == Layout::Split && c.axis == heads && x == c.at(1) && rest_whole)
       return emit(n, std::move(ops), n.attrs(), {c});
     return invalid_argument(n.describe(), ": the cache %", n.operand(0)->name(), " and the rows written (%",
                             n.operand(1)->name(), ") are not split alike by kv heads (the cache along axis ", heads,
@@ -554,20 +608,24 @@ class Sharder {
   absl::flat_hash_map<const Value*, Value*> map_;     // original value -> its sharded value
   absl::flat_hash_map<const Value*, Layout> layout_;  // sharded value -> layout
   absl::flat_hash_map<const Value*, Value*> whole_;   // sharded value -> its whole form
-  std::map<std::string, int64_t> split_;
+  absl::flat_hash_map<const Value*, std::string> sum_name_;  // partial value -> its sum's name
+  std::map<std::string, ArgSplit> split_;
   std::vector<std::string> notes_;
 };
 
 }  // namespace
 
-ShardPlan llama_shard_plan(int64_t ranks, bool paged, bool vocab_parallel) {
+ShardPlan llama_shard_plan(int64_t ranks, bool paged, bool vocab_parallel, int64_t kv_heads) {
   ShardPlan p;
   p.ranks = ranks;
-  for (const char* col : {"*q_proj.weight", "*k_proj.weight", "*v_proj.weight", "*gate_proj.weight", "*up_proj.weight",
-                          "*q_proj.bias", "*k_proj.bias", "*v_proj.bias"})
+  // Fewer kv heads than ranks: each kv head whole on ranks / kv_heads ranks (shard.h).
+  const int64_t kv_groups = kv_heads > 0 && kv_heads < ranks && ranks % kv_heads == 0 ? kv_heads : 0;
+  for (const char* col : {"*q_proj.weight", "*gate_proj.weight", "*up_proj.weight", "*q_proj.bias"})
     p.rules.push_back({col, 0});
+  for (const char* kv : {"*k_proj.weight", "*v_proj.weight", "*k_proj.bias", "*v_proj.bias"})
+    p.rules.push_back({kv, 0, kv_groups});
   for (const char* row : {"*o_proj.weight", "*down_proj.weight"}) p.rules.push_back({row, 1});
-  for (const char* cache : {"k_cache.*", "v_cache.*"}) p.rules.push_back({cache, paged ? 2 : 1});
+  for (const char* cache : {"k_cache.*", "v_cache.*"}) p.rules.push_back({cache, paged ? 2 : 1, kv_groups});
   if (vocab_parallel)
     for (const char* vocab : {"model.embed_tokens.weight", "lm_head.weight"}) p.rules.push_back({vocab, 0});
   return p;
@@ -583,11 +641,11 @@ absl::StatusOr<std::vector<TensorMap>> shard_arguments(const ShardedGraph& s, in
       for (TensorMap& m : out) m[name] = t;
       continue;
     }
-    const int64_t a = it->second;
-    if (a >= t.rank() || t.shape()[a] % ranks != 0)
-      return invalid_argument("argument %", name, ": axis ", a, " of ", t.type_string(), " does not divide into ",
-                              ranks, " equal chunks");
-    for (int64_t r = 0; r < ranks; ++r) out[r][name] = t.chunk(a, r, ranks);
+    const ArgSplit& sp = it->second;
+    if (sp.axis >= t.rank() || t.shape()[sp.axis] % sp.groups != 0)
+      return invalid_argument("argument %", name, ": axis ", sp.axis, " of ", t.type_string(), " does not divide into ",
+                              sp.groups, " equal chunks");
+    for (int64_t r = 0; r < ranks; ++r) out[r][name] = t.chunk(sp.axis, sp.chunk(r, ranks), sp.groups);
   }
   if (const Value* v = s.graph.find(std::string(kRankInput)); v && v->is_input())
     for (int64_t r = 0; r < ranks; ++r) {
@@ -609,7 +667,10 @@ absl::StatusOr<ShardedRun> evaluate_sharded(const Graph& g, const ShardedGraph& 
     const Value* storage = state_storage(g.outputs()[i]);
     auto split = storage ? s.split.find(storage->name()) : s.split.end();
     for (int64_t r = 0; r < ranks; ++r)
-      run.expected[r].push_back(split == s.split.end() ? want[i] : want[i].chunk(split->second, r, ranks));
+      run.expected[r].push_back(
+          split == s.split.end()
+              ? want[i]
+              : want[i].chunk(split->second.axis, split->second.chunk(r, ranks), split->second.groups));
   }
   return run;
 }

@@ -11,9 +11,9 @@
 namespace kiln {
 namespace {
 
-// What the ranks of one host group share: the operands of the call in progress and two
-// generation-counted barriers around it (one before reading the others' operands, one
-// before any rank may return and overwrite its own).
+// What the ranks of one host group share: the operands and results of the call in progress
+// and two generation-counted barriers around it (one before reading the others' operands
+// or writing their results, one before any rank may return and reuse its own).
 class HostGroup {
  public:
   explicit HostGroup(int64_t ranks) : ranks_(ranks), posted_(static_cast<size_t>(ranks)) {}
@@ -22,7 +22,7 @@ class HostGroup {
     if (!is_float(dtype) && dtype != DType::i32 && dtype != DType::i64)
       return invalid_argument(op_name(kind), " over ", dtype_name(dtype),
                               ": the host group sums f32, f16, bf16, f64, i32 and i64");
-    posted_[rank] = {kind, in, count, dtype};
+    posted_[rank] = {kind, in, out, count, dtype};
     KILN_RETURN_IF_ERROR(barrier());
     const Posted& first = posted_[0];
     for (int64_t r = 1; r < ranks_; ++r) {
@@ -36,7 +36,7 @@ class HostGroup {
       }
     }
     compute(rank, kind, out, count, dtype);
-    return barrier();
+    return barrier(/*abortable=*/false);
   }
 
   void abort(const absl::Status& why) {
@@ -49,46 +49,68 @@ class HostGroup {
   struct Posted {
     Op kind = Op::AllReduce;
     const void* in = nullptr;
+    void* out = nullptr;
     int64_t count = 0;
     DType dtype = DType::f32;
   };
 
-  absl::Status barrier() {
+  // Waits for every rank. An abortable barrier returns at once once the group is aborted
+  // (a rank may never come); the one after compute() waits anyway, since every rank past the
+  // first barrier comes without blocking, and until then others may still be writing into
+  // this rank's result or reading its operand. It then reports the abort.
+  absl::Status barrier(bool abortable = true) {
     std::unique_lock<std::mutex> lock(mu_);
     auto failed = [&] { return absl::AbortedError(str_cat("the host group was aborted: ", status_message(aborted_))); };
-    if (!aborted_.ok()) return failed();
+    if (abortable && !aborted_.ok()) return failed();
     const uint64_t gen = generation_;
     if (++arrived_ == ranks_) {
       arrived_ = 0;
       ++generation_;
       cv_.notify_all();
-      return absl::OkStatus();
+    } else {
+      cv_.wait(lock, [&] { return generation_ != gen || (abortable && !aborted_.ok()); });
     }
-    cv_.wait(lock, [&] { return generation_ != gen || !aborted_.ok(); });
-    return generation_ != gen ? absl::OkStatus() : failed();
+    return generation_ != gen && (abortable || aborted_.ok()) ? absl::OkStatus() : failed();
   }
 
-  // Rank `rank`'s result from every rank's operand (posted_), in rank order.
-  void compute(int64_t rank, Op kind, void* out, int64_t count, DType dtype) {
-    if (kind == Op::AllGather) {
-      const int64_t bytes = count * dtype_size(dtype);
-      for (int64_t r = 0; r < ranks_; ++r)
-        std::memcpy(static_cast<uint8_t*>(out) + r * bytes, posted_[r].in, static_cast<size_t>(bytes));
-      return;
-    }
-    // Each rank's elements [first, first + count) as a tensor, summed as the reference does.
-    const int64_t first = kind == Op::ReduceScatter ? rank * count : 0, bytes = count * dtype_size(dtype);
+  // Elements [first, first + n) of every rank's operand (posted_) summed as the reference
+  // does (sum_over_ranks: f64 in rank order, rounded once).
+  HostTensor sum_range(int64_t first, int64_t n, DType dtype) const {
+    const int64_t size = dtype_size(dtype);
     std::vector<HostTensor> parts;
     std::vector<const HostTensor*> in;
     parts.reserve(static_cast<size_t>(ranks_));
     for (int64_t r = 0; r < ranks_; ++r) {
-      parts.emplace_back(dtype, std::vector<int64_t>{count});
-      std::memcpy(parts.back().data(), static_cast<const uint8_t*>(posted_[r].in) + first * dtype_size(dtype),
-                  static_cast<size_t>(bytes));
+      parts.emplace_back(dtype, std::vector<int64_t>{n});
+      std::memcpy(parts.back().data(), static_cast<const uint8_t*>(posted_[r].in) + first * size,
+                  static_cast<size_t>(n * size));
       in.push_back(&parts.back());
     }
-    HostTensor sum = sum_over_ranks(in);
-    std::memcpy(out, sum.data(), static_cast<size_t>(bytes));
+    return sum_over_ranks(in);
+  }
+
+  // Rank `rank`'s part of the call, from every rank's operand (posted_).
+  void compute(int64_t rank, Op kind, void* out, int64_t count, DType dtype) {
+    const int64_t size = dtype_size(dtype);
+    if (kind == Op::AllGather) {
+      for (int64_t r = 0; r < ranks_; ++r)
+        std::memcpy(static_cast<uint8_t*>(out) + r * count * size, posted_[r].in, static_cast<size_t>(count * size));
+      return;
+    }
+    if (kind == Op::ReduceScatter) {
+      HostTensor sum = sum_range(rank * count, count, dtype);
+      std::memcpy(out, sum.data(), static_cast<size_t>(count * size));
+      return;
+    }
+    // all_reduce as a reduce-scatter and an all-gather: the rank sums its share of the
+    // elements and writes it into every rank's result, so the group sums each element once
+    // (not once per rank); the shares are disjoint, and every result is complete at the
+    // second barrier.
+    const int64_t first = rank * count / ranks_, n = (rank + 1) * count / ranks_ - first;
+    if (n == 0) return;
+    HostTensor sum = sum_range(first, n, dtype);
+    for (const Posted& p : posted_)
+      std::memcpy(static_cast<uint8_t*>(p.out) + first * size, sum.data(), static_cast<size_t>(n * size));
   }
 
   const int64_t ranks_;

@@ -59,7 +59,9 @@ absl::Status check_communicator(const Communicator& c, int64_t ranks, ExternDevi
 // One communicator per rank of an in-process group over host memory. A call blocks until
 // every rank has made its own (so the ranks run on threads of their own), checks that they
 // agree (the same collective, count and dtype; else every rank gets an error naming the
-// difference), computes, and returns once every rank has read the others' operands.
+// difference), computes, and returns once every rank has read the others' operands and
+// written its part of their results (an all_reduce's rank r sums elements [r * count / N,
+// (r + 1) * count / N) for every rank: the group sums each element once).
 // Sums with the reference evaluator's sum_over_ranks. Dtypes: f32, f16, bf16, f64, i32, i64.
 std::vector<std::shared_ptr<Communicator>> host_group(int64_t ranks);
 

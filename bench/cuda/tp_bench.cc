@@ -112,7 +112,8 @@ void run(const Options& o) {
     std::unique_ptr<RankGroup> group;
     for (int form = 0; form < 2; ++form) {
       const bool decode = form == 0;
-      ShardedGraph s = check(shard(decode ? step : prefill, llama_shard_plan(n)), str_cat("shard over ", n));
+      ShardedGraph s =
+          check(shard(decode ? step : prefill, llama_shard_plan(n, false, true, c.kv_heads)), str_cat("shard over ", n));
       group = check(
           RankGroup::compile(
               s.graph, n, {.compile = {.mode = decode ? Mode::ReduceOverhead : Mode::Default, .device = Device::Cuda}}),

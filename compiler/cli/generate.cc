@@ -49,7 +49,8 @@ void register_generate(CLI::App& app) {
                   "tensor parallelism: N ranks, each with its shard of the weights and KV caches (heads, FFN and "
                   "vocabulary split; a checkpoint read by each rank only for its slice): --device cpu a thread per "
                   "rank, cuda a GPU per rank over NCCL (1: a group of one). N must divide the heads and the "
-                  "vocabulary (and the kv heads where the shard pass needs it). Not with --buckets or --compile-only")
+                  "vocabulary, and the kv heads divide N or N them (fewer kv heads than ranks are each shared by "
+                  "N / kv heads ranks). Not with --buckets or --compile-only")
       ->check(CLI::NonNegativeNumber);
   cmd->callback([o] {
     std::optional<Device> device = parse_device(o->device);

@@ -26,7 +26,14 @@ struct ShardCliOptions {
   uint64_t seed = 0;
 };
 
-ShardPlan plan_of(const ShardCliOptions& o) {
+// A Llama step's kv heads: the kv-head axis of its first k cache (0 without one).
+int64_t kv_heads_of(const Graph& g, bool paged) {
+  const Value* c = g.find("k_cache.0");
+  const size_t axis = paged ? 2 : 1;
+  return c && c->shape().size() > axis ? c->shape()[axis].constant().value_or(0) : 0;
+}
+
+ShardPlan plan_of(const ShardCliOptions& o, const Graph& g) {
   ShardPlan plan{o.ranks, {}};
   for (const std::string& s : o.splits) {
     std::optional<std::pair<std::string, int64_t>> rule = parse_assignment(s);
@@ -34,7 +41,8 @@ ShardPlan plan_of(const ShardCliOptions& o) {
     plan.rules.push_back({rule->first, rule->second});
   }
   if (o.llama)
-    for (ShardRule& r : llama_shard_plan(o.ranks, o.paged).rules) plan.rules.push_back(std::move(r));
+    for (ShardRule& r : llama_shard_plan(o.ranks, o.paged, true, kv_heads_of(g, o.paged)).rules)
+      plan.rules.push_back(std::move(r));
   return plan;
 }
 
@@ -57,10 +65,13 @@ std::vector<std::vector<HostTensor>> run_group(const ShardCliOptions& o, const S
 void run(const ShardCliOptions& o) {
   if (o.paged && !o.llama) throw CliError("--paged goes with --llama");
   Graph g = load_verified(o.file);
-  ShardedGraph s = check(shard(g, plan_of(o)));
+  ShardedGraph s = check(shard(g, plan_of(o, g)));
   std::printf("# %lld ranks; split:", static_cast<long long>(o.ranks));
   if (s.split.empty()) std::printf(" none");
-  for (const auto& [name, axis] : s.split) std::printf(" %%%s along %lld", name.c_str(), static_cast<long long>(axis));
+  for (const auto& [name, sp] : s.split) {
+    std::printf(" %%%s along %lld", name.c_str(), static_cast<long long>(sp.axis));
+    if (sp.groups != o.ranks) std::printf(" in %lld groups", static_cast<long long>(sp.groups));
+  }
   std::printf("\n");
   for (const std::string& n : s.notes) std::printf("# made whole: %s\n", n.c_str());
   std::fputs(print_graph(s.graph).c_str(), stdout);
@@ -93,9 +104,10 @@ void register_shard(CLI::App& app) {
   cmd->add_option("--split", o->splits,
                   "NAME=AXIS: split the arguments NAME matches ('*': any run of characters) along AXIS "
                   "(repeatable; the first rule that matches decides)");
-  cmd->add_flag("--llama", o->llama,
-                "then Hugging Face Llama's rules: q/k/v/gate/up projections by output features, o/down by input "
-                "features, k_cache.*/v_cache.* by kv heads");
+  cmd->add_flag(
+      "--llama", o->llama,
+      "then Hugging Face Llama's rules: q/k/v/gate/up projections by output features, o/down by input "
+      "features, k_cache.*/v_cache.* by kv heads (fewer kv heads than ranks: each on ranks / kv heads ranks)");
   cmd->add_flag("--paged", o->paged, "with --llama: the caches are paged, [NB, block, KVH, D]");
   cmd->add_flag("--check", o->check,
                 "run the ranks on the reference evaluator against the whole graph on random inputs (--bind every "

@@ -3,11 +3,13 @@
 // and a graph with collectives under `kiln run`.
 #include <catch2/catch.hpp>
 
+#include "ir/printer.h"
 #include "ir/str.h"
 #include "test/cli/kiln_cli.h"
 #include "test/cli/process.h"
 #include "test/common/catch_helpers.h"
 #include "test/common/filecheck.h"
+#include "test/common/llama_args.h"
 
 using namespace kiln;
 using namespace kiln::testing;
@@ -62,6 +64,43 @@ CHECK-NEXT: check: rank 1 matches the whole graph
     require_status(bad, 1);
     CHECK_THAT(bad.err, Catch::Contains(why));
   }
+}
+
+TEST_CASE("kiln shard --llama: 4 ranks share a Llama step's 2 kv heads, nothing gathered before attention",
+          "[cli][shard]") {
+  TempDir dir;
+  models::LlamaConfig c = tiny_llama();
+  fs::path f = dir / "step.kiln";
+  write_text(f, print_graph(models::trace_step(c, {.decode = true})));
+  std::vector<std::string> args{"shard",   f.string(), "--ranks", "4",      "--llama",
+                                "--check", "--bind",   "B=3",     "--bind", "S=8"};
+  Run ok = kiln_cli(args, dir);
+  require_status(ok, 0);
+  // The kv heads (from k_cache.0's shape) in 2 groups; only the logits' argmax made whole.
+  require_checks(ok.out, R"(
+CHECK: # 4 ranks; split: %k_cache.0 along 1 in 2 groups %k_cache.1 along 1 in 2 groups
+CHECK-SAME: %model.layers.0.self_attn.k_proj.weight along 0 in 2 groups %model.layers.0.self_attn.o_proj.weight along 1 %model.layers.0.self_attn.q_proj.weight along 0 %
+CHECK-NEXT: # made whole: %next_token = argmax
+CHECK-NOT: # made whole
+CHECK: %model.layers.0.self_attn.k_proj.weight: f32[8, 32] param
+CHECK: check: rank 3 matches the whole graph
+)");
+  auto count = [&](const std::string& what) {
+    int64_t n = 0;
+    for (size_t at = ok.out.find(what); at != std::string::npos; at = ok.out.find(what, at + 1)) ++n;
+    return n;
+  };
+  CHECK(count(" = all_gather(") == 1);  // the logits
+  CHECK(count(" = all_reduce(") == 2 * c.layers + 1);
+#if KILN_CLI_HAS_CPU
+  args.insert(args.end(), {"--device", "cpu"});
+  Run cpu = kiln_cli(args, dir);
+  require_status(cpu, 0);
+  require_checks(cpu.out, R"(
+CHECK: check: 4 ranks compiled for cpu (default), host group, rank 0 of 4
+CHECK: check: rank 3 matches the whole graph
+)");
+#endif
 }
 
 TEST_CASE("kiln run: a collective runs on the reference; compiled, it needs its rank's communicator", "[cli][shard]") {

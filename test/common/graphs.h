@@ -175,9 +175,12 @@ inline constexpr const char* kGqaLayer =
   return %y
 })";
 
-// Megatron's split of kGqaLayer: q/k/v and gate/up column-parallel, o and down row-parallel.
-inline ShardPlan gqa_layer_plan(int64_t ranks) {
-  return {ranks, {{"wq", 0}, {"wk", 0}, {"wv", 0}, {"wg", 0}, {"wu", 0}, {"wo", 1}, {"wd", 1}}};
+// Megatron's split of kGqaLayer: q/k/v and gate/up column-parallel, o and down row-parallel;
+// over more ranks than its 2 kv heads, k and v in 2 groups (each kv head on ranks / 2 ranks).
+// `kv_groups` = 0: k and v split one chunk per rank anyway (half heads: gathered back).
+inline ShardPlan gqa_layer_plan(int64_t ranks, int64_t kv_groups = -1) {
+  if (kv_groups < 0) kv_groups = ranks > 2 ? 2 : 0;
+  return {ranks, {{"wq", 0}, {"wk", 0, kv_groups}, {"wv", 0, kv_groups}, {"wg", 0}, {"wu", 0}, {"wo", 1}, {"wd", 1}}};
 }
 
 }  // namespace kiln::test_graphs

@@ -9,24 +9,25 @@
 
 namespace kiln::testing {
 
-// dim 32, 2 layers, 4 query and 2 kv heads, FFN 48, vocabulary 40, f32.
-inline models::LlamaConfig tiny_llama() {
+// dim 32, 2 layers, 4 query and 2 kv heads, FFN 48, vocabulary 40, f32; other query head
+// counts keep the head dim 8 (dim 8 * heads).
+inline models::LlamaConfig tiny_llama(int64_t heads = 4) {
   models::LlamaConfig c;
-  c.dim = 32, c.layers = 2, c.heads = 4, c.kv_heads = 2, c.ffn = 48, c.vocab = 40, c.dtype = DType::f32;
+  c.dim = 8 * heads, c.layers = 2, c.heads = heads, c.kv_heads = 2, c.ffn = 48, c.vocab = 40, c.dtype = DType::f32;
   return c;
 }
 
 // Three forms of tiny_llama()'s step: 0 prefill and 1 decode over contiguous caches (1 with
 // tied embeddings), 2 decode over a paged cache (blocks of 4 rows) with Qwen2's q/k/v biases
-// and a sliding window of 3.
+// and a sliding window of 3; of tiny_llama(heads).
 struct LlamaForm {
   models::LlamaConfig config;
   Graph graph;
   bool decode = false, paged = false;
   const char* name = "";
 };
-inline LlamaForm tiny_llama_form(int form) {
-  LlamaForm f{tiny_llama(), Graph(""), form > 0, form == 2,
+inline LlamaForm tiny_llama_form(int form, int64_t heads = 4) {
+  LlamaForm f{tiny_llama(heads), Graph(""), form > 0, form == 2,
               form == 0   ? "prefill"
               : form == 1 ? "decode, tied embeddings"
                           : "paged decode, q/k/v biases, window"};

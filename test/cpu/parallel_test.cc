@@ -118,7 +118,7 @@ TEST_CASE("host group: ranks that disagree get an error each; an abort releases 
   CHECK_THAT(status_message(s), Catch::Contains("the host group sums f32, f16, bf16, f64, i32 and i64"));
 }
 
-TEST_CASE("RankGroup on the CPU: the GQA layer over 2 ranks (2 all_reduces) and 4 ranks (kv heads gathered)",
+TEST_CASE("RankGroup on the CPU: the GQA layer over 2 ranks and 4 ranks (sharing 2 kv heads): 2 all_reduces",
           "[cpu][parallel]") {
   Graph g = parse_or_fail(test_graphs::kGqaLayer);
   for (int64_t ranks : {2, 4}) {
@@ -134,36 +134,40 @@ TEST_CASE("RankGroup on the CPU: the GQA layer over 2 ranks (2 all_reduces) and 
       }
       std::string text = program_text(*group, ranks - 1);
       INFO(text);
-      // 4 ranks cannot split 2 kv heads: the k and v projections' chunks are gathered along
-      // their last axis (decompose moves it to the front: permutes around the all_gather), so
-      // are q and the o projection's weight, and attention runs whole: one all_reduce is left.
-      CHECK(count(text, "all_reduce f32") == (ranks == 4 ? 1 : 2));
-      CHECK(count(text, "all_gather f32") == (ranks == 4 ? 4 : 0));
+      // 4 ranks hold 2 kv heads in 2 groups (each kv head whole on 2 ranks): attention runs
+      // on each rank's query head and its kv head, nothing is gathered.
+      CHECK(count(text, "all_reduce f32") == 2);
+      CHECK(count(text, "all_gather f32") == 0);
     }
   }
 }
 
-TEST_CASE("RankGroup on the CPU: Llama prefill, decode and paged decode over 2 ranks write their caches in place",
-          "[cpu][parallel]") {
-  for (int form : {0, 1, 2}) {
-    LlamaForm f = tiny_llama_form(form);
-    DYNAMIC_SECTION(f.name) {
-      const bool decode = f.decode, paged = f.paged;
-      const models::LlamaConfig& cf = f.config;
-      const Graph& g = f.graph;
-      absl::StatusOr<ShardedGraph> s = shard(g, llama_shard_plan(2, paged));
-      REQUIRE(s.ok());
-      std::unique_ptr<RankGroup> group = group_or_fail(s->graph, 2, Mode::ReduceOverhead);
-      for (int64_t batch : {1, 3}) {
-        TensorMap args = llama_step_args(cf, g, {.decode = decode, .paged = paged, .batch = batch, .prompt = 5});
-        check_rank_group(*group, g, *s, args, {1e-4, 1e-5});
+TEST_CASE(
+    "RankGroup on the CPU: Llama prefill, decode and paged decode over 2, 4 and 8 ranks write their caches in "
+    "place",
+    "[cpu][parallel]") {
+  // 2 kv heads: split over 2 ranks; each whole on 2 of 4 ranks (4 query heads) and on 4 of 8
+  // (8 query heads).
+  for (auto [ranks, heads] : {std::pair<int64_t, int64_t>{2, 4}, {4, 4}, {8, 8}})
+    for (int form : {0, 1, 2}) {
+      LlamaForm f = tiny_llama_form(form, heads);
+      DYNAMIC_SECTION(ranks << " ranks, " << f.name) {
+        const bool decode = f.decode, paged = f.paged;
+        const models::LlamaConfig& cf = f.config;
+        const Graph& g = f.graph;
+        absl::StatusOr<ShardedGraph> s = shard(g, llama_shard_plan(ranks, paged, true, cf.kv_heads));
+        REQUIRE(s.ok());
+        std::unique_ptr<RankGroup> group = group_or_fail(s->graph, ranks, Mode::ReduceOverhead);
+        for (int64_t batch : {1, 3}) {
+          TensorMap args = llama_step_args(cf, g, {.decode = decode, .paged = paged, .batch = batch, .prompt = 5});
+          check_rank_group(*group, g, *s, args, {1e-4, 1e-5});
+        }
+        // Two per layer and the vocab-parallel embedding's; the logits gathered once.
+        std::string text = program_text(*group, ranks - 1);
+        CHECK(count(text, "all_reduce f32") == 2 * cf.layers + 1);
+        CHECK(count(text, "all_gather f32") == 1);
       }
-      // Two per layer and the vocab-parallel embedding's; the logits gathered once.
-      std::string text = program_text(*group, 0);
-      CHECK(count(text, "all_reduce f32") == 2 * cf.layers + 1);
-      CHECK(count(text, "all_gather f32") == 1);
     }
-  }
 }
 
 TEST_CASE("RankGroup on the CPU: reduce_scatter and all_gather along axis 1, all_reduce of i32", "[cpu][parallel]") {
@@ -228,6 +232,9 @@ TEST_CASE("read_rank_parameters: each rank's chunk of a two-file Llama checkpoin
           "[cpu][parallel]") {
   models::LlamaConfig c = tiny_llama();
   Graph g = models::trace_step(c, {.decode = true});
+  // Over 4 ranks the 2 kv heads' projections are read whole per kv head: rank r's is kv head r / 2.
+  absl::StatusOr<ShardedGraph> four = shard(g, llama_shard_plan(4, false, true, c.kv_heads));
+  REQUIRE(four.ok());
   absl::StatusOr<ShardedGraph> s = shard(g, llama_shard_plan(2));
   REQUIRE(s.ok());
   ScratchDir dir;
@@ -253,6 +260,17 @@ TEST_CASE("read_rank_parameters: each rank's chunk of a two-file Llama checkpoin
   }
   CHECK(read_rank_parameters(*s, 0, 2, *ckpt)->at("model.layers.0.self_attn.o_proj.weight").shape() ==
         std::vector<int64_t>{32, 16});
+  std::vector<TensorMap> want4 = *shard_arguments(*four, 4, whole);
+  for (int64_t r = 0; r < 4; ++r) {
+    absl::StatusOr<TensorMap> got = read_rank_parameters(*four, r, 4, *ckpt);
+    require_ok(got.status());
+    for (const auto& [name, t] : *got) {
+      INFO("rank " << r << " of 4, " << name);
+      CHECK(compare_tensors(want4[r].at(name), t, {0, 0}).ok);
+    }
+    const std::string k = "model.layers.1.self_attn.k_proj.weight";
+    CHECK(compare_tensors(whole.at(k).chunk(0, r / 2, 2), got->at(k), {0, 0}).ok);
+  }
   // A checkpoint of another width: the tensor and both shapes are named.
   models::LlamaConfig wide = c;
   wide.ffn = 64;

@@ -1,10 +1,13 @@
 // The thread-safety contract (README, "Threads"): one CompiledGraph called from several
 // threads at once, each with its own inputs and sizes, gives every thread the reference's
 // answer; compile() runs concurrently on several threads; one tensor-parallel RankGroup
-// (a thread per rank, the host group's collectives) called from several threads at once.
+// (a thread per rank, the host group's collectives) called from several threads at once;
+// the host group's all_reduce, each rank summing its share for all, against the reference.
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <cstring>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -13,6 +16,7 @@
 #include "ir/compare.h"
 #include "ir/reference.h"
 #include "ir/str.h"
+#include "runtime/communicator.h"
 #include "test/common/catch_helpers.h"
 
 using namespace kiln;
@@ -132,4 +136,41 @@ TEST_CASE("one RankGroup of 2 ranks called from several threads at once", "[cpu]
     INFO(e);
     CHECK(e.empty());
   }
+}
+
+TEST_CASE("host group: all_reduce over shares (counts of 1, fewer than the ranks, not divisible by them, large)",
+          "[cpu][threads]") {
+  // Each rank sums elements [r * count / N, (r + 1) * count / N) and writes them into every
+  // rank's result: every result must be sum_over_ranks's, bit for bit, whoever summed which
+  // element (f32's sum in f64 rounded once; bf16 rounded once from the f64 sum; i64 wraps).
+  std::mt19937_64 rng(7);
+  for (int64_t ranks : {1, 3, 4})
+    for (int64_t count : {1, 2, 7, 100003})
+      for (DType dtype : {DType::f32, DType::bf16, DType::i64}) {
+        INFO(ranks << " ranks, " << count << " " << dtype_name(dtype));
+        std::vector<std::shared_ptr<Communicator>> comms = host_group(ranks);
+        std::vector<HostTensor> in, out;
+        std::vector<const HostTensor*> parts;
+        for (int64_t r = 0; r < ranks; ++r) {
+          in.emplace_back(dtype, std::vector<int64_t>{count});
+          out.emplace_back(dtype, std::vector<int64_t>{count});
+          if (dtype == DType::i64)
+            for (int64_t i = 0; i < count; ++i) in.back().set_int(i, static_cast<int64_t>(rng()));  // sums wrap
+          else
+            in.back().fill_random(rng, -1e3, 1e3);
+        }
+        for (const HostTensor& t : in) parts.push_back(&t);
+        HostTensor want = sum_over_ranks(parts);
+        std::vector<absl::Status> st(static_cast<size_t>(ranks));
+        std::vector<std::thread> threads;
+        for (int64_t r = 0; r < ranks; ++r)
+          threads.emplace_back(
+              [&, r] { st[r] = comms[r]->all_reduce(in[r].data(), out[r].data(), count, dtype, nullptr); });
+        for (std::thread& t : threads) t.join();
+        for (int64_t r = 0; r < ranks; ++r) {
+          INFO("rank " << r);
+          REQUIRE(st[r].ok());
+          CHECK(std::memcmp(out[r].data(), want.data(), static_cast<size_t>(want.nbytes())) == 0);
+        }
+      }
 }

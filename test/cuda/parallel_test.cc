@@ -3,8 +3,9 @@
 // graph with every collective (all_reduce, all_gather and reduce_scatter along axis 1) in
 // f32 and bf16, directly and captured into a CUDA graph (reduce-overhead, replayed), against
 // evaluate_ranks; with two or more GPUs, the GQA layer and a Llama decode step sharded over
-// two ranks against the whole graph on the reference evaluator; generate --tp over a group of one
-// NCCL rank (two with two GPUs) against the plain generate.
+// two ranks against the whole graph on the reference evaluator; with 4 and 8, Llama decode
+// steps whose 2 kv heads the ranks share; generate --tp over a group of one NCCL rank (two
+// with two GPUs) against the plain generate.
 #include <catch2/catch.hpp>
 
 #include "compiler/parallel.h"
@@ -153,4 +154,33 @@ TEST_CASE(
       models::generate(wide, models::random_weights(wide, 1), {.device = Device::Cuda, .tp = tp});
   REQUIRE_FALSE(over.ok());
   CHECK_THAT(status_message(over.status()), Catch::Contains(str_cat("and this machine has ", *gpus, " GPU")));
+}
+
+TEST_CASE("NCCL over 4 and 8 GPUs: Llama decode steps whose 2 kv heads are shared by the ranks", "[gpu][parallel]") {
+  KILN_REQUIRE_GPU();
+  absl::StatusOr<int> gpus = cuda::Device::count();
+  require_ok(gpus.status());
+  // 2 kv heads in 2 groups: each whole on 2 of 4 ranks (4 query heads), on 4 of 8 (8 query
+  // heads); contiguous and paged decode, captured (reduce-overhead).
+  for (auto [ranks, heads] : {std::pair<int64_t, int64_t>{4, 4}, {8, 8}}) {
+    if (*gpus < ranks) {
+      WARN("SKIPPED: " << ranks << " ranks need " << ranks << " GPUs, this machine has " << *gpus);
+      continue;
+    }
+    for (int form : {1, 2}) {
+      LlamaForm f = tiny_llama_form(form, heads);
+      DYNAMIC_SECTION(ranks << " ranks, " << f.name) {
+        absl::StatusOr<ShardedGraph> s = shard(f.graph, llama_shard_plan(ranks, f.paged, true, f.config.kv_heads));
+        require_ok(s.status());
+        CHECK(s->split.at("k_cache.0").groups == 2);
+        absl::StatusOr<std::unique_ptr<RankGroup>> group =
+            RankGroup::compile(s->graph, ranks, {.compile = {.mode = Mode::ReduceOverhead, .device = Device::Cuda}});
+        require_ok(group.status());
+        for (int64_t batch : {1, 3})
+          check_rank_group(**group, f.graph, *s,
+                           llama_step_args(f.config, f.graph, {.decode = true, .paged = f.paged, .batch = batch}),
+                           {1e-3, 1e-4});
+      }
+    }
+  }
 }
