@@ -163,6 +163,27 @@ std::optional<BiasClamp> bias_clamp_of(const KernelGroup& grp, const kir::Kernel
   return e;
 }
 
+// The group as a RowReduce (see program.h): one sum or mean of f32 over its input's trailing
+// axes, the input a kernel buffer, one output.
+std::optional<RowReduce> row_reduce_of(const KernelGroup& grp, const kir::Kernel& k) {
+  if (grp.kind != KernelGroup::Kind::Reduction || grp.nodes.size() != 1 || k.buffers.size() != 2) return std::nullopt;
+  const Node& n = *grp.nodes[0];
+  if (n.op() != Op::Sum && n.op() != Op::Mean) return std::nullopt;
+  absl::StatusOr<std::vector<int64_t>> axes = reduction_axes(n);
+  const int64_t rank = static_cast<int64_t>(n.operand(0)->shape().size());
+  if (!axes.ok() || axes->empty()) return std::nullopt;
+  for (size_t i = 0; i < axes->size(); ++i)
+    if ((*axes)[i] != rank - static_cast<int64_t>(axes->size() - i)) return std::nullopt;  // trailing, in order
+  RowReduce r{.axes = static_cast<int>(axes->size()), .mean = n.op() == Op::Mean};
+  const kir::Buffer &a = k.buffers[0], &b = k.buffers[1];
+  if (a.role == kir::Buffer::Role::Output) r.in = 1, r.out = 0;
+  const kir::Buffer &in = k.buffers[r.in], &out = k.buffers[r.out];
+  if (in.role != kir::Buffer::Role::Input || out.role != kir::Buffer::Role::Output || in.name != n.operand(0)->name() ||
+      out.name != n.result()->name() || a.dtype != DType::f32 || b.dtype != DType::f32)
+    return std::nullopt;
+  return r;
+}
+
 // Builds the program of one specialization: every graph value a step touches gets its
 // buffer (placement decided once, here), every group its steps.
 class ProgramBuilder {
@@ -392,6 +413,8 @@ class ProgramBuilder {
       KILN_ASSIGN_OR_RETURN(KernelStep s, kernel_step(k, false, false));
       if (t_.native_window_copy) p_.kernels[s.kernel].window_copy = window_copy_of(grp, p_.kernels[s.kernel].kernel);
       if (t_.native_depthwise) p_.kernels[s.kernel].depthwise = depthwise_of(grp, p_.kernels[s.kernel].kernel);
+      if (t_.native_row_reduce && s.storage[0] == 0 && s.storage[1] == 1)
+        p_.kernels[s.kernel].row_reduce = row_reduce_of(grp, p_.kernels[s.kernel].kernel);
       p_.kernel_steps.push_back(std::move(s));
       list.push_back({Step::Kind::Kernel, static_cast<int>(p_.kernel_steps.size()) - 1, grp.id});
       return absl::OkStatus();
@@ -543,6 +566,7 @@ std::string_view native_note(const ProgramKernel& k) {
   return k.window_copy  ? " (native window copy)"
          : k.depthwise  ? " (native depthwise conv)"
          : k.bias_clamp ? " (native bias and clamp)"
+         : k.row_reduce ? " (native row reduction)"
                         : "";
 }
 

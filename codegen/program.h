@@ -44,6 +44,8 @@ struct Target {
   bool native_depthwise = false;
   // The target runs GEMM epilogues that are a bias and a clamp natively (ProgramKernel::bias_clamp).
   bool native_bias_clamp = false;
+  // The target runs sums and means over trailing axes natively (ProgramKernel::row_reduce).
+  bool native_row_reduce = false;
   // The attention forms the target runs as one fused step (AttentionStep): decompose keeps
   // those nodes whole. Null: none (every attention is decomposed into GEMM -> softmax -> GEMM).
   bool (*supports_attention)(const AttentionForm&) = nullptr;
@@ -108,6 +110,16 @@ struct BiasClamp {
   std::optional<double> lo, hi;
 };
 
+// A kernel that is one f32 sum or mean over the trailing axes of a kernel input: out[r] =
+// sum (or mean) of in[r * n .. r * n + n). A target with Target::native_row_reduce runs it
+// as a routine: a generated reduction loops over the reduced dims per output, an overhead
+// per output that a global average pool over a 2x2 map pays for every 4 elements.
+struct RowReduce {
+  int in = 0, out = 1;  // kernel buffers
+  int axes = 1;         // the trailing axes reduced
+  bool mean = false;
+};
+
 struct ProgramKernel {
   kir::Kernel kernel;  // after the target's prepare_kernel
   // A GEMM kernel (kernel.gemm set) that reads its accumulator from one more, f32 buffer
@@ -119,6 +131,7 @@ struct ProgramKernel {
   std::optional<WindowCopy> window_copy;  // run natively, never compiled (see WindowCopy)
   std::optional<DepthwiseConv> depthwise;  // likewise (see DepthwiseConv)
   std::optional<BiasClamp> bias_clamp;     // likewise (see BiasClamp)
+  std::optional<RowReduce> row_reduce;     // likewise (see RowReduce)
 };
 
 // " (native depthwise conv)" and the like where a target runs the kernel as a routine, else "".

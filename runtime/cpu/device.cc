@@ -60,6 +60,10 @@ struct BiasClampCall final : StepPlan {
   BiasClampShape shape;
 };
 
+struct RowReduceCall final : StepPlan {
+  int64_t rows = 0, n = 0;
+};
+
 struct GemmCall final : StepPlan {
   GemmRunner::Bound bound;
   std::optional<ConvCall> conv;  // the GEMM of a claimed window copy
@@ -101,7 +105,7 @@ class CpuProgram final : public DeviceProgram {
       const ProgramKernel& pk = pr.kernels[i];
       const kir::Kernel& k = pk.kernel;
       Kernel& info = kernels_[i];
-      if (pk.window_copy || pk.depthwise || pk.bias_clamp)
+      if (pk.window_copy || pk.depthwise || pk.bias_clamp || pk.row_reduce)
         continue;  // im2col.h, depthwise.h, epilogue.h: never compiled
       EmitOptions eo;
       eo.baked = pr.baked;
@@ -152,6 +156,7 @@ class CpuProgram final : public DeviceProgram {
     if (const std::optional<WindowCopy>& w = p_->kernels[kernel].window_copy) return plan_window(kernel, *w, b);
     if (const std::optional<DepthwiseConv>& d = p_->kernels[kernel].depthwise) return plan_depthwise(kernel, *d, b);
     if (const std::optional<BiasClamp>& e = p_->kernels[kernel].bias_clamp) return plan_bias_clamp(kernel, *e, b);
+    if (const std::optional<RowReduce>& r = p_->kernels[kernel].row_reduce) return plan_row_reduce(kernel, *r, b);
     const Kernel& info = kernels_[kernel];
     const kir::Kernel& k = p_->kernels[kernel].kernel;
     auto l = std::make_unique<Launch>();
@@ -198,6 +203,12 @@ class CpuProgram final : public DeviceProgram {
       auto ptr = [&](int i) { return reinterpret_cast<float*>(buffers[i]); };
       bias_clamp(static_cast<const BiasClampCall&>(plan).shape, ptr(p_->kernels[kernel].kernel.buffers.size()),
                  e->bias >= 0 ? ptr(e->bias) : nullptr, ptr(e->out), ThreadPool::shared());
+      return absl::OkStatus();
+    }
+    if (const std::optional<RowReduce>& r = p_->kernels[kernel].row_reduce) {
+      const RowReduceCall& call = static_cast<const RowReduceCall&>(plan);
+      row_reduce(call.rows, call.n, r->mean, reinterpret_cast<const float*>(buffers[r->in]),
+                 reinterpret_cast<float*>(buffers[r->out]), ThreadPool::shared());
       return absl::OkStatus();
     }
     const Launch& l = static_cast<const Launch&>(plan);
@@ -314,6 +325,18 @@ class CpuProgram final : public DeviceProgram {
                     w.kernel, w.strides, w.dilations, w.pads_begin);
     if (!g.ok()) return invalid_argument("kernel ", k.name, ": ", g.status().message());
     call->geometry = *std::move(g);
+    return call;
+  }
+
+  // A native row reduction's rows and row length under the call's sizes: the input's
+  // leading and trailing (reduced) dims.
+  absl::StatusOr<std::unique_ptr<StepPlan>> plan_row_reduce(int kernel, const RowReduce& r, const Bindings& b) {
+    const kir::Kernel& k = p_->kernels[kernel].kernel;
+    absl::StatusOr<std::vector<int64_t>> in = evaluate_shape(k.buffers[r.in].shape, b);
+    if (!in.ok()) return invalid_argument("kernel ", k.name, ": ", in.status().message());
+    auto call = std::make_unique<RowReduceCall>();
+    call->rows = call->n = 1;
+    for (size_t i = 0; i < in->size(); ++i) (i + r.axes < in->size() ? call->rows : call->n) *= (*in)[i];
     return call;
   }
 
@@ -560,6 +583,7 @@ const Target& target() {
                         /*native_window_copy=*/true,
                         /*native_depthwise=*/true,
                         /*native_bias_clamp=*/true,
+                        /*native_row_reduce=*/true,
                         supports_attention,
                         ExternDevice::Cpu};
   return t;

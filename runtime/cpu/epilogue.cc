@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 
 #include "runtime/cpu/vec8.h"
 
@@ -65,7 +66,37 @@ KILN_VECTOR_CLONES void rows(const BiasClampShape& s, const float* acc, const fl
   }
 }
 
+KILN_VECTOR_CLONES void reduce_rows(int64_t n, bool mean, const float* in, float* out, int64_t r0, int64_t r1) {
+  const float inv = 1.0f / static_cast<float>(n);
+  for (int64_t r = r0; r < r1; ++r) {
+    const float* x = in + r * n;
+    float sum = 0;
+    int64_t j = 0;
+    if (n >= 16) {
+      V8 acc{};
+      for (; j + 8 <= n; j += 8) {
+        V8 v;
+        std::memcpy(&v, x + j, sizeof v);
+        acc += v;
+      }
+      for (int l = 0; l < 8; ++l) sum += acc[l];
+    }
+    for (; j < n; ++j) sum += x[j];
+    out[r] = mean ? sum * inv : sum;
+  }
+}
+
 }  // namespace
+
+void row_reduce(int64_t rows, int64_t n, bool mean, const float* in, float* out, ThreadPool& pool) {
+  if (rows <= 0) return;
+  if (n <= 0) {  // an empty sum is 0 and an empty mean NaN, as the reference gives them
+    std::fill(out, out + rows, mean ? std::numeric_limits<float>::quiet_NaN() : 0.0f);
+    return;
+  }
+  pool.parallel_ranges(rows, static_cast<double>(rows * n) * kNsPerElement,
+                       [&](int64_t lo, int64_t hi) { reduce_rows(n, mean, in, out, lo, hi); });
+}
 
 void bias_clamp(const BiasClampShape& s, const float* acc, const float* bias, float* out, ThreadPool& pool) {
   if (s.rows <= 0 || s.n <= 0) return;

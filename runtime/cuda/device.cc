@@ -228,6 +228,7 @@ const Target& target() {
                         /*native_window_copy=*/false,
                         /*native_depthwise=*/false,
                         /*native_bias_clamp=*/false,
+                        /*native_row_reduce=*/false,
                         [](const AttentionForm& f) { return cuda_attention_supported(f).ok(); },
                         ExternDevice::Cuda};
   return t;

@@ -402,3 +402,32 @@ TEST_CASE(
   CHECK(kiln::cpu::choose_depthwise({.planes = 8, .h = 10, .w = 10, .oh = 5, .ow = 5}) == DepthwiseMethod::Interleaved);
   CHECK(kiln::cpu::choose_depthwise({.planes = 8, .h = 10, .w = 10, .oh = 10, .ow = 10}) == DepthwiseMethod::Planes);
 }
+
+TEST_CASE(
+    "cpu: sums and means over trailing axes run natively (global average pools over 1x1 to 9x9 maps, rows of 1 to 81); "
+    "others stay generated",
+    "[cpu][conv]") {
+  Graph g = parse_or_fail(R"(graph p(%x: f32[B, 6, H, W], %y: f32[B, 5, W]) {
+  %gap = mean(%x, axes=[2, 3], keepdim=true)
+  %s = sum(%y, axes=[2])
+  %m = mean(%x, axes=[3])
+  %c = sum(%x, axes=[1])
+  %e = exp(%y)
+  %f = mean(%e, axes=[2])
+  return %gap, %s, %m, %c, %f
+})");
+  absl::StatusOr<std::shared_ptr<const CompiledModule>> m = make_module(g);
+  if (!m.ok()) FAIL(status_message(m.status()));
+  absl::StatusOr<std::unique_ptr<kiln::Executor>> exe = kiln::testing::build_cpu(*m);
+  if (!exe.ok()) FAIL(status_message(exe.status()));
+  int native = 0;
+  for (size_t k = 0; k < (*exe)->program().kernels.size(); ++k)
+    native += (*exe)->describe_kernel(static_cast<int>(k)).find("(native row reduction)") != std::string::npos;
+  INFO((*exe)->program().to_string());
+  CHECK(native == 3);  // not the sum over axis 1 (not trailing), nor the mean of exp (a fused prologue)
+  std::vector<Bindings> bs = {{{"B", 1}, {"H", 1}, {"W", 1}},
+                              {{"B", 2}, {"H", 2}, {"W", 2}},
+                              {{"B", 3}, {"H", 9}, {"W", 9}},
+                              {{"B", 1}, {"H", 4}, {"W", 17}}};
+  require_ok(check_cpu_matches_reference(g, *m, bs, 37));
+}
