@@ -163,23 +163,29 @@ std::optional<BiasClamp> bias_clamp_of(const KernelGroup& grp, const kir::Kernel
   return e;
 }
 
-// The group as a RowReduce (see program.h): one sum or mean of f32 over its input's trailing
-// axes, the input a kernel buffer, one output.
+// The group as a RowReduce (see program.h): [reshapes] of a kernel input, then one sum or
+// mean of f32 over the trailing axes of its operand, one output.
 std::optional<RowReduce> row_reduce_of(const KernelGroup& grp, const kir::Kernel& k) {
-  if (grp.kind != KernelGroup::Kind::Reduction || grp.nodes.size() != 1 || k.buffers.size() != 2) return std::nullopt;
-  const Node& n = *grp.nodes[0];
+  const std::vector<Node*>& ns = grp.nodes;
+  if (grp.kind != KernelGroup::Kind::Reduction || ns.empty() || k.buffers.size() != 2) return std::nullopt;
+  const Node& n = *ns.back();
   if (n.op() != Op::Sum && n.op() != Op::Mean) return std::nullopt;
+  const Value* in = n.operand(0);  // through the reshapes (a dense tensor's reshape moves nothing)
+  for (size_t i = ns.size() - 1; i-- > 0;) {
+    if (ns[i]->op() != Op::Reshape || ns[i]->result() != in) return std::nullopt;
+    in = ns[i]->operand(0);
+  }
   absl::StatusOr<std::vector<int64_t>> axes = reduction_axes(n);
-  const int64_t rank = static_cast<int64_t>(n.operand(0)->shape().size());
+  const Shape& shape = n.operand(0)->shape();
+  const int64_t rank = static_cast<int64_t>(shape.size());
   if (!axes.ok() || axes->empty()) return std::nullopt;
   for (size_t i = 0; i < axes->size(); ++i)
     if ((*axes)[i] != rank - static_cast<int64_t>(axes->size() - i)) return std::nullopt;  // trailing, in order
-  RowReduce r{.axes = static_cast<int>(axes->size()), .mean = n.op() == Op::Mean};
-  const kir::Buffer &a = k.buffers[0], &b = k.buffers[1];
-  if (a.role == kir::Buffer::Role::Output) r.in = 1, r.out = 0;
-  const kir::Buffer &in = k.buffers[r.in], &out = k.buffers[r.out];
-  if (in.role != kir::Buffer::Role::Input || out.role != kir::Buffer::Role::Output || in.name != n.operand(0)->name() ||
-      out.name != n.result()->name() || a.dtype != DType::f32 || b.dtype != DType::f32)
+  RowReduce r{.in_shape = shape, .axes = static_cast<int>(axes->size()), .mean = n.op() == Op::Mean};
+  if (k.buffers[0].role == kir::Buffer::Role::Output) r.in = 1, r.out = 0;
+  const kir::Buffer &x = k.buffers[r.in], &out = k.buffers[r.out];
+  if (x.role != kir::Buffer::Role::Input || out.role != kir::Buffer::Role::Output || x.name != in->name() ||
+      out.name != n.result()->name() || x.dtype != DType::f32 || out.dtype != DType::f32)
     return std::nullopt;
   return r;
 }

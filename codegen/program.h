@@ -97,26 +97,24 @@ struct DepthwiseConv {
 };
 
 // A GEMM epilogue kernel reading its f32 accumulator (ProgramKernel::accumulator_input)
-// that only adds a bias and clamps: out = clamp(acc + bias, lo, hi), with the bias [m, 1]
-// along the GEMM's rows (a conv's channels) or [n] along its columns (a linear's features),
-// out dense over the kernel's domain [..., m, n]. A target with Target::native_bias_clamp
-// runs it as a routine, in place where it can: the library writes the accumulator into the
-// output (GemmStep::c is the output buffer) unless the GEMM is a conv's (program.cc says
-// why). A generated kernel's loop over rows of a few elements, a 2x2 map's 4, costs 15
-// instructions an element.
+// that only adds a bias ([m, 1] along the rows, a conv's channels, or [n] along the columns)
+// and clamps, out dense over the domain [..., m, n]. With Target::native_bias_clamp, a
+// routine, in place where it can (GemmStep::c the output, unless a conv's: see program.cc):
+// a generated kernel's loop over rows of a 2x2 map's 4 costs 15 instructions an element.
 struct BiasClamp {
   int bias = -1, out = 0;  // kernel buffers (bias -1: none); the accumulator is the last
   bool per_row = true;     // the bias along m (else along n)
   std::optional<double> lo, hi;
 };
 
-// A kernel that is one f32 sum or mean over the trailing axes of a kernel input: out[r] =
-// sum (or mean) of in[r * n .. r * n + n). A target with Target::native_row_reduce runs it
-// as a routine: a generated reduction loops over the reduced dims per output, an overhead
-// per output that a global average pool over a 2x2 map pays for every 4 elements.
+// A kernel that is one f32 sum or mean over the trailing axes of a kernel input (or of a
+// reshape of it): out[r] = sum (or mean) of in[r * n .. r * n + n). With
+// Target::native_row_reduce, a routine: a generated reduction's loop nest per output costs a
+// global average pool over a 2x2 map more than its 4 elements.
 struct RowReduce {
+  Shape in_shape;       // the reduced operand's (the input buffer's, or a reshape of it)
   int in = 0, out = 1;  // kernel buffers
-  int axes = 1;         // the trailing axes reduced
+  int axes = 1;         // the trailing axes of in_shape reduced
   bool mean = false;
 };
 

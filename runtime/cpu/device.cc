@@ -332,7 +332,7 @@ class CpuProgram final : public DeviceProgram {
   // leading and trailing (reduced) dims.
   absl::StatusOr<std::unique_ptr<StepPlan>> plan_row_reduce(int kernel, const RowReduce& r, const Bindings& b) {
     const kir::Kernel& k = p_->kernels[kernel].kernel;
-    absl::StatusOr<std::vector<int64_t>> in = evaluate_shape(k.buffers[r.in].shape, b);
+    absl::StatusOr<std::vector<int64_t>> in = evaluate_shape(r.in_shape, b);
     if (!in.ok()) return invalid_argument("kernel ", k.name, ": ", in.status().message());
     auto call = std::make_unique<RowReduceCall>();
     call->rows = call->n = 1;
