@@ -471,10 +471,12 @@ class ProgramBuilder {
         while (v && v->producer() && v->producer()->op() == Op::Reshape) v = v->producer()->operand(0);
         return v && v->producer() && v->producer()->op() == Op::Window;
       };
-      if (e && s.storage[e->out] == e->out) p_.kernels[s.kernel].bias_clamp = e;
-      if (e && s.storage[e->out] == e->out && !window(spec.a.buffer) && !window(spec.b.buffer))
-        gs.c = s.buffers[e->out];
-      else gs.c = add_scratch(str_cat(k.name, ".acc"), DType::f32, k.domain, 0);
+      bool in_place = false;
+      if (e && s.storage[e->out] == e->out) {
+        p_.kernels[s.kernel].bias_clamp = e;
+        in_place = !window(spec.a.buffer) && !window(spec.b.buffer);
+      }
+      gs.c = in_place ? s.buffers[e->out] : add_scratch(str_cat(k.name, ".acc"), DType::f32, k.domain, 0);
       s.buffers.push_back(gs.c);
       s.storage.push_back(static_cast<int>(s.storage.size()));
       gs.epilogue = std::move(s);
