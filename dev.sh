@@ -51,7 +51,11 @@ venv() {
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   echo "dev.sh: pip installing ${missing[*]}"
-  "$VENV/bin/pip" install -q "${missing[@]}" >/dev/null
+  # No wheel cache: torch's CUDA wheels (about 3 GB) would otherwise be kept twice on disk.
+  if ! "$VENV/bin/pip" install -q --no-cache-dir "${missing[@]}" >/dev/null; then
+    echo "dev.sh: pip install failed; space left beside $VENV: $(df -h --output=avail "$VENV" | tail -n 1)" >&2
+    exit 1
+  fi
 }
 
 # build [TARGET...]: configures once, then builds the targets (default: everything).
