@@ -197,6 +197,7 @@ class ProgramBuilder {
   ProgramBuilder(std::shared_ptr<const CompiledModule> m, const Target& t, const Bindings& baked)
       : m_(std::move(m)), t_(t) {
     p_.target = t.name;
+    p_.comm_stream = t.comm_stream;
     p_.graph = m_->state.graph.name();
     p_.symbols = m_->symbols;
     p_.baked = baked;
@@ -223,6 +224,7 @@ class ProgramBuilder {
                                          s.groups.size(), " groups"));
     for (size_t i = 0; i < s.groups.size(); ++i) KILN_RETURN_IF_ERROR(add_group(s.groups[i], m_->kernels[i]));
     KILN_RETURN_IF_ERROR(add_output_copies());
+    mark_overlaps();
     return std::move(p_);
   }
 
@@ -510,6 +512,18 @@ class ProgramBuilder {
     return absl::OkStatus();
   }
 
+  // The memory plan's overlapped collectives: each joined before the first step of its join
+  // group or of a later one, or before the output copies (which may read its result).
+  void mark_overlaps() {
+    for (const CollectiveOverlap& o : m_->state.memory.overlaps)
+      for (size_t i = 0; i < p_.steps.size(); ++i) {
+        if (p_.steps[i].kind != Step::Kind::Collective || p_.steps[i].group != o.group) continue;
+        size_t j = i + 1;
+        while (j < p_.steps.size() && p_.steps[j].group >= 0 && p_.steps[j].group < o.join) ++j;
+        p_.collectives[p_.steps[i].index].join = static_cast<int>(j);
+      }
+  }
+
   std::shared_ptr<const CompiledModule> m_;
   const Target& t_;
   Program p_;
@@ -540,6 +554,33 @@ bool KernelStep::in_place() const {
   for (size_t i = 0; i < storage.size(); ++i)
     if (storage[i] != static_cast<int>(i)) return true;
   return false;
+}
+
+std::vector<int> Program::buffers_of(const Step& s) const {
+  std::vector<int> out;
+  auto kernel = [&](const KernelStep& k) { out.insert(out.end(), k.buffers.begin(), k.buffers.end()); };
+  switch (s.kind) {
+    case Step::Kind::Kernel: kernel(kernel_steps[s.index]); break;
+    case Step::Kind::Gemm: {
+      const GemmStep& g = gemms[s.index];
+      out.insert(out.end(), {g.a, g.b, g.c, g.bias, g.residual});
+      for (const std::optional<KernelStep>* k : {&g.gather_a, &g.gather_b, &g.epilogue, &g.fallback})
+        if (*k) kernel(**k);
+      break;
+    }
+    case Step::Kind::Copy: out.insert(out.end(), {copies[s.index].src, copies[s.index].dst}); break;
+    case Step::Kind::Attention: {
+      const AttentionStep& a = attentions[s.index];
+      out.insert(out.end(), {a.q, a.k, a.v, a.out, a.mask, a.kv_lens, a.block_table});
+      break;
+    }
+    case Step::Kind::Extern:
+      out = externs[s.index].inputs;
+      out.insert(out.end(), externs[s.index].outputs.begin(), externs[s.index].outputs.end());
+      break;
+    case Step::Kind::Collective: out = {collectives[s.index].input, collectives[s.index].output}; break;
+  }
+  return out;
 }
 
 absl::StatusOr<Program::ArenaLayout> Program::arena_layout(const Bindings& b) const {
@@ -597,8 +638,17 @@ std::string Program::describe(const Step& s) const {
     }
     case Step::Kind::Collective: {
       const CollectiveStep& c = collectives[s.index];
-      return str_cat(op_name(c.op), " ", dtype_name(c.dtype), " b", c.input, " -> b", c.output, ", ",
-                     c.count.to_string(), " elements per rank, ", c.ranks, " ranks");
+      std::string t = str_cat(op_name(c.op), " ", dtype_name(c.dtype), " b", c.input, " -> b", c.output, ", ",
+                              c.count.to_string(), " elements per rank, ", c.ranks, " ranks");
+      if (c.join < 0) return t;
+      size_t at = 0, join = static_cast<size_t>(c.join);  // a weight-prep collective is never overlapped
+      while (at < steps.size() && (steps[at].kind != Step::Kind::Collective || steps[at].index != s.index)) ++at;
+      return str_cat(t, ", overlaps ", join - at - 1, " steps ",
+                     comm_stream ? "on the comm stream" : "(in line here: the host group's call is synchronous)",
+                     ", joined before ",
+                     join == steps.size()    ? std::string("the call's end")
+                     : steps[join].group < 0 ? std::string("the output copies")
+                                             : str_cat("group ", steps[join].group));
     }
     case Step::Kind::Gemm: break;
   }

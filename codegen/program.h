@@ -51,6 +51,9 @@ struct Target {
   bool (*supports_attention)(const AttentionForm&) = nullptr;
   // Which implementation of a registered extern op (ir/extern_op.h) the target calls.
   ExternDevice extern_device = ExternDevice::Cpu;
+  // The target issues a collective that overlaps later steps (CollectiveStep::join) on a
+  // communication stream (CUDA); false: in line, as the host group's call, which is synchronous.
+  bool comm_stream = false;
 };
 
 // Where a buffer's memory is during a call.
@@ -182,6 +185,10 @@ struct CollectiveStep {
   int64_t ranks = 1;
   Dim count;  // elements per rank: the input's (all_reduce, all_gather) or the output's (reduce_scatter)
   int input = 0, output = 0;  // program buffers
+  // Overlapped (the memory plan's CollectiveOverlap): the steps before `join` do not touch its
+  // buffers' memory (the arena keeps them out), so the call waits for it only before step
+  // `join` (Program::steps.size(): at its end). -1: the next step needs it.
+  int join = -1;
 };
 
 struct Step {
@@ -206,6 +213,7 @@ class Program {
   };
 
   std::string target;
+  bool comm_stream = false;          // Target::comm_stream
   std::string graph;                 // the graph's name
   std::vector<std::string> symbols;  // the order of SymbolValues
   Bindings baked;                    // symbols that are constants of this specialization
@@ -232,11 +240,14 @@ class Program {
   };
   absl::StatusOr<ArenaLayout> arena_layout(const Bindings& b) const;
   Bindings bindings(std::span<const int64_t> values) const;  // `values` in `symbols` order
+  // The buffers step `s` reads or writes (-1 for an absent operand: no bias, mask, ...).
+  std::vector<int> buffers_of(const Step& s) const;
 
   // Deterministic text: buffers, steps with each GEMM's form, weight prep (program.txt).
   std::string to_string() const;
   // One line per step: what runs ("k3_mul elementwise", "cuBLASLt bf16 m=T ...",
-  // "attention f32 H=8 KVH=2 D=64 scale=0.125 causal", "extern rms(b3, b4) -> b5 on cpu").
+  // "attention f32 H=8 KVH=2 D=64 scale=0.125 causal", "extern rms(b3, b4) -> b5 on cpu",
+  // "all_reduce f32 b4 -> b5, ..., overlaps 3 steps on the comm stream, joined before group 9").
   std::string describe(const Step& s) const;
 
   // Counts for statistics: kernels compiled up front, GEMM steps, launches per call.

@@ -21,6 +21,15 @@ struct PlannedBuffer {
   Value* reuses = nullptr;  // in-place: takes over this dead input's storage (same size)
 };
 
+// A collective whose result the next group does not need (issue 22): the groups between it
+// and its join are independent work, which a device with a communication stream runs while
+// the communicator works (runtime/executor.h). Its operand and result are kept live (their
+// arena memory unused by the groups between) through the group before the join.
+struct CollectiveOverlap {
+  int group = 0;  // the collective's group
+  int join = 0;   // the first group that waits for it; Schedule::groups.size(): the call's end
+};
+
 struct ArenaLayout {
   Bindings bindings;
   std::vector<int64_t> offsets;  // per buffer; an in-place buffer has its donor's offset
@@ -33,6 +42,7 @@ struct ArenaLayout {
 struct MemoryPlan {
   static constexpr int64_t kAlignment = 256;
   std::vector<PlannedBuffer> buffers;  // in the order their groups run
+  std::vector<CollectiveOverlap> overlaps;  // in the order of the collectives
   // Offsets by best fit in decreasing size order (XLA's heap simulator); sizes rounded up
   // to kAlignment. An error names an unbound symbol.
   absl::StatusOr<ArenaLayout> layout(const Bindings& b) const;
@@ -48,7 +58,12 @@ struct MemoryPlan {
 // is a graph output: it lives in the caller's state buffer, never here), with its lifetime in
 // group steps; an Elementwise group whose output has the size of an input buffer that
 // dies at that group, and reads it only through elementwise ops at the same index, reuses
-// that input's storage. Returns true (the plan is always rebuilt).
+// that input's storage. A collective group (not weight prep) whose join is not the next
+// group is in `overlaps`, its operand's and result's lifetimes extended to the group before the
+// join. The join is the first later group that reads its result, writes its operand's or result's
+// memory (in place, or as the same state argument: other arena buffers cannot be there while
+// they are live), or is a collective itself (the communicator's calls stay in program order,
+// one at a time: none is issued while another may run). Returns true (the plan is always rebuilt).
 absl::StatusOr<bool> plan_memory(const Graph& g, const Schedule& s, MemoryPlan& plan);
 
 }  // namespace kiln

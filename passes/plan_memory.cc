@@ -37,10 +37,41 @@ bool read_pointwise(const KernelGroup& grp, const Value* v) {
   return v->shape() == shape && !off_index.contains(v);
 }
 
+// The join of collective group `c` (see plan_memory); where groups run before it, the overlap
+// and its operand's and result's lifetimes through the group before the join.
+void plan_overlap(const Schedule& s, const KernelGroup& c, const absl::flat_hash_map<const Value*, size_t>& index,
+                  MemoryPlan& plan) {
+  std::vector<const Value*> touched(c.nodes[0]->operands().begin(), c.nodes[0]->operands().end());
+  const std::vector<Value*>& results = c.stored();
+  touched.insert(touched.end(), results.begin(), results.end());
+  auto in = [](const auto& vs, const Value* v) { return v && std::find(vs.begin(), vs.end(), v) != vs.end(); };
+  const int end = static_cast<int>(s.groups.size());
+  int join = end, between = 0;
+  for (int j = c.id + 1; j < end && join == end; ++j) {
+    const KernelGroup& g = s.groups[j];
+    if (g.weight_prep) continue;
+    bool waits = g.kind == KernelGroup::Kind::Collective;
+    for (const Value* v : g.inputs) waits |= in(results, v);
+    for (const Value* v : g.stored()) {
+      auto it = index.find(v);
+      waits |= it != index.end() && in(touched, plan.buffers[it->second].reuses);
+      for (const Value* t : touched) waits |= state_storage(v) && state_storage(v) == state_storage(t);
+    }
+    if (waits) join = j;
+    else ++between;
+  }
+  if (between == 0) return;
+  plan.overlaps.push_back({c.id, join});
+  for (const Value* v : touched)
+    if (auto it = index.find(v); it != index.end())
+      plan.buffers[it->second].last = std::max(plan.buffers[it->second].last, join - 1);
+}
+
 }  // namespace
 
 absl::StatusOr<bool> plan_memory(const Graph& g, const Schedule& s, MemoryPlan& plan) {
   plan.buffers.clear();
+  plan.overlaps.clear();
   absl::flat_hash_set<const Value*> returned(g.outputs().begin(), g.outputs().end());
   absl::flat_hash_map<const Value*, size_t> index;
   for (const KernelGroup& grp : s.groups) {
@@ -68,6 +99,8 @@ absl::StatusOr<bool> plan_memory(const Graph& g, const Schedule& s, MemoryPlan& 
       break;
     }
   }
+  for (const KernelGroup& c : s.groups)
+    if (c.kind == KernelGroup::Kind::Collective && !c.weight_prep) plan_overlap(s, c, index, plan);
   return true;
 }
 
@@ -183,6 +216,9 @@ std::string MemoryPlan::to_string(const ArenaLayout* l) const {
     if (b.reuses) s += str_cat("  in-place over %", b.reuses->name());
     s += "\n";
   }
+  for (const CollectiveOverlap& o : overlaps)
+    s += str_cat("# the collective of group ", o.group, " overlaps groups ", o.group + 1, "..", o.join - 1,
+                 ": its operand and result live until then\n");
   return s;
 }
 

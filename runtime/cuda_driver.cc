@@ -172,11 +172,12 @@ absl::Status Stream::synchronize() const {
   return check(api.cuStreamSynchronize(stream_), "cuStreamSynchronize");
 }
 
-absl::StatusOr<Event> Event::create(const Context& ctx) {
+absl::StatusOr<Event> Event::create(const Context& ctx, bool timing) {
   KILN_API();
   KILN_RETURN_IF_ERROR(ctx.make_current());
   CUevent e = nullptr;
-  KILN_RETURN_IF_ERROR(check(api.cuEventCreate(&e, CU_EVENT_DEFAULT), "cuEventCreate"));
+  KILN_RETURN_IF_ERROR(
+      check(api.cuEventCreate(&e, timing ? CU_EVENT_DEFAULT : CU_EVENT_DISABLE_TIMING), "cuEventCreate"));
   return Event(e);
 }
 
@@ -192,6 +193,11 @@ Event::~Event() {
 absl::Status Event::record(CUstream stream) const {
   KILN_API();
   return check(api.cuEventRecord(event_, stream), "cuEventRecord");
+}
+
+absl::Status Event::wait(CUstream stream) const {
+  KILN_API();
+  return check(api.cuStreamWaitEvent(stream, event_, 0), "cuStreamWaitEvent");
 }
 
 absl::Status Event::synchronize() const {

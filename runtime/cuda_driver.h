@@ -16,7 +16,9 @@ namespace kiln::cuda {
 
 // Every driver entry point kiln uses. cuda.h maps most names to versioned symbols
 // (cuMemAlloc -> cuMemAlloc_v2); the table resolves exactly the symbol the macro names, so a
-// member `cuMemAlloc` has the type and ABI of the function the header declares.
+// member `cuMemAlloc` has the type and ABI of the function the header declares (a table by
+// hand: clang-format would run its rows together).
+// clang-format off
 #define KILN_CUDA_DRIVER_FUNCTIONS(X)                                                      \
   X(cuInit) X(cuDriverGetVersion) X(cuGetErrorString) X(cuGetErrorName)                    \
   X(cuDeviceGetCount) X(cuDeviceGet) X(cuDeviceGetName) X(cuDeviceGetAttribute)            \
@@ -26,11 +28,12 @@ namespace kiln::cuda {
   X(cuMemAlloc) X(cuMemFree) X(cuMemGetInfo) X(cuMemsetD8) X(cuMemsetD8Async)              \
   X(cuMemcpyDtoH) X(cuMemcpyDtoD) X(cuMemHostAlloc) X(cuMemFreeHost)                       \
   X(cuMemcpyHtoDAsync) X(cuMemcpyDtoHAsync) X(cuMemcpyDtoDAsync) X(cuPointerGetAttribute)  \
-  X(cuStreamCreate) X(cuStreamDestroy) X(cuStreamSynchronize)                              \
+  X(cuStreamCreate) X(cuStreamDestroy) X(cuStreamSynchronize) X(cuStreamWaitEvent)         \
   X(cuEventCreate) X(cuEventDestroy) X(cuEventRecord) X(cuEventSynchronize)                \
   X(cuEventElapsedTime) X(cuStreamBeginCapture) X(cuStreamEndCapture)                      \
   X(cuGraphInstantiate) X(cuGraphLaunch) X(cuGraphExecDestroy) X(cuGraphDestroy)        \
   X(cuFuncSetAttribute)
+// clang-format on
 
 struct DriverApi {
 #define KILN_CUDA_DRIVER_MEMBER(name) decltype(&::name) name = nullptr;
@@ -104,12 +107,14 @@ class Stream {
 
 class Event {
  public:
-  static absl::StatusOr<Event> create(const Context& ctx);
+  // `timing`: elapsed_ms may read it; else it only orders streams (cheaper to record).
+  static absl::StatusOr<Event> create(const Context& ctx, bool timing = true);
   Event(Event&& o) noexcept : event_(o.event_) { o.event_ = nullptr; }
   Event& operator=(Event&& o) noexcept;
   ~Event();
   CUevent handle() const { return event_; }
   absl::Status record(CUstream stream) const;
+  absl::Status wait(CUstream stream) const;  // `stream` waits for the work of the last record
   absl::Status synchronize() const;
   // Milliseconds between two recorded, completed events.
   static absl::StatusOr<float> elapsed_ms(const Event& start, const Event& end);

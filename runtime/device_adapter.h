@@ -169,6 +169,22 @@ class Replay {
   virtual absl::Status launch(void* stream) = 0;
 };
 
+// A second stream of the device's, for collectives that overlap later steps
+// (CollectiveStep::join): forked from a call's stream, its work runs alongside the call's
+// until the call's stream joins it back. Forks and joins are stream operations, so they are
+// legal under capture, where every fork must be joined before the capture ends.
+class SideStream {
+ public:
+  virtual ~SideStream() = default;
+  virtual void* stream() = 0;
+  // The side stream waits for the work queued on `from` so far.
+  virtual absl::Status fork(void* from) = 0;
+  // Event `event` (of those side_stream made) marks the work queued on the side stream so far.
+  virtual absl::Status record(int event) = 0;
+  // `into` waits for the work event `event` marked when last recorded.
+  virtual absl::Status join(int event, void* into) = 0;
+};
+
 struct LoadOptions {
   std::optional<DumpWriter> dump;  // when set: each kernel's sources (.cu and .ptx, or .ll) go there
 };
@@ -217,6 +233,9 @@ class DeviceAdapter {
   virtual absl::StatusOr<std::unique_ptr<Replay>> capture(const std::function<absl::Status(const CallContext&)>& launches) {
     return absl::UnimplementedError("this device has no stream capture");
   }
+  // A side stream with `events` events for one executor; null: the device has none, and
+  // collectives run in line (the CPU: the host group's call is synchronous).
+  virtual absl::StatusOr<std::unique_ptr<SideStream>> side_stream(int events) { return nullptr; }
   // max-autotune: the median time of `run` in milliseconds, after warm-up runs.
   virtual bool can_time() const { return false; }
   virtual absl::StatusOr<double> time_ms(const std::function<absl::Status()>& run, const CallContext& c) {

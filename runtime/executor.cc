@@ -55,34 +55,6 @@ int64_t numel(const std::vector<int64_t>& shape) {
 
 DevicePtr address(const Tensor& t) { return reinterpret_cast<DevicePtr>(t.data()); }
 
-// The program buffers step `s` reads or writes.
-std::vector<int> step_buffers(const Program& p, const Step& s) {
-  std::vector<int> out;
-  auto kernel = [&](const KernelStep& k) { out.insert(out.end(), k.buffers.begin(), k.buffers.end()); };
-  switch (s.kind) {
-    case Step::Kind::Kernel: kernel(p.kernel_steps[s.index]); break;
-    case Step::Kind::Gemm: {
-      const GemmStep& g = p.gemms[s.index];
-      out.insert(out.end(), {g.a, g.b, g.c, g.bias, g.residual});
-      for (const std::optional<KernelStep>* k : {&g.gather_a, &g.gather_b, &g.epilogue, &g.fallback})
-        if (*k) kernel(**k);
-      break;
-    }
-    case Step::Kind::Copy: out.insert(out.end(), {p.copies[s.index].src, p.copies[s.index].dst}); break;
-    case Step::Kind::Attention: {
-      const AttentionStep& a = p.attentions[s.index];
-      out.insert(out.end(), {a.q, a.k, a.v, a.out, a.mask, a.kv_lens, a.block_table});
-      break;
-    }
-    case Step::Kind::Extern:
-      out = p.externs[s.index].inputs;
-      out.insert(out.end(), p.externs[s.index].outputs.begin(), p.externs[s.index].outputs.end());
-      break;
-    case Step::Kind::Collective: out = {p.collectives[s.index].input, p.collectives[s.index].output}; break;
-  }
-  return out;
-}
-
 }  // namespace
 
 std::string_view mode_name(Mode m) {
@@ -137,7 +109,7 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::create(std::shared_ptr<const
     }
   for (const Step& s : p->prep) {
     std::vector<int> slots;
-    for (int b : step_buffers(*p, s))
+    for (int b : p->buffers_of(s))
       if (b >= 0 && p->buffers[b].placement == Placement::WeightPrep) slots.push_back(p->buffers[b].index);
     e->prep_step_slots_.push_back(std::move(slots));
   }
@@ -150,6 +122,9 @@ absl::StatusOr<std::unique_ptr<Executor>> Executor::create(std::shared_ptr<const
     KILN_RETURN_IF_ERROR(check_communicator(*opts.communicator, p->collectives.front().ranks,
                                             device.target().extern_device, device.target().name));
   e->communicator_ = opts.communicator;
+  if (std::any_of(p->collectives.begin(), p->collectives.end(), [](const CollectiveStep& x) { return x.join >= 0; })) {
+    KILN_ASSIGN_OR_RETURN(e->side_, device.side_stream(static_cast<int>(p->collectives.size()) + 1));
+  }
   return e;
 }
 
@@ -413,18 +388,6 @@ absl::Status Executor::run_step(const Step& s, CallPlan& p, const CallContext& c
   return absl::OkStatus();
 }
 
-absl::Status Executor::run_steps(std::span<const Step> steps, CallPlan& p, const CallContext& c) {
-  for (const Step& s : steps) {
-    step_group_ = s.group;
-    bool range = ranges_ && s.group >= 0 && static_cast<size_t>(s.group) < group_names_.size();
-    if (range) device_.push_range(group_names_[s.group].c_str());
-    absl::Status st = run_step(s, p, c);
-    if (range) device_.pop_range();
-    KILN_RETURN_IF_ERROR(st);
-  }
-  return absl::OkStatus();
-}
-
 absl::Status Executor::begin_launch(ProfiledLaunch launch, const CallContext& c) {
   launch.group = step_group_;
   KILN_RETURN_IF_ERROR(profiling_->timeline->mark(c));
@@ -580,7 +543,7 @@ absl::Status Executor::run(std::span<const Tensor> args, SymbolValues syms, std:
   } else if (mode_ == Mode::ReduceOverhead && device_.can_capture()) {
     return run_captured(*p, args, outputs, c);  // its replay copies the check words, and checks them
   } else {
-    KILN_RETURN_IF_ERROR(run_steps(pr.steps, *p, c));
+    KILN_RETURN_IF_ERROR(run_steps(pr.steps, *p, c, true));
   }
   if (pr.checks.empty()) return absl::OkStatus();
   KILN_RETURN_IF_ERROR(copy_checks(c));
@@ -693,7 +656,7 @@ absl::Status Executor::run_captured(CallPlan& p, std::span<const Tensor> args, s
     KILN_ASSIGN_OR_RETURN(p.replay, device_.capture([&](const CallContext& cc) {
       CallContext inner = cc;
       inner.weights_generation = c.weights_generation;
-      KILN_RETURN_IF_ERROR(run_steps(program_->steps, p, inner));
+      KILN_RETURN_IF_ERROR(run_steps(program_->steps, p, inner, true));
       return program_->checks.empty() ? absl::OkStatus() : copy_checks(inner);  // replayed with the steps
     }));
     p.replay_params = ptrs(in_place_args_);

@@ -118,7 +118,12 @@ struct ExecutorOptions {
   std::shared_ptr<MemoryPool> pool;  // the arena and scratch shared with other executors; null: its own
   // This rank's communicator of its tensor-parallel group, for a program with collectives (of
   // as many ranks, on the device's memory): without one, a call that reaches a collective
-  // fails.
+  // fails. An overlapped collective (CollectiveStep::join) of a direct or captured call runs on
+  // the executor's side stream (DeviceAdapter::side_stream): forked from the call's stream
+  // after the steps before it, joined back before its join step, and on an error before the
+  // call returns (a capture ends with both streams joined). Where the device has no side stream
+  // (the CPU, whose host group call is synchronous), and in profiled and tuning calls (which
+  // time one launch after another on the call's stream), every collective runs in line.
   std::shared_ptr<Communicator> communicator;
 };
 
@@ -201,8 +206,11 @@ class Executor {
   absl::Status run_attention(int index, CallPlan& p, const CallContext& c);
   absl::Status run_extern(int index, CallPlan& p, const CallContext& c);
   absl::Status run_collective(int index, CallPlan& p, const CallContext& c);
+  absl::Status run_overlapped(int index, CallPlan& p, const CallContext& c);  // on side_, forked from c
+  absl::Status join_overlapped(size_t step, absl::Status st, const CallContext& c);
   absl::Status run_step(const Step& s, CallPlan& p, const CallContext& c);
-  absl::Status run_steps(std::span<const Step> steps, CallPlan& p, const CallContext& c);
+  // `overlap`: the call's steps, whose overlapped collectives run on side_ (where there is one).
+  absl::Status run_steps(std::span<const Step> steps, CallPlan& p, const CallContext& c, bool overlap = false);
   absl::Status run_captured(CallPlan& p, std::span<const Tensor> args, std::span<Tensor> outputs, const CallContext& c);
   absl::Status tune(CallPlan& p, const CallContext& c);
   absl::Status allocate_static_slots(CallPlan& p);
@@ -219,6 +227,10 @@ class Executor {
   std::unique_ptr<DeviceProgram> loaded_;
   std::vector<const ExternOp*> extern_ops_;  // per Program::externs entry
   std::shared_ptr<Communicator> communicator_;
+  // Overlapped collectives: the side stream (one event per collective, then one for all), and
+  // those the current call forked and has not joined yet.
+  std::unique_ptr<SideStream> side_;
+  std::vector<int> forked_;
   std::vector<int> param_args_;     // Program::args indices of parameters
   std::vector<int> in_place_args_;  // and of parameters and state: a replay reads them in place
   bool tuned_ = false;

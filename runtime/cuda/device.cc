@@ -62,6 +62,47 @@ class EventTimeline final : public Timeline {
   std::vector<Event> events_;
 };
 
+// An executor's communication stream: non-blocking, so that it never waits on the legacy
+// default stream implicitly (its work would then queue behind the steps it overlaps); its
+// events order streams only. Made before any capture (the executor makes it when created).
+class CommStream final : public SideStream {
+ public:
+  static absl::StatusOr<std::unique_ptr<SideStream>> create(const Context& ctx, int events) {
+    KILN_ASSIGN_OR_RETURN(Stream st, Stream::create(ctx));
+    KILN_ASSIGN_OR_RETURN(Event fork, Event::create(ctx, false));
+    std::unique_ptr<CommStream> c(new CommStream(std::move(st), std::move(fork)));
+    for (int i = 0; i < events; ++i) {
+      KILN_ASSIGN_OR_RETURN(Event e, Event::create(ctx, false));
+      c->events_.push_back(std::move(e));
+    }
+    return std::unique_ptr<SideStream>(std::move(c));
+  }
+  void* stream() override { return stream_.handle(); }
+  absl::Status fork(void* from) override {
+    KILN_RETURN_IF_ERROR(fork_.record(static_cast<CUstream>(from)));
+    return fork_.wait(stream_.handle());
+  }
+  absl::Status record(int event) override {
+    KILN_ASSIGN_OR_RETURN(const Event* e, at(event));
+    return e->record(stream_.handle());
+  }
+  absl::Status join(int event, void* into) override {
+    KILN_ASSIGN_OR_RETURN(const Event* e, at(event));
+    return e->wait(static_cast<CUstream>(into));
+  }
+
+ private:
+  CommStream(Stream st, Event fork) : stream_(std::move(st)), fork_(std::move(fork)) {}
+  absl::StatusOr<const Event*> at(int event) const {
+    if (event < 0 || static_cast<size_t>(event) >= events_.size())
+      return absl::InternalError(str_cat("comm stream: event ", event, " of ", events_.size()));
+    return &events_[event];
+  }
+  Stream stream_;
+  Event fork_;
+  std::vector<Event> events_;
+};
+
 class CudaAdapter final : public DeviceAdapter {
  public:
   // `ctx` null: compile only.
@@ -181,6 +222,12 @@ class CudaAdapter final : public DeviceAdapter {
     return std::unique_ptr<Replay>(new Graph(exec));
   }
 
+  // Compile only: nothing runs, so nothing overlaps.
+  absl::StatusOr<std::unique_ptr<SideStream>> side_stream(int events) override {
+    if (!ctx_) return nullptr;
+    return CommStream::create(*ctx_, events);
+  }
+
   bool can_time() const override { return ctx_ != nullptr; }
 
   // The median of five timed runs after two warm-up runs.
@@ -230,7 +277,8 @@ const Target& target() {
                         /*native_bias_clamp=*/false,
                         /*native_row_reduce=*/false,
                         [](const AttentionForm& f) { return cuda_attention_supported(f).ok(); },
-                        ExternDevice::Cuda};
+                        ExternDevice::Cuda,
+                        /*comm_stream=*/true};
   return t;
 }
 

@@ -4,6 +4,7 @@
 // graphs.
 #pragma once
 
+#include "ir/str.h"
 #include "passes/shard.h"
 
 namespace kiln::test_graphs {
@@ -181,6 +182,38 @@ inline constexpr const char* kGqaLayer =
 inline ShardPlan gqa_layer_plan(int64_t ranks, int64_t kv_groups = -1) {
   if (kv_groups < 0) kv_groups = ranks > 2 ? 2 : 0;
   return {ranks, {{"wq", 0}, {"wk", 0, kv_groups}, {"wv", 0, kv_groups}, {"wg", 0}, {"wu", 0}, {"wo", 1}, {"wd", 1}}};
+}
+
+// `blocks` GPT-J-style parallel-residual blocks over x [B, T, 16]: y = x + (attn(h) + mlp(h))
+// with h = rms_norm(x), 2 heads of 8; block i's parameters end in i. With `biases`, the
+// output projections (o, down) have biases: sharded, each branch is then summed on its own
+// (an all_reduce before each bias), and the attention branch's sum has the MLP branch beside it.
+inline std::string parallel_residual(int blocks, bool biases = false) {
+  std::string params, body, in = "%x";
+  for (int i = 0; i < blocks; ++i) {
+    params += str_cat(", %n", i, ": f32[16] param");
+    for (const char* w : {"wq", "wk", "wv", "wo"}) params += str_cat(", %", w, i, ": f32[16, 16] param");
+    params += str_cat(", %wi", i, ": f32[32, 16] param, %wd", i, ": f32[16, 32] param");
+    if (biases) params += str_cat(", %bo", i, ": f32[16] param, %bd", i, ": f32[16] param");
+    body += str_cat("  %h", i, " = rms_norm(", in, ", %n", i, ", axes=[-1], eps=1e-06)\n");
+    for (const char* p : {"q", "k", "v"})
+      body += str_cat("  %", p, i, " = linear(%h", i, ", %w", p, i, ")\n  %", p, "h", i, " = reshape(%", p, i,
+                      ", shape=[B, T, 2, 8])\n  %", p, "p", i, " = permute(%", p, "h", i, ", dims=[0, 2, 1, 3])\n");
+    body += str_cat("  %a", i, " = attention(%qp", i, ", %kp", i, ", %vp", i, ", causal=true)\n  %ap", i,
+                    " = permute(%a", i, ", dims=[0, 2, 1, 3])\n  %ar", i, " = reshape(%ap", i,
+                    ", shape=[B, T, 16])\n  %o", i, " = linear(%ar", i, ", %wo", i, biases ? str_cat(", %bo", i) : "",
+                    ")\n  %i", i, " = linear(%h", i, ", %wi", i, ")\n  %g", i, " = gelu(%i", i, ")\n  %d", i,
+                    " = linear(%g", i, ", %wd", i, biases ? str_cat(", %bd", i) : "", ")\n  %s", i, " = add(%o", i,
+                    ", %d", i, ")\n  %y", i, " = add(%s", i, ", ", in, ")\n");
+    in = str_cat("%y", i);
+  }
+  return str_cat("graph pr(%x: f32[B, T, 16]", params, ") {\n", body, "  return ", in, "\n}\n");
+}
+
+// Megatron's split of parallel_residual: q/k/v and the MLP's in column-parallel, o and down
+// row-parallel (their biases replicated).
+inline ShardPlan parallel_residual_plan(int64_t ranks) {
+  return {ranks, {{"wq*", 0}, {"wk*", 0}, {"wv*", 0}, {"wi*", 0}, {"wo*", 1}, {"wd*", 1}}};
 }
 
 }  // namespace kiln::test_graphs

@@ -280,3 +280,45 @@ TEST_CASE("read_rank_parameters: each rank's chunk of a two-file Llama checkpoin
   REQUIRE(!bad.ok());
   CHECK_THAT(status_message(bad.status()), Catch::Contains("has shape [64, 32], the graph needs [48, 32]"));
 }
+
+TEST_CASE(
+    "RankGroup on the CPU: a parallel-residual block's attention all_reduce overlaps its MLP branch, kept out of its "
+    "memory; a Llama layer's all_reduces overlap nothing",
+    "[cpu][parallel]") {
+  // With biases on o and down, each branch is summed before its bias: the attention branch's
+  // sum is independent of the MLP branch, which runs before its join; the MLP's sum is needed
+  // next (its bias).
+  Graph g = parse_or_fail(test_graphs::parallel_residual(2, true));
+  absl::StatusOr<ShardedGraph> s = shard(g, test_graphs::parallel_residual_plan(2));
+  REQUIRE(s.ok());
+  std::unique_ptr<RankGroup> group = group_or_fail(s->graph, 2);
+  for (Bindings b : {Bindings{{"B", 1}, {"T", 1}}, Bindings{{"B", 3}, {"T", 5}}, Bindings{{"B", 2}, {"T", 70}}}) {
+    TensorMap args = random_args(g, b, 11 + b["T"]);
+    scale_weights_by_fan_in(g, args);
+    check_rank_group(*group, g, *s, args, {1e-4, 1e-5});
+    std::shared_ptr<const Program> p = group->rank(1).specialization_info().back().program;
+    CHECK(check_overlapped_memory(*p, b) == 2);
+  }
+  std::string text = program_text(*group, 1);
+  INFO(text);
+  CHECK(count(text, "all_reduce f32") == 4);
+  CHECK(count(text, ", overlaps ") == 2);
+  require_checks(text, R"(
+CHECK: all_reduce f32 {{.*}}, 2 ranks, overlaps {{[0-9]+}} steps (in line here: the host group's call is synchronous), joined before group
+CHECK: all_reduce f32 {{.*}}, 2 ranks{{$}}
+CHECK: all_reduce f32 {{.*}}, 2 ranks, overlaps {{[0-9]+}} steps (in line here: the host group's call is synchronous), joined before group
+CHECK: all_reduce f32 {{.*}}, 2 ranks{{$}}
+)");
+
+  Graph layer = parse_or_fail(test_graphs::kGqaLayer);
+  absl::StatusOr<ShardedGraph> ls = shard(layer, test_graphs::gqa_layer_plan(2));
+  REQUIRE(ls.ok());
+  std::unique_ptr<RankGroup> lgroup = group_or_fail(ls->graph, 2);
+  TensorMap args = random_args(layer, {{"B", 2}, {"T", 3}}, 5);
+  scale_weights_by_fan_in(layer, args);
+  check_rank_group(*lgroup, layer, *ls, args, {1e-4, 1e-5});
+  std::string ltext = program_text(*lgroup, 0);
+  INFO(ltext);
+  CHECK(count(ltext, "all_reduce f32") == 2);
+  CHECK(count(ltext, ", overlaps ") == 0);
+}

@@ -5,7 +5,8 @@
 // evaluate_ranks; with two or more GPUs, the GQA layer and a Llama decode step sharded over
 // two ranks against the whole graph on the reference evaluator; with 4 and 8, Llama decode
 // steps whose 2 kv heads the ranks share; generate --tp over a group of one NCCL rank (two
-// with two GPUs) against the plain generate.
+// with two GPUs) against the plain generate; a parallel-residual block's all_reduce overlapping
+// its MLP branch on the comm stream, directly and captured, over a one-rank group.
 #include <catch2/catch.hpp>
 
 #include "compiler/parallel.h"
@@ -71,6 +72,48 @@ TEST_CASE("NCCL group of one rank: every collective, default and captured (reduc
                              Catch::Contains(str_cat("all_gather ", dtype)) &&
                              Catch::Contains(str_cat("all_reduce ", dtype)));
       }
+    }
+  }
+}
+
+TEST_CASE("NCCL group of one rank: an all_reduce overlapping the MLP branch on the comm stream, default and captured",
+          "[gpu][parallel][overlap]") {
+  KILN_REQUIRE_GPU();
+  // Two parallel-residual blocks with biases sharded over 2 ranks, rank 0's graph run by a
+  // group of one: each block's attention all_reduce runs on the comm stream beside its MLP branch.
+  absl::StatusOr<ShardedGraph> s =
+      shard(parse_or_fail(test_graphs::parallel_residual(2, true)), test_graphs::parallel_residual_plan(2));
+  require_ok(s.status());
+  Graph g = one_rank_graph(*s, 2);
+  for (Mode mode : {Mode::Default, Mode::ReduceOverhead}) {
+    DYNAMIC_SECTION(mode_name(mode)) {
+      absl::StatusOr<std::unique_ptr<RankGroup>> group =
+          RankGroup::compile(g, 1, {.compile = {.mode = mode, .device = Device::Cuda}});
+      require_ok(group.status());
+      // Batch 1, odd, large, then 1 again (its CUDA graph replayed on new values).
+      int seed = 0;
+      for (Bindings b : {Bindings{{"B", 1}, {"T", 1}}, Bindings{{"B", 3}, {"T", 5}}, Bindings{{"B", 4}, {"T", 300}},
+                         Bindings{{"B", 1}, {"T", 1}}}) {
+        TensorMap args = random_args(g, b, ++seed);
+        scale_weights_by_fan_in(g, args);
+        absl::StatusOr<std::vector<std::vector<HostTensor>>> want = evaluate_ranks(g, std::vector<TensorMap>{args});
+        require_ok(want.status());
+        absl::StatusOr<std::vector<std::vector<HostTensor>>> got = (*group)->run_host({args});
+        require_ok(got.status());
+        Comparison c = compare_tensors((*want)[0][0], (*got)[0][0], default_tolerance(DType::f32));
+        INFO("B " << b["B"] << ", T " << b["T"] << ": " << c.message);
+        CHECK(c.ok);
+        CHECK(check_overlapped_memory(*(*group)->rank(0).specialization_info().back().program, b) == 2);
+      }
+      if (mode == Mode::ReduceOverhead) CHECK((*group)->rank(0).stats().strategy == "capture and replay");
+      std::string text = (*group)->rank(0).specialization_info().back().program->to_string();
+      INFO(text);
+      require_checks(text, R"(
+CHECK: all_reduce f32 {{.*}}, 1 ranks, overlaps {{[0-9]+}} steps on the comm stream, joined before group
+CHECK: all_reduce f32 {{.*}}, 1 ranks{{$}}
+CHECK: all_reduce f32 {{.*}}, 1 ranks, overlaps {{[0-9]+}} steps on the comm stream, joined before group
+CHECK: all_reduce f32 {{.*}}, 1 ranks{{$}}
+)");
     }
   }
 }

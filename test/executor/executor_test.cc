@@ -2,14 +2,20 @@
 // (interpreter_device.h: kernels on the kernel-IR evaluator, host memory): results against
 // the reference evaluator at sizes 1, odd and large, weight prep run once per parameter set,
 // capture once and replay, static slots with no copies, the bounded plan cache, and GEMMs
-// the library refuses falling back to their own kernel.
+// the library refuses falling back to their own kernel; an overlapped collective forked onto
+// the device's side stream and joined back before its join step, and on an error.
 #include <catch2/catch.hpp>
+
+#include <regex>
 
 #include "compiler/compile.h"
 #include "ir/compare.h"
 #include "ir/reference.h"
 #include "ir/str.h"
+#include "runtime/communicator.h"
 #include "test/common/catch_helpers.h"
+#include "test/common/graphs.h"
+#include "test/common/parallel_check.h"
 #include "test/executor/interpreter_device.h"
 
 using namespace kiln;
@@ -73,6 +79,35 @@ int prep_launches(const DeviceCounts& c) {
     if (name.find("concat") != std::string::npos) n += count;
   return n;
 }
+
+// A host group of one that logs each all_reduce into `counts->log` ("on the side stream" where
+// it is given a stream: the interpreter's calls have none) and fails call `fail` (1-based; 0: none).
+class LoggedCommunicator final : public Communicator {
+ public:
+  LoggedCommunicator(std::shared_ptr<DeviceCounts> counts, int fail)
+      : inner_(host_group(1)[0]), counts_(std::move(counts)), fail_(fail) {}
+  int64_t rank() const override { return 0; }
+  int64_t ranks() const override { return 1; }
+  ExternDevice device() const override { return ExternDevice::Cpu; }
+  std::string describe() const override { return "logged host group of one"; }
+  absl::Status all_reduce(const void* in, void* out, int64_t count, DType dtype, void* stream) override {
+    counts_->log.push_back(stream ? "all_reduce on the side stream" : "all_reduce in line");
+    if (++calls_ == fail_) return absl::InternalError("the link went down");
+    return inner_->all_reduce(in, out, count, dtype, stream);
+  }
+  absl::Status all_gather(const void* in, void* out, int64_t count, DType dtype, void* stream) override {
+    return inner_->all_gather(in, out, count, dtype, stream);
+  }
+  absl::Status reduce_scatter(const void* in, void* out, int64_t count, DType dtype, void* stream) override {
+    return inner_->reduce_scatter(in, out, count, dtype, stream);
+  }
+  void abort(const absl::Status& why) override { inner_->abort(why); }
+
+ private:
+  std::shared_ptr<Communicator> inner_;
+  std::shared_ptr<DeviceCounts> counts_;
+  int fail_ = 0, calls_ = 0;
+};
 
 }  // namespace
 
@@ -171,4 +206,74 @@ TEST_CASE("executor: a GEMM the library refuses runs its fallback kernel", "[exe
   int naive = 0;
   for (const auto& [name, count] : f.counts->launches) naive += name.ends_with("_naive") ? count : 0;
   CHECK(naive == f.counts->gemm_calls);
+}
+
+TEST_CASE("executor: an overlapped all_reduce runs on the side stream, joined before its join step, and on an error",
+          "[executor][parallel]") {
+  // One parallel-residual block with biases, sharded over 2 ranks, run as a group of one: the
+  // attention branch's all_reduce overlaps the MLP branch (what of it comes after: its down
+  // projection); the MLP's runs in line.
+  absl::StatusOr<ShardedGraph> s =
+      shard(parse_or_fail(test_graphs::parallel_residual(1, true)), test_graphs::parallel_residual_plan(2));
+  require_ok(s.status());
+  Graph g = kiln::testing::one_rank_graph(*s, 2);
+  TensorMap args = random_args(g, {{"B", 2}, {"T", 3}}, 4);
+  scale_weights_by_fan_in(g, args);
+  absl::StatusOr<std::vector<std::vector<HostTensor>>> want = evaluate_ranks(g, std::vector<TensorMap>{args});
+  require_ok(want.status());
+  for (Mode mode : {Mode::Default, Mode::ReduceOverhead}) {
+    DYNAMIC_SECTION(mode_name(mode)) {
+      auto counts = std::make_shared<DeviceCounts>();
+      counts->side_stream = true;
+      absl::StatusOr<CompiledGraph> cg =
+          compile(g, make_interpreter_device(counts),
+                  {.mode = mode, .communicator = std::make_shared<LoggedCommunicator>(counts, 0)});
+      require_ok(cg.status());
+      std::vector<Tensor> out(1);
+      require_ok(cg->run(tensors(*cg, args), out));
+      // (The interpreter's replay holds its launches, not the host group's calls: only the
+      // direct call's results are the graph's.)
+      if (mode == Mode::Default) {
+        Comparison c = compare_tensors((*want)[0][0], *out[0].to_host(), default_tolerance(DType::f32));
+        INFO(c.message);
+        CHECK(c.ok);
+      }
+      std::string text = cg->specialization_info().back().program->to_string();
+      INFO(text);
+      std::smatch m;
+      REQUIRE(std::regex_search(text, m, std::regex("all_reduce f32 .*, overlaps ([0-9]+) steps on the comm stream")));
+      const int between = std::stoi(m[1]);
+      // Each run (a capture runs the steps twice): the fork, the all_reduce there and its
+      // event; the steps between (one launch each: no GEMM library) while it runs; its join;
+      // then the MLP's all_reduce in line.
+      std::vector<std::string> run = {"fork", "all_reduce on the side stream", "record 0"};
+      for (int i = 0; i < between; ++i) run.push_back("launch");
+      run.insert(run.end(), {"join 0", "all_reduce in line"});
+      std::vector<std::string> log;
+      for (const std::string& e : counts->log) log.push_back(e.rfind("launch ", 0) == 0 ? "launch" : e);
+      INFO(kiln::str_join(counts->log, "\n", [](const std::string& e) { return e; }));
+      CHECK(between >= 1);
+      CHECK(std::count(log.begin(), log.end(), "fork") == (mode == Mode::ReduceOverhead ? 2 : 1));
+      for (auto at = std::find(log.begin(), log.end(), "fork"); at != log.end();
+           at = std::find(at + 1, log.end(), "fork")) {
+        REQUIRE(log.end() - at >= static_cast<std::ptrdiff_t>(run.size()));
+        CHECK(std::vector<std::string>(at, at + static_cast<std::ptrdiff_t>(run.size())) == run);
+      }
+    }
+  }
+  SECTION("the overlapped all_reduce fails: the call's stream joins everything forked, then the error returns") {
+    auto counts = std::make_shared<DeviceCounts>();
+    counts->side_stream = true;
+    absl::StatusOr<CompiledGraph> cg =
+        compile(g, make_interpreter_device(counts), {.communicator = std::make_shared<LoggedCommunicator>(counts, 1)});
+    require_ok(cg.status());
+    std::vector<Tensor> out(1);
+    absl::Status st = cg->run(tensors(*cg, args), out);
+    REQUIRE(!st.ok());
+    CHECK_THAT(status_message(st), Catch::Contains("all_reduce") && Catch::Contains("the link went down"));
+    // Event 2 (one per collective, then one for all): everything forked so far, joined.
+    REQUIRE(counts->log.size() >= 5);
+    std::vector<std::string> tail(counts->log.end() - 5, counts->log.end());
+    CHECK(tail == std::vector<std::string>{"fork", "all_reduce on the side stream", "record 0", "record 2", "join 2"});
+  }
 }

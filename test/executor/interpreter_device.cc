@@ -33,6 +33,7 @@ class InterpreterProgram final : public DeviceProgram {
     std::vector<DevicePtr> at(buffers.begin(), buffers.end());
     const Bindings& b = static_cast<const Plan&>(plan).bindings;
     auto run = [this, kernel, at, b]() { return run_kernel_at(kernel, at, b); };
+    if (counts_->side_stream) counts_->log.push_back(str_cat("launch ", p_->kernels[kernel].kernel.name));
     if (recording_()) {
       record_(run);
       return absl::OkStatus();
@@ -106,10 +107,29 @@ class Recorded final : public Replay {
   std::shared_ptr<DeviceCounts> counts_;
 };
 
+// The ops of a side stream, logged; its handle is its own address.
+class LoggedSideStream final : public SideStream {
+ public:
+  explicit LoggedSideStream(std::shared_ptr<DeviceCounts> counts) : counts_(std::move(counts)) {}
+  void* stream() override { return this; }
+  absl::Status fork(void*) override { return log("fork"); }
+  absl::Status record(int event) override { return log(str_cat("record ", event)); }
+  absl::Status join(int event, void*) override { return log(str_cat("join ", event)); }
+
+ private:
+  absl::Status log(std::string what) {
+    counts_->log.push_back(std::move(what));
+    return absl::OkStatus();
+  }
+  std::shared_ptr<DeviceCounts> counts_;
+};
+
 class InterpreterDevice final : public DeviceAdapter {
  public:
   InterpreterDevice(std::shared_ptr<DeviceCounts> counts, GemmLibrary library)
-      : counts_(std::move(counts)), target_{"interpreter", library, nullptr} {}
+      : counts_(std::move(counts)), target_{"interpreter", library, nullptr} {
+    target_.comm_stream = counts_->side_stream;
+  }
 
   DeviceId device() const override { return DeviceId::cpu(); }
   const Target& target() const override { return target_; }
@@ -141,6 +161,11 @@ class InterpreterDevice final : public DeviceAdapter {
     }
     ++counts_->copies;
     return op();
+  }
+
+  absl::StatusOr<std::unique_ptr<SideStream>> side_stream(int) override {
+    if (!counts_->side_stream) return nullptr;
+    return std::unique_ptr<SideStream>(new LoggedSideStream(counts_));
   }
 
   bool can_capture() const override { return true; }

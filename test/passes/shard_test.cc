@@ -147,33 +147,11 @@ CHECK: %logits.all_gather = all_gather(%logits, axis=1, ranks=)",
     }
 }
 
-// `blocks` GPT-J-style parallel-residual blocks over x [B, T, 16]: y = x + (attn(h) + mlp(h))
-// with h = rms_norm(x), 2 heads of 8; block i's parameters end in i.
-std::string parallel_residual(int blocks) {
-  std::string params, body, in = "%x";
-  for (int i = 0; i < blocks; ++i) {
-    params += str_cat(", %n", i, ": f32[16] param");
-    for (const char* w : {"wq", "wk", "wv", "wo"}) params += str_cat(", %", w, i, ": f32[16, 16] param");
-    params += str_cat(", %wi", i, ": f32[32, 16] param, %wd", i, ": f32[16, 32] param");
-    body += str_cat("  %h", i, " = rms_norm(", in, ", %n", i, ", axes=[-1], eps=1e-06)\n");
-    for (const char* p : {"q", "k", "v"})
-      body += str_cat("  %", p, i, " = linear(%h", i, ", %w", p, i, ")\n  %", p, "h", i, " = reshape(%", p, i,
-                      ", shape=[B, T, 2, 8])\n  %", p, "p", i, " = permute(%", p, "h", i, ", dims=[0, 2, 1, 3])\n");
-    body += str_cat("  %a", i, " = attention(%qp", i, ", %kp", i, ", %vp", i, ", causal=true)\n  %ap", i,
-                    " = permute(%a", i, ", dims=[0, 2, 1, 3])\n  %ar", i, " = reshape(%ap", i,
-                    ", shape=[B, T, 16])\n  %o", i, " = linear(%ar", i, ", %wo", i, ")\n  %i", i, " = linear(%h", i,
-                    ", %wi", i, ")\n  %g", i, " = gelu(%i", i, ")\n  %d", i, " = linear(%g", i, ", %wd", i, ")\n  %s",
-                    i, " = add(%o", i, ", %d", i, ")\n  %y", i, " = add(%s", i, ", ", in, ")\n");
-    in = str_cat("%y", i);
-  }
-  return str_cat("graph pr(%x: f32[B, T, 16]", params, ") {\n", body, "  return ", in, "\n}\n");
-}
-
 TEST_CASE("shard: a parallel-residual block's attention and MLP outputs, both partial, take one all_reduce",
           "[passes][shard]") {
-  absl::StatusOr<Graph> g = parse_graph(parallel_residual(2));
+  absl::StatusOr<Graph> g = parse_graph(test_graphs::parallel_residual(2));
   if (!g.ok()) FAIL(status_message(g.status()));
-  ShardPlan plan{2, {{"wq*", 0}, {"wk*", 0}, {"wv*", 0}, {"wi*", 0}, {"wo*", 1}, {"wd*", 1}}};
+  ShardPlan plan = test_graphs::parallel_residual_plan(2);
   ShardedGraph s = shard_or_fail(*g, plan);
   CHECK(s.notes.empty());
   CHECK(count_ops(s.graph, Op::AllReduce) == 2);  // one per block
