@@ -87,6 +87,41 @@ typedef float v8 __attribute__((vector_size(32)));
 }
 [[gnu::always_inline]] inline void store8(float* p, v8 v) { std::memcpy(p, &v, sizeof v); }
 
+typedef int32_t v8i __attribute__((vector_size(32)));
+[[gnu::always_inline]] inline v8 splat(float x) { return v8{} + x; }
+
+// exp_f32 on 8 lanes, the same steps with lane-wise selects (the scalar loop's min, max and
+// rounding compiled to branches, one element at a time).
+[[gnu::always_inline]] inline v8 exp8(v8 x) {
+  const v8 lo = splat(-87.33654f), hi = splat(88.37626f);
+  v8 xc = x < lo ? lo : x;
+  xc = xc > hi ? hi : xc;
+  v8 t = xc * 1.44269504088896341f;
+  v8i n = __builtin_convertvector(t + (t >= 0 ? splat(0.5f) : splat(-0.5f)), v8i);
+  v8 nf = __builtin_convertvector(n, v8);
+  v8 r = xc - nf * 0.693359375f + nf * 2.12194440e-4f;
+  v8 p = splat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  v8 scale = reinterpret_cast<v8>((n + 127) << 23);
+  return x < lo ? splat(0.0f) : p * scale;
+}
+
+[[gnu::always_inline]] inline float max8(v8 x) {
+  float m = x[0];
+  for (int i = 1; i < 8; ++i) m = std::max(m, x[i]);
+  return m;
+}
+[[gnu::always_inline]] inline float sum8(v8 x) {
+  float s = 0;
+  for (int i = 0; i < 8; ++i) s += x[i];
+  return s;
+}
+
 constexpr int64_t kRowBlock = 4;  // rows per register block of the two tile products
 
 // The rows of one task (padded to kRowBlock) and the f32 tiles it works in (one per thread,
@@ -127,10 +162,11 @@ struct Task {
     }
 }
 
-// acc[r, :] += s[r, 0:nk] . v[0:nk, :] for rows [0, rows): 4 rows x 16 dims in registers.
+// acc[r, :] += s[r, 0:nk] . v[0:nk, :] for rows [0, rows): 4 rows x 16 dims in registers, then
+// 4 rows x 8, the last D % 8 dims scalar.
 [[gnu::always_inline]] inline void accumulate(const float* __restrict s, const float* __restrict v,
                                               float* __restrict acc, int64_t rows, int64_t nk, int64_t D) {
-  const int64_t d16 = D / 16 * 16;
+  const int64_t d16 = D / 16 * 16, d8 = D / 8 * 8;
   for (int64_t r0 = 0; r0 < rows; r0 += kRowBlock) {
     for (int64_t d0 = 0; d0 < d16; d0 += 16) {
       v8 a[kRowBlock][2];
@@ -151,9 +187,18 @@ struct Task {
         store8(acc + (r0 + rr) * D + d0 + 8, a[rr][1]);
       }
     }
+    if (D - d16 >= 8) {  // one vector of 8 dims (heads of 8, 24, ...)
+      v8 a[kRowBlock];
+      for (int64_t rr = 0; rr < kRowBlock; ++rr) a[rr] = load8(acc + (r0 + rr) * D + d16);
+      for (int64_t j = 0; j < nk; ++j) {
+        v8 v0 = load8(v + j * D + d16);
+        for (int64_t rr = 0; rr < kRowBlock; ++rr) a[rr] += s[(r0 + rr) * kKeys + j] * v0;
+      }
+      for (int64_t rr = 0; rr < kRowBlock; ++rr) store8(acc + (r0 + rr) * D + d16, a[rr]);
+    }
     for (int64_t rr = 0; rr < kRowBlock; ++rr)
       for (int64_t j = 0; j < nk; ++j)
-        for (int64_t d = d16; d < D; ++d) acc[(r0 + rr) * D + d] += s[(r0 + rr) * kKeys + j] * v[j * D + d];
+        for (int64_t d = d8; d < D; ++d) acc[(r0 + rr) * D + d] += s[(r0 + rr) * kKeys + j] * v[j * D + d];
   }
 }
 
@@ -173,7 +218,13 @@ struct Task {
   std::fill(q + R * D, q + R4 * D, 0.0f);
   for (int64_t r = 0; r < R; ++r) {
     int64_t base = b * c.qs[0] + (g * G + r / nq) * c.qs[1] + (t.i0 + r % nq) * c.qs[2];
-    for (int64_t d = 0; d < D; ++d) q[r * D + d] = load(a.q, base + d * c.qs[3], f.dtype) * scale;
+    if (f.dtype == DType::f32 && c.qs[3] == 1) {
+      const float* qr = static_cast<const float*>(a.q) + base;
+#pragma omp simd
+      for (int64_t d = 0; d < D; ++d) q[r * D + d] = qr[d] * scale;
+    } else {
+      for (int64_t d = 0; d < D; ++d) q[r * D + d] = load(a.q, base + d * c.qs[3], f.dtype) * scale;
+    }
   }
   std::fill(acc, acc + R4 * D, 0.0f);
   std::fill(m, m + R4, kNegInf);
@@ -218,29 +269,38 @@ struct Task {
         if (f.mask == AttentionForm::Mask::Bool) {
           const uint8_t* mk = static_cast<const uint8_t*>(a.mask) + mb;
           for (int64_t jj = lo; jj < hi; ++jj) sr[jj] = mk[jj * ms] ? sr[jj] : kNegInf;
+        } else if (f.mask_dtype == DType::f32 && ms == 1) {
+          const float* mk = static_cast<const float*>(a.mask) + mb;
+#pragma omp simd
+          for (int64_t jj = lo; jj < hi; ++jj) sr[jj] += mk[jj];
         } else {
           for (int64_t jj = lo; jj < hi; ++jj) sr[jj] += load(a.mask, mb + jj * ms, f.mask_dtype);
         }
       }
-      float mx = kNegInf;
-#pragma omp simd reduction(max : mx)
-      for (int64_t jj = 0; jj < nk; ++jj) {
-        sr[jj] = jj >= lo && jj < hi ? sr[jj] : kNegInf;
-        mx = std::max(mx, sr[jj]);
+      // Eight keys at a time up to nk8 (<= nk16: the scores past nk are the zero columns of
+      // kt, and they fall outside [lo, hi) like the rest the row does not see).
+      const int64_t nk8 = (nk + 7) / 8 * 8;
+      const v8i lanes = {0, 1, 2, 3, 4, 5, 6, 7};
+      v8 mxv = splat(kNegInf);
+      for (int64_t j8 = 0; j8 < nk8; j8 += 8) {
+        v8i jj = lanes + static_cast<int32_t>(j8);
+        v8 x = jj >= static_cast<int32_t>(lo) && jj < static_cast<int32_t>(hi) ? load8(sr + j8) : splat(kNegInf);
+        store8(sr + j8, x);
+        mxv = x > mxv ? x : mxv;
       }
-      const float m_new = std::max(m[r], mx);
+      const float m_new = std::max(m[r], max8(mxv));
       if (m_new == kNegInf) {  // nothing seen yet: no probability, the row stays as it is
         std::fill(sr, sr + nk, 0.0f);
         continue;
       }
       const float alpha = exp_f32(m[r] - m_new);
-      float sum = 0;
-#pragma omp simd reduction(+ : sum)
-      for (int64_t jj = 0; jj < nk; ++jj) {
-        float p = exp_f32(sr[jj] - m_new);
-        sr[jj] = p;
-        sum += p;
+      v8 sumv = {};
+      for (int64_t j8 = 0; j8 < nk8; j8 += 8) {
+        v8 p = exp8(load8(sr + j8) - m_new);
+        store8(sr + j8, p);
+        sumv += p;
       }
+      const float sum = sum8(sumv);
       l[r] = l[r] * alpha + sum;
       m[r] = m_new;
       if (alpha != 1.0f) {
@@ -255,7 +315,13 @@ struct Task {
     int64_t base = b * c.os[0] + (g * G + r / nq) * c.os[1] + (t.i0 + r % nq) * c.os[2];
     // No key seen (l = 0), or only -inf scores: NaN, as the reference.
     const float inv = l[r] > 0 ? 1.0f / l[r] : std::numeric_limits<float>::quiet_NaN();
-    for (int64_t d = 0; d < D; ++d) store(a.out, base + d * c.os[3], f.dtype, acc[r * D + d] * inv);
+    if (f.dtype == DType::f32 && c.os[3] == 1) {
+      float* o = static_cast<float*>(a.out) + base;
+#pragma omp simd
+      for (int64_t d = 0; d < D; ++d) o[d] = acc[r * D + d] * inv;
+    } else {
+      for (int64_t d = 0; d < D; ++d) store(a.out, base + d * c.os[3], f.dtype, acc[r * D + d] * inv);
+    }
   }
 }
 

@@ -165,6 +165,27 @@ TEST_CASE("fused attention: a long key sequence and causal Tq < Tk", "[cpu][atte
   check_both(g40, fused40, decomposed40, args, "attention f32 H=2 KVH=2 D=40");
 }
 
+TEST_CASE("fused attention: head dims around the routine's 16- and 8-lane blocks, with an additive mask",
+          "[cpu][attention][fused]") {
+  // T5's encoder heads are 8 wide: the P.V product's 8-lane block alone; 20: 16 lanes and 4
+  // scalar columns; 24: 16 and 8. The mask [H, Tq, Tk] is added as T5's position bias is.
+  std::mt19937_64 rng(53);
+  for (int64_t d : {8, 20, 24}) {
+    std::string text = str_cat("graph t(%q: f32[B, 4, T, ", d, "], %k: f32[B, 4, T, ", d, "], %v: f32[B, 4, T, ", d,
+                               "], %m: f32[4, T, T]) {\n  %a = attention(%q, %k, %v, %m, scale=1)\n  return %a\n}\n");
+    Graph g = parse_or_fail(text);
+    CompiledGraph fused = compile_cpu(g, true), decomposed = compile_cpu(g, false);
+    for (auto [b, t] : {std::pair<int64_t, int64_t>{1, 1}, {3, 16}, {2, 7}, {1, 70}}) {
+      INFO("D " << d << ", B " << b << ", T " << t);
+      TensorMap args{{"q", random(DType::f32, {b, 4, t, d}, rng)},
+                     {"k", random(DType::f32, {b, 4, t, d}, rng)},
+                     {"v", random(DType::f32, {b, 4, t, d}, rng)},
+                     {"m", random(DType::f32, {4, t, t}, rng)}};
+      check_both(g, fused, decomposed, args, str_cat("attention f32 H=4 KVH=4 D=", d, " scale=1 mask=add:f32"));
+    }
+  }
+}
+
 TEST_CASE("fused attention: paged k/v through shuffled block tables", "[cpu][attention][fused]") {
   std::mt19937_64 rng(47);
   Graph g = parse_or_fail(R"(graph p(%q: f32[B, 8, Tq, 32], %k: f32[NB, 16, 2, 32], %v: f32[NB, 16, 2, 32], %l: i32[B], %t: i64[B, MB]) {
