@@ -50,38 +50,69 @@ KILN_VECTOR_CLONES void rows(const BiasClampShape& s, const float* acc, const fl
       store_clamped(a, b, lo, hi, out + r * n);
     }
   }
+  // Rows of 8 or more that eight does not divide end with the eight elements [n - 8, n),
+  // which overlap the last full vector: computed before anything of the row is stored (out
+  // may be acc), stored last, so the overlapped lanes get the same values twice.
+  const bool tail = n > 8 && n % 8 != 0;
   for (; r < r1; ++r) {
     const float* x = acc + r * n;
     float* o = out + r * n;
     const float rb = row_bias(r);
     const V8 bv = V8{} + rb;
+    V8 a, b = bv, last{};
+    if (tail) {
+      std::memcpy(&last, x + n - 8, sizeof last);
+      if (bias && !s.per_row) std::memcpy(&b, bias + n - 8, sizeof b);
+      add_clamp(last, b, lo, hi);
+    }
     int64_t j = 0;
     for (; j + 8 <= n; j += 8) {
-      V8 a, b = bv;
       std::memcpy(&a, x + j, sizeof a);
       if (bias && !s.per_row) std::memcpy(&b, bias + j, sizeof b);
       store_clamped(a, b, lo, hi, o + j);
     }
-    for (; j < n; ++j) o[j] = clamp1(x[j] + (bias && !s.per_row ? bias[j] : rb), s.lo, s.hi);
+    if (tail) std::memcpy(o + n - 8, &last, sizeof last);
+    else
+      for (; j < n; ++j) o[j] = clamp1(x[j] + (bias && !s.per_row ? bias[j] : rb), s.lo, s.hi);
   }
 }
 
-KILN_VECTOR_CLONES void reduce_rows(int64_t n, bool mean, const float* in, float* out, int64_t r0, int64_t r1) {
+// The eight lanes' sum.
+__attribute__((always_inline)) inline float sum_lanes(const V8& v) {
+  V4 h = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
+  h += __builtin_shufflevector(h, h, 2, 3, 0, 1);
+  return h[0] + h[1];
+}
+
+// Rows [r0, r1) of `rows`, each into eight lanes, then their sum: the lanes past a row's
+// end masked off, from the row's last eight elements (n > 8) or, for short rows, from the eight
+// at its start where they lie inside the input (the last rows' short tails one by one: a
+// row of 9 summed element by element was a chain of 9 dependent adds).
+KILN_VECTOR_CLONES void reduce_rows(int64_t rows, int64_t n, bool mean, const float* in, float* out, int64_t r0,
+                                    int64_t r1) {
+  using V8i = int32_t __attribute__((vector_size(32)));
+  const V8i lane = {0, 1, 2, 3, 4, 5, 6, 7};
   const float inv = 1.0f / static_cast<float>(n);
+  const int32_t rem = static_cast<int32_t>(n % 8);
   for (int64_t r = r0; r < r1; ++r) {
     const float* x = in + r * n;
-    float sum = 0;
+    V8 acc{}, v;
     int64_t j = 0;
-    if (n >= 16) {
-      V8 acc{};
-      for (; j + 8 <= n; j += 8) {
-        V8 v;
-        std::memcpy(&v, x + j, sizeof v);
-        acc += v;
-      }
-      for (int l = 0; l < 8; ++l) sum += acc[l];
+    for (; j + 8 <= n; j += 8) {
+      std::memcpy(&v, x + j, sizeof v);
+      acc += v;
     }
-    for (; j < n; ++j) sum += x[j];
+    float sum = 0;
+    if (rem != 0 && n > 8) {
+      std::memcpy(&v, x + n - 8, sizeof v);
+      acc += lane >= 8 - rem ? v : V8{};
+    } else if (rem != 0 && r * n + 8 <= rows * n) {
+      std::memcpy(&v, x, sizeof v);
+      acc += lane < rem ? v : V8{};
+    } else {
+      for (; j < n; ++j) sum += x[j];
+    }
+    sum += sum_lanes(acc);
     out[r] = mean ? sum * inv : sum;
   }
 }
@@ -95,7 +126,7 @@ void row_reduce(int64_t rows, int64_t n, bool mean, const float* in, float* out,
     return;
   }
   pool.parallel_ranges(rows, static_cast<double>(rows * n) * kNsPerElement,
-                       [&](int64_t lo, int64_t hi) { reduce_rows(n, mean, in, out, lo, hi); });
+                       [&](int64_t lo, int64_t hi) { reduce_rows(rows, n, mean, in, out, lo, hi); });
 }
 
 void bias_clamp(const BiasClampShape& s, const float* acc, const float* bias, float* out, ThreadPool& pool) {

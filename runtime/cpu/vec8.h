@@ -20,13 +20,19 @@ using V4 = float __attribute__((vector_size(16)));
 #define KILN_VECTOR_CLONES
 #endif
 
-// (sums + bias) clamped to [lo, hi] into o[0..8); a NaN fails both comparisons and stays, as
-// maximum and minimum propagate it (a compare and a blend each).
-__attribute__((always_inline)) inline void store_clamped(const V8& sums, const V8& bias, const V8& lo, const V8& hi,
-                                                         float* o) {
-  V8 v = sums + bias;
+// v = (v + bias) clamped to [lo, hi]; a NaN fails both comparisons and stays, as maximum and
+// minimum propagate it (a compare and a blend each).
+__attribute__((always_inline)) inline void add_clamp(V8& v, const V8& bias, const V8& lo, const V8& hi) {
+  v += bias;
   v = v < lo ? lo : v;
   v = v > hi ? hi : v;
+}
+
+// add_clamp of sums into o[0..8).
+__attribute__((always_inline)) inline void store_clamped(const V8& sums, const V8& bias, const V8& lo, const V8& hi,
+                                                         float* o) {
+  V8 v = sums;
+  add_clamp(v, bias, lo, hi);
   std::memcpy(o, &v, sizeof v);
 }
 

@@ -199,11 +199,11 @@ TEST_CASE("cpu: kiln replaces a weaker OpenBLAS core by the one the CPU calls fo
 TEST_CASE("cpu: GEMM epilogues that add a bias and clamp run natively (per row, per column, none; rows of 1 to 17)",
           "[cpu][gemm]") {
   // A 1x1-conv-like matmul [M, K] x [B, K, N] with a bias [M, 1] along the rows and ReLU6, a
-  // linear's own bias along its columns with ReLU, a clamp without a bias; a bare matmul
+  // linear's own bias along its 11 columns (a vector and a tail) with ReLU, a clamp without a bias; a bare matmul
   // (BLAS writes its output: no epilogue); one the routine does not take (a residual add):
   // a generated epilogue.
   Graph g = parse_or_fail(
-      R"(graph e(%x: f32[B, 12, N], %w: f32[20, 12] param, %b: f32[20, 1] param, %h: f32[B, N, 12], %v: f32[7, 12] param, %c: f32[7] param, %w2: f32[20, 12] param, %w3: f32[20, 12] param, %w4: f32[20, 12] param, %r: f32[B, 20, N]) {
+      R"(graph e(%x: f32[B, 12, N], %w: f32[20, 12] param, %b: f32[20, 1] param, %h: f32[B, N, 12], %v: f32[11, 12] param, %c: f32[11] param, %w2: f32[20, 12] param, %w3: f32[20, 12] param, %w4: f32[20, 12] param, %r: f32[B, 20, N]) {
   %zero = constant(value=0.0, dtype=f32)
   %six = constant(value=6.0, dtype=f32)
   %m = matmul(%w, %x)
