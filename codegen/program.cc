@@ -721,8 +721,11 @@ std::string Program::to_string() const {
       } else {
         out += str_cat("    A b", g.a, ", B b", g.b, " as their kernel indexes them\n");
       }
-      out += str_cat("    C b", g.c, g.epilogue ? " (f32 accumulator)" : "",
-                     g.bias >= 0 ? str_cat(", bias b", g.bias) : std::string(),
+      const char* c_note = !g.epilogue ? ""
+                           : buffers[g.c].placement == Placement::Scratch
+                               ? " (f32 accumulator)"
+                               : " (the epilogue's output, updated in place)";
+      out += str_cat("    C b", g.c, c_note, g.bias >= 0 ? str_cat(", bias b", g.bias) : std::string(),
                      g.residual >= 0 ? str_cat(", residual b", g.residual, " added") : std::string(), "\n");
       if (g.gather_a) out += str_cat("    first A gathered: ", call(*g.gather_a), "\n");
       if (g.gather_b) out += str_cat("    first B gathered: ", call(*g.gather_b), "\n");
