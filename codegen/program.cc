@@ -643,7 +643,7 @@ std::string Program::describe(const Step& s) const {
       if (c.join < 0) return t;
       size_t at = 0, join = static_cast<size_t>(c.join);  // a weight-prep collective is never overlapped
       while (at < steps.size() && (steps[at].kind != Step::Kind::Collective || steps[at].index != s.index)) ++at;
-      return str_cat(t, ", overlaps ", join - at - 1, " steps ",
+      return str_cat(t, ", overlaps ", join - at - 1, join - at - 1 == 1 ? " step " : " steps ",
                      comm_stream ? "on the comm stream" : "(in line here: the host group's call is synchronous)",
                      ", joined before ",
                      join == steps.size()    ? std::string("the call's end")
