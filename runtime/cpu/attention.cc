@@ -4,9 +4,9 @@
 // gathers K^T and V as f32 tiles (through the block table when paged), scores the tile,
 // masks it (kv_lens, causal, window: per row a contiguous key range; then the mask tensor),
 // and folds it into running row maxima m, sums l and the accumulator (rescaled by
-// exp(m_old - m_new)). The two tile products keep 4 rows x 16 lanes of accumulators in
-// registers (GCC vector types); the softmax loops run over contiguous tile rows with OpenMP
-// SIMD reductions; a task is compiled for AVX2 + FMA and for the baseline ISA (chosen at run time), at -O3.
+// exp(m_old - m_new)). The two tile products keep 4 rows x 16 (then 8) lanes of accumulators
+// in registers (GCC vector types); the softmax runs over each tile row eight keys at a time
+// (exp8); a task is compiled for AVX2 + FMA and for the baseline ISA (chosen at run time), at -O3.
 #include "runtime/cpu/attention.h"
 
 #include <algorithm>
@@ -52,31 +52,6 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   return t == DType::i64 ? static_cast<const int64_t*>(p)[i] : static_cast<const int32_t*>(p)[i];
 }
 
-// e^x in f32 (Cephes' expf: x = n ln2 + r, a degree-6 polynomial for e^r, 2^n through the
-// exponent bits; about 1 ulp), branch-free so that loops over it vectorize; -inf gives 0.
-[[gnu::always_inline]] inline float exp_f32(float x) {
-  const float lo = -87.33654f, hi = 88.37626f;
-  float xc = std::min(std::max(x, lo), hi);
-  float t = xc * 1.44269504088896341f;
-  int32_t n = static_cast<int32_t>(t + (t >= 0 ? 0.5f : -0.5f));
-  float nf = static_cast<float>(n);
-  float r = xc - nf * 0.693359375f + nf * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  int32_t bits = (n + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return x < lo ? 0.0f : p * scale;
-}
-
-// softcap * tanh(s / softcap), tanh(y) = 1 - 2 / (e^2y + 1).
-[[gnu::always_inline]] inline float soft_cap(float s, float cap) { return cap * (1.0f - 2.0f / (exp_f32(2.0f * s / cap) + 1.0f)); }
-
 // 8 f32 lanes (GCC's vector extension): AVX registers in the AVX2 build of a task, SSE pairs
 // otherwise. Every helper is always inlined so that it compiles for the build that calls it.
 typedef float v8 __attribute__((vector_size(32)));
@@ -90,8 +65,9 @@ typedef float v8 __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 [[gnu::always_inline]] inline v8 splat(float x) { return v8{} + x; }
 
-// exp_f32 on 8 lanes, the same steps with lane-wise selects (the scalar loop's min, max and
-// rounding compiled to branches, one element at a time).
+// e^x in f32 on 8 lanes (Cephes' expf: x = n ln2 + r, a degree-6 polynomial for e^r, 2^n
+// through the exponent bits; about 1 ulp), with lane-wise selects (a scalar loop's min, max
+// and rounding compiled to branches, one element at a time); -inf gives 0.
 [[gnu::always_inline]] inline v8 exp8(v8 x) {
   const v8 lo = splat(-87.33654f), hi = splat(88.37626f);
   v8 xc = x < lo ? lo : x;
@@ -110,6 +86,10 @@ typedef int32_t v8i __attribute__((vector_size(32)));
   v8 scale = reinterpret_cast<v8>((n + 127) << 23);
   return x < lo ? splat(0.0f) : p * scale;
 }
+[[gnu::always_inline]] inline float exp_f32(float x) { return exp8(splat(x))[0]; }
+
+// softcap * tanh(s / softcap), tanh(y) = 1 - 2 / (e^2y + 1).
+[[gnu::always_inline]] inline v8 soft_cap8(v8 s, float cap) { return cap * (1.0f - 2.0f / (exp8(2.0f * s / cap) + 1.0f)); }
 
 [[gnu::always_inline]] inline float max8(v8 x) {
   float m = x[0];
@@ -260,10 +240,11 @@ struct Task {
       const int64_t i = t.i0 + r % nq, hh = g * G + r / nq;
       // Keys [lo, hi) of the tile are the row's to see; the rest get probability 0.
       const int64_t lo = r < R ? std::max<int64_t>(lo_of(i) - j0, 0) : 0, hi = r < R ? std::min(hi_of(i) - j0, nk) : 0;
-      if (cap > 0) {
-#pragma omp simd
-        for (int64_t jj = 0; jj < nk; ++jj) sr[jj] = soft_cap(sr[jj], cap);
-      }
+      // Eight keys at a time up to nk8 (<= nk16: the scores past nk are the zero columns of
+      // kt, and they fall outside [lo, hi) like the rest the row does not see).
+      const int64_t nk8 = (nk + 7) / 8 * 8;
+      if (cap > 0)
+        for (int64_t j8 = 0; j8 < nk8; j8 += 8) store8(sr + j8, soft_cap8(load8(sr + j8), cap));
       if (a.mask && lo < hi) {
         const int64_t mb = b * c.ms[0] + hh * c.ms[1] + i * c.ms[2] + j0 * c.ms[3], ms = c.ms[3];
         if (f.mask == AttentionForm::Mask::Bool) {
@@ -277,9 +258,6 @@ struct Task {
           for (int64_t jj = lo; jj < hi; ++jj) sr[jj] += load(a.mask, mb + jj * ms, f.mask_dtype);
         }
       }
-      // Eight keys at a time up to nk8 (<= nk16: the scores past nk are the zero columns of
-      // kt, and they fall outside [lo, hi) like the rest the row does not see).
-      const int64_t nk8 = (nk + 7) / 8 * 8;
       const v8i lanes = {0, 1, 2, 3, 4, 5, 6, 7};
       v8 mxv = splat(kNegInf);
       for (int64_t j8 = 0; j8 < nk8; j8 += 8) {
