@@ -4,10 +4,11 @@
 // DepthwiseConv says which kernels run this way). Two ways, by plane size:
 //   planes       each output plane a sum of shifted phase planes of its input times one
 //                weight, vectorized along the plane (large planes);
-//   interleaved  eight planes at a time, their elements interleaved so that a vector holds
-//                one position of all eight (8x8 transposes in and out), vectorized across
-//                planes: no per-row or per-stride edge work, which is most of the cost of a
-//                small plane (mobilenet's 10x10 to 2x2 maps), as NCHWc layouts do it.
+//   interleaved  eight planes at a time (sixteen with AVX-512), their elements interleaved so
+//                that a vector holds one position of all of them (8x8 or 16x16 transposes in
+//                and out), vectorized across planes: no per-row or per-stride edge work,
+//                which is most of the cost of a small plane (mobilenet's 10x10 to 2x2 maps),
+//                as NCHWc layouts do it.
 #pragma once
 
 #include <cstdint>
@@ -27,14 +28,16 @@ struct Depthwise {
   float lo = -std::numeric_limits<float>::infinity(), hi = std::numeric_limits<float>::infinity();  // the clamp
 };
 
-enum class DepthwiseMethod { Auto, Planes, Interleaved };
+// Interleaved: sixteen planes a block where the CPU has AVX-512, else eight; Interleaved8:
+// eight planes a block on any CPU (to compare and test).
+enum class DepthwiseMethod { Auto, Planes, Interleaved, Interleaved8 };
 
-// Auto's choice for `g`: interleaved for small output planes (up to 32 positions), planes
-// otherwise (depthwise.cc has the measurements behind the crossover).
+// Auto's choice for `g`: interleaved for small output planes (up to 32 positions, 100 with
+// AVX-512), planes otherwise (depthwise.cc has the measurements behind the crossovers).
 DepthwiseMethod choose_depthwise(const Depthwise& g);
 
 // `bias` may be null (no bias). NaN propagates through the clamp, as maximum/minimum do.
-// Both methods sum each output's taps in the same order (the reference's), then add the bias.
+// Every method sums each output's taps in the same order (the reference's), then add the bias.
 void depthwise_conv(const Depthwise& g, const float* in, const float* weight, const float* bias, float* out,
                     ThreadPool& pool, DepthwiseMethod method = DepthwiseMethod::Auto);
 

@@ -13,6 +13,7 @@ namespace kiln::cpu {
 
 using V8 = float __attribute__((vector_size(32)));
 using V4 = float __attribute__((vector_size(16)));
+using V16 = float __attribute__((vector_size(64)));  // AVX-512 routines (target attributes)
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define KILN_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))

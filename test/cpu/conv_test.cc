@@ -385,7 +385,7 @@ TEST_CASE(
           want[(p * g.oh + oy) * g.ow + ox] = std::isnan(v) ? v : std::min(std::max(v, s.lo), s.hi);
         }
     std::vector<std::vector<float>> got;
-    for (DepthwiseMethod m : {DepthwiseMethod::Planes, DepthwiseMethod::Interleaved})
+    for (DepthwiseMethod m : {DepthwiseMethod::Planes, DepthwiseMethod::Interleaved, DepthwiseMethod::Interleaved8})
       for (kiln::cpu::ThreadPool* pool : {&one, &three}) {
         std::vector<float>& out = got.emplace_back(want.size(), -7.0f);
         kiln::cpu::depthwise_conv(g, x.data(), w.data(), b.data(), out.data(), *pool, m);
@@ -396,11 +396,14 @@ TEST_CASE(
           else REQUIRE(std::abs(out[i] - want[i]) <= 1e-5f * (1 + std::abs(want[i])) * float(s.kh * s.kw));
         }
       }
-    // Both sum the taps in the same order: identical bits, NaNs included.
+    // All sum the taps in the same order: identical bits, NaNs included.
     for (size_t k = 1; k < got.size(); ++k) CHECK(std::memcmp(got[k].data(), got[0].data(), got[0].size() * 4) == 0);
   }
   CHECK(kiln::cpu::choose_depthwise({.planes = 8, .h = 10, .w = 10, .oh = 5, .ow = 5}) == DepthwiseMethod::Interleaved);
-  CHECK(kiln::cpu::choose_depthwise({.planes = 8, .h = 10, .w = 10, .oh = 10, .ow = 10}) == DepthwiseMethod::Planes);
+  // 10x10 outputs: interleaved sixteen planes at a time where the CPU has AVX-512, else planes.
+  CHECK((kiln::cpu::choose_depthwise({.planes = 8, .h = 10, .w = 10, .oh = 10, .ow = 10}) ==
+         DepthwiseMethod::Interleaved) == static_cast<bool>(__builtin_cpu_supports("avx512f")));
+  CHECK(kiln::cpu::choose_depthwise({.planes = 8, .h = 20, .w = 20, .oh = 20, .ow = 20}) == DepthwiseMethod::Planes);
 }
 
 TEST_CASE(
