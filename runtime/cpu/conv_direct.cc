@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "runtime/cpu/vec8.h"
+
 namespace kiln::cpu {
 namespace {
 
@@ -12,18 +14,6 @@ constexpr double kNsPerMac = 0.02;
 
 // Output channels per register tile (the packed weight's block), for every variant.
 constexpr int kRows = 8;
-
-using V16 = float __attribute__((vector_size(64)));
-using V8 = float __attribute__((vector_size(32)));
-
-bool has_avx512() {
-#if defined(__x86_64__) && defined(__GNUC__)
-  static const bool yes = __builtin_cpu_supports("avx512f");
-  return yes;
-#else
-  return false;
-#endif
-}
 
 bool has_avx2_fma() {
 #if defined(__x86_64__) && defined(__GNUC__)

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "runtime/cpu/vec8.h"
@@ -203,33 +204,25 @@ __attribute__((always_inline)) inline void transpose8(V8* r) {
 #undef KILN_HI8
 }
 
+// One stage of transpose16: rows i and i + B (i & B == 0) swap their off-diagonal blocks of
+// B lanes (lane k of the pair's first row, then of its second, for K = 0..15).
+template <int B, size_t... K>
+__attribute__((always_inline)) inline void swap_blocks(V16* r, std::index_sequence<K...>) {
+  for (int i = 0; i < 16; ++i)
+    if ((i & B) == 0) {
+      const V16 a = r[i], c = r[i + B];
+      r[i] = __builtin_shufflevector(a, c, ((K & B) == 0 ? K : 16 + K - B)...);
+      r[i + B] = __builtin_shufflevector(a, c, ((K & B) == 0 ? K + B : 16 + K)...);
+    }
+}
+
 // r[j] becomes the vector of the sixteen r[i][j]: the off-diagonal blocks of 1, 2, 4 and 8
 // lanes swapped between rows i and i + b (one two-source permute a row a stage).
 __attribute__((always_inline)) inline void transpose16(V16* r) {
-  for (int i = 0; i < 16; ++i)
-    if ((i & 1) == 0) {
-      const V16 a = r[i], c = r[i + 1];
-      r[i] = __builtin_shufflevector(a, c, 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
-      r[i + 1] = __builtin_shufflevector(a, c, 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
-    }
-  for (int i = 0; i < 16; ++i)
-    if ((i & 2) == 0) {
-      const V16 a = r[i], c = r[i + 2];
-      r[i] = __builtin_shufflevector(a, c, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);
-      r[i + 2] = __builtin_shufflevector(a, c, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
-    }
-  for (int i = 0; i < 16; ++i)
-    if ((i & 4) == 0) {
-      const V16 a = r[i], c = r[i + 4];
-      r[i] = __builtin_shufflevector(a, c, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
-      r[i + 4] = __builtin_shufflevector(a, c, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
-    }
-  for (int i = 0; i < 16; ++i)
-    if ((i & 8) == 0) {
-      const V16 a = r[i], c = r[i + 8];
-      r[i] = __builtin_shufflevector(a, c, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
-      r[i + 8] = __builtin_shufflevector(a, c, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
-    }
+  swap_blocks<1>(r, std::make_index_sequence<16>{});
+  swap_blocks<2>(r, std::make_index_sequence<16>{});
+  swap_blocks<4>(r, std::make_index_sequence<16>{});
+  swap_blocks<8>(r, std::make_index_sequence<16>{});
 }
 
 __attribute__((always_inline)) inline void transpose(V8* r) { transpose8(r); }
@@ -374,15 +367,6 @@ KILN_VECTOR_CLONES void interleaved(const Depthwise& g, const float* in, const f
 __attribute__((target("avx512f,avx2,fma"))) void interleaved16(const Depthwise& g, const float* in, const float* weight,
                                                                const float* bias, float* out, int64_t b0, int64_t b1) {
   interleaved_blocks<V16>(g, in, weight, bias, out, b0, b1);
-}
-
-bool has_avx512() {
-#if defined(__x86_64__) && defined(__GNUC__)
-  static const bool yes = __builtin_cpu_supports("avx512f");
-  return yes;
-#else
-  return false;
-#endif
 }
 
 }  // namespace

@@ -3,7 +3,8 @@
 // KILN_VECTOR_CLONES clone chosen at load time where the CPU has them), two SSE registers
 // otherwise. Vector code rather than left to the auto-vectorizer. V8s are loaded and stored
 // by memcpy and never returned by value from a function that is not inlined (the default
-// clone has no AVX, where GCC passes them differently).
+// clone has no AVX, where GCC passes them differently). Sixteen floats and has_avx512 for the
+// AVX-512 variants (depthwise.cc, conv_direct.cc).
 #pragma once
 
 #include <cstdint>
@@ -14,6 +15,16 @@ namespace kiln::cpu {
 using V8 = float __attribute__((vector_size(32)));
 using V4 = float __attribute__((vector_size(16)));
 using V16 = float __attribute__((vector_size(64)));  // AVX-512 routines (target attributes)
+
+// Whether the CPU has AVX-512F, for the routines that pick a sixteen-lane variant.
+inline bool has_avx512() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool yes = __builtin_cpu_supports("avx512f");
+  return yes;
+#else
+  return false;
+#endif
+}
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define KILN_VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
