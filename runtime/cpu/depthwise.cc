@@ -1,5 +1,7 @@
 #include "runtime/cpu/depthwise.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -25,9 +27,10 @@ constexpr double kNsPerMac = 0.3;
 // 49-position plane.
 constexpr int64_t kMaxInterleavedOutputs = 32;
 // With AVX-512 (sixteen planes a block, interleaved16), measured on the build machine (one
-// thread, CPU time, mobilenet_v2's shapes): 0.92x the planes method's time at 10x10 outputs
-// (from 10x10 stride 1 and 20x20 stride 2), 1.35x at 20x20.
-constexpr int64_t kMaxInterleaved16Outputs = 100;
+// thread, CPU time, kiln_bench_cpu depthwise, two runs): 0.64-0.72x the planes method's time
+// at 10x10 outputs (stride 1), 0.54-0.63x at 10x10 from a stride-2 20x20, 0.80-0.84x at
+// 14x14, 0.98-1.23x at 20x20, 1.03-1.11x at 28x28.
+constexpr int64_t kMaxInterleaved16Outputs = 256;
 
 // n floats (a feature map's row: a few to tens) by fixed-size copies the compiler inlines,
 // the last one overlapping the one before; a libc memcpy call per row (a size known only
@@ -208,6 +211,7 @@ __attribute__((always_inline)) inline void transpose8(V8* r) {
 // B lanes (lane k of the pair's first row, then of its second, for K = 0..15).
 template <int B, size_t... K>
 __attribute__((always_inline)) inline void swap_blocks(V16* r, std::index_sequence<K...>) {
+#pragma GCC unroll 16  // unrolled, the rows stay in registers (a loop kept them on the stack)
   for (int i = 0; i < 16; ++i)
     if ((i & B) == 0) {
       const V16 a = r[i], c = r[i + B];
@@ -245,57 +249,72 @@ __attribute__((always_inline)) inline void store_clamped_v(V v, const V& bias, c
   std::memcpy(o, &v, sizeof v);
 }
 
-// One block's outputs from its interleaved tile (position q at tile[L q..L q + L)): four
-// output columns at a time (four independent chains of multiply-adds), the taps in order as
-// the reference sums them, then the bias and the clamp, into obuf (output position o at
-// obuf[L o..L o + L)). kTaps: the taps where known when compiled (3x3: unrolled, the weights
-// in registers), else 0.
-template <typename V, int kTaps>
+// One block's outputs from its interleaved tile (position q at tile[L q..L q + L)) into obuf
+// (output position o at obuf[L o..L o + L)): the taps in order as the reference sums them,
+// then the bias and the clamp. The output positions are taken in order, C at a time (C
+// independent chains of multiply-adds: 8 with AVX-512's 32 registers, 4 with AVX2's 16),
+// whatever the rows' width, from where their windows start (start[o], in floats; `start` and
+// obuf hold whole groups of C, the last group's extra entries repeating the last position).
+// k3x3: 3x3 taps at dilation 1, unrolled: tap (i, j) at a constant offset from the window's
+// start plus i rows, the weights in registers (stores to obuf could alias w: GCC reloaded
+// them for every output). Else the taps' offsets from tap_at.
+template <typename V, bool k3x3>
 __attribute__((always_inline)) inline void block_outputs(const Depthwise& g, const float* tile, int64_t tw,
-                                                         const int64_t* tap_at, const float* w, const V& bias,
-                                                         float* obuf) {
+                                                         const int64_t* start, const int64_t* tap_at, const float* w,
+                                                         const V& bias, float* obuf) {
   constexpr int64_t L = sizeof(V) / sizeof(float);
-  const int64_t taps = kTaps > 0 ? kTaps : g.kh * g.kw, s = L * g.sw;
+  constexpr int C = L == 16 ? 8 : 4;
+  const int64_t taps = g.kh * g.kw, n = g.oh * g.ow, row = L * tw;
   const V lo = V{} + g.lo, hi = V{} + g.hi;
-  // With the taps known, their weights in registers (stores to obuf could alias w: GCC
-  // reloaded them for every output).
-  V wk[kTaps > 0 ? kTaps : 1];
-  for (int64_t t = 0; t < kTaps; ++t) std::memcpy(&wk[t], w + L * t, sizeof(V));
-  for (int64_t oy = 0; oy < g.oh; ++oy) {
-    const float* row = tile + L * (oy * g.sh * tw);
-    float* o = obuf + L * (oy * g.ow);
-    int64_t ox = 0;
-    for (; ox + 4 <= g.ow; ox += 4) {
-      const float* at = row + ox * s;
-      V a0{}, a1{}, a2{}, a3{};
-#pragma GCC unroll 9
-      for (int64_t t = 0; t < taps; ++t) {
-        const float* x = at + tap_at[t];
-        V wt;
-        if constexpr (kTaps > 0) wt = wk[t];
-        else std::memcpy(&wt, w + L * t, sizeof wt);
-        fma_at(a0, wt, x);
-        fma_at(a1, wt, x + s);
-        fma_at(a2, wt, x + 2 * s);
-        fma_at(a3, wt, x + 3 * s);
-      }
-      store_clamped_v(a0, bias, lo, hi, o + L * ox);
-      store_clamped_v(a1, bias, lo, hi, o + L * ox + L);
-      store_clamped_v(a2, bias, lo, hi, o + L * ox + 2 * L);
-      store_clamped_v(a3, bias, lo, hi, o + L * ox + 3 * L);
-    }
-    for (; ox < g.ow; ++ox) {
-      V a{};
-#pragma GCC unroll 9
+  V wk[k3x3 ? 9 : 1];
+  if constexpr (k3x3)
+    for (int t = 0; t < 9; ++t) std::memcpy(&wk[t], w + L * t, sizeof(V));
+  for (int64_t q = 0; q < n; q += C) {
+    const float* at[C];
+    V acc[C];
+#pragma GCC unroll 8
+    for (int k = 0; k < C; ++k) at[k] = tile + start[q + k], acc[k] = V{};
+    if constexpr (k3x3) {
+#pragma GCC unroll 3
+      for (int i = 0; i < 3; ++i)
+#pragma GCC unroll 3
+        for (int j = 0; j < 3; ++j)
+#pragma GCC unroll 8
+          for (int k = 0; k < C; ++k) fma_at(acc[k], wk[3 * i + j], at[k] + i * row + j * L);
+    } else {
       for (int64_t t = 0; t < taps; ++t) {
         V wt;
-        if constexpr (kTaps > 0) wt = wk[t];
-        else std::memcpy(&wt, w + L * t, sizeof wt);
-        fma_at(a, wt, row + ox * s + tap_at[t]);
+        std::memcpy(&wt, w + L * t, sizeof wt);
+#pragma GCC unroll 8
+        for (int k = 0; k < C; ++k) fma_at(acc[k], wt, at[k] + tap_at[t]);
       }
-      store_clamped_v(a, bias, lo, hi, o + L * ox);
     }
+#pragma GCC unroll 8
+    for (int k = 0; k < C; ++k) store_clamped_v(acc[k], bias, lo, hi, obuf + L * (q + k));
   }
+}
+
+// The sixteen-plane method's last positions, fewer than sixteen: by AVX-512 masked loads and
+// stores, which touch no memory past a plane's end, and one transpose (element by element,
+// they cost a block what its transposes do, on every 3x3 and 5x5 map). The eight-plane
+// method, built for CPUs without AVX-512 too, keeps its element loop.
+// Positions [i, i + n) of the planes at src[0..16) into r[0..n) (r[j]: position i + j).
+__attribute__((target("avx512f,avx2,fma"), noinline)) void last_positions_in16(const float* const* src, int64_t i,
+                                                                               int64_t n, V16* r) {
+  const auto mask = static_cast<__mmask16>((1u << n) - 1);
+  for (int l = 0; l < 16; ++l) r[l] = reinterpret_cast<V16>(_mm512_maskz_loadu_ps(mask, src[l] + i));
+  transpose16(r);
+}
+// Output positions [i, i + n) of `lanes` planes from obuf (position q at obuf[16 q..16 q + 16),
+// whole vectors up to i + 16) into the planes at dst (plane l at dst + l * ohw).
+__attribute__((target("avx512f,avx2,fma"), noinline)) void last_positions_out16(const float* obuf, float* dst,
+                                                                                int64_t ohw, int64_t i, int64_t n,
+                                                                                int64_t lanes) {
+  const auto mask = static_cast<__mmask16>((1u << n) - 1);
+  V16 r[16];
+  std::memcpy(r, obuf + 16 * i, sizeof r);
+  transpose16(r);
+  for (int64_t l = 0; l < lanes; ++l) _mm512_mask_storeu_ps(dst + l * ohw + i, mask, reinterpret_cast<__m512>(r[l]));
 }
 
 // Blocks [b0, b1) of L planes (the last may hold fewer: its missing lanes repeat its last
@@ -310,11 +329,20 @@ __attribute__((always_inline)) inline void interleaved_blocks(const Depthwise& g
   const int64_t hw = g.h * g.w, ohw = g.oh * g.ow, taps = g.kh * g.kw;
   const int64_t th = std::max(g.h + g.ph, (g.oh - 1) * g.sh + (g.kh - 1) * g.dh + 1);
   const int64_t tw = std::max(g.w + g.pw, (g.ow - 1) * g.sw + (g.kw - 1) * g.dw + 1);
-  std::vector<float> tile(static_cast<size_t>(L * th * tw), 0.0f), obuf(static_cast<size_t>(L * ohw));
+  constexpr int64_t C = L == 16 ? 8 : 4;         // block_outputs' group of outputs
+  const int64_t groups = (ohw + C - 1) / C * C;  // obuf: whole vectors of L positions (L >= C)
+  std::vector<float> tile(static_cast<size_t>(L * th * tw), 0.0f),
+      obuf(static_cast<size_t>(L * ((ohw + L - 1) / L * L)));
   std::vector<float> w(static_cast<size_t>(L * taps));     // tap t's weight for lane l at w[L t + l]
   std::vector<int64_t> tap_at(static_cast<size_t>(taps));  // a tap's offset in the tile, in floats
   for (int64_t i = 0; i < g.kh; ++i)
     for (int64_t j = 0; j < g.kw; ++j) tap_at[i * g.kw + j] = L * (i * g.dh * tw + j * g.dw);
+  std::vector<int64_t> start(static_cast<size_t>(groups));  // where output o's window starts in the tile
+  for (int64_t o = 0; o < groups; ++o) {
+    const int64_t last = std::min(o, ohw - 1);
+    start[o] = L * (last / g.ow * g.sh * tw + last % g.ow * g.sw);
+  }
+  const bool k3x3 = g.kh == 3 && g.kw == 3 && g.dh == 1 && g.dw == 1;
   float* const t0 = tile.data() + L * (g.ph * tw + g.pw);  // input position (0, 0)
   for (int64_t blk = b0; blk < b1; ++blk) {
     const int64_t p = L * blk, lanes = std::min<int64_t>(L, g.planes - p);
@@ -337,13 +365,20 @@ __attribute__((always_inline)) inline void interleaved_blocks(const Depthwise& g
       transpose(r);
       for (int j = 0; j < L; ++j) put(r[j]);
     }
+    if constexpr (L == 16)
+      if (i < hw) {
+        V r[L];
+        last_positions_in16(src, i, hw - i, r);
+        for (int j = 0; j < hw - i; ++j) put(r[j]);
+        i = hw;
+      }
     for (; i < hw; ++i) {
       V v;
       for (int l = 0; l < L; ++l) v[l] = src[l][i];
       put(v);
     }
-    if (taps == 9) block_outputs<V, 9>(g, tile.data(), tw, tap_at.data(), w.data(), bv, obuf.data());
-    else block_outputs<V, 0>(g, tile.data(), tw, tap_at.data(), w.data(), bv, obuf.data());
+    if (k3x3) block_outputs<V, true>(g, tile.data(), tw, start.data(), tap_at.data(), w.data(), bv, obuf.data());
+    else block_outputs<V, false>(g, tile.data(), tw, start.data(), tap_at.data(), w.data(), bv, obuf.data());
     float* dst = out + p * ohw;
     for (i = 0; i + L <= ohw; i += L) {
       V r[L];
@@ -351,6 +386,11 @@ __attribute__((always_inline)) inline void interleaved_blocks(const Depthwise& g
       transpose(r);
       for (int64_t l = 0; l < lanes; ++l) std::memcpy(dst + l * ohw + i, &r[l], sizeof r[l]);
     }
+    if constexpr (L == 16)
+      if (i < ohw) {
+        last_positions_out16(obuf.data(), dst, ohw, i, ohw - i, lanes);
+        i = ohw;
+      }
     for (; i < ohw; ++i)
       for (int64_t l = 0; l < lanes; ++l) dst[l * ohw + i] = obuf[static_cast<size_t>(L * i + l)];
   }

@@ -32,7 +32,7 @@ struct Depthwise {
 // eight planes a block on any CPU (to compare and test).
 enum class DepthwiseMethod { Auto, Planes, Interleaved, Interleaved8 };
 
-// Auto's choice for `g`: interleaved for small output planes (up to 32 positions, 100 with
+// Auto's choice for `g`: interleaved for small output planes (up to 32 positions, 256 with
 // AVX-512), planes otherwise (depthwise.cc has the measurements behind the crossovers).
 DepthwiseMethod choose_depthwise(const Depthwise& g);
 

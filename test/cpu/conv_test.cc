@@ -328,8 +328,8 @@ TEST_CASE("cpu conv: the direct conv routine against a plain loop (odd channel c
 }
 
 TEST_CASE(
-    "cpu conv: the native depthwise routine's two methods against a plain loop and each other (plane counts around "
-    "eight, strides, dilation, wide padding, 1-D, clamps, NaN)",
+    "cpu conv: the native depthwise routine's methods against a plain loop and each other (plane counts around "
+    "eight and sixteen, strides, dilation, wide padding, 1-D, clamps, NaN)",
     "[cpu][conv]") {
   using kiln::cpu::Depthwise;
   using kiln::cpu::DepthwiseMethod;
@@ -343,7 +343,8 @@ TEST_CASE(
       {8, 4, 10, 10, 3, 3, 2, 2, 1, 1, 1, 1, 0, inf},     {18, 6, 3, 3, 3, 3, 2, 2, 1, 1, 1, 1, 0, 6},
       {13, 13, 9, 11, 3, 3, 1, 1, 1, 1, 1, 1, -inf, inf}, {17, 17, 20, 20, 3, 3, 2, 2, 1, 1, 1, 1, 0, 6},
       {9, 3, 6, 7, 5, 5, 1, 2, 2, 1, 4, 2, -1, 1},        {10, 5, 1, 37, 1, 3, 1, 2, 1, 2, 0, 2, -inf, inf},
-      {16, 16, 4, 4, 3, 3, 3, 3, 1, 1, 2, 2, 0, 6},       {5, 5, 2, 2, 3, 3, 1, 1, 1, 1, 3, 3, -inf, inf}};
+      {16, 16, 4, 4, 3, 3, 3, 3, 1, 1, 2, 2, 0, 6},       {5, 5, 2, 2, 3, 3, 1, 1, 1, 1, 3, 3, -inf, inf},
+      {33, 11, 14, 13, 3, 3, 1, 1, 2, 2, 2, 2, 0, 6},     {20, 20, 13, 15, 3, 3, 1, 2, 1, 1, 1, 1, -inf, inf}};
   std::mt19937_64 rng(29);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   kiln::cpu::ThreadPool one(1), three(3);
@@ -400,8 +401,10 @@ TEST_CASE(
     for (size_t k = 1; k < got.size(); ++k) CHECK(std::memcmp(got[k].data(), got[0].data(), got[0].size() * 4) == 0);
   }
   CHECK(kiln::cpu::choose_depthwise({.planes = 8, .h = 10, .w = 10, .oh = 5, .ow = 5}) == DepthwiseMethod::Interleaved);
-  // 10x10 outputs: interleaved sixteen planes at a time where the CPU has AVX-512, else planes.
+  // 10x10 and 14x14 outputs: interleaved sixteen planes at a time where the CPU has AVX-512, else planes.
   CHECK((kiln::cpu::choose_depthwise({.planes = 8, .h = 10, .w = 10, .oh = 10, .ow = 10}) ==
+         DepthwiseMethod::Interleaved) == static_cast<bool>(__builtin_cpu_supports("avx512f")));
+  CHECK((kiln::cpu::choose_depthwise({.planes = 8, .h = 14, .w = 14, .oh = 14, .ow = 14}) ==
          DepthwiseMethod::Interleaved) == static_cast<bool>(__builtin_cpu_supports("avx512f")));
   CHECK(kiln::cpu::choose_depthwise({.planes = 8, .h = 20, .w = 20, .oh = 20, .ow = 20}) == DepthwiseMethod::Planes);
 }
