@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <numeric>
 
 #include "runtime/cpu/vec8.h"
 
@@ -11,6 +12,8 @@ namespace {
 
 // One thread's time per element, for ThreadPool::threads_for.
 constexpr double kNsPerElement = 0.1;
+// Rows shorter than this are taken as one stream where eight does not divide them (rows()).
+constexpr int64_t kMaxStreamRow = 16;
 
 __attribute__((always_inline)) inline float clamp1(float v, float lo, float hi) {
   v = v < lo ? lo : v;
@@ -48,6 +51,35 @@ KILN_VECTOR_CLONES void rows(const BiasClampShape& s, const float* acc, const fl
       V8 a;
       std::memcpy(&a, acc + r * n, sizeof a);
       store_clamped(a, b, lo, hi, out + r * n);
+    }
+  }
+  // Rows shorter than 16 that eight does not divide (a 1x1 conv over a 3x3 map), bias along
+  // them: taken as one stream of vectors, P = 8 / gcd(n, 8) rows (K = n P / 8 vectors) at a
+  // time, lane l of the period's vector k in row (8 k + l) / n of it, its bias one permute of
+  // the P rows' biases. A row's own vector and tail cost rows of 9 twice their elements
+  // (2x1280 rows of 9: 5.1 -> 2.4 us on the build machine); rows of 25 and 100 keep them
+  // (0.9 against 1.1 and 1.9 against 2.2 us as a stream).
+  if (s.per_row && n % 8 != 0 && n < kMaxStreamRow) {
+    using V8i = int32_t __attribute__((vector_size(32)));
+    const int64_t P = 8 / std::gcd<int64_t>(n, 8), K = n * P / 8;
+    V8i row_of[kMaxStreamRow];  // K <= n
+    for (int64_t k = 0; k < K; ++k)
+      for (int l = 0; l < 8; ++l) row_of[k][l] = static_cast<int32_t>((8 * k + l) / n);
+    for (; r + P <= r1; r += P) {
+      V8 b8{};
+      if (bias) {
+        const int64_t c = r % s.m;
+        if (c + 8 <= s.m) std::memcpy(&b8, bias + c, sizeof b8);
+        else
+          for (int64_t l = 0; l < P; ++l) b8[l] = bias[(r + l) % s.m];
+      }
+      const float* x = acc + r * n;
+      float* o = out + r * n;
+      for (int64_t k = 0; k < K; ++k) {
+        V8 a;
+        std::memcpy(&a, x + 8 * k, sizeof a);
+        store_clamped(a, __builtin_shuffle(b8, row_of[k]), lo, hi, o + 8 * k);
+      }
     }
   }
   // Rows of 8 or more that eight does not divide end with the eight elements [n - 8, n),
