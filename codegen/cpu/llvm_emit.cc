@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "absl/container/flat_hash_map.h"
+#include "codegen/cpu/collapse.h"
 #include "codegen/cpu/llvm_math.h"
 #include "codegen/cpu/llvm_types.h"
 #include "codegen/intrinsics.h"
@@ -779,7 +780,8 @@ absl::StatusOr<std::unique_ptr<llvm::Module>> emit_kernel(const kir::Kernel& k, 
   if (!opts.storage.empty() && opts.storage.size() != k.buffers.size())
     return invalid_argument("kernel ", k.name, ": ", opts.storage.size(), " storage entries for ", k.buffers.size(),
                             " buffers");
-  kir::Kernel rewritten = k;
+  std::optional<kir::Kernel> collapsed = collapse_rows(k);
+  kir::Kernel rewritten = collapsed ? std::move(*collapsed) : k;
   kir::rewrite_intrinsics(rewritten);
   return Emitter(rewritten, opts, ctx).emit(entry_name);
 }

@@ -12,6 +12,7 @@
 
 #include <unistd.h>
 
+#include "codegen/cpu/collapse.h"
 #include "codegen/module.h"
 #include "ir/compare.h"
 #include "ir/parser.h"
@@ -154,6 +155,68 @@ TEST_CASE("cpu emit: contiguous elementwise, reduction and softmax loops are vec
     // The sum stage stores each exp(x - max) of the row in the value cache; the map reads it.
     REQUIRE(text.find("alloca [1024 x float]") != std::string::npos);
   }
+}
+
+TEST_CASE(
+    "cpu emit: innermost dims merge where every index reads them as one (a GroupNorm's affine and SiLU), not where "
+    "one is read alone (a transpose, a halved index)",
+    "[cpu][emit]") {
+  auto domain_of = [](const kir::Kernel& k) {
+    std::string s;
+    for (const Dim& d : k.domain) s += str_cat(s.empty() ? "" : ", ", d.to_string());
+    return s;
+  };
+  auto only_kernel = [&](const Graph& g) {
+    std::unique_ptr<Executor> exe = executable(module_of(g));
+    REQUIRE(exe->program().kernels.size() == 1);
+    return exe->program().kernels[0].kernel;
+  };
+  Graph gn = parse_or_fail(R"(graph gn(%x: f32[B, C, H, W], %s: f32[C, 1, 1], %t: f32[C, 1, 1]) {
+  %m = mul(%x, %s)
+  %a = add(%m, %t)
+  %g = sigmoid(%a)
+  %y = mul(%a, %g)
+  return %y
+})");
+  kir::Kernel k = only_kernel(gn);
+  REQUIRE(domain_of(k) == "B, C, H, W");
+  std::optional<kir::Kernel> merged = kiln::cpu::collapse_rows(k);
+  REQUIRE(merged);
+  CHECK(domain_of(*merged) == "B, C, H*W");  // C stays: the scale and shift read it alone
+  // The same graph at 1, odd and larger sizes: the merged rows give the reference's values.
+  require_ok(check_cpu_matches_reference(gn, module_of(gn),
+                                         {{{"B", 1}, {"C", 1}, {"H", 1}, {"W", 1}},
+                                          {{"B", 2}, {"C", 5}, {"H", 7}, {"W", 3}},
+                                          {{"B", 3}, {"C", 16}, {"H", 10}, {"W", 10}}},
+                                         41));
+  CHECK_FALSE(kiln::cpu::collapse_rows(only_kernel(parse_or_fail(R"(graph t(%x: f32[B, H, W], %y: f32[B, W, H]) {
+  %p = permute(%x, dims=[0, 2, 1])
+  %z = add(%p, %y)
+  return %z
+})"))));
+  // Nearest 2x upsampling along W reads x[flat // 2]: one division an element either way, so
+  // all dims merge. Along H and W too, the row's w // 2 and the rows' h // 2 stay apart.
+  Graph up = parse_or_fail(R"(graph up(%x: f32[B, H, W]) {
+  %u = unsqueeze(%x, axes=[3])
+  %e = expand(%u, shape=[B, H, W, 2])
+  %r = reshape(%e, shape=[B, H, 2*W])
+  %y = exp(%r)
+  return %y
+})");
+  std::optional<kir::Kernel> up_merged = kiln::cpu::collapse_rows(only_kernel(up));
+  REQUIRE(up_merged);
+  CHECK(domain_of(*up_merged) == "2*B*H*W");
+  Graph up2 = parse_or_fail(R"(graph up2(%x: f32[B, H, W]) {
+  %u = unsqueeze(%x, axes=[2, 4])
+  %e = expand(%u, shape=[B, H, 2, W, 2])
+  %r = reshape(%e, shape=[B, 2*H, 2*W])
+  %y = exp(%r)
+  return %y
+})");
+  CHECK_FALSE(kiln::cpu::collapse_rows(only_kernel(up2)));
+  for (const Graph* g : {&up, &up2})
+    require_ok(check_cpu_matches_reference(*g, module_of(*g),
+                                           {{{"B", 1}, {"H", 1}, {"W", 1}}, {{"B", 2}, {"H", 3}, {"W", 5}}}, 43));
 }
 
 TEST_CASE("cpu emit: inline exp, log, tanh, erf stay within a few ulps of the C library", "[cpu][emit]") {
