@@ -141,7 +141,7 @@ class Emitter {
   // ---- control flow -------------------------------------------------------------
 
   // for (iv = lo; iv < hi; ++iv) body(iv)
-  void loop(Value* lo, Value* hi, const std::function<void(Value*)>& body) {
+  void loop(Value* lo, Value* hi, const std::function<void(Value*)>& body, bool fold_tail = false) {
     llvm::BasicBlock* pre = b_.GetInsertBlock();
     auto* header = llvm::BasicBlock::Create(ctx_, "loop", fn_);
     auto* bodyb = llvm::BasicBlock::Create(ctx_, "body", fn_);
@@ -155,7 +155,14 @@ class Emitter {
     body(iv);
     Value* next = b_.CreateAdd(iv, b_.getInt64(1), "", /*HasNUW=*/false, /*HasNSW=*/true);
     iv->addIncoming(next, b_.GetInsertBlock());
-    b_.CreateBr(header);
+    llvm::BranchInst* back = b_.CreateBr(header);
+    if (fold_tail) {  // the vectorizer's hint: the remainder as masked vector iterations
+      llvm::Metadata* hint[] = {llvm::MDString::get(ctx_, "llvm.loop.vectorize.predicate.enable"),
+                                llvm::ConstantAsMetadata::get(b_.getTrue())};
+      auto* md = llvm::MDNode::getDistinct(ctx_, {nullptr, llvm::MDNode::get(ctx_, hint)});
+      md->replaceOperandWith(0, md);
+      back->setMetadata(llvm::LLVMContext::MD_loop, md);
+    }
     b_.SetInsertPoint(exit);
   }
 
@@ -210,11 +217,15 @@ class Emitter {
     Value* rest = b_.CreateSub(end, f);
     len = b_.CreateSelect(b_.CreateICmpSLT(rest, len), rest, len);
     Value* row_start = b_.CreateSub(f, col);  // flat index of (row, 0)
-    loop(col, b_.CreateAdd(col, len), [&](Value* iv) {
+    // Elementwise rows end in masked vector iterations (rows of 20: 158 -> 36 us), not max pools' (5 -> 25 us).
+    bool elementwise = true;
+    for (const kir::Stage& st : k_.stages) elementwise &= st.kind == kir::Stage::Kind::Map && st.extents.empty();
+    auto point = [&](Value* iv) {
       outer_[n - 1] = iv;
       flat_ = b_.CreateAdd(row_start, iv);
       emit_point();
-    });
+    };
+    loop(col, b_.CreateAdd(col, len), point, /*fold_tail=*/elementwise);
     b_.CreateStore(b_.CreateAdd(f, len), pos);
     b_.CreateStore(b_.getInt64(0), first_col);
     // The next row: the index plus one, carried (branch-free) from the innermost outer dim.

@@ -183,6 +183,11 @@ TEST_CASE(
   std::optional<kir::Kernel> merged = kiln::cpu::collapse_rows(k);
   REQUIRE(merged);
   CHECK(domain_of(*merged) == "B, C, H*W");  // C stays: the scale and shift read it alone
+  // Each row (H*W) ends in masked vector iterations, not a scalar loop.
+  auto ir = dumped_ir(gn, "gn");
+  REQUIRE(ir.size() == 1);
+  INFO(ir.begin()->second);
+  CHECK(std::regex_search(ir.begin()->second, std::regex("llvm\\.masked\\.store\\.v(8|16)f32")));
   // The same graph at 1, odd and larger sizes: the merged rows give the reference's values.
   require_ok(check_cpu_matches_reference(gn, module_of(gn),
                                          {{{"B", 1}, {"C", 1}, {"H", 1}, {"W", 1}},
