@@ -4,7 +4,9 @@
 cores), interleaved rounds. Each round runs kiln (kiln_bench_zoo, one process per thread
 count, KILN_CPU_THREADS set) and then onnxruntime (bench/cpu/zoo_ort.py's sessions, kept
 across rounds in this process) over every enabled model; the table gives each side's median
-over rounds, its range, and kiln / onnxruntime, plus the geometric mean of the ratios.
+over rounds, its range, and kiln / onnxruntime, then the median and range of each round's own
+ratio (both sides of a round run seconds apart, so a load that drifts over minutes moves
+them alike), plus the geometric means.
 
   python3 bench/cpu/zoo_compare.py --kiln-bench BUILD/bench/cpu/kiln_bench_zoo [--rounds 5]
       [--round-ms 200] [--threads 1,16] [--models gpt2 bert] [--clock wall|cpu]
@@ -84,17 +86,24 @@ def main():
     print(f"kiln's CPU: {machine}")
     print(f"{os.cpu_count()} cores; {a.rounds} interleaved rounds of {a.round_ms:.0f} ms ({a.clock} clock) per model and side; "
           "microseconds per call, median [min, max] over rounds\n")
-    print("| model | size set | threads | kiln | onnxruntime | kiln / onnxruntime |")
-    print("|---|---|---:|---:|---:|---:|")
+    # Each round's own ratio too (kiln's and onnxruntime's times of the same round, seconds
+    # apart): a machine whose load drifts over minutes moves both sides of a round alike.
+    print("| model | size set | threads | kiln | onnxruntime | kiln / onnxruntime | per round |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     logs = {t: [] for t in threads}
+    round_logs = {t: [] for t in threads}
     for n in names:
         for t in threads:
             k, o = statistics.median(kiln[n, t]), statistics.median(ort[n, t])
+            r = [a / b for a, b in zip(kiln[n, t], ort[n, t])]
             logs[t].append(math.log(k / o))
+            round_logs[t].append(math.log(statistics.median(r)))
             print(f"| {n} | {feeds[n][0]} | {t} | {k:.0f} [{min(kiln[n, t]):.0f}, {max(kiln[n, t]):.0f}] | "
-                  f"{o:.0f} [{min(ort[n, t]):.0f}, {max(ort[n, t]):.0f}] | {k / o:.2f}x |")
+                  f"{o:.0f} [{min(ort[n, t]):.0f}, {max(ort[n, t]):.0f}] | {k / o:.2f}x | "
+                  f"{statistics.median(r):.2f}x [{min(r):.2f}, {max(r):.2f}] |")
     for t in threads:
-        print(f"\ngeometric mean of kiln / onnxruntime at {t} thread(s): {math.exp(statistics.mean(logs[t])):.2f}x")
+        print(f"\ngeometric mean of kiln / onnxruntime at {t} thread(s): {math.exp(statistics.mean(logs[t])):.2f}x "
+              f"(of the per-round medians: {math.exp(statistics.mean(round_logs[t])):.2f}x)")
 
 
 if __name__ == "__main__":
