@@ -70,7 +70,64 @@ std::optional<kir::Kernel> merge_last(const kir::Kernel& k) {
   return m;
 }
 
+// The constant c of the last dim's divisions and modulos (o // c, o % c) where there is one
+// and only one, and c <= 4; 0 otherwise.
+int64_t row_divisor(kir::Kernel& k) {
+  const int last = static_cast<int>(k.domain.size()) - 1;
+  int64_t c = 0;
+  bool other = false;
+  std::function<void(const kir::Index&)> scan = [&](const kir::Index& i) {
+    const kir::IndexNode& n = i.node();
+    if ((n.kind == kir::IndexKind::FloorDiv || n.kind == kir::IndexKind::Mod) && n.a.kind() == kir::IndexKind::Outer &&
+        n.a.node().value == last) {
+      std::optional<int64_t> d = n.b.constant();
+      other |= !d || *d < 2 || *d > 4 || (c != 0 && c != *d);
+      if (d) c = *d;
+    }
+    if (n.a.defined()) scan(n.a);
+    if (n.b.defined()) scan(n.b);
+  };
+  for_each_part(k, [&](kir::Expr& e) {  // (rewrites nothing)
+    kir::visit_exprs(e, [&](const kir::Expr& x) {
+      if (x.node().index.defined()) scan(x.node().index);
+    });
+  });
+  return other ? 0 : c;
+}
+
+// An elementwise kernel whose last dim o (extent E) is read as o // c and o % c: o = c u + r,
+// the domain's last dim u (extent E / c) and the map stage's inner loop r < c, so that the
+// reads of o // c are consecutive and those of o contiguous groups of c (interleaved
+// accesses, which the vectorizer loads and stores whole and shuffles) instead of gathers.
+std::optional<kir::Kernel> split_last(const kir::Kernel& k, int64_t c) {
+  std::optional<Dim> u = k.domain.back().divide_exact(Dim(c));
+  if (!u) return std::nullopt;
+  const int last = static_cast<int>(k.domain.size()) - 1;
+  kir::Kernel m = k;
+  m.domain.back() = *u;
+  m.stages[0].extents = {Dim(c)};
+  for_each_part(m, [&](kir::Expr& x) {
+    x = kir::substitute_vars(x, [&](bool outer, int v) -> kir::Index {
+      if (!outer) return kir::Index::inner(v);
+      return v == last ? kir::Index::outer(v) * c + kir::Index::inner(0) : kir::Index::outer(v);
+    });
+  });
+  kir::simplify_indices(m);
+  if (divmods(m) >= divmods(k)) return std::nullopt;
+  return m;
+}
+
 }  // namespace
+
+RowForm row_form(const kir::Kernel& k) {
+  RowForm f{collapse_rows(k).value_or(k), 1};
+  const bool map = f.kernel.stages.size() == 1 && f.kernel.stages[0].kind == kir::Stage::Kind::Map &&
+                   f.kernel.stages[0].extents.empty();
+  if (!map || f.kernel.gemm || f.kernel.domain.empty()) return f;
+  if (int64_t c = row_divisor(f.kernel); c > 0)
+    if (std::optional<kir::Kernel> s = split_last(f.kernel, c)) f = {std::move(*s), c};
+  return f;
+}
 
 std::optional<kir::Kernel> collapse_rows(const kir::Kernel& k) {
   if (k.gemm) return std::nullopt;

@@ -23,4 +23,17 @@ namespace kiln::cpu {
 // is its GEMM's and stays).
 std::optional<kir::Kernel> collapse_rows(const kir::Kernel& k);
 
+// What the emitter compiles for `k`: its rows collapsed, then, for an elementwise kernel (one
+// map stage) that reads its last dim o as o // c and o % c (nearest upsampling by c, a
+// concat interleaving c inputs; c <= 4), that dim split into u = o // c, an outer dim, and
+// r = o % c, the map stage's inner loop, where that leaves fewer divisions: the reads of
+// o // c become consecutive and those of o interleaved groups of c (whole vector loads and
+// shuffles, not gathers). `split`: c, or 1. The split kernel's flat outer point p covers the
+// original points c p .. c p + c - 1 (the entry maps a range of the original's).
+struct RowForm {
+  kir::Kernel kernel;
+  int64_t split = 1;
+};
+RowForm row_form(const kir::Kernel& k);
+
 }  // namespace kiln::cpu

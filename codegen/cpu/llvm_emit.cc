@@ -29,8 +29,8 @@ using llvm::Value;
 
 class Emitter {
  public:
-  Emitter(const kir::Kernel& k, const EmitOptions& opts, llvm::LLVMContext& ctx)
-      : k_(k), opts_(opts), baked_(opts.baked), ctx_(ctx), b_(ctx) {}
+  Emitter(const kir::Kernel& k, const EmitOptions& opts, llvm::LLVMContext& ctx, int64_t split)
+      : k_(k), opts_(opts), baked_(opts.baked), ctx_(ctx), b_(ctx), split_(split) {}
 
   absl::StatusOr<std::unique_ptr<llvm::Module>> emit(const std::string& entry_name) {
     mod_ = std::make_unique<llvm::Module>(entry_name, ctx_);
@@ -132,8 +132,8 @@ class Emitter {
       args.push_back(b_.CreateLoad(b_.getPtrTy(), b_.CreateConstGEP1_64(b_.getPtrTy(), f->getArg(0), i)));
     for (size_t i = 0; i < dyn_syms_.size(); ++i)
       args.push_back(b_.CreateLoad(i64_, b_.CreateConstGEP1_64(i64_, f->getArg(1), i)));
-    args.push_back(f->getArg(2));
-    args.push_back(f->getArg(3));
+    for (int i : {2, 3})  // a range of the original's points: the outer points covering them (row_form)
+      args.push_back(b_.CreateSDiv(b_.CreateAdd(f->getArg(i), b_.getInt64(split_ - 1)), b_.getInt64(split_)));
     b_.CreateCall(impl, args);
     b_.CreateRetVoid();
   }
@@ -747,6 +747,7 @@ class Emitter {
   const Bindings& baked_;
   llvm::LLVMContext& ctx_;
   llvm::IRBuilder<> b_;
+  int64_t split_ = 1;  // original outer points per outer point (RowForm::split)
   std::unique_ptr<llvm::Module> mod_;
   llvm::Type* f32_ = nullptr;
   llvm::Type* i64_ = nullptr;
@@ -791,10 +792,9 @@ absl::StatusOr<std::unique_ptr<llvm::Module>> emit_kernel(const kir::Kernel& k, 
   if (!opts.storage.empty() && opts.storage.size() != k.buffers.size())
     return invalid_argument("kernel ", k.name, ": ", opts.storage.size(), " storage entries for ", k.buffers.size(),
                             " buffers");
-  std::optional<kir::Kernel> collapsed = collapse_rows(k);
-  kir::Kernel rewritten = collapsed ? std::move(*collapsed) : k;
-  kir::rewrite_intrinsics(rewritten);
-  return Emitter(rewritten, opts, ctx).emit(entry_name);
+  RowForm f = row_form(k);
+  kir::rewrite_intrinsics(f.kernel);
+  return Emitter(f.kernel, opts, ctx, f.split).emit(entry_name);
 }
 
 }  // namespace kiln::cpu

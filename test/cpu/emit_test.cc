@@ -219,9 +219,23 @@ TEST_CASE(
   return %y
 })");
   CHECK_FALSE(kiln::cpu::collapse_rows(only_kernel(up2)));
+  // There the row splits instead: w = 2 u + r, so that x is read at u (consecutive) and the
+  // output written in pairs, without gathers.
+  kiln::cpu::RowForm f = kiln::cpu::row_form(only_kernel(up2));
+  CHECK(f.split == 2);
+  CHECK(domain_of(f.kernel) == "B, 2*H, W");
+  auto up2_ir = dumped_ir(up2, "up2");
+  REQUIRE(up2_ir.size() == 1);
+  INFO(up2_ir.begin()->second);
+  CHECK(up2_ir.begin()->second.find("masked.gather") == std::string::npos);
+  CHECK(has_float_vectors(up2_ir.begin()->second));
   for (const Graph* g : {&up, &up2})
     require_ok(check_cpu_matches_reference(*g, module_of(*g),
-                                           {{{"B", 1}, {"H", 1}, {"W", 1}}, {{"B", 2}, {"H", 3}, {"W", 5}}}, 43));
+                                           {{{"B", 1}, {"H", 1}, {"W", 1}},
+                                            {{"B", 2}, {"H", 3}, {"W", 5}},
+                                            {{"B", 3}, {"H", 7}, {"W", 37}},
+                                            {{"B", 4}, {"H", 61}, {"W", 101}}},
+                                           43));
 }
 
 TEST_CASE("cpu emit: inline exp, log, tanh, erf stay within a few ulps of the C library", "[cpu][emit]") {
