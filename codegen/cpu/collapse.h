@@ -1,10 +1,11 @@
-// Collapsing a kernel's innermost domain dims for the CPU's emitter. The emitter walks the
-// outer domain as rows of its last dim, each a vectorized loop with a scalar remainder, and
-// pays per row (the carried indices, the vector loop's checks, the remainder): a GroupNorm's
-// affine and SiLU over [B, C, 10, 10] ran rows of 10 at 2 ns an element, rows of 400 at a
-// tenth of that. Two dims d (extent D), e (extent E) that every index of the kernel reads
-// only as d * E + e (scaled alike) are one dim of extent D * E: the same points in the same
-// flat order, so the entry's ABI (a range of the flat outer domain) is unchanged.
+// Reshaping a kernel's innermost domain dims for the CPU's emitter (merging them; splitting
+// one: RowForm below). The emitter walks the outer domain as rows of its last dim, each a
+// vectorized loop with a scalar remainder, and pays per row (the carried indices, the vector
+// loop's checks, the remainder): a GroupNorm's affine and SiLU over [B, C, 10, 10] ran rows
+// of 10 at 2 ns an element, rows of 400 at a tenth of that. Two dims d (extent D), e (extent
+// E) that every index of the kernel reads only as d * E + e (scaled alike) are one dim of
+// extent D * E: the same points in the same flat order, so the entry's ABI (a range of the
+// flat outer domain) is unchanged.
 //
 // The test: every index with d -> q // E and e -> q % E, simplified (index_simplify.h) under
 // the merged ranges, holds no more floor divisions and modulos than before. A dim read alone
