@@ -120,12 +120,13 @@ std::optional<kir::Kernel> split_last(const kir::Kernel& k, int64_t c) {
 }  // namespace
 
 RowForm row_form(const kir::Kernel& k) {
-  RowForm f{collapse_rows(k).value_or(k), 1};
+  RowForm f{collapse_rows(k).value_or(k)};
   const bool map = f.kernel.stages.size() == 1 && f.kernel.stages[0].kind == kir::Stage::Kind::Map &&
                    f.kernel.stages[0].extents.empty();
   if (!map || f.kernel.gemm || f.kernel.domain.empty()) return f;
   if (int64_t c = row_divisor(f.kernel); c > 0)
-    if (std::optional<kir::Kernel> s = split_last(f.kernel, c)) f = {std::move(*s), c};
+    if (std::optional<kir::Kernel> s = split_last(f.kernel, c)) return {std::move(*s), c};
+  f.fold_rows_below = 64;
   return f;
 }
 

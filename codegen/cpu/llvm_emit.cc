@@ -29,8 +29,8 @@ using llvm::Value;
 
 class Emitter {
  public:
-  Emitter(const kir::Kernel& k, const EmitOptions& opts, llvm::LLVMContext& ctx, int64_t split)
-      : k_(k), opts_(opts), baked_(opts.baked), ctx_(ctx), b_(ctx), split_(split) {}
+  Emitter(const RowForm& form, const EmitOptions& opts, llvm::LLVMContext& ctx)
+      : k_(form.kernel), form_(form), opts_(opts), baked_(opts.baked), ctx_(ctx), b_(ctx) {}
 
   absl::StatusOr<std::unique_ptr<llvm::Module>> emit(const std::string& entry_name) {
     mod_ = std::make_unique<llvm::Module>(entry_name, ctx_);
@@ -133,7 +133,7 @@ class Emitter {
     for (size_t i = 0; i < dyn_syms_.size(); ++i)
       args.push_back(b_.CreateLoad(i64_, b_.CreateConstGEP1_64(i64_, f->getArg(1), i)));
     for (int i : {2, 3})  // a range of the original's points: the outer points covering them (row_form)
-      args.push_back(b_.CreateSDiv(b_.CreateAdd(f->getArg(i), b_.getInt64(split_ - 1)), b_.getInt64(split_)));
+      args.push_back(b_.CreateSDiv(b_.CreateAdd(f->getArg(i), b_.getInt64(form_.split - 1)), b_.getInt64(form_.split)));
     b_.CreateCall(impl, args);
     b_.CreateRetVoid();
   }
@@ -217,15 +217,19 @@ class Emitter {
     Value* rest = b_.CreateSub(end, f);
     len = b_.CreateSelect(b_.CreateICmpSLT(rest, len), rest, len);
     Value* row_start = b_.CreateSub(f, col);  // flat index of (row, 0)
-    // Elementwise rows end in masked vector iterations (rows of 20: 158 -> 36 us), not max pools' (5 -> 25 us).
-    bool elementwise = true;
-    for (const kir::Stage& st : k_.stages) elementwise &= st.kind == kir::Stage::Kind::Map && st.extents.empty();
     auto point = [&](Value* iv) {
       outer_[n - 1] = iv;
       flat_ = b_.CreateAdd(row_start, iv);
       emit_point();
     };
-    loop(col, b_.CreateAdd(col, len), point, /*fold_tail=*/elementwise);
+    Value* hi = b_.CreateAdd(col, len);
+    if (form_.fold_rows_below == 0) {
+      loop(col, hi, point);
+    } else {  // short rows folded, long ones not (RowForm::fold_rows_below)
+      Value* fold = b_.CreateICmpSLT(len, b_.getInt64(form_.fold_rows_below));
+      if_then(fold, [&] { loop(col, hi, point, /*fold_tail=*/true); });
+      if_then(b_.CreateNot(fold), [&] { loop(col, hi, point); });
+    }
     b_.CreateStore(b_.CreateAdd(f, len), pos);
     b_.CreateStore(b_.getInt64(0), first_col);
     // The next row: the index plus one, carried (branch-free) from the innermost outer dim.
@@ -743,11 +747,11 @@ class Emitter {
   }
 
   const kir::Kernel& k_;
+  const RowForm& form_;  // k_ is form_.kernel
   const EmitOptions& opts_;
   const Bindings& baked_;
   llvm::LLVMContext& ctx_;
   llvm::IRBuilder<> b_;
-  int64_t split_ = 1;  // original outer points per outer point (RowForm::split)
   std::unique_ptr<llvm::Module> mod_;
   llvm::Type* f32_ = nullptr;
   llvm::Type* i64_ = nullptr;
@@ -770,23 +774,6 @@ class Emitter {
 
 }  // namespace
 
-std::vector<std::string> dynamic_symbols(const kir::Kernel& k, const Bindings& baked) {
-  std::vector<std::string> out;
-  for (const std::string& s : k.symbols)
-    if (!baked.contains(s)) out.push_back(s);
-  return out;
-}
-
-std::string EmitOptions::key(const kir::Kernel& k) const {
-  std::string s;
-  for (const std::string& sym : k.symbols)
-    if (auto it = baked.find(sym); it != baked.end()) s += str_cat("bake ", sym, "=", it->second, "\n");
-  if (gemm_acc_buffer) s += "gemm_acc_buffer\n";
-  for (size_t i = 0; i < storage.size(); ++i)
-    if (storage[i] != static_cast<int>(i)) s += str_cat("storage ", i, "=", storage[i], "\n");
-  return s;
-}
-
 absl::StatusOr<std::unique_ptr<llvm::Module>> emit_kernel(const kir::Kernel& k, const std::string& entry_name,
                                                           const EmitOptions& opts, llvm::LLVMContext& ctx) {
   if (!opts.storage.empty() && opts.storage.size() != k.buffers.size())
@@ -794,7 +781,7 @@ absl::StatusOr<std::unique_ptr<llvm::Module>> emit_kernel(const kir::Kernel& k, 
                             " buffers");
   RowForm f = row_form(k);
   kir::rewrite_intrinsics(f.kernel);
-  return Emitter(f.kernel, opts, ctx, f.split).emit(entry_name);
+  return Emitter(f, opts, ctx).emit(entry_name);
 }
 
 }  // namespace kiln::cpu
