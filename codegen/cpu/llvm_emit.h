@@ -45,8 +45,9 @@ std::vector<std::string> dynamic_symbols(const kir::Kernel& k, const Bindings& b
 
 // Pre: `k` is well formed (kernel_ir.h) and every load index is in bounds for the buffer
 // shapes under the bindings it will run with. Post: a verified module holding `entry_name`
-// with the KernelEntry ABI, emitted from `k` after kir::rewrite_intrinsics (the fused forms
-// the CUDA backend emits too). The numerics are kernel_eval.h's: f16/bf16 values computed in
+// with the KernelEntry ABI, emitted from `k` reshaped by row_form (collapse.h: merged or
+// split rows, the same points) and after kir::rewrite_intrinsics (the fused forms the CUDA
+// backend emits too). The numerics are kernel_eval.h's: f16/bf16 values computed in
 // f32 and rounded (RNE) to their dtype at every node, integers wrap, integer division
 // truncates with x / 0 = 0, max/min propagate NaN, argmax keeps the first maximum (a NaN
 // wins). Float sums and products may be reassociated (vectorized), as any f32 order is
