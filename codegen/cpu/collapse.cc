@@ -1,6 +1,7 @@
 #include "codegen/cpu/collapse.h"
 
 #include <functional>
+#include <type_traits>
 
 #include "codegen/index_simplify.h"
 
@@ -25,14 +26,16 @@ int divmods(const kir::Expr& e) {
   return c;
 }
 
-// Every expression and index of the kernel's stages, through f (which may rewrite them).
-void for_each_part(kir::Kernel& k, const std::function<void(kir::Expr&)>& f) {
-  for (kir::Stage& st : k.stages) {
-    for (kir::Let& l : st.lets) f(l.value);
-    for (kir::Store& s : st.stores) {
+// Every expression and index of the kernel's stages, through f (a store's index as an index
+// value); where K is not const, f may rewrite them.
+template <typename K, typename F>
+void for_each_part(K& k, const F& f) {
+  for (auto& st : k.stages) {
+    for (auto& l : st.lets) f(l.value);
+    for (auto& s : st.stores) {
       kir::Expr at = kir::Expr::index_value(s.index);
       f(at);
-      s.index = at.node().index;
+      if constexpr (!std::is_const_v<K>) s.index = at.node().index;
       f(s.value);
       if (s.mask.defined()) f(s.mask);
     }
@@ -42,12 +45,7 @@ void for_each_part(kir::Kernel& k, const std::function<void(kir::Expr&)>& f) {
 
 int divmods(const kir::Kernel& k) {
   int c = 0;
-  for (const kir::Stage& st : k.stages) {
-    for (const kir::Let& l : st.lets) c += divmods(l.value);
-    for (const kir::Store& s : st.stores)
-      c += divmods(kir::Expr::index_value(s.index)) + divmods(s.value) + (s.mask.defined() ? divmods(s.mask) : 0);
-    if (st.value.defined()) c += divmods(st.value);
-  }
+  for_each_part(k, [&](const kir::Expr& e) { c += divmods(e); });
   return c;
 }
 
@@ -72,7 +70,7 @@ std::optional<kir::Kernel> merge_last(const kir::Kernel& k) {
 
 // The constant c of the last dim's divisions and modulos (o // c, o % c) where there is one
 // and only one, and c <= 4; 0 otherwise.
-int64_t row_divisor(kir::Kernel& k) {
+int64_t row_divisor(const kir::Kernel& k) {
   const int last = static_cast<int>(k.domain.size()) - 1;
   int64_t c = 0;
   bool other = false;
@@ -87,7 +85,7 @@ int64_t row_divisor(kir::Kernel& k) {
     if (n.a.defined()) scan(n.a);
     if (n.b.defined()) scan(n.b);
   };
-  for_each_part(k, [&](kir::Expr& e) {  // (rewrites nothing)
+  for_each_part(k, [&](const kir::Expr& e) {
     kir::visit_exprs(e, [&](const kir::Expr& x) {
       if (x.node().index.defined()) scan(x.node().index);
     });

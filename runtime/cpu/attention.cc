@@ -18,6 +18,7 @@
 #include "ir/dtype.h"
 #include "ir/status.h"
 #include "ir/str.h"
+#include "runtime/cpu/vec8.h"
 
 namespace kiln::cpu {
 namespace {
@@ -52,51 +53,51 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   return t == DType::i64 ? static_cast<const int64_t*>(p)[i] : static_cast<const int32_t*>(p)[i];
 }
 
-// 8 f32 lanes (GCC's vector extension): AVX registers in the AVX2 build of a task, SSE pairs
-// otherwise. Every helper is always inlined so that it compiles for the build that calls it.
-typedef float v8 __attribute__((vector_size(32)));
-[[gnu::always_inline]] inline v8 load8(const float* p) {
-  v8 v;
+// 8 f32 lanes (vec8.h's V8): AVX registers in the AVX2 build of a task, SSE pairs otherwise.
+// Every helper is always inlined so that it compiles for the build that calls it.
+[[gnu::always_inline]] inline V8 load8(const float* p) {
+  V8 v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-[[gnu::always_inline]] inline void store8(float* p, v8 v) { std::memcpy(p, &v, sizeof v); }
+[[gnu::always_inline]] inline void store8(float* p, V8 v) { std::memcpy(p, &v, sizeof v); }
 
-typedef int32_t v8i __attribute__((vector_size(32)));
-[[gnu::always_inline]] inline v8 splat(float x) { return v8{} + x; }
+[[gnu::always_inline]] inline V8 splat(float x) { return V8{} + x; }
 
 // e^x in f32 on 8 lanes (Cephes' expf: x = n ln2 + r, a degree-6 polynomial for e^r, 2^n
 // through the exponent bits; about 1 ulp), with lane-wise selects (a scalar loop's min, max
 // and rounding compiled to branches, one element at a time); -inf gives 0.
-[[gnu::always_inline]] inline v8 exp8(v8 x) {
-  const v8 lo = splat(-87.33654f), hi = splat(88.37626f);
-  v8 xc = x < lo ? lo : x;
+[[gnu::always_inline]] inline V8 exp8(V8 x) {
+  const V8 lo = splat(-87.33654f), hi = splat(88.37626f);
+  V8 xc = x < lo ? lo : x;
   xc = xc > hi ? hi : xc;
-  v8 t = xc * 1.44269504088896341f;
-  v8i n = __builtin_convertvector(t + (t >= 0 ? splat(0.5f) : splat(-0.5f)), v8i);
-  v8 nf = __builtin_convertvector(n, v8);
-  v8 r = xc - nf * 0.693359375f + nf * 2.12194440e-4f;
-  v8 p = splat(1.9875691500e-4f);
+  V8 t = xc * 1.44269504088896341f;
+  V8i n = __builtin_convertvector(t + (t >= 0 ? splat(0.5f) : splat(-0.5f)), V8i);
+  V8 nf = __builtin_convertvector(n, V8);
+  V8 r = xc - nf * 0.693359375f + nf * 2.12194440e-4f;
+  V8 p = splat(1.9875691500e-4f);
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  v8 scale = reinterpret_cast<v8>((n + 127) << 23);
+  V8 scale = reinterpret_cast<V8>((n + 127) << 23);
   return x < lo ? splat(0.0f) : p * scale;
 }
 [[gnu::always_inline]] inline float exp_f32(float x) { return exp8(splat(x))[0]; }
 
 // softcap * tanh(s / softcap), tanh(y) = 1 - 2 / (e^2y + 1).
-[[gnu::always_inline]] inline v8 soft_cap8(v8 s, float cap) { return cap * (1.0f - 2.0f / (exp8(2.0f * s / cap) + 1.0f)); }
+[[gnu::always_inline]] inline V8 soft_cap8(V8 s, float cap) {
+  return cap * (1.0f - 2.0f / (exp8(2.0f * s / cap) + 1.0f));
+}
 
-[[gnu::always_inline]] inline float max8(v8 x) {
+[[gnu::always_inline]] inline float max8(V8 x) {
   float m = x[0];
   for (int i = 1; i < 8; ++i) m = std::max(m, x[i]);
   return m;
 }
-[[gnu::always_inline]] inline float sum8(v8 x) {
+[[gnu::always_inline]] inline float sum8(V8 x) {
   float s = 0;
   for (int i = 0; i < 8; ++i) s += x[i];
   return s;
@@ -126,9 +127,9 @@ struct Task {
                    int64_t nk16, int64_t D) {
   for (int64_t r0 = 0; r0 < rows; r0 += kRowBlock)
     for (int64_t c0 = 0; c0 < nk16; c0 += 16) {
-      v8 a[kRowBlock][2] = {};
+      V8 a[kRowBlock][2] = {};
       for (int64_t d = 0; d < D; ++d) {
-        v8 k0 = load8(kt + d * kKeys + c0), k1 = load8(kt + d * kKeys + c0 + 8);
+        V8 k0 = load8(kt + d * kKeys + c0), k1 = load8(kt + d * kKeys + c0 + 8);
         for (int64_t rr = 0; rr < kRowBlock; ++rr) {
           float qv = q[(r0 + rr) * D + d];
           a[rr][0] += qv * k0;
@@ -149,13 +150,13 @@ struct Task {
   const int64_t d16 = D / 16 * 16, d8 = D / 8 * 8;
   for (int64_t r0 = 0; r0 < rows; r0 += kRowBlock) {
     for (int64_t d0 = 0; d0 < d16; d0 += 16) {
-      v8 a[kRowBlock][2];
+      V8 a[kRowBlock][2];
       for (int64_t rr = 0; rr < kRowBlock; ++rr) {
         a[rr][0] = load8(acc + (r0 + rr) * D + d0);
         a[rr][1] = load8(acc + (r0 + rr) * D + d0 + 8);
       }
       for (int64_t j = 0; j < nk; ++j) {
-        v8 v0 = load8(v + j * D + d0), v1 = load8(v + j * D + d0 + 8);
+        V8 v0 = load8(v + j * D + d0), v1 = load8(v + j * D + d0 + 8);
         for (int64_t rr = 0; rr < kRowBlock; ++rr) {
           float p = s[(r0 + rr) * kKeys + j];
           a[rr][0] += p * v0;
@@ -168,10 +169,10 @@ struct Task {
       }
     }
     if (D - d16 >= 8) {  // one vector of 8 dims (heads of 8, 24, ...)
-      v8 a[kRowBlock];
+      V8 a[kRowBlock];
       for (int64_t rr = 0; rr < kRowBlock; ++rr) a[rr] = load8(acc + (r0 + rr) * D + d16);
       for (int64_t j = 0; j < nk; ++j) {
-        v8 v0 = load8(v + j * D + d16);
+        V8 v0 = load8(v + j * D + d16);
         for (int64_t rr = 0; rr < kRowBlock; ++rr) a[rr] += s[(r0 + rr) * kKeys + j] * v0;
       }
       for (int64_t rr = 0; rr < kRowBlock; ++rr) store8(acc + (r0 + rr) * D + d16, a[rr]);
@@ -258,11 +259,11 @@ struct Task {
           for (int64_t jj = lo; jj < hi; ++jj) sr[jj] += load(a.mask, mb + jj * ms, f.mask_dtype);
         }
       }
-      const v8i lanes = {0, 1, 2, 3, 4, 5, 6, 7};
-      v8 mxv = splat(kNegInf);
+      const V8i lanes = {0, 1, 2, 3, 4, 5, 6, 7};
+      V8 mxv = splat(kNegInf);
       for (int64_t j8 = 0; j8 < nk8; j8 += 8) {
-        v8i jj = lanes + static_cast<int32_t>(j8);
-        v8 x = jj >= static_cast<int32_t>(lo) && jj < static_cast<int32_t>(hi) ? load8(sr + j8) : splat(kNegInf);
+        V8i jj = lanes + static_cast<int32_t>(j8);
+        V8 x = jj >= static_cast<int32_t>(lo) && jj < static_cast<int32_t>(hi) ? load8(sr + j8) : splat(kNegInf);
         store8(sr + j8, x);
         mxv = x > mxv ? x : mxv;
       }
@@ -272,9 +273,9 @@ struct Task {
         continue;
       }
       const float alpha = exp_f32(m[r] - m_new);
-      v8 sumv = {};
+      V8 sumv = {};
       for (int64_t j8 = 0; j8 < nk8; j8 += 8) {
-        v8 p = exp8(load8(sr + j8) - m_new);
+        V8 p = exp8(load8(sr + j8) - m_new);
         store8(sr + j8, p);
         sumv += p;
       }

@@ -60,7 +60,6 @@ KILN_VECTOR_CLONES void rows(const BiasClampShape& s, const float* acc, const fl
   // (2x1280 rows of 9: 5.1 -> 2.4 us on the build machine); rows of 25 and 100 keep them
   // (0.9 against 1.1 and 1.9 against 2.2 us as a stream).
   if (s.per_row && n % 8 != 0 && n < kMaxStreamRow) {
-    using V8i = int32_t __attribute__((vector_size(32)));
     const int64_t P = 8 / std::gcd<int64_t>(n, 8), K = n * P / 8;
     V8i row_of[kMaxStreamRow];  // K <= n
     for (int64_t k = 0; k < K; ++k)
@@ -122,7 +121,6 @@ __attribute__((always_inline)) inline float sum_lanes(const V8& v) {
 // row of 9 summed element by element was a chain of 9 dependent adds).
 KILN_VECTOR_CLONES void reduce_rows(int64_t rows, int64_t n, bool mean, const float* in, float* out, int64_t r0,
                                     int64_t r1) {
-  using V8i = int32_t __attribute__((vector_size(32)));
   const V8i lane = {0, 1, 2, 3, 4, 5, 6, 7};
   const float inv = 1.0f / static_cast<float>(n);
   const int32_t rem = static_cast<int32_t>(n % 8);

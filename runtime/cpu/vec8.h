@@ -15,6 +15,7 @@ namespace kiln::cpu {
 using V8 = float __attribute__((vector_size(32)));
 using V4 = float __attribute__((vector_size(16)));
 using V16 = float __attribute__((vector_size(64)));  // AVX-512 routines (target attributes)
+using V8i = int32_t __attribute__((vector_size(32)));  // lane indices and masks beside a V8
 
 // Whether the CPU has AVX-512F, for the routines that pick a sixteen-lane variant.
 inline bool has_avx512() {
