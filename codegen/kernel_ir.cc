@@ -638,7 +638,7 @@ std::string value_key(const Kernel& k, const Expr& e, bool& costly) {
                 n.op == Op::Cos || n.op == Op::Sigmoid || n.op == Op::Silu;
       return str_cat("u", static_cast<int>(n.op), dtype_name(n.dtype), "(", kids(), ")");
     case ExprKind::Binary:
-      costly |= n.op == Op::Pow;
+      costly |= n.op == Op::Pow || n.op == Op::Fmod;
       return str_cat("b", static_cast<int>(n.op), dtype_name(n.dtype), "(", kids(), ")");
     case ExprKind::Select: return str_cat("?(", kids(), ")");
     case ExprKind::Cast: return str_cat("k", dtype_name(n.dtype), "(", kids(), ")");

@@ -1047,7 +1047,7 @@ Result eval_node(const Ctx& c) {
     case Op::Cast: return cast(c);
     case Op::Constant: return constant(c);
     case Op::Iota: return iota(c);
-    case Op::Add: case Op::Sub: case Op::Mul: case Op::Div: case Op::Pow: case Op::Maximum:
+    case Op::Add: case Op::Sub: case Op::Mul: case Op::Div: case Op::Pow: case Op::Fmod: case Op::Maximum:
     case Op::Minimum: case Op::Eq: case Op::Ne: case Op::Lt: case Op::Le: case Op::Gt: case Op::Ge:
     case Op::And: case Op::Or:
       return binary(c);

@@ -50,6 +50,7 @@ double binary(Op op, T a, T b) {
     case Op::Mul: return a * b;
     case Op::Div: return a / b;
     case Op::Pow: return std::pow(a, b);
+    case Op::Fmod: return std::fmod(a, b);
     case Op::Maximum: return std::isnan(a) || std::isnan(b) ? kNaN : std::max(a, b);
     case Op::Minimum: return std::isnan(a) || std::isnan(b) ? kNaN : std::min(a, b);
     case Op::Eq: return a == b;

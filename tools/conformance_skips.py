@@ -64,8 +64,6 @@ CATEGORIES = [
      "their sizes as graph inputs in these tests: their output shape is the input's value.",
      op_in("DFT", "STFT", "BlackmanWindow", "HammingWindow", "HannWindow", "MelWeightMatrix")),
     ("Convolution, pooling, resizing: what is left",
-     "TopK needs an op of its own (values and int64 indices; a sort network or selection "
-     "kernel); Mod of floats (fmod=1) needs an exact fmod op (x - trunc(x / y) * y rounds); "
      "Einsum's diagonal form (a repeated index within one operand, ii->i) is not handled.",
      op_in("Conv", "ConvTranspose", "MaxPool", "AveragePool", "Pad", "Resize", "Upsample", "Mod", "TopK",
            "Clip", "Sign", "CumSum", "Einsum", "HardSwish", "HardSigmoid", "InstanceNormalization",

@@ -685,6 +685,7 @@ class Emitter {
         case Op::Mul: r = b_.CreateFMul(a, b); break;
         case Op::Div: r = b_.CreateFDiv(a, b); break;
         case Op::Pow: r = emit_pow(b_, a, b); break;
+        case Op::Fmod: r = b_.CreateFRem(a, b); break;
         case Op::Maximum: r = fmax(a, b); break;
         case Op::Minimum: r = fmin(a, b); break;
         case Op::Eq: return convert(b_, b_.CreateFCmpOEQ(a, b), DType::boolean, out);

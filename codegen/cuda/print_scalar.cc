@@ -160,6 +160,7 @@ std::string binary(Op op, const std::string& a, const std::string& b, DType in, 
       case Op::Mul: f = cmp("*"); break;
       case Op::Div: f = cmp("/"); break;
       case Op::Pow: f = str_cat("powf(", a, ", ", b, ")"); break;
+      case Op::Fmod: f = str_cat(in == DType::f64 ? "fmod(" : "fmodf(", a, ", ", b, ")"); break;
       case Op::Maximum: f = str_cat("kiln_fmax(", a, ", ", b, ")"); break;
       case Op::Minimum: f = str_cat("kiln_fmin(", a, ", ", b, ")"); break;
       default: f = "kiln_nan()"; break;

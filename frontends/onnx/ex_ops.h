@@ -29,6 +29,7 @@ KILN_EX_BINARY(operator>=, Op::Ge)
 KILN_EX_BINARY(operator==, Op::Eq)
 KILN_EX_BINARY(operator!=, Op::Ne)
 KILN_EX_BINARY(operator&&, Op::And)
+KILN_EX_BINARY(operator||, Op::Or)
 KILN_EX_BINARY(maximum, Op::Maximum)
 KILN_EX_BINARY(minimum, Op::Minimum)
 #undef KILN_EX_BINARY

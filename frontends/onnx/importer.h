@@ -214,6 +214,7 @@ class Importer {
   Ex resize_by_phases(Ex y, int64_t axis, int64_t k, const std::string& ctm);
   absl::Status group_norm();
   absl::Status cumsum();
+  absl::Status top_k();
   absl::Status einsum();
   // Conv, ConvTranspose and pool attributes as kiln's: strides, dilations and pads
   // ([begin..., end...]) with auto_pad resolved against x's spatial dims `in` (for

@@ -230,6 +230,7 @@ const std::map<std::string, Importer::OpSpec, std::less<>>& Importer::op_table()
       {"GroupNormalization", {&Importer::group_norm, {{"epsilon", kFloat}, {"num_groups", kInt}, {"stash_type", kInt}}}},
       {"Einsum", {&Importer::einsum, {{"equation", kString}}}},
       {"CumSum", {&Importer::cumsum, {{"exclusive", kInt}, {"reverse", kInt}}}},
+      {"TopK", {&Importer::top_k, {{"axis", kInt}, {"k", kInt}, {"largest", kInt}, {"sorted", kInt}}}},
       {"Pad", {&Importer::pad, {{"mode", kString}, {"pads", kInts}, {"value", kFloat}}}},
       {"MaxPool", {&Importer::pool, {{"auto_pad", kString}, {"ceil_mode", kInt}, {"dilations", kInts},
                                      {"kernel_shape", kInts}, {"pads", kInts}, {"storage_order", kInt},
@@ -878,6 +879,60 @@ absl::Status Importer::argmax() {
     y = idx;
   }
   return define(0, y);
+}
+
+// TopK(x, K): the K largest (largest=1) or smallest elements along `axis` and their int64
+// indices, in order; equal elements in index order, NaN taken first (as ArgMax and ArgMin
+// take the first NaN). K must be a constant (it is the results' dim). Decomposed into K rounds over the
+// elements not yet taken: m = their maximum, then the first untaken index holding m (NaN
+// matches NaN). A round is two reductions, so this is O(K n); K is capped at kMaxTopK.
+// smallest is the largest of the order-reversing map argmax uses. sorted=0 allows any
+// order: the sorted one is returned.
+absl::Status Importer::top_k() {
+  constexpr int64_t kMaxTopK = 256;
+  KILN_ASSIGN_OR_RETURN(auto xv, value(0));
+  int64_t rank = xv->shape().size();
+  if (xv->dtype() == DType::boolean) return unsupported("TopK of a bool tensor is not supported");
+  if (rank == 0) return bad("expects a tensor of rank >= 1, got ", xv->type().to_string());
+  KILN_ASSIGN_OR_RETURN(auto axis, axis_in("axis", attr_int("axis", -1), rank));
+  int64_t k = attr_int("k", -1);
+  if (opset_ >= 10) {
+    KILN_ASSIGN_OR_RETURN(auto ks, known_ints(1, "K"));
+    if (ks.size() != 1) return bad("K must hold one value, got ", ks.size());
+    k = ks[0];
+  }
+  std::optional<int64_t> n = xv->shape()[axis].constant();
+  if (k < 0 || (n && k > *n))
+    return bad("K = ", k, " is outside [0, ", n ? str_cat(*n) : "n", "] for ", xv->type().to_string());
+  if (k > kMaxTopK) return unsupported("K = ", k, ": TopK runs as K rounds of reductions, at most ", kMaxTopK);
+  DType t = xv->dtype();
+  Ex x = ex(xv);
+  bool largest = attr_int("largest", 1) != 0;
+  Ex v = largest ? x : is_float(t) ? ex_unary(Op::Neg, x) : ex_unary(Op::Neg, x) - 1.0;
+  Ex pos = apply(Op::Iota, {}, {{"shape", xv->shape()}, {"axis", axis}, {"dtype", DType::i64}});
+  double lowest = is_float(t)      ? -std::numeric_limits<double>::infinity()
+                  : is_unsigned(t) ? 0.0
+                                   : -std::ldexp(1.0, static_cast<int>(dtype_bits(t)) - 1);
+  Ex free{this, scalar(1, DType::boolean)};
+  std::vector<Ex> values, indices;
+  for (int64_t round = 0; round < k; ++round) {
+    Ex m = apply(Op::Max, {select(free, v, lowest)}, {{"axes", std::vector<int64_t>{axis}}, {"keepdim", true}});
+    Ex hit = free && ((v == m) || ((v != v) && (m != m)));
+    Ex i = apply(Op::ArgMax, {apply(Op::Cast, {hit}, {{"dtype", DType::i32}})}, {{"axis", axis}, {"keepdim", true}});
+    values.push_back(largest ? m : is_float(t) ? ex_unary(Op::Neg, m) : ex_unary(Op::Neg, m + 1.0));
+    indices.push_back(i);
+    free = free && (pos != i);
+  }
+  if (k == 0) {
+    Ex none = apply(Op::Slice, {x}, {{"axis", axis}, {"start", SymExpr(0)}, {"end", SymExpr(0)}});
+    KILN_RETURN_IF_ERROR(define(0, none));
+    return define(1, apply(Op::Cast, {none}, {{"dtype", DType::i64}}));
+  }
+  auto join = [&](std::vector<Ex> parts) {
+    return parts.size() == 1 ? parts[0] : apply(Op::Concat, parts, {{"axis", axis}});
+  };
+  KILN_RETURN_IF_ERROR(define(0, join(values)));
+  return define(1, join(indices));
 }
 
 // Opset 13 works along one axis (default -1); earlier opsets flatten the input to 2-D at
@@ -1895,17 +1950,18 @@ absl::Status Importer::round() {
   return define(0, round_half_even(ex(xv)));
 }
 
-// Integer Mod: a - b * trunc(a / b) (fmod=1, the sign of a), moved by b when its sign
-// differs from b's (fmod=0, the sign of b, as Python's %).
+// Mod. Integers: a - b * trunc(a / b) (fmod=1, the sign of a), moved by b when its sign
+// differs from b's (fmod=0, the sign of b, as Python's %). Floats (ONNX requires fmod=1):
+// kiln's fmod op, C's fmod.
 absl::Status Importer::mod() {
   KILN_ASSIGN_OR_RETURN(auto av, value(0));
   KILN_ASSIGN_OR_RETURN(auto bv, value(1));
   bool fmod = attr_int("fmod", 0) != 0;
+  Ex a = ex(av), b = ex(bv);
   if (is_float(av->dtype())) {
     if (!fmod) return bad("Mod of floats needs fmod=1");
-    return unsupported("Mod of floats (fmod) is not supported: kiln's float ops cannot compute it exactly");
+    return define(0, apply(Op::Fmod, {a, b}));
   }
-  Ex a = ex(av), b = ex(bv);
   Ex r = a - b * (a / b);  // kiln's integer division truncates
   if (fmod) return define(0, r);
   return define(0, select((r != 0.0) && ((r < 0.0) != (b < 0.0)), r + b, r));

@@ -181,6 +181,8 @@ Tensor sub(const Operand& a, const Operand& b, Loc loc = Loc::current());
 Tensor mul(const Operand& a, const Operand& b, Loc loc = Loc::current());
 Tensor div(const Operand& a, const Operand& b, Loc loc = Loc::current());
 Tensor pow(const Operand& a, const Operand& b, Loc loc = Loc::current());
+// C's fmod (the sign of a), floats only: torch.fmod.
+Tensor fmod(const Operand& a, const Operand& b, Loc loc = Loc::current());
 Tensor maximum(const Operand& a, const Operand& b, Loc loc = Loc::current());
 Tensor minimum(const Operand& a, const Operand& b, Loc loc = Loc::current());
 Tensor eq(const Operand& a, const Operand& b, Loc loc = Loc::current());

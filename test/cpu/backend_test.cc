@@ -270,6 +270,42 @@ TEST_CASE("cpu: pow by a small integral constant is products, any other exponent
   }
 }
 
+TEST_CASE("cpu: fmod is C's fmod in f32, f64 and bf16 (LLVM's frem)", "[cpu]") {
+  // ONNX's float Mod. The quotients of random inputs reach 2^24 (x up to 1e6, y down to 0.06),
+  // where a - trunc(a / b) * b in floats loses every digit.
+  Graph g = parse_or_fail(R"(graph fm(%x: f32[B, 5], %y: f32[B, 5], %d: f64[B, 5], %h: bf16[B, 5]) {
+  %big = constant(value=1000000.0, dtype=f32)
+  %lo = constant(value=0.0625, dtype=f32)
+  %s = mul(%x, %big)
+  %m = maximum(%y, %lo)
+  %r = fmod(%s, %m)
+  %n = fmod(%x, %y)
+  %e = fmod(%d, %d)
+  %yh = cast(%y, dtype=bf16)
+  %k = fmod(%h, %yh)
+  return %r, %n, %e, %k
+})");
+  SECTION("random inputs") { check_all_schedules(g, bindings_of("B", {1, 7, 300}), 9, KernelGroup::Kind::Elementwise); }
+  SECTION("special values") {
+    constexpr double kInf = std::numeric_limits<double>::infinity(), kNaN = std::numeric_limits<double>::quiet_NaN();
+    std::vector<double> xs = {5.5, -5.5, 0.0, -0.0, kInf, kNaN, 1e30, -3.0, 1e-40, 7.25};
+    std::vector<double> ys = {2.0, 2.0, 3.0, -3.0, 2.0, 1.0, 3.3, 0.0, 1e-41, kInf};
+    HostTensor x(DType::f32, {2, 5}), y(DType::f32, {2, 5}), d(DType::f64, {2, 5}), h(DType::bf16, {2, 5});
+    for (int i = 0; i < 10; ++i) {
+      x.set(i, xs[i]);
+      y.set(i, ys[i]);
+      d.set(i, xs[i]);
+      h.set(i, xs[i]);
+    }
+    TensorMap args;
+    args.emplace("x", std::move(x));
+    args.emplace("y", std::move(y));
+    args.emplace("d", std::move(d));
+    args.emplace("h", std::move(h));
+    require_ok(check_cpu_on_args(g, module_of(g, schedule_per_node), args, {{"B", 2}}, nullptr));
+  }
+}
+
 TEST_CASE("cpu: the MLP example at small sizes", "[cpu][examples]") {
   // examples/mlp.cc's graph with hidden 4096 -> 64 and intermediate 11008 -> 176.
   Graph g = parse_or_fail(R"(graph mlp(%x: bf16[B, 64], %w_up: bf16[176, 64] param, %w_gate: bf16[176, 64] param, %w_down: bf16[64, 176] param) {

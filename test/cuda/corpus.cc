@@ -76,7 +76,8 @@ std::vector<Entry> entries() {
   %m = pow(%p, %x)
   %n = minimum(%x, %p)
   %o = atan(%x)
-  return %a, %b, %c, %d, %e, %f, %g, %h, %i, %j, %k, %l, %m, %n, %o, %q
+  %r = fmod(%x, %p)
+  return %a, %b, %c, %d, %e, %f, %g, %h, %i, %j, %k, %l, %m, %n, %o, %q, %r
 })", over("B", {1, 5, 33}));
     add("compare", R"(graph compare(%x: DT[B, 12], %y: DT[12]) {
   %a = lt(%x, %y)

@@ -68,6 +68,7 @@ graph elementwise(%x: f32[B, 16], %y: f32[B, 16], %b: bool[B, 16], %i: i64[B, 16
   %mul = mul(%x, %y)
   %div = div(%i, %i)
   %pow = pow(%x, %y)
+  %fmod = fmod(%x, %y)
   %max = maximum(%x, %y)
   %min = minimum(%x, %y)
   %eq = eq(%i, %i)
@@ -85,7 +86,7 @@ graph elementwise(%x: f32[B, 16], %y: f32[B, 16], %b: bool[B, 16], %i: i64[B, 16
   %rmin = min(%x, axes=[0, 1], keepdim=false)
   %prod = prod(%x, axes=[1])
   %am = argmax(%x, axis=0, keepdim=true)
-  return %neg, %abs, %log, %sqrt, %rsqrt, %sin, %cos, %tanh, %sig, %relu, %gelu, %gelu_t, %silu, %erf, %atan, %rcp, %floor, %ceil, %cast, %not, %c0, %c1, %c2, %c3, %c4, %c5, %add, %sub, %mul, %div, %pow, %max, %min, %and, %or, %lt, %le, %gt, %ge, %where, %sum, %mean, %rmax, %rmin, %prod, %am
+  return %neg, %abs, %log, %sqrt, %rsqrt, %sin, %cos, %tanh, %sig, %relu, %gelu, %gelu_t, %silu, %erf, %atan, %rcp, %floor, %ceil, %cast, %not, %c0, %c1, %c2, %c3, %c4, %c5, %add, %sub, %mul, %div, %pow, %fmod, %max, %min, %and, %or, %lt, %le, %gt, %ge, %where, %sum, %mean, %rmax, %rmin, %prod, %am
 }
 )",
     R"(graph structure(%x: f32[B, 16], %y: f32[B, 16], %w: f32[32, 16] param, %bias: f32[32] param, %g16: f32[16] param, %emb: bf16[1000, 64] param, %idx: i32[T], %q: f16[B, 4, T, 8], %k: f16[B, 4, T, 8], %v: f16[B, 4, T, 8], %m: bool[T, T], %vec: f32[16]) {

@@ -1,11 +1,13 @@
 // The ONNX importer's convolution, pooling and image ops on models built here, with symbolic
 // batch and spatial dims: Conv, BatchNormalization (folded by simplify), pools, Pad, Resize,
-// GroupNormalization, CumSum and Einsum, against loops written here; their located errors.
+// GroupNormalization, CumSum, Einsum and TopK, against loops written here; their located errors.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <numeric>
+#include <random>
 #include <variant>
 
 #include "compiler/compile.h"
@@ -470,6 +472,99 @@ TEST_CASE("A Concat of H // 4 * 4 with H makes the import declare H a multiple o
   REQUIRE(!rejected.ok());
   CHECK_THAT(status_message(rejected.status()), Catch::Contains("expected a multiple of 4 (4*H_div4), got 10"));
 #endif
+}
+
+// TopK's expected results: each slice's indices ordered NaN first, then by value (descending
+// for largest), equal values in index order; the first k.
+void check_top_k(const HostTensor& x, const HostTensor& values, const HostTensor& indices, int64_t axis, int64_t k,
+                 bool largest) {
+  const std::vector<int64_t>& s = x.shape();
+  int64_t n = s[axis], inner = 1;
+  for (size_t d = axis + 1; d < s.size(); ++d) inner *= s[d];
+  int64_t outer = x.numel() / (n * inner);
+  REQUIRE(values.numel() == outer * k * inner);
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t in = 0; in < inner; ++in) {
+      auto at = [&](int64_t i) { return x.get((o * n + i) * inner + in); };
+      std::vector<int64_t> order(n);
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+        if (std::isnan(at(a)) || std::isnan(at(b))) return std::isnan(at(a)) && !std::isnan(at(b));
+        return largest ? at(a) > at(b) : at(a) < at(b);
+      });
+      for (int64_t j = 0; j < k; ++j) {
+        int64_t r = (o * k + j) * inner + in;
+        INFO("slice " << o << ", " << in << ", rank " << j);
+        CHECK(indices.get_int(r) == order[j]);
+        if (std::isnan(at(order[j]))) CHECK(std::isnan(values.get(r)));
+        else CHECK(values.get(r) == at(order[j]));
+      }
+    }
+}
+
+TEST_CASE(
+    "TopK: largest and smallest along either axis, ties in index order, NaN, infinities and int32 extremes, on the "
+    "reference and the CPU",
+    "[onnx][import]") {
+  struct Case {
+    int32_t type;
+    int64_t axis, k;
+    bool largest;
+  };
+  for (Case c : {Case{kF32, -1, 3, true}, Case{kF32, -1, 0, true}, Case{kF32, 0, 1, false}, Case{kF32, 1, 4, false},
+                 Case{onnx::TensorProto::INT32, 1, 4, true}, Case{onnx::TensorProto::INT32, -1, 2, false}}) {
+    DType t = c.type == kF32 ? DType::f32 : DType::i32;
+    INFO("dtype " << dtype_name(t) << ", axis " << c.axis << ", k " << c.k << ", largest " << c.largest);
+    ModelBuilder m(11);
+    m.input("x", c.type, {"N", "S"});
+    m.ints("k", {c.k});
+    onnx::NodeProto& n = m.node("TopK", {"x", "k"}, {"v", "i"});
+    set_attr(n, "axis", c.axis);
+    set_attr(n, "largest", int64_t{c.largest});
+    m.output("v", c.type, {}).output("i", kI64, {});
+    Graph g = import_ok(m);
+    for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 4}, {3, 9}, {2, 300}}) {
+      if (c.axis == 0 && rows < c.k) continue;
+      HostTensor x(t, {rows, cols});
+      std::mt19937_64 rng(rows * 1000 + cols);
+      for (int64_t i = 0; i < x.numel(); ++i) {
+        double v = static_cast<double>(rng() % 9) * 0.5 - 2;  // ties in every row
+        if (t == DType::i32)
+          x.set_int(i, i % 7 == 3   ? std::numeric_limits<int32_t>::min()
+                       : i % 7 == 5 ? std::numeric_limits<int32_t>::max()
+                                    : static_cast<int64_t>(v * 2));
+        else x.set(i, i % 11 == 4 ? std::nan("") : i % 11 == 7 ? -INFINITY : i % 11 == 9 ? INFINITY : v);
+      }
+      INFO("x " << rows << "x" << cols);
+      std::vector<HostTensor> ref = run(g, {{"x", x}});
+      check_top_k(x, ref[0], ref[1], c.axis < 0 ? c.axis + 2 : c.axis, c.k, c.largest);
+#if KILN_WITH_LLVM
+      absl::StatusOr<CompiledGraph> cg = compile(g, {.device = Device::Cpu});
+      INFO(status_message(cg.status()));
+      REQUIRE(cg.ok());
+      absl::StatusOr<std::vector<HostTensor>> cpu = run_host(*cg, {{"x", x}});
+      INFO(status_message(cpu.status()));
+      REQUIRE(cpu.ok());
+      check_top_k(x, (*cpu)[0], (*cpu)[1], c.axis < 0 ? c.axis + 2 : c.axis, c.k, c.largest);
+#endif
+    }
+  }
+}
+
+TEST_CASE("TopK's located errors: K not a constant, beyond the dim, beyond the cap", "[onnx][import][errors]") {
+  auto model = [](std::optional<int64_t> k, std::vector<testing::OnnxDim> dims) {
+    ModelBuilder m(11);
+    m.input("x", kF32, dims);
+    if (k) m.ints("k", {*k});
+    else m.input("k", kI64, {1});
+    m.node("TopK", {"x", "k"}, {"v", "i"}, "top");
+    m.output("v", kF32, {}).output("i", kI64, {});
+    return m;
+  };
+  CHECK_THAT(std::string(import_error(model(std::nullopt, {2, 8})).message()), Catch::Contains("node 'top' (TopK"));
+  CHECK_THAT(std::string(import_error(model(9, {2, 8})).message()), Catch::Contains("K = 9 is outside [0, 8]"));
+  CHECK_THAT(std::string(import_error(model(300, {2, "S"})).message()),
+             Catch::Contains("K = 300: TopK runs as K rounds of reductions, at most 256"));
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
 // Elementwise and broadcast ops: values derived by hand or from std:: functions in double.
+#include <cmath>
 #include <limits>
 
 #include "test/reference/util.h"
@@ -117,6 +118,10 @@ TEST_CASE("binary float ops") {
   check_exact(run(Op::Minimum, {a, b}), DType::f32, {5}, {1.5, -2, -0.5, 0.5, 0});
   check_exact(run(Op::Pow, {tensor(DType::f32, {4}, {2, 4, -8, 0}), tensor(DType::f32, {4}, {3, 0.5, 1.0 / 3, 0})}),
               DType::f32, {4}, {8, 2, kNaN, 1});
+  // fmod keeps the sign of a; exact where a - trunc(a / b) * b in floats rounds (1e8 / 3.3).
+  check_exact(run(Op::Fmod, {tensor(DType::f32, {6}, {5.5, -5.5, 5.5, -5.5, 1e8, 3}),
+                             tensor(DType::f32, {6}, {2, 2, -2, -2, 3.3f, 0})}),
+              DType::f32, {6}, {1.5, -1.5, 1.5, -1.5, std::fmod(1e8f, 3.3f), kNaN});
   // A ratio that is not representable: the float quotient, not the double one.
   check_exact(run(Op::Div, {tensor(DType::f32, {1}, {1}), tensor(DType::f32, {1}, {3})}), DType::f32, {1},
               {static_cast<double>(1.0f / 3.0f)});

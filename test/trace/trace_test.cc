@@ -95,7 +95,7 @@ TEST_CASE("every registry op is reachable from a traced program", "[trace]") {
       kt::relu(x), kt::gelu(x), kt::gelu(x, "tanh"), kt::silu(x), kt::erf(x), kt::atan(x),
       kt::reciprocal(x + 2.0f), kt::floor(x * 4), kt::ceil(x * 4), kt::cast(x, kiln::bf16),
       kt::logical_not(x > 0), t.constant(0.5, kiln::f32), t.iota({"B", 6}, 1), kt::add(x, y), kt::sub(x, y),
-      kt::mul(x, y), kt::div(x, y + 3), kt::pow(kt::abs(x), y), kt::maximum(x, y),
+      kt::mul(x, y), kt::div(x, y + 3), kt::pow(kt::abs(x), y), kt::fmod(x, y + 3), kt::maximum(x, y),
       kt::minimum(x, 0), kt::eq(kt::floor(x), kt::floor(y)), kt::ne(x, y), kt::lt(x, y),
       kt::le(x, y), kt::gt(x, y), kt::ge(x, y), kt::logical_and(x > 0, y > 0),
       kt::logical_or(x > 0, y > 0), kt::where(x > y, x, 0.0f), kt::sum(x, kt::Axes{1}, true),
