@@ -642,13 +642,13 @@ absl::StatusOr<std::pair<SymExpr, SymExpr>> Importer::in_dim_bounds(const Dim& d
         return needs_constant(what, " ", b.to_string(), " may be negative or not for the symbols' bounds: kiln cannot "
                               "tell whether it counts from the end");
     }
-    KILN_RETURN_IF_ERROR(assume_nonnegative(b, str_cat(what, " >= 0")));
-    KILN_RETURN_IF_ERROR(assume_nonnegative(d - b, str_cat(what, " <= dim ", d.to_string())));
+    KILN_RETURN_IF_ERROR(assume_nonnegative(b, str_cat("slice bound: ", what, " >= 0")));
+    KILN_RETURN_IF_ERROR(assume_nonnegative(d - b, str_cat("slice bound: ", what, " <= dim ", d.to_string())));
     return b;
   };
   KILN_ASSIGN_OR_RETURN(SymExpr first, normalize(s, "start"));
   KILN_ASSIGN_OR_RETURN(SymExpr last, normalize(e, "end"));
-  KILN_RETURN_IF_ERROR(assume_nonnegative(last - first, "start <= end"));
+  KILN_RETURN_IF_ERROR(assume_nonnegative(last - first, "slice bound: start <= end"));
   return std::pair{first, last};
 }
 
@@ -688,13 +688,13 @@ absl::Status Importer::assume_nonnegative(const SymExpr& e, std::string_view wha
     }
   }
   if (!linear || other)
-    return needs_constant("slice bound: ", what, " (", e.to_string(), " >= 0) is not implied by the symbols' bounds");
+    return needs_constant(what, " (", e.to_string(), " >= 0) is not implied by the symbols' bounds");
   SymbolInfo info = g_.symbol_info(sym);
   int64_t k = linear->coeff;
   if (k > 0) info.min = std::max(info.min, m * -floor_div(c, k));  // S // m >= ceil(-c / k)
   else info.max = std::min(info.max.value_or(std::numeric_limits<int64_t>::max()), floor_div(c, -k));
   if (info.max && info.min > *info.max)
-    return bad("slice bound: ", what, " (", e.to_string(), " >= 0) needs ", sym, " outside its bounds");
+    return bad(what, " (", e.to_string(), " >= 0) needs ", sym, " outside its bounds");
   return g_.set_symbol_bounds(sym, info);
 }
 
@@ -883,11 +883,12 @@ absl::Status Importer::argmax() {
 
 // TopK(x, K): the K largest (largest=1) or smallest elements along `axis` and their int64
 // indices, in order; equal elements in index order, NaN taken first (as ArgMax and ArgMin
-// take the first NaN). K must be a constant (it is the results' dim). Decomposed into K rounds over the
-// elements not yet taken: m = their maximum, then the first untaken index holding m (NaN
-// matches NaN). A round is two reductions, so this is O(K n); K is capped at kMaxTopK.
-// smallest is the largest of the order-reversing map argmax uses. sorted=0 allows any
-// order: the sorted one is returned.
+// take the first NaN). K must be a constant (it is the results' dim); a symbolic dim along
+// `axis` is guarded to be at least K. Decomposed into K rounds over the elements not yet
+// taken: m = their maximum, then the first untaken index holding m (NaN matches NaN). A
+// round is two reductions, so this is O(K n); K is capped at kMaxTopK. smallest is the
+// largest of the order-reversing map argmax uses. sorted=0 allows any order: the sorted one
+// is returned.
 absl::Status Importer::top_k() {
   constexpr int64_t kMaxTopK = 256;
   KILN_ASSIGN_OR_RETURN(auto xv, value(0));
@@ -901,10 +902,13 @@ absl::Status Importer::top_k() {
     if (ks.size() != 1) return bad("K must hold one value, got ", ks.size());
     k = ks[0];
   }
-  std::optional<int64_t> n = xv->shape()[axis].constant();
-  if (k < 0 || (n && k > *n))
-    return bad("K = ", k, " is outside [0, ", n ? str_cat(*n) : "n", "] for ", xv->type().to_string());
+  const Dim& n = xv->shape()[axis];
+  if (k < 0 || (n.constant() && k > *n.constant()))
+    return bad("K = ", k, " is outside [0, ", n.to_string(), "] for ", xv->type().to_string());
   if (k > kMaxTopK) return unsupported("K = ", k, ": TopK runs as K rounds of reductions, at most ", kMaxTopK);
+  // A symbolic dim gets the guard n >= K.
+  if (!n.constant())
+    KILN_RETURN_IF_ERROR(assume_nonnegative(n - k, str_cat("TopK's K = ", k, " <= dim ", n.to_string())));
   DType t = xv->dtype();
   Ex x = ex(xv);
   bool largest = attr_int("largest", 1) != 0;

@@ -551,7 +551,8 @@ TEST_CASE(
   }
 }
 
-TEST_CASE("TopK's located errors: K not a constant, beyond the dim, beyond the cap", "[onnx][import][errors]") {
+TEST_CASE("TopK's located errors: K not a constant, beyond the dim, beyond the cap; a symbolic dim guarded to hold K",
+          "[onnx][import][errors]") {
   auto model = [](std::optional<int64_t> k, std::vector<testing::OnnxDim> dims) {
     ModelBuilder m(11);
     m.input("x", kF32, dims);
@@ -565,6 +566,13 @@ TEST_CASE("TopK's located errors: K not a constant, beyond the dim, beyond the c
   CHECK_THAT(std::string(import_error(model(9, {2, 8})).message()), Catch::Contains("K = 9 is outside [0, 8]"));
   CHECK_THAT(std::string(import_error(model(300, {2, "S"})).message()),
              Catch::Contains("K = 300: TopK runs as K rounds of reductions, at most 256"));
+  // On a symbolic dim, K is a guard: S >= 3.
+  Graph g = import_ok(model(3, {2, "S"}));
+  CHECK(g.symbol_info("S").min == 3);
+  absl::StatusOr<std::vector<HostTensor>> short_row = evaluate(g, {{"x", random_tensor(DType::f32, {2, 2}, 90)}});
+  REQUIRE(!short_row.ok());
+  INFO(status_message(short_row.status()));
+  CHECK_THAT(std::string(short_row.status().message()), Catch::Contains("symbol S = 2 is outside its bounds [3, inf]"));
 }
 
 }  // namespace
