@@ -108,11 +108,13 @@ class Importer {
   absl::StatusOr<std::optional<std::vector<int64_t>>> ints_operand(int i, std::string_view name);
   absl::StatusOr<Node*> emit_node(Op op, std::vector<Value*> operands, Attrs attrs = {});
   absl::StatusOr<Value*> emit(Op op, std::vector<Value*> operands, Attrs attrs = {});
-  // A constant of dtype t: a float, a bool (v != 0) or an integer (v truncated).
+  // A constant of dtype t: a float, a bool (v != 0) or an integer (v truncated; an error
+  // where v is NaN or beyond int64).
   absl::StatusOr<Value*> scalar(double v, DType t) {
     Attrs attrs{{"dtype", t}};
     if (is_float(t)) attrs.set("value", v);
     else if (t == DType::boolean) attrs.set("value", v != 0);
+    else if (!(v >= -0x1p63 && v < 0x1p63)) return bad("the constant ", v, " does not fit ", dtype_name(t));
     else attrs.set("value", static_cast<int64_t>(v));
     return emit(Op::Constant, {}, std::move(attrs));
   }

@@ -2395,7 +2395,8 @@ absl::Status Importer::reverse_sequence() {
 absl::Status Importer::lrn() {
   KILN_ASSIGN_OR_RETURN(auto xv, value(0));
   int64_t rank = xv->shape().size(), size = attr_int("size", 0);
-  if (rank < 3 || size < 1) return bad("expects x [N, C, ...] and size >= 1, got ", xv->type().to_string(), " and size ", size);
+  if (rank < 3 || size < 1 || !is_float(xv->dtype()))
+    return bad("expects a float x [N, C, ...] and size >= 1, got ", xv->type().to_string(), " and size ", size);
   std::vector<int64_t> last(rank), back(rank);
   std::iota(last.begin(), last.end(), 0);
   last.erase(last.begin() + 1);
