@@ -32,14 +32,6 @@ bool same_poly(const Poly& a, const Poly& b) {
   return true;
 }
 
-int count_divmod(const Index& i) {
-  const IndexNode& n = i.node();
-  int c = n.kind == IndexKind::FloorDiv || n.kind == IndexKind::Mod;
-  if (n.a.defined()) c += count_divmod(n.a);
-  if (n.b.defined()) c += count_divmod(n.b);
-  return c;
-}
-
 // Whether `e` >= 0 for all symbol values >= 0: non-negative coefficients over symbols, mods
 // and floordivs of such expressions.
 bool provably_nonneg(const SymPoly& p) {
@@ -351,6 +343,14 @@ Expr simplify_expr(const Expr& e, const VarRanges& r) {
 }
 
 }  // namespace
+
+int count_divmod(const Index& i) {
+  const IndexNode& n = i.node();
+  int c = n.kind == IndexKind::FloorDiv || n.kind == IndexKind::Mod;
+  if (n.a.defined()) c += count_divmod(n.a);
+  if (n.b.defined()) c += count_divmod(n.b);
+  return c;
+}
 
 Index simplify_index(const Index& i, const VarRanges& ranges) {
   if (count_divmod(i) == 0) return i;

@@ -16,6 +16,10 @@ struct VarRanges {
   std::vector<Dim> outer, inner;
 };
 
+// The floordiv and mod nodes of `i` (not those of the scalars inside it): the measure the
+// simplification below and the CPU emitter's row reshapes (cpu/collapse.h) minimize.
+int count_divmod(const Index& i);
+
 // `i` in a canonical sum of products with these rewrites, each exact for every value the
 // variables take (divisors are positive, as IndexKind requires):
 //   (q*d + r) // d = q + r // d  and  (q*d + r) % d = r % d   (d a product of dims)

@@ -8,20 +8,12 @@
 namespace kiln::cpu {
 namespace {
 
-// Floor divisions and modulos of `i`, not counting those of the scalars inside it.
-int divmods_here(const kir::Index& i) {
-  const kir::IndexNode& n = i.node();
-  int c = n.kind == kir::IndexKind::FloorDiv || n.kind == kir::IndexKind::Mod;
-  if (n.a.defined()) c += divmods_here(n.a);
-  if (n.b.defined()) c += divmods_here(n.b);
-  return c;
-}
-
-// Those of every index inside `e` (visit_exprs reaches the scalars inside indices).
+// The floor divisions and modulos of every index inside `e` (visit_exprs reaches the scalars
+// inside indices; count_divmod does not count them again).
 int divmods(const kir::Expr& e) {
   int c = 0;
   kir::visit_exprs(e, [&](const kir::Expr& x) {
-    if (x.node().index.defined()) c += divmods_here(x.node().index);
+    if (x.node().index.defined()) c += kir::count_divmod(x.node().index);
   });
   return c;
 }
