@@ -38,6 +38,14 @@ inline Ex exp(const Ex& a) { return ex_unary(Op::Exp, a); }
 inline Ex log(const Ex& a) { return ex_unary(Op::Log, a); }
 inline Ex abs(const Ex& a) { return ex_unary(Op::Abs, a); }
 inline Ex sqrt(const Ex& a) { return ex_unary(Op::Sqrt, a); }
+// An order-reversing map that is its own inverse: -x for floats (NaN stays NaN), -x - 1 for
+// integers (~x, which cannot overflow). ArgMin is ArgMax of it; TopK's smallest, the largest.
+inline Ex order_reversed(const Ex& x) {
+  if (!x.v.ok()) return x;
+  Ex neg = ex_unary(Op::Neg, x);
+  return is_float((*x.v)->dtype()) ? neg : neg - 1.0;
+}
+
 // where(c, a, b) (Importer::where() names the current node in messages).
 inline Ex select(const Ex& c, const Ex& a, const Ex& b) { return c.im->apply(Op::Where, {c, a, b}); }
 inline Ex select(const Ex& c, const Ex& a, double b) { return select(c, a, a.im->constant_like(a, b)); }

@@ -846,9 +846,9 @@ absl::Status Importer::reduce() {
   return define(0, log(reduce(Op::Sum, exp(x - m), keepdim)) + (keepdim ? m : reduce(Op::Max, x, false)));
 }
 
-// ArgMin is the argmax of an order-reversing map: -x for floats (NaN stays NaN, so the
-// first NaN still wins), -x - 1 for integers (that is ~x, which cannot overflow).
-// select_last_index reverses the axis and maps the index i found there back to n - 1 - i.
+// ArgMin is the argmax of order_reversed(x) (ex_ops.h; NaN stays NaN, so the first NaN
+// still wins). select_last_index reverses the axis and maps the index i found there back to
+// n - 1 - i.
 absl::Status Importer::argmax() {
   KILN_ASSIGN_OR_RETURN(auto x, value(0));
   int64_t rank = x->shape().size();
@@ -856,13 +856,7 @@ absl::Status Importer::argmax() {
   Value* v = x;
   if (node_->op_type() == "ArgMin") {
     if (x->dtype() == DType::boolean) return unsupported("ArgMin of a bool tensor is not supported");
-    KILN_ASSIGN_OR_RETURN(auto neg, emit(Op::Neg, {v}));
-    v = neg;
-    if (is_integer(x->dtype())) {
-      KILN_ASSIGN_OR_RETURN(auto one, scalar(1, x->dtype()));
-      KILN_ASSIGN_OR_RETURN(auto not_x, emit(Op::Sub, {neg, one}));
-      v = not_x;
-    }
+    KILN_ASSIGN_OR_RETURN(v, order_reversed(ex(x)).v);
   }
   std::optional<int64_t> n = x->shape()[axis].constant();
   bool last = attr_int("select_last_index", 0) != 0;
@@ -887,8 +881,8 @@ absl::Status Importer::argmax() {
 // `axis` is guarded to be at least K. Decomposed into K rounds over the elements not yet
 // taken: m = their maximum, then the first untaken index holding m (NaN matches NaN). A
 // round is two reductions, so this is O(K n); K is capped at kMaxTopK. smallest is the
-// largest of the order-reversing map argmax uses. sorted=0 allows any order: the sorted one
-// is returned.
+// largest of order_reversed(x), mapped back by the same function. sorted=0 allows any order:
+// the sorted one is returned.
 absl::Status Importer::top_k() {
   constexpr int64_t kMaxTopK = 256;
   KILN_ASSIGN_OR_RETURN(auto xv, value(0));
@@ -912,7 +906,7 @@ absl::Status Importer::top_k() {
   DType t = xv->dtype();
   Ex x = ex(xv);
   bool largest = attr_int("largest", 1) != 0;
-  Ex v = largest ? x : is_float(t) ? ex_unary(Op::Neg, x) : ex_unary(Op::Neg, x) - 1.0;
+  Ex v = largest ? x : order_reversed(x);
   Ex pos = apply(Op::Iota, {}, {{"shape", xv->shape()}, {"axis", axis}, {"dtype", DType::i64}});
   double lowest = is_float(t)      ? -std::numeric_limits<double>::infinity()
                   : is_unsigned(t) ? 0.0
@@ -923,7 +917,7 @@ absl::Status Importer::top_k() {
     Ex m = apply(Op::Max, {select(free, v, lowest)}, {{"axes", std::vector<int64_t>{axis}}, {"keepdim", true}});
     Ex hit = free && ((v == m) || ((v != v) && (m != m)));
     Ex i = apply(Op::ArgMax, {apply(Op::Cast, {hit}, {{"dtype", DType::i32}})}, {{"axis", axis}, {"keepdim", true}});
-    values.push_back(largest ? m : is_float(t) ? ex_unary(Op::Neg, m) : ex_unary(Op::Neg, m + 1.0));
+    values.push_back(largest ? m : order_reversed(m));
     indices.push_back(i);
     free = free && (pos != i);
   }
